@@ -1,0 +1,230 @@
+/*
+** sfa.h -- the one public header of sfa, sparse flash attention for NVIDIA GPUs.
+**
+** sfa renders CUDA C++ kernels from Lua templates (one variant per kernel spec),
+** compiles them with NVRTC into a content-addressed on-disk cache, loads them
+** through the CUDA driver API and launches them on the caller's stream.
+**
+** Conventions
+** - Every function returns an sfa_status. Functions that take a context leave a
+**   message in it (sfa_last_error); context-free functions take a caller-owned
+**   buffer `err` of `errlen` bytes (may be NULL) for the message.
+** - Ownership: strings and buffers returned through `char **` / `void **` are
+**   allocated by sfa and released by the caller with sfa_free(). Kernels returned
+**   by sfa_compile belong to the context and live until sfa_context_destroy.
+** - Tensors are device memory described by sfa_tensor (element strides, the last
+**   dimension contiguous). sfa never allocates device memory behind the caller's
+**   back except small workspaces owned by the context.
+*/
+#ifndef SFA_H
+#define SFA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SFA_VERSION_MAJOR 0
+#define SFA_VERSION_MINOR 1
+#define SFA_VERSION_PATCH 0
+#define SFA_VERSION_STRING "0.1.0"
+
+/* ---------------------------------------------------------------- status */
+
+typedef enum sfa_status {
+  SFA_OK = 0,
+  SFA_ERR_INVALID_ARGUMENT, /* a caller-supplied value is wrong; message names it */
+  SFA_ERR_UNSUPPORTED,      /* valid request that this build/arch cannot serve */
+  SFA_ERR_NO_DRIVER,        /* libcuda.so.1 missing or no device */
+  SFA_ERR_CUDA,             /* a CUDA driver call failed */
+  SFA_ERR_COMPILE,          /* NVRTC rejected the generated source (log in message) */
+  SFA_ERR_GENERATOR,        /* the Lua template engine failed (file:line in message) */
+  SFA_ERR_IO,               /* file system error */
+  SFA_ERR_CORRUPT,          /* a file failed verification */
+  SFA_ERR_NOT_FOUND,        /* lookup missed */
+  SFA_ERR_OUT_OF_MEMORY,
+  SFA_ERR_INTERNAL
+} sfa_status;
+
+/* Static English name of a status, e.g. "invalid argument". */
+const char *sfa_status_string(sfa_status s);
+
+/* Release anything sfa returned through a char ** or void ** out-parameter. */
+void sfa_free(void *p);
+
+/* ---------------------------------------------------------------- kernel specs */
+
+typedef enum sfa_pass {
+  SFA_PASS_FWD = 0,
+  SFA_PASS_BWD_PRE, /* backward preprocess: delta = rowsum(do * o) */
+  SFA_PASS_BWD
+} sfa_pass;
+
+typedef enum sfa_mode {
+  SFA_MODE_DENSE = 0, /* optional causal (bottom-right aligned) */
+  SFA_MODE_QK_DROP,   /* SCFA QK-sparse: compacted q/k/v + q_idx/k_idx */
+  SFA_MODE_HASH,      /* SCFA hash-sparse: sorted by (bucket, position) */
+  SFA_MODE_WINDOW     /* sliding window + optional bias and dynamic mask */
+} sfa_mode;
+
+typedef enum sfa_dtype {
+  SFA_DTYPE_FP16 = 0,
+  SFA_DTYPE_BF16,
+  SFA_DTYPE_FP32,
+  SFA_DTYPE_INT32,
+  SFA_DTYPE_UINT8
+} sfa_dtype;
+
+/* Feature flags of a kernel spec. */
+#define SFA_FEAT_CAUSAL        (1u << 0) /* dense: causal mask */
+#define SFA_FEAT_BIAS          (1u << 1) /* window: additive bias */
+#define SFA_FEAT_MASK          (1u << 2) /* window: dynamic uint8 mask */
+#define SFA_FEAT_DETERMINISTIC (1u << 3) /* backward: no float atomics */
+
+/* One kernel variant. Every field is spelled in its canonical name, e.g.
+** sfa_fwd_dense_causal_bf16_d128_m128n64_w4s1_sm90; that name is also the
+** kernel's entry symbol. */
+typedef struct sfa_kernel_spec {
+  sfa_pass pass;
+  sfa_mode mode;
+  sfa_dtype dtype;    /* SFA_DTYPE_FP16 or SFA_DTYPE_BF16 */
+  int head_dim;       /* multiple of 8, 32..256 */
+  int block_m;        /* query rows per CTA */
+  int block_n;        /* key rows per inner tile */
+  int num_warps;
+  int num_stages;     /* K/V shared-memory buffers: 1 (interleaved) or 2 */
+  int arch;           /* compute capability * 10 + minor, e.g. 80, 86, 89, 90 */
+  unsigned flags;     /* SFA_FEAT_* */
+} sfa_kernel_spec;
+
+/* Checks every field; on failure the message names the field and the allowed
+** values. */
+sfa_status sfa_spec_validate(const sfa_kernel_spec *spec, char *err, size_t errlen);
+
+/* Canonical name into buf (NUL-terminated). SFA_ERR_INVALID_ARGUMENT if the
+** spec is invalid or buf is too small. */
+sfa_status sfa_spec_name(const sfa_kernel_spec *spec, char *buf, size_t n);
+
+/* Inverse of sfa_spec_name. */
+sfa_status sfa_spec_parse(const char *name, sfa_kernel_spec *spec, char *err, size_t errlen);
+
+/* The heuristic default tile configuration for a problem class: fills block_m,
+** block_n, num_warps and num_stages of *spec from its other fields. */
+sfa_status sfa_spec_default(sfa_kernel_spec *spec, char *err, size_t errlen);
+
+/* Dynamic shared memory, in bytes, that the variant needs at launch. */
+size_t sfa_spec_smem_bytes(const sfa_kernel_spec *spec);
+
+/* Render the CUDA C++ source of a variant (self-contained: no #include).
+** *source is NUL-terminated; release with sfa_free. */
+sfa_status sfa_generate(const sfa_kernel_spec *spec, char **source, char *err, size_t errlen);
+
+/* Compile a variant with NVRTC for spec->arch, without a GPU. If source is NULL
+** it is generated. *cubin (release with sfa_free) receives the binary; if log is
+** not NULL it receives the NVRTC log (release with sfa_free). */
+sfa_status sfa_compile_cubin(const sfa_kernel_spec *spec, const char *source,
+                             void **cubin, size_t *cubin_size, char **log,
+                             char *err, size_t errlen);
+
+/* ---------------------------------------------------------------- tensors */
+
+#define SFA_MAX_RANK 4
+
+typedef struct sfa_tensor {
+  void *data;                      /* device pointer (a CUdeviceptr) */
+  sfa_dtype dtype;
+  int rank;
+  int64_t shape[SFA_MAX_RANK];
+  int64_t strides[SFA_MAX_RANK];   /* in elements */
+} sfa_tensor;
+
+/* Fill a contiguous (row-major) tensor description. */
+void sfa_tensor_init(sfa_tensor *t, void *data, sfa_dtype dtype, int rank,
+                     const int64_t *shape);
+
+/* ---------------------------------------------------------------- context */
+
+typedef struct sfa_context sfa_context;
+
+typedef enum sfa_tune_policy {
+  SFA_TUNE_OFF = 0, /* heuristic default */
+  SFA_TUNE_CACHED,  /* tuning db, heuristic on miss */
+  SFA_TUNE_ON       /* tune on miss */
+} sfa_tune_policy;
+
+typedef struct sfa_options {
+  const char *cache_dir;  /* NULL: SFA_CACHE_DIR, $XDG_CACHE_HOME/sfa, ~/.cache/sfa */
+  int device;             /* device ordinal used when the thread has no current context */
+  int verbose;            /* 1: progress and cache notes on stderr */
+  sfa_tune_policy tune;
+} sfa_options;
+
+/* Fill *opts with the defaults. */
+void sfa_options_init(sfa_options *opts);
+
+/* Create a context. Creation does not touch the GPU: the driver is loaded on the
+** first call that needs it, so argument validation works on machines without
+** one. On failure *ctx may still be set so that sfa_last_error can be read; it
+** must then be destroyed. */
+sfa_status sfa_context_create(sfa_context **ctx, const sfa_options *opts);
+void sfa_context_destroy(sfa_context *ctx);
+
+/* The message of the last failed call on ctx ("" if none). Valid until the next
+** call on ctx. */
+const char *sfa_last_error(const sfa_context *ctx);
+
+/* Compile (through the disk cache) and load a variant in the calling thread's
+** current CUDA context. The kernel handle is owned by ctx. */
+typedef struct sfa_kernel sfa_kernel;
+sfa_status sfa_compile(sfa_context *ctx, const sfa_kernel_spec *spec, sfa_kernel **kernel);
+
+/* ---------------------------------------------------------------- attention */
+
+typedef struct sfa_attention_params {
+  sfa_mode mode;
+  int causal;         /* dense and window: 1 = causal (bottom-right aligned) */
+  float scale;        /* 0: 1/sqrt(head_dim) */
+  int window_left;    /* window: keys j >= i - window_left are seen; -1 unbounded */
+  int window_right;   /* window: keys j <= i + window_right are seen; -1 unbounded */
+  int deterministic;  /* backward: no float atomics */
+} sfa_attention_params;
+
+void sfa_params_init(sfa_attention_params *p);
+
+/* Mode-specific inputs; unused members are NULL. */
+typedef struct sfa_extras {
+  const sfa_tensor *q_idx;  /* int32 [B, Hq, Tq]  (qk_drop, hash) */
+  const sfa_tensor *k_idx;  /* int32 [B, Hkv, Tk] (qk_drop, hash) */
+  const sfa_tensor *q_hash; /* int32 [B, Hq, Tq]  (hash) */
+  const sfa_tensor *k_hash; /* int32 [B, Hkv, Tk] (hash) */
+  const sfa_tensor *bias;   /* q dtype [B, Hb, Tq|1, Tk] (window) */
+  const sfa_tensor *mask;   /* uint8 [B, Hb, Tq|1, Tk] (window) */
+} sfa_extras;
+
+/* o = attention(q, k, v). q [B, Hq, Tq, D], k and v [B, Hkv, Tk, D] (fp16 or
+** bf16), o like q, lse float32 [B, Hq, Tq] (may be NULL). stream is a CUstream
+** (NULL = the legacy default stream). extras may be NULL for dense. */
+sfa_status sfa_forward(sfa_context *ctx, const sfa_attention_params *params,
+                       const sfa_tensor *q, const sfa_tensor *k, const sfa_tensor *v,
+                       const sfa_extras *extras, const sfa_tensor *o,
+                       const sfa_tensor *lse, void *stream);
+
+/* ---------------------------------------------------------------- CPU reference */
+
+/* Float64 reference of the forward pass on host arrays in float32, contiguous
+** [B, H, T, D]. Semantics exactly as DESIGN.md section 2: rows with no allowed
+** key get o = 0 and lse = -inf. lse may be NULL. Only the extras that the mode
+** uses are read; their data pointers are host pointers here. */
+sfa_status sfa_reference_forward(const sfa_attention_params *params, int B, int Hq,
+                                 int Hkv, int Tq, int Tk, int D, const float *q,
+                                 const float *k, const float *v, const int32_t *q_idx,
+                                 const int32_t *k_idx, const int32_t *q_hash,
+                                 const int32_t *k_hash, float *o, float *lse,
+                                 char *err, size_t errlen);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SFA_H */

@@ -1,0 +1,26 @@
+/*
+** testutil.h -- small helpers shared by the Check suites: temporary
+** directories, a seeded RNG, and the run-a-suite main.
+*/
+#ifndef SFA_TESTUTIL_H
+#define SFA_TESTUTIL_H
+
+#include <check.h>
+#include <stdint.h>
+
+/* Create a fresh temporary directory (under $TMPDIR or /tmp); returns a static
+** copy of its path, valid until the next call. */
+const char *tu_mkdtemp(void);
+
+/* Remove a directory tree (best effort). */
+void tu_rm_rf(const char *path);
+
+/* xorshift64* random numbers. */
+uint64_t tu_rand_u64(uint64_t *state);
+double tu_rand_uniform(uint64_t *state); /* [0, 1) */
+double tu_rand_normal(uint64_t *state);
+
+/* Run the suite with CK_NORMAL output; returns the process exit status. */
+int tu_run_suite(Suite *s);
+
+#endif
