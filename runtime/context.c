@@ -1,0 +1,2 @@
+/* runtime/context.c -- placeholder, being written. */
+typedef int sfa_placeholder_context;

@@ -1,0 +1,2 @@
+/* runtime/driver.c -- placeholder, being written. */
+typedef int sfa_placeholder_driver;

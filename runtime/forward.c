@@ -1,0 +1,2 @@
+/* runtime/forward.c -- placeholder, being written. */
+typedef int sfa_placeholder_forward;
