@@ -1,2 +1,477 @@
-/* placeholder */
-int main(void) { return 0; }
+/*
+** sfa_gen_main.c -- sfa-gen, the ahead-of-time tool: renders kernel specs (from
+** flags, canonical names or a preset) to <name>.cu, compiles them with NVRTC to
+** <name>.cubin (no GPU needed) and writes DIR/manifest.tsv describing them.
+*/
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "sfa.h"
+#include "gen/gen_internal.h"
+
+#define EXIT_USAGE 2
+#define MAX_ARCHS 8
+
+static const char usage_text[] =
+  "usage: sfa-gen [spec flags | --name NAME... | --preset NAME] [options]\n"
+  "\n"
+  "Renders sfa kernels to CUDA C++ and compiles them with NVRTC (no GPU needed).\n"
+  "\n"
+  "Spec flags (tile flags default to sfa_spec_default):\n"
+  "  --pass fwd|bwdpre|bwd      (default fwd)\n"
+  "  --mode dense|qk_drop|hash|window   (default dense)\n"
+  "  --dtype fp16|bf16          (default bf16)\n"
+  "  --head-dim D               (required with spec flags)\n"
+  "  --causal\n"
+  "  --block-m M  --block-n N  --warps W  --stages S\n"
+  "  --arch A[,A...]            (default 90; may be repeated)\n"
+  "Or:\n"
+  "  --name NAME                a canonical name, e.g.\n"
+  "                             sfa_fwd_dense_causal_bf16_d128_m128n64_w4s2_sm90\n"
+  "                             (may be repeated)\n"
+  "  --preset default           dense, causal and not, fp16 and bf16, head_dim\n"
+  "                             32 64 96 128 256, default tiles, for each --arch\n"
+  "  --preset dense-tiles       every valid tile config of dense bf16 d64 and d128\n"
+  "Options:\n"
+  "  --out DIR                  output directory (default ./sfa-kernels)\n"
+  "  --no-cubin                 write only the .cu sources\n"
+  "  --list                     print the kernel names and exit\n"
+  "  -j, --jobs N               parallel compiles (default: online CPUs, at most 8)\n"
+  "  -h, --help                 this text\n"
+  "\n"
+  "Writes DIR/<name>.cu, DIR/<name>.cubin and DIR/manifest.tsv (tab-separated,\n"
+  "one header line). Exit status: 0 ok, 1 a kernel or file failed, 2 bad usage.\n";
+
+static void die_usage(const char *fmt, ...) {
+  va_list ap;
+  fputs("sfa-gen: ", stderr);
+  va_start(ap, fmt);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  fputs("\n(see sfa-gen --help)\n", stderr);
+  exit(EXIT_USAGE);
+}
+
+/* ------------------------------------------------------------ the kernel list */
+
+typedef struct kernel {
+  sfa_kernel_spec spec;
+  char name[SFA__NAME_MAX];
+  size_t cubin_bytes;
+  int ok;
+} kernel;
+
+typedef struct klist {
+  kernel *v;
+  size_t n, cap;
+} klist;
+
+static void add_kernel(klist *l, const sfa_kernel_spec *s) {
+  kernel k;
+  memset(&k, 0, sizeof k);
+  k.spec = *s;
+  if (sfa_spec_name(s, k.name, sizeof k.name) != SFA_OK) {
+    char why[256];
+    sfa_spec_validate(s, why, sizeof why);
+    die_usage("%s", why);
+  }
+  for (size_t i = 0; i < l->n; i++)
+    if (strcmp(l->v[i].name, k.name) == 0) return; /* duplicate */
+  if (l->n == l->cap) {
+    l->cap = l->cap ? 2 * l->cap : 32;
+    l->v = realloc(l->v, l->cap * sizeof *l->v);
+    if (!l->v) {
+      fputs("sfa-gen: out of memory\n", stderr);
+      exit(1);
+    }
+  }
+  l->v[l->n++] = k;
+}
+
+static void preset_default(klist *l, const int *archs, int na) {
+  static const int dims[] = {32, 64, 96, 128, 256};
+  for (int a = 0; a < na; a++)
+    for (int c = 0; c < 2; c++)
+      for (int t = 0; t < 2; t++)
+        for (int d = 0; d < 5; d++) {
+          sfa_kernel_spec s = {0};
+          char err[256];
+          s.pass = SFA_PASS_FWD;
+          s.mode = SFA_MODE_DENSE;
+          s.dtype = t ? SFA_DTYPE_BF16 : SFA_DTYPE_FP16;
+          s.head_dim = dims[d];
+          s.arch = archs[a];
+          s.flags = c ? SFA_FEAT_CAUSAL : 0;
+          if (sfa_spec_default(&s, err, sizeof err) != SFA_OK) die_usage("%s", err);
+          add_kernel(l, &s);
+        }
+}
+
+static void preset_dense_tiles(klist *l, const int *archs, int na) {
+  static const int dims[] = {64, 128}, ms[] = {64, 128}, ns[] = {32, 64, 128};
+  static const int ws[] = {4, 8}, ss[] = {1, 2};
+  for (int a = 0; a < na; a++)
+    for (int d = 0; d < 2; d++)
+      for (int c = 0; c < 2; c++)
+        for (int m = 0; m < 2; m++)
+          for (int n = 0; n < 3; n++)
+            for (int w = 0; w < 2; w++)
+              for (int st = 0; st < 2; st++) {
+                sfa_kernel_spec s = {SFA_PASS_FWD, SFA_MODE_DENSE, SFA_DTYPE_BF16, dims[d],
+                                     ms[m], ns[n], ws[w], ss[st], archs[a],
+                                     c ? SFA_FEAT_CAUSAL : 0u};
+                if (sfa_spec_validate(&s, NULL, 0) == SFA_OK) add_kernel(l, &s);
+              }
+}
+
+/* ------------------------------------------------------------ argument parsing */
+
+typedef struct opts {
+  const char *pass, *mode, *dtype, *preset, *out;
+  int head_dim, block_m, block_n, warps, stages, causal;
+  int archs[MAX_ARCHS], narchs;
+  const char *names[256];
+  int nnames;
+  int no_cubin, list, jobs;
+} opts;
+
+static int parse_int(const char *flag, const char *v) {
+  char *end;
+  errno = 0;
+  long x = strtol(v, &end, 10);
+  if (errno || end == v || *end || x < 0 || x > 100000)
+    die_usage("%s: '%s' is not a number", flag, v);
+  return (int)x;
+}
+
+static void add_archs(opts *o, const char *v) {
+  char buf[128];
+  snprintf(buf, sizeof buf, "%s", v);
+  for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+    if (strncmp(tok, "sm_", 3) == 0) tok += 3;
+    else if (strncmp(tok, "sm", 2) == 0) tok += 2;
+    int a = parse_int("--arch", tok);
+    int seen = 0;
+    for (int i = 0; i < o->narchs; i++) seen |= o->archs[i] == a;
+    if (seen) continue;
+    if (o->narchs == MAX_ARCHS) die_usage("--arch: at most %d arches", MAX_ARCHS);
+    o->archs[o->narchs++] = a;
+  }
+}
+
+static void parse_args(opts *o, int argc, char **argv) {
+  for (int i = 1; i < argc; i++) {
+    char flag[64];
+    const char *a = argv[i], *val = NULL, *eq = strchr(a, '=');
+    if (strncmp(a, "--", 2) == 0 && eq) { /* --flag=value */
+      snprintf(flag, sizeof flag, "%.*s", (int)(eq - a), a);
+      val = eq + 1;
+      a = flag;
+    }
+#define IS(f) (strcmp(a, f) == 0)
+#define VALUE() (val ? val : (i + 1 < argc ? argv[++i] : (die_usage("%s needs a value", a), "")))
+#define NOVALUE() do { if (val) die_usage("%s takes no value", a); } while (0)
+    if (IS("-h") || IS("--help")) {
+      fputs(usage_text, stdout);
+      exit(0);
+    } else if (IS("--pass")) o->pass = VALUE();
+    else if (IS("--mode")) o->mode = VALUE();
+    else if (IS("--dtype")) o->dtype = VALUE();
+    else if (IS("--head-dim")) o->head_dim = parse_int(a, VALUE());
+    else if (IS("--block-m")) o->block_m = parse_int(a, VALUE());
+    else if (IS("--block-n")) o->block_n = parse_int(a, VALUE());
+    else if (IS("--warps")) o->warps = parse_int(a, VALUE());
+    else if (IS("--stages")) o->stages = parse_int(a, VALUE());
+    else if (IS("--arch")) add_archs(o, VALUE());
+    else if (IS("--causal")) { NOVALUE(); o->causal = 1; }
+    else if (IS("--name")) {
+      if (o->nnames == (int)(sizeof o->names / sizeof o->names[0])) die_usage("too many --name");
+      o->names[o->nnames++] = VALUE();
+    } else if (IS("--preset")) o->preset = VALUE();
+    else if (IS("--out")) o->out = VALUE();
+    else if (IS("--no-cubin")) { NOVALUE(); o->no_cubin = 1; }
+    else if (IS("--list")) { NOVALUE(); o->list = 1; }
+    else if (IS("-j") || IS("--jobs")) {
+      o->jobs = parse_int(a, VALUE());
+      if (o->jobs < 1) die_usage("%s: must be at least 1", a);
+    } else die_usage("unknown argument '%s'", argv[i]);
+#undef IS
+#undef VALUE
+#undef NOVALUE
+  }
+}
+
+static int pick(const char *flag, const char *v, const char *const *names, int n) {
+  for (int i = 0; i < n; i++)
+    if (strcmp(v, names[i]) == 0) return i;
+  die_usage("%s: '%s' is not allowed", flag, v);
+  return -1;
+}
+
+static void build_list(const opts *o, klist *l) {
+  int spec_flags = o->pass || o->mode || o->dtype || o->head_dim || o->causal;
+  int tile_flags = o->block_m || o->block_n || o->warps || o->stages;
+  int archs[MAX_ARCHS] = {90}, na = o->narchs ? o->narchs : 1;
+  if (o->narchs) memcpy(archs, o->archs, sizeof archs);
+
+  if ((o->nnames > 0) + (o->preset != NULL) + (spec_flags || tile_flags) > 1)
+    die_usage("give spec flags, --name or --preset, not several");
+  if (o->nnames > 0) {
+    if (o->narchs) die_usage("--arch cannot be combined with --name (the name spells it)");
+    for (int i = 0; i < o->nnames; i++) {
+      sfa_kernel_spec s;
+      char err[256];
+      if (sfa_spec_parse(o->names[i], &s, err, sizeof err) != SFA_OK) die_usage("%s", err);
+      add_kernel(l, &s);
+    }
+  } else if (o->preset) {
+    if (strcmp(o->preset, "default") == 0) preset_default(l, archs, na);
+    else if (strcmp(o->preset, "dense-tiles") == 0) preset_dense_tiles(l, archs, na);
+    else die_usage("--preset: '%s' is not a preset; presets are default and dense-tiles",
+                   o->preset);
+  } else if (spec_flags || tile_flags) {
+    static const char *const passes[] = {"fwd", "bwdpre", "bwd"};
+    static const char *const modes[] = {"dense", "qk_drop", "hash", "window"};
+    static const char *const dtypes[] = {"fp16", "bf16"};
+    if (!o->head_dim) die_usage("--head-dim is required with spec flags");
+    for (int a = 0; a < na; a++) {
+      sfa_kernel_spec s = {0};
+      char err[256];
+      s.pass = (sfa_pass)(o->pass ? pick("--pass", o->pass, passes, 3) : 0);
+      if (o->mode && strcmp(o->mode, "qkdrop") == 0) s.mode = SFA_MODE_QK_DROP;
+      else s.mode = (sfa_mode)(o->mode ? pick("--mode", o->mode, modes, 4) : 0);
+      s.dtype = o->dtype && pick("--dtype", o->dtype, dtypes, 2) == 0 ? SFA_DTYPE_FP16
+                                                                       : SFA_DTYPE_BF16;
+      s.head_dim = o->head_dim;
+      s.arch = archs[a];
+      s.flags = o->causal ? SFA_FEAT_CAUSAL : 0;
+      /* Defaults first (errors in the non-tile fields are reported there). */
+      sfa_status st = sfa_spec_default(&s, err, sizeof err);
+      if (st != SFA_OK && !tile_flags) die_usage("%s", err);
+      if (o->block_m) s.block_m = o->block_m;
+      if (o->block_n) s.block_n = o->block_n;
+      if (o->warps) s.num_warps = o->warps;
+      if (o->stages) s.num_stages = o->stages;
+      if (sfa_spec_validate(&s, err, sizeof err) != SFA_OK) die_usage("%s", err);
+      add_kernel(l, &s);
+    }
+  } else {
+    die_usage("nothing to do: give spec flags, --name or --preset");
+  }
+}
+
+/* ------------------------------------------------------------ files */
+
+static int mkdir_p(const char *dir) {
+  char buf[1024];
+  if (snprintf(buf, sizeof buf, "%s", dir) >= (int)sizeof buf) {
+    errno = ENAMETOOLONG;
+    return -1;
+  }
+  for (char *p = buf + 1; *p; p++) {
+    if (*p != '/') continue;
+    *p = '\0';
+    if (mkdir(buf, 0777) != 0 && errno != EEXIST) return -1;
+    *p = '/';
+  }
+  if (mkdir(buf, 0777) != 0 && errno != EEXIST) return -1;
+  return 0;
+}
+
+/* Writes dir/file through a temporary file in dir and a rename. */
+static int write_atomic(const char *dir, const char *file, const void *data, size_t len,
+                        char *err, size_t errlen) {
+  char tmp[1200], path[1200];
+  snprintf(path, sizeof path, "%s/%s", dir, file);
+  snprintf(tmp, sizeof tmp, "%s/.%s.XXXXXX", dir, file);
+  int fd = mkstemp(tmp);
+  if (fd < 0) {
+    snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
+    return -1;
+  }
+  const char *p = data;
+  size_t left = len;
+  while (left > 0) {
+    ssize_t w = write(fd, p, left);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) {
+      snprintf(err, errlen, "%s: %s", tmp, w < 0 ? strerror(errno) : "short write");
+      close(fd);
+      unlink(tmp);
+      return -1;
+    }
+    p += w;
+    left -= (size_t)w;
+  }
+  if (fchmod(fd, 0644) != 0 || close(fd) != 0) {
+    snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
+    unlink(tmp);
+    return -1;
+  }
+  if (rename(tmp, path) != 0) {
+    snprintf(err, errlen, "%s: %s", path, strerror(errno));
+    unlink(tmp);
+    return -1;
+  }
+  return 0;
+}
+
+static void flags_text(unsigned flags, char *buf, size_t n) {
+  static const struct { unsigned bit; const char *name; } fl[] = {
+    {SFA_FEAT_CAUSAL, "causal"}, {SFA_FEAT_BIAS, "bias"},
+    {SFA_FEAT_MASK, "mask"}, {SFA_FEAT_DETERMINISTIC, "det"}};
+  buf[0] = '\0';
+  for (size_t i = 0; i < sizeof fl / sizeof fl[0]; i++)
+    if (flags & fl[i].bit) {
+      if (buf[0]) strncat(buf, ",", n - strlen(buf) - 1);
+      strncat(buf, fl[i].name, n - strlen(buf) - 1);
+    }
+  if (!buf[0]) snprintf(buf, n, "-");
+}
+
+static int write_manifest(const char *dir, const klist *l, int no_cubin) {
+  size_t cap = 256 + l->n * 512, len = 0;
+  char *buf = malloc(cap), err[1400];
+  if (!buf) return -1;
+  len += (size_t)snprintf(buf + len, cap - len,
+                          "name\tarch\tpass\tmode\tdtype\thead_dim\tblock_m\tblock_n\t"
+                          "num_warps\tnum_stages\tflags\tsmem_bytes\tcubin\tcubin_bytes\n");
+  for (size_t i = 0; i < l->n; i++) {
+    const kernel *k = &l->v[i];
+    const sfa_kernel_spec *s = &k->spec;
+    char flags[64], cubin[SFA__NAME_MAX + 8];
+    if (!k->ok) continue;
+    flags_text(s->flags, flags, sizeof flags);
+    if (no_cubin) snprintf(cubin, sizeof cubin, "-");
+    else snprintf(cubin, sizeof cubin, "%s.cubin", k->name);
+    len += (size_t)snprintf(buf + len, cap - len,
+                            "%s\t%d\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\t%zu\t%s\t%zu\n",
+                            k->name, s->arch, sfa__pass_name(s->pass),
+                            sfa__mode_name(s->mode), sfa__dtype_name(s->dtype), s->head_dim,
+                            s->block_m, s->block_n, s->num_warps, s->num_stages, flags,
+                            sfa_spec_smem_bytes(s), cubin, k->cubin_bytes);
+  }
+  int rc = write_atomic(dir, "manifest.tsv", buf, len, err, sizeof err);
+  if (rc != 0) fprintf(stderr, "sfa-gen: %s\n", err);
+  free(buf);
+  return rc;
+}
+
+/* ------------------------------------------------------------ the work */
+
+typedef struct work {
+  klist *list;
+  const char *out;
+  int no_cubin;
+  pthread_mutex_t lock;
+  size_t next, done;
+  int failures;
+} work;
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Renders (and compiles) one kernel and writes its files; 0 on success. */
+static int build_one(work *w, kernel *k, char *err, size_t errlen) {
+  char *src = NULL, file[SFA__NAME_MAX + 8];
+  void *bin = NULL;
+  size_t size = 0;
+  int rc = -1;
+  if (sfa_generate(&k->spec, &src, err, errlen) != SFA_OK) goto out;
+  snprintf(file, sizeof file, "%s.cu", k->name);
+  if (write_atomic(w->out, file, src, strlen(src), err, errlen) != 0) goto out;
+  if (!w->no_cubin) {
+    if (sfa_compile_cubin(&k->spec, src, &bin, &size, NULL, err, errlen) != SFA_OK) goto out;
+    snprintf(file, sizeof file, "%s.cubin", k->name);
+    if (write_atomic(w->out, file, bin, size, err, errlen) != 0) goto out;
+    k->cubin_bytes = size;
+  }
+  rc = 0;
+out:
+  free(src);
+  free(bin);
+  return rc;
+}
+
+static void *worker(void *arg) {
+  work *w = arg;
+  for (;;) {
+    pthread_mutex_lock(&w->lock);
+    size_t i = w->next < w->list->n ? w->next++ : w->list->n;
+    pthread_mutex_unlock(&w->lock);
+    if (i >= w->list->n) return NULL;
+    kernel *k = &w->list->v[i];
+    char myerr[8192];
+    double t0 = now_s();
+    int rc = build_one(w, k, myerr, sizeof myerr);
+    double dt = now_s() - t0;
+    pthread_mutex_lock(&w->lock);
+    w->done++;
+    if (rc == 0) {
+      k->ok = 1;
+      fprintf(stderr, "[%zu/%zu] %s %.2f s\n", w->done, w->list->n, k->name, dt);
+    } else {
+      w->failures++;
+      fprintf(stderr, "[%zu/%zu] %s FAILED\nsfa-gen: %s\n", w->done, w->list->n, k->name,
+              myerr);
+    }
+    pthread_mutex_unlock(&w->lock);
+  }
+}
+
+int main(int argc, char **argv) {
+  opts o;
+  klist list = {0};
+  memset(&o, 0, sizeof o);
+  parse_args(&o, argc, argv);
+  if (argc == 1) {
+    fputs(usage_text, stderr);
+    return EXIT_USAGE;
+  }
+  build_list(&o, &list);
+
+  if (o.list) {
+    for (size_t i = 0; i < list.n; i++) printf("%s\n", list.v[i].name);
+    free(list.v);
+    return 0;
+  }
+
+  const char *out = o.out ? o.out : "sfa-kernels";
+  if (mkdir_p(out) != 0) {
+    fprintf(stderr, "sfa-gen: cannot create %s: %s\n", out, strerror(errno));
+    free(list.v);
+    return 1;
+  }
+  int jobs = o.jobs;
+  if (!jobs) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    jobs = n < 1 ? 1 : n > 8 ? 8 : (int)n;
+  }
+  if ((size_t)jobs > list.n) jobs = (int)list.n;
+
+  work w = {&list, out, o.no_cubin, PTHREAD_MUTEX_INITIALIZER, 0, 0, 0};
+  double t0 = now_s();
+  pthread_t th[64];
+  int nth = 0;
+  if (jobs > 64) jobs = 64;
+  for (int i = 1; i < jobs; i++)
+    if (pthread_create(&th[nth], NULL, worker, &w) == 0) nth++;
+  worker(&w);
+  for (int i = 0; i < nth; i++) pthread_join(th[i], NULL);
+
+  int rc = write_manifest(out, &list, o.no_cubin) != 0 || w.failures ? 1 : 0;
+  fprintf(stderr, "sfa-gen: %zu kernel(s) in %s, %d failed, %.2f s\n", list.n, out,
+          w.failures, now_s() - t0);
+  free(list.v);
+  return rc;
+}

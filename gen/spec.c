@@ -1,2 +1,350 @@
-/* gen/spec.c -- placeholder, being written. */
-typedef int sfa_placeholder_spec;
+/*
+** spec.c -- kernel specs: validation (with messages that name the field and the
+** allowed values), canonical names and their parser, default tile configs, and
+** the shared-memory / register budget of a tile.
+**
+** Canonical name:
+**   sfa_<pass>_<mode>[_causal][_bias][_mask][_det]_<dtype>_d<D>_m<M>n<N>_w<W>s<S>_sm<arch>
+** e.g. sfa_fwd_dense_causal_bf16_d128_m128n64_w4s1_sm90.
+*/
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "gen/gen_internal.h"
+
+sfa_status sfa__fail(char *err, size_t errlen, sfa_status status, const char *fmt, ...) {
+  if (err && errlen > 0) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+  }
+  return status;
+}
+
+/* ------------------------------------------------------------ names of values */
+
+static const char *const pass_names[] = {"fwd", "bwdpre", "bwd"};
+static const char *const mode_names[] = {"dense", "qk_drop", "hash", "window"};
+static const char *const mode_tokens[] = {"dense", "qkdrop", "hash", "window"};
+
+const char *sfa__pass_name(sfa_pass p) {
+  return (unsigned)p < 3 ? pass_names[p] : NULL;
+}
+const char *sfa__mode_name(sfa_mode m) {
+  return (unsigned)m < 4 ? mode_names[m] : NULL;
+}
+const char *sfa__mode_token(sfa_mode m) {
+  return (unsigned)m < 4 ? mode_tokens[m] : NULL;
+}
+const char *sfa__dtype_name(sfa_dtype d) {
+  return d == SFA_DTYPE_FP16 ? "fp16" : d == SFA_DTYPE_BF16 ? "bf16" : NULL;
+}
+
+/* Feature flags in name order. */
+static const struct { unsigned bit; const char *token; } flag_tokens[] = {
+  {SFA_FEAT_CAUSAL, "causal"},
+  {SFA_FEAT_BIAS, "bias"},
+  {SFA_FEAT_MASK, "mask"},
+  {SFA_FEAT_DETERMINISTIC, "det"},
+};
+#define NFLAGS (sizeof flag_tokens / sizeof flag_tokens[0])
+#define ALL_FLAGS (SFA_FEAT_CAUSAL | SFA_FEAT_BIAS | SFA_FEAT_MASK | SFA_FEAT_DETERMINISTIC)
+
+/* ------------------------------------------------------------ budgets */
+
+size_t sfa__arch_smem_limit(int arch) {
+  switch (arch) {
+  case 80: case 87: return 166912; /* 163 KB */
+  case 86: case 89: return 101376; /* 99 KB */
+  case 90: return 232448;          /* 227 KB */
+  default: return 0;
+  }
+}
+
+/* Padded rows: Q tile plus num_stages buffers each of K and V. */
+static size_t smem_formula(const sfa_kernel_spec *s) {
+  return (size_t)2 * (size_t)(s->head_dim + 8) *
+         (size_t)(s->block_m + 2 * s->num_stages * s->block_n);
+}
+
+int sfa__spec_acc_registers(const sfa_kernel_spec *s) {
+  int mt = s->block_m / (16 * s->num_warps); /* m16 tiles per warp */
+  return mt * (s->head_dim / 8) * 4 + mt * (s->block_n / 8) * 4;
+}
+
+size_t sfa_spec_smem_bytes(const sfa_kernel_spec *spec) {
+  if (!spec || sfa_spec_validate(spec, NULL, 0) != SFA_OK) return 0;
+  return smem_formula(spec);
+}
+
+/* ------------------------------------------------------------ validation */
+
+static int one_of(int v, const int *set, int n) {
+  for (int i = 0; i < n; i++)
+    if (set[i] == v) return 1;
+  return 0;
+}
+
+#define ONE_OF(v, ...) one_of((v), (const int[]){__VA_ARGS__}, \
+                              (int)(sizeof((const int[]){__VA_ARGS__}) / sizeof(int)))
+
+sfa_status sfa__spec_check_domain(const sfa_kernel_spec *s, char *err, size_t errlen) {
+  const sfa_status bad = SFA_ERR_INVALID_ARGUMENT;
+  if (!s) return sfa__fail(err, errlen, bad, "spec: NULL");
+  if (!sfa__pass_name(s->pass))
+    return sfa__fail(err, errlen, bad, "pass: %d is not allowed; must be fwd, bwdpre or bwd",
+                     (int)s->pass);
+  if (!sfa__mode_name(s->mode))
+    return sfa__fail(err, errlen, bad,
+                     "mode: %d is not allowed; must be dense, qk_drop, hash or window",
+                     (int)s->mode);
+  if (!sfa__dtype_name(s->dtype))
+    return sfa__fail(err, errlen, bad, "dtype: %d is not allowed; must be fp16 or bf16",
+                     (int)s->dtype);
+  if (s->head_dim < 32 || s->head_dim > 256 || s->head_dim % 16 != 0)
+    return sfa__fail(err, errlen, bad,
+                     "head_dim: %d is not allowed; must be a multiple of 16 in 32..256",
+                     s->head_dim);
+  if (!ONE_OF(s->num_warps, 4, 8))
+    return sfa__fail(err, errlen, bad, "num_warps: %d is not allowed; must be 4 or 8",
+                     s->num_warps);
+  if (!ONE_OF(s->block_m, 64, 128))
+    return sfa__fail(err, errlen, bad, "block_m: %d is not allowed; must be 64 or 128",
+                     s->block_m);
+  if (s->block_m % (16 * s->num_warps) != 0 || s->block_m / (16 * s->num_warps) > 2)
+    return sfa__fail(err, errlen, bad,
+                     "block_m: %d is not allowed with num_warps %d; block_m must be 1 or 2 "
+                     "m16 tiles per warp (%d or %d)",
+                     s->block_m, s->num_warps, 16 * s->num_warps, 32 * s->num_warps);
+  if (!ONE_OF(s->block_n, 32, 64, 128))
+    return sfa__fail(err, errlen, bad, "block_n: %d is not allowed; must be 32, 64 or 128",
+                     s->block_n);
+  if (!ONE_OF(s->num_stages, 1, 2))
+    return sfa__fail(err, errlen, bad, "num_stages: %d is not allowed; must be 1 or 2",
+                     s->num_stages);
+  if (!sfa__arch_smem_limit(s->arch))
+    return sfa__fail(err, errlen, bad,
+                     "arch: %d is not allowed; must be 80, 86, 87, 89 or 90", s->arch);
+  if (s->flags & ~(unsigned)ALL_FLAGS)
+    return sfa__fail(err, errlen, bad,
+                     "flags: 0x%x has unknown bits; allowed are SFA_FEAT_CAUSAL, "
+                     "SFA_FEAT_BIAS, SFA_FEAT_MASK, SFA_FEAT_DETERMINISTIC",
+                     s->flags);
+  return SFA_OK;
+}
+
+sfa_status sfa_spec_validate(const sfa_kernel_spec *s, char *err, size_t errlen) {
+  sfa_status st = sfa__spec_check_domain(s, err, errlen);
+  if (st != SFA_OK) return st;
+
+  if (s->pass != SFA_PASS_FWD)
+    return sfa__fail(err, errlen, SFA_ERR_UNSUPPORTED,
+                     "pass: only fwd is implemented in this version (got %s)",
+                     sfa__pass_name(s->pass));
+  if (s->mode != SFA_MODE_DENSE)
+    return sfa__fail(err, errlen, SFA_ERR_UNSUPPORTED,
+                     "mode: %s is not implemented in this version; only dense is",
+                     sfa__mode_name(s->mode));
+
+  /* Dense forward: only causal means anything. */
+  if (s->flags & (SFA_FEAT_BIAS | SFA_FEAT_MASK))
+    return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
+                     "flags: bias/mask apply to window mode only");
+  if (s->flags & SFA_FEAT_DETERMINISTIC)
+    return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
+                     "flags: deterministic applies to bwd only");
+
+  size_t smem = smem_formula(s), limit = sfa__arch_smem_limit(s->arch);
+  if (smem > limit)
+    return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
+                     "block_m/block_n/num_stages: needs %zu bytes of shared memory, "
+                     "sm_%d allows %zu",
+                     smem, s->arch, limit);
+  int regs = sfa__spec_acc_registers(s);
+  if (regs > SFA__MAX_ACC_REGISTERS)
+    return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
+                     "block_m/num_warps/block_n: tile needs %d accumulator registers per "
+                     "thread (limit %d)",
+                     regs, SFA__MAX_ACC_REGISTERS);
+  return SFA_OK;
+}
+
+/* ------------------------------------------------------------ canonical names */
+
+sfa_status sfa_spec_name(const sfa_kernel_spec *s, char *buf, size_t n) {
+  char flags[40] = "";
+  if (!buf || n == 0) return SFA_ERR_INVALID_ARGUMENT;
+  buf[0] = '\0';
+  if (sfa__spec_check_domain(s, NULL, 0) != SFA_OK) return SFA_ERR_INVALID_ARGUMENT;
+  for (size_t i = 0; i < NFLAGS; i++)
+    if (s->flags & flag_tokens[i].bit) {
+      strcat(flags, "_");
+      strcat(flags, flag_tokens[i].token);
+    }
+  int len = snprintf(buf, n, "sfa_%s_%s%s_%s_d%d_m%dn%d_w%ds%d_sm%d",
+                     sfa__pass_name(s->pass), sfa__mode_token(s->mode), flags,
+                     sfa__dtype_name(s->dtype), s->head_dim, s->block_m, s->block_n,
+                     s->num_warps, s->num_stages, s->arch);
+  if (len < 0 || (size_t)len >= n) {
+    buf[0] = '\0';
+    return SFA_ERR_INVALID_ARGUMENT;
+  }
+  return SFA_OK;
+}
+
+/* A decimal number without sign or leading zeros at *p; advances *p. */
+static int parse_uint(const char **p, int *out) {
+  const char *s = *p;
+  long v = 0;
+  if (*s < '0' || *s > '9' || (s[0] == '0' && s[1] >= '0' && s[1] <= '9')) return 0;
+  while (*s >= '0' && *s <= '9') {
+    v = v * 10 + (*s++ - '0');
+    if (v > INT_MAX) return 0;
+  }
+  *out = (int)v;
+  *p = s;
+  return 1;
+}
+
+/* Fills tok (NUL-terminated) with the next '_'-separated token at *p. */
+static int next_token(const char **p, char *tok, size_t n) {
+  const char *s = *p;
+  size_t len = strcspn(s, "_");
+  if (len == 0 || len >= n) return 0;
+  memcpy(tok, s, len);
+  tok[len] = '\0';
+  s += len;
+  if (*s == '_') s++;
+  *p = s;
+  return 1;
+}
+
+/* Parses "<c1><int>[<c2><int>]" exactly, e.g. "d128", "m128n64". */
+static int parse_pair(const char *tok, char c1, int *a, char c2, int *b) {
+  const char *p = tok;
+  if (*p++ != c1 || !parse_uint(&p, a)) return 0;
+  if (c2) {
+    if (*p++ != c2 || !parse_uint(&p, b)) return 0;
+  }
+  return *p == '\0';
+}
+
+static int find_name(const char *tok, const char *const *names, int n) {
+  for (int i = 0; i < n; i++)
+    if (strcmp(tok, names[i]) == 0) return i;
+  return -1;
+}
+
+sfa_status sfa_spec_parse(const char *name, sfa_kernel_spec *spec, char *err, size_t errlen) {
+  const sfa_status bad = SFA_ERR_INVALID_ARGUMENT;
+  sfa_kernel_spec s;
+  char tok[64], why[256];
+  const char *p = name;
+  int i, a = 0, b = 0;
+
+  if (!name || !spec) return sfa__fail(err, errlen, bad, "name: NULL");
+  memset(&s, 0, sizeof s);
+  if (strlen(name) >= SFA__NAME_MAX)
+    return sfa__fail(err, errlen, bad, "name '%.40s...': too long for a kernel name", name);
+
+#define NEXT(what)                                                                   \
+  do {                                                                               \
+    if (!*p) return sfa__fail(err, errlen, bad, "name '%s': ends where %s is expected", \
+                              name, what);                                           \
+    if (!next_token(&p, tok, sizeof tok))                                            \
+      return sfa__fail(err, errlen, bad, "name '%s': empty token where %s is expected", \
+                       name, what);                                                  \
+  } while (0)
+#define BAD(what) \
+  return sfa__fail(err, errlen, bad, "name '%s': bad token '%s'; expected %s", name, tok, what)
+
+  NEXT("'sfa'");
+  if (strcmp(tok, "sfa") != 0) BAD("'sfa'");
+  NEXT("the pass");
+  if ((i = find_name(tok, pass_names, 3)) < 0) BAD("the pass (fwd, bwdpre or bwd)");
+  s.pass = (sfa_pass)i;
+  NEXT("the mode");
+  if ((i = find_name(tok, mode_tokens, 4)) < 0) BAD("the mode (dense, qkdrop, hash or window)");
+  s.mode = (sfa_mode)i;
+
+  /* Optional flags in canonical order, then the dtype. */
+  size_t next_flag = 0;
+  for (;;) {
+    NEXT("a flag or the dtype");
+    size_t f;
+    for (f = 0; f < NFLAGS; f++)
+      if (strcmp(tok, flag_tokens[f].token) == 0) break;
+    if (f == NFLAGS) break;
+    if (f < next_flag)
+      BAD("flags once each in the order causal, bias, mask, det");
+    s.flags |= flag_tokens[f].bit;
+    next_flag = f + 1;
+  }
+  if (strcmp(tok, "fp16") == 0) s.dtype = SFA_DTYPE_FP16;
+  else if (strcmp(tok, "bf16") == 0) s.dtype = SFA_DTYPE_BF16;
+  else BAD("a flag (causal, bias, mask, det) or the dtype (fp16 or bf16)");
+
+  NEXT("d<head_dim>");
+  if (!parse_pair(tok, 'd', &a, 0, NULL)) BAD("d<head_dim>");
+  s.head_dim = a;
+  NEXT("m<block_m>n<block_n>");
+  if (!parse_pair(tok, 'm', &a, 'n', &b)) BAD("m<block_m>n<block_n>");
+  s.block_m = a;
+  s.block_n = b;
+  NEXT("w<num_warps>s<num_stages>");
+  if (!parse_pair(tok, 'w', &a, 's', &b)) BAD("w<num_warps>s<num_stages>");
+  s.num_warps = a;
+  s.num_stages = b;
+  NEXT("sm<arch>");
+  if (tok[0] != 's' || !parse_pair(tok + 1, 'm', &a, 0, NULL)) BAD("sm<arch>");
+  s.arch = a;
+  if (*p || p[-1] == '_')
+    return sfa__fail(err, errlen, bad, "name '%s': unexpected text after '%s'", name, tok);
+#undef NEXT
+#undef BAD
+
+  if (sfa__spec_check_domain(&s, why, sizeof why) != SFA_OK)
+    return sfa__fail(err, errlen, bad, "name '%s': %s", name, why);
+  *spec = s;
+  return SFA_OK;
+}
+
+/* ------------------------------------------------------------ defaults */
+
+sfa_status sfa_spec_default(sfa_kernel_spec *spec, char *err, size_t errlen) {
+  if (!spec) return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "spec: NULL");
+  sfa_kernel_spec s = *spec;
+  /* Any valid tile, so that the other fields can be checked first. */
+  s.block_m = 64;
+  s.block_n = 64;
+  s.num_warps = 4;
+  s.num_stages = 1;
+  sfa_status st = sfa__spec_check_domain(&s, err, errlen);
+  if (st != SFA_OK) return st;
+
+  if (s.head_dim <= 64) {
+    s.block_m = 128, s.block_n = 64, s.num_warps = 4, s.num_stages = 2;
+  } else if (s.head_dim <= 128) {
+    s.block_m = 128, s.block_n = 64, s.num_warps = 4, s.num_stages = 1;
+    if (s.arch == 90) {
+      s.num_stages = 2;
+      if (smem_formula(&s) > sfa__arch_smem_limit(s.arch)) s.num_stages = 1;
+    }
+  } else {
+    s.block_m = 64, s.block_n = 64, s.num_warps = 4, s.num_stages = 1;
+  }
+  /* Shrink until it fits the arch: fewer stages, then narrower key tiles. */
+  while (smem_formula(&s) > sfa__arch_smem_limit(s.arch)) {
+    if (s.num_stages > 1) s.num_stages--;
+    else if (s.block_n > 32) s.block_n /= 2;
+    else break;
+  }
+  spec->block_m = s.block_m;
+  spec->block_n = s.block_n;
+  spec->num_warps = s.num_warps;
+  spec->num_stages = s.num_stages;
+  return sfa_spec_validate(spec, err, errlen);
+}

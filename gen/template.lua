@@ -5,6 +5,8 @@
 --   {% code %}   Lua statements. A line that holds only such a tag (and blanks)
 --                emits nothing, not even its newline.
 --   {# note #}   a comment, dropped (same line rule as {% %})
+-- A tag opens only when a blank (space, tab or newline) follows its two
+-- characters, so CUDA text such as asm("{%0, %1}") or {{0}} stays literal.
 --
 -- A template compiles to one Lua chunk whose line numbers are the template's,
 -- so every error names the template file and line. All templates of one
@@ -35,7 +37,7 @@ function M.translate(text, name)
     end
   end
   while pos <= n do
-    local s = text:find("{[{%%#]", pos)
+    local s = text:find("{[{%%#]%s", pos)
     if not s then add_text(text:sub(pos)); break end
     local open = text:sub(s, s + 1)
     local close = OPEN[open]

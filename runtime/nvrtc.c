@@ -1,2 +1,120 @@
-/* runtime/nvrtc.c -- placeholder, being written. */
-typedef int sfa_placeholder_nvrtc;
+/*
+** nvrtc.c -- compiles generated CUDA C++ to a cubin with NVRTC (no GPU
+** needed). The option list lives in sfa__nvrtc_options_init only, so the cache
+** key and the compile can never disagree.
+*/
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <nvrtc.h>
+
+#include "gen/gen_internal.h"
+#include "runtime/nvrtc.h"
+
+/* How much of a failing log goes into err (the whole log goes to *log). */
+#define LOG_IN_ERR 4000
+
+void sfa__nvrtc_options_init(sfa__nvrtc_options *o, const sfa_kernel_spec *spec) {
+  memset(o, 0, sizeof *o);
+  snprintf(o->arch, sizeof o->arch, "--gpu-architecture=sm_%d", spec ? spec->arch : 0);
+  o->argv[o->count++] = o->arch;
+  o->argv[o->count++] = "-std=c++17";
+  o->argv[o->count++] = "--use_fast_math";
+  for (int i = 0; i < o->count; i++) {
+    if (i) strncat(o->joined, " ", sizeof o->joined - strlen(o->joined) - 1);
+    strncat(o->joined, o->argv[i], sizeof o->joined - strlen(o->joined) - 1);
+  }
+}
+
+const char *sfa__nvrtc_options_string(const sfa_kernel_spec *spec) {
+  static _Thread_local sfa__nvrtc_options o;
+  sfa__nvrtc_options_init(&o, spec);
+  return o.joined;
+}
+
+void sfa__nvrtc_version(int *major, int *minor) {
+  int a = 0, b = 0;
+  if (nvrtcVersion(&a, &b) != NVRTC_SUCCESS) a = b = 0;
+  if (major) *major = a;
+  if (minor) *minor = b;
+}
+
+/* The program's log, malloc'ed ("" when empty), or NULL without memory. */
+static char *program_log(nvrtcProgram prog) {
+  size_t n = 0;
+  if (nvrtcGetProgramLogSize(prog, &n) != NVRTC_SUCCESS) n = 0;
+  char *log = malloc(n + 1);
+  if (!log) return NULL;
+  log[0] = '\0';
+  if (n > 0 && nvrtcGetProgramLog(prog, log) != NVRTC_SUCCESS) log[0] = '\0';
+  log[n] = '\0';
+  return log;
+}
+
+sfa_status sfa_compile_cubin(const sfa_kernel_spec *spec, const char *source,
+                             void **cubin, size_t *cubin_size, char **log,
+                             char *err, size_t errlen) {
+  char name[SFA__NAME_MAX + 4], *generated = NULL, *text = NULL;
+  nvrtcProgram prog = NULL;
+  nvrtcResult r;
+  sfa_status st;
+
+  if (log) *log = NULL;
+  if (!cubin || !cubin_size)
+    return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "cubin: NULL");
+  *cubin = NULL;
+  *cubin_size = 0;
+  if ((st = sfa_spec_validate(spec, err, errlen)) != SFA_OK) return st;
+  if (!source) {
+    if ((st = sfa_generate(spec, &generated, err, errlen)) != SFA_OK) return st;
+    source = generated;
+  }
+  sfa_spec_name(spec, name, sizeof name - 3);
+  strcat(name, ".cu");
+
+  sfa__nvrtc_options opts;
+  sfa__nvrtc_options_init(&opts, spec);
+
+  r = nvrtcCreateProgram(&prog, source, name, 0, NULL, NULL);
+  if (r != NVRTC_SUCCESS) {
+    st = sfa__fail(err, errlen, r == NVRTC_ERROR_OUT_OF_MEMORY ? SFA_ERR_OUT_OF_MEMORY
+                                                               : SFA_ERR_COMPILE,
+                   "nvrtc: cannot create program %s: %s", name, nvrtcGetErrorString(r));
+    goto done;
+  }
+  r = nvrtcCompileProgram(prog, opts.count, opts.argv);
+  text = program_log(prog);
+  if (r != NVRTC_SUCCESS) {
+    st = sfa__fail(err, errlen, SFA_ERR_COMPILE, "nvrtc: compiling %s (%s) failed: %s\n%.*s",
+                   name, opts.joined, nvrtcGetErrorString(r), LOG_IN_ERR, text ? text : "");
+    goto done;
+  }
+  size_t n = 0;
+  if ((r = nvrtcGetCUBINSize(prog, &n)) != NVRTC_SUCCESS || n == 0) {
+    st = sfa__fail(err, errlen, SFA_ERR_COMPILE, "nvrtc: no cubin for %s: %s", name,
+                   r != NVRTC_SUCCESS ? nvrtcGetErrorString(r) : "empty");
+    goto done;
+  }
+  void *bin = malloc(n);
+  if (!bin) {
+    st = sfa__fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "no memory for a %zu-byte cubin", n);
+    goto done;
+  }
+  if ((r = nvrtcGetCUBIN(prog, bin)) != NVRTC_SUCCESS) {
+    free(bin);
+    st = sfa__fail(err, errlen, SFA_ERR_COMPILE, "nvrtc: cannot fetch the cubin of %s: %s",
+                   name, nvrtcGetErrorString(r));
+    goto done;
+  }
+  *cubin = bin;
+  *cubin_size = n;
+  st = SFA_OK;
+
+done:
+  if (prog) nvrtcDestroyProgram(&prog);
+  if (log) *log = text;
+  else free(text);
+  free(generated);
+  return st;
+}

@@ -1,0 +1,31 @@
+/*
+** nvrtc.h -- internal: the NVRTC compile options of a spec and the NVRTC
+** version, which the cache folds into its key material. runtime/nvrtc.c
+** implements them together with the public sfa_compile_cubin.
+*/
+#ifndef SFA_RUNTIME_NVRTC_H
+#define SFA_RUNTIME_NVRTC_H
+
+#include "sfa.h"
+
+#define SFA__NVRTC_MAX_OPTIONS 8
+
+/* The exact option list passed to nvrtcCompileProgram for spec->arch. */
+typedef struct sfa__nvrtc_options {
+  int count;
+  const char *argv[SFA__NVRTC_MAX_OPTIONS];
+  char arch[32];     /* storage for "--gpu-architecture=sm_XX" */
+  char joined[256];  /* the options separated by single spaces */
+} sfa__nvrtc_options;
+
+void sfa__nvrtc_options_init(sfa__nvrtc_options *o, const sfa_kernel_spec *spec);
+
+/* The same options as one string, e.g.
+** "--gpu-architecture=sm_90 -std=c++17 --use_fast_math". Points into a
+** thread-local buffer, valid until the calling thread's next call. */
+const char *sfa__nvrtc_options_string(const sfa_kernel_spec *spec);
+
+/* NVRTC's version (nvrtcVersion); 0.0 if it cannot tell. */
+void sfa__nvrtc_version(int *major, int *minor);
+
+#endif

@@ -1,0 +1,220 @@
+/*
+** test_compile_variants.c -- NVRTC compiles every shipped variant without a
+** GPU: the default preset (fp16/bf16 x D 32..256 x causal/not, default tiles)
+** for sm_80 and sm_90, and every tile config of the dense-tiles sweep (dense
+** bf16 d64/d128) for sm_90. Each cubin must be an ELF file. Also: a syntax
+** error gives SFA_ERR_COMPILE with the log, and the option string is stable.
+** Compiles run on as many threads as there are CPUs.
+*/
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "sfa.h"
+#include "gen/gen_internal.h"
+#include "runtime/nvrtc.h"
+#include "testutil.h"
+
+#define MAX_VARIANTS 256
+
+typedef struct variant {
+  sfa_kernel_spec spec;
+  char name[SFA__NAME_MAX];
+  sfa_status st;
+  char err[2048];
+  size_t size;
+  double seconds;
+} variant;
+
+static variant variants[MAX_VARIANTS];
+static int nvariants;
+
+static void add(const sfa_kernel_spec *s) {
+  char name[SFA__NAME_MAX];
+  ck_assert_int_eq(sfa_spec_name(s, name, sizeof name), SFA_OK);
+  for (int i = 0; i < nvariants; i++)
+    if (strcmp(variants[i].name, name) == 0) return;
+  ck_assert_int_lt(nvariants, MAX_VARIANTS);
+  variant *v = &variants[nvariants++];
+  memset(v, 0, sizeof *v);
+  v->spec = *s;
+  memcpy(v->name, name, sizeof name);
+}
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static int next_variant;
+
+static void *compile_worker(void *arg) {
+  (void)arg;
+  for (;;) {
+    pthread_mutex_lock(&lock);
+    int i = next_variant < nvariants ? next_variant++ : -1;
+    pthread_mutex_unlock(&lock);
+    if (i < 0) return NULL;
+    variant *v = &variants[i];
+    void *bin = NULL;
+    double t0 = now_s();
+    v->st = sfa_compile_cubin(&v->spec, NULL, &bin, &v->size, NULL, v->err, sizeof v->err);
+    v->seconds = now_s() - t0;
+    if (v->st == SFA_OK) {
+      static const unsigned char elf[4] = {0x7f, 'E', 'L', 'F'};
+      if (v->size < 4 || memcmp(bin, elf, 4) != 0) {
+        v->st = SFA_ERR_INTERNAL;
+        snprintf(v->err, sizeof v->err, "cubin does not start with the ELF magic");
+      }
+    }
+    sfa_free(bin);
+  }
+}
+
+static void compile_all(const char *what) {
+  long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+  int nth = ncpu < 1 ? 1 : ncpu > 16 ? 16 : (int)ncpu;
+  pthread_t th[16];
+  double t0 = now_s();
+  next_variant = 0;
+  for (int i = 0; i < nth; i++) ck_assert_int_eq(pthread_create(&th[i], NULL, compile_worker, NULL), 0);
+  for (int i = 0; i < nth; i++) pthread_join(th[i], NULL);
+  double total = 0, worst = 0;
+  int failed = 0;
+  for (int i = 0; i < nvariants; i++) {
+    variant *v = &variants[i];
+    total += v->seconds;
+    if (v->seconds > worst) worst = v->seconds;
+    if (v->st != SFA_OK) {
+      failed++;
+      fprintf(stderr, "FAILED %s: %s\n", v->name, v->err);
+    }
+  }
+  fprintf(stderr, "%s: %d variants, %d failed, %.1f s wall on %d threads "
+          "(%.2f s per variant on average, slowest %.2f s)\n",
+          what, nvariants, failed, now_s() - t0, nth, total / nvariants, worst);
+  ck_assert_msg(failed == 0, "%d of %d variants failed to compile", failed, nvariants);
+}
+
+START_TEST(default_preset_sm80_sm90) {
+  static const int dims[] = {32, 64, 96, 128, 256}, archs[] = {80, 90};
+  nvariants = 0;
+  for (int a = 0; a < 2; a++)
+    for (int t = 0; t < 2; t++)
+      for (int c = 0; c < 2; c++)
+        for (int d = 0; d < 5; d++) {
+          sfa_kernel_spec s = {SFA_PASS_FWD, SFA_MODE_DENSE,
+                               t ? SFA_DTYPE_BF16 : SFA_DTYPE_FP16, dims[d], 0, 0, 0, 0,
+                               archs[a], c ? SFA_FEAT_CAUSAL : 0u};
+          ck_assert_int_eq(sfa_spec_default(&s, NULL, 0), SFA_OK);
+          add(&s);
+        }
+  ck_assert_int_eq(nvariants, 40);
+  compile_all("default preset");
+}
+END_TEST
+
+START_TEST(dense_tiles_sm90) {
+  static const int dims[] = {64, 128}, ms[] = {64, 128}, ns[] = {32, 64, 128};
+  static const int ws[] = {4, 8}, ss[] = {1, 2};
+  nvariants = 0;
+  for (int d = 0; d < 2; d++)
+    for (int c = 0; c < 2; c++)
+      for (int m = 0; m < 2; m++)
+        for (int n = 0; n < 3; n++)
+          for (int w = 0; w < 2; w++)
+            for (int st = 0; st < 2; st++) {
+              sfa_kernel_spec s = {SFA_PASS_FWD, SFA_MODE_DENSE, SFA_DTYPE_BF16, dims[d],
+                                   ms[m], ns[n], ws[w], ss[st], 90, c ? SFA_FEAT_CAUSAL : 0u};
+              if (sfa_spec_validate(&s, NULL, 0) == SFA_OK) add(&s);
+            }
+  ck_assert_int_ge(nvariants, 30);
+  compile_all("dense-tiles preset, sm_90");
+}
+END_TEST
+
+START_TEST(syntax_error_gives_log) {
+  sfa_kernel_spec s = {SFA_PASS_FWD, SFA_MODE_DENSE, SFA_DTYPE_BF16, 64, 128, 64, 4, 2, 80, 0};
+  const char *src = "extern \"C\" __global__ void k() {\n  int x = ;\n}\n";
+  void *bin = (void *)1;
+  size_t size = 7;
+  char *log = NULL, err[8192] = "";
+  sfa_status st = sfa_compile_cubin(&s, src, &bin, &size, &log, err, sizeof err);
+  ck_assert_int_eq(st, SFA_ERR_COMPILE);
+  ck_assert_ptr_null(bin);
+  ck_assert_uint_eq(size, 0);
+  ck_assert_ptr_nonnull(log);
+  ck_assert_msg(strstr(log, "error"), "log: %s", log);
+  /* The program is named after the kernel, the log says where. */
+  ck_assert_msg(strstr(log, "sfa_fwd_dense_bf16_d64_m128n64_w4s2_sm80.cu(2)"), "log: %s", log);
+  ck_assert_msg(strstr(err, "sfa_fwd_dense_bf16_d64_m128n64_w4s2_sm80.cu"), "err: %s", err);
+  ck_assert_msg(strstr(err, "expected an expression"), "err: %s", err);
+  sfa_free(log);
+
+  /* err is truncated to its buffer, the full log still comes back. */
+  char small[64];
+  log = NULL;
+  st = sfa_compile_cubin(&s, src, &bin, &size, &log, small, sizeof small);
+  ck_assert_int_eq(st, SFA_ERR_COMPILE);
+  ck_assert_uint_lt(strlen(small), sizeof small);
+  ck_assert_ptr_nonnull(log);
+  sfa_free(log);
+}
+END_TEST
+
+START_TEST(log_on_success_and_bad_args) {
+  sfa_kernel_spec s = {SFA_PASS_FWD, SFA_MODE_DENSE, SFA_DTYPE_FP16, 64, 128, 64, 4, 2, 90, 0};
+  void *bin = NULL;
+  size_t size = 0;
+  char *log = NULL, err[1024] = "";
+  ck_assert_int_eq(sfa_compile_cubin(&s, "extern \"C\" __global__ void k() {}\n", &bin, &size,
+                                     &log, err, sizeof err), SFA_OK);
+  ck_assert_ptr_nonnull(bin);
+  ck_assert_ptr_nonnull(log); /* possibly empty */
+  ck_assert(memcmp(bin, "\x7f" "ELF", 4) == 0);
+  sfa_free(bin);
+  sfa_free(log);
+  ck_assert_int_eq(sfa_compile_cubin(&s, NULL, NULL, &size, NULL, err, sizeof err),
+                   SFA_ERR_INVALID_ARGUMENT);
+  s.head_dim = 40;
+  ck_assert_int_eq(sfa_compile_cubin(&s, NULL, &bin, &size, NULL, err, sizeof err),
+                   SFA_ERR_INVALID_ARGUMENT);
+  ck_assert_ptr_nonnull(strstr(err, "head_dim: 40"));
+}
+END_TEST
+
+START_TEST(options_and_version) {
+  sfa_kernel_spec s = {SFA_PASS_FWD, SFA_MODE_DENSE, SFA_DTYPE_FP16, 64, 128, 64, 4, 2, 90, 0};
+  ck_assert_str_eq(sfa__nvrtc_options_string(&s),
+                   "--gpu-architecture=sm_90 -std=c++17 --use_fast_math");
+  s.arch = 86;
+  ck_assert_str_eq(sfa__nvrtc_options_string(&s),
+                   "--gpu-architecture=sm_86 -std=c++17 --use_fast_math");
+  sfa__nvrtc_options o;
+  sfa__nvrtc_options_init(&o, &s);
+  ck_assert_int_eq(o.count, 3);
+  ck_assert_str_eq(o.argv[0], "--gpu-architecture=sm_86");
+  int major = 0, minor = -1;
+  sfa__nvrtc_version(&major, &minor);
+  ck_assert_int_ge(major, 11);
+  ck_assert_int_ge(minor, 0);
+}
+END_TEST
+
+int main(void) {
+  Suite *s = suite_create("compile_variants");
+  TCase *tc = tcase_create("compile");
+  tcase_set_timeout(tc, 1200);
+  tcase_add_test(tc, options_and_version);
+  tcase_add_test(tc, syntax_error_gives_log);
+  tcase_add_test(tc, log_on_success_and_bad_args);
+  tcase_add_test(tc, default_preset_sm80_sm90);
+  tcase_add_test(tc, dense_tiles_sm90);
+  suite_add_tcase(s, tc);
+  return tu_run_suite(s);
+}

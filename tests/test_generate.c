@@ -1,0 +1,250 @@
+/*
+** test_generate.c -- sfa_generate: self-contained source named after the
+** spec, validation before rendering, the SFA_TEMPLATE_DIR override (good and
+** broken templates, errors naming file and line), render time, and the
+** sfa-gen tool (--list, --no-cubin manifest, exit codes).
+*/
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "sfa.h"
+#include "gen/gen_internal.h"
+#include "testutil.h"
+
+static sfa_kernel_spec spec_of(sfa_dtype t, int d, int causal, int arch) {
+  sfa_kernel_spec s = {SFA_PASS_FWD, SFA_MODE_DENSE, t, d, 0, 0, 0, 0, arch,
+                       causal ? SFA_FEAT_CAUSAL : 0u};
+  ck_assert_int_eq(sfa_spec_default(&s, NULL, 0), SFA_OK);
+  return s;
+}
+
+static void write_file(const char *dir, const char *name, const char *text) {
+  char path[1024];
+  snprintf(path, sizeof path, "%s/%s", dir, name);
+  FILE *f = fopen(path, "wb");
+  ck_assert_ptr_nonnull(f);
+  fputs(text, f);
+  fclose(f);
+}
+
+START_TEST(source_for_every_default_variant) {
+  static const int dims[] = {32, 64, 96, 128, 256}, arch[] = {80, 90};
+  for (int a = 0; a < 2; a++)
+    for (int t = 0; t < 2; t++)
+      for (int c = 0; c < 2; c++)
+        for (int d = 0; d < 5; d++) {
+          sfa_kernel_spec s = spec_of(t ? SFA_DTYPE_BF16 : SFA_DTYPE_FP16, dims[d], c, arch[a]);
+          char name[SFA__NAME_MAX], err[1024] = "", *src = NULL, pat[SFA__NAME_MAX + 4];
+          ck_assert_int_eq(sfa_spec_name(&s, name, sizeof name), SFA_OK);
+          ck_assert_msg(sfa_generate(&s, &src, err, sizeof err) == SFA_OK, "%s: %s", name, err);
+          ck_assert_ptr_nonnull(src);
+          ck_assert_uint_gt(strlen(src), 100);
+          ck_assert_msg(strstr(src, name), "%s: name missing from source", name);
+          snprintf(pat, sizeof pat, "%s(", name);
+          ck_assert_msg(strstr(src, pat), "%s: no entry point", name);
+          ck_assert_msg(!strstr(src, "#include"), "%s: source has #include", name);
+          ck_assert_msg(strstr(src, "__global__"), "%s: no __global__", name);
+          ck_assert_msg(strstr(src, "extern \"C\""), "%s: entry is not extern \"C\"", name);
+          sfa_free(src);
+        }
+}
+END_TEST
+
+START_TEST(deterministic_output) {
+  sfa_kernel_spec s = spec_of(SFA_DTYPE_FP16, 64, 1, 90);
+  char *a = NULL, *b = NULL;
+  ck_assert_int_eq(sfa_generate(&s, &a, NULL, 0), SFA_OK);
+  ck_assert_int_eq(sfa_generate(&s, &b, NULL, 0), SFA_OK);
+  ck_assert_str_eq(a, b);
+  sfa_free(a);
+  sfa_free(b);
+}
+END_TEST
+
+START_TEST(invalid_spec_rejected) {
+  sfa_kernel_spec s = spec_of(SFA_DTYPE_BF16, 128, 1, 90);
+  char err[256] = "", *src = (char *)1;
+  s.head_dim = 40;
+  ck_assert_int_eq(sfa_generate(&s, &src, err, sizeof err), SFA_ERR_INVALID_ARGUMENT);
+  ck_assert_ptr_null(src);
+  ck_assert_ptr_nonnull(strstr(err, "head_dim: 40"));
+  s.head_dim = 128;
+  s.mode = SFA_MODE_HASH;
+  ck_assert_int_eq(sfa_generate(&s, &src, err, sizeof err), SFA_ERR_UNSUPPORTED);
+  ck_assert_ptr_nonnull(strstr(err, "mode: hash"));
+  ck_assert_int_eq(sfa_generate(NULL, &src, err, sizeof err), SFA_ERR_INVALID_ARGUMENT);
+  s.mode = SFA_MODE_DENSE;
+  ck_assert_int_eq(sfa_generate(&s, NULL, err, sizeof err), SFA_ERR_INVALID_ARGUMENT);
+}
+END_TEST
+
+START_TEST(template_dir_override) {
+  const char *dir = tu_mkdtemp();
+  sfa_kernel_spec s = spec_of(SFA_DTYPE_BF16, 64, 0, 80);
+  char err[1024] = "", *src = NULL;
+  write_file(dir, "kernel.lt", "// from {{ 'the override' }}\n{% include('part.lt') %}\n");
+  write_file(dir, "part.lt", "void {{ spec.name }}() {}\n");
+  setenv("SFA_TEMPLATE_DIR", dir, 1);
+  ck_assert_msg(sfa_generate(&s, &src, err, sizeof err) == SFA_OK, "%s", err);
+  ck_assert_str_eq(src, "// from the override\nvoid sfa_fwd_dense_bf16_d64_m128n64_w4s2_sm80() {}\n");
+  sfa_free(src);
+
+  /* A template.lua in the directory replaces the embedded engine. */
+  write_file(dir, "template.lua",
+             "return { new = function(loader) return { render = function(self, name, vars)\n"
+             "  return 'custom engine: ' .. name .. ' ' .. vars.spec.name end } end }\n");
+  ck_assert_msg(sfa_generate(&s, &src, err, sizeof err) == SFA_OK, "%s", err);
+  ck_assert_str_eq(src, "custom engine: kernel.lt sfa_fwd_dense_bf16_d64_m128n64_w4s2_sm80");
+  sfa_free(src);
+  char path[1024];
+  snprintf(path, sizeof path, "%s/template.lua", dir);
+  unlink(path);
+  unsetenv("SFA_TEMPLATE_DIR");
+  tu_rm_rf(dir);
+}
+END_TEST
+
+START_TEST(broken_template_names_file_and_line) {
+  const char *dir = tu_mkdtemp();
+  sfa_kernel_spec s = spec_of(SFA_DTYPE_FP16, 128, 1, 90);
+  char err[1024] = "", *src = (char *)1;
+  setenv("SFA_TEMPLATE_DIR", dir, 1);
+
+  write_file(dir, "kernel.lt", "// line 1\n{% include('body.lt') %}\n");
+  write_file(dir, "body.lt", "one\ntwo\n{{ spec.no_such_field }}\n");
+  ck_assert_int_eq(sfa_generate(&s, &src, err, sizeof err), SFA_ERR_GENERATOR);
+  ck_assert_ptr_null(src);
+  ck_assert_msg(strstr(err, "template error: body.lt:3:"), "%s", err);
+  ck_assert_msg(strstr(err, "is nil"), "%s", err);
+
+  write_file(dir, "body.lt", "a\n{% for i = 1, 2 do %}\nb\n");
+  ck_assert_int_eq(sfa_generate(&s, &src, err, sizeof err), SFA_ERR_GENERATOR);
+  ck_assert_msg(strstr(err, "template error: body.lt:"), "%s", err);
+
+  write_file(dir, "body.lt", "x\ny\n{{ unclosed\n");
+  ck_assert_int_eq(sfa_generate(&s, &src, err, sizeof err), SFA_ERR_GENERATOR);
+  ck_assert_msg(strstr(err, "body.lt:3: unclosed '{{'"), "%s", err);
+
+  /* A missing template names the path that was tried. */
+  write_file(dir, "kernel.lt", "{% include('gone.lt') %}\n");
+  ck_assert_int_eq(sfa_generate(&s, &src, err, sizeof err), SFA_ERR_GENERATOR);
+  ck_assert_msg(strstr(err, "gone.lt"), "%s", err);
+
+  /* A broken engine is reported as such. */
+  write_file(dir, "template.lua", "local x = \n");
+  ck_assert_int_eq(sfa_generate(&s, &src, err, sizeof err), SFA_ERR_GENERATOR);
+  ck_assert_msg(strstr(err, "template.lua:"), "%s", err);
+
+  unsetenv("SFA_TEMPLATE_DIR");
+  tu_rm_rf(dir);
+}
+END_TEST
+
+/* Generating from the source tree's templates equals the embedded render. */
+START_TEST(source_tree_matches_embedded) {
+  sfa_kernel_spec s = spec_of(SFA_DTYPE_BF16, 128, 1, 90);
+  char *a = NULL, *b = NULL, err[1024];
+  ck_assert_int_eq(sfa_generate(&s, &a, err, sizeof err), SFA_OK);
+  setenv("SFA_TEMPLATE_DIR", SFA_SOURCE_DIR "/templates", 1);
+  ck_assert_msg(sfa_generate(&s, &b, err, sizeof err) == SFA_OK, "%s", err);
+  unsetenv("SFA_TEMPLATE_DIR");
+  ck_assert_msg(strcmp(a, b) == 0, "embedded templates are stale: rebuild");
+  sfa_free(a);
+  sfa_free(b);
+}
+END_TEST
+
+START_TEST(render_time) {
+  sfa_kernel_spec s = spec_of(SFA_DTYPE_BF16, 128, 1, 90);
+  struct timespec t0, t1;
+  const int n = 20;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  for (int i = 0; i < n; i++) {
+    char *src = NULL;
+    ck_assert_int_eq(sfa_generate(&s, &src, NULL, 0), SFA_OK);
+    sfa_free(src);
+  }
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  double ms = ((double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-6) / n;
+  fprintf(stderr, "render: %.2f ms per sfa_generate\n", ms);
+  ck_assert_msg(ms < 50.0, "sfa_generate takes %.1f ms", ms);
+}
+END_TEST
+
+
+/* The sfa-gen tool, when it has been built next to the tests. */
+static int run(const char *cmd) {
+  int rc = system(cmd);
+  return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+START_TEST(sfa_gen_tool) {
+  const char *tool = SFA_BINARY_DIR "/gen/sfa-gen";
+  char cmd[2048], line[512];
+  if (access(tool, X_OK) != 0) {
+    fprintf(stderr, "skipping sfa_gen_tool: %s not built\n", tool);
+    return;
+  }
+  const char *dir = tu_mkdtemp();
+  snprintf(cmd, sizeof cmd, "%s --preset default --arch 80,90 --list > %s/list.txt", tool, dir);
+  ck_assert_int_eq(run(cmd), 0);
+  snprintf(cmd, sizeof cmd, "%s/list.txt", dir);
+  FILE *f = fopen(cmd, "r");
+  int n = 0;
+  while (f && fgets(line, sizeof line, f)) n++;
+  if (f) fclose(f);
+  ck_assert_int_eq(n, 40);
+
+  snprintf(cmd, sizeof cmd, "%s --preset default --arch 80 --no-cubin --out %s/k 2>/dev/null",
+           tool, dir);
+  ck_assert_int_eq(run(cmd), 0);
+  snprintf(cmd, sizeof cmd, "%s/k/manifest.tsv", dir);
+  f = fopen(cmd, "r");
+  ck_assert_ptr_nonnull(f);
+  ck_assert_ptr_nonnull(fgets(line, sizeof line, f));
+  ck_assert_str_eq(line, "name\tarch\tpass\tmode\tdtype\thead_dim\tblock_m\tblock_n\t"
+                         "num_warps\tnum_stages\tflags\tsmem_bytes\tcubin\tcubin_bytes\n");
+  n = 0;
+  while (fgets(line, sizeof line, f)) {
+    char name[128], path[1024];
+    ck_assert_int_eq(sscanf(line, "%127[^\t]", name), 1);
+    snprintf(path, sizeof path, "%s/k/%s.cu", dir, name);
+    ck_assert_msg(access(path, R_OK) == 0, "%s missing", path);
+    n++;
+  }
+  fclose(f);
+  ck_assert_int_eq(n, 20);
+
+  /* Usage errors exit 2, failures 1. */
+  snprintf(cmd, sizeof cmd, "%s --preset nope 2>/dev/null", tool);
+  ck_assert_int_eq(run(cmd), 2);
+  snprintf(cmd, sizeof cmd, "%s --head-dim 40 2>/dev/null", tool);
+  ck_assert_int_eq(run(cmd), 2);
+  write_file(dir, "kernel.lt", "{{ nope }}\n");
+  snprintf(cmd, sizeof cmd,
+           "SFA_TEMPLATE_DIR=%s %s --head-dim 64 --no-cubin --out %s/bad 2>/dev/null", dir,
+           tool, dir);
+  ck_assert_int_eq(run(cmd), 1);
+  tu_rm_rf(dir);
+}
+END_TEST
+
+int main(void) {
+  unsetenv("SFA_TEMPLATE_DIR");
+  Suite *s = suite_create("generate");
+  TCase *tc = tcase_create("generate");
+  tcase_add_test(tc, source_for_every_default_variant);
+  tcase_add_test(tc, deterministic_output);
+  tcase_add_test(tc, invalid_spec_rejected);
+  tcase_add_test(tc, template_dir_override);
+  tcase_add_test(tc, broken_template_names_file_and_line);
+  tcase_add_test(tc, source_tree_matches_embedded);
+  tcase_add_test(tc, render_time);
+  tcase_add_test(tc, sfa_gen_tool);
+  suite_add_tcase(s, tc);
+  return tu_run_suite(s);
+}

@@ -1,0 +1,444 @@
+/*
+** test_spec.c -- kernel specs: every validation rule and its message, the
+** canonical name and its parser (round trip and errors), shared-memory sizes,
+** and the default tile configs (valid for every head_dim, dtype and arch).
+*/
+#include <stdio.h>
+#include <string.h>
+
+#include "sfa.h"
+#include "gen/gen_internal.h"
+#include "testutil.h"
+
+static const int archs[] = {80, 86, 87, 89, 90};
+#define NARCHS 5
+
+static sfa_kernel_spec good(void) {
+  sfa_kernel_spec s = {SFA_PASS_FWD, SFA_MODE_DENSE, SFA_DTYPE_BF16, 128,
+                       128, 64, 4, 1, 90, SFA_FEAT_CAUSAL};
+  return s;
+}
+
+/* Validates s and checks status and that each needle is in the message. */
+static void expect(const sfa_kernel_spec *s, sfa_status want, const char *n1, const char *n2) {
+  char err[512] = "";
+  sfa_status st = sfa_spec_validate(s, err, sizeof err);
+  ck_assert_msg(st == want, "status %d, want %d (%s)", st, want, err);
+  if (n1) ck_assert_msg(strstr(err, n1), "'%s' not in '%s'", n1, err);
+  if (n2) ck_assert_msg(strstr(err, n2), "'%s' not in '%s'", n2, err);
+}
+
+START_TEST(valid_spec) {
+  sfa_kernel_spec s = good();
+  char err[256] = "x";
+  ck_assert_int_eq(sfa_spec_validate(&s, err, sizeof err), SFA_OK);
+  ck_assert_int_eq(sfa_spec_validate(&s, NULL, 0), SFA_OK);
+  ck_assert_int_eq(sfa_spec_validate(NULL, err, sizeof err), SFA_ERR_INVALID_ARGUMENT);
+}
+END_TEST
+
+START_TEST(pass_rule) {
+  sfa_kernel_spec s = good();
+  s.pass = SFA_PASS_BWD;
+  expect(&s, SFA_ERR_UNSUPPORTED, "pass: only fwd is implemented in this version", NULL);
+  s.pass = SFA_PASS_BWD_PRE;
+  expect(&s, SFA_ERR_UNSUPPORTED, "pass:", NULL);
+  s.pass = (sfa_pass)7;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "pass: 7", "fwd, bwdpre or bwd");
+}
+END_TEST
+
+START_TEST(mode_rule) {
+  sfa_kernel_spec s = good();
+  s.mode = SFA_MODE_QK_DROP;
+  expect(&s, SFA_ERR_UNSUPPORTED, "mode: qk_drop", "only dense");
+  s.mode = SFA_MODE_HASH;
+  expect(&s, SFA_ERR_UNSUPPORTED, "mode: hash", NULL);
+  s.mode = SFA_MODE_WINDOW;
+  expect(&s, SFA_ERR_UNSUPPORTED, "mode: window", NULL);
+  s.mode = (sfa_mode)9;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "mode: 9", "dense, qk_drop, hash or window");
+}
+END_TEST
+
+START_TEST(dtype_rule) {
+  sfa_kernel_spec s = good();
+  s.dtype = SFA_DTYPE_FP16;
+  expect(&s, SFA_OK, NULL, NULL);
+  s.dtype = SFA_DTYPE_FP32;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "dtype:", "fp16 or bf16");
+  s.dtype = SFA_DTYPE_UINT8;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "dtype:", "fp16 or bf16");
+}
+END_TEST
+
+START_TEST(head_dim_rule) {
+  sfa_kernel_spec s = good();
+  s.block_m = 64; /* so that d256 fits the register budget */
+  for (int d = 0; d <= 300; d++) {
+    s.head_dim = d;
+    int ok = d >= 32 && d <= 256 && d % 16 == 0;
+    char msg[128];
+    snprintf(msg, sizeof msg, "head_dim: %d is not allowed", d);
+    if (ok) expect(&s, SFA_OK, NULL, NULL);
+    else expect(&s, SFA_ERR_INVALID_ARGUMENT, msg, "multiple of 16 in 32..256");
+  }
+  s.head_dim = -16;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "head_dim: -16", NULL);
+}
+END_TEST
+
+START_TEST(warps_rule) {
+  sfa_kernel_spec s = good();
+  int bad[] = {0, 1, 2, 3, 5, 16, -4};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    s.num_warps = bad[i];
+    expect(&s, SFA_ERR_INVALID_ARGUMENT, "num_warps:", "must be 4 or 8");
+  }
+  s.num_warps = 8;
+  expect(&s, SFA_OK, NULL, NULL);
+}
+END_TEST
+
+START_TEST(block_m_rule) {
+  sfa_kernel_spec s = good();
+  int bad[] = {0, 16, 32, 48, 96, 256};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    s.block_m = bad[i];
+    expect(&s, SFA_ERR_INVALID_ARGUMENT, "block_m:", "64 or 128");
+  }
+  /* 64 rows over 8 warps is half an m16 tile per warp. */
+  s.block_m = 64;
+  s.num_warps = 8;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "block_m: 64 is not allowed with num_warps 8",
+         "m16 tiles per warp");
+  s.block_m = 128;
+  expect(&s, SFA_OK, NULL, NULL);
+  s.num_warps = 4;
+  s.block_m = 64;
+  expect(&s, SFA_OK, NULL, NULL);
+}
+END_TEST
+
+START_TEST(block_n_rule) {
+  sfa_kernel_spec s = good();
+  int bad[] = {0, 16, 48, 96, 256};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    s.block_n = bad[i];
+    expect(&s, SFA_ERR_INVALID_ARGUMENT, "block_n:", "32, 64 or 128");
+  }
+  s.block_n = 32;
+  expect(&s, SFA_OK, NULL, NULL);
+}
+END_TEST
+
+START_TEST(stages_rule) {
+  sfa_kernel_spec s = good();
+  int bad[] = {0, 3, 4, -1};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    s.num_stages = bad[i];
+    expect(&s, SFA_ERR_INVALID_ARGUMENT, "num_stages:", "1 or 2");
+  }
+  s.num_stages = 2;
+  expect(&s, SFA_OK, NULL, NULL);
+}
+END_TEST
+
+START_TEST(arch_rule) {
+  sfa_kernel_spec s = good();
+  int bad[] = {0, 70, 75, 81, 100, 120, 900};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    s.arch = bad[i];
+    expect(&s, SFA_ERR_INVALID_ARGUMENT, "arch:", "80, 86, 87, 89 or 90");
+  }
+  for (int i = 0; i < NARCHS; i++) {
+    s.arch = archs[i];
+    expect(&s, SFA_OK, NULL, NULL);
+  }
+}
+END_TEST
+
+START_TEST(flags_rule) {
+  sfa_kernel_spec s = good();
+  s.flags = 0;
+  expect(&s, SFA_OK, NULL, NULL);
+  s.flags = SFA_FEAT_BIAS;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "flags: bias/mask apply to window mode only", NULL);
+  s.flags = SFA_FEAT_MASK | SFA_FEAT_CAUSAL;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "flags: bias/mask apply to window mode only", NULL);
+  s.flags = SFA_FEAT_DETERMINISTIC;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "flags: deterministic applies to bwd only", NULL);
+  s.flags = 1u << 9;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "flags: 0x200", "SFA_FEAT_CAUSAL");
+}
+END_TEST
+
+START_TEST(smem_rule) {
+  /* d256 m128 n128 s2 over 8 warps: 2*264*(128+512) = 337920 bytes. */
+  sfa_kernel_spec s = {SFA_PASS_FWD, SFA_MODE_DENSE, SFA_DTYPE_FP16, 256, 128, 128, 8, 2, 90, 0};
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "block_m/block_n/num_stages: needs 337920 bytes",
+         "sm_90 allows 232448");
+  /* d128 m128 n64 s2: 104448 bytes fits 80 and 90 but not 86/89. */
+  s = good();
+  s.num_stages = 2;
+  ck_assert_uint_eq(sfa_spec_smem_bytes(&s), 104448);
+  s.arch = 80;
+  expect(&s, SFA_OK, NULL, NULL);
+  s.arch = 86;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "needs 104448 bytes of shared memory",
+         "sm_86 allows 101376");
+  s.arch = 89;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "sm_89 allows 101376", NULL);
+  /* d256 m64 n64 s1 is exactly 99 KB: allowed everywhere. */
+  sfa_kernel_spec t = {SFA_PASS_FWD, SFA_MODE_DENSE, SFA_DTYPE_BF16, 256, 64, 64, 4, 1, 86, 0};
+  expect(&t, SFA_OK, NULL, NULL);
+  ck_assert_uint_eq(sfa_spec_smem_bytes(&t), 101376);
+  /* sm_80 and sm_87 allow 163 KB: d256 m64 n64 s2 needs 168960. */
+  t.num_stages = 2;
+  t.arch = 87;
+  expect(&t, SFA_ERR_INVALID_ARGUMENT, "needs 168960 bytes", "sm_87 allows 166912");
+  t.arch = 90;
+  expect(&t, SFA_OK, NULL, NULL);
+}
+END_TEST
+
+START_TEST(register_rule) {
+  /* m128 over 4 warps = 2 m16 tiles: d256 needs 2*32*4 + 2*8*4 = 320. */
+  sfa_kernel_spec s = {SFA_PASS_FWD, SFA_MODE_DENSE, SFA_DTYPE_BF16, 256, 128, 64, 4, 1, 90, 0};
+  expect(&s, SFA_ERR_INVALID_ARGUMENT,
+         "block_m/num_warps/block_n: tile needs 320 accumulator registers per thread",
+         "(limit 192)");
+  /* d128 m128 n128 w4: 128 + 128 = 256. */
+  s.head_dim = 128;
+  s.block_n = 128;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "needs 256 accumulator registers", NULL);
+  /* d128 m128 n64 w4: 128 + 64 = 192, right at the limit. */
+  s.block_n = 64;
+  expect(&s, SFA_OK, NULL, NULL);
+  ck_assert_int_eq(sfa__spec_acc_registers(&s), 192);
+  /* Eight warps halve it. */
+  s.num_warps = 8;
+  s.block_n = 128;
+  expect(&s, SFA_OK, NULL, NULL);
+}
+END_TEST
+
+START_TEST(smem_bytes) {
+  sfa_kernel_spec s = good();
+  ck_assert_uint_eq(sfa_spec_smem_bytes(&s), 2u * 136 * (128 + 2 * 64));
+  s.head_dim = 64;
+  s.num_stages = 2;
+  s.block_n = 32;
+  ck_assert_uint_eq(sfa_spec_smem_bytes(&s), 2u * 72 * (128 + 4 * 32));
+  s.head_dim = 40;
+  ck_assert_uint_eq(sfa_spec_smem_bytes(&s), 0);
+  ck_assert_uint_eq(sfa_spec_smem_bytes(NULL), 0);
+}
+END_TEST
+
+/* ------------------------------------------------------------ names */
+
+START_TEST(name_example) {
+  sfa_kernel_spec s = good();
+  char buf[SFA__NAME_MAX];
+  ck_assert_int_eq(sfa_spec_name(&s, buf, sizeof buf), SFA_OK);
+  ck_assert_str_eq(buf, "sfa_fwd_dense_causal_bf16_d128_m128n64_w4s1_sm90");
+  s.flags = 0;
+  s.dtype = SFA_DTYPE_FP16;
+  s.num_stages = 2;
+  s.arch = 80;
+  ck_assert_int_eq(sfa_spec_name(&s, buf, sizeof buf), SFA_OK);
+  ck_assert_str_eq(buf, "sfa_fwd_dense_fp16_d128_m128n64_w4s2_sm80");
+  /* Unsupported but well-formed specs have names too. */
+  s.pass = SFA_PASS_BWD_PRE;
+  s.mode = SFA_MODE_QK_DROP;
+  s.flags = SFA_FEAT_CAUSAL | SFA_FEAT_BIAS | SFA_FEAT_MASK | SFA_FEAT_DETERMINISTIC;
+  ck_assert_int_eq(sfa_spec_name(&s, buf, sizeof buf), SFA_OK);
+  ck_assert_str_eq(buf, "sfa_bwdpre_qkdrop_causal_bias_mask_det_fp16_d128_m128n64_w4s2_sm80");
+}
+END_TEST
+
+START_TEST(name_errors) {
+  sfa_kernel_spec s = good();
+  char buf[SFA__NAME_MAX];
+  /* Too small a buffer: error and an empty string. */
+  ck_assert_int_eq(sfa_spec_name(&s, buf, 10), SFA_ERR_INVALID_ARGUMENT);
+  ck_assert_str_eq(buf, "");
+  ck_assert_int_eq(sfa_spec_name(&s, NULL, 10), SFA_ERR_INVALID_ARGUMENT);
+  ck_assert_int_eq(sfa_spec_name(NULL, buf, sizeof buf), SFA_ERR_INVALID_ARGUMENT);
+  s.head_dim = 40;
+  ck_assert_int_eq(sfa_spec_name(&s, buf, sizeof buf), SFA_ERR_INVALID_ARGUMENT);
+}
+END_TEST
+
+/* Every well-formed spec over a grid: name, parse back, same spec, same name. */
+START_TEST(name_round_trip) {
+  static const int dims[] = {32, 48, 64, 96, 128, 160, 256}, ms[] = {64, 128};
+  static const int ns[] = {32, 64, 128}, ws[] = {4, 8}, ss[] = {1, 2};
+  int count = 0;
+  for (int p = 0; p < 3; p++)
+    for (int mo = 0; mo < 4; mo++)
+      for (int t = 0; t < 2; t++)
+        for (unsigned f = 0; f < 16; f++)
+          for (int d = 0; d < 7; d++)
+            for (int m = 0; m < 2; m++)
+              for (int n = 0; n < 3; n++)
+                for (int w = 0; w < 2; w++)
+                  for (int st = 0; st < 2; st++)
+                    for (int a = 0; a < NARCHS; a++) {
+                      if (ms[m] % (16 * ws[w])) continue;
+                      sfa_kernel_spec s = {(sfa_pass)p, (sfa_mode)mo,
+                                           t ? SFA_DTYPE_BF16 : SFA_DTYPE_FP16, dims[d],
+                                           ms[m], ns[n], ws[w], ss[st], archs[a], f};
+                      sfa_kernel_spec back;
+                      char name[SFA__NAME_MAX], again[SFA__NAME_MAX], err[256];
+                      ck_assert_int_eq(sfa_spec_name(&s, name, sizeof name), SFA_OK);
+                      ck_assert_msg(sfa_spec_parse(name, &back, err, sizeof err) == SFA_OK,
+                                    "%s: %s", name, err);
+                      ck_assert_msg(memcmp(&s, &back, sizeof s) == 0, "%s differs", name);
+                      ck_assert_int_eq(sfa_spec_name(&back, again, sizeof again), SFA_OK);
+                      ck_assert_str_eq(name, again);
+                      count++;
+                    }
+  ck_assert_int_gt(count, 10000);
+}
+END_TEST
+
+static void parse_fails(const char *name, const char *needle) {
+  sfa_kernel_spec s;
+  char err[512] = "";
+  sfa_status st = sfa_spec_parse(name, &s, err, sizeof err);
+  ck_assert_msg(st == SFA_ERR_INVALID_ARGUMENT, "'%s' parsed", name);
+  ck_assert_msg(strstr(err, needle), "'%s': '%s' not in '%s'", name, needle, err);
+}
+
+START_TEST(parse_errors) {
+  parse_fails("", "ends where 'sfa' is expected");
+  parse_fails("xfa_fwd_dense_bf16_d128_m128n64_w4s1_sm90", "bad token 'xfa'");
+  parse_fails("sfa_fwx_dense_bf16_d128_m128n64_w4s1_sm90", "bad token 'fwx'");
+  parse_fails("sfa_fwd_qk_drop_bf16_d128_m128n64_w4s1_sm90", "bad token 'qk'");
+  parse_fails("sfa_fwd_dense_f16_d128_m128n64_w4s1_sm90", "bad token 'f16'");
+  parse_fails("sfa_fwd_dense_causal_causal_bf16_d128_m128n64_w4s1_sm90", "bad token 'causal'");
+  parse_fails("sfa_fwd_dense_bias_causal_bf16_d128_m128n64_w4s1_sm90", "order causal, bias");
+  parse_fails("sfa_fwd_dense_bf16_128_m128n64_w4s1_sm90", "bad token '128'");
+  parse_fails("sfa_fwd_dense_bf16_d0128_m128n64_w4s1_sm90", "bad token 'd0128'");
+  parse_fails("sfa_fwd_dense_bf16_d128x_m128n64_w4s1_sm90", "bad token 'd128x'");
+  parse_fails("sfa_fwd_dense_bf16_d40_m128n64_w4s1_sm90", "head_dim: 40 is not allowed");
+  parse_fails("sfa_fwd_dense_bf16_d128_m128_w4s1_sm90", "bad token 'm128'");
+  parse_fails("sfa_fwd_dense_bf16_d128_m128n48_w4s1_sm90", "block_n: 48");
+  parse_fails("sfa_fwd_dense_bf16_d128_m128n64_w4_sm90", "bad token 'w4'");
+  parse_fails("sfa_fwd_dense_bf16_d128_m128n64_w3s1_sm90", "num_warps: 3");
+  parse_fails("sfa_fwd_dense_bf16_d128_m128n64_w4s1_sm75", "arch: 75");
+  parse_fails("sfa_fwd_dense_bf16_d128_m128n64_w4s1_s90", "bad token 's90'");
+  parse_fails("sfa_fwd_dense_bf16_d128_m128n64_w4s1", "ends where sm<arch> is expected");
+  parse_fails("sfa_fwd_dense_bf16_d128_m128n64_w4s1_sm90_", "unexpected text after 'sm90'");
+  parse_fails("sfa_fwd_dense_bf16_d128_m128n64_w4s1_sm90_x", "unexpected text after 'sm90'");
+  parse_fails("sfa_fwd__dense_bf16_d128_m128n64_w4s1_sm90", "empty token");
+  parse_fails("sfa_fwd_dense_bf16_d99999999999_m128n64_w4s1_sm90", "bad token");
+  parse_fails("sfa_fwd_dense_bf16_d128_m128n64_w4s1_sm90aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+              "too long");
+  /* A NULL name or output. */
+  sfa_kernel_spec s;
+  char err[128];
+  ck_assert_int_eq(sfa_spec_parse(NULL, &s, err, sizeof err), SFA_ERR_INVALID_ARGUMENT);
+  ck_assert_int_eq(sfa_spec_parse("sfa_fwd_dense_bf16_d128_m128n64_w4s1_sm90", NULL, err,
+                                  sizeof err), SFA_ERR_INVALID_ARGUMENT);
+  /* A failed parse leaves *spec alone. */
+  sfa_kernel_spec keep = good(), copy = keep;
+  sfa_spec_parse("sfa_fwd_dense_bf16_d40_m128n64_w4s1_sm90", &copy, NULL, 0);
+  ck_assert(memcmp(&keep, &copy, sizeof keep) == 0);
+}
+END_TEST
+
+/* ------------------------------------------------------------ defaults */
+
+START_TEST(defaults_valid_everywhere) {
+  for (int a = 0; a < NARCHS; a++)
+    for (int t = 0; t < 2; t++)
+      for (int c = 0; c < 2; c++)
+        for (int d = 32; d <= 256; d += 16) {
+          sfa_kernel_spec s = {SFA_PASS_FWD, SFA_MODE_DENSE,
+                               t ? SFA_DTYPE_BF16 : SFA_DTYPE_FP16, d, 0, 0, 0, 0,
+                               archs[a], c ? SFA_FEAT_CAUSAL : 0u};
+          char err[256] = "";
+          ck_assert_msg(sfa_spec_default(&s, err, sizeof err) == SFA_OK,
+                        "d%d sm%d: %s", d, archs[a], err);
+          ck_assert_msg(sfa_spec_validate(&s, err, sizeof err) == SFA_OK,
+                        "d%d sm%d: %s", d, archs[a], err);
+          ck_assert_uint_le(sfa_spec_smem_bytes(&s), sfa__arch_smem_limit(archs[a]));
+        }
+}
+END_TEST
+
+static sfa_kernel_spec defaults_for(int d, int arch) {
+  sfa_kernel_spec s = {SFA_PASS_FWD, SFA_MODE_DENSE, SFA_DTYPE_BF16, d, 0, 0, 0, 0, arch,
+                       SFA_FEAT_CAUSAL};
+  ck_assert_int_eq(sfa_spec_default(&s, NULL, 0), SFA_OK);
+  return s;
+}
+
+START_TEST(defaults_heuristic) {
+  sfa_kernel_spec s = defaults_for(64, 86);
+  ck_assert(s.block_m == 128 && s.block_n == 64 && s.num_warps == 4 && s.num_stages == 2);
+  s = defaults_for(128, 80);
+  ck_assert(s.block_m == 128 && s.block_n == 64 && s.num_warps == 4 && s.num_stages == 1);
+  s = defaults_for(128, 90);
+  ck_assert(s.block_m == 128 && s.block_n == 64 && s.num_warps == 4 && s.num_stages == 2);
+  s = defaults_for(96, 89);
+  ck_assert(s.block_m == 128 && s.num_stages == 1);
+  s = defaults_for(256, 89);
+  ck_assert(s.block_m == 64 && s.block_n == 64 && s.num_warps == 4 && s.num_stages == 1);
+  s = defaults_for(256, 90);
+  ck_assert(s.block_m == 64 && s.block_n == 64 && s.num_stages == 1);
+}
+END_TEST
+
+START_TEST(defaults_errors) {
+  sfa_kernel_spec s = {SFA_PASS_FWD, SFA_MODE_DENSE, SFA_DTYPE_BF16, 40, 0, 0, 0, 0, 90, 0};
+  char err[256] = "";
+  ck_assert_int_eq(sfa_spec_default(&s, err, sizeof err), SFA_ERR_INVALID_ARGUMENT);
+  ck_assert_ptr_nonnull(strstr(err, "head_dim: 40"));
+  s.head_dim = 64;
+  s.arch = 75;
+  ck_assert_int_eq(sfa_spec_default(&s, err, sizeof err), SFA_ERR_INVALID_ARGUMENT);
+  ck_assert_ptr_nonnull(strstr(err, "arch: 75"));
+  /* An unsupported mode still gets its tiles, and says it is unsupported. */
+  s.arch = 90;
+  s.mode = SFA_MODE_HASH;
+  ck_assert_int_eq(sfa_spec_default(&s, err, sizeof err), SFA_ERR_UNSUPPORTED);
+  ck_assert_int_eq(s.block_m, 128);
+  ck_assert_int_eq(sfa_spec_default(NULL, err, sizeof err), SFA_ERR_INVALID_ARGUMENT);
+}
+END_TEST
+
+int main(void) {
+  Suite *s = suite_create("spec");
+  TCase *v = tcase_create("validate");
+  tcase_add_test(v, valid_spec);
+  tcase_add_test(v, pass_rule);
+  tcase_add_test(v, mode_rule);
+  tcase_add_test(v, dtype_rule);
+  tcase_add_test(v, head_dim_rule);
+  tcase_add_test(v, warps_rule);
+  tcase_add_test(v, block_m_rule);
+  tcase_add_test(v, block_n_rule);
+  tcase_add_test(v, stages_rule);
+  tcase_add_test(v, arch_rule);
+  tcase_add_test(v, flags_rule);
+  tcase_add_test(v, smem_rule);
+  tcase_add_test(v, register_rule);
+  tcase_add_test(v, smem_bytes);
+  suite_add_tcase(s, v);
+  TCase *n = tcase_create("names");
+  tcase_add_test(n, name_example);
+  tcase_add_test(n, name_errors);
+  tcase_add_test(n, name_round_trip);
+  tcase_add_test(n, parse_errors);
+  suite_add_tcase(s, n);
+  TCase *d = tcase_create("defaults");
+  tcase_add_test(d, defaults_valid_everywhere);
+  tcase_add_test(d, defaults_heuristic);
+  tcase_add_test(d, defaults_errors);
+  suite_add_tcase(s, d);
+  return tu_run_suite(s);
+}
