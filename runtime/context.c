@@ -1,2 +1,474 @@
-/* runtime/context.c -- placeholder, being written. */
-typedef int sfa_placeholder_context;
+/*
+** context.c -- sfa_context: options, the last error, the lazily opened disk
+** cache, the binding to the caller's CUDA context, and the table of loaded
+** kernels keyed by (CUDA context, spec). sfa_compile and sfa__kernel_get turn a
+** spec into a launchable CUfunction: table -> disk cache -> NVRTC -> module.
+**
+** Creating a context never touches the GPU; the driver is loaded by the first
+** call that needs it. Destroy an sfa context before destroying the CUDA
+** contexts it was used in: its modules are unloaded from them at destroy.
+*/
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "runtime/internal.h"
+
+/* ------------------------------------------------------------ errors */
+
+sfa_status sfa__error(sfa_context *ctx, sfa_status status, const char *fmt, ...) {
+  if (ctx) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ctx->err, sizeof ctx->err, fmt, ap);
+    va_end(ap);
+  }
+  return status;
+}
+
+const char *sfa_last_error(const sfa_context *ctx) {
+  return ctx ? ctx->err : "sfa_last_error: ctx is NULL";
+}
+
+/* ------------------------------------------------------------ create / destroy */
+
+sfa_status sfa_context_create(sfa_context **out, const sfa_options *opts) {
+  if (!out) return SFA_ERR_INVALID_ARGUMENT;
+  *out = NULL;
+  sfa_context *ctx = calloc(1, sizeof *ctx);
+  if (!ctx) return SFA_ERR_OUT_OF_MEMORY;
+  if (opts)
+    ctx->opts = *opts;
+  else
+    sfa_options_init(&ctx->opts);
+  if (pthread_mutex_init(&ctx->lock, NULL) != 0) {
+    free(ctx);
+    return SFA_ERR_INTERNAL;
+  }
+  *out = ctx; /* from here on the caller can read the message and must destroy */
+  if (ctx->opts.cache_dir) {
+    ctx->cache_dir = strdup(ctx->opts.cache_dir);
+    if (!ctx->cache_dir) return sfa__error(ctx, SFA_ERR_OUT_OF_MEMORY, "options.cache_dir: out of memory");
+  }
+  ctx->opts.cache_dir = ctx->cache_dir;
+  if (ctx->opts.device < 0)
+    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "options.device: %d must be >= 0",
+                      ctx->opts.device);
+  if ((unsigned)ctx->opts.tune > SFA_TUNE_ON)
+    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
+                      "options.tune: %d is not a policy (SFA_TUNE_OFF, _CACHED or _ON)",
+                      (int)ctx->opts.tune);
+  return SFA_OK;
+}
+
+/* Unload every module from its CUDA context, where that context still exists
+** (cuCtxGetId tells a live context from a reused handle). */
+static void unload_modules(sfa_context *ctx, const sfa_driver *d) {
+  for (size_t i = 0; i < ctx->nslots; i++) {
+    sfa_kernel *k = ctx->slots[i];
+    if (!k) continue;
+    int alive = 1;
+    if (d->cuCtxGetId) {
+      unsigned long long id = 0;
+      alive = d->cuCtxGetId(k->cu, &id) == CUDA_SUCCESS && id == k->cu_id;
+    }
+    if (alive && d->cuCtxPushCurrent(k->cu) == CUDA_SUCCESS) {
+      CUcontext popped;
+      d->cuModuleUnload(k->module);
+      d->cuCtxPopCurrent(&popped);
+    }
+  }
+}
+
+void sfa_context_destroy(sfa_context *ctx) {
+  if (!ctx) return;
+  const sfa_driver *d = NULL;
+  /* Only kernels or a retained context mean the driver was loaded; do not load it here. */
+  if ((ctx->nkernels > 0 || ctx->primary_retained) &&
+      sfa__driver_load(&d, NULL, 0) == SFA_OK) {
+    unload_modules(ctx, d);
+    if (ctx->primary_retained) d->cuDevicePrimaryCtxRelease(ctx->primary_dev);
+  }
+  for (size_t i = 0; i < ctx->nslots; i++) free(ctx->slots[i]);
+  free(ctx->slots);
+  free(ctx->devices);
+  if (ctx->store) sfa_store_close(ctx->store);
+  free(ctx->cache_dir);
+  pthread_mutex_destroy(&ctx->lock);
+  free(ctx);
+}
+
+/* ------------------------------------------------------------ binding */
+
+static int find_device(const sfa_context *ctx, CUcontext cu, unsigned long long id) {
+  for (int i = 0; i < ctx->ndevices; i++)
+    if (ctx->devices[i].cu == cu && ctx->devices[i].cu_id == id) return i;
+  return -1;
+}
+
+/* First use of a CUDA context: ask the driver about its device. */
+static sfa_status describe_device(sfa_context *ctx, const sfa_driver *d, sfa__device *dv) {
+  CUresult r;
+  int major = 0, minor = 0, optin = 0;
+  if ((r = d->cuCtxGetDevice(&dv->dev)) != CUDA_SUCCESS ||
+      (r = d->cuDeviceGetAttribute(&major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR,
+                                   dv->dev)) != CUDA_SUCCESS ||
+      (r = d->cuDeviceGetAttribute(&minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR,
+                                   dv->dev)) != CUDA_SUCCESS ||
+      (r = d->cuDeviceGetAttribute(&optin, CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
+                                   dv->dev)) != CUDA_SUCCESS)
+    return sfa__cuda_error(r, "querying the current device", ctx->err, sizeof ctx->err);
+  dv->cc = major * 10 + minor;
+  dv->smem_optin = optin;
+  if (dv->cc < 80) {
+    char name[128] = "?";
+    d->cuDeviceGetName(name, (int)sizeof name, dv->dev);
+    return sfa__error(ctx, SFA_ERR_UNSUPPORTED,
+                      "device %d (%s) has compute capability %d.%d; sfa needs 8.0 or newer",
+                      (int)dv->dev, name, major, minor);
+  }
+  dv->arch = dv->cc > 90 ? 90 : dv->cc;
+  return SFA_OK;
+}
+
+/* Retain the primary context of opts.device (once per sfa context). */
+static sfa_status retain_primary(sfa_context *ctx, const sfa_driver *d, CUcontext *cu) {
+  sfa_status st = SFA_OK;
+  CUresult r;
+  pthread_mutex_lock(&ctx->lock);
+  if (!ctx->primary_retained) {
+    int count = 0;
+    if ((r = d->cuDeviceGetCount(&count)) != CUDA_SUCCESS) {
+      st = sfa__cuda_error(r, "cuDeviceGetCount", ctx->err, sizeof ctx->err);
+    } else if (ctx->opts.device >= count) {
+      st = sfa__error(ctx, count ? SFA_ERR_INVALID_ARGUMENT : SFA_ERR_NO_DRIVER,
+                      "options.device: %d, but this machine has %d CUDA device%s",
+                      ctx->opts.device, count, count == 1 ? "" : "s");
+    } else if ((r = d->cuDeviceGet(&ctx->primary_dev, ctx->opts.device)) != CUDA_SUCCESS) {
+      st = sfa__cuda_error(r, "cuDeviceGet", ctx->err, sizeof ctx->err);
+    } else if ((r = d->cuDevicePrimaryCtxRetain(&ctx->primary, ctx->primary_dev)) !=
+               CUDA_SUCCESS) {
+      st = sfa__cuda_error(r, "cuDevicePrimaryCtxRetain", ctx->err, sizeof ctx->err);
+    } else {
+      ctx->primary_retained = 1;
+    }
+  }
+  *cu = ctx->primary;
+  pthread_mutex_unlock(&ctx->lock);
+  if (st == SFA_OK && (r = d->cuCtxSetCurrent(*cu)) != CUDA_SUCCESS)
+    st = sfa__cuda_error(r, "cuCtxSetCurrent", ctx->err, sizeof ctx->err);
+  return st;
+}
+
+sfa_status sfa__bind(sfa_context *ctx, sfa__device *out) {
+  const sfa_driver *d;
+  char why[512];
+  sfa_status st = sfa__driver_load(&d, why, sizeof why);
+  if (st != SFA_OK) return sfa__error(ctx, st, "%s", why);
+
+  CUcontext cu = NULL;
+  CUresult r = d->cuCtxGetCurrent(&cu);
+  if (r != CUDA_SUCCESS) return sfa__cuda_error(r, "cuCtxGetCurrent", ctx->err, sizeof ctx->err);
+  if (!cu && (st = retain_primary(ctx, d, &cu)) != SFA_OK) return st;
+  unsigned long long id = 0;
+  if (d->cuCtxGetId && (r = d->cuCtxGetId(cu, &id)) != CUDA_SUCCESS)
+    return sfa__cuda_error(r, "cuCtxGetId (the current CUDA context)", ctx->err, sizeof ctx->err);
+
+  pthread_mutex_lock(&ctx->lock);
+  int i = find_device(ctx, cu, id);
+  if (i >= 0) *out = ctx->devices[i];
+  pthread_mutex_unlock(&ctx->lock);
+  if (i >= 0) return SFA_OK;
+
+  sfa__device dv = {.cu = cu, .cu_id = id};
+  if ((st = describe_device(ctx, d, &dv)) != SFA_OK) return st;
+  pthread_mutex_lock(&ctx->lock);
+  if (find_device(ctx, cu, id) < 0) {
+    if (ctx->ndevices == ctx->cap_devices) {
+      int cap = ctx->cap_devices ? 2 * ctx->cap_devices : 4;
+      sfa__device *p = realloc(ctx->devices, (size_t)cap * sizeof *p);
+      if (!p) {
+        pthread_mutex_unlock(&ctx->lock);
+        return sfa__error(ctx, SFA_ERR_OUT_OF_MEMORY, "out of memory");
+      }
+      ctx->devices = p;
+      ctx->cap_devices = cap;
+    }
+    ctx->devices[ctx->ndevices++] = dv;
+  }
+  pthread_mutex_unlock(&ctx->lock);
+  *out = dv;
+  return SFA_OK;
+}
+
+/* ------------------------------------------------------------ kernel table */
+
+static int spec_equal(const sfa_kernel_spec *a, const sfa_kernel_spec *b) {
+  return a->pass == b->pass && a->mode == b->mode && a->dtype == b->dtype &&
+         a->head_dim == b->head_dim && a->block_m == b->block_m && a->block_n == b->block_n &&
+         a->num_warps == b->num_warps && a->num_stages == b->num_stages &&
+         a->arch == b->arch && a->flags == b->flags;
+}
+
+static uint64_t mix(uint64_t h, uint64_t v) {
+  h ^= v + 0x9E3779B97F4A7C15ull + (h << 6) + (h >> 2);
+  return h * 0xFF51AFD7ED558CCDull;
+}
+
+static uint64_t key_hash(CUcontext cu, unsigned long long id, const sfa_kernel_spec *s) {
+  uint64_t h = mix(0, (uint64_t)(uintptr_t)cu);
+  h = mix(h, id);
+  h = mix(h, (uint64_t)s->pass | (uint64_t)s->mode << 8 | (uint64_t)s->dtype << 16 |
+                 (uint64_t)s->flags << 32);
+  h = mix(h, (uint64_t)(uint32_t)s->head_dim | (uint64_t)(uint32_t)s->arch << 32);
+  h = mix(h, (uint64_t)(uint16_t)s->block_m | (uint64_t)(uint16_t)s->block_n << 16 |
+                 (uint64_t)(uint16_t)s->num_warps << 32 |
+                 (uint64_t)(uint16_t)s->num_stages << 48);
+  return h ^ (h >> 29);
+}
+
+/* Call with the lock held. */
+static sfa_kernel *table_find(const sfa_context *ctx, uint64_t h, CUcontext cu,
+                              unsigned long long id, const sfa_kernel_spec *spec) {
+  if (!ctx->nslots) return NULL;
+  size_t mask = ctx->nslots - 1;
+  for (size_t i = (size_t)h & mask;; i = (i + 1) & mask) {
+    sfa_kernel *k = ctx->slots[i];
+    if (!k) return NULL;
+    if (k->cu == cu && k->cu_id == id && spec_equal(&k->spec, spec)) return k;
+  }
+}
+
+/* Call with the lock held. Keeps the load factor at most 1/2. */
+static sfa_status table_insert(sfa_context *ctx, sfa_kernel *k) {
+  if (2 * (ctx->nkernels + 1) > ctx->nslots) {
+    size_t n = ctx->nslots ? 2 * ctx->nslots : 64;
+    sfa_kernel **slots = calloc(n, sizeof *slots);
+    if (!slots) return SFA_ERR_OUT_OF_MEMORY;
+    for (size_t i = 0; i < ctx->nslots; i++) {
+      sfa_kernel *o = ctx->slots[i];
+      if (!o) continue;
+      size_t j = (size_t)key_hash(o->cu, o->cu_id, &o->spec) & (n - 1);
+      while (slots[j]) j = (j + 1) & (n - 1);
+      slots[j] = o;
+    }
+    free(ctx->slots);
+    ctx->slots = slots;
+    ctx->nslots = n;
+  }
+  size_t j = (size_t)key_hash(k->cu, k->cu_id, &k->spec) & (ctx->nslots - 1);
+  while (ctx->slots[j]) j = (j + 1) & (ctx->nslots - 1);
+  ctx->slots[j] = k;
+  ctx->nkernels++;
+  return SFA_OK;
+}
+
+/* ------------------------------------------------------------ compile and load */
+
+static double now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* The disk cache, opened on first need. NULL if it cannot be opened at all
+** (then every miss compiles). */
+static sfa_store *get_store(sfa_context *ctx) {
+  pthread_mutex_lock(&ctx->lock);
+  if (!ctx->store_tried) {
+    char why[512] = "";
+    ctx->store_tried = 1;
+    if (sfa_store_open(&ctx->store, ctx->opts.cache_dir, 0, why, sizeof why) != SFA_OK) {
+      ctx->store = NULL;
+      fprintf(stderr, "sfa: warning: no kernel cache (%s); kernels are compiled every run\n",
+              why);
+    }
+  }
+  sfa_store *st = ctx->store;
+  pthread_mutex_unlock(&ctx->lock);
+  return st;
+}
+
+/* "sfa=<version>\nname=...\narch=...\nnvrtc=M.m\noptions=...\n--\n<source>", malloc'ed. */
+static char *key_material(const sfa_kernel_spec *spec, const char *name, const char *source,
+                          size_t *len) {
+  int maj = 0, min = 0;
+  sfa__nvrtc_version(&maj, &min);
+  const char *opts = sfa__nvrtc_options_string(spec);
+  if (!opts) opts = "";
+  const char *fmt = "sfa=" SFA_VERSION_STRING "\nname=%s\narch=%d\nnvrtc=%d.%d\noptions=%s\n--\n";
+  int head = snprintf(NULL, 0, fmt, name, spec->arch, maj, min, opts);
+  if (head < 0) return NULL;
+  size_t slen = strlen(source);
+  char *m = malloc((size_t)head + slen + 1);
+  if (!m) return NULL;
+  snprintf(m, (size_t)head + 1, fmt, name, spec->arch, maj, min, opts);
+  memcpy(m + head, source, slen + 1);
+  *len = (size_t)head + slen;
+  return m;
+}
+
+/* The cubin of spec: the disk cache, else NVRTC (and into the cache). */
+static sfa_status get_cubin(sfa_context *ctx, const sfa_kernel_spec *spec, const char *name,
+                            void **cubin, size_t *size) {
+  char *source = NULL, *material = NULL;
+  size_t mlen = 0;
+  char why[SFA__ERRBUF];
+  double t0 = now_ms();
+  sfa_status st = sfa_generate(spec, &source, why, sizeof why);
+  if (st != SFA_OK) {
+    sfa__error(ctx, st, "generating %s: %s", name, why);
+    goto done;
+  }
+  material = key_material(spec, name, source, &mlen);
+  if (!material) {
+    st = sfa__error(ctx, SFA_ERR_OUT_OF_MEMORY, "out of memory building the cache key of %s", name);
+    goto done;
+  }
+  sfa_store *store = get_store(ctx);
+  if (store) {
+    why[0] = '\0';
+    st = sfa_store_get(store, material, mlen, cubin, size, why, sizeof why);
+    if (st == SFA_OK) {
+      if (ctx->opts.verbose)
+        fprintf(stderr, "sfa: %s: loaded from the cache (%.1f ms)\n", name, now_ms() - t0);
+      goto done;
+    }
+    if (ctx->opts.verbose && why[0]) fprintf(stderr, "sfa: %s: cache miss: %s\n", name, why);
+  }
+  st = sfa_compile_cubin(spec, source, cubin, size, NULL, why, sizeof why);
+  if (st != SFA_OK) {
+    sfa__error(ctx, st, "%s", why);
+    goto done;
+  }
+  if (ctx->opts.verbose) fprintf(stderr, "sfa: %s: compiled (%.0f ms)\n", name, now_ms() - t0);
+  if (store && sfa_store_put(store, material, mlen, *cubin, *size, why, sizeof why) != SFA_OK &&
+      ctx->opts.verbose)
+    fprintf(stderr, "sfa: %s: not cached: %s\n", name, why);
+done:
+  free(source);
+  free(material);
+  return st;
+}
+
+/* Load the cubin into the current context (dev->cu) and describe the kernel. */
+static sfa_status load_kernel(sfa_context *ctx, const sfa_driver *d, const sfa__device *dev,
+                              const sfa_kernel_spec *spec, sfa_kernel *k, const void *cubin) {
+  CUresult r = d->cuModuleLoadData(&k->module, cubin);
+  if (r == CUDA_ERROR_NO_BINARY_FOR_GPU || r == CUDA_ERROR_INVALID_IMAGE)
+    return sfa__error(ctx, SFA_ERR_UNSUPPORTED,
+                      "%s: the sm_%d cubin cannot run on this device (compute capability "
+                      "%d.%d): cuModuleLoadData returned %d",
+                      k->name, spec->arch, dev->cc / 10, dev->cc % 10, (int)r);
+  char what[SFA__KERNEL_NAME + 64];
+  if (r != CUDA_SUCCESS) {
+    snprintf(what, sizeof what, "cuModuleLoadData(%s)", k->name);
+    return sfa__cuda_error(r, what, ctx->err, sizeof ctx->err);
+  }
+  sfa_status st = SFA_OK;
+  int max_threads = 0;
+  if ((r = d->cuModuleGetFunction(&k->fn, k->module, k->name)) != CUDA_SUCCESS) {
+    snprintf(what, sizeof what, "cuModuleGetFunction(%s)", k->name);
+    st = sfa__cuda_error(r, what, ctx->err, sizeof ctx->err);
+  } else if (k->smem > 48 * 1024 &&
+             (r = d->cuFuncSetAttribute(k->fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                        (int)k->smem)) != CUDA_SUCCESS) {
+    snprintf(what, sizeof what, "cuFuncSetAttribute(%s, max dynamic shared memory %zu)",
+             k->name, k->smem);
+    st = sfa__cuda_error(r, what, ctx->err, sizeof ctx->err);
+  } else if ((r = d->cuFuncGetAttribute(&max_threads, CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK,
+                                        k->fn)) != CUDA_SUCCESS) {
+    snprintf(what, sizeof what, "cuFuncGetAttribute(%s)", k->name);
+    st = sfa__cuda_error(r, what, ctx->err, sizeof ctx->err);
+  } else if (max_threads < k->threads) {
+    st = sfa__error(ctx, SFA_ERR_UNSUPPORTED,
+                    "%s: needs %d threads per block but its register use allows %d",
+                    k->name, k->threads, max_threads);
+  }
+  if (st != SFA_OK) {
+    d->cuModuleUnload(k->module);
+    k->module = NULL;
+  }
+  return st;
+}
+
+sfa_status sfa__kernel_get(sfa_context *ctx, const sfa__device *dev,
+                           const sfa_kernel_spec *spec, sfa_kernel **kernel) {
+  uint64_t h = key_hash(dev->cu, dev->cu_id, spec);
+  pthread_mutex_lock(&ctx->lock);
+  sfa_kernel *k = table_find(ctx, h, dev->cu, dev->cu_id, spec);
+  pthread_mutex_unlock(&ctx->lock);
+  if (k) {
+    *kernel = k;
+    return SFA_OK;
+  }
+
+  /* Miss: build without the lock (compiling takes a while), insert after. */
+  const sfa_driver *d;
+  sfa_status st = sfa__driver_load(&d, ctx->err, sizeof ctx->err);
+  if (st != SFA_OK) return st;
+  k = calloc(1, sizeof *k);
+  if (!k) return sfa__error(ctx, SFA_ERR_OUT_OF_MEMORY, "out of memory");
+  k->cu = dev->cu;
+  k->cu_id = dev->cu_id;
+  k->spec = *spec;
+  k->threads = 32 * spec->num_warps;
+  k->smem = sfa_spec_smem_bytes(spec);
+  if (sfa_spec_name(spec, k->name, sizeof k->name) != SFA_OK || k->smem == 0) {
+    free(k);
+    return sfa__error(ctx, SFA_ERR_INTERNAL, "sfa__kernel_get: spec is not valid");
+  }
+  if (k->smem > (size_t)dev->smem_optin) {
+    st = sfa__error(ctx, SFA_ERR_UNSUPPORTED,
+                    "%s: needs %zu bytes of shared memory per block; the device allows %d",
+                    k->name, k->smem, dev->smem_optin);
+    free(k);
+    return st;
+  }
+  void *cubin = NULL;
+  size_t size = 0;
+  st = get_cubin(ctx, spec, k->name, &cubin, &size);
+  if (st == SFA_OK) st = load_kernel(ctx, d, dev, spec, k, cubin);
+  free(cubin);
+  if (st != SFA_OK) {
+    free(k);
+    return st;
+  }
+
+  pthread_mutex_lock(&ctx->lock);
+  sfa_kernel *other = table_find(ctx, h, dev->cu, dev->cu_id, spec);
+  if (!other) st = table_insert(ctx, k);
+  pthread_mutex_unlock(&ctx->lock);
+  if (other || st != SFA_OK) { /* another thread won the race, or no memory */
+    d->cuModuleUnload(k->module);
+    free(k);
+    if (st != SFA_OK) return sfa__error(ctx, st, "out of memory");
+    k = other;
+  }
+  *kernel = k;
+  return SFA_OK;
+}
+
+/* ------------------------------------------------------------ sfa_compile */
+
+sfa_status sfa_compile(sfa_context *ctx, const sfa_kernel_spec *spec, sfa_kernel **kernel) {
+  if (!ctx) return SFA_ERR_INVALID_ARGUMENT;
+  if (!kernel) return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "kernel: is NULL");
+  *kernel = NULL;
+  if (!spec) return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "spec: is NULL");
+  char why[512];
+  sfa_status st = sfa_spec_validate(spec, why, sizeof why);
+  if (st != SFA_OK) return sfa__error(ctx, st, "spec: %s", why);
+  sfa__device dev;
+  if ((st = sfa__bind(ctx, &dev)) != SFA_OK) return st;
+  /* A cubin runs on its own arch and on later minor revisions of the same major. */
+  if (spec->arch != dev.arch &&
+      (spec->arch / 10 != dev.cc / 10 || spec->arch % 10 > dev.cc % 10))
+    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
+                      "spec.arch: sm_%d code cannot run on the current device (compute "
+                      "capability %d.%d); use arch %d",
+                      spec->arch, dev.cc / 10, dev.cc % 10, dev.arch);
+  return sfa__kernel_get(ctx, &dev, spec, kernel);
+}

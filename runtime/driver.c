@@ -1,2 +1,127 @@
-/* runtime/driver.c -- placeholder, being written. */
-typedef int sfa_placeholder_driver;
+/*
+** driver.c -- loads libcuda.so.1 with dlopen and resolves the driver API into
+** the table of driver.h, once per process. Nothing in sfa links against
+** libcuda; a machine without the driver gets SFA_ERR_NO_DRIVER and a message
+** that says so.
+*/
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "runtime/driver.h"
+
+/* One entry per member of sfa_driver: where it lives in the table and the
+** symbol names to try, newest first (cuda.h's versioned names, then the
+** original one). Optional entries may stay NULL. */
+typedef struct sym {
+  size_t offset;
+  const char *names[3];
+  int optional;
+} sym;
+
+#define ENTRY(member, ...) { offsetof(sfa_driver, member), { __VA_ARGS__ }, 0 }
+#define OPTIONAL(member, ...) { offsetof(sfa_driver, member), { __VA_ARGS__ }, 1 }
+
+static const sym syms[] = {
+  ENTRY(cuInit, "cuInit"),
+  ENTRY(cuDriverGetVersion, "cuDriverGetVersion"),
+  ENTRY(cuDeviceGet, "cuDeviceGet"),
+  ENTRY(cuDeviceGetCount, "cuDeviceGetCount"),
+  ENTRY(cuDeviceGetAttribute, "cuDeviceGetAttribute"),
+  ENTRY(cuDeviceGetName, "cuDeviceGetName"),
+  ENTRY(cuDevicePrimaryCtxRetain, "cuDevicePrimaryCtxRetain"),
+  ENTRY(cuDevicePrimaryCtxRelease, "cuDevicePrimaryCtxRelease_v2", "cuDevicePrimaryCtxRelease"),
+  ENTRY(cuCtxGetCurrent, "cuCtxGetCurrent"),
+  ENTRY(cuCtxSetCurrent, "cuCtxSetCurrent"),
+  ENTRY(cuCtxPushCurrent, "cuCtxPushCurrent_v2", "cuCtxPushCurrent"),
+  ENTRY(cuCtxPopCurrent, "cuCtxPopCurrent_v2", "cuCtxPopCurrent"),
+  ENTRY(cuCtxGetDevice, "cuCtxGetDevice"),
+  ENTRY(cuCtxSynchronize, "cuCtxSynchronize"),
+  OPTIONAL(cuCtxGetId, "cuCtxGetId"),
+  ENTRY(cuModuleLoadData, "cuModuleLoadData"),
+  ENTRY(cuModuleUnload, "cuModuleUnload"),
+  ENTRY(cuModuleGetFunction, "cuModuleGetFunction"),
+  ENTRY(cuFuncSetAttribute, "cuFuncSetAttribute"),
+  ENTRY(cuFuncGetAttribute, "cuFuncGetAttribute"),
+  ENTRY(cuLaunchKernel, "cuLaunchKernel"),
+  ENTRY(cuGetErrorName, "cuGetErrorName"),
+  ENTRY(cuGetErrorString, "cuGetErrorString"),
+  ENTRY(cuMemAlloc, "cuMemAlloc_v2"),
+  ENTRY(cuMemFree, "cuMemFree_v2"),
+  ENTRY(cuMemcpyHtoD, "cuMemcpyHtoD_v2"),
+  ENTRY(cuMemcpyDtoH, "cuMemcpyDtoH_v2"),
+  ENTRY(cuMemsetD8, "cuMemsetD8_v2"),
+  ENTRY(cuStreamCreate, "cuStreamCreate"),
+  ENTRY(cuStreamDestroy, "cuStreamDestroy_v2", "cuStreamDestroy"),
+  ENTRY(cuStreamSynchronize, "cuStreamSynchronize"),
+  ENTRY(cuEventCreate, "cuEventCreate"),
+  ENTRY(cuEventRecord, "cuEventRecord"),
+  ENTRY(cuEventSynchronize, "cuEventSynchronize"),
+  ENTRY(cuEventElapsedTime, "cuEventElapsedTime_v2", "cuEventElapsedTime"),
+  ENTRY(cuEventDestroy, "cuEventDestroy_v2", "cuEventDestroy"),
+  ENTRY(cuPointerGetAttribute, "cuPointerGetAttribute"),
+};
+
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+static sfa_driver table;
+static sfa_status load_status = SFA_ERR_NO_DRIVER;
+static char load_error[512];
+
+static void load(void) {
+  void *lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+  if (!lib) {
+    const char *why = dlerror();
+    snprintf(load_error, sizeof load_error,
+             "libcuda.so.1 not found (%s): no NVIDIA driver on this machine",
+             why ? why : "dlopen failed");
+    return;
+  }
+  for (size_t i = 0; i < sizeof syms / sizeof syms[0]; i++) {
+    void *fn = NULL;
+    for (int j = 0; j < 3 && syms[i].names[j] && !fn; j++) fn = dlsym(lib, syms[i].names[j]);
+    if (!fn && !syms[i].optional) {
+      snprintf(load_error, sizeof load_error,
+               "libcuda.so.1 has no symbol %s: the NVIDIA driver is too old", syms[i].names[0]);
+      dlclose(lib);
+      return;
+    }
+    /* POSIX guarantees that a data pointer from dlsym converts to a function pointer. */
+    memcpy((char *)&table + syms[i].offset, &fn, sizeof fn);
+  }
+  CUresult r = table.cuInit(0);
+  if (r != CUDA_SUCCESS) {
+    char why[300];
+    sfa__cuda_error(r, "cuInit", why, sizeof why);
+    int version = 0;
+    table.cuDriverGetVersion(&version);
+    snprintf(load_error, sizeof load_error, "%s (driver supports CUDA %d.%d)", why,
+             version / 1000, version % 1000 / 10);
+    return; /* keep the library loaded: its table may still be used for error names */
+  }
+  load_status = SFA_OK;
+}
+
+sfa_status sfa__driver_load(const sfa_driver **drv, char *err, size_t errlen) {
+  pthread_once(&once, load);
+  if (load_status != SFA_OK) {
+    if (drv) *drv = NULL;
+    if (err && errlen) snprintf(err, errlen, "%s", load_error);
+    return load_status;
+  }
+  if (drv) *drv = &table;
+  return SFA_OK;
+}
+
+sfa_status sfa__cuda_error(CUresult r, const char *what, char *err, size_t errlen) {
+  const char *name = NULL, *desc = NULL;
+  if (table.cuGetErrorName && table.cuGetErrorName(r, &name) != CUDA_SUCCESS) name = NULL;
+  if (table.cuGetErrorString && table.cuGetErrorString(r, &desc) != CUDA_SUCCESS) desc = NULL;
+  if (err && errlen) {
+    if (name)
+      snprintf(err, errlen, "%s: %s (%s)", what, name, desc ? desc : "no description");
+    else
+      snprintf(err, errlen, "%s: CUDA error %d", what, (int)r);
+  }
+  return r == CUDA_ERROR_OUT_OF_MEMORY ? SFA_ERR_OUT_OF_MEMORY : SFA_ERR_CUDA;
+}

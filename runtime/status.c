@@ -1,2 +1,77 @@
-/* runtime/status.c -- placeholder, being written. */
-typedef int sfa_placeholder_status;
+/*
+** status.c -- the small context-free helpers of the public API: status names,
+** sfa_free, and the initialisers of sfa_tensor, sfa_options and
+** sfa_attention_params.
+*/
+#include <stdlib.h>
+#include <string.h>
+
+#include "sfa.h"
+#include "runtime/internal.h"
+
+const char *sfa_status_string(sfa_status s) {
+  switch (s) {
+    case SFA_OK: return "ok";
+    case SFA_ERR_INVALID_ARGUMENT: return "invalid argument";
+    case SFA_ERR_UNSUPPORTED: return "unsupported";
+    case SFA_ERR_NO_DRIVER: return "no CUDA driver";
+    case SFA_ERR_CUDA: return "CUDA driver error";
+    case SFA_ERR_COMPILE: return "compile error";
+    case SFA_ERR_GENERATOR: return "generator error";
+    case SFA_ERR_IO: return "I/O error";
+    case SFA_ERR_CORRUPT: return "corrupt file";
+    case SFA_ERR_NOT_FOUND: return "not found";
+    case SFA_ERR_OUT_OF_MEMORY: return "out of memory";
+    case SFA_ERR_INTERNAL: return "internal error";
+  }
+  return "unknown status";
+}
+
+void sfa_free(void *p) { free(p); }
+
+const char *sfa__dtype_str(sfa_dtype d) {
+  switch (d) {
+    case SFA_DTYPE_FP16: return "fp16";
+    case SFA_DTYPE_BF16: return "bf16";
+    case SFA_DTYPE_FP32: return "fp32";
+    case SFA_DTYPE_INT32: return "int32";
+    case SFA_DTYPE_UINT8: return "uint8";
+  }
+  return "an unknown dtype";
+}
+
+void sfa_tensor_init(sfa_tensor *t, void *data, sfa_dtype dtype, int rank,
+                     const int64_t *shape) {
+  if (!t) return;
+  memset(t, 0, sizeof *t);
+  t->data = data;
+  t->dtype = dtype;
+  t->rank = rank;
+  if (rank < 0 || rank > SFA_MAX_RANK || !shape) return; /* rejected later by validation */
+  int64_t stride = 1;
+  for (int i = rank - 1; i >= 0; i--) {
+    t->shape[i] = shape[i];
+    t->strides[i] = stride;
+    stride *= shape[i] > 0 ? shape[i] : 1;
+  }
+}
+
+void sfa_options_init(sfa_options *opts) {
+  if (!opts) return;
+  memset(opts, 0, sizeof *opts);
+  opts->cache_dir = NULL;
+  opts->device = 0;
+  opts->verbose = 0;
+  opts->tune = SFA_TUNE_OFF;
+}
+
+void sfa_params_init(sfa_attention_params *p) {
+  if (!p) return;
+  memset(p, 0, sizeof *p);
+  p->mode = SFA_MODE_DENSE;
+  p->causal = 0;
+  p->scale = 0.0f;
+  p->window_left = -1;
+  p->window_right = -1;
+  p->deterministic = 0;
+}

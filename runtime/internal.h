@@ -1,0 +1,84 @@
+/*
+** internal.h -- what the runtime's files share and users do not see: the
+** context and kernel structs, error helpers, and the per-call binding to the
+** calling thread's CUDA context.
+*/
+#ifndef SFA_RUNTIME_INTERNAL_H
+#define SFA_RUNTIME_INTERNAL_H
+
+#include <pthread.h>
+#include <stddef.h>
+
+#include "sfa.h"
+#include "cache/store.h"
+#include "runtime/driver.h"
+#include "runtime/nvrtc.h"
+
+#define SFA__ERRBUF 4096
+#define SFA__KERNEL_NAME 128
+
+/* A loaded variant: owned by the context's kernel table, freed at destroy. */
+struct sfa_kernel {
+  CUcontext cu;            /* the CUDA context the module was loaded into */
+  unsigned long long cu_id; /* cuCtxGetId of cu (0 if the driver cannot tell) */
+  sfa_kernel_spec spec;
+  char name[SFA__KERNEL_NAME]; /* canonical name = entry symbol */
+  CUmodule module;
+  CUfunction fn;
+  size_t smem;              /* dynamic shared memory per launch, bytes */
+  int threads;              /* 32 * num_warps */
+};
+
+/* What sfa needs to know about a CUDA context; cached per context. */
+typedef struct sfa__device {
+  CUcontext cu;
+  unsigned long long cu_id;
+  CUdevice dev;
+  int cc;        /* compute capability * 10 + minor, as reported */
+  int arch;      /* the arch sfa compiles for: cc, or 90 above 90 */
+  int smem_optin; /* max dynamic shared memory per block after opt-in */
+} sfa__device;
+
+struct sfa_context {
+  sfa_options opts;
+  char *cache_dir;          /* owned copy of opts.cache_dir (opts points at it) */
+  pthread_mutex_t lock;     /* guards everything below except err */
+
+  sfa_store *store;         /* opened on the first compile that needs it */
+  int store_tried;
+
+  int primary_retained;     /* we retained the primary context of primary_dev */
+  CUdevice primary_dev;
+  CUcontext primary;
+
+  sfa__device *devices;     /* per-context info, a short array */
+  int ndevices, cap_devices;
+
+  sfa_kernel **slots;       /* open-addressing hash table keyed by (context, spec) */
+  size_t nslots, nkernels;
+
+  char err[SFA__ERRBUF];    /* sfa_last_error; written without the lock, so failing calls
+                            ** on several threads at once may mix their messages */
+};
+
+/* printf into ctx->err; returns status. */
+sfa_status sfa__error(sfa_context *ctx, sfa_status status, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+/* Loads the driver and finds (or establishes: the primary context of
+** opts.device) the calling thread's current CUDA context and its device. */
+sfa_status sfa__bind(sfa_context *ctx, sfa__device *out);
+
+/* The kernel for a complete, valid spec in the bound context: the in-memory
+** table first, then the disk cache, then NVRTC. spec->arch must be loadable on
+** the device. */
+sfa_status sfa__kernel_get(sfa_context *ctx, const sfa__device *dev,
+                           const sfa_kernel_spec *spec, sfa_kernel **kernel);
+
+/* Short dtype names for messages: "fp16", "bf16", "fp32", "int32", "uint8". */
+const char *sfa__dtype_str(sfa_dtype d);
+
+#endif
