@@ -45,6 +45,13 @@ size_t sfa__arch_smem_limit(int arch);
 int sfa__spec_acc_registers(const sfa_kernel_spec *spec);
 #define SFA__MAX_ACC_REGISTERS 192
 
+/* The kernel list of a preset (gen/presets.c) for each of narchs arches, with
+** default tiles: *specs is malloc'ed (free), *n its length. Unknown names and
+** arches are SFA_ERR_INVALID_ARGUMENT with the allowed values in err. */
+sfa_status sfa__preset(const char *name, const int *archs, int narchs, sfa_kernel_spec **specs,
+                       size_t *n, char *err, size_t errlen);
+#define SFA__PRESET_NAMES "default, all-modes and dense-tiles"
+
 /* Longest canonical name plus NUL. */
 #define SFA__NAME_MAX 96
 

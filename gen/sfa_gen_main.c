@@ -1,7 +1,8 @@
 /*
 ** sfa_gen_main.c -- sfa-gen, the ahead-of-time tool: renders kernel specs (from
 ** flags, canonical names or a preset) to <name>.cu, compiles them with NVRTC to
-** <name>.cubin (no GPU needed) and writes DIR/manifest.tsv describing them.
+** <name>.cubin (no GPU needed) and writes DIR/manifest.tsv describing them
+** (format in gen/manifest.h: spec, cache key, cubin size and checksum).
 */
 #include <errno.h>
 #include <pthread.h>
@@ -15,6 +16,8 @@
 
 #include "sfa.h"
 #include "gen/gen_internal.h"
+#include "gen/manifest.h"
+#include "runtime/keymat.h"
 
 #define EXIT_USAGE 2
 #define MAX_ARCHS 8
@@ -29,15 +32,20 @@ static const char usage_text[] =
   "  --mode dense|qk_drop|hash|window   (default dense)\n"
   "  --dtype fp16|bf16          (default bf16)\n"
   "  --head-dim D               (required with spec flags)\n"
-  "  --causal\n"
+  "  --causal                   dense, window\n"
+  "  --bias --mask              window: additive bias, dynamic mask\n"
   "  --block-m M  --block-n N  --warps W  --stages S\n"
   "  --arch A[,A...]            (default 90; may be repeated)\n"
   "Or:\n"
   "  --name NAME                a canonical name, e.g.\n"
-  "                             sfa_fwd_dense_causal_bf16_d128_m128n64_w4s2_sm90\n"
+  "                             sfa_fwd_dense_causal_bf16_d128_m128n64_w4s1_sm90\n"
   "                             (may be repeated)\n"
-  "  --preset default           dense, causal and not, fp16 and bf16, head_dim\n"
-  "                             32 64 96 128 256, default tiles, for each --arch\n"
+  "  --preset default           fp16 and bf16, default tiles, for each --arch:\n"
+  "                             dense (causal and not) x head_dim 32 64 96 128 256;\n"
+  "                             qk_drop, hash x 64 128; window causal,\n"
+  "                             causal+bias, causal+bias+mask, mask x 64 128\n"
+  "  --preset all-modes         every mode x every flag set it allows x fp16,\n"
+  "                             bf16 x head_dim 64 128, default tiles\n"
   "  --preset dense-tiles       every valid tile config of dense bf16 d64 and d128\n"
   "Options:\n"
   "  --out DIR                  output directory (default ./sfa-kernels)\n"
@@ -47,7 +55,8 @@ static const char usage_text[] =
   "  -h, --help                 this text\n"
   "\n"
   "Writes DIR/<name>.cu, DIR/<name>.cubin and DIR/manifest.tsv (tab-separated,\n"
-  "one header line). Exit status: 0 ok, 1 a kernel or file failed, 2 bad usage.\n";
+  "one header line; per kernel its spec, cache key, cubin size and XXH3-64).\n"
+  "Exit status: 0 ok, 1 a kernel or file failed, 2 bad usage.\n";
 
 static void die_usage(const char *fmt, ...) {
   va_list ap;
@@ -64,7 +73,9 @@ static void die_usage(const char *fmt, ...) {
 typedef struct kernel {
   sfa_kernel_spec spec;
   char name[SFA__NAME_MAX];
+  char key[SFA_STORE_KEY_HEX];
   size_t cubin_bytes;
+  uint64_t cubin_xxh3;
   int ok;
 } kernel;
 
@@ -95,47 +106,21 @@ static void add_kernel(klist *l, const sfa_kernel_spec *s) {
   l->v[l->n++] = k;
 }
 
-static void preset_default(klist *l, const int *archs, int na) {
-  static const int dims[] = {32, 64, 96, 128, 256};
-  for (int a = 0; a < na; a++)
-    for (int c = 0; c < 2; c++)
-      for (int t = 0; t < 2; t++)
-        for (int d = 0; d < 5; d++) {
-          sfa_kernel_spec s = {0};
-          char err[256];
-          s.pass = SFA_PASS_FWD;
-          s.mode = SFA_MODE_DENSE;
-          s.dtype = t ? SFA_DTYPE_BF16 : SFA_DTYPE_FP16;
-          s.head_dim = dims[d];
-          s.arch = archs[a];
-          s.flags = c ? SFA_FEAT_CAUSAL : 0;
-          if (sfa_spec_default(&s, err, sizeof err) != SFA_OK) die_usage("%s", err);
-          add_kernel(l, &s);
-        }
-}
-
-static void preset_dense_tiles(klist *l, const int *archs, int na) {
-  static const int dims[] = {64, 128}, ms[] = {64, 128}, ns[] = {32, 64, 128};
-  static const int ws[] = {4, 8}, ss[] = {1, 2};
-  for (int a = 0; a < na; a++)
-    for (int d = 0; d < 2; d++)
-      for (int c = 0; c < 2; c++)
-        for (int m = 0; m < 2; m++)
-          for (int n = 0; n < 3; n++)
-            for (int w = 0; w < 2; w++)
-              for (int st = 0; st < 2; st++) {
-                sfa_kernel_spec s = {SFA_PASS_FWD, SFA_MODE_DENSE, SFA_DTYPE_BF16, dims[d],
-                                     ms[m], ns[n], ws[w], ss[st], archs[a],
-                                     c ? SFA_FEAT_CAUSAL : 0u};
-                if (sfa_spec_validate(&s, NULL, 0) == SFA_OK) add_kernel(l, &s);
-              }
+static void add_preset(klist *l, const char *preset, const int *archs, int na) {
+  sfa_kernel_spec *specs = NULL;
+  size_t n = 0;
+  char err[256];
+  if (sfa__preset(preset, archs, na, &specs, &n, err, sizeof err) != SFA_OK)
+    die_usage("--%s", err);
+  for (size_t i = 0; i < n; i++) add_kernel(l, &specs[i]);
+  free(specs);
 }
 
 /* ------------------------------------------------------------ argument parsing */
 
 typedef struct opts {
   const char *pass, *mode, *dtype, *preset, *out;
-  int head_dim, block_m, block_n, warps, stages, causal;
+  int head_dim, block_m, block_n, warps, stages, causal, bias, mask;
   int archs[MAX_ARCHS], narchs;
   const char *names[256];
   int nnames;
@@ -191,6 +176,8 @@ static void parse_args(opts *o, int argc, char **argv) {
     else if (IS("--stages")) o->stages = parse_int(a, VALUE());
     else if (IS("--arch")) add_archs(o, VALUE());
     else if (IS("--causal")) { NOVALUE(); o->causal = 1; }
+    else if (IS("--bias")) { NOVALUE(); o->bias = 1; }
+    else if (IS("--mask")) { NOVALUE(); o->mask = 1; }
     else if (IS("--name")) {
       if (o->nnames == (int)(sizeof o->names / sizeof o->names[0])) die_usage("too many --name");
       o->names[o->nnames++] = VALUE();
@@ -216,7 +203,8 @@ static int pick(const char *flag, const char *v, const char *const *names, int n
 }
 
 static void build_list(const opts *o, klist *l) {
-  int spec_flags = o->pass || o->mode || o->dtype || o->head_dim || o->causal;
+  int spec_flags = o->pass || o->mode || o->dtype || o->head_dim || o->causal || o->bias ||
+                   o->mask;
   int tile_flags = o->block_m || o->block_n || o->warps || o->stages;
   int archs[MAX_ARCHS] = {90}, na = o->narchs ? o->narchs : 1;
   if (o->narchs) memcpy(archs, o->archs, sizeof archs);
@@ -232,10 +220,7 @@ static void build_list(const opts *o, klist *l) {
       add_kernel(l, &s);
     }
   } else if (o->preset) {
-    if (strcmp(o->preset, "default") == 0) preset_default(l, archs, na);
-    else if (strcmp(o->preset, "dense-tiles") == 0) preset_dense_tiles(l, archs, na);
-    else die_usage("--preset: '%s' is not a preset; presets are default and dense-tiles",
-                   o->preset);
+    add_preset(l, o->preset, archs, na);
   } else if (spec_flags || tile_flags) {
     static const char *const passes[] = {"fwd", "bwdpre", "bwd"};
     static const char *const modes[] = {"dense", "qk_drop", "hash", "window"};
@@ -251,7 +236,8 @@ static void build_list(const opts *o, klist *l) {
                                                                        : SFA_DTYPE_BF16;
       s.head_dim = o->head_dim;
       s.arch = archs[a];
-      s.flags = o->causal ? SFA_FEAT_CAUSAL : 0;
+      s.flags = (o->causal ? SFA_FEAT_CAUSAL : 0u) | (o->bias ? SFA_FEAT_BIAS : 0u) |
+                (o->mask ? SFA_FEAT_MASK : 0u);
       /* Defaults first (errors in the non-tile fields are reported there). */
       sfa_status st = sfa_spec_default(&s, err, sizeof err);
       if (st != SFA_OK && !tile_flags) die_usage("%s", err);
@@ -323,42 +309,28 @@ static int write_atomic(const char *dir, const char *file, const void *data, siz
   return 0;
 }
 
-static void flags_text(unsigned flags, char *buf, size_t n) {
-  static const struct { unsigned bit; const char *name; } fl[] = {
-    {SFA_FEAT_CAUSAL, "causal"}, {SFA_FEAT_BIAS, "bias"},
-    {SFA_FEAT_MASK, "mask"}, {SFA_FEAT_DETERMINISTIC, "det"}};
-  buf[0] = '\0';
-  for (size_t i = 0; i < sizeof fl / sizeof fl[0]; i++)
-    if (flags & fl[i].bit) {
-      if (buf[0]) strncat(buf, ",", n - strlen(buf) - 1);
-      strncat(buf, fl[i].name, n - strlen(buf) - 1);
-    }
-  if (!buf[0]) snprintf(buf, n, "-");
-}
-
 static int write_manifest(const char *dir, const klist *l, int no_cubin) {
-  size_t cap = 256 + l->n * 512, len = 0;
+  const char *header = sfa__manifest_header();
+  size_t cap = strlen(header) + l->n * 512 + 1, len = 0;
   char *buf = malloc(cap), err[1400];
   if (!buf) return -1;
-  len += (size_t)snprintf(buf + len, cap - len,
-                          "name\tarch\tpass\tmode\tdtype\thead_dim\tblock_m\tblock_n\t"
-                          "num_warps\tnum_stages\tflags\tsmem_bytes\tcubin\tcubin_bytes\n");
+  memcpy(buf, header, strlen(header) + 1);
+  len = strlen(header);
   for (size_t i = 0; i < l->n; i++) {
     const kernel *k = &l->v[i];
-    const sfa_kernel_spec *s = &k->spec;
-    char flags[64], cubin[SFA__NAME_MAX + 8];
+    char cubin[SFA__NAME_MAX + 8];
     if (!k->ok) continue;
-    flags_text(s->flags, flags, sizeof flags);
-    if (no_cubin) snprintf(cubin, sizeof cubin, "-");
-    else snprintf(cubin, sizeof cubin, "%s.cubin", k->name);
-    len += (size_t)snprintf(buf + len, cap - len,
-                            "%s\t%d\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\t%zu\t%s\t%zu\n",
-                            k->name, s->arch, sfa__pass_name(s->pass),
-                            sfa__mode_name(s->mode), sfa__dtype_name(s->dtype), s->head_dim,
-                            s->block_m, s->block_n, s->num_warps, s->num_stages, flags,
-                            sfa_spec_smem_bytes(s), cubin, k->cubin_bytes);
+    snprintf(cubin, sizeof cubin, "%s.cubin", k->name);
+    int n = sfa__manifest_line(buf + len, cap - len, &k->spec, k->key, no_cubin ? NULL : cubin,
+                               k->cubin_bytes, k->cubin_xxh3);
+    if (n < 0) {
+      fprintf(stderr, "sfa-gen: cannot write the manifest line of %s\n", k->name);
+      free(buf);
+      return -1;
+    }
+    len += (size_t)n;
   }
-  int rc = write_atomic(dir, "manifest.tsv", buf, len, err, sizeof err);
+  int rc = write_atomic(dir, SFA__MANIFEST_FILE, buf, len, err, sizeof err);
   if (rc != 0) fprintf(stderr, "sfa-gen: %s\n", err);
   free(buf);
   return rc;
@@ -388,6 +360,10 @@ static int build_one(work *w, kernel *k, char *err, size_t errlen) {
   size_t size = 0;
   int rc = -1;
   if (sfa_generate(&k->spec, &src, err, errlen) != SFA_OK) goto out;
+  if (sfa__kernel_key(&k->spec, src, k->key) != SFA_OK) {
+    snprintf(err, errlen, "%s: cannot compute the cache key (out of memory?)", k->name);
+    goto out;
+  }
   snprintf(file, sizeof file, "%s.cu", k->name);
   if (write_atomic(w->out, file, src, strlen(src), err, errlen) != 0) goto out;
   if (!w->no_cubin) {
@@ -395,6 +371,7 @@ static int build_one(work *w, kernel *k, char *err, size_t errlen) {
     snprintf(file, sizeof file, "%s.cubin", k->name);
     if (write_atomic(w->out, file, bin, size, err, errlen) != 0) goto out;
     k->cubin_bytes = size;
+    k->cubin_xxh3 = sfa__cubin_xxh3(bin, size);
   }
   rc = 0;
 out:

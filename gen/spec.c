@@ -144,18 +144,35 @@ sfa_status sfa_spec_validate(const sfa_kernel_spec *s, char *err, size_t errlen)
     return sfa__fail(err, errlen, SFA_ERR_UNSUPPORTED,
                      "pass: only fwd is implemented in this version (got %s)",
                      sfa__pass_name(s->pass));
-  if (s->mode != SFA_MODE_DENSE)
-    return sfa__fail(err, errlen, SFA_ERR_UNSUPPORTED,
-                     "mode: %s is not implemented in this version; only dense is",
-                     sfa__mode_name(s->mode));
-
-  /* Dense forward: only causal means anything. */
-  if (s->flags & (SFA_FEAT_BIAS | SFA_FEAT_MASK))
-    return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
-                     "flags: bias/mask apply to window mode only");
   if (s->flags & SFA_FEAT_DETERMINISTIC)
     return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
                      "flags: deterministic applies to bwd only");
+
+  /* Forward flags per mode: dense takes causal; qk_drop and hash take none
+  ** (their causality is q_idx >= k_idx, always on); window takes any mix of
+  ** causal, bias and mask. */
+  unsigned fl = s->flags;
+  switch (s->mode) {
+  case SFA_MODE_DENSE:
+    if (fl & (SFA_FEAT_BIAS | SFA_FEAT_MASK))
+      return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
+                       "flags: bias/mask apply to window mode only; dense allows causal");
+    break;
+  case SFA_MODE_QK_DROP:
+  case SFA_MODE_HASH:
+    if (fl & (SFA_FEAT_BIAS | SFA_FEAT_MASK))
+      return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
+                       "flags: bias/mask apply to window mode only; %s allows no flags",
+                       sfa__mode_name(s->mode));
+    if (fl & SFA_FEAT_CAUSAL)
+      return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
+                       "flags: causal is not allowed with mode %s, which allows no flags "
+                       "(its causality q_idx >= k_idx is intrinsic)",
+                       sfa__mode_name(s->mode));
+    break;
+  case SFA_MODE_WINDOW:
+    break; /* causal, bias, mask: any combination */
+  }
 
   size_t smem = smem_formula(s), limit = sfa__arch_smem_limit(s->arch);
   if (smem > limit)
@@ -325,14 +342,13 @@ sfa_status sfa_spec_default(sfa_kernel_spec *spec, char *err, size_t errlen) {
   sfa_status st = sfa__spec_check_domain(&s, err, errlen);
   if (st != SFA_OK) return st;
 
+  /* Measured on H100 (bench/NOTES.md), the same for every mode and arch:
+  ** double buffering pays at D <= 64 only (s1 beats s2 at D = 128: 345 vs 334
+  ** TF/s); D = 256 needs m64 for the register budget and s1 to fit sm_86/89. */
   if (s.head_dim <= 64) {
     s.block_m = 128, s.block_n = 64, s.num_warps = 4, s.num_stages = 2;
   } else if (s.head_dim <= 128) {
     s.block_m = 128, s.block_n = 64, s.num_warps = 4, s.num_stages = 1;
-    if (s.arch == 90) {
-      s.num_stages = 2;
-      if (smem_formula(&s) > sfa__arch_smem_limit(s.arch)) s.num_stages = 1;
-    }
   } else {
     s.block_m = 64, s.block_n = 64, s.num_warps = 4, s.num_stages = 1;
   }

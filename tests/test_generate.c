@@ -2,7 +2,9 @@
 ** test_generate.c -- sfa_generate: self-contained source named after the
 ** spec, validation before rendering, the SFA_TEMPLATE_DIR override (good and
 ** broken templates, errors naming file and line), render time, and the
-** sfa-gen tool (--list, --no-cubin manifest, exit codes).
+** sfa-gen tool (presets, mode flags, --list, --no-cubin manifest, exit codes).
+** Every variant of the default and all-modes presets renders, and each mode's
+** source carries its own pruning and masking.
 */
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,26 +33,102 @@ static void write_file(const char *dir, const char *name, const char *text) {
   fclose(f);
 }
 
-START_TEST(source_for_every_default_variant) {
-  static const int dims[] = {32, 64, 96, 128, 256}, arch[] = {80, 90};
-  for (int a = 0; a < 2; a++)
-    for (int t = 0; t < 2; t++)
-      for (int c = 0; c < 2; c++)
-        for (int d = 0; d < 5; d++) {
-          sfa_kernel_spec s = spec_of(t ? SFA_DTYPE_BF16 : SFA_DTYPE_FP16, dims[d], c, arch[a]);
-          char name[SFA__NAME_MAX], err[1024] = "", *src = NULL, pat[SFA__NAME_MAX + 4];
-          ck_assert_int_eq(sfa_spec_name(&s, name, sizeof name), SFA_OK);
-          ck_assert_msg(sfa_generate(&s, &src, err, sizeof err) == SFA_OK, "%s: %s", name, err);
-          ck_assert_ptr_nonnull(src);
-          ck_assert_uint_gt(strlen(src), 100);
-          ck_assert_msg(strstr(src, name), "%s: name missing from source", name);
-          snprintf(pat, sizeof pat, "%s(", name);
-          ck_assert_msg(strstr(src, pat), "%s: no entry point", name);
-          ck_assert_msg(!strstr(src, "#include"), "%s: source has #include", name);
-          ck_assert_msg(strstr(src, "__global__"), "%s: no __global__", name);
-          ck_assert_msg(strstr(src, "extern \"C\""), "%s: entry is not extern \"C\"", name);
-          sfa_free(src);
-        }
+/* Identifiers that only a mode's (or flag's) template code declares. */
+static void check_mode_code(const sfa_kernel_spec *s, const char *name, const char *src) {
+  struct { int want; const char *ident; } marks[] = {
+    {s->mode == SFA_MODE_QK_DROP || s->mode == SFA_MODE_HASH, "const int *kix"},
+    {s->mode == SFA_MODE_HASH, "hash_tile_state"},
+    {s->mode == SFA_MODE_WINDOW, "window_tile_state"},
+    {s->mode == SFA_MODE_WINDOW && (s->flags & SFA_FEAT_BIAS), "biasp"},
+    {s->mode == SFA_MODE_WINDOW && (s->flags & SFA_FEAT_MASK), "maskp"},
+    {s->mode == SFA_MODE_WINDOW && (s->flags & SFA_FEAT_CAUSAL), "const int wr = 0;"},
+  };
+  for (size_t i = 0; i < sizeof marks / sizeof marks[0]; i++)
+    ck_assert_msg(!strstr(src, marks[i].ident) == !marks[i].want, "%s: '%s' %s", name,
+                  marks[i].ident, marks[i].want ? "missing" : "present");
+}
+
+START_TEST(source_for_every_preset_variant) {
+  static const int arch[] = {80, 90};
+  static const char *const presets[] = {"default", "all-modes"};
+  for (int p = 0; p < 2; p++) {
+    sfa_kernel_spec *specs = NULL;
+    size_t n = 0;
+    ck_assert_int_eq(sfa__preset(presets[p], arch, 2, &specs, &n, NULL, 0), SFA_OK);
+    ck_assert_uint_eq(n, p == 0 ? 88 : 96);
+    for (size_t i = 0; i < n; i++) {
+      sfa_kernel_spec s = specs[i];
+      char name[SFA__NAME_MAX], err[1024] = "", *src = NULL, pat[SFA__NAME_MAX + 4];
+      ck_assert_int_eq(sfa_spec_name(&s, name, sizeof name), SFA_OK);
+      ck_assert_msg(sfa_generate(&s, &src, err, sizeof err) == SFA_OK, "%s: %s", name, err);
+      ck_assert_ptr_nonnull(src);
+      ck_assert_uint_gt(strlen(src), 100);
+      ck_assert_msg(strstr(src, name), "%s: name missing from source", name);
+      snprintf(pat, sizeof pat, "%s(", name);
+      ck_assert_msg(strstr(src, pat), "%s: no entry point", name);
+      ck_assert_msg(!strstr(src, "#include"), "%s: source has #include", name);
+      ck_assert_msg(strstr(src, "__global__"), "%s: no __global__", name);
+      ck_assert_msg(strstr(src, "extern \"C\""), "%s: entry is not extern \"C\"", name);
+      check_mode_code(&s, name, src);
+      sfa_free(src);
+    }
+    free(specs);
+  }
+}
+END_TEST
+
+/* The preset lists: sizes, the flag sets of each mode, default tiles, errors. */
+START_TEST(preset_contents) {
+  static const int arch[] = {90};
+  sfa_kernel_spec *v = NULL;
+  size_t n = 0;
+  char err[256] = "";
+  int count[4][16] = {{0}};
+  ck_assert_int_eq(sfa__preset("default", arch, 1, &v, &n, err, sizeof err), SFA_OK);
+  ck_assert_uint_eq(n, 44);
+  for (size_t i = 0; i < n; i++) {
+    sfa_kernel_spec d = v[i];
+    ck_assert_int_eq(sfa_spec_default(&d, NULL, 0), SFA_OK);
+    ck_assert(memcmp(&d, &v[i], sizeof d) == 0); /* default tiles */
+    count[v[i].mode][v[i].flags]++;
+  }
+  ck_assert_int_eq(count[SFA_MODE_DENSE][0], 10);
+  ck_assert_int_eq(count[SFA_MODE_DENSE][SFA_FEAT_CAUSAL], 10);
+  ck_assert_int_eq(count[SFA_MODE_QK_DROP][0], 4);
+  ck_assert_int_eq(count[SFA_MODE_HASH][0], 4);
+  ck_assert_int_eq(count[SFA_MODE_WINDOW][SFA_FEAT_CAUSAL], 4);
+  ck_assert_int_eq(count[SFA_MODE_WINDOW][SFA_FEAT_CAUSAL | SFA_FEAT_BIAS], 4);
+  ck_assert_int_eq(count[SFA_MODE_WINDOW][SFA_FEAT_CAUSAL | SFA_FEAT_BIAS | SFA_FEAT_MASK], 4);
+  ck_assert_int_eq(count[SFA_MODE_WINDOW][SFA_FEAT_MASK], 4);
+  free(v);
+
+  memset(count, 0, sizeof count);
+  ck_assert_int_eq(sfa__preset("all-modes", arch, 1, &v, &n, err, sizeof err), SFA_OK);
+  ck_assert_uint_eq(n, 48);
+  for (size_t i = 0; i < n; i++) {
+    ck_assert(v[i].head_dim == 64 || v[i].head_dim == 128);
+    count[v[i].mode][v[i].flags]++;
+  }
+  for (unsigned f = 0; f < 8; f++) ck_assert_int_eq(count[SFA_MODE_WINDOW][f], 4);
+  ck_assert_int_eq(count[SFA_MODE_DENSE][0] + count[SFA_MODE_DENSE][SFA_FEAT_CAUSAL], 8);
+  ck_assert_int_eq(count[SFA_MODE_QK_DROP][0] + count[SFA_MODE_HASH][0], 8);
+  free(v);
+
+  ck_assert_int_eq(sfa__preset("dense-tiles", arch, 1, &v, &n, err, sizeof err), SFA_OK);
+  ck_assert_uint_ge(n, 30);
+  free(v);
+
+  ck_assert_int_eq(sfa__preset("nope", arch, 1, &v, &n, err, sizeof err),
+                   SFA_ERR_INVALID_ARGUMENT);
+  ck_assert_msg(strstr(err, "preset: 'nope' is not a preset; presets are default, all-modes"),
+                "%s", err);
+  ck_assert_ptr_null(v);
+  static const int bad_arch[] = {90, 75};
+  ck_assert_int_eq(sfa__preset("default", bad_arch, 2, &v, &n, err, sizeof err),
+                   SFA_ERR_INVALID_ARGUMENT);
+  ck_assert_msg(strstr(err, "arch: 75 is not allowed"), "%s", err);
+  ck_assert_ptr_null(v);
+  ck_assert_uint_eq(n, 0);
 }
 END_TEST
 
@@ -73,9 +151,15 @@ START_TEST(invalid_spec_rejected) {
   ck_assert_ptr_null(src);
   ck_assert_ptr_nonnull(strstr(err, "head_dim: 40"));
   s.head_dim = 128;
-  s.mode = SFA_MODE_HASH;
+  s.mode = SFA_MODE_HASH; /* causal is intrinsic to hash: the flag is an error */
+  ck_assert_int_eq(sfa_generate(&s, &src, err, sizeof err), SFA_ERR_INVALID_ARGUMENT);
+  ck_assert_ptr_nonnull(strstr(err, "flags: causal is not allowed with mode hash"));
+  s.flags = 0;
+  s.pass = SFA_PASS_BWD;
   ck_assert_int_eq(sfa_generate(&s, &src, err, sizeof err), SFA_ERR_UNSUPPORTED);
-  ck_assert_ptr_nonnull(strstr(err, "mode: hash"));
+  ck_assert_ptr_nonnull(strstr(err, "pass: only fwd"));
+  ck_assert_ptr_null(src);
+  s.pass = SFA_PASS_FWD;
   ck_assert_int_eq(sfa_generate(NULL, &src, err, sizeof err), SFA_ERR_INVALID_ARGUMENT);
   s.mode = SFA_MODE_DENSE;
   ck_assert_int_eq(sfa_generate(&s, NULL, err, sizeof err), SFA_ERR_INVALID_ARGUMENT);
@@ -197,7 +281,27 @@ START_TEST(sfa_gen_tool) {
   int n = 0;
   while (f && fgets(line, sizeof line, f)) n++;
   if (f) fclose(f);
-  ck_assert_int_eq(n, 40);
+  ck_assert_int_eq(n, 88);
+  snprintf(cmd, sizeof cmd, "%s --preset all-modes --arch sm_80,sm90 --list | wc -l > %s/n.txt",
+           tool, dir);
+  ck_assert_int_eq(run(cmd), 0);
+  snprintf(cmd, sizeof cmd, "%s/n.txt", dir);
+  f = fopen(cmd, "r");
+  ck_assert(f && fscanf(f, "%d", &n) == 1);
+  fclose(f);
+  ck_assert_int_eq(n, 96);
+
+  /* Mode flags on the command line. */
+  snprintf(cmd, sizeof cmd, "%s --mode window --causal --mask --head-dim 64 --arch 86 --list "
+           "> %s/one.txt", tool, dir);
+  ck_assert_int_eq(run(cmd), 0);
+  snprintf(cmd, sizeof cmd, "%s/one.txt", dir);
+  f = fopen(cmd, "r");
+  ck_assert(f && fgets(line, sizeof line, f));
+  fclose(f);
+  ck_assert_str_eq(line, "sfa_fwd_window_causal_mask_bf16_d64_m128n64_w4s2_sm86\n");
+  snprintf(cmd, sizeof cmd, "%s --mode qkdrop --bias --head-dim 64 --list 2>/dev/null", tool);
+  ck_assert_int_eq(run(cmd), 2);
 
   snprintf(cmd, sizeof cmd, "%s --preset default --arch 80 --no-cubin --out %s/k 2>/dev/null",
            tool, dir);
@@ -207,7 +311,8 @@ START_TEST(sfa_gen_tool) {
   ck_assert_ptr_nonnull(f);
   ck_assert_ptr_nonnull(fgets(line, sizeof line, f));
   ck_assert_str_eq(line, "name\tarch\tpass\tmode\tdtype\thead_dim\tblock_m\tblock_n\t"
-                         "num_warps\tnum_stages\tflags\tsmem_bytes\tcubin\tcubin_bytes\n");
+                         "num_warps\tnum_stages\tflags\tsmem_bytes\tkey\tcubin\t"
+                         "cubin_bytes\tcubin_xxh3\n");
   n = 0;
   while (fgets(line, sizeof line, f)) {
     char name[128], path[1024];
@@ -217,7 +322,7 @@ START_TEST(sfa_gen_tool) {
     n++;
   }
   fclose(f);
-  ck_assert_int_eq(n, 20);
+  ck_assert_int_eq(n, 44);
 
   /* Usage errors exit 2, failures 1. */
   snprintf(cmd, sizeof cmd, "%s --preset nope 2>/dev/null", tool);
@@ -237,7 +342,8 @@ int main(void) {
   unsetenv("SFA_TEMPLATE_DIR");
   Suite *s = suite_create("generate");
   TCase *tc = tcase_create("generate");
-  tcase_add_test(tc, source_for_every_default_variant);
+  tcase_add_test(tc, source_for_every_preset_variant);
+  tcase_add_test(tc, preset_contents);
   tcase_add_test(tc, deterministic_output);
   tcase_add_test(tc, invalid_spec_rejected);
   tcase_add_test(tc, template_dir_override);

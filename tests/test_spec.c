@@ -1,7 +1,8 @@
 /*
 ** test_spec.c -- kernel specs: every validation rule and its message, the
 ** canonical name and its parser (round trip and errors), shared-memory sizes,
-** and the default tile configs (valid for every head_dim, dtype and arch).
+** the flags each forward mode allows, and the default tile configs (valid for
+** every mode, head_dim, dtype and arch; the measured H100 choices).
 */
 #include <stdio.h>
 #include <string.h>
@@ -50,12 +51,11 @@ END_TEST
 
 START_TEST(mode_rule) {
   sfa_kernel_spec s = good();
-  s.mode = SFA_MODE_QK_DROP;
-  expect(&s, SFA_ERR_UNSUPPORTED, "mode: qk_drop", "only dense");
-  s.mode = SFA_MODE_HASH;
-  expect(&s, SFA_ERR_UNSUPPORTED, "mode: hash", NULL);
-  s.mode = SFA_MODE_WINDOW;
-  expect(&s, SFA_ERR_UNSUPPORTED, "mode: window", NULL);
+  s.flags = 0;
+  for (int m = 0; m < 4; m++) {
+    s.mode = (sfa_mode)m;
+    expect(&s, SFA_OK, NULL, NULL);
+  }
   s.mode = (sfa_mode)9;
   expect(&s, SFA_ERR_INVALID_ARGUMENT, "mode: 9", "dense, qk_drop, hash or window");
 }
@@ -163,13 +163,52 @@ START_TEST(flags_rule) {
   s.flags = 0;
   expect(&s, SFA_OK, NULL, NULL);
   s.flags = SFA_FEAT_BIAS;
-  expect(&s, SFA_ERR_INVALID_ARGUMENT, "flags: bias/mask apply to window mode only", NULL);
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "flags: bias/mask apply to window mode only",
+         "dense allows causal");
   s.flags = SFA_FEAT_MASK | SFA_FEAT_CAUSAL;
   expect(&s, SFA_ERR_INVALID_ARGUMENT, "flags: bias/mask apply to window mode only", NULL);
   s.flags = SFA_FEAT_DETERMINISTIC;
   expect(&s, SFA_ERR_INVALID_ARGUMENT, "flags: deterministic applies to bwd only", NULL);
   s.flags = 1u << 9;
   expect(&s, SFA_ERR_INVALID_ARGUMENT, "flags: 0x200", "SFA_FEAT_CAUSAL");
+}
+END_TEST
+
+/* Forward flags per mode: dense {causal}, qk_drop and hash none, window any mix
+** of causal, bias and mask; deterministic never. All 16 sets for each mode. */
+START_TEST(flags_per_mode) {
+  static const unsigned allowed[4] = {
+    SFA_FEAT_CAUSAL, 0, 0, SFA_FEAT_CAUSAL | SFA_FEAT_BIAS | SFA_FEAT_MASK};
+  sfa_kernel_spec s = good();
+  for (int m = 0; m < 4; m++)
+    for (unsigned f = 0; f < 16; f++) {
+      s.mode = (sfa_mode)m;
+      s.flags = f;
+      char err[512] = "";
+      sfa_status st = sfa_spec_validate(&s, err, sizeof err);
+      int ok = (f & ~allowed[m]) == 0;
+      ck_assert_msg((st == SFA_OK) == ok, "mode %d flags 0x%x: status %d (%s)", m, f, st, err);
+      if (!ok) {
+        ck_assert_int_eq(st, SFA_ERR_INVALID_ARGUMENT);
+        ck_assert_msg(strncmp(err, "flags: ", 7) == 0, "'%s' does not name the field", err);
+      }
+    }
+  /* The messages say what is allowed. */
+  s.mode = SFA_MODE_QK_DROP;
+  s.flags = SFA_FEAT_CAUSAL;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "flags: causal is not allowed with mode qk_drop",
+         "q_idx >= k_idx is intrinsic");
+  s.mode = SFA_MODE_HASH;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "mode hash, which allows no flags", NULL);
+  s.flags = SFA_FEAT_MASK;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "bias/mask apply to window mode only",
+         "hash allows no flags");
+  s.mode = SFA_MODE_WINDOW;
+  s.flags = SFA_FEAT_CAUSAL | SFA_FEAT_BIAS | SFA_FEAT_MASK | SFA_FEAT_DETERMINISTIC;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "flags: deterministic applies to bwd only", NULL);
+  /* bwd stays unsupported whatever the flags. */
+  s.pass = SFA_PASS_BWD;
+  expect(&s, SFA_ERR_UNSUPPORTED, "pass: only fwd", NULL);
 }
 END_TEST
 
@@ -352,44 +391,57 @@ END_TEST
 
 /* ------------------------------------------------------------ defaults */
 
+/* One allowed flag set of each kind per mode. */
+static const struct { sfa_mode mode; unsigned flags; } mode_flags[] = {
+  {SFA_MODE_DENSE, 0}, {SFA_MODE_DENSE, SFA_FEAT_CAUSAL}, {SFA_MODE_QK_DROP, 0},
+  {SFA_MODE_HASH, 0}, {SFA_MODE_WINDOW, 0}, {SFA_MODE_WINDOW, SFA_FEAT_CAUSAL},
+  {SFA_MODE_WINDOW, SFA_FEAT_CAUSAL | SFA_FEAT_BIAS | SFA_FEAT_MASK},
+  {SFA_MODE_WINDOW, SFA_FEAT_MASK}};
+#define NMODE_FLAGS (sizeof mode_flags / sizeof mode_flags[0])
+
 START_TEST(defaults_valid_everywhere) {
-  for (int a = 0; a < NARCHS; a++)
-    for (int t = 0; t < 2; t++)
-      for (int c = 0; c < 2; c++)
+  for (size_t mf = 0; mf < NMODE_FLAGS; mf++)
+    for (int a = 0; a < NARCHS; a++)
+      for (int t = 0; t < 2; t++)
         for (int d = 32; d <= 256; d += 16) {
-          sfa_kernel_spec s = {SFA_PASS_FWD, SFA_MODE_DENSE,
+          sfa_kernel_spec s = {SFA_PASS_FWD, mode_flags[mf].mode,
                                t ? SFA_DTYPE_BF16 : SFA_DTYPE_FP16, d, 0, 0, 0, 0,
-                               archs[a], c ? SFA_FEAT_CAUSAL : 0u};
+                               archs[a], mode_flags[mf].flags};
           char err[256] = "";
           ck_assert_msg(sfa_spec_default(&s, err, sizeof err) == SFA_OK,
-                        "d%d sm%d: %s", d, archs[a], err);
+                        "mode %d d%d sm%d: %s", (int)s.mode, d, archs[a], err);
           ck_assert_msg(sfa_spec_validate(&s, err, sizeof err) == SFA_OK,
-                        "d%d sm%d: %s", d, archs[a], err);
+                        "mode %d d%d sm%d: %s", (int)s.mode, d, archs[a], err);
           ck_assert_uint_le(sfa_spec_smem_bytes(&s), sfa__arch_smem_limit(archs[a]));
         }
 }
 END_TEST
 
-static sfa_kernel_spec defaults_for(int d, int arch) {
-  sfa_kernel_spec s = {SFA_PASS_FWD, SFA_MODE_DENSE, SFA_DTYPE_BF16, d, 0, 0, 0, 0, arch,
-                       SFA_FEAT_CAUSAL};
+static sfa_kernel_spec defaults_for(sfa_mode mode, unsigned flags, int d, int arch) {
+  sfa_kernel_spec s = {SFA_PASS_FWD, mode, SFA_DTYPE_BF16, d, 0, 0, 0, 0, arch, flags};
   ck_assert_int_eq(sfa_spec_default(&s, NULL, 0), SFA_OK);
   return s;
 }
 
+/* bench/NOTES.md (H100): D<=64 m128n64w4s2; D<=128 m128n64w4s1 (s1 beat s2 at
+** D=128 on sm_90); D<=256 m64n64w4s1. Every mode and arch alike. */
 START_TEST(defaults_heuristic) {
-  sfa_kernel_spec s = defaults_for(64, 86);
-  ck_assert(s.block_m == 128 && s.block_n == 64 && s.num_warps == 4 && s.num_stages == 2);
-  s = defaults_for(128, 80);
+  for (size_t mf = 0; mf < NMODE_FLAGS; mf++)
+    for (int a = 0; a < NARCHS; a++)
+      for (int d = 32; d <= 256; d += 16) {
+        sfa_kernel_spec s = defaults_for(mode_flags[mf].mode, mode_flags[mf].flags, d, archs[a]);
+        int m = d <= 128 ? 128 : 64, st = d <= 64 ? 2 : 1;
+        ck_assert_msg(s.block_m == m && s.block_n == 64 && s.num_warps == 4 &&
+                          s.num_stages == st,
+                      "mode %d d%d sm%d: m%dn%dw%ds%d, want m%dn64w4s%d", (int)s.mode, d,
+                      archs[a], s.block_m, s.block_n, s.num_warps, s.num_stages, m, st);
+      }
+  sfa_kernel_spec s = defaults_for(SFA_MODE_DENSE, SFA_FEAT_CAUSAL, 128, 90);
   ck_assert(s.block_m == 128 && s.block_n == 64 && s.num_warps == 4 && s.num_stages == 1);
-  s = defaults_for(128, 90);
+  s = defaults_for(SFA_MODE_HASH, 0, 64, 86);
   ck_assert(s.block_m == 128 && s.block_n == 64 && s.num_warps == 4 && s.num_stages == 2);
-  s = defaults_for(96, 89);
-  ck_assert(s.block_m == 128 && s.num_stages == 1);
-  s = defaults_for(256, 89);
+  s = defaults_for(SFA_MODE_WINDOW, SFA_FEAT_BIAS, 256, 89);
   ck_assert(s.block_m == 64 && s.block_n == 64 && s.num_warps == 4 && s.num_stages == 1);
-  s = defaults_for(256, 90);
-  ck_assert(s.block_m == 64 && s.block_n == 64 && s.num_stages == 1);
 }
 END_TEST
 
@@ -402,11 +454,18 @@ START_TEST(defaults_errors) {
   s.arch = 75;
   ck_assert_int_eq(sfa_spec_default(&s, err, sizeof err), SFA_ERR_INVALID_ARGUMENT);
   ck_assert_ptr_nonnull(strstr(err, "arch: 75"));
-  /* An unsupported mode still gets its tiles, and says it is unsupported. */
+  /* An unsupported pass still gets its tiles, and says it is unsupported. */
   s.arch = 90;
-  s.mode = SFA_MODE_HASH;
+  s.pass = SFA_PASS_BWD;
   ck_assert_int_eq(sfa_spec_default(&s, err, sizeof err), SFA_ERR_UNSUPPORTED);
+  ck_assert_ptr_nonnull(strstr(err, "pass: only fwd"));
   ck_assert_int_eq(s.block_m, 128);
+  /* Flags a mode does not allow are named after the tiles are filled in. */
+  s.pass = SFA_PASS_FWD;
+  s.mode = SFA_MODE_QK_DROP;
+  s.flags = SFA_FEAT_CAUSAL;
+  ck_assert_int_eq(sfa_spec_default(&s, err, sizeof err), SFA_ERR_INVALID_ARGUMENT);
+  ck_assert_ptr_nonnull(strstr(err, "flags: causal is not allowed with mode qk_drop"));
   ck_assert_int_eq(sfa_spec_default(NULL, err, sizeof err), SFA_ERR_INVALID_ARGUMENT);
 }
 END_TEST
@@ -425,6 +484,7 @@ int main(void) {
   tcase_add_test(v, stages_rule);
   tcase_add_test(v, arch_rule);
   tcase_add_test(v, flags_rule);
+  tcase_add_test(v, flags_per_mode);
   tcase_add_test(v, smem_rule);
   tcase_add_test(v, register_rule);
   tcase_add_test(v, smem_bytes);

@@ -1,0 +1,131 @@
+/*
+** presets.c -- the named kernel lists that sfa-gen ships and the compile tests
+** check: each is a set of (mode, flags) classes times dtypes times head dims,
+** with the default tiles of sfa_spec_default, for each requested arch.
+**
+**   default     dense {-, causal} x D {32,64,96,128,256};
+**               qk_drop {-}, hash {-} x D {64,128};
+**               window {causal, causal+bias, causal+bias+mask, mask} x D {64,128}
+**   all-modes   every mode x every meaningful flag set (window: all 8 of
+**               causal/bias/mask) x D {64,128}
+**   dense-tiles every valid tile config of dense bf16, causal and not, D {64,128}
+** All of them for fp16 and bf16 except dense-tiles (bf16 only).
+*/
+#include <stdlib.h>
+#include <string.h>
+
+#include "gen/gen_internal.h"
+
+#define C SFA_FEAT_CAUSAL
+#define B SFA_FEAT_BIAS
+#define M SFA_FEAT_MASK
+
+/* One group of a preset: a mode with its flag sets and head dims. */
+typedef struct group {
+  sfa_mode mode;
+  unsigned flags[9]; /* ended by ~0u */
+  int dims[6];       /* ended by 0 */
+} group;
+
+#define END ~0u
+static const group default_groups[] = {
+  {SFA_MODE_DENSE, {0, C, END}, {32, 64, 96, 128, 256, 0}},
+  {SFA_MODE_QK_DROP, {0, END}, {64, 128, 0}},
+  {SFA_MODE_HASH, {0, END}, {64, 128, 0}},
+  {SFA_MODE_WINDOW, {C, C | B, C | B | M, M, END}, {64, 128, 0}},
+};
+static const group all_modes_groups[] = {
+  {SFA_MODE_DENSE, {0, C, END}, {64, 128, 0}},
+  {SFA_MODE_QK_DROP, {0, END}, {64, 128, 0}},
+  {SFA_MODE_HASH, {0, END}, {64, 128, 0}},
+  {SFA_MODE_WINDOW, {0, C, B, C | B, M, C | M, B | M, C | B | M, END}, {64, 128, 0}},
+};
+#define NGROUPS(g) (sizeof(g) / sizeof((g)[0]))
+
+typedef struct list {
+  sfa_kernel_spec *v;
+  size_t n, cap;
+} list;
+
+static int push(list *l, const sfa_kernel_spec *s) {
+  if (l->n == l->cap) {
+    size_t cap = l->cap ? 2 * l->cap : 64;
+    sfa_kernel_spec *v = realloc(l->v, cap * sizeof *v);
+    if (!v) return -1;
+    l->v = v;
+    l->cap = cap;
+  }
+  l->v[l->n++] = *s;
+  return 0;
+}
+
+static sfa_status add_groups(list *l, const group *g, size_t ng, int arch, char *err,
+                             size_t errlen) {
+  for (size_t i = 0; i < ng; i++)
+    for (int f = 0; g[i].flags[f] != END; f++)
+      for (int t = 0; t < 2; t++)
+        for (int d = 0; g[i].dims[d]; d++) {
+          sfa_kernel_spec s = {SFA_PASS_FWD, g[i].mode, t ? SFA_DTYPE_BF16 : SFA_DTYPE_FP16,
+                               g[i].dims[d], 0, 0, 0, 0, arch, g[i].flags[f]};
+          sfa_status st = sfa_spec_default(&s, err, errlen);
+          if (st != SFA_OK) return st;
+          if (push(l, &s) != 0)
+            return sfa__fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "preset: out of memory");
+        }
+  return SFA_OK;
+}
+
+static sfa_status add_dense_tiles(list *l, int arch, char *err, size_t errlen) {
+  static const int dims[] = {64, 128}, ms[] = {64, 128}, ns[] = {32, 64, 128};
+  static const int ws[] = {4, 8}, ss[] = {1, 2};
+  for (int d = 0; d < 2; d++)
+    for (int c = 0; c < 2; c++)
+      for (int m = 0; m < 2; m++)
+        for (int n = 0; n < 3; n++)
+          for (int w = 0; w < 2; w++)
+            for (int st = 0; st < 2; st++) {
+              sfa_kernel_spec s = {SFA_PASS_FWD, SFA_MODE_DENSE, SFA_DTYPE_BF16, dims[d],
+                                   ms[m], ns[n], ws[w], ss[st], arch, c ? C : 0u};
+              if (sfa_spec_validate(&s, NULL, 0) == SFA_OK && push(l, &s) != 0)
+                return sfa__fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "preset: out of memory");
+            }
+  return SFA_OK;
+}
+
+sfa_status sfa__preset(const char *name, const int *archs, int narchs, sfa_kernel_spec **specs,
+                       size_t *n, char *err, size_t errlen) {
+  if (!specs || !n) return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "specs: NULL");
+  *specs = NULL;
+  *n = 0;
+  if (!name) return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "preset: NULL");
+  int which = strcmp(name, "default") == 0     ? 0
+              : strcmp(name, "all-modes") == 0 ? 1
+              : strcmp(name, "dense-tiles") == 0 ? 2
+                                                 : -1;
+  if (which < 0)
+    return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
+                     "preset: '%s' is not a preset; presets are %s", name, SFA__PRESET_NAMES);
+  if (!archs || narchs < 1)
+    return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "archs: at least one is needed");
+  list l = {0};
+  sfa_status st = SFA_OK;
+  for (int a = 0; a < narchs && st == SFA_OK; a++) {
+    int arch = archs[a];
+    if (!sfa__arch_smem_limit(arch))
+      st = sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
+                     "arch: %d is not allowed; must be 80, 86, 87, 89 or 90", arch);
+    else if (which == 0)
+      st = add_groups(&l, default_groups, NGROUPS(default_groups), arch, err, errlen);
+    else if (which == 1)
+      st = add_groups(&l, all_modes_groups, NGROUPS(all_modes_groups), arch, err, errlen);
+    else
+      st = add_dense_tiles(&l, arch, err, errlen);
+  }
+  if (st != SFA_OK) {
+    free(l.v);
+    return st;
+  }
+  *specs = l.v;
+  *n = l.n;
+  return SFA_OK;
+}
