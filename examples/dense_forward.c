@@ -224,8 +224,8 @@ static int check_rows(const opts *o, const sfa_attention_params *p, const uint16
       v[i] = from_half(o->dtype, hv[koff + i]);
     }
     char why[512];
-    if (sfa_reference_forward(p, 1, 1, 1, nq, nk, D, q, k, v, NULL, NULL, NULL, NULL, out, lse,
-                              why, sizeof why) != SFA_OK) {
+    if (sfa_reference_forward(p, 1, 1, 1, nq, nk, D, q, k, v, NULL, out, lse, why,
+                              sizeof why) != SFA_OK) {
       fprintf(stderr, "dense_forward: reference: %s\n", why);
       goto done;
     }

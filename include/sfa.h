@@ -90,7 +90,7 @@ typedef struct sfa_kernel_spec {
   sfa_pass pass;
   sfa_mode mode;
   sfa_dtype dtype;    /* SFA_DTYPE_FP16 or SFA_DTYPE_BF16 */
-  int head_dim;       /* multiple of 8, 32..256 */
+  int head_dim;       /* multiple of 16, 32..256 */
   int block_m;        /* query rows per CTA */
   int block_n;        /* key rows per inner tile */
   int num_warps;
@@ -103,8 +103,9 @@ typedef struct sfa_kernel_spec {
 ** values. */
 sfa_status sfa_spec_validate(const sfa_kernel_spec *spec, char *err, size_t errlen);
 
-/* Canonical name into buf (NUL-terminated). SFA_ERR_INVALID_ARGUMENT if the
-** spec is invalid or buf is too small. */
+/* Canonical name into buf (NUL-terminated). Names exist for every well-formed
+** spec, also one that sfa_spec_validate rejects as unsupported or too large;
+** SFA_ERR_INVALID_ARGUMENT for a field outside its domain or a short buf. */
 sfa_status sfa_spec_name(const sfa_kernel_spec *spec, char *buf, size_t n);
 
 /* Inverse of sfa_spec_name. */
@@ -211,18 +212,106 @@ sfa_status sfa_forward(sfa_context *ctx, const sfa_attention_params *params,
                        const sfa_extras *extras, const sfa_tensor *o,
                        const sfa_tensor *lse, void *stream);
 
+/* The validation call of the index contract of modes qk_drop and hash
+** (DESIGN.md section 2), which sfa_forward relies on without checking. Per
+** (batch, head), along time: positions are >= 0; qk_drop: q_idx and k_idx
+** strictly increase; hash: buckets are >= 0 and (q_hash, q_idx) and (k_hash,
+** k_idx) strictly increase; padding is a suffix: q_idx = -1 (hash: with
+** q_hash = INT32_MAX), k_idx = INT32_MAX (hash: with k_hash = INT32_MAX).
+** extras is validated as by sfa_forward for q of length Tq and k of length Tk.
+** Synchronizes stream and copies the arrays to the host: a debugging and
+** input-checking aid, not for every call. On a violation returns
+** SFA_ERR_INVALID_ARGUMENT with a message that names the array, the
+** [b, h, t] position and the values. */
+sfa_status sfa_check_indices(sfa_context *ctx, const sfa_attention_params *params,
+                             const sfa_extras *extras, int64_t Tq, int64_t Tk, void *stream);
+
+/* ---------------------------------------------------------------- sparse helpers */
+
+/* Largest num_buckets of sfa_hash_prepare. */
+#define SFA_HASH_MAX_BUCKETS 4096
+
+/* From unsorted tensors and bucket ids to the sorted layout of mode hash
+** (DESIGN.md section 2). Per (batch, head), tokens are sorted by (bucket,
+** position), a stable sort, and
+**   idx[b, h, i]       = the original position of the i-th sorted token,
+**   hash[b, h, i]      = its bucket,
+**   x_sorted[b, h, i]  = x[b, h, idx[b, h, i]]   (a whole row of D elements),
+**   x2_sorted[b, h, i] = x2[b, h, idx[b, h, i]].
+** Call it once for q with the query buckets (idx, hash -> q_idx, q_hash) and
+** once for k with x2 = v (-> k_idx, k_hash, k and v sorted alike).
+**   bucket     int32 [B, H, T].
+**   num_buckets in [1, SFA_HASH_MAX_BUCKETS]. A bucket id outside
+**              [0, num_buckets) never makes the call fail or write out of
+**              bounds: such tokens go after all others, in position order,
+**              with hash = INT32_MAX and idx = their position. In mode hash
+**              they then form one extra bucket: such queries see such keys
+**              (causally) and nothing else.
+**   x, x_sorted    [B, H, T, D] fp16, bf16 or fp32, the same dtype and shape.
+**              Both may be NULL (only idx and hash are made).
+**   x2, x2_sorted  likewise, [B, H, T, D2] (D2 and dtype may differ from x's).
+**   idx, hash  int32 [B, H, T] outputs.
+** Every tensor: strides >= 0, the last dimension contiguous. T <= 2^30.
+** Outputs must not share memory with the inputs or with each other (x_sorted
+** and x2_sorted may interleave, e.g. in one packed buffer, as long as no
+** element is shared). Runs asynchronously on stream (a CUstream; NULL = the
+** legacy default stream): a sort kernel (one CTA per (b, h)) and a gather per
+** tensor. */
+sfa_status sfa_hash_prepare(sfa_context *ctx, const sfa_tensor *bucket, int num_buckets,
+                            const sfa_tensor *x, const sfa_tensor *x_sorted,
+                            const sfa_tensor *x2, const sfa_tensor *x2_sorted,
+                            const sfa_tensor *idx, const sfa_tensor *hash, void *stream);
+
+/* The inverse row permutation: o[b, h, idx[b, h, i], :] = o_sorted[b, h, i, :]
+** for every i with 0 <= idx[b, h, i] < T; rows of o that no idx names are left
+** as they are, and other idx values are skipped. o_sorted [B, H, T', D] and o
+** [B, H, T, D] (fp16, bf16 or fp32, one dtype; last dimension contiguous),
+** idx int32 [B, H, T'] (e.g. q_idx from sfa_hash_prepare, where T' = T). If
+** idx names a row twice, which copy lands there is unspecified. o must not
+** share memory with o_sorted or idx. Asynchronous on stream. */
+sfa_status sfa_hash_unsort(sfa_context *ctx, const sfa_tensor *o_sorted, const sfa_tensor *idx,
+                           const sfa_tensor *o, void *stream);
+
+/* The dynamic mask of mode window (flash-sparse-attn's top-k): for every query
+** row i of bias [B, Hb, Tq, Tk] (fp16, bf16 or fp32; any strides >= 0 with the
+** last dimension contiguous, e.g. stride 0 to broadcast), mask[b, h, i, j] = 1
+** for the w keys j with the largest bias among the allowed ones, 0 for every
+** other j < Tk. Allowed: every key, or when causal is 1 the keys
+** j <= i + Tk - Tq (bottom-right aligned). Values compare as numbers (-0 ==
+** +0; -inf is a number); equal values go to the lower j, so the result is
+** deterministic; NaN is never selected. A row with at most w allowed non-NaN
+** keys selects them all; w = 0 selects none.
+**   mask  uint8 [B, Hb, Tq, Tk]: data 16-byte aligned, strides of the first
+**         three dimensions multiples of 16 (like sfa_forward's mask), last
+**         dimension contiguous. Only columns [0, Tk) are written.
+**   Tq, Tk <= 2^30; w >= 0; causal 0 or 1. mask must not share memory with bias.
+** One CTA per row; the row's keys stay in shared memory when they fit (Tk up
+** to about 99k for fp16/bf16 on sm_90, 65k on sm_80, half that for fp32),
+** else they are re-read for each pass. Asynchronous on stream. */
+sfa_status sfa_topk_mask(sfa_context *ctx, const sfa_tensor *bias, int w, int causal,
+                         const sfa_tensor *mask, void *stream);
+
 /* ---------------------------------------------------------------- CPU reference */
+
+/* Host-side mode inputs of the CPU reference; unused members NULL. All arrays
+** are contiguous. bias and mask are [B, heads, rows, Tk] with heads = Hq, Hkv
+** or 1 and rows = Tq or 1 (broadcast), like the GPU's. */
+typedef struct sfa_host_extras {
+  const int32_t *q_idx, *k_idx;   /* [B, Hq, Tq], [B, Hkv, Tk] */
+  const int32_t *q_hash, *k_hash; /* [B, Hq, Tq], [B, Hkv, Tk] */
+  const float *bias;
+  int bias_heads, bias_rows;
+  const uint8_t *mask;
+  int mask_heads, mask_rows;
+} sfa_host_extras;
 
 /* Float64 reference of the forward pass on host arrays in float32, contiguous
 ** [B, H, T, D]. Semantics exactly as DESIGN.md section 2: rows with no allowed
-** key get o = 0 and lse = -inf. lse may be NULL. Only the extras that the mode
-** uses are read; their data pointers are host pointers here. */
+** key get o = 0 and lse = -inf. lse and ex may be NULL (dense needs none). */
 sfa_status sfa_reference_forward(const sfa_attention_params *params, int B, int Hq,
                                  int Hkv, int Tq, int Tk, int D, const float *q,
-                                 const float *k, const float *v, const int32_t *q_idx,
-                                 const int32_t *k_idx, const int32_t *q_hash,
-                                 const int32_t *k_hash, float *o, float *lse,
-                                 char *err, size_t errlen);
+                                 const float *k, const float *v, const sfa_host_extras *ex,
+                                 float *o, float *lse, char *err, size_t errlen);
 
 #ifdef __cplusplus
 }

@@ -2,7 +2,9 @@
 ** context.c -- sfa_context: options, the last error, the lazily opened disk
 ** cache, the binding to the caller's CUDA context, and the table of loaded
 ** kernels keyed by (CUDA context, spec). sfa_compile and sfa__kernel_get turn a
-** spec into a launchable CUfunction: table -> disk cache -> NVRTC -> module.
+** spec into a launchable CUfunction: table -> disk cache -> NVRTC -> module;
+** sfa__kernel_get_source does the same for a rendered source (the sparse
+** helpers' utility kernels).
 **
 ** Creating a context never touches the GPU; the driver is loaded by the first
 ** call that needs it. Destroy an sfa context before destroying the CUDA
@@ -15,6 +17,7 @@
 #include <time.h>
 
 #include "runtime/internal.h"
+#include "runtime/util.h"
 
 /* ------------------------------------------------------------ errors */
 
@@ -63,36 +66,44 @@ sfa_status sfa_context_create(sfa_context **out, const sfa_options *opts) {
   return SFA_OK;
 }
 
-/* Unload every module from its CUDA context, where that context still exists
+/* Unload a module from its CUDA context, where that context still exists
 ** (cuCtxGetId tells a live context from a reused handle). */
+static void unload_module(const sfa_driver *d, CUcontext cu, unsigned long long cu_id,
+                          CUmodule module) {
+  int alive = 1;
+  if (d->cuCtxGetId) {
+    unsigned long long id = 0;
+    alive = d->cuCtxGetId(cu, &id) == CUDA_SUCCESS && id == cu_id;
+  }
+  if (alive && d->cuCtxPushCurrent(cu) == CUDA_SUCCESS) {
+    CUcontext popped;
+    d->cuModuleUnload(module);
+    d->cuCtxPopCurrent(&popped);
+  }
+}
+
+/* Unload every module (spec and utility kernels) from its CUDA context. */
 static void unload_modules(sfa_context *ctx, const sfa_driver *d) {
   for (size_t i = 0; i < ctx->nslots; i++) {
     sfa_kernel *k = ctx->slots[i];
-    if (!k) continue;
-    int alive = 1;
-    if (d->cuCtxGetId) {
-      unsigned long long id = 0;
-      alive = d->cuCtxGetId(k->cu, &id) == CUDA_SUCCESS && id == k->cu_id;
-    }
-    if (alive && d->cuCtxPushCurrent(k->cu) == CUDA_SUCCESS) {
-      CUcontext popped;
-      d->cuModuleUnload(k->module);
-      d->cuCtxPopCurrent(&popped);
-    }
+    if (k) unload_module(d, k->cu, k->cu_id, k->module);
   }
+  for (size_t i = 0; i < ctx->nutils; i++)
+    unload_module(d, ctx->utils[i].cu, ctx->utils[i].cu_id, ctx->utils[i].module);
 }
 
 void sfa_context_destroy(sfa_context *ctx) {
   if (!ctx) return;
   const sfa_driver *d = NULL;
   /* Only kernels or a retained context mean the driver was loaded; do not load it here. */
-  if ((ctx->nkernels > 0 || ctx->primary_retained) &&
+  if ((ctx->nkernels > 0 || ctx->nutils > 0 || ctx->primary_retained) &&
       sfa__driver_load(&d, NULL, 0) == SFA_OK) {
     unload_modules(ctx, d);
     if (ctx->primary_retained) d->cuDevicePrimaryCtxRelease(ctx->primary_dev);
   }
   for (size_t i = 0; i < ctx->nslots; i++) free(ctx->slots[i]);
   free(ctx->slots);
+  free(ctx->utils);
   free(ctx->devices);
   if (ctx->store) sfa_store_close(ctx->store);
   free(ctx->cache_dir);
@@ -448,6 +459,130 @@ sfa_status sfa__kernel_get(sfa_context *ctx, const sfa__device *dev,
     k = other;
   }
   *kernel = k;
+  return SFA_OK;
+}
+
+/* ------------------------------------------------------------ kernels from a source */
+
+/* Call with the lock held. */
+static int util_find(const sfa_context *ctx, const sfa__device *dev, const char *name, int arch) {
+  for (size_t i = 0; i < ctx->nutils; i++) {
+    const sfa__loaded_util *u = &ctx->utils[i];
+    if (u->cu == dev->cu && u->cu_id == dev->cu_id && u->arch == arch &&
+        strcmp(u->name, name) == 0)
+      return (int)i;
+  }
+  return -1;
+}
+
+/* The cubin of a source: the disk cache, else NVRTC (and into the cache). The
+** key material has the format of spec kernels' (key_material). */
+static sfa_status get_cubin_source(sfa_context *ctx, const char *name, const char *source,
+                                   int arch, void **cubin, size_t *size) {
+  sfa_kernel_spec spec; /* carries the arch to the option builder */
+  memset(&spec, 0, sizeof spec);
+  spec.arch = arch;
+  size_t mlen = 0;
+  char why[SFA__ERRBUF];
+  double t0 = now_ms();
+  char *material = key_material(&spec, name, source, &mlen);
+  if (!material)
+    return sfa__error(ctx, SFA_ERR_OUT_OF_MEMORY, "out of memory building the cache key of %s",
+                      name);
+  sfa_status st;
+  sfa_store *store = get_store(ctx);
+  if (store) {
+    why[0] = '\0';
+    st = sfa_store_get(store, material, mlen, cubin, size, why, sizeof why);
+    if (st == SFA_OK) {
+      if (ctx->opts.verbose)
+        fprintf(stderr, "sfa: %s (sm_%d): loaded from the cache (%.1f ms)\n", name, arch,
+                now_ms() - t0);
+      goto done;
+    }
+    if (ctx->opts.verbose && why[0])
+      fprintf(stderr, "sfa: %s (sm_%d): cache miss: %s\n", name, arch, why);
+  }
+  st = sfa__util_compile(name, source, arch, cubin, size, NULL, why, sizeof why);
+  if (st != SFA_OK) {
+    sfa__error(ctx, st, "%s", why);
+    goto done;
+  }
+  if (ctx->opts.verbose)
+    fprintf(stderr, "sfa: %s (sm_%d): compiled (%.0f ms)\n", name, arch, now_ms() - t0);
+  if (store && sfa_store_put(store, material, mlen, *cubin, *size, why, sizeof why) != SFA_OK &&
+      ctx->opts.verbose)
+    fprintf(stderr, "sfa: %s: not cached: %s\n", name, why);
+done:
+  free(material);
+  return st;
+}
+
+sfa_status sfa__kernel_get_source(sfa_context *ctx, const sfa__device *dev, const char *name,
+                                  const char *source, int arch, CUfunction *fn) {
+  if (!name || strlen(name) >= SFA__KERNEL_NAME)
+    return sfa__error(ctx, SFA_ERR_INTERNAL, "sfa__kernel_get_source: bad kernel name");
+  pthread_mutex_lock(&ctx->lock);
+  int i = util_find(ctx, dev, name, arch);
+  if (i >= 0) *fn = ctx->utils[i].fn;
+  pthread_mutex_unlock(&ctx->lock);
+  if (i >= 0) return SFA_OK;
+  if (!source) return SFA_ERR_NOT_FOUND;
+
+  /* Miss: build without the lock, insert after. */
+  const sfa_driver *d;
+  sfa_status st = sfa__driver_load(&d, ctx->err, sizeof ctx->err);
+  if (st != SFA_OK) return st;
+  sfa__loaded_util k;
+  memset(&k, 0, sizeof k);
+  k.cu = dev->cu;
+  k.cu_id = dev->cu_id;
+  k.arch = arch;
+  snprintf(k.name, sizeof k.name, "%s", name);
+  void *cubin = NULL;
+  size_t size = 0;
+  if ((st = get_cubin_source(ctx, name, source, arch, &cubin, &size)) != SFA_OK) return st;
+  CUresult r = d->cuModuleLoadData(&k.module, cubin);
+  free(cubin);
+  if (r == CUDA_ERROR_NO_BINARY_FOR_GPU || r == CUDA_ERROR_INVALID_IMAGE)
+    return sfa__error(ctx, SFA_ERR_UNSUPPORTED,
+                      "%s: the sm_%d cubin cannot run on this device (compute capability "
+                      "%d.%d): cuModuleLoadData returned %d",
+                      name, arch, dev->cc / 10, dev->cc % 10, (int)r);
+  char what[SFA__KERNEL_NAME + 64];
+  if (r != CUDA_SUCCESS) {
+    snprintf(what, sizeof what, "cuModuleLoadData(%s)", name);
+    return sfa__cuda_error(r, what, ctx->err, sizeof ctx->err);
+  }
+  if ((r = d->cuModuleGetFunction(&k.fn, k.module, name)) != CUDA_SUCCESS) {
+    d->cuModuleUnload(k.module);
+    snprintf(what, sizeof what, "cuModuleGetFunction(%s)", name);
+    return sfa__cuda_error(r, what, ctx->err, sizeof ctx->err);
+  }
+
+  pthread_mutex_lock(&ctx->lock);
+  int other = util_find(ctx, dev, name, arch);
+  if (other >= 0) {
+    *fn = ctx->utils[other].fn;
+  } else if (ctx->nutils == ctx->cap_utils) {
+    size_t cap = ctx->cap_utils ? 2 * ctx->cap_utils : 8;
+    sfa__loaded_util *p = realloc(ctx->utils, cap * sizeof *p);
+    if (p) {
+      ctx->utils = p;
+      ctx->cap_utils = cap;
+    } else {
+      st = SFA_ERR_OUT_OF_MEMORY;
+    }
+  }
+  if (other < 0 && st == SFA_OK) {
+    ctx->utils[ctx->nutils++] = k;
+    *fn = k.fn;
+  }
+  pthread_mutex_unlock(&ctx->lock);
+  if (other >= 0 || st != SFA_OK) { /* another thread won the race, or no memory */
+    d->cuModuleUnload(k.module);
+    if (st != SFA_OK) return sfa__error(ctx, st, "out of memory");
+  }
   return SFA_OK;
 }
 

@@ -39,6 +39,17 @@ typedef struct sfa__device {
   int smem_optin; /* max dynamic shared memory per block after opt-in */
 } sfa__device;
 
+/* A loaded utility kernel (sfa__kernel_get_source), keyed by (CUDA context,
+** arch, entry name); owned by the context, unloaded at destroy. */
+typedef struct sfa__loaded_util {
+  CUcontext cu;
+  unsigned long long cu_id;
+  int arch;
+  char name[SFA__KERNEL_NAME]; /* entry symbol */
+  CUmodule module;
+  CUfunction fn;
+} sfa__loaded_util;
+
 struct sfa_context {
   sfa_options opts;
   char *cache_dir;          /* owned copy of opts.cache_dir (opts points at it) */
@@ -56,6 +67,9 @@ struct sfa_context {
 
   sfa_kernel **slots;       /* open-addressing hash table keyed by (context, spec) */
   size_t nslots, nkernels;
+
+  sfa__loaded_util *utils;   /* kernels from sfa__kernel_get_source, a short array */
+  size_t nutils, cap_utils;
 
   char err[SFA__ERRBUF];    /* sfa_last_error; written without the lock, so failing calls
                             ** on several threads at once may mix their messages */
@@ -77,6 +91,16 @@ sfa_status sfa__bind(sfa_context *ctx, sfa__device *out);
 ** the device. */
 sfa_status sfa__kernel_get(sfa_context *ctx, const sfa__device *dev,
                            const sfa_kernel_spec *spec, sfa_kernel **kernel);
+
+/* A kernel that is not a spec (the sparse helpers' utility kernels): entry
+** symbol `name` of `source`, compiled for arch, in the bound context, going
+** through the same disk cache (key material: name, arch, NVRTC version and
+** options, source), NVRTC and per-context table as spec kernels. `name` must
+** identify the source within a process. source may be NULL: then only the
+** table is consulted and a miss is SFA_ERR_NOT_FOUND (without a message), so a
+** caller can skip rendering on a hit. */
+sfa_status sfa__kernel_get_source(sfa_context *ctx, const sfa__device *dev, const char *name,
+                                  const char *source, int arch, CUfunction *fn);
 
 /* Short dtype names for messages: "fp16", "bf16", "fp32", "int32", "uint8". */
 const char *sfa__dtype_str(sfa_dtype d);

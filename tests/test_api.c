@@ -1,7 +1,9 @@
 /*
 ** test_api.c -- the public API without a GPU: status strings, the
 ** initialisers, context creation, and every way sfa_forward and sfa_compile
-** reject bad input (status, and a message that names the argument). All of it
+** reject bad input (status, and a message that names the argument), also the
+** extras of the sparse modes (missing, unexpected, dtypes, shapes, strides,
+** broadcasts, mask alignment) and window parameters. All of it
 ** must happen before the driver is loaded, which each test checks; on a machine
 ** without libcuda a fully valid call must fail with SFA_ERR_NO_DRIVER.
 */
@@ -153,6 +155,12 @@ typedef struct problem {
   sfa_context *ctx;
   sfa_attention_params p;
   sfa_tensor q, k, v, o, lse;
+  /* Valid extras for every mode: q_idx/q_hash [2, 4, 64], k_idx/k_hash
+  ** [2, 2, 48] int32, bias [2, 4, 64, 48] fp16, mask [2, 4, 64, 48] uint8;
+  ** ex (passed when use_ex) points at the ones that set_mode chose. */
+  sfa_tensor qi, ki, qh, kh, bias, mask;
+  sfa_extras ex;
+  int use_ex;
 } problem;
 
 static problem P;
@@ -167,6 +175,25 @@ static void reset(void) {
   sfa_tensor_init(&P.v, (void *)0x7f0000300000, SFA_DTYPE_FP16, 4, ks);
   sfa_tensor_init(&P.o, (void *)0x7f0000400000, SFA_DTYPE_FP16, 4, qs);
   sfa_tensor_init(&P.lse, (void *)0x7f0000500000, SFA_DTYPE_FP32, 3, ls);
+  int64_t qis[3] = {2, 4, 64}, kis[3] = {2, 2, 48}, bs[4] = {2, 4, 64, 48};
+  sfa_tensor_init(&P.qi, (void *)0x7f0000600000, SFA_DTYPE_INT32, 3, qis);
+  sfa_tensor_init(&P.ki, (void *)0x7f0000700000, SFA_DTYPE_INT32, 3, kis);
+  sfa_tensor_init(&P.qh, (void *)0x7f0000800000, SFA_DTYPE_INT32, 3, qis);
+  sfa_tensor_init(&P.kh, (void *)0x7f0000900000, SFA_DTYPE_INT32, 3, kis);
+  sfa_tensor_init(&P.bias, (void *)0x7f0000a00000, SFA_DTYPE_FP16, 4, bs);
+  sfa_tensor_init(&P.mask, (void *)0x7f0000b00000, SFA_DTYPE_UINT8, 4, bs);
+  memset(&P.ex, 0, sizeof P.ex);
+  P.use_ex = 0;
+}
+
+/* Switch P to a mode with all of its extras (window: bias and mask). */
+static void set_mode(sfa_mode m) {
+  P.p.mode = m;
+  memset(&P.ex, 0, sizeof P.ex);
+  P.use_ex = 1;
+  if (m == SFA_MODE_QK_DROP || m == SFA_MODE_HASH) P.ex.q_idx = &P.qi, P.ex.k_idx = &P.ki;
+  if (m == SFA_MODE_HASH) P.ex.q_hash = &P.qh, P.ex.k_hash = &P.kh;
+  if (m == SFA_MODE_WINDOW) P.ex.bias = &P.bias, P.ex.mask = &P.mask;
 }
 
 static void setup(void) {
@@ -181,7 +208,7 @@ static void teardown(void) {
 }
 
 static sfa_status run_forward(void) {
-  return sfa_forward(P.ctx, &P.p, &P.q, &P.k, &P.v, NULL, &P.o, &P.lse, NULL);
+  return sfa_forward(P.ctx, &P.p, &P.q, &P.k, &P.v, P.use_ex ? &P.ex : NULL, &P.o, &P.lse, NULL);
 }
 
 /* Runs sfa_forward on P; wants status `want` and both needles in the message,
@@ -219,12 +246,6 @@ START_TEST(fwd_null_arguments) {
 END_TEST
 
 START_TEST(fwd_mode) {
-  P.p.mode = SFA_MODE_QK_DROP;
-  EXPECT(SFA_ERR_UNSUPPORTED, "params.mode: qk_drop is not implemented yet", NULL);
-  P.p.mode = SFA_MODE_HASH;
-  EXPECT(SFA_ERR_UNSUPPORTED, "params.mode: hash", NULL);
-  P.p.mode = SFA_MODE_WINDOW;
-  EXPECT(SFA_ERR_UNSUPPORTED, "params.mode: window", NULL);
   P.p.mode = (sfa_mode)42;
   EXPECT(SFA_ERR_INVALID_ARGUMENT, "params.mode: 42", "dense");
 }
@@ -435,6 +456,252 @@ START_TEST(fwd_output_overlap) {
 }
 END_TEST
 
+/* ------------------------------------------------------------ extras */
+
+START_TEST(fwd_extras_missing) {
+  P.p.mode = SFA_MODE_QK_DROP; /* extras NULL */
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "extras: is NULL", "mode qk_drop needs extras->q_idx");
+  P.p.mode = SFA_MODE_HASH;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "extras: is NULL", "mode hash needs");
+  set_mode(SFA_MODE_QK_DROP);
+  P.ex.q_idx = NULL;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "extras->q_idx: is NULL; mode qk_drop needs it", NULL);
+  set_mode(SFA_MODE_QK_DROP);
+  P.ex.k_idx = NULL;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "extras->k_idx: is NULL", NULL);
+  set_mode(SFA_MODE_HASH);
+  P.ex.q_hash = NULL;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "extras->q_hash: is NULL; mode hash needs it", NULL);
+  set_mode(SFA_MODE_HASH);
+  P.ex.k_hash = NULL;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "extras->k_hash: is NULL", NULL);
+}
+END_TEST
+
+START_TEST(fwd_extras_unexpected) {
+  /* Dense reads no extras; an empty struct is fine, anything in it is not. */
+  P.use_ex = 1;
+  P.ex.q_idx = &P.qi;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "extras->q_idx: only modes qk_drop and hash read q_idx",
+         "must be NULL in mode dense");
+  P.ex.q_idx = NULL, P.ex.bias = &P.bias;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "extras->bias: only window mode reads a bias", "mode dense");
+  set_mode(SFA_MODE_QK_DROP);
+  P.ex.bias = &P.bias;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "extras->bias: only window mode reads a bias",
+         "mode qk_drop");
+  set_mode(SFA_MODE_QK_DROP);
+  P.ex.q_hash = &P.qh;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "extras->q_hash: only hash mode reads q_hash", NULL);
+  set_mode(SFA_MODE_HASH);
+  P.ex.mask = &P.mask;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "extras->mask: only window mode reads a mask", "mode hash");
+  set_mode(SFA_MODE_WINDOW);
+  P.ex.k_idx = &P.ki;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "extras->k_idx: only modes qk_drop and hash", "mode window");
+  set_mode(SFA_MODE_WINDOW);
+  P.ex.k_hash = &P.kh;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "extras->k_hash: only hash mode", "mode window");
+}
+END_TEST
+
+START_TEST(fwd_index_dtype) {
+  set_mode(SFA_MODE_QK_DROP);
+  P.qi.dtype = SFA_DTYPE_FP16;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "extras->q_idx: dtype fp16, expected int32", NULL);
+  reset();
+  set_mode(SFA_MODE_HASH);
+  P.kh.dtype = SFA_DTYPE_UINT8;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "extras->k_hash: dtype uint8, expected int32", NULL);
+}
+END_TEST
+
+START_TEST(fwd_index_shape) {
+  set_mode(SFA_MODE_QK_DROP);
+  P.qi.shape[2] = 63;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "extras->q_idx: shape [2, 4, 63]",
+         "[B, Hq, Tq] = [2, 4, 64]");
+  reset();
+  set_mode(SFA_MODE_QK_DROP);
+  P.ki.shape[1] = 4;
+  P.ki.strides[0] = 4 * 48;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "extras->k_idx: shape [2, 4, 48]",
+         "[B, Hkv, Tk] = [2, 2, 48]");
+  reset();
+  set_mode(SFA_MODE_HASH);
+  P.qh.rank = 4;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "extras->q_hash.rank: 4", "must be 3");
+  reset();
+  set_mode(SFA_MODE_HASH);
+  P.kh.shape[0] = 0;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "extras->k_hash: shape[0] is 0", NULL);
+}
+END_TEST
+
+START_TEST(fwd_index_stride) {
+  set_mode(SFA_MODE_QK_DROP);
+  P.qi.strides[2] = 2, P.qi.strides[1] = 128, P.qi.strides[0] = 512;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "extras->q_idx: stride[2] is 2", "contiguous");
+  reset();
+  set_mode(SFA_MODE_QK_DROP);
+  P.ki.strides[1] = -48;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "extras->k_idx: stride[1] is -48", ">= 0");
+  reset();
+  set_mode(SFA_MODE_QK_DROP);
+  P.ki.data = (char *)P.ki.data + 2;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "extras->k_idx: data", "4-byte aligned");
+  reset();
+  set_mode(SFA_MODE_QK_DROP);
+  P.qi.data = NULL;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "extras->q_idx: data is NULL", NULL);
+  /* q_hash/k_hash are read with q_idx's/k_idx's batch and head strides. */
+  reset();
+  set_mode(SFA_MODE_HASH);
+  P.qh.strides[1] = 80; /* padded rows: valid alone */
+  EXPECT(SFA_ERR_INVALID_ARGUMENT,
+         "extras->q_hash: stride[1] (heads) is 80 but extras->q_idx's is 64",
+         "one set of strides");
+  reset();
+  set_mode(SFA_MODE_HASH);
+  P.kh.strides[0] = 0; /* shared by the batch: valid alone */
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "extras->k_hash: stride[0] (batch) is 0",
+         "extras->k_idx's is 96");
+}
+END_TEST
+
+START_TEST(fwd_window_params) {
+  set_mode(SFA_MODE_WINDOW);
+  P.p.window_left = -2;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "params.window_left: -2", "-1 (unbounded)");
+  P.p.window_left = 5;
+  P.p.window_right = -7;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "params.window_right: -7", ">= 0");
+  /* Windows belong to window mode. */
+  reset();
+  set_mode(SFA_MODE_QK_DROP);
+  P.p.window_right = 3;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "params.window_left/window_right: -1/3", "mode window");
+}
+END_TEST
+
+START_TEST(fwd_bias_dtype) {
+  set_mode(SFA_MODE_WINDOW);
+  P.bias.dtype = SFA_DTYPE_BF16;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "extras->bias: dtype bf16, expected fp16 (q's dtype)", NULL);
+  P.bias.dtype = SFA_DTYPE_FP32;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "extras->bias: dtype fp32", NULL);
+}
+END_TEST
+
+START_TEST(fwd_bias_shape) {
+  set_mode(SFA_MODE_WINDOW);
+  P.bias.shape[1] = 3;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "extras->bias: shape[1] (heads) is 3",
+         "must be Hq (4), Hkv (2) or 1");
+  P.bias.shape[1] = 4, P.bias.shape[0] = 3;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "extras->bias: shape[0] (batch) is 3", "B (2) or 1");
+  P.bias.shape[0] = 2, P.bias.shape[2] = 5;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "extras->bias: shape[2] (query rows) is 5", "Tq (64) or 1");
+  P.bias.shape[2] = 64, P.bias.shape[3] = 47;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "extras->bias: shape[3] (keys) is 47", "Tk (48)");
+  reset();
+  set_mode(SFA_MODE_WINDOW);
+  P.bias.rank = 3;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "extras->bias.rank: 3", "must be 4");
+  reset();
+  set_mode(SFA_MODE_WINDOW);
+  P.bias.strides[3] = 2;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "extras->bias: stride[3] is 2", "contiguous");
+  reset();
+  set_mode(SFA_MODE_WINDOW);
+  P.bias.data = (char *)P.bias.data + 1;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "extras->bias: data", "2-byte aligned");
+  /* The mask follows the same broadcast rules. */
+  reset();
+  set_mode(SFA_MODE_WINDOW);
+  P.mask.shape[1] = 8;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "extras->mask: shape[1] (heads) is 8", NULL);
+  reset();
+  set_mode(SFA_MODE_WINDOW);
+  P.mask.dtype = SFA_DTYPE_INT32;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "extras->mask: dtype int32, expected uint8", NULL);
+}
+END_TEST
+
+START_TEST(fwd_mask_alignment) {
+  set_mode(SFA_MODE_WINDOW);
+  P.mask.data = (char *)P.mask.data + 8;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "extras->mask: data", "not 16-byte aligned");
+  /* Rows of 56 bytes: each stride fine for a bias, not for the mask. */
+  reset();
+  set_mode(SFA_MODE_WINDOW);
+  P.mask.strides[2] = 56, P.mask.strides[1] = 56 * 64, P.mask.strides[0] = 56 * 64 * 4;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT,
+         "extras->mask: row stride 56 is not a multiple of 16 bytes; pad Tk to a multiple of 16",
+         NULL);
+  reset();
+  set_mode(SFA_MODE_WINDOW);
+  P.mask.strides[1] += 8, P.mask.strides[0] = 4 * P.mask.strides[1];
+  EXPECT(SFA_ERR_INVALID_ARGUMENT,
+         "extras->mask: head stride 3080 is not a multiple of 16 bytes",
+         NULL);
+  reset();
+  set_mode(SFA_MODE_WINDOW);
+  P.mask.strides[0] += 4;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "extras->mask: batch stride", "16 bytes");
+  /* A contiguous mask with Tk = 40. */
+  reset();
+  int64_t ks[4] = {2, 2, 40, 64}, ms[4] = {2, 1, 1, 40};
+  sfa_tensor_init(&P.k, P.k.data, SFA_DTYPE_FP16, 4, ks);
+  sfa_tensor_init(&P.v, P.v.data, SFA_DTYPE_FP16, 4, ks);
+  sfa_tensor_init(&P.mask, P.mask.data, SFA_DTYPE_UINT8, 4, ms);
+  set_mode(SFA_MODE_WINDOW);
+  P.ex.bias = NULL;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "extras->mask: batch stride 40", "16 bytes");
+}
+END_TEST
+
+/* Valid sparse calls pass validation: without a driver they fail with
+** SFA_ERR_NO_DRIVER and nothing else. */
+START_TEST(fwd_sparse_valid) {
+  if (driver_present()) {
+    printf("SKIP fwd_sparse_valid: libcuda.so.1 is present on this machine\n");
+    return;
+  }
+  const sfa_mode modes[3] = {SFA_MODE_QK_DROP, SFA_MODE_HASH, SFA_MODE_WINDOW};
+  for (int i = 0; i < 3; i++) {
+    reset();
+    set_mode(modes[i]);
+    P.p.causal = i % 2; /* either value for qk_drop and hash */
+    EXPECT(SFA_ERR_NO_DRIVER, "libcuda.so.1", NULL);
+  }
+  /* Window: causal with any window_right, broadcast bias [1, 1, 1, Tk] (odd
+  ** strides on its size-1 dims), per-kv-head mask with rows broadcast, padded
+  ** mask rows, a window wider than the problem. */
+  reset();
+  set_mode(SFA_MODE_WINDOW);
+  P.p.window_left = 1000000, P.p.window_right = 7;
+  int64_t bs[4] = {1, 1, 1, 48}, ms[4] = {2, 2, 1, 48};
+  sfa_tensor_init(&P.bias, P.bias.data, SFA_DTYPE_FP16, 4, bs);
+  P.bias.strides[0] = 3, P.bias.strides[1] = -5, P.bias.strides[2] = 7;
+  sfa_tensor_init(&P.mask, P.mask.data, SFA_DTYPE_UINT8, 4, ms);
+  P.mask.strides[2] = 0;
+  EXPECT(SFA_ERR_NO_DRIVER, NULL, NULL);
+  P.ex.bias = NULL;
+  int64_t m2[4] = {2, 4, 64, 48};
+  sfa_tensor_init(&P.mask, P.mask.data, SFA_DTYPE_UINT8, 4, m2);
+  P.mask.strides[2] = 64, P.mask.strides[1] = 64 * 64, P.mask.strides[0] = 4 * 64 * 64;
+  EXPECT(SFA_ERR_NO_DRIVER, NULL, NULL);
+  P.use_ex = 0; /* window without extras */
+  EXPECT(SFA_ERR_NO_DRIVER, NULL, NULL);
+  /* Hash with strided (but alike) index arrays. */
+  reset();
+  set_mode(SFA_MODE_HASH);
+  P.qi.strides[0] = P.qh.strides[0] = 1000, P.qi.strides[1] = P.qh.strides[1] = 200;
+  EXPECT(SFA_ERR_NO_DRIVER, NULL, NULL);
+}
+END_TEST
+
 /* A fully valid call needs the driver. Without one it must say so clearly;
 ** with one this test is skipped (the pointers here are fake). */
 START_TEST(fwd_no_driver) {
@@ -518,6 +785,16 @@ int main(void) {
   tcase_add_test(fwd, fwd_grid_limit);
   tcase_add_test(fwd, fwd_huge_span);
   tcase_add_test(fwd, fwd_output_overlap);
+  tcase_add_test(fwd, fwd_extras_missing);
+  tcase_add_test(fwd, fwd_extras_unexpected);
+  tcase_add_test(fwd, fwd_index_dtype);
+  tcase_add_test(fwd, fwd_index_shape);
+  tcase_add_test(fwd, fwd_index_stride);
+  tcase_add_test(fwd, fwd_window_params);
+  tcase_add_test(fwd, fwd_bias_dtype);
+  tcase_add_test(fwd, fwd_bias_shape);
+  tcase_add_test(fwd, fwd_mask_alignment);
+  tcase_add_test(fwd, fwd_sparse_valid);
   tcase_add_test(fwd, fwd_no_driver);
   tcase_add_test(fwd, compile_bad_arguments);
   suite_add_tcase(s, fwd);

@@ -300,8 +300,7 @@ static void case_verify(run *R) {
 
   char why[256];
   ck_assert_msg(sfa_reference_forward(&R->p, c->B, c->Hq, c->Hkv, c->Tq, c->Tk, c->D, R->rq,
-                                      R->rk, R->rv, NULL, NULL, NULL, NULL, R->ro, R->rl, why,
-                                      sizeof why) == SFA_OK,
+                                      R->rk, R->rv, NULL, R->ro, R->rl, why, sizeof why) == SFA_OK,
                 "%s: reference: %s", desc, why);
 
   const float *ro = R->ro, *rl = R->rl, *hl = R->hl;

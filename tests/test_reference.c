@@ -4,7 +4,9 @@
 ** agreement with an independently written naive softmax, uniform V rows,
 ** single-key and empty rows, invariance to a per-row score shift, GQA head
 ** mapping, bottom-right causal alignment for Tq != Tk, the qk_drop and hash
-** rules on hand-built cases, and argument errors.
+** rules on hand-built cases, window mode (the rule on hand-built cases, bias
+** and mask broadcast over heads and rows, all-masked rows, agreement with the
+** naive version on random windows, biases and masks), and argument errors.
 */
 #include <math.h>
 #include <stdint.h>
@@ -29,23 +31,32 @@ static sfa_attention_params dense(int causal) {
   return p;
 }
 
+static void ref_ex(const sfa_attention_params *p, int B, int Hq, int Hkv, int Tq, int Tk, int D,
+                   const float *q, const float *k, const float *v, const sfa_host_extras *ex,
+                   float *o, float *lse) {
+  char err[256] = "";
+  sfa_status st = sfa_reference_forward(p, B, Hq, Hkv, Tq, Tk, D, q, k, v, ex, o, lse, err,
+                                        sizeof err);
+  ck_assert_msg(st == SFA_OK, "reference failed: %s", err);
+}
+
+/* The reference with the index arrays of qk_drop and hash (NULL for none). */
 static void ref_ok(const sfa_attention_params *p, int B, int Hq, int Hkv, int Tq, int Tk, int D,
                    const float *q, const float *k, const float *v, const int32_t *qi,
                    const int32_t *ki, const int32_t *qh, const int32_t *kh, float *o,
                    float *lse) {
-  char err[256] = "";
-  sfa_status st = sfa_reference_forward(p, B, Hq, Hkv, Tq, Tk, D, q, k, v, qi, ki, qh, kh, o,
-                                        lse, err, sizeof err);
-  ck_assert_msg(st == SFA_OK, "reference failed: %s", err);
+  sfa_host_extras ex = {.q_idx = qi, .k_idx = ki, .q_hash = qh, .k_hash = kh};
+  ref_ex(p, B, Hq, Hkv, Tq, Tk, D, q, k, v, qi || ki || qh || kh ? &ex : NULL, o, lse);
 }
 
 /* An independent naive version: weights exp(s) without max subtraction,
 ** normalised in a second pass, all in long double, the mask from a callback. */
 typedef int (*allow_fn)(int b, int h, int i, int j, void *user);
+typedef double (*bias_fn)(int b, int h, int i, int j, void *user); /* added to the score */
 
 static void naive(int B, int Hq, int Hkv, int Tq, int Tk, int D, double scale, const float *q,
-                  const float *k, const float *v, allow_fn allow, void *user, double *o,
-                  double *lse) {
+                  const float *k, const float *v, allow_fn allow, bias_fn bias, void *user,
+                  double *o, double *lse) {
   for (int b = 0; b < B; b++)
     for (int h = 0; h < Hq; h++)
       for (int i = 0; i < Tq; i++) {
@@ -57,7 +68,7 @@ static void naive(int B, int Hq, int Hkv, int Tq, int Tk, int D, double scale, c
           const float *kr = k + (((size_t)b * Hkv + hk) * Tk + j) * D;
           long double dot = 0;
           for (int x = 0; x < D; x++) dot += (long double)qr[x] * kr[x];
-          total += expl(dot * scale);
+          total += expl(dot * scale + (bias ? bias(b, h, i, j, user) : 0));
         }
         double *orow = o + (((size_t)b * Hq + h) * Tq + i) * D;
         for (int x = 0; x < D; x++) {
@@ -68,7 +79,7 @@ static void naive(int B, int Hq, int Hkv, int Tq, int Tk, int D, double scale, c
             const float *vr = v + (((size_t)b * Hkv + hk) * Tk + j) * D;
             long double dot = 0;
             for (int y = 0; y < D; y++) dot += (long double)qr[y] * kr[y];
-            acc += expl(dot * scale) / total * vr[x];
+            acc += expl(dot * scale + (bias ? bias(b, h, i, j, user) : 0)) / total * vr[x];
           }
           orow[x] = total > 0 ? (double)acc : 0.0;
         }
@@ -101,8 +112,8 @@ START_TEST(matches_naive_softmax) {
     if (c == 2) p.scale = 0.3f;
     ref_ok(&p, B, Hq, Hkv, Tq, Tk, D, q, k, v, NULL, NULL, NULL, NULL, o, lse);
     dense_mask m = {Tq, Tk, a[6]};
-    naive(B, Hq, Hkv, Tq, Tk, D, p.scale > 0 ? p.scale : 1 / sqrt(D), q, k, v, dense_allow, &m,
-          no, nl);
+    naive(B, Hq, Hkv, Tq, Tk, D, p.scale > 0 ? p.scale : 1 / sqrt(D), q, k, v, dense_allow,
+          NULL, &m, no, nl);
     for (size_t i = 0; i < nq; i++)
       ck_assert_msg(fabs(o[i] - no[i]) <= 1e-6 + 1e-6 * fabs(no[i]),
                     "case %zu: o[%zu] = %.9g, naive %.9g", c, i, o[i], no[i]);
@@ -333,13 +344,237 @@ START_TEST(explicit_scale_and_nan) {
 }
 END_TEST
 
+/* ------------------------------------------------------------ window mode */
+
+static sfa_attention_params window(int left, int right, int causal) {
+  sfa_attention_params p;
+  sfa_params_init(&p);
+  p.mode = SFA_MODE_WINDOW;
+  p.window_left = left;
+  p.window_right = right;
+  p.causal = causal;
+  return p;
+}
+
+/* The window problem restated for the naive version: the rule of DESIGN.md
+** section 2 written out again, bias and mask as [B, heads, rows, Tk]. */
+typedef struct wproblem {
+  int Hq, Hkv, Tq, Tk, left, right, causal;
+  const float *bias;
+  int bias_heads, bias_rows;
+  const uint8_t *mask;
+  int mask_heads, mask_rows;
+} wproblem;
+
+static size_t wp_at(const wproblem *w, int heads, int rows, int b, int h, int i, int j) {
+  int hh = heads == w->Hq ? h : heads == 1 ? 0 : h / (w->Hq / w->Hkv);
+  return (((size_t)b * heads + hh) * rows + (rows == 1 ? 0 : i)) * w->Tk + j;
+}
+
+static int window_allow(int b, int h, int i, int j, void *user) {
+  const wproblem *w = user;
+  long diag = (long)i + w->Tk - w->Tq;
+  if (w->left >= 0 && j < diag - w->left) return 0;
+  if (w->causal && j > diag) return 0;
+  if (!w->causal && w->right >= 0 && j > diag + w->right) return 0;
+  return !w->mask || w->mask[wp_at(w, w->mask_heads, w->mask_rows, b, h, i, j)] != 0;
+}
+
+static double window_bias(int b, int h, int i, int j, void *user) {
+  const wproblem *w = user;
+  return w->bias ? w->bias[wp_at(w, w->bias_heads, w->bias_rows, b, h, i, j)] : 0.0;
+}
+
+START_TEST(window_matches_naive) {
+  /* Random shapes, Tq < Tk and Tq > Tk, windows with and without causal, bias
+  ** and mask per query head, per kv head and broadcast over heads and rows. */
+  const int shapes[][6] = {
+    /* B Hq Hkv Tq Tk D */
+    {1, 1, 1, 9, 9, 8}, {2, 4, 2, 7, 13, 8}, {1, 4, 1, 13, 6, 16}, {2, 2, 2, 1, 17, 8},
+  };
+  const int windows[][3] = {{0, 0, 0}, {2, -1, 0}, {-1, 3, 0}, {3, 1, 0},
+                            {4, -1, 1}, {-1, 7, 1}, {1, 1, 1}, {-1, -1, 0}};
+  int n = 0;
+  for (size_t c = 0; c < 4; c++)
+    for (size_t wi = 0; wi < 8; wi++, n++) {
+      const int *a = shapes[c];
+      int B = a[0], Hq = a[1], Hkv = a[2], Tq = a[3], Tk = a[4], D = a[5];
+      uint64_t rng = 100 + (uint64_t)n;
+      int heads_set[3] = {Hq, Hkv, 1};
+      wproblem w = {Hq, Hkv, Tq, Tk, windows[wi][0], windows[wi][1], windows[wi][2], NULL,
+                    heads_set[n % 3], n % 2 ? 1 : Tq, NULL, heads_set[(n / 3) % 3],
+                    n % 4 < 2 ? Tq : 1};
+      size_t nq = (size_t)B * Hq * Tq * D, nk = (size_t)B * Hkv * Tk * D;
+      size_t nb = (size_t)B * w.bias_heads * w.bias_rows * Tk;
+      size_t nm = (size_t)B * w.mask_heads * w.mask_rows * Tk;
+      float *q = randn(nq, 1000 + n, 0.5), *k = randn(nk, 2000 + n, 0.5);
+      float *v = randn(nk, 3000 + n, 1), *bias = randn(nb, 4000 + n, 1);
+      uint8_t *mask = malloc(nm);
+      for (size_t i = 0; i < nm; i++)
+        mask[i] = tu_rand_uniform(&rng) < 0.6 ? (uint8_t)(1 + i % 7) : 0;
+      float *o = malloc(nq * sizeof *o), *lse = malloc((size_t)B * Hq * Tq * sizeof *lse);
+      double *no = malloc(nq * sizeof *no), *nl = malloc((size_t)B * Hq * Tq * sizeof *nl);
+      /* Every combination: none, bias, mask, both. */
+      for (int use = 0; use < 4; use++) {
+        w.bias = use & 1 ? bias : NULL;
+        w.mask = use & 2 ? mask : NULL;
+        sfa_host_extras ex = {.bias = w.bias, .bias_heads = w.bias_heads,
+                              .bias_rows = w.bias_rows, .mask = w.mask,
+                              .mask_heads = w.mask_heads, .mask_rows = w.mask_rows};
+        sfa_attention_params p = window(w.left, w.right, w.causal);
+        ref_ex(&p, B, Hq, Hkv, Tq, Tk, D, q, k, v, use ? &ex : NULL, o, lse);
+        naive(B, Hq, Hkv, Tq, Tk, D, 1 / sqrt(D), q, k, v, window_allow, window_bias, &w, no,
+              nl);
+        for (size_t i = 0; i < nq; i++)
+          ck_assert_msg(fabs(o[i] - no[i]) <= 1e-6 + 1e-6 * fabs(no[i]),
+                        "case %zu window %zu use %d: o[%zu] = %.9g, naive %.9g", c, wi, use, i,
+                        o[i], no[i]);
+        for (size_t i = 0; i < (size_t)B * Hq * Tq; i++) {
+          if (isinf(nl[i])) {
+            ck_assert_msg(isinf(lse[i]) && lse[i] < 0, "case %zu/%zu: lse[%zu] = %g", c, wi, i,
+                          lse[i]);
+            for (int x = 0; x < D; x++) ck_assert(o[i * D + x] == 0.0f);
+          } else {
+            ck_assert_msg(fabs(lse[i] - nl[i]) <= 1e-5, "case %zu/%zu use %d: lse[%zu] = %.9g, "
+                          "naive %.9g", c, wi, use, i, lse[i], nl[i]);
+          }
+        }
+      }
+      free(q), free(k), free(v), free(bias), free(mask), free(o), free(lse), free(no), free(nl);
+    }
+}
+END_TEST
+
+/* One-hot V and q = 0: row i of o is uniform over exactly its allowed keys. */
+static void window_case(int Tq, int Tk, int left, int right, int causal, const uint8_t *mask,
+                        int mask_rows, const int *want /* [Tq][Tk] */) {
+  enum { D = 8 };
+  float q[8 * D] = {0}, k[8 * D], v[8 * D] = {0}, o[8 * D], lse[8];
+  ck_assert(Tq <= 8 && Tk <= D);
+  uint64_t s = 77;
+  for (int i = 0; i < Tk * D; i++) k[i] = (float)tu_rand_normal(&s);
+  for (int j = 0; j < Tk; j++) v[j * D + j] = 1.0f;
+  sfa_attention_params p = window(left, right, causal);
+  sfa_host_extras ex = {.mask = mask, .mask_heads = 1, .mask_rows = mask_rows};
+  ref_ex(&p, 1, 1, 1, Tq, Tk, D, q, k, v, mask ? &ex : NULL, o, lse);
+  for (int i = 0; i < Tq; i++) expect_allowed(o + i * D, lse[i], D, Tk, want + i * Tk);
+}
+
+START_TEST(window_rule) {
+  /* Tq = 4, Tk = 6: off = 2, query i is aligned with key i + 2. */
+  const int w10[4 * 6] = {0, 1, 1, 0, 0, 0, /* left 1, right 0: keys i+1 .. i+2 */
+                          0, 0, 1, 1, 0, 0,
+                          0, 0, 0, 1, 1, 0,
+                          0, 0, 0, 0, 1, 1};
+  window_case(4, 6, 1, 0, 0, NULL, 0, w10);
+  const int causal[4 * 6] = {1, 1, 1, 0, 0, 0, /* causal ignores right = 5 */
+                             1, 1, 1, 1, 0, 0,
+                             1, 1, 1, 1, 1, 0,
+                             1, 1, 1, 1, 1, 1};
+  window_case(4, 6, -1, 5, 1, NULL, 0, causal);
+  const int w0n[4 * 6] = {0, 0, 1, 1, 1, 1, /* left 0, right unbounded */
+                          0, 0, 0, 1, 1, 1,
+                          0, 0, 0, 0, 1, 1,
+                          0, 0, 0, 0, 0, 1};
+  window_case(4, 6, 0, -1, 0, NULL, 0, w0n);
+  const int c1[4 * 6] = {0, 1, 1, 0, 0, 0, /* causal, left 1 */
+                         0, 0, 1, 1, 0, 0,
+                         0, 0, 0, 1, 1, 0,
+                         0, 0, 0, 0, 1, 1};
+  window_case(4, 6, 1, -1, 1, NULL, 0, c1);
+  /* Tq = 6, Tk = 4: off = -2; left 0 right 0 sees key i - 2 only; rows 0 and 1 are empty. */
+  const int diag[6 * 4] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0,
+                           0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1};
+  window_case(6, 4, 0, 0, 0, NULL, 0, diag);
+  /* Left 1 right 2 with a mask per row; row 2's mask is all zero. */
+  const uint8_t mask[4 * 6] = {1, 1, 0, 1, 1, 1,
+                               9, 1, 1, 0, 1, 0,
+                               0, 0, 0, 0, 0, 0,
+                               1, 0, 1, 1, 0, 255};
+  const int masked[4 * 6] = {0, 1, 0, 1, 1, 0, /* window i+1 .. i+4 */
+                             0, 0, 1, 0, 1, 0,
+                             0, 0, 0, 0, 0, 0,
+                             0, 0, 0, 0, 0, 1};
+  window_case(4, 6, 1, 2, 0, mask, 4, masked);
+  /* The mask broadcast over rows: row 3 of it for every query. */
+  const int bmask[4 * 6] = {1, 0, 1, 0, 0, 0, /* unbounded window, causal */
+                            1, 0, 1, 1, 0, 0,
+                            1, 0, 1, 1, 0, 0,
+                            1, 0, 1, 1, 0, 1};
+  window_case(4, 6, -1, -1, 1, mask + 18, 1, bmask);
+}
+END_TEST
+
+START_TEST(window_bias_broadcast) {
+  /* q = 0, so the scores are the bias alone: o = softmax(bias) over one-hot V. */
+  enum { B = 2, Hq = 4, Hkv = 2, T = 5, D = 8 };
+  float q[B * Hq * T * D] = {0}, k[B * Hkv * T * D], v[B * Hkv * T * D] = {0};
+  float o[B * Hq * T * D], lse[B * Hq * T];
+  uint64_t s = 91;
+  for (size_t i = 0; i < sizeof k / sizeof k[0]; i++) k[i] = (float)tu_rand_normal(&s);
+  for (int r = 0; r < B * Hkv * T; r++) v[r * D + r % T] = 1.0f;
+  const int heads_set[3] = {Hq, Hkv, 1};
+  for (int hs = 0; hs < 3; hs++)
+    for (int rows = 1; rows <= T; rows += T - 1) {
+      int heads = heads_set[hs];
+      size_t nb = (size_t)B * heads * rows * T;
+      float *bias = randn(nb, 92 + (uint64_t)(hs * 10 + rows), 2);
+      sfa_host_extras ex = {.bias = bias, .bias_heads = heads, .bias_rows = rows};
+      sfa_attention_params p = window(-1, -1, 0);
+      ref_ex(&p, B, Hq, Hkv, T, T, D, q, k, v, &ex, o, lse);
+      for (int b = 0; b < B; b++)
+        for (int h = 0; h < Hq; h++)
+          for (int i = 0; i < T; i++) {
+            int hb = heads == Hq ? h : heads == 1 ? 0 : h / 2;
+            const float *br = bias + (((size_t)b * heads + hb) * rows + (rows == 1 ? 0 : i)) * T;
+            double z = 0;
+            for (int j = 0; j < T; j++) z += exp(br[j]);
+            size_t row = ((size_t)b * Hq + h) * T + i;
+            for (int j = 0; j < T; j++)
+              ck_assert_msg(fabs(o[row * D + j] - exp(br[j]) / z) < 1e-6,
+                            "heads %d rows %d (b,h,i)=(%d,%d,%d) key %d: %g vs %g", heads, rows,
+                            b, h, i, j, o[row * D + j], exp(br[j]) / z);
+            ck_assert(fabs(lse[row] - log(z)) < 1e-5);
+          }
+      /* A bias of -inf on every allowed key empties the row, as on the GPU. */
+      for (size_t i = 0; i < nb; i++) bias[i] = -INFINITY;
+      ref_ex(&p, B, Hq, Hkv, T, T, D, q, k, v, &ex, o, lse);
+      for (int r = 0; r < B * Hq * T; r++) {
+        ck_assert(isinf(lse[r]) && lse[r] < 0);
+        for (int x = 0; x < D; x++) ck_assert(o[r * D + x] == 0.0f);
+      }
+      free(bias);
+    }
+}
+END_TEST
+
+START_TEST(window_mask_heads) {
+  /* Hq = 4, Hkv = 2, a mask per kv head: query heads 0-1 use mask head 0
+  ** (keys 0 and 2), heads 2-3 mask head 1 (all zero: empty rows). */
+  enum { Hq = 4, Hkv = 2, T = 3, D = 8 };
+  float q[Hq * T * D] = {0}, k[Hkv * T * D], v[Hkv * T * D] = {0}, o[Hq * T * D], lse[Hq * T];
+  uint64_t s = 93;
+  for (size_t i = 0; i < sizeof k / sizeof k[0]; i++) k[i] = (float)tu_rand_normal(&s);
+  for (int r = 0; r < Hkv * T; r++) v[r * D + r % T] = 1.0f;
+  const uint8_t mask[2 * 3] = {1, 0, 1, 0, 0, 0};
+  sfa_host_extras ex = {.mask = mask, .mask_heads = Hkv, .mask_rows = 1};
+  sfa_attention_params p = window(-1, -1, 0);
+  ref_ex(&p, 1, Hq, Hkv, T, T, D, q, k, v, &ex, o, lse);
+  const int seen[3] = {1, 0, 1}, none[3] = {0, 0, 0};
+  for (int h = 0; h < Hq; h++)
+    for (int i = 0; i < T; i++)
+      expect_allowed(o + (h * T + i) * D, lse[h * T + i], D, T, h < 2 ? seen : none);
+}
+END_TEST
+
+/* ------------------------------------------------------------ errors */
+
 static void expect_error(sfa_status want, const char *needle, const sfa_attention_params *p,
                          int B, int Hq, int Hkv, int Tq, int Tk, int D, const float *q,
-                         const int32_t *qi, const int32_t *ki, const int32_t *qh,
-                         const int32_t *kh, float *o) {
+                         const sfa_host_extras *ex, float *o) {
   char err[256] = "";
-  sfa_status st = sfa_reference_forward(p, B, Hq, Hkv, Tq, Tk, D, q, q, q, qi, ki, qh, kh, o,
-                                        NULL, err, sizeof err);
+  sfa_status st = sfa_reference_forward(p, B, Hq, Hkv, Tq, Tk, D, q, q, q, ex, o, NULL, err,
+                                        sizeof err);
   ck_assert_msg(st == want, "status %d, want %d (%s)", st, want, err);
   ck_assert_msg(strstr(err, needle), "'%s' not in '%s'", needle, err);
 }
@@ -347,38 +582,67 @@ static void expect_error(sfa_status want, const char *needle, const sfa_attentio
 START_TEST(argument_errors) {
   float x[64] = {0}, o[64];
   int32_t idx[4] = {0, 1, 2, 3};
+  uint8_t m[64] = {0};
+  const sfa_status bad = SFA_ERR_INVALID_ARGUMENT;
   sfa_attention_params p = dense(0);
-  expect_error(SFA_ERR_INVALID_ARGUMENT, "params", NULL, 1, 1, 1, 2, 2, 16, x, 0, 0, 0, 0, o);
-  expect_error(SFA_ERR_INVALID_ARGUMENT, "q: is NULL", &p, 1, 1, 1, 2, 2, 16, NULL, 0, 0, 0, 0,
-               o);
-  expect_error(SFA_ERR_INVALID_ARGUMENT, "o: is NULL", &p, 1, 1, 1, 2, 2, 16, x, 0, 0, 0, 0,
-               NULL);
-  expect_error(SFA_ERR_INVALID_ARGUMENT, "B: 0", &p, 0, 1, 1, 2, 2, 16, x, 0, 0, 0, 0, o);
-  expect_error(SFA_ERR_INVALID_ARGUMENT, "Tk: -1", &p, 1, 1, 1, 2, -1, 16, x, 0, 0, 0, 0, o);
-  expect_error(SFA_ERR_INVALID_ARGUMENT, "Hkv: 3 does not divide Hq (4)", &p, 1, 4, 3, 1, 1, 8,
-               x, 0, 0, 0, 0, o);
+  expect_error(bad, "params", NULL, 1, 1, 1, 2, 2, 16, x, NULL, o);
+  expect_error(bad, "q: is NULL", &p, 1, 1, 1, 2, 2, 16, NULL, NULL, o);
+  expect_error(bad, "o: is NULL", &p, 1, 1, 1, 2, 2, 16, x, NULL, NULL);
+  expect_error(bad, "B: 0", &p, 0, 1, 1, 2, 2, 16, x, NULL, o);
+  expect_error(bad, "Tk: -1", &p, 1, 1, 1, 2, -1, 16, x, NULL, o);
+  expect_error(bad, "Hkv: 3 does not divide Hq (4)", &p, 1, 4, 3, 1, 1, 8, x, NULL, o);
   p.scale = -1;
-  expect_error(SFA_ERR_INVALID_ARGUMENT, "params.scale", &p, 1, 1, 1, 2, 2, 16, x, 0, 0, 0, 0,
-               o);
+  expect_error(bad, "params.scale", &p, 1, 1, 1, 2, 2, 16, x, NULL, o);
+  p = dense(0);
+  p.window_left = 3;
+  expect_error(bad, "params.window_left/window_right: 3/-1", &p, 1, 1, 1, 2, 2, 16, x, NULL, o);
+
+  /* Missing and unexpected extras. */
+  sfa_host_extras ex = {0};
   p = dense(0);
   p.mode = SFA_MODE_QK_DROP;
-  expect_error(SFA_ERR_INVALID_ARGUMENT, "q_idx: is NULL", &p, 1, 1, 1, 2, 2, 16, x, NULL, idx,
-               0, 0, o);
-  expect_error(SFA_ERR_INVALID_ARGUMENT, "k_idx: is NULL", &p, 1, 1, 1, 2, 2, 16, x, idx, NULL,
-               0, 0, o);
+  expect_error(bad, "ex: q_idx: is NULL (mode qk_drop needs it)", &p, 1, 1, 1, 2, 2, 16, x,
+               NULL, o);
+  ex.k_idx = idx;
+  expect_error(bad, "ex->q_idx: is NULL (mode qk_drop", &p, 1, 1, 1, 2, 2, 16, x, &ex, o);
+  ex.q_idx = idx, ex.k_idx = NULL;
+  expect_error(bad, "ex->k_idx: is NULL", &p, 1, 1, 1, 2, 2, 16, x, &ex, o);
+  ex.k_idx = idx, ex.q_hash = idx;
+  expect_error(bad, "ex->q_hash: only mode hash reads it", &p, 1, 1, 1, 2, 2, 16, x, &ex, o);
   p.mode = SFA_MODE_HASH;
-  expect_error(SFA_ERR_INVALID_ARGUMENT, "q_hash: is NULL", &p, 1, 1, 1, 2, 2, 16, x, idx, idx,
-               NULL, idx, o);
-  expect_error(SFA_ERR_INVALID_ARGUMENT, "k_hash: is NULL", &p, 1, 1, 1, 2, 2, 16, x, idx, idx,
-               idx, NULL, o);
-  p.mode = SFA_MODE_WINDOW;
-  expect_error(SFA_ERR_UNSUPPORTED, "window", &p, 1, 1, 1, 2, 2, 16, x, 0, 0, 0, 0, o);
+  ex.q_hash = NULL, ex.k_hash = idx;
+  expect_error(bad, "ex->q_hash: is NULL (mode hash", &p, 1, 1, 1, 2, 2, 16, x, &ex, o);
+  ex.q_hash = idx, ex.k_hash = NULL;
+  expect_error(bad, "ex->k_hash: is NULL", &p, 1, 1, 1, 2, 2, 16, x, &ex, o);
+  ex.k_hash = idx, ex.bias = x, ex.bias_heads = ex.bias_rows = 1;
+  expect_error(bad, "ex->bias: only mode window reads it; must be NULL in mode hash", &p, 1, 1, 1,
+               2, 2, 16, x, &ex, o);
+  p = dense(0);
+  sfa_host_extras wex = {.mask = m, .mask_heads = 1, .mask_rows = 1};
+  expect_error(bad, "ex->mask: only mode window", &p, 1, 1, 1, 2, 2, 16, x, &wex, o);
+  p = window(-1, -1, 0);
+  wex.q_idx = idx;
+  expect_error(bad, "ex->q_idx: only mode qk_drop and hash reads it", &p, 1, 1, 1, 2, 2, 16, x,
+               &wex, o);
+
+  /* Window parameters and broadcast shapes (Hq = 4, Hkv = 2, Tq = 3). */
+  p = window(-2, 0, 0);
+  expect_error(bad, "params.window_left: -2", &p, 1, 1, 1, 2, 2, 16, x, NULL, o);
+  p = window(0, -5, 1);
+  expect_error(bad, "params.window_right: -5", &p, 1, 1, 1, 2, 2, 16, x, NULL, o);
+  p = window(-1, -1, 0);
+  sfa_host_extras bex = {.bias = x, .bias_heads = 3, .bias_rows = 1};
+  expect_error(bad, "ex->bias_heads: 3; must be Hq (4), Hkv (2) or 1", &p, 1, 4, 2, 3, 2, 2, x,
+               &bex, o);
+  bex.bias_heads = 2, bex.bias_rows = 2;
+  expect_error(bad, "ex->bias_rows: 2; must be Tq (3) or 1", &p, 1, 4, 2, 3, 2, 2, x, &bex, o);
+  sfa_host_extras mex = {.mask = m, .mask_heads = 0, .mask_rows = 3};
+  expect_error(bad, "ex->mask_heads: 0", &p, 1, 4, 2, 3, 2, 2, x, &mex, o);
+
   p.mode = (sfa_mode)9;
-  expect_error(SFA_ERR_INVALID_ARGUMENT, "params.mode: 9", &p, 1, 1, 1, 2, 2, 16, x, 0, 0, 0, 0,
-               o);
+  expect_error(bad, "params.mode: 9", &p, 1, 1, 1, 2, 2, 16, x, NULL, o);
   /* err may be NULL. */
-  ck_assert_int_eq(sfa_reference_forward(&p, 1, 1, 1, 2, 2, 16, x, x, x, 0, 0, 0, 0, o, NULL,
-                                         NULL, 0),
+  ck_assert_int_eq(sfa_reference_forward(&p, 1, 1, 1, 2, 2, 16, x, x, x, NULL, o, NULL, NULL, 0),
                    SFA_ERR_INVALID_ARGUMENT);
 }
 END_TEST
@@ -396,6 +660,10 @@ int main(void) {
   tcase_add_test(t, qk_drop_rule);
   tcase_add_test(t, hash_rule);
   tcase_add_test(t, explicit_scale_and_nan);
+  tcase_add_test(t, window_matches_naive);
+  tcase_add_test(t, window_rule);
+  tcase_add_test(t, window_bias_broadcast);
+  tcase_add_test(t, window_mask_heads);
   tcase_add_test(t, argument_errors);
   suite_add_tcase(s, t);
   return tu_run_suite(s);

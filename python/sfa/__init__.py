@@ -15,7 +15,7 @@ import threading
 
 from . import _capi
 
-__all__ = ["attention", "forward", "SfaError"]
+__all__ = ["attention", "forward", "hash_prepare", "hash_unsort", "hash_attention", "topk_mask", "SfaError"]
 
 
 class SfaError(RuntimeError):
@@ -73,6 +73,72 @@ def _tensor(t, name):
     return d
 
 
+def _check(ctx, st):
+    if st != 0:
+        msg = _capi.lib.sfa_last_error(ctx).decode()
+        if st == _capi.STATUS_INVALID_ARGUMENT:
+            raise ValueError(f"sfa: {msg}")
+        raise SfaError(f"sfa: {_capi.lib.sfa_status_string(st).decode()}: {msg}")
+
+
+def _ref(d):
+    return ctypes.byref(d) if d is not None else None
+
+
+def _stream(t):
+    import torch
+    return ctypes.c_void_p(torch.cuda.current_stream(t.device).cuda_stream)
+
+
+def hash_prepare(bucket, num_buckets, x, x2=None):
+    """Sort x [B,H,T,D] (and x2 alike) by (bucket, position) per (b, h).
+    Returns (x_sorted, x2_sorted or None, idx, hash) as mode "hash" expects."""
+    import torch
+    xs = torch.empty_like(x)
+    x2s = torch.empty_like(x2) if x2 is not None else None
+    idx = torch.empty(bucket.shape, device=bucket.device, dtype=torch.int32)
+    hsh = torch.empty_like(idx)
+    d = [_tensor(t, n) for t, n in ((bucket, "bucket"), (x, "x"), (xs, "x_sorted"), (x2, "x2"),
+                                    (x2s, "x2_sorted"), (idx, "idx"), (hsh, "hash"))]
+    ctx = _Context.get()
+    st = _capi.lib.sfa_hash_prepare(ctx, _ref(d[0]), int(num_buckets), _ref(d[1]), _ref(d[2]), _ref(d[3]),
+                                    _ref(d[4]), _ref(d[5]), _ref(d[6]), _stream(x))
+    _check(ctx, st)
+    return xs, x2s, idx, hsh
+
+
+def hash_unsort(o_sorted, idx, out=None):
+    """o[b, h, idx[b, h, i]] = o_sorted[b, h, i]."""
+    import torch
+    o = out if out is not None else torch.empty_like(o_sorted)
+    d = [_tensor(t, n) for t, n in ((o_sorted, "o_sorted"), (idx, "idx"), (o, "o"))]
+    ctx = _Context.get()
+    _check(ctx, _capi.lib.sfa_hash_unsort(ctx, _ref(d[0]), _ref(d[1]), _ref(d[2]), _stream(o_sorted)))
+    return o
+
+
+def hash_attention(q, k, v, q_bucket, k_bucket, num_buckets, **kw):
+    """Hash-sparse attention from unsorted tensors: sort, attend, scatter back."""
+    qs, _, qi, qh = hash_prepare(q_bucket, num_buckets, q)
+    ks, vs, ki, kh = hash_prepare(k_bucket, num_buckets, k, v)
+    os_ = forward(qs, ks, vs, mode="hash", q_idx=qi, k_idx=ki, q_hash=qh, k_hash=kh, **kw)
+    return hash_unsort(os_, qi)
+
+
+def topk_mask(bias, w, causal=True, out=None):
+    """uint8 mask of the w largest-bias allowed keys per query (flash-sparse-attn).
+    The mask's rows are padded to a multiple of 16 bytes, as sfa_forward requires."""
+    import torch
+    if out is None:
+        tk = bias.shape[-1]
+        pad = (tk + 15) // 16 * 16
+        out = torch.zeros(*bias.shape[:-1], pad, device=bias.device, dtype=torch.uint8)[..., :tk]
+    d = [_tensor(bias, "bias"), _tensor(out, "mask")]
+    ctx = _Context.get()
+    _check(ctx, _capi.lib.sfa_topk_mask(ctx, _ref(d[0]), int(w), int(bool(causal)), _ref(d[1]), _stream(bias)))
+    return out
+
+
 def forward(q, k, v, *, mode="dense", causal=False, scale=None, window=(-1, -1), q_idx=None,
             k_idx=None, q_hash=None, k_hash=None, bias=None, mask=None, out=None, return_lse=False):
     """Forward pass. q [B, Hq, Tq, D], k/v [B, Hkv, Tk, D]; returns o (and lse)."""
@@ -102,11 +168,7 @@ def forward(q, k, v, *, mode="dense", causal=False, scale=None, window=(-1, -1),
     st = _capi.lib.sfa_forward(ctx, ctypes.byref(p), ctypes.byref(tq), ctypes.byref(tk), ctypes.byref(tv),
                                ctypes.byref(ex), ctypes.byref(to), ctypes.byref(tl) if tl else None,
                                ctypes.c_void_p(stream))
-    if st != 0:
-        msg = _capi.lib.sfa_last_error(ctx).decode()
-        if st == _capi.STATUS_INVALID_ARGUMENT:
-            raise ValueError(f"sfa: {msg}")
-        raise SfaError(f"sfa: {_capi.lib.sfa_status_string(st).decode()}: {msg}")
+    _check(ctx, st)
     return (o, lse) if return_lse else o
 
 

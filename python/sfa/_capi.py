@@ -60,3 +60,11 @@ lib.sfa_params_init.restype = None
 lib.sfa_forward.argtypes = [ctypes.c_void_p, ctypes.POINTER(Params)] + [ctypes.POINTER(Tensor)] * 3 + [
     ctypes.POINTER(Extras), ctypes.POINTER(Tensor), ctypes.POINTER(Tensor), ctypes.c_void_p]
 lib.sfa_forward.restype = ctypes.c_int
+lib.sfa_hash_prepare.argtypes = [ctypes.c_void_p, ctypes.POINTER(Tensor), ctypes.c_int] + [
+    ctypes.POINTER(Tensor)] * 6 + [ctypes.c_void_p]
+lib.sfa_hash_prepare.restype = ctypes.c_int
+lib.sfa_hash_unsort.argtypes = [ctypes.c_void_p] + [ctypes.POINTER(Tensor)] * 3 + [ctypes.c_void_p]
+lib.sfa_hash_unsort.restype = ctypes.c_int
+lib.sfa_topk_mask.argtypes = [ctypes.c_void_p, ctypes.POINTER(Tensor), ctypes.c_int, ctypes.c_int,
+                              ctypes.POINTER(Tensor), ctypes.c_void_p]
+lib.sfa_topk_mask.restype = ctypes.c_int

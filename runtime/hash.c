@@ -1,0 +1,228 @@
+/*
+** hash.c -- sfa_hash_prepare and sfa_hash_unsort: from unsorted tensors and
+** bucket ids to mode hash's sorted layout and back (templates/util_hash.lt).
+** Every argument is validated before the driver is touched. prepare launches
+** the stable counting sort (one CTA per (batch, head)) and one row gather per
+** tensor; unsort launches one row scatter.
+*/
+#include <stdio.h>
+#include <string.h>
+
+#include "runtime/util.h"
+
+#define SORT_SMEM_MAX (48 * 1024) /* the sort's per-warp histograms stay below this */
+
+static const unsigned ROW_DTYPES =
+    SFA__DTYPES(SFA_DTYPE_FP16) | SFA__DTYPES(SFA_DTYPE_BF16) | SFA__DTYPES(SFA_DTYPE_FP32);
+
+/* ------------------------------------------------------------ validation */
+
+/* A row tensor [B, H, T, D] and its sorted twin; ref is the [B, H, T] tensor
+** that fixes B, H and T. */
+static sfa_status check_pair(sfa_context *ctx, const char *xn, const sfa_tensor *x,
+                             const char *sn, const sfa_tensor *xs, const char *refn,
+                             const sfa_tensor *ref) {
+  if (!x != !xs)
+    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "%s: is NULL but %s is not; give both or "
+                      "neither", x ? sn : xn, x ? xn : sn);
+  if (!x) return SFA_OK;
+  sfa_status st;
+  if ((st = sfa__util_check(ctx, xn, x, 4, "[B, H, T, D]", ROW_DTYPES, 0)) ||
+      (st = sfa__util_same_dims(ctx, xn, x, refn, ref, 3, "B, H and T")) ||
+      (st = sfa__util_check(ctx, sn, xs, 4, "[B, H, T, D]", ROW_DTYPES, 1)))
+    return st;
+  if (xs->dtype != x->dtype)
+    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "%s: dtype %s does not match %s (%s)", sn,
+                      sfa__dtype_str(xs->dtype), xn, sfa__dtype_str(x->dtype));
+  if ((st = sfa__util_same_dims(ctx, sn, xs, xn, x, 4, "all dimensions"))) return st;
+  if ((double)x->shape[3] * (double)sfa__dtype_size(x->dtype) > 1073741824.0)
+    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
+                      "%s: rows of %lld elements are over 1 GiB; not supported", xn,
+                      (long long)x->shape[3]);
+  return SFA_OK;
+}
+
+/* Sizes shared by both calls: (batch, head) pairs fit a grid, T fits int32. */
+static sfa_status check_sizes(sfa_context *ctx, const char *nm, const sfa_tensor *t) {
+  if (t->shape[2] > SFA__UTIL_MAX_T)
+    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "%s: T = %lld; must be at most 2^30", nm,
+                      (long long)t->shape[2]);
+  if ((double)t->shape[0] * (double)t->shape[1] > 2147483647.0)
+    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
+                      "%s: B * H = %lld * %lld; must be below 2^31", nm,
+                      (long long)t->shape[0], (long long)t->shape[1]);
+  return SFA_OK;
+}
+
+static sfa_status validate_prepare(sfa_context *ctx, const sfa_tensor *bucket, int nb,
+                                   const sfa_tensor *x, const sfa_tensor *xs,
+                                   const sfa_tensor *x2, const sfa_tensor *x2s,
+                                   const sfa_tensor *idx, const sfa_tensor *hash) {
+  const unsigned I32 = SFA__DTYPES(SFA_DTYPE_INT32);
+  sfa_status st;
+  if ((st = sfa__util_check(ctx, "bucket", bucket, 3, "[B, H, T]", I32, 0)) ||
+      (st = check_sizes(ctx, "bucket", bucket)))
+    return st;
+  if (nb < 1 || nb > SFA_HASH_MAX_BUCKETS)
+    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
+                      "num_buckets: %d; must be in [1, %d] (SFA_HASH_MAX_BUCKETS)", nb,
+                      SFA_HASH_MAX_BUCKETS);
+  if ((st = sfa__util_check(ctx, "idx", idx, 3, "[B, H, T]", I32, 1)) ||
+      (st = sfa__util_same_dims(ctx, "idx", idx, "bucket", bucket, 3, "all dimensions")) ||
+      (st = sfa__util_check(ctx, "hash", hash, 3, "[B, H, T]", I32, 1)) ||
+      (st = sfa__util_same_dims(ctx, "hash", hash, "bucket", bucket, 3, "all dimensions")) ||
+      (st = check_pair(ctx, "x", x, "x_sorted", xs, "bucket", bucket)) ||
+      (st = check_pair(ctx, "x2", x2, "x2_sorted", x2s, "bucket", bucket)))
+    return st;
+  /* Every output against every input and the other outputs (x_sorted and
+  ** x2_sorted may interleave). */
+  const char *outn[4] = {"idx", "hash", "x_sorted", "x2_sorted"};
+  const sfa_tensor *out[4] = {idx, hash, xs, x2s};
+  const char *inn[3] = {"bucket", "x", "x2"};
+  const sfa_tensor *in[3] = {bucket, x, x2};
+  for (int o = 0; o < 4; o++) {
+    if (!out[o]) continue;
+    for (int i = 0; i < 3; i++)
+      if (in[i] && (st = sfa__util_disjoint(ctx, outn[o], out[o], inn[i], in[i]))) return st;
+    for (int p = o + 1; p < 4; p++)
+      if (out[p] && !(o == 2 && p == 3) &&
+          (st = sfa__util_disjoint(ctx, outn[o], out[o], outn[p], out[p])))
+        return st;
+  }
+  return SFA_OK;
+}
+
+static sfa_status validate_unsort(sfa_context *ctx, const sfa_tensor *os, const sfa_tensor *idx,
+                                  const sfa_tensor *o) {
+  sfa_status st;
+  if ((st = sfa__util_check(ctx, "o_sorted", os, 4, "[B, H, T', D]", ROW_DTYPES, 0)) ||
+      (st = check_sizes(ctx, "o_sorted", os)) ||
+      (st = sfa__util_check(ctx, "idx", idx, 3, "[B, H, T']", SFA__DTYPES(SFA_DTYPE_INT32), 0)) ||
+      (st = sfa__util_same_dims(ctx, "idx", idx, "o_sorted", os, 3, "B, H and T'")) ||
+      (st = sfa__util_check(ctx, "o", o, 4, "[B, H, T, D]", ROW_DTYPES, 1)) ||
+      (st = check_sizes(ctx, "o", o)))
+    return st;
+  if (o->dtype != os->dtype)
+    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "o: dtype %s does not match o_sorted (%s)",
+                      sfa__dtype_str(o->dtype), sfa__dtype_str(os->dtype));
+  if (o->shape[0] != os->shape[0] || o->shape[1] != os->shape[1] || o->shape[3] != os->shape[3]) {
+    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
+                      "o: shape [%lld, %lld, %lld, %lld] does not match o_sorted [%lld, %lld, "
+                      "%lld, %lld] (B, H and D must agree)",
+                      (long long)o->shape[0], (long long)o->shape[1], (long long)o->shape[2],
+                      (long long)o->shape[3], (long long)os->shape[0], (long long)os->shape[1],
+                      (long long)os->shape[2], (long long)os->shape[3]);
+  }
+  if ((double)o->shape[3] * (double)sfa__dtype_size(o->dtype) > 1073741824.0)
+    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
+                      "o: rows of %lld elements are over 1 GiB; not supported",
+                      (long long)o->shape[3]);
+  if ((st = sfa__util_disjoint(ctx, "o", o, "o_sorted", os)) ||
+      (st = sfa__util_disjoint(ctx, "o", o, "idx", idx)))
+    return st;
+  return SFA_OK;
+}
+
+/* ------------------------------------------------------------ launches */
+
+/* Row gather (scatter 0: dst[i] = src[idx[i]] for the rows < rows of dst) or
+** scatter (1: dst[idx[i]] = src[i] for the rows < rows of src); idx values
+** outside [0, limit) are skipped. */
+static sfa_status launch_permute(sfa_context *ctx, CUfunction fn, const sfa_tensor *src,
+                                 const sfa_tensor *dst, const sfa_tensor *idx, int scatter,
+                                 void *stream) {
+  const int64_t es = (int64_t)sfa__dtype_size(src->dtype);
+  const int64_t rowbytes = src->shape[3] * es;
+  const sfa_tensor *rows_of = scatter ? src : dst, *limit_of = scatter ? dst : src;
+  sfa__permute_args a;
+  memset(&a, 0, sizeof a);
+  a.src = (uint64_t)(uintptr_t)src->data;
+  a.s_sb = sfa__util_byte_stride(src, 0), a.s_sh = sfa__util_byte_stride(src, 1);
+  a.s_st = sfa__util_byte_stride(src, 2);
+  a.dst = (uint64_t)(uintptr_t)dst->data;
+  a.d_sb = sfa__util_byte_stride(dst, 0), a.d_sh = sfa__util_byte_stride(dst, 1);
+  a.d_st = sfa__util_byte_stride(dst, 2);
+  a.idx = (uint64_t)(uintptr_t)idx->data;
+  a.i_sb = sfa__util_stride(idx, 0), a.i_sh = sfa__util_stride(idx, 1);
+  a.i_st = sfa__util_stride(idx, 2);
+
+  /* The widest copy unit that every row start and the row length allow. */
+  int vb = 16;
+  for (; vb > 1; vb >>= 1) {
+    if (rowbytes % vb || a.src % (uint64_t)vb || a.dst % (uint64_t)vb) continue;
+    if (a.s_sb % vb || a.s_sh % vb || a.s_st % vb || a.d_sb % vb || a.d_sh % vb || a.d_st % vb)
+      continue;
+    break;
+  }
+  a.vbytes = vb;
+  a.nvec = (int32_t)(rowbytes / vb);
+  a.rows_per_tile = a.nvec >= 1024 ? 1 : 1024 / a.nvec; /* 4 copies per thread of 256 */
+  a.heads = (int32_t)src->shape[1];
+  a.rows = (int32_t)rows_of->shape[2];
+  a.limit = (int32_t)limit_of->shape[2];
+  a.tiles_per_bh = (a.rows + a.rows_per_tile - 1) / a.rows_per_tile;
+  a.tiles = src->shape[0] * src->shape[1] * a.tiles_per_bh;
+  a.scatter = scatter;
+  unsigned grid = a.tiles > (1 << 24) ? (1u << 24) : (unsigned)a.tiles;
+  return sfa__util_launch(ctx, fn, "sfa_util_permute", grid, 256, 0, stream, &a);
+}
+
+sfa_status sfa_hash_prepare(sfa_context *ctx, const sfa_tensor *bucket, int num_buckets,
+                            const sfa_tensor *x, const sfa_tensor *x_sorted,
+                            const sfa_tensor *x2, const sfa_tensor *x2_sorted,
+                            const sfa_tensor *idx, const sfa_tensor *hash, void *stream) {
+  if (!ctx) return SFA_ERR_INVALID_ARGUMENT;
+  sfa_status st = validate_prepare(ctx, bucket, num_buckets, x, x_sorted, x2, x2_sorted, idx,
+                                   hash);
+  if (st != SFA_OK) return st;
+  sfa__device dev;
+  CUfunction sort, perm = NULL;
+  if ((st = sfa__bind(ctx, &dev)) != SFA_OK ||
+      (st = sfa__util_kernel(ctx, &dev, SFA__UTIL_HASH_SORT, SFA_DTYPE_INT32, &sort)) != SFA_OK)
+    return st;
+  if ((x || x2) &&
+      (st = sfa__util_kernel(ctx, &dev, SFA__UTIL_PERMUTE, SFA_DTYPE_UINT8, &perm)) != SFA_OK)
+    return st;
+
+  sfa__hash_sort_args a;
+  memset(&a, 0, sizeof a);
+  a.bucket = (uint64_t)(uintptr_t)bucket->data;
+  a.bk_sb = sfa__util_stride(bucket, 0), a.bk_sh = sfa__util_stride(bucket, 1);
+  a.bk_st = sfa__util_stride(bucket, 2);
+  a.idx = (uint64_t)(uintptr_t)idx->data;
+  a.ix_sb = sfa__util_stride(idx, 0), a.ix_sh = sfa__util_stride(idx, 1);
+  a.ix_st = sfa__util_stride(idx, 2);
+  a.hash = (uint64_t)(uintptr_t)hash->data;
+  a.hs_sb = sfa__util_stride(hash, 0), a.hs_sh = sfa__util_stride(hash, 1);
+  a.hs_st = sfa__util_stride(hash, 2);
+  a.heads = (int32_t)bucket->shape[1];
+  a.t = (int32_t)bucket->shape[2];
+  a.nb = num_buckets;
+  /* As many warps (segments) as the histograms' shared memory allows, up to
+  ** 32, and no more than one per 64 tokens. */
+  const int64_t table = ((int64_t)num_buckets + 1) * 4;
+  int64_t warps = SORT_SMEM_MAX / table;
+  if (warps > 32) warps = 32;
+  if (warps > (a.t + 63) / 64) warps = (a.t + 63) / 64;
+  if (warps < 1) warps = 1;
+  const unsigned grid = (unsigned)(bucket->shape[0] * bucket->shape[1]);
+  if ((st = sfa__util_launch(ctx, sort, "sfa_util_hash_sort", grid, (unsigned)(32 * warps),
+                             (unsigned)(warps * table), stream, &a)) != SFA_OK)
+    return st;
+  if (x && (st = launch_permute(ctx, perm, x, x_sorted, idx, 0, stream)) != SFA_OK) return st;
+  if (x2 && (st = launch_permute(ctx, perm, x2, x2_sorted, idx, 0, stream)) != SFA_OK) return st;
+  return SFA_OK;
+}
+
+sfa_status sfa_hash_unsort(sfa_context *ctx, const sfa_tensor *o_sorted, const sfa_tensor *idx,
+                           const sfa_tensor *o, void *stream) {
+  if (!ctx) return SFA_ERR_INVALID_ARGUMENT;
+  sfa_status st = validate_unsort(ctx, o_sorted, idx, o);
+  if (st != SFA_OK) return st;
+  sfa__device dev;
+  CUfunction perm;
+  if ((st = sfa__bind(ctx, &dev)) != SFA_OK ||
+      (st = sfa__util_kernel(ctx, &dev, SFA__UTIL_PERMUTE, SFA_DTYPE_UINT8, &perm)) != SFA_OK)
+    return st;
+  return launch_permute(ctx, perm, o_sorted, o, idx, 1, stream);
+}

@@ -1,0 +1,216 @@
+/*
+** indices.c -- sfa_check_indices, the validation call of the index contract
+** of modes qk_drop and hash (DESIGN.md section 2; sfa_forward trusts it and
+** does not check values). It validates the arguments like sfa_forward does,
+** synchronizes the caller's stream, copies the index arrays to the host and
+** runs sfa__check_index_arrays (pure host code, see indices.h) on them.
+*/
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/indices.h"
+#include "runtime/internal.h"
+#include "runtime/validate.h"
+
+/* ------------------------------------------------------------ host checker */
+
+static sfa_status fail(char *err, size_t errlen, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+static sfa_status fail(char *err, size_t errlen, const char *fmt, ...) {
+  if (err && errlen) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+  }
+  return SFA_ERR_INVALID_ARGUMENT;
+}
+
+/* The q or the k side of the contract. */
+typedef struct side {
+  const char *idx, *hash; /* array names */
+  int32_t pad;            /* the padding index */
+  const char *pad_str;
+} side;
+
+static const side Q_SIDE = {"q_idx", "q_hash", -1, "-1"};
+static const side K_SIDE = {"k_idx", "k_hash", INT32_MAX, "INT32_MAX"};
+
+/* One (b, h) row of T entries; hs is NULL for qk_drop. */
+static sfa_status check_row(const side *s, const int32_t *idx, const int32_t *hs, long long b,
+                            long long h, long long T, char *err, size_t errlen) {
+  long long pad_at = -1;
+  for (long long t = 0; t < T; t++) {
+    const int32_t x = idx[t];
+    if (x == s->pad) {
+      if (hs && hs[t] != INT32_MAX)
+        return fail(err, errlen,
+                    "extras->%s[%lld, %lld, %lld] = %d at padding (%s = %s there); padding "
+                    "needs %s = INT32_MAX",
+                    s->hash, b, h, t, (int)hs[t], s->idx, s->pad_str, s->hash);
+      if (pad_at < 0) pad_at = t;
+      continue;
+    }
+    if (x < 0)
+      return fail(err, errlen,
+                  "extras->%s[%lld, %lld, %lld] = %d is negative; positions are >= 0 and "
+                  "padding is %s",
+                  s->idx, b, h, t, (int)x, s->pad_str);
+    if (pad_at >= 0)
+      return fail(err, errlen,
+                  "extras->%s[%lld, %lld, %lld] = %d follows padding at %s[%lld, %lld, %lld] = "
+                  "%s (padding must be a suffix)",
+                  s->idx, b, h, t, (int)x, s->idx, b, h, pad_at, s->pad_str);
+    if (hs && hs[t] < 0)
+      return fail(err, errlen, "extras->%s[%lld, %lld, %lld] = %d is negative; buckets are >= 0",
+                  s->hash, b, h, t, (int)hs[t]);
+    if (t == 0) continue;
+    const int32_t px = idx[t - 1];
+    if (hs && hs[t] < hs[t - 1])
+      return fail(err, errlen,
+                  "extras->%s[%lld, %lld, %lld] = %d is less than %s[%lld, %lld, %lld] = %d "
+                  "(rows must be sorted by bucket, then position)",
+                  s->hash, b, h, t, (int)hs[t], s->hash, b, h, t - 1, (int)hs[t - 1]);
+    if (hs && hs[t] == hs[t - 1] && x <= px)
+      return fail(err, errlen,
+                  "extras->%s[%lld, %lld, %lld] = %d is not greater than %s[%lld, %lld, %lld] = "
+                  "%d in bucket %d (rows must be sorted by bucket, then position)",
+                  s->idx, b, h, t, (int)x, s->idx, b, h, t - 1, (int)px, (int)hs[t]);
+    if (!hs && x <= px)
+      return fail(err, errlen,
+                  "extras->%s[%lld, %lld, %lld] = %d is not greater than %s[%lld, %lld, %lld] = "
+                  "%d (indices must strictly increase)",
+                  s->idx, b, h, t, (int)x, s->idx, b, h, t - 1, (int)px);
+  }
+  return SFA_OK;
+}
+
+sfa_status sfa__check_index_arrays(sfa_mode mode, int64_t B, int64_t Hq, int64_t Hkv,
+                                   int64_t Tq, int64_t Tk, const int32_t *q_idx,
+                                   const int32_t *k_idx, const int32_t *q_hash,
+                                   const int32_t *k_hash, char *err, size_t errlen) {
+  const int hash = mode == SFA_MODE_HASH;
+  if (mode != SFA_MODE_QK_DROP && !hash)
+    return fail(err, errlen, "params.mode: %d; only modes qk_drop and hash have index arrays",
+                (int)mode);
+  if (B < 1 || Hq < 1 || Hkv < 1 || Tq < 1 || Tk < 1)
+    return fail(err, errlen, "sizes: B, Hq, Hkv, Tq, Tk = %lld, %lld, %lld, %lld, %lld; each "
+                "must be >= 1", (long long)B, (long long)Hq, (long long)Hkv, (long long)Tq,
+                (long long)Tk);
+  if (!q_idx || !k_idx || (hash && (!q_hash || !k_hash)))
+    return fail(err, errlen, "extras->%s: is NULL; mode %s needs it",
+                !q_idx ? "q_idx" : !k_idx ? "k_idx" : !q_hash ? "q_hash" : "k_hash",
+                hash ? "hash" : "qk_drop");
+  sfa_status st;
+  for (int64_t b = 0; b < B; b++) {
+    for (int64_t h = 0; h < Hq; h++) {
+      size_t at = ((size_t)b * (size_t)Hq + (size_t)h) * (size_t)Tq;
+      if ((st = check_row(&Q_SIDE, q_idx + at, hash ? q_hash + at : NULL, (long long)b,
+                          (long long)h, (long long)Tq, err, errlen)))
+        return st;
+    }
+    for (int64_t h = 0; h < Hkv; h++) {
+      size_t at = ((size_t)b * (size_t)Hkv + (size_t)h) * (size_t)Tk;
+      if ((st = check_row(&K_SIDE, k_idx + at, hash ? k_hash + at : NULL, (long long)b,
+                          (long long)h, (long long)Tk, err, errlen)))
+        return st;
+    }
+  }
+  return SFA_OK;
+}
+
+/* ------------------------------------------------------------ device wrapper */
+
+/* t (validated, int32 [B, H, T] contiguous along time) into host [B, H, T]:
+** one copy where it is contiguous, else one per (b, h) row. */
+static sfa_status fetch(sfa_context *ctx, const sfa_driver *d, const char *nm,
+                        const sfa_tensor *t, int32_t *host) {
+  const int64_t B = t->shape[0], H = t->shape[1], T = t->shape[2];
+  const int64_t sb = sfa__eff_stride(t, 0), sh = sfa__eff_stride(t, 1);
+  const size_t row = (size_t)T * sizeof(int32_t);
+  char what[96];
+  CUresult r = CUDA_SUCCESS;
+  if ((H == 1 || sh == T) && (B == 1 || sb == H * T)) {
+    r = d->cuMemcpyDtoH(host, (CUdeviceptr)(uintptr_t)t->data, (size_t)(B * H) * row);
+  } else {
+    for (int64_t b = 0; b < B && r == CUDA_SUCCESS; b++)
+      for (int64_t h = 0; h < H && r == CUDA_SUCCESS; h++) {
+        const int32_t *src = (const int32_t *)t->data + b * sb + h * sh;
+        r = d->cuMemcpyDtoH(host + (size_t)(b * H + h) * (size_t)T,
+                            (CUdeviceptr)(uintptr_t)src, row);
+      }
+  }
+  if (r == CUDA_SUCCESS) return SFA_OK;
+  snprintf(what, sizeof what, "copying %s to the host (cuMemcpyDtoH)", nm);
+  return sfa__cuda_error(r, what, ctx->err, sizeof ctx->err);
+}
+
+sfa_status sfa_check_indices(sfa_context *ctx, const sfa_attention_params *params,
+                             const sfa_extras *extras, int64_t Tq, int64_t Tk, void *stream) {
+  if (!ctx) return SFA_ERR_INVALID_ARGUMENT;
+  sfa_status st = sfa__validate_params(ctx, params);
+  if (st != SFA_OK) return st;
+  const sfa_mode mode = params->mode;
+  if (mode != SFA_MODE_QK_DROP && mode != SFA_MODE_HASH)
+    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
+                      "params.mode: %s has no index arrays; sfa_check_indices checks those of "
+                      "modes qk_drop and hash",
+                      mode == SFA_MODE_DENSE ? "dense" : "window");
+  if (Tq < 1 || Tk < 1)
+    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "%s: %lld; must be >= 1 (the length of %s)",
+                      Tq < 1 ? "Tq" : "Tk", (long long)(Tq < 1 ? Tq : Tk), Tq < 1 ? "q" : "k");
+  /* The sizes come from q_idx and k_idx; missing arrays and wrong ranks are
+  ** reported by the validation, whatever sizes it is given. */
+  int64_t B = 1, Hq = 1, Hkv = 1;
+  if (extras && extras->q_idx && extras->q_idx->rank == 3)
+    B = extras->q_idx->shape[0], Hq = extras->q_idx->shape[1];
+  if (extras && extras->k_idx && extras->k_idx->rank == 3) Hkv = extras->k_idx->shape[1];
+  if ((st = sfa__validate_extras(ctx, params, extras, SFA_DTYPE_FP16, B, Hq, Hkv, Tq, Tk)))
+    return st;
+  if (Hq % Hkv != 0)
+    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
+                      "extras->k_idx: its %lld heads (shape[1]) do not divide the %lld heads of "
+                      "q_idx",
+                      (long long)Hkv, (long long)Hq);
+
+  const int hash = mode == SFA_MODE_HASH;
+  if ((double)B * (double)Hq * (double)Tq > 1e15 || (double)B * (double)Hkv * (double)Tk > 1e15)
+    return sfa__error(ctx, SFA_ERR_OUT_OF_MEMORY,
+                      "sfa_check_indices: the index arrays are too large to copy to the host");
+  const size_t nq = (size_t)(B * Hq * Tq), nk = (size_t)(B * Hkv * Tk);
+  int32_t *qi = malloc(nq * sizeof *qi), *ki = malloc(nk * sizeof *ki);
+  int32_t *qh = hash ? malloc(nq * sizeof *qh) : NULL, *kh = hash ? malloc(nk * sizeof *kh) : NULL;
+  if (!qi || !ki || (hash && (!qh || !kh))) {
+    st = sfa__error(ctx, SFA_ERR_OUT_OF_MEMORY,
+                    "sfa_check_indices: out of host memory for %zu + %zu indices", nq, nk);
+    goto done;
+  }
+  sfa__device dev;
+  const sfa_driver *d;
+  if ((st = sfa__bind(ctx, &dev)) != SFA_OK) goto done;
+  if ((st = sfa__driver_load(&d, ctx->err, sizeof ctx->err)) != SFA_OK) goto done;
+  CUresult r = d->cuStreamSynchronize((CUstream)stream); /* the arrays may be in flight */
+  if (r != CUDA_SUCCESS) {
+    st = sfa__cuda_error(r, "cuStreamSynchronize(stream)", ctx->err, sizeof ctx->err);
+    goto done;
+  }
+  if ((st = fetch(ctx, d, "extras->q_idx", extras->q_idx, qi)) ||
+      (st = fetch(ctx, d, "extras->k_idx", extras->k_idx, ki)) ||
+      (hash && (st = fetch(ctx, d, "extras->q_hash", extras->q_hash, qh))) ||
+      (hash && (st = fetch(ctx, d, "extras->k_hash", extras->k_hash, kh))))
+    goto done;
+  st = sfa__check_index_arrays(mode, B, Hq, Hkv, Tq, Tk, qi, ki, qh, kh, ctx->err,
+                               sizeof ctx->err);
+done:
+  free(qi);
+  free(ki);
+  free(qh);
+  free(kh);
+  return st;
+}

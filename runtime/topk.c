@@ -1,0 +1,99 @@
+/*
+** topk.c -- sfa_topk_mask: the dynamic mask of mode window, the w largest-bias
+** allowed keys of every query row (templates/util_topk.lt, one CTA per row).
+** Validates every argument before the driver is touched, then decides whether
+** a row's keys fit in shared memory and launches.
+*/
+#include <stdio.h>
+#include <string.h>
+
+#include "runtime/util.h"
+
+#define HIST_BYTES (256 * 32 * 4) /* the kernel's replicated histogram */
+
+static sfa_status validate(sfa_context *ctx, const sfa_tensor *bias, int w, int causal,
+                           const sfa_tensor *mask) {
+  const unsigned dts =
+      SFA__DTYPES(SFA_DTYPE_FP16) | SFA__DTYPES(SFA_DTYPE_BF16) | SFA__DTYPES(SFA_DTYPE_FP32);
+  sfa_status st;
+  if ((st = sfa__util_check(ctx, "bias", bias, 4, "[B, Hb, Tq, Tk]", dts, 0))) return st;
+  if (bias->shape[2] > SFA__UTIL_MAX_T || bias->shape[3] > SFA__UTIL_MAX_T)
+    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "bias: %s = %lld; must be at most 2^30",
+                      bias->shape[2] > SFA__UTIL_MAX_T ? "Tq" : "Tk",
+                      (long long)(bias->shape[2] > SFA__UTIL_MAX_T ? bias->shape[2]
+                                                                   : bias->shape[3]));
+  if (w < 0)
+    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "w: %d; must be >= 0 (keys per row)", w);
+  if (causal != 0 && causal != 1)
+    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "causal: %d; must be 0 or 1", causal);
+  if ((st = sfa__util_check(ctx, "mask", mask, 4, "[B, Hb, Tq, Tk]",
+                            SFA__DTYPES(SFA_DTYPE_UINT8), 1)) ||
+      (st = sfa__util_same_dims(ctx, "mask", mask, "bias", bias, 4, "all dimensions")))
+    return st;
+  if ((uintptr_t)mask->data % 16 != 0)
+    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "mask: data %p is not 16-byte aligned",
+                      mask->data);
+  for (int i = 0; i < 3; i++)
+    if (sfa__util_stride(mask, i) % 16 != 0)
+      return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
+                        "mask: stride[%d] is %lld; it must be a multiple of 16 (bytes) so that "
+                        "every row is 16-byte aligned",
+                        i, (long long)mask->strides[i]);
+  return sfa__util_disjoint(ctx, "mask", mask, "bias", bias);
+}
+
+sfa_status sfa_topk_mask(sfa_context *ctx, const sfa_tensor *bias, int w, int causal,
+                         const sfa_tensor *mask, void *stream) {
+  if (!ctx) return SFA_ERR_INVALID_ARGUMENT;
+  sfa_status st = validate(ctx, bias, w, causal, mask);
+  if (st != SFA_OK) return st;
+  sfa__device dev;
+  CUfunction fn;
+  const sfa_driver *d;
+  if ((st = sfa__bind(ctx, &dev)) != SFA_OK ||
+      (st = sfa__driver_load(&d, ctx->err, sizeof ctx->err)) != SFA_OK ||
+      (st = sfa__util_kernel(ctx, &dev, SFA__UTIL_TOPK, bias->dtype, &fn)) != SFA_OK)
+    return st;
+
+  const int64_t es = (int64_t)sfa__dtype_size(bias->dtype);
+  sfa__topk_args a;
+  memset(&a, 0, sizeof a);
+  a.bias = (uint64_t)(uintptr_t)bias->data;
+  a.b_sb = sfa__util_stride(bias, 0), a.b_sh = sfa__util_stride(bias, 1);
+  a.b_sq = sfa__util_stride(bias, 2);
+  a.mask = (uint64_t)(uintptr_t)mask->data;
+  a.m_sb = sfa__util_stride(mask, 0), a.m_sh = sfa__util_stride(mask, 1);
+  a.m_sq = sfa__util_stride(mask, 2);
+  a.rows = bias->shape[0] * bias->shape[1] * bias->shape[2];
+  a.heads = (int32_t)bias->shape[1];
+  a.tq = (int32_t)bias->shape[2];
+  a.tk = (int32_t)bias->shape[3];
+  a.w = w;
+  a.causal = causal;
+  a.vec = a.bias % 16 == 0 && (a.b_sb * es) % 16 == 0 && (a.b_sh * es) % 16 == 0 &&
+          (a.b_sq * es) % 16 == 0;
+
+  /* Cache the row's keys (16 bytes per 16 / es of them) when they fit next to
+  ** the histogram and the static shared memory. */
+  int static_smem = 0;
+  CUresult r = d->cuFuncGetAttribute(&static_smem, CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES, fn);
+  if (r != CUDA_SUCCESS)
+    return sfa__cuda_error(r, "cuFuncGetAttribute(sfa_util_topk, shared size)", ctx->err,
+                           sizeof ctx->err);
+  const int64_t key_bytes = (a.tk + 16 / es - 1) / (16 / es) * 16;
+  const int64_t room = (int64_t)dev.smem_optin - static_smem;
+  a.cached = HIST_BYTES + key_bytes <= room;
+  const int64_t smem = HIST_BYTES + (a.cached ? key_bytes : 0);
+  if (smem > room)
+    return sfa__error(ctx, SFA_ERR_UNSUPPORTED,
+                      "sfa_topk_mask: needs %lld bytes of shared memory; the device allows %lld",
+                      (long long)smem, (long long)room);
+  if (smem > 48 * 1024 &&
+      (r = d->cuFuncSetAttribute(fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                 (int)room)) != CUDA_SUCCESS)
+    return sfa__cuda_error(r, "cuFuncSetAttribute(sfa_util_topk, max dynamic shared memory)",
+                           ctx->err, sizeof ctx->err);
+  const unsigned block = a.tk >= 4096 ? 512 : 256;
+  const unsigned grid = a.rows > 0x7fffffff ? 0x7fffffffu : (unsigned)a.rows;
+  return sfa__util_launch(ctx, fn, "sfa_util_topk", grid, block, (unsigned)smem, stream, &a);
+}

@@ -1,0 +1,329 @@
+/*
+** util.c -- the sparse helpers' shared pieces (util.h): naming, rendering and
+** NVRTC-compiling the utility kernels (templates/util_*.lt, parameterised
+** through a generated util_params.lt), getting them through the context's
+** loader, the launch wrapper, and tensor checks whose messages name the
+** argument.
+*/
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <nvrtc.h>
+
+#include "gen/gen_internal.h"
+#include "runtime/nvrtc.h"
+#include "runtime/util.h"
+
+/* ------------------------------------------------------------ variants */
+
+static const char *kind_name(sfa__util_kind kind) {
+  switch (kind) {
+    case SFA__UTIL_HASH_SORT: return "hash_sort";
+    case SFA__UTIL_PERMUTE: return "permute";
+    case SFA__UTIL_TOPK: return "topk";
+  }
+  return NULL;
+}
+
+static size_t args_size(sfa__util_kind kind) {
+  switch (kind) {
+    case SFA__UTIL_HASH_SORT: return sizeof(sfa__hash_sort_args);
+    case SFA__UTIL_PERMUTE: return sizeof(sfa__permute_args);
+    case SFA__UTIL_TOPK: return sizeof(sfa__topk_args);
+  }
+  return 0;
+}
+
+sfa_status sfa__util_name(sfa__util_kind kind, sfa_dtype dtype, char *buf, size_t n) {
+  const char *k = kind_name(kind);
+  if (!k || !buf) return SFA_ERR_INVALID_ARGUMENT;
+  int len;
+  if (kind == SFA__UTIL_TOPK) {
+    if (dtype != SFA_DTYPE_FP16 && dtype != SFA_DTYPE_BF16 && dtype != SFA_DTYPE_FP32)
+      return SFA_ERR_INVALID_ARGUMENT;
+    len = snprintf(buf, n, "sfa_util_%s_%s", k, sfa__dtype_str(dtype));
+  } else {
+    len = snprintf(buf, n, "sfa_util_%s", k);
+  }
+  return len < 0 || (size_t)len >= n ? SFA_ERR_INVALID_ARGUMENT : SFA_OK;
+}
+
+sfa_status sfa__util_source(sfa__util_kind kind, sfa_dtype dtype, int arch, char **source,
+                            char *err, size_t errlen) {
+  char name[SFA__KERNEL_NAME], params[512];
+  if (!source) return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "source: NULL");
+  *source = NULL;
+  if (sfa__util_name(kind, dtype, name, sizeof name) != SFA_OK)
+    return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
+                     "utility kernel %d with dtype %s does not exist", (int)kind,
+                     sfa__dtype_str(dtype));
+  if (arch < 80)
+    return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "arch: %d; must be 80 or newer",
+                     arch);
+  const char *kn = kind_name(kind);
+  snprintf(params, sizeof params,
+           "{%% KERNEL = \"%s\"; NAME = \"%s\"; ARCH = %d; ARGS_SIZE = %zu; DTYPE = \"%s\" %%}\n",
+           kn ? kn : "?", name, arch, args_size(kind), sfa__dtype_str(dtype));
+  const sfa__template extra[] = {{"util_params.lt", params}, {NULL, NULL}};
+  const char *entry = kind == SFA__UTIL_TOPK ? "util_topk.lt" : "util_hash.lt";
+  return sfa__render(extra, entry, NULL, source, err, errlen);
+}
+
+/* ------------------------------------------------------------ NVRTC */
+
+static char *program_log(nvrtcProgram prog) {
+  size_t n = 0;
+  if (nvrtcGetProgramLogSize(prog, &n) != NVRTC_SUCCESS) n = 0;
+  char *log = malloc(n + 1);
+  if (!log) return NULL;
+  log[0] = '\0';
+  if (n > 0 && nvrtcGetProgramLog(prog, log) != NVRTC_SUCCESS) log[0] = '\0';
+  log[n] = '\0';
+  return log;
+}
+
+sfa_status sfa__util_compile(const char *name, const char *source, int arch, void **cubin,
+                             size_t *cubin_size, char **log, char *err, size_t errlen) {
+  if (log) *log = NULL;
+  if (!cubin || !cubin_size)
+    return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "cubin: NULL");
+  *cubin = NULL;
+  *cubin_size = 0;
+  if (!name || !source)
+    return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "%s: NULL", name ? "source" : "name");
+  /* The spec kernels' option builder; it reads only the arch of this spec. */
+  sfa_kernel_spec spec;
+  memset(&spec, 0, sizeof spec);
+  spec.arch = arch;
+  sfa__nvrtc_options opts;
+  sfa__nvrtc_options_init(&opts, &spec);
+  char file[SFA__KERNEL_NAME + 8];
+  snprintf(file, sizeof file, "%s.cu", name);
+
+  nvrtcProgram prog = NULL;
+  char *text = NULL;
+  sfa_status st = SFA_OK;
+  nvrtcResult r = nvrtcCreateProgram(&prog, source, file, 0, NULL, NULL);
+  if (r != NVRTC_SUCCESS) {
+    st = sfa__fail(err, errlen,
+                   r == NVRTC_ERROR_OUT_OF_MEMORY ? SFA_ERR_OUT_OF_MEMORY : SFA_ERR_COMPILE,
+                   "nvrtc: cannot create program %s: %s", file, nvrtcGetErrorString(r));
+    goto done;
+  }
+  r = nvrtcCompileProgram(prog, opts.count, opts.argv);
+  text = program_log(prog);
+  if (r != NVRTC_SUCCESS) {
+    st = sfa__fail(err, errlen, SFA_ERR_COMPILE, "nvrtc: compiling %s (%s) failed: %s\n%.4000s",
+                   file, opts.joined, nvrtcGetErrorString(r), text ? text : "");
+    goto done;
+  }
+  size_t n = 0;
+  if ((r = nvrtcGetCUBINSize(prog, &n)) != NVRTC_SUCCESS || n == 0) {
+    st = sfa__fail(err, errlen, SFA_ERR_COMPILE, "nvrtc: no cubin for %s: %s", file,
+                   r != NVRTC_SUCCESS ? nvrtcGetErrorString(r) : "empty");
+    goto done;
+  }
+  void *bin = malloc(n);
+  if (!bin) {
+    st = sfa__fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "no memory for a %zu-byte cubin", n);
+    goto done;
+  }
+  if ((r = nvrtcGetCUBIN(prog, bin)) != NVRTC_SUCCESS) {
+    free(bin);
+    st = sfa__fail(err, errlen, SFA_ERR_COMPILE, "nvrtc: cannot fetch the cubin of %s: %s", file,
+                   nvrtcGetErrorString(r));
+    goto done;
+  }
+  *cubin = bin;
+  *cubin_size = n;
+done:
+  if (prog) nvrtcDestroyProgram(&prog);
+  if (log)
+    *log = text;
+  else
+    free(text);
+  return st;
+}
+
+/* ------------------------------------------------------------ loading and launching */
+
+sfa_status sfa__util_kernel(sfa_context *ctx, const sfa__device *dev, sfa__util_kind kind,
+                            sfa_dtype dtype, CUfunction *fn) {
+  char name[SFA__KERNEL_NAME];
+  if (sfa__util_name(kind, dtype, name, sizeof name) != SFA_OK)
+    return sfa__error(ctx, SFA_ERR_INTERNAL, "no utility kernel %d for %s", (int)kind,
+                      sfa__dtype_str(dtype));
+  /* The table first, so that a hit does not render anything. */
+  sfa_status st = sfa__kernel_get_source(ctx, dev, name, NULL, dev->arch, fn);
+  if (st != SFA_ERR_NOT_FOUND) return st;
+  char *source = NULL;
+  char why[SFA__ERRBUF];
+  if ((st = sfa__util_source(kind, dtype, dev->arch, &source, why, sizeof why)) != SFA_OK)
+    return sfa__error(ctx, st, "generating %s: %s", name, why);
+  st = sfa__kernel_get_source(ctx, dev, name, source, dev->arch, fn);
+  free(source);
+  return st;
+}
+
+sfa_status sfa__util_launch(sfa_context *ctx, CUfunction fn, const char *what, unsigned grid,
+                            unsigned block, unsigned smem, void *stream, void *args) {
+  const sfa_driver *d;
+  sfa_status st = sfa__driver_load(&d, ctx->err, sizeof ctx->err);
+  if (st != SFA_OK) return st;
+  void *kp[1] = {args};
+  CUresult r = d->cuLaunchKernel(fn, grid, 1, 1, block, 1, 1, smem, (CUstream)stream, kp, NULL);
+  if (r != CUDA_SUCCESS) {
+    char msg[160];
+    snprintf(msg, sizeof msg, "cuLaunchKernel(%s, grid %u, block %u, %u bytes shared)", what,
+             grid, block, smem);
+    return sfa__cuda_error(r, msg, ctx->err, sizeof ctx->err);
+  }
+  return SFA_OK;
+}
+
+/* ------------------------------------------------------------ checks */
+
+size_t sfa__dtype_size(sfa_dtype d) {
+  switch (d) {
+    case SFA_DTYPE_FP16:
+    case SFA_DTYPE_BF16: return 2;
+    case SFA_DTYPE_FP32:
+    case SFA_DTYPE_INT32: return 4;
+    case SFA_DTYPE_UINT8: return 1;
+  }
+  return 0;
+}
+
+static void dtype_list(unsigned dtypes, char *buf, size_t n) {
+  const sfa_dtype all[] = {SFA_DTYPE_FP16, SFA_DTYPE_BF16, SFA_DTYPE_FP32, SFA_DTYPE_INT32,
+                           SFA_DTYPE_UINT8};
+  int count = 0, total = 0;
+  for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) total += (dtypes >> all[i]) & 1u;
+  buf[0] = '\0';
+  for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+    if (!((dtypes >> all[i]) & 1u)) continue;
+    const char *sep = count == 0 ? "" : count == total - 1 ? " or " : ", ";
+    size_t at = strlen(buf);
+    snprintf(buf + at, n - at, "%s%s", sep, sfa__dtype_str(all[i]));
+    count++;
+  }
+}
+
+static void shape_str(const sfa_tensor *t, char *buf, size_t n) {
+  size_t at = (size_t)snprintf(buf, n, "[");
+  for (int i = 0; i < t->rank && i < SFA_MAX_RANK && at < n; i++)
+    at += (size_t)snprintf(buf + at, n - at, "%s%lld", i ? ", " : "", (long long)t->shape[i]);
+  if (at < n) snprintf(buf + at, n - at, "]");
+}
+
+/* Some two index tuples of t share an address (see forward.c's twin). */
+static int self_overlapping(const sfa_tensor *t) {
+  int order[SFA_MAX_RANK], n = 0;
+  for (int i = 0; i < t->rank; i++)
+    if (t->shape[i] > 1) order[n++] = i;
+  for (int i = 1; i < n; i++)
+    for (int j = i; j > 0 && t->strides[order[j]] < t->strides[order[j - 1]]; j--) {
+      int x = order[j];
+      order[j] = order[j - 1];
+      order[j - 1] = x;
+    }
+  int64_t span = 0;
+  for (int i = 0; i < n; i++) {
+    int64_t s = t->strides[order[i]];
+    if (s <= span) return 1;
+    span += s * (t->shape[order[i]] - 1);
+  }
+  return 0;
+}
+
+sfa_status sfa__util_check(sfa_context *ctx, const char *nm, const sfa_tensor *t, int rank,
+                           const char *layout, unsigned dtypes, int is_output) {
+  char buf[64];
+  if (!t) return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "%s: is NULL", nm);
+  if ((unsigned)t->dtype > SFA_DTYPE_UINT8 || !((dtypes >> t->dtype) & 1u)) {
+    dtype_list(dtypes, buf, sizeof buf);
+    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "%s: dtype %s; must be %s", nm,
+                      sfa__dtype_str(t->dtype), buf);
+  }
+  if (t->rank != rank)
+    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "%s.rank: %d; must be %d (%s)", nm, t->rank,
+                      rank, layout);
+  for (int i = 0; i < rank; i++)
+    if (t->shape[i] < 1 || t->shape[i] > ((int64_t)1 << 40))
+      return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
+                        "%s: shape[%d] is %lld; every dimension must be in [1, 2^40] (%s)", nm,
+                        i, (long long)t->shape[i], layout);
+  if (!t->data) return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "%s: data is NULL", nm);
+  size_t es = sfa__dtype_size(t->dtype);
+  if ((uintptr_t)t->data % es != 0)
+    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "%s: data %p is not %zu-byte aligned", nm,
+                      t->data, es);
+  double span = 0;
+  for (int i = 0; i < rank; i++) {
+    int64_t s = t->strides[i];
+    if (t->shape[i] == 1) continue;
+    if (i == rank - 1 && s != 1)
+      return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
+                        "%s: stride[%d] is %lld; the last dimension must be contiguous (stride 1)",
+                        nm, i, (long long)s);
+    if (s < 0)
+      return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
+                        "%s: stride[%d] is %lld; strides must be >= 0", nm, i, (long long)s);
+    span += (double)s * (double)(t->shape[i] - 1);
+  }
+  if (span > 4611686018427387904.0) /* 2^62 */
+    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
+                      "%s: shape and strides address more than 2^62 elements", nm);
+  if (is_output && self_overlapping(t)) {
+    shape_str(t, buf, sizeof buf);
+    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
+                      "%s: its strides make elements of shape %s overlap; an output must not "
+                      "alias itself",
+                      nm, buf);
+  }
+  return SFA_OK;
+}
+
+sfa_status sfa__util_same_dims(sfa_context *ctx, const char *nm, const sfa_tensor *t,
+                               const char *refnm, const sfa_tensor *ref, int ndims,
+                               const char *what) {
+  for (int i = 0; i < ndims; i++)
+    if (t->shape[i] != ref->shape[i]) {
+      char a[96], b[96];
+      shape_str(t, a, sizeof a);
+      shape_str(ref, b, sizeof b);
+      return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
+                        "%s: shape %s does not match %s %s (%s must agree)", nm, a, refnm, b,
+                        what);
+    }
+  return SFA_OK;
+}
+
+static void byte_range(const sfa_tensor *t, uintptr_t *lo, uintptr_t *hi) {
+  size_t es = sfa__dtype_size(t->dtype);
+  uintptr_t span = 0;
+  for (int i = 0; i < t->rank; i++)
+    if (t->shape[i] > 1) span += (uintptr_t)t->strides[i] * (uintptr_t)(t->shape[i] - 1);
+  *lo = (uintptr_t)t->data;
+  *hi = *lo + (span + 1) * es; /* exclusive */
+}
+
+sfa_status sfa__util_disjoint(sfa_context *ctx, const char *anm, const sfa_tensor *a,
+                              const char *bnm, const sfa_tensor *b) {
+  uintptr_t alo, ahi, blo, bhi;
+  byte_range(a, &alo, &ahi);
+  byte_range(b, &blo, &bhi);
+  if (alo < bhi && blo < ahi)
+    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
+                      "%s: its memory overlaps %s; the helpers do not work in place", anm, bnm);
+  return SFA_OK;
+}
+
+int64_t sfa__util_stride(const sfa_tensor *t, int i) {
+  return t->shape[i] > 1 ? t->strides[i] : 0;
+}
+
+int64_t sfa__util_byte_stride(const sfa_tensor *t, int i) {
+  return sfa__util_stride(t, i) * (int64_t)sfa__dtype_size(t->dtype);
+}

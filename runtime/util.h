@@ -1,0 +1,105 @@
+/*
+** util.h -- internal: what the sparse helpers (runtime/hash.c, runtime/topk.c)
+** share: the utility kernels (templates/util_*.lt), their launch argument
+** blocks, rendering, NVRTC compilation and loading, and tensor checks whose
+** messages name the argument.
+*/
+#ifndef SFA_RUNTIME_UTIL_H
+#define SFA_RUNTIME_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "runtime/internal.h"
+
+/* The utility kernels. Each is one source with one entry point. */
+typedef enum sfa__util_kind {
+  SFA__UTIL_HASH_SORT = 0, /* stable counting sort of bucket ids (dtype ignored) */
+  SFA__UTIL_PERMUTE,       /* row gather / scatter by an index array (dtype ignored) */
+  SFA__UTIL_TOPK           /* top-w mask of a bias row (fp16, bf16 or fp32) */
+} sfa__util_kind;
+
+/* Launch argument blocks; templates/util_hash.lt and util_topk.lt declare the
+** same structs and check their size. */
+typedef struct sfa__hash_sort_args {
+  uint64_t bucket; int64_t bk_sb, bk_sh, bk_st; /* int32 [B, H, T], element strides */
+  uint64_t idx; int64_t ix_sb, ix_sh, ix_st;
+  uint64_t hash; int64_t hs_sb, hs_sh, hs_st;
+  int32_t heads, t, nb, pad;
+} sfa__hash_sort_args;
+
+typedef struct sfa__permute_args {
+  uint64_t src; int64_t s_sb, s_sh, s_st;   /* byte strides */
+  uint64_t dst; int64_t d_sb, d_sh, d_st;   /* byte strides */
+  uint64_t idx; int64_t i_sb, i_sh, i_st;   /* int32, element strides */
+  int64_t tiles;
+  int32_t heads, rows, limit, tiles_per_bh;
+  int32_t rows_per_tile, nvec, vbytes, scatter;
+} sfa__permute_args;
+
+typedef struct sfa__topk_args {
+  uint64_t bias; int64_t b_sb, b_sh, b_sq;  /* element strides */
+  uint64_t mask; int64_t m_sb, m_sh, m_sq;  /* byte strides */
+  int64_t rows;
+  int32_t heads, tq, tk, w;
+  int32_t causal, cached, vec, pad;
+} sfa__topk_args;
+
+/* Largest sequence length (and Tk) the helpers take: keeps index arithmetic
+** inside int32 with room to spare. */
+#define SFA__UTIL_MAX_T (1 << 30)
+
+/* The entry symbol of a variant, e.g. "sfa_util_topk_bf16"; dtype matters for
+** SFA__UTIL_TOPK only. SFA_ERR_INVALID_ARGUMENT for an unknown kind or dtype. */
+sfa_status sfa__util_name(sfa__util_kind kind, sfa_dtype dtype, char *buf, size_t n);
+
+/* Render the self-contained CUDA source of a variant for arch (*source:
+** malloc'ed, release with sfa_free). */
+sfa_status sfa__util_source(sfa__util_kind kind, sfa_dtype dtype, int arch, char **source,
+                            char *err, size_t errlen);
+
+/* NVRTC-compile a self-contained source for arch with the spec kernels'
+** options (runtime/nvrtc.h). *cubin and *log (if log is not NULL; may be set on
+** failure too) are malloc'ed. SFA_ERR_COMPILE with the log in err. */
+sfa_status sfa__util_compile(const char *name, const char *source, int arch, void **cubin,
+                             size_t *cubin_size, char **log, char *err, size_t errlen);
+
+/* The CUfunction of a variant in the bound context (dev): the context's table,
+** else render, disk cache or NVRTC, and load (sfa__kernel_get_source). */
+sfa_status sfa__util_kernel(sfa_context *ctx, const sfa__device *dev, sfa__util_kind kind,
+                            sfa_dtype dtype, CUfunction *fn);
+
+/* ------------------------------------------------------------ checks */
+
+#define SFA__DTYPES(x) (1u << (x))
+
+/* Bytes per element of a dtype (0 for an unknown one). */
+size_t sfa__dtype_size(sfa_dtype d);
+
+/* t is not NULL; dtype in the mask `dtypes`; rank; every dim in [1, 2^40];
+** data not NULL and element-aligned; strides >= 0 (dims of extent 1 are not
+** checked), the last one 1; offsets within 2^62 elements; an output does not
+** overlap itself. layout names the dims in messages, e.g. "[B, H, T]". */
+sfa_status sfa__util_check(sfa_context *ctx, const char *nm, const sfa_tensor *t, int rank,
+                           const char *layout, unsigned dtypes, int is_output);
+
+/* The first ndims dims of t equal those of ref. */
+sfa_status sfa__util_same_dims(sfa_context *ctx, const char *nm, const sfa_tensor *t,
+                               const char *refnm, const sfa_tensor *ref, int ndims,
+                               const char *what);
+
+/* The byte ranges that a and b span are disjoint (a conservative check). */
+sfa_status sfa__util_disjoint(sfa_context *ctx, const char *anm, const sfa_tensor *a,
+                              const char *bnm, const sfa_tensor *b);
+
+/* Byte stride of dim i, 0 where the dim has extent 1 (never indexed). */
+int64_t sfa__util_byte_stride(const sfa_tensor *t, int i);
+
+/* Element stride of dim i, 0 where the dim has extent 1. */
+int64_t sfa__util_stride(const sfa_tensor *t, int i);
+
+/* cuLaunchKernel with one argument block; a failure names the kernel. */
+sfa_status sfa__util_launch(sfa_context *ctx, CUfunction fn, const char *what, unsigned grid,
+                            unsigned block, unsigned smem, void *stream, void *args);
+
+#endif

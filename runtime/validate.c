@@ -1,0 +1,361 @@
+/*
+** validate.c -- the argument checks of sfa_forward and sfa_check_indices:
+** params, q/k/v/o/lse (shapes, dtypes, strides, 16-byte alignment, overlap of
+** outputs) and the extras of each mode (see validate.h). Extras that a mode
+** does not read must be NULL: they are rejected, never silently ignored.
+*/
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "runtime/internal.h"
+#include "runtime/validate.h"
+
+#define GRID_YZ_MAX 65535 /* gridDim.y and gridDim.z limit */
+
+static const char *dim_names[SFA_MAX_RANK] = {"batch", "heads", "time", "head dim"};
+
+static const char *mode_name(sfa_mode m) {
+  switch (m) {
+    case SFA_MODE_DENSE: return "dense";
+    case SFA_MODE_QK_DROP: return "qk_drop";
+    case SFA_MODE_HASH: return "hash";
+    case SFA_MODE_WINDOW: return "window";
+  }
+  return "?";
+}
+
+static void shape_str(const sfa_tensor *t, char *buf, size_t n) {
+  size_t at = (size_t)snprintf(buf, n, "[");
+  for (int i = 0; i < t->rank && i < SFA_MAX_RANK && at < n; i++)
+    at += (size_t)snprintf(buf + at, n - at, "%s%lld", i ? ", " : "", (long long)t->shape[i]);
+  if (at < n) snprintf(buf + at, n - at, "]");
+}
+
+/* Elements of t overlap (some index pairs share an address): sort the dims
+** that have extent > 1 by stride; each stride must exceed the span of the
+** smaller ones. Assumes the strides are >= 0 and the span fits (checked first). */
+static int self_overlapping(const sfa_tensor *t) {
+  int order[SFA_MAX_RANK], n = 0;
+  for (int i = 0; i < t->rank; i++)
+    if (t->shape[i] > 1) order[n++] = i;
+  for (int i = 1; i < n; i++)
+    for (int j = i; j > 0 && t->strides[order[j]] < t->strides[order[j - 1]]; j--) {
+      int x = order[j];
+      order[j] = order[j - 1];
+      order[j - 1] = x;
+    }
+  int64_t span = 0;
+  for (int i = 0; i < n; i++) {
+    int64_t s = t->strides[order[i]];
+    if (s <= span) return 1;
+    span += s * (t->shape[order[i]] - 1);
+  }
+  return 0;
+}
+
+/* Checks that do not depend on the other tensors: rank, dims >= 1, data,
+** strides (>= 0; a multiple of `mult` elements, which is 16 bytes where mult >
+** 1; the last one 1), alignment, and that offsets fit an int64 with margin.
+** Dims of extent 1 are never indexed, so their strides are not checked. */
+static sfa_status check_layout(sfa_context *ctx, const char *nm, const sfa_tensor *t, int rank,
+                               const char *layout, int64_t mult, size_t align, int is_output) {
+  if (t->rank != rank)
+    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "%s.rank: %d; must be %d (%s)", nm, t->rank,
+                      rank, layout);
+  for (int i = 0; i < rank; i++)
+    if (t->shape[i] < 1)
+      return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
+                        "%s: shape[%d] is %lld; every dimension must be >= 1 (%s)", nm, i,
+                        (long long)t->shape[i], layout);
+  if (!t->data) return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "%s: data is NULL", nm);
+  if ((uintptr_t)t->data % align != 0)
+    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "%s: data %p is not %zu-byte aligned", nm,
+                      t->data, align);
+  double span = 0;
+  for (int i = 0; i < rank; i++) {
+    int64_t s = t->strides[i];
+    if (t->shape[i] == 1) continue;
+    if (i == rank - 1 && s != 1)
+      return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
+                        "%s: stride[%d] is %lld; the last dimension must be contiguous (stride 1)",
+                        nm, i, (long long)s);
+    if (s < 0)
+      return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
+                        "%s: stride[%d] is %lld; strides must be >= 0", nm, i, (long long)s);
+    if (i < rank - 1 && s % mult != 0)
+      return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
+                        "%s: stride[%d] is %lld; it must be a multiple of %lld elements "
+                        "(16 bytes)",
+                        nm, i, (long long)s, (long long)mult);
+    span += (double)s * (double)(t->shape[i] - 1);
+  }
+  if (span > 4611686018427387904.0) /* 2^62 */
+    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
+                      "%s: shape and strides address more than 2^62 elements", nm);
+  if (is_output && self_overlapping(t))
+    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
+                      "%s: its strides make elements overlap; an output must not alias itself",
+                      nm);
+  return SFA_OK;
+}
+
+static sfa_status check_half(sfa_context *ctx, const char *nm, const sfa_tensor *t,
+                             const sfa_tensor *q, int is_output) {
+  if (t != q && t->dtype != q->dtype)
+    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "%s: dtype %s does not match q (%s)", nm,
+                      sfa__dtype_str(t->dtype), sfa__dtype_str(q->dtype));
+  return check_layout(ctx, nm, t, 4, "[B, H, T, D]", 8, 16, is_output);
+}
+
+sfa_status sfa__validate_params(sfa_context *ctx, const sfa_attention_params *p) {
+  if (!p) return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "params: is NULL");
+  if ((unsigned)p->mode > SFA_MODE_WINDOW)
+    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
+                      "params.mode: %d is not a mode (dense, qk_drop, hash or window)",
+                      (int)p->mode);
+  if (!isfinite(p->scale) || p->scale < 0)
+    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
+                      "params.scale: %g; must be finite and >= 0 (0 means 1/sqrt(head dim))",
+                      (double)p->scale);
+  if (p->mode == SFA_MODE_WINDOW) {
+    if (p->window_left < -1)
+      return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
+                        "params.window_left: %d; must be >= 0, or -1 (unbounded)",
+                        p->window_left);
+    if (p->window_right < -1)
+      return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
+                        "params.window_right: %d; must be >= 0, or -1 (unbounded)",
+                        p->window_right);
+  } else if (p->window_left != -1 || p->window_right != -1) {
+    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
+                      "params.window_left/window_right: %d/%d; windows apply to mode window "
+                      "only (use -1 with %s)",
+                      p->window_left, p->window_right, mode_name(p->mode));
+  }
+  return SFA_OK;
+}
+
+/* ------------------------------------------------------------ extras */
+
+/* An int32 index array [B, H, T] (q_idx, k_idx, q_hash, k_hash). */
+static sfa_status check_index(sfa_context *ctx, const char *nm, const sfa_tensor *t, int64_t B,
+                              int64_t H, int64_t T, const char *layout) {
+  char a[96];
+  if (t->dtype != SFA_DTYPE_INT32)
+    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "%s: dtype %s, expected int32", nm,
+                      sfa__dtype_str(t->dtype));
+  sfa_status st = check_layout(ctx, nm, t, 3, layout, 1, 4, 0);
+  if (st != SFA_OK) return st;
+  if (t->shape[0] != B || t->shape[1] != H || t->shape[2] != T) {
+    shape_str(t, a, sizeof a);
+    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
+                      "%s: shape %s does not match %s = [%lld, %lld, %lld]", nm, a, layout,
+                      (long long)B, (long long)H, (long long)T);
+  }
+  return SFA_OK;
+}
+
+/* q_hash is addressed with q_idx's batch and head strides (and k_hash with
+** k_idx's): the kernel ABI has one pair for both. */
+static sfa_status check_same_strides(sfa_context *ctx, const char *nm, const sfa_tensor *t,
+                                     const char *ref_nm, const sfa_tensor *ref) {
+  for (int i = 0; i < 2; i++)
+    if (sfa__eff_stride(t, i) != sfa__eff_stride(ref, i))
+      return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
+                        "%s: stride[%d] (%s) is %lld but %s's is %lld; the kernel reads both "
+                        "arrays with one set of strides, so lay them out alike",
+                        nm, i, dim_names[i], (long long)t->strides[i], ref_nm,
+                        (long long)ref->strides[i]);
+  return SFA_OK;
+}
+
+/* A window bias or mask [B|1, Hq|Hkv|1, Tq|1, Tk]. */
+static sfa_status check_bcast(sfa_context *ctx, const char *nm, const sfa_tensor *t,
+                              sfa_dtype want, const char *want_why, int64_t B, int64_t Hq,
+                              int64_t Hkv, int64_t Tq, int64_t Tk) {
+  const sfa_status bad = SFA_ERR_INVALID_ARGUMENT;
+  const int is_mask = want == SFA_DTYPE_UINT8;
+  if (t->dtype != want)
+    return sfa__error(ctx, bad, "%s: dtype %s, expected %s%s", nm, sfa__dtype_str(t->dtype),
+                      sfa__dtype_str(want), want_why);
+  sfa_status st = check_layout(ctx, nm, t, 4, "[B or 1, Hq|Hkv|1, Tq or 1, Tk]", 1,
+                               is_mask ? 1 : 2, 0);
+  if (st != SFA_OK) return st;
+  const int64_t *s = t->shape;
+  if (s[0] != B && s[0] != 1)
+    return sfa__error(ctx, bad, "%s: shape[0] (batch) is %lld; must be B (%lld) or 1", nm,
+                      (long long)s[0], (long long)B);
+  if (s[1] != Hq && s[1] != Hkv && s[1] != 1)
+    return sfa__error(ctx, bad,
+                      "%s: shape[1] (heads) is %lld; must be Hq (%lld), Hkv (%lld) or 1", nm,
+                      (long long)s[1], (long long)Hq, (long long)Hkv);
+  if (s[2] != Tq && s[2] != 1)
+    return sfa__error(ctx, bad, "%s: shape[2] (query rows) is %lld; must be Tq (%lld) or 1", nm,
+                      (long long)s[2], (long long)Tq);
+  if (s[3] != Tk)
+    return sfa__error(ctx, bad, "%s: shape[3] (keys) is %lld; must be Tk (%lld)", nm,
+                      (long long)s[3], (long long)Tk);
+  if (!is_mask) return SFA_OK;
+  /* The kernel ORs 16-byte vectors of the mask to skip empty tiles. */
+  if ((uintptr_t)t->data % 16 != 0)
+    return sfa__error(ctx, bad,
+                      "%s: data %p is not 16-byte aligned (the kernel reads the mask in 16-byte "
+                      "vectors)",
+                      nm, t->data);
+  static const char *const what[3] = {"batch", "head", "row"};
+  for (int i = 2; i >= 0; i--)
+    if (sfa__eff_stride(t, i) % 16 != 0)
+      return sfa__error(ctx, bad,
+                        "%s: %s stride %lld is not a multiple of 16 bytes%s (the kernel reads "
+                        "the mask in 16-byte vectors)",
+                        nm, what[i], (long long)t->strides[i],
+                        i == 2 ? "; pad Tk to a multiple of 16" : "");
+  return SFA_OK;
+}
+
+sfa_status sfa__validate_extras(sfa_context *ctx, const sfa_attention_params *p,
+                                const sfa_extras *ex, sfa_dtype q_dtype, int64_t B, int64_t Hq,
+                                int64_t Hkv, int64_t Tq, int64_t Tk) {
+  const sfa_status bad = SFA_ERR_INVALID_ARGUMENT;
+  const sfa_mode m = p->mode;
+  const char *mn = mode_name(m);
+  const int idx = m == SFA_MODE_QK_DROP || m == SFA_MODE_HASH, hash = m == SFA_MODE_HASH;
+  const int win = m == SFA_MODE_WINDOW;
+  if (!ex) {
+    if (hash)
+      return sfa__error(ctx, bad,
+                        "extras: is NULL; mode hash needs extras->q_idx, k_idx, q_hash and "
+                        "k_hash");
+    if (idx)
+      return sfa__error(ctx, bad, "extras: is NULL; mode qk_drop needs extras->q_idx and k_idx");
+    return SFA_OK;
+  }
+  const struct {
+    const char *name;
+    const sfa_tensor *t;
+    int used;
+    const char *reader;
+  } f[] = {
+    {"q_idx", ex->q_idx, idx, "modes qk_drop and hash read q_idx"},
+    {"k_idx", ex->k_idx, idx, "modes qk_drop and hash read k_idx"},
+    {"q_hash", ex->q_hash, hash, "hash mode reads q_hash"},
+    {"k_hash", ex->k_hash, hash, "hash mode reads k_hash"},
+    {"bias", ex->bias, win, "window mode reads a bias"},
+    {"mask", ex->mask, win, "window mode reads a mask"},
+  };
+  for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
+    if (f[i].used && idx && !f[i].t)
+      return sfa__error(ctx, bad, "extras->%s: is NULL; mode %s needs it", f[i].name, mn);
+    if (!f[i].used && f[i].t)
+      return sfa__error(ctx, bad, "extras->%s: only %s; must be NULL in mode %s", f[i].name,
+                        f[i].reader, mn);
+  }
+  sfa_status st;
+  if (idx) {
+    if ((st = check_index(ctx, "extras->q_idx", ex->q_idx, B, Hq, Tq, "[B, Hq, Tq]")) ||
+        (st = check_index(ctx, "extras->k_idx", ex->k_idx, B, Hkv, Tk, "[B, Hkv, Tk]")))
+      return st;
+  }
+  if (hash) {
+    if ((st = check_index(ctx, "extras->q_hash", ex->q_hash, B, Hq, Tq, "[B, Hq, Tq]")) ||
+        (st = check_index(ctx, "extras->k_hash", ex->k_hash, B, Hkv, Tk, "[B, Hkv, Tk]")) ||
+        (st = check_same_strides(ctx, "extras->q_hash", ex->q_hash, "extras->q_idx",
+                                 ex->q_idx)) ||
+        (st = check_same_strides(ctx, "extras->k_hash", ex->k_hash, "extras->k_idx",
+                                 ex->k_idx)))
+      return st;
+  }
+  if (ex->bias && (st = check_bcast(ctx, "extras->bias", ex->bias, q_dtype, " (q's dtype)", B,
+                                    Hq, Hkv, Tq, Tk)))
+    return st;
+  if (ex->mask && (st = check_bcast(ctx, "extras->mask", ex->mask, SFA_DTYPE_UINT8, "", B, Hq,
+                                    Hkv, Tq, Tk)))
+    return st;
+  return SFA_OK;
+}
+
+/* ------------------------------------------------------------ sfa_forward */
+
+sfa_status sfa__validate_forward(sfa_context *ctx, const sfa_attention_params *params,
+                                 const sfa_tensor *q, const sfa_tensor *k, const sfa_tensor *v,
+                                 const sfa_extras *extras, const sfa_tensor *o,
+                                 const sfa_tensor *lse) {
+  sfa_status st;
+  char a[96], b[96];
+  if (!params) return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "params: is NULL");
+  if (!q) return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "q: is NULL");
+  if (!k) return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "k: is NULL");
+  if (!v) return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "v: is NULL");
+  if (!o) return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "o: is NULL");
+  if ((st = sfa__validate_params(ctx, params)) != SFA_OK) return st;
+
+  if (q->dtype != SFA_DTYPE_FP16 && q->dtype != SFA_DTYPE_BF16)
+    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
+                      "q: dtype %s is not supported; must be fp16 or bf16",
+                      sfa__dtype_str(q->dtype));
+  if ((st = check_half(ctx, "q", q, q, 0)) != SFA_OK ||
+      (st = check_half(ctx, "k", k, q, 0)) != SFA_OK ||
+      (st = check_half(ctx, "v", v, q, 0)) != SFA_OK ||
+      (st = check_half(ctx, "o", o, q, 1)) != SFA_OK)
+    return st;
+
+  int64_t B = q->shape[0], Hq = q->shape[1], Tq = q->shape[2], D = q->shape[3];
+  if (D < 32 || D > 256 || D % 16 != 0)
+    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
+                      "q: head dim (shape[3]) %lld is not supported; must be a multiple of 16 "
+                      "in 32..256",
+                      (long long)D);
+  for (int i = 0; i < 4; i++)
+    if (i != 1 && i != 2 && k->shape[i] != q->shape[i]) {
+      return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
+                        "k: shape[%d] (%s) is %lld but q's is %lld", i, dim_names[i],
+                        (long long)k->shape[i], (long long)q->shape[i]);
+    }
+  for (int i = 0; i < 4; i++)
+    if (v->shape[i] != k->shape[i]) {
+      shape_str(v, a, sizeof a);
+      shape_str(k, b, sizeof b);
+      return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "v: shape %s does not match k %s", a, b);
+    }
+  int64_t Hkv = k->shape[1], Tk = k->shape[2];
+  if (Hq % Hkv != 0)
+    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
+                      "k: its %lld heads (shape[1]) do not divide the %lld query heads of q",
+                      (long long)Hkv, (long long)Hq);
+  for (int i = 0; i < 4; i++)
+    if (o->shape[i] != q->shape[i]) {
+      shape_str(o, a, sizeof a);
+      shape_str(q, b, sizeof b);
+      return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "o: shape %s does not match q %s", a, b);
+    }
+  if (Tq > INT32_MAX || Tk > INT32_MAX)
+    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
+                      "%s: time (shape[2]) %lld exceeds the kernel's int32 index (%d)",
+                      Tq > INT32_MAX ? "q" : "k", (long long)(Tq > INT32_MAX ? Tq : Tk),
+                      INT32_MAX);
+  if (params->mode == SFA_MODE_WINDOW && Tq + Tk > INT32_MAX)
+    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
+                      "k: Tq + Tk = %lld exceeds the window kernel's int32 arithmetic (%d)",
+                      (long long)(Tq + Tk), INT32_MAX);
+  if (B > GRID_YZ_MAX || Hq > GRID_YZ_MAX)
+    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
+                      "q: %s %lld exceeds the launch grid limit (%d)",
+                      B > GRID_YZ_MAX ? "batch" : "heads", (long long)(B > GRID_YZ_MAX ? B : Hq),
+                      GRID_YZ_MAX);
+
+  if (lse) {
+    if (lse->dtype != SFA_DTYPE_FP32)
+      return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "lse: dtype %s; must be fp32",
+                        sfa__dtype_str(lse->dtype));
+    if ((st = check_layout(ctx, "lse", lse, 3, "[B, Hq, Tq]", 1, 4, 1)) != SFA_OK) return st;
+    if (lse->shape[0] != B || lse->shape[1] != Hq || lse->shape[2] != Tq) {
+      shape_str(lse, a, sizeof a);
+      return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
+                        "lse: shape %s does not match q's [B, Hq, Tq] = [%lld, %lld, %lld]", a,
+                        (long long)B, (long long)Hq, (long long)Tq);
+    }
+  }
+  return sfa__validate_extras(ctx, params, extras, q->dtype, B, Hq, Hkv, Tq, Tk);
+}

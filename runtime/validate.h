@@ -1,0 +1,37 @@
+/*
+** validate.h -- the argument checks of sfa_forward and sfa_check_indices
+** (runtime/validate.c). They never touch the driver, so bad input is reported
+** the same way on any machine; every message names the argument.
+*/
+#ifndef SFA_RUNTIME_VALIDATE_H
+#define SFA_RUNTIME_VALIDATE_H
+
+#include <stdint.h>
+
+#include "sfa.h"
+
+/* Everything sfa_forward reads: params, tensors and the extras of the mode. */
+sfa_status sfa__validate_forward(sfa_context *ctx, const sfa_attention_params *params,
+                                 const sfa_tensor *q, const sfa_tensor *k, const sfa_tensor *v,
+                                 const sfa_extras *extras, const sfa_tensor *o,
+                                 const sfa_tensor *lse);
+
+/* params alone: a known mode, the scale, the window (only window mode may
+** set one). */
+sfa_status sfa__validate_params(sfa_context *ctx, const sfa_attention_params *params);
+
+/* The extras of params->mode for a problem of these sizes: each tensor the
+** mode reads is present with the right dtype (a bias has q_dtype), shape,
+** strides and alignment; every other member is NULL. extras may be NULL where
+** the mode needs none. params must have passed sfa__validate_params. */
+sfa_status sfa__validate_extras(sfa_context *ctx, const sfa_attention_params *params,
+                                const sfa_extras *extras, sfa_dtype q_dtype, int64_t B,
+                                int64_t Hq, int64_t Hkv, int64_t Tq, int64_t Tk);
+
+/* The stride the kernel uses for dim i of t: 0 where the extent is 1 (a
+** broadcast or a single element), the tensor's stride otherwise. */
+static inline int64_t sfa__eff_stride(const sfa_tensor *t, int i) {
+  return t->shape[i] == 1 ? 0 : t->strides[i];
+}
+
+#endif
