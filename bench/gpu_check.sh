@@ -21,7 +21,7 @@ if [[ $what == *" sanitize "* ]]; then
     for t in build/tests/test_gpu_sparse build/tests/test_gpu_helpers; do
       n=$(basename $t)
       case_env=""; [ $n = test_gpu_helpers ] && case_env="CK_RUN_CASE=helpers"
-      env $case_env timeout 200 compute-sanitizer --tool $tool --error-exitcode 9 $t > $OUT/$tool-$n.log 2>&1; rc=$?
+      env $case_env timeout ${SAN_TIMEOUT:-90} compute-sanitizer --tool $tool --error-exitcode 9 $t > $OUT/$tool-$n.log 2>&1; rc=$?
       summary+=("$tool $n rc=$rc: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' $OUT/$tool-$n.log | tail -1)")
     done
   done
