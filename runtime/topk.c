@@ -88,7 +88,7 @@ sfa_status sfa_topk_mask(sfa_context *ctx, const sfa_tensor *bias, int w, int ca
     return sfa__error(ctx, SFA_ERR_UNSUPPORTED,
                       "sfa_topk_mask: needs %lld bytes of shared memory; the device allows %lld",
                       (long long)smem, (long long)room);
-  if (smem > 48 * 1024 &&
+  if (smem + static_smem > 48 * 1024 &&  /* the opt-in covers static + dynamic */
       (r = d->cuFuncSetAttribute(fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                                  (int)room)) != CUDA_SUCCESS)
     return sfa__cuda_error(r, "cuFuncSetAttribute(sfa_util_topk, max dynamic shared memory)",
