@@ -78,7 +78,7 @@ typedef enum sfa_dtype {
 } sfa_dtype;
 
 /* Feature flags of a kernel spec. */
-#define SFA_FEAT_CAUSAL        (1u << 0) /* dense: causal mask */
+#define SFA_FEAT_CAUSAL        (1u << 0) /* dense, window: causal mask (qk_drop and hash take no flags) */
 #define SFA_FEAT_BIAS          (1u << 1) /* window: additive bias */
 #define SFA_FEAT_MASK          (1u << 2) /* window: dynamic uint8 mask */
 #define SFA_FEAT_DETERMINISTIC (1u << 3) /* backward: no float atomics */
@@ -112,7 +112,9 @@ sfa_status sfa_spec_name(const sfa_kernel_spec *spec, char *buf, size_t n);
 sfa_status sfa_spec_parse(const char *name, sfa_kernel_spec *spec, char *err, size_t errlen);
 
 /* The heuristic default tile configuration for a problem class: fills block_m,
-** block_n, num_warps and num_stages of *spec from its other fields. */
+** block_n, num_warps and num_stages of *spec from its other fields. The
+** defaults are the configurations measured fastest on an H100 (bench/NOTES.md),
+** the same for every mode. */
 sfa_status sfa_spec_default(sfa_kernel_spec *spec, char *err, size_t errlen);
 
 /* Dynamic shared memory, in bytes, that the variant needs at launch. */
@@ -185,16 +187,25 @@ sfa_status sfa_compile(sfa_context *ctx, const sfa_kernel_spec *spec, sfa_kernel
 
 typedef struct sfa_attention_params {
   sfa_mode mode;
-  int causal;         /* dense and window: 1 = causal (bottom-right aligned) */
+  int causal;         /* dense and window: 1 = causal (bottom-right aligned); in window
+                         mode it replaces window_right. qk_drop, hash: ignored, their
+                         causality q_idx >= k_idx is intrinsic */
   float scale;        /* 0: 1/sqrt(head_dim) */
-  int window_left;    /* window: keys j >= i - window_left are seen; -1 unbounded */
-  int window_right;   /* window: keys j <= i + window_right are seen; -1 unbounded */
+  int window_left;    /* window, with off = Tk - Tq: keys j >= i + off - window_left are
+                         seen; -1 unbounded; must be -1 in other modes */
+  int window_right;   /* window: keys j <= i + off + window_right; -1 unbounded; ignored
+                         with causal; must be -1 in other modes */
   int deterministic;  /* backward: no float atomics */
 } sfa_attention_params;
 
 void sfa_params_init(sfa_attention_params *p);
 
-/* Mode-specific inputs; unused members are NULL. */
+/* Mode-specific inputs. Members the mode does not read must be NULL (they are
+** rejected, not ignored). Index arrays are contiguous along time and 4-byte
+** aligned; q_hash/k_hash must have the batch and head strides of q_idx/k_idx.
+** bias has q's dtype and shape [B|1, Hq|Hkv|1, Tq|1, Tk]; mask is uint8 with the
+** same shape rules, 16-byte aligned data and batch/head/row strides that are
+** multiples of 16 bytes (pad Tk). */
 typedef struct sfa_extras {
   const sfa_tensor *q_idx;  /* int32 [B, Hq, Tq]  (qk_drop, hash) */
   const sfa_tensor *k_idx;  /* int32 [B, Hkv, Tk] (qk_drop, hash) */
@@ -206,7 +217,9 @@ typedef struct sfa_extras {
 
 /* o = attention(q, k, v). q [B, Hq, Tq, D], k and v [B, Hkv, Tk, D] (fp16 or
 ** bf16), o like q, lse float32 [B, Hq, Tq] (may be NULL). stream is a CUstream
-** (NULL = the legacy default stream). extras may be NULL for dense. */
+** (NULL = the legacy default stream). extras may be NULL for dense and window.
+** Index values are not checked here (a wrong layout gives wrong output, never
+** an out-of-bounds access); sfa_check_indices checks the contract. */
 sfa_status sfa_forward(sfa_context *ctx, const sfa_attention_params *params,
                        const sfa_tensor *q, const sfa_tensor *k, const sfa_tensor *v,
                        const sfa_extras *extras, const sfa_tensor *o,
