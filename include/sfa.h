@@ -143,6 +143,12 @@ typedef struct sfa_tensor {
   int64_t strides[SFA_MAX_RANK];   /* in elements */
 } sfa_tensor;
 
+/* Host conversions between float and the bits of a dtype of SFA_DTYPE_FP16 or
+** SFA_DTYPE_BF16 (any other dtype is treated as fp16): round to nearest even,
+** NaN stays NaN, overflow gives infinity. */
+uint16_t sfa_float_to_half(sfa_dtype dtype, float f);
+float sfa_half_to_float(sfa_dtype dtype, uint16_t h);
+
 /* Fill a contiguous (row-major) tensor description. */
 void sfa_tensor_init(sfa_tensor *t, void *data, sfa_dtype dtype, int rank,
                      const int64_t *shape);
