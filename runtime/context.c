@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "runtime/internal.h"
+#include "runtime/keymat.h"
 #include "runtime/util.h"
 
 /* ------------------------------------------------------------ errors */
@@ -302,25 +303,6 @@ static sfa_store *get_store(sfa_context *ctx) {
   return st;
 }
 
-/* "sfa=<version>\nname=...\narch=...\nnvrtc=M.m\noptions=...\n--\n<source>", malloc'ed. */
-static char *key_material(const sfa_kernel_spec *spec, const char *name, const char *source,
-                          size_t *len) {
-  int maj = 0, min = 0;
-  sfa__nvrtc_version(&maj, &min);
-  const char *opts = sfa__nvrtc_options_string(spec);
-  if (!opts) opts = "";
-  const char *fmt = "sfa=" SFA_VERSION_STRING "\nname=%s\narch=%d\nnvrtc=%d.%d\noptions=%s\n--\n";
-  int head = snprintf(NULL, 0, fmt, name, spec->arch, maj, min, opts);
-  if (head < 0) return NULL;
-  size_t slen = strlen(source);
-  char *m = malloc((size_t)head + slen + 1);
-  if (!m) return NULL;
-  snprintf(m, (size_t)head + 1, fmt, name, spec->arch, maj, min, opts);
-  memcpy(m + head, source, slen + 1);
-  *len = (size_t)head + slen;
-  return m;
-}
-
 /* The cubin of spec: the disk cache, else NVRTC (and into the cache). */
 static sfa_status get_cubin(sfa_context *ctx, const sfa_kernel_spec *spec, const char *name,
                             void **cubin, size_t *size) {
@@ -333,7 +315,7 @@ static sfa_status get_cubin(sfa_context *ctx, const sfa_kernel_spec *spec, const
     sfa__error(ctx, st, "generating %s: %s", name, why);
     goto done;
   }
-  material = key_material(spec, name, source, &mlen);
+  sfa__key_material_named(spec, name, source, &material, &mlen);
   if (!material) {
     st = sfa__error(ctx, SFA_ERR_OUT_OF_MEMORY, "out of memory building the cache key of %s", name);
     goto done;
@@ -476,7 +458,7 @@ static int util_find(const sfa_context *ctx, const sfa__device *dev, const char 
 }
 
 /* The cubin of a source: the disk cache, else NVRTC (and into the cache). The
-** key material has the format of spec kernels' (key_material). */
+** key material has the format of spec kernels' (runtime/keymat.h). */
 static sfa_status get_cubin_source(sfa_context *ctx, const char *name, const char *source,
                                    int arch, void **cubin, size_t *size) {
   sfa_kernel_spec spec; /* carries the arch to the option builder */
@@ -485,7 +467,8 @@ static sfa_status get_cubin_source(sfa_context *ctx, const char *name, const cha
   size_t mlen = 0;
   char why[SFA__ERRBUF];
   double t0 = now_ms();
-  char *material = key_material(&spec, name, source, &mlen);
+  char *material = NULL;
+  sfa__key_material_named(&spec, name, source, &material, &mlen);
   if (!material)
     return sfa__error(ctx, SFA_ERR_OUT_OF_MEMORY, "out of memory building the cache key of %s",
                       name);

@@ -10,14 +10,11 @@
 #include "runtime/keymat.h"
 #include "runtime/nvrtc.h"
 
-sfa_status sfa__kernel_key_material(const sfa_kernel_spec *spec, const char *source,
-                                    char **material, size_t *len) {
-  char name[SFA__NAME_MAX];
+sfa_status sfa__key_material_named(const sfa_kernel_spec *spec, const char *name,
+                                   const char *source, char **material, size_t *len) {
   if (material) *material = NULL;
   if (len) *len = 0;
-  if (!spec || !source || !material || !len ||
-      sfa_spec_name(spec, name, sizeof name) != SFA_OK)
-    return SFA_ERR_INVALID_ARGUMENT;
+  if (!spec || !name || !source || !material || !len) return SFA_ERR_INVALID_ARGUMENT;
   int maj = 0, min = 0;
   sfa__nvrtc_version(&maj, &min);
   const char *opts = sfa__nvrtc_options_string(spec);
@@ -33,6 +30,15 @@ sfa_status sfa__kernel_key_material(const sfa_kernel_spec *spec, const char *sou
   *material = m;
   *len = (size_t)head + slen;
   return SFA_OK;
+}
+
+sfa_status sfa__kernel_key_material(const sfa_kernel_spec *spec, const char *source,
+                                    char **material, size_t *len) {
+  char name[SFA__NAME_MAX];
+  if (material) *material = NULL;
+  if (len) *len = 0;
+  if (!spec || sfa_spec_name(spec, name, sizeof name) != SFA_OK) return SFA_ERR_INVALID_ARGUMENT;
+  return sfa__key_material_named(spec, name, source, material, len);
 }
 
 sfa_status sfa__kernel_key(const sfa_kernel_spec *spec, const char *source,

@@ -23,6 +23,11 @@
 sfa_status sfa__kernel_key_material(const sfa_kernel_spec *spec, const char *source,
                                     char **material, size_t *len);
 
+/* The same with the kernel name given: utility kernels (hash sort, top-k),
+** whose spec carries only the arch that selects the NVRTC options. */
+sfa_status sfa__key_material_named(const sfa_kernel_spec *spec, const char *name,
+                                   const char *source, char **material, size_t *len);
+
 /* sfa_store_key of that material: 32 hex digits and a NUL. */
 sfa_status sfa__kernel_key(const sfa_kernel_spec *spec, const char *source,
                            char key[SFA_STORE_KEY_HEX]);
