@@ -486,7 +486,7 @@ static sfa_status get_cubin_source(sfa_context *ctx, const char *name, const cha
     if (ctx->opts.verbose && why[0])
       fprintf(stderr, "sfa: %s (sm_%d): cache miss: %s\n", name, arch, why);
   }
-  st = sfa__util_compile(name, source, arch, cubin, size, NULL, why, sizeof why);
+  st = sfa__nvrtc_compile(name, source, arch, cubin, size, NULL, why, sizeof why);
   if (st != SFA_OK) {
     sfa__error(ctx, st, "%s", why);
     goto done;

@@ -52,47 +52,44 @@ static char *program_log(nvrtcProgram prog) {
   return log;
 }
 
-sfa_status sfa_compile_cubin(const sfa_kernel_spec *spec, const char *source,
-                             void **cubin, size_t *cubin_size, char **log,
-                             char *err, size_t errlen) {
-  char name[SFA__NAME_MAX + 4], *generated = NULL, *text = NULL;
-  nvrtcProgram prog = NULL;
-  nvrtcResult r;
-  sfa_status st;
-
+sfa_status sfa__nvrtc_compile(const char *name, const char *source, int arch, void **cubin,
+                             size_t *cubin_size, char **log, char *err, size_t errlen) {
   if (log) *log = NULL;
   if (!cubin || !cubin_size)
     return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "cubin: NULL");
   *cubin = NULL;
   *cubin_size = 0;
-  if ((st = sfa_spec_validate(spec, err, errlen)) != SFA_OK) return st;
-  if (!source) {
-    if ((st = sfa_generate(spec, &generated, err, errlen)) != SFA_OK) return st;
-    source = generated;
-  }
-  sfa_spec_name(spec, name, sizeof name - 3);
-  strcat(name, ".cu");
-
+  if (!name || !source)
+    return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "%s: NULL", name ? "source" : "name");
+  /* The spec kernels' option builder; it reads only the arch of this spec. */
+  sfa_kernel_spec spec;
+  memset(&spec, 0, sizeof spec);
+  spec.arch = arch;
   sfa__nvrtc_options opts;
-  sfa__nvrtc_options_init(&opts, spec);
+  sfa__nvrtc_options_init(&opts, &spec);
+  char file[SFA__NAME_MAX + 8];
+  snprintf(file, sizeof file, "%s.cu", name);
 
-  r = nvrtcCreateProgram(&prog, source, name, 0, NULL, NULL);
+  nvrtcProgram prog = NULL;
+  char *text = NULL;
+  sfa_status st = SFA_OK;
+  nvrtcResult r = nvrtcCreateProgram(&prog, source, file, 0, NULL, NULL);
   if (r != NVRTC_SUCCESS) {
-    st = sfa__fail(err, errlen, r == NVRTC_ERROR_OUT_OF_MEMORY ? SFA_ERR_OUT_OF_MEMORY
-                                                               : SFA_ERR_COMPILE,
-                   "nvrtc: cannot create program %s: %s", name, nvrtcGetErrorString(r));
+    st = sfa__fail(err, errlen,
+                   r == NVRTC_ERROR_OUT_OF_MEMORY ? SFA_ERR_OUT_OF_MEMORY : SFA_ERR_COMPILE,
+                   "nvrtc: cannot create program %s: %s", file, nvrtcGetErrorString(r));
     goto done;
   }
   r = nvrtcCompileProgram(prog, opts.count, opts.argv);
   text = program_log(prog);
   if (r != NVRTC_SUCCESS) {
-    st = sfa__fail(err, errlen, SFA_ERR_COMPILE, "nvrtc: compiling %s (%s) failed: %s\n%.*s",
-                   name, opts.joined, nvrtcGetErrorString(r), LOG_IN_ERR, text ? text : "");
+    st = sfa__fail(err, errlen, SFA_ERR_COMPILE, "nvrtc: compiling %s (%s) failed: %s\n%.4000s",
+                   file, opts.joined, nvrtcGetErrorString(r), text ? text : "");
     goto done;
   }
   size_t n = 0;
   if ((r = nvrtcGetCUBINSize(prog, &n)) != NVRTC_SUCCESS || n == 0) {
-    st = sfa__fail(err, errlen, SFA_ERR_COMPILE, "nvrtc: no cubin for %s: %s", name,
+    st = sfa__fail(err, errlen, SFA_ERR_COMPILE, "nvrtc: no cubin for %s: %s", file,
                    r != NVRTC_SUCCESS ? nvrtcGetErrorString(r) : "empty");
     goto done;
   }
@@ -103,18 +100,39 @@ sfa_status sfa_compile_cubin(const sfa_kernel_spec *spec, const char *source,
   }
   if ((r = nvrtcGetCUBIN(prog, bin)) != NVRTC_SUCCESS) {
     free(bin);
-    st = sfa__fail(err, errlen, SFA_ERR_COMPILE, "nvrtc: cannot fetch the cubin of %s: %s",
-                   name, nvrtcGetErrorString(r));
+    st = sfa__fail(err, errlen, SFA_ERR_COMPILE, "nvrtc: cannot fetch the cubin of %s: %s", file,
+                   nvrtcGetErrorString(r));
     goto done;
   }
   *cubin = bin;
   *cubin_size = n;
-  st = SFA_OK;
-
 done:
   if (prog) nvrtcDestroyProgram(&prog);
-  if (log) *log = text;
-  else free(text);
+  if (log)
+    *log = text;
+  else
+    free(text);
+  return st;
+}
+
+
+sfa_status sfa_compile_cubin(const sfa_kernel_spec *spec, const char *source,
+                             void **cubin, size_t *cubin_size, char **log,
+                             char *err, size_t errlen) {
+  char name[SFA__NAME_MAX], *generated = NULL;
+  sfa_status st;
+  if (log) *log = NULL;
+  if (!cubin || !cubin_size)
+    return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "cubin: NULL");
+  *cubin = NULL;
+  *cubin_size = 0;
+  if ((st = sfa_spec_validate(spec, err, errlen)) != SFA_OK) return st;
+  if (!source) {
+    if ((st = sfa_generate(spec, &generated, err, errlen)) != SFA_OK) return st;
+    source = generated;
+  }
+  sfa_spec_name(spec, name, sizeof name);
+  st = sfa__nvrtc_compile(name, source, spec->arch, cubin, cubin_size, log, err, errlen);
   free(generated);
   return st;
 }

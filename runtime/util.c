@@ -9,7 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <nvrtc.h>
 
 #include "gen/gen_internal.h"
 #include "runtime/nvrtc.h"
@@ -68,82 +67,6 @@ sfa_status sfa__util_source(sfa__util_kind kind, sfa_dtype dtype, int arch, char
   const sfa__template extra[] = {{"util_params.lt", params}, {NULL, NULL}};
   const char *entry = kind == SFA__UTIL_TOPK ? "util_topk.lt" : "util_hash.lt";
   return sfa__render(extra, entry, NULL, source, err, errlen);
-}
-
-/* ------------------------------------------------------------ NVRTC */
-
-static char *program_log(nvrtcProgram prog) {
-  size_t n = 0;
-  if (nvrtcGetProgramLogSize(prog, &n) != NVRTC_SUCCESS) n = 0;
-  char *log = malloc(n + 1);
-  if (!log) return NULL;
-  log[0] = '\0';
-  if (n > 0 && nvrtcGetProgramLog(prog, log) != NVRTC_SUCCESS) log[0] = '\0';
-  log[n] = '\0';
-  return log;
-}
-
-sfa_status sfa__util_compile(const char *name, const char *source, int arch, void **cubin,
-                             size_t *cubin_size, char **log, char *err, size_t errlen) {
-  if (log) *log = NULL;
-  if (!cubin || !cubin_size)
-    return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "cubin: NULL");
-  *cubin = NULL;
-  *cubin_size = 0;
-  if (!name || !source)
-    return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "%s: NULL", name ? "source" : "name");
-  /* The spec kernels' option builder; it reads only the arch of this spec. */
-  sfa_kernel_spec spec;
-  memset(&spec, 0, sizeof spec);
-  spec.arch = arch;
-  sfa__nvrtc_options opts;
-  sfa__nvrtc_options_init(&opts, &spec);
-  char file[SFA__KERNEL_NAME + 8];
-  snprintf(file, sizeof file, "%s.cu", name);
-
-  nvrtcProgram prog = NULL;
-  char *text = NULL;
-  sfa_status st = SFA_OK;
-  nvrtcResult r = nvrtcCreateProgram(&prog, source, file, 0, NULL, NULL);
-  if (r != NVRTC_SUCCESS) {
-    st = sfa__fail(err, errlen,
-                   r == NVRTC_ERROR_OUT_OF_MEMORY ? SFA_ERR_OUT_OF_MEMORY : SFA_ERR_COMPILE,
-                   "nvrtc: cannot create program %s: %s", file, nvrtcGetErrorString(r));
-    goto done;
-  }
-  r = nvrtcCompileProgram(prog, opts.count, opts.argv);
-  text = program_log(prog);
-  if (r != NVRTC_SUCCESS) {
-    st = sfa__fail(err, errlen, SFA_ERR_COMPILE, "nvrtc: compiling %s (%s) failed: %s\n%.4000s",
-                   file, opts.joined, nvrtcGetErrorString(r), text ? text : "");
-    goto done;
-  }
-  size_t n = 0;
-  if ((r = nvrtcGetCUBINSize(prog, &n)) != NVRTC_SUCCESS || n == 0) {
-    st = sfa__fail(err, errlen, SFA_ERR_COMPILE, "nvrtc: no cubin for %s: %s", file,
-                   r != NVRTC_SUCCESS ? nvrtcGetErrorString(r) : "empty");
-    goto done;
-  }
-  void *bin = malloc(n);
-  if (!bin) {
-    st = sfa__fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "no memory for a %zu-byte cubin", n);
-    goto done;
-  }
-  if ((r = nvrtcGetCUBIN(prog, bin)) != NVRTC_SUCCESS) {
-    free(bin);
-    st = sfa__fail(err, errlen, SFA_ERR_COMPILE, "nvrtc: cannot fetch the cubin of %s: %s", file,
-                   nvrtcGetErrorString(r));
-    goto done;
-  }
-  *cubin = bin;
-  *cubin_size = n;
-done:
-  if (prog) nvrtcDestroyProgram(&prog);
-  if (log)
-    *log = text;
-  else
-    free(text);
-  return st;
 }
 
 /* ------------------------------------------------------------ loading and launching */

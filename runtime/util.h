@@ -58,11 +58,6 @@ sfa_status sfa__util_name(sfa__util_kind kind, sfa_dtype dtype, char *buf, size_
 sfa_status sfa__util_source(sfa__util_kind kind, sfa_dtype dtype, int arch, char **source,
                             char *err, size_t errlen);
 
-/* NVRTC-compile a self-contained source for arch with the spec kernels'
-** options (runtime/nvrtc.h). *cubin and *log (if log is not NULL; may be set on
-** failure too) are malloc'ed. SFA_ERR_COMPILE with the log in err. */
-sfa_status sfa__util_compile(const char *name, const char *source, int arch, void **cubin,
-                             size_t *cubin_size, char **log, char *err, size_t errlen);
 
 /* The CUfunction of a variant in the bound context (dev): the context's table,
 ** else render, disk cache or NVRTC, and load (sfa__kernel_get_source). */

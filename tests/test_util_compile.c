@@ -67,7 +67,7 @@ START_TEST(every_variant_compiles) {
   void *cubin = NULL;
   size_t size = 0;
   char *log = NULL;
-  st = sfa__util_compile(name, src, arch, &cubin, &size, &log, err, sizeof err);
+  st = sfa__nvrtc_compile(name, src, arch, &cubin, &size, &log, err, sizeof err);
   ck_assert_msg(st == SFA_OK, "%s sm_%d: %s", name, arch, err);
   ck_assert_uint_gt(size, 64);
   ck_assert_int_eq(memcmp(cubin, "\177ELF", 4), 0);
@@ -102,7 +102,7 @@ START_TEST(render_and_compile_errors) {
   void *cubin = NULL;
   size_t size = 0;
   char *log = NULL;
-  sfa_status st = sfa__util_compile("broken", "extern \"C\" __global__ void broken() { x; }", 90,
+  sfa_status st = sfa__nvrtc_compile("broken", "extern \"C\" __global__ void broken() { x; }", 90,
                                     &cubin, &size, &log, err, sizeof err);
   ck_assert_int_eq(st, SFA_ERR_COMPILE);
   ck_assert_ptr_null(cubin);
@@ -110,7 +110,7 @@ START_TEST(render_and_compile_errors) {
   ck_assert_ptr_nonnull(log);
   ck_assert_ptr_nonnull(strstr(log, "identifier \"x\" is undefined"));
   sfa_free(log);
-  ck_assert_int_eq(sfa__util_compile("x", NULL, 90, &cubin, &size, NULL, err, sizeof err),
+  ck_assert_int_eq(sfa__nvrtc_compile("x", NULL, 90, &cubin, &size, NULL, err, sizeof err),
                    SFA_ERR_INVALID_ARGUMENT);
 }
 END_TEST
