@@ -13,6 +13,7 @@
 #include "gen/gen_internal.h"
 #include "runtime/nvrtc.h"
 #include "runtime/util.h"
+#include "runtime/validate.h"
 
 /* ------------------------------------------------------------ variants */
 
@@ -133,32 +134,7 @@ static void dtype_list(unsigned dtypes, char *buf, size_t n) {
   }
 }
 
-static void shape_str(const sfa_tensor *t, char *buf, size_t n) {
-  size_t at = (size_t)snprintf(buf, n, "[");
-  for (int i = 0; i < t->rank && i < SFA_MAX_RANK && at < n; i++)
-    at += (size_t)snprintf(buf + at, n - at, "%s%lld", i ? ", " : "", (long long)t->shape[i]);
-  if (at < n) snprintf(buf + at, n - at, "]");
-}
 
-/* Some two index tuples of t share an address (see forward.c's twin). */
-static int self_overlapping(const sfa_tensor *t) {
-  int order[SFA_MAX_RANK], n = 0;
-  for (int i = 0; i < t->rank; i++)
-    if (t->shape[i] > 1) order[n++] = i;
-  for (int i = 1; i < n; i++)
-    for (int j = i; j > 0 && t->strides[order[j]] < t->strides[order[j - 1]]; j--) {
-      int x = order[j];
-      order[j] = order[j - 1];
-      order[j - 1] = x;
-    }
-  int64_t span = 0;
-  for (int i = 0; i < n; i++) {
-    int64_t s = t->strides[order[i]];
-    if (s <= span) return 1;
-    span += s * (t->shape[order[i]] - 1);
-  }
-  return 0;
-}
 
 sfa_status sfa__util_check(sfa_context *ctx, const char *nm, const sfa_tensor *t, int rank,
                            const char *layout, unsigned dtypes, int is_output) {
@@ -198,8 +174,8 @@ sfa_status sfa__util_check(sfa_context *ctx, const char *nm, const sfa_tensor *t
   if (span > 4611686018427387904.0) /* 2^62 */
     return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
                       "%s: shape and strides address more than 2^62 elements", nm);
-  if (is_output && self_overlapping(t)) {
-    shape_str(t, buf, sizeof buf);
+  if (is_output && sfa__tensor_self_overlapping(t)) {
+    sfa__tensor_shape_str(t, buf, sizeof buf);
     return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
                       "%s: its strides make elements of shape %s overlap; an output must not "
                       "alias itself",
@@ -214,8 +190,8 @@ sfa_status sfa__util_same_dims(sfa_context *ctx, const char *nm, const sfa_tenso
   for (int i = 0; i < ndims; i++)
     if (t->shape[i] != ref->shape[i]) {
       char a[96], b[96];
-      shape_str(t, a, sizeof a);
-      shape_str(ref, b, sizeof b);
+      sfa__tensor_shape_str(t, a, sizeof a);
+      sfa__tensor_shape_str(ref, b, sizeof b);
       return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
                         "%s: shape %s does not match %s %s (%s must agree)", nm, a, refnm, b,
                         what);

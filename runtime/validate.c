@@ -10,23 +10,14 @@
 #include <string.h>
 
 #include "runtime/internal.h"
+#include "gen/gen_internal.h"
 #include "runtime/validate.h"
 
 #define GRID_YZ_MAX 65535 /* gridDim.y and gridDim.z limit */
 
 static const char *dim_names[SFA_MAX_RANK] = {"batch", "heads", "time", "head dim"};
 
-static const char *mode_name(sfa_mode m) {
-  switch (m) {
-    case SFA_MODE_DENSE: return "dense";
-    case SFA_MODE_QK_DROP: return "qk_drop";
-    case SFA_MODE_HASH: return "hash";
-    case SFA_MODE_WINDOW: return "window";
-  }
-  return "?";
-}
-
-static void shape_str(const sfa_tensor *t, char *buf, size_t n) {
+void sfa__tensor_shape_str(const sfa_tensor *t, char *buf, size_t n) {
   size_t at = (size_t)snprintf(buf, n, "[");
   for (int i = 0; i < t->rank && i < SFA_MAX_RANK && at < n; i++)
     at += (size_t)snprintf(buf + at, n - at, "%s%lld", i ? ", " : "", (long long)t->shape[i]);
@@ -36,7 +27,7 @@ static void shape_str(const sfa_tensor *t, char *buf, size_t n) {
 /* Elements of t overlap (some index pairs share an address): sort the dims
 ** that have extent > 1 by stride; each stride must exceed the span of the
 ** smaller ones. Assumes the strides are >= 0 and the span fits (checked first). */
-static int self_overlapping(const sfa_tensor *t) {
+int sfa__tensor_self_overlapping(const sfa_tensor *t) {
   int order[SFA_MAX_RANK], n = 0;
   for (int i = 0; i < t->rank; i++)
     if (t->shape[i] > 1) order[n++] = i;
@@ -94,7 +85,7 @@ static sfa_status check_layout(sfa_context *ctx, const char *nm, const sfa_tenso
   if (span > 4611686018427387904.0) /* 2^62 */
     return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
                       "%s: shape and strides address more than 2^62 elements", nm);
-  if (is_output && self_overlapping(t))
+  if (is_output && sfa__tensor_self_overlapping(t))
     return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
                       "%s: its strides make elements overlap; an output must not alias itself",
                       nm);
@@ -132,7 +123,7 @@ sfa_status sfa__validate_params(sfa_context *ctx, const sfa_attention_params *p)
     return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
                       "params.window_left/window_right: %d/%d; windows apply to mode window "
                       "only (use -1 with %s)",
-                      p->window_left, p->window_right, mode_name(p->mode));
+                      p->window_left, p->window_right, sfa__mode_name(p->mode));
   }
   return SFA_OK;
 }
@@ -149,7 +140,7 @@ static sfa_status check_index(sfa_context *ctx, const char *nm, const sfa_tensor
   sfa_status st = check_layout(ctx, nm, t, 3, layout, 1, 4, 0);
   if (st != SFA_OK) return st;
   if (t->shape[0] != B || t->shape[1] != H || t->shape[2] != T) {
-    shape_str(t, a, sizeof a);
+    sfa__tensor_shape_str(t, a, sizeof a);
     return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
                       "%s: shape %s does not match %s = [%lld, %lld, %lld]", nm, a, layout,
                       (long long)B, (long long)H, (long long)T);
@@ -220,7 +211,7 @@ sfa_status sfa__validate_extras(sfa_context *ctx, const sfa_attention_params *p,
                                 int64_t Hkv, int64_t Tq, int64_t Tk) {
   const sfa_status bad = SFA_ERR_INVALID_ARGUMENT;
   const sfa_mode m = p->mode;
-  const char *mn = mode_name(m);
+  const char *mn = sfa__mode_name(m);
   const int idx = m == SFA_MODE_QK_DROP || m == SFA_MODE_HASH, hash = m == SFA_MODE_HASH;
   const int win = m == SFA_MODE_WINDOW;
   if (!ex) {
@@ -315,8 +306,8 @@ sfa_status sfa__validate_forward(sfa_context *ctx, const sfa_attention_params *p
     }
   for (int i = 0; i < 4; i++)
     if (v->shape[i] != k->shape[i]) {
-      shape_str(v, a, sizeof a);
-      shape_str(k, b, sizeof b);
+      sfa__tensor_shape_str(v, a, sizeof a);
+      sfa__tensor_shape_str(k, b, sizeof b);
       return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "v: shape %s does not match k %s", a, b);
     }
   int64_t Hkv = k->shape[1], Tk = k->shape[2];
@@ -326,8 +317,8 @@ sfa_status sfa__validate_forward(sfa_context *ctx, const sfa_attention_params *p
                       (long long)Hkv, (long long)Hq);
   for (int i = 0; i < 4; i++)
     if (o->shape[i] != q->shape[i]) {
-      shape_str(o, a, sizeof a);
-      shape_str(q, b, sizeof b);
+      sfa__tensor_shape_str(o, a, sizeof a);
+      sfa__tensor_shape_str(q, b, sizeof b);
       return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "o: shape %s does not match q %s", a, b);
     }
   if (Tq > INT32_MAX || Tk > INT32_MAX)
@@ -351,7 +342,7 @@ sfa_status sfa__validate_forward(sfa_context *ctx, const sfa_attention_params *p
                         sfa__dtype_str(lse->dtype));
     if ((st = check_layout(ctx, "lse", lse, 3, "[B, Hq, Tq]", 1, 4, 1)) != SFA_OK) return st;
     if (lse->shape[0] != B || lse->shape[1] != Hq || lse->shape[2] != Tq) {
-      shape_str(lse, a, sizeof a);
+      sfa__tensor_shape_str(lse, a, sizeof a);
       return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
                         "lse: shape %s does not match q's [B, Hq, Tq] = [%lld, %lld, %lld]", a,
                         (long long)B, (long long)Hq, (long long)Tq);

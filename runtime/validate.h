@@ -34,4 +34,10 @@ static inline int64_t sfa__eff_stride(const sfa_tensor *t, int i) {
   return t->shape[i] == 1 ? 0 : t->strides[i];
 }
 
+/* "[2, 16, 4096, 128]" into buf. */
+void sfa__tensor_shape_str(const sfa_tensor *t, char *buf, size_t n);
+
+/* Nonzero if two index tuples of t share an address (strides >= 0, span checked). */
+int sfa__tensor_self_overlapping(const sfa_tensor *t);
+
 #endif
