@@ -16,20 +16,6 @@
 #include "sfa.h"
 #include "testutil.h"
 
-/* Is libcuda.so.1 loaded into this process (by anything)? */
-static int driver_loaded(void) {
-  void *h = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
-  if (h) dlclose(h);
-  return h != NULL;
-}
-
-/* Would dlopen find a driver here? */
-static int driver_present(void) {
-  void *h = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
-  if (h) dlclose(h);
-  return h != NULL;
-}
-
 /* ------------------------------------------------------------ status and init */
 
 START_TEST(status_strings) {
@@ -120,7 +106,7 @@ START_TEST(context_create_without_gpu) {
   ck_assert_int_eq(sfa_context_create(&ctx, &o), SFA_OK);
   dir[0] = 'X'; /* the context keeps its own copy */
   sfa_context_destroy(ctx);
-  ck_assert_msg(!driver_loaded(), "creating a context loaded the driver");
+  ck_assert_msg(!tu_driver_loaded(), "creating a context loaded the driver");
 
   sfa_context_destroy(NULL);
   ck_assert_int_eq(sfa_context_create(NULL, NULL), SFA_ERR_INVALID_ARGUMENT);
@@ -221,7 +207,7 @@ static void expect_forward(sfa_status want, const char *n1, const char *n2, int 
                 sfa_status_string(want), msg);
   if (n1) ck_assert_msg(strstr(msg, n1), "line %d: '%s' not in '%s'", line, n1, msg);
   if (n2) ck_assert_msg(strstr(msg, n2), "line %d: '%s' not in '%s'", line, n2, msg);
-  ck_assert_msg(!driver_loaded(), "line %d: the driver was loaded before validation failed",
+  ck_assert_msg(!tu_driver_loaded(), "line %d: the driver was loaded before validation failed",
                 line);
 }
 
@@ -241,7 +227,7 @@ START_TEST(fwd_null_arguments) {
     ck_assert_msg(strstr(sfa_last_error(P.ctx), names[i]), "'%s' not in '%s'", names[i],
                   sfa_last_error(P.ctx));
   }
-  ck_assert(!driver_loaded());
+  ck_assert(!tu_driver_loaded());
 }
 END_TEST
 
@@ -664,7 +650,7 @@ END_TEST
 /* Valid sparse calls pass validation: without a driver they fail with
 ** SFA_ERR_NO_DRIVER and nothing else. */
 START_TEST(fwd_sparse_valid) {
-  if (driver_present()) {
+  if (tu_driver_present()) {
     printf("SKIP fwd_sparse_valid: libcuda.so.1 is present on this machine\n");
     return;
   }
@@ -705,7 +691,7 @@ END_TEST
 /* A fully valid call needs the driver. Without one it must say so clearly;
 ** with one this test is skipped (the pointers here are fake). */
 START_TEST(fwd_no_driver) {
-  if (driver_present()) {
+  if (tu_driver_present()) {
     printf("SKIP fwd_no_driver: libcuda.so.1 is present on this machine\n");
     return;
   }
@@ -745,7 +731,7 @@ START_TEST(compile_bad_arguments) {
   spec.head_dim = 40;
   ck_assert_int_eq(sfa_compile(P.ctx, &spec, &kern), SFA_ERR_INVALID_ARGUMENT);
   ck_assert_msg(strstr(sfa_last_error(P.ctx), "spec: head_dim"), "%s", sfa_last_error(P.ctx));
-  ck_assert(!driver_loaded());
+  ck_assert(!tu_driver_loaded());
 }
 END_TEST
 

@@ -126,29 +126,6 @@ static int count_files(const char *dir, const char *substr) {
   return n;
 }
 
-/* Redirect fd 2 into a file; returns the saved descriptor. */
-static int capture_stderr(const char *path) {
-  fflush(stderr);
-  int saved = dup(2);
-  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  ck_assert_int_ge(fd, 0);
-  dup2(fd, 2);
-  close(fd);
-  return saved;
-}
-
-static void restore_stderr(int saved) {
-  fflush(stderr);
-  dup2(saved, 2);
-  close(saved);
-}
-
-static int count_substr(const char *s, const char *sub) {
-  int n = 0;
-  for (const char *p = strstr(s, sub); p; p = strstr(p + 1, sub)) n++;
-  return n;
-}
-
 /* ---------------------------------------------------------------- keys */
 
 START_TEST(key_is_deterministic_and_distinct) {
@@ -540,7 +517,7 @@ START_TEST(unwritable_dir_is_memory_only_with_one_warning) {
   write_file(file, "x", 1);
   snprintf(dir, sizeof dir, "%s/cache", file); /* parent is a regular file: ENOTDIR */
   snprintf(errpath, sizeof errpath, "%s/stderr.txt", g_dir);
-  int saved = capture_stderr(errpath);
+  int saved = tu_capture_stderr(errpath);
   sfa_store *st = NULL;
   sfa_status rc = sfa_store_open(&st, dir, 0, NULL, 0);
   size_t ml = material(m, sizeof m, "mem", 0);
@@ -553,7 +530,7 @@ START_TEST(unwritable_dir_is_memory_only_with_one_warning) {
     put_ok(st, m2, ml2, p, 4000);
     expect_hit(st, m2, ml2, p, 4000);
   }
-  restore_stderr(saved);
+  tu_restore_stderr(saved);
   ck_assert_int_eq(rc, SFA_OK);
   ck_assert_int_eq(sfa_store_is_memory_only(st), 1);
   expect_hit(st, m, ml, q, 100);
@@ -563,7 +540,7 @@ START_TEST(unwritable_dir_is_memory_only_with_one_warning) {
   size_t n;
   char *text = (char *)read_file(errpath, &n);
   text[n] = '\0';
-  ck_assert_int_eq(count_substr(text, "sfa: warning"), 1);
+  ck_assert_int_eq(tu_count_substr(text, "sfa: warning"), 1);
   ck_assert_msg(strstr(text, "cache directory") && strstr(text, "is not writable") &&
                     strstr(text, "Not a directory") && strstr(text, "memory only"),
                 "warning text: %s", text);
@@ -572,9 +549,9 @@ START_TEST(unwritable_dir_is_memory_only_with_one_warning) {
   free(q);
   sfa_store_close(st);
   /* A path under /proc cannot be created either; quiet means no warning. */
-  saved = capture_stderr(errpath);
+  saved = tu_capture_stderr(errpath);
   rc = sfa_store_open(&st, "/proc/sfa-test-no-such-dir/cache", 1, NULL, 0);
-  restore_stderr(saved);
+  tu_restore_stderr(saved);
   ck_assert_int_eq(rc, SFA_OK);
   ck_assert_int_eq(sfa_store_is_memory_only(st), 1);
   sfa_store_close(st);
@@ -590,7 +567,7 @@ START_TEST(failing_put_switches_to_memory_only) {
   unsigned char *p = payload(4000, 10);
   snprintf(errpath, sizeof errpath, "%s/stderr.txt", g_dir);
   sfa_store *st = NULL;
-  int saved = capture_stderr(errpath);
+  int saved = tu_capture_stderr(errpath);
   sfa_status rc = sfa_store_open(&st, g_dir, 0, NULL, 0);
   int mem_after_open = rc == SFA_OK ? sfa_store_is_memory_only(st) : -1;
   /* The subdirectory for this key is a regular file: the write fails the way
@@ -601,7 +578,7 @@ START_TEST(failing_put_switches_to_memory_only) {
   put_ok(st, m, ml, p, 4000);
   put_ok(st, m2, ml2, p, 4000);
   put_ok(st, m, ml, p, 4000);
-  restore_stderr(saved);
+  tu_restore_stderr(saved);
   ck_assert_int_eq(rc, SFA_OK);
   ck_assert_int_eq(mem_after_open, 0);
   ck_assert_int_eq(sfa_store_is_memory_only(st), 1);
@@ -610,7 +587,7 @@ START_TEST(failing_put_switches_to_memory_only) {
   size_t n;
   char *text = (char *)read_file(errpath, &n);
   text[n] = '\0';
-  ck_assert_msg(count_substr(text, "sfa: warning") == 1, "stderr: %s", text);
+  ck_assert_msg(tu_count_substr(text, "sfa: warning") == 1, "stderr: %s", text);
   ck_assert(strstr(text, "memory only") != NULL);
   free(text);
   free(p);
@@ -855,8 +832,8 @@ START_TEST(tool_list) {
   for (int i = 0; i < 3; i++) ck_assert(strstr(out, keys[i]) != NULL);
   ck_assert(strstr(out, "sfa_fwd_dense_bf16_d64_m64n64_w4s1_sm90") != NULL);
   ck_assert_msg(strstr(out, " 3d  ") != NULL, "%s", out); /* the age column */
-  ck_assert_int_eq(count_substr(out, " yes "), 2);
-  ck_assert_int_eq(count_substr(out, " no "), 1);
+  ck_assert_int_eq(tu_count_substr(out, " yes "), 2);
+  ck_assert_int_eq(tu_count_substr(out, " no "), 1);
   ck_assert_msg(strstr(out, "total: 3 kernels,") && strstr(out, "1 invalid"), "%s", out);
   /* An absent directory lists as empty and is not created. */
   snprintf(args, sizeof args, "--dir '%s/absent' list", g_dir);

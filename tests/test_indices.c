@@ -18,18 +18,6 @@
 
 #define PAD_K INT32_MAX
 
-static int driver_loaded(void) {
-  void *h = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
-  if (h) dlclose(h);
-  return h != NULL;
-}
-
-static int driver_present(void) {
-  void *h = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
-  if (h) dlclose(h);
-  return h != NULL;
-}
-
 static char err[1024];
 
 /* sfa__check_index_arrays on B = 1, Hq = Hkv = 1 rows. */
@@ -299,7 +287,7 @@ static void icheck(sfa_status want, int64_t Tq, int64_t Tk, const sfa_extras *ex
   ck_assert_msg(st == want, "line %d: status %s, want %s (%s)", line, sfa_status_string(st),
                 sfa_status_string(want), msg);
   if (needle) ck_assert_msg(strstr(msg, needle), "line %d: '%s' not in '%s'", line, needle, msg);
-  ck_assert_msg(!driver_loaded(), "line %d: the driver was loaded before validation failed",
+  ck_assert_msg(!tu_driver_loaded(), "line %d: the driver was loaded before validation failed",
                 line);
 }
 
@@ -348,7 +336,7 @@ START_TEST(check_indices_arguments) {
 END_TEST
 
 START_TEST(check_indices_no_driver) {
-  if (driver_present()) {
+  if (tu_driver_present()) {
     printf("SKIP check_indices_no_driver: libcuda.so.1 is present on this machine\n");
     return;
   }

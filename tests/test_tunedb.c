@@ -107,37 +107,14 @@ static char *read_text(const char *path) {
   return b;
 }
 
-/* Redirect fd 2 into a file; returns the saved descriptor. */
-static int capture_stderr(const char *path) {
-  fflush(stderr);
-  int saved = dup(2);
-  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  ck_assert_int_ge(fd, 0);
-  dup2(fd, 2);
-  close(fd);
-  return saved;
-}
-
-static void restore_stderr(int saved) {
-  fflush(stderr);
-  dup2(saved, 2);
-  close(saved);
-}
-
-static int count_substr(const char *s, const char *sub) {
-  int n = 0;
-  for (const char *p = strstr(s, sub); p; p = strstr(p + 1, sub)) n++;
-  return n;
-}
-
 /* Open the db with the file holding `text` (n bytes), stderr captured; returns
 ** the db and the captured text in *out (malloc'ed). */
 static sfa_tunedb *open_captured(char **out) {
   char errpath[600];
   snprintf(errpath, sizeof errpath, "%s/stderr.txt", g_dir);
-  int saved = capture_stderr(errpath);
+  int saved = tu_capture_stderr(errpath);
   sfa_tunedb *db = open_db(0);
-  restore_stderr(saved);
+  tu_restore_stderr(saved);
   *out = read_text(errpath);
   return db;
 }
@@ -149,7 +126,7 @@ static sfa_tunedb *open_with(const char *text, size_t n, char **out) {
 
 /* Expect exactly one warning naming the file (and `want` if not NULL). */
 static void expect_one_warning(const char *text, const char *want) {
-  ck_assert_msg(count_substr(text, "sfa: warning") == 1, "stderr: %s", text);
+  ck_assert_msg(tu_count_substr(text, "sfa: warning") == 1, "stderr: %s", text);
   ck_assert_msg(strstr(text, g_path) != NULL, "warning names the file: %s", text);
   if (want) ck_assert_msg(strstr(text, want) != NULL, "warning lacks '%s': %s", want, text);
 }
@@ -256,7 +233,7 @@ START_TEST(round_trip) {
   const char *d1 = strstr(text, "tq2048"), *d2 = strstr(text, "tq16384_tk16384_bh64\t128"),
              *h = strstr(text, "\thash\t"), *w = strstr(text, "\twindow\t");
   ck_assert(d1 && d2 && h && w && d1 < d2 && d2 < h && h < w);
-  ck_assert_int_eq(count_substr(text, "\n"), 6);
+  ck_assert_int_eq(tu_count_substr(text, "\n"), 6);
 
   db = open_db(0);
   ck_assert_str_eq(sfa_tunedb_warning(db), "");
@@ -481,9 +458,9 @@ START_TEST(quiet_suppresses_the_warning) {
   write_text(g_path, "junk\n", 5);
   char errpath[600];
   snprintf(errpath, sizeof errpath, "%s/stderr.txt", g_dir);
-  int saved = capture_stderr(errpath);
+  int saved = tu_capture_stderr(errpath);
   sfa_tunedb *db = open_db(1);
-  restore_stderr(saved);
+  tu_restore_stderr(saved);
   char *text = read_text(errpath);
   ck_assert_str_eq(text, "");
   ck_assert_msg(strstr(sfa_tunedb_warning(db), "ignored") != NULL, "%s", sfa_tunedb_warning(db));
@@ -516,7 +493,7 @@ START_TEST(mutated_files_never_crash) {
     char *text;
     db = open_with(buf, n, &text);
     ck_assert_uint_le(sfa_tunedb_count(db), 8);
-    ck_assert_int_le(count_substr(text, "sfa: warning"), 1);
+    ck_assert_int_le(tu_count_substr(text, "sfa: warning"), 1);
     free(text);
     sfa_tunedb_close(db);
   }
@@ -640,11 +617,11 @@ START_TEST(export_and_open_path) {
   /* the shipped file read as another gpu is ignored with a warning */
   char errpath[600];
   snprintf(errpath, sizeof errpath, "%s/stderr.txt", g_dir);
-  int saved = capture_stderr(errpath);
+  int saved = tu_capture_stderr(errpath);
   ck_assert_int_eq(sfa_tunedb_open_path(&s, path, "NVIDIA A100", 80, 0, err, sizeof err), SFA_OK);
-  restore_stderr(saved);
+  tu_restore_stderr(saved);
   char *text = read_text(errpath);
-  ck_assert_int_eq(count_substr(text, "sfa: warning"), 1);
+  ck_assert_int_eq(tu_count_substr(text, "sfa: warning"), 1);
   ck_assert_uint_eq(sfa_tunedb_count(s), 0);
   free(text);
   sfa_tunedb_close(s);

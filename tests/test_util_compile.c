@@ -17,20 +17,6 @@
 #include "runtime/util.h"
 #include "testutil.h"
 
-/* Is libcuda.so.1 loaded into this process (by anything)? */
-static int driver_loaded(void) {
-  void *h = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
-  if (h) dlclose(h);
-  return h != NULL;
-}
-
-/* Would dlopen find a driver here? */
-static int driver_present(void) {
-  void *h = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
-  if (h) dlclose(h);
-  return h != NULL;
-}
-
 /* ------------------------------------------------------------ rendering and NVRTC */
 
 typedef struct variant {
@@ -79,7 +65,7 @@ START_TEST(every_variant_compiles) {
   sfa_free(cubin);
   sfa_free(log);
   sfa_free(src);
-  ck_assert(!driver_loaded());
+  ck_assert(!tu_driver_loaded());
 }
 END_TEST
 
@@ -151,7 +137,7 @@ static void expect_err(sfa_status got, sfa_status want, const char *a, const cha
                 sfa_status_string(want), m);
   ck_assert_msg(!a || strstr(m, a), "message \"%s\" lacks \"%s\"", m, a);
   ck_assert_msg(!b || strstr(m, b), "message \"%s\" lacks \"%s\"", m, b);
-  ck_assert_msg(!driver_loaded(), "the driver was loaded before validation finished");
+  ck_assert_msg(!tu_driver_loaded(), "the driver was loaded before validation finished");
 }
 
 typedef struct prep {
@@ -258,7 +244,7 @@ START_TEST(hash_prepare_rejects) {
   for (int i = 0; i < 3; i++) p.xs.strides[i] *= 2, p.x2s.strides[i] = p.xs.strides[i];
   p.x2s.shape[3] = 64, p.x2.shape[3] = 64, p.x2s.data = (char *)p.xs.data + 128;
   sfa_status st = prep_call(&p);
-  ck_assert_msg(st == SFA_ERR_NO_DRIVER || (st != SFA_ERR_INVALID_ARGUMENT && driver_present()),
+  ck_assert_msg(st == SFA_ERR_NO_DRIVER || (st != SFA_ERR_INVALID_ARGUMENT && tu_driver_present()),
                 "packed sorted outputs: %s", sfa_last_error(ctx));
 }
 END_TEST
@@ -351,7 +337,7 @@ END_TEST
 START_TEST(valid_calls_reach_the_driver) {
   /* On a machine without a driver, fully valid calls fail with NO_DRIVER (on
   ** one with a driver they would launch on fake pointers: not done there). */
-  if (driver_present()) return;
+  if (tu_driver_present()) return;
   prep p;
   prep_init(&p);
   expect_err(prep_call(&p), SFA_ERR_NO_DRIVER, "libcuda", NULL);

@@ -20,6 +20,18 @@ uint64_t tu_rand_u64(uint64_t *state);
 double tu_rand_uniform(uint64_t *state); /* [0, 1) */
 double tu_rand_normal(uint64_t *state);
 
+/* Redirect fd 2 into the file at path; returns the saved descriptor for
+** tu_restore_stderr. */
+int tu_capture_stderr(const char *path);
+void tu_restore_stderr(int saved);
+
+/* Occurrences of sub in s. */
+int tu_count_substr(const char *s, const char *sub);
+
+/* Is libcuda.so.1 already loaded in this process / could dlopen find it? */
+int tu_driver_loaded(void);
+int tu_driver_present(void);
+
 /* Run the suite with CK_NORMAL output; returns the process exit status. */
 int tu_run_suite(Suite *s);
 
