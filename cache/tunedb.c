@@ -65,21 +65,6 @@ struct sfa_tunedb {
 
 /* ------------------------------------------------------------ small helpers */
 
-static sfa_status fail(char *err, size_t n, sfa_status st, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 4, 5)))
-#endif
-    ;
-static sfa_status fail(char *err, size_t n, sfa_status st, const char *fmt, ...) {
-  if (err && n > 0) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, n, fmt, ap);
-    va_end(ap);
-  }
-  return st;
-}
-
 /* Printable ASCII, non-empty, fits; TAB and control bytes are not allowed. */
 static int valid_gpu(const char *s) {
   size_t n = s ? strlen(s) : 0;
@@ -184,17 +169,17 @@ static int64_t pow2_ceil(int64_t v) {
 sfa_status sfa_tunedb_bucket(int64_t tq, int64_t tk, int64_t bh, char *buf, size_t n, char *err,
                              size_t errlen) {
   const sfa_status bad = SFA_ERR_INVALID_ARGUMENT;
-  if (!buf || n == 0) return fail(err, errlen, bad, "size bucket: NULL buffer");
+  if (!buf || n == 0) return sfa__fail(err, errlen, bad, "size bucket: NULL buffer");
   buf[0] = '\0';
   if (tq < 1 || tq > MAX_SIDE || tk < 1 || tk > MAX_SIDE || bh < 1 || bh > MAX_SIDE)
-    return fail(err, errlen, bad,
+    return sfa__fail(err, errlen, bad,
                 "size bucket: Tq %lld, Tk %lld and batch*heads %lld must each be in 1..2^40",
                 (long long)tq, (long long)tk, (long long)bh);
   int len = snprintf(buf, n, "tq%lld_tk%lld_bh%lld", (long long)pow2_ceil(tq),
                      (long long)pow2_ceil(tk), (long long)pow2_ceil(bh));
   if (len < 0 || (size_t)len >= n) {
     buf[0] = '\0';
-    return fail(err, errlen, bad, "size bucket: buffer of %zu bytes is too short", n);
+    return sfa__fail(err, errlen, bad, "size bucket: buffer of %zu bytes is too short", n);
   }
   return SFA_OK;
 }
@@ -232,19 +217,19 @@ sfa_status sfa_tunedb_make_key(sfa_tune_key *key, const char *gpu, int cc,
                                const sfa_kernel_spec *spec, int64_t tq, int64_t tk, int64_t bh,
                                char *err, size_t errlen) {
   const sfa_status bad = SFA_ERR_INVALID_ARGUMENT;
-  if (!key || !spec) return fail(err, errlen, bad, "tuning key: NULL argument");
+  if (!key || !spec) return sfa__fail(err, errlen, bad, "tuning key: NULL argument");
   memset(key, 0, sizeof *key);
   if (!valid_gpu(gpu))
-    return fail(err, errlen, bad,
+    return sfa__fail(err, errlen, bad,
                 "tuning key: gpu name must be 1..%d printable ASCII characters",
                 SFA_TUNEDB_GPU_MAX - 1);
-  if (!valid_cc(cc)) return fail(err, errlen, bad, "tuning key: cc %d is not in 10..999", cc);
+  if (!valid_cc(cc)) return sfa__fail(err, errlen, bad, "tuning key: cc %d is not in 10..999", cc);
   sfa_kernel_spec s = *spec;
   s.block_m = 64, s.block_n = 64, s.num_warps = 4, s.num_stages = 1; /* not in the key */
   s.arch = 90; /* the key has no arch either; only the other fields are checked */
   char why[256];
   if (sfa__spec_check_domain(&s, why, sizeof why) != SFA_OK)
-    return fail(err, errlen, bad, "tuning key: %s", why);
+    return sfa__fail(err, errlen, bad, "tuning key: %s", why);
   sfa_status st = sfa_tunedb_bucket(tq, tk, bh, key->bucket, sizeof key->bucket, err, errlen);
   if (st != SFA_OK) return st;
   snprintf(key->gpu, sizeof key->gpu, "%s", gpu);
@@ -272,15 +257,15 @@ void sfa_tunedb_config_apply(const sfa_tune_config *cfg, sfa_kernel_spec *spec) 
 sfa_status sfa_tunedb_file_name(const char *gpu, int cc, char *out, size_t n, char *err,
                                 size_t errlen) {
   const sfa_status bad = SFA_ERR_INVALID_ARGUMENT;
-  if (!out || n == 0) return fail(err, errlen, bad, "tuning db file name: NULL buffer");
+  if (!out || n == 0) return sfa__fail(err, errlen, bad, "tuning db file name: NULL buffer");
   out[0] = '\0';
   if (!valid_gpu(gpu))
-    return fail(err, errlen, bad,
+    return sfa__fail(err, errlen, bad,
                 "tuning db: gpu name must be 1..%d printable ASCII characters",
                 SFA_TUNEDB_GPU_MAX - 1);
-  if (!valid_cc(cc)) return fail(err, errlen, bad, "tuning db: cc %d is not in 10..999", cc);
+  if (!valid_cc(cc)) return sfa__fail(err, errlen, bad, "tuning db: cc %d is not in 10..999", cc);
   size_t len = strlen(gpu);
-  if (len + 12 > n) return fail(err, errlen, bad, "tuning db file name: buffer too short");
+  if (len + 12 > n) return sfa__fail(err, errlen, bad, "tuning db file name: buffer too short");
   for (size_t i = 0; i < len; i++) {
     char c = gpu[i];
     int ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
@@ -359,9 +344,9 @@ static int key_cmp(const trow *a, const trow *b) {
 static int check_row(const char *gpu, int cc, const sfa_tune_row *r, trow *out, char *why,
                      size_t n) {
   char msg[256];
-  if (!valid_gpu(r->key.gpu)) return fail(why, n, 1, "bad gpu name"), -1;
+  if (!valid_gpu(r->key.gpu)) return sfa__fail(why, n, 1, "bad gpu name"), -1;
   if (strcmp(r->key.gpu, gpu) != 0 || r->key.cc != cc) {
-    fail(why, n, 1, "row of gpu '%s' cc %d in the db of gpu '%s' cc %d", r->key.gpu, r->key.cc,
+    sfa__fail(why, n, 1, "row of gpu '%s' cc %d in the db of gpu '%s' cc %d", r->key.gpu, r->key.cc,
          gpu, cc);
     return -1;
   }
@@ -369,16 +354,16 @@ static int check_row(const char *gpu, int cc, const sfa_tune_row *r, trow *out, 
                        r->cfg.block_m, r->cfg.block_n, r->cfg.num_warps, r->cfg.num_stages,
                        90, r->key.flags};
   if (sfa__spec_check_domain(&s, msg, sizeof msg) != SFA_OK)
-    return fail(why, n, 1, "%s", msg), -1;
+    return sfa__fail(why, n, 1, "%s", msg), -1;
   if (sfa_tunedb_bucket_parse(r->key.bucket, &out->tq, &out->tk, &out->bh) != 0)
-    return fail(why, n, 1, "size_bucket '%s' is not tq<2^a>_tk<2^b>_bh<2^c>",
+    return sfa__fail(why, n, 1, "size_bucket '%s' is not tq<2^a>_tk<2^b>_bh<2^c>",
                 printable(r->key.bucket, msg, 64)),
            -1;
   if (!isfinite(r->time_us) || r->time_us <= 0 || !isfinite(r->default_time_us) ||
       r->default_time_us <= 0)
-    return fail(why, n, 1, "time_us and default_time_us must be finite and > 0"), -1;
+    return sfa__fail(why, n, 1, "time_us and default_time_us must be finite and > 0"), -1;
   if (r->date[0] && !valid_date(r->date))
-    return fail(why, n, 1, "date '%s' is not YYYY-MM-DD[THH:MM:SSZ]", printable(r->date, msg, 32)),
+    return sfa__fail(why, n, 1, "date '%s' is not YYYY-MM-DD[THH:MM:SSZ]", printable(r->date, msg, 32)),
            -1;
   out->r = *r;
   return 0;
@@ -454,11 +439,11 @@ static int parse_row(char *line, const char *gpu, int cc, trow *out, char *why, 
   sfa_tune_row r;
   int nf = split_tabs(line, f, NCOLS), i;
   memset(&r, 0, sizeof r);
-  if (nf != NCOLS) return fail(why, n, 1, "%s %d fields, expected %d", nf > NCOLS ? "more than" :
+  if (nf != NCOLS) return sfa__fail(why, n, 1, "%s %d fields, expected %d", nf > NCOLS ? "more than" :
                                           "only", nf > NCOLS ? NCOLS : nf, NCOLS), -1;
   char shown[41];
 #define BADF(col, what)                                                          \
-  return fail(why, n, 1, "column %s: '%s' is not %s", col,                       \
+  return sfa__fail(why, n, 1, "column %s: '%s' is not %s", col,                       \
               printable(f[i], shown, sizeof shown), what),                      \
          -1
   if (strlen(f[i = 0]) >= sizeof r.key.gpu) BADF("gpu", "a gpu name");
@@ -492,7 +477,7 @@ static int parse_header(const char *line, const char *gpu, int cc, report *rep) 
   size_t pl = sizeof HEADER_PREFIX - 1;
   if (strncmp(line, HEADER_PREFIX, pl) != 0) {
     char shown[61];
-    fail(rep->why, sizeof rep->why, 1, "not an sfa tuning db (first line '%s')",
+    sfa__fail(rep->why, sizeof rep->why, 1, "not an sfa tuning db (first line '%s')",
          printable(line, shown, sizeof shown));
     return RD_BAD_HEADER;
   }
@@ -502,7 +487,7 @@ static int parse_header(const char *line, const char *gpu, int cc, report *rep) 
   char vbuf[12] = "";
   if (vl > 0 && vl < sizeof vbuf) memcpy(vbuf, p, vl), vbuf[vl] = '\0';
   if (!parse_int(vbuf, &ver) || ver != SFA_TUNEDB_VERSION) {
-    fail(rep->why, sizeof rep->why, 1, "format version '%s', this build reads v%d", vbuf,
+    sfa__fail(rep->why, sizeof rep->why, 1, "format version '%s', this build reads v%d", vbuf,
          SFA_TUNEDB_VERSION);
     return RD_BAD_HEADER;
   }
@@ -510,20 +495,20 @@ static int parse_header(const char *line, const char *gpu, int cc, report *rep) 
   const char *cce = NULL;
   for (const char *q = strstr(p, " cc="); q; q = strstr(q + 1, " cc=")) cce = q;
   if (strncmp(p, " gpu=", 5) != 0 || !cce || cce < p + 5) {
-    fail(rep->why, sizeof rep->why, 1, "header lacks gpu= and cc=");
+    sfa__fail(rep->why, sizeof rep->why, 1, "header lacks gpu= and cc=");
     return RD_BAD_HEADER;
   }
   int fcc = 0;
   size_t glen = (size_t)(cce - (p + 5));
   if (!parse_int(cce + 4, &fcc) || glen == 0 || glen >= SFA_TUNEDB_GPU_MAX) {
-    fail(rep->why, sizeof rep->why, 1, "header has a bad gpu= or cc= value");
+    sfa__fail(rep->why, sizeof rep->why, 1, "header has a bad gpu= or cc= value");
     return RD_BAD_HEADER;
   }
   if (strlen(gpu) != glen || strncmp(p + 5, gpu, glen) != 0 || fcc != cc) {
     char fg[SFA_TUNEDB_GPU_MAX], shown[SFA_TUNEDB_GPU_MAX];
     memcpy(fg, p + 5, glen);
     fg[glen] = '\0';
-    fail(rep->why, sizeof rep->why, 1, "file of gpu '%s' cc %d, expected gpu '%s' cc %d",
+    sfa__fail(rep->why, sizeof rep->why, 1, "file of gpu '%s' cc %d, expected gpu '%s' cc %d",
          printable(fg, shown, sizeof shown), fcc, gpu, cc);
     return RD_FOREIGN;
   }
@@ -536,7 +521,7 @@ static void read_db(const char *path, const char *gpu, int cc, rowvec *out, repo
   FILE *f = fopen(path, "r");
   if (!f) {
     rep->status = (errno == ENOENT || errno == ENOTDIR) ? RD_MISSING : RD_UNREADABLE;
-    fail(rep->why, sizeof rep->why, 1, "cannot open: %s", strerror(errno));
+    sfa__fail(rep->why, sizeof rep->why, 1, "cannot open: %s", strerror(errno));
     return;
   }
   char *line = NULL, why[256];
@@ -551,12 +536,12 @@ static void read_db(const char *path, const char *gpu, int cc, rowvec *out, repo
     if (lineno <= 2) {
       int st = RD_OK;
       if (binary) {
-        fail(rep->why, sizeof rep->why, 1, "binary data in the header");
+        sfa__fail(rep->why, sizeof rep->why, 1, "binary data in the header");
         st = RD_BAD_HEADER;
       } else if (lineno == 1) {
         st = parse_header(line, gpu, cc, rep);
       } else if (strcmp(line, COLUMNS) != 0) {
-        fail(rep->why, sizeof rep->why, 1, "second line is not the column header");
+        sfa__fail(rep->why, sizeof rep->why, 1, "second line is not the column header");
         st = RD_BAD_HEADER;
       }
       if (st != RD_OK) {
@@ -569,8 +554,8 @@ static void read_db(const char *path, const char *gpu, int cc, rowvec *out, repo
     if (!binary && (len == 0 || line[0] == '#')) continue;
     trow t;
     int bad = 0;
-    if (binary) bad = 1, fail(why, sizeof why, 1, "binary data");
-    else if (len > LINE_MAX_BYTES) bad = 1, fail(why, sizeof why, 1, "line too long");
+    if (binary) bad = 1, sfa__fail(why, sizeof why, 1, "binary data");
+    else if (len > LINE_MAX_BYTES) bad = 1, sfa__fail(why, sizeof why, 1, "line too long");
     else bad = parse_row(line, gpu, cc, &t, why, sizeof why) != 0;
     if (bad) {
       if (rep->nbad++ == 0) {
@@ -587,11 +572,11 @@ static void read_db(const char *path, const char *gpu, int cc, rowvec *out, repo
   }
   if (rep->status == RD_OK && ferror(f)) {
     rep->status = RD_UNREADABLE;
-    fail(rep->why, sizeof rep->why, 1, "read error: %s", strerror(errno ? errno : EIO));
+    sfa__fail(rep->why, sizeof rep->why, 1, "read error: %s", strerror(errno ? errno : EIO));
   } else if (rep->status == RD_OK && lineno < 2) {
     rep->status = RD_BAD_HEADER;
     rep->line = lineno + 1;
-    fail(rep->why, sizeof rep->why, 1, lineno == 0 ? "empty file" : "no column header");
+    sfa__fail(rep->why, sizeof rep->why, 1, lineno == 0 ? "empty file" : "no column header");
   }
   free(line);
   fclose(f);
@@ -623,20 +608,20 @@ static void warn_read(sfa_tunedb *db, const char *path, const report *rep) {
 sfa_status sfa_tunedb_open_path(sfa_tunedb **out, const char *path, const char *gpu, int cc,
                                 int quiet, char *err, size_t errlen) {
   const sfa_status bad = SFA_ERR_INVALID_ARGUMENT;
-  if (!out) return fail(err, errlen, bad, "sfa_tunedb_open: db is NULL");
+  if (!out) return sfa__fail(err, errlen, bad, "sfa_tunedb_open: db is NULL");
   *out = NULL;
-  if (!path || !*path) return fail(err, errlen, bad, "tuning db: empty path");
+  if (!path || !*path) return sfa__fail(err, errlen, bad, "tuning db: empty path");
   if (strlen(path) >= PATH_BUF - 32)
-    return fail(err, errlen, bad, "tuning db: path too long (%zu bytes)", strlen(path));
+    return sfa__fail(err, errlen, bad, "tuning db: path too long (%zu bytes)", strlen(path));
   if (!valid_gpu(gpu))
-    return fail(err, errlen, bad, "tuning db: gpu name must be 1..%d printable ASCII characters",
+    return sfa__fail(err, errlen, bad, "tuning db: gpu name must be 1..%d printable ASCII characters",
                 SFA_TUNEDB_GPU_MAX - 1);
-  if (!valid_cc(cc)) return fail(err, errlen, bad, "tuning db: cc %d is not in 10..999", cc);
+  if (!valid_cc(cc)) return sfa__fail(err, errlen, bad, "tuning db: cc %d is not in 10..999", cc);
   sfa_tunedb *db = calloc(1, sizeof *db);
-  if (!db) return fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "out of memory (tuning db)");
+  if (!db) return sfa__fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "out of memory (tuning db)");
   if (pthread_mutex_init(&db->lock, NULL) != 0) {
     free(db);
-    return fail(err, errlen, SFA_ERR_INTERNAL, "cannot initialise the tuning db mutex");
+    return sfa__fail(err, errlen, SFA_ERR_INTERNAL, "cannot initialise the tuning db mutex");
   }
   snprintf(db->path, sizeof db->path, "%s", path);
   snprintf(db->gpu, sizeof db->gpu, "%s", gpu);
@@ -692,14 +677,14 @@ sfa_status sfa_tunedb_lookup(sfa_tunedb *db, const sfa_tune_key *key, sfa_tune_r
 sfa_status sfa_tunedb_put(sfa_tunedb *db, const sfa_tune_row *row, char *err, size_t errlen) {
   trow t;
   char why[320];
-  if (!db || !row) return fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "sfa_tunedb_put: NULL");
+  if (!db || !row) return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "sfa_tunedb_put: NULL");
   if (check_row(db->gpu, db->cc, row, &t, why, sizeof why) != 0)
-    return fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "tuning db row: %s", why);
+    return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "tuning db row: %s", why);
   if (!t.r.date[0]) now_iso(t.r.date, sizeof t.r.date);
   pthread_mutex_lock(&db->lock);
   int rc = add_row(&db->rows, &t, ADD_REPLACE);
   pthread_mutex_unlock(&db->lock);
-  if (rc < 0) return fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "out of memory (tuning db row)");
+  if (rc < 0) return sfa__fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "out of memory (tuning db row)");
   return SFA_OK;
 }
 
@@ -728,15 +713,15 @@ static int write_db(const char *path, const char *gpu, int cc, const rowvec *v, 
                     size_t n) {
   char dir[PATH_BUF], tmp[PATH_BUF + 16], fl[40];
   if (mkdir_parent(path, dir, sizeof dir) != 0)
-    return fail(why, n, 1, "cannot create directory %s: %s", dir, strerror(errno)), -1;
+    return sfa__fail(why, n, 1, "cannot create directory %s: %s", dir, strerror(errno)), -1;
   snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", path);
   int fd = mkstemp(tmp);
   if (fd < 0)
-    return fail(why, n, 1, "cannot create a temporary file in %s: %s", dir, strerror(errno)), -1;
+    return sfa__fail(why, n, 1, "cannot create a temporary file in %s: %s", dir, strerror(errno)), -1;
   (void)fchmod(fd, 0644); /* mkstemp makes 0600; the db is meant to be shared */
   FILE *f = fdopen(fd, "w");
   if (!f) {
-    fail(why, n, 1, "cannot write %s: %s", tmp, strerror(errno));
+    sfa__fail(why, n, 1, "cannot write %s: %s", tmp, strerror(errno));
     close(fd);
     unlink(tmp);
     return -1;
@@ -756,12 +741,12 @@ static int write_db(const char *path, const char *gpu, int cc, const rowvec *v, 
   if (!bad && fsync(fileno(f)) != 0 && errno != EINVAL && errno != EROFS) bad = 1, e = errno;
   if (fclose(f) != 0 && !bad) bad = 1, e = errno;
   if (bad) {
-    fail(why, n, 1, "writing %s: %s", tmp, strerror(e ? e : EIO));
+    sfa__fail(why, n, 1, "writing %s: %s", tmp, strerror(e ? e : EIO));
     unlink(tmp);
     return -1;
   }
   if (rename(tmp, path) != 0) {
-    fail(why, n, 1, "renaming %s into place: %s", tmp, strerror(errno));
+    sfa__fail(why, n, 1, "renaming %s into place: %s", tmp, strerror(errno));
     unlink(tmp);
     return -1;
   }
@@ -770,7 +755,7 @@ static int write_db(const char *path, const char *gpu, int cc, const rowvec *v, 
 
 sfa_status sfa_tunedb_save(sfa_tunedb *db, char *err, size_t errlen) {
   char dir[PATH_BUF], why[PATH_BUF + 128];
-  if (!db) return fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "sfa_tunedb_save: db is NULL");
+  if (!db) return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "sfa_tunedb_save: db is NULL");
   pthread_mutex_lock(&db->lock);
   /* Lock the directory against other savers, then take in their rows. */
   int dfd = -1;
@@ -789,21 +774,21 @@ sfa_status sfa_tunedb_save(sfa_tunedb *db, char *err, size_t errlen) {
   int rc = oom ? -1 : write_db(db->path, db->gpu, db->cc, &db->rows, why, sizeof why);
   if (dfd >= 0) close(dfd); /* releases the flock */
   pthread_mutex_unlock(&db->lock);
-  if (oom) return fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "out of memory (tuning db save)");
-  if (rc != 0) return fail(err, errlen, SFA_ERR_IO, "tuning db %s not saved: %s", db->path, why);
+  if (oom) return sfa__fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "out of memory (tuning db save)");
+  if (rc != 0) return sfa__fail(err, errlen, SFA_ERR_IO, "tuning db %s not saved: %s", db->path, why);
   return SFA_OK;
 }
 
 sfa_status sfa_tunedb_export(sfa_tunedb *db, const char *path, char *err, size_t errlen) {
   char why[PATH_BUF + 128];
   if (!db || !path || !*path)
-    return fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "sfa_tunedb_export: NULL or empty path");
+    return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "sfa_tunedb_export: NULL or empty path");
   if (strlen(path) >= PATH_BUF - 32)
-    return fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "tuning db export: path too long");
+    return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "tuning db export: path too long");
   pthread_mutex_lock(&db->lock);
   int rc = write_db(path, db->gpu, db->cc, &db->rows, why, sizeof why);
   pthread_mutex_unlock(&db->lock);
-  if (rc != 0) return fail(err, errlen, SFA_ERR_IO, "tuning db export to %s failed: %s", path, why);
+  if (rc != 0) return sfa__fail(err, errlen, SFA_ERR_IO, "tuning db export to %s failed: %s", path, why);
   return SFA_OK;
 }
 
@@ -811,7 +796,7 @@ sfa_status sfa_tunedb_merge_file(sfa_tunedb *db, const char *path, int *changed,
                                  size_t errlen) {
   if (changed) *changed = 0;
   if (!db || !path || !*path)
-    return fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "sfa_tunedb_merge_file: NULL argument");
+    return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "sfa_tunedb_merge_file: NULL argument");
   rowvec other = {NULL, 0, 0};
   report rep;
   read_db(path, db->gpu, db->cc, &other, &rep);
@@ -819,13 +804,13 @@ sfa_status sfa_tunedb_merge_file(sfa_tunedb *db, const char *path, int *changed,
   switch (rep.status) {
   case RD_OK: break;
   case RD_MISSING:
-  case RD_UNREADABLE: st = fail(err, errlen, SFA_ERR_IO, "tuning db %s: %s", path, rep.why); break;
+  case RD_UNREADABLE: st = sfa__fail(err, errlen, SFA_ERR_IO, "tuning db %s: %s", path, rep.why); break;
   case RD_FOREIGN:
-    st = fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "tuning db %s: %s", path, rep.why);
+    st = sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "tuning db %s: %s", path, rep.why);
     break;
-  case RD_OOM: st = fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "out of memory reading %s", path); break;
+  case RD_OOM: st = sfa__fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "out of memory reading %s", path); break;
   default:
-    st = fail(err, errlen, SFA_ERR_CORRUPT, "tuning db %s:%d: %s", path, rep.line, rep.why);
+    st = sfa__fail(err, errlen, SFA_ERR_CORRUPT, "tuning db %s:%d: %s", path, rep.line, rep.why);
   }
   if (st != SFA_OK) {
     free(other.v);
@@ -842,6 +827,6 @@ sfa_status sfa_tunedb_merge_file(sfa_tunedb *db, const char *path, int *changed,
   pthread_mutex_unlock(&db->lock);
   free(other.v);
   if (changed) *changed = n;
-  if (oom) return fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "out of memory merging %s", path);
+  if (oom) return sfa__fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "out of memory merging %s", path);
   return SFA_OK;
 }

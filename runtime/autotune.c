@@ -16,21 +16,6 @@
 
 #define MAX_REPS 100000
 
-static sfa_status fail(char *err, size_t n, sfa_status st, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 4, 5)))
-#endif
-    ;
-static sfa_status fail(char *err, size_t n, sfa_status st, const char *fmt, ...) {
-  if (err && n > 0) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, n, fmt, ap);
-    va_end(ap);
-  }
-  return st;
-}
-
 static int same_tile(const sfa_kernel_spec *a, const sfa_kernel_spec *b) {
   return a->block_m == b->block_m && a->block_n == b->block_n &&
          a->num_warps == b->num_warps && a->num_stages == b->num_stages;
@@ -42,14 +27,14 @@ sfa_status sfa__tune_candidates(const sfa_kernel_spec *base, sfa_kernel_spec **o
                                 char *err, size_t errlen) {
   static const int BM[] = {64, 128}, BN[] = {32, 64, 128}, W[] = {4, 8}, S[] = {1, 2};
   if (!base || !out || !n)
-    return fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "sfa__tune_candidates: NULL argument");
+    return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "sfa__tune_candidates: NULL argument");
   *out = NULL;
   *n = 0;
   sfa_kernel_spec def = *base;
   sfa_status st = sfa_spec_default(&def, err, errlen);
   if (st != SFA_OK) return st;
   sfa_kernel_spec *v = malloc(SFA__TUNE_MAX_CANDIDATES * sizeof *v);
-  if (!v) return fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "out of memory (tuning candidates)");
+  if (!v) return sfa__fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "out of memory (tuning candidates)");
   int k = 0;
   v[k++] = def;
   for (int a = 0; a < 2; a++)
@@ -165,24 +150,24 @@ sfa_status sfa__tune_run(const sfa_kernel_spec *cands, int n, const sfa__tune_op
                          void *user, sfa__tune_result *res, char *err, size_t errlen) {
   const sfa_status bad = SFA_ERR_INVALID_ARGUMENT;
   char name[SFA__NAME_MAX];
-  if (!res) return fail(err, errlen, bad, "sfa__tune_run: res is NULL");
+  if (!res) return sfa__fail(err, errlen, bad, "sfa__tune_run: res is NULL");
   memset(res, 0, sizeof *res);
   res->best_ms = res->default_ms = NAN;
-  if (!cands || n < 1) return fail(err, errlen, bad, "sfa__tune_run: no candidates");
-  if (!ops || !ops->run) return fail(err, errlen, bad, "sfa__tune_run: ops->run is NULL");
+  if (!cands || n < 1) return sfa__fail(err, errlen, bad, "sfa__tune_run: no candidates");
+  if (!ops || !ops->run) return sfa__fail(err, errlen, bad, "sfa__tune_run: ops->run is NULL");
   if (ops->reps < 1 || ops->reps > MAX_REPS || ops->warmup < 0 || ops->warmup > MAX_REPS)
-    return fail(err, errlen, bad,
+    return sfa__fail(err, errlen, bad,
                 "sfa__tune_run: reps %d must be in 1..%d and warmup %d in 0..%d", ops->reps,
                 MAX_REPS, ops->warmup, MAX_REPS);
   if (!isfinite(ops->tolerance) || ops->tolerance < 0)
-    return fail(err, errlen, bad, "sfa__tune_run: tolerance %g must be finite and >= 0",
+    return sfa__fail(err, errlen, bad, "sfa__tune_run: tolerance %g must be finite and >= 0",
                 ops->tolerance);
   sfa__tune_entry *ent = calloc((size_t)n, sizeof *ent);
   double *t = malloc((size_t)ops->reps * sizeof *t);
   if (!ent || !t) {
     free(ent);
     free(t);
-    return fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "out of memory (tuning table)");
+    return sfa__fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "out of memory (tuning table)");
   }
   for (int i = 0; i < n; i++) {
     ent[i].spec = cands[i];
@@ -200,7 +185,7 @@ sfa_status sfa__tune_run(const sfa_kernel_spec *cands, int n, const sfa__tune_op
       free(t);
       if (sfa_spec_name(&cands[0], name, sizeof name) != SFA_OK) snprintf(name, sizeof name, "?");
       sfa_status st = (rc > 0 && rc <= (int)SFA_ERR_INTERNAL) ? (sfa_status)rc : SFA_ERR_INTERNAL;
-      return fail(err, errlen, st, "autotune: the heuristic default %s is unusable: %s", name,
+      return sfa__fail(err, errlen, st, "autotune: the heuristic default %s is unusable: %s", name,
                   ent[0].reason);
     }
   }
@@ -250,7 +235,7 @@ sfa_status sfa__tune_pick(sfa_tunedb *db, const sfa_tune_key *key, sfa_kernel_sp
                           int *from_db, char *err, size_t errlen) {
   sfa_tune_row row;
   if (from_db) *from_db = 0;
-  if (!spec) return fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "sfa__tune_pick: spec is NULL");
+  if (!spec) return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "sfa__tune_pick: spec is NULL");
   sfa_status st = sfa_spec_default(spec, err, errlen);
   if (st != SFA_OK) return st;
   if (!db || !key || sfa_tunedb_lookup(db, key, &row) != SFA_OK) return SFA_OK;

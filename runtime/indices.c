@@ -13,24 +13,9 @@
 #include "runtime/indices.h"
 #include "runtime/internal.h"
 #include "runtime/validate.h"
+#include "gen/gen_internal.h"
 
 /* ------------------------------------------------------------ host checker */
-
-static sfa_status fail(char *err, size_t errlen, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 3, 4)))
-#endif
-    ;
-
-static sfa_status fail(char *err, size_t errlen, const char *fmt, ...) {
-  if (err && errlen) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-  }
-  return SFA_ERR_INVALID_ARGUMENT;
-}
 
 /* The q or the k side of the contract. */
 typedef struct side {
@@ -50,7 +35,7 @@ static sfa_status check_row(const side *s, const int32_t *idx, const int32_t *hs
     const int32_t x = idx[t];
     if (x == s->pad) {
       if (hs && hs[t] != INT32_MAX)
-        return fail(err, errlen,
+        return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
                     "extras->%s[%lld, %lld, %lld] = %d at padding (%s = %s there); padding "
                     "needs %s = INT32_MAX",
                     s->hash, b, h, t, (int)hs[t], s->idx, s->pad_str, s->hash);
@@ -58,32 +43,32 @@ static sfa_status check_row(const side *s, const int32_t *idx, const int32_t *hs
       continue;
     }
     if (x < 0)
-      return fail(err, errlen,
+      return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
                   "extras->%s[%lld, %lld, %lld] = %d is negative; positions are >= 0 and "
                   "padding is %s",
                   s->idx, b, h, t, (int)x, s->pad_str);
     if (pad_at >= 0)
-      return fail(err, errlen,
+      return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
                   "extras->%s[%lld, %lld, %lld] = %d follows padding at %s[%lld, %lld, %lld] = "
                   "%s (padding must be a suffix)",
                   s->idx, b, h, t, (int)x, s->idx, b, h, pad_at, s->pad_str);
     if (hs && hs[t] < 0)
-      return fail(err, errlen, "extras->%s[%lld, %lld, %lld] = %d is negative; buckets are >= 0",
+      return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "extras->%s[%lld, %lld, %lld] = %d is negative; buckets are >= 0",
                   s->hash, b, h, t, (int)hs[t]);
     if (t == 0) continue;
     const int32_t px = idx[t - 1];
     if (hs && hs[t] < hs[t - 1])
-      return fail(err, errlen,
+      return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
                   "extras->%s[%lld, %lld, %lld] = %d is less than %s[%lld, %lld, %lld] = %d "
                   "(rows must be sorted by bucket, then position)",
                   s->hash, b, h, t, (int)hs[t], s->hash, b, h, t - 1, (int)hs[t - 1]);
     if (hs && hs[t] == hs[t - 1] && x <= px)
-      return fail(err, errlen,
+      return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
                   "extras->%s[%lld, %lld, %lld] = %d is not greater than %s[%lld, %lld, %lld] = "
                   "%d in bucket %d (rows must be sorted by bucket, then position)",
                   s->idx, b, h, t, (int)x, s->idx, b, h, t - 1, (int)px, (int)hs[t]);
     if (!hs && x <= px)
-      return fail(err, errlen,
+      return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
                   "extras->%s[%lld, %lld, %lld] = %d is not greater than %s[%lld, %lld, %lld] = "
                   "%d (indices must strictly increase)",
                   s->idx, b, h, t, (int)x, s->idx, b, h, t - 1, (int)px);
@@ -97,14 +82,14 @@ sfa_status sfa__check_index_arrays(sfa_mode mode, int64_t B, int64_t Hq, int64_t
                                    const int32_t *k_hash, char *err, size_t errlen) {
   const int hash = mode == SFA_MODE_HASH;
   if (mode != SFA_MODE_QK_DROP && !hash)
-    return fail(err, errlen, "params.mode: %d; only modes qk_drop and hash have index arrays",
+    return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "params.mode: %d; only modes qk_drop and hash have index arrays",
                 (int)mode);
   if (B < 1 || Hq < 1 || Hkv < 1 || Tq < 1 || Tk < 1)
-    return fail(err, errlen, "sizes: B, Hq, Hkv, Tq, Tk = %lld, %lld, %lld, %lld, %lld; each "
+    return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "sizes: B, Hq, Hkv, Tq, Tk = %lld, %lld, %lld, %lld, %lld; each "
                 "must be >= 1", (long long)B, (long long)Hq, (long long)Hkv, (long long)Tq,
                 (long long)Tk);
   if (!q_idx || !k_idx || (hash && (!q_hash || !k_hash)))
-    return fail(err, errlen, "extras->%s: is NULL; mode %s needs it",
+    return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "extras->%s: is NULL; mode %s needs it",
                 !q_idx ? "q_idx" : !k_idx ? "k_idx" : !q_hash ? "q_hash" : "k_hash",
                 hash ? "hash" : "qk_drop");
   sfa_status st;

@@ -22,26 +22,7 @@
 #include <string.h>
 
 #include "sfa.h"
-
-static sfa_status fail(char *err, size_t errlen, sfa_status st, const char *fmt, ...) {
-  if (err && errlen) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-  }
-  return st;
-}
-
-static const char *mode_name(sfa_mode m) {
-  switch (m) {
-    case SFA_MODE_DENSE: return "dense";
-    case SFA_MODE_QK_DROP: return "qk_drop";
-    case SFA_MODE_HASH: return "hash";
-    case SFA_MODE_WINDOW: return "window";
-  }
-  return "?";
-}
+#include "gen/gen_internal.h"
 
 /* Does the index rule of qk_drop and hash let query position qi see key kj? */
 static int idx_allows(int32_t qi, int32_t kj) {
@@ -52,10 +33,10 @@ static int idx_allows(int32_t qi, int32_t kj) {
 static sfa_status check_broadcast(const char *nm, int heads, int rows, int Hq, int Hkv, int Tq,
                                   char *err, size_t errlen) {
   if (heads != Hq && heads != Hkv && heads != 1)
-    return fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
+    return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
                 "ex->%s_heads: %d; must be Hq (%d), Hkv (%d) or 1", nm, heads, Hq, Hkv);
   if (rows != Tq && rows != 1)
-    return fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
+    return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
                 "ex->%s_rows: %d; must be Tq (%d) or 1", nm, rows, Tq);
   return SFA_OK;
 }
@@ -77,11 +58,11 @@ static sfa_status check_extras(const sfa_attention_params *p, int Hq, int Hkv, i
   };
   for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
     if (f[i].needed && !f[i].ptr)
-      return fail(err, errlen, bad, "%s%s: is NULL (mode %s needs it)", ex ? "ex->" : "ex: ",
-                  f[i].name, mode_name(m));
+      return sfa__fail(err, errlen, bad, "%s%s: is NULL (mode %s needs it)", ex ? "ex->" : "ex: ",
+                  f[i].name, sfa__mode_name(m));
     if (!f[i].allowed && f[i].ptr)
-      return fail(err, errlen, bad, "ex->%s: only mode %s reads it; must be NULL in mode %s",
-                  f[i].name, f[i].who, mode_name(m));
+      return sfa__fail(err, errlen, bad, "ex->%s: only mode %s reads it; must be NULL in mode %s",
+                  f[i].name, f[i].who, sfa__mode_name(m));
   }
   sfa_status st;
   if (win && ex && ex->bias &&
@@ -98,41 +79,41 @@ static sfa_status check_args(const sfa_attention_params *p, int B, int Hq, int H
                              const sfa_host_extras *ex, const float *o, char *err,
                              size_t errlen) {
   const sfa_status bad = SFA_ERR_INVALID_ARGUMENT;
-  if (!p) return fail(err, errlen, bad, "params: is NULL");
-  if (!q) return fail(err, errlen, bad, "q: is NULL");
-  if (!k) return fail(err, errlen, bad, "k: is NULL");
-  if (!v) return fail(err, errlen, bad, "v: is NULL");
-  if (!o) return fail(err, errlen, bad, "o: is NULL");
+  if (!p) return sfa__fail(err, errlen, bad, "params: is NULL");
+  if (!q) return sfa__fail(err, errlen, bad, "q: is NULL");
+  if (!k) return sfa__fail(err, errlen, bad, "k: is NULL");
+  if (!v) return sfa__fail(err, errlen, bad, "v: is NULL");
+  if (!o) return sfa__fail(err, errlen, bad, "o: is NULL");
   const struct { const char *name; int value; } sizes[] = {
     {"B", B}, {"Hq", Hq}, {"Hkv", Hkv}, {"Tq", Tq}, {"Tk", Tk}, {"D", D}};
   for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
     if (sizes[i].value < 1)
-      return fail(err, errlen, bad, "%s: %d; must be >= 1", sizes[i].name, sizes[i].value);
+      return sfa__fail(err, errlen, bad, "%s: %d; must be >= 1", sizes[i].name, sizes[i].value);
   if (Hq % Hkv != 0)
-    return fail(err, errlen, bad, "Hkv: %d does not divide Hq (%d)", Hkv, Hq);
+    return sfa__fail(err, errlen, bad, "Hkv: %d does not divide Hq (%d)", Hkv, Hq);
   if ((unsigned)p->mode > SFA_MODE_WINDOW)
-    return fail(err, errlen, bad,
+    return sfa__fail(err, errlen, bad,
                 "params.mode: %d is not a mode (dense, qk_drop, hash or window)", (int)p->mode);
   if (!isfinite(p->scale) || p->scale < 0)
-    return fail(err, errlen, bad,
+    return sfa__fail(err, errlen, bad,
                 "params.scale: %g; must be finite and >= 0 (0 means 1/sqrt(D))",
                 (double)p->scale);
   if (p->mode == SFA_MODE_WINDOW) {
     if (p->window_left < -1)
-      return fail(err, errlen, bad, "params.window_left: %d; must be >= 0, or -1 (unbounded)",
+      return sfa__fail(err, errlen, bad, "params.window_left: %d; must be >= 0, or -1 (unbounded)",
                   p->window_left);
     if (p->window_right < -1)
-      return fail(err, errlen, bad, "params.window_right: %d; must be >= 0, or -1 (unbounded)",
+      return sfa__fail(err, errlen, bad, "params.window_right: %d; must be >= 0, or -1 (unbounded)",
                   p->window_right);
   } else if (p->window_left != -1 || p->window_right != -1) {
-    return fail(err, errlen, bad,
+    return sfa__fail(err, errlen, bad,
                 "params.window_left/window_right: %d/%d; windows apply to mode window only "
                 "(use -1 with %s)",
-                p->window_left, p->window_right, mode_name(p->mode));
+                p->window_left, p->window_right, sfa__mode_name(p->mode));
   }
   double total = (double)B * (double)(Hq > Hkv ? Hq : Hkv) * (double)(Tq > Tk ? Tq : Tk) * D;
   if (total > (double)(SIZE_MAX / sizeof(float) / 2))
-    return fail(err, errlen, bad, "B*H*T*D: %g elements do not fit in memory", total);
+    return sfa__fail(err, errlen, bad, "B*H*T*D: %g elements do not fit in memory", total);
   return check_extras(p, Hq, Hkv, Tq, ex, err, errlen);
 }
 
@@ -164,7 +145,7 @@ sfa_status sfa_reference_forward(const sfa_attention_params *params, int B, int 
     free(s);
     free(allowed);
     free(acc);
-    return fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "out of memory (Tk = %d, D = %d)", Tk, D);
+    return sfa__fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "out of memory (Tk = %d, D = %d)", Tk, D);
   }
 
   for (int b = 0; b < B; b++)
