@@ -145,43 +145,8 @@ sfa_status sfa__util_check(sfa_context *ctx, const char *nm, const sfa_tensor *t
     return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "%s: dtype %s; must be %s", nm,
                       sfa__dtype_str(t->dtype), buf);
   }
-  if (t->rank != rank)
-    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "%s.rank: %d; must be %d (%s)", nm, t->rank,
-                      rank, layout);
-  for (int i = 0; i < rank; i++)
-    if (t->shape[i] < 1 || t->shape[i] > ((int64_t)1 << 40))
-      return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
-                        "%s: shape[%d] is %lld; every dimension must be in [1, 2^40] (%s)", nm,
-                        i, (long long)t->shape[i], layout);
-  if (!t->data) return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "%s: data is NULL", nm);
-  size_t es = sfa__dtype_size(t->dtype);
-  if ((uintptr_t)t->data % es != 0)
-    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "%s: data %p is not %zu-byte aligned", nm,
-                      t->data, es);
-  double span = 0;
-  for (int i = 0; i < rank; i++) {
-    int64_t s = t->strides[i];
-    if (t->shape[i] == 1) continue;
-    if (i == rank - 1 && s != 1)
-      return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
-                        "%s: stride[%d] is %lld; the last dimension must be contiguous (stride 1)",
-                        nm, i, (long long)s);
-    if (s < 0)
-      return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
-                        "%s: stride[%d] is %lld; strides must be >= 0", nm, i, (long long)s);
-    span += (double)s * (double)(t->shape[i] - 1);
-  }
-  if (span > 4611686018427387904.0) /* 2^62 */
-    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
-                      "%s: shape and strides address more than 2^62 elements", nm);
-  if (is_output && sfa__tensor_self_overlapping(t)) {
-    sfa__tensor_shape_str(t, buf, sizeof buf);
-    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
-                      "%s: its strides make elements of shape %s overlap; an output must not "
-                      "alias itself",
-                      nm, buf);
-  }
-  return SFA_OK;
+  return sfa__check_layout(ctx, nm, t, rank, layout, 1, sfa__dtype_size(t->dtype),
+                           (int64_t)1 << 40, is_output);
 }
 
 sfa_status sfa__util_same_dims(sfa_context *ctx, const char *nm, const sfa_tensor *t,

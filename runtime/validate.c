@@ -46,20 +46,22 @@ int sfa__tensor_self_overlapping(const sfa_tensor *t) {
   return 0;
 }
 
-/* Checks that do not depend on the other tensors: rank, dims >= 1, data,
-** strides (>= 0; a multiple of `mult` elements, which is 16 bytes where mult >
-** 1; the last one 1), alignment, and that offsets fit an int64 with margin.
-** Dims of extent 1 are never indexed, so their strides are not checked. */
-static sfa_status check_layout(sfa_context *ctx, const char *nm, const sfa_tensor *t, int rank,
-                               const char *layout, int64_t mult, size_t align, int is_output) {
+sfa_status sfa__check_layout(sfa_context *ctx, const char *nm, const sfa_tensor *t, int rank,
+                             const char *layout, int64_t mult, size_t align, int64_t max_dim,
+                             int is_output) {
   if (t->rank != rank)
     return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "%s.rank: %d; must be %d (%s)", nm, t->rank,
                       rank, layout);
-  for (int i = 0; i < rank; i++)
-    if (t->shape[i] < 1)
+  for (int i = 0; i < rank; i++) {
+    if (t->shape[i] < 1 && max_dim <= 0)
       return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
                         "%s: shape[%d] is %lld; every dimension must be >= 1 (%s)", nm, i,
                         (long long)t->shape[i], layout);
+    if (max_dim > 0 && (t->shape[i] < 1 || t->shape[i] > max_dim))
+      return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
+                        "%s: shape[%d] is %lld; every dimension must be in [1, %lld] (%s)", nm, i,
+                        (long long)t->shape[i], (long long)max_dim, layout);
+  }
   if (!t->data) return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "%s: data is NULL", nm);
   if ((uintptr_t)t->data % align != 0)
     return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "%s: data %p is not %zu-byte aligned", nm,
@@ -85,10 +87,14 @@ static sfa_status check_layout(sfa_context *ctx, const char *nm, const sfa_tenso
   if (span > 4611686018427387904.0) /* 2^62 */
     return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
                       "%s: shape and strides address more than 2^62 elements", nm);
-  if (is_output && sfa__tensor_self_overlapping(t))
+  if (is_output && sfa__tensor_self_overlapping(t)) {
+    char shape[96];
+    sfa__tensor_shape_str(t, shape, sizeof shape);
     return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
-                      "%s: its strides make elements overlap; an output must not alias itself",
-                      nm);
+                      "%s: its strides make elements overlap (shape %s); an output must not "
+                      "alias itself",
+                      nm, shape);
+  }
   return SFA_OK;
 }
 
@@ -97,7 +103,7 @@ static sfa_status check_half(sfa_context *ctx, const char *nm, const sfa_tensor 
   if (t != q && t->dtype != q->dtype)
     return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "%s: dtype %s does not match q (%s)", nm,
                       sfa__dtype_str(t->dtype), sfa__dtype_str(q->dtype));
-  return check_layout(ctx, nm, t, 4, "[B, H, T, D]", 8, 16, is_output);
+  return sfa__check_layout(ctx, nm, t, 4, "[B, H, T, D]", 8, 16, 0, is_output);
 }
 
 sfa_status sfa__validate_params(sfa_context *ctx, const sfa_attention_params *p) {
@@ -137,7 +143,7 @@ static sfa_status check_index(sfa_context *ctx, const char *nm, const sfa_tensor
   if (t->dtype != SFA_DTYPE_INT32)
     return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "%s: dtype %s, expected int32", nm,
                       sfa__dtype_str(t->dtype));
-  sfa_status st = check_layout(ctx, nm, t, 3, layout, 1, 4, 0);
+  sfa_status st = sfa__check_layout(ctx, nm, t, 3, layout, 1, 4, 0, 0);
   if (st != SFA_OK) return st;
   if (t->shape[0] != B || t->shape[1] != H || t->shape[2] != T) {
     sfa__tensor_shape_str(t, a, sizeof a);
@@ -171,8 +177,8 @@ static sfa_status check_bcast(sfa_context *ctx, const char *nm, const sfa_tensor
   if (t->dtype != want)
     return sfa__error(ctx, bad, "%s: dtype %s, expected %s%s", nm, sfa__dtype_str(t->dtype),
                       sfa__dtype_str(want), want_why);
-  sfa_status st = check_layout(ctx, nm, t, 4, "[B or 1, Hq|Hkv|1, Tq or 1, Tk]", 1,
-                               is_mask ? 1 : 2, 0);
+  sfa_status st = sfa__check_layout(ctx, nm, t, 4, "[B or 1, Hq|Hkv|1, Tq or 1, Tk]", 1,
+                                    is_mask ? 1 : 2, 0, 0);
   if (st != SFA_OK) return st;
   const int64_t *s = t->shape;
   if (s[0] != B && s[0] != 1)
@@ -340,7 +346,7 @@ sfa_status sfa__validate_forward(sfa_context *ctx, const sfa_attention_params *p
     if (lse->dtype != SFA_DTYPE_FP32)
       return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "lse: dtype %s; must be fp32",
                         sfa__dtype_str(lse->dtype));
-    if ((st = check_layout(ctx, "lse", lse, 3, "[B, Hq, Tq]", 1, 4, 1)) != SFA_OK) return st;
+    if ((st = sfa__check_layout(ctx, "lse", lse, 3, "[B, Hq, Tq]", 1, 4, 0, 1)) != SFA_OK) return st;
     if (lse->shape[0] != B || lse->shape[1] != Hq || lse->shape[2] != Tq) {
       sfa__tensor_shape_str(lse, a, sizeof a);
       return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,

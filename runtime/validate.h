@@ -34,6 +34,16 @@ static inline int64_t sfa__eff_stride(const sfa_tensor *t, int i) {
   return t->shape[i] == 1 ? 0 : t->strides[i];
 }
 
+/* Checks of one tensor that do not depend on the others: rank, dims >= 1
+** (and <= max_dim when max_dim > 0), data, alignment to `align` bytes,
+** strides (>= 0; a multiple of `mult` elements, 16 bytes where mult > 1; the
+** last one 1), offsets within 2^62 elements, and, for an output, no element
+** aliasing another. Dims of extent 1 are never indexed, so their strides are
+** not checked. The message names the tensor `nm` and its `layout`. */
+sfa_status sfa__check_layout(sfa_context *ctx, const char *nm, const sfa_tensor *t, int rank,
+                             const char *layout, int64_t mult, size_t align, int64_t max_dim,
+                             int is_output);
+
 /* "[2, 16, 4096, 128]" into buf. */
 void sfa__tensor_shape_str(const sfa_tensor *t, char *buf, size_t n);
 
