@@ -303,46 +303,60 @@ static sfa_store *get_store(sfa_context *ctx) {
   return st;
 }
 
-/* The cubin of spec: the disk cache, else NVRTC (and into the cache). */
-static sfa_status get_cubin(sfa_context *ctx, const sfa_kernel_spec *spec, const char *name,
-                            void **cubin, size_t *size) {
-  char *source = NULL, *material = NULL;
+/* The cubin of a source: the disk cache, else NVRTC (and into the cache). The
+** key material has the format of spec kernels' (runtime/keymat.h). */
+static sfa_status get_cubin_source(sfa_context *ctx, const char *name, const char *source,
+                                   int arch, void **cubin, size_t *size) {
+  sfa_kernel_spec spec; /* carries the arch to the option builder */
+  memset(&spec, 0, sizeof spec);
+  spec.arch = arch;
   size_t mlen = 0;
   char why[SFA__ERRBUF];
   double t0 = now_ms();
-  sfa_status st = sfa_generate(spec, &source, why, sizeof why);
-  if (st != SFA_OK) {
-    sfa__error(ctx, st, "generating %s: %s", name, why);
-    goto done;
-  }
-  sfa__key_material_named(spec, name, source, &material, &mlen);
-  if (!material) {
-    st = sfa__error(ctx, SFA_ERR_OUT_OF_MEMORY, "out of memory building the cache key of %s", name);
-    goto done;
-  }
+  char *material = NULL;
+  sfa__key_material_named(&spec, name, source, &material, &mlen);
+  if (!material)
+    return sfa__error(ctx, SFA_ERR_OUT_OF_MEMORY, "out of memory building the cache key of %s",
+                      name);
+  sfa_status st;
   sfa_store *store = get_store(ctx);
   if (store) {
     why[0] = '\0';
     st = sfa_store_get(store, material, mlen, cubin, size, why, sizeof why);
     if (st == SFA_OK) {
       if (ctx->opts.verbose)
-        fprintf(stderr, "sfa: %s: loaded from the cache (%.1f ms)\n", name, now_ms() - t0);
+        fprintf(stderr, "sfa: %s (sm_%d): loaded from the cache (%.1f ms)\n", name, arch,
+                now_ms() - t0);
       goto done;
     }
-    if (ctx->opts.verbose && why[0]) fprintf(stderr, "sfa: %s: cache miss: %s\n", name, why);
+    if (ctx->opts.verbose && why[0])
+      fprintf(stderr, "sfa: %s (sm_%d): cache miss: %s\n", name, arch, why);
   }
-  st = sfa_compile_cubin(spec, source, cubin, size, NULL, why, sizeof why);
+  st = sfa__nvrtc_compile(name, source, arch, cubin, size, NULL, why, sizeof why);
   if (st != SFA_OK) {
     sfa__error(ctx, st, "%s", why);
     goto done;
   }
-  if (ctx->opts.verbose) fprintf(stderr, "sfa: %s: compiled (%.0f ms)\n", name, now_ms() - t0);
+  if (ctx->opts.verbose)
+    fprintf(stderr, "sfa: %s (sm_%d): compiled (%.0f ms)\n", name, arch, now_ms() - t0);
   if (store && sfa_store_put(store, material, mlen, *cubin, *size, why, sizeof why) != SFA_OK &&
       ctx->opts.verbose)
     fprintf(stderr, "sfa: %s: not cached: %s\n", name, why);
 done:
-  free(source);
   free(material);
+  return st;
+}
+
+/* The cubin of spec: its generated source through get_cubin_source (whose key
+** material equals sfa-gen's for the spec, since the NVRTC options depend on the
+** arch alone). */
+static sfa_status get_cubin(sfa_context *ctx, const sfa_kernel_spec *spec, const char *name,
+                            void **cubin, size_t *size) {
+  char *source = NULL, why[SFA__ERRBUF];
+  sfa_status st = sfa_generate(spec, &source, why, sizeof why);
+  if (st != SFA_OK) return sfa__error(ctx, st, "generating %s: %s", name, why);
+  st = get_cubin_source(ctx, name, source, spec->arch, cubin, size);
+  free(source);
   return st;
 }
 
@@ -455,50 +469,6 @@ static int util_find(const sfa_context *ctx, const sfa__device *dev, const char 
       return (int)i;
   }
   return -1;
-}
-
-/* The cubin of a source: the disk cache, else NVRTC (and into the cache). The
-** key material has the format of spec kernels' (runtime/keymat.h). */
-static sfa_status get_cubin_source(sfa_context *ctx, const char *name, const char *source,
-                                   int arch, void **cubin, size_t *size) {
-  sfa_kernel_spec spec; /* carries the arch to the option builder */
-  memset(&spec, 0, sizeof spec);
-  spec.arch = arch;
-  size_t mlen = 0;
-  char why[SFA__ERRBUF];
-  double t0 = now_ms();
-  char *material = NULL;
-  sfa__key_material_named(&spec, name, source, &material, &mlen);
-  if (!material)
-    return sfa__error(ctx, SFA_ERR_OUT_OF_MEMORY, "out of memory building the cache key of %s",
-                      name);
-  sfa_status st;
-  sfa_store *store = get_store(ctx);
-  if (store) {
-    why[0] = '\0';
-    st = sfa_store_get(store, material, mlen, cubin, size, why, sizeof why);
-    if (st == SFA_OK) {
-      if (ctx->opts.verbose)
-        fprintf(stderr, "sfa: %s (sm_%d): loaded from the cache (%.1f ms)\n", name, arch,
-                now_ms() - t0);
-      goto done;
-    }
-    if (ctx->opts.verbose && why[0])
-      fprintf(stderr, "sfa: %s (sm_%d): cache miss: %s\n", name, arch, why);
-  }
-  st = sfa__nvrtc_compile(name, source, arch, cubin, size, NULL, why, sizeof why);
-  if (st != SFA_OK) {
-    sfa__error(ctx, st, "%s", why);
-    goto done;
-  }
-  if (ctx->opts.verbose)
-    fprintf(stderr, "sfa: %s (sm_%d): compiled (%.0f ms)\n", name, arch, now_ms() - t0);
-  if (store && sfa_store_put(store, material, mlen, *cubin, *size, why, sizeof why) != SFA_OK &&
-      ctx->opts.verbose)
-    fprintf(stderr, "sfa: %s: not cached: %s\n", name, why);
-done:
-  free(material);
-  return st;
 }
 
 sfa_status sfa__kernel_get_source(sfa_context *ctx, const sfa__device *dev, const char *name,
