@@ -7,31 +7,36 @@
 **   hash     q_hash[i] == k_hash[j] and the qk_drop rule
 **   window   (window_left < 0 || j >= i + off - window_left) and
 **            (causal ? j <= i + off : window_right < 0 || j <= i + off + window_right)
-**            and mask[b, hm, i or 0, j] != 0 (with a mask); the score is
-**            s * scale + bias[b, hb, i or 0, j] (with a bias)
+**            and mask[b or 0, hm, i or 0, j] != 0 (with a mask); the score is
+**            s * scale + bias[b or 0, hb, i or 0, j] (with a bias)
 ** Query head h reads kv head h / (Hq / Hkv); a bias or mask with `heads` heads
-** is read at head h (heads = Hq), h / (Hq / Hkv) (heads = Hkv) or 0 (heads = 1).
+** is read at head h (heads = Hq), h / (Hq / Hkv) (heads = Hkv) or 0 (heads = 1),
+** and with `batches` = 1 at batch 0 for every b.
 ** A row with no allowed key gets o = 0 and lse = -inf; so does a row whose
 ** allowed keys all score -inf (a bias of -inf masks a key, as on the GPU).
+** The checks, the rule and one row of the pass live here as sfa__ref_* (see
+** reference.h) because the backward reference (reference_bwd.c) uses them too.
 */
 #include <math.h>
-#include <stdarg.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "sfa.h"
 #include "gen/gen_internal.h"
+#include "runtime/reference.h"
 
 /* Does the index rule of qk_drop and hash let query position qi see key kj? */
 static int idx_allows(int32_t qi, int32_t kj) {
   return qi != -1 && kj != INT32_MAX && qi >= kj;
 }
 
-/* bias_heads / mask_heads and _rows of the window extras. */
-static sfa_status check_broadcast(const char *nm, int heads, int rows, int Hq, int Hkv, int Tq,
-                                  char *err, size_t errlen) {
+/* bias_batches / mask_batches, _heads and _rows of the window extras. */
+static sfa_status check_broadcast(const char *nm, int batches, int heads, int rows, int B,
+                                  int Hq, int Hkv, int Tq, char *err, size_t errlen) {
+  if (batches != 0 && batches != 1 && batches != B)
+    return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
+                "ex->%s_batches: %d; must be B (%d) or 1 (0 means B)", nm, batches, B);
   if (heads != Hq && heads != Hkv && heads != 1)
     return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
                 "ex->%s_heads: %d; must be Hq (%d), Hkv (%d) or 1", nm, heads, Hq, Hkv);
@@ -42,7 +47,7 @@ static sfa_status check_broadcast(const char *nm, int heads, int rows, int Hq, i
 }
 
 /* The members of ex that the mode reads are set, the others NULL. */
-static sfa_status check_extras(const sfa_attention_params *p, int Hq, int Hkv, int Tq,
+static sfa_status check_extras(const sfa_attention_params *p, int B, int Hq, int Hkv, int Tq,
                                const sfa_host_extras *ex, char *err, size_t errlen) {
   const sfa_status bad = SFA_ERR_INVALID_ARGUMENT;
   const sfa_mode m = p->mode;
@@ -66,24 +71,27 @@ static sfa_status check_extras(const sfa_attention_params *p, int Hq, int Hkv, i
   }
   sfa_status st;
   if (win && ex && ex->bias &&
-      (st = check_broadcast("bias", ex->bias_heads, ex->bias_rows, Hq, Hkv, Tq, err, errlen)))
+      (st = check_broadcast("bias", ex->bias_batches, ex->bias_heads, ex->bias_rows, B, Hq, Hkv,
+                            Tq, err, errlen)))
     return st;
   if (win && ex && ex->mask &&
-      (st = check_broadcast("mask", ex->mask_heads, ex->mask_rows, Hq, Hkv, Tq, err, errlen)))
+      (st = check_broadcast("mask", ex->mask_batches, ex->mask_heads, ex->mask_rows, B, Hq, Hkv,
+                            Tq, err, errlen)))
     return st;
   return SFA_OK;
 }
 
 static sfa_status check_args(const sfa_attention_params *p, int B, int Hq, int Hkv, int Tq,
                              int Tk, int D, const float *q, const float *k, const float *v,
-                             const sfa_host_extras *ex, const float *o, char *err,
-                             size_t errlen) {
+                             const sfa_host_extras *ex, const sfa__ref_arg *arrays, int narrays,
+                             char *err, size_t errlen) {
   const sfa_status bad = SFA_ERR_INVALID_ARGUMENT;
   if (!p) return sfa__fail(err, errlen, bad, "params: is NULL");
   if (!q) return sfa__fail(err, errlen, bad, "q: is NULL");
   if (!k) return sfa__fail(err, errlen, bad, "k: is NULL");
   if (!v) return sfa__fail(err, errlen, bad, "v: is NULL");
-  if (!o) return sfa__fail(err, errlen, bad, "o: is NULL");
+  for (int i = 0; i < narrays; i++)
+    if (!arrays[i].ptr) return sfa__fail(err, errlen, bad, "%s: is NULL", arrays[i].name);
   const struct { const char *name; int value; } sizes[] = {
     {"B", B}, {"Hq", Hq}, {"Hkv", Hkv}, {"Tq", Tq}, {"Tk", Tk}, {"D", D}};
   for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
@@ -112,100 +120,152 @@ static sfa_status check_args(const sfa_attention_params *p, int B, int Hq, int H
                 p->window_left, p->window_right, sfa__mode_name(p->mode));
   }
   double total = (double)B * (double)(Hq > Hkv ? Hq : Hkv) * (double)(Tq > Tk ? Tq : Tk) * D;
-  if (total > (double)(SIZE_MAX / sizeof(float) / 2))
+  if (total > (double)(SIZE_MAX / sizeof(double) / 2))
     return sfa__fail(err, errlen, bad, "B*H*T*D: %g elements do not fit in memory", total);
-  return check_extras(p, Hq, Hkv, Tq, ex, err, errlen);
+  return check_extras(p, B, Hq, Hkv, Tq, ex, err, errlen);
 }
 
-/* Offset of row (b, h, i) of a window bias/mask of `heads` heads and `rows` rows. */
-static size_t bcast_row(int b, int h, int i, int Hq, int Hkv, int Tk, int heads, int rows) {
-  int hb = heads == Hq ? h : heads == 1 ? 0 : h / (Hq / Hkv);
-  int r = rows == 1 ? 0 : i;
-  return (((size_t)b * heads + hb) * rows + r) * Tk;
+sfa_status sfa__ref_setup(sfa__ref *r, const sfa_attention_params *params, int B, int Hq,
+                          int Hkv, int Tq, int Tk, int D, const float *q, const float *k,
+                          const float *v, const sfa_host_extras *ex, const sfa__ref_arg *arrays,
+                          int narrays, char *err, size_t errlen) {
+  sfa_status st = check_args(params, B, Hq, Hkv, Tq, Tk, D, q, k, v, ex, arrays, narrays, err,
+                             errlen);
+  if (st != SFA_OK) return st;
+  const sfa_mode mode = params->mode;
+  const int idx = mode == SFA_MODE_QK_DROP || mode == SFA_MODE_HASH;
+  const int win = mode == SFA_MODE_WINDOW;
+  memset(r, 0, sizeof *r);
+  r->mode = mode;
+  r->B = B, r->Hq = Hq, r->Hkv = Hkv, r->Tq = Tq, r->Tk = Tk, r->D = D;
+  r->group = Hq / Hkv;
+  r->causal = (mode == SFA_MODE_DENSE || win) && params->causal;
+  r->wl = params->window_left, r->wr = params->window_right, r->off = (int64_t)Tk - Tq;
+  r->scale = params->scale > 0 ? (double)params->scale : 1.0 / sqrt((double)D);
+  r->q = q, r->k = k, r->v = v;
+  if (idx) r->q_idx = ex->q_idx, r->k_idx = ex->k_idx;
+  if (mode == SFA_MODE_HASH) r->q_hash = ex->q_hash, r->k_hash = ex->k_hash;
+  if (win && ex && ex->bias) {
+    r->bias = ex->bias;
+    r->bias_batches = ex->bias_batches ? ex->bias_batches : B;
+    r->bias_heads = ex->bias_heads, r->bias_rows = ex->bias_rows;
+  }
+  if (win && ex && ex->mask) {
+    r->mask = ex->mask;
+    r->mask_batches = ex->mask_batches ? ex->mask_batches : B;
+    r->mask_heads = ex->mask_heads, r->mask_rows = ex->mask_rows;
+  }
+  return SFA_OK;
+}
+
+size_t sfa__ref_bcast_row(const sfa__ref *r, int batches, int heads, int rows, int b, int h,
+                          int i) {
+  int bb = batches == 1 ? 0 : b;
+  int hb = heads == r->Hq ? h : heads == 1 ? 0 : h / r->group;
+  int row = rows == 1 ? 0 : i;
+  return (((size_t)bb * heads + hb) * rows + row) * r->Tk;
+}
+
+double sfa__ref_forward_row(const sfa__ref *r, int b, int h, int i, double *s,
+                            unsigned char *allowed, double *o) {
+  const int D = r->D, Tk = r->Tk, hk = h / r->group;
+  const size_t qrow = ((size_t)b * r->Hq + h) * r->Tq + i; /* row index of (b, h, i) */
+  const size_t krow0 = ((size_t)b * r->Hkv + hk) * Tk;
+  const float *qi = r->q + qrow * D;
+  const float *brow =
+      r->bias ? r->bias + sfa__ref_bcast_row(r, r->bias_batches, r->bias_heads, r->bias_rows, b,
+                                             h, i)
+              : NULL;
+  const uint8_t *mrow =
+      r->mask ? r->mask + sfa__ref_bcast_row(r, r->mask_batches, r->mask_heads, r->mask_rows, b,
+                                             h, i)
+              : NULL;
+  const int64_t diag = (int64_t)i + r->off; /* the key aligned with query i */
+  const int64_t wl = r->wl, wr = r->wr;
+  double m = -INFINITY;
+  int any = 0;
+  for (int j = 0; j < Tk; j++) {
+    int ok;
+    if (r->mode == SFA_MODE_DENSE) {
+      ok = !r->causal || j <= diag;
+    } else if (r->mode == SFA_MODE_WINDOW) {
+      ok = (wl < 0 || j >= diag - wl) && (r->causal ? j <= diag : (wr < 0 || j <= diag + wr)) &&
+           (!mrow || mrow[j] != 0);
+    } else {
+      ok = idx_allows(r->q_idx[qrow], r->k_idx[krow0 + j]);
+      if (r->mode == SFA_MODE_HASH) ok = ok && r->q_hash[qrow] == r->k_hash[krow0 + j];
+    }
+    allowed[j] = (unsigned char)ok;
+    if (!ok) continue;
+    any = 1;
+    const float *kj = r->k + (krow0 + j) * D;
+    double dot = 0;
+    for (int x = 0; x < D; x++) dot += (double)qi[x] * (double)kj[x];
+    s[j] = dot * r->scale + (brow ? (double)brow[j] : 0.0);
+    if (s[j] > m || isnan(s[j])) m = s[j]; /* NaN input gives NaN output */
+  }
+  memset(o, 0, (size_t)D * sizeof *o);
+  if (!any || m == -INFINITY) return -INFINITY; /* no key, or a -inf bias on every one */
+  double sum = 0;
+  for (int j = 0; j < Tk; j++) {
+    if (!allowed[j]) continue;
+    const double p = exp(s[j] - m);
+    const float *vj = r->v + (krow0 + j) * D;
+    sum += p;
+    for (int x = 0; x < D; x++) o[x] += p * (double)vj[x];
+  }
+  for (int x = 0; x < D; x++) o[x] /= sum;
+  return m + log(sum);
+}
+
+/* Both forwards: exactly one of o (float) and o64 (double) is set; lse and
+** lse64 may be NULL. */
+static sfa_status forward(const sfa_attention_params *params, int B, int Hq, int Hkv, int Tq,
+                          int Tk, int D, const float *q, const float *k, const float *v,
+                          const sfa_host_extras *ex, float *o, float *lse, double *o64,
+                          double *lse64, char *err, size_t errlen) {
+  sfa__ref r;
+  const sfa__ref_arg out = {"o", o ? (const void *)o : (const void *)o64};
+  sfa_status st = sfa__ref_setup(&r, params, B, Hq, Hkv, Tq, Tk, D, q, k, v, ex, &out, 1, err,
+                                 errlen);
+  if (st != SFA_OK) return st;
+  double *s = malloc((size_t)Tk * sizeof *s); /* scores of one row */
+  unsigned char *allowed = malloc((size_t)Tk);
+  double *orow = malloc((size_t)D * sizeof *orow);
+  if (!s || !allowed || !orow) {
+    free(s);
+    free(allowed);
+    free(orow);
+    return sfa__fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "out of memory (Tk = %d, D = %d)", Tk, D);
+  }
+  for (int b = 0; b < B; b++)
+    for (int h = 0; h < Hq; h++)
+      for (int i = 0; i < Tq; i++) {
+        const size_t row = ((size_t)b * Hq + h) * Tq + i;
+        const double l = sfa__ref_forward_row(&r, b, h, i, s, allowed, orow);
+        for (int x = 0; x < D; x++) {
+          if (o) o[row * D + x] = (float)orow[x];
+          else o64[row * D + x] = orow[x];
+        }
+        if (lse) lse[row] = (float)l;
+        if (lse64) lse64[row] = l;
+      }
+  free(s);
+  free(allowed);
+  free(orow);
+  return SFA_OK;
 }
 
 sfa_status sfa_reference_forward(const sfa_attention_params *params, int B, int Hq,
                                  int Hkv, int Tq, int Tk, int D, const float *q,
                                  const float *k, const float *v, const sfa_host_extras *ex,
                                  float *o, float *lse, char *err, size_t errlen) {
-  sfa_status st = check_args(params, B, Hq, Hkv, Tq, Tk, D, q, k, v, ex, o, err, errlen);
-  if (st != SFA_OK) return st;
-  const sfa_mode mode = params->mode;
-  const int causal = (mode == SFA_MODE_DENSE || mode == SFA_MODE_WINDOW) && params->causal;
-  const int64_t wl = params->window_left, wr = params->window_right, off = (int64_t)Tk - Tq;
-  const double scale = params->scale > 0 ? (double)params->scale : 1.0 / sqrt((double)D);
-  const int group = Hq / Hkv;
-  const float *bias = mode == SFA_MODE_WINDOW && ex ? ex->bias : NULL;
-  const uint8_t *mask = mode == SFA_MODE_WINDOW && ex ? ex->mask : NULL;
+  return forward(params, B, Hq, Hkv, Tq, Tk, D, q, k, v, ex, o, lse, NULL, NULL, err, errlen);
+}
 
-  double *s = malloc((size_t)Tk * sizeof *s);  /* scores of one row */
-  unsigned char *allowed = malloc((size_t)Tk);
-  double *acc = malloc((size_t)D * sizeof *acc);
-  if (!s || !allowed || !acc) {
-    free(s);
-    free(allowed);
-    free(acc);
-    return sfa__fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "out of memory (Tk = %d, D = %d)", Tk, D);
-  }
-
-  for (int b = 0; b < B; b++)
-    for (int h = 0; h < Hq; h++) {
-      const int hk = h / group;
-      const size_t qrow0 = ((size_t)b * Hq + h) * Tq;   /* row index of (b, h, 0) */
-      const size_t krow0 = ((size_t)b * Hkv + hk) * Tk;
-      for (int i = 0; i < Tq; i++) {
-        const float *qi = q + (qrow0 + i) * D;
-        float *oi = o + (qrow0 + i) * D;
-        const float *brow = bias ? bias + bcast_row(b, h, i, Hq, Hkv, Tk, ex->bias_heads,
-                                                    ex->bias_rows)
-                                 : NULL;
-        const uint8_t *mrow = mask ? mask + bcast_row(b, h, i, Hq, Hkv, Tk, ex->mask_heads,
-                                                      ex->mask_rows)
-                                   : NULL;
-        const int64_t diag = (int64_t)i + off; /* the key aligned with query i */
-        double m = -INFINITY;
-        int any = 0;
-        for (int j = 0; j < Tk; j++) {
-          int ok;
-          if (mode == SFA_MODE_DENSE) {
-            ok = !causal || j <= diag;
-          } else if (mode == SFA_MODE_WINDOW) {
-            ok = (wl < 0 || j >= diag - wl) &&
-                 (causal ? j <= diag : (wr < 0 || j <= diag + wr)) && (!mrow || mrow[j] != 0);
-          } else {
-            ok = idx_allows(ex->q_idx[qrow0 + i], ex->k_idx[krow0 + j]);
-            if (mode == SFA_MODE_HASH)
-              ok = ok && ex->q_hash[qrow0 + i] == ex->k_hash[krow0 + j];
-          }
-          allowed[j] = (unsigned char)ok;
-          if (!ok) continue;
-          any = 1;
-          const float *kj = k + (krow0 + j) * D;
-          double dot = 0;
-          for (int x = 0; x < D; x++) dot += (double)qi[x] * (double)kj[x];
-          s[j] = dot * scale + (brow ? (double)brow[j] : 0.0);
-          if (s[j] > m || isnan(s[j])) m = s[j]; /* NaN input gives NaN output */
-        }
-        if (!any || m == -INFINITY) { /* no key, or a -inf bias on every one */
-          memset(oi, 0, (size_t)D * sizeof *oi);
-          if (lse) lse[qrow0 + i] = -INFINITY;
-          continue;
-        }
-        double sum = 0;
-        memset(acc, 0, (size_t)D * sizeof *acc);
-        for (int j = 0; j < Tk; j++) {
-          if (!allowed[j]) continue;
-          const double p = exp(s[j] - m);
-          const float *vj = v + (krow0 + j) * D;
-          sum += p;
-          for (int x = 0; x < D; x++) acc[x] += p * (double)vj[x];
-        }
-        for (int x = 0; x < D; x++) oi[x] = (float)(acc[x] / sum);
-        if (lse) lse[qrow0 + i] = (float)(m + log(sum));
-      }
-    }
-  free(s);
-  free(allowed);
-  free(acc);
-  return SFA_OK;
+sfa_status sfa__reference_forward64(const sfa_attention_params *params, int B, int Hq, int Hkv,
+                                    int Tq, int Tk, int D, const float *q, const float *k,
+                                    const float *v, const sfa_host_extras *ex, double *o,
+                                    double *lse, char *err, size_t errlen) {
+  return forward(params, B, Hq, Hkv, Tq, Tk, D, q, k, v, ex, NULL, NULL, o, lse, err, errlen);
 }

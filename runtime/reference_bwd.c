@@ -1,0 +1,95 @@
+/*
+** reference_bwd.c -- sfa_reference_backward: the float64 CPU reference of the
+** backward pass, against which the GPU backward kernels (dq, dk, dv, dbias of
+** every mode) are checked. It recomputes each query row of the forward pass
+** through sfa__ref_forward_row (reference.c), so the masking, GQA head mapping
+** and bias broadcast are those of the forward reference by construction, then
+** applies the softmax-attention gradient row by row:
+**   P = softmax of the allowed scores, o = P V, delta = dout . o,
+**   dP_j = dout . v_j, dZ_j = P_j (dP_j - delta),
+**   dq += scale dZ_j k_j, dk_j += scale dZ_j q, dv_j += P_j dout, dbias_j += dZ_j.
+** dk and dv sum over the query heads of a kv group and dbias over the dims
+** the bias broadcasts simply by accumulating into the shared element, in
+** double, so the order of the sums does not matter at float32 output
+** precision. A row with no allowed key (lse = -inf) contributes nothing.
+*/
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sfa.h"
+#include "gen/gen_internal.h"
+#include "runtime/reference.h"
+
+sfa_status sfa_reference_backward(const sfa_attention_params *params, int B, int Hq,
+                                  int Hkv, int Tq, int Tk, int D, const float *q,
+                                  const float *k, const float *v, const sfa_host_extras *ex,
+                                  const float *dout, float *dq, float *dk, float *dv,
+                                  float *dbias, char *err, size_t errlen) {
+  const sfa__ref_arg arrays[] = {{"dout", dout}, {"dq", dq}, {"dk", dk}, {"dv", dv}};
+  sfa__ref r;
+  sfa_status st = sfa__ref_setup(&r, params, B, Hq, Hkv, Tq, Tk, D, q, k, v, ex, arrays,
+                                 (int)(sizeof arrays / sizeof arrays[0]), err, errlen);
+  if (st != SFA_OK) return st;
+  if (dbias && !r.bias)
+    return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
+                     "dbias: is not NULL but ex->bias is NULL (dbias is the gradient of a "
+                     "window-mode bias)");
+
+  const size_t nkv = (size_t)B * Hkv * Tk * D;
+  const size_t nbias = dbias ? (size_t)r.bias_batches * r.bias_heads * r.bias_rows * Tk : 0;
+  double *s = malloc((size_t)Tk * sizeof *s);
+  unsigned char *allowed = malloc((size_t)Tk);
+  double *o = malloc((size_t)D * sizeof *o);
+  double *dqrow = malloc((size_t)D * sizeof *dqrow);
+  /* dk, dv and dbias gather from many query rows: accumulate in double. */
+  double *dk64 = calloc(nkv, sizeof *dk64), *dv64 = calloc(nkv, sizeof *dv64);
+  double *db64 = dbias ? calloc(nbias, sizeof *db64) : NULL;
+  if (!s || !allowed || !o || !dqrow || !dk64 || !dv64 || (dbias && !db64)) {
+    free(s), free(allowed), free(o), free(dqrow), free(dk64), free(dv64), free(db64);
+    return sfa__fail(err, errlen, SFA_ERR_OUT_OF_MEMORY,
+                     "out of memory (B*Hkv*Tk*D = %zu doubles for dk and dv)", nkv);
+  }
+
+  for (int b = 0; b < B; b++)
+    for (int h = 0; h < Hq; h++) {
+      const size_t krow0 = ((size_t)b * Hkv + h / r.group) * Tk;
+      for (int i = 0; i < Tq; i++) {
+        const size_t row = ((size_t)b * Hq + h) * Tq + i;
+        const float *qi = q + row * D, *gi = dout + row * D;
+        float *dqi = dq + row * D;
+        const double lse = sfa__ref_forward_row(&r, b, h, i, s, allowed, o);
+        if (lse == -INFINITY) { /* no key: no gradient anywhere */
+          memset(dqi, 0, (size_t)D * sizeof *dqi);
+          continue;
+        }
+        double *dbrow = db64 ? db64 + sfa__ref_bcast_row(&r, r.bias_batches, r.bias_heads,
+                                                         r.bias_rows, b, h, i)
+                             : NULL;
+        double delta = 0;
+        for (int x = 0; x < D; x++) delta += (double)gi[x] * o[x];
+        memset(dqrow, 0, (size_t)D * sizeof *dqrow);
+        for (int j = 0; j < Tk; j++) {
+          if (!allowed[j]) continue;
+          const double p = exp(s[j] - lse);
+          const float *kj = k + (krow0 + j) * D, *vj = v + (krow0 + j) * D;
+          double *dkj = dk64 + (krow0 + j) * D, *dvj = dv64 + (krow0 + j) * D;
+          double dp = 0;
+          for (int x = 0; x < D; x++) dp += (double)gi[x] * (double)vj[x];
+          const double dz = p * (dp - delta);
+          for (int x = 0; x < D; x++) {
+            dqrow[x] += dz * (double)kj[x];
+            dkj[x] += r.scale * dz * (double)qi[x];
+            dvj[x] += p * (double)gi[x];
+          }
+          if (dbrow) dbrow[j] += dz;
+        }
+        for (int x = 0; x < D; x++) dqi[x] = (float)(r.scale * dqrow[x]);
+      }
+    }
+  for (size_t x = 0; x < nkv; x++) dk[x] = (float)dk64[x], dv[x] = (float)dv64[x];
+  for (size_t x = 0; x < nbias; x++) dbias[x] = (float)db64[x];
+  free(s), free(allowed), free(o), free(dqrow), free(dk64), free(dv64), free(db64);
+  return SFA_OK;
+}
