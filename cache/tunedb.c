@@ -450,7 +450,7 @@ static int parse_row(char *line, const char *gpu, int cc, trow *out, char *why, 
   strcpy(r.key.gpu, f[0]);
   if (!parse_int(f[i = 1], &r.key.cc)) BADF("cc", "a compute capability");
   int idx;
-  if ((idx = name_index(f[i = 2], pass_n, 3)) < 0) BADF("pass", "fwd, bwdpre or bwd");
+  if ((idx = name_index(f[i = 2], pass_n, 3)) < 0) BADF("pass", "fwd, bwddq or bwd");
   r.key.pass = (sfa_pass)idx;
   if ((idx = name_index(f[i = 3], mode_n, 4)) < 0) BADF("mode", "dense, qk_drop, hash or window");
   r.key.mode = (sfa_mode)idx;

@@ -10,7 +10,7 @@
 **       num_stages time_us default_time_us date        (the column header, TABs)
 **   one row per key, sorted by (pass, mode, dtype, head_dim, flags, tq, tk, bh)
 ** Columns: gpu = the device name as reported (TAB-free), cc = compute
-** capability * 10 + minor, pass = fwd|bwdpre|bwd, mode = dense|qk_drop|hash|
+** capability * 10 + minor, pass = fwd|bwddq|bwd, mode = dense|qk_drop|hash|
 ** window, dtype = fp16|bf16, flags = the canonical flag tokens in name order
 ** joined by '+' (causal, bias, mask, det) or "-" for none, size_bucket = see
 ** sfa_tunedb_bucket, then the winning tile config, the winner's median time and

@@ -5,6 +5,10 @@
 ** launching, timing and comparing are callbacks (sfa__tune_ops), so the logic
 ** runs with a fake timer in the CPU tests and with CUDA events in the runtime.
 **
+** The second part of this header is the tuning policy of a launch
+** (sfa__select_spec, implemented in runtime/select.c) and its hooks; the GPU
+** side of the callbacks is runtime/tune_gpu.c.
+**
 ** Selection rule (sfa__tune_run):
 ** - cands[0] is the heuristic default and the reference: it is prepared and
 **   timed first; if it cannot be prepared or timed the run fails.
@@ -105,5 +109,100 @@ void sfa__tune_make_row(const sfa_tune_key *key, const sfa__tune_result *res, sf
 ** be NULL) says which. db may be NULL (always the default). */
 sfa_status sfa__tune_pick(sfa_tunedb *db, const sfa_tune_key *key, sfa_kernel_spec *spec,
                           int *from_db, char *err, size_t errlen);
+
+/* ------------------------------------------------------------ the policy
+** (runtime/select.c: sfa_options.tune applied to a launch; runtime/tune_gpu.c:
+** the timing launches on the GPU) */
+
+struct sfa__device; /* runtime/internal.h */
+
+/* Defaults of a tuning run inside the runtime (policy "on") and of sfa-tune. */
+#define SFA__TUNE_WARMUP 3        /* untimed runs per candidate */
+#define SFA__TUNE_REPS 10         /* timed runs per candidate; the median counts */
+#define SFA__TUNE_HASH_BUCKETS 16 /* synthetic hash inputs: buckets per (batch, head) */
+#define SFA__TUNE_QK_KEEP 0.7     /* synthetic qk_drop inputs: fraction of positions kept */
+
+/* What a launch solves: the size bucket of the tuning key, and everything a
+** tuning launch needs to rebuild the call on random inputs of the same shape.
+** The caller of sfa__select_spec fills it from its validated arguments
+** (sfa_forward: sfa__fwd_problem in runtime/fwd_launch.h). A backward pass
+** describes its forward problem the same way (dout, dq, dk, dv have the
+** shapes of o, q, k, v) and sets params->deterministic as given. */
+typedef struct sfa__problem {
+  const sfa_attention_params *params; /* mode, causal, window, scale, deterministic */
+  int64_t B, Hq, Hkv;
+  int64_t Tq, Tk;          /* the lengths the kernel sees (compacted for qk_drop) */
+  int has_lse;             /* the call writes lse (so do its tuning launches) */
+  int64_t bias_shape[4];   /* window: shape of the bias [B|1, Hb, Tq|1, Tk]; all 0 without */
+  int64_t mask_shape[4];   /* window: shape of the mask, the same rules; all 0 without */
+  int hash_buckets;        /* synthetic hash inputs; 0: SFA__TUNE_HASH_BUCKETS */
+  double qk_keep;          /* synthetic qk_drop inputs, in (0, 1]; 0: SFA__TUNE_QK_KEEP */
+} sfa__problem;
+
+/* The kernel spec of a launch under the context's policy (sfa_options.tune).
+** *spec has pass, mode, dtype, head_dim, arch and flags set; the tile fields
+** are filled:
+**   SFA_TUNE_OFF     sfa_spec_default.
+**   SFA_TUNE_CACHED  the tuning db of the device's GPU model (opened on first
+**                    use, kept in the context; device name from
+**                    cuDeviceGetName), key = (gpu, cc, pass, mode, dtype,
+**                    head_dim, flags, size bucket of Tq, Tk, B * Hq); a row
+**                    that does not validate for spec->arch, or a miss, gives
+**                    the default.
+**   SFA_TUNE_ON      as cached; on a miss the tuner runs on the GPU
+**                    (sfa__tune_gpu: random inputs of prob's shape in scratch
+**                    buffers it allocates and frees, a private stream, CUDA
+**                    events, warm-up + median, outputs checked against the
+**                    default's), and the winner is recorded in the db, which
+**                    is saved. Only passes that sfa__tune_can_launch says the
+**                    tuner can launch are tuned (today the forward pass); for
+**                    the others "on" behaves as "cached". A failed tuning run
+**                    is not an error: one warning on stderr, then the default.
+** The choice is memoized per (device, arch, pass, mode, dtype, head_dim, flags,
+** size bucket) in the context, so after the first call of a key a call costs
+** one hash lookup under a mutex: no db or file access. Tuning runs are
+** serialized per context. Errors (SFA_ERR_*, message in ctx) only when the
+** class has no valid default (the message names the field). */
+sfa_status sfa__select_spec(sfa_context *ctx, const struct sfa__device *dev,
+                            sfa_kernel_spec *spec, const sfa__problem *prob);
+
+/* 1 for the passes whose launches the tuner can time (SFA_PASS_FWD). */
+int sfa__tune_can_launch(sfa_pass pass);
+
+/* The outside world of sfa__select_spec, replaceable for tests (a fake
+** device name and a fake tuner). */
+typedef struct sfa__select_hooks {
+  /* The device's name, as cuDeviceGetName gives it. */
+  sfa_status (*gpu_name)(void *user, const struct sfa__device *dev, char *buf, size_t n,
+                         char *err, size_t errlen);
+  /* Tune base's class on prob (sfa__tune_gpu's contract); *res is released
+  ** by the caller with sfa__tune_result_free. */
+  sfa_status (*tune)(void *user, sfa_context *ctx, const struct sfa__device *dev,
+                     const sfa_kernel_spec *base, const sfa__problem *prob,
+                     sfa__tune_result *res, char *err, size_t errlen);
+  void *user;
+} sfa__select_hooks;
+
+/* Replace the hooks of ctx (NULL: back to the real ones). Call before the
+** context is used from several threads. */
+void sfa__select_set_hooks(sfa_context *ctx, const sfa__select_hooks *hooks);
+
+/* Counters of a context's selections, for tests and diagnostics. */
+typedef struct sfa__select_stats {
+  unsigned long calls;     /* sfa__select_spec calls under cached / on */
+  unsigned long memo_hits; /* answered from the memo */
+  unsigned long db_opens;  /* tuning dbs opened (file reads) */
+  unsigned long db_hits;   /* memo misses answered by a db row */
+  unsigned long tunes;     /* tuning runs started */
+  unsigned long tune_failures;
+  unsigned long db_saves;  /* successful db saves */
+} sfa__select_stats;
+
+void sfa__select_get_stats(sfa_context *ctx, sfa__select_stats *out);
+
+/* The per-context state (memo, dbs, hooks); context.c creates and frees it. */
+typedef struct sfa__select sfa__select;
+sfa_status sfa__select_create(sfa__select **out);
+void sfa__select_free(sfa__select *s);
 
 #endif

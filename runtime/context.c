@@ -2,9 +2,10 @@
 ** context.c -- sfa_context: options, the last error, the lazily opened disk
 ** cache, the binding to the caller's CUDA context, and the table of loaded
 ** kernels keyed by (CUDA context, spec). sfa_compile and sfa__kernel_get turn a
-** spec into a launchable CUfunction: table -> disk cache -> NVRTC -> module;
-** sfa__kernel_get_source does the same for a rendered source (the sparse
-** helpers' utility kernels).
+** spec into a launchable CUfunction: table -> AOT kernel dirs (SFA_KERNEL_DIR,
+** sfa_context_add_kernel_dir; runtime/kernel_dir.h) -> disk cache -> NVRTC ->
+** module; sfa__kernel_get_source does the same for a rendered source (the
+** sparse helpers' utility kernels), without the kernel dirs.
 **
 ** Creating a context never touches the GPU; the driver is loaded by the first
 ** call that needs it. Destroy an sfa context before destroying the CUDA
@@ -16,7 +17,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "runtime/autotune.h"
 #include "runtime/internal.h"
+#include "runtime/kernel_dir.h"
 #include "runtime/keymat.h"
 #include "runtime/util.h"
 
@@ -64,7 +67,29 @@ sfa_status sfa_context_create(sfa_context **out, const sfa_options *opts) {
     return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
                       "options.tune: %d is not a policy (SFA_TUNE_OFF, _CACHED or _ON)",
                       (int)ctx->opts.tune);
+  sfa_status st = sfa__select_create(&ctx->select);
+  if (st != SFA_OK) return sfa__error(ctx, st, "cannot create the tuning state");
+  if ((st = sfa__kdirs_create(&ctx->kdirs, 0, ctx->err, sizeof ctx->err)) != SFA_OK) return st;
+  /* SFA_KERNEL_DIR is advisory: a bad entry warns and is skipped. */
+  const char *env = getenv(SFA__KERNEL_DIR_ENV);
+  if (env && *env) {
+    int n = sfa__kdirs_add_list(ctx->kdirs, env, 0);
+    if (ctx->opts.verbose)
+      fprintf(stderr, "sfa: " SFA__KERNEL_DIR_ENV ": %d kernel dir%s, %zu kernels\n", n,
+              n == 1 ? "" : "s", sfa__kdirs_kernels(ctx->kdirs));
+  }
   return SFA_OK;
+}
+
+sfa_status sfa_context_add_kernel_dir(sfa_context *ctx, const char *dir) {
+  if (!ctx) return SFA_ERR_INVALID_ARGUMENT;
+  if (!ctx->kdirs)
+    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "ctx: was not created successfully");
+  size_t n = 0;
+  sfa_status st = sfa__kdirs_add(ctx->kdirs, dir, &n, ctx->err, sizeof ctx->err);
+  if (st == SFA_OK && ctx->opts.verbose)
+    fprintf(stderr, "sfa: kernel dir %s: %zu kernels\n", dir, n);
+  return st;
 }
 
 /* Unload a module from its CUDA context, where that context still exists
@@ -106,6 +131,8 @@ void sfa_context_destroy(sfa_context *ctx) {
   free(ctx->slots);
   free(ctx->utils);
   free(ctx->devices);
+  sfa__kdirs_free(ctx->kdirs);
+  sfa__select_free(ctx->select);
   if (ctx->store) sfa_store_close(ctx->store);
   free(ctx->cache_dir);
   pthread_mutex_destroy(&ctx->lock);
@@ -401,6 +428,30 @@ static sfa_status load_kernel(sfa_context *ctx, const sfa_driver *d, const sfa__
   return st;
 }
 
+/* The kernel from an AOT kernel dir: 1 when k is loaded from one, 0 when no
+** dir lists it or its cubin failed (then kernel_dir.c has warned once and
+** the caller compiles). NVRTC is never involved here. */
+static int load_from_dirs(sfa_context *ctx, const sfa_driver *d, const sfa__device *dev,
+                          const sfa_kernel_spec *spec, sfa_kernel *k) {
+  const sfa__manifest_entry *hit = NULL;
+  void *cubin = NULL;
+  size_t size = 0;
+  double t0 = now_ms();
+  if (!ctx->kdirs ||
+      sfa__kdirs_cubin(ctx->kdirs, k->name, &cubin, &size, &hit, NULL, 0) != SFA_OK)
+    return 0;
+  sfa_status st = load_kernel(ctx, d, dev, spec, k, cubin);
+  free(cubin);
+  if (st != SFA_OK) {
+    sfa__kdirs_reject(ctx->kdirs, hit, ctx->err);
+    return 0;
+  }
+  if (ctx->opts.verbose)
+    fprintf(stderr, "sfa: %s (sm_%d): loaded from %s (%.1f ms)\n", k->name, spec->arch,
+            hit->path, now_ms() - t0);
+  return 1;
+}
+
 sfa_status sfa__kernel_get(sfa_context *ctx, const sfa__device *dev,
                            const sfa_kernel_spec *spec, sfa_kernel **kernel) {
   uint64_t h = key_hash(dev->cu, dev->cu_id, spec);
@@ -436,12 +487,14 @@ sfa_status sfa__kernel_get(sfa_context *ctx, const sfa__device *dev,
   }
   void *cubin = NULL;
   size_t size = 0;
-  st = get_cubin(ctx, spec, k->name, &cubin, &size);
-  if (st == SFA_OK) st = load_kernel(ctx, d, dev, spec, k, cubin);
-  free(cubin);
-  if (st != SFA_OK) {
-    free(k);
-    return st;
+  if (!load_from_dirs(ctx, d, dev, spec, k)) {
+    st = get_cubin(ctx, spec, k->name, &cubin, &size);
+    if (st == SFA_OK) st = load_kernel(ctx, d, dev, spec, k, cubin);
+    free(cubin);
+    if (st != SFA_OK) {
+      free(k);
+      return st;
+    }
   }
 
   pthread_mutex_lock(&ctx->lock);

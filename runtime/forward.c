@@ -1,17 +1,18 @@
 /*
 ** forward.c -- sfa_forward: validates every argument (runtime/validate.c,
 ** before the driver is touched, so bad input is reported the same way on any
-** machine), picks the kernel spec for the mode and its features, gets the
-** kernel from the context and launches it on the caller's stream with one
-** sfa_fwd_args parameter block.
+** machine), picks the kernel spec for the mode and its features under the
+** context's tuning policy (sfa__select_spec), gets the kernel from the context
+** and launches it on the caller's stream with one sfa_fwd_args parameter
+** block. The block and the launch are shared with the tuner
+** (runtime/fwd_launch.h).
 */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "runtime/internal.h"
-#include "runtime/kernel_abi.h"
+#include "runtime/fwd_launch.h"
 #include "runtime/validate.h"
 
 /* ------------------------------------------------------------ launch */
@@ -56,7 +57,7 @@ static void fill_mode_args(sfa_fwd_args *a, const sfa_attention_params *p,
 /* Feature flags of the kernel for this call. qk_drop and hash take none:
 ** their causality (q_idx >= k_idx) is intrinsic, so params->causal does not
 ** matter there. */
-static unsigned spec_flags(const sfa_attention_params *p, const sfa_extras *ex) {
+unsigned sfa__fwd_flags(const sfa_attention_params *p, const sfa_extras *ex) {
   unsigned f = 0;
   if ((p->mode == SFA_MODE_DENSE || p->mode == SFA_MODE_WINDOW) && p->causal)
     f |= SFA_FEAT_CAUSAL;
@@ -65,9 +66,68 @@ static unsigned spec_flags(const sfa_attention_params *p, const sfa_extras *ex) 
   return f;
 }
 
-static const char *mode_str(sfa_mode m) {
-  return m == SFA_MODE_QK_DROP ? "qk_drop" : m == SFA_MODE_HASH ? "hash"
-         : m == SFA_MODE_WINDOW ? "window" : "dense";
+void sfa__fwd_args_fill(sfa_fwd_args *a, const sfa_attention_params *params,
+                        const sfa_tensor *q, const sfa_tensor *k, const sfa_tensor *v,
+                        const sfa_extras *extras, const sfa_tensor *o, const sfa_tensor *lse) {
+  int D = (int)q->shape[3];
+  float scale = params->scale > 0 ? params->scale : (float)(1.0 / sqrt((double)D));
+  memset(a, 0, sizeof *a);
+  a->q = (uint64_t)(uintptr_t)q->data;
+  a->k = (uint64_t)(uintptr_t)k->data;
+  a->v = (uint64_t)(uintptr_t)v->data;
+  a->o = (uint64_t)(uintptr_t)o->data;
+  a->q_sb = q->strides[0], a->q_sh = q->strides[1], a->q_st = q->strides[2];
+  a->k_sb = k->strides[0], a->k_sh = k->strides[1], a->k_st = k->strides[2];
+  a->v_sb = v->strides[0], a->v_sh = v->strides[1], a->v_st = v->strides[2];
+  a->o_sb = o->strides[0], a->o_sh = o->strides[1], a->o_st = o->strides[2];
+  if (lse) {
+    a->lse = (uint64_t)(uintptr_t)lse->data;
+    a->lse_sb = lse->strides[0], a->lse_sh = lse->strides[1];
+  }
+  a->batch = (int32_t)q->shape[0];
+  a->hq = (int32_t)q->shape[1];
+  a->hkv = (int32_t)k->shape[1];
+  a->tq = (int32_t)q->shape[2];
+  a->tk = (int32_t)k->shape[2];
+  a->scale = scale;
+  a->scale_log2 = (float)((double)scale * 1.4426950408889634);
+  fill_mode_args(a, params, extras);
+}
+
+sfa_status sfa__fwd_launch(sfa_context *ctx, const sfa_driver *d, const sfa_kernel *kern,
+                           const sfa_fwd_args *a, CUstream stream) {
+  unsigned gx = (unsigned)((a->tq + kern->spec.block_m - 1) / kern->spec.block_m);
+  sfa_fwd_args copy = *a; /* cuLaunchKernel takes non-const pointers */
+  void *kp[1] = {&copy};
+  CUresult r = d->cuLaunchKernel(kern->fn, gx, (unsigned)a->hq, (unsigned)a->batch,
+                                 (unsigned)kern->threads, 1, 1, (unsigned)kern->smem, stream,
+                                 kp, NULL);
+  if (r != CUDA_SUCCESS) {
+    char what[SFA__KERNEL_NAME + 64];
+    snprintf(what, sizeof what, "cuLaunchKernel(%s, grid %ux%dx%d)", kern->name, gx, a->hq,
+             a->batch);
+    return sfa__cuda_error(r, what, ctx->err, sizeof ctx->err);
+  }
+  return SFA_OK;
+}
+
+void sfa__fwd_problem(sfa__problem *prob, const sfa_attention_params *params,
+                      const sfa_tensor *q, const sfa_tensor *k, const sfa_extras *extras,
+                      const sfa_tensor *lse) {
+  memset(prob, 0, sizeof *prob);
+  prob->params = params;
+  prob->B = q->shape[0];
+  prob->Hq = q->shape[1];
+  prob->Hkv = k->shape[1];
+  prob->Tq = q->shape[2];
+  prob->Tk = k->shape[2];
+  prob->has_lse = lse != NULL;
+  if (params->mode == SFA_MODE_WINDOW && extras) {
+    for (int i = 0; i < 4; i++) {
+      if (extras->bias) prob->bias_shape[i] = extras->bias->shape[i];
+      if (extras->mask) prob->mask_shape[i] = extras->mask->shape[i];
+    }
+  }
 }
 
 sfa_status sfa_forward(sfa_context *ctx, const sfa_attention_params *params,
@@ -83,56 +143,21 @@ sfa_status sfa_forward(sfa_context *ctx, const sfa_attention_params *params,
   const sfa_driver *d;
   if ((st = sfa__driver_load(&d, ctx->err, sizeof ctx->err)) != SFA_OK) return st;
 
-  int D = (int)q->shape[3];
   sfa_kernel_spec spec;
   memset(&spec, 0, sizeof spec);
   spec.pass = SFA_PASS_FWD;
   spec.mode = params->mode;
   spec.dtype = q->dtype;
-  spec.head_dim = D;
+  spec.head_dim = (int)q->shape[3];
   spec.arch = dev.arch;
-  spec.flags = spec_flags(params, extras);
-  char why[512];
-  if ((st = sfa_spec_default(&spec, why, sizeof why)) != SFA_OK)
-    return sfa__error(ctx, st, "no %s kernel for %s head dim %d on sm_%d: %s",
-                      mode_str(params->mode), sfa__dtype_str(q->dtype), D, dev.arch, why);
+  spec.flags = sfa__fwd_flags(params, extras);
+  sfa__problem prob;
+  sfa__fwd_problem(&prob, params, q, k, extras, lse);
+  if ((st = sfa__select_spec(ctx, &dev, &spec, &prob)) != SFA_OK) return st;
   sfa_kernel *kern;
   if ((st = sfa__kernel_get(ctx, &dev, &spec, &kern)) != SFA_OK) return st;
 
-  float scale = params->scale > 0 ? params->scale : (float)(1.0 / sqrt((double)D));
   sfa_fwd_args a;
-  memset(&a, 0, sizeof a);
-  a.q = (uint64_t)(uintptr_t)q->data;
-  a.k = (uint64_t)(uintptr_t)k->data;
-  a.v = (uint64_t)(uintptr_t)v->data;
-  a.o = (uint64_t)(uintptr_t)o->data;
-  a.q_sb = q->strides[0], a.q_sh = q->strides[1], a.q_st = q->strides[2];
-  a.k_sb = k->strides[0], a.k_sh = k->strides[1], a.k_st = k->strides[2];
-  a.v_sb = v->strides[0], a.v_sh = v->strides[1], a.v_st = v->strides[2];
-  a.o_sb = o->strides[0], a.o_sh = o->strides[1], a.o_st = o->strides[2];
-  if (lse) {
-    a.lse = (uint64_t)(uintptr_t)lse->data;
-    a.lse_sb = lse->strides[0], a.lse_sh = lse->strides[1];
-  }
-  a.batch = (int32_t)q->shape[0];
-  a.hq = (int32_t)q->shape[1];
-  a.hkv = (int32_t)k->shape[1];
-  a.tq = (int32_t)q->shape[2];
-  a.tk = (int32_t)k->shape[2];
-  a.scale = scale;
-  a.scale_log2 = (float)((double)scale * 1.4426950408889634);
-  fill_mode_args(&a, params, extras);
-
-  unsigned gx = (unsigned)((q->shape[2] + spec.block_m - 1) / spec.block_m);
-  void *kp[1] = {&a};
-  CUresult r = d->cuLaunchKernel(kern->fn, gx, (unsigned)a.hq, (unsigned)a.batch,
-                                 (unsigned)kern->threads, 1, 1, (unsigned)kern->smem,
-                                 (CUstream)stream, kp, NULL);
-  if (r != CUDA_SUCCESS) {
-    char what[SFA__KERNEL_NAME + 64];
-    snprintf(what, sizeof what, "cuLaunchKernel(%s, grid %ux%dx%d)", kern->name, gx, a.hq,
-             a.batch);
-    return sfa__cuda_error(r, what, ctx->err, sizeof ctx->err);
-  }
-  return SFA_OK;
+  sfa__fwd_args_fill(&a, params, q, k, v, extras, o, lse);
+  return sfa__fwd_launch(ctx, d, kern, &a, (CUstream)stream);
 }

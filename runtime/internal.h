@@ -71,6 +71,11 @@ struct sfa_context {
   sfa__loaded_util *utils;   /* kernels from sfa__kernel_get_source, a short array */
   size_t nutils, cap_utils;
 
+  struct sfa__kernel_dirs *kdirs; /* AOT kernel directories searched before the cache
+                                  ** (runtime/kernel_dir.h; has its own mutex) */
+  struct sfa__select *select;     /* the tuning policy's memo, tuning dbs and hooks
+                                  ** (runtime/select.c; has its own mutexes) */
+
   char err[SFA__ERRBUF];    /* sfa_last_error; written without the lock, so failing calls
                             ** on several threads at once may mix their messages */
 };
@@ -87,7 +92,7 @@ sfa_status sfa__error(sfa_context *ctx, sfa_status status, const char *fmt, ...)
 sfa_status sfa__bind(sfa_context *ctx, sfa__device *out);
 
 /* The kernel for a complete, valid spec in the bound context: the in-memory
-** table first, then the disk cache, then NVRTC. spec->arch must be loadable on
+** table first, then the AOT kernel dirs, then the disk cache, then NVRTC. spec->arch must be loadable on
 ** the device. */
 sfa_status sfa__kernel_get(sfa_context *ctx, const sfa__device *dev,
                            const sfa_kernel_spec *spec, sfa_kernel **kernel);
