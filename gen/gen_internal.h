@@ -27,7 +27,7 @@ const struct sfa_embedded_file *sfa__embedded_find(const char *name);
 
 /* Names used in canonical names and in the Lua spec table; NULL when the value
 ** is out of range. The mode's Lua name is "qk_drop", its name token "qkdrop". */
-const char *sfa__pass_name(sfa_pass p);   /* "fwd", "bwdpre", "bwd" */
+const char *sfa__pass_name(sfa_pass p);   /* "fwd", "bwddq", "bwd" */
 const char *sfa__mode_name(sfa_mode m);   /* "dense", "qk_drop", "hash", "window" */
 const char *sfa__mode_token(sfa_mode m);  /* "dense", "qkdrop", "hash", "window" */
 const char *sfa__dtype_name(sfa_dtype d); /* "fp16", "bf16" (others NULL) */
@@ -44,6 +44,7 @@ size_t sfa__arch_smem_limit(int arch);
 /* Accumulator registers per thread that the tile needs. */
 int sfa__spec_acc_registers(const sfa_kernel_spec *spec);
 #define SFA__MAX_ACC_REGISTERS 192
+#define SFA__BWD_MAX_HEAD_DIM 128 /* largest head_dim of the backward passes */
 
 /* The kernel list of a preset (gen/presets.c) for each of narchs arches, with
 ** default tiles: *specs is malloc'ed (free), *n its length. Unknown names and

@@ -28,12 +28,13 @@ static const char usage_text[] =
   "Renders sfa kernels to CUDA C++ and compiles them with NVRTC (no GPU needed).\n"
   "\n"
   "Spec flags (tile flags default to sfa_spec_default):\n"
-  "  --pass fwd|bwdpre|bwd      (default fwd)\n"
+  "  --pass fwd|bwddq|bwd      (default fwd)\n"
   "  --mode dense|qk_drop|hash|window   (default dense)\n"
   "  --dtype fp16|bf16          (default bf16)\n"
   "  --head-dim D               (required with spec flags)\n"
   "  --causal                   dense, window\n"
   "  --bias --mask              window: additive bias, dynamic mask\n"
+  "  --det                      pass bwd: deterministic (no dq atomics)\n"
   "  --block-m M  --block-n N  --warps W  --stages S\n"
   "  --arch A[,A...]            (default 90; may be repeated)\n"
   "Or:\n"
@@ -120,7 +121,7 @@ static void add_preset(klist *l, const char *preset, const int *archs, int na) {
 
 typedef struct opts {
   const char *pass, *mode, *dtype, *preset, *out;
-  int head_dim, block_m, block_n, warps, stages, causal, bias, mask;
+  int head_dim, block_m, block_n, warps, stages, causal, bias, mask, det;
   int archs[MAX_ARCHS], narchs;
   const char *names[256];
   int nnames;
@@ -178,6 +179,7 @@ static void parse_args(opts *o, int argc, char **argv) {
     else if (IS("--causal")) { NOVALUE(); o->causal = 1; }
     else if (IS("--bias")) { NOVALUE(); o->bias = 1; }
     else if (IS("--mask")) { NOVALUE(); o->mask = 1; }
+    else if (IS("--det")) { NOVALUE(); o->det = 1; }
     else if (IS("--name")) {
       if (o->nnames == (int)(sizeof o->names / sizeof o->names[0])) die_usage("too many --name");
       o->names[o->nnames++] = VALUE();
@@ -204,7 +206,7 @@ static int pick(const char *flag, const char *v, const char *const *names, int n
 
 static void build_list(const opts *o, klist *l) {
   int spec_flags = o->pass || o->mode || o->dtype || o->head_dim || o->causal || o->bias ||
-                   o->mask;
+                   o->mask || o->det;
   int tile_flags = o->block_m || o->block_n || o->warps || o->stages;
   int archs[MAX_ARCHS] = {90}, na = o->narchs ? o->narchs : 1;
   if (o->narchs) memcpy(archs, o->archs, sizeof archs);
@@ -222,7 +224,7 @@ static void build_list(const opts *o, klist *l) {
   } else if (o->preset) {
     add_preset(l, o->preset, archs, na);
   } else if (spec_flags || tile_flags) {
-    static const char *const passes[] = {"fwd", "bwdpre", "bwd"};
+    static const char *const passes[] = {"fwd", "bwddq", "bwd"};
     static const char *const modes[] = {"dense", "qk_drop", "hash", "window"};
     static const char *const dtypes[] = {"fp16", "bf16"};
     if (!o->head_dim) die_usage("--head-dim is required with spec flags");
@@ -237,7 +239,7 @@ static void build_list(const opts *o, klist *l) {
       s.head_dim = o->head_dim;
       s.arch = archs[a];
       s.flags = (o->causal ? SFA_FEAT_CAUSAL : 0u) | (o->bias ? SFA_FEAT_BIAS : 0u) |
-                (o->mask ? SFA_FEAT_MASK : 0u);
+                (o->mask ? SFA_FEAT_MASK : 0u) | (o->det ? SFA_FEAT_DETERMINISTIC : 0u);
       /* Defaults first (errors in the non-tile fields are reported there). */
       sfa_status st = sfa_spec_default(&s, err, sizeof err);
       if (st != SFA_OK && !tile_flags) die_usage("%s", err);

@@ -26,7 +26,7 @@ sfa_status sfa__fail(char *err, size_t errlen, sfa_status status, const char *fm
 
 /* ------------------------------------------------------------ names of values */
 
-static const char *const pass_names[] = {"fwd", "bwdpre", "bwd"};
+static const char *const pass_names[] = {"fwd", "bwddq", "bwd"};
 static const char *const mode_names[] = {"dense", "qk_drop", "hash", "window"};
 static const char *const mode_tokens[] = {"dense", "qkdrop", "hash", "window"};
 
@@ -64,15 +64,38 @@ size_t sfa__arch_smem_limit(int arch) {
   }
 }
 
-/* Padded rows: Q tile plus num_stages buffers each of K and V. */
+/* Shared memory of a tile config, rows padded by 16 bytes:
+**   fwd    Q tile, num_stages buffers each of K and V;
+**   bwddq  Q and dO tiles, num_stages buffers each of K and V;
+**   bwd    K and V tiles, num_stages buffers each of Q and dO, the dS^T tile
+**          (block_n x block_m, padded) and num_stages x block_m floats each of
+**          lse and delta. */
 static size_t smem_formula(const sfa_kernel_spec *s) {
-  return (size_t)2 * (size_t)(s->head_dim + 8) *
-         (size_t)(s->block_m + 2 * s->num_stages * s->block_n);
+  size_t row = (size_t)2 * (size_t)(s->head_dim + 8);
+  size_t m = (size_t)s->block_m, n = (size_t)s->block_n, st = (size_t)s->num_stages;
+  switch (s->pass) {
+  case SFA_PASS_BWD_DQ: return row * (2 * m + 2 * st * n);
+  case SFA_PASS_BWD: return row * (2 * n + 2 * st * m) + n * (m + 8) * 2 + st * m * 8;
+  default: return row * (m + 2 * st * n);
+  }
 }
 
+/* m16 row tiles per warp: of block_m (query rows) in fwd and bwddq, of block_n
+** (key rows) in bwd. */
+static int row_tiles(const sfa_kernel_spec *s) {
+  int rows = s->pass == SFA_PASS_BWD ? s->block_n : s->block_m;
+  return rows / (16 * s->num_warps);
+}
+
+/* Float accumulators per thread: fwd O and S; bwddq dQ, S and dP; bwd dK, dV,
+** S^T and dP^T. */
 int sfa__spec_acc_registers(const sfa_kernel_spec *s) {
-  int mt = s->block_m / (16 * s->num_warps); /* m16 tiles per warp */
-  return mt * (s->head_dim / 8) * 4 + mt * (s->block_n / 8) * 4;
+  int mt = row_tiles(s);
+  switch (s->pass) {
+  case SFA_PASS_BWD_DQ: return mt * (s->head_dim / 2 + s->block_n);
+  case SFA_PASS_BWD: return mt * (s->head_dim + s->block_m);
+  default: return mt * (s->head_dim / 8) * 4 + mt * (s->block_n / 8) * 4;
+  }
 }
 
 size_t sfa_spec_smem_bytes(const sfa_kernel_spec *spec) {
@@ -95,7 +118,7 @@ sfa_status sfa__spec_check_domain(const sfa_kernel_spec *s, char *err, size_t er
   const sfa_status bad = SFA_ERR_INVALID_ARGUMENT;
   if (!s) return sfa__fail(err, errlen, bad, "spec: NULL");
   if (!sfa__pass_name(s->pass))
-    return sfa__fail(err, errlen, bad, "pass: %d is not allowed; must be fwd, bwdpre or bwd",
+    return sfa__fail(err, errlen, bad, "pass: %d is not allowed; must be fwd, bwddq or bwd",
                      (int)s->pass);
   if (!sfa__mode_name(s->mode))
     return sfa__fail(err, errlen, bad,
@@ -114,11 +137,6 @@ sfa_status sfa__spec_check_domain(const sfa_kernel_spec *s, char *err, size_t er
   if (!ONE_OF(s->block_m, 64, 128))
     return sfa__fail(err, errlen, bad, "block_m: %d is not allowed; must be 64 or 128",
                      s->block_m);
-  if (s->block_m % (16 * s->num_warps) != 0 || s->block_m / (16 * s->num_warps) > 2)
-    return sfa__fail(err, errlen, bad,
-                     "block_m: %d is not allowed with num_warps %d; block_m must be 1 or 2 "
-                     "m16 tiles per warp (%d or %d)",
-                     s->block_m, s->num_warps, 16 * s->num_warps, 32 * s->num_warps);
   if (!ONE_OF(s->block_n, 32, 64, 128))
     return sfa__fail(err, errlen, bad, "block_n: %d is not allowed; must be 32, 64 or 128",
                      s->block_n);
@@ -140,13 +158,25 @@ sfa_status sfa_spec_validate(const sfa_kernel_spec *s, char *err, size_t errlen)
   sfa_status st = sfa__spec_check_domain(s, err, errlen);
   if (st != SFA_OK) return st;
 
-  if (s->pass != SFA_PASS_FWD)
-    return sfa__fail(err, errlen, SFA_ERR_UNSUPPORTED,
-                     "pass: only fwd is implemented in this version (got %s)",
-                     sfa__pass_name(s->pass));
-  if (s->flags & SFA_FEAT_DETERMINISTIC)
+  {
+    /* The rows that the warps split: queries (block_m), keys in bwd (block_n). */
+    const char *f = s->pass == SFA_PASS_BWD ? "block_n" : "block_m";
+    int rows = s->pass == SFA_PASS_BWD ? s->block_n : s->block_m;
+    if (rows % (16 * s->num_warps) != 0 || rows / (16 * s->num_warps) > 2)
+      return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
+                       "%s: %d is not allowed with num_warps %d in pass %s; %s must be 1 or 2 "
+                       "m16 tiles per warp (%d or %d)",
+                       f, rows, s->num_warps, sfa__pass_name(s->pass), f, 16 * s->num_warps,
+                       32 * s->num_warps);
+  }
+  if (s->pass != SFA_PASS_BWD && (s->flags & SFA_FEAT_DETERMINISTIC))
     return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
-                     "flags: deterministic applies to bwd only");
+                     "flags: det applies to pass bwd only (bwddq is deterministic itself)");
+  if (s->pass != SFA_PASS_FWD && s->head_dim > SFA__BWD_MAX_HEAD_DIM)
+    return sfa__fail(err, errlen, SFA_ERR_UNSUPPORTED,
+                     "head_dim: %d; the backward passes support head dims up to %d in this "
+                     "version",
+                     s->head_dim, SFA__BWD_MAX_HEAD_DIM);
 
   /* Forward flags per mode: dense takes causal; qk_drop and hash take none
   ** (their causality is q_idx >= k_idx, always on); window takes any mix of
@@ -281,7 +311,7 @@ sfa_status sfa_spec_parse(const char *name, sfa_kernel_spec *spec, char *err, si
   NEXT("'sfa'");
   if (strcmp(tok, "sfa") != 0) BAD("'sfa'");
   NEXT("the pass");
-  if ((i = find_name(tok, pass_names, 3)) < 0) BAD("the pass (fwd, bwdpre or bwd)");
+  if ((i = find_name(tok, pass_names, 3)) < 0) BAD("the pass (fwd, bwddq or bwd)");
   s.pass = (sfa_pass)i;
   NEXT("the mode");
   if ((i = find_name(tok, mode_tokens, 4)) < 0) BAD("the mode (dense, qkdrop, hash or window)");
@@ -342,21 +372,47 @@ sfa_status sfa_spec_default(sfa_kernel_spec *spec, char *err, size_t errlen) {
   sfa_status st = sfa__spec_check_domain(&s, err, errlen);
   if (st != SFA_OK) return st;
 
-  /* Measured on H100 (bench/NOTES.md), the same for every mode and arch:
-  ** double buffering pays at D <= 64 only (s1 beats s2 at D = 128: 345 vs 334
-  ** TF/s); D = 256 needs m64 for the register budget and s1 to fit sm_86/89. */
-  if (s.head_dim <= 64) {
-    s.block_m = 128, s.block_n = 64, s.num_warps = 4, s.num_stages = 2;
-  } else if (s.head_dim <= 128) {
-    s.block_m = 128, s.block_n = 64, s.num_warps = 4, s.num_stages = 1;
+  if (s.pass == SFA_PASS_FWD) {
+    /* Measured on H100 (bench/NOTES.md), the same for every mode and arch:
+    ** double buffering pays at D <= 64 only (s1 beats s2 at D = 128: 345 vs 334
+    ** TF/s); D = 256 needs m64 for the register budget and s1 to fit sm_86/89. */
+    if (s.head_dim <= 64) {
+      s.block_m = 128, s.block_n = 64, s.num_warps = 4, s.num_stages = 2;
+    } else if (s.head_dim <= 128) {
+      s.block_m = 128, s.block_n = 64, s.num_warps = 4, s.num_stages = 1;
+    } else {
+      s.block_m = 64, s.block_n = 64, s.num_warps = 4, s.num_stages = 1;
+    }
+  } else if (s.pass == SFA_PASS_BWD_DQ) {
+    /* One m16 tile per warp keeps dQ, S and dP in registers at D = 128. */
+    if (s.head_dim <= 64) {
+      s.block_m = 128, s.block_n = 64, s.num_warps = 4, s.num_stages = 2;
+    } else {
+      s.block_m = 128, s.block_n = 64, s.num_warps = 8, s.num_stages = 2;
+    }
   } else {
-    s.block_m = 64, s.block_n = 64, s.num_warps = 4, s.num_stages = 1;
+    /* 128 keys per CTA on 8 warps (FlashAttention 2's shape); the query tile
+    ** shrinks with D to keep dK, dV, S^T and dP^T in registers. */
+    if (s.head_dim <= 64) {
+      s.block_m = 128, s.block_n = 128, s.num_warps = 8, s.num_stages = 1;
+    } else {
+      s.block_m = 64, s.block_n = 128, s.num_warps = 8, s.num_stages = 2;
+    }
   }
-  /* Shrink until it fits the arch: fewer stages, then narrower key tiles. */
+  /* Shrink until it fits the arch: fewer stages, then narrower tiles. */
   while (smem_formula(&s) > sfa__arch_smem_limit(s.arch)) {
-    if (s.num_stages > 1) s.num_stages--;
-    else if (s.block_n > 32) s.block_n /= 2;
-    else break;
+    if (s.num_stages > 1) {
+      s.num_stages--;
+    } else if (s.pass == SFA_PASS_BWD && s.block_n > 64) {
+      s.block_n = 64, s.num_warps = 4;
+    } else if (s.pass != SFA_PASS_BWD && s.block_n > 32) {
+      s.block_n /= 2;
+    } else if (s.block_m > 64) {
+      s.block_m = 64;
+      if (s.pass != SFA_PASS_BWD) s.num_warps = 4;
+    } else {
+      break;
+    }
   }
   spec->block_m = s.block_m;
   spec->block_n = s.block_n;

@@ -58,8 +58,9 @@ void sfa_free(void *p);
 
 typedef enum sfa_pass {
   SFA_PASS_FWD = 0,
-  SFA_PASS_BWD_PRE, /* backward preprocess: delta = rowsum(do * o) */
-  SFA_PASS_BWD
+  SFA_PASS_BWD_DQ, /* backward, deterministic dq: one CTA per query tile */
+  SFA_PASS_BWD     /* backward: dk, dv (and dbias) per key tile; dq by float
+                      atomics unless SFA_FEAT_DETERMINISTIC */
 } sfa_pass;
 
 typedef enum sfa_mode {
@@ -81,7 +82,7 @@ typedef enum sfa_dtype {
 #define SFA_FEAT_CAUSAL        (1u << 0) /* dense, window: causal mask (qk_drop and hash take no flags) */
 #define SFA_FEAT_BIAS          (1u << 1) /* window: additive bias */
 #define SFA_FEAT_MASK          (1u << 2) /* window: dynamic uint8 mask */
-#define SFA_FEAT_DETERMINISTIC (1u << 3) /* backward: no float atomics */
+#define SFA_FEAT_DETERMINISTIC (1u << 3) /* bwd: no dq (a bwddq pass makes it), no float atomics */
 
 /* One kernel variant. Every field is spelled in its canonical name, e.g.
 ** sfa_fwd_dense_causal_bf16_d128_m128n64_w4s1_sm90; that name is also the
@@ -189,6 +190,23 @@ const char *sfa_last_error(const sfa_context *ctx);
 typedef struct sfa_kernel sfa_kernel;
 sfa_status sfa_compile(sfa_context *ctx, const sfa_kernel_spec *spec, sfa_kernel **kernel);
 
+/* Add a directory of ahead-of-time kernels written by sfa-gen (DIR/manifest.tsv
+** and the cubins it lists). Kernels the context needs later are looked up
+** there first, by canonical name (which spells the arch), before the disk
+** cache and NVRTC; a kernel found there is never compiled. Directories are
+** searched in the order added, after those of the environment variable
+** SFA_KERNEL_DIR (':'-separated; read by sfa_context_create, where a bad entry
+** only warns on stderr). The manifest is read and checked now: a directory
+** that does not exist or has no manifest.tsv is SFA_ERR_NOT_FOUND, an
+** unreadable one SFA_ERR_IO, a malformed one SFA_ERR_CORRUPT (the message
+** names FILE:LINE), and nothing is added. Cubins are read when needed and
+** verified (size, XXH3-64); one that is missing, altered or that the driver
+** rejects is skipped with one warning on stderr naming the file, and that
+** kernel is compiled through the cache as if the directory did not list it.
+** The directory must come from sfa-gen of the same sfa version. Adding a
+** directory twice is a no-op; kernels already loaded are not replaced. */
+sfa_status sfa_context_add_kernel_dir(sfa_context *ctx, const char *dir);
+
 /* ---------------------------------------------------------------- attention */
 
 typedef struct sfa_attention_params {
@@ -230,6 +248,28 @@ sfa_status sfa_forward(sfa_context *ctx, const sfa_attention_params *params,
                        const sfa_tensor *q, const sfa_tensor *k, const sfa_tensor *v,
                        const sfa_extras *extras, const sfa_tensor *o,
                        const sfa_tensor *lse, void *stream);
+
+/* Gradients of sfa_forward. q, k, v, extras and params as given to the
+** forward; o and lse its outputs (lse is required here); dout = dL/do, like o.
+** Outputs: dq like q; dk, dv like k, v (for GQA/MQA summed over the query heads
+** of each group); dbias NULL or, in window mode with a bias, a tensor of the
+** bias's dtype and shape (the gradient summed over the dims the bias
+** broadcasts). Every output is overwritten; none may overlap an input or
+** another output. Rows with no allowed key contribute nothing.
+** params->deterministic = 1: dq comes from a second pass over the key tiles
+** instead of float atomics, so two calls give bitwise identical results (dk,
+** dv and dbias are always deterministic).
+** Workspace: float32 buffers on the stream-ordered allocator of the device
+** (cuMemAllocAsync on stream, freed on stream when the call's kernels are
+** done): 8 bytes per query row, plus 4 * D per query row without
+** deterministic, plus 4 bytes per dbias element when the bias broadcasts over
+** query rows, heads or batch. Asynchronous on stream.
+** Head dims up to 128 (SFA_ERR_UNSUPPORTED above). */
+sfa_status sfa_backward(sfa_context *ctx, const sfa_attention_params *params,
+                        const sfa_tensor *q, const sfa_tensor *k, const sfa_tensor *v,
+                        const sfa_extras *extras, const sfa_tensor *o, const sfa_tensor *lse,
+                        const sfa_tensor *dout, const sfa_tensor *dq, const sfa_tensor *dk,
+                        const sfa_tensor *dv, const sfa_tensor *dbias, void *stream);
 
 /* The validation call of the index contract of modes qk_drop and hash
 ** (DESIGN.md section 2), which sfa_forward relies on without checking. Per
@@ -313,8 +353,9 @@ sfa_status sfa_topk_mask(sfa_context *ctx, const sfa_tensor *bias, int w, int ca
 /* ---------------------------------------------------------------- CPU reference */
 
 /* Host-side mode inputs of the CPU reference; unused members NULL. All arrays
-** are contiguous. bias and mask are [B, heads, rows, Tk] with heads = Hq, Hkv
-** or 1 and rows = Tq or 1 (broadcast), like the GPU's. */
+** are contiguous. bias and mask are [batches, heads, rows, Tk] with batches = B
+** or 1 (0 means B), heads = Hq, Hkv or 1 and rows = Tq or 1 (broadcast), like
+** the GPU's. */
 typedef struct sfa_host_extras {
   const int32_t *q_idx, *k_idx;   /* [B, Hq, Tq], [B, Hkv, Tk] */
   const int32_t *q_hash, *k_hash; /* [B, Hq, Tq], [B, Hkv, Tk] */
@@ -322,6 +363,7 @@ typedef struct sfa_host_extras {
   int bias_heads, bias_rows;
   const uint8_t *mask;
   int mask_heads, mask_rows;
+  int bias_batches, mask_batches; /* B or 1; 0 = B */
 } sfa_host_extras;
 
 /* Float64 reference of the forward pass on host arrays in float32, contiguous
@@ -331,6 +373,18 @@ sfa_status sfa_reference_forward(const sfa_attention_params *params, int B, int 
                                  int Hkv, int Tq, int Tk, int D, const float *q,
                                  const float *k, const float *v, const sfa_host_extras *ex,
                                  float *o, float *lse, char *err, size_t errlen);
+
+/* Float64 reference of the backward pass, on the arrays of
+** sfa_reference_forward plus dout [B, Hq, Tq, D] (float32, contiguous).
+** Writes dq [B, Hq, Tq, D], dk and dv [B, Hkv, Tk, D] (summed over the query
+** heads of a group) and, when dbias is not NULL (ex->bias required), dbias in
+** the shape of ex->bias (summed over its broadcast dims). Rows with no allowed
+** key contribute nothing. */
+sfa_status sfa_reference_backward(const sfa_attention_params *params, int B, int Hq,
+                                  int Hkv, int Tq, int Tk, int D, const float *q,
+                                  const float *k, const float *v, const sfa_host_extras *ex,
+                                  const float *dout, float *dq, float *dk, float *dv,
+                                  float *dbias, char *err, size_t errlen);
 
 #ifdef __cplusplus
 }

@@ -50,6 +50,9 @@ typedef struct sfa_driver {
   CUresult (*cuMemcpyHtoD)(CUdeviceptr dst, const void *src, size_t bytes);
   CUresult (*cuMemcpyDtoH)(void *dst, CUdeviceptr src, size_t bytes);
   CUresult (*cuMemsetD8)(CUdeviceptr dst, unsigned char uc, size_t n);
+  CUresult (*cuMemsetD32Async)(CUdeviceptr dst, unsigned int ui, size_t n, CUstream stream);
+  CUresult (*cuMemAllocAsync)(CUdeviceptr *dptr, size_t bytesize, CUstream stream);
+  CUresult (*cuMemFreeAsync)(CUdeviceptr dptr, CUstream stream);
   CUresult (*cuStreamCreate)(CUstream *phStream, unsigned int flags);
   CUresult (*cuStreamDestroy)(CUstream hStream);
   CUresult (*cuStreamSynchronize)(CUstream hStream);

@@ -22,6 +22,8 @@ static const char *kind_name(sfa__util_kind kind) {
     case SFA__UTIL_HASH_SORT: return "hash_sort";
     case SFA__UTIL_PERMUTE: return "permute";
     case SFA__UTIL_TOPK: return "topk";
+    case SFA__UTIL_BWD_PRE: return "bwd_pre";
+    case SFA__UTIL_CONVERT: return "convert";
   }
   return NULL;
 }
@@ -31,6 +33,8 @@ static size_t args_size(sfa__util_kind kind) {
     case SFA__UTIL_HASH_SORT: return sizeof(sfa__hash_sort_args);
     case SFA__UTIL_PERMUTE: return sizeof(sfa__permute_args);
     case SFA__UTIL_TOPK: return sizeof(sfa__topk_args);
+    case SFA__UTIL_BWD_PRE: return sizeof(sfa__bwd_pre_args);
+    case SFA__UTIL_CONVERT: return sizeof(sfa__convert_args);
   }
   return 0;
 }
@@ -39,8 +43,9 @@ sfa_status sfa__util_name(sfa__util_kind kind, sfa_dtype dtype, char *buf, size_
   const char *k = kind_name(kind);
   if (!k || !buf) return SFA_ERR_INVALID_ARGUMENT;
   int len;
-  if (kind == SFA__UTIL_TOPK) {
-    if (dtype != SFA_DTYPE_FP16 && dtype != SFA_DTYPE_BF16 && dtype != SFA_DTYPE_FP32)
+  if (kind == SFA__UTIL_TOPK || kind == SFA__UTIL_BWD_PRE || kind == SFA__UTIL_CONVERT) {
+    if (dtype != SFA_DTYPE_FP16 && dtype != SFA_DTYPE_BF16 &&
+        (dtype != SFA_DTYPE_FP32 || kind != SFA__UTIL_TOPK))
       return SFA_ERR_INVALID_ARGUMENT;
     len = snprintf(buf, n, "sfa_util_%s_%s", k, sfa__dtype_str(dtype));
   } else {
@@ -66,7 +71,9 @@ sfa_status sfa__util_source(sfa__util_kind kind, sfa_dtype dtype, int arch, char
            "{%% KERNEL = \"%s\"; NAME = \"%s\"; ARCH = %d; ARGS_SIZE = %zu; DTYPE = \"%s\" %%}\n",
            kn ? kn : "?", name, arch, args_size(kind), sfa__dtype_str(dtype));
   const sfa__template extra[] = {{"util_params.lt", params}, {NULL, NULL}};
-  const char *entry = kind == SFA__UTIL_TOPK ? "util_topk.lt" : "util_hash.lt";
+  const char *entry = kind == SFA__UTIL_TOPK ? "util_topk.lt"
+                      : kind == SFA__UTIL_BWD_PRE || kind == SFA__UTIL_CONVERT ? "util_bwd.lt"
+                                                                               : "util_hash.lt";
   return sfa__render(extra, entry, NULL, source, err, errlen);
 }
 
@@ -180,7 +187,7 @@ sfa_status sfa__util_disjoint(sfa_context *ctx, const char *anm, const sfa_tenso
   byte_range(b, &blo, &bhi);
   if (alo < bhi && blo < ahi)
     return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
-                      "%s: its memory overlaps %s; the helpers do not work in place", anm, bnm);
+                      "%s: its memory overlaps %s; outputs must not share memory with inputs or other outputs", anm, bnm);
   return SFA_OK;
 }
 

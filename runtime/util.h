@@ -1,5 +1,6 @@
 /*
 ** util.h -- internal: what the sparse helpers (runtime/hash.c, runtime/topk.c)
+** and the backward (runtime/backward.c)
 ** share: the utility kernels (templates/util_*.lt), their launch argument
 ** blocks, rendering, NVRTC compilation and loading, and tensor checks whose
 ** messages name the argument.
@@ -16,7 +17,9 @@
 typedef enum sfa__util_kind {
   SFA__UTIL_HASH_SORT = 0, /* stable counting sort of bucket ids (dtype ignored) */
   SFA__UTIL_PERMUTE,       /* row gather / scatter by an index array (dtype ignored) */
-  SFA__UTIL_TOPK           /* top-w mask of a bias row (fp16, bf16 or fp32) */
+  SFA__UTIL_TOPK,          /* top-w mask of a bias row (fp16, bf16 or fp32) */
+  SFA__UTIL_BWD_PRE,       /* backward preprocess: delta, lse2, dq zeroing (fp16, bf16) */
+  SFA__UTIL_CONVERT        /* float -> fp16 / bf16 strided copy with a scale */
 } sfa__util_kind;
 
 /* Launch argument blocks; templates/util_hash.lt and util_topk.lt declare the
@@ -45,12 +48,30 @@ typedef struct sfa__topk_args {
   int32_t causal, cached, vec, pad;
 } sfa__topk_args;
 
+typedef struct sfa__bwd_pre_args {
+  uint64_t o; int64_t o_sb, o_sh, o_st;     /* element strides */
+  uint64_t dout; int64_t do_sb, do_sh, do_st;
+  uint64_t lse; int64_t l_sb, l_sh;
+  uint64_t lse2, delta, dq;                 /* float workspaces; dq may be 0 */
+  int64_t rows;                             /* B * H * tqp */
+  int32_t heads, tq, tqp, d;
+} sfa__bwd_pre_args;
+
+typedef struct sfa__convert_args {
+  uint64_t src; int64_t s_sb, s_sh, s_st;   /* float, element strides; 0: zeros */
+  uint64_t dst; int64_t d_sb, d_sh, d_st;   /* element strides */
+  int64_t n;                                /* B * H * T * C */
+  int32_t heads, t, c, pad;
+  float scale, pad2;
+} sfa__convert_args;
+
 /* Largest sequence length (and Tk) the helpers take: keeps index arithmetic
 ** inside int32 with room to spare. */
 #define SFA__UTIL_MAX_T (1 << 30)
 
 /* The entry symbol of a variant, e.g. "sfa_util_topk_bf16"; dtype matters for
-** SFA__UTIL_TOPK only. SFA_ERR_INVALID_ARGUMENT for an unknown kind or dtype. */
+** SFA__UTIL_TOPK, _BWD_PRE and _CONVERT only. SFA_ERR_INVALID_ARGUMENT for an
+** unknown kind or dtype. */
 sfa_status sfa__util_name(sfa__util_kind kind, sfa_dtype dtype, char *buf, size_t n);
 
 /* Render the self-contained CUDA source of a variant for arch (*source:

@@ -1,8 +1,9 @@
 /*
-** validate.c -- the argument checks of sfa_forward and sfa_check_indices:
-** params, q/k/v/o/lse (shapes, dtypes, strides, 16-byte alignment, overlap of
-** outputs) and the extras of each mode (see validate.h). Extras that a mode
-** does not read must be NULL: they are rejected, never silently ignored.
+** validate.c -- the argument checks of sfa_forward, sfa_backward and
+** sfa_check_indices: params, q/k/v/o/lse and the gradients (shapes, dtypes,
+** strides, 16-byte alignment, overlap of outputs) and the extras of each mode
+** (see validate.h). Extras that a mode does not read must be NULL: they are
+** rejected, never silently ignored.
 */
 #include <math.h>
 #include <stdint.h>
@@ -11,6 +12,7 @@
 
 #include "runtime/internal.h"
 #include "gen/gen_internal.h"
+#include "runtime/util.h"
 #include "runtime/validate.h"
 
 #define GRID_YZ_MAX 65535 /* gridDim.y and gridDim.z limit */
@@ -355,4 +357,86 @@ sfa_status sfa__validate_forward(sfa_context *ctx, const sfa_attention_params *p
     }
   }
   return sfa__validate_extras(ctx, params, extras, q->dtype, B, Hq, Hkv, Tq, Tk);
+}
+
+/* ------------------------------------------------------------ backward */
+
+/* t has the dtype, shape and layout rules of ref (a 4-d fp16/bf16 tensor). */
+static sfa_status check_like(sfa_context *ctx, const char *nm, const sfa_tensor *t,
+                             const char *refnm, const sfa_tensor *ref, const sfa_tensor *q,
+                             int is_output) {
+  char a[96], b[96];
+  if (!t) return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "%s: is NULL", nm);
+  sfa_status st = check_half(ctx, nm, t, q, is_output);
+  if (st != SFA_OK) return st;
+  for (int i = 0; i < 4; i++)
+    if (t->shape[i] != ref->shape[i]) {
+      sfa__tensor_shape_str(t, a, sizeof a);
+      sfa__tensor_shape_str(ref, b, sizeof b);
+      return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "%s: shape %s does not match %s %s", nm,
+                        a, refnm, b);
+    }
+  return SFA_OK;
+}
+
+sfa_status sfa__validate_backward(sfa_context *ctx, const sfa_attention_params *params,
+                                  const sfa_tensor *q, const sfa_tensor *k, const sfa_tensor *v,
+                                  const sfa_extras *extras, const sfa_tensor *o,
+                                  const sfa_tensor *lse, const sfa_tensor *dout,
+                                  const sfa_tensor *dq, const sfa_tensor *dk,
+                                  const sfa_tensor *dv, const sfa_tensor *dbias) {
+  sfa_status st;
+  if (!lse && params && q && k && v && o)
+    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
+                      "lse: is NULL; the backward needs the forward's lse");
+  if ((st = sfa__validate_forward(ctx, params, q, k, v, extras, o, lse)) != SFA_OK) return st;
+  if (params->deterministic != 0 && params->deterministic != 1)
+    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "params.deterministic: %d; must be 0 or 1",
+                      params->deterministic);
+  if ((st = check_like(ctx, "dout", dout, "o", o, q, 0)) != SFA_OK ||
+      (st = check_like(ctx, "dq", dq, "q", q, q, 1)) != SFA_OK ||
+      (st = check_like(ctx, "dk", dk, "k", k, q, 1)) != SFA_OK ||
+      (st = check_like(ctx, "dv", dv, "v", v, q, 1)) != SFA_OK)
+    return st;
+  const sfa_tensor *bias = extras ? extras->bias : NULL;
+  if (dbias) {
+    if (!bias)
+      return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
+                        "dbias: is given but there is no bias (extras->bias is NULL)");
+    if (dbias->dtype != bias->dtype)
+      return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "dbias: dtype %s does not match bias (%s)",
+                        sfa__dtype_str(dbias->dtype), sfa__dtype_str(bias->dtype));
+    if ((st = sfa__check_layout(ctx, "dbias", dbias, 4, "[B|1, Hb, Tq|1, Tk]", 1, 2, 0, 1)) !=
+        SFA_OK)
+      return st;
+    for (int i = 0; i < 4; i++)
+      if (dbias->shape[i] != bias->shape[i]) {
+        char a[96], b[96];
+        sfa__tensor_shape_str(dbias, a, sizeof a);
+        sfa__tensor_shape_str(bias, b, sizeof b);
+        return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "dbias: shape %s does not match bias %s",
+                          a, b);
+      }
+  }
+  /* Outputs share no memory with the inputs or with each other. */
+  const struct { const char *nm; const sfa_tensor *t; } in[] = {
+    {"q", q}, {"k", k}, {"v", v}, {"o", o}, {"dout", dout}, {"lse", lse},
+    {"extras->bias", bias}, {"extras->mask", extras ? extras->mask : NULL},
+    {"extras->q_idx", extras ? extras->q_idx : NULL}, {"extras->k_idx", extras ? extras->k_idx : NULL},
+    {"extras->q_hash", extras ? extras->q_hash : NULL},
+    {"extras->k_hash", extras ? extras->k_hash : NULL},
+  };
+  const struct { const char *nm; const sfa_tensor *t; } out[] = {
+    {"dq", dq}, {"dk", dk}, {"dv", dv}, {"dbias", dbias},
+  };
+  for (size_t i = 0; i < sizeof out / sizeof out[0]; i++) {
+    if (!out[i].t) continue;
+    for (size_t j = 0; j < sizeof in / sizeof in[0]; j++)
+      if (in[j].t && (st = sfa__util_disjoint(ctx, out[i].nm, out[i].t, in[j].nm, in[j].t)))
+        return st;
+    for (size_t j = i + 1; j < sizeof out / sizeof out[0]; j++)
+      if (out[j].t && (st = sfa__util_disjoint(ctx, out[i].nm, out[i].t, out[j].nm, out[j].t)))
+        return st;
+  }
+  return SFA_OK;
 }

@@ -1,7 +1,8 @@
 /*
-** validate.h -- the argument checks of sfa_forward and sfa_check_indices
-** (runtime/validate.c). They never touch the driver, so bad input is reported
-** the same way on any machine; every message names the argument.
+** validate.h -- the argument checks of sfa_forward, sfa_backward and
+** sfa_check_indices (runtime/validate.c). They never touch the driver, so bad
+** input is reported the same way on any machine; every message names the
+** argument.
 */
 #ifndef SFA_RUNTIME_VALIDATE_H
 #define SFA_RUNTIME_VALIDATE_H
@@ -15,6 +16,17 @@ sfa_status sfa__validate_forward(sfa_context *ctx, const sfa_attention_params *p
                                  const sfa_tensor *q, const sfa_tensor *k, const sfa_tensor *v,
                                  const sfa_extras *extras, const sfa_tensor *o,
                                  const sfa_tensor *lse);
+
+/* Everything sfa_backward reads and writes: the forward's checks (lse
+** required), dout like o, dq like q, dk and dv like k and v, dbias (optional)
+** like extras->bias, and no output sharing memory with an input or another
+** output. */
+sfa_status sfa__validate_backward(sfa_context *ctx, const sfa_attention_params *params,
+                                  const sfa_tensor *q, const sfa_tensor *k, const sfa_tensor *v,
+                                  const sfa_extras *extras, const sfa_tensor *o,
+                                  const sfa_tensor *lse, const sfa_tensor *dout,
+                                  const sfa_tensor *dq, const sfa_tensor *dk,
+                                  const sfa_tensor *dv, const sfa_tensor *dbias);
 
 /* params alone: a known mode, the scale, the window (only window mode may
 ** set one). */

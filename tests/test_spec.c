@@ -40,12 +40,27 @@ END_TEST
 
 START_TEST(pass_rule) {
   sfa_kernel_spec s = good();
+  /* The backward passes: their own tile rules (the warps split block_n keys
+  ** in bwd), and head dims up to 128. */
   s.pass = SFA_PASS_BWD;
-  expect(&s, SFA_ERR_UNSUPPORTED, "pass: only fwd is implemented in this version", NULL);
-  s.pass = SFA_PASS_BWD_PRE;
-  expect(&s, SFA_ERR_UNSUPPORTED, "pass:", NULL);
+  s.block_m = 64, s.block_n = 128, s.num_warps = 8, s.num_stages = 2;
+  expect(&s, SFA_OK, NULL, NULL);
+  s.block_n = 32;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "block_n: 32 is not allowed with num_warps 8 in pass bwd",
+         "1 or 2 m16 tiles per warp");
+  s.block_n = 128, s.block_m = 128, s.num_stages = 1;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "tile needs 256 accumulator registers", NULL);
+  s.block_m = 64, s.head_dim = 256;
+  expect(&s, SFA_ERR_UNSUPPORTED, "head_dim: 256; the backward passes support head dims up to 128",
+         NULL);
+  s = good();
+  s.pass = SFA_PASS_BWD_DQ;
+  s.num_warps = 8;
+  expect(&s, SFA_OK, NULL, NULL);
+  s.head_dim = 160;
+  expect(&s, SFA_ERR_UNSUPPORTED, "head_dim: 160", NULL);
   s.pass = (sfa_pass)7;
-  expect(&s, SFA_ERR_INVALID_ARGUMENT, "pass: 7", "fwd, bwdpre or bwd");
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "pass: 7", "fwd, bwddq or bwd");
 }
 END_TEST
 
@@ -168,7 +183,7 @@ START_TEST(flags_rule) {
   s.flags = SFA_FEAT_MASK | SFA_FEAT_CAUSAL;
   expect(&s, SFA_ERR_INVALID_ARGUMENT, "flags: bias/mask apply to window mode only", NULL);
   s.flags = SFA_FEAT_DETERMINISTIC;
-  expect(&s, SFA_ERR_INVALID_ARGUMENT, "flags: deterministic applies to bwd only", NULL);
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "flags: det applies to pass bwd only", NULL);
   s.flags = 1u << 9;
   expect(&s, SFA_ERR_INVALID_ARGUMENT, "flags: 0x200", "SFA_FEAT_CAUSAL");
 }
@@ -205,10 +220,13 @@ START_TEST(flags_per_mode) {
          "hash allows no flags");
   s.mode = SFA_MODE_WINDOW;
   s.flags = SFA_FEAT_CAUSAL | SFA_FEAT_BIAS | SFA_FEAT_MASK | SFA_FEAT_DETERMINISTIC;
-  expect(&s, SFA_ERR_INVALID_ARGUMENT, "flags: deterministic applies to bwd only", NULL);
-  /* bwd stays unsupported whatever the flags. */
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "flags: det applies to pass bwd only", NULL);
+  s.pass = SFA_PASS_BWD_DQ;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "flags: det applies to pass bwd only", NULL);
+  /* bwd takes det with every mode's flags. */
   s.pass = SFA_PASS_BWD;
-  expect(&s, SFA_ERR_UNSUPPORTED, "pass: only fwd", NULL);
+  s.block_m = 64, s.block_n = 128, s.num_warps = 8;
+  expect(&s, SFA_OK, NULL, NULL);
 }
 END_TEST
 
@@ -289,11 +307,11 @@ START_TEST(name_example) {
   ck_assert_int_eq(sfa_spec_name(&s, buf, sizeof buf), SFA_OK);
   ck_assert_str_eq(buf, "sfa_fwd_dense_fp16_d128_m128n64_w4s2_sm80");
   /* Unsupported but well-formed specs have names too. */
-  s.pass = SFA_PASS_BWD_PRE;
+  s.pass = SFA_PASS_BWD_DQ;
   s.mode = SFA_MODE_QK_DROP;
   s.flags = SFA_FEAT_CAUSAL | SFA_FEAT_BIAS | SFA_FEAT_MASK | SFA_FEAT_DETERMINISTIC;
   ck_assert_int_eq(sfa_spec_name(&s, buf, sizeof buf), SFA_OK);
-  ck_assert_str_eq(buf, "sfa_bwdpre_qkdrop_causal_bias_mask_det_fp16_d128_m128n64_w4s2_sm80");
+  ck_assert_str_eq(buf, "sfa_bwddq_qkdrop_causal_bias_mask_det_fp16_d128_m128n64_w4s2_sm80");
 }
 END_TEST
 
@@ -454,12 +472,14 @@ START_TEST(defaults_errors) {
   s.arch = 75;
   ck_assert_int_eq(sfa_spec_default(&s, err, sizeof err), SFA_ERR_INVALID_ARGUMENT);
   ck_assert_ptr_nonnull(strstr(err, "arch: 75"));
-  /* An unsupported pass still gets its tiles, and says it is unsupported. */
+  /* An unsupported head dim still gets its tiles, and says it is unsupported. */
   s.arch = 90;
   s.pass = SFA_PASS_BWD;
+  s.head_dim = 256;
   ck_assert_int_eq(sfa_spec_default(&s, err, sizeof err), SFA_ERR_UNSUPPORTED);
-  ck_assert_ptr_nonnull(strstr(err, "pass: only fwd"));
-  ck_assert_int_eq(s.block_m, 128);
+  ck_assert_ptr_nonnull(strstr(err, "support head dims up to 128"));
+  ck_assert_int_eq(s.block_n, 128);
+  s.head_dim = 64;
   /* Flags a mode does not allow are named after the tiles are filled in. */
   s.pass = SFA_PASS_FWD;
   s.mode = SFA_MODE_QK_DROP;

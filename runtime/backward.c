@@ -1,0 +1,266 @@
+/*
+** backward.c -- sfa_backward: validates every argument (runtime/validate.c)
+** before the driver is touched, then on the caller's stream
+**   1. takes a float workspace from the stream-ordered allocator: lse2 and
+**      delta (B * Hq rows of tqp = Tq rounded up to 128), the dq accumulator
+**      (unless deterministic) and the dbias accumulator (when needed);
+**   2. bwd_pre (templates/util_bwd.lt): delta = rowsum(dout * o), lse2 =
+**      lse * log2(e) (+inf where nothing is seen), zeroes the dq accumulator;
+**   3. the bwd kernel (templates/bwd.lt): dk, dv, dbias, and dq by atomics;
+**   4. deterministic: the bwddq kernel (templates/bwd_dq.lt) writes dq; else
+**      convert turns the dq accumulator into dq (times the scale);
+**   5. convert turns the dbias accumulator into dbias;
+**   6. frees the workspace on the stream.
+** dbias: when every element has one contribution (the bias has all of q's
+** batches, heads and rows) the bwd kernel stores it, after a zero fill (tiles
+** that no query sees are never visited); otherwise it adds into the float
+** accumulator, and the CTAs are grouped so that one CTA owns every (batch, kv
+** head) that shares a bias slice (no atomics: the result is deterministic).
+*/
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "gen/gen_internal.h"
+#include "runtime/internal.h"
+#include "runtime/kernel_abi.h"
+#include "runtime/util.h"
+#include "runtime/validate.h"
+
+#define TQ_PAD 128 /* query rows of the workspaces are padded to a multiple of this */
+
+/* The mode's members of a: index arrays, bias, mask, window (as forward.c). */
+static void fill_mode_args(sfa_bwd_args *a, const sfa_attention_params *p,
+                           const sfa_extras *ex) {
+  a->bias_hdiv = a->mask_hdiv = 1;
+  a->window_left = a->window_right = -1;
+  if (p->mode == SFA_MODE_QK_DROP || p->mode == SFA_MODE_HASH) {
+    a->q_idx = (uint64_t)(uintptr_t)ex->q_idx->data;
+    a->k_idx = (uint64_t)(uintptr_t)ex->k_idx->data;
+    a->qi_sb = sfa__eff_stride(ex->q_idx, 0), a->qi_sh = sfa__eff_stride(ex->q_idx, 1);
+    a->ki_sb = sfa__eff_stride(ex->k_idx, 0), a->ki_sh = sfa__eff_stride(ex->k_idx, 1);
+    if (p->mode == SFA_MODE_HASH) {
+      a->q_hash = (uint64_t)(uintptr_t)ex->q_hash->data;
+      a->k_hash = (uint64_t)(uintptr_t)ex->k_hash->data;
+    }
+  }
+  if (p->mode != SFA_MODE_WINDOW) return;
+  a->window_left = p->window_left >= a->tk ? -1 : p->window_left;
+  a->window_right = p->causal ? 0 : p->window_right >= a->tq ? -1 : p->window_right;
+  if (ex && ex->bias) {
+    const sfa_tensor *t = ex->bias;
+    a->bias = (uint64_t)(uintptr_t)t->data;
+    a->bias_sb = sfa__eff_stride(t, 0), a->bias_sh = sfa__eff_stride(t, 1);
+    a->bias_st = sfa__eff_stride(t, 2);
+    a->bias_hdiv = (int32_t)(a->hq / t->shape[1]);
+  }
+  if (ex && ex->mask) {
+    const sfa_tensor *t = ex->mask;
+    a->mask = (uint64_t)(uintptr_t)t->data;
+    a->mask_sb = sfa__eff_stride(t, 0), a->mask_sh = sfa__eff_stride(t, 1);
+    a->mask_st = sfa__eff_stride(t, 2);
+    a->mask_hdiv = (int32_t)(a->hq / t->shape[1]);
+  }
+}
+
+static unsigned mode_flags(const sfa_attention_params *p, const sfa_extras *ex) {
+  unsigned f = 0;
+  if ((p->mode == SFA_MODE_DENSE || p->mode == SFA_MODE_WINDOW) && p->causal)
+    f |= SFA_FEAT_CAUSAL;
+  if (p->mode == SFA_MODE_WINDOW && ex && ex->bias) f |= SFA_FEAT_BIAS;
+  if (p->mode == SFA_MODE_WINDOW && ex && ex->mask) f |= SFA_FEAT_MASK;
+  return f;
+}
+
+/* The kernel of pass for this call, with the heuristic tile config. */
+static sfa_status get_kernel(sfa_context *ctx, const sfa__device *dev, sfa_pass pass,
+                             const sfa_attention_params *p, const sfa_tensor *q, unsigned flags,
+                             sfa_kernel **kern) {
+  sfa_kernel_spec spec;
+  memset(&spec, 0, sizeof spec);
+  spec.pass = pass;
+  spec.mode = p->mode;
+  spec.dtype = q->dtype;
+  spec.head_dim = (int)q->shape[3];
+  spec.arch = dev->arch;
+  spec.flags = flags;
+  char why[512];
+  sfa_status st = sfa_spec_default(&spec, why, sizeof why);
+  if (st != SFA_OK)
+    return sfa__error(ctx, st, "no %s %s kernel for %s head dim %d on sm_%d: %s",
+                      sfa__pass_name(pass), sfa__mode_name(p->mode), sfa__dtype_str(q->dtype),
+                      spec.head_dim, dev->arch, why);
+  return sfa__kernel_get(ctx, dev, &spec, kern);
+}
+
+static sfa_status launch(sfa_context *ctx, const sfa_driver *d, const sfa_kernel *k,
+                         unsigned gx, unsigned gy, unsigned gz, CUstream stream, void *args) {
+  void *kp[1] = {args};
+  CUresult r = d->cuLaunchKernel(k->fn, gx, gy, gz, (unsigned)k->threads, 1, 1,
+                                 (unsigned)k->smem, stream, kp, NULL);
+  if (r == CUDA_SUCCESS) return SFA_OK;
+  char what[SFA__KERNEL_NAME + 64];
+  snprintf(what, sizeof what, "cuLaunchKernel(%s, grid %ux%ux%u)", k->name, gx, gy, gz);
+  return sfa__cuda_error(r, what, ctx->err, sizeof ctx->err);
+}
+
+/* dst (q's dtype, 4-d) = scale * src (float, element strides s_*), or zeros. */
+static sfa_status convert(sfa_context *ctx, CUfunction fn, CUdeviceptr src, int64_t s_sb,
+                          int64_t s_sh, int64_t s_st, const sfa_tensor *dst, float scale,
+                          void *stream) {
+  sfa__convert_args c;
+  memset(&c, 0, sizeof c);
+  c.src = (uint64_t)src;
+  c.s_sb = s_sb, c.s_sh = s_sh, c.s_st = s_st;
+  c.dst = (uint64_t)(uintptr_t)dst->data;
+  c.d_sb = sfa__eff_stride(dst, 0), c.d_sh = sfa__eff_stride(dst, 1);
+  c.d_st = sfa__eff_stride(dst, 2);
+  c.heads = (int32_t)dst->shape[1], c.t = (int32_t)dst->shape[2], c.c = (int32_t)dst->shape[3];
+  c.n = dst->shape[0] * dst->shape[1] * dst->shape[2] * dst->shape[3];
+  c.scale = scale;
+  int64_t blocks = (c.n + 255) / 256;
+  if (blocks > (1 << 20)) blocks = 1 << 20; /* grid-stride beyond */
+  return sfa__util_launch(ctx, fn, "convert", (unsigned)blocks, 256, 0, stream, &c);
+}
+
+sfa_status sfa_backward(sfa_context *ctx, const sfa_attention_params *params,
+                        const sfa_tensor *q, const sfa_tensor *k, const sfa_tensor *v,
+                        const sfa_extras *extras, const sfa_tensor *o, const sfa_tensor *lse,
+                        const sfa_tensor *dout, const sfa_tensor *dq, const sfa_tensor *dk,
+                        const sfa_tensor *dv, const sfa_tensor *dbias, void *stream) {
+  if (!ctx) return SFA_ERR_INVALID_ARGUMENT;
+  sfa_status st = sfa__validate_backward(ctx, params, q, k, v, extras, o, lse, dout, dq, dk,
+                                         dv, dbias);
+  if (st != SFA_OK) return st;
+  const int D = (int)q->shape[3];
+  if (D > SFA__BWD_MAX_HEAD_DIM)
+    return sfa__error(ctx, SFA_ERR_UNSUPPORTED,
+                      "q: head dim %d; the backward supports head dims up to %d in this version",
+                      D, SFA__BWD_MAX_HEAD_DIM);
+
+  sfa__device dev;
+  if ((st = sfa__bind(ctx, &dev)) != SFA_OK) return st;
+  const sfa_driver *d;
+  if ((st = sfa__driver_load(&d, ctx->err, sizeof ctx->err)) != SFA_OK) return st;
+  const int det = params->deterministic;
+  const unsigned flags = mode_flags(params, extras);
+  sfa_kernel *kb, *kdq = NULL;
+  CUfunction pre, conv;
+  if ((st = get_kernel(ctx, &dev, SFA_PASS_BWD, params, q,
+                       flags | (det ? SFA_FEAT_DETERMINISTIC : 0u), &kb)) != SFA_OK ||
+      (det && (st = get_kernel(ctx, &dev, SFA_PASS_BWD_DQ, params, q, flags, &kdq)) != SFA_OK) ||
+      (st = sfa__util_kernel(ctx, &dev, SFA__UTIL_BWD_PRE, q->dtype, &pre)) != SFA_OK ||
+      (st = sfa__util_kernel(ctx, &dev, SFA__UTIL_CONVERT, q->dtype, &conv)) != SFA_OK)
+    return st;
+
+  const int64_t B = q->shape[0], Hq = q->shape[1], Tq = q->shape[2];
+  const int64_t Hkv = k->shape[1], Tk = k->shape[2];
+  const int64_t tqp = (Tq + TQ_PAD - 1) / TQ_PAD * TQ_PAD, rows = B * Hq * tqp;
+
+  /* dbias: stored (mode 1) when each element has one contribution, else
+  ** accumulated in float (mode 2) by CTAs that own every (batch, kv head)
+  ** sharing a bias slice. */
+  int dbias_mode = 0, nb = 1, nh = 1;
+  int64_t dbias_n = 0;
+  if (dbias) {
+    const int64_t Bb = dbias->shape[0], Hb = dbias->shape[1], Rb = dbias->shape[2];
+    const int single = (Bb == B || B == 1) && (Hb == Hq || Hq == 1) && Rb == Tq && Rb > 1;
+    dbias_mode = single ? 1 : 2;
+    if (!single) {
+      dbias_n = Bb * Hb * Rb * Tk;
+      if (Bb == 1 && B > 1) nb = (int)B;
+      if (Hb == 1 && Hkv > 1) nh = (int)Hkv;
+    }
+  }
+
+  const float scale = params->scale > 0 ? params->scale : (float)(1.0 / sqrt((double)D));
+  size_t off_dq = (size_t)rows * 8, off_db = off_dq + (det ? 0 : (size_t)rows * D * 4);
+  size_t bytes = off_db + (size_t)dbias_n * 4;
+  CUdeviceptr ws = 0;
+  CUresult r = d->cuMemAllocAsync(&ws, bytes, (CUstream)stream);
+  if (r != CUDA_SUCCESS) {
+    char what[96];
+    snprintf(what, sizeof what, "cuMemAllocAsync(%zu bytes of backward workspace)", bytes);
+    return sfa__cuda_error(r, what, ctx->err, sizeof ctx->err);
+  }
+  const CUdeviceptr lse2 = ws, delta = ws + (size_t)rows * 4;
+  const CUdeviceptr dqacc = det ? 0 : ws + off_dq, dbw = dbias_mode == 2 ? ws + off_db : 0;
+
+  /* 2. preprocess */
+  sfa__bwd_pre_args pa;
+  memset(&pa, 0, sizeof pa);
+  pa.o = (uint64_t)(uintptr_t)o->data;
+  pa.o_sb = o->strides[0], pa.o_sh = o->strides[1], pa.o_st = o->strides[2];
+  pa.dout = (uint64_t)(uintptr_t)dout->data;
+  pa.do_sb = dout->strides[0], pa.do_sh = dout->strides[1], pa.do_st = dout->strides[2];
+  pa.lse = (uint64_t)(uintptr_t)lse->data;
+  pa.l_sb = lse->strides[0], pa.l_sh = lse->strides[1];
+  pa.lse2 = (uint64_t)lse2, pa.delta = (uint64_t)delta, pa.dq = (uint64_t)dqacc;
+  pa.rows = rows;
+  pa.heads = (int32_t)Hq, pa.tq = (int32_t)Tq, pa.tqp = (int32_t)tqp, pa.d = D;
+  st = sfa__util_launch(ctx, pre, "bwd_pre", (unsigned)(rows / 32), 256, 0, stream, &pa);
+  if (st == SFA_OK && dbias_mode == 2 &&
+      (r = d->cuMemsetD32Async(dbw, 0, (size_t)dbias_n, (CUstream)stream)) != CUDA_SUCCESS)
+    st = sfa__cuda_error(r, "cuMemsetD32Async(dbias workspace)", ctx->err, sizeof ctx->err);
+  if (st == SFA_OK && dbias_mode == 1) st = convert(ctx, conv, 0, 0, 0, 0, dbias, 0.f, stream);
+
+  /* 3. dk, dv, dbias (and dq atomics) */
+  sfa_bwd_args a;
+  memset(&a, 0, sizeof a);
+  a.q = (uint64_t)(uintptr_t)q->data;
+  a.k = (uint64_t)(uintptr_t)k->data;
+  a.v = (uint64_t)(uintptr_t)v->data;
+  a.dout = (uint64_t)(uintptr_t)dout->data;
+  a.lse2 = (uint64_t)lse2, a.delta = (uint64_t)delta;
+  a.dq = (uint64_t)dqacc;
+  a.dk = (uint64_t)(uintptr_t)dk->data;
+  a.dv = (uint64_t)(uintptr_t)dv->data;
+  a.q_sb = q->strides[0], a.q_sh = q->strides[1], a.q_st = q->strides[2];
+  a.k_sb = k->strides[0], a.k_sh = k->strides[1], a.k_st = k->strides[2];
+  a.v_sb = v->strides[0], a.v_sh = v->strides[1], a.v_st = v->strides[2];
+  a.do_sb = dout->strides[0], a.do_sh = dout->strides[1], a.do_st = dout->strides[2];
+  a.dk_sb = dk->strides[0], a.dk_sh = dk->strides[1], a.dk_st = dk->strides[2];
+  a.dv_sb = dv->strides[0], a.dv_sh = dv->strides[1], a.dv_st = dv->strides[2];
+  a.batch = (int32_t)B, a.hq = (int32_t)Hq, a.hkv = (int32_t)Hkv;
+  a.tq = (int32_t)Tq, a.tk = (int32_t)Tk, a.tqp = (int32_t)tqp;
+  a.scale = scale;
+  a.scale_log2 = (float)((double)scale * 1.4426950408889634);
+  fill_mode_args(&a, params, extras);
+  a.nb = nb, a.nh = nh;
+  a.dbias_mode = dbias_mode;
+  if (dbias_mode == 1) {
+    a.dbias = (uint64_t)(uintptr_t)dbias->data;
+    a.dbias_sb = sfa__eff_stride(dbias, 0), a.dbias_sh = sfa__eff_stride(dbias, 1);
+    a.dbias_st = sfa__eff_stride(dbias, 2);
+  } else if (dbias_mode == 2) { /* contiguous [Bb, Hb, Rb, Tk] floats */
+    const int64_t Hb = dbias->shape[1], Rb = dbias->shape[2];
+    a.dbias = (uint64_t)dbw;
+    a.dbias_st = Rb > 1 ? Tk : 0;
+    a.dbias_sh = Hb > 1 ? Rb * Tk : 0;
+    a.dbias_sb = dbias->shape[0] > 1 ? Hb * Rb * Tk : 0;
+  }
+  if (st == SFA_OK)
+    st = launch(ctx, d, kb, (unsigned)((Tk + kb->spec.block_n - 1) / kb->spec.block_n),
+                (unsigned)(Hkv / nh), (unsigned)(B / nb), (CUstream)stream, &a);
+
+  /* 4. dq */
+  if (st == SFA_OK && det) {
+    a.dq = (uint64_t)(uintptr_t)dq->data;
+    a.dq_sb = dq->strides[0], a.dq_sh = dq->strides[1], a.dq_st = dq->strides[2];
+    st = launch(ctx, d, kdq, (unsigned)((Tq + kdq->spec.block_m - 1) / kdq->spec.block_m),
+                (unsigned)Hq, (unsigned)B, (CUstream)stream, &a);
+  } else if (st == SFA_OK) {
+    st = convert(ctx, conv, dqacc, Hq * tqp * D, tqp * D, D, dq, scale, stream);
+  }
+  /* 5. dbias from its accumulator */
+  if (st == SFA_OK && dbias_mode == 2) {
+    const int64_t Hb = dbias->shape[1], Rb = dbias->shape[2];
+    st = convert(ctx, conv, dbw, Hb * Rb * Tk, Rb * Tk, Tk, dbias, 1.f, stream);
+  }
+  /* 6. the workspace goes back once the kernels before it on the stream are done */
+  r = d->cuMemFreeAsync(ws, (CUstream)stream);
+  if (st == SFA_OK && r != CUDA_SUCCESS)
+    st = sfa__cuda_error(r, "cuMemFreeAsync(backward workspace)", ctx->err, sizeof ctx->err);
+  return st;
+}

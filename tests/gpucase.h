@@ -1,0 +1,96 @@
+/*
+** gpucase.h -- what the GPU suites share (tests/gpucase.c): the driver, device
+** 0, one sfa context with a private kernel cache (tg_open / tg_close), half
+** conversions, uploads, and the sparse-mode cases with their CPU-reference
+** copies. A suite calls tg_open in main (0: go on; 77: skip, reason printed;
+** 1: fail) and runs its tests in one process (CK_FORK=no).
+*/
+#ifndef SFA_TESTS_GPUCASE_H
+#define SFA_TESTS_GPUCASE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sfa.h"
+#include "runtime/driver.h"
+#include "testutil.h"
+
+extern const sfa_driver *tg_drv;
+extern CUdevice tg_device;
+extern CUcontext tg_cuctx;
+extern sfa_context *tg_ctx;
+extern uint64_t tg_seed;  /* SFA_TEST_SEED or the suite's default */
+extern int tg_cc;         /* compute capability * 10 + minor of device 0 */
+
+/* Abort the test with the CUDA error name when call fails. */
+#define TG_CU(call)                                                           \
+  do {                                                                        \
+    CUresult r_ = (call);                                                     \
+    if (r_ != CUDA_SUCCESS) {                                                 \
+      const char *n_ = "?";                                                   \
+      tg_drv->cuGetErrorName(r_, &n_);                                        \
+      ck_abort_msg("%s:%d: %s failed: %s", __FILE__, __LINE__, #call, n_);     \
+    }                                                                         \
+  } while (0)
+
+int tg_open(const char *suite, uint64_t default_seed);
+void tg_close(void);
+
+uint16_t tg_to_half(sfa_dtype t, float f);
+float tg_from_half(sfa_dtype t, uint16_t h);
+
+/* cuMemAlloc + copy; the caller frees. */
+CUdeviceptr tg_upload(const void *host, size_t bytes);
+
+/* ------------------------------------------------------------ sparse cases */
+
+enum { BIAS_NONE, BIAS_HEAD, BIAS_KV, BIAS_ROW, BIAS_BATCH };
+enum { MASK_NONE, MASK_HEAD, MASK_KV, MASK_ROW };
+
+typedef struct scase {
+  sfa_mode mode;
+  int B, Hq, Hkv, Tq, Tk, D;
+  sfa_dtype dtype;
+  int T0;                   /* qk_drop: positions before compaction */
+  double keep;              /* qk_drop: probability that a position is kept */
+  int buckets;              /* hash: 1..64 */
+  int left, right, causal;  /* window */
+  int bias, mask;           /* window: BIAS_*, MASK_* */
+  double density;           /* window mask: probability of a nonzero byte */
+  int idx_pad;              /* index arrays: unused elements after each (b, h) row */
+  uint64_t seed;
+} scase;
+
+extern const char *const tg_bias_names[], *const tg_mask_names[];
+
+typedef struct srun {
+  scase c;
+  char desc[320];
+  size_t nq, nk, nrows;
+  float *rq, *rk, *rv, *ro, *rl;       /* reference inputs and outputs, [B, H, T, D] */
+  uint16_t *hq, *hk, *hv, *ho;
+  float *hl;
+  int32_t *qi, *ki, *qh, *kh;          /* host index arrays, contiguous [B, H, T] */
+  float *rbias;                        /* reference bias [B, heads, rows, Tk] */
+  uint8_t *rmask;                      /* reference mask [B, heads, rows, Tk] */
+  CUdeviceptr dq, dk, dv, dout, dl, dqi, dki, dqh, dkh, dbias, dmask;
+  sfa_tensor tq, tk, tv, to, tl, tqi, tki, tqh, tkh, tbias, tmask;
+  sfa_extras ex;
+  int has_ex;
+  sfa_host_extras hx;
+  sfa_attention_params p;
+} srun;
+
+/* A case of mode with B = 2, Hq = 4 and no window. */
+scase tg_case(sfa_mode mode, int Hkv, int Tq, int Tk, int D, sfa_dtype dt);
+
+/* An int32 [B, H, T] array on the device with `pad` poisoned elements after
+** each row; *t describes it. */
+CUdeviceptr tg_upload_index(const int32_t *host, int B, int H, int T, int pad, sfa_tensor *t);
+
+/* Random inputs of the case (uploaded), its index arrays / bias / mask, the
+** params, and device buffers for o and lse; tg_case_free releases it all. */
+void tg_case_setup(srun *R, const scase *c);
+void tg_case_free(srun *R);
+
+#endif

@@ -1,0 +1,331 @@
+/*
+** test_gpu_backward.c -- sfa_backward on a real GPU against the float64 CPU
+** reference (sfa_reference_backward): dq, dk, dv and dbias for dense (causal
+** and not, Tq != Tk both ways, ragged lengths), qk_drop and hash (padding
+** suffixes, rows that see no key), window (windows, causal, a bias per query
+** head / kv head / row-broadcast / batch-broadcast with its gradient, masks
+** with all-zero tiles and rows), GQA and MQA, D = 32, 64 and 128, fp16 and
+** bf16, with dq by atomics and deterministic; the deterministic path must
+** give bitwise identical dq, dk, dv and dbias in two runs.
+**
+** Inputs come from tests/gpucase.c (the sparse forward suite's cases) plus a
+** random dout. Every output is poisoned with NaN before the call: an element
+** left unwritten fails, and NaN never passes. Bound: relative L2 error of
+** each gradient < 2e-2 (bf16) / 1e-2 (fp16).
+**
+** Without a driver or a device the suite prints "SKIP: <reason>" and exits 77.
+*/
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gpucase.h"
+
+/* The gradients of one case: device buffers and host copies. */
+typedef struct grads {
+  CUdeviceptr ddo, ddq, ddk, ddv, ddb;
+  sfa_tensor tdo, tdq, tdk, tdv, tdb;
+  float *rdo;                     /* dout as the reference sees it */
+  uint16_t *hdq, *hdk, *hdv, *hdb; /* downloaded results */
+  size_t nb;                      /* dbias elements (0: none) */
+} grads;
+
+static void grads_setup(grads *G, const srun *R, uint64_t *rng) {
+  const scase *c = &R->c;
+  memset(G, 0, sizeof *G);
+  uint16_t *h = malloc(R->nq * 2);
+  G->rdo = malloc(R->nq * 4);
+  ck_assert(h && G->rdo);
+  for (size_t i = 0; i < R->nq; i++) {
+    h[i] = tg_to_half(c->dtype, (float)tu_rand_normal(rng));
+    G->rdo[i] = tg_from_half(c->dtype, h[i]);
+  }
+  G->ddo = tg_upload(h, R->nq * 2);
+  free(h);
+  const int64_t qs[4] = {c->B, c->Hq, c->Tq, c->D}, ks[4] = {c->B, c->Hkv, c->Tk, c->D};
+  TG_CU(tg_drv->cuMemAlloc(&G->ddq, R->nq * 2));
+  TG_CU(tg_drv->cuMemAlloc(&G->ddk, R->nk * 2));
+  TG_CU(tg_drv->cuMemAlloc(&G->ddv, R->nk * 2));
+  sfa_tensor_init(&G->tdo, (void *)(uintptr_t)G->ddo, c->dtype, 4, qs);
+  sfa_tensor_init(&G->tdq, (void *)(uintptr_t)G->ddq, c->dtype, 4, qs);
+  sfa_tensor_init(&G->tdk, (void *)(uintptr_t)G->ddk, c->dtype, 4, ks);
+  sfa_tensor_init(&G->tdv, (void *)(uintptr_t)G->ddv, c->dtype, 4, ks);
+  if (R->ex.bias) { /* dbias: contiguous, the bias's shape */
+    const sfa_tensor *b = R->ex.bias;
+    G->nb = (size_t)(b->shape[0] * b->shape[1] * b->shape[2] * b->shape[3]);
+    TG_CU(tg_drv->cuMemAlloc(&G->ddb, G->nb * 2));
+    sfa_tensor_init(&G->tdb, (void *)(uintptr_t)G->ddb, c->dtype, 4, b->shape);
+  }
+  G->hdq = malloc(R->nq * 2), G->hdk = malloc(R->nk * 2), G->hdv = malloc(R->nk * 2);
+  G->hdb = malloc(G->nb ? G->nb * 2 : 1);
+  ck_assert(G->hdq && G->hdk && G->hdv && G->hdb);
+}
+
+static void grads_free(grads *G) {
+  CUdeviceptr *d[] = {&G->ddo, &G->ddq, &G->ddk, &G->ddv, &G->ddb};
+  for (size_t i = 0; i < sizeof d / sizeof d[0]; i++)
+    if (*d[i]) tg_drv->cuMemFree(*d[i]);
+  free(G->rdo), free(G->hdq), free(G->hdk), free(G->hdv), free(G->hdb);
+  memset(G, 0, sizeof *G);
+}
+
+/* Forward (o, lse), then backward into NaN-poisoned gradients; download. */
+static void run_backward(srun *R, grads *G, int det) {
+  R->p.deterministic = det;
+  sfa_status st = sfa_forward(tg_ctx, &R->p, &R->tq, &R->tk, &R->tv, R->has_ex ? &R->ex : NULL,
+                              &R->to, &R->tl, NULL);
+  ck_assert_msg(st == SFA_OK, "%s: sfa_forward: %s", R->desc, sfa_last_error(tg_ctx));
+  TG_CU(tg_drv->cuMemsetD8(G->ddq, 0xFF, R->nq * 2));
+  TG_CU(tg_drv->cuMemsetD8(G->ddk, 0xFF, R->nk * 2));
+  TG_CU(tg_drv->cuMemsetD8(G->ddv, 0xFF, R->nk * 2));
+  if (G->nb) TG_CU(tg_drv->cuMemsetD8(G->ddb, 0xFF, G->nb * 2));
+  st = sfa_backward(tg_ctx, &R->p, &R->tq, &R->tk, &R->tv, R->has_ex ? &R->ex : NULL, &R->to,
+                    &R->tl, &G->tdo, &G->tdq, &G->tdk, &G->tdv, G->nb ? &G->tdb : NULL, NULL);
+  ck_assert_msg(st == SFA_OK, "%s det=%d: sfa_backward: %s: %s", R->desc, det,
+                sfa_status_string(st), sfa_last_error(tg_ctx));
+  CUresult r = tg_drv->cuCtxSynchronize();
+  const char *name = "?";
+  if (r != CUDA_SUCCESS) tg_drv->cuGetErrorName(r, &name);
+  ck_assert_msg(r == CUDA_SUCCESS, "%s det=%d: after the backward: %s", R->desc, det, name);
+  TG_CU(tg_drv->cuMemcpyDtoH(G->hdq, G->ddq, R->nq * 2));
+  TG_CU(tg_drv->cuMemcpyDtoH(G->hdk, G->ddk, R->nk * 2));
+  TG_CU(tg_drv->cuMemcpyDtoH(G->hdv, G->ddv, R->nk * 2));
+  if (G->nb) TG_CU(tg_drv->cuMemcpyDtoH(G->hdb, G->ddb, G->nb * 2));
+}
+
+/* Relative L2 error of got against want; NaN anywhere counts as failure. */
+static double rel_err(sfa_dtype dt, const uint16_t *got, const float *want, size_t n,
+                      long *nan) {
+  double d2 = 0, w2 = 0;
+  for (size_t i = 0; i < n; i++) {
+    const float g = tg_from_half(dt, got[i]);
+    if (isnan(g) || isnan(want[i])) {
+      (*nan)++;
+      continue;
+    }
+    const double d = (double)g - want[i];
+    d2 += d * d;
+    w2 += (double)want[i] * want[i];
+  }
+  return w2 > 0 ? sqrt(d2 / w2) : sqrt(d2);
+}
+
+static void verify(srun *R, grads *G, int det) {
+  const scase *c = &R->c;
+  float *rq = malloc(R->nq * 4), *rk = malloc(R->nk * 4), *rv = malloc(R->nk * 4);
+  /* The reference's dbias has B batches where a batch-broadcast bias was expanded. */
+  const size_t nbr = G->nb ? (size_t)c->B * R->hx.bias_heads * R->hx.bias_rows * c->Tk : 0;
+  float *rb = malloc(nbr ? nbr * 4 : 4), *rbs = malloc(G->nb ? G->nb * 4 : 4);
+  ck_assert(rq && rk && rv && rb && rbs);
+  char why[512];
+  sfa_status st = sfa_reference_backward(&R->p, c->B, c->Hq, c->Hkv, c->Tq, c->Tk, c->D, R->rq,
+                                         R->rk, R->rv, R->has_ex ? &R->hx : NULL, G->rdo, rq,
+                                         rk, rv, G->nb ? rb : NULL, why, sizeof why);
+  ck_assert_msg(st == SFA_OK, "%s: reference: %s", R->desc, why);
+  if (G->nb) { /* sum the expanded batches when the bias broadcasts over them */
+    const size_t per_b = nbr / (size_t)c->B;
+    const int expanded = G->nb == per_b && c->B > 1;
+    for (size_t i = 0; i < G->nb; i++) rbs[i] = rb[i];
+    for (int b = 1; expanded && b < c->B; b++)
+      for (size_t i = 0; i < per_b; i++) rbs[i] += rb[b * per_b + i];
+  }
+  long nan = 0;
+  const double eq = rel_err(c->dtype, G->hdq, rq, R->nq, &nan);
+  const double ek = rel_err(c->dtype, G->hdk, rk, R->nk, &nan);
+  const double ev = rel_err(c->dtype, G->hdv, rv, R->nk, &nan);
+  const double eb = G->nb ? rel_err(c->dtype, G->hdb, rbs, G->nb, &nan) : 0.0;
+  const double tol = c->dtype == SFA_DTYPE_BF16 ? 2e-2 : 1e-2;
+  ck_assert_msg(nan == 0 && eq < tol && ek < tol && ev < tol && eb < tol,
+                "%s det=%d: rel_err dq=%.3e dk=%.3e dv=%.3e dbias=%.3e (tol %.0e) nan/unwritten=%ld",
+                R->desc, det, eq, ek, ev, eb, tol, nan);
+  printf("ok %s det=%d: dq=%.2e dk=%.2e dv=%.2e dbias=%.2e\n", R->desc, det, eq, ek, ev, eb);
+  free(rq), free(rk), free(rv), free(rb), free(rbs);
+}
+
+/* Both dq paths against the reference; the deterministic one twice, bitwise. */
+static void run_case(const scase *c) {
+  srun R;
+  grads G;
+  tg_case_setup(&R, c);
+  uint64_t rng = c->seed * 7 + 3;
+  grads_setup(&G, &R, &rng);
+  run_backward(&R, &G, 0);
+  verify(&R, &G, 0);
+  run_backward(&R, &G, 1);
+  verify(&R, &G, 1);
+  uint16_t *first[4] = {G.hdq, G.hdk, G.hdv, G.hdb};
+  const size_t n[4] = {R.nq * 2, R.nk * 2, R.nk * 2, G.nb * 2};
+  uint16_t *copy[4];
+  for (int i = 0; i < 4; i++) {
+    copy[i] = malloc(n[i] ? n[i] : 1);
+    ck_assert_ptr_nonnull(copy[i]);
+    memcpy(copy[i], first[i], n[i]);
+  }
+  run_backward(&R, &G, 1);
+  const char *names[4] = {"dq", "dk", "dv", "dbias"};
+  uint16_t *again[4] = {G.hdq, G.hdk, G.hdv, G.hdb};
+  for (int i = 0; i < 4; i++) {
+    ck_assert_msg(memcmp(copy[i], again[i], n[i]) == 0,
+                  "%s: deterministic %s differs between two runs", R.desc, names[i]);
+    free(copy[i]);
+  }
+  grads_free(&G);
+  tg_case_free(&R);
+}
+
+/* ------------------------------------------------------------ tests */
+
+START_TEST(dense_causal_and_not) {
+  const struct { int Hkv, Tq, Tk, D, causal, bf16; } d[] = {
+    {4, 256, 256, 64, 1, 1},  {2, 300, 500, 128, 1, 1}, {1, 500, 300, 64, 1, 0},
+    {2, 257, 257, 128, 0, 0}, {4, 129, 77, 32, 0, 1},   {1, 1000, 1000, 128, 1, 0},
+  };
+  for (size_t i = 0; i < sizeof d / sizeof d[0]; i++) {
+    scase c = tg_case(SFA_MODE_DENSE, d[i].Hkv, d[i].Tq, d[i].Tk, d[i].D,
+                      d[i].bf16 ? SFA_DTYPE_BF16 : SFA_DTYPE_FP16);
+    c.causal = d[i].causal;
+    c.seed = tg_seed + 10 + i;
+    run_case(&c);
+  }
+}
+END_TEST
+
+START_TEST(qk_drop_with_padding) {
+  for (int n = 0; n < 4; n++) {
+    const int T0 = 900, Tq = 650, Tk = 600;
+    scase c = tg_case(SFA_MODE_QK_DROP, n % 2 ? 1 : 2, Tq, Tk, n < 2 ? 64 : 128,
+                      n % 2 ? SFA_DTYPE_BF16 : SFA_DTYPE_FP16);
+    c.T0 = T0, c.keep = 0.7;
+    c.idx_pad = n == 1 ? 5 : 0;
+    c.seed = tg_seed + 100 + (uint64_t)n;
+    run_case(&c);
+  }
+}
+END_TEST
+
+START_TEST(hash_buckets) {
+  const int nbs[3] = {1, 4, 16};
+  for (int n = 0; n < 3; n++) {
+    scase c = tg_case(SFA_MODE_HASH, n % 2 ? 1 : 2, n ? 700 : 900, n ? 1000 : 611,
+                      n == 1 ? 64 : 128, n % 2 ? SFA_DTYPE_BF16 : SFA_DTYPE_FP16);
+    c.buckets = nbs[n];
+    c.idx_pad = n == 2 ? 3 : 0;
+    c.seed = tg_seed + 200 + (uint64_t)n;
+    run_case(&c);
+  }
+}
+END_TEST
+
+typedef struct wspec {
+  int left, right, causal, Tq, Tk, D, bf16, Hkv, bias, mask;
+  double density;
+} wspec;
+
+static void run_windows(const wspec *w, size_t n, uint64_t seed0) {
+  for (size_t i = 0; i < n; i++) {
+    scase c = tg_case(SFA_MODE_WINDOW, w[i].Hkv, w[i].Tq, w[i].Tk, w[i].D,
+                      w[i].bf16 ? SFA_DTYPE_BF16 : SFA_DTYPE_FP16);
+    c.left = w[i].left, c.right = w[i].right, c.causal = w[i].causal;
+    c.bias = w[i].bias, c.mask = w[i].mask, c.density = w[i].density;
+    c.seed = tg_seed + seed0 + i;
+    run_case(&c);
+  }
+}
+
+START_TEST(window_plain_and_mask) {
+  const wspec w[] = {
+    {0, 0, 0, 300, 500, 64, 0, 2, BIAS_NONE, MASK_NONE, 0},
+    {15, -1, 0, 700, 400, 128, 1, 1, BIAS_NONE, MASK_NONE, 0},
+    {100, 0, 1, 800, 1000, 64, 0, 2, BIAS_NONE, MASK_NONE, 0},
+    {63, 63, 0, 1000, 900, 128, 1, 1, BIAS_NONE, MASK_NONE, 0},
+    {63, 63, 0, 1000, 900, 64, 0, 2, BIAS_NONE, MASK_HEAD, 0.1},
+    {100, 0, 1, 600, 1000, 128, 1, 1, BIAS_NONE, MASK_ROW, 0.9},
+  };
+  run_windows(w, sizeof w / sizeof w[0], 300);
+}
+END_TEST
+
+START_TEST(window_bias_gradients) {
+  /* dbias stored per element (head), and accumulated over a kv group, over
+  ** rows and over the batch. */
+  const wspec w[] = {
+    {15, -1, 0, 700, 400, 128, 1, 1, BIAS_HEAD, MASK_NONE, 0},
+    {100, 0, 1, 800, 1000, 128, 0, 2, BIAS_KV, MASK_NONE, 0},
+    {-1, 37, 0, 513, 1000, 64, 1, 2, BIAS_ROW, MASK_NONE, 0},
+    {63, 63, 0, 1000, 900, 64, 0, 1, BIAS_BATCH, MASK_NONE, 0},
+    {100, 0, 1, 600, 1000, 64, 1, 2, BIAS_HEAD, MASK_HEAD, 0.9},
+    {-1, 37, 0, 513, 1000, 64, 0, 1, BIAS_BATCH, MASK_KV, 0.9},
+  };
+  run_windows(w, sizeof w / sizeof w[0], 400);
+}
+END_TEST
+
+/* Small cases for compute-sanitizer (CK_RUN_CASE=small): every kernel kind
+** (bwd with and without det and dbias accumulation, bwddq, bwd_pre, convert)
+** on sizes that memcheck and racecheck get through quickly. */
+START_TEST(small_for_sanitizers) {
+  scase c = tg_case(SFA_MODE_DENSE, 2, 150, 200, 64, SFA_DTYPE_BF16);
+  c.causal = 1, c.seed = tg_seed + 800;
+  run_case(&c);
+  const wspec w[] = {
+    {40, 0, 1, 200, 170, 128, 0, 1, BIAS_KV, MASK_HEAD, 0.5},
+    {-1, -1, 0, 130, 200, 64, 1, 2, BIAS_ROW, MASK_NONE, 0},
+  };
+  run_windows(w, sizeof w / sizeof w[0], 810);
+  scase h = tg_case(SFA_MODE_HASH, 1, 200, 260, 64, SFA_DTYPE_FP16);
+  h.buckets = 4, h.seed = tg_seed + 820;
+  run_case(&h);
+}
+END_TEST
+
+/* Bad arguments are refused with a message that names them. */
+START_TEST(bad_arguments) {
+  scase c = tg_case(SFA_MODE_DENSE, 2, 64, 64, 64, SFA_DTYPE_BF16);
+  c.seed = tg_seed + 900;
+  srun R;
+  grads G;
+  tg_case_setup(&R, &c);
+  uint64_t rng = 5;
+  grads_setup(&G, &R, &rng);
+  sfa_status st = sfa_backward(tg_ctx, &R.p, &R.tq, &R.tk, &R.tv, NULL, &R.to, NULL, &G.tdo,
+                               &G.tdq, &G.tdk, &G.tdv, NULL, NULL);
+  ck_assert_int_eq(st, SFA_ERR_INVALID_ARGUMENT);
+  ck_assert_ptr_nonnull(strstr(sfa_last_error(tg_ctx), "lse: is NULL"));
+  st = sfa_backward(tg_ctx, &R.p, &R.tq, &R.tk, &R.tv, NULL, &R.to, &R.tl, &G.tdo, &G.tdq,
+                    &G.tdv, &G.tdk, &G.tdq, NULL);
+  ck_assert_int_eq(st, SFA_ERR_INVALID_ARGUMENT);
+  ck_assert_ptr_nonnull(strstr(sfa_last_error(tg_ctx), "dbias: is given but there is no bias"));
+  st = sfa_backward(tg_ctx, &R.p, &R.tq, &R.tk, &R.tv, NULL, &R.to, &R.tl, &G.tdo, &R.tq,
+                    &G.tdk, &G.tdv, NULL, NULL);
+  ck_assert_int_eq(st, SFA_ERR_INVALID_ARGUMENT);
+  ck_assert_ptr_nonnull(strstr(sfa_last_error(tg_ctx), "dq: its memory overlaps q"));
+  grads_free(&G);
+  tg_case_free(&R);
+}
+END_TEST
+
+/* ------------------------------------------------------------ main */
+
+int main(void) {
+  int rc = tg_open("gpu_backward", 0x5FA0B00);
+  if (rc != 0) return rc;
+  Suite *s = suite_create("gpu_backward");
+  TCase *t = tcase_create("full");
+  tcase_set_timeout(t, 0);
+  tcase_add_test(t, dense_causal_and_not);
+  tcase_add_test(t, qk_drop_with_padding);
+  tcase_add_test(t, hash_buckets);
+  tcase_add_test(t, window_plain_and_mask);
+  tcase_add_test(t, window_bias_gradients);
+  tcase_add_test(t, bad_arguments);
+  suite_add_tcase(s, t);
+  TCase *small = tcase_create("small");
+  tcase_set_timeout(small, 0);
+  tcase_add_test(small, small_for_sanitizers);
+  suite_add_tcase(s, small);
+  rc = tu_run_suite(s);
+  tg_close();
+  return rc;
+}
