@@ -68,3 +68,6 @@ lib.sfa_hash_unsort.restype = ctypes.c_int
 lib.sfa_topk_mask.argtypes = [ctypes.c_void_p, ctypes.POINTER(Tensor), ctypes.c_int, ctypes.c_int,
                               ctypes.POINTER(Tensor), ctypes.c_void_p]
 lib.sfa_topk_mask.restype = ctypes.c_int
+lib.sfa_backward.argtypes = [ctypes.c_void_p, ctypes.POINTER(Params)] + [ctypes.POINTER(Tensor)] * 3 + [
+    ctypes.POINTER(Extras)] + [ctypes.POINTER(Tensor)] * 7 + [ctypes.c_void_p]
+lib.sfa_backward.restype = ctypes.c_int

@@ -1,0 +1,410 @@
+#!/usr/bin/env python3
+"""test_binding.py -- the PyTorch binding (python/sfa): argument checking and,
+on a CUDA machine, autograd gradients against a float64 PyTorch reference.
+
+Run from anywhere: python3 tests/python/test_binding.py
+- torch not importable: prints "SKIP: torch is not installed", exits 77
+  (CTest's skip code).
+- CPU-only torch: runs the checks that need no GPU (CPU tensors, unknown
+  mode, wrong dtypes, the dout layout helper).
+- torch with CUDA: also compares sfa.attention's output and dq, dk, dv (and
+  dbias) through loss.backward() against plain softmax attention in float64
+  with each mode's mask built by torch ops: dense causal (Tq != Tk, GQA),
+  qk_drop, hash (sfa.hash_attention end to end) and window with a bias that
+  requires grad (plus a mask), bf16 and fp16; relative L2 error < 2e-2 (bf16)
+  and 1e-2 (fp16).
+The library is $SFA_LIBRARY, else build/libsfa.so of this checkout.
+Exit status 1 when a check fails; the last line is "N passed, N failed, N skipped".
+"""
+import os
+import sys
+import traceback
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "python"))
+
+try:
+    import torch
+except ImportError:
+    print("SKIP: torch is not installed")
+    sys.exit(77)
+
+try:
+    import sfa
+except OSError as e:  # libsfa.so not built / not found
+    print(f"FAIL: cannot load libsfa ({e}); build the project or set SFA_LIBRARY")
+    sys.exit(1)
+
+INT_MAX = 2**31 - 1
+TESTS = []
+
+
+def test(needs_cuda=False):
+    def reg(fn):
+        TESTS.append((fn.__name__, fn, needs_cuda))
+        return fn
+    return reg
+
+
+def raises(exc, fn, *words):
+    """fn() raises exc whose message contains every word (case-insensitive)."""
+    try:
+        fn()
+    except exc as e:
+        msg = str(e).lower()
+        for w in words:
+            assert w.lower() in msg, f"{exc.__name__} message {str(e)!r} does not mention {w!r}"
+        return e
+    except Exception as e:  # noqa: BLE001
+        raise AssertionError(f"expected {exc.__name__}, got {type(e).__name__}: {e}") from e
+    raise AssertionError(f"expected {exc.__name__}, nothing was raised")
+
+
+# ------------------------------------------------------------------ no GPU needed
+
+def cpu_qkv(dtype=torch.bfloat16, shape=(1, 2, 64, 64)):
+    return tuple(torch.randn(*shape, dtype=dtype) for _ in range(3))
+
+
+@test()
+def cpu_tensors_rejected():
+    q, k, v = cpu_qkv()
+    raises(ValueError, lambda: sfa.attention(q, k, v, causal=True), "cuda")
+    raises(ValueError, lambda: sfa.forward(q, k, v), "cuda")
+    q.requires_grad_(True)
+    raises(ValueError, lambda: sfa.attention(q, k, v, causal=True), "cuda")
+    qb = torch.zeros(1, 2, 64, dtype=torch.int32)
+    raises(ValueError, lambda: sfa.hash_attention(q, k, v, qb, qb, 4), "cuda")
+
+
+@test()
+def unknown_mode_rejected():
+    q, k, v = cpu_qkv()
+    raises(ValueError, lambda: sfa.attention(q, k, v, mode="sparse"), "mode", "sparse")
+    raises(ValueError, lambda: sfa.forward(q, k, v, mode="Dense"), "mode")
+
+
+@test()
+def wrong_dtypes_rejected():
+    q, k, v = cpu_qkv(torch.float32)
+    raises(ValueError, lambda: sfa.attention(q, k, v), "dtype", "float32")
+    q, k, v = cpu_qkv(torch.bfloat16)
+    raises(ValueError, lambda: sfa.attention(q, k.half(), v), "k", "does not match")
+    raises(ValueError, lambda: sfa.attention(q, k, v.double()), "v", "dtype")
+    raises(ValueError, lambda: sfa.attention([1.0], k, v), "q", "tensor")
+
+
+@test()
+def error_classes():
+    assert issubclass(sfa.SfaUnsupportedError, sfa.SfaError)
+    assert issubclass(sfa.SfaUnsupportedError, NotImplementedError)
+    assert issubclass(sfa.SfaError, RuntimeError)
+
+
+@test()
+def dout_layout_helper():
+    fix = sfa._rows_aligned
+    t = torch.randn(2, 3, 40, 64, dtype=torch.bfloat16)
+    assert fix(t) is t, "a contiguous tensor must be passed as is"
+    tt = torch.randn(2, 3, 64, 40, dtype=torch.bfloat16).transpose(-1, -2)
+    c = fix(tt)
+    assert c is not tt and c.is_contiguous() and torch.equal(c, tt), "transposed last dim must be copied"
+    e = torch.ones((), dtype=torch.bfloat16).expand(2, 3, 40, 64)  # what o.sum() hands to backward
+    c = fix(e)
+    assert c.is_contiguous() and c.stride(-1) == 1 and torch.equal(c, e), "expanded dout must be materialized"
+    base = torch.randn(2 * 3 * 40 * 64 + 1, dtype=torch.bfloat16)
+    off = base[1:].view(2, 3, 40, 64)  # 2-byte offset: rows not 16-byte aligned
+    c = fix(off)
+    assert c.data_ptr() % 16 == 0 and torch.equal(c, off), "misaligned dout must be copied"
+    odd = torch.randn(2, 3, 40, 72, dtype=torch.bfloat16)[..., :60]  # row stride 72 * 2 B = 144 B: fine
+    assert fix(odd) is odd, "a row stride that is a multiple of 16 bytes needs no copy"
+    odd = torch.randn(2, 3, 40, 68, dtype=torch.bfloat16)[..., :64]  # 136 B rows: not aligned
+    assert fix(odd) is not odd, "a row stride of 136 bytes must be copied"
+
+
+# ------------------------------------------------------------------ reference
+
+def ref_attention(q, k, v, allowed, scale, bias=None):
+    """Float64 softmax attention. q [B,Hq,Tq,D], k, v [B,Hkv,Tk,D], allowed
+    bool broadcastable to [B,Hq,Tq,Tk]; rows with no allowed key give 0."""
+    g = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(g, 1), v.repeat_interleave(g, 1)
+    s = (q @ k.transpose(-1, -2)) * scale
+    if bias is not None:
+        s = s + bias
+    allowed = allowed.expand(s.shape)
+    p = torch.softmax(s.masked_fill(~allowed, -1e300), -1)
+    p = p * allowed.any(-1, keepdim=True)  # fully masked rows: uniform -> 0
+    return p @ v
+
+
+def rel(x, ref):
+    x, ref = x.detach().double(), ref.detach().double()
+    return ((x - ref).norm() / ref.norm().clamp_min(1e-30)).item()
+
+
+TOL = {torch.bfloat16: 2e-2, torch.float16: 1e-2}
+
+
+def leaf(t, grad=True):
+    return t.detach().clone().requires_grad_(grad)
+
+
+def check_grads(name, dtype, inputs, run_sfa, run_ref, dout):
+    """inputs: name -> tensor (sfa's leaves, requiring grad). run_sfa(**leaves)
+    -> o; run_ref(**float64 leaves) -> o. Compares o and every input's grad."""
+    ls = {n: leaf(t) for n, t in inputs.items()}
+    o = run_sfa(**ls)
+    o.backward(dout)
+    lr = {n: leaf(t.double()) for n, t in inputs.items()}
+    o_ref = run_ref(**lr)
+    o_ref.backward(dout.double())
+    tol = TOL[dtype]
+    errs = {"o": rel(o, o_ref)}
+    for n in inputs:
+        assert ls[n].grad is not None, f"{name}: no gradient for {n}"
+        assert ls[n].grad.shape == inputs[n].shape, f"{name}: d{n} has shape {tuple(ls[n].grad.shape)}"
+        errs["d" + n] = rel(ls[n].grad, lr[n].grad)
+    bad = {n: e for n, e in errs.items() if not e < tol}
+    assert not bad, f"{name}: rel err above {tol:g}: " + ", ".join(f"{n} {e:.3e}" for n, e in bad.items())
+    print("      " + name + ": " + ", ".join(f"{n} {e:.1e}" for n, e in errs.items()))
+
+
+def randn(*shape, dtype):
+    return torch.randn(*shape, device="cuda", dtype=dtype)
+
+
+def cases_dtypes():
+    """(dtype, D) pairs every mode runs: both dtypes at D=64, bf16 at D=128."""
+    return ((torch.bfloat16, 64), (torch.float16, 64), (torch.bfloat16, 128))
+
+
+# ------------------------------------------------------------------ CUDA: gradients
+
+@test(needs_cuda=True)
+def grad_dense_causal():
+    torch.manual_seed(1)
+    B, Hq, Hkv = 2, 4, 2
+    for dtype, D in cases_dtypes():
+        for Tq, Tk in ((300, 300), (200, 333), (333, 200)):  # bottom-right aligned; 333x200 has empty rows
+            q, k, v = randn(B, Hq, Tq, D, dtype=dtype), randn(B, Hkv, Tk, D, dtype=dtype), randn(B, Hkv, Tk, D, dtype=dtype)
+            i = torch.arange(Tq, device="cuda")[:, None]
+            j = torch.arange(Tk, device="cuda")[None, :]
+            allowed = j <= i + Tk - Tq
+            # dout as a transposed view: the binding must copy it (last dim not contiguous)
+            dout = randn(B, Hq, D, Tq, dtype=dtype).transpose(-1, -2)
+            check_grads(f"dense causal {dtype} D={D} Tq={Tq} Tk={Tk}", dtype, dict(q=q, k=k, v=v),
+                        lambda q, k, v: sfa.attention(q, k, v, causal=True),
+                        lambda q, k, v: ref_attention(q, k, v, allowed, D ** -0.5), dout)
+
+
+def compact_indices(B, H, T, drop, pad):
+    """Strictly increasing kept positions per (b, h), padded with pad."""
+    keep = torch.rand(B, H, T, device="cuda") >= drop
+    n = keep.sum(-1)
+    L = int(n.max().item())
+    pos = torch.arange(T, device="cuda").expand(B, H, T)
+    order = torch.where(keep, pos, pos + T).argsort(-1)[..., :L]
+    idx = torch.gather(pos, 2, order)
+    valid = torch.arange(L, device="cuda").expand(B, H, L) < n.unsqueeze(-1)
+    return torch.where(valid, idx, torch.full_like(idx, pad)).int().contiguous()
+
+
+@test(needs_cuda=True)
+def grad_qk_drop():
+    torch.manual_seed(2)
+    B, Hq, Hkv, T = 2, 4, 2, 400
+    for dtype, D in cases_dtypes():
+        qi = compact_indices(B, Hq, T, 0.3, -1)
+        ki = compact_indices(B, Hkv, T, 0.3, INT_MAX)
+        Lq, Lk = qi.shape[-1], ki.shape[-1]
+        q, k, v = randn(B, Hq, Lq, D, dtype=dtype), randn(B, Hkv, Lk, D, dtype=dtype), randn(B, Hkv, Lk, D, dtype=dtype)
+        allowed = qi[..., :, None].long() >= ki.repeat_interleave(Hq // Hkv, 1)[..., None, :].long()
+        check_grads(f"qk_drop 30% {dtype} D={D} Lq={Lq} Lk={Lk}", dtype, dict(q=q, k=k, v=v),
+                    lambda q, k, v: sfa.attention(q, k, v, mode="qk_drop", q_idx=qi, k_idx=ki),
+                    lambda q, k, v: ref_attention(q, k, v, allowed, D ** -0.5), randn(B, Hq, Lq, D, dtype=dtype))
+
+
+@test(needs_cuda=True)
+def grad_hash_end_to_end():
+    torch.manual_seed(3)
+    B, Hq, Hkv, T, nb = 2, 4, 2, 320, 4
+    for dtype, D in cases_dtypes():
+        q, k, v = randn(B, Hq, T, D, dtype=dtype), randn(B, Hkv, T, D, dtype=dtype), randn(B, Hkv, T, D, dtype=dtype)
+        qb = torch.randint(0, nb, (B, Hq, T), device="cuda", dtype=torch.int32)
+        kb = torch.randint(0, nb, (B, Hkv, T), device="cuda", dtype=torch.int32)
+        i = torch.arange(T, device="cuda")
+        allowed = ((qb[..., :, None] == kb.repeat_interleave(Hq // Hkv, 1)[..., None, :])
+                   & (i[:, None] >= i[None, :]))
+        check_grads(f"hash {nb} buckets {dtype} D={D} T={T}", dtype, dict(q=q, k=k, v=v),
+                    lambda q, k, v: sfa.hash_attention(q, k, v, qb, kb, nb),
+                    lambda q, k, v: ref_attention(q, k, v, allowed, D ** -0.5), randn(B, Hq, T, D, dtype=dtype))
+        # the no-grad path (sfa's sort/gather/unsort kernels) gives the same output
+        with torch.no_grad():
+            o_fast = sfa.hash_attention(q, k, v, qb, kb, nb)
+        o_grad = sfa.hash_attention(leaf(q), k, v, qb, kb, nb)
+        assert torch.equal(o_fast, o_grad.detach()), "hash_attention: the grad and no-grad paths differ"
+
+
+def padded_mask(shape, p_keep):
+    """bool mask [.., Tk] whose rows are padded to 16 bytes, as sfa needs."""
+    tk = shape[-1]
+    buf = torch.zeros(*shape[:-1], (tk + 15) // 16 * 16, device="cuda", dtype=torch.bool)
+    m = buf[..., :tk]
+    m.copy_(torch.rand(*shape, device="cuda") < p_keep)
+    return m
+
+
+@test(needs_cuda=True)
+def grad_window_bias():
+    torch.manual_seed(4)
+    B, Hq, Hkv, T = 2, 4, 2, 300
+    i = torch.arange(T, device="cuda")[:, None]
+    j = torch.arange(T, device="cuda")[None, :]
+    for dtype, D in cases_dtypes():
+        # causal window W=64, bias [1, Hq, T, T] (broadcast over batch), requires grad
+        W = 64
+        q, k, v = randn(B, Hq, T, D, dtype=dtype), randn(B, Hkv, T, D, dtype=dtype), randn(B, Hkv, T, D, dtype=dtype)
+        bias = randn(1, Hq, T, T, dtype=dtype)
+        allowed = (j <= i) & (j >= i - (W - 1))
+        check_grads(f"window W={W} causal bias[1,Hq,T,T] {dtype} D={D}", dtype,
+                    dict(q=q, k=k, v=v, bias=bias),
+                    lambda q, k, v, bias: sfa.attention(q, k, v, mode="window", causal=True, window=(W - 1, 0),
+                                                        bias=bias),
+                    lambda q, k, v, bias: ref_attention(q, k, v, allowed, D ** -0.5, bias),
+                    randn(B, Hq, T, D, dtype=dtype))
+        # two-sided window (40 left, 24 right), bias [B, 1, 1, T], a bool mask [B, Hq, T, T]
+        bias = randn(B, 1, 1, T, dtype=dtype)
+        mask = padded_mask((B, Hq, T, T), 0.7)
+        allowed = (j >= i - 40) & (j <= i + 24) & mask
+        check_grads(f"window (40,24) bias[B,1,1,T] + mask {dtype} D={D}", dtype,
+                    dict(q=q, k=k, v=v, bias=bias),
+                    lambda q, k, v, bias: sfa.attention(q, k, v, mode="window", window=(40, 24), bias=bias,
+                                                        mask=mask),
+                    lambda q, k, v, bias: ref_attention(q, k, v, allowed, D ** -0.5, bias),
+                    randn(B, Hq, T, D, dtype=dtype))
+
+
+# ------------------------------------------------------------------ CUDA: behaviour
+
+@test(needs_cuda=True)
+def bias_without_grad_and_scale():
+    """A bias that does not require grad gets none; scale is honoured."""
+    torch.manual_seed(5)
+    B, H, T, D = 1, 2, 200, 64
+    dtype = torch.bfloat16
+    q, k, v = (randn(B, H, T, D, dtype=dtype) for _ in range(3))
+    bias = randn(B, H, T, T, dtype=dtype)
+    i = torch.arange(T, device="cuda")[:, None]
+    j = torch.arange(T, device="cuda")[None, :]
+    allowed = (j <= i) & (j >= i - 31)
+    check_grads("window W=32 scale=0.3 bias without grad", dtype, dict(q=q, k=k, v=v),
+                lambda q, k, v: sfa.attention(q, k, v, mode="window", causal=True, window=(31, 0), bias=bias,
+                                              scale=0.3),
+                lambda q, k, v: ref_attention(q, k, v, allowed, 0.3, bias.double()), randn(B, H, T, D, dtype=dtype))
+    assert bias.grad is None
+
+
+@test(needs_cuda=True)
+def sum_loss_and_deterministic():
+    """o.sum().backward() (dout expanded with stride 0) matches an explicit
+    dout of ones; deterministic=True is bitwise reproducible."""
+    torch.manual_seed(6)
+    B, H, T, D = 2, 4, 256, 64
+    dtype = torch.bfloat16
+    q, k, v = (randn(B, H, T, D, dtype=dtype) for _ in range(3))
+    a = [leaf(t) for t in (q, k, v)]
+    sfa.attention(*a, causal=True).sum().backward()
+    b = [leaf(t) for t in (q, k, v)]
+    sfa.attention(*b, causal=True).backward(torch.ones(B, H, T, D, device="cuda", dtype=dtype))
+    for x, y, n in zip(a, b, "qkv"):
+        assert rel(x.grad, y.grad) < 1e-2, f"d{n} of o.sum() differs from dout=ones: {rel(x.grad, y.grad):.2e}"
+    dout = randn(B, H, T, D, dtype=dtype)
+    runs = []
+    for _ in range(2):
+        ls = [leaf(t) for t in (q, k, v)]
+        sfa.attention(*ls, causal=True, deterministic=True).backward(dout)
+        runs.append([t.grad for t in ls])
+    for x, y, n in zip(runs[0], runs[1], "qkv"):
+        assert torch.equal(x, y), f"deterministic=True: d{n} differs between two runs"
+
+
+@test(needs_cuda=True)
+def side_stream():
+    """Forward and backward launched on a side stream give the default stream's result."""
+    torch.manual_seed(7)
+    dtype = torch.bfloat16
+    q, k, v = (randn(2, 2, 256, 64, dtype=dtype) for _ in range(3))
+    dout = randn(2, 2, 256, 64, dtype=dtype)
+    a = [leaf(t) for t in (q, k, v)]
+    oa = sfa.attention(*a, causal=True, deterministic=True)
+    oa.backward(dout)
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    b = [leaf(t) for t in (q, k, v)]
+    with torch.cuda.stream(s):
+        ob = sfa.attention(*b, causal=True, deterministic=True)
+        ob.backward(dout)
+    torch.cuda.current_stream().wait_stream(s)
+    torch.cuda.synchronize()
+    assert torch.equal(oa, ob), "side stream: o differs"
+    for x, y, n in zip(a, b, "qkv"):
+        assert torch.equal(x.grad, y.grad), f"side stream: d{n} differs"
+
+
+@test(needs_cuda=True)
+def library_errors_on_cuda():
+    """Shape and extras errors come back as ValueError with the C message."""
+    dtype = torch.bfloat16
+    q = randn(1, 2, 64, 64, dtype=dtype)
+    k = randn(1, 2, 64, 32, dtype=dtype)
+    raises(ValueError, lambda: sfa.attention(q, k, k), "k")
+    raises(ValueError, lambda: sfa.attention(q, q, q, window=(3, 0)), "window")
+    raises(ValueError, lambda: sfa.attention(q, q, q, mode="qk_drop"), "q_idx")
+    raises(ValueError, lambda: sfa.attention(q, q, q.transpose(-1, -2)), "v")
+
+
+@test(needs_cuda=True)
+def backward_head_dim_256():
+    """The forward serves D=256; the backward either serves it or raises
+    SfaUnsupportedError (a NotImplementedError) with the library's message."""
+    dtype = torch.bfloat16
+    q, k, v = (randn(1, 2, 128, 256, dtype=dtype) for _ in range(3))
+    o = sfa.attention(*(leaf(t) for t in (q, k, v)), causal=True)
+    assert o.shape == q.shape
+    try:
+        o.float().sum().backward()
+        print("      D=256 backward is supported by this build")
+    except NotImplementedError as e:
+        assert isinstance(e, sfa.SfaUnsupportedError), f"{type(e).__name__}: {e}"
+        assert str(e).strip(), "empty message"
+        print(f"      D=256 backward: {e}")
+
+
+# ------------------------------------------------------------------ driver
+
+def main():
+    cuda = torch.cuda.is_available()
+    print(f"torch {torch.__version__}, CUDA {'available: ' + torch.cuda.get_device_name() if cuda else 'not available'}")
+    passed = failed = skipped = 0
+    for name, fn, needs_cuda in TESTS:
+        if needs_cuda and not cuda:
+            print(f"skip {name} (no CUDA device)")
+            skipped += 1
+            continue
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001
+            failed += 1
+            print(f"FAIL {name}: {type(e).__name__}: {e}")
+            if not isinstance(e, AssertionError):
+                traceback.print_exc()
+        else:
+            passed += 1
+            print(f"ok   {name}")
+    print(f"{passed} passed, {failed} failed, {skipped} skipped")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
