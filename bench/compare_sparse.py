@@ -15,62 +15,26 @@ import sys
 import torch
 from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
-import sfa  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cases import bench, hash_problem, qk_drop_problem, rel_err, sort_by_bucket, window_problem  # noqa: E402
+import sfa  # noqa: E402  (cases puts python/ on the path)
 
-INT_MAX = 2**31 - 1
 flex = torch.compile(flex_attention, dynamic=False)
 
 
-def bench(fn, warm=3, reps=20):
-    for _ in range(warm):
-        fn()
-    ts = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        ts.append(a.elapsed_time(b))
-    ts.sort()
-    return ts[len(ts) // 2]
-
-
-def rel_err(x, ref, rows):
-    x, ref = x.float()[rows], ref.float()[rows]
-    return ((x - ref).norm() / ref.norm().clamp_min(1e-30)).item()
-
-
-def sort_by_bucket(x, bucket, T):
-    """Sort the tokens of x [B,H,T,D] by (bucket, position); returns sorted x, idx, hash."""
-    pos = torch.arange(T, device=x.device).expand_as(bucket)
-    key = bucket.long() * T + pos
-    order = key.argsort(dim=-1)
-    xs = torch.gather(x, 2, order.unsqueeze(-1).expand_as(x))
-    return xs, order.int(), torch.gather(bucket, 2, order).int(), order
+def flex_case(p, B, H):
+    """sfa's forward against FlexAttention's on the problem p."""
+    bm = create_block_mask(p.mask_mod, B, H, p.q.shape[2], p.k.shape[2], device="cuda", _compile=True)
+    run_sfa = lambda: sfa.forward(p.q, p.k, p.v, **p.kw)
+    run_flex = lambda: flex(p.q, p.k, p.v, block_mask=bm)
+    err = rel_err(run_sfa(), run_flex(), p.qrows)
+    return dict(name=p.name, D=p.D, pairs=p.pairs, err=err, sfa=bench(run_sfa), flex=bench(run_flex)), bm
 
 
 def case_hash(B, H, T, D, nb, dt):
-    q, k, v = (torch.randn(B, H, T, D, device="cuda", dtype=dt) for _ in range(3))
-    qb = torch.randint(0, nb, (B, H, T), device="cuda", dtype=torch.int32)
-    kb = torch.randint(0, nb, (B, H, T), device="cuda", dtype=torch.int32)
-    qs, qi, qh, qord = sort_by_bucket(q, qb, T)
-    ks, ki, kh, kord = sort_by_bucket(k, kb, T)
-    vs = torch.gather(v, 2, kord.unsqueeze(-1).expand_as(v))
-    # allowed pairs: for each query, keys of its bucket at positions <= its own
-    kkey = (kh.long() * T + ki.long()).contiguous()
-    hi = torch.searchsorted(kkey, (qh.long() * T + qi.long()).contiguous(), right=True)
-    lo = torch.searchsorted(kkey, (qh.long() * T).contiguous(), right=False)
-    pairs = (hi - lo).sum().item()
-    rows = (hi - lo) > 0
-
-    def mask_mod(b, h, i, j):
-        return (qh[b, h, i] == kh[b, h, j]) & (qi[b, h, i] >= ki[b, h, j])
-    bm = create_block_mask(mask_mod, B, H, T, T, device="cuda", _compile=True)
-    run_sfa = lambda: sfa.forward(qs, ks, vs, mode="hash", q_idx=qi, k_idx=ki, q_hash=qh, k_hash=kh)
-    run_flex = lambda: flex(qs, ks, vs, block_mask=bm)
-    err = rel_err(run_sfa(), run_flex(), rows)
+    p = hash_problem(B, H, T, D, nb, dt)
+    c, bm = flex_case(p, B, H)
+    q, k, v, qb, kb, nb = p.extra["unsorted"]
 
     # end to end from unsorted tensors: sort + gather, attention, scatter back
     def e2e_flex():
@@ -80,54 +44,16 @@ def case_hash(B, H, T, D, nb, dt):
         o = flex(qs_, ks_, vs_, block_mask=bm)
         return torch.empty_like(o).scatter_(2, qo_.unsqueeze(-1).expand_as(o), o)
     e2e_sfa = lambda: sfa.hash_attention(q, k, v, qb, kb, nb)
-    err_e2e = rel_err(e2e_sfa(), e2e_flex(), torch.ones(B, H, T, dtype=torch.bool, device="cuda"))
-    return dict(name=f"hash {nb} buckets", D=D, pairs=pairs, err=err, sfa=bench(run_sfa),
-                flex=bench(run_flex), flex_e2e=bench(e2e_flex), sfa_e2e=bench(e2e_sfa), err_e2e=err_e2e)
+    c.update(err_e2e=rel_err(e2e_sfa(), e2e_flex()), flex_e2e=bench(e2e_flex), sfa_e2e=bench(e2e_sfa))
+    return c
 
 
 def case_qk_drop(B, H, T, D, drop, dt):
-    keepq = torch.rand(B, H, T, device="cuda") >= drop
-    keepk = torch.rand(B, H, T, device="cuda") >= drop
-    def compact(keep, pad):
-        n = keep.sum(-1)
-        L = int(n.max().item())
-        pos = torch.arange(T, device="cuda").expand(B, H, T)
-        key = torch.where(keep, pos, pos + T)  # kept first, in order
-        order = key.argsort(-1)[..., :L]
-        idx = torch.gather(pos, 2, order)
-        valid = torch.arange(L, device="cuda").expand(B, H, L) < n.unsqueeze(-1)
-        idx = torch.where(valid, idx, torch.full_like(idx, pad)).int().contiguous()
-        return L, idx, valid
-    Lq, qi, qvalid = compact(keepq, -1)
-    Lk, ki, kvalid = compact(keepk, INT_MAX)
-    q = torch.randn(B, H, Lq, D, device="cuda", dtype=dt)
-    k, v = (torch.randn(B, H, Lk, D, device="cuda", dtype=dt) for _ in range(2))
-    cnt = torch.searchsorted(ki, qi.clamp_min(-1), right=True)  # keys with k_idx <= q_idx
-    cnt = torch.where(qi >= 0, cnt, torch.zeros_like(cnt))
-    pairs = cnt.sum().item()
-    rows = cnt > 0
-
-    def mask_mod(b, h, i, j):
-        return qi[b, h, i] >= ki[b, h, j]
-    bm = create_block_mask(mask_mod, B, H, Lq, Lk, device="cuda", _compile=True)
-    run_sfa = lambda: sfa.forward(q, k, v, mode="qk_drop", q_idx=qi, k_idx=ki)
-    run_flex = lambda: flex(q, k, v, block_mask=bm)
-    err = rel_err(run_sfa(), run_flex(), rows)
-    return dict(name=f"qk_drop {int(drop * 100)}%", D=D, pairs=pairs, err=err, sfa=bench(run_sfa),
-                flex=bench(run_flex))
+    return flex_case(qk_drop_problem(B, H, T, D, drop, dt), B, H)[0]
 
 
 def case_window(B, H, T, D, W, dt):
-    q, k, v = (torch.randn(B, H, T, D, device="cuda", dtype=dt) for _ in range(3))
-    pairs = B * H * sum(min(i + 1, W) for i in range(T))
-
-    def mask_mod(b, h, i, j):
-        return (i >= j) & (i - j < W)
-    bm = create_block_mask(mask_mod, B, H, T, T, device="cuda", _compile=True)
-    run_sfa = lambda: sfa.forward(q, k, v, mode="window", causal=True, window=(W - 1, 0))
-    run_flex = lambda: flex(q, k, v, block_mask=bm)
-    err = rel_err(run_sfa(), run_flex(), slice(None))
-    return dict(name=f"window W={W}", D=D, pairs=pairs, err=err, sfa=bench(run_sfa), flex=bench(run_flex))
+    return flex_case(window_problem(B, H, T, D, W, dt), B, H)[0]
 
 
 def main():

@@ -1,0 +1,136 @@
+"""cases.py -- what the bench/ scripts share: CUDA-event timing, error
+measures, and the sparse problems of issues 3 and 4 built on identical random
+inputs for sfa and for FlexAttention (sorted hash layout, compacted qk_drop
+layout, causal sliding window), each with its mask_mod, allowed-pair count and
+the rows that see at least one key. Problems whose mask does not depend on
+(batch, head) carry extra["bh_free"] = True, so that flex_block_mask builds
+one block mask broadcast over batch and heads (cheaper, reusable across B)."""
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
+import sfa  # noqa: E402,F401
+
+INT_MAX = 2**31 - 1
+
+
+def bench(fn, warm=3, reps=20):
+    """Median of reps CUDA-event timings (ms) after warm untimed runs."""
+    for _ in range(warm):
+        fn()
+    ts = []
+    for _ in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        b.synchronize()
+        ts.append(a.elapsed_time(b))
+    ts.sort()
+    return ts[len(ts) // 2]
+
+
+def rel_err(x, ref, rows=slice(None)):
+    """Relative L2 error of x against ref over the selected rows."""
+    x, ref = x.float()[rows], ref.float()[rows]
+    return ((x - ref).norm() / ref.norm().clamp_min(1e-30)).item()
+
+
+def sort_by_bucket(x, bucket, T):
+    """Sort the tokens of x [B,H,T,D] by (bucket, position); returns sorted x, idx, hash, order."""
+    pos = torch.arange(T, device=x.device).expand_as(bucket)
+    key = bucket.long() * T + pos
+    order = key.argsort(dim=-1)
+    xs = torch.gather(x, 2, order.unsqueeze(-1).expand_as(x))
+    return xs, order.int(), torch.gather(bucket, 2, order).int(), order
+
+
+class Problem:
+    """One sparse problem: q, k, v (already in sfa's layout), sfa's keyword
+    arguments, FlexAttention's mask_mod and sizes, allowed pairs, the query
+    rows and key rows that take part (for error checks)."""
+
+    def __init__(self, name, D, q, k, v, kw, mask_mod, pairs, qrows, krows, **extra):
+        self.name, self.D, self.q, self.k, self.v, self.kw = name, D, q, k, v, kw
+        self.mask_mod, self.pairs, self.qrows, self.krows = mask_mod, pairs, qrows, krows
+        self.extra = extra
+
+
+def hash_problem(B, H, T, D, nb, dt):
+    q, k, v = (torch.randn(B, H, T, D, device="cuda", dtype=dt) for _ in range(3))
+    qb = torch.randint(0, nb, (B, H, T), device="cuda", dtype=torch.int32)
+    kb = torch.randint(0, nb, (B, H, T), device="cuda", dtype=torch.int32)
+    qs, qi, qh, qord = sort_by_bucket(q, qb, T)
+    ks, ki, kh, kord = sort_by_bucket(k, kb, T)
+    vs = torch.gather(v, 2, kord.unsqueeze(-1).expand_as(v))
+    # allowed pairs: for each query, keys of its bucket at positions <= its own
+    kkey = (kh.long() * T + ki.long()).contiguous()
+    hi = torch.searchsorted(kkey, (qh.long() * T + qi.long()).contiguous(), right=True)
+    lo = torch.searchsorted(kkey, (qh.long() * T).contiguous(), right=False)
+    pairs = (hi - lo).sum().item()
+
+    def mask_mod(b, h, i, j):
+        return (qh[b, h, i] == kh[b, h, j]) & (qi[b, h, i] >= ki[b, h, j])
+    kw = dict(mode="hash", q_idx=qi, k_idx=ki, q_hash=qh, k_hash=kh)
+    return Problem(f"hash {nb} buckets", D, qs, ks, vs, kw, mask_mod, pairs, (hi - lo) > 0,
+                   slice(None), unsorted=(q, k, v, qb, kb, nb))
+
+
+def qk_drop_problem(B, H, T, D, drop, dt):
+    keepq = torch.rand(B, H, T, device="cuda") >= drop
+    keepk = torch.rand(B, H, T, device="cuda") >= drop
+
+    def compact(keep, pad):
+        n = keep.sum(-1)
+        L = int(n.max().item())
+        pos = torch.arange(T, device="cuda").expand(B, H, T)
+        key = torch.where(keep, pos, pos + T)  # kept first, in order
+        order = key.argsort(-1)[..., :L]
+        idx = torch.gather(pos, 2, order)
+        valid = torch.arange(L, device="cuda").expand(B, H, L) < n.unsqueeze(-1)
+        idx = torch.where(valid, idx, torch.full_like(idx, pad)).int().contiguous()
+        return L, idx, valid
+    Lq, qi, _ = compact(keepq, -1)
+    Lk, ki, kvalid = compact(keepk, INT_MAX)
+    q = torch.randn(B, H, Lq, D, device="cuda", dtype=dt)
+    k, v = (torch.randn(B, H, Lk, D, device="cuda", dtype=dt) for _ in range(2))
+    cnt = torch.searchsorted(ki, qi.clamp_min(-1), right=True)  # keys with k_idx <= q_idx
+    cnt = torch.where(qi >= 0, cnt, torch.zeros_like(cnt))
+
+    def mask_mod(b, h, i, j):
+        return qi[b, h, i] >= ki[b, h, j]
+    kw = dict(mode="qk_drop", q_idx=qi, k_idx=ki)
+    return Problem(f"qk_drop {int(drop * 100)}%", D, q, k, v, kw, mask_mod, cnt.sum().item(), cnt > 0,
+                   kvalid)
+
+
+def window_problem(B, H, T, D, W, dt):
+    q, k, v = (torch.randn(B, H, T, D, device="cuda", dtype=dt) for _ in range(3))
+    pairs = B * H * sum(min(i + 1, W) for i in range(T))
+
+    def mask_mod(b, h, i, j):
+        return (i >= j) & (i - j < W)
+    kw = dict(mode="window", causal=True, window=(W - 1, 0))
+    return Problem(f"window W={W}", D, q, k, v, kw, mask_mod, pairs, slice(None), slice(None), bh_free=True)
+
+
+def dense_problem(B, H, T, D, dt, causal=True):
+    q, k, v = (torch.randn(B, H, T, D, device="cuda", dtype=dt) for _ in range(3))
+    pairs = B * H * (T * (T + 1) // 2 if causal else T * T)
+
+    def mask_mod(b, h, i, j):
+        return i >= j if causal else i >= 0
+    kw = dict(mode="dense", causal=causal)
+    return Problem("dense causal" if causal else "dense", D, q, k, v, kw, mask_mod, pairs,
+                   slice(None), slice(None), bh_free=True)
+
+
+def flex_block_mask(p, B, H):
+    """FlexAttention's block mask of problem p (compiled create_block_mask);
+    broadcast over batch and heads (B = H = None) when p.extra["bh_free"]."""
+    from torch.nn.attention.flex_attention import create_block_mask
+    if p.extra.get("bh_free"):
+        B = H = None
+    return create_block_mask(p.mask_mod, B, H, p.q.shape[2], p.k.shape[2], device="cuda", _compile=True)

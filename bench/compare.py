@@ -1,0 +1,384 @@
+"""compare.py -- the side-by-side benchmark (issue 6): sfa against its peers on
+identical random inputs, every mode x pass x sequence length x head dim.
+
+Run on the GPU machine from the repository root, after building libsfa.so:
+    python bench/compare.py [--quick] [--only dense,hash,qk_drop,window] [--pass fwd,bwd]
+        [--T 4096,8192] [--D 64,128] [--peers flash,cudnn,flex] [--reps 10] [--warm 2]
+        [--csv out.csv] [--plot out.png]
+
+Modes (bf16, H=16, B*T=65536 so B = 65536 // T; T in 4096..32768, D in 64, 128):
+  dense    causal                        peers: SDPA flash, SDPA cuDNN, FlexAttention
+  hash     16 buckets, sorted layout     peer:  FlexAttention
+  qk_drop  30% of q and k rows dropped   peer:  FlexAttention
+  window   W=1024 causal                 peer:  FlexAttention
+FlexAttention is torch.compile(flex_attention, dynamic=False) with the block
+mask of the same mask (built once per problem; once per T for dense and
+window, whose mask is the same for every batch and head). SDPA has no sparse
+masks, so it is a peer of the dense rows only: the dense causal rows of the
+same T and D give its cost of the full causal problem for reference.
+
+Passes: fwd times the forward under torch.no_grad(); bwd times
+torch.autograd.grad(o, (q, k, v), dout, retain_graph=True) through each
+implementation's forward graph (for sfa: sfa.attention's autograd Function,
+i.e. the sfa_backward call with its workspace; for the peers: their backward
+kernels). Before a peer is timed, sfa's output (fwd) or dq, dk, dv (bwd) is
+compared with that peer's: relative L2 error over the rows that take part must
+be < 2e-2 (fwd) / 3e-2 (bwd); a mismatch or an sfa error is printed at once as
+FAIL, shown in the table, and makes the script exit 1 at the end. A peer that
+cannot run a case (an exception, e.g. out of memory) is shown as n/a.
+
+Times are medians of --reps (10) runs between CUDA events after --warm (2)
+warm-ups. Effective TF/s count only the allowed (query, key) pairs:
+fwd 4 * D * pairs, bwd 10 * D * pairs, over the time. "sfa x" in the table is
+peer ms / sfa ms (> 1: sfa is faster). A progress line per case shows the
+elapsed time; the first cases include the JIT compiles (sfa's NVRTC, flex's
+Inductor), later ones reuse them. Target: the full grid in < 8 minutes on an
+H100 (--quick: T in 4096, 16384).
+"""
+import argparse
+import gc
+import os
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.nn.attention.flex_attention import flex_attention
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cases import (bench, dense_problem, flex_block_mask, hash_problem, qk_drop_problem,  # noqa: E402
+                   rel_err, window_problem)
+import sfa  # noqa: E402  (cases puts python/ on the path)
+
+MODES = ("dense", "hash", "qk_drop", "window")
+PASSES = ("fwd", "bwd")
+LABEL = {"dense": "dense causal", "hash": "hash 16 buckets", "qk_drop": "qk_drop 30%",
+         "window": "window W=1024 causal"}
+MAKE = {
+    "dense": lambda B, H, T, D, dt: dense_problem(B, H, T, D, dt, causal=True),
+    "hash": lambda B, H, T, D, dt: hash_problem(B, H, T, D, 16, dt),
+    "qk_drop": lambda B, H, T, D, dt: qk_drop_problem(B, H, T, D, 0.3, dt),
+    "window": lambda B, H, T, D, dt: window_problem(B, H, T, D, 1024, dt),
+}
+PEERS = {"dense": ("flash", "cudnn", "flex"), "hash": ("flex",), "qk_drop": ("flex",), "window": ("flex",)}
+IMPLS = ("sfa", "flash", "cudnn", "flex")
+TOL = {"fwd": 2e-2, "bwd": 3e-2}
+FLOPS_PER_PAIR = {"fwd": 4, "bwd": 10}
+
+
+def _raise_recompile_limit():
+    """Every (T, D, mask, grad mode) is a new FlexAttention graph: lift
+    Dynamo's per-function recompile limit (8 by default) so that none falls
+    back to eager (which would materialize the T x T scores)."""
+    cfg = torch._dynamo.config
+    for name, value in (("recompile_limit", 1024), ("cache_size_limit", 1024),
+                        ("accumulated_recompile_limit", 8192), ("accumulated_cache_size_limit", 8192)):
+        if hasattr(cfg, name):
+            try:
+                setattr(cfg, name, value)
+            except Exception:  # noqa: BLE001  (a deprecated alias may refuse)
+                pass
+
+
+flex = torch.compile(flex_attention, dynamic=False)
+
+
+def sdpa(backend):
+    def fn(q, k, v):
+        with sdpa_kernel(backend):
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    return fn
+
+
+def _raiser(e):
+    """An implementation that cannot run: raises e (the case shows it as n/a)."""
+    def fn(q, k, v):
+        raise e
+    return fn
+
+
+def short(e):
+    s = f"{type(e).__name__}: {e}".replace("\n", " ")
+    return s if len(s) < 160 else s[:157] + "..."
+
+
+def grads(fn, p, dout):
+    """fn(q, k, v) -> o recorded for autograd on leaves sharing p's storage;
+    returns a closure that runs its backward and the gradients (dq, dk, dv)."""
+    leaves = [t.detach().requires_grad_(True) for t in (p.q, p.k, p.v)]
+    with torch.enable_grad():
+        o = fn(*leaves)
+    run = lambda: torch.autograd.grad(o, leaves, dout, retain_graph=True)  # noqa: E731
+    return run, run()
+
+
+class Run:
+    """Results and failures of the whole run."""
+
+    def __init__(self, args):
+        self.a, self.rows, self.failures = args, [], []
+        self.t0 = time.perf_counter()
+
+    def fail(self, what):
+        self.failures.append(what)
+        print(f"FAIL: {what}", flush=True)
+
+    def case(self, mode, ps, T, D, B, p, impls):
+        """Time sfa and check + time each peer on one (mode, pass, T, D)."""
+        a = self.a
+        res = {}
+        tm = lambda fn: bench(fn, warm=a.warm, reps=a.reps)  # noqa: E731
+        name = f"{LABEL[mode]} {ps} T={T} D={D}"
+        try:
+            if ps == "fwd":
+                with torch.no_grad():
+                    ref = impls["sfa"](p.q, p.k, p.v)
+                    res["sfa"] = dict(ms=tm(lambda: impls["sfa"](p.q, p.k, p.v)))
+            else:
+                dout = torch.randn_like(p.q)
+                run_sfa, ref = grads(impls["sfa"], p, dout)
+                res["sfa"] = dict(ms=tm(run_sfa))
+                del run_sfa
+        except Exception as e:  # noqa: BLE001
+            self.fail(f"{name}: sfa failed: {short(e)}")
+            res["sfa"] = dict(status="error")
+            return res
+        for peer in (x for x in impls if x != "sfa"):
+            fn = impls[peer]
+            run = None
+            try:
+                if ps == "fwd":
+                    with torch.no_grad():
+                        out = fn(p.q, p.k, p.v)
+                    err = rel_err(ref, out, p.qrows)
+                    del out
+                    run = lambda: fn(p.q, p.k, p.v)  # noqa: E731
+                else:
+                    run, g = grads(fn, p, dout)
+                    err = max(rel_err(ref[0], g[0], p.qrows), rel_err(ref[1], g[1], p.krows),
+                              rel_err(ref[2], g[2], p.krows))
+                    del g
+            except Exception as e:  # noqa: BLE001
+                res[peer] = dict(status="n/a")
+                print(f"  {peer} cannot run {name}: {short(e)}", flush=True)
+                continue
+            if not err < TOL[ps]:
+                res[peer] = dict(status="MISMATCH", err=err)
+                self.fail(f"{name}: sfa's {'output differs' if ps == 'fwd' else 'gradients differ'} from {peer}'s: "
+                          f"rel err {err:.3e} (limit {TOL[ps]:g})")
+                continue
+            with torch.no_grad() if ps == "fwd" else torch.enable_grad():
+                res[peer] = dict(ms=tm(run), err=err)
+        run = None  # the last peer's graph
+        return res
+
+    def record(self, mode, ps, T, D, B, pairs, res):
+        flops = FLOPS_PER_PAIR[ps] * D * pairs
+        sfa_ms = res.get("sfa", {}).get("ms")
+        for impl, r in res.items():
+            ms = r.get("ms")
+            self.rows.append(dict(mode=mode, pass_=ps, T=T, D=D, B=B, H=self.a.H, impl=impl, pairs=pairs,
+                                  ms=ms, tflops=flops / ms / 1e9 if ms else None,
+                                  sfa_x=(ms / sfa_ms if ms and sfa_ms and impl != "sfa" else None),
+                                  err=r.get("err"), status=r.get("status", "ok")))
+
+    def progress(self, n, total, mode, ps, T, D, B):
+        cells = []
+        for r in self.rows:
+            if (r["mode"], r["pass_"], r["T"], r["D"]) != (mode, ps, T, D):
+                continue
+            if r["ms"] is None:
+                cells.append(f"{r['impl']} {r['status']}")
+            elif r["impl"] == "sfa":
+                cells.append(f"sfa {r['ms']:.3f} ms {r['tflops']:.0f} TF/s")
+            else:
+                cells.append(f"{r['impl']} {r['ms']:.3f} ({r['sfa_x']:.2f}x)")
+        print(f"[{n:>2}/{total} {time.perf_counter() - self.t0:6.1f} s] {LABEL[mode]} {ps} T={T} D={D} B={B}: "
+              + " | ".join(cells), flush=True)
+
+
+def table(rows):
+    """One line per (mode, pass, T, D); a column group per implementation."""
+    impls = [i for i in IMPLS if any(r["impl"] == i for r in rows)]
+    peers = [i for i in impls if i != "sfa"]
+    head = f"{'mode':<21}{'pass':<5}{'T':>6}{'D':>5}{'B':>4} |{'sfa ms':>9}{'TF/s':>7}"
+    head += "".join(f" |{p + ' ms':>10}{'TF/s':>7}{'sfa x':>7}" for p in peers)
+    lines = [head, "-" * len(head)]
+    keys = []
+    for r in rows:
+        k = (r["mode"], r["pass_"], r["T"], r["D"], r["B"])
+        if k not in keys:
+            keys.append(k)
+    by = {(r["mode"], r["pass_"], r["T"], r["D"], r["impl"]): r for r in rows}
+    for mode, ps, T, D, B in keys:
+        s = by.get((mode, ps, T, D, "sfa"))
+        line = f"{LABEL[mode]:<21}{ps:<5}{T:>6}{D:>5}{B:>4} |"
+        line += f"{s['ms']:>9.3f}{s['tflops']:>7.0f}" if s and s["ms"] else f"{s['status'] if s else '-':>16}"
+        for p in peers:
+            r = by.get((mode, ps, T, D, p))
+            if r is None:
+                line += f" |{'-':>24}"
+            elif r["ms"] is None:
+                line += f" |{r['status']:>24}"
+            else:
+                x = f"{r['sfa_x']:.2f}x" if r["sfa_x"] else "-"
+                line += f" |{r['ms']:>10.3f}{r['tflops']:>7.0f}{x:>7}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def write_csv(path, rows):
+    cols = ("mode", "pass", "T", "D", "B", "H", "impl", "pairs", "ms", "tflops", "sfa_x", "rel_err", "status")
+    fmt = lambda v, f: "" if v is None else (f % v if f else str(v))  # noqa: E731
+    with open(path, "w") as fh:
+        fh.write(",".join(cols) + "\n")
+        for r in rows:
+            fh.write(",".join((r["mode"], r["pass_"], str(r["T"]), str(r["D"]), str(r["B"]), str(r["H"]), r["impl"],
+                               str(r["pairs"]), fmt(r["ms"], "%.4f"), fmt(r["tflops"], "%.1f"),
+                               fmt(r["sfa_x"], "%.3f"), fmt(r["err"], "%.3e"), r["status"])) + "\n")
+
+
+def plot(path, rows, title):
+    """TF/s against T: one panel per mode x pass, a line per implementation x D."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker  # noqa: F401
+    modes = [m for m in MODES if any(r["mode"] == m for r in rows)]
+    passes = [p for p in PASSES if any(r["pass_"] == p for r in rows)]
+    fig, axes = plt.subplots(len(modes), len(passes), figsize=(6.4 * len(passes), 3.6 * len(modes)),
+                             squeeze=False)
+    color = {"sfa": "C0", "flash": "C1", "cudnn": "C2", "flex": "C3"}
+    style = {64: "--", 128: "-"}
+    ts = sorted({r["T"] for r in rows})
+    for i, m in enumerate(modes):
+        for j, ps in enumerate(passes):
+            ax = axes[i][j]
+            sel = [r for r in rows if r["mode"] == m and r["pass_"] == ps and r["tflops"]]
+            for impl in IMPLS:
+                for D in sorted({r["D"] for r in sel}):
+                    pts = sorted((r["T"], r["tflops"]) for r in sel if r["impl"] == impl and r["D"] == D)
+                    if pts:
+                        ax.plot([t for t, _ in pts], [y for _, y in pts], marker="o", color=color[impl],
+                                linestyle=style.get(D, ":"), label=f"{impl} D={D}")
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(ts)
+            ax.set_xticklabels([f"{t // 1024}k" if t % 1024 == 0 else str(t) for t in ts])
+            ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+            ax.set_xlim(ts[0] / 1.25, ts[-1] * 1.25)
+            ax.set_title(f"{LABEL[m]} {ps}")
+            ax.set_xlabel("sequence length T (B*T fixed)")
+            ax.set_ylabel("effective TF/s")
+            ax.set_ylim(bottom=0)
+            ax.grid(True, alpha=0.3)
+            if sel:
+                ax.legend(fontsize=7, ncol=2)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def ints(s):
+    return [int(x) for x in s.split(",") if x.strip()]
+
+
+def names(s, allowed, what):
+    out = [x.strip() for x in s.split(",") if x.strip()]
+    bad = [x for x in out if x not in allowed]
+    if bad:
+        raise SystemExit(f"--{what}: unknown {', '.join(bad)} (choose from {', '.join(allowed)})")
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", default=",".join(MODES), help="modes, comma list of: " + ", ".join(MODES))
+    ap.add_argument("--pass", dest="passes", default="fwd,bwd", help="passes: fwd, bwd")
+    ap.add_argument("--T", default="4096,8192,16384,32768", help="sequence lengths (comma list)")
+    ap.add_argument("--D", default="64,128", help="head dims (comma list)")
+    ap.add_argument("--quick", action="store_true", help="T in 4096, 16384 (unless --T is given)")
+    ap.add_argument("--peers", default="flash,cudnn,flex", help="peers to run: flash, cudnn, flex")
+    ap.add_argument("--tokens", type=int, default=65536, help="B * T (B = tokens // T)")
+    ap.add_argument("--H", type=int, default=16)
+    ap.add_argument("--reps", type=int, default=10)
+    ap.add_argument("--warm", type=int, default=2)
+    ap.add_argument("--csv", default="", help="write the results as CSV")
+    ap.add_argument("--plot", default="", help="write a PNG of TF/s against T (matplotlib)")
+    a = ap.parse_args()
+    modes = names(a.only, MODES, "only")
+    passes = names(a.passes, PASSES, "pass")
+    peers = names(a.peers, IMPLS[1:], "peers")
+    Ts = ints(a.T) if (a.T != ap.get_default("T") or not a.quick) else [4096, 16384]
+    Ds = ints(a.D)
+    if not torch.cuda.is_available():
+        raise SystemExit("compare.py needs a CUDA GPU")
+    _raise_recompile_limit()
+    dt = torch.bfloat16
+    total = len(modes) * len(passes) * len(Ts) * len(Ds)
+    dev = torch.cuda.get_device_name()
+    print(f"{dev}, torch {torch.__version__}; bf16, H={a.H}, B*T={a.tokens}; {total} cases "
+          f"({len(modes)} modes x {len(passes)} passes x T {Ts} x D {Ds}); median of {a.reps} after {a.warm} warm-ups",
+          flush=True)
+    run = Run(a)
+    n = 0
+    masks = {}  # (mode, T) -> block mask of problems whose mask is the same for every batch and head
+    for mode in modes:
+        for T in Ts:
+            for D in Ds:
+                B = max(1, a.tokens // T)
+                torch.manual_seed(0)
+                p = MAKE[mode](B, a.H, T, D, dt)
+                impls = {"sfa": (lambda p: lambda q, k, v: sfa.attention(q, k, v, **p.kw))(p)}
+                bm = None
+                for peer in (x for x in PEERS[mode] if x in peers):
+                    if peer == "flash":
+                        impls[peer] = sdpa(SDPBackend.FLASH_ATTENTION)
+                    elif peer == "cudnn":
+                        impls[peer] = sdpa(SDPBackend.CUDNN_ATTENTION)
+                    else:
+                        key = (mode, T) if p.extra.get("bh_free") else None
+                        bm = masks.get(key) if key else None
+                        if bm is None:
+                            try:
+                                bm = flex_block_mask(p, B, a.H)
+                            except Exception as e:  # noqa: BLE001  (shown as n/a)
+                                impls[peer] = _raiser(RuntimeError(f"create_block_mask: {short(e)}"))
+                                continue
+                            if key:
+                                masks = {key: bm}  # keep one: the loop changes T after both D
+                        impls[peer] = (lambda bm: lambda q, k, v: flex(q, k, v, block_mask=bm))(bm)
+                for ps in passes:
+                    n += 1
+                    res = run.case(mode, ps, T, D, B, p, impls)
+                    run.record(mode, ps, T, D, B, p.pairs, res)
+                    run.progress(n, total, mode, ps, T, D, B)
+                    gc.collect()
+                    torch.cuda.empty_cache()
+                del p, impls, bm
+                gc.collect()
+                torch.cuda.empty_cache()
+    elapsed = time.perf_counter() - run.t0
+    print()
+    print(f"{dev}: bf16, H={a.H}, B*T={a.tokens}; ms = median of {a.reps}; TF/s on allowed pairs only "
+          f"(fwd 4*D*pairs, bwd 10*D*pairs); sfa x = peer ms / sfa ms (> 1: sfa faster).")
+    print("SDPA (flash, cudnn) has no sparse masks: it is a peer of the dense causal rows only; hash runs "
+          "on the sorted layout (kernel only).")
+    print(table(run.rows))
+    print(f"total {elapsed:.0f} s")
+    if a.csv:
+        write_csv(a.csv, run.rows)
+        print(f"wrote {a.csv}")
+    if a.plot:
+        plot(a.plot, run.rows, f"sfa vs peers, {dev}, bf16, H={a.H}, B*T={a.tokens}")
+        print(f"wrote {a.plot}")
+    if run.failures:
+        print(f"{len(run.failures)} FAILED:")
+        for f in run.failures:
+            print(f"  {f}")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
