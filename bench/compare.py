@@ -81,6 +81,8 @@ def _raise_recompile_limit():
                 pass
 
 
+import torch._functorch.config  # noqa: E402
+torch._functorch.config.donated_buffer = False  # backward is re-run on one graph when timing
 flex = torch.compile(flex_attention, dynamic=False)
 
 

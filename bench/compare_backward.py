@@ -28,6 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cases import bench, dense_problem, hash_problem, qk_drop_problem, rel_err, window_problem  # noqa: E402
 import sfa  # noqa: E402
 
+import torch._functorch.config  # noqa: E402
 torch._functorch.config.donated_buffer = False  # the timing loop re-runs backward on one graph
 flex = torch.compile(flex_attention, dynamic=False)
 
