@@ -51,6 +51,8 @@ echo "setup.sh: kernels and manifest in build/kernels"
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
   ./build/examples/dense_forward --seq 4096 --dim 128 --dtype bf16 --causal
   ./build/examples/dense_forward --seq 1000 --seq-k 1500 --dim 64 --dtype fp16 --no-causal
+  # the backward of every mode against the CPU reference, on small shapes
+  CK_RUN_CASE=small ./build/tests/test_gpu_backward
 else
   echo "setup.sh: no GPU here: kernels were generated and compiled, not run"
 fi

@@ -9,7 +9,9 @@
 **   all-modes   every mode x every meaningful flag set (window: all 8 of
 **               causal/bias/mask) x D {64,128}
 **   dense-tiles every valid tile config of dense bf16, causal and not, D {64,128}
-** All of them for fp16 and bf16 except dense-tiles (bf16 only).
+** All of them for fp16 and bf16 except dense-tiles (bf16 only). default and
+** all-modes hold every pass: for each forward kernel with D <= 128 also its
+** backward kernels bwd, bwd + det and bwddq (their own default tiles).
 */
 #include <stdlib.h>
 #include <string.h>
@@ -65,12 +67,20 @@ static sfa_status add_groups(list *l, const group *g, size_t ng, int arch, char 
     for (int f = 0; g[i].flags[f] != END; f++)
       for (int t = 0; t < 2; t++)
         for (int d = 0; g[i].dims[d]; d++) {
-          sfa_kernel_spec s = {SFA_PASS_FWD, g[i].mode, t ? SFA_DTYPE_BF16 : SFA_DTYPE_FP16,
-                               g[i].dims[d], 0, 0, 0, 0, arch, g[i].flags[f]};
-          sfa_status st = sfa_spec_default(&s, err, errlen);
-          if (st != SFA_OK) return st;
-          if (push(l, &s) != 0)
-            return sfa__fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "preset: out of memory");
+          /* fwd, then (D <= 128) bwd, bwd + det and bwddq */
+          static const struct { sfa_pass pass; unsigned extra; } passes[] = {
+            {SFA_PASS_FWD, 0}, {SFA_PASS_BWD, 0},
+            {SFA_PASS_BWD, SFA_FEAT_DETERMINISTIC}, {SFA_PASS_BWD_DQ, 0}};
+          const int np = g[i].dims[d] <= SFA__BWD_MAX_HEAD_DIM ? 4 : 1;
+          for (int p = 0; p < np; p++) {
+            sfa_kernel_spec s = {passes[p].pass, g[i].mode,
+                                 t ? SFA_DTYPE_BF16 : SFA_DTYPE_FP16, g[i].dims[d], 0, 0, 0,
+                                 0, arch, g[i].flags[f] | passes[p].extra};
+            sfa_status st = sfa_spec_default(&s, err, errlen);
+            if (st != SFA_OK) return st;
+            if (push(l, &s) != 0)
+              return sfa__fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "preset: out of memory");
+          }
         }
   return SFA_OK;
 }

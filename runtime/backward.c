@@ -11,6 +11,8 @@
 **      convert turns the dq accumulator into dq (times the scale);
 **   5. convert turns the dbias accumulator into dbias;
 **   6. frees the workspace on the stream.
+** Tile configs follow the context's tuning policy (sfa__select_spec; the
+** backward passes are looked up in the tuning db but not tuned on the spot).
 ** dbias: when every element has one contribution (the bias has all of q's
 ** batches, heads and rows) the bwd kernel stores it, after a zero fill (tiles
 ** that no query sees are never visited); otherwise it adds into the float
@@ -24,73 +26,29 @@
 
 #include "gen/gen_internal.h"
 #include "runtime/internal.h"
+#include "runtime/fwd_launch.h"
 #include "runtime/kernel_abi.h"
+#include "runtime/mode_args.h"
 #include "runtime/util.h"
 #include "runtime/validate.h"
 
 #define TQ_PAD 128 /* query rows of the workspaces are padded to a multiple of this */
 
-/* The mode's members of a: index arrays, bias, mask, window (as forward.c). */
-static void fill_mode_args(sfa_bwd_args *a, const sfa_attention_params *p,
-                           const sfa_extras *ex) {
-  a->bias_hdiv = a->mask_hdiv = 1;
-  a->window_left = a->window_right = -1;
-  if (p->mode == SFA_MODE_QK_DROP || p->mode == SFA_MODE_HASH) {
-    a->q_idx = (uint64_t)(uintptr_t)ex->q_idx->data;
-    a->k_idx = (uint64_t)(uintptr_t)ex->k_idx->data;
-    a->qi_sb = sfa__eff_stride(ex->q_idx, 0), a->qi_sh = sfa__eff_stride(ex->q_idx, 1);
-    a->ki_sb = sfa__eff_stride(ex->k_idx, 0), a->ki_sh = sfa__eff_stride(ex->k_idx, 1);
-    if (p->mode == SFA_MODE_HASH) {
-      a->q_hash = (uint64_t)(uintptr_t)ex->q_hash->data;
-      a->k_hash = (uint64_t)(uintptr_t)ex->k_hash->data;
-    }
-  }
-  if (p->mode != SFA_MODE_WINDOW) return;
-  a->window_left = p->window_left >= a->tk ? -1 : p->window_left;
-  a->window_right = p->causal ? 0 : p->window_right >= a->tq ? -1 : p->window_right;
-  if (ex && ex->bias) {
-    const sfa_tensor *t = ex->bias;
-    a->bias = (uint64_t)(uintptr_t)t->data;
-    a->bias_sb = sfa__eff_stride(t, 0), a->bias_sh = sfa__eff_stride(t, 1);
-    a->bias_st = sfa__eff_stride(t, 2);
-    a->bias_hdiv = (int32_t)(a->hq / t->shape[1]);
-  }
-  if (ex && ex->mask) {
-    const sfa_tensor *t = ex->mask;
-    a->mask = (uint64_t)(uintptr_t)t->data;
-    a->mask_sb = sfa__eff_stride(t, 0), a->mask_sh = sfa__eff_stride(t, 1);
-    a->mask_st = sfa__eff_stride(t, 2);
-    a->mask_hdiv = (int32_t)(a->hq / t->shape[1]);
-  }
-}
-
-static unsigned mode_flags(const sfa_attention_params *p, const sfa_extras *ex) {
-  unsigned f = 0;
-  if ((p->mode == SFA_MODE_DENSE || p->mode == SFA_MODE_WINDOW) && p->causal)
-    f |= SFA_FEAT_CAUSAL;
-  if (p->mode == SFA_MODE_WINDOW && ex && ex->bias) f |= SFA_FEAT_BIAS;
-  if (p->mode == SFA_MODE_WINDOW && ex && ex->mask) f |= SFA_FEAT_MASK;
-  return f;
-}
-
-/* The kernel of pass for this call, with the heuristic tile config. */
+/* The kernel of pass for this call, its tiles under the context's tuning
+** policy (the tuning db's row, else the heuristic default). */
 static sfa_status get_kernel(sfa_context *ctx, const sfa__device *dev, sfa_pass pass,
-                             const sfa_attention_params *p, const sfa_tensor *q, unsigned flags,
+                             const sfa__problem *prob, const sfa_tensor *q, unsigned flags,
                              sfa_kernel **kern) {
   sfa_kernel_spec spec;
   memset(&spec, 0, sizeof spec);
   spec.pass = pass;
-  spec.mode = p->mode;
+  spec.mode = prob->params->mode;
   spec.dtype = q->dtype;
   spec.head_dim = (int)q->shape[3];
   spec.arch = dev->arch;
   spec.flags = flags;
-  char why[512];
-  sfa_status st = sfa_spec_default(&spec, why, sizeof why);
-  if (st != SFA_OK)
-    return sfa__error(ctx, st, "no %s %s kernel for %s head dim %d on sm_%d: %s",
-                      sfa__pass_name(pass), sfa__mode_name(p->mode), sfa__dtype_str(q->dtype),
-                      spec.head_dim, dev->arch, why);
+  sfa_status st = sfa__select_spec(ctx, dev, &spec, prob);
+  if (st != SFA_OK) return st;
   return sfa__kernel_get(ctx, dev, &spec, kern);
 }
 
@@ -144,12 +102,14 @@ sfa_status sfa_backward(sfa_context *ctx, const sfa_attention_params *params,
   const sfa_driver *d;
   if ((st = sfa__driver_load(&d, ctx->err, sizeof ctx->err)) != SFA_OK) return st;
   const int det = params->deterministic;
-  const unsigned flags = mode_flags(params, extras);
+  const unsigned flags = sfa__fwd_flags(params, extras);
   sfa_kernel *kb, *kdq = NULL;
   CUfunction pre, conv;
-  if ((st = get_kernel(ctx, &dev, SFA_PASS_BWD, params, q,
+  sfa__problem prob;
+  sfa__fwd_problem(&prob, params, q, k, extras, lse);
+  if ((st = get_kernel(ctx, &dev, SFA_PASS_BWD, &prob, q,
                        flags | (det ? SFA_FEAT_DETERMINISTIC : 0u), &kb)) != SFA_OK ||
-      (det && (st = get_kernel(ctx, &dev, SFA_PASS_BWD_DQ, params, q, flags, &kdq)) != SFA_OK) ||
+      (det && (st = get_kernel(ctx, &dev, SFA_PASS_BWD_DQ, &prob, q, flags, &kdq)) != SFA_OK) ||
       (st = sfa__util_kernel(ctx, &dev, SFA__UTIL_BWD_PRE, q->dtype, &pre)) != SFA_OK ||
       (st = sfa__util_kernel(ctx, &dev, SFA__UTIL_CONVERT, q->dtype, &conv)) != SFA_OK)
     return st;
@@ -226,7 +186,7 @@ sfa_status sfa_backward(sfa_context *ctx, const sfa_attention_params *params,
   a.tq = (int32_t)Tq, a.tk = (int32_t)Tk, a.tqp = (int32_t)tqp;
   a.scale = scale;
   a.scale_log2 = (float)((double)scale * 1.4426950408889634);
-  fill_mode_args(&a, params, extras);
+  SFA__FILL_MODE_ARGS(&a, params, extras);
   a.nb = nb, a.nh = nh;
   a.dbias_mode = dbias_mode;
   if (dbias_mode == 1) {

@@ -13,46 +13,10 @@
 #include <string.h>
 
 #include "runtime/fwd_launch.h"
+#include "runtime/mode_args.h"
 #include "runtime/validate.h"
 
 /* ------------------------------------------------------------ launch */
-
-/* The mode's members of a: index arrays, bias, mask, window. */
-static void fill_mode_args(sfa_fwd_args *a, const sfa_attention_params *p,
-                           const sfa_extras *ex) {
-  a->bias_hdiv = a->mask_hdiv = 1;
-  a->window_left = a->window_right = -1;
-  if (p->mode == SFA_MODE_QK_DROP || p->mode == SFA_MODE_HASH) {
-    a->q_idx = (uint64_t)(uintptr_t)ex->q_idx->data;
-    a->k_idx = (uint64_t)(uintptr_t)ex->k_idx->data;
-    a->qi_sb = sfa__eff_stride(ex->q_idx, 0), a->qi_sh = sfa__eff_stride(ex->q_idx, 1);
-    a->ki_sb = sfa__eff_stride(ex->k_idx, 0), a->ki_sh = sfa__eff_stride(ex->k_idx, 1);
-    if (p->mode == SFA_MODE_HASH) { /* validated: the same strides as q_idx / k_idx */
-      a->q_hash = (uint64_t)(uintptr_t)ex->q_hash->data;
-      a->k_hash = (uint64_t)(uintptr_t)ex->k_hash->data;
-    }
-  }
-  if (p->mode != SFA_MODE_WINDOW) return;
-  /* A window wider than the problem is unbounded: j >= i + off - left holds for
-  ** every key once left >= Tk - 1, j <= i + off + right once right >= Tq - 1.
-  ** Saying -1 then keeps the kernel's int32 arithmetic clear of overflow. */
-  a->window_left = p->window_left >= a->tk ? -1 : p->window_left;
-  a->window_right = p->causal ? 0 : p->window_right >= a->tq ? -1 : p->window_right;
-  if (ex && ex->bias) {
-    const sfa_tensor *t = ex->bias;
-    a->bias = (uint64_t)(uintptr_t)t->data;
-    a->bias_sb = sfa__eff_stride(t, 0), a->bias_sh = sfa__eff_stride(t, 1);
-    a->bias_st = sfa__eff_stride(t, 2);
-    a->bias_hdiv = (int32_t)(a->hq / t->shape[1]);
-  }
-  if (ex && ex->mask) {
-    const sfa_tensor *t = ex->mask;
-    a->mask = (uint64_t)(uintptr_t)t->data;
-    a->mask_sb = sfa__eff_stride(t, 0), a->mask_sh = sfa__eff_stride(t, 1);
-    a->mask_st = sfa__eff_stride(t, 2);
-    a->mask_hdiv = (int32_t)(a->hq / t->shape[1]);
-  }
-}
 
 /* Feature flags of the kernel for this call. qk_drop and hash take none:
 ** their causality (q_idx >= k_idx) is intrinsic, so params->causal does not
@@ -91,7 +55,7 @@ void sfa__fwd_args_fill(sfa_fwd_args *a, const sfa_attention_params *params,
   a->tk = (int32_t)k->shape[2];
   a->scale = scale;
   a->scale_log2 = (float)((double)scale * 1.4426950408889634);
-  fill_mode_args(a, params, extras);
+  SFA__FILL_MODE_ARGS(a, params, extras);
 }
 
 sfa_status sfa__fwd_launch(sfa_context *ctx, const sfa_driver *d, const sfa_kernel *kern,

@@ -33,12 +33,15 @@ static void write_file(const char *dir, const char *name, const char *text) {
   fclose(f);
 }
 
-/* Identifiers that only a mode's (or flag's) template code declares. */
+/* Identifiers that only a mode's (or flag's, or pass's) template code declares. */
 static void check_mode_code(const sfa_kernel_spec *s, const char *name, const char *src) {
+  const int bwd = s->pass == SFA_PASS_BWD, det = (s->flags & SFA_FEAT_DETERMINISTIC) != 0;
   struct { int want; const char *ident; } marks[] = {
     {s->mode == SFA_MODE_QK_DROP || s->mode == SFA_MODE_HASH, "const int *kix"},
-    {s->mode == SFA_MODE_HASH, "hash_tile_state"},
-    {s->mode == SFA_MODE_WINDOW, "window_tile_state"},
+    {s->mode == SFA_MODE_HASH, bwd ? "hash_bwd_state" : "hash_tile_state"},
+    {s->mode == SFA_MODE_WINDOW, bwd ? "window_bwd_state" : "window_tile_state"},
+    {bwd && !det, "sfa_red_add2(p"},          /* dq by atomics */
+    {s->pass == SFA_PASS_BWD_DQ, "dq = 0"},    /* its empty-tile path */
     {s->mode == SFA_MODE_WINDOW && (s->flags & SFA_FEAT_BIAS), "biasp"},
     {s->mode == SFA_MODE_WINDOW && (s->flags & SFA_FEAT_MASK), "maskp"},
     {s->mode == SFA_MODE_WINDOW && (s->flags & SFA_FEAT_CAUSAL), "const int wr = 0;"},
@@ -55,7 +58,8 @@ START_TEST(source_for_every_preset_variant) {
     sfa_kernel_spec *specs = NULL;
     size_t n = 0;
     ck_assert_int_eq(sfa__preset(presets[p], arch, 2, &specs, &n, NULL, 0), SFA_OK);
-    ck_assert_uint_eq(n, p == 0 ? 88 : 96);
+    /* per arch: fwd, and for D <= 128 bwd, bwd + det, bwddq */
+    ck_assert_uint_eq(n, p == 0 ? 2 * (44 + 3 * 40) : 2 * 4 * 48);
     for (size_t i = 0; i < n; i++) {
       sfa_kernel_spec s = specs[i];
       char name[SFA__NAME_MAX], err[1024] = "", *src = NULL, pat[SFA__NAME_MAX + 4];
@@ -84,14 +88,19 @@ START_TEST(preset_contents) {
   size_t n = 0;
   char err[256] = "";
   int count[4][16] = {{0}};
+  int passes[3] = {0};
   ck_assert_int_eq(sfa__preset("default", arch, 1, &v, &n, err, sizeof err), SFA_OK);
-  ck_assert_uint_eq(n, 44);
+  ck_assert_uint_eq(n, 44 + 3 * 40);
   for (size_t i = 0; i < n; i++) {
     sfa_kernel_spec d = v[i];
     ck_assert_int_eq(sfa_spec_default(&d, NULL, 0), SFA_OK);
     ck_assert(memcmp(&d, &v[i], sizeof d) == 0); /* default tiles */
-    count[v[i].mode][v[i].flags]++;
+    passes[v[i].pass] += 1 + ((v[i].flags & SFA_FEAT_DETERMINISTIC) ? 100 : 0);
+    if (v[i].pass == SFA_PASS_FWD) count[v[i].mode][v[i].flags]++;
   }
+  ck_assert_int_eq(passes[SFA_PASS_FWD], 44);
+  ck_assert_int_eq(passes[SFA_PASS_BWD], 40 + 40 * 101); /* 40 plain, 40 det */
+  ck_assert_int_eq(passes[SFA_PASS_BWD_DQ], 40);
   ck_assert_int_eq(count[SFA_MODE_DENSE][0], 10);
   ck_assert_int_eq(count[SFA_MODE_DENSE][SFA_FEAT_CAUSAL], 10);
   ck_assert_int_eq(count[SFA_MODE_QK_DROP][0], 4);
@@ -104,10 +113,10 @@ START_TEST(preset_contents) {
 
   memset(count, 0, sizeof count);
   ck_assert_int_eq(sfa__preset("all-modes", arch, 1, &v, &n, err, sizeof err), SFA_OK);
-  ck_assert_uint_eq(n, 48);
+  ck_assert_uint_eq(n, 4 * 48);
   for (size_t i = 0; i < n; i++) {
     ck_assert(v[i].head_dim == 64 || v[i].head_dim == 128);
-    count[v[i].mode][v[i].flags]++;
+    if (v[i].pass == SFA_PASS_FWD) count[v[i].mode][v[i].flags]++;
   }
   for (unsigned f = 0; f < 8; f++) ck_assert_int_eq(count[SFA_MODE_WINDOW][f], 4);
   ck_assert_int_eq(count[SFA_MODE_DENSE][0] + count[SFA_MODE_DENSE][SFA_FEAT_CAUSAL], 8);
@@ -283,7 +292,7 @@ START_TEST(sfa_gen_tool) {
   int n = 0;
   while (f && fgets(line, sizeof line, f)) n++;
   if (f) fclose(f);
-  ck_assert_int_eq(n, 88);
+  ck_assert_int_eq(n, 2 * (44 + 3 * 40));
   snprintf(cmd, sizeof cmd, "%s --preset all-modes --arch sm_80,sm90 --list | wc -l > %s/n.txt",
            tool, dir);
   ck_assert_int_eq(run(cmd), 0);
@@ -291,7 +300,7 @@ START_TEST(sfa_gen_tool) {
   f = fopen(cmd, "r");
   ck_assert(f && fscanf(f, "%d", &n) == 1);
   fclose(f);
-  ck_assert_int_eq(n, 96);
+  ck_assert_int_eq(n, 2 * 4 * 48);
 
   /* Mode flags on the command line. */
   snprintf(cmd, sizeof cmd, "%s --mode window --causal --mask --head-dim 64 --arch 86 --list "
@@ -324,7 +333,7 @@ START_TEST(sfa_gen_tool) {
     n++;
   }
   fclose(f);
-  ck_assert_int_eq(n, 44);
+  ck_assert_int_eq(n, 44 + 3 * 40);
 
   /* Usage errors exit 2, failures 1. */
   snprintf(cmd, sizeof cmd, "%s --preset nope 2>/dev/null", tool);

@@ -31,6 +31,10 @@ static const variant variants[] = {
     {SFA__UTIL_TOPK, SFA_DTYPE_FP16, "sfa_util_topk_fp16"},
     {SFA__UTIL_TOPK, SFA_DTYPE_BF16, "sfa_util_topk_bf16"},
     {SFA__UTIL_TOPK, SFA_DTYPE_FP32, "sfa_util_topk_fp32"},
+    {SFA__UTIL_BWD_PRE, SFA_DTYPE_FP16, "sfa_util_bwd_pre_fp16"},
+    {SFA__UTIL_BWD_PRE, SFA_DTYPE_BF16, "sfa_util_bwd_pre_bf16"},
+    {SFA__UTIL_CONVERT, SFA_DTYPE_FP16, "sfa_util_convert_fp16"},
+    {SFA__UTIL_CONVERT, SFA_DTYPE_BF16, "sfa_util_convert_bf16"},
 };
 #define NVARIANTS (int)(sizeof variants / sizeof variants[0])
 static const int archs[] = {80, 90};
@@ -75,6 +79,8 @@ START_TEST(render_and_compile_errors) {
   ck_assert_int_eq(sfa__util_name(SFA__UTIL_TOPK, SFA_DTYPE_INT32, buf, sizeof buf),
                    SFA_ERR_INVALID_ARGUMENT);
   ck_assert_int_eq(sfa__util_name((sfa__util_kind)7, SFA_DTYPE_FP16, buf, sizeof buf),
+                   SFA_ERR_INVALID_ARGUMENT);
+  ck_assert_int_eq(sfa__util_name(SFA__UTIL_BWD_PRE, SFA_DTYPE_FP32, buf, sizeof buf),
                    SFA_ERR_INVALID_ARGUMENT);
   ck_assert_int_eq(sfa__util_name(SFA__UTIL_HASH_SORT, SFA_DTYPE_FP16, buf, 4),
                    SFA_ERR_INVALID_ARGUMENT);
