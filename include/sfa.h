@@ -171,7 +171,9 @@ typedef struct sfa_options {
   sfa_tune_policy tune;
 } sfa_options;
 
-/* Fill *opts with the defaults. */
+/* Fill *opts with the defaults: no cache_dir (the environment decides), device
+** 0, quiet, and tune from $SFA_TUNE ("off", "cached" or "on"; unset: off; any
+** other value: off, with a warning on stderr). */
 void sfa_options_init(sfa_options *opts);
 
 /* Create a context. Creation does not touch the GPU: the driver is loaded on the

@@ -155,7 +155,7 @@ typedef struct sfa__problem {
 **                    events, warm-up + median, outputs checked against the
 **                    default's), and the winner is recorded in the db, which
 **                    is saved. Only passes that sfa__tune_can_launch says the
-**                    tuner can launch are tuned (today the forward pass); for
+**                    tuner can launch are tuned (fwd and bwd); for
 **                    the others "on" behaves as "cached". A failed tuning run
 **                    is not an error: one warning on stderr, then the default.
 ** The choice is memoized per (device, arch, pass, mode, dtype, head_dim, flags,
@@ -166,7 +166,8 @@ typedef struct sfa__problem {
 sfa_status sfa__select_spec(sfa_context *ctx, const struct sfa__device *dev,
                             sfa_kernel_spec *spec, const sfa__problem *prob);
 
-/* 1 for the passes whose launches the tuner can time (SFA_PASS_FWD). */
+/* 1 for the passes whose launches the tuner can time (SFA_PASS_FWD, and
+** SFA_PASS_BWD: the whole backward call with that bwd kernel). */
 int sfa__tune_can_launch(sfa_pass pass);
 
 /* The outside world of sfa__select_spec, replaceable for tests (a fake

@@ -11,8 +11,8 @@
 **      convert turns the dq accumulator into dq (times the scale);
 **   5. convert turns the dbias accumulator into dbias;
 **   6. frees the workspace on the stream.
-** Tile configs follow the context's tuning policy (sfa__select_spec; the
-** backward passes are looked up in the tuning db but not tuned on the spot).
+** Tile configs follow the context's tuning policy (sfa__select_spec: the bwd
+** kernel is tuned like the forward's; bwddq uses the db or its default).
 ** dbias: when every element has one contribution (the bias has all of q's
 ** batches, heads and rows) the bwd kernel stores it, after a zero fill (tiles
 ** that no query sees are never visited); otherwise it adds into the float
@@ -26,6 +26,7 @@
 
 #include "gen/gen_internal.h"
 #include "runtime/internal.h"
+#include "runtime/bwd_launch.h"
 #include "runtime/fwd_launch.h"
 #include "runtime/kernel_abi.h"
 #include "runtime/mode_args.h"
@@ -82,42 +83,26 @@ static sfa_status convert(sfa_context *ctx, CUfunction fn, CUdeviceptr src, int6
   return sfa__util_launch(ctx, fn, "convert", (unsigned)blocks, 256, 0, stream, &c);
 }
 
-sfa_status sfa_backward(sfa_context *ctx, const sfa_attention_params *params,
-                        const sfa_tensor *q, const sfa_tensor *k, const sfa_tensor *v,
-                        const sfa_extras *extras, const sfa_tensor *o, const sfa_tensor *lse,
-                        const sfa_tensor *dout, const sfa_tensor *dq, const sfa_tensor *dk,
-                        const sfa_tensor *dv, const sfa_tensor *dbias, void *stream) {
-  if (!ctx) return SFA_ERR_INVALID_ARGUMENT;
-  sfa_status st = sfa__validate_backward(ctx, params, q, k, v, extras, o, lse, dout, dq, dk,
-                                         dv, dbias);
-  if (st != SFA_OK) return st;
-  const int D = (int)q->shape[3];
-  if (D > SFA__BWD_MAX_HEAD_DIM)
-    return sfa__error(ctx, SFA_ERR_UNSUPPORTED,
-                      "q: head dim %d; the backward supports head dims up to %d in this version",
-                      D, SFA__BWD_MAX_HEAD_DIM);
-
-  sfa__device dev;
-  if ((st = sfa__bind(ctx, &dev)) != SFA_OK) return st;
-  const sfa_driver *d;
-  if ((st = sfa__driver_load(&d, ctx->err, sizeof ctx->err)) != SFA_OK) return st;
-  const int det = params->deterministic;
-  const unsigned flags = sfa__fwd_flags(params, extras);
-  sfa_kernel *kb, *kdq = NULL;
+sfa_status sfa__bwd_exec(sfa_context *ctx, const sfa__device *dev, const sfa_driver *d,
+                        const sfa_kernel *kb, const sfa_kernel *kdq, const sfa__bwd_call *c,
+                        CUstream stream) {
+  const sfa_attention_params *params = c->params;
+  const sfa_tensor *q = c->q, *k = c->k, *v = c->v, *o = c->o, *lse = c->lse;
+  const sfa_tensor *dout = c->dout, *dq = c->dq, *dk = c->dk, *dv = c->dv, *dbias = c->dbias;
+  const sfa_extras *extras = c->extras;
+  const int D = (int)q->shape[3], det = (kb->spec.flags & SFA_FEAT_DETERMINISTIC) != 0;
   CUfunction pre, conv;
-  sfa__problem prob;
-  sfa__fwd_problem(&prob, params, q, k, extras, lse);
-  if ((st = get_kernel(ctx, &dev, SFA_PASS_BWD, &prob, q,
-                       flags | (det ? SFA_FEAT_DETERMINISTIC : 0u), &kb)) != SFA_OK ||
-      (det && (st = get_kernel(ctx, &dev, SFA_PASS_BWD_DQ, &prob, q, flags, &kdq)) != SFA_OK) ||
-      (st = sfa__util_kernel(ctx, &dev, SFA__UTIL_BWD_PRE, q->dtype, &pre)) != SFA_OK ||
-      (st = sfa__util_kernel(ctx, &dev, SFA__UTIL_CONVERT, q->dtype, &conv)) != SFA_OK)
+  sfa_status st;
+  if (det != (kdq != NULL))
+    return sfa__error(ctx, SFA_ERR_INTERNAL, "sfa__bwd_exec: %s needs %s bwddq kernel", kb->name,
+                      det ? "a" : "no");
+  if ((st = sfa__util_kernel(ctx, dev, SFA__UTIL_BWD_PRE, q->dtype, &pre)) != SFA_OK ||
+      (st = sfa__util_kernel(ctx, dev, SFA__UTIL_CONVERT, q->dtype, &conv)) != SFA_OK)
     return st;
 
   const int64_t B = q->shape[0], Hq = q->shape[1], Tq = q->shape[2];
   const int64_t Hkv = k->shape[1], Tk = k->shape[2];
   const int64_t tqp = (Tq + TQ_PAD - 1) / TQ_PAD * TQ_PAD, rows = B * Hq * tqp;
-
   /* dbias: stored (mode 1) when each element has one contribution, else
   ** accumulated in float (mode 2) by CTAs that own every (batch, kv head)
   ** sharing a bias slice. */
@@ -138,7 +123,7 @@ sfa_status sfa_backward(sfa_context *ctx, const sfa_attention_params *params,
   size_t off_dq = (size_t)rows * 8, off_db = off_dq + (det ? 0 : (size_t)rows * D * 4);
   size_t bytes = off_db + (size_t)dbias_n * 4;
   CUdeviceptr ws = 0;
-  CUresult r = d->cuMemAllocAsync(&ws, bytes, (CUstream)stream);
+  CUresult r = d->cuMemAllocAsync(&ws, bytes, stream);
   if (r != CUDA_SUCCESS) {
     char what[96];
     snprintf(what, sizeof what, "cuMemAllocAsync(%zu bytes of backward workspace)", bytes);
@@ -161,7 +146,7 @@ sfa_status sfa_backward(sfa_context *ctx, const sfa_attention_params *params,
   pa.heads = (int32_t)Hq, pa.tq = (int32_t)Tq, pa.tqp = (int32_t)tqp, pa.d = D;
   st = sfa__util_launch(ctx, pre, "bwd_pre", (unsigned)(rows / 32), 256, 0, stream, &pa);
   if (st == SFA_OK && dbias_mode == 2 &&
-      (r = d->cuMemsetD32Async(dbw, 0, (size_t)dbias_n, (CUstream)stream)) != CUDA_SUCCESS)
+      (r = d->cuMemsetD32Async(dbw, 0, (size_t)dbias_n, stream)) != CUDA_SUCCESS)
     st = sfa__cuda_error(r, "cuMemsetD32Async(dbias workspace)", ctx->err, sizeof ctx->err);
   if (st == SFA_OK && dbias_mode == 1) st = convert(ctx, conv, 0, 0, 0, 0, dbias, 0.f, stream);
 
@@ -202,14 +187,14 @@ sfa_status sfa_backward(sfa_context *ctx, const sfa_attention_params *params,
   }
   if (st == SFA_OK)
     st = launch(ctx, d, kb, (unsigned)((Tk + kb->spec.block_n - 1) / kb->spec.block_n),
-                (unsigned)(Hkv / nh), (unsigned)(B / nb), (CUstream)stream, &a);
+                (unsigned)(Hkv / nh), (unsigned)(B / nb), stream, &a);
 
   /* 4. dq */
   if (st == SFA_OK && det) {
     a.dq = (uint64_t)(uintptr_t)dq->data;
     a.dq_sb = dq->strides[0], a.dq_sh = dq->strides[1], a.dq_st = dq->strides[2];
     st = launch(ctx, d, kdq, (unsigned)((Tq + kdq->spec.block_m - 1) / kdq->spec.block_m),
-                (unsigned)Hq, (unsigned)B, (CUstream)stream, &a);
+                (unsigned)Hq, (unsigned)B, stream, &a);
   } else if (st == SFA_OK) {
     st = convert(ctx, conv, dqacc, Hq * tqp * D, tqp * D, D, dq, scale, stream);
   }
@@ -219,8 +204,40 @@ sfa_status sfa_backward(sfa_context *ctx, const sfa_attention_params *params,
     st = convert(ctx, conv, dbw, Hb * Rb * Tk, Rb * Tk, Tk, dbias, 1.f, stream);
   }
   /* 6. the workspace goes back once the kernels before it on the stream are done */
-  r = d->cuMemFreeAsync(ws, (CUstream)stream);
+  r = d->cuMemFreeAsync(ws, stream);
   if (st == SFA_OK && r != CUDA_SUCCESS)
     st = sfa__cuda_error(r, "cuMemFreeAsync(backward workspace)", ctx->err, sizeof ctx->err);
   return st;
+}
+
+sfa_status sfa_backward(sfa_context *ctx, const sfa_attention_params *params,
+                        const sfa_tensor *q, const sfa_tensor *k, const sfa_tensor *v,
+                        const sfa_extras *extras, const sfa_tensor *o, const sfa_tensor *lse,
+                        const sfa_tensor *dout, const sfa_tensor *dq, const sfa_tensor *dk,
+                        const sfa_tensor *dv, const sfa_tensor *dbias, void *stream) {
+  if (!ctx) return SFA_ERR_INVALID_ARGUMENT;
+  sfa_status st = sfa__validate_backward(ctx, params, q, k, v, extras, o, lse, dout, dq, dk,
+                                         dv, dbias);
+  if (st != SFA_OK) return st;
+  const int D = (int)q->shape[3];
+  if (D > SFA__BWD_MAX_HEAD_DIM)
+    return sfa__error(ctx, SFA_ERR_UNSUPPORTED,
+                      "q: head dim %d; the backward supports head dims up to %d in this version",
+                      D, SFA__BWD_MAX_HEAD_DIM);
+
+  sfa__device dev;
+  if ((st = sfa__bind(ctx, &dev)) != SFA_OK) return st;
+  const sfa_driver *d;
+  if ((st = sfa__driver_load(&d, ctx->err, sizeof ctx->err)) != SFA_OK) return st;
+  const int det = params->deterministic;
+  const unsigned flags = sfa__fwd_flags(params, extras);
+  sfa_kernel *kb, *kdq = NULL;
+  sfa__problem prob;
+  sfa__fwd_problem(&prob, params, q, k, extras, lse);
+  if ((st = get_kernel(ctx, &dev, SFA_PASS_BWD, &prob, q,
+                       flags | (det ? SFA_FEAT_DETERMINISTIC : 0u), &kb)) != SFA_OK ||
+      (det && (st = get_kernel(ctx, &dev, SFA_PASS_BWD_DQ, &prob, q, flags, &kdq)) != SFA_OK))
+    return st;
+  const sfa__bwd_call c = {params, q, k, v, extras, o, lse, dout, dq, dk, dv, dbias};
+  return sfa__bwd_exec(ctx, &dev, d, kb, kdq, &c, (CUstream)stream);
 }

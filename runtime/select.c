@@ -126,7 +126,7 @@ void sfa__select_get_stats(sfa_context *ctx, sfa__select_stats *out) {
   pthread_mutex_unlock(&ctx->select->lock);
 }
 
-int sfa__tune_can_launch(sfa_pass pass) { return pass == SFA_PASS_FWD; }
+int sfa__tune_can_launch(sfa_pass pass) { return pass == SFA_PASS_FWD || pass == SFA_PASS_BWD; }
 
 /* ------------------------------------------------------------ the memo */
 

@@ -13,6 +13,7 @@
 #define SFA__TUNE_MAX_LIST 16
 
 typedef struct sfa__tune_opts {
+  sfa_pass pass;               /* fwd (default) or bwd */
   sfa_mode modes[SFA__TUNE_MAX_LIST];
   int nmodes;
   sfa_dtype dtypes[SFA__TUNE_MAX_LIST];

@@ -26,13 +26,15 @@
 static const char usage_text[] =
   "usage: sfa-tune [grid options] [db options] [--measure] [options]\n"
   "\n"
-  "Times every candidate tile config of the forward kernel on this GPU for a grid\n"
+  "Times every candidate tile config of the forward (or bwd) kernel on this GPU for a grid\n"
   "of shapes (random inputs, CUDA events, warm-up + median, outputs checked\n"
   "against the heuristic default) and records the winners in the tuning db of\n"
   "the GPU model: <cache dir>/tuning/<gpu>_sm<cc>.tsv, which sfa_forward reads\n"
   "under options.tune = SFA_TUNE_CACHED or SFA_TUNE_ON.\n"
   "\n"
   "Grid (each LIST is comma-separated; every combination is one shape):\n"
+  "  --pass fwd|bwd      the kernel to tune (default fwd); bwd times the whole\n"
+  "                      backward call with each bwd tile config (D <= 128)\n"
   "  --modes LIST        dense, qk_drop, hash, window   (default dense,hash)\n"
   "  --dtypes LIST       fp16, bf16                     (default bf16)\n"
   "  --head-dims LIST    multiples of 16 in 32..256     (default 64,128)\n"
@@ -153,6 +155,11 @@ static void parse_args(sfa__tune_opts *o, int argc, char **argv) {
     if (IS("-h") || IS("--help")) {
       fputs(usage_text, stdout);
       exit(0);
+    } else if (IS("--pass")) {
+      const char *v = VALUE();
+      if (strcmp(v, "fwd") == 0) o->pass = SFA_PASS_FWD;
+      else if (strcmp(v, "bwd") == 0) o->pass = SFA_PASS_BWD;
+      else die_usage("--pass: '%s' is not fwd or bwd", v);
     } else if (IS("--modes")) {
       int m[SFA__TUNE_MAX_LIST];
       o->nmodes = parse_names(a, VALUE(), MODES, 4, m, SFA__TUNE_MAX_LIST);

@@ -66,7 +66,7 @@ static void make_shape(const sfa__tune_opts *o, const sfa__device *dev, sfa_mode
   sfa_params_init(p);
   p->mode = mode;
   memset(spec, 0, sizeof *spec);
-  spec->pass = SFA_PASS_FWD;
+  spec->pass = o->pass;
   spec->mode = mode;
   spec->dtype = dt;
   spec->head_dim = D;
@@ -94,8 +94,8 @@ static void make_shape(const sfa__tune_opts *o, const sfa__device *dev, sfa_mode
 }
 
 static void print_table(const shape_row *rows, int n) {
-  printf("%-7s %-5s %-4s %-7s %-4s %-4s %-5s %-18s %11s %11s %8s\n", "mode", "dtype", "D", "T",
-         "B", "H", "flags", "winner", "time_ms", "default_ms", "speedup");
+  printf("%-4s %-7s %-5s %-4s %-7s %-4s %-4s %-5s %-18s %11s %11s %8s\n", "pass", "mode", "dtype",
+         "D", "T", "B", "H", "flags", "winner", "time_ms", "default_ms", "speedup");
   for (int i = 0; i < n; i++) {
     const shape_row *r = &rows[i];
     char tiles[48], fl[8];
@@ -104,13 +104,13 @@ static void print_table(const shape_row *rows, int n) {
              r->spec.flags & SFA_FEAT_BIAS ? "b" : "", r->spec.flags & SFA_FEAT_MASK ? "m" : "");
     if (!fl[0]) snprintf(fl, sizeof fl, "-");
     if (r->how[0] == 'f') {
-      printf("%-7s %-5s %-4d %-7ld %-4ld %-4ld %-5s %-18s %11s %11s %8s\n",
-             sfa__mode_name(r->spec.mode), sfa__dtype_str(r->spec.dtype), r->spec.head_dim,
+      printf("%-4s %-7s %-5s %-4d %-7ld %-4ld %-4ld %-5s %-18s %11s %11s %8s\n",
+             sfa__pass_name(r->spec.pass), sfa__mode_name(r->spec.mode), sfa__dtype_str(r->spec.dtype), r->spec.head_dim,
              r->T, r->B, r->H, fl, "(failed)", "-", "-", "-");
       continue;
     }
-    printf("%-7s %-5s %-4d %-7ld %-4ld %-4ld %-5s %-18s %11.4f %11.4f %7.3fx%s\n",
-           sfa__mode_name(r->spec.mode), sfa__dtype_str(r->spec.dtype), r->spec.head_dim, r->T,
+    printf("%-4s %-7s %-5s %-4d %-7ld %-4ld %-4ld %-5s %-18s %11.4f %11.4f %7.3fx%s\n",
+           sfa__pass_name(r->spec.pass), sfa__mode_name(r->spec.mode), sfa__dtype_str(r->spec.dtype), r->spec.head_dim, r->T,
            r->B, r->H, fl, tiles, r->ms, r->default_ms, r->default_ms / r->ms,
            r->how[0] == 'i' ? "  (from the db)" : "");
   }
@@ -138,8 +138,8 @@ int sfa__tune_sweep(sfa_context *ctx, const sfa__device *dev, sfa_tunedb *db,
           shape_row *r = &rows[k];
           r->spec = spec, r->T = T, r->B = (long)prob.B, r->H = (long)prob.Hq;
           r->how = "failed";
-          fprintf(stderr, "[%d/%d] %s %s d%d T=%ld B=%lld H=%lld/%lld: ", k + 1, total,
-                  sfa__mode_name(spec.mode), sfa__dtype_str(spec.dtype), spec.head_dim, T,
+          fprintf(stderr, "[%d/%d] %s %s %s d%d T=%ld B=%lld H=%lld/%lld: ", k + 1, total,
+                  sfa__pass_name(spec.pass), sfa__mode_name(spec.mode), sfa__dtype_str(spec.dtype), spec.head_dim, T,
                   (long long)prob.B, (long long)prob.Hq, (long long)prob.Hkv);
           sfa_tune_key key;
           sfa_tune_row row;

@@ -3,6 +3,7 @@
 ** sfa_free, and the initialisers of sfa_tensor, sfa_options and
 ** sfa_attention_params.
 */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -63,6 +64,13 @@ void sfa_options_init(sfa_options *opts) {
   opts->device = 0;
   opts->verbose = 0;
   opts->tune = SFA_TUNE_OFF;
+  const char *e = getenv("SFA_TUNE");
+  if (e && *e) {
+    if (strcmp(e, "off") == 0) opts->tune = SFA_TUNE_OFF;
+    else if (strcmp(e, "cached") == 0) opts->tune = SFA_TUNE_CACHED;
+    else if (strcmp(e, "on") == 0) opts->tune = SFA_TUNE_ON;
+    else fprintf(stderr, "sfa: warning: SFA_TUNE='%s' is not off, cached or on; using off\n", e);
+  }
 }
 
 void sfa_params_init(sfa_attention_params *p) {

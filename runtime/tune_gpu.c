@@ -2,7 +2,10 @@
 ** tune_gpu.c -- the autotuner on a real GPU (see tune_gpu.h): scratch
 ** buffers with synthetic inputs of the problem's shape, CUDA-event timing on
 ** a private stream, and the output check against the heuristic default, as
-** the callbacks (sfa__tune_ops) of sfa__tune_run.
+** the callbacks (sfa__tune_ops) of sfa__tune_run. Pass fwd times the forward
+** kernel; pass bwd times the whole backward sequence (runtime/bwd_launch.h)
+** with the candidate bwd kernel, on o and lse from one default forward, and
+** checks dq, dk and dv.
 */
 #include <math.h>
 #include <stdint.h>
@@ -10,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "runtime/bwd_launch.h"
 #include "runtime/fwd_launch.h"
 #include "runtime/tune_gpu.h"
 #include "runtime/validate.h"
@@ -29,6 +33,9 @@ typedef struct gt {
   CUdeviceptr allocs[MAX_ALLOCS];
   int nalloc;
   sfa_tensor q, k, v, o_ref, o, l_ref, l, qi, ki, qh, kh, bias, mask;
+  int bwd;                  /* pass bwd: o_ref and l_ref hold the forward's o and lse */
+  sfa_tensor dout, dq, dk, dv, dq_ref, dk_ref, dv_ref;
+  sfa_kernel *kdq;          /* bwd with det: the default bwddq kernel */
   sfa_extras ex;
   const sfa_extras *exp;    /* &ex, or NULL for dense */
   double rms;               /* of o_ref, once it is known */
@@ -224,6 +231,45 @@ size_t sfa__tune_gpu_scratch_bytes(const sfa__problem *p, sfa_dtype dtype, int D
   return bytes;
 }
 
+/* Pass bwd: dout, the gradients and their references, and o / lse from one
+** forward with the default tiles (in o_ref / l_ref). */
+static int setup_bwd(gt *g, const sfa_kernel_spec *base, uint64_t *rng) {
+  const sfa__problem *p = g->prob;
+  const sfa_dtype dt = base->dtype;
+  const int64_t D = base->head_dim;
+  const int64_t qs[4] = {p->B, p->Hq, p->Tq, D}, ks[4] = {p->B, p->Hkv, p->Tk, D};
+  int rc;
+  if ((rc = make_tensor(g, &g->dout, dt, 4, qs, 2)) || (rc = make_tensor(g, &g->dq, dt, 4, qs, 2)) ||
+      (rc = make_tensor(g, &g->dq_ref, dt, 4, qs, 2)) ||
+      (rc = make_tensor(g, &g->dk, dt, 4, ks, 2)) || (rc = make_tensor(g, &g->dv, dt, 4, ks, 2)) ||
+      (rc = make_tensor(g, &g->dk_ref, dt, 4, ks, 2)) ||
+      (rc = make_tensor(g, &g->dv_ref, dt, 4, ks, 2)) ||
+      (rc = fill_normal(g, &g->dout, rng_next(rng))))
+    return rc;
+  sfa_kernel_spec fs = *base;
+  fs.pass = SFA_PASS_FWD;
+  fs.flags &= ~SFA_FEAT_DETERMINISTIC;
+  sfa_kernel *kf;
+  sfa_fwd_args a;
+  sfa_status st = sfa_spec_default(&fs, g->why, sizeof g->why);
+  if (st == SFA_OK && (st = sfa__kernel_get(g->ctx, g->dev, &fs, &kf)) == SFA_OK) {
+    sfa__fwd_args_fill(&a, p->params, &g->q, &g->k, &g->v, g->exp, &g->o_ref, &g->l_ref);
+    st = sfa__fwd_launch(g->ctx, g->d, kf, &a, g->stream);
+  }
+  if (st == SFA_OK && (base->flags & SFA_FEAT_DETERMINISTIC)) {
+    sfa_kernel_spec ds = fs;
+    ds.pass = SFA_PASS_BWD_DQ;
+    if ((st = sfa_spec_default(&ds, g->why, sizeof g->why)) == SFA_OK)
+      st = sfa__kernel_get(g->ctx, g->dev, &ds, &g->kdq);
+  }
+  if (st == SFA_OK)
+    st = sfa__validate_backward(g->ctx, p->params, &g->q, &g->k, &g->v, g->exp, &g->o_ref,
+                                &g->l_ref, &g->dout, &g->dq, &g->dk, &g->dv, NULL);
+  if (st != SFA_OK && !g->why[0])
+    snprintf(g->why, sizeof g->why, "the backward's synthetic call: %.400s", g->ctx->err);
+  return (int)st;
+}
+
 static int setup(gt *g, const sfa_kernel_spec *base) {
   const sfa__problem *p = g->prob;
   const sfa_dtype dt = base->dtype;
@@ -265,7 +311,7 @@ static int setup(gt *g, const sfa_kernel_spec *base) {
     snprintf(g->why, sizeof g->why, "the synthetic inputs are not valid: %.400s", g->ctx->err);
     return (int)st;
   }
-  return 0;
+  return g->bwd ? setup_bwd(g, base, &rng) : 0;
 }
 
 static void teardown(gt *g) {
@@ -300,8 +346,16 @@ static int launch(gt *g, const sfa_kernel_spec *s, int to_ref) {
   sfa_kernel *k;
   sfa_status st = sfa__kernel_get(g->ctx, g->dev, s, &k);
   if (st != SFA_OK) return (int)st;
-  sfa_fwd_args a;
   const sfa__problem *p = g->prob;
+  if (g->bwd) {
+    const sfa__bwd_call c = {p->params, &g->q, &g->k, &g->v, g->exp, &g->o_ref, &g->l_ref,
+                             &g->dout, to_ref ? &g->dq_ref : &g->dq, to_ref ? &g->dk_ref : &g->dk,
+                             to_ref ? &g->dv_ref : &g->dv, NULL};
+    st = sfa__bwd_exec(g->ctx, g->dev, g->d, k, g->kdq, &c, g->stream);
+    if (st != SFA_OK) snprintf(g->why, sizeof g->why, "%.500s", g->ctx->err);
+    return (int)st;
+  }
+  sfa_fwd_args a;
   sfa__fwd_args_fill(&a, p->params, &g->q, &g->k, &g->v, g->exp, to_ref ? &g->o_ref : &g->o,
                      p->has_lse ? (to_ref ? &g->l_ref : &g->l) : NULL);
   st = sfa__fwd_launch(g->ctx, g->d, k, &a, g->stream);
@@ -361,8 +415,34 @@ static int max_rel(gt *g, CUdeviceptr dx, CUdeviceptr dr, size_t n, int is_half,
   return rc;
 }
 
+/* Pass bwd: dq, dk and dv of s against the default's. */
+static int op_diff_bwd(gt *g, const sfa_kernel_spec *s, double *rel) {
+  const sfa_tensor *out[3] = {&g->dq, &g->dk, &g->dv}, *ref[3] = {&g->dq_ref, &g->dk_ref, &g->dv_ref};
+  CUresult r;
+  int rc;
+  for (int i = 0; i < 3; i++)
+    if ((r = g->d->cuMemsetD8((CUdeviceptr)(uintptr_t)out[i]->data, 0xFF, numel(out[i]) * 2)) !=
+        CUDA_SUCCESS)
+      return cu_fail(g, r, "cuMemsetD8 (tuning output poison)");
+  if ((rc = launch(g, s, 0))) return rc;
+  if ((r = g->d->cuStreamSynchronize(g->stream)) != CUDA_SUCCESS)
+    return cu_fail(g, r, "cuStreamSynchronize (tuning output check)");
+  double worst = 0;
+  for (int i = 0; i < 3; i++) {
+    double floor = -1, x = 0; /* the rms of each reference (never cached: three of them) */
+    if ((rc = max_rel(g, (CUdeviceptr)(uintptr_t)out[i]->data,
+                      (CUdeviceptr)(uintptr_t)ref[i]->data, numel(out[i]), 1, out[i]->dtype,
+                      &floor, &x)))
+      return rc;
+    if (isnan(x) || x > worst) worst = x;
+  }
+  *rel = worst;
+  return 0;
+}
+
 static int op_diff(void *u, const sfa_kernel_spec *s, double *rel) {
   gt *g = u;
+  if (g->bwd) return op_diff_bwd(g, s, rel);
   const sfa__problem *p = g->prob;
   CUresult r;
   int rc;
@@ -403,7 +483,7 @@ sfa_status sfa__tune_gpu(sfa_context *ctx, const sfa__device *dev, const sfa_ker
     return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "sfa__tune_gpu: NULL argument");
   if (!sfa__tune_can_launch(base->pass))
     return sfa__fail(err, errlen, SFA_ERR_UNSUPPORTED,
-                     "the tuner cannot launch the %s pass (only fwd)",
+                     "the tuner cannot launch the %s pass (only fwd and bwd)",
                      sfa__pass_name(base->pass) ? sfa__pass_name(base->pass) : "?");
   if (prob->B < 1 || prob->Hq < 1 || prob->Hkv < 1 || prob->Tq < 1 || prob->Tk < 1)
     return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "sfa__tune_gpu: empty problem");
@@ -415,6 +495,13 @@ sfa_status sfa__tune_gpu(sfa_context *ctx, const sfa__device *dev, const sfa_ker
   gt g;
   memset(&g, 0, sizeof g);
   g.ctx = ctx, g.dev = dev, g.prob = prob, g.def = cands[0];
+  g.bwd = base->pass == SFA_PASS_BWD;
+  if (g.bwd && (!prob->has_lse || base->head_dim > SFA__BWD_MAX_HEAD_DIM)) {
+    free(cands);
+    return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
+                     "sfa__tune_gpu: a bwd problem needs lse and head_dim <= %d",
+                     SFA__BWD_MAX_HEAD_DIM);
+  }
   g.tol = base->dtype == SFA_DTYPE_BF16 ? SFA__TUNE_TOL_BF16 : SFA__TUNE_TOL_FP16;
   if ((st = sfa__driver_load(&g.d, err, errlen)) != SFA_OK) {
     free(cands);
