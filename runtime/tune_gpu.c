@@ -19,7 +19,7 @@
 #include "runtime/validate.h"
 #include "gen/gen_internal.h"
 
-#define MAX_ALLOCS 16
+#define MAX_ALLOCS 32 /* bwd with hash: 18 tensors */
 #define CHUNK ((size_t)1 << 20) /* elements per host staging chunk */
 
 typedef struct gt {
@@ -69,7 +69,10 @@ static int cu_fail(gt *g, CUresult r, const char *what) {
 }
 
 static int dalloc(gt *g, size_t bytes, CUdeviceptr *p) {
-  if (g->nalloc == MAX_ALLOCS) return (int)SFA_ERR_INTERNAL;
+  if (g->nalloc == MAX_ALLOCS) {
+    snprintf(g->why, sizeof g->why, "more than %d scratch tensors (MAX_ALLOCS)", MAX_ALLOCS);
+    return (int)SFA_ERR_INTERNAL;
+  }
   CUresult r = g->d->cuMemAlloc(p, bytes ? bytes : 16);
   if (r != CUDA_SUCCESS) return cu_fail(g, r, "cuMemAlloc (tuning scratch)");
   g->allocs[g->nalloc++] = *p;
