@@ -1,0 +1,202 @@
+/*
+** test_api_backward.c -- sfa_backward without a GPU: every way it rejects bad
+** input (status, and a message that names the argument) before the driver is
+** loaded, the head-dim limit, and a valid call failing with SFA_ERR_NO_DRIVER
+** on a machine without libcuda. Also sfa_options_init reading SFA_TUNE.
+*/
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sfa.h"
+#include "testutil.h"
+
+/* A valid backward problem with fake (never dereferenced) device pointers:
+** q, o, dout, dq [2, 4, 64, 64] fp16; k, v, dk, dv [2, 2, 48, 64]; lse
+** [2, 4, 64] fp32; window mode's bias [2, 4, 64, 48] and its dbias. */
+static struct {
+  sfa_context *ctx;
+  sfa_attention_params p;
+  sfa_tensor q, k, v, o, lse, dout, dq, dk, dv, bias, dbias;
+  sfa_extras ex;
+} P;
+
+static void *at(int i) { return (void *)(uintptr_t)(0x7f0000000000ull + (uint64_t)i * 0x100000); }
+
+static void reset(void) {
+  int64_t qs[4] = {2, 4, 64, 64}, ks[4] = {2, 2, 48, 64}, ls[3] = {2, 4, 64};
+  int64_t bs[4] = {2, 4, 64, 48};
+  sfa_params_init(&P.p);
+  P.p.causal = 1;
+  sfa_tensor_init(&P.q, at(1), SFA_DTYPE_FP16, 4, qs);
+  sfa_tensor_init(&P.k, at(2), SFA_DTYPE_FP16, 4, ks);
+  sfa_tensor_init(&P.v, at(3), SFA_DTYPE_FP16, 4, ks);
+  sfa_tensor_init(&P.o, at(4), SFA_DTYPE_FP16, 4, qs);
+  sfa_tensor_init(&P.lse, at(5), SFA_DTYPE_FP32, 3, ls);
+  sfa_tensor_init(&P.dout, at(6), SFA_DTYPE_FP16, 4, qs);
+  sfa_tensor_init(&P.dq, at(7), SFA_DTYPE_FP16, 4, qs);
+  sfa_tensor_init(&P.dk, at(8), SFA_DTYPE_FP16, 4, ks);
+  sfa_tensor_init(&P.dv, at(9), SFA_DTYPE_FP16, 4, ks);
+  sfa_tensor_init(&P.bias, at(10), SFA_DTYPE_FP16, 4, bs);
+  sfa_tensor_init(&P.dbias, at(11), SFA_DTYPE_FP16, 4, bs);
+  memset(&P.ex, 0, sizeof P.ex);
+}
+
+static void setup(void) {
+  memset(&P, 0, sizeof P);
+  ck_assert_int_eq(sfa_context_create(&P.ctx, NULL), SFA_OK);
+  reset();
+}
+
+static void teardown(void) {
+  sfa_context_destroy(P.ctx);
+  P.ctx = NULL;
+}
+
+static sfa_status run(const sfa_extras *ex, const sfa_tensor *dbias) {
+  return sfa_backward(P.ctx, &P.p, &P.q, &P.k, &P.v, ex, &P.o, &P.lse, &P.dout, &P.dq, &P.dk,
+                      &P.dv, dbias, NULL);
+}
+
+/* Wants status `want`, the needle in the message and the driver not loaded. */
+#define EXPECT(st, want, needle) expect((st), (want), (needle), __LINE__)
+static void expect(sfa_status st, sfa_status want, const char *needle, int line) {
+  const char *msg = sfa_last_error(P.ctx);
+  ck_assert_msg(st == want, "line %d: status %s, want %s (%s)", line, sfa_status_string(st),
+                sfa_status_string(want), msg);
+  if (needle) ck_assert_msg(strstr(msg, needle), "line %d: '%s' not in '%s'", line, needle, msg);
+  ck_assert_msg(!tu_driver_loaded(), "line %d: the driver was loaded before validation failed",
+                line);
+}
+
+START_TEST(bwd_null_arguments) {
+  const sfa_status bad = SFA_ERR_INVALID_ARGUMENT;
+  ck_assert_int_eq(sfa_backward(NULL, &P.p, &P.q, &P.k, &P.v, NULL, &P.o, &P.lse, &P.dout,
+                                &P.dq, &P.dk, &P.dv, NULL, NULL), bad);
+  EXPECT(sfa_backward(P.ctx, &P.p, &P.q, &P.k, &P.v, NULL, &P.o, NULL, &P.dout, &P.dq, &P.dk,
+                      &P.dv, NULL, NULL), bad, "lse: is NULL; the backward needs the forward's lse");
+  EXPECT(sfa_backward(P.ctx, NULL, &P.q, &P.k, &P.v, NULL, &P.o, &P.lse, &P.dout, &P.dq, &P.dk,
+                      &P.dv, NULL, NULL), bad, "params: is NULL");
+  EXPECT(sfa_backward(P.ctx, &P.p, &P.q, &P.k, &P.v, NULL, &P.o, &P.lse, NULL, &P.dq, &P.dk,
+                      &P.dv, NULL, NULL), bad, "dout: is NULL");
+  EXPECT(sfa_backward(P.ctx, &P.p, &P.q, &P.k, &P.v, NULL, &P.o, &P.lse, &P.dout, NULL, &P.dk,
+                      &P.dv, NULL, NULL), bad, "dq: is NULL");
+  EXPECT(sfa_backward(P.ctx, &P.p, &P.q, &P.k, &P.v, NULL, &P.o, &P.lse, &P.dout, &P.dq, NULL,
+                      &P.dv, NULL, NULL), bad, "dk: is NULL");
+  EXPECT(sfa_backward(P.ctx, &P.p, &P.q, &P.k, &P.v, NULL, &P.o, &P.lse, &P.dout, &P.dq, &P.dk,
+                      NULL, NULL, NULL), bad, "dv: is NULL");
+}
+END_TEST
+
+START_TEST(bwd_gradient_shapes_and_dtypes) {
+  const sfa_status bad = SFA_ERR_INVALID_ARGUMENT;
+  P.dout.shape[2] = 63;
+  EXPECT(run(NULL, NULL), bad, "dout: shape [2, 4, 63, 64] does not match o [2, 4, 64, 64]");
+  reset();
+  int64_t ks[4] = {2, 2, 48, 64};
+  sfa_tensor_init(&P.dq, P.dq.data, SFA_DTYPE_FP16, 4, ks);
+  EXPECT(run(NULL, NULL), bad, "dq: shape [2, 2, 48, 64] does not match q [2, 4, 64, 64]");
+  reset();
+  P.dv.dtype = SFA_DTYPE_BF16;
+  EXPECT(run(NULL, NULL), bad, "dv: dtype bf16 does not match q (fp16)");
+  reset();
+  P.dk.strides[3] = 2;
+  EXPECT(run(NULL, NULL), bad, "dk:");
+  reset();
+  P.p.deterministic = 2;
+  EXPECT(run(NULL, NULL), bad, "params.deterministic: 2; must be 0 or 1");
+}
+END_TEST
+
+START_TEST(bwd_dbias) {
+  const sfa_status bad = SFA_ERR_INVALID_ARGUMENT;
+  EXPECT(run(NULL, &P.dbias), bad, "dbias: is given but there is no bias");
+  P.p.mode = SFA_MODE_WINDOW;
+  P.ex.bias = &P.bias;
+  P.dbias.dtype = SFA_DTYPE_BF16;
+  EXPECT(run(&P.ex, &P.dbias), bad, "dbias: dtype bf16 does not match bias (fp16)");
+  P.dbias.dtype = SFA_DTYPE_FP16;
+  P.dbias.shape[1] = 1;
+  EXPECT(run(&P.ex, &P.dbias), bad, "dbias: shape [2, 1, 64, 48] does not match bias [2, 4, 64, 48]");
+}
+END_TEST
+
+START_TEST(bwd_outputs_must_not_overlap) {
+  const sfa_status bad = SFA_ERR_INVALID_ARGUMENT;
+  P.dq.data = P.q.data;
+  EXPECT(run(NULL, NULL), bad, "dq: its memory overlaps q");
+  reset();
+  P.dv.data = (char *)P.dk.data + 64; /* inside dk's span */
+  EXPECT(run(NULL, NULL), bad, "dk: its memory overlaps dv");
+  reset();
+  P.dk.data = P.dout.data;
+  EXPECT(run(NULL, NULL), bad, "dk: its memory overlaps dout");
+}
+END_TEST
+
+/* Valid input past validation: head dims above 128 are refused as
+** unsupported before the driver; otherwise a machine without libcuda says so. */
+START_TEST(bwd_head_dim_and_no_driver) {
+  int64_t qs[4] = {2, 4, 64, 256}, ks[4] = {2, 2, 48, 256};
+  sfa_tensor *qlike[4] = {&P.q, &P.o, &P.dout, &P.dq}, *klike[4] = {&P.k, &P.v, &P.dk, &P.dv};
+  for (int i = 0; i < 4; i++) {
+    sfa_tensor_init(qlike[i], qlike[i]->data, SFA_DTYPE_FP16, 4, qs);
+    sfa_tensor_init(klike[i], klike[i]->data, SFA_DTYPE_FP16, 4, ks);
+  }
+  EXPECT(run(NULL, NULL), SFA_ERR_UNSUPPORTED,
+         "q: head dim 256; the backward supports head dims up to 128");
+  reset();
+  if (tu_driver_present()) {
+    printf("SKIP no-driver half of bwd_head_dim_and_no_driver: libcuda.so.1 is present\n");
+    return;
+  }
+  ck_assert_int_eq(run(NULL, NULL), SFA_ERR_NO_DRIVER);
+  ck_assert_ptr_nonnull(strstr(sfa_last_error(P.ctx), "libcuda.so.1"));
+}
+END_TEST
+
+/* SFA_TUNE sets the policy that sfa_options_init gives; a bad value warns. */
+START_TEST(options_init_reads_sfa_tune) {
+  sfa_options o;
+  setenv("SFA_TUNE", "cached", 1);
+  sfa_options_init(&o);
+  ck_assert_int_eq(o.tune, SFA_TUNE_CACHED);
+  setenv("SFA_TUNE", "on", 1);
+  sfa_options_init(&o);
+  ck_assert_int_eq(o.tune, SFA_TUNE_ON);
+  setenv("SFA_TUNE", "off", 1);
+  sfa_options_init(&o);
+  ck_assert_int_eq(o.tune, SFA_TUNE_OFF);
+
+  char path[1024];
+  snprintf(path, sizeof path, "%s/err.txt", tu_mkdtemp());
+  setenv("SFA_TUNE", "fast", 1);
+  int saved = tu_capture_stderr(path);
+  sfa_options_init(&o);
+  tu_restore_stderr(saved);
+  unsetenv("SFA_TUNE");
+  ck_assert_int_eq(o.tune, SFA_TUNE_OFF);
+  FILE *f = fopen(path, "r");
+  char text[512] = "";
+  ck_assert_ptr_nonnull(f);
+  size_t n = fread(text, 1, sizeof text - 1, f);
+  text[n] = '\0';
+  fclose(f);
+  ck_assert_msg(strstr(text, "SFA_TUNE='fast' is not off, cached or on; using off"), "%s", text);
+}
+END_TEST
+
+int main(void) {
+  unsetenv("SFA_TUNE"); /* the fixtures' contexts use the plain defaults */
+  Suite *s = suite_create("api_backward");
+  TCase *t = tcase_create("backward_validation");
+  tcase_add_checked_fixture(t, setup, teardown);
+  tcase_add_test(t, bwd_null_arguments);
+  tcase_add_test(t, bwd_gradient_shapes_and_dtypes);
+  tcase_add_test(t, bwd_dbias);
+  tcase_add_test(t, bwd_outputs_must_not_overlap);
+  tcase_add_test(t, bwd_head_dim_and_no_driver);
+  tcase_add_test(t, options_init_reads_sfa_tune);
+  suite_add_tcase(s, t);
+  return tu_run_suite(s);
+}
