@@ -277,6 +277,15 @@ static uint16_t *gen_half(const scase *c, size_t n, float *ref, uint64_t *rng) {
   return h;
 }
 
+scase tg_window_case(const tg_wspec *w, uint64_t seed) {
+  scase c = tg_case(SFA_MODE_WINDOW, w->Hkv, w->Tq, w->Tk, w->D,
+                    w->bf16 ? SFA_DTYPE_BF16 : SFA_DTYPE_FP16);
+  c.left = w->left, c.right = w->right, c.causal = w->causal;
+  c.bias = w->bias, c.mask = w->mask, c.density = w->density;
+  c.seed = seed;
+  return c;
+}
+
 void tg_case_setup(srun *R, const scase *c) {
   memset(R, 0, sizeof *R);
   R->c = *c;

@@ -84,6 +84,14 @@ typedef struct srun {
 /* A case of mode with B = 2, Hq = 4 and no window. */
 scase tg_case(sfa_mode mode, int Hkv, int Tq, int Tk, int D, sfa_dtype dt);
 
+/* A window case in one line of a table: window, causal, sizes, dtype, kv
+** heads, BIAS_* and MASK_* and the mask density. */
+typedef struct tg_wspec {
+  int left, right, causal, Tq, Tk, D, bf16, Hkv, bias, mask;
+  double density;
+} tg_wspec;
+scase tg_window_case(const tg_wspec *w, uint64_t seed);
+
 /* An int32 [B, H, T] array on the device with `pad` poisoned elements after
 ** each row; *t describes it. */
 CUdeviceptr tg_upload_index(const int32_t *host, int B, int H, int T, int pad, sfa_tensor *t);

@@ -218,24 +218,15 @@ START_TEST(hash_buckets) {
 }
 END_TEST
 
-typedef struct wspec {
-  int left, right, causal, Tq, Tk, D, bf16, Hkv, bias, mask;
-  double density;
-} wspec;
-
-static void run_windows(const wspec *w, size_t n, uint64_t seed0) {
+static void run_windows(const tg_wspec *w, size_t n, uint64_t seed0) {
   for (size_t i = 0; i < n; i++) {
-    scase c = tg_case(SFA_MODE_WINDOW, w[i].Hkv, w[i].Tq, w[i].Tk, w[i].D,
-                      w[i].bf16 ? SFA_DTYPE_BF16 : SFA_DTYPE_FP16);
-    c.left = w[i].left, c.right = w[i].right, c.causal = w[i].causal;
-    c.bias = w[i].bias, c.mask = w[i].mask, c.density = w[i].density;
-    c.seed = tg_seed + seed0 + i;
+    scase c = tg_window_case(&w[i], tg_seed + seed0 + i);
     run_case(&c);
   }
 }
 
 START_TEST(window_plain_and_mask) {
-  const wspec w[] = {
+  const tg_wspec w[] = {
     {0, 0, 0, 300, 500, 64, 0, 2, BIAS_NONE, MASK_NONE, 0},
     {15, -1, 0, 700, 400, 128, 1, 1, BIAS_NONE, MASK_NONE, 0},
     {100, 0, 1, 800, 1000, 64, 0, 2, BIAS_NONE, MASK_NONE, 0},
@@ -250,7 +241,7 @@ END_TEST
 START_TEST(window_bias_gradients) {
   /* dbias stored per element (head), and accumulated over a kv group, over
   ** rows and over the batch. */
-  const wspec w[] = {
+  const tg_wspec w[] = {
     {15, -1, 0, 700, 400, 128, 1, 1, BIAS_HEAD, MASK_NONE, 0},
     {100, 0, 1, 800, 1000, 128, 0, 2, BIAS_KV, MASK_NONE, 0},
     {-1, 37, 0, 513, 1000, 64, 1, 2, BIAS_ROW, MASK_NONE, 0},
@@ -269,7 +260,7 @@ START_TEST(small_for_sanitizers) {
   scase c = tg_case(SFA_MODE_DENSE, 2, 150, 200, 64, SFA_DTYPE_BF16);
   c.causal = 1, c.seed = tg_seed + 800;
   run_case(&c);
-  const wspec w[] = {
+  const tg_wspec w[] = {
     {40, 0, 1, 200, 170, 128, 0, 1, BIAS_KV, MASK_HEAD, 0.5},
     {-1, -1, 0, 130, 200, 64, 1, 2, BIAS_ROW, MASK_NONE, 0},
   };

@@ -24,7 +24,7 @@
 
 #include "sfa.h"
 #include "runtime/driver.h"
-#include "testutil.h"
+#include "gpucase.h"
 
 static const sfa_driver *drv;
 static CUdevice device;
@@ -34,15 +34,7 @@ static int device_arch;  /* what sfa compiles for on this device */
 static int device_cc;
 static uint64_t base_seed = 0x5FA0001;
 
-#define CU(call)                                                              \
-  do {                                                                        \
-    CUresult r_ = (call);                                                     \
-    if (r_ != CUDA_SUCCESS) {                                                 \
-      const char *n_ = "?";                                                   \
-      drv->cuGetErrorName(r_, &n_);                                           \
-      ck_abort_msg("%s:%d: %s failed: %s", __FILE__, __LINE__, #call, n_);     \
-    }                                                                         \
-  } while (0)
+#define CU(call) TG_CU(call)
 
 /* ------------------------------------------------------------ half precision */
 
@@ -568,52 +560,12 @@ END_TEST
 /* ------------------------------------------------------------ main */
 
 int main(void) {
-  char why[512];
-  if (sfa__driver_load(&drv, why, sizeof why) != SFA_OK) {
-    printf("SKIP: %s\n", why);
-    return 77;
-  }
-  int count = 0, major = 0, minor = 0;
-  if (drv->cuDeviceGetCount(&count) != CUDA_SUCCESS || count == 0) {
-    printf("SKIP: no CUDA device\n");
-    return 77;
-  }
-  if (drv->cuDeviceGet(&device, 0) != CUDA_SUCCESS ||
-      drv->cuDeviceGetAttribute(&major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, device) ||
-      drv->cuDeviceGetAttribute(&minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, device)) {
-    printf("SKIP: cannot query device 0\n");
-    return 77;
-  }
-  device_cc = major * 10 + minor;
-  if (device_cc < 80) {
-    printf("SKIP: device 0 has compute capability %d.%d; sfa needs 8.0 or newer\n", major, minor);
-    return 77;
-  }
-  device_arch = device_cc > 90 ? 90 : device_cc;
-  const char *seed = getenv("SFA_TEST_SEED");
-  if (seed && *seed) base_seed = strtoull(seed, NULL, 0);
-  char name[128] = "?";
-  drv->cuDeviceGetName(name, (int)sizeof name, device);
-  printf("device 0: %s (sm_%d%d), seed %llu\n", name, major, minor,
-         (unsigned long long)base_seed);
-
-  if (drv->cuDevicePrimaryCtxRetain(&cuctx, device) != CUDA_SUCCESS ||
-      drv->cuCtxSetCurrent(cuctx) != CUDA_SUCCESS) {
-    printf("FAIL: cannot make the primary context of device 0 current\n");
-    return 1;
-  }
-  /* A private kernel cache unless SFA_CACHE_DIR says otherwise. */
-  const char *tmp = NULL;
-  sfa_options opts;
-  sfa_options_init(&opts);
-  if (!getenv("SFA_CACHE_DIR")) opts.cache_dir = tmp = tu_mkdtemp();
-  if (sfa_context_create(&ctx, &opts) != SFA_OK) {
-    printf("FAIL: sfa_context_create: %s\n", ctx ? sfa_last_error(ctx) : "");
-    return 1;
-  }
-  char *tmpdir = tmp ? strdup(tmp) : NULL;
-
-  setenv("CK_FORK", "no", 1); /* one CUDA context for all tests */
+  int rc = tg_open("gpu_dense", 0x5FA0001);
+  if (rc != 0) return rc;
+  /* this file's names for the shared device, context and seed */
+  drv = tg_drv, device = tg_device, cuctx = tg_cuctx;
+  ctx = tg_ctx, base_seed = tg_seed;
+  device_cc = tg_cc, device_arch = tg_cc > 90 ? 90 : tg_cc;
   Suite *s = suite_create("gpu_dense");
   TCase *t = tcase_create("gpu_dense");
   tcase_set_timeout(t, 0);
@@ -628,11 +580,7 @@ int main(void) {
   tcase_add_test(t, compile_public_api);
   tcase_add_test(t, launch_overhead);
   suite_add_tcase(s, t);
-  int rc = tu_run_suite(s);
-
-  sfa_context_destroy(ctx);
-  drv->cuDevicePrimaryCtxRelease(device);
-  if (tmpdir) tu_rm_rf(tmpdir);
-  free(tmpdir);
+  rc = tu_run_suite(s);
+  tg_close();
   return rc;
 }

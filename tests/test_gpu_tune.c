@@ -25,22 +25,14 @@
 #include "runtime/driver.h"
 #include "runtime/internal.h"
 #include "runtime/tune_gpu.h"
-#include "testutil.h"
+#include "gpucase.h"
 
 static const sfa_driver *drv;
 static CUdevice device;
 static CUcontext cuctx;
 static int device_arch;
 
-#define CU(call)                                                              \
-  do {                                                                        \
-    CUresult r_ = (call);                                                     \
-    if (r_ != CUDA_SUCCESS) {                                                 \
-      const char *n_ = "?";                                                   \
-      drv->cuGetErrorName(r_, &n_);                                           \
-      ck_abort_msg("%s:%d: %s failed: %s", __FILE__, __LINE__, #call, n_);     \
-    }                                                                         \
-  } while (0)
+#define CU(call) TG_CU(call)
 
 /* ------------------------------------------------------------ one dense problem */
 
@@ -285,35 +277,12 @@ END_TEST
 /* ------------------------------------------------------------ main */
 
 int main(void) {
-  char why[512];
-  if (sfa__driver_load(&drv, why, sizeof why) != SFA_OK) {
-    printf("SKIP: %s\n", why);
-    return 77;
-  }
-  int count = 0, major = 0, minor = 0;
-  if (drv->cuDeviceGetCount(&count) != CUDA_SUCCESS || count == 0) {
-    printf("SKIP: no CUDA device\n");
-    return 77;
-  }
-  if (drv->cuDeviceGet(&device, 0) != CUDA_SUCCESS ||
-      drv->cuDeviceGetAttribute(&major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, device) ||
-      drv->cuDeviceGetAttribute(&minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, device)) {
-    printf("SKIP: cannot query device 0\n");
-    return 77;
-  }
-  int cc = major * 10 + minor;
-  if (cc < 80) {
-    printf("SKIP: device 0 has compute capability %d.%d; sfa needs 8.0 or newer\n", major, minor);
-    return 77;
-  }
-  device_arch = cc > 90 ? 90 : cc;
-  if (drv->cuDevicePrimaryCtxRetain(&cuctx, device) != CUDA_SUCCESS ||
-      drv->cuCtxSetCurrent(cuctx) != CUDA_SUCCESS) {
-    printf("FAIL: cannot make the primary context of device 0 current\n");
-    return 1;
-  }
   unsetenv("SFA_KERNEL_DIR");
-  setenv("CK_FORK", "no", 1); /* one CUDA context for all tests */
+  int rc = tg_open("gpu_tune", 0);
+  if (rc != 0) return rc;
+  /* this file's names for the shared device, context and seed */
+  drv = tg_drv, device = tg_device, cuctx = tg_cuctx;
+  device_arch = tg_cc > 90 ? 90 : tg_cc;
   Suite *s = suite_create("gpu_tune");
   TCase *t = tcase_create("gpu_tune");
   tcase_set_timeout(t, 0);
@@ -321,7 +290,7 @@ int main(void) {
   tcase_add_test(t, tune_gpu_every_mode);
   tcase_add_test(t, kernel_dir_serves_forward_without_compiling);
   suite_add_tcase(s, t);
-  int rc = tu_run_suite(s);
-  drv->cuDevicePrimaryCtxRelease(device);
+  rc = tu_run_suite(s);
+  tg_close();
   return rc;
 }
