@@ -381,7 +381,9 @@ sfa_status sfa_reference_forward(const sfa_attention_params *params, int B, int 
 ** Writes dq [B, Hq, Tq, D], dk and dv [B, Hkv, Tk, D] (summed over the query
 ** heads of a group) and, when dbias is not NULL (ex->bias required), dbias in
 ** the shape of ex->bias (summed over its broadcast dims). Rows with no allowed
-** key contribute nothing. */
+** key contribute nothing. Both references spread large problems over
+** threads ($SFA_REF_THREADS, default the online CPUs); the results do not
+** depend on the thread count. */
 sfa_status sfa_reference_backward(const sfa_attention_params *params, int B, int Hq,
                                   int Hkv, int Tq, int Tk, int D, const float *q,
                                   const float *k, const float *v, const sfa_host_extras *ex,

@@ -24,6 +24,7 @@
 
 #include "sfa.h"
 #include "gen/gen_internal.h"
+#include "runtime/parallel.h"
 #include "runtime/reference.h"
 
 /* Does the index rule of qk_drop and hash let query position qi see key kj? */
@@ -218,8 +219,49 @@ double sfa__ref_forward_row(const sfa__ref *r, int b, int h, int i, double *s,
   return m + log(sum);
 }
 
+size_t sfa__ref_scratch_bytes(const sfa__ref *r) {
+  return (size_t)r->Tk * (sizeof(double) + 1) + 2 * (size_t)r->D * sizeof(double) + 16;
+}
+
+void sfa__ref_scratch_split(const sfa__ref *r, void *scratch, double **s, unsigned char **allowed,
+                            double **d1, double **d2) {
+  double *p = scratch;
+  *s = p, p += r->Tk;
+  *d1 = p, p += r->D;
+  *d2 = p, p += r->D;
+  *allowed = (unsigned char *)p;
+}
+
+/* The rows of one (b, h) of the forward, a unit of sfa__parallel_for. */
+typedef struct fwd_job {
+  const sfa__ref *r;
+  float *o, *lse;
+  double *o64, *lse64;
+} fwd_job;
+
+static int fwd_unit(void *user, void *scratch, int unit) {
+  const fwd_job *j = user;
+  const sfa__ref *r = j->r;
+  const int b = unit / r->Hq, h = unit % r->Hq, D = r->D;
+  double *s, *orow, *unused;
+  unsigned char *allowed;
+  sfa__ref_scratch_split(r, scratch, &s, &allowed, &orow, &unused);
+  for (int i = 0; i < r->Tq; i++) {
+    const size_t row = ((size_t)b * r->Hq + h) * r->Tq + i;
+    const double l = sfa__ref_forward_row(r, b, h, i, s, allowed, orow);
+    for (int x = 0; x < D; x++) {
+      if (j->o) j->o[row * D + x] = (float)orow[x];
+      else j->o64[row * D + x] = orow[x];
+    }
+    if (j->lse) j->lse[row] = (float)l;
+    if (j->lse64) j->lse64[row] = l;
+  }
+  return 0;
+}
+
 /* Both forwards: exactly one of o (float) and o64 (double) is set; lse and
-** lse64 may be NULL. */
+** lse64 may be NULL. Rows of different (b, h) run on parallel threads; each
+** row's arithmetic is the same on any number of threads. */
 static sfa_status forward(const sfa_attention_params *params, int B, int Hq, int Hkv, int Tq,
                           int Tk, int D, const float *q, const float *k, const float *v,
                           const sfa_host_extras *ex, float *o, float *lse, double *o64,
@@ -229,30 +271,16 @@ static sfa_status forward(const sfa_attention_params *params, int B, int Hq, int
   sfa_status st = sfa__ref_setup(&r, params, B, Hq, Hkv, Tq, Tk, D, q, k, v, ex, &out, 1, err,
                                  errlen);
   if (st != SFA_OK) return st;
-  double *s = malloc((size_t)Tk * sizeof *s); /* scores of one row */
-  unsigned char *allowed = malloc((size_t)Tk);
-  double *orow = malloc((size_t)D * sizeof *orow);
-  if (!s || !allowed || !orow) {
-    free(s);
-    free(allowed);
-    free(orow);
+  fwd_job job = {&r, o, lse, o64, lse64};
+  const int nt = sfa__parallel_threads(B * Hq, (double)B * Hq * Tq * Tk * D);
+  void *scratch[32];
+  const size_t per = sfa__ref_scratch_bytes(&r);
+  int ok = 1;
+  for (int t = 0; t < nt; t++) ok = (scratch[t] = malloc(per)) != NULL && ok;
+  if (ok && sfa__parallel_for(B * Hq, nt, fwd_unit, &job, scratch) != 0) ok = 0;
+  for (int t = 0; t < nt; t++) free(scratch[t]);
+  if (!ok)
     return sfa__fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "out of memory (Tk = %d, D = %d)", Tk, D);
-  }
-  for (int b = 0; b < B; b++)
-    for (int h = 0; h < Hq; h++)
-      for (int i = 0; i < Tq; i++) {
-        const size_t row = ((size_t)b * Hq + h) * Tq + i;
-        const double l = sfa__ref_forward_row(&r, b, h, i, s, allowed, orow);
-        for (int x = 0; x < D; x++) {
-          if (o) o[row * D + x] = (float)orow[x];
-          else o64[row * D + x] = orow[x];
-        }
-        if (lse) lse[row] = (float)l;
-        if (lse64) lse64[row] = l;
-      }
-  free(s);
-  free(allowed);
-  free(orow);
   return SFA_OK;
 }
 

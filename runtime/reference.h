@@ -59,6 +59,13 @@ size_t sfa__ref_bcast_row(const sfa__ref *r, int batches, int heads, int rows, i
 double sfa__ref_forward_row(const sfa__ref *r, int b, int h, int i, double *s,
                             unsigned char *allowed, double *o);
 
+/* Per-thread scratch of the row routines: scores, allowed flags and two rows
+** of D doubles; sfa__ref_scratch_split carves a block of
+** sfa__ref_scratch_bytes into them. */
+size_t sfa__ref_scratch_bytes(const sfa__ref *r);
+void sfa__ref_scratch_split(const sfa__ref *r, void *scratch, double **s, unsigned char **allowed,
+                            double **d1, double **d2);
+
 /* sfa_reference_forward with double outputs o [B, Hq, Tq, D] and lse (may be
 ** NULL): for finite differences, where the float32 outputs of the public call
 ** would round away the O(h^2) accuracy of a central difference. */

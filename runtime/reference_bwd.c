@@ -12,6 +12,8 @@
 ** the bias broadcasts simply by accumulating into the shared element, in
 ** double, so the order of the sums does not matter at float32 output
 ** precision. A row with no allowed key (lse = -inf) contributes nothing.
+** (b, kv head) groups run on parallel threads (runtime/parallel.c) in an order
+** that keeps every sum as the serial loop makes it.
 */
 #include <math.h>
 #include <stdint.h>
@@ -20,7 +22,60 @@
 
 #include "sfa.h"
 #include "gen/gen_internal.h"
+#include "runtime/parallel.h"
 #include "runtime/reference.h"
+
+/* The query heads of one kv group of one batch: a unit of sfa__parallel_for. */
+typedef struct bwd_job {
+  const sfa__ref *r;
+  const float *dout;
+  float *dq;
+  double *dk64, *dv64, *db64;
+} bwd_job;
+
+static int bwd_unit(void *user, void *scratch, int unit) {
+  const bwd_job *j = user;
+  const sfa__ref *r = j->r;
+  const int b = unit / r->Hkv, kvh = unit % r->Hkv, D = r->D, Tk = r->Tk;
+  double *s, *o, *dqrow;
+  unsigned char *allowed;
+  sfa__ref_scratch_split(r, scratch, &s, &allowed, &o, &dqrow);
+  const size_t krow0 = ((size_t)b * r->Hkv + kvh) * Tk;
+  for (int h = kvh * r->group; h < (kvh + 1) * r->group; h++)
+    for (int i = 0; i < r->Tq; i++) {
+      const size_t row = ((size_t)b * r->Hq + h) * r->Tq + i;
+      const float *qi = r->q + row * D, *gi = j->dout + row * D;
+      float *dqi = j->dq + row * D;
+      const double lse = sfa__ref_forward_row(r, b, h, i, s, allowed, o);
+      if (lse == -INFINITY) { /* no key: no gradient anywhere */
+        memset(dqi, 0, (size_t)D * sizeof *dqi);
+        continue;
+      }
+      double *dbrow = j->db64 ? j->db64 + sfa__ref_bcast_row(r, r->bias_batches, r->bias_heads,
+                                                             r->bias_rows, b, h, i)
+                              : NULL;
+      double delta = 0;
+      for (int x = 0; x < D; x++) delta += (double)gi[x] * o[x];
+      memset(dqrow, 0, (size_t)D * sizeof *dqrow);
+      for (int jj = 0; jj < Tk; jj++) {
+        if (!allowed[jj]) continue;
+        const double p = exp(s[jj] - lse);
+        const float *kj = r->k + (krow0 + jj) * D, *vj = r->v + (krow0 + jj) * D;
+        double *dkj = j->dk64 + (krow0 + jj) * D, *dvj = j->dv64 + (krow0 + jj) * D;
+        double dp = 0;
+        for (int x = 0; x < D; x++) dp += (double)gi[x] * (double)vj[x];
+        const double dz = p * (dp - delta);
+        for (int x = 0; x < D; x++) {
+          dqrow[x] += dz * (double)kj[x];
+          dkj[x] += r->scale * dz * (double)qi[x];
+          dvj[x] += p * (double)gi[x];
+        }
+        if (dbrow) dbrow[jj] += dz;
+      }
+      for (int x = 0; x < D; x++) dqi[x] = (float)(r->scale * dqrow[x]);
+    }
+  return 0;
+}
 
 sfa_status sfa_reference_backward(const sfa_attention_params *params, int B, int Hq,
                                   int Hkv, int Tq, int Tk, int D, const float *q,
@@ -39,57 +94,29 @@ sfa_status sfa_reference_backward(const sfa_attention_params *params, int B, int
 
   const size_t nkv = (size_t)B * Hkv * Tk * D;
   const size_t nbias = dbias ? (size_t)r.bias_batches * r.bias_heads * r.bias_rows * Tk : 0;
-  double *s = malloc((size_t)Tk * sizeof *s);
-  unsigned char *allowed = malloc((size_t)Tk);
-  double *o = malloc((size_t)D * sizeof *o);
-  double *dqrow = malloc((size_t)D * sizeof *dqrow);
   /* dk, dv and dbias gather from many query rows: accumulate in double. */
   double *dk64 = calloc(nkv, sizeof *dk64), *dv64 = calloc(nkv, sizeof *dv64);
   double *db64 = dbias ? calloc(nbias, sizeof *db64) : NULL;
-  if (!s || !allowed || !o || !dqrow || !dk64 || !dv64 || (dbias && !db64)) {
-    free(s), free(allowed), free(o), free(dqrow), free(dk64), free(dv64), free(db64);
+  /* Units are (b, kv head): each owns its dk / dv rows. A dbias that one
+  ** unit's rows do not own (broadcast over the batch or over kv heads) keeps
+  ** to one thread. Either way every sum runs in the serial order. */
+  const int units = B * Hkv;
+  const int shared_db = db64 && ((r.bias_batches == 1 && B > 1) || (r.bias_heads == 1 && Hkv > 1));
+  const int nt = shared_db ? 1 : sfa__parallel_threads(units, 3.0 * B * Hq * Tq * Tk * D);
+  void *scratch[32];
+  const size_t per = sfa__ref_scratch_bytes(&r);
+  int ok = dk64 && dv64 && (!dbias || db64);
+  for (int t = 0; t < nt; t++) ok = (scratch[t] = malloc(per)) != NULL && ok;
+  bwd_job job = {&r, dout, dq, dk64, dv64, db64};
+  if (ok && sfa__parallel_for(units, nt, bwd_unit, &job, scratch) != 0) ok = 0;
+  for (int t = 0; t < nt; t++) free(scratch[t]);
+  if (!ok) {
+    free(dk64), free(dv64), free(db64);
     return sfa__fail(err, errlen, SFA_ERR_OUT_OF_MEMORY,
                      "out of memory (B*Hkv*Tk*D = %zu doubles for dk and dv)", nkv);
   }
-
-  for (int b = 0; b < B; b++)
-    for (int h = 0; h < Hq; h++) {
-      const size_t krow0 = ((size_t)b * Hkv + h / r.group) * Tk;
-      for (int i = 0; i < Tq; i++) {
-        const size_t row = ((size_t)b * Hq + h) * Tq + i;
-        const float *qi = q + row * D, *gi = dout + row * D;
-        float *dqi = dq + row * D;
-        const double lse = sfa__ref_forward_row(&r, b, h, i, s, allowed, o);
-        if (lse == -INFINITY) { /* no key: no gradient anywhere */
-          memset(dqi, 0, (size_t)D * sizeof *dqi);
-          continue;
-        }
-        double *dbrow = db64 ? db64 + sfa__ref_bcast_row(&r, r.bias_batches, r.bias_heads,
-                                                         r.bias_rows, b, h, i)
-                             : NULL;
-        double delta = 0;
-        for (int x = 0; x < D; x++) delta += (double)gi[x] * o[x];
-        memset(dqrow, 0, (size_t)D * sizeof *dqrow);
-        for (int j = 0; j < Tk; j++) {
-          if (!allowed[j]) continue;
-          const double p = exp(s[j] - lse);
-          const float *kj = k + (krow0 + j) * D, *vj = v + (krow0 + j) * D;
-          double *dkj = dk64 + (krow0 + j) * D, *dvj = dv64 + (krow0 + j) * D;
-          double dp = 0;
-          for (int x = 0; x < D; x++) dp += (double)gi[x] * (double)vj[x];
-          const double dz = p * (dp - delta);
-          for (int x = 0; x < D; x++) {
-            dqrow[x] += dz * (double)kj[x];
-            dkj[x] += r.scale * dz * (double)qi[x];
-            dvj[x] += p * (double)gi[x];
-          }
-          if (dbrow) dbrow[j] += dz;
-        }
-        for (int x = 0; x < D; x++) dqi[x] = (float)(r.scale * dqrow[x]);
-      }
-    }
   for (size_t x = 0; x < nkv; x++) dk[x] = (float)dk64[x], dv[x] = (float)dv64[x];
   for (size_t x = 0; x < nbias; x++) dbias[x] = (float)db64[x];
-  free(s), free(allowed), free(o), free(dqrow), free(dk64), free(dv64), free(db64);
+  free(dk64), free(dv64), free(db64);
   return SFA_OK;
 }

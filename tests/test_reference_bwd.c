@@ -550,6 +550,51 @@ START_TEST(argument_errors) {
 }
 END_TEST
 
+/* Thread count never changes a result: forward and backward on 1 and on 5
+** threads are bitwise equal, for bias broadcasts that split by (batch, kv
+** head) and ones that keep the backward to one thread. */
+START_TEST(threads_give_identical_results) {
+  const int shapes[][3] = {{3, 4, 4}, {3, 2, 1}, {1, 4, 4}, {3, 1, 4}, {3, 2, 4}};
+  for (size_t c = 0; c < sizeof shapes / sizeof shapes[0]; c++) {
+    /* Big enough (B*Hq*Tq*Tk*D = 3*4*200*200*64) for the reference to use threads. */
+    enum { B = 3, Hq = 4, Hkv = 2, T = 200, D = 64 };
+    prob P;
+    const int batches = shapes[c][0], heads = shapes[c][1], rows = shapes[c][2] == 4 ? T : 1;
+    prob_init(&P, "threads", params(SFA_MODE_WINDOW, 1, 50, -1), B, Hq, Hkv, T, T, D, 900 + c);
+    P.nbias = (size_t)batches * heads * rows * T;
+    P.bias = randn(P.nbias, 950 + c, 1.0);
+    P.ex.bias = P.bias;
+    P.ex.bias_batches = batches, P.ex.bias_heads = heads, P.ex.bias_rows = rows;
+    P.has_ex = 1;
+    float *got[2][4], *fo[2], *fl[2];
+    for (int run = 0; run < 2; run++) {
+      setenv("SFA_REF_THREADS", run ? "5" : "1", 1);
+      backward(&P);
+      got[run][0] = P.dq, got[run][1] = P.dk, got[run][2] = P.dv, got[run][3] = P.dbias;
+      P.dq = P.dk = P.dv = P.dbias = NULL;
+      fo[run] = malloc(P.nq * sizeof(float));
+      fl[run] = malloc((size_t)P.B * P.Hq * P.Tq * sizeof(float));
+      char err[256];
+      ck_assert_int_eq(sfa_reference_forward(&P.p, P.B, P.Hq, P.Hkv, P.Tq, P.Tk, P.D, P.q, P.k,
+                                             P.v, prob_ex(&P), fo[run], fl[run], err, sizeof err),
+                       SFA_OK);
+    }
+    unsetenv("SFA_REF_THREADS");
+    const size_t n[4] = {P.nq, P.nk, P.nk, P.nbias};
+    for (int i = 0; i < 4; i++) {
+      ck_assert_msg(memcmp(got[0][i], got[1][i], n[i] * sizeof(float)) == 0,
+                    "bias %dx%dx%d: gradient %d differs between 1 and 5 threads", shapes[c][0],
+                    shapes[c][1], shapes[c][2], i);
+      free(got[0][i]), free(got[1][i]);
+    }
+    ck_assert(memcmp(fo[0], fo[1], P.nq * sizeof(float)) == 0);
+    ck_assert(memcmp(fl[0], fl[1], (size_t)P.B * P.Hq * P.Tq * sizeof(float)) == 0);
+    free(fo[0]), free(fo[1]), free(fl[0]), free(fl[1]);
+    prob_free(&P);
+  }
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("reference_bwd");
   TCase *t = tcase_create("reference_bwd");
@@ -562,6 +607,7 @@ int main(void) {
   tcase_add_test(t, dbias_is_reduction_of_full);
   tcase_add_test(t, forward_batch_broadcast);
   tcase_add_test(t, argument_errors);
+  tcase_add_test(t, threads_give_identical_results);
   suite_add_tcase(s, t);
   return tu_run_suite(s);
 }
