@@ -2,7 +2,11 @@
 # gpu_check.sh -- on the GPU machine, with build/ carried from a Debian build:
 # every GPU suite, compute-sanitizer memcheck and racecheck on small cases, and
 # optionally the benchmark scripts. Logs go to $OUT (or /tmp) and a summary is
-# printed last. Usage: bash bench/gpu_check.sh [suites] [sanitize] [bench] [bwdbench]
+# printed last. Usage:
+#   bash bench/gpu_check.sh [suites] [sanitize] [bench] [bwdtune] [bwdbench] [compare]
+# Session 8 took: suites ~3.5 min (2.2 of it test_gpu_backward, before the CPU
+# references ran on threads), bwdtune ~1 min, bwdbench over 3 min (FlexAttention
+# compiles), compare --quick 4.3 min; split the steps across calls of 10 min.
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp}
 export PYTHONUNBUFFERED=1 SFA_CACHE_DIR=/tmp/sfa-cache
@@ -30,7 +34,21 @@ fi
 if [[ $what == *" bench "* ]]; then
   python3 bench/compare_sparse.py --csv $OUT/compare_sparse.csv 2>&1 | tee $OUT/compare_sparse.log | tail -12
 fi
+if [[ $what == *" bwdtune "* ]]; then
+  # issue 4's shapes: the bwd tile sweep into /tmp/sfa-t (bwdbench then uses it)
+  for m in "dense,hash,qk_drop --head-dims 128" "window --window 1023 --head-dims 64"; do
+    build/sfa-tune --cache-dir /tmp/sfa-t --pass bwd --modes $m --seq-lens 16384 --sweep \
+      >> $OUT/tune_bwd.log 2>&1
+  done
+  build/sfa-tune --cache-dir /tmp/sfa-t --list --export $OUT/tuned.tsv >> $OUT/tune_bwd.log 2>&1
+  summary+=("bwdtune: $(grep -c 'candidates' $OUT/tune_bwd.log) shapes tuned, $(grep -c 'failed' $OUT/tune_bwd.log) failed")
+fi
 if [[ $what == *" bwdbench "* ]]; then
+  # with the db of bwdtune when there is one (SFA_TUNE=cached reads it)
+  [ -d /tmp/sfa-t/tuning ] && export SFA_CACHE_DIR=/tmp/sfa-t SFA_TUNE=cached
   python3 bench/compare_backward.py --csv $OUT/compare_backward.csv 2>&1 | tee $OUT/compare_backward.log | tail -12
+fi
+if [[ $what == *" compare "* ]]; then
+  python3 bench/compare.py --csv $OUT/compare.csv --plot $OUT/compare.png 2>&1 | tee $OUT/compare.log | tail -75
 fi
 printf '%s\n' "${summary[@]}"
