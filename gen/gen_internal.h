@@ -44,7 +44,13 @@ size_t sfa__arch_smem_limit(int arch);
 /* Accumulator registers per thread that the tile needs. */
 int sfa__spec_acc_registers(const sfa_kernel_spec *spec);
 #define SFA__MAX_ACC_REGISTERS 192
-#define SFA__BWD_MAX_HEAD_DIM 128 /* largest head_dim of the backward passes */
+#define SFA__BWD_MAX_HEAD_DIM 128 /* largest head_dim sfa_backward serves (verified on a GPU) */
+/* Backward kernels exist up to head_dim 256 (above 128: multiples of 32, the
+** columns split over two CTAs per key tile); sfa_backward refuses those head
+** dims until they pass the GPU suite, unless SFA_EXPERIMENTAL_BWD=1. */
+#define SFA__BWD_KERNEL_MAX_HEAD_DIM 256
+/* Columns of dK, dV and dQ one bwd CTA makes: all of head_dim up to 128, else half. */
+int sfa__bwd_slice(int head_dim);
 
 /* The kernel list of a preset (gen/presets.c) for each of narchs arches, with
 ** default tiles: *specs is malloc'ed (free), *n its length. Unknown names and

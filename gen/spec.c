@@ -87,13 +87,15 @@ static int row_tiles(const sfa_kernel_spec *s) {
   return rows / (16 * s->num_warps);
 }
 
-/* Float accumulators per thread: fwd O and S; bwddq dQ, S and dP; bwd dK, dV,
-** S^T and dP^T. */
+int sfa__bwd_slice(int head_dim) { return head_dim > 128 ? head_dim / 2 : head_dim; }
+
+/* Float accumulators per thread: fwd O and S; bwddq dQ, S and dP; bwd dK, dV
+** (of its column slice), S^T and dP^T. */
 int sfa__spec_acc_registers(const sfa_kernel_spec *s) {
   int mt = row_tiles(s);
   switch (s->pass) {
   case SFA_PASS_BWD_DQ: return mt * (s->head_dim / 2 + s->block_n);
-  case SFA_PASS_BWD: return mt * (s->head_dim + s->block_m);
+  case SFA_PASS_BWD: return mt * (sfa__bwd_slice(s->head_dim) + s->block_m);
   default: return mt * (s->head_dim / 8) * 4 + mt * (s->block_n / 8) * 4;
   }
 }
@@ -172,11 +174,20 @@ sfa_status sfa_spec_validate(const sfa_kernel_spec *s, char *err, size_t errlen)
   if (s->pass != SFA_PASS_BWD && (s->flags & SFA_FEAT_DETERMINISTIC))
     return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
                      "flags: det applies to pass bwd only (bwddq is deterministic itself)");
-  if (s->pass != SFA_PASS_FWD && s->head_dim > SFA__BWD_MAX_HEAD_DIM)
+  if (s->pass != SFA_PASS_FWD &&
+      (s->head_dim > SFA__BWD_KERNEL_MAX_HEAD_DIM || (s->head_dim > 128 && s->head_dim % 32)))
     return sfa__fail(err, errlen, SFA_ERR_UNSUPPORTED,
-                     "head_dim: %d; the backward passes support head dims up to %d in this "
-                     "version",
-                     s->head_dim, SFA__BWD_MAX_HEAD_DIM);
+                     "head_dim: %d; the backward passes support head dims up to 128, and "
+                     "multiples of 32 up to %d",
+                     s->head_dim, SFA__BWD_KERNEL_MAX_HEAD_DIM);
+  if (s->pass == SFA_PASS_BWD) { /* the dQ product splits into m16 x n16 blocks per warp */
+    int units = (s->block_m / 16) * (sfa__bwd_slice(s->head_dim) / 16);
+    if (units % s->num_warps)
+      return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
+                       "block_m/num_warps: the %d m16 x n16 blocks of the dQ tile (block_m %d, "
+                       "%d columns) do not split over %d warps",
+                       units, s->block_m, sfa__bwd_slice(s->head_dim), s->num_warps);
+  }
 
   /* Forward flags per mode: dense takes causal; qk_drop and hash take none
   ** (their causality is q_idx >= k_idx, always on); window takes any mix of
@@ -392,11 +403,14 @@ sfa_status sfa_spec_default(sfa_kernel_spec *spec, char *err, size_t errlen) {
     }
   } else {
     /* 128 keys per CTA on 8 warps (FlashAttention 2's shape); the query tile
-    ** shrinks with D to keep dK, dV, S^T and dP^T in registers. */
+    ** shrinks with D to keep dK, dV, S^T and dP^T in registers. Above 128
+    ** the rows of K, V, Q and dO take twice the shared memory: 64 keys. */
     if (s.head_dim <= 64) {
       s.block_m = 128, s.block_n = 128, s.num_warps = 8, s.num_stages = 1;
-    } else {
+    } else if (s.head_dim <= 128) {
       s.block_m = 64, s.block_n = 128, s.num_warps = 8, s.num_stages = 2;
+    } else {
+      s.block_m = 64, s.block_n = 64, s.num_warps = 4, s.num_stages = 1;
     }
   }
   /* Shrink until it fits the arch: fewer stages, then narrower tiles. */

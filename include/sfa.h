@@ -266,7 +266,10 @@ sfa_status sfa_forward(sfa_context *ctx, const sfa_attention_params *params,
 ** done): 8 bytes per query row, plus 4 * D per query row without
 ** deterministic, plus 4 bytes per dbias element when the bias broadcasts over
 ** query rows, heads or batch. Asynchronous on stream.
-** Head dims up to 128 (SFA_ERR_UNSUPPORTED above). */
+** Head dims up to 128 (SFA_ERR_UNSUPPORTED above). Kernels for head dims
+** 160..256 (multiples of 32; two CTAs per key tile) exist but are
+** experimental: served only with SFA_EXPERIMENTAL_BWD=1 in the environment
+** until they pass the GPU suite. */
 sfa_status sfa_backward(sfa_context *ctx, const sfa_attention_params *params,
                         const sfa_tensor *q, const sfa_tensor *k, const sfa_tensor *v,
                         const sfa_extras *extras, const sfa_tensor *o, const sfa_tensor *lse,

@@ -20,6 +20,7 @@
 ** head) that shares a bias slice (no atomics: the result is deterministic).
 */
 #include <math.h>
+#include <stdlib.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -187,7 +188,7 @@ sfa_status sfa__bwd_exec(sfa_context *ctx, const sfa__device *dev, const sfa_dri
   }
   if (st == SFA_OK)
     st = launch(ctx, d, kb, (unsigned)((Tk + kb->spec.block_n - 1) / kb->spec.block_n),
-                (unsigned)(Hkv / nh), (unsigned)(B / nb), stream, &a);
+                (unsigned)(Hkv / nh * (D / sfa__bwd_slice(D))), (unsigned)(B / nb), stream, &a);
 
   /* 4. dq */
   if (st == SFA_OK && det) {
@@ -220,7 +221,8 @@ sfa_status sfa_backward(sfa_context *ctx, const sfa_attention_params *params,
                                          dv, dbias);
   if (st != SFA_OK) return st;
   const int D = (int)q->shape[3];
-  if (D > SFA__BWD_MAX_HEAD_DIM)
+  const char *exp = getenv("SFA_EXPERIMENTAL_BWD");
+  if (D > SFA__BWD_MAX_HEAD_DIM && !(exp && strcmp(exp, "1") == 0 && D % 32 == 0))
     return sfa__error(ctx, SFA_ERR_UNSUPPORTED,
                       "q: head dim %d; the backward supports head dims up to %d in this version",
                       D, SFA__BWD_MAX_HEAD_DIM);

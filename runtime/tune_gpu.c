@@ -499,11 +499,11 @@ sfa_status sfa__tune_gpu(sfa_context *ctx, const sfa__device *dev, const sfa_ker
   memset(&g, 0, sizeof g);
   g.ctx = ctx, g.dev = dev, g.prob = prob, g.def = cands[0];
   g.bwd = base->pass == SFA_PASS_BWD;
-  if (g.bwd && (!prob->has_lse || base->head_dim > SFA__BWD_MAX_HEAD_DIM)) {
+  if (g.bwd && (!prob->has_lse || base->head_dim > SFA__BWD_KERNEL_MAX_HEAD_DIM)) {
     free(cands);
     return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
                      "sfa__tune_gpu: a bwd problem needs lse and head_dim <= %d",
-                     SFA__BWD_MAX_HEAD_DIM);
+                     SFA__BWD_KERNEL_MAX_HEAD_DIM);
   }
   g.tol = base->dtype == SFA_DTYPE_BF16 ? SFA__TUNE_TOL_BF16 : SFA__TUNE_TOL_FP16;
   if ((st = sfa__driver_load(&g.d, err, errlen)) != SFA_OK) {

@@ -145,6 +145,18 @@ START_TEST(bwd_head_dim_and_no_driver) {
   }
   EXPECT(run(NULL, NULL), SFA_ERR_UNSUPPORTED,
          "q: head dim 256; the backward supports head dims up to 128");
+  /* SFA_EXPERIMENTAL_BWD=1 lets multiples of 32 through (to the driver), not 144. */
+  setenv("SFA_EXPERIMENTAL_BWD", "1", 1);
+  if (!tu_driver_present()) ck_assert_int_eq(run(NULL, NULL), SFA_ERR_NO_DRIVER);
+  int64_t q144[4] = {2, 4, 64, 144}, k144[4] = {2, 2, 48, 144};
+  for (int i = 0; i < 4; i++) {
+    sfa_tensor_init(qlike[i], qlike[i]->data, SFA_DTYPE_FP16, 4, q144);
+    sfa_tensor_init(klike[i], klike[i]->data, SFA_DTYPE_FP16, 4, k144);
+  }
+  sfa_status st = run(NULL, NULL);
+  unsetenv("SFA_EXPERIMENTAL_BWD");
+  ck_assert_int_eq(st, SFA_ERR_UNSUPPORTED);
+  ck_assert_ptr_nonnull(strstr(sfa_last_error(P.ctx), "head dim 144"));
   reset();
   if (tu_driver_present()) {
     printf("SKIP no-driver half of bwd_head_dim_and_no_driver: libcuda.so.1 is present\n");

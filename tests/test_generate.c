@@ -59,7 +59,7 @@ START_TEST(source_for_every_preset_variant) {
     size_t n = 0;
     ck_assert_int_eq(sfa__preset(presets[p], arch, 2, &specs, &n, NULL, 0), SFA_OK);
     /* per arch: fwd, and for D <= 128 bwd, bwd + det, bwddq */
-    ck_assert_uint_eq(n, p == 0 ? 2 * (44 + 3 * 40) : 2 * 4 * 48);
+    ck_assert_uint_eq(n, p == 0 ? 2 * (44 + 3 * 44) : 2 * 4 * 48);
     for (size_t i = 0; i < n; i++) {
       sfa_kernel_spec s = specs[i];
       char name[SFA__NAME_MAX], err[1024] = "", *src = NULL, pat[SFA__NAME_MAX + 4];
@@ -90,7 +90,7 @@ START_TEST(preset_contents) {
   int count[4][16] = {{0}};
   int passes[3] = {0};
   ck_assert_int_eq(sfa__preset("default", arch, 1, &v, &n, err, sizeof err), SFA_OK);
-  ck_assert_uint_eq(n, 44 + 3 * 40);
+  ck_assert_uint_eq(n, 44 + 3 * 44);
   for (size_t i = 0; i < n; i++) {
     sfa_kernel_spec d = v[i];
     ck_assert_int_eq(sfa_spec_default(&d, NULL, 0), SFA_OK);
@@ -99,8 +99,8 @@ START_TEST(preset_contents) {
     if (v[i].pass == SFA_PASS_FWD) count[v[i].mode][v[i].flags]++;
   }
   ck_assert_int_eq(passes[SFA_PASS_FWD], 44);
-  ck_assert_int_eq(passes[SFA_PASS_BWD], 40 + 40 * 101); /* 40 plain, 40 det */
-  ck_assert_int_eq(passes[SFA_PASS_BWD_DQ], 40);
+  ck_assert_int_eq(passes[SFA_PASS_BWD], 44 + 44 * 101); /* 44 plain, 44 det */
+  ck_assert_int_eq(passes[SFA_PASS_BWD_DQ], 44);
   ck_assert_int_eq(count[SFA_MODE_DENSE][0], 10);
   ck_assert_int_eq(count[SFA_MODE_DENSE][SFA_FEAT_CAUSAL], 10);
   ck_assert_int_eq(count[SFA_MODE_QK_DROP][0], 4);
@@ -165,9 +165,10 @@ START_TEST(invalid_spec_rejected) {
   ck_assert_ptr_nonnull(strstr(err, "flags: causal is not allowed with mode hash"));
   s.flags = 0;
   s.pass = SFA_PASS_BWD;
-  s.head_dim = 256;
+  s.head_dim = 144; /* above 128 the backward takes multiples of 32 */
+  s.block_m = 64, s.block_n = 64, s.num_warps = 4, s.num_stages = 1;
   ck_assert_int_eq(sfa_generate(&s, &src, err, sizeof err), SFA_ERR_UNSUPPORTED);
-  ck_assert_ptr_nonnull(strstr(err, "support head dims up to 128"));
+  ck_assert_ptr_nonnull(strstr(err, "multiples of 32 up to 256"));
   ck_assert_ptr_null(src);
   s.pass = SFA_PASS_FWD;
   s.head_dim = 128;
@@ -292,7 +293,7 @@ START_TEST(sfa_gen_tool) {
   int n = 0;
   while (f && fgets(line, sizeof line, f)) n++;
   if (f) fclose(f);
-  ck_assert_int_eq(n, 2 * (44 + 3 * 40));
+  ck_assert_int_eq(n, 2 * (44 + 3 * 44));
   snprintf(cmd, sizeof cmd, "%s --preset all-modes --arch sm_80,sm90 --list | wc -l > %s/n.txt",
            tool, dir);
   ck_assert_int_eq(run(cmd), 0);
@@ -333,7 +334,7 @@ START_TEST(sfa_gen_tool) {
     n++;
   }
   fclose(f);
-  ck_assert_int_eq(n, 44 + 3 * 40);
+  ck_assert_int_eq(n, 44 + 3 * 44);
 
   /* Usage errors exit 2, failures 1. */
   snprintf(cmd, sizeof cmd, "%s --preset nope 2>/dev/null", tool);

@@ -6,7 +6,8 @@
 ** head / kv head / row-broadcast / batch-broadcast with its gradient, masks
 ** with all-zero tiles and rows), GQA and MQA, D = 32, 64 and 128, fp16 and
 ** bf16, with dq by atomics and deterministic; the deterministic path must
-** give bitwise identical dq, dk, dv and dbias in two runs.
+** give bitwise identical dq, dk, dv and dbias in two runs. Case "wide": head
+** dims 160..256 (experimental, SFA_EXPERIMENTAL_BWD=1).
 **
 ** Inputs come from tests/gpucase.c (the sparse forward suite's cases) plus a
 ** random dout. Every output is poisoned with NaN before the call: an element
@@ -271,6 +272,32 @@ START_TEST(small_for_sanitizers) {
 }
 END_TEST
 
+/* Head dims above 128 (two CTAs per key tile, half the columns each): kernels
+** that sfa_backward serves only with SFA_EXPERIMENTAL_BWD=1 until this case
+** passes on a GPU (CK_RUN_CASE=wide). */
+START_TEST(wide_head_dims) {
+  setenv("SFA_EXPERIMENTAL_BWD", "1", 1);
+  scase c = tg_case(SFA_MODE_DENSE, 2, 300, 500, 256, SFA_DTYPE_BF16);
+  c.causal = 1, c.seed = tg_seed + 1000;
+  run_case(&c);
+  c = tg_case(SFA_MODE_DENSE, 4, 257, 190, 160, SFA_DTYPE_FP16);
+  c.seed = tg_seed + 1001;
+  run_case(&c);
+  const tg_wspec w[] = {
+    {100, 0, 1, 400, 600, 192, 1, 2, BIAS_KV, MASK_NONE, 0},
+    {-1, 37, 0, 300, 333, 224, 0, 1, BIAS_HEAD, MASK_HEAD, 0.5},
+  };
+  run_windows(w, sizeof w / sizeof w[0], 1010);
+  scase h = tg_case(SFA_MODE_HASH, 1, 500, 400, 256, SFA_DTYPE_BF16);
+  h.buckets = 4, h.seed = tg_seed + 1020;
+  run_case(&h);
+  scase q = tg_case(SFA_MODE_QK_DROP, 2, 400, 350, 192, SFA_DTYPE_FP16);
+  q.T0 = 600, q.keep = 0.7, q.seed = tg_seed + 1030;
+  run_case(&q);
+  unsetenv("SFA_EXPERIMENTAL_BWD");
+}
+END_TEST
+
 /* Bad arguments are refused with a message that names them. */
 START_TEST(bad_arguments) {
   scase c = tg_case(SFA_MODE_DENSE, 2, 64, 64, 64, SFA_DTYPE_BF16);
@@ -312,6 +339,10 @@ int main(void) {
   tcase_add_test(t, window_bias_gradients);
   tcase_add_test(t, bad_arguments);
   suite_add_tcase(s, t);
+  TCase *wide = tcase_create("wide");
+  tcase_set_timeout(wide, 0);
+  tcase_add_test(wide, wide_head_dims);
+  suite_add_tcase(s, wide);
   TCase *small = tcase_create("small");
   tcase_set_timeout(small, 0);
   tcase_add_test(small, small_for_sanitizers);

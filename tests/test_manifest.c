@@ -408,8 +408,8 @@ END_TEST
 START_TEST(invalid_or_duplicate_kernels) {
   char line[2048], bwd[2048];
   line_of(2, line, sizeof line);
-  /* The same kernel as pass bwd with head dim 256 (name and columns): well
-  ** formed, but this version's backward stops at head dim 128. */
+  /* The same kernel as pass bwd with head dim 144 (name and columns): well
+  ** formed, but the backward takes only multiples of 32 above 128. */
   char *f[20], tmp[2048];
   int nf = 0;
   snprintf(tmp, sizeof tmp, "%s", line);
@@ -419,16 +419,16 @@ START_TEST(invalid_or_duplicate_kernels) {
   ck_assert_int_ge(nf, 10);
   sfa_kernel_spec sp;
   ck_assert_int_eq(sfa_spec_parse(f[0], &sp, NULL, 0), SFA_OK);
-  sp.pass = SFA_PASS_BWD, sp.head_dim = 256;
+  sp.pass = SFA_PASS_BWD, sp.head_dim = 144;
   char nm[SFA__NAME_MAX];
   ck_assert_int_eq(sfa_spec_name(&sp, nm, sizeof nm), SFA_OK);
-  f[0] = nm, f[2] = "bwd", f[5] = "256";
+  f[0] = nm, f[2] = "bwd", f[5] = "144";
   bwd[0] = '\0';
   for (int i = 0; i < nf; i++) {
     if (i) strcat(bwd, "\t");
     strcat(bwd, f[i]);
   }
-  line_fails(2, -1, bwd, "is not valid in sfa " SFA_VERSION_STRING ": head_dim: 256");
+  line_fails(2, -1, bwd, "is not valid in sfa " SFA_VERSION_STRING ": head_dim: 144");
 
   const char *dir = tu_mkdtemp();
   char path[1024], where[1200];
@@ -508,8 +508,8 @@ START_TEST(writer_line) {
   n = sfa__manifest_line(buf, sizeof buf, &s, key, NULL, 1234, 0xabcull);
   ck_assert_msg(strstr(buf, "\t-\t0\t-\n"), "%s", buf);
   ck_assert_int_eq(sfa__manifest_line(small, sizeof small, &s, key, NULL, 0, 0), -1);
-  s.pass = SFA_PASS_BWD; /* valid in name only: bwd needs head dims <= 128 */
-  s.head_dim = 256;
+  s.pass = SFA_PASS_BWD; /* valid in name only: above 128 bwd needs multiples of 32 */
+  s.head_dim = 144;
   ck_assert_int_eq(sfa__manifest_line(buf, sizeof buf, &s, key, NULL, 0, 0), -1);
 }
 END_TEST

@@ -50,15 +50,22 @@ START_TEST(pass_rule) {
          "1 or 2 m16 tiles per warp");
   s.block_n = 128, s.block_m = 128, s.num_stages = 1;
   expect(&s, SFA_ERR_INVALID_ARGUMENT, "tile needs 256 accumulator registers", NULL);
-  s.block_m = 64, s.head_dim = 256;
-  expect(&s, SFA_ERR_UNSUPPORTED, "head_dim: 256; the backward passes support head dims up to 128",
+  s.block_m = 64, s.block_n = 64, s.num_warps = 4, s.num_stages = 1;
+  s.head_dim = 256; /* above 128: two CTAs per key tile, half the columns each */
+  expect(&s, SFA_OK, NULL, NULL);
+  s.head_dim = 144;
+  expect(&s, SFA_ERR_UNSUPPORTED,
+         "head_dim: 144; the backward passes support head dims up to 128, and multiples of 32",
          NULL);
+  s.head_dim = 128, s.block_m = 64, s.block_n = 128, s.num_warps = 8;
+  s.head_dim = 48; /* 4 x 3 blocks of the dQ tile do not split over 8 warps */
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "do not split over 8 warps", NULL);
   s = good();
   s.pass = SFA_PASS_BWD_DQ;
   s.num_warps = 8;
   expect(&s, SFA_OK, NULL, NULL);
-  s.head_dim = 160;
-  expect(&s, SFA_ERR_UNSUPPORTED, "head_dim: 160", NULL);
+  s.head_dim = 176;
+  expect(&s, SFA_ERR_UNSUPPORTED, "head_dim: 176", NULL);
   s.pass = (sfa_pass)7;
   expect(&s, SFA_ERR_INVALID_ARGUMENT, "pass: 7", "fwd, bwddq or bwd");
 }
@@ -475,10 +482,10 @@ START_TEST(defaults_errors) {
   /* An unsupported head dim still gets its tiles, and says it is unsupported. */
   s.arch = 90;
   s.pass = SFA_PASS_BWD;
-  s.head_dim = 256;
+  s.head_dim = 144;
   ck_assert_int_eq(sfa_spec_default(&s, err, sizeof err), SFA_ERR_UNSUPPORTED);
-  ck_assert_ptr_nonnull(strstr(err, "support head dims up to 128"));
-  ck_assert_int_eq(s.block_n, 128);
+  ck_assert_ptr_nonnull(strstr(err, "multiples of 32 up to 256"));
+  ck_assert_int_eq(s.block_n, 64);
   s.head_dim = 64;
   /* Flags a mode does not allow are named after the tiles are filled in. */
   s.pass = SFA_PASS_FWD;
