@@ -65,6 +65,10 @@ START_TEST(help_and_usage_errors) {
   ck_assert_msg(strstr(out, "--cc") != NULL, "%s", out);
   ck_assert_int_eq(run_tool("--gpu X --cc 90 --sweep", out, sizeof out), 2);
   ck_assert_int_eq(run_tool("--keep 1.5", out, sizeof out), 2);
+  ck_assert_int_eq(run_tool("--pass bwddq", out, sizeof out), 2);
+  ck_assert_msg(strstr(out, "--pass: 'bwddq' is not fwd or bwd") != NULL, "%s", out);
+  ck_assert_int_eq(run_tool("--help", out, sizeof out), 0);
+  ck_assert_msg(strstr(out, "--pass fwd|bwd") != NULL, "%s", out);
 }
 END_TEST
 
