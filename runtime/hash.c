@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "runtime/util.h"
+#include "runtime/validate.h"
 
 #define SORT_SMEM_MAX (48 * 1024) /* the sort's per-warp histograms stay below this */
 
@@ -143,8 +144,8 @@ static sfa_status launch_permute(sfa_context *ctx, CUfunction fn, const sfa_tens
   a.d_sb = sfa__util_byte_stride(dst, 0), a.d_sh = sfa__util_byte_stride(dst, 1);
   a.d_st = sfa__util_byte_stride(dst, 2);
   a.idx = (uint64_t)(uintptr_t)idx->data;
-  a.i_sb = sfa__util_stride(idx, 0), a.i_sh = sfa__util_stride(idx, 1);
-  a.i_st = sfa__util_stride(idx, 2);
+  a.i_sb = sfa__eff_stride(idx, 0), a.i_sh = sfa__eff_stride(idx, 1);
+  a.i_st = sfa__eff_stride(idx, 2);
 
   /* The widest copy unit that every row start and the row length allow. */
   int vb = 16;
@@ -187,14 +188,14 @@ sfa_status sfa_hash_prepare(sfa_context *ctx, const sfa_tensor *bucket, int num_
   sfa__hash_sort_args a;
   memset(&a, 0, sizeof a);
   a.bucket = (uint64_t)(uintptr_t)bucket->data;
-  a.bk_sb = sfa__util_stride(bucket, 0), a.bk_sh = sfa__util_stride(bucket, 1);
-  a.bk_st = sfa__util_stride(bucket, 2);
+  a.bk_sb = sfa__eff_stride(bucket, 0), a.bk_sh = sfa__eff_stride(bucket, 1);
+  a.bk_st = sfa__eff_stride(bucket, 2);
   a.idx = (uint64_t)(uintptr_t)idx->data;
-  a.ix_sb = sfa__util_stride(idx, 0), a.ix_sh = sfa__util_stride(idx, 1);
-  a.ix_st = sfa__util_stride(idx, 2);
+  a.ix_sb = sfa__eff_stride(idx, 0), a.ix_sh = sfa__eff_stride(idx, 1);
+  a.ix_st = sfa__eff_stride(idx, 2);
   a.hash = (uint64_t)(uintptr_t)hash->data;
-  a.hs_sb = sfa__util_stride(hash, 0), a.hs_sh = sfa__util_stride(hash, 1);
-  a.hs_st = sfa__util_stride(hash, 2);
+  a.hs_sb = sfa__eff_stride(hash, 0), a.hs_sh = sfa__eff_stride(hash, 1);
+  a.hs_st = sfa__eff_stride(hash, 2);
   a.heads = (int32_t)bucket->shape[1];
   a.t = (int32_t)bucket->shape[2];
   a.nb = num_buckets;

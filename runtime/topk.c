@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "runtime/util.h"
+#include "runtime/validate.h"
 
 #define HIST_BYTES (256 * 32 * 4) /* the kernel's replicated histogram */
 
@@ -34,7 +35,7 @@ static sfa_status validate(sfa_context *ctx, const sfa_tensor *bias, int w, int 
     return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "mask: data %p is not 16-byte aligned",
                       mask->data);
   for (int i = 0; i < 3; i++)
-    if (sfa__util_stride(mask, i) % 16 != 0)
+    if (sfa__eff_stride(mask, i) % 16 != 0)
       return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
                         "mask: stride[%d] is %lld; it must be a multiple of 16 (bytes) so that "
                         "every row is 16-byte aligned",
@@ -59,11 +60,11 @@ sfa_status sfa_topk_mask(sfa_context *ctx, const sfa_tensor *bias, int w, int ca
   sfa__topk_args a;
   memset(&a, 0, sizeof a);
   a.bias = (uint64_t)(uintptr_t)bias->data;
-  a.b_sb = sfa__util_stride(bias, 0), a.b_sh = sfa__util_stride(bias, 1);
-  a.b_sq = sfa__util_stride(bias, 2);
+  a.b_sb = sfa__eff_stride(bias, 0), a.b_sh = sfa__eff_stride(bias, 1);
+  a.b_sq = sfa__eff_stride(bias, 2);
   a.mask = (uint64_t)(uintptr_t)mask->data;
-  a.m_sb = sfa__util_stride(mask, 0), a.m_sh = sfa__util_stride(mask, 1);
-  a.m_sq = sfa__util_stride(mask, 2);
+  a.m_sb = sfa__eff_stride(mask, 0), a.m_sh = sfa__eff_stride(mask, 1);
+  a.m_sq = sfa__eff_stride(mask, 2);
   a.rows = bias->shape[0] * bias->shape[1] * bias->shape[2];
   a.heads = (int32_t)bias->shape[1];
   a.tq = (int32_t)bias->shape[2];

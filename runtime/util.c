@@ -191,10 +191,6 @@ sfa_status sfa__util_disjoint(sfa_context *ctx, const char *anm, const sfa_tenso
   return SFA_OK;
 }
 
-int64_t sfa__util_stride(const sfa_tensor *t, int i) {
-  return t->shape[i] > 1 ? t->strides[i] : 0;
-}
-
 int64_t sfa__util_byte_stride(const sfa_tensor *t, int i) {
-  return sfa__util_stride(t, i) * (int64_t)sfa__dtype_size(t->dtype);
+  return sfa__eff_stride(t, i) * (int64_t)sfa__dtype_size(t->dtype);
 }

@@ -111,8 +111,8 @@ sfa_status sfa__util_disjoint(sfa_context *ctx, const char *anm, const sfa_tenso
 /* Byte stride of dim i, 0 where the dim has extent 1 (never indexed). */
 int64_t sfa__util_byte_stride(const sfa_tensor *t, int i);
 
-/* Element stride of dim i, 0 where the dim has extent 1. */
-int64_t sfa__util_stride(const sfa_tensor *t, int i);
+/* (The element stride of dim i, 0 where the dim has extent 1, is
+** sfa__eff_stride in runtime/validate.h.) */
 
 /* cuLaunchKernel with one argument block; a failure names the kernel. */
 sfa_status sfa__util_launch(sfa_context *ctx, CUfunction fn, const char *what, unsigned grid,
