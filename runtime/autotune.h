@@ -166,6 +166,13 @@ typedef struct sfa__problem {
 sfa_status sfa__select_spec(sfa_context *ctx, const struct sfa__device *dev,
                             sfa_kernel_spec *spec, const sfa__problem *prob);
 
+/* The loaded kernel of a launch: the spec of (pass, prob->params->mode, dtype,
+** head_dim, dev->arch, flags) with its tiles from sfa__select_spec, then
+** sfa__kernel_get. Used by sfa_forward and sfa_backward. */
+sfa_status sfa__select_kernel(sfa_context *ctx, const struct sfa__device *dev, sfa_pass pass,
+                              sfa_dtype dtype, int head_dim, unsigned flags,
+                              const sfa__problem *prob, sfa_kernel **kernel);
+
 /* 1 for the passes whose launches the tuner can time (SFA_PASS_FWD, and
 ** SFA_PASS_BWD: the whole backward call with that bwd kernel). */
 int sfa__tune_can_launch(sfa_pass pass);

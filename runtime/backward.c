@@ -36,24 +36,6 @@
 
 #define TQ_PAD 128 /* query rows of the workspaces are padded to a multiple of this */
 
-/* The kernel of pass for this call, its tiles under the context's tuning
-** policy (the tuning db's row, else the heuristic default). */
-static sfa_status get_kernel(sfa_context *ctx, const sfa__device *dev, sfa_pass pass,
-                             const sfa__problem *prob, const sfa_tensor *q, unsigned flags,
-                             sfa_kernel **kern) {
-  sfa_kernel_spec spec;
-  memset(&spec, 0, sizeof spec);
-  spec.pass = pass;
-  spec.mode = prob->params->mode;
-  spec.dtype = q->dtype;
-  spec.head_dim = (int)q->shape[3];
-  spec.arch = dev->arch;
-  spec.flags = flags;
-  sfa_status st = sfa__select_spec(ctx, dev, &spec, prob);
-  if (st != SFA_OK) return st;
-  return sfa__kernel_get(ctx, dev, &spec, kern);
-}
-
 static sfa_status launch(sfa_context *ctx, const sfa_driver *d, const sfa_kernel *k,
                          unsigned gx, unsigned gy, unsigned gz, CUstream stream, void *args) {
   void *kp[1] = {args};
@@ -236,9 +218,11 @@ sfa_status sfa_backward(sfa_context *ctx, const sfa_attention_params *params,
   sfa_kernel *kb, *kdq = NULL;
   sfa__problem prob;
   sfa__fwd_problem(&prob, params, q, k, extras, lse);
-  if ((st = get_kernel(ctx, &dev, SFA_PASS_BWD, &prob, q,
-                       flags | (det ? SFA_FEAT_DETERMINISTIC : 0u), &kb)) != SFA_OK ||
-      (det && (st = get_kernel(ctx, &dev, SFA_PASS_BWD_DQ, &prob, q, flags, &kdq)) != SFA_OK))
+  if ((st = sfa__select_kernel(ctx, &dev, SFA_PASS_BWD, q->dtype, D,
+                               flags | (det ? SFA_FEAT_DETERMINISTIC : 0u), &prob, &kb)) !=
+          SFA_OK ||
+      (det && (st = sfa__select_kernel(ctx, &dev, SFA_PASS_BWD_DQ, q->dtype, D, flags, &prob,
+                                       &kdq)) != SFA_OK))
     return st;
   const sfa__bwd_call c = {params, q, k, v, extras, o, lse, dout, dq, dk, dv, dbias};
   return sfa__bwd_exec(ctx, &dev, d, kb, kdq, &c, (CUstream)stream);

@@ -107,19 +107,12 @@ sfa_status sfa_forward(sfa_context *ctx, const sfa_attention_params *params,
   const sfa_driver *d;
   if ((st = sfa__driver_load(&d, ctx->err, sizeof ctx->err)) != SFA_OK) return st;
 
-  sfa_kernel_spec spec;
-  memset(&spec, 0, sizeof spec);
-  spec.pass = SFA_PASS_FWD;
-  spec.mode = params->mode;
-  spec.dtype = q->dtype;
-  spec.head_dim = (int)q->shape[3];
-  spec.arch = dev.arch;
-  spec.flags = sfa__fwd_flags(params, extras);
   sfa__problem prob;
   sfa__fwd_problem(&prob, params, q, k, extras, lse);
-  if ((st = sfa__select_spec(ctx, &dev, &spec, &prob)) != SFA_OK) return st;
   sfa_kernel *kern;
-  if ((st = sfa__kernel_get(ctx, &dev, &spec, &kern)) != SFA_OK) return st;
+  if ((st = sfa__select_kernel(ctx, &dev, SFA_PASS_FWD, q->dtype, (int)q->shape[3],
+                               sfa__fwd_flags(params, extras), &prob, &kern)) != SFA_OK)
+    return st;
 
   sfa_fwd_args a;
   sfa__fwd_args_fill(&a, params, q, k, v, extras, o, lse);
