@@ -48,6 +48,9 @@ double tu_rand_normal(uint64_t *s) {
 }
 
 int tu_run_suite(Suite *s) {
+  /* Failure messages may carry an NVRTC log (up to 4000 bytes) after their
+  ** own text; Check's default limit (4096) would abort the run instead. */
+  check_set_max_msg_size(16384);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);
   int failed = srunner_ntests_failed(sr);
