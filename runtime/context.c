@@ -331,12 +331,12 @@ static sfa_store *get_store(sfa_context *ctx) {
 }
 
 /* The cubin of a source: the disk cache, else NVRTC (and into the cache). The
-** key material has the format of spec kernels' (runtime/keymat.h). */
+** key material has the format of spec kernels' (runtime/keymat.h). target
+** carries what the NVRTC options depend on: the arch and the wgmma flag. */
 static sfa_status get_cubin_source(sfa_context *ctx, const char *name, const char *source,
-                                   int arch, void **cubin, size_t *size) {
-  sfa_kernel_spec spec; /* carries the arch to the option builder */
-  memset(&spec, 0, sizeof spec);
-  spec.arch = arch;
+                                   const sfa_kernel_spec *target, void **cubin, size_t *size) {
+  const sfa_kernel_spec spec = *target;
+  const int arch = spec.arch;
   size_t mlen = 0;
   char why[SFA__ERRBUF];
   double t0 = now_ms();
@@ -359,7 +359,7 @@ static sfa_status get_cubin_source(sfa_context *ctx, const char *name, const cha
     if (ctx->opts.verbose && why[0])
       fprintf(stderr, "sfa: %s (sm_%d): cache miss: %s\n", name, arch, why);
   }
-  st = sfa__nvrtc_compile(name, source, arch, cubin, size, NULL, why, sizeof why);
+  st = sfa__nvrtc_compile(name, source, &spec, cubin, size, NULL, why, sizeof why);
   if (st != SFA_OK) {
     sfa__error(ctx, st, "%s", why);
     goto done;
@@ -375,14 +375,13 @@ done:
 }
 
 /* The cubin of spec: its generated source through get_cubin_source (whose key
-** material equals sfa-gen's for the spec, since the NVRTC options depend on the
-** arch alone). */
+** material equals sfa-gen's for the spec). */
 static sfa_status get_cubin(sfa_context *ctx, const sfa_kernel_spec *spec, const char *name,
                             void **cubin, size_t *size) {
   char *source = NULL, why[SFA__ERRBUF];
   sfa_status st = sfa_generate(spec, &source, why, sizeof why);
   if (st != SFA_OK) return sfa__error(ctx, st, "generating %s: %s", name, why);
-  st = get_cubin_source(ctx, name, source, spec->arch, cubin, size);
+  st = get_cubin_source(ctx, name, source, spec, cubin, size);
   free(source);
   return st;
 }
@@ -547,7 +546,10 @@ sfa_status sfa__kernel_get_source(sfa_context *ctx, const sfa__device *dev, cons
   snprintf(k.name, sizeof k.name, "%s", name);
   void *cubin = NULL;
   size_t size = 0;
-  if ((st = get_cubin_source(ctx, name, source, arch, &cubin, &size)) != SFA_OK) return st;
+  sfa_kernel_spec target; /* a util kernel: only the arch matters to NVRTC */
+  memset(&target, 0, sizeof target);
+  target.arch = arch;
+  if ((st = get_cubin_source(ctx, name, source, &target, &cubin, &size)) != SFA_OK) return st;
   CUresult r = d->cuModuleLoadData(&k.module, cubin);
   free(cubin);
   if (r == CUDA_ERROR_NO_BINARY_FOR_GPU || r == CUDA_ERROR_INVALID_IMAGE)

@@ -17,7 +17,9 @@
 
 void sfa__nvrtc_options_init(sfa__nvrtc_options *o, const sfa_kernel_spec *spec) {
   memset(o, 0, sizeof *o);
-  snprintf(o->arch, sizeof o->arch, "--gpu-architecture=sm_%d", spec ? spec->arch : 0);
+  /* wgmma is an sm_90a feature: such cubins run on compute capability 9.0 only. */
+  snprintf(o->arch, sizeof o->arch, "--gpu-architecture=sm_%d%s", spec ? spec->arch : 0,
+           spec && (spec->flags & SFA_FEAT_WGMMA) ? "a" : "");
   o->argv[o->count++] = o->arch;
   o->argv[o->count++] = "-std=c++17";
   o->argv[o->count++] = "--use_fast_math";
@@ -52,21 +54,19 @@ static char *program_log(nvrtcProgram prog) {
   return log;
 }
 
-sfa_status sfa__nvrtc_compile(const char *name, const char *source, int arch, void **cubin,
+sfa_status sfa__nvrtc_compile(const char *name, const char *source,
+                              const sfa_kernel_spec *target, void **cubin,
                              size_t *cubin_size, char **log, char *err, size_t errlen) {
   if (log) *log = NULL;
   if (!cubin || !cubin_size)
     return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "cubin: NULL");
   *cubin = NULL;
   *cubin_size = 0;
-  if (!name || !source)
-    return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "%s: NULL", name ? "source" : "name");
-  /* The spec kernels' option builder; it reads only the arch of this spec. */
-  sfa_kernel_spec spec;
-  memset(&spec, 0, sizeof spec);
-  spec.arch = arch;
+  if (!name || !source || !target)
+    return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "%s: NULL",
+                     !name ? "name" : !source ? "source" : "target");
   sfa__nvrtc_options opts;
-  sfa__nvrtc_options_init(&opts, &spec);
+  sfa__nvrtc_options_init(&opts, target);
   char file[SFA__NAME_MAX + 8];
   snprintf(file, sizeof file, "%s.cu", name);
 
@@ -132,7 +132,7 @@ sfa_status sfa_compile_cubin(const sfa_kernel_spec *spec, const char *source,
     source = generated;
   }
   sfa_spec_name(spec, name, sizeof name);
-  st = sfa__nvrtc_compile(name, source, spec->arch, cubin, cubin_size, log, err, errlen);
+  st = sfa__nvrtc_compile(name, source, spec, cubin, cubin_size, log, err, errlen);
   free(generated);
   return st;
 }

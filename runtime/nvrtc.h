@@ -25,10 +25,12 @@ void sfa__nvrtc_options_init(sfa__nvrtc_options *o, const sfa_kernel_spec *spec)
 ** thread-local buffer, valid until the calling thread's next call. */
 const char *sfa__nvrtc_options_string(const sfa_kernel_spec *spec);
 
-/* Compile source to a cubin for sm_<arch> with the options above; the program
-** is named "<name>.cu" in the log. *cubin and *log (if log) are malloc'ed. On
-** failure SFA_ERR_COMPILE with the head of the log in err. */
-sfa_status sfa__nvrtc_compile(const char *name, const char *source, int arch, void **cubin,
+/* Compile source to a cubin with the options above for target (its arch, and
+** sm_<arch>a where its flags ask for wgmma; other fields are not read); the
+** program is named "<name>.cu" in the log. *cubin and *log (if log) are
+** malloc'ed. On failure SFA_ERR_COMPILE with the head of the log in err. */
+sfa_status sfa__nvrtc_compile(const char *name, const char *source,
+                              const sfa_kernel_spec *target, void **cubin,
                               size_t *cubin_size, char **log, char *err, size_t errlen);
 
 /* NVRTC's version (nvrtcVersion); 0.0 if it cannot tell. */

@@ -57,7 +57,9 @@ START_TEST(every_variant_compiles) {
   void *cubin = NULL;
   size_t size = 0;
   char *log = NULL;
-  st = sfa__nvrtc_compile(name, src, arch, &cubin, &size, &log, err, sizeof err);
+  sfa_kernel_spec target = {0};
+  target.arch = arch;
+  st = sfa__nvrtc_compile(name, src, &target, &cubin, &size, &log, err, sizeof err);
   ck_assert_msg(st == SFA_OK, "%s sm_%d: %s", name, arch, err);
   ck_assert_uint_gt(size, 64);
   ck_assert_int_eq(memcmp(cubin, "\177ELF", 4), 0);
@@ -94,7 +96,9 @@ START_TEST(render_and_compile_errors) {
   void *cubin = NULL;
   size_t size = 0;
   char *log = NULL;
-  sfa_status st = sfa__nvrtc_compile("broken", "extern \"C\" __global__ void broken() { x; }", 90,
+  sfa_kernel_spec target = {0};
+  target.arch = 90;
+  sfa_status st = sfa__nvrtc_compile("broken", "extern \"C\" __global__ void broken() { x; }", &target,
                                     &cubin, &size, &log, err, sizeof err);
   ck_assert_int_eq(st, SFA_ERR_COMPILE);
   ck_assert_ptr_null(cubin);
@@ -102,7 +106,7 @@ START_TEST(render_and_compile_errors) {
   ck_assert_ptr_nonnull(log);
   ck_assert_ptr_nonnull(strstr(log, "identifier \"x\" is undefined"));
   sfa_free(log);
-  ck_assert_int_eq(sfa__nvrtc_compile("x", NULL, 90, &cubin, &size, NULL, err, sizeof err),
+  ck_assert_int_eq(sfa__nvrtc_compile("x", NULL, &target, &cubin, &size, NULL, err, sizeof err),
                    SFA_ERR_INVALID_ARGUMENT);
 }
 END_TEST
