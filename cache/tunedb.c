@@ -25,11 +25,14 @@
 
 #define PATH_BUF 1024
 #define LINE_MAX_BYTES 4096
-#define NCOLS 15
+#define NCOLS 16    /* v2; v1 files have 15 (no mma column: mma.sync) */
 #define MAX_SIDE ((int64_t)1 << 40)
 
 static const char HEADER_PREFIX[] = "# sfa tuning db v";
 static const char COLUMNS[] =
+    "gpu\tcc\tpass\tmode\tdtype\thead_dim\tflags\tsize_bucket\tblock_m\tblock_n\t"
+    "num_warps\tnum_stages\tmma\ttime_us\tdefault_time_us\tdate";
+static const char COLUMNS_V1[] =
     "gpu\tcc\tpass\tmode\tdtype\thead_dim\tflags\tsize_bucket\tblock_m\tblock_n\t"
     "num_warps\tnum_stages\ttime_us\tdefault_time_us\tdate";
 
@@ -238,12 +241,13 @@ sfa_status sfa_tunedb_make_key(sfa_tune_key *key, const char *gpu, int cc,
   key->mode = spec->mode;
   key->dtype = spec->dtype;
   key->head_dim = spec->head_dim;
-  key->flags = spec->flags;
+  key->flags = spec->flags & ~SFA_FEAT_WGMMA; /* a tile-config choice, not a problem flag */
   return SFA_OK;
 }
 
 sfa_tune_config sfa_tunedb_config_of(const sfa_kernel_spec *spec) {
-  sfa_tune_config c = {spec->block_m, spec->block_n, spec->num_warps, spec->num_stages};
+  sfa_tune_config c = {spec->block_m, spec->block_n, spec->num_warps, spec->num_stages,
+                       (spec->flags & SFA_FEAT_WGMMA) != 0};
   return c;
 }
 
@@ -252,6 +256,7 @@ void sfa_tunedb_config_apply(const sfa_tune_config *cfg, sfa_kernel_spec *spec) 
   spec->block_n = cfg->block_n;
   spec->num_warps = cfg->num_warps;
   spec->num_stages = cfg->num_stages;
+  spec->flags = (spec->flags & ~SFA_FEAT_WGMMA) | (cfg->wgmma ? SFA_FEAT_WGMMA : 0u);
 }
 
 sfa_status sfa_tunedb_file_name(const char *gpu, int cc, char *out, size_t n, char *err,
@@ -352,7 +357,7 @@ static int check_row(const char *gpu, int cc, const sfa_tune_row *r, trow *out, 
   }
   sfa_kernel_spec s = {r->key.pass, r->key.mode, r->key.dtype, r->key.head_dim,
                        r->cfg.block_m, r->cfg.block_n, r->cfg.num_warps, r->cfg.num_stages,
-                       90, r->key.flags};
+                       90, r->key.flags | (r->cfg.wgmma ? SFA_FEAT_WGMMA : 0u)};
   if (sfa__spec_check_domain(&s, msg, sizeof msg) != SFA_OK)
     return sfa__fail(why, n, 1, "%s", msg), -1;
   if (sfa_tunedb_bucket_parse(r->key.bucket, &out->tq, &out->tk, &out->bh) != 0)
@@ -418,6 +423,7 @@ typedef struct report {
   int status;
   int line;      /* the header problem's line, or the first bad row's */
   int nbad;      /* bad rows skipped */
+  int version;   /* of the header: 1 or SFA_TUNEDB_VERSION */
   char why[320];
 } report;
 
@@ -434,13 +440,15 @@ static int split_tabs(char *line, char **f, int max) {
   }
 }
 
-static int parse_row(char *line, const char *gpu, int cc, trow *out, char *why, size_t n) {
+static int parse_row(char *line, int version, const char *gpu, int cc, trow *out, char *why,
+                     size_t n) {
   char *f[NCOLS];
   sfa_tune_row r;
-  int nf = split_tabs(line, f, NCOLS), i;
+  const int ncols = version == 1 ? NCOLS - 1 : NCOLS, v1 = version == 1;
+  int nf = split_tabs(line, f, ncols), i;
   memset(&r, 0, sizeof r);
-  if (nf != NCOLS) return sfa__fail(why, n, 1, "%s %d fields, expected %d", nf > NCOLS ? "more than" :
-                                          "only", nf > NCOLS ? NCOLS : nf, NCOLS), -1;
+  if (nf != ncols) return sfa__fail(why, n, 1, "%s %d fields, expected %d", nf > ncols ? "more than" :
+                                          "only", nf > ncols ? ncols : nf, ncols), -1;
   char shown[41];
 #define BADF(col, what)                                                          \
   return sfa__fail(why, n, 1, "column %s: '%s' is not %s", col,                       \
@@ -464,10 +472,14 @@ static int parse_row(char *line, const char *gpu, int cc, trow *out, char *why, 
   if (!parse_int(f[i = 9], &r.cfg.block_n)) BADF("block_n", "a number");
   if (!parse_int(f[i = 10], &r.cfg.num_warps)) BADF("num_warps", "a number");
   if (!parse_int(f[i = 11], &r.cfg.num_stages)) BADF("num_stages", "a number");
-  if (!parse_time(f[i = 12], &r.time_us)) BADF("time_us", "a positive number");
-  if (!parse_time(f[i = 13], &r.default_time_us)) BADF("default_time_us", "a positive number");
-  if (!valid_date(f[i = 14])) BADF("date", "YYYY-MM-DD[THH:MM:SSZ]");
-  strcpy(r.date, f[14]);
+  if (!v1) {
+    if (strcmp(f[i = 12], "sync") != 0 && strcmp(f[12], "wgmma") != 0) BADF("mma", "sync or wgmma");
+    r.cfg.wgmma = strcmp(f[12], "wgmma") == 0;
+  }
+  if (!parse_time(f[i = 13 - v1], &r.time_us)) BADF("time_us", "a positive number");
+  if (!parse_time(f[i = 14 - v1], &r.default_time_us)) BADF("default_time_us", "a positive number");
+  if (!valid_date(f[i = 15 - v1])) BADF("date", "YYYY-MM-DD[THH:MM:SSZ]");
+  strcpy(r.date, f[15 - v1]);
 #undef BADF
   return check_row(gpu, cc, &r, out, why, n);
 }
@@ -486,11 +498,12 @@ static int parse_header(const char *line, const char *gpu, int cc, report *rep) 
   size_t vl = strspn(p, "0123456789");
   char vbuf[12] = "";
   if (vl > 0 && vl < sizeof vbuf) memcpy(vbuf, p, vl), vbuf[vl] = '\0';
-  if (!parse_int(vbuf, &ver) || ver != SFA_TUNEDB_VERSION) {
-    sfa__fail(rep->why, sizeof rep->why, 1, "format version '%s', this build reads v%d", vbuf,
-         SFA_TUNEDB_VERSION);
+  if (!parse_int(vbuf, &ver) || (ver != 1 && ver != SFA_TUNEDB_VERSION)) {
+    sfa__fail(rep->why, sizeof rep->why, 1, "format version '%s', this build reads v1 and v%d",
+              vbuf, SFA_TUNEDB_VERSION);
     return RD_BAD_HEADER;
   }
+  rep->version = ver;
   p += vl;
   const char *cce = NULL;
   for (const char *q = strstr(p, " cc="); q; q = strstr(q + 1, " cc=")) cce = q;
@@ -540,7 +553,7 @@ static void read_db(const char *path, const char *gpu, int cc, rowvec *out, repo
         st = RD_BAD_HEADER;
       } else if (lineno == 1) {
         st = parse_header(line, gpu, cc, rep);
-      } else if (strcmp(line, COLUMNS) != 0) {
+      } else if (strcmp(line, rep->version == 1 ? COLUMNS_V1 : COLUMNS) != 0) {
         sfa__fail(rep->why, sizeof rep->why, 1, "second line is not the column header");
         st = RD_BAD_HEADER;
       }
@@ -556,7 +569,7 @@ static void read_db(const char *path, const char *gpu, int cc, rowvec *out, repo
     int bad = 0;
     if (binary) bad = 1, sfa__fail(why, sizeof why, 1, "binary data");
     else if (len > LINE_MAX_BYTES) bad = 1, sfa__fail(why, sizeof why, 1, "line too long");
-    else bad = parse_row(line, gpu, cc, &t, why, sizeof why) != 0;
+    else bad = parse_row(line, rep->version, gpu, cc, &t, why, sizeof why) != 0;
     if (bad) {
       if (rep->nbad++ == 0) {
         rep->line = lineno;
@@ -680,6 +693,10 @@ sfa_status sfa_tunedb_put(sfa_tunedb *db, const sfa_tune_row *row, char *err, si
   if (!db || !row) return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "sfa_tunedb_put: NULL");
   if (check_row(db->gpu, db->cc, row, &t, why, sizeof why) != 0)
     return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "tuning db row: %s", why);
+  if (row->key.flags & SFA_FEAT_WGMMA)
+    return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
+                     "tuning db row: key.flags has SFA_FEAT_WGMMA, a tile choice that belongs "
+                     "in cfg.wgmma (sfa_tunedb_make_key drops it)");
   if (!t.r.date[0]) now_iso(t.r.date, sizeof t.r.date);
   pthread_mutex_lock(&db->lock);
   int rc = add_row(&db->rows, &t, ADD_REPLACE);
@@ -730,11 +747,11 @@ static int write_db(const char *path, const char *gpu, int cc, const rowvec *v, 
   for (size_t i = 0; i < v->n; i++) {
     const sfa_tune_row *r = &v->v[i].r;
     flags_str(r->key.flags, fl, sizeof fl);
-    fprintf(f, "%s\t%d\t%s\t%s\t%s\t%d\t%s\t%s\t%d\t%d\t%d\t%d\t%.3f\t%.3f\t%s\n", r->key.gpu,
-            r->key.cc, sfa__pass_name(r->key.pass), sfa__mode_name(r->key.mode),
+    fprintf(f, "%s\t%d\t%s\t%s\t%s\t%d\t%s\t%s\t%d\t%d\t%d\t%d\t%s\t%.3f\t%.3f\t%s\n",
+            r->key.gpu, r->key.cc, sfa__pass_name(r->key.pass), sfa__mode_name(r->key.mode),
             sfa__dtype_name(r->key.dtype), r->key.head_dim, fl, r->key.bucket, r->cfg.block_m,
-            r->cfg.block_n, r->cfg.num_warps, r->cfg.num_stages, r->time_us, r->default_time_us,
-            r->date);
+            r->cfg.block_n, r->cfg.num_warps, r->cfg.num_stages, r->cfg.wgmma ? "wgmma" : "sync",
+            r->time_us, r->default_time_us, r->date);
   }
   int bad = fflush(f) != 0 || ferror(f);
   int e = errno;

@@ -5,23 +5,26 @@
 ** (e.g. "NVIDIA_H100_80GB_HBM3_sm90.tsv").
 **
 ** File format (fields separated by one TAB, lines end with LF):
-**   # sfa tuning db v1 gpu=<device name> cc=<cc>
+**   # sfa tuning db v2 gpu=<device name> cc=<cc>
 **   gpu cc pass mode dtype head_dim flags size_bucket block_m block_n num_warps
-**       num_stages time_us default_time_us date        (the column header, TABs)
+**       num_stages mma time_us default_time_us date    (the column header, TABs)
 **   one row per key, sorted by (pass, mode, dtype, head_dim, flags, tq, tk, bh)
 ** Columns: gpu = the device name as reported (TAB-free), cc = compute
 ** capability * 10 + minor, pass = fwd|bwddq|bwd, mode = dense|qk_drop|hash|
 ** window, dtype = fp16|bf16, flags = the canonical flag tokens in name order
 ** joined by '+' (causal, bias, mask, det) or "-" for none, size_bucket = see
-** sfa_tunedb_bucket, then the winning tile config, the winner's median time and
+** sfa_tunedb_bucket, then the winning tile config (mma = sync for mma.sync or
+** wgmma for SFA_FEAT_WGMMA, which is never in flags), the winner's median time and
 ** the heuristic default's median time in microseconds (written with 3
 ** decimals), and the UTC date of the measurement (YYYY-MM-DDTHH:MM:SSZ).
 **
 ** Reading is tolerant and never fatal:
 ** - a missing file (or directory on its path) is an empty database, silently;
-** - a file that cannot be read, or whose first line is not the header of this
-**   version, or names another gpu or cc, or whose second line is not the column
-**   header, is ignored entirely (the database starts empty);
+** - a v1 file (the same without the mma column) is read as mma sync, and the
+**   next save writes v2;
+** - a file that cannot be read, or whose first line is not the header of v1 or
+**   v2, or names another gpu or cc, or whose second line is not the column
+**   header of its version, is ignored entirely (the database starts empty);
 ** - otherwise bad rows (wrong field count, unknown names, bad numbers, a row of
 **   another gpu or cc, over-long lines, binary garbage) are skipped one by one
 **   and the good rows are kept; empty lines and lines starting with '#' are
@@ -45,7 +48,7 @@
 #include <stdint.h>
 #include "sfa.h"
 
-#define SFA_TUNEDB_VERSION 1
+#define SFA_TUNEDB_VERSION 2 /* v2 added the mma column; v1 files are read as mma sync */
 #define SFA_TUNEDB_GPU_MAX 128   /* device name bytes incl. NUL */
 #define SFA_TUNEDB_BUCKET_MAX 64 /* size bucket bytes incl. NUL */
 #define SFA_TUNEDB_DATE_MAX 32   /* date bytes incl. NUL */
@@ -65,6 +68,7 @@ typedef struct sfa_tune_key {
 /* The tile config of a spec that the tuner chooses. */
 typedef struct sfa_tune_config {
   int block_m, block_n, num_warps, num_stages;
+  int wgmma; /* 1: SFA_FEAT_WGMMA (column mma "wgmma"), 0: mma.sync ("sync") */
 } sfa_tune_config;
 
 typedef struct sfa_tune_row {

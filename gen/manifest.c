@@ -42,7 +42,7 @@ const char *sfa__manifest_header(void) {
 static void spec_text(int col, const sfa_kernel_spec *s, char *buf, size_t n) {
   static const struct { unsigned bit; const char *name; } fl[] = {
     {SFA_FEAT_CAUSAL, "causal"}, {SFA_FEAT_BIAS, "bias"},
-    {SFA_FEAT_MASK, "mask"}, {SFA_FEAT_DETERMINISTIC, "det"}};
+    {SFA_FEAT_MASK, "mask"}, {SFA_FEAT_DETERMINISTIC, "det"}, {SFA_FEAT_WGMMA, "wg"}};
   switch (col) {
   case COL_ARCH: snprintf(buf, n, "%d", s->arch); break;
   case COL_PASS: snprintf(buf, n, "%s", sfa__pass_name(s->pass)); break;

@@ -8,7 +8,8 @@
 **               window {causal, causal+bias, causal+bias+mask, mask} x D {64,128}
 **   all-modes   every mode x every meaningful flag set (window: all 8 of
 **               causal/bias/mask) x D {64,128}
-**   dense-tiles every valid tile config of dense bf16, causal and not, D {64,128}
+**   dense-tiles every valid tile config of dense bf16, causal and not, D {64,128},
+**               with mma.sync and (sm_90) wgmma
 ** All of them for fp16 and bf16 except dense-tiles (bf16 only). default and
 ** all-modes hold every pass: for each forward kernel also its backward
 ** kernels bwd, bwd + det and bwddq (their own default tiles; D 256 included,
@@ -90,17 +91,19 @@ static sfa_status add_groups(list *l, const group *g, size_t ng, int arch, char 
 static sfa_status add_dense_tiles(list *l, int arch, char *err, size_t errlen) {
   static const int dims[] = {64, 128}, ms[] = {64, 128}, ns[] = {32, 64, 128};
   static const int ws[] = {4, 8}, ss[] = {1, 2};
-  for (int d = 0; d < 2; d++)
-    for (int c = 0; c < 2; c++)
-      for (int m = 0; m < 2; m++)
-        for (int n = 0; n < 3; n++)
-          for (int w = 0; w < 2; w++)
-            for (int st = 0; st < 2; st++) {
-              sfa_kernel_spec s = {SFA_PASS_FWD, SFA_MODE_DENSE, SFA_DTYPE_BF16, dims[d],
-                                   ms[m], ns[n], ws[w], ss[st], arch, c ? C : 0u};
-              if (sfa_spec_validate(&s, NULL, 0) == SFA_OK && push(l, &s) != 0)
-                return sfa__fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "preset: out of memory");
-            }
+  for (int wg = 0; wg < 2; wg++) /* mma.sync, and wgmma where valid (sm_90) */
+    for (int d = 0; d < 2; d++)
+      for (int c = 0; c < 2; c++)
+        for (int m = 0; m < 2; m++)
+          for (int n = 0; n < 3; n++)
+            for (int w = 0; w < 2; w++)
+              for (int st = 0; st < 2; st++) {
+                sfa_kernel_spec s = {SFA_PASS_FWD, SFA_MODE_DENSE, SFA_DTYPE_BF16, dims[d],
+                                     ms[m], ns[n], ws[w], ss[st], arch,
+                                     (c ? C : 0u) | (wg ? SFA_FEAT_WGMMA : 0u)};
+                if (sfa_spec_validate(&s, NULL, 0) == SFA_OK && push(l, &s) != 0)
+                  return sfa__fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "preset: out of memory");
+              }
   return SFA_OK;
 }
 

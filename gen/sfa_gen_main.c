@@ -50,6 +50,7 @@ static const char usage_text[] =
   "  --preset all-modes         every mode x every flag set it allows x fp16,\n"
   "                             bf16 x head_dim 64 128, default tiles\n"
   "  --preset dense-tiles       every valid tile config of dense bf16 d64 and d128\n"
+  "                             (on sm_90 also every wgmma tile)\n"
   "Options:\n"
   "  --out DIR                  output directory (default ./sfa-kernels)\n"
   "  --no-cubin                 write only the .cu sources\n"

@@ -4,7 +4,7 @@
 ** the shared-memory / register budget of a tile.
 **
 ** Canonical name:
-**   sfa_<pass>_<mode>[_causal][_bias][_mask][_det]_<dtype>_d<D>_m<M>n<N>_w<W>s<S>_sm<arch>
+**   sfa_<pass>_<mode>[_causal][_bias][_mask][_det][_wg]_<dtype>_d<D>_m<M>n<N>_w<W>s<S>_sm<arch>
 ** e.g. sfa_fwd_dense_causal_bf16_d128_m128n64_w4s1_sm90.
 */
 #include <limits.h>
@@ -49,9 +49,11 @@ static const struct { unsigned bit; const char *token; } flag_tokens[] = {
   {SFA_FEAT_BIAS, "bias"},
   {SFA_FEAT_MASK, "mask"},
   {SFA_FEAT_DETERMINISTIC, "det"},
+  {SFA_FEAT_WGMMA, "wg"},
 };
 #define NFLAGS (sizeof flag_tokens / sizeof flag_tokens[0])
-#define ALL_FLAGS (SFA_FEAT_CAUSAL | SFA_FEAT_BIAS | SFA_FEAT_MASK | SFA_FEAT_DETERMINISTIC)
+#define ALL_FLAGS \
+  (SFA_FEAT_CAUSAL | SFA_FEAT_BIAS | SFA_FEAT_MASK | SFA_FEAT_DETERMINISTIC | SFA_FEAT_WGMMA)
 
 /* ------------------------------------------------------------ budgets */
 
@@ -73,6 +75,8 @@ size_t sfa__arch_smem_limit(int arch) {
 static size_t smem_formula(const sfa_kernel_spec *s) {
   size_t row = (size_t)2 * (size_t)(s->head_dim + 8);
   size_t m = (size_t)s->block_m, n = (size_t)s->block_n, st = (size_t)s->num_stages;
+  if (s->flags & SFA_FEAT_WGMMA) /* unpadded 128-byte-swizzled rows, 1024-aligned base */
+    return 1024 + (size_t)2 * (size_t)s->head_dim * (m + 2 * st * n);
   switch (s->pass) {
   case SFA_PASS_BWD_DQ: return row * (2 * m + 2 * st * n);
   case SFA_PASS_BWD: return row * (2 * n + 2 * st * m) + n * (m + 8) * 2 + st * m * 8;
@@ -81,7 +85,7 @@ static size_t smem_formula(const sfa_kernel_spec *s) {
 }
 
 /* m16 row tiles per warp: of block_m (query rows) in fwd and bwddq, of block_n
-** (key rows) in bwd. */
+** (key rows) in bwd. With wgmma a warp owns one m16 slice of its warpgroup's m64. */
 static int row_tiles(const sfa_kernel_spec *s) {
   int rows = s->pass == SFA_PASS_BWD ? s->block_n : s->block_m;
   return rows / (16 * s->num_warps);
@@ -151,7 +155,7 @@ sfa_status sfa__spec_check_domain(const sfa_kernel_spec *s, char *err, size_t er
   if (s->flags & ~(unsigned)ALL_FLAGS)
     return sfa__fail(err, errlen, bad,
                      "flags: 0x%x has unknown bits; allowed are SFA_FEAT_CAUSAL, "
-                     "SFA_FEAT_BIAS, SFA_FEAT_MASK, SFA_FEAT_DETERMINISTIC",
+                     "SFA_FEAT_BIAS, SFA_FEAT_MASK, SFA_FEAT_DETERMINISTIC, SFA_FEAT_WGMMA",
                      s->flags);
   return SFA_OK;
 }
@@ -170,6 +174,22 @@ sfa_status sfa_spec_validate(const sfa_kernel_spec *s, char *err, size_t errlen)
                        "m16 tiles per warp (%d or %d)",
                        f, rows, s->num_warps, sfa__pass_name(s->pass), f, 16 * s->num_warps,
                        32 * s->num_warps);
+  }
+  if (s->flags & SFA_FEAT_WGMMA) {
+    if (s->pass != SFA_PASS_FWD || s->arch != 90)
+      return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
+                       "flags: wg (wgmma) applies to pass fwd on sm_90 only");
+    if (s->head_dim != 64 && s->head_dim != 128)
+      return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
+                       "head_dim: %d is not allowed with wg; must be 64 or 128", s->head_dim);
+    if (s->block_m != 16 * s->num_warps)
+      return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
+                       "block_m: %d is not allowed with wg and num_warps %d; each warpgroup "
+                       "of 4 warps owns 64 rows, so block_m must be %d",
+                       s->block_m, s->num_warps, 16 * s->num_warps);
+    if (s->block_n < 64)
+      return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
+                       "block_n: %d is not allowed with wg; must be 64 or 128", s->block_n);
   }
   if (s->pass != SFA_PASS_BWD && (s->flags & SFA_FEAT_DETERMINISTIC))
     return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
@@ -337,13 +357,13 @@ sfa_status sfa_spec_parse(const char *name, sfa_kernel_spec *spec, char *err, si
       if (strcmp(tok, flag_tokens[f].token) == 0) break;
     if (f == NFLAGS) break;
     if (f < next_flag)
-      BAD("flags once each in the order causal, bias, mask, det");
+      BAD("flags once each in the order causal, bias, mask, det, wg");
     s.flags |= flag_tokens[f].bit;
     next_flag = f + 1;
   }
   if (strcmp(tok, "fp16") == 0) s.dtype = SFA_DTYPE_FP16;
   else if (strcmp(tok, "bf16") == 0) s.dtype = SFA_DTYPE_BF16;
-  else BAD("a flag (causal, bias, mask, det) or the dtype (fp16 or bf16)");
+  else BAD("a flag (causal, bias, mask, det, wg) or the dtype (fp16 or bf16)");
 
   NEXT("d<head_dim>");
   if (!parse_pair(tok, 'd', &a, 0, NULL)) BAD("d<head_dim>");
@@ -383,7 +403,18 @@ sfa_status sfa_spec_default(sfa_kernel_spec *spec, char *err, size_t errlen) {
   sfa_status st = sfa__spec_check_domain(&s, err, errlen);
   if (st != SFA_OK) return st;
 
-  if (s.pass == SFA_PASS_FWD) {
+  s.flags &= ~SFA_FEAT_WGMMA;
+  if (s.pass == SFA_PASS_FWD && s.arch == 90 && (s.head_dim == 64 || s.head_dim == 128)) {
+    /* Hopper: warpgroup MMA (bench/NOTES.md, session 9: the sweep's winners
+    ** for dense causal T = 16384 on an H100, 467 and 390 TF/s). D = 128: one
+    ** warpgroup of 64 rows and 128-key tiles, two CTAs per SM; D = 64: two
+    ** warpgroups, 64-key tiles, double buffered. */
+    s.flags |= SFA_FEAT_WGMMA;
+    if (s.head_dim == 128)
+      s.block_m = 64, s.block_n = 128, s.num_warps = 4, s.num_stages = 1;
+    else
+      s.block_m = 128, s.block_n = 64, s.num_warps = 8, s.num_stages = 2;
+  } else if (s.pass == SFA_PASS_FWD) {
     /* Measured on H100 (bench/NOTES.md), the same for every mode and arch:
     ** double buffering pays at D <= 64 only (s1 beats s2 at D = 128: 345 vs 334
     ** TF/s); D = 256 needs m64 for the register budget and s1 to fit sm_86/89. */
@@ -432,5 +463,6 @@ sfa_status sfa_spec_default(sfa_kernel_spec *spec, char *err, size_t errlen) {
   spec->block_n = s.block_n;
   spec->num_warps = s.num_warps;
   spec->num_stages = s.num_stages;
+  spec->flags = (spec->flags & ~SFA_FEAT_WGMMA) | (s.flags & SFA_FEAT_WGMMA);
   return sfa_spec_validate(spec, err, errlen);
 }

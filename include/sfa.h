@@ -83,6 +83,10 @@ typedef enum sfa_dtype {
 #define SFA_FEAT_BIAS          (1u << 1) /* window: additive bias */
 #define SFA_FEAT_MASK          (1u << 2) /* window: dynamic uint8 mask */
 #define SFA_FEAT_DETERMINISTIC (1u << 3) /* bwd: no dq (a bwddq pass makes it), no float atomics */
+#define SFA_FEAT_WGMMA         (1u << 4) /* fwd on sm_90 (compiled for sm_90a): warpgroup MMA
+                                            from swizzled shared memory instead of mma.sync.
+                                            A tile-config choice, not a problem flag: needs
+                                            head_dim 64 or 128 and block_m == 16 * num_warps */
 
 /* One kernel variant. Every field is spelled in its canonical name, e.g.
 ** sfa_fwd_dense_causal_bf16_d128_m128n64_w4s1_sm90; that name is also the
@@ -113,7 +117,8 @@ sfa_status sfa_spec_name(const sfa_kernel_spec *spec, char *buf, size_t n);
 sfa_status sfa_spec_parse(const char *name, sfa_kernel_spec *spec, char *err, size_t errlen);
 
 /* The heuristic default tile configuration for a problem class: fills block_m,
-** block_n, num_warps and num_stages of *spec from its other fields. The
+** block_n, num_warps, num_stages and the SFA_FEAT_WGMMA bit of *spec from its
+** other fields. The
 ** defaults are the configurations measured fastest on an H100 (bench/NOTES.md),
 ** the same for every mode. */
 sfa_status sfa_spec_default(sfa_kernel_spec *spec, char *err, size_t errlen);

@@ -18,7 +18,8 @@
 
 static int same_tile(const sfa_kernel_spec *a, const sfa_kernel_spec *b) {
   return a->block_m == b->block_m && a->block_n == b->block_n &&
-         a->num_warps == b->num_warps && a->num_stages == b->num_stages;
+         a->num_warps == b->num_warps && a->num_stages == b->num_stages &&
+         (a->flags & SFA_FEAT_WGMMA) == (b->flags & SFA_FEAT_WGMMA);
 }
 
 /* ------------------------------------------------------------ candidates */
@@ -37,18 +38,22 @@ sfa_status sfa__tune_candidates(const sfa_kernel_spec *base, sfa_kernel_spec **o
   if (!v) return sfa__fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "out of memory (tuning candidates)");
   int k = 0;
   v[k++] = def;
-  for (int a = 0; a < 2; a++)
-    for (int b = 0; b < 3; b++)
-      for (int w = 0; w < 2; w++)
-        for (int s = 0; s < 2; s++) {
-          sfa_kernel_spec c = def;
-          c.block_m = BM[a];
-          c.block_n = BN[b];
-          c.num_warps = W[w];
-          c.num_stages = S[s];
-          if (same_tile(&c, &def) || sfa_spec_validate(&c, NULL, 0) != SFA_OK) continue;
-          v[k++] = c;
-        }
+  /* Every tile with mma.sync, and on sm_90 also with wgmma (validation drops
+  ** what a pass, head dim or arch does not allow). */
+  for (int wg = 0; wg < 2; wg++)
+    for (int a = 0; a < 2; a++)
+      for (int b = 0; b < 3; b++)
+        for (int w = 0; w < 2; w++)
+          for (int s = 0; s < 2; s++) {
+            sfa_kernel_spec c = def;
+            c.block_m = BM[a];
+            c.block_n = BN[b];
+            c.num_warps = W[w];
+            c.num_stages = S[s];
+            c.flags = (def.flags & ~SFA_FEAT_WGMMA) | (wg ? SFA_FEAT_WGMMA : 0u);
+            if (same_tile(&c, &def) || sfa_spec_validate(&c, NULL, 0) != SFA_OK) continue;
+            v[k++] = c;
+          }
   *out = v;
   *n = k;
   return SFA_OK;

@@ -31,7 +31,7 @@
 #include "cache/tunedb.h"
 
 #define SFA__TUNE_NOISE 0.02
-#define SFA__TUNE_MAX_CANDIDATES 25 /* 2 block_m x 3 block_n x 2 warps x 2 stages, + 1 */
+#define SFA__TUNE_MAX_CANDIDATES 49 /* 2 mma kinds x 2 block_m x 3 block_n x 2 warps x 2 stages, + 1 */
 
 /* The candidate set of base's problem class: every (block_m in {64,128},
 ** block_n in {32,64,128}, num_warps in {4,8}, num_stages in {1,2}) that

@@ -1,10 +1,10 @@
 /*
 ** test_autotune.c -- the autotuner's core (runtime/autotune.h) with a fake
-** timer: candidate sets (valid, default first, no duplicates, complete), the
-** fastest config wins, outputs beyond the tolerance and failed prepares or
-** runs are rejected, the 2% noise rule keeps the default, the median over reps
-** (not the mean, not the warm-up) is used, progress, argument checks, and the
-** policy "cached" pick from a tuning db.
+** timer: candidate sets (valid, default first, no duplicates, complete, wgmma
+** ones for sm_90 fwd only), the fastest config wins, outputs beyond the
+** tolerance and failed prepares or runs are rejected, the 2% noise rule keeps
+** the default, the median over reps (not the mean, not the warm-up) is used,
+** progress, argument checks, and the policy "cached" pick from a tuning db.
 */
 #include "runtime/autotune.h"
 #include "testutil.h"
@@ -21,46 +21,60 @@ static sfa_kernel_spec cls(sfa_mode mode, sfa_dtype dt, int d, int arch, unsigne
   return s;
 }
 
-/* 0..23 for a tile in the enumeration grid. */
+#define NTILES 48 /* 2 mma kinds x 24 tiles */
+
+/* 0..47 for a tile in the enumeration grid: 0..23 with mma.sync, 24..47 with wgmma. */
 static int tile_index(const sfa_kernel_spec *s) {
   int b = s->block_n == 32 ? 0 : s->block_n == 64 ? 1 : 2;
-  return (((s->block_m == 128) * 3 + b) * 2 + (s->num_warps == 8)) * 2 + (s->num_stages - 1);
+  return ((((s->flags & SFA_FEAT_WGMMA) != 0) * 2 + (s->block_m == 128)) * 3 + b) * 2 * 2 +
+         (s->num_warps == 8) * 2 + (s->num_stages - 1);
 }
 
 /* ---------------------------------------------------------------- candidates */
 
-static void check_candidates(sfa_kernel_spec base) {
+/* Checks base's candidates; returns how many of them use wgmma. */
+static int check_candidates(sfa_kernel_spec base) {
   sfa_kernel_spec *c = NULL, def = base;
-  int n = -1;
+  int n = -1, nwg = 0;
   char err[512] = "", name[128];
   ck_assert_msg(sfa__tune_candidates(&base, &c, &n, err, sizeof err) == SFA_OK, "%s", err);
   ck_assert_int_eq(sfa_spec_default(&def, NULL, 0), SFA_OK);
   ck_assert_int_ge(n, 1);
   ck_assert_int_le(n, SFA__TUNE_MAX_CANDIDATES);
   ck_assert(memcmp(&c[0], &def, sizeof def) == 0);
-  int seen[24] = {0}, valid = 0;
+  int seen[NTILES] = {0}, valid = 0;
   for (int i = 0; i < n; i++) {
     ck_assert_msg(sfa_spec_validate(&c[i], err, sizeof err) == SFA_OK, "%s", err);
+    /* the problem class is base's; only the mma kind may differ in the flags */
     ck_assert(c[i].pass == base.pass && c[i].mode == base.mode && c[i].dtype == base.dtype &&
               c[i].head_dim == base.head_dim && c[i].arch == base.arch &&
-              c[i].flags == base.flags);
+              (c[i].flags & ~SFA_FEAT_WGMMA) == (base.flags & ~SFA_FEAT_WGMMA));
     ck_assert_int_eq(sfa_spec_name(&c[i], name, sizeof name), SFA_OK);
     ck_assert_msg(seen[tile_index(&c[i])]++ == 0, "duplicate %s", name);
+    nwg += (c[i].flags & SFA_FEAT_WGMMA) != 0;
   }
-  /* complete: every valid tile of the grid is there */
-  for (int a = 0; a < 2; a++)
-    for (int b = 0; b < 3; b++)
-      for (int w = 0; w < 2; w++)
-        for (int s = 0; s < 2; s++) {
-          sfa_kernel_spec t = def;
-          t.block_m = BM[a], t.block_n = BN[b], t.num_warps = W[w], t.num_stages = S[s];
-          if (sfa_spec_validate(&t, NULL, 0) == SFA_OK) {
-            valid++;
-            ck_assert_msg(seen[tile_index(&t)], "missing a valid tile");
+  /* complete: every valid tile of the grid, with either mma kind, is there */
+  for (int wg = 0; wg < 2; wg++)
+    for (int a = 0; a < 2; a++)
+      for (int b = 0; b < 3; b++)
+        for (int w = 0; w < 2; w++)
+          for (int s = 0; s < 2; s++) {
+            sfa_kernel_spec t = def;
+            t.block_m = BM[a], t.block_n = BN[b], t.num_warps = W[w], t.num_stages = S[s];
+            t.flags = (def.flags & ~SFA_FEAT_WGMMA) | (wg ? SFA_FEAT_WGMMA : 0u);
+            if (sfa_spec_validate(&t, NULL, 0) == SFA_OK) {
+              valid++;
+              ck_assert_msg(seen[tile_index(&t)], "missing a valid tile");
+            }
           }
-        }
   ck_assert_int_eq(n, valid);
   free(c);
+  return nwg;
+}
+
+static sfa_kernel_spec with_pass(sfa_kernel_spec s, sfa_pass pass) {
+  s.pass = pass;
+  return s;
 }
 
 START_TEST(candidates_valid_default_first_unique) {
@@ -78,6 +92,25 @@ START_TEST(candidates_valid_default_first_unique) {
   ck_assert_int_eq(sfa__tune_candidates(&b, &c, &n, NULL, 0), SFA_OK);
   ck_assert_int_ge(n, 10);
   free(c);
+}
+END_TEST
+
+/* wgmma candidates come next to the mma.sync ones for fwd on sm_90 (D 64, 128),
+** and nowhere else. */
+START_TEST(wgmma_candidates_for_sm90_fwd_only) {
+  sfa_kernel_spec b = cls(SFA_MODE_DENSE, SFA_DTYPE_BF16, 128, 90, SFA_FEAT_CAUSAL), *c;
+  int n, nwg = check_candidates(b);
+  ck_assert_int_eq(sfa__tune_candidates(&b, &c, &n, NULL, 0), SFA_OK);
+  ck_assert_int_gt(nwg, 0);
+  ck_assert_int_lt(nwg, n); /* both kinds */
+  free(c);
+  ck_assert_int_gt(check_candidates(cls(SFA_MODE_HASH, SFA_DTYPE_FP16, 64, 90, 0)), 0);
+  ck_assert_int_eq(check_candidates(cls(SFA_MODE_DENSE, SFA_DTYPE_BF16, 128, 80, SFA_FEAT_CAUSAL)),
+                   0);
+  ck_assert_int_eq(check_candidates(cls(SFA_MODE_DENSE, SFA_DTYPE_BF16, 96, 90, SFA_FEAT_CAUSAL)),
+                   0);
+  ck_assert_int_eq(check_candidates(with_pass(b, SFA_PASS_BWD)), 0);
+  ck_assert_int_eq(check_candidates(with_pass(b, SFA_PASS_BWD_DQ)), 0);
 }
 END_TEST
 
@@ -101,14 +134,14 @@ END_TEST
 /* ---------------------------------------------------------------- the fake GPU */
 
 typedef struct fake {
-  double ms[24];        /* median time per tile */
-  double rel[24];       /* output difference per tile */
-  int prepare_rc[24], diff_rc[24], run_rc[24];
-  int nan_rep[24];      /* 1-based timed rep that returns NaN; 0: none */
+  double ms[NTILES];    /* median time per tile */
+  double rel[NTILES];   /* output difference per tile */
+  int prepare_rc[NTILES], diff_rc[NTILES], run_rc[NTILES];
+  int nan_rep[NTILES];  /* 1-based timed rep that returns NaN; 0: none */
   double outlier;       /* > 0: the first timed rep of each tile returns this */
   int warmup;           /* as in ops, to tell warm-up calls from timed ones */
-  int calls[24];        /* run calls per tile */
-  int prepared[24], diffed[24];
+  int calls[NTILES];    /* run calls per tile */
+  int prepared[NTILES], diffed[NTILES];
   int progress_calls, progress_last;
 } fake;
 
@@ -234,7 +267,7 @@ START_TEST(output_beyond_tolerance_is_rejected) {
   fake_init(&f, c, n, 1);
   sfa__tune_ops o = ops_of(1, 3);
   f.ms[tile_index(&c[0])] = 10.0; /* every other candidate is faster */
-  int skip[24] = {0};
+  int skip[NTILES] = {0};
   int first = fastest(&f, c, n, NULL);
   f.rel[tile_index(&c[first])] = 0.05; /* > 1e-2 */
   skip[tile_index(&c[first])] = 1;
@@ -271,7 +304,7 @@ START_TEST(prepare_failure_is_skipped) {
   fake_init(&f, c, n, 1);
   sfa__tune_ops o = ops_of(1, 3);
   f.ms[tile_index(&c[0])] = 10.0; /* every other candidate is faster */
-  int skip[24] = {0};
+  int skip[NTILES] = {0};
   int first = fastest(&f, c, n, NULL);
   f.prepare_rc[tile_index(&c[first])] = SFA_ERR_COMPILE;
   skip[tile_index(&c[first])] = 1;
@@ -296,7 +329,7 @@ START_TEST(failed_or_non_finite_runs_are_rejected) {
   fake_init(&f, c, n, 2);
   sfa__tune_ops o = ops_of(2, 4);
   f.ms[tile_index(&c[0])] = 10.0; /* every other candidate is faster */
-  int skip[24] = {0};
+  int skip[NTILES] = {0};
   int first = fastest(&f, c, n, NULL);
   f.nan_rep[tile_index(&c[first])] = 3;
   skip[tile_index(&c[first])] = 1;
@@ -380,7 +413,7 @@ START_TEST(unusable_default_fails) {
   sfa__tune_result r;
   char err[512] = "";
   ck_assert_int_eq(sfa__tune_run(c, n, &o, &f, &r, err, sizeof err), SFA_ERR_COMPILE);
-  ck_assert_msg(strstr(err, "heuristic default") && strstr(err, "sfa_fwd_dense_bf16_d128"), "%s",
+  ck_assert_msg(strstr(err, "heuristic default") && strstr(err, "sfa_fwd_dense_wg_bf16_d128"), "%s",
                 err);
   ck_assert_int_eq(r.entries[0].status, SFA__TUNE_SKIPPED);
   ck_assert_int_eq(r.entries[1].status, SFA__TUNE_NOT_RUN);
@@ -489,7 +522,7 @@ START_TEST(pick_and_row_from_the_db) {
                    SFA_OK);
   memset(&row, 0, sizeof row);
   row.key = key;
-  row.cfg = (sfa_tune_config){64, 128, 4, 2};
+  row.cfg = (sfa_tune_config){64, 128, 4, 2, 0};
   row.time_us = row.default_time_us = 10;
   ck_assert_msg(sfa_tunedb_put(db86, &row, err, sizeof err) == SFA_OK, "%s", err);
   s = b86;
@@ -514,6 +547,7 @@ static Suite *autotune_suite(void) {
   Suite *s = suite_create("autotune");
   TCase *tc = tcase_create("autotune");
   tcase_add_test(tc, candidates_valid_default_first_unique);
+  tcase_add_test(tc, wgmma_candidates_for_sm90_fwd_only);
   tcase_add_test(tc, candidates_of_an_invalid_class_fail);
   tcase_add_test(tc, fastest_is_picked);
   tcase_add_test(tc, output_beyond_tolerance_is_rejected);

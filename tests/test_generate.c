@@ -88,16 +88,22 @@ START_TEST(preset_contents) {
   size_t n = 0;
   char err[256] = "";
   int count[4][16] = {{0}};
-  int passes[3] = {0};
+  int passes[3] = {0}, nwg = 0;
   ck_assert_int_eq(sfa__preset("default", arch, 1, &v, &n, err, sizeof err), SFA_OK);
   ck_assert_uint_eq(n, 44 + 3 * 44);
   for (size_t i = 0; i < n; i++) {
     sfa_kernel_spec d = v[i];
+    const int wg = (v[i].flags & SFA_FEAT_WGMMA) != 0;
     ck_assert_int_eq(sfa_spec_default(&d, NULL, 0), SFA_OK);
     ck_assert(memcmp(&d, &v[i], sizeof d) == 0); /* default tiles */
+    /* sm_90 fwd at D 64 and 128 defaults to wgmma, nothing else does */
+    ck_assert_int_eq(wg, v[i].pass == SFA_PASS_FWD &&
+                             (v[i].head_dim == 64 || v[i].head_dim == 128));
+    nwg += wg;
     passes[v[i].pass] += 1 + ((v[i].flags & SFA_FEAT_DETERMINISTIC) ? 100 : 0);
-    if (v[i].pass == SFA_PASS_FWD) count[v[i].mode][v[i].flags]++;
+    if (v[i].pass == SFA_PASS_FWD) count[v[i].mode][v[i].flags & ~SFA_FEAT_WGMMA]++;
   }
+  ck_assert_int_eq(nwg, 2 * 2 * (2 + 1 + 1 + 4)); /* dtypes x D {64,128} x flag sets */
   ck_assert_int_eq(passes[SFA_PASS_FWD], 44);
   ck_assert_int_eq(passes[SFA_PASS_BWD], 44 + 44 * 101); /* 44 plain, 44 det */
   ck_assert_int_eq(passes[SFA_PASS_BWD_DQ], 44);
@@ -116,7 +122,8 @@ START_TEST(preset_contents) {
   ck_assert_uint_eq(n, 4 * 48);
   for (size_t i = 0; i < n; i++) {
     ck_assert(v[i].head_dim == 64 || v[i].head_dim == 128);
-    if (v[i].pass == SFA_PASS_FWD) count[v[i].mode][v[i].flags]++;
+    ck_assert_int_eq((v[i].flags & SFA_FEAT_WGMMA) != 0, v[i].pass == SFA_PASS_FWD);
+    if (v[i].pass == SFA_PASS_FWD) count[v[i].mode][v[i].flags & ~SFA_FEAT_WGMMA]++;
   }
   for (unsigned f = 0; f < 8; f++) ck_assert_int_eq(count[SFA_MODE_WINDOW][f], 4);
   ck_assert_int_eq(count[SFA_MODE_DENSE][0] + count[SFA_MODE_DENSE][SFA_FEAT_CAUSAL], 8);
@@ -125,6 +132,10 @@ START_TEST(preset_contents) {
 
   ck_assert_int_eq(sfa__preset("dense-tiles", arch, 1, &v, &n, err, sizeof err), SFA_OK);
   ck_assert_uint_ge(n, 30);
+  nwg = 0;
+  for (size_t i = 0; i < n; i++) nwg += (v[i].flags & SFA_FEAT_WGMMA) != 0;
+  /* D {64,128} x causal or not x (m64 w4, m128 w8) x n {64,128} x s {1,2} */
+  ck_assert_int_eq(nwg, 32);
   free(v);
 
   ck_assert_int_eq(sfa__preset("nope", arch, 1, &v, &n, err, sizeof err),

@@ -49,9 +49,11 @@ typedef struct timer {
   const sfa_kernel_spec *target;
 } timer;
 
+/* The tile and the mma kind (a wgmma candidate can share its tile with a sync one). */
 static int same_tile(const sfa_kernel_spec *a, const sfa_kernel_spec *b) {
   return a->block_m == b->block_m && a->block_n == b->block_n &&
-         a->num_warps == b->num_warps && a->num_stages == b->num_stages;
+         a->num_warps == b->num_warps && a->num_stages == b->num_stages &&
+         (a->flags & SFA_FEAT_WGMMA) == (b->flags & SFA_FEAT_WGMMA);
 }
 
 static int ft_run(void *u, const sfa_kernel_spec *s, float *ms) {
@@ -201,7 +203,7 @@ START_TEST(off_is_the_default_and_touches_nothing) {
   sfa__device d = fake_dev(0, 90);
   sfa__problem p = problem(4, 16, 4096);
   sfa_kernel_spec c = cls(SFA_PASS_FWD, 128, 90, SFA_FEAT_CAUSAL);
-  put_row("Fake GPU 0", 90, &c, &p, (sfa_tune_config){64, 32, 4, 1});
+  put_row("Fake GPU 0", 90, &c, &p, (sfa_tune_config){64, 32, 4, 1, 0});
   sfa_kernel_spec s = select_ok(ctx, &d, c, &p);
   sfa_kernel_spec want = dflt(c);
   assert_tile(&s, &want);
@@ -237,7 +239,7 @@ START_TEST(cached_uses_the_db_and_the_default_on_a_miss) {
   sfa__device d = fake_dev(0, 90);
   sfa__problem p = problem(4, 16, 4096);
   sfa_kernel_spec c = cls(SFA_PASS_FWD, 64, 90, SFA_FEAT_CAUSAL);
-  const sfa_tune_config cfg = {64, 32, 4, 1};
+  const sfa_tune_config cfg = {64, 32, 4, 1, 0};
   put_row("Fake GPU 0", 90, &c, &p, cfg);
   sfa_context *ctx = make_ctx(SFA_TUNE_CACHED);
 
@@ -276,7 +278,7 @@ START_TEST(cached_lookups_are_memoized) {
   sfa__device d = fake_dev(0, 90);
   sfa__problem p = problem(2, 8, 1024);
   sfa_kernel_spec c = cls(SFA_PASS_FWD, 128, 90, 0);
-  const sfa_tune_config cfg = {64, 64, 4, 2};
+  const sfa_tune_config cfg = {64, 64, 4, 2, 0};
   put_row("Fake GPU 0", 90, &c, &p, cfg);
   sfa_context *ctx = make_ctx(SFA_TUNE_CACHED);
   sfa_kernel_spec want = c;
@@ -304,9 +306,9 @@ START_TEST(cached_row_invalid_for_the_arch_gives_the_default) {
   sfa__problem p = problem(1, 8, 1024);
   sfa_kernel_spec c = cls(SFA_PASS_FWD, 256, 86, 0);
   sfa_kernel_spec bad = c;
-  sfa_tunedb_config_apply(&(sfa_tune_config){64, 128, 4, 2}, &bad);
+  sfa_tunedb_config_apply(&(sfa_tune_config){64, 128, 4, 2, 0}, &bad);
   ck_assert_int_ne(sfa_spec_validate(&bad, NULL, 0), SFA_OK);
-  put_row("Fake GPU 0", 86, &c, &p, (sfa_tune_config){64, 128, 4, 2});
+  put_row("Fake GPU 0", 86, &c, &p, (sfa_tune_config){64, 128, 4, 2, 0});
   sfa_context *ctx = make_ctx(SFA_TUNE_CACHED);
   sfa_kernel_spec s = select_ok(ctx, &d, c, &p), want = dflt(c);
   assert_tile(&s, &want);
@@ -319,7 +321,7 @@ START_TEST(devices_have_their_own_db_and_memo) {
   sfa__device d0 = fake_dev(0, 90), d1 = fake_dev(1, 90);
   sfa__problem p = problem(4, 16, 4096);
   sfa_kernel_spec c = cls(SFA_PASS_FWD, 64, 90, 0);
-  const sfa_tune_config cfg = {64, 32, 4, 1};
+  const sfa_tune_config cfg = {64, 32, 4, 1, 0};
   put_row("Fake GPU 1", 90, &c, &p, cfg);
   sfa_context *ctx = make_ctx(SFA_TUNE_CACHED);
   sfa_kernel_spec s0 = select_ok(ctx, &d0, c, &p), s1 = select_ok(ctx, &d1, c, &p);
@@ -346,6 +348,7 @@ START_TEST(on_tunes_a_miss_once_and_records_it) {
   sfa_kernel_spec want = target_of(c);
   sfa_kernel_spec def = dflt(c);
   ck_assert(!same_tile(&want, &def) && !db_file_exists("Fake GPU 0", 90));
+  ck_assert(want.flags & SFA_FEAT_WGMMA); /* so the db round trip carries mma wgmma */
 
   sfa_context *ctx = make_ctx(SFA_TUNE_ON);
   sfa_kernel_spec s = select_ok(ctx, &d, c, &p);
@@ -355,7 +358,8 @@ START_TEST(on_tunes_a_miss_once_and_records_it) {
   ck_assert_int_eq(F.last_prob.B, 2);
   ck_assert(F.last_prob.params == &P);
   ck_assert_int_eq(F.last_base.head_dim, 128);
-  ck_assert_uint_eq(F.last_base.flags, SFA_FEAT_CAUSAL);
+  /* the class's flags; the mma kind is a tile choice (the default's here) */
+  ck_assert_uint_eq(F.last_base.flags & ~SFA_FEAT_WGMMA, SFA_FEAT_CAUSAL);
   for (int i = 0; i < 10; i++) {
     s = select_ok(ctx, &d, c, &p);
     assert_tile(&s, &want);
@@ -378,6 +382,7 @@ START_TEST(on_tunes_a_miss_once_and_records_it) {
   ck_assert_str_eq(row.key.bucket, "tq16384_tk16384_bh32");
   ck_assert_int_eq(row.cfg.block_m, want.block_m);
   ck_assert_int_eq(row.cfg.block_n, want.block_n);
+  ck_assert_int_eq(row.cfg.wgmma, (want.flags & SFA_FEAT_WGMMA) != 0);
   ck_assert_double_eq_tol(row.time_us, 1000.0, 1e-6);
   ck_assert_double_eq_tol(row.default_time_us, 2000.0, 1e-6);
   sfa_tunedb_close(db);

@@ -2,8 +2,9 @@
 ** test_sfa_tune.c -- the sfa-tune tool without a GPU: --help, usage errors
 ** (exit 2), a sweep that fails cleanly with a message when there is no
 ** driver (exit 1, no crash; only checked where libcuda.so.1 is absent), and
-** the db round trip --import / --list / --export with --gpu and --cc,
-** including a db of another GPU refused. Needs build/sfa-tune.
+** the db round trip --import / --list / --export with --gpu and --cc (a
+** wgmma row included), a db of another GPU refused, and a v1 db (no mma
+** column) imported as mma sync. Needs build/sfa-tune.
 */
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,13 +43,35 @@ static void spit(const char *path, const char *text) {
 }
 
 static const char SHIP[] =
+  "# sfa tuning db v2 gpu=Fake GPU cc=90\n"
+  "gpu\tcc\tpass\tmode\tdtype\thead_dim\tflags\tsize_bucket\tblock_m\tblock_n\tnum_warps\t"
+  "num_stages\tmma\ttime_us\tdefault_time_us\tdate\n"
+  "Fake GPU\t90\tfwd\tdense\tbf16\t128\tcausal\ttq4096_tk4096_bh256\t64\t128\t4\t1\twgmma\t"
+  "900.000\t1000.000\t2025-01-01T00:00:00Z\n"
+  "Fake GPU\t90\tfwd\thash\tbf16\t64\t-\ttq16384_tk16384_bh64\t64\t64\t4\t2\tsync\t500.000\t"
+  "600.000\t2025-01-01T00:00:00Z\n";
+
+/* A db of format v1 (no mma column) and what it is exported as: mma sync. */
+static const char SHIP_V1[] =
   "# sfa tuning db v1 gpu=Fake GPU cc=90\n"
   "gpu\tcc\tpass\tmode\tdtype\thead_dim\tflags\tsize_bucket\tblock_m\tblock_n\tnum_warps\t"
   "num_stages\ttime_us\tdefault_time_us\tdate\n"
   "Fake GPU\t90\tfwd\tdense\tbf16\t128\tcausal\ttq4096_tk4096_bh256\t128\t64\t4\t1\t900.000\t"
-  "1000.000\t2025-01-01T00:00:00Z\n"
-  "Fake GPU\t90\tfwd\thash\tbf16\t64\t-\ttq16384_tk16384_bh64\t64\t64\t4\t2\t500.000\t"
-  "600.000\t2025-01-01T00:00:00Z\n";
+  "1000.000\t2025-01-01T00:00:00Z\n";
+static const char SHIP_V1_AS_V2[] =
+  "# sfa tuning db v2 gpu=Fake GPU cc=90\n"
+  "gpu\tcc\tpass\tmode\tdtype\thead_dim\tflags\tsize_bucket\tblock_m\tblock_n\tnum_warps\t"
+  "num_stages\tmma\ttime_us\tdefault_time_us\tdate\n"
+  "Fake GPU\t90\tfwd\tdense\tbf16\t128\tcausal\ttq4096_tk4096_bh256\t128\t64\t4\t1\tsync\t"
+  "900.000\t1000.000\t2025-01-01T00:00:00Z\n";
+
+static void slurp(const char *path, char *text, size_t cap) {
+  FILE *f = fopen(path, "r");
+  ck_assert_ptr_nonnull(f);
+  size_t n = fread(text, 1, cap - 1, f);
+  text[n] = '\0';
+  fclose(f);
+}
 
 START_TEST(help_and_usage_errors) {
   char out[16384];
@@ -98,17 +121,14 @@ START_TEST(import_list_export_round_trip) {
            "--export '%s'", dir, ship, exp);
   ck_assert_msg(run_tool(args, out, sizeof out) == 0, "%s", out);
   ck_assert_msg(strstr(out, "2 rows added or replaced") && strstr(out, "tq4096_tk4096_bh256") &&
-                strstr(out, "m64n64_w4s2") && strstr(out, "1.111x"), "%s", out);
+                strstr(out, "m64n128_w4s1_wg") && strstr(out, "m64n64_w4s2 ") &&
+                strstr(out, "1.111x"), "%s", out);
   /* the cache's db now holds the rows; the exported file equals them */
   char path[700];
   snprintf(path, sizeof path, "%s/c/tuning/Fake_GPU_sm90.tsv", dir);
   ck_assert_int_eq(access(path, R_OK), 0);
-  FILE *f = fopen(exp, "r");
-  ck_assert_ptr_nonnull(f);
   char text[4096];
-  size_t n = fread(text, 1, sizeof text - 1, f);
-  text[n] = '\0';
-  fclose(f);
+  slurp(exp, text, sizeof text);
   ck_assert_str_eq(text, SHIP);
   /* --list alone reads the cache's db */
   snprintf(args, sizeof args, "--cache-dir '%s/c' --gpu 'Fake GPU' --cc 90 --list", dir);
@@ -126,6 +146,22 @@ START_TEST(import_list_export_round_trip) {
 }
 END_TEST
 
+/* A v1 file (before the mma column) imports; its rows are mma sync, exported as v2. */
+START_TEST(a_v1_db_imports_as_mma_sync) {
+  char out[16384], args[2048], ship[600], exp[600], text[4096];
+  snprintf(ship, sizeof ship, "%s/ship_v1.tsv", dir);
+  snprintf(exp, sizeof exp, "%s/exported.tsv", dir);
+  spit(ship, SHIP_V1);
+  snprintf(args, sizeof args, "--cache-dir '%s/c' --gpu 'Fake GPU' --cc 90 --import '%s' --list "
+           "--export '%s'", dir, ship, exp);
+  ck_assert_msg(run_tool(args, out, sizeof out) == 0, "%s", out);
+  ck_assert_msg(strstr(out, "1 row added or replaced") && strstr(out, "m128n64_w4s1 ") &&
+                !strstr(out, "_wg"), "%s", out);
+  slurp(exp, text, sizeof text);
+  ck_assert_str_eq(text, SHIP_V1_AS_V2);
+}
+END_TEST
+
 static Suite *tool_suite(void) {
   Suite *s = suite_create("sfa_tune");
   TCase *tc = tcase_create("sfa_tune");
@@ -133,6 +169,7 @@ static Suite *tool_suite(void) {
   tcase_add_test(tc, help_and_usage_errors);
   tcase_add_test(tc, no_gpu_fails_cleanly);
   tcase_add_test(tc, import_list_export_round_trip);
+  tcase_add_test(tc, a_v1_db_imports_as_mma_sync);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -1,8 +1,9 @@
 /*
 ** test_spec.c -- kernel specs: every validation rule and its message, the
 ** canonical name and its parser (round trip and errors), shared-memory sizes,
-** the flags each forward mode allows, and the default tile configs (valid for
-** every mode, head_dim, dtype and arch; the measured H100 choices).
+** the flags each forward mode allows, the wgmma (wg) rules, and the default
+** tile configs (valid for every mode, head_dim, dtype and arch; the measured
+** H100 choices, wgmma on sm_90 fwd at D 64 and 128).
 */
 #include <stdio.h>
 #include <string.h>
@@ -193,6 +194,66 @@ START_TEST(flags_rule) {
   expect(&s, SFA_ERR_INVALID_ARGUMENT, "flags: det applies to pass bwd only", NULL);
   s.flags = 1u << 9;
   expect(&s, SFA_ERR_INVALID_ARGUMENT, "flags: 0x200", "SFA_FEAT_CAUSAL");
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "flags: 0x200", "SFA_FEAT_WGMMA");
+}
+END_TEST
+
+/* wg (wgmma): fwd on sm_90 only, head_dim 64 or 128, block_m == 16 * num_warps
+** (64 rows per warpgroup), block_n 64 or 128. Each error names its field. */
+START_TEST(wgmma_rule) {
+  sfa_kernel_spec s = good();
+  s.flags |= SFA_FEAT_WGMMA;
+  s.block_m = 64, s.block_n = 128, s.num_warps = 4, s.num_stages = 1;
+  expect(&s, SFA_OK, NULL, NULL);
+  s.head_dim = 64, s.block_m = 128, s.block_n = 64, s.num_warps = 8, s.num_stages = 2;
+  expect(&s, SFA_OK, NULL, NULL);
+  s.mode = SFA_MODE_WINDOW;
+  s.flags = SFA_FEAT_CAUSAL | SFA_FEAT_BIAS | SFA_FEAT_MASK | SFA_FEAT_WGMMA;
+  expect(&s, SFA_OK, NULL, NULL);
+  /* the passes: backward never (tiles that bwd and bwddq allow otherwise) */
+  s = good();
+  s.flags |= SFA_FEAT_WGMMA;
+  s.pass = SFA_PASS_BWD;
+  s.block_m = 64, s.block_n = 128, s.num_warps = 8, s.num_stages = 2;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "flags: wg", "pass fwd on sm_90 only");
+  s = good();
+  s.flags |= SFA_FEAT_WGMMA;
+  s.pass = SFA_PASS_BWD_DQ;
+  s.num_warps = 8;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "flags: wg", "pass fwd on sm_90 only");
+  /* the archs: sm_90 only */
+  s = good();
+  s.flags |= SFA_FEAT_WGMMA;
+  s.block_m = 64, s.block_n = 128;
+  for (int i = 0; i < NARCHS - 1; i++) {
+    s.arch = archs[i];
+    expect(&s, SFA_ERR_INVALID_ARGUMENT, "flags: wg", "sm_90 only");
+  }
+  s.arch = 90;
+  expect(&s, SFA_OK, NULL, NULL);
+  /* head dims 64 and 128 */
+  for (int d = 32; d <= 256; d += 16) {
+    s.head_dim = d;
+    if (d == 64 || d == 128) continue;
+    char msg[64];
+    snprintf(msg, sizeof msg, "head_dim: %d is not allowed with wg", d);
+    expect(&s, SFA_ERR_INVALID_ARGUMENT, msg, "64 or 128");
+  }
+  s.head_dim = 96;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "head_dim: 96 is not allowed with wg", NULL);
+  /* block_m is 64 rows per warpgroup: m64 w4, m128 w8 */
+  s.head_dim = 128;
+  s.block_m = 128, s.block_n = 64; /* valid for mma.sync */
+  s.flags &= ~SFA_FEAT_WGMMA;
+  expect(&s, SFA_OK, NULL, NULL);
+  s.flags |= SFA_FEAT_WGMMA;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "block_m: 128 is not allowed with wg and num_warps 4",
+         "block_m must be 64");
+  /* block_n at least 64 */
+  s.block_m = 64, s.block_n = 32;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "block_n: 32 is not allowed with wg", "64 or 128");
+  s.block_n = 64;
+  expect(&s, SFA_OK, NULL, NULL);
 }
 END_TEST
 
@@ -294,6 +355,10 @@ START_TEST(smem_bytes) {
   s.num_stages = 2;
   s.block_n = 32;
   ck_assert_uint_eq(sfa_spec_smem_bytes(&s), 2u * 72 * (128 + 4 * 32));
+  /* wg: unpadded rows, a 1024-byte aligned base */
+  s.flags |= SFA_FEAT_WGMMA;
+  s.block_m = 64, s.block_n = 128, s.num_stages = 1, s.head_dim = 128;
+  ck_assert_uint_eq(sfa_spec_smem_bytes(&s), 1024u + 2u * 128 * (64 + 2 * 128));
   s.head_dim = 40;
   ck_assert_uint_eq(sfa_spec_smem_bytes(&s), 0);
   ck_assert_uint_eq(sfa_spec_smem_bytes(NULL), 0);
@@ -319,6 +384,34 @@ START_TEST(name_example) {
   s.flags = SFA_FEAT_CAUSAL | SFA_FEAT_BIAS | SFA_FEAT_MASK | SFA_FEAT_DETERMINISTIC;
   ck_assert_int_eq(sfa_spec_name(&s, buf, sizeof buf), SFA_OK);
   ck_assert_str_eq(buf, "sfa_bwddq_qkdrop_causal_bias_mask_det_fp16_d128_m128n64_w4s2_sm80");
+  s.flags |= SFA_FEAT_WGMMA; /* the last flag */
+  ck_assert_int_eq(sfa_spec_name(&s, buf, sizeof buf), SFA_OK);
+  ck_assert_str_eq(buf, "sfa_bwddq_qkdrop_causal_bias_mask_det_wg_fp16_d128_m128n64_w4s2_sm80");
+}
+END_TEST
+
+/* A wg spec's name: "_wg" after the other flags, before the dtype; it parses
+** back to the same spec, and only in that place. */
+START_TEST(name_of_a_wg_spec) {
+  sfa_kernel_spec s = {SFA_PASS_FWD, SFA_MODE_DENSE, SFA_DTYPE_BF16, 128, 64, 128, 4, 1, 90,
+                       SFA_FEAT_CAUSAL | SFA_FEAT_WGMMA}, back;
+  char buf[SFA__NAME_MAX], err[256] = "";
+  ck_assert_int_eq(sfa_spec_name(&s, buf, sizeof buf), SFA_OK);
+  ck_assert_str_eq(buf, "sfa_fwd_dense_causal_wg_bf16_d128_m64n128_w4s1_sm90");
+  ck_assert_msg(sfa_spec_parse(buf, &back, err, sizeof err) == SFA_OK, "%s", err);
+  ck_assert(memcmp(&s, &back, sizeof s) == 0);
+  ck_assert_int_eq(sfa_spec_validate(&back, err, sizeof err), SFA_OK);
+  ck_assert_int_eq(sfa_spec_parse("sfa_fwd_dense_wg_fp16_d64_m128n64_w8s2_sm90", &back, err,
+                                  sizeof err), SFA_OK);
+  ck_assert_uint_eq(back.flags, SFA_FEAT_WGMMA);
+  ck_assert(back.head_dim == 64 && back.block_m == 128 && back.num_warps == 8);
+  /* after det, the flag before it */
+  const char *all = "sfa_bwd_window_causal_bias_mask_det_wg_bf16_d64_m64n128_w8s2_sm90";
+  ck_assert_msg(sfa_spec_parse(all, &back, err, sizeof err) == SFA_OK, "%s", err);
+  ck_assert_uint_eq(back.flags, SFA_FEAT_CAUSAL | SFA_FEAT_BIAS | SFA_FEAT_MASK |
+                                    SFA_FEAT_DETERMINISTIC | SFA_FEAT_WGMMA);
+  ck_assert_int_eq(sfa_spec_name(&back, buf, sizeof buf), SFA_OK);
+  ck_assert_str_eq(buf, all);
 }
 END_TEST
 
@@ -343,7 +436,7 @@ START_TEST(name_round_trip) {
   for (int p = 0; p < 3; p++)
     for (int mo = 0; mo < 4; mo++)
       for (int t = 0; t < 2; t++)
-        for (unsigned f = 0; f < 16; f++)
+        for (unsigned f = 0; f < 32; f++) /* causal, bias, mask, det, wg */
           for (int d = 0; d < 7; d++)
             for (int m = 0; m < 2; m++)
               for (int n = 0; n < 3; n++)
@@ -384,6 +477,13 @@ START_TEST(parse_errors) {
   parse_fails("sfa_fwd_dense_f16_d128_m128n64_w4s1_sm90", "bad token 'f16'");
   parse_fails("sfa_fwd_dense_causal_causal_bf16_d128_m128n64_w4s1_sm90", "bad token 'causal'");
   parse_fails("sfa_fwd_dense_bias_causal_bf16_d128_m128n64_w4s1_sm90", "order causal, bias");
+  parse_fails("sfa_fwd_dense_wg_causal_bf16_d128_m64n128_w4s1_sm90",
+              "order causal, bias, mask, det, wg");
+  parse_fails("sfa_bwd_dense_wg_det_bf16_d128_m64n128_w8s2_sm90",
+              "order causal, bias, mask, det, wg");
+  parse_fails("sfa_fwd_dense_wg_wg_bf16_d128_m64n128_w4s1_sm90", "bad token 'wg'");
+  parse_fails("sfa_fwd_dense_wgmma_bf16_d128_m64n128_w4s1_sm90",
+              "a flag (causal, bias, mask, det, wg) or the dtype");
   parse_fails("sfa_fwd_dense_bf16_128_m128n64_w4s1_sm90", "bad token '128'");
   parse_fails("sfa_fwd_dense_bf16_d0128_m128n64_w4s1_sm90", "bad token 'd0128'");
   parse_fails("sfa_fwd_dense_bf16_d128x_m128n64_w4s1_sm90", "bad token 'd128x'");
@@ -449,24 +549,54 @@ static sfa_kernel_spec defaults_for(sfa_mode mode, unsigned flags, int d, int ar
 }
 
 /* bench/NOTES.md (H100): D<=64 m128n64w4s2; D<=128 m128n64w4s1 (s1 beat s2 at
-** D=128 on sm_90); D<=256 m64n64w4s1. Every mode and arch alike. */
+** D=128 on sm_90); D<=256 m64n64w4s1. Every mode and arch alike, except sm_90
+** at D 64 and 128: wgmma, D64 m128n64w8s2 and D128 m64n128w4s1. */
 START_TEST(defaults_heuristic) {
   for (size_t mf = 0; mf < NMODE_FLAGS; mf++)
     for (int a = 0; a < NARCHS; a++)
       for (int d = 32; d <= 256; d += 16) {
         sfa_kernel_spec s = defaults_for(mode_flags[mf].mode, mode_flags[mf].flags, d, archs[a]);
-        int m = d <= 128 ? 128 : 64, st = d <= 64 ? 2 : 1;
-        ck_assert_msg(s.block_m == m && s.block_n == 64 && s.num_warps == 4 &&
-                          s.num_stages == st,
-                      "mode %d d%d sm%d: m%dn%dw%ds%d, want m%dn64w4s%d", (int)s.mode, d,
-                      archs[a], s.block_m, s.block_n, s.num_warps, s.num_stages, m, st);
+        int wg = archs[a] == 90 && (d == 64 || d == 128);
+        int m = d <= 128 ? 128 : 64, n = 64, w = 4, st = d <= 64 ? 2 : 1;
+        if (wg && d == 64) m = 128, n = 64, w = 8, st = 2;
+        if (wg && d == 128) m = 64, n = 128, w = 4, st = 1;
+        ck_assert_msg(s.block_m == m && s.block_n == n && s.num_warps == w &&
+                          s.num_stages == st && s.flags == (mode_flags[mf].flags |
+                                                            (wg ? SFA_FEAT_WGMMA : 0u)),
+                      "mode %d d%d sm%d: m%dn%dw%ds%d flags 0x%x, want m%dn%dw%ds%d%s",
+                      (int)s.mode, d, archs[a], s.block_m, s.block_n, s.num_warps, s.num_stages,
+                      s.flags, m, n, w, st, wg ? " wg" : "");
       }
   sfa_kernel_spec s = defaults_for(SFA_MODE_DENSE, SFA_FEAT_CAUSAL, 128, 90);
+  ck_assert(s.block_m == 64 && s.block_n == 128 && s.num_warps == 4 && s.num_stages == 1);
+  ck_assert_uint_eq(s.flags, SFA_FEAT_CAUSAL | SFA_FEAT_WGMMA);
+  s = defaults_for(SFA_MODE_DENSE, SFA_FEAT_CAUSAL, 128, 80);
   ck_assert(s.block_m == 128 && s.block_n == 64 && s.num_warps == 4 && s.num_stages == 1);
+  ck_assert_uint_eq(s.flags, SFA_FEAT_CAUSAL);
   s = defaults_for(SFA_MODE_HASH, 0, 64, 86);
   ck_assert(s.block_m == 128 && s.block_n == 64 && s.num_warps == 4 && s.num_stages == 2);
   s = defaults_for(SFA_MODE_WINDOW, SFA_FEAT_BIAS, 256, 89);
   ck_assert(s.block_m == 64 && s.block_n == 64 && s.num_warps == 4 && s.num_stages == 1);
+}
+END_TEST
+
+/* The default decides the wg bit: set for sm_90 fwd at D 64/128 whatever the
+** caller passed, cleared everywhere else (backward passes, other archs and dims). */
+START_TEST(defaults_set_or_clear_wg) {
+  sfa_kernel_spec s = {SFA_PASS_FWD, SFA_MODE_HASH, SFA_DTYPE_FP16, 64, 0, 0, 0, 0, 90, 0};
+  ck_assert_int_eq(sfa_spec_default(&s, NULL, 0), SFA_OK);
+  ck_assert_uint_eq(s.flags, SFA_FEAT_WGMMA);
+  ck_assert(s.block_m == 128 && s.block_n == 64 && s.num_warps == 8 && s.num_stages == 2);
+  static const struct { sfa_pass pass; int d, arch; } off[] = {
+    {SFA_PASS_FWD, 128, 80}, {SFA_PASS_FWD, 64, 89}, {SFA_PASS_FWD, 96, 90},
+    {SFA_PASS_FWD, 256, 90}, {SFA_PASS_BWD, 128, 90}, {SFA_PASS_BWD_DQ, 64, 90}};
+  for (size_t i = 0; i < sizeof off / sizeof off[0]; i++) {
+    sfa_kernel_spec t = {off[i].pass, SFA_MODE_DENSE, SFA_DTYPE_BF16, off[i].d, 0, 0, 0, 0,
+                         off[i].arch, SFA_FEAT_CAUSAL | SFA_FEAT_WGMMA};
+    char err[256] = "";
+    ck_assert_msg(sfa_spec_default(&t, err, sizeof err) == SFA_OK, "case %zu: %s", i, err);
+    ck_assert_msg(t.flags == SFA_FEAT_CAUSAL, "case %zu: flags 0x%x", i, t.flags);
+  }
 }
 END_TEST
 
@@ -512,6 +642,7 @@ int main(void) {
   tcase_add_test(v, arch_rule);
   tcase_add_test(v, flags_rule);
   tcase_add_test(v, flags_per_mode);
+  tcase_add_test(v, wgmma_rule);
   tcase_add_test(v, smem_rule);
   tcase_add_test(v, register_rule);
   tcase_add_test(v, smem_bytes);
@@ -519,12 +650,14 @@ int main(void) {
   TCase *n = tcase_create("names");
   tcase_add_test(n, name_example);
   tcase_add_test(n, name_errors);
+  tcase_add_test(n, name_of_a_wg_spec);
   tcase_add_test(n, name_round_trip);
   tcase_add_test(n, parse_errors);
   suite_add_tcase(s, n);
   TCase *d = tcase_create("defaults");
   tcase_add_test(d, defaults_valid_everywhere);
   tcase_add_test(d, defaults_heuristic);
+  tcase_add_test(d, defaults_set_or_clear_wg);
   tcase_add_test(d, defaults_errors);
   suite_add_tcase(s, d);
   return tu_run_suite(s);

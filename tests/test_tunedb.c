@@ -1,9 +1,10 @@
 /*
 ** test_tunedb.c -- the tuning database (cache/tunedb.h): size buckets and file
 ** names, round trips, lookups and replacement, tolerant reading of corrupt and
-** foreign files (one warning on stderr, never a crash), merging (the faster
-** row wins), atomic saves without leftovers, saves that keep another writer's
-** rows, exports, and unwritable directories.
+** foreign files (one warning on stderr, never a crash), v1 files (no mma
+** column) read as mma sync, merging (the faster row wins), atomic saves
+** without leftovers, saves that keep another writer's rows, exports, and
+** unwritable directories.
 */
 #include "cache/tunedb.h"
 #include "testutil.h"
@@ -19,8 +20,13 @@
 
 #define GPU "NVIDIA H100 80GB HBM3"
 #define GPU_FILE "NVIDIA_H100_80GB_HBM3_sm90.tsv"
-#define HEADER "# sfa tuning db v1 gpu=" GPU " cc=90\n"
+#define HEADER "# sfa tuning db v2 gpu=" GPU " cc=90\n"
 #define COLUMNS                                                                          \
+  "gpu\tcc\tpass\tmode\tdtype\thead_dim\tflags\tsize_bucket\tblock_m\tblock_n\tnum_warps" \
+  "\tnum_stages\tmma\ttime_us\tdefault_time_us\tdate\n"
+/* format v1: no mma column */
+#define HEADER_V1 "# sfa tuning db v1 gpu=" GPU " cc=90\n"
+#define COLUMNS_V1                                                                       \
   "gpu\tcc\tpass\tmode\tdtype\thead_dim\tflags\tsize_bucket\tblock_m\tblock_n\tnum_warps" \
   "\tnum_stages\ttime_us\tdefault_time_us\tdate\n"
 
@@ -58,7 +64,7 @@ static sfa_tune_row mkrow(sfa_mode mode, int d, unsigned flags, int t, int bm, i
   r.key.flags = flags;
   ck_assert_int_eq(sfa_tunedb_bucket(t, t, 64, r.key.bucket, sizeof r.key.bucket, NULL, 0),
                    SFA_OK);
-  r.cfg = (sfa_tune_config){bm, bn, w, s};
+  r.cfg = (sfa_tune_config){bm, bn, w, s, 0};
   r.time_us = us;
   r.default_time_us = us + 100;
   snprintf(r.date, sizeof r.date, "2024-06-01T12:00:00Z");
@@ -77,6 +83,7 @@ static void expect_row(sfa_tunedb *db, const sfa_tune_row *want) {
   ck_assert_int_eq(got.cfg.block_n, want->cfg.block_n);
   ck_assert_int_eq(got.cfg.num_warps, want->cfg.num_warps);
   ck_assert_int_eq(got.cfg.num_stages, want->cfg.num_stages);
+  ck_assert_int_eq(got.cfg.wgmma, want->cfg.wgmma);
   ck_assert_double_eq_tol(got.time_us, want->time_us, 1e-9);
   ck_assert_double_eq_tol(got.default_time_us, want->default_time_us, 1e-9);
   ck_assert_str_eq(got.date, want->date);
@@ -131,8 +138,11 @@ static void expect_one_warning(const char *text, const char *want) {
   if (want) ck_assert_msg(strstr(text, want) != NULL, "warning lacks '%s': %s", want, text);
 }
 
-/* One good row line of GPU/90 as the file spells it. */
+/* One good row line of GPU/90 as the file spells it (v2, and v1 without mma). */
 #define GOOD_ROW(d, t, us)                                                                   \
+  GPU "\t90\tfwd\tdense\tbf16\t" #d "\tcausal\ttq" #t "_tk" #t "_bh64\t128\t64\t4\t1\tsync\t" \
+      #us "\t200.000\t2024-06-01T12:00:00Z\n"
+#define GOOD_ROW_V1(d, t, us)                                                                \
   GPU "\t90\tfwd\tdense\tbf16\t" #d "\tcausal\ttq" #t "_tk" #t "_bh64\t128\t64\t4\t1\t" #us \
       "\t200.000\t2024-06-01T12:00:00Z\n"
 
@@ -199,6 +209,23 @@ START_TEST(make_key_from_spec) {
   ck_assert_int_eq(k.mode, SFA_MODE_HASH);
   ck_assert_int_eq(k.head_dim, 64);
   ck_assert_str_eq(k.bucket, "tq8192_tk4096_bh32");
+  ck_assert_uint_eq(k.flags, 0);
+  /* wgmma is a tile choice: not in the key, in the config */
+  s.flags = SFA_FEAT_CAUSAL | SFA_FEAT_WGMMA;
+  s.block_m = 128, s.block_n = 64, s.num_warps = 8, s.num_stages = 2;
+  ck_assert_int_eq(sfa_tunedb_make_key(&k, GPU, 90, &s, 5000, 4096, 2 * 16, err, sizeof err),
+                   SFA_OK);
+  ck_assert_uint_eq(k.flags, SFA_FEAT_CAUSAL);
+  sfa_tune_config c = sfa_tunedb_config_of(&s);
+  ck_assert(c.block_m == 128 && c.block_n == 64 && c.num_warps == 8 && c.num_stages == 2);
+  ck_assert_int_eq(c.wgmma, 1);
+  sfa_kernel_spec t = s;
+  t.flags = SFA_FEAT_CAUSAL;
+  sfa_tunedb_config_apply(&c, &t);
+  ck_assert_uint_eq(t.flags, SFA_FEAT_CAUSAL | SFA_FEAT_WGMMA);
+  c.wgmma = 0;
+  sfa_tunedb_config_apply(&c, &t);
+  ck_assert_uint_eq(t.flags, SFA_FEAT_CAUSAL);
   s.head_dim = 72;
   ck_assert_int_eq(sfa_tunedb_make_key(&k, GPU, 90, &s, 1, 1, 1, err, sizeof err),
                    SFA_ERR_INVALID_ARGUMENT);
@@ -212,33 +239,37 @@ START_TEST(round_trip) {
   sfa_tunedb *db = open_db(0);
   ck_assert_uint_eq(sfa_tunedb_count(db), 0);
   ck_assert_str_eq(sfa_tunedb_warning(db), "");
-  sfa_tune_row r[4] = {
+  sfa_tune_row r[5] = {
     mkrow(SFA_MODE_WINDOW, 64, SFA_FEAT_CAUSAL | SFA_FEAT_BIAS | SFA_FEAT_MASK, 4096, 64, 32, 4,
           2, 321.5),
     mkrow(SFA_MODE_DENSE, 128, SFA_FEAT_CAUSAL, 16384, 128, 64, 4, 1, 1234.567),
     mkrow(SFA_MODE_DENSE, 128, SFA_FEAT_CAUSAL, 2048, 128, 128, 8, 2, 45.25),
     mkrow(SFA_MODE_HASH, 64, 0, 16384, 64, 64, 4, 2, 900.125),
+    mkrow(SFA_MODE_DENSE, 128, SFA_FEAT_CAUSAL, 8192, 64, 128, 4, 1, 300.75),
   };
-  for (int i = 0; i < 4; i++) put_ok(db, &r[i]);
+  r[4].cfg.wgmma = 1;
+  for (int i = 0; i < 5; i++) put_ok(db, &r[i]);
   char err[512] = "";
   ck_assert_msg(sfa_tunedb_save(db, err, sizeof err) == SFA_OK, "%s", err);
   sfa_tunedb_close(db);
 
   char *text = read_text(g_path);
   ck_assert_msg(strncmp(text, HEADER COLUMNS, strlen(HEADER COLUMNS)) == 0, "file:\n%s", text);
-  ck_assert_msg(strstr(text, "\tcausal+bias+mask\ttq4096_tk4096_bh64\t64\t32\t4\t2\t321.500\t") !=
+  ck_assert_msg(strstr(text, "\tcausal+bias+mask\ttq4096_tk4096_bh64\t64\t32\t4\t2\tsync\t"
+                            "321.500\t") != NULL, "file:\n%s", text);
+  ck_assert_msg(strstr(text, "\tcausal\ttq8192_tk8192_bh64\t64\t128\t4\t1\twgmma\t300.750\t") !=
                     NULL, "file:\n%s", text);
   ck_assert_msg(strstr(text, "\thash\tbf16\t64\t-\t") != NULL, "file:\n%s", text);
   /* sorted: dense before hash before window; within dense tq2048 before tq16384 */
   const char *d1 = strstr(text, "tq2048"), *d2 = strstr(text, "tq16384_tk16384_bh64\t128"),
              *h = strstr(text, "\thash\t"), *w = strstr(text, "\twindow\t");
   ck_assert(d1 && d2 && h && w && d1 < d2 && d2 < h && h < w);
-  ck_assert_int_eq(tu_count_substr(text, "\n"), 6);
+  ck_assert_int_eq(tu_count_substr(text, "\n"), 7);
 
   db = open_db(0);
   ck_assert_str_eq(sfa_tunedb_warning(db), "");
-  ck_assert_uint_eq(sfa_tunedb_count(db), 4);
-  for (int i = 0; i < 4; i++) expect_row(db, &r[i]);
+  ck_assert_uint_eq(sfa_tunedb_count(db), 5);
+  for (int i = 0; i < 5; i++) expect_row(db, &r[i]);
   /* saving an unchanged db reproduces the file byte for byte */
   ck_assert_int_eq(sfa_tunedb_save(db, NULL, 0), SFA_OK);
   char *again = read_text(g_path);
@@ -325,6 +356,10 @@ START_TEST(put_rejects_bad_rows) {
   x = r;
   snprintf(x.date, sizeof x.date, "yesterday");
   ck_assert_int_eq(sfa_tunedb_put(db, &x, err, sizeof err), SFA_ERR_INVALID_ARGUMENT);
+  x = r; /* the mma kind belongs in cfg.wgmma, never in the key */
+  x.key.flags |= SFA_FEAT_WGMMA;
+  ck_assert_int_eq(sfa_tunedb_put(db, &x, err, sizeof err), SFA_ERR_INVALID_ARGUMENT);
+  ck_assert_msg(strstr(err, "cfg.wgmma") != NULL, "%s", err);
   ck_assert_uint_eq(sfa_tunedb_count(db), 0);
   sfa_tunedb_close(db);
 }
@@ -359,12 +394,17 @@ END_TEST
 START_TEST(bad_headers_ignore_the_file) {
   static const struct { const char *text, *want; } cases[] = {
     {"# something else\n" COLUMNS GOOD_ROW(128, 1024, 100.000), ":1:"},
-    {"# sfa tuning db v2 gpu=" GPU " cc=90\n" COLUMNS GOOD_ROW(128, 1024, 100.000), "version"},
-    {"# sfa tuning db v1 gpu=NVIDIA A100-SXM4-80GB cc=90\n" COLUMNS GOOD_ROW(128, 1024, 100.000),
+    {"# sfa tuning db v3 gpu=" GPU " cc=90\n" COLUMNS GOOD_ROW(128, 1024, 100.000), "version"},
+    {"# sfa tuning db v0 gpu=" GPU " cc=90\n" COLUMNS_V1 GOOD_ROW_V1(128, 1024, 100.000),
+     "version"},
+    {"# sfa tuning db v2 gpu=NVIDIA A100-SXM4-80GB cc=90\n" COLUMNS GOOD_ROW(128, 1024, 100.000),
      "A100"},
-    {"# sfa tuning db v1 gpu=" GPU " cc=80\n" COLUMNS GOOD_ROW(128, 1024, 100.000), "cc 80"},
-    {"# sfa tuning db v1 gpu=" GPU "\n" COLUMNS GOOD_ROW(128, 1024, 100.000), ":1:"},
+    {"# sfa tuning db v2 gpu=" GPU " cc=80\n" COLUMNS GOOD_ROW(128, 1024, 100.000), "cc 80"},
+    {"# sfa tuning db v2 gpu=" GPU "\n" COLUMNS GOOD_ROW(128, 1024, 100.000), ":1:"},
     {HEADER GOOD_ROW(128, 1024, 100.000), ":2:"},
+    /* the column header of the other version */
+    {HEADER COLUMNS_V1 GOOD_ROW(128, 1024, 100.000), ":2:"},
+    {HEADER_V1 COLUMNS GOOD_ROW_V1(128, 1024, 100.000), ":2:"},
     {HEADER, "no column header"},
     {"", "empty file"},
     {GOOD_ROW(128, 1024, 100.000), ":1:"},
@@ -388,41 +428,52 @@ START_TEST(bad_rows_are_skipped) {
       /* line 4: truncated */
       GPU "\t90\tfwd\tdense\tbf16\t128\tcausal\ttq2048_tk2048_bh64\t128\t64\n"
       /* bad numbers */
-      GPU "\t90\tfwd\tdense\tbf16\t128\tcausal\ttq4096_tk4096_bh64\t128\t64\t4\t1\tfast\t2.0"
+      GPU "\t90\tfwd\tdense\tbf16\t128\tcausal\ttq4096_tk4096_bh64\t128\t64\t4\t1\tsync\tfast\t2.0"
           "\t2024-06-01\n"
-      GPU "\t90\tfwd\tdense\tbf16\t128\tcausal\ttq4096_tk4096_bh64\t128\t64\t4\t1\t-5\t2.0"
+      GPU "\t90\tfwd\tdense\tbf16\t128\tcausal\ttq4096_tk4096_bh64\t128\t64\t4\t1\tsync\t-5\t2.0"
           "\t2024-06-01\n"
-      GPU "\t90\tfwd\tdense\tbf16\t128\tcausal\ttq4096_tk4096_bh64\t128\t64\t4\t1\tnan\t2.0"
+      GPU "\t90\tfwd\tdense\tbf16\t128\tcausal\ttq4096_tk4096_bh64\t128\t64\t4\t1\tsync\tnan\t2.0"
           "\t2024-06-01\n"
-      GPU "\t90\tfwd\tdense\tbf16\t12x8\tcausal\ttq4096_tk4096_bh64\t128\t64\t4\t1\t1.0\t2.0"
+      GPU "\t90\tfwd\tdense\tbf16\t12x8\tcausal\ttq4096_tk4096_bh64\t128\t64\t4\t1\tsync\t1.0\t2.0"
           "\t2024-06-01\n"
-      GPU "\t90\tfwd\tdense\tbf16\t128\tcausal\ttq4096_tk4096_bh64\t96\t64\t4\t1\t1.0\t2.0"
+      GPU "\t90\tfwd\tdense\tbf16\t128\tcausal\ttq4096_tk4096_bh64\t96\t64\t4\t1\tsync\t1.0\t2.0"
           "\t2024-06-01\n"
       /* unknown names, flags out of order, bad bucket, bad date */
-      GPU "\t90\tfwd\tsparse\tbf16\t128\tcausal\ttq4096_tk4096_bh64\t128\t64\t4\t1\t1\t2\t2024-06-01\n"
-      GPU "\t90\tfwd\twindow\tbf16\t128\tbias+causal\ttq4096_tk4096_bh64\t128\t64\t4\t1\t1\t2"
+      GPU "\t90\tfwd\tsparse\tbf16\t128\tcausal\ttq4096_tk4096_bh64\t128\t64\t4\t1\tsync\t1\t2"
           "\t2024-06-01\n"
-      GPU "\t90\tfwd\tdense\tbf16\t128\tcausal\ttq4000_tk4096_bh64\t128\t64\t4\t1\t1\t2\t2024-06-01\n"
-      GPU "\t90\tfwd\tdense\tbf16\t128\tcausal\ttq4096_tk4096_bh64\t128\t64\t4\t1\t1\t2\tjune\n"
+      GPU "\t90\tfwd\twindow\tbf16\t128\tbias+causal\ttq4096_tk4096_bh64\t128\t64\t4\t1\tsync\t1"
+          "\t2\t2024-06-01\n"
+      GPU "\t90\tfwd\tdense\tbf16\t128\tcausal\ttq4000_tk4096_bh64\t128\t64\t4\t1\tsync\t1\t2"
+          "\t2024-06-01\n"
+      GPU "\t90\tfwd\tdense\tbf16\t128\tcausal\ttq4096_tk4096_bh64\t128\t64\t4\t1\tsync\t1\t2"
+          "\tjune\n"
       /* a row of another gpu */
-      "NVIDIA A100\t90\tfwd\tdense\tbf16\t128\tcausal\ttq8192_tk8192_bh64\t128\t64\t4\t1\t1\t2"
-      "\t2024-06-01\n"
+      "NVIDIA A100\t90\tfwd\tdense\tbf16\t128\tcausal\ttq8192_tk8192_bh64\t128\t64\t4\t1\tsync"
+      "\t1\t2\t2024-06-01\n"
       /* too many fields */
-      GPU "\t90\tfwd\tdense\tbf16\t64\t-\ttq1_tk1_bh1\t64\t32\t4\t2\t1\t2\t2024-06-01\textra\n"
+      GPU "\t90\tfwd\tdense\tbf16\t64\t-\ttq1_tk1_bh1\t64\t32\t4\t2\tsync\t1\t2\t2024-06-01"
+          "\textra\n"
+      /* an mma that is neither sync nor wgmma, and a v1 row (no mma column) */
+      GPU "\t90\tfwd\tdense\tbf16\t128\tcausal\ttq4096_tk4096_bh64\t128\t64\t4\t1\tfoo\t1\t2"
+          "\t2024-06-01\n"
+      GOOD_ROW_V1(128, 2048, 100.000)
       "\n# a comment line\n"
       GOOD_ROW(128, 65536, 5000.000)
       /* a duplicate key: the faster one is kept */
       GOOD_ROW(128, 1024, 90.500)
       GOOD_ROW(128, 1024, 95.000)
+      /* a wgmma row */
+      GPU "\t90\tfwd\tdense\tbf16\t64\t-\ttq8192_tk8192_bh64\t128\t64\t8\t2\twgmma\t3.5\t4.5"
+          "\t2024-06-01\n"
       /* last line without its newline */
-      GPU "\t90\tfwd\thash\tfp16\t64\t-\ttq1_tk1_bh1\t64\t32\t4\t2\t0.5\t0.75\t2024-06-01";
+      GPU "\t90\tfwd\thash\tfp16\t64\t-\ttq1_tk1_bh1\t64\t32\t4\t2\tsync\t0.5\t0.75\t2024-06-01";
   char *text;
   sfa_tunedb *db = open_with(file, strlen(file), &text);
   expect_one_warning(text, ":4:");
-  ck_assert_msg(strstr(text, "skipped 12 bad lines") != NULL, "stderr: %s", text);
+  ck_assert_msg(strstr(text, "skipped 14 bad lines") != NULL, "stderr: %s", text);
   ck_assert_msg(strstr(text, "ignored") == NULL, "stderr: %s", text);
   free(text);
-  ck_assert_uint_eq(sfa_tunedb_count(db), 3);
+  ck_assert_uint_eq(sfa_tunedb_count(db), 4);
   sfa_tune_row r = mkrow(SFA_MODE_DENSE, 128, SFA_FEAT_CAUSAL, 1024, 128, 64, 4, 1, 90.5);
   r.default_time_us = 200;
   expect_row(db, &r);
@@ -432,6 +483,62 @@ START_TEST(bad_rows_are_skipped) {
   h.default_time_us = 0.75;
   snprintf(h.date, sizeof h.date, "2024-06-01");
   expect_row(db, &h);
+  sfa_tune_row w = mkrow(SFA_MODE_DENSE, 64, 0, 8192, 128, 64, 8, 2, 3.5);
+  w.cfg.wgmma = 1;
+  w.default_time_us = 4.5;
+  snprintf(w.date, sizeof w.date, "2024-06-01");
+  expect_row(db, &w);
+  sfa_tunedb_close(db);
+}
+END_TEST
+
+/* Only sync and wgmma are mma kinds; the warning names the column. */
+START_TEST(bad_mma_value_makes_the_row_bad) {
+  const char *file =
+      HEADER COLUMNS
+      GPU "\t90\tfwd\tdense\tbf16\t128\tcausal\ttq4096_tk4096_bh64\t64\t128\t4\t1\tfoo\t1\t2"
+          "\t2024-06-01\n"
+      GOOD_ROW(128, 1024, 100.000);
+  char *text;
+  sfa_tunedb *db = open_with(file, strlen(file), &text);
+  expect_one_warning(text, ":3:");
+  ck_assert_msg(strstr(text, "mma") && strstr(text, "foo"), "stderr: %s", text);
+  ck_assert_msg(strstr(text, "ignored") == NULL, "stderr: %s", text);
+  free(text);
+  ck_assert_uint_eq(sfa_tunedb_count(db), 1);
+  sfa_tunedb_close(db);
+}
+END_TEST
+
+/* A v1 file (before the mma column) is read, its rows as mma sync; the next
+** save writes v2. */
+START_TEST(v1_file_is_read_as_mma_sync) {
+  const char *file = HEADER_V1 COLUMNS_V1 GOOD_ROW_V1(128, 1024, 100.000)
+      GOOD_ROW_V1(64, 4096, 50.250)
+      /* a v2 row (one field more) in a v1 file is bad */
+      GOOD_ROW(128, 2048, 70.000);
+  char *text;
+  sfa_tunedb *db = open_with(file, strlen(file), &text);
+  expect_one_warning(text, ":5:");
+  ck_assert_msg(strstr(text, "skipped 1 bad line") != NULL, "stderr: %s", text);
+  free(text);
+  ck_assert_uint_eq(sfa_tunedb_count(db), 2);
+  sfa_tune_row a = mkrow(SFA_MODE_DENSE, 128, SFA_FEAT_CAUSAL, 1024, 128, 64, 4, 1, 100);
+  sfa_tune_row b = mkrow(SFA_MODE_DENSE, 64, SFA_FEAT_CAUSAL, 4096, 128, 64, 4, 1, 50.25);
+  a.default_time_us = b.default_time_us = 200;
+  expect_row(db, &a); /* cfg.wgmma 0 */
+  expect_row(db, &b);
+  ck_assert_int_eq(sfa_tunedb_save(db, NULL, 0), SFA_OK);
+  sfa_tunedb_close(db);
+  char *saved = read_text(g_path);
+  ck_assert_msg(strncmp(saved, HEADER COLUMNS, strlen(HEADER COLUMNS)) == 0, "file:\n%s", saved);
+  ck_assert_int_eq(tu_count_substr(saved, "\tsync\t"), 2);
+  free(saved);
+  db = open_captured(&text);
+  ck_assert_str_eq(text, "");
+  ck_assert_uint_eq(sfa_tunedb_count(db), 2);
+  expect_row(db, &a);
+  free(text);
   sfa_tunedb_close(db);
 }
 END_TEST
@@ -541,9 +648,9 @@ START_TEST(merge_keeps_faster) {
   ck_assert_int_eq(sfa_tunedb_merge_file(db, path, &changed, err, sizeof err), SFA_ERR_IO);
   ck_assert_msg(strstr(err, "nope.tsv") != NULL, "%s", err);
   snprintf(path, sizeof path, "%s/foreign.tsv", g_dir);
-  const char *foreign = "# sfa tuning db v1 gpu=NVIDIA A100 cc=80\n" COLUMNS
+  const char *foreign = "# sfa tuning db v2 gpu=NVIDIA A100 cc=80\n" COLUMNS
                         "NVIDIA A100\t80\tfwd\tdense\tbf16\t64\t-\ttq1_tk1_bh1\t64\t32\t4\t2"
-                        "\t1\t2\t2024-06-01\n";
+                        "\tsync\t1\t2\t2024-06-01\n";
   write_text(path, foreign, strlen(foreign));
   ck_assert_int_eq(sfa_tunedb_merge_file(db, path, &changed, err, sizeof err),
                    SFA_ERR_INVALID_ARGUMENT);
@@ -695,6 +802,8 @@ static Suite *tunedb_suite(void) {
   tcase_add_test(tc, garbage_file_is_ignored);
   tcase_add_test(tc, bad_headers_ignore_the_file);
   tcase_add_test(tc, bad_rows_are_skipped);
+  tcase_add_test(tc, bad_mma_value_makes_the_row_bad);
+  tcase_add_test(tc, v1_file_is_read_as_mma_sync);
   tcase_add_test(tc, binary_line_is_skipped);
   tcase_add_test(tc, quiet_suppresses_the_warning);
   tcase_add_test(tc, mutated_files_never_crash);
