@@ -17,9 +17,12 @@ window, whose mask is the same for every batch and head). SDPA has no sparse
 masks, so it is a peer of the dense rows only: the dense causal rows of the
 same T and D give its cost of the full causal problem for reference.
 
-Passes: fwd times the forward under torch.no_grad(); bwd times
-torch.autograd.grad(o, (q, k, v), dout, retain_graph=True) through each
-implementation's forward graph (for sfa: sfa.attention's autograd Function,
+Passes: fwd times the forward of a training step: q, k, v require grad and
+each implementation records its autograd graph (and saves what its backward
+needs), so FlexAttention compiles one graph per problem for both passes
+(an inference graph as well would double its compiles, most of a cold run);
+bwd times torch.autograd.grad(o, (q, k, v), dout, retain_graph=True) through
+each implementation's forward graph (for sfa: sfa.attention's autograd Function,
 i.e. the sfa_backward call with its workspace; for the peers: their backward
 kernels). Before a peer is timed, sfa's output (fwd) or dq, dk, dv (bwd) is
 compared with that peer's: relative L2 error over the rows that take part must
@@ -27,17 +30,25 @@ be < 2e-2 (fwd) / 3e-2 (bwd); a mismatch or an sfa error is printed at once as
 FAIL, shown in the table, and makes the script exit 1 at the end. A peer that
 cannot run a case (an exception, e.g. out of memory) is shown as n/a.
 
+hash end to end (issue 3's shape, T = --e2e-T, default 16384; inference,
+under torch.no_grad()): from unsorted q, k, v and bucket ids to the output in
+the original order. sfa: sfa.hash_attention (sfa_hash_prepare, the kernel,
+sfa_hash_unsort); FlexAttention: torch argsort + gather, flex_attention with
+the block mask (built outside the timing), torch scatter.
+
 Times are medians of --reps (10) runs between CUDA events after --warm (2)
 warm-ups. Effective TF/s count only the allowed (query, key) pairs:
 fwd 4 * D * pairs, bwd 10 * D * pairs, over the time. "sfa x" in the table is
 peer ms / sfa ms (> 1: sfa is faster). A progress line per case shows the
-elapsed time; the first cases include the JIT compiles (sfa's NVRTC, flex's
-Inductor), later ones reuse them. Target: the full grid in < 8 minutes on an
-H100 (--quick: T in 4096, 16384).
+elapsed time and how long each implementation's first (untimed) call took
+(with FlexAttention's Inductor compile, one graph per problem: most of a
+cold run). Target: the full grid in < 8 minutes on an H100 (--quick: T in
+4096, 16384).
 """
 import argparse
 import gc
 import os
+import signal
 import sys
 import time
 
@@ -48,13 +59,14 @@ from torch.nn.attention.flex_attention import flex_attention
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cases import (bench, dense_problem, flex_block_mask, hash_problem, qk_drop_problem,  # noqa: E402
-                   rel_err, window_problem)
+                   rel_err, sort_by_bucket, window_problem)
 import sfa  # noqa: E402  (cases puts python/ on the path)
 
 MODES = ("dense", "hash", "qk_drop", "window")
 PASSES = ("fwd", "bwd")
 LABEL = {"dense": "dense causal", "hash": "hash 16 buckets", "qk_drop": "qk_drop 30%",
-         "window": "window W=1024 causal"}
+         "window": "window W=1024 causal", "hash_e2e": "hash end to end"}
+ROW_MODES = MODES + ("hash_e2e",)  # table and plot order
 MAKE = {
     "dense": lambda B, H, T, D, dt: dense_problem(B, H, T, D, dt, causal=True),
     "hash": lambda B, H, T, D, dt: hash_problem(B, H, T, D, 16, dt),
@@ -121,6 +133,8 @@ class Run:
     def __init__(self, args):
         self.a, self.rows, self.failures = args, [], []
         self.t0 = time.perf_counter()
+        self.mask_s = 0.0  # seconds in create_block_mask
+        self.first = {}  # peer -> seconds spent in first calls (compiles + the check), for the summary
 
     def fail(self, what):
         self.failures.append(what)
@@ -132,16 +146,21 @@ class Run:
         res = {}
         tm = lambda fn: bench(fn, warm=a.warm, reps=a.reps)  # noqa: E731
         name = f"{LABEL[mode]} {ps} T={T} D={D}"
+        t1 = time.perf_counter()
+        self.case_first = {}
         try:
-            if ps == "fwd":
-                with torch.no_grad():
-                    ref = impls["sfa"](p.q, p.k, p.v)
-                    res["sfa"] = dict(ms=tm(lambda: impls["sfa"](p.q, p.k, p.v)))
-            else:
-                dout = torch.randn_like(p.q)
-                run_sfa, ref = grads(impls["sfa"], p, dout)
+            with torch.enable_grad():
+                if ps == "fwd":
+                    leaves = [t.detach().requires_grad_(True) for t in (p.q, p.k, p.v)]
+                    ref = impls["sfa"](*leaves).detach()
+                    run_sfa = lambda: impls["sfa"](*leaves)  # noqa: E731
+                else:
+                    dout = torch.randn_like(p.q)
+                    run_sfa, ref = grads(impls["sfa"], p, dout)
+                torch.cuda.synchronize()
+                self.case_first["sfa"] = time.perf_counter() - t1
                 res["sfa"] = dict(ms=tm(run_sfa))
-                del run_sfa
+            del run_sfa
         except Exception as e:  # noqa: BLE001
             self.fail(f"{name}: sfa failed: {short(e)}")
             res["sfa"] = dict(status="error")
@@ -149,18 +168,21 @@ class Run:
         for peer in (x for x in impls if x != "sfa"):
             fn = impls[peer]
             run = None
+            t1 = time.perf_counter()
             try:
                 if ps == "fwd":
-                    with torch.no_grad():
-                        out = fn(p.q, p.k, p.v)
+                    with torch.enable_grad():
+                        out = fn(*leaves).detach()
                     err = rel_err(ref, out, p.qrows)
                     del out
-                    run = lambda: fn(p.q, p.k, p.v)  # noqa: E731
+                    run = lambda: fn(*leaves)  # noqa: E731
                 else:
                     run, g = grads(fn, p, dout)
                     err = max(rel_err(ref[0], g[0], p.qrows), rel_err(ref[1], g[1], p.krows),
                               rel_err(ref[2], g[2], p.krows))
                     del g
+                torch.cuda.synchronize()
+                self.case_first[peer] = time.perf_counter() - t1
             except Exception as e:  # noqa: BLE001
                 res[peer] = dict(status="n/a")
                 print(f"  {peer} cannot run {name}: {short(e)}", flush=True)
@@ -170,9 +192,51 @@ class Run:
                 self.fail(f"{name}: sfa's {'output differs' if ps == 'fwd' else 'gradients differ'} from {peer}'s: "
                           f"rel err {err:.3e} (limit {TOL[ps]:g})")
                 continue
-            with torch.no_grad() if ps == "fwd" else torch.enable_grad():
+            with torch.enable_grad():
                 res[peer] = dict(ms=tm(run), err=err)
         run = None  # the last peer's graph
+        for k, v in self.case_first.items():
+            self.first[k] = self.first.get(k, 0.0) + v
+        return res
+
+    def case_e2e(self, T, D, p, bm):
+        """hash end to end from unsorted tensors (inference), sfa against
+        torch sort/gather + FlexAttention + scatter."""
+        q, k, v, qb, kb, nb = p.extra["unsorted"]
+
+        def flex_e2e():
+            qs, _, _, qo = sort_by_bucket(q, qb, T)
+            ks, _, _, ko = sort_by_bucket(k, kb, T)
+            vs = torch.gather(v, 2, ko.unsqueeze(-1).expand_as(v))
+            o = flex(qs, ks, vs, block_mask=bm)
+            return torch.empty_like(o).scatter_(2, qo.unsqueeze(-1).expand_as(o), o)
+        run_sfa = lambda: sfa.hash_attention(q, k, v, qb, kb, nb)  # noqa: E731
+        res, self.case_first = {}, {}
+        with torch.no_grad():
+            for impl, fn in (("sfa", run_sfa), ("flex", flex_e2e)):
+                if impl != "sfa" and "ms" not in res["sfa"]:
+                    break  # nothing to check the peer against
+                t1 = time.perf_counter()
+                try:
+                    out = fn()
+                    torch.cuda.synchronize()
+                except Exception as e:  # noqa: BLE001
+                    res[impl] = dict(status="error" if impl == "sfa" else "n/a")
+                    (self.fail if impl == "sfa" else print)(f"hash end to end T={T} D={D}: {impl}: {short(e)}")
+                    continue
+                self.case_first[impl] = time.perf_counter() - t1
+                if impl == "sfa":
+                    ref = out
+                else:
+                    err = rel_err(ref, out)
+                    if not err < TOL["fwd"]:
+                        res[impl] = dict(status="MISMATCH", err=err)
+                        self.fail(f"hash end to end T={T} D={D}: sfa's output differs from flex's: rel err {err:.3e}")
+                        continue
+                del out
+                res[impl] = dict(ms=bench(fn, warm=self.a.warm, reps=self.a.reps))
+                if impl != "sfa":
+                    res[impl]["err"] = err
         return res
 
     def record(self, mode, ps, T, D, B, pairs, res):
@@ -197,7 +261,8 @@ class Run:
             else:
                 cells.append(f"{r['impl']} {r['ms']:.3f} ({r['sfa_x']:.2f}x)")
         print(f"[{n:>2}/{total} {time.perf_counter() - self.t0:6.1f} s] {LABEL[mode]} {ps} T={T} D={D} B={B}: "
-              + " | ".join(cells), flush=True)
+              + " | ".join(cells) + " [first calls: "
+              + ", ".join(f"{k} {v:.1f} s" for k, v in self.case_first.items()) + "]", flush=True)
 
 
 def table(rows):
@@ -212,6 +277,7 @@ def table(rows):
         k = (r["mode"], r["pass_"], r["T"], r["D"], r["B"])
         if k not in keys:
             keys.append(k)
+    keys.sort(key=lambda k: (ROW_MODES.index(k[0]), PASSES.index(k[1]), k[2], k[3]))
     by = {(r["mode"], r["pass_"], r["T"], r["D"], r["impl"]): r for r in rows}
     for mode, ps, T, D, B in keys:
         s = by.get((mode, ps, T, D, "sfa"))
@@ -247,7 +313,7 @@ def plot(path, rows, title):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import matplotlib.ticker  # noqa: F401
-    modes = [m for m in MODES if any(r["mode"] == m for r in rows)]
+    modes = [m for m in ROW_MODES if any(r["mode"] == m for r in rows)]
     passes = [p for p in PASSES if any(r["pass_"] == p for r in rows)]
     fig, axes = plt.subplots(len(modes), len(passes), figsize=(6.4 * len(passes), 3.6 * len(modes)),
                              squeeze=False)
@@ -304,6 +370,7 @@ def main():
     ap.add_argument("--peers", default="flash,cudnn,flex", help="peers to run: flash, cudnn, flex")
     ap.add_argument("--tokens", type=int, default=65536, help="B * T (B = tokens // T)")
     ap.add_argument("--H", type=int, default=16)
+    ap.add_argument("--e2e-T", default="16384", help="T of the hash end-to-end rows (comma list; '' for none)")
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--warm", type=int, default=2)
     ap.add_argument("--csv", default="", help="write the results as CSV")
@@ -318,63 +385,88 @@ def main():
         raise SystemExit("compare.py needs a CUDA GPU")
     _raise_recompile_limit()
     dt = torch.bfloat16
-    total = len(modes) * len(passes) * len(Ts) * len(Ds)
+    e2e_Ts = [T for T in ints(a.e2e_T) if T in Ts] if ("hash" in modes and "fwd" in passes and "flex" in peers) else []
+    total = len(modes) * len(passes) * len(Ts) * len(Ds) + len(e2e_Ts) * len(Ds)
     dev = torch.cuda.get_device_name()
     print(f"{dev}, torch {torch.__version__}; bf16, H={a.H}, B*T={a.tokens}; {total} cases "
           f"({len(modes)} modes x {len(passes)} passes x T {Ts} x D {Ds}); median of {a.reps} after {a.warm} warm-ups",
           flush=True)
     run = Run(a)
-    n = 0
-    masks = {}  # (mode, T) -> block mask of problems whose mask is the same for every batch and head
-    for mode in modes:
+    # a SIGTERM (e.g. from timeout) ends the run early but still prints the
+    # table of the cases done so far and writes the CSV and plot
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, on_term)
+    cut = False
+    try:
+        n = 0
+        masks = {}  # mode -> block mask of this T for problems whose mask is the same for every batch and head
+        # T outermost, shortest first: the heaviest problems come last, and a run
+        # cut short has whole sequence lengths
         for T in Ts:
-            for D in Ds:
-                B = max(1, a.tokens // T)
-                torch.manual_seed(0)
-                p = MAKE[mode](B, a.H, T, D, dt)
-                impls = {"sfa": (lambda p: lambda q, k, v: sfa.attention(q, k, v, **p.kw))(p)}
-                bm = None
-                for peer in (x for x in PEERS[mode] if x in peers):
-                    if peer == "flash":
-                        impls[peer] = sdpa(SDPBackend.FLASH_ATTENTION)
-                    elif peer == "cudnn":
-                        impls[peer] = sdpa(SDPBackend.CUDNN_ATTENTION)
-                    else:
-                        key = (mode, T) if p.extra.get("bh_free") else None
-                        bm = masks.get(key) if key else None
-                        if bm is None:
-                            try:
-                                bm = flex_block_mask(p, B, a.H)
-                            except Exception as e:  # noqa: BLE001  (shown as n/a)
-                                impls[peer] = _raiser(RuntimeError(f"create_block_mask: {short(e)}"))
-                                continue
-                            if key:
-                                masks = {key: bm}  # keep one: the loop changes T after both D
-                        impls[peer] = (lambda bm: lambda q, k, v: flex(q, k, v, block_mask=bm))(bm)
-                for ps in passes:
-                    n += 1
-                    res = run.case(mode, ps, T, D, B, p, impls)
-                    run.record(mode, ps, T, D, B, p.pairs, res)
-                    run.progress(n, total, mode, ps, T, D, B)
+            masks.clear()
+            for mode in modes:
+                for D in Ds:
+                    B = max(1, a.tokens // T)
+                    torch.manual_seed(0)
+                    p = MAKE[mode](B, a.H, T, D, dt)
+                    impls = {"sfa": (lambda p: lambda q, k, v: sfa.attention(q, k, v, **p.kw))(p)}
+                    bm = None
+                    for peer in (x for x in PEERS[mode] if x in peers):
+                        if peer == "flash":
+                            impls[peer] = sdpa(SDPBackend.FLASH_ATTENTION)
+                        elif peer == "cudnn":
+                            impls[peer] = sdpa(SDPBackend.CUDNN_ATTENTION)
+                        else:
+                            key = mode if p.extra.get("bh_free") else None
+                            bm = masks.get(key) if key else None
+                            if bm is None:
+                                t1 = time.perf_counter()
+                                try:
+                                    bm = flex_block_mask(p, B, a.H)
+                                    run.mask_s += time.perf_counter() - t1
+                                except Exception as e:  # noqa: BLE001  (shown as n/a)
+                                    impls[peer] = _raiser(RuntimeError(f"create_block_mask: {short(e)}"))
+                                    continue
+                                if key:
+                                    masks[key] = bm
+                            impls[peer] = (lambda bm: lambda q, k, v: flex(q, k, v, block_mask=bm))(bm)
+                    for ps in passes:
+                        n += 1
+                        res = run.case(mode, ps, T, D, B, p, impls)
+                        run.record(mode, ps, T, D, B, p.pairs, res)
+                        run.progress(n, total, mode, ps, T, D, B)
+                        gc.collect()
+                        torch.cuda.empty_cache()
+                    if mode == "hash" and T in e2e_Ts and bm is not None:
+                        n += 1
+                        res = run.case_e2e(T, D, p, bm)
+                        run.record("hash_e2e", "fwd", T, D, B, p.pairs, res)
+                        run.progress(n, total, "hash_e2e", "fwd", T, D, B)
+                    del p, impls, bm
                     gc.collect()
                     torch.cuda.empty_cache()
-                del p, impls, bm
-                gc.collect()
-                torch.cuda.empty_cache()
+    except KeyboardInterrupt:
+        cut = True
+        print(f"\nstopped by a signal during case {n} of {total}", flush=True)
     elapsed = time.perf_counter() - run.t0
     print()
     print(f"{dev}: bf16, H={a.H}, B*T={a.tokens}; ms = median of {a.reps}; TF/s on allowed pairs only "
           f"(fwd 4*D*pairs, bwd 10*D*pairs); sfa x = peer ms / sfa ms (> 1: sfa faster).")
     print("SDPA (flash, cudnn) has no sparse masks: it is a peer of the dense causal rows only; hash runs "
-          "on the sorted layout (kernel only).")
+          "on the sorted layout (kernel only); hash end to end adds the sort, gather and scatter (inference).")
     print(table(run.rows))
-    print(f"total {elapsed:.0f} s")
+    print(f"{'cut short: ' if cut else ''}total {elapsed:.0f} s, of which first calls (JIT compiles and the checks) "
+          + ", ".join(f"{k} {v:.0f} s" for k, v in run.first.items())
+          + f", block masks {run.mask_s:.0f} s")
     if a.csv:
         write_csv(a.csv, run.rows)
         print(f"wrote {a.csv}")
     if a.plot:
         plot(a.plot, run.rows, f"sfa vs peers, {dev}, bf16, H={a.H}, B*T={a.tokens}")
         print(f"wrote {a.plot}")
+    if cut:
+        sys.exit(3)
     if run.failures:
         print(f"{len(run.failures)} FAILED:")
         for f in run.failures:
