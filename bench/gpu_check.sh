@@ -3,10 +3,12 @@
 # every GPU suite, compute-sanitizer memcheck and racecheck on small cases, and
 # optionally the benchmark scripts. Logs go to $OUT (or /tmp) and a summary is
 # printed last. Usage:
-#   bash bench/gpu_check.sh [suites] [sanitize] [bench] [bwdtune] [bwdbench] [compare]
-# Session 8 took: suites ~3.5 min (2.2 of it test_gpu_backward, before the CPU
-# references ran on threads), bwdtune ~1 min, bwdbench over 3 min (FlexAttention
-# compiles), compare --quick 4.3 min; split the steps across calls of 10 min.
+#   bash bench/gpu_check.sh [suites] [sync] [sanitize] [bench] [bwdtune] [bwdbench] [compare]
+# Session 9 took: suites 3.5 min (2.25 of it test_gpu_backward), sanitize 1.4
+# min, compare (the full grid) 5.5 min; session 8: bwdtune ~1 min, bwdbench
+# over 3 min (FlexAttention compiles). Split the steps across calls of 10 min.
+# sync: the forward suites again with SFA_MMA=sync (mma.sync where sm_90 would
+# use wgmma). sanitize covers test_gpu_backward's small, wgmma and wide cases.
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp}
 export PYTHONUNBUFFERED=1 SFA_CACHE_DIR=/tmp/sfa-cache
@@ -20,14 +22,22 @@ if [[ $what == *" suites "* ]]; then
     summary+=("$n rc=$rc $(( $(date +%s) - start ))s: $(grep -E '^[0-9]+%' $OUT/$n.log | tail -1)")
   done
 fi
+if [[ $what == *" sync "* ]]; then
+  for t in build/tests/test_gpu_dense build/tests/test_gpu_sparse; do
+    n=$(basename $t)
+    SFA_MMA=sync $t > $OUT/sync-$n.log 2>&1; rc=$?
+    summary+=("SFA_MMA=sync $n rc=$rc: $(grep -E '^[0-9]+%' $OUT/sync-$n.log | tail -1)")
+  done
+fi
 if [[ $what == *" sanitize "* ]]; then
   for tool in memcheck racecheck; do
-    for t in build/tests/test_gpu_sparse build/tests/test_gpu_helpers build/tests/test_gpu_backward; do
-      n=$(basename $t)
-      case_env=""; [ $n = test_gpu_helpers ] && case_env="CK_RUN_CASE=helpers"
-      [ $n = test_gpu_backward ] && case_env="CK_RUN_CASE=small"
-      env $case_env timeout ${SAN_TIMEOUT:-90} compute-sanitizer --tool $tool --error-exitcode 9 $t > $OUT/$tool-$n.log 2>&1; rc=$?
-      summary+=("$tool $n rc=$rc: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' $OUT/$tool-$n.log | tail -1)")
+    for run in test_gpu_sparse: test_gpu_helpers:helpers test_gpu_backward:small \
+               test_gpu_backward:wgmma test_gpu_backward:wide; do
+      n=${run%%:*}; c=${run#*:}
+      case_env=""; [ -n "$c" ] && case_env="CK_RUN_CASE=$c"
+      env $case_env SFA_EXPERIMENTAL_BWD=1 timeout ${SAN_TIMEOUT:-90} compute-sanitizer --tool $tool \
+        --error-exitcode 9 build/tests/$n > $OUT/$tool-$n-$c.log 2>&1; rc=$?
+      summary+=("$tool $n ${c:-all} rc=$rc: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' $OUT/$tool-$n-$c.log | tail -1)")
     done
   done
 fi
@@ -37,7 +47,7 @@ fi
 if [[ $what == *" bwdtune "* ]]; then
   # issue 4's shapes: the bwd tile sweep into /tmp/sfa-t (bwdbench then uses it)
   for m in "dense,hash,qk_drop --head-dims 128" "window --window 1023 --head-dims 64"; do
-    build/sfa-tune --cache-dir /tmp/sfa-t --pass bwd --modes $m --seq-lens 16384 --sweep \
+    SFA_EXPERIMENTAL_BWD=1 build/sfa-tune --cache-dir /tmp/sfa-t --pass bwd --modes $m --seq-lens 16384 --sweep \
       >> $OUT/tune_bwd.log 2>&1
   done
   build/sfa-tune --cache-dir /tmp/sfa-t --list --export $OUT/tuned.tsv >> $OUT/tune_bwd.log 2>&1

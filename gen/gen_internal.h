@@ -43,6 +43,20 @@ size_t sfa__arch_smem_limit(int arch);
 
 /* Accumulator registers per thread that the tile needs. */
 int sfa__spec_acc_registers(const sfa_kernel_spec *spec);
+
+/* 1 where the pass (fwd, bwd), arch (90) and head dim (64, 128) allow a
+** wgmma kernel (SFA_FEAT_WGMMA). */
+int sfa__wgmma_allowed(const sfa_kernel_spec *spec);
+
+/* 1 when SFA_EXPERIMENTAL_BWD=1: the runtime may then use backward kernels
+** that compile but have not passed the GPU suite yet (head dims above 128,
+** the wgmma backward); the tuner then also tries the wgmma backward. */
+int sfa__experimental_bwd(void);
+
+/* sfa_spec_default with the mma kind chosen: wg 1 wgmma, 0 mma.sync, -1 the
+** default's choice (wgmma for the forward where allowed). A kind the spec
+** does not allow falls back to mma.sync. */
+sfa_status sfa__spec_default_mma(sfa_kernel_spec *spec, int wg, char *err, size_t errlen);
 #define SFA__MAX_ACC_REGISTERS 192
 #define SFA__BWD_MAX_HEAD_DIM 128 /* largest head_dim sfa_backward serves (verified on a GPU) */
 /* Backward kernels exist up to head_dim 256 (above 128: multiples of 32, the

@@ -7,7 +7,8 @@
 **               qk_drop {-}, hash {-} x D {64,128};
 **               window {causal, causal+bias, causal+bias+mask, mask} x D {64,128}
 **   all-modes   every mode x every meaningful flag set (window: all 8 of
-**               causal/bias/mask) x D {64,128}
+**               causal/bias/mask) x D {64,128}; on sm_90 every fwd and bwd
+**               kernel in both mma kinds (mma.sync and wgmma)
 **   dense-tiles every valid tile config of dense bf16, causal and not, D {64,128},
 **               with mma.sync and (sm_90) wgmma
 ** All of them for fp16 and bf16 except dense-tiles (bf16 only). default and
@@ -63,8 +64,10 @@ static int push(list *l, const sfa_kernel_spec *s) {
   return 0;
 }
 
-static sfa_status add_groups(list *l, const group *g, size_t ng, int arch, char *err,
-                             size_t errlen) {
+/* both_kinds: where wgmma is allowed (sm_90, fwd and bwd, D 64 and 128), the
+** kernel of the other mma kind too, with its default tiles. */
+static sfa_status add_groups(list *l, const group *g, size_t ng, int arch, int both_kinds,
+                             char *err, size_t errlen) {
   for (size_t i = 0; i < ng; i++)
     for (int f = 0; g[i].flags[f] != END; f++)
       for (int t = 0; t < 2; t++)
@@ -79,9 +82,15 @@ static sfa_status add_groups(list *l, const group *g, size_t ng, int arch, char 
             sfa_kernel_spec s = {passes[p].pass, g[i].mode,
                                  t ? SFA_DTYPE_BF16 : SFA_DTYPE_FP16, g[i].dims[d], 0, 0, 0,
                                  0, arch, g[i].flags[f] | passes[p].extra};
+            sfa_kernel_spec other = s;
             sfa_status st = sfa_spec_default(&s, err, errlen);
             if (st != SFA_OK) return st;
             if (push(l, &s) != 0)
+              return sfa__fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "preset: out of memory");
+            if (!both_kinds || !sfa__wgmma_allowed(&s)) continue;
+            st = sfa__spec_default_mma(&other, !(s.flags & SFA_FEAT_WGMMA), err, errlen);
+            if (st != SFA_OK) return st;
+            if (push(l, &other) != 0)
               return sfa__fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "preset: out of memory");
           }
         }
@@ -130,9 +139,9 @@ sfa_status sfa__preset(const char *name, const int *archs, int narchs, sfa_kerne
       st = sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
                      "arch: %d is not allowed; must be 80, 86, 87, 89 or 90", arch);
     else if (which == 0)
-      st = add_groups(&l, default_groups, NGROUPS(default_groups), arch, err, errlen);
+      st = add_groups(&l, default_groups, NGROUPS(default_groups), arch, 0, err, errlen);
     else if (which == 1)
-      st = add_groups(&l, all_modes_groups, NGROUPS(all_modes_groups), arch, err, errlen);
+      st = add_groups(&l, all_modes_groups, NGROUPS(all_modes_groups), arch, 1, err, errlen);
     else
       st = add_dense_tiles(&l, arch, err, errlen);
   }

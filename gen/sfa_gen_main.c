@@ -35,6 +35,8 @@ static const char usage_text[] =
   "  --causal                   dense, window\n"
   "  --bias --mask              window: additive bias, dynamic mask\n"
   "  --det                      pass bwd: deterministic (no dq atomics)\n"
+  "  --mma auto|sync|wgmma      tensor-core instructions (default auto: the\n"
+  "                             default's; wgmma: sm_90 fwd and bwd, D 64/128)\n"
   "  --block-m M  --block-n N  --warps W  --stages S\n"
   "  --arch A[,A...]            (default 90; may be repeated)\n"
   "Or:\n"
@@ -48,7 +50,8 @@ static const char usage_text[] =
   "                             each kernel with D <= 128 also as bwd, bwd --det\n"
   "                             and bwddq (default and all-modes)\n"
   "  --preset all-modes         every mode x every flag set it allows x fp16,\n"
-  "                             bf16 x head_dim 64 128, default tiles\n"
+  "                             bf16 x head_dim 64 128, default tiles; on sm_90\n"
+  "                             fwd and bwd in both mma kinds (sync, wgmma)\n"
   "  --preset dense-tiles       every valid tile config of dense bf16 d64 and d128\n"
   "                             (on sm_90 also every wgmma tile)\n"
   "Options:\n"
@@ -123,7 +126,7 @@ static void add_preset(klist *l, const char *preset, const int *archs, int na) {
 /* ------------------------------------------------------------ argument parsing */
 
 typedef struct opts {
-  const char *pass, *mode, *dtype, *preset, *out;
+  const char *pass, *mode, *dtype, *mma, *preset, *out;
   int head_dim, block_m, block_n, warps, stages, causal, bias, mask, det;
   int archs[MAX_ARCHS], narchs;
   const char *names[256];
@@ -183,6 +186,7 @@ static void parse_args(opts *o, int argc, char **argv) {
     else if (IS("--bias")) { NOVALUE(); o->bias = 1; }
     else if (IS("--mask")) { NOVALUE(); o->mask = 1; }
     else if (IS("--det")) { NOVALUE(); o->det = 1; }
+    else if (IS("--mma")) o->mma = VALUE();
     else if (IS("--name")) {
       if (o->nnames == (int)(sizeof o->names / sizeof o->names[0])) die_usage("too many --name");
       o->names[o->nnames++] = VALUE();
@@ -209,7 +213,7 @@ static int pick(const char *flag, const char *v, const char *const *names, int n
 
 static void build_list(const opts *o, klist *l) {
   int spec_flags = o->pass || o->mode || o->dtype || o->head_dim || o->causal || o->bias ||
-                   o->mask || o->det;
+                   o->mask || o->det || o->mma;
   int tile_flags = o->block_m || o->block_n || o->warps || o->stages;
   int archs[MAX_ARCHS] = {90}, na = o->narchs ? o->narchs : 1;
   if (o->narchs) memcpy(archs, o->archs, sizeof archs);
@@ -244,7 +248,12 @@ static void build_list(const opts *o, klist *l) {
       s.flags = (o->causal ? SFA_FEAT_CAUSAL : 0u) | (o->bias ? SFA_FEAT_BIAS : 0u) |
                 (o->mask ? SFA_FEAT_MASK : 0u) | (o->det ? SFA_FEAT_DETERMINISTIC : 0u);
       /* Defaults first (errors in the non-tile fields are reported there). */
-      sfa_status st = sfa_spec_default(&s, err, sizeof err);
+      static const char *const kinds[] = {"sync", "wgmma", "auto"};
+      int wg = o->mma ? pick("--mma", o->mma, kinds, 3) : 2;
+      if (wg == 1 && !sfa__wgmma_allowed(&s))
+        die_usage("--mma wgmma: sm_%d %s at head dim %d has no wgmma kernel (sm_90, fwd or "
+                  "bwd, D 64 or 128)", s.arch, passes[s.pass], s.head_dim);
+      sfa_status st = sfa__spec_default_mma(&s, wg == 2 ? -1 : wg, err, sizeof err);
       if (st != SFA_OK && !tile_flags) die_usage("%s", err);
       if (o->block_m) s.block_m = o->block_m;
       if (o->block_n) s.block_n = o->block_n;

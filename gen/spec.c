@@ -10,6 +10,7 @@
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "gen/gen_internal.h"
@@ -75,8 +76,11 @@ size_t sfa__arch_smem_limit(int arch) {
 static size_t smem_formula(const sfa_kernel_spec *s) {
   size_t row = (size_t)2 * (size_t)(s->head_dim + 8);
   size_t m = (size_t)s->block_m, n = (size_t)s->block_n, st = (size_t)s->num_stages;
-  if (s->flags & SFA_FEAT_WGMMA) /* unpadded 128-byte-swizzled rows, 1024-aligned base */
-    return 1024 + (size_t)2 * (size_t)s->head_dim * (m + 2 * st * n);
+  if (s->flags & SFA_FEAT_WGMMA) { /* unpadded 128-byte-swizzled rows, 1024-aligned base */
+    size_t d2 = (size_t)2 * (size_t)s->head_dim;
+    if (s->pass == SFA_PASS_BWD) return 1024 + d2 * (2 * n + 2 * st * m) + n * m * 2 + st * m * 8;
+    return 1024 + d2 * (m + 2 * st * n);
+  }
   switch (s->pass) {
   case SFA_PASS_BWD_DQ: return row * (2 * m + 2 * st * n);
   case SFA_PASS_BWD: return row * (2 * n + 2 * st * m) + n * (m + 8) * 2 + st * m * 8;
@@ -176,13 +180,22 @@ sfa_status sfa_spec_validate(const sfa_kernel_spec *s, char *err, size_t errlen)
                        32 * s->num_warps);
   }
   if (s->flags & SFA_FEAT_WGMMA) {
-    if (s->pass != SFA_PASS_FWD || s->arch != 90)
+    if (s->pass == SFA_PASS_BWD_DQ || s->arch != 90)
       return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
-                       "flags: wg (wgmma) applies to pass fwd on sm_90 only");
+                       "flags: wg (wgmma) applies to passes fwd and bwd on sm_90 only");
     if (s->head_dim != 64 && s->head_dim != 128)
       return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
                        "head_dim: %d is not allowed with wg; must be 64 or 128", s->head_dim);
-    if (s->block_m != 16 * s->num_warps)
+    if (s->pass == SFA_PASS_BWD) { /* warpgroups of 64 keys; dQ as m64 products */
+      if (s->block_n != 16 * s->num_warps)
+        return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
+                         "block_n: %d is not allowed with wg and num_warps %d in pass bwd; each "
+                         "warpgroup of 4 warps owns 64 keys, so block_n must be %d",
+                         s->block_n, s->num_warps, 16 * s->num_warps);
+      if (s->block_m != 64)
+        return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
+                         "block_m: %d is not allowed with wg in pass bwd; must be 64", s->block_m);
+    } else if (s->block_m != 16 * s->num_warps)
       return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
                        "block_m: %d is not allowed with wg and num_warps %d; each warpgroup "
                        "of 4 warps owns 64 rows, so block_m must be %d",
@@ -392,7 +405,21 @@ sfa_status sfa_spec_parse(const char *name, sfa_kernel_spec *spec, char *err, si
 
 /* ------------------------------------------------------------ defaults */
 
+int sfa__experimental_bwd(void) {
+  const char *e = getenv("SFA_EXPERIMENTAL_BWD");
+  return e && strcmp(e, "1") == 0;
+}
+
+int sfa__wgmma_allowed(const sfa_kernel_spec *s) {
+  return s && s->arch == 90 && (s->pass == SFA_PASS_FWD || s->pass == SFA_PASS_BWD) &&
+         (s->head_dim == 64 || s->head_dim == 128);
+}
+
 sfa_status sfa_spec_default(sfa_kernel_spec *spec, char *err, size_t errlen) {
+  return sfa__spec_default_mma(spec, -1, err, errlen);
+}
+
+sfa_status sfa__spec_default_mma(sfa_kernel_spec *spec, int wg, char *err, size_t errlen) {
   if (!spec) return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "spec: NULL");
   sfa_kernel_spec s = *spec;
   /* Any valid tile, so that the other fields can be checked first. */
@@ -404,7 +431,15 @@ sfa_status sfa_spec_default(sfa_kernel_spec *spec, char *err, size_t errlen) {
   if (st != SFA_OK) return st;
 
   s.flags &= ~SFA_FEAT_WGMMA;
-  if (s.pass == SFA_PASS_FWD && s.arch == 90 && (s.head_dim == 64 || s.head_dim == 128)) {
+  /* auto: wgmma where it is the measured default (the forward); the wgmma
+  ** backward is chosen only on request until it has been measured */
+  if (wg < 0) wg = s.pass == SFA_PASS_FWD;
+  if (!sfa__wgmma_allowed(&s)) wg = 0;
+  if (wg && s.pass == SFA_PASS_BWD) {
+    /* two warpgroups of 64 keys, 64-query tiles, double buffered */
+    s.flags |= SFA_FEAT_WGMMA;
+    s.block_m = 64, s.block_n = 128, s.num_warps = 8, s.num_stages = 2;
+  } else if (wg) {
     /* Hopper: warpgroup MMA (bench/NOTES.md, session 9: the sweep's winners
     ** for dense causal T = 16384 on an H100, 467 and 390 TF/s). D = 128: one
     ** warpgroup of 64 rows and 128-key tiles, two CTAs per SM; D = 64: two

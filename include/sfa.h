@@ -169,16 +169,28 @@ typedef enum sfa_tune_policy {
   SFA_TUNE_ON       /* tune on miss */
 } sfa_tune_policy;
 
+/* Which tensor-core instructions the kernels use (sfa_options.mma). */
+typedef enum sfa_mma_kind {
+  SFA_MMA_AUTO = 0, /* the default's choice per kernel (wgmma for the sm_90 forward) */
+  SFA_MMA_SYNC,     /* mma.sync everywhere, with its default tiles; no tuning */
+  SFA_MMA_WGMMA     /* wgmma where the pass, arch and head dim allow it (sm_90, fwd
+                       and bwd, D 64 and 128; the bwd, not yet verified on a GPU,
+                       only with SFA_EXPERIMENTAL_BWD=1), with its default tiles;
+                       no tuning */
+} sfa_mma_kind;
+
 typedef struct sfa_options {
   const char *cache_dir;  /* NULL: SFA_CACHE_DIR, $XDG_CACHE_HOME/sfa, ~/.cache/sfa */
   int device;             /* device ordinal used when the thread has no current context */
   int verbose;            /* 1: progress and cache notes on stderr */
   sfa_tune_policy tune;
+  sfa_mma_kind mma;       /* not AUTO: for A/B comparisons; the tuning policy is then unused */
 } sfa_options;
 
 /* Fill *opts with the defaults: no cache_dir (the environment decides), device
-** 0, quiet, and tune from $SFA_TUNE ("off", "cached" or "on"; unset: off; any
-** other value: off, with a warning on stderr). */
+** 0, quiet, tune from $SFA_TUNE ("off", "cached" or "on"; unset: off; any
+** other value: off, with a warning on stderr) and mma from $SFA_MMA ("auto",
+** "sync" or "wgmma"; unset: auto; any other value: auto, with a warning). */
 void sfa_options_init(sfa_options *opts);
 
 /* Create a context. Creation does not touch the GPU: the driver is loaded on the

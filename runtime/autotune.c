@@ -39,8 +39,10 @@ sfa_status sfa__tune_candidates(const sfa_kernel_spec *base, sfa_kernel_spec **o
   int k = 0;
   v[k++] = def;
   /* Every tile with mma.sync, and on sm_90 also with wgmma (validation drops
-  ** what a pass, head dim or arch does not allow). */
-  for (int wg = 0; wg < 2; wg++)
+  ** what a pass, head dim or arch does not allow; the wgmma backward only
+  ** with SFA_EXPERIMENTAL_BWD=1 until it has passed the GPU suite). */
+  const int wg_kinds = base->pass == SFA_PASS_BWD && !sfa__experimental_bwd() ? 1 : 2;
+  for (int wg = 0; wg < wg_kinds; wg++)
     for (int a = 0; a < 2; a++)
       for (int b = 0; b < 3; b++)
         for (int w = 0; w < 2; w++)

@@ -203,8 +203,7 @@ sfa_status sfa_backward(sfa_context *ctx, const sfa_attention_params *params,
                                          dv, dbias);
   if (st != SFA_OK) return st;
   const int D = (int)q->shape[3];
-  const char *exp = getenv("SFA_EXPERIMENTAL_BWD");
-  if (D > SFA__BWD_MAX_HEAD_DIM && !(exp && strcmp(exp, "1") == 0 && D % 32 == 0))
+  if (D > SFA__BWD_MAX_HEAD_DIM && !(sfa__experimental_bwd() && D % 32 == 0))
     return sfa__error(ctx, SFA_ERR_UNSUPPORTED,
                       "q: head dim %d; the backward supports head dims up to %d in this version",
                       D, SFA__BWD_MAX_HEAD_DIM);

@@ -67,6 +67,10 @@ sfa_status sfa_context_create(sfa_context **out, const sfa_options *opts) {
     return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
                       "options.tune: %d is not a policy (SFA_TUNE_OFF, _CACHED or _ON)",
                       (int)ctx->opts.tune);
+  if ((unsigned)ctx->opts.mma > SFA_MMA_WGMMA)
+    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
+                      "options.mma: %d is not an mma kind (SFA_MMA_AUTO, _SYNC or _WGMMA)",
+                      (int)ctx->opts.mma);
   sfa_status st = sfa__select_create(&ctx->select);
   if (st != SFA_OK) return sfa__error(ctx, st, "cannot create the tuning state");
   if ((st = sfa__kdirs_create(&ctx->kdirs, 0, ctx->err, sizeof ctx->err)) != SFA_OK) return st;

@@ -337,6 +337,13 @@ sfa_status sfa__select_spec(sfa_context *ctx, const sfa__device *dev, sfa_kernel
     return sfa__error(ctx, SFA_ERR_INTERNAL, "sfa__select_spec: NULL argument");
   sfa_tune_policy policy = ctx->opts.tune;
   sfa__select *s = ctx->select;
+  if (ctx->opts.mma != SFA_MMA_AUTO) { /* a forced kind: its default tiles, untuned */
+    /* the wgmma backward only with SFA_EXPERIMENTAL_BWD=1 until verified */
+    int wg = ctx->opts.mma == SFA_MMA_WGMMA &&
+             (spec->pass != SFA_PASS_BWD || sfa__experimental_bwd());
+    sfa_status st = sfa__spec_default_mma(spec, wg, why, sizeof why);
+    return st == SFA_OK ? SFA_OK : no_default(ctx, st, spec, why);
+  }
   if (policy == SFA_TUNE_OFF || !s) {
     sfa_status st = sfa_spec_default(spec, why, sizeof why);
     return st == SFA_OK ? SFA_OK : no_default(ctx, st, spec, why);

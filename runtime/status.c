@@ -71,6 +71,14 @@ void sfa_options_init(sfa_options *opts) {
     else if (strcmp(e, "on") == 0) opts->tune = SFA_TUNE_ON;
     else fprintf(stderr, "sfa: warning: SFA_TUNE='%s' is not off, cached or on; using off\n", e);
   }
+  opts->mma = SFA_MMA_AUTO;
+  e = getenv("SFA_MMA");
+  if (e && *e) {
+    if (strcmp(e, "auto") == 0) opts->mma = SFA_MMA_AUTO;
+    else if (strcmp(e, "sync") == 0) opts->mma = SFA_MMA_SYNC;
+    else if (strcmp(e, "wgmma") == 0) opts->mma = SFA_MMA_WGMMA;
+    else fprintf(stderr, "sfa: warning: SFA_MMA='%s' is not auto, sync or wgmma; using auto\n", e);
+  }
 }
 
 void sfa_params_init(sfa_attention_params *p) {

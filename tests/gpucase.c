@@ -19,7 +19,7 @@ CUcontext tg_cuctx;
 sfa_context *tg_ctx;
 uint64_t tg_seed;
 int tg_cc;
-static char *tg_tmpdir;
+char *tg_tmpdir;
 
 const char *const tg_bias_names[] = {"none", "[B,Hq,Tq,Tk]+pad", "[B,Hkv,Tq,Tk]",
                                          "[B,1,1,Tk]", "[1,Hq,Tq,Tk]"};

@@ -21,6 +21,7 @@ extern CUcontext tg_cuctx;
 extern sfa_context *tg_ctx;
 extern uint64_t tg_seed;  /* SFA_TEST_SEED or the suite's default */
 extern int tg_cc;         /* compute capability * 10 + minor of device 0 */
+extern char *tg_tmpdir;   /* the private kernel cache dir of tg_ctx (NULL: SFA_CACHE_DIR) */
 
 /* Abort the test with the CUDA error name when call fails. */
 #define TG_CU(call)                                                           \

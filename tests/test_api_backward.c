@@ -198,6 +198,40 @@ START_TEST(options_init_reads_sfa_tune) {
 }
 END_TEST
 
+/* SFA_MMA sets the mma kind that sfa_options_init gives; a bad value warns. */
+START_TEST(options_init_reads_sfa_mma) {
+  sfa_options o;
+  unsetenv("SFA_MMA");
+  sfa_options_init(&o);
+  ck_assert_int_eq(o.mma, SFA_MMA_AUTO);
+  setenv("SFA_MMA", "sync", 1);
+  sfa_options_init(&o);
+  ck_assert_int_eq(o.mma, SFA_MMA_SYNC);
+  setenv("SFA_MMA", "wgmma", 1);
+  sfa_options_init(&o);
+  ck_assert_int_eq(o.mma, SFA_MMA_WGMMA);
+  setenv("SFA_MMA", "auto", 1);
+  sfa_options_init(&o);
+  ck_assert_int_eq(o.mma, SFA_MMA_AUTO);
+
+  char path[1024];
+  snprintf(path, sizeof path, "%s/err.txt", tu_mkdtemp());
+  setenv("SFA_MMA", "tensor", 1);
+  int saved = tu_capture_stderr(path);
+  sfa_options_init(&o);
+  tu_restore_stderr(saved);
+  unsetenv("SFA_MMA");
+  ck_assert_int_eq(o.mma, SFA_MMA_AUTO);
+  FILE *f = fopen(path, "r");
+  char text[512] = "";
+  ck_assert_ptr_nonnull(f);
+  size_t n = fread(text, 1, sizeof text - 1, f);
+  text[n] = '\0';
+  fclose(f);
+  ck_assert_msg(strstr(text, "SFA_MMA='tensor' is not auto, sync or wgmma; using auto"), "%s", text);
+}
+END_TEST
+
 int main(void) {
   unsetenv("SFA_TUNE"); /* the fixtures' contexts use the plain defaults */
   Suite *s = suite_create("api_backward");
@@ -209,6 +243,7 @@ int main(void) {
   tcase_add_test(t, bwd_outputs_must_not_overlap);
   tcase_add_test(t, bwd_head_dim_and_no_driver);
   tcase_add_test(t, options_init_reads_sfa_tune);
+  tcase_add_test(t, options_init_reads_sfa_mma);
   suite_add_tcase(s, t);
   return tu_run_suite(s);
 }

@@ -36,11 +36,14 @@ static void write_file(const char *dir, const char *name, const char *text) {
 /* Identifiers that only a mode's (or flag's, or pass's) template code declares. */
 static void check_mode_code(const sfa_kernel_spec *s, const char *name, const char *src) {
   const int bwd = s->pass == SFA_PASS_BWD, det = (s->flags & SFA_FEAT_DETERMINISTIC) != 0;
+  const int wg = (s->flags & SFA_FEAT_WGMMA) != 0;
   struct { int want; const char *ident; } marks[] = {
     {s->mode == SFA_MODE_QK_DROP || s->mode == SFA_MODE_HASH, "const int *kix"},
     {s->mode == SFA_MODE_HASH, bwd ? "hash_bwd_state" : "hash_tile_state"},
     {s->mode == SFA_MODE_WINDOW, bwd ? "window_bwd_state" : "window_tile_state"},
-    {bwd && !det, "sfa_red_add2(p"},          /* dq by atomics */
+    {bwd && !det, wg ? "sfa_red_add2(dqacc" : "sfa_red_add2(p"}, /* dq by atomics */
+    {wg, "wgmma.mma_async"},
+    {wg && bwd && !det, "sfa_wg_dq("},        /* dq as transposed-operand products */
     {s->pass == SFA_PASS_BWD_DQ, "dq = 0"},    /* its empty-tile path */
     {s->mode == SFA_MODE_WINDOW && (s->flags & SFA_FEAT_BIAS), "biasp"},
     {s->mode == SFA_MODE_WINDOW && (s->flags & SFA_FEAT_MASK), "maskp"},
@@ -58,8 +61,9 @@ START_TEST(source_for_every_preset_variant) {
     sfa_kernel_spec *specs = NULL;
     size_t n = 0;
     ck_assert_int_eq(sfa__preset(presets[p], arch, 2, &specs, &n, NULL, 0), SFA_OK);
-    /* per arch: fwd, and for D <= 128 bwd, bwd + det, bwddq */
-    ck_assert_uint_eq(n, p == 0 ? 2 * (44 + 3 * 44) : 2 * 4 * 48);
+    /* per arch: fwd, and for D <= 128 bwd, bwd + det, bwddq; all-modes on
+    ** sm_90 also fwd, bwd and bwd + det in the other mma kind */
+    ck_assert_uint_eq(n, p == 0 ? 2 * (44 + 3 * 44) : 2 * 4 * 48 + 3 * 48);
     for (size_t i = 0; i < n; i++) {
       sfa_kernel_spec s = specs[i];
       char name[SFA__NAME_MAX], err[1024] = "", *src = NULL, pat[SFA__NAME_MAX + 4];
@@ -119,12 +123,22 @@ START_TEST(preset_contents) {
 
   memset(count, 0, sizeof count);
   ck_assert_int_eq(sfa__preset("all-modes", arch, 1, &v, &n, err, sizeof err), SFA_OK);
-  ck_assert_uint_eq(n, 4 * 48);
+  /* 48 classes x (fwd, bwd, bwd + det, bwddq), and on sm_90 fwd, bwd and
+  ** bwd + det also in the other mma kind */
+  ck_assert_uint_eq(n, 4 * 48 + 3 * 48);
+  int kinds[3][2] = {{0}};
   for (size_t i = 0; i < n; i++) {
+    const int wg = (v[i].flags & SFA_FEAT_WGMMA) != 0;
     ck_assert(v[i].head_dim == 64 || v[i].head_dim == 128);
-    ck_assert_int_eq((v[i].flags & SFA_FEAT_WGMMA) != 0, v[i].pass == SFA_PASS_FWD);
-    if (v[i].pass == SFA_PASS_FWD) count[v[i].mode][v[i].flags & ~SFA_FEAT_WGMMA]++;
+    ck_assert(!wg || v[i].pass != SFA_PASS_BWD_DQ);
+    kinds[v[i].pass][wg]++;
+    if (v[i].pass == SFA_PASS_FWD && wg) count[v[i].mode][v[i].flags & ~SFA_FEAT_WGMMA]++;
   }
+  ck_assert_int_eq(kinds[SFA_PASS_FWD][0], 48);
+  ck_assert_int_eq(kinds[SFA_PASS_FWD][1], 48);
+  ck_assert_int_eq(kinds[SFA_PASS_BWD][0], 96);
+  ck_assert_int_eq(kinds[SFA_PASS_BWD][1], 96);
+  ck_assert_int_eq(kinds[SFA_PASS_BWD_DQ][0], 48);
   for (unsigned f = 0; f < 8; f++) ck_assert_int_eq(count[SFA_MODE_WINDOW][f], 4);
   ck_assert_int_eq(count[SFA_MODE_DENSE][0] + count[SFA_MODE_DENSE][SFA_FEAT_CAUSAL], 8);
   ck_assert_int_eq(count[SFA_MODE_QK_DROP][0] + count[SFA_MODE_HASH][0], 8);
@@ -312,7 +326,7 @@ START_TEST(sfa_gen_tool) {
   f = fopen(cmd, "r");
   ck_assert(f && fscanf(f, "%d", &n) == 1);
   fclose(f);
-  ck_assert_int_eq(n, 2 * 4 * 48);
+  ck_assert_int_eq(n, 2 * 4 * 48 + 3 * 48);
 
   /* Mode flags on the command line. */
   snprintf(cmd, sizeof cmd, "%s --mode window --causal --mask --head-dim 64 --arch 86 --list "
@@ -324,6 +338,27 @@ START_TEST(sfa_gen_tool) {
   fclose(f);
   ck_assert_str_eq(line, "sfa_fwd_window_causal_mask_bf16_d64_m128n64_w4s2_sm86\n");
   snprintf(cmd, sizeof cmd, "%s --mode qkdrop --bias --head-dim 64 --list 2>/dev/null", tool);
+  ck_assert_int_eq(run(cmd), 2);
+
+  /* --mma picks the kind (with its default tiles); a shape without wgmma is a usage error. */
+  snprintf(cmd, sizeof cmd, "%s --pass bwd --causal --head-dim 128 --mma wgmma --list > %s/wg.txt",
+           tool, dir);
+  ck_assert_int_eq(run(cmd), 0);
+  snprintf(cmd, sizeof cmd, "%s/wg.txt", dir);
+  f = fopen(cmd, "r");
+  ck_assert(f && fgets(line, sizeof line, f));
+  fclose(f);
+  ck_assert_str_eq(line, "sfa_bwd_dense_causal_wg_bf16_d128_m64n128_w8s2_sm90\n");
+  snprintf(cmd, sizeof cmd, "%s --head-dim 64 --mma sync --list > %s/sync.txt", tool, dir);
+  ck_assert_int_eq(run(cmd), 0);
+  snprintf(cmd, sizeof cmd, "%s/sync.txt", dir);
+  f = fopen(cmd, "r");
+  ck_assert(f && fgets(line, sizeof line, f));
+  fclose(f);
+  ck_assert_str_eq(line, "sfa_fwd_dense_bf16_d64_m128n64_w4s2_sm90\n");
+  snprintf(cmd, sizeof cmd, "%s --head-dim 96 --mma wgmma --list 2>/dev/null", tool);
+  ck_assert_int_eq(run(cmd), 2);
+  snprintf(cmd, sizeof cmd, "%s --head-dim 64 --mma fast --list 2>/dev/null", tool);
   ck_assert_int_eq(run(cmd), 2);
 
   snprintf(cmd, sizeof cmd, "%s --preset default --arch 80 --no-cubin --out %s/k 2>/dev/null",

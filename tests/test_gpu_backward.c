@@ -7,7 +7,8 @@
 ** with all-zero tiles and rows), GQA and MQA, D = 32, 64 and 128, fp16 and
 ** bf16, with dq by atomics and deterministic; the deterministic path must
 ** give bitwise identical dq, dk, dv and dbias in two runs. Case "wide": head
-** dims 160..256 (experimental, SFA_EXPERIMENTAL_BWD=1).
+** dims 160..256 (experimental, SFA_EXPERIMENTAL_BWD=1). Case "wgmma": the
+** sm_90 wgmma backward kernels (SFA_MMA_WGMMA).
 **
 ** Inputs come from tests/gpucase.c (the sparse forward suite's cases) plus a
 ** random dout. Every output is poisoned with NaN before the call: an element
@@ -324,6 +325,44 @@ START_TEST(bad_arguments) {
 }
 END_TEST
 
+/* The wgmma backward (SFA_MMA_WGMMA; sm_90 only, D 64 and 128): every mode,
+** GQA and MQA, padding, dbias, both dq paths, through a context that forces
+** the mma kind (CK_RUN_CASE=wgmma; also small enough for the sanitizers).
+** On another arch the forced kind falls back to mma.sync, so the case still
+** runs, as a second pass over mma.sync. */
+START_TEST(wgmma_kernels) {
+  sfa_context *saved = tg_ctx, *wg = NULL;
+  sfa_options o;
+  sfa_options_init(&o);
+  o.cache_dir = tg_tmpdir;
+  o.mma = SFA_MMA_WGMMA;
+  setenv("SFA_EXPERIMENTAL_BWD", "1", 1); /* the wgmma backward is gated until it passes here */
+  ck_assert_msg(sfa_context_create(&wg, &o) == SFA_OK, "%s", wg ? sfa_last_error(wg) : "");
+  if (tg_cc != 90) printf("note: sm_%d has no wgmma; this case runs mma.sync\n", tg_cc);
+  tg_ctx = wg;
+  scase c = tg_case(SFA_MODE_DENSE, 2, 300, 500, 128, SFA_DTYPE_BF16);
+  c.causal = 1, c.seed = tg_seed + 1100;
+  run_case(&c);
+  c = tg_case(SFA_MODE_DENSE, 1, 257, 190, 64, SFA_DTYPE_FP16);
+  c.seed = tg_seed + 1101;
+  run_case(&c);
+  const tg_wspec w[] = {
+    {100, 0, 1, 400, 600, 128, 1, 2, BIAS_KV, MASK_HEAD, 0.3},
+    {-1, 37, 0, 300, 333, 64, 0, 1, BIAS_ROW, MASK_NONE, 0},
+  };
+  run_windows(w, sizeof w / sizeof w[0], 1110);
+  scase h = tg_case(SFA_MODE_HASH, 1, 500, 400, 64, SFA_DTYPE_BF16);
+  h.buckets = 4, h.idx_pad = 3, h.seed = tg_seed + 1120;
+  run_case(&h);
+  scase q = tg_case(SFA_MODE_QK_DROP, 2, 400, 350, 128, SFA_DTYPE_FP16);
+  q.T0 = 600, q.keep = 0.7, q.seed = tg_seed + 1130;
+  run_case(&q);
+  tg_ctx = saved;
+  sfa_context_destroy(wg);
+  unsetenv("SFA_EXPERIMENTAL_BWD");
+}
+END_TEST
+
 /* ------------------------------------------------------------ main */
 
 int main(void) {
@@ -343,6 +382,10 @@ int main(void) {
   tcase_set_timeout(wide, 0);
   tcase_add_test(wide, wide_head_dims);
   suite_add_tcase(s, wide);
+  TCase *wgc = tcase_create("wgmma");
+  tcase_set_timeout(wgc, 0);
+  tcase_add_test(wgc, wgmma_kernels);
+  suite_add_tcase(s, wgc);
   TCase *small = tcase_create("small");
   tcase_set_timeout(small, 0);
   tcase_add_test(small, small_for_sanitizers);

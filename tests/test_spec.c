@@ -210,17 +210,27 @@ START_TEST(wgmma_rule) {
   s.mode = SFA_MODE_WINDOW;
   s.flags = SFA_FEAT_CAUSAL | SFA_FEAT_BIAS | SFA_FEAT_MASK | SFA_FEAT_WGMMA;
   expect(&s, SFA_OK, NULL, NULL);
-  /* the passes: backward never (tiles that bwd and bwddq allow otherwise) */
+  /* bwd: warpgroups of 64 keys (block_n 16 x num_warps) and 64-query tiles */
   s = good();
   s.flags |= SFA_FEAT_WGMMA;
   s.pass = SFA_PASS_BWD;
   s.block_m = 64, s.block_n = 128, s.num_warps = 8, s.num_stages = 2;
-  expect(&s, SFA_ERR_INVALID_ARGUMENT, "flags: wg", "pass fwd on sm_90 only");
+  expect(&s, SFA_OK, NULL, NULL);
+  s.flags |= SFA_FEAT_DETERMINISTIC;
+  expect(&s, SFA_OK, NULL, NULL);
+  s.block_n = 64, s.num_warps = 4, s.num_stages = 1;
+  expect(&s, SFA_OK, NULL, NULL);
+  s.num_warps = 8, s.block_n = 128, s.block_m = 128;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "block_m: 128 is not allowed with wg in pass bwd", "64");
+  s.block_m = 64, s.num_warps = 4; /* 32 keys per warp: valid for mma.sync */
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "block_n: 128 is not allowed with wg and num_warps 4",
+         "must be 64");
+  /* bwddq never (a tile that bwddq allows otherwise) */
   s = good();
   s.flags |= SFA_FEAT_WGMMA;
   s.pass = SFA_PASS_BWD_DQ;
   s.num_warps = 8;
-  expect(&s, SFA_ERR_INVALID_ARGUMENT, "flags: wg", "pass fwd on sm_90 only");
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "flags: wg", "passes fwd and bwd on sm_90 only");
   /* the archs: sm_90 only */
   s = good();
   s.flags |= SFA_FEAT_WGMMA;
@@ -600,6 +610,36 @@ START_TEST(defaults_set_or_clear_wg) {
 }
 END_TEST
 
+/* The default of a chosen mma kind: wgmma where allowed (fwd and bwd on sm_90
+** at D 64 and 128), otherwise mma.sync; the auto choice is sfa_spec_default. */
+START_TEST(defaults_of_an_mma_kind) {
+  sfa_kernel_spec s = {SFA_PASS_BWD, SFA_MODE_DENSE, SFA_DTYPE_BF16, 128, 0, 0, 0, 0, 90,
+                       SFA_FEAT_CAUSAL};
+  ck_assert_int_eq(sfa__spec_default_mma(&s, 1, NULL, 0), SFA_OK);
+  ck_assert_uint_eq(s.flags, SFA_FEAT_CAUSAL | SFA_FEAT_WGMMA);
+  ck_assert(s.block_m == 64 && s.block_n == 128 && s.num_warps == 8 && s.num_stages == 2);
+  sfa_kernel_spec d = s;
+  ck_assert_int_eq(sfa_spec_default(&d, NULL, 0), SFA_OK); /* auto: the bwd stays mma.sync */
+  ck_assert_uint_eq(d.flags, SFA_FEAT_CAUSAL);
+  sfa_kernel_spec f = {SFA_PASS_FWD, SFA_MODE_QK_DROP, SFA_DTYPE_FP16, 64, 0, 0, 0, 0, 90, 0};
+  ck_assert_int_eq(sfa__spec_default_mma(&f, 0, NULL, 0), SFA_OK);
+  ck_assert_uint_eq(f.flags, 0); /* mma.sync on request: the pre-wgmma default tiles */
+  ck_assert(f.block_m == 128 && f.block_n == 64 && f.num_warps == 4 && f.num_stages == 2);
+  ck_assert_int_eq(sfa__spec_default_mma(&f, -1, NULL, 0), SFA_OK);
+  ck_assert_uint_eq(f.flags, SFA_FEAT_WGMMA);
+  static const struct { sfa_pass pass; int d, arch; } never[] = {
+    {SFA_PASS_BWD, 128, 80}, {SFA_PASS_BWD, 96, 90}, {SFA_PASS_BWD_DQ, 128, 90},
+    {SFA_PASS_FWD, 256, 90}};
+  for (size_t i = 0; i < sizeof never / sizeof never[0]; i++) {
+    sfa_kernel_spec t = {never[i].pass, SFA_MODE_DENSE, SFA_DTYPE_BF16, never[i].d, 0, 0, 0, 0,
+                         never[i].arch, 0};
+    ck_assert_int_eq(sfa__spec_default_mma(&t, 1, NULL, 0), SFA_OK);
+    ck_assert_msg(!(t.flags & SFA_FEAT_WGMMA), "case %zu", i);
+    ck_assert_int_eq(sfa__wgmma_allowed(&t), 0);
+  }
+}
+END_TEST
+
 START_TEST(defaults_errors) {
   sfa_kernel_spec s = {SFA_PASS_FWD, SFA_MODE_DENSE, SFA_DTYPE_BF16, 40, 0, 0, 0, 0, 90, 0};
   char err[256] = "";
@@ -658,6 +698,7 @@ int main(void) {
   tcase_add_test(d, defaults_valid_everywhere);
   tcase_add_test(d, defaults_heuristic);
   tcase_add_test(d, defaults_set_or_clear_wg);
+  tcase_add_test(d, defaults_of_an_mma_kind);
   tcase_add_test(d, defaults_errors);
   suite_add_tcase(s, d);
   return tu_run_suite(s);

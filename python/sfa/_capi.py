@@ -30,7 +30,7 @@ class Extras(ctypes.Structure):
 
 class Options(ctypes.Structure):
     _fields_ = [("cache_dir", ctypes.c_char_p), ("device", ctypes.c_int), ("verbose", ctypes.c_int),
-                ("tune", ctypes.c_int)]
+                ("tune", ctypes.c_int), ("mma", ctypes.c_int)]
 
 
 def _find_library():
