@@ -47,6 +47,23 @@ def sort_by_bucket(x, bucket, T):
     return xs, order.int(), torch.gather(bucket, 2, order).int(), order
 
 
+def flex_hash_end_to_end(flex, p, bm):
+    """FlexAttention's hash attention from unsorted tensors (the peer of
+    sfa.hash_attention): torch argsort + gather into the sorted layout of the
+    hash problem p, flex (a flex_attention callable) with its block mask bm,
+    torch scatter back to the original order. Returns a no-argument callable."""
+    q, k, v, qb, kb, _ = p.extra["unsorted"]
+    T = q.shape[2]
+
+    def run():
+        qs, _, _, qo = sort_by_bucket(q, qb, T)
+        ks, _, _, ko = sort_by_bucket(k, kb, T)
+        vs = torch.gather(v, 2, ko.unsqueeze(-1).expand_as(v))
+        o = flex(qs, ks, vs, block_mask=bm)
+        return torch.empty_like(o).scatter_(2, qo.unsqueeze(-1).expand_as(o), o)
+    return run
+
+
 class Problem:
     """One sparse problem: q, k, v (already in sfa's layout), sfa's keyword
     arguments, FlexAttention's mask_mod and sizes, allowed pairs, the query

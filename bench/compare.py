@@ -58,8 +58,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.flex_attention import flex_attention
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cases import (bench, dense_problem, flex_block_mask, hash_problem, qk_drop_problem,  # noqa: E402
-                   rel_err, sort_by_bucket, window_problem)
+from cases import (bench, dense_problem, flex_block_mask, flex_hash_end_to_end, hash_problem,  # noqa: E402
+                   qk_drop_problem, rel_err, window_problem)
 import sfa  # noqa: E402  (cases puts python/ on the path)
 
 MODES = ("dense", "hash", "qk_drop", "window")
@@ -203,13 +203,7 @@ class Run:
         """hash end to end from unsorted tensors (inference), sfa against
         torch sort/gather + FlexAttention + scatter."""
         q, k, v, qb, kb, nb = p.extra["unsorted"]
-
-        def flex_e2e():
-            qs, _, _, qo = sort_by_bucket(q, qb, T)
-            ks, _, _, ko = sort_by_bucket(k, kb, T)
-            vs = torch.gather(v, 2, ko.unsqueeze(-1).expand_as(v))
-            o = flex(qs, ks, vs, block_mask=bm)
-            return torch.empty_like(o).scatter_(2, qo.unsqueeze(-1).expand_as(o), o)
+        flex_e2e = flex_hash_end_to_end(flex, p, bm)
         run_sfa = lambda: sfa.hash_attention(q, k, v, qb, kb, nb)  # noqa: E731
         res, self.case_first = {}, {}
         with torch.no_grad():

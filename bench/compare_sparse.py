@@ -16,7 +16,7 @@ import torch
 from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cases import bench, hash_problem, qk_drop_problem, rel_err, sort_by_bucket, window_problem  # noqa: E402
+from cases import bench, flex_hash_end_to_end, hash_problem, qk_drop_problem, rel_err, window_problem  # noqa: E402
 import sfa  # noqa: E402  (cases puts python/ on the path)
 
 flex = torch.compile(flex_attention, dynamic=False)
@@ -35,14 +35,8 @@ def case_hash(B, H, T, D, nb, dt):
     p = hash_problem(B, H, T, D, nb, dt)
     c, bm = flex_case(p, B, H)
     q, k, v, qb, kb, nb = p.extra["unsorted"]
-
     # end to end from unsorted tensors: sort + gather, attention, scatter back
-    def e2e_flex():
-        qs_, qi_, qh_, qo_ = sort_by_bucket(q, qb, T)
-        ks_, ki_, kh_, ko_ = sort_by_bucket(k, kb, T)
-        vs_ = torch.gather(v, 2, ko_.unsqueeze(-1).expand_as(v))
-        o = flex(qs_, ks_, vs_, block_mask=bm)
-        return torch.empty_like(o).scatter_(2, qo_.unsqueeze(-1).expand_as(o), o)
+    e2e_flex = flex_hash_end_to_end(flex, p, bm)
     e2e_sfa = lambda: sfa.hash_attention(q, k, v, qb, kb, nb)
     c.update(err_e2e=rel_err(e2e_sfa(), e2e_flex()), flex_e2e=bench(e2e_flex), sfa_e2e=bench(e2e_sfa))
     return c

@@ -167,67 +167,49 @@ START_TEST(bwd_head_dim_and_no_driver) {
 }
 END_TEST
 
-/* SFA_TUNE sets the policy that sfa_options_init gives; a bad value warns. */
-START_TEST(options_init_reads_sfa_tune) {
-  sfa_options o;
-  setenv("SFA_TUNE", "cached", 1);
-  sfa_options_init(&o);
-  ck_assert_int_eq(o.tune, SFA_TUNE_CACHED);
-  setenv("SFA_TUNE", "on", 1);
-  sfa_options_init(&o);
-  ck_assert_int_eq(o.tune, SFA_TUNE_ON);
-  setenv("SFA_TUNE", "off", 1);
-  sfa_options_init(&o);
-  ck_assert_int_eq(o.tune, SFA_TUNE_OFF);
-
+/* sfa_options_init with var=value in the environment (unset after); what it
+** printed on stderr into text. */
+static sfa_options options_with_env(const char *var, const char *value, char *text, size_t n) {
   char path[1024];
   snprintf(path, sizeof path, "%s/err.txt", tu_mkdtemp());
-  setenv("SFA_TUNE", "fast", 1);
+  setenv(var, value, 1);
+  sfa_options o;
   int saved = tu_capture_stderr(path);
   sfa_options_init(&o);
   tu_restore_stderr(saved);
-  unsetenv("SFA_TUNE");
-  ck_assert_int_eq(o.tune, SFA_TUNE_OFF);
+  unsetenv(var);
   FILE *f = fopen(path, "r");
-  char text[512] = "";
   ck_assert_ptr_nonnull(f);
-  size_t n = fread(text, 1, sizeof text - 1, f);
-  text[n] = '\0';
+  size_t got = fread(text, 1, n - 1, f);
+  text[got] = '\0';
   fclose(f);
+  return o;
+}
+
+/* SFA_TUNE sets the policy that sfa_options_init gives; a bad value warns. */
+START_TEST(options_init_reads_sfa_tune) {
+  char text[512];
+  ck_assert_int_eq(options_with_env("SFA_TUNE", "cached", text, sizeof text).tune, SFA_TUNE_CACHED);
+  ck_assert_int_eq(options_with_env("SFA_TUNE", "on", text, sizeof text).tune, SFA_TUNE_ON);
+  ck_assert_int_eq(options_with_env("SFA_TUNE", "off", text, sizeof text).tune, SFA_TUNE_OFF);
+  ck_assert_str_eq(text, "");
+  ck_assert_int_eq(options_with_env("SFA_TUNE", "fast", text, sizeof text).tune, SFA_TUNE_OFF);
   ck_assert_msg(strstr(text, "SFA_TUNE='fast' is not off, cached or on; using off"), "%s", text);
 }
 END_TEST
 
 /* SFA_MMA sets the mma kind that sfa_options_init gives; a bad value warns. */
 START_TEST(options_init_reads_sfa_mma) {
+  char text[512];
   sfa_options o;
   unsetenv("SFA_MMA");
   sfa_options_init(&o);
   ck_assert_int_eq(o.mma, SFA_MMA_AUTO);
-  setenv("SFA_MMA", "sync", 1);
-  sfa_options_init(&o);
-  ck_assert_int_eq(o.mma, SFA_MMA_SYNC);
-  setenv("SFA_MMA", "wgmma", 1);
-  sfa_options_init(&o);
-  ck_assert_int_eq(o.mma, SFA_MMA_WGMMA);
-  setenv("SFA_MMA", "auto", 1);
-  sfa_options_init(&o);
-  ck_assert_int_eq(o.mma, SFA_MMA_AUTO);
-
-  char path[1024];
-  snprintf(path, sizeof path, "%s/err.txt", tu_mkdtemp());
-  setenv("SFA_MMA", "tensor", 1);
-  int saved = tu_capture_stderr(path);
-  sfa_options_init(&o);
-  tu_restore_stderr(saved);
-  unsetenv("SFA_MMA");
-  ck_assert_int_eq(o.mma, SFA_MMA_AUTO);
-  FILE *f = fopen(path, "r");
-  char text[512] = "";
-  ck_assert_ptr_nonnull(f);
-  size_t n = fread(text, 1, sizeof text - 1, f);
-  text[n] = '\0';
-  fclose(f);
+  ck_assert_int_eq(options_with_env("SFA_MMA", "sync", text, sizeof text).mma, SFA_MMA_SYNC);
+  ck_assert_int_eq(options_with_env("SFA_MMA", "wgmma", text, sizeof text).mma, SFA_MMA_WGMMA);
+  ck_assert_int_eq(options_with_env("SFA_MMA", "auto", text, sizeof text).mma, SFA_MMA_AUTO);
+  ck_assert_str_eq(text, "");
+  ck_assert_int_eq(options_with_env("SFA_MMA", "tensor", text, sizeof text).mma, SFA_MMA_AUTO);
   ck_assert_msg(strstr(text, "SFA_MMA='tensor' is not auto, sync or wgmma; using auto"), "%s", text);
 }
 END_TEST

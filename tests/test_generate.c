@@ -303,6 +303,19 @@ static int run(const char *cmd) {
   return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
 }
 
+/* Runs "<tool> <args> --list", which must succeed and print want first. */
+static void expect_first_listed(const char *tool, const char *dir, const char *args,
+                                const char *want) {
+  char cmd[2048], line[512] = "";
+  snprintf(cmd, sizeof cmd, "%s %s --list > %s/first.txt", tool, args, dir);
+  ck_assert_int_eq(run(cmd), 0);
+  snprintf(cmd, sizeof cmd, "%s/first.txt", dir);
+  FILE *f = fopen(cmd, "r");
+  ck_assert(f && fgets(line, sizeof line, f));
+  fclose(f);
+  ck_assert_str_eq(line, want);
+}
+
 START_TEST(sfa_gen_tool) {
   const char *tool = SFA_BINARY_DIR "/gen/sfa-gen";
   char cmd[2048], line[512];
@@ -329,33 +342,16 @@ START_TEST(sfa_gen_tool) {
   ck_assert_int_eq(n, 2 * 4 * 48 + 3 * 48);
 
   /* Mode flags on the command line. */
-  snprintf(cmd, sizeof cmd, "%s --mode window --causal --mask --head-dim 64 --arch 86 --list "
-           "> %s/one.txt", tool, dir);
-  ck_assert_int_eq(run(cmd), 0);
-  snprintf(cmd, sizeof cmd, "%s/one.txt", dir);
-  f = fopen(cmd, "r");
-  ck_assert(f && fgets(line, sizeof line, f));
-  fclose(f);
-  ck_assert_str_eq(line, "sfa_fwd_window_causal_mask_bf16_d64_m128n64_w4s2_sm86\n");
+  expect_first_listed(tool, dir, "--mode window --causal --mask --head-dim 64 --arch 86",
+                      "sfa_fwd_window_causal_mask_bf16_d64_m128n64_w4s2_sm86\n");
   snprintf(cmd, sizeof cmd, "%s --mode qkdrop --bias --head-dim 64 --list 2>/dev/null", tool);
   ck_assert_int_eq(run(cmd), 2);
 
   /* --mma picks the kind (with its default tiles); a shape without wgmma is a usage error. */
-  snprintf(cmd, sizeof cmd, "%s --pass bwd --causal --head-dim 128 --mma wgmma --list > %s/wg.txt",
-           tool, dir);
-  ck_assert_int_eq(run(cmd), 0);
-  snprintf(cmd, sizeof cmd, "%s/wg.txt", dir);
-  f = fopen(cmd, "r");
-  ck_assert(f && fgets(line, sizeof line, f));
-  fclose(f);
-  ck_assert_str_eq(line, "sfa_bwd_dense_causal_wg_bf16_d128_m64n128_w8s2_sm90\n");
-  snprintf(cmd, sizeof cmd, "%s --head-dim 64 --mma sync --list > %s/sync.txt", tool, dir);
-  ck_assert_int_eq(run(cmd), 0);
-  snprintf(cmd, sizeof cmd, "%s/sync.txt", dir);
-  f = fopen(cmd, "r");
-  ck_assert(f && fgets(line, sizeof line, f));
-  fclose(f);
-  ck_assert_str_eq(line, "sfa_fwd_dense_bf16_d64_m128n64_w4s2_sm90\n");
+  expect_first_listed(tool, dir, "--pass bwd --causal --head-dim 128 --mma wgmma",
+                      "sfa_bwd_dense_causal_wg_bf16_d128_m64n128_w8s2_sm90\n");
+  expect_first_listed(tool, dir, "--head-dim 64 --mma sync",
+                      "sfa_fwd_dense_bf16_d64_m128n64_w4s2_sm90\n");
   snprintf(cmd, sizeof cmd, "%s --head-dim 96 --mma wgmma --list 2>/dev/null", tool);
   ck_assert_int_eq(run(cmd), 2);
   snprintf(cmd, sizeof cmd, "%s --head-dim 64 --mma fast --list 2>/dev/null", tool);
