@@ -114,49 +114,70 @@ static double rel_err(sfa_dtype dt, const uint16_t *got, const float *want, size
   return w2 > 0 ? sqrt(d2 / w2) : sqrt(d2);
 }
 
-static void verify(srun *R, grads *G, int det) {
+/* The float64 reference gradients of a case, computed once for both dq paths
+** (dbias summed over the batches that a batch-broadcast bias expanded). */
+typedef struct refgrads {
+  float *dq, *dk, *dv, *db;
+  double ms; /* time the reference took */
+} refgrads;
+
+static void reference(const srun *R, const grads *G, refgrads *out) {
   const scase *c = &R->c;
-  float *rq = malloc(R->nq * 4), *rk = malloc(R->nk * 4), *rv = malloc(R->nk * 4);
-  /* The reference's dbias has B batches where a batch-broadcast bias was expanded. */
   const size_t nbr = G->nb ? (size_t)c->B * R->hx.bias_heads * R->hx.bias_rows * c->Tk : 0;
-  float *rb = malloc(nbr ? nbr * 4 : 4), *rbs = malloc(G->nb ? G->nb * 4 : 4);
-  ck_assert(rq && rk && rv && rb && rbs);
+  float *rb = malloc(nbr ? nbr * 4 : 4);
+  out->dq = malloc(R->nq * 4), out->dk = malloc(R->nk * 4), out->dv = malloc(R->nk * 4);
+  out->db = malloc(G->nb ? G->nb * 4 : 4);
+  ck_assert(rb && out->dq && out->dk && out->dv && out->db);
   char why[512];
+  const double t0 = tu_now_ms();
   sfa_status st = sfa_reference_backward(&R->p, c->B, c->Hq, c->Hkv, c->Tq, c->Tk, c->D, R->rq,
-                                         R->rk, R->rv, R->has_ex ? &R->hx : NULL, G->rdo, rq,
-                                         rk, rv, G->nb ? rb : NULL, why, sizeof why);
+                                         R->rk, R->rv, R->has_ex ? &R->hx : NULL, G->rdo,
+                                         out->dq, out->dk, out->dv, G->nb ? rb : NULL, why,
+                                         sizeof why);
+  out->ms = tu_now_ms() - t0;
   ck_assert_msg(st == SFA_OK, "%s: reference: %s", R->desc, why);
   if (G->nb) { /* sum the expanded batches when the bias broadcasts over them */
     const size_t per_b = nbr / (size_t)c->B;
     const int expanded = G->nb == per_b && c->B > 1;
-    for (size_t i = 0; i < G->nb; i++) rbs[i] = rb[i];
+    for (size_t i = 0; i < G->nb; i++) out->db[i] = rb[i];
     for (int b = 1; expanded && b < c->B; b++)
-      for (size_t i = 0; i < per_b; i++) rbs[i] += rb[b * per_b + i];
+      for (size_t i = 0; i < per_b; i++) out->db[i] += rb[b * per_b + i];
   }
+  free(rb);
+}
+
+static void reference_free(refgrads *r) {
+  free(r->dq), free(r->dk), free(r->dv), free(r->db);
+  memset(r, 0, sizeof *r);
+}
+
+static void verify(srun *R, grads *G, int det, const refgrads *ref) {
+  const scase *c = &R->c;
   long nan = 0;
-  const double eq = rel_err(c->dtype, G->hdq, rq, R->nq, &nan);
-  const double ek = rel_err(c->dtype, G->hdk, rk, R->nk, &nan);
-  const double ev = rel_err(c->dtype, G->hdv, rv, R->nk, &nan);
-  const double eb = G->nb ? rel_err(c->dtype, G->hdb, rbs, G->nb, &nan) : 0.0;
+  const double eq = rel_err(c->dtype, G->hdq, ref->dq, R->nq, &nan);
+  const double ek = rel_err(c->dtype, G->hdk, ref->dk, R->nk, &nan);
+  const double ev = rel_err(c->dtype, G->hdv, ref->dv, R->nk, &nan);
+  const double eb = G->nb ? rel_err(c->dtype, G->hdb, ref->db, G->nb, &nan) : 0.0;
   const double tol = c->dtype == SFA_DTYPE_BF16 ? 2e-2 : 1e-2;
   ck_assert_msg(nan == 0 && eq < tol && ek < tol && ev < tol && eb < tol,
                 "%s det=%d: rel_err dq=%.3e dk=%.3e dv=%.3e dbias=%.3e (tol %.0e) nan/unwritten=%ld",
                 R->desc, det, eq, ek, ev, eb, tol, nan);
   printf("ok %s det=%d: dq=%.2e dk=%.2e dv=%.2e dbias=%.2e\n", R->desc, det, eq, ek, ev, eb);
-  free(rq), free(rk), free(rv), free(rb), free(rbs);
 }
 
-/* Both dq paths against the reference; the deterministic one twice, bitwise. */
 static void run_case(const scase *c) {
   srun R;
   grads G;
+  refgrads ref;
+  const double t0 = tu_now_ms();
   tg_case_setup(&R, c);
   uint64_t rng = c->seed * 7 + 3;
   grads_setup(&G, &R, &rng);
+  reference(&R, &G, &ref);
   run_backward(&R, &G, 0);
-  verify(&R, &G, 0);
+  verify(&R, &G, 0, &ref);
   run_backward(&R, &G, 1);
-  verify(&R, &G, 1);
+  verify(&R, &G, 1, &ref);
   uint16_t *first[4] = {G.hdq, G.hdk, G.hdv, G.hdb};
   const size_t n[4] = {R.nq * 2, R.nk * 2, R.nk * 2, G.nb * 2};
   uint16_t *copy[4];
@@ -173,6 +194,8 @@ static void run_case(const scase *c) {
                   "%s: deterministic %s differs between two runs", R.desc, names[i]);
     free(copy[i]);
   }
+  printf("   (%.0f ms, of which the CPU reference %.0f ms)\n", tu_now_ms() - t0, ref.ms);
+  reference_free(&ref);
   grads_free(&G);
   tg_case_free(&R);
 }

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 const char *tu_mkdtemp(void) {
@@ -45,6 +46,12 @@ double tu_rand_normal(uint64_t *s) {
   double u1 = tu_rand_uniform(s), u2 = tu_rand_uniform(s);
   if (u1 < 1e-300) u1 = 1e-300;
   return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+
+double tu_now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
 int tu_run_suite(Suite *s) {

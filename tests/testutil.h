@@ -25,6 +25,9 @@ double tu_rand_normal(uint64_t *state);
 int tu_capture_stderr(const char *path);
 void tu_restore_stderr(int saved);
 
+/* Monotonic wall-clock time in milliseconds. */
+double tu_now_ms(void);
+
 /* Occurrences of sub in s. */
 int tu_count_substr(const char *s, const char *sub);
 
