@@ -249,6 +249,8 @@ sfa_status sfa__tune_pick(sfa_tunedb *db, const sfa_tune_key *key, sfa_kernel_sp
   sfa_kernel_spec s = *spec;
   sfa_tunedb_config_apply(&row.cfg, &s);
   if (sfa_spec_validate(&s, NULL, 0) != SFA_OK) return SFA_OK; /* e.g. a row for another arch */
+  if (s.pass == SFA_PASS_BWD && (s.flags & SFA_FEAT_WGMMA) && !sfa__experimental_bwd())
+    return SFA_OK; /* a row from an experimental tuning run: not yet verified kernels */
   *spec = s;
   if (from_db) *from_db = 1;
   return SFA_OK;
