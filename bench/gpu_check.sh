@@ -8,7 +8,7 @@
 # min, compare (the full grid) 5.5 min; session 8: bwdtune ~1 min, bwdbench
 # over 3 min (FlexAttention compiles). Split the steps across calls of 10 min.
 # sync: the forward suites again with SFA_MMA=sync (mma.sync where sm_90 would
-# use wgmma). sanitize covers test_gpu_backward's small, wgmma and wide cases.
+# use wgmma). sanitize covers test_gpu_backward's small (wgmma on sm_90), sync and wide cases.
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp}
 export PYTHONUNBUFFERED=1 SFA_CACHE_DIR=/tmp/sfa-cache
@@ -32,10 +32,10 @@ fi
 if [[ $what == *" sanitize "* ]]; then
   for tool in memcheck racecheck; do
     for run in test_gpu_sparse: test_gpu_helpers:helpers test_gpu_backward:small \
-               test_gpu_backward:wgmma test_gpu_backward:wide; do
+               test_gpu_backward:sync test_gpu_backward:wide; do
       n=${run%%:*}; c=${run#*:}
       case_env=""; [ -n "$c" ] && case_env="CK_RUN_CASE=$c"
-      env $case_env SFA_EXPERIMENTAL_BWD=1 timeout ${SAN_TIMEOUT:-90} compute-sanitizer --tool $tool \
+      env $case_env timeout ${SAN_TIMEOUT:-90} compute-sanitizer --tool $tool \
         --error-exitcode 9 build/tests/$n > $OUT/$tool-$n-$c.log 2>&1; rc=$?
       summary+=("$tool $n ${c:-all} rc=$rc: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' $OUT/$tool-$n-$c.log | tail -1)")
     done
@@ -47,7 +47,7 @@ fi
 if [[ $what == *" bwdtune "* ]]; then
   # issue 4's shapes: the bwd tile sweep into /tmp/sfa-t (bwdbench then uses it)
   for m in "dense,hash,qk_drop --head-dims 128" "window --window 1023 --head-dims 64"; do
-    SFA_EXPERIMENTAL_BWD=1 build/sfa-tune --cache-dir /tmp/sfa-t --pass bwd --modes $m --seq-lens 16384 --sweep \
+    build/sfa-tune --cache-dir /tmp/sfa-t --pass bwd --modes $m --seq-lens 16384 --sweep \
       >> $OUT/tune_bwd.log 2>&1
   done
   build/sfa-tune --cache-dir /tmp/sfa-t --list --export $OUT/tuned.tsv >> $OUT/tune_bwd.log 2>&1

@@ -48,20 +48,14 @@ int sfa__spec_acc_registers(const sfa_kernel_spec *spec);
 ** wgmma kernel (SFA_FEAT_WGMMA). */
 int sfa__wgmma_allowed(const sfa_kernel_spec *spec);
 
-/* 1 when SFA_EXPERIMENTAL_BWD=1: the runtime may then use backward kernels
-** that compile but have not passed the GPU suite yet (head dims above 128,
-** the wgmma backward); the tuner then also tries the wgmma backward. */
-int sfa__experimental_bwd(void);
-
 /* sfa_spec_default with the mma kind chosen: wg 1 wgmma, 0 mma.sync, -1 the
 ** default's choice (wgmma for the forward where allowed). A kind the spec
 ** does not allow falls back to mma.sync. */
 sfa_status sfa__spec_default_mma(sfa_kernel_spec *spec, int wg, char *err, size_t errlen);
 #define SFA__MAX_ACC_REGISTERS 192
-#define SFA__BWD_MAX_HEAD_DIM 128 /* largest head_dim sfa_backward serves (verified on a GPU) */
-/* Backward kernels exist up to head_dim 256 (above 128: multiples of 32, the
-** columns split over two CTAs per key tile); sfa_backward refuses those head
-** dims until they pass the GPU suite, unless SFA_EXPERIMENTAL_BWD=1. */
+#define SFA__BWD_MAX_HEAD_DIM 128 /* sfa_backward: every multiple of 16 up to here */
+/* Above 128 the backward takes multiples of 32 up to 256: the columns of dK,
+** dV and dQ split over two CTAs per key tile. */
 #define SFA__BWD_KERNEL_MAX_HEAD_DIM 256
 /* Columns of dK, dV and dQ one bwd CTA makes: all of head_dim up to 128, else half. */
 int sfa__bwd_slice(int head_dim);

@@ -405,11 +405,6 @@ sfa_status sfa_spec_parse(const char *name, sfa_kernel_spec *spec, char *err, si
 
 /* ------------------------------------------------------------ defaults */
 
-int sfa__experimental_bwd(void) {
-  const char *e = getenv("SFA_EXPERIMENTAL_BWD");
-  return e && strcmp(e, "1") == 0;
-}
-
 int sfa__wgmma_allowed(const sfa_kernel_spec *s) {
   return s && s->arch == 90 && (s->pass == SFA_PASS_FWD || s->pass == SFA_PASS_BWD) &&
          (s->head_dim == 64 || s->head_dim == 128);
@@ -431,12 +426,13 @@ sfa_status sfa__spec_default_mma(sfa_kernel_spec *spec, int wg, char *err, size_
   if (st != SFA_OK) return st;
 
   s.flags &= ~SFA_FEAT_WGMMA;
-  /* auto: wgmma where it is the measured default (the forward); the wgmma
-  ** backward is chosen only on request until it has been measured */
-  if (wg < 0) wg = s.pass == SFA_PASS_FWD;
+  /* auto: wgmma wherever it is allowed (sm_90, D 64 and 128, fwd and bwd) */
+  if (wg < 0) wg = 1;
   if (!sfa__wgmma_allowed(&s)) wg = 0;
   if (wg && s.pass == SFA_PASS_BWD) {
-    /* two warpgroups of 64 keys, 64-query tiles, double buffered */
+    /* two warpgroups of 64 keys, 64-query tiles, double buffered: the sweep's
+    ** winner for dense causal D = 128 T = 16384 on an H100 (bench/NOTES.md,
+    ** session 10: 28.4 ms against 45.8 ms for the mma.sync default) */
     s.flags |= SFA_FEAT_WGMMA;
     s.block_m = 64, s.block_n = 128, s.num_warps = 8, s.num_stages = 2;
   } else if (wg) {
@@ -447,6 +443,11 @@ sfa_status sfa__spec_default_mma(sfa_kernel_spec *spec, int wg, char *err, size_
     s.flags |= SFA_FEAT_WGMMA;
     if (s.head_dim == 128)
       s.block_m = 64, s.block_n = 128, s.num_warps = 4, s.num_stages = 1;
+    else if (s.mode == SFA_MODE_HASH || s.mode == SFA_MODE_WINDOW)
+      /* short rows (a bucket, a window): one warpgroup per CTA, several CTAs
+      ** per SM (session 10, T = 16384: hash 1.00 ms against 1.70, window
+      ** W = 1024 0.92 ms against 1.35 with the dense tiles below) */
+      s.block_m = 64, s.block_n = 64, s.num_warps = 4, s.num_stages = 2;
     else
       s.block_m = 128, s.block_n = 64, s.num_warps = 8, s.num_stages = 2;
   } else if (s.pass == SFA_PASS_FWD) {

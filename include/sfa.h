@@ -171,12 +171,10 @@ typedef enum sfa_tune_policy {
 
 /* Which tensor-core instructions the kernels use (sfa_options.mma). */
 typedef enum sfa_mma_kind {
-  SFA_MMA_AUTO = 0, /* the default's choice per kernel (wgmma for the sm_90 forward) */
+  SFA_MMA_AUTO = 0, /* the default's choice per kernel (wgmma on sm_90 where allowed) */
   SFA_MMA_SYNC,     /* mma.sync everywhere, with its default tiles; no tuning */
   SFA_MMA_WGMMA     /* wgmma where the pass, arch and head dim allow it (sm_90, fwd
-                       and bwd, D 64 and 128; the bwd, not yet verified on a GPU,
-                       only with SFA_EXPERIMENTAL_BWD=1), with its default tiles;
-                       no tuning */
+                       and bwd, D 64 and 128), with its default tiles; no tuning */
 } sfa_mma_kind;
 
 typedef struct sfa_options {
@@ -278,15 +276,14 @@ sfa_status sfa_forward(sfa_context *ctx, const sfa_attention_params *params,
 ** params->deterministic = 1: dq comes from a second pass over the key tiles
 ** instead of float atomics, so two calls give bitwise identical results (dk,
 ** dv and dbias are always deterministic).
-** Workspace: float32 buffers on the stream-ordered allocator of the device
-** (cuMemAllocAsync on stream, freed on stream when the call's kernels are
-** done): 8 bytes per query row, plus 4 * D per query row without
-** deterministic, plus 4 bytes per dbias element when the bias broadcasts over
-** query rows, heads or batch. Asynchronous on stream.
-** Head dims up to 128 (SFA_ERR_UNSUPPORTED above). Kernels for head dims
-** 160..256 (multiples of 32; two CTAs per key tile) exist but are
-** experimental: served only with SFA_EXPERIMENTAL_BWD=1 in the environment
-** until they pass the GPU suite. */
+** Workspace: float32 buffers from a stream-ordered memory pool of the
+** context (one per device; allocated and freed on stream): 8 bytes per query
+** row, plus 4 * D per query row without deterministic, plus 4 bytes per dbias
+** element when the bias broadcasts over query rows, heads or batch. The pool
+** keeps that memory between calls (so that a step does not map it again) and
+** gives it back at sfa_context_destroy. Asynchronous on stream.
+** Head dims: multiples of 16 up to 128, and 160, 192, 224, 256 (two CTAs per
+** key tile, each making half the columns); SFA_ERR_UNSUPPORTED otherwise. */
 sfa_status sfa_backward(sfa_context *ctx, const sfa_attention_params *params,
                         const sfa_tensor *q, const sfa_tensor *k, const sfa_tensor *v,
                         const sfa_extras *extras, const sfa_tensor *o, const sfa_tensor *lse,

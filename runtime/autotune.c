@@ -39,10 +39,8 @@ sfa_status sfa__tune_candidates(const sfa_kernel_spec *base, sfa_kernel_spec **o
   int k = 0;
   v[k++] = def;
   /* Every tile with mma.sync, and on sm_90 also with wgmma (validation drops
-  ** what a pass, head dim or arch does not allow; the wgmma backward only
-  ** with SFA_EXPERIMENTAL_BWD=1 until it has passed the GPU suite). */
-  const int wg_kinds = base->pass == SFA_PASS_BWD && !sfa__experimental_bwd() ? 1 : 2;
-  for (int wg = 0; wg < wg_kinds; wg++)
+  ** what a pass, head dim or arch does not allow). */
+  for (int wg = 0; wg < 2; wg++)
     for (int a = 0; a < 2; a++)
       for (int b = 0; b < 3; b++)
         for (int w = 0; w < 2; w++)
@@ -249,8 +247,6 @@ sfa_status sfa__tune_pick(sfa_tunedb *db, const sfa_tune_key *key, sfa_kernel_sp
   sfa_kernel_spec s = *spec;
   sfa_tunedb_config_apply(&row.cfg, &s);
   if (sfa_spec_validate(&s, NULL, 0) != SFA_OK) return SFA_OK; /* e.g. a row for another arch */
-  if (s.pass == SFA_PASS_BWD && (s.flags & SFA_FEAT_WGMMA) && !sfa__experimental_bwd())
-    return SFA_OK; /* a row from an experimental tuning run: not yet verified kernels */
   *spec = s;
   if (from_db) *from_db = 1;
   return SFA_OK;

@@ -203,10 +203,10 @@ sfa_status sfa_backward(sfa_context *ctx, const sfa_attention_params *params,
                                          dv, dbias);
   if (st != SFA_OK) return st;
   const int D = (int)q->shape[3];
-  if (D > SFA__BWD_MAX_HEAD_DIM && !(sfa__experimental_bwd() && D % 32 == 0))
+  if (D > SFA__BWD_MAX_HEAD_DIM && D % 32 != 0)
     return sfa__error(ctx, SFA_ERR_UNSUPPORTED,
-                      "q: head dim %d; the backward supports head dims up to %d in this version",
-                      D, SFA__BWD_MAX_HEAD_DIM);
+                      "q: head dim %d; above %d the backward supports multiples of 32 (160, "
+                      "192, 224, 256)", D, SFA__BWD_MAX_HEAD_DIM);
 
   sfa__device dev;
   if ((st = sfa__bind(ctx, &dev)) != SFA_OK) return st;

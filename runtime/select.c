@@ -338,9 +338,7 @@ sfa_status sfa__select_spec(sfa_context *ctx, const sfa__device *dev, sfa_kernel
   sfa_tune_policy policy = ctx->opts.tune;
   sfa__select *s = ctx->select;
   if (ctx->opts.mma != SFA_MMA_AUTO) { /* a forced kind: its default tiles, untuned */
-    /* the wgmma backward only with SFA_EXPERIMENTAL_BWD=1 until verified */
-    int wg = ctx->opts.mma == SFA_MMA_WGMMA &&
-             (spec->pass != SFA_PASS_BWD || sfa__experimental_bwd());
+    int wg = ctx->opts.mma == SFA_MMA_WGMMA;
     sfa_status st = sfa__spec_default_mma(spec, wg, why, sizeof why);
     return st == SFA_OK ? SFA_OK : no_default(ctx, st, spec, why);
   }

@@ -54,10 +54,8 @@ static int check_candidates(sfa_kernel_spec base) {
     ck_assert_msg(seen[tile_index(&c[i])]++ == 0, "duplicate %s", name);
     nwg += (c[i].flags & SFA_FEAT_WGMMA) != 0;
   }
-  /* complete: every valid tile of the grid, with either mma kind, is there
-  ** (the wgmma backward only with SFA_EXPERIMENTAL_BWD=1) */
-  const int kinds = base.pass == SFA_PASS_BWD && !sfa__experimental_bwd() ? 1 : 2;
-  for (int wg = 0; wg < kinds; wg++)
+  /* complete: every valid tile of the grid, with either mma kind, is there */
+  for (int wg = 0; wg < 2; wg++)
     for (int a = 0; a < 2; a++)
       for (int b = 0; b < 3; b++)
         for (int w = 0; w < 2; w++)
@@ -98,8 +96,8 @@ START_TEST(candidates_valid_default_first_unique) {
 }
 END_TEST
 
-/* wgmma candidates come next to the mma.sync ones for fwd on sm_90 (D 64, 128),
-** and nowhere else. */
+/* wgmma candidates come next to the mma.sync ones for fwd and bwd on sm_90
+** (D 64, 128), and nowhere else. */
 START_TEST(wgmma_candidates_for_sm90_fwd_and_bwd) {
   sfa_kernel_spec b = cls(SFA_MODE_DENSE, SFA_DTYPE_BF16, 128, 90, SFA_FEAT_CAUSAL), *c;
   int n, nwg = check_candidates(b);
@@ -112,13 +110,8 @@ START_TEST(wgmma_candidates_for_sm90_fwd_and_bwd) {
                    0);
   ck_assert_int_eq(check_candidates(cls(SFA_MODE_DENSE, SFA_DTYPE_BF16, 96, 90, SFA_FEAT_CAUSAL)),
                    0);
-  /* bwd: m64 with n64 w4 or n128 w8, s1 or s2 -- only while the wgmma
-  ** backward is experimental, with SFA_EXPERIMENTAL_BWD=1 */
-  unsetenv("SFA_EXPERIMENTAL_BWD");
-  ck_assert_int_eq(check_candidates(with_pass(b, SFA_PASS_BWD)), 0);
-  setenv("SFA_EXPERIMENTAL_BWD", "1", 1);
+  /* bwd: m64 with n64 w4 or n128 w8, s1 or s2 */
   ck_assert_int_eq(check_candidates(with_pass(b, SFA_PASS_BWD)), 4);
-  unsetenv("SFA_EXPERIMENTAL_BWD");
   ck_assert_int_eq(check_candidates(with_pass(b, SFA_PASS_BWD_DQ)), 0);
 }
 END_TEST

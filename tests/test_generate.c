@@ -100,14 +100,15 @@ START_TEST(preset_contents) {
     const int wg = (v[i].flags & SFA_FEAT_WGMMA) != 0;
     ck_assert_int_eq(sfa_spec_default(&d, NULL, 0), SFA_OK);
     ck_assert(memcmp(&d, &v[i], sizeof d) == 0); /* default tiles */
-    /* sm_90 fwd at D 64 and 128 defaults to wgmma, nothing else does */
-    ck_assert_int_eq(wg, v[i].pass == SFA_PASS_FWD &&
+    /* sm_90 fwd and bwd at D 64 and 128 default to wgmma, nothing else does */
+    ck_assert_int_eq(wg, v[i].pass != SFA_PASS_BWD_DQ &&
                              (v[i].head_dim == 64 || v[i].head_dim == 128));
     nwg += wg;
     passes[v[i].pass] += 1 + ((v[i].flags & SFA_FEAT_DETERMINISTIC) ? 100 : 0);
     if (v[i].pass == SFA_PASS_FWD) count[v[i].mode][v[i].flags & ~SFA_FEAT_WGMMA]++;
   }
-  ck_assert_int_eq(nwg, 2 * 2 * (2 + 1 + 1 + 4)); /* dtypes x D {64,128} x flag sets */
+  /* dtypes x D {64,128} x flag sets, for fwd, bwd and bwd + det */
+  ck_assert_int_eq(nwg, 3 * 2 * 2 * (2 + 1 + 1 + 4));
   ck_assert_int_eq(passes[SFA_PASS_FWD], 44);
   ck_assert_int_eq(passes[SFA_PASS_BWD], 44 + 44 * 101); /* 44 plain, 44 det */
   ck_assert_int_eq(passes[SFA_PASS_BWD_DQ], 44);

@@ -7,8 +7,9 @@
 ** with all-zero tiles and rows), GQA and MQA, D = 32, 64 and 128, fp16 and
 ** bf16, with dq by atomics and deterministic; the deterministic path must
 ** give bitwise identical dq, dk, dv and dbias in two runs. Case "wide": head
-** dims 160..256 (experimental, SFA_EXPERIMENTAL_BWD=1). Case "wgmma": the
-** sm_90 wgmma backward kernels (SFA_MMA_WGMMA).
+** dims 160..256 (two CTAs per key tile). On sm_90 the default
+** backward at D 64 and 128 runs on wgmma; case "sync" runs the same kinds of
+** problem through mma.sync (SFA_MMA_SYNC) so that both kernels stay tested.
 **
 ** Inputs come from tests/gpucase.c (the sparse forward suite's cases) plus a
 ** random dout. Every output is poisoned with NaN before the call: an element
@@ -231,12 +232,12 @@ START_TEST(qk_drop_with_padding) {
 END_TEST
 
 START_TEST(hash_buckets) {
-  const int nbs[3] = {1, 4, 16};
-  for (int n = 0; n < 3; n++) {
+  const int nbs[4] = {1, 4, 16, 64}; /* 64: a tile of rows spans several buckets */
+  for (int n = 0; n < 4; n++) {
     scase c = tg_case(SFA_MODE_HASH, n % 2 ? 1 : 2, n ? 700 : 900, n ? 1000 : 611,
-                      n == 1 ? 64 : 128, n % 2 ? SFA_DTYPE_BF16 : SFA_DTYPE_FP16);
+                      n % 2 ? 64 : 128, n % 2 ? SFA_DTYPE_BF16 : SFA_DTYPE_FP16);
     c.buckets = nbs[n];
-    c.idx_pad = n == 2 ? 3 : 0;
+    c.idx_pad = n >= 2 ? 3 : 0;
     c.seed = tg_seed + 200 + (uint64_t)n;
     run_case(&c);
   }
@@ -296,11 +297,9 @@ START_TEST(small_for_sanitizers) {
 }
 END_TEST
 
-/* Head dims above 128 (two CTAs per key tile, half the columns each): kernels
-** that sfa_backward serves only with SFA_EXPERIMENTAL_BWD=1 until this case
-** passes on a GPU (CK_RUN_CASE=wide). */
+/* Head dims above 128 (two CTAs per key tile, half the columns each), every
+** mode (CK_RUN_CASE=wide). */
 START_TEST(wide_head_dims) {
-  setenv("SFA_EXPERIMENTAL_BWD", "1", 1);
   scase c = tg_case(SFA_MODE_DENSE, 2, 300, 500, 256, SFA_DTYPE_BF16);
   c.causal = 1, c.seed = tg_seed + 1000;
   run_case(&c);
@@ -318,7 +317,6 @@ START_TEST(wide_head_dims) {
   scase q = tg_case(SFA_MODE_QK_DROP, 2, 400, 350, 192, SFA_DTYPE_FP16);
   q.T0 = 600, q.keep = 0.7, q.seed = tg_seed + 1030;
   run_case(&q);
-  unsetenv("SFA_EXPERIMENTAL_BWD");
 }
 END_TEST
 
@@ -348,21 +346,18 @@ START_TEST(bad_arguments) {
 }
 END_TEST
 
-/* The wgmma backward (SFA_MMA_WGMMA; sm_90 only, D 64 and 128): every mode,
-** GQA and MQA, padding, dbias, both dq paths, through a context that forces
-** the mma kind (CK_RUN_CASE=wgmma; also small enough for the sanitizers).
-** On another arch the forced kind falls back to mma.sync, so the case still
-** runs, as a second pass over mma.sync. */
-START_TEST(wgmma_kernels) {
-  sfa_context *saved = tg_ctx, *wg = NULL;
+/* The mma.sync backward where sm_90 would use wgmma (SFA_MMA_SYNC; D 64 and
+** 128): every mode, GQA and MQA, padding, dbias, both dq paths, through a
+** context that forces the mma kind (CK_RUN_CASE=sync; also small enough for
+** the sanitizers). Before sm_90 this is a second pass over the default. */
+START_TEST(mma_sync_kernels) {
+  sfa_context *saved = tg_ctx, *sctx = NULL;
   sfa_options o;
   sfa_options_init(&o);
   o.cache_dir = tg_tmpdir;
-  o.mma = SFA_MMA_WGMMA;
-  setenv("SFA_EXPERIMENTAL_BWD", "1", 1); /* the wgmma backward is gated until it passes here */
-  ck_assert_msg(sfa_context_create(&wg, &o) == SFA_OK, "%s", wg ? sfa_last_error(wg) : "");
-  if (tg_cc != 90) printf("note: sm_%d has no wgmma; this case runs mma.sync\n", tg_cc);
-  tg_ctx = wg;
+  o.mma = SFA_MMA_SYNC;
+  ck_assert_msg(sfa_context_create(&sctx, &o) == SFA_OK, "%s", sctx ? sfa_last_error(sctx) : "");
+  tg_ctx = sctx;
   scase c = tg_case(SFA_MODE_DENSE, 2, 300, 500, 128, SFA_DTYPE_BF16);
   c.causal = 1, c.seed = tg_seed + 1100;
   run_case(&c);
@@ -381,8 +376,7 @@ START_TEST(wgmma_kernels) {
   q.T0 = 600, q.keep = 0.7, q.seed = tg_seed + 1130;
   run_case(&q);
   tg_ctx = saved;
-  sfa_context_destroy(wg);
-  unsetenv("SFA_EXPERIMENTAL_BWD");
+  sfa_context_destroy(sctx);
 }
 END_TEST
 
@@ -405,10 +399,10 @@ int main(void) {
   tcase_set_timeout(wide, 0);
   tcase_add_test(wide, wide_head_dims);
   suite_add_tcase(s, wide);
-  TCase *wgc = tcase_create("wgmma");
-  tcase_set_timeout(wgc, 0);
-  tcase_add_test(wgc, wgmma_kernels);
-  suite_add_tcase(s, wgc);
+  TCase *sc = tcase_create("sync");
+  tcase_set_timeout(sc, 0);
+  tcase_add_test(sc, mma_sync_kernels);
+  suite_add_tcase(s, sc);
   TCase *small = tcase_create("small");
   tcase_set_timeout(small, 0);
   tcase_add_test(small, small_for_sanitizers);

@@ -316,24 +316,24 @@ START_TEST(cached_row_invalid_for_the_arch_gives_the_default) {
 }
 END_TEST
 
-/* A wgmma backward row (from a tuning run with SFA_EXPERIMENTAL_BWD=1) is used
-** only while that variable is set: those kernels are not yet verified. */
-START_TEST(cached_wgmma_bwd_row_needs_the_experimental_gate) {
+/* A tuned backward row of either mma kind is used on sm_90: a wgmma row with
+** other tiles than the default, and an mma.sync row in place of the wgmma
+** default. */
+START_TEST(cached_bwd_rows_of_either_mma_kind_are_used) {
   sfa__device d = fake_dev(0, 90);
   sfa__problem p = problem(2, 8, 2048);
   sfa_kernel_spec c = cls(SFA_PASS_BWD, 128, 90, SFA_FEAT_CAUSAL);
   put_row("Fake GPU 0", 90, &c, &p, (sfa_tune_config){64, 64, 4, 1, 1});
-  unsetenv("SFA_EXPERIMENTAL_BWD");
   sfa_context *ctx = make_ctx(SFA_TUNE_CACHED);
-  sfa_kernel_spec s = select_ok(ctx, &d, c, &p), want = dflt(c);
-  assert_tile(&s, &want);
-  sfa_context_destroy(ctx);
-  setenv("SFA_EXPERIMENTAL_BWD", "1", 1);
-  ctx = make_ctx(SFA_TUNE_CACHED);
-  s = select_ok(ctx, &d, c, &p);
-  unsetenv("SFA_EXPERIMENTAL_BWD");
+  sfa_kernel_spec s = select_ok(ctx, &d, c, &p);
   ck_assert(s.block_m == 64 && s.block_n == 64 && s.num_warps == 4 && s.num_stages == 1 &&
             (s.flags & SFA_FEAT_WGMMA));
+  sfa_context_destroy(ctx);
+  put_row("Fake GPU 0", 90, &c, &p, (sfa_tune_config){64, 128, 8, 2, 0});
+  ctx = make_ctx(SFA_TUNE_CACHED);
+  s = select_ok(ctx, &d, c, &p);
+  ck_assert(s.block_m == 64 && s.block_n == 128 && s.num_warps == 8 && s.num_stages == 2 &&
+            !(s.flags & SFA_FEAT_WGMMA));
   sfa_context_destroy(ctx);
 }
 END_TEST
@@ -556,7 +556,7 @@ static Suite *select_suite(void) {
   tcase_add_test(tc, cached_uses_the_db_and_the_default_on_a_miss);
   tcase_add_test(tc, cached_lookups_are_memoized);
   tcase_add_test(tc, cached_row_invalid_for_the_arch_gives_the_default);
-  tcase_add_test(tc, cached_wgmma_bwd_row_needs_the_experimental_gate);
+  tcase_add_test(tc, cached_bwd_rows_of_either_mma_kind_are_used);
   tcase_add_test(tc, devices_have_their_own_db_and_memo);
   tcase_add_test(tc, on_tunes_a_miss_once_and_records_it);
   tcase_add_test(tc, on_for_a_pass_it_cannot_launch_is_cached);

@@ -560,7 +560,8 @@ static sfa_kernel_spec defaults_for(sfa_mode mode, unsigned flags, int d, int ar
 
 /* bench/NOTES.md (H100): D<=64 m128n64w4s2; D<=128 m128n64w4s1 (s1 beat s2 at
 ** D=128 on sm_90); D<=256 m64n64w4s1. Every mode and arch alike, except sm_90
-** at D 64 and 128: wgmma, D64 m128n64w8s2 and D128 m64n128w4s1. */
+** at D 64 and 128: wgmma, D64 m128n64w8s2 (hash and window: m64n64w4s2) and
+** D128 m64n128w4s1. */
 START_TEST(defaults_heuristic) {
   for (size_t mf = 0; mf < NMODE_FLAGS; mf++)
     for (int a = 0; a < NARCHS; a++)
@@ -568,7 +569,9 @@ START_TEST(defaults_heuristic) {
         sfa_kernel_spec s = defaults_for(mode_flags[mf].mode, mode_flags[mf].flags, d, archs[a]);
         int wg = archs[a] == 90 && (d == 64 || d == 128);
         int m = d <= 128 ? 128 : 64, n = 64, w = 4, st = d <= 64 ? 2 : 1;
-        if (wg && d == 64) m = 128, n = 64, w = 8, st = 2;
+        const int short_rows = mode_flags[mf].mode == SFA_MODE_HASH ||
+                               mode_flags[mf].mode == SFA_MODE_WINDOW;
+        if (wg && d == 64) m = short_rows ? 64 : 128, n = 64, w = short_rows ? 4 : 8, st = 2;
         if (wg && d == 128) m = 64, n = 128, w = 4, st = 1;
         ck_assert_msg(s.block_m == m && s.block_n == n && s.num_warps == w &&
                           s.num_stages == st && s.flags == (mode_flags[mf].flags |
@@ -590,16 +593,22 @@ START_TEST(defaults_heuristic) {
 }
 END_TEST
 
-/* The default decides the wg bit: set for sm_90 fwd at D 64/128 whatever the
-** caller passed, cleared everywhere else (backward passes, other archs and dims). */
+/* The default decides the wg bit: set for sm_90 fwd and bwd at D 64/128
+** whatever the caller passed, cleared everywhere else (the dq pass, other
+** archs and dims). */
 START_TEST(defaults_set_or_clear_wg) {
   sfa_kernel_spec s = {SFA_PASS_FWD, SFA_MODE_HASH, SFA_DTYPE_FP16, 64, 0, 0, 0, 0, 90, 0};
   ck_assert_int_eq(sfa_spec_default(&s, NULL, 0), SFA_OK);
   ck_assert_uint_eq(s.flags, SFA_FEAT_WGMMA);
-  ck_assert(s.block_m == 128 && s.block_n == 64 && s.num_warps == 8 && s.num_stages == 2);
+  ck_assert(s.block_m == 64 && s.block_n == 64 && s.num_warps == 4 && s.num_stages == 2);
+  s.pass = SFA_PASS_BWD;
+  ck_assert_int_eq(sfa_spec_default(&s, NULL, 0), SFA_OK);
+  ck_assert_uint_eq(s.flags, SFA_FEAT_WGMMA);
+  ck_assert(s.block_m == 64 && s.block_n == 128 && s.num_warps == 8 && s.num_stages == 2);
   static const struct { sfa_pass pass; int d, arch; } off[] = {
     {SFA_PASS_FWD, 128, 80}, {SFA_PASS_FWD, 64, 89}, {SFA_PASS_FWD, 96, 90},
-    {SFA_PASS_FWD, 256, 90}, {SFA_PASS_BWD, 128, 90}, {SFA_PASS_BWD_DQ, 64, 90}};
+    {SFA_PASS_FWD, 256, 90}, {SFA_PASS_BWD, 128, 80}, {SFA_PASS_BWD, 256, 90},
+    {SFA_PASS_BWD_DQ, 64, 90}};
   for (size_t i = 0; i < sizeof off / sizeof off[0]; i++) {
     sfa_kernel_spec t = {off[i].pass, SFA_MODE_DENSE, SFA_DTYPE_BF16, off[i].d, 0, 0, 0, 0,
                          off[i].arch, SFA_FEAT_CAUSAL | SFA_FEAT_WGMMA};
@@ -619,7 +628,9 @@ START_TEST(defaults_of_an_mma_kind) {
   ck_assert_uint_eq(s.flags, SFA_FEAT_CAUSAL | SFA_FEAT_WGMMA);
   ck_assert(s.block_m == 64 && s.block_n == 128 && s.num_warps == 8 && s.num_stages == 2);
   sfa_kernel_spec d = s;
-  ck_assert_int_eq(sfa_spec_default(&d, NULL, 0), SFA_OK); /* auto: the bwd stays mma.sync */
+  ck_assert_int_eq(sfa_spec_default(&d, NULL, 0), SFA_OK); /* auto: wgmma, the same tiles */
+  ck_assert(memcmp(&d, &s, sizeof d) == 0);
+  ck_assert_int_eq(sfa__spec_default_mma(&d, 0, NULL, 0), SFA_OK); /* mma.sync on request */
   ck_assert_uint_eq(d.flags, SFA_FEAT_CAUSAL);
   sfa_kernel_spec f = {SFA_PASS_FWD, SFA_MODE_QK_DROP, SFA_DTYPE_FP16, 64, 0, 0, 0, 0, 90, 0};
   ck_assert_int_eq(sfa__spec_default_mma(&f, 0, NULL, 0), SFA_OK);

@@ -19,8 +19,9 @@ attends with attention() (see its docstring).
 
 Errors: a wrong argument (shape, stride, dtype, mode...) raises ValueError with
 the library's message; a valid request this build cannot serve (e.g. the
-backward pass for head dims above 128) raises SfaUnsupportedError, which is
-both an SfaError and a NotImplementedError; other failures raise SfaError.
+backward pass for a head dim above 128 that is not a multiple of 32) raises
+SfaUnsupportedError, which is both an SfaError and a NotImplementedError; other
+failures raise SfaError.
 """
 import ctypes
 import threading
@@ -37,7 +38,7 @@ class SfaError(RuntimeError):
 
 class SfaUnsupportedError(SfaError, NotImplementedError):
     """A valid request that this build of libsfa cannot serve (SFA_ERR_UNSUPPORTED),
-    e.g. sfa_backward with a head dim above 128."""
+    e.g. sfa_backward with head dim 144."""
 
 
 class _Context:
@@ -256,8 +257,8 @@ def backward(q, k, v, o, lse, dout, *, mode="dense", causal=False, scale=None, w
     """Gradients of forward, no autograd: returns (dq, dk, dv, dbias or None).
     o and lse are forward's outputs (forward(..., return_lse=True)); dout has
     o's shape with the last dim contiguous and 16-byte aligned rows. dbias is
-    made when bias_grad is true and there is a bias. Head dims up to 128
-    (SfaUnsupportedError above)."""
+    made when bias_grad is true and there is a bias. Head dims: multiples of
+    16 up to 128, and 160, 192, 224, 256 (SfaUnsupportedError otherwise)."""
     import torch
     _check_mode(mode)
     _check_qkv(q, k, v)
@@ -342,8 +343,8 @@ def attention(q, k, v, *, mode="dense", causal=False, scale=None, window=(-1, -1
     backward (sfa_backward) gives dq, dk, dv, and dbias (summed over the dims
     the bias broadcasts) when the bias requires grad; index arrays and the
     mask get none. deterministic=True makes the backward bitwise reproducible
-    (no float atomics). The backward supports head dims up to 128 and raises
-    SfaUnsupportedError (a NotImplementedError) above. Launches go on the
+    (no float atomics). The backward supports head dims up to 128 and 160, 192, 224,
+    256, and raises SfaUnsupportedError (a NotImplementedError) for others. Launches go on the
     current stream (the backward on the stream autograd runs it on)."""
     import torch
     _check_mode(mode)
