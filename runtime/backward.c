@@ -61,7 +61,8 @@ static sfa_status convert(sfa_context *ctx, CUfunction fn, CUdeviceptr src, int6
   c.heads = (int32_t)dst->shape[1], c.t = (int32_t)dst->shape[2], c.c = (int32_t)dst->shape[3];
   c.n = dst->shape[0] * dst->shape[1] * dst->shape[2] * dst->shape[3];
   c.scale = scale;
-  int64_t blocks = (c.n + 255) / 256;
+  if (c.n == 0) return SFA_OK;
+  int64_t blocks = (c.n / c.c * ((c.c + 7) / 8) + 255) / 256; /* 8 elements per thread */
   if (blocks > (1 << 20)) blocks = 1 << 20; /* grid-stride beyond */
   return sfa__util_launch(ctx, fn, "convert", (unsigned)blocks, 256, 0, stream, &c);
 }
