@@ -1,7 +1,7 @@
 /*
 ** backward.c -- sfa_backward: validates every argument (runtime/validate.c)
 ** before the driver is touched, then on the caller's stream
-**   1. takes a float workspace from the stream-ordered allocator: lse2 and
+**   1. takes a float workspace from the context's pool (runtime/workspace.c): lse2 and
 **      delta (B * Hq rows of tqp = Tq rounded up to 128), the dq accumulator
 **      (unless deterministic) and the dbias accumulator (when needed);
 **   2. bwd_pre (templates/util_bwd.lt): delta = rowsum(dout * o), lse2 =
@@ -107,12 +107,8 @@ sfa_status sfa__bwd_exec(sfa_context *ctx, const sfa__device *dev, const sfa_dri
   size_t off_dq = (size_t)rows * 8, off_db = off_dq + (det ? 0 : (size_t)rows * D * 4);
   size_t bytes = off_db + (size_t)dbias_n * 4;
   CUdeviceptr ws = 0;
-  CUresult r = d->cuMemAllocAsync(&ws, bytes, stream);
-  if (r != CUDA_SUCCESS) {
-    char what[96];
-    snprintf(what, sizeof what, "cuMemAllocAsync(%zu bytes of backward workspace)", bytes);
-    return sfa__cuda_error(r, what, ctx->err, sizeof ctx->err);
-  }
+  if ((st = sfa__workspace_alloc(ctx, d, dev, bytes, stream, &ws)) != SFA_OK) return st;
+  CUresult r;
   const CUdeviceptr lse2 = ws, delta = ws + (size_t)rows * 4;
   const CUdeviceptr dqacc = det ? 0 : ws + off_dq, dbw = dbias_mode == 2 ? ws + off_db : 0;
 

@@ -126,8 +126,9 @@ void sfa_context_destroy(sfa_context *ctx) {
   if (!ctx) return;
   const sfa_driver *d = NULL;
   /* Only kernels or a retained context mean the driver was loaded; do not load it here. */
-  if ((ctx->nkernels > 0 || ctx->nutils > 0 || ctx->primary_retained) &&
+  if ((ctx->nkernels > 0 || ctx->nutils > 0 || ctx->npools > 0 || ctx->primary_retained) &&
       sfa__driver_load(&d, NULL, 0) == SFA_OK) {
+    sfa__workspace_pools_free(ctx, d);
     unload_modules(ctx, d);
     if (ctx->primary_retained) d->cuDevicePrimaryCtxRelease(ctx->primary_dev);
   }

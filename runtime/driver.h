@@ -51,8 +51,12 @@ typedef struct sfa_driver {
   CUresult (*cuMemcpyDtoH)(void *dst, CUdeviceptr src, size_t bytes);
   CUresult (*cuMemsetD8)(CUdeviceptr dst, unsigned char uc, size_t n);
   CUresult (*cuMemsetD32Async)(CUdeviceptr dst, unsigned int ui, size_t n, CUstream stream);
-  CUresult (*cuMemAllocAsync)(CUdeviceptr *dptr, size_t bytesize, CUstream stream);
   CUresult (*cuMemFreeAsync)(CUdeviceptr dptr, CUstream stream);
+  CUresult (*cuMemPoolCreate)(CUmemoryPool *pool, const CUmemPoolProps *props);
+  CUresult (*cuMemPoolDestroy)(CUmemoryPool pool);
+  CUresult (*cuMemPoolSetAttribute)(CUmemoryPool pool, CUmemPool_attribute attr, void *value);
+  CUresult (*cuMemAllocFromPoolAsync)(CUdeviceptr *dptr, size_t bytesize, CUmemoryPool pool,
+                                      CUstream stream);
   CUresult (*cuStreamCreate)(CUstream *phStream, unsigned int flags);
   CUresult (*cuStreamDestroy)(CUstream hStream);
   CUresult (*cuStreamSynchronize)(CUstream hStream);

@@ -71,6 +71,10 @@ struct sfa_context {
   sfa__loaded_util *utils;   /* kernels from sfa__kernel_get_source, a short array */
   size_t nutils, cap_utils;
 
+  struct sfa__pool *pools;  /* the backward's workspace pools, one per device
+                            ** (runtime/workspace.c), destroyed with the context */
+  int npools, cap_pools;
+
   struct sfa__kernel_dirs *kdirs; /* AOT kernel directories searched before the cache
                                   ** (runtime/kernel_dir.h; has its own mutex) */
   struct sfa__select *select;     /* the tuning policy's memo, tuning dbs and hooks
@@ -79,6 +83,16 @@ struct sfa_context {
   char err[SFA__ERRBUF];    /* sfa_last_error; written without the lock, so failing calls
                             ** on several threads at once may mix their messages */
 };
+
+/* The backward's float workspace (runtime/workspace.c): bytes from the
+** context's memory pool of dev's device, stream-ordered on stream (give it
+** back with cuMemFreeAsync). The pool keeps freed memory for the next call
+** (release threshold: never), so that a training step does not map and unmap
+** it each time; sfa_context_destroy gives it back. */
+sfa_status sfa__workspace_alloc(sfa_context *ctx, const sfa_driver *d, const sfa__device *dev,
+                                size_t bytes, CUstream stream, CUdeviceptr *ptr);
+/* Destroys the pools (sfa_context_destroy; d is the loaded driver). */
+void sfa__workspace_pools_free(sfa_context *ctx, const sfa_driver *d);
 
 /* printf into ctx->err; returns status. */
 sfa_status sfa__error(sfa_context *ctx, sfa_status status, const char *fmt, ...)
