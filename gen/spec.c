@@ -76,14 +76,17 @@ size_t sfa__arch_smem_limit(int arch) {
 static size_t smem_formula(const sfa_kernel_spec *s) {
   size_t row = (size_t)2 * (size_t)(s->head_dim + 8);
   size_t m = (size_t)s->block_m, n = (size_t)s->block_n, st = (size_t)s->num_stages;
+  /* bwd, per query row and stage: lse2 and delta, and the mode's int32 query
+  ** metadata that the mask reads (hash: q_hash, q_idx; qk_drop: q_idx) */
+  size_t qrow = 8 + (s->mode == SFA_MODE_HASH ? 8 : s->mode == SFA_MODE_QK_DROP ? 4 : 0);
   if (s->flags & SFA_FEAT_WGMMA) { /* unpadded 128-byte-swizzled rows, 1024-aligned base */
     size_t d2 = (size_t)2 * (size_t)s->head_dim;
-    if (s->pass == SFA_PASS_BWD) return 1024 + d2 * (2 * n + 2 * st * m) + n * m * 2 + st * m * 8;
+    if (s->pass == SFA_PASS_BWD) return 1024 + d2 * (2 * n + 2 * st * m) + n * m * 2 + st * m * qrow;
     return 1024 + d2 * (m + 2 * st * n);
   }
   switch (s->pass) {
   case SFA_PASS_BWD_DQ: return row * (2 * m + 2 * st * n);
-  case SFA_PASS_BWD: return row * (2 * n + 2 * st * m) + n * (m + 8) * 2 + st * m * 8;
+  case SFA_PASS_BWD: return row * (2 * n + 2 * st * m) + n * (m + 8) * 2 + st * m * qrow;
   default: return row * (m + 2 * st * n);
   }
 }
