@@ -16,19 +16,26 @@ import sfa  # noqa: E402,F401
 INT_MAX = 2**31 - 1
 
 
-def bench(fn, warm=3, reps=20):
-    """Median of reps CUDA-event timings (ms) after warm untimed runs."""
+def bench(fn, warm=3, reps=20, sync_each=False):
+    """Median of reps CUDA-event timings (ms) after warm untimed runs. The reps
+    are queued back to back and read after one synchronize (as
+    triton.testing.do_bench does), so the host's time to issue a call overlaps
+    the previous call's GPU work, as in a training loop; sync_each
+    synchronizes after every rep instead, which adds each call's host time
+    (Python, ctypes, autograd, launches) to its figure."""
     for _ in range(warm):
         fn()
-    ts = []
+    ev = []
     for _ in range(reps):
         a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         a.record()
         fn()
         b.record()
-        b.synchronize()
-        ts.append(a.elapsed_time(b))
-    ts.sort()
+        if sync_each:
+            b.synchronize()
+        ev.append((a, b))
+    torch.cuda.synchronize()
+    ts = sorted(a.elapsed_time(b) for a, b in ev)
     return ts[len(ts) // 2]
 
 
