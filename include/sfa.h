@@ -118,9 +118,10 @@ sfa_status sfa_spec_parse(const char *name, sfa_kernel_spec *spec, char *err, si
 
 /* The heuristic default tile configuration for a problem class: fills block_m,
 ** block_n, num_warps, num_stages and the SFA_FEAT_WGMMA bit of *spec from its
-** other fields. The
-** defaults are the configurations measured fastest on an H100 (bench/NOTES.md),
-** the same for every mode. */
+** other fields. The defaults are the configurations measured fastest on an
+** H100 (bench/NOTES.md): wgmma on sm_90 at head dims 64 and 128 (fwd and bwd),
+** the same tiles for every mode except the sm_90 forward at D 64, where hash
+** and window (short rows) take one warpgroup per CTA. */
 sfa_status sfa_spec_default(sfa_kernel_spec *spec, char *err, size_t errlen);
 
 /* Dynamic shared memory, in bytes, that the variant needs at launch. */
