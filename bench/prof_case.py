@@ -1,0 +1,54 @@
+"""prof_case.py -- one sparse problem of issues 3/4 through sfa only, for A/B
+timing of two builds (run it once per build with SFA_LIBRARY=...) and for
+profilers (ncu --kernel-name ...): no peers, so no FlexAttention compile.
+
+    python3 bench/prof_case.py [--mode hash] [--pass bwd] [--T 16384] [--D 128]
+        [--det] [--reps 20] [--warm 3]
+
+Prints the median ms of --reps queued calls (bench/cases.py's bench) for each
+pass asked for (fwd, bwd: the sfa.backward call with its workspace)."""
+import argparse
+
+import torch
+
+from cases import bench, hash_problem, qk_drop_problem, window_problem, dense_problem
+import sfa
+
+
+def problem(mode, B, H, T, D):
+    dt = torch.bfloat16
+    if mode == "hash":
+        return hash_problem(B, H, T, D, 16, dt)
+    if mode == "qk_drop":
+        return qk_drop_problem(B, H, T, D, 0.3, dt)
+    if mode == "window":
+        return window_problem(B, H, T, D, 1024, dt)
+    return dense_problem(B, H, T, D, dt)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--mode", default="hash", choices=["dense", "hash", "qk_drop", "window"])
+    ap.add_argument("--pass", dest="passes", default="fwd,bwd", help="comma list of fwd, bwd")
+    ap.add_argument("--T", type=int, default=16384)
+    ap.add_argument("--D", type=int, default=128)
+    ap.add_argument("--H", type=int, default=16)
+    ap.add_argument("--det", action="store_true", help="the deterministic backward")
+    ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--warm", type=int, default=3)
+    a = ap.parse_args()
+    torch.manual_seed(0)
+    p = problem(a.mode, 65536 // a.T, a.H, a.T, a.D)
+    o, lse = sfa.forward(p.q, p.k, p.v, return_lse=True, **p.kw)
+    out = []
+    if "fwd" in a.passes:
+        out.append("fwd %.3f" % bench(lambda: sfa.forward(p.q, p.k, p.v, **p.kw), a.warm, a.reps))
+    if "bwd" in a.passes:
+        dout = torch.randn_like(p.q)
+        run = lambda: sfa.backward(p.q, p.k, p.v, o, lse, dout, deterministic=a.det, **p.kw)
+        out.append("bwd%s %.3f" % (" det" if a.det else "", bench(run, a.warm, a.reps)))
+    print(f"{p.name} T={a.T} D={a.D}: " + ", ".join(out) + " ms", flush=True)
+
+
+if __name__ == "__main__":
+    main()
