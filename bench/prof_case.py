@@ -3,10 +3,12 @@ timing of two builds (run it once per build with SFA_LIBRARY=...) and for
 profilers (ncu --kernel-name ...): no peers, so no FlexAttention compile.
 
     python3 bench/prof_case.py [--mode hash] [--pass bwd] [--T 16384] [--D 128]
-        [--det] [--reps 20] [--warm 3]
+        [--det] [--reps 20] [--warm 3] [--kernels]
 
 Prints the median ms of --reps queued calls (bench/cases.py's bench) for each
-pass asked for (fwd, bwd: the sfa.backward call with its workspace)."""
+pass asked for (fwd, bwd: the sfa.backward call with its workspace). With
+--kernels, also each GPU kernel's mean time per call, from torch.profiler
+(CUPTI) over --reps more calls."""
 import argparse
 
 import torch
@@ -36,18 +38,45 @@ def main():
     ap.add_argument("--det", action="store_true", help="the deterministic backward")
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--warm", type=int, default=3)
+    ap.add_argument("--kernels", action="store_true", help="per-kernel times (torch.profiler)")
     a = ap.parse_args()
     torch.manual_seed(0)
     p = problem(a.mode, 65536 // a.T, a.H, a.T, a.D)
     o, lse = sfa.forward(p.q, p.k, p.v, return_lse=True, **p.kw)
-    out = []
+    out, runs = [], []
     if "fwd" in a.passes:
-        out.append("fwd %.3f" % bench(lambda: sfa.forward(p.q, p.k, p.v, **p.kw), a.warm, a.reps))
+        run = lambda: sfa.forward(p.q, p.k, p.v, **p.kw)
+        out.append("fwd %.3f" % bench(run, a.warm, a.reps))
+        runs.append(("fwd", run))
     if "bwd" in a.passes:
         dout = torch.randn_like(p.q)
         run = lambda: sfa.backward(p.q, p.k, p.v, o, lse, dout, deterministic=a.det, **p.kw)
         out.append("bwd%s %.3f" % (" det" if a.det else "", bench(run, a.warm, a.reps)))
+        runs.append(("bwd", run))
     print(f"{p.name} T={a.T} D={a.D}: " + ", ".join(out) + " ms", flush=True)
+    if a.kernels:
+        for name, run in runs:
+            kernel_times(name, run, a.reps)
+
+
+def kernel_times(name, run, reps):
+    """Mean device time per call of each kernel (and memset) that run launches."""
+    from torch.profiler import ProfilerActivity, profile
+    run()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(reps):
+            run()
+        torch.cuda.synchronize()
+    rows = []
+    for e in prof.key_averages():
+        t = getattr(e, "self_device_time_total", None)
+        if t is None:
+            t = getattr(e, "self_cuda_time_total", 0)
+        if t > 0:
+            rows.append((t / reps / 1000.0, e.key))
+    for ms, key in sorted(rows, reverse=True):
+        print(f"  {name} {ms:8.3f} ms  {key[:90]}", flush=True)
 
 
 if __name__ == "__main__":
