@@ -81,7 +81,10 @@ static size_t smem_formula(const sfa_kernel_spec *s) {
   size_t qrow = 8 + (s->mode == SFA_MODE_HASH ? 8 : s->mode == SFA_MODE_QK_DROP ? 4 : 0);
   if (s->flags & SFA_FEAT_WGMMA) { /* unpadded 128-byte-swizzled rows, 1024-aligned base */
     size_t d2 = (size_t)2 * (size_t)s->head_dim;
-    if (s->pass == SFA_PASS_BWD) return 1024 + d2 * (2 * n + 2 * st * m) + n * m * 2 + st * m * qrow;
+    /* bwd, not det: each warp stages 8 x 64 floats of a dQ chunk at a time */
+    size_t dqst = (s->flags & SFA_FEAT_DETERMINISTIC) ? 0 : (size_t)s->num_warps * 2048;
+    if (s->pass == SFA_PASS_BWD)
+      return 1024 + d2 * (2 * n + 2 * st * m) + n * m * 2 + st * m * qrow + dqst;
     return 1024 + d2 * (m + 2 * st * n);
   }
   switch (s->pass) {

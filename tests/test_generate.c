@@ -41,7 +41,7 @@ static void check_mode_code(const sfa_kernel_spec *s, const char *name, const ch
     {s->mode == SFA_MODE_QK_DROP || s->mode == SFA_MODE_HASH, "const int *kix"},
     {s->mode == SFA_MODE_HASH, bwd ? "hash_bwd_state" : "hash_tile_state"},
     {s->mode == SFA_MODE_WINDOW, bwd ? "window_bwd_state" : "window_tile_state"},
-    {bwd && !det, wg ? "sfa_red_add2(dqacc" : "sfa_red_add2(p"}, /* dq by atomics */
+    {bwd && !det, wg ? "sfa_red_add4(dst" : "sfa_red_add2(p"}, /* dq by atomics */
     {wg, "wgmma.mma_async"},
     {wg && bwd && !det, "sfa_wg_dq("},        /* dq as transposed-operand products */
     {s->pass == SFA_PASS_BWD_DQ, "dq = 0"},    /* its empty-tile path */
