@@ -59,6 +59,15 @@ sfa_status sfa__spec_default_mma(sfa_kernel_spec *spec, int wg, char *err, size_
 #define SFA__BWD_KERNEL_MAX_HEAD_DIM 256
 /* Columns of dK, dV and dQ one bwd CTA makes: all of head_dim up to 128, else half. */
 int sfa__bwd_slice(int head_dim);
+/* 1 where the bwd variant comes with a plan kernel, entry "<name>_plan"
+** (templates/bwd.lt): it runs the mode's key-tile setup (searches of the
+** query metadata) for every (batch, query head, key tile) ahead of the bwd
+** kernel and writes SFA__BWD_PLAN_INTS int32 per tile to sfa_bwd_args.plan,
+** so that a bwd CTA starts with one load instead of a chain of dependent
+** ones. The modes that search: hash. */
+int sfa__bwd_plan(const sfa_kernel_spec *spec);
+#define SFA__BWD_PLAN_INTS 16
+#define SFA__PLAN_SUFFIX "_plan"
 
 /* The kernel list of a preset (gen/presets.c) for each of narchs arches, with
 ** default tiles: *specs is malloc'ed (free), *n its length. Unknown names and

@@ -103,6 +103,10 @@ static int row_tiles(const sfa_kernel_spec *s) {
 
 int sfa__bwd_slice(int head_dim) { return head_dim > 128 ? head_dim / 2 : head_dim; }
 
+int sfa__bwd_plan(const sfa_kernel_spec *s) {
+  return s && s->pass == SFA_PASS_BWD && s->mode == SFA_MODE_HASH;
+}
+
 /* Float accumulators per thread: fwd O and S; bwddq dQ, S and dP; bwd dK, dV
 ** (of its column slice), S^T and dP^T. */
 int sfa__spec_acc_registers(const sfa_kernel_spec *s) {

@@ -7,6 +7,8 @@
 **   2. bwd_pre (templates/util_bwd.lt): delta = rowsum(dout * o), lse2 =
 **      lse * log2(e) (+inf where nothing is seen), zeroes the dq accumulator;
 **   3. the bwd kernel (templates/bwd.lt): dk, dv, dbias, and dq by atomics;
+**      for a mode that searches (sfa__bwd_plan) its plan kernel runs first and
+**      writes each key tile's setup into the workspace;
 **   4. deterministic: the bwddq kernel (templates/bwd_dq.lt) writes dq; else
 **      convert turns the dq accumulator into dq (times the scale);
 **   5. convert turns the dbias accumulator into dbias;
@@ -105,7 +107,10 @@ sfa_status sfa__bwd_exec(sfa_context *ctx, const sfa__device *dev, const sfa_dri
 
   const float scale = params->scale > 0 ? params->scale : (float)(1.0 / sqrt((double)D));
   size_t off_dq = (size_t)rows * 8, off_db = off_dq + (det ? 0 : (size_t)rows * D * 4);
-  size_t bytes = off_db + (size_t)dbias_n * 4;
+  const int64_t ntiles = (Tk + kb->spec.block_n - 1) / kb->spec.block_n;
+  const size_t off_plan = (off_db + (size_t)dbias_n * 4 + 255) / 256 * 256;
+  const size_t plan_n = kb->plan_fn ? (size_t)(B * Hq * ntiles) : 0; /* one record per tile */
+  size_t bytes = off_plan + plan_n * SFA__BWD_PLAN_INTS * 4;
   CUdeviceptr ws = 0;
   if ((st = sfa__workspace_alloc(ctx, d, dev, bytes, stream, &ws)) != SFA_OK) return st;
   CUresult r;
@@ -165,8 +170,19 @@ sfa_status sfa__bwd_exec(sfa_context *ctx, const sfa__device *dev, const sfa_dri
     a.dbias_sh = Hb > 1 ? Rb * Tk : 0;
     a.dbias_sb = dbias->shape[0] > 1 ? Hb * Rb * Tk : 0;
   }
+  if (plan_n) { /* one warp per (batch, query head, key tile), 8 per block */
+    a.plan = (uint64_t)(ws + off_plan);
+    void *kp[1] = {&a};
+    if (st == SFA_OK &&
+        (r = d->cuLaunchKernel(kb->plan_fn, (unsigned)((plan_n + 7) / 8), 1, 1, 256, 1, 1, 0,
+                               stream, kp, NULL)) != CUDA_SUCCESS) {
+      char what[SFA__KERNEL_NAME + 64];
+      snprintf(what, sizeof what, "cuLaunchKernel(%s%s)", kb->name, SFA__PLAN_SUFFIX);
+      st = sfa__cuda_error(r, what, ctx->err, sizeof ctx->err);
+    }
+  }
   if (st == SFA_OK)
-    st = launch(ctx, d, kb, (unsigned)((Tk + kb->spec.block_n - 1) / kb->spec.block_n),
+    st = launch(ctx, d, kb, (unsigned)ntiles,
                 (unsigned)(Hkv / nh * (D / sfa__bwd_slice(D))), (unsigned)(B / nb), stream, &a);
 
   /* 4. dq */

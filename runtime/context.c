@@ -407,8 +407,15 @@ static sfa_status load_kernel(sfa_context *ctx, const sfa_driver *d, const sfa__
   }
   sfa_status st = SFA_OK;
   int max_threads = 0;
+  char plan[SFA__KERNEL_NAME + sizeof SFA__PLAN_SUFFIX];
+  snprintf(plan, sizeof plan, "%s%s", k->name, SFA__PLAN_SUFFIX);
+  k->plan_fn = NULL;
   if ((r = d->cuModuleGetFunction(&k->fn, k->module, k->name)) != CUDA_SUCCESS) {
     snprintf(what, sizeof what, "cuModuleGetFunction(%s)", k->name);
+    st = sfa__cuda_error(r, what, ctx->err, sizeof ctx->err);
+  } else if (sfa__bwd_plan(spec) &&
+             (r = d->cuModuleGetFunction(&k->plan_fn, k->module, plan)) != CUDA_SUCCESS) {
+    snprintf(what, sizeof what, "cuModuleGetFunction(%s)", plan);
     st = sfa__cuda_error(r, what, ctx->err, sizeof ctx->err);
   } else if (k->smem > 48 * 1024 &&
              (r = d->cuFuncSetAttribute(k->fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,

@@ -25,6 +25,7 @@ struct sfa_kernel {
   char name[SFA__KERNEL_NAME]; /* canonical name = entry symbol */
   CUmodule module;
   CUfunction fn;
+  CUfunction plan_fn;       /* bwd with a plan (sfa__bwd_plan): "<name>_plan", else NULL */
   size_t smem;              /* dynamic shared memory per launch, bytes */
   int threads;              /* 32 * num_warps */
 };

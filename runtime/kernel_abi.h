@@ -42,6 +42,8 @@ typedef struct sfa_bwd_args {
   uint64_t q_idx, k_idx, q_hash, k_hash;
   uint64_t bias, mask;
   uint64_t dbias;   /* bwd, dbias_mode 1: the output (bias dtype); 2: float workspace */
+  uint64_t plan;    /* bwd with a plan kernel (sfa__bwd_plan): int32 [B][Hq][key tiles]
+                       [SFA__BWD_PLAN_INTS], written by <name>_plan; else 0 */
   int64_t q_sb, q_sh, q_st;
   int64_t k_sb, k_sh, k_st;
   int64_t v_sb, v_sh, v_st;
@@ -65,6 +67,6 @@ typedef struct sfa_bwd_args {
 
 /* templates/abi.lt asserts the same sizes on the device side. */
 _Static_assert(sizeof(sfa_fwd_args) == 328, "sfa_fwd_args changed: update templates/abi.lt");
-_Static_assert(sizeof(sfa_bwd_args) == 464, "sfa_bwd_args changed: update templates/abi.lt");
+_Static_assert(sizeof(sfa_bwd_args) == 472, "sfa_bwd_args changed: update templates/abi.lt");
 
 #endif

@@ -4,7 +4,7 @@
 ** broken templates, errors naming file and line), render time, and the
 ** sfa-gen tool (presets, mode flags, --list, --no-cubin manifest, exit codes).
 ** Every variant of the default and all-modes presets renders, and each mode's
-** source carries its own pruning and masking.
+** source carries its own pruning and masking (and the hash bwd its plan kernel).
 */
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,6 +37,8 @@ static void write_file(const char *dir, const char *name, const char *text) {
 static void check_mode_code(const sfa_kernel_spec *s, const char *name, const char *src) {
   const int bwd = s->pass == SFA_PASS_BWD, det = (s->flags & SFA_FEAT_DETERMINISTIC) != 0;
   const int wg = (s->flags & SFA_FEAT_WGMMA) != 0;
+  char plan_entry[SFA__NAME_MAX + 32];
+  snprintf(plan_entry, sizeof plan_entry, "%s%s(const sfa_bwd_args a)", name, SFA__PLAN_SUFFIX);
   struct { int want; const char *ident; } marks[] = {
     {s->mode == SFA_MODE_QK_DROP || s->mode == SFA_MODE_HASH, "const int *kix"},
     {s->mode == SFA_MODE_HASH, bwd ? "hash_bwd_state" : "hash_tile_state"},
@@ -45,6 +47,8 @@ static void check_mode_code(const sfa_kernel_spec *s, const char *name, const ch
     {wg, "wgmma.mma_async"},
     {wg && bwd && !det, "sfa_wg_dq("},        /* dq as transposed-operand products */
     {s->pass == SFA_PASS_BWD_DQ, "dq = 0"},    /* its empty-tile path */
+    {sfa__bwd_plan(s), plan_entry},              /* the plan kernel, hash bwd only */
+    {sfa__bwd_plan(s), "const int4 pl0 = pl[0];"}, /* and the bwd CTA reading it */
     {s->mode == SFA_MODE_WINDOW && (s->flags & SFA_FEAT_BIAS), "biasp"},
     {s->mode == SFA_MODE_WINDOW && (s->flags & SFA_FEAT_MASK), "maskp"},
     {s->mode == SFA_MODE_WINDOW && (s->flags & SFA_FEAT_CAUSAL), "const int wr = 0;"},
