@@ -170,16 +170,12 @@ sfa_status sfa__bwd_exec(sfa_context *ctx, const sfa__device *dev, const sfa_dri
     a.dbias_sh = Hb > 1 ? Rb * Tk : 0;
     a.dbias_sb = dbias->shape[0] > 1 ? Hb * Rb * Tk : 0;
   }
-  if (plan_n) { /* one warp per (batch, query head, key tile), 8 per block */
+  if (st == SFA_OK && plan_n) { /* one warp per (batch, query head, key tile), 8 per block */
+    char what[SFA__KERNEL_NAME + sizeof SFA__PLAN_SUFFIX];
+    snprintf(what, sizeof what, "%s%s", kb->name, SFA__PLAN_SUFFIX);
     a.plan = (uint64_t)(ws + off_plan);
-    void *kp[1] = {&a};
-    if (st == SFA_OK &&
-        (r = d->cuLaunchKernel(kb->plan_fn, (unsigned)((plan_n + 7) / 8), 1, 1, 256, 1, 1, 0,
-                               stream, kp, NULL)) != CUDA_SUCCESS) {
-      char what[SFA__KERNEL_NAME + 64];
-      snprintf(what, sizeof what, "cuLaunchKernel(%s%s)", kb->name, SFA__PLAN_SUFFIX);
-      st = sfa__cuda_error(r, what, ctx->err, sizeof ctx->err);
-    }
+    st = sfa__util_launch(ctx, kb->plan_fn, what, (unsigned)((plan_n + 7) / 8), 256, 0, stream,
+                          &a);
   }
   if (st == SFA_OK)
     st = launch(ctx, d, kb, (unsigned)ntiles,
