@@ -37,6 +37,7 @@ const char *sfa__pass_name(sfa_pass p) {
 const char *sfa__mode_name(sfa_mode m) {
   return (unsigned)m < 4 ? mode_names[m] : NULL;
 }
+const char *sfa_mode_name(int mode) { return sfa__mode_name((sfa_mode)mode); }
 const char *sfa__mode_token(sfa_mode m) {
   return (unsigned)m < 4 ? mode_tokens[m] : NULL;
 }

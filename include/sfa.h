@@ -26,10 +26,48 @@
 extern "C" {
 #endif
 
+/* Every function of this header is exported from libsfa.so; nothing else is
+** (the library is built with -fvisibility=hidden). */
+#if defined(__GNUC__) || defined(__clang__)
+#define SFA_API __attribute__((visibility("default")))
+#else
+#define SFA_API
+#endif
+
+/* The version this header belongs to. CMakeLists.txt reads these three lines:
+** they are the one place the version is written. */
 #define SFA_VERSION_MAJOR 0
-#define SFA_VERSION_MINOR 1
+#define SFA_VERSION_MINOR 2
 #define SFA_VERSION_PATCH 0
-#define SFA_VERSION_STRING "0.1.0"
+#define SFA_VERSION_STRING "0.2.0"
+#define SFA_VERSION_NUMBER (SFA_VERSION_MAJOR * 10000 + SFA_VERSION_MINOR * 100 + SFA_VERSION_PATCH)
+
+/* ---------------------------------------------------------------- version and ABI */
+
+/* The library's own version, e.g. "0.2.0", and as MAJOR * 10000 + MINOR * 100 +
+** PATCH. A program compares them with SFA_VERSION_STRING / SFA_VERSION_NUMBER
+** of the header it was built with; bindings that copy the structs below (the
+** Python binding's ctypes) check them at load time with sfa_abi_size and
+** sfa_abi_offset. */
+SFA_API const char *sfa_version(void);
+SFA_API int sfa_version_number(void);
+
+/* The public structs whose layout a binding copies. */
+typedef enum sfa_abi_struct {
+  SFA_ABI_TENSOR = 0,     /* sfa_tensor */
+  SFA_ABI_PARAMS,         /* sfa_attention_params */
+  SFA_ABI_EXTRAS,         /* sfa_extras */
+  SFA_ABI_OPTIONS,        /* sfa_options */
+  SFA_ABI_KERNEL_SPEC,    /* sfa_kernel_spec */
+  SFA_ABI_HOST_EXTRAS     /* sfa_host_extras */
+} sfa_abi_struct;
+
+/* sizeof the struct in this library; 0 for an unknown kind. */
+SFA_API size_t sfa_abi_size(sfa_abi_struct kind);
+
+/* offsetof the member named `field` (e.g. "window_left") in this library, or
+** -1 where the struct has no such member or the kind is unknown. */
+SFA_API long sfa_abi_offset(sfa_abi_struct kind, const char *field);
 
 /* ---------------------------------------------------------------- status */
 
@@ -49,10 +87,10 @@ typedef enum sfa_status {
 } sfa_status;
 
 /* Static English name of a status, e.g. "invalid argument". */
-const char *sfa_status_string(sfa_status s);
+SFA_API const char *sfa_status_string(sfa_status s);
 
 /* Release anything sfa returned through a char ** or void ** out-parameter. */
-void sfa_free(void *p);
+SFA_API void sfa_free(void *p);
 
 /* ---------------------------------------------------------------- kernel specs */
 
@@ -77,6 +115,12 @@ typedef enum sfa_dtype {
   SFA_DTYPE_INT32,
   SFA_DTYPE_UINT8
 } sfa_dtype;
+
+/* The lower-case name of a mode ("dense", "qk_drop", "hash", "window") or of a
+** dtype ("fp16", "bf16", "fp32", "int32", "uint8"); NULL for a value outside
+** the enum, so `for (i = 0; sfa_mode_name(i); i++)` lists every mode. */
+SFA_API const char *sfa_mode_name(int mode);
+SFA_API const char *sfa_dtype_name(int dtype);
 
 /* Feature flags of a kernel spec. */
 #define SFA_FEAT_CAUSAL        (1u << 0) /* dense, window: causal mask (qk_drop and hash take no flags) */
@@ -106,15 +150,15 @@ typedef struct sfa_kernel_spec {
 
 /* Checks every field; on failure the message names the field and the allowed
 ** values. */
-sfa_status sfa_spec_validate(const sfa_kernel_spec *spec, char *err, size_t errlen);
+SFA_API sfa_status sfa_spec_validate(const sfa_kernel_spec *spec, char *err, size_t errlen);
 
 /* Canonical name into buf (NUL-terminated). Names exist for every well-formed
 ** spec, also one that sfa_spec_validate rejects as unsupported or too large;
 ** SFA_ERR_INVALID_ARGUMENT for a field outside its domain or a short buf. */
-sfa_status sfa_spec_name(const sfa_kernel_spec *spec, char *buf, size_t n);
+SFA_API sfa_status sfa_spec_name(const sfa_kernel_spec *spec, char *buf, size_t n);
 
 /* Inverse of sfa_spec_name. */
-sfa_status sfa_spec_parse(const char *name, sfa_kernel_spec *spec, char *err, size_t errlen);
+SFA_API sfa_status sfa_spec_parse(const char *name, sfa_kernel_spec *spec, char *err, size_t errlen);
 
 /* The heuristic default tile configuration for a problem class: fills block_m,
 ** block_n, num_warps, num_stages and the SFA_FEAT_WGMMA bit of *spec from its
@@ -122,19 +166,19 @@ sfa_status sfa_spec_parse(const char *name, sfa_kernel_spec *spec, char *err, si
 ** H100 (bench/NOTES.md): wgmma on sm_90 at head dims 64 and 128 (fwd and bwd),
 ** the same tiles for every mode except the sm_90 forward at D 64, where hash
 ** and window (short rows) take one warpgroup per CTA. */
-sfa_status sfa_spec_default(sfa_kernel_spec *spec, char *err, size_t errlen);
+SFA_API sfa_status sfa_spec_default(sfa_kernel_spec *spec, char *err, size_t errlen);
 
 /* Dynamic shared memory, in bytes, that the variant needs at launch. */
-size_t sfa_spec_smem_bytes(const sfa_kernel_spec *spec);
+SFA_API size_t sfa_spec_smem_bytes(const sfa_kernel_spec *spec);
 
 /* Render the CUDA C++ source of a variant (self-contained: no #include).
 ** *source is NUL-terminated; release with sfa_free. */
-sfa_status sfa_generate(const sfa_kernel_spec *spec, char **source, char *err, size_t errlen);
+SFA_API sfa_status sfa_generate(const sfa_kernel_spec *spec, char **source, char *err, size_t errlen);
 
 /* Compile a variant with NVRTC for spec->arch, without a GPU. If source is NULL
 ** it is generated. *cubin (release with sfa_free) receives the binary; if log is
 ** not NULL it receives the NVRTC log (release with sfa_free). */
-sfa_status sfa_compile_cubin(const sfa_kernel_spec *spec, const char *source,
+SFA_API sfa_status sfa_compile_cubin(const sfa_kernel_spec *spec, const char *source,
                              void **cubin, size_t *cubin_size, char **log,
                              char *err, size_t errlen);
 
@@ -153,11 +197,11 @@ typedef struct sfa_tensor {
 /* Host conversions between float and the bits of a dtype of SFA_DTYPE_FP16 or
 ** SFA_DTYPE_BF16 (any other dtype is treated as fp16): round to nearest even,
 ** NaN stays NaN, overflow gives infinity. */
-uint16_t sfa_float_to_half(sfa_dtype dtype, float f);
-float sfa_half_to_float(sfa_dtype dtype, uint16_t h);
+SFA_API uint16_t sfa_float_to_half(sfa_dtype dtype, float f);
+SFA_API float sfa_half_to_float(sfa_dtype dtype, uint16_t h);
 
 /* Fill a contiguous (row-major) tensor description. */
-void sfa_tensor_init(sfa_tensor *t, void *data, sfa_dtype dtype, int rank,
+SFA_API void sfa_tensor_init(sfa_tensor *t, void *data, sfa_dtype dtype, int rank,
                      const int64_t *shape);
 
 /* ---------------------------------------------------------------- context */
@@ -190,23 +234,23 @@ typedef struct sfa_options {
 ** 0, quiet, tune from $SFA_TUNE ("off", "cached" or "on"; unset: off; any
 ** other value: off, with a warning on stderr) and mma from $SFA_MMA ("auto",
 ** "sync" or "wgmma"; unset: auto; any other value: auto, with a warning). */
-void sfa_options_init(sfa_options *opts);
+SFA_API void sfa_options_init(sfa_options *opts);
 
 /* Create a context. Creation does not touch the GPU: the driver is loaded on the
 ** first call that needs it, so argument validation works on machines without
 ** one. On failure *ctx may still be set so that sfa_last_error can be read; it
 ** must then be destroyed. */
-sfa_status sfa_context_create(sfa_context **ctx, const sfa_options *opts);
-void sfa_context_destroy(sfa_context *ctx);
+SFA_API sfa_status sfa_context_create(sfa_context **ctx, const sfa_options *opts);
+SFA_API void sfa_context_destroy(sfa_context *ctx);
 
 /* The message of the last failed call on ctx ("" if none). Valid until the next
 ** call on ctx. */
-const char *sfa_last_error(const sfa_context *ctx);
+SFA_API const char *sfa_last_error(const sfa_context *ctx);
 
 /* Compile (through the disk cache) and load a variant in the calling thread's
 ** current CUDA context. The kernel handle is owned by ctx. */
 typedef struct sfa_kernel sfa_kernel;
-sfa_status sfa_compile(sfa_context *ctx, const sfa_kernel_spec *spec, sfa_kernel **kernel);
+SFA_API sfa_status sfa_compile(sfa_context *ctx, const sfa_kernel_spec *spec, sfa_kernel **kernel);
 
 /* Add a directory of ahead-of-time kernels written by sfa-gen (DIR/manifest.tsv
 ** and the cubins it lists). Kernels the context needs later are looked up
@@ -223,7 +267,7 @@ sfa_status sfa_compile(sfa_context *ctx, const sfa_kernel_spec *spec, sfa_kernel
 ** kernel is compiled through the cache as if the directory did not list it.
 ** The directory must come from sfa-gen of the same sfa version. Adding a
 ** directory twice is a no-op; kernels already loaded are not replaced. */
-sfa_status sfa_context_add_kernel_dir(sfa_context *ctx, const char *dir);
+SFA_API sfa_status sfa_context_add_kernel_dir(sfa_context *ctx, const char *dir);
 
 /* ---------------------------------------------------------------- attention */
 
@@ -240,7 +284,7 @@ typedef struct sfa_attention_params {
   int deterministic;  /* backward: no float atomics */
 } sfa_attention_params;
 
-void sfa_params_init(sfa_attention_params *p);
+SFA_API void sfa_params_init(sfa_attention_params *p);
 
 /* Mode-specific inputs. Members the mode does not read must be NULL (they are
 ** rejected, not ignored). Index arrays are contiguous along time and 4-byte
@@ -262,7 +306,7 @@ typedef struct sfa_extras {
 ** (NULL = the legacy default stream). extras may be NULL for dense and window.
 ** Index values are not checked here (a wrong layout gives wrong output, never
 ** an out-of-bounds access); sfa_check_indices checks the contract. */
-sfa_status sfa_forward(sfa_context *ctx, const sfa_attention_params *params,
+SFA_API sfa_status sfa_forward(sfa_context *ctx, const sfa_attention_params *params,
                        const sfa_tensor *q, const sfa_tensor *k, const sfa_tensor *v,
                        const sfa_extras *extras, const sfa_tensor *o,
                        const sfa_tensor *lse, void *stream);
@@ -285,7 +329,7 @@ sfa_status sfa_forward(sfa_context *ctx, const sfa_attention_params *params,
 ** gives it back at sfa_context_destroy. Asynchronous on stream.
 ** Head dims: multiples of 16 up to 128, and 160, 192, 224, 256 (two CTAs per
 ** key tile, each making half the columns); SFA_ERR_UNSUPPORTED otherwise. */
-sfa_status sfa_backward(sfa_context *ctx, const sfa_attention_params *params,
+SFA_API sfa_status sfa_backward(sfa_context *ctx, const sfa_attention_params *params,
                         const sfa_tensor *q, const sfa_tensor *k, const sfa_tensor *v,
                         const sfa_extras *extras, const sfa_tensor *o, const sfa_tensor *lse,
                         const sfa_tensor *dout, const sfa_tensor *dq, const sfa_tensor *dk,
@@ -302,7 +346,7 @@ sfa_status sfa_backward(sfa_context *ctx, const sfa_attention_params *params,
 ** input-checking aid, not for every call. On a violation returns
 ** SFA_ERR_INVALID_ARGUMENT with a message that names the array, the
 ** [b, h, t] position and the values. */
-sfa_status sfa_check_indices(sfa_context *ctx, const sfa_attention_params *params,
+SFA_API sfa_status sfa_check_indices(sfa_context *ctx, const sfa_attention_params *params,
                              const sfa_extras *extras, int64_t Tq, int64_t Tk, void *stream);
 
 /* ---------------------------------------------------------------- sparse helpers */
@@ -336,7 +380,7 @@ sfa_status sfa_check_indices(sfa_context *ctx, const sfa_attention_params *param
 ** element is shared). Runs asynchronously on stream (a CUstream; NULL = the
 ** legacy default stream): a sort kernel (one CTA per (b, h)) and a gather per
 ** tensor. */
-sfa_status sfa_hash_prepare(sfa_context *ctx, const sfa_tensor *bucket, int num_buckets,
+SFA_API sfa_status sfa_hash_prepare(sfa_context *ctx, const sfa_tensor *bucket, int num_buckets,
                             const sfa_tensor *x, const sfa_tensor *x_sorted,
                             const sfa_tensor *x2, const sfa_tensor *x2_sorted,
                             const sfa_tensor *idx, const sfa_tensor *hash, void *stream);
@@ -348,7 +392,7 @@ sfa_status sfa_hash_prepare(sfa_context *ctx, const sfa_tensor *bucket, int num_
 ** idx int32 [B, H, T'] (e.g. q_idx from sfa_hash_prepare, where T' = T). If
 ** idx names a row twice, which copy lands there is unspecified. o must not
 ** share memory with o_sorted or idx. Asynchronous on stream. */
-sfa_status sfa_hash_unsort(sfa_context *ctx, const sfa_tensor *o_sorted, const sfa_tensor *idx,
+SFA_API sfa_status sfa_hash_unsort(sfa_context *ctx, const sfa_tensor *o_sorted, const sfa_tensor *idx,
                            const sfa_tensor *o, void *stream);
 
 /* The dynamic mask of mode window (flash-sparse-attn's top-k): for every query
@@ -367,7 +411,7 @@ sfa_status sfa_hash_unsort(sfa_context *ctx, const sfa_tensor *o_sorted, const s
 ** One CTA per row; the row's keys stay in shared memory when they fit (Tk up
 ** to about 99k for fp16/bf16 on sm_90, 65k on sm_80, half that for fp32),
 ** else they are re-read for each pass. Asynchronous on stream. */
-sfa_status sfa_topk_mask(sfa_context *ctx, const sfa_tensor *bias, int w, int causal,
+SFA_API sfa_status sfa_topk_mask(sfa_context *ctx, const sfa_tensor *bias, int w, int causal,
                          const sfa_tensor *mask, void *stream);
 
 /* ---------------------------------------------------------------- CPU reference */
@@ -389,7 +433,7 @@ typedef struct sfa_host_extras {
 /* Float64 reference of the forward pass on host arrays in float32, contiguous
 ** [B, H, T, D]. Semantics exactly as DESIGN.md section 2: rows with no allowed
 ** key get o = 0 and lse = -inf. lse and ex may be NULL (dense needs none). */
-sfa_status sfa_reference_forward(const sfa_attention_params *params, int B, int Hq,
+SFA_API sfa_status sfa_reference_forward(const sfa_attention_params *params, int B, int Hq,
                                  int Hkv, int Tq, int Tk, int D, const float *q,
                                  const float *k, const float *v, const sfa_host_extras *ex,
                                  float *o, float *lse, char *err, size_t errlen);
@@ -402,7 +446,7 @@ sfa_status sfa_reference_forward(const sfa_attention_params *params, int B, int 
 ** key contribute nothing. Both references spread large problems over
 ** threads ($SFA_REF_THREADS, default the online CPUs); the results do not
 ** depend on the thread count. */
-sfa_status sfa_reference_backward(const sfa_attention_params *params, int B, int Hq,
+SFA_API sfa_status sfa_reference_backward(const sfa_attention_params *params, int B, int Hq,
                                   int Hkv, int Tq, int Tk, int D, const float *q,
                                   const float *k, const float *v, const sfa_host_extras *ex,
                                   const float *dout, float *dq, float *dk, float *dv,

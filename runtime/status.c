@@ -30,15 +30,14 @@ const char *sfa_status_string(sfa_status s) {
 
 void sfa_free(void *p) { free(p); }
 
+const char *sfa_dtype_name(int dtype) {
+  static const char *const names[] = {"fp16", "bf16", "fp32", "int32", "uint8"};
+  return (unsigned)dtype < sizeof names / sizeof names[0] ? names[dtype] : NULL;
+}
+
 const char *sfa__dtype_str(sfa_dtype d) {
-  switch (d) {
-    case SFA_DTYPE_FP16: return "fp16";
-    case SFA_DTYPE_BF16: return "bf16";
-    case SFA_DTYPE_FP32: return "fp32";
-    case SFA_DTYPE_INT32: return "int32";
-    case SFA_DTYPE_UINT8: return "uint8";
-  }
-  return "an unknown dtype";
+  const char *name = sfa_dtype_name((int)d);
+  return name ? name : "an unknown dtype";
 }
 
 void sfa_tensor_init(sfa_tensor *t, void *data, sfa_dtype dtype, int rank,
