@@ -1,16 +1,16 @@
 /*
 ** nvrtc.c -- compiles generated CUDA C++ to a cubin with NVRTC (no GPU
 ** needed). The option list lives in sfa__nvrtc_options_init only, so the cache
-** key and the compile can never disagree.
+** key and the compile can never disagree. NVRTC itself is reached through
+** the dlopen'd table of runtime/nvrtc_lib.h.
 */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <nvrtc.h>
-
 #include "gen/gen_internal.h"
 #include "runtime/nvrtc.h"
+#include "runtime/nvrtc_lib.h"
 
 /* How much of a failing log goes into err (the whole log goes to *log). */
 #define LOG_IN_ERR 4000
@@ -37,19 +37,21 @@ const char *sfa__nvrtc_options_string(const sfa_kernel_spec *spec) {
 
 void sfa__nvrtc_version(int *major, int *minor) {
   int a = 0, b = 0;
-  if (nvrtcVersion(&a, &b) != NVRTC_SUCCESS) a = b = 0;
+  const sfa__nvrtc_api *nv = NULL;
+  if (sfa__nvrtc_load(&nv, NULL, 0) != SFA_OK || nv->nvrtcVersion(&a, &b) != NVRTC_SUCCESS)
+    a = b = 0;
   if (major) *major = a;
   if (minor) *minor = b;
 }
 
 /* The program's log, malloc'ed ("" when empty), or NULL without memory. */
-static char *program_log(nvrtcProgram prog) {
+static char *program_log(const sfa__nvrtc_api *nv, nvrtcProgram prog) {
   size_t n = 0;
-  if (nvrtcGetProgramLogSize(prog, &n) != NVRTC_SUCCESS) n = 0;
+  if (nv->nvrtcGetProgramLogSize(prog, &n) != NVRTC_SUCCESS) n = 0;
   char *log = malloc(n + 1);
   if (!log) return NULL;
   log[0] = '\0';
-  if (n > 0 && nvrtcGetProgramLog(prog, log) != NVRTC_SUCCESS) log[0] = '\0';
+  if (n > 0 && nv->nvrtcGetProgramLog(prog, log) != NVRTC_SUCCESS) log[0] = '\0';
   log[n] = '\0';
   return log;
 }
@@ -65,6 +67,9 @@ sfa_status sfa__nvrtc_compile(const char *name, const char *source,
   if (!name || !source || !target)
     return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "%s: NULL",
                      !name ? "name" : !source ? "source" : "target");
+  const sfa__nvrtc_api *nv = NULL;
+  sfa_status ls = sfa__nvrtc_load(&nv, err, errlen);
+  if (ls != SFA_OK) return ls;
   sfa__nvrtc_options opts;
   sfa__nvrtc_options_init(&opts, target);
   char file[SFA__NAME_MAX + 8];
@@ -73,24 +78,24 @@ sfa_status sfa__nvrtc_compile(const char *name, const char *source,
   nvrtcProgram prog = NULL;
   char *text = NULL;
   sfa_status st = SFA_OK;
-  nvrtcResult r = nvrtcCreateProgram(&prog, source, file, 0, NULL, NULL);
+  nvrtcResult r = nv->nvrtcCreateProgram(&prog, source, file, 0, NULL, NULL);
   if (r != NVRTC_SUCCESS) {
     st = sfa__fail(err, errlen,
                    r == NVRTC_ERROR_OUT_OF_MEMORY ? SFA_ERR_OUT_OF_MEMORY : SFA_ERR_COMPILE,
-                   "nvrtc: cannot create program %s: %s", file, nvrtcGetErrorString(r));
+                   "nvrtc: cannot create program %s: %s", file, nv->nvrtcGetErrorString(r));
     goto done;
   }
-  r = nvrtcCompileProgram(prog, opts.count, opts.argv);
-  text = program_log(prog);
+  r = nv->nvrtcCompileProgram(prog, opts.count, opts.argv);
+  text = program_log(nv, prog);
   if (r != NVRTC_SUCCESS) {
     st = sfa__fail(err, errlen, SFA_ERR_COMPILE, "nvrtc: compiling %s (%s) failed: %s\n%.4000s",
-                   file, opts.joined, nvrtcGetErrorString(r), text ? text : "");
+                   file, opts.joined, nv->nvrtcGetErrorString(r), text ? text : "");
     goto done;
   }
   size_t n = 0;
-  if ((r = nvrtcGetCUBINSize(prog, &n)) != NVRTC_SUCCESS || n == 0) {
+  if ((r = nv->nvrtcGetCUBINSize(prog, &n)) != NVRTC_SUCCESS || n == 0) {
     st = sfa__fail(err, errlen, SFA_ERR_COMPILE, "nvrtc: no cubin for %s: %s", file,
-                   r != NVRTC_SUCCESS ? nvrtcGetErrorString(r) : "empty");
+                   r != NVRTC_SUCCESS ? nv->nvrtcGetErrorString(r) : "empty");
     goto done;
   }
   void *bin = malloc(n);
@@ -98,16 +103,16 @@ sfa_status sfa__nvrtc_compile(const char *name, const char *source,
     st = sfa__fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "no memory for a %zu-byte cubin", n);
     goto done;
   }
-  if ((r = nvrtcGetCUBIN(prog, bin)) != NVRTC_SUCCESS) {
+  if ((r = nv->nvrtcGetCUBIN(prog, bin)) != NVRTC_SUCCESS) {
     free(bin);
     st = sfa__fail(err, errlen, SFA_ERR_COMPILE, "nvrtc: cannot fetch the cubin of %s: %s", file,
-                   nvrtcGetErrorString(r));
+                   nv->nvrtcGetErrorString(r));
     goto done;
   }
   *cubin = bin;
   *cubin_size = n;
 done:
-  if (prog) nvrtcDestroyProgram(&prog);
+  if (prog) nv->nvrtcDestroyProgram(&prog);
   if (log)
     *log = text;
   else
