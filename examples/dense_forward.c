@@ -8,7 +8,10 @@
 **                 [--iters N] [--check|--no-check] [--verbose] [--help]
 **
 ** It uses the public API (sfa.h) plus the CUDA driver API directly for memory,
-** streams and events. Exit status 0 only if the run (and the check) passed.
+** streams and events, loaded with dlopen (cuda_loader.h) as libsfa does: the
+** program links no CUDA library, so --help and argument errors work on a
+** machine without a driver. Exit status 0 only if the run (and the check)
+** passed.
 */
 #include <math.h>
 #include <stdint.h>
@@ -16,15 +19,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <cuda.h>
-
 #include "sfa.h"
+#include "cuda_loader.h"
 
-/* cuda.h maps cuEventElapsedTime to cuEventElapsedTime_v2, which drivers
-** before CUDA 12.8 lack; the original symbol is in every driver and means the
-** same for events recorded on one device. */
-#undef cuEventElapsedTime
-CUresult CUDAAPI cuEventElapsedTime(float *ms, CUevent start, CUevent end);
+static cuda_api cu_api; /* filled by cuda_load before the first CUDA call */
 
 /* ------------------------------------------------------------ options */
 
@@ -142,8 +140,8 @@ static float from_half(sfa_dtype t, uint16_t h) { return t == SFA_DTYPE_BF16 ? f
 static int cu_ok(CUresult r, const char *what) {
   if (r == CUDA_SUCCESS) return 1;
   const char *name = "?", *desc = "?";
-  cuGetErrorName(r, &name);
-  cuGetErrorString(r, &desc);
+  cu_api.GetErrorName(r, &name);
+  cu_api.GetErrorString(r, &desc);
   fprintf(stderr, "dense_forward: %s: %s (%s)\n", what, name, desc);
   return 0;
 }
@@ -314,26 +312,27 @@ int main(int argc, char **argv) {
   for (size_t i = 0; i < nk; i++) hk[i] = to_half(o.dtype, (float)rand_normal());
   for (size_t i = 0; i < nk; i++) hv[i] = to_half(o.dtype, (float)rand_normal());
 
-  CU(cuInit(0));
-  CU(cuDeviceGet(&dev, 0));
-  CU(cuDevicePrimaryCtxRetain(&cu, dev));
-  CU(cuCtxSetCurrent(cu));
+  if (!cuda_load(&cu_api, "dense_forward")) goto out;
+  CU(cu_api.Init(0));
+  CU(cu_api.DeviceGet(&dev, 0));
+  CU(cu_api.DevicePrimaryCtxRetain(&cu, dev));
+  CU(cu_api.CtxSetCurrent(cu));
   char devname[128] = "?";
   int major = 0, minor = 0;
-  CU(cuDeviceGetName(devname, (int)sizeof devname, dev));
-  CU(cuDeviceGetAttribute(&major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev));
-  CU(cuDeviceGetAttribute(&minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, dev));
-  CU(cuStreamCreate(&stream, CU_STREAM_NON_BLOCKING));
-  CU(cuMemAlloc(&dq, nq * 2));
-  CU(cuMemAlloc(&dk, nk * 2));
-  CU(cuMemAlloc(&dv, nk * 2));
-  CU(cuMemAlloc(&dout, nq * 2));
-  CU(cuMemAlloc(&dlse, nlse * sizeof(float)));
-  CU(cuMemcpyHtoD(dq, hq, nq * 2));
-  CU(cuMemcpyHtoD(dk, hk, nk * 2));
-  CU(cuMemcpyHtoD(dv, hv, nk * 2));
-  CU(cuMemsetD8(dout, 0xFF, nq * 2)); /* NaN everywhere: unwritten output fails the check */
-  CU(cuMemsetD8(dlse, 0xFF, nlse * sizeof(float)));
+  CU(cu_api.DeviceGetName(devname, (int)sizeof devname, dev));
+  CU(cu_api.DeviceGetAttribute(&major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev));
+  CU(cu_api.DeviceGetAttribute(&minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, dev));
+  CU(cu_api.StreamCreate(&stream, CU_STREAM_NON_BLOCKING));
+  CU(cu_api.MemAlloc(&dq, nq * 2));
+  CU(cu_api.MemAlloc(&dk, nk * 2));
+  CU(cu_api.MemAlloc(&dv, nk * 2));
+  CU(cu_api.MemAlloc(&dout, nq * 2));
+  CU(cu_api.MemAlloc(&dlse, nlse * sizeof(float)));
+  CU(cu_api.MemcpyHtoD(dq, hq, nq * 2));
+  CU(cu_api.MemcpyHtoD(dk, hk, nk * 2));
+  CU(cu_api.MemcpyHtoD(dv, hv, nk * 2));
+  CU(cu_api.MemsetD8(dout, 0xFF, nq * 2)); /* NaN everywhere: unwritten output fails the check */
+  CU(cu_api.MemsetD8(dlse, 0xFF, nlse * sizeof(float)));
 
   sfa_options so;
   sfa_options_init(&so);
@@ -370,12 +369,12 @@ int main(int argc, char **argv) {
             sfa_last_error(ctx));
     goto out;
   }
-  CU(cuStreamSynchronize(stream));
+  CU(cu_api.StreamSynchronize(stream));
 
   int pass = 1;
   if (o.check) {
-    CU(cuMemcpyDtoH(ho, dout, nq * 2));
-    CU(cuMemcpyDtoH(hlse, dlse, nlse * sizeof(float)));
+    CU(cu_api.MemcpyDtoH(ho, dout, nq * 2));
+    CU(cu_api.MemcpyDtoH(hlse, dlse, nlse * sizeof(float)));
     pass = check(&o, &p, hq, hk, hv, ho, hlse);
   }
 
@@ -385,16 +384,16 @@ int main(int argc, char **argv) {
     ev = calloc((size_t)nev, sizeof *ev);
     times = malloc((size_t)o.iters * sizeof *times);
     if (!ev || !times) goto out;
-    for (int i = 0; i < nev; i++) CU(cuEventCreate(&ev[i], CU_EVENT_DEFAULT));
+    for (int i = 0; i < nev; i++) CU(cu_api.EventCreate(&ev[i], CU_EVENT_DEFAULT));
     for (int i = 0; i < warmup; i++)
       if (sfa_forward(ctx, &p, &tq, &tk, &tv, NULL, &to, &tl, stream) != SFA_OK) goto fwd_fail;
     for (int i = 0; i < o.iters; i++) {
-      CU(cuEventRecord(ev[2 * i], stream));
+      CU(cu_api.EventRecord(ev[2 * i], stream));
       if (sfa_forward(ctx, &p, &tq, &tk, &tv, NULL, &to, &tl, stream) != SFA_OK) goto fwd_fail;
-      CU(cuEventRecord(ev[2 * i + 1], stream));
+      CU(cu_api.EventRecord(ev[2 * i + 1], stream));
     }
-    CU(cuStreamSynchronize(stream));
-    for (int i = 0; i < o.iters; i++) CU(cuEventElapsedTime(&times[i], ev[2 * i], ev[2 * i + 1]));
+    CU(cu_api.StreamSynchronize(stream));
+    for (int i = 0; i < o.iters; i++) CU(cu_api.EventElapsedTime(&times[i], ev[2 * i], ev[2 * i + 1]));
     qsort(times, (size_t)o.iters, sizeof *times, cmp_float);
     double ms = o.iters % 2 ? times[o.iters / 2]
                             : 0.5 * (times[o.iters / 2 - 1] + times[o.iters / 2]);
@@ -418,15 +417,15 @@ fwd_fail:
   fprintf(stderr, "dense_forward: sfa_forward: %s\n", sfa_last_error(ctx));
 out:
   for (int i = 0; ev && i < nev; i++)
-    if (ev[i]) cuEventDestroy(ev[i]);
+    if (ev[i]) cu_api.EventDestroy(ev[i]);
   sfa_context_destroy(ctx);
-  if (dq) cuMemFree(dq);
-  if (dk) cuMemFree(dk);
-  if (dv) cuMemFree(dv);
-  if (dout) cuMemFree(dout);
-  if (dlse) cuMemFree(dlse);
-  if (stream) cuStreamDestroy(stream);
-  if (cu) cuDevicePrimaryCtxRelease(dev);
+  if (dq) cu_api.MemFree(dq);
+  if (dk) cu_api.MemFree(dk);
+  if (dv) cu_api.MemFree(dv);
+  if (dout) cu_api.MemFree(dout);
+  if (dlse) cu_api.MemFree(dlse);
+  if (stream) cu_api.StreamDestroy(stream);
+  if (cu) cu_api.DevicePrimaryCtxRelease(dev);
   free(ev);
   free(times);
   free(hq);
