@@ -14,8 +14,9 @@
 ** k, v, o, lse and the gradients as views of larger buffers: permuted like
 ** PyTorch's [B, T, H, D] transpose, padded rows, gaps in the batch or head
 ** strides, an offset into the buffer); and, in the backward classes, whether
-** sfa_backward also runs, with dq by atomics and deterministic (twice: the
-** results must be bitwise equal), dbias when there is a bias.
+** sfa_backward also runs (70% of their cases, plus a tenth of all cases drawn
+** from them; about a quarter in all), with dq by atomics and deterministic
+** (twice: the results must be bitwise equal), dbias when there is a bias.
 **
 ** Checks: the relative L2 error of every output within the bound of the other
 ** GPU suites (tg_tol_fwd / tg_tol_bwd); every element within ELEM_FACTOR times
@@ -77,6 +78,7 @@ typedef struct kclass {
 enum { NCOMBO = 12, NCLASS = 2 * NCOMBO };
 
 static kclass classes[NCLASS];
+static int bwd_classes[5]; /* the indexes of those with the backward */
 static int wide_D;
 
 static uint64_t mix64(uint64_t x) { /* splitmix64's finalizer */
@@ -124,7 +126,10 @@ static void classes_draw(uint64_t seed) {
   static const int with_bias[4] = {2, 3, 6, 7}, without_bias[4] = {0, 1, 4, 5};
   const int bc[5] = {rnd(&r, 2), 2, 3, 4 + with_bias[rnd(&r, 4)], 4 + without_bias[rnd(&r, 4)]};
   const int half = rnd(&r, 2);
-  for (int i = 0; i < 5; i++) classes[2 * bc[i] + (i + half) % 2].bwd = 1;
+  for (int i = 0; i < 5; i++) {
+    bwd_classes[i] = 2 * bc[i] + (i + half) % 2;
+    classes[bwd_classes[i]].bwd = 1;
+  }
 }
 
 static void class_name(const kclass *k, char *buf, size_t n) {
@@ -358,15 +363,19 @@ static rcase draw_case(uint64_t seed, int index) {
   rcase c;
   memset(&c, 0, sizeof c);
   c.index = index;
+  int force_bwd = 0;
   if (index < NCLASS) {
     c.cls = index; /* every class once first */
+  } else if (tu_rand_uniform(&r) < 0.1) { /* more backward cases, dbias among them */
+    c.cls = bwd_classes[rnd(&r, 5)];
+    force_bwd = 1;
   } else {
     const int u = rnd(&r, 100); /* dense 25%, qk_drop 15%, hash 15%, window 45% */
     const int combo = u < 25 ? rnd(&r, 2) : u < 40 ? 2 : u < 55 ? 3 : 4 + rnd(&r, 8);
     c.cls = 2 * combo + rnd(&r, 2);
   }
   const kclass *k = &classes[c.cls];
-  c.bwd = k->bwd && (index < NCLASS || tu_rand_uniform(&r) < 0.7);
+  c.bwd = k->bwd && (index < NCLASS || force_bwd || tu_rand_uniform(&r) < 0.7);
   c.lse = c.bwd || tu_rand_uniform(&r) < 0.9;
   /* scale: mostly the default 1/sqrt(D); sometimes flatter, or (forward only)
   ** peakier: with a peaked softmax the backward's dq/dk lose the relative
