@@ -819,10 +819,12 @@ static int run_case(const rcase *c, stats *S) {
   S->run++, S->passed += !fail;
   S->mode_run[s->mode]++, S->mode_passed[s->mode] += !fail;
   if (!fail && nonly) printf("ok %s\n", desc);
-  if (fail)
+  if (fail) {
+    char maxt[40] = "";
+    if (max_T != DEFAULT_MAX_T) snprintf(maxt, sizeof maxt, " SFA_RANDOM_MAX_T=%d", max_T);
     printf("FAIL %s%s\n  replay: SFA_TEST_SEED=0x%llx SFA_RANDOM_CASE=%d%s\n", desc, msg,
-           (unsigned long long)tg_seed, c->index,
-           max_T != DEFAULT_MAX_T ? " (with the same SFA_RANDOM_MAX_T)" : "");
+           (unsigned long long)tg_seed, c->index, maxt);
+  }
   free(empty);
   vb_free(&vq), vb_free(&vk), vb_free(&vv), vb_free(&vo), vb_free(&vl);
   tg_case_free(&R);
