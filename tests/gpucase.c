@@ -25,6 +25,9 @@ const char *const tg_bias_names[] = {"none", "[B,Hq,Tq,Tk]+pad", "[B,Hkv,Tq,Tk]"
                                          "[B,1,1,Tk]", "[1,Hq,Tq,Tk]"};
 const char *const tg_mask_names[] = {"none", "[B,Hq,Tq,Tk]", "[B,Hkv,Tq,Tk]", "[B,1,1,Tk]"};
 
+double tg_tol_fwd(sfa_dtype t) { return t == SFA_DTYPE_BF16 ? 1e-2 : 5e-3; }
+double tg_tol_bwd(sfa_dtype t) { return t == SFA_DTYPE_BF16 ? 2e-2 : 1e-2; }
+
 uint16_t tg_to_half(sfa_dtype t, float f) { return sfa_float_to_half(t, f); }
 float tg_from_half(sfa_dtype t, uint16_t h) { return sfa_half_to_float(t, h); }
 
@@ -101,7 +104,7 @@ scase tg_case(sfa_mode mode, int Hkv, int Tq, int Tk, int D, sfa_dtype dt) {
   return c;
 }
 
-static void describe(const scase *c, char *buf, size_t n) {
+void tg_case_describe(const scase *c, char *buf, size_t n) {
   int at = snprintf(buf, n, "B=%d Hq=%d Hkv=%d Tq=%d Tk=%d D=%d %s ", c->B, c->Hq, c->Hkv,
                     c->Tq, c->Tk, c->D, c->dtype == SFA_DTYPE_BF16 ? "bf16" : "fp16");
   if (at < 0 || (size_t)at >= n) return;
@@ -199,12 +202,16 @@ static void gen_hash(srun *R, uint64_t *rng) {
   const scase *c = &R->c;
   for (int r = 0; r < c->B * c->Hq; r++) {
     int real = r == c->B * c->Hq - 1 ? 0 : c->Tq - (int)(tu_rand_u64(rng) % 16);
+    if (real < 0) real = 0; /* rows shorter than 16 */
     hash_row(R->qi + (size_t)r * c->Tq, R->qh + (size_t)r * c->Tq, c->Tq, real, c->buckets, -1,
              rng);
   }
-  for (int r = 0; r < c->B * c->Hkv; r++)
-    hash_row(R->ki + (size_t)r * c->Tk, R->kh + (size_t)r * c->Tk, c->Tk,
-             c->Tk - (int)(tu_rand_u64(rng) % 16), c->buckets, INT32_MAX, rng);
+  for (int r = 0; r < c->B * c->Hkv; r++) {
+    int real = c->Tk - (int)(tu_rand_u64(rng) % 16);
+    if (real < 0) real = 0;
+    hash_row(R->ki + (size_t)r * c->Tk, R->kh + (size_t)r * c->Tk, c->Tk, real, c->buckets,
+             INT32_MAX, rng);
+  }
 }
 
 /* The window bias and mask: host reference copies and device tensors. */
@@ -289,7 +296,7 @@ scase tg_window_case(const tg_wspec *w, uint64_t seed) {
 void tg_case_setup(srun *R, const scase *c) {
   memset(R, 0, sizeof *R);
   R->c = *c;
-  describe(c, R->desc, sizeof R->desc);
+  tg_case_describe(c, R->desc, sizeof R->desc);
   uint64_t rng = c->seed ? c->seed : 1;
   const int64_t qs[4] = {c->B, c->Hq, c->Tq, c->D}, ks[4] = {c->B, c->Hkv, c->Tk, c->D};
   const int64_t ls[3] = {c->B, c->Hq, c->Tq};

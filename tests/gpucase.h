@@ -37,6 +37,13 @@ extern char *tg_tmpdir;   /* the private kernel cache dir of tg_ctx (NULL: SFA_C
 int tg_open(const char *suite, uint64_t default_seed);
 void tg_close(void);
 
+/* The bounds of the GPU suites: relative L2 error of a forward output (o) and
+** of a gradient (dq, dk, dv, dbias) against the float64 reference, per dtype;
+** lse within TG_LSE_TOL (absolute) where finite. */
+double tg_tol_fwd(sfa_dtype t); /* bf16 1e-2, fp16 5e-3 */
+double tg_tol_bwd(sfa_dtype t); /* bf16 2e-2, fp16 1e-2 */
+#define TG_LSE_TOL 1e-2
+
 uint16_t tg_to_half(sfa_dtype t, float f);
 float tg_from_half(sfa_dtype t, uint16_t h);
 
@@ -92,6 +99,9 @@ typedef struct tg_wspec {
   double density;
 } tg_wspec;
 scase tg_window_case(const tg_wspec *w, uint64_t seed);
+
+/* One line naming every field of the case that its mode uses (and its seed). */
+void tg_case_describe(const scase *c, char *buf, size_t n);
 
 /* An int32 [B, H, T] array on the device with `pad` poisoned elements after
 ** each row; *t describes it. */
