@@ -9,14 +9,13 @@ GPU and its current stream), int ranges. Shapes and strides are checked by the
 library, whose message names the argument. Everything here is made of torch
 ops and the custom ops of _ops.py, so torch.compile(fullgraph=True) traces it
 without graph breaks."""
-import ctypes
 import math
 
 import torch
 import torch.nn.functional as F
 
 from . import _calls, _capi, _ops
-from ._args import check_choice, check_int, check_scale, check_window
+from ._args import FLT_MAX, check_choice, check_int, check_scale, check_window, f32_is_zero
 
 ALIGNS = ("bottom_right", "top_left")
 _HALF = (torch.float16, torch.bfloat16)
@@ -232,11 +231,11 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
             raise ValueError(f"sfa: key's batch {k.shape[0]} does not broadcast to query's {B}")
         k, v = k.expand(B, -1, -1, -1), v.expand(B, -1, -1, -1)
     s = 1.0 / math.sqrt(E) if scale is None else float(scale)
-    if not math.isfinite(s):
-        raise ValueError(f"sfa: scale is {s}; must be finite")
+    if not math.isfinite(s) or abs(s) > FLT_MAX:
+        raise ValueError(f"sfa: scale is {s}; must be finite in float32")
     if s < 0:  # (-q) . k * |s| = q . k * s, and autograd sees the negation
         q, s = -q, -s
-    if ctypes.c_float(s).value == 0:  # every score 0 (also a scale below float32's range)
+    if f32_is_zero(s):  # every score 0 (also for a scale below float32's range)
         q, s = q * 0, 1.0
     bias = mask = None
     if attn_mask is not None:

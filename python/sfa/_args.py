@@ -2,11 +2,12 @@
 (ints, floats, mode names) before they reach ctypes, where a too large int
 would be silently truncated (window=(2**32 + 5, 0) would become (5, 0)).
 Needs no torch."""
-import ctypes
 import math
 import numbers
 
 INT32_MAX = 2**31 - 1
+FLT_MAX = 3.4028234663852886e38
+F32_ROUNDS_TO_ZERO = 2.0**-150  # half the smallest float32 denormal: ties round to even, 0
 
 
 class SfaError(RuntimeError):
@@ -47,10 +48,15 @@ def check_scale(scale):
     if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
         raise ValueError(f"sfa: scale must be a float or None, not {type(scale).__name__}")
     s = float(scale)
-    f32 = ctypes.c_float(s).value  # what the library gets; 0 there would mean the default
-    if not math.isfinite(s) or s <= 0 or not math.isfinite(f32) or f32 == 0:
+    if not math.isfinite(s) or s <= 0 or s > FLT_MAX or f32_is_zero(s):
         raise ValueError(f"sfa: scale is {s}; must be finite and > 0 in float32 (None = 1/sqrt(head dim))")
     return s
+
+
+def f32_is_zero(x):
+    """x rounds to 0 as a float32 (what the library's float gets; a scale of 0
+    there means the default). Pure Python, so torch.compile traces it."""
+    return abs(x) <= F32_ROUNDS_TO_ZERO
 
 
 def check_choice(name, value, choices):
