@@ -128,20 +128,20 @@ def attention(q, k, v, *, mode="dense", causal=False, causal_align="bottom_right
     16-byte aligned, mask rows not padded to 16 bytes) are copied first."""
     check_choice("mode", mode, list(_capi.MODE))
     check_choice("causal_align", causal_align, ALIGNS)
+    if causal_align == "top_left" and mode not in ("dense", "window"):
+        raise ValueError(f"sfa: causal_align='top_left' applies to modes dense and window; mode {mode} "
+                         "has its own causality (q_idx >= k_idx)")
+    wl, wr = check_window(window)
+    scale = check_scale(scale)
     _check_qkv(q, k, v)
     _check_tensors((("q", q), ("k", k), ("v", v), ("bias", bias), ("mask", mask), ("q_idx", q_idx),
                     ("k_idx", k_idx), ("q_hash", q_hash), ("k_hash", k_hash)))
-    wl, wr = check_window(window)
-    scale = check_scale(scale)
     if mask is not None and mask.dtype not in (torch.bool, torch.uint8):
         raise ValueError(f"sfa: mask: dtype {mask.dtype}; must be torch.bool or torch.uint8 (True/1 = attend)")
     rows_cut = 0
-    if causal_align == "top_left" and mode in ("dense", "window"):
+    if causal_align == "top_left":
         q, k, v, bias, mask, mode, causal, wl, wr, rows_cut = _top_left(q, k, v, bias, mask, mode,
                                                                         bool(causal), wl, wr)
-    elif causal_align == "top_left":
-        raise ValueError(f"sfa: causal_align='top_left' applies to modes dense and window; mode {mode} "
-                         "has its own causality (q_idx >= k_idx)")
     o, lse = _ops.attention_fwd(q, k, v, bias, mask, q_idx, k_idx, q_hash, k_hash, mode, bool(causal), scale,
                                 wl, wr, bool(deterministic))
     if rows_cut:
@@ -282,9 +282,9 @@ def hash_attention(q, k, v, q_bucket, k_bucket, num_buckets, **kw):
     get exact gradients. Without a gradient the sort, gather and scatter are
     sfa's kernels (sfa_hash_prepare / sfa_hash_unsort), which are faster; both
     paths give the same output. The bucket ids get no gradient."""
+    num_buckets = check_int("num_buckets", num_buckets, 1)
     _check_qkv(q, k, v)
     _check_tensors((("q", q), ("k", k), ("v", v), ("q_bucket", q_bucket), ("k_bucket", k_bucket)))
-    num_buckets = check_int("num_buckets", num_buckets, 1)
     hkw = dict(mode="hash", **kw)
     if not (torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))):
         qs, _, qi, qh = hash_prepare(q_bucket, num_buckets, q)
@@ -322,11 +322,11 @@ def forward(q, k, v, *, mode="dense", causal=False, scale=None, window=(-1, -1),
     k/v [B, Hkv, Tk, D]; returns o (and lse); o is written into out when
     given."""
     check_choice("mode", mode, list(_capi.MODE))
+    wl, wr = check_window(window)
+    scale = check_scale(scale)
     _check_qkv(q, k, v)
     _check_tensors((("q", q), ("k", k), ("v", v), ("bias", bias), ("mask", mask), ("q_idx", q_idx),
                     ("k_idx", k_idx), ("q_hash", q_hash), ("k_hash", k_hash), ("out", out)))
-    wl, wr = check_window(window)
-    scale = check_scale(scale)
     o = out if out is not None else _calls.out_like(q)
     lse = torch.empty(q.shape[:-1], device=q.device, dtype=torch.float32)
     with torch.no_grad():
@@ -342,11 +342,11 @@ def backward(q, k, v, o, lse, dout, *, mode="dense", causal=False, scale=None, w
     o and lse are forward's outputs (forward(..., return_lse=True)); dout has
     o's shape. dbias is made when bias_grad is true and there is a bias."""
     check_choice("mode", mode, list(_capi.MODE))
+    wl, wr = check_window(window)
+    scale = check_scale(scale)
     _check_qkv(q, k, v)
     _check_tensors((("q", q), ("k", k), ("v", v), ("o", o), ("lse", lse), ("dout", dout), ("bias", bias),
                     ("mask", mask), ("q_idx", q_idx), ("k_idx", k_idx), ("q_hash", q_hash), ("k_hash", k_hash)))
-    wl, wr = check_window(window)
-    scale = check_scale(scale)
     dq, dk, dv = _calls.out_like(q), _calls.out_like(k), _calls.out_like(v)
     db = torch.empty(bias.shape, device=bias.device, dtype=bias.dtype) if bias_grad and bias is not None else None
     with torch.no_grad():

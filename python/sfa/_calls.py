@@ -95,17 +95,20 @@ def on_device(t):
 # ------------------------------------------------------------------ layouts
 
 def _broadcast_base(t):
-    """(base, dims): t without its stride-0 (broadcast) dims, which are cut to
-    size 1, and the sizes to expand back to. Copying the base copies each
-    element once."""
-    idx = tuple(slice(0, 1) if t.stride(i) == 0 and t.shape[i] > 1 else slice(None) for i in range(t.dim()))
+    """(base, shape): t with its stride-0 (broadcast) dims other than the last
+    cut to size 1, and the shape to expand back to. Copying the base copies
+    each element once; the last dim is always materialized (sfa reads it
+    contiguously)."""
+    idx = tuple(slice(0, 1) if t.stride(i) == 0 and t.shape[i] > 1 and i < t.dim() - 1 else slice(None)
+                for i in range(t.dim()))
     return t[idx], t.shape
 
 
 def rows_aligned(t):
     """t itself when sfa can read it as an fp16/bf16 [.., D] operand (last dim
     contiguous, data and the other strides multiples of 16 bytes), else a
-    copy that it can. Broadcast (stride 0) dims stay broadcast."""
+    contiguous copy. Gradients that autograd hands over are often such views:
+    o.sum() gives an expanded tensor with stride 0 everywhere."""
     if t is None:
         return None
     esz = t.element_size()
@@ -114,10 +117,7 @@ def rows_aligned(t):
         if t.shape[i] > 1:
             s = t.stride(i)
             ok = ok and (s == 1 if i == t.dim() - 1 else s * esz % 16 == 0)
-    if ok:
-        return t
-    base, shape = _broadcast_base(t)
-    return base.clone(memory_format=torch.contiguous_format).expand(shape)
+    return t if ok else t.clone(memory_format=torch.contiguous_format)
 
 
 def bias_ready(t):
