@@ -201,6 +201,58 @@ def fake_shapes_and_strides():
     assert m.shape == (B, H, T, 70) and m.dtype == torch.uint8 and m.stride() == (H * T * 80, T * 80, 80, 1)
 
 
+def _no_driver():
+    import ctypes
+    try:
+        ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return True
+    return False
+
+
+@test()
+def real_calls_reach_the_library():
+    """Every ctypes call of the binding, made for real with CPU tensors (the
+    library validates before it touches the driver): a bad argument comes
+    back as ValueError with the library's message naming it, so the structs
+    and pointers arrive as the library reads them. Where no CUDA driver
+    exists, a valid call then fails with SfaError for want of one."""
+    calls = sfa._calls
+    saved = calls.DEVICE_TYPE
+    calls.DEVICE_TYPE = "cpu"
+    try:
+        q = torch.zeros(1, 2, 64, 64, dtype=torch.bfloat16)
+        k32 = torch.zeros(1, 2, 64, 32, dtype=torch.bfloat16)
+        lse = torch.zeros(1, 2, 64)
+        raises(ValueError, lambda: torch.ops.sfa.attention_fwd(q, k32, k32, None, None, None, None, None, None,
+                                                               "dense", True, None, -1, -1, False),
+               "k: shape[3] (head dim) is 32 but q's is 64")
+        bias = torch.zeros(1, 3, 64, 64, dtype=torch.bfloat16)
+        raises(ValueError, lambda: sfa.forward(q, q, q, mode="window", window=(5, 0), bias=bias),
+               "extras->bias: shape[1] (heads) is 3")
+        mask = torch.ones(1, 2, 64, 64, dtype=torch.bool)
+        raises(ValueError, lambda: sfa.forward(q, q, q, mode="window", window=(5, 1), mask=mask, scale=0.5,
+                                               bias=bias[:, :2].float()),
+               "extras->bias: dtype fp32, expected bf16")
+        raises(ValueError, lambda: sfa.forward(q, q, q, mode="dense", window=(5, 1)),
+               "window_left/window_right: 5/1")
+        raises(ValueError, lambda: sfa.backward(q, q, q, q, lse[:, :1], q), "lse: shape [1, 1, 64]")
+        idx = torch.zeros(1, 2, 64, dtype=torch.int32)
+        raises(ValueError, lambda: sfa.backward(q, q, q, q, lse, q, mode="hash", q_idx=idx, k_idx=idx,
+                                                q_hash=idx, deterministic=True), "extras->k_hash: is NULL")
+        raises(ValueError, lambda: sfa.attention(q, q, q, mode="qk_drop", q_idx=idx, k_idx=idx[:, :1]),
+               "extras->k_idx: shape [1, 1, 64]")
+        raises(ValueError, lambda: sfa.hash_prepare(idx, 5000, q), "num_buckets")
+        raises(ValueError, lambda: sfa.hash_prepare(idx, 8, q, k32[:, :1]), "x2")
+        raises(ValueError, lambda: sfa.hash_unsort(q, idx[:, :1]), "idx")
+        raises(ValueError, lambda: sfa.topk_mask(q, 3, out=torch.zeros(1, 2, 64, 64, dtype=torch.int32)), "mask")
+        if _no_driver():
+            raises(sfa.SfaError, lambda: sfa.attention(q, q, q, causal=True), "driver")
+            print("      (no libcuda.so.1 here: a valid call fails with SfaError)")
+    finally:
+        calls.DEVICE_TYPE = saved
+
+
 # ------------------------------------------------------------------ reference
 
 def ref_attention(q, k, v, allowed, scale, bias=None):
