@@ -2,17 +2,22 @@
 """test_binding.py -- the PyTorch binding (python/sfa): argument checking and,
 on a CUDA machine, autograd gradients against a float64 PyTorch reference.
 
-Run from anywhere: python3 tests/python/test_binding.py
+Run from anywhere: python3 tests/python/test_binding.py [test names]
 - torch not importable: prints "SKIP: torch is not installed", exits 77
   (CTest's skip code).
-- CPU-only torch: runs the checks that need no GPU (CPU tensors, unknown
-  mode, wrong dtypes, the dout layout helper).
+- CPU-only torch: runs the checks that need no GPU: CPU tensors, unknown
+  mode, wrong dtypes, ints out of the C int's range (window, num_buckets, w)
+  and scales checked before ctypes, SDPA's argument rules, devices, the
+  fake (meta) shapes and strides of the custom ops, the dout layout helper,
+  and every ctypes call made for real with CPU tensors, which the library
+  rejects in its validation (before it touches a driver) with its message.
 - torch with CUDA: also compares sfa.attention's output and dq, dk, dv (and
   dbias) through loss.backward() against plain softmax attention in float64
   with each mode's mask built by torch ops: dense causal (Tq != Tk, GQA),
   qk_drop, hash (sfa.hash_attention end to end) and window with a bias that
   requires grad (plus a mask), bf16 and fp16; relative L2 error < 2e-2 (bf16)
-  and 1e-2 (fp16).
+  and 1e-2 (fp16); and with two GPUs, a call on cuda:1 while cuda:0 is current.
+The custom-op checks (opcheck, torch.compile, SDPA parity) are in test_ops.py.
 The library is $SFA_LIBRARY, else build/libsfa.so of this checkout.
 Exit status 1 when a check fails; the last line is "N passed, N failed, N skipped".
 """
