@@ -2,26 +2,28 @@
 """test_binding.py -- the PyTorch binding (python/sfa): argument checking and,
 on a CUDA machine, autograd gradients against a float64 PyTorch reference.
 
-Run from anywhere: python3 tests/python/test_binding.py
+Run from anywhere: python3 tests/python/test_binding.py [test names]
 - torch not importable: prints "SKIP: torch is not installed", exits 77
   (CTest's skip code).
-- CPU-only torch: runs the checks that need no GPU (CPU tensors, unknown
-  mode, wrong dtypes, the dout layout helper).
+- CPU-only torch: runs the checks that need no GPU: CPU tensors, unknown
+  mode, wrong dtypes, ints out of the C int's range (window, num_buckets, w)
+  and scales checked before ctypes, SDPA's argument rules, devices, the
+  fake (meta) shapes and strides of the custom ops, the dout layout helper,
+  and every ctypes call made for real with CPU tensors, which the library
+  rejects in its validation (before it touches a driver) with its message.
 - torch with CUDA: also compares sfa.attention's output and dq, dk, dv (and
   dbias) through loss.backward() against plain softmax attention in float64
   with each mode's mask built by torch ops: dense causal (Tq != Tk, GQA),
   qk_drop, hash (sfa.hash_attention end to end) and window with a bias that
   requires grad (plus a mask), bf16 and fp16; relative L2 error < 2e-2 (bf16)
-  and 1e-2 (fp16).
+  and 1e-2 (fp16); and with two GPUs, a call on cuda:1 while cuda:0 is current.
+The custom-op checks (opcheck, torch.compile, SDPA parity) are in test_ops.py.
 The library is $SFA_LIBRARY, else build/libsfa.so of this checkout.
 Exit status 1 when a check fails; the last line is "N passed, N failed, N skipped".
 """
-import os
 import sys
-import traceback
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "..", "python"))
+from harness import Skip, main, raises, test
 
 try:
     import torch
@@ -29,35 +31,9 @@ except ImportError:
     print("SKIP: torch is not installed")
     sys.exit(77)
 
-try:
-    import sfa
-except OSError as e:  # libsfa.so not built / not found
-    print(f"FAIL: cannot load libsfa ({e}); build the project or set SFA_LIBRARY")
-    sys.exit(1)
+import sfa  # noqa: E402  (harness put python/ on sys.path)
 
 INT_MAX = 2**31 - 1
-TESTS = []
-
-
-def test(needs_cuda=False):
-    def reg(fn):
-        TESTS.append((fn.__name__, fn, needs_cuda))
-        return fn
-    return reg
-
-
-def raises(exc, fn, *words):
-    """fn() raises exc whose message contains every word (case-insensitive)."""
-    try:
-        fn()
-    except exc as e:
-        msg = str(e).lower()
-        for w in words:
-            assert w.lower() in msg, f"{exc.__name__} message {str(e)!r} does not mention {w!r}"
-        return e
-    except Exception as e:  # noqa: BLE001
-        raise AssertionError(f"expected {exc.__name__}, got {type(e).__name__}: {e}") from e
-    raise AssertionError(f"expected {exc.__name__}, nothing was raised")
 
 
 # ------------------------------------------------------------------ no GPU needed
@@ -103,7 +79,7 @@ def error_classes():
 
 @test()
 def dout_layout_helper():
-    fix = sfa._rows_aligned
+    fix = sfa._calls.rows_aligned
     t = torch.randn(2, 3, 40, 64, dtype=torch.bfloat16)
     assert fix(t) is t, "a contiguous tensor must be passed as is"
     tt = torch.randn(2, 3, 64, 40, dtype=torch.bfloat16).transpose(-1, -2)
@@ -120,6 +96,166 @@ def dout_layout_helper():
     assert fix(odd) is odd, "a row stride that is a multiple of 16 bytes needs no copy"
     odd = torch.randn(2, 3, 40, 68, dtype=torch.bfloat16)[..., :64]  # 136 B rows: not aligned
     assert fix(odd) is not odd, "a row stride of 136 bytes must be copied"
+
+
+@test()
+def ints_checked_before_ctypes():
+    """Python ints out of the C int's range are errors naming the argument
+    (ctypes would keep the low 32 bits: window (2**32 + 5, 0) became (5, 0),
+    num_buckets 2**32 + 16 became 16); they are checked before the device."""
+    q, k, v = cpu_qkv()
+    raises(ValueError, lambda: sfa.attention(q, k, v, mode="window", window=(2**32 + 5, 0)), "window[0]",
+           "4294967301")
+    raises(ValueError, lambda: sfa.attention(q, k, v, mode="window", window=(0, -7)), "window[1]", "-7")
+    raises(ValueError, lambda: sfa.forward(q, k, v, mode="window", window=(0, 2**31)), "window[1]")
+    raises(ValueError, lambda: sfa.attention(q, k, v, scale=-0.5), "scale")
+    raises(ValueError, lambda: sfa.attention(q, k, v, scale=1e-46), "scale")  # 0 as a float32: the default
+    b = torch.zeros(1, 2, 64, dtype=torch.int32)
+    raises(ValueError, lambda: sfa.hash_prepare(b, 2**32 + 16, None), "num_buckets", "4294967312")
+    raises(ValueError, lambda: sfa.hash_attention(q, k, v, b, b, 2**32 + 16), "num_buckets")
+    raises(ValueError, lambda: sfa.topk_mask(q, 2**32), "w", "4294967296")
+    raises(ValueError, lambda: sfa.topk_mask(q, -1), "w")
+    raises(ValueError, lambda: sfa.attention(q, k, v, causal=True, causal_align="top-left"), "causal_align")
+    raises(ValueError, lambda: sfa.attention(q, k, v, mode="hash", causal_align="top_left"), "causal_align")
+
+
+@test()
+def sdpa_arguments_as_torch():
+    q, k, v = cpu_qkv()
+    sdpa = sfa.scaled_dot_product_attention
+    raises(NotImplementedError, lambda: sdpa(q, k, v, dropout_p=0.1), "dropout")
+    raises(ValueError, lambda: sdpa(q, k, v, dropout_p=-0.1), "dropout_p")
+    m = torch.ones(64, 64, dtype=torch.bool)
+    raises(ValueError, lambda: sdpa(q, k, v, attn_mask=m, is_causal=True), "attn_mask", "is_causal")
+    k2, v2 = k[:, :1], v[:, :1]
+    raises(ValueError, lambda: sdpa(q, k2, v2), "enable_gqa")
+    q3 = torch.randn(1, 3, 64, 64, dtype=torch.bfloat16)
+    raises(ValueError, lambda: sdpa(q3, k, v, enable_gqa=True), "multiple")
+    raises(NotImplementedError, lambda: sdpa(q, k, v[..., :32]), "value", "head dim")
+    raises(ValueError, lambda: sdpa(q, k, v, attn_mask=torch.ones(3, 64, 64, dtype=torch.bool)), "broadcast")
+    raises(ValueError, lambda: sdpa(q, k, v, attn_mask=torch.ones(64, 64, dtype=torch.int32)), "attn_mask", "dtype")
+    raises(ValueError, lambda: sdpa(q.float(), k.float(), v.float()), "dtype", "float32")
+    raises(ValueError, lambda: sdpa(q[0, 0], k[0, 0], v[0, 0]), "4-D", "3-D")
+    raises(ValueError, lambda: sdpa(q, k, v), "cuda")  # the arguments are fine: the device is not
+
+
+@test()
+def devices_checked():
+    q, k, v = cpu_qkv()
+    raises(ValueError, lambda: sfa.attention(q, k, v), "q must be a CUDA tensor", "cpu")
+    raises(ValueError, lambda: sfa.scaled_dot_product_attention(q, k, v), "CUDA tensor")
+    if not torch.cuda.is_available():
+        return
+    qc = q.cuda()
+    raises(ValueError, lambda: sfa.attention(qc, k.cuda(), v), "v must be a CUDA tensor")
+    bias = torch.zeros(1, 1, 64, 64, dtype=torch.bfloat16)
+    raises(ValueError, lambda: sfa.attention(qc, k.cuda(), v.cuda(), mode="window", bias=bias), "bias", "cpu")
+
+
+@test(needs_cuda=True)
+def two_gpus():
+    """Tensors on two GPUs are an error naming both; a call whose tensors are
+    all on cuda:1 runs there while cuda:0 is current, and matches cuda:0's."""
+    if torch.cuda.device_count() < 2:
+        raise Skip(f"{torch.cuda.device_count()} CUDA device(s); needs 2")
+    torch.manual_seed(8)
+    q, k, v = (torch.randn(1, 2, 128, 64, dtype=torch.bfloat16, device="cuda:0") for _ in range(3))
+    raises(ValueError, lambda: sfa.attention(q, k.to("cuda:1"), v), "k is on cuda:1", "q is on cuda:0")
+    torch.cuda.set_device(0)
+    ls0 = [leaf(t) for t in (q, k, v)]
+    ls1 = [leaf(t.to("cuda:1")) for t in (q, k, v)]
+    o0 = sfa.attention(*ls0, causal=True)
+    o1 = sfa.attention(*ls1, causal=True)
+    assert o1.device == torch.device("cuda:1")
+    o0.sum().backward()
+    o1.sum().backward()
+    torch.cuda.synchronize("cuda:1")
+    assert torch.equal(o0, o1.to("cuda:0")), "cuda:1 gives another o than cuda:0"
+    for a, b, n in zip(ls0, ls1, "qkv"):
+        assert rel(a.grad, b.grad.to("cuda:0")) < 1e-2, f"d{n} on cuda:1 differs"
+
+
+@test()
+def fake_shapes_and_strides():
+    """The meta implementations give what the real ones give: o in q's layout
+    (here a [B, T, H, D] buffer seen as [B, H, T, D]), lse float32 [B, H, T],
+    dbias only when asked, topk_mask's rows padded to 16 bytes."""
+    B, T, H, D = 2, 50, 4, 64
+    q = torch.empty(B, T, H, D, device="meta", dtype=torch.bfloat16).transpose(1, 2)
+    k = torch.empty(B, 2, 70, D, device="meta", dtype=torch.bfloat16)
+    o, lse = torch.ops.sfa.attention_fwd(q, k, k, None, None, None, None, None, None, "dense", True, None, -1, -1,
+                                         False)
+    assert o.shape == q.shape and o.stride() == q.stride(), (o.shape, o.stride())
+    assert lse.shape == (B, H, T) and lse.dtype == torch.float32 and lse.is_contiguous()
+    qt = torch.empty(B, H, D, T, device="meta", dtype=torch.bfloat16).transpose(-1, -2)  # last dim strided
+    o, _ = torch.ops.sfa.attention_fwd(qt, k, k, None, None, None, None, None, None, "dense", True, None, -1, -1,
+                                       False)
+    assert o.is_contiguous(), o.stride()
+    bias = torch.empty(1, H, 1, 70, device="meta", dtype=torch.bfloat16)
+    for bias_grad in (True, False):
+        dq, dk, dv, db = torch.ops.sfa.attention_bwd(q, q, k, k, o, lse, bias, None, None, None, None, None,
+                                                     "window", False, None, -1, -1, False, bias_grad)
+        assert dq.shape == q.shape and dk.shape == k.shape and dv.shape == k.shape
+        assert db.shape == (bias.shape if bias_grad else (0,)), db.shape
+    bucket = torch.empty(B, H, T, device="meta", dtype=torch.int32)
+    idx, hsh, xs, x2s = torch.ops.sfa.hash_prepare(bucket, 8, q, None)
+    assert idx.shape == hsh.shape == bucket.shape and idx.dtype == torch.int32
+    assert xs.shape == q.shape and x2s.numel() == 0
+    assert torch.ops.sfa.hash_unsort(xs, idx).shape == q.shape
+    m = torch.ops.sfa.topk_mask(torch.empty(B, H, T, 70, device="meta", dtype=torch.bfloat16), 8, True)
+    assert m.shape == (B, H, T, 70) and m.dtype == torch.uint8 and m.stride() == (H * T * 80, T * 80, 80, 1)
+
+
+def _no_driver():
+    import ctypes
+    try:
+        ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return True
+    return False
+
+
+@test()
+def real_calls_reach_the_library():
+    """Every ctypes call of the binding, made for real with CPU tensors (the
+    library validates before it touches the driver): a bad argument comes
+    back as ValueError with the library's message naming it, so the structs
+    and pointers arrive as the library reads them. Where no CUDA driver
+    exists, a valid call then fails with SfaError for want of one."""
+    calls = sfa._calls
+    saved = calls.DEVICE_TYPE
+    calls.DEVICE_TYPE = "cpu"
+    try:
+        q = torch.zeros(1, 2, 64, 64, dtype=torch.bfloat16)
+        k32 = torch.zeros(1, 2, 64, 32, dtype=torch.bfloat16)
+        lse = torch.zeros(1, 2, 64)
+        raises(ValueError, lambda: torch.ops.sfa.attention_fwd(q, k32, k32, None, None, None, None, None, None,
+                                                               "dense", True, None, -1, -1, False),
+               "k: shape[3] (head dim) is 32 but q's is 64")
+        bias = torch.zeros(1, 3, 64, 64, dtype=torch.bfloat16)
+        raises(ValueError, lambda: sfa.forward(q, q, q, mode="window", window=(5, 0), bias=bias),
+               "extras->bias: shape[1] (heads) is 3")
+        mask = torch.ones(1, 2, 64, 64, dtype=torch.bool)
+        raises(ValueError, lambda: sfa.forward(q, q, q, mode="window", window=(5, 1), mask=mask, scale=0.5,
+                                               bias=bias[:, :2].float()),
+               "extras->bias: dtype fp32, expected bf16")
+        raises(ValueError, lambda: sfa.forward(q, q, q, mode="dense", window=(5, 1)),
+               "window_left/window_right: 5/1")
+        raises(ValueError, lambda: sfa.backward(q, q, q, q, lse[:, :1], q), "lse: shape [1, 1, 64]")
+        idx = torch.zeros(1, 2, 64, dtype=torch.int32)
+        raises(ValueError, lambda: sfa.backward(q, q, q, q, lse, q, mode="hash", q_idx=idx, k_idx=idx,
+                                                q_hash=idx, deterministic=True), "extras->k_hash: is NULL")
+        raises(ValueError, lambda: sfa.attention(q, q, q, mode="qk_drop", q_idx=idx, k_idx=idx[:, :1]),
+               "extras->k_idx: shape [1, 1, 64]")
+        raises(ValueError, lambda: sfa.hash_prepare(idx, 5000, q), "num_buckets")
+        raises(ValueError, lambda: sfa.hash_prepare(idx, 8, q, k32[:, :1]), "x2")
+        raises(ValueError, lambda: sfa.hash_unsort(q, idx[:, :1]), "idx")
+        raises(ValueError, lambda: sfa.topk_mask(q, 3, out=torch.zeros(1, 2, 64, 64, dtype=torch.int32)), "mask")
+        if _no_driver():
+            raises(sfa.SfaError, lambda: sfa.attention(q, q, q, causal=True), "driver")
+            print("      (no libcuda.so.1 here: a valid call fails with SfaError)")
+    finally:
+        calls.DEVICE_TYPE = saved
 
 
 # ------------------------------------------------------------------ reference
@@ -361,7 +497,7 @@ def library_errors_on_cuda():
     raises(ValueError, lambda: sfa.attention(q, k, k), "k")
     raises(ValueError, lambda: sfa.attention(q, q, q, window=(3, 0)), "window")
     raises(ValueError, lambda: sfa.attention(q, q, q, mode="qk_drop"), "q_idx")
-    raises(ValueError, lambda: sfa.attention(q, q, q.transpose(-1, -2)), "v")
+    raises(ValueError, lambda: sfa.attention(q, q, q[:, :1]), "v", "shape")
 
 
 @test(needs_cuda=True)
@@ -393,28 +529,7 @@ def backward_head_dims_above_128():
 
 # ------------------------------------------------------------------ driver
 
-def main():
-    cuda = torch.cuda.is_available()
-    print(f"torch {torch.__version__}, CUDA {'available: ' + torch.cuda.get_device_name() if cuda else 'not available'}")
-    passed = failed = skipped = 0
-    for name, fn, needs_cuda in TESTS:
-        if needs_cuda and not cuda:
-            print(f"skip {name} (no CUDA device)")
-            skipped += 1
-            continue
-        try:
-            fn()
-        except Exception as e:  # noqa: BLE001
-            failed += 1
-            print(f"FAIL {name}: {type(e).__name__}: {e}")
-            if not isinstance(e, AssertionError):
-                traceback.print_exc()
-        else:
-            passed += 1
-            print(f"ok   {name}")
-    print(f"{passed} passed, {failed} failed, {skipped} skipped")
-    return 1 if failed else 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    cuda = torch.cuda.is_available()
+    sys.exit(main(cuda, f"torch {torch.__version__}, CUDA "
+                        f"{'available: ' + torch.cuda.get_device_name() if cuda else 'not available'}"))

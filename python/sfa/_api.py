@@ -1,0 +1,355 @@
+"""_api.py -- the PyTorch functions of sfa: attention() (differentiable, every
+mode, bottom-right or top-left causal alignment), scaled_dot_product_attention()
+(torch's SDPA signature and semantics), hash_attention(), hash_prepare(),
+hash_unsort(), topk_mask(), and the plain no-autograd forward() / backward().
+
+Arguments are checked here, in Python, before anything reaches ctypes: types,
+dtypes, devices (every tensor of a call on the same GPU; the call runs on that
+GPU and its current stream), int ranges. Shapes and strides are checked by the
+library, whose message names the argument. Everything here is made of torch
+ops and the custom ops of _ops.py, so torch.compile(fullgraph=True) traces it
+without graph breaks."""
+import math
+
+import torch
+import torch.nn.functional as F
+
+from . import _calls, _capi, _ops
+from ._args import FLT_MAX, check_choice, check_int, check_scale, check_window, f32_is_zero
+
+ALIGNS = ("bottom_right", "top_left")
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def _check_tensors(named):
+    """named: (name, tensor or None) pairs. Every tensor is a torch.Tensor on a
+    CUDA device, all on the same one."""
+    first = None
+    for n, t in named:
+        if t is None:
+            continue
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"sfa: {n} must be a torch.Tensor, not {type(t).__name__}")
+        if t.device.type != _calls.DEVICE_TYPE:
+            raise ValueError(f"sfa: {n} must be a CUDA tensor (it is on {t.device})")
+        if first is None:
+            first = (n, t.device)
+        elif t.device != first[1]:
+            raise ValueError(f"sfa: {n} is on {t.device} but {first[0]} is on {first[1]}; every tensor of "
+                             f"one call must be on the same device")
+
+
+def _check_qkv(q, k, v):
+    for t, n in ((q, "q"), (k, "k"), (v, "v")):
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"sfa: {n} must be a torch.Tensor, not {type(t).__name__}")
+        if t.dtype not in _HALF:
+            raise ValueError(f"sfa: {n}: dtype {t.dtype} is not supported; must be torch.float16 or "
+                             "torch.bfloat16")
+        if t.dtype != q.dtype:
+            raise ValueError(f"sfa: {n}: dtype {t.dtype} does not match q ({q.dtype})")
+        if t.dim() != 4:
+            raise ValueError(f"sfa: {n} has shape {tuple(t.shape)}; must be 4-D ([B, H, T, D])")
+
+
+def _slice_rows(t, tq, tq2):
+    """bias/mask [.., Tq|1, Tk]: rows cut to tq2 where it has tq of them."""
+    if t is None or t.shape[2] != tq or tq2 == tq:
+        return t
+    return t[:, :, :tq2]
+
+
+def _slice_keys(t, tk2):
+    if t is None or t.shape[3] == tk2:
+        return t
+    return t[..., :tk2]
+
+
+def _top_left(q, k, v, bias, mask, mode, causal, wl, wr):
+    """Top-left alignment (query i's diagonal is key i, as torch's SDPA
+    is_causal) in terms of sfa's bottom-right one (diagonal i + Tk - Tq),
+    without a mask: keys that no query can see are cut off (k, v, bias, mask
+    sliced to Tk2), queries that see no key are cut off (and given o = 0,
+    lse = -inf afterwards), and the window is shifted by the new
+    off = Tk2 - Tq2. Returns (q, k, v, bias, mask, mode, causal, wl, wr,
+    rows_cut). Slices are views: autograd gives the cut rows zero gradient."""
+    tq, tk = q.shape[2], k.shape[2]
+    if mode == "dense":
+        if not causal:
+            return q, k, v, bias, mask, mode, causal, wl, wr, 0
+        left, right = -1, 0
+    else:
+        left, right = wl, (0 if causal else wr)
+    tk2 = min(tk, tq + right) if right >= 0 else tk  # query tq - 1 sees up to key tq - 1 + right
+    tq2 = min(tq, tk2 + left) if left >= 0 else tq   # query i sees a key iff i - left <= tk2 - 1
+    off = tk2 - tq2
+    left2 = left + off if left >= 0 else -1           # >= 0: tq2 <= tk2 + left
+    right2 = right - off if right >= 0 else -1        # >= 0: tk2 <= tq + right, or tq2 = tk2 + left
+    k, v = k[:, :, :tk2], v[:, :, :tk2]
+    bias, mask = _slice_keys(_slice_rows(bias, tq, tq2), tk2), _slice_keys(_slice_rows(mask, tq, tq2), tk2)
+    q = q[:, :, :tq2]
+    if mode == "dense" and left2 == -1 and right2 == 0:
+        return q, k, v, bias, mask, "dense", True, -1, -1, tq - tq2
+    if right2 == 0:
+        return q, k, v, bias, mask, "window", True, left2, -1, tq - tq2
+    return q, k, v, bias, mask, "window", False, left2, right2, tq - tq2
+
+
+def attention(q, k, v, *, mode="dense", causal=False, causal_align="bottom_right", scale=None, window=(-1, -1),
+              q_idx=None, k_idx=None, q_hash=None, k_hash=None, bias=None, mask=None, deterministic=False,
+              return_lse=False):
+    """Differentiable sfa attention: o [B, Hq, Tq, D] from q [B, Hq, Tq, D] and
+    k, v [B, Hkv, Tk, D] (fp16 or bf16 CUDA tensors on one GPU; Hq a multiple
+    of Hkv: GQA/MQA). With return_lse=True: (o, lse), lse float32 [B, Hq, Tq]
+    (the natural-log sum of exp of the scaled scores; -inf for a row with no
+    allowed key; not differentiable).
+
+    mode "dense" (optional causal), "qk_drop" (q_idx, k_idx), "hash" (q_idx,
+    k_idx, q_hash, k_hash: the sorted layout; hash_attention() starts from
+    unsorted tensors), "window" (window=(left, right), -1 unbounded; causal
+    replaces right by 0; optional bias [B|1, Hq|Hkv|1, Tq|1, Tk] in q's dtype
+    and a bool/uint8 mask, True/1 = attend, of the same shape rules).
+    scale: None = 1/sqrt(D), else > 0.
+
+    causal_align: where the diagonal of `causal` (and of the window) lies
+    when Tq != Tk. "bottom_right" (default, sfa's own and FlashAttention's):
+    query i sees key j iff j <= i + Tk - Tq, so the last query sees every
+    key, and for Tq > Tk the first Tq - Tk queries see none (o = 0). "top_left"
+    (torch's SDPA is_causal): query i sees j iff j <= i. Dense and window
+    modes only.
+
+    Rows with no allowed key give o = 0 and lse = -inf. Training: with grad
+    mode on, autograd calls sfa_backward and gives dq, dk, dv, and dbias
+    (summed over the dims the bias broadcasts) when the bias requires grad;
+    index arrays and the mask get none. deterministic=True makes the backward
+    bitwise reproducible. The backward supports head dims up to 128 and 160,
+    192, 224, 256 (SfaUnsupportedError, a NotImplementedError, otherwise).
+    Inputs whose layout sfa cannot read (last dim not contiguous, rows not
+    16-byte aligned, mask rows not padded to 16 bytes) are copied first."""
+    check_choice("mode", mode, list(_capi.MODE))
+    check_choice("causal_align", causal_align, ALIGNS)
+    if causal_align == "top_left" and mode not in ("dense", "window"):
+        raise ValueError(f"sfa: causal_align='top_left' applies to modes dense and window; mode {mode} "
+                         "has its own causality (q_idx >= k_idx)")
+    wl, wr = check_window(window)
+    scale = check_scale(scale)
+    _check_qkv(q, k, v)
+    _check_tensors((("q", q), ("k", k), ("v", v), ("bias", bias), ("mask", mask), ("q_idx", q_idx),
+                    ("k_idx", k_idx), ("q_hash", q_hash), ("k_hash", k_hash)))
+    if mask is not None and mask.dtype not in (torch.bool, torch.uint8):
+        raise ValueError(f"sfa: mask: dtype {mask.dtype}; must be torch.bool or torch.uint8 (True/1 = attend)")
+    rows_cut = 0
+    if causal_align == "top_left":
+        q, k, v, bias, mask, mode, causal, wl, wr, rows_cut = _top_left(q, k, v, bias, mask, mode,
+                                                                        bool(causal), wl, wr)
+    o, lse = _ops.attention_fwd(q, k, v, bias, mask, q_idx, k_idx, q_hash, k_hash, mode, bool(causal), scale,
+                                wl, wr, bool(deterministic))
+    if rows_cut:
+        o = F.pad(o, (0, 0, 0, rows_cut))
+        lse = F.pad(lse, (0, rows_cut), value=-math.inf)
+    return (o, lse) if return_lse else o
+
+
+def _sdpa_mask(attn_mask, B, Hq, Tq, Tk, dtype):
+    """SDPA's attn_mask (broadcastable to [B, Hq, Tq, Tk]) as sfa's mask (bool)
+    or bias (q's dtype), 4-D, with its size-1 dims left size 1 (sfa
+    broadcasts them); only a size-1 key dim is expanded."""
+    m = attn_mask
+    if not isinstance(m, torch.Tensor):
+        raise ValueError(f"sfa: attn_mask must be a torch.Tensor, not {type(m).__name__}")
+    if m.dim() > 4:
+        raise ValueError(f"sfa: attn_mask has shape {tuple(m.shape)}; at most 4-D (broadcastable to "
+                         f"[B, Hq, Tq, Tk] = {[B, Hq, Tq, Tk]})")
+    while m.dim() < 4:
+        m = m.unsqueeze(0)
+    want = (B, Hq, Tq, Tk)
+    for i in range(4):
+        if m.shape[i] != want[i] and m.shape[i] != 1:
+            raise ValueError(f"sfa: attn_mask has shape {tuple(attn_mask.shape)}, which does not broadcast to "
+                             f"[B, Hq, Tq, Tk] = {list(want)}")
+    if m.shape[3] != Tk:
+        m = m.expand(m.shape[0], m.shape[1], m.shape[2], Tk)
+    if m.dtype == torch.bool:
+        return None, m
+    if not m.is_floating_point():
+        raise ValueError(f"sfa: attn_mask: dtype {m.dtype}; must be torch.bool or a floating type "
+                         "(added to the scores)")
+    return m.to(dtype), None
+
+
+def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
+                                 enable_gqa=False):
+    """torch.nn.functional.scaled_dot_product_attention computed by sfa: the
+    same signature and semantics, for fp16/bf16 CUDA tensors
+    [B, H, T, D] (or [H, T, D]) whose key and value head dims are equal.
+
+    - is_causal: torch's top-left alignment (query i sees keys j <= i), also
+      for Tq != Tk (sfa.attention's causal=True is bottom-right unless
+      causal_align="top_left").
+    - attn_mask: bool (True = attend) or float (added to the scores),
+      broadcastable to [B, Hq, Tq, Tk]; a float mask gets a gradient when it
+      requires grad. Not together with is_causal (ValueError, as torch).
+    - enable_gqa: Hq a multiple of Hkv; without it Hq must equal Hkv.
+    - scale: None = 1/sqrt(D); 0 and negative values work as in torch.
+    - dropout_p > 0: NotImplementedError (sfa has no dropout).
+    - A row whose keys are all masked out gives 0 (as torch's math backend
+      since 2.5, where it uses a safe softmax; other SDPA backends may give
+      NaN)."""
+    if dropout_p != 0.0:
+        if dropout_p > 0:
+            raise NotImplementedError(f"sfa: dropout_p={dropout_p}: sfa has no attention dropout; use "
+                                      "dropout_p=0.0 (or torch's SDPA for training with dropout)")
+        raise ValueError(f"sfa: dropout_p is {dropout_p}; must be in [0, 1]")
+    if is_causal and attn_mask is not None:
+        raise ValueError("sfa: attn_mask and is_causal=True together are not allowed (as in torch's SDPA): "
+                         "fold the causal mask into attn_mask")
+    for t, n in ((query, "query"), (key, "key"), (value, "value")):
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"sfa: {n} must be a torch.Tensor, not {type(t).__name__}")
+    if not (query.dim() == key.dim() == value.dim()) or query.dim() not in (3, 4):
+        raise ValueError(f"sfa: query, key, value have shapes {tuple(query.shape)}, {tuple(key.shape)}, "
+                         f"{tuple(value.shape)}; sfa takes all 4-D [B, H, T, D] or all 3-D [H, T, D]")
+    squeeze = query.dim() == 3
+    q, k, v = (t.unsqueeze(0) for t in (query, key, value)) if squeeze else (query, key, value)
+    B, Hq, Tq, E = q.shape
+    Hkv, Tk = k.shape[1], k.shape[2]
+    if k.shape[-1] != E:
+        raise ValueError(f"sfa: key's head dim {k.shape[-1]} differs from query's {E}")
+    if v.shape[-1] != E:
+        raise NotImplementedError(f"sfa: value's head dim {v.shape[-1]} differs from query's {E}; sfa needs "
+                                  "them equal")
+    if v.shape[:-1] != k.shape[:-1]:
+        raise ValueError(f"sfa: value has shape {tuple(value.shape)} but key {tuple(key.shape)}")
+    if Hq != Hkv:
+        if not enable_gqa:
+            raise ValueError(f"sfa: query has {Hq} heads and key/value {Hkv}; pass enable_gqa=True for "
+                             "grouped-query attention (as in torch's SDPA)")
+        if Hq % Hkv != 0:
+            raise ValueError(f"sfa: enable_gqa: query heads ({Hq}) must be a multiple of key/value heads ({Hkv})")
+    if k.shape[0] != B:
+        if k.shape[0] != 1:
+            raise ValueError(f"sfa: key's batch {k.shape[0]} does not broadcast to query's {B}")
+        k, v = k.expand(B, -1, -1, -1), v.expand(B, -1, -1, -1)
+    s = 1.0 / math.sqrt(E) if scale is None else float(scale)
+    if not math.isfinite(s) or abs(s) > FLT_MAX:
+        raise ValueError(f"sfa: scale is {s}; must be finite in float32")
+    if s < 0:  # (-q) . k * |s| = q . k * s, and autograd sees the negation
+        q, s = -q, -s
+    if f32_is_zero(s):  # every score 0 (also for a scale below float32's range)
+        q, s = q * 0, 1.0
+    bias = mask = None
+    if attn_mask is not None:
+        bias, mask = _sdpa_mask(attn_mask, B, Hq, Tq, Tk, q.dtype)
+    o = attention(q, k, v, mode="dense" if attn_mask is None else "window", causal=bool(is_causal),
+                  causal_align="top_left", scale=s, bias=bias, mask=mask)
+    return o.squeeze(0) if squeeze else o
+
+
+# ------------------------------------------------------------------ sparse helpers
+
+def hash_prepare(bucket, num_buckets, x, x2=None):
+    """Sort x [B,H,T,D] (and x2 alike) by (bucket, position) per (b, h).
+    Returns (x_sorted, x2_sorted or None, idx, hash) as mode "hash" expects.
+    x may be None: then only idx and hash are made (x_sorted is None)."""
+    num_buckets = check_int("num_buckets", num_buckets, 1)
+    _check_tensors((("bucket", bucket), ("x", x), ("x2", x2)))
+    idx, hsh, xs, x2s = _ops.hash_prepare(bucket, num_buckets, x, x2)
+    return (xs if x is not None else None), (x2s if x2 is not None else None), idx, hsh
+
+
+def hash_unsort(o_sorted, idx, out=None):
+    """o[b, h, idx[b, h, i]] = o_sorted[b, h, i] (a new tensor, rows that idx
+    does not name are 0; or written into out, where they are left as they
+    are)."""
+    _check_tensors((("o_sorted", o_sorted), ("idx", idx), ("out", out)))
+    if out is None:
+        return _ops.hash_unsort(o_sorted, idx)
+    _calls.hash_unsort_into(o_sorted, idx, out)
+    return out
+
+
+def hash_attention(q, k, v, q_bucket, k_bucket, num_buckets, **kw):
+    """Hash-sparse attention from unsorted tensors: sort by (bucket, position),
+    attend (mode "hash"), scatter the output back to the original order.
+    q [B,Hq,T,D] with q_bucket int32 [B,Hq,T]; k, v [B,Hkv,T,D] with k_bucket
+    int32 [B,Hkv,T]; kw: scale, deterministic.
+
+    Differentiable: when a gradient is needed (grad mode on and q, k or v
+    requires grad), sfa_hash_prepare makes only the permutation (idx, hash),
+    the rows are gathered and the output scattered back with torch ops
+    (torch.gather / Tensor.scatter, whose gradients are the inverse
+    permutation), and the sorted call goes through attention(), so q, k and v
+    get exact gradients. Without a gradient the sort, gather and scatter are
+    sfa's kernels (sfa_hash_prepare / sfa_hash_unsort), which are faster; both
+    paths give the same output. The bucket ids get no gradient."""
+    num_buckets = check_int("num_buckets", num_buckets, 1)
+    _check_qkv(q, k, v)
+    _check_tensors((("q", q), ("k", k), ("v", v), ("q_bucket", q_bucket), ("k_bucket", k_bucket)))
+    hkw = dict(mode="hash", **kw)
+    if not (torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))):
+        qs, _, qi, qh = hash_prepare(q_bucket, num_buckets, q)
+        ks, vs, ki, kh = hash_prepare(k_bucket, num_buckets, k, v)
+        os_ = attention(qs, ks, vs, q_idx=qi, k_idx=ki, q_hash=qh, k_hash=kh, **hkw)
+        return hash_unsort(os_, qi)
+    _, _, qi, qh = hash_prepare(q_bucket, num_buckets, None)
+    _, _, ki, kh = hash_prepare(k_bucket, num_buckets, None)
+    qsel, ksel = qi.long().unsqueeze(-1), ki.long().unsqueeze(-1)
+    qs = torch.gather(q, 2, qsel.expand(-1, -1, -1, q.shape[-1]))
+    ks = torch.gather(k, 2, ksel.expand(-1, -1, -1, k.shape[-1]))
+    vs = torch.gather(v, 2, ksel.expand(-1, -1, -1, v.shape[-1]))
+    os_ = attention(qs, ks, vs, q_idx=qi, k_idx=ki, q_hash=qh, k_hash=kh, **hkw)
+    # idx is a permutation of 0..T-1 per (b, h), so every row is written
+    return torch.zeros_like(os_).scatter(2, qsel.expand(-1, -1, -1, os_.shape[-1]), os_)
+
+
+def topk_mask(bias, w, causal=True, out=None):
+    """uint8 mask of the w largest-bias allowed keys per query (flash-sparse-attn),
+    causal bottom-right aligned. The mask's rows are padded to a multiple of
+    16 bytes, as sfa_forward requires (a new tensor, or written into out)."""
+    w = check_int("w", w, 0)
+    _check_tensors((("bias", bias), ("out", out)))
+    if out is None:
+        return _ops.topk_mask(bias, w, bool(causal))
+    _calls.topk_mask_into(bias, w, causal, out)
+    return out
+
+
+# ------------------------------------------------------------------ plain calls
+
+def forward(q, k, v, *, mode="dense", causal=False, scale=None, window=(-1, -1), q_idx=None,
+            k_idx=None, q_hash=None, k_hash=None, bias=None, mask=None, out=None, return_lse=False):
+    """Forward pass, no autograd, bottom-right causal. q [B, Hq, Tq, D],
+    k/v [B, Hkv, Tk, D]; returns o (and lse); o is written into out when
+    given."""
+    check_choice("mode", mode, list(_capi.MODE))
+    wl, wr = check_window(window)
+    scale = check_scale(scale)
+    _check_qkv(q, k, v)
+    _check_tensors((("q", q), ("k", k), ("v", v), ("bias", bias), ("mask", mask), ("q_idx", q_idx),
+                    ("k_idx", k_idx), ("q_hash", q_hash), ("k_hash", k_hash), ("out", out)))
+    o = out if out is not None else _calls.out_like(q)
+    lse = torch.empty(q.shape[:-1], device=q.device, dtype=torch.float32)
+    with torch.no_grad():
+        _calls.forward_into(q, k, v, o, lse, mode, causal, scale, wl, wr,
+                            dict(q_idx=q_idx, k_idx=k_idx, q_hash=q_hash, k_hash=k_hash, bias=bias, mask=mask))
+    return (o, lse) if return_lse else o
+
+
+def backward(q, k, v, o, lse, dout, *, mode="dense", causal=False, scale=None, window=(-1, -1),
+             q_idx=None, k_idx=None, q_hash=None, k_hash=None, bias=None, mask=None,
+             deterministic=False, bias_grad=False):
+    """Gradients of forward, no autograd: returns (dq, dk, dv, dbias or None).
+    o and lse are forward's outputs (forward(..., return_lse=True)); dout has
+    o's shape. dbias is made when bias_grad is true and there is a bias."""
+    check_choice("mode", mode, list(_capi.MODE))
+    wl, wr = check_window(window)
+    scale = check_scale(scale)
+    _check_qkv(q, k, v)
+    _check_tensors((("q", q), ("k", k), ("v", v), ("o", o), ("lse", lse), ("dout", dout), ("bias", bias),
+                    ("mask", mask), ("q_idx", q_idx), ("k_idx", k_idx), ("q_hash", q_hash), ("k_hash", k_hash)))
+    dq, dk, dv = _calls.out_like(q), _calls.out_like(k), _calls.out_like(v)
+    db = torch.empty(bias.shape, device=bias.device, dtype=bias.dtype) if bias_grad and bias is not None else None
+    with torch.no_grad():
+        _calls.backward_into(dout, q, k, v, o, lse, dq, dk, dv, db, mode, causal, scale, wl, wr, deterministic,
+                             dict(q_idx=q_idx, k_idx=k_idx, q_hash=q_hash, k_hash=k_hash, bias=bias, mask=mask))
+    return dq, dk, dv, db

@@ -1,0 +1,266 @@
+"""_calls.py -- the calls into libsfa on torch tensors, no autograd: tensor
+descriptions, the per-thread sfa context, error mapping, the device (each
+call runs on its tensors' GPU, on that GPU's current stream), and the layout
+fixes that make any strided tensor acceptable (a copy where sfa cannot read
+it as it is).
+
+The custom ops (_ops.py) call forward_into, backward_into, hash_prepare_into,
+hash_unsort_into and topk_mask_into through this module's namespace, so that
+a test can put a CPU reference in their place (DEVICE_TYPE names the device
+type the calls accept)."""
+import contextlib
+import ctypes
+import threading
+
+import torch
+
+from . import _capi
+from ._args import SfaError, SfaUnsupportedError, check_int
+
+DEVICE_TYPE = "cuda"
+
+_TORCH_DTYPE = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32",
+                torch.int32: "int32", torch.uint8: "uint8", torch.bool: "uint8"}
+
+
+class _Context:
+    _local = threading.local()
+
+    @classmethod
+    def get(cls):
+        ctx = getattr(cls._local, "ctx", None)
+        if ctx is None:
+            opts = _capi.Options()
+            _capi.lib.sfa_options_init(ctypes.byref(opts))
+            handle = ctypes.c_void_p()
+            st = _capi.lib.sfa_context_create(ctypes.byref(handle), ctypes.byref(opts))
+            if st != 0:
+                msg = _capi.lib.sfa_last_error(handle).decode() if handle else "context creation failed"
+                if handle:
+                    _capi.lib.sfa_context_destroy(handle)
+                raise SfaError(msg)
+            ctx = cls._local.ctx = handle
+        return ctx
+
+
+def dtype_code(t, name="tensor"):
+    n = _TORCH_DTYPE.get(t.dtype)
+    if n is None:
+        raise ValueError(f"sfa: {name}: dtype {t.dtype} is not supported")
+    return _capi.DTYPE[n]
+
+
+def describe(t, name):
+    """The sfa_tensor of t (None for None)."""
+    if t is None:
+        return None
+    if t.device.type != DEVICE_TYPE:
+        raise ValueError(f"sfa: {name} must be a CUDA tensor (it is on {t.device})")
+    if t.dim() > _capi.SFA_MAX_RANK:
+        raise ValueError(f"sfa: {name} has rank {t.dim()}, at most {_capi.SFA_MAX_RANK}")
+    d = _capi.Tensor()
+    d.data = t.data_ptr()
+    d.dtype = dtype_code(t, name)
+    d.rank = t.dim()
+    for i in range(t.dim()):
+        d.shape[i] = t.shape[i]
+        d.strides[i] = t.stride(i)
+    return d
+
+
+def check_status(ctx, st):
+    if st != 0:
+        msg = _capi.lib.sfa_last_error(ctx).decode()
+        if st == _capi.STATUS_INVALID_ARGUMENT:
+            raise ValueError(f"sfa: {msg}")
+        err = SfaUnsupportedError if st == _capi.STATUS_UNSUPPORTED else SfaError
+        raise err(f"sfa: {_capi.lib.sfa_status_string(st).decode()}: {msg}")
+
+
+def _ref(d):
+    return ctypes.byref(d) if d is not None else None
+
+
+@contextlib.contextmanager
+def on_device(t):
+    """Runs the block with t's GPU current (so that libsfa binds to its CUDA
+    context) and yields the CUstream to launch on: that GPU's current stream."""
+    if t.device.type != "cuda":
+        yield None
+        return
+    with torch.cuda.device(t.device):
+        yield ctypes.c_void_p(torch.cuda.current_stream(t.device).cuda_stream)
+
+
+# ------------------------------------------------------------------ layouts
+
+def _broadcast_base(t):
+    """(base, shape): t with its stride-0 (broadcast) dims other than the last
+    cut to size 1, and the shape to expand back to. Copying the base copies
+    each element once; the last dim is always materialized (sfa reads it
+    contiguously)."""
+    idx = tuple(slice(0, 1) if t.stride(i) == 0 and t.shape[i] > 1 and i < t.dim() - 1 else slice(None)
+                for i in range(t.dim()))
+    return t[idx], t.shape
+
+
+def rows_aligned(t):
+    """t itself when sfa can read it as an fp16/bf16 [.., D] operand (last dim
+    contiguous, data and the other strides multiples of 16 bytes), else a
+    contiguous copy. Gradients that autograd hands over are often such views:
+    o.sum() gives an expanded tensor with stride 0 everywhere."""
+    if t is None:
+        return None
+    esz = t.element_size()
+    ok = t.data_ptr() % 16 == 0
+    for i in range(t.dim()):
+        if t.shape[i] > 1:
+            s = t.stride(i)
+            ok = ok and (s == 1 if i == t.dim() - 1 else s * esz % 16 == 0)
+    return t if ok else t.clone(memory_format=torch.contiguous_format)
+
+
+def bias_ready(t):
+    """A bias sfa can read: last dim contiguous (any other strides)."""
+    if t is None or t.shape[-1] == 1 or t.stride(-1) == 1:
+        return t
+    base, shape = _broadcast_base(t)
+    return base.clone(memory_format=torch.contiguous_format).expand(shape)
+
+
+def mask_ready(t):
+    """A uint8 view of a bool/uint8 mask that sfa can read: 16-byte aligned
+    data, batch/head/row strides multiples of 16 bytes (rows padded to a
+    multiple of 16), last dim contiguous; broadcast dims stay broadcast."""
+    if t is None:
+        return None
+    if t.dtype == torch.bool:
+        t = t.view(torch.uint8)
+    ok = t.data_ptr() % 16 == 0 and (t.shape[-1] == 1 or t.stride(-1) == 1)
+    for i in range(t.dim() - 1):
+        ok = ok and (t.shape[i] == 1 or t.stride(i) % 16 == 0)
+    if ok:
+        return t
+    base, shape = _broadcast_base(t)
+    tk = base.shape[-1]
+    buf = torch.zeros(*base.shape[:-1], (tk + 15) // 16 * 16, device=t.device, dtype=torch.uint8)
+    out = buf[..., :tk]
+    out.copy_(base)
+    return out.expand(shape)
+
+
+def index_ready(idx, hsh):
+    """Index arrays contiguous along time, and q_hash with q_idx's strides
+    (the kernel reads both with one set)."""
+    if idx is not None and idx.shape[-1] > 1 and idx.stride(-1) != 1:
+        idx = idx.contiguous()
+    if hsh is not None and idx is not None and (hsh.stride() != idx.stride()):
+        idx, hsh = idx.contiguous(), hsh.contiguous()
+    return idx, hsh
+
+
+def out_like(t):
+    """An output of t's shape and dtype that sfa can write: t's layout when
+    its last dim is contiguous (e.g. a [B, T, H, D] buffer seen as
+    [B, H, T, D]), else contiguous. Uses only shapes and strides, so the fake
+    (meta) implementations make the same."""
+    if t.stride(-1) == 1 or t.shape[-1] == 1:
+        return torch.empty_like(t)
+    return torch.empty(t.shape, device=t.device, dtype=t.dtype)
+
+
+# ------------------------------------------------------------------ calls
+
+def _params(mode, causal, scale, window_left, window_right, deterministic):
+    if mode not in _capi.MODE:
+        raise ValueError(f"sfa: mode must be one of {', '.join(_capi.MODE)}, not {mode!r}")
+    p = _capi.Params()
+    _capi.lib.sfa_params_init(ctypes.byref(p))
+    p.mode = _capi.MODE[mode]
+    p.causal = int(bool(causal))
+    p.scale = 0.0 if scale is None else float(scale)
+    p.window_left = check_int("window[0] (left)", window_left, -1)
+    p.window_right = check_int("window[1] (right)", window_right, -1)
+    p.deterministic = int(bool(deterministic))
+    return p
+
+
+def _extras(ex):
+    """sfa_extras and the sfa_tensor structs it points at (kept alive by the caller)."""
+    e = _capi.Extras()
+    keep = []
+    for name in ("q_idx", "k_idx", "q_hash", "k_hash", "bias", "mask"):
+        d = describe(ex.get(name), name)
+        if d is not None:
+            keep.append(d)
+            setattr(e, name, ctypes.pointer(d))
+    return e, keep
+
+
+def _ready_extras(ex):
+    ex = dict(ex)
+    ex["q_idx"], ex["q_hash"] = index_ready(ex.get("q_idx"), ex.get("q_hash"))
+    ex["k_idx"], ex["k_hash"] = index_ready(ex.get("k_idx"), ex.get("k_hash"))
+    ex["bias"] = bias_ready(ex.get("bias"))
+    ex["mask"] = mask_ready(ex.get("mask"))
+    return ex
+
+
+def forward_into(q, k, v, o, lse, mode, causal, scale, window_left, window_right, extras):
+    """sfa_forward into o (and lse, may be None). extras: dict of q_idx, k_idx,
+    q_hash, k_hash, bias, mask (None = absent). Inputs are copied where their
+    layout needs it; o and lse must be writable by sfa as they are."""
+    p = _params(mode, causal, scale, window_left, window_right, False)
+    q, k, v = rows_aligned(q), rows_aligned(k), rows_aligned(v)
+    ex = _ready_extras(extras)
+    e, keep = _extras(ex)
+    tq, tk, tv, to = (describe(t, n) for t, n in ((q, "q"), (k, "k"), (v, "v"), (o, "o")))
+    tl = describe(lse, "lse")
+    ctx = _Context.get()
+    with on_device(q) as stream:
+        st = _capi.lib.sfa_forward(ctx, ctypes.byref(p), tq, tk, tv, ctypes.byref(e), to, _ref(tl), stream)
+    check_status(ctx, st)
+
+
+def backward_into(dout, q, k, v, o, lse, dq, dk, dv, dbias, mode, causal, scale, window_left, window_right,
+                  deterministic, extras):
+    """sfa_backward into dq, dk, dv (and dbias, may be None)."""
+    p = _params(mode, causal, scale, window_left, window_right, deterministic)
+    q, k, v, o, dout = (rows_aligned(t) for t in (q, k, v, o, dout))
+    ex = _ready_extras(extras)
+    e, keep = _extras(ex)
+    ts = [describe(t, n) for t, n in ((q, "q"), (k, "k"), (v, "v"), (o, "o"), (lse, "lse"), (dout, "dout"),
+                                      (dq, "dq"), (dk, "dk"), (dv, "dv"), (dbias, "dbias"))]
+    ctx = _Context.get()
+    with on_device(q) as stream:
+        st = _capi.lib.sfa_backward(ctx, ctypes.byref(p), ts[0], ts[1], ts[2], ctypes.byref(e), ts[3], ts[4],
+                                    ts[5], ts[6], ts[7], ts[8], _ref(ts[9]), stream)
+    check_status(ctx, st)
+
+
+def hash_prepare_into(bucket, num_buckets, x, xs, x2, x2s, idx, hsh):
+    num_buckets = check_int("num_buckets", num_buckets, 1)
+    d = [describe(t, n) for t, n in ((bucket, "bucket"), (x, "x"), (xs, "x_sorted"), (x2, "x2"),
+                                     (x2s, "x2_sorted"), (idx, "idx"), (hsh, "hash"))]
+    ctx = _Context.get()
+    with on_device(bucket) as stream:
+        st = _capi.lib.sfa_hash_prepare(ctx, d[0], num_buckets, _ref(d[1]), _ref(d[2]), _ref(d[3]), _ref(d[4]),
+                                        d[5], d[6], stream)
+    check_status(ctx, st)
+
+
+def hash_unsort_into(o_sorted, idx, o):
+    d = [describe(t, n) for t, n in ((o_sorted, "o_sorted"), (idx, "idx"), (o, "o"))]
+    ctx = _Context.get()
+    with on_device(o_sorted) as stream:
+        st = _capi.lib.sfa_hash_unsort(ctx, d[0], d[1], d[2], stream)
+    check_status(ctx, st)
+
+
+def topk_mask_into(bias, w, causal, mask):
+    w = check_int("w", w, 0)
+    d = [describe(bias, "bias"), describe(mask, "mask")]
+    ctx = _Context.get()
+    with on_device(bias) as stream:
+        st = _capi.lib.sfa_topk_mask(ctx, d[0], w, int(bool(causal)), d[1], stream)
+    check_status(ctx, st)

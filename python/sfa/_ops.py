@@ -1,0 +1,143 @@
+"""_ops.py -- sfa's calls as PyTorch custom operators (torch.library), so that
+torch.compile(fullgraph=True) sees them as single graph nodes, and autograd.
+
+  sfa::attention_fwd  (q, k, v, bias?, mask?, q_idx?, k_idx?, q_hash?, k_hash?, mode, causal,
+                       scale?, window_left, window_right, deterministic) -> (o, lse)
+  sfa::attention_bwd  (dout, q, k, v, o, lse, extras..., the same options, bias_grad)
+                       -> (dq, dk, dv, dbias)   dbias is an empty tensor unless bias_grad
+  sfa::hash_prepare   (bucket, num_buckets, x?, x2?) -> (idx, hash, x_sorted, x2_sorted)
+                       x_sorted / x2_sorted are empty tensors where x / x2 are None
+  sfa::hash_unsort    (o_sorted, idx) -> o   (rows that idx does not name are 0)
+  sfa::topk_mask      (bias, w, causal) -> mask (uint8, rows padded to 16 bytes)
+
+Each has a fake (meta) implementation giving the output shapes and strides;
+attention_fwd has its autograd formula (register_autograd): the backward is
+attention_bwd; lse is not differentiable; index arrays and the mask get no
+gradient; dbias only when the bias requires grad. The real implementations
+are the calls of _calls.py."""
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from . import _calls
+
+_EMPTY = (0,)
+
+
+# ------------------------------------------------------------------ attention
+
+@torch.library.custom_op("sfa::attention_fwd", mutates_args=())
+def attention_fwd(q: Tensor, k: Tensor, v: Tensor, bias: Optional[Tensor], mask: Optional[Tensor],
+                  q_idx: Optional[Tensor], k_idx: Optional[Tensor], q_hash: Optional[Tensor],
+                  k_hash: Optional[Tensor], mode: str, causal: bool, scale: Optional[float], window_left: int,
+                  window_right: int, deterministic: bool) -> Tuple[Tensor, Tensor]:
+    o = _calls.out_like(q)
+    lse = torch.empty(q.shape[:-1], device=q.device, dtype=torch.float32)
+    _calls.forward_into(q, k, v, o, lse, mode, causal, scale, window_left, window_right,
+                        dict(q_idx=q_idx, k_idx=k_idx, q_hash=q_hash, k_hash=k_hash, bias=bias, mask=mask))
+    return o, lse
+
+
+@attention_fwd.register_fake
+def _(q, k, v, bias, mask, q_idx, k_idx, q_hash, k_hash, mode, causal, scale, window_left, window_right,
+      deterministic):
+    return _calls.out_like(q), q.new_empty(q.shape[:-1], dtype=torch.float32)
+
+
+@torch.library.custom_op("sfa::attention_bwd", mutates_args=())
+def attention_bwd(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, bias: Optional[Tensor],
+                  mask: Optional[Tensor], q_idx: Optional[Tensor], k_idx: Optional[Tensor],
+                  q_hash: Optional[Tensor], k_hash: Optional[Tensor], mode: str, causal: bool,
+                  scale: Optional[float], window_left: int, window_right: int, deterministic: bool,
+                  bias_grad: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    dq, dk, dv = _calls.out_like(q), _calls.out_like(k), _calls.out_like(v)
+    with_db = bias_grad and bias is not None
+    db = torch.empty(bias.shape, device=bias.device, dtype=bias.dtype) if with_db else q.new_empty(_EMPTY)
+    _calls.backward_into(dout, q, k, v, o, lse, dq, dk, dv, db if with_db else None, mode, causal, scale,
+                         window_left, window_right, deterministic,
+                         dict(q_idx=q_idx, k_idx=k_idx, q_hash=q_hash, k_hash=k_hash, bias=bias, mask=mask))
+    return dq, dk, dv, db
+
+
+@attention_bwd.register_fake
+def _(dout, q, k, v, o, lse, bias, mask, q_idx, k_idx, q_hash, k_hash, mode, causal, scale, window_left,
+      window_right, deterministic, bias_grad):
+    if bias_grad and bias is not None:
+        db = bias.new_empty(bias.shape)
+    else:
+        db = q.new_empty(_EMPTY)
+    return _calls.out_like(q), _calls.out_like(k), _calls.out_like(v), db
+
+
+def _fwd_setup_context(ctx, inputs, output):
+    (q, k, v, bias, mask, q_idx, k_idx, q_hash, k_hash, mode, causal, scale, window_left, window_right,
+     deterministic) = inputs
+    o, lse = output
+    ctx.save_for_backward(q, k, v, o, lse, bias, mask, q_idx, k_idx, q_hash, k_hash)
+    ctx.options = (mode, causal, scale, window_left, window_right, deterministic)
+    ctx.mark_non_differentiable(lse)
+
+
+def _fwd_backward(ctx, dout, dlse):
+    q, k, v, o, lse, bias, mask, q_idx, k_idx, q_hash, k_hash = ctx.saved_tensors
+    bias_grad = bias is not None and ctx.needs_input_grad[3]
+    dq, dk, dv, db = attention_bwd(dout, q, k, v, o, lse, bias, mask, q_idx, k_idx, q_hash, k_hash,
+                                   *ctx.options, bias_grad)
+    return (dq, dk, dv, db if bias_grad else None) + (None,) * 11
+
+
+attention_fwd.register_autograd(_fwd_backward, setup_context=_fwd_setup_context)
+
+
+# ------------------------------------------------------------------ sparse helpers
+
+@torch.library.custom_op("sfa::hash_prepare", mutates_args=())
+def hash_prepare(bucket: Tensor, num_buckets: int, x: Optional[Tensor],
+                 x2: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    idx = torch.empty(bucket.shape, device=bucket.device, dtype=torch.int32)
+    hsh = torch.empty(bucket.shape, device=bucket.device, dtype=torch.int32)
+    xs = torch.empty_like(x) if x is not None else bucket.new_empty(_EMPTY)
+    x2s = torch.empty_like(x2) if x2 is not None else bucket.new_empty(_EMPTY)
+    _calls.hash_prepare_into(bucket, num_buckets, x, xs if x is not None else None, x2,
+                             x2s if x2 is not None else None, idx, hsh)
+    return idx, hsh, xs, x2s
+
+
+@hash_prepare.register_fake
+def _(bucket, num_buckets, x, x2):
+    idx = bucket.new_empty(bucket.shape, dtype=torch.int32)
+    hsh = bucket.new_empty(bucket.shape, dtype=torch.int32)
+    xs = torch.empty_like(x) if x is not None else bucket.new_empty(_EMPTY)
+    x2s = torch.empty_like(x2) if x2 is not None else bucket.new_empty(_EMPTY)
+    return idx, hsh, xs, x2s
+
+
+@torch.library.custom_op("sfa::hash_unsort", mutates_args=())
+def hash_unsort(o_sorted: Tensor, idx: Tensor) -> Tensor:
+    o = torch.zeros_like(o_sorted)
+    _calls.hash_unsort_into(o_sorted, idx, o)
+    return o
+
+
+@hash_unsort.register_fake
+def _(o_sorted, idx):
+    return torch.empty_like(o_sorted)
+
+
+def _topk_out(bias):
+    tk = bias.shape[-1]
+    pad = (tk + 15) // 16 * 16
+    return bias.new_zeros((*bias.shape[:-1], pad), dtype=torch.uint8)[..., :tk]
+
+
+@torch.library.custom_op("sfa::topk_mask", mutates_args=())
+def topk_mask(bias: Tensor, w: int, causal: bool) -> Tensor:
+    out = _topk_out(bias)
+    _calls.topk_mask_into(bias, w, causal, out)
+    return out
+
+
+@topk_mask.register_fake
+def _(bias, w, causal):
+    return _topk_out(bias)

@@ -1,0 +1,133 @@
+"""refbackend.py -- a CPU stand-in for sfa's GPU calls, for the tests: the
+binding's calls (sfa._calls.forward_into, backward_into, hash_prepare_into,
+hash_unsort_into) are replaced by the library's float64 CPU reference
+(sfa_reference_forward / sfa_reference_backward) and by torch ops, so that
+everything above them -- the custom ops, their fake and autograd
+registrations, torch.compile, the SDPA and top-left mappings, the mask and
+bias handling -- runs on a machine without a GPU, against the library's own
+semantics.
+
+    with refbackend.cpu(sfa):
+        o = sfa.attention(q_cpu, k_cpu, v_cpu, causal=True)
+"""
+import contextlib
+import ctypes
+
+import torch
+
+
+def _f32(t):
+    return t.detach().to(torch.float32).contiguous()
+
+
+def _fptr(t):
+    return ctypes.cast(t.data_ptr(), ctypes.POINTER(ctypes.c_float)) if t is not None else None
+
+
+def _host_extras(capi, ex, B):
+    """(HostExtras, tensors kept alive). bias/mask [b, h, r, Tk] as contiguous
+    arrays with their broadcast sizes."""
+    he = capi.HostExtras()
+    keep = []
+
+    def arr(t, ctype, dtype):
+        c = t.detach().to(dtype).contiguous()
+        keep.append(c)
+        return ctypes.cast(c.data_ptr(), ctypes.POINTER(ctype))
+
+    for n in ("q_idx", "k_idx", "q_hash", "k_hash"):
+        if ex.get(n) is not None:
+            setattr(he, n, arr(ex[n], ctypes.c_int32, torch.int32))
+    if ex.get("bias") is not None:
+        b = ex["bias"]
+        he.bias = arr(b, ctypes.c_float, torch.float32)
+        he.bias_batches, he.bias_heads, he.bias_rows = b.shape[0], b.shape[1], b.shape[2]
+    if ex.get("mask") is not None:
+        m = ex["mask"]
+        he.mask = arr(m.to(torch.bool), ctypes.c_uint8, torch.uint8)
+        he.mask_batches, he.mask_heads, he.mask_rows = m.shape[0], m.shape[1], m.shape[2]
+    return he, keep
+
+
+def _check(st, err):
+    if st != 0:
+        raise ValueError("sfa (CPU reference): " + err.value.decode())
+
+
+def make(sfa):
+    capi, calls = sfa._capi, sfa._calls
+
+    def forward_into(q, k, v, o, lse, mode, causal, scale, window_left, window_right, extras):
+        p = calls._params(mode, causal, scale, window_left, window_right, False)
+        for t in (q, k, v):  # the layout helpers run as on the GPU path
+            calls.rows_aligned(t)
+        calls.bias_ready(extras.get("bias"))
+        calls.mask_ready(extras.get("mask"))
+        B, Hq, Tq, D = q.shape
+        Hkv, Tk = k.shape[1], k.shape[2]
+        qf, kf, vf = _f32(q), _f32(k), _f32(v)
+        of = torch.empty(B, Hq, Tq, D, dtype=torch.float32)
+        lf = torch.empty(B, Hq, Tq, dtype=torch.float32)
+        he, keep = _host_extras(capi, extras, B)
+        err = ctypes.create_string_buffer(1024)
+        st = capi.lib.sfa_reference_forward(ctypes.byref(p), B, Hq, Hkv, Tq, Tk, D, _fptr(qf), _fptr(kf), _fptr(vf),
+                                            ctypes.byref(he), _fptr(of), _fptr(lf), err, len(err))
+        _check(st, err)
+        o.copy_(of)
+        if lse is not None:
+            lse.copy_(lf)
+
+    def backward_into(dout, q, k, v, o, lse, dq, dk, dv, dbias, mode, causal, scale, window_left, window_right,
+                      deterministic, extras):
+        p = calls._params(mode, causal, scale, window_left, window_right, deterministic)
+        B, Hq, Tq, D = q.shape
+        Hkv, Tk = k.shape[1], k.shape[2]
+        qf, kf, vf, df = _f32(q), _f32(k), _f32(v), _f32(dout)
+        dqf, dkf, dvf = torch.empty(q.shape), torch.empty(k.shape), torch.empty(v.shape)
+        dbf = torch.empty(dbias.shape) if dbias is not None else None
+        he, keep = _host_extras(capi, extras, B)
+        err = ctypes.create_string_buffer(1024)
+        st = capi.lib.sfa_reference_backward(ctypes.byref(p), B, Hq, Hkv, Tq, Tk, D, _fptr(qf), _fptr(kf),
+                                             _fptr(vf), ctypes.byref(he), _fptr(df), _fptr(dqf), _fptr(dkf),
+                                             _fptr(dvf), _fptr(dbf), err, len(err))
+        _check(st, err)
+        dq.copy_(dqf)
+        dk.copy_(dkf)
+        dv.copy_(dvf)
+        if dbias is not None:
+            dbias.copy_(dbf)
+
+    def hash_prepare_into(bucket, num_buckets, x, xs, x2, x2s, idx, hsh):
+        num_buckets = sfa._args.check_int("num_buckets", num_buckets, 1)
+        T = bucket.shape[-1]
+        pos = torch.arange(T).expand(bucket.shape)
+        b = bucket.long()
+        out_of_range = (b < 0) | (b >= num_buckets)
+        key = torch.where(out_of_range, torch.full_like(b, num_buckets), b) * T + pos
+        order = key.argsort(-1)
+        idx.copy_(order)
+        hsh.copy_(torch.where(out_of_range, torch.full_like(b, 2**31 - 1), b).gather(-1, order))
+        for src, dst in ((x, xs), (x2, x2s)):
+            if src is not None:
+                dst.copy_(src.gather(2, order.unsqueeze(-1).expand(*order.shape, src.shape[-1])))
+
+    def hash_unsort_into(o_sorted, idx, o):
+        sel = idx.long().unsqueeze(-1).expand(*idx.shape, o_sorted.shape[-1])
+        o.scatter_(2, sel, o_sorted)
+
+    return dict(DEVICE_TYPE="cpu", forward_into=forward_into, backward_into=backward_into,
+                hash_prepare_into=hash_prepare_into, hash_unsort_into=hash_unsort_into)
+
+
+@contextlib.contextmanager
+def cpu(sfa):
+    """sfa's calls run on CPU tensors through the reference while inside."""
+    saved = {n: getattr(sfa._calls, n) for n in ("DEVICE_TYPE", "forward_into", "backward_into",
+                                                  "hash_prepare_into", "hash_unsort_into")}
+    for n, f in make(sfa).items():
+        setattr(sfa._calls, n, f)
+    try:
+        yield
+    finally:
+        for n, f in saved.items():
+            setattr(sfa._calls, n, f)

@@ -1,0 +1,388 @@
+#!/usr/bin/env python3
+"""test_ops.py -- sfa's custom operators and what is built on them:
+torch.library.opcheck of sfa::attention_fwd / attention_bwd (dense causal,
+window + bias + mask, hash, GQA) and of the sparse helpers; a small attention
+model whose training step is compiled with torch.compile(fullgraph=True) and
+gives eager's gradients; sfa.scaled_dot_product_attention against
+torch.nn.functional.scaled_dot_product_attention in float64 (is_causal with
+Tq < Tk, Tq > Tk, Tq == Tk; bool and float masks; GQA; scale, also 0 and
+negative) for the output and every gradient; causal_align="top_left" in
+window mode; return_lse.
+
+Every case runs twice where a GPU exists: on "cpu-ref", where the binding's
+GPU calls are replaced by the library's float64 CPU reference (refbackend.py:
+everything but the kernels is exercised, on any machine with torch), and on
+"cuda" with sfa's kernels. Skips (77) without torch.
+"""
+import math
+import sys
+
+from harness import main, test
+
+try:
+    import torch
+except ImportError:
+    print("SKIP: torch is not installed")
+    sys.exit(77)
+import torch.nn.functional as F  # noqa: E402
+
+import refbackend  # noqa: E402
+import sfa  # noqa: E402
+
+CUDA = torch.cuda.is_available()
+BACKENDS = ["cpu-ref"] + (["cuda"] if CUDA else [])
+TOL = {torch.bfloat16: 2e-2, torch.float16: 1e-2}
+DTYPE = torch.bfloat16
+
+
+def on(backend):
+    """(context manager, device, head dim) of a backend."""
+    if backend == "cpu-ref":
+        return refbackend.cpu(sfa), "cpu", 32
+    import contextlib
+    return contextlib.nullcontext(), "cuda", 64
+
+
+def rel(x, ref):
+    x, ref = x.detach().double(), ref.detach().double()
+    return ((x - ref).norm() / ref.norm().clamp_min(1e-30)).item()
+
+
+def leaves(ts, dtype=None):
+    """Fresh leaves of ts (floating ones cast to dtype), requiring grad as ts do."""
+    return [t.detach().to(dtype if dtype is not None and t.is_floating_point() else t.dtype)
+            .requires_grad_(t.requires_grad) for t in ts]
+
+
+def compare(name, run_sfa, run_ref, inputs, tol):
+    """run_sfa(*inputs) vs run_ref(*float64 inputs): the output and the
+    gradient of every input that requires grad (same random dout)."""
+    a = leaves(inputs)
+    b = leaves(inputs, torch.float64)
+    o, r = run_sfa(*a), run_ref(*b)
+    assert o.shape == r.shape, f"{name}: shape {tuple(o.shape)}, torch {tuple(r.shape)}"
+    assert not o.isnan().any(), f"{name}: NaN in o"
+    dout = torch.randn_like(r)
+    o.backward(dout.to(o.dtype))
+    r.backward(dout)
+    errs = {"o": rel(o, r)}
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x.requires_grad:
+            assert x.grad is not None, f"{name}: input {i} has no gradient"
+            errs[f"d{i}"] = rel(x.grad, y.grad)
+    bad = {n: e for n, e in errs.items() if not e < tol}
+    assert not bad, f"{name}: rel err above {tol:g}: " + ", ".join(f"{n} {e:.2e}" for n, e in bad.items())
+    return errs
+
+
+def rand(*shape, device, grad=True, dtype=DTYPE):
+    return torch.randn(*shape, device=device, dtype=dtype).requires_grad_(grad)
+
+
+def mask_ref(allowed):
+    """A float64 additive mask of a bool one, for torch's SDPA as reference."""
+    return torch.zeros(allowed.shape, dtype=torch.float64, device=allowed.device).masked_fill(~allowed, -math.inf)
+
+
+def manual_ref(q, k, v, scale, allowed):
+    """softmax(q k^T * scale) v in float64 over the allowed keys (GQA by
+    repeat); rows with no allowed key give 0."""
+    g = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(g, 1), v.repeat_interleave(g, 1)
+    s = (q @ k.transpose(-1, -2)) * scale
+    s = s.masked_fill(~allowed, -math.inf)
+    p = torch.softmax(s, -1).nan_to_num(0.0)
+    return p @ v
+
+
+# ------------------------------------------------------------------ SDPA parity
+
+def sdpa_cases(device, D):
+    """(name, sfa kwargs, torch kwargs, Hq, Hkv, Tq, Tk, mask maker)."""
+    return [
+        ("causal Tq == Tk", dict(is_causal=True), 4, 4, 48, 48),
+        ("causal Tq < Tk", dict(is_causal=True), 4, 4, 37, 80),
+        ("causal Tq > Tk", dict(is_causal=True), 4, 4, 80, 37),
+        ("causal GQA 4/2 Tq > Tk scale 0.3", dict(is_causal=True, enable_gqa=True, scale=0.3), 4, 2, 61, 40),
+        ("no mask GQA 4/1", dict(enable_gqa=True), 4, 1, 33, 70),
+        ("bool mask [Tq, Tk]", dict(mask=("bool", lambda B, H, Tq, Tk: (Tq, Tk))), 4, 4, 40, 57),
+        ("bool mask [B, 1, Tq, Tk] with empty rows", dict(mask=("bool0", lambda B, H, Tq, Tk: (B, 1, Tq, Tk))),
+         4, 4, 40, 57),
+        ("bool mask [Tq, 1] GQA", dict(mask=("bool", lambda B, H, Tq, Tk: (Tq, 1)), enable_gqa=True), 4, 2, 40, 33),
+        ("float mask [H, 1, Tk] with grad", dict(mask=("float", lambda B, H, Tq, Tk: (H, 1, Tk))), 4, 4, 45, 64),
+        ("float mask [B, H, Tq, Tk] with -inf, GQA", dict(mask=("float-inf", lambda B, H, Tq, Tk: (B, H, Tq, Tk)),
+                                                         enable_gqa=True), 4, 2, 30, 47),
+    ]
+
+
+def _sdpa_parity(backend):
+    ctx, device, D = on(backend)
+    B = 2
+    out = []
+    with ctx:
+        for name, kw, Hq, Hkv, Tq, Tk in sdpa_cases(device, D):
+            torch.manual_seed(hash(name) % 1000)
+            q, k, v = rand(B, Hq, Tq, D, device=device), rand(B, Hkv, Tk, D, device=device), \
+                rand(B, Hkv, Tk, D, device=device)
+            kw = dict(kw)
+            inputs = [q, k, v]
+            mk = kw.pop("mask", None)
+            if mk is not None:
+                kind, shape = mk
+                shp = shape(B, Hq, Tq, Tk)
+                if kind.startswith("bool"):
+                    m = torch.rand(shp, device=device) < 0.6
+                    if kind == "bool0":
+                        m[..., 3, :] = False  # a row that sees nothing: 0, as torch's math backend
+                    inputs.append(m)
+                else:
+                    m = torch.randn(shp, device=device, dtype=DTYPE)
+                    if kind == "float-inf":
+                        m = m.masked_fill(torch.rand(shp, device=device) < 0.3, -math.inf)
+                        m[..., 2, :] = -math.inf
+                    else:
+                        m.requires_grad_(True)
+                    inputs.append(m)
+
+            def run_sfa(*a, kw=kw):
+                return sfa.scaled_dot_product_attention(*a[:3], attn_mask=a[3] if len(a) > 3 else None, **kw)
+
+            def run_ref(*a, kw=kw):
+                m = a[3] if len(a) > 3 else None
+                return F.scaled_dot_product_attention(*a[:3], attn_mask=m, **kw)
+            errs = compare(f"{backend} {name}", run_sfa, run_ref, inputs, TOL[DTYPE])
+            out.append(f"{name}: " + ", ".join(f"{n} {e:.1e}" for n, e in errs.items()))
+    print("      " + "\n      ".join(out))
+
+
+@test()
+def sdpa_matches_torch_cpu_ref():
+    _sdpa_parity("cpu-ref")
+
+
+@test(needs_cuda=True)
+def sdpa_matches_torch_cuda():
+    _sdpa_parity("cuda")
+
+
+def _sdpa_scales(backend):
+    """scale 0 (every score 0) and negative scales work as in torch (whose
+    math backend itself gives NaN there: the reference is written out)."""
+    ctx, device, D = on(backend)
+    with ctx:
+        for s, causal in ((0.0, True), (-0.2, True), (-0.1, False), (1e-50, False)):
+            torch.manual_seed(11)
+            q, k, v = rand(1, 2, 30, D, device=device), rand(1, 2, 45, D, device=device), rand(1, 2, 45, D, device=device)
+            i = torch.arange(30, device=device)[:, None]
+            j = torch.arange(45, device=device)[None, :]
+            allowed = (j <= i) if causal else torch.ones(30, 45, dtype=torch.bool, device=device)
+            compare(f"{backend} scale {s}", lambda q, k, v: sfa.scaled_dot_product_attention(
+                q, k, v, is_causal=causal, scale=s), lambda q, k, v: manual_ref(q, k, v, s, allowed), [q, k, v],
+                TOL[DTYPE])
+
+
+@test()
+def sdpa_scale_zero_and_negative_cpu_ref():
+    _sdpa_scales("cpu-ref")
+
+
+@test(needs_cuda=True)
+def sdpa_scale_zero_and_negative_cuda():
+    _sdpa_scales("cuda")
+
+
+# ------------------------------------------------------------------ alignment and lse
+
+def _window_top_left(backend):
+    """causal_align="top_left" in window mode (the window around query i's
+    key i, not i + Tk - Tq), every way the mapping cuts keys or rows, and lse
+    (-inf exactly where a row sees nothing)."""
+    ctx, device, D = on(backend)
+    with ctx:
+        for W in ((5, 3), (3, 0), (-1, 4), (7, -1), (2, 2)):
+            for causal in (False, True):
+                for Tq, Tk in ((33, 50), (50, 33), (40, 40), (60, 20)):
+                    torch.manual_seed(Tq * 100 + Tk)
+                    q = rand(1, 2, Tq, D, device=device)
+                    k, v = rand(1, 2, Tk, D, device=device), rand(1, 2, Tk, D, device=device)
+                    i = torch.arange(Tq, device=device)[:, None]
+                    j = torch.arange(Tk, device=device)[None, :]
+                    L, R = W[0], (0 if causal else W[1])
+                    allowed = torch.ones(Tq, Tk, dtype=torch.bool, device=device)
+                    if L >= 0:
+                        allowed &= j >= i - L
+                    if R >= 0:
+                        allowed &= j <= i + R
+                    name = f"{backend} window {W} causal={causal} Tq={Tq} Tk={Tk}"
+                    compare(name, lambda q, k, v: sfa.attention(q, k, v, mode="window", window=W, causal=causal,
+                                                                causal_align="top_left"),
+                            lambda q, k, v: manual_ref(q, k, v, D ** -0.5, allowed), [q, k, v], TOL[DTYPE])
+                    with torch.no_grad():
+                        _, lse = sfa.attention(q, k, v, mode="window", window=W, causal=causal,
+                                               causal_align="top_left", return_lse=True)
+                        s = (q.double() @ k.double().transpose(-1, -2)) * D ** -0.5
+                        want = torch.logsumexp(s.masked_fill(~allowed, -math.inf), -1)
+                    assert torch.equal(torch.isinf(lse), torch.isinf(want)), f"{name}: lse -inf rows differ"
+                    fin = torch.isfinite(want)
+                    err = (lse.double() - want)[fin].abs().max().item() if fin.any() else 0.0
+                    assert err < 2e-2, f"{name}: lse off by {err:.2e}"
+
+
+@test()
+def window_top_left_cpu_ref():
+    _window_top_left("cpu-ref")
+
+
+@test(needs_cuda=True)
+def window_top_left_cuda():
+    _window_top_left("cuda")
+
+
+def _return_lse(backend):
+    ctx, device, D = on(backend)
+    with ctx:
+        torch.manual_seed(12)
+        q, k, v = rand(2, 4, 50, D, device=device), rand(2, 2, 30, D, device=device), rand(2, 2, 30, D, device=device)
+        o, lse = sfa.attention(q, k, v, causal=True, return_lse=True)  # bottom-right: rows < 20 see nothing
+        assert lse.dtype == torch.float32 and lse.shape == (2, 4, 50) and not lse.requires_grad
+        kk = k.detach().double().repeat_interleave(2, 1)
+        s = (q.detach().double() @ kk.transpose(-1, -2)) * D ** -0.5
+        i = torch.arange(50, device=device)[:, None]
+        j = torch.arange(30, device=device)[None, :]
+        want = torch.logsumexp(s.masked_fill(~(j <= i - 20), -math.inf), -1)
+        assert torch.isinf(lse[..., :20]).all() and (lse[..., :20] < 0).all(), "rows without keys: lse -inf"
+        assert (o[:, :, :20] == 0).all(), "rows without keys: o 0"
+        assert (lse[..., 20:].double() - want[..., 20:]).abs().max() < 2e-2
+        o.float().sum().backward()  # o stays differentiable next to lse
+        assert q.grad is not None and (q.grad[:, :, :20] == 0).all()
+
+
+@test()
+def return_lse_cpu_ref():
+    _return_lse("cpu-ref")
+
+
+@test(needs_cuda=True)
+def return_lse_cuda():
+    _return_lse("cuda")
+
+
+# ------------------------------------------------------------------ opcheck
+
+def _opcheck(backend):
+    ctx, device, D = on(backend)
+    op_f, op_b = torch.ops.sfa.attention_fwd.default, torch.ops.sfa.attention_bwd.default
+    with ctx:
+        torch.manual_seed(13)
+        B, Hq, Hkv, T = 2, 4, 2, 64
+        q, k, v = rand(B, Hq, T, D, device=device), rand(B, Hkv, T, D, device=device), rand(B, Hkv, T, D, device=device)
+        bias = rand(1, Hq, T, T, device=device)
+        buf = torch.zeros(B, 1, T, T, device=device, dtype=torch.bool)
+        mask = buf.copy_(torch.rand(B, 1, T, T, device=device) < 0.8)
+        nb = 4
+        qb = torch.randint(0, nb, (B, Hq, T), device=device, dtype=torch.int32)
+        kb = torch.randint(0, nb, (B, Hkv, T), device=device, dtype=torch.int32)
+        _, _, qi, qh = sfa.hash_prepare(qb, nb, None)
+        _, _, ki, kh = sfa.hash_prepare(kb, nb, None)
+        cases = [
+            ("dense causal GQA", (q, k, v, None, None, None, None, None, None, "dense", True, None, -1, -1, False)),
+            ("window + bias + mask", (q, k, v, bias, mask, None, None, None, None, "window", False, 0.2, 9, 3, False)),
+            ("hash deterministic", (q, k, v, None, None, qi, ki, qh, kh, "hash", False, None, -1, -1, True)),
+        ]
+        for name, args in cases:
+            torch.library.opcheck(op_f, args)
+            with torch.no_grad():
+                o, lse = op_f(*args)
+            dout = torch.randn_like(o)
+            bias_grad = args[3] is not None
+            bargs = (dout, *(a.detach() for a in args[:3]), o, lse, *args[3:9]) + args[9:] + (bias_grad,)
+            bargs = tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in bargs)
+            torch.library.opcheck(op_b, bargs)
+        x = torch.randn(B, Hq, T, D, device=device, dtype=DTYPE)
+        torch.library.opcheck(torch.ops.sfa.hash_prepare.default, (qb, nb, x, x.clone()))
+        torch.library.opcheck(torch.ops.sfa.hash_prepare.default, (qb, nb, None, None))
+        torch.library.opcheck(torch.ops.sfa.hash_unsort.default, (x, qi))
+        if device == "cuda":
+            torch.library.opcheck(torch.ops.sfa.topk_mask.default, (bias.detach(), 7, True))
+
+
+@test()
+def opcheck_cpu_ref():
+    _opcheck("cpu-ref")
+
+
+@test(needs_cuda=True)
+def opcheck_cuda():
+    _opcheck("cuda")
+
+
+# ------------------------------------------------------------------ torch.compile
+
+class Block(torch.nn.Module):
+    """One pre-norm attention block: qkv projection, sfa attention (SDPA
+    drop-in, window mode with a learned bias, hash attention), output
+    projection."""
+
+    def __init__(self, dim, heads, T):
+        super().__init__()
+        self.heads = heads
+        self.norm = torch.nn.LayerNorm(dim)
+        self.qkv = torch.nn.Linear(dim, 3 * dim)
+        self.out = torch.nn.Linear(dim, dim)
+        self.rel_bias = torch.nn.Parameter(0.1 * torch.randn(1, heads, 1, T))
+
+    def forward(self, x, buckets):
+        B, T, C = x.shape
+        q, k, v = self.qkv(self.norm(x)).view(B, T, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
+        a = sfa.scaled_dot_product_attention(q, k, v, is_causal=True)
+        b = sfa.attention(q, k, v, mode="window", window=(15, 0), causal=True, bias=self.rel_bias.to(q.dtype))
+        c = sfa.hash_attention(q, k, v, buckets, buckets, 4)
+        return x + self.out((a + b + c).transpose(1, 2).reshape(B, T, C))
+
+
+def _compiled_step(backend):
+    ctx, device, D = on(backend)
+    heads, T = 2, 64
+    with ctx:
+        torch.manual_seed(14)
+        model = Block(heads * D, heads, T).to(device=device, dtype=DTYPE)
+        x = torch.randn(2, T, heads * D, device=device, dtype=DTYPE)
+        buckets = torch.randint(0, 4, (2, heads, T), device=device, dtype=torch.int32)
+
+        def loss_fn(x, buckets):
+            return model(x, buckets).float().pow(2).mean()
+
+        def grads(f):
+            model.zero_grad()
+            loss = f(x, buckets)
+            loss.backward()
+            return loss.detach(), [p.grad.clone() for p in model.parameters()]
+
+        torch._dynamo.reset()
+        compiled = torch.compile(loss_fn, fullgraph=True, backend="inductor" if device == "cuda" else "aot_eager")
+        l_eager, g_eager = grads(loss_fn)
+        l_comp, g_comp = grads(compiled)
+        l_again, g_again = grads(compiled)  # the compiled graph is reused
+        assert abs(l_eager.item() - l_comp.item()) <= 1e-2 * abs(l_eager.item()), (l_eager, l_comp)
+        for (n, _), a, b in zip(model.named_parameters(), g_comp, g_eager):
+            assert rel(a, b) < TOL[DTYPE], f"{backend}: compiled d{n} differs from eager: {rel(a, b):.2e}"
+        # one SGD step with the compiled gradients lowers the loss
+        with torch.no_grad():
+            for p, g in zip(model.parameters(), g_comp):
+                p -= 0.5 * g
+        assert loss_fn(x, buckets).item() < l_eager.item(), "the training step did not lower the loss"
+        print(f"      {backend}: loss {l_eager.item():.4f}, compiled {l_comp.item():.4f}")
+
+
+@test()
+def compiled_training_step_cpu_ref():
+    _compiled_step("cpu-ref")
+
+
+@test(needs_cuda=True)
+def compiled_training_step_cuda():
+    _compiled_step("cuda")
+
+
+if __name__ == "__main__":
+    sys.exit(main(CUDA, f"torch {torch.__version__}, backends {', '.join(BACKENDS)}"))
