@@ -4,6 +4,12 @@
 **
 ** Exit status: 0 success, 1 failure (or bad files found by verify without
 ** --fix), 2 usage error. Messages go to stderr as "sfa-cache: <message>".
+**
+** Removals go through sfa_store_remove: relative to the cache directory,
+** never through a symbolic link, only regular files with the store's own
+** names. A symbolic link or other special file met on the way is reported
+** ("sfa-cache: warning: kernels/ab is a symbolic link, which is not followed;
+** skipped") and left alone.
 */
 #include "cache/store.h"
 
@@ -30,13 +36,18 @@ static const char USAGE[] =
     "                       remove kernels not written for DAYS days, then the\n"
     "                       oldest until the cache holds at most MB megabytes;\n"
     "                       also removes stray temporary files older than an hour\n"
-    "  clear                remove every cached kernel\n"
+    "  clear                remove every cached kernel (and stray temporary files\n"
+    "                       older than an hour)\n"
     "  path                 print the cache directory\n"
     "\n"
     "Options:\n"
     "  --dir DIR            the cache directory (default: $SFA_CACHE_DIR, else\n"
     "                       $XDG_CACHE_HOME/sfa, else $HOME/.cache/sfa)\n"
-    "  -h, --help           print this help\n";
+    "  -h, --help           print this help\n"
+    "\n"
+    "Only regular files named <key>.cubin or <key>.cubin.tmp.XXXXXX under\n"
+    "kernels/<key[0:2]>/ are ever removed; symbolic links are never followed.\n"
+    "Exit status: 0 success, 1 failure or bad files found by verify, 2 usage error.\n";
 
 typedef struct entries {
   sfa_store_entry *v;
@@ -62,6 +73,10 @@ static int usage_error(const char *msg, const char *what) {
 
 static int collect(const sfa_store_entry *e, void *user) {
   entries *es = user;
+  if (e->skipped) { /* reported, never listed or removed */
+    fprintf(stderr, "sfa-cache: warning: %s %s; skipped\n", e->rel, e->reason);
+    return 0;
+  }
   if (es->n == es->cap) {
     size_t cap = es->cap ? es->cap * 2 : 64;
     sfa_store_entry *v = realloc(es->v, cap * sizeof *v);
@@ -85,11 +100,9 @@ static int by_age(const void *a, const void *b) { /* oldest first; ties by key *
   return x != y ? (x < y ? -1 : 1) : by_key(a, b);
 }
 
-/* The path relative to the cache directory, for display. */
-static const char *rel(const char *path) {
-  size_t n = strlen(g_dir);
-  if (strncmp(path, g_dir, n) == 0 && path[n] == '/') return path + n + 1;
-  return path;
+/* Sorts n entries (qsort is never given a NULL array, even for n = 0). */
+static void sort_entries(entries *es, int (*cmp)(const void *, const void *)) {
+  if (es->n > 1) qsort(es->v, es->n, sizeof *es->v, cmp);
 }
 
 static void fmt_size(double bytes, char *out, size_t n) {
@@ -117,10 +130,12 @@ static void fmt_age(long secs, char *out, size_t n) {
     snprintf(out, n, "%ldd", secs / 86400);
 }
 
-/* Remove one file; 0 on success or if it is already gone. */
-static int remove_file(const char *path) {
-  if (unlink(path) == 0 || errno == ENOENT) return 0;
-  fprintf(stderr, "sfa-cache: cannot remove %s: %s\n", path, strerror(errno));
+/* Remove one entry's file (sfa_store_remove: no link followed, regular files
+** with the store's names only); 0 on success or if it is already gone. */
+static int remove_file(sfa_store *st, const sfa_store_entry *e) {
+  char err[1200];
+  if (sfa_store_remove(st, e->rel, err, sizeof err) == SFA_OK) return 0;
+  fprintf(stderr, "sfa-cache: %s\n", err);
   return -1;
 }
 
@@ -154,7 +169,7 @@ static int remove_stale_temps(sfa_store *st, time_t now, int *failed) {
   }
   for (size_t i = 0; i < ts.n; i++) {
     if (now - ts.v[i].mtime <= TEMP_MAX_AGE) continue;
-    if (remove_file(ts.v[i].path) == 0)
+    if (remove_file(st, &ts.v[i]) == 0)
       removed++;
     else
       *failed = 1;
@@ -171,7 +186,7 @@ static int cmd_list(sfa_store *st) {
   double total = 0;
   size_t bad = 0;
   if (load(st, 0, &es) != 0) return 1;
-  qsort(es.v, es.n, sizeof *es.v, by_key);
+  sort_entries(&es, by_key);
   time_t now = time(NULL);
   printf("%-32s  %10s  %5s  %-5s  %s\n", "KEY", "SIZE", "AGE", "VALID", "NAME");
   for (size_t i = 0; i < es.n; i++) {
@@ -194,14 +209,14 @@ static int cmd_verify(sfa_store *st, int fix) {
   size_t bad = 0, removed = 0;
   int failed = 0;
   if (load(st, 0, &es) != 0) return 1;
-  qsort(es.v, es.n, sizeof *es.v, by_key);
+  sort_entries(&es, by_key);
   for (size_t i = 0; i < es.n; i++) {
     const sfa_store_entry *e = &es.v[i];
     if (e->valid) continue;
     bad++;
-    printf("bad: %s: %s\n", rel(e->path), e->reason);
+    printf("bad: %s: %s\n", e->rel, e->reason);
     if (fix) {
-      if (remove_file(e->path) == 0)
+      if (remove_file(st, e) == 0)
         removed++;
       else
         failed = 1;
@@ -223,7 +238,7 @@ static int cmd_prune(sfa_store *st, double days, double max_mb) {
   int failed = 0;
   time_t now = time(NULL);
   if (load(st, 0, &es) != 0) return 1;
-  qsort(es.v, es.n, sizeof *es.v, by_age);
+  sort_entries(&es, by_age);
   char *gone = calloc(es.n ? es.n : 1, 1);
   if (!gone) {
     free(es.v);
@@ -233,7 +248,7 @@ static int cmd_prune(sfa_store *st, double days, double max_mb) {
   for (size_t i = 0; i < es.n; i++) {
     const sfa_store_entry *e = &es.v[i];
     if (days >= 0 && (double)(now - e->mtime) > days * 86400.0) {
-      if (remove_file(e->path) == 0) {
+      if (remove_file(st, e) == 0) {
         gone[i] = 1;
         removed++;
         removed_bytes += (double)e->size;
@@ -247,7 +262,7 @@ static int cmd_prune(sfa_store *st, double days, double max_mb) {
     double limit = max_mb * 1024.0 * 1024.0;
     for (size_t i = 0; i < es.n && total > limit; i++) { /* oldest first */
       if (gone[i]) continue;
-      if (remove_file(es.v[i].path) == 0) {
+      if (remove_file(st, &es.v[i]) == 0) {
         gone[i] = 1;
         removed++;
         removed_bytes += (double)es.v[i].size;
@@ -275,7 +290,7 @@ static int cmd_clear(sfa_store *st) {
   int failed = 0;
   if (load(st, 0, &es) != 0) return 1;
   for (size_t i = 0; i < es.n; i++) {
-    if (remove_file(es.v[i].path) == 0)
+    if (remove_file(st, &es.v[i]) == 0)
       removed++;
     else
       failed = 1;
@@ -376,6 +391,10 @@ int main(int argc, char **argv) {
       fprintf(stderr, "sfa-cache: %s\n", err);
       return 1;
     }
+    /* A directory the library refuses (writable by others, another owner, a
+    ** linked kernels/) is still listed and cleaned, without following links. */
+    if (sfa_store_is_refused(st))
+      fprintf(stderr, "sfa-cache: warning: %s\n", sfa_store_warning(st));
   } else if (errno != ENOENT) {
     fprintf(stderr, "sfa-cache: %s: %s\n", g_dir, strerror(errno));
     return 1;

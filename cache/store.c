@@ -6,11 +6,17 @@
 ** Ownership: payloads returned by sfa_store_get are malloc'd; callers release
 ** them with sfa_free (which is free). The store owns copies of everything it
 ** keeps in memory.
+**
+** Files are read through sfa__file_read (cache/fileio.h: never blocks on a
+** FIFO or device, bounded size, no symbolic link followed); scans and removals
+** walk from a descriptor of the cache directory with openat/fstatat and
+** O_NOFOLLOW, so that a symbolic link under it is never followed.
 */
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
 #include "store.h"
+#include "cache/fileio.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -42,8 +48,10 @@ typedef struct mem_entry {
 struct sfa_store {
   char dir[DIR_MAX];     /* resolved directory; "" when none could be resolved */
   int quiet;
+  int refused;           /* set by open only: the directory is not safe, never read */
   int memory_only;       /* guarded by lock */
   int warned;            /* guarded by lock */
+  char warning[DIR_MAX + PATH_BUF + 512]; /* why memory only, "" if not; guarded by lock */
   pthread_mutex_t lock;
   mem_entry *mem;        /* guarded by lock */
 };
@@ -90,22 +98,6 @@ static uint64_t header_sum(const unsigned char *hdr, const void *mat, size_t mle
   return XXH3_64bits_digest(&s);
 }
 
-/* Read up to n bytes; returns the count read (short only at end of file), or
-** -1 with errno set. */
-static ssize_t read_full(int fd, void *buf, size_t n) {
-  size_t got = 0;
-  while (got < n) {
-    ssize_t r = read(fd, (char *)buf + got, n - got);
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      return -1;
-    }
-    if (r == 0) break;
-    got += (size_t)r;
-  }
-  return (ssize_t)got;
-}
-
 static int write_full(int fd, const void *buf, size_t n) {
   size_t done = 0;
   while (done < n) {
@@ -119,14 +111,15 @@ static int write_full(int fd, const void *buf, size_t n) {
   return 0;
 }
 
-/* mkdir -p; 0 or -1 with errno set. path is modified temporarily. */
+/* mkdir -p, each directory made with mode 0700; 0 or -1 with errno set. path
+** is modified temporarily. */
 static int mkdir_p(char *path) {
   struct stat sb;
   for (char *p = path + 1;; p++) {
     if (*p != '/' && *p != '\0') continue;
     char c = *p;
     *p = '\0';
-    if (mkdir(path, 0755) != 0) {
+    if (mkdir(path, 0700) != 0) {
       int e = errno;
       if (e != EEXIST || stat(path, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
         *p = c;
@@ -145,9 +138,22 @@ static int is_hex(const char *s, size_t n) {
   return 1;
 }
 
-static int ends_with(const char *s, const char *suffix) {
-  size_t a = strlen(s), b = strlen(suffix);
-  return a >= b && memcmp(s + a - b, suffix, b) == 0;
+/* The store's own file names: <key>.cubin (NAME_KERNEL) and the temporary
+** files of puts, <key>.cubin.tmp.XXXXXX (NAME_TEMP, mkstemp's six letters or
+** digits); anything else is NAME_OTHER and never touched. */
+enum { NAME_OTHER, NAME_KERNEL, NAME_TEMP };
+#define TEMP_INFIX ".cubin.tmp."
+
+static int name_kind(const char *name) {
+  size_t n = strlen(name);
+  if (n < 32 || !is_hex(name, 32)) return NAME_OTHER;
+  if (strcmp(name + 32, ".cubin") == 0) return NAME_KERNEL;
+  if (n != 32 + sizeof TEMP_INFIX - 1 + 6 || memcmp(name + 32, TEMP_INFIX, sizeof TEMP_INFIX - 1))
+    return NAME_OTHER;
+  for (const char *p = name + n - 6; *p; p++)
+    if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')))
+      return NAME_OTHER;
+  return NAME_TEMP;
 }
 
 /* The first "name=...\n" line of the material (at its start or after a
@@ -216,21 +222,27 @@ sfa_status sfa_store_resolve_dir(const char *dir, char *out, size_t n, char *err
 
 /* ---------------------------------------------------------------- memory-only mode */
 
-/* Switch to memory only; warn once. */
-static void degrade(sfa_store *st, const char *reason) {
+/* Switch to memory only; warn once. how: DEGRADE_UNWRITABLE (reason is why the
+** directory cannot be written), DEGRADE_REFUSED (reason is why it is not safe),
+** DEGRADE_NO_DIR (reason says why there is none). */
+enum { DEGRADE_UNWRITABLE, DEGRADE_REFUSED, DEGRADE_NO_DIR };
+
+static void degrade(sfa_store *st, int how, const char *reason) {
   pthread_mutex_lock(&st->lock);
   st->memory_only = 1;
   if (!st->warned) {
     st->warned = 1;
-    if (!st->quiet) {
-      if (st->dir[0])
-        fprintf(stderr,
-                "sfa: warning: cache directory %s is not writable (%s); kernels are cached in "
-                "memory only\n",
-                st->dir, reason);
-      else
-        fprintf(stderr, "sfa: warning: %s; kernels are cached in memory only\n", reason);
-    }
+    if (how == DEGRADE_NO_DIR || !st->dir[0])
+      snprintf(st->warning, sizeof st->warning, "%s; kernels are cached in memory only", reason);
+    else if (how == DEGRADE_REFUSED)
+      snprintf(st->warning, sizeof st->warning,
+               "cache directory %s is not used: %s; kernels are cached in memory only", st->dir,
+               reason);
+    else
+      snprintf(st->warning, sizeof st->warning,
+               "cache directory %s is not writable (%s); kernels are cached in memory only",
+               st->dir, reason);
+    if (!st->quiet) fprintf(stderr, "sfa: warning: %s\n", st->warning);
   }
   pthread_mutex_unlock(&st->lock);
 }
@@ -310,8 +322,41 @@ static int mem_get(sfa_store *st, const void *material, size_t mlen, void **payl
 
 /* ---------------------------------------------------------------- open / close */
 
+/* 0 if the directory name (relative to dirfd) may hold cache files: a
+** directory (not a symbolic link when nofollow), owned by this user and not
+** writable by group or others, as a shared /tmp path would be. Else -1 with
+** the reason in why. shown names it in the reason. */
+static int check_safe(int dirfd, const char *name, const char *shown, int nofollow, char *why,
+                      size_t n) {
+  struct stat sb;
+  if (fstatat(dirfd, name, &sb, nofollow ? AT_SYMLINK_NOFOLLOW : 0) != 0) {
+    seterr(why, n, "cannot stat %s: %s", shown, strerror(errno));
+    return -1;
+  }
+  if (S_ISLNK(sb.st_mode)) {
+    seterr(why, n, "%s is a symbolic link, which is not followed", shown);
+    return -1;
+  }
+  if (!S_ISDIR(sb.st_mode)) {
+    seterr(why, n, "%s is not a directory", shown);
+    return -1;
+  }
+  if (sb.st_uid != geteuid()) {
+    seterr(why, n, "%s is owned by uid %u, not by this user (uid %u)", shown,
+           (unsigned)sb.st_uid, (unsigned)geteuid());
+    return -1;
+  }
+  if (sb.st_mode & (S_IWGRP | S_IWOTH)) {
+    seterr(why, n, "%s is writable by group or others (mode %04o)", shown,
+           (unsigned)(sb.st_mode & 07777));
+    return -1;
+  }
+  return 0;
+}
+
 sfa_status sfa_store_open(sfa_store **out, const char *dir, int quiet, char *err, size_t errlen) {
   char why[PATH_BUF + 128], path[PATH_BUF];
+  struct stat sb;
   if (!out) {
     seterr(err, errlen, "sfa_store_open: st is NULL");
     return SFA_ERR_INVALID_ARGUMENT;
@@ -331,21 +376,34 @@ sfa_status sfa_store_open(sfa_store **out, const char *dir, int quiet, char *err
   *out = st;
   if (sfa_store_resolve_dir(dir, st->dir, sizeof st->dir, why, sizeof why) != SFA_OK) {
     st->dir[0] = '\0';
-    degrade(st, why);
+    degrade(st, DEGRADE_NO_DIR, why);
     return SFA_OK;
   }
-  /* Probe: create kernels/ and a temporary file in it. */
+  /* Create kernels/ (mode 0700), then check what exists: a directory that is
+  ** not safe is refused even when it could not be written, since gets would
+  ** still read it. */
   snprintf(path, sizeof path, "%s/kernels", st->dir);
-  if (mkdir_p(path) != 0) {
-    seterr(why, sizeof why, "cannot create %s: %s", path, strerror(errno));
-    degrade(st, why);
+  int made = mkdir_p(path), made_errno = errno;
+  if (stat(st->dir, &sb) == 0) {
+    if (check_safe(AT_FDCWD, st->dir, "it", 0, why, sizeof why) != 0 ||
+        (fstatat(AT_FDCWD, path, &sb, AT_SYMLINK_NOFOLLOW) == 0 &&
+         check_safe(AT_FDCWD, path, "its kernels/", 1, why, sizeof why) != 0)) {
+      st->refused = 1;
+      degrade(st, DEGRADE_REFUSED, why);
+      return SFA_OK;
+    }
+  }
+  if (made != 0) {
+    seterr(why, sizeof why, "cannot create %s: %s", path, strerror(made_errno));
+    degrade(st, DEGRADE_UNWRITABLE, why);
     return SFA_OK;
   }
+  /* Probe: a temporary file in kernels/. */
   snprintf(path, sizeof path, "%s/kernels/.probe.XXXXXX", st->dir);
   int fd = mkstemp(path);
   if (fd < 0) {
     seterr(why, sizeof why, "cannot create a file in %s/kernels: %s", st->dir, strerror(errno));
-    degrade(st, why);
+    degrade(st, DEGRADE_UNWRITABLE, why);
     return SFA_OK;
   }
   close(fd);
@@ -369,6 +427,16 @@ void sfa_store_close(sfa_store *st) {
 
 const char *sfa_store_dir(const sfa_store *st) { return st ? st->dir : ""; }
 
+const char *sfa_store_warning(const sfa_store *st) {
+  if (!st) return "";
+  pthread_mutex_lock((pthread_mutex_t *)&st->lock);
+  const char *w = st->warning; /* written once, under the lock, before warned is set */
+  pthread_mutex_unlock((pthread_mutex_t *)&st->lock);
+  return w;
+}
+
+int sfa_store_is_refused(const sfa_store *st) { return st ? st->refused : 0; }
+
 int sfa_store_is_memory_only(const sfa_store *st) {
   if (!st) return 1;
   pthread_mutex_lock((pthread_mutex_t *)&st->lock);
@@ -379,128 +447,71 @@ int sfa_store_is_memory_only(const sfa_store *st) {
 
 /* ---------------------------------------------------------------- reading a file */
 
-/* Read and verify the cache file open on fd. want (wantlen bytes) is the
-** expected key material, or NULL to accept any. On success returns SFA_OK and,
-** where the out-pointers are not NULL, malloc'd copies of the material and the
-** payload. Otherwise SFA_ERR_NOT_FOUND (or SFA_ERR_OUT_OF_MEMORY) with the
-** reason in why. Never trusts a length before checking it against the file size. */
-static sfa_status read_verified(int fd, const void *want, size_t wantlen, void **mat_out,
-                                size_t *mlen_out, void **pay_out, size_t *plen_out, char *why,
-                                size_t whylen) {
-  unsigned char hdr[SFA_STORE_HEADER_BYTES];
-  unsigned char *mat = NULL, *pay = NULL;
-  struct stat sb;
-  sfa_status rc = SFA_ERR_NOT_FOUND;
-  if (fstat(fd, &sb) != 0) {
-    seterr(why, whylen, "cannot stat: %s", strerror(errno));
-    return rc;
-  }
-  if (!S_ISREG(sb.st_mode)) {
-    seterr(why, whylen, "not a regular file");
-    return rc;
-  }
-  uint64_t fsize = (uint64_t)sb.st_size;
-  ssize_t n = read_full(fd, hdr, sizeof hdr);
-  if (n < 0) {
-    seterr(why, whylen, "read error: %s", strerror(errno));
-    return rc;
-  }
-  if (memcmp(hdr, MAGIC, (size_t)n < sizeof MAGIC ? (size_t)n : sizeof MAGIC) != 0) {
+/* Verify the cache file held in buf (fsize bytes). want (wantlen bytes) is the
+** expected key material, or NULL to accept any. On success returns 0 and
+** points *mat_out and *pay_out (where not NULL) into buf. Otherwise -1 with the reason in
+** why. Never trusts a length before checking it against the file size. */
+static int parse_verified(const unsigned char *buf, size_t fsize, const void *want,
+                          size_t wantlen, const unsigned char **mat_out, size_t *mlen_out,
+                          const unsigned char **pay_out, size_t *plen_out, char *why,
+                          size_t whylen) {
+  const unsigned char *hdr = buf;
+  size_t n = fsize < SFA_STORE_HEADER_BYTES ? fsize : SFA_STORE_HEADER_BYTES;
+  if (memcmp(hdr, MAGIC, n < sizeof MAGIC ? n : sizeof MAGIC) != 0) {
     seterr(why, whylen, "not a cache file (bad magic)");
-    return rc;
+    return -1;
   }
-  if ((size_t)n < sizeof hdr) {
-    seterr(why, whylen, "truncated (header %zd of %d bytes)", n, SFA_STORE_HEADER_BYTES);
-    return rc;
+  if (n < SFA_STORE_HEADER_BYTES) {
+    seterr(why, whylen, "truncated (header %zu of %d bytes)", n, SFA_STORE_HEADER_BYTES);
+    return -1;
   }
   uint32_t version = get_u32(hdr + 8);
   uint64_t mlen = get_u64(hdr + 12), plen = get_u64(hdr + 20);
   uint64_t psum = get_u64(hdr + 28), hsum = get_u64(hdr + 36);
   if (version != SFA_STORE_FORMAT) {
     seterr(why, whylen, "unsupported format version %u (expected %u)", version, SFA_STORE_FORMAT);
-    return rc;
+    return -1;
   }
-  uint64_t after_hdr = fsize > sizeof hdr ? fsize - sizeof hdr : 0;
+  uint64_t after_hdr = (uint64_t)fsize - SFA_STORE_HEADER_BYTES;
   if (mlen > after_hdr) {
     seterr(why, whylen, "truncated (key material %llu of %llu bytes)",
            (unsigned long long)after_hdr, (unsigned long long)mlen);
-    return rc;
+    return -1;
   }
   if (want && mlen != wantlen) {
     seterr(why, whylen,
            "key material differs (%llu bytes, expected %zu): hash collision or foreign file",
            (unsigned long long)mlen, wantlen);
-    return rc;
+    return -1;
   }
-  mat = xmalloc((size_t)mlen);
-  if (!mat) goto oom;
-  n = read_full(fd, mat, (size_t)mlen);
-  if (n < 0 || (uint64_t)n != mlen) {
-    if (n < 0)
-      seterr(why, whylen, "read error: %s", strerror(errno));
-    else
-      seterr(why, whylen, "truncated (key material %zd of %llu bytes)", n,
-             (unsigned long long)mlen);
-    goto fail;
-  }
+  const unsigned char *mat = buf + SFA_STORE_HEADER_BYTES;
   if (header_sum(hdr, mat, (size_t)mlen) != hsum) {
     seterr(why, whylen, "header checksum mismatch");
-    goto fail;
+    return -1;
   }
   if (want && mlen && memcmp(mat, want, (size_t)mlen) != 0) {
     seterr(why, whylen, "key material differs: hash collision or foreign file");
-    goto fail;
+    return -1;
   }
   uint64_t remain = after_hdr - mlen;
   if (remain < plen) {
     seterr(why, whylen, "truncated (payload %llu of %llu bytes)", (unsigned long long)remain,
            (unsigned long long)plen);
-    goto fail;
+    return -1;
   }
   if (remain > plen) {
     seterr(why, whylen, "%llu unexpected bytes after the payload",
            (unsigned long long)(remain - plen));
-    goto fail;
+    return -1;
   }
-  pay = xmalloc((size_t)plen);
-  if (!pay) goto oom;
-  n = read_full(fd, pay, (size_t)plen);
-  if (n < 0 || (uint64_t)n != plen) {
-    if (n < 0)
-      seterr(why, whylen, "read error: %s", strerror(errno));
-    else
-      seterr(why, whylen, "truncated (payload %zd of %llu bytes)", n, (unsigned long long)plen);
-    goto fail;
-  }
-  unsigned char extra;
-  if (read_full(fd, &extra, 1) != 0) {
-    seterr(why, whylen, "file grew while being read");
-    goto fail;
-  }
+  const unsigned char *pay = mat + mlen;
   if (XXH3_64bits(pay, (size_t)plen) != psum) {
     seterr(why, whylen, "payload checksum mismatch");
-    goto fail;
+    return -1;
   }
-  if (mat_out) {
-    *mat_out = mat;
-    *mlen_out = (size_t)mlen;
-  } else {
-    free(mat);
-  }
-  if (pay_out) {
-    *pay_out = pay;
-    *plen_out = (size_t)plen;
-  } else {
-    free(pay);
-  }
-  return SFA_OK;
-oom:
-  seterr(why, whylen, "out of memory");
-  rc = SFA_ERR_OUT_OF_MEMORY;
-fail:
-  free(mat);
-  free(pay);
-  return rc;
+  if (mat_out) *mat_out = mat, *mlen_out = (size_t)mlen;
+  if (pay_out) *pay_out = pay, *plen_out = (size_t)plen;
+  return 0;
 }
 
 sfa_status sfa_store_get(sfa_store *st, const void *material, size_t mlen, void **payload,
@@ -524,19 +535,39 @@ sfa_status sfa_store_get(sfa_store *st, const void *material, size_t mlen, void 
     seterr(err, errlen, "%s: not cached (no cache directory)", rel);
     return SFA_ERR_NOT_FOUND;
   }
-  snprintf(path, sizeof path, "%s/%s", st->dir, rel);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    if (errno == ENOENT || errno == ENOTDIR)
-      seterr(err, errlen, "%s: not cached", rel);
-    else
-      seterr(err, errlen, "%s: cannot open: %s", rel, strerror(errno));
+  if (st->refused) {
+    seterr(err, errlen, "%s: not cached (the cache directory is not used)", rel);
     return SFA_ERR_NOT_FOUND;
   }
-  sfa_status rc = read_verified(fd, material, mlen, NULL, NULL, payload, plen, why, sizeof why);
-  close(fd);
-  if (rc != SFA_OK) seterr(err, errlen, "%s: %s", rel, why);
-  return rc;
+  snprintf(path, sizeof path, "%s/%s", st->dir, rel);
+  char *buf = NULL;
+  size_t blen = 0;
+  sfa_status rc = sfa__file_read(AT_FDCWD, path, rel, SFA__READ_NOFOLLOW, SFA__FILE_MAX_BINARY,
+                                 &buf, &blen, err, errlen);
+  if (rc == SFA_ERR_NOT_FOUND) {
+    seterr(err, errlen, "%s: not cached", rel);
+    return rc;
+  }
+  if (rc != SFA_OK) return rc == SFA_ERR_OUT_OF_MEMORY ? rc : SFA_ERR_NOT_FOUND;
+  const unsigned char *pay = NULL;
+  size_t n = 0;
+  if (parse_verified((const unsigned char *)buf, blen, material, mlen, NULL, NULL, &pay, &n, why,
+                     sizeof why) != 0) {
+    free(buf);
+    seterr(err, errlen, "%s: %s", rel, why);
+    return SFA_ERR_NOT_FOUND;
+  }
+  void *p = xmalloc(n);
+  if (!p) {
+    free(buf);
+    seterr(err, errlen, "out of memory (%zu-byte cache entry)", n);
+    return SFA_ERR_OUT_OF_MEMORY;
+  }
+  if (n) memcpy(p, pay, n);
+  free(buf);
+  *payload = p;
+  *plen = n;
+  return SFA_OK;
 }
 
 /* ---------------------------------------------------------------- writing a file */
@@ -597,111 +628,166 @@ sfa_status sfa_store_put(sfa_store *st, const void *material, size_t mlen, const
   }
   if (!material) material = "";
   if (!payload) payload = "";
-  if (!sfa_store_is_memory_only(st)) {
+  /* An entry larger than a reader accepts (SFA__FILE_MAX_BINARY) would never be
+  ** read back: it stays in memory, without switching the store. */
+  int fits = mlen <= SFA__FILE_MAX_BINARY && plen <= SFA__FILE_MAX_BINARY - mlen &&
+             SFA__FILE_MAX_BINARY - mlen - plen >= SFA_STORE_HEADER_BYTES;
+  if (fits && !sfa_store_is_memory_only(st)) {
     sfa_store_key(material, mlen, key);
     if (disk_put(st, key, material, mlen, payload, plen, why, sizeof why) == 0) return SFA_OK;
-    degrade(st, why);
+    degrade(st, DEGRADE_UNWRITABLE, why);
   }
   return mem_put(st, material, mlen, payload, plen, err, errlen);
 }
 
 /* ---------------------------------------------------------------- scans */
 
-/* Fill e for the file at path (name is its base name); 0, or -1 if the file
-** vanished (a concurrent clear or prune). */
-static int scan_file(const char *path, const char *name, int temp, sfa_store_entry *e) {
-  struct stat sb;
+/* Fill e for the file name in the directory sfd (kernels/<sub>), of kind
+** NAME_KERNEL or NAME_TEMP, whose lstat is sb; verifies a kernel file. */
+static void scan_file(sfa_store *st, int sfd, const char *sub, const char *name, int kind,
+                      const struct stat *sb, sfa_store_entry *e) {
   memset(e, 0, sizeof *e);
-  size_t pl = strlen(path);
-  if (pl >= sizeof e->path) pl = sizeof e->path - 1; /* callers pass paths that fit */
-  memcpy(e->path, path, pl);
-  e->path[pl] = '\0';
-  size_t klen = strcspn(name, ".");
-  snprintf(e->key, sizeof e->key, "%.*s", (int)(klen < 32 ? klen : 32), name);
-  if (temp) {
-    if (stat(path, &sb) != 0) return -1;
-    e->size = (size_t)sb.st_size;
-    e->mtime = (long)sb.st_mtime;
+  snprintf(e->rel, sizeof e->rel, "kernels/%.2s/%.64s", sub, name); /* names of <= 49 bytes */
+  snprintf(e->path, sizeof e->path, "%s/%s", st->dir, e->rel);
+  snprintf(e->key, sizeof e->key, "%.32s", name);
+  e->size = (size_t)sb->st_size;
+  e->mtime = (long)sb->st_mtime;
+  if (!S_ISREG(sb->st_mode)) {
+    e->skipped = 1;
+    if (S_ISLNK(sb->st_mode))
+      snprintf(e->reason, sizeof e->reason, "is a symbolic link, which is not followed");
+    else
+      snprintf(e->reason, sizeof e->reason, "is %s, not a regular file",
+               sfa__file_kind((unsigned)sb->st_mode));
+    return;
+  }
+  if (kind == NAME_TEMP) {
     snprintf(e->reason, sizeof e->reason, "temporary file");
-    return 0;
+    return;
   }
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    if (errno == ENOENT) return -1;
-    if (stat(path, &sb) == 0) {
-      e->size = (size_t)sb.st_size;
-      e->mtime = (long)sb.st_mtime;
-    }
-    snprintf(e->reason, sizeof e->reason, "cannot open: %s", strerror(errno));
-    return 0;
+  char *buf = NULL, msg[PATH_BUF + 256];
+  size_t blen = 0;
+  if (sfa__file_read(sfd, name, e->rel, SFA__READ_NOFOLLOW, SFA__FILE_MAX_BINARY, &buf, &blen,
+                     msg, sizeof msg) != SFA_OK) {
+    size_t rl = strlen(e->rel); /* the reason without the "<rel>: " the reader put first */
+    const char *r = strncmp(msg, e->rel, rl) == 0 && msg[rl] == ':' ? msg + rl + 2 : msg;
+    snprintf(e->reason, sizeof e->reason, "%.255s", r);
+    return;
   }
-  if (fstat(fd, &sb) == 0) {
-    e->size = (size_t)sb.st_size;
-    e->mtime = (long)sb.st_mtime;
-  }
-  void *mat = NULL;
+  e->size = blen;
+  const unsigned char *mat = NULL;
   size_t mlen = 0;
-  sfa_status rc = read_verified(fd, NULL, 0, &mat, &mlen, NULL, NULL, e->reason, sizeof e->reason);
-  close(fd);
-  if (rc != SFA_OK) return 0;
+  if (parse_verified((const unsigned char *)buf, blen, NULL, 0, &mat, &mlen, NULL, NULL,
+                     e->reason, sizeof e->reason) != 0) {
+    free(buf);
+    return;
+  }
   char key[SFA_STORE_KEY_HEX];
   sfa_store_key(mat, mlen, key);
   material_name(mat, mlen, e->name, sizeof e->name);
-  free(mat);
-  if (klen != 32 || strcmp(name + 32, ".cubin") != 0 || strcmp(key, e->key) != 0) {
+  free(buf);
+  if (strcmp(key, e->key) != 0) {
     snprintf(e->reason, sizeof e->reason, "file name does not match its key material (%s)", key);
-    return 0;
+    return;
   }
   e->valid = 1;
-  return 0;
 }
 
-/* Visit kernels/<xx>/ files: the *.cubin ones, or the temporary ones. */
+/* A "not followed" entry for a symbolic link at rel (a directory of the walk). */
+static int visit_link(sfa_store *st, const char *rel, const struct stat *sb,
+                      sfa_store_entry *e, sfa_store_visit visit, void *user) {
+  memset(e, 0, sizeof *e);
+  snprintf(e->rel, sizeof e->rel, "%s", rel);
+  snprintf(e->path, sizeof e->path, "%s/%s", st->dir, rel);
+  e->size = (size_t)sb->st_size;
+  e->mtime = (long)sb->st_mtime;
+  e->skipped = 1;
+  snprintf(e->reason, sizeof e->reason, "is a symbolic link, which is not followed");
+  return visit(e, user) != 0;
+}
+
+/* Visit kernels/<xx>/ files: the kernel files, or the temporary ones. Walks
+** from a descriptor of the cache directory; kernels/ and kernels/<xx> are
+** opened with O_NOFOLLOW, so no symbolic link is ever followed: one in their
+** place, or one (or another non-regular file) with a store file's name, is
+** visited as skipped on the kernel walk and passed over on the temp walk. */
 static sfa_status walk(sfa_store *st, int temp, sfa_store_visit visit, void *user, char *err,
                        size_t errlen) {
-  char top[PATH_BUF], sub[PATH_BUF + 8], path[PATH_BUF + 8 + 264];
   sfa_status rc = SFA_OK;
+  struct stat sb;
   if (!st || !visit) {
     seterr(err, errlen, "sfa_store_scan: NULL argument");
     return SFA_ERR_INVALID_ARGUMENT;
   }
   if (!st->dir[0]) return SFA_OK;
-  snprintf(top, sizeof top, "%s/kernels", st->dir);
-  DIR *d = opendir(top);
-  if (!d) {
-    if (errno == ENOENT || errno == ENOTDIR) return SFA_OK;
-    seterr(err, errlen, "cannot read %s: %s", top, strerror(errno));
-    return SFA_ERR_IO;
-  }
   sfa_store_entry *e = malloc(sizeof *e);
   if (!e) {
-    closedir(d);
     seterr(err, errlen, "out of memory");
     return SFA_ERR_OUT_OF_MEMORY;
+  }
+  int dfd = open(st->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) {
+    if (errno != ENOENT && errno != ENOTDIR) {
+      seterr(err, errlen, "cannot read %s: %s", st->dir, strerror(errno));
+      rc = SFA_ERR_IO;
+    }
+    free(e);
+    return rc;
+  }
+  int kfd = openat(dfd, "kernels", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  int kerr = errno;
+  DIR *d = kfd >= 0 ? fdopendir(kfd) : NULL;
+  if (!d) {
+    if (kfd >= 0) {
+      kerr = errno;
+      close(kfd);
+    }
+    if (fstatat(dfd, "kernels", &sb, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(sb.st_mode)) {
+      if (!temp) visit_link(st, "kernels", &sb, e, visit, user);
+    } else if (kerr != ENOENT && kerr != ENOTDIR) {
+      seterr(err, errlen, "cannot read %s/kernels: %s", st->dir, strerror(kerr));
+      rc = SFA_ERR_IO;
+    }
+    close(dfd);
+    free(e);
+    return rc;
   }
   int stop = 0;
   struct dirent *de;
   while (!stop && (de = readdir(d)) != NULL) {
+    char sub[3], rel[16];
     if (strlen(de->d_name) != 2 || !is_hex(de->d_name, 2)) continue;
-    snprintf(sub, sizeof sub, "%s/%s", top, de->d_name);
-    DIR *sd = opendir(sub);
+    memcpy(sub, de->d_name, 3);
+    if (fstatat(kfd, sub, &sb, AT_SYMLINK_NOFOLLOW) != 0) continue; /* vanished */
+    snprintf(rel, sizeof rel, "kernels/%s", sub);
+    if (S_ISLNK(sb.st_mode)) {
+      if (!temp) stop = visit_link(st, rel, &sb, e, visit, user);
+      continue;
+    }
+    if (!S_ISDIR(sb.st_mode)) continue;
+    int sfd = openat(kfd, sub, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    DIR *sd = sfd >= 0 ? fdopendir(sfd) : NULL;
     if (!sd) {
-      if (errno == ENOENT || errno == ENOTDIR) continue;
-      seterr(err, errlen, "cannot read %s: %s", sub, strerror(errno));
+      int e2 = errno;
+      if (sfd >= 0) close(sfd);
+      if (e2 == ENOENT || e2 == ENOTDIR || e2 == ELOOP) continue; /* replaced meanwhile */
+      seterr(err, errlen, "cannot read %s/%s: %s", st->dir, rel, strerror(e2));
       rc = SFA_ERR_IO;
       break;
     }
     struct dirent *fe;
     while (!stop && (fe = readdir(sd)) != NULL) {
-      int is_temp = strstr(fe->d_name, ".cubin.tmp.") != NULL;
-      if (temp ? !is_temp : (is_temp || !ends_with(fe->d_name, ".cubin"))) continue;
-      if (snprintf(path, sizeof path, "%s/%s", sub, fe->d_name) >= (int)sizeof e->path) continue;
-      if (scan_file(path, fe->d_name, temp, e) != 0) continue;
+      int kind = name_kind(fe->d_name);
+      if (kind != (temp ? NAME_TEMP : NAME_KERNEL)) continue;
+      if (fstatat(sfd, fe->d_name, &sb, AT_SYMLINK_NOFOLLOW) != 0) continue; /* vanished */
+      if (temp && !S_ISREG(sb.st_mode)) continue;
+      scan_file(st, sfd, sub, fe->d_name, kind, &sb, e);
       stop = visit(e, user) != 0;
     }
     closedir(sd);
   }
   closedir(d);
+  close(dfd);
   free(e);
   return rc;
 }
@@ -714,4 +800,50 @@ sfa_status sfa_store_scan(sfa_store *st, sfa_store_visit visit, void *user, char
 sfa_status sfa_store_scan_temp(sfa_store *st, sfa_store_visit visit, void *user, char *err,
                                size_t errlen) {
   return walk(st, 1, visit, user, err, errlen);
+}
+
+/* ---------------------------------------------------------------- removal */
+
+sfa_status sfa_store_remove(sfa_store *st, const char *rel, char *err, size_t errlen) {
+  struct stat sb;
+  if (!st || !rel) {
+    seterr(err, errlen, "sfa_store_remove: NULL argument");
+    return SFA_ERR_INVALID_ARGUMENT;
+  }
+  /* kernels/<xx>/<name>, name one of the store's own */
+  const char *name = rel + 11;
+  if (strncmp(rel, "kernels/", 8) != 0 || strlen(rel) < 12 || !is_hex(rel + 8, 2) ||
+      rel[10] != '/' || name_kind(name) == NAME_OTHER) {
+    seterr(err, errlen, "%s: not a file name of the kernel cache; not removed", rel);
+    return SFA_ERR_INVALID_ARGUMENT;
+  }
+  if (!st->dir[0]) return SFA_OK;
+  char sub[3] = {rel[8], rel[9], '\0'};
+  sfa_status rc = SFA_OK;
+  int dfd = open(st->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), kfd = -1, sfd = -1;
+  if (dfd >= 0) kfd = openat(dfd, "kernels", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (kfd >= 0) sfd = openat(kfd, sub, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (sfd < 0) {
+    if (errno == ELOOP || errno == ENOTDIR)
+      seterr(err, errlen, "%s: kernels/ or kernels/%s is not a directory (a symbolic link is "
+             "not followed); not removed", rel, sub), rc = SFA_ERR_IO;
+    else if (errno != ENOENT)
+      seterr(err, errlen, "cannot remove %s: %s", rel, strerror(errno)), rc = SFA_ERR_IO;
+  } else if (fstatat(sfd, name, &sb, AT_SYMLINK_NOFOLLOW) != 0) {
+    if (errno != ENOENT)
+      seterr(err, errlen, "cannot remove %s: %s", rel, strerror(errno)), rc = SFA_ERR_IO;
+  } else if (!S_ISREG(sb.st_mode)) {
+    seterr(err, errlen, "%s: is %s, not a regular file; not removed", rel,
+           sfa__file_kind((unsigned)sb.st_mode));
+    rc = SFA_ERR_IO;
+  } else if (unlinkat(sfd, name, 0) != 0 && errno != ENOENT) {
+    /* unlinkat removes the entry itself: were it swapped for a link since the
+    ** fstatat, the link would go, never what it points to */
+    seterr(err, errlen, "cannot remove %s: %s", rel, strerror(errno));
+    rc = SFA_ERR_IO;
+  }
+  if (sfd >= 0) close(sfd);
+  if (kfd >= 0) close(kfd);
+  if (dfd >= 0) close(dfd);
+  return rc;
 }

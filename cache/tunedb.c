@@ -2,6 +2,8 @@
 ** tunedb.c -- the tuning database (see tunedb.h): size buckets, the TSV row
 ** format and its tolerant reader, a sorted in-memory table, and atomic saves
 ** (temporary file in the same directory + rename, under a directory flock).
+** Files are read with cache/fileio.h (regular files only, never blocking, at
+** most SFA__FILE_MAX_TEXT bytes and SFA__FILE_MAX_LINE bytes a line).
 */
 #include "cache/tunedb.h"
 
@@ -20,11 +22,15 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cache/fileio.h"
 #include "cache/store.h"
 #include "gen/gen_internal.h"
 
 #define PATH_BUF 1024
-#define LINE_MAX_BYTES 4096
+#define LINE_MAX_BYTES SFA__FILE_MAX_LINE
+/* Times are written with "%.9g": 9 significant digits, read back by strtod to
+** within 1 part in 1e9 for every value in (0, SFA_TUNEDB_TIME_MAX]. */
+#define TIME_FMT "%.9g"
 #define NCOLS 16    /* v2; v1 files have 15 (no mma column: mma.sync) */
 #define MAX_SIDE ((int64_t)1 << 40)
 
@@ -61,6 +67,7 @@ struct sfa_tunedb {
   char gpu[SFA_TUNEDB_GPU_MAX];
   int cc;
   int quiet;
+  int own_path; /* the cache's own db (sfa_tunedb_open): a symbolic link there is not followed */
   pthread_mutex_t lock;
   rowvec rows; /* sorted by key_cmp, unique keys; guarded by lock */
   char warning[PATH_BUF + 512];
@@ -101,12 +108,16 @@ static int parse_int(const char *s, int *out) {
   return 1;
 }
 
+/* A time in (0, SFA_TUNEDB_TIME_MAX], as TIME_FMT writes it; ERANGE from an
+** underflow to a subnormal value is accepted (it is what was written). */
+static int valid_time(double v) { return isfinite(v) && v > 0 && v <= SFA_TUNEDB_TIME_MAX; }
+
 static int parse_time(const char *s, double *out) {
   char *end;
   if (!*s) return 0;
   errno = 0;
   double v = strtod(s, &end);
-  if (*end != '\0' || errno == ERANGE || !isfinite(v) || v <= 0) return 0;
+  if (*end != '\0' || (errno == ERANGE && !(v > 0 && v < 1)) || !valid_time(v)) return 0;
   *out = v;
   return 1;
 }
@@ -130,8 +141,9 @@ static void now_iso(char *buf, size_t n) {
     snprintf(buf, n, "1970-01-01T00:00:00Z");
 }
 
-/* mkdir -p of path's directory part; 0 or -1 with errno set. */
-static int mkdir_parent(const char *path, char *dir, size_t n) {
+/* mkdir -p of path's directory part, new directories with mode `mode`; 0 or -1
+** with errno set. */
+static int mkdir_parent(const char *path, char *dir, size_t n, mode_t mode) {
   struct stat sb;
   snprintf(dir, n, "%s", path);
   char *slash = strrchr(dir, '/');
@@ -148,7 +160,7 @@ static int mkdir_parent(const char *path, char *dir, size_t n) {
     if (*p != '/' && *p != '\0') continue;
     char c = *p;
     *p = '\0';
-    if (mkdir(dir, 0755) != 0) {
+    if (mkdir(dir, mode) != 0) {
       int e = errno;
       if (e != EEXIST || stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
         *p = c;
@@ -364,9 +376,10 @@ static int check_row(const char *gpu, int cc, const sfa_tune_row *r, trow *out, 
     return sfa__fail(why, n, 1, "size_bucket '%s' is not tq<2^a>_tk<2^b>_bh<2^c>",
                 printable(r->key.bucket, msg, 64)),
            -1;
-  if (!isfinite(r->time_us) || r->time_us <= 0 || !isfinite(r->default_time_us) ||
-      r->default_time_us <= 0)
-    return sfa__fail(why, n, 1, "time_us and default_time_us must be finite and > 0"), -1;
+  if (!valid_time(r->time_us) || !valid_time(r->default_time_us))
+    return sfa__fail(why, n, 1, "time_us and default_time_us must be in (0, %g] microseconds "
+                     "(got %g and %g)", SFA_TUNEDB_TIME_MAX, r->time_us, r->default_time_us),
+           -1;
   if (r->date[0] && !valid_date(r->date))
     return sfa__fail(why, n, 1, "date '%s' is not YYYY-MM-DD[THH:MM:SSZ]", printable(r->date, msg, 32)),
            -1;
@@ -528,37 +541,46 @@ static int parse_header(const char *line, const char *gpu, int cc, report *rep) 
   return RD_OK;
 }
 
-/* Read path into out (rows of gpu/cc; duplicate keys keep the faster). */
-static void read_db(const char *path, const char *gpu, int cc, rowvec *out, report *rep) {
+/* Read path into out (rows of gpu/cc; duplicate keys keep the faster).
+** nofollow: path is the cache's own db name, a symbolic link is not followed.
+** A file that cannot be read (missing, not a regular file, larger than
+** SFA__FILE_MAX_TEXT) leaves rep->why naming it and the reason. */
+static void read_db(const char *path, int nofollow, const char *gpu, int cc, rowvec *out,
+                    report *rep) {
   memset(rep, 0, sizeof *rep);
-  FILE *f = fopen(path, "r");
-  if (!f) {
-    rep->status = (errno == ENOENT || errno == ENOTDIR) ? RD_MISSING : RD_UNREADABLE;
-    sfa__fail(rep->why, sizeof rep->why, 1, "cannot open: %s", strerror(errno));
+  char *text = NULL, why[256];
+  size_t tlen = 0;
+  sfa_status st = sfa__file_read(AT_FDCWD, path, NULL, nofollow ? SFA__READ_NOFOLLOW : 0,
+                                 SFA__FILE_MAX_TEXT, &text, &tlen, rep->why, sizeof rep->why);
+  if (st != SFA_OK) {
+    rep->status = st == SFA_ERR_NOT_FOUND ? RD_MISSING
+                  : st == SFA_ERR_OUT_OF_MEMORY ? RD_OOM : RD_UNREADABLE;
     return;
   }
-  char *line = NULL, why[256];
-  size_t cap = 0;
-  ssize_t len;
+  char *pos = text, *line;
+  size_t len;
   int lineno = 0;
-  errno = 0;
-  while ((len = getline(&line, &cap, f)) >= 0) {
+  while (sfa__file_next_line(&pos, text + tlen, &line, &len)) {
     lineno++;
-    while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = '\0';
-    int binary = strlen(line) != (size_t)len;
+    while (len > 0 && line[len - 1] == '\r') line[--len] = '\0';
+    int binary = strlen(line) != len;
     if (lineno <= 2) {
-      int st = RD_OK;
+      int rs = RD_OK;
       if (binary) {
         sfa__fail(rep->why, sizeof rep->why, 1, "binary data in the header");
-        st = RD_BAD_HEADER;
+        rs = RD_BAD_HEADER;
+      } else if (len > LINE_MAX_BYTES) {
+        sfa__fail(rep->why, sizeof rep->why, 1, "a header line of %zu bytes, more than %d",
+                  len, LINE_MAX_BYTES);
+        rs = RD_BAD_HEADER;
       } else if (lineno == 1) {
-        st = parse_header(line, gpu, cc, rep);
+        rs = parse_header(line, gpu, cc, rep);
       } else if (strcmp(line, rep->version == 1 ? COLUMNS_V1 : COLUMNS) != 0) {
         sfa__fail(rep->why, sizeof rep->why, 1, "second line is not the column header");
-        st = RD_BAD_HEADER;
+        rs = RD_BAD_HEADER;
       }
-      if (st != RD_OK) {
-        rep->status = st;
+      if (rs != RD_OK) {
+        rep->status = rs;
         rep->line = lineno;
         break;
       }
@@ -568,7 +590,9 @@ static void read_db(const char *path, const char *gpu, int cc, rowvec *out, repo
     trow t;
     int bad = 0;
     if (binary) bad = 1, sfa__fail(why, sizeof why, 1, "binary data");
-    else if (len > LINE_MAX_BYTES) bad = 1, sfa__fail(why, sizeof why, 1, "line too long");
+    else if (len > LINE_MAX_BYTES)
+      bad = 1, sfa__fail(why, sizeof why, 1, "line too long (%zu bytes, at most %d)", len,
+                         LINE_MAX_BYTES);
     else bad = parse_row(line, rep->version, gpu, cc, &t, why, sizeof why) != 0;
     if (bad) {
       if (rep->nbad++ == 0) {
@@ -581,18 +605,13 @@ static void read_db(const char *path, const char *gpu, int cc, rowvec *out, repo
       rep->status = RD_OOM;
       break;
     }
-    errno = 0;
   }
-  if (rep->status == RD_OK && ferror(f)) {
-    rep->status = RD_UNREADABLE;
-    sfa__fail(rep->why, sizeof rep->why, 1, "read error: %s", strerror(errno ? errno : EIO));
-  } else if (rep->status == RD_OK && lineno < 2) {
+  if (rep->status == RD_OK && lineno < 2) {
     rep->status = RD_BAD_HEADER;
     rep->line = lineno + 1;
     sfa__fail(rep->why, sizeof rep->why, 1, lineno == 0 ? "empty file" : "no column header");
   }
-  free(line);
-  fclose(f);
+  free(text);
 }
 
 /* Formats the warning of a read (or "" for a clean one) into db->warning and
@@ -608,7 +627,7 @@ static void warn_read(sfa_tunedb *db, const char *path, const report *rep) {
                rep->nbad, rep->nbad == 1 ? "" : "s");
     break;
   case RD_MISSING: break;
-  case RD_UNREADABLE: snprintf(w, n, "tuning db %s: %s; the file is ignored", path, rep->why); break;
+  case RD_UNREADABLE: snprintf(w, n, "tuning db %s; the file is ignored", rep->why); break;
   case RD_OOM: snprintf(w, n, "tuning db %s: out of memory; the file is ignored", path); break;
   default:
     snprintf(w, n, "tuning db %s:%d: %s; the file is ignored", path, rep->line, rep->why);
@@ -618,8 +637,9 @@ static void warn_read(sfa_tunedb *db, const char *path, const report *rep) {
 
 /* ------------------------------------------------------------ open / close */
 
-sfa_status sfa_tunedb_open_path(sfa_tunedb **out, const char *path, const char *gpu, int cc,
-                                int quiet, char *err, size_t errlen) {
+/* Opens the db at path; own: the cache's own db name (no link followed). */
+static sfa_status open_db(sfa_tunedb **out, const char *path, int own, const char *gpu, int cc,
+                          int quiet, char *err, size_t errlen) {
   const sfa_status bad = SFA_ERR_INVALID_ARGUMENT;
   if (!out) return sfa__fail(err, errlen, bad, "sfa_tunedb_open: db is NULL");
   *out = NULL;
@@ -640,8 +660,9 @@ sfa_status sfa_tunedb_open_path(sfa_tunedb **out, const char *path, const char *
   snprintf(db->gpu, sizeof db->gpu, "%s", gpu);
   db->cc = cc;
   db->quiet = quiet;
+  db->own_path = own;
   report rep;
-  read_db(path, gpu, cc, &db->rows, &rep);
+  read_db(path, own, gpu, cc, &db->rows, &rep);
   if (rep.status != RD_OK) db->rows.n = 0; /* a file is used entirely or not at all */
   warn_read(db, path, &rep);
   *out = db;
@@ -657,7 +678,12 @@ sfa_status sfa_tunedb_open(sfa_tunedb **out, const char *cache_dir, const char *
   st = sfa_store_resolve_dir(cache_dir, dir, sizeof dir - 200, err, errlen);
   if (st != SFA_OK) return st;
   snprintf(path, sizeof path, "%s/tuning/%s", dir, name);
-  return sfa_tunedb_open_path(out, path, gpu, cc, quiet, err, errlen);
+  return open_db(out, path, 1, gpu, cc, quiet, err, errlen);
+}
+
+sfa_status sfa_tunedb_open_path(sfa_tunedb **out, const char *path, const char *gpu, int cc,
+                                int quiet, char *err, size_t errlen) {
+  return open_db(out, path, 0, gpu, cc, quiet, err, errlen);
 }
 
 void sfa_tunedb_close(sfa_tunedb *db) {
@@ -726,11 +752,17 @@ sfa_status sfa_tunedb_row(sfa_tunedb *db, size_t i, sfa_tune_row *row) {
 
 /* Writes rows to path through a temporary file + rename; the parent directory
 ** is created first. 0, or -1 with the reason in why (no temporary file left). */
-static int write_db(const char *path, const char *gpu, int cc, const rowvec *v, char *why,
-                    size_t n) {
+static int write_db(const char *path, mode_t dir_mode, const char *gpu, int cc, const rowvec *v,
+                    char *why, size_t n) {
   char dir[PATH_BUF], tmp[PATH_BUF + 16], fl[40];
-  if (mkdir_parent(path, dir, sizeof dir) != 0)
+  struct stat sb;
+  if (mkdir_parent(path, dir, sizeof dir, dir_mode) != 0)
     return sfa__fail(why, n, 1, "cannot create directory %s: %s", dir, strerror(errno)), -1;
+  /* The rename below would replace whatever is there: only a regular file may be. */
+  if (lstat(path, &sb) == 0 && !S_ISREG(sb.st_mode))
+    return sfa__fail(why, n, 1, "%s is %s, not a regular file; not replaced", path,
+                     sfa__file_kind((unsigned)sb.st_mode)),
+           -1;
   snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", path);
   int fd = mkstemp(tmp);
   if (fd < 0)
@@ -747,7 +779,8 @@ static int write_db(const char *path, const char *gpu, int cc, const rowvec *v, 
   for (size_t i = 0; i < v->n; i++) {
     const sfa_tune_row *r = &v->v[i].r;
     flags_str(r->key.flags, fl, sizeof fl);
-    fprintf(f, "%s\t%d\t%s\t%s\t%s\t%d\t%s\t%s\t%d\t%d\t%d\t%d\t%s\t%.3f\t%.3f\t%s\n",
+    fprintf(f, "%s\t%d\t%s\t%s\t%s\t%d\t%s\t%s\t%d\t%d\t%d\t%d\t%s\t" TIME_FMT "\t" TIME_FMT
+            "\t%s\n",
             r->key.gpu, r->key.cc, sfa__pass_name(r->key.pass), sfa__mode_name(r->key.mode),
             sfa__dtype_name(r->key.dtype), r->key.head_dim, fl, r->key.bucket, r->cfg.block_m,
             r->cfg.block_n, r->cfg.num_warps, r->cfg.num_stages, r->cfg.wgmma ? "wgmma" : "sync",
@@ -776,19 +809,21 @@ sfa_status sfa_tunedb_save(sfa_tunedb *db, char *err, size_t errlen) {
   pthread_mutex_lock(&db->lock);
   /* Lock the directory against other savers, then take in their rows. */
   int dfd = -1;
-  if (mkdir_parent(db->path, dir, sizeof dir) == 0) {
+  if (mkdir_parent(db->path, dir, sizeof dir, db->own_path ? 0700 : 0755) == 0) {
     dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd >= 0) (void)flock(dfd, LOCK_EX);
   }
   rowvec disk = {NULL, 0, 0};
   report rep;
-  read_db(db->path, db->gpu, db->cc, &disk, &rep);
+  read_db(db->path, db->own_path, db->gpu, db->cc, &disk, &rep);
   int oom = 0;
   if (rep.status == RD_OK)
     for (size_t i = 0; i < disk.n && !oom; i++)
       oom = add_row(&db->rows, &disk.v[i], ADD_KEEP_EXISTING) < 0;
   free(disk.v);
-  int rc = oom ? -1 : write_db(db->path, db->gpu, db->cc, &db->rows, why, sizeof why);
+  int rc = oom ? -1
+               : write_db(db->path, db->own_path ? 0700 : 0755, db->gpu, db->cc, &db->rows, why,
+                          sizeof why);
   if (dfd >= 0) close(dfd); /* releases the flock */
   pthread_mutex_unlock(&db->lock);
   if (oom) return sfa__fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "out of memory (tuning db save)");
@@ -803,7 +838,7 @@ sfa_status sfa_tunedb_export(sfa_tunedb *db, const char *path, char *err, size_t
   if (strlen(path) >= PATH_BUF - 32)
     return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "tuning db export: path too long");
   pthread_mutex_lock(&db->lock);
-  int rc = write_db(path, db->gpu, db->cc, &db->rows, why, sizeof why);
+  int rc = write_db(path, 0755, db->gpu, db->cc, &db->rows, why, sizeof why);
   pthread_mutex_unlock(&db->lock);
   if (rc != 0) return sfa__fail(err, errlen, SFA_ERR_IO, "tuning db export to %s failed: %s", path, why);
   return SFA_OK;
@@ -816,12 +851,12 @@ sfa_status sfa_tunedb_merge_file(sfa_tunedb *db, const char *path, int *changed,
     return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "sfa_tunedb_merge_file: NULL argument");
   rowvec other = {NULL, 0, 0};
   report rep;
-  read_db(path, db->gpu, db->cc, &other, &rep);
+  read_db(path, 0, db->gpu, db->cc, &other, &rep);
   sfa_status st = SFA_OK;
   switch (rep.status) {
   case RD_OK: break;
   case RD_MISSING:
-  case RD_UNREADABLE: st = sfa__fail(err, errlen, SFA_ERR_IO, "tuning db %s: %s", path, rep.why); break;
+  case RD_UNREADABLE: st = sfa__fail(err, errlen, SFA_ERR_IO, "tuning db %s", rep.why); break;
   case RD_FOREIGN:
     st = sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "tuning db %s: %s", path, rep.why);
     break;

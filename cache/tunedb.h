@@ -15,11 +15,18 @@
 ** joined by '+' (causal, bias, mask, det) or "-" for none, size_bucket = see
 ** sfa_tunedb_bucket, then the winning tile config (mma = sync for mma.sync or
 ** wgmma for SFA_FEAT_WGMMA, which is never in flags), the winner's median time and
-** the heuristic default's median time in microseconds (written with 3
-** decimals), and the UTC date of the measurement (YYYY-MM-DDTHH:MM:SSZ).
+** the heuristic default's median time in microseconds (written "%.9g", e.g.
+** 123.456789, 0.000123 or 1e-07, so that every time in (0,
+** SFA_TUNEDB_TIME_MAX] reads back to 9 significant digits; older files with 3
+** decimals read as before), and the UTC date of the measurement
+** (YYYY-MM-DDTHH:MM:SSZ).
 **
 ** Reading is tolerant and never fatal:
 ** - a missing file (or directory on its path) is an empty database, silently;
+** - the file is read with cache/fileio.h: a FIFO, device, directory or other
+**   non-regular file, a file larger than SFA__FILE_MAX_TEXT (16 MiB), or (for
+**   the cache's own db, sfa_tunedb_open) a symbolic link is never read (never
+**   blocks) and counts as a file that cannot be read (below);
 ** - a v1 file (the same without the mma column) is read as mma sync, and the
 **   next save writes v2;
 ** - a file that cannot be read, or whose first line is not the header of v1 or
@@ -27,7 +34,8 @@
 **   header of its version, is ignored entirely (the database starts empty);
 ** - otherwise bad rows (wrong field count, unknown names, bad numbers, a row of
 **   another gpu or cc, over-long lines, binary garbage) are skipped one by one
-**   and the good rows are kept; empty lines and lines starting with '#' are
+**   and the good rows are kept (a line may have SFA__FILE_MAX_LINE = 4096
+**   bytes); empty lines and lines starting with '#' are
 **   skipped silently (and are not written back);
 ** - either way ONE warning per read goes to stderr (unless quiet), naming the
 **   file, the first bad line and the number of skipped lines;
@@ -36,7 +44,9 @@
 ** now on disk whose keys are not in memory (so that processes that tune
 ** different keys do not lose each other's rows); written to a temporary file in
 ** the same directory and renamed into place, under an flock of the directory
-** (best effort). A file that was ignored is thus replaced by the next save.
+** (best effort). A file that was ignored is thus replaced by the next save,
+** unless it is not a regular file (a FIFO, a link, ...): save and export never
+** replace one. The cache's tuning/ directory is created with mode 0700.
 **
 ** Thread safety: every function may be called from several threads on one
 ** database (a mutex guards the rows).
@@ -52,6 +62,7 @@
 #define SFA_TUNEDB_GPU_MAX 128   /* device name bytes incl. NUL */
 #define SFA_TUNEDB_BUCKET_MAX 64 /* size bucket bytes incl. NUL */
 #define SFA_TUNEDB_DATE_MAX 32   /* date bytes incl. NUL */
+#define SFA_TUNEDB_TIME_MAX 1e15 /* the largest time_us or default_time_us (31 years) */
 
 /* What a tuned config is measured for. Compared field by field, exactly. */
 typedef struct sfa_tune_key {
@@ -74,8 +85,8 @@ typedef struct sfa_tune_config {
 typedef struct sfa_tune_row {
   sfa_tune_key key;
   sfa_tune_config cfg;
-  double time_us;            /* the winner's median, > 0 */
-  double default_time_us;    /* the heuristic default's median, > 0 */
+  double time_us;            /* the winner's median, in (0, SFA_TUNEDB_TIME_MAX] */
+  double default_time_us;    /* the heuristic default's median, in (0, SFA_TUNEDB_TIME_MAX] */
   char date[SFA_TUNEDB_DATE_MAX]; /* "" on put: filled with the current UTC time */
 } sfa_tune_row;
 
@@ -143,7 +154,8 @@ sfa_status sfa_tunedb_lookup(sfa_tunedb *db, const sfa_tune_key *key, sfa_tune_r
 
 /* Insert, or replace the row of the same key (unconditionally: a fresh
 ** measurement wins). The row must be of the db's gpu and cc, its fields in
-** their domains, times finite and > 0. An empty date is set to now (UTC). */
+** their domains, times in (0, SFA_TUNEDB_TIME_MAX]. An empty date is set to
+** now (UTC). */
 sfa_status sfa_tunedb_put(sfa_tunedb *db, const sfa_tune_row *row, char *err, size_t errlen);
 
 /* Number of rows, and a copy of row i in file order (SFA_ERR_NOT_FOUND past
@@ -159,13 +171,15 @@ sfa_status sfa_tunedb_row(sfa_tunedb *db, size_t i, sfa_tune_row *row);
 sfa_status sfa_tunedb_save(sfa_tunedb *db, char *err, size_t errlen);
 
 /* Write exactly the rows in memory to path, atomically (for shipping a db).
-** Same errors as save. */
+** Same errors as save (SFA_ERR_IO also when path exists and is not a regular
+** file: a FIFO or a device is never replaced). */
 sfa_status sfa_tunedb_export(sfa_tunedb *db, const char *path, char *err, size_t errlen);
 
 /* Add the rows of another db file of the same gpu and cc; for a key in both the
 ** faster time_us is kept (ties keep the row in memory). *changed (may be NULL)
 ** receives the number of rows added or replaced. Unlike open, the file must
-** exist: SFA_ERR_IO when it cannot be read, SFA_ERR_CORRUPT for a bad header,
+** exist: SFA_ERR_IO when it cannot be read (missing, not a regular file, larger
+** than 16 MiB; the message names it and says why), SFA_ERR_CORRUPT for a bad header,
 ** SFA_ERR_INVALID_ARGUMENT when it is of another gpu or cc (nothing merged in
 ** these cases); bad rows are skipped with one warning as on open. */
 sfa_status sfa_tunedb_merge_file(sfa_tunedb *db, const char *path, int *changed, char *err,

@@ -2,7 +2,10 @@
 ** manifest.c -- DIR/manifest.tsv of ahead-of-time kernels (format in
 ** manifest.h): the line sfa-gen writes for a kernel, and the loader that checks
 ** every line (reporting FILE:LINE) and later reads each cubin, verifying its
-** size and XXH3-64 checksum before anything loads it.
+** size and XXH3-64 checksum before anything loads it. Both files are read with
+** cache/fileio.h: regular files only, never a blocking open, bounded sizes
+** (manifest SFA__FILE_MAX_TEXT, lines SFA__FILE_MAX_LINE, cubins
+** SFA__FILE_MAX_BINARY).
 */
 #include <errno.h>
 #include <inttypes.h>
@@ -15,6 +18,7 @@
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
+#include "cache/fileio.h"
 #include "gen/manifest.h"
 
 enum {
@@ -27,7 +31,6 @@ static const char *const col_names[NCOLS] = {
   "num_stages", "flags", "smem_bytes", "key", "cubin", "cubin_bytes", "cubin_xxh3"};
 #define COL_LIST "name, arch, pass, mode, dtype, head_dim, block_m, block_n, num_warps, " \
                  "num_stages, flags, smem_bytes, key, cubin, cubin_bytes, cubin_xxh3"
-#define MAX_MANIFEST_BYTES (64u << 20)
 
 uint64_t sfa__cubin_xxh3(const void *data, size_t len) { return XXH3_64bits(data, len); }
 
@@ -232,42 +235,19 @@ static sfa_status parse_entry(char *line, const int idx[NCOLS], const char *dir,
   return SFA_OK;
 }
 
-/* The whole file, NUL-terminated, malloc'ed. */
+/* The whole file, NUL-terminated, malloc'ed (a regular file of at most
+** SFA__FILE_MAX_TEXT bytes, without NUL bytes). */
 static sfa_status read_text(const char *file, char **text, char *err, size_t errlen) {
-  FILE *fp = fopen(file, "rb");
-  if (!fp)
-    return sfa__fail(err, errlen, errno == ENOENT ? SFA_ERR_NOT_FOUND : SFA_ERR_IO,
-                     "%s: cannot open: %s", file, strerror(errno));
-  size_t cap = 1 << 16, len = 0;
-  char *buf = malloc(cap + 1);
-  sfa_status st = SFA_OK;
-  while (buf) {
-    len += fread(buf + len, 1, cap - len, fp);
-    if (ferror(fp)) {
-      st = sfa__fail(err, errlen, SFA_ERR_IO, "%s: read error", file);
-      break;
-    }
-    if (len < cap) break;
-    if (cap >= MAX_MANIFEST_BYTES) {
-      st = sfa__fail(err, errlen, SFA_ERR_CORRUPT, "%s: larger than %u MiB; not a manifest",
-                     file, MAX_MANIFEST_BYTES >> 20);
-      break;
-    }
-    cap *= 2;
-    char *p = realloc(buf, cap + 1);
-    if (!p) free(buf);
-    buf = p;
-  }
-  fclose(fp);
-  if (!buf) return sfa__fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "%s: out of memory", file);
-  if (st == SFA_OK && memchr(buf, '\0', len))
-    st = sfa__fail(err, errlen, SFA_ERR_CORRUPT, "%s: contains a NUL byte; not a text manifest",
-                   file);
-  if (st != SFA_OK) {
+  char *buf = NULL;
+  size_t len = 0;
+  sfa_status st = sfa__file_read(AT_FDCWD, file, NULL, 0, SFA__FILE_MAX_TEXT, &buf, &len, err,
+                                 errlen);
+  if (st != SFA_OK) return st;
+  if (memchr(buf, '\0', len)) {
     free(buf);
-    return st;
+    return sfa__fail(err, errlen, SFA_ERR_CORRUPT, "%s: contains a NUL byte; not a text manifest",
+                     file);
   }
-  buf[len] = '\0';
   *text = buf;
   return SFA_OK;
 }
@@ -285,7 +265,11 @@ static sfa_status parse_all(sfa__manifest *m, char *text, char *err, size_t errl
     if (nl) *nl = '\0';
     ln++;
     sfa_status st = SFA_OK;
-    if (line[0] == '\0' || line[0] == '#') {
+    size_t len = strlen(line);
+    if (len > SFA__FILE_MAX_LINE) {
+      st = bad_line(err, errlen, m->file, ln, "a line of %zu bytes, longer than the %d allowed",
+                    len, SFA__FILE_MAX_LINE);
+    } else if (line[0] == '\0' || line[0] == '#') {
       /* skipped */
     } else if (!have_header) {
       st = parse_header(line, idx, m->file, ln, err, errlen);
@@ -358,26 +342,22 @@ sfa_status sfa__manifest_read_cubin(const sfa__manifest_entry *e, void **buf, si
   if (!e->path)
     return sfa__fail(err, errlen, SFA_ERR_NOT_FOUND, "%s: the manifest lists no cubin "
                      "(written with --no-cubin?)", e->name);
-  FILE *fp = fopen(e->path, "rb");
-  if (!fp)
-    return sfa__fail(err, errlen, errno == ENOENT ? SFA_ERR_NOT_FOUND : SFA_ERR_IO,
-                     "%s: cannot open the cubin of %s: %s", e->path, e->name, strerror(errno));
-  struct stat sb;
-  sfa_status st = SFA_OK;
   char *data = NULL;
-  if (fstat(fileno(fp), &sb) != 0 || !S_ISREG(sb.st_mode)) {
-    st = sfa__fail(err, errlen, SFA_ERR_IO, "%s: not a regular file", e->path);
-  } else if ((uintmax_t)sb.st_size != (uintmax_t)e->cubin_bytes) {
-    st = sfa__fail(err, errlen, SFA_ERR_CORRUPT, "%s: %jd bytes, the manifest says %zu (%s)",
-                   e->path, (intmax_t)sb.st_size, e->cubin_bytes,
-                   (uintmax_t)sb.st_size < (uintmax_t)e->cubin_bytes ? "truncated"
-                                                                     : "longer than written");
-  } else if (!(data = malloc(e->cubin_bytes))) {
-    st = sfa__fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "no memory for the %zu-byte cubin %s",
-                   e->cubin_bytes, e->path);
-  } else if (fread(data, 1, e->cubin_bytes, fp) != e->cubin_bytes) {
-    st = sfa__fail(err, errlen, ferror(fp) ? SFA_ERR_IO : SFA_ERR_CORRUPT,
-                   "%s: %s while reading", e->path, ferror(fp) ? "read error" : "truncated");
+  size_t got = 0;
+  char why[1400];
+  sfa_status st = sfa__file_read(AT_FDCWD, e->path, NULL, 0, SFA__FILE_MAX_BINARY, &data, &got,
+                                 why, sizeof why);
+  const char *open_err = strstr(why, ": cannot open: ");
+  if (open_err && (st == SFA_ERR_NOT_FOUND || st == SFA_ERR_IO))
+    return sfa__fail(err, errlen, st, "%s: cannot open the cubin of %s: %s", e->path, e->name,
+                     open_err + strlen(": cannot open: "));
+  if (st == SFA_ERR_CORRUPT)
+    return sfa__fail(err, errlen, st, "%s (the manifest says %zu bytes)", why, e->cubin_bytes);
+  if (st != SFA_OK) return sfa__fail(err, errlen, st, "%s", why);
+  if (got != e->cubin_bytes) {
+    st = sfa__fail(err, errlen, SFA_ERR_CORRUPT, "%s: %zu bytes, the manifest says %zu (%s)",
+                   e->path, got, e->cubin_bytes,
+                   got < e->cubin_bytes ? "truncated" : "longer than written");
   } else {
     uint64_t h = sfa__cubin_xxh3(data, e->cubin_bytes);
     if (h != e->cubin_xxh3)
@@ -386,7 +366,6 @@ sfa_status sfa__manifest_read_cubin(const sfa__manifest_entry *e, void **buf, si
                      "%016" PRIx64 " (the file was altered)",
                      e->path, h, e->cubin_xxh3);
   }
-  fclose(fp);
   if (st != SFA_OK) {
     free(data);
     return st;

@@ -2,8 +2,8 @@
 ** kernel_dir.c -- the set of ahead-of-time kernel directories a context
 ** searches before its disk cache and NVRTC (rules in kernel_dir.h): adding a
 ** directory (its manifest checked whole), finding a kernel by canonical name,
-** reading and verifying its cubin, and marking rows whose cubin failed so
-** that each failure is reported once and then passed over.
+** reading and verifying its cubin and the row's key, and marking rows whose
+** cubin failed so that each failure is reported once and then passed over.
 */
 #include <errno.h>
 #include <pthread.h>
@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 
 #include "runtime/kernel_dir.h"
+#include "runtime/keymat.h"
 
 typedef struct kdir {
   sfa__manifest *m;
@@ -196,6 +197,29 @@ void sfa__kdirs_reject(sfa__kernel_dirs *kd, const sfa__manifest_entry *hit, con
             "cache / NVRTC instead\n", hit->name, why && *why ? why : "unusable");
 }
 
+/* SFA_OK if the row's key is the key this runtime computes for its kernel:
+** that of its generated source, this sfa version and this NVRTC's version and
+** options (runtime/keymat.h), as sfa-gen computed it. Else SFA_ERR_CORRUPT (or
+** the generator's error) with why. Costs one render of the kernel's source. */
+static sfa_status check_key(const sfa__manifest_entry *e, char *why, size_t n) {
+  char *src = NULL, key[SFA_STORE_KEY_HEX], msg[1024];
+  sfa_status st = sfa_generate(&e->spec, &src, msg, sizeof msg);
+  if (st != SFA_OK)
+    return sfa__fail(why, n, st, "%s: cannot generate %s to check its key: %s", e->path,
+                     e->name, msg);
+  st = sfa__kernel_key(&e->spec, src, key);
+  sfa_free(src);
+  if (st != SFA_OK)
+    return sfa__fail(why, n, st, "%s: cannot compute the key of %s (%s)", e->path, e->name,
+                     sfa_status_string(st));
+  if (strcmp(key, e->key) != 0)
+    return sfa__fail(why, n, SFA_ERR_CORRUPT,
+                     "%s: the manifest's key %s (line %d) is not this runtime's key %s of %s: the "
+                     "directory was written by another sfa version, other templates or another "
+                     "NVRTC version, or edited", e->path, e->key, e->line, key, e->name);
+  return SFA_OK;
+}
+
 sfa_status sfa__kdirs_cubin(sfa__kernel_dirs *kd, const char *name, void **cubin, size_t *size,
                             const sfa__manifest_entry **hit, char *err, size_t errlen) {
   if (cubin) *cubin = NULL;
@@ -210,6 +234,11 @@ sfa_status sfa__kdirs_cubin(sfa__kernel_dirs *kd, const char *name, void **cubin
     if (!e) return SFA_ERR_NOT_FOUND;
     why[0] = '\0';
     sfa_status st = sfa__manifest_read_cubin(e, cubin, size, why, sizeof why);
+    if (st == SFA_OK && (st = check_key(e, why, sizeof why)) != SFA_OK) {
+      free(*cubin);
+      *cubin = NULL;
+      *size = 0;
+    }
     if (st == SFA_OK) {
       if (hit) *hit = e;
       return SFA_OK;

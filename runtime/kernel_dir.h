@@ -13,13 +13,18 @@
 **   including the arch: an sm_80 row never serves an sm_86 or sm_90 spec.
 **   Directories are searched in the order they were added; rows without a
 **   cubin (sfa-gen --no-cubin) are passed over.
-** - A listed cubin that is missing, unreadable, truncated, longer or altered,
-**   or that the caller rejects (sfa__kdirs_reject: the driver would not load
-**   it), marks that row bad: ONE warning naming the file and the problem goes
-**   to stderr (unless quiet) and the row is passed over from then on, so the
-**   caller falls back to its cache/NVRTC path.
-** - The manifest does not record the NVRTC or sfa version that made it: a
-**   directory must come from sfa-gen of the same sfa version as the runtime.
+** - A listed cubin that is missing, unreadable (a FIFO or device is refused
+**   without blocking, cache/fileio.h), truncated, longer or altered, a row
+**   whose key column is not the key this runtime computes for the kernel, or a
+**   cubin that the caller rejects (sfa__kdirs_reject: the driver would not
+**   load it), marks that row bad: ONE warning naming the file and the problem
+**   goes to stderr (unless quiet) and the row is passed over from then on, so
+**   the caller falls back to its cache/NVRTC path.
+** - The key (runtime/keymat.h) covers the sfa version, the generated source
+**   (templates), and the NVRTC version and options: a directory is used only
+**   when it comes from sfa-gen of the same sfa version linked against the
+**   same NVRTC version as the runtime. Checking it renders the kernel's source
+**   once per cubin read (milliseconds, against the seconds of NVRTC).
 **
 ** Thread safety: every function may be called from several threads on one
 ** set (a mutex guards the list and the bad marks; cubins are read without it).
@@ -64,9 +69,10 @@ size_t sfa__kdirs_kernels(sfa__kernel_dirs *kd);
 ** never freed before sfa__kdirs_free, so the pointer stays valid. */
 const sfa__manifest_entry *sfa__kdirs_find(sfa__kernel_dirs *kd, const char *name);
 
-/* The verified cubin of kernel name: *cubin is malloc'ed (free), *hit (may be
-** NULL) the row it came from. SFA_ERR_NOT_FOUND when no usable row lists the
-** name; a row whose cubin fails verification is marked bad (one warning) and
+/* The verified cubin of kernel name (size, XXH3-64 and the row's key checked):
+** *cubin is malloc'ed (free), *hit (may be NULL) the row it came from.
+** SFA_ERR_NOT_FOUND when no usable row lists the name; a row whose cubin or key
+** fails verification is marked bad (one warning) and
 ** the next directory that lists the name is tried. When every listing row
 ** failed, err holds the last failure's message ("" when none was listed). */
 sfa_status sfa__kdirs_cubin(sfa__kernel_dirs *kd, const char *name, void **cubin, size_t *size,

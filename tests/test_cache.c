@@ -2,7 +2,11 @@
 ** test_cache.c -- the on-disk kernel store (cache/store.h) and the sfa-cache
 ** tool: keys, verified loads (corrupt, truncated, colliding and garbage files
 ** are misses), atomic replacement, concurrent writers in several processes,
-** the memory-only fallback and its single warning, directory resolution, scans.
+** the memory-only fallback and its single warning, directory resolution, scans;
+** and the hardening of every file access: symbolic links are never followed
+** when walking or deleting, only the store's own file names are deleted, FIFOs
+** and devices never block a reader, oversized entries are refused unread, the
+** cache directory is made 0700 and refused when others may write it.
 */
 #include "cache/store.h"
 #include "testutil.h"
@@ -17,12 +21,29 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
-#define TOOL SFA_BINARY_DIR "/cache/sfa-cache"
+/* build/cache/sfa-cache, found from this test's own path (build/tests/...), so
+** that a build directory copied elsewhere still finds it. */
+static const char *tool_path(void) {
+  static char path[1100];
+  if (!path[0]) {
+    char exe[1024];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0 && (exe[n] = '\0', strrchr(exe, '/'))) {
+      *strrchr(exe, '/') = '\0';
+      snprintf(path, sizeof path, "%s/../cache/sfa-cache", exe);
+    } else {
+      snprintf(path, sizeof path, "%s/cache/sfa-cache", SFA_BINARY_DIR);
+    }
+  }
+  return path;
+}
+#define TOOL tool_path()
 
 static char g_dir[512]; /* fresh per test */
 
@@ -920,6 +941,359 @@ START_TEST(tool_clear) {
 }
 END_TEST
 
+/* ---------------------------------------------------------------- hardening */
+
+/* Bounds this test process's address space, so that a reader that does not
+** bound what it reads fails with ENOMEM instead of eating the machine. Not
+** under ASan, which reserves terabytes of address space. */
+#if defined(__SANITIZE_ADDRESS__)
+#define SFA_TEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SFA_TEST_ASAN 1
+#endif
+#endif
+static void limit_memory(void) {
+#ifndef SFA_TEST_ASAN
+  struct rlimit rl = {(rlim_t)3 << 30, (rlim_t)3 << 30};
+  ck_assert_int_eq(setrlimit(RLIMIT_AS, &rl), 0);
+#endif
+}
+
+/* "timeout 30 TOOL args": a tool that blocks fails instead of hanging. */
+static int run_tool_bounded(char *out, size_t n, const char *args) {
+  char cmd[2048];
+  snprintf(cmd, sizeof cmd, "timeout 30 '%s' %s 2>&1", TOOL, args);
+  FILE *f = popen(cmd, "r");
+  ck_assert_ptr_nonnull(f);
+  size_t len = fread(out, 1, n - 1, f);
+  out[len] = '\0';
+  int st = pclose(f);
+  ck_assert_msg(WIFEXITED(st), "%s did not exit", cmd);
+  return WEXITSTATUS(st);
+}
+
+static int is_regular(const char *path) {
+  struct stat sb;
+  return lstat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+static int is_symlink(const char *path) {
+  struct stat sb;
+  return lstat(path, &sb) == 0 && S_ISLNK(sb.st_mode);
+}
+
+static void set_old(const char *path, int days) {
+  struct timespec ts[2];
+  ts[0].tv_sec = ts[1].tv_sec = time(NULL) - (time_t)days * 86400;
+  ts[0].tv_nsec = ts[1].tv_nsec = 0;
+  ck_assert_int_eq(utimensat(AT_FDCWD, path, ts, AT_SYMLINK_NOFOLLOW), 0);
+}
+
+/* A valid cache file for material m written outside the cache, at path. */
+static void valid_file_at(const char *path, const char *m, size_t ml) {
+  char tmp[1024], src[1100];
+  snprintf(tmp, sizeof tmp, "%s/scratch-store", g_dir);
+  sfa_store *st = open_store(tmp);
+  put_ok(st, m, ml, "payload!", 8);
+  sfa_store_close(st);
+  file_path(tmp, m, ml, src, sizeof src);
+  size_t fl;
+  unsigned char *f = read_file(src, &fl);
+  write_file(path, f, fl);
+  free(f);
+  tu_rm_rf(tmp);
+}
+
+/* kernels/ab is a symbolic link to a directory outside the cache that holds a
+** bad file with a cache file's name: verify --fix, prune and clear never
+** delete it, and say that the link is not followed. */
+START_TEST(verify_fix_does_not_follow_a_symlinked_subdir) {
+  char cache[1024], outside[1024], victim[1100], link[1100], out[8192], args[1200];
+  snprintf(cache, sizeof cache, "%s/cache", g_dir);
+  snprintf(outside, sizeof outside, "%s/outside", g_dir);
+  snprintf(victim, sizeof victim, "%s/ab000000000000000000000000000000.cubin", outside);
+  write_file(victim, "not a cache file", 16);
+  set_old(victim, 30);
+  sfa_store_close(open_store(cache));
+  snprintf(link, sizeof link, "%s/kernels/ab", cache);
+  ck_assert_int_eq(symlink(outside, link), 0);
+  const char *cmds[] = {"verify --fix", "prune --older-than 1 --max-size 0", "clear", "list"};
+  for (int i = 0; i < 4; i++) {
+    snprintf(args, sizeof args, "--dir '%s' %s", cache, cmds[i]);
+    int rc = run_tool_bounded(out, sizeof out, args);
+    ck_assert_msg(is_regular(victim), "'%s' deleted %s through the link: %s", cmds[i], victim,
+                  out);
+    ck_assert_msg(rc == 0, "'%s' exited %d: %s", cmds[i], rc, out);
+    ck_assert_msg(strstr(out, "kernels/ab") && strstr(out, "symbolic link"),
+                  "'%s' does not say that kernels/ab is skipped: %s", cmds[i], out);
+  }
+  ck_assert(is_symlink(link));
+}
+END_TEST
+
+/* kernels itself is a symbolic link to another cache's kernels: clear (and
+** the others) delete nothing there. */
+START_TEST(clear_does_not_follow_a_symlinked_kernels_dir) {
+  char keys[3][SFA_STORE_KEY_HEX], cache[1024], link[1100], target[1100], out[8192], args[1200];
+  const double ages[3] = {40, 40, 40};
+  populate(keys, ages, 100); /* g_dir is the other cache */
+  snprintf(cache, sizeof cache, "%s/second", g_dir);
+  ck_assert_int_eq(mkdir(cache, 0700), 0);
+  snprintf(link, sizeof link, "%s/kernels", cache);
+  snprintf(target, sizeof target, "%s/kernels", g_dir);
+  ck_assert_int_eq(symlink(target, link), 0);
+  const char *cmds[] = {"clear", "verify --fix", "prune --older-than 1 --max-size 0", "list"};
+  for (int i = 0; i < 4; i++) {
+    snprintf(args, sizeof args, "--dir '%s' %s", cache, cmds[i]);
+    int rc = run_tool_bounded(out, sizeof out, args);
+    ck_assert_msg(count_files(g_dir, ".cubin") == 3, "'%s' deleted files through the link: %s",
+                  cmds[i], out);
+    ck_assert_msg(rc == 0, "'%s' exited %d: %s", cmds[i], rc, out);
+    ck_assert_msg(strstr(out, "symbolic link") != NULL, "'%s': %s", cmds[i], out);
+    ck_assert_msg(strstr(out, "total: 0 kernels") || strstr(out, "removed 0") ||
+                      strstr(out, "checked 0 files"), "'%s' listed files through the link: %s",
+                  cmds[i], out);
+  }
+  ck_assert(is_symlink(link));
+}
+END_TEST
+
+/* A symbolic link with a cache file's name is neither read, nor listed as a
+** kernel, nor deleted (nor its target). */
+START_TEST(a_symlinked_entry_is_never_read_or_deleted) {
+  char m[256], key[SFA_STORE_KEY_HEX], target[1024], link[1100], out[8192], args[1200];
+  size_t ml = material(m, sizeof m, "linked", 0);
+  sfa_store_key(m, ml, key);
+  snprintf(target, sizeof target, "%s/elsewhere/file.cubin", g_dir);
+  valid_file_at(target, m, ml);
+  set_old(target, 30);
+  sfa_store *st = open_store(g_dir);
+  file_path(g_dir, m, ml, link, sizeof link);
+  write_file(link, "x", 1); /* makes kernels/<xx> */
+  ck_assert_int_eq(unlink(link), 0);
+  ck_assert_int_eq(symlink(target, link), 0);
+  set_old(link, 30);
+  expect_miss(st, m, ml, "symbolic link");
+  sfa_store_close(st);
+  const char *cmds[] = {"verify --fix", "prune --older-than 1", "clear"};
+  for (int i = 0; i < 3; i++) {
+    snprintf(args, sizeof args, "--dir '%s' %s", g_dir, cmds[i]);
+    ck_assert_int_eq(run_tool_bounded(out, sizeof out, args), 0);
+    ck_assert_msg(is_symlink(link) && is_regular(target), "'%s' removed the link or its target: %s",
+                  cmds[i], out);
+    ck_assert_msg(strstr(out, key) && strstr(out, "symbolic link"), "'%s': %s", cmds[i], out);
+  }
+}
+END_TEST
+
+/* Files whose names are not the store's own (<key>.cubin, <key>.cubin.tmp.XXXXXX)
+** are neither listed nor deleted. */
+START_TEST(only_the_stores_own_file_names_are_deleted) {
+  char keys[3][SFA_STORE_KEY_HEX], out[8192], args[1200], path[1024];
+  const double ages[3] = {40, 40, 40};
+  populate(keys, ages, 100);
+  const char *foreign[] = {"notes.cubin", "ABCDEF00000000000000000000000000.cubin",
+                           "0123.cubin", "my.cubin.tmp.backup",
+                           "00000000000000000000000000000000.cubin.tmp.toolong1"};
+  for (int i = 0; i < 5; i++) {
+    snprintf(path, sizeof path, "%s/kernels/%.2s/%s", g_dir, keys[0], foreign[i]);
+    write_file(path, "user data", 9);
+    set_old(path, 30);
+  }
+  snprintf(path, sizeof path, "%s/kernels/%.2s/%s.cubin.tmp.Ab12Cd", g_dir, keys[0], keys[0]);
+  write_file(path, "partial", 7);
+  set_old(path, 30);
+  snprintf(args, sizeof args, "--dir '%s' list", g_dir);
+  ck_assert_int_eq(run_tool_bounded(out, sizeof out, args), 0);
+  ck_assert_msg(strstr(out, "total: 3 kernels") != NULL, "%s", out);
+  snprintf(args, sizeof args, "--dir '%s' verify --fix", g_dir);
+  ck_assert_int_eq(run_tool_bounded(out, sizeof out, args), 0);
+  ck_assert_msg(strstr(out, "checked 3 files: 1 bad, 1 removed") != NULL, "%s", out);
+  snprintf(args, sizeof args, "--dir '%s' clear", g_dir);
+  ck_assert_int_eq(run_tool_bounded(out, sizeof out, args), 0);
+  ck_assert_msg(strstr(out, "removed 2 kernel files and 1 stale temporary file") != NULL, "%s",
+                out);
+  for (int i = 0; i < 5; i++) {
+    snprintf(path, sizeof path, "%s/kernels/%.2s/%s", g_dir, keys[0], foreign[i]);
+    ck_assert_msg(is_regular(path), "%s was deleted", foreign[i]);
+  }
+  ck_assert_int_eq(count_files(g_dir, ".tmp.Ab12Cd"), 0);
+}
+END_TEST
+
+/* A FIFO with a cache file's name: gets and the tool never block on it; it is
+** reported, not deleted. */
+START_TEST(a_fifo_entry_never_blocks) {
+  char m[256], key[SFA_STORE_KEY_HEX], path[1024], out[8192], args[1200];
+  size_t ml = material(m, sizeof m, "fifo", 0);
+  sfa_store_key(m, ml, key);
+  sfa_store *st = open_store(g_dir);
+  file_path(g_dir, m, ml, path, sizeof path);
+  write_file(path, "x", 1);
+  ck_assert_int_eq(unlink(path), 0);
+  ck_assert_int_eq(mkfifo(path, 0600), 0);
+  expect_miss(st, m, ml, "FIFO");
+  sfa_store_close(st);
+  const char *cmds[] = {"list", "verify --fix", "clear"};
+  for (int i = 0; i < 3; i++) {
+    snprintf(args, sizeof args, "--dir '%s' %s", g_dir, cmds[i]);
+    ck_assert_msg(run_tool_bounded(out, sizeof out, args) == 0, "'%s': %s", cmds[i], out);
+    ck_assert_msg(strstr(out, key) && strstr(out, "FIFO"), "'%s': %s", cmds[i], out);
+    struct stat sb;
+    ck_assert_int_eq(lstat(path, &sb), 0);
+    ck_assert(S_ISFIFO(sb.st_mode));
+  }
+}
+END_TEST
+
+/* A 15 GB (sparse) entry whose header is consistent is refused by its size
+** before anything is allocated or read. */
+START_TEST(a_huge_entry_is_refused_unread) {
+  char m[256], path[1024];
+  size_t ml = material(m, sizeof m, "huge", 0);
+  const uint64_t total = 15ull << 30, plen = total - SFA_STORE_HEADER_BYTES - ml;
+  unsigned char hdr[SFA_STORE_HEADER_BYTES];
+  memcpy(hdr, "SFACUBIN\x01\0\0\0", 12);
+  for (int i = 0; i < 8; i++) {
+    hdr[12 + i] = (unsigned char)((uint64_t)ml >> (8 * i));
+    hdr[20 + i] = (unsigned char)(plen >> (8 * i));
+    hdr[28 + i] = 0;
+  }
+  XXH3_state_t s;
+  XXH3_64bits_reset(&s);
+  XXH3_64bits_update(&s, hdr, 36);
+  XXH3_64bits_update(&s, m, ml);
+  uint64_t hs = XXH3_64bits_digest(&s);
+  for (int i = 0; i < 8; i++) hdr[36 + i] = (unsigned char)(hs >> (8 * i));
+  sfa_store *st = open_store(g_dir);
+  file_path(g_dir, m, ml, path, sizeof path);
+  write_file(path, hdr, sizeof hdr);
+  FILE *f = fopen(path, "ab");
+  ck_assert_int_eq(fwrite(m, 1, ml, f), ml);
+  fclose(f);
+  ck_assert_int_eq(truncate(path, (off_t)total), 0);
+  limit_memory();
+  double t0 = tu_now_ms();
+  expect_miss(st, m, ml, "more than");
+  ck_assert_double_lt(tu_now_ms() - t0, 5000);
+  sfa_store_close(st);
+}
+END_TEST
+
+static int mode_of(const char *path) {
+  struct stat sb;
+  ck_assert_msg(stat(path, &sb) == 0, "%s: %s", path, strerror(errno));
+  return (int)(sb.st_mode & 07777);
+}
+
+START_TEST(the_cache_dir_is_created_with_mode_0700) {
+  char dir[1024], sub[1100], m[256];
+  snprintf(dir, sizeof dir, "%s/new/cache", g_dir);
+  sfa_store *st = open_store(dir);
+  ck_assert_int_eq(sfa_store_is_memory_only(st), 0);
+  size_t ml = material(m, sizeof m, "mode", 0);
+  put_ok(st, m, ml, "abc", 3);
+  char key[SFA_STORE_KEY_HEX];
+  sfa_store_key(m, ml, key);
+  snprintf(sub, sizeof sub, "%s/new", g_dir);
+  ck_assert_int_eq(mode_of(sub), 0700);
+  ck_assert_int_eq(mode_of(dir), 0700);
+  snprintf(sub, sizeof sub, "%s/kernels", dir);
+  ck_assert_int_eq(mode_of(sub), 0700);
+  snprintf(sub, sizeof sub, "%s/kernels/%.2s", dir, key);
+  ck_assert_int_eq(mode_of(sub), 0700);
+  sfa_store_close(st);
+}
+END_TEST
+
+/* dir holds a valid entry for m; opening it must refuse it: one warning naming
+** it and want, memory only, the entry not read, nothing written there. */
+static void expect_refused(const char *dir, const char *m, size_t ml, const char *want) {
+  char errpath[1100];
+  snprintf(errpath, sizeof errpath, "%s/stderr.txt", g_dir);
+  int before = count_files(dir, ".cubin");
+  int saved = tu_capture_stderr(errpath);
+  sfa_store *st = NULL;
+  sfa_status rc = sfa_store_open(&st, dir, 0, NULL, 0);
+  if (rc == SFA_OK) {
+    char m2[256];
+    size_t ml2 = material(m2, sizeof m2, "refused-put", 0);
+    put_ok(st, m2, ml2, "xyz", 3);
+    put_ok(st, m2, ml2, "xyz", 3);
+    expect_hit(st, m2, ml2, "xyz", 3); /* from memory */
+  }
+  tu_restore_stderr(saved);
+  ck_assert_int_eq(rc, SFA_OK);
+  size_t n;
+  char *text = (char *)read_file(errpath, &n);
+  text[n] = '\0';
+  ck_assert_msg(sfa_store_is_memory_only(st) == 1, "%s was used: %s", dir, text);
+  ck_assert_msg(tu_count_substr(text, "sfa: warning") == 1, "stderr: %s", text);
+  ck_assert_msg(strstr(text, dir) && strstr(text, want) && strstr(text, "memory only"),
+                "warning lacks '%s': %s", want, text);
+  free(text);
+  expect_miss(st, m, ml, NULL); /* the planted entry is not read */
+  ck_assert_int_eq(count_files(dir, ".cubin"), before);
+  sfa_store_close(st);
+}
+
+START_TEST(a_cache_dir_writable_by_others_is_refused) {
+  char dir[1024], m[256];
+  snprintf(dir, sizeof dir, "%s/shared", g_dir);
+  size_t ml = material(m, sizeof m, "planted", 0);
+  sfa_store *st = open_store(dir);
+  put_ok(st, m, ml, "evil", 4);
+  sfa_store_close(st);
+  ck_assert_int_eq(chmod(dir, 01777), 0); /* like /tmp */
+  expect_refused(dir, m, ml, "writable");
+  ck_assert_int_eq(chmod(dir, 0770), 0); /* group-writable */
+  expect_refused(dir, m, ml, "writable");
+  ck_assert_int_eq(chmod(dir, 0755), 0); /* fine */
+  st = open_store(dir);
+  ck_assert_int_eq(sfa_store_is_memory_only(st), 0);
+  expect_hit(st, m, ml, "evil", 4);
+  sfa_store_close(st);
+  /* kernels/ writable by others is refused as well */
+  char kernels[1100];
+  snprintf(kernels, sizeof kernels, "%s/kernels", dir);
+  ck_assert_int_eq(chmod(kernels, 0777), 0);
+  expect_refused(dir, m, ml, "writable");
+}
+END_TEST
+
+START_TEST(a_cache_dir_of_another_user_is_refused) {
+  char dir[1024], m[256];
+  snprintf(dir, sizeof dir, "%s/theirs", g_dir);
+  size_t ml = material(m, sizeof m, "planted", 1);
+  sfa_store *st = open_store(dir);
+  put_ok(st, m, ml, "evil", 4);
+  sfa_store_close(st);
+  if (geteuid() != 0) {
+    printf("a_cache_dir_of_another_user_is_refused: not root, cannot give %s to another user; "
+           "the ownership check is not exercised\n", dir);
+    return;
+  }
+  ck_assert_int_eq(chown(dir, 12345, 12345), 0);
+  expect_refused(dir, m, ml, "owned by uid 12345");
+}
+END_TEST
+
+/* sfa-cache on an empty or absent cache: no sanitizer report (qsort(NULL, 0)). */
+START_TEST(tool_on_an_empty_cache_reports_no_runtime_error) {
+  char out[8192], args[1200];
+  const char *cmds[] = {"list", "verify", "verify --fix", "prune --older-than 1 --max-size 1",
+                        "clear"};
+  for (int absent = 0; absent < 2; absent++)
+    for (int i = 0; i < 5; i++) {
+      snprintf(args, sizeof args, "--dir '%s%s' %s", g_dir, absent ? "/absent" : "", cmds[i]);
+      ck_assert_msg(run_tool_bounded(out, sizeof out, args) == 0, "'%s': %s", args, out);
+      ck_assert_msg(strstr(out, "runtime error") == NULL && strstr(out, "Sanitizer") == NULL,
+                    "'%s': %s", args, out);
+    }
+}
+END_TEST
+
 /* ---------------------------------------------------------------- suite */
 
 static Suite *cache_suite(void) {
@@ -949,11 +1323,21 @@ static Suite *cache_suite(void) {
       {"tool_verify", tool_verify},
       {"tool_prune", tool_prune},
       {"tool_clear", tool_clear},
+      {"symlinked_subdir", verify_fix_does_not_follow_a_symlinked_subdir},
+      {"symlinked_kernels", clear_does_not_follow_a_symlinked_kernels_dir},
+      {"symlinked_entry", a_symlinked_entry_is_never_read_or_deleted},
+      {"own_names_only", only_the_stores_own_file_names_are_deleted},
+      {"fifo_entry", a_fifo_entry_never_blocks},
+      {"huge_entry", a_huge_entry_is_refused_unread},
+      {"mode_0700", the_cache_dir_is_created_with_mode_0700},
+      {"writable_by_others", a_cache_dir_writable_by_others_is_refused},
+      {"other_owner", a_cache_dir_of_another_user_is_refused},
+      {"tool_empty_cache", tool_on_an_empty_cache_reports_no_runtime_error},
   };
   for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
     TCase *tc = tcase_create(tests[i].name);
     tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_set_timeout(tc, 120);
+    tcase_set_timeout(tc, 120); /* a reader that blocks fails the test, never hangs it */
     tcase_add_test(tc, tests[i].test);
     suite_add_tcase(s, tc);
   }

@@ -8,7 +8,9 @@
 ** a name (arch included) in the first directory that lists it; a corrupted,
 ** truncated, longer or missing cubin is rejected with a message naming the
 ** file, warned about once, and then passed over (the next directory listing
-** the kernel is used); rows without a cubin are passed over. No GPU.
+** the kernel is used); so is a row whose key is not the key this runtime
+** computes for its kernel, and a FIFO in place of a cubin or of the manifest
+** never blocks; rows without a cubin are passed over. No GPU.
 */
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +22,7 @@
 #include "gen/manifest.h"
 #include "runtime/internal.h"
 #include "runtime/kernel_dir.h"
+#include "runtime/keymat.h"
 #include "testutil.h"
 
 static const char *const NAMES[4] = {
@@ -31,8 +34,12 @@ static const char *const NAMES[4] = {
 #define NK 4
 
 static char root[512];
+static unsigned g_wrong_key; /* rows (bit i = NAMES[i]) that make_dir writes with a wrong key */
 
-static void setup(void) { snprintf(root, sizeof root, "%s", tu_mkdtemp()); }
+static void setup(void) {
+  snprintf(root, sizeof root, "%s", tu_mkdtemp());
+  g_wrong_key = 0;
+}
 static void teardown(void) { tu_rm_rf(root); }
 
 /* ------------------------------------------------------------ helpers */
@@ -66,11 +73,16 @@ static const char *make_dir(const char *tag, unsigned mask, unsigned nocubin, ch
   char *text = malloc(16384);
   ck_assert_ptr_nonnull(text);
   snprintf(text, 16384, "%s", sfa__manifest_header());
-  const char key[SFA_STORE_KEY_HEX] = "0123456789abcdef0123456789abcdef";
   for (int i = 0; i < NK; i++) {
     if (!(mask & (1u << i))) continue;
     sfa_kernel_spec s;
     ck_assert_int_eq(sfa_spec_parse(NAMES[i], &s, NULL, 0), SFA_OK);
+    /* the key sfa-gen writes: that of the generated source (and this NVRTC) */
+    char key[SFA_STORE_KEY_HEX], *src = NULL;
+    ck_assert_int_eq(sfa_generate(&s, &src, NULL, 0), SFA_OK);
+    ck_assert_int_eq(sfa__kernel_key(&s, src, key), SFA_OK);
+    sfa_free(src);
+    if ((g_wrong_key >> i) & 1) key[5] = key[5] == '0' ? '1' : '0';
     char file[200];
     snprintf(file, sizeof file, "%s.cubin", NAMES[i]);
     size_t len = cubin_bytes(tag, i, bin, sizeof bin);
@@ -293,7 +305,8 @@ static void damaged(int how, const char *what) {
   if (how == 0) bin[n / 2] ^= 0x40, spit(path, bin, n);   /* corrupted */
   else if (how == 1) spit(path, bin, n - 100);            /* truncated */
   else if (how == 2) bin[n] = 0, spit(path, bin, n + 1);  /* longer */
-  else ck_assert_int_eq(unlink(path), 0);                 /* missing */
+  else if (how == 3) ck_assert_int_eq(unlink(path), 0);   /* missing */
+  else ck_assert(unlink(path) == 0 && mkfifo(path, 0600) == 0); /* a FIFO */
   void *out = (void *)1;
   size_t len = 7;
   const sfa__manifest_entry *hit = (void *)1;
@@ -327,6 +340,57 @@ END_TEST
 START_TEST(longer_cubin) { damaged(2, "longer"); }
 END_TEST
 START_TEST(missing_cubin) { damaged(3, "cannot open"); }
+END_TEST
+START_TEST(a_fifo_cubin_never_blocks) { damaged(4, "FIFO"); }
+END_TEST
+
+/* A row whose key column is not the key this runtime computes for its kernel
+** (written by another sfa version, templates or NVRTC, or edited): its cubin
+** is not used; one warning, like a corrupt cubin, and the row is passed over. */
+START_TEST(a_row_whose_key_differs_is_rejected_once) {
+  sfa__kernel_dirs *kd = new_kd();
+  char dir[600], path[800], err[2048];
+  g_wrong_key = 1u << 2;
+  make_dir("key", 0xF, 0, dir, sizeof dir);
+  add_ok(kd, dir, NK);
+  cubin_path(dir, 2, path, sizeof path);
+  void *out = (void *)1;
+  size_t len = 7;
+  const sfa__manifest_entry *hit = (void *)1;
+  char *log = NULL;
+  ck_assert_int_eq(lookup(kd, NAMES[2], &out, &len, &hit, err, sizeof err, &log),
+                   SFA_ERR_NOT_FOUND);
+  ck_assert_ptr_null(out);
+  ck_assert_ptr_null(hit);
+  ck_assert_msg(strstr(err, "key") && strstr(err, NAMES[2]), "%s", err);
+  ck_assert_int_eq(tu_count_substr(log, "warning"), 1);
+  ck_assert_msg(strstr(log, NAMES[2]) && strstr(log, "key"), "%s", log);
+  free(log);
+  ck_assert_ptr_null(sfa__kdirs_find(kd, NAMES[2]));
+  ck_assert_int_eq(lookup(kd, NAMES[2], &out, &len, &hit, err, sizeof err, &log),
+                   SFA_ERR_NOT_FOUND);
+  ck_assert_str_eq(log, "");
+  free(log);
+  /* the rows with the right key are served */
+  ck_assert_int_eq(lookup(kd, NAMES[3], &out, &len, &hit, err, sizeof err, &log), SFA_OK);
+  free(out), free(log);
+  sfa__kdirs_free(kd);
+}
+END_TEST
+
+/* A FIFO as manifest.tsv: adding the directory fails at once (SFA_ERR_IO). */
+START_TEST(a_fifo_manifest_never_blocks) {
+  sfa__kernel_dirs *kd = new_kd();
+  char dir[600], path[800], err[2048] = "";
+  make_dir("fifo", 0xF, 0, dir, sizeof dir);
+  snprintf(path, sizeof path, "%s/manifest.tsv", dir);
+  ck_assert_int_eq(unlink(path), 0);
+  ck_assert_int_eq(mkfifo(path, 0600), 0);
+  ck_assert_int_eq(sfa__kdirs_add(kd, dir, NULL, err, sizeof err), SFA_ERR_IO);
+  ck_assert_msg(strstr(err, path) && strstr(err, "FIFO"), "%s", err);
+  ck_assert_uint_eq(sfa__kdirs_count(kd), 0);
+  sfa__kdirs_free(kd);
+}
 END_TEST
 
 /* A damaged cubin in the first directory: the second one's copy is used. */
@@ -443,6 +507,7 @@ static Suite *kernel_dir_suite(void) {
   Suite *s = suite_create("kernel_dir");
   TCase *tc = tcase_create("kernel_dir");
   tcase_add_checked_fixture(tc, setup, teardown);
+  tcase_set_timeout(tc, 60); /* a reader that blocks fails the test, never hangs it */
   tcase_add_test(tc, missing_dir_file_and_empty_names);
   tcase_add_test(tc, missing_manifest);
   tcase_add_test(tc, malformed_manifest_adds_nothing);
@@ -453,6 +518,9 @@ static Suite *kernel_dir_suite(void) {
   tcase_add_test(tc, truncated_cubin);
   tcase_add_test(tc, longer_cubin);
   tcase_add_test(tc, missing_cubin);
+  tcase_add_test(tc, a_fifo_cubin_never_blocks);
+  tcase_add_test(tc, a_row_whose_key_differs_is_rejected_once);
+  tcase_add_test(tc, a_fifo_manifest_never_blocks);
   tcase_add_test(tc, damaged_row_falls_through_to_the_next_directory);
   tcase_add_test(tc, rows_without_cubin_are_passed_over);
   tcase_add_test(tc, public_api_and_environment);

@@ -4,12 +4,15 @@
 ** runtime's cache key, cubin path) and reads verified cubins. A missing,
 ** corrupted, truncated or extended cubin, every kind of malformed line, an
 ** unknown, missing or doubled column, and empty or missing manifests are each
-** rejected with a message naming the file (and line) and the problem.
-** Needs gen/sfa-gen built next to the tests; no GPU.
+** rejected with a message naming the file (and line) and the problem; a FIFO
+** or a device where the manifest or a cubin should be is refused without
+** blocking, an over-long line is an error. Needs gen/sfa-gen built next to
+** the tests; no GPU.
 */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -33,7 +36,16 @@ static int run(const char *cmd) {
 }
 
 static void make_kernels(void) {
-  const char *tool = SFA_BINARY_DIR "/gen/sfa-gen";
+  /* build/gen/sfa-gen, found from this test's own path (build/tests/...), so
+  ** that a build directory copied elsewhere still finds it */
+  char tool[1100], exe[1024];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n > 0 && (exe[n] = '\0', strrchr(exe, '/'))) {
+    *strrchr(exe, '/') = '\0';
+    snprintf(tool, sizeof tool, "%s/../gen/sfa-gen", exe);
+  } else {
+    snprintf(tool, sizeof tool, "%s/gen/sfa-gen", SFA_BINARY_DIR);
+  }
   char cmd[2048];
   if (access(tool, X_OK) != 0) {
     fprintf(stderr, "test_manifest: %s is not built (build all targets first)\n", tool);
@@ -494,6 +506,38 @@ START_TEST(missing_empty_or_binary_manifest) {
 }
 END_TEST
 
+/* A FIFO as manifest.tsv or as a cubin: refused at once (SFA_ERR_IO, the
+** message names the file and says FIFO), never a blocked open. */
+START_TEST(a_fifo_manifest_or_cubin_never_blocks) {
+  const char *dir = copy_kernels();
+  char path[1024];
+  cubin_path(dir, path, sizeof path);
+  ck_assert_int_eq(unlink(path), 0);
+  ck_assert_int_eq(mkfifo(path, 0600), 0);
+  read_fails(dir, SFA_ERR_IO, "FIFO", NULL);
+  snprintf(path, sizeof path, "%s/manifest.tsv", dir);
+  ck_assert_int_eq(unlink(path), 0);
+  ck_assert_int_eq(mkfifo(path, 0600), 0);
+  load_fails(dir, SFA_ERR_IO, path, "FIFO");
+  /* a character device (through a link) as manifest.tsv */
+  ck_assert_int_eq(unlink(path), 0);
+  ck_assert_int_eq(symlink("/dev/zero", path), 0);
+  load_fails(dir, SFA_ERR_IO, path, "character device");
+  tu_rm_rf(dir);
+}
+END_TEST
+
+/* Every line is bounded (4096 bytes), comments included. */
+START_TEST(an_overlong_line_is_an_error) {
+  char *comment = malloc(5001);
+  comment[0] = '#';
+  memset(comment + 1, 'x', 4999);
+  comment[5000] = '\0';
+  line_fails(2, -1, comment, "longer than");
+  free(comment);
+}
+END_TEST
+
 /* What sfa-gen writes is what sfa__manifest_line formats. */
 START_TEST(writer_line) {
   sfa_kernel_spec s;
@@ -532,6 +576,8 @@ int main(void) {
   tcase_add_test(tc, header_errors);
   tcase_add_test(tc, missing_empty_or_binary_manifest);
   tcase_add_test(tc, writer_line);
+  tcase_add_test(tc, a_fifo_manifest_or_cubin_never_blocks);
+  tcase_add_test(tc, an_overlong_line_is_an_error);
   suite_add_tcase(s, tc);
   return tu_run_suite(s);
 }

@@ -4,17 +4,51 @@
 ** driver (exit 1, no crash; only checked where libcuda.so.1 is absent), and
 ** the db round trip --import / --list / --export with --gpu and --cc (a
 ** wgmma row included), a db of another GPU refused, and a v1 db (no mma
-** column) imported as mma sync. Needs build/sfa-tune.
+** column) imported as mma sync; times below a nanosecond survive the round
+** trip; --import of a device or a FIFO and --export onto a FIFO are refused
+** without blocking or reading without bound. Needs build/sfa-tune.
 */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "testutil.h"
 
-static const char *TOOL = SFA_BINARY_DIR "/sfa-tune";
+/* build/sfa-tune, found from this test's own path (build/tests/test_sfa_tune),
+** so that a build directory copied elsewhere still finds it. */
+static char TOOL[1100];
+
+static void find_tool(void) {
+  char exe[1024];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n <= 0) {
+    snprintf(TOOL, sizeof TOOL, "%s/sfa-tune", SFA_BINARY_DIR);
+    return;
+  }
+  exe[n] = '\0';
+  char *slash = strrchr(exe, '/');
+  if (slash) *slash = '\0';
+  snprintf(TOOL, sizeof TOOL, "%s/../sfa-tune", exe);
+}
+
+#if defined(__SANITIZE_ADDRESS__)
+#define SFA_TEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SFA_TEST_ASAN 1
+#endif
+#endif
+/* A shell prefix that bounds the tool's time and memory, so that a reader
+** that blocks or reads without bound fails instead of hanging or eating the
+** machine (no memory bound under ASan, which reserves terabytes). */
+#ifdef SFA_TEST_ASAN
+#define BOUNDED "timeout 30 "
+#else
+#define BOUNDED "ulimit -v 3000000; timeout 30 "
+#endif
 static char dir[512];
 
 static void setup(void) { snprintf(dir, sizeof dir, "%s", tu_mkdtemp()); }
@@ -24,7 +58,7 @@ static void teardown(void) { tu_rm_rf(dir); }
 static int run_tool(const char *args, char *out, size_t n) {
   char cmd[4096], path[700];
   snprintf(path, sizeof path, "%s/out.txt", dir);
-  snprintf(cmd, sizeof cmd, "'%s' %s > '%s' 2>&1", TOOL, args, path);
+  snprintf(cmd, sizeof cmd, BOUNDED "'%s' %s > '%s' 2>&1", TOOL, args, path);
   int rc = system(cmd);
   FILE *f = fopen(path, "r");
   ck_assert_ptr_nonnull(f);
@@ -47,9 +81,11 @@ static const char SHIP[] =
   "gpu\tcc\tpass\tmode\tdtype\thead_dim\tflags\tsize_bucket\tblock_m\tblock_n\tnum_warps\t"
   "num_stages\tmma\ttime_us\tdefault_time_us\tdate\n"
   "Fake GPU\t90\tfwd\tdense\tbf16\t128\tcausal\ttq4096_tk4096_bh256\t64\t128\t4\t1\twgmma\t"
-  "900.000\t1000.000\t2025-01-01T00:00:00Z\n"
-  "Fake GPU\t90\tfwd\thash\tbf16\t64\t-\ttq16384_tk16384_bh64\t64\t64\t4\t2\tsync\t500.000\t"
-  "600.000\t2025-01-01T00:00:00Z\n";
+  "900\t1000\t2025-01-01T00:00:00Z\n"
+  "Fake GPU\t90\tfwd\thash\tbf16\t64\t-\ttq16384_tk16384_bh64\t64\t64\t4\t2\tsync\t500.125\t"
+  "600.5\t2025-01-01T00:00:00Z\n"
+  "Fake GPU\t90\tfwd\thash\tbf16\t64\t-\ttq16384_tk16384_bh128\t64\t64\t4\t2\tsync\t"
+  "0.000123\t0.0004\t2025-01-01T00:00:00Z\n";
 
 /* A db of format v1 (no mma column) and what it is exported as: mma sync. */
 static const char SHIP_V1[] =
@@ -63,7 +99,7 @@ static const char SHIP_V1_AS_V2[] =
   "gpu\tcc\tpass\tmode\tdtype\thead_dim\tflags\tsize_bucket\tblock_m\tblock_n\tnum_warps\t"
   "num_stages\tmma\ttime_us\tdefault_time_us\tdate\n"
   "Fake GPU\t90\tfwd\tdense\tbf16\t128\tcausal\ttq4096_tk4096_bh256\t128\t64\t4\t1\tsync\t"
-  "900.000\t1000.000\t2025-01-01T00:00:00Z\n";
+  "900\t1000\t2025-01-01T00:00:00Z\n";
 
 static void slurp(const char *path, char *text, size_t cap) {
   FILE *f = fopen(path, "r");
@@ -120,7 +156,7 @@ START_TEST(import_list_export_round_trip) {
   snprintf(args, sizeof args, "--cache-dir '%s/c' --gpu 'Fake GPU' --cc 90 --import '%s' --list "
            "--export '%s'", dir, ship, exp);
   ck_assert_msg(run_tool(args, out, sizeof out) == 0, "%s", out);
-  ck_assert_msg(strstr(out, "2 rows added or replaced") && strstr(out, "tq4096_tk4096_bh256") &&
+  ck_assert_msg(strstr(out, "3 rows added or replaced") && strstr(out, "tq4096_tk4096_bh256") &&
                 strstr(out, "m64n128_w4s1_wg") && strstr(out, "m64n64_w4s2 ") &&
                 strstr(out, "1.111x"), "%s", out);
   /* the cache's db now holds the rows; the exported file equals them */
@@ -133,7 +169,7 @@ START_TEST(import_list_export_round_trip) {
   /* --list alone reads the cache's db */
   snprintf(args, sizeof args, "--cache-dir '%s/c' --gpu 'Fake GPU' --cc 90 --list", dir);
   ck_assert_int_eq(run_tool(args, out, sizeof out), 0);
-  ck_assert_msg(strstr(out, ": 2 rows") != NULL, "%s", out);
+  ck_assert_msg(strstr(out, ": 3 rows") != NULL, "%s", out);
   /* another GPU's db is refused */
   snprintf(args, sizeof args, "--cache-dir '%s/c' --gpu 'Other GPU' --cc 90 --import '%s'", dir,
            ship);
@@ -162,6 +198,40 @@ START_TEST(a_v1_db_imports_as_mma_sync) {
 }
 END_TEST
 
+/* --import of a character device or a FIFO: refused at once, nothing read. */
+START_TEST(import_refuses_a_device_or_a_fifo) {
+  char out[16384], args[2048], fifo[600];
+  snprintf(args, sizeof args, "--cache-dir '%s/c' --gpu 'Fake GPU' --cc 90 --import /dev/zero",
+           dir);
+  int rc = run_tool(args, out, sizeof out);
+  ck_assert_msg(rc == 1 && strstr(out, "/dev/zero") && strstr(out, "character device"),
+                "exit %d: %s", rc, out);
+  snprintf(fifo, sizeof fifo, "%s/fifo.tsv", dir);
+  ck_assert_int_eq(mkfifo(fifo, 0600), 0);
+  snprintf(args, sizeof args, "--cache-dir '%s/c' --gpu 'Fake GPU' --cc 90 --import '%s'", dir,
+           fifo);
+  rc = run_tool(args, out, sizeof out);
+  ck_assert_msg(rc == 1 && strstr(out, fifo) && strstr(out, "FIFO"), "exit %d: %s", rc, out);
+}
+END_TEST
+
+/* --export onto a FIFO: refused; the FIFO is not replaced by a file. */
+START_TEST(export_refuses_a_fifo) {
+  char out[16384], args[2048], ship[600], fifo[600];
+  snprintf(ship, sizeof ship, "%s/ship.tsv", dir);
+  spit(ship, SHIP);
+  snprintf(fifo, sizeof fifo, "%s/fifo.tsv", dir);
+  ck_assert_int_eq(mkfifo(fifo, 0600), 0);
+  snprintf(args, sizeof args, "--cache-dir '%s/c' --gpu 'Fake GPU' --cc 90 --import '%s' "
+           "--export '%s'", dir, ship, fifo);
+  int rc = run_tool(args, out, sizeof out);
+  ck_assert_msg(rc == 1 && strstr(out, fifo) && strstr(out, "FIFO"), "exit %d: %s", rc, out);
+  struct stat sb;
+  ck_assert_int_eq(lstat(fifo, &sb), 0);
+  ck_assert(S_ISFIFO(sb.st_mode));
+}
+END_TEST
+
 static Suite *tool_suite(void) {
   Suite *s = suite_create("sfa_tune");
   TCase *tc = tcase_create("sfa_tune");
@@ -170,11 +240,14 @@ static Suite *tool_suite(void) {
   tcase_add_test(tc, no_gpu_fails_cleanly);
   tcase_add_test(tc, import_list_export_round_trip);
   tcase_add_test(tc, a_v1_db_imports_as_mma_sync);
+  tcase_add_test(tc, import_refuses_a_device_or_a_fifo);
+  tcase_add_test(tc, export_refuses_a_fifo);
   suite_add_tcase(s, tc);
   return s;
 }
 
 int main(void) {
+  find_tool();
   if (access(TOOL, X_OK) != 0) {
     fprintf(stderr, "test_sfa_tune: %s is not built (build all targets first)\n", TOOL);
     return 1;

@@ -4,7 +4,9 @@
 ** foreign files (one warning on stderr, never a crash), v1 files (no mma
 ** column) read as mma sync, merging (the faster row wins), atomic saves
 ** without leftovers, saves that keep another writer's rows, exports, and
-** unwritable directories.
+** unwritable directories; times that read back exactly as written (tiny,
+** huge and ordinary); FIFOs, devices, oversized files and symbolic links
+** where the db should be are refused without blocking or reading them.
 */
 #include "cache/tunedb.h"
 #include "testutil.h"
@@ -15,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -256,8 +259,8 @@ START_TEST(round_trip) {
   char *text = read_text(g_path);
   ck_assert_msg(strncmp(text, HEADER COLUMNS, strlen(HEADER COLUMNS)) == 0, "file:\n%s", text);
   ck_assert_msg(strstr(text, "\tcausal+bias+mask\ttq4096_tk4096_bh64\t64\t32\t4\t2\tsync\t"
-                            "321.500\t") != NULL, "file:\n%s", text);
-  ck_assert_msg(strstr(text, "\tcausal\ttq8192_tk8192_bh64\t64\t128\t4\t1\twgmma\t300.750\t") !=
+                            "321.5\t421.5\t") != NULL, "file:\n%s", text);
+  ck_assert_msg(strstr(text, "\tcausal\ttq8192_tk8192_bh64\t64\t128\t4\t1\twgmma\t300.75\t") !=
                     NULL, "file:\n%s", text);
   ck_assert_msg(strstr(text, "\thash\tbf16\t64\t-\t") != NULL, "file:\n%s", text);
   /* sorted: dense before hash before window; within dense tq2048 before tq16384 */
@@ -788,6 +791,209 @@ START_TEST(bad_open_arguments) {
 }
 END_TEST
 
+/* ---------------------------------------------------------------- time formats */
+
+/* Times of every magnitude read back as written (9 significant digits). */
+START_TEST(times_round_trip_through_the_file) {
+  static const double times[][2] = {
+    {1e-7, 2e-7},        /* below 0.0005 us: once written as 0.000 */
+    {0.0004, 0.00049},
+    {4.9e-324, 1e-310},  /* subnormal */
+    {123.456789, 1234.5678},
+    {1e15, 9.99999999e14}, /* the largest allowed */
+    {3.0, 1e-3},
+  };
+  const int n = (int)(sizeof times / sizeof times[0]);
+  sfa_tunedb *db = open_db(0);
+  sfa_tune_row r[8];
+  for (int i = 0; i < n; i++) {
+    r[i] = mkrow(SFA_MODE_DENSE, 64, 0, 1 << i, 128, 64, 4, 2, 1);
+    r[i].time_us = times[i][0];
+    r[i].default_time_us = times[i][1];
+    put_ok(db, &r[i]);
+  }
+  char err[512] = "";
+  ck_assert_msg(sfa_tunedb_save(db, err, sizeof err) == SFA_OK, "%s", err);
+  sfa_tunedb_close(db);
+  char *file = read_text(g_path), *text;
+  db = open_captured(&text);
+  ck_assert_msg(strcmp(text, "") == 0, "reading back warned: %s\nfile:\n%s", text, file);
+  ck_assert_uint_eq(sfa_tunedb_count(db), (size_t)n);
+  for (int i = 0; i < n; i++) {
+    sfa_tune_row got;
+    ck_assert_int_eq(sfa_tunedb_lookup(db, &r[i].key, &got), SFA_OK);
+    ck_assert_msg(fabs(got.time_us - r[i].time_us) <= 1e-8 * r[i].time_us &&
+                      fabs(got.default_time_us - r[i].default_time_us) <=
+                          1e-8 * r[i].default_time_us,
+                  "row %d: wrote %.17g %.17g, read %.17g %.17g\nfile:\n%s", i, r[i].time_us,
+                  r[i].default_time_us, got.time_us, got.default_time_us, file);
+  }
+  ck_assert_msg(strstr(file, "\t1e-07\t2e-07\t") && strstr(file, "\t123.456789\t1234.5678\t") &&
+                    strstr(file, "\t3\t0.001\t"), "file:\n%s", file);
+  /* saving what was read reproduces the file */
+  ck_assert_int_eq(sfa_tunedb_save(db, NULL, 0), SFA_OK);
+  char *again = read_text(g_path);
+  ck_assert_str_eq(again, file);
+  free(again);
+  free(file);
+  free(text);
+  sfa_tunedb_close(db);
+}
+END_TEST
+
+/* A time that could not be written so that it reads back is refused by put,
+** and such a row in a file is a bad row. */
+START_TEST(times_beyond_the_limit_are_refused) {
+  sfa_tunedb *db = open_db(0);
+  char err[512] = "";
+  sfa_tune_row r = mkrow(SFA_MODE_DENSE, 64, 0, 1024, 128, 64, 4, 2, 1);
+  r.time_us = 1.7976931348623157e308;
+  ck_assert_int_eq(sfa_tunedb_put(db, &r, err, sizeof err), SFA_ERR_INVALID_ARGUMENT);
+  ck_assert_msg(strstr(err, "time_us") != NULL, "%s", err);
+  r.time_us = 1;
+  r.default_time_us = 1.1e15;
+  ck_assert_int_eq(sfa_tunedb_put(db, &r, err, sizeof err), SFA_ERR_INVALID_ARGUMENT);
+  sfa_tunedb_close(db);
+  char *text;
+  const char *f = HEADER COLUMNS GOOD_ROW(128, 1024, 2e15) GOOD_ROW(64, 1024, 1e15);
+  db = open_with(f, strlen(f), &text);
+  expect_one_warning(text, ":3:");
+  ck_assert_uint_eq(sfa_tunedb_count(db), 1);
+  free(text);
+  sfa_tunedb_close(db);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- special files */
+
+#if defined(__SANITIZE_ADDRESS__)
+#define SFA_TEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SFA_TEST_ASAN 1
+#endif
+#endif
+/* Bounds this test process's address space, so that a reader that does not
+** bound what it reads fails with ENOMEM instead of eating the machine (not
+** under ASan, which reserves terabytes). */
+static void limit_memory(void) {
+#ifndef SFA_TEST_ASAN
+  struct rlimit rl = {(rlim_t)3 << 30, (rlim_t)3 << 30};
+  ck_assert_int_eq(setrlimit(RLIMIT_AS, &rl), 0);
+#endif
+}
+
+static void make_parent(const char *path) {
+  char cmd[1200];
+  snprintf(cmd, sizeof cmd, "mkdir -p \"$(dirname '%s')\"", path);
+  ck_assert_int_eq(system(cmd), 0);
+}
+
+START_TEST(a_fifo_db_is_ignored_without_blocking) {
+  make_parent(g_path);
+  ck_assert_int_eq(mkfifo(g_path, 0600), 0);
+  char *text, err[1024] = "";
+  sfa_tunedb *db = open_captured(&text);
+  ck_assert_uint_eq(sfa_tunedb_count(db), 0);
+  expect_one_warning(text, "FIFO");
+  free(text);
+  char other[1100];
+  int changed = 0;
+  snprintf(other, sizeof other, "%s/other.tsv", g_dir);
+  ck_assert_int_eq(mkfifo(other, 0600), 0);
+  ck_assert_int_eq(sfa_tunedb_merge_file(db, other, &changed, err, sizeof err), SFA_ERR_IO);
+  ck_assert_msg(strstr(err, other) && strstr(err, "FIFO"), "%s", err);
+  sfa_tunedb_close(db);
+}
+END_TEST
+
+START_TEST(a_character_device_is_refused_unread) {
+  limit_memory();
+  sfa_tunedb *db = open_db(0);
+  char err[1024] = "";
+  int changed = 0;
+  double t0 = tu_now_ms();
+  ck_assert_int_eq(sfa_tunedb_merge_file(db, "/dev/zero", &changed, err, sizeof err),
+                   SFA_ERR_IO);
+  ck_assert_msg(strstr(err, "/dev/zero") && strstr(err, "character device"), "%s", err);
+  ck_assert_double_lt(tu_now_ms() - t0, 5000);
+  sfa_tunedb_close(db);
+}
+END_TEST
+
+/* A 15 GB (sparse) db whose first lines are good is refused by its size. */
+START_TEST(an_oversized_db_is_refused_unread) {
+  const char *head = HEADER COLUMNS GOOD_ROW(128, 1024, 100.000);
+  write_text(g_path, head, strlen(head));
+  ck_assert_int_eq(truncate(g_path, (off_t)(15ull << 30)), 0);
+  limit_memory();
+  double t0 = tu_now_ms();
+  char *text;
+  sfa_tunedb *db = open_captured(&text);
+  ck_assert_uint_eq(sfa_tunedb_count(db), 0);
+  expect_one_warning(text, "more than");
+  ck_assert_double_lt(tu_now_ms() - t0, 5000);
+  free(text);
+  sfa_tunedb_close(db);
+}
+END_TEST
+
+/* The db in the cache has a name the cache made: a symbolic link there is not
+** followed (an explicit path, sfa_tunedb_open_path, may be one). */
+START_TEST(a_symlinked_db_in_the_cache_is_not_followed) {
+  char real[1100], *text;
+  snprintf(real, sizeof real, "%s/shipped.tsv", g_dir);
+  const char *f = HEADER COLUMNS GOOD_ROW(128, 1024, 100);
+  write_text(real, f, strlen(f));
+  make_parent(g_path);
+  ck_assert_int_eq(symlink(real, g_path), 0);
+  sfa_tunedb *db = open_captured(&text);
+  ck_assert_uint_eq(sfa_tunedb_count(db), 0);
+  expect_one_warning(text, "symbolic link");
+  free(text);
+  sfa_tunedb_close(db);
+  char link[1100], err[512] = "";
+  snprintf(link, sizeof link, "%s/link.tsv", g_dir);
+  ck_assert_int_eq(symlink(real, link), 0);
+  ck_assert_int_eq(sfa_tunedb_open_path(&db, link, GPU, 90, 0, err, sizeof err), SFA_OK);
+  ck_assert_uint_eq(sfa_tunedb_count(db), 1);
+  sfa_tunedb_close(db);
+}
+END_TEST
+
+/* Export and save write a temporary file and rename it over the target: a
+** FIFO or device there is refused, not replaced. */
+START_TEST(export_refuses_to_replace_a_special_file) {
+  char fifo[1100], err[1024] = "";
+  snprintf(fifo, sizeof fifo, "%s/ship.tsv", g_dir);
+  ck_assert_int_eq(mkfifo(fifo, 0600), 0);
+  sfa_tunedb *db = open_db(0);
+  sfa_tune_row r = mkrow(SFA_MODE_DENSE, 64, 0, 1024, 128, 64, 4, 2, 10);
+  put_ok(db, &r);
+  ck_assert_int_eq(sfa_tunedb_export(db, fifo, err, sizeof err), SFA_ERR_IO);
+  ck_assert_msg(strstr(err, fifo) && strstr(err, "FIFO"), "%s", err);
+  struct stat sb;
+  ck_assert_int_eq(lstat(fifo, &sb), 0);
+  ck_assert(S_ISFIFO(sb.st_mode));
+  ck_assert_int_eq(count_dir_entries(g_dir), 1); /* no temporary file left */
+  sfa_tunedb_close(db);
+}
+END_TEST
+
+START_TEST(the_tuning_dir_is_created_with_mode_0700) {
+  sfa_tunedb *db = open_db(0);
+  sfa_tune_row r = mkrow(SFA_MODE_DENSE, 64, 0, 1024, 128, 64, 4, 2, 10);
+  put_ok(db, &r);
+  ck_assert_int_eq(sfa_tunedb_save(db, NULL, 0), SFA_OK);
+  sfa_tunedb_close(db);
+  char dir[1100];
+  snprintf(dir, sizeof dir, "%s/tuning", g_dir);
+  struct stat sb;
+  ck_assert_int_eq(stat(dir, &sb), 0);
+  ck_assert_int_eq(sb.st_mode & 07777, 0700);
+}
+END_TEST
+
 static Suite *tunedb_suite(void) {
   Suite *s = suite_create("tunedb");
   TCase *tc = tcase_create("tunedb");
@@ -813,6 +1019,19 @@ static Suite *tunedb_suite(void) {
   tcase_add_test(tc, export_and_open_path);
   tcase_add_test(tc, unwritable_dir_is_an_error);
   tcase_add_test(tc, bad_open_arguments);
+  tcase_add_test(tc, times_round_trip_through_the_file);
+  tcase_add_test(tc, times_beyond_the_limit_are_refused);
+  tcase_add_test(tc, the_tuning_dir_is_created_with_mode_0700);
+  tcase_add_test(tc, a_symlinked_db_in_the_cache_is_not_followed);
+  tcase_add_test(tc, export_refuses_to_replace_a_special_file);
+  suite_add_tcase(s, tc);
+  /* readers that might block or read without bound: a short timeout */
+  tc = tcase_create("special_files");
+  tcase_add_checked_fixture(tc, setup, teardown);
+  tcase_set_timeout(tc, 60);
+  tcase_add_test(tc, a_fifo_db_is_ignored_without_blocking);
+  tcase_add_test(tc, a_character_device_is_refused_unread);
+  tcase_add_test(tc, an_oversized_db_is_refused_unread);
   suite_add_tcase(s, tc);
   return s;
 }
