@@ -79,16 +79,19 @@ sfa_status sfa__check_layout(sfa_context *ctx, const char *nm, const sfa_tensor 
     if (s < 0)
       return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
                         "%s: stride[%d] is %lld; strides must be >= 0", nm, i, (long long)s);
-    if (i < rank - 1 && s % mult != 0)
-      return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
-                        "%s: stride[%d] is %lld; it must be a multiple of %lld elements "
-                        "(16 bytes)",
-                        nm, i, (long long)s, (long long)mult);
     span += (double)s * (double)(t->shape[i] - 1);
   }
+  /* Before the multiples: sfa_tensor_init saturates a stride that int64 cannot
+  ** hold at INT64_MAX, and such a shape is the problem to name. */
   if (span > 4611686018427387904.0) /* 2^62 */
     return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
                       "%s: shape and strides address more than 2^62 elements", nm);
+  for (int i = 0; i < rank - 1; i++)
+    if (t->shape[i] != 1 && t->strides[i] % mult != 0)
+      return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
+                        "%s: stride[%d] is %lld; it must be a multiple of %lld elements "
+                        "(16 bytes)",
+                        nm, i, (long long)t->strides[i], (long long)mult);
   if (is_output && sfa__tensor_self_overlapping(t)) {
     char shape[96];
     sfa__tensor_shape_str(t, shape, sizeof shape);

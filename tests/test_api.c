@@ -87,6 +87,26 @@ START_TEST(tensor_init) {
 }
 END_TEST
 
+/* A shape whose row-major strides do not fit in int64 (2^86 elements) gets
+** saturated strides, never wrapped ones (signed overflow is undefined). */
+START_TEST(tensor_init_saturates_strides_that_overflow) {
+  sfa_tensor t;
+  const int64_t G = (int64_t)1 << 40;
+  int64_t huge[4] = {G, G, G, 64};
+  sfa_tensor_init(&t, (void *)0x1000, SFA_DTYPE_FP16, 4, huge);
+  ck_assert_int_eq(t.strides[3], 1);
+  ck_assert_int_eq(t.strides[2], 64);
+  ck_assert_int_eq(t.strides[1], (int64_t)1 << 46);
+  ck_assert_int_eq(t.strides[0], INT64_MAX);
+  int64_t max[3] = {3, INT64_MAX, INT64_MAX};
+  sfa_tensor_init(&t, (void *)0x1000, SFA_DTYPE_FP16, 3, max);
+  ck_assert_int_eq(t.strides[2], 1);
+  ck_assert_int_eq(t.strides[1], INT64_MAX);
+  ck_assert_int_eq(t.strides[0], INT64_MAX);
+  for (int i = 0; i < 3; i++) ck_assert_int_eq(t.shape[i], max[i]);
+}
+END_TEST
+
 /* ------------------------------------------------------------ context */
 
 START_TEST(context_create_without_gpu) {
@@ -434,6 +454,11 @@ END_TEST
 START_TEST(fwd_huge_span) {
   P.k.strides[0] = (int64_t)1 << 62;
   EXPECT(SFA_ERR_INVALID_ARGUMENT, "k: shape and strides", "2^62");
+  /* A shape whose strides sfa_tensor_init cannot represent. */
+  const int64_t G = (int64_t)1 << 40;
+  int64_t huge[4] = {G, G, G, 64};
+  sfa_tensor_init(&P.q, P.q.data, SFA_DTYPE_FP16, 4, huge);
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "q: shape and strides", "2^62");
 }
 END_TEST
 
@@ -749,6 +774,7 @@ int main(void) {
   tcase_add_test(basics, options_init);
   tcase_add_test(basics, params_init);
   tcase_add_test(basics, tensor_init);
+  tcase_add_test(basics, tensor_init_saturates_strides_that_overflow);
   tcase_add_test(basics, context_create_without_gpu);
   tcase_add_test(basics, context_bad_options);
   suite_add_tcase(s, basics);
