@@ -304,7 +304,8 @@ typedef struct sfa_extras {
 /* o = attention(q, k, v). q [B, Hq, Tq, D], k and v [B, Hkv, Tk, D] (fp16 or
 ** bf16), o like q, lse float32 [B, Hq, Tq] (may be NULL). stream is a CUstream
 ** (NULL = the legacy default stream). extras may be NULL for dense and window.
-** Index values are not checked here (a wrong layout gives wrong output, never
+** o and lse must not share memory with an input (q, k, v, extras) or with
+** each other. Index values are not checked here (a wrong layout gives wrong output, never
 ** an out-of-bounds access); sfa_check_indices checks the contract. */
 SFA_API sfa_status sfa_forward(sfa_context *ctx, const sfa_attention_params *params,
                        const sfa_tensor *q, const sfa_tensor *k, const sfa_tensor *v,

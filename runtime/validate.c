@@ -111,6 +111,21 @@ static sfa_status check_half(sfa_context *ctx, const char *nm, const sfa_tensor 
   return sfa__check_layout(ctx, nm, t, 4, "[B, H, T, D]", 8, 16, 0, is_output);
 }
 
+sfa_status sfa__check_disjoint(sfa_context *ctx, const sfa__named_tensor *out, size_t nout,
+                               const sfa__named_tensor *in, size_t nin) {
+  sfa_status st;
+  for (size_t i = 0; i < nout; i++) {
+    if (!out[i].t) continue;
+    for (size_t j = 0; j < nin; j++)
+      if (in[j].t && (st = sfa__util_disjoint(ctx, out[i].nm, out[i].t, in[j].nm, in[j].t)))
+        return st;
+    for (size_t j = i + 1; j < nout; j++)
+      if (out[j].t && (st = sfa__util_disjoint(ctx, out[i].nm, out[i].t, out[j].nm, out[j].t)))
+        return st;
+  }
+  return SFA_OK;
+}
+
 sfa_status sfa__validate_params(sfa_context *ctx, const sfa_attention_params *p) {
   if (!p) return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "params: is NULL");
   if ((unsigned)p->mode > SFA_MODE_WINDOW)
@@ -359,7 +374,18 @@ sfa_status sfa__validate_forward(sfa_context *ctx, const sfa_attention_params *p
                         (long long)B, (long long)Hq, (long long)Tq);
     }
   }
-  return sfa__validate_extras(ctx, params, extras, q->dtype, B, Hq, Hkv, Tq, Tk);
+  if ((st = sfa__validate_extras(ctx, params, extras, q->dtype, B, Hq, Hkv, Tq, Tk)) != SFA_OK)
+    return st;
+  /* Outputs share no memory with the inputs or with each other. */
+  const sfa_extras none = {0}, *ex = extras ? extras : &none;
+  const sfa__named_tensor in[] = {
+    {"q", q}, {"k", k}, {"v", v},
+    {"extras->q_idx", ex->q_idx}, {"extras->k_idx", ex->k_idx},
+    {"extras->q_hash", ex->q_hash}, {"extras->k_hash", ex->k_hash},
+    {"extras->bias", ex->bias}, {"extras->mask", ex->mask},
+  };
+  const sfa__named_tensor out[] = {{"o", o}, {"lse", lse}};
+  return sfa__check_disjoint(ctx, out, 2, in, sizeof in / sizeof in[0]);
 }
 
 /* ------------------------------------------------------------ backward */
@@ -422,24 +448,13 @@ sfa_status sfa__validate_backward(sfa_context *ctx, const sfa_attention_params *
       }
   }
   /* Outputs share no memory with the inputs or with each other. */
-  const struct { const char *nm; const sfa_tensor *t; } in[] = {
+  const sfa_extras none = {0}, *ex = extras ? extras : &none;
+  const sfa__named_tensor in[] = {
     {"q", q}, {"k", k}, {"v", v}, {"o", o}, {"dout", dout}, {"lse", lse},
-    {"extras->bias", bias}, {"extras->mask", extras ? extras->mask : NULL},
-    {"extras->q_idx", extras ? extras->q_idx : NULL}, {"extras->k_idx", extras ? extras->k_idx : NULL},
-    {"extras->q_hash", extras ? extras->q_hash : NULL},
-    {"extras->k_hash", extras ? extras->k_hash : NULL},
+    {"extras->bias", ex->bias}, {"extras->mask", ex->mask},
+    {"extras->q_idx", ex->q_idx}, {"extras->k_idx", ex->k_idx},
+    {"extras->q_hash", ex->q_hash}, {"extras->k_hash", ex->k_hash},
   };
-  const struct { const char *nm; const sfa_tensor *t; } out[] = {
-    {"dq", dq}, {"dk", dk}, {"dv", dv}, {"dbias", dbias},
-  };
-  for (size_t i = 0; i < sizeof out / sizeof out[0]; i++) {
-    if (!out[i].t) continue;
-    for (size_t j = 0; j < sizeof in / sizeof in[0]; j++)
-      if (in[j].t && (st = sfa__util_disjoint(ctx, out[i].nm, out[i].t, in[j].nm, in[j].t)))
-        return st;
-    for (size_t j = i + 1; j < sizeof out / sizeof out[0]; j++)
-      if (out[j].t && (st = sfa__util_disjoint(ctx, out[i].nm, out[i].t, out[j].nm, out[j].t)))
-        return st;
-  }
-  return SFA_OK;
+  const sfa__named_tensor out[] = {{"dq", dq}, {"dk", dk}, {"dv", dv}, {"dbias", dbias}};
+  return sfa__check_disjoint(ctx, out, 4, in, sizeof in / sizeof in[0]);
 }

@@ -474,6 +474,51 @@ START_TEST(fwd_output_overlap) {
 }
 END_TEST
 
+/* o and lse share no memory with an input or with each other (the rule of
+** sfa_backward's outputs). */
+START_TEST(fwd_outputs_must_not_overlap_inputs) {
+  P.o.data = P.k.data;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "o: its memory overlaps k", "must not share memory");
+  reset();
+  P.o.data = P.q.data;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "o: its memory overlaps q", NULL);
+  reset();
+  P.o.data = (char *)P.v.data + 4096; /* inside v */
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "o: its memory overlaps v", NULL);
+  reset();
+  P.lse.data = (char *)P.o.data + 64; /* inside o */
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "o: its memory overlaps lse", NULL);
+  reset();
+  P.lse.data = P.k.data;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "lse: its memory overlaps k", NULL);
+  reset();
+  set_mode(SFA_MODE_WINDOW);
+  P.o.data = P.bias.data;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "o: its memory overlaps extras->bias", NULL);
+  reset();
+  set_mode(SFA_MODE_HASH);
+  P.lse.data = P.qh.data;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "lse: its memory overlaps extras->q_hash", NULL);
+}
+END_TEST
+
+/* Disjoint views of one allocation are fine, also back to back. */
+START_TEST(fwd_disjoint_views_of_one_buffer) {
+  if (tu_driver_present()) {
+    printf("SKIP fwd_disjoint_views_of_one_buffer: libcuda.so.1 is present on this machine\n");
+    return;
+  }
+  char *base = (char *)0x7f0001000000;
+  const size_t qb = 2 * 4 * 64 * 64 * 2, kb = 2 * 2 * 48 * 64 * 2;
+  P.q.data = base;
+  P.k.data = base + qb;
+  P.v.data = base + qb + kb;
+  P.o.data = base + qb + 2 * kb;
+  P.lse.data = base + 2 * qb + 2 * kb;
+  EXPECT(SFA_ERR_NO_DRIVER, "libcuda.so.1", NULL);
+}
+END_TEST
+
 /* ------------------------------------------------------------ extras */
 
 START_TEST(fwd_extras_missing) {
@@ -804,6 +849,8 @@ int main(void) {
   tcase_add_test(fwd, fwd_grid_limit);
   tcase_add_test(fwd, fwd_huge_span);
   tcase_add_test(fwd, fwd_output_overlap);
+  tcase_add_test(fwd, fwd_outputs_must_not_overlap_inputs);
+  tcase_add_test(fwd, fwd_disjoint_views_of_one_buffer);
   tcase_add_test(fwd, fwd_extras_missing);
   tcase_add_test(fwd, fwd_extras_unexpected);
   tcase_add_test(fwd, fwd_index_dtype);

@@ -162,6 +162,17 @@ START_TEST(bwd_head_dim_and_no_driver) {
 }
 END_TEST
 
+/* The forward's outputs, given back as inputs, keep the forward's rule. */
+START_TEST(bwd_forward_outputs_must_not_overlap_inputs) {
+  const sfa_status bad = SFA_ERR_INVALID_ARGUMENT;
+  P.o.data = P.k.data;
+  EXPECT(run(NULL, NULL), bad, "o: its memory overlaps k");
+  reset();
+  P.lse.data = (char *)P.o.data + 128;
+  EXPECT(run(NULL, NULL), bad, "o: its memory overlaps lse");
+}
+END_TEST
+
 /* sfa_options_init with var=value in the environment (unset after); what it
 ** printed on stderr into text. */
 static sfa_options options_with_env(const char *var, const char *value, char *text, size_t n) {
@@ -219,6 +230,7 @@ int main(void) {
   tcase_add_test(t, bwd_dbias);
   tcase_add_test(t, bwd_outputs_must_not_overlap);
   tcase_add_test(t, bwd_head_dim_and_no_driver);
+  tcase_add_test(t, bwd_forward_outputs_must_not_overlap_inputs);
   tcase_add_test(t, options_init_reads_sfa_tune);
   tcase_add_test(t, options_init_reads_sfa_mma);
   suite_add_tcase(s, t);
