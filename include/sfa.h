@@ -305,7 +305,8 @@ typedef struct sfa_extras {
 ** bf16), o like q, lse float32 [B, Hq, Tq] (may be NULL). stream is a CUstream
 ** (NULL = the legacy default stream). extras may be NULL for dense and window.
 ** o and lse must not share memory with an input (q, k, v, extras) or with
-** each other. Index values are not checked here (a wrong layout gives wrong output, never
+** each other. params->causal and params->deterministic are 0 or 1.
+** Index values are not checked here (a wrong layout gives wrong output, never
 ** an out-of-bounds access); sfa_check_indices checks the contract. */
 SFA_API sfa_status sfa_forward(sfa_context *ctx, const sfa_attention_params *params,
                        const sfa_tensor *q, const sfa_tensor *k, const sfa_tensor *v,

@@ -12,9 +12,9 @@
 
 #include "sfa.h"
 
-/* Everything sfa_forward reads and writes: params, tensors, the extras of the
-** mode, and no output (o, lse) sharing memory with an input or the other
-** output. */
+/* Everything sfa_forward reads and writes: params, tensors (an unsupported
+** head dim is named before any stride), the extras of the mode, and no output
+** (o, lse) sharing memory with an input or the other output. */
 sfa_status sfa__validate_forward(sfa_context *ctx, const sfa_attention_params *params,
                                  const sfa_tensor *q, const sfa_tensor *k, const sfa_tensor *v,
                                  const sfa_extras *extras, const sfa_tensor *o,
@@ -31,8 +31,8 @@ sfa_status sfa__validate_backward(sfa_context *ctx, const sfa_attention_params *
                                   const sfa_tensor *dq, const sfa_tensor *dk,
                                   const sfa_tensor *dv, const sfa_tensor *dbias);
 
-/* params alone: a known mode, the scale, the window (only window mode may
-** set one). */
+/* params alone: a known mode, causal and deterministic 0 or 1, the scale,
+** the window (only window mode may set one). */
 sfa_status sfa__validate_params(sfa_context *ctx, const sfa_attention_params *params);
 
 /* The extras of params->mode for a problem of these sizes: each tensor the

@@ -330,19 +330,56 @@ START_TEST(fwd_zero_dim) {
 }
 END_TEST
 
+/* q, k, v and o with head dim D (and the test's other sizes). */
+static void set_head_dim(int64_t D) {
+  int64_t qs[4] = {2, 4, 64, D}, ks[4] = {2, 2, 48, D};
+  sfa_tensor_init(&P.q, P.q.data, SFA_DTYPE_FP16, 4, qs);
+  sfa_tensor_init(&P.o, P.o.data, SFA_DTYPE_FP16, 4, qs);
+  sfa_tensor_init(&P.k, P.k.data, SFA_DTYPE_FP16, 4, ks);
+  sfa_tensor_init(&P.v, P.v.data, SFA_DTYPE_FP16, 4, ks);
+}
+
+/* An unsupported head dim is reported as such, also where its rows are not
+** 16-byte aligned (36: 72 bytes), which the stride check would catch first. */
 START_TEST(fwd_head_dim) {
-  const int64_t bad[] = {16, 36, 40, 72, 264, 512};
+  const int64_t bad[] = {8, 16, 36, 40, 72, 100, 264, 512};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-    int64_t qs[4] = {2, 4, 64, bad[i]}, ks[4] = {2, 2, 48, bad[i]};
-    sfa_tensor_init(&P.q, P.q.data, SFA_DTYPE_FP16, 4, qs);
-    sfa_tensor_init(&P.o, P.o.data, SFA_DTYPE_FP16, 4, qs);
-    sfa_tensor_init(&P.k, P.k.data, SFA_DTYPE_FP16, 4, ks);
-    sfa_tensor_init(&P.v, P.v.data, SFA_DTYPE_FP16, 4, ks);
-    if (bad[i] % 8 != 0) /* then the row stride is caught first */
-      EXPECT(SFA_ERR_INVALID_ARGUMENT, "q: stride[2]", NULL);
-    else
-      EXPECT(SFA_ERR_INVALID_ARGUMENT, "q: head dim", "multiple of 16 in 32..256");
+    char want[64];
+    set_head_dim(bad[i]);
+    snprintf(want, sizeof want, "q: head dim (shape[3]) %lld is not supported", (long long)bad[i]);
+    EXPECT(SFA_ERR_INVALID_ARGUMENT, want, "multiple of 16 in 32..256");
   }
+  /* k and v with another head dim than q's: named as that, not as a stride. */
+  reset();
+  int64_t ks[4] = {2, 2, 48, 36};
+  sfa_tensor_init(&P.k, P.k.data, SFA_DTYPE_FP16, 4, ks);
+  sfa_tensor_init(&P.v, P.v.data, SFA_DTYPE_FP16, 4, ks);
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "k: shape[3] (head dim) is 36 but q's is 64", NULL);
+  reset();
+  int64_t os[4] = {2, 4, 64, 36};
+  sfa_tensor_init(&P.o, P.o.data, SFA_DTYPE_FP16, 4, os);
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "o: shape[3] (head dim) is 36 but q's is 64", NULL);
+  /* A head dim of 0 is a zero-sized dimension. */
+  reset();
+  P.q.shape[3] = 0;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "q: shape[3] is 0", ">= 1");
+}
+END_TEST
+
+/* causal and deterministic are flags: 0 or 1, in every mode (qk_drop and
+** hash ignore causal, but 7 there is still a mistake). */
+START_TEST(fwd_flags_must_be_0_or_1) {
+  P.p.causal = 7;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "params.causal: 7", "must be 0 or 1");
+  P.p.causal = -1;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "params.causal: -1", "must be 0 or 1");
+  reset();
+  set_mode(SFA_MODE_QK_DROP);
+  P.p.causal = 2;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "params.causal: 2", "must be 0 or 1");
+  reset();
+  P.p.deterministic = 7;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "params.deterministic: 7", "must be 0 or 1");
 }
 END_TEST
 
@@ -836,6 +873,7 @@ int main(void) {
   tcase_add_test(fwd, fwd_lse_dtype);
   tcase_add_test(fwd, fwd_zero_dim);
   tcase_add_test(fwd, fwd_head_dim);
+  tcase_add_test(fwd, fwd_flags_must_be_0_or_1);
   tcase_add_test(fwd, fwd_kv_shape);
   tcase_add_test(fwd, fwd_gqa_heads);
   tcase_add_test(fwd, fwd_o_shape);
