@@ -13,8 +13,8 @@
 **               with mma.sync and (sm_90) wgmma
 ** All of them for fp16 and bf16 except dense-tiles (bf16 only). default and
 ** all-modes hold every pass: for each forward kernel also its backward
-** kernels bwd, bwd + det and bwddq (their own default tiles; D 256 included,
-** whose backward sfa_backward does not serve yet, see gen_internal.h).
+** kernels bwd, bwd + det and bwddq (their own default tiles; D 256 included
+** where a backward tile fits the arch: not in the 99 KB of sm_86 and 89).
 */
 #include <stdlib.h>
 #include <string.h>
@@ -84,6 +84,9 @@ static sfa_status add_groups(list *l, const group *g, size_t ng, int arch, int b
                                  0, arch, g[i].flags[f] | passes[p].extra};
             sfa_kernel_spec other = s;
             sfa_status st = sfa_spec_default(&s, err, errlen);
+            /* a backward that no tile of the arch fits (D 256 in 99 KB) has no
+            ** kernels: neither its bwd passes nor the bwddq that goes with them */
+            if (st == SFA_ERR_UNSUPPORTED && p > 0) break;
             if (st != SFA_OK) return st;
             if (push(l, &s) != 0)
               return sfa__fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "preset: out of memory");

@@ -175,7 +175,8 @@ sfa_status sfa__spec_check_domain(const sfa_kernel_spec *s, char *err, size_t er
   return SFA_OK;
 }
 
-sfa_status sfa_spec_validate(const sfa_kernel_spec *s, char *err, size_t errlen) {
+/* Every rule of sfa_spec_validate except the arch's budgets (check_budget). */
+static sfa_status check_rules(const sfa_kernel_spec *s, char *err, size_t errlen) {
   sfa_status st = sfa__spec_check_domain(s, err, errlen);
   if (st != SFA_OK) return st;
 
@@ -259,6 +260,12 @@ sfa_status sfa_spec_validate(const sfa_kernel_spec *s, char *err, size_t errlen)
     break; /* causal, bias, mask: any combination */
   }
 
+  return SFA_OK;
+}
+
+/* The tile's shared memory within the arch's and its accumulators within
+** the register budget. */
+static sfa_status check_budget(const sfa_kernel_spec *s, char *err, size_t errlen) {
   size_t smem = smem_formula(s), limit = sfa__arch_smem_limit(s->arch);
   if (smem > limit)
     return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
@@ -272,6 +279,11 @@ sfa_status sfa_spec_validate(const sfa_kernel_spec *s, char *err, size_t errlen)
                      "thread (limit %d)",
                      regs, SFA__MAX_ACC_REGISTERS);
   return SFA_OK;
+}
+
+sfa_status sfa_spec_validate(const sfa_kernel_spec *s, char *err, size_t errlen) {
+  sfa_status st = check_rules(s, err, errlen);
+  return st != SFA_OK ? st : check_budget(s, err, errlen);
 }
 
 /* ------------------------------------------------------------ canonical names */
@@ -492,7 +504,8 @@ sfa_status sfa__spec_default_mma(sfa_kernel_spec *spec, int wg, char *err, size_
     }
   }
   /* Shrink until it fits the arch: fewer stages, then narrower tiles. */
-  while (smem_formula(&s) > sfa__arch_smem_limit(s.arch)) {
+  const size_t limit = sfa__arch_smem_limit(s.arch);
+  while (smem_formula(&s) > limit) {
     if (s.num_stages > 1) {
       s.num_stages--;
     } else if (s.pass == SFA_PASS_BWD && s.block_n > 64) {
@@ -511,5 +524,14 @@ sfa_status sfa__spec_default_mma(sfa_kernel_spec *spec, int wg, char *err, size_
   spec->num_warps = s.num_warps;
   spec->num_stages = s.num_stages;
   spec->flags = (spec->flags & ~SFA_FEAT_WGMMA) | (s.flags & SFA_FEAT_WGMMA);
-  return sfa_spec_validate(spec, err, errlen);
+  if ((st = check_rules(spec, err, errlen)) != SFA_OK) return st;
+  /* The smallest tile still too large (the backward at D 256 in 99 KB) is a
+  ** class the arch cannot serve, not a wrong argument. */
+  if (smem_formula(spec) > limit)
+    return sfa__fail(err, errlen, SFA_ERR_UNSUPPORTED,
+                     "pass %s at head dim %d: its smallest tile needs %zu bytes of shared "
+                     "memory, sm_%d allows %zu",
+                     sfa__pass_name(spec->pass), spec->head_dim, smem_formula(spec),
+                     spec->arch, limit);
+  return check_budget(spec, err, errlen);
 }

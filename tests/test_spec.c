@@ -6,6 +6,7 @@
 ** H100 choices, wgmma on sm_90 fwd at D 64 and 128).
 */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "sfa.h"
@@ -678,6 +679,40 @@ START_TEST(defaults_errors) {
 }
 END_TEST
 
+/* Where no backward tile fits the arch (D 256: 144896 bytes at the smallest,
+** sm_86 and 89 allow 101376), the default is SFA_ERR_UNSUPPORTED naming the
+** memory, and the presets leave that class's backward out instead of failing. */
+START_TEST(defaults_of_a_backward_no_tile_fits_are_unsupported) {
+  static const int small[] = {86, 89};
+  for (size_t a = 0; a < 2; a++) {
+    sfa_kernel_spec s = {SFA_PASS_BWD, SFA_MODE_DENSE, SFA_DTYPE_BF16, 256, 0, 0, 0, 0,
+                         small[a], SFA_FEAT_CAUSAL};
+    char err[256] = "", want[160];
+    ck_assert_int_eq(sfa_spec_default(&s, err, sizeof err), SFA_ERR_UNSUPPORTED);
+    snprintf(want, sizeof want, "pass bwd at head dim 256: its smallest tile needs 144896 "
+             "bytes of shared memory, sm_%d allows 101376", small[a]);
+    ck_assert_msg(strstr(err, want), "'%s' not in '%s'", want, err);
+    /* a rule the class breaks is still named first */
+    s.mode = SFA_MODE_QK_DROP;
+    ck_assert_int_eq(sfa_spec_default(&s, err, sizeof err), SFA_ERR_INVALID_ARGUMENT);
+    ck_assert_msg(strstr(err, "flags: causal is not allowed with mode qk_drop"), "%s", err);
+    sfa_kernel_spec *v = NULL;
+    size_t n = 0;
+    ck_assert_msg(sfa__preset("default", &small[a], 1, &v, &n, err, sizeof err) == SFA_OK,
+                  "sm_%d: %s", small[a], err);
+    int fwd256 = 0;
+    for (size_t i = 0; i < n; i++) {
+      ck_assert(v[i].head_dim != 256 || v[i].pass == SFA_PASS_FWD);
+      fwd256 += v[i].head_dim == 256;
+      ck_assert_int_eq(sfa_spec_validate(&v[i], err, sizeof err), SFA_OK);
+    }
+    ck_assert_int_eq(fwd256, 4);
+    ck_assert_uint_eq(n, 44 + 3 * 40);
+    free(v);
+  }
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("spec");
   TCase *v = tcase_create("validate");
@@ -711,6 +746,7 @@ int main(void) {
   tcase_add_test(d, defaults_set_or_clear_wg);
   tcase_add_test(d, defaults_of_an_mma_kind);
   tcase_add_test(d, defaults_errors);
+  tcase_add_test(d, defaults_of_a_backward_no_tile_fits_are_unsupported);
   suite_add_tcase(s, d);
   return tu_run_suite(s);
 }
