@@ -14,11 +14,13 @@
 ** All of them for fp16 and bf16 except dense-tiles (bf16 only). default and
 ** all-modes hold every pass: for each forward kernel also its backward
 ** kernels bwd, bwd + det and bwddq (their own default tiles; D 256 included
-** where a backward tile fits the arch: not in the 99 KB of sm_86 and 89).
+** where a backward tile fits the arch: not in the 99 KB of sm_86, 88, 89 and
+** 12x). Any arch of gen/arch.h; wgmma kernels where its row has wgmma (sm_90).
 */
 #include <stdlib.h>
 #include <string.h>
 
+#include "gen/arch.h"
 #include "gen/gen_internal.h"
 
 #define C SFA_FEAT_CAUSAL
@@ -138,10 +140,12 @@ sfa_status sfa__preset(const char *name, const int *archs, int narchs, sfa_kerne
   sfa_status st = SFA_OK;
   for (int a = 0; a < narchs && st == SFA_OK; a++) {
     int arch = archs[a];
-    if (!sfa__arch_smem_limit(arch))
-      st = sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
-                     "arch: %d is not allowed; must be 80, 86, 87, 89 or 90", arch);
-    else if (which == 0)
+    if (!sfa__arch_find(arch)) {
+      char list[128];
+      sfa__arch_list(list, sizeof list, "", ", ", " or ");
+      st = sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "arch: %d is not allowed; must be %s",
+                     arch, list);
+    } else if (which == 0)
       st = add_groups(&l, default_groups, NGROUPS(default_groups), arch, 0, err, errlen);
     else if (which == 1)
       st = add_groups(&l, all_modes_groups, NGROUPS(all_modes_groups), arch, 1, err, errlen);
