@@ -13,12 +13,14 @@
 **               with mma.sync and (sm_90) wgmma
 ** All of them for fp16 and bf16 except dense-tiles (bf16 only). default and
 ** all-modes hold every pass: for each forward kernel also its backward
-** kernels bwd, bwd + det and bwddq (their own default tiles; D 256 included,
-** whose backward sfa_backward does not serve yet, see gen_internal.h).
+** kernels bwd, bwd + det and bwddq (their own default tiles; D 256 included
+** where a backward tile fits the arch: not in the 99 KB of sm_86, 88, 89 and
+** 12x). Any arch of gen/arch.h; wgmma kernels where its row has wgmma (sm_90).
 */
 #include <stdlib.h>
 #include <string.h>
 
+#include "gen/arch.h"
 #include "gen/gen_internal.h"
 
 #define C SFA_FEAT_CAUSAL
@@ -84,6 +86,9 @@ static sfa_status add_groups(list *l, const group *g, size_t ng, int arch, int b
                                  0, arch, g[i].flags[f] | passes[p].extra};
             sfa_kernel_spec other = s;
             sfa_status st = sfa_spec_default(&s, err, errlen);
+            /* a backward that no tile of the arch fits (D 256 in 99 KB) has no
+            ** kernels: neither its bwd passes nor the bwddq that goes with them */
+            if (st == SFA_ERR_UNSUPPORTED && p > 0) break;
             if (st != SFA_OK) return st;
             if (push(l, &s) != 0)
               return sfa__fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "preset: out of memory");
@@ -135,10 +140,12 @@ sfa_status sfa__preset(const char *name, const int *archs, int narchs, sfa_kerne
   sfa_status st = SFA_OK;
   for (int a = 0; a < narchs && st == SFA_OK; a++) {
     int arch = archs[a];
-    if (!sfa__arch_smem_limit(arch))
-      st = sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
-                     "arch: %d is not allowed; must be 80, 86, 87, 89 or 90", arch);
-    else if (which == 0)
+    if (!sfa__arch_find(arch)) {
+      char list[128];
+      sfa__arch_list(list, sizeof list, "", ", ", " or ");
+      st = sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "arch: %d is not allowed; must be %s",
+                     arch, list);
+    } else if (which == 0)
       st = add_groups(&l, default_groups, NGROUPS(default_groups), arch, 0, err, errlen);
     else if (which == 1)
       st = add_groups(&l, all_modes_groups, NGROUPS(all_modes_groups), arch, 1, err, errlen);

@@ -15,12 +15,13 @@
 #include <unistd.h>
 
 #include "sfa.h"
+#include "gen/arch.h"
 #include "gen/gen_internal.h"
 #include "gen/manifest.h"
 #include "runtime/keymat.h"
 
 #define EXIT_USAGE 2
-#define MAX_ARCHS 8
+#define MAX_ARCHS 16 /* more than gen/arch.h has rows */
 
 static const char usage_text[] =
   "usage: sfa-gen [spec flags | --name NAME... | --preset NAME] [options]\n"
@@ -38,7 +39,8 @@ static const char usage_text[] =
   "  --mma auto|sync|wgmma      tensor-core instructions (default auto: the\n"
   "                             default's; wgmma: sm_90 fwd and bwd, D 64/128)\n"
   "  --block-m M  --block-n N  --warps W  --stages S\n"
-  "  --arch A[,A...]            (default 90; may be repeated)\n"
+  "  --arch A[,A...]            (default 90; may be repeated; sm_A and smA too)\n"
+  "                             %s\n"
   "Or:\n"
   "  --name NAME                a canonical name, e.g.\n"
   "                             sfa_fwd_dense_causal_bf16_d128_m128n64_w4s1_sm90\n"
@@ -64,6 +66,13 @@ static const char usage_text[] =
   "Writes DIR/<name>.cu, DIR/<name>.cubin and DIR/manifest.tsv (tab-separated,\n"
   "one header line; per kernel its spec, cache key, cubin size and XXH3-64).\n"
   "Exit status: 0 ok, 1 a kernel or file failed, 2 bad usage.\n";
+
+/* The usage text, with the archs of gen/arch.h. */
+static void usage(FILE *f) {
+  char archs[128];
+  sfa__arch_list(archs, sizeof archs, "", ", ", " or ");
+  fprintf(f, usage_text, archs);
+}
 
 static void die_usage(const char *fmt, ...) {
   va_list ap;
@@ -150,6 +159,11 @@ static void add_archs(opts *o, const char *v) {
     if (strncmp(tok, "sm_", 3) == 0) tok += 3;
     else if (strncmp(tok, "sm", 2) == 0) tok += 2;
     int a = parse_int("--arch", tok);
+    if (!sfa__arch_find(a)) {
+      char archs[128];
+      sfa__arch_list(archs, sizeof archs, "", ", ", " or ");
+      die_usage("--arch: %d is not an arch sfa knows; must be %s", a, archs);
+    }
     int seen = 0;
     for (int i = 0; i < o->narchs; i++) seen |= o->archs[i] == a;
     if (seen) continue;
@@ -171,7 +185,7 @@ static void parse_args(opts *o, int argc, char **argv) {
 #define VALUE() (val ? val : (i + 1 < argc ? argv[++i] : (die_usage("%s needs a value", a), "")))
 #define NOVALUE() do { if (val) die_usage("%s takes no value", a); } while (0)
     if (IS("-h") || IS("--help")) {
-      fputs(usage_text, stdout);
+      usage(stdout);
       exit(0);
     } else if (IS("--pass")) o->pass = VALUE();
     else if (IS("--mode")) o->mode = VALUE();
@@ -426,7 +440,7 @@ int main(int argc, char **argv) {
   memset(&o, 0, sizeof o);
   parse_args(&o, argc, argv);
   if (argc == 1) {
-    fputs(usage_text, stderr);
+    usage(stderr);
     return EXIT_USAGE;
   }
   build_list(&o, &list);

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gen/arch.h"
 #include "gen/gen_internal.h"
 
 sfa_status sfa__fail(char *err, size_t errlen, sfa_status status, const char *fmt, ...) {
@@ -58,15 +59,6 @@ static const struct { unsigned bit; const char *token; } flag_tokens[] = {
   (SFA_FEAT_CAUSAL | SFA_FEAT_BIAS | SFA_FEAT_MASK | SFA_FEAT_DETERMINISTIC | SFA_FEAT_WGMMA)
 
 /* ------------------------------------------------------------ budgets */
-
-size_t sfa__arch_smem_limit(int arch) {
-  switch (arch) {
-  case 80: case 87: return 166912; /* 163 KB */
-  case 86: case 89: return 101376; /* 99 KB */
-  case 90: return 232448;          /* 227 KB */
-  default: return 0;
-  }
-}
 
 /* Shared memory of a tile config, rows padded by 16 bytes:
 **   fwd    Q tile, num_stages buffers each of K and V;
@@ -164,9 +156,11 @@ sfa_status sfa__spec_check_domain(const sfa_kernel_spec *s, char *err, size_t er
   if (!ONE_OF(s->num_stages, 1, 2))
     return sfa__fail(err, errlen, bad, "num_stages: %d is not allowed; must be 1 or 2",
                      s->num_stages);
-  if (!sfa__arch_smem_limit(s->arch))
-    return sfa__fail(err, errlen, bad,
-                     "arch: %d is not allowed; must be 80, 86, 87, 89 or 90", s->arch);
+  if (!sfa__arch_find(s->arch)) {
+    char archs[128];
+    sfa__arch_list(archs, sizeof archs, "", ", ", " or ");
+    return sfa__fail(err, errlen, bad, "arch: %d is not allowed; must be %s", s->arch, archs);
+  }
   if (s->flags & ~(unsigned)ALL_FLAGS)
     return sfa__fail(err, errlen, bad,
                      "flags: 0x%x has unknown bits; allowed are SFA_FEAT_CAUSAL, "
@@ -175,7 +169,8 @@ sfa_status sfa__spec_check_domain(const sfa_kernel_spec *s, char *err, size_t er
   return SFA_OK;
 }
 
-sfa_status sfa_spec_validate(const sfa_kernel_spec *s, char *err, size_t errlen) {
+/* Every rule of sfa_spec_validate except the arch's budgets (check_budget). */
+static sfa_status check_rules(const sfa_kernel_spec *s, char *err, size_t errlen) {
   sfa_status st = sfa__spec_check_domain(s, err, errlen);
   if (st != SFA_OK) return st;
 
@@ -191,7 +186,7 @@ sfa_status sfa_spec_validate(const sfa_kernel_spec *s, char *err, size_t errlen)
                        32 * s->num_warps);
   }
   if (s->flags & SFA_FEAT_WGMMA) {
-    if (s->pass == SFA_PASS_BWD_DQ || s->arch != 90)
+    if (s->pass == SFA_PASS_BWD_DQ || !(sfa__arch_find(s->arch)->mma & SFA__MMA_WGMMA))
       return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
                        "flags: wg (wgmma) applies to passes fwd and bwd on sm_90 only");
     if (s->head_dim != 64 && s->head_dim != 128)
@@ -259,6 +254,12 @@ sfa_status sfa_spec_validate(const sfa_kernel_spec *s, char *err, size_t errlen)
     break; /* causal, bias, mask: any combination */
   }
 
+  return SFA_OK;
+}
+
+/* The tile's shared memory within the arch's and its accumulators within
+** the register budget. */
+static sfa_status check_budget(const sfa_kernel_spec *s, char *err, size_t errlen) {
   size_t smem = smem_formula(s), limit = sfa__arch_smem_limit(s->arch);
   if (smem > limit)
     return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
@@ -272,6 +273,11 @@ sfa_status sfa_spec_validate(const sfa_kernel_spec *s, char *err, size_t errlen)
                      "thread (limit %d)",
                      regs, SFA__MAX_ACC_REGISTERS);
   return SFA_OK;
+}
+
+sfa_status sfa_spec_validate(const sfa_kernel_spec *s, char *err, size_t errlen) {
+  sfa_status st = check_rules(s, err, errlen);
+  return st != SFA_OK ? st : check_budget(s, err, errlen);
 }
 
 /* ------------------------------------------------------------ canonical names */
@@ -417,7 +423,9 @@ sfa_status sfa_spec_parse(const char *name, sfa_kernel_spec *spec, char *err, si
 /* ------------------------------------------------------------ defaults */
 
 int sfa__wgmma_allowed(const sfa_kernel_spec *s) {
-  return s && s->arch == 90 && (s->pass == SFA_PASS_FWD || s->pass == SFA_PASS_BWD) &&
+  const sfa__arch *a = s ? sfa__arch_find(s->arch) : NULL;
+  return a && (a->mma & SFA__MMA_WGMMA) &&
+         (s->pass == SFA_PASS_FWD || s->pass == SFA_PASS_BWD) &&
          (s->head_dim == 64 || s->head_dim == 128);
 }
 
@@ -491,8 +499,10 @@ sfa_status sfa__spec_default_mma(sfa_kernel_spec *spec, int wg, char *err, size_
       s.block_m = 64, s.block_n = 64, s.num_warps = 4, s.num_stages = 1;
     }
   }
-  /* Shrink until it fits the arch: fewer stages, then narrower tiles. */
-  while (smem_formula(&s) > sfa__arch_smem_limit(s.arch)) {
+  /* Shrink until it fits the arch: fewer stages, then narrower tiles. Archs
+  ** without a tuned path (sm_100 and later) take these mma.sync tiles too. */
+  const size_t limit = sfa__arch_smem_limit(s.arch);
+  while (smem_formula(&s) > limit) {
     if (s.num_stages > 1) {
       s.num_stages--;
     } else if (s.pass == SFA_PASS_BWD && s.block_n > 64) {
@@ -511,5 +521,14 @@ sfa_status sfa__spec_default_mma(sfa_kernel_spec *spec, int wg, char *err, size_
   spec->num_warps = s.num_warps;
   spec->num_stages = s.num_stages;
   spec->flags = (spec->flags & ~SFA_FEAT_WGMMA) | (s.flags & SFA_FEAT_WGMMA);
-  return sfa_spec_validate(spec, err, errlen);
+  if ((st = check_rules(spec, err, errlen)) != SFA_OK) return st;
+  /* The smallest tile still too large (the backward at D 256 in 99 KB) is a
+  ** class the arch cannot serve, not a wrong argument. */
+  if (smem_formula(spec) > limit)
+    return sfa__fail(err, errlen, SFA_ERR_UNSUPPORTED,
+                     "pass %s at head dim %d: its smallest tile needs %zu bytes of shared "
+                     "memory, sm_%d allows %zu",
+                     sfa__pass_name(spec->pass), spec->head_dim, smem_formula(spec),
+                     spec->arch, limit);
+  return check_budget(spec, err, errlen);
 }

@@ -304,6 +304,8 @@ typedef struct sfa_extras {
 /* o = attention(q, k, v). q [B, Hq, Tq, D], k and v [B, Hkv, Tk, D] (fp16 or
 ** bf16), o like q, lse float32 [B, Hq, Tq] (may be NULL). stream is a CUstream
 ** (NULL = the legacy default stream). extras may be NULL for dense and window.
+** o and lse must not share memory with an input (q, k, v, extras) or with
+** each other. params->causal and params->deterministic are 0 or 1.
 ** Index values are not checked here (a wrong layout gives wrong output, never
 ** an out-of-bounds access); sfa_check_indices checks the contract. */
 SFA_API sfa_status sfa_forward(sfa_context *ctx, const sfa_attention_params *params,
@@ -343,7 +345,9 @@ SFA_API sfa_status sfa_backward(sfa_context *ctx, const sfa_attention_params *pa
 ** q_hash = INT32_MAX), k_idx = INT32_MAX (hash: with k_hash = INT32_MAX).
 ** extras is validated as by sfa_forward for q of length Tq and k of length Tk.
 ** Synchronizes stream and copies the arrays to the host: a debugging and
-** input-checking aid, not for every call. On a violation returns
+** input-checking aid, not for every call. Tq and Tk are limited as in
+** sfa_forward; arrays too large to copy to host memory are refused before
+** anything is allocated. On a violation returns
 ** SFA_ERR_INVALID_ARGUMENT with a message that names the array, the
 ** [b, h, t] position and the values. */
 SFA_API sfa_status sfa_check_indices(sfa_context *ctx, const sfa_attention_params *params,

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "gen/arch.h"
 #include "runtime/autotune.h"
 #include "runtime/internal.h"
 #include "runtime/kernel_dir.h"
@@ -166,14 +167,14 @@ static sfa_status describe_device(sfa_context *ctx, const sfa_driver *d, sfa__de
     return sfa__cuda_error(r, "querying the current device", ctx->err, sizeof ctx->err);
   dv->cc = major * 10 + minor;
   dv->smem_optin = optin;
-  if (dv->cc < 80) {
+  /* Native code for the device: its row of the arch table, else the nearest
+  ** lower row of its major (whose cubins it runs). */
+  char why[512];
+  if (sfa__arch_of_device(dv->cc, &dv->arch, why, sizeof why) != SFA_OK) {
     char name[128] = "?";
     d->cuDeviceGetName(name, (int)sizeof name, dv->dev);
-    return sfa__error(ctx, SFA_ERR_UNSUPPORTED,
-                      "device %d (%s) has compute capability %d.%d; sfa needs 8.0 or newer",
-                      (int)dv->dev, name, major, minor);
+    return sfa__error(ctx, SFA_ERR_UNSUPPORTED, "device %d (%s): %s", (int)dv->dev, name, why);
   }
-  dv->arch = dv->cc > 90 ? 90 : dv->cc;
   return SFA_OK;
 }
 
@@ -618,12 +619,13 @@ sfa_status sfa_compile(sfa_context *ctx, const sfa_kernel_spec *spec, sfa_kernel
   if (st != SFA_OK) return sfa__error(ctx, st, "spec: %s", why);
   sfa__device dev;
   if ((st = sfa__bind(ctx, &dev)) != SFA_OK) return st;
-  /* A cubin runs on its own arch and on later minor revisions of the same major. */
-  if (spec->arch != dev.arch &&
-      (spec->arch / 10 != dev.cc / 10 || spec->arch % 10 > dev.cc % 10))
+  /* A cubin runs on its own arch and on later minor revisions of the same
+  ** major; an sm_90a (wgmma) cubin on compute capability 9.0 only. */
+  const int wg = (spec->flags & SFA_FEAT_WGMMA) != 0;
+  if (!sfa__arch_runs_on(spec->arch, wg, dev.cc))
     return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
-                      "spec.arch: sm_%d code cannot run on the current device (compute "
+                      "spec.arch: sm_%d%s code cannot run on the current device (compute "
                       "capability %d.%d); use arch %d",
-                      spec->arch, dev.cc / 10, dev.cc % 10, dev.arch);
+                      spec->arch, wg ? "a" : "", dev.cc / 10, dev.cc % 10, dev.arch);
   return sfa__kernel_get(ctx, &dev, spec, kernel);
 }

@@ -6,9 +6,11 @@
 ** runs sfa__check_index_arrays (pure host code, see indices.h) on them.
 */
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "runtime/indices.h"
 #include "runtime/internal.h"
@@ -136,6 +138,52 @@ static sfa_status fetch(sfa_context *ctx, const sfa_driver *d, const char *nm,
   return sfa__cuda_error(r, what, ctx->err, sizeof ctx->err);
 }
 
+/* n = b * h * t entries and their bytes (per bytes each); 1 on overflow. */
+static int count_entries(int64_t b, int64_t h, int64_t t, uint64_t per, uint64_t *n,
+                         uint64_t *bytes) {
+  return __builtin_mul_overflow((uint64_t)b, (uint64_t)h, n) ||
+         __builtin_mul_overflow(*n, (uint64_t)t, n) || __builtin_mul_overflow(*n, per, bytes);
+}
+
+/* The entries per array of the q side (q_idx, q_hash) and of the k side that
+** the host copy holds, checked before anything is allocated: Tq and Tk within
+** the forward's int32 index (this call does not pass sizes that sfa_forward
+** refuses), the byte count without overflow (SFA_ERR_INVALID_ARGUMENT) and
+** within the machine's physical memory (SFA_ERR_OUT_OF_MEMORY). The messages
+** name the array (the larger side) and its sizes. */
+static sfa_status host_copy_size(sfa_context *ctx, int hash, int64_t B, int64_t Hq,
+                                 int64_t Hkv, int64_t Tq, int64_t Tk, size_t *nq, size_t *nk) {
+  if (Tq > INT32_MAX || Tk > INT32_MAX)
+    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
+                      "%s: %lld exceeds the kernel's int32 index (%d)",
+                      Tq > INT32_MAX ? "Tq" : "Tk", (long long)(Tq > INT32_MAX ? Tq : Tk),
+                      INT32_MAX);
+  const uint64_t per = (hash ? 2u : 1u) * sizeof(int32_t); /* idx, and hash's buckets */
+  uint64_t q = 0, k = 0, qbytes = 0, kbytes = 0, total = 0;
+  const int qover = count_entries(B, Hq, Tq, per, &q, &qbytes);
+  const int kover = count_entries(B, Hkv, Tk, per, &k, &kbytes);
+  const int kside = !qover && (kover || kbytes > qbytes);
+  const char *nm = kside ? "extras->k_idx" : "extras->q_idx";
+  const long long h = kside ? Hkv : Hq, t = kside ? Tk : Tq;
+  const char *also = hash ? (kside ? " (and as many in k_hash)" : " (and as many in q_hash)") : "";
+  if (qover || kover || __builtin_add_overflow(qbytes, kbytes, &total) || total > SIZE_MAX)
+    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
+                      "%s: [%lld, %lld, %lld] entries%s are too many for sfa_check_indices, "
+                      "which copies the index arrays to the host: their bytes overflow 64 bits",
+                      nm, (long long)B, h, t, also);
+  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+  const double have = pages > 0 && page > 0 ? (double)pages * (double)page : 0;
+  if (have > 0 && (double)total > have)
+    return sfa__error(ctx, SFA_ERR_OUT_OF_MEMORY,
+                      "%s: [%lld, %lld, %lld] entries%s: sfa_check_indices would copy %.1f GiB "
+                      "of index arrays to host memory, more than this machine's %.1f GiB",
+                      nm, (long long)B, h, t, also, (double)total / 1073741824.0,
+                      have / 1073741824.0);
+  *nq = (size_t)q;
+  *nk = (size_t)k;
+  return SFA_OK;
+}
+
 sfa_status sfa_check_indices(sfa_context *ctx, const sfa_attention_params *params,
                              const sfa_extras *extras, int64_t Tq, int64_t Tk, void *stream) {
   if (!ctx) return SFA_ERR_INVALID_ARGUMENT;
@@ -165,10 +213,8 @@ sfa_status sfa_check_indices(sfa_context *ctx, const sfa_attention_params *param
                       (long long)Hkv, (long long)Hq);
 
   const int hash = mode == SFA_MODE_HASH;
-  if ((double)B * (double)Hq * (double)Tq > 1e15 || (double)B * (double)Hkv * (double)Tk > 1e15)
-    return sfa__error(ctx, SFA_ERR_OUT_OF_MEMORY,
-                      "sfa_check_indices: the index arrays are too large to copy to the host");
-  const size_t nq = (size_t)(B * Hq * Tq), nk = (size_t)(B * Hkv * Tk);
+  size_t nq = 0, nk = 0;
+  if ((st = host_copy_size(ctx, hash, B, Hq, Hkv, Tq, Tk, &nq, &nk)) != SFA_OK) return st;
   int32_t *qi = malloc(nq * sizeof *qi), *ki = malloc(nk * sizeof *ki);
   int32_t *qh = hash ? malloc(nq * sizeof *qh) : NULL, *kh = hash ? malloc(nk * sizeof *kh) : NULL;
   if (!qi || !ki || (hash && (!qh || !kh))) {

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gen/arch.h"
 #include "gen/gen_internal.h"
 #include "runtime/nvrtc.h"
 #include "runtime/nvrtc_lib.h"
@@ -17,9 +18,9 @@
 
 void sfa__nvrtc_options_init(sfa__nvrtc_options *o, const sfa_kernel_spec *spec) {
   memset(o, 0, sizeof *o);
-  /* wgmma is an sm_90a feature: such cubins run on compute capability 9.0 only. */
-  snprintf(o->arch, sizeof o->arch, "--gpu-architecture=sm_%d%s", spec ? spec->arch : 0,
-           spec && (spec->flags & SFA_FEAT_WGMMA) ? "a" : "");
+  /* The arch table's target (wgmma: sm_90a, which runs on compute capability 9.0 only). */
+  sfa__arch_gpu_option(o->arch, sizeof o->arch, spec ? spec->arch : 0,
+                       spec && (spec->flags & SFA_FEAT_WGMMA));
   o->argv[o->count++] = o->arch;
   o->argv[o->count++] = "-std=c++17";
   o->argv[o->count++] = "--use_fast_math";

@@ -3,6 +3,7 @@
 ** sfa_free, and the initialisers of sfa_tensor, sfa_options and
 ** sfa_attention_params.
 */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,11 +49,13 @@ void sfa_tensor_init(sfa_tensor *t, void *data, sfa_dtype dtype, int rank,
   t->dtype = dtype;
   t->rank = rank;
   if (rank < 0 || rank > SFA_MAX_RANK || !shape) return; /* rejected later by validation */
+  /* A stride that does not fit in int64 saturates at INT64_MAX (never wraps):
+  ** such a tensor spans more than 2^62 elements, which validation rejects. */
   int64_t stride = 1;
   for (int i = rank - 1; i >= 0; i--) {
     t->shape[i] = shape[i];
     t->strides[i] = stride;
-    stride *= shape[i] > 0 ? shape[i] : 1;
+    if (__builtin_mul_overflow(stride, shape[i] > 0 ? shape[i] : 1, &stride)) stride = INT64_MAX;
   }
 }
 

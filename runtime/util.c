@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-
+#include "gen/arch.h"
 #include "gen/gen_internal.h"
 #include "runtime/nvrtc.h"
 #include "runtime/util.h"
@@ -63,9 +63,12 @@ sfa_status sfa__util_source(sfa__util_kind kind, sfa_dtype dtype, int arch, char
     return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
                      "utility kernel %d with dtype %s does not exist", (int)kind,
                      sfa__dtype_str(dtype));
-  if (arch < 80)
-    return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "arch: %d; must be 80 or newer",
-                     arch);
+  if (!sfa__arch_find(arch)) {
+    char archs[128];
+    sfa__arch_list(archs, sizeof archs, "", ", ", " or ");
+    return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "arch: %d; must be %s", arch,
+                     archs);
+  }
   const char *kn = kind_name(kind);
   snprintf(params, sizeof params,
            "{%% KERNEL = \"%s\"; NAME = \"%s\"; ARCH = %d; ARGS_SIZE = %zu; DTYPE = \"%s\" %%}\n",

@@ -79,16 +79,19 @@ sfa_status sfa__check_layout(sfa_context *ctx, const char *nm, const sfa_tensor 
     if (s < 0)
       return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
                         "%s: stride[%d] is %lld; strides must be >= 0", nm, i, (long long)s);
-    if (i < rank - 1 && s % mult != 0)
-      return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
-                        "%s: stride[%d] is %lld; it must be a multiple of %lld elements "
-                        "(16 bytes)",
-                        nm, i, (long long)s, (long long)mult);
     span += (double)s * (double)(t->shape[i] - 1);
   }
+  /* Before the multiples: sfa_tensor_init saturates a stride that int64 cannot
+  ** hold at INT64_MAX, and such a shape is the problem to name. */
   if (span > 4611686018427387904.0) /* 2^62 */
     return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
                       "%s: shape and strides address more than 2^62 elements", nm);
+  for (int i = 0; i < rank - 1; i++)
+    if (t->shape[i] != 1 && t->strides[i] % mult != 0)
+      return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
+                        "%s: stride[%d] is %lld; it must be a multiple of %lld elements "
+                        "(16 bytes)",
+                        nm, i, (long long)t->strides[i], (long long)mult);
   if (is_output && sfa__tensor_self_overlapping(t)) {
     char shape[96];
     sfa__tensor_shape_str(t, shape, sizeof shape);
@@ -108,12 +111,56 @@ static sfa_status check_half(sfa_context *ctx, const char *nm, const sfa_tensor 
   return sfa__check_layout(ctx, nm, t, 4, "[B, H, T, D]", 8, 16, 0, is_output);
 }
 
+sfa_status sfa__check_disjoint(sfa_context *ctx, const sfa__named_tensor *out, size_t nout,
+                               const sfa__named_tensor *in, size_t nin) {
+  sfa_status st;
+  for (size_t i = 0; i < nout; i++) {
+    if (!out[i].t) continue;
+    for (size_t j = 0; j < nin; j++)
+      if (in[j].t && (st = sfa__util_disjoint(ctx, out[i].nm, out[i].t, in[j].nm, in[j].t)))
+        return st;
+    for (size_t j = i + 1; j < nout; j++)
+      if (out[j].t && (st = sfa__util_disjoint(ctx, out[i].nm, out[i].t, out[j].nm, out[j].t)))
+        return st;
+  }
+  return SFA_OK;
+}
+
+/* The head dim comes first: an unsupported one would otherwise show up as a
+** stride error (rows of 36 elements are not 16-byte aligned). q's head dim
+** must be supported and each of others[] (4-d, fp16/bf16) must have it. A
+** tensor of another rank or a dim < 1 is left to the layout checks. */
+static sfa_status check_head_dims(sfa_context *ctx, const sfa_tensor *q,
+                                  const sfa__named_tensor *others, size_t n) {
+  if (q->rank != 4 || q->shape[3] < 1) return SFA_OK;
+  const int64_t D = q->shape[3];
+  if (D < 32 || D > 256 || D % 16 != 0)
+    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
+                      "q: head dim (shape[3]) %lld is not supported; must be a multiple of 16 "
+                      "in 32..256",
+                      (long long)D);
+  for (size_t i = 0; i < n; i++) {
+    const sfa_tensor *t = others[i].t;
+    if (t && t->rank == 4 && t->shape[3] >= 1 && t->shape[3] != D)
+      return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
+                        "%s: shape[3] (head dim) is %lld but q's is %lld", others[i].nm,
+                        (long long)t->shape[3], (long long)D);
+  }
+  return SFA_OK;
+}
+
 sfa_status sfa__validate_params(sfa_context *ctx, const sfa_attention_params *p) {
   if (!p) return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "params: is NULL");
   if ((unsigned)p->mode > SFA_MODE_WINDOW)
     return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
                       "params.mode: %d is not a mode (dense, qk_drop, hash or window)",
                       (int)p->mode);
+  if (p->causal != 0 && p->causal != 1)
+    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "params.causal: %d; must be 0 or 1",
+                      p->causal);
+  if (p->deterministic != 0 && p->deterministic != 1)
+    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "params.deterministic: %d; must be 0 or 1",
+                      p->deterministic);
   if (!isfinite(p->scale) || p->scale < 0)
     return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
                       "params.scale: %g; must be finite and >= 0 (0 means 1/sqrt(head dim))",
@@ -294,18 +341,15 @@ sfa_status sfa__validate_forward(sfa_context *ctx, const sfa_attention_params *p
     return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
                       "q: dtype %s is not supported; must be fp16 or bf16",
                       sfa__dtype_str(q->dtype));
-  if ((st = check_half(ctx, "q", q, q, 0)) != SFA_OK ||
+  const sfa__named_tensor same_d[] = {{"k", k}, {"v", v}, {"o", o}};
+  if ((st = check_head_dims(ctx, q, same_d, 3)) != SFA_OK ||
+      (st = check_half(ctx, "q", q, q, 0)) != SFA_OK ||
       (st = check_half(ctx, "k", k, q, 0)) != SFA_OK ||
       (st = check_half(ctx, "v", v, q, 0)) != SFA_OK ||
       (st = check_half(ctx, "o", o, q, 1)) != SFA_OK)
     return st;
 
-  int64_t B = q->shape[0], Hq = q->shape[1], Tq = q->shape[2], D = q->shape[3];
-  if (D < 32 || D > 256 || D % 16 != 0)
-    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
-                      "q: head dim (shape[3]) %lld is not supported; must be a multiple of 16 "
-                      "in 32..256",
-                      (long long)D);
+  int64_t B = q->shape[0], Hq = q->shape[1], Tq = q->shape[2];
   for (int i = 0; i < 4; i++)
     if (i != 1 && i != 2 && k->shape[i] != q->shape[i]) {
       return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
@@ -356,7 +400,18 @@ sfa_status sfa__validate_forward(sfa_context *ctx, const sfa_attention_params *p
                         (long long)B, (long long)Hq, (long long)Tq);
     }
   }
-  return sfa__validate_extras(ctx, params, extras, q->dtype, B, Hq, Hkv, Tq, Tk);
+  if ((st = sfa__validate_extras(ctx, params, extras, q->dtype, B, Hq, Hkv, Tq, Tk)) != SFA_OK)
+    return st;
+  /* Outputs share no memory with the inputs or with each other. */
+  const sfa_extras none = {0}, *ex = extras ? extras : &none;
+  const sfa__named_tensor in[] = {
+    {"q", q}, {"k", k}, {"v", v},
+    {"extras->q_idx", ex->q_idx}, {"extras->k_idx", ex->k_idx},
+    {"extras->q_hash", ex->q_hash}, {"extras->k_hash", ex->k_hash},
+    {"extras->bias", ex->bias}, {"extras->mask", ex->mask},
+  };
+  const sfa__named_tensor out[] = {{"o", o}, {"lse", lse}};
+  return sfa__check_disjoint(ctx, out, 2, in, sizeof in / sizeof in[0]);
 }
 
 /* ------------------------------------------------------------ backward */
@@ -367,16 +422,16 @@ static sfa_status check_like(sfa_context *ctx, const char *nm, const sfa_tensor 
                              int is_output) {
   char a[96], b[96];
   if (!t) return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "%s: is NULL", nm);
-  sfa_status st = check_half(ctx, nm, t, q, is_output);
-  if (st != SFA_OK) return st;
-  for (int i = 0; i < 4; i++)
+  /* The shape before the layout: a head dim unlike ref's is named as that,
+  ** not as the stride error its rows may give. */
+  for (int i = 0; i < 4 && t->rank == 4; i++)
     if (t->shape[i] != ref->shape[i]) {
       sfa__tensor_shape_str(t, a, sizeof a);
       sfa__tensor_shape_str(ref, b, sizeof b);
       return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "%s: shape %s does not match %s %s", nm,
                         a, refnm, b);
     }
-  return SFA_OK;
+  return check_half(ctx, nm, t, q, is_output);
 }
 
 sfa_status sfa__validate_backward(sfa_context *ctx, const sfa_attention_params *params,
@@ -390,9 +445,6 @@ sfa_status sfa__validate_backward(sfa_context *ctx, const sfa_attention_params *
     return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
                       "lse: is NULL; the backward needs the forward's lse");
   if ((st = sfa__validate_forward(ctx, params, q, k, v, extras, o, lse)) != SFA_OK) return st;
-  if (params->deterministic != 0 && params->deterministic != 1)
-    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "params.deterministic: %d; must be 0 or 1",
-                      params->deterministic);
   if ((st = check_like(ctx, "dout", dout, "o", o, q, 0)) != SFA_OK ||
       (st = check_like(ctx, "dq", dq, "q", q, q, 1)) != SFA_OK ||
       (st = check_like(ctx, "dk", dk, "k", k, q, 1)) != SFA_OK ||
@@ -419,24 +471,13 @@ sfa_status sfa__validate_backward(sfa_context *ctx, const sfa_attention_params *
       }
   }
   /* Outputs share no memory with the inputs or with each other. */
-  const struct { const char *nm; const sfa_tensor *t; } in[] = {
+  const sfa_extras none = {0}, *ex = extras ? extras : &none;
+  const sfa__named_tensor in[] = {
     {"q", q}, {"k", k}, {"v", v}, {"o", o}, {"dout", dout}, {"lse", lse},
-    {"extras->bias", bias}, {"extras->mask", extras ? extras->mask : NULL},
-    {"extras->q_idx", extras ? extras->q_idx : NULL}, {"extras->k_idx", extras ? extras->k_idx : NULL},
-    {"extras->q_hash", extras ? extras->q_hash : NULL},
-    {"extras->k_hash", extras ? extras->k_hash : NULL},
+    {"extras->bias", ex->bias}, {"extras->mask", ex->mask},
+    {"extras->q_idx", ex->q_idx}, {"extras->k_idx", ex->k_idx},
+    {"extras->q_hash", ex->q_hash}, {"extras->k_hash", ex->k_hash},
   };
-  const struct { const char *nm; const sfa_tensor *t; } out[] = {
-    {"dq", dq}, {"dk", dk}, {"dv", dv}, {"dbias", dbias},
-  };
-  for (size_t i = 0; i < sizeof out / sizeof out[0]; i++) {
-    if (!out[i].t) continue;
-    for (size_t j = 0; j < sizeof in / sizeof in[0]; j++)
-      if (in[j].t && (st = sfa__util_disjoint(ctx, out[i].nm, out[i].t, in[j].nm, in[j].t)))
-        return st;
-    for (size_t j = i + 1; j < sizeof out / sizeof out[0]; j++)
-      if (out[j].t && (st = sfa__util_disjoint(ctx, out[i].nm, out[i].t, out[j].nm, out[j].t)))
-        return st;
-  }
-  return SFA_OK;
+  const sfa__named_tensor out[] = {{"dq", dq}, {"dk", dk}, {"dv", dv}, {"dbias", dbias}};
+  return sfa__check_disjoint(ctx, out, 4, in, sizeof in / sizeof in[0]);
 }

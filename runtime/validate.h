@@ -7,11 +7,14 @@
 #ifndef SFA_RUNTIME_VALIDATE_H
 #define SFA_RUNTIME_VALIDATE_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "sfa.h"
 
-/* Everything sfa_forward reads: params, tensors and the extras of the mode. */
+/* Everything sfa_forward reads and writes: params, tensors (an unsupported
+** head dim is named before any stride), the extras of the mode, and no output
+** (o, lse) sharing memory with an input or the other output. */
 sfa_status sfa__validate_forward(sfa_context *ctx, const sfa_attention_params *params,
                                  const sfa_tensor *q, const sfa_tensor *k, const sfa_tensor *v,
                                  const sfa_extras *extras, const sfa_tensor *o,
@@ -28,8 +31,8 @@ sfa_status sfa__validate_backward(sfa_context *ctx, const sfa_attention_params *
                                   const sfa_tensor *dq, const sfa_tensor *dk,
                                   const sfa_tensor *dv, const sfa_tensor *dbias);
 
-/* params alone: a known mode, the scale, the window (only window mode may
-** set one). */
+/* params alone: a known mode, causal and deterministic 0 or 1, the scale,
+** the window (only window mode may set one). */
 sfa_status sfa__validate_params(sfa_context *ctx, const sfa_attention_params *params);
 
 /* The extras of params->mode for a problem of these sizes: each tensor the
@@ -55,6 +58,19 @@ static inline int64_t sfa__eff_stride(const sfa_tensor *t, int i) {
 sfa_status sfa__check_layout(sfa_context *ctx, const char *nm, const sfa_tensor *t, int rank,
                              const char *layout, int64_t mult, size_t align, int64_t max_dim,
                              int is_output);
+
+/* A tensor and the name that messages give it ("o", "extras->bias"). */
+typedef struct sfa__named_tensor {
+  const char *nm;
+  const sfa_tensor *t;
+} sfa__named_tensor;
+
+/* The one overlap rule of every call's outputs: no output shares a byte with
+** an input or with another output (byte ranges, conservative). NULL tensors
+** are skipped. The message names both, e.g. "o: its memory overlaps k; ...".
+** The tensors must have passed their layout checks. */
+sfa_status sfa__check_disjoint(sfa_context *ctx, const sfa__named_tensor *out, size_t nout,
+                               const sfa__named_tensor *in, size_t nin);
 
 /* "[2, 16, 4096, 128]" into buf. */
 void sfa__tensor_shape_str(const sfa_tensor *t, char *buf, size_t n);

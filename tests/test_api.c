@@ -87,6 +87,26 @@ START_TEST(tensor_init) {
 }
 END_TEST
 
+/* A shape whose row-major strides do not fit in int64 (2^86 elements) gets
+** saturated strides, never wrapped ones (signed overflow is undefined). */
+START_TEST(tensor_init_saturates_strides_that_overflow) {
+  sfa_tensor t;
+  const int64_t G = (int64_t)1 << 40;
+  int64_t huge[4] = {G, G, G, 64};
+  sfa_tensor_init(&t, (void *)0x1000, SFA_DTYPE_FP16, 4, huge);
+  ck_assert_int_eq(t.strides[3], 1);
+  ck_assert_int_eq(t.strides[2], 64);
+  ck_assert_int_eq(t.strides[1], (int64_t)1 << 46);
+  ck_assert_int_eq(t.strides[0], INT64_MAX);
+  int64_t max[3] = {3, INT64_MAX, INT64_MAX};
+  sfa_tensor_init(&t, (void *)0x1000, SFA_DTYPE_FP16, 3, max);
+  ck_assert_int_eq(t.strides[2], 1);
+  ck_assert_int_eq(t.strides[1], INT64_MAX);
+  ck_assert_int_eq(t.strides[0], INT64_MAX);
+  for (int i = 0; i < 3; i++) ck_assert_int_eq(t.shape[i], max[i]);
+}
+END_TEST
+
 /* ------------------------------------------------------------ context */
 
 START_TEST(context_create_without_gpu) {
@@ -310,19 +330,56 @@ START_TEST(fwd_zero_dim) {
 }
 END_TEST
 
+/* q, k, v and o with head dim D (and the test's other sizes). */
+static void set_head_dim(int64_t D) {
+  int64_t qs[4] = {2, 4, 64, D}, ks[4] = {2, 2, 48, D};
+  sfa_tensor_init(&P.q, P.q.data, SFA_DTYPE_FP16, 4, qs);
+  sfa_tensor_init(&P.o, P.o.data, SFA_DTYPE_FP16, 4, qs);
+  sfa_tensor_init(&P.k, P.k.data, SFA_DTYPE_FP16, 4, ks);
+  sfa_tensor_init(&P.v, P.v.data, SFA_DTYPE_FP16, 4, ks);
+}
+
+/* An unsupported head dim is reported as such, also where its rows are not
+** 16-byte aligned (36: 72 bytes), which the stride check would catch first. */
 START_TEST(fwd_head_dim) {
-  const int64_t bad[] = {16, 36, 40, 72, 264, 512};
+  const int64_t bad[] = {8, 16, 36, 40, 72, 100, 264, 512};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-    int64_t qs[4] = {2, 4, 64, bad[i]}, ks[4] = {2, 2, 48, bad[i]};
-    sfa_tensor_init(&P.q, P.q.data, SFA_DTYPE_FP16, 4, qs);
-    sfa_tensor_init(&P.o, P.o.data, SFA_DTYPE_FP16, 4, qs);
-    sfa_tensor_init(&P.k, P.k.data, SFA_DTYPE_FP16, 4, ks);
-    sfa_tensor_init(&P.v, P.v.data, SFA_DTYPE_FP16, 4, ks);
-    if (bad[i] % 8 != 0) /* then the row stride is caught first */
-      EXPECT(SFA_ERR_INVALID_ARGUMENT, "q: stride[2]", NULL);
-    else
-      EXPECT(SFA_ERR_INVALID_ARGUMENT, "q: head dim", "multiple of 16 in 32..256");
+    char want[64];
+    set_head_dim(bad[i]);
+    snprintf(want, sizeof want, "q: head dim (shape[3]) %lld is not supported", (long long)bad[i]);
+    EXPECT(SFA_ERR_INVALID_ARGUMENT, want, "multiple of 16 in 32..256");
   }
+  /* k and v with another head dim than q's: named as that, not as a stride. */
+  reset();
+  int64_t ks[4] = {2, 2, 48, 36};
+  sfa_tensor_init(&P.k, P.k.data, SFA_DTYPE_FP16, 4, ks);
+  sfa_tensor_init(&P.v, P.v.data, SFA_DTYPE_FP16, 4, ks);
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "k: shape[3] (head dim) is 36 but q's is 64", NULL);
+  reset();
+  int64_t os[4] = {2, 4, 64, 36};
+  sfa_tensor_init(&P.o, P.o.data, SFA_DTYPE_FP16, 4, os);
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "o: shape[3] (head dim) is 36 but q's is 64", NULL);
+  /* A head dim of 0 is a zero-sized dimension. */
+  reset();
+  P.q.shape[3] = 0;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "q: shape[3] is 0", ">= 1");
+}
+END_TEST
+
+/* causal and deterministic are flags: 0 or 1, in every mode (qk_drop and
+** hash ignore causal, but 7 there is still a mistake). */
+START_TEST(fwd_flags_must_be_0_or_1) {
+  P.p.causal = 7;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "params.causal: 7", "must be 0 or 1");
+  P.p.causal = -1;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "params.causal: -1", "must be 0 or 1");
+  reset();
+  set_mode(SFA_MODE_QK_DROP);
+  P.p.causal = 2;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "params.causal: 2", "must be 0 or 1");
+  reset();
+  P.p.deterministic = 7;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "params.deterministic: 7", "must be 0 or 1");
 }
 END_TEST
 
@@ -434,6 +491,11 @@ END_TEST
 START_TEST(fwd_huge_span) {
   P.k.strides[0] = (int64_t)1 << 62;
   EXPECT(SFA_ERR_INVALID_ARGUMENT, "k: shape and strides", "2^62");
+  /* A shape whose strides sfa_tensor_init cannot represent. */
+  const int64_t G = (int64_t)1 << 40;
+  int64_t huge[4] = {G, G, G, 64};
+  sfa_tensor_init(&P.q, P.q.data, SFA_DTYPE_FP16, 4, huge);
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "q: shape and strides", "2^62");
 }
 END_TEST
 
@@ -446,6 +508,51 @@ START_TEST(fwd_output_overlap) {
   reset();
   P.lse.strides[1] = 1;
   EXPECT(SFA_ERR_INVALID_ARGUMENT, "lse: its strides make elements overlap", NULL);
+}
+END_TEST
+
+/* o and lse share no memory with an input or with each other (the rule of
+** sfa_backward's outputs). */
+START_TEST(fwd_outputs_must_not_overlap_inputs) {
+  P.o.data = P.k.data;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "o: its memory overlaps k", "must not share memory");
+  reset();
+  P.o.data = P.q.data;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "o: its memory overlaps q", NULL);
+  reset();
+  P.o.data = (char *)P.v.data + 4096; /* inside v */
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "o: its memory overlaps v", NULL);
+  reset();
+  P.lse.data = (char *)P.o.data + 64; /* inside o */
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "o: its memory overlaps lse", NULL);
+  reset();
+  P.lse.data = P.k.data;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "lse: its memory overlaps k", NULL);
+  reset();
+  set_mode(SFA_MODE_WINDOW);
+  P.o.data = P.bias.data;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "o: its memory overlaps extras->bias", NULL);
+  reset();
+  set_mode(SFA_MODE_HASH);
+  P.lse.data = P.qh.data;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "lse: its memory overlaps extras->q_hash", NULL);
+}
+END_TEST
+
+/* Disjoint views of one allocation are fine, also back to back. */
+START_TEST(fwd_disjoint_views_of_one_buffer) {
+  if (tu_driver_present()) {
+    printf("SKIP fwd_disjoint_views_of_one_buffer: libcuda.so.1 is present on this machine\n");
+    return;
+  }
+  char *base = (char *)0x7f0001000000;
+  const size_t qb = 2 * 4 * 64 * 64 * 2, kb = 2 * 2 * 48 * 64 * 2;
+  P.q.data = base;
+  P.k.data = base + qb;
+  P.v.data = base + qb + kb;
+  P.o.data = base + qb + 2 * kb;
+  P.lse.data = base + 2 * qb + 2 * kb;
+  EXPECT(SFA_ERR_NO_DRIVER, "libcuda.so.1", NULL);
 }
 END_TEST
 
@@ -749,6 +856,7 @@ int main(void) {
   tcase_add_test(basics, options_init);
   tcase_add_test(basics, params_init);
   tcase_add_test(basics, tensor_init);
+  tcase_add_test(basics, tensor_init_saturates_strides_that_overflow);
   tcase_add_test(basics, context_create_without_gpu);
   tcase_add_test(basics, context_bad_options);
   suite_add_tcase(s, basics);
@@ -765,6 +873,7 @@ int main(void) {
   tcase_add_test(fwd, fwd_lse_dtype);
   tcase_add_test(fwd, fwd_zero_dim);
   tcase_add_test(fwd, fwd_head_dim);
+  tcase_add_test(fwd, fwd_flags_must_be_0_or_1);
   tcase_add_test(fwd, fwd_kv_shape);
   tcase_add_test(fwd, fwd_gqa_heads);
   tcase_add_test(fwd, fwd_o_shape);
@@ -778,6 +887,8 @@ int main(void) {
   tcase_add_test(fwd, fwd_grid_limit);
   tcase_add_test(fwd, fwd_huge_span);
   tcase_add_test(fwd, fwd_output_overlap);
+  tcase_add_test(fwd, fwd_outputs_must_not_overlap_inputs);
+  tcase_add_test(fwd, fwd_disjoint_views_of_one_buffer);
   tcase_add_test(fwd, fwd_extras_missing);
   tcase_add_test(fwd, fwd_extras_unexpected);
   tcase_add_test(fwd, fwd_index_dtype);

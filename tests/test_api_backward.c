@@ -162,6 +162,41 @@ START_TEST(bwd_head_dim_and_no_driver) {
 }
 END_TEST
 
+/* An unsupported head dim is named as such, not as the stride error that its
+** unaligned rows (36 elements: 72 bytes) would give; so is a gradient whose
+** head dim differs from its reference's. causal is a flag (0 or 1). */
+START_TEST(bwd_head_dim_errors_name_the_head_dim) {
+  const sfa_status bad = SFA_ERR_INVALID_ARGUMENT;
+  int64_t q36[4] = {2, 4, 64, 36}, k36[4] = {2, 2, 48, 36};
+  sfa_tensor *qlike[4] = {&P.q, &P.o, &P.dout, &P.dq}, *klike[4] = {&P.k, &P.v, &P.dk, &P.dv};
+  for (int i = 0; i < 4; i++) {
+    sfa_tensor_init(qlike[i], qlike[i]->data, SFA_DTYPE_FP16, 4, q36);
+    sfa_tensor_init(klike[i], klike[i]->data, SFA_DTYPE_FP16, 4, k36);
+  }
+  EXPECT(run(NULL, NULL), bad, "q: head dim (shape[3]) 36 is not supported");
+  reset();
+  sfa_tensor_init(&P.dq, P.dq.data, SFA_DTYPE_FP16, 4, q36);
+  EXPECT(run(NULL, NULL), bad, "dq: shape [2, 4, 64, 36] does not match q [2, 4, 64, 64]");
+  reset();
+  sfa_tensor_init(&P.dv, P.dv.data, SFA_DTYPE_FP16, 4, k36);
+  EXPECT(run(NULL, NULL), bad, "dv: shape [2, 2, 48, 36] does not match v [2, 2, 48, 64]");
+  reset();
+  P.p.causal = 7;
+  EXPECT(run(NULL, NULL), bad, "params.causal: 7; must be 0 or 1");
+}
+END_TEST
+
+/* The forward's outputs, given back as inputs, keep the forward's rule. */
+START_TEST(bwd_forward_outputs_must_not_overlap_inputs) {
+  const sfa_status bad = SFA_ERR_INVALID_ARGUMENT;
+  P.o.data = P.k.data;
+  EXPECT(run(NULL, NULL), bad, "o: its memory overlaps k");
+  reset();
+  P.lse.data = (char *)P.o.data + 128;
+  EXPECT(run(NULL, NULL), bad, "o: its memory overlaps lse");
+}
+END_TEST
+
 /* sfa_options_init with var=value in the environment (unset after); what it
 ** printed on stderr into text. */
 static sfa_options options_with_env(const char *var, const char *value, char *text, size_t n) {
@@ -219,6 +254,8 @@ int main(void) {
   tcase_add_test(t, bwd_dbias);
   tcase_add_test(t, bwd_outputs_must_not_overlap);
   tcase_add_test(t, bwd_head_dim_and_no_driver);
+  tcase_add_test(t, bwd_head_dim_errors_name_the_head_dim);
+  tcase_add_test(t, bwd_forward_outputs_must_not_overlap_inputs);
   tcase_add_test(t, options_init_reads_sfa_tune);
   tcase_add_test(t, options_init_reads_sfa_mma);
   suite_add_tcase(s, t);

@@ -335,6 +335,41 @@ START_TEST(check_indices_arguments) {
 }
 END_TEST
 
+/* Sizes are checked before anything is allocated: Tq and Tk within the
+** forward's int32 limit, the host copy's size without overflow and within the
+** machine's memory (ASan aborts on a request for terabytes). */
+START_TEST(check_indices_refuses_absurd_sizes_before_allocating) {
+  const sfa_status bad = SFA_ERR_INVALID_ARGUMENT;
+  const int64_t T40 = (int64_t)1 << 40;
+  int64_t qs[3] = {2, 4, T40}, ks[3] = {2, 2, T40};
+  sfa_tensor_init(&I.qi, I.qi.data, SFA_DTYPE_INT32, 3, qs);
+  ICHECK(bad, T40, 48, &I.ex, "Tq: 1099511627776 exceeds the kernel's int32 index");
+  ireset(SFA_MODE_HASH);
+  sfa_tensor_init(&I.ki, I.ki.data, SFA_DTYPE_INT32, 3, ks);
+  sfa_tensor_init(&I.kh, I.kh.data, SFA_DTYPE_INT32, 3, ks);
+  ICHECK(bad, 64, T40, &I.ex, "Tk: 1099511627776 exceeds the kernel's int32 index");
+  /* Broadcast (stride 0) arrays of 65535 x 65535 x (2^31 - 1) entries: the
+  ** bytes to copy overflow 64 bits. */
+  ireset(SFA_MODE_QK_DROP);
+  int64_t bq[3] = {65535, 65535, INT32_MAX}, bk[3] = {65535, 65535, 48};
+  sfa_tensor_init(&I.qi, I.qi.data, SFA_DTYPE_INT32, 3, bq);
+  sfa_tensor_init(&I.ki, I.ki.data, SFA_DTYPE_INT32, 3, bk);
+  I.qi.strides[0] = I.qi.strides[1] = I.ki.strides[0] = I.ki.strides[1] = 0;
+  ICHECK(bad, INT32_MAX, 48, &I.ex, "extras->q_idx");
+  /* 2^44 entries (64 TiB): representable, but no host has that memory. */
+  ireset(SFA_MODE_HASH);
+  int64_t mq[3] = {4096, 4096, (int64_t)1 << 20}, mk[3] = {4096, 4096, 48};
+  sfa_tensor *qside[2] = {&I.qi, &I.qh}, *kside[2] = {&I.ki, &I.kh};
+  for (int i = 0; i < 2; i++) {
+    sfa_tensor_init(qside[i], qside[i]->data, SFA_DTYPE_INT32, 3, mq);
+    sfa_tensor_init(kside[i], kside[i]->data, SFA_DTYPE_INT32, 3, mk);
+    qside[i]->strides[0] = qside[i]->strides[1] = kside[i]->strides[0] = kside[i]->strides[1] = 0;
+  }
+  ICHECK(SFA_ERR_OUT_OF_MEMORY, (int64_t)1 << 20, 48, &I.ex, "extras->q_idx");
+  ck_assert_msg(strstr(sfa_last_error(I.ctx), "host memory"), "%s", sfa_last_error(I.ctx));
+}
+END_TEST
+
 START_TEST(check_indices_no_driver) {
   if (tu_driver_present()) {
     printf("SKIP check_indices_no_driver: libcuda.so.1 is present on this machine\n");
@@ -362,6 +397,7 @@ int main(void) {
   TCase *api = tcase_create("check_indices");
   tcase_add_checked_fixture(api, isetup, iteardown);
   tcase_add_test(api, check_indices_arguments);
+  tcase_add_test(api, check_indices_refuses_absurd_sizes_before_allocating);
   tcase_add_test(api, check_indices_no_driver);
   suite_add_tcase(s, api);
   return tu_run_suite(s);

@@ -6,14 +6,16 @@
 ** H100 choices, wgmma on sm_90 fwd at D 64 and 128).
 */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "sfa.h"
 #include "gen/gen_internal.h"
 #include "testutil.h"
 
-static const int archs[] = {80, 86, 87, 89, 90};
-#define NARCHS 5
+/* Every row of the arch table (gen/arch.h; tests/test_arch.c checks it). */
+static const int archs[] = {80, 86, 87, 88, 89, 90, 100, 103, 110, 120, 121};
+#define NARCHS (int)(sizeof archs / sizeof archs[0])
 
 static sfa_kernel_spec good(void) {
   sfa_kernel_spec s = {SFA_PASS_FWD, SFA_MODE_DENSE, SFA_DTYPE_BF16, 128,
@@ -169,10 +171,11 @@ END_TEST
 
 START_TEST(arch_rule) {
   sfa_kernel_spec s = good();
-  int bad[] = {0, 70, 75, 81, 100, 120, 900};
+  int bad[] = {0, 70, 75, 81, 91, 101, 130, 900};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     s.arch = bad[i];
-    expect(&s, SFA_ERR_INVALID_ARGUMENT, "arch:", "80, 86, 87, 89 or 90");
+    expect(&s, SFA_ERR_INVALID_ARGUMENT, "arch:",
+           "must be 80, 86, 87, 88, 89, 90, 100, 103, 110, 120 or 121");
   }
   for (int i = 0; i < NARCHS; i++) {
     s.arch = archs[i];
@@ -235,7 +238,8 @@ START_TEST(wgmma_rule) {
   s = good();
   s.flags |= SFA_FEAT_WGMMA;
   s.block_m = 64, s.block_n = 128;
-  for (int i = 0; i < NARCHS - 1; i++) {
+  for (int i = 0; i < NARCHS; i++) {
+    if (archs[i] == 90) continue;
     s.arch = archs[i];
     expect(&s, SFA_ERR_INVALID_ARGUMENT, "flags: wg", "sm_90 only");
   }
@@ -678,6 +682,41 @@ START_TEST(defaults_errors) {
 }
 END_TEST
 
+/* Where no backward tile fits the arch (D 256: 144896 bytes at the smallest,
+** sm_86 and 89 allow 101376; tests/test_arch.c has the newer 99 KB archs),
+** the default is SFA_ERR_UNSUPPORTED naming the memory, and the presets leave
+** that class's backward out instead of failing. */
+START_TEST(defaults_of_a_backward_no_tile_fits_are_unsupported) {
+  static const int small[] = {86, 89};
+  for (size_t a = 0; a < 2; a++) {
+    sfa_kernel_spec s = {SFA_PASS_BWD, SFA_MODE_DENSE, SFA_DTYPE_BF16, 256, 0, 0, 0, 0,
+                         small[a], SFA_FEAT_CAUSAL};
+    char err[256] = "", want[160];
+    ck_assert_int_eq(sfa_spec_default(&s, err, sizeof err), SFA_ERR_UNSUPPORTED);
+    snprintf(want, sizeof want, "pass bwd at head dim 256: its smallest tile needs 144896 "
+             "bytes of shared memory, sm_%d allows 101376", small[a]);
+    ck_assert_msg(strstr(err, want), "'%s' not in '%s'", want, err);
+    /* a rule the class breaks is still named first */
+    s.mode = SFA_MODE_QK_DROP;
+    ck_assert_int_eq(sfa_spec_default(&s, err, sizeof err), SFA_ERR_INVALID_ARGUMENT);
+    ck_assert_msg(strstr(err, "flags: causal is not allowed with mode qk_drop"), "%s", err);
+    sfa_kernel_spec *v = NULL;
+    size_t n = 0;
+    ck_assert_msg(sfa__preset("default", &small[a], 1, &v, &n, err, sizeof err) == SFA_OK,
+                  "sm_%d: %s", small[a], err);
+    int fwd256 = 0;
+    for (size_t i = 0; i < n; i++) {
+      ck_assert(v[i].head_dim != 256 || v[i].pass == SFA_PASS_FWD);
+      fwd256 += v[i].head_dim == 256;
+      ck_assert_int_eq(sfa_spec_validate(&v[i], err, sizeof err), SFA_OK);
+    }
+    ck_assert_int_eq(fwd256, 4);
+    ck_assert_uint_eq(n, 44 + 3 * 40);
+    free(v);
+  }
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("spec");
   TCase *v = tcase_create("validate");
@@ -711,6 +750,7 @@ int main(void) {
   tcase_add_test(d, defaults_set_or_clear_wg);
   tcase_add_test(d, defaults_of_an_mma_kind);
   tcase_add_test(d, defaults_errors);
+  tcase_add_test(d, defaults_of_a_backward_no_tile_fits_are_unsupported);
   suite_add_tcase(s, d);
   return tu_run_suite(s);
 }
