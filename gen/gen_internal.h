@@ -74,7 +74,7 @@ int sfa__bwd_plan(const sfa_kernel_spec *spec);
 ** arches are SFA_ERR_INVALID_ARGUMENT with the allowed values in err. */
 sfa_status sfa__preset(const char *name, const int *archs, int narchs, sfa_kernel_spec **specs,
                        size_t *n, char *err, size_t errlen);
-#define SFA__PRESET_NAMES "default, all-modes and dense-tiles"
+#define SFA__PRESET_NAMES "small, default, all-modes and dense-tiles"
 
 /* Longest canonical name plus NUL. */
 #define SFA__NAME_MAX 96

@@ -23,14 +23,14 @@
 
 enum {
   COL_NAME, COL_ARCH, COL_PASS, COL_MODE, COL_DTYPE, COL_HEAD_DIM, COL_BLOCK_M, COL_BLOCK_N,
-  COL_NUM_WARPS, COL_NUM_STAGES, COL_FLAGS, COL_SMEM, COL_KEY, COL_CUBIN, COL_CUBIN_BYTES,
-  COL_CUBIN_XXH3, NCOLS
+  COL_NUM_WARPS, COL_NUM_STAGES, COL_FLAGS, COL_SMEM, COL_NVRTC, COL_KEY, COL_CUBIN,
+  COL_CUBIN_BYTES, COL_CUBIN_XXH3, NCOLS
 };
 static const char *const col_names[NCOLS] = {
   "name", "arch", "pass", "mode", "dtype", "head_dim", "block_m", "block_n", "num_warps",
-  "num_stages", "flags", "smem_bytes", "key", "cubin", "cubin_bytes", "cubin_xxh3"};
+  "num_stages", "flags", "smem_bytes", "nvrtc", "key", "cubin", "cubin_bytes", "cubin_xxh3"};
 #define COL_LIST "name, arch, pass, mode, dtype, head_dim, block_m, block_n, num_warps, " \
-                 "num_stages, flags, smem_bytes, key, cubin, cubin_bytes, cubin_xxh3"
+                 "num_stages, flags, smem_bytes, nvrtc, key, cubin, cubin_bytes, cubin_xxh3"
 
 uint64_t sfa__cubin_xxh3(const void *data, size_t len) { return XXH3_64bits(data, len); }
 
@@ -38,7 +38,7 @@ uint64_t sfa__cubin_xxh3(const void *data, size_t len) { return XXH3_64bits(data
 
 const char *sfa__manifest_header(void) {
   return "name\tarch\tpass\tmode\tdtype\thead_dim\tblock_m\tblock_n\tnum_warps\tnum_stages\t"
-         "flags\tsmem_bytes\tkey\tcubin\tcubin_bytes\tcubin_xxh3\n";
+         "flags\tsmem_bytes\tnvrtc\tkey\tcubin\tcubin_bytes\tcubin_xxh3\n";
 }
 
 /* The text of a spec column (COL_ARCH .. COL_SMEM) for a valid spec. */
@@ -70,8 +70,8 @@ static void spec_text(int col, const sfa_kernel_spec *s, char *buf, size_t n) {
   }
 }
 
-int sfa__manifest_line(char *buf, size_t n, const sfa_kernel_spec *spec,
-                       const char key[SFA_STORE_KEY_HEX], const char *cubin,
+int sfa__manifest_line(char *buf, size_t n, const sfa_kernel_spec *spec, int nvrtc_major,
+                       int nvrtc_minor, const char key[SFA_STORE_KEY_HEX], const char *cubin,
                        size_t cubin_bytes, uint64_t cubin_xxh3) {
   char name[SFA__NAME_MAX], t[NCOLS][48];
   if (!buf || !spec || !key || sfa_spec_validate(spec, NULL, 0) != SFA_OK ||
@@ -80,10 +80,13 @@ int sfa__manifest_line(char *buf, size_t n, const sfa_kernel_spec *spec,
   for (int c = COL_ARCH; c <= COL_SMEM; c++) spec_text(c, spec, t[c], sizeof t[c]);
   char sum[24] = "-";
   if (cubin) snprintf(sum, sizeof sum, "%016" PRIx64, cubin_xxh3);
-  int len = snprintf(buf, n, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%zu\t%s\n",
+  if (nvrtc_major < 0 || nvrtc_minor < 0) return -1;
+  int len = snprintf(buf, n,
+                     "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d.%d\t%s\t%s\t%zu\t%s\n",
                      name, t[COL_ARCH], t[COL_PASS], t[COL_MODE], t[COL_DTYPE],
                      t[COL_HEAD_DIM], t[COL_BLOCK_M], t[COL_BLOCK_N], t[COL_NUM_WARPS],
-                     t[COL_NUM_STAGES], t[COL_FLAGS], t[COL_SMEM], key, cubin ? cubin : "-",
+                     t[COL_NUM_STAGES], t[COL_FLAGS], t[COL_SMEM], nvrtc_major, nvrtc_minor,
+                     key, cubin ? cubin : "-",
                      cubin ? cubin_bytes : (size_t)0, sum);
   return len < 0 || (size_t)len >= n ? -1 : len;
 }
@@ -201,6 +204,17 @@ static sfa_status parse_entry(char *line, const int idx[NCOLS], const char *dir,
     if (strcmp(v[c], want) != 0)
       return bad_line(err, errlen, file, ln, "column %s: '%.60s' disagrees with the name "
                       "%s, which says '%s'", col_names[c], v[c], e->name, want);
+  }
+  {
+    const char *p = v[COL_NVRTC];
+    size_t a = 0, b = 0;
+    char major[12] = "", *dot = strchr(p, '.');
+    if (dot && (size_t)(dot - p) < sizeof major) memcpy(major, p, (size_t)(dot - p));
+    if (!dot || !parse_size(major, &a) || !parse_size(dot + 1, &b) || a > 999 || b > 999)
+      return bad_line(err, errlen, file, ln, "column nvrtc: '%.60s' is not a version M.m",
+                      p);
+    e->nvrtc_major = (int)a;
+    e->nvrtc_minor = (int)b;
   }
   if (!is_hex(v[COL_KEY], SFA_STORE_KEY_HEX - 1))
     return bad_line(err, errlen, file, ln, "column key: '%.60s' is not %d lowercase hex digits",

@@ -11,8 +11,12 @@
 **               the spec, spelled as sfa_spec_name does; must agree with name
 **   flags       "-" or a comma list in name order: causal,bias,mask,det
 **   smem_bytes  sfa_spec_smem_bytes of the spec
-**   key         the 32-hex-digit disk-cache key (runtime/keymat.h): equal to the
-**               runtime's key only when it uses the same NVRTC and sfa version
+**   nvrtc       the NVRTC version M.m that compiled the cubin and made the key
+**   key         the 32-hex-digit disk-cache key (runtime/keymat.h) with that
+**               NVRTC version; the runtime recomputes it from the row's spec,
+**               its own templates and sfa version and the row's nvrtc, so a
+**               row made from other templates or options is refused, while a
+**               runtime with another NVRTC (or none) still uses the cubin
 **   cubin       file name of the cubin in DIR, or "-" when none was written
 **   cubin_bytes its size (0 with "-")
 **   cubin_xxh3  XXH3-64 of the cubin, 16 lowercase hex digits ("-" with "-")
@@ -33,6 +37,7 @@ typedef struct sfa__manifest_entry {
   char name[SFA__NAME_MAX];
   sfa_kernel_spec spec;      /* valid (sfa_spec_validate) */
   int arch;                  /* spec.arch */
+  int nvrtc_major, nvrtc_minor; /* the NVRTC that made key and cubin */
   char key[SFA_STORE_KEY_HEX];
   char *path;                /* DIR/<cubin>, or NULL when the manifest lists none */
   size_t cubin_bytes;
@@ -70,11 +75,12 @@ sfa_status sfa__manifest_read_cubin(const sfa__manifest_entry *e, void **buf, si
 /* The header line, ending in '\n'. */
 const char *sfa__manifest_header(void);
 
-/* The line of one kernel, ending in '\n', into buf (n bytes); cubin is the
-** file name or NULL for none. Returns the length, or -1 if the spec is not
-** valid or buf is too small. */
-int sfa__manifest_line(char *buf, size_t n, const sfa_kernel_spec *spec,
-                       const char key[SFA_STORE_KEY_HEX], const char *cubin,
+/* The line of one kernel, ending in '\n', into buf (n bytes); key was made
+** with NVRTC nvrtc_major.nvrtc_minor; cubin is the file name or NULL for
+** none. Returns the length, or -1 if the spec is not valid or buf is too
+** small. */
+int sfa__manifest_line(char *buf, size_t n, const sfa_kernel_spec *spec, int nvrtc_major,
+                       int nvrtc_minor, const char key[SFA_STORE_KEY_HEX], const char *cubin,
                        size_t cubin_bytes, uint64_t cubin_xxh3);
 
 /* XXH3-64 of a cubin, as the manifest records it. */

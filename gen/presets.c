@@ -3,6 +3,9 @@
 ** check: each is a set of (mode, flags) classes times dtypes times head dims,
 ** with the default tiles of sfa_spec_default, for each requested arch.
 **
+**   small       dense {-, causal} x fp16, bf16 x D {64,128}; qk_drop, hash,
+**               window {causal} x bf16 x D 128; passes fwd and bwd only
+**               (what setup.sh compiles: a quick, useful start)
 **   default     dense {-, causal} x D {32,64,96,128,256};
 **               qk_drop {-}, hash {-} x D {64,128};
 **               window {causal, causal+bias, causal+bias+mask, mask} x D {64,128}
@@ -11,7 +14,7 @@
 **               kernel in both mma kinds (mma.sync and wgmma)
 **   dense-tiles every valid tile config of dense bf16, causal and not, D {64,128},
 **               with mma.sync and (sm_90) wgmma
-** All of them for fp16 and bf16 except dense-tiles (bf16 only). default and
+** All of them for fp16 and bf16 except small and dense-tiles. default and
 ** all-modes hold every pass: for each forward kernel also its backward
 ** kernels bwd, bwd + det and bwddq (their own default tiles; D 256 included
 ** where a backward tile fits the arch: not in the 99 KB of sm_86, 88, 89 and
@@ -27,25 +30,34 @@
 #define B SFA_FEAT_BIAS
 #define M SFA_FEAT_MASK
 
-/* One group of a preset: a mode with its flag sets and head dims. */
+/* One group of a preset: a mode with its flag sets and head dims, in the
+** dtypes and passes it names. */
 typedef struct group {
   sfa_mode mode;
   unsigned flags[9]; /* ended by ~0u */
   int dims[6];       /* ended by 0 */
+  int bf16_only;     /* 0: fp16 and bf16 */
+  int npasses;       /* the first npasses of fwd, bwd, bwd + det, bwddq; 0: all */
 } group;
 
 #define END ~0u
+static const group small_groups[] = {
+  {SFA_MODE_DENSE, {0, C, END}, {64, 128, 0}, 0, 2},
+  {SFA_MODE_QK_DROP, {0, END}, {128, 0}, 1, 2},
+  {SFA_MODE_HASH, {0, END}, {128, 0}, 1, 2},
+  {SFA_MODE_WINDOW, {C, END}, {128, 0}, 1, 2},
+};
 static const group default_groups[] = {
-  {SFA_MODE_DENSE, {0, C, END}, {32, 64, 96, 128, 256, 0}},
-  {SFA_MODE_QK_DROP, {0, END}, {64, 128, 0}},
-  {SFA_MODE_HASH, {0, END}, {64, 128, 0}},
-  {SFA_MODE_WINDOW, {C, C | B, C | B | M, M, END}, {64, 128, 0}},
+  {SFA_MODE_DENSE, {0, C, END}, {32, 64, 96, 128, 256, 0}, 0, 0},
+  {SFA_MODE_QK_DROP, {0, END}, {64, 128, 0}, 0, 0},
+  {SFA_MODE_HASH, {0, END}, {64, 128, 0}, 0, 0},
+  {SFA_MODE_WINDOW, {C, C | B, C | B | M, M, END}, {64, 128, 0}, 0, 0},
 };
 static const group all_modes_groups[] = {
-  {SFA_MODE_DENSE, {0, C, END}, {64, 128, 0}},
-  {SFA_MODE_QK_DROP, {0, END}, {64, 128, 0}},
-  {SFA_MODE_HASH, {0, END}, {64, 128, 0}},
-  {SFA_MODE_WINDOW, {0, C, B, C | B, M, C | M, B | M, C | B | M, END}, {64, 128, 0}},
+  {SFA_MODE_DENSE, {0, C, END}, {64, 128, 0}, 0, 0},
+  {SFA_MODE_QK_DROP, {0, END}, {64, 128, 0}, 0, 0},
+  {SFA_MODE_HASH, {0, END}, {64, 128, 0}, 0, 0},
+  {SFA_MODE_WINDOW, {0, C, B, C | B, M, C | M, B | M, C | B | M, END}, {64, 128, 0}, 0, 0},
 };
 #define NGROUPS(g) (sizeof(g) / sizeof((g)[0]))
 
@@ -72,14 +84,15 @@ static sfa_status add_groups(list *l, const group *g, size_t ng, int arch, int b
                              char *err, size_t errlen) {
   for (size_t i = 0; i < ng; i++)
     for (int f = 0; g[i].flags[f] != END; f++)
-      for (int t = 0; t < 2; t++)
+      for (int t = g[i].bf16_only; t < 2; t++)
         for (int d = 0; g[i].dims[d]; d++) {
           /* fwd, then (where the backward has kernels) bwd, bwd + det and bwddq */
           static const struct { sfa_pass pass; unsigned extra; } passes[] = {
             {SFA_PASS_FWD, 0}, {SFA_PASS_BWD, 0},
             {SFA_PASS_BWD, SFA_FEAT_DETERMINISTIC}, {SFA_PASS_BWD_DQ, 0}};
           const int dim = g[i].dims[d];
-          const int np = dim <= 128 || (dim <= SFA__BWD_KERNEL_MAX_HEAD_DIM && dim % 32 == 0) ? 4 : 1;
+          int np = dim <= 128 || (dim <= SFA__BWD_KERNEL_MAX_HEAD_DIM && dim % 32 == 0) ? 4 : 1;
+          if (g[i].npasses && np > g[i].npasses) np = g[i].npasses;
           for (int p = 0; p < np; p++) {
             sfa_kernel_spec s = {passes[p].pass, g[i].mode,
                                  t ? SFA_DTYPE_BF16 : SFA_DTYPE_FP16, g[i].dims[d], 0, 0, 0,
@@ -127,9 +140,10 @@ sfa_status sfa__preset(const char *name, const int *archs, int narchs, sfa_kerne
   *specs = NULL;
   *n = 0;
   if (!name) return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "preset: NULL");
-  int which = strcmp(name, "default") == 0     ? 0
-              : strcmp(name, "all-modes") == 0 ? 1
+  int which = strcmp(name, "default") == 0       ? 0
+              : strcmp(name, "all-modes") == 0   ? 1
               : strcmp(name, "dense-tiles") == 0 ? 2
+              : strcmp(name, "small") == 0       ? 3
                                                  : -1;
   if (which < 0)
     return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
@@ -149,6 +163,8 @@ sfa_status sfa__preset(const char *name, const int *archs, int narchs, sfa_kerne
       st = add_groups(&l, default_groups, NGROUPS(default_groups), arch, 0, err, errlen);
     else if (which == 1)
       st = add_groups(&l, all_modes_groups, NGROUPS(all_modes_groups), arch, 1, err, errlen);
+    else if (which == 3)
+      st = add_groups(&l, small_groups, NGROUPS(small_groups), arch, 0, err, errlen);
     else
       st = add_dense_tiles(&l, arch, err, errlen);
   }

@@ -19,6 +19,7 @@
 #include "gen/gen_internal.h"
 #include "gen/manifest.h"
 #include "runtime/keymat.h"
+#include "runtime/nvrtc.h"
 
 #define EXIT_USAGE 2
 #define MAX_ARCHS 16 /* more than gen/arch.h has rows */
@@ -45,6 +46,9 @@ static const char usage_text[] =
   "  --name NAME                a canonical name, e.g.\n"
   "                             sfa_fwd_dense_causal_bf16_d128_m128n64_w4s1_sm90\n"
   "                             (may be repeated)\n"
+  "  --preset small             what setup.sh builds: dense (causal and not) x\n"
+  "                             fp16, bf16 x head_dim 64 128, fwd and bwd; qk_drop,\n"
+  "                             hash, window causal x bf16 x 128, fwd and bwd\n"
   "  --preset default           fp16 and bf16, default tiles, for each --arch:\n"
   "                             dense (causal and not) x head_dim 32 64 96 128 256;\n"
   "                             qk_drop, hash x 64 128; window causal,\n"
@@ -59,12 +63,18 @@ static const char usage_text[] =
   "Options:\n"
   "  --out DIR                  output directory (default ./sfa-kernels)\n"
   "  --no-cubin                 write only the .cu sources\n"
+  "  --force                    compile every kernel, also those the output dir\n"
+  "                             already holds (by default a kernel whose manifest\n"
+  "                             row has this build's key and NVRTC and whose cubin\n"
+  "                             verifies is kept, not compiled again)\n"
   "  --list                     print the kernel names and exit\n"
   "  -j, --jobs N               parallel compiles (default: online CPUs, at most 8)\n"
   "  -h, --help                 this text\n"
   "\n"
   "Writes DIR/<name>.cu, DIR/<name>.cubin and DIR/manifest.tsv (tab-separated,\n"
-  "one header line; per kernel its spec, cache key, cubin size and XXH3-64).\n"
+  "one header line; per kernel its spec, NVRTC version, cache key, cubin size and\n"
+  "XXH3-64). Rows of an earlier manifest in DIR for kernels not asked for now are\n"
+  "kept where they still hold (same key, cubin verifies), so DIR can grow over runs.\n"
   "Exit status: 0 ok, 1 a kernel or file failed, 2 bad usage.\n";
 
 /* The usage text, with the archs of gen/arch.h. */
@@ -93,6 +103,7 @@ typedef struct kernel {
   size_t cubin_bytes;
   uint64_t cubin_xxh3;
   int ok;
+  int kept; /* its cubin from the earlier manifest was kept, not compiled */
 } kernel;
 
 typedef struct klist {
@@ -140,7 +151,7 @@ typedef struct opts {
   int archs[MAX_ARCHS], narchs;
   const char *names[256];
   int nnames;
-  int no_cubin, list, jobs;
+  int no_cubin, list, jobs, force;
 } opts;
 
 static int parse_int(const char *flag, const char *v) {
@@ -208,6 +219,7 @@ static void parse_args(opts *o, int argc, char **argv) {
     else if (IS("--out")) o->out = VALUE();
     else if (IS("--no-cubin")) { NOVALUE(); o->no_cubin = 1; }
     else if (IS("--list")) { NOVALUE(); o->list = 1; }
+    else if (IS("--force")) { NOVALUE(); o->force = 1; }
     else if (IS("-j") || IS("--jobs")) {
       o->jobs = parse_int(a, VALUE());
       if (o->jobs < 1) die_usage("%s: must be at least 1", a);
@@ -337,9 +349,43 @@ static int write_atomic(const char *dir, const char *file, const void *data, siz
   return 0;
 }
 
-static int write_manifest(const char *dir, const klist *l, int no_cubin) {
+/* The rows of the earlier manifest `old` for kernels not in l that still
+** hold: their key is what this build makes of their spec with the NVRTC they
+** name, and their cubin verifies. Returns how many were written (-1: error). */
+static long keep_old_rows(const sfa__manifest *old, const klist *l, char *buf, size_t cap,
+                          size_t *len) {
+  long kept = 0;
+  for (size_t i = 0; old && i < old->count; i++) {
+    const sfa__manifest_entry *e = &old->entries[i];
+    int listed = 0;
+    for (size_t j = 0; j < l->n && !listed; j++) listed = strcmp(l->v[j].name, e->name) == 0;
+    if (listed || !e->path) continue;
+    char *src = NULL, key[SFA_STORE_KEY_HEX], why[512];
+    void *bin = NULL;
+    size_t size = 0;
+    int holds = sfa_generate(&e->spec, &src, why, sizeof why) == SFA_OK &&
+                sfa__kernel_key_nv(&e->spec, src, e->nvrtc_major, e->nvrtc_minor, key) ==
+                    SFA_OK &&
+                strcmp(key, e->key) == 0 &&
+                sfa__manifest_read_cubin(e, &bin, &size, why, sizeof why) == SFA_OK;
+    free(src);
+    free(bin);
+    if (!holds) continue;
+    const char *base = strrchr(e->path, '/');
+    int n = sfa__manifest_line(buf + *len, cap - *len, &e->spec, e->nvrtc_major,
+                               e->nvrtc_minor, e->key, base ? base + 1 : e->path,
+                               e->cubin_bytes, e->cubin_xxh3);
+    if (n < 0) return -1;
+    *len += (size_t)n;
+    kept++;
+  }
+  return kept;
+}
+
+static int write_manifest(const char *dir, const klist *l, const sfa__manifest *old,
+                          int no_cubin, int nv_major, int nv_minor) {
   const char *header = sfa__manifest_header();
-  size_t cap = strlen(header) + l->n * 512 + 1, len = 0;
+  size_t cap = strlen(header) + (l->n + (old ? old->count : 0)) * 512 + 1, len = 0;
   char *buf = malloc(cap), err[1400];
   if (!buf) return -1;
   memcpy(buf, header, strlen(header) + 1);
@@ -349,8 +395,8 @@ static int write_manifest(const char *dir, const klist *l, int no_cubin) {
     char cubin[SFA__NAME_MAX + 8];
     if (!k->ok) continue;
     snprintf(cubin, sizeof cubin, "%s.cubin", k->name);
-    int n = sfa__manifest_line(buf + len, cap - len, &k->spec, k->key, no_cubin ? NULL : cubin,
-                               k->cubin_bytes, k->cubin_xxh3);
+    int n = sfa__manifest_line(buf + len, cap - len, &k->spec, nv_major, nv_minor, k->key,
+                               no_cubin ? NULL : cubin, k->cubin_bytes, k->cubin_xxh3);
     if (n < 0) {
       fprintf(stderr, "sfa-gen: cannot write the manifest line of %s\n", k->name);
       free(buf);
@@ -358,6 +404,14 @@ static int write_manifest(const char *dir, const klist *l, int no_cubin) {
     }
     len += (size_t)n;
   }
+  long kept = no_cubin ? 0 : keep_old_rows(old, l, buf, cap, &len);
+  if (kept < 0) {
+    fprintf(stderr, "sfa-gen: cannot write the manifest line of an earlier kernel\n");
+    free(buf);
+    return -1;
+  }
+  if (kept > 0)
+    fprintf(stderr, "sfa-gen: %ld kernel(s) of the earlier manifest kept in it\n", kept);
   int rc = write_atomic(dir, SFA__MANIFEST_FILE, buf, len, err, sizeof err);
   if (rc != 0) fprintf(stderr, "sfa-gen: %s\n", err);
   free(buf);
@@ -370,6 +424,8 @@ typedef struct work {
   klist *list;
   const char *out;
   int no_cubin;
+  const sfa__manifest *old; /* the manifest DIR held before, or NULL */
+  int nv_major, nv_minor;   /* this process's NVRTC */
   pthread_mutex_t lock;
   size_t next, done;
   int failures;
@@ -394,6 +450,19 @@ static int build_one(work *w, kernel *k, char *err, size_t errlen) {
   }
   snprintf(file, sizeof file, "%s.cu", k->name);
   if (write_atomic(w->out, file, src, strlen(src), err, errlen) != 0) goto out;
+  if (!w->no_cubin && w->old) { /* the same kernel, key and NVRTC, and a cubin that verifies */
+    const sfa__manifest_entry *e = sfa__manifest_find(w->old, k->name);
+    char why[512];
+    if (e && e->path && strcmp(e->key, k->key) == 0 && e->nvrtc_major == w->nv_major &&
+        e->nvrtc_minor == w->nv_minor &&
+        sfa__manifest_read_cubin(e, &bin, &size, why, sizeof why) == SFA_OK) {
+      k->cubin_bytes = e->cubin_bytes;
+      k->cubin_xxh3 = e->cubin_xxh3;
+      k->kept = 1;
+      rc = 0;
+      goto out;
+    }
+  }
   if (!w->no_cubin) {
     if (sfa_compile_cubin(&k->spec, src, &bin, &size, NULL, err, errlen) != SFA_OK) goto out;
     snprintf(file, sizeof file, "%s.cubin", k->name);
@@ -424,7 +493,10 @@ static void *worker(void *arg) {
     w->done++;
     if (rc == 0) {
       k->ok = 1;
-      fprintf(stderr, "[%zu/%zu] %s %.2f s\n", w->done, w->list->n, k->name, dt);
+      if (k->kept)
+        fprintf(stderr, "[%zu/%zu] %s kept\n", w->done, w->list->n, k->name);
+      else
+        fprintf(stderr, "[%zu/%zu] %s %.2f s\n", w->done, w->list->n, k->name, dt);
     } else {
       w->failures++;
       fprintf(stderr, "[%zu/%zu] %s FAILED\nsfa-gen: %s\n", w->done, w->list->n, k->name,
@@ -464,7 +536,15 @@ int main(int argc, char **argv) {
   }
   if ((size_t)jobs > list.n) jobs = (int)list.n;
 
-  work w = {&list, out, o.no_cubin, PTHREAD_MUTEX_INITIALIZER, 0, 0, 0};
+  /* An earlier manifest in DIR: its kernels are kept where they still hold. */
+  sfa__manifest *old = NULL;
+  char why[1024];
+  sfa_status ms = o.force ? SFA_ERR_NOT_FOUND : sfa__manifest_load(out, &old, why, sizeof why);
+  if (ms != SFA_OK && ms != SFA_ERR_NOT_FOUND)
+    fprintf(stderr, "sfa-gen: note: the manifest already in %s is not used (%s); every kernel "
+            "is compiled\n", out, why);
+  work w = {&list, out, o.no_cubin, old, 0, 0, PTHREAD_MUTEX_INITIALIZER, 0, 0, 0};
+  sfa__nvrtc_version(&w.nv_major, &w.nv_minor);
   double t0 = now_s();
   pthread_t th[64];
   int nth = 0;
@@ -474,9 +554,13 @@ int main(int argc, char **argv) {
   worker(&w);
   for (int i = 0; i < nth; i++) pthread_join(th[i], NULL);
 
-  int rc = write_manifest(out, &list, o.no_cubin) != 0 || w.failures ? 1 : 0;
-  fprintf(stderr, "sfa-gen: %zu kernel(s) in %s, %d failed, %.2f s\n", list.n, out,
-          w.failures, now_s() - t0);
+  int rc = write_manifest(out, &list, old, o.no_cubin, w.nv_major, w.nv_minor) != 0 ||
+                   w.failures ? 1 : 0;
+  size_t kept = 0;
+  for (size_t i = 0; i < list.n; i++) kept += (size_t)list.v[i].kept;
+  fprintf(stderr, "sfa-gen: %zu kernel(s) in %s (%zu kept from the earlier run), %d failed, "
+          "%.2f s\n", list.n, out, kept, w.failures, now_s() - t0);
+  sfa__manifest_free(old);
   free(list.v);
   return rc;
 }

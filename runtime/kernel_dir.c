@@ -198,8 +198,10 @@ void sfa__kdirs_reject(sfa__kernel_dirs *kd, const sfa__manifest_entry *hit, con
 }
 
 /* SFA_OK if the row's key is the key this runtime computes for its kernel:
-** that of its generated source, this sfa version and this NVRTC's version and
-** options (runtime/keymat.h), as sfa-gen computed it. Else SFA_ERR_CORRUPT (or
+** that of its generated source, this sfa version and the NVRTC options, with
+** the NVRTC version the row names (runtime/keymat.h), as sfa-gen computed it.
+** The runtime's own NVRTC (if any) plays no part: an AOT-only process needs
+** none. Else SFA_ERR_CORRUPT (or
 ** the generator's error) with why. Costs one render of the kernel's source. */
 static sfa_status check_key(const sfa__manifest_entry *e, char *why, size_t n) {
   char *src = NULL, key[SFA_STORE_KEY_HEX], msg[1024];
@@ -207,7 +209,7 @@ static sfa_status check_key(const sfa__manifest_entry *e, char *why, size_t n) {
   if (st != SFA_OK)
     return sfa__fail(why, n, st, "%s: cannot generate %s to check its key: %s", e->path,
                      e->name, msg);
-  st = sfa__kernel_key(&e->spec, src, key);
+  st = sfa__kernel_key_nv(&e->spec, src, e->nvrtc_major, e->nvrtc_minor, key);
   sfa_free(src);
   if (st != SFA_OK)
     return sfa__fail(why, n, st, "%s: cannot compute the key of %s (%s)", e->path, e->name,
@@ -215,8 +217,7 @@ static sfa_status check_key(const sfa__manifest_entry *e, char *why, size_t n) {
   if (strcmp(key, e->key) != 0)
     return sfa__fail(why, n, SFA_ERR_CORRUPT,
                      "%s: the manifest's key %s (line %d) is not this runtime's key %s of %s: the "
-                     "directory was written by another sfa version, other templates or another "
-                     "NVRTC version, or edited", e->path, e->key, e->line, key, e->name);
+                     "directory was written by another sfa version or other templates, or edited", e->path, e->key, e->line, key, e->name);
   return SFA_OK;
 }
 

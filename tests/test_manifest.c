@@ -29,6 +29,7 @@ static const char *const names[3] = {
   "sfa_fwd_window_causal_bias_mask_fp16_d64_m128n64_w4s2_sm80",
 };
 static char gen_dir[512]; /* sfa-gen's output, made once by the fixture */
+static char tool[1100];   /* sfa-gen */
 
 static int run(const char *cmd) {
   int rc = system(cmd);
@@ -38,7 +39,7 @@ static int run(const char *cmd) {
 static void make_kernels(void) {
   /* build/gen/sfa-gen, found from this test's own path (build/tests/...), so
   ** that a build directory copied elsewhere still finds it */
-  char tool[1100], exe[1024];
+  char exe[1024];
   ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
   if (n > 0 && (exe[n] = '\0', strrchr(exe, '/'))) {
     *strrchr(exe, '/') = '\0';
@@ -390,9 +391,9 @@ START_TEST(malformed_lines) {
   char line[2048], shorter[2048];
   line_of(3, line, sizeof line);
   snprintf(shorter, sizeof shorter, "%.*s", (int)(strrchr(line, '\t') - line), line);
-  line_fails(3, -1, shorter, "15 tab-separated fields, the header has 16");
+  line_fails(3, -1, shorter, "16 tab-separated fields, the header has 17");
   snprintf(shorter, sizeof shorter, "%.2000s\textra", line);
-  line_fails(3, -1, shorter, "17 tab-separated fields");
+  line_fails(3, -1, shorter, "18 tab-separated fields");
   line_fails(4, -1, "garbage", "1 tab-separated fields");
 }
 END_TEST
@@ -404,15 +405,18 @@ START_TEST(malformed_fields) {
   line_fails(4, 10, "causal,bias", "column flags: 'causal,bias' disagrees");
   line_fails(4, 11, "1", "column smem_bytes: '1' disagrees");
   line_fails(2, 3, "hash", "column mode: 'hash' disagrees");
-  line_fails(2, 12, "xyz", "column key: 'xyz' is not 32 lowercase hex digits");
-  line_fails(2, 12, "0123456789ABCDEF0123456789abcdef", "column key:");
-  line_fails(2, 13, "../evil.cubin", "column cubin: '../evil.cubin' must be '-' or a file name");
-  line_fails(2, 14, "12x", "column cubin_bytes: '12x' is not a size");
-  line_fails(2, 14, "-5", "column cubin_bytes: '-5' is not a size");
-  line_fails(2, 14, "0", "column cubin_bytes: 0 for cubin");
-  line_fails(2, 15, "0123", "column cubin_xxh3: '0123' is not 16 lowercase hex digits");
-  line_fails(2, 15, "-", "column cubin_xxh3");
-  line_fails(2, 13, "-", "must be 0 and '-' when cubin is '-'");
+  line_fails(2, 12, "13", "column nvrtc: '13' is not a version M.m");
+  line_fails(2, 12, "13.x", "column nvrtc: '13.x' is not a version M.m");
+  line_fails(2, 12, "-1.0", "column nvrtc:");
+  line_fails(2, 13, "xyz", "column key: 'xyz' is not 32 lowercase hex digits");
+  line_fails(2, 13, "0123456789ABCDEF0123456789abcdef", "column key:");
+  line_fails(2, 14, "../evil.cubin", "column cubin: '../evil.cubin' must be '-' or a file name");
+  line_fails(2, 15, "12x", "column cubin_bytes: '12x' is not a size");
+  line_fails(2, 15, "-5", "column cubin_bytes: '-5' is not a size");
+  line_fails(2, 15, "0", "column cubin_bytes: 0 for cubin");
+  line_fails(2, 16, "0123", "column cubin_xxh3: '0123' is not 16 lowercase hex digits");
+  line_fails(2, 16, "-", "column cubin_xxh3");
+  line_fails(2, 14, "-", "must be 0 and '-' when cubin is '-'");
 }
 END_TEST
 
@@ -474,10 +478,14 @@ START_TEST(header_errors) {
   line_fails(1, -1, "name\tarch\tpass\tmode\tdtype\thead_dim\tblock_m\tblock_n\tnum_warps\t"
              "num_stages\tflags\tkey\tcubin\tcubin_bytes\tcubin_xxh3",
              "column 'smem_bytes' is missing from the header");
-  /* The old header (before key and cubin_xxh3). */
+  /* An old header (before nvrtc, key and cubin_xxh3): the first missing one is named. */
   line_fails(1, -1, "name\tarch\tpass\tmode\tdtype\thead_dim\tblock_m\tblock_n\tnum_warps\t"
              "num_stages\tflags\tsmem_bytes\tcubin\tcubin_bytes",
-             "column 'key' is missing from the header");
+             "column 'nvrtc' is missing from the header");
+  /* The header of sfa 0.1 (no nvrtc column). */
+  line_fails(1, -1, "name\tarch\tpass\tmode\tdtype\thead_dim\tblock_m\tblock_n\tnum_warps\t"
+             "num_stages\tflags\tsmem_bytes\tkey\tcubin\tcubin_bytes\tcubin_xxh3",
+             "column 'nvrtc' is missing from the header");
 }
 END_TEST
 
@@ -538,23 +546,74 @@ START_TEST(an_overlong_line_is_an_error) {
 }
 END_TEST
 
+/* sfa-gen's summary line of a run of the three kernels into dir. */
+static void gen_into(const char *dir, const char *extra, char *out, size_t n) {
+  char cmd[3000];
+  snprintf(cmd, sizeof cmd, "%s --name %s --name %s --name %s %s --out %s 2>&1 | tail -n 1",
+           tool, names[0], names[1], names[2], extra, dir);
+  FILE *p = popen(cmd, "r");
+  ck_assert_ptr_nonnull(p);
+  out[0] = '\0';
+  ck_assert_ptr_nonnull(fgets(out, (int)n, p));
+  ck_assert_int_eq(pclose(p), 0);
+}
+
+/* A second run into a dir keeps what it holds: kernels whose row has this
+** build's key and NVRTC and whose cubin verifies are not compiled again; an
+** altered cubin is; rows of kernels not asked for stay in the manifest. */
+START_TEST(a_second_run_keeps_the_kernels_the_dir_holds) {
+  const char *dir = copy_kernels();
+  char line[1024], path[1100];
+  gen_into(dir, "", line, sizeof line);
+  ck_assert_msg(strstr(line, "(3 kept from the earlier run), 0 failed"), "%s", line);
+
+  snprintf(path, sizeof path, "%s/%s.cubin", dir, names[1]);
+  size_t len = 0;
+  char *bin = slurp(path, &len);
+  bin[len / 2] ^= 0x40;
+  spit(path, bin, len);
+  free(bin);
+  gen_into(dir, "", line, sizeof line);
+  ck_assert_msg(strstr(line, "(2 kept from the earlier run), 0 failed"), "%s", line);
+  sfa__manifest *m = NULL;
+  ck_assert_int_eq(sfa__manifest_load(dir, &m, NULL, 0), SFA_OK);
+  void *cubin = NULL;
+  size_t size = 0;
+  ck_assert_int_eq(sfa__manifest_read_cubin(sfa__manifest_find(m, names[1]), &cubin, &size,
+                                            NULL, 0), SFA_OK);
+  free(cubin);
+  sfa__manifest_free(m);
+
+  gen_into(dir, "--force", line, sizeof line);
+  ck_assert_msg(strstr(line, "(0 kept from the earlier run), 0 failed"), "%s", line);
+
+  char cmd[3000];
+  snprintf(cmd, sizeof cmd, "%s --name %s --out %s >/dev/null 2>&1", tool, names[0], dir);
+  ck_assert_int_eq(run(cmd), 0);
+  ck_assert_int_eq(sfa__manifest_load(dir, &m, NULL, 0), SFA_OK);
+  ck_assert_uint_eq(m->count, 3);
+  sfa__manifest_free(m);
+  tu_rm_rf(dir);
+}
+END_TEST
+
 /* What sfa-gen writes is what sfa__manifest_line formats. */
 START_TEST(writer_line) {
   sfa_kernel_spec s;
   char buf[1024], small[40], key[SFA_STORE_KEY_HEX] = "0123456789abcdef0123456789abcdef";
   ck_assert_int_eq(sfa_spec_parse(names[2], &s, NULL, 0), SFA_OK);
-  int n = sfa__manifest_line(buf, sizeof buf, &s, key, "x.cubin", 1234, 0xabcull);
+  int n = sfa__manifest_line(buf, sizeof buf, &s, 13, 0, key, "x.cubin", 1234, 0xabcull);
   ck_assert_int_gt(n, 0);
   ck_assert_str_eq(buf, "sfa_fwd_window_causal_bias_mask_fp16_d64_m128n64_w4s2_sm80\t80\tfwd\t"
-                        "window\tfp16\t64\t128\t64\t4\t2\tcausal,bias,mask\t55296\t"
+                        "window\tfp16\t64\t128\t64\t4\t2\tcausal,bias,mask\t55296\t13.0\t"
                         "0123456789abcdef0123456789abcdef\tx.cubin\t1234\t0000000000000abc\n");
   ck_assert_int_eq(n, (int)strlen(buf));
-  n = sfa__manifest_line(buf, sizeof buf, &s, key, NULL, 1234, 0xabcull);
+  n = sfa__manifest_line(buf, sizeof buf, &s, 13, 0, key, NULL, 1234, 0xabcull);
   ck_assert_msg(strstr(buf, "\t-\t0\t-\n"), "%s", buf);
-  ck_assert_int_eq(sfa__manifest_line(small, sizeof small, &s, key, NULL, 0, 0), -1);
+  ck_assert_int_eq(sfa__manifest_line(small, sizeof small, &s, 13, 0, key, NULL, 0, 0), -1);
   s.pass = SFA_PASS_BWD; /* valid in name only: above 128 bwd needs multiples of 32 */
   s.head_dim = 144;
-  ck_assert_int_eq(sfa__manifest_line(buf, sizeof buf, &s, key, NULL, 0, 0), -1);
+  ck_assert_int_eq(sfa__manifest_line(buf, sizeof buf, &s, 13, 0, key, NULL, 0, 0), -1);
 }
 END_TEST
 
@@ -576,6 +635,7 @@ int main(void) {
   tcase_add_test(tc, header_errors);
   tcase_add_test(tc, missing_empty_or_binary_manifest);
   tcase_add_test(tc, writer_line);
+  tcase_add_test(tc, a_second_run_keeps_the_kernels_the_dir_holds);
   tcase_add_test(tc, a_fifo_manifest_or_cubin_never_blocks);
   tcase_add_test(tc, an_overlong_line_is_an_error);
   suite_add_tcase(s, tc);
