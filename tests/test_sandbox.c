@@ -247,6 +247,9 @@ END_TEST
 START_TEST(huge_string_hits_the_heap_cap) {
   expect_hostile_error("{{ ('x'):rep(1 << 30) }}", "Lua heap");
   expect_hostile_error("{% local s = string.rep('xy', 1 << 28, ',') %}", "Lua heap");
+  /* a memory error that pcall caught goes on, and names its line */
+  expect_hostile_error("{% pcall(function() local t = {} for i = 1, 1e12 do t[i] = i end end) %}",
+                       "Lua heap would grow past");
   /* heap growth one table slot at a time: the cap, wherever it is hit */
   outcome o = hostile("{% local t = {} for i = 1, 1e12 do t[i] = i end %}");
   ck_assert_msg(o.reported && o.status == SFA_ERR_GENERATOR, "status %d: %s", o.status, o.err);
@@ -315,6 +318,136 @@ START_TEST(template_environment_holds_only_the_allowed_names) {
 }
 END_TEST
 
+/* A template.lua in SFA_TEMPLATE_DIR replaces the engine, in the same sandbox. */
+START_TEST(engine_from_the_template_dir_is_sandboxed_too) {
+  write_bytes(tdir, "template.lua", "os.exit(7)\n", 11);
+  expect_error("template.lua: os.exit(7)", generate_in_child(),
+               "SFA_TEMPLATE_DIR/template.lua:1: ", "global 'os'");
+  /* its load compiles text, never a binary chunk */
+  const char *eng =
+      "local load = load\n"
+      "return { new = function() return { render = function()\n"
+      "  local f, e = load('\\27Lua binary')\n"
+      "  return 'load: ' .. tostring(f) .. ' ' .. tostring(e) end } end }\n";
+  write_bytes(tdir, "template.lua", eng, strlen(eng));
+  setenv("SFA_TEMPLATE_DIR", tdir, 1);
+  sfa_kernel_spec sp = the_spec();
+  char *src = NULL, err[1024] = "";
+  sfa_status st = sfa_generate(&sp, &src, err, sizeof err);
+  unsetenv("SFA_TEMPLATE_DIR");
+  ck_assert_msg(st == SFA_OK, "%s", err);
+  ck_assert_msg(strstr(src, "load: nil") && strstr(src, "binary chunk"), "%s", src);
+  sfa_free(src);
+  /* what such an engine returns is checked again in C: NUL bytes, size */
+  static const struct { const char *engine, *want; } out_cases[] = {
+      {"return { new = function() return { render = function() return 'a\\0b' end } end }\n",
+       "template error: the output holds a NUL byte at offset 1"},
+      {"return { new = function() return { render = function() return ('x'):rep(9 << 20) end }"
+       " end }\n", "template error: output larger than 8388608 bytes"}};
+  for (size_t i = 0; i < 2; i++) {
+    write_bytes(tdir, "template.lua", out_cases[i].engine, strlen(out_cases[i].engine));
+    expect_error(out_cases[i].engine, generate_in_child(), "", out_cases[i].want);
+  }
+}
+END_TEST
+
+/* sfa__render_string: for the fuzzer -- any bytes, any limits, a status. */
+START_TEST(render_string_takes_any_bytes_under_given_limits) {
+  char *out = NULL, err[1024] = "";
+  ck_assert_int_eq(sfa__render_string("main.lt", NULL, 0, NULL, NULL, &out, err, sizeof err),
+                   SFA_OK);
+  ck_assert_str_eq(out, "");
+  free(out);
+  const char *t = "{% include('abi.lt') %}\n";
+  ck_assert_int_eq(sfa__render_string("m.lt", t, strlen(t), NULL, NULL, &out, err, sizeof err),
+                   SFA_OK);
+  ck_assert_ptr_nonnull(strstr(out, "struct sfa_fwd_args"));
+  free(out);
+  /* the text may hold any bytes; a NUL is an error at its line */
+  ck_assert_int_eq(sfa__render_string("m.lt", "a\n\0b", 4, NULL, NULL, &out, err, sizeof err),
+                   SFA_ERR_GENERATOR);
+  ck_assert_ptr_null(out);
+  ck_assert_msg(strstr(err, "template error: m.lt:2: the template holds a NUL byte"), "%s", err);
+  /* names are template names */
+  static const char *const bad[] = {"", "a/b.lt", "../x.lt", ".x", "template.lua", "a b"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    ck_assert_int_eq(sfa__render_string(bad[i], "x", 1, NULL, NULL, &out, err, sizeof err),
+                     SFA_ERR_INVALID_ARGUMENT);
+    ck_assert_msg(strstr(err, "name: "), "%s", err);
+  }
+  ck_assert_int_eq(sfa__render_string("m.lt", NULL, 1, NULL, NULL, &out, err, sizeof err),
+                   SFA_ERR_INVALID_ARGUMENT);
+  ck_assert_int_eq(sfa__render_string("m.lt", "x", 1, NULL, NULL, NULL, err, sizeof err),
+                   SFA_ERR_INVALID_ARGUMENT);
+  /* each limit, set low */
+  struct {
+    sfa__render_limits lim;
+    const char *text, *want;
+  } cases[] = {
+      {{10000, 0, 0, 0, 0}, "\n{% for i = 1, 1e6 do end %}", "m.lt:2: instruction budget of 10000"},
+      {{0, 0, 0, 10, 0}, "0123456789\n", "m.lt:1: output larger than 10 bytes"},
+      {{0, 1 << 20, 0, 0, 0}, "{{ ('x'):rep(1 << 21) }}", "m.lt:1: string.rep: a string of 2097152"},
+      {{0, 0, 1 << 20, 0, 0}, "{% local s = '' for i = 1, 1e6 do s = s .. 'x' end %}",
+       "m.lt:1: allocated more than 1048576 bytes"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    ck_assert_int_eq(sfa__render_string("m.lt", cases[i].text, strlen(cases[i].text), NULL,
+                                        &cases[i].lim, &out, err, sizeof err),
+                     SFA_ERR_GENERATOR);
+    ck_assert_msg(strstr(err, cases[i].want), "'%s' not in '%s'", cases[i].want, err);
+  }
+}
+END_TEST
+
+/* Comparing two long strings runs one instruction and allocates nothing: the
+** wall-clock limit ends it. */
+START_TEST(time_limit_ends_work_the_budget_does_not_see) {
+  const sfa__render_limits lim = {0, 0, 0, 0, 0.3};
+  const char *t = "{% local a, b = ('x'):rep(1 << 24), ('x'):rep(1 << 24)\n"
+                  "   while a == b do end %}";
+  char *out = NULL, err[1024] = "";
+  double t0 = tu_now_ms();
+  ck_assert_int_eq(sfa__render_string("m.lt", t, strlen(t), NULL, &lim, &out, err, sizeof err),
+                   SFA_ERR_GENERATOR);
+  ck_assert_msg(strstr(err, "m.lt:2: time limit of 0.3 seconds exceeded"), "%s", err);
+  ck_assert_msg(tu_now_ms() - t0 < 20000, "took %.0f ms", tu_now_ms() - t0);
+}
+END_TEST
+
+/* The limits are at least 20x what real renders need: every preset variant
+** renders under a twentieth of each, to the source sfa_generate gives. */
+START_TEST(every_preset_variant_renders_within_a_twentieth_of_the_limits) {
+  static const int archs[] = {80, 86, 87, 89, 90};
+  static const char *const presets[] = {"default", "all-modes", "dense-tiles"};
+  const sfa__render_limits lim = {SFA__TEMPLATE_MAX_INSTRUCTIONS / 20, SFA__TEMPLATE_MAX_HEAP / 20,
+                                  SFA__TEMPLATE_MAX_ALLOCATED / 20, SFA__TEMPLATE_MAX_OUTPUT / 20,
+                                  0};
+  const char *text = "{% include('kernel.lt') %}\n";
+  size_t total = 0;
+  for (size_t p = 0; p < 3; p++)
+    for (size_t a = 0; a < sizeof archs / sizeof archs[0]; a++) {
+      sfa_kernel_spec *v = NULL;
+      size_t n = 0;
+      if (sfa__preset(presets[p], &archs[a], 1, &v, &n, NULL, 0) != SFA_OK) continue;
+      for (size_t i = 0; i < n; i++) {
+        char name[SFA__NAME_MAX], err[1024] = "", *a_src = NULL, *b_src = NULL;
+        ck_assert_int_eq(sfa_spec_name(&v[i], name, sizeof name), SFA_OK);
+        ck_assert_msg(sfa__render_string("main.lt", text, strlen(text), &v[i], &lim, &a_src, err,
+                                         sizeof err) == SFA_OK,
+                      "%s: %s", name, err);
+        ck_assert_msg(sfa_generate(&v[i], &b_src, err, sizeof err) == SFA_OK, "%s: %s", name,
+                      err);
+        ck_assert_msg(strcmp(a_src, b_src) == 0, "%s: the sources differ", name);
+        free(a_src);
+        free(b_src);
+        total++;
+      }
+      free(v);
+    }
+  ck_assert_uint_ge(total, 1800);
+}
+END_TEST
+
 int main(void) {
   unsetenv("SFA_TEMPLATE_DIR");
   Suite *s = suite_create("sandbox");
@@ -336,6 +469,10 @@ int main(void) {
   tcase_add_test(tc, finalizers_cannot_outlive_the_render);
   tcase_add_test(tc, nul_byte_is_an_error_not_a_truncated_source);
   tcase_add_test(tc, template_environment_holds_only_the_allowed_names);
+  tcase_add_test(tc, engine_from_the_template_dir_is_sandboxed_too);
+  tcase_add_test(tc, render_string_takes_any_bytes_under_given_limits);
+  tcase_add_test(tc, time_limit_ends_work_the_budget_does_not_see);
+  tcase_add_test(tc, every_preset_variant_renders_within_a_twentieth_of_the_limits);
   suite_add_tcase(s, tc);
   return tu_run_suite(s);
 }
