@@ -318,6 +318,40 @@ START_TEST(template_environment_holds_only_the_allowed_names) {
 }
 END_TEST
 
+/* The wrapped library functions keep their meaning for ordinary use. */
+START_TEST(wrapped_library_functions_keep_their_meaning) {
+  sfa__template t[] = {
+      {"lib.lt",
+       "{{ (('a_b_c'):gsub('_', '')) }} {{ ('x = 12'):match('^(%w+)%s*=%s*(%d+)$') }}"
+       " {{ select(2, ('x = 12'):match('^(%w+)%s*=%s*(%d+)$')) }}"
+       " {{ ('hello'):find('l') }} {{ ('a.b'):find('.', 1, true) }} {{ ('abc'):find('c', -1) }}"
+       " {{ tostring(('abc'):find('x')) }} {{ ('ab'):rep(3, ',') }} [{{ (''):rep(5) }}]\n"
+       "{% local w = {} for x in ('a1 b2 c3'):gmatch('%a(%d)') do w[#w + 1] = x end %}"
+       "{{ table.concat(w) }}\n"
+       "{% local t = {1, 2, 3} table.insert(t, 1, 0) table.insert(t, 9) %}"
+       "{% local r = table.remove(t, 2) local l = table.remove(t) %}"
+       "{{ table.concat(t, ',') }} {{ r }} {{ l }} {{ tostring(table.remove({})) }}"
+       " {{ table.concat(table.move({1, 2, 3}, 1, 3, 2), ',') }}\n"
+       "{{ select(2, pcall(table.insert, {}, 5, 1)) }}\n"
+       "{{ select(2, pcall(table.insert, {}, 1, 2, 3)) }}\n"
+       "{{ select('#', xpcall(function(a, b) return a + b end, error, 1, 2)) }}"
+       " {{ select(2, xpcall(error, function(m) return 'h:' .. m end, 'e', 0)) }}\n"
+       "{{ tostring(setmetatable({}, {__tostring = function() return 'mt' end})) }}\n"},
+      {NULL, NULL}};
+  char *out = NULL, err[1024] = "";
+  sfa_status st = sfa__render(t, "lib.lt", NULL, &out, err, sizeof err);
+  ck_assert_msg(st == SFA_OK, "%s", err);
+  ck_assert_str_eq(out, "abc x 12 3 2 3 nil ab,ab,ab []\n"
+                        "123\n"
+                        "0,2,3 1 9 nil 1,1,2,3\n"
+                        "bad argument #2 to 'table.insert' (position out of bounds)\n"
+                        "wrong number of arguments to 'insert'\n"
+                        "2 h:e\n"
+                        "mt\n");
+  free(out);
+}
+END_TEST
+
 /* A template.lua in SFA_TEMPLATE_DIR replaces the engine, in the same sandbox. */
 START_TEST(engine_from_the_template_dir_is_sandboxed_too) {
   write_bytes(tdir, "template.lua", "os.exit(7)\n", 11);
@@ -469,6 +503,7 @@ int main(void) {
   tcase_add_test(tc, finalizers_cannot_outlive_the_render);
   tcase_add_test(tc, nul_byte_is_an_error_not_a_truncated_source);
   tcase_add_test(tc, template_environment_holds_only_the_allowed_names);
+  tcase_add_test(tc, wrapped_library_functions_keep_their_meaning);
   tcase_add_test(tc, engine_from_the_template_dir_is_sandboxed_too);
   tcase_add_test(tc, render_string_takes_any_bytes_under_given_limits);
   tcase_add_test(tc, time_limit_ends_work_the_budget_does_not_see);
