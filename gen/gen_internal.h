@@ -89,12 +89,56 @@ typedef struct sfa__template {
 
 /* Render template `entry` with the template engine. Templates are looked up
 ** first in `extra` (an array ended by {NULL, NULL}, may be NULL), then in
-** $SFA_TEMPLATE_DIR when set, else among the embedded files. If spec is not
-** NULL the template sees the Lua table `spec` (as sfa_generate passes it; the
-** spec is not validated here), else an empty `spec` table. *out is malloc'ed.
-** Lua errors become SFA_ERR_GENERATOR "template error: file.lt:LINE: ...". */
+** $SFA_TEMPLATE_DIR when set, else among the embedded files; a name must be a
+** plain file name (letters, digits, '_', '-', '.', not first; no path). If spec
+** is not NULL the template sees the Lua table `spec` (as sfa_generate passes
+** it; the spec is not validated here), else an empty `spec` table. *out is
+** malloc'ed. Lua errors become SFA_ERR_GENERATOR "template error: file.lt:LINE:
+** ...". Templates run in a sandbox (gen/generator.c) under the default limits. */
 sfa_status sfa__render(const sfa__template *extra, const char *entry,
                        const sfa_kernel_spec *spec, char **out, char *err, size_t errlen);
+
+/* The limits of one render; each one reached is SFA_ERR_GENERATOR "template
+** error: file.lt:LINE: ..." (the line where Lua knows it). A field of 0 takes
+** the default below. */
+typedef struct sfa__render_limits {
+  long long instructions; /* Lua VM instructions, plus the steps charged for
+                          ** library calls that work outside the VM (pattern
+                          ** matching, table.move/insert/remove, load) */
+  size_t heap;            /* bytes of Lua heap in use at once */
+  size_t allocated;       /* bytes the Lua heap hands out over the render */
+  size_t output;          /* bytes of rendered text */
+  double seconds;         /* wall-clock time, looked at every 1000 instructions */
+} sfa__render_limits;
+
+/* The defaults, at least 20x what the largest render needs. Measured over every
+** variant of the default, all-modes and dense-tiles presets at sm_80, 86, 87, 89
+** and 90 and every utility kernel (2045 sources, embedded templates and the same
+** from SFA_TEMPLATE_DIR); the largest is sfa_bwd_hash_wg_fp16_d128_m64n128_w8s2_sm90.
+** tests/test_sandbox.c renders every preset variant under a twentieth of each. */
+#define SFA__TEMPLATE_MAX_INSTRUCTIONS 50000000LL      /* measured max 890,362 (56x) */
+#define SFA__TEMPLATE_MAX_HEAP ((size_t)64 << 20)       /* measured max 494,545 (135x) */
+#define SFA__TEMPLATE_MAX_ALLOCATED ((size_t)256 << 20) /* measured max 1,392,259 (192x) */
+#define SFA__TEMPLATE_MAX_OUTPUT ((size_t)8 << 20)      /* measured max 37,932 (221x) */
+/* A catch-all for work that neither counts as instructions nor allocates
+** (comparing two long strings): looked at every 1000 instructions. */
+#define SFA__TEMPLATE_MAX_SECONDS 10.0
+/* The largest template file read from SFA_TEMPLATE_DIR (the largest in
+** templates/, bwd.lt, has 32,781 bytes). */
+#define SFA__TEMPLATE_MAX_FILE ((size_t)4 << 20)
+
+/* Renders the template text[0..len) (it may hold any bytes) as the template
+** called name, with the same engine, sandbox and lookup of included templates
+** as sfa__render (extra = NULL), under limits (NULL: the defaults). name must
+** be a plain file name as above; it hides an embedded or SFA_TEMPLATE_DIR
+** template of that name. text may be NULL when len is 0. For fuzzing the
+** engine (unset SFA_TEMPLATE_DIR so that includes resolve to the embedded
+** templates): every outcome should be a status -- no crash, no hang past the
+** limits, no memory past them. *out is malloc'ed (free) and NUL-terminated; it
+** never holds a NUL byte. SFA_ERR_INVALID_ARGUMENT for a bad name, out or text. */
+sfa_status sfa__render_string(const char *name, const char *text, size_t len,
+                              const sfa_kernel_spec *spec, const sfa__render_limits *limits,
+                              char **out, char *err, size_t errlen);
 
 /* snprintf into err if err is not NULL; returns status. */
 sfa_status sfa__fail(char *err, size_t errlen, sfa_status status, const char *fmt, ...)

@@ -138,8 +138,11 @@ START_TEST(lua_errors) {
   /* A function defined in lib.lt fails where it is defined. */
   fails("{% import('lib.lt') %}\n{% f() %}\n", "\n\n{% function f() local x = nil + 1 end %}\n",
         "lib.lt:3:");
-  /* A missing template. */
+  /* A missing template, named at the line that includes it. */
   fails("{% include('nowhere.lt') %}\n", NULL, "nowhere.lt");
+  fails("x\n{% include('nowhere.lt') %}\n", NULL, "main.lt:2: template 'nowhere.lt' not found");
+  fails("{% import('lib.lt') %}\n{% f() %}\n", "\n{% function f() include('gone.lt') end %}\n",
+        "lib.lt:2: template 'gone.lt' not found");
 }
 END_TEST
 
