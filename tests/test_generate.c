@@ -157,10 +157,28 @@ START_TEST(preset_contents) {
   ck_assert_int_eq(nwg, 32);
   free(v);
 
+  /* small (setup.sh's): dense {-, causal} x fp16, bf16 x D 64, 128 and qk_drop,
+  ** hash, window causal x bf16 x D 128, each fwd and bwd (no det, no bwddq) */
+  ck_assert_int_eq(sfa__preset("small", arch, 1, &v, &n, err, sizeof err), SFA_OK);
+  ck_assert_uint_eq(n, 22);
+  int nbwd = 0, nsparse = 0;
+  for (size_t i = 0; i < n; i++) {
+    ck_assert(v[i].pass == SFA_PASS_FWD || v[i].pass == SFA_PASS_BWD);
+    ck_assert(!(v[i].flags & SFA_FEAT_DETERMINISTIC));
+    nbwd += v[i].pass == SFA_PASS_BWD;
+    if (v[i].mode != SFA_MODE_DENSE) {
+      nsparse++;
+      ck_assert(v[i].dtype == SFA_DTYPE_BF16 && v[i].head_dim == 128);
+    }
+  }
+  ck_assert_int_eq(nbwd, 11);
+  ck_assert_int_eq(nsparse, 6);
+  free(v);
+
   ck_assert_int_eq(sfa__preset("nope", arch, 1, &v, &n, err, sizeof err),
                    SFA_ERR_INVALID_ARGUMENT);
-  ck_assert_msg(strstr(err, "preset: 'nope' is not a preset; presets are default, all-modes"),
-                "%s", err);
+  ck_assert_msg(strstr(err, "preset: 'nope' is not a preset; presets are small, default, "
+                            "all-modes"), "%s", err);
   ck_assert_ptr_null(v);
   static const int bad_arch[] = {90, 75};
   ck_assert_int_eq(sfa__preset("default", bad_arch, 2, &v, &n, err, sizeof err),
@@ -370,7 +388,7 @@ START_TEST(sfa_gen_tool) {
   ck_assert_ptr_nonnull(f);
   ck_assert_ptr_nonnull(fgets(line, sizeof line, f));
   ck_assert_str_eq(line, "name\tarch\tpass\tmode\tdtype\thead_dim\tblock_m\tblock_n\t"
-                         "num_warps\tnum_stages\tflags\tsmem_bytes\tkey\tcubin\t"
+                         "num_warps\tnum_stages\tflags\tsmem_bytes\tnvrtc\tkey\tcubin\t"
                          "cubin_bytes\tcubin_xxh3\n");
   n = 0;
   while (fgets(line, sizeof line, f)) {
