@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# tests/sanitize.sh -- the sanitizer build: configures a second build directory
+# (default build-sanitize) with clang and -fsanitize=address,undefined
+# (SFA_SANITIZE=ON; UBSan findings abort, leaks are reported), builds the
+# suites, tools and fuzz targets there (libFuzzer ones under clang), and runs
+# the CPU suites -- every test except test_compile_variants (NVRTC dominates
+# it), the GPU suites and the Python binding -- and each fuzz target for
+# $SFA_FUZZ_SECONDS seconds (default here 25). Exit status: ctest's.
+#   bash tests/sanitize.sh [BUILD_DIR]
+# Environment: CC (default clang where installed, else cc: ASan and UBSan
+# without libFuzzer, the fuzz targets then run fuzz_driver.c), CUDA_HOME,
+# JOBS (default: the CPU count), SFA_FUZZ_SECONDS, ASAN_OPTIONS, UBSAN_OPTIONS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dir=${1:-build-sanitize}
+cc=${CC:-$(command -v clang || command -v cc)}
+jobs=${JOBS:-$(nproc 2>/dev/null || echo 2)}
+export SFA_FUZZ_SECONDS=${SFA_FUZZ_SECONDS:-25}
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:strict_string_checks=1:detect_stack_use_after_return=1:check_initialization_order=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+
+start=$(date +%s)
+cmake -S . -B "$dir" -DCMAKE_C_COMPILER="$cc" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DSFA_SANITIZE=ON -DSFA_FUZZ=ON -DBUILD_TESTING=ON \
+  -DCUDAToolkit_ROOT="${CUDA_HOME:-/usr/local/cuda}" >/dev/null
+cmake --build "$dir" -j"$jobs" --target sfa_sanitize_targets
+built=$(date +%s)
+cd "$dir"
+rc=0
+ctest -j"$jobs" --output-on-failure \
+  -E '^(test_compile_variants|test_gpu_.*|test_python_binding)$' || rc=$?
+echo "sanitize.sh: built in $((built - start)) s, tests ran in $(($(date +%s) - built)) s"
+exit $rc
