@@ -9,13 +9,18 @@
 #   bash tests/sanitize.sh [BUILD_DIR]
 # Environment: CC (default clang where installed, else cc: ASan and UBSan
 # without libFuzzer, the fuzz targets then run fuzz_driver.c), CUDA_HOME,
-# JOBS (default: the CPU count), SFA_FUZZ_SECONDS, ASAN_OPTIONS, UBSAN_OPTIONS.
+# JOBS (default: the CPU count), SFA_FUZZ_SECONDS, SFA_FUZZ_TMPDIR (default
+# /dev/shm where writable), ASAN_OPTIONS, UBSAN_OPTIONS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=${1:-build-sanitize}
 cc=${CC:-$(command -v clang || command -v cc)}
 jobs=${JOBS:-$(nproc 2>/dev/null || echo 2)}
 export SFA_FUZZ_SECONDS=${SFA_FUZZ_SECONDS:-25}
+# the fuzz targets' files on a tmpfs where there is one: the tuning db fsyncs
+if [ -z "${SFA_FUZZ_TMPDIR:-}" ] && [ -d /dev/shm ] && [ -w /dev/shm ]; then
+  export SFA_FUZZ_TMPDIR=/dev/shm
+fi
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:strict_string_checks=1:detect_stack_use_after_return=1:check_initialization_order=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 

@@ -11,7 +11,10 @@
 **
 ** PATH is a seed file or a directory of seed files. The defaults come from the
 ** environment: SFA_FUZZ_SECONDS (3), SFA_FUZZ_RUNS (0: no limit), SFA_FUZZ_SEED
-** (0: from the clock; printed, so a failing run can be repeated). A crash
+** (0: from the clock; printed, so a failing run can be repeated); the mutants
+** stop at whichever limit comes first, and -runs without -seconds runs exactly
+** that many (with -seed, the same ones). Files alone, without a directory or
+** a limit, are just run (a reproducer). A crash
 ** (a signal, e.g. the abort of a broken invariant) writes the input to
 ** crash-<pid> in $SFA_FUZZ_ARTIFACTS (default: the working directory) and
 ** prints its path; running the target on that file alone reproduces it.
@@ -303,15 +306,18 @@ int main(int argc, char **argv) {
   double runs = env_num("SFA_FUZZ_RUNS", 0);
   rng = (uint64_t)env_num("SFA_FUZZ_SEED", 0);
   size_t max_len = 0;
-  int npaths = 0, ndirs = 0, budget_given = 0;
+  int npaths = 0, ndirs = 0, budget_given = 0, seconds_given = 0;
 
   if (LLVMFuzzerInitialize) LLVMFuzzerInitialize(&argc, &argv);
   for (int i = 1; i < argc; i++) {
     const char *v;
     struct stat sb;
     if ((v = option(argv[i], "-seconds")) || (v = option(argv[i], "-max_total_time")))
-      seconds = strtod(v, NULL), budget_given = 1;
-    else if ((v = option(argv[i], "-runs"))) runs = strtod(v, NULL), budget_given = 1;
+      seconds = strtod(v, NULL), budget_given = seconds_given = 1;
+    else if ((v = option(argv[i], "-runs"))) {
+      runs = strtod(v, NULL), budget_given = 1;
+      if (!seconds_given) seconds = 0; /* runs alone, unless -seconds says otherwise */
+    }
     else if ((v = option(argv[i], "-seed"))) rng = strtoull(v, NULL, 10);
     else if ((v = option(argv[i], "-max_len"))) max_len = strtoul(v, NULL, 10);
     else if ((v = option(argv[i], "-dict"))) load_dict(v);

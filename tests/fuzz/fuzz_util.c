@@ -37,7 +37,8 @@ static void remove_tmpdir(void) {
 
 const char *fz_tmpdir(void) {
   if (!tmpdir[0]) {
-    const char *base = getenv("TMPDIR");
+    const char *base = getenv("SFA_FUZZ_TMPDIR");
+    if (!base || !*base) base = getenv("TMPDIR");
     if (!base || !*base) base = "/tmp";
     int len = snprintf(tmpdir, sizeof tmpdir, "%s/sfa-fuzz-XXXXXX", base);
     if (len < 0 || (size_t)len >= sizeof tmpdir || !mkdtemp(tmpdir)) {
@@ -55,6 +56,9 @@ void fz_path(char *buf, size_t n, const char *name) {
 }
 
 void fz_write_file(const char *path, const void *data, size_t size) {
+  /* A new file, not a truncated one: ext4 flushes a file truncated and
+  ** rewritten when it is closed (auto_da_alloc), which costs more than a run. */
+  unlink(path);
   FILE *f = fopen(path, "wb");
   if (!f || (size && fwrite(data, 1, size, f) != size) || fclose(f) != 0)
     fz_fail("cannot write %s", path);
