@@ -73,8 +73,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const sfa__manifest_entry *e = &m->entries[i];
     char line[1024];
     const char *cubin_name = e->path ? e->path + strlen(dir) + 1 : NULL;
+#ifdef SFA_FUZZ_MANIFEST_NVRTC /* the manifest has an nvrtc column */
+    int n = sfa__manifest_line(line, sizeof line, &e->spec, e->nvrtc_major, e->nvrtc_minor,
+                               e->key, cubin_name, e->cubin_bytes, e->cubin_xxh3);
+#else
     int n = sfa__manifest_line(line, sizeof line, &e->spec, e->key, cubin_name,
                                e->cubin_bytes, e->cubin_xxh3);
+#endif
     if (n <= 0) fz_fail("sfa__manifest_line refuses entry %s, which was read", e->name);
     line[n - 1] = '\0';
     if (canonical && strcmp(line, lines[e->line - 1]) != 0)
