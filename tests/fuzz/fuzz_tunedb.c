@@ -35,9 +35,12 @@ static int same_row(const sfa_tune_row *a, const sfa_tune_row *b, int exact_time
       c->num_warps != d->num_warps || c->num_stages != d->num_stages || c->wgmma != d->wgmma ||
       strcmp(a->date, b->date))
     return 0;
-  /* The file has 3 decimals: a time read back differs by the rounding. */
-  double tol = exact_times ? 0 : 0.0005 * (1 + 1e-9);
-  return fabs(a->time_us - b->time_us) <= tol && fabs(a->default_time_us - b->default_time_us) <= tol;
+  /* A time read back differs by the rounding of the file: 3 decimals, or
+  ** since "%.9g" 9 significant digits. */
+  double tol = exact_times ? 0 : 0.0005 * (1 + 1e-9) + 1e-8 * fabs(a->time_us);
+  double dtol = exact_times ? 0 : 0.0005 * (1 + 1e-9) + 1e-8 * fabs(a->default_time_us);
+  return fabs(a->time_us - b->time_us) <= tol &&
+         fabs(a->default_time_us - b->default_time_us) <= dtol;
 }
 
 static sfa_tunedb *open_db(const char *path) {
