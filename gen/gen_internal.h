@@ -94,7 +94,7 @@ typedef struct sfa__template {
 ** is not NULL the template sees the Lua table `spec` (as sfa_generate passes
 ** it; the spec is not validated here), else an empty `spec` table. *out is
 ** malloc'ed. Lua errors become SFA_ERR_GENERATOR "template error: file.lt:LINE:
-** ...". Templates run in a sandbox (gen/generator.c) under the default limits. */
+** ...". Templates run in a sandbox (gen/sandbox.c) under the default limits. */
 sfa_status sfa__render(const sfa__template *extra, const char *entry,
                        const sfa_kernel_spec *spec, char **out, char *err, size_t errlen);
 
