@@ -3,7 +3,8 @@
 ** per call, loads the template engine (gen/template.lua) and the templates
 ** (templates/NAME.lt), both embedded at build time; SFA_TEMPLATE_DIR names a
 ** directory whose files take their place during development. Hands the
-** templates the `spec` table.
+** templates the tables `spec` (the variant) and `ABI` (the kernel parameter
+** blocks and shared constants, gen/abi.c).
 **
 ** The Lua state is a sandbox (gen/sandbox.c), since every process that links
 ** libsfa reads SFA_TEMPLATE_DIR (templates are data, not code the user chose
@@ -40,7 +41,6 @@ const struct sfa_embedded_file *sfa__embedded_find(const char *name) {
   return NULL;
 }
 
-
 /* ------------------------------------------------------------ templates */
 
 /* What the protected render function needs. */
@@ -52,6 +52,8 @@ typedef struct render_job {
   const char *text_name;          /* sfa__render_string's template, or NULL */
   const char *text;
   size_t text_len;
+  const sfa__abi_struct *abi;     /* sfa__render_with_abi's structs, or NULL */
+  size_t nabi;
   sfa__sandbox sb;
 } render_job;
 
@@ -166,6 +168,46 @@ static void push_spec(lua_State *L, const sfa_kernel_spec *s) {
   set_int(L, "threads", 32 * s->num_warps);
 }
 
+/* Pushes the field list of st (see push_abi). */
+static void push_abi_struct(lua_State *L, const sfa__abi_struct *st) {
+  lua_createtable(L, 0, 5);
+  set_str(L, "name", st->name);
+  set_str(L, "c_name", st->c_name);
+  set_int(L, "size", (lua_Integer)st->size);
+  set_int(L, "align", (lua_Integer)st->align);
+  lua_createtable(L, (int)st->nfields, 0);
+  for (size_t i = 0; i < st->nfields; i++) {
+    const sfa__abi_field *f = &st->fields[i];
+    lua_createtable(L, 0, 6);
+    set_str(L, "name", f->name);
+    set_str(L, "type", f->type);
+    set_str(L, "ctype", f->ctype);
+    set_str(L, "doc", f->doc);
+    set_int(L, "offset", (lua_Integer)f->offset);
+    set_int(L, "size", (lua_Integer)f->size);
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+  lua_setfield(L, -2, "fields");
+}
+
+/* Pushes the Lua table `ABI` that templates see (gen/gen_internal.h): every
+** struct of sfa__abi_structs, then job's extra ones, and the constants. */
+static void push_abi(lua_State *L, const render_job *job) {
+  lua_createtable(L, 0, 2);
+  lua_createtable(L, 0, (int)(sfa__abi_nstructs + job->nabi));
+  for (size_t i = 0; i < sfa__abi_nstructs + job->nabi; i++) {
+    const sfa__abi_struct *st =
+        i < sfa__abi_nstructs ? &sfa__abi_structs[i] : &job->abi[i - sfa__abi_nstructs];
+    push_abi_struct(L, st);
+    lua_setfield(L, -2, st->name);
+  }
+  lua_setfield(L, -2, "structs");
+  lua_createtable(L, 0, (int)sfa__abi_nconsts);
+  for (size_t i = 0; i < sfa__abi_nconsts; i++)
+    set_int(L, sfa__abi_consts[i].name, (lua_Integer)sfa__abi_consts[i].value);
+  lua_setfield(L, -2, "const");
+}
+
 /* Loads the engine module: SFA_TEMPLATE_DIR/template.lua if it exists (read
 ** as a template is, and run in the same sandbox), else the embedded copy.
 ** Leaves the module table on the stack. */
@@ -210,9 +252,11 @@ static int render_main(lua_State *L) {
   lua_getfield(L, -1, "render");                /* M, eng, render */
   lua_pushvalue(L, -2);                         /* self */
   lua_pushstring(L, job->entry);
-  lua_createtable(L, 0, 1);                     /* vars */
+  lua_createtable(L, 0, 2);                     /* vars */
   push_spec(L, job->spec);
   lua_setfield(L, -2, "spec");
+  push_abi(L, job);
+  lua_setfield(L, -2, "ABI");
   lua_call(L, 3, 1);
   if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "render did not return a string");
   return 1;
@@ -256,13 +300,22 @@ static sfa_status render_job_run(render_job *job, const sfa__render_limits *limi
   return st;
 }
 
-sfa_status sfa__render(const sfa__template *extra, const char *entry,
-                       const sfa_kernel_spec *spec, char **out, char *err, size_t errlen) {
-  if (!out) return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "source: NULL");
+sfa_status sfa__render_with_abi(const sfa__abi_struct *abi, size_t nabi,
+                                const sfa__template *extra, const char *entry,
+                                const sfa_kernel_spec *spec, char **out, char *err,
+                                size_t errlen) {
+  if (!out) return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "out: NULL");
   *out = NULL;
   if (!entry) return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "entry: NULL");
-  render_job job = {extra, NULL, entry, spec, NULL, NULL, 0, {0}};
+  if (!abi && nabi)
+    return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "abi: NULL with nabi %zu", nabi);
+  render_job job = {.extra = extra, .entry = entry, .spec = spec, .abi = abi, .nabi = nabi};
   return render_job_run(&job, NULL, out, err, errlen);
+}
+
+sfa_status sfa__render(const sfa__template *extra, const char *entry,
+                       const sfa_kernel_spec *spec, char **out, char *err, size_t errlen) {
+  return sfa__render_with_abi(NULL, 0, extra, entry, spec, out, err, errlen);
 }
 
 sfa_status sfa__render_string(const char *name, const char *text, size_t len,
@@ -277,7 +330,8 @@ sfa_status sfa__render_string(const char *name, const char *text, size_t len,
                      name, why);
   if (!text && len)
     return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "text: NULL with len %zu", len);
-  render_job job = {NULL, NULL, name, spec, name, text, len, {0}};
+  render_job job = {
+      .entry = name, .spec = spec, .text_name = name, .text = text, .text_len = len};
   return render_job_run(&job, limits, out, err, errlen);
 }
 
