@@ -7,6 +7,7 @@
 
 #include <stddef.h>
 #include "sfa.h"
+#include "runtime/kernel_abi_fields.h" /* the ABI field lists, SFA__BWD_PLAN_INTS */
 
 /* ------------------------------------------------------------ embedded files */
 
@@ -66,7 +67,7 @@ int sfa__bwd_slice(int head_dim);
 ** so that a bwd CTA starts with one load instead of a chain of dependent
 ** ones. The modes that search: hash. */
 int sfa__bwd_plan(const sfa_kernel_spec *spec);
-#define SFA__BWD_PLAN_INTS 16
+/* SFA__BWD_PLAN_INTS: runtime/kernel_abi_fields.h. */
 #define SFA__PLAN_SUFFIX "_plan"
 
 /* The kernel list of a preset (gen/presets.c) for each of narchs arches, with
@@ -78,6 +79,39 @@ sfa_status sfa__preset(const char *name, const int *archs, int narchs, sfa_kerne
 
 /* Longest canonical name plus NUL. */
 #define SFA__NAME_MAX 96
+
+/* ------------------------------------------------------------ the kernel ABI */
+
+/* What gen/abi.c tells the templates (as the table ABI) about each parameter
+** block of runtime/kernel_abi_fields.h: the C layout, from offsetof and sizeof
+** of the C structs. */
+typedef struct sfa__abi_field {
+  const char *name;
+  const char *ctype;  /* "uint64_t", "int64_t", "int32_t", "float" */
+  const char *type;   /* the generated CUDA's spelling: "u64", "i64", "int", "float" */
+  const char *doc;    /* "" continues the comment of the field before */
+  size_t offset, size;
+} sfa__abi_field;
+
+typedef struct sfa__abi_struct {
+  const char *name;    /* in the generated CUDA, e.g. "sfa_hash_sort_args" */
+  const char *c_name;  /* in C, e.g. "sfa__hash_sort_args" */
+  size_t size, align;
+  const sfa__abi_field *fields; /* in memory order */
+  size_t nfields;
+} sfa__abi_struct;
+
+typedef struct sfa__abi_const {
+  const char *name;  /* the C macro, e.g. "SFA__BWD_PLAN_INTS" */
+  long long value;
+  const char *doc;
+} sfa__abi_const;
+
+/* Every block of SFA_ABI_STRUCTS and every constant of SFA_ABI_CONSTANTS. */
+extern const sfa__abi_struct sfa__abi_structs[];
+extern const size_t sfa__abi_nstructs;
+extern const sfa__abi_const sfa__abi_consts[];
+extern const size_t sfa__abi_nconsts;
 
 /* ------------------------------------------------------------ rendering */
 
@@ -92,11 +126,25 @@ typedef struct sfa__template {
 ** $SFA_TEMPLATE_DIR when set, else among the embedded files; a name must be a
 ** plain file name (letters, digits, '_', '-', '.', not first; no path). If spec
 ** is not NULL the template sees the Lua table `spec` (as sfa_generate passes
-** it; the spec is not validated here), else an empty `spec` table. *out is
+** it; the spec is not validated here), else an empty `spec` table. Every
+** render sees the table ABI (gen/abi.c):
+**   ABI.structs[name] = {name =, c_name =, size =, align =,
+**                        fields = {{name =, type =, ctype =, offset =, size =,
+**                                   doc =}, ... in memory order}}
+**   ABI.const[NAME] = value    (e.g. ABI.const.SFA__BWD_PLAN_INTS)
+** templates/abi.lt emits a struct from it (abi_struct(name)). *out is
 ** malloc'ed. Lua errors become SFA_ERR_GENERATOR "template error: file.lt:LINE:
-** ...". Templates run in a sandbox (gen/generator.c) under the default limits. */
+** ...". Templates run in a sandbox (gen/sandbox.c) under the default limits. */
 sfa_status sfa__render(const sfa__template *extra, const char *entry,
                        const sfa_kernel_spec *spec, char **out, char *err, size_t errlen);
+
+/* sfa__render with abi[0..nabi) added to ABI.structs, replacing a struct of
+** the same name (abi may be NULL when nabi is 0): for tests of
+** templates/abi.lt with field lists other than the real ones. */
+sfa_status sfa__render_with_abi(const sfa__abi_struct *abi, size_t nabi,
+                                const sfa__template *extra, const char *entry,
+                                const sfa_kernel_spec *spec, char **out, char *err,
+                                size_t errlen);
 
 /* The limits of one render; each one reached is SFA_ERR_GENERATOR "template
 ** error: file.lt:LINE: ..." (the line where Lua knows it). A field of 0 takes
@@ -115,11 +163,13 @@ typedef struct sfa__render_limits {
 ** variant of the default, all-modes and dense-tiles presets at sm_80, 86, 87, 89
 ** and 90 and every utility kernel (2045 sources, embedded templates and the same
 ** from SFA_TEMPLATE_DIR); the largest is sfa_bwd_hash_wg_fp16_d128_m64n128_w8s2_sm90.
+** The offset asserts of the ABI table (issue 17) grew that one to the figures in
+** brackets (by bisecting each limit to within 1000).
 ** tests/test_sandbox.c renders every preset variant under a twentieth of each. */
-#define SFA__TEMPLATE_MAX_INSTRUCTIONS 50000000LL      /* measured max 890,362 (56x) */
-#define SFA__TEMPLATE_MAX_HEAP ((size_t)64 << 20)       /* measured max 494,545 (135x) */
-#define SFA__TEMPLATE_MAX_ALLOCATED ((size_t)256 << 20) /* measured max 1,392,259 (192x) */
-#define SFA__TEMPLATE_MAX_OUTPUT ((size_t)8 << 20)      /* measured max 37,932 (221x) */
+#define SFA__TEMPLATE_MAX_INSTRUCTIONS 50000000LL      /* measured max 890,362 [986,112] */
+#define SFA__TEMPLATE_MAX_HEAP ((size_t)64 << 20)       /* measured max 494,545 [745,472] */
+#define SFA__TEMPLATE_MAX_ALLOCATED ((size_t)256 << 20) /* measured max 1,392,259 [1,616,896] */
+#define SFA__TEMPLATE_MAX_OUTPUT ((size_t)8 << 20)      /* measured max 37,932 [54,905] */
 /* A catch-all for work that neither counts as instructions nor allocates
 ** (comparing two long strings): looked at every 1000 instructions. */
 #define SFA__TEMPLATE_MAX_SECONDS 10.0

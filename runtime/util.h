@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "runtime/internal.h"
+#include "runtime/kernel_abi_fields.h"
 
 /* The utility kernels. Each is one source with one entry point. */
 typedef enum sfa__util_kind {
@@ -22,48 +23,14 @@ typedef enum sfa__util_kind {
   SFA__UTIL_CONVERT        /* float -> fp16 / bf16 strided copy with a scale */
 } sfa__util_kind;
 
-/* Launch argument blocks; templates/util_hash.lt and util_topk.lt declare the
-** same structs and check their size. */
-typedef struct sfa__hash_sort_args {
-  uint64_t bucket; int64_t bk_sb, bk_sh, bk_st; /* int32 [B, H, T], element strides */
-  uint64_t idx; int64_t ix_sb, ix_sh, ix_st;
-  uint64_t hash; int64_t hs_sb, hs_sh, hs_st;
-  int32_t heads, t, nb, pad;
-} sfa__hash_sort_args;
-
-typedef struct sfa__permute_args {
-  uint64_t src; int64_t s_sb, s_sh, s_st;   /* byte strides */
-  uint64_t dst; int64_t d_sb, d_sh, d_st;   /* byte strides */
-  uint64_t idx; int64_t i_sb, i_sh, i_st;   /* int32, element strides */
-  int64_t tiles;
-  int32_t heads, rows, limit, tiles_per_bh;
-  int32_t rows_per_tile, nvec, vbytes, scatter;
-} sfa__permute_args;
-
-typedef struct sfa__topk_args {
-  uint64_t bias; int64_t b_sb, b_sh, b_sq;  /* element strides */
-  uint64_t mask; int64_t m_sb, m_sh, m_sq;  /* byte strides */
-  int64_t rows;
-  int32_t heads, tq, tk, w;
-  int32_t causal, cached, vec, pad;
-} sfa__topk_args;
-
-typedef struct sfa__bwd_pre_args {
-  uint64_t o; int64_t o_sb, o_sh, o_st;     /* element strides */
-  uint64_t dout; int64_t do_sb, do_sh, do_st;
-  uint64_t lse; int64_t l_sb, l_sh;
-  uint64_t lse2, delta, dq;                 /* float workspaces; dq may be 0 */
-  int64_t rows;                             /* B * H * tqp */
-  int32_t heads, tq, tqp, d;
-} sfa__bwd_pre_args;
-
-typedef struct sfa__convert_args {
-  uint64_t src; int64_t s_sb, s_sh, s_st;   /* float, element strides; 0: zeros */
-  uint64_t dst; int64_t d_sb, d_sh, d_st;   /* element strides */
-  int64_t n;                                /* B * H * T * C */
-  int32_t heads, t, c, pad;
-  float scale, pad2;
-} sfa__convert_args;
+/* Launch argument blocks, listed with the attention kernels' in
+** runtime/kernel_abi_fields.h (templates/abi.lt declares and checks the same
+** structs in the kernels' source). */
+SFA_ABI_DEFINE(sfa__hash_sort_args, SFA_ABI_HASH_SORT_ARGS);
+SFA_ABI_DEFINE(sfa__permute_args, SFA_ABI_PERMUTE_ARGS);
+SFA_ABI_DEFINE(sfa__topk_args, SFA_ABI_TOPK_ARGS);
+SFA_ABI_DEFINE(sfa__bwd_pre_args, SFA_ABI_BWD_PRE_ARGS);
+SFA_ABI_DEFINE(sfa__convert_args, SFA_ABI_CONVERT_ARGS);
 
 /* Largest sequence length (and Tk) the helpers take: keeps index arithmetic
 ** inside int32 with room to spare. */

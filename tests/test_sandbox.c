@@ -1,5 +1,5 @@
 /*
-** test_sandbox.c -- templates run in a sandbox (gen/generator.c): with
+** test_sandbox.c -- templates run in a sandbox (gen/sandbox.c): with
 ** SFA_TEMPLATE_DIR pointing at a copy of the real templates in which
 ** kernel.lt starts with one hostile line, sfa_generate must end in a template
 ** error naming kernel.lt:2 -- no os/io/package/require/dofile/load, include

@@ -1,0 +1,25 @@
+/*
+** abi.c -- the kernel ABI as the templates see it: every parameter block of
+** runtime/kernel_abi_fields.h described from its C struct (offsetof, sizeof,
+** _Alignof), and the shared constants. gen/generator.c turns these into the
+** Lua table ABI; templates/abi.lt emits the structs from it with a
+** static_assert per field, so the generated CUDA checks itself against the C
+** layout when it compiles.
+*/
+#include "gen/gen_internal.h"
+#include "runtime/kernel_abi.h"
+#include "runtime/util.h"
+
+#define FIELD_ARRAY_(c_name, dev_name, LIST)                                    \
+  static const sfa__abi_field c_name##_fields_[] = {SFA_ABI_FIELDS(c_name, LIST)};
+SFA_ABI_STRUCTS(FIELD_ARRAY_)
+
+#define STRUCT_(c_name, dev_name, LIST)                                         \
+  {#dev_name, #c_name, sizeof(c_name), _Alignof(c_name), c_name##_fields_,       \
+   sizeof c_name##_fields_ / sizeof c_name##_fields_[0]},
+const sfa__abi_struct sfa__abi_structs[] = {SFA_ABI_STRUCTS(STRUCT_)};
+const size_t sfa__abi_nstructs = sizeof sfa__abi_structs / sizeof sfa__abi_structs[0];
+
+#define CONST_(name, doc) {#name, (long long)(name), doc},
+const sfa__abi_const sfa__abi_consts[] = {SFA_ABI_CONSTANTS(CONST_)};
+const size_t sfa__abi_nconsts = sizeof sfa__abi_consts / sizeof sfa__abi_consts[0];
