@@ -40,16 +40,13 @@ typedef struct sfa__device {
   int smem_optin; /* max dynamic shared memory per block after opt-in */
 } sfa__device;
 
-/* A loaded utility kernel (sfa__kernel_get_source), keyed by (CUDA context,
-** arch, entry name); owned by the context, unloaded at destroy. */
-typedef struct sfa__loaded_util {
-  CUcontext cu;
-  unsigned long long cu_id;
-  int arch;
-  char name[SFA__KERNEL_NAME]; /* entry symbol */
-  CUmodule module;
-  CUfunction fn;
-} sfa__loaded_util;
+/* Where the kernels that a context loaded came from (sfa__kernel_get's
+** misses, counted under the context's lock); for tests and verbose runs. */
+typedef struct sfa__kernel_stats {
+  size_t from_dirs;     /* cubins from the AOT kernel dirs */
+  size_t from_cache;    /* cubins from the disk cache */
+  size_t compiles;      /* NVRTC compiles attempted, successful or not */
+} sfa__kernel_stats;
 
 struct sfa_context {
   sfa_options opts;
@@ -69,8 +66,7 @@ struct sfa_context {
   sfa_kernel **slots;       /* open-addressing hash table keyed by (context, spec) */
   size_t nslots, nkernels;
 
-  sfa__loaded_util *utils;   /* kernels from sfa__kernel_get_source, a short array */
-  size_t nutils, cap_utils;
+  sfa__kernel_stats stats;  /* where the kernels came from */
 
   struct sfa__pool *pools;  /* the backward's workspace pools, one per device
                             ** (runtime/workspace.c), destroyed with the context */
@@ -106,21 +102,23 @@ sfa_status sfa__error(sfa_context *ctx, sfa_status status, const char *fmt, ...)
 ** opts.device) the calling thread's current CUDA context and its device. */
 sfa_status sfa__bind(sfa_context *ctx, sfa__device *out);
 
-/* The kernel for a complete, valid spec in the bound context: the in-memory
-** table first, then the AOT kernel dirs, then the disk cache, then NVRTC. spec->arch must be loadable on
-** the device. */
+/* The kernel for a complete, valid spec (attention or utility pass) in the
+** bound context: the in-memory table first, then the AOT kernel dirs, then
+** the disk cache, then NVRTC. spec->arch must be loadable on the device. The
+** one loader of every kernel sfa launches. */
 sfa_status sfa__kernel_get(sfa_context *ctx, const sfa__device *dev,
                            const sfa_kernel_spec *spec, sfa_kernel **kernel);
 
-/* A kernel that is not a spec (the sparse helpers' utility kernels): entry
-** symbol `name` of `source`, compiled for arch, in the bound context, going
-** through the same disk cache (key material: name, arch, NVRTC version and
-** options, source), NVRTC and per-context table as spec kernels. `name` must
-** identify the source within a process. source may be NULL: then only the
-** table is consulted and a miss is SFA_ERR_NOT_FOUND (without a message), so a
-** caller can skip rendering on a hit. */
-sfa_status sfa__kernel_get_source(sfa_context *ctx, const sfa__device *dev, const char *name,
-                                  const char *source, int arch, CUfunction *fn);
+/* What sfa__kernel_get does before the driver: the cubin of a valid spec from
+** the AOT kernel dirs (verified: size, checksum, key), else the disk cache,
+** else NVRTC (and into the cache). *cubin is malloc'ed (free); *from_dir (may
+** be NULL) is set to 1 when it came from a kernel dir, else 0. Counts into
+** ctx->stats. Needs no GPU: tests use it to see where a kernel would come from. */
+sfa_status sfa__kernel_cubin(sfa_context *ctx, const sfa_kernel_spec *spec, void **cubin,
+                             size_t *size, int *from_dir);
+
+/* A copy of ctx->stats. */
+void sfa__kernel_get_stats(sfa_context *ctx, sfa__kernel_stats *out);
 
 /* Short dtype names for messages: "fp16", "bf16", "fp32", "int32", "uint8". */
 const char *sfa__dtype_str(sfa_dtype d);
