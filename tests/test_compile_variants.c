@@ -116,14 +116,15 @@ static void add_preset(const char *preset, const int *archs, int narchs) {
 static void compile_presets_for(int arch) {
   char what[64];
   nvariants = 0;
-  /* default: 44 forward kernels, each with bwd, bwd + det and bwddq.
-  ** all-modes adds window's other 4 flag sets (x 2 dtypes x 2 dims x 4
-  ** passes), and on sm_90 the other mma kind of each of its 48 fwd, 48 bwd
-  ** and 48 bwd + det kernels. */
+  /* default: 44 forward kernels, each with bwd, bwd + det and bwddq, and the
+  ** 9 utility kernels (bwd_pre, convert x 2 dtypes; hash_sort, permute; topk
+  ** x 3 dtypes). all-modes adds window's other 4 flag sets (x 2 dtypes x 2
+  ** dims x 4 passes), and on sm_90 the other mma kind of each of its 48 fwd,
+  ** 48 bwd and 48 bwd + det kernels. */
   add_preset("default", &arch, 1);
-  ck_assert_int_eq(nvariants, 44 + 3 * 44);
+  ck_assert_int_eq(nvariants, 44 + 3 * 44 + 9);
   add_preset("all-modes", &arch, 1);
-  ck_assert_int_eq(nvariants, 44 + 3 * 44 + 4 * 16 + (arch == 90 ? 3 * 48 : 0));
+  ck_assert_int_eq(nvariants, 44 + 3 * 44 + 9 + 4 * 16 + (arch == 90 ? 3 * 48 : 0));
   snprintf(what, sizeof what, "default + all-modes presets, sm_%d", arch);
   compile_all(what);
 }
