@@ -120,6 +120,23 @@ sfa_status sfa__kernel_cubin(sfa_context *ctx, const sfa_kernel_spec *spec, void
 /* A copy of ctx->stats. */
 void sfa__kernel_get_stats(sfa_context *ctx, sfa__kernel_stats *out);
 
+/* The kernels a call gets (runtime/call_kernels.c), without the driver: into
+** specs[0..*n) (room for max) the specs that sfa_forward (call
+** SFA_PASS_FWD) or sfa_backward (SFA_PASS_BWD) loads for params, extras (as
+** the call gets them: the flags follow extras->bias and ->mask), q's dtype
+** and head_dim on a device of arch, in the order the call gets them:
+** forward its fwd kernel; backward its bwd kernel, its bwddq kernel when
+** deterministic, then the utility kernels bwd_pre and convert. Only where
+** the choice does not depend on the device: ctx's tuning policy off, or a
+** forced mma kind (else SFA_ERR_UNSUPPORTED). An unservable class is the
+** call's own error (e.g. SFA_ERR_UNSUPPORTED for a head dim). The arguments
+** are not validated beyond that. */
+sfa_status sfa__call_kernels(sfa_context *ctx, sfa_pass call,
+                             const sfa_attention_params *params, const sfa_extras *extras,
+                             sfa_dtype dtype, int head_dim, int arch, sfa_kernel_spec *specs,
+                             int max, int *n);
+#define SFA__CALL_MAX_KERNELS 8 /* more than a call gets */
+
 /* Short dtype names for messages: "fp16", "bf16", "fp32", "int32", "uint8". */
 const char *sfa__dtype_str(sfa_dtype d);
 
