@@ -22,6 +22,7 @@
 
 #include "sfa.h"
 #include "gen/gen_internal.h"
+#include "gen/manifest.h"
 #include "runtime/internal.h"
 #include "runtime/util.h"
 #include "testutil.h"
@@ -212,6 +213,48 @@ START_TEST(small_preset_dir_serves_every_call_without_nvrtc) {
 }
 END_TEST
 
+/* The dir's manifest lists the utility kernels like any kernel: their spec
+** columns, a key and a verified cubin each. */
+START_TEST(manifest_rows_of_utility_kernels) {
+  sfa__manifest *m = NULL;
+  char err[1024] = "";
+  ck_assert_msg(sfa__manifest_load(kdir, &m, err, sizeof err) == SFA_OK, "%s", err);
+  ck_assert_uint_eq(m->count, 31);
+  static const char *const names[] = {"sfa_bwdpre_fp16_sm90", "sfa_bwdpre_bf16_sm90",
+                                      "sfa_convert_fp16_sm90", "sfa_convert_bf16_sm90",
+                                      "sfa_hashsort_sm90", "sfa_permute_sm90",
+                                      "sfa_topk_fp16_sm90", "sfa_topk_bf16_sm90",
+                                      "sfa_topk_fp32_sm90"};
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+    const sfa__manifest_entry *e = sfa__manifest_find(m, names[i]);
+    ck_assert_msg(e != NULL, "%s not in the manifest", names[i]);
+    ck_assert(sfa__pass_is_util(e->spec.pass));
+    ck_assert_int_eq(e->spec.arch, 90);
+    ck_assert_ptr_nonnull(e->path);
+    void *cubin = NULL;
+    size_t size = 0;
+    ck_assert_msg(sfa__manifest_read_cubin(e, &cubin, &size, err, sizeof err) == SFA_OK, "%s",
+                  err);
+    free(cubin);
+  }
+  sfa__manifest_free(m);
+  /* the columns as written: pass and dtype by name, no tiles, the warps */
+  char path[700], line[1024];
+  int seen = 0;
+  snprintf(path, sizeof path, "%s/manifest.tsv", kdir);
+  FILE *f = fopen(path, "r");
+  ck_assert_ptr_nonnull(f);
+  while (fgets(line, sizeof line, f))
+    if (strncmp(line, "sfa_topk_fp32_sm90\t", 19) == 0) {
+      const char *want = "sfa_topk_fp32_sm90\t90\ttopk\tdense\tfp32\t0\t0\t0\t16\t0\t-\t0\t";
+      ck_assert_msg(strncmp(line, want, strlen(want)) == 0, "%s", line);
+      seen++;
+    }
+  fclose(f);
+  ck_assert_int_eq(seen, 1);
+}
+END_TEST
+
 /* ------------------------------------------------------------ the lists */
 
 static int list(sfa_context *ctx, sfa_pass call, const sfa_attention_params *a,
@@ -333,6 +376,7 @@ int main(void) {
   TCase *t = tcase_create("aot_only");
   tcase_set_timeout(t, 600);
   tcase_add_test(t, small_preset_dir_serves_every_call_without_nvrtc);
+  tcase_add_test(t, manifest_rows_of_utility_kernels);
   tcase_add_test(t, call_kernels_lists_what_a_call_loads);
   tcase_add_test(t, utility_kernels_go_through_the_disk_cache);
   suite_add_tcase(s, t);
