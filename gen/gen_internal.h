@@ -28,10 +28,17 @@ const struct sfa_embedded_file *sfa__embedded_find(const char *name);
 
 /* Names used in canonical names and in the Lua spec table; NULL when the value
 ** is out of range. The mode's Lua name is "qk_drop", its name token "qkdrop". */
-const char *sfa__pass_name(sfa_pass p);   /* "fwd", "bwddq", "bwd" */
+const char *sfa__pass_name(sfa_pass p);   /* "fwd", "bwddq", "bwd", "bwd_pre", "convert",
+                                             "hash_sort", "permute", "topk" */
 const char *sfa__mode_name(sfa_mode m);   /* "dense", "qk_drop", "hash", "window" */
 const char *sfa__mode_token(sfa_mode m);  /* "dense", "qkdrop", "hash", "window" */
-const char *sfa__dtype_name(sfa_dtype d); /* "fp16", "bf16" (others NULL) */
+const char *sfa__dtype_name(sfa_dtype d); /* "fp16", "bf16", "fp32", "int32", "uint8" */
+
+/* 1 for the utility passes (SFA_PASS_BWD_PRE .. SFA_PASS_TOPK), whose specs
+** have no mode, flags or tiles (include/sfa.h). */
+int sfa__pass_is_util(sfa_pass p);
+/* The dtypes a utility pass takes, one bit (1u << dtype) each; 0 for others. */
+unsigned sfa__util_dtypes(sfa_pass p);
 
 /* Checks only that every field lies in its domain (the values a canonical name
 ** can spell); sfa_spec_validate adds what is implemented and what fits the

@@ -19,6 +19,12 @@
 ** kernels bwd, bwd + det and bwddq (their own default tiles; D 256 included
 ** where a backward tile fits the arch: not in the 99 KB of sm_86, 88, 89 and
 ** 12x). Any arch of gen/arch.h; wgmma kernels where its row has wgmma (sm_90).
+** small, default and all-modes also hold, per arch, the utility kernels that
+** their attention kernels need at run time (add_utils): bwd_pre and convert
+** in each dtype that has a backward kernel, hash_sort and permute
+** (sfa_hash_prepare / sfa_hash_unsort) where mode hash is in, topk in fp16,
+** bf16 and fp32 (sfa_topk_mask) where mode window is in; so that a kernel
+** dir of such a preset serves every call without NVRTC.
 */
 #include <stdlib.h>
 #include <string.h>
@@ -115,6 +121,34 @@ static sfa_status add_groups(list *l, const group *g, size_t ng, int arch, int b
   return SFA_OK;
 }
 
+/* The utility kernels that the attention kernels l->v[from..] of one arch
+** need at run time (see the top of this file). */
+static sfa_status add_utils(list *l, size_t from, int arch, char *err, size_t errlen) {
+  int bwd[2] = {0, 0}, hash = 0, window = 0;
+  for (size_t i = from; i < l->n; i++) {
+    const sfa_kernel_spec *s = &l->v[i];
+    if (s->pass == SFA_PASS_BWD) bwd[s->dtype == SFA_DTYPE_BF16] = 1;
+    hash |= s->mode == SFA_MODE_HASH;
+    window |= s->mode == SFA_MODE_WINDOW;
+  }
+  struct { sfa_pass pass; sfa_dtype dtype; int want; } u[] = {
+    {SFA_PASS_BWD_PRE, SFA_DTYPE_FP16, bwd[0]}, {SFA_PASS_BWD_PRE, SFA_DTYPE_BF16, bwd[1]},
+    {SFA_PASS_CONVERT, SFA_DTYPE_FP16, bwd[0]}, {SFA_PASS_CONVERT, SFA_DTYPE_BF16, bwd[1]},
+    {SFA_PASS_HASH_SORT, SFA_DTYPE_INT32, hash}, {SFA_PASS_PERMUTE, SFA_DTYPE_UINT8, hash},
+    {SFA_PASS_TOPK, SFA_DTYPE_FP16, window}, {SFA_PASS_TOPK, SFA_DTYPE_BF16, window},
+    {SFA_PASS_TOPK, SFA_DTYPE_FP32, window},
+  };
+  for (size_t i = 0; i < sizeof u / sizeof u[0]; i++) {
+    if (!u[i].want) continue;
+    sfa_kernel_spec s = {u[i].pass, SFA_MODE_DENSE, u[i].dtype, 0, 0, 0, 0, 0, arch, 0};
+    sfa_status st = sfa_spec_default(&s, err, errlen);
+    if (st != SFA_OK) return st;
+    if (push(l, &s) != 0)
+      return sfa__fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "preset: out of memory");
+  }
+  return SFA_OK;
+}
+
 static sfa_status add_dense_tiles(list *l, int arch, char *err, size_t errlen) {
   static const int dims[] = {64, 128}, ms[] = {64, 128}, ns[] = {32, 64, 128};
   static const int ws[] = {4, 8}, ss[] = {1, 2};
@@ -154,6 +188,7 @@ sfa_status sfa__preset(const char *name, const int *archs, int narchs, sfa_kerne
   sfa_status st = SFA_OK;
   for (int a = 0; a < narchs && st == SFA_OK; a++) {
     int arch = archs[a];
+    size_t from = l.n;
     if (!sfa__arch_find(arch)) {
       char list[128];
       sfa__arch_list(list, sizeof list, "", ", ", " or ");
@@ -167,6 +202,7 @@ sfa_status sfa__preset(const char *name, const int *archs, int narchs, sfa_kerne
       st = add_groups(&l, small_groups, NGROUPS(small_groups), arch, 0, err, errlen);
     else
       st = add_dense_tiles(&l, arch, err, errlen);
+    if (st == SFA_OK && which != 2) st = add_utils(&l, from, arch, err, errlen);
   }
   if (st != SFA_OK) {
     free(l.v);

@@ -30,10 +30,14 @@ static const char usage_text[] =
   "Renders sfa kernels to CUDA C++ and compiles them with NVRTC (no GPU needed).\n"
   "\n"
   "Spec flags (tile flags default to sfa_spec_default):\n"
-  "  --pass fwd|bwddq|bwd      (default fwd)\n"
+  "  --pass fwd|bwddq|bwd       (default fwd), or a utility kernel:\n"
+  "         bwd_pre|convert     sfa_backward's (dtype fp16 or bf16)\n"
+  "         hash_sort|permute   sfa_hash_prepare / sfa_hash_unsort's\n"
+  "         topk                sfa_topk_mask's (dtype fp16, bf16 or fp32)\n"
+  "                             (no mode, head dim, flags or tiles)\n"
   "  --mode dense|qk_drop|hash|window   (default dense)\n"
-  "  --dtype fp16|bf16          (default bf16)\n"
-  "  --head-dim D               (required with spec flags)\n"
+  "  --dtype fp16|bf16|fp32     (default bf16; hash_sort and permute: their own)\n"
+  "  --head-dim D               (required with spec flags of fwd, bwddq, bwd)\n"
   "  --causal                   dense, window\n"
   "  --bias --mask              window: additive bias, dynamic mask\n"
   "  --det                      pass bwd: deterministic (no dq atomics)\n"
@@ -44,7 +48,8 @@ static const char usage_text[] =
   "                             %s\n"
   "Or:\n"
   "  --name NAME                a canonical name, e.g.\n"
-  "                             sfa_fwd_dense_causal_bf16_d128_m128n64_w4s1_sm90\n"
+  "                             sfa_fwd_dense_causal_bf16_d128_m128n64_w4s1_sm90,\n"
+  "                             sfa_bwdpre_bf16_sm90, sfa_hashsort_sm80\n"
   "                             (may be repeated)\n"
   "  --preset small             what setup.sh builds: dense (causal and not) x\n"
   "                             fp16, bf16 x head_dim 64 128, fwd and bwd; qk_drop,\n"
@@ -60,6 +65,9 @@ static const char usage_text[] =
   "                             fwd and bwd in both mma kinds (sync, wgmma)\n"
   "  --preset dense-tiles       every valid tile config of dense bf16 d64 and d128\n"
   "                             (on sm_90 also every wgmma tile)\n"
+  "  small, default and all-modes also hold the utility kernels their kernels\n"
+  "  need at run time (bwd_pre, convert per dtype; hash_sort, permute; topk in\n"
+  "  fp16, bf16, fp32), so that their dir serves every call without NVRTC\n"
   "Options:\n"
   "  --out DIR                  output directory (default ./sfa-kernels)\n"
   "  --no-cubin                 write only the .cu sources\n"
@@ -237,6 +245,27 @@ static int pick(const char *flag, const char *v, const char *const *names, int n
   return -1;
 }
 
+/* --pass of a utility kernel: its dtype (--dtype, else bf16, else the one it
+** takes) for each arch; the attention flags do not apply. */
+static void build_util(const opts *o, sfa_pass pass, const int *archs, int na, klist *l) {
+  static const char *const dtypes[] = {"fp16", "bf16", "fp32", "int32", "uint8"};
+  const unsigned allowed = sfa__util_dtypes(pass);
+  if (o->mode || o->head_dim || o->causal || o->bias || o->mask || o->det || o->mma ||
+      o->block_m || o->block_n || o->warps || o->stages)
+    die_usage("--pass %s: a utility kernel takes only --dtype and --arch", o->pass);
+  sfa_dtype dt = SFA_DTYPE_BF16;
+  if (o->dtype) dt = (sfa_dtype)pick("--dtype", o->dtype, dtypes, 5);
+  else if (!(allowed & (1u << SFA_DTYPE_BF16)))
+    for (int d = 0; d < 32; d++)
+      if (allowed & (1u << d)) dt = (sfa_dtype)d;
+  for (int a = 0; a < na; a++) {
+    sfa_kernel_spec s = {pass, SFA_MODE_DENSE, dt, 0, 0, 0, 0, 0, archs[a], 0};
+    char err[256];
+    if (sfa_spec_default(&s, err, sizeof err) != SFA_OK) die_usage("%s", err);
+    add_kernel(l, &s);
+  }
+}
+
 static void build_list(const opts *o, klist *l) {
   int spec_flags = o->pass || o->mode || o->dtype || o->head_dim || o->causal || o->bias ||
                    o->mask || o->det || o->mma;
@@ -257,18 +286,23 @@ static void build_list(const opts *o, klist *l) {
   } else if (o->preset) {
     add_preset(l, o->preset, archs, na);
   } else if (spec_flags || tile_flags) {
-    static const char *const passes[] = {"fwd", "bwddq", "bwd"};
+    static const char *const passes[] = {"fwd", "bwddq", "bwd", "bwd_pre", "convert",
+                                         "hash_sort", "permute", "topk"};
     static const char *const modes[] = {"dense", "qk_drop", "hash", "window"};
-    static const char *const dtypes[] = {"fp16", "bf16"};
+    static const char *const dtypes[] = {"fp16", "bf16", "fp32", "int32", "uint8"};
+    const sfa_pass pass = (sfa_pass)(o->pass ? pick("--pass", o->pass, passes, 8) : 0);
+    if (sfa__pass_is_util(pass)) {
+      build_util(o, pass, archs, na, l);
+      return;
+    }
     if (!o->head_dim) die_usage("--head-dim is required with spec flags");
     for (int a = 0; a < na; a++) {
       sfa_kernel_spec s = {0};
       char err[256];
-      s.pass = (sfa_pass)(o->pass ? pick("--pass", o->pass, passes, 3) : 0);
+      s.pass = pass;
       if (o->mode && strcmp(o->mode, "qkdrop") == 0) s.mode = SFA_MODE_QK_DROP;
       else s.mode = (sfa_mode)(o->mode ? pick("--mode", o->mode, modes, 4) : 0);
-      s.dtype = o->dtype && pick("--dtype", o->dtype, dtypes, 2) == 0 ? SFA_DTYPE_FP16
-                                                                       : SFA_DTYPE_BF16;
+      s.dtype = o->dtype ? (sfa_dtype)pick("--dtype", o->dtype, dtypes, 5) : SFA_DTYPE_BF16;
       s.head_dim = o->head_dim;
       s.arch = archs[a];
       s.flags = (o->causal ? SFA_FEAT_CAUSAL : 0u) | (o->bias ? SFA_FEAT_BIAS : 0u) |

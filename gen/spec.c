@@ -5,7 +5,12 @@
 **
 ** Canonical name:
 **   sfa_<pass>_<mode>[_causal][_bias][_mask][_det][_wg]_<dtype>_d<D>_m<M>n<N>_w<W>s<S>_sm<arch>
-** e.g. sfa_fwd_dense_causal_bf16_d128_m128n64_w4s1_sm90.
+** e.g. sfa_fwd_dense_causal_bf16_d128_m128n64_w4s1_sm90; a utility pass
+** (sfa.h: bwd_pre, convert, hash_sort, permute, topk) has no mode, flags or
+** tiles and spells its dtype only where it takes more than one:
+**   sfa_<pass token>[_<dtype>]_sm<arch>
+** e.g. sfa_bwdpre_bf16_sm90, sfa_topk_fp32_sm80, sfa_hashsort_sm90. The
+** utility passes live in their own functions below (util_*).
 */
 #include <limits.h>
 #include <stdarg.h>
@@ -32,8 +37,19 @@ static const char *const pass_names[] = {"fwd", "bwddq", "bwd"};
 static const char *const mode_names[] = {"dense", "qk_drop", "hash", "window"};
 static const char *const mode_tokens[] = {"dense", "qkdrop", "hash", "window"};
 
+/* The utility passes: their own rules, names and defaults (at the end of
+** this file). */
+static const struct util_pass *util_of(sfa_pass p);
+static const struct util_pass *util_by_token(const char *tok);
+static const char *util_pass_name(sfa_pass p);
+static sfa_status util_check_domain(const sfa_kernel_spec *s, char *err, size_t errlen);
+static sfa_status util_name(const sfa_kernel_spec *s, char *buf, size_t n);
+static sfa_status util_parse(const char *name, const char *tok, const char *rest,
+                             sfa_kernel_spec *spec, char *err, size_t errlen);
+static sfa_status util_default(sfa_kernel_spec *spec, char *err, size_t errlen);
+
 const char *sfa__pass_name(sfa_pass p) {
-  return (unsigned)p < 3 ? pass_names[p] : NULL;
+  return (unsigned)p < 3 ? pass_names[p] : util_pass_name(p);
 }
 const char *sfa__mode_name(sfa_mode m) {
   return (unsigned)m < 4 ? mode_names[m] : NULL;
@@ -43,7 +59,15 @@ const char *sfa__mode_token(sfa_mode m) {
   return (unsigned)m < 4 ? mode_tokens[m] : NULL;
 }
 const char *sfa__dtype_name(sfa_dtype d) {
-  return d == SFA_DTYPE_FP16 ? "fp16" : d == SFA_DTYPE_BF16 ? "bf16" : NULL;
+  static const char *const names[] = {"fp16", "bf16", "fp32", "int32", "uint8"};
+  return (unsigned)d < sizeof names / sizeof names[0] ? names[d] : NULL;
+}
+
+/* The dtype called tok, or -1. */
+static int dtype_of_name(const char *tok) {
+  for (int d = 0; sfa__dtype_name((sfa_dtype)d); d++)
+    if (strcmp(tok, sfa__dtype_name((sfa_dtype)d)) == 0) return d;
+  return -1;
 }
 
 /* Feature flags in name order. */
@@ -67,6 +91,7 @@ static const struct { unsigned bit; const char *token; } flag_tokens[] = {
 **          (block_n x block_m, padded) and num_stages x block_m floats each of
 **          lse and delta. */
 static size_t smem_formula(const sfa_kernel_spec *s) {
+  if (util_of(s->pass)) return 0; /* sized by each launch */
   size_t row = (size_t)2 * (size_t)(s->head_dim + 8);
   size_t m = (size_t)s->block_m, n = (size_t)s->block_n, st = (size_t)s->num_stages;
   /* bwd, per query row and stage: lse2 and delta, and the mode's int32 query
@@ -103,6 +128,7 @@ int sfa__bwd_plan(const sfa_kernel_spec *s) {
 /* Float accumulators per thread: fwd O and S; bwddq dQ, S and dP; bwd dK, dV
 ** (of its column slice), S^T and dP^T. */
 int sfa__spec_acc_registers(const sfa_kernel_spec *s) {
+  if (util_of(s->pass)) return 0;
   int mt = row_tiles(s);
   switch (s->pass) {
   case SFA_PASS_BWD_DQ: return mt * (s->head_dim / 2 + s->block_n);
@@ -131,15 +157,22 @@ sfa_status sfa__spec_check_domain(const sfa_kernel_spec *s, char *err, size_t er
   const sfa_status bad = SFA_ERR_INVALID_ARGUMENT;
   if (!s) return sfa__fail(err, errlen, bad, "spec: NULL");
   if (!sfa__pass_name(s->pass))
-    return sfa__fail(err, errlen, bad, "pass: %d is not allowed; must be fwd, bwddq or bwd",
+    return sfa__fail(err, errlen, bad,
+                     "pass: %d is not allowed; must be fwd, bwddq or bwd (or a utility pass: "
+                     "bwd_pre, convert, hash_sort, permute or topk)",
                      (int)s->pass);
+  if (util_of(s->pass)) return util_check_domain(s, err, errlen);
   if (!sfa__mode_name(s->mode))
     return sfa__fail(err, errlen, bad,
                      "mode: %d is not allowed; must be dense, qk_drop, hash or window",
                      (int)s->mode);
-  if (!sfa__dtype_name(s->dtype))
+  if (s->dtype != SFA_DTYPE_FP16 && s->dtype != SFA_DTYPE_BF16) {
+    if (sfa__dtype_name(s->dtype))
+      return sfa__fail(err, errlen, bad, "dtype: %s is not allowed with pass %s; must be fp16 "
+                       "or bf16", sfa__dtype_name(s->dtype), sfa__pass_name(s->pass));
     return sfa__fail(err, errlen, bad, "dtype: %d is not allowed; must be fp16 or bf16",
                      (int)s->dtype);
+  }
   if (s->head_dim < 32 || s->head_dim > 256 || s->head_dim % 16 != 0)
     return sfa__fail(err, errlen, bad,
                      "head_dim: %d is not allowed; must be a multiple of 16 in 32..256",
@@ -276,6 +309,7 @@ static sfa_status check_budget(const sfa_kernel_spec *s, char *err, size_t errle
 }
 
 sfa_status sfa_spec_validate(const sfa_kernel_spec *s, char *err, size_t errlen) {
+  if (s && util_of(s->pass)) return util_check_domain(s, err, errlen);
   sfa_status st = check_rules(s, err, errlen);
   return st != SFA_OK ? st : check_budget(s, err, errlen);
 }
@@ -287,6 +321,7 @@ sfa_status sfa_spec_name(const sfa_kernel_spec *s, char *buf, size_t n) {
   if (!buf || n == 0) return SFA_ERR_INVALID_ARGUMENT;
   buf[0] = '\0';
   if (sfa__spec_check_domain(s, NULL, 0) != SFA_OK) return SFA_ERR_INVALID_ARGUMENT;
+  if (util_of(s->pass)) return util_name(s, buf, n);
   for (size_t i = 0; i < NFLAGS; i++)
     if (s->flags & flag_tokens[i].bit) {
       strcat(flags, "_");
@@ -372,7 +407,9 @@ sfa_status sfa_spec_parse(const char *name, sfa_kernel_spec *spec, char *err, si
   NEXT("'sfa'");
   if (strcmp(tok, "sfa") != 0) BAD("'sfa'");
   NEXT("the pass");
-  if ((i = find_name(tok, pass_names, 3)) < 0) BAD("the pass (fwd, bwddq or bwd)");
+  if (util_by_token(tok)) return util_parse(name, tok, p, spec, err, errlen);
+  if ((i = find_name(tok, pass_names, 3)) < 0)
+    BAD("the pass (fwd, bwddq, bwd, bwdpre, convert, hashsort, permute or topk)");
   s.pass = (sfa_pass)i;
   NEXT("the mode");
   if ((i = find_name(tok, mode_tokens, 4)) < 0) BAD("the mode (dense, qkdrop, hash or window)");
@@ -435,6 +472,7 @@ sfa_status sfa_spec_default(sfa_kernel_spec *spec, char *err, size_t errlen) {
 
 sfa_status sfa__spec_default_mma(sfa_kernel_spec *spec, int wg, char *err, size_t errlen) {
   if (!spec) return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "spec: NULL");
+  if (util_of(spec->pass)) return util_default(spec, err, errlen);
   sfa_kernel_spec s = *spec;
   /* Any valid tile, so that the other fields can be checked first. */
   s.block_m = 64;
@@ -531,4 +569,182 @@ sfa_status sfa__spec_default_mma(sfa_kernel_spec *spec, int wg, char *err, size_
                      sfa__pass_name(spec->pass), spec->head_dim, smem_formula(spec),
                      spec->arch, limit);
   return check_budget(spec, err, errlen);
+}
+
+/* ------------------------------------------------------------ utility passes */
+
+#define DT(d) (1u << (d))
+
+/* A utility pass (sfa.h): its name (the Lua spec table's pass, the manifest's
+** column), its token in canonical names, the dtypes it takes and its block
+** of num_warps * 32 threads (the template's __launch_bounds__). */
+typedef struct util_pass {
+  sfa_pass pass;
+  const char *name, *token;
+  unsigned dtypes; /* DT(sfa_dtype) bits */
+  int num_warps;
+} util_pass;
+
+static const util_pass util_passes[] = {
+  {SFA_PASS_BWD_PRE, "bwd_pre", "bwdpre", DT(SFA_DTYPE_FP16) | DT(SFA_DTYPE_BF16), 8},
+  {SFA_PASS_CONVERT, "convert", "convert", DT(SFA_DTYPE_FP16) | DT(SFA_DTYPE_BF16), 8},
+  {SFA_PASS_HASH_SORT, "hash_sort", "hashsort", DT(SFA_DTYPE_INT32), 32},
+  {SFA_PASS_PERMUTE, "permute", "permute", DT(SFA_DTYPE_UINT8), 8},
+  {SFA_PASS_TOPK, "topk", "topk", DT(SFA_DTYPE_FP16) | DT(SFA_DTYPE_BF16) | DT(SFA_DTYPE_FP32),
+   16},
+};
+#define NUTIL (sizeof util_passes / sizeof util_passes[0])
+
+static const util_pass *util_of(sfa_pass p) {
+  for (size_t i = 0; i < NUTIL; i++)
+    if (util_passes[i].pass == p) return &util_passes[i];
+  return NULL;
+}
+
+static const util_pass *util_by_token(const char *tok) {
+  for (size_t i = 0; i < NUTIL; i++)
+    if (strcmp(tok, util_passes[i].token) == 0) return &util_passes[i];
+  return NULL;
+}
+
+static const char *util_pass_name(sfa_pass p) {
+  const util_pass *u = util_of(p);
+  return u ? u->name : NULL;
+}
+
+int sfa__pass_is_util(sfa_pass p) { return util_of(p) != NULL; }
+
+unsigned sfa__util_dtypes(sfa_pass p) {
+  const util_pass *u = util_of(p);
+  return u ? u->dtypes : 0u;
+}
+
+/* "fp16, bf16 or fp32" for a dtype mask. */
+static void dtype_list(unsigned dtypes, char *buf, size_t n) {
+  int total = 0, k = 0;
+  for (int d = 0; sfa__dtype_name((sfa_dtype)d); d++) total += (dtypes >> d) & 1u;
+  buf[0] = '\0';
+  for (int d = 0; sfa__dtype_name((sfa_dtype)d); d++) {
+    if (!((dtypes >> d) & 1u)) continue;
+    size_t at = strlen(buf);
+    snprintf(buf + at, n - at, "%s%s", k == 0 ? "" : k == total - 1 ? " or " : ", ",
+             sfa__dtype_name((sfa_dtype)d));
+    k++;
+  }
+}
+
+/* A utility spec has mode dense, no flags, no tiles, the pass's num_warps,
+** one of its dtypes and an arch of the table; each rule names its field. */
+static sfa_status util_check_domain(const sfa_kernel_spec *s, char *err, size_t errlen) {
+  const sfa_status bad = SFA_ERR_INVALID_ARGUMENT;
+  const util_pass *u = util_of(s->pass);
+  char list[64];
+  if (!u) return sfa__fail(err, errlen, bad, "pass: %d is not a utility pass", (int)s->pass);
+  if (s->mode != SFA_MODE_DENSE)
+    return sfa__fail(err, errlen, bad,
+                     "mode: %d is not allowed with pass %s; a utility kernel has mode dense (0)",
+                     (int)s->mode, u->name);
+  if ((unsigned)s->dtype >= 32 || !((u->dtypes >> s->dtype) & 1u)) {
+    const char *dn = sfa__dtype_name(s->dtype);
+    dtype_list(u->dtypes, list, sizeof list);
+    if (dn)
+      return sfa__fail(err, errlen, bad, "dtype: %s is not allowed with pass %s; must be %s",
+                       dn, u->name, list);
+    return sfa__fail(err, errlen, bad, "dtype: %d is not allowed with pass %s; must be %s",
+                     (int)s->dtype, u->name, list);
+  }
+  const struct { const char *field; int v; } tiles[] = {
+    {"head_dim", s->head_dim}, {"block_m", s->block_m}, {"block_n", s->block_n},
+    {"num_stages", s->num_stages}};
+  for (size_t i = 0; i < sizeof tiles / sizeof tiles[0]; i++)
+    if (tiles[i].v != 0)
+      return sfa__fail(err, errlen, bad,
+                       "%s: %d is not allowed with pass %s; a utility kernel has none: must "
+                       "be 0", tiles[i].field, tiles[i].v, u->name);
+  if (s->num_warps != u->num_warps)
+    return sfa__fail(err, errlen, bad,
+                     "num_warps: %d is not allowed with pass %s; must be %d (its block of %d "
+                     "threads; sfa_spec_default fills it)",
+                     s->num_warps, u->name, u->num_warps, 32 * u->num_warps);
+  if (!sfa__arch_find(s->arch)) {
+    char archs[128];
+    sfa__arch_list(archs, sizeof archs, "", ", ", " or ");
+    return sfa__fail(err, errlen, bad, "arch: %d is not allowed; must be %s", s->arch, archs);
+  }
+  if (s->flags)
+    return sfa__fail(err, errlen, bad,
+                     "flags: 0x%x is not allowed with pass %s; a utility kernel takes none",
+                     s->flags, u->name);
+  return SFA_OK;
+}
+
+/* sfa_<token>[_<dtype>]_sm<arch>: the dtype where the pass takes several. */
+static sfa_status util_name(const sfa_kernel_spec *s, char *buf, size_t n) {
+  const util_pass *u = util_of(s->pass);
+  if (util_check_domain(s, NULL, 0) != SFA_OK) return SFA_ERR_INVALID_ARGUMENT;
+  const int one_dtype = (u->dtypes & (u->dtypes - 1)) == 0;
+  int len = one_dtype ? snprintf(buf, n, "sfa_%s_sm%d", u->token, s->arch)
+                      : snprintf(buf, n, "sfa_%s_%s_sm%d", u->token,
+                                 sfa__dtype_name(s->dtype), s->arch);
+  if (len < 0 || (size_t)len >= n) {
+    buf[0] = '\0';
+    return SFA_ERR_INVALID_ARGUMENT;
+  }
+  return SFA_OK;
+}
+
+/* The name of a utility kernel: rest is what follows "sfa_<tok>_", where tok
+** is the pass's token. */
+static sfa_status util_parse(const char *name, const char *tok, const char *rest,
+                             sfa_kernel_spec *spec, char *err, size_t errlen) {
+  const sfa_status bad = SFA_ERR_INVALID_ARGUMENT;
+  const util_pass *u = util_by_token(tok);
+  char t[64], why[256], list[64];
+  int arch = 0;
+  if (!u) return sfa__fail(err, errlen, bad, "name '%s': '%s' is not a utility pass", name, tok);
+  sfa_kernel_spec s;
+  memset(&s, 0, sizeof s);
+  s.pass = u->pass;
+  s.mode = SFA_MODE_DENSE;
+  s.num_warps = u->num_warps;
+  const int one_dtype = (u->dtypes & (u->dtypes - 1)) == 0;
+  for (int d = 0; one_dtype && d < 32; d++)
+    if ((u->dtypes >> d) & 1u) s.dtype = (sfa_dtype)d;
+  const char *p = rest;
+  if (!one_dtype) {
+    dtype_list(u->dtypes, list, sizeof list);
+    if (!*p || !next_token(&p, t, sizeof t))
+      return sfa__fail(err, errlen, bad, "name '%s': ends where the dtype (%s) is expected",
+                       name, list);
+    int d = dtype_of_name(t);
+    if (d < 0)
+      return sfa__fail(err, errlen, bad, "name '%s': bad token '%s'; expected the dtype (%s)",
+                       name, t, list);
+    s.dtype = (sfa_dtype)d;
+  }
+  if (!*p || !next_token(&p, t, sizeof t))
+    return sfa__fail(err, errlen, bad, "name '%s': ends where sm<arch> is expected", name);
+  if (t[0] != 's' || !parse_pair(t + 1, 'm', &arch, 0, NULL))
+    return sfa__fail(err, errlen, bad, "name '%s': bad token '%s'; expected sm<arch>", name, t);
+  s.arch = arch;
+  if (*p || p[-1] == '_')
+    return sfa__fail(err, errlen, bad, "name '%s': unexpected text after '%s'", name, t);
+  if (util_check_domain(&s, why, sizeof why) != SFA_OK)
+    return sfa__fail(err, errlen, bad, "name '%s': %s", name, why);
+  *spec = s;
+  return SFA_OK;
+}
+
+/* No tiles, the pass's warps; the other fields are checked as they are. */
+static sfa_status util_default(sfa_kernel_spec *spec, char *err, size_t errlen) {
+  sfa_kernel_spec s = *spec;
+  const util_pass *u = util_of(s.pass);
+  if (!u) return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "pass: not a utility pass");
+  s.block_m = s.block_n = s.num_stages = 0;
+  s.num_warps = u->num_warps;
+  s.flags &= ~SFA_FEAT_WGMMA;
+  sfa_status st = util_check_domain(&s, err, errlen);
+  if (st != SFA_OK) return st;
+  *spec = s;
+  return SFA_OK;
 }

@@ -96,9 +96,23 @@ SFA_API void sfa_free(void *p);
 
 typedef enum sfa_pass {
   SFA_PASS_FWD = 0,
-  SFA_PASS_BWD_DQ, /* backward, deterministic dq: one CTA per query tile */
-  SFA_PASS_BWD     /* backward: dk, dv (and dbias) per key tile; dq by float
-                      atomics unless SFA_FEAT_DETERMINISTIC */
+  SFA_PASS_BWD_DQ,    /* backward, deterministic dq: one CTA per query tile */
+  SFA_PASS_BWD,       /* backward: dk, dv (and dbias) per key tile; dq by float
+                         atomics unless SFA_FEAT_DETERMINISTIC */
+  /* The utility kernels, variants like the attention passes (one name, cache,
+  ** manifest and AOT path). Their specs: mode SFA_MODE_DENSE, flags 0,
+  ** head_dim, block_m, block_n and num_stages 0, num_warps the fixed block
+  ** size / 32 (sfa_spec_default fills it); the dtype as noted, which the
+  ** name spells where the pass takes more than one, e.g. sfa_topk_fp32_sm90,
+  ** sfa_hashsort_sm90. */
+  SFA_PASS_BWD_PRE,   /* sfa_backward's preprocess (delta, lse * log2 e, dq
+                         zeroing); dtype of q: fp16 or bf16 */
+  SFA_PASS_CONVERT,   /* sfa_backward's float -> fp16 / bf16 copies (dq,
+                         dbias); dtype of q: fp16 or bf16 */
+  SFA_PASS_HASH_SORT, /* sfa_hash_prepare's bucket sort; dtype int32 */
+  SFA_PASS_PERMUTE,   /* sfa_hash_prepare / sfa_hash_unsort's row gather and
+                         scatter (any row dtype); dtype uint8 */
+  SFA_PASS_TOPK       /* sfa_topk_mask; dtype of the bias: fp16, bf16 or fp32 */
 } sfa_pass;
 
 typedef enum sfa_mode {
@@ -138,8 +152,8 @@ SFA_API const char *sfa_dtype_name(int dtype);
 typedef struct sfa_kernel_spec {
   sfa_pass pass;
   sfa_mode mode;
-  sfa_dtype dtype;    /* SFA_DTYPE_FP16 or SFA_DTYPE_BF16 */
-  int head_dim;       /* multiple of 16, 32..256 */
+  sfa_dtype dtype;    /* SFA_DTYPE_FP16 or SFA_DTYPE_BF16 (utility passes: see sfa_pass) */
+  int head_dim;       /* multiple of 16, 32..256 (utility passes: 0) */
   int block_m;        /* query rows per CTA */
   int block_n;        /* key rows per inner tile */
   int num_warps;
@@ -165,10 +179,12 @@ SFA_API sfa_status sfa_spec_parse(const char *name, sfa_kernel_spec *spec, char 
 ** other fields. The defaults are the configurations measured fastest on an
 ** H100 (bench/NOTES.md): wgmma on sm_90 at head dims 64 and 128 (fwd and bwd),
 ** the same tiles for every mode except the sm_90 forward at D 64, where hash
-** and window (short rows) take one warpgroup per CTA. */
+** and window (short rows) take one warpgroup per CTA. A utility pass gets its
+** fixed num_warps and no tiles (0). */
 SFA_API sfa_status sfa_spec_default(sfa_kernel_spec *spec, char *err, size_t errlen);
 
-/* Dynamic shared memory, in bytes, that the variant needs at launch. */
+/* Dynamic shared memory, in bytes, that the variant needs at launch (0 for
+** the utility passes, whose launches size it from the problem). */
 SFA_API size_t sfa_spec_smem_bytes(const sfa_kernel_spec *spec);
 
 /* Render the CUDA C++ source of a variant (self-contained: no #include).

@@ -82,8 +82,8 @@ sfa_status sfa__bwd_exec(sfa_context *ctx, const sfa__device *dev, const sfa_dri
   if (det != (kdq != NULL))
     return sfa__error(ctx, SFA_ERR_INTERNAL, "sfa__bwd_exec: %s needs %s bwddq kernel", kb->name,
                       det ? "a" : "no");
-  if ((st = sfa__util_kernel(ctx, dev, SFA__UTIL_BWD_PRE, q->dtype, &pre)) != SFA_OK ||
-      (st = sfa__util_kernel(ctx, dev, SFA__UTIL_CONVERT, q->dtype, &conv)) != SFA_OK)
+  if ((st = sfa__util_kernel(ctx, dev, SFA_PASS_BWD_PRE, q->dtype, &pre)) != SFA_OK ||
+      (st = sfa__util_kernel(ctx, dev, SFA_PASS_CONVERT, q->dtype, &conv)) != SFA_OK)
     return st;
 
   const int64_t B = q->shape[0], Hq = q->shape[1], Tq = q->shape[2];

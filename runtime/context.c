@@ -2,10 +2,11 @@
 ** context.c -- sfa_context: options, the last error, the lazily opened disk
 ** cache, the binding to the caller's CUDA context, and the table of loaded
 ** kernels keyed by (CUDA context, spec). sfa_compile and sfa__kernel_get turn a
-** spec into a launchable CUfunction: table -> AOT kernel dirs (SFA_KERNEL_DIR,
-** sfa_context_add_kernel_dir; runtime/kernel_dir.h) -> disk cache -> NVRTC ->
-** module; sfa__kernel_get_source does the same for a rendered source (the
-** sparse helpers' utility kernels), without the kernel dirs.
+** spec -- an attention pass or a utility pass (the backward's preprocess and
+** converts, the sparse helpers' kernels) -- into a launchable CUfunction:
+** table -> AOT kernel dirs (SFA_KERNEL_DIR, sfa_context_add_kernel_dir;
+** runtime/kernel_dir.h) -> disk cache -> NVRTC -> module. This is the one
+** loader: a process whose kernels all come from kernel dirs never loads NVRTC.
 **
 ** Creating a context never touches the GPU; the driver is loaded by the first
 ** call that needs it. Destroy an sfa context before destroying the CUDA
@@ -113,21 +114,19 @@ static void unload_module(const sfa_driver *d, CUcontext cu, unsigned long long 
   }
 }
 
-/* Unload every module (spec and utility kernels) from its CUDA context. */
+/* Unload every module from its CUDA context. */
 static void unload_modules(sfa_context *ctx, const sfa_driver *d) {
   for (size_t i = 0; i < ctx->nslots; i++) {
     sfa_kernel *k = ctx->slots[i];
     if (k) unload_module(d, k->cu, k->cu_id, k->module);
   }
-  for (size_t i = 0; i < ctx->nutils; i++)
-    unload_module(d, ctx->utils[i].cu, ctx->utils[i].cu_id, ctx->utils[i].module);
 }
 
 void sfa_context_destroy(sfa_context *ctx) {
   if (!ctx) return;
   const sfa_driver *d = NULL;
   /* Only kernels or a retained context mean the driver was loaded; do not load it here. */
-  if ((ctx->nkernels > 0 || ctx->nutils > 0 || ctx->npools > 0 || ctx->primary_retained) &&
+  if ((ctx->nkernels > 0 || ctx->npools > 0 || ctx->primary_retained) &&
       sfa__driver_load(&d, NULL, 0) == SFA_OK) {
     sfa__workspace_pools_free(ctx, d);
     unload_modules(ctx, d);
@@ -135,7 +134,6 @@ void sfa_context_destroy(sfa_context *ctx) {
   }
   for (size_t i = 0; i < ctx->nslots; i++) free(ctx->slots[i]);
   free(ctx->slots);
-  free(ctx->utils);
   free(ctx->devices);
   sfa__kdirs_free(ctx->kdirs);
   sfa__select_free(ctx->select);
@@ -336,9 +334,21 @@ static sfa_store *get_store(sfa_context *ctx) {
   return st;
 }
 
-/* The cubin of a source: the disk cache, else NVRTC (and into the cache). The
-** key material has the format of spec kernels' (runtime/keymat.h). target
-** carries what the NVRTC options depend on: the arch and the wgmma flag. */
+static void count(sfa_context *ctx, size_t *counter) {
+  pthread_mutex_lock(&ctx->lock);
+  (*counter)++;
+  pthread_mutex_unlock(&ctx->lock);
+}
+
+void sfa__kernel_get_stats(sfa_context *ctx, sfa__kernel_stats *out) {
+  pthread_mutex_lock(&ctx->lock);
+  *out = ctx->stats;
+  pthread_mutex_unlock(&ctx->lock);
+}
+
+/* The cubin of a spec's source: the disk cache, else NVRTC (and into the
+** cache). The key material is sfa-gen's (runtime/keymat.h); target carries
+** what the NVRTC options depend on: the arch and the wgmma flag. */
 static sfa_status get_cubin_source(sfa_context *ctx, const char *name, const char *source,
                                    const sfa_kernel_spec *target, void **cubin, size_t *size) {
   const sfa_kernel_spec spec = *target;
@@ -357,6 +367,7 @@ static sfa_status get_cubin_source(sfa_context *ctx, const char *name, const cha
     why[0] = '\0';
     st = sfa_store_get(store, material, mlen, cubin, size, why, sizeof why);
     if (st == SFA_OK) {
+      count(ctx, &ctx->stats.from_cache);
       if (ctx->opts.verbose)
         fprintf(stderr, "sfa: %s (sm_%d): loaded from the cache (%.1f ms)\n", name, arch,
                 now_ms() - t0);
@@ -365,6 +376,7 @@ static sfa_status get_cubin_source(sfa_context *ctx, const char *name, const cha
     if (ctx->opts.verbose && why[0])
       fprintf(stderr, "sfa: %s (sm_%d): cache miss: %s\n", name, arch, why);
   }
+  count(ctx, &ctx->stats.compiles);
   st = sfa__nvrtc_compile(name, source, &spec, cubin, size, NULL, why, sizeof why);
   if (st != SFA_OK) {
     sfa__error(ctx, st, "%s", why);
@@ -440,28 +452,42 @@ static sfa_status load_kernel(sfa_context *ctx, const sfa_driver *d, const sfa__
   return st;
 }
 
-/* The kernel from an AOT kernel dir: 1 when k is loaded from one, 0 when no
-** dir lists it or its cubin failed (then kernel_dir.c has warned once and
-** the caller compiles). NVRTC is never involved here. */
-static int load_from_dirs(sfa_context *ctx, const sfa_driver *d, const sfa__device *dev,
-                          const sfa_kernel_spec *spec, sfa_kernel *k) {
-  const sfa__manifest_entry *hit = NULL;
-  void *cubin = NULL;
-  size_t size = 0;
-  double t0 = now_ms();
-  if (!ctx->kdirs ||
-      sfa__kdirs_cubin(ctx->kdirs, k->name, &cubin, &size, &hit, NULL, 0) != SFA_OK)
-    return 0;
-  sfa_status st = load_kernel(ctx, d, dev, spec, k, cubin);
-  free(cubin);
-  if (st != SFA_OK) {
-    sfa__kdirs_reject(ctx->kdirs, hit, ctx->err);
-    return 0;
+/* The cubin of spec (named name): the AOT kernel dirs first when use_dirs
+** (*hit: the row it came from, else NULL), then the disk cache and NVRTC. A
+** row that fails verification has been warned about once by kernel_dir.c and
+** is passed over. */
+static sfa_status find_cubin(sfa_context *ctx, const sfa_kernel_spec *spec, const char *name,
+                             int use_dirs, void **cubin, size_t *size,
+                             const sfa__manifest_entry **hit) {
+  *cubin = NULL;
+  *size = 0;
+  if (hit) *hit = NULL;
+  if (use_dirs && ctx->kdirs) {
+    const sfa__manifest_entry *e = NULL;
+    if (sfa__kdirs_cubin(ctx->kdirs, name, cubin, size, &e, NULL, 0) == SFA_OK) {
+      count(ctx, &ctx->stats.from_dirs);
+      if (hit) *hit = e;
+      return SFA_OK;
+    }
   }
-  if (ctx->opts.verbose)
-    fprintf(stderr, "sfa: %s (sm_%d): loaded from %s (%.1f ms)\n", k->name, spec->arch,
-            hit->path, now_ms() - t0);
-  return 1;
+  return get_cubin(ctx, spec, name, cubin, size);
+}
+
+sfa_status sfa__kernel_cubin(sfa_context *ctx, const sfa_kernel_spec *spec, void **cubin,
+                             size_t *size, int *from_dir) {
+  char name[SFA__KERNEL_NAME], why[512];
+  const sfa__manifest_entry *hit = NULL;
+  if (from_dir) *from_dir = 0;
+  if (!ctx || !spec || !cubin || !size) return SFA_ERR_INVALID_ARGUMENT;
+  *cubin = NULL;
+  *size = 0;
+  sfa_status st = sfa_spec_validate(spec, why, sizeof why);
+  if (st != SFA_OK) return sfa__error(ctx, st, "spec: %s", why);
+  if (sfa_spec_name(spec, name, sizeof name) != SFA_OK)
+    return sfa__error(ctx, SFA_ERR_INTERNAL, "sfa__kernel_cubin: spec has no name");
+  st = find_cubin(ctx, spec, name, 1, cubin, size, &hit);
+  if (st == SFA_OK && from_dir) *from_dir = hit != NULL;
+  return st;
 }
 
 sfa_status sfa__kernel_get(sfa_context *ctx, const sfa__device *dev,
@@ -485,8 +511,9 @@ sfa_status sfa__kernel_get(sfa_context *ctx, const sfa__device *dev,
   k->cu_id = dev->cu_id;
   k->spec = *spec;
   k->threads = 32 * spec->num_warps;
-  k->smem = sfa_spec_smem_bytes(spec);
-  if (sfa_spec_name(spec, k->name, sizeof k->name) != SFA_OK || k->smem == 0) {
+  k->smem = sfa_spec_smem_bytes(spec); /* 0 for a utility pass: its launch sizes it */
+  if (sfa_spec_validate(spec, NULL, 0) != SFA_OK ||
+      sfa_spec_name(spec, k->name, sizeof k->name) != SFA_OK) {
     free(k);
     return sfa__error(ctx, SFA_ERR_INTERNAL, "sfa__kernel_get: spec is not valid");
   }
@@ -499,14 +526,24 @@ sfa_status sfa__kernel_get(sfa_context *ctx, const sfa__device *dev,
   }
   void *cubin = NULL;
   size_t size = 0;
-  if (!load_from_dirs(ctx, d, dev, spec, k)) {
-    st = get_cubin(ctx, spec, k->name, &cubin, &size);
+  const sfa__manifest_entry *hit = NULL;
+  double t0 = now_ms();
+  st = find_cubin(ctx, spec, k->name, 1, &cubin, &size, &hit);
+  if (st == SFA_OK) st = load_kernel(ctx, d, dev, spec, k, cubin);
+  free(cubin);
+  if (st == SFA_OK && hit && ctx->opts.verbose)
+    fprintf(stderr, "sfa: %s (sm_%d): loaded from %s (%.1f ms)\n", k->name, spec->arch,
+            hit->path, now_ms() - t0);
+  if (st != SFA_OK && hit) {
+    /* the driver refused a kernel dir's cubin: warn once, then the cache / NVRTC */
+    sfa__kdirs_reject(ctx->kdirs, hit, ctx->err);
+    st = find_cubin(ctx, spec, k->name, 0, &cubin, &size, NULL);
     if (st == SFA_OK) st = load_kernel(ctx, d, dev, spec, k, cubin);
     free(cubin);
-    if (st != SFA_OK) {
-      free(k);
-      return st;
-    }
+  }
+  if (st != SFA_OK) {
+    free(k);
+    return st;
   }
 
   pthread_mutex_lock(&ctx->lock);
@@ -520,90 +557,6 @@ sfa_status sfa__kernel_get(sfa_context *ctx, const sfa__device *dev,
     k = other;
   }
   *kernel = k;
-  return SFA_OK;
-}
-
-/* ------------------------------------------------------------ kernels from a source */
-
-/* Call with the lock held. */
-static int util_find(const sfa_context *ctx, const sfa__device *dev, const char *name, int arch) {
-  for (size_t i = 0; i < ctx->nutils; i++) {
-    const sfa__loaded_util *u = &ctx->utils[i];
-    if (u->cu == dev->cu && u->cu_id == dev->cu_id && u->arch == arch &&
-        strcmp(u->name, name) == 0)
-      return (int)i;
-  }
-  return -1;
-}
-
-sfa_status sfa__kernel_get_source(sfa_context *ctx, const sfa__device *dev, const char *name,
-                                  const char *source, int arch, CUfunction *fn) {
-  if (!name || strlen(name) >= SFA__KERNEL_NAME)
-    return sfa__error(ctx, SFA_ERR_INTERNAL, "sfa__kernel_get_source: bad kernel name");
-  pthread_mutex_lock(&ctx->lock);
-  int i = util_find(ctx, dev, name, arch);
-  if (i >= 0) *fn = ctx->utils[i].fn;
-  pthread_mutex_unlock(&ctx->lock);
-  if (i >= 0) return SFA_OK;
-  if (!source) return SFA_ERR_NOT_FOUND;
-
-  /* Miss: build without the lock, insert after. */
-  const sfa_driver *d;
-  sfa_status st = sfa__driver_load(&d, ctx->err, sizeof ctx->err);
-  if (st != SFA_OK) return st;
-  sfa__loaded_util k;
-  memset(&k, 0, sizeof k);
-  k.cu = dev->cu;
-  k.cu_id = dev->cu_id;
-  k.arch = arch;
-  snprintf(k.name, sizeof k.name, "%s", name);
-  void *cubin = NULL;
-  size_t size = 0;
-  sfa_kernel_spec target; /* a util kernel: only the arch matters to NVRTC */
-  memset(&target, 0, sizeof target);
-  target.arch = arch;
-  if ((st = get_cubin_source(ctx, name, source, &target, &cubin, &size)) != SFA_OK) return st;
-  CUresult r = d->cuModuleLoadData(&k.module, cubin);
-  free(cubin);
-  if (r == CUDA_ERROR_NO_BINARY_FOR_GPU || r == CUDA_ERROR_INVALID_IMAGE)
-    return sfa__error(ctx, SFA_ERR_UNSUPPORTED,
-                      "%s: the sm_%d cubin cannot run on this device (compute capability "
-                      "%d.%d): cuModuleLoadData returned %d",
-                      name, arch, dev->cc / 10, dev->cc % 10, (int)r);
-  char what[SFA__KERNEL_NAME + 64];
-  if (r != CUDA_SUCCESS) {
-    snprintf(what, sizeof what, "cuModuleLoadData(%s)", name);
-    return sfa__cuda_error(r, what, ctx->err, sizeof ctx->err);
-  }
-  if ((r = d->cuModuleGetFunction(&k.fn, k.module, name)) != CUDA_SUCCESS) {
-    d->cuModuleUnload(k.module);
-    snprintf(what, sizeof what, "cuModuleGetFunction(%s)", name);
-    return sfa__cuda_error(r, what, ctx->err, sizeof ctx->err);
-  }
-
-  pthread_mutex_lock(&ctx->lock);
-  int other = util_find(ctx, dev, name, arch);
-  if (other >= 0) {
-    *fn = ctx->utils[other].fn;
-  } else if (ctx->nutils == ctx->cap_utils) {
-    size_t cap = ctx->cap_utils ? 2 * ctx->cap_utils : 8;
-    sfa__loaded_util *p = realloc(ctx->utils, cap * sizeof *p);
-    if (p) {
-      ctx->utils = p;
-      ctx->cap_utils = cap;
-    } else {
-      st = SFA_ERR_OUT_OF_MEMORY;
-    }
-  }
-  if (other < 0 && st == SFA_OK) {
-    ctx->utils[ctx->nutils++] = k;
-    *fn = k.fn;
-  }
-  pthread_mutex_unlock(&ctx->lock);
-  if (other >= 0 || st != SFA_OK) { /* another thread won the race, or no memory */
-    d->cuModuleUnload(k.module);
-    if (st != SFA_OK) return sfa__error(ctx, st, "out of memory");
-  }
   return SFA_OK;
 }
 

@@ -165,7 +165,7 @@ static sfa_status launch_permute(sfa_context *ctx, CUfunction fn, const sfa_tens
   a.tiles = src->shape[0] * src->shape[1] * a.tiles_per_bh;
   a.scatter = scatter;
   unsigned grid = a.tiles > (1 << 24) ? (1u << 24) : (unsigned)a.tiles;
-  return sfa__util_launch(ctx, fn, "sfa_util_permute", grid, 256, 0, stream, &a);
+  return sfa__util_launch(ctx, fn, "permute", grid, 256, 0, stream, &a);
 }
 
 sfa_status sfa_hash_prepare(sfa_context *ctx, const sfa_tensor *bucket, int num_buckets,
@@ -179,10 +179,10 @@ sfa_status sfa_hash_prepare(sfa_context *ctx, const sfa_tensor *bucket, int num_
   sfa__device dev;
   CUfunction sort, perm = NULL;
   if ((st = sfa__bind(ctx, &dev)) != SFA_OK ||
-      (st = sfa__util_kernel(ctx, &dev, SFA__UTIL_HASH_SORT, SFA_DTYPE_INT32, &sort)) != SFA_OK)
+      (st = sfa__util_kernel(ctx, &dev, SFA_PASS_HASH_SORT, SFA_DTYPE_INT32, &sort)) != SFA_OK)
     return st;
   if ((x || x2) &&
-      (st = sfa__util_kernel(ctx, &dev, SFA__UTIL_PERMUTE, SFA_DTYPE_UINT8, &perm)) != SFA_OK)
+      (st = sfa__util_kernel(ctx, &dev, SFA_PASS_PERMUTE, SFA_DTYPE_UINT8, &perm)) != SFA_OK)
     return st;
 
   sfa__hash_sort_args a;
@@ -207,7 +207,7 @@ sfa_status sfa_hash_prepare(sfa_context *ctx, const sfa_tensor *bucket, int num_
   if (warps > (a.t + 63) / 64) warps = (a.t + 63) / 64;
   if (warps < 1) warps = 1;
   const unsigned grid = (unsigned)(bucket->shape[0] * bucket->shape[1]);
-  if ((st = sfa__util_launch(ctx, sort, "sfa_util_hash_sort", grid, (unsigned)(32 * warps),
+  if ((st = sfa__util_launch(ctx, sort, "hash_sort", grid, (unsigned)(32 * warps),
                              (unsigned)(warps * table), stream, &a)) != SFA_OK)
     return st;
   if (x && (st = launch_permute(ctx, perm, x, x_sorted, idx, 0, stream)) != SFA_OK) return st;
@@ -223,7 +223,7 @@ sfa_status sfa_hash_unsort(sfa_context *ctx, const sfa_tensor *o_sorted, const s
   sfa__device dev;
   CUfunction perm;
   if ((st = sfa__bind(ctx, &dev)) != SFA_OK ||
-      (st = sfa__util_kernel(ctx, &dev, SFA__UTIL_PERMUTE, SFA_DTYPE_UINT8, &perm)) != SFA_OK)
+      (st = sfa__util_kernel(ctx, &dev, SFA_PASS_PERMUTE, SFA_DTYPE_UINT8, &perm)) != SFA_OK)
     return st;
   return launch_permute(ctx, perm, o_sorted, o, idx, 1, stream);
 }

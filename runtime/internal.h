@@ -40,16 +40,13 @@ typedef struct sfa__device {
   int smem_optin; /* max dynamic shared memory per block after opt-in */
 } sfa__device;
 
-/* A loaded utility kernel (sfa__kernel_get_source), keyed by (CUDA context,
-** arch, entry name); owned by the context, unloaded at destroy. */
-typedef struct sfa__loaded_util {
-  CUcontext cu;
-  unsigned long long cu_id;
-  int arch;
-  char name[SFA__KERNEL_NAME]; /* entry symbol */
-  CUmodule module;
-  CUfunction fn;
-} sfa__loaded_util;
+/* Where the kernels that a context loaded came from (sfa__kernel_get's
+** misses, counted under the context's lock); for tests and verbose runs. */
+typedef struct sfa__kernel_stats {
+  size_t from_dirs;     /* cubins from the AOT kernel dirs */
+  size_t from_cache;    /* cubins from the disk cache */
+  size_t compiles;      /* NVRTC compiles attempted, successful or not */
+} sfa__kernel_stats;
 
 struct sfa_context {
   sfa_options opts;
@@ -69,8 +66,7 @@ struct sfa_context {
   sfa_kernel **slots;       /* open-addressing hash table keyed by (context, spec) */
   size_t nslots, nkernels;
 
-  sfa__loaded_util *utils;   /* kernels from sfa__kernel_get_source, a short array */
-  size_t nutils, cap_utils;
+  sfa__kernel_stats stats;  /* where the kernels came from */
 
   struct sfa__pool *pools;  /* the backward's workspace pools, one per device
                             ** (runtime/workspace.c), destroyed with the context */
@@ -106,21 +102,40 @@ sfa_status sfa__error(sfa_context *ctx, sfa_status status, const char *fmt, ...)
 ** opts.device) the calling thread's current CUDA context and its device. */
 sfa_status sfa__bind(sfa_context *ctx, sfa__device *out);
 
-/* The kernel for a complete, valid spec in the bound context: the in-memory
-** table first, then the AOT kernel dirs, then the disk cache, then NVRTC. spec->arch must be loadable on
-** the device. */
+/* The kernel for a complete, valid spec (attention or utility pass) in the
+** bound context: the in-memory table first, then the AOT kernel dirs, then
+** the disk cache, then NVRTC. spec->arch must be loadable on the device. The
+** one loader of every kernel sfa launches. */
 sfa_status sfa__kernel_get(sfa_context *ctx, const sfa__device *dev,
                            const sfa_kernel_spec *spec, sfa_kernel **kernel);
 
-/* A kernel that is not a spec (the sparse helpers' utility kernels): entry
-** symbol `name` of `source`, compiled for arch, in the bound context, going
-** through the same disk cache (key material: name, arch, NVRTC version and
-** options, source), NVRTC and per-context table as spec kernels. `name` must
-** identify the source within a process. source may be NULL: then only the
-** table is consulted and a miss is SFA_ERR_NOT_FOUND (without a message), so a
-** caller can skip rendering on a hit. */
-sfa_status sfa__kernel_get_source(sfa_context *ctx, const sfa__device *dev, const char *name,
-                                  const char *source, int arch, CUfunction *fn);
+/* What sfa__kernel_get does before the driver: the cubin of a valid spec from
+** the AOT kernel dirs (verified: size, checksum, key), else the disk cache,
+** else NVRTC (and into the cache). *cubin is malloc'ed (free); *from_dir (may
+** be NULL) is set to 1 when it came from a kernel dir, else 0. Counts into
+** ctx->stats. Needs no GPU: tests use it to see where a kernel would come from. */
+sfa_status sfa__kernel_cubin(sfa_context *ctx, const sfa_kernel_spec *spec, void **cubin,
+                             size_t *size, int *from_dir);
+
+/* A copy of ctx->stats. */
+void sfa__kernel_get_stats(sfa_context *ctx, sfa__kernel_stats *out);
+
+/* The kernels a call gets (runtime/call_kernels.c), without the driver: into
+** specs[0..*n) (room for max) the specs that sfa_forward (call
+** SFA_PASS_FWD) or sfa_backward (SFA_PASS_BWD) loads for params, extras (as
+** the call gets them: the flags follow extras->bias and ->mask), q's dtype
+** and head_dim on a device of arch, in the order the call gets them:
+** forward its fwd kernel; backward its bwd kernel, its bwddq kernel when
+** deterministic, then the utility kernels bwd_pre and convert. Only where
+** the choice does not depend on the device: ctx's tuning policy off, or a
+** forced mma kind (else SFA_ERR_UNSUPPORTED). An unservable class is the
+** call's own error (e.g. SFA_ERR_UNSUPPORTED for a head dim). The arguments
+** are not validated beyond that. */
+sfa_status sfa__call_kernels(sfa_context *ctx, sfa_pass call,
+                             const sfa_attention_params *params, const sfa_extras *extras,
+                             sfa_dtype dtype, int head_dim, int arch, sfa_kernel_spec *specs,
+                             int max, int *n);
+#define SFA__CALL_MAX_KERNELS 8 /* more than a call gets */
 
 /* Short dtype names for messages: "fp16", "bf16", "fp32", "int32", "uint8". */
 const char *sfa__dtype_str(sfa_dtype d);

@@ -53,7 +53,7 @@ sfa_status sfa_topk_mask(sfa_context *ctx, const sfa_tensor *bias, int w, int ca
   const sfa_driver *d;
   if ((st = sfa__bind(ctx, &dev)) != SFA_OK ||
       (st = sfa__driver_load(&d, ctx->err, sizeof ctx->err)) != SFA_OK ||
-      (st = sfa__util_kernel(ctx, &dev, SFA__UTIL_TOPK, bias->dtype, &fn)) != SFA_OK)
+      (st = sfa__util_kernel(ctx, &dev, SFA_PASS_TOPK, bias->dtype, &fn)) != SFA_OK)
     return st;
 
   const int64_t es = (int64_t)sfa__dtype_size(bias->dtype);
@@ -79,7 +79,7 @@ sfa_status sfa_topk_mask(sfa_context *ctx, const sfa_tensor *bias, int w, int ca
   int static_smem = 0;
   CUresult r = d->cuFuncGetAttribute(&static_smem, CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES, fn);
   if (r != CUDA_SUCCESS)
-    return sfa__cuda_error(r, "cuFuncGetAttribute(sfa_util_topk, shared size)", ctx->err,
+    return sfa__cuda_error(r, "cuFuncGetAttribute(topk, shared size)", ctx->err,
                            sizeof ctx->err);
   const int64_t key_bytes = (a.tk + 16 / es - 1) / (16 / es) * 16;
   const int64_t room = (int64_t)dev.smem_optin - static_smem;
@@ -92,9 +92,9 @@ sfa_status sfa_topk_mask(sfa_context *ctx, const sfa_tensor *bias, int w, int ca
   if (smem + static_smem > 48 * 1024 &&  /* the opt-in covers static + dynamic */
       (r = d->cuFuncSetAttribute(fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                                  (int)room)) != CUDA_SUCCESS)
-    return sfa__cuda_error(r, "cuFuncSetAttribute(sfa_util_topk, max dynamic shared memory)",
+    return sfa__cuda_error(r, "cuFuncSetAttribute(topk, max dynamic shared memory)",
                            ctx->err, sizeof ctx->err);
   const unsigned block = a.tk >= 4096 ? 512 : 256;
   const unsigned grid = a.rows > 0x7fffffff ? 0x7fffffffu : (unsigned)a.rows;
-  return sfa__util_launch(ctx, fn, "sfa_util_topk", grid, block, (unsigned)smem, stream, &a);
+  return sfa__util_launch(ctx, fn, "topk", grid, block, (unsigned)smem, stream, &a);
 }

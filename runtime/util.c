@@ -1,104 +1,49 @@
 /*
-** util.c -- the sparse helpers' shared pieces (util.h): naming, rendering and
-** NVRTC-compiling the utility kernels (templates/util_*.lt, parameterised
-** through a generated util_params.lt), getting them through the context's
-** loader, the launch wrapper, and tensor checks whose messages name the
-** argument.
+** util.c -- the sparse helpers' shared pieces (util.h): the specs of the
+** utility kernels (templates/util_*.lt, rendered through kernel.lt like
+** every kernel) and getting them through the context's loader, the launch
+** wrapper, and tensor checks whose messages name the argument.
 */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "gen/arch.h"
 #include "gen/gen_internal.h"
-#include "runtime/nvrtc.h"
 #include "runtime/util.h"
 #include "runtime/validate.h"
 
-/* ------------------------------------------------------------ variants */
+/* ------------------------------------------------------------ kernels */
 
-static const char *kind_name(sfa__util_kind kind) {
-  switch (kind) {
-    case SFA__UTIL_HASH_SORT: return "hash_sort";
-    case SFA__UTIL_PERMUTE: return "permute";
-    case SFA__UTIL_TOPK: return "topk";
-    case SFA__UTIL_BWD_PRE: return "bwd_pre";
-    case SFA__UTIL_CONVERT: return "convert";
-  }
-  return NULL;
+sfa_status sfa__util_spec(sfa_pass pass, sfa_dtype dtype, int arch, sfa_kernel_spec *spec,
+                          char *err, size_t errlen) {
+  if (!spec) return sfa__fail(err, errlen, SFA_ERR_INTERNAL, "sfa__util_spec: spec is NULL");
+  memset(spec, 0, sizeof *spec);
+  if (!sfa__pass_is_util(pass))
+    return sfa__fail(err, errlen, SFA_ERR_INTERNAL, "pass %d is not a utility pass",
+                     (int)pass);
+  spec->pass = pass;
+  spec->mode = SFA_MODE_DENSE;
+  spec->dtype = dtype;
+  spec->arch = arch;
+  char why[512];
+  sfa_status st = sfa_spec_default(spec, why, sizeof why);
+  if (st != SFA_OK)
+    return sfa__fail(err, errlen, SFA_ERR_INTERNAL, "no utility kernel: %s", why);
+  return SFA_OK;
 }
 
-static size_t args_size(sfa__util_kind kind) {
-  switch (kind) {
-    case SFA__UTIL_HASH_SORT: return sizeof(sfa__hash_sort_args);
-    case SFA__UTIL_PERMUTE: return sizeof(sfa__permute_args);
-    case SFA__UTIL_TOPK: return sizeof(sfa__topk_args);
-    case SFA__UTIL_BWD_PRE: return sizeof(sfa__bwd_pre_args);
-    case SFA__UTIL_CONVERT: return sizeof(sfa__convert_args);
-  }
-  return 0;
-}
-
-sfa_status sfa__util_name(sfa__util_kind kind, sfa_dtype dtype, char *buf, size_t n) {
-  const char *k = kind_name(kind);
-  if (!k || !buf) return SFA_ERR_INVALID_ARGUMENT;
-  int len;
-  if (kind == SFA__UTIL_TOPK || kind == SFA__UTIL_BWD_PRE || kind == SFA__UTIL_CONVERT) {
-    if (dtype != SFA_DTYPE_FP16 && dtype != SFA_DTYPE_BF16 &&
-        (dtype != SFA_DTYPE_FP32 || kind != SFA__UTIL_TOPK))
-      return SFA_ERR_INVALID_ARGUMENT;
-    len = snprintf(buf, n, "sfa_util_%s_%s", k, sfa__dtype_str(dtype));
-  } else {
-    len = snprintf(buf, n, "sfa_util_%s", k);
-  }
-  return len < 0 || (size_t)len >= n ? SFA_ERR_INVALID_ARGUMENT : SFA_OK;
-}
-
-sfa_status sfa__util_source(sfa__util_kind kind, sfa_dtype dtype, int arch, char **source,
-                            char *err, size_t errlen) {
-  char name[SFA__KERNEL_NAME], params[512];
-  if (!source) return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "source: NULL");
-  *source = NULL;
-  if (sfa__util_name(kind, dtype, name, sizeof name) != SFA_OK)
-    return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
-                     "utility kernel %d with dtype %s does not exist", (int)kind,
-                     sfa__dtype_str(dtype));
-  if (!sfa__arch_find(arch)) {
-    char archs[128];
-    sfa__arch_list(archs, sizeof archs, "", ", ", " or ");
-    return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "arch: %d; must be %s", arch,
-                     archs);
-  }
-  const char *kn = kind_name(kind);
-  snprintf(params, sizeof params,
-           "{%% KERNEL = \"%s\"; NAME = \"%s\"; ARCH = %d; ARGS_SIZE = %zu; DTYPE = \"%s\" %%}\n",
-           kn ? kn : "?", name, arch, args_size(kind), sfa__dtype_str(dtype));
-  const sfa__template extra[] = {{"util_params.lt", params}, {NULL, NULL}};
-  const char *entry = kind == SFA__UTIL_TOPK ? "util_topk.lt"
-                      : kind == SFA__UTIL_BWD_PRE || kind == SFA__UTIL_CONVERT ? "util_bwd.lt"
-                                                                               : "util_hash.lt";
-  return sfa__render(extra, entry, NULL, source, err, errlen);
-}
-
-/* ------------------------------------------------------------ loading and launching */
-
-sfa_status sfa__util_kernel(sfa_context *ctx, const sfa__device *dev, sfa__util_kind kind,
+sfa_status sfa__util_kernel(sfa_context *ctx, const sfa__device *dev, sfa_pass pass,
                             sfa_dtype dtype, CUfunction *fn) {
-  char name[SFA__KERNEL_NAME];
-  if (sfa__util_name(kind, dtype, name, sizeof name) != SFA_OK)
-    return sfa__error(ctx, SFA_ERR_INTERNAL, "no utility kernel %d for %s", (int)kind,
-                      sfa__dtype_str(dtype));
-  /* The table first, so that a hit does not render anything. */
-  sfa_status st = sfa__kernel_get_source(ctx, dev, name, NULL, dev->arch, fn);
-  if (st != SFA_ERR_NOT_FOUND) return st;
-  char *source = NULL;
-  char why[SFA__ERRBUF];
-  if ((st = sfa__util_source(kind, dtype, dev->arch, &source, why, sizeof why)) != SFA_OK)
-    return sfa__error(ctx, st, "generating %s: %s", name, why);
-  st = sfa__kernel_get_source(ctx, dev, name, source, dev->arch, fn);
-  free(source);
-  return st;
+  sfa_kernel_spec spec;
+  sfa_kernel *k = NULL;
+  sfa_status st = sfa__util_spec(pass, dtype, dev->arch, &spec, ctx->err, sizeof ctx->err);
+  if (st != SFA_OK) return st;
+  if ((st = sfa__kernel_get(ctx, dev, &spec, &k)) != SFA_OK) return st;
+  *fn = k->fn;
+  return SFA_OK;
 }
+
+/* ------------------------------------------------------------ launching */
 
 sfa_status sfa__util_launch(sfa_context *ctx, CUfunction fn, const char *what, unsigned grid,
                             unsigned block, unsigned smem, void *stream, void *args) {

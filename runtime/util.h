@@ -1,9 +1,9 @@
 /*
 ** util.h -- internal: what the sparse helpers (runtime/hash.c, runtime/topk.c)
-** and the backward (runtime/backward.c)
-** share: the utility kernels (templates/util_*.lt), their launch argument
-** blocks, rendering, NVRTC compilation and loading, and tensor checks whose
-** messages name the argument.
+** and the backward (runtime/backward.c) share: the utility kernels
+** (templates/util_*.lt; kernel specs of the utility passes of sfa.h, loaded
+** like every kernel by sfa__kernel_get), their launch argument blocks, and
+** tensor checks whose messages name the argument.
 */
 #ifndef SFA_RUNTIME_UTIL_H
 #define SFA_RUNTIME_UTIL_H
@@ -13,15 +13,6 @@
 
 #include "runtime/internal.h"
 #include "runtime/kernel_abi_fields.h"
-
-/* The utility kernels. Each is one source with one entry point. */
-typedef enum sfa__util_kind {
-  SFA__UTIL_HASH_SORT = 0, /* stable counting sort of bucket ids (dtype ignored) */
-  SFA__UTIL_PERMUTE,       /* row gather / scatter by an index array (dtype ignored) */
-  SFA__UTIL_TOPK,          /* top-w mask of a bias row (fp16, bf16 or fp32) */
-  SFA__UTIL_BWD_PRE,       /* backward preprocess: delta, lse2, dq zeroing (fp16, bf16) */
-  SFA__UTIL_CONVERT        /* float -> fp16 / bf16 strided copy with a scale */
-} sfa__util_kind;
 
 /* Launch argument blocks, listed with the attention kernels' in
 ** runtime/kernel_abi_fields.h (templates/abi.lt declares and checks the same
@@ -36,20 +27,17 @@ SFA_ABI_DEFINE(sfa__convert_args, SFA_ABI_CONVERT_ARGS);
 ** inside int32 with room to spare. */
 #define SFA__UTIL_MAX_T (1 << 30)
 
-/* The entry symbol of a variant, e.g. "sfa_util_topk_bf16"; dtype matters for
-** SFA__UTIL_TOPK, _BWD_PRE and _CONVERT only. SFA_ERR_INVALID_ARGUMENT for an
-** unknown kind or dtype. */
-sfa_status sfa__util_name(sfa__util_kind kind, sfa_dtype dtype, char *buf, size_t n);
+/* The spec of a utility kernel (pass SFA_PASS_BWD_PRE .. SFA_PASS_TOPK) for
+** dtype on arch: mode dense, no flags, no tiles, the pass's num_warps
+** (sfa_spec_default). SFA_ERR_INTERNAL with the reason in err for a pass or
+** dtype that has no utility kernel. */
+sfa_status sfa__util_spec(sfa_pass pass, sfa_dtype dtype, int arch, sfa_kernel_spec *spec,
+                          char *err, size_t errlen);
 
-/* Render the self-contained CUDA source of a variant for arch (*source:
-** malloc'ed, release with sfa_free). */
-sfa_status sfa__util_source(sfa__util_kind kind, sfa_dtype dtype, int arch, char **source,
-                            char *err, size_t errlen);
-
-
-/* The CUfunction of a variant in the bound context (dev): the context's table,
-** else render, disk cache or NVRTC, and load (sfa__kernel_get_source). */
-sfa_status sfa__util_kernel(sfa_context *ctx, const sfa__device *dev, sfa__util_kind kind,
+/* The CUfunction of a utility kernel in the bound context (dev), for dev's
+** arch: sfa__kernel_get (the context's table, the AOT kernel dirs, the disk
+** cache, NVRTC). */
+sfa_status sfa__util_kernel(sfa_context *ctx, const sfa__device *dev, sfa_pass pass,
                             sfa_dtype dtype, CUfunction *fn);
 
 /* ------------------------------------------------------------ checks */

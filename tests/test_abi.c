@@ -153,25 +153,27 @@ START_TEST(every_pass_emits_both_attention_blocks_with_the_c_offsets) {
 END_TEST
 
 typedef struct util_variant {
-  sfa__util_kind kind;
+  sfa_pass pass;
   sfa_dtype dtype;
   const char *block;
 } util_variant;
 
 static const util_variant utils[] = {
-    {SFA__UTIL_HASH_SORT, SFA_DTYPE_INT32, "sfa_hash_sort_args"},
-    {SFA__UTIL_PERMUTE, SFA_DTYPE_INT32, "sfa_permute_args"},
-    {SFA__UTIL_TOPK, SFA_DTYPE_FP32, "sfa_topk_args"},
-    {SFA__UTIL_BWD_PRE, SFA_DTYPE_BF16, "sfa_bwd_pre_args"},
-    {SFA__UTIL_CONVERT, SFA_DTYPE_FP16, "sfa_convert_args"},
+    {SFA_PASS_HASH_SORT, SFA_DTYPE_INT32, "sfa_hash_sort_args"},
+    {SFA_PASS_PERMUTE, SFA_DTYPE_UINT8, "sfa_permute_args"},
+    {SFA_PASS_TOPK, SFA_DTYPE_FP32, "sfa_topk_args"},
+    {SFA_PASS_BWD_PRE, SFA_DTYPE_BF16, "sfa_bwd_pre_args"},
+    {SFA_PASS_CONVERT, SFA_DTYPE_FP16, "sfa_convert_args"},
 };
 
 START_TEST(every_utility_kernel_emits_its_block_with_the_c_offsets) {
   const util_variant *u = &utils[_i];
   char err[4096];
   char *src = NULL;
-  ck_assert_msg(sfa__util_source(u->kind, u->dtype, 80, &src, err, sizeof err) == SFA_OK, "%s",
+  sfa_kernel_spec spec;
+  ck_assert_msg(sfa__util_spec(u->pass, u->dtype, 80, &spec, err, sizeof err) == SFA_OK, "%s",
                 err);
+  ck_assert_msg(sfa_generate(&spec, &src, err, sizeof err) == SFA_OK, "%s", err);
   check_emitted(src, want_of(u->block), u->block);
   /* Only its own block: the attention kernels' are not in a utility source. */
   ck_assert_ptr_null(strstr(src, "struct sfa_fwd_args"));

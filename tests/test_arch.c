@@ -390,19 +390,17 @@ START_TEST(new_arch_compiles) {
     expect_cubin(name, cubin, size);
     sfa_free(cubin);
   }
-  char name[SFA__KERNEL_NAME], err[4096] = "", *src = NULL;
-  ck_assert_int_eq(sfa__util_name(SFA__UTIL_TOPK, SFA_DTYPE_BF16, name, sizeof name), SFA_OK);
-  ck_assert_msg(sfa__util_source(SFA__UTIL_TOPK, SFA_DTYPE_BF16, arch, &src, err, sizeof err) ==
+  sfa_kernel_spec u;
+  char name[SFA__NAME_MAX], err[4096] = "";
+  ck_assert_msg(sfa__util_spec(SFA_PASS_TOPK, SFA_DTYPE_BF16, arch, &u, err, sizeof err) ==
                     SFA_OK, "%s", err);
-  sfa_kernel_spec target = {0};
-  target.arch = arch;
+  ck_assert_int_eq(sfa_spec_name(&u, name, sizeof name), SFA_OK);
   void *cubin = NULL;
   size_t size = 0;
-  sfa_status st = sfa__nvrtc_compile(name, src, &target, &cubin, &size, NULL, err, sizeof err);
+  sfa_status st = sfa_compile_cubin(&u, NULL, &cubin, &size, NULL, err, sizeof err);
   ck_assert_msg(st == SFA_OK, "%s sm_%d: %s", name, arch, err);
   expect_cubin(name, cubin, size);
   sfa_free(cubin);
-  sfa_free(src);
   ck_assert(!tu_driver_loaded());
 }
 END_TEST

@@ -3,7 +3,8 @@
 ** canonical name and its parser (round trip and errors), shared-memory sizes,
 ** the flags each forward mode allows, the wgmma (wg) rules, and the default
 ** tile configs (valid for every mode, head_dim, dtype and arch; the measured
-** H100 choices, wgmma on sm_90 fwd at D 64 and 128).
+** H100 choices, wgmma on sm_90 fwd at D 64 and 128); the utility passes'
+** rules, names (round trip, errors) and defaults.
 */
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,8 +70,8 @@ START_TEST(pass_rule) {
   expect(&s, SFA_OK, NULL, NULL);
   s.head_dim = 176;
   expect(&s, SFA_ERR_UNSUPPORTED, "head_dim: 176", NULL);
-  s.pass = (sfa_pass)7;
-  expect(&s, SFA_ERR_INVALID_ARGUMENT, "pass: 7", "fwd, bwddq or bwd");
+  s.pass = (sfa_pass)8; /* after SFA_PASS_TOPK */
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "pass: 8", "fwd, bwddq or bwd");
 }
 END_TEST
 
@@ -711,9 +712,124 @@ START_TEST(defaults_of_a_backward_no_tile_fits_are_unsupported) {
       ck_assert_int_eq(sfa_spec_validate(&v[i], err, sizeof err), SFA_OK);
     }
     ck_assert_int_eq(fwd256, 4);
-    ck_assert_uint_eq(n, 44 + 3 * 40);
+    ck_assert_uint_eq(n, 44 + 3 * 40 + 9); /* and the 9 utility kernels */
     free(v);
   }
+}
+END_TEST
+
+/* ------------------------------------------------------------ utility passes */
+
+/* Every utility pass in every dtype it takes on every arch: sfa_spec_default
+** gives a valid spec (no tiles, the pass's warps), its name spells the pass,
+** the dtype where the pass takes several, and the arch, and parses back. */
+START_TEST(utility_names_round_trip) {
+  static const struct { sfa_pass pass; sfa_dtype dtype; const char *name; int warps; } u[] = {
+    {SFA_PASS_BWD_PRE, SFA_DTYPE_FP16, "sfa_bwdpre_fp16", 8},
+    {SFA_PASS_BWD_PRE, SFA_DTYPE_BF16, "sfa_bwdpre_bf16", 8},
+    {SFA_PASS_CONVERT, SFA_DTYPE_FP16, "sfa_convert_fp16", 8},
+    {SFA_PASS_CONVERT, SFA_DTYPE_BF16, "sfa_convert_bf16", 8},
+    {SFA_PASS_HASH_SORT, SFA_DTYPE_INT32, "sfa_hashsort", 32},
+    {SFA_PASS_PERMUTE, SFA_DTYPE_UINT8, "sfa_permute", 8},
+    {SFA_PASS_TOPK, SFA_DTYPE_FP16, "sfa_topk_fp16", 16},
+    {SFA_PASS_TOPK, SFA_DTYPE_BF16, "sfa_topk_bf16", 16},
+    {SFA_PASS_TOPK, SFA_DTYPE_FP32, "sfa_topk_fp32", 16},
+  };
+  for (size_t i = 0; i < sizeof u / sizeof u[0]; i++)
+    for (int a = 0; a < NARCHS; a++) {
+      sfa_kernel_spec s = {u[i].pass, SFA_MODE_DENSE, u[i].dtype, 0, 0, 0, 0, 0, archs[a], 0};
+      sfa_kernel_spec back;
+      char name[SFA__NAME_MAX], want[SFA__NAME_MAX], err[256] = "";
+      ck_assert_msg(sfa_spec_default(&s, err, sizeof err) == SFA_OK, "%s", err);
+      ck_assert_int_eq(s.num_warps, u[i].warps);
+      ck_assert(s.head_dim == 0 && s.block_m == 0 && s.block_n == 0 && s.num_stages == 0);
+      ck_assert_int_eq(sfa_spec_validate(&s, err, sizeof err), SFA_OK);
+      ck_assert_uint_eq(sfa_spec_smem_bytes(&s), 0);
+      ck_assert_int_eq(sfa_spec_name(&s, name, sizeof name), SFA_OK);
+      snprintf(want, sizeof want, "%s_sm%d", u[i].name, archs[a]);
+      ck_assert_str_eq(name, want);
+      ck_assert_msg(sfa_spec_parse(name, &back, err, sizeof err) == SFA_OK, "%s: %s", name, err);
+      ck_assert_msg(memcmp(&s, &back, sizeof s) == 0, "%s differs", name);
+      ck_assert(sfa__pass_is_util(s.pass));
+    }
+  ck_assert(!sfa__pass_is_util(SFA_PASS_FWD) && !sfa__pass_is_util(SFA_PASS_BWD_DQ) &&
+            !sfa__pass_is_util(SFA_PASS_BWD) && !sfa__pass_is_util((sfa_pass)8));
+  ck_assert_uint_eq(sfa__util_dtypes(SFA_PASS_TOPK), (1u << SFA_DTYPE_FP16) |
+                                                       (1u << SFA_DTYPE_BF16) |
+                                                       (1u << SFA_DTYPE_FP32));
+  ck_assert_uint_eq(sfa__util_dtypes(SFA_PASS_FWD), 0);
+  ck_assert_str_eq(sfa__pass_name(SFA_PASS_BWD_PRE), "bwd_pre");
+  ck_assert_str_eq(sfa__pass_name(SFA_PASS_HASH_SORT), "hash_sort");
+  ck_assert_ptr_null(sfa__pass_name((sfa_pass)8));
+}
+END_TEST
+
+/* A utility spec has mode dense, no flags, no tiles, the pass's warps and one
+** of its dtypes; each broken rule names its field. */
+START_TEST(utility_rules) {
+  const sfa_kernel_spec good_u = {SFA_PASS_TOPK, SFA_MODE_DENSE, SFA_DTYPE_FP32, 0, 0, 0, 16, 0,
+                                  90, 0};
+  sfa_kernel_spec s = good_u;
+  expect(&s, SFA_OK, NULL, NULL);
+  s.mode = SFA_MODE_WINDOW;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "mode: 3 is not allowed with pass topk", "mode dense");
+  s = good_u, s.dtype = SFA_DTYPE_INT32;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "dtype: int32 is not allowed with pass topk",
+         "must be fp16, bf16 or fp32");
+  s = good_u, s.pass = SFA_PASS_HASH_SORT, s.num_warps = 32;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "dtype: fp32 is not allowed with pass hash_sort",
+         "must be int32");
+  s = good_u, s.dtype = (sfa_dtype)9;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "dtype: 9 is not allowed with pass topk", NULL);
+  s = good_u, s.head_dim = 64;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "head_dim: 64 is not allowed with pass topk", "be 0");
+  s = good_u, s.block_m = 64;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "block_m: 64", NULL);
+  s = good_u, s.block_n = 64;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "block_n: 64", NULL);
+  s = good_u, s.num_stages = 1;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "num_stages: 1", NULL);
+  s = good_u, s.num_warps = 8;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "num_warps: 8 is not allowed with pass topk; must be 16",
+         "512 threads");
+  s = good_u, s.arch = 75;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "arch: 75", NULL);
+  s = good_u, s.flags = SFA_FEAT_CAUSAL;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "flags: 0x1 is not allowed with pass topk", NULL);
+  s = good_u, s.flags = SFA_FEAT_WGMMA;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "flags: 0x10", NULL);
+  /* a name needs a valid spec; the default fills only the tiles */
+  char buf[SFA__NAME_MAX], err[256] = "";
+  s = good_u, s.num_warps = 4;
+  ck_assert_int_eq(sfa_spec_name(&s, buf, sizeof buf), SFA_ERR_INVALID_ARGUMENT);
+  ck_assert_int_eq(sfa_spec_name(&good_u, buf, 10), SFA_ERR_INVALID_ARGUMENT);
+  ck_assert_str_eq(buf, "");
+  s = good_u, s.head_dim = 128;
+  ck_assert_int_eq(sfa_spec_default(&s, err, sizeof err), SFA_ERR_INVALID_ARGUMENT);
+  ck_assert_msg(strstr(err, "head_dim: 128 is not allowed with pass topk"), "%s", err);
+  s = good_u, s.block_m = 128, s.num_warps = 4, s.num_stages = 2, s.flags = SFA_FEAT_WGMMA;
+  ck_assert_int_eq(sfa_spec_default(&s, err, sizeof err), SFA_OK);
+  ck_assert(memcmp(&s, &good_u, sizeof s) == 0);
+  /* an attention pass still takes only fp16 and bf16 */
+  s = good();
+  s.dtype = SFA_DTYPE_FP32;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "dtype: fp32 is not allowed with pass fwd",
+         "must be fp16 or bf16");
+}
+END_TEST
+
+START_TEST(utility_parse_errors) {
+  parse_fails("sfa_topk_sm90", "bad token 'sm90'; expected the dtype (fp16, bf16 or fp32)");
+  parse_fails("sfa_topk", "ends where the dtype (fp16, bf16 or fp32) is expected");
+  parse_fails("sfa_topk_int32_sm90", "dtype: int32 is not allowed with pass topk");
+  parse_fails("sfa_topk_fp16", "ends where sm<arch> is expected");
+  parse_fails("sfa_hashsort_int32_sm90", "bad token 'int32'; expected sm<arch>");
+  parse_fails("sfa_bwdpre_bf16_sm75", "arch: 75");
+  parse_fails("sfa_bwdpre_bf16_sm090", "bad token 'sm090'");
+  parse_fails("sfa_permute_sm90_", "unexpected text after 'sm90'");
+  parse_fails("sfa_convert_fp16_sm90_d64", "unexpected text after 'sm90'");
+  parse_fails("sfa_bwd_pre_fp16_sm90", "bad token 'pre'");
+  parse_fails("sfa_util_topk_bf16", "bad token 'util'");
 }
 END_TEST
 
@@ -743,6 +859,9 @@ int main(void) {
   tcase_add_test(n, name_of_a_wg_spec);
   tcase_add_test(n, name_round_trip);
   tcase_add_test(n, parse_errors);
+  tcase_add_test(n, utility_names_round_trip);
+  tcase_add_test(n, utility_rules);
+  tcase_add_test(n, utility_parse_errors);
   suite_add_tcase(s, n);
   TCase *d = tcase_create("defaults");
   tcase_add_test(d, defaults_valid_everywhere);

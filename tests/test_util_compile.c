@@ -1,11 +1,13 @@
 /*
-** test_util_compile.c -- the sparse helpers without a GPU: every utility
-** kernel variant (hash sort, row permute, top-k mask for fp16, bf16 and fp32)
-** renders to self-contained source and compiles with NVRTC for sm_80 and
-** sm_90; and sfa_hash_prepare, sfa_hash_unsort and sfa_topk_mask reject every
-** kind of bad argument with a message that names it, before the driver is
-** loaded (on a machine without one, a valid call then fails with
-** SFA_ERR_NO_DRIVER).
+** test_util_compile.c -- the sparse helpers and the backward's utility
+** kernels without a GPU: every utility kernel variant (passes bwd_pre and
+** convert in fp16 and bf16, hash_sort, permute, topk in fp16, bf16 and fp32)
+** is a kernel spec with a canonical name, renders through sfa_generate to
+** self-contained source whose argument block has runtime/util.h's size, and
+** compiles with NVRTC for sm_80 and sm_90; and sfa_hash_prepare,
+** sfa_hash_unsort and sfa_topk_mask reject every kind of bad argument with a
+** message that names it, before the driver is loaded (on a machine without
+** one, a valid call then fails with SFA_ERR_NO_DRIVER).
 */
 #include <dlfcn.h>
 #include <stdint.h>
@@ -14,27 +16,28 @@
 #include <string.h>
 
 #include "sfa.h"
+#include "gen/gen_internal.h"
 #include "runtime/util.h"
 #include "testutil.h"
 
 /* ------------------------------------------------------------ rendering and NVRTC */
 
 typedef struct variant {
-  sfa__util_kind kind;
+  sfa_pass pass;
   sfa_dtype dtype;
-  const char *name;
+  const char *name;   /* without the _sm<arch> suffix */
 } variant;
 
 static const variant variants[] = {
-    {SFA__UTIL_HASH_SORT, SFA_DTYPE_INT32, "sfa_util_hash_sort"},
-    {SFA__UTIL_PERMUTE, SFA_DTYPE_INT32, "sfa_util_permute"},
-    {SFA__UTIL_TOPK, SFA_DTYPE_FP16, "sfa_util_topk_fp16"},
-    {SFA__UTIL_TOPK, SFA_DTYPE_BF16, "sfa_util_topk_bf16"},
-    {SFA__UTIL_TOPK, SFA_DTYPE_FP32, "sfa_util_topk_fp32"},
-    {SFA__UTIL_BWD_PRE, SFA_DTYPE_FP16, "sfa_util_bwd_pre_fp16"},
-    {SFA__UTIL_BWD_PRE, SFA_DTYPE_BF16, "sfa_util_bwd_pre_bf16"},
-    {SFA__UTIL_CONVERT, SFA_DTYPE_FP16, "sfa_util_convert_fp16"},
-    {SFA__UTIL_CONVERT, SFA_DTYPE_BF16, "sfa_util_convert_bf16"},
+    {SFA_PASS_HASH_SORT, SFA_DTYPE_INT32, "sfa_hashsort"},
+    {SFA_PASS_PERMUTE, SFA_DTYPE_UINT8, "sfa_permute"},
+    {SFA_PASS_TOPK, SFA_DTYPE_FP16, "sfa_topk_fp16"},
+    {SFA_PASS_TOPK, SFA_DTYPE_BF16, "sfa_topk_bf16"},
+    {SFA_PASS_TOPK, SFA_DTYPE_FP32, "sfa_topk_fp32"},
+    {SFA_PASS_BWD_PRE, SFA_DTYPE_FP16, "sfa_bwdpre_fp16"},
+    {SFA_PASS_BWD_PRE, SFA_DTYPE_BF16, "sfa_bwdpre_bf16"},
+    {SFA_PASS_CONVERT, SFA_DTYPE_FP16, "sfa_convert_fp16"},
+    {SFA_PASS_CONVERT, SFA_DTYPE_BF16, "sfa_convert_bf16"},
 };
 #define NVARIANTS (int)(sizeof variants / sizeof variants[0])
 static const int archs[] = {80, 90};
@@ -42,32 +45,35 @@ static const int archs[] = {80, 90};
 START_TEST(every_variant_compiles) {
   const variant *v = &variants[_i / 2];
   const int arch = archs[_i % 2];
-  char name[SFA__KERNEL_NAME], err[8192];
-  ck_assert_int_eq(sfa__util_name(v->kind, v->dtype, name, sizeof name), SFA_OK);
-  ck_assert_str_eq(name, v->name);
+  char name[SFA__NAME_MAX], want[SFA__NAME_MAX], err[8192];
+  sfa_kernel_spec s;
+  ck_assert_msg(sfa__util_spec(v->pass, v->dtype, arch, &s, err, sizeof err) == SFA_OK, "%s",
+                err);
+  ck_assert_int_eq(sfa_spec_validate(&s, err, sizeof err), SFA_OK);
+  ck_assert_int_eq(sfa_spec_name(&s, name, sizeof name), SFA_OK);
+  snprintf(want, sizeof want, "%s_sm%d", v->name, arch);
+  ck_assert_str_eq(name, want);
 
   char *src = NULL;
-  sfa_status st = sfa__util_source(v->kind, v->dtype, arch, &src, err, sizeof err);
-  ck_assert_msg(st == SFA_OK, "%s sm_%d: %s", name, arch, err);
+  sfa_status st = sfa_generate(&s, &src, err, sizeof err);
+  ck_assert_msg(st == SFA_OK, "%s: %s", name, err);
   ck_assert_ptr_null(strstr(src, "#include"));
-  char entry[SFA__KERNEL_NAME + 16];
+  char entry[SFA__NAME_MAX + 16];
   snprintf(entry, sizeof entry, " %s(const sfa_", name);
   ck_assert_msg(strstr(src, entry) != NULL, "%s: no entry point in the source", name);
 
   void *cubin = NULL;
   size_t size = 0;
   char *log = NULL;
-  sfa_kernel_spec target = {0};
-  target.arch = arch;
-  st = sfa__nvrtc_compile(name, src, &target, &cubin, &size, &log, err, sizeof err);
-  ck_assert_msg(st == SFA_OK, "%s sm_%d: %s", name, arch, err);
+  st = sfa_compile_cubin(&s, src, &cubin, &size, &log, err, sizeof err);
+  ck_assert_msg(st == SFA_OK, "%s: %s", name, err);
   ck_assert_uint_gt(size, 64);
   ck_assert_int_eq(memcmp(cubin, "\177ELF", 4), 0);
   /* The entry symbol is in the cubin's string table. */
   int found = 0;
   for (size_t i = 0; i + strlen(name) <= size && !found; i++)
     found = memcmp((const char *)cubin + i, name, strlen(name)) == 0;
-  ck_assert_msg(found, "%s: symbol missing from the sm_%d cubin", name, arch);
+  ck_assert_msg(found, "%s: symbol missing from the cubin", name);
   sfa_free(cubin);
   sfa_free(log);
   sfa_free(src);
@@ -75,23 +81,34 @@ START_TEST(every_variant_compiles) {
 }
 END_TEST
 
+/* kernel.lt hands each utility template the size of its argument block; the
+** template's static_assert holds its struct to it, and here it is held to
+** runtime/util.h's sizeof. */
+/* (Each argument block's layout is checked field by field against
+** runtime/util.h in tests/test_abi.c.) */
+
 START_TEST(render_and_compile_errors) {
-  char buf[64], err[4096];
+  char err[4096];
+  sfa_kernel_spec s;
+  ck_assert_int_eq(sfa__util_spec(SFA_PASS_TOPK, SFA_DTYPE_INT32, 90, &s, err, sizeof err),
+                   SFA_ERR_INTERNAL);
+  ck_assert_msg(strstr(err, "dtype: int32 is not allowed with pass topk; must be fp16, bf16 or "
+                            "fp32"), "%s", err);
+  ck_assert_int_eq(sfa__util_spec(SFA_PASS_BWD_PRE, SFA_DTYPE_FP32, 90, &s, err, sizeof err),
+                   SFA_ERR_INTERNAL);
+  ck_assert_msg(strstr(err, "must be fp16 or bf16"), "%s", err);
+  ck_assert_int_eq(sfa__util_spec(SFA_PASS_FWD, SFA_DTYPE_FP16, 90, &s, err, sizeof err),
+                   SFA_ERR_INTERNAL);
+  ck_assert_msg(strstr(err, "not a utility pass"), "%s", err);
+  ck_assert_int_eq(sfa__util_spec(SFA_PASS_PERMUTE, SFA_DTYPE_UINT8, 75, &s, err, sizeof err),
+                   SFA_ERR_INTERNAL);
+  ck_assert_ptr_nonnull(strstr(err, "arch: 75"));
   char *src = (char *)1;
-  ck_assert_int_eq(sfa__util_name(SFA__UTIL_TOPK, SFA_DTYPE_INT32, buf, sizeof buf),
-                   SFA_ERR_INVALID_ARGUMENT);
-  ck_assert_int_eq(sfa__util_name((sfa__util_kind)7, SFA_DTYPE_FP16, buf, sizeof buf),
-                   SFA_ERR_INVALID_ARGUMENT);
-  ck_assert_int_eq(sfa__util_name(SFA__UTIL_BWD_PRE, SFA_DTYPE_FP32, buf, sizeof buf),
-                   SFA_ERR_INVALID_ARGUMENT);
-  ck_assert_int_eq(sfa__util_name(SFA__UTIL_HASH_SORT, SFA_DTYPE_FP16, buf, 4),
-                   SFA_ERR_INVALID_ARGUMENT);
-  ck_assert_int_eq(sfa__util_source(SFA__UTIL_TOPK, SFA_DTYPE_UINT8, 90, &src, err, sizeof err),
-                   SFA_ERR_INVALID_ARGUMENT);
+  s.pass = SFA_PASS_HASH_SORT, s.dtype = SFA_DTYPE_INT32, s.arch = 90, s.num_warps = 4;
+  ck_assert_int_eq(sfa_generate(&s, &src, err, sizeof err), SFA_ERR_INVALID_ARGUMENT);
   ck_assert_ptr_null(src);
-  ck_assert_int_eq(sfa__util_source(SFA__UTIL_PERMUTE, SFA_DTYPE_FP16, 75, &src, err, sizeof err),
-                   SFA_ERR_INVALID_ARGUMENT);
-  ck_assert_ptr_nonnull(strstr(err, "arch"));
+  ck_assert_msg(strstr(err, "num_warps: 4 is not allowed with pass hash_sort; must be 32"), "%s",
+                err);
 
   void *cubin = NULL;
   size_t size = 0;
