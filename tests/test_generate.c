@@ -45,7 +45,7 @@ static void check_mode_code(const sfa_kernel_spec *s, const char *name, const ch
     {s->mode == SFA_MODE_WINDOW, bwd ? "window_bwd_state" : "window_tile_state"},
     {bwd && !det, wg ? "sfa_red_add4(dst" : "sfa_red_add2(p"}, /* dq by atomics */
     {wg, "wgmma.mma_async"},
-    {wg && bwd && !det, "sfa_wg_dq("},        /* dq as transposed-operand products */
+    {wg && bwd && !det, "sfa_wg_ss64t(acc"},  /* dq as transposed-operand products */
     {s->pass == SFA_PASS_BWD_DQ, "dq = 0"},    /* its empty-tile path */
     {sfa__bwd_plan(s), plan_entry},              /* the plan kernel, hash bwd only */
     {sfa__bwd_plan(s), "const int4 pl0 = pl[0];"}, /* and the bwd CTA reading it */
