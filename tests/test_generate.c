@@ -5,6 +5,8 @@
 ** sfa-gen tool (presets, mode flags, --list, --no-cubin manifest, exit codes).
 ** Every variant of the default and all-modes presets renders, and each mode's
 ** source carries its own pruning and masking (and the hash bwd its plan kernel).
+** The attention kernels use only the mainloop backends' operations, and a
+** backend lacking one is named at render time.
 */
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,7 +47,7 @@ static void check_mode_code(const sfa_kernel_spec *s, const char *name, const ch
     {s->mode == SFA_MODE_WINDOW, bwd ? "window_bwd_state" : "window_tile_state"},
     {bwd && !det, wg ? "sfa_red_add4(dst" : "sfa_red_add2(p"}, /* dq by atomics */
     {wg, "wgmma.mma_async"},
-    {wg && bwd && !det, "sfa_wg_dq("},        /* dq as transposed-operand products */
+    {wg && bwd && !det, "sfa_wg_ss64t(acc"},  /* dq as transposed-operand products */
     {s->pass == SFA_PASS_BWD_DQ, "dq = 0"},    /* its empty-tile path */
     {sfa__bwd_plan(s), plan_entry},              /* the plan kernel, hash bwd only */
     {sfa__bwd_plan(s), "const int4 pl0 = pl[0];"}, /* and the bwd CTA reading it */
@@ -321,6 +323,74 @@ START_TEST(broken_template_names_file_and_line) {
 }
 END_TEST
 
+/* The embedded templates, written to dir; the one called `name` with the first
+** `from` in it replaced by `to`. */
+static void write_templates(const char *dir, const char *name, const char *from, const char *to) {
+  for (const struct sfa_embedded_file *f = sfa__embedded_files; f->name; f++) {
+    const char *text = (const char *)f->data;
+    if (strcmp(f->name, name) != 0) {
+      write_file(dir, f->name, text);
+      continue;
+    }
+    const char *at = strstr(text, from);
+    ck_assert_msg(at, "%s holds no '%s'", name, from);
+    size_t n = strlen(text) - strlen(from) + strlen(to) + 1;
+    char *edited = malloc(n);
+    ck_assert_ptr_nonnull(edited);
+    snprintf(edited, n, "%.*s%s%s", (int)(at - text), text, to, at + strlen(from));
+    write_file(dir, f->name, edited);
+    free(edited);
+  }
+}
+
+/* backend.lt checks a backend's side of the contract: a missing operation is
+** named at render time, for either backend, not met as a nil call later. */
+START_TEST(backend_missing_an_operation_is_named) {
+  static const struct { const char *file, *from, *to; int wgmma; } cases[] = {
+      {"mma_sync.lt", "function mma_wait(", "function mma_wait_gone(", 0},
+      {"wgmma.lt", "function mma_wait(", "function mma_wait_gone(", 1},
+      {"mma_sync.lt", "function frag_offset(", "function frag_offset_gone(", 0},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    const char *dir = tu_mkdtemp();
+    sfa_kernel_spec s = spec_of(SFA_DTYPE_BF16, 128, 1, cases[i].wgmma ? 90 : 80);
+    if (cases[i].wgmma) {
+      s.flags |= SFA_FEAT_WGMMA;
+      ck_assert_int_eq(sfa_spec_default(&s, NULL, 0), SFA_OK);
+    }
+    char err[1024] = "", *src = NULL, want[128];
+    write_templates(dir, cases[i].file, cases[i].from, cases[i].to);
+    setenv("SFA_TEMPLATE_DIR", dir, 1);
+    ck_assert_int_eq(sfa_generate(&s, &src, err, sizeof err), SFA_ERR_GENERATOR);
+    unsetenv("SFA_TEMPLATE_DIR");
+    snprintf(want, sizeof want, "%s does not define %.*s", cases[i].file,
+             (int)(strchr(cases[i].from, '(') - cases[i].from - 9), cases[i].from + 9);
+    ck_assert_msg(strstr(err, "backend.lt:") && strstr(err, want), "%s: %s", want, err);
+    tu_rm_rf(dir);
+  }
+}
+END_TEST
+
+/* The attention kernels are written once, against backend.lt's operations:
+** no instruction of an mma kind and no arm on it appears in them. */
+START_TEST(kernels_name_no_mma_instruction) {
+  static const char *const kernels[] = {"fwd.lt", "bwd.lt", "bwd_dq.lt"};
+  static const char *const banned[] = {"sfa_mma(", "sfa_ldsm", "sfa_wg_", "sfa_fence_async",
+                                       "wgmma.mma_async", "if WG", "WG and", "load_tile_sw"};
+  for (size_t k = 0; k < sizeof kernels / sizeof kernels[0]; k++) {
+    const struct sfa_embedded_file *f = sfa__embedded_find(kernels[k]);
+    ck_assert_ptr_nonnull(f);
+    /* after the Lua block on top (the layout, which still names the kind's row stride) */
+    const char *layout = strstr((const char *)f->data, "spec.smem_bytes");
+    ck_assert_ptr_nonnull(layout);
+    const char *body = strstr(layout, "\n%}");
+    ck_assert_ptr_nonnull(body);
+    for (size_t b = 0; b < sizeof banned / sizeof banned[0]; b++)
+      ck_assert_msg(!strstr(body, banned[b]), "%s names '%s'", kernels[k], banned[b]);
+  }
+}
+END_TEST
+
 /* Generating from the source tree's templates equals the embedded render. */
 START_TEST(source_tree_matches_embedded) {
   sfa_kernel_spec s = spec_of(SFA_DTYPE_BF16, 128, 1, 90);
@@ -471,6 +541,8 @@ int main(void) {
   tcase_add_test(tc, template_dir_override);
   tcase_add_test(tc, broken_template_names_file_and_line);
   tcase_add_test(tc, source_tree_matches_embedded);
+  tcase_add_test(tc, backend_missing_an_operation_is_named);
+  tcase_add_test(tc, kernels_name_no_mma_instruction);
   tcase_add_test(tc, render_time);
   tcase_add_test(tc, sfa_gen_tool);
   suite_add_tcase(s, tc);
