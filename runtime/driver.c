@@ -4,26 +4,20 @@
 ** libcuda; a machine without the driver gets SFA_ERR_NO_DRIVER and a message
 ** that says so.
 */
-#include <dlfcn.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "runtime/dlsyms.h"
 #include "runtime/driver.h"
 
 /* One entry per member of sfa_driver: where it lives in the table and the
 ** symbol names to try, newest first (cuda.h's versioned names, then the
 ** original one). Optional entries may stay NULL. */
-typedef struct sym {
-  size_t offset;
-  const char *names[3];
-  int optional;
-} sym;
-
 #define ENTRY(member, ...) { offsetof(sfa_driver, member), { __VA_ARGS__ }, 0 }
 #define OPTIONAL(member, ...) { offsetof(sfa_driver, member), { __VA_ARGS__ }, 1 }
 
-static const sym syms[] = {
+static const sfa__dlsym syms[] = {
   ENTRY(cuInit, "cuInit"),
   ENTRY(cuDriverGetVersion, "cuDriverGetVersion"),
   ENTRY(cuDeviceGet, "cuDeviceGet"),
@@ -72,32 +66,21 @@ static const sym syms[] = {
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static sfa_driver table;
 static sfa_status load_status = SFA_ERR_NO_DRIVER;
-static char load_error[512];
+static char load_error[1024];
 
 static void load(void) {
-  void *lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
-  if (!lib) {
-    const char *why = dlerror();
-    snprintf(load_error, sizeof load_error,
-             "libcuda.so.1 not found (%s): no NVIDIA driver on this machine",
-             why ? why : "dlopen failed");
-    return;
-  }
-  for (size_t i = 0; i < sizeof syms / sizeof syms[0]; i++) {
-    void *fn = NULL;
-    for (int j = 0; j < 3 && syms[i].names[j] && !fn; j++) fn = dlsym(lib, syms[i].names[j]);
-    if (!fn && !syms[i].optional) {
+  char why[400];
+  if (!sfa__dlopen_table("libcuda.so.1", syms, sizeof syms / sizeof syms[0], &table,
+                         sizeof table, why, sizeof why)) {
+    if (strstr(why, "has no symbol"))
+      snprintf(load_error, sizeof load_error, "%s: the NVIDIA driver is too old", why);
+    else
       snprintf(load_error, sizeof load_error,
-               "libcuda.so.1 has no symbol %s: the NVIDIA driver is too old", syms[i].names[0]);
-      dlclose(lib);
-      return;
-    }
-    /* POSIX guarantees that a data pointer from dlsym converts to a function pointer. */
-    memcpy((char *)&table + syms[i].offset, &fn, sizeof fn);
+               "libcuda.so.1 not found (%s): no NVIDIA driver on this machine", why);
+    return;
   }
   CUresult r = table.cuInit(0);
   if (r != CUDA_SUCCESS) {
-    char why[300];
     sfa__cuda_error(r, "cuInit", why, sizeof why);
     int version = 0;
     table.cuDriverGetVersion(&version);

@@ -3,12 +3,12 @@
 ** makes into the table of nvrtc_lib.h, once per process. See nvrtc_lib.h for
 ** the search order.
 */
-#include <dlfcn.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "runtime/dlsyms.h"
 #include "runtime/nvrtc_lib.h"
 
 #ifndef SFA_CUDA_MAJOR
@@ -18,15 +18,9 @@
 #define SFA_CUDA_LIBDIR "/usr/local/cuda/lib64"
 #endif
 
-typedef struct sym {
-  size_t offset;
-  const char *name;
-  int optional;
-} sym;
-
-#define ENTRY(f) {offsetof(sfa__nvrtc_api, f), #f, 0}
-#define OPTIONAL(f) {offsetof(sfa__nvrtc_api, f), #f, 1}
-static const sym syms[] = {
+#define ENTRY(f) {offsetof(sfa__nvrtc_api, f), {#f}, 0}
+#define OPTIONAL(f) {offsetof(sfa__nvrtc_api, f), {#f}, 1}
+static const sfa__dlsym syms[] = {
   ENTRY(nvrtcVersion),           ENTRY(nvrtcGetErrorString),
   ENTRY(nvrtcCreateProgram),     ENTRY(nvrtcCompileProgram),
   ENTRY(nvrtcGetProgramLogSize), ENTRY(nvrtcGetProgramLog),
@@ -39,30 +33,12 @@ static pthread_once_t once = PTHREAD_ONCE_INIT;
 static sfa__nvrtc_api table;
 static sfa_status load_status = SFA_ERR_COMPILE;
 static char load_error[1024];
-static char loaded_path[512];
+static char loaded_path[1024];
 
-/* dlopen name and resolve every symbol; 1 on success. why gets dlerror's
-** text or the missing symbol otherwise. */
+/* dlopen name and resolve the table; 1 on success, else why says why. */
 static int try_open(const char *name, char *why, size_t n) {
-  void *lib = dlopen(name, RTLD_NOW | RTLD_LOCAL);
-  if (!lib) {
-    const char *e = dlerror();
-    snprintf(why, n, "%s", e ? e : "dlopen failed");
+  if (!sfa__dlopen_table(name, syms, sizeof syms / sizeof syms[0], &table, sizeof table, why, n))
     return 0;
-  }
-  sfa__nvrtc_api t;
-  memset(&t, 0, sizeof t);
-  for (size_t i = 0; i < sizeof syms / sizeof syms[0]; i++) {
-    void *fn = dlsym(lib, syms[i].name);
-    if (!fn && !syms[i].optional) {
-      snprintf(why, n, "%s has no symbol %s", name, syms[i].name);
-      dlclose(lib);
-      return 0;
-    }
-    /* POSIX guarantees that a data pointer from dlsym converts to a function pointer. */
-    memcpy((char *)&t + syms[i].offset, &fn, sizeof fn);
-  }
-  table = t;
   snprintf(loaded_path, sizeof loaded_path, "%s", name);
   return 1;
 }
