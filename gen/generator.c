@@ -257,6 +257,7 @@ static int render_main(lua_State *L) {
   lua_setfield(L, -2, "spec");
   push_abi(L, job);
   lua_setfield(L, -2, "ABI");
+  lua_pushstring(L, SFA_VERSION_STRING), lua_setfield(L, -2, "SFA_VERSION");
   lua_call(L, 3, 1);
   if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "render did not return a string");
   return 1;
