@@ -26,6 +26,7 @@
 #include "gen/gen_internal.h"
 #include "runtime/parallel.h"
 #include "runtime/reference.h"
+#include "runtime/validate.h"
 
 /* Does the index rule of qk_drop and hash let query position qi see key kj? */
 static int idx_allows(int32_t qi, int32_t kj) {
@@ -100,26 +101,8 @@ static sfa_status check_args(const sfa_attention_params *p, int B, int Hq, int H
       return sfa__fail(err, errlen, bad, "%s: %d; must be >= 1", sizes[i].name, sizes[i].value);
   if (Hq % Hkv != 0)
     return sfa__fail(err, errlen, bad, "Hkv: %d does not divide Hq (%d)", Hkv, Hq);
-  if ((unsigned)p->mode > SFA_MODE_WINDOW)
-    return sfa__fail(err, errlen, bad,
-                "params.mode: %d is not a mode (dense, qk_drop, hash or window)", (int)p->mode);
-  if (!isfinite(p->scale) || p->scale < 0)
-    return sfa__fail(err, errlen, bad,
-                "params.scale: %g; must be finite and >= 0 (0 means 1/sqrt(D))",
-                (double)p->scale);
-  if (p->mode == SFA_MODE_WINDOW) {
-    if (p->window_left < -1)
-      return sfa__fail(err, errlen, bad, "params.window_left: %d; must be >= 0, or -1 (unbounded)",
-                  p->window_left);
-    if (p->window_right < -1)
-      return sfa__fail(err, errlen, bad, "params.window_right: %d; must be >= 0, or -1 (unbounded)",
-                  p->window_right);
-  } else if (p->window_left != -1 || p->window_right != -1) {
-    return sfa__fail(err, errlen, bad,
-                "params.window_left/window_right: %d/%d; windows apply to mode window only "
-                "(use -1 with %s)",
-                p->window_left, p->window_right, sfa__mode_name(p->mode));
-  }
+  sfa_status st = sfa__check_params(p, err, errlen); /* sfa_forward's rules */
+  if (st != SFA_OK) return st;
   double total = (double)B * (double)(Hq > Hkv ? Hq : Hkv) * (double)(Tq > Tk ? Tq : Tk) * D;
   if (total > (double)(SIZE_MAX / sizeof(double) / 2))
     return sfa__fail(err, errlen, bad, "B*H*T*D: %g elements do not fit in memory", total);

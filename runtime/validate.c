@@ -149,38 +149,42 @@ static sfa_status check_head_dims(sfa_context *ctx, const sfa_tensor *q,
   return SFA_OK;
 }
 
-sfa_status sfa__validate_params(sfa_context *ctx, const sfa_attention_params *p) {
-  if (!p) return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "params: is NULL");
+sfa_status sfa__check_params(const sfa_attention_params *p, char *err, size_t errlen) {
+  const sfa_status bad = SFA_ERR_INVALID_ARGUMENT;
+  if (!p) return sfa__fail(err, errlen, bad, "params: is NULL");
   if ((unsigned)p->mode > SFA_MODE_WINDOW)
-    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
-                      "params.mode: %d is not a mode (dense, qk_drop, hash or window)",
-                      (int)p->mode);
+    return sfa__fail(err, errlen, bad,
+                     "params.mode: %d is not a mode (dense, qk_drop, hash or window)",
+                     (int)p->mode);
   if (p->causal != 0 && p->causal != 1)
-    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "params.causal: %d; must be 0 or 1",
-                      p->causal);
+    return sfa__fail(err, errlen, bad, "params.causal: %d; must be 0 or 1", p->causal);
   if (p->deterministic != 0 && p->deterministic != 1)
-    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "params.deterministic: %d; must be 0 or 1",
-                      p->deterministic);
+    return sfa__fail(err, errlen, bad, "params.deterministic: %d; must be 0 or 1",
+                     p->deterministic);
   if (!isfinite(p->scale) || p->scale < 0)
-    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
-                      "params.scale: %g; must be finite and >= 0 (0 means 1/sqrt(head dim))",
-                      (double)p->scale);
+    return sfa__fail(err, errlen, bad,
+                     "params.scale: %g; must be finite and >= 0 (0 means 1/sqrt(head dim))",
+                     (double)p->scale);
   if (p->mode == SFA_MODE_WINDOW) {
     if (p->window_left < -1)
-      return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
-                        "params.window_left: %d; must be >= 0, or -1 (unbounded)",
-                        p->window_left);
+      return sfa__fail(err, errlen, bad,
+                       "params.window_left: %d; must be >= 0, or -1 (unbounded)",
+                       p->window_left);
     if (p->window_right < -1)
-      return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
-                        "params.window_right: %d; must be >= 0, or -1 (unbounded)",
-                        p->window_right);
+      return sfa__fail(err, errlen, bad,
+                       "params.window_right: %d; must be >= 0, or -1 (unbounded)",
+                       p->window_right);
   } else if (p->window_left != -1 || p->window_right != -1) {
-    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
-                      "params.window_left/window_right: %d/%d; windows apply to mode window "
-                      "only (use -1 with %s)",
-                      p->window_left, p->window_right, sfa__mode_name(p->mode));
+    return sfa__fail(err, errlen, bad,
+                     "params.window_left/window_right: %d/%d; windows apply to mode window "
+                     "only (use -1 with %s)",
+                     p->window_left, p->window_right, sfa__mode_name(p->mode));
   }
   return SFA_OK;
+}
+
+sfa_status sfa__validate_params(sfa_context *ctx, const sfa_attention_params *p) {
+  return sfa__check_params(p, ctx ? ctx->err : NULL, ctx ? sizeof ctx->err : 0);
 }
 
 /* ------------------------------------------------------------ extras */
