@@ -27,24 +27,13 @@
 #include "runtime/util.h"
 #include "testutil.h"
 
-static char tool[1100];   /* sfa-gen */
+static const char *tool;  /* sfa-gen */
 static char root[512];    /* a temporary dir for the whole suite */
 static char kdir[600];    /* sfa-gen's output in it: the small preset for sm_90 */
 
-/* sfa-gen next to this test (build/tests/../gen/sfa-gen), so that a build dir
-** copied elsewhere still finds it. */
-static void find_tool(void) {
-  char exe[1024];
-  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-  if (n > 0 && (exe[n] = '\0', strrchr(exe, '/'))) {
-    *strrchr(exe, '/') = '\0';
-    snprintf(tool, sizeof tool, "%s/../gen/sfa-gen", exe);
-  }
-}
-
 static void make_dir(void) {
   char cmd[2400];
-  find_tool();
+  tool = tu_build_path("gen/sfa-gen");
   if (access(tool, X_OK) != 0) {
     fprintf(stderr, "test_aot_only: %s is not built (build all targets first)\n", tool);
     exit(1);

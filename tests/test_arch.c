@@ -284,17 +284,9 @@ END_TEST
 
 /* ------------------------------------------------------------ sfa-gen --arch */
 
-/* sfa-gen next to this test (build/tests/../gen/sfa-gen), or NULL. */
+/* sfa-gen of this build (testutil.h), or NULL. */
 static const char *sfa_gen_path(void) {
-  static char path[PATH_MAX + 32];
-  char self[PATH_MAX];
-  ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
-  if (len <= 0) return NULL;
-  self[len] = '\0';
-  char *slash = strrchr(self, '/');
-  if (!slash) return NULL;
-  *slash = '\0';
-  snprintf(path, sizeof path, "%s/../gen/sfa-gen", self);
+  const char *path = tu_build_path("gen/sfa-gen");
   return access(path, X_OK) == 0 ? path : NULL;
 }
 

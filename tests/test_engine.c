@@ -168,7 +168,7 @@ START_TEST(embedded_files) {
   ck_assert_ptr_nonnull(sfa__embedded_find("abi.lt"));
   ck_assert_ptr_null(sfa__embedded_find("nope.lt"));
   /* The embedded copy matches the file in the source tree. */
-  FILE *fp = fopen(SFA_SOURCE_DIR "/gen/template.lua", "rb");
+  FILE *fp = fopen(tu_source_path("gen/template.lua"), "rb");
   ck_assert_ptr_nonnull(fp);
   char *buf = malloc(f->size + 16);
   size_t n = fread(buf, 1, f->size + 16, fp);
