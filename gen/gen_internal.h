@@ -34,6 +34,12 @@ const char *sfa__mode_name(sfa_mode m);   /* "dense", "qk_drop", "hash", "window
 const char *sfa__mode_token(sfa_mode m);  /* "dense", "qkdrop", "hash", "window" */
 const char *sfa__dtype_name(sfa_dtype d); /* "fp16", "bf16", "fp32", "int32", "uint8" */
 
+const char *sfa__mma_name(sfa_spec_mma m); /* "sync", "wgmma" (the tuning db's mma column) */
+
+/* 1 where a and b have the same configuration (sfa.h: block_m, block_n,
+** num_warps, num_stages, mma). */
+int sfa__spec_same_config(const sfa_kernel_spec *a, const sfa_kernel_spec *b);
+
 /* 1 for the utility passes (SFA_PASS_BWD_PRE .. SFA_PASS_TOPK), whose specs
 ** have no mode, flags or tiles (include/sfa.h). */
 int sfa__pass_is_util(sfa_pass p);
@@ -52,13 +58,13 @@ size_t sfa__arch_smem_limit(int arch);
 /* Accumulator registers per thread that the tile needs. */
 int sfa__spec_acc_registers(const sfa_kernel_spec *spec);
 
-/* 1 where the pass (fwd, bwd), arch (90) and head dim (64, 128) allow a
-** wgmma kernel (SFA_FEAT_WGMMA). */
+/* 1 where the pass (fwd, bwd), arch (one whose row has wgmma: 90) and head
+** dim (64, 128) allow a wgmma kernel (mma SFA_SPEC_MMA_WGMMA). */
 int sfa__wgmma_allowed(const sfa_kernel_spec *spec);
 
 /* sfa_spec_default with the mma kind chosen: wg 1 wgmma, 0 mma.sync, -1 the
-** default's choice (wgmma for the forward where allowed). A kind the spec
-** does not allow falls back to mma.sync. */
+** default's choice (wgmma for the forward and the backward where allowed). A
+** kind the spec does not allow falls back to mma.sync. */
 sfa_status sfa__spec_default_mma(sfa_kernel_spec *spec, int wg, char *err, size_t errlen);
 #define SFA__MAX_ACC_REGISTERS 192
 #define SFA__BWD_MAX_HEAD_DIM 128 /* sfa_backward: every multiple of 16 up to here */

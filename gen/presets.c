@@ -102,7 +102,7 @@ static sfa_status add_groups(list *l, const group *g, size_t ng, int arch, int b
           for (int p = 0; p < np; p++) {
             sfa_kernel_spec s = {passes[p].pass, g[i].mode,
                                  t ? SFA_DTYPE_BF16 : SFA_DTYPE_FP16, g[i].dims[d], 0, 0, 0,
-                                 0, arch, g[i].flags[f] | passes[p].extra};
+                                 0, arch, g[i].flags[f] | passes[p].extra, SFA_SPEC_MMA_SYNC};
             sfa_kernel_spec other = s;
             sfa_status st = sfa_spec_default(&s, err, errlen);
             /* a backward that no tile of the arch fits (D 256 in 99 KB) has no
@@ -112,7 +112,7 @@ static sfa_status add_groups(list *l, const group *g, size_t ng, int arch, int b
             if (push(l, &s) != 0)
               return sfa__fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "preset: out of memory");
             if (!both_kinds || !sfa__wgmma_allowed(&s)) continue;
-            st = sfa__spec_default_mma(&other, !(s.flags & SFA_FEAT_WGMMA), err, errlen);
+            st = sfa__spec_default_mma(&other, s.mma != SFA_SPEC_MMA_WGMMA, err, errlen);
             if (st != SFA_OK) return st;
             if (push(l, &other) != 0)
               return sfa__fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "preset: out of memory");
@@ -140,7 +140,8 @@ static sfa_status add_utils(list *l, size_t from, int arch, char *err, size_t er
   };
   for (size_t i = 0; i < sizeof u / sizeof u[0]; i++) {
     if (!u[i].want) continue;
-    sfa_kernel_spec s = {u[i].pass, SFA_MODE_DENSE, u[i].dtype, 0, 0, 0, 0, 0, arch, 0};
+    sfa_kernel_spec s = {u[i].pass, SFA_MODE_DENSE, u[i].dtype, 0, 0, 0, 0, 0, arch, 0,
+                         SFA_SPEC_MMA_SYNC};
     sfa_status st = sfa_spec_default(&s, err, errlen);
     if (st != SFA_OK) return st;
     if (push(l, &s) != 0)
@@ -160,8 +161,8 @@ static sfa_status add_dense_tiles(list *l, int arch, char *err, size_t errlen) {
             for (int w = 0; w < 2; w++)
               for (int st = 0; st < 2; st++) {
                 sfa_kernel_spec s = {SFA_PASS_FWD, SFA_MODE_DENSE, SFA_DTYPE_BF16, dims[d],
-                                     ms[m], ns[n], ws[w], ss[st], arch,
-                                     (c ? C : 0u) | (wg ? SFA_FEAT_WGMMA : 0u)};
+                                     ms[m], ns[n], ws[w], ss[st], arch, c ? C : 0u,
+                                     wg ? SFA_SPEC_MMA_WGMMA : SFA_SPEC_MMA_SYNC};
                 if (sfa_spec_validate(&s, NULL, 0) == SFA_OK && push(l, &s) != 0)
                   return sfa__fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "preset: out of memory");
               }

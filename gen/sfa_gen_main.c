@@ -259,7 +259,7 @@ static void build_util(const opts *o, sfa_pass pass, const int *archs, int na, k
     for (int d = 0; d < 32; d++)
       if (allowed & (1u << d)) dt = (sfa_dtype)d;
   for (int a = 0; a < na; a++) {
-    sfa_kernel_spec s = {pass, SFA_MODE_DENSE, dt, 0, 0, 0, 0, 0, archs[a], 0};
+    sfa_kernel_spec s = {pass, SFA_MODE_DENSE, dt, 0, 0, 0, 0, 0, archs[a], 0, SFA_SPEC_MMA_SYNC};
     char err[256];
     if (sfa_spec_default(&s, err, sizeof err) != SFA_OK) die_usage("%s", err);
     add_kernel(l, &s);

@@ -70,17 +70,26 @@ static int dtype_of_name(const char *tok) {
   return -1;
 }
 
-/* Feature flags in name order. */
+/* Feature flags in name order; the token of mma wgmma follows them. */
 static const struct { unsigned bit; const char *token; } flag_tokens[] = {
   {SFA_FEAT_CAUSAL, "causal"},
   {SFA_FEAT_BIAS, "bias"},
   {SFA_FEAT_MASK, "mask"},
   {SFA_FEAT_DETERMINISTIC, "det"},
-  {SFA_FEAT_WGMMA, "wg"},
 };
 #define NFLAGS (sizeof flag_tokens / sizeof flag_tokens[0])
-#define ALL_FLAGS \
-  (SFA_FEAT_CAUSAL | SFA_FEAT_BIAS | SFA_FEAT_MASK | SFA_FEAT_DETERMINISTIC | SFA_FEAT_WGMMA)
+#define ALL_FLAGS (SFA_FEAT_CAUSAL | SFA_FEAT_BIAS | SFA_FEAT_MASK | SFA_FEAT_DETERMINISTIC)
+#define WG_TOKEN "wg"
+#define OLD_WGMMA_BIT (1u << 4) /* the mma kind was this flag before 0.2 */
+
+const char *sfa__mma_name(sfa_spec_mma m) {
+  return m == SFA_SPEC_MMA_SYNC ? "sync" : m == SFA_SPEC_MMA_WGMMA ? "wgmma" : NULL;
+}
+
+int sfa__spec_same_config(const sfa_kernel_spec *a, const sfa_kernel_spec *b) {
+  return a->block_m == b->block_m && a->block_n == b->block_n &&
+         a->num_warps == b->num_warps && a->num_stages == b->num_stages && a->mma == b->mma;
+}
 
 /* ------------------------------------------------------------ budgets */
 
@@ -97,7 +106,7 @@ static size_t smem_formula(const sfa_kernel_spec *s) {
   /* bwd, per query row and stage: lse2 and delta, and the mode's int32 query
   ** metadata that the mask reads (hash: q_hash, q_idx; qk_drop: q_idx) */
   size_t qrow = 8 + (s->mode == SFA_MODE_HASH ? 8 : s->mode == SFA_MODE_QK_DROP ? 4 : 0);
-  if (s->flags & SFA_FEAT_WGMMA) { /* unpadded 128-byte-swizzled rows, 1024-aligned base */
+  if (s->mma == SFA_SPEC_MMA_WGMMA) { /* unpadded 128-byte-swizzled rows, 1024-aligned base */
     size_t d2 = (size_t)2 * (size_t)s->head_dim;
     /* bwd, not det: each warp stages 8 x 64 floats of a dQ chunk at a time */
     size_t dqst = (s->flags & SFA_FEAT_DETERMINISTIC) ? 0 : (size_t)s->num_warps * 2048;
@@ -197,8 +206,14 @@ sfa_status sfa__spec_check_domain(const sfa_kernel_spec *s, char *err, size_t er
   if (s->flags & ~(unsigned)ALL_FLAGS)
     return sfa__fail(err, errlen, bad,
                      "flags: 0x%x has unknown bits; allowed are SFA_FEAT_CAUSAL, "
-                     "SFA_FEAT_BIAS, SFA_FEAT_MASK, SFA_FEAT_DETERMINISTIC, SFA_FEAT_WGMMA",
-                     s->flags);
+                     "SFA_FEAT_BIAS, SFA_FEAT_MASK, SFA_FEAT_DETERMINISTIC%s",
+                     s->flags,
+                     (s->flags & OLD_WGMMA_BIT) ? " (bit 0x10 is not a flag: the mma kind is "
+                                                  "the field mma, SFA_SPEC_MMA_WGMMA)" : "");
+  if (!sfa__mma_name(s->mma))
+    return sfa__fail(err, errlen, bad,
+                     "mma: %d is not allowed; must be SFA_SPEC_MMA_SYNC (0) or "
+                     "SFA_SPEC_MMA_WGMMA (1)", (int)s->mma);
   return SFA_OK;
 }
 
@@ -218,30 +233,33 @@ static sfa_status check_rules(const sfa_kernel_spec *s, char *err, size_t errlen
                        f, rows, s->num_warps, sfa__pass_name(s->pass), f, 16 * s->num_warps,
                        32 * s->num_warps);
   }
-  if (s->flags & SFA_FEAT_WGMMA) {
+  if (s->mma == SFA_SPEC_MMA_WGMMA) {
     if (s->pass == SFA_PASS_BWD_DQ || !(sfa__arch_find(s->arch)->mma & SFA__MMA_WGMMA))
       return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
-                       "flags: wg (wgmma) applies to passes fwd and bwd on sm_90 only");
+                       "mma: wgmma (wg) applies to passes fwd and bwd on sm_90 only");
     if (s->head_dim != 64 && s->head_dim != 128)
       return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
-                       "head_dim: %d is not allowed with wg; must be 64 or 128", s->head_dim);
+                       "head_dim: %d is not allowed with mma wgmma; must be 64 or 128",
+                       s->head_dim);
     if (s->pass == SFA_PASS_BWD) { /* warpgroups of 64 keys; dQ as m64 products */
       if (s->block_n != 16 * s->num_warps)
         return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
-                         "block_n: %d is not allowed with wg and num_warps %d in pass bwd; each "
-                         "warpgroup of 4 warps owns 64 keys, so block_n must be %d",
+                         "block_n: %d is not allowed with mma wgmma and num_warps %d in pass "
+                         "bwd; each warpgroup of 4 warps owns 64 keys, so block_n must be %d",
                          s->block_n, s->num_warps, 16 * s->num_warps);
       if (s->block_m != 64)
         return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
-                         "block_m: %d is not allowed with wg in pass bwd; must be 64", s->block_m);
+                         "block_m: %d is not allowed with mma wgmma in pass bwd; must be 64",
+                         s->block_m);
     } else if (s->block_m != 16 * s->num_warps)
       return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
-                       "block_m: %d is not allowed with wg and num_warps %d; each warpgroup "
-                       "of 4 warps owns 64 rows, so block_m must be %d",
+                       "block_m: %d is not allowed with mma wgmma and num_warps %d; each "
+                       "warpgroup of 4 warps owns 64 rows, so block_m must be %d",
                        s->block_m, s->num_warps, 16 * s->num_warps);
     if (s->block_n < 64)
       return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
-                       "block_n: %d is not allowed with wg; must be 64 or 128", s->block_n);
+                       "block_n: %d is not allowed with mma wgmma; must be 64 or 128",
+                       s->block_n);
   }
   if (s->pass != SFA_PASS_BWD && (s->flags & SFA_FEAT_DETERMINISTIC))
     return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
@@ -327,6 +345,7 @@ sfa_status sfa_spec_name(const sfa_kernel_spec *s, char *buf, size_t n) {
       strcat(flags, "_");
       strcat(flags, flag_tokens[i].token);
     }
+  if (s->mma == SFA_SPEC_MMA_WGMMA) strcat(flags, "_" WG_TOKEN);
   int len = snprintf(buf, n, "sfa_%s_%s%s_%s_d%d_m%dn%d_w%ds%d_sm%d",
                      sfa__pass_name(s->pass), sfa__mode_token(s->mode), flags,
                      sfa__dtype_name(s->dtype), s->head_dim, s->block_m, s->block_n,
@@ -419,13 +438,14 @@ sfa_status sfa_spec_parse(const char *name, sfa_kernel_spec *spec, char *err, si
   size_t next_flag = 0;
   for (;;) {
     NEXT("a flag or the dtype");
-    size_t f;
+    size_t f; /* the flag's place in name order; NFLAGS: wg (mma wgmma) */
     for (f = 0; f < NFLAGS; f++)
       if (strcmp(tok, flag_tokens[f].token) == 0) break;
-    if (f == NFLAGS) break;
+    if (f == NFLAGS && strcmp(tok, WG_TOKEN) != 0) break;
     if (f < next_flag)
       BAD("flags once each in the order causal, bias, mask, det, wg");
-    s.flags |= flag_tokens[f].bit;
+    if (f < NFLAGS) s.flags |= flag_tokens[f].bit;
+    else s.mma = SFA_SPEC_MMA_WGMMA;
     next_flag = f + 1;
   }
   if (strcmp(tok, "fp16") == 0) s.dtype = SFA_DTYPE_FP16;
@@ -479,10 +499,10 @@ sfa_status sfa__spec_default_mma(sfa_kernel_spec *spec, int wg, char *err, size_
   s.block_n = 64;
   s.num_warps = 4;
   s.num_stages = 1;
+  s.mma = SFA_SPEC_MMA_SYNC;
   sfa_status st = sfa__spec_check_domain(&s, err, errlen);
   if (st != SFA_OK) return st;
 
-  s.flags &= ~SFA_FEAT_WGMMA;
   /* auto: wgmma wherever it is allowed (sm_90, D 64 and 128, fwd and bwd) */
   if (wg < 0) wg = 1;
   if (!sfa__wgmma_allowed(&s)) wg = 0;
@@ -490,14 +510,14 @@ sfa_status sfa__spec_default_mma(sfa_kernel_spec *spec, int wg, char *err, size_
     /* two warpgroups of 64 keys, 64-query tiles, double buffered: the sweep's
     ** winner for dense causal D = 128 T = 16384 on an H100 (bench/NOTES.md,
     ** session 10: 28.4 ms against 45.8 ms for the mma.sync default) */
-    s.flags |= SFA_FEAT_WGMMA;
+    s.mma = SFA_SPEC_MMA_WGMMA;
     s.block_m = 64, s.block_n = 128, s.num_warps = 8, s.num_stages = 2;
   } else if (wg) {
     /* Hopper: warpgroup MMA (bench/NOTES.md, session 9: the sweep's winners
     ** for dense causal T = 16384 on an H100, 467 and 390 TF/s). D = 128: one
     ** warpgroup of 64 rows and 128-key tiles, two CTAs per SM; D = 64: two
     ** warpgroups, 64-key tiles, double buffered. */
-    s.flags |= SFA_FEAT_WGMMA;
+    s.mma = SFA_SPEC_MMA_WGMMA;
     if (s.head_dim == 128)
       s.block_m = 64, s.block_n = 128, s.num_warps = 4, s.num_stages = 1;
     else if (s.mode == SFA_MODE_HASH || s.mode == SFA_MODE_WINDOW)
@@ -558,7 +578,7 @@ sfa_status sfa__spec_default_mma(sfa_kernel_spec *spec, int wg, char *err, size_
   spec->block_n = s.block_n;
   spec->num_warps = s.num_warps;
   spec->num_stages = s.num_stages;
-  spec->flags = (spec->flags & ~SFA_FEAT_WGMMA) | (s.flags & SFA_FEAT_WGMMA);
+  spec->mma = s.mma;
   if ((st = check_rules(spec, err, errlen)) != SFA_OK) return st;
   /* The smallest tile still too large (the backward at D 256 in 99 KB) is a
   ** class the arch cannot serve, not a wrong argument. */
@@ -675,6 +695,10 @@ static sfa_status util_check_domain(const sfa_kernel_spec *s, char *err, size_t 
     return sfa__fail(err, errlen, bad,
                      "flags: 0x%x is not allowed with pass %s; a utility kernel takes none",
                      s->flags, u->name);
+  if (s->mma != SFA_SPEC_MMA_SYNC)
+    return sfa__fail(err, errlen, bad,
+                     "mma: %d is not allowed with pass %s; a utility kernel has none: must be "
+                     "SFA_SPEC_MMA_SYNC (0)", (int)s->mma, u->name);
   return SFA_OK;
 }
 
@@ -742,7 +766,7 @@ static sfa_status util_default(sfa_kernel_spec *spec, char *err, size_t errlen) 
   if (!u) return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "pass: not a utility pass");
   s.block_m = s.block_n = s.num_stages = 0;
   s.num_warps = u->num_warps;
-  s.flags &= ~SFA_FEAT_WGMMA;
+  s.mma = SFA_SPEC_MMA_SYNC;
   sfa_status st = util_check_domain(&s, err, errlen);
   if (st != SFA_OK) return st;
   *spec = s;

@@ -167,7 +167,8 @@ static int child_main(const char *cache) {
     child_fail("stats: %zu compiles, %zu from the cache, %zu from dirs of %d", ks.compiles,
                ks.from_cache, ks.from_dirs, count);
   /* A kernel the dir lacks: the compile it needs fails, NVRTC being forbidden. */
-  sfa_kernel_spec miss = {SFA_PASS_FWD, SFA_MODE_DENSE, SFA_DTYPE_FP16, 96, 0, 0, 0, 0, 90, 0};
+  sfa_kernel_spec miss = {SFA_PASS_FWD, SFA_MODE_DENSE, SFA_DTYPE_FP16, 96, 0, 0, 0, 0, 90, 0,
+                          SFA_SPEC_MMA_SYNC};
   sfa_spec_default(&miss, NULL, 0);
   void *cubin = NULL;
   size_t size = 0;

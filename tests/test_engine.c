@@ -17,7 +17,7 @@ static char err[2048];
 /* Renders main.lt = text (plus optional lib.lt) with the spec of a d128 kernel. */
 static sfa_status render2(const char *text, const char *lib, char **out) {
   sfa_kernel_spec s = {SFA_PASS_FWD, SFA_MODE_DENSE, SFA_DTYPE_BF16, 128,
-                       128, 64, 4, 2, 90, SFA_FEAT_CAUSAL};
+                       128, 64, 4, 2, 90, SFA_FEAT_CAUSAL, SFA_SPEC_MMA_SYNC};
   sfa__template t[] = {{"main.lt", text}, {"lib.lt", lib}, {NULL, NULL}};
   if (!lib) t[1].name = NULL;
   err[0] = '\0';

@@ -19,7 +19,7 @@
 
 static sfa_kernel_spec spec_of(sfa_dtype t, int d, int causal, int arch) {
   sfa_kernel_spec s = {SFA_PASS_FWD, SFA_MODE_DENSE, t, d, 0, 0, 0, 0, arch,
-                       causal ? SFA_FEAT_CAUSAL : 0u};
+                       causal ? SFA_FEAT_CAUSAL : 0u, SFA_SPEC_MMA_SYNC};
   ck_assert_int_eq(sfa_spec_default(&s, NULL, 0), SFA_OK);
   return s;
 }
@@ -36,7 +36,7 @@ static void write_file(const char *dir, const char *name, const char *text) {
 /* Identifiers that only a mode's (or flag's, or pass's) template code declares. */
 static void check_mode_code(const sfa_kernel_spec *s, const char *name, const char *src) {
   const int bwd = s->pass == SFA_PASS_BWD, det = (s->flags & SFA_FEAT_DETERMINISTIC) != 0;
-  const int wg = (s->flags & SFA_FEAT_WGMMA) != 0;
+  const int wg = s->mma == SFA_SPEC_MMA_WGMMA;
   char plan_entry[SFA__NAME_MAX + 32];
   snprintf(plan_entry, sizeof plan_entry, "%s%s(const sfa_bwd_args a)", name, SFA__PLAN_SUFFIX);
   struct { int want; const char *ident; } marks[] = {
@@ -129,7 +129,7 @@ START_TEST(preset_contents) {
   for (size_t i = 0; i < n; i++) {
     sfa_kernel_spec d = v[i];
     if (sfa__pass_is_util(v[i].pass)) continue;
-    const int wg = (v[i].flags & SFA_FEAT_WGMMA) != 0;
+    const int wg = v[i].mma == SFA_SPEC_MMA_WGMMA;
     ck_assert_int_eq(sfa_spec_default(&d, NULL, 0), SFA_OK);
     ck_assert(memcmp(&d, &v[i], sizeof d) == 0); /* default tiles */
     /* sm_90 fwd and bwd at D 64 and 128 default to wgmma, nothing else does */
@@ -137,7 +137,7 @@ START_TEST(preset_contents) {
                              (v[i].head_dim == 64 || v[i].head_dim == 128));
     nwg += wg;
     passes[v[i].pass] += 1 + ((v[i].flags & SFA_FEAT_DETERMINISTIC) ? 100 : 0);
-    if (v[i].pass == SFA_PASS_FWD) count[v[i].mode][v[i].flags & ~SFA_FEAT_WGMMA]++;
+    if (v[i].pass == SFA_PASS_FWD) count[v[i].mode][v[i].flags]++;
   }
   /* dtypes x D {64,128} x flag sets, for fwd, bwd and bwd + det */
   ck_assert_int_eq(nwg, 3 * 2 * 2 * (2 + 1 + 1 + 4));
@@ -162,12 +162,12 @@ START_TEST(preset_contents) {
   expect_utils(v, n, 9);
   int kinds[3][2] = {{0}};
   for (size_t i = 0; i < n; i++) {
-    const int wg = (v[i].flags & SFA_FEAT_WGMMA) != 0;
+    const int wg = v[i].mma == SFA_SPEC_MMA_WGMMA;
     if (sfa__pass_is_util(v[i].pass)) continue;
     ck_assert(v[i].head_dim == 64 || v[i].head_dim == 128);
     ck_assert(!wg || v[i].pass != SFA_PASS_BWD_DQ);
     kinds[v[i].pass][wg]++;
-    if (v[i].pass == SFA_PASS_FWD && wg) count[v[i].mode][v[i].flags & ~SFA_FEAT_WGMMA]++;
+    if (v[i].pass == SFA_PASS_FWD && wg) count[v[i].mode][v[i].flags]++;
   }
   ck_assert_int_eq(kinds[SFA_PASS_FWD][0], 48);
   ck_assert_int_eq(kinds[SFA_PASS_FWD][1], 48);
@@ -183,7 +183,7 @@ START_TEST(preset_contents) {
   ck_assert_uint_ge(n, 30);
   expect_utils(v, n, 0); /* a forward tile sweep: no utility kernels */
   nwg = 0;
-  for (size_t i = 0; i < n; i++) nwg += (v[i].flags & SFA_FEAT_WGMMA) != 0;
+  for (size_t i = 0; i < n; i++) nwg += v[i].mma == SFA_SPEC_MMA_WGMMA;
   /* D {64,128} x causal or not x (m64 w4, m128 w8) x n {64,128} x s {1,2} */
   ck_assert_int_eq(nwg, 32);
   free(v);
@@ -258,7 +258,7 @@ START_TEST(invalid_spec_rejected) {
   s.mode = SFA_MODE_HASH; /* causal is intrinsic to hash: the flag is an error */
   ck_assert_int_eq(sfa_generate(&s, &src, err, sizeof err), SFA_ERR_INVALID_ARGUMENT);
   ck_assert_ptr_nonnull(strstr(err, "flags: causal is not allowed with mode hash"));
-  s.flags = 0;
+  s.flags = 0, s.mma = SFA_SPEC_MMA_SYNC;
   s.pass = SFA_PASS_BWD;
   s.head_dim = 144; /* above 128 the backward takes multiples of 32 */
   s.block_m = 64, s.block_n = 64, s.num_warps = 4, s.num_stages = 1;
