@@ -20,6 +20,7 @@
 
 #include "gen/arch.h"
 #include "gen/gen_internal.h"
+#include "gen/mode.h"
 
 sfa_status sfa__fail(char *err, size_t errlen, sfa_status status, const char *fmt, ...) {
   if (err && errlen > 0) {
@@ -34,8 +35,6 @@ sfa_status sfa__fail(char *err, size_t errlen, sfa_status status, const char *fm
 /* ------------------------------------------------------------ names of values */
 
 static const char *const pass_names[] = {"fwd", "bwddq", "bwd"};
-static const char *const mode_names[] = {"dense", "qk_drop", "hash", "window"};
-static const char *const mode_tokens[] = {"dense", "qkdrop", "hash", "window"};
 
 /* The utility passes: their own rules, names and defaults (at the end of
 ** this file). */
@@ -50,13 +49,6 @@ static sfa_status util_default(sfa_kernel_spec *spec, char *err, size_t errlen);
 
 const char *sfa__pass_name(sfa_pass p) {
   return (unsigned)p < 3 ? pass_names[p] : util_pass_name(p);
-}
-const char *sfa__mode_name(sfa_mode m) {
-  return (unsigned)m < 4 ? mode_names[m] : NULL;
-}
-const char *sfa_mode_name(int mode) { return sfa__mode_name((sfa_mode)mode); }
-const char *sfa__mode_token(sfa_mode m) {
-  return (unsigned)m < 4 ? mode_tokens[m] : NULL;
 }
 const char *sfa__dtype_name(sfa_dtype d) {
   static const char *const names[] = {"fp16", "bf16", "fp32", "int32", "uint8"};
@@ -105,7 +97,7 @@ static size_t smem_formula(const sfa_kernel_spec *s) {
   size_t m = (size_t)s->block_m, n = (size_t)s->block_n, st = (size_t)s->num_stages;
   /* bwd, per query row and stage: lse2 and delta, and the mode's int32 query
   ** metadata that the mask reads (hash: q_hash, q_idx; qk_drop: q_idx) */
-  size_t qrow = 8 + (s->mode == SFA_MODE_HASH ? 8 : s->mode == SFA_MODE_QK_DROP ? 4 : 0);
+  size_t qrow = 8 + 4 * (size_t)sfa__mode_find(s->mode)->qmeta_ints;
   if (s->mma == SFA_SPEC_MMA_WGMMA) { /* unpadded 128-byte-swizzled rows, 1024-aligned base */
     size_t d2 = (size_t)2 * (size_t)s->head_dim;
     /* bwd, not det: each warp stages 8 x 64 floats of a dQ chunk at a time */
@@ -131,7 +123,8 @@ static int row_tiles(const sfa_kernel_spec *s) {
 int sfa__bwd_slice(int head_dim) { return head_dim > 128 ? head_dim / 2 : head_dim; }
 
 int sfa__bwd_plan(const sfa_kernel_spec *s) {
-  return s && s->pass == SFA_PASS_BWD && s->mode == SFA_MODE_HASH;
+  const sfa__mode *m = s ? sfa__mode_find(s->mode) : NULL;
+  return m && s->pass == SFA_PASS_BWD && m->bwd_plan;
 }
 
 /* Float accumulators per thread: fwd O and S; bwddq dQ, S and dP; bwd dK, dV
@@ -171,10 +164,12 @@ sfa_status sfa__spec_check_domain(const sfa_kernel_spec *s, char *err, size_t er
                      "bwd_pre, convert, hash_sort, permute or topk)",
                      (int)s->pass);
   if (util_of(s->pass)) return util_check_domain(s, err, errlen);
-  if (!sfa__mode_name(s->mode))
-    return sfa__fail(err, errlen, bad,
-                     "mode: %d is not allowed; must be dense, qk_drop, hash or window",
-                     (int)s->mode);
+  if (!sfa__mode_find(s->mode)) {
+    char modes[128];
+    sfa__mode_list(modes, sizeof modes, 0, " or ", NULL, 0);
+    return sfa__fail(err, errlen, bad, "mode: %d is not allowed; must be %s", (int)s->mode,
+                     modes);
+  }
   if (s->dtype != SFA_DTYPE_FP16 && s->dtype != SFA_DTYPE_BF16) {
     if (sfa__dtype_name(s->dtype))
       return sfa__fail(err, errlen, bad, "dtype: %s is not allowed with pass %s; must be fp16 "
@@ -215,6 +210,33 @@ sfa_status sfa__spec_check_domain(const sfa_kernel_spec *s, char *err, size_t er
                      "mma: %d is not allowed; must be SFA_SPEC_MMA_SYNC (0) or "
                      "SFA_SPEC_MMA_WGMMA (1)", (int)s->mma);
   return SFA_OK;
+}
+
+/* The flags of the problem that the mode's row takes (gen/mode.c; det is the
+** pass's rule): dense takes causal; qk_drop and hash take none (their
+** causality is q_idx >= k_idx, always on); window takes any mix of causal,
+** bias and mask. */
+static sfa_status check_mode_flags(const sfa_kernel_spec *s, char *err, size_t errlen) {
+  const sfa__mode *m = sfa__mode_find(s->mode);
+  const unsigned bad = s->flags & ~m->flags & ~(unsigned)SFA_FEAT_DETERMINISTIC;
+  if (!bad) return SFA_OK;
+  char takes[64] = "", modes[64];
+  for (size_t i = 0; i < NFLAGS; i++)
+    if (m->flags & flag_tokens[i].bit) {
+      size_t at = strlen(takes);
+      snprintf(takes + at, sizeof takes - at, "%s%s", at ? ", " : "", flag_tokens[i].token);
+    }
+  if (!takes[0]) snprintf(takes, sizeof takes, "no flags");
+  if (bad & (SFA_FEAT_BIAS | SFA_FEAT_MASK)) {
+    int n = sfa__mode_list(modes, sizeof modes, 0, " and ", sfa__mode_takes_any,
+                           bad & (SFA_FEAT_BIAS | SFA_FEAT_MASK));
+    return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
+                     "flags: bias/mask apply to %s%s%s only; %s allows %s", n == 1 ? "" : "modes ",
+                     modes, n == 1 ? " mode" : "", m->name, takes);
+  }
+  return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
+                   "flags: causal is not allowed with mode %s, which allows %s%s", m->name,
+                   takes, m->causal_by_index ? " (its causality q_idx >= k_idx is intrinsic)" : "");
 }
 
 /* Every rule of sfa_spec_validate except the arch's budgets (check_budget). */
@@ -279,33 +301,7 @@ static sfa_status check_rules(const sfa_kernel_spec *s, char *err, size_t errlen
                        units, s->block_m, sfa__bwd_slice(s->head_dim), s->num_warps);
   }
 
-  /* Forward flags per mode: dense takes causal; qk_drop and hash take none
-  ** (their causality is q_idx >= k_idx, always on); window takes any mix of
-  ** causal, bias and mask. */
-  unsigned fl = s->flags;
-  switch (s->mode) {
-  case SFA_MODE_DENSE:
-    if (fl & (SFA_FEAT_BIAS | SFA_FEAT_MASK))
-      return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
-                       "flags: bias/mask apply to window mode only; dense allows causal");
-    break;
-  case SFA_MODE_QK_DROP:
-  case SFA_MODE_HASH:
-    if (fl & (SFA_FEAT_BIAS | SFA_FEAT_MASK))
-      return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
-                       "flags: bias/mask apply to window mode only; %s allows no flags",
-                       sfa__mode_name(s->mode));
-    if (fl & SFA_FEAT_CAUSAL)
-      return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
-                       "flags: causal is not allowed with mode %s, which allows no flags "
-                       "(its causality q_idx >= k_idx is intrinsic)",
-                       sfa__mode_name(s->mode));
-    break;
-  case SFA_MODE_WINDOW:
-    break; /* causal, bias, mask: any combination */
-  }
-
-  return SFA_OK;
+  return check_mode_flags(s, err, errlen);
 }
 
 /* The tile's shared memory within the arch's and its accumulators within
@@ -431,8 +427,19 @@ sfa_status sfa_spec_parse(const char *name, sfa_kernel_spec *spec, char *err, si
     BAD("the pass (fwd, bwddq, bwd, bwdpre, convert, hashsort, permute or topk)");
   s.pass = (sfa_pass)i;
   NEXT("the mode");
-  if ((i = find_name(tok, mode_tokens, 4)) < 0) BAD("the mode (dense, qkdrop, hash or window)");
-  s.mode = (sfa_mode)i;
+  {
+    const sfa__mode *m = NULL;
+    size_t nm = 0;
+    for (const sfa__mode *t = sfa__mode_table(&nm); !m && nm; t++, nm--)
+      if (strcmp(tok, t->token) == 0) m = t;
+    if (!m) {
+      char what[128], modes[96];
+      sfa__mode_list(modes, sizeof modes, 1, " or ", NULL, 0);
+      snprintf(what, sizeof what, "the mode (%s)", modes);
+      BAD(what);
+    }
+    s.mode = m->mode;
+  }
 
   /* Optional flags in canonical order, then the dtype. */
   size_t next_flag = 0;
@@ -520,7 +527,7 @@ sfa_status sfa__spec_default_mma(sfa_kernel_spec *spec, int wg, char *err, size_
     s.mma = SFA_SPEC_MMA_WGMMA;
     if (s.head_dim == 128)
       s.block_m = 64, s.block_n = 128, s.num_warps = 4, s.num_stages = 1;
-    else if (s.mode == SFA_MODE_HASH || s.mode == SFA_MODE_WINDOW)
+    else if (sfa__mode_find(s.mode)->short_rows)
       /* short rows (a bucket, a window): one warpgroup per CTA, several CTAs
       ** per SM (session 10, T = 16384: hash 1.00 ms against 1.70, window
       ** W = 1024 0.92 ms against 1.35 with the dense tiles below) */
