@@ -1,6 +1,8 @@
 /*
 ** gen_internal.h -- what gen/ shares with the rest of sfa but not with users:
-** the embedded files, spec helpers, and a lower-level render entry point.
+** the embedded files, spec helpers, the presets, the kernel ABI tables the
+** templates see, and the render entry points and their limits. The arch and
+** mode tables have their own headers (gen/arch.h, gen/mode.h).
 */
 #ifndef SFA_GEN_INTERNAL_H
 #define SFA_GEN_INTERNAL_H
@@ -27,7 +29,8 @@ const struct sfa_embedded_file *sfa__embedded_find(const char *name);
 /* ------------------------------------------------------------ spec helpers */
 
 /* Names used in canonical names and in the Lua spec table; NULL when the value
-** is out of range. The mode's Lua name is "qk_drop", its name token "qkdrop". */
+** is out of range. The mode's Lua name is "qk_drop", its name token "qkdrop"
+** (both from the mode table, gen/mode.h). */
 const char *sfa__pass_name(sfa_pass p);   /* "fwd", "bwddq", "bwd", "bwd_pre", "convert",
                                              "hash_sort", "permute", "topk" */
 const char *sfa__mode_name(sfa_mode m);   /* "dense", "qk_drop", "hash", "window" */
@@ -51,8 +54,8 @@ unsigned sfa__util_dtypes(sfa_pass p);
 ** arch. SFA_ERR_INVALID_ARGUMENT with the field named. */
 sfa_status sfa__spec_check_domain(const sfa_kernel_spec *spec, char *err, size_t errlen);
 
-/* Shared memory (bytes) that the arch allows one block to opt into; 0 if the
-** arch is unknown. */
+/* Shared memory (bytes) that the arch allows one block to opt into (its row
+** of the arch table, gen/arch.h); 0 if the arch is unknown. */
 size_t sfa__arch_smem_limit(int arch);
 
 /* Accumulator registers per thread that the tile needs. */
@@ -78,7 +81,7 @@ int sfa__bwd_slice(int head_dim);
 ** query metadata) for every (batch, query head, key tile) ahead of the bwd
 ** kernel and writes SFA__BWD_PLAN_INTS int32 per tile to sfa_bwd_args.plan,
 ** so that a bwd CTA starts with one load instead of a chain of dependent
-** ones. The modes that search: hash. */
+** ones. The modes whose row says so (gen/mode.h, bwd_plan): hash. */
 int sfa__bwd_plan(const sfa_kernel_spec *spec);
 /* SFA__BWD_PLAN_INTS: runtime/kernel_abi_fields.h. */
 #define SFA__PLAN_SUFFIX "_plan"
