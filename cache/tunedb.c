@@ -24,6 +24,7 @@
 
 #include "cache/fileio.h"
 #include "cache/store.h"
+#include "gen/arch.h"
 #include "gen/gen_internal.h"
 
 #define PATH_BUF 1024
@@ -50,6 +51,15 @@ static const struct { unsigned bit; const char *token; } FLAGS[] = {
   {SFA_FEAT_DETERMINISTIC, "det"},
 };
 #define NFLAGS (sizeof FLAGS / sizeof FLAGS[0])
+
+/* The arch whose domain a key's or row's spec is checked in: a db belongs to
+** a cc, not to an arch, so the arch of that cc in the arch table, else any
+** arch of the table (the domain checks of the other fields do not depend on
+** which). */
+static int domain_arch(int cc) {
+  const sfa__arch *a = sfa__arch_for_cc(cc);
+  return a ? a->arch : sfa__arch_table(NULL)[0].arch;
+}
 
 /* A row and its parsed bucket, the sort key. */
 typedef struct trow {
@@ -240,8 +250,9 @@ sfa_status sfa_tunedb_make_key(sfa_tune_key *key, const char *gpu, int cc,
                 SFA_TUNEDB_GPU_MAX - 1);
   if (!valid_cc(cc)) return sfa__fail(err, errlen, bad, "tuning key: cc %d is not in 10..999", cc);
   sfa_kernel_spec s = *spec;
-  s.block_m = 64, s.block_n = 64, s.num_warps = 4, s.num_stages = 1; /* not in the key */
-  s.arch = 90; /* the key has no arch either; only the other fields are checked */
+  /* not in the key: the configuration, and the arch */
+  s.block_m = 64, s.block_n = 64, s.num_warps = 4, s.num_stages = 1, s.mma = SFA_SPEC_MMA_SYNC;
+  s.arch = domain_arch(cc);
   char why[256];
   if (sfa__spec_check_domain(&s, why, sizeof why) != SFA_OK)
     return sfa__fail(err, errlen, bad, "tuning key: %s", why);
@@ -253,13 +264,13 @@ sfa_status sfa_tunedb_make_key(sfa_tune_key *key, const char *gpu, int cc,
   key->mode = spec->mode;
   key->dtype = spec->dtype;
   key->head_dim = spec->head_dim;
-  key->flags = spec->flags & ~SFA_FEAT_WGMMA; /* a tile-config choice, not a problem flag */
+  key->flags = spec->flags;
   return SFA_OK;
 }
 
 sfa_tune_config sfa_tunedb_config_of(const sfa_kernel_spec *spec) {
   sfa_tune_config c = {spec->block_m, spec->block_n, spec->num_warps, spec->num_stages,
-                       (spec->flags & SFA_FEAT_WGMMA) != 0};
+                       spec->mma};
   return c;
 }
 
@@ -268,7 +279,7 @@ void sfa_tunedb_config_apply(const sfa_tune_config *cfg, sfa_kernel_spec *spec) 
   spec->block_n = cfg->block_n;
   spec->num_warps = cfg->num_warps;
   spec->num_stages = cfg->num_stages;
-  spec->flags = (spec->flags & ~SFA_FEAT_WGMMA) | (cfg->wgmma ? SFA_FEAT_WGMMA : 0u);
+  spec->mma = cfg->mma;
 }
 
 sfa_status sfa_tunedb_file_name(const char *gpu, int cc, char *out, size_t n, char *err,
@@ -369,7 +380,7 @@ static int check_row(const char *gpu, int cc, const sfa_tune_row *r, trow *out, 
   }
   sfa_kernel_spec s = {r->key.pass, r->key.mode, r->key.dtype, r->key.head_dim,
                        r->cfg.block_m, r->cfg.block_n, r->cfg.num_warps, r->cfg.num_stages,
-                       90, r->key.flags | (r->cfg.wgmma ? SFA_FEAT_WGMMA : 0u)};
+                       domain_arch(cc), r->key.flags, r->cfg.mma};
   if (sfa__spec_check_domain(&s, msg, sizeof msg) != SFA_OK)
     return sfa__fail(why, n, 1, "%s", msg), -1;
   if (sfa_tunedb_bucket_parse(r->key.bucket, &out->tq, &out->tk, &out->bh) != 0)
@@ -486,8 +497,9 @@ static int parse_row(char *line, int version, const char *gpu, int cc, trow *out
   if (!parse_int(f[i = 10], &r.cfg.num_warps)) BADF("num_warps", "a number");
   if (!parse_int(f[i = 11], &r.cfg.num_stages)) BADF("num_stages", "a number");
   if (!v1) {
-    if (strcmp(f[i = 12], "sync") != 0 && strcmp(f[12], "wgmma") != 0) BADF("mma", "sync or wgmma");
-    r.cfg.wgmma = strcmp(f[12], "wgmma") == 0;
+    if (strcmp(f[i = 12], sfa__mma_name(SFA_SPEC_MMA_SYNC)) == 0) r.cfg.mma = SFA_SPEC_MMA_SYNC;
+    else if (strcmp(f[12], sfa__mma_name(SFA_SPEC_MMA_WGMMA)) == 0) r.cfg.mma = SFA_SPEC_MMA_WGMMA;
+    else BADF("mma", "sync or wgmma");
   }
   if (!parse_time(f[i = 13 - v1], &r.time_us)) BADF("time_us", "a positive number");
   if (!parse_time(f[i = 14 - v1], &r.default_time_us)) BADF("default_time_us", "a positive number");
@@ -719,10 +731,6 @@ sfa_status sfa_tunedb_put(sfa_tunedb *db, const sfa_tune_row *row, char *err, si
   if (!db || !row) return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "sfa_tunedb_put: NULL");
   if (check_row(db->gpu, db->cc, row, &t, why, sizeof why) != 0)
     return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "tuning db row: %s", why);
-  if (row->key.flags & SFA_FEAT_WGMMA)
-    return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
-                     "tuning db row: key.flags has SFA_FEAT_WGMMA, a tile choice that belongs "
-                     "in cfg.wgmma (sfa_tunedb_make_key drops it)");
   if (!t.r.date[0]) now_iso(t.r.date, sizeof t.r.date);
   pthread_mutex_lock(&db->lock);
   int rc = add_row(&db->rows, &t, ADD_REPLACE);
@@ -783,7 +791,7 @@ static int write_db(const char *path, mode_t dir_mode, const char *gpu, int cc, 
             "\t%s\n",
             r->key.gpu, r->key.cc, sfa__pass_name(r->key.pass), sfa__mode_name(r->key.mode),
             sfa__dtype_name(r->key.dtype), r->key.head_dim, fl, r->key.bucket, r->cfg.block_m,
-            r->cfg.block_n, r->cfg.num_warps, r->cfg.num_stages, r->cfg.wgmma ? "wgmma" : "sync",
+            r->cfg.block_n, r->cfg.num_warps, r->cfg.num_stages, sfa__mma_name(r->cfg.mma),
             r->time_us, r->default_time_us, r->date);
   }
   int bad = fflush(f) != 0 || ferror(f);

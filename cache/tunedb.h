@@ -13,8 +13,8 @@
 ** capability * 10 + minor, pass = fwd|bwddq|bwd, mode = dense|qk_drop|hash|
 ** window, dtype = fp16|bf16, flags = the canonical flag tokens in name order
 ** joined by '+' (causal, bias, mask, det) or "-" for none, size_bucket = see
-** sfa_tunedb_bucket, then the winning tile config (mma = sync for mma.sync or
-** wgmma for SFA_FEAT_WGMMA, which is never in flags), the winner's median time and
+** sfa_tunedb_bucket, then the winning configuration (mma = the spec's mma:
+** sync or wgmma), the winner's median time and
 ** the heuristic default's median time in microseconds (written "%.9g", e.g.
 ** 123.456789, 0.000123 or 1e-07, so that every time in (0,
 ** SFA_TUNEDB_TIME_MAX] reads back to 9 significant digits; older files with 3
@@ -76,10 +76,11 @@ typedef struct sfa_tune_key {
   char bucket[SFA_TUNEDB_BUCKET_MAX]; /* sfa_tunedb_bucket, e.g. "tq16384_tk16384_bh64" */
 } sfa_tune_key;
 
-/* The tile config of a spec that the tuner chooses. */
+/* The configuration of a spec that the tuner chooses (sfa.h: the
+** configuration fields of sfa_kernel_spec). */
 typedef struct sfa_tune_config {
   int block_m, block_n, num_warps, num_stages;
-  int wgmma; /* 1: SFA_FEAT_WGMMA (column mma "wgmma"), 0: mma.sync ("sync") */
+  sfa_spec_mma mma; /* column mma: "sync" or "wgmma" */
 } sfa_tune_config;
 
 typedef struct sfa_tune_row {
@@ -105,9 +106,10 @@ sfa_status sfa_tunedb_bucket(int64_t tq, int64_t tk, int64_t bh, char *buf, size
 ** success. Any of the outputs may be NULL. */
 int sfa_tunedb_bucket_parse(const char *s, int64_t *tq, int64_t *tk, int64_t *bh);
 
-/* Fills *key from a spec (pass, mode, dtype, head_dim, flags; its tile fields
-** and arch are ignored), the device and the problem size. SFA_ERR_INVALID_ARGUMENT for a bad gpu name, a spec field
-** outside its domain or a bad size. */
+/* Fills *key from a spec (pass, mode, dtype, head_dim, flags; its
+** configuration fields and arch are ignored), the device and the problem
+** size. SFA_ERR_INVALID_ARGUMENT for a bad gpu name, a spec field outside its
+** domain or a bad size. */
 sfa_status sfa_tunedb_make_key(sfa_tune_key *key, const char *gpu, int cc,
                                const sfa_kernel_spec *spec, int64_t tq, int64_t tk,
                                int64_t bh, char *err, size_t errlen);

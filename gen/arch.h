@@ -15,7 +15,7 @@
 
 /* The tensor-core instructions of a row (sfa__arch.mma). */
 #define SFA__MMA_SYNC 1u  /* mma.sync: every arch */
-#define SFA__MMA_WGMMA 2u /* warpgroup MMA (SFA_FEAT_WGMMA): sm_90, as sm_90a */
+#define SFA__MMA_WGMMA 2u /* warpgroup MMA (spec mma SFA_SPEC_MMA_WGMMA): sm_90, as sm_90a */
 
 typedef struct sfa__arch {
   int arch;             /* compute capability * 10 + minor: 80, 86, ..., 121 */

@@ -1,6 +1,8 @@
 /*
 ** gen_internal.h -- what gen/ shares with the rest of sfa but not with users:
-** the embedded files, spec helpers, and a lower-level render entry point.
+** the embedded files, spec helpers, the presets, the kernel ABI tables the
+** templates see, and the render entry points and their limits. The arch and
+** mode tables have their own headers (gen/arch.h, gen/mode.h).
 */
 #ifndef SFA_GEN_INTERNAL_H
 #define SFA_GEN_INTERNAL_H
@@ -27,12 +29,19 @@ const struct sfa_embedded_file *sfa__embedded_find(const char *name);
 /* ------------------------------------------------------------ spec helpers */
 
 /* Names used in canonical names and in the Lua spec table; NULL when the value
-** is out of range. The mode's Lua name is "qk_drop", its name token "qkdrop". */
+** is out of range. The mode's Lua name is "qk_drop", its name token "qkdrop"
+** (both from the mode table, gen/mode.h). */
 const char *sfa__pass_name(sfa_pass p);   /* "fwd", "bwddq", "bwd", "bwd_pre", "convert",
                                              "hash_sort", "permute", "topk" */
 const char *sfa__mode_name(sfa_mode m);   /* "dense", "qk_drop", "hash", "window" */
 const char *sfa__mode_token(sfa_mode m);  /* "dense", "qkdrop", "hash", "window" */
 const char *sfa__dtype_name(sfa_dtype d); /* "fp16", "bf16", "fp32", "int32", "uint8" */
+
+const char *sfa__mma_name(sfa_spec_mma m); /* "sync", "wgmma" (the tuning db's mma column) */
+
+/* 1 where a and b have the same configuration (sfa.h: block_m, block_n,
+** num_warps, num_stages, mma). */
+int sfa__spec_same_config(const sfa_kernel_spec *a, const sfa_kernel_spec *b);
 
 /* 1 for the utility passes (SFA_PASS_BWD_PRE .. SFA_PASS_TOPK), whose specs
 ** have no mode, flags or tiles (include/sfa.h). */
@@ -45,20 +54,20 @@ unsigned sfa__util_dtypes(sfa_pass p);
 ** arch. SFA_ERR_INVALID_ARGUMENT with the field named. */
 sfa_status sfa__spec_check_domain(const sfa_kernel_spec *spec, char *err, size_t errlen);
 
-/* Shared memory (bytes) that the arch allows one block to opt into; 0 if the
-** arch is unknown. */
+/* Shared memory (bytes) that the arch allows one block to opt into (its row
+** of the arch table, gen/arch.h); 0 if the arch is unknown. */
 size_t sfa__arch_smem_limit(int arch);
 
 /* Accumulator registers per thread that the tile needs. */
 int sfa__spec_acc_registers(const sfa_kernel_spec *spec);
 
-/* 1 where the pass (fwd, bwd), arch (90) and head dim (64, 128) allow a
-** wgmma kernel (SFA_FEAT_WGMMA). */
+/* 1 where the pass (fwd, bwd), arch (one whose row has wgmma: 90) and head
+** dim (64, 128) allow a wgmma kernel (mma SFA_SPEC_MMA_WGMMA). */
 int sfa__wgmma_allowed(const sfa_kernel_spec *spec);
 
 /* sfa_spec_default with the mma kind chosen: wg 1 wgmma, 0 mma.sync, -1 the
-** default's choice (wgmma for the forward where allowed). A kind the spec
-** does not allow falls back to mma.sync. */
+** default's choice (wgmma for the forward and the backward where allowed). A
+** kind the spec does not allow falls back to mma.sync. */
 sfa_status sfa__spec_default_mma(sfa_kernel_spec *spec, int wg, char *err, size_t errlen);
 #define SFA__MAX_ACC_REGISTERS 192
 #define SFA__BWD_MAX_HEAD_DIM 128 /* sfa_backward: every multiple of 16 up to here */
@@ -72,7 +81,7 @@ int sfa__bwd_slice(int head_dim);
 ** query metadata) for every (batch, query head, key tile) ahead of the bwd
 ** kernel and writes SFA__BWD_PLAN_INTS int32 per tile to sfa_bwd_args.plan,
 ** so that a bwd CTA starts with one load instead of a chain of dependent
-** ones. The modes that search: hash. */
+** ones. The modes whose row says so (gen/mode.h, bwd_plan): hash. */
 int sfa__bwd_plan(const sfa_kernel_spec *spec);
 /* SFA__BWD_PLAN_INTS: runtime/kernel_abi_fields.h. */
 #define SFA__PLAN_SUFFIX "_plan"

@@ -160,7 +160,7 @@ static void push_spec(lua_State *L, const sfa_kernel_spec *s) {
   set_bool(L, "bias", (s->flags & SFA_FEAT_BIAS) != 0);
   set_bool(L, "mask", (s->flags & SFA_FEAT_MASK) != 0);
   set_bool(L, "deterministic", (s->flags & SFA_FEAT_DETERMINISTIC) != 0);
-  set_bool(L, "wgmma", (s->flags & SFA_FEAT_WGMMA) != 0);
+  set_bool(L, "wgmma", s->mma == SFA_SPEC_MMA_WGMMA);
   set_bool(L, "plan", sfa__bwd_plan(s));
   set_int(L, "plan_ints", SFA__BWD_PLAN_INTS);
   if (sfa_spec_name(s, name, sizeof name) == SFA_OK) set_str(L, "name", name);
@@ -257,6 +257,7 @@ static int render_main(lua_State *L) {
   lua_setfield(L, -2, "spec");
   push_abi(L, job);
   lua_setfield(L, -2, "ABI");
+  lua_pushstring(L, SFA_VERSION_STRING), lua_setfield(L, -2, "SFA_VERSION");
   lua_call(L, 3, 1);
   if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "render did not return a string");
   return 1;

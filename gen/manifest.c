@@ -43,9 +43,10 @@ const char *sfa__manifest_header(void) {
 
 /* The text of a spec column (COL_ARCH .. COL_SMEM) for a valid spec. */
 static void spec_text(int col, const sfa_kernel_spec *s, char *buf, size_t n) {
+  /* the flags column: the flags and the mma kind's token, as the name spells them */
   static const struct { unsigned bit; const char *name; } fl[] = {
     {SFA_FEAT_CAUSAL, "causal"}, {SFA_FEAT_BIAS, "bias"},
-    {SFA_FEAT_MASK, "mask"}, {SFA_FEAT_DETERMINISTIC, "det"}, {SFA_FEAT_WGMMA, "wg"}};
+    {SFA_FEAT_MASK, "mask"}, {SFA_FEAT_DETERMINISTIC, "det"}};
   switch (col) {
   case COL_ARCH: snprintf(buf, n, "%d", s->arch); break;
   case COL_PASS: snprintf(buf, n, "%s", sfa__pass_name(s->pass)); break;
@@ -64,6 +65,10 @@ static void spec_text(int col, const sfa_kernel_spec *s, char *buf, size_t n) {
         if (buf[0]) strncat(buf, ",", n - strlen(buf) - 1);
         strncat(buf, fl[i].name, n - strlen(buf) - 1);
       }
+    if (s->mma == SFA_SPEC_MMA_WGMMA) {
+      if (buf[0]) strncat(buf, ",", n - strlen(buf) - 1);
+      strncat(buf, "wg", n - strlen(buf) - 1);
+    }
     if (!buf[0]) snprintf(buf, n, "-");
     break;
   default: buf[0] = '\0';

@@ -9,7 +9,8 @@
 **   name        canonical kernel name (also the entry symbol)
 **   arch pass mode dtype head_dim block_m block_n num_warps num_stages
 **               the spec, spelled as sfa_spec_name does; must agree with name
-**   flags       "-" or a comma list in name order: causal,bias,mask,det
+**   flags       "-" or a comma list in name order: causal,bias,mask,det, then wg
+**               for mma wgmma (the spec's mma field, spelled as in the name)
 **   smem_bytes  sfa_spec_smem_bytes of the spec
 **   nvrtc       the NVRTC version M.m that compiled the cubin and made the key
 **   key         the 32-hex-digit disk-cache key (runtime/keymat.h) with that

@@ -9,9 +9,10 @@
 **   default     dense {-, causal} x D {32,64,96,128,256};
 **               qk_drop {-}, hash {-} x D {64,128};
 **               window {causal, causal+bias, causal+bias+mask, mask} x D {64,128}
-**   all-modes   every mode x every meaningful flag set (window: all 8 of
-**               causal/bias/mask) x D {64,128}; on sm_90 every fwd and bwd
-**               kernel in both mma kinds (mma.sync and wgmma)
+**   all-modes   every mode of the mode table x every flag set it takes
+**               (window: all 8 of causal/bias/mask) x D {64,128}; on sm_90
+**               every fwd and bwd kernel in both mma kinds (mma.sync and
+**               wgmma)
 **   dense-tiles every valid tile config of dense bf16, causal and not, D {64,128},
 **               with mma.sync and (sm_90) wgmma
 ** All of them for fp16 and bf16 except small and dense-tiles. default and
@@ -21,7 +22,8 @@
 ** 12x). Any arch of gen/arch.h; wgmma kernels where its row has wgmma (sm_90).
 ** small, default and all-modes also hold, per arch, the utility kernels that
 ** their attention kernels need at run time (add_utils): bwd_pre and convert
-** in each dtype that has a backward kernel, hash_sort and permute
+** in each dtype that has a backward kernel, and those the mode table names
+** for the modes in it (sfa__mode.utils): hash_sort and permute
 ** (sfa_hash_prepare / sfa_hash_unsort) where mode hash is in, topk in fp16,
 ** bf16 and fp32 (sfa_topk_mask) where mode window is in; so that a kernel
 ** dir of such a preset serves every call without NVRTC.
@@ -31,6 +33,7 @@
 
 #include "gen/arch.h"
 #include "gen/gen_internal.h"
+#include "gen/mode.h"
 
 #define C SFA_FEAT_CAUSAL
 #define B SFA_FEAT_BIAS
@@ -59,13 +62,23 @@ static const group default_groups[] = {
   {SFA_MODE_HASH, {0, END}, {64, 128, 0}, 0, 0},
   {SFA_MODE_WINDOW, {C, C | B, C | B | M, M, END}, {64, 128, 0}, 0, 0},
 };
-static const group all_modes_groups[] = {
-  {SFA_MODE_DENSE, {0, C, END}, {64, 128, 0}, 0, 0},
-  {SFA_MODE_QK_DROP, {0, END}, {64, 128, 0}, 0, 0},
-  {SFA_MODE_HASH, {0, END}, {64, 128, 0}, 0, 0},
-  {SFA_MODE_WINDOW, {0, C, B, C | B, M, C | M, B | M, C | B | M, END}, {64, 128, 0}, 0, 0},
-};
 #define NGROUPS(g) (sizeof(g) / sizeof((g)[0]))
+
+/* all-modes: every row of the mode table (gen/mode.c) with every set of the
+** flags it takes, in increasing order (dense: -, causal; window: all 8). */
+static size_t all_modes_groups(group *g, size_t cap) {
+  size_t nm = 0, n = 0;
+  const sfa__mode *m = sfa__mode_table(&nm);
+  for (size_t i = 0; i < nm && n < cap; i++, n++) {
+    group x = {m[i].mode, {0}, {64, 128, 0}, 0, 0};
+    int k = 0;
+    for (unsigned f = 0; f <= (C | B | M) && k < 8; f++)
+      if (!(f & ~m[i].flags)) x.flags[k++] = f;
+    x.flags[k] = END;
+    g[n] = x;
+  }
+  return n;
+}
 
 typedef struct list {
   sfa_kernel_spec *v;
@@ -102,7 +115,7 @@ static sfa_status add_groups(list *l, const group *g, size_t ng, int arch, int b
           for (int p = 0; p < np; p++) {
             sfa_kernel_spec s = {passes[p].pass, g[i].mode,
                                  t ? SFA_DTYPE_BF16 : SFA_DTYPE_FP16, g[i].dims[d], 0, 0, 0,
-                                 0, arch, g[i].flags[f] | passes[p].extra};
+                                 0, arch, g[i].flags[f] | passes[p].extra, SFA_SPEC_MMA_SYNC};
             sfa_kernel_spec other = s;
             sfa_status st = sfa_spec_default(&s, err, errlen);
             /* a backward that no tile of the arch fits (D 256 in 99 KB) has no
@@ -112,7 +125,7 @@ static sfa_status add_groups(list *l, const group *g, size_t ng, int arch, int b
             if (push(l, &s) != 0)
               return sfa__fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "preset: out of memory");
             if (!both_kinds || !sfa__wgmma_allowed(&s)) continue;
-            st = sfa__spec_default_mma(&other, !(s.flags & SFA_FEAT_WGMMA), err, errlen);
+            st = sfa__spec_default_mma(&other, s.mma != SFA_SPEC_MMA_WGMMA, err, errlen);
             if (st != SFA_OK) return st;
             if (push(l, &other) != 0)
               return sfa__fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "preset: out of memory");
@@ -122,25 +135,31 @@ static sfa_status add_groups(list *l, const group *g, size_t ng, int arch, int b
 }
 
 /* The utility kernels that the attention kernels l->v[from..] of one arch
-** need at run time (see the top of this file). */
+** need at run time (see the top of this file): the backward's, and those
+** that the mode table names for the modes in the list. */
 static sfa_status add_utils(list *l, size_t from, int arch, char *err, size_t errlen) {
-  int bwd[2] = {0, 0}, hash = 0, window = 0;
+  int bwd[2] = {0, 0};
+  unsigned utils = 0;
   for (size_t i = from; i < l->n; i++) {
     const sfa_kernel_spec *s = &l->v[i];
     if (s->pass == SFA_PASS_BWD) bwd[s->dtype == SFA_DTYPE_BF16] = 1;
-    hash |= s->mode == SFA_MODE_HASH;
-    window |= s->mode == SFA_MODE_WINDOW;
+    utils |= sfa__mode_find(s->mode)->utils;
   }
+#define WANT(p) ((utils >> (p)) & 1u)
   struct { sfa_pass pass; sfa_dtype dtype; int want; } u[] = {
     {SFA_PASS_BWD_PRE, SFA_DTYPE_FP16, bwd[0]}, {SFA_PASS_BWD_PRE, SFA_DTYPE_BF16, bwd[1]},
     {SFA_PASS_CONVERT, SFA_DTYPE_FP16, bwd[0]}, {SFA_PASS_CONVERT, SFA_DTYPE_BF16, bwd[1]},
-    {SFA_PASS_HASH_SORT, SFA_DTYPE_INT32, hash}, {SFA_PASS_PERMUTE, SFA_DTYPE_UINT8, hash},
-    {SFA_PASS_TOPK, SFA_DTYPE_FP16, window}, {SFA_PASS_TOPK, SFA_DTYPE_BF16, window},
-    {SFA_PASS_TOPK, SFA_DTYPE_FP32, window},
+    {SFA_PASS_HASH_SORT, SFA_DTYPE_INT32, WANT(SFA_PASS_HASH_SORT)},
+    {SFA_PASS_PERMUTE, SFA_DTYPE_UINT8, WANT(SFA_PASS_PERMUTE)},
+    {SFA_PASS_TOPK, SFA_DTYPE_FP16, WANT(SFA_PASS_TOPK)},
+    {SFA_PASS_TOPK, SFA_DTYPE_BF16, WANT(SFA_PASS_TOPK)},
+    {SFA_PASS_TOPK, SFA_DTYPE_FP32, WANT(SFA_PASS_TOPK)},
   };
+#undef WANT
   for (size_t i = 0; i < sizeof u / sizeof u[0]; i++) {
     if (!u[i].want) continue;
-    sfa_kernel_spec s = {u[i].pass, SFA_MODE_DENSE, u[i].dtype, 0, 0, 0, 0, 0, arch, 0};
+    sfa_kernel_spec s = {u[i].pass, SFA_MODE_DENSE, u[i].dtype, 0, 0, 0, 0, 0, arch, 0,
+                         SFA_SPEC_MMA_SYNC};
     sfa_status st = sfa_spec_default(&s, err, errlen);
     if (st != SFA_OK) return st;
     if (push(l, &s) != 0)
@@ -160,8 +179,8 @@ static sfa_status add_dense_tiles(list *l, int arch, char *err, size_t errlen) {
             for (int w = 0; w < 2; w++)
               for (int st = 0; st < 2; st++) {
                 sfa_kernel_spec s = {SFA_PASS_FWD, SFA_MODE_DENSE, SFA_DTYPE_BF16, dims[d],
-                                     ms[m], ns[n], ws[w], ss[st], arch,
-                                     (c ? C : 0u) | (wg ? SFA_FEAT_WGMMA : 0u)};
+                                     ms[m], ns[n], ws[w], ss[st], arch, c ? C : 0u,
+                                     wg ? SFA_SPEC_MMA_WGMMA : SFA_SPEC_MMA_SYNC};
                 if (sfa_spec_validate(&s, NULL, 0) == SFA_OK && push(l, &s) != 0)
                   return sfa__fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "preset: out of memory");
               }
@@ -196,8 +215,10 @@ sfa_status sfa__preset(const char *name, const int *archs, int narchs, sfa_kerne
                      arch, list);
     } else if (which == 0)
       st = add_groups(&l, default_groups, NGROUPS(default_groups), arch, 0, err, errlen);
-    else if (which == 1)
-      st = add_groups(&l, all_modes_groups, NGROUPS(all_modes_groups), arch, 1, err, errlen);
+    else if (which == 1) {
+      group g[16];
+      st = add_groups(&l, g, all_modes_groups(g, 16), arch, 1, err, errlen);
+    }
     else if (which == 3)
       st = add_groups(&l, small_groups, NGROUPS(small_groups), arch, 0, err, errlen);
     else

@@ -18,6 +18,7 @@
 #include "gen/arch.h"
 #include "gen/gen_internal.h"
 #include "gen/manifest.h"
+#include "gen/mode.h"
 #include "runtime/keymat.h"
 #include "runtime/nvrtc.h"
 
@@ -259,7 +260,7 @@ static void build_util(const opts *o, sfa_pass pass, const int *archs, int na, k
     for (int d = 0; d < 32; d++)
       if (allowed & (1u << d)) dt = (sfa_dtype)d;
   for (int a = 0; a < na; a++) {
-    sfa_kernel_spec s = {pass, SFA_MODE_DENSE, dt, 0, 0, 0, 0, 0, archs[a], 0};
+    sfa_kernel_spec s = {pass, SFA_MODE_DENSE, dt, 0, 0, 0, 0, 0, archs[a], 0, SFA_SPEC_MMA_SYNC};
     char err[256];
     if (sfa_spec_default(&s, err, sizeof err) != SFA_OK) die_usage("%s", err);
     add_kernel(l, &s);
@@ -288,7 +289,6 @@ static void build_list(const opts *o, klist *l) {
   } else if (spec_flags || tile_flags) {
     static const char *const passes[] = {"fwd", "bwddq", "bwd", "bwd_pre", "convert",
                                          "hash_sort", "permute", "topk"};
-    static const char *const modes[] = {"dense", "qk_drop", "hash", "window"};
     static const char *const dtypes[] = {"fp16", "bf16", "fp32", "int32", "uint8"};
     const sfa_pass pass = (sfa_pass)(o->pass ? pick("--pass", o->pass, passes, 8) : 0);
     if (sfa__pass_is_util(pass)) {
@@ -300,8 +300,9 @@ static void build_list(const opts *o, klist *l) {
       sfa_kernel_spec s = {0};
       char err[256];
       s.pass = pass;
-      if (o->mode && strcmp(o->mode, "qkdrop") == 0) s.mode = SFA_MODE_QK_DROP;
-      else s.mode = (sfa_mode)(o->mode ? pick("--mode", o->mode, modes, 4) : 0);
+      const sfa__mode *m = o->mode ? sfa__mode_named(o->mode) : sfa__mode_find(SFA_MODE_DENSE);
+      if (!m) die_usage("--mode: '%s' is not allowed", o->mode);
+      s.mode = m->mode;
       s.dtype = o->dtype ? (sfa_dtype)pick("--dtype", o->dtype, dtypes, 5) : SFA_DTYPE_BF16;
       s.head_dim = o->head_dim;
       s.arch = archs[a];

@@ -20,6 +20,7 @@
 
 #include "gen/arch.h"
 #include "gen/gen_internal.h"
+#include "gen/mode.h"
 
 sfa_status sfa__fail(char *err, size_t errlen, sfa_status status, const char *fmt, ...) {
   if (err && errlen > 0) {
@@ -34,8 +35,6 @@ sfa_status sfa__fail(char *err, size_t errlen, sfa_status status, const char *fm
 /* ------------------------------------------------------------ names of values */
 
 static const char *const pass_names[] = {"fwd", "bwddq", "bwd"};
-static const char *const mode_names[] = {"dense", "qk_drop", "hash", "window"};
-static const char *const mode_tokens[] = {"dense", "qkdrop", "hash", "window"};
 
 /* The utility passes: their own rules, names and defaults (at the end of
 ** this file). */
@@ -51,13 +50,6 @@ static sfa_status util_default(sfa_kernel_spec *spec, char *err, size_t errlen);
 const char *sfa__pass_name(sfa_pass p) {
   return (unsigned)p < 3 ? pass_names[p] : util_pass_name(p);
 }
-const char *sfa__mode_name(sfa_mode m) {
-  return (unsigned)m < 4 ? mode_names[m] : NULL;
-}
-const char *sfa_mode_name(int mode) { return sfa__mode_name((sfa_mode)mode); }
-const char *sfa__mode_token(sfa_mode m) {
-  return (unsigned)m < 4 ? mode_tokens[m] : NULL;
-}
 const char *sfa__dtype_name(sfa_dtype d) {
   static const char *const names[] = {"fp16", "bf16", "fp32", "int32", "uint8"};
   return (unsigned)d < sizeof names / sizeof names[0] ? names[d] : NULL;
@@ -70,17 +62,26 @@ static int dtype_of_name(const char *tok) {
   return -1;
 }
 
-/* Feature flags in name order. */
+/* Feature flags in name order; the token of mma wgmma follows them. */
 static const struct { unsigned bit; const char *token; } flag_tokens[] = {
   {SFA_FEAT_CAUSAL, "causal"},
   {SFA_FEAT_BIAS, "bias"},
   {SFA_FEAT_MASK, "mask"},
   {SFA_FEAT_DETERMINISTIC, "det"},
-  {SFA_FEAT_WGMMA, "wg"},
 };
 #define NFLAGS (sizeof flag_tokens / sizeof flag_tokens[0])
-#define ALL_FLAGS \
-  (SFA_FEAT_CAUSAL | SFA_FEAT_BIAS | SFA_FEAT_MASK | SFA_FEAT_DETERMINISTIC | SFA_FEAT_WGMMA)
+#define ALL_FLAGS (SFA_FEAT_CAUSAL | SFA_FEAT_BIAS | SFA_FEAT_MASK | SFA_FEAT_DETERMINISTIC)
+#define WG_TOKEN "wg"
+#define OLD_WGMMA_BIT (1u << 4) /* the mma kind was this flag before 0.2 */
+
+const char *sfa__mma_name(sfa_spec_mma m) {
+  return m == SFA_SPEC_MMA_SYNC ? "sync" : m == SFA_SPEC_MMA_WGMMA ? "wgmma" : NULL;
+}
+
+int sfa__spec_same_config(const sfa_kernel_spec *a, const sfa_kernel_spec *b) {
+  return a->block_m == b->block_m && a->block_n == b->block_n &&
+         a->num_warps == b->num_warps && a->num_stages == b->num_stages && a->mma == b->mma;
+}
 
 /* ------------------------------------------------------------ budgets */
 
@@ -96,8 +97,8 @@ static size_t smem_formula(const sfa_kernel_spec *s) {
   size_t m = (size_t)s->block_m, n = (size_t)s->block_n, st = (size_t)s->num_stages;
   /* bwd, per query row and stage: lse2 and delta, and the mode's int32 query
   ** metadata that the mask reads (hash: q_hash, q_idx; qk_drop: q_idx) */
-  size_t qrow = 8 + (s->mode == SFA_MODE_HASH ? 8 : s->mode == SFA_MODE_QK_DROP ? 4 : 0);
-  if (s->flags & SFA_FEAT_WGMMA) { /* unpadded 128-byte-swizzled rows, 1024-aligned base */
+  size_t qrow = 8 + 4 * (size_t)sfa__mode_find(s->mode)->qmeta_ints;
+  if (s->mma == SFA_SPEC_MMA_WGMMA) { /* unpadded 128-byte-swizzled rows, 1024-aligned base */
     size_t d2 = (size_t)2 * (size_t)s->head_dim;
     /* bwd, not det: each warp stages 8 x 64 floats of a dQ chunk at a time */
     size_t dqst = (s->flags & SFA_FEAT_DETERMINISTIC) ? 0 : (size_t)s->num_warps * 2048;
@@ -122,7 +123,8 @@ static int row_tiles(const sfa_kernel_spec *s) {
 int sfa__bwd_slice(int head_dim) { return head_dim > 128 ? head_dim / 2 : head_dim; }
 
 int sfa__bwd_plan(const sfa_kernel_spec *s) {
-  return s && s->pass == SFA_PASS_BWD && s->mode == SFA_MODE_HASH;
+  const sfa__mode *m = s ? sfa__mode_find(s->mode) : NULL;
+  return m && s->pass == SFA_PASS_BWD && m->bwd_plan;
 }
 
 /* Float accumulators per thread: fwd O and S; bwddq dQ, S and dP; bwd dK, dV
@@ -162,10 +164,12 @@ sfa_status sfa__spec_check_domain(const sfa_kernel_spec *s, char *err, size_t er
                      "bwd_pre, convert, hash_sort, permute or topk)",
                      (int)s->pass);
   if (util_of(s->pass)) return util_check_domain(s, err, errlen);
-  if (!sfa__mode_name(s->mode))
-    return sfa__fail(err, errlen, bad,
-                     "mode: %d is not allowed; must be dense, qk_drop, hash or window",
-                     (int)s->mode);
+  if (!sfa__mode_find(s->mode)) {
+    char modes[128];
+    sfa__mode_list(modes, sizeof modes, 0, " or ", NULL, 0);
+    return sfa__fail(err, errlen, bad, "mode: %d is not allowed; must be %s", (int)s->mode,
+                     modes);
+  }
   if (s->dtype != SFA_DTYPE_FP16 && s->dtype != SFA_DTYPE_BF16) {
     if (sfa__dtype_name(s->dtype))
       return sfa__fail(err, errlen, bad, "dtype: %s is not allowed with pass %s; must be fp16 "
@@ -197,9 +201,42 @@ sfa_status sfa__spec_check_domain(const sfa_kernel_spec *s, char *err, size_t er
   if (s->flags & ~(unsigned)ALL_FLAGS)
     return sfa__fail(err, errlen, bad,
                      "flags: 0x%x has unknown bits; allowed are SFA_FEAT_CAUSAL, "
-                     "SFA_FEAT_BIAS, SFA_FEAT_MASK, SFA_FEAT_DETERMINISTIC, SFA_FEAT_WGMMA",
-                     s->flags);
+                     "SFA_FEAT_BIAS, SFA_FEAT_MASK, SFA_FEAT_DETERMINISTIC%s",
+                     s->flags,
+                     (s->flags & OLD_WGMMA_BIT) ? " (bit 0x10 is not a flag: the mma kind is "
+                                                  "the field mma, SFA_SPEC_MMA_WGMMA)" : "");
+  if (!sfa__mma_name(s->mma))
+    return sfa__fail(err, errlen, bad,
+                     "mma: %d is not allowed; must be SFA_SPEC_MMA_SYNC (0) or "
+                     "SFA_SPEC_MMA_WGMMA (1)", (int)s->mma);
   return SFA_OK;
+}
+
+/* The flags of the problem that the mode's row takes (gen/mode.c; det is the
+** pass's rule): dense takes causal; qk_drop and hash take none (their
+** causality is q_idx >= k_idx, always on); window takes any mix of causal,
+** bias and mask. */
+static sfa_status check_mode_flags(const sfa_kernel_spec *s, char *err, size_t errlen) {
+  const sfa__mode *m = sfa__mode_find(s->mode);
+  const unsigned bad = s->flags & ~m->flags & ~(unsigned)SFA_FEAT_DETERMINISTIC;
+  if (!bad) return SFA_OK;
+  char takes[64] = "", modes[64];
+  for (size_t i = 0; i < NFLAGS; i++)
+    if (m->flags & flag_tokens[i].bit) {
+      size_t at = strlen(takes);
+      snprintf(takes + at, sizeof takes - at, "%s%s", at ? ", " : "", flag_tokens[i].token);
+    }
+  if (!takes[0]) snprintf(takes, sizeof takes, "no flags");
+  if (bad & (SFA_FEAT_BIAS | SFA_FEAT_MASK)) {
+    int n = sfa__mode_list(modes, sizeof modes, 0, " and ", sfa__mode_takes_any,
+                           bad & (SFA_FEAT_BIAS | SFA_FEAT_MASK));
+    return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
+                     "flags: bias/mask apply to %s%s%s only; %s allows %s", n == 1 ? "" : "modes ",
+                     modes, n == 1 ? " mode" : "", m->name, takes);
+  }
+  return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
+                   "flags: causal is not allowed with mode %s, which allows %s%s", m->name,
+                   takes, m->causal_by_index ? " (its causality q_idx >= k_idx is intrinsic)" : "");
 }
 
 /* Every rule of sfa_spec_validate except the arch's budgets (check_budget). */
@@ -218,30 +255,33 @@ static sfa_status check_rules(const sfa_kernel_spec *s, char *err, size_t errlen
                        f, rows, s->num_warps, sfa__pass_name(s->pass), f, 16 * s->num_warps,
                        32 * s->num_warps);
   }
-  if (s->flags & SFA_FEAT_WGMMA) {
+  if (s->mma == SFA_SPEC_MMA_WGMMA) {
     if (s->pass == SFA_PASS_BWD_DQ || !(sfa__arch_find(s->arch)->mma & SFA__MMA_WGMMA))
       return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
-                       "flags: wg (wgmma) applies to passes fwd and bwd on sm_90 only");
+                       "mma: wgmma (wg) applies to passes fwd and bwd on sm_90 only");
     if (s->head_dim != 64 && s->head_dim != 128)
       return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
-                       "head_dim: %d is not allowed with wg; must be 64 or 128", s->head_dim);
+                       "head_dim: %d is not allowed with mma wgmma; must be 64 or 128",
+                       s->head_dim);
     if (s->pass == SFA_PASS_BWD) { /* warpgroups of 64 keys; dQ as m64 products */
       if (s->block_n != 16 * s->num_warps)
         return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
-                         "block_n: %d is not allowed with wg and num_warps %d in pass bwd; each "
-                         "warpgroup of 4 warps owns 64 keys, so block_n must be %d",
+                         "block_n: %d is not allowed with mma wgmma and num_warps %d in pass "
+                         "bwd; each warpgroup of 4 warps owns 64 keys, so block_n must be %d",
                          s->block_n, s->num_warps, 16 * s->num_warps);
       if (s->block_m != 64)
         return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
-                         "block_m: %d is not allowed with wg in pass bwd; must be 64", s->block_m);
+                         "block_m: %d is not allowed with mma wgmma in pass bwd; must be 64",
+                         s->block_m);
     } else if (s->block_m != 16 * s->num_warps)
       return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
-                       "block_m: %d is not allowed with wg and num_warps %d; each warpgroup "
-                       "of 4 warps owns 64 rows, so block_m must be %d",
+                       "block_m: %d is not allowed with mma wgmma and num_warps %d; each "
+                       "warpgroup of 4 warps owns 64 rows, so block_m must be %d",
                        s->block_m, s->num_warps, 16 * s->num_warps);
     if (s->block_n < 64)
       return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
-                       "block_n: %d is not allowed with wg; must be 64 or 128", s->block_n);
+                       "block_n: %d is not allowed with mma wgmma; must be 64 or 128",
+                       s->block_n);
   }
   if (s->pass != SFA_PASS_BWD && (s->flags & SFA_FEAT_DETERMINISTIC))
     return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
@@ -261,33 +301,7 @@ static sfa_status check_rules(const sfa_kernel_spec *s, char *err, size_t errlen
                        units, s->block_m, sfa__bwd_slice(s->head_dim), s->num_warps);
   }
 
-  /* Forward flags per mode: dense takes causal; qk_drop and hash take none
-  ** (their causality is q_idx >= k_idx, always on); window takes any mix of
-  ** causal, bias and mask. */
-  unsigned fl = s->flags;
-  switch (s->mode) {
-  case SFA_MODE_DENSE:
-    if (fl & (SFA_FEAT_BIAS | SFA_FEAT_MASK))
-      return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
-                       "flags: bias/mask apply to window mode only; dense allows causal");
-    break;
-  case SFA_MODE_QK_DROP:
-  case SFA_MODE_HASH:
-    if (fl & (SFA_FEAT_BIAS | SFA_FEAT_MASK))
-      return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
-                       "flags: bias/mask apply to window mode only; %s allows no flags",
-                       sfa__mode_name(s->mode));
-    if (fl & SFA_FEAT_CAUSAL)
-      return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
-                       "flags: causal is not allowed with mode %s, which allows no flags "
-                       "(its causality q_idx >= k_idx is intrinsic)",
-                       sfa__mode_name(s->mode));
-    break;
-  case SFA_MODE_WINDOW:
-    break; /* causal, bias, mask: any combination */
-  }
-
-  return SFA_OK;
+  return check_mode_flags(s, err, errlen);
 }
 
 /* The tile's shared memory within the arch's and its accumulators within
@@ -327,6 +341,7 @@ sfa_status sfa_spec_name(const sfa_kernel_spec *s, char *buf, size_t n) {
       strcat(flags, "_");
       strcat(flags, flag_tokens[i].token);
     }
+  if (s->mma == SFA_SPEC_MMA_WGMMA) strcat(flags, "_" WG_TOKEN);
   int len = snprintf(buf, n, "sfa_%s_%s%s_%s_d%d_m%dn%d_w%ds%d_sm%d",
                      sfa__pass_name(s->pass), sfa__mode_token(s->mode), flags,
                      sfa__dtype_name(s->dtype), s->head_dim, s->block_m, s->block_n,
@@ -412,20 +427,32 @@ sfa_status sfa_spec_parse(const char *name, sfa_kernel_spec *spec, char *err, si
     BAD("the pass (fwd, bwddq, bwd, bwdpre, convert, hashsort, permute or topk)");
   s.pass = (sfa_pass)i;
   NEXT("the mode");
-  if ((i = find_name(tok, mode_tokens, 4)) < 0) BAD("the mode (dense, qkdrop, hash or window)");
-  s.mode = (sfa_mode)i;
+  {
+    const sfa__mode *m = NULL;
+    size_t nm = 0;
+    for (const sfa__mode *t = sfa__mode_table(&nm); !m && nm; t++, nm--)
+      if (strcmp(tok, t->token) == 0) m = t;
+    if (!m) {
+      char what[128], modes[96];
+      sfa__mode_list(modes, sizeof modes, 1, " or ", NULL, 0);
+      snprintf(what, sizeof what, "the mode (%s)", modes);
+      BAD(what);
+    }
+    s.mode = m->mode;
+  }
 
   /* Optional flags in canonical order, then the dtype. */
   size_t next_flag = 0;
   for (;;) {
     NEXT("a flag or the dtype");
-    size_t f;
+    size_t f; /* the flag's place in name order; NFLAGS: wg (mma wgmma) */
     for (f = 0; f < NFLAGS; f++)
       if (strcmp(tok, flag_tokens[f].token) == 0) break;
-    if (f == NFLAGS) break;
+    if (f == NFLAGS && strcmp(tok, WG_TOKEN) != 0) break;
     if (f < next_flag)
       BAD("flags once each in the order causal, bias, mask, det, wg");
-    s.flags |= flag_tokens[f].bit;
+    if (f < NFLAGS) s.flags |= flag_tokens[f].bit;
+    else s.mma = SFA_SPEC_MMA_WGMMA;
     next_flag = f + 1;
   }
   if (strcmp(tok, "fp16") == 0) s.dtype = SFA_DTYPE_FP16;
@@ -479,10 +506,10 @@ sfa_status sfa__spec_default_mma(sfa_kernel_spec *spec, int wg, char *err, size_
   s.block_n = 64;
   s.num_warps = 4;
   s.num_stages = 1;
+  s.mma = SFA_SPEC_MMA_SYNC;
   sfa_status st = sfa__spec_check_domain(&s, err, errlen);
   if (st != SFA_OK) return st;
 
-  s.flags &= ~SFA_FEAT_WGMMA;
   /* auto: wgmma wherever it is allowed (sm_90, D 64 and 128, fwd and bwd) */
   if (wg < 0) wg = 1;
   if (!sfa__wgmma_allowed(&s)) wg = 0;
@@ -490,17 +517,17 @@ sfa_status sfa__spec_default_mma(sfa_kernel_spec *spec, int wg, char *err, size_
     /* two warpgroups of 64 keys, 64-query tiles, double buffered: the sweep's
     ** winner for dense causal D = 128 T = 16384 on an H100 (bench/NOTES.md,
     ** session 10: 28.4 ms against 45.8 ms for the mma.sync default) */
-    s.flags |= SFA_FEAT_WGMMA;
+    s.mma = SFA_SPEC_MMA_WGMMA;
     s.block_m = 64, s.block_n = 128, s.num_warps = 8, s.num_stages = 2;
   } else if (wg) {
     /* Hopper: warpgroup MMA (bench/NOTES.md, session 9: the sweep's winners
     ** for dense causal T = 16384 on an H100, 467 and 390 TF/s). D = 128: one
     ** warpgroup of 64 rows and 128-key tiles, two CTAs per SM; D = 64: two
     ** warpgroups, 64-key tiles, double buffered. */
-    s.flags |= SFA_FEAT_WGMMA;
+    s.mma = SFA_SPEC_MMA_WGMMA;
     if (s.head_dim == 128)
       s.block_m = 64, s.block_n = 128, s.num_warps = 4, s.num_stages = 1;
-    else if (s.mode == SFA_MODE_HASH || s.mode == SFA_MODE_WINDOW)
+    else if (sfa__mode_find(s.mode)->short_rows)
       /* short rows (a bucket, a window): one warpgroup per CTA, several CTAs
       ** per SM (session 10, T = 16384: hash 1.00 ms against 1.70, window
       ** W = 1024 0.92 ms against 1.35 with the dense tiles below) */
@@ -558,7 +585,7 @@ sfa_status sfa__spec_default_mma(sfa_kernel_spec *spec, int wg, char *err, size_
   spec->block_n = s.block_n;
   spec->num_warps = s.num_warps;
   spec->num_stages = s.num_stages;
-  spec->flags = (spec->flags & ~SFA_FEAT_WGMMA) | (s.flags & SFA_FEAT_WGMMA);
+  spec->mma = s.mma;
   if ((st = check_rules(spec, err, errlen)) != SFA_OK) return st;
   /* The smallest tile still too large (the backward at D 256 in 99 KB) is a
   ** class the arch cannot serve, not a wrong argument. */
@@ -675,6 +702,10 @@ static sfa_status util_check_domain(const sfa_kernel_spec *s, char *err, size_t 
     return sfa__fail(err, errlen, bad,
                      "flags: 0x%x is not allowed with pass %s; a utility kernel takes none",
                      s->flags, u->name);
+  if (s->mma != SFA_SPEC_MMA_SYNC)
+    return sfa__fail(err, errlen, bad,
+                     "mma: %d is not allowed with pass %s; a utility kernel has none: must be "
+                     "SFA_SPEC_MMA_SYNC (0)", (int)s->mma, u->name);
   return SFA_OK;
 }
 
@@ -742,7 +773,7 @@ static sfa_status util_default(sfa_kernel_spec *spec, char *err, size_t errlen) 
   if (!u) return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "pass: not a utility pass");
   s.block_m = s.block_n = s.num_stages = 0;
   s.num_warps = u->num_warps;
-  s.flags &= ~SFA_FEAT_WGMMA;
+  s.mma = SFA_SPEC_MMA_SYNC;
   sfa_status st = util_check_domain(&s, err, errlen);
   if (st != SFA_OK) return st;
   *spec = s;

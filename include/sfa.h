@@ -136,30 +136,44 @@ typedef enum sfa_dtype {
 SFA_API const char *sfa_mode_name(int mode);
 SFA_API const char *sfa_dtype_name(int dtype);
 
-/* Feature flags of a kernel spec. */
+/* Feature flags of a kernel spec: what the kernel computes. (Bit 1u << 4, the
+** mma kind in sfa before 0.2, is not a flag: it is sfa_kernel_spec.mma.) */
 #define SFA_FEAT_CAUSAL        (1u << 0) /* dense, window: causal mask (qk_drop and hash take no flags) */
 #define SFA_FEAT_BIAS          (1u << 1) /* window: additive bias */
 #define SFA_FEAT_MASK          (1u << 2) /* window: dynamic uint8 mask */
 #define SFA_FEAT_DETERMINISTIC (1u << 3) /* bwd: no dq (a bwddq pass makes it), no float atomics */
-#define SFA_FEAT_WGMMA         (1u << 4) /* fwd on sm_90 (compiled for sm_90a): warpgroup MMA
-                                            from swizzled shared memory instead of mma.sync.
-                                            A tile-config choice, not a problem flag: needs
-                                            head_dim 64 or 128 and block_m == 16 * num_warps */
 
-/* One kernel variant. Every field is spelled in its canonical name, e.g.
+/* The tensor-core instructions of one kernel (sfa_kernel_spec.mma), a
+** configuration choice like the tiles. 0 is mma.sync, so a zeroed spec is an
+** mma.sync kernel. (sfa_mma_kind below is the option that asks for one.) */
+typedef enum sfa_spec_mma {
+  SFA_SPEC_MMA_SYNC = 0, /* mma.sync, on every arch */
+  SFA_SPEC_MMA_WGMMA     /* warpgroup MMA from swizzled shared memory: sm_90 (compiled for
+                            sm_90a), passes fwd and bwd, head_dim 64 or 128, block_n 64 or
+                            128; fwd: block_m == 16 * num_warps (a warpgroup of 4 warps per
+                            64 query rows); bwd: block_n == 16 * num_warps (64 keys per
+                            warpgroup) and block_m 64. The name spells it "_wg" after the
+                            flags */
+} sfa_spec_mma;
+
+/* One kernel variant: the problem it computes (pass, mode, dtype, head_dim,
+** arch, flags) and the configuration that computes it (block_m, block_n,
+** num_warps, num_stages, mma), which sfa_spec_default or the tuner choose for
+** a problem. Every field is spelled in its canonical name, e.g.
 ** sfa_fwd_dense_causal_bf16_d128_m128n64_w4s1_sm90; that name is also the
 ** kernel's entry symbol. */
 typedef struct sfa_kernel_spec {
-  sfa_pass pass;
-  sfa_mode mode;
-  sfa_dtype dtype;    /* SFA_DTYPE_FP16 or SFA_DTYPE_BF16 (utility passes: see sfa_pass) */
-  int head_dim;       /* multiple of 16, 32..256 (utility passes: 0) */
-  int block_m;        /* query rows per CTA */
-  int block_n;        /* key rows per inner tile */
-  int num_warps;
-  int num_stages;     /* K/V shared-memory buffers: 1 (interleaved) or 2 */
-  int arch;           /* compute capability * 10 + minor, e.g. 80, 86, 89, 90 */
-  unsigned flags;     /* SFA_FEAT_* */
+  sfa_pass pass;      /* problem */
+  sfa_mode mode;      /* problem */
+  sfa_dtype dtype;    /* problem: SFA_DTYPE_FP16 or SFA_DTYPE_BF16 (utility passes: see sfa_pass) */
+  int head_dim;       /* problem: multiple of 16, 32..256 (utility passes: 0) */
+  int block_m;        /* configuration: query rows per CTA */
+  int block_n;        /* configuration: key rows per inner tile */
+  int num_warps;      /* configuration */
+  int num_stages;     /* configuration: K/V shared-memory buffers: 1 (interleaved) or 2 */
+  int arch;           /* problem: compute capability * 10 + minor, e.g. 80, 86, 89, 90 */
+  unsigned flags;     /* problem: SFA_FEAT_* */
+  sfa_spec_mma mma;   /* configuration: the tensor-core instructions (utility passes: sync) */
 } sfa_kernel_spec;
 
 /* Checks every field; on failure the message names the field and the allowed
@@ -174,10 +188,10 @@ SFA_API sfa_status sfa_spec_name(const sfa_kernel_spec *spec, char *buf, size_t 
 /* Inverse of sfa_spec_name. */
 SFA_API sfa_status sfa_spec_parse(const char *name, sfa_kernel_spec *spec, char *err, size_t errlen);
 
-/* The heuristic default tile configuration for a problem class: fills block_m,
-** block_n, num_warps, num_stages and the SFA_FEAT_WGMMA bit of *spec from its
-** other fields. The defaults are the configurations measured fastest on an
-** H100 (bench/NOTES.md): wgmma on sm_90 at head dims 64 and 128 (fwd and bwd),
+/* The heuristic default configuration for a problem class: fills block_m,
+** block_n, num_warps, num_stages and mma of *spec from its problem fields.
+** The defaults are the configurations measured fastest on an H100
+** (bench/NOTES.md): wgmma on sm_90 at head dims 64 and 128 (fwd and bwd),
 ** the same tiles for every mode except the sm_90 forward at D 64, where hash
 ** and window (short rows) take one warpgroup per CTA. A utility pass gets its
 ** fixed num_warps and no tiles (0). */

@@ -16,12 +16,6 @@
 
 #define MAX_REPS 100000
 
-static int same_tile(const sfa_kernel_spec *a, const sfa_kernel_spec *b) {
-  return a->block_m == b->block_m && a->block_n == b->block_n &&
-         a->num_warps == b->num_warps && a->num_stages == b->num_stages &&
-         (a->flags & SFA_FEAT_WGMMA) == (b->flags & SFA_FEAT_WGMMA);
-}
-
 /* ------------------------------------------------------------ candidates */
 
 sfa_status sfa__tune_candidates(const sfa_kernel_spec *base, sfa_kernel_spec **out, int *n,
@@ -50,8 +44,9 @@ sfa_status sfa__tune_candidates(const sfa_kernel_spec *base, sfa_kernel_spec **o
             c.block_n = BN[b];
             c.num_warps = W[w];
             c.num_stages = S[s];
-            c.flags = (def.flags & ~SFA_FEAT_WGMMA) | (wg ? SFA_FEAT_WGMMA : 0u);
-            if (same_tile(&c, &def) || sfa_spec_validate(&c, NULL, 0) != SFA_OK) continue;
+            c.mma = wg ? SFA_SPEC_MMA_WGMMA : SFA_SPEC_MMA_SYNC;
+            if (sfa__spec_same_config(&c, &def) || sfa_spec_validate(&c, NULL, 0) != SFA_OK)
+              continue;
             v[k++] = c;
           }
   *out = v;

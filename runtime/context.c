@@ -252,7 +252,7 @@ static int spec_equal(const sfa_kernel_spec *a, const sfa_kernel_spec *b) {
   return a->pass == b->pass && a->mode == b->mode && a->dtype == b->dtype &&
          a->head_dim == b->head_dim && a->block_m == b->block_m && a->block_n == b->block_n &&
          a->num_warps == b->num_warps && a->num_stages == b->num_stages &&
-         a->arch == b->arch && a->flags == b->flags;
+         a->arch == b->arch && a->flags == b->flags && a->mma == b->mma;
 }
 
 static uint64_t mix(uint64_t h, uint64_t v) {
@@ -269,6 +269,7 @@ static uint64_t key_hash(CUcontext cu, unsigned long long id, const sfa_kernel_s
   h = mix(h, (uint64_t)(uint16_t)s->block_m | (uint64_t)(uint16_t)s->block_n << 16 |
                  (uint64_t)(uint16_t)s->num_warps << 32 |
                  (uint64_t)(uint16_t)s->num_stages << 48);
+  h = mix(h, (uint64_t)s->mma);
   return h ^ (h >> 29);
 }
 
@@ -348,7 +349,7 @@ void sfa__kernel_get_stats(sfa_context *ctx, sfa__kernel_stats *out) {
 
 /* The cubin of a spec's source: the disk cache, else NVRTC (and into the
 ** cache). The key material is sfa-gen's (runtime/keymat.h); target carries
-** what the NVRTC options depend on: the arch and the wgmma flag. */
+** what the NVRTC options depend on: the arch and the mma kind. */
 static sfa_status get_cubin_source(sfa_context *ctx, const char *name, const char *source,
                                    const sfa_kernel_spec *target, void **cubin, size_t *size) {
   const sfa_kernel_spec spec = *target;
@@ -574,7 +575,7 @@ sfa_status sfa_compile(sfa_context *ctx, const sfa_kernel_spec *spec, sfa_kernel
   if ((st = sfa__bind(ctx, &dev)) != SFA_OK) return st;
   /* A cubin runs on its own arch and on later minor revisions of the same
   ** major; an sm_90a (wgmma) cubin on compute capability 9.0 only. */
-  const int wg = (spec->flags & SFA_FEAT_WGMMA) != 0;
+  const int wg = spec->mma == SFA_SPEC_MMA_WGMMA;
   if (!sfa__arch_runs_on(spec->arch, wg, dev.cc))
     return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
                       "spec.arch: sm_%d%s code cannot run on the current device (compute "

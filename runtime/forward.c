@@ -12,22 +12,20 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "gen/mode.h"
 #include "runtime/fwd_launch.h"
 #include "runtime/mode_args.h"
 #include "runtime/validate.h"
 
 /* ------------------------------------------------------------ launch */
 
-/* Feature flags of the kernel for this call. qk_drop and hash take none:
-** their causality (q_idx >= k_idx) is intrinsic, so params->causal does not
-** matter there. */
+/* Feature flags of the kernel for this call (the mode table's rule): causal
+** where the mode takes it (qk_drop and hash do not: their causality q_idx >=
+** k_idx is intrinsic, so params->causal does not matter there), bias and mask
+** where given. */
 unsigned sfa__fwd_flags(const sfa_attention_params *p, const sfa_extras *ex) {
-  unsigned f = 0;
-  if ((p->mode == SFA_MODE_DENSE || p->mode == SFA_MODE_WINDOW) && p->causal)
-    f |= SFA_FEAT_CAUSAL;
-  if (p->mode == SFA_MODE_WINDOW && ex && ex->bias) f |= SFA_FEAT_BIAS;
-  if (p->mode == SFA_MODE_WINDOW && ex && ex->mask) f |= SFA_FEAT_MASK;
-  return f;
+  const sfa__mode *m = sfa__mode_find(p->mode);
+  return m ? sfa__mode_call_flags(m, p, ex) : 0u;
 }
 
 void sfa__fwd_args_fill(sfa_fwd_args *a, const sfa_attention_params *params,
@@ -86,7 +84,7 @@ void sfa__fwd_problem(sfa__problem *prob, const sfa_attention_params *params,
   prob->Tq = q->shape[2];
   prob->Tk = k->shape[2];
   prob->has_lse = lse != NULL;
-  if (params->mode == SFA_MODE_WINDOW && extras) {
+  if (extras) { /* validated: only a mode that reads them has them */
     for (int i = 0; i < 4; i++) {
       if (extras->bias) prob->bias_shape[i] = extras->bias->shape[i];
       if (extras->mask) prob->mask_shape[i] = extras->mask->shape[i];

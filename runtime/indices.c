@@ -16,6 +16,7 @@
 #include "runtime/internal.h"
 #include "runtime/validate.h"
 #include "gen/gen_internal.h"
+#include "gen/mode.h"
 
 /* ------------------------------------------------------------ host checker */
 
@@ -78,34 +79,52 @@ static sfa_status check_row(const side *s, const int32_t *idx, const int32_t *hs
   return SFA_OK;
 }
 
+/* The contracts of the mode table's rows (gen/mode.h): qk_drop's strictly
+** increasing positions, hash's rows sorted by (bucket, position). */
+sfa_status sfa__index_row_qk_drop(int k_side, const int32_t *idx, const int32_t *hash,
+                                  long long b, long long h, long long T, char *err,
+                                  size_t errlen) {
+  (void)hash;
+  return check_row(k_side ? &K_SIDE : &Q_SIDE, idx, NULL, b, h, T, err, errlen);
+}
+
+sfa_status sfa__index_row_hash(int k_side, const int32_t *idx, const int32_t *hash,
+                               long long b, long long h, long long T, char *err,
+                               size_t errlen) {
+  return check_row(k_side ? &K_SIDE : &Q_SIDE, idx, hash, b, h, T, err, errlen);
+}
+
 sfa_status sfa__check_index_arrays(sfa_mode mode, int64_t B, int64_t Hq, int64_t Hkv,
                                    int64_t Tq, int64_t Tk, const int32_t *q_idx,
                                    const int32_t *k_idx, const int32_t *q_hash,
                                    const int32_t *k_hash, char *err, size_t errlen) {
-  const int hash = mode == SFA_MODE_HASH;
-  if (mode != SFA_MODE_QK_DROP && !hash)
-    return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "params.mode: %d; only modes qk_drop and hash have index arrays",
-                (int)mode);
+  const sfa__mode *m = sfa__mode_find(mode);
+  if (!m || !m->check_index_row) {
+    char modes[96];
+    sfa__mode_list(modes, sizeof modes, 0, " and ", sfa__mode_has_indices, 0);
+    return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
+                     "params.mode: %d; only modes %s have index arrays", (int)mode, modes);
+  }
+  const int hash = (m->reads & SFA__EX_Q_HASH) != 0;
   if (B < 1 || Hq < 1 || Hkv < 1 || Tq < 1 || Tk < 1)
     return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "sizes: B, Hq, Hkv, Tq, Tk = %lld, %lld, %lld, %lld, %lld; each "
                 "must be >= 1", (long long)B, (long long)Hq, (long long)Hkv, (long long)Tq,
                 (long long)Tk);
   if (!q_idx || !k_idx || (hash && (!q_hash || !k_hash)))
     return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "extras->%s: is NULL; mode %s needs it",
-                !q_idx ? "q_idx" : !k_idx ? "k_idx" : !q_hash ? "q_hash" : "k_hash",
-                hash ? "hash" : "qk_drop");
+                !q_idx ? "q_idx" : !k_idx ? "k_idx" : !q_hash ? "q_hash" : "k_hash", m->name);
   sfa_status st;
   for (int64_t b = 0; b < B; b++) {
     for (int64_t h = 0; h < Hq; h++) {
       size_t at = ((size_t)b * (size_t)Hq + (size_t)h) * (size_t)Tq;
-      if ((st = check_row(&Q_SIDE, q_idx + at, hash ? q_hash + at : NULL, (long long)b,
-                          (long long)h, (long long)Tq, err, errlen)))
+      if ((st = m->check_index_row(0, q_idx + at, hash ? q_hash + at : NULL, (long long)b,
+                                   (long long)h, (long long)Tq, err, errlen)))
         return st;
     }
     for (int64_t h = 0; h < Hkv; h++) {
       size_t at = ((size_t)b * (size_t)Hkv + (size_t)h) * (size_t)Tk;
-      if ((st = check_row(&K_SIDE, k_idx + at, hash ? k_hash + at : NULL, (long long)b,
-                          (long long)h, (long long)Tk, err, errlen)))
+      if ((st = m->check_index_row(1, k_idx + at, hash ? k_hash + at : NULL, (long long)b,
+                                   (long long)h, (long long)Tk, err, errlen)))
         return st;
     }
   }
@@ -190,11 +209,15 @@ sfa_status sfa_check_indices(sfa_context *ctx, const sfa_attention_params *param
   sfa_status st = sfa__validate_params(ctx, params);
   if (st != SFA_OK) return st;
   const sfa_mode mode = params->mode;
-  if (mode != SFA_MODE_QK_DROP && mode != SFA_MODE_HASH)
+  const sfa__mode *m = sfa__mode_find(mode);
+  if (!m->check_index_row) {
+    char modes[96];
+    sfa__mode_list(modes, sizeof modes, 0, " and ", sfa__mode_has_indices, 0);
     return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
                       "params.mode: %s has no index arrays; sfa_check_indices checks those of "
-                      "modes qk_drop and hash",
-                      mode == SFA_MODE_DENSE ? "dense" : "window");
+                      "modes %s",
+                      m->name, modes);
+  }
   if (Tq < 1 || Tk < 1)
     return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "%s: %lld; must be >= 1 (the length of %s)",
                       Tq < 1 ? "Tq" : "Tk", (long long)(Tq < 1 ? Tq : Tk), Tq < 1 ? "q" : "k");
@@ -212,7 +235,7 @@ sfa_status sfa_check_indices(sfa_context *ctx, const sfa_attention_params *param
                       "q_idx",
                       (long long)Hkv, (long long)Hq);
 
-  const int hash = mode == SFA_MODE_HASH;
+  const int hash = (m->reads & SFA__EX_Q_HASH) != 0; /* bucket arrays next to the indices */
   size_t nq = 0, nk = 0;
   if ((st = host_copy_size(ctx, hash, B, Hq, Hkv, Tq, Tk, &nq, &nk)) != SFA_OK) return st;
   int32_t *qi = malloc(nq * sizeof *qi), *ki = malloc(nk * sizeof *ki);

@@ -36,7 +36,9 @@ typedef struct sfa__device {
   unsigned long long cu_id;
   CUdevice dev;
   int cc;        /* compute capability * 10 + minor, as reported */
-  int arch;      /* the arch sfa compiles for: cc, or 90 above 90 */
+  int arch;      /* the arch sfa compiles for: the arch table's row for cc, the
+                    exact one or else the nearest lower of its major
+                    (sfa__arch_of_device, gen/arch.h) */
   int smem_optin; /* max dynamic shared memory per block after opt-in */
 } sfa__device;
 

@@ -1,14 +1,10 @@
 /*
 ** reference.c -- sfa_reference_forward: the float64 CPU reference of the
 ** forward pass. It defines correctness: every GPU kernel is compared with it.
-** Masking rules (DESIGN.md section 2), with off = Tk - Tq:
-**   dense    causal: query i sees key j iff j <= i + off (bottom-right)
-**   qk_drop  q_idx[i] >= k_idx[j]; q_idx -1 sees nothing, k_idx INT32_MAX is never seen
-**   hash     q_hash[i] == k_hash[j] and the qk_drop rule
-**   window   (window_left < 0 || j >= i + off - window_left) and
-**            (causal ? j <= i + off : window_right < 0 || j <= i + off + window_right)
-**            and mask[b or 0, hm, i or 0, j] != 0 (with a mask); the score is
-**            s * scale + bias[b or 0, hb, i or 0, j] (with a bias)
+** Masking: each mode's rule of the mode table (gen/mode.c, DESIGN.md section
+** 2), asked for every (query row, key) pair; the window's mask is read at
+** mask[b or 0, hm, i or 0, j]. The score is s * scale + bias[b or 0, hb, i or
+** 0, j] where a bias is given.
 ** Query head h reads kv head h / (Hq / Hkv); a bias or mask with `heads` heads
 ** is read at head h (heads = Hq), h / (Hq / Hkv) (heads = Hkv) or 0 (heads = 1),
 ** and with `batches` = 1 at batch 0 for every b.
@@ -24,13 +20,10 @@
 
 #include "sfa.h"
 #include "gen/gen_internal.h"
+#include "gen/mode.h"
 #include "runtime/parallel.h"
 #include "runtime/reference.h"
-
-/* Does the index rule of qk_drop and hash let query position qi see key kj? */
-static int idx_allows(int32_t qi, int32_t kj) {
-  return qi != -1 && kj != INT32_MAX && qi >= kj;
-}
+#include "runtime/validate.h"
 
 /* bias_batches / mask_batches, _heads and _rows of the window extras. */
 static sfa_status check_broadcast(const char *nm, int batches, int heads, int rows, int B,
@@ -47,35 +40,32 @@ static sfa_status check_broadcast(const char *nm, int batches, int heads, int ro
   return SFA_OK;
 }
 
-/* The members of ex that the mode reads are set, the others NULL. */
+/* The members of ex that the mode reads (the mode table) are set where it
+** needs them, the others NULL; the broadcast shapes of a bias and a mask. */
 static sfa_status check_extras(const sfa_attention_params *p, int B, int Hq, int Hkv, int Tq,
                                const sfa_host_extras *ex, char *err, size_t errlen) {
   const sfa_status bad = SFA_ERR_INVALID_ARGUMENT;
-  const sfa_mode m = p->mode;
-  const int idx = m == SFA_MODE_QK_DROP || m == SFA_MODE_HASH, hash = m == SFA_MODE_HASH;
-  const int win = m == SFA_MODE_WINDOW;
-  const struct { const char *name; const void *ptr; int needed, allowed; const char *who; } f[] = {
-    {"q_idx", ex ? ex->q_idx : NULL, idx, idx, "qk_drop and hash"},
-    {"k_idx", ex ? ex->k_idx : NULL, idx, idx, "qk_drop and hash"},
-    {"q_hash", ex ? ex->q_hash : NULL, hash, hash, "hash"},
-    {"k_hash", ex ? ex->k_hash : NULL, hash, hash, "hash"},
-    {"bias", ex ? ex->bias : NULL, 0, win, "window"},
-    {"mask", ex ? ex->mask : NULL, 0, win, "window"},
-  };
-  for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
-    if (f[i].needed && !f[i].ptr)
+  const sfa__mode *m = sfa__mode_find(p->mode);
+  size_t ne = 0;
+  const sfa__extra *e = sfa__extras(&ne);
+  for (size_t i = 0; i < ne; i++) {
+    const void *ptr = sfa__extra_host(&e[i], ex);
+    if ((m->needs & e[i].bit) && !ptr)
       return sfa__fail(err, errlen, bad, "%s%s: is NULL (mode %s needs it)", ex ? "ex->" : "ex: ",
-                  f[i].name, sfa__mode_name(m));
-    if (!f[i].allowed && f[i].ptr)
+                       e[i].name, m->name);
+    if (!(m->reads & e[i].bit) && ptr) {
+      char who[96];
+      sfa__mode_list(who, sizeof who, 0, " and ", sfa__mode_reads_all, e[i].bit);
       return sfa__fail(err, errlen, bad, "ex->%s: only mode %s reads it; must be NULL in mode %s",
-                  f[i].name, f[i].who, sfa__mode_name(m));
+                       e[i].name, who, m->name);
+    }
   }
   sfa_status st;
-  if (win && ex && ex->bias &&
+  if (ex && ex->bias &&
       (st = check_broadcast("bias", ex->bias_batches, ex->bias_heads, ex->bias_rows, B, Hq, Hkv,
                             Tq, err, errlen)))
     return st;
-  if (win && ex && ex->mask &&
+  if (ex && ex->mask &&
       (st = check_broadcast("mask", ex->mask_batches, ex->mask_heads, ex->mask_rows, B, Hq, Hkv,
                             Tq, err, errlen)))
     return st;
@@ -100,26 +90,8 @@ static sfa_status check_args(const sfa_attention_params *p, int B, int Hq, int H
       return sfa__fail(err, errlen, bad, "%s: %d; must be >= 1", sizes[i].name, sizes[i].value);
   if (Hq % Hkv != 0)
     return sfa__fail(err, errlen, bad, "Hkv: %d does not divide Hq (%d)", Hkv, Hq);
-  if ((unsigned)p->mode > SFA_MODE_WINDOW)
-    return sfa__fail(err, errlen, bad,
-                "params.mode: %d is not a mode (dense, qk_drop, hash or window)", (int)p->mode);
-  if (!isfinite(p->scale) || p->scale < 0)
-    return sfa__fail(err, errlen, bad,
-                "params.scale: %g; must be finite and >= 0 (0 means 1/sqrt(D))",
-                (double)p->scale);
-  if (p->mode == SFA_MODE_WINDOW) {
-    if (p->window_left < -1)
-      return sfa__fail(err, errlen, bad, "params.window_left: %d; must be >= 0, or -1 (unbounded)",
-                  p->window_left);
-    if (p->window_right < -1)
-      return sfa__fail(err, errlen, bad, "params.window_right: %d; must be >= 0, or -1 (unbounded)",
-                  p->window_right);
-  } else if (p->window_left != -1 || p->window_right != -1) {
-    return sfa__fail(err, errlen, bad,
-                "params.window_left/window_right: %d/%d; windows apply to mode window only "
-                "(use -1 with %s)",
-                p->window_left, p->window_right, sfa__mode_name(p->mode));
-  }
+  sfa_status st = sfa__check_params(p, err, errlen); /* sfa_forward's rules */
+  if (st != SFA_OK) return st;
   double total = (double)B * (double)(Hq > Hkv ? Hq : Hkv) * (double)(Tq > Tk ? Tq : Tk) * D;
   if (total > (double)(SIZE_MAX / sizeof(double) / 2))
     return sfa__fail(err, errlen, bad, "B*H*T*D: %g elements do not fit in memory", total);
@@ -133,25 +105,27 @@ sfa_status sfa__ref_setup(sfa__ref *r, const sfa_attention_params *params, int B
   sfa_status st = check_args(params, B, Hq, Hkv, Tq, Tk, D, q, k, v, ex, arrays, narrays, err,
                              errlen);
   if (st != SFA_OK) return st;
-  const sfa_mode mode = params->mode;
-  const int idx = mode == SFA_MODE_QK_DROP || mode == SFA_MODE_HASH;
-  const int win = mode == SFA_MODE_WINDOW;
+  const sfa__mode *m = sfa__mode_find(params->mode);
   memset(r, 0, sizeof *r);
-  r->mode = mode;
+  r->mode = params->mode;
+  r->m = m;
   r->B = B, r->Hq = Hq, r->Hkv = Hkv, r->Tq = Tq, r->Tk = Tk, r->D = D;
   r->group = Hq / Hkv;
-  r->causal = (mode == SFA_MODE_DENSE || win) && params->causal;
+  r->causal = (m->flags & SFA_FEAT_CAUSAL) && params->causal;
   r->wl = params->window_left, r->wr = params->window_right, r->off = (int64_t)Tk - Tq;
   r->scale = params->scale > 0 ? (double)params->scale : 1.0 / sqrt((double)D);
   r->q = q, r->k = k, r->v = v;
-  if (idx) r->q_idx = ex->q_idx, r->k_idx = ex->k_idx;
-  if (mode == SFA_MODE_HASH) r->q_hash = ex->q_hash, r->k_hash = ex->k_hash;
-  if (win && ex && ex->bias) {
+  /* check_extras left NULL every member the mode does not read */
+  if (ex) {
+    r->q_idx = ex->q_idx, r->k_idx = ex->k_idx;
+    r->q_hash = ex->q_hash, r->k_hash = ex->k_hash;
+  }
+  if (ex && ex->bias) {
     r->bias = ex->bias;
     r->bias_batches = ex->bias_batches ? ex->bias_batches : B;
     r->bias_heads = ex->bias_heads, r->bias_rows = ex->bias_rows;
   }
-  if (win && ex && ex->mask) {
+  if (ex && ex->mask) {
     r->mask = ex->mask;
     r->mask_batches = ex->mask_batches ? ex->mask_batches : B;
     r->mask_heads = ex->mask_heads, r->mask_rows = ex->mask_rows;
@@ -181,21 +155,22 @@ double sfa__ref_forward_row(const sfa__ref *r, int b, int h, int i, double *s,
       r->mask ? r->mask + sfa__ref_bcast_row(r, r->mask_batches, r->mask_heads, r->mask_rows, b,
                                              h, i)
               : NULL;
-  const int64_t diag = (int64_t)i + r->off; /* the key aligned with query i */
-  const int64_t wl = r->wl, wr = r->wr;
+  /* The pair the mode's rule sees: the row's part now, the key's in the loop. */
+  sfa__pair pr;
+  memset(&pr, 0, sizeof pr);
+  pr.diag = (int64_t)i + r->off; /* the key aligned with query i */
+  pr.causal = r->causal, pr.wl = r->wl, pr.wr = r->wr;
+  if (r->q_idx) pr.q_idx = r->q_idx[qrow];
+  if (r->q_hash) pr.q_hash = r->q_hash[qrow];
+  int (*const rule)(const sfa__pair *) = r->m->allowed;
   double m = -INFINITY;
   int any = 0;
   for (int j = 0; j < Tk; j++) {
-    int ok;
-    if (r->mode == SFA_MODE_DENSE) {
-      ok = !r->causal || j <= diag;
-    } else if (r->mode == SFA_MODE_WINDOW) {
-      ok = (wl < 0 || j >= diag - wl) && (r->causal ? j <= diag : (wr < 0 || j <= diag + wr)) &&
-           (!mrow || mrow[j] != 0);
-    } else {
-      ok = idx_allows(r->q_idx[qrow], r->k_idx[krow0 + j]);
-      if (r->mode == SFA_MODE_HASH) ok = ok && r->q_hash[qrow] == r->k_hash[krow0 + j];
-    }
+    pr.j = j;
+    if (r->k_idx) pr.k_idx = r->k_idx[krow0 + j];
+    if (r->k_hash) pr.k_hash = r->k_hash[krow0 + j];
+    pr.masked = mrow && mrow[j] == 0;
+    const int ok = rule(&pr);
     allowed[j] = (unsigned char)ok;
     if (!ok) continue;
     any = 1;

@@ -15,18 +15,21 @@
 #include "sfa.h"
 
 /* A problem after sfa__ref_setup: sizes, the mode's rule and the arrays. */
+struct sfa__mode;
+
 typedef struct sfa__ref {
   sfa_mode mode;
+  const struct sfa__mode *m; /* its row of the mode table (gen/mode.h) */
   int B, Hq, Hkv, Tq, Tk, D;
   int group;                /* Hq / Hkv: query head h reads kv head h / group */
-  int causal;               /* dense or window with params->causal */
+  int causal;               /* params->causal where the mode takes the flag */
   int64_t wl, wr, off;      /* window_left, window_right, Tk - Tq */
   double scale;             /* params->scale, or 1/sqrt(D) for 0 */
   const float *q, *k, *v;
   const int32_t *q_idx, *k_idx, *q_hash, *k_hash; /* NULL unless the mode reads them */
-  const float *bias;        /* window only, else NULL */
+  const float *bias;        /* where given (window), else NULL */
   int bias_batches, bias_heads, bias_rows; /* batches resolved: 0 became B */
-  const uint8_t *mask;      /* window only, else NULL */
+  const uint8_t *mask;      /* where given (window), else NULL */
   int mask_batches, mask_heads, mask_rows;
 } sfa__ref;
 

@@ -146,7 +146,7 @@ static void make_mkey(mkey *k, const sfa__device *dev, const sfa_kernel_spec *s,
   k->mode = (int)s->mode;
   k->dtype = (int)s->dtype;
   k->head_dim = s->head_dim;
-  k->flags = s->flags & ~SFA_FEAT_WGMMA; /* a tile choice, which the memo holds */
+  k->flags = s->flags; /* the problem; the configuration (tiles, mma) is what the memo holds */
   k->lq = lg2ceil(p->Tq);
   k->lk = lg2ceil(p->Tk);
   k->lbh = lg2ceil(p->B * p->Hq);

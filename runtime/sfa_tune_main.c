@@ -16,6 +16,7 @@
 #include "sfa.h"
 #include "cache/tunedb.h"
 #include "gen/gen_internal.h"
+#include "gen/mode.h"
 #include "runtime/autotune.h"
 #include "runtime/internal.h"
 #include "runtime/sfa_tune.h"
@@ -127,8 +128,17 @@ static int parse_names(const char *flag, const char *s, const char *const *names
   return n;
 }
 
-static const char *const MODES[4] = {"dense", "qk_drop", "hash", "window"};
 static const char *const DTYPES[2] = {"fp16", "bf16"};
+
+/* The names of the modes (the mode table), for parse_names. */
+static const char *const *mode_names(int *n) {
+  static const char *names[16];
+  size_t nm = 0;
+  const sfa__mode *m = sfa__mode_table(&nm);
+  for (size_t i = 0; i < nm && i < 16; i++) names[i] = m[i].name;
+  *n = nm < 16 ? (int)nm : 16;
+  return names;
+}
 
 static void parse_args(sfa__tune_opts *o, int argc, char **argv) {
   memset(o, 0, sizeof *o);
@@ -161,9 +171,10 @@ static void parse_args(sfa__tune_opts *o, int argc, char **argv) {
       else if (strcmp(v, "bwd") == 0) o->pass = SFA_PASS_BWD;
       else die_usage("--pass: '%s' is not fwd or bwd", v);
     } else if (IS("--modes")) {
-      int m[SFA__TUNE_MAX_LIST];
-      o->nmodes = parse_names(a, VALUE(), MODES, 4, m, SFA__TUNE_MAX_LIST);
-      for (int k = 0; k < o->nmodes; k++) o->modes[k] = (sfa_mode)m[k];
+      int m[SFA__TUNE_MAX_LIST], nm = 0;
+      const char *const *names = mode_names(&nm);
+      o->nmodes = parse_names(a, VALUE(), names, nm, m, SFA__TUNE_MAX_LIST);
+      for (int k = 0; k < o->nmodes; k++) o->modes[k] = sfa__mode_table(NULL)[m[k]].mode;
     } else if (IS("--dtypes")) {
       int d[SFA__TUNE_MAX_LIST];
       o->ndtypes = parse_names(a, VALUE(), DTYPES, 2, d, SFA__TUNE_MAX_LIST);
@@ -289,7 +300,7 @@ static void print_rows(sfa_tunedb *db) {
     else strcpy(fl, "-");
     char tiles[48];
     snprintf(tiles, sizeof tiles, "m%dn%d_w%ds%d%s", r.cfg.block_m, r.cfg.block_n,
-             r.cfg.num_warps, r.cfg.num_stages, r.cfg.wgmma ? "_wg" : "");
+             r.cfg.num_warps, r.cfg.num_stages, r.cfg.mma == SFA_SPEC_MMA_WGMMA ? "_wg" : "");
     const char *pass = sfa__pass_name(r.key.pass), *mode = sfa__mode_name(r.key.mode);
     printf("%-6s %-7s %-5s %-4d %-12s %-24s %-18s %10.3f %10.3f %7.3fx\n", pass ? pass : "?",
            mode ? mode : "?", sfa__dtype_str(r.key.dtype), r.key.head_dim, fl, r.key.bucket,

@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "gen/gen_internal.h"
+#include "gen/mode.h"
 #include "runtime/fwd_launch.h"
 #include "runtime/sfa_tune.h"
 
@@ -185,10 +186,10 @@ int sfa__tune_measure(sfa_context *ctx, const sfa__device *dev, const sfa__tune_
         memset(&s, 0, sizeof s);
         s.pass = SFA_PASS_FWD, s.mode = o->modes[mi], s.dtype = o->dtypes[ti];
         s.head_dim = o->dims[di], s.arch = dev->arch;
-        if ((s.mode == SFA_MODE_DENSE || s.mode == SFA_MODE_WINDOW) && o->causal)
-          s.flags |= SFA_FEAT_CAUSAL;
-        if (s.mode == SFA_MODE_WINDOW && o->bias) s.flags |= SFA_FEAT_BIAS;
-        if (s.mode == SFA_MODE_WINDOW && o->mask) s.flags |= SFA_FEAT_MASK;
+        /* the grid's flags that the mode takes */
+        s.flags = (o->causal ? SFA_FEAT_CAUSAL : 0u) | (o->bias ? SFA_FEAT_BIAS : 0u) |
+                  (o->mask ? SFA_FEAT_MASK : 0u);
+        s.flags &= sfa__mode_find(s.mode)->flags;
         char err[512];
         if (sfa_spec_default(&s, err, sizeof err) != SFA_OK) {
           fprintf(stderr, "sfa-tune: %s\n", err);

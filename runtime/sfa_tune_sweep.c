@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "gen/gen_internal.h"
+#include "gen/mode.h"
 #include "runtime/autotune.h"
 #include "runtime/sfa_tune.h"
 #include "runtime/tune_gpu.h"
@@ -57,10 +58,11 @@ static void on_candidate(void *user, int i, int n, const sfa__tune_entry *e) {
 
 static void tiles_str(const sfa_kernel_spec *s, char *buf, size_t n) {
   snprintf(buf, n, "m%dn%d_w%ds%d%s", s->block_m, s->block_n, s->num_warps, s->num_stages,
-           (s->flags & SFA_FEAT_WGMMA) ? "_wg" : "");
+           s->mma == SFA_SPEC_MMA_WGMMA ? "_wg" : "");
 }
 
-/* The class and problem of one grid point. */
+/* The class and problem of one grid point: the grid's causal, window, bias
+** and mask where the mode's row takes them. */
 static void make_shape(const sfa__tune_opts *o, const sfa__device *dev, sfa_mode mode,
                        sfa_dtype dt, int D, long T, sfa_attention_params *p,
                        sfa_kernel_spec *spec, sfa__problem *prob) {
@@ -81,17 +83,20 @@ static void make_shape(const sfa__tune_opts *o, const sfa__device *dev, sfa_mode
   prob->has_lse = 1;
   prob->hash_buckets = o->buckets;
   prob->qk_keep = o->keep;
-  if (mode == SFA_MODE_DENSE || mode == SFA_MODE_WINDOW) {
+  const sfa__mode *m = sfa__mode_find(mode);
+  if (m->flags & SFA_FEAT_CAUSAL) {
     p->causal = o->causal;
     if (o->causal) spec->flags |= SFA_FEAT_CAUSAL;
   }
-  if (mode == SFA_MODE_WINDOW) {
+  if (m->window) {
     p->window_left = o->window;
     if (!o->causal) p->window_right = o->window;
-    const int64_t shape[4] = {1, 1, T, T};
-    if (o->bias) spec->flags |= SFA_FEAT_BIAS, memcpy(prob->bias_shape, shape, sizeof shape);
-    if (o->mask) spec->flags |= SFA_FEAT_MASK, memcpy(prob->mask_shape, shape, sizeof shape);
   }
+  const int64_t shape[4] = {1, 1, T, T};
+  if (o->bias && (m->flags & SFA_FEAT_BIAS))
+    spec->flags |= SFA_FEAT_BIAS, memcpy(prob->bias_shape, shape, sizeof shape);
+  if (o->mask && (m->flags & SFA_FEAT_MASK))
+    spec->flags |= SFA_FEAT_MASK, memcpy(prob->mask_shape, shape, sizeof shape);
 }
 
 static void print_table(const shape_row *rows, int n) {

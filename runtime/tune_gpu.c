@@ -18,6 +18,7 @@
 #include "runtime/tune_gpu.h"
 #include "runtime/validate.h"
 #include "gen/gen_internal.h"
+#include "gen/mode.h"
 
 #define MAX_ALLOCS 32 /* bwd with hash: 18 tensors */
 #define CHUNK ((size_t)1 << 20) /* elements per host staging chunk */
@@ -147,10 +148,38 @@ static void make_positions(int32_t *idx, int64_t rows, int64_t T, int64_t L, uin
     }
 }
 
-static int make_index_extras(gt *g, uint64_t *rng) {
+/* The mode table's synthetic index arrays (gen/mode.h): hash, buckets in
+** [0, hash_buckets) sorted by (bucket, position); qk_drop, the kept fraction
+** qk_keep of the positions of the longer side. */
+int sfa__tune_indices_hash(const sfa__problem *p, int k_side, int32_t *idx, int32_t *hash,
+                           uint64_t *rng) {
+  const int64_t T = k_side ? p->Tk : p->Tq, rows = p->B * (k_side ? p->Hkv : p->Hq);
+  int nb = p->hash_buckets > 0 ? p->hash_buckets : SFA__TUNE_HASH_BUCKETS;
+  if (nb > SFA_HASH_MAX_BUCKETS) nb = SFA_HASH_MAX_BUCKETS;
+  int32_t *bucket = malloc((size_t)T * 4), *count = malloc((size_t)(nb + 1) * 4);
+  int rc = (bucket && count) ? 0 : (int)SFA_ERR_OUT_OF_MEMORY;
+  if (!rc) make_hash(idx, hash, rows, T, nb, rng, bucket, count);
+  free(bucket), free(count);
+  return rc;
+}
+
+int sfa__tune_indices_qk_drop(const sfa__problem *p, int k_side, int32_t *idx, int32_t *hash,
+                              uint64_t *rng) {
+  (void)hash;
+  const int64_t T = p->Tq > p->Tk ? p->Tq : p->Tk;
+  double keep = p->qk_keep > 0 && p->qk_keep <= 1 ? p->qk_keep : SFA__TUNE_QK_KEEP;
+  int64_t L = (int64_t)ceil((double)T / keep);
+  if (L > INT32_MAX - 1) L = INT32_MAX - 1;
+  make_positions(idx, p->B * (k_side ? p->Hkv : p->Hq), k_side ? p->Tk : p->Tq, L, rng);
+  return 0;
+}
+
+/* The index arrays of the mode (q side, then k side): its tune_indices. */
+static int make_index_extras(gt *g, const sfa__mode *m, uint64_t *rng) {
   const sfa__problem *p = g->prob;
   const int64_t qs[3] = {p->B, p->Hq, p->Tq}, ks[3] = {p->B, p->Hkv, p->Tk};
-  int hash = p->params->mode == SFA_MODE_HASH, rc;
+  const int hash = (m->reads & SFA__EX_Q_HASH) != 0;
+  int rc;
   if ((rc = make_tensor(g, &g->qi, SFA_DTYPE_INT32, 3, qs, 4)) ||
       (rc = make_tensor(g, &g->ki, SFA_DTYPE_INT32, 3, ks, 4)))
     return rc;
@@ -158,26 +187,15 @@ static int make_index_extras(gt *g, uint64_t *rng) {
                (rc = make_tensor(g, &g->kh, SFA_DTYPE_INT32, 3, ks, 4))))
     return rc;
   size_t nq = numel(&g->qi), nk = numel(&g->ki), n = nq > nk ? nq : nk;
-  int64_t T = p->Tq > p->Tk ? p->Tq : p->Tk;
-  int nb = p->hash_buckets > 0 ? p->hash_buckets : SFA__TUNE_HASH_BUCKETS;
-  if (nb > SFA_HASH_MAX_BUCKETS) nb = SFA_HASH_MAX_BUCKETS;
-  int32_t *a = malloc(n * 4), *b = malloc(n * 4), *bucket = malloc((size_t)T * 4),
-          *count = malloc((size_t)(nb + 1) * 4);
-  rc = (a && b && bucket && count) ? 0 : (int)SFA_ERR_OUT_OF_MEMORY;
-  if (!rc && hash) {
-    make_hash(a, b, p->B * p->Hq, p->Tq, nb, rng, bucket, count);
-    if (!(rc = upload(g, &g->qi, a, nq * 4))) rc = upload(g, &g->qh, b, nq * 4);
-    if (!rc) make_hash(a, b, p->B * p->Hkv, p->Tk, nb, rng, bucket, count);
-    if (!rc && !(rc = upload(g, &g->ki, a, nk * 4))) rc = upload(g, &g->kh, b, nk * 4);
-  } else if (!rc) {
-    double keep = p->qk_keep > 0 && p->qk_keep <= 1 ? p->qk_keep : SFA__TUNE_QK_KEEP;
-    int64_t L = (int64_t)ceil((double)T / keep);
-    if (L > INT32_MAX - 1) L = INT32_MAX - 1;
-    make_positions(a, p->B * p->Hq, p->Tq, L, rng);
-    make_positions(b, p->B * p->Hkv, p->Tk, L, rng);
-    if (!(rc = upload(g, &g->qi, a, nq * 4))) rc = upload(g, &g->ki, b, nk * 4);
+  int32_t *a = malloc(n * 4), *b = hash ? malloc(n * 4) : NULL;
+  rc = (a && (b || !hash)) ? 0 : (int)SFA_ERR_OUT_OF_MEMORY;
+  for (int side = 0; side < 2 && !rc; side++) {
+    const sfa_tensor *ti = side ? &g->ki : &g->qi, *th = side ? &g->kh : &g->qh;
+    const size_t ne = side ? nk : nq;
+    if (!(rc = m->tune_indices(p, side, a, b, rng)) && !(rc = upload(g, ti, a, ne * 4)) && hash)
+      rc = upload(g, th, b, ne * 4);
   }
-  free(a), free(b), free(bucket), free(count);
+  free(a), free(b);
   g->ex.q_idx = &g->qi;
   g->ex.k_idx = &g->ki;
   if (hash) g->ex.q_hash = &g->qh, g->ex.k_hash = &g->kh;
@@ -225,8 +243,12 @@ size_t sfa__tune_gpu_scratch_bytes(const sfa__problem *p, sfa_dtype dtype, int D
   size_t qn = (size_t)(p->B * p->Hq * p->Tq), kn = (size_t)(p->B * p->Hkv * p->Tk);
   size_t bytes = 3 * qn * (size_t)D * 2 + 2 * kn * (size_t)D * 2; /* q, o_ref, o, k, v */
   if (p->has_lse) bytes += 2 * qn * 4;
-  if (p->params && (p->params->mode == SFA_MODE_QK_DROP || p->params->mode == SFA_MODE_HASH))
-    bytes += (qn + kn) * 4 * (p->params->mode == SFA_MODE_HASH ? 2 : 1);
+  const sfa__mode *mode = p->params ? sfa__mode_find(p->params->mode) : NULL;
+  size_t ne = 0;
+  const sfa__extra *ex = sfa__extras(&ne);
+  for (size_t i = 0; mode && i < ne; i++) /* the mode's index arrays */
+    if ((mode->reads & ex[i].bit) && ex[i].kind == SFA__EXTRA_INDEX)
+      bytes += (ex[i].k_side ? kn : qn) * 4;
   const int64_t *b = p->bias_shape, *m = p->mask_shape;
   bytes += (size_t)(b[0] * b[1] * b[2] * b[3]) * 2;
   bytes += (size_t)(m[0] * m[1] * m[2] * ((m[3] + 15) / 16 * 16));
@@ -302,11 +324,11 @@ static int setup(gt *g, const sfa_kernel_spec *base) {
       (rc = fill_normal(g, &g->k, rng_next(&rng))) ||
       (rc = fill_normal(g, &g->v, rng_next(&rng))))
     return rc;
-  sfa_mode m = p->params->mode;
-  if (m == SFA_MODE_QK_DROP || m == SFA_MODE_HASH) rc = make_index_extras(g, &rng);
-  else if (m == SFA_MODE_WINDOW) rc = make_window_extras(g, &rng, dt);
+  const sfa__mode *m = sfa__mode_find(p->params->mode);
+  if (m->tune_indices) rc = make_index_extras(g, m, &rng);
+  if (!rc && (m->reads & (SFA__EX_BIAS | SFA__EX_MASK))) rc = make_window_extras(g, &rng, dt);
   if (rc) return rc;
-  g->exp = m == SFA_MODE_DENSE ? NULL : &g->ex;
+  g->exp = m->reads ? &g->ex : NULL;
   /* The synthetic call must be one sfa_forward would accept. */
   sfa_status st = sfa__validate_forward(g->ctx, p->params, &g->q, &g->k, &g->v, g->exp, &g->o,
                                         p->has_lse ? &g->l : NULL);
@@ -326,11 +348,6 @@ static void teardown(gt *g) {
 }
 
 /* ------------------------------------------------------------ the callbacks */
-
-static int same_tile(const sfa_kernel_spec *a, const sfa_kernel_spec *b) {
-  return a->block_m == b->block_m && a->block_n == b->block_n &&
-         a->num_warps == b->num_warps && a->num_stages == b->num_stages;
-}
 
 static int op_prepare(void *u, const sfa_kernel_spec *s) {
   gt *g = u;
@@ -372,7 +389,9 @@ static int op_run(void *u, const sfa_kernel_spec *s, float *ms) {
   int rc;
   if ((r = g->d->cuEventRecord(g->e0, g->stream)) != CUDA_SUCCESS)
     return cu_fail(g, r, "cuEventRecord");
-  if ((rc = launch(g, s, same_tile(s, &g->def)))) return rc;
+  /* the default's own runs write the reference; another mma kind with the
+  ** default's tiles is a candidate like any other */
+  if ((rc = launch(g, s, sfa__spec_same_config(s, &g->def)))) return rc;
   if ((r = g->d->cuEventRecord(g->e1, g->stream)) != CUDA_SUCCESS ||
       (r = g->d->cuEventSynchronize(g->e1)) != CUDA_SUCCESS)
     return cu_fail(g, r, "timing a tuning launch (cuEventRecord/Synchronize)");

@@ -12,6 +12,7 @@
 
 #include "runtime/internal.h"
 #include "gen/gen_internal.h"
+#include "gen/mode.h"
 #include "runtime/util.h"
 #include "runtime/validate.h"
 
@@ -149,38 +150,52 @@ static sfa_status check_head_dims(sfa_context *ctx, const sfa_tensor *q,
   return SFA_OK;
 }
 
-sfa_status sfa__validate_params(sfa_context *ctx, const sfa_attention_params *p) {
-  if (!p) return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "params: is NULL");
-  if ((unsigned)p->mode > SFA_MODE_WINDOW)
-    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
-                      "params.mode: %d is not a mode (dense, qk_drop, hash or window)",
-                      (int)p->mode);
+static int window_mode(const sfa__mode *m, unsigned unused) {
+  (void)unused;
+  return m->window;
+}
+
+sfa_status sfa__check_params(const sfa_attention_params *p, char *err, size_t errlen) {
+  const sfa_status bad = SFA_ERR_INVALID_ARGUMENT;
+  if (!p) return sfa__fail(err, errlen, bad, "params: is NULL");
+  const sfa__mode *m = sfa__mode_find(p->mode);
+  if (!m) {
+    char modes[128];
+    sfa__mode_list(modes, sizeof modes, 0, " or ", NULL, 0);
+    return sfa__fail(err, errlen, bad, "params.mode: %d is not a mode (%s)", (int)p->mode,
+                     modes);
+  }
   if (p->causal != 0 && p->causal != 1)
-    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "params.causal: %d; must be 0 or 1",
-                      p->causal);
+    return sfa__fail(err, errlen, bad, "params.causal: %d; must be 0 or 1", p->causal);
   if (p->deterministic != 0 && p->deterministic != 1)
-    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "params.deterministic: %d; must be 0 or 1",
-                      p->deterministic);
+    return sfa__fail(err, errlen, bad, "params.deterministic: %d; must be 0 or 1",
+                     p->deterministic);
   if (!isfinite(p->scale) || p->scale < 0)
-    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
-                      "params.scale: %g; must be finite and >= 0 (0 means 1/sqrt(head dim))",
-                      (double)p->scale);
-  if (p->mode == SFA_MODE_WINDOW) {
+    return sfa__fail(err, errlen, bad,
+                     "params.scale: %g; must be finite and >= 0 (0 means 1/sqrt(head dim))",
+                     (double)p->scale);
+  if (m->window) {
     if (p->window_left < -1)
-      return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
-                        "params.window_left: %d; must be >= 0, or -1 (unbounded)",
-                        p->window_left);
+      return sfa__fail(err, errlen, bad,
+                       "params.window_left: %d; must be >= 0, or -1 (unbounded)",
+                       p->window_left);
     if (p->window_right < -1)
-      return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
-                        "params.window_right: %d; must be >= 0, or -1 (unbounded)",
-                        p->window_right);
+      return sfa__fail(err, errlen, bad,
+                       "params.window_right: %d; must be >= 0, or -1 (unbounded)",
+                       p->window_right);
   } else if (p->window_left != -1 || p->window_right != -1) {
-    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
-                      "params.window_left/window_right: %d/%d; windows apply to mode window "
-                      "only (use -1 with %s)",
-                      p->window_left, p->window_right, sfa__mode_name(p->mode));
+    char modes[64];
+    int n = sfa__mode_list(modes, sizeof modes, 0, " and ", window_mode, 0);
+    return sfa__fail(err, errlen, bad,
+                     "params.window_left/window_right: %d/%d; windows apply to mode%s %s "
+                     "only (use -1 with %s)",
+                     p->window_left, p->window_right, n == 1 ? "" : "s", modes, m->name);
   }
   return SFA_OK;
+}
+
+sfa_status sfa__validate_params(sfa_context *ctx, const sfa_attention_params *p) {
+  return sfa__check_params(p, ctx ? ctx->err : NULL, ctx ? sizeof ctx->err : 0);
 }
 
 /* ------------------------------------------------------------ extras */
@@ -261,64 +276,83 @@ static sfa_status check_bcast(sfa_context *ctx, const char *nm, const sfa_tensor
   return SFA_OK;
 }
 
+/* "modes qk_drop and hash read q_idx", "window mode reads a bias": who reads
+** member e (the mode table). */
+static void readers(const sfa__extra *e, char *buf, size_t n) {
+  char modes[96];
+  int k = sfa__mode_list(modes, sizeof modes, 0, " and ", sfa__mode_reads_all, e->bit);
+  if (k == 1) snprintf(buf, n, "%s mode reads %s", modes, e->what);
+  else snprintf(buf, n, "modes %s read %s", modes, e->what);
+}
+
 sfa_status sfa__validate_extras(sfa_context *ctx, const sfa_attention_params *p,
                                 const sfa_extras *ex, sfa_dtype q_dtype, int64_t B, int64_t Hq,
                                 int64_t Hkv, int64_t Tq, int64_t Tk) {
   const sfa_status bad = SFA_ERR_INVALID_ARGUMENT;
-  const sfa_mode m = p->mode;
-  const char *mn = sfa__mode_name(m);
-  const int idx = m == SFA_MODE_QK_DROP || m == SFA_MODE_HASH, hash = m == SFA_MODE_HASH;
-  const int win = m == SFA_MODE_WINDOW;
+  const sfa__mode *m = sfa__mode_find(p->mode);
+  size_t ne = 0;
+  const sfa__extra *e = sfa__extras(&ne);
+  char list[128], why[128];
   if (!ex) {
-    if (hash)
-      return sfa__error(ctx, bad,
-                        "extras: is NULL; mode hash needs extras->q_idx, k_idx, q_hash and "
-                        "k_hash");
-    if (idx)
-      return sfa__error(ctx, bad, "extras: is NULL; mode qk_drop needs extras->q_idx and k_idx");
-    return SFA_OK;
+    if (!m->needs) return SFA_OK;
+    /* "extras->q_idx, k_idx, q_hash and k_hash" */
+    int total = 0, k = 0;
+    for (size_t i = 0; i < ne; i++) total += (m->needs & e[i].bit) != 0;
+    list[0] = '\0';
+    for (size_t i = 0; i < ne; i++) {
+      if (!(m->needs & e[i].bit)) continue;
+      size_t at = strlen(list);
+      snprintf(list + at, sizeof list - at, "%s%s", k == 0 ? "extras->" : k == total - 1 ?
+               " and " : ", ", e[i].name);
+      k++;
+    }
+    return sfa__error(ctx, bad, "extras: is NULL; mode %s needs %s", m->name, list);
   }
-  const struct {
-    const char *name;
-    const sfa_tensor *t;
-    int used;
-    const char *reader;
-  } f[] = {
-    {"q_idx", ex->q_idx, idx, "modes qk_drop and hash read q_idx"},
-    {"k_idx", ex->k_idx, idx, "modes qk_drop and hash read k_idx"},
-    {"q_hash", ex->q_hash, hash, "hash mode reads q_hash"},
-    {"k_hash", ex->k_hash, hash, "hash mode reads k_hash"},
-    {"bias", ex->bias, win, "window mode reads a bias"},
-    {"mask", ex->mask, win, "window mode reads a mask"},
-  };
-  for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
-    if (f[i].used && idx && !f[i].t)
-      return sfa__error(ctx, bad, "extras->%s: is NULL; mode %s needs it", f[i].name, mn);
-    if (!f[i].used && f[i].t)
-      return sfa__error(ctx, bad, "extras->%s: only %s; must be NULL in mode %s", f[i].name,
-                        f[i].reader, mn);
+  for (size_t i = 0; i < ne; i++) {
+    const sfa_tensor *t = sfa__extra_tensor(&e[i], ex);
+    if ((m->needs & e[i].bit) && !t)
+      return sfa__error(ctx, bad, "extras->%s: is NULL; mode %s needs it", e[i].name, m->name);
+    if (!(m->reads & e[i].bit) && t) {
+      readers(&e[i], why, sizeof why);
+      return sfa__error(ctx, bad, "extras->%s: only %s; must be NULL in mode %s", e[i].name,
+                        why, m->name);
+    }
   }
+  /* Each member's layout (mode.h), then the strides a member shares. */
   sfa_status st;
-  if (idx) {
-    if ((st = check_index(ctx, "extras->q_idx", ex->q_idx, B, Hq, Tq, "[B, Hq, Tq]")) ||
-        (st = check_index(ctx, "extras->k_idx", ex->k_idx, B, Hkv, Tk, "[B, Hkv, Tk]")))
-      return st;
+  for (size_t i = 0; i < ne; i++) {
+    const sfa_tensor *t = sfa__extra_tensor(&e[i], ex);
+    char nm[32];
+    if (!t) continue;
+    snprintf(nm, sizeof nm, "extras->%s", e[i].name);
+    switch (e[i].kind) {
+    case SFA__EXTRA_INDEX:
+      st = e[i].k_side ? check_index(ctx, nm, t, B, Hkv, Tk, "[B, Hkv, Tk]")
+                       : check_index(ctx, nm, t, B, Hq, Tq, "[B, Hq, Tq]");
+      break;
+    case SFA__EXTRA_BIAS:
+      st = check_bcast(ctx, nm, t, q_dtype, " (q's dtype)", B, Hq, Hkv, Tq, Tk);
+      break;
+    case SFA__EXTRA_MASK:
+      st = check_bcast(ctx, nm, t, SFA_DTYPE_UINT8, "", B, Hq, Hkv, Tq, Tk);
+      break;
+    default:
+      st = sfa__error(ctx, SFA_ERR_INTERNAL, "extras->%s: no layout rule", e[i].name);
+    }
+    if (st != SFA_OK) return st;
   }
-  if (hash) {
-    if ((st = check_index(ctx, "extras->q_hash", ex->q_hash, B, Hq, Tq, "[B, Hq, Tq]")) ||
-        (st = check_index(ctx, "extras->k_hash", ex->k_hash, B, Hkv, Tk, "[B, Hkv, Tk]")) ||
-        (st = check_same_strides(ctx, "extras->q_hash", ex->q_hash, "extras->q_idx",
-                                 ex->q_idx)) ||
-        (st = check_same_strides(ctx, "extras->k_hash", ex->k_hash, "extras->k_idx",
-                                 ex->k_idx)))
-      return st;
+  for (size_t i = 0; i < ne; i++) {
+    const sfa_tensor *t = sfa__extra_tensor(&e[i], ex);
+    if (!t || !e[i].same_strides) continue;
+    for (size_t j = 0; j < ne; j++) {
+      const sfa_tensor *r = sfa__extra_tensor(&e[j], ex);
+      char nm[32], rn[32];
+      if (e[j].bit != e[i].same_strides || !r) continue;
+      snprintf(nm, sizeof nm, "extras->%s", e[i].name);
+      snprintf(rn, sizeof rn, "extras->%s", e[j].name);
+      if ((st = check_same_strides(ctx, nm, t, rn, r)) != SFA_OK) return st;
+    }
   }
-  if (ex->bias && (st = check_bcast(ctx, "extras->bias", ex->bias, q_dtype, " (q's dtype)", B,
-                                    Hq, Hkv, Tq, Tk)))
-    return st;
-  if (ex->mask && (st = check_bcast(ctx, "extras->mask", ex->mask, SFA_DTYPE_UINT8, "", B, Hq,
-                                    Hkv, Tq, Tk)))
-    return st;
   return SFA_OK;
 }
 
@@ -378,7 +412,7 @@ sfa_status sfa__validate_forward(sfa_context *ctx, const sfa_attention_params *p
                       "%s: time (shape[2]) %lld exceeds the kernel's int32 index (%d)",
                       Tq > INT32_MAX ? "q" : "k", (long long)(Tq > INT32_MAX ? Tq : Tk),
                       INT32_MAX);
-  if (params->mode == SFA_MODE_WINDOW && Tq + Tk > INT32_MAX)
+  if (sfa__mode_find(params->mode)->window && Tq + Tk > INT32_MAX)
     return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
                       "k: Tq + Tk = %lld exceeds the window kernel's int32 arithmetic (%d)",
                       (long long)(Tq + Tk), INT32_MAX);

@@ -32,8 +32,11 @@ sfa_status sfa__validate_backward(sfa_context *ctx, const sfa_attention_params *
                                   const sfa_tensor *dv, const sfa_tensor *dbias);
 
 /* params alone: a known mode, causal and deterministic 0 or 1, the scale,
-** the window (only window mode may set one). */
+** the window (only window mode may set one). The one set of rules of the
+** params, for the GPU calls (the message into ctx) and the CPU references
+** (sfa__check_params: into err, which may be NULL). */
 sfa_status sfa__validate_params(sfa_context *ctx, const sfa_attention_params *params);
+sfa_status sfa__check_params(const sfa_attention_params *params, char *err, size_t errlen);
 
 /* The extras of params->mode for a problem of these sizes: each tensor the
 ** mode reads is present with the right dtype (a bias has q_dtype), shape,

@@ -36,7 +36,7 @@ static const field spec_fields[] = {
   F(sfa_kernel_spec, pass), F(sfa_kernel_spec, mode), F(sfa_kernel_spec, dtype),
   F(sfa_kernel_spec, head_dim), F(sfa_kernel_spec, block_m), F(sfa_kernel_spec, block_n),
   F(sfa_kernel_spec, num_warps), F(sfa_kernel_spec, num_stages), F(sfa_kernel_spec, arch),
-  F(sfa_kernel_spec, flags), {NULL, 0}};
+  F(sfa_kernel_spec, flags), F(sfa_kernel_spec, mma), {NULL, 0}};
 static const field host_extras_fields[] = {
   F(sfa_host_extras, q_idx), F(sfa_host_extras, k_idx), F(sfa_host_extras, q_hash),
   F(sfa_host_extras, k_hash), F(sfa_host_extras, bias), F(sfa_host_extras, bias_heads),

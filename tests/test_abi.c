@@ -138,7 +138,8 @@ static const sfa_pass passes[] = {SFA_PASS_FWD, SFA_PASS_BWD, SFA_PASS_BWD_DQ};
 
 START_TEST(every_pass_emits_both_attention_blocks_with_the_c_offsets) {
   for (int wg = 0; wg < 2; wg++) {
-    sfa_kernel_spec s = {passes[_i], SFA_MODE_HASH, SFA_DTYPE_BF16, 128, 0, 0, 0, 0, 90, 0};
+    sfa_kernel_spec s = {passes[_i], SFA_MODE_HASH, SFA_DTYPE_BF16, 128, 0, 0, 0, 0, 90, 0,
+                         SFA_SPEC_MMA_SYNC};
     if (wg && passes[_i] == SFA_PASS_BWD_DQ) continue;
     char err[4096], name[SFA__NAME_MAX];
     ck_assert_int_eq(sfa__spec_default_mma(&s, wg, err, sizeof err), SFA_OK);

@@ -27,24 +27,13 @@
 #include "runtime/util.h"
 #include "testutil.h"
 
-static char tool[1100];   /* sfa-gen */
+static const char *tool;  /* sfa-gen */
 static char root[512];    /* a temporary dir for the whole suite */
 static char kdir[600];    /* sfa-gen's output in it: the small preset for sm_90 */
 
-/* sfa-gen next to this test (build/tests/../gen/sfa-gen), so that a build dir
-** copied elsewhere still finds it. */
-static void find_tool(void) {
-  char exe[1024];
-  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-  if (n > 0 && (exe[n] = '\0', strrchr(exe, '/'))) {
-    *strrchr(exe, '/') = '\0';
-    snprintf(tool, sizeof tool, "%s/../gen/sfa-gen", exe);
-  }
-}
-
 static void make_dir(void) {
   char cmd[2400];
-  find_tool();
+  tool = tu_build_path("gen/sfa-gen");
   if (access(tool, X_OK) != 0) {
     fprintf(stderr, "test_aot_only: %s is not built (build all targets first)\n", tool);
     exit(1);
@@ -178,7 +167,8 @@ static int child_main(const char *cache) {
     child_fail("stats: %zu compiles, %zu from the cache, %zu from dirs of %d", ks.compiles,
                ks.from_cache, ks.from_dirs, count);
   /* A kernel the dir lacks: the compile it needs fails, NVRTC being forbidden. */
-  sfa_kernel_spec miss = {SFA_PASS_FWD, SFA_MODE_DENSE, SFA_DTYPE_FP16, 96, 0, 0, 0, 0, 90, 0};
+  sfa_kernel_spec miss = {SFA_PASS_FWD, SFA_MODE_DENSE, SFA_DTYPE_FP16, 96, 0, 0, 0, 0, 90, 0,
+                          SFA_SPEC_MMA_SYNC};
   sfa_spec_default(&miss, NULL, 0);
   void *cubin = NULL;
   size_t size = 0;

@@ -824,7 +824,8 @@ START_TEST(fwd_no_driver) {
   ck_assert_int_eq(sfa_forward(P.ctx, &P.p, &P.q, &P.k, &P.v, NULL, &P.o, NULL, NULL),
                    SFA_ERR_NO_DRIVER);
   /* sfa_compile of a valid spec too. */
-  sfa_kernel_spec spec = {SFA_PASS_FWD, SFA_MODE_DENSE, SFA_DTYPE_BF16, 128, 0, 0, 0, 0, 90, 0};
+  sfa_kernel_spec spec = {SFA_PASS_FWD, SFA_MODE_DENSE, SFA_DTYPE_BF16, 128, 0, 0, 0, 0, 90, 0,
+                          SFA_SPEC_MMA_SYNC};
   ck_assert_int_eq(sfa_spec_default(&spec, NULL, 0), SFA_OK);
   sfa_kernel *kern = (sfa_kernel *)(uintptr_t)0x1; /* must be reset to NULL */
   ck_assert_int_eq(sfa_compile(P.ctx, &spec, &kern), SFA_ERR_NO_DRIVER);
@@ -834,7 +835,8 @@ START_TEST(fwd_no_driver) {
 END_TEST
 
 START_TEST(compile_bad_arguments) {
-  sfa_kernel_spec spec = {SFA_PASS_FWD, SFA_MODE_DENSE, SFA_DTYPE_BF16, 128, 0, 0, 0, 0, 90, 0};
+  sfa_kernel_spec spec = {SFA_PASS_FWD, SFA_MODE_DENSE, SFA_DTYPE_BF16, 128, 0, 0, 0, 0, 90, 0,
+                          SFA_SPEC_MMA_SYNC};
   sfa_kernel *kern = NULL;
   ck_assert_int_eq(sfa_compile(NULL, &spec, &kern), SFA_ERR_INVALID_ARGUMENT);
   ck_assert_int_eq(sfa_compile(P.ctx, NULL, &kern), SFA_ERR_INVALID_ARGUMENT);

@@ -138,12 +138,12 @@ START_TEST(nvrtc_options_come_from_the_table) {
   const sfa__arch *t = sfa__arch_table(&rows);
   for (size_t i = 0; i < rows; i++) {
     sfa_kernel_spec s = {SFA_PASS_FWD, SFA_MODE_DENSE, SFA_DTYPE_BF16, 64, 0, 0, 0, 0,
-                         t[i].arch, 0};
+                         t[i].arch, 0, SFA_SPEC_MMA_SYNC};
     char want[96];
     snprintf(want, sizeof want, "--gpu-architecture=%s -std=c++17 --use_fast_math", t[i].target);
     ck_assert_str_eq(sfa__nvrtc_options_string(&s), want);
     if (!t[i].wg_target) continue;
-    s.flags = SFA_FEAT_WGMMA;
+    s.mma = SFA_SPEC_MMA_WGMMA;
     snprintf(want, sizeof want, "--gpu-architecture=%s -std=c++17 --use_fast_math",
              t[i].wg_target);
     ck_assert_str_eq(sfa__nvrtc_options_string(&s), want);
@@ -159,7 +159,7 @@ END_TEST
 /* ------------------------------------------------------------ specs on every arch */
 
 static sfa_kernel_spec cls(sfa_pass pass, sfa_mode mode, int d, int arch, unsigned flags) {
-  sfa_kernel_spec s = {pass, mode, SFA_DTYPE_BF16, d, 0, 0, 0, 0, arch, flags};
+  sfa_kernel_spec s = {pass, mode, SFA_DTYPE_BF16, d, 0, 0, 0, 0, arch, flags, SFA_SPEC_MMA_SYNC};
   return s;
 }
 
@@ -186,9 +186,9 @@ START_TEST(specs_and_names_take_every_arch) {
                 "%s", err);
   /* wgmma is sm_90's only */
   sfa_kernel_spec s = {SFA_PASS_FWD, SFA_MODE_DENSE, SFA_DTYPE_BF16, 128, 64, 128, 4, 1, 100,
-                       SFA_FEAT_WGMMA};
+                       0, SFA_SPEC_MMA_WGMMA};
   ck_assert_int_eq(sfa_spec_validate(&s, err, sizeof err), SFA_ERR_INVALID_ARGUMENT);
-  ck_assert_msg(strstr(err, "flags: wg (wgmma)"), "%s", err);
+  ck_assert_msg(strstr(err, "mma: wgmma (wg)"), "%s", err);
   s.arch = 90;
   ck_assert_int_eq(sfa_spec_validate(&s, err, sizeof err), SFA_OK);
   ck_assert(sfa__wgmma_allowed(&s));
@@ -220,7 +220,7 @@ START_TEST(new_archs_get_the_mma_sync_defaults) {
             o.arch = n.arch;
             ck_assert_msg(memcmp(&n, &o, sizeof n) == 0, "sm_%d pass %d mode %d d%d: tiles differ",
                           pairs[a][0], pass, mode, d);
-            ck_assert(!(n.flags & SFA_FEAT_WGMMA));
+            ck_assert(n.mma == SFA_SPEC_MMA_SYNC);
           }
 }
 END_TEST
@@ -263,7 +263,7 @@ START_TEST(presets_for_every_arch) {
       for (size_t k = 0; k < n; k++) {
         ck_assert_int_eq(v[k].arch, arch);
         ck_assert_msg(sfa_spec_validate(&v[k], err, sizeof err) == SFA_OK, "%s", err);
-        ck_assert(!(v[k].flags & SFA_FEAT_WGMMA) || arch == 90);
+        ck_assert(v[k].mma == SFA_SPEC_MMA_SYNC || arch == 90);
         if (v[k].head_dim == 256) *(v[k].pass == SFA_PASS_FWD ? &fwd256 : &bwd256) += 1;
       }
       if (p == 0) {
@@ -284,17 +284,9 @@ END_TEST
 
 /* ------------------------------------------------------------ sfa-gen --arch */
 
-/* sfa-gen next to this test (build/tests/../gen/sfa-gen), or NULL. */
+/* sfa-gen of this build (testutil.h), or NULL. */
 static const char *sfa_gen_path(void) {
-  static char path[PATH_MAX + 32];
-  char self[PATH_MAX];
-  ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
-  if (len <= 0) return NULL;
-  self[len] = '\0';
-  char *slash = strrchr(self, '/');
-  if (!slash) return NULL;
-  *slash = '\0';
-  snprintf(path, sizeof path, "%s/../gen/sfa-gen", self);
+  const char *path = tu_build_path("gen/sfa-gen");
   return access(path, X_OK) == 0 ? path : NULL;
 }
 

@@ -18,7 +18,7 @@
 static const int BM[] = {64, 128}, BN[] = {32, 64, 128}, W[] = {4, 8}, S[] = {1, 2};
 
 static sfa_kernel_spec cls(sfa_mode mode, sfa_dtype dt, int d, int arch, unsigned flags) {
-  sfa_kernel_spec s = {SFA_PASS_FWD, mode, dt, d, 999, 7, 3, 9, arch, flags};
+  sfa_kernel_spec s = {SFA_PASS_FWD, mode, dt, d, 999, 7, 3, 9, arch, flags, SFA_SPEC_MMA_SYNC};
   return s;
 }
 
@@ -27,7 +27,7 @@ static sfa_kernel_spec cls(sfa_mode mode, sfa_dtype dt, int d, int arch, unsigne
 /* 0..47 for a tile in the enumeration grid: 0..23 with mma.sync, 24..47 with wgmma. */
 static int tile_index(const sfa_kernel_spec *s) {
   int b = s->block_n == 32 ? 0 : s->block_n == 64 ? 1 : 2;
-  return ((((s->flags & SFA_FEAT_WGMMA) != 0) * 2 + (s->block_m == 128)) * 3 + b) * 2 * 2 +
+  return (((s->mma == SFA_SPEC_MMA_WGMMA) * 2 + (s->block_m == 128)) * 3 + b) * 2 * 2 +
          (s->num_warps == 8) * 2 + (s->num_stages - 1);
 }
 
@@ -46,13 +46,13 @@ static int check_candidates(sfa_kernel_spec base) {
   int seen[NTILES] = {0}, valid = 0;
   for (int i = 0; i < n; i++) {
     ck_assert_msg(sfa_spec_validate(&c[i], err, sizeof err) == SFA_OK, "%s", err);
-    /* the problem class is base's; only the mma kind may differ in the flags */
+    /* the problem is base's; only the configuration (tiles, mma) differs */
     ck_assert(c[i].pass == base.pass && c[i].mode == base.mode && c[i].dtype == base.dtype &&
               c[i].head_dim == base.head_dim && c[i].arch == base.arch &&
-              (c[i].flags & ~SFA_FEAT_WGMMA) == (base.flags & ~SFA_FEAT_WGMMA));
+              c[i].flags == base.flags);
     ck_assert_int_eq(sfa_spec_name(&c[i], name, sizeof name), SFA_OK);
     ck_assert_msg(seen[tile_index(&c[i])]++ == 0, "duplicate %s", name);
-    nwg += (c[i].flags & SFA_FEAT_WGMMA) != 0;
+    nwg += c[i].mma == SFA_SPEC_MMA_WGMMA;
   }
   /* complete: every valid tile of the grid, with either mma kind, is there */
   for (int wg = 0; wg < 2; wg++)
@@ -62,7 +62,7 @@ static int check_candidates(sfa_kernel_spec base) {
           for (int s = 0; s < 2; s++) {
             sfa_kernel_spec t = def;
             t.block_m = BM[a], t.block_n = BN[b], t.num_warps = W[w], t.num_stages = S[s];
-            t.flags = (def.flags & ~SFA_FEAT_WGMMA) | (wg ? SFA_FEAT_WGMMA : 0u);
+            t.mma = wg ? SFA_SPEC_MMA_WGMMA : SFA_SPEC_MMA_SYNC;
             if (sfa_spec_validate(&t, NULL, 0) == SFA_OK) {
               valid++;
               ck_assert_msg(seen[tile_index(&t)], "missing a valid tile");

@@ -27,23 +27,8 @@
 #include <time.h>
 #include <unistd.h>
 
-/* build/cache/sfa-cache, found from this test's own path (build/tests/...), so
-** that a build directory copied elsewhere still finds it. */
-static const char *tool_path(void) {
-  static char path[1100];
-  if (!path[0]) {
-    char exe[1024];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n > 0 && (exe[n] = '\0', strrchr(exe, '/'))) {
-      *strrchr(exe, '/') = '\0';
-      snprintf(path, sizeof path, "%s/../cache/sfa-cache", exe);
-    } else {
-      snprintf(path, sizeof path, "%s/cache/sfa-cache", SFA_BINARY_DIR);
-    }
-  }
-  return path;
-}
-#define TOOL tool_path()
+/* build/cache/sfa-cache (testutil.h: found from this test's own path). */
+#define TOOL tu_build_path("cache/sfa-cache")
 
 static char g_dir[512]; /* fresh per test */
 

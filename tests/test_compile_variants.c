@@ -147,7 +147,8 @@ START_TEST(dense_tiles_sm90) {
 END_TEST
 
 START_TEST(syntax_error_gives_log) {
-  sfa_kernel_spec s = {SFA_PASS_FWD, SFA_MODE_DENSE, SFA_DTYPE_BF16, 64, 128, 64, 4, 2, 80, 0};
+  sfa_kernel_spec s = {SFA_PASS_FWD, SFA_MODE_DENSE, SFA_DTYPE_BF16, 64, 128, 64, 4, 2, 80, 0,
+                       SFA_SPEC_MMA_SYNC};
   const char *src = "extern \"C\" __global__ void k() {\n  int x = ;\n}\n";
   void *bin = (void *)1;
   size_t size = 7;
@@ -176,7 +177,8 @@ START_TEST(syntax_error_gives_log) {
 END_TEST
 
 START_TEST(log_on_success_and_bad_args) {
-  sfa_kernel_spec s = {SFA_PASS_FWD, SFA_MODE_DENSE, SFA_DTYPE_FP16, 64, 128, 64, 4, 2, 90, 0};
+  sfa_kernel_spec s = {SFA_PASS_FWD, SFA_MODE_DENSE, SFA_DTYPE_FP16, 64, 128, 64, 4, 2, 90, 0,
+                       SFA_SPEC_MMA_SYNC};
   void *bin = NULL;
   size_t size = 0;
   char *log = NULL, err[1024] = "";
@@ -197,7 +199,8 @@ START_TEST(log_on_success_and_bad_args) {
 END_TEST
 
 START_TEST(options_and_version) {
-  sfa_kernel_spec s = {SFA_PASS_FWD, SFA_MODE_DENSE, SFA_DTYPE_FP16, 64, 128, 64, 4, 2, 90, 0};
+  sfa_kernel_spec s = {SFA_PASS_FWD, SFA_MODE_DENSE, SFA_DTYPE_FP16, 64, 128, 64, 4, 2, 90, 0,
+                       SFA_SPEC_MMA_SYNC};
   ck_assert_str_eq(sfa__nvrtc_options_string(&s),
                    "--gpu-architecture=sm_90 -std=c++17 --use_fast_math");
   s.arch = 86;

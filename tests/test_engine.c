@@ -17,7 +17,7 @@ static char err[2048];
 /* Renders main.lt = text (plus optional lib.lt) with the spec of a d128 kernel. */
 static sfa_status render2(const char *text, const char *lib, char **out) {
   sfa_kernel_spec s = {SFA_PASS_FWD, SFA_MODE_DENSE, SFA_DTYPE_BF16, 128,
-                       128, 64, 4, 2, 90, SFA_FEAT_CAUSAL};
+                       128, 64, 4, 2, 90, SFA_FEAT_CAUSAL, SFA_SPEC_MMA_SYNC};
   sfa__template t[] = {{"main.lt", text}, {"lib.lt", lib}, {NULL, NULL}};
   if (!lib) t[1].name = NULL;
   err[0] = '\0';
@@ -168,7 +168,7 @@ START_TEST(embedded_files) {
   ck_assert_ptr_nonnull(sfa__embedded_find("abi.lt"));
   ck_assert_ptr_null(sfa__embedded_find("nope.lt"));
   /* The embedded copy matches the file in the source tree. */
-  FILE *fp = fopen(SFA_SOURCE_DIR "/gen/template.lua", "rb");
+  FILE *fp = fopen(tu_source_path("gen/template.lua"), "rb");
   ck_assert_ptr_nonnull(fp);
   char *buf = malloc(f->size + 16);
   size_t n = fread(buf, 1, f->size + 16, fp);

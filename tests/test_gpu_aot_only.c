@@ -100,18 +100,6 @@ static int add_name(char (*names)[SFA__NAME_MAX], int n, const sfa_kernel_spec *
   return n + 1;
 }
 
-/* sfa-gen next to this test, or in SFA_BINARY_DIR. */
-static void tool_path(char *buf, size_t n) {
-  char exe[1024];
-  ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
-  if (len > 0 && (exe[len] = '\0', strrchr(exe, '/'))) {
-    *strrchr(exe, '/') = '\0';
-    snprintf(buf, n, "%s/../gen/sfa-gen", exe);
-    if (access(buf, X_OK) == 0) return;
-  }
-  snprintf(buf, n, "%s/gen/sfa-gen", SFA_BINARY_DIR);
-}
-
 /* Writes kdir with sfa-gen: every kernel of every case's forward and
 ** backward (atomic and deterministic dq) and the helpers'. 0 on success. */
 static int make_kernel_dir(void) {
@@ -154,8 +142,7 @@ static int make_kernel_dir(void) {
   }
   sfa_context_destroy(lc);
 
-  char tool[1100];
-  tool_path(tool, sizeof tool);
+  const char *tool = tu_build_path("gen/sfa-gen"); /* testutil.h */
   static char cmd[16384];
   int at = snprintf(cmd, sizeof cmd, "'%s' --out '%s'", tool, kdir);
   for (int i = 0; i < n && at < (int)sizeof cmd; i++)

@@ -491,7 +491,7 @@ END_TEST
 
 START_TEST(compile_public_api) {
   sfa_kernel_spec spec = {SFA_PASS_FWD, SFA_MODE_DENSE, SFA_DTYPE_BF16, 128, 0, 0, 0, 0,
-                          device_arch, SFA_FEAT_CAUSAL};
+                          device_arch, SFA_FEAT_CAUSAL, SFA_SPEC_MMA_SYNC};
   ck_assert_int_eq(sfa_spec_default(&spec, NULL, 0), SFA_OK);
   sfa_kernel *k1 = NULL, *k2 = NULL;
   sfa_status st = sfa_compile(ctx, &spec, &k1);
@@ -542,7 +542,7 @@ START_TEST(launch_overhead) {
   /* The cached lookup alone (sfa_compile of a loaded spec: validate, bind,
   ** table lookup); DESIGN.md's target is < 5 us. */
   sfa_kernel_spec spec = {SFA_PASS_FWD, SFA_MODE_DENSE, SFA_DTYPE_BF16, 64, 0, 0, 0, 0,
-                          device_arch, SFA_FEAT_CAUSAL};
+                          device_arch, SFA_FEAT_CAUSAL, SFA_SPEC_MMA_SYNC};
   ck_assert_int_eq(sfa_spec_default(&spec, NULL, 0), SFA_OK);
   sfa_kernel *kern = NULL;
   ck_assert_int_eq(sfa_compile(ctx, &spec, &kern), SFA_OK);

@@ -233,8 +233,8 @@ START_TEST(kernel_dir_serves_forward_without_compiling) {
   s.arch = device_arch, s.flags = SFA_FEAT_CAUSAL;
   ck_assert_int_eq(sfa_spec_default(&s, NULL, 0), SFA_OK);
   ck_assert_int_eq(sfa_spec_name(&s, name, sizeof name), SFA_OK);
-  snprintf(cmd, sizeof cmd, "'%s/gen/sfa-gen' --name %s --out '%s' > /dev/null 2>&1",
-           SFA_BINARY_DIR, name, kdir);
+  snprintf(cmd, sizeof cmd, "'%s' --name %s --out '%s' > /dev/null 2>&1",
+           tu_build_path("gen/sfa-gen"), name, kdir);
   ck_assert_msg(system(cmd) == 0, "%s failed", cmd);
 
   prob P;

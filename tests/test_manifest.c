@@ -29,7 +29,7 @@ static const char *const names[3] = {
   "sfa_fwd_window_causal_bias_mask_fp16_d64_m128n64_w4s2_sm80",
 };
 static char gen_dir[512]; /* sfa-gen's output, made once by the fixture */
-static char tool[1100];   /* sfa-gen */
+static const char *tool;  /* sfa-gen */
 
 static int run(const char *cmd) {
   int rc = system(cmd);
@@ -37,16 +37,8 @@ static int run(const char *cmd) {
 }
 
 static void make_kernels(void) {
-  /* build/gen/sfa-gen, found from this test's own path (build/tests/...), so
-  ** that a build directory copied elsewhere still finds it */
-  char exe[1024];
-  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-  if (n > 0 && (exe[n] = '\0', strrchr(exe, '/'))) {
-    *strrchr(exe, '/') = '\0';
-    snprintf(tool, sizeof tool, "%s/../gen/sfa-gen", exe);
-  } else {
-    snprintf(tool, sizeof tool, "%s/gen/sfa-gen", SFA_BINARY_DIR);
-  }
+  /* build/gen/sfa-gen (testutil.h: found from this test's own path) */
+  tool = tu_build_path("gen/sfa-gen");
   char cmd[2048];
   if (access(tool, X_OK) != 0) {
     fprintf(stderr, "test_manifest: %s is not built (build all targets first)\n", tool);
@@ -280,8 +272,8 @@ END_TEST
 START_TEST(no_cubin_manifest) {
   const char *dir = tu_mkdtemp();
   char cmd[2048], err[512] = "";
-  snprintf(cmd, sizeof cmd, "%s/gen/sfa-gen --name %s --no-cubin --out %s 2>/dev/null",
-           SFA_BINARY_DIR, names[1], dir);
+  snprintf(cmd, sizeof cmd, "'%s' --name %s --no-cubin --out %s 2>/dev/null", tool, names[1],
+           dir);
   ck_assert_int_eq(run(cmd), 0);
   sfa__manifest *m = load_ok(dir);
   ck_assert_uint_eq(m->count, 1);

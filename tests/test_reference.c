@@ -647,6 +647,28 @@ START_TEST(argument_errors) {
 }
 END_TEST
 
+/* The references take the params sfa_forward takes and refuse what it
+** refuses, with its messages: causal and deterministic are 0 or 1, in every
+** mode and in both passes. */
+START_TEST(params_rules_are_sfa_forwards) {
+  float x[64] = {0}, o[64], g[64];
+  const sfa_status bad = SFA_ERR_INVALID_ARGUMENT;
+  sfa_attention_params p = dense(7);
+  expect_error(bad, "params.causal: 7; must be 0 or 1", &p, 1, 1, 1, 2, 2, 16, x, NULL, o);
+  p = window(-1, -1, -1);
+  expect_error(bad, "params.causal: -1; must be 0 or 1", &p, 1, 1, 1, 2, 2, 16, x, NULL, o);
+  p = dense(0);
+  p.deterministic = 2;
+  expect_error(bad, "params.deterministic: 2; must be 0 or 1", &p, 1, 1, 1, 2, 2, 16, x, NULL, o);
+  char err[256] = "";
+  p = dense(3);
+  ck_assert_int_eq(sfa_reference_backward(&p, 1, 1, 1, 2, 2, 16, x, x, x, NULL, x, g, g, g, NULL,
+                                          err, sizeof err),
+                   bad);
+  ck_assert_msg(strstr(err, "params.causal: 3; must be 0 or 1"), "%s", err);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("reference");
   TCase *t = tcase_create("reference");
@@ -665,6 +687,7 @@ int main(void) {
   tcase_add_test(t, window_bias_broadcast);
   tcase_add_test(t, window_mask_heads);
   tcase_add_test(t, argument_errors);
+  tcase_add_test(t, params_rules_are_sfa_forwards);
   suite_add_tcase(s, t);
   return tu_run_suite(s);
 }

@@ -75,7 +75,8 @@ typedef struct outcome {
 } outcome;
 
 static sfa_kernel_spec the_spec(void) {
-  sfa_kernel_spec s = {SFA_PASS_FWD, SFA_MODE_DENSE, SFA_DTYPE_BF16, 64, 0, 0, 0, 0, 80, 0};
+  sfa_kernel_spec s = {SFA_PASS_FWD, SFA_MODE_DENSE, SFA_DTYPE_BF16, 64, 0, 0, 0, 0, 80, 0,
+                       SFA_SPEC_MMA_SYNC};
   ck_assert_int_eq(sfa_spec_default(&s, NULL, 0), SFA_OK);
   return s;
 }

@@ -52,8 +52,7 @@ typedef struct timer {
 /* The tile and the mma kind (a wgmma candidate can share its tile with a sync one). */
 static int same_tile(const sfa_kernel_spec *a, const sfa_kernel_spec *b) {
   return a->block_m == b->block_m && a->block_n == b->block_n &&
-         a->num_warps == b->num_warps && a->num_stages == b->num_stages &&
-         (a->flags & SFA_FEAT_WGMMA) == (b->flags & SFA_FEAT_WGMMA);
+         a->num_warps == b->num_warps && a->num_stages == b->num_stages && a->mma == b->mma;
 }
 
 static int ft_run(void *u, const sfa_kernel_spec *s, float *ms) {
@@ -323,17 +322,17 @@ START_TEST(cached_bwd_rows_of_either_mma_kind_are_used) {
   sfa__device d = fake_dev(0, 90);
   sfa__problem p = problem(2, 8, 2048);
   sfa_kernel_spec c = cls(SFA_PASS_BWD, 128, 90, SFA_FEAT_CAUSAL);
-  put_row("Fake GPU 0", 90, &c, &p, (sfa_tune_config){64, 64, 4, 1, 1});
+  put_row("Fake GPU 0", 90, &c, &p, (sfa_tune_config){64, 64, 4, 1, SFA_SPEC_MMA_WGMMA});
   sfa_context *ctx = make_ctx(SFA_TUNE_CACHED);
   sfa_kernel_spec s = select_ok(ctx, &d, c, &p);
   ck_assert(s.block_m == 64 && s.block_n == 64 && s.num_warps == 4 && s.num_stages == 1 &&
-            (s.flags & SFA_FEAT_WGMMA));
+            s.mma == SFA_SPEC_MMA_WGMMA);
   sfa_context_destroy(ctx);
-  put_row("Fake GPU 0", 90, &c, &p, (sfa_tune_config){64, 128, 8, 2, 0});
+  put_row("Fake GPU 0", 90, &c, &p, (sfa_tune_config){64, 128, 8, 2, SFA_SPEC_MMA_SYNC});
   ctx = make_ctx(SFA_TUNE_CACHED);
   s = select_ok(ctx, &d, c, &p);
   ck_assert(s.block_m == 64 && s.block_n == 128 && s.num_warps == 8 && s.num_stages == 2 &&
-            !(s.flags & SFA_FEAT_WGMMA));
+            s.mma == SFA_SPEC_MMA_SYNC);
   sfa_context_destroy(ctx);
 }
 END_TEST
@@ -370,7 +369,7 @@ START_TEST(on_tunes_a_miss_once_and_records_it) {
   sfa_kernel_spec want = target_of(c);
   sfa_kernel_spec def = dflt(c);
   ck_assert(!same_tile(&want, &def) && !db_file_exists("Fake GPU 0", 90));
-  ck_assert(want.flags & SFA_FEAT_WGMMA); /* so the db round trip carries mma wgmma */
+  ck_assert(want.mma == SFA_SPEC_MMA_WGMMA); /* so the db round trip carries mma wgmma */
 
   sfa_context *ctx = make_ctx(SFA_TUNE_ON);
   sfa_kernel_spec s = select_ok(ctx, &d, c, &p);
@@ -380,8 +379,8 @@ START_TEST(on_tunes_a_miss_once_and_records_it) {
   ck_assert_int_eq(F.last_prob.B, 2);
   ck_assert(F.last_prob.params == &P);
   ck_assert_int_eq(F.last_base.head_dim, 128);
-  /* the class's flags; the mma kind is a tile choice (the default's here) */
-  ck_assert_uint_eq(F.last_base.flags & ~SFA_FEAT_WGMMA, SFA_FEAT_CAUSAL);
+  /* the class's flags; the mma kind is a configuration choice, not a flag */
+  ck_assert_uint_eq(F.last_base.flags, SFA_FEAT_CAUSAL);
   for (int i = 0; i < 10; i++) {
     s = select_ok(ctx, &d, c, &p);
     assert_tile(&s, &want);
@@ -404,7 +403,7 @@ START_TEST(on_tunes_a_miss_once_and_records_it) {
   ck_assert_str_eq(row.key.bucket, "tq16384_tk16384_bh32");
   ck_assert_int_eq(row.cfg.block_m, want.block_m);
   ck_assert_int_eq(row.cfg.block_n, want.block_n);
-  ck_assert_int_eq(row.cfg.wgmma, (want.flags & SFA_FEAT_WGMMA) != 0);
+  ck_assert_int_eq(row.cfg.mma, want.mma);
   ck_assert_double_eq_tol(row.time_us, 1000.0, 1e-6);
   ck_assert_double_eq_tol(row.default_time_us, 2000.0, 1e-6);
   sfa_tunedb_close(db);

@@ -17,22 +17,8 @@
 
 #include "testutil.h"
 
-/* build/sfa-tune, found from this test's own path (build/tests/test_sfa_tune),
-** so that a build directory copied elsewhere still finds it. */
-static char TOOL[1100];
-
-static void find_tool(void) {
-  char exe[1024];
-  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-  if (n <= 0) {
-    snprintf(TOOL, sizeof TOOL, "%s/sfa-tune", SFA_BINARY_DIR);
-    return;
-  }
-  exe[n] = '\0';
-  char *slash = strrchr(exe, '/');
-  if (slash) *slash = '\0';
-  snprintf(TOOL, sizeof TOOL, "%s/../sfa-tune", exe);
-}
+/* build/sfa-tune (testutil.h: found from this test's own path). */
+#define TOOL tu_build_path("sfa-tune")
 
 #if defined(__SANITIZE_ADDRESS__)
 #define SFA_TEST_ASAN 1
@@ -247,7 +233,6 @@ static Suite *tool_suite(void) {
 }
 
 int main(void) {
-  find_tool();
   if (access(TOOL, X_OK) != 0) {
     fprintf(stderr, "test_sfa_tune: %s is not built (build all targets first)\n", TOOL);
     return 1;

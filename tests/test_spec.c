@@ -20,7 +20,7 @@ static const int archs[] = {80, 86, 87, 88, 89, 90, 100, 103, 110, 120, 121};
 
 static sfa_kernel_spec good(void) {
   sfa_kernel_spec s = {SFA_PASS_FWD, SFA_MODE_DENSE, SFA_DTYPE_BF16, 128,
-                       128, 64, 4, 1, 90, SFA_FEAT_CAUSAL};
+                       128, 64, 4, 1, 90, SFA_FEAT_CAUSAL, SFA_SPEC_MMA_SYNC};
   return s;
 }
 
@@ -198,25 +198,34 @@ START_TEST(flags_rule) {
   expect(&s, SFA_ERR_INVALID_ARGUMENT, "flags: det applies to pass bwd only", NULL);
   s.flags = 1u << 9;
   expect(&s, SFA_ERR_INVALID_ARGUMENT, "flags: 0x200", "SFA_FEAT_CAUSAL");
-  expect(&s, SFA_ERR_INVALID_ARGUMENT, "flags: 0x200", "SFA_FEAT_WGMMA");
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "flags: 0x200", "SFA_FEAT_DETERMINISTIC");
+  /* the mma kind was the flag 1u << 4 before 0.2: now it is the field mma */
+  s.flags = 1u << 4;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "flags: 0x10 has unknown bits",
+         "the mma kind is the field mma, SFA_SPEC_MMA_WGMMA");
+  s.flags = 0;
+  s.mma = (sfa_spec_mma)2;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "mma: 2 is not allowed",
+         "SFA_SPEC_MMA_SYNC (0) or SFA_SPEC_MMA_WGMMA (1)");
 }
 END_TEST
 
-/* wg (wgmma): fwd on sm_90 only, head_dim 64 or 128, block_m == 16 * num_warps
-** (64 rows per warpgroup), block_n 64 or 128. Each error names its field. */
+/* mma wgmma: fwd and bwd on sm_90 only, head_dim 64 or 128, block_m == 16 *
+** num_warps (64 rows per warpgroup), block_n 64 or 128. Each error names its
+** field. */
 START_TEST(wgmma_rule) {
   sfa_kernel_spec s = good();
-  s.flags |= SFA_FEAT_WGMMA;
+  s.mma = SFA_SPEC_MMA_WGMMA;
   s.block_m = 64, s.block_n = 128, s.num_warps = 4, s.num_stages = 1;
   expect(&s, SFA_OK, NULL, NULL);
   s.head_dim = 64, s.block_m = 128, s.block_n = 64, s.num_warps = 8, s.num_stages = 2;
   expect(&s, SFA_OK, NULL, NULL);
   s.mode = SFA_MODE_WINDOW;
-  s.flags = SFA_FEAT_CAUSAL | SFA_FEAT_BIAS | SFA_FEAT_MASK | SFA_FEAT_WGMMA;
+  s.flags = SFA_FEAT_CAUSAL | SFA_FEAT_BIAS | SFA_FEAT_MASK;
   expect(&s, SFA_OK, NULL, NULL);
   /* bwd: warpgroups of 64 keys (block_n 16 x num_warps) and 64-query tiles */
   s = good();
-  s.flags |= SFA_FEAT_WGMMA;
+  s.mma = SFA_SPEC_MMA_WGMMA;
   s.pass = SFA_PASS_BWD;
   s.block_m = 64, s.block_n = 128, s.num_warps = 8, s.num_stages = 2;
   expect(&s, SFA_OK, NULL, NULL);
@@ -225,24 +234,25 @@ START_TEST(wgmma_rule) {
   s.block_n = 64, s.num_warps = 4, s.num_stages = 1;
   expect(&s, SFA_OK, NULL, NULL);
   s.num_warps = 8, s.block_n = 128, s.block_m = 128;
-  expect(&s, SFA_ERR_INVALID_ARGUMENT, "block_m: 128 is not allowed with wg in pass bwd", "64");
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "block_m: 128 is not allowed with mma wgmma in pass bwd",
+         "64");
   s.block_m = 64, s.num_warps = 4; /* 32 keys per warp: valid for mma.sync */
-  expect(&s, SFA_ERR_INVALID_ARGUMENT, "block_n: 128 is not allowed with wg and num_warps 4",
-         "must be 64");
+  expect(&s, SFA_ERR_INVALID_ARGUMENT,
+         "block_n: 128 is not allowed with mma wgmma and num_warps 4", "must be 64");
   /* bwddq never (a tile that bwddq allows otherwise) */
   s = good();
-  s.flags |= SFA_FEAT_WGMMA;
+  s.mma = SFA_SPEC_MMA_WGMMA;
   s.pass = SFA_PASS_BWD_DQ;
   s.num_warps = 8;
-  expect(&s, SFA_ERR_INVALID_ARGUMENT, "flags: wg", "passes fwd and bwd on sm_90 only");
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "mma: wgmma", "passes fwd and bwd on sm_90 only");
   /* the archs: sm_90 only */
   s = good();
-  s.flags |= SFA_FEAT_WGMMA;
+  s.mma = SFA_SPEC_MMA_WGMMA;
   s.block_m = 64, s.block_n = 128;
   for (int i = 0; i < NARCHS; i++) {
     if (archs[i] == 90) continue;
     s.arch = archs[i];
-    expect(&s, SFA_ERR_INVALID_ARGUMENT, "flags: wg", "sm_90 only");
+    expect(&s, SFA_ERR_INVALID_ARGUMENT, "mma: wgmma", "sm_90 only");
   }
   s.arch = 90;
   expect(&s, SFA_OK, NULL, NULL);
@@ -251,22 +261,23 @@ START_TEST(wgmma_rule) {
     s.head_dim = d;
     if (d == 64 || d == 128) continue;
     char msg[64];
-    snprintf(msg, sizeof msg, "head_dim: %d is not allowed with wg", d);
+    snprintf(msg, sizeof msg, "head_dim: %d is not allowed with mma wgmma", d);
     expect(&s, SFA_ERR_INVALID_ARGUMENT, msg, "64 or 128");
   }
   s.head_dim = 96;
-  expect(&s, SFA_ERR_INVALID_ARGUMENT, "head_dim: 96 is not allowed with wg", NULL);
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "head_dim: 96 is not allowed with mma wgmma", NULL);
   /* block_m is 64 rows per warpgroup: m64 w4, m128 w8 */
   s.head_dim = 128;
   s.block_m = 128, s.block_n = 64; /* valid for mma.sync */
-  s.flags &= ~SFA_FEAT_WGMMA;
+  s.mma = SFA_SPEC_MMA_SYNC;
   expect(&s, SFA_OK, NULL, NULL);
-  s.flags |= SFA_FEAT_WGMMA;
-  expect(&s, SFA_ERR_INVALID_ARGUMENT, "block_m: 128 is not allowed with wg and num_warps 4",
-         "block_m must be 64");
+  s.mma = SFA_SPEC_MMA_WGMMA;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT,
+         "block_m: 128 is not allowed with mma wgmma and num_warps 4", "block_m must be 64");
   /* block_n at least 64 */
   s.block_m = 64, s.block_n = 32;
-  expect(&s, SFA_ERR_INVALID_ARGUMENT, "block_n: 32 is not allowed with wg", "64 or 128");
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "block_n: 32 is not allowed with mma wgmma",
+         "64 or 128");
   s.block_n = 64;
   expect(&s, SFA_OK, NULL, NULL);
 }
@@ -315,7 +326,8 @@ END_TEST
 
 START_TEST(smem_rule) {
   /* d256 m128 n128 s2 over 8 warps: 2*264*(128+512) = 337920 bytes. */
-  sfa_kernel_spec s = {SFA_PASS_FWD, SFA_MODE_DENSE, SFA_DTYPE_FP16, 256, 128, 128, 8, 2, 90, 0};
+  sfa_kernel_spec s = {SFA_PASS_FWD, SFA_MODE_DENSE, SFA_DTYPE_FP16, 256, 128, 128, 8, 2, 90, 0,
+                       SFA_SPEC_MMA_SYNC};
   expect(&s, SFA_ERR_INVALID_ARGUMENT, "block_m/block_n/num_stages: needs 337920 bytes",
          "sm_90 allows 232448");
   /* d128 m128 n64 s2: 104448 bytes fits 80 and 90 but not 86/89. */
@@ -330,7 +342,8 @@ START_TEST(smem_rule) {
   s.arch = 89;
   expect(&s, SFA_ERR_INVALID_ARGUMENT, "sm_89 allows 101376", NULL);
   /* d256 m64 n64 s1 is exactly 99 KB: allowed everywhere. */
-  sfa_kernel_spec t = {SFA_PASS_FWD, SFA_MODE_DENSE, SFA_DTYPE_BF16, 256, 64, 64, 4, 1, 86, 0};
+  sfa_kernel_spec t = {SFA_PASS_FWD, SFA_MODE_DENSE, SFA_DTYPE_BF16, 256, 64, 64, 4, 1, 86, 0,
+                       SFA_SPEC_MMA_SYNC};
   expect(&t, SFA_OK, NULL, NULL);
   ck_assert_uint_eq(sfa_spec_smem_bytes(&t), 101376);
   /* sm_80 and sm_87 allow 163 KB: d256 m64 n64 s2 needs 168960. */
@@ -344,7 +357,8 @@ END_TEST
 
 START_TEST(register_rule) {
   /* m128 over 4 warps = 2 m16 tiles: d256 needs 2*32*4 + 2*8*4 = 320. */
-  sfa_kernel_spec s = {SFA_PASS_FWD, SFA_MODE_DENSE, SFA_DTYPE_BF16, 256, 128, 64, 4, 1, 90, 0};
+  sfa_kernel_spec s = {SFA_PASS_FWD, SFA_MODE_DENSE, SFA_DTYPE_BF16, 256, 128, 64, 4, 1, 90, 0,
+                       SFA_SPEC_MMA_SYNC};
   expect(&s, SFA_ERR_INVALID_ARGUMENT,
          "block_m/num_warps/block_n: tile needs 320 accumulator registers per thread",
          "(limit 192)");
@@ -370,8 +384,8 @@ START_TEST(smem_bytes) {
   s.num_stages = 2;
   s.block_n = 32;
   ck_assert_uint_eq(sfa_spec_smem_bytes(&s), 2u * 72 * (128 + 4 * 32));
-  /* wg: unpadded rows, a 1024-byte aligned base */
-  s.flags |= SFA_FEAT_WGMMA;
+  /* mma wgmma: unpadded rows, a 1024-byte aligned base */
+  s.mma = SFA_SPEC_MMA_WGMMA;
   s.block_m = 64, s.block_n = 128, s.num_stages = 1, s.head_dim = 128;
   ck_assert_uint_eq(sfa_spec_smem_bytes(&s), 1024u + 2u * 128 * (64 + 2 * 128));
   s.head_dim = 40;
@@ -399,17 +413,17 @@ START_TEST(name_example) {
   s.flags = SFA_FEAT_CAUSAL | SFA_FEAT_BIAS | SFA_FEAT_MASK | SFA_FEAT_DETERMINISTIC;
   ck_assert_int_eq(sfa_spec_name(&s, buf, sizeof buf), SFA_OK);
   ck_assert_str_eq(buf, "sfa_bwddq_qkdrop_causal_bias_mask_det_fp16_d128_m128n64_w4s2_sm80");
-  s.flags |= SFA_FEAT_WGMMA; /* the last flag */
+  s.mma = SFA_SPEC_MMA_WGMMA; /* spelled after the last flag */
   ck_assert_int_eq(sfa_spec_name(&s, buf, sizeof buf), SFA_OK);
   ck_assert_str_eq(buf, "sfa_bwddq_qkdrop_causal_bias_mask_det_wg_fp16_d128_m128n64_w4s2_sm80");
 }
 END_TEST
 
-/* A wg spec's name: "_wg" after the other flags, before the dtype; it parses
+/* A wgmma spec's name: "_wg" after the flags, before the dtype; it parses
 ** back to the same spec, and only in that place. */
 START_TEST(name_of_a_wg_spec) {
   sfa_kernel_spec s = {SFA_PASS_FWD, SFA_MODE_DENSE, SFA_DTYPE_BF16, 128, 64, 128, 4, 1, 90,
-                       SFA_FEAT_CAUSAL | SFA_FEAT_WGMMA}, back;
+                       SFA_FEAT_CAUSAL, SFA_SPEC_MMA_WGMMA}, back;
   char buf[SFA__NAME_MAX], err[256] = "";
   ck_assert_int_eq(sfa_spec_name(&s, buf, sizeof buf), SFA_OK);
   ck_assert_str_eq(buf, "sfa_fwd_dense_causal_wg_bf16_d128_m64n128_w4s1_sm90");
@@ -418,13 +432,15 @@ START_TEST(name_of_a_wg_spec) {
   ck_assert_int_eq(sfa_spec_validate(&back, err, sizeof err), SFA_OK);
   ck_assert_int_eq(sfa_spec_parse("sfa_fwd_dense_wg_fp16_d64_m128n64_w8s2_sm90", &back, err,
                                   sizeof err), SFA_OK);
-  ck_assert_uint_eq(back.flags, SFA_FEAT_WGMMA);
+  ck_assert_uint_eq(back.flags, 0);
+  ck_assert_int_eq(back.mma, SFA_SPEC_MMA_WGMMA);
   ck_assert(back.head_dim == 64 && back.block_m == 128 && back.num_warps == 8);
   /* after det, the flag before it */
   const char *all = "sfa_bwd_window_causal_bias_mask_det_wg_bf16_d64_m64n128_w8s2_sm90";
   ck_assert_msg(sfa_spec_parse(all, &back, err, sizeof err) == SFA_OK, "%s", err);
   ck_assert_uint_eq(back.flags, SFA_FEAT_CAUSAL | SFA_FEAT_BIAS | SFA_FEAT_MASK |
-                                    SFA_FEAT_DETERMINISTIC | SFA_FEAT_WGMMA);
+                                    SFA_FEAT_DETERMINISTIC);
+  ck_assert_int_eq(back.mma, SFA_SPEC_MMA_WGMMA);
   ck_assert_int_eq(sfa_spec_name(&back, buf, sizeof buf), SFA_OK);
   ck_assert_str_eq(buf, all);
 }
@@ -461,7 +477,8 @@ START_TEST(name_round_trip) {
                       if (ms[m] % (16 * ws[w])) continue;
                       sfa_kernel_spec s = {(sfa_pass)p, (sfa_mode)mo,
                                            t ? SFA_DTYPE_BF16 : SFA_DTYPE_FP16, dims[d],
-                                           ms[m], ns[n], ws[w], ss[st], archs[a], f};
+                                           ms[m], ns[n], ws[w], ss[st], archs[a], f & 15u,
+                                           f & 16u ? SFA_SPEC_MMA_WGMMA : SFA_SPEC_MMA_SYNC};
                       sfa_kernel_spec back;
                       char name[SFA__NAME_MAX], again[SFA__NAME_MAX], err[256];
                       ck_assert_int_eq(sfa_spec_name(&s, name, sizeof name), SFA_OK);
@@ -546,7 +563,7 @@ START_TEST(defaults_valid_everywhere) {
         for (int d = 32; d <= 256; d += 16) {
           sfa_kernel_spec s = {SFA_PASS_FWD, mode_flags[mf].mode,
                                t ? SFA_DTYPE_BF16 : SFA_DTYPE_FP16, d, 0, 0, 0, 0,
-                               archs[a], mode_flags[mf].flags};
+                               archs[a], mode_flags[mf].flags, SFA_SPEC_MMA_SYNC};
           char err[256] = "";
           ck_assert_msg(sfa_spec_default(&s, err, sizeof err) == SFA_OK,
                         "mode %d d%d sm%d: %s", (int)s.mode, d, archs[a], err);
@@ -558,7 +575,8 @@ START_TEST(defaults_valid_everywhere) {
 END_TEST
 
 static sfa_kernel_spec defaults_for(sfa_mode mode, unsigned flags, int d, int arch) {
-  sfa_kernel_spec s = {SFA_PASS_FWD, mode, SFA_DTYPE_BF16, d, 0, 0, 0, 0, arch, flags};
+  sfa_kernel_spec s = {SFA_PASS_FWD, mode, SFA_DTYPE_BF16, d, 0, 0, 0, 0, arch, flags,
+                       SFA_SPEC_MMA_SYNC};
   ck_assert_int_eq(sfa_spec_default(&s, NULL, 0), SFA_OK);
   return s;
 }
@@ -579,18 +597,20 @@ START_TEST(defaults_heuristic) {
         if (wg && d == 64) m = short_rows ? 64 : 128, n = 64, w = short_rows ? 4 : 8, st = 2;
         if (wg && d == 128) m = 64, n = 128, w = 4, st = 1;
         ck_assert_msg(s.block_m == m && s.block_n == n && s.num_warps == w &&
-                          s.num_stages == st && s.flags == (mode_flags[mf].flags |
-                                                            (wg ? SFA_FEAT_WGMMA : 0u)),
-                      "mode %d d%d sm%d: m%dn%dw%ds%d flags 0x%x, want m%dn%dw%ds%d%s",
+                          s.num_stages == st && s.flags == mode_flags[mf].flags &&
+                          s.mma == (wg ? SFA_SPEC_MMA_WGMMA : SFA_SPEC_MMA_SYNC),
+                      "mode %d d%d sm%d: m%dn%dw%ds%d flags 0x%x mma %d, want m%dn%dw%ds%d%s",
                       (int)s.mode, d, archs[a], s.block_m, s.block_n, s.num_warps, s.num_stages,
-                      s.flags, m, n, w, st, wg ? " wg" : "");
+                      s.flags, (int)s.mma, m, n, w, st, wg ? " wgmma" : "");
       }
   sfa_kernel_spec s = defaults_for(SFA_MODE_DENSE, SFA_FEAT_CAUSAL, 128, 90);
   ck_assert(s.block_m == 64 && s.block_n == 128 && s.num_warps == 4 && s.num_stages == 1);
-  ck_assert_uint_eq(s.flags, SFA_FEAT_CAUSAL | SFA_FEAT_WGMMA);
+  ck_assert_uint_eq(s.flags, SFA_FEAT_CAUSAL);
+  ck_assert_int_eq(s.mma, SFA_SPEC_MMA_WGMMA);
   s = defaults_for(SFA_MODE_DENSE, SFA_FEAT_CAUSAL, 128, 80);
   ck_assert(s.block_m == 128 && s.block_n == 64 && s.num_warps == 4 && s.num_stages == 1);
   ck_assert_uint_eq(s.flags, SFA_FEAT_CAUSAL);
+  ck_assert_int_eq(s.mma, SFA_SPEC_MMA_SYNC);
   s = defaults_for(SFA_MODE_HASH, 0, 64, 86);
   ck_assert(s.block_m == 128 && s.block_n == 64 && s.num_warps == 4 && s.num_stages == 2);
   s = defaults_for(SFA_MODE_WINDOW, SFA_FEAT_BIAS, 256, 89);
@@ -598,17 +618,19 @@ START_TEST(defaults_heuristic) {
 }
 END_TEST
 
-/* The default decides the wg bit: set for sm_90 fwd and bwd at D 64/128
-** whatever the caller passed, cleared everywhere else (the dq pass, other
-** archs and dims). */
+/* The default decides mma: wgmma for sm_90 fwd and bwd at D 64/128 whatever
+** the caller passed, mma.sync everywhere else (the dq pass, other archs and
+** dims); the flags stay as they are. */
 START_TEST(defaults_set_or_clear_wg) {
-  sfa_kernel_spec s = {SFA_PASS_FWD, SFA_MODE_HASH, SFA_DTYPE_FP16, 64, 0, 0, 0, 0, 90, 0};
+  sfa_kernel_spec s = {SFA_PASS_FWD, SFA_MODE_HASH, SFA_DTYPE_FP16, 64, 0, 0, 0, 0, 90, 0,
+                       SFA_SPEC_MMA_SYNC};
   ck_assert_int_eq(sfa_spec_default(&s, NULL, 0), SFA_OK);
-  ck_assert_uint_eq(s.flags, SFA_FEAT_WGMMA);
+  ck_assert_uint_eq(s.flags, 0);
+  ck_assert_int_eq(s.mma, SFA_SPEC_MMA_WGMMA);
   ck_assert(s.block_m == 64 && s.block_n == 64 && s.num_warps == 4 && s.num_stages == 2);
   s.pass = SFA_PASS_BWD;
   ck_assert_int_eq(sfa_spec_default(&s, NULL, 0), SFA_OK);
-  ck_assert_uint_eq(s.flags, SFA_FEAT_WGMMA);
+  ck_assert_int_eq(s.mma, SFA_SPEC_MMA_WGMMA);
   ck_assert(s.block_m == 64 && s.block_n == 128 && s.num_warps == 8 && s.num_stages == 2);
   static const struct { sfa_pass pass; int d, arch; } off[] = {
     {SFA_PASS_FWD, 128, 80}, {SFA_PASS_FWD, 64, 89}, {SFA_PASS_FWD, 96, 90},
@@ -616,10 +638,11 @@ START_TEST(defaults_set_or_clear_wg) {
     {SFA_PASS_BWD_DQ, 64, 90}};
   for (size_t i = 0; i < sizeof off / sizeof off[0]; i++) {
     sfa_kernel_spec t = {off[i].pass, SFA_MODE_DENSE, SFA_DTYPE_BF16, off[i].d, 0, 0, 0, 0,
-                         off[i].arch, SFA_FEAT_CAUSAL | SFA_FEAT_WGMMA};
+                         off[i].arch, SFA_FEAT_CAUSAL, SFA_SPEC_MMA_WGMMA};
     char err[256] = "";
     ck_assert_msg(sfa_spec_default(&t, err, sizeof err) == SFA_OK, "case %zu: %s", i, err);
     ck_assert_msg(t.flags == SFA_FEAT_CAUSAL, "case %zu: flags 0x%x", i, t.flags);
+    ck_assert_msg(t.mma == SFA_SPEC_MMA_SYNC, "case %zu: mma %d", i, (int)t.mma);
   }
 }
 END_TEST
@@ -628,36 +651,41 @@ END_TEST
 ** at D 64 and 128), otherwise mma.sync; the auto choice is sfa_spec_default. */
 START_TEST(defaults_of_an_mma_kind) {
   sfa_kernel_spec s = {SFA_PASS_BWD, SFA_MODE_DENSE, SFA_DTYPE_BF16, 128, 0, 0, 0, 0, 90,
-                       SFA_FEAT_CAUSAL};
+                       SFA_FEAT_CAUSAL, SFA_SPEC_MMA_SYNC};
   ck_assert_int_eq(sfa__spec_default_mma(&s, 1, NULL, 0), SFA_OK);
-  ck_assert_uint_eq(s.flags, SFA_FEAT_CAUSAL | SFA_FEAT_WGMMA);
+  ck_assert_uint_eq(s.flags, SFA_FEAT_CAUSAL);
+  ck_assert_int_eq(s.mma, SFA_SPEC_MMA_WGMMA);
   ck_assert(s.block_m == 64 && s.block_n == 128 && s.num_warps == 8 && s.num_stages == 2);
   sfa_kernel_spec d = s;
   ck_assert_int_eq(sfa_spec_default(&d, NULL, 0), SFA_OK); /* auto: wgmma, the same tiles */
   ck_assert(memcmp(&d, &s, sizeof d) == 0);
   ck_assert_int_eq(sfa__spec_default_mma(&d, 0, NULL, 0), SFA_OK); /* mma.sync on request */
   ck_assert_uint_eq(d.flags, SFA_FEAT_CAUSAL);
-  sfa_kernel_spec f = {SFA_PASS_FWD, SFA_MODE_QK_DROP, SFA_DTYPE_FP16, 64, 0, 0, 0, 0, 90, 0};
+  ck_assert_int_eq(d.mma, SFA_SPEC_MMA_SYNC);
+  sfa_kernel_spec f = {SFA_PASS_FWD, SFA_MODE_QK_DROP, SFA_DTYPE_FP16, 64, 0, 0, 0, 0, 90, 0,
+                       SFA_SPEC_MMA_SYNC};
   ck_assert_int_eq(sfa__spec_default_mma(&f, 0, NULL, 0), SFA_OK);
-  ck_assert_uint_eq(f.flags, 0); /* mma.sync on request: the pre-wgmma default tiles */
+  ck_assert_int_eq(f.mma, SFA_SPEC_MMA_SYNC); /* on request: the pre-wgmma default tiles */
   ck_assert(f.block_m == 128 && f.block_n == 64 && f.num_warps == 4 && f.num_stages == 2);
   ck_assert_int_eq(sfa__spec_default_mma(&f, -1, NULL, 0), SFA_OK);
-  ck_assert_uint_eq(f.flags, SFA_FEAT_WGMMA);
+  ck_assert_uint_eq(f.flags, 0);
+  ck_assert_int_eq(f.mma, SFA_SPEC_MMA_WGMMA);
   static const struct { sfa_pass pass; int d, arch; } never[] = {
     {SFA_PASS_BWD, 128, 80}, {SFA_PASS_BWD, 96, 90}, {SFA_PASS_BWD_DQ, 128, 90},
     {SFA_PASS_FWD, 256, 90}};
   for (size_t i = 0; i < sizeof never / sizeof never[0]; i++) {
     sfa_kernel_spec t = {never[i].pass, SFA_MODE_DENSE, SFA_DTYPE_BF16, never[i].d, 0, 0, 0, 0,
-                         never[i].arch, 0};
+                         never[i].arch, 0, SFA_SPEC_MMA_SYNC};
     ck_assert_int_eq(sfa__spec_default_mma(&t, 1, NULL, 0), SFA_OK);
-    ck_assert_msg(!(t.flags & SFA_FEAT_WGMMA), "case %zu", i);
+    ck_assert_msg(t.mma == SFA_SPEC_MMA_SYNC, "case %zu", i);
     ck_assert_int_eq(sfa__wgmma_allowed(&t), 0);
   }
 }
 END_TEST
 
 START_TEST(defaults_errors) {
-  sfa_kernel_spec s = {SFA_PASS_FWD, SFA_MODE_DENSE, SFA_DTYPE_BF16, 40, 0, 0, 0, 0, 90, 0};
+  sfa_kernel_spec s = {SFA_PASS_FWD, SFA_MODE_DENSE, SFA_DTYPE_BF16, 40, 0, 0, 0, 0, 90, 0,
+                       SFA_SPEC_MMA_SYNC};
   char err[256] = "";
   ck_assert_int_eq(sfa_spec_default(&s, err, sizeof err), SFA_ERR_INVALID_ARGUMENT);
   ck_assert_ptr_nonnull(strstr(err, "head_dim: 40"));
@@ -691,7 +719,7 @@ START_TEST(defaults_of_a_backward_no_tile_fits_are_unsupported) {
   static const int small[] = {86, 89};
   for (size_t a = 0; a < 2; a++) {
     sfa_kernel_spec s = {SFA_PASS_BWD, SFA_MODE_DENSE, SFA_DTYPE_BF16, 256, 0, 0, 0, 0,
-                         small[a], SFA_FEAT_CAUSAL};
+                         small[a], SFA_FEAT_CAUSAL, SFA_SPEC_MMA_SYNC};
     char err[256] = "", want[160];
     ck_assert_int_eq(sfa_spec_default(&s, err, sizeof err), SFA_ERR_UNSUPPORTED);
     snprintf(want, sizeof want, "pass bwd at head dim 256: its smallest tile needs 144896 "
@@ -737,7 +765,8 @@ START_TEST(utility_names_round_trip) {
   };
   for (size_t i = 0; i < sizeof u / sizeof u[0]; i++)
     for (int a = 0; a < NARCHS; a++) {
-      sfa_kernel_spec s = {u[i].pass, SFA_MODE_DENSE, u[i].dtype, 0, 0, 0, 0, 0, archs[a], 0};
+      sfa_kernel_spec s = {u[i].pass, SFA_MODE_DENSE, u[i].dtype, 0, 0, 0, 0, 0, archs[a], 0,
+                           SFA_SPEC_MMA_SYNC};
       sfa_kernel_spec back;
       char name[SFA__NAME_MAX], want[SFA__NAME_MAX], err[256] = "";
       ck_assert_msg(sfa_spec_default(&s, err, sizeof err) == SFA_OK, "%s", err);
@@ -768,7 +797,7 @@ END_TEST
 ** of its dtypes; each broken rule names its field. */
 START_TEST(utility_rules) {
   const sfa_kernel_spec good_u = {SFA_PASS_TOPK, SFA_MODE_DENSE, SFA_DTYPE_FP32, 0, 0, 0, 16, 0,
-                                  90, 0};
+                                  90, 0, SFA_SPEC_MMA_SYNC};
   sfa_kernel_spec s = good_u;
   expect(&s, SFA_OK, NULL, NULL);
   s.mode = SFA_MODE_WINDOW;
@@ -796,8 +825,11 @@ START_TEST(utility_rules) {
   expect(&s, SFA_ERR_INVALID_ARGUMENT, "arch: 75", NULL);
   s = good_u, s.flags = SFA_FEAT_CAUSAL;
   expect(&s, SFA_ERR_INVALID_ARGUMENT, "flags: 0x1 is not allowed with pass topk", NULL);
-  s = good_u, s.flags = SFA_FEAT_WGMMA;
+  s = good_u, s.flags = 1u << 4;
   expect(&s, SFA_ERR_INVALID_ARGUMENT, "flags: 0x10", NULL);
+  s = good_u, s.mma = SFA_SPEC_MMA_WGMMA;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "mma: 1 is not allowed with pass topk",
+         "a utility kernel has none");
   /* a name needs a valid spec; the default fills only the tiles */
   char buf[SFA__NAME_MAX], err[256] = "";
   s = good_u, s.num_warps = 4;
@@ -807,7 +839,7 @@ START_TEST(utility_rules) {
   s = good_u, s.head_dim = 128;
   ck_assert_int_eq(sfa_spec_default(&s, err, sizeof err), SFA_ERR_INVALID_ARGUMENT);
   ck_assert_msg(strstr(err, "head_dim: 128 is not allowed with pass topk"), "%s", err);
-  s = good_u, s.block_m = 128, s.num_warps = 4, s.num_stages = 2, s.flags = SFA_FEAT_WGMMA;
+  s = good_u, s.block_m = 128, s.num_warps = 4, s.num_stages = 2, s.mma = SFA_SPEC_MMA_WGMMA;
   ck_assert_int_eq(sfa_spec_default(&s, err, sizeof err), SFA_OK);
   ck_assert(memcmp(&s, &good_u, sizeof s) == 0);
   /* an attention pass still takes only fp16 and bf16 */

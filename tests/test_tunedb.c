@@ -86,7 +86,7 @@ static void expect_row(sfa_tunedb *db, const sfa_tune_row *want) {
   ck_assert_int_eq(got.cfg.block_n, want->cfg.block_n);
   ck_assert_int_eq(got.cfg.num_warps, want->cfg.num_warps);
   ck_assert_int_eq(got.cfg.num_stages, want->cfg.num_stages);
-  ck_assert_int_eq(got.cfg.wgmma, want->cfg.wgmma);
+  ck_assert_int_eq(got.cfg.mma, want->cfg.mma);
   ck_assert_double_eq_tol(got.time_us, want->time_us, 1e-9);
   ck_assert_double_eq_tol(got.default_time_us, want->default_time_us, 1e-9);
   ck_assert_str_eq(got.date, want->date);
@@ -202,7 +202,8 @@ START_TEST(file_names_are_sanitized) {
 END_TEST
 
 START_TEST(make_key_from_spec) {
-  sfa_kernel_spec s = {SFA_PASS_FWD, SFA_MODE_HASH, SFA_DTYPE_FP16, 64, 0, 0, 0, 0, 90, 0};
+  sfa_kernel_spec s = {SFA_PASS_FWD, SFA_MODE_HASH, SFA_DTYPE_FP16, 64, 0, 0, 0, 0, 90, 0,
+                       SFA_SPEC_MMA_SYNC};
   sfa_tune_key k;
   char err[256];
   ck_assert_int_eq(sfa_tunedb_make_key(&k, GPU, 90, &s, 5000, 4096, 2 * 16, err, sizeof err),
@@ -213,22 +214,25 @@ START_TEST(make_key_from_spec) {
   ck_assert_int_eq(k.head_dim, 64);
   ck_assert_str_eq(k.bucket, "tq8192_tk4096_bh32");
   ck_assert_uint_eq(k.flags, 0);
-  /* wgmma is a tile choice: not in the key, in the config */
-  s.flags = SFA_FEAT_CAUSAL | SFA_FEAT_WGMMA;
+  /* the configuration (tiles, mma) is not in the key but in the config */
+  s.flags = SFA_FEAT_CAUSAL;
+  s.mma = SFA_SPEC_MMA_WGMMA;
   s.block_m = 128, s.block_n = 64, s.num_warps = 8, s.num_stages = 2;
   ck_assert_int_eq(sfa_tunedb_make_key(&k, GPU, 90, &s, 5000, 4096, 2 * 16, err, sizeof err),
                    SFA_OK);
   ck_assert_uint_eq(k.flags, SFA_FEAT_CAUSAL);
   sfa_tune_config c = sfa_tunedb_config_of(&s);
   ck_assert(c.block_m == 128 && c.block_n == 64 && c.num_warps == 8 && c.num_stages == 2);
-  ck_assert_int_eq(c.wgmma, 1);
+  ck_assert_int_eq(c.mma, SFA_SPEC_MMA_WGMMA);
   sfa_kernel_spec t = s;
-  t.flags = SFA_FEAT_CAUSAL;
-  sfa_tunedb_config_apply(&c, &t);
-  ck_assert_uint_eq(t.flags, SFA_FEAT_CAUSAL | SFA_FEAT_WGMMA);
-  c.wgmma = 0;
+  t.mma = SFA_SPEC_MMA_SYNC;
   sfa_tunedb_config_apply(&c, &t);
   ck_assert_uint_eq(t.flags, SFA_FEAT_CAUSAL);
+  ck_assert_int_eq(t.mma, SFA_SPEC_MMA_WGMMA);
+  c.mma = SFA_SPEC_MMA_SYNC;
+  sfa_tunedb_config_apply(&c, &t);
+  ck_assert_uint_eq(t.flags, SFA_FEAT_CAUSAL);
+  ck_assert_int_eq(t.mma, SFA_SPEC_MMA_SYNC);
   s.head_dim = 72;
   ck_assert_int_eq(sfa_tunedb_make_key(&k, GPU, 90, &s, 1, 1, 1, err, sizeof err),
                    SFA_ERR_INVALID_ARGUMENT);
@@ -250,7 +254,7 @@ START_TEST(round_trip) {
     mkrow(SFA_MODE_HASH, 64, 0, 16384, 64, 64, 4, 2, 900.125),
     mkrow(SFA_MODE_DENSE, 128, SFA_FEAT_CAUSAL, 8192, 64, 128, 4, 1, 300.75),
   };
-  r[4].cfg.wgmma = 1;
+  r[4].cfg.mma = SFA_SPEC_MMA_WGMMA;
   for (int i = 0; i < 5; i++) put_ok(db, &r[i]);
   char err[512] = "";
   ck_assert_msg(sfa_tunedb_save(db, err, sizeof err) == SFA_OK, "%s", err);
@@ -359,10 +363,14 @@ START_TEST(put_rejects_bad_rows) {
   x = r;
   snprintf(x.date, sizeof x.date, "yesterday");
   ck_assert_int_eq(sfa_tunedb_put(db, &x, err, sizeof err), SFA_ERR_INVALID_ARGUMENT);
-  x = r; /* the mma kind belongs in cfg.wgmma, never in the key */
-  x.key.flags |= SFA_FEAT_WGMMA;
+  x = r; /* the mma kind belongs in cfg.mma; its old flag bit is no flag */
+  x.key.flags |= 1u << 4;
   ck_assert_int_eq(sfa_tunedb_put(db, &x, err, sizeof err), SFA_ERR_INVALID_ARGUMENT);
-  ck_assert_msg(strstr(err, "cfg.wgmma") != NULL, "%s", err);
+  ck_assert_msg(strstr(err, "flags: 0x10 has unknown bits") != NULL, "%s", err);
+  x = r;
+  x.cfg.mma = (sfa_spec_mma)2;
+  ck_assert_int_eq(sfa_tunedb_put(db, &x, err, sizeof err), SFA_ERR_INVALID_ARGUMENT);
+  ck_assert_msg(strstr(err, "mma: 2 is not allowed") != NULL, "%s", err);
   ck_assert_uint_eq(sfa_tunedb_count(db), 0);
   sfa_tunedb_close(db);
 }
@@ -487,7 +495,7 @@ START_TEST(bad_rows_are_skipped) {
   snprintf(h.date, sizeof h.date, "2024-06-01");
   expect_row(db, &h);
   sfa_tune_row w = mkrow(SFA_MODE_DENSE, 64, 0, 8192, 128, 64, 8, 2, 3.5);
-  w.cfg.wgmma = 1;
+  w.cfg.mma = SFA_SPEC_MMA_WGMMA;
   w.default_time_us = 4.5;
   snprintf(w.date, sizeof w.date, "2024-06-01");
   expect_row(db, &w);
@@ -529,7 +537,7 @@ START_TEST(v1_file_is_read_as_mma_sync) {
   sfa_tune_row a = mkrow(SFA_MODE_DENSE, 128, SFA_FEAT_CAUSAL, 1024, 128, 64, 4, 1, 100);
   sfa_tune_row b = mkrow(SFA_MODE_DENSE, 64, SFA_FEAT_CAUSAL, 4096, 128, 64, 4, 1, 50.25);
   a.default_time_us = b.default_time_us = 200;
-  expect_row(db, &a); /* cfg.wgmma 0 */
+  expect_row(db, &a); /* cfg.mma sync */
   expect_row(db, &b);
   ck_assert_int_eq(sfa_tunedb_save(db, NULL, 0), SFA_OK);
   sfa_tunedb_close(db);

@@ -37,6 +37,8 @@ START_TEST(abi_offsets_are_the_compilers) {
   ck_assert_int_eq(sfa_abi_offset(SFA_ABI_OPTIONS, "mma"), (long)offsetof(sfa_options, mma));
   ck_assert_int_eq(sfa_abi_offset(SFA_ABI_KERNEL_SPEC, "flags"),
                    (long)offsetof(sfa_kernel_spec, flags));
+  ck_assert_int_eq(sfa_abi_offset(SFA_ABI_KERNEL_SPEC, "mma"),
+                   (long)offsetof(sfa_kernel_spec, mma));
   ck_assert_int_eq(sfa_abi_offset(SFA_ABI_HOST_EXTRAS, "mask_batches"),
                    (long)offsetof(sfa_host_extras, mask_batches));
   ck_assert_int_eq(sfa_abi_offset(SFA_ABI_TENSOR, "no_such_member"), -1);

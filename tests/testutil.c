@@ -6,6 +6,7 @@
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -98,3 +99,57 @@ int tu_driver_present(void) {
   if (h) dlclose(h);
   return h != NULL;
 }
+
+/* ------------------------------------------------------------ paths */
+
+/* The directory of this executable into buf; 0 when /proc/self/exe cannot be
+** read. */
+static int exe_dir(char *buf, size_t n) {
+  ssize_t len = readlink("/proc/self/exe", buf, n - 1);
+  if (len <= 0) return 0;
+  buf[len] = '\0';
+  char *slash = strrchr(buf, '/');
+  if (!slash) return 0;
+  *slash = '\0';
+  return 1;
+}
+
+/* Paths handed out so far: each is made once and kept. */
+#define MAX_PATHS 32
+static struct { int source; char rel[256], path[1400]; } paths[MAX_PATHS];
+static int npaths;
+static pthread_mutex_t paths_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static const char *tu_path(const char *rel, int source) {
+  char dir[1024], probe[1200];
+  const char *out = NULL;
+  pthread_mutex_lock(&paths_lock);
+  for (int i = 0; i < npaths && !out; i++)
+    if (paths[i].source == source && strcmp(paths[i].rel, rel) == 0) out = paths[i].path;
+  if (!out) {
+    if (npaths == MAX_PATHS || strlen(rel) >= sizeof paths[0].rel) {
+      fprintf(stderr, "testutil: too many or too long paths (%s)\n", rel);
+      abort();
+    }
+    char *path = paths[npaths].path;
+    const size_t n = sizeof paths[0].path;
+    const int have = exe_dir(dir, sizeof dir);
+    if (!source) {
+      snprintf(path, n, "%s/../%s", have ? dir : ".", rel);
+    } else {
+      if (have) snprintf(probe, sizeof probe, "%s/../../include/sfa.h", dir);
+      if (have && access(probe, R_OK) == 0)
+        snprintf(path, n, "%s/../../%s", dir, rel);
+      else
+        snprintf(path, n, "%s/%s", SFA_SOURCE_DIR, rel);
+    }
+    paths[npaths].source = source;
+    snprintf(paths[npaths].rel, sizeof paths[0].rel, "%s", rel);
+    out = paths[npaths++].path;
+  }
+  pthread_mutex_unlock(&paths_lock);
+  return out;
+}
+
+const char *tu_build_path(const char *rel) { return tu_path(rel, 0); }
+const char *tu_source_path(const char *rel) { return tu_path(rel, 1); }

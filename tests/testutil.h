@@ -35,6 +35,18 @@ int tu_count_substr(const char *s, const char *sub);
 int tu_driver_loaded(void);
 int tu_driver_present(void);
 
+/* Paths of the build and the source tree, found from this test's own
+** executable (/proc/self/exe: <build>/tests/test_x), so that a build
+** directory copied or moved elsewhere still finds its tools and sources:
+** tu_build_path("gen/sfa-gen") is <build>/gen/sfa-gen (../gen/sfa-gen from
+** the working directory where the executable's path cannot be read);
+** tu_source_path("templates") is <build>/../templates where that is a
+** source tree (it holds include/sfa.h: the usual build/ inside the
+** checkout), else under the source dir the test was configured from. The
+** strings live until the process ends. */
+const char *tu_build_path(const char *rel);
+const char *tu_source_path(const char *rel);
+
 /* Run the suite with CK_NORMAL output; returns the process exit status. */
 int tu_run_suite(Suite *s);
 

@@ -159,7 +159,7 @@ class KernelSpec(ctypes.Structure):
     _fields_ = [("pass_", ctypes.c_int), ("mode", ctypes.c_int), ("dtype", ctypes.c_int),
                 ("head_dim", ctypes.c_int), ("block_m", ctypes.c_int), ("block_n", ctypes.c_int),
                 ("num_warps", ctypes.c_int), ("num_stages", ctypes.c_int), ("arch", ctypes.c_int),
-                ("flags", ctypes.c_uint)]
+                ("flags", ctypes.c_uint), ("mma", ctypes.c_int)]
 
 
 class HostExtras(ctypes.Structure):

@@ -20,10 +20,11 @@
 
 /* The spec that the templates see: one of three, by the input's length. */
 static sfa_kernel_spec specs[3] = {
-  {SFA_PASS_FWD, SFA_MODE_DENSE, SFA_DTYPE_BF16, 128, 0, 0, 0, 0, 90, SFA_FEAT_CAUSAL},
-  {SFA_PASS_BWD, SFA_MODE_HASH, SFA_DTYPE_FP16, 64, 0, 0, 0, 0, 80, 0},
+  {SFA_PASS_FWD, SFA_MODE_DENSE, SFA_DTYPE_BF16, 128, 0, 0, 0, 0, 90, SFA_FEAT_CAUSAL,
+   SFA_SPEC_MMA_SYNC},
+  {SFA_PASS_BWD, SFA_MODE_HASH, SFA_DTYPE_FP16, 64, 0, 0, 0, 0, 80, 0, SFA_SPEC_MMA_SYNC},
   {SFA_PASS_BWD_DQ, SFA_MODE_WINDOW, SFA_DTYPE_BF16, 64, 0, 0, 0, 0, 90,
-   SFA_FEAT_CAUSAL | SFA_FEAT_MASK}};
+   SFA_FEAT_CAUSAL | SFA_FEAT_MASK, SFA_SPEC_MMA_SYNC}};
 static int ready, verbose;
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {

@@ -32,7 +32,7 @@ static int same_row(const sfa_tune_row *a, const sfa_tune_row *b, int exact_time
   if (strcmp(p->gpu, q->gpu) || p->cc != q->cc || p->pass != q->pass || p->mode != q->mode ||
       p->dtype != q->dtype || p->head_dim != q->head_dim || p->flags != q->flags ||
       strcmp(p->bucket, q->bucket) || c->block_m != d->block_m || c->block_n != d->block_n ||
-      c->num_warps != d->num_warps || c->num_stages != d->num_stages || c->wgmma != d->wgmma ||
+      c->num_warps != d->num_warps || c->num_stages != d->num_stages || c->mma != d->mma ||
       strcmp(a->date, b->date))
     return 0;
   /* A time read back differs by the rounding of the file: 3 decimals, or
@@ -89,7 +89,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
   /* one more row */
   sfa_kernel_spec spec = {SFA_PASS_FWD, SFA_MODE_DENSE, SFA_DTYPE_BF16, 128, 0, 0, 0, 0, CC,
-                          SFA_FEAT_CAUSAL};
+                          SFA_FEAT_CAUSAL, SFA_SPEC_MMA_SYNC};
   sfa_tune_row row;
   memset(&row, 0, sizeof row);
   if (sfa_spec_default(&spec, err, sizeof err) != SFA_OK ||

@@ -21,7 +21,8 @@ int main(void) {
     return 1;
   }
   /* A head dim the generator rejects: the message names the field. */
-  sfa_kernel_spec spec = {SFA_PASS_FWD, SFA_MODE_DENSE, SFA_DTYPE_BF16, 7, 64, 64, 4, 2, 90, 0};
+  sfa_kernel_spec spec = {SFA_PASS_FWD, SFA_MODE_DENSE, SFA_DTYPE_BF16, 7, 64, 64, 4, 2, 90, 0,
+                          SFA_SPEC_MMA_SYNC};
   char err[512] = "";
   sfa_status st = sfa_spec_validate(&spec, err, sizeof err);
   if (st != SFA_ERR_INVALID_ARGUMENT || !strstr(err, "head_dim")) {
