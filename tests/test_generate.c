@@ -368,10 +368,7 @@ START_TEST(backend_missing_an_operation_is_named) {
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     const char *dir = tu_mkdtemp();
     sfa_kernel_spec s = spec_of(SFA_DTYPE_BF16, 128, 1, cases[i].wgmma ? 90 : 80);
-    if (cases[i].wgmma) {
-      s.flags |= SFA_FEAT_WGMMA;
-      ck_assert_int_eq(sfa_spec_default(&s, NULL, 0), SFA_OK);
-    }
+    if (cases[i].wgmma) ck_assert_int_eq(sfa__spec_default_mma(&s, 1, NULL, 0), SFA_OK);
     char err[1024] = "", *src = NULL, want[128];
     write_templates(dir, cases[i].file, cases[i].from, cases[i].to);
     setenv("SFA_TEMPLATE_DIR", dir, 1);
