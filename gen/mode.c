@@ -1,7 +1,7 @@
 /*
 ** mode.c -- the table of the attention modes and of the members of sfa_extras
 ** (mode.h), their queries, and the masking rule of each mode as the CPU
-** reference applies it (DESIGN.md section 2; docs/semantics.md), with off =
+** reference applies it (docs/semantics.md), with off =
 ** Tk - Tq and diag = i + off:
 **   dense    causal: query i sees key j iff j <= diag (bottom-right)
 **   qk_drop  q_idx[i] >= k_idx[j]; q_idx -1 sees nothing, k_idx INT32_MAX is never seen

@@ -368,7 +368,7 @@ SFA_API sfa_status sfa_backward(sfa_context *ctx, const sfa_attention_params *pa
                         const sfa_tensor *dv, const sfa_tensor *dbias, void *stream);
 
 /* The validation call of the index contract of modes qk_drop and hash
-** (DESIGN.md section 2), which sfa_forward relies on without checking. Per
+** (docs/semantics.md), which sfa_forward relies on without checking. Per
 ** (batch, head), along time: positions are >= 0; qk_drop: q_idx and k_idx
 ** strictly increase; hash: buckets are >= 0 and (q_hash, q_idx) and (k_hash,
 ** k_idx) strictly increase; padding is a suffix: q_idx = -1 (hash: with
@@ -389,7 +389,7 @@ SFA_API sfa_status sfa_check_indices(sfa_context *ctx, const sfa_attention_param
 #define SFA_HASH_MAX_BUCKETS 4096
 
 /* From unsorted tensors and bucket ids to the sorted layout of mode hash
-** (DESIGN.md section 2). Per (batch, head), tokens are sorted by (bucket,
+** (docs/semantics.md). Per (batch, head), tokens are sorted by (bucket,
 ** position), a stable sort, and
 **   idx[b, h, i]       = the original position of the i-th sorted token,
 **   hash[b, h, i]      = its bucket,
@@ -465,7 +465,7 @@ typedef struct sfa_host_extras {
 } sfa_host_extras;
 
 /* Float64 reference of the forward pass on host arrays in float32, contiguous
-** [B, H, T, D]. Semantics exactly as DESIGN.md section 2: rows with no allowed
+** [B, H, T, D]. Semantics exactly as docs/semantics.md: rows with no allowed
 ** key get o = 0 and lse = -inf. lse and ex may be NULL (dense needs none). */
 SFA_API sfa_status sfa_reference_forward(const sfa_attention_params *params, int B, int Hq,
                                  int Hkv, int Tq, int Tk, int D, const float *q,

@@ -1,6 +1,6 @@
 /*
 ** indices.c -- sfa_check_indices, the validation call of the index contract
-** of modes qk_drop and hash (DESIGN.md section 2; sfa_forward trusts it and
+** of modes qk_drop and hash (docs/semantics.md; sfa_forward trusts it and
 ** does not check values). It validates the arguments like sfa_forward does,
 ** synchronizes the caller's stream, copies the index arrays to the host and
 ** runs sfa__check_index_arrays (pure host code, see indices.h) on them.

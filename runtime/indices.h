@@ -1,6 +1,6 @@
 /*
 ** indices.h -- the host-side checker of the index contract of modes qk_drop
-** and hash (DESIGN.md section 2), used by sfa_check_indices (runtime/indices.c)
+** and hash (docs/semantics.md), used by sfa_check_indices (runtime/indices.c)
 ** after it copies the arrays from the device, and testable without a GPU.
 */
 #ifndef SFA_RUNTIME_INDICES_H

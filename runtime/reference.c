@@ -1,8 +1,8 @@
 /*
 ** reference.c -- sfa_reference_forward: the float64 CPU reference of the
 ** forward pass. It defines correctness: every GPU kernel is compared with it.
-** Masking: each mode's rule of the mode table (gen/mode.c, DESIGN.md section
-** 2), asked for every (query row, key) pair; the window's mask is read at
+** Masking: each mode's rule of the mode table (gen/mode.c,
+** docs/semantics.md), asked for every (query row, key) pair; the window's mask is read at
 ** mask[b or 0, hm, i or 0, j]. The score is s * scale + bias[b or 0, hb, i or
 ** 0, j] where a bias is given.
 ** Query head h reads kv head h / (Hq / Hkv); a bias or mask with `heads` heads

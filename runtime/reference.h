@@ -3,7 +3,7 @@
 ** (runtime/reference.c) and the backward pass (runtime/reference_bwd.c) share:
 ** the argument checks, the resolved problem, the broadcast index of a window
 ** bias or mask, and one query row of the forward pass (scores, the masking
-** rule of DESIGN.md section 2, softmax, o). Both passes go through
+** rule of docs/semantics.md, softmax, o). Both passes go through
 ** sfa__ref_forward_row so that their masking can never disagree.
 */
 #ifndef SFA_RUNTIME_REFERENCE_H

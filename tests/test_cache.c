@@ -928,23 +928,6 @@ END_TEST
 
 /* ---------------------------------------------------------------- hardening */
 
-/* Bounds this test process's address space, so that a reader that does not
-** bound what it reads fails with ENOMEM instead of eating the machine. Not
-** under ASan, which reserves terabytes of address space. */
-#if defined(__SANITIZE_ADDRESS__)
-#define SFA_TEST_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define SFA_TEST_ASAN 1
-#endif
-#endif
-static void limit_memory(void) {
-#ifndef SFA_TEST_ASAN
-  struct rlimit rl = {(rlim_t)3 << 30, (rlim_t)3 << 30};
-  ck_assert_int_eq(setrlimit(RLIMIT_AS, &rl), 0);
-#endif
-}
-
 /* "timeout 30 TOOL args": a tool that blocks fails instead of hanging. */
 static int run_tool_bounded(char *out, size_t n, const char *args) {
   char cmd[2048];
@@ -1158,7 +1141,7 @@ START_TEST(a_huge_entry_is_refused_unread) {
   ck_assert_int_eq(fwrite(m, 1, ml, f), ml);
   fclose(f);
   ck_assert_int_eq(truncate(path, (off_t)total), 0);
-  limit_memory();
+  tu_limit_memory();
   double t0 = tu_now_ms();
   expect_miss(st, m, ml, "more than");
   ck_assert_double_lt(tu_now_ms() - t0, 5000);

@@ -540,7 +540,7 @@ START_TEST(launch_overhead) {
   ck_assert_msg(us < 100, "sfa_forward takes %.1f us per call on the host", us);
 
   /* The cached lookup alone (sfa_compile of a loaded spec: validate, bind,
-  ** table lookup); DESIGN.md's target is < 5 us. */
+  ** table lookup); the goal is < 5 us. */
   sfa_kernel_spec spec = {SFA_PASS_FWD, SFA_MODE_DENSE, SFA_DTYPE_BF16, 64, 0, 0, 0, 0,
                           device_arch, SFA_FEAT_CAUSAL, SFA_SPEC_MMA_SYNC};
   ck_assert_int_eq(sfa_spec_default(&spec, NULL, 0), SFA_OK);

@@ -356,8 +356,8 @@ static sfa_attention_params window(int left, int right, int causal) {
   return p;
 }
 
-/* The window problem restated for the naive version: the rule of DESIGN.md
-** section 2 written out again, bias and mask as [B, heads, rows, Tk]. */
+/* The window problem restated for the naive version: the rule of
+** docs/semantics.md written out again, bias and mask as [B, heads, rows, Tk]. */
 typedef struct wproblem {
   int Hq, Hkv, Tq, Tk, left, right, causal;
   const float *bias;

@@ -94,7 +94,7 @@ static outcome generate_in_child(void) {
   ck_assert_int_ge(pid, 0);
   if (pid == 0) {
     close(fds[0]);
-#ifndef SFA_SANITIZE /* ASan maps terabytes of shadow memory */
+#if !TU_ASAN /* ASan maps terabytes of shadow memory */
     struct rlimit rl = {CHILD_ADDRESS_SPACE, CHILD_ADDRESS_SPACE};
     setrlimit(RLIMIT_AS, &rl);
 #endif

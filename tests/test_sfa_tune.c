@@ -20,17 +20,10 @@
 /* build/sfa-tune (testutil.h: found from this test's own path). */
 #define TOOL tu_build_path("sfa-tune")
 
-#if defined(__SANITIZE_ADDRESS__)
-#define SFA_TEST_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define SFA_TEST_ASAN 1
-#endif
-#endif
 /* A shell prefix that bounds the tool's time and memory, so that a reader
 ** that blocks or reads without bound fails instead of hanging or eating the
 ** machine (no memory bound under ASan, which reserves terabytes). */
-#ifdef SFA_TEST_ASAN
+#if TU_ASAN
 #define BOUNDED "timeout 30 "
 #else
 #define BOUNDED "ulimit -v 3000000; timeout 30 "

@@ -874,23 +874,6 @@ END_TEST
 
 /* ---------------------------------------------------------------- special files */
 
-#if defined(__SANITIZE_ADDRESS__)
-#define SFA_TEST_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define SFA_TEST_ASAN 1
-#endif
-#endif
-/* Bounds this test process's address space, so that a reader that does not
-** bound what it reads fails with ENOMEM instead of eating the machine (not
-** under ASan, which reserves terabytes). */
-static void limit_memory(void) {
-#ifndef SFA_TEST_ASAN
-  struct rlimit rl = {(rlim_t)3 << 30, (rlim_t)3 << 30};
-  ck_assert_int_eq(setrlimit(RLIMIT_AS, &rl), 0);
-#endif
-}
-
 static void make_parent(const char *path) {
   char cmd[1200];
   snprintf(cmd, sizeof cmd, "mkdir -p \"$(dirname '%s')\"", path);
@@ -916,7 +899,7 @@ START_TEST(a_fifo_db_is_ignored_without_blocking) {
 END_TEST
 
 START_TEST(a_character_device_is_refused_unread) {
-  limit_memory();
+  tu_limit_memory();
   sfa_tunedb *db = open_db(0);
   char err[1024] = "";
   int changed = 0;
@@ -934,7 +917,7 @@ START_TEST(an_oversized_db_is_refused_unread) {
   const char *head = HEADER COLUMNS GOOD_ROW(128, 1024, 100.000);
   write_text(g_path, head, strlen(head));
   ck_assert_int_eq(truncate(g_path, (off_t)(15ull << 30)), 0);
-  limit_memory();
+  tu_limit_memory();
   double t0 = tu_now_ms();
   char *text;
   sfa_tunedb *db = open_captured(&text);

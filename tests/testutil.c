@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -53,6 +54,13 @@ double tu_now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+void tu_limit_memory(void) {
+#if !TU_ASAN
+  struct rlimit rl = {(rlim_t)3 << 30, (rlim_t)3 << 30};
+  ck_assert_int_eq(setrlimit(RLIMIT_AS, &rl), 0);
+#endif
 }
 
 int tu_run_suite(Suite *s) {

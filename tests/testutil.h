@@ -47,6 +47,24 @@ int tu_driver_present(void);
 const char *tu_build_path(const char *rel);
 const char *tu_source_path(const char *rel);
 
+/* TU_ASAN is 1 in an AddressSanitizer build (gcc defines
+** __SANITIZE_ADDRESS__, clang 14 only answers __has_feature). */
+#if defined(__SANITIZE_ADDRESS__)
+#define TU_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TU_ASAN 1
+#endif
+#endif
+#ifndef TU_ASAN
+#define TU_ASAN 0
+#endif
+
+/* Bound this process's address space to 3 GiB, so that code that reads or
+** allocates without bound fails with ENOMEM instead of eating the machine;
+** a no-op under ASan, which reserves terabytes of shadow memory. */
+void tu_limit_memory(void);
+
 /* Run the suite with CK_NORMAL output; returns the process exit status. */
 int tu_run_suite(Suite *s);
 
