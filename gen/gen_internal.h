@@ -49,8 +49,13 @@ sfa_status sfa__spec_check_domain(const sfa_kernel_spec *spec, char *err, size_t
 ** arch is unknown. */
 size_t sfa__arch_smem_limit(int arch);
 
-/* Accumulator registers per thread that the tile needs. */
+/* Accumulator registers per thread that the tile needs (the variant
+** descriptor's, gen/variant.h; the spec's fields in their domains). */
 int sfa__spec_acc_registers(const sfa_kernel_spec *spec);
+
+/* 1 where the spec's kernel uses the wgmma backend (SFA_FEAT_WGMMA): the one
+** place outside validation and names that reads the mma kind of a spec. */
+int sfa__spec_is_wgmma(const sfa_kernel_spec *spec);
 
 /* 1 where the pass (fwd, bwd), arch (90) and head dim (64, 128) allow a
 ** wgmma kernel (SFA_FEAT_WGMMA). */
@@ -133,8 +138,9 @@ typedef struct sfa__template {
 ** $SFA_TEMPLATE_DIR when set, else among the embedded files; a name must be a
 ** plain file name (letters, digits, '_', '-', '.', not first; no path). If spec
 ** is not NULL the template sees the Lua table `spec` (as sfa_generate passes
-** it; the spec is not validated here), else an empty `spec` table. Every
-** render sees the table ABI (gen/abi.c):
+** it; the spec is not validated here), else an empty `spec` table, and the
+** table V, the spec's variant descriptor (gen/variant.h; empty where the spec
+** does not validate). Every render sees the table ABI (gen/abi.c):
 **   ABI.structs[name] = {name =, c_name =, size =, align =,
 **                        fields = {{name =, type =, ctype =, offset =, size =,
 **                                   doc =}, ... in memory order}}
