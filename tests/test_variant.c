@@ -4,7 +4,8 @@
 ** the utility kernels' constants, each checked against values worked out by
 ** hand for a handful of specs (fwd in both mma kinds, bwd sync / wgmma / det /
 ** D 256, bwddq, hash bwd with its plan, every utility pass); every preset
-** variant's descriptor is consistent and fits its arch.
+** variant's descriptor is consistent and fits its arch; the templates see it
+** as V and compute no layout of their own.
 */
 #include <stdio.h>
 #include <stdlib.h>
@@ -423,6 +424,68 @@ START_TEST(describe_refuses_what_validation_refuses) {
 }
 END_TEST
 
+/* ------------------------------------------------------------ templates */
+
+/* The templates see the descriptor as V. */
+START_TEST(templates_see_the_descriptor_as_V) {
+  sfa_kernel_spec s = attn(SFA_PASS_BWD, SFA_MODE_HASH, 128, 64, 128, 8, 2, 80, 0);
+  const sfa__template t[] = {
+      {"v.lt", "{{ V.threads }} {{ V.min_blocks }} {{ V.smem.bytes }} {{ V.smem.qmeta.offset }} "
+               "{{ V.smem.regions[9].name }} {{ V.grid.rule }} {{ V.grid.tile }} "
+               "{{ V.plan.suffix }} {{ V.plan.threads }} {{ V.plan.grid.rule }} "
+               "{{ V.plan_ints }} {{ V.qmeta_ints }}"},
+      {NULL, NULL}};
+  char *out = NULL, err[512] = "";
+  ck_assert_msg(sfa__render(t, "v.lt", &s, &out, err, sizeof err) == SFA_OK, "%s", err);
+  ck_assert_str_eq(out, "256 1 159744 158720 dq_stage key_tiles 128 _plan 256 key_tile_items "
+                        "16 2");
+  free(out);
+  /* a utility pass: its constants; no plan */
+  sfa_kernel_spec u;
+  memset(&u, 0, sizeof u);
+  u.pass = SFA_PASS_TOPK, u.dtype = SFA_DTYPE_FP32, u.arch = 90;
+  ck_assert_int_eq(sfa_spec_default(&u, NULL, 0), SFA_OK);
+  const sfa__template tu[] = {
+      {"u.lt", "{{ V.threads }} {{ V.util.hist_bins }} {{ V.grid.rule }} {{ V.plan == nil }}"},
+      {NULL, NULL}};
+  ck_assert_msg(sfa__render(tu, "u.lt", &u, &out, err, sizeof err) == SFA_OK, "%s", err);
+  ck_assert_str_eq(out, "512 256 items true");
+  free(out);
+  /* a spec that does not validate: V is empty */
+  s.head_dim = 40;
+  const sfa__template te[] = {{"e.lt", "{{ next(V) == nil }}"}, {NULL, NULL}};
+  ck_assert_msg(sfa__render(te, "e.lt", &s, &out, err, sizeof err) == SFA_OK, "%s", err);
+  ck_assert_str_eq(out, "true");
+  free(out);
+}
+END_TEST
+
+/* The Lua block on top of each attention kernel takes the block, geometry
+** and layout from V: it computes no row stride, offset, total or thread
+** count of its own, and asserts nothing against spec.smem_bytes. */
+START_TEST(attention_templates_compute_no_layout) {
+  static const char *const kernels[] = {"fwd.lt", "bwd.lt", "bwd_dq.lt"};
+  static const char *const computed[] = {
+      "spec.smem_bytes", "SMEM =", "(D + 8)", "D * 2", "1024 or 0", "32 * NW", "// (16 * NW)",
+      "* RS", "* 4 *", "spec.plan", "D > 128", "MIN_BLOCKS"};
+  for (size_t k = 0; k < sizeof kernels / sizeof kernels[0]; k++) {
+    const struct sfa_embedded_file *f = sfa__embedded_find(kernels[k]);
+    ck_assert_ptr_nonnull(f);
+    const char *top = strstr((const char *)f->data, "\n{%\nBM, BN, D, NW");
+    ck_assert_msg(top != NULL, "%s: no layout block", kernels[k]);
+    const char *end = strstr(top + 4, "\n%}");
+    ck_assert_ptr_nonnull(end);
+    for (size_t c = 0; c < sizeof computed / sizeof computed[0]; c++) {
+      const char *at = strstr(top, computed[c]);
+      ck_assert_msg(!at || at > end, "%s: its layout block computes '%s'", kernels[k],
+                    computed[c]);
+    }
+    ck_assert_msg(strstr(top, "V.smem") && strstr(top, "V.threads") && strstr(top, "V.row_bytes"),
+                  "%s: its layout block does not read V", kernels[k]);
+  }
+}
+END_TEST
+
 int main(void) {
   Suite *su = suite_create("variant");
   TCase *a = tcase_create("attention");
@@ -445,6 +508,8 @@ int main(void) {
   TCase *e = tcase_create("every");
   tcase_set_timeout(e, 120);
   tcase_add_test(e, every_preset_variant_fits_its_arch);
+  tcase_add_test(e, templates_see_the_descriptor_as_V);
+  tcase_add_test(e, attention_templates_compute_no_layout);
   suite_add_tcase(su, e);
   return tu_run_suite(su);
 }
