@@ -70,8 +70,8 @@ sfa_status sfa__spec_default_mma(sfa_kernel_spec *spec, int wg, char *err, size_
 /* Above 128 the backward takes multiples of 32 up to 256: the columns of dK,
 ** dV and dQ split over two CTAs per key tile. */
 #define SFA__BWD_KERNEL_MAX_HEAD_DIM 256
-/* Columns of dK, dV and dQ one bwd CTA makes: all of head_dim up to 128, else half. */
-int sfa__bwd_slice(int head_dim);
+/* (The columns of dK, dV and dQ one bwd CTA makes, all of head_dim up to 128,
+** else half, are the variant descriptor's cols and nsplit: gen/variant.h.) */
 /* 1 where the bwd variant comes with a plan kernel, entry "<name>_plan"
 ** (templates/bwd.lt): it runs the mode's key-tile setup (searches of the
 ** query metadata) for every (batch, query head, key tile) ahead of the bwd

@@ -93,8 +93,6 @@ static const struct { unsigned bit; const char *token; } flag_tokens[] = {
 
 int sfa__spec_is_wgmma(const sfa_kernel_spec *s) { return (s->flags & SFA_FEAT_WGMMA) != 0; }
 
-int sfa__bwd_slice(int head_dim) { return head_dim > 128 ? head_dim / 2 : head_dim; }
-
 int sfa__bwd_plan(const sfa_kernel_spec *s) {
   return s && s->pass == SFA_PASS_BWD && s->mode == SFA_MODE_HASH;
 }
