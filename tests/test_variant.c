@@ -44,8 +44,9 @@ static sfa__variant describe(const sfa_kernel_spec *s) {
 static void region_is(const sfa__variant *v, const char *name, size_t offset, size_t size) {
   const sfa__smem_region *r = sfa__variant_region(v, name);
   ck_assert_msg(r != NULL, "no region %s", name);
-  ck_assert_msg(r->offset == offset && r->size == size, "region %s: offset %zu size %zu, want %zu %zu",
-                name, r->offset, r->size, offset, size);
+  ck_assert_msg(r->offset == offset && r->size == size,
+                "region %s: offset %zu size %zu, want %zu %zu", name, r->offset, r->size, offset,
+                size);
 }
 
 static void grid_is(const sfa__grid *g, const sfa__grid_dims *p, unsigned x, unsigned y,
@@ -360,8 +361,9 @@ static void check_layout(const sfa__variant *v, const char *name) {
                   r->name, r->offset);
     end = r->offset + r->size;
   }
-  ck_assert_msg(end + v->smem_slack == v->smem_bytes, "%s: regions end at %zu, slack %zu, total %zu",
-                name, end, v->smem_slack, v->smem_bytes);
+  ck_assert_msg(end + v->smem_slack == v->smem_bytes,
+                "%s: regions end at %zu, slack %zu, total %zu", name, end, v->smem_slack,
+                v->smem_bytes);
 }
 
 START_TEST(every_preset_variant_fits_its_arch) {
