@@ -58,8 +58,13 @@ sfa_status sfa__spec_check_domain(const sfa_kernel_spec *spec, char *err, size_t
 ** of the arch table, gen/arch.h); 0 if the arch is unknown. */
 size_t sfa__arch_smem_limit(int arch);
 
-/* Accumulator registers per thread that the tile needs. */
+/* Accumulator registers per thread that the tile needs (the variant
+** descriptor's, gen/variant.h; the spec's fields in their domains). */
 int sfa__spec_acc_registers(const sfa_kernel_spec *spec);
+
+/* 1 where the spec's kernel uses the wgmma backend (mma SFA_SPEC_MMA_WGMMA):
+** the one place outside validation and names that reads the mma kind. */
+int sfa__spec_is_wgmma(const sfa_kernel_spec *spec);
 
 /* 1 where the pass (fwd, bwd), arch (one whose row has wgmma: 90) and head
 ** dim (64, 128) allow a wgmma kernel (mma SFA_SPEC_MMA_WGMMA). */
@@ -74,8 +79,8 @@ sfa_status sfa__spec_default_mma(sfa_kernel_spec *spec, int wg, char *err, size_
 /* Above 128 the backward takes multiples of 32 up to 256: the columns of dK,
 ** dV and dQ split over two CTAs per key tile. */
 #define SFA__BWD_KERNEL_MAX_HEAD_DIM 256
-/* Columns of dK, dV and dQ one bwd CTA makes: all of head_dim up to 128, else half. */
-int sfa__bwd_slice(int head_dim);
+/* (The columns of dK, dV and dQ one bwd CTA makes, all of head_dim up to 128,
+** else half, are the variant descriptor's cols and nsplit: gen/variant.h.) */
 /* 1 where the bwd variant comes with a plan kernel, entry "<name>_plan"
 ** (templates/bwd.lt): it runs the mode's key-tile setup (searches of the
 ** query metadata) for every (batch, query head, key tile) ahead of the bwd
@@ -142,8 +147,9 @@ typedef struct sfa__template {
 ** $SFA_TEMPLATE_DIR when set, else among the embedded files; a name must be a
 ** plain file name (letters, digits, '_', '-', '.', not first; no path). If spec
 ** is not NULL the template sees the Lua table `spec` (as sfa_generate passes
-** it; the spec is not validated here), else an empty `spec` table. Every
-** render sees the table ABI (gen/abi.c):
+** it; the spec is not validated here), else an empty `spec` table, and the
+** table V, the spec's variant descriptor (gen/variant.h; empty where the spec
+** does not validate). Every render sees the table ABI (gen/abi.c):
 **   ABI.structs[name] = {name =, c_name =, size =, align =,
 **                        fields = {{name =, type =, ctype =, offset =, size =,
 **                                   doc =}, ... in memory order}}

@@ -3,8 +3,10 @@
 ** per call, loads the template engine (gen/template.lua) and the templates
 ** (templates/NAME.lt), both embedded at build time; SFA_TEMPLATE_DIR names a
 ** directory whose files take their place during development. Hands the
-** templates the tables `spec` (the variant) and `ABI` (the kernel parameter
-** blocks and shared constants, gen/abi.c).
+** templates the tables `spec` (the variant's fields), `V` (its descriptor,
+** gen/variant.c: block, tile geometry, shared-memory layout, grid, plan entry,
+** utility constants; templates compute none of it again) and `ABI` (the
+** kernel parameter blocks and shared constants, gen/abi.c).
 **
 ** The Lua state is a sandbox (gen/sandbox.c), since every process that links
 ** libsfa reads SFA_TEMPLATE_DIR (templates are data, not code the user chose
@@ -30,6 +32,7 @@
 
 #include "gen/gen_internal.h"
 #include "gen/sandbox.h"
+#include "gen/variant.h"
 
 /* The engine's chunk names: embedded, and from SFA_TEMPLATE_DIR. */
 #define ENGINE_EMBEDDED "@template.lua"
@@ -142,7 +145,8 @@ static void set_str(lua_State *L, const char *k, const char *v) {
   lua_setfield(L, -2, k);
 }
 
-/* Pushes the Lua table `spec` that templates see. */
+/* Pushes the Lua table `spec` that templates see: the spec's fields, its
+** name, and smem_bytes and threads (the same as V.smem.bytes and V.threads). */
 static void push_spec(lua_State *L, const sfa_kernel_spec *s) {
   char name[SFA__NAME_MAX];
   lua_createtable(L, 0, 20);
@@ -160,12 +164,107 @@ static void push_spec(lua_State *L, const sfa_kernel_spec *s) {
   set_bool(L, "bias", (s->flags & SFA_FEAT_BIAS) != 0);
   set_bool(L, "mask", (s->flags & SFA_FEAT_MASK) != 0);
   set_bool(L, "deterministic", (s->flags & SFA_FEAT_DETERMINISTIC) != 0);
-  set_bool(L, "wgmma", s->mma == SFA_SPEC_MMA_WGMMA);
-  set_bool(L, "plan", sfa__bwd_plan(s));
-  set_int(L, "plan_ints", SFA__BWD_PLAN_INTS);
+  set_bool(L, "wgmma", sfa__spec_is_wgmma(s));
   if (sfa_spec_name(s, name, sizeof name) == SFA_OK) set_str(L, "name", name);
   set_int(L, "smem_bytes", (lua_Integer)sfa_spec_smem_bytes(s));
   set_int(L, "threads", 32 * s->num_warps);
+}
+
+static void set_size(lua_State *L, const char *k, size_t v) { set_int(L, k, (lua_Integer)v); }
+
+/* Pushes the grid rule g as a table (see push_variant). */
+static void push_grid(lua_State *L, const sfa__grid *g) {
+  lua_createtable(L, 0, 6);
+  set_str(L, "rule", sfa__grid_rule_name(g->rule));
+  set_int(L, "tile", g->tile);
+  set_int(L, "split", g->split);
+  set_int(L, "per_block", g->per_block);
+  set_int(L, "max_x", (lua_Integer)g->max_x);
+  set_str(L, "item", g->item);
+}
+
+/* Pushes the Lua table `V` that templates see: the variant descriptor of s
+** (gen/variant.h), empty where s is NULL or does not validate. Every field of
+** sfa__variant under its own name (0 where it does not apply), except:
+**   V.smem = {bytes =, slack =, base_align =, regions = {{name =, offset =,
+**             size =, align =}, ... in order}, [name] = the same region}
+**   V.grid = {rule = "query_tiles" | "key_tiles" | "key_tile_items" | "items",
+**             tile =, split =, per_block =, max_x =, item =}
+**   V.plan = {suffix =, warps =, threads =, min_blocks =, smem_bytes =, grid =}
+**            or nil where the variant has no plan kernel
+**   V.util = the sfa__util_geom fields */
+static void push_variant(lua_State *L, const sfa_kernel_spec *s) {
+  sfa__variant v;
+  lua_createtable(L, 0, 32);
+  if (!s || sfa__variant_describe(s, &v, NULL, 0) != SFA_OK) return;
+  set_str(L, "pass", sfa__pass_name(s->pass));
+  set_bool(L, "attention", v.attention);
+  set_bool(L, "wgmma", v.wgmma);
+  set_int(L, "warps", v.warps);
+  set_int(L, "threads", v.threads);
+  set_int(L, "min_blocks", v.min_blocks);
+  set_int(L, "row_tiles", v.row_tiles);
+  set_int(L, "warpgroups", v.warpgroups);
+  set_int(L, "row_bytes", v.row_bytes);
+  set_int(L, "row_chunks", v.row_chunks);
+  set_int(L, "ds_row_bytes", v.ds_row_bytes);
+  set_int(L, "cols", v.cols);
+  set_int(L, "nsplit", v.nsplit);
+  set_int(L, "dq_units", v.dq_units);
+  set_int(L, "dq_units_per_warp", v.dq_units_per_warp);
+  set_int(L, "dq_stage_warp", v.dq_stage_warp);
+  set_int(L, "qmeta_ints", v.qmeta_ints);
+  set_int(L, "acc_registers", v.acc_registers);
+  set_int(L, "plan_ints", v.plan_ints);
+
+  lua_createtable(L, 0, 4 + v.nregions);
+  set_size(L, "bytes", v.smem_bytes);
+  set_size(L, "slack", v.smem_slack);
+  set_size(L, "base_align", v.smem_base_align);
+  lua_createtable(L, v.nregions, 0);
+  for (int i = 0; i < v.nregions; i++) {
+    const sfa__smem_region *r = &v.regions[i];
+    lua_createtable(L, 0, 4);
+    set_str(L, "name", r->name);
+    set_size(L, "offset", r->offset);
+    set_size(L, "size", r->size);
+    set_size(L, "align", r->align);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -4, r->name); /* smem[name] */
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+  lua_setfield(L, -2, "regions");
+  lua_setfield(L, -2, "smem");
+
+  push_grid(L, &v.grid);
+  lua_setfield(L, -2, "grid");
+  if (v.has_plan) {
+    lua_createtable(L, 0, 6);
+    set_str(L, "suffix", v.plan.suffix);
+    set_int(L, "warps", v.plan.warps);
+    set_int(L, "threads", v.plan.threads);
+    set_int(L, "min_blocks", v.plan.min_blocks);
+    set_size(L, "smem_bytes", v.plan.smem_bytes);
+    push_grid(L, &v.plan.grid);
+    lua_setfield(L, -2, "grid");
+    lua_setfield(L, -2, "plan");
+  }
+
+  const sfa__util_geom *u = &v.util;
+  lua_createtable(L, 0, 12);
+  set_int(L, "row_threads", u->row_threads);
+  set_int(L, "rows_per_block", u->rows_per_block);
+  set_int(L, "chunk_elems", u->chunk_elems);
+  set_int(L, "unroll", u->unroll);
+  set_int(L, "tile_vectors", u->tile_vectors);
+  set_int(L, "hist_bins", u->hist_bins);
+  set_int(L, "hist_copies", u->hist_copies);
+  set_size(L, "hist_bytes", u->hist_bytes);
+  set_int(L, "small_threads", u->small_threads);
+  set_int(L, "small_below", u->small_below);
+  set_size(L, "smem_max", u->smem_max);
+  set_int(L, "min_warp_items", u->min_warp_items);
+  lua_setfield(L, -2, "util");
 }
 
 /* Pushes the field list of st (see push_abi). */
@@ -252,9 +351,11 @@ static int render_main(lua_State *L) {
   lua_getfield(L, -1, "render");                /* M, eng, render */
   lua_pushvalue(L, -2);                         /* self */
   lua_pushstring(L, job->entry);
-  lua_createtable(L, 0, 2);                     /* vars */
+  lua_createtable(L, 0, 3);                     /* vars */
   push_spec(L, job->spec);
   lua_setfield(L, -2, "spec");
+  push_variant(L, job->spec);
+  lua_setfield(L, -2, "V");
   push_abi(L, job);
   lua_setfield(L, -2, "ABI");
   lua_pushstring(L, SFA_VERSION_STRING), lua_setfield(L, -2, "SFA_VERSION");

@@ -1,7 +1,9 @@
 /*
 ** spec.c -- kernel specs: validation (with messages that name the field and the
-** allowed values), canonical names and their parser, default tile configs, and
-** the shared-memory / register budget of a tile.
+** allowed values), canonical names and their parser, and default tile
+** configs. A tile's shared memory and registers are the variant descriptor's
+** (gen/variant.c); validation checks them against the arch's budget and the
+** defaults shrink a tile until it fits.
 **
 ** Canonical name:
 **   sfa_<pass>_<mode>[_causal][_bias][_mask][_det][_wg]_<dtype>_d<D>_m<M>n<N>_w<W>s<S>_sm<arch>
@@ -21,6 +23,7 @@
 #include "gen/arch.h"
 #include "gen/gen_internal.h"
 #include "gen/mode.h"
+#include "gen/variant.h"
 
 sfa_status sfa__fail(char *err, size_t errlen, sfa_status status, const char *fmt, ...) {
   if (err && errlen > 0) {
@@ -85,63 +88,34 @@ int sfa__spec_same_config(const sfa_kernel_spec *a, const sfa_kernel_spec *b) {
 
 /* ------------------------------------------------------------ budgets */
 
-/* Shared memory of a tile config, rows padded by 16 bytes:
-**   fwd    Q tile, num_stages buffers each of K and V;
-**   bwddq  Q and dO tiles, num_stages buffers each of K and V;
-**   bwd    K and V tiles, num_stages buffers each of Q and dO, the dS^T tile
-**          (block_n x block_m, padded) and num_stages x block_m floats each of
-**          lse and delta. */
-static size_t smem_formula(const sfa_kernel_spec *s) {
-  if (util_of(s->pass)) return 0; /* sized by each launch */
-  size_t row = (size_t)2 * (size_t)(s->head_dim + 8);
-  size_t m = (size_t)s->block_m, n = (size_t)s->block_n, st = (size_t)s->num_stages;
-  /* bwd, per query row and stage: lse2 and delta, and the mode's int32 query
-  ** metadata that the mask reads (hash: q_hash, q_idx; qk_drop: q_idx) */
-  size_t qrow = 8 + 4 * (size_t)sfa__mode_find(s->mode)->qmeta_ints;
-  if (s->mma == SFA_SPEC_MMA_WGMMA) { /* unpadded 128-byte-swizzled rows, 1024-aligned base */
-    size_t d2 = (size_t)2 * (size_t)s->head_dim;
-    /* bwd, not det: each warp stages 8 x 64 floats of a dQ chunk at a time */
-    size_t dqst = (s->flags & SFA_FEAT_DETERMINISTIC) ? 0 : (size_t)s->num_warps * 2048;
-    if (s->pass == SFA_PASS_BWD)
-      return 1024 + d2 * (2 * n + 2 * st * m) + n * m * 2 + st * m * qrow + dqst;
-    return 1024 + d2 * (m + 2 * st * n);
-  }
-  switch (s->pass) {
-  case SFA_PASS_BWD_DQ: return row * (2 * m + 2 * st * n);
-  case SFA_PASS_BWD: return row * (2 * n + 2 * st * m) + n * (m + 8) * 2 + st * m * qrow;
-  default: return row * (m + 2 * st * n);
-  }
-}
+/* The shared memory, registers and geometry of a tile are the variant
+** descriptor's (gen/variant.c); here they are checked and used to shrink the
+** defaults. */
 
-/* m16 row tiles per warp: of block_m (query rows) in fwd and bwddq, of block_n
-** (key rows) in bwd. With wgmma a warp owns one m16 slice of its warpgroup's m64. */
-static int row_tiles(const sfa_kernel_spec *s) {
-  int rows = s->pass == SFA_PASS_BWD ? s->block_n : s->block_m;
-  return rows / (16 * s->num_warps);
-}
-
-int sfa__bwd_slice(int head_dim) { return head_dim > 128 ? head_dim / 2 : head_dim; }
+int sfa__spec_is_wgmma(const sfa_kernel_spec *s) { return s->mma == SFA_SPEC_MMA_WGMMA; }
 
 int sfa__bwd_plan(const sfa_kernel_spec *s) {
   const sfa__mode *m = s ? sfa__mode_find(s->mode) : NULL;
   return m && s->pass == SFA_PASS_BWD && m->bwd_plan;
 }
 
-/* Float accumulators per thread: fwd O and S; bwddq dQ, S and dP; bwd dK, dV
-** (of its column slice), S^T and dP^T. */
+/* Shared memory of a spec whose fields lie in their domains. */
+static size_t smem_of(const sfa_kernel_spec *s) {
+  sfa__variant v;
+  sfa__variant_fill(s, &v);
+  return v.smem_bytes;
+}
+
 int sfa__spec_acc_registers(const sfa_kernel_spec *s) {
-  if (util_of(s->pass)) return 0;
-  int mt = row_tiles(s);
-  switch (s->pass) {
-  case SFA_PASS_BWD_DQ: return mt * (s->head_dim / 2 + s->block_n);
-  case SFA_PASS_BWD: return mt * (sfa__bwd_slice(s->head_dim) + s->block_m);
-  default: return mt * (s->head_dim / 8) * 4 + mt * (s->block_n / 8) * 4;
-  }
+  sfa__variant v;
+  sfa__variant_fill(s, &v);
+  return v.acc_registers;
 }
 
 size_t sfa_spec_smem_bytes(const sfa_kernel_spec *spec) {
-  if (!spec || sfa_spec_validate(spec, NULL, 0) != SFA_OK) return 0;
-  return smem_formula(spec);
+  sfa__variant v;
+  if (!spec || sfa__variant_describe(spec, &v, NULL, 0) != SFA_OK) return 0;
+  return v.smem_bytes;
 }
 
 /* ------------------------------------------------------------ validation */
@@ -293,12 +267,13 @@ static sfa_status check_rules(const sfa_kernel_spec *s, char *err, size_t errlen
                      "multiples of 32 up to %d",
                      s->head_dim, SFA__BWD_KERNEL_MAX_HEAD_DIM);
   if (s->pass == SFA_PASS_BWD) { /* the dQ product splits into m16 x n16 blocks per warp */
-    int units = (s->block_m / 16) * (sfa__bwd_slice(s->head_dim) / 16);
-    if (units % s->num_warps)
+    sfa__variant v;
+    sfa__variant_fill(s, &v);
+    if (v.dq_units % s->num_warps)
       return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
                        "block_m/num_warps: the %d m16 x n16 blocks of the dQ tile (block_m %d, "
                        "%d columns) do not split over %d warps",
-                       units, s->block_m, sfa__bwd_slice(s->head_dim), s->num_warps);
+                       v.dq_units, s->block_m, v.cols, s->num_warps);
   }
 
   return check_mode_flags(s, err, errlen);
@@ -307,13 +282,15 @@ static sfa_status check_rules(const sfa_kernel_spec *s, char *err, size_t errlen
 /* The tile's shared memory within the arch's and its accumulators within
 ** the register budget. */
 static sfa_status check_budget(const sfa_kernel_spec *s, char *err, size_t errlen) {
-  size_t smem = smem_formula(s), limit = sfa__arch_smem_limit(s->arch);
+  sfa__variant v;
+  sfa__variant_fill(s, &v);
+  size_t smem = v.smem_bytes, limit = sfa__arch_smem_limit(s->arch);
   if (smem > limit)
     return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
                      "block_m/block_n/num_stages: needs %zu bytes of shared memory, "
                      "sm_%d allows %zu",
                      smem, s->arch, limit);
-  int regs = sfa__spec_acc_registers(s);
+  int regs = v.acc_registers;
   if (regs > SFA__MAX_ACC_REGISTERS)
     return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
                      "block_m/num_warps/block_n: tile needs %d accumulator registers per "
@@ -567,7 +544,7 @@ sfa_status sfa__spec_default_mma(sfa_kernel_spec *spec, int wg, char *err, size_
   /* Shrink until it fits the arch: fewer stages, then narrower tiles. Archs
   ** without a tuned path (sm_100 and later) take these mma.sync tiles too. */
   const size_t limit = sfa__arch_smem_limit(s.arch);
-  while (smem_formula(&s) > limit) {
+  while (smem_of(&s) > limit) {
     if (s.num_stages > 1) {
       s.num_stages--;
     } else if (s.pass == SFA_PASS_BWD && s.block_n > 64) {
@@ -589,11 +566,11 @@ sfa_status sfa__spec_default_mma(sfa_kernel_spec *spec, int wg, char *err, size_
   if ((st = check_rules(spec, err, errlen)) != SFA_OK) return st;
   /* The smallest tile still too large (the backward at D 256 in 99 KB) is a
   ** class the arch cannot serve, not a wrong argument. */
-  if (smem_formula(spec) > limit)
+  if (smem_of(spec) > limit)
     return sfa__fail(err, errlen, SFA_ERR_UNSUPPORTED,
                      "pass %s at head dim %d: its smallest tile needs %zu bytes of shared "
                      "memory, sm_%d allows %zu",
-                     sfa__pass_name(spec->pass), spec->head_dim, smem_formula(spec),
+                     sfa__pass_name(spec->pass), spec->head_dim, smem_of(spec),
                      spec->arch, limit);
   return check_budget(spec, err, errlen);
 }

@@ -15,6 +15,10 @@
 **   6. frees the workspace on the stream.
 ** Tile configs follow the context's tuning policy (sfa__select_spec: the bwd
 ** kernel is tuned like the forward's; bwddq uses the db or its default).
+** Every launch takes its grid rule, block and shared memory from its kernel's
+** variant descriptor (k->var, gen/variant.h), the plan from its plan entry,
+** and the preprocess and converts their rows per CTA and elements per thread
+** from theirs.
 ** dbias: when every element has one contribution (the bias has all of q's
 ** batches, heads and rows) the bwd kernel stores it, after a zero fill (tiles
 ** that no query sees are never visited); otherwise it adds into the float
@@ -38,19 +42,32 @@
 
 #define TQ_PAD 128 /* query rows of the workspaces are padded to a multiple of this */
 
+/* An attention kernel's launch: its grid rule for dims, its block and shared
+** memory (k->var). */
 static sfa_status launch(sfa_context *ctx, const sfa_driver *d, const sfa_kernel *k,
-                         unsigned gx, unsigned gy, unsigned gz, CUstream stream, void *args) {
+                         const sfa__grid_dims *dims, CUstream stream, void *args) {
+  unsigned g[3];
+  sfa__grid_size(&k->var.grid, dims, g);
   void *kp[1] = {args};
-  CUresult r = d->cuLaunchKernel(k->fn, gx, gy, gz, (unsigned)k->threads, 1, 1,
-                                 (unsigned)k->smem, stream, kp, NULL);
+  CUresult r = d->cuLaunchKernel(k->fn, g[0], g[1], g[2], (unsigned)k->var.threads, 1, 1,
+                                 (unsigned)k->var.smem_bytes, stream, kp, NULL);
   if (r == CUDA_SUCCESS) return SFA_OK;
   char what[SFA__KERNEL_NAME + 64];
-  snprintf(what, sizeof what, "cuLaunchKernel(%s, grid %ux%ux%u)", k->name, gx, gy, gz);
+  snprintf(what, sizeof what, "cuLaunchKernel(%s, grid %ux%ux%u)", k->name, g[0], g[1], g[2]);
   return sfa__cuda_error(r, what, ctx->err, sizeof ctx->err);
 }
 
+/* A utility kernel's launch over items (its grid rule), its block. */
+static sfa_status launch_items(sfa_context *ctx, const sfa_kernel *k, const char *what,
+                               int64_t items, void *stream, void *args) {
+  const sfa__grid_dims dims = {.items = items};
+  unsigned g[3];
+  sfa__grid_size(&k->var.grid, &dims, g);
+  return sfa__util_launch(ctx, k->fn, what, g[0], (unsigned)k->var.threads, 0, stream, args);
+}
+
 /* dst (q's dtype, 4-d) = scale * src (float, element strides s_*), or zeros. */
-static sfa_status convert(sfa_context *ctx, CUfunction fn, CUdeviceptr src, int64_t s_sb,
+static sfa_status convert(sfa_context *ctx, const sfa_kernel *k, CUdeviceptr src, int64_t s_sb,
                           int64_t s_sh, int64_t s_st, const sfa_tensor *dst, float scale,
                           void *stream) {
   sfa__convert_args c;
@@ -64,9 +81,8 @@ static sfa_status convert(sfa_context *ctx, CUfunction fn, CUdeviceptr src, int6
   c.n = dst->shape[0] * dst->shape[1] * dst->shape[2] * dst->shape[3];
   c.scale = scale;
   if (c.n == 0) return SFA_OK;
-  int64_t blocks = (c.n / c.c * ((c.c + 7) / 8) + 255) / 256; /* 8 elements per thread */
-  if (blocks > (1 << 20)) blocks = 1 << 20; /* grid-stride beyond */
-  return sfa__util_launch(ctx, fn, "convert", (unsigned)blocks, 256, 0, stream, &c);
+  const int e = k->var.util.chunk_elems; /* elements per thread; grid-stride past max_x CTAs */
+  return launch_items(ctx, k, "convert", c.n / c.c * ((c.c + e - 1) / e), stream, &c);
 }
 
 sfa_status sfa__bwd_exec(sfa_context *ctx, const sfa__device *dev, const sfa_driver *d,
@@ -77,7 +93,7 @@ sfa_status sfa__bwd_exec(sfa_context *ctx, const sfa__device *dev, const sfa_dri
   const sfa_tensor *dout = c->dout, *dq = c->dq, *dk = c->dk, *dv = c->dv, *dbias = c->dbias;
   const sfa_extras *extras = c->extras;
   const int D = (int)q->shape[3], det = (kb->spec.flags & SFA_FEAT_DETERMINISTIC) != 0;
-  CUfunction pre, conv;
+  sfa_kernel *pre, *conv;
   sfa_status st;
   if (det != (kdq != NULL))
     return sfa__error(ctx, SFA_ERR_INTERNAL, "sfa__bwd_exec: %s needs %s bwddq kernel", kb->name,
@@ -107,10 +123,14 @@ sfa_status sfa__bwd_exec(sfa_context *ctx, const sfa__device *dev, const sfa_dri
 
   const float scale = params->scale > 0 ? params->scale : (float)(1.0 / sqrt((double)D));
   size_t off_dq = (size_t)rows * 8, off_db = off_dq + (det ? 0 : (size_t)rows * D * 4);
-  const int64_t ntiles = (Tk + kb->spec.block_n - 1) / kb->spec.block_n;
+  /* The problem as the kernels' grid rules read it. */
+  const sfa__grid_dims dims = {.batch = B, .hq = Hq, .hkv = Hkv, .tq = Tq, .tk = Tk,
+                               .nb = nb, .nh = nh};
+  const sfa__variant *vb = &kb->var;
   const size_t off_plan = (off_db + (size_t)dbias_n * 4 + 255) / 256 * 256;
-  const size_t plan_n = kb->plan_fn ? (size_t)(B * Hq * ntiles) : 0; /* one record per tile */
-  size_t bytes = off_plan + plan_n * SFA__BWD_PLAN_INTS * 4;
+  /* one record of plan_ints int32 per (batch, query head, key tile) */
+  const size_t plan_n = vb->has_plan ? (size_t)sfa__grid_items(&vb->plan.grid, &dims) : 0;
+  size_t bytes = off_plan + plan_n * (size_t)vb->plan_ints * 4;
   CUdeviceptr ws = 0;
   if ((st = sfa__workspace_alloc(ctx, d, dev, bytes, stream, &ws)) != SFA_OK) return st;
   CUresult r;
@@ -129,7 +149,7 @@ sfa_status sfa__bwd_exec(sfa_context *ctx, const sfa__device *dev, const sfa_dri
   pa.lse2 = (uint64_t)lse2, pa.delta = (uint64_t)delta, pa.dq = (uint64_t)dqacc;
   pa.rows = rows;
   pa.heads = (int32_t)Hq, pa.tq = (int32_t)Tq, pa.tqp = (int32_t)tqp, pa.d = D;
-  st = sfa__util_launch(ctx, pre, "bwd_pre", (unsigned)(rows / 32), 256, 0, stream, &pa);
+  st = launch_items(ctx, pre, "bwd_pre", rows, stream, &pa);
   if (st == SFA_OK && dbias_mode == 2 &&
       (r = d->cuMemsetD32Async(dbw, 0, (size_t)dbias_n, stream)) != CUDA_SUCCESS)
     st = sfa__cuda_error(r, "cuMemsetD32Async(dbias workspace)", ctx->err, sizeof ctx->err);
@@ -170,23 +190,22 @@ sfa_status sfa__bwd_exec(sfa_context *ctx, const sfa__device *dev, const sfa_dri
     a.dbias_sh = Hb > 1 ? Rb * Tk : 0;
     a.dbias_sb = dbias->shape[0] > 1 ? Hb * Rb * Tk : 0;
   }
-  if (st == SFA_OK && plan_n) { /* one warp per (batch, query head, key tile), 8 per block */
-    char what[SFA__KERNEL_NAME + sizeof SFA__PLAN_SUFFIX];
-    snprintf(what, sizeof what, "%s%s", kb->name, SFA__PLAN_SUFFIX);
+  if (st == SFA_OK && plan_n) { /* the plan entry: its own block and grid rule */
+    char what[SFA__KERNEL_NAME + 16];
+    snprintf(what, sizeof what, "%s%s", kb->name, vb->plan.suffix);
     a.plan = (uint64_t)(ws + off_plan);
-    st = sfa__util_launch(ctx, kb->plan_fn, what, (unsigned)((plan_n + 7) / 8), 256, 0, stream,
-                          &a);
+    unsigned g[3];
+    sfa__grid_size(&vb->plan.grid, &dims, g);
+    st = sfa__util_launch(ctx, kb->plan_fn, what, g[0], (unsigned)vb->plan.threads,
+                          (unsigned)vb->plan.smem_bytes, stream, &a);
   }
-  if (st == SFA_OK)
-    st = launch(ctx, d, kb, (unsigned)ntiles,
-                (unsigned)(Hkv / nh * (D / sfa__bwd_slice(D))), (unsigned)(B / nb), stream, &a);
+  if (st == SFA_OK) st = launch(ctx, d, kb, &dims, stream, &a);
 
   /* 4. dq */
   if (st == SFA_OK && det) {
     a.dq = (uint64_t)(uintptr_t)dq->data;
     a.dq_sb = dq->strides[0], a.dq_sh = dq->strides[1], a.dq_st = dq->strides[2];
-    st = launch(ctx, d, kdq, (unsigned)((Tq + kdq->spec.block_m - 1) / kdq->spec.block_m),
-                (unsigned)Hq, (unsigned)B, stream, &a);
+    st = launch(ctx, d, kdq, &dims, stream, &a);
   } else if (st == SFA_OK) {
     st = convert(ctx, conv, dqacc, Hq * tqp * D, tqp * D, D, dq, scale, stream);
   }

@@ -7,6 +7,9 @@
 ** table -> AOT kernel dirs (SFA_KERNEL_DIR, sfa_context_add_kernel_dir;
 ** runtime/kernel_dir.h) -> disk cache -> NVRTC -> module. This is the one
 ** loader: a process whose kernels all come from kernel dirs never loads NVRTC.
+** A loaded kernel carries its variant descriptor (gen/variant.h): the shared
+** memory it opts into, the threads it must be able to run and its extra
+** entry (the bwd plan kernel) come from there, as do its launches.
 **
 ** Creating a context never touches the GPU; the driver is loaded by the first
 ** call that needs it. Destroy an sfa context before destroying the CUDA
@@ -421,30 +424,31 @@ static sfa_status load_kernel(sfa_context *ctx, const sfa_driver *d, const sfa__
   }
   sfa_status st = SFA_OK;
   int max_threads = 0;
-  char plan[SFA__KERNEL_NAME + sizeof SFA__PLAN_SUFFIX];
-  snprintf(plan, sizeof plan, "%s%s", k->name, SFA__PLAN_SUFFIX);
+  const sfa__variant *v = &k->var;
+  char plan[SFA__KERNEL_NAME + 16] = "";
+  if (v->has_plan) snprintf(plan, sizeof plan, "%s%s", k->name, v->plan.suffix);
   k->plan_fn = NULL;
   if ((r = d->cuModuleGetFunction(&k->fn, k->module, k->name)) != CUDA_SUCCESS) {
     snprintf(what, sizeof what, "cuModuleGetFunction(%s)", k->name);
     st = sfa__cuda_error(r, what, ctx->err, sizeof ctx->err);
-  } else if (sfa__bwd_plan(spec) &&
+  } else if (v->has_plan &&
              (r = d->cuModuleGetFunction(&k->plan_fn, k->module, plan)) != CUDA_SUCCESS) {
     snprintf(what, sizeof what, "cuModuleGetFunction(%s)", plan);
     st = sfa__cuda_error(r, what, ctx->err, sizeof ctx->err);
-  } else if (k->smem > 48 * 1024 &&
+  } else if (v->smem_bytes > 48 * 1024 &&
              (r = d->cuFuncSetAttribute(k->fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                                        (int)k->smem)) != CUDA_SUCCESS) {
+                                        (int)v->smem_bytes)) != CUDA_SUCCESS) {
     snprintf(what, sizeof what, "cuFuncSetAttribute(%s, max dynamic shared memory %zu)",
-             k->name, k->smem);
+             k->name, v->smem_bytes);
     st = sfa__cuda_error(r, what, ctx->err, sizeof ctx->err);
   } else if ((r = d->cuFuncGetAttribute(&max_threads, CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK,
                                         k->fn)) != CUDA_SUCCESS) {
     snprintf(what, sizeof what, "cuFuncGetAttribute(%s)", k->name);
     st = sfa__cuda_error(r, what, ctx->err, sizeof ctx->err);
-  } else if (max_threads < k->threads) {
+  } else if (max_threads < v->threads) {
     st = sfa__error(ctx, SFA_ERR_UNSUPPORTED,
                     "%s: needs %d threads per block but its register use allows %d",
-                    k->name, k->threads, max_threads);
+                    k->name, v->threads, max_threads);
   }
   if (st != SFA_OK) {
     d->cuModuleUnload(k->module);
@@ -511,17 +515,17 @@ sfa_status sfa__kernel_get(sfa_context *ctx, const sfa__device *dev,
   k->cu = dev->cu;
   k->cu_id = dev->cu_id;
   k->spec = *spec;
-  k->threads = 32 * spec->num_warps;
-  k->smem = sfa_spec_smem_bytes(spec); /* 0 for a utility pass: its launch sizes it */
-  if (sfa_spec_validate(spec, NULL, 0) != SFA_OK ||
+  /* the block and shared memory of every launch (a utility pass's launch
+  ** sizes its own shared memory from var.util) */
+  if (sfa__variant_describe(spec, &k->var, NULL, 0) != SFA_OK ||
       sfa_spec_name(spec, k->name, sizeof k->name) != SFA_OK) {
     free(k);
     return sfa__error(ctx, SFA_ERR_INTERNAL, "sfa__kernel_get: spec is not valid");
   }
-  if (k->smem > (size_t)dev->smem_optin) {
+  if (k->var.smem_bytes > (size_t)dev->smem_optin) {
     st = sfa__error(ctx, SFA_ERR_UNSUPPORTED,
                     "%s: needs %zu bytes of shared memory per block; the device allows %d",
-                    k->name, k->smem, dev->smem_optin);
+                    k->name, k->var.smem_bytes, dev->smem_optin);
     free(k);
     return st;
   }

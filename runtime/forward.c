@@ -4,7 +4,9 @@
 ** machine), picks the kernel spec for the mode and its features under the
 ** context's tuning policy (sfa__select_spec), gets the kernel from the context
 ** and launches it on the caller's stream with one sfa_fwd_args parameter
-** block. The block and the launch are shared with the tuner
+** block, its threads, shared memory and grid taken from the kernel's variant
+** descriptor (gen/variant.h: one CTA per query tile of a (batch, head)). The
+** parameter block and the launch are shared with the tuner
 ** (runtime/fwd_launch.h).
 */
 #include <math.h>
@@ -58,16 +60,19 @@ void sfa__fwd_args_fill(sfa_fwd_args *a, const sfa_attention_params *params,
 
 sfa_status sfa__fwd_launch(sfa_context *ctx, const sfa_driver *d, const sfa_kernel *kern,
                            const sfa_fwd_args *a, CUstream stream) {
-  unsigned gx = (unsigned)((a->tq + kern->spec.block_m - 1) / kern->spec.block_m);
+  const sfa__variant *v = &kern->var;
+  const sfa__grid_dims dims = {.batch = a->batch, .hq = a->hq, .hkv = a->hkv, .tq = a->tq,
+                               .tk = a->tk};
+  unsigned g[3];
+  sfa__grid_size(&v->grid, &dims, g);
   sfa_fwd_args copy = *a; /* cuLaunchKernel takes non-const pointers */
   void *kp[1] = {&copy};
-  CUresult r = d->cuLaunchKernel(kern->fn, gx, (unsigned)a->hq, (unsigned)a->batch,
-                                 (unsigned)kern->threads, 1, 1, (unsigned)kern->smem, stream,
-                                 kp, NULL);
+  CUresult r = d->cuLaunchKernel(kern->fn, g[0], g[1], g[2], (unsigned)v->threads, 1, 1,
+                                 (unsigned)v->smem_bytes, stream, kp, NULL);
   if (r != CUDA_SUCCESS) {
     char what[SFA__KERNEL_NAME + 64];
-    snprintf(what, sizeof what, "cuLaunchKernel(%s, grid %ux%dx%d)", kern->name, gx, a->hq,
-             a->batch);
+    snprintf(what, sizeof what, "cuLaunchKernel(%s, grid %ux%ux%u)", kern->name, g[0], g[1],
+             g[2]);
     return sfa__cuda_error(r, what, ctx->err, sizeof ctx->err);
   }
   return SFA_OK;

@@ -18,8 +18,9 @@ void sfa__fwd_args_fill(sfa_fwd_args *a, const sfa_attention_params *params,
                         const sfa_tensor *q, const sfa_tensor *k, const sfa_tensor *v,
                         const sfa_extras *extras, const sfa_tensor *o, const sfa_tensor *lse);
 
-/* One launch of kern with a on stream: grid (ceil(Tq / block_m), Hq, B). A
-** failure names the kernel and the grid (message in ctx). */
+/* One launch of kern with a on stream: grid, block and shared memory from
+** kern->var (the grid (ceil(Tq / block_m), Hq, B)). A failure names the
+** kernel and the grid (message in ctx). */
 sfa_status sfa__fwd_launch(sfa_context *ctx, const sfa_driver *d, const sfa_kernel *kern,
                            const sfa_fwd_args *a, CUstream stream);
 

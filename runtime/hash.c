@@ -3,15 +3,15 @@
 ** bucket ids to mode hash's sorted layout and back (templates/util_hash.lt).
 ** Every argument is validated before the driver is touched. prepare launches
 ** the stable counting sort (one CTA per (batch, head)) and one row gather per
-** tensor; unsort launches one row scatter.
+** tensor; unsort launches one row scatter. Blocks, grid rules and the launch
+** constants (histogram budget, vectors per tile) are the kernels' variant
+** descriptors' (gen/variant.c).
 */
 #include <stdio.h>
 #include <string.h>
 
 #include "runtime/util.h"
 #include "runtime/validate.h"
-
-#define SORT_SMEM_MAX (48 * 1024) /* the sort's per-warp histograms stay below this */
 
 static const unsigned ROW_DTYPES =
     SFA__DTYPES(SFA_DTYPE_FP16) | SFA__DTYPES(SFA_DTYPE_BF16) | SFA__DTYPES(SFA_DTYPE_FP32);
@@ -129,7 +129,7 @@ static sfa_status validate_unsort(sfa_context *ctx, const sfa_tensor *os, const 
 /* Row gather (scatter 0: dst[i] = src[idx[i]] for the rows < rows of dst) or
 ** scatter (1: dst[idx[i]] = src[i] for the rows < rows of src); idx values
 ** outside [0, limit) are skipped. */
-static sfa_status launch_permute(sfa_context *ctx, CUfunction fn, const sfa_tensor *src,
+static sfa_status launch_permute(sfa_context *ctx, const sfa_kernel *k, const sfa_tensor *src,
                                  const sfa_tensor *dst, const sfa_tensor *idx, int scatter,
                                  void *stream) {
   const int64_t es = (int64_t)sfa__dtype_size(src->dtype);
@@ -157,15 +157,19 @@ static sfa_status launch_permute(sfa_context *ctx, CUfunction fn, const sfa_tens
   }
   a.vbytes = vb;
   a.nvec = (int32_t)(rowbytes / vb);
-  a.rows_per_tile = a.nvec >= 1024 ? 1 : 1024 / a.nvec; /* 4 copies per thread of 256 */
+  /* a tile: var.util.unroll vectors in flight per thread of the block */
+  const int tv = k->var.util.tile_vectors;
+  a.rows_per_tile = a.nvec >= tv ? 1 : tv / a.nvec;
   a.heads = (int32_t)src->shape[1];
   a.rows = (int32_t)rows_of->shape[2];
   a.limit = (int32_t)limit_of->shape[2];
   a.tiles_per_bh = (a.rows + a.rows_per_tile - 1) / a.rows_per_tile;
   a.tiles = src->shape[0] * src->shape[1] * a.tiles_per_bh;
   a.scatter = scatter;
-  unsigned grid = a.tiles > (1 << 24) ? (1u << 24) : (unsigned)a.tiles;
-  return sfa__util_launch(ctx, fn, "permute", grid, 256, 0, stream, &a);
+  const sfa__grid_dims dims = {.items = a.tiles}; /* grid-stride past max_x CTAs */
+  unsigned g[3];
+  sfa__grid_size(&k->var.grid, &dims, g);
+  return sfa__util_launch(ctx, k->fn, "permute", g[0], (unsigned)k->var.threads, 0, stream, &a);
 }
 
 sfa_status sfa_hash_prepare(sfa_context *ctx, const sfa_tensor *bucket, int num_buckets,
@@ -177,7 +181,7 @@ sfa_status sfa_hash_prepare(sfa_context *ctx, const sfa_tensor *bucket, int num_
                                    hash);
   if (st != SFA_OK) return st;
   sfa__device dev;
-  CUfunction sort, perm = NULL;
+  sfa_kernel *sort, *perm = NULL;
   if ((st = sfa__bind(ctx, &dev)) != SFA_OK ||
       (st = sfa__util_kernel(ctx, &dev, SFA_PASS_HASH_SORT, SFA_DTYPE_INT32, &sort)) != SFA_OK)
     return st;
@@ -200,14 +204,17 @@ sfa_status sfa_hash_prepare(sfa_context *ctx, const sfa_tensor *bucket, int num_
   a.t = (int32_t)bucket->shape[2];
   a.nb = num_buckets;
   /* As many warps (segments) as the histograms' shared memory allows, up to
-  ** 32, and no more than one per 64 tokens. */
-  const int64_t table = ((int64_t)num_buckets + 1) * 4;
-  int64_t warps = SORT_SMEM_MAX / table;
-  if (warps > 32) warps = 32;
-  if (warps > (a.t + 63) / 64) warps = (a.t + 63) / 64;
+  ** the kernel's block, and no more than one per min_warp_items tokens. */
+  const sfa__variant *v = &sort->var;
+  const int64_t table = ((int64_t)num_buckets + 1) * 4, per = v->util.min_warp_items;
+  int64_t warps = (int64_t)v->util.smem_max / table;
+  if (warps > v->warps) warps = v->warps;
+  if (warps > (a.t + per - 1) / per) warps = (a.t + per - 1) / per;
   if (warps < 1) warps = 1;
-  const unsigned grid = (unsigned)(bucket->shape[0] * bucket->shape[1]);
-  if ((st = sfa__util_launch(ctx, sort, "hash_sort", grid, (unsigned)(32 * warps),
+  const sfa__grid_dims dims = {.items = bucket->shape[0] * bucket->shape[1]};
+  unsigned g[3];
+  sfa__grid_size(&v->grid, &dims, g);
+  if ((st = sfa__util_launch(ctx, sort->fn, "hash_sort", g[0], (unsigned)(32 * warps),
                              (unsigned)(warps * table), stream, &a)) != SFA_OK)
     return st;
   if (x && (st = launch_permute(ctx, perm, x, x_sorted, idx, 0, stream)) != SFA_OK) return st;
@@ -221,7 +228,7 @@ sfa_status sfa_hash_unsort(sfa_context *ctx, const sfa_tensor *o_sorted, const s
   sfa_status st = validate_unsort(ctx, o_sorted, idx, o);
   if (st != SFA_OK) return st;
   sfa__device dev;
-  CUfunction perm;
+  sfa_kernel *perm;
   if ((st = sfa__bind(ctx, &dev)) != SFA_OK ||
       (st = sfa__util_kernel(ctx, &dev, SFA_PASS_PERMUTE, SFA_DTYPE_UINT8, &perm)) != SFA_OK)
     return st;

@@ -1,6 +1,7 @@
 /*
 ** internal.h -- what the runtime's files share and users do not see: the
-** context and kernel structs, error helpers, and the per-call binding to the
+** context and kernel structs (a kernel carries its variant descriptor, from
+** which it is launched), error helpers, and the per-call binding to the
 ** calling thread's CUDA context.
 */
 #ifndef SFA_RUNTIME_INTERNAL_H
@@ -11,23 +12,25 @@
 
 #include "sfa.h"
 #include "cache/store.h"
+#include "gen/variant.h"
 #include "runtime/driver.h"
 #include "runtime/nvrtc.h"
 
 #define SFA__ERRBUF 4096
 #define SFA__KERNEL_NAME 128
 
-/* A loaded variant: owned by the context's kernel table, freed at destroy. */
+/* A loaded variant: owned by the context's kernel table, freed at destroy.
+** Every launch takes its block, dynamic shared memory and grid rule from var
+** (gen/variant.h), the descriptor the kernel's source was rendered from. */
 struct sfa_kernel {
   CUcontext cu;            /* the CUDA context the module was loaded into */
   unsigned long long cu_id; /* cuCtxGetId of cu (0 if the driver cannot tell) */
   sfa_kernel_spec spec;
+  sfa__variant var;        /* threads, smem_bytes, grid, plan, util constants */
   char name[SFA__KERNEL_NAME]; /* canonical name = entry symbol */
   CUmodule module;
   CUfunction fn;
-  CUfunction plan_fn;       /* bwd with a plan (sfa__bwd_plan): "<name>_plan", else NULL */
-  size_t smem;              /* dynamic shared memory per launch, bytes */
-  int threads;              /* 32 * num_warps */
+  CUfunction plan_fn;       /* var.has_plan: the entry "<name><var.plan.suffix>", else NULL */
 };
 
 /* What sfa needs to know about a CUDA context; cached per context. */

@@ -2,15 +2,15 @@
 ** topk.c -- sfa_topk_mask: the dynamic mask of mode window, the w largest-bias
 ** allowed keys of every query row (templates/util_topk.lt, one CTA per row).
 ** Validates every argument before the driver is touched, then decides whether
-** a row's keys fit in shared memory and launches.
+** a row's keys fit in shared memory and launches; the histogram's size, the
+** block and the grid rule are the kernel's variant descriptor's
+** (gen/variant.c).
 */
 #include <stdio.h>
 #include <string.h>
 
 #include "runtime/util.h"
 #include "runtime/validate.h"
-
-#define HIST_BYTES (256 * 32 * 4) /* the kernel's replicated histogram */
 
 static sfa_status validate(sfa_context *ctx, const sfa_tensor *bias, int w, int causal,
                            const sfa_tensor *mask) {
@@ -49,12 +49,14 @@ sfa_status sfa_topk_mask(sfa_context *ctx, const sfa_tensor *bias, int w, int ca
   sfa_status st = validate(ctx, bias, w, causal, mask);
   if (st != SFA_OK) return st;
   sfa__device dev;
-  CUfunction fn;
+  sfa_kernel *k;
   const sfa_driver *d;
   if ((st = sfa__bind(ctx, &dev)) != SFA_OK ||
       (st = sfa__driver_load(&d, ctx->err, sizeof ctx->err)) != SFA_OK ||
-      (st = sfa__util_kernel(ctx, &dev, SFA_PASS_TOPK, bias->dtype, &fn)) != SFA_OK)
+      (st = sfa__util_kernel(ctx, &dev, SFA_PASS_TOPK, bias->dtype, &k)) != SFA_OK)
     return st;
+  const sfa__variant *v = &k->var;
+  CUfunction fn = k->fn;
 
   const int64_t es = (int64_t)sfa__dtype_size(bias->dtype);
   sfa__topk_args a;
@@ -83,8 +85,9 @@ sfa_status sfa_topk_mask(sfa_context *ctx, const sfa_tensor *bias, int w, int ca
                            sizeof ctx->err);
   const int64_t key_bytes = (a.tk + 16 / es - 1) / (16 / es) * 16;
   const int64_t room = (int64_t)dev.smem_optin - static_smem;
-  a.cached = HIST_BYTES + key_bytes <= room;
-  const int64_t smem = HIST_BYTES + (a.cached ? key_bytes : 0);
+  const int64_t hist = (int64_t)v->util.hist_bytes; /* the kernel's replicated histogram */
+  a.cached = hist + key_bytes <= room;
+  const int64_t smem = hist + (a.cached ? key_bytes : 0);
   if (smem > room)
     return sfa__error(ctx, SFA_ERR_UNSUPPORTED,
                       "sfa_topk_mask: needs %lld bytes of shared memory; the device allows %lld",
@@ -94,7 +97,11 @@ sfa_status sfa_topk_mask(sfa_context *ctx, const sfa_tensor *bias, int w, int ca
                                  (int)room)) != CUDA_SUCCESS)
     return sfa__cuda_error(r, "cuFuncSetAttribute(topk, max dynamic shared memory)",
                            ctx->err, sizeof ctx->err);
-  const unsigned block = a.tk >= 4096 ? 512 : 256;
-  const unsigned grid = a.rows > 0x7fffffff ? 0x7fffffffu : (unsigned)a.rows;
-  return sfa__util_launch(ctx, fn, "topk", grid, block, (unsigned)smem, stream, &a);
+  /* the kernel's whole block for long rows; rows past max_x CTAs in a grid-stride loop */
+  const unsigned block =
+      (unsigned)(a.tk >= v->util.small_below ? v->threads : v->util.small_threads);
+  const sfa__grid_dims dims = {.items = a.rows};
+  unsigned g[3];
+  sfa__grid_size(&v->grid, &dims, g);
+  return sfa__util_launch(ctx, fn, "topk", g[0], block, (unsigned)smem, stream, &a);
 }

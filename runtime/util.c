@@ -33,14 +33,11 @@ sfa_status sfa__util_spec(sfa_pass pass, sfa_dtype dtype, int arch, sfa_kernel_s
 }
 
 sfa_status sfa__util_kernel(sfa_context *ctx, const sfa__device *dev, sfa_pass pass,
-                            sfa_dtype dtype, CUfunction *fn) {
+                            sfa_dtype dtype, sfa_kernel **kernel) {
   sfa_kernel_spec spec;
-  sfa_kernel *k = NULL;
   sfa_status st = sfa__util_spec(pass, dtype, dev->arch, &spec, ctx->err, sizeof ctx->err);
   if (st != SFA_OK) return st;
-  if ((st = sfa__kernel_get(ctx, dev, &spec, &k)) != SFA_OK) return st;
-  *fn = k->fn;
-  return SFA_OK;
+  return sfa__kernel_get(ctx, dev, &spec, kernel);
 }
 
 /* ------------------------------------------------------------ launching */

@@ -34,11 +34,12 @@ SFA_ABI_DEFINE(sfa__convert_args, SFA_ABI_CONVERT_ARGS);
 sfa_status sfa__util_spec(sfa_pass pass, sfa_dtype dtype, int arch, sfa_kernel_spec *spec,
                           char *err, size_t errlen);
 
-/* The CUfunction of a utility kernel in the bound context (dev), for dev's
+/* The utility kernel of (pass, dtype) in the bound context (dev), for dev's
 ** arch: sfa__kernel_get (the context's table, the AOT kernel dirs, the disk
-** cache, NVRTC). */
+** cache, NVRTC). Its launches take their block, grid rule and constants from
+** (*kernel)->var (gen/variant.h). */
 sfa_status sfa__util_kernel(sfa_context *ctx, const sfa__device *dev, sfa_pass pass,
-                            sfa_dtype dtype, CUfunction *fn);
+                            sfa_dtype dtype, sfa_kernel **kernel);
 
 /* ------------------------------------------------------------ checks */
 

@@ -1,0 +1,254 @@
+/*
+** variant.c -- the variant descriptor (gen/variant.h): a kernel spec's block,
+** tile geometry, shared-memory layout, grid rule, extra entry points and
+** utility-kernel constants, computed here only. The templates read it as the
+** table V (gen/generator.c), spec.c checks the budgets against it and the
+** runtime launches from it.
+**
+** Shared memory of an attention pass, regions in this order from the base
+** (a row holds head_dim 16-bit elements in the backend's layout: mma_sync
+** pads it by 16 bytes, wgmma does not; stages = num_stages buffers):
+**   fwd    q (block_m rows), k and v (stages x block_n rows each);
+**   bwddq  q and do (block_m rows each), k and v (stages x block_n rows each);
+**   bwd    k and v (block_n rows each), q and do (stages x block_m rows each),
+**          ds (the dS^T tile: block_n rows of block_m elements, padded alike),
+**          lse2 and delta (stages x block_m floats each), qmeta (stages x
+**          qmeta_ints x block_m int32: the mode's query metadata) and
+**          dq_stage (wgmma without det: 8 x 64 floats per warp).
+** Each region starts at a multiple of its alignment (a tile: 16 bytes, wgmma
+** 1024, the swizzle's 8-row atom; the float and int arrays 16). wgmma rounds
+** its base up to 1024, so 1024 bytes of slack follow the regions.
+*/
+#include <string.h>
+
+#include "gen/gen_internal.h"
+#include "gen/mode.h"
+#include "gen/variant.h"
+
+/* ------------------------------------------------------------ backends */
+
+/* What the host knows of a mainloop backend's layout (templates/backend.lt):
+** the bytes a shared row of 16-bit elements gets beyond its data, the
+** alignment of a tile and the alignment the backend rounds the base up to.
+** A new backend adds a row here. */
+typedef struct backend_layout {
+  int row_pad;       /* mma_sync: 16 bytes, which makes every ldmatrix conflict-free */
+  size_t tile_align; /* cp.async writes 16 bytes; wgmma's swizzle repeats every 1024 */
+  size_t base_align;
+} backend_layout;
+
+static const backend_layout backend_sync = {16, 16, 0};
+static const backend_layout backend_wgmma = {0, 1024, 1024};
+
+/* ------------------------------------------------------------ utility passes */
+
+/* A utility pass's constants (sfa__util_geom) and grid; the block is its
+** spec's num_warps (gen/spec.c's util table). */
+typedef struct util_rule {
+  sfa_pass pass;
+  sfa__util_geom geom; /* rows_per_block and tile_vectors follow from the block */
+  int per_block;       /* items per CTA; 0: rows_per_block (bwd_pre), threads (convert) */
+  int64_t max_x;
+  const char *item;
+} util_rule;
+
+static const util_rule util_rules[] = {
+  {SFA_PASS_BWD_PRE, {.row_threads = 8}, 0, 0, "query row (of B * Hq * tqp)"},
+  {SFA_PASS_CONVERT, {.chunk_elems = 8}, 0, (int64_t)1 << 20,
+   "chunk of chunk_elems elements of a row"},
+  {SFA_PASS_HASH_SORT, {.smem_max = 48 * 1024, .min_warp_items = 64}, 1, 0,
+   "(batch, head) row"},
+  {SFA_PASS_PERMUTE, {.unroll = 4}, 1, (int64_t)1 << 24, "tile of rows"},
+  {SFA_PASS_TOPK,
+   {.hist_bins = 256, .hist_copies = 32, .small_threads = 256, .small_below = 4096}, 1,
+   0x7fffffff, "query row (of B * Hb * Tq)"},
+};
+
+static void fill_util(const sfa_kernel_spec *s, sfa__variant *v) {
+  for (size_t i = 0; i < sizeof util_rules / sizeof util_rules[0]; i++) {
+    const util_rule *u = &util_rules[i];
+    if (u->pass != s->pass) continue;
+    v->util = u->geom;
+    if (u->geom.row_threads) v->util.rows_per_block = v->threads / u->geom.row_threads;
+    if (u->geom.unroll) v->util.tile_vectors = u->geom.unroll * v->threads;
+    v->util.hist_bytes = (size_t)u->geom.hist_bins * (size_t)u->geom.hist_copies * 4;
+    v->grid.rule = SFA__GRID_ITEMS;
+    v->grid.per_block = u->per_block ? u->per_block
+                        : v->util.rows_per_block ? v->util.rows_per_block
+                                                 : v->threads;
+    v->grid.max_x = u->max_x;
+    v->grid.item = u->item;
+    return;
+  }
+}
+
+/* ------------------------------------------------------------ attention passes */
+
+static size_t round_up(size_t x, size_t a) { return a > 1 ? (x + a - 1) / a * a : x; }
+
+/* Appends region name of size bytes at the next multiple of align. */
+static void add_region(sfa__variant *v, const char *name, size_t size, size_t align) {
+  const sfa__smem_region *last = v->nregions ? &v->regions[v->nregions - 1] : NULL;
+  size_t at = last ? last->offset + last->size : 0;
+  sfa__smem_region *r = &v->regions[v->nregions++];
+  r->name = name;
+  r->offset = round_up(at, align);
+  r->size = size;
+  r->align = align;
+}
+
+static void fill_attention(const sfa_kernel_spec *s, sfa__variant *v) {
+  const backend_layout *be = v->wgmma ? &backend_wgmma : &backend_sync;
+  const size_t m = (size_t)s->block_m, n = (size_t)s->block_n;
+  const size_t st = (size_t)s->num_stages, ta = be->tile_align;
+  const int bwd = s->pass == SFA_PASS_BWD;
+  const int det = (s->flags & SFA_FEAT_DETERMINISTIC) != 0;
+
+  /* The rows the warps split: queries, keys in bwd. */
+  v->row_tiles = (bwd ? s->block_n : s->block_m) / (16 * s->num_warps);
+  v->warpgroups = s->num_warps / 4;
+  v->row_bytes = 2 * s->head_dim + be->row_pad;
+  v->row_chunks = s->head_dim / 8;
+  v->min_blocks = s->pass == SFA_PASS_FWD && v->threads <= 128 ? 2 : 1;
+  const size_t rs = (size_t)v->row_bytes;
+
+  switch (s->pass) {
+  case SFA_PASS_FWD:
+    add_region(v, "q", m * rs, ta);
+    add_region(v, "k", st * n * rs, ta);
+    add_region(v, "v", st * n * rs, ta);
+    /* O and S of the MT row tiles */
+    v->acc_registers = v->row_tiles * (s->head_dim / 8) * 4 + v->row_tiles * (s->block_n / 8) * 4;
+    v->grid.rule = SFA__GRID_QUERY_TILES;
+    v->grid.tile = s->block_m;
+    break;
+  case SFA_PASS_BWD_DQ:
+    add_region(v, "q", m * rs, ta);
+    add_region(v, "do", m * rs, ta);
+    add_region(v, "k", st * n * rs, ta);
+    add_region(v, "v", st * n * rs, ta);
+    /* dQ, S and dP */
+    v->acc_registers = v->row_tiles * (s->head_dim / 2 + s->block_n);
+    v->grid.rule = SFA__GRID_QUERY_TILES;
+    v->grid.tile = s->block_m;
+    break;
+  default: /* SFA_PASS_BWD */
+    v->cols = s->head_dim > 128 ? s->head_dim / 2 : s->head_dim;
+    v->nsplit = s->head_dim / v->cols;
+    v->dq_units = (s->block_m / 16) * (v->cols / 16);
+    v->dq_units_per_warp = v->dq_units / s->num_warps;
+    v->ds_row_bytes = 2 * s->block_m + be->row_pad;
+    /* int32 of query metadata per query row that the kernel stages with each
+    ** query tile for the mode's mask (the mode table; bwd_query_meta of
+    ** mode_<mode>.lt) */
+    v->qmeta_ints = sfa__mode_find(s->mode)->qmeta_ints;
+    /* wgmma's dQ product leaves the accumulators in its own fragments: each
+    ** warp stages 8 x 64 floats of a chunk at a time */
+    v->dq_stage_warp = v->wgmma && !det ? 8 * 64 * 4 : 0;
+    add_region(v, "k", n * rs, ta);
+    add_region(v, "v", n * rs, ta);
+    add_region(v, "q", st * m * rs, ta);
+    add_region(v, "do", st * m * rs, ta);
+    add_region(v, "ds", n * (size_t)v->ds_row_bytes, ta);
+    add_region(v, "lse2", st * m * 4, 16);
+    add_region(v, "delta", st * m * 4, 16);
+    add_region(v, "qmeta", st * (size_t)v->qmeta_ints * m * 4, 16);
+    add_region(v, "dq_stage", (size_t)s->num_warps * (size_t)v->dq_stage_warp, 16);
+    /* dK and dV of the column slice, S^T and dP^T */
+    v->acc_registers = v->row_tiles * (v->cols + s->block_m);
+    v->grid.rule = SFA__GRID_KEY_TILES;
+    v->grid.tile = s->block_n;
+    v->grid.split = v->nsplit;
+    if (sfa__bwd_plan(s)) {
+      /* one warp per (batch, query head, key tile), 8 warps per CTA */
+      v->has_plan = 1;
+      v->plan_ints = SFA__BWD_PLAN_INTS;
+      v->plan.suffix = SFA__PLAN_SUFFIX;
+      v->plan.warps = 8;
+      v->plan.threads = 32 * v->plan.warps;
+      v->plan.grid.rule = SFA__GRID_KEY_TILE_ITEMS;
+      v->plan.grid.tile = s->block_n;
+      v->plan.grid.per_block = v->plan.warps;
+    }
+    break;
+  }
+  const sfa__smem_region *last = &v->regions[v->nregions - 1];
+  v->smem_base_align = be->base_align;
+  v->smem_slack = be->base_align;
+  v->smem_bytes = last->offset + last->size + v->smem_slack;
+}
+
+/* ------------------------------------------------------------ entry points */
+
+void sfa__variant_fill(const sfa_kernel_spec *spec, sfa__variant *v) {
+  memset(v, 0, sizeof *v);
+  v->spec = *spec;
+  v->attention = !sfa__pass_is_util(spec->pass);
+  v->wgmma = sfa__spec_is_wgmma(spec);
+  v->warps = spec->num_warps;
+  v->threads = 32 * spec->num_warps;
+  if (v->attention)
+    fill_attention(spec, v);
+  else
+    fill_util(spec, v);
+}
+
+sfa_status sfa__variant_describe(const sfa_kernel_spec *spec, sfa__variant *v, char *err,
+                                 size_t errlen) {
+  if (!v) return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "variant: NULL");
+  memset(v, 0, sizeof *v);
+  sfa_status st = sfa_spec_validate(spec, err, errlen);
+  if (st != SFA_OK) return st;
+  sfa__variant_fill(spec, v);
+  return SFA_OK;
+}
+
+const sfa__smem_region *sfa__variant_region(const sfa__variant *v, const char *name) {
+  for (int i = 0; v && name && i < v->nregions; i++)
+    if (strcmp(v->regions[i].name, name) == 0) return &v->regions[i];
+  return NULL;
+}
+
+/* ------------------------------------------------------------ grids */
+
+static int64_t ceil_div(int64_t a, int64_t b) { return b > 0 ? (a + b - 1) / b : 0; }
+
+const char *sfa__grid_rule_name(sfa__grid_rule r) {
+  switch (r) {
+  case SFA__GRID_QUERY_TILES: return "query_tiles";
+  case SFA__GRID_KEY_TILES: return "key_tiles";
+  case SFA__GRID_KEY_TILE_ITEMS: return "key_tile_items";
+  case SFA__GRID_ITEMS: return "items";
+  default: return NULL;
+  }
+}
+
+int64_t sfa__grid_items(const sfa__grid *g, const sfa__grid_dims *p) {
+  switch (g->rule) {
+  case SFA__GRID_KEY_TILE_ITEMS: return p->batch * p->hq * ceil_div(p->tk, g->tile);
+  case SFA__GRID_ITEMS: return p->items;
+  default: return 0;
+  }
+}
+
+void sfa__grid_size(const sfa__grid *g, const sfa__grid_dims *p, unsigned grid[3]) {
+  int64_t x = 0, y = 1, z = 1;
+  const int64_t nb = p->nb > 0 ? p->nb : 1, nh = p->nh > 0 ? p->nh : 1;
+  switch (g->rule) {
+  case SFA__GRID_QUERY_TILES:
+    x = ceil_div(p->tq, g->tile), y = p->hq, z = p->batch;
+    break;
+  case SFA__GRID_KEY_TILES:
+    x = ceil_div(p->tk, g->tile), y = p->hkv / nh * g->split, z = p->batch / nb;
+    break;
+  case SFA__GRID_KEY_TILE_ITEMS:
+  case SFA__GRID_ITEMS:
+    x = ceil_div(sfa__grid_items(g, p), g->per_block);
+    if (g->max_x > 0 && x > g->max_x) x = g->max_x;
+    break;
+  default:
+    y = z = 0;
+    break;
+  }
+  grid[0] = (unsigned)x, grid[1] = (unsigned)y, grid[2] = (unsigned)z;
+}
