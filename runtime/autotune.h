@@ -166,8 +166,13 @@ typedef struct sfa__problem {
 sfa_status sfa__select_spec(sfa_context *ctx, const struct sfa__device *dev,
                             sfa_kernel_spec *spec, const sfa__problem *prob);
 
-/* The loaded kernel of a launch: the spec of (pass, prob->params->mode, dtype,
-** head_dim, dev->arch, flags) with its tiles from sfa__select_spec, then
+/* The spec of a launch: (pass, prob->params->mode, dtype, head_dim,
+** dev->arch, flags) with its tiles from sfa__select_spec. */
+sfa_status sfa__select_launch_spec(sfa_context *ctx, const struct sfa__device *dev,
+                                   sfa_pass pass, sfa_dtype dtype, int head_dim, unsigned flags,
+                                   const sfa__problem *prob, sfa_kernel_spec *spec);
+
+/* The loaded kernel of a launch: sfa__select_launch_spec, then
 ** sfa__kernel_get. Used by sfa_forward and sfa_backward. */
 sfa_status sfa__select_kernel(sfa_context *ctx, const struct sfa__device *dev, sfa_pass pass,
                               sfa_dtype dtype, int head_dim, unsigned flags,

@@ -16,20 +16,13 @@
 #include "runtime/util.h"
 
 /* Appends the spec of (pass, dtype, head_dim, flags) with the tiles the
-** policy picks, as sfa__select_kernel does before sfa__kernel_get. */
+** policy picks: sfa__select_launch_spec, which sfa__select_kernel uses too. */
 static sfa_status attention(sfa_context *ctx, const sfa__device *dev, const sfa__problem *prob,
                             sfa_pass pass, sfa_dtype dtype, int head_dim, unsigned flags,
                             sfa_kernel_spec *specs, int max, int *n) {
   if (*n >= max) return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "specs: room for %d", max);
   sfa_kernel_spec s;
-  memset(&s, 0, sizeof s);
-  s.pass = pass;
-  s.mode = prob->params->mode;
-  s.dtype = dtype;
-  s.head_dim = head_dim;
-  s.arch = dev->arch;
-  s.flags = flags;
-  sfa_status st = sfa__select_spec(ctx, dev, &s, prob);
+  sfa_status st = sfa__select_launch_spec(ctx, dev, pass, dtype, head_dim, flags, prob, &s);
   if (st == SFA_OK) specs[(*n)++] = s;
   return st;
 }

@@ -406,17 +406,23 @@ sfa_status sfa__select_spec(sfa_context *ctx, const sfa__device *dev, sfa_kernel
   return SFA_OK;
 }
 
+sfa_status sfa__select_launch_spec(sfa_context *ctx, const sfa__device *dev, sfa_pass pass,
+                                   sfa_dtype dtype, int head_dim, unsigned flags,
+                                   const sfa__problem *prob, sfa_kernel_spec *spec) {
+  memset(spec, 0, sizeof *spec);
+  spec->pass = pass;
+  spec->mode = prob->params->mode;
+  spec->dtype = dtype;
+  spec->head_dim = head_dim;
+  spec->arch = dev->arch;
+  spec->flags = flags;
+  return sfa__select_spec(ctx, dev, spec, prob);
+}
+
 sfa_status sfa__select_kernel(sfa_context *ctx, const sfa__device *dev, sfa_pass pass,
                               sfa_dtype dtype, int head_dim, unsigned flags,
                               const sfa__problem *prob, sfa_kernel **kernel) {
   sfa_kernel_spec spec;
-  memset(&spec, 0, sizeof spec);
-  spec.pass = pass;
-  spec.mode = prob->params->mode;
-  spec.dtype = dtype;
-  spec.head_dim = head_dim;
-  spec.arch = dev->arch;
-  spec.flags = flags;
-  sfa_status st = sfa__select_spec(ctx, dev, &spec, prob);
+  sfa_status st = sfa__select_launch_spec(ctx, dev, pass, dtype, head_dim, flags, prob, &spec);
   return st != SFA_OK ? st : sfa__kernel_get(ctx, dev, &spec, kernel);
 }

@@ -158,6 +158,21 @@ static void hash_row(int32_t *idx, int32_t *hs, int n, int real, int nb, int32_t
 /* ------------------------------------------------------------ one run */
 
 
+double tg_rel_err(sfa_dtype dt, const uint16_t *got, const float *want, size_t n, long *nan) {
+  double d2 = 0, w2 = 0;
+  for (size_t i = 0; i < n; i++) {
+    const float g = tg_from_half(dt, got[i]);
+    if (isnan(g) || isnan(want[i])) {
+      (*nan)++;
+      continue;
+    }
+    const double d = (double)g - want[i];
+    d2 += d * d;
+    w2 += (double)want[i] * want[i];
+  }
+  return w2 > 0 ? sqrt(d2 / w2) : sqrt(d2);
+}
+
 CUdeviceptr tg_upload(const void *host, size_t bytes) {
   CUdeviceptr p = 0;
   TG_CU(tg_drv->cuMemAlloc(&p, bytes));

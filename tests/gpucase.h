@@ -47,6 +47,10 @@ double tg_tol_bwd(sfa_dtype t); /* bf16 2e-2, fp16 1e-2 */
 uint16_t tg_to_half(sfa_dtype t, float f);
 float tg_from_half(sfa_dtype t, uint16_t h);
 
+/* Relative L2 error of got (16-bit values of dtype dt) against want; NaN in
+** either counts in *nan and is left out of the norms. */
+double tg_rel_err(sfa_dtype dt, const uint16_t *got, const float *want, size_t n, long *nan);
+
 /* cuMemAlloc + copy; the caller frees. */
 CUdeviceptr tg_upload(const void *host, size_t bytes);
 

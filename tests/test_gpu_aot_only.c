@@ -172,22 +172,6 @@ static void expect_aot_only(const char *where) {
 
 /* ------------------------------------------------------------ checks */
 
-/* Relative L2 error of got (c's dtype) against want; NaN counts in *nan. */
-static double rel_err(sfa_dtype dt, const uint16_t *got, const float *want, size_t n, long *nan) {
-  double d2 = 0, w2 = 0;
-  for (size_t i = 0; i < n; i++) {
-    const float g = tg_from_half(dt, got[i]);
-    if (isnan(g) || isnan(want[i])) {
-      (*nan)++;
-      continue;
-    }
-    const double d = (double)g - want[i];
-    d2 += d * d;
-    w2 += (double)want[i] * want[i];
-  }
-  return w2 > 0 ? sqrt(d2 / w2) : sqrt(d2);
-}
-
 static void sync_or_fail(const char *what) {
   CUresult r = tg_drv->cuCtxSynchronize();
   const char *name = "?";
@@ -209,7 +193,7 @@ static void forward_case(srun *R) {
                              R->rv, R->has_ex ? &R->hx : NULL, R->ro, R->rl, why, sizeof why);
   ck_assert_msg(st == SFA_OK, "%s: reference: %s", R->desc, why);
   long nan = 0;
-  const double e = rel_err(c->dtype, R->ho, R->ro, R->nq, &nan);
+  const double e = tg_rel_err(c->dtype, R->ho, R->ro, R->nq, &nan);
   ck_assert_msg(nan == 0 && e < tg_tol_fwd(c->dtype), "%s: forward rel_err %.3e (tol %.0e), %ld NaN",
                 R->desc, e, tg_tol_fwd(c->dtype), nan);
   printf("ok %s: forward rel_err %.2e\n", R->desc, e);
@@ -273,10 +257,10 @@ static void backward_case(srun *R) {
     TG_CU(tg_drv->cuMemcpyDtoH(gv, ddv, R->nk * 2));
     if (nb) TG_CU(tg_drv->cuMemcpyDtoH(gb, ddb, nb * 2));
     long nan = 0;
-    const double eq = rel_err(c->dtype, gq, rdq, R->nq, &nan);
-    const double ek = rel_err(c->dtype, gk, rdk, R->nk, &nan);
-    const double ev = rel_err(c->dtype, gv, rdv, R->nk, &nan);
-    const double eb = nb ? rel_err(c->dtype, gb, rdb, nb, &nan) : 0.0;
+    const double eq = tg_rel_err(c->dtype, gq, rdq, R->nq, &nan);
+    const double ek = tg_rel_err(c->dtype, gk, rdk, R->nk, &nan);
+    const double ev = tg_rel_err(c->dtype, gv, rdv, R->nk, &nan);
+    const double eb = nb ? tg_rel_err(c->dtype, gb, rdb, nb, &nan) : 0.0;
     const double tol = tg_tol_bwd(c->dtype);
     ck_assert_msg(nan == 0 && eq < tol && ek < tol && ev < tol && eb < tol,
                   "%s det=%d: rel_err dq=%.3e dk=%.3e dv=%.3e dbias=%.3e (tol %.0e), %ld NaN",

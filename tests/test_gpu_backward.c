@@ -98,23 +98,6 @@ static void run_backward(srun *R, grads *G, int det) {
   if (G->nb) TG_CU(tg_drv->cuMemcpyDtoH(G->hdb, G->ddb, G->nb * 2));
 }
 
-/* Relative L2 error of got against want; NaN anywhere counts as failure. */
-static double rel_err(sfa_dtype dt, const uint16_t *got, const float *want, size_t n,
-                      long *nan) {
-  double d2 = 0, w2 = 0;
-  for (size_t i = 0; i < n; i++) {
-    const float g = tg_from_half(dt, got[i]);
-    if (isnan(g) || isnan(want[i])) {
-      (*nan)++;
-      continue;
-    }
-    const double d = (double)g - want[i];
-    d2 += d * d;
-    w2 += (double)want[i] * want[i];
-  }
-  return w2 > 0 ? sqrt(d2 / w2) : sqrt(d2);
-}
-
 /* The float64 reference gradients of a case, computed once for both dq paths
 ** (dbias summed over the batches that a batch-broadcast bias expanded). */
 typedef struct refgrads {
@@ -155,10 +138,10 @@ static void reference_free(refgrads *r) {
 static void verify(srun *R, grads *G, int det, const refgrads *ref) {
   const scase *c = &R->c;
   long nan = 0;
-  const double eq = rel_err(c->dtype, G->hdq, ref->dq, R->nq, &nan);
-  const double ek = rel_err(c->dtype, G->hdk, ref->dk, R->nk, &nan);
-  const double ev = rel_err(c->dtype, G->hdv, ref->dv, R->nk, &nan);
-  const double eb = G->nb ? rel_err(c->dtype, G->hdb, ref->db, G->nb, &nan) : 0.0;
+  const double eq = tg_rel_err(c->dtype, G->hdq, ref->dq, R->nq, &nan);
+  const double ek = tg_rel_err(c->dtype, G->hdk, ref->dk, R->nk, &nan);
+  const double ev = tg_rel_err(c->dtype, G->hdv, ref->dv, R->nk, &nan);
+  const double eb = G->nb ? tg_rel_err(c->dtype, G->hdb, ref->db, G->nb, &nan) : 0.0;
   const double tol = c->dtype == SFA_DTYPE_BF16 ? 2e-2 : 1e-2;
   ck_assert_msg(nan == 0 && eq < tol && ek < tol && ev < tol && eb < tol,
                 "%s det=%d: rel_err dq=%.3e dk=%.3e dv=%.3e dbias=%.3e (tol %.0e) nan/unwritten=%ld",
