@@ -762,11 +762,11 @@ END_TEST
 
 /* ---------------------------------------------------------------- sfa-cache tool */
 
-/* Run the tool (args appended), stdout and stderr into out; returns the exit
-** status. */
-static int run_tool(char *out, size_t n, const char *args) {
+/* Run the tool (args appended) after the shell prefix pre, stdout and stderr
+** into out; returns the exit status. */
+static int run_tool_after(const char *pre, char *out, size_t n, const char *args) {
   char cmd[2048];
-  snprintf(cmd, sizeof cmd, "'%s' %s 2>&1", TOOL, args);
+  snprintf(cmd, sizeof cmd, "%s'%s' %s 2>&1", pre, TOOL, args);
   FILE *f = popen(cmd, "r");
   ck_assert_ptr_nonnull(f);
   size_t len = fread(out, 1, n - 1, f);
@@ -775,6 +775,8 @@ static int run_tool(char *out, size_t n, const char *args) {
   ck_assert_msg(WIFEXITED(st), "%s did not exit", cmd);
   return WEXITSTATUS(st);
 }
+
+static int run_tool(char *out, size_t n, const char *args) { return run_tool_after("", out, n, args); }
 
 /* Three kernels (one corrupt) with the given ages in days. */
 static void populate(char keys[3][SFA_STORE_KEY_HEX], const double age_days[3], size_t psize) {
@@ -930,15 +932,7 @@ END_TEST
 
 /* "timeout 30 TOOL args": a tool that blocks fails instead of hanging. */
 static int run_tool_bounded(char *out, size_t n, const char *args) {
-  char cmd[2048];
-  snprintf(cmd, sizeof cmd, "timeout 30 '%s' %s 2>&1", TOOL, args);
-  FILE *f = popen(cmd, "r");
-  ck_assert_ptr_nonnull(f);
-  size_t len = fread(out, 1, n - 1, f);
-  out[len] = '\0';
-  int st = pclose(f);
-  ck_assert_msg(WIFEXITED(st), "%s did not exit", cmd);
-  return WEXITSTATUS(st);
+  return run_tool_after("timeout 30 ", out, n, args);
 }
 
 static int is_regular(const char *path) {
