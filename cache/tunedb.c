@@ -25,6 +25,7 @@
 #include "cache/fileio.h"
 #include "cache/store.h"
 #include "gen/arch.h"
+#include "gen/flag.h"
 #include "gen/gen_internal.h"
 
 #define PATH_BUF 1024
@@ -43,14 +44,6 @@ static const char COLUMNS_V1[] =
     "gpu\tcc\tpass\tmode\tdtype\thead_dim\tflags\tsize_bucket\tblock_m\tblock_n\t"
     "num_warps\tnum_stages\ttime_us\tdefault_time_us\tdate";
 
-/* Flag tokens in canonical name order (gen/spec.c). */
-static const struct { unsigned bit; const char *token; } FLAGS[] = {
-  {SFA_FEAT_CAUSAL, "causal"},
-  {SFA_FEAT_BIAS, "bias"},
-  {SFA_FEAT_MASK, "mask"},
-  {SFA_FEAT_DETERMINISTIC, "det"},
-};
-#define NFLAGS (sizeof FLAGS / sizeof FLAGS[0])
 
 /* The arch whose domain a key's or row's spec is checked in: a db belongs to
 ** a cc, not to an arch, so the arch of that cc in the arch table, else any
@@ -307,12 +300,7 @@ sfa_status sfa_tunedb_file_name(const char *gpu, int cc, char *out, size_t n, ch
 /* ------------------------------------------------------------ rows: checks, order */
 
 static void flags_str(unsigned flags, char *buf, size_t n) {
-  size_t len = 0;
-  buf[0] = '\0';
-  for (size_t i = 0; i < NFLAGS; i++)
-    if (flags & FLAGS[i].bit)
-      len += (size_t)snprintf(buf + len, n - len, "%s%s", len ? "+" : "", FLAGS[i].token);
-  if (!len) snprintf(buf, n, "-");
+  if (!sfa__flag_list(buf, n, flags, 0, "+")) snprintf(buf, n, "-");
 }
 
 /* Canonical flags field: "-" or tokens in name order joined by '+'. */
@@ -324,11 +312,11 @@ static int parse_flags(const char *s, unsigned *out) {
     return 1;
   }
   for (;;) {
-    size_t len = strcspn(s, "+"), i;
-    for (i = next; i < NFLAGS; i++)
-      if (strlen(FLAGS[i].token) == len && strncmp(s, FLAGS[i].token, len) == 0) break;
-    if (i == NFLAGS) return 0;
-    f |= FLAGS[i].bit;
+    size_t len = strcspn(s, "+"), nf;
+    const sfa__flag *ft = sfa__flag_table(&nf), *hit = sfa__flag_named(s, len);
+    size_t i = hit ? (size_t)(hit - ft) : nf; /* flags in name order, once each */
+    if (!hit || i < next) return 0;
+    f |= hit->bit;
     next = i + 1;
     s += len;
     if (*s == '\0') break;

@@ -30,6 +30,7 @@
 #include <lauxlib.h>
 #include <lua.h>
 
+#include "gen/flag.h"
 #include "gen/gen_internal.h"
 #include "gen/sandbox.h"
 #include "gen/variant.h"
@@ -160,10 +161,9 @@ static void push_spec(lua_State *L, const sfa_kernel_spec *s) {
   set_int(L, "num_warps", s->num_warps);
   set_int(L, "num_stages", s->num_stages);
   set_int(L, "arch", s->arch);
-  set_bool(L, "causal", (s->flags & SFA_FEAT_CAUSAL) != 0);
-  set_bool(L, "bias", (s->flags & SFA_FEAT_BIAS) != 0);
-  set_bool(L, "mask", (s->flags & SFA_FEAT_MASK) != 0);
-  set_bool(L, "deterministic", (s->flags & SFA_FEAT_DETERMINISTIC) != 0);
+  size_t nf;
+  const sfa__flag *ft = sfa__flag_table(&nf);
+  for (size_t i = 0; i < nf; i++) set_bool(L, ft[i].lua, (s->flags & ft[i].bit) != 0);
   set_bool(L, "wgmma", sfa__spec_is_wgmma(s));
   if (sfa_spec_name(s, name, sizeof name) == SFA_OK) set_str(L, "name", name);
   set_int(L, "smem_bytes", (lua_Integer)sfa_spec_smem_bytes(s));

@@ -19,6 +19,7 @@
 #include <xxhash.h>
 
 #include "cache/fileio.h"
+#include "gen/flag.h"
 #include "gen/manifest.h"
 
 enum {
@@ -43,10 +44,6 @@ const char *sfa__manifest_header(void) {
 
 /* The text of a spec column (COL_ARCH .. COL_SMEM) for a valid spec. */
 static void spec_text(int col, const sfa_kernel_spec *s, char *buf, size_t n) {
-  /* the flags column: the flags and the mma kind's token, as the name spells them */
-  static const struct { unsigned bit; const char *name; } fl[] = {
-    {SFA_FEAT_CAUSAL, "causal"}, {SFA_FEAT_BIAS, "bias"},
-    {SFA_FEAT_MASK, "mask"}, {SFA_FEAT_DETERMINISTIC, "det"}};
   switch (col) {
   case COL_ARCH: snprintf(buf, n, "%d", s->arch); break;
   case COL_PASS: snprintf(buf, n, "%s", sfa__pass_name(s->pass)); break;
@@ -58,13 +55,8 @@ static void spec_text(int col, const sfa_kernel_spec *s, char *buf, size_t n) {
   case COL_NUM_WARPS: snprintf(buf, n, "%d", s->num_warps); break;
   case COL_NUM_STAGES: snprintf(buf, n, "%d", s->num_stages); break;
   case COL_SMEM: snprintf(buf, n, "%zu", sfa_spec_smem_bytes(s)); break;
-  case COL_FLAGS:
-    buf[0] = '\0';
-    for (size_t i = 0; i < sizeof fl / sizeof fl[0]; i++)
-      if (s->flags & fl[i].bit) {
-        if (buf[0]) strncat(buf, ",", n - strlen(buf) - 1);
-        strncat(buf, fl[i].name, n - strlen(buf) - 1);
-      }
+  case COL_FLAGS: /* the flags and the mma kind's token, as the name spells them */
+    sfa__flag_list(buf, n, s->flags, 0, ",");
     if (s->mma == SFA_SPEC_MMA_WGMMA) {
       if (buf[0]) strncat(buf, ",", n - strlen(buf) - 1);
       strncat(buf, "wg", n - strlen(buf) - 1);

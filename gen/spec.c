@@ -22,6 +22,7 @@
 
 #include "gen/arch.h"
 #include "gen/gen_internal.h"
+#include "gen/flag.h"
 #include "gen/mode.h"
 #include "gen/variant.h"
 
@@ -65,15 +66,8 @@ static int dtype_of_name(const char *tok) {
   return -1;
 }
 
-/* Feature flags in name order; the token of mma wgmma follows them. */
-static const struct { unsigned bit; const char *token; } flag_tokens[] = {
-  {SFA_FEAT_CAUSAL, "causal"},
-  {SFA_FEAT_BIAS, "bias"},
-  {SFA_FEAT_MASK, "mask"},
-  {SFA_FEAT_DETERMINISTIC, "det"},
-};
-#define NFLAGS (sizeof flag_tokens / sizeof flag_tokens[0])
-#define ALL_FLAGS (SFA_FEAT_CAUSAL | SFA_FEAT_BIAS | SFA_FEAT_MASK | SFA_FEAT_DETERMINISTIC)
+/* The feature flags are gen/flag.c's table, in name order; the token of mma
+** wgmma follows them. */
 #define WG_TOKEN "wg"
 #define OLD_WGMMA_BIT (1u << 4) /* the mma kind was this flag before 0.2 */
 
@@ -172,13 +166,14 @@ sfa_status sfa__spec_check_domain(const sfa_kernel_spec *s, char *err, size_t er
     sfa__arch_list(archs, sizeof archs, "", ", ", " or ");
     return sfa__fail(err, errlen, bad, "arch: %d is not allowed; must be %s", s->arch, archs);
   }
-  if (s->flags & ~(unsigned)ALL_FLAGS)
-    return sfa__fail(err, errlen, bad,
-                     "flags: 0x%x has unknown bits; allowed are SFA_FEAT_CAUSAL, "
-                     "SFA_FEAT_BIAS, SFA_FEAT_MASK, SFA_FEAT_DETERMINISTIC%s",
-                     s->flags,
+  if (s->flags & ~sfa__flag_all()) {
+    char all[160];
+    sfa__flag_list(all, sizeof all, sfa__flag_all(), 1, ", ");
+    return sfa__fail(err, errlen, bad, "flags: 0x%x has unknown bits; allowed are %s%s",
+                     s->flags, all,
                      (s->flags & OLD_WGMMA_BIT) ? " (bit 0x10 is not a flag: the mma kind is "
                                                   "the field mma, SFA_SPEC_MMA_WGMMA)" : "");
+  }
   if (!sfa__mma_name(s->mma))
     return sfa__fail(err, errlen, bad,
                      "mma: %d is not allowed; must be SFA_SPEC_MMA_SYNC (0) or "
@@ -187,30 +182,24 @@ sfa_status sfa__spec_check_domain(const sfa_kernel_spec *s, char *err, size_t er
 }
 
 /* The flags of the problem that the mode's row takes (gen/mode.c; det is the
-** pass's rule): dense takes causal; qk_drop and hash take none (their
-** causality is q_idx >= k_idx, always on); window takes any mix of causal,
-** bias and mask. */
+** pass's rule). A flag the mode does not take is named with the modes that
+** take it. */
 static sfa_status check_mode_flags(const sfa_kernel_spec *s, char *err, size_t errlen) {
   const sfa__mode *m = sfa__mode_find(s->mode);
   const unsigned bad = s->flags & ~m->flags & ~(unsigned)SFA_FEAT_DETERMINISTIC;
   if (!bad) return SFA_OK;
-  char takes[64] = "", modes[64];
-  for (size_t i = 0; i < NFLAGS; i++)
-    if (m->flags & flag_tokens[i].bit) {
-      size_t at = strlen(takes);
-      snprintf(takes + at, sizeof takes - at, "%s%s", at ? ", " : "", flag_tokens[i].token);
-    }
-  if (!takes[0]) snprintf(takes, sizeof takes, "no flags");
-  if (bad & (SFA_FEAT_BIAS | SFA_FEAT_MASK)) {
-    int n = sfa__mode_list(modes, sizeof modes, 0, " and ", sfa__mode_takes_any,
-                           bad & (SFA_FEAT_BIAS | SFA_FEAT_MASK));
-    return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
-                     "flags: bias/mask apply to %s%s%s only; %s allows %s", n == 1 ? "" : "modes ",
-                     modes, n == 1 ? " mode" : "", m->name, takes);
-  }
+  size_t nf;
+  const sfa__flag *f = sfa__flag_table(&nf);
+  while (!(f->bit & bad)) f++; /* the first flag the mode does not take */
+  char takes[96], modes[64];
+  if (!sfa__flag_list(takes, sizeof takes, m->flags, 0, ", ")) snprintf(takes, sizeof takes, "no flags");
+  int n = sfa__mode_list(modes, sizeof modes, 0, " and ", sfa__mode_takes_any, f->bit);
   return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
-                   "flags: causal is not allowed with mode %s, which allows %s%s", m->name,
-                   takes, m->causal_by_index ? " (its causality q_idx >= k_idx is intrinsic)" : "");
+                   "flags: %s is not allowed with mode %s, which allows %s%s; %s applies to %s%s",
+                   f->token, m->name, takes,
+                   f->bit == SFA_FEAT_CAUSAL && m->causal_by_index
+                       ? " (its causality q_idx >= k_idx is intrinsic)" : "",
+                   f->token, n == 1 ? "mode " : "modes ", modes);
 }
 
 /* Every rule of sfa_spec_validate except the arch's budgets (check_budget). */
@@ -308,15 +297,17 @@ sfa_status sfa_spec_validate(const sfa_kernel_spec *s, char *err, size_t errlen)
 /* ------------------------------------------------------------ canonical names */
 
 sfa_status sfa_spec_name(const sfa_kernel_spec *s, char *buf, size_t n) {
-  char flags[40] = "";
+  char flags[96] = "";
   if (!buf || n == 0) return SFA_ERR_INVALID_ARGUMENT;
   buf[0] = '\0';
   if (sfa__spec_check_domain(s, NULL, 0) != SFA_OK) return SFA_ERR_INVALID_ARGUMENT;
   if (util_of(s->pass)) return util_name(s, buf, n);
-  for (size_t i = 0; i < NFLAGS; i++)
-    if (s->flags & flag_tokens[i].bit) {
+  size_t nf;
+  const sfa__flag *ft = sfa__flag_table(&nf);
+  for (size_t i = 0; i < nf; i++)
+    if (s->flags & ft[i].bit) {
       strcat(flags, "_");
-      strcat(flags, flag_tokens[i].token);
+      strcat(flags, ft[i].token);
     }
   if (s->mma == SFA_SPEC_MMA_WGMMA) strcat(flags, "_" WG_TOKEN);
   int len = snprintf(buf, n, "sfa_%s_%s%s_%s_d%d_m%dn%d_w%ds%d_sm%d",
@@ -422,19 +413,29 @@ sfa_status sfa_spec_parse(const char *name, sfa_kernel_spec *spec, char *err, si
   size_t next_flag = 0;
   for (;;) {
     NEXT("a flag or the dtype");
-    size_t f; /* the flag's place in name order; NFLAGS: wg (mma wgmma) */
-    for (f = 0; f < NFLAGS; f++)
-      if (strcmp(tok, flag_tokens[f].token) == 0) break;
-    if (f == NFLAGS && strcmp(tok, WG_TOKEN) != 0) break;
-    if (f < next_flag)
-      BAD("flags once each in the order causal, bias, mask, det, wg");
-    if (f < NFLAGS) s.flags |= flag_tokens[f].bit;
+    size_t nf;
+    const sfa__flag *ft = sfa__flag_table(&nf);
+    const sfa__flag *hit = sfa__flag_named(tok, strlen(tok));
+    size_t f = hit ? (size_t)(hit - ft) : nf; /* the flag's place in name order; nf: wg */
+    if (!hit && strcmp(tok, WG_TOKEN) != 0) break;
+    if (f < next_flag) {
+      char what[240], all[160];
+      sfa__flag_list(all, sizeof all, sfa__flag_all(), 0, ", ");
+      snprintf(what, sizeof what, "flags once each in the order %s, " WG_TOKEN, all);
+      BAD(what);
+    }
+    if (hit) s.flags |= hit->bit;
     else s.mma = SFA_SPEC_MMA_WGMMA;
     next_flag = f + 1;
   }
   if (strcmp(tok, "fp16") == 0) s.dtype = SFA_DTYPE_FP16;
   else if (strcmp(tok, "bf16") == 0) s.dtype = SFA_DTYPE_BF16;
-  else BAD("a flag (causal, bias, mask, det, wg) or the dtype (fp16 or bf16)");
+  else {
+    char what[240], all[160];
+    sfa__flag_list(all, sizeof all, sfa__flag_all(), 0, ", ");
+    snprintf(what, sizeof what, "a flag (%s, " WG_TOKEN ") or the dtype (fp16 or bf16)", all);
+    BAD(what);
+  }
 
   NEXT("d<head_dim>");
   if (!parse_pair(tok, 'd', &a, 0, NULL)) BAD("d<head_dim>");

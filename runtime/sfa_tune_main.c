@@ -15,6 +15,7 @@
 
 #include "sfa.h"
 #include "cache/tunedb.h"
+#include "gen/flag.h"
 #include "gen/gen_internal.h"
 #include "gen/mode.h"
 #include "runtime/autotune.h"
@@ -291,13 +292,8 @@ static void print_rows(sfa_tunedb *db) {
   for (size_t i = 0; i < n; i++) {
     sfa_tune_row r;
     if (sfa_tunedb_row(db, i, &r) != SFA_OK) break;
-    char fl[64] = "";
-    if (r.key.flags & SFA_FEAT_CAUSAL) strcat(fl, "causal+");
-    if (r.key.flags & SFA_FEAT_BIAS) strcat(fl, "bias+");
-    if (r.key.flags & SFA_FEAT_MASK) strcat(fl, "mask+");
-    if (r.key.flags & SFA_FEAT_DETERMINISTIC) strcat(fl, "det+");
-    if (fl[0]) fl[strlen(fl) - 1] = '\0';
-    else strcpy(fl, "-");
+    char fl[96];
+    if (!sfa__flag_list(fl, sizeof fl, r.key.flags, 0, "+")) strcpy(fl, "-");
     char tiles[48];
     snprintf(tiles, sizeof tiles, "m%dn%d_w%ds%d%s", r.cfg.block_m, r.cfg.block_n,
              r.cfg.num_warps, r.cfg.num_stages, r.cfg.mma == SFA_SPEC_MMA_WGMMA ? "_wg" : "");
