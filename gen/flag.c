@@ -8,13 +8,13 @@
 #include "gen/flag.h"
 #include "sfa.h"
 
-#define F(bit, token, lua) {bit, token, #bit, lua}
+#define F(bit, token, lua, what) {bit, token, #bit, lua, what}
 
 static const sfa__flag flags[] = {
-  F(SFA_FEAT_CAUSAL, "causal", "causal"),
-  F(SFA_FEAT_BIAS, "bias", "bias"),
-  F(SFA_FEAT_MASK, "mask", "mask"),
-  F(SFA_FEAT_DETERMINISTIC, "det", "deterministic"),
+  F(SFA_FEAT_CAUSAL, "causal", "causal", "causal mask (bottom-right aligned)"),
+  F(SFA_FEAT_BIAS, "bias", "bias", "additive bias"),
+  F(SFA_FEAT_MASK, "mask", "mask", "dynamic uint8 mask"),
+  F(SFA_FEAT_DETERMINISTIC, "det", "deterministic", "pass bwd: no dq atomics"),
 };
 #define NFLAGS (sizeof flags / sizeof flags[0])
 

@@ -16,6 +16,7 @@ typedef struct sfa__flag {
   const char *token; /* in names, manifests and the tuning db: "causal" */
   const char *macro; /* in messages: "SFA_FEAT_CAUSAL" */
   const char *lua;   /* spec.<lua> in the templates: "causal" */
+  const char *what;  /* what it asks of the kernel, in help texts: "causal mask" */
 } sfa__flag;
 
 /* Every flag in canonical name order; *n gets their count. */

@@ -17,6 +17,7 @@
 #include "sfa.h"
 #include "gen/arch.h"
 #include "gen/gen_internal.h"
+#include "gen/flag.h"
 #include "gen/manifest.h"
 #include "gen/mode.h"
 #include "runtime/keymat.h"
@@ -36,12 +37,10 @@ static const char usage_text[] =
   "         hash_sort|permute   sfa_hash_prepare / sfa_hash_unsort's\n"
   "         topk                sfa_topk_mask's (dtype fp16, bf16 or fp32)\n"
   "                             (no mode, head dim, flags or tiles)\n"
-  "  --mode dense|qk_drop|hash|window   (default dense)\n"
+  "  --mode %s   (default dense)\n"
   "  --dtype fp16|bf16|fp32     (default bf16; hash_sort and permute: their own)\n"
   "  --head-dim D               (required with spec flags of fwd, bwddq, bwd)\n"
-  "  --causal                   dense, window\n"
-  "  --bias --mask              window: additive bias, dynamic mask\n"
-  "  --det                      pass bwd: deterministic (no dq atomics)\n"
+  "%s"
   "  --mma auto|sync|wgmma      tensor-core instructions (default auto: the\n"
   "                             default's; wgmma: sm_90 fwd and bwd, D 64/128)\n"
   "  --block-m M  --block-n N  --warps W  --stages S\n"
@@ -86,11 +85,27 @@ static const char usage_text[] =
   "kept where they still hold (same key, cubin verifies), so DIR can grow over runs.\n"
   "Exit status: 0 ok, 1 a kernel or file failed, 2 bad usage.\n";
 
-/* The usage text, with the archs of gen/arch.h. */
+/* The usage text, with the modes of gen/mode.h, a line per flag of gen/flag.h
+** (the modes that take it and what it asks) and the archs of gen/arch.h. */
 static void usage(FILE *f) {
-  char archs[128];
+  char archs[128], modes[96], flags[1024] = "";
+  size_t nf, at = 0;
   sfa__arch_list(archs, sizeof archs, "", ", ", " or ");
-  fprintf(f, usage_text, archs);
+  size_t nm;
+  const sfa__mode *mt = sfa__mode_table(&nm);
+  modes[0] = '\0';
+  for (size_t i = 0; i < nm; i++)
+    snprintf(modes + strlen(modes), sizeof modes - strlen(modes), "%s%s", i ? "|" : "", mt[i].name);
+  const sfa__flag *ft = sfa__flag_table(&nf);
+  for (size_t i = 0; i < nf && at < sizeof flags; i++) {
+    char opt[32], takers[64];
+    snprintf(opt, sizeof opt, "--%s", ft[i].token);
+    if (ft[i].bit == SFA_FEAT_DETERMINISTIC) snprintf(takers, sizeof takers, "every mode");
+    else sfa__mode_list(takers, sizeof takers, 0, ", ", sfa__mode_takes_any, ft[i].bit);
+    int w = snprintf(flags + at, sizeof flags - at, "  %-26s %s: %s\n", opt, takers, ft[i].what);
+    at = w < 0 ? sizeof flags : at + (size_t)w;
+  }
+  fprintf(f, usage_text, modes, flags, archs);
 }
 
 static void die_usage(const char *fmt, ...) {
@@ -156,7 +171,8 @@ static void add_preset(klist *l, const char *preset, const int *archs, int na) {
 
 typedef struct opts {
   const char *pass, *mode, *dtype, *mma, *preset, *out;
-  int head_dim, block_m, block_n, warps, stages, causal, bias, mask, det;
+  int head_dim, block_m, block_n, warps, stages;
+  unsigned flags; /* SFA_FEAT_*: a --TOKEN option per row of gen/flag.h */
   int archs[MAX_ARCHS], narchs;
   const char *names[256];
   int nnames;
@@ -216,10 +232,10 @@ static void parse_args(opts *o, int argc, char **argv) {
     else if (IS("--warps")) o->warps = parse_int(a, VALUE());
     else if (IS("--stages")) o->stages = parse_int(a, VALUE());
     else if (IS("--arch")) add_archs(o, VALUE());
-    else if (IS("--causal")) { NOVALUE(); o->causal = 1; }
-    else if (IS("--bias")) { NOVALUE(); o->bias = 1; }
-    else if (IS("--mask")) { NOVALUE(); o->mask = 1; }
-    else if (IS("--det")) { NOVALUE(); o->det = 1; }
+    else if (strncmp(a, "--", 2) == 0 && sfa__flag_named(a + 2, strlen(a + 2))) {
+      NOVALUE();
+      o->flags |= sfa__flag_named(a + 2, strlen(a + 2))->bit;
+    }
     else if (IS("--mma")) o->mma = VALUE();
     else if (IS("--name")) {
       if (o->nnames == (int)(sizeof o->names / sizeof o->names[0])) die_usage("too many --name");
@@ -251,7 +267,7 @@ static int pick(const char *flag, const char *v, const char *const *names, int n
 static void build_util(const opts *o, sfa_pass pass, const int *archs, int na, klist *l) {
   static const char *const dtypes[] = {"fp16", "bf16", "fp32", "int32", "uint8"};
   const unsigned allowed = sfa__util_dtypes(pass);
-  if (o->mode || o->head_dim || o->causal || o->bias || o->mask || o->det || o->mma ||
+  if (o->mode || o->head_dim || o->flags || o->mma ||
       o->block_m || o->block_n || o->warps || o->stages)
     die_usage("--pass %s: a utility kernel takes only --dtype and --arch", o->pass);
   sfa_dtype dt = SFA_DTYPE_BF16;
@@ -268,8 +284,7 @@ static void build_util(const opts *o, sfa_pass pass, const int *archs, int na, k
 }
 
 static void build_list(const opts *o, klist *l) {
-  int spec_flags = o->pass || o->mode || o->dtype || o->head_dim || o->causal || o->bias ||
-                   o->mask || o->det || o->mma;
+  int spec_flags = o->pass || o->mode || o->dtype || o->head_dim || o->flags || o->mma;
   int tile_flags = o->block_m || o->block_n || o->warps || o->stages;
   int archs[MAX_ARCHS] = {90}, na = o->narchs ? o->narchs : 1;
   if (o->narchs) memcpy(archs, o->archs, sizeof archs);
@@ -306,8 +321,7 @@ static void build_list(const opts *o, klist *l) {
       s.dtype = o->dtype ? (sfa_dtype)pick("--dtype", o->dtype, dtypes, 5) : SFA_DTYPE_BF16;
       s.head_dim = o->head_dim;
       s.arch = archs[a];
-      s.flags = (o->causal ? SFA_FEAT_CAUSAL : 0u) | (o->bias ? SFA_FEAT_BIAS : 0u) |
-                (o->mask ? SFA_FEAT_MASK : 0u) | (o->det ? SFA_FEAT_DETERMINISTIC : 0u);
+      s.flags = o->flags;
       /* Defaults first (errors in the non-tile fields are reported there). */
       static const char *const kinds[] = {"sync", "wgmma", "auto"};
       int wg = o->mma ? pick("--mma", o->mma, kinds, 3) : 2;
