@@ -369,6 +369,22 @@ SFA_API sfa_status sfa_backward(sfa_context *ctx, const sfa_attention_params *pa
                         const sfa_tensor *dout, const sfa_tensor *dq, const sfa_tensor *dk,
                         const sfa_tensor *dv, const sfa_tensor *dbias, void *stream);
 
+/* sfa_backward when the forward's lse also receives a gradient (lse used
+** downstream, e.g. by sfa_merge_attention): dlse = dL/dlse, float32
+** [B, Hq, Tq] (strides >= 0, the last dimension contiguous), or NULL
+** (then exactly sfa_backward). Since dlse_i / ds_ij = P_ij, its share of
+** the score gradient is dS_ij += P_ij * dlse_i; the preprocess folds it into
+** delta_i = rowsum(dout_i * o_i) - dlse_i at no extra cost. No output may
+** overlap dlse. Rows with no allowed key still contribute nothing. */
+SFA_API sfa_status sfa_backward_dlse(sfa_context *ctx, const sfa_attention_params *params,
+                                     const sfa_tensor *q, const sfa_tensor *k,
+                                     const sfa_tensor *v, const sfa_extras *extras,
+                                     const sfa_tensor *o, const sfa_tensor *lse,
+                                     const sfa_tensor *dout, const sfa_tensor *dlse,
+                                     const sfa_tensor *dq, const sfa_tensor *dk,
+                                     const sfa_tensor *dv, const sfa_tensor *dbias,
+                                     void *stream);
+
 /* The validation call of the index contract of modes qk_drop and hash
 ** (docs/semantics.md), which sfa_forward relies on without checking. Per
 ** (batch, head), along time: positions are >= 0; qk_drop: q_idx and k_idx
@@ -521,6 +537,17 @@ SFA_API sfa_status sfa_reference_backward(const sfa_attention_params *params, in
                                   const float *k, const float *v, const sfa_host_extras *ex,
                                   const float *dout, float *dq, float *dk, float *dv,
                                   float *dbias, char *err, size_t errlen);
+
+/* sfa_reference_backward with the gradient of lse too (sfa_backward_dlse):
+** dlse [B, Hq, Tq] float32, contiguous, or NULL (then exactly
+** sfa_reference_backward). */
+SFA_API sfa_status sfa_reference_backward_dlse(const sfa_attention_params *params, int B,
+                                               int Hq, int Hkv, int Tq, int Tk, int D,
+                                               const float *q, const float *k, const float *v,
+                                               const sfa_host_extras *ex, const float *dout,
+                                               const float *dlse, float *dq, float *dk,
+                                               float *dv, float *dbias, char *err,
+                                               size_t errlen);
 
 /* Float64 reference of sfa_merge_attention on host arrays in float32,
 ** contiguous: o_parts [N, rows, D], lse_parts [N, rows], o [rows, D], lse

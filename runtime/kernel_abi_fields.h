@@ -237,7 +237,10 @@
   F(X, i32, heads, "")                                                          \
   F(X, i32, tq, "")                                                             \
   F(X, i32, tqp, "")                                                            \
-  F(X, i32, d, "")
+  F(X, i32, d, "")                                                              \
+  F(X, u64, dlse, "float [B, H, Tq], dL/dlse, or 0: delta -= dlse")             \
+  F(X, i64, dl_sb, "element strides")                                           \
+  F(X, i64, dl_sh, "")
 
 /* templates/util_bwd.lt, KERNEL convert. */
 #define SFA_ABI_CONVERT_ARGS(F, X)                                              \

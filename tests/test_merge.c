@@ -6,7 +6,8 @@
 ** ground truth of the GPU suite: merging sfa_reference_forward over a split
 ** of the keys gives sfa_reference_forward over all of them (dense and
 ** causal, with rows that see no key in a part or in all), N = 1 is the
-** identity, parts with lse -inf weigh 0 and are not read, NaN propagates.
+** identity, parts with lse -inf weigh 0 and are not read, NaN propagates;
+** and sfa_reference_backward_dlse's lse gradient (which merging needs).
 ** (The merge kernel's compile is in test_util_compile.c.)
 */
 #include <math.h>
@@ -280,6 +281,53 @@ START_TEST(reference_merge_rules) {
 }
 END_TEST
 
+/* The lse gradient of the reference backward: with dout = 0,
+** dL/ds_ij = P_ij dlse_i, so dq_i = scale dlse_i sum_j P_ij k_j (the forward
+** with v = k), dk_j = scale sum_i P_ij dlse_i q_i (dv of a backward with dout
+** = scale dlse q) and dv = 0; rows with no key (causal Tq > Tk) give 0. */
+START_TEST(reference_backward_dlse_is_the_lse_gradient) {
+  enum { B = 2, H = 2, Tq = 24, Tk = 16, D = 16 };
+  uint64_t rng = 99;
+  const size_t nq = (size_t)B * H * Tq * D, nk = (size_t)B * H * Tk * D, rows = (size_t)B * H * Tq;
+  float *q = randv(nq, &rng), *k = randv(nk, &rng), *v = randv(nk, &rng), *dl = randv(rows, &rng);
+  float *zero = calloc(nq, sizeof *zero), *dq = malloc(nq * 4), *dk = malloc(nk * 4), *dv = malloc(nk * 4);
+  float *pk = malloc(nq * 4), *sq = malloc(nq * 4), *dk2 = malloc(nk * 4), *dv2 = malloc(nk * 4);
+  float *dq2 = malloc(nq * 4);
+  char err[256] = "";
+  sfa_attention_params p;
+  sfa_params_init(&p);
+  p.causal = 1;
+  const double scale = 1.0 / sqrt((double)D);
+  ck_assert_msg(sfa_reference_backward_dlse(&p, B, H, H, Tq, Tk, D, q, k, v, NULL, zero, dl, dq,
+                                            dk, dv, NULL, err, sizeof err) == SFA_OK, "%s", err);
+  ck_assert_msg(sfa_reference_forward(&p, B, H, H, Tq, Tk, D, q, k, k, NULL, pk, NULL, err,
+                                      sizeof err) == SFA_OK, "%s", err);
+  for (size_t r = 0; r < rows; r++)
+    for (int c = 0; c < D; c++) sq[r * D + c] = (float)(scale * dl[r] * q[r * D + c]);
+  ck_assert_msg(sfa_reference_backward(&p, B, H, H, Tq, Tk, D, q, k, v, NULL, sq, dq2, dk2, dv2,
+                                       NULL, err, sizeof err) == SFA_OK, "%s", err);
+  for (size_t r = 0; r < rows; r++)
+    for (int c = 0; c < D; c++) {
+      const double want = scale * dl[r] * pk[r * D + c];
+      ck_assert_msg(fabs(dq[r * D + c] - want) < 1e-5 * (1 + fabs(want)), "dq[%zu, %d] %g, want %g",
+                    r, c, dq[r * D + c], want);
+      if ((int)(r % Tq) < Tq - Tk) ck_assert(dq[r * D + c] == 0.f); /* sees no key */
+    }
+  for (size_t x = 0; x < nk; x++) {
+    ck_assert_msg(fabsf(dk[x] - dv2[x]) < 1e-5f * (1 + fabsf(dv2[x])), "dk[%zu] %g, want %g", x,
+                  dk[x], dv2[x]);
+    ck_assert(dv[x] == 0.f);
+  }
+  /* NULL dlse is sfa_reference_backward */
+  ck_assert_int_eq(sfa_reference_backward_dlse(&p, B, H, H, Tq, Tk, D, q, k, v, NULL, sq, NULL,
+                                               dq, dk, dv, NULL, err, sizeof err), SFA_OK);
+  ck_assert(memcmp(dq, dq2, nq * 4) == 0 && memcmp(dk, dk2, nk * 4) == 0 &&
+            memcmp(dv, dv2, nk * 4) == 0);
+  free(q), free(k), free(v), free(dl), free(zero), free(dq), free(dk), free(dv);
+  free(pk), free(sq), free(dk2), free(dv2), free(dq2);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("merge");
   TCase *v = tcase_create("validation");
@@ -290,6 +338,7 @@ int main(void) {
   TCase *r = tcase_create("reference");
   tcase_add_test(r, merge_of_a_key_split_is_the_whole_attention);
   tcase_add_test(r, reference_merge_rules);
+  tcase_add_test(r, reference_backward_dlse_is_the_lse_gradient);
   suite_add_tcase(s, r);
   return tu_run_suite(s);
 }
