@@ -12,6 +12,9 @@
 **     [N * B, T, H, D] (transposed), padded and misaligned rows (the element
 **     path); outputs poisoned first: every logical element written, the
 **     padding around them left as it was;
+**   - sfa_backward_dlse (the gradient that flows into lse, which a merge
+**     passes back) against sfa_reference_backward_dlse: dense causal with
+**     rows that see no key, GQA, window with a bias (dbias), hash;
 **   - "perf": the split-KV combine (64 fp32 parts into bf16) and a ring step
 **     (2 bf16 parts) timed, in GB/s (printed, no assertion).
 ** SFA_MERGE_SMALL=1 runs a few small cases only (for compute-sanitizer).
@@ -382,6 +385,97 @@ START_TEST(merge_of_a_key_split_is_the_whole_attention) {
 }
 END_TEST
 
+/* ------------------------------------------------------------ the lse gradient */
+
+/* sfa_backward_dlse (random dout and dlse; deterministic and not) against
+** sfa_reference_backward_dlse: dq, dk, dv and, with a bias, dbias. */
+static void dlse_case(const scase *c) {
+  srun R;
+  tg_case_setup(&R, c);
+  uint64_t rng = c->seed * 5 + 1;
+  const size_t nq = R.nq, nk = R.nk, rows = R.nrows;
+  const size_t nb = R.ex.bias ? (size_t)c->B * c->Hq * c->Tq * c->Tk : 0; /* BIAS_HEAD only */
+  uint16_t *h = malloc(nq * 2);
+  float *rdo = malloc(nq * 4), *rdl = malloc(rows * 4);
+  ck_assert(h && rdo && rdl);
+  for (size_t i = 0; i < nq; i++) {
+    h[i] = tg_to_half(c->dtype, (float)tu_rand_normal(&rng));
+    rdo[i] = tg_from_half(c->dtype, h[i]);
+  }
+  for (size_t i = 0; i < rows; i++) rdl[i] = (float)(2 * tu_rand_normal(&rng));
+  CUdeviceptr ddo = tg_upload(h, nq * 2), ddl = tg_upload(rdl, rows * 4), g[4] = {0, 0, 0, 0};
+  const size_t n[4] = {nq, nk, nk, nb};
+  for (int i = 0; i < 4; i++)
+    if (n[i]) CU(tg_drv->cuMemAlloc(&g[i], n[i] * 2));
+  const int64_t qs[4] = {c->B, c->Hq, c->Tq, c->D}, ks[4] = {c->B, c->Hkv, c->Tk, c->D};
+  const int64_t ls[3] = {c->B, c->Hq, c->Tq}, bs[4] = {c->B, c->Hq, c->Tq, c->Tk};
+  sfa_tensor tdo, tdl, tg[4];
+  sfa_tensor_init(&tdo, (void *)(uintptr_t)ddo, c->dtype, 4, qs);
+  sfa_tensor_init(&tdl, (void *)(uintptr_t)ddl, SFA_DTYPE_FP32, 3, ls);
+  sfa_tensor_init(&tg[0], (void *)(uintptr_t)g[0], c->dtype, 4, qs);
+  sfa_tensor_init(&tg[1], (void *)(uintptr_t)g[1], c->dtype, 4, ks);
+  sfa_tensor_init(&tg[2], (void *)(uintptr_t)g[2], c->dtype, 4, ks);
+  sfa_tensor_init(&tg[3], (void *)(uintptr_t)g[3], c->dtype, 4, bs);
+  float *ref[4];
+  for (int i = 0; i < 4; i++) ck_assert_ptr_nonnull(ref[i] = malloc(n[i] ? n[i] * 4 : 4));
+  char why[512];
+  ck_assert_msg(sfa_reference_backward_dlse(&R.p, c->B, c->Hq, c->Hkv, c->Tq, c->Tk, c->D, R.rq,
+                                            R.rk, R.rv, R.has_ex ? &R.hx : NULL, rdo, rdl,
+                                            ref[0], ref[1], ref[2], nb ? ref[3] : NULL, why,
+                                            sizeof why) == SFA_OK, "%s: %s", R.desc, why);
+  OK_OR_ABORT(sfa_forward(tg_ctx, &R.p, &R.tq, &R.tk, &R.tv, R.has_ex ? &R.ex : NULL, &R.to,
+                          &R.tl, NULL), R.desc);
+  for (int det = 0; det < 2; det++) {
+    R.p.deterministic = det;
+    for (int i = 0; i < 4; i++)
+      if (n[i]) CU(tg_drv->cuMemsetD8(g[i], 0xFF, n[i] * 2));
+    OK_OR_ABORT(sfa_backward_dlse(tg_ctx, &R.p, &R.tq, &R.tk, &R.tv, R.has_ex ? &R.ex : NULL,
+                                  &R.to, &R.tl, &tdo, &tdl, &tg[0], &tg[1], &tg[2],
+                                  nb ? &tg[3] : NULL, NULL), R.desc);
+    CU(tg_drv->cuCtxSynchronize());
+    double e[4] = {0, 0, 0, 0};
+    long nan = 0;
+    for (int i = 0; i < 4; i++) {
+      if (!n[i]) continue;
+      uint16_t *got = malloc(n[i] * 2);
+      ck_assert_ptr_nonnull(got);
+      CU(tg_drv->cuMemcpyDtoH(got, g[i], n[i] * 2));
+      e[i] = tg_rel_err(c->dtype, got, ref[i], n[i], &nan);
+      free(got);
+    }
+    const double tol = tg_tol_bwd(c->dtype);
+    printf("dlse %s det=%d: dq %.2e dk %.2e dv %.2e dbias %.2e\n", R.desc, det, e[0], e[1], e[2],
+           e[3]);
+    ck_assert_msg(nan == 0 && e[0] < tol && e[1] < tol && e[2] < tol && e[3] < tol,
+                  "%s det=%d: rel err dq %.3e dk %.3e dv %.3e dbias %.3e (tol %.0e), %ld NaN",
+                  R.desc, det, e[0], e[1], e[2], e[3], tol, nan);
+  }
+  for (int i = 0; i < 4; i++) {
+    free(ref[i]);
+    if (g[i]) tg_drv->cuMemFree(g[i]);
+  }
+  tg_drv->cuMemFree(ddo), tg_drv->cuMemFree(ddl);
+  free(h), free(rdo), free(rdl);
+  tg_case_free(&R);
+}
+
+START_TEST(backward_with_an_lse_gradient) {
+  scase c = tg_case(SFA_MODE_DENSE, 2, 200, 150, 64, SFA_DTYPE_BF16);  /* 50 rows see nothing */
+  c.causal = 1, c.seed = tg_seed + 5000;
+  dlse_case(&c);
+  if (small_run()) return;
+  c = tg_case(SFA_MODE_DENSE, 4, 257, 300, 128, SFA_DTYPE_FP16);
+  c.seed = tg_seed + 5001;
+  dlse_case(&c);
+  const tg_wspec w = {64, 0, 1, 200, 200, 64, 1, 2, BIAS_HEAD, MASK_NONE, 1.0};
+  c = tg_window_case(&w, tg_seed + 5002);  /* dbias gets P * dlse too */
+  dlse_case(&c);
+  c = tg_case(SFA_MODE_HASH, 2, 300, 300, 64, SFA_DTYPE_BF16);
+  c.buckets = 4, c.seed = tg_seed + 5003;
+  dlse_case(&c);
+}
+END_TEST
+
 /* ------------------------------------------------------------ perf */
 
 static double time_merge(const sfa_tensor *op, const sfa_tensor *lp, const sfa_tensor *o,
@@ -444,6 +538,7 @@ int main(void) {
   tcase_add_test(t, merge_of_a_key_split_is_the_whole_attention);
   tcase_add_test(t, random_partials_every_dtype_pair);
   tcase_add_test(t, parts_sizes_and_layouts);
+  tcase_add_test(t, backward_with_an_lse_gradient);
   tcase_add_test(t, perf);
   suite_add_tcase(s, t);
   rc = tu_run_suite(s);
