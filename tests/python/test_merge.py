@@ -11,8 +11,8 @@ on "cuda" where there is a GPU:
   float64 formula, output and gradients of outs and lses;
 - the ring-style check: attention over all keys == merge of the attention
   over two chunks of the keys (dense, and causal with a window for the first
-  chunk), for o, lse and the gradients of q, k, v; on cuda also through
-  torch.compile(fullgraph=True);
+  chunk), for o, lse and the gradients of q, k, v; also through
+  torch.compile(fullgraph=True) (aot_eager on cpu-ref, inductor on cuda);
 - torch.library.opcheck of sfa::merge_attention and of sfa::attention_bwd
   with a dlse;
 - bad arguments raise ValueError naming them.
@@ -188,7 +188,9 @@ def _ring(backend, compiled=False):
             a = [t.detach().clone().requires_grad_() for t in (q, k, v)]
             b = [t.detach().clone().requires_grad_() for t in (q, k, v)]
             o_all, l_all = sfa.attention(*a, causal=causal, return_lse=True)
-            f = torch.compile(ring, fullgraph=True) if compiled else ring
+            f = ring
+            if compiled:
+                f = torch.compile(ring, fullgraph=True, backend="inductor" if device == "cuda" else "aot_eager")
             o_m, l_m = f(*b, s, causal)
             name = f"{backend} causal={causal} Tq={Tq} Tk={Tk} split {s}"
             assert rel(o_m, o_all) < TOL, f"{name}: o {rel(o_m, o_all):.2e}"
@@ -213,6 +215,12 @@ def ring_merge_equals_full_attention_cpu_ref():
 @test(needs_cuda=True)
 def ring_merge_equals_full_attention_cuda():
     _ring("cuda")
+
+
+@test()
+def ring_merge_compiled_cpu_ref():
+    torch._dynamo.reset()
+    _ring("cpu-ref", compiled=True)
 
 
 @test(needs_cuda=True)
@@ -250,10 +258,16 @@ def opcheck_cuda():
     _opcheck("cuda")
 
 
-@test(needs_cuda=True)
-def bad_arguments():
-    o = torch.zeros(2, 4, 16, 64, device="cuda", dtype=DTYPE)
-    l = torch.zeros(2, 4, 16, device="cuda")
+def _bad_arguments(backend):
+    ctx, device, D = on(backend)
+    with ctx:
+        _bad_arguments_on(device)
+
+
+def _bad_arguments_on(device):
+    o = torch.zeros(2, 4, 16, 64, device=device, dtype=DTYPE)
+    l = torch.zeros(2, 4, 16, device=device)
+    other = "cpu" if device == "cuda" else "meta"
     raises(ValueError, lambda: sfa.merge_attention([], []), "outs", "non-empty")
     raises(ValueError, lambda: sfa.merge_attention([o, o[:, :2]], [l, l]), "outs[1]", "agree")
     raises(ValueError, lambda: sfa.merge_attention([o, o], [l, l.half()]), "lses[1]", "agree")
@@ -261,9 +275,21 @@ def bad_arguments():
     raises(ValueError, lambda: sfa.merge_attention(o, l), "outs", "5-D")
     raises(ValueError, lambda: sfa.merge_attention([o.int(), o.int()], [l, l]), "dtype")
     raises(ValueError, lambda: sfa.merge_attention([o, o], [l, l], out_dtype=torch.int8), "out_dtype")
-    raises(ValueError, lambda: sfa.merge_attention([o, o.cpu()], [l, l]), "outs[1]")
-    big = torch.zeros(2, 2, 4, 16, 264, device="cuda")
-    raises(ValueError, lambda: sfa.merge_attention(big, torch.zeros(2, 2, 4, 16, device="cuda")), "D = 264")
+    raises(ValueError, lambda: sfa.merge_attention([o, o.to(other)], [l, l]), "outs[1]")
+    raises(ValueError, lambda: sfa.merge_attention([o, o], (l, 3)), "lses[1]", "torch.Tensor")
+    if device == "cuda":  # the library's own check
+        big = torch.zeros(2, 2, 4, 16, 264, device=device)
+        raises(ValueError, lambda: sfa.merge_attention(big, torch.zeros(2, 2, 4, 16, device=device)), "D = 264")
+
+
+@test()
+def bad_arguments_cpu_ref():
+    _bad_arguments("cpu-ref")
+
+
+@test(needs_cuda=True)
+def bad_arguments_cuda():
+    _bad_arguments("cuda")
 
 
 if __name__ == "__main__":
