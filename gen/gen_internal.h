@@ -32,7 +32,7 @@ const struct sfa_embedded_file *sfa__embedded_find(const char *name);
 ** is out of range. The mode's Lua name is "qk_drop", its name token "qkdrop"
 ** (both from the mode table, gen/mode.h). */
 const char *sfa__pass_name(sfa_pass p);   /* "fwd", "bwddq", "bwd", "bwd_pre", "convert",
-                                             "hash_sort", "permute", "topk" */
+                                             "hash_sort", "permute", "topk", "merge" */
 const char *sfa__mode_name(sfa_mode m);   /* "dense", "qk_drop", "hash", "window" */
 const char *sfa__mode_token(sfa_mode m);  /* "dense", "qkdrop", "hash", "window" */
 const char *sfa__dtype_name(sfa_dtype d); /* "fp16", "bf16", "fp32", "int32", "uint8" */

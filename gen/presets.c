@@ -25,8 +25,9 @@
 ** in each dtype that has a backward kernel, and those the mode table names
 ** for the modes in it (sfa__mode.utils): hash_sort and permute
 ** (sfa_hash_prepare / sfa_hash_unsort) where mode hash is in, topk in fp16,
-** bf16 and fp32 (sfa_topk_mask) where mode window is in; so that a kernel
-** dir of such a preset serves every call without NVRTC.
+** bf16 and fp32 (sfa_topk_mask) where mode window is in; and merge
+** (sfa_merge_attention, one kernel per arch) always; so that a kernel dir of
+** such a preset serves every call without NVRTC.
 */
 #include <stdlib.h>
 #include <string.h>
@@ -154,6 +155,7 @@ static sfa_status add_utils(list *l, size_t from, int arch, char *err, size_t er
     {SFA_PASS_TOPK, SFA_DTYPE_FP16, WANT(SFA_PASS_TOPK)},
     {SFA_PASS_TOPK, SFA_DTYPE_BF16, WANT(SFA_PASS_TOPK)},
     {SFA_PASS_TOPK, SFA_DTYPE_FP32, WANT(SFA_PASS_TOPK)},
+    {SFA_PASS_MERGE, SFA_DTYPE_FP32, 1}, /* sfa_merge_attention serves every mode */
   };
 #undef WANT
   for (size_t i = 0; i < sizeof u / sizeof u[0]; i++) {

@@ -36,9 +36,12 @@ static const char usage_text[] =
   "         bwd_pre|convert     sfa_backward's (dtype fp16 or bf16)\n"
   "         hash_sort|permute   sfa_hash_prepare / sfa_hash_unsort's\n"
   "         topk                sfa_topk_mask's (dtype fp16, bf16 or fp32)\n"
+  "         merge               sfa_merge_attention's (its own dtype)\n"
   "                             (no mode, head dim, flags or tiles)\n"
-  "  --mode %s   (default dense)\n"
-  "  --dtype fp16|bf16|fp32     (default bf16; hash_sort and permute: their own)\n"
+  "  --mode %s   (default dense)
+"
+  "  --dtype fp16|bf16|fp32     (default bf16; hash_sort, permute, merge: their own)
+"
   "  --head-dim D               (required with spec flags of fwd, bwddq, bwd)\n"
   "%s"
   "  --mma auto|sync|wgmma      tensor-core instructions (default auto: the\n"
@@ -67,7 +70,7 @@ static const char usage_text[] =
   "                             (on sm_90 also every wgmma tile)\n"
   "  small, default and all-modes also hold the utility kernels their kernels\n"
   "  need at run time (bwd_pre, convert per dtype; hash_sort, permute; topk in\n"
-  "  fp16, bf16, fp32), so that their dir serves every call without NVRTC\n"
+  "  fp16, bf16, fp32; merge), so that their dir serves every call without NVRTC\n"
   "Options:\n"
   "  --out DIR                  output directory (default ./sfa-kernels)\n"
   "  --no-cubin                 write only the .cu sources\n"
@@ -303,9 +306,9 @@ static void build_list(const opts *o, klist *l) {
     add_preset(l, o->preset, archs, na);
   } else if (spec_flags || tile_flags) {
     static const char *const passes[] = {"fwd", "bwddq", "bwd", "bwd_pre", "convert",
-                                         "hash_sort", "permute", "topk"};
+                                         "hash_sort", "permute", "topk", "merge"};
     static const char *const dtypes[] = {"fp16", "bf16", "fp32", "int32", "uint8"};
-    const sfa_pass pass = (sfa_pass)(o->pass ? pick("--pass", o->pass, passes, 8) : 0);
+    const sfa_pass pass = (sfa_pass)(o->pass ? pick("--pass", o->pass, passes, 9) : 0);
     if (sfa__pass_is_util(pass)) {
       build_util(o, pass, archs, na, l);
       return;

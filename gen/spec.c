@@ -8,7 +8,7 @@
 ** Canonical name:
 **   sfa_<pass>_<mode>[_causal][_bias][_mask][_det][_wg]_<dtype>_d<D>_m<M>n<N>_w<W>s<S>_sm<arch>
 ** e.g. sfa_fwd_dense_causal_bf16_d128_m128n64_w4s1_sm90; a utility pass
-** (sfa.h: bwd_pre, convert, hash_sort, permute, topk) has no mode, flags or
+** (sfa.h: bwd_pre, convert, hash_sort, permute, topk, merge) has no mode, flags or
 ** tiles and spells its dtype only where it takes more than one:
 **   sfa_<pass token>[_<dtype>]_sm<arch>
 ** e.g. sfa_bwdpre_bf16_sm90, sfa_topk_fp32_sm80, sfa_hashsort_sm90. The
@@ -129,7 +129,7 @@ sfa_status sfa__spec_check_domain(const sfa_kernel_spec *s, char *err, size_t er
   if (!sfa__pass_name(s->pass))
     return sfa__fail(err, errlen, bad,
                      "pass: %d is not allowed; must be fwd, bwddq or bwd (or a utility pass: "
-                     "bwd_pre, convert, hash_sort, permute or topk)",
+                     "bwd_pre, convert, hash_sort, permute, topk or merge)",
                      (int)s->pass);
   if (util_of(s->pass)) return util_check_domain(s, err, errlen);
   if (!sfa__mode_find(s->mode)) {
@@ -392,7 +392,7 @@ sfa_status sfa_spec_parse(const char *name, sfa_kernel_spec *spec, char *err, si
   NEXT("the pass");
   if (util_by_token(tok)) return util_parse(name, tok, p, spec, err, errlen);
   if ((i = find_name(tok, pass_names, 3)) < 0)
-    BAD("the pass (fwd, bwddq, bwd, bwdpre, convert, hashsort, permute or topk)");
+    BAD("the pass (fwd, bwddq, bwd, bwdpre, convert, hashsort, permute, topk or merge)");
   s.pass = (sfa_pass)i;
   NEXT("the mode");
   {
@@ -597,6 +597,8 @@ static const util_pass util_passes[] = {
   {SFA_PASS_PERMUTE, "permute", "permute", DT(SFA_DTYPE_UINT8), 8},
   {SFA_PASS_TOPK, "topk", "topk", DT(SFA_DTYPE_FP16) | DT(SFA_DTYPE_BF16) | DT(SFA_DTYPE_FP32),
    16},
+  /* the tensors' dtypes are launch arguments: one kernel per arch */
+  {SFA_PASS_MERGE, "merge", "merge", DT(SFA_DTYPE_FP32), 8},
 };
 #define NUTIL (sizeof util_passes / sizeof util_passes[0])
 

@@ -62,6 +62,9 @@ static const util_rule util_rules[] = {
   {SFA_PASS_TOPK,
    {.hist_bins = 256, .hist_copies = 32, .small_threads = 256, .small_below = 4096}, 1,
    0x7fffffff, "query row (of B * Hb * Tq)"},
+  /* a thread per 16 bytes of a row, a group of up to 32 per row (the host
+  ** picks the group size); grid-stride past max_x CTAs */
+  {SFA_PASS_MERGE, {0}, 0, (int64_t)1 << 20, "thread (a group of 1 to 32 per row)"},
 };
 
 static void fill_util(const sfa_kernel_spec *s, sfa__variant *v) {

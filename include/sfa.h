@@ -112,7 +112,9 @@ typedef enum sfa_pass {
   SFA_PASS_HASH_SORT, /* sfa_hash_prepare's bucket sort; dtype int32 */
   SFA_PASS_PERMUTE,   /* sfa_hash_prepare / sfa_hash_unsort's row gather and
                          scatter (any row dtype); dtype uint8 */
-  SFA_PASS_TOPK       /* sfa_topk_mask; dtype of the bias: fp16, bf16 or fp32 */
+  SFA_PASS_TOPK,      /* sfa_topk_mask; dtype of the bias: fp16, bf16 or fp32 */
+  SFA_PASS_MERGE      /* sfa_merge_attention; dtype fp32 (its accumulation; the
+                         tensors' dtypes are launch arguments), sfa_merge_sm90 */
 } sfa_pass;
 
 typedef enum sfa_mode {
@@ -367,6 +369,22 @@ SFA_API sfa_status sfa_backward(sfa_context *ctx, const sfa_attention_params *pa
                         const sfa_tensor *dout, const sfa_tensor *dq, const sfa_tensor *dk,
                         const sfa_tensor *dv, const sfa_tensor *dbias, void *stream);
 
+/* sfa_backward when the forward's lse also receives a gradient (lse used
+** downstream, e.g. by sfa_merge_attention): dlse = dL/dlse, float32
+** [B, Hq, Tq] (strides >= 0, the last dimension contiguous), or NULL
+** (then exactly sfa_backward). Since dlse_i / ds_ij = P_ij, its share of
+** the score gradient is dS_ij += P_ij * dlse_i; the preprocess folds it into
+** delta_i = rowsum(dout_i * o_i) - dlse_i at no extra cost. No output may
+** overlap dlse. Rows with no allowed key still contribute nothing. */
+SFA_API sfa_status sfa_backward_dlse(sfa_context *ctx, const sfa_attention_params *params,
+                                     const sfa_tensor *q, const sfa_tensor *k,
+                                     const sfa_tensor *v, const sfa_extras *extras,
+                                     const sfa_tensor *o, const sfa_tensor *lse,
+                                     const sfa_tensor *dout, const sfa_tensor *dlse,
+                                     const sfa_tensor *dq, const sfa_tensor *dk,
+                                     const sfa_tensor *dv, const sfa_tensor *dbias,
+                                     void *stream);
+
 /* The validation call of the index contract of modes qk_drop and hash
 ** (docs/semantics.md), which sfa_forward relies on without checking. Per
 ** (batch, head), along time: positions are >= 0; qk_drop: q_idx and k_idx
@@ -448,6 +466,40 @@ SFA_API sfa_status sfa_hash_unsort(sfa_context *ctx, const sfa_tensor *o_sorted,
 SFA_API sfa_status sfa_topk_mask(sfa_context *ctx, const sfa_tensor *bias, int w, int causal,
                          const sfa_tensor *mask, void *stream);
 
+/* ---------------------------------------------------------------- merging partial attentions */
+
+/* Merges N partial attentions of the same queries over disjoint key sets (the
+** chunks of ring / context parallelism, the splits of split-KV decoding) into
+** the attention over their union, from each part's output and lse:
+**   lse[r] = log(sum_n exp(lse_n[r])),   o[r, :] = sum_n exp(lse_n[r] - lse[r]) * o_n[r, :]
+** for every row r = (b, h, t), in float32 (each row's lse_n are read once,
+** rescaled online as in the attention kernels).
+** - A part with lse_n[r] = -inf (it saw no key) weighs 0: its o_n row is not
+**   read. If every part is -inf: o = 0 and lse = -inf (sfa_forward's
+**   convention for a row with no allowed key), so merging sfa_forward's
+**   outputs over a split of the keys gives sfa_forward over all of them.
+** - NaN in, NaN out: a NaN (or +inf) lse_n gives o = NaN and lse = NaN for
+**   that row; a NaN in an o_n row that weighs gives NaN in o's row.
+** Shapes: the N parts are stacked along the batch dimension, part n's batch
+** b at index n * B + b (a contiguous [N, B, H, T, D] buffer viewed as
+** [N * B, H, T, D]; any strides that make that one dimension work):
+**   o_parts    [N * B, H, T, D]  fp16, bf16 or fp32
+**   lse_parts  [N * B, H, T]     fp32 (natural log, as sfa_forward writes it)
+**   o          [B, H, T, D]      fp16, bf16 or fp32 (need not be o_parts' dtype)
+**   lse        [B, H, T]         fp32, or NULL
+** N = o_parts->shape[0] / B >= 1 (o_parts->shape[0] must be a multiple of B).
+** D <= 256; H, T <= 2^30. Strides are element strides >= 0 with the last
+** dimension contiguous; rows whose data are 16-byte aligned (data and the
+** byte strides of the first three dims multiples of 16) are moved with
+** 16-byte vectors, others element by element. o and lse must not share
+** memory with o_parts, lse_parts or each other (checked on the byte ranges
+** they span). One group of up to 32 threads per row (a thread per 16 bytes
+** of a row, a warp for D 128 fp32 or D 256 fp16). Asynchronous on stream
+** (a CUstream; NULL = the legacy default stream). */
+SFA_API sfa_status sfa_merge_attention(sfa_context *ctx, const sfa_tensor *o_parts,
+                                       const sfa_tensor *lse_parts, const sfa_tensor *o,
+                                       const sfa_tensor *lse, void *stream);
+
 /* ---------------------------------------------------------------- CPU reference */
 
 /* Host-side mode inputs of the CPU reference; unused members NULL. All arrays
@@ -485,6 +537,26 @@ SFA_API sfa_status sfa_reference_backward(const sfa_attention_params *params, in
                                   const float *k, const float *v, const sfa_host_extras *ex,
                                   const float *dout, float *dq, float *dk, float *dv,
                                   float *dbias, char *err, size_t errlen);
+
+/* sfa_reference_backward with the gradient of lse too (sfa_backward_dlse):
+** dlse [B, Hq, Tq] float32, contiguous, or NULL (then exactly
+** sfa_reference_backward). */
+SFA_API sfa_status sfa_reference_backward_dlse(const sfa_attention_params *params, int B,
+                                               int Hq, int Hkv, int Tq, int Tk, int D,
+                                               const float *q, const float *k, const float *v,
+                                               const sfa_host_extras *ex, const float *dout,
+                                               const float *dlse, float *dq, float *dk,
+                                               float *dv, float *dbias, char *err,
+                                               size_t errlen);
+
+/* Float64 reference of sfa_merge_attention on host arrays in float32,
+** contiguous: o_parts [N, rows, D], lse_parts [N, rows], o [rows, D], lse
+** [rows] (lse may be NULL). The same semantics: -inf parts weigh 0 (their o
+** is not read), all -inf gives o = 0 and lse = -inf, NaN or +inf in an lse
+** gives NaN. N >= 1, rows >= 0, D >= 1. */
+SFA_API sfa_status sfa_reference_merge(int N, int64_t rows, int D, const float *o_parts,
+                                       const float *lse_parts, float *o, float *lse, char *err,
+                                       size_t errlen);
 
 #ifdef __cplusplus
 }

@@ -4,7 +4,8 @@
 **   1. takes a float workspace from the context's pool (runtime/workspace.c): lse2 and
 **      delta (B * Hq rows of tqp = Tq rounded up to 128), the dq accumulator
 **      (unless deterministic) and the dbias accumulator (when needed);
-**   2. bwd_pre (templates/util_bwd.lt): delta = rowsum(dout * o), lse2 =
+**   2. bwd_pre (templates/util_bwd.lt): delta = rowsum(dout * o) (minus dlse,
+**      the gradient of lse, in sfa_backward_dlse), lse2 =
 **      lse * log2(e) (+inf where nothing is seen), zeroes the dq accumulator;
 **   3. the bwd kernel (templates/bwd.lt): dk, dv, dbias, and dq by atomics;
 **      for a mode that searches (sfa__bwd_plan) its plan kernel runs first and
@@ -149,6 +150,10 @@ sfa_status sfa__bwd_exec(sfa_context *ctx, const sfa__device *dev, const sfa_dri
   pa.lse2 = (uint64_t)lse2, pa.delta = (uint64_t)delta, pa.dq = (uint64_t)dqacc;
   pa.rows = rows;
   pa.heads = (int32_t)Hq, pa.tq = (int32_t)Tq, pa.tqp = (int32_t)tqp, pa.d = D;
+  if (c->dlse) {
+    pa.dlse = (uint64_t)(uintptr_t)c->dlse->data;
+    pa.dl_sb = sfa__eff_stride(c->dlse, 0), pa.dl_sh = sfa__eff_stride(c->dlse, 1);
+  }
   st = launch_items(ctx, pre, "bwd_pre", rows, stream, &pa);
   if (st == SFA_OK && dbias_mode == 2 &&
       (r = d->cuMemsetD32Async(dbw, 0, (size_t)dbias_n, stream)) != CUDA_SUCCESS)
@@ -221,15 +226,49 @@ sfa_status sfa__bwd_exec(sfa_context *ctx, const sfa__device *dev, const sfa_dri
   return st;
 }
 
+/* dlse: float32 [B, Hq, Tq] like lse (any strides >= 0, the last dim
+** contiguous); an input, so no output may overlap it. */
+static sfa_status validate_dlse(sfa_context *ctx, const sfa_tensor *q, const sfa_tensor *dlse,
+                                const sfa_tensor *dq, const sfa_tensor *dk, const sfa_tensor *dv,
+                                const sfa_tensor *dbias) {
+  if (dlse->dtype != SFA_DTYPE_FP32)
+    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "dlse: dtype %s; must be fp32",
+                      sfa__dtype_str(dlse->dtype));
+  sfa_status st = sfa__check_layout(ctx, "dlse", dlse, 3, "[B, Hq, Tq]", 1, 4, 0, 0);
+  if (st != SFA_OK) return st;
+  if (dlse->shape[0] != q->shape[0] || dlse->shape[1] != q->shape[1] ||
+      dlse->shape[2] != q->shape[2]) {
+    char a[96];
+    sfa__tensor_shape_str(dlse, a, sizeof a);
+    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
+                      "dlse: shape %s does not match q's [B, Hq, Tq] = [%lld, %lld, %lld]", a,
+                      (long long)q->shape[0], (long long)q->shape[1], (long long)q->shape[2]);
+  }
+  const sfa__named_tensor in[] = {{"dlse", dlse}};
+  const sfa__named_tensor out[] = {{"dq", dq}, {"dk", dk}, {"dv", dv}, {"dbias", dbias}};
+  return sfa__check_disjoint(ctx, out, 4, in, 1);
+}
+
 sfa_status sfa_backward(sfa_context *ctx, const sfa_attention_params *params,
                         const sfa_tensor *q, const sfa_tensor *k, const sfa_tensor *v,
                         const sfa_extras *extras, const sfa_tensor *o, const sfa_tensor *lse,
                         const sfa_tensor *dout, const sfa_tensor *dq, const sfa_tensor *dk,
                         const sfa_tensor *dv, const sfa_tensor *dbias, void *stream) {
+  return sfa_backward_dlse(ctx, params, q, k, v, extras, o, lse, dout, NULL, dq, dk, dv, dbias,
+                           stream);
+}
+
+sfa_status sfa_backward_dlse(sfa_context *ctx, const sfa_attention_params *params,
+                             const sfa_tensor *q, const sfa_tensor *k, const sfa_tensor *v,
+                             const sfa_extras *extras, const sfa_tensor *o,
+                             const sfa_tensor *lse, const sfa_tensor *dout,
+                             const sfa_tensor *dlse, const sfa_tensor *dq, const sfa_tensor *dk,
+                             const sfa_tensor *dv, const sfa_tensor *dbias, void *stream) {
   if (!ctx) return SFA_ERR_INVALID_ARGUMENT;
   sfa_status st = sfa__validate_backward(ctx, params, q, k, v, extras, o, lse, dout, dq, dk,
                                          dv, dbias);
   if (st != SFA_OK) return st;
+  if (dlse && (st = validate_dlse(ctx, q, dlse, dq, dk, dv, dbias)) != SFA_OK) return st;
   const int D = (int)q->shape[3];
   if (D > SFA__BWD_MAX_HEAD_DIM && D % 32 != 0)
     return sfa__error(ctx, SFA_ERR_UNSUPPORTED,
@@ -251,6 +290,6 @@ sfa_status sfa_backward(sfa_context *ctx, const sfa_attention_params *params,
       (det && (st = sfa__select_kernel(ctx, &dev, SFA_PASS_BWD_DQ, q->dtype, D, flags, &prob,
                                        &kdq)) != SFA_OK))
     return st;
-  const sfa__bwd_call c = {params, q, k, v, extras, o, lse, dout, dq, dk, dv, dbias};
+  const sfa__bwd_call c = {params, q, k, v, extras, o, lse, dout, dq, dk, dv, dbias, dlse};
   return sfa__bwd_exec(ctx, &dev, d, kb, kdq, &c, (CUstream)stream);
 }

@@ -16,6 +16,7 @@ typedef struct sfa__bwd_call {
   const sfa_extras *extras;
   const sfa_tensor *o, *lse, *dout;
   const sfa_tensor *dq, *dk, *dv, *dbias; /* dbias may be NULL */
+  const sfa_tensor *dlse;                 /* dL/dlse, or NULL (sfa_backward_dlse) */
 } sfa__bwd_call;
 
 /* Runs the backward of c on stream with kb (a bwd kernel; deterministic when

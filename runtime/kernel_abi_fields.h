@@ -237,7 +237,10 @@
   F(X, i32, heads, "")                                                          \
   F(X, i32, tq, "")                                                             \
   F(X, i32, tqp, "")                                                            \
-  F(X, i32, d, "")
+  F(X, i32, d, "")                                                              \
+  F(X, u64, dlse, "float [B, H, Tq], dL/dlse, or 0: delta -= dlse")             \
+  F(X, i64, dl_sb, "element strides")                                           \
+  F(X, i64, dl_sh, "")
 
 /* templates/util_bwd.lt, KERNEL convert. */
 #define SFA_ABI_CONVERT_ARGS(F, X)                                              \
@@ -257,6 +260,33 @@
   F(X, f32, scale, "dst = scale * src")                                         \
   F(X, f32, pad2, "")
 
+/* templates/util_merge.lt. */
+#define SFA_ABI_MERGE_ARGS(F, X)                                                \
+  F(X, u64, op, "o_parts [N * B, H, T, D]")                                     \
+  F(X, i64, op_sb, "element strides")                                           \
+  F(X, i64, op_sh, "")                                                          \
+  F(X, i64, op_st, "")                                                          \
+  F(X, u64, lp, "lse_parts [N * B, H, T] float")                                \
+  F(X, i64, lp_sb, "element strides")                                           \
+  F(X, i64, lp_sh, "")                                                          \
+  F(X, u64, o, "o [B, H, T, D] out")                                            \
+  F(X, i64, o_sb, "element strides")                                            \
+  F(X, i64, o_sh, "")                                                           \
+  F(X, i64, o_st, "")                                                           \
+  F(X, u64, lse, "lse [B, H, T] float out, or 0")                               \
+  F(X, i64, l_sb, "element strides")                                            \
+  F(X, i64, l_sh, "")                                                           \
+  F(X, i64, rows, "B * H * T")                                                  \
+  F(X, i64, batch, "B: part n's batch b is index n * B + b")                    \
+  F(X, i32, parts, "N")                                                         \
+  F(X, i32, heads, "")                                                          \
+  F(X, i32, t, "")                                                              \
+  F(X, i32, d, "")                                                              \
+  F(X, i32, in_dt, "sfa_dtype of o_parts and of o")                             \
+  F(X, i32, out_dt, "")                                                         \
+  F(X, i32, group, "threads per row: a power of 2, at most 32")                 \
+  F(X, i32, vec, "bit 0: o_parts rows 16-byte aligned; bit 1: o rows")
+
 /* ------------------------------------------------------------ every block */
 
 /* S(c_name, device_name, LIST): the C type, the struct name in the generated
@@ -269,7 +299,8 @@
   S(sfa__permute_args, sfa_permute_args, SFA_ABI_PERMUTE_ARGS)                  \
   S(sfa__topk_args, sfa_topk_args, SFA_ABI_TOPK_ARGS)                           \
   S(sfa__bwd_pre_args, sfa_bwd_pre_args, SFA_ABI_BWD_PRE_ARGS)                  \
-  S(sfa__convert_args, sfa_convert_args, SFA_ABI_CONVERT_ARGS)
+  S(sfa__convert_args, sfa_convert_args, SFA_ABI_CONVERT_ARGS)                  \
+  S(sfa__merge_args, sfa_merge_args, SFA_ABI_MERGE_ARGS)
 
 /* ------------------------------------------------------------ constants */
 
@@ -280,7 +311,10 @@
 /* C(NAME, doc): integer constants that templates read as ABI.const.NAME
 ** instead of writing the number again. */
 #define SFA_ABI_CONSTANTS(C)                                                    \
-  C(SFA__BWD_PLAN_INTS, "int32 per key tile in sfa_bwd_args.plan")
+  C(SFA__BWD_PLAN_INTS, "int32 per key tile in sfa_bwd_args.plan")             \
+  C(SFA_DTYPE_FP16, "sfa.h's dtype codes, as sfa_merge_args.in_dt / out_dt")   \
+  C(SFA_DTYPE_BF16, "")                                                         \
+  C(SFA_DTYPE_FP32, "")
 
 /* ------------------------------------------------------------ expansions */
 

@@ -5,7 +5,8 @@
 ** through sfa__ref_forward_row (reference.c), so the masking, GQA head mapping
 ** and bias broadcast are those of the forward reference by construction, then
 ** applies the softmax-attention gradient row by row:
-**   P = softmax of the allowed scores, o = P V, delta = dout . o,
+**   P = softmax of the allowed scores, o = P V, delta = dout . o - dlse
+**   (dlse, the gradient of lse, only in sfa_reference_backward_dlse),
 **   dP_j = dout . v_j, dZ_j = P_j (dP_j - delta),
 **   dq += scale dZ_j k_j, dk_j += scale dZ_j q, dv_j += P_j dout, dbias_j += dZ_j.
 ** dk and dv sum over the query heads of a kv group and dbias over the dims
@@ -28,7 +29,7 @@
 /* The query heads of one kv group of one batch: a unit of sfa__parallel_for. */
 typedef struct bwd_job {
   const sfa__ref *r;
-  const float *dout;
+  const float *dout, *dlse; /* dlse may be NULL */
   float *dq;
   double *dk64, *dv64, *db64;
 } bwd_job;
@@ -56,6 +57,7 @@ static int bwd_unit(void *user, void *scratch, int unit) {
                               : NULL;
       double delta = 0;
       for (int x = 0; x < D; x++) delta += (double)gi[x] * o[x];
+      if (j->dlse) delta -= j->dlse[row]; /* dZ_j gets P_j * dlse */
       memset(dqrow, 0, (size_t)D * sizeof *dqrow);
       for (int jj = 0; jj < Tk; jj++) {
         if (!allowed[jj]) continue;
@@ -82,6 +84,16 @@ sfa_status sfa_reference_backward(const sfa_attention_params *params, int B, int
                                   const float *k, const float *v, const sfa_host_extras *ex,
                                   const float *dout, float *dq, float *dk, float *dv,
                                   float *dbias, char *err, size_t errlen) {
+  return sfa_reference_backward_dlse(params, B, Hq, Hkv, Tq, Tk, D, q, k, v, ex, dout, NULL, dq,
+                                     dk, dv, dbias, err, errlen);
+}
+
+sfa_status sfa_reference_backward_dlse(const sfa_attention_params *params, int B, int Hq,
+                                       int Hkv, int Tq, int Tk, int D, const float *q,
+                                       const float *k, const float *v,
+                                       const sfa_host_extras *ex, const float *dout,
+                                       const float *dlse, float *dq, float *dk, float *dv,
+                                       float *dbias, char *err, size_t errlen) {
   const sfa__ref_arg arrays[] = {{"dout", dout}, {"dq", dq}, {"dk", dk}, {"dv", dv}};
   sfa__ref r;
   sfa_status st = sfa__ref_setup(&r, params, B, Hq, Hkv, Tq, Tk, D, q, k, v, ex, arrays,
@@ -107,7 +119,7 @@ sfa_status sfa_reference_backward(const sfa_attention_params *params, int B, int
   const size_t per = sfa__ref_scratch_bytes(&r);
   int ok = dk64 && dv64 && (!dbias || db64);
   for (int t = 0; t < nt; t++) ok = (scratch[t] = malloc(per)) != NULL && ok;
-  bwd_job job = {&r, dout, dq, dk64, dv64, db64};
+  bwd_job job = {&r, dout, dlse, dq, dk64, dv64, db64};
   if (ok && sfa__parallel_for(units, nt, bwd_unit, &job, scratch) != 0) ok = 0;
   for (int t = 0; t < nt; t++) free(scratch[t]);
   if (!ok) {

@@ -370,7 +370,7 @@ static int launch(gt *g, const sfa_kernel_spec *s, int to_ref) {
   if (g->bwd) {
     const sfa__bwd_call c = {p->params, &g->q, &g->k, &g->v, g->exp, &g->o_ref, &g->l_ref,
                              &g->dout, to_ref ? &g->dq_ref : &g->dq, to_ref ? &g->dk_ref : &g->dk,
-                             to_ref ? &g->dv_ref : &g->dv, NULL};
+                             to_ref ? &g->dv_ref : &g->dv, NULL, NULL};
     st = sfa__bwd_exec(g->ctx, g->dev, g->d, k, g->kdq, &c, g->stream);
     if (st != SFA_OK) snprintf(g->why, sizeof g->why, "%.500s", g->ctx->err);
     return (int)st;

@@ -1,6 +1,6 @@
 /*
-** util.h -- internal: what the sparse helpers (runtime/hash.c, runtime/topk.c)
-** and the backward (runtime/backward.c) share: the utility kernels
+** util.h -- internal: what the sparse helpers (runtime/hash.c, runtime/topk.c),
+** sfa_merge_attention (runtime/merge.c) and the backward (runtime/backward.c) share: the utility kernels
 ** (templates/util_*.lt; kernel specs of the utility passes of sfa.h, loaded
 ** like every kernel by sfa__kernel_get), their launch argument blocks, and
 ** tensor checks whose messages name the argument.
@@ -22,12 +22,13 @@ SFA_ABI_DEFINE(sfa__permute_args, SFA_ABI_PERMUTE_ARGS);
 SFA_ABI_DEFINE(sfa__topk_args, SFA_ABI_TOPK_ARGS);
 SFA_ABI_DEFINE(sfa__bwd_pre_args, SFA_ABI_BWD_PRE_ARGS);
 SFA_ABI_DEFINE(sfa__convert_args, SFA_ABI_CONVERT_ARGS);
+SFA_ABI_DEFINE(sfa__merge_args, SFA_ABI_MERGE_ARGS);
 
 /* Largest sequence length (and Tk) the helpers take: keeps index arithmetic
 ** inside int32 with room to spare. */
 #define SFA__UTIL_MAX_T (1 << 30)
 
-/* The spec of a utility kernel (pass SFA_PASS_BWD_PRE .. SFA_PASS_TOPK) for
+/* The spec of a utility kernel (pass SFA_PASS_BWD_PRE .. SFA_PASS_MERGE) for
 ** dtype on arch: mode dense, no flags, no tiles, the pass's num_warps
 ** (sfa_spec_default). SFA_ERR_INTERNAL with the reason in err for a pass or
 ** dtype that has no utility kernel. */

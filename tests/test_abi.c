@@ -165,6 +165,7 @@ static const util_variant utils[] = {
     {SFA_PASS_TOPK, SFA_DTYPE_FP32, "sfa_topk_args"},
     {SFA_PASS_BWD_PRE, SFA_DTYPE_BF16, "sfa_bwd_pre_args"},
     {SFA_PASS_CONVERT, SFA_DTYPE_FP16, "sfa_convert_args"},
+    {SFA_PASS_MERGE, SFA_DTYPE_FP32, "sfa_merge_args"},
 };
 
 START_TEST(every_utility_kernel_emits_its_block_with_the_c_offsets) {
@@ -334,8 +335,11 @@ START_TEST(templates_read_the_shared_constants_from_abi_const) {
   snprintf(want, sizeof want, "%d", SFA__BWD_PLAN_INTS);
   ck_assert_str_eq(src, want);
   sfa_free(src);
-  ck_assert_uint_eq(sfa__abi_nconsts, 1);
+  ck_assert_uint_eq(sfa__abi_nconsts, 4);
   ck_assert_str_eq(sfa__abi_consts[0].name, "SFA__BWD_PLAN_INTS");
+  /* sfa.h's dtype codes, which the merge kernel takes as launch arguments */
+  ck_assert_str_eq(sfa__abi_consts[3].name, "SFA_DTYPE_FP32");
+  ck_assert_int_eq(sfa__abi_consts[3].value, SFA_DTYPE_FP32);
 }
 END_TEST
 

@@ -209,12 +209,12 @@ START_TEST(manifest_rows_of_utility_kernels) {
   sfa__manifest *m = NULL;
   char err[1024] = "";
   ck_assert_msg(sfa__manifest_load(kdir, &m, err, sizeof err) == SFA_OK, "%s", err);
-  ck_assert_uint_eq(m->count, 31);
+  ck_assert_uint_eq(m->count, 32);
   static const char *const names[] = {"sfa_bwdpre_fp16_sm90", "sfa_bwdpre_bf16_sm90",
                                       "sfa_convert_fp16_sm90", "sfa_convert_bf16_sm90",
                                       "sfa_hashsort_sm90", "sfa_permute_sm90",
                                       "sfa_topk_fp16_sm90", "sfa_topk_bf16_sm90",
-                                      "sfa_topk_fp32_sm90"};
+                                      "sfa_topk_fp32_sm90", "sfa_merge_sm90"};
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
     const sfa__manifest_entry *e = sfa__manifest_find(m, names[i]);
     ck_assert_msg(e != NULL, "%s not in the manifest", names[i]);

@@ -134,6 +134,44 @@ START_TEST(bwd_outputs_must_not_overlap) {
 }
 END_TEST
 
+/* sfa_backward_dlse: dlse is fp32 [B, Hq, Tq] (strides >= 0, last contiguous,
+** broadcast allowed), no output may overlap it; NULL is sfa_backward; a valid
+** one goes on to the driver. */
+START_TEST(bwd_dlse) {
+  const sfa_status bad = SFA_ERR_INVALID_ARGUMENT;
+  int64_t ls[3] = {2, 4, 64};
+  sfa_tensor dl;
+#define RUN_DLSE(t) \
+  sfa_backward_dlse(P.ctx, &P.p, &P.q, &P.k, &P.v, NULL, &P.o, &P.lse, &P.dout, (t), &P.dq, \
+                    &P.dk, &P.dv, NULL, NULL)
+  ck_assert_int_eq(sfa_backward_dlse(NULL, &P.p, &P.q, &P.k, &P.v, NULL, &P.o, &P.lse, &P.dout,
+                                     NULL, &P.dq, &P.dk, &P.dv, NULL, NULL), bad);
+  sfa_tensor_init(&dl, at(12), SFA_DTYPE_BF16, 3, ls);
+  EXPECT(RUN_DLSE(&dl), bad, "dlse: dtype bf16; must be fp32");
+  sfa_tensor_init(&dl, at(12), SFA_DTYPE_FP32, 4, P.q.shape);
+  EXPECT(RUN_DLSE(&dl), bad, "dlse.rank: 4; must be 3 ([B, Hq, Tq])");
+  ls[2] = 63;
+  sfa_tensor_init(&dl, at(12), SFA_DTYPE_FP32, 3, ls);
+  EXPECT(RUN_DLSE(&dl), bad, "dlse: shape [2, 4, 63] does not match q's [B, Hq, Tq] = [2, 4, 64]");
+  ls[2] = 64;
+  sfa_tensor_init(&dl, at(12), SFA_DTYPE_FP32, 3, ls);
+  dl.strides[2] = 2;
+  EXPECT(RUN_DLSE(&dl), bad, "dlse: stride[2] is 2; the last dimension must be contiguous");
+  sfa_tensor_init(&dl, (char *)P.dq.data + 128, SFA_DTYPE_FP32, 3, ls);
+  EXPECT(RUN_DLSE(&dl), bad, "dq: its memory overlaps dlse");
+  /* the forward's checks come first, as in sfa_backward */
+  P.dout.shape[2] = 63;
+  EXPECT(RUN_DLSE(&dl), bad, "dout: shape [2, 4, 63, 64] does not match o");
+  reset();
+  if (tu_driver_present()) return;
+  sfa_tensor_init(&dl, at(12), SFA_DTYPE_FP32, 3, ls);
+  dl.strides[0] = dl.strides[1] = 0; /* one row broadcast over batch and heads */
+  ck_assert_int_eq(RUN_DLSE(&dl), SFA_ERR_NO_DRIVER);
+  ck_assert_int_eq(RUN_DLSE(NULL), SFA_ERR_NO_DRIVER);
+#undef RUN_DLSE
+}
+END_TEST
+
 /* Valid input past validation: head dims above 128 that are not multiples of
 ** 32 are refused as unsupported before the driver; 256 goes on to it, so a
 ** machine without libcuda says so. */
@@ -253,6 +291,7 @@ int main(void) {
   tcase_add_test(t, bwd_gradient_shapes_and_dtypes);
   tcase_add_test(t, bwd_dbias);
   tcase_add_test(t, bwd_outputs_must_not_overlap);
+  tcase_add_test(t, bwd_dlse);
   tcase_add_test(t, bwd_head_dim_and_no_driver);
   tcase_add_test(t, bwd_head_dim_errors_name_the_head_dim);
   tcase_add_test(t, bwd_forward_outputs_must_not_overlap_inputs);

@@ -68,9 +68,9 @@ START_TEST(source_for_every_preset_variant) {
     size_t n = 0;
     ck_assert_int_eq(sfa__preset(presets[p], arch, 2, &specs, &n, NULL, 0), SFA_OK);
     /* per arch: fwd, and for D <= 128 bwd, bwd + det, bwddq; all-modes on
-    ** sm_90 also fwd, bwd and bwd + det in the other mma kind; and the 9
+    ** sm_90 also fwd, bwd and bwd + det in the other mma kind; and the 10
     ** utility kernels per arch */
-    ck_assert_uint_eq(n, p == 0 ? 2 * (44 + 3 * 44 + 9) : 2 * 4 * 48 + 3 * 48 + 2 * 9);
+    ck_assert_uint_eq(n, p == 0 ? 2 * (44 + 3 * 44 + 10) : 2 * 4 * 48 + 3 * 48 + 2 * 10);
     for (size_t i = 0; i < n; i++) {
       sfa_kernel_spec s = specs[i];
       char name[SFA__NAME_MAX], err[1024] = "", *src = NULL, pat[SFA__NAME_MAX + 4];
@@ -92,15 +92,16 @@ START_TEST(source_for_every_preset_variant) {
 }
 END_TEST
 
-/* The utility kernels of a preset's list for one arch: none, or the 9 that
+/* The utility kernels of a preset's list for one arch: none, or the 10 that
 ** its attention kernels need (bwd_pre and convert in fp16 and bf16,
-** hash_sort, permute, topk in fp16, bf16 and fp32), each once, after them. */
+** hash_sort, permute, topk in fp16, bf16 and fp32, merge), each once, after
+** them. */
 static void expect_utils(const sfa_kernel_spec *v, size_t n, int want) {
   static const char *const names[] = {"sfa_bwdpre_fp16_sm90", "sfa_bwdpre_bf16_sm90",
                                       "sfa_convert_fp16_sm90", "sfa_convert_bf16_sm90",
                                       "sfa_hashsort_sm90", "sfa_permute_sm90",
                                       "sfa_topk_fp16_sm90", "sfa_topk_bf16_sm90",
-                                      "sfa_topk_fp32_sm90"};
+                                      "sfa_topk_fp32_sm90", "sfa_merge_sm90"};
   int got = 0;
   for (size_t i = 0; i < n; i++) {
     char name[SFA__NAME_MAX];
@@ -108,7 +109,7 @@ static void expect_utils(const sfa_kernel_spec *v, size_t n, int want) {
       ck_assert_msg(got == 0, "an attention kernel after the utility kernels");
       continue;
     }
-    ck_assert_int_lt(got, 9);
+    ck_assert_int_lt(got, 10);
     ck_assert_int_eq(sfa_spec_name(&v[i], name, sizeof name), SFA_OK);
     ck_assert_str_eq(name, names[got]);
     ck_assert_int_eq(sfa_spec_validate(&v[i], NULL, 0), SFA_OK);
@@ -126,8 +127,8 @@ START_TEST(preset_contents) {
   int count[4][16] = {{0}};
   int passes[3] = {0}, nwg = 0;
   ck_assert_int_eq(sfa__preset("default", arch, 1, &v, &n, err, sizeof err), SFA_OK);
-  ck_assert_uint_eq(n, 44 + 3 * 44 + 9);
-  expect_utils(v, n, 9);
+  ck_assert_uint_eq(n, 44 + 3 * 44 + 10);
+  expect_utils(v, n, 10);
   for (size_t i = 0; i < n; i++) {
     sfa_kernel_spec d = v[i];
     if (sfa__pass_is_util(v[i].pass)) continue;
@@ -160,8 +161,8 @@ START_TEST(preset_contents) {
   ck_assert_int_eq(sfa__preset("all-modes", arch, 1, &v, &n, err, sizeof err), SFA_OK);
   /* 48 classes x (fwd, bwd, bwd + det, bwddq), and on sm_90 fwd, bwd and
   ** bwd + det also in the other mma kind */
-  ck_assert_uint_eq(n, 4 * 48 + 3 * 48 + 9);
-  expect_utils(v, n, 9);
+  ck_assert_uint_eq(n, 4 * 48 + 3 * 48 + 10);
+  expect_utils(v, n, 10);
   int kinds[3][2] = {{0}};
   for (size_t i = 0; i < n; i++) {
     const int wg = v[i].mma == SFA_SPEC_MMA_WGMMA;
@@ -193,8 +194,8 @@ START_TEST(preset_contents) {
   /* small (setup.sh's): dense {-, causal} x fp16, bf16 x D 64, 128 and qk_drop,
   ** hash, window causal x bf16 x D 128, each fwd and bwd (no det, no bwddq) */
   ck_assert_int_eq(sfa__preset("small", arch, 1, &v, &n, err, sizeof err), SFA_OK);
-  ck_assert_uint_eq(n, 22 + 9);
-  expect_utils(v, n, 9);
+  ck_assert_uint_eq(n, 22 + 10);
+  expect_utils(v, n, 10);
   int nbwd = 0, nsparse = 0;
   for (size_t i = 0; i < n; i++) {
     if (sfa__pass_is_util(v[i].pass)) continue;
@@ -465,7 +466,7 @@ START_TEST(sfa_gen_tool) {
   int n = 0;
   while (f && fgets(line, sizeof line, f)) n++;
   if (f) fclose(f);
-  ck_assert_int_eq(n, 2 * (44 + 3 * 44 + 9));
+  ck_assert_int_eq(n, 2 * (44 + 3 * 44 + 10));
   snprintf(cmd, sizeof cmd, "%s --preset all-modes --arch sm_80,sm90 --list | wc -l > %s/n.txt",
            tool, dir);
   ck_assert_int_eq(run(cmd), 0);
@@ -473,7 +474,7 @@ START_TEST(sfa_gen_tool) {
   f = fopen(cmd, "r");
   ck_assert(f && fscanf(f, "%d", &n) == 1);
   fclose(f);
-  ck_assert_int_eq(n, 2 * 4 * 48 + 3 * 48 + 2 * 9);
+  ck_assert_int_eq(n, 2 * 4 * 48 + 3 * 48 + 2 * 10);
 
   /* Utility kernels: by --pass (its dtype, or the one it takes) and by name. */
   expect_first_listed(tool, dir, "--pass topk --dtype fp32 --arch 80,90", "sfa_topk_fp32_sm80\n");
@@ -522,7 +523,7 @@ START_TEST(sfa_gen_tool) {
     n++;
   }
   fclose(f);
-  ck_assert_int_eq(n, 44 + 3 * 44 + 9);
+  ck_assert_int_eq(n, 44 + 3 * 44 + 10);
 
   /* Usage errors exit 2, failures 1. */
   snprintf(cmd, sizeof cmd, "%s --preset nope 2>/dev/null", tool);

@@ -70,8 +70,8 @@ START_TEST(pass_rule) {
   expect(&s, SFA_OK, NULL, NULL);
   s.head_dim = 176;
   expect(&s, SFA_ERR_UNSUPPORTED, "head_dim: 176", NULL);
-  s.pass = (sfa_pass)8; /* after SFA_PASS_TOPK */
-  expect(&s, SFA_ERR_INVALID_ARGUMENT, "pass: 8", "fwd, bwddq or bwd");
+  s.pass = (sfa_pass)9; /* after SFA_PASS_MERGE */
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "pass: 9", "fwd, bwddq or bwd");
 }
 END_TEST
 
@@ -741,7 +741,7 @@ START_TEST(defaults_of_a_backward_no_tile_fits_are_unsupported) {
       ck_assert_int_eq(sfa_spec_validate(&v[i], err, sizeof err), SFA_OK);
     }
     ck_assert_int_eq(fwd256, 4);
-    ck_assert_uint_eq(n, 44 + 3 * 40 + 9); /* and the 9 utility kernels */
+    ck_assert_uint_eq(n, 44 + 3 * 40 + 10); /* and the 10 utility kernels */
     free(v);
   }
 }
@@ -763,6 +763,7 @@ START_TEST(utility_names_round_trip) {
     {SFA_PASS_TOPK, SFA_DTYPE_FP16, "sfa_topk_fp16", 16},
     {SFA_PASS_TOPK, SFA_DTYPE_BF16, "sfa_topk_bf16", 16},
     {SFA_PASS_TOPK, SFA_DTYPE_FP32, "sfa_topk_fp32", 16},
+    {SFA_PASS_MERGE, SFA_DTYPE_FP32, "sfa_merge", 8},
   };
   for (size_t i = 0; i < sizeof u / sizeof u[0]; i++)
     for (int a = 0; a < NARCHS; a++) {
@@ -783,14 +784,15 @@ START_TEST(utility_names_round_trip) {
       ck_assert(sfa__pass_is_util(s.pass));
     }
   ck_assert(!sfa__pass_is_util(SFA_PASS_FWD) && !sfa__pass_is_util(SFA_PASS_BWD_DQ) &&
-            !sfa__pass_is_util(SFA_PASS_BWD) && !sfa__pass_is_util((sfa_pass)8));
+            !sfa__pass_is_util(SFA_PASS_BWD) && !sfa__pass_is_util((sfa_pass)9));
   ck_assert_uint_eq(sfa__util_dtypes(SFA_PASS_TOPK), (1u << SFA_DTYPE_FP16) |
                                                        (1u << SFA_DTYPE_BF16) |
                                                        (1u << SFA_DTYPE_FP32));
   ck_assert_uint_eq(sfa__util_dtypes(SFA_PASS_FWD), 0);
   ck_assert_str_eq(sfa__pass_name(SFA_PASS_BWD_PRE), "bwd_pre");
   ck_assert_str_eq(sfa__pass_name(SFA_PASS_HASH_SORT), "hash_sort");
-  ck_assert_ptr_null(sfa__pass_name((sfa_pass)8));
+  ck_assert_str_eq(sfa__pass_name(SFA_PASS_MERGE), "merge");
+  ck_assert_ptr_null(sfa__pass_name((sfa_pass)9));
 }
 END_TEST
 

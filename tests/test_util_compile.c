@@ -1,7 +1,8 @@
 /*
 ** test_util_compile.c -- the sparse helpers and the backward's utility
 ** kernels without a GPU: every utility kernel variant (passes bwd_pre and
-** convert in fp16 and bf16, hash_sort, permute, topk in fp16, bf16 and fp32)
+** convert in fp16 and bf16, hash_sort, permute, topk in fp16, bf16 and fp32,
+** merge)
 ** is a kernel spec with a canonical name, renders through sfa_generate to
 ** self-contained source whose argument block has runtime/util.h's size, and
 ** compiles with NVRTC for sm_80 and sm_90; and sfa_hash_prepare,
@@ -38,6 +39,7 @@ static const variant variants[] = {
     {SFA_PASS_BWD_PRE, SFA_DTYPE_BF16, "sfa_bwdpre_bf16"},
     {SFA_PASS_CONVERT, SFA_DTYPE_FP16, "sfa_convert_fp16"},
     {SFA_PASS_CONVERT, SFA_DTYPE_BF16, "sfa_convert_bf16"},
+    {SFA_PASS_MERGE, SFA_DTYPE_FP32, "sfa_merge"},
 };
 #define NVARIANTS (int)(sizeof variants / sizeof variants[0])
 static const int archs[] = {80, 90};

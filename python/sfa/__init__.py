@@ -32,7 +32,7 @@ __version__ = _capi.VERSION
 library_path = _capi.LIBRARY_PATH
 
 __all__ = ["attention", "scaled_dot_product_attention", "forward", "backward", "hash_prepare", "hash_unsort",
-           "hash_attention", "topk_mask", "SfaError", "SfaUnsupportedError", "__version__", "library_path"]
+           "hash_attention", "topk_mask", "merge_attention", "SfaError", "SfaUnsupportedError", "__version__", "library_path"]
 
 try:
     import torch  # noqa: F401
@@ -46,8 +46,8 @@ except ImportError as _e:
         f.__name__ = name
         return f
 
-    for _n in __all__[:8]:
+    for _n in __all__[:9]:
         globals()[_n] = _needs_torch(_n)
 else:
     from ._api import (attention, backward, forward, hash_attention, hash_prepare, hash_unsort,  # noqa: F401
-                       scaled_dot_product_attention, topk_mask)
+                       merge_attention, scaled_dot_product_attention, topk_mask)

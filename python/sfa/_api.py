@@ -1,7 +1,8 @@
 """_api.py -- the PyTorch functions of sfa: attention() (differentiable, every
 mode, bottom-right or top-left causal alignment), scaled_dot_product_attention()
 (torch's SDPA signature and semantics), hash_attention(), hash_prepare(),
-hash_unsort(), topk_mask(), and the plain no-autograd forward() / backward().
+hash_unsort(), topk_mask(), merge_attention() (differentiable), and the plain
+no-autograd forward() / backward().
 
 Arguments are checked here, in Python, before anything reaches ctypes: types,
 dtypes, devices (every tensor of a call on the same GPU; the call runs on that
@@ -102,7 +103,9 @@ def attention(q, k, v, *, mode="dense", causal=False, causal_align="bottom_right
     k, v [B, Hkv, Tk, D] (fp16 or bf16 CUDA tensors on one GPU; Hq a multiple
     of Hkv: GQA/MQA). With return_lse=True: (o, lse), lse float32 [B, Hq, Tq]
     (the natural-log sum of exp of the scaled scores; -inf for a row with no
-    allowed key; not differentiable).
+    allowed key). lse is differentiable: a gradient flowing into it (e.g.
+    through merge_attention) is part of the backward (sfa_backward_dlse), at
+    no extra cost.
 
     mode "dense" (optional causal), "qk_drop" (q_idx, k_idx), "hash" (q_idx,
     k_idx, q_hash, k_hash: the sorted layout; hash_attention() starts from
@@ -314,6 +317,65 @@ def topk_mask(bias, w, causal=True, out=None):
     return out
 
 
+# ------------------------------------------------------------------ merging partial attentions
+
+_OUT_DTYPES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
+
+
+def _stacked(xs, name, rank):
+    """xs as one tensor of rank `rank` + 1: a tensor as it is, a sequence
+    stacked along a new first dim."""
+    if isinstance(xs, torch.Tensor):
+        t = xs
+    else:
+        if not isinstance(xs, (list, tuple)) or not xs:
+            raise ValueError(f"sfa: {name} must be a non-empty list or tuple of tensors, or one stacked tensor")
+        _check_tensors(tuple((f"{name}[{i}]", x) for i, x in enumerate(xs)))
+        for i, x in enumerate(xs):
+            if x.shape != xs[0].shape or x.dtype != xs[0].dtype:
+                raise ValueError(f"sfa: {name}[{i}] is {x.dtype} {tuple(x.shape)} but {name}[0] is {xs[0].dtype} "
+                                 f"{tuple(xs[0].shape)}; the parts must agree")
+        t = torch.stack(tuple(xs))
+    if t.dim() != rank + 1:
+        raise ValueError(f"sfa: {name} has shape {tuple(t.shape)}; must be {rank + 1}-D (N stacked parts of "
+                         f"{rank}-D tensors)")
+    return t
+
+
+def merge_attention(outs, lses, *, out_dtype=None):
+    """Merges N partial attentions of the same queries over disjoint key sets
+    (ring / context parallelism, split-KV) into the attention over their
+    union: outs, N tensors o_n [B, H, T, D] (or one [N, B, H, T, D] tensor;
+    fp16, bf16 or fp32) and lses, their lse_n [B, H, T] (float32, as
+    attention(..., return_lse=True) gives). Returns (o, lse):
+        lse = log(sum_n exp(lse_n)),  o = sum_n exp(lse_n - lse) * o_n,
+    accumulated in float32 by sfa_merge_attention. o has out_dtype (default:
+    the parts' dtype), lse is float32 [B, H, T]. A part with lse_n = -inf
+    weighs 0 (its o_n is not read); a row where every part is -inf gives
+    o = 0, lse = -inf, as attention() does for a row with no key; a NaN lse
+    gives NaN. D <= 256.
+
+    Differentiable in outs and lses (a torch.library custom op with a torch
+    backward), so that attention over all keys and the merge of attention
+    over each part of the keys give the same gradients:
+        do_n = w_n * do,  dlse_n = w_n * (sum_d do * (o_n - o) + dlse),
+    w_n = exp(lse_n - lse)."""
+    op = _stacked(outs, "outs", 4)
+    lp = _stacked(lses, "lses", 3)
+    _check_tensors((("outs", op), ("lses", lp)))
+    if op.dtype not in _OUT_DTYPES:
+        raise ValueError(f"sfa: outs: dtype {op.dtype}; must be torch.float16, torch.bfloat16 or torch.float32")
+    if lp.dtype != torch.float32:
+        raise ValueError(f"sfa: lses: dtype {lp.dtype}; must be torch.float32")
+    if op.shape[:-1] != lp.shape:
+        raise ValueError(f"sfa: outs have shape {tuple(op.shape)} but lses {tuple(lp.shape)}; lses must be the "
+                         "outs' shape without the last (head) dim")
+    odt = op.dtype if out_dtype is None else out_dtype
+    if odt not in _OUT_DTYPES:
+        raise ValueError(f"sfa: out_dtype {odt}; must be torch.float16, torch.bfloat16 or torch.float32")
+    return _ops.merge_attention(op, lp, _OUT_DTYPES[odt])
+
+
 # ------------------------------------------------------------------ plain calls
 
 def forward(q, k, v, *, mode="dense", causal=False, scale=None, window=(-1, -1), q_idx=None,
@@ -337,19 +399,22 @@ def forward(q, k, v, *, mode="dense", causal=False, scale=None, window=(-1, -1),
 
 def backward(q, k, v, o, lse, dout, *, mode="dense", causal=False, scale=None, window=(-1, -1),
              q_idx=None, k_idx=None, q_hash=None, k_hash=None, bias=None, mask=None,
-             deterministic=False, bias_grad=False):
+             deterministic=False, bias_grad=False, dlse=None):
     """Gradients of forward, no autograd: returns (dq, dk, dv, dbias or None).
     o and lse are forward's outputs (forward(..., return_lse=True)); dout has
-    o's shape. dbias is made when bias_grad is true and there is a bias."""
+    o's shape; dlse (float32, lse's shape) is the gradient of lse, if any.
+    dbias is made when bias_grad is true and there is a bias."""
     check_choice("mode", mode, list(_capi.MODE))
     wl, wr = check_window(window)
     scale = check_scale(scale)
     _check_qkv(q, k, v)
     _check_tensors((("q", q), ("k", k), ("v", v), ("o", o), ("lse", lse), ("dout", dout), ("bias", bias),
-                    ("mask", mask), ("q_idx", q_idx), ("k_idx", k_idx), ("q_hash", q_hash), ("k_hash", k_hash)))
+                    ("mask", mask), ("q_idx", q_idx), ("k_idx", k_idx), ("q_hash", q_hash), ("k_hash", k_hash),
+                    ("dlse", dlse)))
     dq, dk, dv = _calls.out_like(q), _calls.out_like(k), _calls.out_like(v)
     db = torch.empty(bias.shape, device=bias.device, dtype=bias.dtype) if bias_grad and bias is not None else None
     with torch.no_grad():
         _calls.backward_into(dout, q, k, v, o, lse, dq, dk, dv, db, mode, causal, scale, wl, wr, deterministic,
-                             dict(q_idx=q_idx, k_idx=k_idx, q_hash=q_hash, k_hash=k_hash, bias=bias, mask=mask))
+                             dict(q_idx=q_idx, k_idx=k_idx, q_hash=q_hash, k_hash=k_hash, bias=bias, mask=mask),
+                             dlse)
     return dq, dk, dv, db

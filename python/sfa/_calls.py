@@ -5,7 +5,7 @@ fixes that make any strided tensor acceptable (a copy where sfa cannot read
 it as it is).
 
 The custom ops (_ops.py) call forward_into, backward_into, hash_prepare_into,
-hash_unsort_into and topk_mask_into through this module's namespace, so that
+hash_unsort_into, topk_mask_into and merge_into through this module's namespace, so that
 a test can put a CPU reference in their place (DEVICE_TYPE names the device
 type the calls accept)."""
 import contextlib
@@ -223,18 +223,38 @@ def forward_into(q, k, v, o, lse, mode, causal, scale, window_left, window_right
 
 
 def backward_into(dout, q, k, v, o, lse, dq, dk, dv, dbias, mode, causal, scale, window_left, window_right,
-                  deterministic, extras):
-    """sfa_backward into dq, dk, dv (and dbias, may be None)."""
+                  deterministic, extras, dlse=None):
+    """sfa_backward into dq, dk, dv (and dbias, may be None); with dlse (the
+    gradient of lse, float32 [B, Hq, Tq]) sfa_backward_dlse."""
     p = _params(mode, causal, scale, window_left, window_right, deterministic)
     q, k, v, o, dout = (rows_aligned(t) for t in (q, k, v, o, dout))
+    if dlse is not None and dlse.shape[-1] > 1 and dlse.stride(-1) != 1:  # e.g. an expanded gradient
+        dlse = dlse.contiguous()
     ex = _ready_extras(extras)
     e, keep = _extras(ex)
     ts = [describe(t, n) for t, n in ((q, "q"), (k, "k"), (v, "v"), (o, "o"), (lse, "lse"), (dout, "dout"),
-                                      (dq, "dq"), (dk, "dk"), (dv, "dv"), (dbias, "dbias"))]
+                                      (dq, "dq"), (dk, "dk"), (dv, "dv"), (dbias, "dbias"), (dlse, "dlse"))]
     ctx = _Context.get()
     with on_device(q) as stream:
-        st = _capi.lib.sfa_backward(ctx, ctypes.byref(p), ts[0], ts[1], ts[2], ctypes.byref(e), ts[3], ts[4],
-                                    ts[5], ts[6], ts[7], ts[8], _ref(ts[9]), stream)
+        st = _capi.lib.sfa_backward_dlse(ctx, ctypes.byref(p), ts[0], ts[1], ts[2], ctypes.byref(e), ts[3],
+                                         ts[4], ts[5], _ref(ts[10]), ts[6], ts[7], ts[8], _ref(ts[9]), stream)
+    check_status(ctx, st)
+
+
+def merge_into(o_parts, lse_parts, o, lse):
+    """sfa_merge_attention: o_parts [N, B, H, T, D] and lse_parts [N, B, H, T]
+    (seen as [N * B, ...], copied where the parts dim does not fold into the
+    batch dim or a row is not contiguous) into o [B, H, T, D] and lse
+    [B, H, T] (may be None)."""
+    op, lp = o_parts.flatten(0, 1), lse_parts.flatten(0, 1)  # a view where the strides allow
+    if op.shape[-1] > 1 and op.stride(-1) != 1:
+        op = op.contiguous()
+    if lp.shape[-1] > 1 and lp.stride(-1) != 1:
+        lp = lp.contiguous()
+    d = [describe(t, n) for t, n in ((op, "o_parts"), (lp, "lse_parts"), (o, "o"), (lse, "lse"))]
+    ctx = _Context.get()
+    with on_device(o) as stream:
+        st = _capi.lib.sfa_merge_attention(ctx, d[0], d[1], d[2], _ref(d[3]), stream)
     check_status(ctx, st)
 
 

@@ -224,10 +224,16 @@ _SIGNATURES = {
     "sfa_hash_prepare": ([_vp, _T, _int] + [_T] * 6 + [_vp], _st),
     "sfa_hash_unsort": ([_vp, _T, _T, _T, _vp], _st),
     "sfa_topk_mask": ([_vp, _T, _int, _int, _T, _vp], _st),
+    "sfa_backward_dlse": ([_vp, _P(Params), _T, _T, _T, _P(Extras)] + [_T] * 8 + [_vp], _st),
+    "sfa_merge_attention": ([_vp, _T, _T, _T, _T, _vp], _st),
     "sfa_reference_forward": ([_P(Params)] + [_int] * 6 + [_P(ctypes.c_float)] * 3 + [_P(HostExtras)]
                               + [_P(ctypes.c_float)] * 2 + [ctypes.c_char_p, ctypes.c_size_t], _st),
     "sfa_reference_backward": ([_P(Params)] + [_int] * 6 + [_P(ctypes.c_float)] * 3 + [_P(HostExtras)]
                                + [_P(ctypes.c_float)] * 5 + [ctypes.c_char_p, ctypes.c_size_t], _st),
+    "sfa_reference_backward_dlse": ([_P(Params)] + [_int] * 6 + [_P(ctypes.c_float)] * 3 + [_P(HostExtras)]
+                                    + [_P(ctypes.c_float)] * 6 + [ctypes.c_char_p, ctypes.c_size_t], _st),
+    "sfa_reference_merge": ([_int, ctypes.c_int64, _int] + [_P(ctypes.c_float)] * 4
+                            + [ctypes.c_char_p, ctypes.c_size_t], _st),
 }
 for _name, (_args, _res) in _SIGNATURES.items():
     _f = _need(lib, LIBRARY_PATH, _name)

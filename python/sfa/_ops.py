@@ -3,18 +3,23 @@ torch.compile(fullgraph=True) sees them as single graph nodes, and autograd.
 
   sfa::attention_fwd  (q, k, v, bias?, mask?, q_idx?, k_idx?, q_hash?, k_hash?, mode, causal,
                        scale?, window_left, window_right, deterministic) -> (o, lse)
-  sfa::attention_bwd  (dout, q, k, v, o, lse, extras..., the same options, bias_grad)
-                       -> (dq, dk, dv, dbias)   dbias is an empty tensor unless bias_grad
+  sfa::attention_bwd  (dout, q, k, v, o, lse, extras..., the same options, bias_grad, dlse?)
+                       -> (dq, dk, dv, dbias)   dbias is an empty tensor unless bias_grad;
+                       dlse: the gradient of lse (sfa_backward_dlse), None for none
   sfa::hash_prepare   (bucket, num_buckets, x?, x2?) -> (idx, hash, x_sorted, x2_sorted)
                        x_sorted / x2_sorted are empty tensors where x / x2 are None
   sfa::hash_unsort    (o_sorted, idx) -> o   (rows that idx does not name are 0)
   sfa::topk_mask      (bias, w, causal) -> mask (uint8, rows padded to 16 bytes)
+  sfa::merge_attention (o_parts [N, B, H, T, D], lse_parts [N, B, H, T], out_dtype) -> (o, lse)
 
 Each has a fake (meta) implementation giving the output shapes and strides;
 attention_fwd has its autograd formula (register_autograd): the backward is
-attention_bwd; lse is not differentiable; index arrays and the mask get no
-gradient; dbias only when the bias requires grad. The real implementations
-are the calls of _calls.py."""
+attention_bwd, which takes the gradients of both o and lse (lse is
+differentiable: dS gets P * dlse, folded into the backward's delta); index
+arrays and the mask get no gradient; dbias only when the bias requires grad.
+merge_attention's backward is torch ops (w_n = exp(lse_n - lse), 0 where
+lse_n = -inf): do_n = w_n * do, dlse_n = w_n * (sum_d do * (o_n - o) + dlse).
+The real implementations are the calls of _calls.py."""
 from typing import Optional, Tuple
 
 import torch
@@ -50,19 +55,20 @@ def attention_bwd(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse:
                   mask: Optional[Tensor], q_idx: Optional[Tensor], k_idx: Optional[Tensor],
                   q_hash: Optional[Tensor], k_hash: Optional[Tensor], mode: str, causal: bool,
                   scale: Optional[float], window_left: int, window_right: int, deterministic: bool,
-                  bias_grad: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+                  bias_grad: bool, dlse: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     dq, dk, dv = _calls.out_like(q), _calls.out_like(k), _calls.out_like(v)
     with_db = bias_grad and bias is not None
     db = torch.empty(bias.shape, device=bias.device, dtype=bias.dtype) if with_db else q.new_empty(_EMPTY)
     _calls.backward_into(dout, q, k, v, o, lse, dq, dk, dv, db if with_db else None, mode, causal, scale,
                          window_left, window_right, deterministic,
-                         dict(q_idx=q_idx, k_idx=k_idx, q_hash=q_hash, k_hash=k_hash, bias=bias, mask=mask))
+                         dict(q_idx=q_idx, k_idx=k_idx, q_hash=q_hash, k_hash=k_hash, bias=bias, mask=mask),
+                         dlse)
     return dq, dk, dv, db
 
 
 @attention_bwd.register_fake
 def _(dout, q, k, v, o, lse, bias, mask, q_idx, k_idx, q_hash, k_hash, mode, causal, scale, window_left,
-      window_right, deterministic, bias_grad):
+      window_right, deterministic, bias_grad, dlse=None):
     if bias_grad and bias is not None:
         db = bias.new_empty(bias.shape)
     else:
@@ -76,14 +82,15 @@ def _fwd_setup_context(ctx, inputs, output):
     o, lse = output
     ctx.save_for_backward(q, k, v, o, lse, bias, mask, q_idx, k_idx, q_hash, k_hash)
     ctx.options = (mode, causal, scale, window_left, window_right, deterministic)
-    ctx.mark_non_differentiable(lse)
 
 
 def _fwd_backward(ctx, dout, dlse):
     q, k, v, o, lse, bias, mask, q_idx, k_idx, q_hash, k_hash = ctx.saved_tensors
     bias_grad = bias is not None and ctx.needs_input_grad[3]
+    if dout is None:  # only lse was used
+        dout = torch.zeros_like(o)
     dq, dk, dv, db = attention_bwd(dout, q, k, v, o, lse, bias, mask, q_idx, k_idx, q_hash, k_hash,
-                                   *ctx.options, bias_grad)
+                                   *ctx.options, bias_grad, dlse)
     return (dq, dk, dv, db if bias_grad else None) + (None,) * 11
 
 
@@ -141,3 +148,47 @@ def topk_mask(bias: Tensor, w: int, causal: bool) -> Tensor:
 @topk_mask.register_fake
 def _(bias, w, causal):
     return _topk_out(bias)
+
+
+# ------------------------------------------------------------------ merging partial attentions
+
+_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+@torch.library.custom_op("sfa::merge_attention", mutates_args=())
+def merge_attention(o_parts: Tensor, lse_parts: Tensor, out_dtype: str) -> Tuple[Tensor, Tensor]:
+    o = o_parts.new_empty(o_parts.shape[1:], dtype=_DTYPES[out_dtype])
+    lse = lse_parts.new_empty(lse_parts.shape[1:])
+    _calls.merge_into(o_parts, lse_parts, o, lse)
+    return o, lse
+
+
+@merge_attention.register_fake
+def _(o_parts, lse_parts, out_dtype):
+    return (o_parts.new_empty(o_parts.shape[1:], dtype=_DTYPES[out_dtype]),
+            lse_parts.new_empty(lse_parts.shape[1:]))
+
+
+def _merge_setup_context(ctx, inputs, output):
+    o_parts, lse_parts, _ = inputs
+    o, lse = output
+    ctx.save_for_backward(o_parts, lse_parts, o, lse)
+
+
+def _merge_backward(ctx, do, dlse):
+    o_parts, lse_parts, o, lse = ctx.saved_tensors
+    empty = lse_parts == float("-inf")  # parts that saw no key: weight 0, their o never read
+    w = torch.where(empty, 0.0, torch.exp(lse_parts - lse.unsqueeze(0)))
+    dlse_parts = torch.zeros_like(lse_parts)
+    do_parts = None
+    if do is not None:
+        do32 = do.float().unsqueeze(0)
+        dot = ((o_parts.float() - o.float().unsqueeze(0)) * do32).sum(-1)
+        dlse_parts = dlse_parts + torch.where(empty, 0.0, w * dot)
+        do_parts = (w.unsqueeze(-1) * do32).to(o_parts.dtype)
+    if dlse is not None:
+        dlse_parts = dlse_parts + w * dlse.unsqueeze(0)
+    return do_parts, dlse_parts, None
+
+
+merge_attention.register_autograd(_merge_backward, setup_context=_merge_setup_context)

@@ -1,7 +1,8 @@
 """refbackend.py -- a CPU stand-in for sfa's GPU calls, for the tests: the
 binding's calls (sfa._calls.forward_into, backward_into, hash_prepare_into,
-hash_unsort_into) are replaced by the library's float64 CPU reference
-(sfa_reference_forward / sfa_reference_backward) and by torch ops, so that
+hash_unsort_into, merge_into) are replaced by the library's float64 CPU
+reference (sfa_reference_forward / sfa_reference_backward_dlse /
+sfa_reference_merge) and by torch ops, so that
 everything above them -- the custom ops, their fake and autograd
 registrations, torch.compile, the SDPA and top-left mappings, the mask and
 bias handling -- runs on a machine without a GPU, against the library's own
@@ -78,18 +79,19 @@ def make(sfa):
             lse.copy_(lf)
 
     def backward_into(dout, q, k, v, o, lse, dq, dk, dv, dbias, mode, causal, scale, window_left, window_right,
-                      deterministic, extras):
+                      deterministic, extras, dlse=None):
         p = calls._params(mode, causal, scale, window_left, window_right, deterministic)
         B, Hq, Tq, D = q.shape
         Hkv, Tk = k.shape[1], k.shape[2]
         qf, kf, vf, df = _f32(q), _f32(k), _f32(v), _f32(dout)
+        dlf = _f32(dlse.expand(B, Hq, Tq)) if dlse is not None else None
         dqf, dkf, dvf = torch.empty(q.shape), torch.empty(k.shape), torch.empty(v.shape)
         dbf = torch.empty(dbias.shape) if dbias is not None else None
         he, keep = _host_extras(capi, extras, B)
         err = ctypes.create_string_buffer(1024)
-        st = capi.lib.sfa_reference_backward(ctypes.byref(p), B, Hq, Hkv, Tq, Tk, D, _fptr(qf), _fptr(kf),
-                                             _fptr(vf), ctypes.byref(he), _fptr(df), _fptr(dqf), _fptr(dkf),
-                                             _fptr(dvf), _fptr(dbf), err, len(err))
+        st = capi.lib.sfa_reference_backward_dlse(ctypes.byref(p), B, Hq, Hkv, Tq, Tk, D, _fptr(qf), _fptr(kf),
+                                                  _fptr(vf), ctypes.byref(he), _fptr(df), _fptr(dlf), _fptr(dqf),
+                                                  _fptr(dkf), _fptr(dvf), _fptr(dbf), err, len(err))
         _check(st, err)
         dq.copy_(dqf)
         dk.copy_(dkf)
@@ -115,15 +117,27 @@ def make(sfa):
         sel = idx.long().unsqueeze(-1).expand(*idx.shape, o_sorted.shape[-1])
         o.scatter_(2, sel, o_sorted)
 
+    def merge_into(o_parts, lse_parts, o, lse):
+        N, D = o_parts.shape[0], o_parts.shape[-1]
+        rows = lse_parts[0].numel()
+        opf, lpf = _f32(o_parts), _f32(lse_parts)
+        of, lf = torch.empty(o.shape, dtype=torch.float32), torch.empty(o.shape[:-1], dtype=torch.float32)
+        err = ctypes.create_string_buffer(1024)
+        st = capi.lib.sfa_reference_merge(N, rows, D, _fptr(opf), _fptr(lpf), _fptr(of), _fptr(lf), err, len(err))
+        _check(st, err)
+        o.copy_(of)
+        if lse is not None:
+            lse.copy_(lf)
+
     return dict(DEVICE_TYPE="cpu", forward_into=forward_into, backward_into=backward_into,
-                hash_prepare_into=hash_prepare_into, hash_unsort_into=hash_unsort_into)
+                hash_prepare_into=hash_prepare_into, hash_unsort_into=hash_unsort_into, merge_into=merge_into)
 
 
 @contextlib.contextmanager
 def cpu(sfa):
     """sfa's calls run on CPU tensors through the reference while inside."""
     saved = {n: getattr(sfa._calls, n) for n in ("DEVICE_TYPE", "forward_into", "backward_into",
-                                                  "hash_prepare_into", "hash_unsort_into")}
+                                                  "hash_prepare_into", "hash_unsort_into", "merge_into")}
     for n, f in make(sfa).items():
         setattr(sfa._calls, n, f)
     try:
