@@ -38,10 +38,8 @@ static const char usage_text[] =
   "         topk                sfa_topk_mask's (dtype fp16, bf16 or fp32)\n"
   "         merge               sfa_merge_attention's (its own dtype)\n"
   "                             (no mode, head dim, flags or tiles)\n"
-  "  --mode %s   (default dense)
-"
-  "  --dtype fp16|bf16|fp32     (default bf16; hash_sort, permute, merge: their own)
-"
+  "  --mode %s   (default dense)\n"
+  "  --dtype fp16|bf16|fp32     (default bf16; hash_sort, permute, merge: their own)\n"
   "  --head-dim D               (required with spec flags of fwd, bwddq, bwd)\n"
   "%s"
   "  --mma auto|sync|wgmma      tensor-core instructions (default auto: the\n"
