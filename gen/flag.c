@@ -15,6 +15,9 @@ static const sfa__flag flags[] = {
   F(SFA_FEAT_BIAS, "bias", "bias"),
   F(SFA_FEAT_MASK, "mask", "mask"),
   F(SFA_FEAT_DETERMINISTIC, "det", "deterministic"),
+  F(SFA_FEAT_STRICT, "strict", "strict"),
+  F(SFA_FEAT_SOFTCAP, "softcap", "softcap"),
+  F(SFA_FEAT_ALIBI, "alibi", "alibi"),
 };
 #define NFLAGS (sizeof flags / sizeof flags[0])
 
