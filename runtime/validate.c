@@ -311,9 +311,12 @@ static sfa_status check_slopes(sfa_context *ctx, const char *nm, const sfa_tenso
   if (!t->data) return sfa__error(ctx, bad, "%s: data is NULL", nm);
   if ((uintptr_t)t->data % 4 != 0)
     return sfa__error(ctx, bad, "%s: data %p is not 4-byte aligned", nm, t->data);
-  if ((Hq > 1 && t->strides[t->rank - 1] != 1) || (t->rank == 2 && B > 1 && t->strides[0] != Hq))
-    return sfa__error(ctx, bad, "%s: must be contiguous (strides [%s%lld]); pass .contiguous()",
-                      nm, t->rank == 2 ? "Hq, " : "", 1LL);
+  if (Hq > 1 && t->strides[t->rank - 1] != 1)
+    return sfa__error(ctx, bad, "%s: stride[%d] is %lld; the slopes must be contiguous (stride 1)",
+                      nm, t->rank - 1, (long long)t->strides[t->rank - 1]);
+  if (t->rank == 2 && B > 1 && t->strides[0] != Hq)
+    return sfa__error(ctx, bad, "%s: stride[0] is %lld; the slopes must be contiguous (Hq = %lld)",
+                      nm, (long long)t->strides[0], (long long)Hq);
   return SFA_OK;
 }
 
