@@ -482,8 +482,9 @@ typedef struct sfa_host_extras {
 } sfa_host_extras;
 
 /* Float64 reference of the forward pass on host arrays in float32, contiguous
-** [B, H, T, D]. Semantics exactly as docs/semantics.md: rows with no allowed
-** key get o = 0 and lse = -inf. lse and ex may be NULL (dense needs none). */
+** [B, H, T, D]. Semantics exactly as docs/semantics.md (the modes' rules, the
+** score options strict_causal, softcap and ALiBi): rows with no allowed key
+** get o = 0 and lse = -inf. lse and ex may be NULL (dense needs none). */
 SFA_API sfa_status sfa_reference_forward(const sfa_attention_params *params, int B, int Hq,
                                  int Hkv, int Tq, int Tk, int D, const float *q,
                                  const float *k, const float *v, const sfa_host_extras *ex,
@@ -493,7 +494,8 @@ SFA_API sfa_status sfa_reference_forward(const sfa_attention_params *params, int
 ** sfa_reference_forward plus dout [B, Hq, Tq, D] (float32, contiguous).
 ** Writes dq [B, Hq, Tq, D], dk and dv [B, Hkv, Tk, D] (summed over the query
 ** heads of a group) and, when dbias is not NULL (ex->bias required), dbias in
-** the shape of ex->bias (summed over its broadcast dims). Rows with no allowed
+** the shape of ex->bias (summed over its broadcast dims). The gradient goes
+** through the softcap; the ALiBi slopes get none. Rows with no allowed
 ** key contribute nothing. Both references spread large problems over
 ** threads ($SFA_REF_THREADS, default the online CPUs); the results do not
 ** depend on the thread count. */
