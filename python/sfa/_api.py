@@ -148,7 +148,7 @@ def attention(q, k, v, *, mode="dense", causal=False, causal_align="bottom_right
     _check_qkv(q, k, v)
     _check_tensors((("q", q), ("k", k), ("v", v), ("bias", bias), ("mask", mask), ("q_idx", q_idx),
                     ("k_idx", k_idx), ("q_hash", q_hash), ("k_hash", k_hash), ("alibi_slopes", alibi_slopes)))
-    softcap = float(softcap)
+    softcap = 0.0 if softcap is None else float(softcap)
     if mask is not None and mask.dtype not in (torch.bool, torch.uint8):
         raise ValueError(f"sfa: mask: dtype {mask.dtype}; must be torch.bool or torch.uint8 (True/1 = attend)")
     rows_cut = 0
