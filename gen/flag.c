@@ -15,6 +15,9 @@ static const sfa__flag flags[] = {
   F(SFA_FEAT_BIAS, "bias", "bias", "additive bias"),
   F(SFA_FEAT_MASK, "mask", "mask", "dynamic uint8 mask"),
   F(SFA_FEAT_DETERMINISTIC, "det", "deterministic", "pass bwd: no dq atomics"),
+  F(SFA_FEAT_STRICT, "strict", "strict", "strict causality: q_idx > k_idx"),
+  F(SFA_FEAT_SOFTCAP, "softcap", "softcap", "softcapped scores"),
+  F(SFA_FEAT_ALIBI, "alibi", "alibi", "ALiBi slopes"),
 };
 #define NFLAGS (sizeof flags / sizeof flags[0])
 

@@ -4,7 +4,8 @@
 ** reference applies it (docs/semantics.md), with off =
 ** Tk - Tq and diag = i + off:
 **   dense    causal: query i sees key j iff j <= diag (bottom-right)
-**   qk_drop  q_idx[i] >= k_idx[j]; q_idx -1 sees nothing, k_idx INT32_MAX is never seen
+**   qk_drop  q_idx[i] >= k_idx[j] (strict: >); q_idx -1 sees nothing, k_idx INT32_MAX is
+**            never seen
 **   hash     q_hash[i] == k_hash[j] and the qk_drop rule
 **   window   (window_left < 0 || j >= diag - window_left) and
 **            (causal ? j <= diag : window_right < 0 || j <= diag + window_right)
@@ -30,6 +31,7 @@ static const sfa__extra extras[] = {
   EX(SFA__EX_K_HASH, k_hash, "k_hash", SFA__EXTRA_INDEX, 1, SFA__EX_K_IDX, 0),
   EX(SFA__EX_BIAS, bias, "a bias", SFA__EXTRA_BIAS, 0, 0, SFA_FEAT_BIAS),
   EX(SFA__EX_MASK, mask, "a mask", SFA__EXTRA_MASK, 0, 0, SFA_FEAT_MASK),
+  EX(SFA__EX_ALIBI, alibi_slopes, "alibi_slopes", SFA__EXTRA_SLOPES, 0, 0, SFA_FEAT_ALIBI),
 };
 #define NEXTRAS (sizeof extras / sizeof extras[0])
 
@@ -55,7 +57,8 @@ const void *sfa__extra_host(const sfa__extra *e, const sfa_host_extras *hx) {
 int sfa__allowed_dense(const sfa__pair *p) { return !p->causal || p->j <= p->diag; }
 
 int sfa__allowed_qk_drop(const sfa__pair *p) {
-  return p->q_idx != -1 && p->k_idx != INT32_MAX && p->q_idx >= p->k_idx;
+  return p->q_idx != -1 && p->k_idx != INT32_MAX &&
+         (p->strict ? p->q_idx > p->k_idx : p->q_idx >= p->k_idx);
 }
 
 int sfa__allowed_hash(const sfa__pair *p) {
@@ -74,13 +77,16 @@ int sfa__allowed_window(const sfa__pair *p) {
 #define UTIL(p) (1u << (p))
 
 static const sfa__mode rows[] = {
-  {.mode = SFA_MODE_DENSE, .name = "dense", .token = "dense", .flags = SFA_FEAT_CAUSAL,
+  {.mode = SFA_MODE_DENSE, .name = "dense", .token = "dense",
+   .flags = SFA_FEAT_CAUSAL | SFA_FEAT_SOFTCAP | SFA_FEAT_ALIBI, .reads = SFA__EX_ALIBI,
    .allowed = sfa__allowed_dense},
-  {.mode = SFA_MODE_QK_DROP, .name = "qk_drop", .token = "qkdrop", .reads = IDX, .needs = IDX,
+  {.mode = SFA_MODE_QK_DROP, .name = "qk_drop", .token = "qkdrop",
+   .flags = SFA_FEAT_STRICT | SFA_FEAT_SOFTCAP, .reads = IDX, .needs = IDX,
    .causal_by_index = 1, .qmeta_ints = 1, /* q_idx */
    .allowed = sfa__allowed_qk_drop, .check_index_row = sfa__index_row_qk_drop,
    .tune_indices = sfa__tune_indices_qk_drop},
-  {.mode = SFA_MODE_HASH, .name = "hash", .token = "hash", .reads = IDX | HASH,
+  {.mode = SFA_MODE_HASH, .name = "hash", .token = "hash",
+   .flags = SFA_FEAT_STRICT | SFA_FEAT_SOFTCAP, .reads = IDX | HASH,
    .needs = IDX | HASH, .causal_by_index = 1, .qmeta_ints = 2, /* q_hash, q_idx */
    .bwd_plan = 1, /* the key tile's query range: searches of the sorted buckets */
    .short_rows = 1,
@@ -88,8 +94,8 @@ static const sfa__mode rows[] = {
    .allowed = sfa__allowed_hash, .check_index_row = sfa__index_row_hash,
    .tune_indices = sfa__tune_indices_hash},
   {.mode = SFA_MODE_WINDOW, .name = "window", .token = "window",
-   .flags = SFA_FEAT_CAUSAL | SFA_FEAT_BIAS | SFA_FEAT_MASK,
-   .reads = SFA__EX_BIAS | SFA__EX_MASK, .window = 1, .short_rows = 1,
+   .flags = SFA_FEAT_CAUSAL | SFA_FEAT_BIAS | SFA_FEAT_MASK | SFA_FEAT_SOFTCAP | SFA_FEAT_ALIBI,
+   .reads = SFA__EX_BIAS | SFA__EX_MASK | SFA__EX_ALIBI, .window = 1, .short_rows = 1,
    .utils = UTIL(SFA_PASS_TOPK), /* sfa_topk_mask makes its mask */
    .allowed = sfa__allowed_window},
 };
@@ -140,6 +146,8 @@ int sfa__mode_has_indices(const sfa__mode *m, unsigned unused) {
 unsigned sfa__mode_call_flags(const sfa__mode *m, const sfa_attention_params *p,
                               const sfa_extras *ex) {
   unsigned f = (m->flags & SFA_FEAT_CAUSAL) && p->causal ? SFA_FEAT_CAUSAL : 0u;
+  if (p->strict_causal) f |= SFA_FEAT_STRICT;
+  if (p->softcap > 0) f |= SFA_FEAT_SOFTCAP;
   for (size_t i = 0; i < NEXTRAS; i++)
     if ((m->reads & extras[i].bit) && sfa__extra_tensor(&extras[i], ex)) f |= extras[i].feat;
   return f & m->flags;

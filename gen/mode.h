@@ -34,14 +34,16 @@ struct sfa__problem; /* runtime/autotune.h */
 #define SFA__EX_K_HASH (1u << 3)
 #define SFA__EX_BIAS (1u << 4)
 #define SFA__EX_MASK (1u << 5)
+#define SFA__EX_ALIBI (1u << 6)
 
 /* The layout of a member. */
 typedef enum sfa__extra_kind {
   SFA__EXTRA_INDEX, /* int32 [B, Hq, Tq] (q side) or [B, Hkv, Tk] (k side), contiguous
                        along time, 4-byte aligned */
   SFA__EXTRA_BIAS,  /* q's dtype [B|1, Hq|Hkv|1, Tq|1, Tk] */
-  SFA__EXTRA_MASK   /* uint8, the bias's shape rules; 16-byte aligned data and batch,
+  SFA__EXTRA_MASK,  /* uint8, the bias's shape rules; 16-byte aligned data and batch,
                        head and row strides (the kernels read 16-byte vectors) */
+  SFA__EXTRA_SLOPES /* float32 [Hq] or [B, Hq], contiguous (one value per query head) */
 } sfa__extra_kind;
 
 typedef struct sfa__extra {
@@ -73,6 +75,7 @@ typedef struct sfa__pair {
   int64_t j;                 /* the key */
   int64_t diag;              /* the key aligned with the query row: i + Tk - Tq */
   int causal;                /* params.causal, where the mode takes SFA_FEAT_CAUSAL */
+  int strict;                /* params.strict_causal (qk_drop, hash): q_idx > k_idx */
   int64_t wl, wr;            /* params.window_left / window_right */
   int32_t q_idx, k_idx;      /* q_idx of the row, k_idx of the key */
   int32_t q_hash, k_hash;    /* their buckets */
@@ -134,7 +137,8 @@ int sfa__mode_takes_any(const sfa__mode *m, unsigned flags);
 int sfa__mode_has_indices(const sfa__mode *m, unsigned unused);
 
 /* The feature flags of a call of mode m with these params and extras
-** (validated): causal where the mode takes it and params.causal is 1, and the
+** (validated): causal where the mode takes it and params.causal is 1, strict
+** where params.strict_causal is 1, softcap where params.softcap > 0, and the
 ** flag of each member that is given. */
 unsigned sfa__mode_call_flags(const sfa__mode *m, const sfa_attention_params *p,
                               const sfa_extras *ex);

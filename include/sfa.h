@@ -140,10 +140,16 @@ SFA_API const char *sfa_dtype_name(int dtype);
 
 /* Feature flags of a kernel spec: what the kernel computes. (Bit 1u << 4, the
 ** mma kind in sfa before 0.2, is not a flag: it is sfa_kernel_spec.mma.) */
-#define SFA_FEAT_CAUSAL        (1u << 0) /* dense, window: causal mask (qk_drop and hash take no flags) */
+#define SFA_FEAT_CAUSAL        (1u << 0) /* dense, window: causal mask (qk_drop and hash take no
+                                            causal flag: their causality is intrinsic) */
 #define SFA_FEAT_BIAS          (1u << 1) /* window: additive bias */
 #define SFA_FEAT_MASK          (1u << 2) /* window: dynamic uint8 mask */
 #define SFA_FEAT_DETERMINISTIC (1u << 3) /* bwd: no dq (a bwddq pass makes it), no float atomics */
+#define SFA_FEAT_STRICT        (1u << 5) /* qk_drop, hash: strict causality q_idx > k_idx
+                                            (params.strict_causal) */
+#define SFA_FEAT_SOFTCAP       (1u << 6) /* every mode: scores softcapped, c tanh(s / c)
+                                            (params.softcap) */
+#define SFA_FEAT_ALIBI         (1u << 7) /* dense, window: ALiBi slopes (extras->alibi_slopes) */
 
 /* The tensor-core instructions of one kernel (sfa_kernel_spec.mma), a
 ** configuration choice like the tiles. 0 is mma.sync, so a zeroed spec is an
@@ -314,6 +320,12 @@ typedef struct sfa_attention_params {
   int window_right;   /* window: keys j <= i + off + window_right; -1 unbounded; ignored
                          with causal; must be -1 in other modes */
   int deterministic;  /* backward: no float atomics */
+  int strict_causal;  /* qk_drop, hash: 1 = a query sees key j iff q_idx > k_idx (not
+                         its own position); 0 (default) = q_idx >= k_idx. Must be 0 in
+                         the other modes */
+  float softcap;      /* 0 = off; c > 0 (finite): each score s = scale * q.k becomes
+                         c * tanh(s / c), before ALiBi, the bias and the mask (Gemma 2).
+                         Every mode */
 } sfa_attention_params;
 
 SFA_API void sfa_params_init(sfa_attention_params *p);
@@ -331,6 +343,9 @@ typedef struct sfa_extras {
   const sfa_tensor *k_hash; /* int32 [B, Hkv, Tk] (hash) */
   const sfa_tensor *bias;   /* q dtype [B, Hb, Tq|1, Tk] (window) */
   const sfa_tensor *mask;   /* uint8 [B, Hb, Tq|1, Tk] (window) */
+  const sfa_tensor *alibi_slopes; /* float32 [Hq] or [B, Hq], contiguous (dense, window):
+                                     the score of query i and key j gets
+                                     - slope[b, h] * |i + Tk - Tq - j| (no gradient) */
 } sfa_extras;
 
 /* o = attention(q, k, v). q [B, Hq, Tq, D], k and v [B, Hkv, Tk, D] (fp16 or
@@ -514,11 +529,14 @@ typedef struct sfa_host_extras {
   const uint8_t *mask;
   int mask_heads, mask_rows;
   int bias_batches, mask_batches; /* B or 1; 0 = B */
+  const float *alibi_slopes;      /* [alibi_batches, Hq] (dense, window) */
+  int alibi_batches;              /* B or 1; 0 = B */
 } sfa_host_extras;
 
 /* Float64 reference of the forward pass on host arrays in float32, contiguous
-** [B, H, T, D]. Semantics exactly as docs/semantics.md: rows with no allowed
-** key get o = 0 and lse = -inf. lse and ex may be NULL (dense needs none). */
+** [B, H, T, D]. Semantics exactly as docs/semantics.md (the modes' rules, the
+** score options strict_causal, softcap and ALiBi): rows with no allowed key
+** get o = 0 and lse = -inf. lse and ex may be NULL (dense needs none). */
 SFA_API sfa_status sfa_reference_forward(const sfa_attention_params *params, int B, int Hq,
                                  int Hkv, int Tq, int Tk, int D, const float *q,
                                  const float *k, const float *v, const sfa_host_extras *ex,
@@ -528,7 +546,8 @@ SFA_API sfa_status sfa_reference_forward(const sfa_attention_params *params, int
 ** sfa_reference_forward plus dout [B, Hq, Tq, D] (float32, contiguous).
 ** Writes dq [B, Hq, Tq, D], dk and dv [B, Hkv, Tk, D] (summed over the query
 ** heads of a group) and, when dbias is not NULL (ex->bias required), dbias in
-** the shape of ex->bias (summed over its broadcast dims). Rows with no allowed
+** the shape of ex->bias (summed over its broadcast dims). The gradient goes
+** through the softcap; the ALiBi slopes get none. Rows with no allowed
 ** key contribute nothing. Both references spread large problems over
 ** threads ($SFA_REF_THREADS, default the online CPUs); the results do not
 ** depend on the thread count. */

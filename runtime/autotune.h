@@ -137,6 +137,7 @@ typedef struct sfa__problem {
   int64_t mask_shape[4];   /* window: shape of the mask, the same rules; all 0 without */
   int hash_buckets;        /* synthetic hash inputs; 0: SFA__TUNE_HASH_BUCKETS */
   double qk_keep;          /* synthetic qk_drop inputs, in (0, 1]; 0: SFA__TUNE_QK_KEEP */
+  int64_t alibi_batches;   /* ALiBi slopes: 0 none, 1 [Hq], B [B, Hq] (synthetic slopes) */
 } sfa__problem;
 
 /* The kernel spec of a launch under the context's policy (sfa_options.tune).

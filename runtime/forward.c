@@ -94,6 +94,7 @@ void sfa__fwd_problem(sfa__problem *prob, const sfa_attention_params *params,
       if (extras->bias) prob->bias_shape[i] = extras->bias->shape[i];
       if (extras->mask) prob->mask_shape[i] = extras->mask->shape[i];
     }
+    if (extras->alibi_slopes) prob->alibi_batches = extras->alibi_slopes->rank == 2 ? prob->B : 1;
   }
 }
 

@@ -40,6 +40,7 @@
   F(X, u64, k_hash, "")                                                         \
   F(X, u64, bias, "window mode, 0 if unused")                                   \
   F(X, u64, mask, "")                                                           \
+  F(X, u64, alibi, "float32 ALiBi slopes [B|1][Hq], 0 if unused")               \
   F(X, i64, q_sb, "element strides of q: batch, head, time")                    \
   F(X, i64, q_sh, "")                                                           \
   F(X, i64, q_st, "")                                                           \
@@ -64,6 +65,7 @@
   F(X, i64, mask_sb, "0 where broadcast")                                       \
   F(X, i64, mask_sh, "")                                                        \
   F(X, i64, mask_st, "")                                                        \
+  F(X, i64, alibi_sb, "batch stride of the slopes (0: [Hq])")                   \
   F(X, i32, batch, "sizes")                                                     \
   F(X, i32, hq, "")                                                             \
   F(X, i32, hkv, "")                                                            \
@@ -75,6 +77,8 @@
   F(X, i32, window_right, "")                                                   \
   F(X, f32, scale, "softmax scale")                                             \
   F(X, f32, scale_log2, "scale * log2(e)")                                      \
+  F(X, f32, softcap, "score cap c (0 = off) and 1 / c")                         \
+  F(X, f32, softcap_inv, "")                                                    \
   F(X, i32, pad_, "to a multiple of 8 bytes")
 
 /* Passes bwd and bwddq. lse2 and delta are float workspaces of B * Hq rows of
@@ -101,6 +105,7 @@
                    "workspace")                                                 \
   F(X, u64, plan, "bwd with a plan kernel (sfa__bwd_plan): int32 [B][Hq][key "  \
                   "tiles][SFA__BWD_PLAN_INTS], written by <name>_plan; else 0") \
+  F(X, u64, alibi, "float32 ALiBi slopes [B|1][Hq], 0 if unused")               \
   F(X, i64, q_sb, "element strides of q: batch, head, time")                    \
   F(X, i64, q_sh, "")                                                           \
   F(X, i64, q_st, "")                                                           \
@@ -135,6 +140,7 @@
   F(X, i64, dbias_sb, "0 where broadcast")                                      \
   F(X, i64, dbias_sh, "")                                                       \
   F(X, i64, dbias_st, "")                                                       \
+  F(X, i64, alibi_sb, "batch stride of the slopes (0: [Hq])")                   \
   F(X, i32, batch, "sizes")                                                     \
   F(X, i32, hq, "")                                                             \
   F(X, i32, hkv, "")                                                            \
@@ -150,6 +156,8 @@
   F(X, i32, nh, "")                                                             \
   F(X, f32, scale, "softmax scale, and scale * log2(e)")                        \
   F(X, f32, scale_log2, "")                                                     \
+  F(X, f32, softcap, "score cap c (0 = off) and 1 / c")                         \
+  F(X, f32, softcap_inv, "")                                                    \
   F(X, i32, pad_, "to a multiple of 8 bytes")
 
 /* ------------------------------------------------------------ the utility kernels */

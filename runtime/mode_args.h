@@ -1,7 +1,8 @@
 /*
 ** mode_args.h -- internal: the mode members of a kernel parameter block (the
 ** index arrays of qk_drop and hash, the bias, mask and window of window
-** mode), filled from validated params and extras. sfa_fwd_args and
+** mode, the ALiBi slopes and the softcap), filled from validated params and
+** extras. sfa_fwd_args and
 ** sfa_bwd_args name these members alike, so one macro serves both
 ** (runtime/forward.c, runtime/backward.c). Nothing here names a mode:
 ** validation (gen/mode.h's table) leaves NULL every member of sfa_extras that
@@ -56,6 +57,15 @@
       (A)->mask_sb = sfa__eff_stride(t_, 0), (A)->mask_sh = sfa__eff_stride(t_, 1);          \
       (A)->mask_st = sfa__eff_stride(t_, 2);                                                 \
       (A)->mask_hdiv = (int32_t)((A)->hq / t_->shape[1]);                                    \
+    }                                                                                        \
+    if (ex_ && ex_->alibi_slopes) {                                                          \
+      const sfa_tensor *t_ = ex_->alibi_slopes;                                              \
+      (A)->alibi = (uint64_t)(uintptr_t)t_->data;                                            \
+      (A)->alibi_sb = t_->rank == 2 ? (A)->hq : 0;                                           \
+    }                                                                                        \
+    if ((P)->softcap > 0) {                                                                  \
+      (A)->softcap = (P)->softcap;                                                           \
+      (A)->softcap_inv = (float)(1.0 / (double)(P)->softcap);                                \
     }                                                                                        \
   } while (0)
 

@@ -3,8 +3,9 @@
 ** forward pass. It defines correctness: every GPU kernel is compared with it.
 ** Masking: each mode's rule of the mode table (gen/mode.c,
 ** docs/semantics.md), asked for every (query row, key) pair; the window's mask is read at
-** mask[b or 0, hm, i or 0, j]. The score is s * scale + bias[b or 0, hb, i or
-** 0, j] where a bias is given.
+** mask[b or 0, hm, i or 0, j]. The score is x = s * scale, then c tanh(x / c)
+** with a softcap c, minus slope[b or 0, h] |i + Tk - Tq - j| with ALiBi slopes,
+** plus bias[b or 0, hb, i or 0, j] where a bias is given.
 ** Query head h reads kv head h / (Hq / Hkv); a bias or mask with `heads` heads
 ** is read at head h (heads = Hq), h / (Hq / Hkv) (heads = Hkv) or 0 (heads = 1),
 ** and with `batches` = 1 at batch 0 for every b.
@@ -69,6 +70,10 @@ static sfa_status check_extras(const sfa_attention_params *p, int B, int Hq, int
       (st = check_broadcast("mask", ex->mask_batches, ex->mask_heads, ex->mask_rows, B, Hq, Hkv,
                             Tq, err, errlen)))
     return st;
+  if (ex && ex->alibi_slopes && ex->alibi_batches != 0 && ex->alibi_batches != 1 &&
+      ex->alibi_batches != B)
+    return sfa__fail(err, errlen, bad, "ex->alibi_batches: %d; must be B (%d) or 1 (0 means B)",
+                     ex->alibi_batches, B);
   return SFA_OK;
 }
 
@@ -112,6 +117,8 @@ sfa_status sfa__ref_setup(sfa__ref *r, const sfa_attention_params *params, int B
   r->B = B, r->Hq = Hq, r->Hkv = Hkv, r->Tq = Tq, r->Tk = Tk, r->D = D;
   r->group = Hq / Hkv;
   r->causal = (m->flags & SFA_FEAT_CAUSAL) && params->causal;
+  r->strict = params->strict_causal; /* validated: only where the mode takes it */
+  r->softcap = params->softcap;
   r->wl = params->window_left, r->wr = params->window_right, r->off = (int64_t)Tk - Tq;
   r->scale = params->scale > 0 ? (double)params->scale : 1.0 / sqrt((double)D);
   r->q = q, r->k = k, r->v = v;
@@ -124,6 +131,10 @@ sfa_status sfa__ref_setup(sfa__ref *r, const sfa_attention_params *params, int B
     r->bias = ex->bias;
     r->bias_batches = ex->bias_batches ? ex->bias_batches : B;
     r->bias_heads = ex->bias_heads, r->bias_rows = ex->bias_rows;
+  }
+  if (ex && ex->alibi_slopes) {
+    r->alibi = ex->alibi_slopes;
+    r->alibi_batches = ex->alibi_batches ? ex->alibi_batches : B;
   }
   if (ex && ex->mask) {
     r->mask = ex->mask;
@@ -142,7 +153,7 @@ size_t sfa__ref_bcast_row(const sfa__ref *r, int batches, int heads, int rows, i
 }
 
 double sfa__ref_forward_row(const sfa__ref *r, int b, int h, int i, double *s,
-                            unsigned char *allowed, double *o) {
+                            double *dcap, unsigned char *allowed, double *o) {
   const int D = r->D, Tk = r->Tk, hk = h / r->group;
   const size_t qrow = ((size_t)b * r->Hq + h) * r->Tq + i; /* row index of (b, h, i) */
   const size_t krow0 = ((size_t)b * r->Hkv + hk) * Tk;
@@ -159,7 +170,9 @@ double sfa__ref_forward_row(const sfa__ref *r, int b, int h, int i, double *s,
   sfa__pair pr;
   memset(&pr, 0, sizeof pr);
   pr.diag = (int64_t)i + r->off; /* the key aligned with query i */
-  pr.causal = r->causal, pr.wl = r->wl, pr.wr = r->wr;
+  pr.causal = r->causal, pr.strict = r->strict, pr.wl = r->wl, pr.wr = r->wr;
+  const double slope = r->alibi ? (double)r->alibi[(r->alibi_batches == 1 ? 0 : b) * r->Hq + h]
+                                : 0.0;
   if (r->q_idx) pr.q_idx = r->q_idx[qrow];
   if (r->q_hash) pr.q_hash = r->q_hash[qrow];
   int (*const rule)(const sfa__pair *) = r->m->allowed;
@@ -177,7 +190,15 @@ double sfa__ref_forward_row(const sfa__ref *r, int b, int h, int i, double *s,
     const float *kj = r->k + (krow0 + j) * D;
     double dot = 0;
     for (int x = 0; x < D; x++) dot += (double)qi[x] * (double)kj[x];
-    s[j] = dot * r->scale + (brow ? (double)brow[j] : 0.0);
+    double x = dot * r->scale, d = 1.0;
+    if (r->softcap > 0) {
+      const double t = tanh(x / r->softcap);
+      x = r->softcap * t;
+      d = 1.0 - t * t;
+    }
+    if (r->alibi) x -= slope * (double)llabs(pr.diag - j);
+    s[j] = x + (brow ? (double)brow[j] : 0.0);
+    if (dcap) dcap[j] = d;
     if (s[j] > m || isnan(s[j])) m = s[j]; /* NaN input gives NaN output */
   }
   memset(o, 0, (size_t)D * sizeof *o);
@@ -195,13 +216,14 @@ double sfa__ref_forward_row(const sfa__ref *r, int b, int h, int i, double *s,
 }
 
 size_t sfa__ref_scratch_bytes(const sfa__ref *r) {
-  return (size_t)r->Tk * (sizeof(double) + 1) + 2 * (size_t)r->D * sizeof(double) + 16;
+  return (size_t)r->Tk * (2 * sizeof(double) + 1) + 2 * (size_t)r->D * sizeof(double) + 16;
 }
 
-void sfa__ref_scratch_split(const sfa__ref *r, void *scratch, double **s, unsigned char **allowed,
-                            double **d1, double **d2) {
+void sfa__ref_scratch_split(const sfa__ref *r, void *scratch, double **s, double **dcap,
+                            unsigned char **allowed, double **d1, double **d2) {
   double *p = scratch;
   *s = p, p += r->Tk;
+  *dcap = p, p += r->Tk;
   *d1 = p, p += r->D;
   *d2 = p, p += r->D;
   *allowed = (unsigned char *)p;
@@ -218,12 +240,12 @@ static int fwd_unit(void *user, void *scratch, int unit) {
   const fwd_job *j = user;
   const sfa__ref *r = j->r;
   const int b = unit / r->Hq, h = unit % r->Hq, D = r->D;
-  double *s, *orow, *unused;
+  double *s, *dcap, *orow, *unused;
   unsigned char *allowed;
-  sfa__ref_scratch_split(r, scratch, &s, &allowed, &orow, &unused);
+  sfa__ref_scratch_split(r, scratch, &s, &dcap, &allowed, &orow, &unused);
   for (int i = 0; i < r->Tq; i++) {
     const size_t row = ((size_t)b * r->Hq + h) * r->Tq + i;
-    const double l = sfa__ref_forward_row(r, b, h, i, s, allowed, orow);
+    const double l = sfa__ref_forward_row(r, b, h, i, s, NULL, allowed, orow);
     for (int x = 0; x < D; x++) {
       if (j->o) j->o[row * D + x] = (float)orow[x];
       else j->o64[row * D + x] = orow[x];

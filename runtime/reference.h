@@ -23,6 +23,8 @@ typedef struct sfa__ref {
   int B, Hq, Hkv, Tq, Tk, D;
   int group;                /* Hq / Hkv: query head h reads kv head h / group */
   int causal;               /* params->causal where the mode takes the flag */
+  int strict;               /* params->strict_causal (qk_drop, hash) */
+  double softcap;           /* params->softcap: 0 = off */
   int64_t wl, wr, off;      /* window_left, window_right, Tk - Tq */
   double scale;             /* params->scale, or 1/sqrt(D) for 0 */
   const float *q, *k, *v;
@@ -31,6 +33,8 @@ typedef struct sfa__ref {
   int bias_batches, bias_heads, bias_rows; /* batches resolved: 0 became B */
   const uint8_t *mask;      /* where given (window), else NULL */
   int mask_batches, mask_heads, mask_rows;
+  const float *alibi;       /* ALiBi slopes [alibi_batches, Hq] (dense, window), else NULL */
+  int alibi_batches;        /* resolved: 0 became B */
 } sfa__ref;
 
 /* A caller's array that must not be NULL; the name goes into the message. */
@@ -55,19 +59,21 @@ size_t sfa__ref_bcast_row(const sfa__ref *r, int batches, int heads, int rows, i
                           int i);
 
 /* One query row (b, h, i) of the forward pass in double: fills s[j] (the
-** score, including the bias) and allowed[j] for every key j < Tk (s[j] is set
-** only where allowed[j]), o[0 .. D) and returns lse. A row with no allowed key,
+** score: scaled, softcapped, with ALiBi and the bias) and allowed[j] for every
+** key j < Tk (s[j] is set only where allowed[j]), where dcap is not NULL
+** dcap[j] = d s[j] / d (scale q.k) (1 - tanh^2 with a softcap, else 1), o[0 ..
+** D) and returns lse. A row with no allowed key,
 ** or whose allowed keys all score -inf, gets o = 0 and lse = -inf; then the
 ** softmax weight of key j is 0, else exp(s[j] - lse). */
 double sfa__ref_forward_row(const sfa__ref *r, int b, int h, int i, double *s,
-                            unsigned char *allowed, double *o);
+                            double *dcap, unsigned char *allowed, double *o);
 
-/* Per-thread scratch of the row routines: scores, allowed flags and two rows
-** of D doubles; sfa__ref_scratch_split carves a block of
+/* Per-thread scratch of the row routines: scores, softcap derivatives,
+** allowed flags and two rows of D doubles; sfa__ref_scratch_split carves a block of
 ** sfa__ref_scratch_bytes into them. */
 size_t sfa__ref_scratch_bytes(const sfa__ref *r);
-void sfa__ref_scratch_split(const sfa__ref *r, void *scratch, double **s, unsigned char **allowed,
-                            double **d1, double **d2);
+void sfa__ref_scratch_split(const sfa__ref *r, void *scratch, double **s, double **dcap,
+                            unsigned char **allowed, double **d1, double **d2);
 
 /* sfa_reference_forward with double outputs o [B, Hq, Tq, D] and lse (may be
 ** NULL): for finite differences, where the float32 outputs of the public call

@@ -8,7 +8,9 @@
 **   P = softmax of the allowed scores, o = P V, delta = dout . o - dlse
 **   (dlse, the gradient of lse, only in sfa_reference_backward_dlse),
 **   dP_j = dout . v_j, dZ_j = P_j (dP_j - delta),
-**   dq += scale dZ_j k_j, dk_j += scale dZ_j q, dv_j += P_j dout, dbias_j += dZ_j.
+**   dX_j = dZ_j (1 - tanh^2) with a softcap (else dZ_j),
+**   dq += scale dX_j k_j, dk_j += scale dX_j q, dv_j += P_j dout, dbias_j += dZ_j
+** (the bias and ALiBi are added after the softcap; the slopes get no gradient).
 ** dk and dv sum over the query heads of a kv group and dbias over the dims
 ** the bias broadcasts simply by accumulating into the shared element, in
 ** double, so the order of the sums does not matter at float32 output
@@ -38,16 +40,16 @@ static int bwd_unit(void *user, void *scratch, int unit) {
   const bwd_job *j = user;
   const sfa__ref *r = j->r;
   const int b = unit / r->Hkv, kvh = unit % r->Hkv, D = r->D, Tk = r->Tk;
-  double *s, *o, *dqrow;
+  double *s, *dcap, *o, *dqrow;
   unsigned char *allowed;
-  sfa__ref_scratch_split(r, scratch, &s, &allowed, &o, &dqrow);
+  sfa__ref_scratch_split(r, scratch, &s, &dcap, &allowed, &o, &dqrow);
   const size_t krow0 = ((size_t)b * r->Hkv + kvh) * Tk;
   for (int h = kvh * r->group; h < (kvh + 1) * r->group; h++)
     for (int i = 0; i < r->Tq; i++) {
       const size_t row = ((size_t)b * r->Hq + h) * r->Tq + i;
       const float *qi = r->q + row * D, *gi = j->dout + row * D;
       float *dqi = j->dq + row * D;
-      const double lse = sfa__ref_forward_row(r, b, h, i, s, allowed, o);
+      const double lse = sfa__ref_forward_row(r, b, h, i, s, dcap, allowed, o);
       if (lse == -INFINITY) { /* no key: no gradient anywhere */
         memset(dqi, 0, (size_t)D * sizeof *dqi);
         continue;
@@ -66,10 +68,10 @@ static int bwd_unit(void *user, void *scratch, int unit) {
         double *dkj = j->dk64 + (krow0 + jj) * D, *dvj = j->dv64 + (krow0 + jj) * D;
         double dp = 0;
         for (int x = 0; x < D; x++) dp += (double)gi[x] * (double)vj[x];
-        const double dz = p * (dp - delta);
+        const double dz = p * (dp - delta), dx = dz * dcap[jj]; /* through the softcap */
         for (int x = 0; x < D; x++) {
-          dqrow[x] += dz * (double)kj[x];
-          dkj[x] += r->scale * dz * (double)qi[x];
+          dqrow[x] += dx * (double)kj[x];
+          dkj[x] += r->scale * dx * (double)qi[x];
           dvj[x] += p * (double)gi[x];
         }
         if (dbrow) dbrow[jj] += dz;

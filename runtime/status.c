@@ -92,4 +92,6 @@ void sfa_params_init(sfa_attention_params *p) {
   p->window_left = -1;
   p->window_right = -1;
   p->deterministic = 0;
+  p->strict_causal = 0;
+  p->softcap = 0.0f;
 }

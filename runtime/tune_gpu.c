@@ -33,7 +33,7 @@ typedef struct gt {
   CUevent e0, e1;
   CUdeviceptr allocs[MAX_ALLOCS];
   int nalloc;
-  sfa_tensor q, k, v, o_ref, o, l_ref, l, qi, ki, qh, kh, bias, mask;
+  sfa_tensor q, k, v, o_ref, o, l_ref, l, qi, ki, qh, kh, bias, mask, slopes;
   int bwd;                  /* pass bwd: o_ref and l_ref hold the forward's o and lse */
   sfa_tensor dout, dq, dk, dv, dq_ref, dk_ref, dv_ref;
   sfa_kernel *kdq;          /* bwd with det: the default bwddq kernel */
@@ -237,6 +237,27 @@ static int make_window_extras(gt *g, uint64_t *rng, sfa_dtype dt) {
   return 0;
 }
 
+/* ALiBi slopes [alibi_batches, Hq] (rank 1 for one batch): ALiBi's
+** geometric slopes 2^(-8 (h + 1) / Hq), the same for every batch. */
+static int make_slopes(gt *g) {
+  const sfa__problem *p = g->prob;
+  const int64_t shape[2] = {p->alibi_batches, p->Hq};
+  const int rank = p->alibi_batches > 1 ? 2 : 1;
+  int rc = make_tensor(g, &g->slopes, SFA_DTYPE_FP32, rank, rank == 2 ? shape : shape + 1, 4);
+  size_t n = numel(&g->slopes);
+  float *h = rc ? NULL : malloc(n * sizeof *h);
+  if (!rc && !h) rc = (int)SFA_ERR_OUT_OF_MEMORY;
+  for (size_t i = 0; !rc && i < n; i++)
+    h[i] = (float)pow(2.0, -8.0 * (double)(i % (size_t)p->Hq + 1) / (double)p->Hq);
+  if (!rc) {
+    CUresult r = g->d->cuMemcpyHtoD((CUdeviceptr)(uintptr_t)g->slopes.data, h, n * sizeof *h);
+    if (r != CUDA_SUCCESS) rc = cu_fail(g, r, "cuMemcpyHtoD (tuning slopes)");
+  }
+  free(h);
+  if (!rc) g->ex.alibi_slopes = &g->slopes;
+  return rc;
+}
+
 /* ------------------------------------------------------------ set-up */
 
 size_t sfa__tune_gpu_scratch_bytes(const sfa__problem *p, sfa_dtype dtype, int D) {
@@ -252,6 +273,7 @@ size_t sfa__tune_gpu_scratch_bytes(const sfa__problem *p, sfa_dtype dtype, int D
   const int64_t *b = p->bias_shape, *m = p->mask_shape;
   bytes += (size_t)(b[0] * b[1] * b[2] * b[3]) * 2;
   bytes += (size_t)(m[0] * m[1] * m[2] * ((m[3] + 15) / 16 * 16));
+  bytes += (size_t)(p->alibi_batches * p->Hq) * 4;
   (void)dtype;
   return bytes;
 }
@@ -327,6 +349,7 @@ static int setup(gt *g, const sfa_kernel_spec *base) {
   const sfa__mode *m = sfa__mode_find(p->params->mode);
   if (m->tune_indices) rc = make_index_extras(g, m, &rng);
   if (!rc && (m->reads & (SFA__EX_BIAS | SFA__EX_MASK))) rc = make_window_extras(g, &rng, dt);
+  if (!rc && p->alibi_batches > 0 && (m->reads & SFA__EX_ALIBI)) rc = make_slopes(g);
   if (rc) return rc;
   g->exp = m->reads ? &g->ex : NULL;
   /* The synthetic call must be one sfa_forward would accept. */

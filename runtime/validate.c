@@ -174,6 +174,24 @@ sfa_status sfa__check_params(const sfa_attention_params *p, char *err, size_t er
     return sfa__fail(err, errlen, bad,
                      "params.scale: %g; must be finite and >= 0 (0 means 1/sqrt(head dim))",
                      (double)p->scale);
+  if (p->strict_causal != 0 && p->strict_causal != 1)
+    return sfa__fail(err, errlen, bad, "params.strict_causal: %d; must be 0 or 1",
+                     p->strict_causal);
+  if (p->strict_causal && !(m->flags & SFA_FEAT_STRICT)) {
+    char modes[64];
+    int n = sfa__mode_list(modes, sizeof modes, 0, " and ", sfa__mode_takes_any, SFA_FEAT_STRICT);
+    return sfa__fail(err, errlen, bad,
+                     "params.strict_causal: 1; strict causality (q_idx > k_idx) applies to "
+                     "mode%s %s only (use 0 with %s)",
+                     n == 1 ? "" : "s", modes, m->name);
+  }
+  if (!isfinite(p->softcap) || p->softcap < 0)
+    return sfa__fail(err, errlen, bad,
+                     "params.softcap: %g; must be finite and >= 0 (0 = no softcapping)",
+                     (double)p->softcap);
+  if (p->softcap > 0 && !(m->flags & SFA_FEAT_SOFTCAP))
+    return sfa__fail(err, errlen, bad, "params.softcap: %g; mode %s takes no softcapping",
+                     (double)p->softcap, m->name);
   if (m->window) {
     if (p->window_left < -1)
       return sfa__fail(err, errlen, bad,
@@ -276,6 +294,32 @@ static sfa_status check_bcast(sfa_context *ctx, const char *nm, const sfa_tensor
   return SFA_OK;
 }
 
+/* ALiBi slopes: float32 [Hq] or [B, Hq], contiguous, 4-byte aligned. */
+static sfa_status check_slopes(sfa_context *ctx, const char *nm, const sfa_tensor *t, int64_t B,
+                               int64_t Hq) {
+  const sfa_status bad = SFA_ERR_INVALID_ARGUMENT;
+  char a[96];
+  if (t->dtype != SFA_DTYPE_FP32)
+    return sfa__error(ctx, bad, "%s: dtype %s, expected fp32", nm, sfa__dtype_str(t->dtype));
+  if (t->rank != 1 && t->rank != 2)
+    return sfa__error(ctx, bad, "%s.rank: %d; must be 1 ([Hq]) or 2 ([B, Hq])", nm, t->rank);
+  if (t->shape[t->rank - 1] != Hq || (t->rank == 2 && t->shape[0] != B)) {
+    sfa__tensor_shape_str(t, a, sizeof a);
+    return sfa__error(ctx, bad, "%s: shape %s; must be [Hq] = [%lld] or [B, Hq] = [%lld, %lld]",
+                      nm, a, (long long)Hq, (long long)B, (long long)Hq);
+  }
+  if (!t->data) return sfa__error(ctx, bad, "%s: data is NULL", nm);
+  if ((uintptr_t)t->data % 4 != 0)
+    return sfa__error(ctx, bad, "%s: data %p is not 4-byte aligned", nm, t->data);
+  if (Hq > 1 && t->strides[t->rank - 1] != 1)
+    return sfa__error(ctx, bad, "%s: stride[%d] is %lld; the slopes must be contiguous (stride 1)",
+                      nm, t->rank - 1, (long long)t->strides[t->rank - 1]);
+  if (t->rank == 2 && B > 1 && t->strides[0] != Hq)
+    return sfa__error(ctx, bad, "%s: stride[0] is %lld; the slopes must be contiguous (Hq = %lld)",
+                      nm, (long long)t->strides[0], (long long)Hq);
+  return SFA_OK;
+}
+
 /* "modes qk_drop and hash read q_idx", "window mode reads a bias": who reads
 ** member e (the mode table). */
 static void readers(const sfa__extra *e, char *buf, size_t n) {
@@ -335,6 +379,9 @@ sfa_status sfa__validate_extras(sfa_context *ctx, const sfa_attention_params *p,
       break;
     case SFA__EXTRA_MASK:
       st = check_bcast(ctx, nm, t, SFA_DTYPE_UINT8, "", B, Hq, Hkv, Tq, Tk);
+      break;
+    case SFA__EXTRA_SLOPES:
+      st = check_slopes(ctx, nm, t, B, Hq);
       break;
     default:
       st = sfa__error(ctx, SFA_ERR_INTERNAL, "extras->%s: no layout rule", e[i].name);
@@ -443,6 +490,7 @@ sfa_status sfa__validate_forward(sfa_context *ctx, const sfa_attention_params *p
     {"extras->q_idx", ex->q_idx}, {"extras->k_idx", ex->k_idx},
     {"extras->q_hash", ex->q_hash}, {"extras->k_hash", ex->k_hash},
     {"extras->bias", ex->bias}, {"extras->mask", ex->mask},
+    {"extras->alibi_slopes", ex->alibi_slopes},
   };
   const sfa__named_tensor out[] = {{"o", o}, {"lse", lse}};
   return sfa__check_disjoint(ctx, out, 2, in, sizeof in / sizeof in[0]);
@@ -511,6 +559,7 @@ sfa_status sfa__validate_backward(sfa_context *ctx, const sfa_attention_params *
     {"extras->bias", ex->bias}, {"extras->mask", ex->mask},
     {"extras->q_idx", ex->q_idx}, {"extras->k_idx", ex->k_idx},
     {"extras->q_hash", ex->q_hash}, {"extras->k_hash", ex->k_hash},
+    {"extras->alibi_slopes", ex->alibi_slopes},
   };
   const sfa__named_tensor out[] = {{"dq", dq}, {"dk", dk}, {"dv", dv}, {"dbias", dbias}};
   return sfa__check_disjoint(ctx, out, 4, in, sizeof in / sizeof in[0]);

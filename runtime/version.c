@@ -25,10 +25,11 @@ static const field tensor_fields[] = {
 static const field params_fields[] = {
   F(sfa_attention_params, mode), F(sfa_attention_params, causal), F(sfa_attention_params, scale),
   F(sfa_attention_params, window_left), F(sfa_attention_params, window_right),
-  F(sfa_attention_params, deterministic), {NULL, 0}};
+  F(sfa_attention_params, deterministic), F(sfa_attention_params, strict_causal),
+  F(sfa_attention_params, softcap), {NULL, 0}};
 static const field extras_fields[] = {
   F(sfa_extras, q_idx), F(sfa_extras, k_idx), F(sfa_extras, q_hash), F(sfa_extras, k_hash),
-  F(sfa_extras, bias), F(sfa_extras, mask), {NULL, 0}};
+  F(sfa_extras, bias), F(sfa_extras, mask), F(sfa_extras, alibi_slopes), {NULL, 0}};
 static const field options_fields[] = {
   F(sfa_options, cache_dir), F(sfa_options, device), F(sfa_options, verbose),
   F(sfa_options, tune), F(sfa_options, mma), {NULL, 0}};
@@ -42,7 +43,8 @@ static const field host_extras_fields[] = {
   F(sfa_host_extras, k_hash), F(sfa_host_extras, bias), F(sfa_host_extras, bias_heads),
   F(sfa_host_extras, bias_rows), F(sfa_host_extras, mask), F(sfa_host_extras, mask_heads),
   F(sfa_host_extras, mask_rows), F(sfa_host_extras, bias_batches),
-  F(sfa_host_extras, mask_batches), {NULL, 0}};
+  F(sfa_host_extras, mask_batches), F(sfa_host_extras, alibi_slopes),
+  F(sfa_host_extras, alibi_batches), {NULL, 0}};
 #undef F
 
 static const struct {

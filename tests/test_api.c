@@ -57,6 +57,8 @@ START_TEST(params_init) {
   ck_assert_int_eq(p.window_left, -1);
   ck_assert_int_eq(p.window_right, -1);
   ck_assert_int_eq(p.deterministic, 0);
+  ck_assert_int_eq(p.strict_causal, 0);
+  ck_assert(p.softcap == 0.0f);
   sfa_params_init(NULL);
 }
 END_TEST
@@ -605,6 +607,66 @@ START_TEST(fwd_extras_unexpected) {
 }
 END_TEST
 
+/* The score options: strict causality in qk_drop and hash only, a finite
+** softcap >= 0, ALiBi slopes float32 [Hq] or [B, Hq], contiguous, in dense
+** and window only. */
+START_TEST(fwd_score_options) {
+  P.p.strict_causal = 1;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "params.strict_causal: 1; strict causality (q_idx > k_idx) "
+         "applies to modes qk_drop and hash only", "use 0 with dense");
+  set_mode(SFA_MODE_WINDOW);
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "params.strict_causal: 1", "use 0 with window");
+  set_mode(SFA_MODE_HASH);
+  P.p.strict_causal = 2;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "params.strict_causal: 2; must be 0 or 1", NULL);
+  P.p.strict_causal = 0;
+  P.p.softcap = -1.0f;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "params.softcap: -1; must be finite and >= 0", NULL);
+  P.p.softcap = NAN;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "params.softcap: nan", NULL);
+  P.p.softcap = INFINITY;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "params.softcap: inf", NULL);
+  P.p.softcap = 0.0f;
+
+  sfa_tensor sl;
+  const int64_t hq[1] = {4}, bhq[2] = {2, 4};
+  sfa_tensor_init(&sl, (void *)0x7f0000c00000, SFA_DTYPE_FP32, 1, hq);
+  set_mode(SFA_MODE_QK_DROP);
+  P.ex.alibi_slopes = &sl;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT,
+         "extras->alibi_slopes: only modes dense and window read alibi_slopes",
+         "must be NULL in mode qk_drop");
+  reset();
+  P.use_ex = 1, P.ex.alibi_slopes = &sl;
+  sl.dtype = SFA_DTYPE_FP16;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "extras->alibi_slopes: dtype fp16, expected fp32", NULL);
+  const int64_t r3[3] = {2, 4, 1};
+  sfa_tensor_init(&sl, (void *)0x7f0000c00000, SFA_DTYPE_FP32, 3, r3);
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "extras->alibi_slopes.rank: 3; must be 1 ([Hq]) or 2", NULL);
+  const int64_t three[1] = {3}, wrong_b[2] = {3, 4};
+  sfa_tensor_init(&sl, (void *)0x7f0000c00000, SFA_DTYPE_FP32, 1, three);
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "extras->alibi_slopes: shape [3]; must be [Hq] = [4] or "
+         "[B, Hq] = [2, 4]", NULL);
+  sfa_tensor_init(&sl, (void *)0x7f0000c00000, SFA_DTYPE_FP32, 2, wrong_b);
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "extras->alibi_slopes: shape [3, 4]", NULL);
+  sfa_tensor_init(&sl, (void *)0x7f0000c00002, SFA_DTYPE_FP32, 2, bhq);
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "extras->alibi_slopes: data", "not 4-byte aligned");
+  sfa_tensor_init(&sl, (void *)0x7f0000c00000, SFA_DTYPE_FP32, 2, bhq);
+  sl.strides[1] = 2, sl.strides[0] = 8;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "extras->alibi_slopes: stride[1] is 2", "contiguous");
+  sl.strides[1] = 1, sl.strides[0] = 5;
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "extras->alibi_slopes: stride[0] is 5", "contiguous");
+  /* o may not overlap the slopes */
+  sfa_tensor_init(&sl, P.o.data, SFA_DTYPE_FP32, 2, bhq);
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "o: its memory overlaps extras->alibi_slopes", NULL);
+  /* valid: past validation (no driver on CI: another status) */
+  sfa_tensor_init(&sl, (void *)0x7f0000c00000, SFA_DTYPE_FP32, 2, bhq);
+  P.p.softcap = 50.0f;
+  sfa_status st = run_forward();
+  ck_assert_msg(st != SFA_ERR_INVALID_ARGUMENT, "%s", sfa_last_error(P.ctx));
+}
+END_TEST
+
 START_TEST(fwd_index_dtype) {
   set_mode(SFA_MODE_QK_DROP);
   P.qi.dtype = SFA_DTYPE_FP16;
@@ -893,6 +955,7 @@ int main(void) {
   tcase_add_test(fwd, fwd_disjoint_views_of_one_buffer);
   tcase_add_test(fwd, fwd_extras_missing);
   tcase_add_test(fwd, fwd_extras_unexpected);
+  tcase_add_test(fwd, fwd_score_options);
   tcase_add_test(fwd, fwd_index_dtype);
   tcase_add_test(fwd, fwd_index_shape);
   tcase_add_test(fwd, fwd_index_stride);

@@ -5,7 +5,8 @@
 ** utility kernels; 250 distinct variants for sm_80, 394 for sm_90 with the
 ** other mma kind) for sm_80 and sm_90 each, and every tile config of the
 ** dense-tiles sweep (dense bf16 d64/d128, 100 variants) for sm_90. Each cubin
-** must be an ELF file. Also: a syntax error gives SFA_ERR_COMPILE with the
+** must be an ELF file; and 24 variants of the score options (strict,
+** softcap, alibi) in every pass. Also: a syntax error gives SFA_ERR_COMPILE with the
 ** log, and the option string is stable. Compiles run on as many threads as
 ** there are CPUs (16 at most); on 2 busy shared cores the whole suite took
 ** about 10 minutes (1.6 to 1.8 s per variant).
@@ -146,6 +147,36 @@ START_TEST(dense_tiles_sm90) {
 }
 END_TEST
 
+/* The score options of issue 19 (strict, softcap, alibi), which no preset
+** ships: each flag set in every pass (fwd, bwd, bwd + det, bwddq) on sm_90
+** (wgmma where the default takes it), and fwd and bwd on sm_80 (mma.sync). */
+START_TEST(score_options) {
+  static const struct { sfa_mode mode; unsigned flags; } sets[] = {
+    {SFA_MODE_QK_DROP, SFA_FEAT_STRICT | SFA_FEAT_SOFTCAP},
+    {SFA_MODE_HASH, SFA_FEAT_STRICT},
+    {SFA_MODE_DENSE, SFA_FEAT_CAUSAL | SFA_FEAT_SOFTCAP | SFA_FEAT_ALIBI},
+    {SFA_MODE_WINDOW, SFA_FEAT_BIAS | SFA_FEAT_MASK | SFA_FEAT_SOFTCAP | SFA_FEAT_ALIBI},
+  };
+  static const struct { sfa_pass pass; unsigned extra; } passes[] = {
+    {SFA_PASS_FWD, 0}, {SFA_PASS_BWD, 0}, {SFA_PASS_BWD, SFA_FEAT_DETERMINISTIC},
+    {SFA_PASS_BWD_DQ, 0}};
+  nvariants = 0;
+  for (size_t i = 0; i < sizeof sets / sizeof sets[0]; i++)
+    for (size_t p = 0; p < 4; p++)
+      for (int arch = 80; arch <= 90; arch += 10) {
+        if (arch == 80 && p >= 2) continue;
+        sfa_kernel_spec s = {passes[p].pass, sets[i].mode, i % 2 ? SFA_DTYPE_FP16 : SFA_DTYPE_BF16,
+                             64, 0, 0, 0, 0, arch, sets[i].flags | passes[p].extra,
+                             SFA_SPEC_MMA_SYNC};
+        char err[256] = "";
+        ck_assert_msg(sfa_spec_default(&s, err, sizeof err) == SFA_OK, "%s", err);
+        add(&s);
+      }
+  ck_assert_int_eq(nvariants, 4 * (4 + 2));
+  compile_all("score options (strict, softcap, alibi)");
+}
+END_TEST
+
 START_TEST(syntax_error_gives_log) {
   sfa_kernel_spec s = {SFA_PASS_FWD, SFA_MODE_DENSE, SFA_DTYPE_BF16, 64, 128, 64, 4, 2, 80, 0,
                        SFA_SPEC_MMA_SYNC};
@@ -224,6 +255,7 @@ int main(void) {
   tcase_add_test(tc, options_and_version);
   tcase_add_test(tc, syntax_error_gives_log);
   tcase_add_test(tc, log_on_success_and_bad_args);
+  tcase_add_test(tc, score_options);
   tcase_add_test(tc, presets_sm80);
   tcase_add_test(tc, presets_sm90);
   tcase_add_test(tc, dense_tiles_sm90);

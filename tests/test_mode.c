@@ -43,7 +43,8 @@ START_TEST(rows_are_the_modes_in_enum_order) {
 END_TEST
 
 START_TEST(rows_agree_with_themselves) {
-  const unsigned problem_flags = SFA_FEAT_CAUSAL | SFA_FEAT_BIAS | SFA_FEAT_MASK;
+  const unsigned problem_flags = SFA_FEAT_CAUSAL | SFA_FEAT_BIAS | SFA_FEAT_MASK |
+                                 SFA_FEAT_STRICT | SFA_FEAT_SOFTCAP | SFA_FEAT_ALIBI;
   const unsigned index = SFA__EX_Q_IDX | SFA__EX_K_IDX;
   size_t n = 0, ne = 0;
   const sfa__mode *t = sfa__mode_table(&n);
@@ -60,6 +61,10 @@ START_TEST(rows_agree_with_themselves) {
     ck_assert_int_eq(idx, m->tune_indices != NULL);
     ck_assert_msg(!m->causal_by_index || (idx && !(m->flags & SFA_FEAT_CAUSAL)),
                   "%s: causality by index means index arrays and no causal flag", m->name);
+    ck_assert_msg(!(m->flags & SFA_FEAT_STRICT) || m->causal_by_index,
+                  "%s: strict causality is q_idx > k_idx: only with causality by index", m->name);
+    ck_assert_msg((m->flags & SFA_FEAT_SOFTCAP) != 0, "%s: softcapping is mode-independent",
+                  m->name);
     ck_assert(m->qmeta_ints >= 0 && m->qmeta_ints <= 2);
     /* a member's flag is the mode's where it reads the member */
     for (size_t k = 0; k < ne; k++)
@@ -133,22 +138,35 @@ START_TEST(call_flags) {
   p.causal = 0, ex.bias = &t, ex.mask = NULL;
   ck_assert_uint_eq(sfa__mode_call_flags(sfa__mode_find(SFA_MODE_WINDOW), &p, &ex),
                     SFA_FEAT_BIAS);
+  /* the score options: softcap where params.softcap > 0, alibi where the slopes are given,
+     strict where params.strict_causal is set */
+  p.softcap = 30.f, ex.bias = NULL, ex.alibi_slopes = &t;
+  ck_assert_uint_eq(sfa__mode_call_flags(sfa__mode_find(SFA_MODE_WINDOW), &p, &ex),
+                    SFA_FEAT_SOFTCAP | SFA_FEAT_ALIBI);
+  ck_assert_uint_eq(sfa__mode_call_flags(sfa__mode_find(SFA_MODE_DENSE), &p, &ex),
+                    SFA_FEAT_SOFTCAP | SFA_FEAT_ALIBI);
+  p.softcap = 0.f, p.strict_causal = 1;
+  ck_assert_uint_eq(sfa__mode_call_flags(sfa__mode_find(SFA_MODE_HASH), &p, NULL),
+                    SFA_FEAT_STRICT);
+  ck_assert_uint_eq(sfa__mode_call_flags(sfa__mode_find(SFA_MODE_QK_DROP), &p, NULL),
+                    SFA_FEAT_STRICT);
 }
 END_TEST
 
 START_TEST(extras_members_in_struct_order) {
   size_t ne = 0;
   const sfa__extra *e = sfa__extras(&ne);
-  ck_assert_uint_eq(ne, 6);
-  static const char *const names[] = {"q_idx", "k_idx", "q_hash", "k_hash", "bias", "mask"};
-  sfa_tensor t[6];
-  sfa_extras ex = {&t[0], &t[1], &t[2], &t[3], &t[4], &t[5]};
+  ck_assert_uint_eq(ne, 7);
+  static const char *const names[] = {"q_idx", "k_idx", "q_hash", "k_hash", "bias", "mask",
+                                       "alibi_slopes"};
+  sfa_tensor t[7];
+  sfa_extras ex = {&t[0], &t[1], &t[2], &t[3], &t[4], &t[5], &t[6]};
   const int32_t a[4] = {0};
-  const float f[1] = {0};
+  const float f[2] = {0};
   const uint8_t u[1] = {0};
   sfa_host_extras hx = {.q_idx = &a[0], .k_idx = &a[1], .q_hash = &a[2], .k_hash = &a[3],
-                        .bias = f, .mask = u};
-  const void *host[6] = {&a[0], &a[1], &a[2], &a[3], f, u};
+                        .bias = f, .mask = u, .alibi_slopes = &f[1]};
+  const void *host[7] = {&a[0], &a[1], &a[2], &a[3], f, u, &f[1]};
   for (size_t i = 0; i < ne; i++) {
     ck_assert_str_eq(e[i].name, names[i]);
     ck_assert_uint_eq(e[i].bit, 1u << i);

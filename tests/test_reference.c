@@ -324,6 +324,92 @@ START_TEST(hash_rule) {
 }
 END_TEST
 
+/* Strict causality: the tables of qk_drop_rule and hash_rule without the
+** diagonal (a query does not see the key at its own position). */
+START_TEST(strict_rules) {
+  enum { Tq = 5, Tk = 6, D = 8 };
+  float q[Tq * D] = {0}, k[Tk * D], v[Tk * D] = {0}, o[Tq * D], lse[Tq];
+  uint64_t s = 24;
+  for (int i = 0; i < Tk * D; i++) k[i] = (float)tu_rand_normal(&s);
+  for (int j = 0; j < Tk; j++) v[j * D + j] = 1.0f;
+  sfa_attention_params p;
+  sfa_params_init(&p);
+  p.mode = SFA_MODE_QK_DROP;
+  p.strict_causal = 1;
+  int32_t qi[Tq] = {0, 2, 5, -1, 7}, ki[Tk] = {0, 1, 3, 5, 7, INT32_MAX};
+  ref_ok(&p, 1, 1, 1, Tq, Tk, D, q, k, v, qi, ki, NULL, NULL, o, lse);
+  const int want[Tq][Tk] = {
+    {0, 0, 0, 0, 0, 0}, /* q_idx 0 = the first key's: nothing */
+    {1, 1, 0, 0, 0, 0}, {1, 1, 1, 0, 0, 0}, /* 5 does not see 5 */
+    {0, 0, 0, 0, 0, 0}, {1, 1, 1, 1, 0, 0}, /* 7 does not see 7 */
+  };
+  for (int i = 0; i < Tq; i++) expect_allowed(o + i * D, lse[i], D, Tk, want[i]);
+  p.mode = SFA_MODE_HASH;
+  int32_t qh[Tq] = {0, 0, 1, 1, 2}, hqi[Tq] = {1, 4, 0, 6, 3};
+  int32_t kh[Tk] = {0, 0, 1, 1, 1, 3}, hki[Tk] = {2, 4, 0, 5, 6, 1};
+  ref_ok(&p, 1, 1, 1, Tq, Tk, D, q, k, v, hqi, hki, qh, kh, o, lse);
+  const int hwant[Tq][Tk] = {
+    {0, 0, 0, 0, 0, 0}, {1, 0, 0, 0, 0, 0}, /* bucket 0 at 4: not the key at 4 */
+    {0, 0, 0, 0, 0, 0}, /* bucket 1 at 0: the key at 0 is its own position */
+    {0, 0, 1, 1, 0, 0}, {0, 0, 0, 0, 0, 0},
+  };
+  for (int i = 0; i < Tq; i++) expect_allowed(o + i * D, lse[i], D, Tk, hwant[i]);
+}
+END_TEST
+
+/* Softcap by hand: one query, keys with scores 3 and 0 (scale 1), cap 2:
+** p0 = 1 / (1 + exp(-2 tanh(3 / 2))), lse = log(exp(2 tanh(1.5)) + 1). */
+START_TEST(softcap_by_hand) {
+  const float q[2] = {3, 0}, k[4] = {1, 0, 0, 0}, v[4] = {1, 0, 0, 1};
+  float o[2], lse;
+  sfa_attention_params p = dense(0);
+  p.scale = 1.0f, p.softcap = 2.0f;
+  ref_ex(&p, 1, 1, 1, 1, 2, 2, q, k, v, NULL, o, &lse);
+  const double s0 = 2.0 * tanh(1.5), p0 = 1.0 / (1.0 + exp(-s0));
+  ck_assert_msg(fabs(o[0] - p0) < 1e-6 && fabs(o[1] - (1 - p0)) < 1e-6, "o = %g %g, want %g",
+                o[0], o[1], p0);
+  ck_assert(fabs(lse - log(exp(s0) + 1.0)) < 1e-6);
+  p.softcap = 1000.0f; /* a cap far above the scores changes almost nothing */
+  ref_ex(&p, 1, 1, 1, 1, 2, 2, q, k, v, NULL, o, &lse);
+  ck_assert(fabs(o[0] - 1.0 / (1.0 + exp(-3.0))) < 1e-5);
+}
+END_TEST
+
+/* ALiBi by hand: zero scores, so the weights are exp(-slope |i + Tk - Tq - j|)
+** (bottom-right aligned); per head ([Hq]) and per (batch, head) ([B, Hq]);
+** with causal the keys right of the diagonal drop out. */
+START_TEST(alibi_by_hand) {
+  enum { B = 2, H = 2, Tq = 2, Tk = 3, D = 3 };
+  float q[B * H * Tq * D] = {0}, k[B * H * Tk * D] = {0}, v[B * H * Tk * D] = {0};
+  float o[B * H * Tq * D], lse[B * H * Tq];
+  for (int bh = 0; bh < B * H; bh++)
+    for (int j = 0; j < Tk; j++) v[(bh * Tk + j) * D + j] = 1.0f;
+  const float slopes[B * H] = {0.5f, 1.0f, 0.25f, 2.0f};
+  for (int per_batch = 0; per_batch < 2; per_batch++)
+    for (int causal = 0; causal < 2; causal++) {
+      sfa_attention_params p = dense(causal);
+      sfa_host_extras ex = {.alibi_slopes = slopes, .alibi_batches = per_batch ? B : 1};
+      ref_ex(&p, B, H, H, Tq, Tk, D, q, k, v, &ex, o, lse);
+      for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++)
+          for (int i = 0; i < Tq; i++) {
+            const double m = slopes[(per_batch ? b : 0) * H + h];
+            double w[Tk], sum = 0;
+            for (int j = 0; j < Tk; j++) {
+              w[j] = causal && j > i + Tk - Tq ? 0.0 : exp(-m * abs(i + Tk - Tq - j));
+              sum += w[j];
+            }
+            const size_t row = ((size_t)b * H + h) * Tq + i;
+            for (int j = 0; j < Tk; j++)
+              ck_assert_msg(fabs(o[row * D + j] - w[j] / sum) < 1e-6,
+                            "b %d h %d i %d j %d causal %d: %g, want %g", b, h, i, j, causal,
+                            o[row * D + j], w[j] / sum);
+            ck_assert(fabs(lse[row] - log(sum)) < 1e-6);
+          }
+    }
+}
+END_TEST
+
 START_TEST(explicit_scale_and_nan) {
   const int T = 6, D = 16;
   float *q = randn(T * D, 21, 1), *k = randn(T * D, 22, 1), *v = randn(T * D, 23, 1);
@@ -596,6 +682,27 @@ START_TEST(argument_errors) {
   p = dense(0);
   p.window_left = 3;
   expect_error(bad, "params.window_left/window_right: 3/-1", &p, 1, 1, 1, 2, 2, 16, x, NULL, o);
+  p = dense(0);
+  p.strict_causal = 1;
+  expect_error(bad, "params.strict_causal: 1; strict causality (q_idx > k_idx) applies to modes "
+               "qk_drop and hash only (use 0 with dense)", &p, 1, 1, 1, 2, 2, 16, x, NULL, o);
+  p.strict_causal = 2;
+  expect_error(bad, "params.strict_causal: 2; must be 0 or 1", &p, 1, 1, 1, 2, 2, 16, x, NULL, o);
+  p = dense(0);
+  p.softcap = -1.0f;
+  expect_error(bad, "params.softcap: -1; must be finite and >= 0", &p, 1, 1, 1, 2, 2, 16, x, NULL,
+               o);
+  p.softcap = NAN;
+  expect_error(bad, "params.softcap: nan", &p, 1, 1, 1, 2, 2, 16, x, NULL, o);
+  p.softcap = INFINITY;
+  expect_error(bad, "params.softcap: inf", &p, 1, 1, 1, 2, 2, 16, x, NULL, o);
+  p = dense(0);
+  sfa_host_extras aex = {.alibi_slopes = x, .alibi_batches = 3};
+  expect_error(bad, "ex->alibi_batches: 3; must be B (2) or 1", &p, 2, 1, 1, 2, 2, 16, x, &aex, o);
+  p.mode = SFA_MODE_QK_DROP;
+  aex.q_idx = aex.k_idx = idx, aex.alibi_batches = 0;
+  expect_error(bad, "ex->alibi_slopes: only mode dense and window reads it; must be NULL in mode "
+               "qk_drop", &p, 1, 1, 1, 2, 2, 16, x, &aex, o);
 
   /* Missing and unexpected extras. */
   sfa_host_extras ex = {0};
@@ -681,6 +788,9 @@ int main(void) {
   tcase_add_test(t, bottom_right_alignment);
   tcase_add_test(t, qk_drop_rule);
   tcase_add_test(t, hash_rule);
+  tcase_add_test(t, strict_rules);
+  tcase_add_test(t, softcap_by_hand);
+  tcase_add_test(t, alibi_by_hand);
   tcase_add_test(t, explicit_scale_and_nan);
   tcase_add_test(t, window_matches_naive);
   tcase_add_test(t, window_rule);

@@ -249,6 +249,42 @@ START_TEST(fd_hash) {
 }
 END_TEST
 
+/* The score options of issue 19: softcap (the gradient through c tanh(s / c),
+** with scores large enough that tanh bends), ALiBi slopes per head and per
+** (batch, head) with a bias on top (the slopes get no gradient), and strict
+** causality in qk_drop and hash. */
+START_TEST(fd_score_options) {
+  for (int c = 0; c < 6; c++) {
+    static const char *const names[6] = {"dense causal softcap", "window softcap bias",
+                                         "dense alibi [Hq]", "window causal alibi [B, Hq] "
+                                         "softcap", "qk_drop strict softcap", "hash strict"};
+    prob P;
+    const sfa_mode mode = c == 4 ? SFA_MODE_QK_DROP : c == 5 ? SFA_MODE_HASH
+                          : c % 2 ? SFA_MODE_WINDOW : SFA_MODE_DENSE;
+    prob_init(&P, names[c], params(mode, c == 0 || c == 3, c == 1 ? 3 : -1, -1), 2, 4, 2, 6, 7,
+              8, 700 + 10 * c);
+    float slopes[8] = {0.5f, 0.25f, 0.125f, 0.0625f, 0.3f, 0.05f, 0.2f, 0.7f};
+    if (c == 0 || c == 1 || c == 3 || c == 4) P.p.softcap = c == 3 ? 0.5f : 0.6f, P.p.scale = 1.0f;
+    if (c == 2 || c == 3) {
+      P.ex.alibi_slopes = slopes, P.ex.alibi_batches = c == 2 ? 1 : 2;
+      P.has_ex = 1;
+    }
+    if (c == 1) {
+      P.nbias = (size_t)2 * 4 * 6 * 7;
+      P.bias = randn(P.nbias, 790, 1.0);
+      P.ex.bias = P.bias, P.ex.bias_heads = 4, P.ex.bias_rows = 6;
+      P.has_ex = 1;
+    }
+    if (c >= 4) {
+      P.p.strict_causal = 1;
+      make_indices(&P, c == 5 ? 2 : 0, 800 + c);
+    }
+    check_all(&P);
+    prob_free(&P);
+  }
+}
+END_TEST
+
 START_TEST(fd_window) {
   /* B Hq Hkv Tq Tk D left right causal */
   const int cases[][9] = {
@@ -602,6 +638,7 @@ int main(void) {
   tcase_add_test(t, fd_qk_drop);
   tcase_add_test(t, fd_hash);
   tcase_add_test(t, fd_window);
+  tcase_add_test(t, fd_score_options);
   tcase_add_test(t, fd_bias_broadcast);
   tcase_add_test(t, empty_rows_contribute_nothing);
   tcase_add_test(t, dbias_is_reduction_of_full);

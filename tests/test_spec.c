@@ -191,7 +191,7 @@ START_TEST(flags_rule) {
   expect(&s, SFA_OK, NULL, NULL);
   s.flags = SFA_FEAT_BIAS;
   expect(&s, SFA_ERR_INVALID_ARGUMENT, "flags: bias is not allowed with mode dense",
-         "dense, which allows causal; bias applies to mode window");
+         "dense, which allows causal, softcap, alibi; bias applies to mode window");
   s.flags = SFA_FEAT_MASK | SFA_FEAT_CAUSAL;
   expect(&s, SFA_ERR_INVALID_ARGUMENT, "flags: mask is not allowed with mode dense",
          "mask applies to mode window");
@@ -309,10 +309,18 @@ START_TEST(flags_per_mode) {
   expect(&s, SFA_ERR_INVALID_ARGUMENT, "flags: causal is not allowed with mode qk_drop",
          "q_idx >= k_idx is intrinsic");
   s.mode = SFA_MODE_HASH;
-  expect(&s, SFA_ERR_INVALID_ARGUMENT, "mode hash, which allows no flags", NULL);
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "mode hash, which allows strict, softcap", NULL);
   s.flags = SFA_FEAT_MASK;
   expect(&s, SFA_ERR_INVALID_ARGUMENT, "mask is not allowed with mode hash",
-         "hash, which allows no flags; mask applies to mode window");
+         "hash, which allows strict, softcap; mask applies to mode window");
+  s.flags = SFA_FEAT_ALIBI;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "alibi is not allowed with mode hash",
+         "alibi applies to modes dense and window");
+  s.mode = SFA_MODE_WINDOW;
+  s.flags = SFA_FEAT_STRICT;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "strict is not allowed with mode window",
+         "strict applies to modes qk_drop and hash");
+  s.mode = SFA_MODE_HASH;
   s.mode = SFA_MODE_WINDOW;
   s.flags = SFA_FEAT_CAUSAL | SFA_FEAT_BIAS | SFA_FEAT_MASK | SFA_FEAT_DETERMINISTIC;
   expect(&s, SFA_ERR_INVALID_ARGUMENT, "flags: det applies to pass bwd only", NULL);
@@ -491,6 +499,20 @@ START_TEST(name_round_trip) {
                       count++;
                     }
   ck_assert_int_gt(count, 10000);
+  /* every combination of every flag (strict, softcap, alibi too), with both mma kinds */
+  count = 0;
+  for (int mo = 0; mo < 4; mo++)
+    for (unsigned f = 0; f < 256; f++) {
+      sfa_kernel_spec s = {SFA_PASS_BWD, (sfa_mode)mo, SFA_DTYPE_BF16, 64, 64, 128, 4, 2, 90,
+                           f & ~16u, f & 16u ? SFA_SPEC_MMA_WGMMA : SFA_SPEC_MMA_SYNC};
+      sfa_kernel_spec back;
+      char name[SFA__NAME_MAX], err[256];
+      ck_assert_int_eq(sfa_spec_name(&s, name, sizeof name), SFA_OK);
+      ck_assert_msg(sfa_spec_parse(name, &back, err, sizeof err) == SFA_OK, "%s: %s", name, err);
+      ck_assert_msg(memcmp(&s, &back, sizeof s) == 0, "%s differs", name);
+      count++;
+    }
+  ck_assert_int_eq(count, 4 * 256);
 }
 END_TEST
 
@@ -511,12 +533,12 @@ START_TEST(parse_errors) {
   parse_fails("sfa_fwd_dense_causal_causal_bf16_d128_m128n64_w4s1_sm90", "bad token 'causal'");
   parse_fails("sfa_fwd_dense_bias_causal_bf16_d128_m128n64_w4s1_sm90", "order causal, bias");
   parse_fails("sfa_fwd_dense_wg_causal_bf16_d128_m64n128_w4s1_sm90",
-              "order causal, bias, mask, det, wg");
+              "order causal, bias, mask, det, strict, softcap, alibi, wg");
   parse_fails("sfa_bwd_dense_wg_det_bf16_d128_m64n128_w8s2_sm90",
-              "order causal, bias, mask, det, wg");
+              "order causal, bias, mask, det, strict, softcap, alibi, wg");
   parse_fails("sfa_fwd_dense_wg_wg_bf16_d128_m64n128_w4s1_sm90", "bad token 'wg'");
   parse_fails("sfa_fwd_dense_wgmma_bf16_d128_m64n128_w4s1_sm90",
-              "a flag (causal, bias, mask, det, wg) or the dtype");
+              "a flag (causal, bias, mask, det, strict, softcap, alibi, wg) or the dtype");
   parse_fails("sfa_fwd_dense_bf16_128_m128n64_w4s1_sm90", "bad token '128'");
   parse_fails("sfa_fwd_dense_bf16_d0128_m128n64_w4s1_sm90", "bad token 'd0128'");
   parse_fails("sfa_fwd_dense_bf16_d128x_m128n64_w4s1_sm90", "bad token 'd128x'");

@@ -98,7 +98,7 @@ def _top_left(q, k, v, bias, mask, mode, causal, wl, wr):
 
 def attention(q, k, v, *, mode="dense", causal=False, causal_align="bottom_right", scale=None, window=(-1, -1),
               q_idx=None, k_idx=None, q_hash=None, k_hash=None, bias=None, mask=None, deterministic=False,
-              return_lse=False):
+              return_lse=False, strict_causal=False, softcap=0.0, alibi_slopes=None):
     """Differentiable sfa attention: o [B, Hq, Tq, D] from q [B, Hq, Tq, D] and
     k, v [B, Hkv, Tk, D] (fp16 or bf16 CUDA tensors on one GPU; Hq a multiple
     of Hkv: GQA/MQA). With return_lse=True: (o, lse), lse float32 [B, Hq, Tq]
@@ -113,6 +113,15 @@ def attention(q, k, v, *, mode="dense", causal=False, causal_align="bottom_right
     replaces right by 0; optional bias [B|1, Hq|Hkv|1, Tq|1, Tk] in q's dtype
     and a bool/uint8 mask, True/1 = attend, of the same shape rules).
     scale: None = 1/sqrt(D), else > 0.
+
+    Score options (docs/semantics.md, "Scores"): softcap=c > 0 caps every
+    score s = scale * q.k as c * tanh(s / c) (Gemma 2; every mode; 0 = off);
+    alibi_slopes, a float tensor [Hq] or [B, Hq] on q's device (dense and
+    window), adds -slope[b, h] * |i + Tk - Tq - j| to the score of query i and
+    key j (ALiBi, bottom-right aligned as causal; no [Tq, Tk] tensor is made;
+    the slopes get no gradient; not with causal_align="top_left"), before the
+    bias; strict_causal=True (qk_drop and hash) makes their causality strict,
+    q_idx > k_idx: a query does not see its own position.
 
     causal_align: where the diagonal of `causal` (and of the window) lies
     when Tq != Tk. "bottom_right" (default, sfa's own and FlashAttention's):
@@ -134,11 +143,15 @@ def attention(q, k, v, *, mode="dense", causal=False, causal_align="bottom_right
     if causal_align == "top_left" and mode not in ("dense", "window"):
         raise ValueError(f"sfa: causal_align='top_left' applies to modes dense and window; mode {mode} "
                          "has its own causality (q_idx >= k_idx)")
+    if causal_align == "top_left" and alibi_slopes is not None:
+        raise ValueError("sfa: alibi_slopes with causal_align='top_left' is not supported: the ALiBi "
+                         "distance |i + Tk - Tq - j| is measured from the bottom-right diagonal")
     wl, wr = check_window(window)
     scale = check_scale(scale)
     _check_qkv(q, k, v)
     _check_tensors((("q", q), ("k", k), ("v", v), ("bias", bias), ("mask", mask), ("q_idx", q_idx),
-                    ("k_idx", k_idx), ("q_hash", q_hash), ("k_hash", k_hash)))
+                    ("k_idx", k_idx), ("q_hash", q_hash), ("k_hash", k_hash), ("alibi_slopes", alibi_slopes)))
+    softcap = 0.0 if softcap is None else float(softcap)
     if mask is not None and mask.dtype not in (torch.bool, torch.uint8):
         raise ValueError(f"sfa: mask: dtype {mask.dtype}; must be torch.bool or torch.uint8 (True/1 = attend)")
     rows_cut = 0
@@ -146,7 +159,7 @@ def attention(q, k, v, *, mode="dense", causal=False, causal_align="bottom_right
         q, k, v, bias, mask, mode, causal, wl, wr, rows_cut = _top_left(q, k, v, bias, mask, mode,
                                                                         bool(causal), wl, wr)
     o, lse = _ops.attention_fwd(q, k, v, bias, mask, q_idx, k_idx, q_hash, k_hash, mode, bool(causal), scale,
-                                wl, wr, bool(deterministic))
+                                wl, wr, bool(deterministic), alibi_slopes, bool(strict_causal), softcap)
     if rows_cut:
         o = F.pad(o, (0, 0, 0, rows_cut))
         lse = F.pad(lse, (0, rows_cut), value=-math.inf)
@@ -275,7 +288,7 @@ def hash_attention(q, k, v, q_bucket, k_bucket, num_buckets, **kw):
     """Hash-sparse attention from unsorted tensors: sort by (bucket, position),
     attend (mode "hash"), scatter the output back to the original order.
     q [B,Hq,T,D] with q_bucket int32 [B,Hq,T]; k, v [B,Hkv,T,D] with k_bucket
-    int32 [B,Hkv,T]; kw: scale, deterministic.
+    int32 [B,Hkv,T]; kw: scale, deterministic, strict_causal, softcap.
 
     Differentiable: when a gradient is needed (grad mode on and q, k or v
     requires grad), sfa_hash_prepare makes only the permutation (idx, hash),
@@ -379,42 +392,47 @@ def merge_attention(outs, lses, *, out_dtype=None):
 # ------------------------------------------------------------------ plain calls
 
 def forward(q, k, v, *, mode="dense", causal=False, scale=None, window=(-1, -1), q_idx=None,
-            k_idx=None, q_hash=None, k_hash=None, bias=None, mask=None, out=None, return_lse=False):
+            k_idx=None, q_hash=None, k_hash=None, bias=None, mask=None, out=None, return_lse=False,
+            strict_causal=False, softcap=0.0, alibi_slopes=None):
     """Forward pass, no autograd, bottom-right causal. q [B, Hq, Tq, D],
     k/v [B, Hkv, Tk, D]; returns o (and lse); o is written into out when
-    given."""
+    given. strict_causal, softcap, alibi_slopes: as in attention()."""
     check_choice("mode", mode, list(_capi.MODE))
     wl, wr = check_window(window)
     scale = check_scale(scale)
     _check_qkv(q, k, v)
     _check_tensors((("q", q), ("k", k), ("v", v), ("bias", bias), ("mask", mask), ("q_idx", q_idx),
-                    ("k_idx", k_idx), ("q_hash", q_hash), ("k_hash", k_hash), ("out", out)))
+                    ("k_idx", k_idx), ("q_hash", q_hash), ("k_hash", k_hash), ("out", out),
+                    ("alibi_slopes", alibi_slopes)))
     o = out if out is not None else _calls.out_like(q)
     lse = torch.empty(q.shape[:-1], device=q.device, dtype=torch.float32)
     with torch.no_grad():
         _calls.forward_into(q, k, v, o, lse, mode, causal, scale, wl, wr,
-                            dict(q_idx=q_idx, k_idx=k_idx, q_hash=q_hash, k_hash=k_hash, bias=bias, mask=mask))
+                            dict(q_idx=q_idx, k_idx=k_idx, q_hash=q_hash, k_hash=k_hash, bias=bias, mask=mask,
+                                 alibi_slopes=alibi_slopes), bool(strict_causal), float(softcap))
     return (o, lse) if return_lse else o
 
 
 def backward(q, k, v, o, lse, dout, *, mode="dense", causal=False, scale=None, window=(-1, -1),
              q_idx=None, k_idx=None, q_hash=None, k_hash=None, bias=None, mask=None,
-             deterministic=False, bias_grad=False, dlse=None):
+             deterministic=False, bias_grad=False, dlse=None, strict_causal=False, softcap=0.0,
+             alibi_slopes=None):
     """Gradients of forward, no autograd: returns (dq, dk, dv, dbias or None).
     o and lse are forward's outputs (forward(..., return_lse=True)); dout has
     o's shape; dlse (float32, lse's shape) is the gradient of lse, if any.
-    dbias is made when bias_grad is true and there is a bias."""
+    dbias is made when bias_grad is true and there is a bias.
+    strict_causal, softcap, alibi_slopes: as given to forward."""
     check_choice("mode", mode, list(_capi.MODE))
     wl, wr = check_window(window)
     scale = check_scale(scale)
     _check_qkv(q, k, v)
     _check_tensors((("q", q), ("k", k), ("v", v), ("o", o), ("lse", lse), ("dout", dout), ("bias", bias),
                     ("mask", mask), ("q_idx", q_idx), ("k_idx", k_idx), ("q_hash", q_hash), ("k_hash", k_hash),
-                    ("dlse", dlse)))
+                    ("dlse", dlse), ("alibi_slopes", alibi_slopes)))
     dq, dk, dv = _calls.out_like(q), _calls.out_like(k), _calls.out_like(v)
     db = torch.empty(bias.shape, device=bias.device, dtype=bias.dtype) if bias_grad and bias is not None else None
     with torch.no_grad():
         _calls.backward_into(dout, q, k, v, o, lse, dq, dk, dv, db, mode, causal, scale, wl, wr, deterministic,
-                             dict(q_idx=q_idx, k_idx=k_idx, q_hash=q_hash, k_hash=k_hash, bias=bias, mask=mask),
-                             dlse)
+                             dict(q_idx=q_idx, k_idx=k_idx, q_hash=q_hash, k_hash=k_hash, bias=bias, mask=mask,
+                                  alibi_slopes=alibi_slopes), bool(strict_causal), float(softcap), dlse)
     return dq, dk, dv, db

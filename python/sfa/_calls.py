@@ -149,6 +149,16 @@ def mask_ready(t):
     return out.expand(shape)
 
 
+def slopes_ready(t):
+    """ALiBi slopes as sfa reads them: float32, contiguous ([Hq] or [B, Hq])."""
+    if t is None:
+        return None
+    if not t.is_floating_point():
+        raise ValueError(f"sfa: alibi_slopes: dtype {t.dtype}; must be a floating-point tensor "
+                         "(it is read as float32)")
+    return t.detach().to(torch.float32).contiguous()
+
+
 def index_ready(idx, hsh):
     """Index arrays contiguous along time, and q_hash with q_idx's strides
     (the kernel reads both with one set)."""
@@ -171,7 +181,7 @@ def out_like(t):
 
 # ------------------------------------------------------------------ calls
 
-def _params(mode, causal, scale, window_left, window_right, deterministic):
+def _params(mode, causal, scale, window_left, window_right, deterministic, strict_causal=False, softcap=0.0):
     if mode not in _capi.MODE:
         raise ValueError(f"sfa: mode must be one of {', '.join(_capi.MODE)}, not {mode!r}")
     p = _capi.Params()
@@ -182,6 +192,8 @@ def _params(mode, causal, scale, window_left, window_right, deterministic):
     p.window_left = check_int("window[0] (left)", window_left, -1)
     p.window_right = check_int("window[1] (right)", window_right, -1)
     p.deterministic = int(bool(deterministic))
+    p.strict_causal = int(bool(strict_causal))
+    p.softcap = 0.0 if softcap is None else float(softcap)  # the library checks the value
     return p
 
 
@@ -189,7 +201,7 @@ def _extras(ex):
     """sfa_extras and the sfa_tensor structs it points at (kept alive by the caller)."""
     e = _capi.Extras()
     keep = []
-    for name in ("q_idx", "k_idx", "q_hash", "k_hash", "bias", "mask"):
+    for name in ("q_idx", "k_idx", "q_hash", "k_hash", "bias", "mask", "alibi_slopes"):
         d = describe(ex.get(name), name)
         if d is not None:
             keep.append(d)
@@ -203,14 +215,16 @@ def _ready_extras(ex):
     ex["k_idx"], ex["k_hash"] = index_ready(ex.get("k_idx"), ex.get("k_hash"))
     ex["bias"] = bias_ready(ex.get("bias"))
     ex["mask"] = mask_ready(ex.get("mask"))
+    ex["alibi_slopes"] = slopes_ready(ex.get("alibi_slopes"))
     return ex
 
 
-def forward_into(q, k, v, o, lse, mode, causal, scale, window_left, window_right, extras):
+def forward_into(q, k, v, o, lse, mode, causal, scale, window_left, window_right, extras, strict_causal=False,
+                 softcap=0.0):
     """sfa_forward into o (and lse, may be None). extras: dict of q_idx, k_idx,
-    q_hash, k_hash, bias, mask (None = absent). Inputs are copied where their
-    layout needs it; o and lse must be writable by sfa as they are."""
-    p = _params(mode, causal, scale, window_left, window_right, False)
+    q_hash, k_hash, bias, mask, alibi_slopes (None = absent). Inputs are copied
+    where their layout needs it; o and lse must be writable by sfa as they are."""
+    p = _params(mode, causal, scale, window_left, window_right, False, strict_causal, softcap)
     q, k, v = rows_aligned(q), rows_aligned(k), rows_aligned(v)
     ex = _ready_extras(extras)
     e, keep = _extras(ex)
@@ -223,10 +237,10 @@ def forward_into(q, k, v, o, lse, mode, causal, scale, window_left, window_right
 
 
 def backward_into(dout, q, k, v, o, lse, dq, dk, dv, dbias, mode, causal, scale, window_left, window_right,
-                  deterministic, extras, dlse=None):
+                  deterministic, extras, strict_causal=False, softcap=0.0, dlse=None):
     """sfa_backward into dq, dk, dv (and dbias, may be None); with dlse (the
     gradient of lse, float32 [B, Hq, Tq]) sfa_backward_dlse."""
-    p = _params(mode, causal, scale, window_left, window_right, deterministic)
+    p = _params(mode, causal, scale, window_left, window_right, deterministic, strict_causal, softcap)
     q, k, v, o, dout = (rows_aligned(t) for t in (q, k, v, o, dout))
     if dlse is not None and dlse.shape[-1] > 1 and dlse.stride(-1) != 1:  # e.g. an expanded gradient
         dlse = dlse.contiguous()

@@ -142,12 +142,13 @@ class Tensor(ctypes.Structure):
 class Params(ctypes.Structure):
     _fields_ = [("mode", ctypes.c_int), ("causal", ctypes.c_int), ("scale", ctypes.c_float),
                 ("window_left", ctypes.c_int), ("window_right", ctypes.c_int),
-                ("deterministic", ctypes.c_int)]
+                ("deterministic", ctypes.c_int), ("strict_causal", ctypes.c_int),
+                ("softcap", ctypes.c_float)]
 
 
 class Extras(ctypes.Structure):
     _fields_ = [(n, ctypes.POINTER(Tensor)) for n in
-                ("q_idx", "k_idx", "q_hash", "k_hash", "bias", "mask")]
+                ("q_idx", "k_idx", "q_hash", "k_hash", "bias", "mask", "alibi_slopes")]
 
 
 class Options(ctypes.Structure):
@@ -168,7 +169,8 @@ class HostExtras(ctypes.Structure):
                 ("bias", ctypes.POINTER(ctypes.c_float)), ("bias_heads", ctypes.c_int),
                 ("bias_rows", ctypes.c_int), ("mask", ctypes.POINTER(ctypes.c_uint8)),
                 ("mask_heads", ctypes.c_int), ("mask_rows", ctypes.c_int), ("bias_batches", ctypes.c_int),
-                ("mask_batches", ctypes.c_int)]
+                ("mask_batches", ctypes.c_int), ("alibi_slopes", ctypes.POINTER(ctypes.c_float)),
+                ("alibi_batches", ctypes.c_int)]
 
 
 # (ctypes struct, sfa_abi_struct kind, C name); a ctypes field named "x_" is C's "x"

@@ -2,8 +2,10 @@
 torch.compile(fullgraph=True) sees them as single graph nodes, and autograd.
 
   sfa::attention_fwd  (q, k, v, bias?, mask?, q_idx?, k_idx?, q_hash?, k_hash?, mode, causal,
-                       scale?, window_left, window_right, deterministic) -> (o, lse)
-  sfa::attention_bwd  (dout, q, k, v, o, lse, extras..., the same options, bias_grad, dlse?)
+                       scale?, window_left, window_right, deterministic, alibi_slopes? = None,
+                       strict_causal = False, softcap = 0.0) -> (o, lse)
+  sfa::attention_bwd  (dout, q, k, v, o, lse, extras..., the same options, bias_grad, dlse?,
+                       alibi_slopes? = None, strict_causal = False, softcap = 0.0)
                        -> (dq, dk, dv, dbias)   dbias is an empty tensor unless bias_grad;
                        dlse: the gradient of lse (sfa_backward_dlse), None for none
   sfa::hash_prepare   (bucket, num_buckets, x?, x2?) -> (idx, hash, x_sorted, x2_sorted)
@@ -16,10 +18,10 @@ Each has a fake (meta) implementation giving the output shapes and strides;
 attention_fwd has its autograd formula (register_autograd): the backward is
 attention_bwd, which takes the gradients of both o and lse (lse is
 differentiable: dS gets P * dlse, folded into the backward's delta); index
-arrays and the mask get no gradient; dbias only when the bias requires grad.
-merge_attention's backward is torch ops (w_n = exp(lse_n - lse), 0 where
-lse_n = -inf): do_n = w_n * do, dlse_n = w_n * (sum_d do * (o_n - o) + dlse).
-The real implementations are the calls of _calls.py."""
+arrays, the mask and the ALiBi slopes get no gradient; dbias only when the
+bias requires grad. merge_attention's backward is torch ops (w_n = exp(lse_n
+- lse), 0 where lse_n = -inf): do_n = w_n * do, dlse_n = w_n * (sum_d do *
+(o_n - o) + dlse). The real implementations are the calls of _calls.py."""
 from typing import Optional, Tuple
 
 import torch
@@ -36,17 +38,19 @@ _EMPTY = (0,)
 def attention_fwd(q: Tensor, k: Tensor, v: Tensor, bias: Optional[Tensor], mask: Optional[Tensor],
                   q_idx: Optional[Tensor], k_idx: Optional[Tensor], q_hash: Optional[Tensor],
                   k_hash: Optional[Tensor], mode: str, causal: bool, scale: Optional[float], window_left: int,
-                  window_right: int, deterministic: bool) -> Tuple[Tensor, Tensor]:
+                  window_right: int, deterministic: bool, alibi_slopes: Optional[Tensor] = None,
+                  strict_causal: bool = False, softcap: float = 0.0) -> Tuple[Tensor, Tensor]:
     o = _calls.out_like(q)
     lse = torch.empty(q.shape[:-1], device=q.device, dtype=torch.float32)
     _calls.forward_into(q, k, v, o, lse, mode, causal, scale, window_left, window_right,
-                        dict(q_idx=q_idx, k_idx=k_idx, q_hash=q_hash, k_hash=k_hash, bias=bias, mask=mask))
+                        dict(q_idx=q_idx, k_idx=k_idx, q_hash=q_hash, k_hash=k_hash, bias=bias, mask=mask,
+                             alibi_slopes=alibi_slopes), strict_causal, softcap)
     return o, lse
 
 
 @attention_fwd.register_fake
 def _(q, k, v, bias, mask, q_idx, k_idx, q_hash, k_hash, mode, causal, scale, window_left, window_right,
-      deterministic):
+      deterministic, alibi_slopes=None, strict_causal=False, softcap=0.0):
     return _calls.out_like(q), q.new_empty(q.shape[:-1], dtype=torch.float32)
 
 
@@ -55,20 +59,21 @@ def attention_bwd(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse:
                   mask: Optional[Tensor], q_idx: Optional[Tensor], k_idx: Optional[Tensor],
                   q_hash: Optional[Tensor], k_hash: Optional[Tensor], mode: str, causal: bool,
                   scale: Optional[float], window_left: int, window_right: int, deterministic: bool,
-                  bias_grad: bool, dlse: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+                  bias_grad: bool, dlse: Optional[Tensor] = None, alibi_slopes: Optional[Tensor] = None,
+                  strict_causal: bool = False, softcap: float = 0.0) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     dq, dk, dv = _calls.out_like(q), _calls.out_like(k), _calls.out_like(v)
     with_db = bias_grad and bias is not None
     db = torch.empty(bias.shape, device=bias.device, dtype=bias.dtype) if with_db else q.new_empty(_EMPTY)
     _calls.backward_into(dout, q, k, v, o, lse, dq, dk, dv, db if with_db else None, mode, causal, scale,
                          window_left, window_right, deterministic,
-                         dict(q_idx=q_idx, k_idx=k_idx, q_hash=q_hash, k_hash=k_hash, bias=bias, mask=mask),
-                         dlse)
+                         dict(q_idx=q_idx, k_idx=k_idx, q_hash=q_hash, k_hash=k_hash, bias=bias, mask=mask,
+                              alibi_slopes=alibi_slopes), strict_causal, softcap, dlse)
     return dq, dk, dv, db
 
 
 @attention_bwd.register_fake
 def _(dout, q, k, v, o, lse, bias, mask, q_idx, k_idx, q_hash, k_hash, mode, causal, scale, window_left,
-      window_right, deterministic, bias_grad, dlse=None):
+      window_right, deterministic, bias_grad, dlse=None, alibi_slopes=None, strict_causal=False, softcap=0.0):
     if bias_grad and bias is not None:
         db = bias.new_empty(bias.shape)
     else:
@@ -78,20 +83,21 @@ def _(dout, q, k, v, o, lse, bias, mask, q_idx, k_idx, q_hash, k_hash, mode, cau
 
 def _fwd_setup_context(ctx, inputs, output):
     (q, k, v, bias, mask, q_idx, k_idx, q_hash, k_hash, mode, causal, scale, window_left, window_right,
-     deterministic) = inputs
+     deterministic, alibi_slopes, strict_causal, softcap) = inputs
     o, lse = output
-    ctx.save_for_backward(q, k, v, o, lse, bias, mask, q_idx, k_idx, q_hash, k_hash)
+    ctx.save_for_backward(q, k, v, o, lse, bias, mask, q_idx, k_idx, q_hash, k_hash, alibi_slopes)
     ctx.options = (mode, causal, scale, window_left, window_right, deterministic)
+    ctx.score = (strict_causal, softcap)
 
 
 def _fwd_backward(ctx, dout, dlse):
-    q, k, v, o, lse, bias, mask, q_idx, k_idx, q_hash, k_hash = ctx.saved_tensors
+    q, k, v, o, lse, bias, mask, q_idx, k_idx, q_hash, k_hash, alibi_slopes = ctx.saved_tensors
     bias_grad = bias is not None and ctx.needs_input_grad[3]
     if dout is None:  # only lse was used
         dout = torch.zeros_like(o)
     dq, dk, dv, db = attention_bwd(dout, q, k, v, o, lse, bias, mask, q_idx, k_idx, q_hash, k_hash,
-                                   *ctx.options, bias_grad, dlse)
-    return (dq, dk, dv, db if bias_grad else None) + (None,) * 11
+                                   *ctx.options, bias_grad, dlse, alibi_slopes, *ctx.score)
+    return (dq, dk, dv, db if bias_grad else None) + (None,) * 14
 
 
 attention_fwd.register_autograd(_fwd_backward, setup_context=_fwd_setup_context)

@@ -47,6 +47,10 @@ def _host_extras(capi, ex, B):
         m = ex["mask"]
         he.mask = arr(m.to(torch.bool), ctypes.c_uint8, torch.uint8)
         he.mask_batches, he.mask_heads, he.mask_rows = m.shape[0], m.shape[1], m.shape[2]
+    if ex.get("alibi_slopes") is not None:
+        a = ex["alibi_slopes"]
+        he.alibi_slopes = arr(a, ctypes.c_float, torch.float32)
+        he.alibi_batches = a.shape[0] if a.dim() == 2 else 1
     return he, keep
 
 
@@ -58,12 +62,14 @@ def _check(st, err):
 def make(sfa):
     capi, calls = sfa._capi, sfa._calls
 
-    def forward_into(q, k, v, o, lse, mode, causal, scale, window_left, window_right, extras):
-        p = calls._params(mode, causal, scale, window_left, window_right, False)
+    def forward_into(q, k, v, o, lse, mode, causal, scale, window_left, window_right, extras, strict_causal=False,
+                     softcap=0.0):
+        p = calls._params(mode, causal, scale, window_left, window_right, False, strict_causal, softcap)
         for t in (q, k, v):  # the layout helpers run as on the GPU path
             calls.rows_aligned(t)
         calls.bias_ready(extras.get("bias"))
         calls.mask_ready(extras.get("mask"))
+        calls.slopes_ready(extras.get("alibi_slopes"))
         B, Hq, Tq, D = q.shape
         Hkv, Tk = k.shape[1], k.shape[2]
         qf, kf, vf = _f32(q), _f32(k), _f32(v)
@@ -79,8 +85,8 @@ def make(sfa):
             lse.copy_(lf)
 
     def backward_into(dout, q, k, v, o, lse, dq, dk, dv, dbias, mode, causal, scale, window_left, window_right,
-                      deterministic, extras, dlse=None):
-        p = calls._params(mode, causal, scale, window_left, window_right, deterministic)
+                      deterministic, extras, strict_causal=False, softcap=0.0, dlse=None):
+        p = calls._params(mode, causal, scale, window_left, window_right, deterministic, strict_causal, softcap)
         B, Hq, Tq, D = q.shape
         Hkv, Tk = k.shape[1], k.shape[2]
         qf, kf, vf, df = _f32(q), _f32(k), _f32(v), _f32(dout)

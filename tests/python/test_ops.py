@@ -7,7 +7,9 @@ gives eager's gradients; sfa.scaled_dot_product_attention against
 torch.nn.functional.scaled_dot_product_attention in float64 (is_causal with
 Tq < Tk, Tq > Tk, Tq == Tk; bool and float masks; GQA; scale, also 0 and
 negative) for the output and every gradient; causal_align="top_left" in
-window mode; return_lse.
+window mode; return_lse; the score options (softcap, ALiBi slopes, strict
+causality) against a float64 torch version, output and gradients, and their
+errors.
 
 Every case runs twice where a GPU exists: on "cpu-ref", where the binding's
 GPU calls are replaced by the library's float64 CPU reference (refbackend.py:
@@ -284,18 +286,31 @@ def _opcheck(backend):
         kb = torch.randint(0, nb, (B, Hkv, T), device=device, dtype=torch.int32)
         _, _, qi, qh = sfa.hash_prepare(qb, nb, None)
         _, _, ki, kh = sfa.hash_prepare(kb, nb, None)
+        slopes = torch.rand(B, Hq, device=device) * 0.2
+        pos = torch.arange(T, device=device, dtype=torch.int32)
+        qd_q, qd_k = pos.expand(B, Hq, T).contiguous(), (pos * 2).expand(B, Hkv, T).contiguous()
         cases = [
-            ("dense causal GQA", (q, k, v, None, None, None, None, None, None, "dense", True, None, -1, -1, False)),
-            ("window + bias + mask", (q, k, v, bias, mask, None, None, None, None, "window", False, 0.2, 9, 3, False)),
-            ("hash deterministic", (q, k, v, None, None, qi, ki, qh, kh, "hash", False, None, -1, -1, True)),
+            ("dense causal GQA", (q, k, v, None, None, None, None, None, None, "dense", True, None, -1, -1, False), ()),
+            ("window + bias + mask", (q, k, v, bias, mask, None, None, None, None, "window", False, 0.2, 9, 3, False),
+             ()),
+            ("hash deterministic", (q, k, v, None, None, qi, ki, qh, kh, "hash", False, None, -1, -1, True), ()),
+            ("dense causal softcap + alibi", (q, k, v, None, None, None, None, None, None, "dense", True, None, -1,
+                                              -1, False), (slopes, False, 2.0)),
+            ("window + bias, alibi [Hq]", (q, k, v, bias, None, None, None, None, None, "window", False, None, 20, 5,
+                                           False), (slopes[0], False, 0.0)),
+            ("qk_drop strict softcap", (q, k, v, None, None, qd_q, qd_k, None, None, "qk_drop", False, None, -1, -1,
+                                        False), (None, True, 3.0)),
+            ("hash strict", (q, k, v, None, None, qi, ki, qh, kh, "hash", False, None, -1, -1, False),
+             (None, True, 0.0)),
         ]
-        for name, args in cases:
+        for name, args, score in cases:
+            args = args + score
             torch.library.opcheck(op_f, args)
             with torch.no_grad():
                 o, lse = op_f(*args)
             dout = torch.randn_like(o)
             bias_grad = args[3] is not None
-            bargs = (dout, *(a.detach() for a in args[:3]), o, lse, *args[3:9]) + args[9:] + (bias_grad,)
+            bargs = (dout, *(a.detach() for a in args[:3]), o, lse, *args[3:9]) + args[9:15] + (bias_grad,) + score
             bargs = tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in bargs)
             torch.library.opcheck(op_b, bargs)
         x = torch.randn(B, Hq, T, D, device=device, dtype=DTYPE)
@@ -314,6 +329,124 @@ def opcheck_cpu_ref():
 @test(needs_cuda=True)
 def opcheck_cuda():
     _opcheck("cuda")
+
+
+# ------------------------------------------------------------------ score options
+
+def score_ref(q, k, v, scale, allowed, softcap=0.0, slopes=None):
+    """manual_ref with the score options of docs/semantics.md: s = scale q.k,
+    then softcap * tanh(s / softcap), then - slope[b, h] |i + Tk - Tq - j|."""
+    g = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(g, 1), v.repeat_interleave(g, 1)
+    s = (q @ k.transpose(-1, -2)) * scale
+    if softcap:
+        s = softcap * torch.tanh(s / softcap)
+    if slopes is not None:
+        tq, tk = q.shape[2], k.shape[2]
+        i = torch.arange(tq, device=q.device)[:, None]
+        j = torch.arange(tk, device=q.device)[None, :]
+        dist = (i + tk - tq - j).abs().to(torch.float64)
+        sl = slopes.to(torch.float64).reshape(-1, q.shape[1], 1, 1)
+        s = s - sl * dist
+    s = s.masked_fill(~allowed, -math.inf)
+    p = torch.softmax(s, -1).nan_to_num(0.0)
+    return p @ v
+
+
+def _score_options(backend):
+    ctx, device, D = on(backend)
+    with ctx:
+        torch.manual_seed(29)
+        B, Hq, Hkv = 2, 4, 2
+        # dense causal, Tq < Tk and Tq > Tk, softcap and ALiBi [Hq] / [B, Hq]
+        for tq, tk, per_batch in ((37, 70, False), (70, 37, True)):
+            inputs = [rand(B, Hq, tq, D, device=device), rand(B, Hkv, tk, D, device=device),
+                      rand(B, Hkv, tk, D, device=device)]
+            slopes = torch.rand((B, Hq) if per_batch else (Hq,), device=device) * 0.3
+            scale = 2.0 / math.sqrt(D)
+            allowed = (torch.arange(tk, device=device)[None, :] <=
+                       torch.arange(tq, device=device)[:, None] + tk - tq).expand(B, Hq, tq, tk)
+
+            def run_sfa(q, k, v, slopes=slopes, scale=scale):
+                return sfa.attention(q, k, v, causal=True, scale=scale, softcap=1.5, alibi_slopes=slopes)
+
+            def run_ref(q, k, v, slopes=slopes, scale=scale, allowed=allowed):
+                return score_ref(q, k, v, scale, allowed, 1.5, slopes)
+            compare(f"dense causal softcap alibi Tq {tq} Tk {tk} [{'B, ' if per_batch else ''}Hq]", run_sfa,
+                    run_ref, inputs, TOL[DTYPE])
+        # qk_drop and hash, strict (a query does not see its own position), with softcap
+        T = 64
+        q, k, v = rand(B, Hq, T, D, device=device), rand(B, Hkv, T, D, device=device), rand(B, Hkv, T, D, device=device)
+        pos = torch.arange(T, device=device, dtype=torch.int32)
+        qi, ki = pos.expand(B, Hq, T).contiguous(), pos.expand(B, Hkv, T).contiguous()
+        g = Hq // Hkv
+        strict = qi[..., :, None] > ki.repeat_interleave(g, 1)[..., None, :]
+
+        def run_qk(q, k, v):
+            return sfa.attention(q, k, v, mode="qk_drop", q_idx=qi, k_idx=ki, strict_causal=True, softcap=2.0)
+
+        def ref_qk(q, k, v):
+            return score_ref(q, k, v, 1 / math.sqrt(D), strict, 2.0)
+        compare("qk_drop strict softcap", run_qk, ref_qk, [q, k, v], TOL[DTYPE])
+        with torch.no_grad():  # row 0 (position 0) sees nothing under strict causality
+            o, lse = sfa.attention(q, k, v, mode="qk_drop", q_idx=qi, k_idx=ki, strict_causal=True, return_lse=True)
+            assert (o[:, :, 0] == 0).all() and torch.isinf(lse[:, :, 0]).all()
+            o2, lse2 = sfa.attention(q, k, v, mode="qk_drop", q_idx=qi, k_idx=ki, return_lse=True)
+            assert torch.isfinite(lse2[:, :, 0]).all(), "without strict_causal row 0 sees its own key"
+        nb = 3
+        qb = torch.randint(0, nb, (B, Hq, T), device=device, dtype=torch.int32)
+        kb = qb[:, ::g].contiguous()  # the same buckets for the keys of each group's first head
+
+        def run_hash(q, k, v):
+            return sfa.hash_attention(q, k, v, qb, kb, nb, strict_causal=True)
+
+        def ref_hash(q, k, v):
+            same = qb[..., :, None] == kb.repeat_interleave(g, 1)[..., None, :]
+            return score_ref(q, k, v, 1 / math.sqrt(D), same & (pos[:, None] > pos[None, :]))
+        compare("hash_attention strict", run_hash, ref_hash, [q, k, v], TOL[DTYPE])
+
+
+@test()
+def score_options_cpu_ref():
+    _score_options("cpu-ref")
+
+
+@test(needs_cuda=True)
+def score_options_cuda():
+    _score_options("cuda")
+
+
+def _score_errors(backend):
+    """Messages that name the option (the library's, or the binding's). The
+    slopes' shape is checked by sfa_forward (the CPU reference has no shapes)."""
+    ctx, device, D = on(backend)
+    with ctx:
+        q = torch.randn(1, 2, 8, D, dtype=DTYPE, device=device)
+        cases = [(dict(strict_causal=True), "params.strict_causal: 1"),
+                 (dict(softcap=-1.0), "params.softcap: -1"),
+                 (dict(softcap=float("nan")), "params.softcap: nan"),
+                 (dict(alibi_slopes=torch.ones(2, dtype=torch.int32, device=device)), "alibi_slopes: dtype"),
+                 (dict(alibi_slopes=torch.ones(2, device=device), causal=True, causal_align="top_left"),
+                  "alibi_slopes with causal_align='top_left'")]
+        if device == "cuda":
+            cases.append((dict(alibi_slopes=torch.ones(3, device=device)), "alibi_slopes: shape [3]"))
+        for kw, needle in cases:
+            try:
+                sfa.attention(q, q, q, **kw)
+            except ValueError as e:
+                assert needle in str(e), f"{kw}: {e}"
+            else:
+                raise AssertionError(f"{kw}: no error")
+
+
+@test()
+def score_option_errors_cpu_ref():
+    _score_errors("cpu-ref")
+
+
+@test(needs_cuda=True)
+def score_option_errors_cuda():
+    _score_errors("cuda")
 
 
 # ------------------------------------------------------------------ torch.compile
