@@ -310,7 +310,9 @@ def _opcheck(backend):
                 o, lse = op_f(*args)
             dout = torch.randn_like(o)
             bias_grad = args[3] is not None
-            bargs = (dout, *(a.detach() for a in args[:3]), o, lse, *args[3:9]) + args[9:15] + (bias_grad,) + score
+            # attention_bwd: ..., bias_grad, dlse, then the score options
+            bargs = (dout, *(a.detach() for a in args[:3]), o, lse, *args[3:9]) + args[9:15] + (bias_grad,
+                                                                                               None) + score
             bargs = tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in bargs)
             torch.library.opcheck(op_b, bargs)
         x = torch.randn(B, Hq, T, D, device=device, dtype=DTYPE)
