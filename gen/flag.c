@@ -15,6 +15,7 @@ static const sfa__flag flags[] = {
   F(SFA_FEAT_BIAS, "bias", "bias"),
   F(SFA_FEAT_MASK, "mask", "mask"),
   F(SFA_FEAT_DETERMINISTIC, "det", "deterministic"),
+  F(SFA_FEAT_VARLEN, "varlen", "varlen"),
 };
 #define NFLAGS (sizeof flags / sizeof flags[0])
 

@@ -147,7 +147,8 @@ class Params(ctypes.Structure):
 
 class Extras(ctypes.Structure):
     _fields_ = [(n, ctypes.POINTER(Tensor)) for n in
-                ("q_idx", "k_idx", "q_hash", "k_hash", "bias", "mask")]
+                ("q_idx", "k_idx", "q_hash", "k_hash", "bias", "mask",
+                 "cu_seqlens_q", "cu_seqlens_k")]
 
 
 class Options(ctypes.Structure):
