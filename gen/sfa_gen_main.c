@@ -42,6 +42,7 @@ static const char usage_text[] =
   "  --causal                   dense, window\n"
   "  --bias --mask              window: additive bias, dynamic mask\n"
   "  --det                      pass bwd: deterministic (no dq atomics)\n"
+  "  --varlen                   any mode: packed sequences (cu_seqlens)\n"
   "  --mma auto|sync|wgmma      tensor-core instructions (default auto: the\n"
   "                             default's; wgmma: sm_90 fwd and bwd, D 64/128)\n"
   "  --block-m M  --block-n N  --warps W  --stages S\n"
@@ -156,7 +157,7 @@ static void add_preset(klist *l, const char *preset, const int *archs, int na) {
 
 typedef struct opts {
   const char *pass, *mode, *dtype, *mma, *preset, *out;
-  int head_dim, block_m, block_n, warps, stages, causal, bias, mask, det;
+  int head_dim, block_m, block_n, warps, stages, causal, bias, mask, det, varlen;
   int archs[MAX_ARCHS], narchs;
   const char *names[256];
   int nnames;
@@ -220,6 +221,7 @@ static void parse_args(opts *o, int argc, char **argv) {
     else if (IS("--bias")) { NOVALUE(); o->bias = 1; }
     else if (IS("--mask")) { NOVALUE(); o->mask = 1; }
     else if (IS("--det")) { NOVALUE(); o->det = 1; }
+    else if (IS("--varlen")) { NOVALUE(); o->varlen = 1; }
     else if (IS("--mma")) o->mma = VALUE();
     else if (IS("--name")) {
       if (o->nnames == (int)(sizeof o->names / sizeof o->names[0])) die_usage("too many --name");
@@ -251,7 +253,7 @@ static int pick(const char *flag, const char *v, const char *const *names, int n
 static void build_util(const opts *o, sfa_pass pass, const int *archs, int na, klist *l) {
   static const char *const dtypes[] = {"fp16", "bf16", "fp32", "int32", "uint8"};
   const unsigned allowed = sfa__util_dtypes(pass);
-  if (o->mode || o->head_dim || o->causal || o->bias || o->mask || o->det || o->mma ||
+  if (o->mode || o->head_dim || o->causal || o->bias || o->mask || o->det || o->varlen || o->mma ||
       o->block_m || o->block_n || o->warps || o->stages)
     die_usage("--pass %s: a utility kernel takes only --dtype and --arch", o->pass);
   sfa_dtype dt = SFA_DTYPE_BF16;
@@ -269,7 +271,7 @@ static void build_util(const opts *o, sfa_pass pass, const int *archs, int na, k
 
 static void build_list(const opts *o, klist *l) {
   int spec_flags = o->pass || o->mode || o->dtype || o->head_dim || o->causal || o->bias ||
-                   o->mask || o->det || o->mma;
+                   o->mask || o->det || o->varlen || o->mma;
   int tile_flags = o->block_m || o->block_n || o->warps || o->stages;
   int archs[MAX_ARCHS] = {90}, na = o->narchs ? o->narchs : 1;
   if (o->narchs) memcpy(archs, o->archs, sizeof archs);
@@ -307,7 +309,8 @@ static void build_list(const opts *o, klist *l) {
       s.head_dim = o->head_dim;
       s.arch = archs[a];
       s.flags = (o->causal ? SFA_FEAT_CAUSAL : 0u) | (o->bias ? SFA_FEAT_BIAS : 0u) |
-                (o->mask ? SFA_FEAT_MASK : 0u) | (o->det ? SFA_FEAT_DETERMINISTIC : 0u);
+                (o->mask ? SFA_FEAT_MASK : 0u) | (o->det ? SFA_FEAT_DETERMINISTIC : 0u) |
+                (o->varlen ? SFA_FEAT_VARLEN : 0u);
       /* Defaults first (errors in the non-tile fields are reported there). */
       static const char *const kinds[] = {"sync", "wgmma", "auto"};
       int wg = o->mma ? pick("--mma", o->mma, kinds, 3) : 2;

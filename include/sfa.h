@@ -341,9 +341,9 @@ SFA_API void sfa_params_init(sfa_attention_params *p);
 ** nothing is read back from the device, so the call can be captured in a
 ** graph); work is scheduled per query tile (per key tile in the backward) of
 ** each sequence, so a batch of very uneven lengths costs its real work. The
-** values of cu_seqlens are not checked by sfa_forward / sfa_backward (a wrong
-** array gives wrong output; they are read on the device only):
-** sfa_check_indices checks them. Window mode with a bias or a mask is not
+** values of cu_seqlens are not checked by sfa_forward / sfa_backward (they are
+** read on the device only; wrong values give wrong output, never an access
+** out of bounds): sfa_check_indices checks them. Window mode with a bias or a mask is not
 ** supported with packed sequences (SFA_ERR_UNSUPPORTED). */
 typedef struct sfa_extras {
   const sfa_tensor *q_idx;  /* int32 [B, Hq, Tq]  (qk_drop, hash) */
@@ -410,7 +410,12 @@ SFA_API sfa_status sfa_backward(sfa_context *ctx, const sfa_attention_params *pa
 ** sfa_forward; arrays too large to copy to host memory are refused before
 ** anything is allocated. On a violation returns
 ** SFA_ERR_INVALID_ARGUMENT with a message that names the array, the
-** [b, h, t] position and the values. */
+** [b, h, t] position and the values.
+** Packed sequences (extras->cu_seqlens_q / _k, in any mode; Tq and Tk the
+** totals): the prefix sums are checked too (cu_seqlens_*[0] = 0, never
+** decreasing, the last entry Tq resp. Tk), and in qk_drop and hash the index
+** arrays [Hq, Tq] / [Hkv, Tk] by the contract per sequence: a message names
+** ARRAY[b, h, t] with b the sequence and t the position within it. */
 SFA_API sfa_status sfa_check_indices(sfa_context *ctx, const sfa_attention_params *params,
                              const sfa_extras *extras, int64_t Tq, int64_t Tk, void *stream);
 

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "gen/gen_internal.h"
 #include "gen/mode.h"
 #include "runtime/internal.h"
 #include "runtime/validate.h"
@@ -111,12 +112,9 @@ static const sfa_tensor *view_rowwise(const sfa_tensor *t, sfa_tensor *out) {
   return out;
 }
 
-sfa_status sfa__varlen_prepare(sfa_context *ctx, const sfa_attention_params *params,
-                               const sfa__varlen_call *c, sfa__varlen *vl) {
+sfa_status sfa__varlen_check_pair(sfa_context *ctx, const sfa_attention_params *params,
+                                  const sfa_extras *ex) {
   const sfa_status bad = SFA_ERR_INVALID_ARGUMENT;
-  memset(vl, 0, sizeof *vl);
-  const sfa_extras *ex = *c->extras;
-  if (!ex || (!ex->cu_seqlens_q && !ex->cu_seqlens_k)) return SFA_OK;
   if (!ex->cu_seqlens_q || !ex->cu_seqlens_k)
     return sfa__error(ctx, bad,
                       "extras->%s: is NULL but %s is given; packed sequences need both "
@@ -139,6 +137,40 @@ sfa_status sfa__varlen_prepare(sfa_context *ctx, const sfa_attention_params *par
                       "extras->%s: window mode with %s is not supported with packed sequences "
                       "(extras->cu_seqlens_q/_k); use the fixed-length layout [B, H, T, D]",
                       ex->bias ? "bias" : "mask", ex->bias ? "a bias" : "a mask");
+  return SFA_OK;
+}
+
+sfa_status sfa__varlen_index_views(sfa_context *ctx, const sfa_extras *ex, int64_t Hq,
+                                   int64_t Tq, int64_t Hkv, int64_t Tk, sfa__varlen *vl) {
+  sfa_status st;
+  struct {
+    const char *nm;
+    const sfa_tensor *t;
+    int k_side;
+  } idx[4] = {{"extras->q_idx", ex->q_idx, 0}, {"extras->k_idx", ex->k_idx, 1},
+              {"extras->q_hash", ex->q_hash, 0}, {"extras->k_hash", ex->k_hash, 1}};
+  for (int i = 0; i < 4; i++)
+    if (idx[i].t && (st = check_rowwise(ctx, idx[i].nm, idx[i].t, SFA_DTYPE_INT32,
+                                        idx[i].k_side ? Hkv : Hq, idx[i].k_side ? Tk : Tq,
+                                        idx[i].k_side ? "[Hkv, total_k]" : "[Hq, total_q]",
+                                        0)) != SFA_OK)
+      return st;
+  vl->ex = *ex;
+  vl->ex.q_idx = view_rowwise(ex->q_idx, &vl->q_idx);
+  vl->ex.k_idx = view_rowwise(ex->k_idx, &vl->k_idx);
+  vl->ex.q_hash = view_rowwise(ex->q_hash, &vl->q_hash);
+  vl->ex.k_hash = view_rowwise(ex->k_hash, &vl->k_hash);
+  return SFA_OK;
+}
+
+sfa_status sfa__varlen_prepare(sfa_context *ctx, const sfa_attention_params *params,
+                               const sfa__varlen_call *c, sfa__varlen *vl) {
+  const sfa_status bad = SFA_ERR_INVALID_ARGUMENT;
+  memset(vl, 0, sizeof *vl);
+  const sfa_extras *ex = *c->extras;
+  if (!ex || (!ex->cu_seqlens_q && !ex->cu_seqlens_k)) return SFA_OK;
+  sfa_status st = sfa__varlen_check_pair(ctx, params, ex);
+  if (st != SFA_OK) return st;
   if (c->dbias)
     return sfa__error(ctx, bad, "dbias: is given but packed sequences take no bias");
 
@@ -158,20 +190,9 @@ sfa_status sfa__varlen_prepare(sfa_context *ctx, const sfa_attention_params *par
   if (lse && (st = check_rowwise(ctx, "lse", lse, SFA_DTYPE_FP32, q->shape[1], q->shape[0],
                                  "[Hq, total_q]", 1)) != SFA_OK)
     return st;
-  struct {
-    const char *nm;
-    const sfa_tensor *const *src; /* in ex */
-    const sfa_tensor *const *side;
-  } idx[4] = {{"extras->q_idx", &ex->q_idx, c->q}, {"extras->k_idx", &ex->k_idx, c->k},
-              {"extras->q_hash", &ex->q_hash, c->q}, {"extras->k_hash", &ex->k_hash, c->k}};
-  for (int i = 0; i < 4; i++) {
-    const sfa_tensor *t = *idx[i].src;
-    const int kside = idx[i].side == c->k;
-    if (t && (st = check_rowwise(ctx, idx[i].nm, t, SFA_DTYPE_INT32, (*idx[i].side)->shape[1],
-                                 (*idx[i].side)->shape[0],
-                                 kside ? "[Hkv, total_k]" : "[Hq, total_q]", 0)) != SFA_OK)
-      return st;
-  }
+  if ((st = sfa__varlen_index_views(ctx, ex, q->shape[1], q->shape[0], k->shape[1],
+                                    k->shape[0], vl)) != SFA_OK)
+    return st;
   /* the backward's tensors */
   struct {
     const char *nm;
@@ -192,11 +213,6 @@ sfa_status sfa__varlen_prepare(sfa_context *ctx, const sfa_attention_params *par
   vl->on = 1;
   vl->batch = ex->cu_seqlens_q->shape[0] - 1;
   vl->cu_q = ex->cu_seqlens_q, vl->cu_k = ex->cu_seqlens_k;
-  vl->ex = *ex;
-  vl->ex.q_idx = view_rowwise(ex->q_idx, &vl->q_idx);
-  vl->ex.k_idx = view_rowwise(ex->k_idx, &vl->k_idx);
-  vl->ex.q_hash = view_rowwise(ex->q_hash, &vl->q_hash);
-  vl->ex.k_hash = view_rowwise(ex->k_hash, &vl->k_hash);
   *c->extras = &vl->ex;
   *c->q = view_rows(q, &vl->q);
   *c->k = view_rows(k, &vl->k);
@@ -207,5 +223,58 @@ sfa_status sfa__varlen_prepare(sfa_context *ctx, const sfa_attention_params *par
   if (c->dq) *c->dq = view_rows(*c->dq, &vl->dq);
   if (c->dk) *c->dk = view_rows(*c->dk, &vl->dk);
   if (c->dv) *c->dv = view_rows(*c->dv, &vl->dv);
+  return SFA_OK;
+}
+
+/* ------------------------------------------------------------ values (host) */
+
+sfa_status sfa__check_seqlens(const char *nm, const int32_t *cu, int64_t n, int64_t total,
+                              char *err, size_t errlen) {
+  const sfa_status bad = SFA_ERR_INVALID_ARGUMENT;
+  if (n < 2) return sfa__fail(err, errlen, bad, "%s: %lld entries; must be B + 1 >= 2", nm,
+                              (long long)n);
+  if (cu[0] != 0)
+    return sfa__fail(err, errlen, bad, "%s[0] is %d; the prefix sums start at 0", nm, cu[0]);
+  for (int64_t b = 1; b < n; b++)
+    if (cu[b] < cu[b - 1])
+      return sfa__fail(err, errlen, bad,
+                       "%s[%lld] is %d, less than %s[%lld] = %d; the prefix sums of the "
+                       "lengths never decrease",
+                       nm, (long long)b, cu[b], nm, (long long)(b - 1), cu[b - 1]);
+  if (cu[n - 1] != total)
+    return sfa__fail(err, errlen, bad,
+                     "%s[%lld] (the last) is %d but the packed tensors have %lld rows "
+                     "(shape[0])",
+                     nm, (long long)(n - 1), cu[n - 1], (long long)total);
+  return SFA_OK;
+}
+
+sfa_status sfa__check_index_arrays_varlen(sfa_mode mode, int64_t B, int64_t Hq, int64_t Hkv,
+                                          int64_t Tq, int64_t Tk, const int32_t *cq,
+                                          const int32_t *ck, const int32_t *q_idx,
+                                          const int32_t *k_idx, const int32_t *q_hash,
+                                          const int32_t *k_hash, char *err, size_t errlen) {
+  const sfa__mode *m = sfa__mode_find(mode);
+  if (!m || !m->check_index_row)
+    return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "params.mode: %d has no index arrays",
+                     (int)mode);
+  sfa_status st;
+  if ((st = sfa__check_seqlens("extras->cu_seqlens_q", cq, B + 1, Tq, err, errlen)) ||
+      (st = sfa__check_seqlens("extras->cu_seqlens_k", ck, B + 1, Tk, err, errlen)))
+    return st;
+  for (int64_t b = 0; b < B; b++) {
+    for (int64_t h = 0; h < Hq; h++) {
+      const size_t at = (size_t)h * (size_t)Tq + (size_t)cq[b];
+      if ((st = m->check_index_row(0, q_idx + at, q_hash ? q_hash + at : NULL, (long long)b,
+                                   (long long)h, (long long)(cq[b + 1] - cq[b]), err, errlen)))
+        return st;
+    }
+    for (int64_t h = 0; h < Hkv; h++) {
+      const size_t at = (size_t)h * (size_t)Tk + (size_t)ck[b];
+      if ((st = m->check_index_row(1, k_idx + at, k_hash ? k_hash + at : NULL, (long long)b,
+                                   (long long)h, (long long)(ck[b + 1] - ck[b]), err, errlen)))
+        return st;
+    }
+  }
   return SFA_OK;
 }

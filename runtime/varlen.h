@@ -46,6 +46,35 @@ typedef struct sfa__varlen_call {
 sfa_status sfa__varlen_prepare(sfa_context *ctx, const sfa_attention_params *params,
                                const sfa__varlen_call *c, sfa__varlen *vl);
 
+/* The pair's layout (both given, int32 [B + 1] each, contiguous, the same B),
+** params, and what packed sequences do not support (a bias or a mask:
+** SFA_ERR_UNSUPPORTED). ex has cu_seqlens_q or cu_seqlens_k. */
+sfa_status sfa__varlen_check_pair(sfa_context *ctx, const sfa_attention_params *params,
+                                  const sfa_extras *ex);
+
+/* The index arrays of ex ([Hq, Tq] on the q side, [Hkv, Tk] on the k side,
+** int32, contiguous along time; Tq and Tk the totals), and vl->ex = ex with
+** each of them replaced by its view [1, H, T] in vl. */
+sfa_status sfa__varlen_index_views(sfa_context *ctx, const sfa_extras *ex, int64_t Hq,
+                                   int64_t Tq, int64_t Hkv, int64_t Tk, sfa__varlen *vl);
+
+/* The values of one prefix-sum array of n = B + 1 entries (host copy): cu[0]
+** = 0, never decreasing, cu[B] = total. The message names the array nm, the
+** entry and the values. Pure host code (sfa_check_indices runs it). */
+sfa_status sfa__check_seqlens(const char *nm, const int32_t *cu, int64_t n, int64_t total,
+                              char *err, size_t errlen);
+
+/* The index contract of mode (qk_drop, hash) per sequence: the arrays are
+** host copies [Hq, Tq] and [Hkv, Tk] (q_hash, k_hash NULL without hash), cq
+** and ck the B + 1 prefix sums (checked); the rows of sequence b are the
+** columns [cq[b], cq[b + 1]), and messages name extras->ARRAY[b, h, t] with
+** t within the sequence. Pure host code. */
+sfa_status sfa__check_index_arrays_varlen(sfa_mode mode, int64_t B, int64_t Hq, int64_t Hkv,
+                                          int64_t Tq, int64_t Tk, const int32_t *cq,
+                                          const int32_t *ck, const int32_t *q_idx,
+                                          const int32_t *k_idx, const int32_t *q_hash,
+                                          const int32_t *k_hash, char *err, size_t errlen);
+
 /* The packed call's members of a parameter block (sfa_fwd_args or
 ** sfa_bwd_args) filled from the views: the sequence count and the arrays. */
 #define SFA__VARLEN_ARGS(A, VL)                                                      \
