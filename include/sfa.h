@@ -330,21 +330,22 @@ SFA_API void sfa_params_init(sfa_attention_params *p);
 ** sequences' lengths: sequence b has the query rows [cu_seqlens_q[b],
 ** cu_seqlens_q[b + 1]) and the keys [cu_seqlens_k[b], cu_seqlens_k[b + 1]);
 ** cu_seqlens_*[0] = 0, non-decreasing (a sequence may be empty), the last
-** entry the total (q.shape[0], k.shape[0]). With them q is [total_q, Hq, D],
-** k and v [total_k, Hkv, D] (any strides, the last dim contiguous), o like q,
-** lse float32 [Hq, total_q] contiguous along time; q_idx / q_hash are
-** [Hq, total_q] and k_idx / k_hash [Hkv, total_k], contiguous along time,
-** each sequence's entries by the fixed-length contract of that sequence
-** alone (positions within the sequence). Each sequence is its own problem:
-** causal and window alignment use its own lengths (off = len_k - len_q). The
-** grid follows from the totals and B alone (no maximum length is needed, and
-** nothing is read back from the device, so the call can be captured in a
-** graph); work is scheduled per query tile (per key tile in the backward) of
-** each sequence, so a batch of very uneven lengths costs its real work. The
-** values of cu_seqlens are not checked by sfa_forward / sfa_backward (they are
-** read on the device only; wrong values give wrong output, never an access
-** out of bounds): sfa_check_indices checks them. Window mode with a bias or a mask is not
-** supported with packed sequences (SFA_ERR_UNSUPPORTED). */
+** entry the total (q.shape[0], k.shape[0]; each total >= 1). With them q is
+** [total_q, Hq, D], k and v [total_k, Hkv, D] (any strides, the last dim
+** contiguous), o like q, lse float32 [Hq, total_q] contiguous along time;
+** q_idx / q_hash are [Hq, total_q] and k_idx / k_hash [Hkv, total_k],
+** contiguous along time, each sequence's entries by the fixed-length
+** contract of that sequence alone (positions within the sequence). Each
+** sequence is its own problem: causal and window alignment use its own
+** lengths (off = len_k - len_q). The grid follows from the totals and B alone
+** (no maximum length is needed, and nothing is read back from the device, so
+** the call can be captured in a graph); work is scheduled per query tile (per
+** key tile in the backward) of each sequence, so a batch of very uneven
+** lengths costs its real work. The values of cu_seqlens are not checked by
+** sfa_forward / sfa_backward (they are read on the device only; wrong values
+** give wrong output, never an access out of bounds): sfa_check_indices checks
+** them. Window mode with a bias or a mask is not supported with packed
+** sequences (SFA_ERR_UNSUPPORTED). */
 typedef struct sfa_extras {
   const sfa_tensor *q_idx;  /* int32 [B, Hq, Tq]  (qk_drop, hash) */
   const sfa_tensor *k_idx;  /* int32 [B, Hkv, Tk] (qk_drop, hash) */
