@@ -4,7 +4,8 @@
 ** _Alignof), and the shared constants. gen/generator.c turns these into the
 ** Lua table ABI; templates/abi.lt emits the structs from it with a
 ** static_assert per field, so the generated CUDA checks itself against the C
-** layout when it compiles.
+** layout when it compiles. The fields of SFA_ABI_VARLEN_ARGS are marked, so
+** that abi.lt declares them in varlen variants only.
 */
 #include "gen/gen_internal.h"
 #include "runtime/kernel_abi.h"
@@ -19,6 +20,10 @@ SFA_ABI_STRUCTS(FIELD_ARRAY_)
    sizeof c_name##_fields_ / sizeof c_name##_fields_[0]},
 const sfa__abi_struct sfa__abi_structs[] = {SFA_ABI_STRUCTS(STRUCT_)};
 const size_t sfa__abi_nstructs = sizeof sfa__abi_structs / sizeof sfa__abi_structs[0];
+
+#define VARLEN_NAME_(X, type, name, doc) #name,
+const char *const sfa__abi_varlen_fields[] = {SFA_ABI_VARLEN_ARGS(VARLEN_NAME_, ~)};
+const size_t sfa__abi_nvarlen = sizeof sfa__abi_varlen_fields / sizeof sfa__abi_varlen_fields[0];
 
 #define CONST_(name, doc) {#name, (long long)(name), doc},
 const sfa__abi_const sfa__abi_consts[] = {SFA_ABI_CONSTANTS(CONST_)};

@@ -18,6 +18,7 @@ static const sfa__flag flags[] = {
   F(SFA_FEAT_STRICT, "strict", "strict", "strict causality: q_idx > k_idx"),
   F(SFA_FEAT_SOFTCAP, "softcap", "softcap", "softcapped scores"),
   F(SFA_FEAT_ALIBI, "alibi", "alibi", "ALiBi slopes"),
+  F(SFA_FEAT_VARLEN, "varlen", "varlen", "packed sequences (cu_seqlens)"),
 };
 #define NFLAGS (sizeof flags / sizeof flags[0])
 

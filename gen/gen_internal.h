@@ -133,6 +133,9 @@ extern const sfa__abi_struct sfa__abi_structs[];
 extern const size_t sfa__abi_nstructs;
 extern const sfa__abi_const sfa__abi_consts[];
 extern const size_t sfa__abi_nconsts;
+/* The names of the fields of SFA_ABI_VARLEN_ARGS (the varlen variants' tail). */
+extern const char *const sfa__abi_varlen_fields[];
+extern const size_t sfa__abi_nvarlen;
 
 /* ------------------------------------------------------------ rendering */
 
@@ -152,7 +155,9 @@ typedef struct sfa__template {
 ** does not validate). Every render sees the table ABI (gen/abi.c):
 **   ABI.structs[name] = {name =, c_name =, size =, align =,
 **                        fields = {{name =, type =, ctype =, offset =, size =,
-**                                   doc =}, ... in memory order}}
+**                                   doc =, varlen =}, ... in memory order}}
+**   (varlen: true for a field of SFA_ABI_VARLEN_ARGS, which only varlen
+**   variants declare)
 **   ABI.const[NAME] = value    (e.g. ABI.const.SFA__BWD_PLAN_INTS)
 ** templates/abi.lt emits a struct from it (abi_struct(name)). *out is
 ** malloc'ed. Lua errors become SFA_ERR_GENERATOR "template error: file.lt:LINE:

@@ -174,8 +174,10 @@ static void set_size(lua_State *L, const char *k, size_t v) { set_int(L, k, (lua
 
 /* Pushes the grid rule g as a table (see push_variant). */
 static void push_grid(lua_State *L, const sfa__grid *g) {
-  lua_createtable(L, 0, 6);
+  lua_createtable(L, 0, 7);
   set_str(L, "rule", sfa__grid_rule_name(g->rule));
+  lua_pushboolean(L, g->varlen);
+  lua_setfield(L, -2, "varlen");
   set_int(L, "tile", g->tile);
   set_int(L, "split", g->split);
   set_int(L, "per_block", g->per_block);
@@ -189,7 +191,7 @@ static void push_grid(lua_State *L, const sfa__grid *g) {
 **   V.smem = {bytes =, slack =, base_align =, regions = {{name =, offset =,
 **             size =, align =}, ... in order}, [name] = the same region}
 **   V.grid = {rule = "query_tiles" | "key_tiles" | "key_tile_items" | "items",
-**             tile =, split =, per_block =, max_x =, item =}
+**             varlen =, tile =, split =, per_block =, max_x =, item =}
 **   V.plan = {suffix =, warps =, threads =, min_blocks =, smem_bytes =, grid =}
 **            or nil where the variant has no plan kernel
 **   V.util = the sfa__util_geom fields */
@@ -277,13 +279,18 @@ static void push_abi_struct(lua_State *L, const sfa__abi_struct *st) {
   lua_createtable(L, (int)st->nfields, 0);
   for (size_t i = 0; i < st->nfields; i++) {
     const sfa__abi_field *f = &st->fields[i];
-    lua_createtable(L, 0, 6);
+    lua_createtable(L, 0, 7);
     set_str(L, "name", f->name);
     set_str(L, "type", f->type);
     set_str(L, "ctype", f->ctype);
     set_str(L, "doc", f->doc);
     set_int(L, "offset", (lua_Integer)f->offset);
     set_int(L, "size", (lua_Integer)f->size);
+    int varlen = 0;
+    for (size_t k = 0; k < sfa__abi_nvarlen; k++)
+      varlen |= strcmp(f->name, sfa__abi_varlen_fields[k]) == 0;
+    lua_pushboolean(L, varlen);
+    lua_setfield(L, -2, "varlen");
     lua_rawseti(L, -2, (lua_Integer)i + 1);
   }
   lua_setfield(L, -2, "fields");

@@ -10,7 +10,9 @@
 **   window   (window_left < 0 || j >= diag - window_left) and
 **            (causal ? j <= diag : window_right < 0 || j <= diag + window_right)
 **            and mask[.., j] != 0 where a mask is given
-** The kernels' rules are the same, in templates/mode_<name>.lt.
+** The kernels' rules are the same, in templates/mode_<name>.lt. Every mode
+** takes packed sequences (SFA_FEAT_VARLEN, extras cu_seqlens_q / _k): each
+** sequence is then its own problem under these rules.
 */
 #include <stdio.h>
 #include <string.h>
@@ -32,6 +34,10 @@ static const sfa__extra extras[] = {
   EX(SFA__EX_BIAS, bias, "a bias", SFA__EXTRA_BIAS, 0, 0, SFA_FEAT_BIAS),
   EX(SFA__EX_MASK, mask, "a mask", SFA__EXTRA_MASK, 0, 0, SFA_FEAT_MASK),
   EX(SFA__EX_ALIBI, alibi_slopes, "alibi_slopes", SFA__EXTRA_SLOPES, 0, 0, SFA_FEAT_ALIBI),
+  {SFA__EX_CU_Q, "cu_seqlens_q", "cu_seqlens_q", offsetof(sfa_extras, cu_seqlens_q),
+   SFA__NO_HOST, SFA__EXTRA_SEQLENS, 0, 0, SFA_FEAT_VARLEN},
+  {SFA__EX_CU_K, "cu_seqlens_k", "cu_seqlens_k", offsetof(sfa_extras, cu_seqlens_k),
+   SFA__NO_HOST, SFA__EXTRA_SEQLENS, 1, 0, SFA_FEAT_VARLEN},
 };
 #define NEXTRAS (sizeof extras / sizeof extras[0])
 
@@ -48,7 +54,7 @@ const sfa_tensor *sfa__extra_tensor(const sfa__extra *e, const sfa_extras *ex) {
 
 const void *sfa__extra_host(const sfa__extra *e, const sfa_host_extras *hx) {
   const void *p = NULL;
-  if (hx) memcpy(&p, (const char *)hx + e->host_offset, sizeof p);
+  if (hx && e->host_offset != SFA__NO_HOST) memcpy(&p, (const char *)hx + e->host_offset, sizeof p);
   return p;
 }
 
@@ -73,20 +79,22 @@ int sfa__allowed_window(const sfa__pair *p) {
 /* ------------------------------------------------------------ the table */
 
 #define IDX (SFA__EX_Q_IDX | SFA__EX_K_IDX)
+#define VL SFA_FEAT_VARLEN
+#define SEQ SFA__EX_SEQLENS
 #define HASH (SFA__EX_Q_HASH | SFA__EX_K_HASH)
 #define UTIL(p) (1u << (p))
 
 static const sfa__mode rows[] = {
   {.mode = SFA_MODE_DENSE, .name = "dense", .token = "dense",
-   .flags = SFA_FEAT_CAUSAL | SFA_FEAT_SOFTCAP | SFA_FEAT_ALIBI, .reads = SFA__EX_ALIBI,
+   .flags = SFA_FEAT_CAUSAL | SFA_FEAT_SOFTCAP | SFA_FEAT_ALIBI | VL, .reads = SFA__EX_ALIBI | SEQ,
    .allowed = sfa__allowed_dense},
   {.mode = SFA_MODE_QK_DROP, .name = "qk_drop", .token = "qkdrop",
-   .flags = SFA_FEAT_STRICT | SFA_FEAT_SOFTCAP, .reads = IDX, .needs = IDX,
+   .flags = SFA_FEAT_STRICT | SFA_FEAT_SOFTCAP | VL, .reads = IDX | SEQ, .needs = IDX,
    .causal_by_index = 1, .qmeta_ints = 1, /* q_idx */
    .allowed = sfa__allowed_qk_drop, .check_index_row = sfa__index_row_qk_drop,
    .tune_indices = sfa__tune_indices_qk_drop},
   {.mode = SFA_MODE_HASH, .name = "hash", .token = "hash",
-   .flags = SFA_FEAT_STRICT | SFA_FEAT_SOFTCAP, .reads = IDX | HASH,
+   .flags = SFA_FEAT_STRICT | SFA_FEAT_SOFTCAP | VL, .reads = IDX | HASH | SEQ,
    .needs = IDX | HASH, .causal_by_index = 1, .qmeta_ints = 2, /* q_hash, q_idx */
    .bwd_plan = 1, /* the key tile's query range: searches of the sorted buckets */
    .short_rows = 1,
@@ -94,8 +102,8 @@ static const sfa__mode rows[] = {
    .allowed = sfa__allowed_hash, .check_index_row = sfa__index_row_hash,
    .tune_indices = sfa__tune_indices_hash},
   {.mode = SFA_MODE_WINDOW, .name = "window", .token = "window",
-   .flags = SFA_FEAT_CAUSAL | SFA_FEAT_BIAS | SFA_FEAT_MASK | SFA_FEAT_SOFTCAP | SFA_FEAT_ALIBI,
-   .reads = SFA__EX_BIAS | SFA__EX_MASK | SFA__EX_ALIBI, .window = 1, .short_rows = 1,
+   .flags = SFA_FEAT_CAUSAL | SFA_FEAT_BIAS | SFA_FEAT_MASK | SFA_FEAT_SOFTCAP | SFA_FEAT_ALIBI | VL,
+   .reads = SFA__EX_BIAS | SFA__EX_MASK | SFA__EX_ALIBI | SEQ, .window = 1, .short_rows = 1,
    .utils = UTIL(SFA_PASS_TOPK), /* sfa_topk_mask makes its mask */
    .allowed = sfa__allowed_window},
 };

@@ -35,6 +35,9 @@ struct sfa__problem; /* runtime/autotune.h */
 #define SFA__EX_BIAS (1u << 4)
 #define SFA__EX_MASK (1u << 5)
 #define SFA__EX_ALIBI (1u << 6)
+#define SFA__EX_CU_Q (1u << 7)
+#define SFA__EX_CU_K (1u << 8)
+#define SFA__EX_SEQLENS (SFA__EX_CU_Q | SFA__EX_CU_K) /* read by every mode */
 
 /* The layout of a member. */
 typedef enum sfa__extra_kind {
@@ -43,7 +46,9 @@ typedef enum sfa__extra_kind {
   SFA__EXTRA_BIAS,  /* q's dtype [B|1, Hq|Hkv|1, Tq|1, Tk] */
   SFA__EXTRA_MASK,  /* uint8, the bias's shape rules; 16-byte aligned data and batch,
                        head and row strides (the kernels read 16-byte vectors) */
-  SFA__EXTRA_SLOPES /* float32 [Hq] or [B, Hq], contiguous (one value per query head) */
+  SFA__EXTRA_SLOPES, /* float32 [Hq] or [B, Hq], contiguous (one value per query head) */
+  SFA__EXTRA_SEQLENS /* int32 [B + 1], contiguous: packed sequences (cu_seqlens_q on the
+                        q side, cu_seqlens_k on the k side); given together */
 } sfa__extra_kind;
 
 typedef struct sfa__extra {
@@ -51,7 +56,8 @@ typedef struct sfa__extra {
   const char *name;      /* "q_idx": extras->q_idx, ex->q_idx */
   const char *what;      /* in messages: "q_idx", "a bias" */
   size_t offset;         /* of its const sfa_tensor * in sfa_extras */
-  size_t host_offset;    /* of its pointer in sfa_host_extras */
+  size_t host_offset;    /* of its pointer in sfa_host_extras; SFA__NO_HOST where that
+                            struct has none (the references take one sequence) */
   sfa__extra_kind kind;
   int k_side;            /* SFA__EXTRA_INDEX: 1 for the keys' [B, Hkv, Tk] */
   unsigned same_strides; /* the member whose batch and head strides it must have (the
@@ -59,11 +65,13 @@ typedef struct sfa__extra {
   unsigned feat;         /* the SFA_FEAT_* bit its presence asks of the kernel, or 0 */
 } sfa__extra;
 
+#define SFA__NO_HOST ((size_t)-1)
+
 /* Every member in sfa_extras order; *n gets their count. */
 const sfa__extra *sfa__extras(size_t *n);
 
 /* The tensor of member e in ex (NULL when ex is NULL), and the array of e in
-** a host extras hx. */
+** a host extras hx (NULL where hx has no such member). */
 const sfa_tensor *sfa__extra_tensor(const sfa__extra *e, const sfa_extras *ex);
 const void *sfa__extra_host(const sfa__extra *e, const sfa_host_extras *hx);
 

@@ -106,6 +106,7 @@ static void fill_attention(const sfa_kernel_spec *s, sfa__variant *v) {
   const size_t st = (size_t)s->num_stages, ta = be->tile_align;
   const int bwd = s->pass == SFA_PASS_BWD;
   const int det = (s->flags & SFA_FEAT_DETERMINISTIC) != 0;
+  v->grid.varlen = (s->flags & SFA_FEAT_VARLEN) != 0;
 
   /* The rows the warps split: queries, keys in bwd. */
   v->row_tiles = (bwd ? s->block_n : s->block_m) / (16 * s->num_warps);
@@ -170,6 +171,7 @@ static void fill_attention(const sfa_kernel_spec *s, sfa__variant *v) {
       v->plan.warps = 8;
       v->plan.threads = 32 * v->plan.warps;
       v->plan.grid.rule = SFA__GRID_KEY_TILE_ITEMS;
+      v->plan.grid.varlen = v->grid.varlen;
       v->plan.grid.tile = s->block_n;
       v->plan.grid.per_block = v->plan.warps;
     }
@@ -226,9 +228,15 @@ const char *sfa__grid_rule_name(sfa__grid_rule r) {
   }
 }
 
+int64_t sfa__grid_slots(int64_t total, int tile, int64_t batch) {
+  return tile > 0 ? total / tile + batch : 0;
+}
+
 int64_t sfa__grid_items(const sfa__grid *g, const sfa__grid_dims *p) {
   switch (g->rule) {
-  case SFA__GRID_KEY_TILE_ITEMS: return p->batch * p->hq * ceil_div(p->tk, g->tile);
+  case SFA__GRID_KEY_TILE_ITEMS:
+    if (g->varlen) return p->hq * sfa__grid_slots(p->tk, g->tile, p->batch);
+    return p->batch * p->hq * ceil_div(p->tk, g->tile);
   case SFA__GRID_ITEMS: return p->items;
   default: return 0;
   }
@@ -239,10 +247,12 @@ void sfa__grid_size(const sfa__grid *g, const sfa__grid_dims *p, unsigned grid[3
   const int64_t nb = p->nb > 0 ? p->nb : 1, nh = p->nh > 0 ? p->nh : 1;
   switch (g->rule) {
   case SFA__GRID_QUERY_TILES:
-    x = ceil_div(p->tq, g->tile), y = p->hq, z = p->batch;
+    x = g->varlen ? sfa__grid_slots(p->tq, g->tile, p->batch) : ceil_div(p->tq, g->tile);
+    y = p->hq, z = g->varlen ? 1 : p->batch;
     break;
   case SFA__GRID_KEY_TILES:
-    x = ceil_div(p->tk, g->tile), y = p->hkv / nh * g->split, z = p->batch / nb;
+    x = g->varlen ? sfa__grid_slots(p->tk, g->tile, p->batch) : ceil_div(p->tk, g->tile);
+    y = p->hkv / nh * g->split, z = g->varlen ? 1 : p->batch / nb;
     break;
   case SFA__GRID_KEY_TILE_ITEMS:
   case SFA__GRID_ITEMS:

@@ -52,8 +52,22 @@ typedef enum sfa__grid_rule {
                                one is), a kernel strides over those past max_x CTAs */
 } sfa__grid_rule;
 
+/* Packed sequences (grid.varlen, the variants of SFA_FEAT_VARLEN): the rules
+** QUERY_TILES, KEY_TILES and KEY_TILE_ITEMS count tiles over every sequence
+** at once, without knowing any one length. With tile height T, sequence b of
+** rows [cu[b], cu[b + 1]) (cu: cu_seqlens_q for query tiles, _k for key
+** tiles) owns the tile slots [floor(cu[b] / T) + b, floor(cu[b + 1] / T) +
+** b + 1): as many as it can have tiles, disjoint for different b, and
+** floor(total / T) + B slots in all (sfa__grid_slots; batch = B, tq / tk =
+** the totals). A CTA finds its sequence as the largest b with
+** floor(cu[b] / T) + b <= slot (a binary search of cu), its tile as slot
+** minus that, and leaves at once when the tile starts past the sequence's
+** end: at most one idle slot per sequence. The grid is then (slots, hq, 1)
+** and (slots, hkv / nh * split, 1) (nb must be 1), and the plan has hq *
+** slots items. */
 typedef struct sfa__grid {
   sfa__grid_rule rule;
+  int varlen;       /* the packed-sequence form of QUERY_TILES, KEY_TILES, KEY_TILE_ITEMS */
   int tile;         /* QUERY_TILES: query rows per CTA; KEY_TILES, KEY_TILE_ITEMS: keys */
   int split;        /* KEY_TILES: CTAs per key tile (head_dim above 128: 2 column halves) */
   int per_block;    /* KEY_TILE_ITEMS, ITEMS: items per CTA */
@@ -68,11 +82,16 @@ typedef struct sfa__grid_dims {
   int64_t items;    /* ITEMS */
 } sfa__grid_dims;
 
+/* The tile slots of packed sequences (see sfa__grid): floor(total / tile) +
+** batch. */
+int64_t sfa__grid_slots(int64_t total, int tile, int64_t batch);
+
 /* The grid of rule g for problem p into grid[0..2] (x, y, z). */
 void sfa__grid_size(const sfa__grid *g, const sfa__grid_dims *p, unsigned grid[3]);
 
 /* The work items of rule g for p: KEY_TILE_ITEMS batch * hq * ceil(tk / tile)
-** (the plan's records), ITEMS p->items; 0 for the other rules. */
+** (the plan's records; varlen: hq * the key tile slots), ITEMS p->items; 0
+** for the other rules. */
 int64_t sfa__grid_items(const sfa__grid *g, const sfa__grid_dims *p);
 
 /* The name of a rule as V.grid.rule spells it ("query_tiles", ...), NULL for NONE. */

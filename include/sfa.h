@@ -150,6 +150,8 @@ SFA_API const char *sfa_dtype_name(int dtype);
 #define SFA_FEAT_SOFTCAP       (1u << 6) /* every mode: scores softcapped, c tanh(s / c)
                                             (params.softcap) */
 #define SFA_FEAT_ALIBI         (1u << 7) /* dense, window: ALiBi slopes (extras->alibi_slopes) */
+#define SFA_FEAT_VARLEN        (1u << 8) /* every mode, passes fwd, bwddq, bwd: packed sequences of
+                                            their own lengths (sfa_extras.cu_seqlens_q/_k) */
 
 /* The tensor-core instructions of one kernel (sfa_kernel_spec.mma), a
 ** configuration choice like the tiles. 0 is mma.sync, so a zeroed spec is an
@@ -335,7 +337,29 @@ SFA_API void sfa_params_init(sfa_attention_params *p);
 ** aligned; q_hash/k_hash must have the batch and head strides of q_idx/k_idx.
 ** bias has q's dtype and shape [B|1, Hq|Hkv|1, Tq|1, Tk]; mask is uint8 with the
 ** same shape rules, 16-byte aligned data and batch/head/row strides that are
-** multiples of 16 bytes (pad Tk). */
+** multiples of 16 bytes (pad Tk).
+**
+** Packed variable-length batches (every mode): cu_seqlens_q and cu_seqlens_k,
+** both or neither, int32 [B + 1], contiguous, the prefix sums of the B
+** sequences' lengths: sequence b has the query rows [cu_seqlens_q[b],
+** cu_seqlens_q[b + 1]) and the keys [cu_seqlens_k[b], cu_seqlens_k[b + 1]);
+** cu_seqlens_*[0] = 0, non-decreasing (a sequence may be empty), the last
+** entry the total (q.shape[0], k.shape[0]; each total >= 1). With them q is
+** [total_q, Hq, D], k and v [total_k, Hkv, D] (any strides, the last dim
+** contiguous), o like q, lse float32 [Hq, total_q] contiguous along time;
+** q_idx / q_hash are [Hq, total_q] and k_idx / k_hash [Hkv, total_k],
+** contiguous along time, each sequence's entries by the fixed-length
+** contract of that sequence alone (positions within the sequence). Each
+** sequence is its own problem: causal and window alignment use its own
+** lengths (off = len_k - len_q). The grid follows from the totals and B alone
+** (no maximum length is needed, and nothing is read back from the device, so
+** the call can be captured in a graph); work is scheduled per query tile (per
+** key tile in the backward) of each sequence, so a batch of very uneven
+** lengths costs its real work. The values of cu_seqlens are not checked by
+** sfa_forward / sfa_backward (they are read on the device only; wrong values
+** give wrong output, never an access out of bounds): sfa_check_indices checks
+** them. Window mode with a bias or a mask is not supported with packed
+** sequences (SFA_ERR_UNSUPPORTED). */
 typedef struct sfa_extras {
   const sfa_tensor *q_idx;  /* int32 [B, Hq, Tq]  (qk_drop, hash) */
   const sfa_tensor *k_idx;  /* int32 [B, Hkv, Tk] (qk_drop, hash) */
@@ -346,6 +370,8 @@ typedef struct sfa_extras {
   const sfa_tensor *alibi_slopes; /* float32 [Hq] or [B, Hq], contiguous (dense, window):
                                      the score of query i and key j gets
                                      - slope[b, h] * |i + Tk - Tq - j| (no gradient) */
+  const sfa_tensor *cu_seqlens_q; /* int32 [B + 1]: packed sequences (any mode), with */
+  const sfa_tensor *cu_seqlens_k; /* int32 [B + 1]   both or neither */
 } sfa_extras;
 
 /* o = attention(q, k, v). q [B, Hq, Tq, D], k and v [B, Hkv, Tk, D] (fp16 or
@@ -354,7 +380,10 @@ typedef struct sfa_extras {
 ** o and lse must not share memory with an input (q, k, v, extras) or with
 ** each other. params->causal and params->deterministic are 0 or 1.
 ** Index values are not checked here (a wrong layout gives wrong output, never
-** an out-of-bounds access); sfa_check_indices checks the contract. */
+** an out-of-bounds access); sfa_check_indices checks the contract.
+** Packed sequences: extras->cu_seqlens_q / _k (see sfa_extras) change the
+** layouts to q [total_q, Hq, D], k and v [total_k, Hkv, D], lse [Hq, total_q];
+** their values are not checked here (sfa_check_indices does). */
 SFA_API sfa_status sfa_forward(sfa_context *ctx, const sfa_attention_params *params,
                        const sfa_tensor *q, const sfa_tensor *k, const sfa_tensor *v,
                        const sfa_extras *extras, const sfa_tensor *o,
@@ -377,7 +406,10 @@ SFA_API sfa_status sfa_forward(sfa_context *ctx, const sfa_attention_params *par
 ** keeps that memory between calls (so that a step does not map it again) and
 ** gives it back at sfa_context_destroy. Asynchronous on stream.
 ** Head dims: multiples of 16 up to 128, and 160, 192, 224, 256 (two CTAs per
-** key tile, each making half the columns); SFA_ERR_UNSUPPORTED otherwise. */
+** key tile, each making half the columns); SFA_ERR_UNSUPPORTED otherwise.
+** Packed sequences (extras->cu_seqlens_q / _k): dq like q [total_q, Hq, D], dk
+** and dv like k and v [total_k, Hkv, D]; the workspace counts total_q + 128
+** query rows per head in place of B * Tq. */
 SFA_API sfa_status sfa_backward(sfa_context *ctx, const sfa_attention_params *params,
                         const sfa_tensor *q, const sfa_tensor *k, const sfa_tensor *v,
                         const sfa_extras *extras, const sfa_tensor *o, const sfa_tensor *lse,
@@ -412,7 +444,12 @@ SFA_API sfa_status sfa_backward_dlse(sfa_context *ctx, const sfa_attention_param
 ** sfa_forward; arrays too large to copy to host memory are refused before
 ** anything is allocated. On a violation returns
 ** SFA_ERR_INVALID_ARGUMENT with a message that names the array, the
-** [b, h, t] position and the values. */
+** [b, h, t] position and the values.
+** Packed sequences (extras->cu_seqlens_q / _k, in any mode; Tq and Tk the
+** totals): the prefix sums are checked too (cu_seqlens_*[0] = 0, never
+** decreasing, the last entry Tq resp. Tk), and in qk_drop and hash the index
+** arrays [Hq, Tq] / [Hkv, Tk] by the contract per sequence: a message names
+** ARRAY[b, h, t] with b the sequence and t the position within it. */
 SFA_API sfa_status sfa_check_indices(sfa_context *ctx, const sfa_attention_params *params,
                              const sfa_extras *extras, int64_t Tq, int64_t Tk, void *stream);
 

@@ -2,7 +2,8 @@
 ** backward.c -- sfa_backward: validates every argument (runtime/validate.c)
 ** before the driver is touched, then on the caller's stream
 **   1. takes a float workspace from the context's pool (runtime/workspace.c): lse2 and
-**      delta (B * Hq rows of tqp = Tq rounded up to 128), the dq accumulator
+**      delta (B * Hq rows of tqp = Tq rounded up to 128; packed sequences:
+**      Hq rows of the total rounded up, plus 128), the dq accumulator
 **      (unless deterministic) and the dbias accumulator (when needed);
 **   2. bwd_pre (templates/util_bwd.lt): delta = rowsum(dout * o) (minus dlse,
 **      the gradient of lse, in sfa_backward_dlse), lse2 =
@@ -105,7 +106,11 @@ sfa_status sfa__bwd_exec(sfa_context *ctx, const sfa__device *dev, const sfa_dri
 
   const int64_t B = q->shape[0], Hq = q->shape[1], Tq = q->shape[2];
   const int64_t Hkv = k->shape[1], Tk = k->shape[2];
-  const int64_t tqp = (Tq + TQ_PAD - 1) / TQ_PAD * TQ_PAD, rows = B * Hq * tqp;
+  /* Packed sequences (B = 1 here, Tq the total): the last sequence's last
+  ** query tile may reach TQ_PAD rows past the total (block_m <= TQ_PAD). */
+  const int varlen = c->vl && c->vl->on;
+  const int64_t tqp = (Tq + TQ_PAD - 1) / TQ_PAD * TQ_PAD + (varlen ? TQ_PAD : 0);
+  const int64_t rows = B * Hq * tqp;
   /* dbias: stored (mode 1) when each element has one contribution, else
   ** accumulated in float (mode 2) by CTAs that own every (batch, kv head)
   ** sharing a bias slice. */
@@ -125,8 +130,8 @@ sfa_status sfa__bwd_exec(sfa_context *ctx, const sfa__device *dev, const sfa_dri
   const float scale = params->scale > 0 ? params->scale : (float)(1.0 / sqrt((double)D));
   size_t off_dq = (size_t)rows * 8, off_db = off_dq + (det ? 0 : (size_t)rows * D * 4);
   /* The problem as the kernels' grid rules read it. */
-  const sfa__grid_dims dims = {.batch = B, .hq = Hq, .hkv = Hkv, .tq = Tq, .tk = Tk,
-                               .nb = nb, .nh = nh};
+  const sfa__grid_dims dims = {.batch = varlen ? c->vl->batch : B, .hq = Hq, .hkv = Hkv,
+                               .tq = Tq, .tk = Tk, .nb = nb, .nh = nh};
   const sfa__variant *vb = &kb->var;
   const size_t off_plan = (off_db + (size_t)dbias_n * 4 + 255) / 256 * 256;
   /* one record of plan_ints int32 per (batch, query head, key tile) */
@@ -183,6 +188,7 @@ sfa_status sfa__bwd_exec(sfa_context *ctx, const sfa__device *dev, const sfa_dri
   a.scale_log2 = (float)((double)scale * 1.4426950408889634);
   SFA__FILL_MODE_ARGS(&a, params, extras);
   a.nb = nb, a.nh = nh;
+  if (varlen) SFA__VARLEN_ARGS(&a, c->vl);
   a.dbias_mode = dbias_mode;
   if (dbias_mode == 1) {
     a.dbias = (uint64_t)(uintptr_t)dbias->data;
@@ -265,8 +271,15 @@ sfa_status sfa_backward_dlse(sfa_context *ctx, const sfa_attention_params *param
                              const sfa_tensor *dlse, const sfa_tensor *dq, const sfa_tensor *dk,
                              const sfa_tensor *dv, const sfa_tensor *dbias, void *stream) {
   if (!ctx) return SFA_ERR_INVALID_ARGUMENT;
-  sfa_status st = sfa__validate_backward(ctx, params, q, k, v, extras, o, lse, dout, dq, dk,
-                                         dv, dbias);
+  /* Packed sequences: their checks, then the views of one batch of the
+  ** totals (runtime/varlen.h) for the fixed-length checks and launches. */
+  sfa__varlen vl;
+  const sfa__varlen_call vc = {&q, &k, &v, &o, &lse, &dout, &dq, &dk, &dv, &extras, dbias};
+  sfa_status st = q && k && v && o && lse && dout && dq && dk && dv
+                      ? sfa__varlen_prepare(ctx, params, &vc, &vl)
+                      : SFA_OK;
+  if (st == SFA_OK)
+    st = sfa__validate_backward(ctx, params, q, k, v, extras, o, lse, dout, dq, dk, dv, dbias);
   if (st != SFA_OK) return st;
   if (dlse && (st = validate_dlse(ctx, q, dlse, dq, dk, dv, dbias)) != SFA_OK) return st;
   const int D = (int)q->shape[3];
@@ -290,6 +303,6 @@ sfa_status sfa_backward_dlse(sfa_context *ctx, const sfa_attention_params *param
       (det && (st = sfa__select_kernel(ctx, &dev, SFA_PASS_BWD_DQ, q->dtype, D, flags, &prob,
                                        &kdq)) != SFA_OK))
     return st;
-  const sfa__bwd_call c = {params, q, k, v, extras, o, lse, dout, dq, dk, dv, dbias, dlse};
+  const sfa__bwd_call c = {params, q, k, v, extras, o, lse, dout, dq, dk, dv, dbias, dlse, &vl};
   return sfa__bwd_exec(ctx, &dev, d, kb, kdq, &c, (CUstream)stream);
 }

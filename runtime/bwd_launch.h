@@ -8,6 +8,7 @@
 #define SFA_RUNTIME_BWD_LAUNCH_H
 
 #include "runtime/internal.h"
+#include "runtime/varlen.h"
 
 /* The arguments of one backward call, as sfa_backward takes them. */
 typedef struct sfa__bwd_call {
@@ -17,6 +18,9 @@ typedef struct sfa__bwd_call {
   const sfa_tensor *o, *lse, *dout;
   const sfa_tensor *dq, *dk, *dv, *dbias; /* dbias may be NULL */
   const sfa_tensor *dlse;                 /* dL/dlse, or NULL (sfa_backward_dlse) */
+  const sfa__varlen *vl;                   /* packed sequences: the views' call (the
+                                              tensors above are its views); NULL or
+                                              vl->on 0 for a fixed-length call */
 } sfa__bwd_call;
 
 /* Runs the backward of c on stream with kb (a bwd kernel; deterministic when

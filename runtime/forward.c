@@ -18,6 +18,7 @@
 #include "runtime/fwd_launch.h"
 #include "runtime/mode_args.h"
 #include "runtime/validate.h"
+#include "runtime/varlen.h"
 
 /* ------------------------------------------------------------ launch */
 
@@ -103,7 +104,12 @@ sfa_status sfa_forward(sfa_context *ctx, const sfa_attention_params *params,
                        const sfa_extras *extras, const sfa_tensor *o,
                        const sfa_tensor *lse, void *stream) {
   if (!ctx) return SFA_ERR_INVALID_ARGUMENT;
-  sfa_status st = sfa__validate_forward(ctx, params, q, k, v, extras, o, lse);
+  /* Packed sequences: their checks, then the views of one batch of the
+  ** totals (runtime/varlen.h) for the fixed-length checks and blocks. */
+  sfa__varlen vl;
+  const sfa__varlen_call vc = {&q, &k, &v, &o, &lse, NULL, NULL, NULL, NULL, &extras, NULL};
+  sfa_status st = q && k && v && o ? sfa__varlen_prepare(ctx, params, &vc, &vl) : SFA_OK;
+  if (st == SFA_OK) st = sfa__validate_forward(ctx, params, q, k, v, extras, o, lse);
   if (st != SFA_OK) return st;
 
   sfa__device dev;
@@ -120,5 +126,6 @@ sfa_status sfa_forward(sfa_context *ctx, const sfa_attention_params *params,
 
   sfa_fwd_args a;
   sfa__fwd_args_fill(&a, params, q, k, v, extras, o, lse);
+  SFA__VARLEN_ARGS(&a, &vl);
   return sfa__fwd_launch(ctx, d, kern, &a, (CUstream)stream);
 }

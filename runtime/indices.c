@@ -3,7 +3,9 @@
 ** of modes qk_drop and hash (docs/semantics.md; sfa_forward trusts it and
 ** does not check values). It validates the arguments like sfa_forward does,
 ** synchronizes the caller's stream, copies the index arrays to the host and
-** runs sfa__check_index_arrays (pure host code, see indices.h) on them.
+** runs sfa__check_index_arrays (pure host code, see indices.h) on them; with
+** packed sequences (every mode) it checks the prefix sums cu_seqlens_q / _k
+** and each sequence's index rows (sfa__check_index_arrays_varlen).
 */
 #include <stdarg.h>
 #include <stdint.h>
@@ -15,6 +17,7 @@
 #include "runtime/indices.h"
 #include "runtime/internal.h"
 #include "runtime/validate.h"
+#include "runtime/varlen.h"
 #include "gen/gen_internal.h"
 #include "gen/mode.h"
 
@@ -203,6 +206,71 @@ static sfa_status host_copy_size(sfa_context *ctx, int hash, int64_t B, int64_t 
   return SFA_OK;
 }
 
+/* Packed sequences: the prefix sums (every mode) and, in modes with index
+** arrays, each sequence's rows of them (runtime/varlen.h). Arguments as
+** sfa_check_indices' (validated params, Tq and Tk >= 1). */
+static sfa_status check_packed(sfa_context *ctx, const sfa_attention_params *params,
+                               const sfa__mode *m, const sfa_extras *extras, int64_t Tq,
+                               int64_t Tk, void *stream) {
+  sfa_status st = sfa__varlen_check_pair(ctx, params, extras);
+  if (st != SFA_OK) return st;
+  int64_t Hq = 1, Hkv = 1;
+  if (extras->q_idx && extras->q_idx->rank == 2) Hq = extras->q_idx->shape[0];
+  if (extras->k_idx && extras->k_idx->rank == 2) Hkv = extras->k_idx->shape[0];
+  sfa__varlen vl;
+  memset(&vl, 0, sizeof vl);
+  if ((st = sfa__varlen_index_views(ctx, extras, Hq, Tq, Hkv, Tk, &vl)) != SFA_OK ||
+      (st = sfa__validate_extras(ctx, params, &vl.ex, SFA_DTYPE_FP16, 1, Hq, Hkv, Tq, Tk)))
+    return st;
+  if (Hq % Hkv != 0)
+    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
+                      "extras->k_idx: its %lld heads (shape[0]) do not divide the %lld heads of "
+                      "q_idx",
+                      (long long)Hkv, (long long)Hq);
+  const int64_t n = extras->cu_seqlens_q->shape[0];
+  const int idx = m->check_index_row != NULL, hash = (m->reads & SFA__EX_Q_HASH) != 0;
+  size_t nq = 0, nk = 0;
+  if (idx && (st = host_copy_size(ctx, hash, 1, Hq, Hkv, Tq, Tk, &nq, &nk)) != SFA_OK) return st;
+  int32_t *cq = malloc((size_t)n * 4), *ck = malloc((size_t)n * 4);
+  int32_t *qi = idx ? malloc(nq * 4) : NULL, *ki = idx ? malloc(nk * 4) : NULL;
+  int32_t *qh = hash ? malloc(nq * 4) : NULL, *kh = hash ? malloc(nk * 4) : NULL;
+  sfa__device dev;
+  const sfa_driver *d;
+  CUresult r;
+  if (!cq || !ck || (idx && (!qi || !ki)) || (hash && (!qh || !kh))) {
+    st = sfa__error(ctx, SFA_ERR_OUT_OF_MEMORY,
+                    "sfa_check_indices: out of host memory for %zu + %zu indices", nq, nk);
+    goto done;
+  }
+  if ((st = sfa__bind(ctx, &dev)) != SFA_OK) goto done;
+  if ((st = sfa__driver_load(&d, ctx->err, sizeof ctx->err)) != SFA_OK) goto done;
+  if ((r = d->cuStreamSynchronize((CUstream)stream)) != CUDA_SUCCESS ||
+      (r = d->cuMemcpyDtoH(cq, (CUdeviceptr)(uintptr_t)extras->cu_seqlens_q->data,
+                           (size_t)n * 4)) != CUDA_SUCCESS ||
+      (r = d->cuMemcpyDtoH(ck, (CUdeviceptr)(uintptr_t)extras->cu_seqlens_k->data,
+                           (size_t)n * 4)) != CUDA_SUCCESS) {
+    st = sfa__cuda_error(r, "copying extras->cu_seqlens_q/_k to the host", ctx->err,
+                         sizeof ctx->err);
+    goto done;
+  }
+  if (!idx) {
+    if ((st = sfa__check_seqlens("extras->cu_seqlens_q", cq, n, Tq, ctx->err, sizeof ctx->err)) ==
+        SFA_OK)
+      st = sfa__check_seqlens("extras->cu_seqlens_k", ck, n, Tk, ctx->err, sizeof ctx->err);
+    goto done;
+  }
+  if ((st = fetch(ctx, d, "extras->q_idx", vl.ex.q_idx, qi)) ||
+      (st = fetch(ctx, d, "extras->k_idx", vl.ex.k_idx, ki)) ||
+      (hash && (st = fetch(ctx, d, "extras->q_hash", vl.ex.q_hash, qh))) ||
+      (hash && (st = fetch(ctx, d, "extras->k_hash", vl.ex.k_hash, kh))))
+    goto done;
+  st = sfa__check_index_arrays_varlen(m->mode, n - 1, Hq, Hkv, Tq, Tk, cq, ck, qi, ki, qh, kh,
+                                      ctx->err, sizeof ctx->err);
+done:
+  free(cq), free(ck), free(qi), free(ki), free(qh), free(kh);
+  return st;
+}
+
 sfa_status sfa_check_indices(sfa_context *ctx, const sfa_attention_params *params,
                              const sfa_extras *extras, int64_t Tq, int64_t Tk, void *stream) {
   if (!ctx) return SFA_ERR_INVALID_ARGUMENT;
@@ -210,7 +278,8 @@ sfa_status sfa_check_indices(sfa_context *ctx, const sfa_attention_params *param
   if (st != SFA_OK) return st;
   const sfa_mode mode = params->mode;
   const sfa__mode *m = sfa__mode_find(mode);
-  if (!m->check_index_row) {
+  const int packed = extras && (extras->cu_seqlens_q || extras->cu_seqlens_k);
+  if (!m->check_index_row && !packed) {
     char modes[96];
     sfa__mode_list(modes, sizeof modes, 0, " and ", sfa__mode_has_indices, 0);
     return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
@@ -221,6 +290,7 @@ sfa_status sfa_check_indices(sfa_context *ctx, const sfa_attention_params *param
   if (Tq < 1 || Tk < 1)
     return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "%s: %lld; must be >= 1 (the length of %s)",
                       Tq < 1 ? "Tq" : "Tk", (long long)(Tq < 1 ? Tq : Tk), Tq < 1 ? "q" : "k");
+  if (packed) return check_packed(ctx, params, m, extras, Tq, Tk, stream);
   /* The sizes come from q_idx and k_idx; missing arrays and wrong ranks are
   ** reported by the validation, whatever sizes it is given. */
   int64_t B = 1, Hq = 1, Hkv = 1;

@@ -27,6 +27,17 @@
 
 /* ------------------------------------------------------------ the attention kernels */
 
+/* The tail of sfa_fwd_args and sfa_bwd_args that only the varlen variants
+** (SFA_FEAT_VARLEN) declare (templates/abi.lt leaves it out of the others,
+** which therefore stay as they were before it). The launch passes the whole C
+** struct either way: the driver copies as many bytes as the kernel declares.
+** With it, batch is the number of sequences B, tq and tk the totals (the
+** packed tensors' time extents) and every batch stride 0; the kernel takes
+** its sequence's lengths and row offsets from these arrays. */
+#define SFA_ABI_VARLEN_ARGS(F, X)                                               \
+  F(X, u64, cu_q, "varlen: int32 [B + 1] query and key row prefix sums")        \
+  F(X, u64, cu_k, "")
+
 /* Pass fwd. */
 #define SFA_ABI_FWD_ARGS(F, X)                                                  \
   F(X, u64, q, "device pointers; lse may be 0")                                 \
@@ -79,7 +90,8 @@
   F(X, f32, scale_log2, "scale * log2(e)")                                      \
   F(X, f32, softcap, "score cap c (0 = off) and 1 / c")                         \
   F(X, f32, softcap_inv, "")                                                    \
-  F(X, i32, pad_, "to a multiple of 8 bytes")
+  F(X, i32, pad_, "to a multiple of 8 bytes")                                   \
+  SFA_ABI_VARLEN_ARGS(F, X)
 
 /* Passes bwd and bwddq. lse2 and delta are float workspaces of B * Hq rows of
 ** tqp floats (tqp = Tq rounded up to 128): lse * log2(e) (+inf for rows that
@@ -158,7 +170,8 @@
   F(X, f32, scale_log2, "")                                                     \
   F(X, f32, softcap, "score cap c (0 = off) and 1 / c")                         \
   F(X, f32, softcap_inv, "")                                                    \
-  F(X, i32, pad_, "to a multiple of 8 bytes")
+  F(X, i32, pad_, "to a multiple of 8 bytes")                                   \
+  SFA_ABI_VARLEN_ARGS(F, X)
 
 /* ------------------------------------------------------------ the utility kernels */
 

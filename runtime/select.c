@@ -375,7 +375,10 @@ sfa_status sfa__select_spec(sfa_context *ctx, const sfa__device *dev, sfa_kernel
     return no_default(ctx, st, spec, why);
 
   int locked = 0;
-  if (!from_db && policy == SFA_TUNE_ON && sfa__tune_can_launch(spec->pass)) {
+  /* The tuner's synthetic calls are fixed-length: packed sequences take the
+  ** db or the default. */
+  if (!from_db && policy == SFA_TUNE_ON && sfa__tune_can_launch(spec->pass) &&
+      !(spec->flags & SFA_FEAT_VARLEN)) {
     /* One tuning run at a time; another thread may have tuned this key. */
     pthread_mutex_lock(&s->tune_lock);
     locked = 1;

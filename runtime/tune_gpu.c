@@ -351,7 +351,7 @@ static int setup(gt *g, const sfa_kernel_spec *base) {
   if (!rc && (m->reads & (SFA__EX_BIAS | SFA__EX_MASK))) rc = make_window_extras(g, &rng, dt);
   if (!rc && p->alibi_batches > 0 && (m->reads & SFA__EX_ALIBI)) rc = make_slopes(g);
   if (rc) return rc;
-  g->exp = m->reads ? &g->ex : NULL;
+  g->exp = m->reads & ~SFA__EX_SEQLENS ? &g->ex : NULL; /* synthetic calls are fixed-length */
   /* The synthetic call must be one sfa_forward would accept. */
   sfa_status st = sfa__validate_forward(g->ctx, p->params, &g->q, &g->k, &g->v, g->exp, &g->o,
                                         p->has_lse ? &g->l : NULL);
@@ -393,7 +393,7 @@ static int launch(gt *g, const sfa_kernel_spec *s, int to_ref) {
   if (g->bwd) {
     const sfa__bwd_call c = {p->params, &g->q, &g->k, &g->v, g->exp, &g->o_ref, &g->l_ref,
                              &g->dout, to_ref ? &g->dq_ref : &g->dq, to_ref ? &g->dk_ref : &g->dk,
-                             to_ref ? &g->dv_ref : &g->dv, NULL, NULL};
+                             to_ref ? &g->dv_ref : &g->dv, NULL, NULL, NULL}; /* no dbias, dlse, varlen */
     st = sfa__bwd_exec(g->ctx, g->dev, g->d, k, g->kdq, &c, g->stream);
     if (st != SFA_OK) snprintf(g->why, sizeof g->why, "%.500s", g->ctx->err);
     return (int)st;

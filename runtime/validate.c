@@ -383,6 +383,13 @@ sfa_status sfa__validate_extras(sfa_context *ctx, const sfa_attention_params *p,
     case SFA__EXTRA_SLOPES:
       st = check_slopes(ctx, nm, t, B, Hq);
       break;
+    case SFA__EXTRA_SEQLENS: /* the rest: runtime/varlen.c, which made B, Tq, Tk the views' */
+      st = t->dtype == SFA_DTYPE_INT32 && t->rank == 1 && t->shape[0] >= 2 &&
+                   (ex->cu_seqlens_q && ex->cu_seqlens_k)
+               ? SFA_OK
+               : sfa__error(ctx, bad, "%s: must be int32 [B + 1], given with %s", nm,
+                            e[i].k_side ? "cu_seqlens_q" : "cu_seqlens_k");
+      break;
     default:
       st = sfa__error(ctx, SFA_ERR_INTERNAL, "extras->%s: no layout rule", e[i].name);
     }

@@ -280,7 +280,7 @@ START_TEST(call_kernels_lists_what_a_call_loads) {
   /* window: the flags follow the extras given */
   sfa_tensor bias, mask;
   memset(&bias, 0, sizeof bias), memset(&mask, 0, sizeof mask);
-  sfa_extras ex = {NULL, NULL, NULL, NULL, &bias, &mask, NULL};
+  sfa_extras ex = {.bias = &bias, .mask = &mask};
   sfa_params_init(&a);
   a.mode = SFA_MODE_WINDOW;
   ck_assert_int_eq(list(ctx, SFA_PASS_FWD, &a, &ex, SFA_DTYPE_FP16, 64, 86, names), 1);

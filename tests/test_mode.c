@@ -44,7 +44,8 @@ END_TEST
 
 START_TEST(rows_agree_with_themselves) {
   const unsigned problem_flags = SFA_FEAT_CAUSAL | SFA_FEAT_BIAS | SFA_FEAT_MASK |
-                                 SFA_FEAT_STRICT | SFA_FEAT_SOFTCAP | SFA_FEAT_ALIBI;
+                                 SFA_FEAT_STRICT | SFA_FEAT_SOFTCAP | SFA_FEAT_ALIBI |
+                                 SFA_FEAT_VARLEN;
   const unsigned index = SFA__EX_Q_IDX | SFA__EX_K_IDX;
   size_t n = 0, ne = 0;
   const sfa__mode *t = sfa__mode_table(&n);
@@ -86,11 +87,12 @@ START_TEST(every_mode_has_its_template_and_they_agree) {
     char name[64], err[1024] = "";
     snprintf(name, sizeof name, "mode_%s.lt", t[i].name);
     ck_assert_msg(sfa__embedded_find(name) != NULL, "%s is missing", name);
-    for (int wg = 0; wg < 2; wg++) {
-      sfa_kernel_spec s = {SFA_PASS_BWD, t[i].mode, SFA_DTYPE_BF16, 64, 0, 0, 0, 0, 90, 0,
-                           SFA_SPEC_MMA_SYNC};
-      ck_assert_int_eq(sfa__spec_default_mma(&s, wg, err, sizeof err), SFA_OK);
-      ck_assert_int_eq(s.mma, wg ? SFA_SPEC_MMA_WGMMA : SFA_SPEC_MMA_SYNC);
+    for (int wg = 0; wg < 4; wg++) { /* 2, 3: packed sequences (every mode takes them) */
+      sfa_kernel_spec s = {SFA_PASS_BWD, t[i].mode, SFA_DTYPE_BF16, 64, 0, 0, 0, 0, 90,
+                           wg >= 2 ? SFA_FEAT_VARLEN : 0u, SFA_SPEC_MMA_SYNC};
+      ck_assert(t[i].flags & SFA_FEAT_VARLEN);
+      ck_assert_int_eq(sfa__spec_default_mma(&s, wg & 1, err, sizeof err), SFA_OK);
+      ck_assert_int_eq(s.mma, wg & 1 ? SFA_SPEC_MMA_WGMMA : SFA_SPEC_MMA_SYNC);
       ck_assert_int_eq(sfa__bwd_plan(&s), t[i].bwd_plan);
       char *src = NULL;
       ck_assert_msg(sfa_generate(&s, &src, err, sizeof err) == SFA_OK, "%s: %s", t[i].name, err);
@@ -132,6 +134,13 @@ START_TEST(call_flags) {
   ck_assert_uint_eq(sfa__mode_call_flags(sfa__mode_find(SFA_MODE_DENSE), &p, NULL),
                     SFA_FEAT_CAUSAL);
   ck_assert_uint_eq(sfa__mode_call_flags(sfa__mode_find(SFA_MODE_HASH), &p, NULL), 0);
+  /* packed sequences: every mode's kernel takes them */
+  sfa_extras vx = {0};
+  vx.cu_seqlens_q = vx.cu_seqlens_k = &t;
+  ck_assert_uint_eq(sfa__mode_call_flags(sfa__mode_find(SFA_MODE_HASH), &p, &vx),
+                    SFA_FEAT_VARLEN);
+  ck_assert_uint_eq(sfa__mode_call_flags(sfa__mode_find(SFA_MODE_DENSE), &p, &vx),
+                    SFA_FEAT_CAUSAL | SFA_FEAT_VARLEN);
   ex.mask = &t;
   ck_assert_uint_eq(sfa__mode_call_flags(sfa__mode_find(SFA_MODE_WINDOW), &p, &ex),
                     SFA_FEAT_CAUSAL | SFA_FEAT_MASK);
@@ -156,17 +165,19 @@ END_TEST
 START_TEST(extras_members_in_struct_order) {
   size_t ne = 0;
   const sfa__extra *e = sfa__extras(&ne);
-  ck_assert_uint_eq(ne, 7);
+  ck_assert_uint_eq(ne, 9);
   static const char *const names[] = {"q_idx", "k_idx", "q_hash", "k_hash", "bias", "mask",
-                                       "alibi_slopes"};
-  sfa_tensor t[7];
-  sfa_extras ex = {&t[0], &t[1], &t[2], &t[3], &t[4], &t[5], &t[6]};
+                                       "alibi_slopes", "cu_seqlens_q", "cu_seqlens_k"};
+  sfa_tensor t[9];
+  sfa_extras ex = {&t[0], &t[1], &t[2], &t[3], &t[4], &t[5], &t[6], &t[7], &t[8]};
   const int32_t a[4] = {0};
   const float f[2] = {0};
   const uint8_t u[1] = {0};
   sfa_host_extras hx = {.q_idx = &a[0], .k_idx = &a[1], .q_hash = &a[2], .k_hash = &a[3],
                         .bias = f, .mask = u, .alibi_slopes = &f[1]};
-  const void *host[7] = {&a[0], &a[1], &a[2], &a[3], f, u, &f[1]};
+  /* the packed sequences' arrays have no host member: the references take
+  ** one sequence at a time */
+  const void *host[9] = {&a[0], &a[1], &a[2], &a[3], f, u, &f[1], NULL, NULL};
   for (size_t i = 0; i < ne; i++) {
     ck_assert_str_eq(e[i].name, names[i]);
     ck_assert_uint_eq(e[i].bit, 1u << i);

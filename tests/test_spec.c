@@ -191,7 +191,7 @@ START_TEST(flags_rule) {
   expect(&s, SFA_OK, NULL, NULL);
   s.flags = SFA_FEAT_BIAS;
   expect(&s, SFA_ERR_INVALID_ARGUMENT, "flags: bias is not allowed with mode dense",
-         "dense, which allows causal, softcap, alibi; bias applies to mode window");
+         "dense, which allows causal, softcap, alibi, varlen; bias applies to mode window");
   s.flags = SFA_FEAT_MASK | SFA_FEAT_CAUSAL;
   expect(&s, SFA_ERR_INVALID_ARGUMENT, "flags: mask is not allowed with mode dense",
          "mask applies to mode window");
@@ -309,10 +309,10 @@ START_TEST(flags_per_mode) {
   expect(&s, SFA_ERR_INVALID_ARGUMENT, "flags: causal is not allowed with mode qk_drop",
          "q_idx >= k_idx is intrinsic");
   s.mode = SFA_MODE_HASH;
-  expect(&s, SFA_ERR_INVALID_ARGUMENT, "mode hash, which allows strict, softcap", NULL);
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "mode hash, which allows strict, softcap, varlen", NULL);
   s.flags = SFA_FEAT_MASK;
   expect(&s, SFA_ERR_INVALID_ARGUMENT, "mask is not allowed with mode hash",
-         "hash, which allows strict, softcap; mask applies to mode window");
+         "hash, which allows strict, softcap, varlen; mask applies to mode window");
   s.flags = SFA_FEAT_ALIBI;
   expect(&s, SFA_ERR_INVALID_ARGUMENT, "alibi is not allowed with mode hash",
          "alibi applies to modes dense and window");
@@ -533,12 +533,12 @@ START_TEST(parse_errors) {
   parse_fails("sfa_fwd_dense_causal_causal_bf16_d128_m128n64_w4s1_sm90", "bad token 'causal'");
   parse_fails("sfa_fwd_dense_bias_causal_bf16_d128_m128n64_w4s1_sm90", "order causal, bias");
   parse_fails("sfa_fwd_dense_wg_causal_bf16_d128_m64n128_w4s1_sm90",
-              "order causal, bias, mask, det, strict, softcap, alibi, wg");
+              "order causal, bias, mask, det, strict, softcap, alibi, varlen, wg");
   parse_fails("sfa_bwd_dense_wg_det_bf16_d128_m64n128_w8s2_sm90",
-              "order causal, bias, mask, det, strict, softcap, alibi, wg");
+              "order causal, bias, mask, det, strict, softcap, alibi, varlen, wg");
   parse_fails("sfa_fwd_dense_wg_wg_bf16_d128_m64n128_w4s1_sm90", "bad token 'wg'");
   parse_fails("sfa_fwd_dense_wgmma_bf16_d128_m64n128_w4s1_sm90",
-              "a flag (causal, bias, mask, det, strict, softcap, alibi, wg) or the dtype");
+              "a flag (causal, bias, mask, det, strict, softcap, alibi, varlen, wg) or the dtype");
   parse_fails("sfa_fwd_dense_bf16_128_m128n64_w4s1_sm90", "bad token '128'");
   parse_fails("sfa_fwd_dense_bf16_d0128_m128n64_w4s1_sm90", "bad token 'd0128'");
   parse_fails("sfa_fwd_dense_bf16_d128x_m128n64_w4s1_sm90", "bad token 'd128x'");

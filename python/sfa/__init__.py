@@ -15,6 +15,7 @@ that use them without graph breaks, and autograd trains through them.
     o = sfa.hash_attention(q, k, v, q_bucket, k_bucket, num_buckets)
     o = sfa.attention(q, k, v, mode="window", window=(1023, 0), causal=True, bias=b)
     o, lse = sfa.attention(q, k, v, causal=True, return_lse=True)
+    o = sfa.attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, causal=True)  # packed [total, H, D]
 
 Importing sfa needs no torch (sfa.__version__, the library checks); the
 attention functions need it and raise ImportError without it.
@@ -32,7 +33,8 @@ __version__ = _capi.VERSION
 library_path = _capi.LIBRARY_PATH
 
 __all__ = ["attention", "scaled_dot_product_attention", "forward", "backward", "hash_prepare", "hash_unsort",
-           "hash_attention", "topk_mask", "merge_attention", "SfaError", "SfaUnsupportedError", "__version__", "library_path"]
+           "hash_attention", "topk_mask", "merge_attention", "attention_varlen", "SfaError",
+           "SfaUnsupportedError", "__version__", "library_path"]
 
 try:
     import torch  # noqa: F401
@@ -49,5 +51,5 @@ except ImportError as _e:
     for _n in __all__[:9]:
         globals()[_n] = _needs_torch(_n)
 else:
-    from ._api import (attention, backward, forward, hash_attention, hash_prepare, hash_unsort,  # noqa: F401
-                       merge_attention, scaled_dot_product_attention, topk_mask)
+    from ._api import (attention, attention_varlen, backward, forward, hash_attention, hash_prepare,  # noqa: F401
+                       hash_unsort, merge_attention, scaled_dot_product_attention, topk_mask)

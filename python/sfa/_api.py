@@ -1,5 +1,6 @@
 """_api.py -- the PyTorch functions of sfa: attention() (differentiable, every
-mode, bottom-right or top-left causal alignment), scaled_dot_product_attention()
+mode, bottom-right or top-left causal alignment), attention_varlen() (packed
+sequences of different lengths), scaled_dot_product_attention()
 (torch's SDPA signature and semantics), hash_attention(), hash_prepare(),
 hash_unsort(), topk_mask(), merge_attention() (differentiable), and the plain
 no-autograd forward() / backward().
@@ -40,7 +41,7 @@ def _check_tensors(named):
                              f"one call must be on the same device")
 
 
-def _check_qkv(q, k, v):
+def _check_qkv(q, k, v, rank=4, layout="[B, H, T, D]"):
     for t, n in ((q, "q"), (k, "k"), (v, "v")):
         if not isinstance(t, torch.Tensor):
             raise ValueError(f"sfa: {n} must be a torch.Tensor, not {type(t).__name__}")
@@ -49,8 +50,8 @@ def _check_qkv(q, k, v):
                              "torch.bfloat16")
         if t.dtype != q.dtype:
             raise ValueError(f"sfa: {n}: dtype {t.dtype} does not match q ({q.dtype})")
-        if t.dim() != 4:
-            raise ValueError(f"sfa: {n} has shape {tuple(t.shape)}; must be 4-D ([B, H, T, D])")
+        if t.dim() != rank:
+            raise ValueError(f"sfa: {n} has shape {tuple(t.shape)}; must be {rank}-D ({layout})")
 
 
 def _slice_rows(t, tq, tq2):
@@ -163,6 +164,45 @@ def attention(q, k, v, *, mode="dense", causal=False, causal_align="bottom_right
     if rows_cut:
         o = F.pad(o, (0, 0, 0, rows_cut))
         lse = F.pad(lse, (0, rows_cut), value=-math.inf)
+    return (o, lse) if return_lse else o
+
+
+def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, *, mode="dense", causal=False, scale=None,
+                     window=(-1, -1), q_idx=None, k_idx=None, q_hash=None, k_hash=None, deterministic=False,
+                     return_lse=False):
+    """Differentiable sfa attention over packed sequences of different lengths
+    (the layout of FlashAttention's varlen calls): B sequences stored one
+    after another along time, q [total_q, Hq, D], k and v [total_k, Hkv, D]
+    (fp16 or bf16 CUDA tensors on one GPU; Hq a multiple of Hkv), and
+    cu_seqlens_q, cu_seqlens_k int32 [B + 1] on the same GPU: the prefix sums
+    of the lengths (0 first, never decreasing, the totals last; a sequence may
+    be empty). Sequence b is rows cu_seqlens_q[b]:cu_seqlens_q[b + 1] of q and
+    cu_seqlens_k[b]:cu_seqlens_k[b + 1] of k and v. Returns o like q; with
+    return_lse=True (o, lse), lse float32 [Hq, total_q] (not
+    differentiable; -inf for a row that sees no key).
+
+    Each sequence is its own problem, exactly as sfa.attention on it alone
+    with causal_align="bottom_right": causal and the window are aligned to the
+    sequence's own lengths, and nothing is seen across a boundary. mode
+    "dense", "qk_drop" (q_idx [Hq, total_q], k_idx [Hkv, total_k]), "hash"
+    (also q_hash, k_hash, alike) with the positions within each sequence, or
+    "window" (window=(left, right); no bias or mask with packed sequences).
+    No maximum length is needed and nothing is read back from the GPU (the
+    values of cu_seqlens are not checked; sfa_check_indices does that in C).
+    With grad mode on, autograd gives dq, dk, dv through sfa_backward;
+    deterministic=True makes them bitwise reproducible."""
+    check_choice("mode", mode, list(_capi.MODE))
+    wl, wr = check_window(window)
+    scale = check_scale(scale)
+    _check_qkv(q, k, v, 3, "[total, H, D]: packed sequences")
+    _check_tensors((("q", q), ("k", k), ("v", v), ("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k),
+                    ("q_idx", q_idx), ("k_idx", k_idx), ("q_hash", q_hash), ("k_hash", k_hash)))
+    for n, t in (("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k)):
+        if t.dtype != torch.int32 or t.dim() != 1:
+            raise ValueError(f"sfa: {n}: dtype {t.dtype}, shape {tuple(t.shape)}; must be torch.int32 [B + 1] "
+                             "(prefix sums of the lengths)")
+    o, lse = _ops.attention_varlen_fwd(q, k, v, cu_seqlens_q, cu_seqlens_k, q_idx, k_idx, q_hash, k_hash, mode,
+                                       bool(causal), scale, wl, wr, bool(deterministic))
     return (o, lse) if return_lse else o
 
 

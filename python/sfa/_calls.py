@@ -201,7 +201,8 @@ def _extras(ex):
     """sfa_extras and the sfa_tensor structs it points at (kept alive by the caller)."""
     e = _capi.Extras()
     keep = []
-    for name in ("q_idx", "k_idx", "q_hash", "k_hash", "bias", "mask", "alibi_slopes"):
+    for name in ("q_idx", "k_idx", "q_hash", "k_hash", "bias", "mask", "alibi_slopes", "cu_seqlens_q",
+                 "cu_seqlens_k"):
         d = describe(ex.get(name), name)
         if d is not None:
             keep.append(d)
@@ -216,14 +217,18 @@ def _ready_extras(ex):
     ex["bias"] = bias_ready(ex.get("bias"))
     ex["mask"] = mask_ready(ex.get("mask"))
     ex["alibi_slopes"] = slopes_ready(ex.get("alibi_slopes"))
+    for n in ("cu_seqlens_q", "cu_seqlens_k"):  # packed sequences: contiguous [B + 1]
+        if ex.get(n) is not None:
+            ex[n] = ex[n].contiguous()
     return ex
 
 
 def forward_into(q, k, v, o, lse, mode, causal, scale, window_left, window_right, extras, strict_causal=False,
                  softcap=0.0):
     """sfa_forward into o (and lse, may be None). extras: dict of q_idx, k_idx,
-    q_hash, k_hash, bias, mask, alibi_slopes (None = absent). Inputs are copied
-    where their layout needs it; o and lse must be writable by sfa as they are."""
+    q_hash, k_hash, bias, mask, alibi_slopes, cu_seqlens_q, cu_seqlens_k (None =
+    absent). Inputs are copied where their layout needs it; o and lse must be
+    writable by sfa as they are."""
     p = _params(mode, causal, scale, window_left, window_right, False, strict_causal, softcap)
     q, k, v = rows_aligned(q), rows_aligned(k), rows_aligned(v)
     ex = _ready_extras(extras)

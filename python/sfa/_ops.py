@@ -8,6 +8,11 @@ torch.compile(fullgraph=True) sees them as single graph nodes, and autograd.
                        alibi_slopes? = None, strict_causal = False, softcap = 0.0)
                        -> (dq, dk, dv, dbias)   dbias is an empty tensor unless bias_grad;
                        dlse: the gradient of lse (sfa_backward_dlse), None for none
+  sfa::attention_varlen_fwd (q, k, v, cu_seqlens_q, cu_seqlens_k, q_idx?, k_idx?, q_hash?, k_hash?,
+                       mode, causal, scale?, window_left, window_right, deterministic) -> (o, lse)
+                       packed sequences: q [total_q, Hq, D], lse [Hq, total_q]
+  sfa::attention_varlen_bwd (dout, q, k, v, o, lse, cu_seqlens_q, cu_seqlens_k, index arrays...,
+                       the same options) -> (dq, dk, dv)
   sfa::hash_prepare   (bucket, num_buckets, x?, x2?) -> (idx, hash, x_sorted, x2_sorted)
                        x_sorted / x2_sorted are empty tensors where x / x2 are None
   sfa::hash_unsort    (o_sorted, idx) -> o   (rows that idx does not name are 0)
@@ -101,6 +106,68 @@ def _fwd_backward(ctx, dout, dlse):
 
 
 attention_fwd.register_autograd(_fwd_backward, setup_context=_fwd_setup_context)
+
+
+# ------------------------------------------------------------------ packed sequences
+
+def _varlen_extras(cu_seqlens_q, cu_seqlens_k, q_idx, k_idx, q_hash, k_hash):
+    return dict(q_idx=q_idx, k_idx=k_idx, q_hash=q_hash, k_hash=k_hash, cu_seqlens_q=cu_seqlens_q,
+                cu_seqlens_k=cu_seqlens_k)
+
+
+@torch.library.custom_op("sfa::attention_varlen_fwd", mutates_args=())
+def attention_varlen_fwd(q: Tensor, k: Tensor, v: Tensor, cu_seqlens_q: Tensor, cu_seqlens_k: Tensor,
+                         q_idx: Optional[Tensor], k_idx: Optional[Tensor], q_hash: Optional[Tensor],
+                         k_hash: Optional[Tensor], mode: str, causal: bool, scale: Optional[float],
+                         window_left: int, window_right: int, deterministic: bool) -> Tuple[Tensor, Tensor]:
+    o = _calls.out_like(q)
+    lse = torch.empty((q.shape[1], q.shape[0]), device=q.device, dtype=torch.float32)
+    _calls.forward_into(q, k, v, o, lse, mode, causal, scale, window_left, window_right,
+                        _varlen_extras(cu_seqlens_q, cu_seqlens_k, q_idx, k_idx, q_hash, k_hash))
+    return o, lse
+
+
+@attention_varlen_fwd.register_fake
+def _(q, k, v, cu_seqlens_q, cu_seqlens_k, q_idx, k_idx, q_hash, k_hash, mode, causal, scale, window_left,
+      window_right, deterministic):
+    return _calls.out_like(q), q.new_empty((q.shape[1], q.shape[0]), dtype=torch.float32)
+
+
+@torch.library.custom_op("sfa::attention_varlen_bwd", mutates_args=())
+def attention_varlen_bwd(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor,
+                         cu_seqlens_q: Tensor, cu_seqlens_k: Tensor, q_idx: Optional[Tensor],
+                         k_idx: Optional[Tensor], q_hash: Optional[Tensor], k_hash: Optional[Tensor], mode: str,
+                         causal: bool, scale: Optional[float], window_left: int, window_right: int,
+                         deterministic: bool) -> Tuple[Tensor, Tensor, Tensor]:
+    dq, dk, dv = _calls.out_like(q), _calls.out_like(k), _calls.out_like(v)
+    _calls.backward_into(dout, q, k, v, o, lse, dq, dk, dv, None, mode, causal, scale, window_left, window_right,
+                         deterministic, _varlen_extras(cu_seqlens_q, cu_seqlens_k, q_idx, k_idx, q_hash, k_hash))
+    return dq, dk, dv
+
+
+@attention_varlen_bwd.register_fake
+def _(dout, q, k, v, o, lse, cu_seqlens_q, cu_seqlens_k, q_idx, k_idx, q_hash, k_hash, mode, causal, scale,
+      window_left, window_right, deterministic):
+    return _calls.out_like(q), _calls.out_like(k), _calls.out_like(v)
+
+
+def _varlen_setup_context(ctx, inputs, output):
+    (q, k, v, cu_q, cu_k, q_idx, k_idx, q_hash, k_hash, mode, causal, scale, window_left, window_right,
+     deterministic) = inputs
+    o, lse = output
+    ctx.save_for_backward(q, k, v, o, lse, cu_q, cu_k, q_idx, k_idx, q_hash, k_hash)
+    ctx.options = (mode, causal, scale, window_left, window_right, deterministic)
+    ctx.mark_non_differentiable(lse)
+
+
+def _varlen_backward(ctx, dout, dlse):
+    q, k, v, o, lse, cu_q, cu_k, q_idx, k_idx, q_hash, k_hash = ctx.saved_tensors
+    dq, dk, dv = attention_varlen_bwd(dout, q, k, v, o, lse, cu_q, cu_k, q_idx, k_idx, q_hash, k_hash,
+                                      *ctx.options)
+    return (dq, dk, dv) + (None,) * 12
+
+
+attention_varlen_fwd.register_autograd(_varlen_backward, setup_context=_varlen_setup_context)
 
 
 # ------------------------------------------------------------------ sparse helpers

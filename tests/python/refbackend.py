@@ -6,7 +6,8 @@ sfa_reference_merge) and by torch ops, so that
 everything above them -- the custom ops, their fake and autograd
 registrations, torch.compile, the SDPA and top-left mappings, the mask and
 bias handling -- runs on a machine without a GPU, against the library's own
-semantics.
+semantics. Packed sequences (cu_seqlens in the extras) run each sequence
+through the reference alone.
 
     with refbackend.cpu(sfa):
         o = sfa.attention(q_cpu, k_cpu, v_cpu, causal=True)
@@ -59,11 +60,68 @@ def _check(st, err):
         raise ValueError("sfa (CPU reference): " + err.value.decode())
 
 
+def _packed(extras):
+    """The prefix sums of a packed call (host lists), or None."""
+    if extras.get("cu_seqlens_q") is None:
+        return None
+    return extras["cu_seqlens_q"].tolist(), extras["cu_seqlens_k"].tolist()
+
+
+def _seq(t, a, b):
+    """Rows a:b of a packed [total, H, D] tensor as [1, H, n, D]."""
+    return t[a:b].transpose(0, 1).unsqueeze(0)
+
+
+def _seq_extras(extras, qa, qb, ka, kb):
+    """A packed call's index arrays [H, total] cut to one sequence, [1, H, n]."""
+    out = {}
+    for n, (a, b) in (("q_idx", (qa, qb)), ("q_hash", (qa, qb)), ("k_idx", (ka, kb)), ("k_hash", (ka, kb))):
+        if extras.get(n) is not None:
+            out[n] = extras[n][:, a:b].unsqueeze(0)
+    return out
+
+
 def make(sfa):
     capi, calls = sfa._capi, sfa._calls
 
+    def forward_packed(q, k, v, o, lse, mode, causal, scale, window_left, window_right, extras, cu):
+        """Each sequence through the reference alone; o = 0, lse = -inf where it sees no key."""
+        o.zero_()
+        if lse is not None:
+            lse.fill_(float("-inf"))
+        for (qa, qb), (ka, kb) in zip(zip(cu[0], cu[0][1:]), zip(cu[1], cu[1][1:])):
+            if qb == qa or kb == ka:
+                continue
+            os_ = torch.empty(1, q.shape[1], qb - qa, q.shape[2], dtype=o.dtype)
+            ls = torch.empty(1, q.shape[1], qb - qa, dtype=torch.float32)
+            forward_into(_seq(q, qa, qb), _seq(k, ka, kb), _seq(v, ka, kb), os_, ls, mode, causal, scale,
+                         window_left, window_right, _seq_extras(extras, qa, qb, ka, kb))
+            o[qa:qb].copy_(os_[0].transpose(0, 1))
+            if lse is not None:
+                lse[:, qa:qb].copy_(ls[0])
+
+    def backward_packed(dout, q, k, v, o, lse, dq, dk, dv, mode, causal, scale, window_left, window_right,
+                        deterministic, extras, cu):
+        dq.zero_()
+        dk.zero_()
+        dv.zero_()
+        for (qa, qb), (ka, kb) in zip(zip(cu[0], cu[0][1:]), zip(cu[1], cu[1][1:])):
+            if qb == qa or kb == ka:
+                continue
+            g = [torch.empty(1, t.shape[1], b - a, t.shape[2], dtype=t.dtype)
+                 for t, a, b in ((q, qa, qb), (k, ka, kb), (v, ka, kb))]
+            backward_into(_seq(dout, qa, qb), _seq(q, qa, qb), _seq(k, ka, kb), _seq(v, ka, kb), None,
+                          lse[:, qa:qb].unsqueeze(0), g[0], g[1], g[2], None, mode, causal, scale, window_left,
+                          window_right, deterministic, _seq_extras(extras, qa, qb, ka, kb))
+            dq[qa:qb].copy_(g[0][0].transpose(0, 1))
+            dk[ka:kb].copy_(g[1][0].transpose(0, 1))
+            dv[ka:kb].copy_(g[2][0].transpose(0, 1))
+
     def forward_into(q, k, v, o, lse, mode, causal, scale, window_left, window_right, extras, strict_causal=False,
                      softcap=0.0):
+        cu = _packed(extras)
+        if cu is not None:
+            return forward_packed(q, k, v, o, lse, mode, causal, scale, window_left, window_right, extras, cu)
         p = calls._params(mode, causal, scale, window_left, window_right, False, strict_causal, softcap)
         for t in (q, k, v):  # the layout helpers run as on the GPU path
             calls.rows_aligned(t)
@@ -86,6 +144,10 @@ def make(sfa):
 
     def backward_into(dout, q, k, v, o, lse, dq, dk, dv, dbias, mode, causal, scale, window_left, window_right,
                       deterministic, extras, strict_causal=False, softcap=0.0, dlse=None):
+        cu = _packed(extras)
+        if cu is not None:
+            return backward_packed(dout, q, k, v, o, lse, dq, dk, dv, mode, causal, scale, window_left,
+                                   window_right, deterministic, extras, cu)
         p = calls._params(mode, causal, scale, window_left, window_right, deterministic, strict_causal, softcap)
         B, Hq, Tq, D = q.shape
         Hkv, Tk = k.shape[1], k.shape[2]

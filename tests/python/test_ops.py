@@ -9,7 +9,8 @@ Tq < Tk, Tq > Tk, Tq == Tk; bool and float masks; GQA; scale, also 0 and
 negative) for the output and every gradient; causal_align="top_left" in
 window mode; return_lse; the score options (softcap, ALiBi slopes, strict
 causality) against a float64 torch version, output and gradients, and their
-errors.
+errors; sfa.attention_varlen (packed sequences, every mode) against torch in
+float64 per sequence, with opcheck of its ops.
 
 Every case runs twice where a GPU exists: on "cpu-ref", where the binding's
 GPU calls are replaced by the library's float64 CPU reference (refbackend.py:
@@ -449,6 +450,134 @@ def score_option_errors_cpu_ref():
 @test(needs_cuda=True)
 def score_option_errors_cuda():
     _score_errors("cuda")
+# ------------------------------------------------------------------ packed sequences
+
+def _packed_indices(mode, lens, H, device):
+    """Per-sequence index arrays [H, total] (positions within each sequence):
+    qk_drop sorted positions of [0, 2n) with a padding tail; hash rows sorted
+    by (bucket, position) over 3 buckets. The k side (pad INT32_MAX) when
+    k_side, else the q side (pad -1)."""
+    def side(k_side):
+        pad = 2**31 - 1 if k_side else -1
+        idx, hsh = [], []
+        for n in lens[k_side]:
+            for_h_i, for_h_h = [], []
+            for _ in range(H[k_side]):
+                if mode == "qk_drop":
+                    real = n - n // 5
+                    i = torch.randperm(2 * n)[:real].sort().values if n else torch.zeros(0, dtype=torch.long)
+                    h = torch.zeros(n, dtype=torch.long)
+                else:
+                    real = n - n // 6
+                    b = torch.randint(0, 3, (real,))
+                    order = (b * (real + 1) + torch.arange(real)).argsort()
+                    i, h = order, b[order]
+                i = torch.cat([i, torch.full((n - real,), pad)])
+                h = torch.cat([h, torch.full((n - real,), 2**31 - 1)])
+                for_h_i.append(i)
+                for_h_h.append(h)
+            idx.append(torch.stack(for_h_i))
+            hsh.append(torch.stack(for_h_h))
+        return (torch.cat(idx, 1).to(torch.int32).to(device), torch.cat(hsh, 1).to(torch.int32).to(device))
+    return side(0), side(1)
+
+
+def _packed_allowed(mode, tq, tk, kw, qi, ki, qh, kh, group):
+    """The bool [1, Hq or 1, tq, tk] of who sees what in one sequence (docs/semantics.md)."""
+    i = torch.arange(tq).unsqueeze(1)
+    j = torch.arange(tk).unsqueeze(0)
+    off = tk - tq
+    if mode == "dense":
+        a = (j <= i + off) if kw.get("causal") else torch.ones(tq, tk, dtype=torch.bool)
+        return a.view(1, 1, tq, tk)
+    if mode == "window":
+        left, right = kw["window"]
+        a = torch.ones(tq, tk, dtype=torch.bool)
+        if left >= 0:
+            a &= j >= i + off - left
+        if right >= 0:
+            a &= j <= i + off + right
+        return a.view(1, 1, tq, tk)
+    qi, ki = qi.long().cpu(), ki.long().cpu().repeat_interleave(group, 0)
+    a = (qi[:, :, None] != -1) & (ki[:, None, :] != 2**31 - 1) & (qi[:, :, None] >= ki[:, None, :])
+    if mode == "hash":
+        qh, kh = qh.long().cpu(), kh.long().cpu().repeat_interleave(group, 0)
+        a &= qh[:, :, None] == kh[:, None, :]
+    return a.unsqueeze(0)
+
+
+def _varlen(backend):
+    """sfa.attention_varlen against torch in float64, one sequence at a time
+    (lengths 0 and 1 among them, queries without keys, GQA): o and every
+    gradient; lse; and opcheck of the two custom ops."""
+    ctx, device, D = on(backend)
+    import itertools
+    with ctx:
+        torch.manual_seed(23)
+        lq, lk = [0, 1, 37, 70, 1, 5, 20], [3, 1, 40, 70, 0, 9, 20]
+        Hq, Hkv = 4, 2
+        cu = [torch.tensor([0] + list(itertools.accumulate(ls)), dtype=torch.int32, device=device)
+              for ls in (lq, lk)]
+        TQ, TK = sum(lq), sum(lk)
+        q, k, v = rand(TQ, Hq, D, device=device), rand(TK, Hkv, D, device=device), rand(TK, Hkv, D, device=device)
+        (qi, qh), (ki, kh) = _packed_indices("qk_drop", (lq, lk), (Hq, Hkv), device)
+        (hqi, hqh), (hki, hkh) = _packed_indices("hash", (lq, lk), (Hq, Hkv), device)
+        cases = [
+            ("dense causal", "dense", dict(causal=True), {}),
+            ("dense", "dense", {}, {}),
+            ("window 8/2", "window", dict(window=(8, 2)), {}),
+            ("qk_drop deterministic", "qk_drop", dict(deterministic=True), dict(q_idx=qi, k_idx=ki)),
+            ("hash", "hash", {}, dict(q_idx=hqi, k_idx=hki, q_hash=hqh, k_hash=hkh)),
+        ]
+        scale = 1 / math.sqrt(D)
+        bq, bk = cu[0].tolist(), cu[1].tolist()
+
+        for name, mode, kw, ix in cases:
+            def run_sfa(q, k, v):
+                return sfa.attention_varlen(q, k, v, cu[0], cu[1], mode=mode, **kw, **ix)
+
+            def run_ref(q, k, v):
+                outs = []
+                for b in range(len(lq)):
+                    qa, qb, ka, kb = bq[b], bq[b + 1], bk[b], bk[b + 1]
+                    if qb == qa:
+                        continue
+                    if kb == ka:
+                        outs.append(q.new_zeros(qb - qa, Hq, D))
+                        continue
+                    seq = [t[a:c].transpose(0, 1).unsqueeze(0) for t, a, c in ((q, qa, qb), (k, ka, kb), (v, ka, kb))]
+                    cut = [x[:, a:c] if x is not None else None for x, a, c in
+                           ((ix.get("q_idx"), qa, qb), (ix.get("k_idx"), ka, kb), (ix.get("q_hash"), qa, qb),
+                            (ix.get("k_hash"), ka, kb))]
+                    allowed = _packed_allowed(mode, qb - qa, kb - ka, kw, *cut, Hq // Hkv).to(q.device)
+                    outs.append(manual_ref(*seq, scale, allowed)[0].transpose(0, 1))
+                return torch.cat(outs, 0)
+
+            errs = compare(f"{backend} varlen {name}", run_sfa, run_ref, [q, k, v], TOL[DTYPE])
+            print(f"      {backend} varlen {name}: " + ", ".join(f"{n} {e:.1e}" for n, e in errs.items()))
+            with torch.no_grad():
+                o, lse = sfa.attention_varlen(q, k, v, cu[0], cu[1], mode=mode, return_lse=True, **kw, **ix)
+            assert lse.shape == (Hq, TQ) and lse.dtype == torch.float32, lse.shape
+            for b in range(len(lq)):  # rows of a sequence without keys: o = 0, lse = -inf
+                if bk[b + 1] == bk[b]:
+                    assert (o[bq[b]:bq[b + 1]] == 0).all() and (lse[:, bq[b]:bq[b + 1]] == -math.inf).all()
+            args = (q.detach(), k.detach(), v.detach(), cu[0], cu[1], ix.get("q_idx"), ix.get("k_idx"),
+                    ix.get("q_hash"), ix.get("k_hash"), mode, bool(kw.get("causal", False)), None,
+                    *kw.get("window", (-1, -1)), bool(kw.get("deterministic", False)))
+            torch.library.opcheck(torch.ops.sfa.attention_varlen_fwd.default, args)
+            dout = torch.randn_like(o)
+            torch.library.opcheck(torch.ops.sfa.attention_varlen_bwd.default,
+                                  (dout, *args[:3], o, lse) + args[3:])
+
+
+@test()
+def varlen_cpu_ref():
+    _varlen("cpu-ref")
+
+
+@test(needs_cuda=True)
+def varlen_cuda():
+    _varlen("cuda")
 
 
 # ------------------------------------------------------------------ torch.compile

@@ -1,0 +1,415 @@
+/*
+** test_gpu_varlen.c -- packed variable-length batches (sfa_extras.cu_seqlens_q
+** / _k) on the GPU: every mode, forward and backward (atomic and
+** deterministic dq), sequences of ragged lengths including 0 and 1 (query
+** and key lengths may differ per sequence, and a sequence may have queries
+** and no keys), GQA, fp16 and bf16, wgmma (the default on sm_90) and
+** mma.sync kernels; o, lse, dq, dk and dv are compared with the float64
+** reference run on each sequence alone (sfa_reference_forward / _backward on
+** slices), within the bounds of the fixed-length GPU suites. Rows of a
+** sequence without keys must be o = 0, lse = -inf, dq = 0; keys of a
+** sequence without queries dk = dv = 0. Exits 77 (skip) without a GPU.
+** Tcase "small" is a short slice for compute-sanitizer
+** (CK_RUN_CASE=small).
+*/
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gpucase.h"
+
+#define MAXB 40
+
+typedef struct vcase {
+  sfa_mode mode;
+  sfa_dtype dtype;
+  int B, Hq, Hkv, D;
+  int lq[MAXB], lk[MAXB];
+  int causal, left, right; /* dense: causal; window: all three */
+  int det;
+  uint64_t seed;
+} vcase;
+
+/* ------------------------------------------------------------ host data */
+
+static uint16_t *rand_half(sfa_dtype dt, size_t n, float *ref, uint64_t *rng) {
+  uint16_t *h = malloc(n * 2 + 2);
+  ck_assert_ptr_nonnull(h);
+  for (size_t i = 0; i < n; i++) {
+    h[i] = tg_to_half(dt, (float)tu_rand_normal(rng));
+    ref[i] = tg_from_half(dt, h[i]);
+  }
+  return h;
+}
+
+/* qk_drop: n sorted positions of [0, 2n) (each kept with probability 0.7, the
+** rest padding). hash: n tokens with buckets in [0, 4), sorted by (bucket,
+** position), the last few padding. Positions are within the sequence. */
+static void index_row(sfa_mode mode, int k_side, int n, int32_t *idx, int32_t *hs,
+                      uint64_t *rng) {
+  const int32_t pad = k_side ? INT32_MAX : -1;
+  if (mode == SFA_MODE_QK_DROP) {
+    int m = 0;
+    for (int t = 0; t < 2 * n && m < n; t++)
+      if (tu_rand_uniform(rng) < 0.7) idx[m++] = t;
+    for (; m < n; m++) idx[m] = pad;
+    return;
+  }
+  const int real = n - (int)(tu_rand_u64(rng) % 3 < 1 ? n / 4 : 0);
+  int count[5] = {0}, start[5] = {0};
+  int32_t *bucket = malloc((size_t)(n + 1) * sizeof *bucket);
+  ck_assert_ptr_nonnull(bucket);
+  for (int t = 0; t < real; t++) count[bucket[t] = (int32_t)(tu_rand_u64(rng) % 4)]++;
+  for (int b = 0; b < 4; b++) start[b + 1] = start[b] + count[b];
+  for (int t = 0; t < real; t++) {
+    const int at = start[bucket[t]]++;
+    idx[at] = t, hs[at] = bucket[t];
+  }
+  for (int i = real; i < n; i++) idx[i] = pad, hs[i] = INT32_MAX;
+  free(bucket);
+}
+
+/* rows [r0, r0 + n) of a packed [total, H, D] float array into [1, H, n, D]. */
+static void slice_rows(const float *src, int H, int D, int r0, int n, float *dst) {
+  for (int h = 0; h < H; h++)
+    for (int t = 0; t < n; t++)
+      memcpy(dst + ((size_t)h * n + t) * D, src + ((size_t)(r0 + t) * H + h) * D,
+             (size_t)D * 4);
+}
+
+static void unslice_rows(const float *src, int H, int D, int r0, int n, float *dst) {
+  for (int h = 0; h < H; h++)
+    for (int t = 0; t < n; t++)
+      memcpy(dst + ((size_t)(r0 + t) * H + h) * D, src + ((size_t)h * n + t) * D,
+             (size_t)D * 4);
+}
+
+static CUdeviceptr alloc_zero(size_t bytes) {
+  CUdeviceptr p = 0;
+  TG_CU(tg_drv->cuMemAlloc(&p, bytes));
+  TG_CU(tg_drv->cuMemsetD8(p, 0xA5, bytes)); /* garbage: every element must be written */
+  return p;
+}
+
+static void download(void *host, CUdeviceptr d, size_t bytes) {
+  TG_CU(tg_drv->cuMemcpyDtoH(host, d, bytes));
+}
+
+/* ------------------------------------------------------------ one case */
+
+static void describe(const vcase *c, char *buf, size_t n) {
+  int at = snprintf(buf, n, "%s %s Hq %d Hkv %d D %d causal %d window %d/%d det %d lens",
+                    sfa_mode_name(c->mode), sfa_dtype_name(c->dtype), c->Hq, c->Hkv, c->D,
+                    c->causal, c->left, c->right, c->det);
+  for (int b = 0; b < c->B && at > 0 && (size_t)at < n; b++)
+    at += snprintf(buf + at, n - (size_t)at, " %d/%d", c->lq[b], c->lk[b]);
+}
+
+static void run_case(const vcase *c) {
+  char desc[600];
+  describe(c, desc, sizeof desc);
+  const int B = c->B, Hq = c->Hq, Hkv = c->Hkv, D = c->D;
+  const sfa_dtype dt = c->dtype;
+  int32_t cq[MAXB + 1] = {0}, ck[MAXB + 1] = {0};
+  for (int b = 0; b < B; b++) cq[b + 1] = cq[b] + c->lq[b], ck[b + 1] = ck[b] + c->lk[b];
+  const int TQ = cq[B], TK = ck[B];
+  const size_t nq = (size_t)TQ * Hq * D, nk = (size_t)TK * Hkv * D, nl = (size_t)Hq * TQ;
+  uint64_t rng = c->seed;
+
+  float *rq = malloc(nq * 4 + 4), *rk = malloc(nk * 4 + 4), *rv = malloc(nk * 4 + 4);
+  float *rdo = malloc(nq * 4 + 4);
+  ck_assert(rq && rk && rv && rdo);
+  uint16_t *hq = rand_half(dt, nq, rq, &rng), *hk = rand_half(dt, nk, rk, &rng);
+  uint16_t *hv = rand_half(dt, nk, rv, &rng), *hdo = rand_half(dt, nq, rdo, &rng);
+
+  /* index arrays [H, total], per sequence and head */
+  const int sparse = c->mode == SFA_MODE_QK_DROP || c->mode == SFA_MODE_HASH;
+  const int hash = c->mode == SFA_MODE_HASH;
+  int32_t *qi = NULL, *ki = NULL, *qh = NULL, *kh = NULL;
+  if (sparse) {
+    qi = calloc(nl + 1, 4), ki = calloc((size_t)Hkv * TK + 1, 4);
+    qh = calloc(nl + 1, 4), kh = calloc((size_t)Hkv * TK + 1, 4);
+    ck_assert(qi && ki && qh && kh);
+    for (int b = 0; b < B; b++) {
+      for (int h = 0; h < Hq; h++)
+        index_row(c->mode, 0, c->lq[b], qi + (size_t)h * TQ + cq[b], qh + (size_t)h * TQ + cq[b],
+                  &rng);
+      for (int h = 0; h < Hkv; h++)
+        index_row(c->mode, 1, c->lk[b], ki + (size_t)h * TK + ck[b], kh + (size_t)h * TK + ck[b],
+                  &rng);
+    }
+  }
+
+  /* device tensors */
+  const int64_t qs[3] = {TQ, Hq, D}, ks[3] = {TK, Hkv, D}, ls[2] = {Hq, TQ};
+  const int64_t qis[2] = {Hq, TQ}, kis[2] = {Hkv, TK}, cs[1] = {B + 1};
+  CUdeviceptr dq = tg_upload(hq, nq * 2 + 2), dk = tg_upload(hk, nk * 2 + 2);
+  CUdeviceptr dv = tg_upload(hv, nk * 2 + 2), ddo = tg_upload(hdo, nq * 2 + 2);
+  CUdeviceptr dcq = tg_upload(cq, (size_t)(B + 1) * 4), dck = tg_upload(ck, (size_t)(B + 1) * 4);
+  CUdeviceptr d_o = alloc_zero(nq * 2 + 2), d_l = alloc_zero(nl * 4 + 4);
+  CUdeviceptr d_dq = alloc_zero(nq * 2 + 2), d_dk = alloc_zero(nk * 2 + 2);
+  CUdeviceptr d_dv = alloc_zero(nk * 2 + 2);
+  CUdeviceptr dqi = 0, dki = 0, dqh = 0, dkh = 0;
+  sfa_tensor tq, tk, tv, to, tl, tdo, tdq, tdk, tdv, tcq, tck, tqi, tki, tqh, tkh;
+  sfa_tensor_init(&tq, (void *)(uintptr_t)dq, dt, 3, qs);
+  sfa_tensor_init(&tk, (void *)(uintptr_t)dk, dt, 3, ks);
+  sfa_tensor_init(&tv, (void *)(uintptr_t)dv, dt, 3, ks);
+  sfa_tensor_init(&to, (void *)(uintptr_t)d_o, dt, 3, qs);
+  sfa_tensor_init(&tdo, (void *)(uintptr_t)ddo, dt, 3, qs);
+  sfa_tensor_init(&tdq, (void *)(uintptr_t)d_dq, dt, 3, qs);
+  sfa_tensor_init(&tdk, (void *)(uintptr_t)d_dk, dt, 3, ks);
+  sfa_tensor_init(&tdv, (void *)(uintptr_t)d_dv, dt, 3, ks);
+  sfa_tensor_init(&tl, (void *)(uintptr_t)d_l, SFA_DTYPE_FP32, 2, ls);
+  sfa_tensor_init(&tcq, (void *)(uintptr_t)dcq, SFA_DTYPE_INT32, 1, cs);
+  sfa_tensor_init(&tck, (void *)(uintptr_t)dck, SFA_DTYPE_INT32, 1, cs);
+  sfa_extras ex = {0};
+  ex.cu_seqlens_q = &tcq, ex.cu_seqlens_k = &tck;
+  if (sparse) {
+    dqi = tg_upload(qi, nl * 4 + 4), dki = tg_upload(ki, (size_t)Hkv * TK * 4 + 4);
+    sfa_tensor_init(&tqi, (void *)(uintptr_t)dqi, SFA_DTYPE_INT32, 2, qis);
+    sfa_tensor_init(&tki, (void *)(uintptr_t)dki, SFA_DTYPE_INT32, 2, kis);
+    ex.q_idx = &tqi, ex.k_idx = &tki;
+    if (hash) {
+      dqh = tg_upload(qh, nl * 4 + 4), dkh = tg_upload(kh, (size_t)Hkv * TK * 4 + 4);
+      sfa_tensor_init(&tqh, (void *)(uintptr_t)dqh, SFA_DTYPE_INT32, 2, qis);
+      sfa_tensor_init(&tkh, (void *)(uintptr_t)dkh, SFA_DTYPE_INT32, 2, kis);
+      ex.q_hash = &tqh, ex.k_hash = &tkh;
+    }
+  }
+  sfa_attention_params p;
+  sfa_params_init(&p);
+  p.mode = c->mode;
+  p.causal = c->causal;
+  if (c->mode == SFA_MODE_WINDOW) p.window_left = c->left, p.window_right = c->right;
+  p.deterministic = c->det;
+
+  /* the contract holds (sfa_check_indices reads cu_seqlens too) */
+  sfa_status st = sfa_check_indices(tg_ctx, &p, &ex, TQ, TK, NULL);
+  ck_assert_msg(st == SFA_OK, "%s: sfa_check_indices: %s", desc, sfa_last_error(tg_ctx));
+  st = sfa_forward(tg_ctx, &p, &tq, &tk, &tv, &ex, &to, &tl, NULL);
+  ck_assert_msg(st == SFA_OK, "%s: sfa_forward: %s", desc, sfa_last_error(tg_ctx));
+  st = sfa_backward(tg_ctx, &p, &tq, &tk, &tv, &ex, &to, &tl, &tdo, &tdq, &tdk, &tdv, NULL, NULL);
+  ck_assert_msg(st == SFA_OK, "%s: sfa_backward: %s", desc, sfa_last_error(tg_ctx));
+  TG_CU(tg_drv->cuCtxSynchronize());
+  uint16_t *go = malloc(nq * 2 + 2), *gdq = malloc(nq * 2 + 2), *gdk = malloc(nk * 2 + 2);
+  uint16_t *gdv = malloc(nk * 2 + 2);
+  float *gl = malloc(nl * 4 + 4);
+  ck_assert(go && gdq && gdk && gdv && gl);
+  download(go, d_o, nq * 2), download(gl, d_l, nl * 4);
+  download(gdq, d_dq, nq * 2), download(gdk, d_dk, nk * 2), download(gdv, d_dv, nk * 2);
+
+  /* the reference, one sequence at a time */
+  float *wo = calloc(nq + 1, 4), *wl = malloc(nl * 4 + 4), *wdq = calloc(nq + 1, 4);
+  float *wdk = calloc(nk + 1, 4), *wdv = calloc(nk + 1, 4);
+  ck_assert(wo && wl && wdq && wdk && wdv);
+  for (size_t i = 0; i < nl; i++) wl[i] = -INFINITY;
+  char err[512];
+  for (int b = 0; b < B; b++) {
+    const int tqb = c->lq[b], tkb = c->lk[b];
+    if (tqb == 0 || tkb == 0) continue; /* nothing seen: o, dq = 0, lse = -inf; dk, dv = 0 */
+    const size_t sq = (size_t)Hq * tqb * D, sk = (size_t)Hkv * tkb * D;
+    float *sq_ = malloc(sq * 4), *sk_ = malloc(sk * 4), *sv_ = malloc(sk * 4);
+    float *sdo = malloc(sq * 4), *so = malloc(sq * 4), *sl = malloc((size_t)Hq * tqb * 4);
+    float *sdq = malloc(sq * 4), *sdk = malloc(sk * 4), *sdv = malloc(sk * 4);
+    int32_t *sqi = NULL, *ski = NULL, *sqh = NULL, *skh = NULL;
+    ck_assert(sq_ && sk_ && sv_ && sdo && so && sl && sdq && sdk && sdv);
+    slice_rows(rq, Hq, D, cq[b], tqb, sq_);
+    slice_rows(rk, Hkv, D, ck[b], tkb, sk_);
+    slice_rows(rv, Hkv, D, ck[b], tkb, sv_);
+    slice_rows(rdo, Hq, D, cq[b], tqb, sdo);
+    sfa_host_extras hx = {0};
+    if (sparse) { /* [1, H, n] slices of [H, total] */
+      sqi = malloc((size_t)Hq * tqb * 4), sqh = malloc((size_t)Hq * tqb * 4);
+      ski = malloc((size_t)Hkv * tkb * 4), skh = malloc((size_t)Hkv * tkb * 4);
+      for (int h = 0; h < Hq; h++) {
+        memcpy(sqi + (size_t)h * tqb, qi + (size_t)h * TQ + cq[b], (size_t)tqb * 4);
+        memcpy(sqh + (size_t)h * tqb, qh + (size_t)h * TQ + cq[b], (size_t)tqb * 4);
+      }
+      for (int h = 0; h < Hkv; h++) {
+        memcpy(ski + (size_t)h * tkb, ki + (size_t)h * TK + ck[b], (size_t)tkb * 4);
+        memcpy(skh + (size_t)h * tkb, kh + (size_t)h * TK + ck[b], (size_t)tkb * 4);
+      }
+      hx.q_idx = sqi, hx.k_idx = ski;
+      if (hash) hx.q_hash = sqh, hx.k_hash = skh;
+    }
+    st = sfa_reference_forward(&p, 1, Hq, Hkv, tqb, tkb, D, sq_, sk_, sv_, &hx, so, sl, err,
+                               sizeof err);
+    ck_assert_msg(st == SFA_OK, "%s: reference: %s", desc, err);
+    st = sfa_reference_backward(&p, 1, Hq, Hkv, tqb, tkb, D, sq_, sk_, sv_, &hx, sdo, sdq, sdk,
+                                sdv, NULL, err, sizeof err);
+    ck_assert_msg(st == SFA_OK, "%s: reference bwd: %s", desc, err);
+    unslice_rows(so, Hq, D, cq[b], tqb, wo);
+    unslice_rows(sdq, Hq, D, cq[b], tqb, wdq);
+    unslice_rows(sdk, Hkv, D, ck[b], tkb, wdk);
+    unslice_rows(sdv, Hkv, D, ck[b], tkb, wdv);
+    for (int h = 0; h < Hq; h++)
+      memcpy(wl + (size_t)h * TQ + cq[b], sl + (size_t)h * tqb, (size_t)tqb * 4);
+    free(sq_), free(sk_), free(sv_), free(sdo), free(so), free(sl);
+    free(sdq), free(sdk), free(sdv), free(sqi), free(ski), free(sqh), free(skh);
+  }
+
+  long nan = 0;
+  const double eo = tg_rel_err(dt, go, wo, nq, &nan);
+  const double edq = tg_rel_err(dt, gdq, wdq, nq, &nan);
+  const double edk = tg_rel_err(dt, gdk, wdk, nk, &nan);
+  const double edv = tg_rel_err(dt, gdv, wdv, nk, &nan);
+  double el = 0;
+  long lse_bad = 0;
+  for (size_t i = 0; i < nl; i++) {
+    if (isinf(wl[i]) || isinf(gl[i])) {
+      lse_bad += !(isinf(wl[i]) && isinf(gl[i]) && wl[i] < 0 && gl[i] < 0);
+      continue;
+    }
+    const double d = fabs((double)gl[i] - wl[i]);
+    if (!(d <= el)) el = d; /* NaN sticks */
+  }
+  printf("%s: o %.2e lse %.2e dq %.2e dk %.2e dv %.2e\n", desc, eo, el, edq, edk, edv);
+  ck_assert_msg(nan == 0, "%s: %ld NaN", desc, nan);
+  ck_assert_msg(lse_bad == 0, "%s: %ld lse entries where one side is -inf and the other not",
+                desc, lse_bad);
+  ck_assert_msg(eo <= tg_tol_fwd(dt), "%s: o rel err %g", desc, eo);
+  ck_assert_msg(el <= TG_LSE_TOL, "%s: lse abs err %g", desc, el);
+  ck_assert_msg(edq <= tg_tol_bwd(dt), "%s: dq rel err %g", desc, edq);
+  ck_assert_msg(edk <= tg_tol_bwd(dt), "%s: dk rel err %g", desc, edk);
+  ck_assert_msg(edv <= tg_tol_bwd(dt), "%s: dv rel err %g", desc, edv);
+
+  CUdeviceptr all[] = {dq, dk, dv, ddo, dcq, dck, d_o, d_l, d_dq, d_dk, d_dv, dqi, dki, dqh, dkh};
+  for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+    if (all[i]) tg_drv->cuMemFree(all[i]);
+  free(rq), free(rk), free(rv), free(rdo), free(hq), free(hk), free(hv), free(hdo);
+  free(qi), free(ki), free(qh), free(kh), free(go), free(gdq), free(gdk), free(gdv), free(gl);
+  free(wo), free(wl), free(wdq), free(wdk), free(wdv);
+}
+
+/* Lengths from a list ending in -1: q and k alike unless lk is given. */
+static vcase mk(sfa_mode mode, sfa_dtype dt, int Hq, int Hkv, int D, const int *lq,
+                const int *lk, uint64_t seed) {
+  vcase c;
+  memset(&c, 0, sizeof c);
+  c.mode = mode, c.dtype = dt, c.Hq = Hq, c.Hkv = Hkv, c.D = D;
+  c.left = c.right = -1;
+  for (c.B = 0; lq[c.B] >= 0; c.B++) {
+    ck_assert_int_lt(c.B, MAXB);
+    c.lq[c.B] = lq[c.B];
+    c.lk[c.B] = lk ? lk[c.B] : lq[c.B];
+  }
+  c.seed = tg_seed + seed;
+  return c;
+}
+
+/* ------------------------------------------------------------ the tests */
+
+static const int L1[] = {0, 1, 37, 200, 1, 130, 64, -1};
+static const int L2q[] = {5, 0, 300, 17, 9, 1, -1};
+static const int L2k[] = {40, 3, 250, 0, 1, 70, -1};
+
+START_TEST(dense_ragged) {
+  vcase c = mk(SFA_MODE_DENSE, SFA_DTYPE_BF16, 4, 2, 128, L1, NULL, 1);
+  c.causal = 1;
+  run_case(&c);
+  c = mk(SFA_MODE_DENSE, SFA_DTYPE_FP16, 4, 4, 64, L2q, L2k, 2);
+  run_case(&c);
+  c = mk(SFA_MODE_DENSE, SFA_DTYPE_FP16, 4, 1, 64, L2q, L2k, 3);
+  c.causal = 1, c.det = 1;
+  run_case(&c);
+  c = mk(SFA_MODE_DENSE, SFA_DTYPE_BF16, 2, 2, 96, L1, NULL, 4); /* mma.sync: D 96 */
+  c.causal = 1;
+  run_case(&c);
+}
+END_TEST
+
+/* One long sequence among many short ones. */
+START_TEST(dense_uneven) {
+  int l[34];
+  for (int i = 0; i < 33; i++) l[i] = i == 7 ? 2048 : 64 + (i % 3);
+  l[33] = -1;
+  vcase c = mk(SFA_MODE_DENSE, SFA_DTYPE_BF16, 2, 1, 64, l, NULL, 10);
+  c.causal = 1;
+  run_case(&c);
+}
+END_TEST
+
+START_TEST(window_ragged) {
+  vcase c = mk(SFA_MODE_WINDOW, SFA_DTYPE_BF16, 4, 1, 128, L1, NULL, 20);
+  c.left = 16, c.causal = 1;
+  run_case(&c);
+  c = mk(SFA_MODE_WINDOW, SFA_DTYPE_FP16, 4, 2, 64, L2q, L2k, 21);
+  c.left = 8, c.right = 8, c.det = 1;
+  run_case(&c);
+}
+END_TEST
+
+START_TEST(qk_drop_ragged) {
+  vcase c = mk(SFA_MODE_QK_DROP, SFA_DTYPE_BF16, 4, 2, 128, L1, NULL, 30);
+  run_case(&c);
+  c = mk(SFA_MODE_QK_DROP, SFA_DTYPE_FP16, 2, 2, 64, L2q, L2k, 31);
+  c.det = 1;
+  run_case(&c);
+}
+END_TEST
+
+START_TEST(hash_ragged) {
+  vcase c = mk(SFA_MODE_HASH, SFA_DTYPE_BF16, 4, 2, 64, L1, NULL, 40);
+  run_case(&c);
+  c = mk(SFA_MODE_HASH, SFA_DTYPE_FP16, 2, 1, 128, L2q, L2k, 41);
+  c.det = 1;
+  run_case(&c);
+}
+END_TEST
+
+/* The mma.sync kernels on sm_90 too (a context that asks for them). */
+START_TEST(mma_sync_kernels) {
+  sfa_context *saved = tg_ctx, *sctx = NULL;
+  sfa_options o;
+  sfa_options_init(&o);
+  o.cache_dir = tg_tmpdir;
+  o.mma = SFA_MMA_SYNC;
+  ck_assert_msg(sfa_context_create(&sctx, &o) == SFA_OK, "%s", sctx ? sfa_last_error(sctx) : "");
+  tg_ctx = sctx;
+  vcase c = mk(SFA_MODE_DENSE, SFA_DTYPE_BF16, 4, 2, 128, L1, NULL, 50);
+  c.causal = 1;
+  run_case(&c);
+  c = mk(SFA_MODE_HASH, SFA_DTYPE_BF16, 2, 2, 64, L2q, L2k, 51);
+  run_case(&c);
+  tg_ctx = saved;
+  sfa_context_destroy(sctx);
+}
+END_TEST
+
+/* A short slice for compute-sanitizer: every mode once, small. */
+START_TEST(small_for_sanitizers) {
+  static const int lq[] = {0, 1, 70, 3, -1}, lk[] = {2, 1, 65, 0, -1};
+  static const sfa_mode modes[] = {SFA_MODE_DENSE, SFA_MODE_WINDOW, SFA_MODE_QK_DROP,
+                                   SFA_MODE_HASH};
+  for (int i = 0; i < 4; i++) {
+    vcase c = mk(modes[i], SFA_DTYPE_BF16, 2, 1, 64, lq, lk, 60 + (uint64_t)i);
+    c.causal = modes[i] == SFA_MODE_DENSE;
+    if (modes[i] == SFA_MODE_WINDOW) c.left = 4, c.right = 2;
+    run_case(&c);
+  }
+}
+END_TEST
+
+int main(void) {
+  int rc = tg_open("gpu_varlen", 0x5FA7A81);
+  if (rc != 0) return rc;
+  Suite *s = suite_create("gpu_varlen");
+  TCase *t = tcase_create("full");
+  tcase_set_timeout(t, 0);
+  tcase_add_test(t, dense_ragged);
+  tcase_add_test(t, dense_uneven);
+  tcase_add_test(t, window_ragged);
+  tcase_add_test(t, qk_drop_ragged);
+  tcase_add_test(t, hash_ragged);
+  tcase_add_test(t, mma_sync_kernels);
+  suite_add_tcase(s, t);
+  TCase *small = tcase_create("small");
+  tcase_set_timeout(small, 0);
+  tcase_add_test(small, small_for_sanitizers);
+  suite_add_tcase(s, small);
+  rc = tu_run_suite(s);
+  tg_close();
+  return rc;
+}
