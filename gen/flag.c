@@ -19,6 +19,7 @@ static const sfa__flag flags[] = {
   F(SFA_FEAT_SOFTCAP, "softcap", "softcap", "softcapped scores"),
   F(SFA_FEAT_ALIBI, "alibi", "alibi", "ALiBi slopes"),
   F(SFA_FEAT_VARLEN, "varlen", "varlen", "packed sequences (cu_seqlens)"),
+  F(SFA_FEAT_GATHER, "gather", "gather", "pass decode: the keys of an index list"),
 };
 #define NFLAGS (sizeof flags / sizeof flags[0])
 

@@ -190,7 +190,7 @@ static void push_grid(lua_State *L, const sfa__grid *g) {
 ** sfa__variant under its own name (0 where it does not apply), except:
 **   V.smem = {bytes =, slack =, base_align =, regions = {{name =, offset =,
 **             size =, align =}, ... in order}, [name] = the same region}
-**   V.grid = {rule = "query_tiles" | "key_tiles" | "key_tile_items" | "items",
+**   V.grid = {rule = "query_tiles" | "key_tiles" | "key_tile_items" | "decode" | "items",
 **             varlen =, tile =, split =, per_block =, max_x =, item =}
 **   V.plan = {suffix =, warps =, threads =, min_blocks =, smem_bytes =, grid =}
 **            or nil where the variant has no plan kernel
@@ -218,6 +218,10 @@ static void push_variant(lua_State *L, const sfa_kernel_spec *s) {
   set_int(L, "qmeta_ints", v.qmeta_ints);
   set_int(L, "acc_registers", v.acc_registers);
   set_int(L, "plan_ints", v.plan_ints);
+  set_int(L, "keys_per_warp", v.keys_per_warp);
+  set_size(L, "comb_offset", v.comb_offset);
+  set_size(L, "comb_bytes", v.comb_bytes);
+  set_size(L, "comb_room", v.comb_room);
 
   lua_createtable(L, 0, 4 + v.nregions);
   set_size(L, "bytes", v.smem_bytes);

@@ -87,7 +87,7 @@ int sfa__allowed_window(const sfa__pair *p) {
 static const sfa__mode rows[] = {
   {.mode = SFA_MODE_DENSE, .name = "dense", .token = "dense",
    .flags = SFA_FEAT_CAUSAL | SFA_FEAT_SOFTCAP | SFA_FEAT_ALIBI | VL, .reads = SFA__EX_ALIBI | SEQ,
-   .allowed = sfa__allowed_dense},
+   .decode = 1, .allowed = sfa__allowed_dense},
   {.mode = SFA_MODE_QK_DROP, .name = "qk_drop", .token = "qkdrop",
    .flags = SFA_FEAT_STRICT | SFA_FEAT_SOFTCAP | VL, .reads = IDX | SEQ, .needs = IDX,
    .causal_by_index = 1, .qmeta_ints = 1, /* q_idx */
@@ -103,7 +103,8 @@ static const sfa__mode rows[] = {
    .tune_indices = sfa__tune_indices_hash},
   {.mode = SFA_MODE_WINDOW, .name = "window", .token = "window",
    .flags = SFA_FEAT_CAUSAL | SFA_FEAT_BIAS | SFA_FEAT_MASK | SFA_FEAT_SOFTCAP | SFA_FEAT_ALIBI | VL,
-   .reads = SFA__EX_BIAS | SFA__EX_MASK | SFA__EX_ALIBI | SEQ, .window = 1, .short_rows = 1,
+   .reads = SFA__EX_BIAS | SFA__EX_MASK | SFA__EX_ALIBI | SEQ, .window = 1, .decode = 1,
+   .short_rows = 1,
    .utils = UTIL(SFA_PASS_TOPK), /* sfa_topk_mask makes its mask */
    .allowed = sfa__allowed_window},
 };
@@ -142,6 +143,11 @@ int sfa__mode_list(char *buf, size_t n, int tokens, const char *last_sep,
 
 int sfa__mode_reads_all(const sfa__mode *m, unsigned extras_bits) {
   return (m->reads & extras_bits) == extras_bits;
+}
+
+int sfa__mode_decodes(const sfa__mode *m, unsigned unused) {
+  (void)unused;
+  return m->decode;
 }
 
 int sfa__mode_takes_any(const sfa__mode *m, unsigned flags) { return (m->flags & flags) != 0; }

@@ -103,6 +103,8 @@ typedef struct sfa__mode {
   int qmeta_ints;         /* int32 of query metadata per query row that its bwd kernel
                              stages in shared memory with the tile (bwd.lt's NMETA) */
   int bwd_plan;           /* its bwd comes with a plan kernel (sfa__bwd_plan) */
+  int decode;             /* pass decode serves it (sfa_decode: no extras; the kernel's
+                             rule is the template's decode_allowed) */
   int short_rows;         /* a row sees few keys (a bucket, a window): the sm_90 forward
                              at D 64 takes one warpgroup per CTA (sfa_spec_default) */
   unsigned utils;         /* 1u << pass of the utility kernels its callers need besides
@@ -143,6 +145,7 @@ int sfa__mode_list(char *buf, size_t n, int tokens, const char *last_sep,
 int sfa__mode_reads_all(const sfa__mode *m, unsigned extras);
 int sfa__mode_takes_any(const sfa__mode *m, unsigned flags);
 int sfa__mode_has_indices(const sfa__mode *m, unsigned unused);
+int sfa__mode_decodes(const sfa__mode *m, unsigned unused);
 
 /* The feature flags of a call of mode m with these params and extras
 ** (validated): causal where the mode takes it and params.causal is 1, strict

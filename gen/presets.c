@@ -20,13 +20,18 @@
 ** kernels bwd, bwd + det and bwddq (their own default tiles; D 256 included
 ** where a backward tile fits the arch: not in the 99 KB of sm_86, 88, 89 and
 ** 12x). Any arch of gen/arch.h; wgmma kernels where its row has wgmma (sm_90).
+** small, default and all-modes also hold the decode kernels (pass decode,
+** sfa_decode) of the modes that have one (dense, window), causal and not,
+** and dense causal with gather: fp16 and bf16 x D {64,128}, small bf16 x D
+** 128 (add_decode).
 ** small, default and all-modes also hold, per arch, the utility kernels that
 ** their attention kernels need at run time (add_utils): bwd_pre and convert
 ** in each dtype that has a backward kernel, and those the mode table names
 ** for the modes in it (sfa__mode.utils): hash_sort and permute
 ** (sfa_hash_prepare / sfa_hash_unsort) where mode hash is in, topk in fp16,
 ** bf16 and fp32 (sfa_topk_mask) where mode window is in; and merge
-** (sfa_merge_attention, one kernel per arch) always; so that a kernel dir of
+** (sfa_merge_attention, one kernel per arch) always, kv_append (sfa_kv_append)
+** with the decode kernels; so that a kernel dir of
 ** such a preset serves every call without NVRTC.
 */
 #include <stdlib.h>
@@ -139,11 +144,12 @@ static sfa_status add_groups(list *l, const group *g, size_t ng, int arch, int b
 ** need at run time (see the top of this file): the backward's, and those
 ** that the mode table names for the modes in the list. */
 static sfa_status add_utils(list *l, size_t from, int arch, char *err, size_t errlen) {
-  int bwd[2] = {0, 0};
+  int bwd[2] = {0, 0}, dec = 0;
   unsigned utils = 0;
   for (size_t i = from; i < l->n; i++) {
     const sfa_kernel_spec *s = &l->v[i];
     if (s->pass == SFA_PASS_BWD) bwd[s->dtype == SFA_DTYPE_BF16] = 1;
+    dec |= s->pass == SFA_PASS_DECODE;
     utils |= sfa__mode_find(s->mode)->utils;
   }
 #define WANT(p) ((utils >> (p)) & 1u)
@@ -156,6 +162,7 @@ static sfa_status add_utils(list *l, size_t from, int arch, char *err, size_t er
     {SFA_PASS_TOPK, SFA_DTYPE_BF16, WANT(SFA_PASS_TOPK)},
     {SFA_PASS_TOPK, SFA_DTYPE_FP32, WANT(SFA_PASS_TOPK)},
     {SFA_PASS_MERGE, SFA_DTYPE_FP32, 1}, /* sfa_merge_attention serves every mode */
+    {SFA_PASS_KV_APPEND, SFA_DTYPE_UINT8, dec}, /* sfa_kv_append, with the decode kernels */
   };
 #undef WANT
   for (size_t i = 0; i < sizeof u / sizeof u[0]; i++) {
@@ -166,6 +173,35 @@ static sfa_status add_utils(list *l, size_t from, int arch, char *err, size_t er
     if (st != SFA_OK) return st;
     if (push(l, &s) != 0)
       return sfa__fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "preset: out of memory");
+  }
+  return SFA_OK;
+}
+
+/* The decode kernels (pass decode, sfa_decode) of every mode that has one,
+** with and without causal, and dense causal with gather, default tiles: fp16
+** and bf16 at head dims 64 and 128, or (small) bf16 at 128. */
+static sfa_status add_decode(list *l, int arch, int small, char *err, size_t errlen) {
+  size_t nm;
+  const sfa__mode *m = sfa__mode_table(&nm);
+  static const int dims[] = {64, 128};
+  for (size_t i = 0; i < nm; i++) {
+    if (!m[i].decode) continue;
+    for (int c = 0; c < 2; c++)
+      for (int t = small; t < 2; t++)
+        for (int d = small; d < 2; d++) {
+          sfa_kernel_spec s = {SFA_PASS_DECODE, m[i].mode, t ? SFA_DTYPE_BF16 : SFA_DTYPE_FP16,
+                               dims[d], 0, 0, 0, 0, arch, c ? C : 0u, SFA_SPEC_MMA_SYNC};
+          sfa_status st = sfa_spec_default(&s, err, errlen);
+          if (st != SFA_OK) return st;
+          if (push(l, &s) != 0)
+            return sfa__fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "preset: out of memory");
+          /* the index-list variant (kv_indices) of dense causal decoding */
+          if (m[i].mode != SFA_MODE_DENSE || !c) continue;
+          s.flags |= SFA_FEAT_GATHER;
+          if ((st = sfa_spec_default(&s, err, errlen)) != SFA_OK) return st;
+          if (push(l, &s) != 0)
+            return sfa__fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "preset: out of memory");
+        }
   }
   return SFA_OK;
 }
@@ -225,6 +261,7 @@ sfa_status sfa__preset(const char *name, const int *archs, int narchs, sfa_kerne
       st = add_groups(&l, small_groups, NGROUPS(small_groups), arch, 0, err, errlen);
     else
       st = add_dense_tiles(&l, arch, err, errlen);
+    if (st == SFA_OK && which != 2) st = add_decode(&l, arch, which == 3, err, errlen);
     if (st == SFA_OK && which != 2) st = add_utils(&l, from, arch, err, errlen);
   }
   if (st != SFA_OK) {

@@ -32,14 +32,15 @@ static const char usage_text[] =
   "Renders sfa kernels to CUDA C++ and compiles them with NVRTC (no GPU needed).\n"
   "\n"
   "Spec flags (tile flags default to sfa_spec_default):\n"
-  "  --pass fwd|bwddq|bwd       (default fwd), or a utility kernel:\n"
+  "  --pass fwd|bwddq|bwd|decode  (default fwd), or a utility kernel:\n"
   "         bwd_pre|convert     sfa_backward's (dtype fp16 or bf16)\n"
   "         hash_sort|permute   sfa_hash_prepare / sfa_hash_unsort's\n"
   "         topk                sfa_topk_mask's (dtype fp16, bf16 or fp32)\n"
   "         merge               sfa_merge_attention's (its own dtype)\n"
+  "         kv_append           sfa_kv_append's (its own dtype)\n"
   "                             (no mode, head dim, flags or tiles)\n"
   "  --mode %s   (default dense)\n"
-  "  --dtype fp16|bf16|fp32     (default bf16; hash_sort, permute, merge: their own)\n"
+  "  --dtype fp16|bf16|fp32     (default bf16; hash_sort, permute, merge, kv_append: their own)\n"
   "  --head-dim D               (required with spec flags of fwd, bwddq, bwd)\n"
   "%s"
   "  --mma auto|sync|wgmma      tensor-core instructions (default auto: the\n"
@@ -303,10 +304,14 @@ static void build_list(const opts *o, klist *l) {
   } else if (o->preset) {
     add_preset(l, o->preset, archs, na);
   } else if (spec_flags || tile_flags) {
-    static const char *const passes[] = {"fwd", "bwddq", "bwd", "bwd_pre", "convert",
-                                         "hash_sort", "permute", "topk", "merge"};
     static const char *const dtypes[] = {"fp16", "bf16", "fp32", "int32", "uint8"};
-    const sfa_pass pass = (sfa_pass)(o->pass ? pick("--pass", o->pass, passes, 9) : 0);
+    sfa_pass pass = SFA_PASS_FWD;
+    if (o->pass) { /* every sfa_pass by its name (gen/spec.c) */
+      int p = 0;
+      while (sfa__pass_name((sfa_pass)p) && strcmp(sfa__pass_name((sfa_pass)p), o->pass) != 0) p++;
+      if (!sfa__pass_name((sfa_pass)p)) die_usage("--pass: '%s' is not allowed", o->pass);
+      pass = (sfa_pass)p;
+    }
     if (sfa__pass_is_util(pass)) {
       build_util(o, pass, archs, na, l);
       return;
@@ -328,7 +333,7 @@ static void build_list(const opts *o, klist *l) {
       int wg = o->mma ? pick("--mma", o->mma, kinds, 3) : 2;
       if (wg == 1 && !sfa__wgmma_allowed(&s))
         die_usage("--mma wgmma: sm_%d %s at head dim %d has no wgmma kernel (sm_90, fwd or "
-                  "bwd, D 64 or 128)", s.arch, passes[s.pass], s.head_dim);
+                  "bwd, D 64 or 128)", s.arch, sfa__pass_name(s.pass), s.head_dim);
       sfa_status st = sfa__spec_default_mma(&s, wg == 2 ? -1 : wg, err, sizeof err);
       if (st != SFA_OK && !tile_flags) die_usage("%s", err);
       if (o->block_m) s.block_m = o->block_m;

@@ -8,7 +8,7 @@
 ** Canonical name:
 **   sfa_<pass>_<mode>[_causal][_bias][_mask][_det][_wg]_<dtype>_d<D>_m<M>n<N>_w<W>s<S>_sm<arch>
 ** e.g. sfa_fwd_dense_causal_bf16_d128_m128n64_w4s1_sm90; a utility pass
-** (sfa.h: bwd_pre, convert, hash_sort, permute, topk, merge) has no mode, flags or
+** (sfa.h: bwd_pre, convert, hash_sort, permute, topk, merge, kv_append) has no mode, flags or
 ** tiles and spells its dtype only where it takes more than one:
 **   sfa_<pass token>[_<dtype>]_sm<arch>
 ** e.g. sfa_bwdpre_bf16_sm90, sfa_topk_fp32_sm80, sfa_hashsort_sm90. The
@@ -38,7 +38,12 @@ sfa_status sfa__fail(char *err, size_t errlen, sfa_status status, const char *fm
 
 /* ------------------------------------------------------------ names of values */
 
-static const char *const pass_names[] = {"fwd", "bwddq", "bwd"};
+/* The attention passes (a mode, a dtype, a head dim and tiles), by name. */
+static const struct { sfa_pass pass; const char *name; } attention_passes[] = {
+  {SFA_PASS_FWD, "fwd"}, {SFA_PASS_BWD_DQ, "bwddq"}, {SFA_PASS_BWD, "bwd"},
+  {SFA_PASS_DECODE, "decode"},
+};
+#define NATTN (sizeof attention_passes / sizeof attention_passes[0])
 
 /* The utility passes: their own rules, names and defaults (at the end of
 ** this file). */
@@ -52,7 +57,9 @@ static sfa_status util_parse(const char *name, const char *tok, const char *rest
 static sfa_status util_default(sfa_kernel_spec *spec, char *err, size_t errlen);
 
 const char *sfa__pass_name(sfa_pass p) {
-  return (unsigned)p < 3 ? pass_names[p] : util_pass_name(p);
+  for (size_t i = 0; i < NATTN; i++)
+    if (attention_passes[i].pass == p) return attention_passes[i].name;
+  return util_pass_name(p);
 }
 const char *sfa__dtype_name(sfa_dtype d) {
   static const char *const names[] = {"fp16", "bf16", "fp32", "int32", "uint8"};
@@ -128,8 +135,8 @@ sfa_status sfa__spec_check_domain(const sfa_kernel_spec *s, char *err, size_t er
   if (!s) return sfa__fail(err, errlen, bad, "spec: NULL");
   if (!sfa__pass_name(s->pass))
     return sfa__fail(err, errlen, bad,
-                     "pass: %d is not allowed; must be fwd, bwddq or bwd (or a utility pass: "
-                     "bwd_pre, convert, hash_sort, permute, topk or merge)",
+                     "pass: %d is not allowed; must be fwd, bwddq, bwd or decode (or a utility pass: "
+                     "bwd_pre, convert, hash_sort, permute, topk, merge or kv_append)",
                      (int)s->pass);
   if (util_of(s->pass)) return util_check_domain(s, err, errlen);
   if (!sfa__mode_find(s->mode)) {
@@ -152,9 +159,10 @@ sfa_status sfa__spec_check_domain(const sfa_kernel_spec *s, char *err, size_t er
   if (!ONE_OF(s->num_warps, 4, 8))
     return sfa__fail(err, errlen, bad, "num_warps: %d is not allowed; must be 4 or 8",
                      s->num_warps);
-  if (!ONE_OF(s->block_m, 64, 128))
-    return sfa__fail(err, errlen, bad, "block_m: %d is not allowed; must be 64 or 128",
-                     s->block_m);
+  if (s->pass == SFA_PASS_DECODE ? s->block_m != 16 : !ONE_OF(s->block_m, 64, 128))
+    return sfa__fail(err, errlen, bad, "block_m: %d is not allowed%s; must be %s", s->block_m,
+                     s->pass == SFA_PASS_DECODE ? " with pass decode" : "",
+                     s->pass == SFA_PASS_DECODE ? "16" : "64 or 128");
   if (!ONE_OF(s->block_n, 32, 64, 128))
     return sfa__fail(err, errlen, bad, "block_n: %d is not allowed; must be 32, 64 or 128",
                      s->block_n);
@@ -186,7 +194,8 @@ sfa_status sfa__spec_check_domain(const sfa_kernel_spec *s, char *err, size_t er
 ** take it. */
 static sfa_status check_mode_flags(const sfa_kernel_spec *s, char *err, size_t errlen) {
   const sfa__mode *m = sfa__mode_find(s->mode);
-  const unsigned bad = s->flags & ~m->flags & ~(unsigned)SFA_FEAT_DETERMINISTIC;
+  /* det and gather are the passes' (bwd, decode: checked with them) */
+  const unsigned bad = s->flags & ~m->flags & ~(unsigned)(SFA_FEAT_DETERMINISTIC | SFA_FEAT_GATHER);
   if (!bad) return SFA_OK;
   size_t nf;
   const sfa__flag *f = sfa__flag_table(&nf);
@@ -207,7 +216,20 @@ static sfa_status check_rules(const sfa_kernel_spec *s, char *err, size_t errlen
   sfa_status st = sfa__spec_check_domain(s, err, errlen);
   if (st != SFA_OK) return st;
 
-  {
+  if (s->pass == SFA_PASS_DECODE) {
+    /* One m16 tile of (query head, new token) rows shared by the warps, each
+    ** of which takes 16 or 32 keys of every block_n. */
+    const int per_warp = s->block_n / s->num_warps;
+    if (s->block_n % s->num_warps || (per_warp != 16 && per_warp != 32))
+      return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
+                       "block_n: %d is not allowed with num_warps %d in pass decode; each "
+                       "warp takes 16 or 32 keys of a tile, so block_n must be %d or %d",
+                       s->block_n, s->num_warps, 16 * s->num_warps, 32 * s->num_warps);
+    if (s->mma != SFA_SPEC_MMA_SYNC)
+      return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
+                       "mma: pass decode takes mma sync only (its 16-row tile is below "
+                       "wgmma's 64)");
+  } else {
     /* The rows that the warps split: queries (block_m), keys in bwd (block_n). */
     const char *f = s->pass == SFA_PASS_BWD ? "block_n" : "block_m";
     int rows = s->pass == SFA_PASS_BWD ? s->block_n : s->block_m;
@@ -249,7 +271,7 @@ static sfa_status check_rules(const sfa_kernel_spec *s, char *err, size_t errlen
   if (s->pass != SFA_PASS_BWD && (s->flags & SFA_FEAT_DETERMINISTIC))
     return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
                      "flags: det applies to pass bwd only (bwddq is deterministic itself)");
-  if (s->pass != SFA_PASS_FWD &&
+  if ((s->pass == SFA_PASS_BWD || s->pass == SFA_PASS_BWD_DQ) &&
       (s->head_dim > SFA__BWD_KERNEL_MAX_HEAD_DIM || (s->head_dim > 128 && s->head_dim % 32)))
     return sfa__fail(err, errlen, SFA_ERR_UNSUPPORTED,
                      "head_dim: %d; the backward passes support head dims up to 128, and "
@@ -265,6 +287,26 @@ static sfa_status check_rules(const sfa_kernel_spec *s, char *err, size_t errlen
                        v.dq_units, s->block_m, v.cols, s->num_warps);
   }
 
+  if (s->pass == SFA_PASS_DECODE) {
+    const sfa__mode *m = sfa__mode_find(s->mode);
+    if (!m->decode) {
+      char modes[64];
+      sfa__mode_list(modes, sizeof modes, 0, " and ", sfa__mode_decodes, 0);
+      return sfa__fail(err, errlen, SFA_ERR_UNSUPPORTED,
+                       "mode: %s has no decode kernel; pass decode serves %s", m->name, modes);
+    }
+    /* every mode that decodes takes gather (an index list of the keys to read) */
+    const unsigned takes = SFA_FEAT_CAUSAL | SFA_FEAT_GATHER;
+    if (s->flags & ~takes & m->flags) {
+      char fl[96];
+      sfa__flag_list(fl, sizeof fl, s->flags & ~takes & m->flags, 0, ", ");
+      return sfa__fail(err, errlen, SFA_ERR_UNSUPPORTED,
+                       "flags: %s not allowed with pass decode, which takes causal and gather", fl);
+    }
+  } else if (s->flags & SFA_FEAT_GATHER) {
+    return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
+                     "flags: gather applies to pass decode only (the keys of an index list)");
+  }
   return check_mode_flags(s, err, errlen);
 }
 
@@ -279,6 +321,11 @@ static sfa_status check_budget(const sfa_kernel_spec *s, char *err, size_t errle
                      "block_m/block_n/num_stages: needs %zu bytes of shared memory, "
                      "sm_%d allows %zu",
                      smem, s->arch, limit);
+  if (v.comb_bytes > v.comb_room) /* decode: the warps' results over the K and V tiles */
+    return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
+                     "block_n/num_stages: the warps' partial results (%zu bytes) do not fit "
+                     "the K and V tiles (%zu bytes) in pass decode",
+                     v.comb_bytes, v.comb_room);
   int regs = v.acc_registers;
   if (regs > SFA__MAX_ACC_REGISTERS)
     return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
@@ -358,12 +405,6 @@ static int parse_pair(const char *tok, char c1, int *a, char c2, int *b) {
   return *p == '\0';
 }
 
-static int find_name(const char *tok, const char *const *names, int n) {
-  for (int i = 0; i < n; i++)
-    if (strcmp(tok, names[i]) == 0) return i;
-  return -1;
-}
-
 sfa_status sfa_spec_parse(const char *name, sfa_kernel_spec *spec, char *err, size_t errlen) {
   const sfa_status bad = SFA_ERR_INVALID_ARGUMENT;
   sfa_kernel_spec s;
@@ -391,9 +432,11 @@ sfa_status sfa_spec_parse(const char *name, sfa_kernel_spec *spec, char *err, si
   if (strcmp(tok, "sfa") != 0) BAD("'sfa'");
   NEXT("the pass");
   if (util_by_token(tok)) return util_parse(name, tok, p, spec, err, errlen);
-  if ((i = find_name(tok, pass_names, 3)) < 0)
-    BAD("the pass (fwd, bwddq, bwd, bwdpre, convert, hashsort, permute, topk or merge)");
-  s.pass = (sfa_pass)i;
+  for (i = 0; i < (int)NATTN && strcmp(tok, attention_passes[i].name) != 0; i++) {
+  }
+  if (i == (int)NATTN)
+    BAD("the pass (fwd, bwddq, bwd, decode, bwdpre, convert, hashsort, permute, topk, merge or kvappend)");
+  s.pass = attention_passes[i].pass;
   NEXT("the mode");
   {
     const sfa__mode *m = NULL;
@@ -480,7 +523,7 @@ sfa_status sfa__spec_default_mma(sfa_kernel_spec *spec, int wg, char *err, size_
   if (util_of(spec->pass)) return util_default(spec, err, errlen);
   sfa_kernel_spec s = *spec;
   /* Any valid tile, so that the other fields can be checked first. */
-  s.block_m = 64;
+  s.block_m = s.pass == SFA_PASS_DECODE ? 16 : 64;
   s.block_n = 64;
   s.num_warps = 4;
   s.num_stages = 1;
@@ -512,6 +555,10 @@ sfa_status sfa__spec_default_mma(sfa_kernel_spec *spec, int wg, char *err, size_
       s.block_m = 64, s.block_n = 64, s.num_warps = 4, s.num_stages = 2;
     else
       s.block_m = 128, s.block_n = 64, s.num_warps = 8, s.num_stages = 2;
+  } else if (s.pass == SFA_PASS_DECODE) {
+    /* Memory-bound: 16 rows, 16 keys per warp and step, double buffered (two
+    ** tiles of K and V in flight per CTA, several CTAs per SM). */
+    s.block_m = 16, s.block_n = 64, s.num_warps = 4, s.num_stages = 2;
   } else if (s.pass == SFA_PASS_FWD) {
     /* Measured on H100 (bench/NOTES.md), the same for every mode and arch:
     ** double buffering pays at D <= 64 only (s1 beats s2 at D = 128: 345 vs 334
@@ -550,7 +597,7 @@ sfa_status sfa__spec_default_mma(sfa_kernel_spec *spec, int wg, char *err, size_
       s.num_stages--;
     } else if (s.pass == SFA_PASS_BWD && s.block_n > 64) {
       s.block_n = 64, s.num_warps = 4;
-    } else if (s.pass != SFA_PASS_BWD && s.block_n > 32) {
+    } else if (s.pass != SFA_PASS_BWD && s.pass != SFA_PASS_DECODE && s.block_n > 32) {
       s.block_n /= 2;
     } else if (s.block_m > 64) {
       s.block_m = 64;
@@ -599,6 +646,7 @@ static const util_pass util_passes[] = {
    16},
   /* the tensors' dtypes are launch arguments: one kernel per arch */
   {SFA_PASS_MERGE, "merge", "merge", DT(SFA_DTYPE_FP32), 8},
+  {SFA_PASS_KV_APPEND, "kv_append", "kvappend", DT(SFA_DTYPE_UINT8), 8},
 };
 #define NUTIL (sizeof util_passes / sizeof util_passes[0])
 

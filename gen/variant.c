@@ -65,6 +65,7 @@ static const util_rule util_rules[] = {
   /* a thread per 16 bytes of a row, a group of up to 32 per row (the host
   ** picks the group size); grid-stride past max_x CTAs */
   {SFA_PASS_MERGE, {0}, 0, (int64_t)1 << 20, "thread (a group of 1 to 32 per row)"},
+  {SFA_PASS_KV_APPEND, {0}, 0, (int64_t)1 << 20, "16-byte chunk of a new row"},
 };
 
 static void fill_util(const sfa_kernel_spec *s, sfa__variant *v) {
@@ -113,7 +114,7 @@ static void fill_attention(const sfa_kernel_spec *s, sfa__variant *v) {
   v->warpgroups = s->num_warps / 4;
   v->row_bytes = 2 * s->head_dim + be->row_pad;
   v->row_chunks = s->head_dim / 8;
-  v->min_blocks = s->pass == SFA_PASS_FWD && v->threads <= 128 ? 2 : 1;
+  v->min_blocks = (s->pass == SFA_PASS_FWD || s->pass == SFA_PASS_DECODE) && v->threads <= 128 ? 2 : 1;
   const size_t rs = (size_t)v->row_bytes;
 
   switch (s->pass) {
@@ -124,6 +125,25 @@ static void fill_attention(const sfa_kernel_spec *s, sfa__variant *v) {
     /* O and S of the MT row tiles */
     v->acc_registers = v->row_tiles * (s->head_dim / 8) * 4 + v->row_tiles * (s->block_n / 8) * 4;
     v->grid.rule = SFA__GRID_QUERY_TILES;
+    v->grid.tile = s->block_m;
+    break;
+  case SFA_PASS_DECODE:
+    /* The warps share the 16 query rows and split every key tile. After the
+    ** last tile the K and V buffers hold the warps' partial results, which
+    ** the CTA combines: comb (the warps' O, then their row maxima and sums,
+    ** in floats) aliases the k and v regions. */
+    v->row_tiles = 1;
+    v->keys_per_warp = s->block_n / s->num_warps;
+    add_region(v, "q", m * rs, ta);
+    add_region(v, "k", st * n * rs, ta);
+    add_region(v, "v", st * n * rs, ta);
+    add_region(v, "kpos", st * n * 4, 16); /* per key row: its position, -1 if not loaded */
+    v->comb_offset = v->regions[1].offset;
+    v->comb_bytes = (size_t)s->num_warps * m * ((size_t)s->head_dim + 2) * 4;
+    v->comb_room = v->regions[2].offset + v->regions[2].size - v->regions[1].offset;
+    /* O and S of the one row tile */
+    v->acc_registers = (s->head_dim / 8) * 4 + (v->keys_per_warp / 8) * 4;
+    v->grid.rule = SFA__GRID_DECODE;
     v->grid.tile = s->block_m;
     break;
   case SFA_PASS_BWD_DQ:
@@ -224,6 +244,7 @@ const char *sfa__grid_rule_name(sfa__grid_rule r) {
   case SFA__GRID_KEY_TILES: return "key_tiles";
   case SFA__GRID_KEY_TILE_ITEMS: return "key_tile_items";
   case SFA__GRID_ITEMS: return "items";
+  case SFA__GRID_DECODE: return "decode";
   default: return NULL;
   }
 }
@@ -253,6 +274,9 @@ void sfa__grid_size(const sfa__grid *g, const sfa__grid_dims *p, unsigned grid[3
   case SFA__GRID_KEY_TILES:
     x = g->varlen ? sfa__grid_slots(p->tk, g->tile, p->batch) : ceil_div(p->tk, g->tile);
     y = p->hkv / nh * g->split, z = g->varlen ? 1 : p->batch / nb;
+    break;
+  case SFA__GRID_DECODE:
+    x = p->splits > 0 ? p->splits : 1, y = p->hkv * ceil_div(p->hq / (p->hkv ? p->hkv : 1) * p->tq, g->tile), z = p->batch;
     break;
   case SFA__GRID_KEY_TILE_ITEMS:
   case SFA__GRID_ITEMS:

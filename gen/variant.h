@@ -47,6 +47,9 @@ typedef enum sfa__grid_rule {
                                head) pairs */
   SFA__GRID_KEY_TILE_ITEMS, /* (ceil(batch * hq * ceil(tk / tile) / per_block), 1, 1): the
                                bwd plan; one item per (batch, query head, key tile) */
+  SFA__GRID_DECODE,         /* (splits, hkv * ceil(hq / hkv * tq / tile), batch): decode;
+                               one CTA per split of the keys, tile of (query head, new
+                               token) rows of one kv head, and batch */
   SFA__GRID_ITEMS           /* (min(ceil(items / per_block), max_x), 1, 1): the utility
                                kernels; the caller counts the items (`item` says what
                                one is), a kernel strides over those past max_x CTAs */
@@ -80,6 +83,7 @@ typedef struct sfa__grid_dims {
   int64_t batch, hq, hkv, tq, tk;
   int64_t nb, nh;   /* KEY_TILES: (batch, kv head) pairs per CTA; 0 counts as 1 */
   int64_t items;    /* ITEMS */
+  int64_t splits;   /* DECODE: CTAs that split the keys of one row tile; 0 counts as 1 */
 } sfa__grid_dims;
 
 /* The tile slots of packed sequences (see sfa__grid): floor(total / tile) +
@@ -154,6 +158,12 @@ typedef struct sfa__variant {
   int qmeta_ints;       /* bwd: int32 of the mode's query metadata per query row, staged
                            with each query tile (hash: q_hash, q_idx; qk_drop: q_idx) */
   int acc_registers;    /* float accumulators per thread */
+  int keys_per_warp;    /* decode: keys of each block_n tile that one warp takes */
+  size_t comb_offset;   /* decode: the warps' partial results after the last tile (comb:
+                           O [warps][16][head_dim], then maxima and sums [warps][16]
+                           floats), over the k and v regions */
+  size_t comb_bytes;
+  size_t comb_room;     /* decode: bytes of the k and v regions, >= comb_bytes */
 
   /* Dynamic shared memory per launch: the regions in order, then the slack that
   ** lets the backend round its base up to smem_base_align. A utility pass has

@@ -59,7 +59,8 @@ typedef enum sfa_abi_struct {
   SFA_ABI_EXTRAS,         /* sfa_extras */
   SFA_ABI_OPTIONS,        /* sfa_options */
   SFA_ABI_KERNEL_SPEC,    /* sfa_kernel_spec */
-  SFA_ABI_HOST_EXTRAS     /* sfa_host_extras */
+  SFA_ABI_HOST_EXTRAS,    /* sfa_host_extras */
+  SFA_ABI_KV_CACHE        /* sfa_kv_cache */
 } sfa_abi_struct;
 
 /* sizeof the struct in this library; 0 for an unknown kind. */
@@ -113,8 +114,15 @@ typedef enum sfa_pass {
   SFA_PASS_PERMUTE,   /* sfa_hash_prepare / sfa_hash_unsort's row gather and
                          scatter (any row dtype); dtype uint8 */
   SFA_PASS_TOPK,      /* sfa_topk_mask; dtype of the bias: fp16, bf16 or fp32 */
-  SFA_PASS_MERGE      /* sfa_merge_attention; dtype fp32 (its accumulation; the
+  SFA_PASS_MERGE,     /* sfa_merge_attention; dtype fp32 (its accumulation; the
                          tensors' dtypes are launch arguments), sfa_merge_sm90 */
+  SFA_PASS_DECODE,    /* sfa_decode: an attention pass (mode, dtype, head_dim and tiles
+                         like fwd): block_m 16 rows of (query head, new token) pairs of one
+                         kv head, block_n keys per step split over the warps (16 or 32 per
+                         warp), mma sync; modes dense and window (flag causal only), e.g.
+                         sfa_decode_dense_causal_bf16_d128_m16n64_w4s2_sm90 */
+  SFA_PASS_KV_APPEND  /* sfa_kv_append's row copies into the cache (any row dtype); dtype
+                         uint8, sfa_kvappend_sm90 */
 } sfa_pass;
 
 typedef enum sfa_mode {
@@ -152,6 +160,8 @@ SFA_API const char *sfa_dtype_name(int dtype);
 #define SFA_FEAT_ALIBI         (1u << 7) /* dense, window: ALiBi slopes (extras->alibi_slopes) */
 #define SFA_FEAT_VARLEN        (1u << 8) /* every mode, passes fwd, bwddq, bwd: packed sequences of
                                             their own lengths (sfa_extras.cu_seqlens_q/_k) */
+#define SFA_FEAT_GATHER        (1u << 9) /* decode (dense, window): the keys of an index list
+                                            (sfa_kv_cache.kv_indices) */
 
 /* The tensor-core instructions of one kernel (sfa_kernel_spec.mma), a
 ** configuration choice like the tiles. 0 is mma.sync, so a zeroed spec is an
@@ -551,6 +561,87 @@ SFA_API sfa_status sfa_topk_mask(sfa_context *ctx, const sfa_tensor *bias, int w
 SFA_API sfa_status sfa_merge_attention(sfa_context *ctx, const sfa_tensor *o_parts,
                                        const sfa_tensor *lse_parts, const sfa_tensor *o,
                                        const sfa_tensor *lse, void *stream);
+/* ---------------------------------------------------------------- decoding with a KV cache */
+
+/* The keys and values a decode step reads: a cache that is either
+** contiguous or paged.
+**   contiguous (page_table NULL): k, v [B, Hkv, capacity, D];
+**   paged: k, v [num_pages, page_size, Hkv, D] (a page holds page_size
+**     consecutive positions of one sequence, every kv head), and
+**     page_table int32 [B, max_pages] (contiguous along pages): sequence b's
+**     position j lives in page page_table[b, j / page_size] at row
+**     j % page_size; capacity = max_pages * page_size.
+**   capacity <= 2^30 positions per sequence.
+**   kv_indices (optional, sfa_decode) int32 [B, Hkv, K] (contiguous along K,
+**     1 <= K <= 2^30): sequence b's kv head h reads only the positions
+**     kv_indices[b, h, :] (every query head of the group and every new token
+**     alike; the mode's rule and seqused still apply to each). Entries
+**     outside [0, seqused[b]) are skipped (-1 pads a short list); an entry
+**     listed twice counts twice. sfa_kv_append ignores it.
+**   seqused int32 [B] (contiguous): the positions in use per sequence, the
+**     new tokens' own included (0 <= seqused[b] <= capacity); NULL: every
+**     sequence uses the whole capacity.
+** k and v have one dtype (q's), the same shape, and any strides >= 0 with
+** the last dimension contiguous and 16-byte aligned rows. The values of
+** seqused and page_table are not checked by sfa_decode (as index arrays are
+** not by sfa_forward): a value out of range gives wrong output, never an
+** access outside k, v or the page table (positions at or past
+** min(seqused[b], capacity) are never read, and a page index outside
+** [0, num_pages) is read as a page of zeros that no query sees); use
+** sfa_check_kv_cache to check them. */
+typedef struct sfa_kv_cache {
+  const sfa_tensor *k, *v;
+  const sfa_tensor *page_table; /* int32 [B, max_pages], or NULL: contiguous */
+  const sfa_tensor *seqused;    /* int32 [B], or NULL: every sequence is full */
+  const sfa_tensor *kv_indices; /* sfa_decode only: int32 [B, Hkv, K], the positions that
+                                   kv head reads (DSA/NSA-style selection), or NULL: all */
+} sfa_kv_cache;
+
+/* One decode step: o = attention(q, cache) for Tn new tokens per sequence.
+** q [B, Hq, Tn, D] (fp16 or bf16, Tn in 1..16, Hq a multiple of Hkv), o like
+** q, lse float32 [B, Hq, Tn] or NULL. New token t of sequence b sits at
+** position p = seqused[b] - Tn + t (so the caller has written its k and v
+** at p first, e.g. with sfa_kv_append); params as for sfa_forward:
+**   mode dense: causal 1 sees keys j <= p, causal 0 every j < seqused[b];
+**   mode window: window_left / window_right around p (off = seqused[b] - Tn),
+**     causal replacing window_right; no bias or mask.
+** Rows that see no key get o = 0 and lse = -inf. The query heads of one kv
+** head are computed together (their new tokens fill one 16-row tile, or
+** several where Hq / Hkv * Tn > 16), so each key and value row is read once
+** per kv head and tile. The keys are split over CTAs (split-KV) as the grid
+** of (B * Hkv * tiles) CTAs needs to fill the GPU; the splits' partial
+** outputs (float32, from the context's workspace pool, 4 * (D + 1) bytes per
+** (split, query head, token)) are merged as by sfa_merge_attention. The split
+** count depends only on B, Hkv, Hq / Hkv * Tn, the capacity and the GPU
+** (never on seqused, which stays on the device): the call does not
+** synchronize, allocates only from the stream-ordered pool, and may be
+** captured in a CUDA graph. Asynchronous on stream. */
+SFA_API sfa_status sfa_decode(sfa_context *ctx, const sfa_attention_params *params,
+                              const sfa_tensor *q, const sfa_kv_cache *cache,
+                              const sfa_tensor *o, const sfa_tensor *lse, void *stream);
+
+/* Writes the keys and values of the Tn new tokens of a step into the cache,
+** at the positions sfa_decode gives them: k_new[b, h, t] and v_new[b, h, t]
+** go to position p = seqused[b] - Tn + t of sequence b (cache->seqused
+** already counts the new tokens; without it, the last Tn positions of the
+** capacity). k_new, v_new [B, Hkv, Tn, D] in the cache's dtype, any strides
+** >= 0 with the last dimension contiguous and 16-byte aligned rows, Tn in
+** 1..16; they must not share memory with the cache. A row whose position is
+** negative or whose page index is outside [0, num_pages) is not written (as
+** sfa_decode never reads it). One thread per 16 bytes; asynchronous on
+** stream, no synchronization: a decode step of sfa_kv_append then
+** sfa_decode can be captured in a CUDA graph. */
+SFA_API sfa_status sfa_kv_append(sfa_context *ctx, const sfa_kv_cache *cache,
+                                 const sfa_tensor *k_new, const sfa_tensor *v_new, void *stream);
+
+/* Checks the values sfa_decode relies on without checking: seqused[b] in
+** [Tn, capacity] (Tn: the new tokens of the step, 1..16) and, for a paged
+** cache, page_table[b, i] in [0, num_pages) for every page i that holds a
+** position below seqused[b]. Synchronizes stream and copies seqused and the
+** page table to the host. On a violation SFA_ERR_INVALID_ARGUMENT with a
+** message naming the array, the index and the value. */
+SFA_API sfa_status sfa_check_kv_cache(sfa_context *ctx, const sfa_kv_cache *cache, int Tn,
+                                      void *stream);
 
 /* ---------------------------------------------------------------- CPU reference */
 

@@ -157,17 +157,20 @@ static int find_device(const sfa_context *ctx, CUcontext cu, unsigned long long 
 /* First use of a CUDA context: ask the driver about its device. */
 static sfa_status describe_device(sfa_context *ctx, const sfa_driver *d, sfa__device *dv) {
   CUresult r;
-  int major = 0, minor = 0, optin = 0;
+  int major = 0, minor = 0, optin = 0, sms = 0;
   if ((r = d->cuCtxGetDevice(&dv->dev)) != CUDA_SUCCESS ||
       (r = d->cuDeviceGetAttribute(&major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR,
                                    dv->dev)) != CUDA_SUCCESS ||
       (r = d->cuDeviceGetAttribute(&minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR,
                                    dv->dev)) != CUDA_SUCCESS ||
       (r = d->cuDeviceGetAttribute(&optin, CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
-                                   dv->dev)) != CUDA_SUCCESS)
+                                   dv->dev)) != CUDA_SUCCESS ||
+      (r = d->cuDeviceGetAttribute(&sms, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, dv->dev)) !=
+          CUDA_SUCCESS)
     return sfa__cuda_error(r, "querying the current device", ctx->err, sizeof ctx->err);
   dv->cc = major * 10 + minor;
   dv->smem_optin = optin;
+  dv->sms = sms;
   /* Native code for the device: its row of the arch table, else the nearest
   ** lower row of its major (whose cubins it runs). */
   char why[512];

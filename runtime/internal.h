@@ -43,6 +43,7 @@ typedef struct sfa__device {
                     exact one or else the nearest lower of its major
                     (sfa__arch_of_device, gen/arch.h) */
   int smem_optin; /* max dynamic shared memory per block after opt-in */
+  int sms;        /* streaming multiprocessors (sfa_decode's split count) */
 } sfa__device;
 
 /* Where the kernels that a context loaded came from (sfa__kernel_get's

@@ -22,6 +22,7 @@ SFA_ABI_DEFINE(sfa__permute_args, SFA_ABI_PERMUTE_ARGS);
 SFA_ABI_DEFINE(sfa__topk_args, SFA_ABI_TOPK_ARGS);
 SFA_ABI_DEFINE(sfa__bwd_pre_args, SFA_ABI_BWD_PRE_ARGS);
 SFA_ABI_DEFINE(sfa__convert_args, SFA_ABI_CONVERT_ARGS);
+SFA_ABI_DEFINE(sfa__kv_append_args, SFA_ABI_KV_APPEND_ARGS);
 SFA_ABI_DEFINE(sfa__merge_args, SFA_ABI_MERGE_ARGS);
 
 /* Largest sequence length (and Tk) the helpers take: keeps index arithmetic

@@ -46,6 +46,9 @@ static const field host_extras_fields[] = {
   F(sfa_host_extras, mask_rows), F(sfa_host_extras, bias_batches),
   F(sfa_host_extras, mask_batches), F(sfa_host_extras, alibi_slopes),
   F(sfa_host_extras, alibi_batches), {NULL, 0}};
+static const field kv_cache_fields[] = {
+  F(sfa_kv_cache, k), F(sfa_kv_cache, v), F(sfa_kv_cache, page_table),
+  F(sfa_kv_cache, seqused), F(sfa_kv_cache, kv_indices), {NULL, 0}};
 #undef F
 
 static const struct {
@@ -58,6 +61,7 @@ static const struct {
   [SFA_ABI_OPTIONS] = {sizeof(sfa_options), options_fields},
   [SFA_ABI_KERNEL_SPEC] = {sizeof(sfa_kernel_spec), spec_fields},
   [SFA_ABI_HOST_EXTRAS] = {sizeof(sfa_host_extras), host_extras_fields},
+  [SFA_ABI_KV_CACHE] = {sizeof(sfa_kv_cache), kv_cache_fields},
 };
 #define NSTRUCTS (sizeof structs / sizeof structs[0])
 

@@ -225,7 +225,8 @@ START_TEST(the_abi_table_describes_the_c_structs) {
     ck_assert_uint_eq(at, st->size);
   }
   ck_assert_str_eq(sfa__abi_structs[0].c_name, "sfa_fwd_args");
-  ck_assert_str_eq(sfa__abi_structs[2].c_name, "sfa__hash_sort_args");
+  ck_assert_str_eq(sfa__abi_structs[2].c_name, "sfa_dec_args");
+  ck_assert_str_eq(sfa__abi_structs[3].c_name, "sfa__hash_sort_args");
   ck_assert_str_eq(sfa__abi_structs[0].fields[0].ctype, "uint64_t");
 }
 END_TEST

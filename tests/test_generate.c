@@ -38,13 +38,16 @@ static void write_file(const char *dir, const char *name, const char *text) {
 /* Identifiers that only a mode's (or flag's, or pass's) template code declares. */
 static void check_mode_code(const sfa_kernel_spec *s, const char *name, const char *src) {
   const int bwd = s->pass == SFA_PASS_BWD, det = (s->flags & SFA_FEAT_DETERMINISTIC) != 0;
+  const int dec = s->pass == SFA_PASS_DECODE;
   const int wg = s->mma == SFA_SPEC_MMA_WGMMA;
   char plan_entry[SFA__NAME_MAX + 32];
   snprintf(plan_entry, sizeof plan_entry, "%s%s(const sfa_bwd_args a)", name, SFA__PLAN_SUFFIX);
   struct { int want; const char *ident; } marks[] = {
     {s->mode == SFA_MODE_QK_DROP || s->mode == SFA_MODE_HASH, "const int *kix"},
     {s->mode == SFA_MODE_HASH, bwd ? "hash_bwd_state" : "hash_tile_state"},
-    {s->mode == SFA_MODE_WINDOW, bwd ? "window_bwd_state" : "window_tile_state"},
+    {s->mode == SFA_MODE_WINDOW && !dec, bwd ? "window_bwd_state" : "window_tile_state"},
+    {dec, "load_kv"},                          /* decode: the cache rows, paged or not */
+    {dec && s->mode == SFA_MODE_WINDOW, "key_lo = off - wl"}, /* its window bounds */
     {bwd && !det, wg ? "sfa_red_add4(dst" : "sfa_red_add2(p"}, /* dq by atomics */
     {wg, "wgmma.mma_async"},
     {wg && bwd && !det, "sfa_wg_ss64t(acc"},  /* dq as transposed-operand products */
@@ -68,9 +71,10 @@ START_TEST(source_for_every_preset_variant) {
     size_t n = 0;
     ck_assert_int_eq(sfa__preset(presets[p], arch, 2, &specs, &n, NULL, 0), SFA_OK);
     /* per arch: fwd, and for D <= 128 bwd, bwd + det, bwddq; all-modes on
-    ** sm_90 also fwd, bwd and bwd + det in the other mma kind; and the 10
-    ** utility kernels per arch */
-    ck_assert_uint_eq(n, p == 0 ? 2 * (44 + 3 * 44 + 10) : 2 * 4 * 48 + 3 * 48 + 2 * 10);
+    ** sm_90 also fwd, bwd and bwd + det in the other mma kind; 20 decode
+    ** kernels and the 10 utility kernels per arch */
+    ck_assert_uint_eq(n, p == 0 ? 2 * (44 + 3 * 44 + 20 + 11)
+                                : 2 * 4 * 48 + 3 * 48 + 2 * (20 + 11));
     for (size_t i = 0; i < n; i++) {
       sfa_kernel_spec s = specs[i];
       char name[SFA__NAME_MAX], err[1024] = "", *src = NULL, pat[SFA__NAME_MAX + 4];
@@ -92,16 +96,16 @@ START_TEST(source_for_every_preset_variant) {
 }
 END_TEST
 
-/* The utility kernels of a preset's list for one arch: none, or the 10 that
+/* The utility kernels of a preset's list for one arch: none, or the 11 that
 ** its attention kernels need (bwd_pre and convert in fp16 and bf16,
-** hash_sort, permute, topk in fp16, bf16 and fp32, merge), each once, after
-** them. */
+** hash_sort, permute, topk in fp16, bf16 and fp32, merge, kv_append), each
+** once, after them. */
 static void expect_utils(const sfa_kernel_spec *v, size_t n, int want) {
   static const char *const names[] = {"sfa_bwdpre_fp16_sm90", "sfa_bwdpre_bf16_sm90",
                                       "sfa_convert_fp16_sm90", "sfa_convert_bf16_sm90",
                                       "sfa_hashsort_sm90", "sfa_permute_sm90",
                                       "sfa_topk_fp16_sm90", "sfa_topk_bf16_sm90",
-                                      "sfa_topk_fp32_sm90", "sfa_merge_sm90"};
+                                      "sfa_topk_fp32_sm90", "sfa_merge_sm90", "sfa_kvappend_sm90"};
   int got = 0;
   for (size_t i = 0; i < n; i++) {
     char name[SFA__NAME_MAX];
@@ -109,7 +113,7 @@ static void expect_utils(const sfa_kernel_spec *v, size_t n, int want) {
       ck_assert_msg(got == 0, "an attention kernel after the utility kernels");
       continue;
     }
-    ck_assert_int_lt(got, 10);
+    ck_assert_int_lt(got, 11);
     ck_assert_int_eq(sfa_spec_name(&v[i], name, sizeof name), SFA_OK);
     ck_assert_str_eq(name, names[got]);
     ck_assert_int_eq(sfa_spec_validate(&v[i], NULL, 0), SFA_OK);
@@ -127,11 +131,21 @@ START_TEST(preset_contents) {
   int count[4][16] = {{0}};
   int passes[3] = {0}, nwg = 0;
   ck_assert_int_eq(sfa__preset("default", arch, 1, &v, &n, err, sizeof err), SFA_OK);
-  ck_assert_uint_eq(n, 44 + 3 * 44 + 10);
-  expect_utils(v, n, 10);
+  ck_assert_uint_eq(n, 44 + 3 * 44 + 20 + 11);
+  expect_utils(v, n, 11);
+  int ndecode = 0;
   for (size_t i = 0; i < n; i++) {
     sfa_kernel_spec d = v[i];
     if (sfa__pass_is_util(v[i].pass)) continue;
+    if (v[i].pass == SFA_PASS_DECODE) { /* dense and window, causal and not, 2 dtypes x 2 dims */
+      ck_assert(v[i].mode == SFA_MODE_DENSE || v[i].mode == SFA_MODE_WINDOW);  /* {-, causal}, dense causal + gather */
+      ck_assert(v[i].flags == 0 || v[i].flags == SFA_FEAT_CAUSAL ||
+                (v[i].mode == SFA_MODE_DENSE && v[i].flags == (SFA_FEAT_CAUSAL | SFA_FEAT_GATHER)));
+      ck_assert_int_eq(sfa_spec_default(&d, NULL, 0), SFA_OK);
+      ck_assert(memcmp(&d, &v[i], sizeof d) == 0);
+      ndecode++;
+      continue;
+    }
     const int wg = v[i].mma == SFA_SPEC_MMA_WGMMA;
     ck_assert_int_eq(sfa_spec_default(&d, NULL, 0), SFA_OK);
     ck_assert(memcmp(&d, &v[i], sizeof d) == 0); /* default tiles */
@@ -144,6 +158,7 @@ START_TEST(preset_contents) {
   }
   /* dtypes x D {64,128} x flag sets, for fwd, bwd and bwd + det */
   ck_assert_int_eq(nwg, 3 * 2 * 2 * (2 + 1 + 1 + 4));
+  ck_assert_int_eq(ndecode, 20);
   ck_assert_int_eq(passes[SFA_PASS_FWD], 44);
   ck_assert_int_eq(passes[SFA_PASS_BWD], 44 + 44 * 101); /* 44 plain, 44 det */
   ck_assert_int_eq(passes[SFA_PASS_BWD_DQ], 44);
@@ -161,12 +176,12 @@ START_TEST(preset_contents) {
   ck_assert_int_eq(sfa__preset("all-modes", arch, 1, &v, &n, err, sizeof err), SFA_OK);
   /* 48 classes x (fwd, bwd, bwd + det, bwddq), and on sm_90 fwd, bwd and
   ** bwd + det also in the other mma kind */
-  ck_assert_uint_eq(n, 4 * 48 + 3 * 48 + 10);
-  expect_utils(v, n, 10);
+  ck_assert_uint_eq(n, 4 * 48 + 3 * 48 + 20 + 11);
+  expect_utils(v, n, 11);
   int kinds[3][2] = {{0}};
   for (size_t i = 0; i < n; i++) {
     const int wg = v[i].mma == SFA_SPEC_MMA_WGMMA;
-    if (sfa__pass_is_util(v[i].pass)) continue;
+    if (sfa__pass_is_util(v[i].pass) || v[i].pass == SFA_PASS_DECODE) continue;
     ck_assert(v[i].head_dim == 64 || v[i].head_dim == 128);
     ck_assert(!wg || v[i].pass != SFA_PASS_BWD_DQ);
     kinds[v[i].pass][wg]++;
@@ -194,11 +209,16 @@ START_TEST(preset_contents) {
   /* small (setup.sh's): dense {-, causal} x fp16, bf16 x D 64, 128 and qk_drop,
   ** hash, window causal x bf16 x D 128, each fwd and bwd (no det, no bwddq) */
   ck_assert_int_eq(sfa__preset("small", arch, 1, &v, &n, err, sizeof err), SFA_OK);
-  ck_assert_uint_eq(n, 22 + 10);
-  expect_utils(v, n, 10);
-  int nbwd = 0, nsparse = 0;
+  ck_assert_uint_eq(n, 22 + 5 + 11); /* and dense, window {-, causal} + dense causal gather decode */
+  expect_utils(v, n, 11);
+  int nbwd = 0, nsparse = 0, ndec = 0;
   for (size_t i = 0; i < n; i++) {
     if (sfa__pass_is_util(v[i].pass)) continue;
+    if (v[i].pass == SFA_PASS_DECODE) {
+      ck_assert(v[i].dtype == SFA_DTYPE_BF16 && v[i].head_dim == 128);
+      ndec++;
+      continue;
+    }
     ck_assert(v[i].pass == SFA_PASS_FWD || v[i].pass == SFA_PASS_BWD);
     ck_assert(!(v[i].flags & SFA_FEAT_DETERMINISTIC));
     nbwd += v[i].pass == SFA_PASS_BWD;
@@ -209,6 +229,7 @@ START_TEST(preset_contents) {
   }
   ck_assert_int_eq(nbwd, 11);
   ck_assert_int_eq(nsparse, 6);
+  ck_assert_int_eq(ndec, 5);
   free(v);
 
   ck_assert_int_eq(sfa__preset("nope", arch, 1, &v, &n, err, sizeof err),
@@ -466,7 +487,7 @@ START_TEST(sfa_gen_tool) {
   int n = 0;
   while (f && fgets(line, sizeof line, f)) n++;
   if (f) fclose(f);
-  ck_assert_int_eq(n, 2 * (44 + 3 * 44 + 10));
+  ck_assert_int_eq(n, 2 * (44 + 3 * 44 + 20 + 11));
   snprintf(cmd, sizeof cmd, "%s --preset all-modes --arch sm_80,sm90 --list | wc -l > %s/n.txt",
            tool, dir);
   ck_assert_int_eq(run(cmd), 0);
@@ -474,7 +495,7 @@ START_TEST(sfa_gen_tool) {
   f = fopen(cmd, "r");
   ck_assert(f && fscanf(f, "%d", &n) == 1);
   fclose(f);
-  ck_assert_int_eq(n, 2 * 4 * 48 + 3 * 48 + 2 * 10);
+  ck_assert_int_eq(n, 2 * 4 * 48 + 3 * 48 + 2 * (20 + 11));
 
   /* Utility kernels: by --pass (its dtype, or the one it takes) and by name. */
   expect_first_listed(tool, dir, "--pass topk --dtype fp32 --arch 80,90", "sfa_topk_fp32_sm80\n");
@@ -523,7 +544,7 @@ START_TEST(sfa_gen_tool) {
     n++;
   }
   fclose(f);
-  ck_assert_int_eq(n, 44 + 3 * 44 + 10);
+  ck_assert_int_eq(n, 44 + 3 * 44 + 20 + 11);
 
   /* Usage errors exit 2, failures 1. */
   snprintf(cmd, sizeof cmd, "%s --preset nope 2>/dev/null", tool);

@@ -98,6 +98,21 @@ START_TEST(every_mode_has_its_template_and_they_agree) {
       ck_assert_msg(sfa_generate(&s, &src, err, sizeof err) == SFA_OK, "%s: %s", t[i].name, err);
       sfa_free(src);
     }
+    /* a mode that serves pass decode renders its decode kernel (its
+    ** template's decode hooks); the others are refused by name */
+    sfa_kernel_spec d = {SFA_PASS_DECODE, t[i].mode, SFA_DTYPE_BF16, 64, 0, 0, 0, 0, 90, 0,
+                         SFA_SPEC_MMA_SYNC};
+    sfa_status st = sfa_spec_default(&d, err, sizeof err);
+    if (!t[i].decode) {
+      ck_assert_int_eq(st, SFA_ERR_UNSUPPORTED);
+      ck_assert_msg(strstr(err, "has no decode kernel"), "%s", err);
+      continue;
+    }
+    ck_assert_msg(st == SFA_OK, "%s: %s", t[i].name, err);
+    char *src = NULL;
+    ck_assert_msg(sfa_generate(&d, &src, err, sizeof err) == SFA_OK, "%s decode: %s", t[i].name,
+                  err);
+    sfa_free(src);
   }
 }
 END_TEST

@@ -70,8 +70,8 @@ START_TEST(pass_rule) {
   expect(&s, SFA_OK, NULL, NULL);
   s.head_dim = 176;
   expect(&s, SFA_ERR_UNSUPPORTED, "head_dim: 176", NULL);
-  s.pass = (sfa_pass)9; /* after SFA_PASS_MERGE */
-  expect(&s, SFA_ERR_INVALID_ARGUMENT, "pass: 9", "fwd, bwddq or bwd");
+  s.pass = (sfa_pass)(SFA_PASS_KV_APPEND + 1); /* after the last pass */
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "pass: 11", "fwd, bwddq, bwd or decode");
 }
 END_TEST
 
@@ -533,12 +533,12 @@ START_TEST(parse_errors) {
   parse_fails("sfa_fwd_dense_causal_causal_bf16_d128_m128n64_w4s1_sm90", "bad token 'causal'");
   parse_fails("sfa_fwd_dense_bias_causal_bf16_d128_m128n64_w4s1_sm90", "order causal, bias");
   parse_fails("sfa_fwd_dense_wg_causal_bf16_d128_m64n128_w4s1_sm90",
-              "order causal, bias, mask, det, strict, softcap, alibi, varlen, wg");
+              "order causal, bias, mask, det, strict, softcap, alibi, varlen, gather, wg");
   parse_fails("sfa_bwd_dense_wg_det_bf16_d128_m64n128_w8s2_sm90",
-              "order causal, bias, mask, det, strict, softcap, alibi, varlen, wg");
+              "order causal, bias, mask, det, strict, softcap, alibi, varlen, gather, wg");
   parse_fails("sfa_fwd_dense_wg_wg_bf16_d128_m64n128_w4s1_sm90", "bad token 'wg'");
   parse_fails("sfa_fwd_dense_wgmma_bf16_d128_m64n128_w4s1_sm90",
-              "a flag (causal, bias, mask, det, strict, softcap, alibi, varlen, wg) or the dtype");
+              "a flag (causal, bias, mask, det, strict, softcap, alibi, varlen, gather, wg) or the dtype");
   parse_fails("sfa_fwd_dense_bf16_128_m128n64_w4s1_sm90", "bad token '128'");
   parse_fails("sfa_fwd_dense_bf16_d0128_m128n64_w4s1_sm90", "bad token 'd0128'");
   parse_fails("sfa_fwd_dense_bf16_d128x_m128n64_w4s1_sm90", "bad token 'd128x'");
@@ -758,12 +758,12 @@ START_TEST(defaults_of_a_backward_no_tile_fits_are_unsupported) {
                   "sm_%d: %s", small[a], err);
     int fwd256 = 0;
     for (size_t i = 0; i < n; i++) {
-      ck_assert(v[i].head_dim != 256 || v[i].pass == SFA_PASS_FWD);
+      ck_assert(v[i].head_dim != 256 || v[i].pass == SFA_PASS_FWD || v[i].pass == SFA_PASS_DECODE);
       fwd256 += v[i].head_dim == 256;
       ck_assert_int_eq(sfa_spec_validate(&v[i], err, sizeof err), SFA_OK);
     }
     ck_assert_int_eq(fwd256, 4);
-    ck_assert_uint_eq(n, 44 + 3 * 40 + 10); /* and the 10 utility kernels */
+    ck_assert_uint_eq(n, 44 + 3 * 40 + 20 + 11); /* and 20 decode, 11 utility kernels */
     free(v);
   }
 }
@@ -786,6 +786,7 @@ START_TEST(utility_names_round_trip) {
     {SFA_PASS_TOPK, SFA_DTYPE_BF16, "sfa_topk_bf16", 16},
     {SFA_PASS_TOPK, SFA_DTYPE_FP32, "sfa_topk_fp32", 16},
     {SFA_PASS_MERGE, SFA_DTYPE_FP32, "sfa_merge", 8},
+    {SFA_PASS_KV_APPEND, SFA_DTYPE_UINT8, "sfa_kvappend", 8},
   };
   for (size_t i = 0; i < sizeof u / sizeof u[0]; i++)
     for (int a = 0; a < NARCHS; a++) {
@@ -814,7 +815,9 @@ START_TEST(utility_names_round_trip) {
   ck_assert_str_eq(sfa__pass_name(SFA_PASS_BWD_PRE), "bwd_pre");
   ck_assert_str_eq(sfa__pass_name(SFA_PASS_HASH_SORT), "hash_sort");
   ck_assert_str_eq(sfa__pass_name(SFA_PASS_MERGE), "merge");
-  ck_assert_ptr_null(sfa__pass_name((sfa_pass)9));
+  ck_assert_str_eq(sfa__pass_name(SFA_PASS_DECODE), "decode");
+  ck_assert_str_eq(sfa__pass_name(SFA_PASS_KV_APPEND), "kv_append");
+  ck_assert_ptr_null(sfa__pass_name((sfa_pass)(SFA_PASS_KV_APPEND + 1)));
 }
 END_TEST
 

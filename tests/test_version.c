@@ -24,6 +24,7 @@ START_TEST(abi_sizes_are_the_compilers) {
   ck_assert_uint_eq(sfa_abi_size(SFA_ABI_OPTIONS), sizeof(sfa_options));
   ck_assert_uint_eq(sfa_abi_size(SFA_ABI_KERNEL_SPEC), sizeof(sfa_kernel_spec));
   ck_assert_uint_eq(sfa_abi_size(SFA_ABI_HOST_EXTRAS), sizeof(sfa_host_extras));
+  ck_assert_uint_eq(sfa_abi_size(SFA_ABI_KV_CACHE), sizeof(sfa_kv_cache));
   ck_assert_uint_eq(sfa_abi_size((sfa_abi_struct)99), 0);
   ck_assert_uint_eq(sfa_abi_size((sfa_abi_struct)-1), 0);
 }
@@ -41,6 +42,8 @@ START_TEST(abi_offsets_are_the_compilers) {
                    (long)offsetof(sfa_kernel_spec, mma));
   ck_assert_int_eq(sfa_abi_offset(SFA_ABI_HOST_EXTRAS, "mask_batches"),
                    (long)offsetof(sfa_host_extras, mask_batches));
+  ck_assert_int_eq(sfa_abi_offset(SFA_ABI_KV_CACHE, "seqused"),
+                   (long)offsetof(sfa_kv_cache, seqused));
   ck_assert_int_eq(sfa_abi_offset(SFA_ABI_TENSOR, "no_such_member"), -1);
   ck_assert_int_eq(sfa_abi_offset(SFA_ABI_TENSOR, NULL), -1);
   ck_assert_int_eq(sfa_abi_offset((sfa_abi_struct)99, "data"), -1);

@@ -2,8 +2,9 @@
 mode, bottom-right or top-left causal alignment), attention_varlen() (packed
 sequences of different lengths), scaled_dot_product_attention()
 (torch's SDPA signature and semantics), hash_attention(), hash_prepare(),
-hash_unsort(), topk_mask(), merge_attention() (differentiable), and the plain
-no-autograd forward() / backward().
+hash_unsort(), topk_mask(), merge_attention() (differentiable), the plain
+no-autograd forward() / backward(), and decode() / kv_append() /
+check_kv_cache() for a KV cache.
 
 Arguments are checked here, in Python, before anything reaches ctypes: types,
 dtypes, devices (every tensor of a call on the same GPU; the call runs on that
@@ -476,3 +477,88 @@ def backward(q, k, v, o, lse, dout, *, mode="dense", causal=False, scale=None, w
                              dict(q_idx=q_idx, k_idx=k_idx, q_hash=q_hash, k_hash=k_hash, bias=bias, mask=mask,
                                   alibi_slopes=alibi_slopes), bool(strict_causal), float(softcap), dlse)
     return dq, dk, dv, db
+
+
+# ------------------------------------------------------------------ decoding with a KV cache
+
+def _check_rows(named):
+    """named: (name, tensor) pairs of 4-D fp16/bf16 tensors of one dtype."""
+    first = named[0][1]
+    for n, t in named:
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"sfa: {n} must be a torch.Tensor, not {type(t).__name__}")
+        if t.dtype not in _HALF:
+            raise ValueError(f"sfa: {n}: dtype {t.dtype} is not supported; must be torch.float16 or "
+                             "torch.bfloat16")
+        if t.dtype != first.dtype:
+            raise ValueError(f"sfa: {n}: dtype {t.dtype} does not match {named[0][0]} ({first.dtype})")
+        if t.dim() != 4:
+            raise ValueError(f"sfa: {n} has shape {tuple(t.shape)}; must be 4-D")
+
+
+def _check_cache(k_cache, v_cache, page_table, seqused, dtype):
+    for t, n in ((k_cache, "k_cache"), (v_cache, "v_cache")):
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"sfa: {n} must be a torch.Tensor, not {type(t).__name__}")
+        if t.dtype != dtype:
+            raise ValueError(f"sfa: {n}: dtype {t.dtype} does not match the new rows ({dtype})")
+        if t.dim() != 4:
+            raise ValueError(f"sfa: {n} has shape {tuple(t.shape)}; must be 4-D ([B, Hkv, capacity, D], or "
+                             "[num_pages, page_size, Hkv, D] with page_table)")
+    for t, n in ((page_table, "page_table"), (seqused, "seqused")):
+        if t is not None and (not isinstance(t, torch.Tensor) or t.dtype != torch.int32):
+            raise ValueError(f"sfa: {n} must be an int32 torch.Tensor")
+
+
+def decode(q, k_cache, v_cache, *, page_table=None, seqused=None, kv_indices=None, mode="dense", causal=True,
+           scale=None, window=(-1, -1), return_lse=False):
+    """One decode step: attention of q [B, Hq, Tn, D] (Tn new tokens per
+    sequence, 1..16) against a KV cache, no autograd (sfa_decode).
+
+    k_cache, v_cache: [B, Hkv, capacity, D], or paged [num_pages, page_size,
+    Hkv, D] with page_table (int32 [B, max_pages]: sequence b's position j is
+    row j % page_size of page page_table[b, j // page_size]). seqused (int32
+    [B]): positions in use per sequence, the new tokens included (their keys
+    and values already written, e.g. by kv_append); None: the whole capacity.
+    New token t sits at position seqused[b] - Tn + t; mode "dense" (causal:
+    keys up to that position) or "window" (window=(left, right) around it).
+    kv_indices (int32 [B, Hkv, K]): each kv head reads only the listed
+    positions (DSA/NSA-style selection; entries outside [0, seqused) are
+    skipped, -1 pads).
+    Returns o like q (and lse float32 [B, Hq, Tn] with return_lse). Nothing
+    synchronizes: a step can be captured in a CUDA graph."""
+    check_choice("mode", mode, ("dense", "window"))
+    wl, wr = check_window(window)
+    scale = check_scale(scale)
+    _check_rows((("q", q),))
+    _check_cache(k_cache, v_cache, page_table, seqused, q.dtype)
+    if kv_indices is not None and (not isinstance(kv_indices, torch.Tensor) or kv_indices.dtype != torch.int32):
+        raise ValueError("sfa: kv_indices must be an int32 torch.Tensor")
+    _check_tensors((("q", q), ("k_cache", k_cache), ("v_cache", v_cache), ("page_table", page_table),
+                    ("seqused", seqused), ("kv_indices", kv_indices)))
+    o, lse = _ops.decode(q, k_cache, v_cache, page_table, seqused, kv_indices, mode, bool(causal), scale, wl, wr)
+    return (o, lse) if return_lse else o
+
+
+def kv_append(k_cache, v_cache, k_new, v_new, *, page_table=None, seqused=None):
+    """Writes k_new, v_new [B, Hkv, Tn, D] into the cache in place, at the
+    positions decode gives the new tokens: seqused[b] - Tn + t (seqused
+    already counts them; None: the last Tn positions of the capacity). A row
+    whose position is negative or whose page index is out of range is not
+    written (sfa_kv_append)."""
+    _check_rows((("k_new", k_new), ("v_new", v_new)))
+    _check_cache(k_cache, v_cache, page_table, seqused, k_new.dtype)
+    _check_tensors((("k_cache", k_cache), ("v_cache", v_cache), ("k_new", k_new), ("v_new", v_new),
+                    ("page_table", page_table), ("seqused", seqused)))
+    _ops.kv_append(k_cache, v_cache, page_table, seqused, k_new, v_new)
+
+
+def check_kv_cache(k_cache, v_cache, tn, *, page_table=None, seqused=None):
+    """Checks seqused (in [tn, capacity]) and the page table (indices in range
+    for the used positions) on the host; ValueError names the first bad entry.
+    Synchronizes the current stream: a debugging aid."""
+    tn = check_int("tn", tn, 1, 16)
+    _check_cache(k_cache, v_cache, page_table, seqused, k_cache.dtype)
+    _check_tensors((("k_cache", k_cache), ("v_cache", v_cache), ("page_table", page_table),
+                    ("seqused", seqused)))
+    _calls.check_kv_cache(k_cache, v_cache, page_table, seqused, tn)

@@ -303,3 +303,48 @@ def topk_mask_into(bias, w, causal, mask):
     with on_device(bias) as stream:
         st = _capi.lib.sfa_topk_mask(ctx, d[0], w, int(bool(causal)), d[1], stream)
     check_status(ctx, st)
+
+
+# ------------------------------------------------------------------ decoding
+
+def _cache(k_cache, v_cache, page_table, seqused, kv_indices=None):
+    """(sfa_kv_cache, the sfa_tensors it points at, to keep alive). The cache is
+    passed as it is (never copied: sfa_kv_append writes into it)."""
+    d = [describe(t, n) for t, n in ((k_cache, "k_cache"), (v_cache, "v_cache"),
+                                     (page_table, "page_table"), (seqused, "seqused"),
+                                     (kv_indices, "kv_indices"))]
+    c = _capi.KvCache(*(ctypes.pointer(x) if x is not None else None for x in d))
+    return c, d
+
+
+def decode_into(q, k_cache, v_cache, page_table, seqused, kv_indices, o, lse, mode, causal, scale,
+                window_left, window_right):
+    """sfa_decode into o (and lse, may be None)."""
+    p = _params(mode, causal, scale, window_left, window_right, False)
+    q = rows_aligned(q)
+    c, keep = _cache(k_cache, v_cache, page_table, seqused, kv_indices)
+    tq, to, tl = describe(q, "q"), describe(o, "o"), describe(lse, "lse")
+    ctx = _Context.get()
+    with on_device(q) as stream:
+        st = _capi.lib.sfa_decode(ctx, ctypes.byref(p), tq, ctypes.byref(c), to, _ref(tl), stream)
+    check_status(ctx, st)
+
+
+def kv_append_into(k_cache, v_cache, page_table, seqused, k_new, v_new):
+    """sfa_kv_append: k_new, v_new into the cache (in place)."""
+    k_new, v_new = rows_aligned(k_new), rows_aligned(v_new)
+    c, keep = _cache(k_cache, v_cache, page_table, seqused)
+    tk, tv = describe(k_new, "k_new"), describe(v_new, "v_new")
+    ctx = _Context.get()
+    with on_device(k_new) as stream:
+        st = _capi.lib.sfa_kv_append(ctx, ctypes.byref(c), tk, tv, stream)
+    check_status(ctx, st)
+
+
+def check_kv_cache(k_cache, v_cache, page_table, seqused, tn):
+    """sfa_check_kv_cache (synchronizes the current stream)."""
+    c, keep = _cache(k_cache, v_cache, page_table, seqused)
+    ctx = _Context.get()
+    with on_device(k_cache) as stream:
+        st = _capi.lib.sfa_check_kv_cache(ctx, ctypes.byref(c), tn, stream)
+    check_status(ctx, st)

@@ -18,7 +18,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 LIBNAME = "libsfa.so"
 
 # sfa_abi_struct (include/sfa.h): the kinds sfa_abi_size / sfa_abi_offset take.
-ABI_TENSOR, ABI_PARAMS, ABI_EXTRAS, ABI_OPTIONS, ABI_KERNEL_SPEC, ABI_HOST_EXTRAS = range(6)
+ABI_TENSOR, ABI_PARAMS, ABI_EXTRAS, ABI_OPTIONS, ABI_KERNEL_SPEC, ABI_HOST_EXTRAS, ABI_KV_CACHE = range(7)
 
 _REMEDY = ("The library and this Python package come from different versions of sfa: "
            "rebuild the library (cmake --build build) or reinstall the package (pip install .), "
@@ -174,11 +174,16 @@ class HostExtras(ctypes.Structure):
                 ("alibi_batches", ctypes.c_int)]
 
 
+class KvCache(ctypes.Structure):
+    _fields_ = [(n, ctypes.POINTER(Tensor)) for n in ("k", "v", "page_table", "seqused", "kv_indices")]
+
+
 # (ctypes struct, sfa_abi_struct kind, C name); a ctypes field named "x_" is C's "x"
 # (pass is a Python keyword).
 STRUCTS = [(Tensor, ABI_TENSOR, "sfa_tensor"), (Params, ABI_PARAMS, "sfa_attention_params"),
            (Extras, ABI_EXTRAS, "sfa_extras"), (Options, ABI_OPTIONS, "sfa_options"),
-           (KernelSpec, ABI_KERNEL_SPEC, "sfa_kernel_spec"), (HostExtras, ABI_HOST_EXTRAS, "sfa_host_extras")]
+           (KernelSpec, ABI_KERNEL_SPEC, "sfa_kernel_spec"), (HostExtras, ABI_HOST_EXTRAS, "sfa_host_extras"),
+           (KvCache, ABI_KV_CACHE, "sfa_kv_cache")]
 
 
 def check_struct(cls, kind, cname, lib=lib, path=None):
@@ -229,6 +234,9 @@ _SIGNATURES = {
     "sfa_topk_mask": ([_vp, _T, _int, _int, _T, _vp], _st),
     "sfa_backward_dlse": ([_vp, _P(Params), _T, _T, _T, _P(Extras)] + [_T] * 8 + [_vp], _st),
     "sfa_merge_attention": ([_vp, _T, _T, _T, _T, _vp], _st),
+    "sfa_decode": ([_vp, _P(Params), _T, _P(KvCache), _T, _T, _vp], _st),
+    "sfa_kv_append": ([_vp, _P(KvCache), _T, _T, _vp], _st),
+    "sfa_check_kv_cache": ([_vp, _P(KvCache), _int, _vp], _st),
     "sfa_reference_forward": ([_P(Params)] + [_int] * 6 + [_P(ctypes.c_float)] * 3 + [_P(HostExtras)]
                               + [_P(ctypes.c_float)] * 2 + [ctypes.c_char_p, ctypes.c_size_t], _st),
     "sfa_reference_backward": ([_P(Params)] + [_int] * 6 + [_P(ctypes.c_float)] * 3 + [_P(HostExtras)]

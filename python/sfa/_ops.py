@@ -18,6 +18,10 @@ torch.compile(fullgraph=True) sees them as single graph nodes, and autograd.
   sfa::hash_unsort    (o_sorted, idx) -> o   (rows that idx does not name are 0)
   sfa::topk_mask      (bias, w, causal) -> mask (uint8, rows padded to 16 bytes)
   sfa::merge_attention (o_parts [N, B, H, T, D], lse_parts [N, B, H, T], out_dtype) -> (o, lse)
+  sfa::decode         (q, k_cache, v_cache, page_table?, seqused?, kv_indices?, mode, causal, scale?,
+                       window_left, window_right) -> (o, lse)   no autograd (inference)
+  sfa::kv_append      (k_cache!, v_cache!, page_table?, seqused?, k_new, v_new) -> None
+                       writes the new rows into the cache (mutates k_cache, v_cache)
 
 Each has a fake (meta) implementation giving the output shapes and strides;
 attention_fwd has its autograd formula (register_autograd): the backward is
@@ -265,3 +269,30 @@ def _merge_backward(ctx, do, dlse):
 
 
 merge_attention.register_autograd(_merge_backward, setup_context=_merge_setup_context)
+# ------------------------------------------------------------------ decoding
+
+@torch.library.custom_op("sfa::decode", mutates_args=())
+def decode(q: Tensor, k_cache: Tensor, v_cache: Tensor, page_table: Optional[Tensor],
+           seqused: Optional[Tensor], kv_indices: Optional[Tensor], mode: str, causal: bool,
+           scale: Optional[float], window_left: int, window_right: int) -> Tuple[Tensor, Tensor]:
+    o = _calls.out_like(q)
+    lse = torch.empty(q.shape[:-1], device=q.device, dtype=torch.float32)
+    _calls.decode_into(q, k_cache, v_cache, page_table, seqused, kv_indices, o, lse, mode, causal, scale,
+                       window_left, window_right)
+    return o, lse
+
+
+@decode.register_fake
+def _(q, k_cache, v_cache, page_table, seqused, kv_indices, mode, causal, scale, window_left, window_right):
+    return _calls.out_like(q), q.new_empty(q.shape[:-1], dtype=torch.float32)
+
+
+@torch.library.custom_op("sfa::kv_append", mutates_args=("k_cache", "v_cache"))
+def kv_append(k_cache: Tensor, v_cache: Tensor, page_table: Optional[Tensor], seqused: Optional[Tensor],
+              k_new: Tensor, v_new: Tensor) -> None:
+    _calls.kv_append_into(k_cache, v_cache, page_table, seqused, k_new, v_new)
+
+
+@kv_append.register_fake
+def _(k_cache, v_cache, page_table, seqused, k_new, v_new):
+    return None

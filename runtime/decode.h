@@ -1,0 +1,21 @@
+/*
+** decode.h -- internal: sfa_decode's split-KV rule (runtime/decode.c), apart
+** so that tests can check it without a GPU.
+*/
+#ifndef SFA_RUNTIME_DECODE_H
+#define SFA_RUNTIME_DECODE_H
+
+#include <stdint.h>
+
+#define SFA__DECODE_MAX_SPLITS 64 /* CTAs per row tile that split the keys */
+#define SFA__DECODE_WAVES 2       /* the splits aim at this many CTAs per SM */
+
+/* The splits of each row tile's keys for a grid of `ctas` row tiles (B * Hkv
+** * tiles per kv head) over a cache of `capacity` positions on a GPU of `sms`
+** SMs, with key tiles of block_n: enough CTAs for SFA__DECODE_WAVES per SM,
+** no more than the cache has key tiles, at most SFA__DECODE_MAX_SPLITS, at
+** least 1. Host facts only (never the lengths in use, which stay on the
+** device), so the launch is the same for every step of a CUDA graph. */
+int sfa__decode_splits(int64_t ctas, int64_t capacity, int sms, int block_n);
+
+#endif

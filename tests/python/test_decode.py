@@ -1,0 +1,219 @@
+#!/usr/bin/env python3
+"""test_decode.py -- sfa.decode, sfa.kv_append and sfa.check_kv_cache, the
+binding of sfa_decode / sfa_kv_append / sfa_check_kv_cache: argument errors
+(on any machine with torch), and on a GPU: a decode loop that appends each
+step's keys and values and attends, against torch's SDPA in float64 on the
+same keys (contiguous and paged caches, GQA, several new tokens, window);
+an index list of positions per kv head (kv_indices);
+the same step captured in a CUDA graph and replayed with new lengths;
+torch.compile(fullgraph=True) of a step; torch.library.opcheck of the ops;
+and check_kv_cache naming a bad page. Skips (77) without torch.
+"""
+import sys
+
+from harness import main, raises, test
+
+try:
+    import torch
+except ImportError:
+    print("SKIP: torch is not installed")
+    sys.exit(77)
+import torch.nn.functional as F  # noqa: E402
+
+import sfa  # noqa: E402
+
+CUDA = torch.cuda.is_available()
+DT = torch.bfloat16
+TOL = 2e-2
+
+
+def rel(x, ref):
+    x, ref = x.double(), ref.double()
+    return ((x - ref).norm() / ref.norm().clamp_min(1e-30)).item()
+
+
+def reference(q, k, v, used, causal=True, window=(-1, -1)):
+    """float64 attention of q [B, Hq, Tn, D] over the first used[b] keys of
+    k, v [B, Hkv, cap, D], new token t at position used[b] - Tn + t."""
+    B, Hq, Tn, D = q.shape
+    out = torch.zeros(q.shape, dtype=torch.float64, device=q.device)
+    for b in range(B):
+        n = int(used[b])
+        if n == 0:
+            continue
+        kb, vb = k[b:b + 1, :, :n].double(), v[b:b + 1, :, :n].double()
+        pos = torch.arange(n, device=q.device)
+        p = n - Tn + torch.arange(Tn, device=q.device)
+        ok = torch.ones(Tn, n, dtype=torch.bool, device=q.device)
+        if causal:
+            ok &= pos[None, :] <= p[:, None]
+        wl, wr = window
+        if wl >= 0:
+            ok &= pos[None, :] >= p[:, None] - wl
+        if wr >= 0 and not causal:
+            ok &= pos[None, :] <= p[:, None] + wr
+        rows = ok.any(dim=1)
+        o = F.scaled_dot_product_attention(q[b:b + 1].double(), kb, vb, attn_mask=ok, enable_gqa=True)
+        out[b] = torch.where(rows[None, :, None], o[0], torch.zeros_like(o[0]))
+    return out
+
+
+def paged_of(k, page, perm=None):
+    """[B, Hkv, cap, D] -> ([B * cap / page, page, Hkv, D] pages in shuffled
+    order, table [B, pages], the shuffle); pass perm to page v alike."""
+    B, H, cap, D = k.shape
+    per = cap // page
+    if perm is None:
+        perm = torch.randperm(B * per, device=k.device)
+    blocks = k.view(B, H, per, page, D).permute(0, 2, 3, 1, 4).reshape(B * per, page, H, D)
+    out = torch.empty_like(blocks)
+    out[perm] = blocks
+    return out, perm.view(B, per).int(), perm
+
+
+@test()
+def argument_errors_name_the_argument():
+    q = torch.zeros(1, 4, 1, 64, dtype=DT)
+    raises(ValueError, lambda: sfa.decode(q, q, q, mode="hash"), "mode")
+    raises(ValueError, lambda: sfa.decode(q, q.float(), q), "k_cache", "dtype")
+    raises(ValueError, lambda: sfa.decode(q, q, q, seqused=torch.zeros(1)), "seqused", "int32")
+    raises(ValueError, lambda: sfa.decode(q, q, q), "cuda")
+    raises(ValueError, lambda: sfa.kv_append(q, q, q.float(), q.float()), "k_new", "dtype")
+    raises(ValueError, lambda: sfa.kv_append(q.half(), q.half(), q, q), "k_cache", "dtype")
+    raises(ValueError, lambda: sfa.check_kv_cache(q, q, 0), "tn")
+
+
+@test(needs_cuda=True)
+def decode_loop_matches_sdpa():
+    torch.manual_seed(1)
+    for page, Tn, (Hq, Hkv), mode in ((0, 1, (8, 2), "dense"), (16, 1, (32, 8), "dense"),
+                                     (256, 4, (16, 4), "dense"), (48, 3, (6, 3), "window")):
+        B, D, cap = 3, 128, 768
+        kv = dict(causal=True, mode=mode, window=(100, 0) if mode == "window" else (-1, -1))
+        k_all = torch.randn(B, Hkv, cap, D, device="cuda", dtype=DT)
+        v_all = torch.randn(B, Hkv, cap, D, device="cuda", dtype=DT)
+        if page:
+            k_cache, table, _ = paged_of(torch.zeros_like(k_all), page)
+            v_cache = torch.zeros_like(k_cache)
+        else:
+            k_cache, v_cache, table = torch.zeros_like(k_all), torch.zeros_like(v_all), None
+        used = torch.tensor([5, 100, 300], device="cuda", dtype=torch.int32)
+        # prefill: write the first used - Tn rows by appending in steps of Tn
+        step = 0
+        while True:
+            lens = torch.clamp(torch.minimum(used, torch.full_like(used, (step + 1) * Tn)), min=0)
+            ks = torch.stack([k_all[b, :, max(int(lens[b]) - Tn, 0):int(lens[b])] for b in range(B)])
+            vs = torch.stack([v_all[b, :, max(int(lens[b]) - Tn, 0):int(lens[b])] for b in range(B)])
+            if ks.shape[2] == Tn:
+                sfa.kv_append(k_cache, v_cache, ks, vs, page_table=table, seqused=lens)
+            q = torch.randn(B, Hq, Tn, D, device="cuda", dtype=DT)
+            o = sfa.decode(q, k_cache, v_cache, page_table=table, seqused=lens, **kv)
+            if step % 7 == 0 or bool((lens == used).all()):
+                ref = reference(q, k_all, v_all, lens.tolist(), True, kv["window"])
+                e = rel(o, ref)
+                assert e < TOL, f"page {page} Tn {Tn} {mode} step {step}: relative error {e:.3g}"
+            if bool((lens == used).all()):
+                break
+            step += 1
+        print(f"      page {page} Tn {Tn} Hq/Hkv {Hq}/{Hkv} {mode}: {step + 1} steps ok")
+
+
+@test(needs_cuda=True)
+def kv_indices_select_positions():
+    torch.manual_seed(4)
+    B, Hq, Hkv, D, cap, K = 2, 8, 2, 64, 400, 64
+    k = torch.randn(B, Hkv, cap, D, device="cuda", dtype=DT)
+    v = torch.randn(B, Hkv, cap, D, device="cuda", dtype=DT)
+    lens = torch.tensor([300, 37], device="cuda", dtype=torch.int32)
+    idx = torch.stack([torch.stack([torch.randperm(cap, device="cuda")[:K] for _ in range(Hkv)])
+                       for _ in range(B)]).int()
+    idx[:, :, 5] = -1
+    q = torch.randn(B, Hq, 1, D, device="cuda", dtype=DT)
+    o = sfa.decode(q, k, v, seqused=lens, kv_indices=idx)
+    # the reference: a mask of the listed positions below the length (causal: all of them)
+    ref = torch.zeros(q.shape, dtype=torch.float64, device="cuda")
+    for b in range(B):
+        n = int(lens[b])
+        for h in range(Hkv):
+            sel = idx[b, h]
+            sel = sel[(sel >= 0) & (sel < n)].long()
+            g = Hq // Hkv
+            qs = q[b, h * g:(h + 1) * g].double()
+            ks, vs = k[b, h, sel].double(), v[b, h, sel].double()
+            if len(sel):
+                ref[b, h * g:(h + 1) * g] = F.scaled_dot_product_attention(
+                    qs, ks.expand(g, -1, -1), vs.expand(g, -1, -1))
+    e = rel(o, ref)
+    assert e < TOL, f"kv_indices: relative error {e:.3g}"
+
+
+@test(needs_cuda=True)
+def cuda_graph_replays_with_new_lengths():
+    torch.manual_seed(2)
+    B, Hq, Hkv, D, cap, page = 4, 16, 4, 64, 512, 16
+    k_all = torch.randn(B, Hkv, cap, D, device="cuda", dtype=DT)
+    v_all = torch.randn(B, Hkv, cap, D, device="cuda", dtype=DT)
+    k_cache, table, perm = paged_of(k_all, page)
+    v_cache, _, _ = paged_of(v_all, page, perm)
+    lens = torch.tensor([1, 64, 200, 512], device="cuda", dtype=torch.int32)
+    q = torch.randn(B, Hq, 1, D, device="cuda", dtype=DT)
+    out = torch.empty_like(q)
+    sfa.decode(q, k_cache, v_cache, page_table=table, seqused=lens)  # warm: kernels loaded
+    torch.cuda.synchronize()
+    g = torch.cuda.CUDAGraph()
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        with torch.cuda.graph(g, stream=s):
+            out.copy_(sfa.decode(q, k_cache, v_cache, page_table=table, seqused=lens))
+    torch.cuda.current_stream().wait_stream(s)
+    for new in ([1, 64, 200, 512], [7, 300, 9, 33]):
+        lens.copy_(torch.tensor(new, device="cuda", dtype=torch.int32))
+        q.copy_(torch.randn_like(q))
+        g.replay()
+        torch.cuda.synchronize()
+        e = rel(out, reference(q, k_all, v_all, new))
+        assert e < TOL, f"graph replay with lengths {new}: relative error {e:.3g}"
+
+
+@test(needs_cuda=True)
+def compiled_step_and_opcheck():
+    torch.manual_seed(3)
+    B, Hq, Hkv, D, cap = 2, 8, 2, 64, 256
+    k_cache = torch.randn(B, Hkv, cap, D, device="cuda", dtype=DT)
+    v_cache = torch.randn(B, Hkv, cap, D, device="cuda", dtype=DT)
+    lens = torch.tensor([100, 256], device="cuda", dtype=torch.int32)
+    q = torch.randn(B, Hq, 2, D, device="cuda", dtype=DT)
+    kn, vn = torch.randn(B, Hkv, 2, D, device="cuda", dtype=DT), torch.randn(B, Hkv, 2, D, device="cuda", dtype=DT)
+
+    def step(q, kn, vn, k_cache, v_cache, lens):
+        sfa.kv_append(k_cache, v_cache, kn, vn, seqused=lens)
+        return sfa.decode(q, k_cache, v_cache, seqused=lens) * 2
+
+    ke, ve = k_cache.clone(), v_cache.clone()
+    eager = step(q, kn, vn, ke, ve, lens)
+    torch._dynamo.reset()
+    compiled = torch.compile(step, fullgraph=True)
+    kc, vc = k_cache.clone(), v_cache.clone()
+    got = compiled(q, kn, vn, kc, vc, lens)
+    assert torch.equal(kc, ke) and torch.equal(vc, ve), "the compiled step wrote another cache"
+    assert rel(got, eager) < 1e-3, rel(got, eager)
+    torch.library.opcheck(torch.ops.sfa.decode.default,
+                          (q, k_cache, v_cache, None, lens, None, "dense", True, None, -1, -1))
+    torch.library.opcheck(torch.ops.sfa.kv_append.default, (k_cache.clone(), v_cache.clone(), None, lens, kn, vn))
+
+
+@test(needs_cuda=True)
+def check_kv_cache_names_a_bad_page():
+    k_cache = torch.zeros(6, 16, 2, 64, device="cuda", dtype=DT)
+    table = torch.tensor([[0, 1, 2], [3, 9, 5]], device="cuda", dtype=torch.int32)
+    sfa.check_kv_cache(k_cache, k_cache, 1, page_table=table,
+                       seqused=torch.tensor([40, 16], device="cuda", dtype=torch.int32))
+    raises(ValueError, lambda: sfa.check_kv_cache(k_cache, k_cache, 1, page_table=table,
+                                                  seqused=torch.tensor([40, 17], device="cuda",
+                                                                       dtype=torch.int32)),
+           "page_table[1, 1] = 9")
+
+
+if __name__ == "__main__":
+    sys.exit(main(CUDA, f"torch {torch.__version__}, cuda {CUDA}"))
