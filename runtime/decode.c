@@ -235,14 +235,38 @@ int sfa__decode_splits(int64_t ctas, int64_t capacity, int sms, int block_n) {
   return s < 1 ? 1 : (int)s;
 }
 
+/* The cache's part of a parameter block (SFA_ABI_KV_CACHE_ARGS: sfa_dec_args
+** and sfa__kv_append_args name it alike). A: the block; C: the validated
+** cache; SH: its decode_shape. */
+#define FILL_CACHE_ARGS(A, C, SH)                                                           \
+  do {                                                                                      \
+    const sfa_kv_cache *c_ = (C);                                                           \
+    (A)->k = (uint64_t)(uintptr_t)c_->k->data, (A)->v = (uint64_t)(uintptr_t)c_->v->data;   \
+    if (c_->page_table) { /* [pages, page_size, Hkv, D] */                                  \
+      (A)->page_table = (uint64_t)(uintptr_t)c_->page_table->data;                          \
+      (A)->pt_sb = c_->page_table->strides[0];                                              \
+      (A)->k_sb = c_->k->strides[0], (A)->k_st = c_->k->strides[1];                         \
+      (A)->k_sh = c_->k->strides[2];                                                        \
+      (A)->v_sb = c_->v->strides[0], (A)->v_st = c_->v->strides[1];                         \
+      (A)->v_sh = c_->v->strides[2];                                                        \
+    } else { /* [B, Hkv, capacity, D] */                                                    \
+      (A)->k_sb = c_->k->strides[0], (A)->k_sh = c_->k->strides[1];                         \
+      (A)->k_st = c_->k->strides[2];                                                        \
+      (A)->v_sb = c_->v->strides[0], (A)->v_sh = c_->v->strides[1];                         \
+      (A)->v_st = c_->v->strides[2];                                                        \
+    }                                                                                       \
+    if (c_->seqused) (A)->seqused = (uint64_t)(uintptr_t)c_->seqused->data;                 \
+    (A)->capacity = (int32_t)(SH)->capacity, (A)->page_size = (int32_t)(SH)->page_size;     \
+    (A)->num_pages = (int32_t)(SH)->num_pages, (A)->hkv = (int32_t)(SH)->Hkv;               \
+  } while (0)
+
 static void fill_args(sfa_dec_args *a, const sfa_attention_params *p, const sfa_tensor *q,
                       const sfa_kv_cache *c, const sfa_tensor *o, const sfa_tensor *lse,
                       const decode_shape *sh, int splits) {
   memset(a, 0, sizeof *a);
   const float scale = p->scale > 0 ? p->scale : (float)(1.0 / sqrt((double)sh->D));
+  FILL_CACHE_ARGS(a, c, sh);
   a->q = (uint64_t)(uintptr_t)q->data;
-  a->k = (uint64_t)(uintptr_t)c->k->data;
-  a->v = (uint64_t)(uintptr_t)c->v->data;
   a->o = (uint64_t)(uintptr_t)o->data;
   a->q_sb = q->strides[0], a->q_sh = q->strides[1], a->q_st = q->strides[2];
   a->o_sb = o->strides[0], a->o_sh = o->strides[1], a->o_st = o->strides[2];
@@ -250,16 +274,6 @@ static void fill_args(sfa_dec_args *a, const sfa_attention_params *p, const sfa_
     a->lse = (uint64_t)(uintptr_t)lse->data;
     a->lse_sb = lse->strides[0], a->lse_sh = lse->strides[1];
   }
-  if (c->page_table) { /* [pages, page_size, Hkv, D] */
-    a->page_table = (uint64_t)(uintptr_t)c->page_table->data;
-    a->pt_sb = c->page_table->strides[0];
-    a->k_sb = c->k->strides[0], a->k_st = c->k->strides[1], a->k_sh = c->k->strides[2];
-    a->v_sb = c->v->strides[0], a->v_st = c->v->strides[1], a->v_sh = c->v->strides[2];
-  } else { /* [B, Hkv, capacity, D] */
-    a->k_sb = c->k->strides[0], a->k_sh = c->k->strides[1], a->k_st = c->k->strides[2];
-    a->v_sb = c->v->strides[0], a->v_sh = c->v->strides[1], a->v_st = c->v->strides[2];
-  }
-  if (c->seqused) a->seqused = (uint64_t)(uintptr_t)c->seqused->data;
   if (c->kv_indices) {
     a->kv_idx = (uint64_t)(uintptr_t)c->kv_indices->data;
     a->ki_sb = sfa__eff_stride(c->kv_indices, 0), a->ki_sh = sfa__eff_stride(c->kv_indices, 1);
@@ -267,12 +281,8 @@ static void fill_args(sfa_dec_args *a, const sfa_attention_params *p, const sfa_
   }
   a->batch = (int32_t)sh->B;
   a->hq = (int32_t)sh->Hq;
-  a->hkv = (int32_t)sh->Hkv;
   a->tn = (int32_t)sh->Tn;
   a->row_tiles = (int32_t)sh->row_tiles;
-  a->capacity = (int32_t)sh->capacity;
-  a->page_size = (int32_t)sh->page_size;
-  a->num_pages = (int32_t)sh->num_pages;
   a->splits = splits;
   /* A window wider than the cache is unbounded (keeps the int32 arithmetic
   ** of the kernel clear of overflow, as sfa_forward does). */
@@ -411,23 +421,11 @@ sfa_status sfa_kv_append(sfa_context *ctx, const sfa_kv_cache *cache, const sfa_
     return st;
   sfa__kv_append_args a;
   memset(&a, 0, sizeof a);
+  FILL_CACHE_ARGS(&a, cache, &sh);
   a.k_new = (uint64_t)(uintptr_t)k_new->data, a.v_new = (uint64_t)(uintptr_t)v_new->data;
   a.kn_sb = k_new->strides[0], a.kn_sh = k_new->strides[1], a.kn_st = k_new->strides[2];
   a.vn_sb = v_new->strides[0], a.vn_sh = v_new->strides[1], a.vn_st = v_new->strides[2];
-  a.k = (uint64_t)(uintptr_t)cache->k->data, a.v = (uint64_t)(uintptr_t)cache->v->data;
-  if (cache->page_table) { /* [pages, page_size, Hkv, D] */
-    a.page_table = (uint64_t)(uintptr_t)cache->page_table->data;
-    a.pt_sb = cache->page_table->strides[0];
-    a.k_sb = cache->k->strides[0], a.k_st = cache->k->strides[1], a.k_sh = cache->k->strides[2];
-    a.v_sb = cache->v->strides[0], a.v_st = cache->v->strides[1], a.v_sh = cache->v->strides[2];
-  } else { /* [B, Hkv, capacity, D] */
-    a.k_sb = cache->k->strides[0], a.k_sh = cache->k->strides[1], a.k_st = cache->k->strides[2];
-    a.v_sb = cache->v->strides[0], a.v_sh = cache->v->strides[1], a.v_st = cache->v->strides[2];
-  }
-  if (cache->seqused) a.seqused = (uint64_t)(uintptr_t)cache->seqused->data;
-  a.hkv = (int32_t)sh.Hkv, a.tn = (int32_t)Tn, a.row_chunks = (int32_t)(D / 8);
-  a.capacity = (int32_t)sh.capacity, a.page_size = (int32_t)sh.page_size;
-  a.num_pages = (int32_t)sh.num_pages;
+  a.tn = (int32_t)Tn, a.row_chunks = (int32_t)(D / 8);
   a.chunks = B * sh.Hkv * Tn * (D / 8);
   const sfa__grid_dims dims = {.items = a.chunks};
   unsigned grid[3];

@@ -93,77 +93,67 @@
   F(X, i32, pad_, "to a multiple of 8 bytes")                                   \
   SFA_ABI_VARLEN_ARGS(F, X)
 
-/* Pass kv_append (sfa_kv_append): new rows [B, Hkv, tn, D] into the cache, laid
-** out as sfa_dec_args says (page_size 0: contiguous). */
-#define SFA_ABI_KV_APPEND_ARGS(F, X)                                            \
-  F(X, u64, k_new, "device pointers; page_table, seqused may be 0")            \
-  F(X, u64, v_new, "")                                                          \
-  F(X, u64, k, "")                                                              \
+/* The KV cache of passes decode and kv_append (sfa_kv_cache), first in both
+** blocks: k and v contiguous [B, Hkv, capacity, D] (k_sb the batch stride) or
+** paged [pages, page_size, Hkv, D] (k_sb the page stride, page_size > 0; the
+** page table's rows pt_sb apart). runtime/decode.c fills it for both. */
+#define SFA_ABI_KV_CACHE_ARGS(F, X)                                             \
+  F(X, u64, k, "device pointers; page_table, seqused may be 0")                 \
   F(X, u64, v, "")                                                              \
-  F(X, u64, page_table, "")                                                     \
-  F(X, u64, seqused, "")                                                        \
+  F(X, u64, page_table, "int32 [B][max_pages]")                                 \
+  F(X, u64, seqused, "int32 [B]")                                               \
+  F(X, i64, k_sb, "element strides of k: batch (page when paged), head, time")  \
+  F(X, i64, k_sh, "")                                                           \
+  F(X, i64, k_st, "")                                                           \
+  F(X, i64, v_sb, "of v")                                                       \
+  F(X, i64, v_sh, "")                                                           \
+  F(X, i64, v_st, "")                                                           \
+  F(X, i64, pt_sb, "the page table's row stride")                               \
+  F(X, i32, capacity, "positions per sequence the cache holds")                 \
+  F(X, i32, page_size, "0: contiguous")                                         \
+  F(X, i32, num_pages, "")                                                      \
+  F(X, i32, hkv, "kv heads")
+
+/* Pass kv_append (sfa_kv_append): new rows [B, Hkv, tn, D] into the cache. */
+#define SFA_ABI_KV_APPEND_ARGS(F, X)                                            \
+  SFA_ABI_KV_CACHE_ARGS(F, X)                                                   \
+  F(X, u64, k_new, "the new rows")                                              \
+  F(X, u64, v_new, "")                                                          \
   F(X, i64, kn_sb, "element strides of k_new: batch, head, token")             \
   F(X, i64, kn_sh, "")                                                          \
   F(X, i64, kn_st, "")                                                          \
   F(X, i64, vn_sb, "of v_new")                                                  \
   F(X, i64, vn_sh, "")                                                          \
   F(X, i64, vn_st, "")                                                          \
-  F(X, i64, k_sb, "of the cache's k: batch (page when paged), head, time")      \
-  F(X, i64, k_sh, "")                                                           \
-  F(X, i64, k_st, "")                                                           \
-  F(X, i64, v_sb, "of v")                                                       \
-  F(X, i64, v_sh, "")                                                           \
-  F(X, i64, v_st, "")                                                           \
-  F(X, i64, pt_sb, "the page table's row stride")                               \
   F(X, i64, chunks, "B * hkv * tn * row_chunks: the work items")                \
-  F(X, i32, hkv, "sizes")                                                       \
-  F(X, i32, tn, "")                                                             \
-  F(X, i32, row_chunks, "16-byte chunks per row")                               \
-  F(X, i32, capacity, "")                                                       \
-  F(X, i32, page_size, "0: contiguous")                                         \
-  F(X, i32, num_pages, "")
+  F(X, i32, tn, "new tokens per sequence")                                      \
+  F(X, i32, row_chunks, "16-byte chunks per row")
 
-/* Pass decode (sfa_decode). The cache's k and v: contiguous [B, Hkv, capacity,
-** D] (k_sb the batch stride) or paged [pages, page_size, Hkv, D] (k_sb the page
-** stride, page_size > 0). o_part / lse_part: float workspaces [splits * B][Hq]
-** [tn][D] and [splits * B][Hq][tn] when splits > 1 (the merge makes o and lse
-** from them), else 0 and the kernel writes o and lse. */
+/* Pass decode (sfa_decode). o_part / lse_part: float workspaces [splits * B]
+** [Hq][tn][D] and [splits * B][Hq][tn] when splits > 1 (the merge makes o and
+** lse from them), else 0 and the kernel writes o and lse. */
 #define SFA_ABI_DEC_ARGS(F, X)                                                  \
-  F(X, u64, q, "device pointers; lse, page_table, seqused may be 0")            \
-  F(X, u64, k, "")                                                              \
-  F(X, u64, v, "")                                                              \
+  SFA_ABI_KV_CACHE_ARGS(F, X)                                                   \
+  F(X, u64, q, "device pointers; lse may be 0")                                 \
   F(X, u64, o, "")                                                              \
   F(X, u64, lse, "")                                                            \
-  F(X, u64, page_table, "int32 [B][max_pages] (row stride pt_sb)")              \
-  F(X, u64, seqused, "int32 [B]")                                               \
   F(X, u64, o_part, "float workspaces, splits > 1")                             \
   F(X, u64, lse_part, "")                                                       \
   F(X, u64, kv_idx, "gather: int32 [B][Hkv][kv_k] positions (strides ki_*)")    \
   F(X, i64, q_sb, "element strides of q: batch, head, time")                    \
   F(X, i64, q_sh, "")                                                           \
   F(X, i64, q_st, "")                                                           \
-  F(X, i64, ki_sb, "of kv_idx: batch, head")                                    \
-  F(X, i64, ki_sh, "")                                                          \
-  F(X, i64, k_sb, "of k: batch (page when paged), head, time")                  \
-  F(X, i64, k_sh, "")                                                           \
-  F(X, i64, k_st, "")                                                           \
-  F(X, i64, v_sb, "of v")                                                       \
-  F(X, i64, v_sh, "")                                                           \
-  F(X, i64, v_st, "")                                                           \
   F(X, i64, o_sb, "of o")                                                       \
   F(X, i64, o_sh, "")                                                           \
   F(X, i64, o_st, "")                                                           \
   F(X, i64, lse_sb, "lse is contiguous along time")                             \
   F(X, i64, lse_sh, "")                                                         \
-  F(X, i64, pt_sb, "the page table's row stride")                               \
+  F(X, i64, ki_sb, "of kv_idx: batch, head")                                    \
+  F(X, i64, ki_sh, "")                                                          \
   F(X, i32, batch, "sizes")                                                     \
   F(X, i32, hq, "")                                                             \
-  F(X, i32, hkv, "")                                                            \
   F(X, i32, tn, "new tokens per sequence, 1..16")                               \
   F(X, i32, row_tiles, "16-row tiles per kv head: ceil(hq / hkv * tn / 16)")    \
-  F(X, i32, capacity, "positions per sequence the cache holds")                 \
-  F(X, i32, page_size, "0: contiguous")                                         \
-  F(X, i32, num_pages, "")                                                      \
   F(X, i32, splits, "CTAs per row tile that split the keys")                    \
   F(X, i32, kv_k, "gather: positions per (batch, kv head)")                     \
   F(X, i32, window_left, "-1 = unbounded")                                      \
