@@ -153,6 +153,21 @@ def make(sfa):
         Hkv, Tk = k.shape[1], k.shape[2]
         qf, kf, vf, df = _f32(q), _f32(k), _f32(v), _f32(dout)
         dlf = _f32(dlse.expand(B, Hq, Tq)) if dlse is not None else None
+        if o is not None and lse is not None:
+            # The kernels' backward takes P = exp(S - lse) and delta = rowsum(dout * o)
+            # from the o and lse it is given, which may be another call's (the
+            # merged o and lse of a ring's key split). The reference recomputes its
+            # own (o_c, lse_c) instead, so hand it the same gradient in its own terms:
+            # w = exp(lse_c - lse), dout_c = w dout, dlse_c = w (rowsum(dout (o_c - o)) + dlse).
+            oc = torch.empty(q.shape, dtype=o.dtype)
+            lc = torch.empty(q.shape[:-1], dtype=torch.float32)
+            forward_into(q, k, v, oc, lc, mode, causal, scale, window_left, window_right, extras,
+                         strict_causal, softcap)
+            lg = lse.detach().to(torch.float32).expand(B, Hq, Tq)
+            w = torch.where(torch.isinf(lc) & (lc < 0), torch.zeros_like(lc), torch.exp(lc - lg))
+            extra = (df * (_f32(oc) - _f32(o))).sum(-1) + (dlf if dlf is not None else 0.0)
+            df = (w.unsqueeze(-1) * df).contiguous()
+            dlf = (w * extra).contiguous()
         dqf, dkf, dvf = torch.empty(q.shape), torch.empty(k.shape), torch.empty(v.shape)
         dbf = torch.empty(dbias.shape) if dbias is not None else None
         he, keep = _host_extras(capi, extras, B)
