@@ -412,13 +412,8 @@ sfa_status sfa_kv_append(sfa_context *ctx, const sfa_kv_cache *cache, const sfa_
                                   {"cache->seqused", cache->seqused}};
   if ((st = sfa__check_disjoint(ctx, out, 2, in, 4)) != SFA_OK) return st;
 
-  sfa__device dev;
   sfa_kernel *k;
-  const sfa_driver *d;
-  if ((st = sfa__bind(ctx, &dev)) != SFA_OK ||
-      (st = sfa__driver_load(&d, ctx->err, sizeof ctx->err)) != SFA_OK ||
-      (st = sfa__util_kernel(ctx, &dev, SFA_PASS_KV_APPEND, SFA_DTYPE_UINT8, &k)) != SFA_OK)
-    return st;
+  if ((st = sfa__util_begin(ctx, SFA_PASS_KV_APPEND, SFA_DTYPE_UINT8, &k)) != SFA_OK) return st;
   sfa__kv_append_args a;
   memset(&a, 0, sizeof a);
   FILL_CACHE_ARGS(&a, cache, &sh);

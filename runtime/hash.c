@@ -227,10 +227,7 @@ sfa_status sfa_hash_unsort(sfa_context *ctx, const sfa_tensor *o_sorted, const s
   if (!ctx) return SFA_ERR_INVALID_ARGUMENT;
   sfa_status st = validate_unsort(ctx, o_sorted, idx, o);
   if (st != SFA_OK) return st;
-  sfa__device dev;
   sfa_kernel *perm;
-  if ((st = sfa__bind(ctx, &dev)) != SFA_OK ||
-      (st = sfa__util_kernel(ctx, &dev, SFA_PASS_PERMUTE, SFA_DTYPE_UINT8, &perm)) != SFA_OK)
-    return st;
+  if ((st = sfa__util_begin(ctx, SFA_PASS_PERMUTE, SFA_DTYPE_UINT8, &perm)) != SFA_OK) return st;
   return launch_permute(ctx, perm, o_sorted, o, idx, 1, stream);
 }

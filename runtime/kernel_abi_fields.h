@@ -38,6 +38,16 @@
   F(X, u64, cu_q, "varlen: int32 [B + 1] query and key row prefix sums")        \
   F(X, u64, cu_k, "")
 
+/* The end of the fwd and bwd blocks: the score's constants (scale, softcap),
+** then the packed sequences' list. */
+#define SFA_ABI_SCORE_TAIL(F, X)                                                \
+  F(X, f32, scale, "softmax scale, and scale * log2(e)")                        \
+  F(X, f32, scale_log2, "")                                                     \
+  F(X, f32, softcap, "score cap c (0 = off) and 1 / c")                         \
+  F(X, f32, softcap_inv, "")                                                    \
+  F(X, i32, pad_, "to a multiple of 8 bytes")                                   \
+  SFA_ABI_VARLEN_ARGS(F, X)
+
 /* Pass fwd. */
 #define SFA_ABI_FWD_ARGS(F, X)                                                  \
   F(X, u64, q, "device pointers; lse may be 0")                                 \
@@ -86,12 +96,7 @@
   F(X, i32, mask_hdiv, "")                                                      \
   F(X, i32, window_left, "-1 = unbounded")                                      \
   F(X, i32, window_right, "")                                                   \
-  F(X, f32, scale, "softmax scale")                                             \
-  F(X, f32, scale_log2, "scale * log2(e)")                                      \
-  F(X, f32, softcap, "score cap c (0 = off) and 1 / c")                         \
-  F(X, f32, softcap_inv, "")                                                    \
-  F(X, i32, pad_, "to a multiple of 8 bytes")                                   \
-  SFA_ABI_VARLEN_ARGS(F, X)
+  SFA_ABI_SCORE_TAIL(F, X)
 
 /* The KV cache of passes decode and kv_append (sfa_kv_cache), first in both
 ** blocks: k and v contiguous [B, Hkv, capacity, D] (k_sb the batch stride) or
@@ -234,12 +239,7 @@
   F(X, i32, dbias_mode, "0 none, 1 store, 2 add into the workspace")            \
   F(X, i32, nb, "bwd: batches and kv heads per CTA")                            \
   F(X, i32, nh, "")                                                             \
-  F(X, f32, scale, "softmax scale, and scale * log2(e)")                        \
-  F(X, f32, scale_log2, "")                                                     \
-  F(X, f32, softcap, "score cap c (0 = off) and 1 / c")                         \
-  F(X, f32, softcap_inv, "")                                                    \
-  F(X, i32, pad_, "to a multiple of 8 bytes")                                   \
-  SFA_ABI_VARLEN_ARGS(F, X)
+  SFA_ABI_SCORE_TAIL(F, X)
 
 /* ------------------------------------------------------------ the utility kernels */
 

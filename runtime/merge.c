@@ -83,13 +83,8 @@ sfa_status sfa_merge_attention(sfa_context *ctx, const sfa_tensor *o_parts,
   if (!ctx) return SFA_ERR_INVALID_ARGUMENT;
   sfa_status st = validate(ctx, o_parts, lse_parts, o, lse);
   if (st != SFA_OK) return st;
-  sfa__device dev;
   sfa_kernel *k;
-  const sfa_driver *d;
-  if ((st = sfa__bind(ctx, &dev)) != SFA_OK ||
-      (st = sfa__driver_load(&d, ctx->err, sizeof ctx->err)) != SFA_OK ||
-      (st = sfa__util_kernel(ctx, &dev, SFA_PASS_MERGE, SFA_DTYPE_FP32, &k)) != SFA_OK)
-    return st;
+  if ((st = sfa__util_begin(ctx, SFA_PASS_MERGE, SFA_DTYPE_FP32, &k)) != SFA_OK) return st;
 
   sfa__merge_args a;
   memset(&a, 0, sizeof a);

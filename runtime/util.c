@@ -40,6 +40,12 @@ sfa_status sfa__util_kernel(sfa_context *ctx, const sfa__device *dev, sfa_pass p
   return sfa__kernel_get(ctx, dev, &spec, kernel);
 }
 
+sfa_status sfa__util_begin(sfa_context *ctx, sfa_pass pass, sfa_dtype dtype, sfa_kernel **kernel) {
+  sfa__device dev;
+  sfa_status st = sfa__bind(ctx, &dev);
+  return st != SFA_OK ? st : sfa__util_kernel(ctx, &dev, pass, dtype, kernel);
+}
+
 /* ------------------------------------------------------------ launching */
 
 sfa_status sfa__util_launch(sfa_context *ctx, CUfunction fn, const char *what, unsigned grid,

@@ -43,6 +43,10 @@ sfa_status sfa__util_spec(sfa_pass pass, sfa_dtype dtype, int arch, sfa_kernel_s
 sfa_status sfa__util_kernel(sfa_context *ctx, const sfa__device *dev, sfa_pass pass,
                             sfa_dtype dtype, sfa_kernel **kernel);
 
+/* sfa__util_kernel on the device the calling thread's context binds to
+** (sfa__bind): what a call needs before it launches with sfa__util_launch. */
+sfa_status sfa__util_begin(sfa_context *ctx, sfa_pass pass, sfa_dtype dtype, sfa_kernel **kernel);
+
 /* ------------------------------------------------------------ checks */
 
 #define SFA__DTYPES(x) (1u << (x))
