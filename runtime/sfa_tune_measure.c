@@ -9,7 +9,10 @@
 **   call   (dense only) host time per sfa_forward of a cached kernel on a
 **          tiny problem, policies off and cached, against a bare
 **          cuLaunchKernel of the same kernel: batches of launches with the
-**          stream drained between batches, so the queue never fills.
+**          stream drained between batches, so the queue never fills;
+**          and host time per sfa_decode (one new token, B 1, Hq 8, Hkv 2,
+**          a paged cache of 4096 positions: split-KV, so the call includes
+**          the workspace from the pool, the merge and the free), the same way.
 */
 #include <stdio.h>
 #include <stdlib.h>
@@ -132,6 +135,52 @@ static double per_call(sfa_context *c, const sfa_driver *d, const sfa__device *d
   return total * 1e3 / (CALL_BATCHES * CALL_BATCH);
 }
 
+/* Host microseconds per sfa_decode (see the top of the file); -1 on failure. */
+static double per_decode(sfa_context *c, const sfa_driver *d, sfa_dtype dt, int D, CUstream stream) {
+  enum { HQ = 8, HKV = 2, PAGE = 16, PAGES = 256 };
+  const size_t row = (size_t)D * 2, cache = (size_t)PAGES * PAGE * HKV * row;
+  CUdeviceptr buf = 0;
+  if (d->cuMemAlloc(&buf, 2 * cache + 2 * HQ * row + 4096) != CUDA_SUCCESS) return -1;
+  d->cuMemsetD8(buf, 0, 2 * cache + 2 * HQ * row + 4096);
+  const CUdeviceptr kc = buf, vc = buf + cache, qd = buf + 2 * cache, od = qd + HQ * row;
+  const CUdeviceptr pt = od + HQ * row, used = pt + PAGES * 4;
+  int32_t table[PAGES], n = PAGES * PAGE;
+  for (int i = 0; i < PAGES; i++) table[i] = i;
+  double us = -1;
+  if (d->cuMemcpyHtoD(pt, table, sizeof table) == CUDA_SUCCESS &&
+      d->cuMemcpyHtoD(used, &n, sizeof n) == CUDA_SUCCESS) {
+    const int64_t sq[4] = {1, HQ, 1, D}, sk[4] = {PAGES, PAGE, HKV, D}, st[2] = {1, PAGES},
+                  su[1] = {1};
+    sfa_tensor q, o, k, v, tpt, tu;
+    sfa_tensor_init(&q, (void *)(uintptr_t)qd, dt, 4, sq);
+    sfa_tensor_init(&o, (void *)(uintptr_t)od, dt, 4, sq);
+    sfa_tensor_init(&k, (void *)(uintptr_t)kc, dt, 4, sk);
+    sfa_tensor_init(&v, (void *)(uintptr_t)vc, dt, 4, sk);
+    sfa_tensor_init(&tpt, (void *)(uintptr_t)pt, SFA_DTYPE_INT32, 2, st);
+    sfa_tensor_init(&tu, (void *)(uintptr_t)used, SFA_DTYPE_INT32, 1, su);
+    sfa_kv_cache kv = {&k, &v, &tpt, &tu, NULL};
+    sfa_attention_params p;
+    sfa_params_init(&p);
+    p.causal = 1;
+    if (sfa_decode(c, &p, &q, &kv, &o, NULL, stream) == SFA_OK) { /* compile + warm */
+      double total = 0;
+      int ok = 1;
+      for (int b = 0; ok && b < CALL_BATCHES; b++) {
+        ok = d->cuStreamSynchronize(stream) == CUDA_SUCCESS;
+        double t0 = now_ms();
+        for (int i = 0; ok && i < CALL_BATCH; i++) ok = sfa_decode(c, &p, &q, &kv, &o, NULL, stream) == SFA_OK;
+        total += now_ms() - t0;
+      }
+      if (ok && d->cuStreamSynchronize(stream) == CUDA_SUCCESS)
+        us = total * 1e3 / (CALL_BATCHES * CALL_BATCH);
+    }
+    if (us < 0) fprintf(stderr, "sfa-tune: %s\n", sfa_last_error(c));
+  }
+  d->cuStreamSynchronize(stream);
+  d->cuMemFree(buf);
+  return us;
+}
+
 static int measure_calls(const sfa__tune_opts *o, const sfa__device *dev, sfa_dtype dt, int D) {
   const sfa_driver *d;
   if (sfa__driver_load(&d, NULL, 0) != SFA_OK) return 1;
@@ -151,20 +200,26 @@ static int measure_calls(const sfa__tune_opts *o, const sfa__device *dev, sfa_dt
   p.causal = 1;
   int rc = 1;
   if (d->cuStreamCreate(&stream, 0) == CUDA_SUCCESS) {
-    double us[3] = {-1, -1, -1};
+    double us[4] = {-1, -1, -1, -1};
     const sfa_tune_policy pol[2] = {SFA_TUNE_OFF, SFA_TUNE_CACHED};
     for (int i = 0; i < 2; i++) {
       sfa_context *c = new_ctx(o, pol[i]);
       if (!c) break;
       us[i] = per_call(c, d, dev, &p, &q, &k, &v, &out, stream, 0);
-      if (i == 0) us[2] = per_call(c, d, dev, &p, &q, &k, &v, &out, stream, 1);
+      if (i == 0) {
+        us[2] = per_call(c, d, dev, &p, &q, &k, &v, &out, stream, 1);
+        us[3] = per_decode(c, d, dt, D, stream);
+      }
       sfa_context_destroy(c);
     }
-    if (us[0] >= 0 && us[1] >= 0 && us[2] >= 0) {
+    if (us[0] >= 0 && us[1] >= 0 && us[2] >= 0 && us[3] >= 0) {
       printf("call   dense causal %s d%d, B=1 H=1 T=128: sfa_forward %.2f us (tune off), "
              "%.2f us (tune cached); bare cuLaunchKernel %.2f us; host time per call, "
              "%d batches of %d\n", sfa__dtype_str(dt), D, us[0], us[1], us[2], CALL_BATCHES,
              CALL_BATCH);
+      printf("call   decode dense causal %s d%d, B=1 Hq=8 Hkv=2, paged 4096: sfa_decode %.2f us "
+             "host time per call (split-KV: workspace, decode, merge, free)\n",
+             sfa__dtype_str(dt), D, us[3]);
       rc = 0;
     } else {
       fprintf(stderr, "sfa-tune: the per-call measurement failed\n");
