@@ -612,7 +612,7 @@ typedef struct sfa_kv_cache {
 ** of (B * Hkv * tiles) CTAs needs to fill the GPU; the splits' partial
 ** outputs (float32, from the context's workspace pool, 4 * (D + 1) bytes per
 ** (split, query head, token)) are merged as by sfa_merge_attention. The split
-** count depends only on B, Hkv, Hq / Hkv * Tn, the capacity and the GPU
+** count depends only on B, Hkv, Hq / Hkv * Tn, the capacity (K with kv_indices) and the GPU
 ** (never on seqused, which stays on the device): the call does not
 ** synchronize, allocates only from the stream-ordered pool, and may be
 ** captured in a CUDA graph. Asynchronous on stream. */
