@@ -356,7 +356,7 @@ sfa_status sfa_decode(sfa_context *ctx, const sfa_attention_params *params, cons
     sfa_tensor op, lp;
     sfa_tensor_init(&op, (void *)(uintptr_t)a.o_part, SFA_DTYPE_FP32, 4, pshape);
     sfa_tensor_init(&lp, (void *)(uintptr_t)a.lse_part, SFA_DTYPE_FP32, 3, pshape);
-    st = sfa_merge_attention(ctx, &op, &lp, o, lse, stream);
+    st = sfa__merge_launch(ctx, &op, &lp, o, lse, stream); /* valid by construction */
   }
   if (ws) {
     r = d->cuMemFreeAsync(ws, s);

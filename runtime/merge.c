@@ -82,9 +82,15 @@ sfa_status sfa_merge_attention(sfa_context *ctx, const sfa_tensor *o_parts,
                                const sfa_tensor *lse, void *stream) {
   if (!ctx) return SFA_ERR_INVALID_ARGUMENT;
   sfa_status st = validate(ctx, o_parts, lse_parts, o, lse);
-  if (st != SFA_OK) return st;
+  return st != SFA_OK ? st : sfa__merge_launch(ctx, o_parts, lse_parts, o, lse, stream);
+}
+
+sfa_status sfa__merge_launch(sfa_context *ctx, const sfa_tensor *o_parts,
+                             const sfa_tensor *lse_parts, const sfa_tensor *o,
+                             const sfa_tensor *lse, void *stream) {
   sfa_kernel *k;
-  if ((st = sfa__util_begin(ctx, SFA_PASS_MERGE, SFA_DTYPE_FP32, &k)) != SFA_OK) return st;
+  sfa_status st = sfa__util_begin(ctx, SFA_PASS_MERGE, SFA_DTYPE_FP32, &k);
+  if (st != SFA_OK) return st;
 
   sfa__merge_args a;
   memset(&a, 0, sizeof a);
