@@ -70,7 +70,7 @@ static sfa_status check_int_array(sfa_context *ctx, const char *nm, const sfa_te
 static sfa_status check_cache(sfa_context *ctx, const sfa_kv_cache *c, int64_t B, int64_t D,
                               int dtype, const char *ref, decode_shape *sh) {
   sfa_status st;
-  char a[96], b[96];
+  char a[96];
   if (!c) return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "cache: is NULL");
   if (!c->k) return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "cache->k: is NULL");
   if (!c->v) return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "cache->v: is NULL");
@@ -90,13 +90,8 @@ static sfa_status check_cache(sfa_context *ctx, const sfa_kv_cache *c, int64_t B
   if (c->v->dtype != c->k->dtype)
     return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "cache->v: dtype %s does not match cache->k (%s)",
                       sfa__dtype_str(c->v->dtype), sfa__dtype_str(c->k->dtype));
-  for (int i = 0; i < 4; i++)
-    if (c->v->shape[i] != c->k->shape[i]) {
-      sfa__tensor_shape_str(c->v, a, sizeof a);
-      sfa__tensor_shape_str(c->k, b, sizeof b);
-      return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "cache->v: shape %s does not match cache->k %s",
-                        a, b);
-    }
+  if ((st = sfa__util_same_dims(ctx, "cache->v", c->v, "cache->k", c->k, 4, "every dimension")))
+    return st;
   if (D > 0 && c->k->shape[3] != D)
     return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
                       "cache->k: shape[3] (head dim) is %lld but %s's is %lld",
@@ -139,7 +134,6 @@ static sfa_status validate(sfa_context *ctx, const sfa_attention_params *p, cons
                            const sfa_kv_cache *c, const sfa_tensor *o, const sfa_tensor *lse,
                            decode_shape *sh) {
   sfa_status st;
-  char a[96], b[96];
   if (!p) return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "params: is NULL");
   if (!q) return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "q: is NULL");
   if (!o) return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "o: is NULL");
@@ -196,25 +190,14 @@ static sfa_status validate(sfa_context *ctx, const sfa_attention_params *p, cons
     return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "o: dtype %s does not match q (%s)",
                       sfa__dtype_str(o->dtype), sfa__dtype_str(q->dtype));
   if ((st = sfa__check_layout(ctx, "o", o, 4, "[B, Hq, Tn, D]", 8, 16, 0, 1)) != SFA_OK) return st;
-  for (int i = 0; i < 4; i++)
-    if (o->shape[i] != q->shape[i]) {
-      sfa__tensor_shape_str(o, a, sizeof a);
-      sfa__tensor_shape_str(q, b, sizeof b);
-      return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "o: shape %s does not match q %s", a, b);
-    }
+  if ((st = sfa__util_same_dims(ctx, "o", o, "q", q, 4, "every dimension"))) return st;
   if (lse) {
     if (lse->dtype != SFA_DTYPE_FP32)
       return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "lse: dtype %s, expected fp32",
                         sfa__dtype_str(lse->dtype));
     if ((st = sfa__check_layout(ctx, "lse", lse, 3, "[B, Hq, Tn]", 1, 4, 0, 1)) != SFA_OK)
       return st;
-    for (int i = 0; i < 3; i++)
-      if (lse->shape[i] != q->shape[i]) {
-        sfa__tensor_shape_str(lse, a, sizeof a);
-        sfa__tensor_shape_str(q, b, sizeof b);
-        return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
-                          "lse: shape %s does not match q %s (lse is [B, Hq, Tn])", a, b);
-      }
+    if ((st = sfa__util_same_dims(ctx, "lse", lse, "q", q, 3, "B, Hq and Tn"))) return st;
   }
   const sfa__named_tensor out[] = {{"o", o}, {"lse", lse}};
   const sfa__named_tensor in[] = {{"q", q},
@@ -382,14 +365,8 @@ sfa_status sfa_kv_append(sfa_context *ctx, const sfa_kv_cache *cache, const sfa_
     if ((st = sfa__check_layout(ctx, nw[i].nm, nw[i].t, 4, "[B, Hkv, Tn, D]", 8, 16, 0, 0)))
       return st;
   }
-  for (int i = 0; i < 4; i++)
-    if (v_new->shape[i] != k_new->shape[i]) {
-      char a[96], b[96];
-      sfa__tensor_shape_str(v_new, a, sizeof a);
-      sfa__tensor_shape_str(k_new, b, sizeof b);
-      return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "v_new: shape %s does not match k_new %s",
-                        a, b);
-    }
+  if ((st = sfa__util_same_dims(ctx, "v_new", v_new, "k_new", k_new, 4, "every dimension")))
+    return st;
   const int64_t B = k_new->shape[0], Tn = k_new->shape[2], D = k_new->shape[3];
   if (Tn > DECODE_MAX_TN)
     return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,

@@ -42,17 +42,24 @@ def _check_tensors(named):
                              f"one call must be on the same device")
 
 
-def _check_qkv(q, k, v, rank=4, layout="[B, H, T, D]"):
-    for t, n in ((q, "q"), (k, "k"), (v, "v")):
+def _check_rows(named, rank=4, layout="[B, H, T, D]"):
+    """named: (name, tensor) pairs that must be fp16/bf16 tensors of the first
+    one's dtype and of the given rank."""
+    n0, first = named[0]
+    for n, t in named:
         if not isinstance(t, torch.Tensor):
             raise ValueError(f"sfa: {n} must be a torch.Tensor, not {type(t).__name__}")
         if t.dtype not in _HALF:
             raise ValueError(f"sfa: {n}: dtype {t.dtype} is not supported; must be torch.float16 or "
                              "torch.bfloat16")
-        if t.dtype != q.dtype:
-            raise ValueError(f"sfa: {n}: dtype {t.dtype} does not match q ({q.dtype})")
+        if t.dtype != first.dtype:
+            raise ValueError(f"sfa: {n}: dtype {t.dtype} does not match {n0} ({first.dtype})")
         if t.dim() != rank:
             raise ValueError(f"sfa: {n} has shape {tuple(t.shape)}; must be {rank}-D ({layout})")
+
+
+def _check_qkv(q, k, v, rank=4, layout="[B, H, T, D]"):
+    _check_rows((("q", q), ("k", k), ("v", v)), rank, layout)
 
 
 def _slice_rows(t, tq, tq2):
@@ -481,21 +488,6 @@ def backward(q, k, v, o, lse, dout, *, mode="dense", causal=False, scale=None, w
 
 # ------------------------------------------------------------------ decoding with a KV cache
 
-def _check_rows(named):
-    """named: (name, tensor) pairs of 4-D fp16/bf16 tensors of one dtype."""
-    first = named[0][1]
-    for n, t in named:
-        if not isinstance(t, torch.Tensor):
-            raise ValueError(f"sfa: {n} must be a torch.Tensor, not {type(t).__name__}")
-        if t.dtype not in _HALF:
-            raise ValueError(f"sfa: {n}: dtype {t.dtype} is not supported; must be torch.float16 or "
-                             "torch.bfloat16")
-        if t.dtype != first.dtype:
-            raise ValueError(f"sfa: {n}: dtype {t.dtype} does not match {named[0][0]} ({first.dtype})")
-        if t.dim() != 4:
-            raise ValueError(f"sfa: {n} has shape {tuple(t.shape)}; must be 4-D")
-
-
 def _check_cache(k_cache, v_cache, page_table, seqused, dtype):
     for t, n in ((k_cache, "k_cache"), (v_cache, "v_cache")):
         if not isinstance(t, torch.Tensor):
@@ -530,7 +522,7 @@ def decode(q, k_cache, v_cache, *, page_table=None, seqused=None, kv_indices=Non
     check_choice("mode", mode, ("dense", "window"))
     wl, wr = check_window(window)
     scale = check_scale(scale)
-    _check_rows((("q", q),))
+    _check_rows((("q", q),), 4, "[B, Hq, Tn, D]")
     _check_cache(k_cache, v_cache, page_table, seqused, q.dtype)
     if kv_indices is not None and (not isinstance(kv_indices, torch.Tensor) or kv_indices.dtype != torch.int32):
         raise ValueError("sfa: kv_indices must be an int32 torch.Tensor")
@@ -546,7 +538,7 @@ def kv_append(k_cache, v_cache, k_new, v_new, *, page_table=None, seqused=None):
     already counts them; None: the last Tn positions of the capacity). A row
     whose position is negative or whose page index is out of range is not
     written (sfa_kv_append)."""
-    _check_rows((("k_new", k_new), ("v_new", v_new)))
+    _check_rows((("k_new", k_new), ("v_new", v_new)), 4, "[B, Hkv, Tn, D]")
     _check_cache(k_cache, v_cache, page_table, seqused, k_new.dtype)
     _check_tensors((("k_cache", k_cache), ("v_cache", v_cache), ("k_new", k_new), ("v_new", v_new),
                     ("page_table", page_table), ("seqused", seqused)))
