@@ -100,7 +100,7 @@ class _Ring:
         (blk,) = blocks
         rank = self.ranks[0]
         nxt, prv = (rank + 1) % self.world, (rank - 1) % self.world
-        g = None if self.group is None else self.group
+        g = self.group
         nxt_g = dist.get_global_rank(g, nxt) if g is not None else nxt
         prv_g = dist.get_global_rank(g, prv) if g is not None else prv
         recv = tuple(torch.empty_like(t) for t in blk)
