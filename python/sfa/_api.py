@@ -528,7 +528,8 @@ def decode(q, k_cache, v_cache, *, page_table=None, seqused=None, kv_indices=Non
         raise ValueError("sfa: kv_indices must be an int32 torch.Tensor")
     _check_tensors((("q", q), ("k_cache", k_cache), ("v_cache", v_cache), ("page_table", page_table),
                     ("seqused", seqused), ("kv_indices", kv_indices)))
-    o, lse = _ops.decode(q, k_cache, v_cache, page_table, seqused, kv_indices, mode, bool(causal), scale, wl, wr)
+    o, lse = _ops.decode_step(q, k_cache, v_cache, page_table, seqused, kv_indices, mode, bool(causal), scale, wl,
+                              wr, return_lse)
     return (o, lse) if return_lse else o
 
 
@@ -542,7 +543,7 @@ def kv_append(k_cache, v_cache, k_new, v_new, *, page_table=None, seqused=None):
     _check_cache(k_cache, v_cache, page_table, seqused, k_new.dtype)
     _check_tensors((("k_cache", k_cache), ("v_cache", v_cache), ("k_new", k_new), ("v_new", v_new),
                     ("page_table", page_table), ("seqused", seqused)))
-    _ops.kv_append(k_cache, v_cache, page_table, seqused, k_new, v_new)
+    _ops.kv_append_step(k_cache, v_cache, page_table, seqused, k_new, v_new)
 
 
 def check_kv_cache(k_cache, v_cache, tn, *, page_table=None, seqused=None):

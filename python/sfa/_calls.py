@@ -8,7 +8,6 @@ The custom ops (_ops.py) call forward_into, backward_into, hash_prepare_into,
 hash_unsort_into, topk_mask_into and merge_into through this module's namespace, so that
 a test can put a CPU reference in their place (DEVICE_TYPE names the device
 type the calls accept)."""
-import contextlib
 import ctypes
 import threading
 
@@ -56,15 +55,16 @@ def describe(t, name):
         return None
     if t.device.type != DEVICE_TYPE:
         raise ValueError(f"sfa: {name} must be a CUDA tensor (it is on {t.device})")
-    if t.dim() > _capi.SFA_MAX_RANK:
-        raise ValueError(f"sfa: {name} has rank {t.dim()}, at most {_capi.SFA_MAX_RANK}")
+    shape = t.shape
+    r = len(shape)
+    if r > _capi.SFA_MAX_RANK:
+        raise ValueError(f"sfa: {name} has rank {r}, at most {_capi.SFA_MAX_RANK}")
     d = _capi.Tensor()
     d.data = t.data_ptr()
     d.dtype = dtype_code(t, name)
-    d.rank = t.dim()
-    for i in range(t.dim()):
-        d.shape[i] = t.shape[i]
-        d.strides[i] = t.stride(i)
+    d.rank = r
+    d.shape[:r] = shape  # slice assignment: one ctypes call per array, not one per element
+    d.strides[:r] = t.stride()
     return d
 
 
@@ -81,15 +81,29 @@ def _ref(d):
     return ctypes.byref(d) if d is not None else None
 
 
-@contextlib.contextmanager
-def on_device(t):
-    """Runs the block with t's GPU current (so that libsfa binds to its CUDA
-    context) and yields the CUstream to launch on: that GPU's current stream."""
+try:  # the current stream's CUstream as an int, without a torch.cuda.Stream object
+    _raw_stream = torch._C._cuda_getCurrentRawStream
+except AttributeError:  # pragma: no cover (older torch)
+    def _raw_stream(index):
+        return torch.cuda.current_stream(index).cuda_stream
+
+
+def launch(t, fn, *args):
+    """fn(ctx, *args, stream) with t's GPU current (so that libsfa binds to its
+    CUDA context) and that GPU's current stream; raises on a failed status.
+    Switches the device only when t is not on the current one (a switch costs
+    more than the rest of a small call)."""
+    ctx = _Context.get()
     if t.device.type != "cuda":
-        yield None
-        return
-    with torch.cuda.device(t.device):
-        yield ctypes.c_void_p(torch.cuda.current_stream(t.device).cuda_stream)
+        st = fn(ctx, *args, None)
+    else:
+        i = t.get_device()
+        if i == torch.cuda.current_device():
+            st = fn(ctx, *args, _raw_stream(i))
+        else:
+            with torch.cuda.device(i):
+                st = fn(ctx, *args, _raw_stream(i))
+    check_status(ctx, st)
 
 
 # ------------------------------------------------------------------ layouts
@@ -181,7 +195,20 @@ def out_like(t):
 
 # ------------------------------------------------------------------ calls
 
+_PARAMS = {}  # argument tuple -> sfa_attention_params, shared and never written after it is made
+
+
 def _params(mode, causal, scale, window_left, window_right, deterministic, strict_causal=False, softcap=0.0):
+    """The sfa_attention_params of these arguments: read-only (one struct is
+    shared by every call with the same arguments, which saves a decode step the
+    cost of building it)."""
+    key = (mode, causal, scale, window_left, window_right, deterministic, strict_causal, softcap)
+    try:
+        p = _PARAMS.get(key)
+    except TypeError:  # an unhashable argument: build it (and fail there, with a clear message)
+        key, p = None, None
+    if p is not None:
+        return p
     if mode not in _capi.MODE:
         raise ValueError(f"sfa: mode must be one of {', '.join(_capi.MODE)}, not {mode!r}")
     p = _capi.Params()
@@ -194,6 +221,10 @@ def _params(mode, causal, scale, window_left, window_right, deterministic, stric
     p.deterministic = int(bool(deterministic))
     p.strict_causal = int(bool(strict_causal))
     p.softcap = 0.0 if softcap is None else float(softcap)  # the library checks the value
+    if key is not None:
+        if len(_PARAMS) >= 256:
+            _PARAMS.clear()
+        _PARAMS[key] = p
     return p
 
 
@@ -235,10 +266,7 @@ def forward_into(q, k, v, o, lse, mode, causal, scale, window_left, window_right
     e, keep = _extras(ex)
     tq, tk, tv, to = (describe(t, n) for t, n in ((q, "q"), (k, "k"), (v, "v"), (o, "o")))
     tl = describe(lse, "lse")
-    ctx = _Context.get()
-    with on_device(q) as stream:
-        st = _capi.lib.sfa_forward(ctx, ctypes.byref(p), tq, tk, tv, ctypes.byref(e), to, _ref(tl), stream)
-    check_status(ctx, st)
+    launch(q, _capi.lib.sfa_forward, ctypes.byref(p), tq, tk, tv, ctypes.byref(e), to, _ref(tl))
 
 
 def backward_into(dout, q, k, v, o, lse, dq, dk, dv, dbias, mode, causal, scale, window_left, window_right,
@@ -253,11 +281,8 @@ def backward_into(dout, q, k, v, o, lse, dq, dk, dv, dbias, mode, causal, scale,
     e, keep = _extras(ex)
     ts = [describe(t, n) for t, n in ((q, "q"), (k, "k"), (v, "v"), (o, "o"), (lse, "lse"), (dout, "dout"),
                                       (dq, "dq"), (dk, "dk"), (dv, "dv"), (dbias, "dbias"), (dlse, "dlse"))]
-    ctx = _Context.get()
-    with on_device(q) as stream:
-        st = _capi.lib.sfa_backward_dlse(ctx, ctypes.byref(p), ts[0], ts[1], ts[2], ctypes.byref(e), ts[3],
-                                         ts[4], ts[5], _ref(ts[10]), ts[6], ts[7], ts[8], _ref(ts[9]), stream)
-    check_status(ctx, st)
+    launch(q, _capi.lib.sfa_backward_dlse, ctypes.byref(p), ts[0], ts[1], ts[2], ctypes.byref(e), ts[3], ts[4],
+           ts[5], _ref(ts[10]), ts[6], ts[7], ts[8], _ref(ts[9]))
 
 
 def merge_into(o_parts, lse_parts, o, lse):
@@ -271,38 +296,26 @@ def merge_into(o_parts, lse_parts, o, lse):
     if lp.shape[-1] > 1 and lp.stride(-1) != 1:
         lp = lp.contiguous()
     d = [describe(t, n) for t, n in ((op, "o_parts"), (lp, "lse_parts"), (o, "o"), (lse, "lse"))]
-    ctx = _Context.get()
-    with on_device(o) as stream:
-        st = _capi.lib.sfa_merge_attention(ctx, d[0], d[1], d[2], _ref(d[3]), stream)
-    check_status(ctx, st)
+    launch(o, _capi.lib.sfa_merge_attention, d[0], d[1], d[2], _ref(d[3]))
 
 
 def hash_prepare_into(bucket, num_buckets, x, xs, x2, x2s, idx, hsh):
     num_buckets = check_int("num_buckets", num_buckets, 1)
     d = [describe(t, n) for t, n in ((bucket, "bucket"), (x, "x"), (xs, "x_sorted"), (x2, "x2"),
                                      (x2s, "x2_sorted"), (idx, "idx"), (hsh, "hash"))]
-    ctx = _Context.get()
-    with on_device(bucket) as stream:
-        st = _capi.lib.sfa_hash_prepare(ctx, d[0], num_buckets, _ref(d[1]), _ref(d[2]), _ref(d[3]), _ref(d[4]),
-                                        d[5], d[6], stream)
-    check_status(ctx, st)
+    launch(bucket, _capi.lib.sfa_hash_prepare, d[0], num_buckets, _ref(d[1]), _ref(d[2]), _ref(d[3]),
+           _ref(d[4]), d[5], d[6])
 
 
 def hash_unsort_into(o_sorted, idx, o):
     d = [describe(t, n) for t, n in ((o_sorted, "o_sorted"), (idx, "idx"), (o, "o"))]
-    ctx = _Context.get()
-    with on_device(o_sorted) as stream:
-        st = _capi.lib.sfa_hash_unsort(ctx, d[0], d[1], d[2], stream)
-    check_status(ctx, st)
+    launch(o_sorted, _capi.lib.sfa_hash_unsort, d[0], d[1], d[2])
 
 
 def topk_mask_into(bias, w, causal, mask):
     w = check_int("w", w, 0)
     d = [describe(bias, "bias"), describe(mask, "mask")]
-    ctx = _Context.get()
-    with on_device(bias) as stream:
-        st = _capi.lib.sfa_topk_mask(ctx, d[0], w, int(bool(causal)), d[1], stream)
-    check_status(ctx, st)
+    launch(bias, _capi.lib.sfa_topk_mask, d[0], w, int(bool(causal)), d[1])
 
 
 # ------------------------------------------------------------------ decoding
@@ -324,10 +337,7 @@ def decode_into(q, k_cache, v_cache, page_table, seqused, kv_indices, o, lse, mo
     q = rows_aligned(q)
     c, keep = _cache(k_cache, v_cache, page_table, seqused, kv_indices)
     tq, to, tl = describe(q, "q"), describe(o, "o"), describe(lse, "lse")
-    ctx = _Context.get()
-    with on_device(q) as stream:
-        st = _capi.lib.sfa_decode(ctx, ctypes.byref(p), tq, ctypes.byref(c), to, _ref(tl), stream)
-    check_status(ctx, st)
+    launch(q, _capi.lib.sfa_decode, ctypes.byref(p), tq, ctypes.byref(c), to, _ref(tl))
 
 
 def kv_append_into(k_cache, v_cache, page_table, seqused, k_new, v_new):
@@ -335,16 +345,10 @@ def kv_append_into(k_cache, v_cache, page_table, seqused, k_new, v_new):
     k_new, v_new = rows_aligned(k_new), rows_aligned(v_new)
     c, keep = _cache(k_cache, v_cache, page_table, seqused)
     tk, tv = describe(k_new, "k_new"), describe(v_new, "v_new")
-    ctx = _Context.get()
-    with on_device(k_new) as stream:
-        st = _capi.lib.sfa_kv_append(ctx, ctypes.byref(c), tk, tv, stream)
-    check_status(ctx, st)
+    launch(k_new, _capi.lib.sfa_kv_append, ctypes.byref(c), tk, tv)
 
 
 def check_kv_cache(k_cache, v_cache, page_table, seqused, tn):
     """sfa_check_kv_cache (synchronizes the current stream)."""
     c, keep = _cache(k_cache, v_cache, page_table, seqused)
-    ctx = _Context.get()
-    with on_device(k_cache) as stream:
-        st = _capi.lib.sfa_check_kv_cache(ctx, ctypes.byref(c), tn, stream)
-    check_status(ctx, st)
+    launch(k_cache, _capi.lib.sfa_check_kv_cache, ctypes.byref(c), tn)

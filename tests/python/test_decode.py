@@ -7,6 +7,7 @@ same keys (contiguous and paged caches, GQA, several new tokens, window);
 an index list of positions per kv head (kv_indices);
 the same step captured in a CUDA graph and replayed with new lengths;
 torch.compile(fullgraph=True) of a step; torch.library.opcheck of the ops;
+the plain eager path that skips the custom op's dispatch, and where it does not;
 and check_kv_cache naming a bad page. Skips (77) without torch.
 """
 import sys
@@ -81,6 +82,49 @@ def argument_errors_name_the_argument():
     raises(ValueError, lambda: sfa.kv_append(q, q, q.float(), q.float()), "k_new", "dtype")
     raises(ValueError, lambda: sfa.kv_append(q.half(), q.half(), q, q), "k_cache", "dtype")
     raises(ValueError, lambda: sfa.check_kv_cache(q, q, 0), "tn")
+
+
+@test()
+def plain_eager_steps_skip_the_op_dispatch_and_traced_steps_keep_it():
+    """sfa.decode / kv_append call the implementation directly in plain eager
+    mode (no lse unless asked for) and go through the custom ops whenever
+    something traces or a tensor needs a gradient."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from sfa import _calls, _ops
+
+    seen, ops = [], []
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            ops.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    def fake_decode(q, kc, vc, pt, su, ki, o, lse, *rest):
+        seen.append(("decode", lse is None))
+        o.fill_(1.0)
+
+    saved = (_calls.DEVICE_TYPE, _calls.decode_into, _calls.kv_append_into)
+    _calls.DEVICE_TYPE = "cpu"
+    _calls.decode_into = fake_decode
+    _calls.kv_append_into = lambda *a: seen.append(("append", None))
+    try:
+        q = torch.randn(1, 4, 1, 64, dtype=DT)
+        k = torch.randn(1, 2, 32, 64, dtype=DT)
+        assert sfa.decode(q, k, k).eq(1).all()
+        o, lse = sfa.decode(q, k, k, return_lse=True)
+        sfa.kv_append(k.clone(), k.clone(), q[:, :2], q[:, :2])
+        # lse None: the implementation was called directly (the op always makes lse)
+        assert seen == [("decode", True), ("decode", False), ("append", None)], seen
+        with Record():
+            sfa.decode(q, k, k)
+            sfa.kv_append(k.clone(), k.clone(), q[:, :2], q[:, :2])
+        assert "sfa.decode.default" in ops and "sfa.kv_append.default" in ops, ops
+        seen.clear()
+        assert _ops._plain_eager(q, None, k) and not _ops._plain_eager(q.requires_grad_(), k)
+        sfa.decode(q, k, k)  # q needs a gradient: the op (which has no autograd formula) decides
+        assert seen == [("decode", False)], seen
+    finally:
+        _calls.DEVICE_TYPE, _calls.decode_into, _calls.kv_append_into = saved
 
 
 @test(needs_cuda=True)
