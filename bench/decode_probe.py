@@ -1,11 +1,13 @@
 """decode_probe.py -- how much of sfa.decode's time is host time: per case the
 eager time of back-to-back calls (CUDA events), the Python host time per call
 (time.perf_counter over 200 unsynchronized calls), and the time of the same
-call captured in a CUDA graph (no host work), with the K/V bytes per second.
+call captured in a CUDA graph (no host work), with the K/V bytes per second;
+with --kernels also the GPU time of each kernel of a call (torch.profiler:
+the decode kernel and the split-KV merge apart).
 
 Run on the GPU machine from the repository root:
     python bench/decode_probe.py [--cases 1:4096,1:32768,8:4096,8:32768]
-        [--hq 32] [--hkv 8] [--D 128] [--reps 100]
+        [--hq 32] [--hkv 8] [--D 128] [--reps 100] [--kernels]
 """
 import argparse
 import os
@@ -31,6 +33,22 @@ def bench(fn, reps, warm=10):
     return a.elapsed_time(b) / reps
 
 
+def kernel_times(fn, reps):
+    """'name: median us' of every kernel fn launches, from torch.profiler."""
+    from torch.profiler import ProfilerActivity, profile
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(reps):
+            fn()
+        torch.cuda.synchronize()
+    times = {}
+    for e in prof.events():
+        if e.device_type == torch.autograd.DeviceType.CUDA and e.device_time > 0:
+            times.setdefault(e.name, []).append(e.device_time)
+    return ", ".join(f"{n[:48]}: {sorted(v)[len(v) // 2]:.1f} us (x{len(v) / reps:g})" for n, v in times.items())
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cases", default="1:4096,1:32768,8:4096,8:32768", help="B:KV pairs")
@@ -38,6 +56,7 @@ def main():
     ap.add_argument("--hkv", type=int, default=8)
     ap.add_argument("--D", type=int, default=128)
     ap.add_argument("--reps", type=int, default=100)
+    ap.add_argument("--kernels", action="store_true", help="print each kernel's GPU time (torch.profiler)")
     a = ap.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("decode_probe.py needs a CUDA GPU")
@@ -66,6 +85,8 @@ def main():
         torch.cuda.synchronize()
         graph = bench(g.replay, a.reps)
         gbs = B * a.hkv * kv * a.D * 2 * 2 / (graph * 1e-3) / 1e9
+        if a.kernels:
+            print("  " + kernel_times(run, 20), flush=True)
         print(f"B={B} kv={kv}: eager {eager * 1e3:.1f} us/call, host {host * 1e3:.1f} us/call (Python), "
               f"graph {graph * 1e3:.1f} us ({gbs:.0f} GB/s)", flush=True)
 

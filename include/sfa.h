@@ -611,7 +611,9 @@ typedef struct sfa_kv_cache {
 ** per kv head and tile. The keys are split over CTAs (split-KV) as the grid
 ** of (B * Hkv * tiles) CTAs needs to fill the GPU; the splits' partial
 ** outputs (float32, from the context's workspace pool, 4 * (D + 1) bytes per
-** (split, query head, token)) are merged as by sfa_merge_attention. The split
+** (split, query head, token), and a 4-byte counter per row tile that a memset
+** on stream zeroes) are merged as by sfa_merge_attention, in the same kernel,
+** by the CTA that finishes a row tile's last split: a step is one launch. The split
 ** count depends only on B, Hkv, Hq / Hkv * Tn, the capacity (K with kv_indices) and the GPU
 ** (never on seqused, which stays on the device): the call does not
 ** synchronize, allocates only from the stream-ordered pool, and may be

@@ -9,8 +9,10 @@
 ** count is chosen here from what the host knows (batch, heads, the cache's
 ** capacity and the SM count: never seqused, which stays on the device), and
 ** with more than one split the partial outputs go to a float workspace from
-** the context's stream-ordered pool and sfa_merge_attention combines them.
-** Nothing synchronizes, so a decode step can be captured in a CUDA graph.
+** the context's stream-ordered pool, with a counter per row tile (zeroed by
+** a memset before the launch): the CTA that finishes a tile's last split
+** merges the partials, so a step is one kernel. Nothing synchronizes, so a
+** decode step can be captured in a CUDA graph.
 */
 #include <math.h>
 #include <stdint.h>
@@ -312,34 +314,30 @@ sfa_status sfa_decode(sfa_context *ctx, const sfa_attention_params *params, cons
   const CUstream s = (CUstream)stream;
   CUdeviceptr ws = 0;
   const int64_t rows = (int64_t)splits * sh.B * sh.Hq * sh.Tn; /* partial rows */
+  const int64_t tiles = sh.B * sh.Hkv * sh.row_tiles;          /* their counters */
+  CUresult r = CUDA_SUCCESS;
   if (splits > 1) {
-    if ((st = sfa__workspace_alloc(ctx, d, &dev, (size_t)rows * (size_t)(sh.D + 1) * 4, s, &ws)) !=
-        SFA_OK)
+    const size_t sem_at = (size_t)rows * (size_t)(sh.D + 1) * 4;
+    if ((st = sfa__workspace_alloc(ctx, d, &dev, sem_at + (size_t)tiles * 4, s, &ws)) != SFA_OK)
       return st;
     a.o_part = ws;
     a.lse_part = ws + (size_t)rows * (size_t)sh.D * 4;
+    a.sem = ws + sem_at;
+    if ((r = d->cuMemsetD32Async(a.sem, 0, (size_t)tiles, s)) != CUDA_SUCCESS)
+      st = sfa__cuda_error(r, "cuMemsetD32Async(decode split counters)", ctx->err, sizeof ctx->err);
   }
-
   const sfa__variant *v = &kern->var;
   const sfa__grid_dims dims = {.batch = sh.B, .hq = sh.Hq, .hkv = sh.Hkv, .tq = sh.Tn,
                                .tk = sh.capacity, .splits = splits};
   unsigned g[3];
   sfa__grid_size(&v->grid, &dims, g);
   void *kp[1] = {&a};
-  CUresult r = d->cuLaunchKernel(kern->fn, g[0], g[1], g[2], (unsigned)v->threads, 1, 1,
-                                 (unsigned)v->smem_bytes, s, kp, NULL);
-  if (r != CUDA_SUCCESS) {
+  if (st == SFA_OK &&
+      (r = d->cuLaunchKernel(kern->fn, g[0], g[1], g[2], (unsigned)v->threads, 1, 1,
+                             (unsigned)v->smem_bytes, s, kp, NULL)) != CUDA_SUCCESS) {
     char what[SFA__KERNEL_NAME + 64];
     snprintf(what, sizeof what, "cuLaunchKernel(%s, grid %ux%ux%u)", kern->name, g[0], g[1], g[2]);
     st = sfa__cuda_error(r, what, ctx->err, sizeof ctx->err);
-  }
-  if (st == SFA_OK && splits > 1) {
-    /* The splits are stacked along the batch: [splits * B, Hq, Tn, D]. */
-    const int64_t pshape[4] = {splits * sh.B, sh.Hq, sh.Tn, sh.D};
-    sfa_tensor op, lp;
-    sfa_tensor_init(&op, (void *)(uintptr_t)a.o_part, SFA_DTYPE_FP32, 4, pshape);
-    sfa_tensor_init(&lp, (void *)(uintptr_t)a.lse_part, SFA_DTYPE_FP32, 3, pshape);
-    st = sfa__merge_launch(ctx, &op, &lp, o, lse, stream); /* valid by construction */
   }
   if (ws) {
     r = d->cuMemFreeAsync(ws, s);

@@ -7,7 +7,7 @@
 
 #include <stdint.h>
 
-#define SFA__DECODE_MAX_SPLITS 64 /* CTAs per row tile that split the keys */
+#include "runtime/kernel_abi_fields.h" /* SFA__DECODE_MAX_SPLITS, the kernel's bound */
 #define SFA__DECODE_WAVES 2       /* the splits aim at this many CTAs per SM */
 
 /* The splits of each row tile's keys for a grid of `ctas` row tiles (B * Hkv

@@ -135,8 +135,10 @@
   F(X, i32, row_chunks, "16-byte chunks per row")
 
 /* Pass decode (sfa_decode). o_part / lse_part: float workspaces [splits * B]
-** [Hq][tn][D] and [splits * B][Hq][tn] when splits > 1 (the merge makes o and
-** lse from them), else 0 and the kernel writes o and lse. */
+** [Hq][tn][D] and [splits * B][Hq][tn] when splits > 1, and sem: int32
+** [B][Hkv * row_tiles] counters of the splits done, zero at the launch (the
+** CTA of a tile's last split merges the partials into o and lse); else all 0
+** and every CTA writes its o and lse. */
 #define SFA_ABI_DEC_ARGS(F, X)                                                  \
   SFA_ABI_KV_CACHE_ARGS(F, X)                                                   \
   F(X, u64, q, "device pointers; lse may be 0")                                 \
@@ -144,6 +146,7 @@
   F(X, u64, lse, "")                                                            \
   F(X, u64, o_part, "float workspaces, splits > 1")                             \
   F(X, u64, lse_part, "")                                                       \
+  F(X, u64, sem, "int32 counters, one per row tile")                            \
   F(X, u64, kv_idx, "gather: int32 [B][Hkv][kv_k] positions (strides ki_*)")    \
   F(X, i64, q_sb, "element strides of q: batch, head, time")                    \
   F(X, i64, q_sh, "")                                                           \
@@ -399,10 +402,15 @@
 ** (gen/gen_internal.h, sfa__bwd_plan). */
 #define SFA__BWD_PLAN_INTS 16
 
+/* Splits of a decode row tile's keys at most (runtime/decode.c's rule); the
+** kernel's merge holds a row's split lse values in a register per 32 splits. */
+#define SFA__DECODE_MAX_SPLITS 64
+
 /* C(NAME, doc): integer constants that templates read as ABI.const.NAME
 ** instead of writing the number again. */
 #define SFA_ABI_CONSTANTS(C)                                                    \
   C(SFA__BWD_PLAN_INTS, "int32 per key tile in sfa_bwd_args.plan")             \
+  C(SFA__DECODE_MAX_SPLITS, "splits of a decode row tile at most")             \
   C(SFA_DTYPE_FP16, "sfa.h's dtype codes, as sfa_merge_args.in_dt / out_dt")   \
   C(SFA_DTYPE_BF16, "")                                                         \
   C(SFA_DTYPE_FP32, "")

@@ -218,7 +218,7 @@ static int measure_calls(const sfa__tune_opts *o, const sfa__device *dev, sfa_dt
              "%d batches of %d\n", sfa__dtype_str(dt), D, us[0], us[1], us[2], CALL_BATCHES,
              CALL_BATCH);
       printf("call   decode dense causal %s d%d, B=1 Hq=8 Hkv=2, paged 4096: sfa_decode %.2f us "
-             "host time per call (split-KV: workspace, decode, merge, free)\n",
+             "host time per call (split-KV: workspace, counters' memset, decode with its merge, free)\n",
              sfa__dtype_str(dt), D, us[3]);
       rc = 0;
     } else {

@@ -44,7 +44,7 @@ static sfa_status get_pool(sfa_context *ctx, const sfa_driver *d, CUdevice dev,
   CUmemoryPool pool;
   CUresult r = d->cuMemPoolCreate(&pool, &props);
   if (r != CUDA_SUCCESS)
-    return sfa__cuda_error(r, "cuMemPoolCreate(backward workspace)", ctx->err, sizeof ctx->err);
+    return sfa__cuda_error(r, "cuMemPoolCreate(workspace)", ctx->err, sizeof ctx->err);
   cuuint64_t keep = UINT64_MAX;
   if ((r = d->cuMemPoolSetAttribute(pool, CU_MEMPOOL_ATTR_RELEASE_THRESHOLD, &keep)) !=
       CUDA_SUCCESS) {
@@ -68,7 +68,7 @@ sfa_status sfa__workspace_alloc(sfa_context *ctx, const sfa_driver *d, const sfa
   CUresult r = d->cuMemAllocFromPoolAsync(ptr, bytes, pool, stream);
   if (r != CUDA_SUCCESS) {
     char what[96];
-    snprintf(what, sizeof what, "cuMemAllocFromPoolAsync(%zu bytes of backward workspace)", bytes);
+    snprintf(what, sizeof what, "cuMemAllocFromPoolAsync(%zu bytes of workspace)", bytes);
     return sfa__cuda_error(r, what, ctx->err, sizeof ctx->err);
   }
   return SFA_OK;
