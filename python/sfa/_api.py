@@ -17,7 +17,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from . import _calls, _capi, _ops
+from . import _calls, _capi, _nested, _ops
 from ._args import FLT_MAX, check_choice, check_int, check_scale, check_window, f32_is_zero
 
 ALIGNS = ("bottom_right", "top_left")
@@ -146,7 +146,30 @@ def attention(q, k, v, *, mode="dense", causal=False, causal_align="bottom_right
     bitwise reproducible. The backward supports head dims up to 128 and 160,
     192, 224, 256 (SfaUnsupportedError, a NotImplementedError, otherwise).
     Inputs whose layout sfa cannot read (last dim not contiguous, rows not
-    16-byte aligned, mask rows not padded to 16 bytes) are copied first."""
+    16-byte aligned, mask rows not padded to 16 bytes) are copied first.
+
+    Nested tensors: q, k, v may be torch nested tensors with
+    layout=torch.jagged in SDPA's convention, [B, H, j, D] (x.transpose(1, 2)
+    of a [B, j, H, D] jagged tensor, e.g. from torch.nested.nested_tensor(
+    [...], layout=torch.jagged) or nested_tensor_from_jagged(values,
+    offsets)). They run as attention_varlen on their values, cu_seqlens from
+    the offsets, and give o as a jagged [B, Hq, j, D] with q's offsets (and
+    lse a jagged [B, Hq, j], not differentiable); gradients flow to the
+    values of q, k and v. k and v must share their sequence lengths; q's may
+    differ (k and v from their own offsets, the same B): each sequence is
+    aligned bottom-right, as attention_varlen, and causal_align="top_left" is
+    taken only where k shares q's ragged dim. Modes dense and window; q_idx,
+    k_idx, q_hash, k_hash, bias, mask, softcap, alibi_slopes, strict_causal,
+    strided-layout nested tensors, non-contiguous jagged ones (with
+    lengths()) and nested mixed with dense tensors raise ValueError."""
+    if _nested.any_nested(q, k, v):
+        _nested.check_options(mode, causal_align, q, k, dict(
+            q_idx=q_idx, k_idx=k_idx, q_hash=q_hash, k_hash=k_hash, bias=bias, mask=mask, softcap=softcap,
+            alibi_slopes=alibi_slopes, strict_causal=strict_causal))
+        qv, kv, vv, cu_q, cu_k = _nested.packed(q, k, v)
+        o, lse = attention_varlen(qv, kv, vv, cu_q, cu_k, mode=mode, causal=causal, scale=scale, window=window,
+                                  deterministic=deterministic, return_lse=True)
+        return _nested.unpacked(q, o, lse if return_lse else None)
     check_choice("mode", mode, list(_capi.MODE))
     check_choice("causal_align", causal_align, ALIGNS)
     if causal_align == "top_left" and mode not in ("dense", "window"):
