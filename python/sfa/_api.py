@@ -157,13 +157,14 @@ def attention(q, k, v, *, mode="dense", causal=False, causal_align="bottom_right
     lse a jagged [B, Hq, j], not differentiable); gradients flow to the
     values of q, k and v. k and v must share their sequence lengths; q's may
     differ (k and v from their own offsets, the same B): each sequence is
-    aligned bottom-right, as attention_varlen, and causal_align="top_left" is
-    taken only where k shares q's ragged dim. Modes dense and window; q_idx,
+    aligned bottom-right, as attention_varlen, and causal_align="top_left"
+    (with causal or a window) is taken only where k shares q's ragged dim.
+    Modes dense and window; q_idx,
     k_idx, q_hash, k_hash, bias, mask, softcap, alibi_slopes, strict_causal,
     strided-layout nested tensors, non-contiguous jagged ones (with
     lengths()) and nested mixed with dense tensors raise ValueError."""
     if _nested.any_nested(q, k, v):
-        _nested.check_options(mode, causal_align, q, k, dict(
+        _nested.check_options(mode, causal, causal_align, q, k, dict(
             q_idx=q_idx, k_idx=k_idx, q_hash=q_hash, k_hash=k_hash, bias=bias, mask=mask, softcap=softcap,
             alibi_slopes=alibi_slopes, strict_causal=strict_causal))
         qv, kv, vv, cu_q, cu_k = _nested.packed(q, k, v)
@@ -281,12 +282,22 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     - dropout_p > 0: NotImplementedError (sfa has no dropout).
     - A row whose keys are all masked out gives 0 (as torch's math backend
       since 2.5, where it uses a safe softmax; other SDPA backends may give
-      NaN)."""
+      NaN).
+    - Nested tensors (layout=torch.jagged, [B, H, j, D], as torch's jagged
+      SDPA takes them) run as sfa.attention on them: no attn_mask (as
+      torch), scale > 0, is_causal only where key shares query's sequence
+      lengths (ragged dim); o is a jagged tensor with query's offsets."""
     if dropout_p != 0.0:
         if dropout_p > 0:
             raise NotImplementedError(f"sfa: dropout_p={dropout_p}: sfa has no attention dropout; use "
                                       "dropout_p=0.0 (or torch's SDPA for training with dropout)")
         raise ValueError(f"sfa: dropout_p is {dropout_p}; must be in [0, 1]")
+    if _nested.any_nested(query, key, value):
+        if attn_mask is not None:
+            raise ValueError("sfa: attn_mask with nested (jagged) query, key, value is not supported (nor by "
+                             "torch's jagged SDPA)")
+        _nested.check_heads(query, key, enable_gqa)
+        return attention(query, key, value, causal=bool(is_causal), causal_align="top_left", scale=scale)
     if is_causal and attn_mask is not None:
         raise ValueError("sfa: attn_mask and is_causal=True together are not allowed (as in torch's SDPA): "
                          "fold the causal mask into attn_mask")

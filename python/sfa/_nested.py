@@ -35,7 +35,7 @@ def _sequences(n, t):
     return s
 
 
-def check_options(mode, causal_align, q, k, options):
+def check_options(mode, causal, causal_align, q, k, options):
     """Options of attention() that the nested path does not take."""
     if mode not in ("dense", "window"):
         raise ValueError(f"sfa: mode {mode!r} with nested (jagged) q, k, v: modes dense and window only; use "
@@ -48,10 +48,19 @@ def check_options(mode, causal_align, q, k, options):
     if options.get("strict_causal"):
         raise ValueError("sfa: strict_causal is not supported with nested (jagged) q, k, v (modes qk_drop and hash "
                          "only)")
-    if causal_align == "top_left" and q.shape[2] != k.shape[2]:
-        raise ValueError("sfa: causal_align='top_left' with nested q and k of different sequence lengths (another "
-                         "ragged structure) is not supported: each sequence is aligned bottom-right, as "
-                         "attention_varlen; with k sharing q's offsets both alignments are the same")
+    if causal_align == "top_left" and (causal or mode == "window") and q.shape[2] != k.shape[2]:
+        raise ValueError("sfa: top-left alignment (causal_align='top_left', or SDPA's is_causal) of nested q and k "
+                         "of different sequence lengths (another ragged structure) is not supported: each sequence "
+                         "is aligned bottom-right, as attention_varlen; with k sharing q's offsets both alignments "
+                         "are the same")
+
+
+def check_heads(q, k, enable_gqa):
+    """SDPA's rule: as many query heads as key heads unless enable_gqa."""
+    hq, hk = _sequences("query", q).size(2), _sequences("key", k).size(2)
+    if hq != hk and not enable_gqa:
+        raise ValueError(f"sfa: query has {hq} heads and key/value {hk}; pass enable_gqa=True for grouped-query "
+                         "attention (as in torch's SDPA)")
 
 
 def packed(q, k, v):

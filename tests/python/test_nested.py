@@ -9,6 +9,9 @@ refbackend.py) and on "cuda" where there is a GPU:
   as a dense [1, H, T, D] tensor (same random dout): dense causal with
   k, v sharing q's offsets; k, v with their own lengths (bottom-right
   causal); GQA; window; an empty key sequence; return_lse;
+- sfa.scaled_dot_product_attention on jagged tensors against torch's own
+  jagged SDPA (no is_causal, k with its own lengths) and against torch's
+  dense SDPA per sequence (is_causal, GQA), and its errors;
 - bad combinations raise ValueError naming them: nested mixed with dense,
   strided-layout nested tensors, [B, j, H, D] not transposed, batch sizes
   that differ, v with other lengths than k, sparse modes and options the
@@ -165,6 +168,57 @@ def nested_lse_matches_per_sequence_cpu_ref():
 @test(needs_cuda=True)
 def nested_lse_matches_per_sequence_cuda():
     _nested_lse("cuda")
+
+
+def _nested_sdpa(backend):
+    """sfa.scaled_dot_product_attention on jagged tensors against torch in
+    float64: without is_causal and k, v of their own lengths against torch's
+    own jagged SDPA (its math backend); with is_causal (k sharing q's
+    offsets) and GQA against torch's dense SDPA on each sequence."""
+    import torch.nn.functional as F
+    ctx, device, D = on(backend)
+    with ctx:
+        torch.manual_seed(9)
+        lq, lk = [21, 3, 40], [30, 8, 11]
+        qleaf, q = jagged(lq, 2, D, device)
+        kleaf, k = jagged(lk, 2, D, device)
+        vleaf, v = jagged(lk, 2, D, device, offsets=kleaf.offsets())
+        o = sfa.scaled_dot_product_attention(q, k, v, scale=0.3)
+        q64, k64, v64 = (torch.nested.nested_tensor_from_jagged(x.values().double(), x.offsets()).transpose(1, 2)
+                         for x in (qleaf, kleaf, vleaf))
+        want = F.scaled_dot_product_attention(q64, k64, v64, scale=0.3)
+        err = rel(o.transpose(1, 2).values(), want.transpose(1, 2).values())
+        assert err < TOL, f"{backend}: jagged SDPA without is_causal: rel err {err:.2e} against torch's"
+
+        qleaf, q = jagged(lq, 4, D, device)
+        kleaf, k = jagged(lq, 2, D, device, offsets=qleaf.offsets())
+        vleaf, v = jagged(lq, 2, D, device, offsets=qleaf.offsets())
+        o = sfa.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+        c = [0] + torch.tensor(lq).cumsum(0).tolist()
+        outs = []
+        for b in range(len(lq)):
+            seq = [x.values()[c[b]:c[b + 1]].detach().double().transpose(0, 1).unsqueeze(0)
+                   for x in (qleaf, kleaf, vleaf)]
+            outs.append(F.scaled_dot_product_attention(*seq, is_causal=True, enable_gqa=True)[0].transpose(0, 1))
+        err = rel(o.transpose(1, 2).values(), torch.cat(outs, 0))
+        assert err < TOL, f"{backend}: jagged SDPA is_causal GQA: rel err {err:.2e} against torch per sequence"
+        raises(ValueError, lambda: sfa.scaled_dot_product_attention(q, k, v, is_causal=True), "enable_gqa=True")
+        raises(ValueError, lambda: sfa.scaled_dot_product_attention(q, k, v, attn_mask=torch.ones(1, dtype=torch.bool),
+                                                                    enable_gqa=True), "attn_mask", "nested")
+        _, k2 = jagged(lk, 4, D, device)
+        _, v2 = jagged(lk, 4, D, device, offsets=k2.transpose(1, 2).offsets())
+        raises(ValueError, lambda: sfa.scaled_dot_product_attention(q, k2, v2, is_causal=True), "is_causal",
+               "different sequence lengths")
+
+
+@test()
+def nested_sdpa_matches_torch_cpu_ref():
+    _nested_sdpa("cpu-ref")
+
+
+@test(needs_cuda=True)
+def nested_sdpa_matches_torch_cuda():
+    _nested_sdpa("cuda")
 
 
 @test()
