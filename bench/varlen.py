@@ -173,7 +173,8 @@ def mix_lengths(tokens, lo, hi, seed):
     while sum(out) < tokens:
         out.append(min(rng.randint(lo, hi), tokens - sum(out)))
     if len(out) > 1 and out[-1] < lo:
-        out[-2] += out.pop()
+        last = out.pop()
+        out[-1] += last
     return out
 
 
@@ -181,7 +182,7 @@ class Run:
     def __init__(self, a, device, flex):
         self.a, self.device, self.flex = a, device, flex
         self.t0 = time.perf_counter()
-        self.equal_rows, self.ragged_rows, self.fixed_rows = [], [], []
+        self.equal_rows, self.ragged_rows = [], []
         self.failures = []
         self.n = 0
 
