@@ -48,6 +48,18 @@ def bench(fn, warm=3, reps=20, sync_each=False):
     return ts[len(ts) // 2]
 
 
+def finish(cut, failures):
+    """The end of a benchmark run: exit 3 when a signal cut it short, else 1
+    (listing them) when a check failed."""
+    if cut:
+        sys.exit(3)
+    if failures:
+        print(f"{len(failures)} FAILED:")
+        for f in failures:
+            print(f"  {f}")
+        sys.exit(1)
+
+
 def rel_err(x, ref, rows=slice(None)):
     """Relative L2 error of x against ref over the selected rows."""
     x, ref = x.float()[rows], ref.float()[rows]

@@ -83,8 +83,8 @@ from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from cases import bench, rel_err  # noqa: E402
-from compare import _raise_recompile_limit, flex as flex_compiled, short  # noqa: E402
+from cases import bench, finish, rel_err  # noqa: E402
+from compare import _raise_recompile_limit, flex as flex_compiled, ints, names, short  # noqa: E402
 import sfa  # noqa: E402  (cases puts python/ on the path)
 
 PASSES = ("fwd", "bwd")
@@ -341,7 +341,6 @@ class Run:
     def check_then_time(self, impl, ps, dout, ref, row, name):
         """A peer's first call checked against sfa's (max abs and relative
         error printed), then timed; _Mismatch when it differs."""
-        a = self.a
         t1 = time.perf_counter()
         with torch.enable_grad():
             if ps == "fwd":
@@ -447,14 +446,6 @@ def ragged_table(rows):
     return "\n".join(lines + notes)
 
 
-def names(s, allowed, what):
-    out = [x.strip() for x in s.split(",") if x.strip()]
-    bad = [x for x in out if x not in allowed]
-    if bad:
-        raise SystemExit(f"--{what}: unknown {', '.join(bad)} (choose from {', '.join(allowed)})")
-    return out
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--D", default="64,128", help="head dims (comma list)")
@@ -479,7 +470,7 @@ def main():
                 setattr(a, k, v)
     passes, parts = names(a.passes, PASSES, "pass"), names(a.parts, PARTS, "parts")
     peers = names(a.peers, PEERS, "peers")
-    Ds = [int(x) for x in a.D.split(",") if x.strip()]
+    Ds = ints(a.D)
     shapes = parse_shapes(a.equal)
     lo, hi = (int(x) for x in a.mix_range.split(","))
     batches = [("mix", mix_lengths(a.tokens, lo, hi, a.seed)), ("uneven", parse_uneven(a.uneven))]
@@ -551,13 +542,7 @@ def main():
         print(ragged_table(run.ragged_rows))
     print(f"{'cut short: ' if cut else ''}total {time.perf_counter() - run.t0:.0f} s"
           + (f", block masks {run.mask_s:.1f} s" if hasattr(run, "mask_s") else ""))
-    if cut:
-        sys.exit(3)
-    if run.failures:
-        print(f"{len(run.failures)} FAILED:")
-        for f in run.failures:
-            print(f"  {f}")
-        sys.exit(1)
+    finish(cut, run.failures)
 
 
 if __name__ == "__main__":
