@@ -9,6 +9,7 @@ refbackend.py) and on "cuda" where there is a GPU:
   as a dense [1, H, T, D] tensor (same random dout): dense causal with
   k, v sharing q's offsets; k, v with their own lengths (bottom-right
   causal); GQA; window; an empty key sequence; return_lse;
+- torch.compile(fullgraph=True) of it gives eager's output and gradients;
 - sfa.scaled_dot_product_attention on jagged tensors against torch's own
   jagged SDPA (no is_causal, k with its own lengths) and against torch's
   dense SDPA per sequence (is_causal, GQA), and its errors;
@@ -219,6 +220,44 @@ def nested_sdpa_matches_torch_cpu_ref():
 @test(needs_cuda=True)
 def nested_sdpa_matches_torch_cuda():
     _nested_sdpa("cuda")
+
+
+def _nested_compiled(backend):
+    """torch.compile(fullgraph=True) of sfa.attention on jagged inputs gives
+    eager's output and gradients (aot_eager on cpu-ref, inductor on cuda)."""
+    ctx, device, D = on(backend)
+    with ctx:
+        torch.manual_seed(3)
+        lens = [19, 4, 33]
+        qleaf, q = jagged(lens, 4, D, device)
+        kleaf, k = jagged(lens, 2, D, device, offsets=qleaf.offsets())
+        vleaf, v = jagged(lens, 2, D, device, offsets=qleaf.offsets())
+        dout = torch.randn(sum(lens), 4, D, device=device, dtype=DTYPE)
+
+        def step(f):
+            for x in (qleaf, kleaf, vleaf):
+                x.grad = None
+            o = f(q, k, v).transpose(1, 2).values()
+            o.backward(dout)
+            return [o.detach()] + [x.grad.values() for x in (qleaf, kleaf, vleaf)]
+
+        def f(q, k, v):
+            return sfa.attention(q, k, v, causal=True)
+        torch._dynamo.reset()
+        eager = step(f)
+        compiled = step(torch.compile(f, fullgraph=True, backend="inductor" if device == "cuda" else "aot_eager"))
+        for n, a, b in zip(("o", "dq", "dk", "dv"), compiled, eager):
+            assert rel(a, b) < 1e-3, f"{backend}: compiled {n} differs from eager: {rel(a, b):.2e}"
+
+
+@test()
+def nested_compiled_matches_eager_cpu_ref():
+    _nested_compiled("cpu-ref")
+
+
+@test(needs_cuda=True)
+def nested_compiled_matches_eager_cuda():
+    _nested_compiled("cuda")
 
 
 @test()
