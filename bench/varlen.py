@@ -5,7 +5,7 @@ ragged batches, in one run.
 Run on the GPU machine from the repository root, after building libsfa.so:
     python bench/varlen.py [--D 64,128] [--pass fwd,bwd] [--parts equal,ragged]
         [--peers flex,njt] [--H 16] [--tokens 65536] [--seed 0] [--reps 10] [--warm 3]
-        [--sync-each] [--smoke]
+        [--sync-each] [--csv out.csv] [--smoke] [--dry-run]
 
 Dense causal attention, bf16, H query = key heads (16), D in 64, 128.
 Passes as in compare.py: fwd times the forward of a training step (q, k, v
@@ -69,6 +69,7 @@ that every path of the script runs.
 """
 import argparse
 import contextlib
+import csv
 import gc
 import os
 import random
@@ -446,6 +447,20 @@ def ragged_table(rows):
     return "\n".join(lines + notes)
 
 
+def write_csv(path, dev_name, run):
+    """One line per case of either section; ms columns per implementation."""
+    rows = [dict(section="equal", device=dev_name, **r) for r in run.equal_rows]
+    rows += [dict(section="ragged", device=dev_name, **{k: v for k, v in r.items() if k != "why"},
+                  why="; ".join(f"{p}: {w}" for p, w in r["why"].items())) for r in run.ragged_rows]
+    keys = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--D", default="64,128", help="head dims (comma list)")
@@ -463,6 +478,7 @@ def main():
     ap.add_argument("--sync-each", action="store_true", help="synchronize after every timed run")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes on whatever device there is (see above)")
     ap.add_argument("--dry-run", action="store_true", help="print the case list and exit")
+    ap.add_argument("--csv", default="", help="write every row (both sections) as CSV")
     a = ap.parse_args()
     if a.smoke:
         for k, v in SMOKE.items():
@@ -542,6 +558,9 @@ def main():
         print(ragged_table(run.ragged_rows))
     print(f"{'cut short: ' if cut else ''}total {time.perf_counter() - run.t0:.0f} s"
           + (f", block masks {run.mask_s:.1f} s" if hasattr(run, "mask_s") else ""))
+    if a.csv:
+        write_csv(a.csv, dev_name, run)
+        print(f"wrote {a.csv}")
     finish(cut, run.failures)
 
 
