@@ -158,7 +158,7 @@ def _nested_lse(backend):
             seq = [x[c[b]:c[b + 1]].transpose(0, 1).unsqueeze(0) for x in (qv, kv, vv)]
             _, want = sfa.attention(*seq, causal=True, return_lse=True)
             d = (got[c[b]:c[b + 1]].t() - want[0]).abs().max().item()
-            assert d < 1e-4, f"{backend}: lse of sequence {b} differs by {d:.2e}"
+            assert d < 1e-3, f"{backend}: lse of sequence {b} differs by {d:.2e}"
 
 
 @test()
