@@ -326,7 +326,10 @@ class Run:
             del got
             gc.collect()
         if batch == "uneven" and row.get("sfa"):
-            self.fixed_sums(lengths, D, ps, row)
+            try:
+                self.fixed_sums(lengths, D, ps, row)
+            except Exception as e:  # noqa: BLE001
+                self.fail(f"{name}: the fixed-length calls of its sequences failed: {short(e)}")
         self.ragged_rows.append(row)
         cells = []
         for impl in ("sfa", "sfa njt", "flex", "njt"):
@@ -374,6 +377,7 @@ class Run:
         counts = {}
         for L in lengths:
             counts[L] = counts.get(L, 0) + 1
+
         def fixed_ms(B, L):
             lay = Layout(B, L)
             impl = Impl("fixed", lambda q, k, v: sfa.attention(q, k, v, causal=True),
