@@ -7,6 +7,7 @@ the rows that see at least one key. Problems whose mask does not depend on
 one block mask broadcast over batch and heads (cheaper, reusable across B)."""
 import os
 import sys
+import time
 
 import torch
 
@@ -22,9 +23,17 @@ def bench(fn, warm=3, reps=20, sync_each=False):
     triton.testing.do_bench does), so the host's time to issue a call overlaps
     the previous call's GPU work, as in a training loop; sync_each
     synchronizes after every rep instead, which adds each call's host time
-    (Python, ctypes, autograd, launches) to its figure."""
+    (Python, ctypes, autograd, launches) to its figure. Without CUDA (the
+    --smoke runs of varlen.py on the CPU) it is the median host wall time."""
     for _ in range(warm):
         fn()
+    if not torch.cuda.is_available():
+        ts = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            fn()
+            ts.append((time.perf_counter() - t0) * 1e3)
+        return sorted(ts)[len(ts) // 2]
     ev = []
     for _ in range(reps):
         a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -37,6 +46,18 @@ def bench(fn, warm=3, reps=20, sync_each=False):
     torch.cuda.synchronize()
     ts = sorted(a.elapsed_time(b) for a, b in ev)
     return ts[len(ts) // 2]
+
+
+def finish(cut, failures):
+    """The end of a benchmark run: exit 3 when a signal cut it short, else 1
+    (listing them) when a check failed."""
+    if cut:
+        sys.exit(3)
+    if failures:
+        print(f"{len(failures)} FAILED:")
+        for f in failures:
+            print(f"  {f}")
+        sys.exit(1)
 
 
 def rel_err(x, ref, rows=slice(None)):

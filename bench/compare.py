@@ -61,8 +61,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.flex_attention import flex_attention
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cases import (bench, dense_problem, flex_block_mask, flex_hash_end_to_end, hash_problem,  # noqa: E402
-                   qk_drop_problem, rel_err, window_problem)
+from cases import (bench, dense_problem, finish, flex_block_mask, flex_hash_end_to_end,  # noqa: E402
+                   hash_problem, qk_drop_problem, rel_err, window_problem)
 import sfa  # noqa: E402  (cases puts python/ on the path)
 
 MODES = ("dense", "hash", "qk_drop", "window")
@@ -465,13 +465,7 @@ def main():
     if a.plot:
         plot(a.plot, run.rows, f"sfa vs peers, {dev}, bf16, H={a.H}, B*T={a.tokens}")
         print(f"wrote {a.plot}")
-    if cut:
-        sys.exit(3)
-    if run.failures:
-        print(f"{len(run.failures)} FAILED:")
-        for f in run.failures:
-            print(f"  {f}")
-        sys.exit(1)
+    finish(cut, run.failures)
 
 
 if __name__ == "__main__":

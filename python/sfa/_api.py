@@ -17,7 +17,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from . import _calls, _capi, _ops
+from . import _calls, _capi, _nested, _ops
 from ._args import FLT_MAX, check_choice, check_int, check_scale, check_window, f32_is_zero
 
 ALIGNS = ("bottom_right", "top_left")
@@ -146,7 +146,31 @@ def attention(q, k, v, *, mode="dense", causal=False, causal_align="bottom_right
     bitwise reproducible. The backward supports head dims up to 128 and 160,
     192, 224, 256 (SfaUnsupportedError, a NotImplementedError, otherwise).
     Inputs whose layout sfa cannot read (last dim not contiguous, rows not
-    16-byte aligned, mask rows not padded to 16 bytes) are copied first."""
+    16-byte aligned, mask rows not padded to 16 bytes) are copied first.
+
+    Nested tensors: q, k, v may be torch nested tensors with
+    layout=torch.jagged in SDPA's convention, [B, H, j, D] (x.transpose(1, 2)
+    of a [B, j, H, D] jagged tensor, e.g. from torch.nested.nested_tensor(
+    [...], layout=torch.jagged) or nested_tensor_from_jagged(values,
+    offsets)). They run as attention_varlen on their values, cu_seqlens from
+    the offsets, and give o as a jagged [B, Hq, j, D] with q's offsets (and
+    lse a jagged [B, Hq, j], not differentiable); gradients flow to the
+    values of q, k and v. k and v must share their sequence lengths; q's may
+    differ (k and v from their own offsets, the same B): each sequence is
+    aligned bottom-right, as attention_varlen, and causal_align="top_left"
+    (with causal or a window) is taken only where k shares q's ragged dim.
+    Modes dense and window; q_idx,
+    k_idx, q_hash, k_hash, bias, mask, softcap, alibi_slopes, strict_causal,
+    strided-layout nested tensors, non-contiguous jagged ones (with
+    lengths()) and nested mixed with dense tensors raise ValueError."""
+    if _nested.any_nested(q, k, v):
+        _nested.check_options(mode, causal, causal_align, q, k, dict(
+            q_idx=q_idx, k_idx=k_idx, q_hash=q_hash, k_hash=k_hash, bias=bias, mask=mask, softcap=softcap,
+            alibi_slopes=alibi_slopes, strict_causal=strict_causal))
+        qv, kv, vv, cu_q, cu_k = _nested.packed(q, k, v)
+        o, lse = attention_varlen(qv, kv, vv, cu_q, cu_k, mode=mode, causal=causal, scale=scale, window=window,
+                                  deterministic=deterministic, return_lse=True)
+        return _nested.unpacked(q, o, lse if return_lse else None)
     check_choice("mode", mode, list(_capi.MODE))
     check_choice("causal_align", causal_align, ALIGNS)
     if causal_align == "top_left" and mode not in ("dense", "window"):
@@ -258,12 +282,22 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     - dropout_p > 0: NotImplementedError (sfa has no dropout).
     - A row whose keys are all masked out gives 0 (as torch's math backend
       since 2.5, where it uses a safe softmax; other SDPA backends may give
-      NaN)."""
+      NaN).
+    - Nested tensors (layout=torch.jagged, [B, H, j, D], as torch's jagged
+      SDPA takes them) run as sfa.attention on them: no attn_mask (as
+      torch), scale > 0, is_causal only where key shares query's sequence
+      lengths (ragged dim); o is a jagged tensor with query's offsets."""
     if dropout_p != 0.0:
         if dropout_p > 0:
             raise NotImplementedError(f"sfa: dropout_p={dropout_p}: sfa has no attention dropout; use "
                                       "dropout_p=0.0 (or torch's SDPA for training with dropout)")
         raise ValueError(f"sfa: dropout_p is {dropout_p}; must be in [0, 1]")
+    if _nested.any_nested(query, key, value):
+        if attn_mask is not None:
+            raise ValueError("sfa: attn_mask with nested (jagged) query, key, value is not supported (nor by "
+                             "torch's jagged SDPA)")
+        _nested.check_heads(query, key, enable_gqa)
+        return attention(query, key, value, causal=bool(is_causal), causal_align="top_left", scale=scale)
     if is_causal and attn_mask is not None:
         raise ValueError("sfa: attn_mask and is_causal=True together are not allowed (as in torch's SDPA): "
                          "fold the causal mask into attn_mask")
