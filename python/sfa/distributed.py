@@ -14,20 +14,21 @@ ring_attention(q, k, v, *, group=None, mode="dense", causal=False, scale=None,
       layout; the contiguous one needs fewer exchanges (a causal window
       shorter than a shard needs only the previous rank's K/V, one step),
       so it is the layout to use for windows.
-    Each (query chunk, key chunk) pair that the mask lets see anything is one
-    sfa call with its lse, on the rows and keys of the pair that see anything,
-    with the window re-aligned to them (see sfa/_ring.py); the other pairs are
-    skipped. Each query chunk's parts are merged by their lse
-    (sfa_merge_attention). The K/V shards travel over isend/irecv while the
-    current block is computed, along the ring (to rank r + 1) for the keys
-    before, and for a window that reaches only a few ranks also the other
-    way (to rank r - 1) for the keys after: only as many steps as the window
-    needs, every shard visiting each rank at most once. The
-    backward runs the same schedule with the merged o and lse (so every
-    pair's probabilities are already normalised over all keys): dq stays,
-    the partial dk and dv of a travelling shard follow it one step behind,
-    summed along the way, and go back to the shard's owner at the end.
-    Differentiable in q, k, v (and the bias).
+    Each (query chunk, key chunk) pair in which the causal mask or the
+    window lets anything be seen is one sfa call with its lse, on the rows
+    and keys of the pair that see anything, with the window re-aligned to
+    them (_ring.pair_plan; docs/semantics.md); the other pairs are skipped.
+    Each query chunk's parts are merged by their lse (sfa_merge_attention).
+    The K/V shards travel over isend/irecv while the current block is
+    computed, along the ring (to rank r + 1) for the keys before, and for a
+    window that reaches only a few ranks also the other way (to rank r - 1)
+    for the keys after: only as many steps as the window needs, every shard
+    visiting each rank at most once. The backward runs the same schedule
+    with the merged o and lse (so every pair's probabilities are already
+    normalised over all keys): dq stays, the partial dk and dv of a
+    travelling shard follow it one step behind, summed along the way, and
+    go back to the shard's owner at the end. Differentiable in q, k, v (and
+    the bias).
 
 ulysses_attention(q, k, v, *extras, fn=None, group=None, **kwargs)
     DeepSpeed-Ulysses head parallelism, for the modes whose rows are not
@@ -49,10 +50,11 @@ import torch
 import torch.distributed as dist
 
 from . import _api
-from ._args import check_choice, check_window
+from ._args import check_choice, check_scale, check_window
 from ._ring import LAYOUTS, Ring, RingAttention, Spec, chunk_ids, chunks_per_rank
 
 __all__ = ["ring_attention", "ulysses_attention", "shard_sequence", "unshard_sequence", "SimulatedGroup"]
+
 
 class SimulatedGroup:
     """R virtual ranks in this process: the tensors of a call are lists of R."""
@@ -134,8 +136,9 @@ def ring_attention(q, k, v, *, group=None, mode="dense", causal=False, scale=Non
     "contiguous" (rank r holds the r-th of R pieces; best for a window).
     mode "dense" (causal or not) or "window": window=(left, right), -1
     unbounded, query i sees key j iff i - left <= j <= i + right (causal
-    makes right 0), as sfa.attention's window mode; the shards beyond the
-    window's reach are neither sent nor computed. Window mode also takes
+    makes right 0), as sfa.attention's window mode; the shards travel only
+    as far as the window reaches, and pairs outside it are not computed.
+    scale: None = 1/sqrt(D), else > 0. Window mode also takes
     this rank's rows of the sequence's bias (q's dtype) or mask (bool/uint8,
     True = attend): [B|1, H, T/R|1, T], the rows in the shard's order and
     every key of the sequence in its own order; the bias gets a gradient
@@ -145,6 +148,7 @@ def ring_attention(q, k, v, *, group=None, mode="dense", causal=False, scale=Non
     check_choice("mode", mode, ("dense", "window"))
     check_choice("layout", layout, LAYOUTS)
     left, right = check_window(window)
+    scale = check_scale(scale)
     if mode == "dense" and ((left, right) != (-1, -1) or bias is not None or mask is not None):
         raise ValueError("sfa: window, bias and mask apply to mode='window' (ring_attention in mode "
                          "'dense' got one)")
@@ -175,7 +179,7 @@ def ring_attention(q, k, v, *, group=None, mode="dense", causal=False, scale=Non
                 raise ValueError("sfa: mask: dtype must be torch.bool or torch.uint8 (True/1 = attend)")
             extra += xs
     spec = Spec(ring.world, layout, tlen // chunks_per_rank(layout), left, right,
-                 bias is not None or mask is not None, scale)
+                bias is not None or mask is not None, scale)
     outs = RingAttention.apply(ring, spec, len(qs), bias is not None, mask is not None, *qs, *ks, *vs, *extra)
     return list(outs) if ring.sim else outs[0]
 

@@ -272,6 +272,7 @@ def argument_errors():
     raises(ValueError, lambda: sd.shard_sequence(q, 2, layout="zigzag"), "layout", "balanced, contiguous")
     raises(ValueError, lambda: sd.ring_attention([q], [q], [q], group=g1, mode="hash"), "mode", "dense, window")
     raises(ValueError, lambda: sd.ring_attention([q], [q], [q], group=g1, layout="zigzag"), "layout")
+    raises(ValueError, lambda: sd.ring_attention([q], [q], [q], group=g1, scale=-1.0), "scale is -1.0")
     raises(ValueError, lambda: sd.ring_attention([q], [q], [q], group=g1, window=(2, 0)),
            "window, bias and mask apply to mode='window'")
     raises(ValueError, lambda: sd.ring_attention([q], [q], [q], group=g1, mode="window", window=(-2, 0)),
