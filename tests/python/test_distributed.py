@@ -7,8 +7,10 @@ parallelism against the unsharded call, output and gradients of q, k, v.
   window mode with windows shorter than a chunk, longer than several,
   asymmetric, one side unbounded, causal and not, with a bias (per-rank
   rows, or broadcast) and a mask, dbias included; the window's schedule
-  (how many shards travel each way) and the sfa calls it makes; Ulysses
-  over hash attention (unsorted tokens with buckets).
+  (how many shards travel each way) and the sfa calls it makes; the pair
+  plans against the window rule in 1080 (R, layout, chunk, window) cases,
+  without attention; Ulysses over hash attention (unsorted tokens with
+  buckets).
 - The real thing on torch.distributed: R = 2 and 3 processes on the gloo
   backend (CPU), each with the reference backend, so the isend/irecv ring
   (dense causal, and a window with a bias whose shards travel both ways)
@@ -176,6 +178,66 @@ def ring_window_simulated_cpu_ref():
 @test(needs_cuda=True)
 def ring_window_simulated_cuda():
     _window_sim("cuda")
+
+
+def _sfa_window_rule(tq, tk, mode, causal, window):
+    """[tq, tk] bool: what one sfa call sees, by docs/semantics.md (bottom-right)."""
+    i, j = torch.arange(tq).unsqueeze(1), torch.arange(tk).unsqueeze(0)
+    off = tk - tq
+    if mode == "dense":
+        return j <= i + off if causal else torch.ones(tq, tk, dtype=torch.bool)
+    left, right = window[0], 0 if causal else window[1]
+    seen = torch.ones(tq, tk, dtype=torch.bool)
+    if left >= 0:
+        seen &= j >= i + off - left
+    if right >= 0:
+        seen &= j <= i + off + right
+    return seen
+
+
+@test()
+def ring_pair_plans_tile_the_window_exactly():
+    """Put together from every chunk pair's sfa call (its rows, keys and
+    window, read by sfa's own bottom-right rule), the ring sees exactly what
+    the window over the whole sequence sees; and every pair that sees
+    anything is reached by the schedule. Many windows, chunk lengths, ranks
+    and both layouts, without running attention."""
+    ring = sfa._ring
+    g = torch.Generator().manual_seed(11)
+    cases = 0
+    for R in (1, 2, 3, 5):
+        for layout in ring.LAYOUTS:
+            for c in (1, 3, 8):
+                T = R * ring.chunks_per_rank(layout) * c
+                lefts = [-1, 0, 1, c - 1, c, c + 1, T] + torch.randint(0, T + 1, (2,), generator=g).tolist()
+                for left in lefts:
+                    for right in (-1, 0, 2, c, 2 * c + 1):
+                        spec = ring.Spec(R, layout, c, left, right, False, None)
+                        i, j = torch.arange(T).unsqueeze(1), torch.arange(T).unsqueeze(0)
+                        want = ((j >= i - left) | (left < 0)) & ((j <= i + right) | (right < 0))
+                        got = torch.zeros(T, T, dtype=torch.bool)
+                        nf, nb = ring.schedule(R, layout, c, left, right)
+                        assert nf + nb <= R - 1, f"R={R}: schedule {(nf, nb)} visits a shard twice"
+                        for r in range(R):
+                            reach = {r} | {(r - d) % R for d in range(1, nf + 1)} | {(r + d) % R
+                                                                                     for d in range(1, nb + 1)}
+                            for src in range(R):
+                                for qc in ring.chunk_ids(r, R, layout):
+                                    for kc in ring.chunk_ids(src, R, layout):
+                                        plan = ring.pair_plan(spec, qc, kc)
+                                        if plan is None:
+                                            continue
+                                        assert src in reach, f"R={R} {layout} c={c} window ({left}, {right}): " \
+                                            f"rank {r} needs rank {src}'s shard, schedule {(nf, nb)}"
+                                        q0, q1, k0, k1, mode, causal, window = plan
+                                        assert min(window) >= -1 and 0 <= q0 < q1 <= c and 0 <= k0 < k1 <= c, plan
+                                        blk = _sfa_window_rule(q1 - q0, k1 - k0, mode, causal, window)
+                                        got[qc * c + q0:qc * c + q1, kc * c + k0:kc * c + k1] |= blk
+                        assert torch.equal(got, want), f"R={R} {layout} c={c} window ({left}, {right}): the pairs " \
+                            f"see {int(got.sum())} (query, key) pairs, the window {int(want.sum())}, " \
+                            f"{int((got != want).sum())} differ"
+                        cases += 1
+    print(f"      {cases} (R, layout, chunk, window) cases")
 
 
 @test()
