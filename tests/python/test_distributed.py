@@ -150,6 +150,9 @@ WINDOWS = (((3, 0), True), ((3, 5), False), ((2, 11), False), ((37, 0), True), (
            ((-1, 2), False), ((5, -1), False), ((0, 0), False))
 
 
+LAYOUTS_OF = ("contiguous", "balanced")
+
+
 def _window_sim(backend):
     ctx, device, D = on(backend)
     with ctx:
@@ -165,9 +168,6 @@ def _window_sim(backend):
             e = _window_case(R, layout, window, causal, D, device, 700 + R, bias_rows, with_mask)
             print(f"      {backend} ring R={R} {layout} window={window} bias={bias_rows} mask={with_mask}: "
                   f"o error {e:.1e}")
-
-
-LAYOUTS_OF = ("contiguous", "balanced")
 
 
 @test()
