@@ -1,19 +1,34 @@
 """distributed.py -- context parallelism with sfa's kernels on torch.distributed:
 sequences longer than one GPU holds, sharded over the ranks of a process group.
 
-ring_attention(q, k, v, *, group=None, causal=False, scale=None)
-    Ring attention (dense, causal or not). Each rank holds a shard of the
-    sequence in the load-balanced layout: the sequence is cut into 2R chunks
-    and rank r holds chunks r and 2R-1-r, concatenated along time
-    (shard_sequence / unshard_sequence convert). The K/V shards travel around
-    the ring (R - 1 exchanges, isend/irecv to the next rank while the current
-    block is computed); each (query chunk, key chunk) pair is one sfa call
-    with its lse (under causality a chunk pair is full, causal on the
-    diagonal, or skipped), and each query chunk's parts are merged by their
-    lse (sfa_merge_attention). The backward runs the ring again with the
-    merged o and lse (so every pair's probabilities are already normalised
-    over all keys): dq stays, dk and dv travel with their K/V block and are
-    back at their owner after the R-th exchange. Differentiable in q, k, v.
+ring_attention(q, k, v, *, group=None, mode="dense", causal=False, scale=None,
+               window=(-1, -1), bias=None, mask=None, layout="balanced")
+    Ring attention, dense (causal or not) or window (a sliding window, with an
+    optional bias or mask), forward and backward. The sequence of length T is
+    cut into equal chunks and each rank holds some of them, concatenated
+    along time (shard_sequence / unshard_sequence convert):
+    - layout "balanced" (the default): 2R chunks, rank r holds chunks r and
+      2R-1-r, which balances causal work;
+    - layout "contiguous": R chunks, rank r holds chunk r (tokens
+      [r T/R, (r + 1) T/R)). A sliding window's work is balanced in either
+      layout; the contiguous one needs fewer exchanges (a causal window
+      shorter than a shard needs only the previous rank's K/V, one step),
+      so it is the layout to use for windows.
+    Each (query chunk, key chunk) pair in which the causal mask or the
+    window lets anything be seen is one sfa call with its lse, on the rows
+    and keys of the pair that see anything, with the window re-aligned to
+    them (_ring.pair_plan; docs/semantics.md); the other pairs are skipped.
+    Each query chunk's parts are merged by their lse (sfa_merge_attention).
+    The K/V shards travel over isend/irecv while the current block is
+    computed, along the ring (to rank r + 1) for the keys before, and for a
+    window that reaches only a few ranks also the other way (to rank r - 1)
+    for the keys after: only as many steps as the window needs, every shard
+    visiting each rank at most once. The backward runs the same schedule
+    with the merged o and lse (so every pair's probabilities are already
+    normalised over all keys): dq stays, the partial dk and dv of a
+    travelling shard follow it one step behind, summed along the way, and
+    go back to the shard's owner at the end. Differentiable in q, k, v (and
+    the bias).
 
 ulysses_attention(q, k, v, *extras, fn=None, group=None, **kwargs)
     DeepSpeed-Ulysses head parallelism, for the modes whose rows are not
@@ -35,6 +50,8 @@ import torch
 import torch.distributed as dist
 
 from . import _api
+from ._args import check_choice, check_scale, check_window
+from ._ring import LAYOUTS, Ring, RingAttention, Spec, chunk_ids, chunks_per_rank
 
 __all__ = ["ring_attention", "ulysses_attention", "shard_sequence", "unshard_sequence", "SimulatedGroup"]
 
@@ -50,191 +67,120 @@ class SimulatedGroup:
 
 # ------------------------------------------------------------------ layouts
 
-def shard_sequence(x, world, dim=2):
-    """The load-balanced shards of x along dim (length divisible by 2 * world):
-    rank r gets chunks r and 2 * world - 1 - r, concatenated. A list of world
-    tensors."""
-    n = x.shape[dim]
-    if n % (2 * world):
-        raise ValueError(f"sfa: sequence length {n} is not divisible by 2 * world = {2 * world}")
-    ch = x.chunk(2 * world, dim)
-    return [torch.cat([ch[r], ch[2 * world - 1 - r]], dim) for r in range(world)]
+def shard_sequence(x, world, dim=2, layout="balanced"):
+    """x's shards along dim for world ranks, a list of world tensors: layout
+    "balanced" cuts x into 2 * world chunks and gives rank r chunks r and
+    2 * world - 1 - r, concatenated (the length must be divisible by
+    2 * world); "contiguous" gives rank r the r-th of world equal pieces."""
+    check_choice("layout", layout, LAYOUTS)
+    n, nc = x.shape[dim], world * chunks_per_rank(layout)
+    if n % nc:
+        raise ValueError(f"sfa: sequence length {n} is not divisible by {'2 * ' if nc != world else ''}world = "
+                         f"{nc} (layout {layout})")
+    ch = x.chunk(nc, dim)
+    return [torch.cat([ch[c] for c in chunk_ids(r, world, layout)], dim) for r in range(world)]
 
 
-def unshard_sequence(shards, dim=2):
-    """The inverse of shard_sequence."""
-    world = len(shards)
-    parts = [None] * (2 * world)
+def unshard_sequence(shards, dim=2, layout="balanced"):
+    """The inverse of shard_sequence (with the same layout)."""
+    check_choice("layout", layout, LAYOUTS)
+    world, per = len(shards), chunks_per_rank(layout)
+    parts = [None] * (world * per)
     for r, s in enumerate(shards):
-        a, b = s.chunk(2, dim)
-        parts[r], parts[2 * world - 1 - r] = a, b
+        for c, piece in zip(chunk_ids(r, world, layout), s.chunk(per, dim)):
+            parts[c] = piece
     return torch.cat(parts, dim)
 
 
-# ------------------------------------------------------------------ communication
-
-class _Ring:
-    """The ring's exchange: every rank sends its block to the next rank and
-    receives the previous rank's. `ranks` lists the ranks this process plays
-    (one for a process group, all for a SimulatedGroup); blocks are per-rank
-    tuples of tensors."""
-
-    def __init__(self, group):
-        self.sim = isinstance(group, SimulatedGroup)
-        if self.sim:
-            self.world, self.ranks = group.size, list(range(group.size))
-        else:
-            if not dist.is_available() or not dist.is_initialized():
-                raise RuntimeError("sfa: ring_attention needs an initialized torch.distributed process group "
-                                   "(or a SimulatedGroup)")
-            self.group = group
-            self.world = dist.get_world_size(group)
-            self.ranks = [dist.get_rank(group)]
-        self.pending = None
-
-    def start(self, blocks):
-        """Starts sending blocks (one tuple per played rank) along the ring."""
-        if self.sim:
-            self.pending = [blocks[(i - 1) % self.world] for i in range(self.world)]
-            return
-        (blk,) = blocks
-        rank = self.ranks[0]
-        nxt, prv = (rank + 1) % self.world, (rank - 1) % self.world
-        g = self.group
-        nxt_g = dist.get_global_rank(g, nxt) if g is not None else nxt
-        prv_g = dist.get_global_rank(g, prv) if g is not None else prv
-        recv = tuple(torch.empty_like(t) for t in blk)
-        ops = [dist.P2POp(dist.isend, t.contiguous(), nxt_g, g) for t in blk]
-        ops += [dist.P2POp(dist.irecv, t, prv_g, g) for t in recv]
-        self.pending = (dist.batch_isend_irecv(ops), recv)
-
-    def finish(self):
-        """The blocks started by start, received (one tuple per played rank)."""
-        if self.sim:
-            out, self.pending = self.pending, None
-            return out
-        reqs, recv = self.pending
-        for r in reqs:
-            r.wait()
-        self.pending = None
-        return [recv]
-
-
-def _chunk_ids(rank, world):
-    return (rank, 2 * world - 1 - rank)
-
-
-def _pair(qc, kc, causal):
-    """How query chunk qc sees key chunk kc: None (not at all), False (every
-    key) or True (causally: the diagonal chunk)."""
-    if not causal or kc < qc:
-        return False
-    return True if kc == qc else None
-
-
-# ------------------------------------------------------------------ ring attention
-
-def _ring_forward(ring, qs, ks, vs, causal, scale):
-    """Per played rank: (o, lse) of its query shard over the whole sequence."""
-    world = ring.world
-    parts = [[[], []] for _ in ring.ranks]  # [rank][query chunk] -> [(o, lse)]
-    blocks = [(k, v) for k, v in zip(ks, vs)]
-    for step in range(world):
-        if step + 1 < world:
-            ring.start(blocks)  # the next block travels while this one is computed
-        for i, rank in enumerate(ring.ranks):
-            src = (rank - step) % world
-            qch = qs[i].chunk(2, 2)
-            kch, vch = blocks[i][0].chunk(2, 2), blocks[i][1].chunk(2, 2)
-            for a, qc in enumerate(_chunk_ids(rank, world)):
-                for b, kc in enumerate(_chunk_ids(src, world)):
-                    how = _pair(qc, kc, causal)
-                    if how is None:
-                        continue
-                    o, lse = _api.forward(qch[a], kch[b], vch[b], causal=how, scale=scale, return_lse=True)
-                    parts[i][a].append((o, lse))
-        if step + 1 < world:
-            blocks = ring.finish()
-    outs, lses = [], []
-    for i in range(len(ring.ranks)):
-        o2, l2 = [], []
-        for a in range(2):
-            os_, ls_ = zip(*parts[i][a])  # every query chunk sees at least its own chunk
-            o, lse = _api.merge_attention(list(os_), list(ls_))
-            o2.append(o)
-            l2.append(lse)
-        outs.append(torch.cat(o2, 2))
-        lses.append(torch.cat(l2, 2))
-    return outs, lses
-
-
-def _ring_backward(ring, qs, ks, vs, os_, lses, douts, causal, scale):
-    """Per played rank: (dq, dk, dv) of its shards."""
-    world = ring.world
-    dqs = [torch.zeros(q.shape, dtype=torch.float32, device=q.device) for q in qs]
-    blocks = [(k, v, torch.zeros(k.shape, dtype=torch.float32, device=k.device),
-               torch.zeros(v.shape, dtype=torch.float32, device=v.device)) for k, v in zip(ks, vs)]
-    for step in range(world):
-        for i, rank in enumerate(ring.ranks):
-            src = (rank - step) % world
-            k, v, dk, dv = blocks[i]
-            qch, och, lch, dch = (t.chunk(2, 2) for t in (qs[i], os_[i], lses[i], douts[i]))
-            kch, vch = k.chunk(2, 2), v.chunk(2, 2)
-            dqch, dkch, dvch = dqs[i].chunk(2, 2), dk.chunk(2, 2), dv.chunk(2, 2)
-            for a, qc in enumerate(_chunk_ids(rank, world)):
-                for b, kc in enumerate(_chunk_ids(src, world)):
-                    how = _pair(qc, kc, causal)
-                    if how is None:
-                        continue
-                    # with the merged o and lse, P is normalised over all keys
-                    dq, dkp, dvp, _ = _api.backward(qch[a], kch[b], vch[b], och[a], lch[a], dch[a],
-                                                    causal=how, scale=scale)
-                    dqch[a].add_(dq.float())
-                    dkch[b].add_(dkp.float())
-                    dvch[b].add_(dvp.float())
-        # every block moves on, the last time back to its owner with its dk, dv
-        ring.start(blocks)
-        blocks = ring.finish()
-    return ([dq.to(q.dtype) for dq, q in zip(dqs, qs)],
-            [b[2].to(k.dtype) for b, k in zip(blocks, ks)],
-            [b[3].to(v.dtype) for b, v in zip(blocks, vs)])
-
-
-class _RingAttention(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, ring, causal, scale, n, *tensors):
-        qs, ks, vs = tensors[:n], tensors[n:2 * n], tensors[2 * n:]
-        outs, lses = _ring_forward(ring, qs, ks, vs, causal, scale)
-        ctx.save_for_backward(*qs, *ks, *vs, *outs, *lses)
-        ctx.ring, ctx.causal, ctx.scale, ctx.n = ring, causal, scale, n
-        return tuple(outs)
-
-    @staticmethod
-    def backward(ctx, *douts):
-        n = ctx.n
-        t = ctx.saved_tensors
-        qs, ks, vs, outs, lses = t[:n], t[n:2 * n], t[2 * n:3 * n], t[3 * n:4 * n], t[4 * n:]
-        douts = [d if d is not None else torch.zeros_like(o) for d, o in zip(douts, outs)]
-        dqs, dks, dvs = _ring_backward(ctx.ring, qs, ks, vs, outs, lses, douts, ctx.causal, ctx.scale)
-        return (None, None, None, None, *dqs, *dks, *dvs)
-
-
-def ring_attention(q, k, v, *, group=None, causal=False, scale=None):
-    """Attention of this rank's query shard over the whole sequence, the K/V
-    shards passed around the ring (see the module's text). q [B, Hq, T/R, D],
-    k, v [B, Hkv, T/R, D]: the load-balanced shards (shard_sequence), T/R even;
-    returns o like q, differentiable. With a SimulatedGroup(R): lists of R
-    shards in, a list of R outputs out."""
-    ring = _Ring(group)
-    qs, ks, vs = (list(x) if ring.sim else [x] for x in (q, k, v))
-    for name, xs in (("q", qs), ("k", ks), ("v", vs)):
+def _check_shards(ring, named, layout):
+    """Lists of per-rank shards of one length, as the layout splits."""
+    per = chunks_per_rank(layout)
+    tlen = None
+    for name, xs in named:
         if len(xs) != len(ring.ranks):
             raise ValueError(f"sfa: {name}: {len(xs)} shards for {len(ring.ranks)} ranks")
         for x in xs:
-            if x.dim() != 4 or x.shape[2] % 2:
-                raise ValueError(f"sfa: {name} shard has shape {tuple(x.shape)}; must be [B, H, T/R, D] with T/R "
-                                 "even (two chunks of the load-balanced layout)")
-    outs = _RingAttention.apply(ring, bool(causal), scale, len(qs), *qs, *ks, *vs)
+            if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[2] % per or x.shape[2] == 0:
+                what = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+                raise ValueError(f"sfa: {name} shard has shape {what}; must be [B, H, T/R, D] with T/R "
+                                 + ("even (two chunks of the balanced layout)" if per == 2 else "> 0"))
+            if tlen is None:
+                tlen = x.shape[2]
+            elif x.shape[2] != tlen:
+                raise ValueError(f"sfa: {name} shard has {x.shape[2]} positions but q's have {tlen}; every shard "
+                                 "of q, k and v has the same length T/R")
+    return tlen
+
+
+def _check_block(name, xs, tlen, world):
+    """A per-rank bias or mask: [B|1, H, T/R|1, T], rows the rank's own."""
+    for x in xs:
+        if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[2] not in (1, tlen) \
+                or x.shape[3] != tlen * world:
+            what = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"sfa: {name} has shape {what}; ring_attention takes each rank's rows of the "
+                             f"whole sequence's {name}, [B|1, H, T/R|1, T] = [.., {tlen}|1, {tlen * world}] "
+                             "(rows in the shard's order, keys in the sequence's)")
+
+
+def ring_attention(q, k, v, *, group=None, mode="dense", causal=False, scale=None, window=(-1, -1), bias=None,
+                   mask=None, layout="balanced"):
+    """Attention of this rank's query shard over the whole sequence, the K/V
+    shards passed around the ring (see the module's text): the result of
+    sfa.attention on the unsharded tensors (Tq = Tk = T, so causal and the
+    window are the ordinary ones), sharded alike.
+
+    q [B, Hq, T/R, D], k, v [B, Hkv, T/R, D]: this rank's shards in the
+    given layout (shard_sequence with the same layout): "balanced" (rank r
+    holds chunks r and 2R-1-r of 2R; T/R even; best for dense causal) or
+    "contiguous" (rank r holds the r-th of R pieces; best for a window).
+    mode "dense" (causal or not) or "window": window=(left, right), -1
+    unbounded, query i sees key j iff i - left <= j <= i + right (causal
+    makes right 0), as sfa.attention's window mode; the shards travel only
+    as far as the window reaches, and pairs outside it are not computed.
+    scale: None = 1/sqrt(D), else > 0. Window mode also takes
+    this rank's rows of the sequence's bias (q's dtype) or mask (bool/uint8,
+    True = attend): [B|1, H, T/R|1, T], the rows in the shard's order and
+    every key of the sequence in its own order; the bias gets a gradient
+    when it requires grad. Other modes: ulysses_attention. Returns o like
+    q, differentiable. With a SimulatedGroup(R): lists of R shards (and
+    biases, masks) in, a list of R outputs out."""
+    check_choice("mode", mode, ("dense", "window"))
+    check_choice("layout", layout, LAYOUTS)
+    left, right = check_window(window)
+    scale = check_scale(scale)
+    if mode == "dense" and ((left, right) != (-1, -1) or bias is not None or mask is not None):
+        raise ValueError("sfa: window, bias and mask apply to mode='window' (ring_attention in mode "
+                         "'dense' got one)")
+    if mode == "dense":
+        right = 0 if causal else -1
+    elif causal:
+        right = 0
+    ring = Ring(group, isinstance(group, SimulatedGroup))
+
+    def wrap(x, name):
+        if not ring.sim:
+            return [x]
+        if not isinstance(x, (list, tuple)):
+            raise ValueError(f"sfa: {name}: with a SimulatedGroup, a list of the ranks' shards (not "
+                             f"{type(x).__name__})")
+        return list(x)
+
+    qs, ks, vs = wrap(q, "q"), wrap(k, "k"), wrap(v, "v")
+    tlen = _check_shards(ring, (("q", qs), ("k", ks), ("v", vs)), layout)
+    extra = []
+    for name, x in (("bias", bias), ("mask", mask)):
+        if x is not None:
+            xs = wrap(x, name)
+            if len(xs) != len(ring.ranks):
+                raise ValueError(f"sfa: {name}: {len(xs)} shards for {len(ring.ranks)} ranks")
+            _check_block(name, xs, tlen, ring.world)
+            if name == "mask" and any(m.dtype not in (torch.bool, torch.uint8) for m in xs):
+                raise ValueError("sfa: mask: dtype must be torch.bool or torch.uint8 (True/1 = attend)")
+            extra += xs
+    spec = Spec(ring.world, layout, tlen // chunks_per_rank(layout), left, right,
+                bias is not None or mask is not None, scale)
+    outs = RingAttention.apply(ring, spec, len(qs), bias is not None, mask is not None, *qs, *ks, *vs, *extra)
     return list(outs) if ring.sim else outs[0]
 
 
