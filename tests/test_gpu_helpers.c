@@ -524,6 +524,31 @@ static int kv_cmp(const void *a, const void *b) {
   return x->j - y->j;
 }
 
+/* The expected mask row of query i (of tq) at ix (its last index, `last`,
+** set here): columns [0, ncols) 0, then 1 for the w largest non-NaN biases
+** among the allowed keys of [0, tk) (causal: j <= i + tk - tq). row: ncols
+** entries of scratch. */
+static void expect_topk_row(dtensor *bias, dtensor *mask, int64_t *ix, int last, int64_t ncols,
+                            int64_t i, int64_t tq, int64_t tk, int causal, int w, kv *row) {
+  int64_t n = tk;
+  if (causal) {
+    n = i + tk - tq + 1;
+    n = n < 0 ? 0 : n > tk ? tk : n;
+  }
+  int m = 0;
+  for (int64_t j = 0; j < ncols; j++) {
+    ix[last] = j;
+    *(uint8_t *)dt_expect_at(mask, ix) = 0;
+    float v = bias_value(bias, dt_at(bias, ix));
+    if (j < n && !isnan(v)) row[m].v = v, row[m].j = (int)j, m++;
+  }
+  qsort(row, (size_t)m, sizeof *row, kv_cmp);
+  for (int q = 0; q < m && q < w; q++) {
+    ix[last] = row[q].j;
+    *(uint8_t *)dt_expect_at(mask, ix) = 1;
+  }
+}
+
 static void run_topk_case(const tcase *c) {
   char desc[256];
   tdesc(c, desc, sizeof desc);
@@ -549,23 +574,8 @@ static void run_topk_case(const tcase *c) {
   for (int64_t b = 0; b < B; b++)
     for (int64_t h = 0; h < H; h++)
       for (int64_t i = 0; i < Tq; i++) {
-        int64_t n = Tk;
-        if (c->causal) {
-          n = i + Tk - Tq + 1;
-          n = n < 0 ? 0 : n > Tk ? Tk : n;
-        }
-        int m = 0;
-        for (int64_t j = 0; j < Tk; j++) {
-          int64_t ix[4] = {b, h, i, j};
-          *(uint8_t *)dt_expect_at(&mask, ix) = 0;
-          float v = bias_value(&bias, dt_at(&bias, ix));
-          if (j < n && !isnan(v)) row[m].v = v, row[m].j = (int)j, m++;
-        }
-        qsort(row, (size_t)m, sizeof *row, kv_cmp);
-        for (int q = 0; q < m && q < c->w; q++) {
-          int64_t ix[4] = {b, h, i, row[q].j};
-          *(uint8_t *)dt_expect_at(&mask, ix) = 1;
-        }
+        int64_t ix[4] = {b, h, i, 0};
+        expect_topk_row(&bias, &mask, ix, 3, Tk, i, Tq, Tk, c->causal, c->w, row);
       }
   free(row);
   SFA_OK_OR_ABORT(sfa_topk_mask(ctx, &bias.t, c->w, c->causal, &mask.t, NULL), desc);
@@ -824,24 +834,8 @@ static void run_topk_varlen_case(const int *lq, const int *lk, int B, int H, int
   for (int64_t h = 0; h < H; h++)
     for (int b = 0; b < B; b++)
       for (int64_t i = 0; i < lq[b]; i++) {
-        const int64_t r = cq[b] + i;
-        int64_t n = lk[b];
-        if (causal) {
-          n = i + lk[b] - lq[b] + 1;
-          n = n < 0 ? 0 : n > lk[b] ? lk[b] : n;
-        }
-        int m = 0;
-        for (int64_t j = 0; j < K; j++) {
-          int64_t ix[3] = {h, r, j};
-          *(uint8_t *)dt_expect_at(&mask, ix) = 0;
-          float v = bias_value(&bias, dt_at(&bias, ix));
-          if (j < n && !isnan(v)) row[m].v = v, row[m].j = (int)j, m++;
-        }
-        qsort(row, (size_t)m, sizeof *row, kv_cmp);
-        for (int q = 0; q < m && q < w; q++) {
-          int64_t ix[3] = {h, r, row[q].j};
-          *(uint8_t *)dt_expect_at(&mask, ix) = 1;
-        }
+        int64_t ix[3] = {h, cq[b] + i, 0};
+        expect_topk_row(&bias, &mask, ix, 2, K, i, lq[b], lk[b], causal, w, row);
       }
   free(row);
   SFA_OK_OR_ABORT(sfa_topk_mask_varlen(ctx, &dcq.t, &dck.t, &bias.t, w, causal, &mask.t, NULL),
@@ -889,8 +883,8 @@ START_TEST(varlen_helpers_survive_wrong_cu_seqlens) {
   dt_init(&o, SFA_DTYPE_BF16, 3, sx, 0, NULL, 0, 0);
   dt_init(&bias, SFA_DTYPE_BF16, 3, sb, 0, NULL, 0, 0x3F);
   dt_init(&mask, SFA_DTYPE_UINT8, 3, sb, 0, mst, 0, 0xEE);
-  dt_upload(&cu), dt_upload(&bucket), dt_upload(&idx), dt_upload(&x), dt_upload(&bias);
-  dt_upload(&mask);
+  dt_upload(&cu), dt_upload(&bucket), dt_upload(&idx), dt_upload(&hash), dt_upload(&x);
+  dt_upload(&xs), dt_upload(&o), dt_upload(&bias), dt_upload(&mask);
   SFA_OK_OR_ABORT(sfa_hash_prepare_varlen(ctx, &cu.t, &bucket.t, 4, &x.t, &xs.t, NULL, NULL,
                                           &idx.t, &hash.t, NULL),
                   "prepare");
