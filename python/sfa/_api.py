@@ -320,7 +320,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
 
 # ------------------------------------------------------------------ sparse helpers
 
-def hash_prepare(bucket, num_buckets, x, x2=None, cu_seqlens=None):
+def hash_prepare(bucket, num_buckets, x, x2=None, *, cu_seqlens=None):
     """Sort x [B,H,T,D] (and x2 alike) by (bucket, position) per (b, h).
     Returns (x_sorted, x2_sorted or None, idx, hash) as mode "hash" expects.
     x may be None: then only idx and hash are made (x_sorted is None).
@@ -338,7 +338,7 @@ def hash_prepare(bucket, num_buckets, x, x2=None, cu_seqlens=None):
     return (xs if x is not None else None), (x2s if x2 is not None else None), idx, hsh
 
 
-def hash_unsort(o_sorted, idx, out=None, cu_seqlens=None):
+def hash_unsort(o_sorted, idx, out=None, *, cu_seqlens=None):
     """o[b, h, idx[b, h, i]] = o_sorted[b, h, i] (a new tensor, rows that idx
     does not name are 0; or written into out, where they are left as they
     are). Packed sequences (cu_seqlens as hash_prepare's): o_sorted and o
@@ -366,7 +366,7 @@ def _scatter_rows(os_, idx, dim, start=None):
     return torch.zeros_like(os_).scatter(dim, sel.unsqueeze(-1).expand(*sel.shape, os_.shape[-1]), os_)
 
 
-def hash_attention(q, k, v, q_bucket, k_bucket, num_buckets, cu_seqlens_q=None, cu_seqlens_k=None, **kw):
+def hash_attention(q, k, v, q_bucket, k_bucket, num_buckets, *, cu_seqlens_q=None, cu_seqlens_k=None, **kw):
     """Hash-sparse attention from unsorted tensors: sort by (bucket, position),
     attend (mode "hash"), scatter the output back to the original order.
     q [B,Hq,T,D] with q_bucket int32 [B,Hq,T]; k, v [B,Hkv,T,D] with k_bucket
@@ -414,7 +414,7 @@ def hash_attention(q, k, v, q_bucket, k_bucket, num_buckets, cu_seqlens_q=None, 
     return _scatter_rows(attend(qs, ks, vs, qi, ki, qh, kh), qi, dim, qst)
 
 
-def topk_mask(bias, w, causal=True, out=None, cu_seqlens_q=None, cu_seqlens_k=None):
+def topk_mask(bias, w, causal=True, out=None, *, cu_seqlens_q=None, cu_seqlens_k=None):
     """uint8 mask of the w largest-bias allowed keys per query (flash-sparse-attn),
     causal bottom-right aligned. The mask's rows are padded to a multiple of
     16 bytes, as sfa_forward requires (a new tensor, or written into out).
