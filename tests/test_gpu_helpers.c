@@ -21,8 +21,9 @@
 ** Every output is poisoned before the call: each logical element must be
 ** written with the expected value and the bytes around it must keep the
 ** poison. The "perf" case prints timings of the H100 target shapes (no
-** assertion). Without a driver or a device the suite prints "SKIP: <reason>"
-** and exits 77. SFA_TEST_SEED changes the random cases.
+** assertion; also the packed prepare of one 32k sequence among 512s).
+** Without a driver or a device the suite prints "SKIP: <reason>" and exits
+** 77. SFA_TEST_SEED changes the random cases.
 */
 #include <math.h>
 #include <stdint.h>
@@ -1156,6 +1157,58 @@ START_TEST(perf) {
   }
   for (int i = 0; i < 12; i++) drv->cuMemFree(p[i]);
   drv->cuMemFree(khp);
+
+  /* packed: one 32k sequence and fifteen of 512 (H = 16, D = 128, bf16, 16
+  ** buckets), prepare of q, against the fixed-length call on a batch of the
+  ** same total as one sequence: the sort's one CTA per (sequence, head). */
+  {
+    int lens[16];
+    for (int b = 0; b < 16; b++) lens[b] = b == 0 ? 32768 : 512;
+    dtensor cu;
+    int32_t *hcu;
+    upload_cu(&cu, lens, 16, &hcu);
+    const int64_t tot = hcu[16];
+    int64_t sb[2] = {H, tot}, sx[3] = {tot, H, D};
+    CUdeviceptr q[5];
+    const size_t bx = (size_t)(tot * H * D) * 2, bi = (size_t)(tot * H) * 4;
+    for (int i = 0; i < 5; i++) CU(drv->cuMemAlloc(&q[i], i < 2 ? bx : bi));
+    CU(drv->cuMemsetD8(q[0], 0x11, bx));
+    int32_t *hb2 = malloc(bi);
+    ck_assert_ptr_nonnull(hb2);
+    for (size_t i = 0; i < bi / 4; i++) hb2[i] = (int32_t)(tu_rand_u64(&rng) % 16);
+    CU(drv->cuMemcpyHtoD(q[2], hb2, bi));
+    free(hb2);
+    sfa_tensor px, pxs, pb, pi, ph, fx, fxs, fb, fi, fh;
+    sfa_tensor_init(&px, (void *)(uintptr_t)q[0], SFA_DTYPE_BF16, 3, sx);
+    sfa_tensor_init(&pxs, (void *)(uintptr_t)q[1], SFA_DTYPE_BF16, 3, sx);
+    sfa_tensor_init(&pb, (void *)(uintptr_t)q[2], SFA_DTYPE_INT32, 2, sb);
+    sfa_tensor_init(&pi, (void *)(uintptr_t)q[3], SFA_DTYPE_INT32, 2, sb);
+    sfa_tensor_init(&ph, (void *)(uintptr_t)q[4], SFA_DTYPE_INT32, 2, sb);
+    fx = seq_rows(&px, 0, (int)tot), fxs = seq_rows(&pxs, 0, (int)tot);
+    fb = seq_cols(&pb, 0, (int)tot), fi = seq_cols(&pi, 0, (int)tot), fh = seq_cols(&ph, 0, (int)tot);
+    double tv[2][5];
+    for (int r = 0; r < 5; r++) {
+      CU(drv->cuEventRecord(e0, NULL));
+      SFA_OK_OR_ABORT(sfa_hash_prepare_varlen(ctx, &cu.t, &pb, 16, &px, &pxs, NULL, NULL, &pi, &ph,
+                                              NULL),
+                      "packed");
+      CU(drv->cuEventRecord(e1, NULL));
+      tv[0][r] = time_ms(e0, e1);
+      CU(drv->cuEventRecord(e0, NULL));
+      SFA_OK_OR_ABORT(sfa_hash_prepare(ctx, &fb, 16, &fx, &fxs, NULL, NULL, &fi, &fh, NULL),
+                      "fixed");
+      CU(drv->cuEventRecord(e1, NULL));
+      tv[1][r] = time_ms(e0, e1);
+    }
+    qsort(tv[0], 5, sizeof tv[0][0], cmp_double);
+    qsort(tv[1], 5, sizeof tv[1][0], cmp_double);
+    printf("perf: hash_prepare_varlen 32768 + 15 x 512, H=16 D=128 bf16, 16 buckets: %.3f ms; "
+           "fixed length, one sequence of %lld: %.3f ms\n",
+           tv[0][2], (long long)tot, tv[1][2]);
+    for (int i = 0; i < 5; i++) drv->cuMemFree(q[i]);
+    dt_free(&cu);
+    free(hcu);
+  }
   drv->cuEventDestroy(e0);
   drv->cuEventDestroy(e1);
 }
