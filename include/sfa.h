@@ -528,6 +528,65 @@ SFA_API sfa_status sfa_hash_unsort(sfa_context *ctx, const sfa_tensor *o_sorted,
 SFA_API sfa_status sfa_topk_mask(sfa_context *ctx, const sfa_tensor *bias, int w, int causal,
                          const sfa_tensor *mask, void *stream);
 
+/* The sparse helpers on packed variable-length batches, making exactly the
+** index arrays of sfa_forward's packed layout (sfa_extras). cu_seqlens (and
+** cu_seqlens_q / _k) are int32 [B + 1], contiguous, with sfa_extras' prefix-
+** sum contract: sequence b is the rows [cu_seqlens[b], cu_seqlens[b + 1]);
+** sequences may be empty. Their VALUES are read on the device only (nothing
+** is synchronized; the calls can be captured in a graph) and are not checked:
+** wrong values give wrong output, never an access out of bounds (entries are
+** clamped to [0, total], a sequence's end to at least its start; a row that
+** then lies in no sequence is not written, or, in sfa_topk_mask_varlen, gets
+** a row of zeros). sfa_check_indices checks such arrays. */
+
+/* sfa_hash_prepare per sequence: for each (sequence b, head h) a stable sort
+** of the sequence's tokens by (bucket, position), positions counted from the
+** sequence's start, so that idx and hash are q_idx / q_hash (or k_idx /
+** k_hash) of sfa_forward's packed hash mode:
+**   idx[h, s + i]      = the position within the sequence of its i-th sorted
+**                        token (s = cu_seqlens[b], 0 <= i < its length),
+**   hash[h, s + i]     = its bucket (INT32_MAX for one outside
+**                        [0, num_buckets), sorted last as in sfa_hash_prepare),
+**   x_sorted[s + i, h] = x[s + idx[h, s + i], h], x2_sorted likewise.
+**   bucket     int32 [H, total];
+**   x, x_sorted    [total, H, D] (q's packed layout), or both NULL;
+**   x2, x2_sorted  [total, H, D2], or both NULL;
+**   idx, hash  int32 [H, total] outputs.
+** total <= 2^30, B * H < 2^31; every other rule (dtypes, strides, overlaps)
+** as sfa_hash_prepare's. One sort CTA per (sequence, head): a long sequence
+** gets the block's warps, a short one a warp per 64 tokens. */
+SFA_API sfa_status sfa_hash_prepare_varlen(sfa_context *ctx, const sfa_tensor *cu_seqlens,
+                                           const sfa_tensor *bucket, int num_buckets,
+                                           const sfa_tensor *x, const sfa_tensor *x_sorted,
+                                           const sfa_tensor *x2, const sfa_tensor *x2_sorted,
+                                           const sfa_tensor *idx, const sfa_tensor *hash,
+                                           void *stream);
+
+/* The inverse of sfa_hash_prepare_varlen: o[s + idx[h, r], h] = o_sorted[r, h]
+** for every row r of sequence b (s = cu_seqlens[b]) with 0 <= idx[h, r] <
+** the sequence's length; other rows of o are left as they are. o_sorted and
+** o [total, H, D] (one dtype), idx int32 [H, total]; rules as
+** sfa_hash_unsort's. */
+SFA_API sfa_status sfa_hash_unsort_varlen(sfa_context *ctx, const sfa_tensor *cu_seqlens,
+                                          const sfa_tensor *o_sorted, const sfa_tensor *idx,
+                                          const sfa_tensor *o, void *stream);
+
+/* sfa_topk_mask per sequence, on the packed bias layout of window mode:
+**   bias  [Hb, total_q, Kmax] (fp16, bf16 or fp32; strides >= 0, the last
+**         dimension contiguous): row r of query sequence b has its keys in
+**         the columns [0, len_k) (key position j within sequence b at column
+**         j), len_k = cu_seqlens_k[b + 1] - cu_seqlens_k[b]; Kmax >= the
+**         longest len_k (a longer sequence counts only its first Kmax keys).
+**   mask  uint8 [Hb, total_q, Kmax], alignment as sfa_topk_mask's mask.
+** Per row: the w largest allowed keys of [0, len_k), as sfa_topk_mask; with
+** causal 1 the keys j <= i + len_k - len_q (i the row within its sequence).
+** Every column [0, Kmax) of the mask is written: the columns [len_k, Kmax)
+** get 0, so a consumer may read whole rows. total_q, Kmax <= 2^30. */
+SFA_API sfa_status sfa_topk_mask_varlen(sfa_context *ctx, const sfa_tensor *cu_seqlens_q,
+                                        const sfa_tensor *cu_seqlens_k, const sfa_tensor *bias,
+                                        int w, int causal, const sfa_tensor *mask,
+                                        void *stream);
+
 /* ---------------------------------------------------------------- merging partial attentions */
 
 /* Merges N partial attentions of the same queries over disjoint key sets (the

@@ -5,13 +5,17 @@
 ** the stable counting sort (one CTA per (batch, head)) and one row gather per
 ** tensor; unsort launches one row scatter. Blocks, grid rules and the launch
 ** constants (histogram budget, vectors per tile) are the kernels' variant
-** descriptors' (gen/variant.c).
+** descriptors' (gen/variant.c). The packed calls (sfa_hash_prepare_varlen,
+** sfa_hash_unsort_varlen) check what their layouts change, then run the
+** same checks and kernels on the views [1, H, total(, D)], with cu_seqlens
+** in the argument blocks: one sort CTA per (sequence, head).
 */
 #include <stdio.h>
 #include <string.h>
 
 #include "runtime/util.h"
 #include "runtime/validate.h"
+#include "runtime/varlen.h"
 
 static const unsigned ROW_DTYPES =
     SFA__DTYPES(SFA_DTYPE_FP16) | SFA__DTYPES(SFA_DTYPE_BF16) | SFA__DTYPES(SFA_DTYPE_FP32);
@@ -131,7 +135,7 @@ static sfa_status validate_unsort(sfa_context *ctx, const sfa_tensor *os, const 
 ** outside [0, limit) are skipped. */
 static sfa_status launch_permute(sfa_context *ctx, const sfa_kernel *k, const sfa_tensor *src,
                                  const sfa_tensor *dst, const sfa_tensor *idx, int scatter,
-                                 void *stream) {
+                                 const sfa_tensor *cu, void *stream) {
   const int64_t es = (int64_t)sfa__dtype_size(src->dtype);
   const int64_t rowbytes = src->shape[3] * es;
   const sfa_tensor *rows_of = scatter ? src : dst, *limit_of = scatter ? dst : src;
@@ -166,20 +170,21 @@ static sfa_status launch_permute(sfa_context *ctx, const sfa_kernel *k, const sf
   a.tiles_per_bh = (a.rows + a.rows_per_tile - 1) / a.rows_per_tile;
   a.tiles = src->shape[0] * src->shape[1] * a.tiles_per_bh;
   a.scatter = scatter;
+  if (cu) a.cu = (uint64_t)(uintptr_t)cu->data, a.batch = (int32_t)(cu->shape[0] - 1);
   const sfa__grid_dims dims = {.items = a.tiles}; /* grid-stride past max_x CTAs */
   unsigned g[3];
   sfa__grid_size(&k->var.grid, &dims, g);
   return sfa__util_launch(ctx, k->fn, "permute", g[0], (unsigned)k->var.threads, 0, stream, &a);
 }
 
-sfa_status sfa_hash_prepare(sfa_context *ctx, const sfa_tensor *bucket, int num_buckets,
-                            const sfa_tensor *x, const sfa_tensor *x_sorted,
-                            const sfa_tensor *x2, const sfa_tensor *x2_sorted,
-                            const sfa_tensor *idx, const sfa_tensor *hash, void *stream) {
-  if (!ctx) return SFA_ERR_INVALID_ARGUMENT;
-  sfa_status st = validate_prepare(ctx, bucket, num_buckets, x, x_sorted, x2, x2_sorted, idx,
-                                   hash);
-  if (st != SFA_OK) return st;
+/* The launches of a validated prepare; cu NULL for a fixed-length batch, else
+** the tensors are the packed ones' views [1, H, total(, D)] and the sort runs
+** one CTA per (sequence, head). */
+static sfa_status prepare(sfa_context *ctx, const sfa_tensor *bucket, int num_buckets,
+                          const sfa_tensor *x, const sfa_tensor *x_sorted, const sfa_tensor *x2,
+                          const sfa_tensor *x2_sorted, const sfa_tensor *idx,
+                          const sfa_tensor *hash, const sfa_tensor *cu, void *stream) {
+  sfa_status st;
   sfa__device dev;
   sfa_kernel *sort, *perm = NULL;
   if ((st = sfa__bind(ctx, &dev)) != SFA_OK ||
@@ -203,23 +208,39 @@ sfa_status sfa_hash_prepare(sfa_context *ctx, const sfa_tensor *bucket, int num_
   a.heads = (int32_t)bucket->shape[1];
   a.t = (int32_t)bucket->shape[2];
   a.nb = num_buckets;
+  const int64_t groups = cu ? cu->shape[0] - 1 : bucket->shape[0]; /* sequences or batches */
+  if (cu) a.cu = (uint64_t)(uintptr_t)cu->data, a.batch = (int32_t)groups;
   /* As many warps (segments) as the histograms' shared memory allows, up to
-  ** the kernel's block, and no more than one per min_warp_items tokens. */
+  ** the kernel's block, and no more than one per min_warp_items tokens (of
+  ** the total when packed: the kernel idles those a short sequence does not
+  ** need). */
   const sfa__variant *v = &sort->var;
   const int64_t table = ((int64_t)num_buckets + 1) * 4, per = v->util.min_warp_items;
   int64_t warps = (int64_t)v->util.smem_max / table;
   if (warps > v->warps) warps = v->warps;
   if (warps > (a.t + per - 1) / per) warps = (a.t + per - 1) / per;
   if (warps < 1) warps = 1;
-  const sfa__grid_dims dims = {.items = bucket->shape[0] * bucket->shape[1]};
+  const sfa__grid_dims dims = {.items = groups * bucket->shape[1]};
   unsigned g[3];
   sfa__grid_size(&v->grid, &dims, g);
   if ((st = sfa__util_launch(ctx, sort->fn, "hash_sort", g[0], (unsigned)(32 * warps),
                              (unsigned)(warps * table), stream, &a)) != SFA_OK)
     return st;
-  if (x && (st = launch_permute(ctx, perm, x, x_sorted, idx, 0, stream)) != SFA_OK) return st;
-  if (x2 && (st = launch_permute(ctx, perm, x2, x2_sorted, idx, 0, stream)) != SFA_OK) return st;
+  if (x && (st = launch_permute(ctx, perm, x, x_sorted, idx, 0, cu, stream)) != SFA_OK) return st;
+  if (x2 && (st = launch_permute(ctx, perm, x2, x2_sorted, idx, 0, cu, stream)) != SFA_OK)
+    return st;
   return SFA_OK;
+}
+
+sfa_status sfa_hash_prepare(sfa_context *ctx, const sfa_tensor *bucket, int num_buckets,
+                            const sfa_tensor *x, const sfa_tensor *x_sorted,
+                            const sfa_tensor *x2, const sfa_tensor *x2_sorted,
+                            const sfa_tensor *idx, const sfa_tensor *hash, void *stream) {
+  if (!ctx) return SFA_ERR_INVALID_ARGUMENT;
+  sfa_status st = validate_prepare(ctx, bucket, num_buckets, x, x_sorted, x2, x2_sorted, idx,
+                                   hash);
+  if (st != SFA_OK) return st;
+  return prepare(ctx, bucket, num_buckets, x, x_sorted, x2, x2_sorted, idx, hash, NULL, stream);
 }
 
 sfa_status sfa_hash_unsort(sfa_context *ctx, const sfa_tensor *o_sorted, const sfa_tensor *idx,
@@ -229,5 +250,96 @@ sfa_status sfa_hash_unsort(sfa_context *ctx, const sfa_tensor *o_sorted, const s
   if (st != SFA_OK) return st;
   sfa_kernel *perm;
   if ((st = sfa__util_begin(ctx, SFA_PASS_PERMUTE, SFA_DTYPE_UINT8, &perm)) != SFA_OK) return st;
-  return launch_permute(ctx, perm, o_sorted, o, idx, 1, stream);
+  return launch_permute(ctx, perm, o_sorted, o, idx, 1, NULL, stream);
+}
+
+/* ------------------------------------------------------------ packed sequences */
+
+/* A packed row tensor [total, H, D] (q's layout) whose total and H are those
+** of ref, an [H, total] array: what the fixed-length checks of its view
+** cannot name. NULL passes (check_pair pairs it). */
+static sfa_status check_packed_rows(sfa_context *ctx, const char *nm, const sfa_tensor *t,
+                                    const char *refnm, const sfa_tensor *ref, int is_output) {
+  if (!t) return SFA_OK;
+  sfa_status st = sfa__util_check(ctx, nm, t, 3, "[total, H, D]", ROW_DTYPES, is_output);
+  if (st != SFA_OK) return st;
+  if (t->shape[0] != ref->shape[1] || t->shape[1] != ref->shape[0])
+    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
+                      "%s: shape [%lld, %lld, %lld] does not match %s [H, total] = [%lld, %lld] "
+                      "(%s is [total, H, D]: total and H must agree)",
+                      nm, (long long)t->shape[0], (long long)t->shape[1], (long long)t->shape[2],
+                      refnm, (long long)ref->shape[0], (long long)ref->shape[1], nm);
+  return SFA_OK;
+}
+
+/* cu_seqlens [B + 1] of a packed call over ref [H, total] (its layout; B * H
+** CTAs fit a grid), and disjoint from the outputs. */
+static sfa_status check_packed_cu(sfa_context *ctx, const sfa_tensor *cu, const char *refnm,
+                                  const sfa_tensor *ref, const char *const *outn,
+                                  const sfa_tensor *const *out, int nout) {
+  sfa_status st = sfa__varlen_check_cu(ctx, "cu_seqlens", cu);
+  if (st != SFA_OK) return st;
+  if ((double)(cu->shape[0] - 1) * (double)ref->shape[0] > 2147483647.0)
+    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
+                      "cu_seqlens: B * H = %lld * %lld (H from %s); must be below 2^31",
+                      (long long)(cu->shape[0] - 1), (long long)ref->shape[0], refnm);
+  for (int i = 0; i < nout; i++)
+    if (out[i] && (st = sfa__util_disjoint(ctx, outn[i], out[i], "cu_seqlens", cu))) return st;
+  return SFA_OK;
+}
+
+sfa_status sfa_hash_prepare_varlen(sfa_context *ctx, const sfa_tensor *cu_seqlens,
+                                   const sfa_tensor *bucket, int num_buckets,
+                                   const sfa_tensor *x, const sfa_tensor *x_sorted,
+                                   const sfa_tensor *x2, const sfa_tensor *x2_sorted,
+                                   const sfa_tensor *idx, const sfa_tensor *hash, void *stream) {
+  if (!ctx) return SFA_ERR_INVALID_ARGUMENT;
+  const unsigned I32 = SFA__DTYPES(SFA_DTYPE_INT32);
+  sfa_status st;
+  if ((st = sfa__util_check(ctx, "bucket", bucket, 2, "[H, total]", I32, 0)) ||
+      (st = sfa__util_check(ctx, "idx", idx, 2, "[H, total]", I32, 1)) ||
+      (st = sfa__util_same_dims(ctx, "idx", idx, "bucket", bucket, 2, "all dimensions")) ||
+      (st = sfa__util_check(ctx, "hash", hash, 2, "[H, total]", I32, 1)) ||
+      (st = sfa__util_same_dims(ctx, "hash", hash, "bucket", bucket, 2, "all dimensions")) ||
+      (st = check_packed_rows(ctx, "x", x, "bucket", bucket, 0)) ||
+      (st = check_packed_rows(ctx, "x_sorted", x_sorted, "bucket", bucket, 1)) ||
+      (st = check_packed_rows(ctx, "x2", x2, "bucket", bucket, 0)) ||
+      (st = check_packed_rows(ctx, "x2_sorted", x2_sorted, "bucket", bucket, 1)))
+    return st;
+  const char *outn[4] = {"idx", "hash", "x_sorted", "x2_sorted"};
+  const sfa_tensor *out[4] = {idx, hash, x_sorted, x2_sorted};
+  if ((st = check_packed_cu(ctx, cu_seqlens, "bucket", bucket, outn, out, 4))) return st;
+  /* The rest (dtypes, pairs, sizes, overlaps) as the fixed-length call of
+  ** one batch of the total length checks it. */
+  sfa_tensor vb, vx, vxs, vx2, vx2s, vi, vh;
+  const sfa_tensor *b1 = sfa__varlen_view_rowwise(bucket, &vb),
+                   *x1 = sfa__varlen_view_rows(x, &vx), *xs1 = sfa__varlen_view_rows(x_sorted, &vxs),
+                   *y1 = sfa__varlen_view_rows(x2, &vx2),
+                   *ys1 = sfa__varlen_view_rows(x2_sorted, &vx2s),
+                   *i1 = sfa__varlen_view_rowwise(idx, &vi), *h1 = sfa__varlen_view_rowwise(hash, &vh);
+  if ((st = validate_prepare(ctx, b1, num_buckets, x1, xs1, y1, ys1, i1, h1))) return st;
+  return prepare(ctx, b1, num_buckets, x1, xs1, y1, ys1, i1, h1, cu_seqlens, stream);
+}
+
+sfa_status sfa_hash_unsort_varlen(sfa_context *ctx, const sfa_tensor *cu_seqlens,
+                                  const sfa_tensor *o_sorted, const sfa_tensor *idx,
+                                  const sfa_tensor *o, void *stream) {
+  if (!ctx) return SFA_ERR_INVALID_ARGUMENT;
+  sfa_status st;
+  if ((st = sfa__util_check(ctx, "idx", idx, 2, "[H, total]", SFA__DTYPES(SFA_DTYPE_INT32), 0)) ||
+      (st = sfa__util_check(ctx, "o_sorted", o_sorted, 3, "[total, H, D]", ROW_DTYPES, 0)) ||
+      (st = check_packed_rows(ctx, "o_sorted", o_sorted, "idx", idx, 0)))
+    return st;
+  if (!o) return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "o: is NULL");
+  if ((st = check_packed_rows(ctx, "o", o, "idx", idx, 1))) return st;
+  const char *outn[1] = {"o"};
+  const sfa_tensor *out[1] = {o};
+  if ((st = check_packed_cu(ctx, cu_seqlens, "idx", idx, outn, out, 1))) return st;
+  sfa_tensor vos, vi, vo;
+  const sfa_tensor *os1 = sfa__varlen_view_rows(o_sorted, &vos),
+                   *i1 = sfa__varlen_view_rowwise(idx, &vi), *o1 = sfa__varlen_view_rows(o, &vo);
+  if ((st = validate_unsort(ctx, os1, i1, o1))) return st;
+  sfa_kernel *perm;
+  if ((st = sfa__util_begin(ctx, SFA_PASS_PERMUTE, SFA_DTYPE_UINT8, &perm)) != SFA_OK) return st;
+  return launch_permute(ctx, perm, os1, o1, i1, 1, cu_seqlens, stream);
 }

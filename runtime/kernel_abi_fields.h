@@ -263,7 +263,10 @@
   F(X, i32, heads, "H, T and the number of buckets")                            \
   F(X, i32, t, "")                                                              \
   F(X, i32, nb, "")                                                             \
-  F(X, i32, pad, "")
+  F(X, i32, pad, "")                                                            \
+  F(X, u64, cu, "packed: int32 [batch + 1] prefix sums (0: fixed length)")      \
+  F(X, i32, batch, "packed: the sequences (one CTA per (sequence, head))")      \
+  F(X, i32, pad2, "")
 
 /* templates/util_hash.lt, KERNEL permute. */
 #define SFA_ABI_PERMUTE_ARGS(F, X)                                              \
@@ -287,7 +290,10 @@
   F(X, i32, rows_per_tile, "nvec vectors of vbytes a row; scatter 0 gathers")   \
   F(X, i32, nvec, "")                                                           \
   F(X, i32, vbytes, "")                                                         \
-  F(X, i32, scatter, "")
+  F(X, i32, scatter, "")                                                        \
+  F(X, u64, cu, "packed: int32 [batch + 1] row prefix sums (0: none)")          \
+  F(X, i32, batch, "packed: idx is within each row's sequence")                 \
+  F(X, i32, pad, "")
 
 /* templates/util_topk.lt. */
 #define SFA_ABI_TOPK_ARGS(F, X)                                                 \
@@ -307,7 +313,11 @@
   F(X, i32, causal, "cached: keys in shared memory; vec: 16-byte rows")         \
   F(X, i32, cached, "")                                                         \
   F(X, i32, vec, "")                                                            \
-  F(X, i32, pad, "")
+  F(X, i32, pad, "")                                                            \
+  F(X, u64, cu_rows, "packed: int32 [batch + 1] query and key prefix sums")     \
+  F(X, u64, cu_keys, "(0: fixed length); tk is then Kmax")                      \
+  F(X, i32, batch, "")                                                          \
+  F(X, i32, pad2, "")
 
 /* templates/util_bwd.lt, KERNEL bwd_pre. */
 #define SFA_ABI_BWD_PRE_ARGS(F, X)                                              \

@@ -4,13 +4,15 @@
 ** Validates every argument before the driver is touched, then decides whether
 ** a row's keys fit in shared memory and launches; the histogram's size, the
 ** block and the grid rule are the kernel's variant descriptor's
-** (gen/variant.c).
+** (gen/variant.c). sfa_topk_mask_varlen runs the same kernel on packed
+** rows [Hb, total_q, Kmax], each row's sequence found on the device.
 */
 #include <stdio.h>
 #include <string.h>
 
 #include "runtime/util.h"
 #include "runtime/validate.h"
+#include "runtime/varlen.h"
 
 static sfa_status validate(sfa_context *ctx, const sfa_tensor *bias, int w, int causal,
                            const sfa_tensor *mask) {
@@ -43,11 +45,12 @@ static sfa_status validate(sfa_context *ctx, const sfa_tensor *bias, int w, int 
   return sfa__util_disjoint(ctx, "mask", mask, "bias", bias);
 }
 
-sfa_status sfa_topk_mask(sfa_context *ctx, const sfa_tensor *bias, int w, int causal,
-                         const sfa_tensor *mask, void *stream) {
-  if (!ctx) return SFA_ERR_INVALID_ARGUMENT;
-  sfa_status st = validate(ctx, bias, w, causal, mask);
-  if (st != SFA_OK) return st;
+/* The launch of a validated call; cu_q and cu_k NULL for a fixed-length
+** batch, else bias and mask are the packed ones' views [1, Hb, total_q, Kmax]. */
+static sfa_status launch(sfa_context *ctx, const sfa_tensor *bias, int w, int causal,
+                         const sfa_tensor *mask, const sfa_tensor *cu_q, const sfa_tensor *cu_k,
+                         void *stream) {
+  sfa_status st;
   sfa__device dev;
   sfa_kernel *k;
   const sfa_driver *d;
@@ -73,6 +76,10 @@ sfa_status sfa_topk_mask(sfa_context *ctx, const sfa_tensor *bias, int w, int ca
   a.tk = (int32_t)bias->shape[3];
   a.w = w;
   a.causal = causal;
+  if (cu_q) {
+    a.cu_rows = (uint64_t)(uintptr_t)cu_q->data, a.cu_keys = (uint64_t)(uintptr_t)cu_k->data;
+    a.batch = (int32_t)(cu_q->shape[0] - 1);
+  }
   a.vec = a.bias % 16 == 0 && (a.b_sb * es) % 16 == 0 && (a.b_sh * es) % 16 == 0 &&
           (a.b_sq * es) % 16 == 0;
 
@@ -104,4 +111,62 @@ sfa_status sfa_topk_mask(sfa_context *ctx, const sfa_tensor *bias, int w, int ca
   unsigned g[3];
   sfa__grid_size(&v->grid, &dims, g);
   return sfa__util_launch(ctx, fn, "topk", g[0], block, (unsigned)smem, stream, &a);
+}
+
+sfa_status sfa_topk_mask(sfa_context *ctx, const sfa_tensor *bias, int w, int causal,
+                         const sfa_tensor *mask, void *stream) {
+  if (!ctx) return SFA_ERR_INVALID_ARGUMENT;
+  sfa_status st = validate(ctx, bias, w, causal, mask);
+  if (st != SFA_OK) return st;
+  return launch(ctx, bias, w, causal, mask, NULL, NULL, stream);
+}
+
+/* [Hb, total_q, Kmax] as [1, Hb, total_q, Kmax] (the same memory). */
+static const sfa_tensor *view_batch1(const sfa_tensor *t, sfa_tensor *out) {
+  *out = *t;
+  out->rank = 4;
+  for (int i = 3; i > 0; i--) out->shape[i] = t->shape[i - 1], out->strides[i] = t->strides[i - 1];
+  out->shape[0] = 1, out->strides[0] = 0;
+  return out;
+}
+
+sfa_status sfa_topk_mask_varlen(sfa_context *ctx, const sfa_tensor *cu_seqlens_q,
+                                const sfa_tensor *cu_seqlens_k, const sfa_tensor *bias, int w,
+                                int causal, const sfa_tensor *mask, void *stream) {
+  if (!ctx) return SFA_ERR_INVALID_ARGUMENT;
+  const sfa_status bad = SFA_ERR_INVALID_ARGUMENT;
+  const unsigned dts =
+      SFA__DTYPES(SFA_DTYPE_FP16) | SFA__DTYPES(SFA_DTYPE_BF16) | SFA__DTYPES(SFA_DTYPE_FP32);
+  sfa_status st;
+  if ((st = sfa__varlen_check_cu(ctx, "cu_seqlens_q", cu_seqlens_q)) ||
+      (st = sfa__varlen_check_cu(ctx, "cu_seqlens_k", cu_seqlens_k)))
+    return st;
+  if (cu_seqlens_k->shape[0] != cu_seqlens_q->shape[0])
+    return sfa__error(ctx, bad,
+                      "cu_seqlens_k: shape [%lld] but cu_seqlens_q's is [%lld]; both are [B + 1] "
+                      "for the same B sequences",
+                      (long long)cu_seqlens_k->shape[0], (long long)cu_seqlens_q->shape[0]);
+  if ((st = sfa__util_check(ctx, "bias", bias, 3, "[Hb, total_q, Kmax]", dts, 0))) return st;
+  if (bias->shape[1] > SFA__UTIL_MAX_T)
+    return sfa__error(ctx, bad, "bias: total_q = %lld (shape[1]); must be at most 2^30",
+                      (long long)bias->shape[1]);
+  if (bias->shape[2] > SFA__UTIL_MAX_T)
+    return sfa__error(ctx, bad, "bias: Kmax = %lld (shape[2]); must be at most 2^30",
+                      (long long)bias->shape[2]);
+  if ((st = sfa__util_check(ctx, "mask", mask, 3, "[Hb, total_q, Kmax]",
+                            SFA__DTYPES(SFA_DTYPE_UINT8), 1)) ||
+      (st = sfa__util_same_dims(ctx, "mask", mask, "bias", bias, 3, "all dimensions")) ||
+      (st = sfa__util_disjoint(ctx, "mask", mask, "cu_seqlens_q", cu_seqlens_q)) ||
+      (st = sfa__util_disjoint(ctx, "mask", mask, "cu_seqlens_k", cu_seqlens_k)))
+    return st;
+  for (int i = 0; i < 2; i++) /* named in the caller's dims (the view's shift by one) */
+    if (sfa__eff_stride(mask, i) % 16 != 0)
+      return sfa__error(ctx, bad,
+                        "mask: stride[%d] is %lld; it must be a multiple of 16 (bytes) so that "
+                        "every row is 16-byte aligned",
+                        i, (long long)mask->strides[i]);
+  sfa_tensor vb, vm;
+  const sfa_tensor *b1 = view_batch1(bias, &vb), *m1 = view_batch1(mask, &vm);
+  if ((st = validate(ctx, b1, w, causal, m1))) return st;
+  return launch(ctx, b1, w, causal, m1, cu_seqlens_q, cu_seqlens_k, stream);
 }

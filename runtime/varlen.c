@@ -15,9 +15,9 @@
 #include "runtime/validate.h"
 #include "runtime/varlen.h"
 
-/* One of the pair: int32 [B + 1], B >= 1, contiguous. */
-static sfa_status check_cu(sfa_context *ctx, const char *nm, const sfa_tensor *t) {
+sfa_status sfa__varlen_check_cu(sfa_context *ctx, const char *nm, const sfa_tensor *t) {
   const sfa_status bad = SFA_ERR_INVALID_ARGUMENT;
+  if (!t) return sfa__error(ctx, bad, "%s: is NULL", nm);
   if (t->dtype != SFA_DTYPE_INT32)
     return sfa__error(ctx, bad, "%s: dtype %s, expected int32 (prefix sums of the lengths)", nm,
                       sfa__dtype_str(t->dtype));
@@ -91,8 +91,7 @@ static sfa_status check_rowwise(sfa_context *ctx, const char *nm, const sfa_tens
   return SFA_OK;
 }
 
-/* [total, H, D] as [1, H, total, D]; [H, total] as [1, H, total]. */
-static const sfa_tensor *view_rows(const sfa_tensor *t, sfa_tensor *out) {
+const sfa_tensor *sfa__varlen_view_rows(const sfa_tensor *t, sfa_tensor *out) {
   if (!t) return NULL;
   *out = *t;
   out->rank = 4;
@@ -103,7 +102,7 @@ static const sfa_tensor *view_rows(const sfa_tensor *t, sfa_tensor *out) {
   return out;
 }
 
-static const sfa_tensor *view_rowwise(const sfa_tensor *t, sfa_tensor *out) {
+const sfa_tensor *sfa__varlen_view_rowwise(const sfa_tensor *t, sfa_tensor *out) {
   if (!t) return NULL;
   *out = *t;
   out->rank = 3;
@@ -122,8 +121,8 @@ sfa_status sfa__varlen_check_pair(sfa_context *ctx, const sfa_attention_params *
                       ex->cu_seqlens_q ? "cu_seqlens_k" : "cu_seqlens_q",
                       ex->cu_seqlens_q ? "cu_seqlens_q" : "cu_seqlens_k");
   sfa_status st;
-  if ((st = check_cu(ctx, "extras->cu_seqlens_q", ex->cu_seqlens_q)) != SFA_OK ||
-      (st = check_cu(ctx, "extras->cu_seqlens_k", ex->cu_seqlens_k)) != SFA_OK)
+  if ((st = sfa__varlen_check_cu(ctx, "extras->cu_seqlens_q", ex->cu_seqlens_q)) != SFA_OK ||
+      (st = sfa__varlen_check_cu(ctx, "extras->cu_seqlens_k", ex->cu_seqlens_k)) != SFA_OK)
     return st;
   if (ex->cu_seqlens_k->shape[0] != ex->cu_seqlens_q->shape[0])
     return sfa__error(ctx, bad,
@@ -156,10 +155,10 @@ sfa_status sfa__varlen_index_views(sfa_context *ctx, const sfa_extras *ex, int64
                                         0)) != SFA_OK)
       return st;
   vl->ex = *ex;
-  vl->ex.q_idx = view_rowwise(ex->q_idx, &vl->q_idx);
-  vl->ex.k_idx = view_rowwise(ex->k_idx, &vl->k_idx);
-  vl->ex.q_hash = view_rowwise(ex->q_hash, &vl->q_hash);
-  vl->ex.k_hash = view_rowwise(ex->k_hash, &vl->k_hash);
+  vl->ex.q_idx = sfa__varlen_view_rowwise(ex->q_idx, &vl->q_idx);
+  vl->ex.k_idx = sfa__varlen_view_rowwise(ex->k_idx, &vl->k_idx);
+  vl->ex.q_hash = sfa__varlen_view_rowwise(ex->q_hash, &vl->q_hash);
+  vl->ex.k_hash = sfa__varlen_view_rowwise(ex->k_hash, &vl->k_hash);
   return SFA_OK;
 }
 
@@ -214,15 +213,15 @@ sfa_status sfa__varlen_prepare(sfa_context *ctx, const sfa_attention_params *par
   vl->batch = ex->cu_seqlens_q->shape[0] - 1;
   vl->cu_q = ex->cu_seqlens_q, vl->cu_k = ex->cu_seqlens_k;
   *c->extras = &vl->ex;
-  *c->q = view_rows(q, &vl->q);
-  *c->k = view_rows(k, &vl->k);
-  *c->v = view_rows(v, &vl->v);
-  *c->o = view_rows(o, &vl->o);
-  if (c->lse) *c->lse = view_rowwise(lse, &vl->lse);
-  if (c->dout) *c->dout = view_rows(*c->dout, &vl->dout);
-  if (c->dq) *c->dq = view_rows(*c->dq, &vl->dq);
-  if (c->dk) *c->dk = view_rows(*c->dk, &vl->dk);
-  if (c->dv) *c->dv = view_rows(*c->dv, &vl->dv);
+  *c->q = sfa__varlen_view_rows(q, &vl->q);
+  *c->k = sfa__varlen_view_rows(k, &vl->k);
+  *c->v = sfa__varlen_view_rows(v, &vl->v);
+  *c->o = sfa__varlen_view_rows(o, &vl->o);
+  if (c->lse) *c->lse = sfa__varlen_view_rowwise(lse, &vl->lse);
+  if (c->dout) *c->dout = sfa__varlen_view_rows(*c->dout, &vl->dout);
+  if (c->dq) *c->dq = sfa__varlen_view_rows(*c->dq, &vl->dq);
+  if (c->dk) *c->dk = sfa__varlen_view_rows(*c->dk, &vl->dk);
+  if (c->dv) *c->dv = sfa__varlen_view_rows(*c->dv, &vl->dv);
   return SFA_OK;
 }
 

@@ -46,6 +46,17 @@ typedef struct sfa__varlen_call {
 sfa_status sfa__varlen_prepare(sfa_context *ctx, const sfa_attention_params *params,
                                const sfa__varlen_call *c, sfa__varlen *vl);
 
+/* One prefix-sum array nm: not NULL, int32 [B + 1] with 1 <= B <= INT32_MAX,
+** contiguous, 4-byte aligned data (its values are not read). Also the
+** packed helpers' (runtime/hash.c, runtime/topk.c). */
+sfa_status sfa__varlen_check_cu(sfa_context *ctx, const char *nm, const sfa_tensor *t);
+
+/* The views of a packed tensor as one batch of the total length (the same
+** memory, batch stride 0): [total, H, D] as [1, H, total, D] (rows) and
+** [H, total] as [1, H, total] (rowwise), in *out; NULL for t NULL. */
+const sfa_tensor *sfa__varlen_view_rows(const sfa_tensor *t, sfa_tensor *out);
+const sfa_tensor *sfa__varlen_view_rowwise(const sfa_tensor *t, sfa_tensor *out);
+
 /* The pair's layout (both given, int32 [B + 1] each, contiguous, the same B),
 ** params, and what packed sequences do not support (a bias or a mask:
 ** SFA_ERR_UNSUPPORTED). ex has cu_seqlens_q or cu_seqlens_k. */

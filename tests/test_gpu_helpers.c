@@ -10,11 +10,20 @@
 **                     +-inf, +-0, constant rows; causal or not; Tq != Tk;
 **                     w = 0, 1, 7, 64, > Tk; broadcast and unaligned bias;
 **                     rows too long for shared memory).
+** Tcase "varlen", the packed forms (sfa_hash_prepare_varlen, _unsort_varlen,
+** sfa_topk_mask_varlen): against host sorts per sequence (lengths 0 and 1,
+** uneven batches, one 32k sequence among 512s, query and key lengths that
+** differ, mask columns past a sequence's keys 0); prefix sums that break
+** their contract complete without a fault; and packed hash attention
+** (prepare -> packed sfa_forward -> unsort) equals the per-sequence
+** fixed-length pipeline (CK_RUN_CASE=varlen runs only these, e.g. under
+** compute-sanitizer).
 ** Every output is poisoned before the call: each logical element must be
 ** written with the expected value and the bytes around it must keep the
 ** poison. The "perf" case prints timings of the H100 target shapes (no
-** assertion). Without a driver or a device the suite prints "SKIP: <reason>"
-** and exits 77. SFA_TEST_SEED changes the random cases.
+** assertion; also the packed prepare of one 32k sequence among 512s).
+** Without a driver or a device the suite prints "SKIP: <reason>" and exits
+** 77. SFA_TEST_SEED changes the random cases.
 */
 #include <math.h>
 #include <stdint.h>
@@ -516,6 +525,31 @@ static int kv_cmp(const void *a, const void *b) {
   return x->j - y->j;
 }
 
+/* The expected mask row of query i (of tq) at ix (its last index, `last`,
+** set here): columns [0, ncols) 0, then 1 for the w largest non-NaN biases
+** among the allowed keys of [0, tk) (causal: j <= i + tk - tq). row: ncols
+** entries of scratch. */
+static void expect_topk_row(dtensor *bias, dtensor *mask, int64_t *ix, int last, int64_t ncols,
+                            int64_t i, int64_t tq, int64_t tk, int causal, int w, kv *row) {
+  int64_t n = tk;
+  if (causal) {
+    n = i + tk - tq + 1;
+    n = n < 0 ? 0 : n > tk ? tk : n;
+  }
+  int m = 0;
+  for (int64_t j = 0; j < ncols; j++) {
+    ix[last] = j;
+    *(uint8_t *)dt_expect_at(mask, ix) = 0;
+    float v = bias_value(bias, dt_at(bias, ix));
+    if (j < n && !isnan(v)) row[m].v = v, row[m].j = (int)j, m++;
+  }
+  qsort(row, (size_t)m, sizeof *row, kv_cmp);
+  for (int q = 0; q < m && q < w; q++) {
+    ix[last] = row[q].j;
+    *(uint8_t *)dt_expect_at(mask, ix) = 1;
+  }
+}
+
 static void run_topk_case(const tcase *c) {
   char desc[256];
   tdesc(c, desc, sizeof desc);
@@ -541,23 +575,8 @@ static void run_topk_case(const tcase *c) {
   for (int64_t b = 0; b < B; b++)
     for (int64_t h = 0; h < H; h++)
       for (int64_t i = 0; i < Tq; i++) {
-        int64_t n = Tk;
-        if (c->causal) {
-          n = i + Tk - Tq + 1;
-          n = n < 0 ? 0 : n > Tk ? Tk : n;
-        }
-        int m = 0;
-        for (int64_t j = 0; j < Tk; j++) {
-          int64_t ix[4] = {b, h, i, j};
-          *(uint8_t *)dt_expect_at(&mask, ix) = 0;
-          float v = bias_value(&bias, dt_at(&bias, ix));
-          if (j < n && !isnan(v)) row[m].v = v, row[m].j = (int)j, m++;
-        }
-        qsort(row, (size_t)m, sizeof *row, kv_cmp);
-        for (int q = 0; q < m && q < c->w; q++) {
-          int64_t ix[4] = {b, h, i, row[q].j};
-          *(uint8_t *)dt_expect_at(&mask, ix) = 1;
-        }
+        int64_t ix[4] = {b, h, i, 0};
+        expect_topk_row(&bias, &mask, ix, 3, Tk, i, Tq, Tk, c->causal, c->w, row);
       }
   free(row);
   SFA_OK_OR_ABORT(sfa_topk_mask(ctx, &bias.t, c->w, c->causal, &mask.t, NULL), desc);
@@ -630,6 +649,390 @@ START_TEST(topk_random_cases) {
                (int)(tu_rand_u64(&rng) % 2), base_seed + 6000 + (uint64_t)i};
     run_topk_case(&c);
   }
+}
+END_TEST
+
+/* ------------------------------------------------------------ packed sequences */
+
+/* cu_seqlens [B + 1] of lengths len on the device (contiguous), returned with
+** its host copy in *cu (B + 1 entries, malloc'd). */
+static void upload_cu(dtensor *d, const int *len, int B, int32_t **cu) {
+  int64_t s1[1] = {B + 1};
+  *cu = malloc((size_t)(B + 1) * sizeof **cu);
+  ck_assert_ptr_nonnull(*cu);
+  (*cu)[0] = 0;
+  for (int b = 0; b < B; b++) (*cu)[b + 1] = (*cu)[b] + len[b];
+  dt_init(d, SFA_DTYPE_INT32, 1, s1, 0, NULL, 0, 0);
+  memcpy(d->host, *cu, (size_t)(B + 1) * 4);
+  dt_upload(d);
+}
+
+static void lens_desc(const int *len, int B, char *buf, size_t n) {
+  size_t at = 0;
+  buf[0] = 0;
+  for (int b = 0; b < B && at + 16 < n; b++)
+    at += (size_t)snprintf(buf + at, n - at, b ? ",%d" : "%d", len[b]);
+}
+
+/* sfa_hash_prepare_varlen against a host stable sort of each (sequence,
+** head), positions within the sequence; then sfa_hash_unsort_varlen gives x
+** back. layout: 0 contiguous, 1 padded strides (x, the sorted copies, idx). */
+static void run_hash_varlen_case(const int *len, int B, int H, int nb, int D, int D2,
+                                 sfa_dtype dt, int layout, int bad, uint64_t seed) {
+  char desc[512], ls[256];
+  lens_desc(len, B, ls, sizeof ls);
+  snprintf(desc, sizeof desc, "hash varlen lens [%s] H=%d nb=%d D=%d D2=%d %s layout %d bad %d "
+           "seed %llu", ls, H, nb, D, D2, dname(dt), layout, bad, (unsigned long long)seed);
+  uint64_t rng = seed;
+  int32_t *cu;
+  dtensor dcu, bucket, idx, hash, x, xs, x2, x2s, o;
+  upload_cu(&dcu, len, B, &cu);
+  const int T = cu[B];
+  int64_t s2[2] = {H, T}, sx[3] = {T, H, D}, sx2[3] = {T, H, D2};
+  dt_init(&bucket, SFA_DTYPE_INT32, 2, s2, layout, NULL, 0, 0x77);
+  dt_init(&idx, SFA_DTYPE_INT32, 2, s2, layout, NULL, 0, 0xEE);
+  dt_init(&hash, SFA_DTYPE_INT32, 2, s2, 0, NULL, 0, 0xDD);
+  dt_init(&x, dt, 3, sx, layout, NULL, 0, 0xFF);
+  dt_init(&xs, dt, 3, sx, layout ? 0 : 1, NULL, 0, 0xFF);
+  dt_init(&o, dt, 3, sx, layout, NULL, 0, 0xFF);
+  if (D2) {
+    dt_init(&x2, dt, 3, sx2, 0, NULL, 0, 0xFF);
+    dt_init(&x2s, dt, 3, sx2, layout, NULL, 0, 0xFF);
+  }
+  const int32_t wild[] = {-1, INT32_MIN, INT32_MAX, -7};
+  int32_t *bins = malloc((size_t)H * T * sizeof *bins);
+  int32_t *order = malloc((size_t)H * T * sizeof *order); /* [H, total]: local positions */
+  int *count = calloc((size_t)nb + 2, sizeof *count);
+  ck_assert(bins && order && count);
+  for (int64_t h = 0; h < H; h++)
+    for (int64_t t = 0; t < T; t++) {
+      int64_t ix[2] = {h, t};
+      int32_t v = (int32_t)(tu_rand_u64(&rng) % (uint64_t)nb);
+      if (bad && (int)(tu_rand_u64(&rng) % 1000) < bad) {
+        uint64_t k = tu_rand_u64(&rng) % 6;
+        v = k < 4 ? wild[k] : k == 4 ? nb : nb + 1000;
+      }
+      memcpy(dt_at(&bucket, ix), &v, 4);
+      bins[h * T + t] = (uint32_t)v < (uint32_t)nb ? v : nb;
+    }
+  fill_random_bits(&x, &rng);
+  if (D2) fill_random_bits(&x2, &rng);
+  dt_upload(&bucket), dt_upload(&idx), dt_upload(&hash), dt_upload(&x), dt_upload(&xs);
+  dt_upload(&o);
+  if (D2) dt_upload(&x2), dt_upload(&x2s);
+
+  dt_expect_begin(&idx), dt_expect_begin(&hash), dt_expect_begin(&xs);
+  if (D2) dt_expect_begin(&x2s);
+  for (int b = 0; b < B; b++)
+    for (int64_t h = 0; h < H; h++) {
+      const int s = cu[b], n = len[b];
+      const int32_t *bn = bins + h * T + s;
+      int32_t *ord = order + h * T + s;
+      memset(count, 0, ((size_t)nb + 2) * sizeof *count);
+      for (int t = 0; t < n; t++) count[bn[t] + 1]++;
+      for (int k = 0; k <= nb; k++) count[k + 1] += count[k];
+      for (int t = 0; t < n; t++) ord[count[bn[t]]++] = t;
+      for (int i = 0; i < n; i++) {
+        int64_t ix[2] = {h, s + i};
+        int32_t pos = ord[i], bk = bn[pos] == nb ? INT32_MAX : bn[pos];
+        memcpy(dt_expect_at(&idx, ix), &pos, 4);
+        memcpy(dt_expect_at(&hash, ix), &bk, 4);
+        for (int e = 0; e < D; e++) {
+          int64_t si[3] = {s + pos, h, e}, di[3] = {s + i, h, e};
+          memcpy(dt_expect_at(&xs, di), dt_at(&x, si), x.es);
+        }
+        for (int e = 0; e < D2; e++) {
+          int64_t si[3] = {s + pos, h, e}, di[3] = {s + i, h, e};
+          memcpy(dt_expect_at(&x2s, di), dt_at(&x2, si), x2.es);
+        }
+      }
+    }
+  SFA_OK_OR_ABORT(sfa_hash_prepare_varlen(ctx, &dcu.t, &bucket.t, nb, &x.t, &xs.t,
+                                          D2 ? &x2.t : NULL, D2 ? &x2s.t : NULL, &idx.t, &hash.t,
+                                          NULL),
+                  desc);
+  CU(drv->cuCtxSynchronize());
+  dt_check(&idx, "idx", desc);
+  dt_check(&hash, "hash", desc);
+  dt_check(&xs, "x_sorted", desc);
+  if (D2) dt_check(&x2s, "x2_sorted", desc);
+
+  /* unsort(prepare(x)) == x: every row is named once. */
+  dt_expect_begin(&o);
+  for (int64_t t = 0; t < T; t++)
+    for (int64_t h = 0; h < H; h++)
+      for (int64_t e = 0; e < D; e++) {
+        int64_t ix[3] = {t, h, e};
+        memcpy(dt_expect_at(&o, ix), dt_at(&x, ix), x.es);
+      }
+  SFA_OK_OR_ABORT(sfa_hash_unsort_varlen(ctx, &dcu.t, &xs.t, &idx.t, &o.t, NULL), desc);
+  CU(drv->cuCtxSynchronize());
+  dt_check(&o, "o = unsort(x_sorted)", desc);
+
+  free(cu), free(bins), free(order), free(count);
+  dt_free(&dcu), dt_free(&bucket), dt_free(&idx), dt_free(&hash), dt_free(&x), dt_free(&xs);
+  dt_free(&o);
+  if (D2) dt_free(&x2), dt_free(&x2s);
+}
+
+START_TEST(hash_varlen_lengths_0_and_1_and_uneven) {
+  const int l1[] = {0, 1, 5, 0, 1000, 1, 64, 4097, 0};
+  const int l2[] = {1};
+  const int l3[] = {0, 0, 3, 0};
+  const int l4[] = {63, 64, 65, 127, 128, 129, 2, 300};
+  run_hash_varlen_case(l1, 9, 3, 16, 64, 32, SFA_DTYPE_BF16, 0, 0, base_seed + 7000);
+  run_hash_varlen_case(l1, 9, 2, 1000, 48, 0, SFA_DTYPE_FP16, 1, 50, base_seed + 7001);
+  run_hash_varlen_case(l2, 1, 1, 1, 8, 0, SFA_DTYPE_FP32, 0, 0, base_seed + 7002);
+  run_hash_varlen_case(l3, 4, 4, 3, 128, 128, SFA_DTYPE_BF16, 1, 300, base_seed + 7003);
+  run_hash_varlen_case(l4, 8, 2, 4096, 3, 5, SFA_DTYPE_FP16, 1, 10, base_seed + 7004);
+}
+END_TEST
+
+START_TEST(hash_varlen_one_long_many_short) {
+  /* One 32k sequence among fifteen of 512 (each a CTA per head). */
+  int l[16];
+  for (int b = 0; b < 16; b++) l[b] = b == 5 ? 32768 : 512;
+  run_hash_varlen_case(l, 16, 2, 64, 64, 64, SFA_DTYPE_BF16, 0, 5, base_seed + 7100);
+}
+END_TEST
+
+/* sfa_topk_mask_varlen against a host sort per row of each sequence: bias
+** [H, total_q, Kmax] (kextra columns past the longest key length), mask
+** columns [len_k, Kmax) must be 0, the padding past Kmax keeps its poison. */
+static void run_topk_varlen_case(const int *lq, const int *lk, int B, int H, int kextra, int w,
+                                 int causal, sfa_dtype dt, int dist, int bcast, int unaligned,
+                                 int mask_pad, uint64_t seed) {
+  char desc[600], a[256], b2[256];
+  lens_desc(lq, B, a, sizeof a), lens_desc(lk, B, b2, sizeof b2);
+  snprintf(desc, sizeof desc, "topk varlen lq [%s] lk [%s] H=%d Kmax+%d w=%d causal=%d %s dist %d "
+           "bcast %d unaligned %d pad %d seed %llu", a, b2, H, kextra, w, causal, dname(dt), dist,
+           bcast, unaligned, mask_pad, (unsigned long long)seed);
+  uint64_t rng = seed;
+  int32_t *cq, *ck;
+  dtensor dcq, dck, bias, mask;
+  upload_cu(&dcq, lq, B, &cq);
+  upload_cu(&dck, lk, B, &ck);
+  int K = kextra;
+  for (int b = 0; b < B; b++) K = lk[b] + kextra > K ? lk[b] + kextra : K;
+  if (K < 1) K = 1;
+  const int TQ = cq[B];
+  const int64_t es = (int64_t)dtype_size(dt), per16 = 16 / es;
+  const int64_t rs = unaligned ? K + 1 : (K + per16 - 1) / per16 * per16;
+  int64_t shape[3] = {H, TQ, K}, bst[3] = {(int64_t)TQ * rs, rs, 1};
+  if (bcast) bst[0] = 0;
+  const int64_t ms = (K + 15) / 16 * 16 + (mask_pad ? 16 : 0);
+  int64_t mst[3] = {(int64_t)TQ * ms, ms, 1};
+  dt_init(&bias, dt, 3, shape, 0, bst, unaligned ? 1 : 0, 0xFF);
+  dt_init(&mask, SFA_DTYPE_UINT8, 3, shape, 0, mst, mask_pad ? 32 : 0, 0xEE);
+  tcase dc = {0};
+  dc.dist = dist;
+  for (size_t i = 0; i < bias.nstore; i++) draw_bias(&dc, &bias, bias.host + i * bias.es, &rng);
+  dt_upload(&bias), dt_upload(&mask);
+
+  dt_expect_begin(&mask);
+  kv *row = malloc((size_t)K * sizeof *row);
+  ck_assert_ptr_nonnull(row);
+  for (int64_t h = 0; h < H; h++)
+    for (int b = 0; b < B; b++)
+      for (int64_t i = 0; i < lq[b]; i++) {
+        int64_t ix[3] = {h, cq[b] + i, 0};
+        expect_topk_row(&bias, &mask, ix, 2, K, i, lq[b], lk[b], causal, w, row);
+      }
+  free(row);
+  SFA_OK_OR_ABORT(sfa_topk_mask_varlen(ctx, &dcq.t, &dck.t, &bias.t, w, causal, &mask.t, NULL),
+                  desc);
+  CU(drv->cuCtxSynchronize());
+  dt_check(&mask, "mask", desc);
+  free(cq), free(ck);
+  dt_free(&dcq), dt_free(&dck), dt_free(&bias), dt_free(&mask);
+}
+
+START_TEST(topk_varlen_ragged_causal_and_kmax) {
+  /* Query and key lengths differ per sequence (0 and 1 included; a
+  ** sequence with queries and no keys; lq > lk leaves causal rows empty). */
+  const int lq[] = {0, 1, 37, 200, 1, 5, 64, 3};
+  const int lk[] = {3, 1, 300, 129, 0, 17, 64, 4111};
+  const int ws[] = {0, 1, 7, 64, 5000};
+  const sfa_dtype dts[] = {SFA_DTYPE_BF16, SFA_DTYPE_FP16, SFA_DTYPE_FP32};
+  int n = 0;
+  for (int dist = 0; dist < 6; dist++)
+    for (int causal = 0; causal < 2; causal++, n++)
+      run_topk_varlen_case(lq, lk, 8, 1 + n % 3, n % 3 == 0 ? 0 : 5 + n, ws[n % 5], causal,
+                           dts[n % 3], dist, n % 4 == 1, n % 5 == 2, n % 2,
+                           base_seed + 8000 + (uint64_t)n);
+  /* One long key row among short ones (row cached or re-read, Kmax 120000). */
+  const int lq2[] = {2, 1, 3}, lk2[] = {120000, 1, 9};
+  run_topk_varlen_case(lq2, lk2, 3, 1, 0, 4099, 1, SFA_DTYPE_FP32, 0, 0, 0, 0, base_seed + 8100);
+}
+END_TEST
+
+/* Prefix sums that break their contract (negative, decreasing, past the
+** totals) give wrong output but no fault: every call still completes. */
+START_TEST(varlen_helpers_survive_wrong_cu_seqlens) {
+  const int32_t wrong[] = {-5, 40, 7, 1000000, INT32_MIN, 3};
+  const int B = 5, H = 2, T = 50, D = 64, K = 33;
+  int64_t s1[1] = {B + 1}, s2[2] = {H, T}, sx[3] = {T, H, D}, sb[3] = {H, T, K};
+  int64_t mst[3] = {(int64_t)T * 48, 48, 1};
+  dtensor cu, bucket, idx, hash, x, xs, o, bias, mask;
+  dt_init(&cu, SFA_DTYPE_INT32, 1, s1, 0, NULL, 0, 0);
+  memcpy(cu.host, wrong, sizeof wrong);
+  dt_init(&bucket, SFA_DTYPE_INT32, 2, s2, 0, NULL, 0, 0x01);
+  dt_init(&idx, SFA_DTYPE_INT32, 2, s2, 0, NULL, 0, 0x11);
+  dt_init(&hash, SFA_DTYPE_INT32, 2, s2, 0, NULL, 0, 0);
+  dt_init(&x, SFA_DTYPE_BF16, 3, sx, 0, NULL, 0, 0x3F);
+  dt_init(&xs, SFA_DTYPE_BF16, 3, sx, 0, NULL, 0, 0);
+  dt_init(&o, SFA_DTYPE_BF16, 3, sx, 0, NULL, 0, 0);
+  dt_init(&bias, SFA_DTYPE_BF16, 3, sb, 0, NULL, 0, 0x3F);
+  dt_init(&mask, SFA_DTYPE_UINT8, 3, sb, 0, mst, 0, 0xEE);
+  dt_upload(&cu), dt_upload(&bucket), dt_upload(&idx), dt_upload(&hash), dt_upload(&x);
+  dt_upload(&xs), dt_upload(&o), dt_upload(&bias), dt_upload(&mask);
+  SFA_OK_OR_ABORT(sfa_hash_prepare_varlen(ctx, &cu.t, &bucket.t, 4, &x.t, &xs.t, NULL, NULL,
+                                          &idx.t, &hash.t, NULL),
+                  "prepare");
+  SFA_OK_OR_ABORT(sfa_hash_unsort_varlen(ctx, &cu.t, &xs.t, &idx.t, &o.t, NULL), "unsort");
+  SFA_OK_OR_ABORT(sfa_topk_mask_varlen(ctx, &cu.t, &cu.t, &bias.t, 3, 1, &mask.t, NULL), "topk");
+  CU(drv->cuCtxSynchronize());
+  /* the mask's padding columns [K, 48) keep their poison */
+  dt_expect_begin(&mask);
+  dt_download(&mask);
+  for (int64_t h = 0; h < H; h++)
+    for (int64_t r = 0; r < T; r++)
+      for (int64_t j = K; j < 48; j++) {
+        int64_t ix[3] = {h, r, j};
+        ck_assert_int_eq(*(uint8_t *)dt_at(&mask, ix), 0xEE);
+      }
+  dt_free(&cu), dt_free(&bucket), dt_free(&idx), dt_free(&hash), dt_free(&x), dt_free(&xs);
+  dt_free(&o), dt_free(&bias), dt_free(&mask);
+}
+END_TEST
+
+/* A view of sequence b of a packed tensor: [total, H, D] rows [s, s + n) as
+** the fixed-length [1, H, n, D]; [H, total] columns [s, s + n) as [1, H, n]. */
+static sfa_tensor seq_rows(const sfa_tensor *t, int s, int n) {
+  sfa_tensor v = *t;
+  v.data = (char *)t->data + (size_t)s * (size_t)t->strides[0] * dtype_size(t->dtype);
+  v.rank = 4;
+  v.shape[0] = 1, v.shape[1] = t->shape[1], v.shape[2] = n, v.shape[3] = t->shape[2];
+  v.strides[0] = 0, v.strides[1] = t->strides[1], v.strides[2] = t->strides[0], v.strides[3] = 1;
+  return v;
+}
+static sfa_tensor seq_cols(const sfa_tensor *t, int s, int n) {
+  sfa_tensor v = *t;
+  v.data = (char *)t->data + (size_t)s * 4;
+  v.rank = 3;
+  v.shape[0] = 1, v.shape[1] = t->shape[0], v.shape[2] = n;
+  v.strides[0] = 0, v.strides[1] = t->strides[0], v.strides[2] = 1;
+  return v;
+}
+
+/* Packed hash attention, hash_prepare_varlen -> sfa_forward (packed, mode
+** hash) -> hash_unsort_varlen, against the same pipeline of fixed-length
+** calls on each sequence alone (views of the packed buffers): the index
+** arrays and sorted rows bit for bit, o within the forward's bound. */
+START_TEST(hash_attention_varlen_matches_per_sequence) {
+  const int len[] = {0, 1, 200, 1, 77, 333, 0, 128};
+  const int B = 8, Hq = 4, Hkv = 2, D = 64, nb = 4;
+  const sfa_dtype dt = SFA_DTYPE_BF16;
+  uint64_t rng = base_seed + 9000;
+  int32_t *cu;
+  dtensor dcu;
+  upload_cu(&dcu, len, B, &cu);
+  const int T = cu[B];
+  enum { Q, K, V, QS, KS, VS, OS, O, QSf, KSf, VSf, OSf, Of, NROW };
+  enum { BQ, BK, QI, QH, KI, KH, QIf, QHf, KIf, KHf, NIDX };
+  dtensor r[NROW], ix[NIDX];
+  for (int i = 0; i < NROW; i++) {
+    const int kv = i == K || i == V || i == KS || i == VS || i == KSf || i == VSf;
+    int64_t s3[3] = {T, kv ? Hkv : Hq, D};
+    dt_init(&r[i], dt, 3, s3, 0, NULL, 0, 0);
+  }
+  for (int i = 0; i < NIDX; i++) {
+    const int kv = i == BK || i == KI || i == KH || i == KIf || i == KHf;
+    int64_t s2[2] = {kv ? Hkv : Hq, T};
+    dt_init(&ix[i], SFA_DTYPE_INT32, 2, s2, 0, NULL, 0, 0);
+  }
+  for (int i = Q; i <= V; i++)
+    for (size_t e = 0; e < r[i].nstore; e++) {
+      uint16_t h = to_bf16((float)tu_rand_normal(&rng));
+      memcpy(r[i].host + 2 * e, &h, 2);
+    }
+  for (int i = BQ; i <= BK; i++)
+    for (size_t e = 0; e < ix[i].nstore; e++) {
+      int32_t v = (int32_t)(tu_rand_u64(&rng) % (nb + 1)); /* nb: out of range */
+      memcpy(ix[i].host + 4 * e, &v, 4);
+    }
+  for (int i = 0; i < NROW; i++) dt_upload(&r[i]);
+  for (int i = 0; i < NIDX; i++) dt_upload(&ix[i]);
+
+  sfa_attention_params p;
+  sfa_params_init(&p);
+  p.mode = SFA_MODE_HASH;
+  /* packed */
+  SFA_OK_OR_ABORT(sfa_hash_prepare_varlen(ctx, &dcu.t, &ix[BQ].t, nb, &r[Q].t, &r[QS].t, NULL,
+                                          NULL, &ix[QI].t, &ix[QH].t, NULL),
+                  "prepare q");
+  SFA_OK_OR_ABORT(sfa_hash_prepare_varlen(ctx, &dcu.t, &ix[BK].t, nb, &r[K].t, &r[KS].t, &r[V].t,
+                                          &r[VS].t, &ix[KI].t, &ix[KH].t, NULL),
+                  "prepare k, v");
+  sfa_extras ex = {0};
+  ex.q_idx = &ix[QI].t, ex.q_hash = &ix[QH].t, ex.k_idx = &ix[KI].t, ex.k_hash = &ix[KH].t;
+  ex.cu_seqlens_q = &dcu.t, ex.cu_seqlens_k = &dcu.t;
+  sfa_status st = sfa_check_indices(ctx, &p, &ex, T, T, NULL);
+  ck_assert_msg(st == SFA_OK, "the packed arrays break the hash contract: %s",
+                sfa_last_error(ctx));
+  SFA_OK_OR_ABORT(sfa_forward(ctx, &p, &r[QS].t, &r[KS].t, &r[VS].t, &ex, &r[OS].t, NULL, NULL),
+                  "packed forward");
+  SFA_OK_OR_ABORT(sfa_hash_unsort_varlen(ctx, &dcu.t, &r[OS].t, &ix[QI].t, &r[O].t, NULL),
+                  "unsort");
+  /* per sequence, fixed length */
+  for (int b = 0; b < B; b++) {
+    const int s = cu[b], n = len[b];
+    if (!n) continue;
+    sfa_tensor v[NROW], w[NIDX];
+    for (int i = 0; i < NROW; i++) v[i] = seq_rows(&r[i].t, s, n);
+    for (int i = 0; i < NIDX; i++) w[i] = seq_cols(&ix[i].t, s, n);
+    SFA_OK_OR_ABORT(sfa_hash_prepare(ctx, &w[BQ], nb, &v[Q], &v[QSf], NULL, NULL, &w[QIf],
+                                     &w[QHf], NULL),
+                    "fixed prepare q");
+    SFA_OK_OR_ABORT(sfa_hash_prepare(ctx, &w[BK], nb, &v[K], &v[KSf], &v[V], &v[VSf], &w[KIf],
+                                     &w[KHf], NULL),
+                    "fixed prepare k, v");
+    sfa_extras fx = {0};
+    fx.q_idx = &w[QIf], fx.q_hash = &w[QHf], fx.k_idx = &w[KIf], fx.k_hash = &w[KHf];
+    SFA_OK_OR_ABORT(sfa_forward(ctx, &p, &v[QSf], &v[KSf], &v[VSf], &fx, &v[OSf], NULL, NULL),
+                    "fixed forward");
+    SFA_OK_OR_ABORT(sfa_hash_unsort(ctx, &v[OSf], &w[QIf], &v[Of], NULL), "fixed unsort");
+  }
+  CU(drv->cuCtxSynchronize());
+  const int same[][2] = {{QI, QIf}, {QH, QHf}, {KI, KIf}, {KH, KHf}};
+  for (int i = 0; i < 4; i++) {
+    dt_download(&ix[same[i][0]]), dt_download(&ix[same[i][1]]);
+    ck_assert_msg(!memcmp(ix[same[i][0]].host, ix[same[i][1]].host, ix[same[i][0]].nstore * 4),
+                  "index array %d: packed and per-sequence differ", i);
+  }
+  const int rows[][2] = {{QS, QSf}, {KS, KSf}, {VS, VSf}};
+  for (int i = 0; i < 3; i++) {
+    dt_download(&r[rows[i][0]]), dt_download(&r[rows[i][1]]);
+    ck_assert_msg(!memcmp(r[rows[i][0]].host, r[rows[i][1]].host, r[rows[i][0]].nstore * 2),
+                  "sorted rows %d: packed and per-sequence differ", i);
+  }
+  dt_download(&r[O]), dt_download(&r[Of]);
+  const size_t n = r[O].nstore;
+  float *want = malloc(n * sizeof *want);
+  ck_assert_ptr_nonnull(want);
+  for (size_t e = 0; e < n; e++) {
+    uint16_t h;
+    memcpy(&h, r[Of].host + 2 * e, 2);
+    want[e] = from_bf16(h);
+  }
+  long nan = 0;
+  const double err = tg_rel_err(dt, (const uint16_t *)r[O].host, want, n, &nan);
+  ck_assert_msg(nan == 0 && err <= tg_tol_fwd(dt),
+                "packed hash attention vs per sequence: rel err %g, %ld NaN", err, nan);
+  free(want), free(cu);
+  dt_free(&dcu);
+  for (int i = 0; i < NROW; i++) dt_free(&r[i]);
+  for (int i = 0; i < NIDX; i++) dt_free(&ix[i]);
 }
 END_TEST
 
@@ -754,6 +1157,58 @@ START_TEST(perf) {
   }
   for (int i = 0; i < 12; i++) drv->cuMemFree(p[i]);
   drv->cuMemFree(khp);
+
+  /* packed: one 32k sequence and fifteen of 512 (H = 16, D = 128, bf16, 16
+  ** buckets), prepare of q, against the fixed-length call on a batch of the
+  ** same total as one sequence: the sort's one CTA per (sequence, head). */
+  {
+    int lens[16];
+    for (int b = 0; b < 16; b++) lens[b] = b == 0 ? 32768 : 512;
+    dtensor cu;
+    int32_t *hcu;
+    upload_cu(&cu, lens, 16, &hcu);
+    const int64_t tot = hcu[16];
+    int64_t sb[2] = {H, tot}, sx[3] = {tot, H, D};
+    CUdeviceptr q[5];
+    const size_t bx = (size_t)(tot * H * D) * 2, bi = (size_t)(tot * H) * 4;
+    for (int i = 0; i < 5; i++) CU(drv->cuMemAlloc(&q[i], i < 2 ? bx : bi));
+    CU(drv->cuMemsetD8(q[0], 0x11, bx));
+    int32_t *hb2 = malloc(bi);
+    ck_assert_ptr_nonnull(hb2);
+    for (size_t i = 0; i < bi / 4; i++) hb2[i] = (int32_t)(tu_rand_u64(&rng) % 16);
+    CU(drv->cuMemcpyHtoD(q[2], hb2, bi));
+    free(hb2);
+    sfa_tensor px, pxs, pb, pi, ph, fx, fxs, fb, fi, fh;
+    sfa_tensor_init(&px, (void *)(uintptr_t)q[0], SFA_DTYPE_BF16, 3, sx);
+    sfa_tensor_init(&pxs, (void *)(uintptr_t)q[1], SFA_DTYPE_BF16, 3, sx);
+    sfa_tensor_init(&pb, (void *)(uintptr_t)q[2], SFA_DTYPE_INT32, 2, sb);
+    sfa_tensor_init(&pi, (void *)(uintptr_t)q[3], SFA_DTYPE_INT32, 2, sb);
+    sfa_tensor_init(&ph, (void *)(uintptr_t)q[4], SFA_DTYPE_INT32, 2, sb);
+    fx = seq_rows(&px, 0, (int)tot), fxs = seq_rows(&pxs, 0, (int)tot);
+    fb = seq_cols(&pb, 0, (int)tot), fi = seq_cols(&pi, 0, (int)tot), fh = seq_cols(&ph, 0, (int)tot);
+    double tv[2][5];
+    for (int r = 0; r < 5; r++) {
+      CU(drv->cuEventRecord(e0, NULL));
+      SFA_OK_OR_ABORT(sfa_hash_prepare_varlen(ctx, &cu.t, &pb, 16, &px, &pxs, NULL, NULL, &pi, &ph,
+                                              NULL),
+                      "packed");
+      CU(drv->cuEventRecord(e1, NULL));
+      tv[0][r] = time_ms(e0, e1);
+      CU(drv->cuEventRecord(e0, NULL));
+      SFA_OK_OR_ABORT(sfa_hash_prepare(ctx, &fb, 16, &fx, &fxs, NULL, NULL, &fi, &fh, NULL),
+                      "fixed");
+      CU(drv->cuEventRecord(e1, NULL));
+      tv[1][r] = time_ms(e0, e1);
+    }
+    qsort(tv[0], 5, sizeof tv[0][0], cmp_double);
+    qsort(tv[1], 5, sizeof tv[1][0], cmp_double);
+    printf("perf: hash_prepare_varlen 32768 + 15 x 512, H=16 D=128 bf16, 16 buckets: %.3f ms; "
+           "fixed length, one sequence of %lld: %.3f ms\n",
+           tv[0][2], (long long)tot, tv[1][2]);
+    for (int i = 0; i < 5; i++) drv->cuMemFree(q[i]);
+    dt_free(&cu);
+    free(hcu);
+  }
   drv->cuEventDestroy(e0);
   drv->cuEventDestroy(e1);
 }
@@ -782,6 +1237,14 @@ int main(void) {
   tcase_add_test(t, topk_rows_beyond_shared_memory);
   tcase_add_test(t, topk_random_cases);
   suite_add_tcase(s, t);
+  TCase *v = tcase_create("varlen");
+  tcase_set_timeout(v, 0);
+  tcase_add_test(v, hash_varlen_lengths_0_and_1_and_uneven);
+  tcase_add_test(v, hash_varlen_one_long_many_short);
+  tcase_add_test(v, topk_varlen_ragged_causal_and_kmax);
+  tcase_add_test(v, varlen_helpers_survive_wrong_cu_seqlens);
+  tcase_add_test(v, hash_attention_varlen_matches_per_sequence);
+  suite_add_tcase(s, v);
   TCase *p = tcase_create("perf");
   tcase_set_timeout(p, 0);
   tcase_add_test(p, perf);

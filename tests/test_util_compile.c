@@ -6,7 +6,8 @@
 ** is a kernel spec with a canonical name, renders through sfa_generate to
 ** self-contained source whose argument block has runtime/util.h's size, and
 ** compiles with NVRTC for sm_80 and sm_90; and sfa_hash_prepare,
-** sfa_hash_unsort and sfa_topk_mask reject every kind of bad argument with a
+** sfa_hash_unsort and sfa_topk_mask (and their packed _varlen forms) reject
+** every kind of bad argument with a
 ** message that names it, before the driver is loaded (on a machine without
 ** one, a valid call then fails with SFA_ERR_NO_DRIVER).
 */
@@ -152,6 +153,13 @@ static void teardown(void) {
 static void t3(sfa_tensor *t, int i, sfa_dtype d, int64_t B, int64_t H, int64_t T) {
   int64_t s[3] = {B, H, T};
   sfa_tensor_init(t, ADDR(i), d, 3, s);
+}
+
+static void t1(sfa_tensor *t, int i, int64_t n) { sfa_tensor_init(t, ADDR(i), SFA_DTYPE_INT32, 1, &n); }
+
+static void t2(sfa_tensor *t, int i, sfa_dtype d, int64_t H, int64_t T) {
+  int64_t s[2] = {H, T};
+  sfa_tensor_init(t, ADDR(i), d, 2, s);
 }
 
 static void t4(sfa_tensor *t, int i, sfa_dtype d, int64_t B, int64_t H, int64_t T, int64_t D) {
@@ -363,6 +371,192 @@ START_TEST(topk_mask_rejects) {
 }
 END_TEST
 
+/* ------------------------------------------------------------ packed sequences */
+
+typedef struct vprep {
+  sfa_tensor cu, bucket, x, xs, x2, x2s, idx, hash;
+  int nb;
+} vprep;
+
+/* 3 sequences, 4 heads, 100 rows in all. */
+static void vprep_init(vprep *p) {
+  t1(&p->cu, 7, 4);
+  t2(&p->bucket, 0, SFA_DTYPE_INT32, 4, 100);
+  t3(&p->x, 1, SFA_DTYPE_BF16, 100, 4, 64);
+  t3(&p->xs, 2, SFA_DTYPE_BF16, 100, 4, 64);
+  t3(&p->x2, 3, SFA_DTYPE_BF16, 100, 4, 32);
+  t3(&p->x2s, 4, SFA_DTYPE_BF16, 100, 4, 32);
+  t2(&p->idx, 5, SFA_DTYPE_INT32, 4, 100);
+  t2(&p->hash, 6, SFA_DTYPE_INT32, 4, 100);
+  p->nb = 16;
+}
+
+static sfa_status vprep_call(vprep *p) {
+  return sfa_hash_prepare_varlen(ctx, &p->cu, &p->bucket, p->nb, &p->x, &p->xs, &p->x2, &p->x2s,
+                                 &p->idx, &p->hash, NULL);
+}
+
+START_TEST(hash_prepare_varlen_rejects) {
+  vprep p;
+  const sfa_status BAD = SFA_ERR_INVALID_ARGUMENT;
+  ck_assert_int_eq(
+      sfa_hash_prepare_varlen(NULL, NULL, NULL, 1, NULL, NULL, NULL, NULL, NULL, NULL, NULL), BAD);
+  vprep_init(&p);
+  expect_err(sfa_hash_prepare_varlen(ctx, NULL, &p.bucket, 16, &p.x, &p.xs, NULL, NULL, &p.idx,
+                                     &p.hash, NULL),
+             BAD, "cu_seqlens: is NULL", NULL);
+  vprep_init(&p), p.cu.dtype = SFA_DTYPE_FP32;
+  expect_err(vprep_call(&p), BAD, "cu_seqlens: dtype fp32", "int32");
+  vprep_init(&p), p.cu.rank = 2;
+  expect_err(vprep_call(&p), BAD, "cu_seqlens.rank: 2", "[B + 1]");
+  vprep_init(&p), p.cu.shape[0] = 1;
+  expect_err(vprep_call(&p), BAD, "cu_seqlens: shape [1]", "1 <= B");
+  vprep_init(&p), p.cu.strides[0] = 2;
+  expect_err(vprep_call(&p), BAD, "cu_seqlens: stride[0] is 2", "contiguous");
+  vprep_init(&p), p.cu.data = (char *)p.cu.data + 2;
+  expect_err(vprep_call(&p), BAD, "cu_seqlens: data", "4-byte aligned");
+  vprep_init(&p), p.cu.shape[0] = ((int64_t)1 << 29) + 1;
+  expect_err(vprep_call(&p), BAD, "cu_seqlens: B * H = 536870912 * 4", "2^31");
+  vprep_init(&p), p.cu.data = p.idx.data;
+  expect_err(vprep_call(&p), BAD, "idx: its memory overlaps cu_seqlens", NULL);
+
+  vprep_init(&p), p.bucket.rank = 3;
+  expect_err(vprep_call(&p), BAD, "bucket.rank: 3", "[H, total]");
+  vprep_init(&p), p.bucket.dtype = SFA_DTYPE_FP16;
+  expect_err(vprep_call(&p), BAD, "bucket: dtype fp16", "int32");
+  const int64_t big = ((int64_t)1 << 30) + 1;
+  vprep_init(&p);
+  t2(&p.bucket, 0, SFA_DTYPE_INT32, 4, big), t2(&p.idx, 5, SFA_DTYPE_INT32, 4, big);
+  t2(&p.hash, 6, SFA_DTYPE_INT32, 4, big), t1(&p.cu, 500, 4); /* cu past their 16 GiB */
+  expect_err(sfa_hash_prepare_varlen(ctx, &p.cu, &p.bucket, 16, NULL, NULL, NULL, NULL, &p.idx,
+                                     &p.hash, NULL),
+             BAD, "bucket: T = 1073741825", "2^30");
+  vprep_init(&p), p.nb = 0;
+  expect_err(vprep_call(&p), BAD, "num_buckets: 0", NULL);
+  vprep_init(&p), p.idx.shape[1] = 99;
+  expect_err(vprep_call(&p), BAD, "idx: shape [4, 99] does not match bucket [4, 100]", NULL);
+  vprep_init(&p), p.hash.rank = 3;
+  expect_err(vprep_call(&p), BAD, "hash.rank: 3", "[H, total]");
+  vprep_init(&p);
+  expect_err(sfa_hash_prepare_varlen(ctx, &p.cu, &p.bucket, 16, &p.x, &p.xs, NULL, NULL, NULL,
+                                     &p.hash, NULL),
+             BAD, "idx: is NULL", NULL);
+
+  vprep_init(&p), p.x.rank = 4;
+  expect_err(vprep_call(&p), BAD, "x.rank: 4", "[total, H, D]");
+  vprep_init(&p), p.x.shape[0] = 99;
+  expect_err(vprep_call(&p), BAD, "x: shape [99, 4, 64] does not match bucket [H, total] = [4, 100]",
+             "total and H must agree");
+  vprep_init(&p), p.x2s.shape[1] = 3;
+  expect_err(vprep_call(&p), BAD, "x2_sorted: shape [100, 3, 32] does not match bucket", NULL);
+  vprep_init(&p), p.xs.shape[2] = 32;
+  expect_err(vprep_call(&p), BAD, "x_sorted: shape", "does not match x");
+  vprep_init(&p), p.xs.dtype = SFA_DTYPE_FP16;
+  expect_err(vprep_call(&p), BAD, "x_sorted: dtype fp16 does not match x (bf16)", NULL);
+  vprep_init(&p);
+  expect_err(sfa_hash_prepare_varlen(ctx, &p.cu, &p.bucket, 16, &p.x, NULL, NULL, NULL, &p.idx,
+                                     &p.hash, NULL),
+             BAD, "x_sorted: is NULL but x is not", NULL);
+  vprep_init(&p), p.xs.data = (char *)p.x.data + 128;
+  expect_err(vprep_call(&p), BAD, "x_sorted: its memory overlaps x", NULL);
+}
+END_TEST
+
+START_TEST(hash_unsort_varlen_rejects) {
+  sfa_tensor cu, os, idx, o;
+  const sfa_status BAD = SFA_ERR_INVALID_ARGUMENT;
+#define RESET()                                  \
+  t1(&cu, 3, 5);                                 \
+  t3(&os, 0, SFA_DTYPE_FP16, 50, 3, 64);         \
+  t2(&idx, 1, SFA_DTYPE_INT32, 3, 50);           \
+  t3(&o, 2, SFA_DTYPE_FP16, 50, 3, 64)
+  RESET();
+  ck_assert_int_eq(sfa_hash_unsort_varlen(NULL, &cu, &os, &idx, &o, NULL), BAD);
+  expect_err(sfa_hash_unsort_varlen(ctx, NULL, &os, &idx, &o, NULL), BAD, "cu_seqlens: is NULL",
+             NULL);
+  expect_err(sfa_hash_unsort_varlen(ctx, &cu, NULL, &idx, &o, NULL), BAD, "o_sorted: is NULL",
+             NULL);
+  expect_err(sfa_hash_unsort_varlen(ctx, &cu, &os, NULL, &o, NULL), BAD, "idx: is NULL", NULL);
+  expect_err(sfa_hash_unsort_varlen(ctx, &cu, &os, &idx, NULL, NULL), BAD, "o: is NULL", NULL);
+  RESET(), cu.dtype = SFA_DTYPE_UINT8;
+  expect_err(sfa_hash_unsort_varlen(ctx, &cu, &os, &idx, &o, NULL), BAD,
+             "cu_seqlens: dtype uint8", NULL);
+  RESET(), idx.shape[1] = 60;
+  expect_err(sfa_hash_unsort_varlen(ctx, &cu, &os, &idx, &o, NULL), BAD,
+             "o_sorted: shape [50, 3, 64] does not match idx [H, total] = [3, 60]", NULL);
+  RESET(), o.shape[0] = 60;
+  expect_err(sfa_hash_unsort_varlen(ctx, &cu, &os, &idx, &o, NULL), BAD,
+             "o: shape [60, 3, 64] does not match idx", NULL);
+  RESET(), o.shape[2] = 32;
+  expect_err(sfa_hash_unsort_varlen(ctx, &cu, &os, &idx, &o, NULL), BAD, "o: shape", "B, H and D");
+  RESET(), o.dtype = SFA_DTYPE_BF16;
+  expect_err(sfa_hash_unsort_varlen(ctx, &cu, &os, &idx, &o, NULL), BAD,
+             "o: dtype bf16 does not match", NULL);
+  RESET(), o.data = (char *)os.data + 64;
+  expect_err(sfa_hash_unsort_varlen(ctx, &cu, &os, &idx, &o, NULL), BAD,
+             "o: its memory overlaps o_sorted", NULL);
+  RESET(), cu.data = (char *)o.data + 64;
+  expect_err(sfa_hash_unsort_varlen(ctx, &cu, &os, &idx, &o, NULL), BAD,
+             "o: its memory overlaps cu_seqlens", NULL);
+#undef RESET
+}
+END_TEST
+
+START_TEST(topk_mask_varlen_rejects) {
+  sfa_tensor cq, ck, bias, mask;
+  const sfa_status BAD = SFA_ERR_INVALID_ARGUMENT;
+#define RESET()                                                                  \
+  t1(&cq, 2, 4);                                                                 \
+  t1(&ck, 3, 4);                                                                 \
+  t3(&bias, 0, SFA_DTYPE_BF16, 4, 100, 200);                                     \
+  t3(&mask, 1, SFA_DTYPE_UINT8, 4, 100, 200);                                    \
+  mask.strides[1] = 208, mask.strides[0] = 100 * 208
+#define CALL(w, c) sfa_topk_mask_varlen(ctx, &cq, &ck, &bias, w, c, &mask, NULL)
+  RESET();
+  ck_assert_int_eq(sfa_topk_mask_varlen(NULL, &cq, &ck, &bias, 8, 0, &mask, NULL), BAD);
+  expect_err(sfa_topk_mask_varlen(ctx, NULL, &ck, &bias, 8, 0, &mask, NULL), BAD,
+             "cu_seqlens_q: is NULL", NULL);
+  expect_err(sfa_topk_mask_varlen(ctx, &cq, NULL, &bias, 8, 0, &mask, NULL), BAD,
+             "cu_seqlens_k: is NULL", NULL);
+  expect_err(sfa_topk_mask_varlen(ctx, &cq, &ck, NULL, 8, 0, &mask, NULL), BAD, "bias: is NULL",
+             NULL);
+  expect_err(sfa_topk_mask_varlen(ctx, &cq, &ck, &bias, 8, 0, NULL, NULL), BAD, "mask: is NULL",
+             NULL);
+  RESET(), ck.shape[0] = 5;
+  expect_err(CALL(8, 0), BAD, "cu_seqlens_k: shape [5] but cu_seqlens_q's is [4]", NULL);
+  RESET(), cq.dtype = SFA_DTYPE_FP16;
+  expect_err(CALL(8, 0), BAD, "cu_seqlens_q: dtype fp16", "int32");
+  RESET(), ck.strides[0] = 0;
+  expect_err(CALL(8, 0), BAD, "cu_seqlens_k: stride[0] is 0", "contiguous");
+  RESET(), bias.rank = 4;
+  expect_err(CALL(8, 0), BAD, "bias.rank: 4", "[Hb, total_q, Kmax]");
+  RESET(), bias.dtype = SFA_DTYPE_INT32;
+  expect_err(CALL(8, 0), BAD, "bias: dtype int32", NULL);
+  RESET(), bias.shape[2] = ((int64_t)1 << 30) + 1;
+  expect_err(CALL(8, 0), BAD, "bias: Kmax = 1073741825", "2^30");
+  RESET(), bias.shape[1] = ((int64_t)1 << 30) + 1;
+  expect_err(CALL(8, 0), BAD, "bias: total_q = 1073741825", "2^30");
+  RESET(), bias.strides[0] = 0; /* broadcast over heads is fine; the next error is w's */
+  expect_err(CALL(-1, 0), BAD, "w: -1", ">= 0");
+  RESET();
+  expect_err(CALL(8, 2), BAD, "causal: 2", "0 or 1");
+  RESET(), mask.shape[2] = 199;
+  expect_err(CALL(8, 0), BAD, "mask: shape [4, 100, 199]", "bias");
+  RESET(), mask.strides[1] = 200;
+  expect_err(CALL(8, 0), BAD, "mask: stride[1] is 200", "multiple of 16");
+  RESET(), mask.strides[0] = 100 * 208 + 8;
+  expect_err(CALL(8, 0), BAD, "mask: stride[0] is 20808", "multiple of 16");
+  RESET(), mask.data = (char *)mask.data + 8;
+  expect_err(CALL(8, 0), BAD, "mask: data", "16-byte aligned");
+  RESET(), mask.data = (char *)bias.data + 64;
+  expect_err(CALL(8, 0), BAD, "mask: its memory overlaps bias", NULL);
+  RESET(), cq.data = (char *)mask.data + 64;
+  expect_err(CALL(8, 0), BAD, "mask: its memory overlaps cu_seqlens_q", NULL);
+#undef CALL
+#undef RESET
+}
+END_TEST
+
 START_TEST(valid_calls_reach_the_driver) {
   /* On a machine without a driver, fully valid calls fail with NO_DRIVER (on
   ** one with a driver they would launch on fake pointers: not done there). */
@@ -386,6 +580,23 @@ START_TEST(valid_calls_reach_the_driver) {
   mask.strides[2] = 32, mask.strides[1] = 160, mask.strides[0] = 320;
   expect_err(sfa_topk_mask(ctx, &bias, 0, 1, &mask, NULL), SFA_ERR_NO_DRIVER, NULL, NULL);
   expect_err(sfa_topk_mask(ctx, &bias, 100, 0, &mask, NULL), SFA_ERR_NO_DRIVER, NULL, NULL);
+  /* The packed calls: one sequence, Kmax 17 (mask rows padded to 32). */
+  vprep vp;
+  vprep_init(&vp);
+  expect_err(vprep_call(&vp), SFA_ERR_NO_DRIVER, NULL, NULL);
+  sfa_tensor cu, cu2, vos, vidx, vo;
+  t1(&cu, 5, 2);
+  t1(&cu2, 6, 2);
+  t3(&vos, 0, SFA_DTYPE_FP32, 7, 1, 3);
+  t2(&vidx, 1, SFA_DTYPE_INT32, 1, 7);
+  t3(&vo, 2, SFA_DTYPE_FP32, 7, 1, 3);
+  expect_err(sfa_hash_unsort_varlen(ctx, &cu, &vos, &vidx, &vo, NULL), SFA_ERR_NO_DRIVER, NULL,
+             NULL);
+  t3(&bias, 3, SFA_DTYPE_FP16, 2, 5, 17);
+  t3(&mask, 4, SFA_DTYPE_UINT8, 2, 5, 17);
+  mask.strides[1] = 32, mask.strides[0] = 160;
+  expect_err(sfa_topk_mask_varlen(ctx, &cu, &cu2, &bias, 4, 1, &mask, NULL), SFA_ERR_NO_DRIVER,
+             NULL, NULL);
 }
 END_TEST
 
@@ -401,6 +612,9 @@ int main(void) {
   tcase_add_test(v, hash_prepare_rejects);
   tcase_add_test(v, hash_unsort_rejects);
   tcase_add_test(v, topk_mask_rejects);
+  tcase_add_test(v, hash_prepare_varlen_rejects);
+  tcase_add_test(v, hash_unsort_varlen_rejects);
+  tcase_add_test(v, topk_mask_varlen_rejects);
   tcase_add_test(v, valid_calls_reach_the_driver);
   suite_add_tcase(s, v);
   return tu_run_suite(s);

@@ -16,6 +16,8 @@ that use them without graph breaks, and autograd trains through them.
     o = sfa.attention(q, k, v, mode="window", window=(1023, 0), causal=True, bias=b)
     o, lse = sfa.attention(q, k, v, causal=True, return_lse=True)
     o = sfa.attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, causal=True)  # packed [total, H, D]
+    o = sfa.hash_attention(q, k, v, q_bucket, k_bucket, nb, cu_seqlens_q=cu, cu_seqlens_k=cu)  # packed
+    m = sfa.topk_mask(bias, w, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k)  # bias [Hb, total_q, Kmax]
 
 Importing sfa needs no torch (sfa.__version__, the library checks); the
 attention functions need it and raise ImportError without it.

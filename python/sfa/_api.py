@@ -229,13 +229,22 @@ def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, *, mode="dense", causa
     _check_qkv(q, k, v, 3, "[total, H, D]: packed sequences")
     _check_tensors((("q", q), ("k", k), ("v", v), ("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k),
                     ("q_idx", q_idx), ("k_idx", k_idx), ("q_hash", q_hash), ("k_hash", k_hash)))
-    for n, t in (("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k)):
-        if t.dtype != torch.int32 or t.dim() != 1:
-            raise ValueError(f"sfa: {n}: dtype {t.dtype}, shape {tuple(t.shape)}; must be torch.int32 [B + 1] "
-                             "(prefix sums of the lengths)")
+    _check_cu((("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k)))
     o, lse = _ops.attention_varlen_fwd(q, k, v, cu_seqlens_q, cu_seqlens_k, q_idx, k_idx, q_hash, k_hash, mode,
                                        bool(causal), scale, wl, wr, bool(deterministic))
     return (o, lse) if return_lse else o
+
+
+def _check_cu(named, pair=False):
+    """named: (name, prefix sums or None) pairs, each None or an int32 [B + 1]
+    tensor; pair: the two of a query / key pair, both or neither."""
+    if pair and (named[0][1] is None) != (named[1][1] is None):
+        given, missing = (named[0][0], named[1][0]) if named[1][1] is None else (named[1][0], named[0][0])
+        raise ValueError(f"sfa: {missing}: is None but {given} is given; packed sequences need both")
+    for n, t in named:
+        if t is not None and (not isinstance(t, torch.Tensor) or t.dtype != torch.int32 or t.dim() != 1):
+            what = f"dtype {t.dtype}, shape {tuple(t.shape)}" if isinstance(t, torch.Tensor) else type(t).__name__
+            raise ValueError(f"sfa: {n}: {what}; must be torch.int32 [B + 1] (prefix sums of the lengths)")
 
 
 def _sdpa_mask(attn_mask, B, Hq, Tq, Tk, dtype):
@@ -345,32 +354,61 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
 
 # ------------------------------------------------------------------ sparse helpers
 
-def hash_prepare(bucket, num_buckets, x, x2=None):
+def hash_prepare(bucket, num_buckets, x, x2=None, *, cu_seqlens=None):
     """Sort x [B,H,T,D] (and x2 alike) by (bucket, position) per (b, h).
     Returns (x_sorted, x2_sorted or None, idx, hash) as mode "hash" expects.
-    x may be None: then only idx and hash are made (x_sorted is None)."""
+    x may be None: then only idx and hash are made (x_sorted is None).
+
+    Packed sequences (cu_seqlens int32 [B + 1], the prefix sums of the
+    lengths, as attention_varlen takes them): bucket int32 [H, total], x
+    [total, H, D] and x2 [total, H, D2]; each sequence is sorted alone and idx
+    holds positions within it, so (idx, hash) are attention_varlen's
+    (q_idx, q_hash) or (k_idx, k_hash) in mode "hash"
+    (sfa_hash_prepare_varlen). The values of cu_seqlens are not checked."""
     num_buckets = check_int("num_buckets", num_buckets, 1)
-    _check_tensors((("bucket", bucket), ("x", x), ("x2", x2)))
-    idx, hsh, xs, x2s = _ops.hash_prepare(bucket, num_buckets, x, x2)
+    _check_tensors((("bucket", bucket), ("x", x), ("x2", x2), ("cu_seqlens", cu_seqlens)))
+    _check_cu((("cu_seqlens", cu_seqlens),))
+    idx, hsh, xs, x2s = _ops.hash_prepare(bucket, num_buckets, x, x2, cu_seqlens)
     return (xs if x is not None else None), (x2s if x2 is not None else None), idx, hsh
 
 
-def hash_unsort(o_sorted, idx, out=None):
+def hash_unsort(o_sorted, idx, out=None, *, cu_seqlens=None):
     """o[b, h, idx[b, h, i]] = o_sorted[b, h, i] (a new tensor, rows that idx
     does not name are 0; or written into out, where they are left as they
-    are)."""
-    _check_tensors((("o_sorted", o_sorted), ("idx", idx), ("out", out)))
+    are). Packed sequences (cu_seqlens as hash_prepare's): o_sorted and o
+    [total, H, D], idx [H, total] with positions within each sequence
+    (sfa_hash_unsort_varlen)."""
+    _check_tensors((("o_sorted", o_sorted), ("idx", idx), ("out", out), ("cu_seqlens", cu_seqlens)))
+    _check_cu((("cu_seqlens", cu_seqlens),))
     if out is None:
-        return _ops.hash_unsort(o_sorted, idx)
-    _calls.hash_unsort_into(o_sorted, idx, out)
+        return _ops.hash_unsort(o_sorted, idx, cu_seqlens)
+    _calls.hash_unsort_into(o_sorted, idx, out, cu_seqlens)
     return out
 
 
-def hash_attention(q, k, v, q_bucket, k_bucket, num_buckets, **kw):
+def _gather_rows(x, idx, dim, start=None):
+    """Rows of x along dim (2: [B,H,T,D]; 0: packed [total,H,D]) picked by
+    idx ([B,H,T] or [H,total], positions within each sequence; start: each
+    packed row's sequence start, added to them) with torch.gather."""
+    sel = idx.long() if start is None else (idx.long() + start).transpose(0, 1)
+    return torch.gather(x, dim, sel.unsqueeze(-1).expand(*sel.shape, x.shape[-1]))
+
+
+def _scatter_rows(os_, idx, dim, start=None):
+    """The inverse of _gather_rows for a permutation idx: every row is written."""
+    sel = idx.long() if start is None else (idx.long() + start).transpose(0, 1)
+    return torch.zeros_like(os_).scatter(dim, sel.unsqueeze(-1).expand(*sel.shape, os_.shape[-1]), os_)
+
+
+def hash_attention(q, k, v, q_bucket, k_bucket, num_buckets, *, cu_seqlens_q=None, cu_seqlens_k=None, **kw):
     """Hash-sparse attention from unsorted tensors: sort by (bucket, position),
     attend (mode "hash"), scatter the output back to the original order.
     q [B,Hq,T,D] with q_bucket int32 [B,Hq,T]; k, v [B,Hkv,T,D] with k_bucket
     int32 [B,Hkv,T]; kw: scale, deterministic, strict_causal, softcap.
+    Packed sequences (cu_seqlens_q and cu_seqlens_k, both or neither, int32
+    [B + 1]): q [total_q,Hq,D] with q_bucket [Hq,total_q], k, v
+    [total_k,Hkv,D] with k_bucket [Hkv,total_k]; each sequence is sorted and
+    attends alone (through attention_varlen; kw: scale, deterministic).
 
     Differentiable: when a gradient is needed (grad mode on and q, k or v
     requires grad), sfa_hash_prepare makes only the permutation (idx, hash),
@@ -381,34 +419,51 @@ def hash_attention(q, k, v, q_bucket, k_bucket, num_buckets, **kw):
     sfa's kernels (sfa_hash_prepare / sfa_hash_unsort), which are faster; both
     paths give the same output. The bucket ids get no gradient."""
     num_buckets = check_int("num_buckets", num_buckets, 1)
-    _check_qkv(q, k, v)
-    _check_tensors((("q", q), ("k", k), ("v", v), ("q_bucket", q_bucket), ("k_bucket", k_bucket)))
-    hkw = dict(mode="hash", **kw)
+    _check_cu((("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k)), pair=True)
+    packed = cu_seqlens_q is not None
+    _check_qkv(q, k, v, *((3, "[total, H, D]: packed sequences") if packed else ()))
+    _check_tensors((("q", q), ("k", k), ("v", v), ("q_bucket", q_bucket), ("k_bucket", k_bucket),
+                    ("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k)))
+    if packed:
+        def attend(qs, ks, vs, qi, ki, qh, kh):
+            return attention_varlen(qs, ks, vs, cu_seqlens_q, cu_seqlens_k, mode="hash", q_idx=qi, k_idx=ki,
+                                    q_hash=qh, k_hash=kh, **kw)
+    else:
+        def attend(qs, ks, vs, qi, ki, qh, kh):
+            return attention(qs, ks, vs, q_idx=qi, k_idx=ki, q_hash=qh, k_hash=kh, mode="hash", **kw)
     if not (torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))):
-        qs, _, qi, qh = hash_prepare(q_bucket, num_buckets, q)
-        ks, vs, ki, kh = hash_prepare(k_bucket, num_buckets, k, v)
-        os_ = attention(qs, ks, vs, q_idx=qi, k_idx=ki, q_hash=qh, k_hash=kh, **hkw)
-        return hash_unsort(os_, qi)
-    _, _, qi, qh = hash_prepare(q_bucket, num_buckets, None)
-    _, _, ki, kh = hash_prepare(k_bucket, num_buckets, None)
-    qsel, ksel = qi.long().unsqueeze(-1), ki.long().unsqueeze(-1)
-    qs = torch.gather(q, 2, qsel.expand(-1, -1, -1, q.shape[-1]))
-    ks = torch.gather(k, 2, ksel.expand(-1, -1, -1, k.shape[-1]))
-    vs = torch.gather(v, 2, ksel.expand(-1, -1, -1, v.shape[-1]))
-    os_ = attention(qs, ks, vs, q_idx=qi, k_idx=ki, q_hash=qh, k_hash=kh, **hkw)
-    # idx is a permutation of 0..T-1 per (b, h), so every row is written
-    return torch.zeros_like(os_).scatter(2, qsel.expand(-1, -1, -1, os_.shape[-1]), os_)
+        qs, _, qi, qh = hash_prepare(q_bucket, num_buckets, q, cu_seqlens=cu_seqlens_q)
+        ks, vs, ki, kh = hash_prepare(k_bucket, num_buckets, k, v, cu_seqlens=cu_seqlens_k)
+        return hash_unsort(attend(qs, ks, vs, qi, ki, qh, kh), qi, cu_seqlens=cu_seqlens_q)
+    _, _, qi, qh = hash_prepare(q_bucket, num_buckets, None, cu_seqlens=cu_seqlens_q)
+    _, _, ki, kh = hash_prepare(k_bucket, num_buckets, None, cu_seqlens=cu_seqlens_k)
+    dim, qst, kst = 2, None, None
+    if packed:  # each packed row's sequence start, for positions within the sequence
+        dim = 0
+        qst, kst = (cu[torch.searchsorted(cu, torch.arange(t.shape[0], device=t.device, dtype=cu.dtype),
+                                          right=True) - 1].long()
+                    for cu, t in ((cu_seqlens_q, q), (cu_seqlens_k, k)))
+    qs, ks, vs = _gather_rows(q, qi, dim, qst), _gather_rows(k, ki, dim, kst), _gather_rows(v, ki, dim, kst)
+    # idx is a permutation of each sequence's positions per head, so every row is written
+    return _scatter_rows(attend(qs, ks, vs, qi, ki, qh, kh), qi, dim, qst)
 
 
-def topk_mask(bias, w, causal=True, out=None):
+def topk_mask(bias, w, causal=True, out=None, *, cu_seqlens_q=None, cu_seqlens_k=None):
     """uint8 mask of the w largest-bias allowed keys per query (flash-sparse-attn),
     causal bottom-right aligned. The mask's rows are padded to a multiple of
-    16 bytes, as sfa_forward requires (a new tensor, or written into out)."""
+    16 bytes, as sfa_forward requires (a new tensor, or written into out).
+
+    Packed sequences (cu_seqlens_q and cu_seqlens_k, both or neither, int32
+    [B + 1]): bias [Hb, total_q, Kmax], row i of sequence b with key position
+    j of that sequence in column j (Kmax >= the longest key length), mask
+    likewise; causal alignment per sequence, and the columns past a
+    sequence's key length are 0 (sfa_topk_mask_varlen)."""
     w = check_int("w", w, 0)
-    _check_tensors((("bias", bias), ("out", out)))
+    _check_tensors((("bias", bias), ("out", out), ("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k)))
+    _check_cu((("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k)), pair=True)
     if out is None:
-        return _ops.topk_mask(bias, w, bool(causal))
-    _calls.topk_mask_into(bias, w, causal, out)
+        return _ops.topk_mask(bias, w, bool(causal), cu_seqlens_q, cu_seqlens_k)
+    _calls.topk_mask_into(bias, w, causal, out, cu_seqlens_q, cu_seqlens_k)
     return out
 
 

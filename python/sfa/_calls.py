@@ -299,23 +299,37 @@ def merge_into(o_parts, lse_parts, o, lse):
     launch(o, _capi.lib.sfa_merge_attention, d[0], d[1], d[2], _ref(d[3]))
 
 
-def hash_prepare_into(bucket, num_buckets, x, xs, x2, x2s, idx, hsh):
+def hash_prepare_into(bucket, num_buckets, x, xs, x2, x2s, idx, hsh, cu_seqlens=None):
+    """sfa_hash_prepare, or with cu_seqlens (packed sequences) sfa_hash_prepare_varlen."""
     num_buckets = check_int("num_buckets", num_buckets, 1)
     d = [describe(t, n) for t, n in ((bucket, "bucket"), (x, "x"), (xs, "x_sorted"), (x2, "x2"),
                                      (x2s, "x2_sorted"), (idx, "idx"), (hsh, "hash"))]
-    launch(bucket, _capi.lib.sfa_hash_prepare, d[0], num_buckets, _ref(d[1]), _ref(d[2]), _ref(d[3]),
-           _ref(d[4]), d[5], d[6])
+    if cu_seqlens is None:
+        launch(bucket, _capi.lib.sfa_hash_prepare, d[0], num_buckets, _ref(d[1]), _ref(d[2]), _ref(d[3]),
+               _ref(d[4]), d[5], d[6])
+    else:
+        launch(bucket, _capi.lib.sfa_hash_prepare_varlen, describe(cu_seqlens, "cu_seqlens"), d[0], num_buckets,
+               _ref(d[1]), _ref(d[2]), _ref(d[3]), _ref(d[4]), d[5], d[6])
 
 
-def hash_unsort_into(o_sorted, idx, o):
+def hash_unsort_into(o_sorted, idx, o, cu_seqlens=None):
+    """sfa_hash_unsort, or with cu_seqlens sfa_hash_unsort_varlen."""
     d = [describe(t, n) for t, n in ((o_sorted, "o_sorted"), (idx, "idx"), (o, "o"))]
-    launch(o_sorted, _capi.lib.sfa_hash_unsort, d[0], d[1], d[2])
+    if cu_seqlens is None:
+        launch(o_sorted, _capi.lib.sfa_hash_unsort, d[0], d[1], d[2])
+    else:
+        launch(o_sorted, _capi.lib.sfa_hash_unsort_varlen, describe(cu_seqlens, "cu_seqlens"), d[0], d[1], d[2])
 
 
-def topk_mask_into(bias, w, causal, mask):
+def topk_mask_into(bias, w, causal, mask, cu_seqlens_q=None, cu_seqlens_k=None):
+    """sfa_topk_mask, or with cu_seqlens_q / _k sfa_topk_mask_varlen."""
     w = check_int("w", w, 0)
     d = [describe(bias, "bias"), describe(mask, "mask")]
-    launch(bias, _capi.lib.sfa_topk_mask, d[0], w, int(bool(causal)), d[1])
+    if cu_seqlens_q is None and cu_seqlens_k is None:
+        launch(bias, _capi.lib.sfa_topk_mask, d[0], w, int(bool(causal)), d[1])
+    else:
+        launch(bias, _capi.lib.sfa_topk_mask_varlen, _ref(describe(cu_seqlens_q, "cu_seqlens_q")),
+               _ref(describe(cu_seqlens_k, "cu_seqlens_k")), d[0], w, int(bool(causal)), d[1])
 
 
 # ------------------------------------------------------------------ decoding

@@ -13,10 +13,11 @@ torch.compile(fullgraph=True) sees them as single graph nodes, and autograd.
                        packed sequences: q [total_q, Hq, D], lse [Hq, total_q]
   sfa::attention_varlen_bwd (dout, q, k, v, o, lse, cu_seqlens_q, cu_seqlens_k, index arrays...,
                        the same options) -> (dq, dk, dv)
-  sfa::hash_prepare   (bucket, num_buckets, x?, x2?) -> (idx, hash, x_sorted, x2_sorted)
+  sfa::hash_prepare   (bucket, num_buckets, x?, x2?, cu_seqlens?) -> (idx, hash, x_sorted, x2_sorted)
                        x_sorted / x2_sorted are empty tensors where x / x2 are None
-  sfa::hash_unsort    (o_sorted, idx) -> o   (rows that idx does not name are 0)
-  sfa::topk_mask      (bias, w, causal) -> mask (uint8, rows padded to 16 bytes)
+  sfa::hash_unsort    (o_sorted, idx, cu_seqlens?) -> o   (rows that idx does not name are 0)
+  sfa::topk_mask      (bias, w, causal, cu_seqlens_q?, cu_seqlens_k?) -> mask (uint8, rows padded
+                      to 16 bytes); with the prefix sums (packed sequences) the _varlen C calls
   sfa::merge_attention (o_parts [N, B, H, T, D], lse_parts [N, B, H, T], out_dtype) -> (o, lse)
   sfa::decode         (q, k_cache, v_cache, page_table?, seqused?, kv_indices?, mode, causal, scale?,
                        window_left, window_right) -> (o, lse)   no autograd (inference)
@@ -183,19 +184,19 @@ attention_varlen_fwd.register_autograd(_varlen_backward, setup_context=_varlen_s
 # ------------------------------------------------------------------ sparse helpers
 
 @torch.library.custom_op("sfa::hash_prepare", mutates_args=())
-def hash_prepare(bucket: Tensor, num_buckets: int, x: Optional[Tensor],
-                 x2: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+def hash_prepare(bucket: Tensor, num_buckets: int, x: Optional[Tensor], x2: Optional[Tensor],
+                 cu_seqlens: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     idx = torch.empty(bucket.shape, device=bucket.device, dtype=torch.int32)
     hsh = torch.empty(bucket.shape, device=bucket.device, dtype=torch.int32)
     xs = torch.empty_like(x) if x is not None else bucket.new_empty(_EMPTY)
     x2s = torch.empty_like(x2) if x2 is not None else bucket.new_empty(_EMPTY)
     _calls.hash_prepare_into(bucket, num_buckets, x, xs if x is not None else None, x2,
-                             x2s if x2 is not None else None, idx, hsh)
+                             x2s if x2 is not None else None, idx, hsh, cu_seqlens)
     return idx, hsh, xs, x2s
 
 
 @hash_prepare.register_fake
-def _(bucket, num_buckets, x, x2):
+def _(bucket, num_buckets, x, x2, cu_seqlens=None):
     idx = bucket.new_empty(bucket.shape, dtype=torch.int32)
     hsh = bucket.new_empty(bucket.shape, dtype=torch.int32)
     xs = torch.empty_like(x) if x is not None else bucket.new_empty(_EMPTY)
@@ -204,14 +205,14 @@ def _(bucket, num_buckets, x, x2):
 
 
 @torch.library.custom_op("sfa::hash_unsort", mutates_args=())
-def hash_unsort(o_sorted: Tensor, idx: Tensor) -> Tensor:
+def hash_unsort(o_sorted: Tensor, idx: Tensor, cu_seqlens: Optional[Tensor] = None) -> Tensor:
     o = torch.zeros_like(o_sorted)
-    _calls.hash_unsort_into(o_sorted, idx, o)
+    _calls.hash_unsort_into(o_sorted, idx, o, cu_seqlens)
     return o
 
 
 @hash_unsort.register_fake
-def _(o_sorted, idx):
+def _(o_sorted, idx, cu_seqlens=None):
     return torch.empty_like(o_sorted)
 
 
@@ -222,14 +223,15 @@ def _topk_out(bias):
 
 
 @torch.library.custom_op("sfa::topk_mask", mutates_args=())
-def topk_mask(bias: Tensor, w: int, causal: bool) -> Tensor:
+def topk_mask(bias: Tensor, w: int, causal: bool, cu_seqlens_q: Optional[Tensor] = None,
+              cu_seqlens_k: Optional[Tensor] = None) -> Tensor:
     out = _topk_out(bias)
-    _calls.topk_mask_into(bias, w, causal, out)
+    _calls.topk_mask_into(bias, w, causal, out, cu_seqlens_q, cu_seqlens_k)
     return out
 
 
 @topk_mask.register_fake
-def _(bias, w, causal):
+def _(bias, w, causal, cu_seqlens_q=None, cu_seqlens_k=None):
     return _topk_out(bias)
 
 

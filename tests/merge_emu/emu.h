@@ -1,7 +1,9 @@
 // emu.h -- tests/merge_emu: a host emulation of the CUDA builtins that the merge
 // kernel (templates/util_merge.lt) uses: each group of G lanes runs as G
 // std::threads; shuffles and __any_sync go through per-group slots with a
-// barrier (a deadlock or a mask mismatch is a bug of the kernel).
+// barrier (a deadlock or a mask mismatch is a bug of the kernel). Also the
+// block-wide builtins of tests/helpers_emu (the hash and top-k kernels).
+#include <algorithm>
 #include <barrier>
 #include <cassert>
 #include <cmath>
@@ -66,7 +68,47 @@ extern "C" float sfa_half_to_float(int dtype, uint16_t h);
 static inline float emu_h2f(unsigned short x) { return sfa_half_to_float(0, x); }
 static inline unsigned short emu_f2h(float f) { return sfa_float_to_half(0, f); }
 static inline unsigned emu_f2bf(float f) { return sfa_float_to_half(1, f); }
-/* util_common.lt's block scan (not used by the merge kernel): stubs that abort */
-template <typename T> static inline T __shfl_up_sync(unsigned, T v, int, int = 32) { abort(); return v; }
-static inline void __syncthreads() { abort(); }
-static inline void __syncwarp() { abort(); }
+/* Block-wide builtins (util_common.lt's block scan, the hash and top-k
+   kernels of tests/helpers_emu): a launch that runs whole blocks sets
+   emu_block, the barrier of the block's threads, and gives every warp a
+   group of 32; without it (the merge kernel's groups) they abort. */
+extern std::barrier<> *emu_block;
+static inline void __syncthreads() {
+  if (!emu_block) abort();
+  emu_block->arrive_and_wait();
+}
+static inline void __syncwarp(unsigned mask = 0xffffffffu) {
+  if (!emu_block || mask != emu_g->mask) abort();
+  emu_g->bar->arrive_and_wait();
+}
+template <typename T> static inline T __shfl_up_sync(unsigned mask, T v, int o, int width = 32) {
+  emu_check(mask, width);
+  const int l = emu_lane();
+  return emu_xchg(v, (l & (width - 1)) >= o ? l - o : l);
+}
+static inline unsigned __ballot_sync(unsigned mask, int pred) {
+  if (mask != emu_g->mask) abort();
+  emu_g->slot[emu_lane()] = pred != 0;
+  emu_g->bar->arrive_and_wait();
+  unsigned m = 0;
+  for (int i = 0; i < 32; i++) if ((mask >> i) & 1u) m |= (unsigned)emu_g->slot[i] << i;
+  emu_g->bar->arrive_and_wait();
+  return m;
+}
+static inline unsigned __match_any_sync(unsigned mask, int v) {
+  if (mask != emu_g->mask) abort();
+  emu_g->slot[emu_lane()] = (unsigned)v;
+  emu_g->bar->arrive_and_wait();
+  unsigned m = 0;
+  for (int i = 0; i < 32; i++)
+    if (((mask >> i) & 1u) && emu_g->slot[i] == (unsigned)v) m |= 1u << i;
+  emu_g->bar->arrive_and_wait();
+  return m;
+}
+static inline int __popc(unsigned x) { return __builtin_popcount(x); }
+static inline int __ffs(int x) { return __builtin_ffs(x); }
+template <typename T> static inline T atomicAdd(T *p, T v) { return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }
+using std::max;
+using std::min;
+#define __shared__ static
+#define __align__(x) alignas(x)

@@ -7,6 +7,7 @@
 thread_local emu_dim threadIdx, blockIdx;
 emu_dim blockDim, gridDim;
 thread_local emu_group *emu_g;
+std::barrier<> *emu_block;
 #include "kernel.inc"
 extern "C" int sfa_reference_merge(int N, int64_t rows, int D, const float *o_parts,
                                    const float *lse_parts, float *o, float *lse, char *err, size_t errlen);

@@ -1,13 +1,13 @@
 """refbackend.py -- a CPU stand-in for sfa's GPU calls, for the tests: the
 binding's calls (sfa._calls.forward_into, backward_into, hash_prepare_into,
-hash_unsort_into, merge_into) are replaced by the library's float64 CPU
+hash_unsort_into, topk_mask_into, merge_into) are replaced by the library's float64 CPU
 reference (sfa_reference_forward / sfa_reference_backward_dlse /
 sfa_reference_merge) and by torch ops, so that
 everything above them -- the custom ops, their fake and autograd
 registrations, torch.compile, the SDPA and top-left mappings, the mask and
 bias handling -- runs on a machine without a GPU, against the library's own
-semantics. Packed sequences (cu_seqlens in the extras) run each sequence
-through the reference alone.
+semantics. Packed sequences (cu_seqlens in the extras, and the helpers'
+cu_seqlens arguments) run each sequence through the reference alone.
 
     with refbackend.cpu(sfa):
         o = sfa.attention(q_cpu, k_cpu, v_cpu, causal=True)
@@ -182,8 +182,16 @@ def make(sfa):
         if dbias is not None:
             dbias.copy_(dbf)
 
-    def hash_prepare_into(bucket, num_buckets, x, xs, x2, x2s, idx, hsh):
+    def hash_prepare_into(bucket, num_buckets, x, xs, x2, x2s, idx, hsh, cu_seqlens=None):
         num_buckets = sfa._args.check_int("num_buckets", num_buckets, 1)
+        if cu_seqlens is not None:  # each sequence alone, through views of the packed tensors
+            cu = cu_seqlens.tolist()
+            for a, b in zip(cu, cu[1:]):
+                if b > a:
+                    hash_prepare_into(bucket[:, a:b].unsqueeze(0), num_buckets,
+                                      *(None if t is None else _seq(t, a, b) for t in (x, xs, x2, x2s)),
+                                      idx[:, a:b].unsqueeze(0), hsh[:, a:b].unsqueeze(0))
+            return
         T = bucket.shape[-1]
         pos = torch.arange(T).expand(bucket.shape)
         b = bucket.long()
@@ -196,9 +204,39 @@ def make(sfa):
             if src is not None:
                 dst.copy_(src.gather(2, order.unsqueeze(-1).expand(*order.shape, src.shape[-1])))
 
-    def hash_unsort_into(o_sorted, idx, o):
+    def hash_unsort_into(o_sorted, idx, o, cu_seqlens=None):
+        if cu_seqlens is not None:
+            cu = cu_seqlens.tolist()
+            for a, b in zip(cu, cu[1:]):
+                if b > a:
+                    hash_unsort_into(_seq(o_sorted, a, b), idx[:, a:b].unsqueeze(0), _seq(o, a, b))
+            return
         sel = idx.long().unsqueeze(-1).expand(*idx.shape, o_sorted.shape[-1])
         o.scatter_(2, sel, o_sorted)
+
+    def topk_mask_into(bias, w, causal, mask, cu_seqlens_q=None, cu_seqlens_k=None):
+        """The w largest allowed non-NaN biases of each row, ties to the lower
+        key; packed: each sequence's rows on its first len_k columns, the rest 0."""
+        w = sfa._args.check_int("w", w, 0)
+        if cu_seqlens_q is not None:
+            cq, ck = cu_seqlens_q.tolist(), cu_seqlens_k.tolist()
+            mask.zero_()
+            for (qa, qb), (ka, kb) in zip(zip(cq, cq[1:]), zip(ck, ck[1:])):
+                if qb > qa and kb > ka:
+                    topk_mask_into(bias[:, qa:qb, :kb - ka].unsqueeze(0), w, causal,
+                                   mask[:, qa:qb, :kb - ka].unsqueeze(0))
+            return
+        Tq, Tk = bias.shape[-2:]
+        v = bias.to(torch.float64)
+        allowed = ~torch.isnan(v)
+        if causal:
+            i, j = torch.arange(Tq).unsqueeze(1), torch.arange(Tk).unsqueeze(0)
+            allowed = allowed & (j <= i + Tk - Tq)
+        # stable sorts: by value, largest first (-0 == +0, ties keep key order), then allowed first
+        o1 = torch.argsort(torch.where(allowed, -v, torch.zeros_like(v)), dim=-1, stable=True)
+        order = o1.gather(-1, torch.argsort((~allowed).gather(-1, o1).to(torch.int8), dim=-1, stable=True))
+        rank = torch.empty_like(order).scatter_(-1, order, torch.arange(Tk).expand_as(order).contiguous())
+        mask.copy_(((rank < w) & allowed).to(torch.uint8))
 
     def merge_into(o_parts, lse_parts, o, lse):
         N, D = o_parts.shape[0], o_parts.shape[-1]
@@ -213,14 +251,16 @@ def make(sfa):
             lse.copy_(lf)
 
     return dict(DEVICE_TYPE="cpu", forward_into=forward_into, backward_into=backward_into,
-                hash_prepare_into=hash_prepare_into, hash_unsort_into=hash_unsort_into, merge_into=merge_into)
+                hash_prepare_into=hash_prepare_into, hash_unsort_into=hash_unsort_into, topk_mask_into=topk_mask_into,
+                merge_into=merge_into)
 
 
 @contextlib.contextmanager
 def cpu(sfa):
     """sfa's calls run on CPU tensors through the reference while inside."""
     saved = {n: getattr(sfa._calls, n) for n in ("DEVICE_TYPE", "forward_into", "backward_into",
-                                                  "hash_prepare_into", "hash_unsort_into", "merge_into")}
+                                                  "hash_prepare_into", "hash_unsort_into", "topk_mask_into",
+                                                  "merge_into")}
     for n, f in make(sfa).items():
         setattr(sfa._calls, n, f)
     try:
