@@ -507,20 +507,28 @@ def _packed_allowed(mode, tq, tk, kw, qi, ki, qh, kh, group):
     return a.unsqueeze(0)
 
 
+def _packed_qkv(seed, Hq, Hkv, D, device):
+    """The packed problem of the varlen tests, lengths 0 and 1 among them and
+    queries without keys: (lq, lk, [cu_seqlens_q, cu_seqlens_k] int32 on
+    device, q [total_q, Hq, D], k, v [total_k, Hkv, D] random leaves)."""
+    import itertools
+    torch.manual_seed(seed)
+    lq, lk = [0, 1, 37, 70, 1, 5, 20], [3, 1, 40, 70, 0, 9, 20]
+    cu = [torch.tensor([0] + list(itertools.accumulate(ls)), dtype=torch.int32, device=device)
+          for ls in (lq, lk)]
+    TQ, TK = sum(lq), sum(lk)
+    return (lq, lk, cu, rand(TQ, Hq, D, device=device), rand(TK, Hkv, D, device=device),
+            rand(TK, Hkv, D, device=device))
+
+
 def _varlen(backend):
     """sfa.attention_varlen against torch in float64, one sequence at a time
     (lengths 0 and 1 among them, queries without keys, GQA): o and every
     gradient; lse; and opcheck of the two custom ops."""
     ctx, device, D = on(backend)
-    import itertools
     with ctx:
-        torch.manual_seed(23)
-        lq, lk = [0, 1, 37, 70, 1, 5, 20], [3, 1, 40, 70, 0, 9, 20]
         Hq, Hkv = 4, 2
-        cu = [torch.tensor([0] + list(itertools.accumulate(ls)), dtype=torch.int32, device=device)
-              for ls in (lq, lk)]
-        TQ, TK = sum(lq), sum(lk)
-        q, k, v = rand(TQ, Hq, D, device=device), rand(TK, Hkv, D, device=device), rand(TK, Hkv, D, device=device)
+        lq, lk, cu, q, k, v = _packed_qkv(23, Hq, Hkv, D, device)
         (qi, qh), (ki, kh) = _packed_indices("qk_drop", (lq, lk), (Hq, Hkv), device)
         (hqi, hqh), (hki, hkh) = _packed_indices("hash", (lq, lk), (Hq, Hkv), device)
         cases = [
@@ -558,7 +566,7 @@ def _varlen(backend):
             print(f"      {backend} varlen {name}: " + ", ".join(f"{n} {e:.1e}" for n, e in errs.items()))
             with torch.no_grad():
                 o, lse = sfa.attention_varlen(q, k, v, cu[0], cu[1], mode=mode, return_lse=True, **kw, **ix)
-            assert lse.shape == (Hq, TQ) and lse.dtype == torch.float32, lse.shape
+            assert lse.shape == (Hq, q.shape[0]) and lse.dtype == torch.float32, lse.shape
             for b in range(len(lq)):  # rows of a sequence without keys: o = 0, lse = -inf
                 if bk[b + 1] == bk[b]:
                     assert (o[bq[b]:bq[b + 1]] == 0).all() and (lse[:, bq[b]:bq[b + 1]] == -math.inf).all()
@@ -593,25 +601,20 @@ def _varlen_window_bias_mask(backend):
     per sequence: o and the gradients of q, k, v and the bias (0 in the
     columns past a sequence's keys); opcheck of both ops with them."""
     ctx, device, D = on(backend)
-    import itertools
     with ctx:
-        torch.manual_seed(29)
-        lq, lk = [0, 1, 37, 50, 1, 5, 20], [3, 1, 40, 50, 0, 9, 20]
         Hq, Hkv = 4, 2
-        cu = [torch.tensor([0] + list(itertools.accumulate(ls)), dtype=torch.int32, device=device)
-              for ls in (lq, lk)]
-        TQ, TK = sum(lq), sum(lk)
-        q, k, v = rand(TQ, Hq, D, device=device), rand(TK, Hkv, D, device=device), rand(TK, Hkv, D, device=device)
+        lq, lk, cu, q, k, v = _packed_qkv(29, Hq, Hkv, D, device)
+        TQ = q.shape[0]
         bq, bk = cu[0].tolist(), cu[1].tolist()
         scale = 1 / math.sqrt(D)
         # (name, kwargs, bias shape or None, mask shape or None)
         cases = [
             ("bias [Hq, total_q, Kmax] + mask [1, total_q, Kmax], window 8/2", dict(window=(8, 2)),
-             (Hq, TQ, 50), (1, TQ, 50)),
-            ("bias [1, 1, 30] (a row, Kmax 30 < 50), causal", dict(causal=True), (1, 1, 30), None),
+             (Hq, TQ, 70), (1, TQ, 70)),
+            ("bias [1, 1, 30] (a row, Kmax 30 < 70), causal", dict(causal=True), (1, 1, 30), None),
             ("mask [Hkv, 1, 45] uint8, deterministic", dict(window=(-1, 4), deterministic=True), None,
              (Hkv, 1, 45)),
-            ("bias [Hkv, total_q, 60] + mask [Hq, 1, 60]", dict(window=(16, 16)), (Hkv, TQ, 60), (Hq, 1, 60)),
+            ("bias [Hkv, total_q, 80] + mask [Hq, 1, 80]", dict(window=(16, 16)), (Hkv, TQ, 80), (Hq, 1, 80)),
         ]
         for name, kw, bshape, mshape in cases:
             bias = rand(*bshape, device=device) if bshape else None
@@ -672,7 +675,7 @@ def _varlen_window_bias_mask(backend):
             torch.library.opcheck(torch.ops.sfa.attention_varlen_bwd.default,
                                   (torch.randn_like(o), *args[:3], o, lse) + args[3:] + (bias is not None,))
         # a bias of one row with its gradient cannot be deterministic (float atomics across sequences)
-        b1 = rand(1, 1, 50, device=device)
+        b1 = rand(1, 1, 70, device=device)
         if backend == "cuda":
             from harness import raises
             o = sfa.attention_varlen(q, k, v, cu[0], cu[1], mode="window", bias=b1, deterministic=True)
