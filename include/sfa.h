@@ -473,7 +473,9 @@ SFA_API sfa_status sfa_backward_dlse(sfa_context *ctx, const sfa_attention_param
 ** totals): the prefix sums are checked too (cu_seqlens_*[0] = 0, never
 ** decreasing, the last entry Tq resp. Tk), and in qk_drop and hash the index
 ** arrays [Hq, Tq] / [Hkv, Tk] by the contract per sequence: a message names
-** ARRAY[b, h, t] with b the sequence and t the position within it. */
+** ARRAY[b, h, t] with b the sequence and t the position within it. A packed
+** window bias or mask is not read or checked here (it holds no index; its
+** heads are q's, which this call does not see): sfa_forward checks it. */
 SFA_API sfa_status sfa_check_indices(sfa_context *ctx, const sfa_attention_params *params,
                              const sfa_extras *extras, int64_t Tq, int64_t Tk, void *stream);
 
