@@ -4,8 +4,9 @@
 ** _Alignof), and the shared constants. gen/generator.c turns these into the
 ** Lua table ABI; templates/abi.lt emits the structs from it with a
 ** static_assert per field, so the generated CUDA checks itself against the C
-** layout when it compiles. The fields of SFA_ABI_VARLEN_ARGS are marked, so
-** that abi.lt declares them in varlen variants only.
+** layout when it compiles. The fields of SFA_ABI_VARLEN_ARGS and
+** SFA_ABI_VARLEN_COLS_ARGS are marked, so that abi.lt declares them in varlen
+** variants only (the latter with a bias or a mask only).
 */
 #include "gen/gen_internal.h"
 #include "runtime/kernel_abi.h"
@@ -24,6 +25,9 @@ const size_t sfa__abi_nstructs = sizeof sfa__abi_structs / sizeof sfa__abi_struc
 #define VARLEN_NAME_(X, type, name, doc) #name,
 const char *const sfa__abi_varlen_fields[] = {SFA_ABI_VARLEN_ARGS(VARLEN_NAME_, ~)};
 const size_t sfa__abi_nvarlen = sizeof sfa__abi_varlen_fields / sizeof sfa__abi_varlen_fields[0];
+const char *const sfa__abi_varlen_cols_fields[] = {SFA_ABI_VARLEN_COLS_ARGS(VARLEN_NAME_, ~)};
+const size_t sfa__abi_nvarlen_cols =
+    sizeof sfa__abi_varlen_cols_fields / sizeof sfa__abi_varlen_cols_fields[0];
 
 #define CONST_(name, doc) {#name, (long long)(name), doc},
 const sfa__abi_const sfa__abi_consts[] = {SFA_ABI_CONSTANTS(CONST_)};

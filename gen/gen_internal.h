@@ -136,6 +136,10 @@ extern const size_t sfa__abi_nconsts;
 /* The names of the fields of SFA_ABI_VARLEN_ARGS (the varlen variants' tail). */
 extern const char *const sfa__abi_varlen_fields[];
 extern const size_t sfa__abi_nvarlen;
+/* The names of the fields of SFA_ABI_VARLEN_COLS_ARGS (the tail after it that
+** varlen variants with a bias or a mask declare). */
+extern const char *const sfa__abi_varlen_cols_fields[];
+extern const size_t sfa__abi_nvarlen_cols;
 
 /* ------------------------------------------------------------ rendering */
 
@@ -155,9 +159,11 @@ typedef struct sfa__template {
 ** does not validate). Every render sees the table ABI (gen/abi.c):
 **   ABI.structs[name] = {name =, c_name =, size =, align =,
 **                        fields = {{name =, type =, ctype =, offset =, size =,
-**                                   doc =, varlen =}, ... in memory order}}
+**                                   doc =, varlen =, varlen_cols =}, ... in memory
+**                                   order}}
 **   (varlen: true for a field of SFA_ABI_VARLEN_ARGS, which only varlen
-**   variants declare)
+**   variants declare; varlen_cols: of SFA_ABI_VARLEN_COLS_ARGS, which only
+**   varlen variants with a bias or a mask declare)
 **   ABI.const[NAME] = value    (e.g. ABI.const.SFA__BWD_PLAN_INTS)
 ** templates/abi.lt emits a struct from it (abi_struct(name)). *out is
 ** malloc'ed. Lua errors become SFA_ERR_GENERATOR "template error: file.lt:LINE:

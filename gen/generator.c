@@ -283,18 +283,22 @@ static void push_abi_struct(lua_State *L, const sfa__abi_struct *st) {
   lua_createtable(L, (int)st->nfields, 0);
   for (size_t i = 0; i < st->nfields; i++) {
     const sfa__abi_field *f = &st->fields[i];
-    lua_createtable(L, 0, 7);
+    lua_createtable(L, 0, 8);
     set_str(L, "name", f->name);
     set_str(L, "type", f->type);
     set_str(L, "ctype", f->ctype);
     set_str(L, "doc", f->doc);
     set_int(L, "offset", (lua_Integer)f->offset);
     set_int(L, "size", (lua_Integer)f->size);
-    int varlen = 0;
+    int varlen = 0, cols = 0;
     for (size_t k = 0; k < sfa__abi_nvarlen; k++)
       varlen |= strcmp(f->name, sfa__abi_varlen_fields[k]) == 0;
+    for (size_t k = 0; k < sfa__abi_nvarlen_cols; k++)
+      cols |= strcmp(f->name, sfa__abi_varlen_cols_fields[k]) == 0;
     lua_pushboolean(L, varlen);
     lua_setfield(L, -2, "varlen");
+    lua_pushboolean(L, cols);
+    lua_setfield(L, -2, "varlen_cols");
     lua_rawseti(L, -2, (lua_Integer)i + 1);
   }
   lua_setfield(L, -2, "fields");

@@ -368,15 +368,28 @@ SFA_API void sfa_params_init(sfa_attention_params *p);
 ** lengths costs its real work. The values of cu_seqlens are not checked by
 ** sfa_forward / sfa_backward (they are read on the device only; wrong values
 ** give wrong output, never an access out of bounds): sfa_check_indices checks
-** them. Window mode with a bias or a mask is not supported with packed
-** sequences (SFA_ERR_UNSUPPORTED). */
+** them.
+** Window mode's bias and mask with packed sequences: bias [Hb, total_q|1,
+** Kmax] in q's dtype, mask uint8 [Hb, total_q|1, Kmax] (Hb = Hq, Hkv or 1;
+** a row count of 1 broadcasts one row to every query of every sequence; any
+** strides >= 0 with the last dimension contiguous; the mask's alignment
+** rules as above). Column j of row i is key j of row i's own sequence.
+** Kmax should be at least the longest key length of the batch; the host
+** cannot check that without reading cu_seqlens, so keys at or past Kmax
+** (the smaller of the two where both are given) are masked, never read.
+** sfa_backward's dbias then has the bias's layout [Hb, total_q|1, Kmax]
+** (summed over the heads and rows the bias broadcasts, as in the
+** fixed-length case), and its columns at or past a sequence's key length
+** are 0. A bias of one row is shared by every sequence: its dbias is summed
+** across sequences with float atomics, so with params.deterministic = 1 it
+** is SFA_ERR_UNSUPPORTED (give the bias total_q rows). */
 typedef struct sfa_extras {
   const sfa_tensor *q_idx;  /* int32 [B, Hq, Tq]  (qk_drop, hash) */
   const sfa_tensor *k_idx;  /* int32 [B, Hkv, Tk] (qk_drop, hash) */
   const sfa_tensor *q_hash; /* int32 [B, Hq, Tq]  (hash) */
   const sfa_tensor *k_hash; /* int32 [B, Hkv, Tk] (hash) */
-  const sfa_tensor *bias;   /* q dtype [B, Hb, Tq|1, Tk] (window) */
-  const sfa_tensor *mask;   /* uint8 [B, Hb, Tq|1, Tk] (window) */
+  const sfa_tensor *bias;   /* q dtype [B, Hb, Tq|1, Tk] (window); packed [Hb, total_q|1, Kmax] */
+  const sfa_tensor *mask;   /* uint8 [B, Hb, Tq|1, Tk] (window); packed [Hb, total_q|1, Kmax] */
   const sfa_tensor *alibi_slopes; /* float32 [Hq] or [B, Hq], contiguous (dense, window):
                                      the score of query i and key j gets
                                      - slope[b, h] * |i + Tk - Tq - j| (no gradient) */
@@ -418,8 +431,9 @@ SFA_API sfa_status sfa_forward(sfa_context *ctx, const sfa_attention_params *par
 ** Head dims: multiples of 16 up to 128, and 160, 192, 224, 256 (two CTAs per
 ** key tile, each making half the columns); SFA_ERR_UNSUPPORTED otherwise.
 ** Packed sequences (extras->cu_seqlens_q / _k): dq like q [total_q, Hq, D], dk
-** and dv like k and v [total_k, Hkv, D]; the workspace counts total_q + 128
-** query rows per head in place of B * Tq. */
+** and dv like k and v [total_k, Hkv, D], dbias like the bias [Hb, total_q|1,
+** Kmax] (see sfa_extras); the workspace counts total_q + 128 query rows per
+** head in place of B * Tq, and Kmax columns in place of Tk. */
 SFA_API sfa_status sfa_backward(sfa_context *ctx, const sfa_attention_params *params,
                         const sfa_tensor *q, const sfa_tensor *k, const sfa_tensor *v,
                         const sfa_extras *extras, const sfa_tensor *o, const sfa_tensor *lse,
@@ -459,7 +473,9 @@ SFA_API sfa_status sfa_backward_dlse(sfa_context *ctx, const sfa_attention_param
 ** totals): the prefix sums are checked too (cu_seqlens_*[0] = 0, never
 ** decreasing, the last entry Tq resp. Tk), and in qk_drop and hash the index
 ** arrays [Hq, Tq] / [Hkv, Tk] by the contract per sequence: a message names
-** ARRAY[b, h, t] with b the sequence and t the position within it. */
+** ARRAY[b, h, t] with b the sequence and t the position within it. A packed
+** window bias or mask is not read or checked here (it holds no index; its
+** heads are q's, which this call does not see): sfa_forward checks it. */
 SFA_API sfa_status sfa_check_indices(sfa_context *ctx, const sfa_attention_params *params,
                              const sfa_extras *extras, int64_t Tq, int64_t Tk, void *stream);
 

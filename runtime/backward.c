@@ -26,6 +26,10 @@
 ** that no query sees are never visited); otherwise it adds into the float
 ** accumulator, and the CTAs are grouped so that one CTA owns every (batch, kv
 ** head) that shares a bias slice (no atomics: the result is deterministic).
+** Packed sequences: dbias [Hb, total_q|1, Kmax] is viewed as [1, Hb,
+** total_q|1, Kmax] (runtime/varlen.c); its columns Kmax stand for Tk; a row
+** broadcast over the queries is shared by every sequence, whose key tiles
+** add into it with float atomics (bwd.lt).
 */
 #include <math.h>
 #include <stdlib.h>
@@ -116,12 +120,14 @@ sfa_status sfa__bwd_exec(sfa_context *ctx, const sfa__device *dev, const sfa_dri
   ** sharing a bias slice. */
   int dbias_mode = 0, nb = 1, nh = 1;
   int64_t dbias_n = 0;
+  /* its columns: Tk, or Kmax with packed sequences */
+  const int64_t Kc = dbias ? dbias->shape[3] : 0;
   if (dbias) {
     const int64_t Bb = dbias->shape[0], Hb = dbias->shape[1], Rb = dbias->shape[2];
     const int single = (Bb == B || B == 1) && (Hb == Hq || Hq == 1) && Rb == Tq && Rb > 1;
     dbias_mode = single ? 1 : 2;
     if (!single) {
-      dbias_n = Bb * Hb * Rb * Tk;
+      dbias_n = Bb * Hb * Rb * Kc;
       if (Bb == 1 && B > 1) nb = (int)B;
       if (Hb == 1 && Hkv > 1) nh = (int)Hkv;
     }
@@ -194,12 +200,12 @@ sfa_status sfa__bwd_exec(sfa_context *ctx, const sfa__device *dev, const sfa_dri
     a.dbias = (uint64_t)(uintptr_t)dbias->data;
     a.dbias_sb = sfa__eff_stride(dbias, 0), a.dbias_sh = sfa__eff_stride(dbias, 1);
     a.dbias_st = sfa__eff_stride(dbias, 2);
-  } else if (dbias_mode == 2) { /* contiguous [Bb, Hb, Rb, Tk] floats */
+  } else if (dbias_mode == 2) { /* contiguous [Bb, Hb, Rb, Kc] floats */
     const int64_t Hb = dbias->shape[1], Rb = dbias->shape[2];
     a.dbias = (uint64_t)dbw;
-    a.dbias_st = Rb > 1 ? Tk : 0;
-    a.dbias_sh = Hb > 1 ? Rb * Tk : 0;
-    a.dbias_sb = dbias->shape[0] > 1 ? Hb * Rb * Tk : 0;
+    a.dbias_st = Rb > 1 ? Kc : 0;
+    a.dbias_sh = Hb > 1 ? Rb * Kc : 0;
+    a.dbias_sb = dbias->shape[0] > 1 ? Hb * Rb * Kc : 0;
   }
   if (st == SFA_OK && plan_n) { /* the plan entry: its own block and grid rule */
     char what[SFA__KERNEL_NAME + 16];
@@ -223,7 +229,7 @@ sfa_status sfa__bwd_exec(sfa_context *ctx, const sfa__device *dev, const sfa_dri
   /* 5. dbias from its accumulator */
   if (st == SFA_OK && dbias_mode == 2) {
     const int64_t Hb = dbias->shape[1], Rb = dbias->shape[2];
-    st = convert(ctx, conv, dbw, Hb * Rb * Tk, Rb * Tk, Tk, dbias, 1.f, stream);
+    st = convert(ctx, conv, dbw, Hb * Rb * Kc, Rb * Kc, Kc, dbias, 1.f, stream);
   }
   /* 6. the workspace goes back once the kernels before it on the stream are done */
   r = d->cuMemFreeAsync(ws, stream);
@@ -274,7 +280,7 @@ sfa_status sfa_backward_dlse(sfa_context *ctx, const sfa_attention_params *param
   /* Packed sequences: their checks, then the views of one batch of the
   ** totals (runtime/varlen.h) for the fixed-length checks and launches. */
   sfa__varlen vl;
-  const sfa__varlen_call vc = {&q, &k, &v, &o, &lse, &dout, &dq, &dk, &dv, &extras, dbias};
+  const sfa__varlen_call vc = {&q, &k, &v, &o, &lse, &dout, &dq, &dk, &dv, &extras, &dbias};
   sfa_status st = q && k && v && o && lse && dout && dq && dk && dv
                       ? sfa__varlen_prepare(ctx, params, &vc, &vl)
                       : SFA_OK;

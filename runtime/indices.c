@@ -219,7 +219,11 @@ static sfa_status check_packed(sfa_context *ctx, const sfa_attention_params *par
   if (extras->k_idx && extras->k_idx->rank == 2) Hkv = extras->k_idx->shape[0];
   sfa__varlen vl;
   memset(&vl, 0, sizeof vl);
-  if ((st = sfa__varlen_index_views(ctx, extras, Hq, Tq, Hkv, Tk, &vl)) != SFA_OK ||
+  /* A window bias or mask has no values to check here, and its heads are
+  ** q's, which this call does not see: sfa_forward checks its layout. */
+  sfa_extras ex = *extras;
+  ex.bias = ex.mask = NULL;
+  if ((st = sfa__varlen_index_views(ctx, &ex, Hq, Tq, Hkv, Tk, &vl)) != SFA_OK ||
       (st = sfa__validate_extras(ctx, params, &vl.ex, SFA_DTYPE_FP16, 1, Hq, Hkv, Tq, Tk)))
     return st;
   if (Hq % Hkv != 0)

@@ -38,15 +38,25 @@
   F(X, u64, cu_q, "varlen: int32 [B + 1] query and key row prefix sums")        \
   F(X, u64, cu_k, "")
 
+/* The tail after it that only the varlen variants with a bias or a mask
+** declare (so the other varlen variants stay as they were before it): the
+** columns Kmax of the packed bias / mask [Hb, total_q|1, Kmax] (the smaller
+** of the two when both are given). A key at or past it is masked: the host
+** cannot check that every sequence's keys fit without reading cu_seqlens. */
+#define SFA_ABI_VARLEN_COLS_ARGS(F, X)                                          \
+  F(X, i32, kmax, "varlen bias / mask: their columns; keys >= kmax are masked") \
+  F(X, i32, pad2_, "to a multiple of 8 bytes")
+
 /* The end of the fwd and bwd blocks: the score's constants (scale, softcap),
-** then the packed sequences' list. */
+** then the packed sequences' list and their bias / mask columns. */
 #define SFA_ABI_SCORE_TAIL(F, X)                                                \
   F(X, f32, scale, "softmax scale, and scale * log2(e)")                        \
   F(X, f32, scale_log2, "")                                                     \
   F(X, f32, softcap, "score cap c (0 = off) and 1 / c")                         \
   F(X, f32, softcap_inv, "")                                                    \
   F(X, i32, pad_, "to a multiple of 8 bytes")                                   \
-  SFA_ABI_VARLEN_ARGS(F, X)
+  SFA_ABI_VARLEN_ARGS(F, X)                                                     \
+  SFA_ABI_VARLEN_COLS_ARGS(F, X)
 
 /* Pass fwd. */
 #define SFA_ABI_FWD_ARGS(F, X)                                                  \

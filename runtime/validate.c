@@ -369,16 +369,19 @@ sfa_status sfa__validate_extras(sfa_context *ctx, const sfa_attention_params *p,
     char nm[32];
     if (!t) continue;
     snprintf(nm, sizeof nm, "extras->%s", e[i].name);
+    /* A bias's or mask's columns: Tk; packed, Kmax, their own (the view
+    ** [1, Hb, total_q|1, Kmax] of runtime/varlen.c, which checked it) */
+    const int64_t cols = ex->cu_seqlens_q && t->rank == 4 ? t->shape[3] : Tk;
     switch (e[i].kind) {
     case SFA__EXTRA_INDEX:
       st = e[i].k_side ? check_index(ctx, nm, t, B, Hkv, Tk, "[B, Hkv, Tk]")
                        : check_index(ctx, nm, t, B, Hq, Tq, "[B, Hq, Tq]");
       break;
     case SFA__EXTRA_BIAS:
-      st = check_bcast(ctx, nm, t, q_dtype, " (q's dtype)", B, Hq, Hkv, Tq, Tk);
+      st = check_bcast(ctx, nm, t, q_dtype, " (q's dtype)", B, Hq, Hkv, Tq, cols);
       break;
     case SFA__EXTRA_MASK:
-      st = check_bcast(ctx, nm, t, SFA_DTYPE_UINT8, "", B, Hq, Hkv, Tq, Tk);
+      st = check_bcast(ctx, nm, t, SFA_DTYPE_UINT8, "", B, Hq, Hkv, Tq, cols);
       break;
     case SFA__EXTRA_SLOPES:
       st = check_slopes(ctx, nm, t, B, Hq);

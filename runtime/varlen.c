@@ -3,7 +3,10 @@
 ** (varlen.h): the checks where a packed call differs from a fixed-length one,
 ** and its views as the fixed-length call of one batch of the total lengths.
 ** The values of cu_seqlens_q / _k live on the device and are not read here
-** (no synchronisation in a launch): sfa_check_indices checks them.
+** (no synchronisation in a launch): sfa_check_indices checks them. A window
+** bias, mask and dbias are [Hb, total_q|1, Kmax], viewed as [1, Hb,
+** total_q|1, Kmax]; their column count Kmax goes to the kernels (kmax),
+** which mask the keys at or past it.
 */
 #include <stdint.h>
 #include <stdio.h>
@@ -91,6 +94,32 @@ static sfa_status check_rowwise(sfa_context *ctx, const char *nm, const sfa_tens
   return SFA_OK;
 }
 
+/* A packed window bias, mask or dbias [Hb, total_q|1, Kmax]: Hb is Hq, Hkv or
+** 1, the rows total_q or 1 (broadcast), Kmax any column count (the kernel
+** masks keys at or past it). The dtype and the mask's 16-byte rules are
+** checked on the view by the fixed-length checks (runtime/validate.c). */
+static sfa_status check_cols(sfa_context *ctx, const char *nm, const sfa_tensor *t,
+                             size_t elem, int64_t Hq, int64_t Hkv, int64_t Tq, int is_output) {
+  const sfa_status bad = SFA_ERR_INVALID_ARGUMENT;
+  const char *L = "[Hb, total_q or 1, Kmax]: packed sequences, extras->cu_seqlens_q/_k";
+  sfa_status st = sfa__check_layout(ctx, nm, t, 3, L, 1, elem, 0, is_output);
+  if (st != SFA_OK) return st;
+  const int64_t *s = t->shape;
+  if (s[0] != Hq && s[0] != Hkv && s[0] != 1)
+    return sfa__error(ctx, bad,
+                      "%s: shape[0] (heads) is %lld; must be Hq (%lld), Hkv (%lld) or 1 (%s)",
+                      nm, (long long)s[0], (long long)Hq, (long long)Hkv, L);
+  if (s[1] != Tq && s[1] != 1)
+    return sfa__error(ctx, bad,
+                      "%s: shape[1] (query rows) is %lld; must be total_q (%lld) or 1 (%s)", nm,
+                      (long long)s[1], (long long)Tq, L);
+  if (s[2] > INT32_MAX)
+    return sfa__error(ctx, bad, "%s: shape[2] (Kmax, the key columns) is %lld; at most %d", nm,
+                      (long long)s[2], INT32_MAX);
+  return SFA_OK;
+}
+
+/* [total, H, D] as [1, H, total, D]; [H, total] as [1, H, total]. */
 const sfa_tensor *sfa__varlen_view_rows(const sfa_tensor *t, sfa_tensor *out) {
   if (!t) return NULL;
   *out = *t;
@@ -99,6 +128,16 @@ const sfa_tensor *sfa__varlen_view_rows(const sfa_tensor *t, sfa_tensor *out) {
   out->shape[3] = t->shape[2];
   out->strides[0] = 0, out->strides[1] = t->strides[1], out->strides[2] = t->strides[0];
   out->strides[3] = t->strides[2];
+  return out;
+}
+
+/* [Hb, R, Kmax] as [1, Hb, R, Kmax]. */
+static const sfa_tensor *view_cols(const sfa_tensor *t, sfa_tensor *out) {
+  if (!t) return NULL;
+  *out = *t;
+  out->rank = 4;
+  for (int i = 3; i > 0; i--) out->shape[i] = t->shape[i - 1], out->strides[i] = t->strides[i - 1];
+  out->shape[0] = 1, out->strides[0] = 0;
   return out;
 }
 
@@ -130,13 +169,7 @@ sfa_status sfa__varlen_check_pair(sfa_context *ctx, const sfa_attention_params *
                       "are [B + 1] for the same B sequences",
                       (long long)ex->cu_seqlens_k->shape[0],
                       (long long)ex->cu_seqlens_q->shape[0]);
-  if ((st = sfa__validate_params(ctx, params)) != SFA_OK) return st;
-  if (ex->bias || ex->mask)
-    return sfa__error(ctx, SFA_ERR_UNSUPPORTED,
-                      "extras->%s: window mode with %s is not supported with packed sequences "
-                      "(extras->cu_seqlens_q/_k); use the fixed-length layout [B, H, T, D]",
-                      ex->bias ? "bias" : "mask", ex->bias ? "a bias" : "a mask");
-  return SFA_OK;
+  return sfa__validate_params(ctx, params);
 }
 
 sfa_status sfa__varlen_index_views(sfa_context *ctx, const sfa_extras *ex, int64_t Hq,
@@ -170,8 +203,6 @@ sfa_status sfa__varlen_prepare(sfa_context *ctx, const sfa_attention_params *par
   if (!ex || (!ex->cu_seqlens_q && !ex->cu_seqlens_k)) return SFA_OK;
   sfa_status st = sfa__varlen_check_pair(ctx, params, ex);
   if (st != SFA_OK) return st;
-  if (c->dbias)
-    return sfa__error(ctx, bad, "dbias: is given but packed sequences take no bias");
 
   const char *QL = "[total_q, Hq, D]", *KL = "[total_k, Hkv, D]";
   const sfa_tensor *q = *c->q, *k = *c->k, *v = *c->v, *o = *c->o;
@@ -192,6 +223,37 @@ sfa_status sfa__varlen_prepare(sfa_context *ctx, const sfa_attention_params *par
   if ((st = sfa__varlen_index_views(ctx, ex, q->shape[1], q->shape[0], k->shape[1],
                                     k->shape[0], vl)) != SFA_OK)
     return st;
+  /* window: the bias, mask and dbias [Hb, total_q|1, Kmax] */
+  const sfa_tensor *dbias = c->dbias ? *c->dbias : NULL;
+  if ((ex->bias && (st = check_cols(ctx, "extras->bias", ex->bias, 2, q->shape[1], k->shape[1],
+                                    q->shape[0], 0)) != SFA_OK) ||
+      (ex->mask && (st = check_cols(ctx, "extras->mask", ex->mask, 1, q->shape[1], k->shape[1],
+                                    q->shape[0], 0)) != SFA_OK))
+    return st;
+  if (dbias && ex->bias) {
+    if ((st = check_cols(ctx, "dbias", dbias, 2, q->shape[1], k->shape[1], q->shape[0], 1)) !=
+        SFA_OK)
+      return st;
+    if (dbias->shape[0] != ex->bias->shape[0] || dbias->shape[1] != ex->bias->shape[1] ||
+        dbias->shape[2] != ex->bias->shape[2]) {
+      char a[96], b[96];
+      sfa__tensor_shape_str(dbias, a, sizeof a);
+      sfa__tensor_shape_str(ex->bias, b, sizeof b);
+      return sfa__error(ctx, bad, "dbias: shape %s does not match extras->bias %s", a, b);
+    }
+    if (dbias->shape[1] == 1 && q->shape[0] > 1 && ex->cu_seqlens_q->shape[0] > 2 &&
+        params->deterministic)
+      return sfa__error(ctx, SFA_ERR_UNSUPPORTED,
+                        "dbias: its one row (shape[1] = 1) is the sum over every sequence's "
+                        "queries, which the backward adds with float atomics across "
+                        "sequences; params.deterministic = 1 excludes them (give the bias "
+                        "total_q rows, or deterministic = 0)");
+  }
+  vl->ex.bias = view_cols(ex->bias, &vl->bias);
+  vl->ex.mask = view_cols(ex->mask, &vl->mask);
+  vl->kmax = INT32_MAX;
+  if (ex->bias) vl->kmax = ex->bias->shape[2];
+  if (ex->mask && ex->mask->shape[2] < vl->kmax) vl->kmax = ex->mask->shape[2];
   /* the backward's tensors */
   struct {
     const char *nm;
@@ -222,6 +284,7 @@ sfa_status sfa__varlen_prepare(sfa_context *ctx, const sfa_attention_params *par
   if (c->dq) *c->dq = sfa__varlen_view_rows(*c->dq, &vl->dq);
   if (c->dk) *c->dk = sfa__varlen_view_rows(*c->dk, &vl->dk);
   if (c->dv) *c->dv = sfa__varlen_view_rows(*c->dv, &vl->dv);
+  if (dbias && ex->bias) *c->dbias = view_cols(dbias, &vl->dbias);
   return SFA_OK;
 }
 

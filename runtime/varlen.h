@@ -2,8 +2,8 @@
 ** varlen.h -- internal: packed variable-length batches (sfa_extras.cu_seqlens_q
 ** / cu_seqlens_k, SFA_FEAT_VARLEN) in sfa_forward and sfa_backward
 ** (runtime/varlen.c). A packed call is checked here where it differs from a
-** fixed-length one (ranks, the pair of prefix-sum arrays, what packed
-** sequences do not support), then described as the fixed-length call of one
+** fixed-length one (ranks, the pair of prefix-sum arrays, the window bias,
+** mask and dbias [Hb, total_q|1, Kmax]), then described as the fixed-length call of one
 ** batch whose time extents are the totals: q [total_q, Hq, D] becomes the view
 ** [1, Hq, total_q, D] (the same memory), lse [Hq, total_q] becomes [1, Hq,
 ** total_q], an index array [H, total] becomes [1, H, total]. The rest of the
@@ -26,6 +26,8 @@ typedef struct sfa__varlen {
   const sfa_tensor *cu_q, *cu_k;
   sfa_tensor q, k, v, o, lse, dout, dq, dk, dv;
   sfa_tensor q_idx, k_idx, q_hash, k_hash;
+  sfa_tensor bias, mask, dbias; /* window: [1, Hb, total_q|1, Kmax] */
+  int64_t kmax;                 /* the smaller Kmax of bias and mask (INT32_MAX: neither) */
   sfa_extras ex;
 } sfa__varlen;
 
@@ -36,7 +38,7 @@ typedef struct sfa__varlen_call {
   const sfa_tensor **q, **k, **v, **o, **lse;
   const sfa_tensor **dout, **dq, **dk, **dv;
   const sfa_extras **extras;
-  const sfa_tensor *dbias; /* the backward's; must be NULL when packed */
+  const sfa_tensor **dbias; /* the backward's (*dbias may be NULL); NULL in the forward */
 } sfa__varlen_call;
 
 /* When *c->extras has cu_seqlens_q or cu_seqlens_k: checks what packed
@@ -57,9 +59,8 @@ sfa_status sfa__varlen_check_cu(sfa_context *ctx, const char *nm, const sfa_tens
 const sfa_tensor *sfa__varlen_view_rows(const sfa_tensor *t, sfa_tensor *out);
 const sfa_tensor *sfa__varlen_view_rowwise(const sfa_tensor *t, sfa_tensor *out);
 
-/* The pair's layout (both given, int32 [B + 1] each, contiguous, the same B),
-** params, and what packed sequences do not support (a bias or a mask:
-** SFA_ERR_UNSUPPORTED). ex has cu_seqlens_q or cu_seqlens_k. */
+/* The pair's layout (both given, int32 [B + 1] each, contiguous, the same B)
+** and params. ex has cu_seqlens_q or cu_seqlens_k. */
 sfa_status sfa__varlen_check_pair(sfa_context *ctx, const sfa_attention_params *params,
                                   const sfa_extras *ex);
 
@@ -87,13 +88,15 @@ sfa_status sfa__check_index_arrays_varlen(sfa_mode mode, int64_t B, int64_t Hq, 
                                           const int32_t *k_hash, char *err, size_t errlen);
 
 /* The packed call's members of a parameter block (sfa_fwd_args or
-** sfa_bwd_args) filled from the views: the sequence count and the arrays. */
+** sfa_bwd_args) filled from the views: the sequence count, the arrays and the
+** bias / mask columns. */
 #define SFA__VARLEN_ARGS(A, VL)                                                      \
   do {                                                                               \
     if ((VL)->on) {                                                                  \
       (A)->batch = (int32_t)(VL)->batch;                                             \
       (A)->cu_q = (uint64_t)(uintptr_t)(VL)->cu_q->data;                             \
       (A)->cu_k = (uint64_t)(uintptr_t)(VL)->cu_k->data;                             \
+      (A)->kmax = (int32_t)(VL)->kmax;                                               \
     }                                                                                \
   } while (0)
 

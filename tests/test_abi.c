@@ -136,39 +136,52 @@ static void check_emitted(const char *src, const want_struct *w, const char *wha
 
 static const sfa_pass passes[] = {SFA_PASS_FWD, SFA_PASS_BWD, SFA_PASS_BWD_DQ};
 
-/* w without its varlen tail (SFA_ABI_VARLEN_ARGS): what a fixed-length
-** variant declares, the fields before cu_q and the size up to it. */
-static want_struct fixed_length(const want_struct *w, size_t tail_offset) {
+/* w up to (not including) its field `upto`, with the size up to it: what a
+** variant that leaves out the tail from there declares (fixed-length: from
+** cu_q, SFA_ABI_VARLEN_ARGS; varlen without a bias or mask: from kmax,
+** SFA_ABI_VARLEN_COLS_ARGS). */
+static want_struct declared_before(const want_struct *w, const char *upto, size_t tail_offset) {
   want_struct f = *w;
-  while (f.nfields && (strcmp(f.fields[f.nfields - 1].name, "cu_q") == 0 ||
-                       strcmp(f.fields[f.nfields - 1].name, "cu_k") == 0))
-    f.nfields--;
+  for (size_t i = 0; i < w->nfields; i++)
+    if (strcmp(w->fields[i].name, upto) == 0) f.nfields = i;
+  ck_assert_uint_lt(f.nfields, w->nfields);
   f.size = tail_offset;
   return f;
 }
 
 START_TEST(every_pass_emits_both_attention_blocks_with_the_c_offsets) {
-  for (int wg = 0; wg < 4; wg++) { /* 2, 3: varlen, which declares the tail cu_q, cu_k */
-    const int varlen = wg >= 2;
-    sfa_kernel_spec s = {passes[_i], SFA_MODE_HASH, SFA_DTYPE_BF16, 128, 0, 0, 0, 0, 90,
-                         varlen ? SFA_FEAT_VARLEN : 0u, SFA_SPEC_MMA_SYNC};
+  /* wg 0, 1: fixed-length (no tail); 2, 3: varlen, which declares cu_q, cu_k;
+  ** 4, 5: varlen window with a bias and a mask, which also declares kmax */
+  for (int wg = 0; wg < 6; wg++) {
+    const int tier = wg / 2;
+    const unsigned flags = (tier >= 1 ? SFA_FEAT_VARLEN : 0u) |
+                           (tier == 2 ? SFA_FEAT_BIAS | SFA_FEAT_MASK : 0u);
+    sfa_kernel_spec s = {passes[_i], tier == 2 ? SFA_MODE_WINDOW : SFA_MODE_HASH,
+                         SFA_DTYPE_BF16, 128, 0, 0, 0, 0, 90, flags, SFA_SPEC_MMA_SYNC};
     if ((wg & 1) && passes[_i] == SFA_PASS_BWD_DQ) continue;
     char err[4096], name[SFA__NAME_MAX];
     ck_assert_int_eq(sfa__spec_default_mma(&s, wg & 1, err, sizeof err), SFA_OK);
     ck_assert_int_eq(sfa_spec_name(&s, name, sizeof name), SFA_OK);
     char *src = NULL;
     ck_assert_msg(sfa_generate(&s, &src, err, sizeof err) == SFA_OK, "%s: %s", name, err);
-    if (varlen) {
+    if (tier == 2) {
       check_emitted(src, want_of("sfa_fwd_args"), name);
       check_emitted(src, want_of("sfa_bwd_args"), name);
     } else {
-      const want_struct f = fixed_length(want_of("sfa_fwd_args"), offsetof(sfa_fwd_args, cu_q));
-      const want_struct b = fixed_length(want_of("sfa_bwd_args"), offsetof(sfa_bwd_args, cu_q));
-      ck_assert_uint_eq(f.nfields + 2, want_of("sfa_fwd_args")->nfields);
-      ck_assert_uint_eq(b.nfields + 2, want_of("sfa_bwd_args")->nfields);
+      const char *upto = tier == 1 ? "kmax" : "cu_q";
+      const want_struct f = declared_before(
+          want_of("sfa_fwd_args"), upto,
+          tier == 1 ? offsetof(sfa_fwd_args, kmax) : offsetof(sfa_fwd_args, cu_q));
+      const want_struct b = declared_before(
+          want_of("sfa_bwd_args"), upto,
+          tier == 1 ? offsetof(sfa_bwd_args, kmax) : offsetof(sfa_bwd_args, cu_q));
+      ck_assert_uint_eq(f.nfields + (tier == 1 ? 2 : 4), want_of("sfa_fwd_args")->nfields);
+      ck_assert_uint_eq(b.nfields + (tier == 1 ? 2 : 4), want_of("sfa_bwd_args")->nfields);
       check_emitted(src, &f, name);
       check_emitted(src, &b, name);
-      ck_assert_ptr_null(strstr(src, "cu_q"));
+      ck_assert_ptr_null(strstr(src, "a.kmax"));
+      ck_assert_ptr_null(strstr(src, "int kmax;"));
+      if (tier == 0) ck_assert_ptr_null(strstr(src, "cu_q"));
     }
     sfa_free(src);
   }

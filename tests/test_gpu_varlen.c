@@ -8,7 +8,11 @@
 ** reference run on each sequence alone (sfa_reference_forward / _backward on
 ** slices), within the bounds of the fixed-length GPU suites. Rows of a
 ** sequence without keys must be o = 0, lse = -inf, dq = 0; keys of a
-** sequence without queries dk = dv = 0. Exits 77 (skip) without a GPU.
+** sequence without queries dk = dv = 0. Window mode also with a packed bias
+** and / or mask [Hb, total_q|1, Kmax] (Hb = Hq, Hkv, 1; broadcast rows; Kmax
+** below the longest key length, whose keys past it are masked) and dbias
+** (stored, accumulated over heads, a broadcast row summed over sequences;
+** columns past a sequence's keys 0). Exits 77 (skip) without a GPU.
 ** Tcase "small" is a short slice for compute-sanitizer
 ** (CK_RUN_CASE=small).
 */
@@ -30,6 +34,11 @@ typedef struct vcase {
   int causal, left, right; /* dense: causal; window: all three */
   int det;
   uint64_t seed;
+  /* window: a packed bias and / or mask [Hb, total_q|1, Kmax], dbias */
+  int bias, mask, dbias;
+  int bh, mh;     /* their heads: Hq, Hkv or 1 */
+  int brow, mrow; /* 1: one row broadcast over every query of every sequence */
+  int kmax;       /* their columns; 0: the longest key length (keys past it are masked) */
 } vcase;
 
 /* ------------------------------------------------------------ host data */
@@ -100,9 +109,15 @@ static void download(void *host, CUdeviceptr d, size_t bytes) {
 /* ------------------------------------------------------------ one case */
 
 static void describe(const vcase *c, char *buf, size_t n) {
-  int at = snprintf(buf, n, "%s %s Hq %d Hkv %d D %d causal %d window %d/%d det %d lens",
+  int at = snprintf(buf, n, "%s %s Hq %d Hkv %d D %d causal %d window %d/%d det %d",
                     sfa_mode_name(c->mode), sfa_dtype_name(c->dtype), c->Hq, c->Hkv, c->D,
                     c->causal, c->left, c->right, c->det);
+  if (at > 0 && (size_t)at < n && (c->bias || c->mask))
+    at += snprintf(buf + at, n - (size_t)at,
+                   " bias %d [%d,%s] mask %d [%d,%s] kmax %d dbias %d", c->bias, c->bh,
+                   c->brow ? "1" : "total_q", c->mask, c->mh, c->mrow ? "1" : "total_q",
+                   c->kmax, c->dbias);
+  if (at > 0 && (size_t)at < n) at += snprintf(buf + at, n - (size_t)at, " lens");
   for (int b = 0; b < c->B && at > 0 && (size_t)at < n; b++)
     at += snprintf(buf + at, n - (size_t)at, " %d/%d", c->lq[b], c->lk[b]);
 }
@@ -142,6 +157,20 @@ static void run_case(const vcase *c) {
     }
   }
 
+  /* window: bias [bh, BR, KM] (q's dtype) and mask [mh, MR, KM] (uint8, rows
+  ** of KS bytes, a multiple of 16), dbias like the bias */
+  int KM = c->kmax;
+  for (int b = 0; b < B && !KM; b++) KM = c->lk[b] > KM ? c->lk[b] : KM;
+  if (KM < 1) KM = 1;
+  const int BR = c->brow ? 1 : TQ, MR = c->mrow ? 1 : TQ, KS = (KM + 15) / 16 * 16;
+  const size_t nb = c->bias ? (size_t)c->bh * BR * KM : 0;
+  const size_t nm = c->mask ? (size_t)c->mh * MR * KS : 0;
+  float *rb = malloc(nb * 4 + 4);
+  uint16_t *hb = rand_half(dt, nb, rb, &rng);
+  uint8_t *hm = malloc(nm + 1);
+  ck_assert(rb && hm);
+  for (size_t i = 0; i < nm; i++) hm[i] = tu_rand_uniform(&rng) < 0.75;
+
   /* device tensors */
   const int64_t qs[3] = {TQ, Hq, D}, ks[3] = {TK, Hkv, D}, ls[2] = {Hq, TQ};
   const int64_t qis[2] = {Hq, TQ}, kis[2] = {Hkv, TK}, cs[1] = {B + 1};
@@ -178,6 +207,28 @@ static void run_case(const vcase *c) {
       ex.q_hash = &tqh, ex.k_hash = &tkh;
     }
   }
+  CUdeviceptr dbs = 0, dms = 0, d_db = 0;
+  sfa_tensor tb, tm, tdb;
+  if (c->bias) {
+    const int64_t bs[3] = {c->bh, BR, KM};
+    dbs = tg_upload(hb, nb * 2 + 2);
+    sfa_tensor_init(&tb, (void *)(uintptr_t)dbs, dt, 3, bs);
+    ex.bias = &tb;
+    if (c->dbias) {
+      /* NaN (0xffff in fp16 and bf16): an element left unwritten, such as a
+      ** column past a sequence's keys that must become 0, counts as a NaN */
+      TG_CU(tg_drv->cuMemAlloc(&d_db, nb * 2 + 2));
+      TG_CU(tg_drv->cuMemsetD8(d_db, 0xff, nb * 2 + 2));
+      sfa_tensor_init(&tdb, (void *)(uintptr_t)d_db, dt, 3, bs);
+    }
+  }
+  if (c->mask) {
+    const int64_t ms[3] = {c->mh, MR, KM};
+    dms = tg_upload(hm, nm + 1);
+    sfa_tensor_init(&tm, (void *)(uintptr_t)dms, SFA_DTYPE_UINT8, 3, ms);
+    tm.strides[1] = KS, tm.strides[0] = (int64_t)MR * KS;
+    ex.mask = &tm;
+  }
   sfa_attention_params p;
   sfa_params_init(&p);
   p.mode = c->mode;
@@ -190,7 +241,8 @@ static void run_case(const vcase *c) {
   ck_assert_msg(st == SFA_OK, "%s: sfa_check_indices: %s", desc, sfa_last_error(tg_ctx));
   st = sfa_forward(tg_ctx, &p, &tq, &tk, &tv, &ex, &to, &tl, NULL);
   ck_assert_msg(st == SFA_OK, "%s: sfa_forward: %s", desc, sfa_last_error(tg_ctx));
-  st = sfa_backward(tg_ctx, &p, &tq, &tk, &tv, &ex, &to, &tl, &tdo, &tdq, &tdk, &tdv, NULL, NULL);
+  st = sfa_backward(tg_ctx, &p, &tq, &tk, &tv, &ex, &to, &tl, &tdo, &tdq, &tdk, &tdv,
+                    c->dbias ? &tdb : NULL, NULL);
   ck_assert_msg(st == SFA_OK, "%s: sfa_backward: %s", desc, sfa_last_error(tg_ctx));
   TG_CU(tg_drv->cuCtxSynchronize());
   uint16_t *go = malloc(nq * 2 + 2), *gdq = malloc(nq * 2 + 2), *gdk = malloc(nk * 2 + 2);
@@ -199,6 +251,10 @@ static void run_case(const vcase *c) {
   ck_assert(go && gdq && gdk && gdv && gl);
   download(go, d_o, nq * 2), download(gl, d_l, nl * 4);
   download(gdq, d_dq, nq * 2), download(gdk, d_dk, nk * 2), download(gdv, d_dv, nk * 2);
+  uint16_t *gdb = malloc(nb * 2 + 2);
+  float *wdb = calloc(nb + 1, 4);
+  ck_assert(gdb && wdb);
+  if (c->dbias) download(gdb, d_db, nb * 2);
 
   /* the reference, one sequence at a time */
   float *wo = calloc(nq + 1, 4), *wl = malloc(nl * 4 + 4), *wdq = calloc(nq + 1, 4);
@@ -234,12 +290,46 @@ static void run_case(const vcase *c) {
       hx.q_idx = sqi, hx.k_idx = ski;
       if (hash) hx.q_hash = sqh, hx.k_hash = skh;
     }
+    /* window: the sequence's rows of the bias and mask as [1, H, rows, tkb],
+    ** column j its key j; keys at or past KM masked (a mask of ones below KM
+    ** where the call has none) */
+    const int sbr = c->brow ? 1 : tqb, smr = c->mask && c->mrow ? 1 : tqb;
+    const int smh = c->mask ? c->mh : 1;
+    float *sb = NULL, *sdb = NULL;
+    uint8_t *sm = NULL;
+    if (c->bias) {
+      sb = calloc((size_t)c->bh * sbr * tkb, 4), sdb = calloc((size_t)c->bh * sbr * tkb, 4);
+      ck_assert(sb && sdb);
+      for (int h = 0; h < c->bh; h++)
+        for (int t = 0; t < sbr; t++)
+          for (int j = 0; j < tkb && j < KM; j++)
+            sb[((size_t)h * sbr + t) * tkb + j] =
+                rb[((size_t)h * BR + (c->brow ? 0 : cq[b] + t)) * KM + j];
+      hx.bias = sb, hx.bias_heads = c->bh, hx.bias_rows = sbr;
+    }
+    if (c->mask || tkb > KM) {
+      sm = calloc((size_t)smh * smr * tkb, 1);
+      ck_assert_ptr_nonnull(sm);
+      for (int h = 0; h < smh; h++)
+        for (int t = 0; t < smr; t++)
+          for (int j = 0; j < tkb && j < KM; j++)
+            sm[((size_t)h * smr + t) * tkb + j] =
+                c->mask ? hm[((size_t)h * MR + (c->mrow ? 0 : cq[b] + t)) * KS + j] : 1;
+      hx.mask = sm, hx.mask_heads = smh, hx.mask_rows = smr;
+    }
     st = sfa_reference_forward(&p, 1, Hq, Hkv, tqb, tkb, D, sq_, sk_, sv_, &hx, so, sl, err,
                                sizeof err);
     ck_assert_msg(st == SFA_OK, "%s: reference: %s", desc, err);
     st = sfa_reference_backward(&p, 1, Hq, Hkv, tqb, tkb, D, sq_, sk_, sv_, &hx, sdo, sdq, sdk,
-                                sdv, NULL, err, sizeof err);
+                                sdv, c->dbias ? sdb : NULL, err, sizeof err);
     ck_assert_msg(st == SFA_OK, "%s: reference bwd: %s", desc, err);
+    if (c->dbias) /* its rows of dbias; a broadcast row sums every sequence's */
+      for (int h = 0; h < c->bh; h++)
+        for (int t = 0; t < sbr; t++)
+          for (int j = 0; j < tkb && j < KM; j++)
+            wdb[((size_t)h * BR + (c->brow ? 0 : cq[b] + t)) * KM + j] +=
+                sdb[((size_t)h * sbr + t) * tkb + j];
+    free(sb), free(sdb), free(sm);
     unslice_rows(so, Hq, D, cq[b], tqb, wo);
     unslice_rows(sdq, Hq, D, cq[b], tqb, wdq);
     unslice_rows(sdk, Hkv, D, ck[b], tkb, wdk);
@@ -255,6 +345,7 @@ static void run_case(const vcase *c) {
   const double edq = tg_rel_err(dt, gdq, wdq, nq, &nan);
   const double edk = tg_rel_err(dt, gdk, wdk, nk, &nan);
   const double edv = tg_rel_err(dt, gdv, wdv, nk, &nan);
+  const double edb = c->dbias ? tg_rel_err(dt, gdb, wdb, nb, &nan) : 0;
   double el = 0;
   long lse_bad = 0;
   for (size_t i = 0; i < nl; i++) {
@@ -265,7 +356,8 @@ static void run_case(const vcase *c) {
     const double d = fabs((double)gl[i] - wl[i]);
     if (!(d <= el)) el = d; /* NaN sticks */
   }
-  printf("%s: o %.2e lse %.2e dq %.2e dk %.2e dv %.2e\n", desc, eo, el, edq, edk, edv);
+  printf("%s: o %.2e lse %.2e dq %.2e dk %.2e dv %.2e dbias %.2e\n", desc, eo, el, edq, edk,
+         edv, edb);
   ck_assert_msg(nan == 0, "%s: %ld NaN", desc, nan);
   ck_assert_msg(lse_bad == 0, "%s: %ld lse entries where one side is -inf and the other not",
                 desc, lse_bad);
@@ -274,13 +366,16 @@ static void run_case(const vcase *c) {
   ck_assert_msg(edq <= tg_tol_bwd(dt), "%s: dq rel err %g", desc, edq);
   ck_assert_msg(edk <= tg_tol_bwd(dt), "%s: dk rel err %g", desc, edk);
   ck_assert_msg(edv <= tg_tol_bwd(dt), "%s: dv rel err %g", desc, edv);
+  ck_assert_msg(edb <= tg_tol_bwd(dt), "%s: dbias rel err %g", desc, edb);
 
-  CUdeviceptr all[] = {dq, dk, dv, ddo, dcq, dck, d_o, d_l, d_dq, d_dk, d_dv, dqi, dki, dqh, dkh};
+  CUdeviceptr all[] = {dq,  dk,  dv,  ddo, dcq, dck, d_o, d_l, d_dq, d_dk,
+                       d_dv, dqi, dki, dqh, dkh, dbs, dms, d_db};
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
     if (all[i]) tg_drv->cuMemFree(all[i]);
   free(rq), free(rk), free(rv), free(rdo), free(hq), free(hk), free(hv), free(hdo);
   free(qi), free(ki), free(qh), free(kh), free(go), free(gdq), free(gdk), free(gdv), free(gl);
   free(wo), free(wl), free(wdq), free(wdk), free(wdv);
+  free(rb), free(hb), free(hm), free(gdb), free(wdb);
 }
 
 /* Lengths from a list ending in -1: q and k alike unless lk is given. */
@@ -359,6 +454,59 @@ START_TEST(hash_ragged) {
 }
 END_TEST
 
+/* Window with a packed bias and / or mask [Hb, total_q|1, Kmax], and dbias:
+** Hb = Hq, Hkv and 1, broadcast rows, Kmax the longest key length or less
+** (keys past it masked), ragged lengths with 0 and 1. */
+static vcase window_bm(sfa_dtype dt, int Hq, int Hkv, int D, const int *lq, const int *lk,
+                       uint64_t seed) {
+  vcase c = mk(SFA_MODE_WINDOW, dt, Hq, Hkv, D, lq, lk, seed);
+  c.bh = c.mh = Hq;
+  return c;
+}
+
+START_TEST(window_bias_ragged) {
+  /* Hb = Hq, every row: dbias stored per element */
+  vcase c = window_bm(SFA_DTYPE_BF16, 4, 2, 128, L1, NULL, 70);
+  c.bias = c.dbias = 1, c.left = 16, c.causal = 1;
+  run_case(&c);
+  /* Hb = 1 of every row (accumulated over the kv heads), Kmax short of the
+  ** longest sequence, deterministic */
+  c = window_bm(SFA_DTYPE_FP16, 4, 2, 64, L2q, L2k, 71);
+  c.bias = c.dbias = 1, c.bh = 1, c.kmax = 61, c.det = 1;
+  run_case(&c);
+  /* one broadcast row of Hkv heads: summed over every sequence */
+  c = window_bm(SFA_DTYPE_BF16, 4, 2, 64, L1, NULL, 72);
+  c.bias = c.dbias = 1, c.bh = 2, c.brow = 1, c.left = 40, c.right = 8;
+  run_case(&c);
+}
+END_TEST
+
+START_TEST(window_mask_ragged) {
+  /* Hb = Hq, every row */
+  vcase c = window_bm(SFA_DTYPE_BF16, 4, 2, 128, L2q, L2k, 80);
+  c.mask = 1, c.causal = 1;
+  run_case(&c);
+  /* Hb = 1, one broadcast row, Kmax short of the longest sequence */
+  c = window_bm(SFA_DTYPE_FP16, 2, 1, 64, L1, NULL, 81);
+  c.mask = 1, c.mh = 1, c.mrow = 1, c.kmax = 100, c.left = 24, c.det = 1;
+  run_case(&c);
+}
+END_TEST
+
+START_TEST(window_bias_and_mask_ragged) {
+  vcase c = window_bm(SFA_DTYPE_BF16, 4, 2, 64, L1, NULL, 90);
+  c.bias = c.mask = c.dbias = 1, c.causal = 1;
+  run_case(&c);
+  c = window_bm(SFA_DTYPE_FP16, 4, 1, 128, L2q, L2k, 91);
+  c.bias = c.mask = c.dbias = 1, c.bh = 1, c.mh = 4, c.mrow = 1, c.kmax = 200, c.left = 32,
+  c.right = 32, c.det = 1;
+  run_case(&c);
+  c = window_bm(SFA_DTYPE_BF16, 2, 2, 64, L2q, L2k, 92);
+  c.bias = c.mask = c.dbias = 1, c.bh = 1, c.brow = 1, c.mh = 1, c.causal = 1;
+  run_case(&c);
+}
+END_TEST
+
 /* The mma.sync kernels on sm_90 too (a context that asks for them). */
 START_TEST(mma_sync_kernels) {
   sfa_context *saved = tg_ctx, *sctx = NULL;
@@ -372,6 +520,9 @@ START_TEST(mma_sync_kernels) {
   c.causal = 1;
   run_case(&c);
   c = mk(SFA_MODE_HASH, SFA_DTYPE_BF16, 2, 2, 64, L2q, L2k, 51);
+  run_case(&c);
+  c = window_bm(SFA_DTYPE_BF16, 4, 2, 128, L1, NULL, 52);
+  c.bias = c.mask = c.dbias = 1, c.mh = 2, c.kmax = 150, c.left = 20, c.causal = 1;
   run_case(&c);
   tg_ctx = saved;
   sfa_context_destroy(sctx);
@@ -389,6 +540,9 @@ START_TEST(small_for_sanitizers) {
     if (modes[i] == SFA_MODE_WINDOW) c.left = 4, c.right = 2;
     run_case(&c);
   }
+  vcase c = window_bm(SFA_DTYPE_BF16, 2, 1, 64, lq, lk, 64);
+  c.bias = c.mask = c.dbias = 1, c.mrow = 1, c.kmax = 40, c.causal = 1;
+  run_case(&c);
 }
 END_TEST
 
@@ -403,6 +557,9 @@ int main(void) {
   tcase_add_test(t, window_ragged);
   tcase_add_test(t, qk_drop_ragged);
   tcase_add_test(t, hash_ragged);
+  tcase_add_test(t, window_bias_ragged);
+  tcase_add_test(t, window_mask_ragged);
+  tcase_add_test(t, window_bias_and_mask_ragged);
   tcase_add_test(t, mma_sync_kernels);
   suite_add_tcase(s, t);
   TCase *small = tcase_create("small");

@@ -3,7 +3,8 @@
 ** sfa_forward, sfa_backward and sfa_check_indices reject a bad packed call
 ** (status, and a message that names the argument; all before the driver is
 ** loaded), valid packed calls of every mode passing validation (without
-** libcuda: SFA_ERR_NO_DRIVER), the host checks of the prefix sums' values and
+** libcuda: SFA_ERR_NO_DRIVER; window with a packed bias, mask and dbias
+** [Hb, total_q|1, Kmax] too), the host checks of the prefix sums' values and
 ** of the index contract per sequence, the grid rule of packed sequences (every
 ** tile of every sequence gets exactly one slot, at most one idle slot per
 ** sequence), and NVRTC compiles of the varlen kernels of every mode, forward
@@ -202,26 +203,99 @@ START_TEST(sparse_index_arrays_packed) {
 }
 END_TEST
 
-START_TEST(what_packed_sequences_refuse) {
-  reset();
-  P.p.mode = SFA_MODE_WINDOW;
-  P.ex.bias = &P.bias;
-  EXPECT(0, SFA_ERR_UNSUPPORTED, "extras->bias: window mode with a bias is not supported",
-         "packed sequences");
-  P.ex.bias = NULL;
-  P.ex.mask = &P.bias;
-  EXPECT(1, SFA_ERR_UNSUPPORTED, "extras->mask", "not supported with packed sequences");
-  reset();
-  /* dbias with packed sequences */
-  sfa_status st = sfa_backward(P.ctx, &P.p, &P.q, &P.k, &P.v, &P.ex, &P.o, &P.lse, &P.dout,
-                               &P.dq, &P.dk, &P.dv, &P.bias, NULL);
-  ck_assert_int_eq(st, SFA_ERR_INVALID_ARGUMENT);
-  ck_assert_ptr_nonnull(strstr(sfa_last_error(P.ctx), "dbias: is given but packed sequences"));
+START_TEST(packed_calls_check_the_modes_params) {
   /* a mode's params are still checked */
   reset();
   P.p.window_left = 3;
   EXPECT(0, SFA_ERR_INVALID_ARGUMENT, "params.window_left/window_right", NULL);
   ck_assert(!tu_driver_loaded());
+}
+END_TEST
+
+/* Window mode with a packed bias / mask [Hb, total_q|1, Kmax] and dbias like
+** the bias: each rule's message names the tensor. */
+#define KMAX 72 /* any column count: the kernels mask keys at or past it */
+static sfa_tensor pb, pm, pdb;
+
+static void reset_window(void) {
+  reset();
+  set_mode(SFA_MODE_WINDOW);
+  const int64_t bs[3] = {4, TQ, KMAX}, ms[3] = {1, 1, KMAX};
+  sfa_tensor_init(&pb, (char *)P.bias.data, SFA_DTYPE_BF16, 3, bs);
+  sfa_tensor_init(&pm, (char *)P.bias.data + 0x200000, SFA_DTYPE_UINT8, 3, ms);
+  sfa_tensor_init(&pdb, (char *)P.bias.data + 0x400000, SFA_DTYPE_BF16, 3, bs);
+  pm.strides[1] = pm.strides[0] = 80; /* rows padded to 16 bytes */
+  P.ex.bias = &pb, P.ex.mask = &pm;
+}
+
+/* sfa_backward on P with dbias `db`: status and message as EXPECT's. */
+static void expect_dbias(const sfa_tensor *db, sfa_status want, const char *n1,
+                         const char *n2) {
+  sfa_status st = sfa_backward(P.ctx, &P.p, &P.q, &P.k, &P.v, &P.ex, &P.o, &P.lse, &P.dout,
+                               &P.dq, &P.dk, &P.dv, db, NULL);
+  const char *msg = sfa_last_error(P.ctx);
+  ck_assert_msg(st == want, "status %s, want %s (%s)", sfa_status_string(st),
+                sfa_status_string(want), msg);
+  if (n1) ck_assert_msg(strstr(msg, n1), "'%s' not in '%s'", n1, msg);
+  if (n2) ck_assert_msg(strstr(msg, n2), "'%s' not in '%s'", n2, msg);
+  ck_assert(!tu_driver_loaded());
+}
+
+START_TEST(packed_window_bias_and_mask_layouts) {
+  for (int bwd = 0; bwd < 2; bwd++) {
+    reset_window();
+    const int64_t b4[4] = {1, 4, TQ, KMAX};
+    sfa_tensor_init(&pb, pb.data, SFA_DTYPE_BF16, 4, b4);
+    EXPECT(bwd, SFA_ERR_INVALID_ARGUMENT, "extras->bias.rank: 4; must be 3",
+           "[Hb, total_q or 1, Kmax]");
+    reset_window();
+    pb.shape[0] = 3;
+    EXPECT(bwd, SFA_ERR_INVALID_ARGUMENT, "extras->bias: shape[0] (heads) is 3",
+           "must be Hq (4), Hkv (2) or 1");
+    reset_window();
+    pm.shape[1] = TQ - 1;
+    EXPECT(bwd, SFA_ERR_INVALID_ARGUMENT, "extras->mask: shape[1] (query rows) is 299",
+           "must be total_q (300) or 1");
+    reset_window();
+    pb.strides[1] = KMAX + 1; /* stride[2] stays 1: the rows need not be aligned */
+    pb.strides[0] = (KMAX + 1) * TQ;
+    pb.strides[2] = 2;
+    EXPECT(bwd, SFA_ERR_INVALID_ARGUMENT, "extras->bias: stride[2] is 2",
+           "last dimension must be contiguous");
+    reset_window();
+    pb.dtype = SFA_DTYPE_FP16;
+    EXPECT(bwd, SFA_ERR_INVALID_ARGUMENT, "extras->bias: dtype fp16", "expected bf16");
+    reset_window();
+    pm.shape[1] = TQ, pm.strides[1] = KMAX + 4, pm.strides[0] = (KMAX + 4) * TQ;
+    EXPECT(bwd, SFA_ERR_INVALID_ARGUMENT, "extras->mask: row stride 76", "multiple of 16");
+    reset_window();
+    pm.data = (char *)pm.data + 8;
+    EXPECT(bwd, SFA_ERR_INVALID_ARGUMENT, "extras->mask: data", "16-byte aligned");
+    reset_window();
+    set_mode(SFA_MODE_DENSE); /* the mode table still decides who reads them */
+    EXPECT(bwd, SFA_ERR_INVALID_ARGUMENT, "extras->bias: only window mode reads a bias", NULL);
+  }
+  /* dbias */
+  reset_window();
+  const int64_t d4[4] = {1, 4, TQ, KMAX};
+  sfa_tensor db4;
+  sfa_tensor_init(&db4, pdb.data, SFA_DTYPE_BF16, 4, d4);
+  expect_dbias(&db4, SFA_ERR_INVALID_ARGUMENT, "dbias.rank: 4; must be 3", "Kmax");
+  reset_window();
+  pdb.shape[0] = 1;
+  expect_dbias(&pdb, SFA_ERR_INVALID_ARGUMENT, "dbias: shape [1, 300, 72]",
+               "does not match extras->bias [4, 300, 72]");
+  reset_window();
+  P.ex.bias = NULL;
+  expect_dbias(&pdb, SFA_ERR_INVALID_ARGUMENT, "dbias: is given but there is no bias", NULL);
+  reset_window();
+  pdb.data = pb.data;
+  expect_dbias(&pdb, SFA_ERR_INVALID_ARGUMENT, "dbias: its memory overlaps extras->bias", NULL);
+  reset_window();
+  pb.shape[1] = pdb.shape[1] = 1;
+  P.p.deterministic = 1;
+  expect_dbias(&pdb, SFA_ERR_UNSUPPORTED, "dbias: its one row (shape[1] = 1)",
+               "deterministic");
 }
 END_TEST
 
@@ -245,6 +319,24 @@ START_TEST(valid_packed_calls) {
   reset();
   P.q.strides[0] = 4 * 64 * 3;
   EXPECT(0, SFA_ERR_NO_DRIVER, NULL, NULL);
+  /* window with a packed bias [Hq, total_q, Kmax] and mask [1, 1, Kmax], and
+  ** their dbias; a bias of one row of Hkv heads; sfa_check_indices (the
+  ** prefix sums only) takes them too */
+  for (int bwd = 0; bwd < 2; bwd++) {
+    reset_window();
+    EXPECT(bwd, SFA_ERR_NO_DRIVER, "libcuda.so.1", NULL);
+    reset_window();
+    pb.shape[0] = pdb.shape[0] = 2, pb.shape[1] = pdb.shape[1] = 1;
+    P.ex.mask = NULL;
+    EXPECT(bwd, SFA_ERR_NO_DRIVER, "libcuda.so.1", NULL);
+  }
+  reset_window();
+  expect_dbias(&pdb, SFA_ERR_NO_DRIVER, "libcuda.so.1", NULL);
+  reset_window();
+  pb.shape[1] = pdb.shape[1] = 1; /* a broadcast row: float atomics, without deterministic */
+  expect_dbias(&pdb, SFA_ERR_NO_DRIVER, "libcuda.so.1", NULL);
+  reset_window();
+  ck_assert_int_eq(sfa_check_indices(P.ctx, &P.p, &P.ex, TQ, TK, NULL), SFA_ERR_NO_DRIVER);
 }
 END_TEST
 
@@ -399,19 +491,22 @@ END_TEST
 /* ------------------------------------------------------------ compiles */
 
 /* NVRTC builds the varlen kernels of every mode, fwd and bwd (hash's with its
-** plan entry), for sm_90 with wgmma and for sm_80 with mma.sync. */
+** plan entry), for sm_90 with wgmma and for sm_80 with mma.sync; the last
+** loop index is window with a bias and a mask (the kmax tail), also bwddq. */
 START_TEST(varlen_kernels_compile) {
   static const sfa_mode modes[] = {SFA_MODE_DENSE, SFA_MODE_QK_DROP, SFA_MODE_HASH,
-                                   SFA_MODE_WINDOW};
-  static const sfa_pass passes[] = {SFA_PASS_FWD, SFA_PASS_BWD};
+                                   SFA_MODE_WINDOW, SFA_MODE_WINDOW};
+  static const sfa_pass passes[] = {SFA_PASS_FWD, SFA_PASS_BWD, SFA_PASS_BWD_DQ};
+  const int npass = _i == 4 ? 3 : 2;
   for (int a = 0; a < 2; a++)
-    for (int p = 0; p < 2; p++) {
+    for (int p = 0; p < npass; p++) {
       const sfa_mode m = modes[_i];
       const unsigned causal = m == SFA_MODE_DENSE || m == SFA_MODE_WINDOW ? SFA_FEAT_CAUSAL : 0;
+      const unsigned extra = _i == 4 ? SFA_FEAT_BIAS | SFA_FEAT_MASK : 0u;
       sfa_kernel_spec s = {passes[p], m, a ? SFA_DTYPE_FP16 : SFA_DTYPE_BF16, 128, 0, 0, 0, 0,
-                           a ? 80 : 90, causal | SFA_FEAT_VARLEN, SFA_SPEC_MMA_SYNC};
+                           a ? 80 : 90, causal | extra | SFA_FEAT_VARLEN, SFA_SPEC_MMA_SYNC};
       char err[4096], name[SFA__NAME_MAX];
-      ck_assert_int_eq(sfa__spec_default_mma(&s, a == 0, err, sizeof err), SFA_OK);
+      ck_assert_int_eq(sfa__spec_default_mma(&s, a == 0 && passes[p] != SFA_PASS_BWD_DQ, err, sizeof err), SFA_OK);
       ck_assert_int_eq(sfa_spec_name(&s, name, sizeof name), SFA_OK);
       void *bin = NULL;
       size_t size = 0;
@@ -430,7 +525,8 @@ int main(void) {
   tcase_add_test(v, the_pair_of_prefix_sums);
   tcase_add_test(v, packed_layouts);
   tcase_add_test(v, sparse_index_arrays_packed);
-  tcase_add_test(v, what_packed_sequences_refuse);
+  tcase_add_test(v, packed_calls_check_the_modes_params);
+  tcase_add_test(v, packed_window_bias_and_mask_layouts);
   tcase_add_test(v, valid_packed_calls);
   tcase_add_test(v, check_indices_validates_packed_arrays);
   suite_add_tcase(s, v);
@@ -442,7 +538,7 @@ int main(void) {
   suite_add_tcase(s, h);
   TCase *c = tcase_create("compile");
   tcase_set_timeout(c, 600);
-  tcase_add_loop_test(c, varlen_kernels_compile, 0, 4);
+  tcase_add_loop_test(c, varlen_kernels_compile, 0, 5);
   suite_add_tcase(s, c);
   return tu_run_suite(s);
 }

@@ -200,8 +200,8 @@ def attention(q, k, v, *, mode="dense", causal=False, causal_align="bottom_right
 
 
 def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, *, mode="dense", causal=False, scale=None,
-                     window=(-1, -1), q_idx=None, k_idx=None, q_hash=None, k_hash=None, deterministic=False,
-                     return_lse=False):
+                     window=(-1, -1), q_idx=None, k_idx=None, q_hash=None, k_hash=None, bias=None, mask=None,
+                     deterministic=False, return_lse=False):
     """Differentiable sfa attention over packed sequences of different lengths
     (the layout of FlashAttention's varlen calls): B sequences stored one
     after another along time, q [total_q, Hq, D], k and v [total_k, Hkv, D]
@@ -218,20 +218,33 @@ def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, *, mode="dense", causa
     sequence's own lengths, and nothing is seen across a boundary. mode
     "dense", "qk_drop" (q_idx [Hq, total_q], k_idx [Hkv, total_k]), "hash"
     (also q_hash, k_hash, alike) with the positions within each sequence, or
-    "window" (window=(left, right); no bias or mask with packed sequences).
+    "window" (window=(left, right)), optionally with a bias [Hb, total_q or 1,
+    Kmax] in q's dtype and a bool/uint8 mask (True/1 = attend) of the same
+    shape rules: Hb is Hq, Hkv or 1, a row count of 1 broadcasts one row to
+    every query of every sequence, and column j of row i is key j of row i's
+    own sequence. Kmax is at least the longest key length as a rule; keys at
+    or past Kmax are masked (their position has no column), which the call
+    cannot check without reading cu_seqlens.
     No maximum length is needed and nothing is read back from the GPU (the
     values of cu_seqlens are not checked; sfa_check_indices does that in C).
-    With grad mode on, autograd gives dq, dk, dv through sfa_backward;
-    deterministic=True makes them bitwise reproducible."""
+    With grad mode on, autograd gives dq, dk, dv through sfa_backward, and
+    dbias (the bias's shape, summed over the heads and rows it broadcasts;
+    0 in the columns past a sequence's keys) when the bias requires grad;
+    deterministic=True makes them bitwise reproducible (not with a bias of
+    one broadcast row and a gradient for it, whose sum over the sequences
+    uses float atomics: SfaUnsupportedError)."""
     check_choice("mode", mode, list(_capi.MODE))
     wl, wr = check_window(window)
     scale = check_scale(scale)
     _check_qkv(q, k, v, 3, "[total, H, D]: packed sequences")
     _check_tensors((("q", q), ("k", k), ("v", v), ("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k),
-                    ("q_idx", q_idx), ("k_idx", k_idx), ("q_hash", q_hash), ("k_hash", k_hash)))
+                    ("q_idx", q_idx), ("k_idx", k_idx), ("q_hash", q_hash), ("k_hash", k_hash), ("bias", bias),
+                    ("mask", mask)))
+    if mask is not None and mask.dtype not in (torch.bool, torch.uint8):
+        raise ValueError(f"sfa: mask: dtype {mask.dtype}; must be torch.bool or torch.uint8 (True/1 = attend)")
     _check_cu((("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k)))
     o, lse = _ops.attention_varlen_fwd(q, k, v, cu_seqlens_q, cu_seqlens_k, q_idx, k_idx, q_hash, k_hash, mode,
-                                       bool(causal), scale, wl, wr, bool(deterministic))
+                                       bool(causal), scale, wl, wr, bool(deterministic), bias, mask)
     return (o, lse) if return_lse else o
 
 

@@ -9,10 +9,13 @@ torch.compile(fullgraph=True) sees them as single graph nodes, and autograd.
                        -> (dq, dk, dv, dbias)   dbias is an empty tensor unless bias_grad;
                        dlse: the gradient of lse (sfa_backward_dlse), None for none
   sfa::attention_varlen_fwd (q, k, v, cu_seqlens_q, cu_seqlens_k, q_idx?, k_idx?, q_hash?, k_hash?,
-                       mode, causal, scale?, window_left, window_right, deterministic) -> (o, lse)
-                       packed sequences: q [total_q, Hq, D], lse [Hq, total_q]
+                       mode, causal, scale?, window_left, window_right, deterministic, bias? = None,
+                       mask? = None) -> (o, lse)
+                       packed sequences: q [total_q, Hq, D], lse [Hq, total_q]; window's bias
+                       and mask [Hb, total_q|1, Kmax]
   sfa::attention_varlen_bwd (dout, q, k, v, o, lse, cu_seqlens_q, cu_seqlens_k, index arrays...,
-                       the same options) -> (dq, dk, dv)
+                       the same options, bias? = None, mask? = None, bias_grad = False)
+                       -> (dq, dk, dv, dbias)   dbias is an empty tensor unless bias_grad
   sfa::hash_prepare   (bucket, num_buckets, x?, x2?, cu_seqlens?) -> (idx, hash, x_sorted, x2_sorted)
                        x_sorted / x2_sorted are empty tensors where x / x2 are None
   sfa::hash_unsort    (o_sorted, idx, cu_seqlens?) -> o   (rows that idx does not name are 0)
@@ -29,7 +32,7 @@ attention_fwd has its autograd formula (register_autograd): the backward is
 attention_bwd, which takes the gradients of both o and lse (lse is
 differentiable: dS gets P * dlse, folded into the backward's delta); index
 arrays, the mask and the ALiBi slopes get no gradient; dbias only when the
-bias requires grad. merge_attention's backward is torch ops (w_n = exp(lse_n
+bias requires grad (attention_varlen_fwd's alike, through attention_varlen_bwd). merge_attention's backward is torch ops (w_n = exp(lse_n
 - lse), 0 where lse_n = -inf): do_n = w_n * do, dlse_n = w_n * (sum_d do *
 (o_n - o) + dlse). The real implementations are the calls of _calls.py.
 
@@ -121,26 +124,27 @@ attention_fwd.register_autograd(_fwd_backward, setup_context=_fwd_setup_context)
 
 # ------------------------------------------------------------------ packed sequences
 
-def _varlen_extras(cu_seqlens_q, cu_seqlens_k, q_idx, k_idx, q_hash, k_hash):
+def _varlen_extras(cu_seqlens_q, cu_seqlens_k, q_idx, k_idx, q_hash, k_hash, bias=None, mask=None):
     return dict(q_idx=q_idx, k_idx=k_idx, q_hash=q_hash, k_hash=k_hash, cu_seqlens_q=cu_seqlens_q,
-                cu_seqlens_k=cu_seqlens_k)
+                cu_seqlens_k=cu_seqlens_k, bias=bias, mask=mask)
 
 
 @torch.library.custom_op("sfa::attention_varlen_fwd", mutates_args=())
 def attention_varlen_fwd(q: Tensor, k: Tensor, v: Tensor, cu_seqlens_q: Tensor, cu_seqlens_k: Tensor,
                          q_idx: Optional[Tensor], k_idx: Optional[Tensor], q_hash: Optional[Tensor],
                          k_hash: Optional[Tensor], mode: str, causal: bool, scale: Optional[float],
-                         window_left: int, window_right: int, deterministic: bool) -> Tuple[Tensor, Tensor]:
+                         window_left: int, window_right: int, deterministic: bool, bias: Optional[Tensor] = None,
+                         mask: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
     o = _calls.out_like(q)
     lse = torch.empty((q.shape[1], q.shape[0]), device=q.device, dtype=torch.float32)
     _calls.forward_into(q, k, v, o, lse, mode, causal, scale, window_left, window_right,
-                        _varlen_extras(cu_seqlens_q, cu_seqlens_k, q_idx, k_idx, q_hash, k_hash))
+                        _varlen_extras(cu_seqlens_q, cu_seqlens_k, q_idx, k_idx, q_hash, k_hash, bias, mask))
     return o, lse
 
 
 @attention_varlen_fwd.register_fake
 def _(q, k, v, cu_seqlens_q, cu_seqlens_k, q_idx, k_idx, q_hash, k_hash, mode, causal, scale, window_left,
-      window_right, deterministic):
+      window_right, deterministic, bias=None, mask=None):
     return _calls.out_like(q), q.new_empty((q.shape[1], q.shape[0]), dtype=torch.float32)
 
 
@@ -149,33 +153,39 @@ def attention_varlen_bwd(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, o: Tenso
                          cu_seqlens_q: Tensor, cu_seqlens_k: Tensor, q_idx: Optional[Tensor],
                          k_idx: Optional[Tensor], q_hash: Optional[Tensor], k_hash: Optional[Tensor], mode: str,
                          causal: bool, scale: Optional[float], window_left: int, window_right: int,
-                         deterministic: bool) -> Tuple[Tensor, Tensor, Tensor]:
+                         deterministic: bool, bias: Optional[Tensor] = None, mask: Optional[Tensor] = None,
+                         bias_grad: bool = False) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     dq, dk, dv = _calls.out_like(q), _calls.out_like(k), _calls.out_like(v)
-    _calls.backward_into(dout, q, k, v, o, lse, dq, dk, dv, None, mode, causal, scale, window_left, window_right,
-                         deterministic, _varlen_extras(cu_seqlens_q, cu_seqlens_k, q_idx, k_idx, q_hash, k_hash))
-    return dq, dk, dv
+    with_db = bias_grad and bias is not None
+    db = torch.empty(bias.shape, device=bias.device, dtype=bias.dtype) if with_db else q.new_empty(_EMPTY)
+    _calls.backward_into(dout, q, k, v, o, lse, dq, dk, dv, db if with_db else None, mode, causal, scale,
+                         window_left, window_right, deterministic,
+                         _varlen_extras(cu_seqlens_q, cu_seqlens_k, q_idx, k_idx, q_hash, k_hash, bias, mask))
+    return dq, dk, dv, db
 
 
 @attention_varlen_bwd.register_fake
 def _(dout, q, k, v, o, lse, cu_seqlens_q, cu_seqlens_k, q_idx, k_idx, q_hash, k_hash, mode, causal, scale,
-      window_left, window_right, deterministic):
-    return _calls.out_like(q), _calls.out_like(k), _calls.out_like(v)
+      window_left, window_right, deterministic, bias=None, mask=None, bias_grad=False):
+    db = bias.new_empty(bias.shape) if bias_grad and bias is not None else q.new_empty(_EMPTY)
+    return _calls.out_like(q), _calls.out_like(k), _calls.out_like(v), db
 
 
 def _varlen_setup_context(ctx, inputs, output):
     (q, k, v, cu_q, cu_k, q_idx, k_idx, q_hash, k_hash, mode, causal, scale, window_left, window_right,
-     deterministic) = inputs
+     deterministic, bias, mask) = inputs
     o, lse = output
-    ctx.save_for_backward(q, k, v, o, lse, cu_q, cu_k, q_idx, k_idx, q_hash, k_hash)
+    ctx.save_for_backward(q, k, v, o, lse, cu_q, cu_k, q_idx, k_idx, q_hash, k_hash, bias, mask)
     ctx.options = (mode, causal, scale, window_left, window_right, deterministic)
     ctx.mark_non_differentiable(lse)
 
 
 def _varlen_backward(ctx, dout, dlse):
-    q, k, v, o, lse, cu_q, cu_k, q_idx, k_idx, q_hash, k_hash = ctx.saved_tensors
-    dq, dk, dv = attention_varlen_bwd(dout, q, k, v, o, lse, cu_q, cu_k, q_idx, k_idx, q_hash, k_hash,
-                                      *ctx.options)
-    return (dq, dk, dv) + (None,) * 12
+    q, k, v, o, lse, cu_q, cu_k, q_idx, k_idx, q_hash, k_hash, bias, mask = ctx.saved_tensors
+    bias_grad = bias is not None and ctx.needs_input_grad[15]
+    dq, dk, dv, db = attention_varlen_bwd(dout, q, k, v, o, lse, cu_q, cu_k, q_idx, k_idx, q_hash, k_hash,
+                                          *ctx.options, bias, mask, bias_grad)
+    return (dq, dk, dv) + (None,) * 12 + (db if bias_grad else None, None)
 
 
 attention_varlen_fwd.register_autograd(_varlen_backward, setup_context=_varlen_setup_context)

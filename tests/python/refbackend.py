@@ -7,7 +7,9 @@ everything above them -- the custom ops, their fake and autograd
 registrations, torch.compile, the SDPA and top-left mappings, the mask and
 bias handling -- runs on a machine without a GPU, against the library's own
 semantics. Packed sequences (cu_seqlens in the extras, and the helpers'
-cu_seqlens arguments) run each sequence through the reference alone.
+cu_seqlens arguments) run each sequence through the reference alone, with its
+rows and key columns of a window bias / mask [Hb, total_q|1, Kmax] (keys past
+Kmax masked), and dbias put back alike.
 
     with refbackend.cpu(sfa):
         o = sfa.attention(q_cpu, k_cpu, v_cpu, causal=True)
@@ -81,6 +83,33 @@ def _seq_extras(extras, qa, qb, ka, kb):
     return out
 
 
+def _seq_window(extras, qa, qb, tk):
+    """A packed call's window bias / mask [Hb, total_q|1, Kmax] cut to one
+    sequence as [1, Hb, n|1, tk] (column j: its key j). Keys at or past Kmax
+    are masked: the mask is False there (a mask of ones below Kmax where the
+    call has none), the bias 0."""
+    b, m = extras.get("bias"), extras.get("mask")
+    if b is None and m is None:
+        return {}
+    kmax = min(t.shape[-1] for t in (b, m) if t is not None)
+    w = min(tk, kmax)
+
+    def rows(t):
+        return t if t.shape[1] == 1 else t[:, qa:qb]
+
+    out = {}
+    if b is not None:
+        sb = torch.zeros(b.shape[0], rows(b).shape[1], tk, dtype=b.dtype)
+        sb[..., :w] = rows(b)[..., :w]
+        out["bias"] = sb.unsqueeze(0)
+    if m is not None or tk > kmax:
+        mm = m if m is not None else torch.ones(1, 1, kmax, dtype=torch.bool)
+        sm = torch.zeros(mm.shape[0], rows(mm).shape[1], tk, dtype=torch.bool)
+        sm[..., :w] = rows(mm)[..., :w].to(torch.bool)
+        out["mask"] = sm.unsqueeze(0)
+    return out
+
+
 def make(sfa):
     capi, calls = sfa._capi, sfa._calls
 
@@ -95,27 +124,41 @@ def make(sfa):
             os_ = torch.empty(1, q.shape[1], qb - qa, q.shape[2], dtype=o.dtype)
             ls = torch.empty(1, q.shape[1], qb - qa, dtype=torch.float32)
             forward_into(_seq(q, qa, qb), _seq(k, ka, kb), _seq(v, ka, kb), os_, ls, mode, causal, scale,
-                         window_left, window_right, _seq_extras(extras, qa, qb, ka, kb))
+                         window_left, window_right,
+                         {**_seq_extras(extras, qa, qb, ka, kb), **_seq_window(extras, qa, qb, kb - ka)})
             o[qa:qb].copy_(os_[0].transpose(0, 1))
             if lse is not None:
                 lse[:, qa:qb].copy_(ls[0])
 
-    def backward_packed(dout, q, k, v, o, lse, dq, dk, dv, mode, causal, scale, window_left, window_right,
-                        deterministic, extras, cu):
+    def backward_packed(dout, q, k, v, o, lse, dq, dk, dv, dbias, mode, causal, scale, window_left,
+                        window_right, deterministic, extras, cu):
+        """Each sequence alone; dbias [Hb, total_q|1, Kmax]: each sequence's rows
+        and key columns (a broadcast row: summed over the sequences), 0 elsewhere."""
         dq.zero_()
         dk.zero_()
         dv.zero_()
+        db = torch.zeros(dbias.shape) if dbias is not None else None
         for (qa, qb), (ka, kb) in zip(zip(cu[0], cu[0][1:]), zip(cu[1], cu[1][1:])):
             if qb == qa or kb == ka:
                 continue
             g = [torch.empty(1, t.shape[1], b - a, t.shape[2], dtype=t.dtype)
                  for t, a, b in ((q, qa, qb), (k, ka, kb), (v, ka, kb))]
+            win = _seq_window(extras, qa, qb, kb - ka)
+            sdb = torch.empty(win["bias"].shape) if db is not None else None
             backward_into(_seq(dout, qa, qb), _seq(q, qa, qb), _seq(k, ka, kb), _seq(v, ka, kb), None,
-                          lse[:, qa:qb].unsqueeze(0), g[0], g[1], g[2], None, mode, causal, scale, window_left,
-                          window_right, deterministic, _seq_extras(extras, qa, qb, ka, kb))
+                          lse[:, qa:qb].unsqueeze(0), g[0], g[1], g[2], sdb, mode, causal, scale, window_left,
+                          window_right, deterministic, {**_seq_extras(extras, qa, qb, ka, kb), **win})
             dq[qa:qb].copy_(g[0][0].transpose(0, 1))
             dk[ka:kb].copy_(g[1][0].transpose(0, 1))
             dv[ka:kb].copy_(g[2][0].transpose(0, 1))
+            if db is not None:
+                w = min(kb - ka, db.shape[-1])
+                if db.shape[1] == 1:
+                    db[..., :w] += sdb[0][..., :w]
+                else:
+                    db[:, qa:qb, :w] = sdb[0][..., :w]
+        if dbias is not None:
+            dbias.copy_(db)
 
     def forward_into(q, k, v, o, lse, mode, causal, scale, window_left, window_right, extras, strict_causal=False,
                      softcap=0.0):
@@ -146,7 +189,7 @@ def make(sfa):
                       deterministic, extras, strict_causal=False, softcap=0.0, dlse=None):
         cu = _packed(extras)
         if cu is not None:
-            return backward_packed(dout, q, k, v, o, lse, dq, dk, dv, mode, causal, scale, window_left,
+            return backward_packed(dout, q, k, v, o, lse, dq, dk, dv, dbias, mode, causal, scale, window_left,
                                    window_right, deterministic, extras, cu)
         p = calls._params(mode, causal, scale, window_left, window_right, deterministic, strict_causal, softcap)
         B, Hq, Tq, D = q.shape

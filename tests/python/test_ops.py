@@ -9,8 +9,9 @@ Tq < Tk, Tq > Tk, Tq == Tk; bool and float masks; GQA; scale, also 0 and
 negative) for the output and every gradient; causal_align="top_left" in
 window mode; return_lse; the score options (softcap, ALiBi slopes, strict
 causality) against a float64 torch version, output and gradients, and their
-errors; sfa.attention_varlen (packed sequences, every mode) against torch in
-float64 per sequence, with opcheck of its ops.
+errors; sfa.attention_varlen (packed sequences, every mode; window with a
+packed bias and mask [Hb, total_q|1, Kmax], dbias) against torch in float64
+per sequence, with opcheck of its ops.
 
 Every case runs twice where a GPU exists: on "cpu-ref", where the binding's
 GPU calls are replaced by the library's float64 CPU reference (refbackend.py:
@@ -506,20 +507,28 @@ def _packed_allowed(mode, tq, tk, kw, qi, ki, qh, kh, group):
     return a.unsqueeze(0)
 
 
+def _packed_qkv(seed, Hq, Hkv, D, device):
+    """The packed problem of the varlen tests, lengths 0 and 1 among them and
+    queries without keys: (lq, lk, [cu_seqlens_q, cu_seqlens_k] int32 on
+    device, q [total_q, Hq, D], k, v [total_k, Hkv, D] random leaves)."""
+    import itertools
+    torch.manual_seed(seed)
+    lq, lk = [0, 1, 37, 70, 1, 5, 20], [3, 1, 40, 70, 0, 9, 20]
+    cu = [torch.tensor([0] + list(itertools.accumulate(ls)), dtype=torch.int32, device=device)
+          for ls in (lq, lk)]
+    TQ, TK = sum(lq), sum(lk)
+    return (lq, lk, cu, rand(TQ, Hq, D, device=device), rand(TK, Hkv, D, device=device),
+            rand(TK, Hkv, D, device=device))
+
+
 def _varlen(backend):
     """sfa.attention_varlen against torch in float64, one sequence at a time
     (lengths 0 and 1 among them, queries without keys, GQA): o and every
     gradient; lse; and opcheck of the two custom ops."""
     ctx, device, D = on(backend)
-    import itertools
     with ctx:
-        torch.manual_seed(23)
-        lq, lk = [0, 1, 37, 70, 1, 5, 20], [3, 1, 40, 70, 0, 9, 20]
         Hq, Hkv = 4, 2
-        cu = [torch.tensor([0] + list(itertools.accumulate(ls)), dtype=torch.int32, device=device)
-              for ls in (lq, lk)]
-        TQ, TK = sum(lq), sum(lk)
-        q, k, v = rand(TQ, Hq, D, device=device), rand(TK, Hkv, D, device=device), rand(TK, Hkv, D, device=device)
+        lq, lk, cu, q, k, v = _packed_qkv(23, Hq, Hkv, D, device)
         (qi, qh), (ki, kh) = _packed_indices("qk_drop", (lq, lk), (Hq, Hkv), device)
         (hqi, hqh), (hki, hkh) = _packed_indices("hash", (lq, lk), (Hq, Hkv), device)
         cases = [
@@ -557,7 +566,7 @@ def _varlen(backend):
             print(f"      {backend} varlen {name}: " + ", ".join(f"{n} {e:.1e}" for n, e in errs.items()))
             with torch.no_grad():
                 o, lse = sfa.attention_varlen(q, k, v, cu[0], cu[1], mode=mode, return_lse=True, **kw, **ix)
-            assert lse.shape == (Hq, TQ) and lse.dtype == torch.float32, lse.shape
+            assert lse.shape == (Hq, q.shape[0]) and lse.dtype == torch.float32, lse.shape
             for b in range(len(lq)):  # rows of a sequence without keys: o = 0, lse = -inf
                 if bk[b + 1] == bk[b]:
                     assert (o[bq[b]:bq[b + 1]] == 0).all() and (lse[:, bq[b]:bq[b + 1]] == -math.inf).all()
@@ -578,6 +587,109 @@ def varlen_cpu_ref():
 @test(needs_cuda=True)
 def varlen_cuda():
     _varlen("cuda")
+
+
+def _heads(t, Hq, Hkv):
+    """A packed bias / mask [Hb, R, K] with Hb in (Hq, Hkv, 1) as Hq heads."""
+    return t.repeat_interleave(Hq // Hkv, 0) if t.shape[0] == Hkv and Hkv != Hq else t.expand(Hq, *t.shape[1:])
+
+
+def _varlen_window_bias_mask(backend):
+    """sfa.attention_varlen in window mode with a packed bias / mask
+    [Hb, total_q|1, Kmax] (Hb = Hq, Hkv, 1; a broadcast row; Kmax below the
+    longest key length, so keys past it are masked) against torch in float64
+    per sequence: o and the gradients of q, k, v and the bias (0 in the
+    columns past a sequence's keys); opcheck of both ops with them."""
+    ctx, device, D = on(backend)
+    with ctx:
+        Hq, Hkv = 4, 2
+        lq, lk, cu, q, k, v = _packed_qkv(29, Hq, Hkv, D, device)
+        TQ = q.shape[0]
+        bq, bk = cu[0].tolist(), cu[1].tolist()
+        scale = 1 / math.sqrt(D)
+        # (name, kwargs, bias shape or None, mask shape or None)
+        cases = [
+            ("bias [Hq, total_q, Kmax] + mask [1, total_q, Kmax], window 8/2", dict(window=(8, 2)),
+             (Hq, TQ, 70), (1, TQ, 70)),
+            ("bias [1, 1, 30] (a row, Kmax 30 < 70), causal", dict(causal=True), (1, 1, 30), None),
+            ("mask [Hkv, 1, 45] uint8, deterministic", dict(window=(-1, 4), deterministic=True), None,
+             (Hkv, 1, 45)),
+            ("bias [Hkv, total_q, 80] + mask [Hq, 1, 80]", dict(window=(16, 16)), (Hkv, TQ, 80), (Hq, 1, 80)),
+        ]
+        for name, kw, bshape, mshape in cases:
+            bias = rand(*bshape, device=device) if bshape else None
+            mask = None
+            if mshape:
+                mask = torch.rand(mshape, device=device) < 0.7
+                if "uint8" in name:
+                    mask = mask.to(torch.uint8)
+            inputs = [q, k, v] + ([bias] if bias is not None else [])
+
+            def run_sfa(q, k, v, b=None):
+                return sfa.attention_varlen(q, k, v, cu[0], cu[1], mode="window", bias=b, mask=mask, **kw)
+
+            def run_ref(q, k, v, b=None):
+                kmax = min(t.shape[-1] for t in (b, mask) if t is not None)
+                outs = []
+                for s_ in range(len(lq)):
+                    qa, qb, ka, kb = bq[s_], bq[s_ + 1], bk[s_], bk[s_ + 1]
+                    tq, tk = qb - qa, kb - ka
+                    if tq == 0:
+                        continue
+                    if tk == 0:
+                        outs.append(q.new_zeros(tq, Hq, D))
+                        continue
+                    w = min(tk, kmax)
+                    qs, ks, vs = (t[a:c].transpose(0, 1).unsqueeze(0) for t, a, c in
+                                  ((q, qa, qb), (k, ka, kb), (v, ka, kb)))
+                    g = Hq // Hkv
+                    ks, vs = ks.repeat_interleave(g, 1), vs.repeat_interleave(g, 1)
+                    sc = (qs @ ks.transpose(-1, -2)) * scale
+                    wk = dict(kw)
+                    wk["window"] = (-1, 0) if kw.get("causal") else kw.get("window", (-1, -1))
+                    allowed = _packed_allowed("window", tq, tk, wk, None, None, None, None, g).to(q.device)
+                    allowed = allowed & (torch.arange(tk, device=q.device) < kmax)
+                    if b is not None:
+                        rows = b if b.shape[1] == 1 else b[:, qa:qb]
+                        sc = sc + F.pad(_heads(rows, Hq, Hkv)[..., :w], (0, tk - w)).unsqueeze(0)
+                    if mask is not None:
+                        rows = mask if mask.shape[1] == 1 else mask[:, qa:qb]
+                        m = F.pad(_heads(rows.to(torch.bool), Hq, Hkv)[..., :w], (0, tk - w), value=False)
+                        allowed = allowed & m.unsqueeze(0)
+                    sc = sc.masked_fill(~allowed, -math.inf)
+                    p_ = torch.softmax(sc, -1).nan_to_num(0.0)
+                    outs.append((p_ @ vs)[0].transpose(0, 1))
+                return torch.cat(outs, 0)
+
+            errs = compare(f"{backend} varlen window {name}", run_sfa, run_ref, inputs, TOL[DTYPE])
+            print(f"      {backend} varlen window {name}: " + ", ".join(f"{n} {e:.1e}" for n, e in errs.items()))
+            with torch.no_grad():
+                o, lse = sfa.attention_varlen(q, k, v, cu[0], cu[1], mode="window", bias=bias, mask=mask,
+                                              return_lse=True, **kw)
+            win = kw.get("window", (-1, -1))
+            args = (q.detach(), k.detach(), v.detach(), cu[0], cu[1], None, None, None, None, "window",
+                    bool(kw.get("causal", False)), None, *win, bool(kw.get("deterministic", False)),
+                    bias.detach() if bias is not None else None,
+                    mask.view(torch.uint8) if mask is not None and mask.dtype == torch.bool else mask)
+            torch.library.opcheck(torch.ops.sfa.attention_varlen_fwd.default, args)
+            torch.library.opcheck(torch.ops.sfa.attention_varlen_bwd.default,
+                                  (torch.randn_like(o), *args[:3], o, lse) + args[3:] + (bias is not None,))
+        # a bias of one row with its gradient cannot be deterministic (float atomics across sequences)
+        b1 = rand(1, 1, 70, device=device)
+        if backend == "cuda":
+            from harness import raises
+            o = sfa.attention_varlen(q, k, v, cu[0], cu[1], mode="window", bias=b1, deterministic=True)
+            raises(NotImplementedError, lambda: o.sum().backward(), "dbias", "deterministic")
+
+
+@test()
+def varlen_window_bias_mask_cpu_ref():
+    _varlen_window_bias_mask("cpu-ref")
+
+
+@test(needs_cuda=True)
+def varlen_window_bias_mask_cuda():
+    _varlen_window_bias_mask("cuda")
 
 
 # ------------------------------------------------------------------ torch.compile
