@@ -371,11 +371,14 @@ START_TEST(templates_read_the_shared_constants_from_abi_const) {
   snprintf(want, sizeof want, "%d", SFA__BWD_PLAN_INTS);
   ck_assert_str_eq(src, want);
   sfa_free(src);
-  ck_assert_uint_eq(sfa__abi_nconsts, 4);
+  ck_assert_uint_eq(sfa__abi_nconsts, 5);
   ck_assert_str_eq(sfa__abi_consts[0].name, "SFA__BWD_PLAN_INTS");
+  /* the decode kernel's bound on the splits it merges (registers per lane) */
+  ck_assert_str_eq(sfa__abi_consts[1].name, "SFA__DECODE_MAX_SPLITS");
+  ck_assert_int_eq(sfa__abi_consts[1].value, SFA__DECODE_MAX_SPLITS);
   /* sfa.h's dtype codes, which the merge kernel takes as launch arguments */
-  ck_assert_str_eq(sfa__abi_consts[3].name, "SFA_DTYPE_FP32");
-  ck_assert_int_eq(sfa__abi_consts[3].value, SFA_DTYPE_FP32);
+  ck_assert_str_eq(sfa__abi_consts[4].name, "SFA_DTYPE_FP32");
+  ck_assert_int_eq(sfa__abi_consts[4].value, SFA_DTYPE_FP32);
 }
 END_TEST
 
