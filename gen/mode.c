@@ -97,7 +97,7 @@ static const sfa__mode rows[] = {
    .flags = SFA_FEAT_STRICT | SFA_FEAT_SOFTCAP | VL, .reads = IDX | HASH | SEQ,
    .needs = IDX | HASH, .causal_by_index = 1, .qmeta_ints = 2, /* q_hash, q_idx */
    .bwd_plan = 1, /* the key tile's query range: searches of the sorted buckets */
-   .short_rows = 1,
+   .short_rows = 1, .decode = 1, .decode_key_ints = 1, /* k_hash */ .decode_hash = 1,
    .utils = UTIL(SFA_PASS_HASH_SORT) | UTIL(SFA_PASS_PERMUTE), /* sfa_hash_prepare, unsort */
    .allowed = sfa__allowed_hash, .check_index_row = sfa__index_row_hash,
    .tune_indices = sfa__tune_indices_hash},

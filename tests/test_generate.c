@@ -71,10 +71,10 @@ START_TEST(source_for_every_preset_variant) {
     size_t n = 0;
     ck_assert_int_eq(sfa__preset(presets[p], arch, 2, &specs, &n, NULL, 0), SFA_OK);
     /* per arch: fwd, and for D <= 128 bwd, bwd + det, bwddq; all-modes on
-    ** sm_90 also fwd, bwd and bwd + det in the other mma kind; 20 decode
+    ** sm_90 also fwd, bwd and bwd + det in the other mma kind; 28 decode
     ** kernels and the 10 utility kernels per arch */
-    ck_assert_uint_eq(n, p == 0 ? 2 * (44 + 3 * 44 + 20 + 11)
-                                : 2 * 4 * 48 + 3 * 48 + 2 * (20 + 11));
+    ck_assert_uint_eq(n, p == 0 ? 2 * (44 + 3 * 44 + 28 + 11)
+                                : 2 * 4 * 48 + 3 * 48 + 2 * (28 + 11));
     for (size_t i = 0; i < n; i++) {
       sfa_kernel_spec s = specs[i];
       char name[SFA__NAME_MAX], err[1024] = "", *src = NULL, pat[SFA__NAME_MAX + 4];
@@ -131,7 +131,7 @@ START_TEST(preset_contents) {
   int count[4][16] = {{0}};
   int passes[3] = {0}, nwg = 0;
   ck_assert_int_eq(sfa__preset("default", arch, 1, &v, &n, err, sizeof err), SFA_OK);
-  ck_assert_uint_eq(n, 44 + 3 * 44 + 20 + 11);
+  ck_assert_uint_eq(n, 44 + 3 * 44 + 28 + 11);
   expect_utils(v, n, 11);
   int ndecode = 0;
   for (size_t i = 0; i < n; i++) {
@@ -176,7 +176,7 @@ START_TEST(preset_contents) {
   ck_assert_int_eq(sfa__preset("all-modes", arch, 1, &v, &n, err, sizeof err), SFA_OK);
   /* 48 classes x (fwd, bwd, bwd + det, bwddq), and on sm_90 fwd, bwd and
   ** bwd + det also in the other mma kind */
-  ck_assert_uint_eq(n, 4 * 48 + 3 * 48 + 20 + 11);
+  ck_assert_uint_eq(n, 4 * 48 + 3 * 48 + 28 + 11);
   expect_utils(v, n, 11);
   int kinds[3][2] = {{0}};
   for (size_t i = 0; i < n; i++) {
@@ -487,7 +487,7 @@ START_TEST(sfa_gen_tool) {
   int n = 0;
   while (f && fgets(line, sizeof line, f)) n++;
   if (f) fclose(f);
-  ck_assert_int_eq(n, 2 * (44 + 3 * 44 + 20 + 11));
+  ck_assert_int_eq(n, 2 * (44 + 3 * 44 + 28 + 11));
   snprintf(cmd, sizeof cmd, "%s --preset all-modes --arch sm_80,sm90 --list | wc -l > %s/n.txt",
            tool, dir);
   ck_assert_int_eq(run(cmd), 0);
@@ -495,7 +495,7 @@ START_TEST(sfa_gen_tool) {
   f = fopen(cmd, "r");
   ck_assert(f && fscanf(f, "%d", &n) == 1);
   fclose(f);
-  ck_assert_int_eq(n, 2 * 4 * 48 + 3 * 48 + 2 * (20 + 11));
+  ck_assert_int_eq(n, 2 * 4 * 48 + 3 * 48 + 2 * (28 + 11));
 
   /* Utility kernels: by --pass (its dtype, or the one it takes) and by name. */
   expect_first_listed(tool, dir, "--pass topk --dtype fp32 --arch 80,90", "sfa_topk_fp32_sm80\n");
@@ -544,7 +544,7 @@ START_TEST(sfa_gen_tool) {
     n++;
   }
   fclose(f);
-  ck_assert_int_eq(n, 44 + 3 * 44 + 20 + 11);
+  ck_assert_int_eq(n, 44 + 3 * 44 + 28 + 11);
 
   /* Usage errors exit 2, failures 1. */
   snprintf(cmd, sizeof cmd, "%s --preset nope 2>/dev/null", tool);
