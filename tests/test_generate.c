@@ -43,8 +43,11 @@ static void check_mode_code(const sfa_kernel_spec *s, const char *name, const ch
   char plan_entry[SFA__NAME_MAX + 32];
   snprintf(plan_entry, sizeof plan_entry, "%s%s(const sfa_bwd_args a)", name, SFA__PLAN_SUFFIX);
   struct { int want; const char *ident; } marks[] = {
-    {s->mode == SFA_MODE_QK_DROP || s->mode == SFA_MODE_HASH, "const int *kix"},
-    {s->mode == SFA_MODE_HASH, bwd ? "hash_bwd_state" : "hash_tile_state"},
+    {(s->mode == SFA_MODE_QK_DROP || s->mode == SFA_MODE_HASH) && !dec, "const int *kix"},
+    {s->mode == SFA_MODE_HASH && !dec, bwd ? "hash_bwd_state" : "hash_tile_state"},
+    /* hash decode: each key matched against the tile's buckets before its rows load */
+    {dec && s->mode == SFA_MODE_HASH, "match = match || qb[r] == kh_"},
+    {dec && s->mode == SFA_MODE_HASH, "if (!((tile_seen >> buf) & 1u)) continue;"},
     {s->mode == SFA_MODE_WINDOW && !dec, bwd ? "window_bwd_state" : "window_tile_state"},
     {dec, "load_kv"},                          /* decode: the cache rows, paged or not */
     {dec && s->mode == SFA_MODE_WINDOW, "key_lo = off - wl"}, /* its window bounds */
@@ -137,9 +140,11 @@ START_TEST(preset_contents) {
   for (size_t i = 0; i < n; i++) {
     sfa_kernel_spec d = v[i];
     if (sfa__pass_is_util(v[i].pass)) continue;
-    if (v[i].pass == SFA_PASS_DECODE) { /* dense and window, causal and not, 2 dtypes x 2 dims */
-      ck_assert(v[i].mode == SFA_MODE_DENSE || v[i].mode == SFA_MODE_WINDOW);  /* {-, causal}, dense causal + gather */
-      ck_assert(v[i].flags == 0 || v[i].flags == SFA_FEAT_CAUSAL ||
+    if (v[i].pass == SFA_PASS_DECODE) { /* dense and window, causal and not, hash, strict and
+                                           not, 2 dtypes x 2 dims; dense causal + gather */
+      ck_assert(v[i].mode != SFA_MODE_QK_DROP);
+      const unsigned cf = v[i].mode == SFA_MODE_HASH ? SFA_FEAT_STRICT : SFA_FEAT_CAUSAL;
+      ck_assert(v[i].flags == 0 || v[i].flags == cf ||
                 (v[i].mode == SFA_MODE_DENSE && v[i].flags == (SFA_FEAT_CAUSAL | SFA_FEAT_GATHER)));
       ck_assert_int_eq(sfa_spec_default(&d, NULL, 0), SFA_OK);
       ck_assert(memcmp(&d, &v[i], sizeof d) == 0);
@@ -158,7 +163,7 @@ START_TEST(preset_contents) {
   }
   /* dtypes x D {64,128} x flag sets, for fwd, bwd and bwd + det */
   ck_assert_int_eq(nwg, 3 * 2 * 2 * (2 + 1 + 1 + 4));
-  ck_assert_int_eq(ndecode, 20);
+  ck_assert_int_eq(ndecode, 28);
   ck_assert_int_eq(passes[SFA_PASS_FWD], 44);
   ck_assert_int_eq(passes[SFA_PASS_BWD], 44 + 44 * 101); /* 44 plain, 44 det */
   ck_assert_int_eq(passes[SFA_PASS_BWD_DQ], 44);
@@ -209,7 +214,8 @@ START_TEST(preset_contents) {
   /* small (setup.sh's): dense {-, causal} x fp16, bf16 x D 64, 128 and qk_drop,
   ** hash, window causal x bf16 x D 128, each fwd and bwd (no det, no bwddq) */
   ck_assert_int_eq(sfa__preset("small", arch, 1, &v, &n, err, sizeof err), SFA_OK);
-  ck_assert_uint_eq(n, 22 + 5 + 11); /* and dense, window {-, causal} + dense causal gather decode */
+  ck_assert_uint_eq(n, 22 + 7 + 11); /* and dense, window {-, causal}, hash {-, strict} + dense
+                                      ** causal gather decode */
   expect_utils(v, n, 11);
   int nbwd = 0, nsparse = 0, ndec = 0;
   for (size_t i = 0; i < n; i++) {
@@ -229,7 +235,7 @@ START_TEST(preset_contents) {
   }
   ck_assert_int_eq(nbwd, 11);
   ck_assert_int_eq(nsparse, 6);
-  ck_assert_int_eq(ndec, 5);
+  ck_assert_int_eq(ndec, 7);
   free(v);
 
   ck_assert_int_eq(sfa__preset("nope", arch, 1, &v, &n, err, sizeof err),
