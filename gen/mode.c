@@ -10,7 +10,9 @@
 **   window   (window_left < 0 || j >= diag - window_left) and
 **            (causal ? j <= diag : window_right < 0 || j <= diag + window_right)
 **            and mask[.., j] != 0 where a mask is given
-** The kernels' rules are the same, in templates/mode_<name>.lt. Every mode
+** The kernels' rules are the same, in templates/mode_<name>.lt (pass decode:
+** dense, window and hash, with q_idx the new token's position, k_idx the
+** key's). Every mode
 ** takes packed sequences (SFA_FEAT_VARLEN, extras cu_seqlens_q / _k): each
 ** sequence is then its own problem under these rules.
 */

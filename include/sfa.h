@@ -587,8 +587,9 @@ SFA_API sfa_status sfa_merge_attention(sfa_context *ctx, const sfa_tensor *o_par
 **     j % page_size, h]); any strides >= 0 with the last dimension contiguous.
 **   q_hash (sfa_decode, mode hash) int32 [B, Hq, Tn] (contiguous along Tn):
 **     the new tokens' buckets. Both are required in mode hash and must be
-**     NULL in the other modes; sfa_kv_append ignores them (sfa_kv_append_hash
-**     writes k_hash) and sfa_check_kv_cache checks k_hash's layout only.
+**     NULL in the other modes; sfa_kv_append and sfa_check_kv_cache check
+**     k_hash's layout where it is given and do not write it
+**     (sfa_kv_append_hash writes it), and they ignore q_hash.
 **     Buckets are any int32 values, compared for equality only (no range:
 **     sfa_hash_prepare's rule "ids outside [0, num_buckets) form one extra
 **     bucket" is the caller's to apply, e.g. by mapping them to INT32_MAX).
