@@ -9,7 +9,8 @@ mode hash (buckets q_hash / k_hash, kept by kv_append's k_hash_new) against
 a float64 torch reference, on the CPU reference backend (refbackend.py) and
 on a GPU;
 the same step captured in a CUDA graph and replayed with new lengths;
-torch.compile(fullgraph=True) of a step; torch.library.opcheck of the ops;
+torch.compile(fullgraph=True) of a step; torch.library.opcheck of the ops
+(the hash ones on the CPU reference backend too);
 and check_kv_cache naming a bad page. Skips (77) without torch.
 """
 import contextlib
@@ -207,6 +208,30 @@ def hash_decode_matches_the_bucket_rule():
                     if bool(fin.any()):
                         assert float((lse.cpu().double()[fin] - rl[fin]).abs().max()) < 1e-2
             print(f"      {backend} page {page} Tn {Tn} Hq/Hkv {Hq}/{Hkv} buckets {nb} strict {strict}: ok")
+
+
+@test()
+def hash_ops_pass_opcheck():
+    """sfa::decode with the buckets and sfa::kv_append_hash (which mutates
+    k_hash too) pass torch.library.opcheck (schema, fake tensors, aliasing)."""
+    for backend in BACKENDS:
+        dev = "cpu" if backend == "cpu-ref" else "cuda"
+        with refbackend.cpu(sfa) if backend == "cpu-ref" else contextlib.nullcontext():
+            torch.manual_seed(9)
+            B, Hq, Hkv, Tn, D, cap = 2, 4, 2, 2, 32 if dev == "cpu" else 64, 48
+            k_cache = torch.randn(B, Hkv, cap, D, device=dev, dtype=DT)
+            v_cache = torch.randn(B, Hkv, cap, D, device=dev, dtype=DT)
+            k_hash = torch.randint(0, 3, (B, Hkv, cap), device=dev, dtype=torch.int32)
+            q = torch.randn(B, Hq, Tn, D, device=dev, dtype=DT)
+            q_hash = torch.randint(0, 3, (B, Hq, Tn), device=dev, dtype=torch.int32)
+            lens = torch.tensor([Tn, 30], device=dev, dtype=torch.int32)
+            torch.library.opcheck(torch.ops.sfa.decode.default,
+                                  (q, k_cache, v_cache, None, lens, None, "hash", False, None, -1, -1, k_hash,
+                                   q_hash, True))
+            kn, vn = torch.randn(B, Hkv, Tn, D, device=dev, dtype=DT), torch.randn(B, Hkv, Tn, D, device=dev, dtype=DT)
+            khn = torch.randint(0, 3, (B, Hkv, Tn), device=dev, dtype=torch.int32)
+            torch.library.opcheck(torch.ops.sfa.kv_append_hash.default,
+                                  (k_cache.clone(), v_cache.clone(), k_hash.clone(), None, lens, kn, vn, khn))
 
 
 @test(needs_cuda=True)
