@@ -16,8 +16,10 @@
 ** alignment; mode hash with q_idx the tokens' positions, k_idx the keys'
 ** and the buckets). Cache rows that no query may read (past seqused, pages of other
 ** sequences, unassigned pages) hold NaN, so a read of one shows up as NaN in
-** the output; outputs are poisoned before every run. Without a driver or a
-** device the suite prints "SKIP: <reason>" and exits 77.
+** the output (in mode hash also the rows of keys whose bucket no new token
+** of their kv head has: they are not read); outputs are poisoned before
+** every run. Without a driver or a device the suite prints "SKIP: <reason>"
+** and exits 77.
 */
 #include <math.h>
 #include <stdint.h>
@@ -184,6 +186,22 @@ static int run_case(const dcase *c) {
             if (hash && d == 0) hkh[i / (size_t)D] = kh[i / (size_t)D];
           }
   }
+
+  /* hash: the K and V rows of a key whose bucket no new token of its kv head
+     has are never read (the kernel matches the buckets first): NaN there
+     shows up in the output if one is. */
+  for (int b = 0; hash && b < B; b++)
+    for (int h = 0; h < Hkv; h++)
+      for (int j = 0; j < used[b]; j++) {
+        const int32_t kb_ = kh[((size_t)b * Hkv + h) * cap + j];
+        int seen = 0;
+        for (int r = 0; r < Hq / Hkv * Tn && !seen; r++)
+          seen = qh[((size_t)b * Hq + h * (Hq / Hkv)) * Tn + r] == kb_;
+        if (seen) continue;
+        const size_t at = ps ? (((size_t)pt[b * max_pages + j / ps] * ps + j % ps) * Hkv + h) * D
+                             : (((size_t)b * Hkv + h) * cap + j) * D;
+        for (int d = 0; d < D; d++) hk[at + d] = hv[at + d] = nan_half();
+      }
 
   /* gather: each (b, kv head) lists G positions, distinct, in random order,
      some of them past the length and some -1 (both skipped) */
