@@ -10,7 +10,9 @@
 **   window   (window_left < 0 || j >= diag - window_left) and
 **            (causal ? j <= diag : window_right < 0 || j <= diag + window_right)
 **            and mask[.., j] != 0 where a mask is given
-** The kernels' rules are the same, in templates/mode_<name>.lt. Every mode
+** The kernels' rules are the same, in templates/mode_<name>.lt (pass decode:
+** dense, window and hash, with q_idx the new token's position, k_idx the
+** key's). Every mode
 ** takes packed sequences (SFA_FEAT_VARLEN, extras cu_seqlens_q / _k): each
 ** sequence is then its own problem under these rules.
 */
@@ -97,7 +99,7 @@ static const sfa__mode rows[] = {
    .flags = SFA_FEAT_STRICT | SFA_FEAT_SOFTCAP | VL, .reads = IDX | HASH | SEQ,
    .needs = IDX | HASH, .causal_by_index = 1, .qmeta_ints = 2, /* q_hash, q_idx */
    .bwd_plan = 1, /* the key tile's query range: searches of the sorted buckets */
-   .short_rows = 1,
+   .short_rows = 1, .decode = 1, .decode_key_ints = 1, /* k_hash */ .decode_hash = 1,
    .utils = UTIL(SFA_PASS_HASH_SORT) | UTIL(SFA_PASS_PERMUTE), /* sfa_hash_prepare, unsort */
    .allowed = sfa__allowed_hash, .check_index_row = sfa__index_row_hash,
    .tune_indices = sfa__tune_indices_hash},

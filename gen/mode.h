@@ -104,7 +104,13 @@ typedef struct sfa__mode {
                              stages in shared memory with the tile (bwd.lt's NMETA) */
   int bwd_plan;           /* its bwd comes with a plan kernel (sfa__bwd_plan) */
   int decode;             /* pass decode serves it (sfa_decode: no extras; the kernel's
-                             rule is the template's decode_allowed) */
+                             rule is the template's decode_allowed; hash reads the
+                             buckets of sfa_kv_cache instead) */
+  int decode_key_ints;    /* int32 of key metadata per key row that its decode kernel
+                             stages in shared memory with each key tile (decode.lt's
+                             kmeta: hash's k_hash); 0: none */
+  int decode_hash;        /* its decode reads the buckets sfa_kv_cache.k_hash and q_hash
+                             (required; NULL in the other modes) */
   int short_rows;         /* a row sees few keys (a bucket, a window): the sm_90 forward
                              at D 64 takes one warpgroup per CTA (sfa_spec_default) */
   unsigned utils;         /* 1u << pass of the utility kernels its callers need besides

@@ -21,7 +21,8 @@
 ** where a backward tile fits the arch: not in the 99 KB of sm_86, 88, 89 and
 ** 12x). Any arch of gen/arch.h; wgmma kernels where its row has wgmma (sm_90).
 ** small, default and all-modes also hold the decode kernels (pass decode,
-** sfa_decode) of the modes that have one (dense, window), causal and not,
+** sfa_decode) of the modes that have one (dense, window, hash), with and
+** without their causality flag (causal; hash: strict),
 ** and dense causal with gather: fp16 and bf16 x D {64,128}, small bf16 x D
 ** 128 (add_decode).
 ** small, default and all-modes also hold, per arch, the utility kernels that
@@ -178,19 +179,21 @@ static sfa_status add_utils(list *l, size_t from, int arch, char *err, size_t er
 }
 
 /* The decode kernels (pass decode, sfa_decode) of every mode that has one,
-** with and without causal, and dense causal with gather, default tiles: fp16
-** and bf16 at head dims 64 and 128, or (small) bf16 at 128. */
+** with and without its causality flag (dense, window: causal; hash: strict),
+** and dense causal with gather, default tiles: fp16 and bf16 at head dims 64
+** and 128, or (small) bf16 at 128. */
 static sfa_status add_decode(list *l, int arch, int small, char *err, size_t errlen) {
   size_t nm;
   const sfa__mode *m = sfa__mode_table(&nm);
   static const int dims[] = {64, 128};
   for (size_t i = 0; i < nm; i++) {
     if (!m[i].decode) continue;
+    const unsigned cf = m[i].flags & (C | SFA_FEAT_STRICT); /* the mode's causality flag */
     for (int c = 0; c < 2; c++)
       for (int t = small; t < 2; t++)
         for (int d = small; d < 2; d++) {
           sfa_kernel_spec s = {SFA_PASS_DECODE, m[i].mode, t ? SFA_DTYPE_BF16 : SFA_DTYPE_FP16,
-                               dims[d], 0, 0, 0, 0, arch, c ? C : 0u, SFA_SPEC_MMA_SYNC};
+                               dims[d], 0, 0, 0, 0, arch, c ? cf : 0u, SFA_SPEC_MMA_SYNC};
           sfa_status st = sfa_spec_default(&s, err, errlen);
           if (st != SFA_OK) return st;
           if (push(l, &s) != 0)

@@ -295,13 +295,15 @@ static sfa_status check_rules(const sfa_kernel_spec *s, char *err, size_t errlen
       return sfa__fail(err, errlen, SFA_ERR_UNSUPPORTED,
                        "mode: %s has no decode kernel; pass decode serves %s", m->name, modes);
     }
-    /* every mode that decodes takes gather (an index list of the keys to read) */
-    const unsigned takes = SFA_FEAT_CAUSAL | SFA_FEAT_GATHER;
+    /* every mode that decodes takes gather (an index list of the keys to read),
+    ** and the causality flag of its own (dense, window: causal; hash: strict) */
+    const unsigned takes = SFA_FEAT_CAUSAL | SFA_FEAT_STRICT | SFA_FEAT_GATHER;
     if (s->flags & ~takes & m->flags) {
       char fl[96];
       sfa__flag_list(fl, sizeof fl, s->flags & ~takes & m->flags, 0, ", ");
       return sfa__fail(err, errlen, SFA_ERR_UNSUPPORTED,
-                       "flags: %s not allowed with pass decode, which takes causal and gather", fl);
+                       "flags: %s not allowed with pass decode, which takes causal (or strict) "
+                       "and gather", fl);
     }
   } else if (s->flags & SFA_FEAT_GATHER) {
     return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,

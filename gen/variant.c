@@ -138,6 +138,9 @@ static void fill_attention(const sfa_kernel_spec *s, sfa__variant *v) {
     add_region(v, "k", st * n * rs, ta);
     add_region(v, "v", st * n * rs, ta);
     add_region(v, "kpos", st * n * 4, 16); /* per key row: its position, -1 if not loaded */
+    /* per key row: the mode's metadata (hash: its bucket), int32 each */
+    if (sfa__mode_find(s->mode)->decode_key_ints)
+      add_region(v, "kmeta", st * n * 4 * (size_t)sfa__mode_find(s->mode)->decode_key_ints, 16);
     v->comb_offset = v->regions[1].offset;
     v->comb_bytes = (size_t)s->num_warps * m * ((size_t)s->head_dim + 2) * 4;
     v->comb_room = v->regions[2].offset + v->regions[2].size - v->regions[1].offset;

@@ -119,7 +119,8 @@ typedef enum sfa_pass {
   SFA_PASS_DECODE,    /* sfa_decode: an attention pass (mode, dtype, head_dim and tiles
                          like fwd): block_m 16 rows of (query head, new token) pairs of one
                          kv head, block_n keys per step split over the warps (16 or 32 per
-                         warp), mma sync; modes dense and window (flag causal only), e.g.
+                         warp), mma sync; modes dense and window (flag causal) and hash
+                         (flag strict), each with or without gather, e.g.
                          sfa_decode_dense_causal_bf16_d128_m16n64_w4s2_sm90 */
   SFA_PASS_KV_APPEND  /* sfa_kv_append's row copies into the cache (any row dtype); dtype
                          uint8, sfa_kvappend_sm90 */
@@ -154,14 +155,15 @@ SFA_API const char *sfa_dtype_name(int dtype);
 #define SFA_FEAT_MASK          (1u << 2) /* window: dynamic uint8 mask */
 #define SFA_FEAT_DETERMINISTIC (1u << 3) /* bwd: no dq (a bwddq pass makes it), no float atomics */
 #define SFA_FEAT_STRICT        (1u << 5) /* qk_drop, hash: strict causality q_idx > k_idx
-                                            (params.strict_causal) */
+                                            (params.strict_causal; hash decode: key position
+                                            < the token's) */
 #define SFA_FEAT_SOFTCAP       (1u << 6) /* every mode: scores softcapped, c tanh(s / c)
                                             (params.softcap) */
 #define SFA_FEAT_ALIBI         (1u << 7) /* dense, window: ALiBi slopes (extras->alibi_slopes) */
 #define SFA_FEAT_VARLEN        (1u << 8) /* every mode, passes fwd, bwddq, bwd: packed sequences of
                                             their own lengths (sfa_extras.cu_seqlens_q/_k) */
-#define SFA_FEAT_GATHER        (1u << 9) /* decode (dense, window): the keys of an index list
-                                            (sfa_kv_cache.kv_indices) */
+#define SFA_FEAT_GATHER        (1u << 9) /* decode (every mode it serves): the keys of an
+                                            index list (sfa_kv_cache.kv_indices) */
 
 /* The tensor-core instructions of one kernel (sfa_kernel_spec.mma), a
 ** configuration choice like the tiles. 0 is mma.sync, so a zeroed spec is an
@@ -653,6 +655,19 @@ SFA_API sfa_status sfa_merge_attention(sfa_context *ctx, const sfa_tensor *o_par
 **     alike; the mode's rule and seqused still apply to each). Entries
 **     outside [0, seqused[b]) are skipped (-1 pads a short list); an entry
 **     listed twice counts twice. sfa_kv_append ignores it.
+**   k_hash (mode hash; sfa_kv_append_hash writes it) int32, the bucket of
+**     every cached key in the cache's own layout minus D: [B, Hkv, capacity]
+**     for a contiguous cache, [num_pages, page_size, Hkv] for a paged one
+**     (position j of sequence b, kv head h at [page_table[b, j / page_size],
+**     j % page_size, h]); any strides >= 0 with the last dimension contiguous.
+**   q_hash (sfa_decode, mode hash) int32 [B, Hq, Tn] (contiguous along Tn):
+**     the new tokens' buckets. Both are required in mode hash and must be
+**     NULL in the other modes; sfa_kv_append and sfa_check_kv_cache check
+**     k_hash's layout where it is given and do not write it
+**     (sfa_kv_append_hash writes it), and they ignore q_hash.
+**     Buckets are any int32 values, compared for equality only (no range:
+**     sfa_hash_prepare's rule "ids outside [0, num_buckets) form one extra
+**     bucket" is the caller's to apply, e.g. by mapping them to INT32_MAX).
 **   seqused int32 [B] (contiguous): the positions in use per sequence, the
 **     new tokens' own included (0 <= seqused[b] <= capacity); NULL: every
 **     sequence uses the whole capacity.
@@ -670,6 +685,11 @@ typedef struct sfa_kv_cache {
   const sfa_tensor *seqused;    /* int32 [B], or NULL: every sequence is full */
   const sfa_tensor *kv_indices; /* sfa_decode only: int32 [B, Hkv, K], the positions that
                                    kv head reads (DSA/NSA-style selection), or NULL: all */
+  const sfa_tensor *k_hash;     /* mode hash: int32 bucket of every cached key, [B, Hkv,
+                                   capacity] (contiguous cache) or [num_pages, page_size,
+                                   Hkv] (paged); NULL in the other modes */
+  const sfa_tensor *q_hash;     /* sfa_decode, mode hash: int32 [B, Hq, Tn], the new tokens'
+                                   buckets; NULL in the other modes */
 } sfa_kv_cache;
 
 /* One decode step: o = attention(q, cache) for Tn new tokens per sequence.
@@ -679,7 +699,16 @@ typedef struct sfa_kv_cache {
 ** at p first, e.g. with sfa_kv_append); params as for sfa_forward:
 **   mode dense: causal 1 sees keys j <= p, causal 0 every j < seqused[b];
 **   mode window: window_left / window_right around p (off = seqused[b] - Tn),
-**     causal replacing window_right; no bias or mask.
+**     causal replacing window_right; no bias or mask;
+**   mode hash (SCFA's hash-sparse attention on the cache, which stays in
+**     position order): token t of query head hq sees key j of its kv head h
+**     iff k_hash[b, h, j] == q_hash[b, hq, t] and j <= p (j < p with
+**     params.strict_causal; params.causal is ignored, as in sfa_forward). A
+**     key tile is matched against the buckets of its row tile first: the K
+**     and V rows of keys that no row of the tile may see are not read, and a
+**     key tile no row may see is skipped whole.
+** No softcap (params.softcap > 0 gives SFA_ERR_UNSUPPORTED). With kv_indices
+** every mode applies its rule to the listed positions.
 ** Rows that see no key get o = 0 and lse = -inf. The query heads of one kv
 ** head are computed together (their new tokens fill one 16-row tile, or
 ** several where Hq / Hkv * Tn > 16), so each key and value row is read once
@@ -710,6 +739,15 @@ SFA_API sfa_status sfa_decode(sfa_context *ctx, const sfa_attention_params *para
 ** sfa_decode can be captured in a CUDA graph. */
 SFA_API sfa_status sfa_kv_append(sfa_context *ctx, const sfa_kv_cache *cache,
                                  const sfa_tensor *k_new, const sfa_tensor *v_new, void *stream);
+
+/* sfa_kv_append for mode hash: also writes the new keys' buckets,
+** k_hash_new[b, h, t] (int32 [B, Hkv, Tn], contiguous along Tn) to
+** cache->k_hash (required) at the same position p (the same rows are
+** skipped), in the same kernel. k_hash_new must not share memory with the
+** cache. */
+SFA_API sfa_status sfa_kv_append_hash(sfa_context *ctx, const sfa_kv_cache *cache,
+                                      const sfa_tensor *k_new, const sfa_tensor *v_new,
+                                      const sfa_tensor *k_hash_new, void *stream);
 
 /* Checks the values sfa_decode relies on without checking: seqused[b] in
 ** [Tn, capacity] (Tn: the new tokens of the step, 1..16) and, for a paged

@@ -129,6 +129,17 @@ static sfa_status check_cache(sfa_context *ctx, const sfa_kv_cache *c, int64_t B
                       (long long)sh->capacity);
   if (c->seqused && (st = check_int_array(ctx, "cache->seqused", c->seqused, 1, "[B]", B)))
     return st;
+  if (c->k_hash) { /* the buckets of the keys: k's layout minus D */
+    const sfa_tensor *t = c->k_hash;
+    const char *kh_layout = paged ? "[num_pages, page_size, Hkv]" : "[B, Hkv, capacity]";
+    if (t->dtype != SFA_DTYPE_INT32)
+      return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "cache->k_hash: dtype %s, expected int32",
+                        sfa__dtype_str(t->dtype));
+    if ((st = sfa__check_layout(ctx, "cache->k_hash", t, 3, kh_layout, 1, 4, 0, 0)) ||
+        (st = sfa__util_same_dims(ctx, "cache->k_hash", t, "cache->k", c->k, 3,
+                                  paged ? "num_pages, page_size and Hkv" : "B, Hkv and capacity")))
+      return st;
+  }
   return SFA_OK;
 }
 
@@ -147,6 +158,9 @@ static sfa_status validate(sfa_context *ctx, const sfa_attention_params *p, cons
     return sfa__error(ctx, SFA_ERR_UNSUPPORTED, "params.mode: %s has no decode kernel; sfa_decode serves %s",
                       m->name, modes);
   }
+  if (p->softcap > 0) /* the decode kernels compute no softcap */
+    return sfa__error(ctx, SFA_ERR_UNSUPPORTED,
+                      "params.softcap: %g; sfa_decode takes no softcapping (0)", (double)p->softcap);
   if (q->dtype != SFA_DTYPE_FP16 && q->dtype != SFA_DTYPE_BF16)
     return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "q: dtype %s is not supported; must be fp16 or bf16",
                       sfa__dtype_str(q->dtype));
@@ -182,6 +196,25 @@ static sfa_status validate(sfa_context *ctx, const sfa_attention_params *p, cons
                         (long long)t->shape[2]);
     sh->kv_k = t->shape[2];
   }
+  if (m->decode_hash) { /* the buckets: both required */
+    if (!c->k_hash)
+      return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
+                        "cache->k_hash: is NULL; mode hash needs the buckets of the cached keys "
+                        "(int32 %s)", c->page_table ? "[num_pages, page_size, Hkv]" : "[B, Hkv, capacity]");
+    if (!c->q_hash)
+      return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
+                        "cache->q_hash: is NULL; mode hash needs the buckets of the new tokens "
+                        "(int32 [B, Hq, Tn])");
+    const sfa_tensor *t = c->q_hash;
+    if ((st = check_int_array(ctx, "cache->q_hash", t, 3, "[B, Hq, Tn]", B)) != SFA_OK) return st;
+    if ((st = sfa__util_same_dims(ctx, "cache->q_hash", t, "q", q, 3, "B, Hq and Tn"))) return st;
+  } else {
+    const char *given = c->k_hash ? "cache->k_hash" : c->q_hash ? "cache->q_hash" : NULL;
+    if (given)
+      return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
+                        "%s: given, but mode %s reads no buckets (only mode hash does); pass NULL",
+                        given, m->name);
+  }
   if (B > GRID_YZ_MAX || sh->Hkv * sh->row_tiles > GRID_YZ_MAX)
     return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
                       "q: %s %lld exceeds the launch grid limit (%d)",
@@ -207,8 +240,10 @@ static sfa_status validate(sfa_context *ctx, const sfa_attention_params *p, cons
                                   {"cache->v", c->v},
                                   {"cache->page_table", c->page_table},
                                   {"cache->seqused", c->seqused},
-                                  {"cache->kv_indices", c->kv_indices}};
-  return sfa__check_disjoint(ctx, out, 2, in, 6);
+                                  {"cache->kv_indices", c->kv_indices},
+                                  {"cache->k_hash", c->k_hash},
+                                  {"cache->q_hash", c->q_hash}};
+  return sfa__check_disjoint(ctx, out, 2, in, 8);
 }
 
 int sfa__decode_splits(int64_t ctas, int64_t capacity, int sms, int block_n) {
@@ -243,6 +278,12 @@ int sfa__decode_splits(int64_t ctas, int64_t capacity, int sms, int block_n) {
     if (c_->seqused) (A)->seqused = (uint64_t)(uintptr_t)c_->seqused->data;                 \
     (A)->capacity = (int32_t)(SH)->capacity, (A)->page_size = (int32_t)(SH)->page_size;     \
     (A)->num_pages = (int32_t)(SH)->num_pages, (A)->hkv = (int32_t)(SH)->Hkv;               \
+    if (c_->k_hash) { /* k's layout minus D: the strides of k's first three dims */       \
+      (A)->k_hash = (uint64_t)(uintptr_t)c_->k_hash->data;                                  \
+      (A)->kh_sb = sfa__eff_stride(c_->k_hash, 0);                                          \
+      (A)->kh_sh = sfa__eff_stride(c_->k_hash, c_->page_table ? 2 : 1);                     \
+      (A)->kh_st = sfa__eff_stride(c_->k_hash, c_->page_table ? 1 : 2);                     \
+    }                                                                                       \
   } while (0)
 
 static void fill_args(sfa_dec_args *a, const sfa_attention_params *p, const sfa_tensor *q,
@@ -263,6 +304,10 @@ static void fill_args(sfa_dec_args *a, const sfa_attention_params *p, const sfa_
     a->kv_idx = (uint64_t)(uintptr_t)c->kv_indices->data;
     a->ki_sb = sfa__eff_stride(c->kv_indices, 0), a->ki_sh = sfa__eff_stride(c->kv_indices, 1);
     a->kv_k = (int32_t)sh->kv_k;
+  }
+  if (c->q_hash) {
+    a->q_hash = (uint64_t)(uintptr_t)c->q_hash->data;
+    a->qh_sb = sfa__eff_stride(c->q_hash, 0), a->qh_sh = sfa__eff_stride(c->q_hash, 1);
   }
   a->batch = (int32_t)sh->B;
   a->hq = (int32_t)sh->Hq;
@@ -298,7 +343,9 @@ sfa_status sfa_decode(sfa_context *ctx, const sfa_attention_params *params, cons
   prob.params = params;
   prob.B = sh.B, prob.Hq = sh.Hq, prob.Hkv = sh.Hkv, prob.Tq = sh.Tn, prob.Tk = sh.capacity;
   prob.has_lse = lse != NULL;
-  const unsigned flags = (params->causal ? SFA_FEAT_CAUSAL : 0u) |
+  /* causal where the mode takes it (dense, window), strict in mode hash */
+  const unsigned flags = (sfa__mode_call_flags(sfa__mode_find(params->mode), params, NULL) &
+                          (SFA_FEAT_CAUSAL | SFA_FEAT_STRICT)) |
                          (cache->kv_indices ? SFA_FEAT_GATHER : 0u);
   sfa_kernel *kern;
   if ((st = sfa__select_kernel(ctx, &dev, SFA_PASS_DECODE, q->dtype, (int)sh.D, flags, &prob,
@@ -349,9 +396,9 @@ sfa_status sfa_decode(sfa_context *ctx, const sfa_attention_params *params, cons
 
 /* ------------------------------------------------------------ sfa_kv_append */
 
-sfa_status sfa_kv_append(sfa_context *ctx, const sfa_kv_cache *cache, const sfa_tensor *k_new,
-                         const sfa_tensor *v_new, void *stream) {
-  if (!ctx) return SFA_ERR_INVALID_ARGUMENT;
+/* sfa_kv_append, and with k_hash_new sfa_kv_append_hash. */
+static sfa_status kv_append(sfa_context *ctx, const sfa_kv_cache *cache, const sfa_tensor *k_new,
+                            const sfa_tensor *v_new, const sfa_tensor *k_hash_new, void *stream) {
   if (!k_new) return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "k_new: is NULL");
   if (!v_new) return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "v_new: is NULL");
   sfa_status st;
@@ -379,13 +426,25 @@ sfa_status sfa_kv_append(sfa_context *ctx, const sfa_kv_cache *cache, const sfa_
     return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
                       "k_new: %lld heads (shape[1]) but the cache has %lld kv heads",
                       (long long)k_new->shape[1], (long long)sh.Hkv);
+  if (k_hash_new) { /* int32 [B, Hkv, Tn] into cache->k_hash */
+    if (!cache->k_hash)
+      return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
+                        "cache->k_hash: is NULL; sfa_kv_append_hash writes k_hash_new there");
+    if ((st = check_int_array(ctx, "k_hash_new", k_hash_new, 3, "[B, Hkv, Tn]", B)) ||
+        (st = sfa__util_same_dims(ctx, "k_hash_new", k_hash_new, "k_new", k_new, 3,
+                                  "B, Hkv and Tn")))
+      return st;
+  }
   /* the cache is the output here: it must not overlap the new rows */
-  const sfa__named_tensor out[] = {{"cache->k", cache->k}, {"cache->v", cache->v}};
+  const sfa__named_tensor out[] = {{"cache->k", cache->k},
+                                   {"cache->v", cache->v},
+                                   {"cache->k_hash", k_hash_new ? cache->k_hash : NULL}};
   const sfa__named_tensor in[] = {{"k_new", k_new},
                                   {"v_new", v_new},
                                   {"cache->page_table", cache->page_table},
-                                  {"cache->seqused", cache->seqused}};
-  if ((st = sfa__check_disjoint(ctx, out, 2, in, 4)) != SFA_OK) return st;
+                                  {"cache->seqused", cache->seqused},
+                                  {"k_hash_new", k_hash_new}};
+  if ((st = sfa__check_disjoint(ctx, out, 3, in, 5)) != SFA_OK) return st;
 
   sfa_kernel *k;
   if ((st = sfa__util_begin(ctx, SFA_PASS_KV_APPEND, SFA_DTYPE_UINT8, &k)) != SFA_OK) return st;
@@ -395,6 +454,10 @@ sfa_status sfa_kv_append(sfa_context *ctx, const sfa_kv_cache *cache, const sfa_
   a.k_new = (uint64_t)(uintptr_t)k_new->data, a.v_new = (uint64_t)(uintptr_t)v_new->data;
   a.kn_sb = k_new->strides[0], a.kn_sh = k_new->strides[1], a.kn_st = k_new->strides[2];
   a.vn_sb = v_new->strides[0], a.vn_sh = v_new->strides[1], a.vn_st = v_new->strides[2];
+  if (k_hash_new) {
+    a.k_hash_new = (uint64_t)(uintptr_t)k_hash_new->data;
+    a.khn_sb = sfa__eff_stride(k_hash_new, 0), a.khn_sh = sfa__eff_stride(k_hash_new, 1);
+  }
   a.tn = (int32_t)Tn, a.row_chunks = (int32_t)(D / 8);
   a.chunks = B * sh.Hkv * Tn * (D / 8);
   const sfa__grid_dims dims = {.items = a.chunks};
@@ -402,6 +465,20 @@ sfa_status sfa_kv_append(sfa_context *ctx, const sfa_kv_cache *cache, const sfa_
   sfa__grid_size(&k->var.grid, &dims, grid);
   return sfa__util_launch(ctx, k->fn, "kv_append", grid[0], (unsigned)k->var.threads, 0, stream,
                           &a);
+}
+
+sfa_status sfa_kv_append(sfa_context *ctx, const sfa_kv_cache *cache, const sfa_tensor *k_new,
+                         const sfa_tensor *v_new, void *stream) {
+  if (!ctx) return SFA_ERR_INVALID_ARGUMENT;
+  return kv_append(ctx, cache, k_new, v_new, NULL, stream);
+}
+
+sfa_status sfa_kv_append_hash(sfa_context *ctx, const sfa_kv_cache *cache,
+                              const sfa_tensor *k_new, const sfa_tensor *v_new,
+                              const sfa_tensor *k_hash_new, void *stream) {
+  if (!ctx) return SFA_ERR_INVALID_ARGUMENT;
+  if (!k_hash_new) return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "k_hash_new: is NULL");
+  return kv_append(ctx, cache, k_new, v_new, k_hash_new, stream);
 }
 
 /* ------------------------------------------------------------ sfa_check_kv_cache */

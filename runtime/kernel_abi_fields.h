@@ -127,7 +127,11 @@
   F(X, i32, capacity, "positions per sequence the cache holds")                 \
   F(X, i32, page_size, "0: contiguous")                                         \
   F(X, i32, num_pages, "")                                                      \
-  F(X, i32, hkv, "kv heads")
+  F(X, i32, hkv, "kv heads")                                                   \
+  F(X, u64, k_hash, "mode hash: int32 bucket per key, k's layout minus D")     \
+  F(X, i64, kh_sb, "element strides of k_hash: batch (page), head, time")      \
+  F(X, i64, kh_sh, "")                                                          \
+  F(X, i64, kh_st, "")
 
 /* Pass kv_append (sfa_kv_append): new rows [B, Hkv, tn, D] into the cache. */
 #define SFA_ABI_KV_APPEND_ARGS(F, X)                                            \
@@ -142,7 +146,10 @@
   F(X, i64, vn_st, "")                                                          \
   F(X, i64, chunks, "B * hkv * tn * row_chunks: the work items")                \
   F(X, i32, tn, "new tokens per sequence")                                      \
-  F(X, i32, row_chunks, "16-byte chunks per row")
+  F(X, i32, row_chunks, "16-byte chunks per row")                               \
+  F(X, u64, k_hash_new, "int32 [B][Hkv][tn] buckets into k_hash, or 0")        \
+  F(X, i64, khn_sb, "element strides of k_hash_new: batch, head")              \
+  F(X, i64, khn_sh, "")
 
 /* Pass decode (sfa_decode). o_part / lse_part: float workspaces [splits * B]
 ** [Hq][tn][D] and [splits * B][Hq][tn] when splits > 1, and sem: int32
@@ -177,7 +184,10 @@
   F(X, i32, window_left, "-1 = unbounded")                                      \
   F(X, i32, window_right, "")                                                   \
   F(X, f32, scale, "softmax scale")                                             \
-  F(X, f32, scale_log2, "scale * log2(e)")
+  F(X, f32, scale_log2, "scale * log2(e)")                                      \
+  F(X, u64, q_hash, "mode hash: int32 [B][Hq][tn] buckets (strides qh_*)")     \
+  F(X, i64, qh_sb, "of q_hash: batch, head")                                   \
+  F(X, i64, qh_sh, "")
 
 /* Passes bwd and bwddq. lse2 and delta are float workspaces of B * Hq rows of
 ** tqp floats (tqp = Tq rounded up to 128): lse * log2(e) (+inf for rows that

@@ -158,7 +158,7 @@ static double per_decode(sfa_context *c, const sfa_driver *d, sfa_dtype dt, int 
     sfa_tensor_init(&v, (void *)(uintptr_t)vc, dt, 4, sk);
     sfa_tensor_init(&tpt, (void *)(uintptr_t)pt, SFA_DTYPE_INT32, 2, st);
     sfa_tensor_init(&tu, (void *)(uintptr_t)used, SFA_DTYPE_INT32, 1, su);
-    sfa_kv_cache kv = {&k, &v, &tpt, &tu, NULL};
+    sfa_kv_cache kv = {.k = &k, .v = &v, .page_table = &tpt, .seqused = &tu};
     sfa_attention_params p;
     sfa_params_init(&p);
     p.causal = 1;

@@ -48,7 +48,8 @@ static const field host_extras_fields[] = {
   F(sfa_host_extras, alibi_batches), {NULL, 0}};
 static const field kv_cache_fields[] = {
   F(sfa_kv_cache, k), F(sfa_kv_cache, v), F(sfa_kv_cache, page_table),
-  F(sfa_kv_cache, seqused), F(sfa_kv_cache, kv_indices), {NULL, 0}};
+  F(sfa_kv_cache, seqused), F(sfa_kv_cache, kv_indices), F(sfa_kv_cache, k_hash),
+  F(sfa_kv_cache, q_hash), {NULL, 0}};
 #undef F
 
 static const struct {

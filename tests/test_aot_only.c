@@ -209,7 +209,7 @@ START_TEST(manifest_rows_of_utility_kernels) {
   sfa__manifest *m = NULL;
   char err[1024] = "";
   ck_assert_msg(sfa__manifest_load(kdir, &m, err, sizeof err) == SFA_OK, "%s", err);
-  ck_assert_uint_eq(m->count, 38); /* 22 attention, 5 decode, 11 utility kernels */
+  ck_assert_uint_eq(m->count, 40); /* 22 attention, 7 decode, 11 utility kernels */
   static const char *const names[] = {"sfa_bwdpre_fp16_sm90", "sfa_bwdpre_bf16_sm90",
                                       "sfa_convert_fp16_sm90", "sfa_convert_bf16_sm90",
                                       "sfa_hashsort_sm90", "sfa_permute_sm90",

@@ -1,8 +1,8 @@
 /*
 ** test_compile_variants.c -- NVRTC compiles every shipped variant without a
 ** GPU: every kernel of the default and all-modes presets (gen/presets.c: all
-** four modes with their flag sets, fp16/bf16, default tiles, the 20 decode
-** kernels and the 11 utility kernels; 271 distinct variants for sm_80, 415
+** four modes with their flag sets, fp16/bf16, default tiles, the 28 decode
+** kernels and the 11 utility kernels; 279 distinct variants for sm_80, 423
 ** for sm_90 with the other mma kind) for sm_80 and sm_90 each, and every tile config of the
 ** dense-tiles sweep (dense bf16 d64/d128, 100 variants) for sm_90. Each cubin
 ** must be an ELF file; and 24 variants of the score options (strict,
@@ -119,17 +119,17 @@ static void add_preset(const char *preset, const int *archs, int narchs) {
 static void compile_presets_for(int arch) {
   char what[64];
   nvariants = 0;
-  /* default: 44 forward kernels, each with bwd, bwd + det and bwddq, 20
-  ** decode kernels (dense, window x causal or not, dense causal + gather; x 2
-  ** dtypes x D 64, 128) and
+  /* default: 44 forward kernels, each with bwd, bwd + det and bwddq, 28
+  ** decode kernels (dense, window x causal or not, hash x strict or not, dense
+  ** causal + gather; x 2 dtypes x D 64, 128) and
   ** the 11 utility kernels (bwd_pre, convert x 2 dtypes; hash_sort, permute;
   ** topk x 3 dtypes; merge; kv_append). all-modes adds window's other 4 flag sets (x 2 dtypes x 2
   ** dims x 4 passes), and on sm_90 the other mma kind of each of its 48 fwd,
   ** 48 bwd and 48 bwd + det kernels. */
   add_preset("default", &arch, 1);
-  ck_assert_int_eq(nvariants, 44 + 3 * 44 + 20 + 11);
+  ck_assert_int_eq(nvariants, 44 + 3 * 44 + 28 + 11);
   add_preset("all-modes", &arch, 1);
-  ck_assert_int_eq(nvariants, 44 + 3 * 44 + 20 + 11 + 4 * 16 + (arch == 90 ? 3 * 48 : 0));
+  ck_assert_int_eq(nvariants, 44 + 3 * 44 + 28 + 11 + 4 * 16 + (arch == 90 ? 3 * 48 : 0));
   snprintf(what, sizeof what, "default + all-modes presets, sm_%d", arch);
   compile_all(what);
 }

@@ -1,7 +1,8 @@
 /*
 ** test_decode.c -- pass decode without a GPU: its specs (names, rules,
 ** defaults), NVRTC compiles of decode variants for sm_80, sm_86 and sm_90,
-** the split-KV rule, and sfa_decode / sfa_check_kv_cache rejecting bad input
+** the split-KV rule, and sfa_decode / sfa_kv_append(_hash) / sfa_check_kv_cache
+** rejecting bad input (mode hash's buckets included)
 ** with messages that name the argument (validation runs before the driver,
 ** so fake device pointers do).
 */
@@ -60,8 +61,19 @@ START_TEST(spec_rules_name_the_field) {
   s.mma = SFA_SPEC_MMA_WGMMA;
   expect(&s, SFA_ERR_INVALID_ARGUMENT, "mma: pass decode takes mma sync only");
   s = dec(SFA_MODE_DENSE, 0, 64, 90);
-  s.mode = SFA_MODE_HASH;
-  expect(&s, SFA_ERR_UNSUPPORTED, "mode: hash has no decode kernel; pass decode serves dense and window");
+  s.mode = SFA_MODE_QK_DROP;
+  expect(&s, SFA_ERR_UNSUPPORTED,
+         "mode: qk_drop has no decode kernel; pass decode serves dense, hash and window");
+  /* hash: strict (its causality flag) and gather; not causal, not softcap */
+  s = dec(SFA_MODE_HASH, SFA_FEAT_STRICT | SFA_FEAT_GATHER, 128, 90);
+  expect(&s, SFA_OK, NULL);
+  s.flags = SFA_FEAT_CAUSAL;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "flags: causal is not allowed with mode hash");
+  s.flags = SFA_FEAT_SOFTCAP;
+  expect(&s, SFA_ERR_UNSUPPORTED, "flags: softcap not allowed with pass decode");
+  s = dec(SFA_MODE_DENSE, 0, 64, 90);
+  s.flags = SFA_FEAT_STRICT;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "flags: strict is not allowed with mode dense");
   s = dec(SFA_MODE_WINDOW, 0, 64, 90);
   s.flags = SFA_FEAT_BIAS;
   expect(&s, SFA_ERR_UNSUPPORTED, "flags: bias not allowed with pass decode");
@@ -86,6 +98,8 @@ START_TEST(decode_variants_compile) {
     dec(SFA_MODE_DENSE, 0, 64, 80),
     dec(SFA_MODE_WINDOW, SFA_FEAT_CAUSAL, 128, 80),
     dec(SFA_MODE_WINDOW, 0, 256, 86),
+    dec(SFA_MODE_HASH, SFA_FEAT_STRICT, 128, 90),
+    dec(SFA_MODE_HASH, SFA_FEAT_GATHER, 64, 80),
   };
   for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++) {
     sfa_kernel_spec s = specs[i];
@@ -141,7 +155,7 @@ static void good(call *c) {
   sfa_tensor_init(&c->used, FAKE(5), SFA_DTYPE_INT32, 1, su);
   sfa_tensor_init(&c->o, FAKE(6), SFA_DTYPE_BF16, 4, sq);
   sfa_tensor_init(&c->lse, FAKE(7), SFA_DTYPE_FP32, 3, sq);
-  c->cache = (sfa_kv_cache){&c->k, &c->v, &c->pt, &c->used, NULL};
+  c->cache = (sfa_kv_cache){.k = &c->k, .v = &c->v, .page_table = &c->pt, .seqused = &c->used};
 }
 
 static sfa_context *ctx;
@@ -160,8 +174,11 @@ START_TEST(decode_rejects_bad_arguments_by_name) {
   c.o.shape[2] = 17, c.lse.shape[2] = 17;
   reject(&c, SFA_ERR_INVALID_ARGUMENT, "q: 17 new tokens (shape[2]); sfa_decode takes 1..16");
   good(&c);
-  c.p.mode = SFA_MODE_HASH;
-  reject(&c, SFA_ERR_UNSUPPORTED, "params.mode: hash has no decode kernel");
+  c.p.mode = SFA_MODE_QK_DROP;
+  reject(&c, SFA_ERR_UNSUPPORTED, "params.mode: qk_drop has no decode kernel");
+  good(&c);
+  c.p.softcap = 30.f;
+  reject(&c, SFA_ERR_UNSUPPORTED, "params.softcap: 30; sfa_decode takes no softcapping");
   good(&c);
   c.k.dtype = c.v.dtype = SFA_DTYPE_FP16;
   reject(&c, SFA_ERR_INVALID_ARGUMENT, "cache->k: dtype fp16 does not match q (bf16)");
@@ -245,6 +262,123 @@ START_TEST(decode_rejects_bad_arguments_by_name) {
 }
 END_TEST
 
+/* Mode hash: the buckets k_hash (the cache's layout minus D) and q_hash
+** [B, Hq, Tn] are required there, rejected elsewhere, and checked by name. */
+START_TEST(decode_hash_buckets_are_checked_by_name) {
+  ck_assert_int_eq(sfa_context_create(&ctx, NULL), SFA_OK);
+  call c;
+  sfa_tensor kh, qh;
+  const int64_t skh[3] = {10, 16, 2}, sqh[3] = {2, 8, 3}; /* paged: [pages, page_size, Hkv] */
+  /* the buckets where no mode reads them */
+  good(&c);
+  sfa_tensor_init(&kh, FAKE(11), SFA_DTYPE_INT32, 3, skh);
+  sfa_tensor_init(&qh, FAKE(12), SFA_DTYPE_INT32, 3, sqh);
+  c.cache.k_hash = &kh;
+  reject(&c, SFA_ERR_INVALID_ARGUMENT,
+         "cache->k_hash: given, but mode dense reads no buckets (only mode hash does)");
+  c.cache.k_hash = NULL, c.cache.q_hash = &qh;
+  reject(&c, SFA_ERR_INVALID_ARGUMENT, "cache->q_hash: given, but mode dense reads no buckets");
+  /* mode hash needs both */
+  good(&c);
+  c.p.mode = SFA_MODE_HASH, c.p.causal = 0;
+  reject(&c, SFA_ERR_INVALID_ARGUMENT,
+         "cache->k_hash: is NULL; mode hash needs the buckets of the cached keys (int32 "
+         "[num_pages, page_size, Hkv])");
+  c.cache.k_hash = &kh;
+  reject(&c, SFA_ERR_INVALID_ARGUMENT, "cache->q_hash: is NULL; mode hash needs the buckets of "
+                                       "the new tokens (int32 [B, Hq, Tn])");
+  c.cache.q_hash = &qh;
+  /* k_hash: dtype, layout, shape (paged and contiguous) */
+  kh.dtype = SFA_DTYPE_FP32;
+  reject(&c, SFA_ERR_INVALID_ARGUMENT, "cache->k_hash: dtype fp32, expected int32");
+  sfa_tensor_init(&kh, FAKE(11), SFA_DTYPE_INT32, 3, skh);
+  kh.strides[2] = 2;
+  reject(&c, SFA_ERR_INVALID_ARGUMENT, "cache->k_hash: stride[2] is 2");
+  kh.rank = 2;
+  reject(&c, SFA_ERR_INVALID_ARGUMENT, "cache->k_hash");
+  sfa_tensor_init(&kh, FAKE(11), SFA_DTYPE_INT32, 3, skh);
+  kh.shape[1] = 8;
+  reject(&c, SFA_ERR_INVALID_ARGUMENT,
+         "cache->k_hash: shape [10, 8, 2] does not match cache->k [10, 16, 2, 64] (num_pages, "
+         "page_size and Hkv must agree)");
+  sfa_tensor_init(&kh, FAKE(11), SFA_DTYPE_INT32, 3, skh);
+  /* q_hash: dtype, batch, heads and tokens */
+  qh.dtype = SFA_DTYPE_INT32 + 1;
+  reject(&c, SFA_ERR_INVALID_ARGUMENT, "cache->q_hash: dtype uint8, expected int32");
+  qh.dtype = SFA_DTYPE_INT32, qh.shape[0] = 1;
+  reject(&c, SFA_ERR_INVALID_ARGUMENT, "cache->q_hash: shape [1, 8, 3]; its first dimension must be the batch B = 2");
+  sfa_tensor_init(&qh, FAKE(12), SFA_DTYPE_INT32, 3, sqh);
+  qh.shape[2] = 4;
+  qh.strides[1] = 4, qh.strides[0] = 32;
+  reject(&c, SFA_ERR_INVALID_ARGUMENT,
+         "cache->q_hash: shape [2, 8, 4] does not match q [2, 8, 3, 64] (B, Hq and Tn must agree)");
+  sfa_tensor_init(&qh, FAKE(12), SFA_DTYPE_INT32, 3, sqh);
+  qh.data = c.o.data; /* an output over an input */
+  reject(&c, SFA_ERR_INVALID_ARGUMENT, "o: its memory overlaps cache->q_hash");
+  qh.data = FAKE(12);
+  /* a contiguous cache: k_hash [B, Hkv, capacity] */
+  const int64_t sk[4] = {2, 2, 64, 64}, skc[3] = {2, 2, 48};
+  sfa_tensor_init(&c.k, FAKE(2), SFA_DTYPE_BF16, 4, sk);
+  sfa_tensor_init(&c.v, FAKE(3), SFA_DTYPE_BF16, 4, sk);
+  c.cache.page_table = NULL;
+  sfa_tensor_init(&kh, FAKE(11), SFA_DTYPE_INT32, 3, skc);
+  reject(&c, SFA_ERR_INVALID_ARGUMENT,
+         "cache->k_hash: shape [2, 2, 48] does not match cache->k [2, 2, 64, 64] (B, Hkv and "
+         "capacity must agree)");
+  /* strict applies (hash's causality), causal does not matter */
+  c.p.strict_causal = 1, c.p.causal = 1;
+  reject(&c, SFA_ERR_INVALID_ARGUMENT, "cache->k_hash: shape [2, 2, 48]");
+
+  /* sfa_kv_append_hash: k_hash_new [B, Hkv, Tn] into cache->k_hash */
+  good(&c);
+  sfa_tensor kn, vn, khn;
+  const int64_t sn[4] = {2, 2, 3, 64}, skhn[3] = {2, 2, 3};
+  sfa_tensor_init(&kn, FAKE(8), SFA_DTYPE_BF16, 4, sn);
+  sfa_tensor_init(&vn, FAKE(9), SFA_DTYPE_BF16, 4, sn);
+  sfa_tensor_init(&khn, FAKE(13), SFA_DTYPE_INT32, 3, skhn);
+  sfa_tensor_init(&kh, FAKE(11), SFA_DTYPE_INT32, 3, skh);
+  const struct {
+    const sfa_tensor *khn;
+    int with_k_hash;
+    const char *text;
+  } bad[] = {
+    {NULL, 1, "k_hash_new: is NULL"},
+    {&khn, 0, "cache->k_hash: is NULL; sfa_kv_append_hash writes k_hash_new there"},
+  };
+  for (int i = 0; i < 2; i++) {
+    c.cache.k_hash = bad[i].with_k_hash ? &kh : NULL;
+    ck_assert_int_eq(sfa_kv_append_hash(ctx, &c.cache, &kn, &vn, bad[i].khn, NULL),
+                     SFA_ERR_INVALID_ARGUMENT);
+    ck_assert_msg(strstr(sfa_last_error(ctx), bad[i].text), "'%s' not in '%s'", bad[i].text,
+                  sfa_last_error(ctx));
+  }
+  c.cache.k_hash = &kh;
+  khn.dtype = SFA_DTYPE_FP32;
+  ck_assert_int_eq(sfa_kv_append_hash(ctx, &c.cache, &kn, &vn, &khn, NULL), SFA_ERR_INVALID_ARGUMENT);
+  ck_assert_msg(strstr(sfa_last_error(ctx), "k_hash_new: dtype fp32, expected int32"), "%s",
+                sfa_last_error(ctx));
+  sfa_tensor_init(&khn, FAKE(13), SFA_DTYPE_INT32, 3, skhn);
+  khn.shape[1] = 1;
+  ck_assert_int_eq(sfa_kv_append_hash(ctx, &c.cache, &kn, &vn, &khn, NULL), SFA_ERR_INVALID_ARGUMENT);
+  ck_assert_msg(strstr(sfa_last_error(ctx), "k_hash_new: shape [2, 1, 3] does not match k_new"),
+                "%s", sfa_last_error(ctx));
+  sfa_tensor_init(&khn, FAKE(11), SFA_DTYPE_INT32, 3, skhn); /* inside cache->k_hash */
+  ck_assert_int_eq(sfa_kv_append_hash(ctx, &c.cache, &kn, &vn, &khn, NULL), SFA_ERR_INVALID_ARGUMENT);
+  ck_assert_msg(strstr(sfa_last_error(ctx), "cache->k_hash: its memory overlaps k_hash_new"), "%s",
+                sfa_last_error(ctx));
+  /* a bad k_hash is named by sfa_kv_append and sfa_check_kv_cache too */
+  kh.dtype = SFA_DTYPE_FP16;
+  ck_assert_int_eq(sfa_kv_append(ctx, &c.cache, &kn, &vn, NULL), SFA_ERR_INVALID_ARGUMENT);
+  ck_assert_msg(strstr(sfa_last_error(ctx), "cache->k_hash: dtype fp16, expected int32"), "%s",
+                sfa_last_error(ctx));
+  ck_assert_int_eq(sfa_check_kv_cache(ctx, &c.cache, 1, NULL), SFA_ERR_INVALID_ARGUMENT);
+  ck_assert_msg(strstr(sfa_last_error(ctx), "cache->k_hash: dtype fp16, expected int32"), "%s",
+                sfa_last_error(ctx));
+  ck_assert_int_eq(sfa_kv_append_hash(NULL, &c.cache, &kn, &vn, &khn, NULL), SFA_ERR_INVALID_ARGUMENT);
+  sfa_context_destroy(ctx);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("decode");
   TCase *t = tcase_create("decode");
@@ -254,6 +388,7 @@ int main(void) {
   tcase_add_test(t, decode_variants_compile);
   tcase_add_test(t, splits_fill_the_gpu_from_host_facts);
   tcase_add_test(t, decode_rejects_bad_arguments_by_name);
+  tcase_add_test(t, decode_hash_buckets_are_checked_by_name);
   suite_add_tcase(s, t);
   return tu_run_suite(s);
 }

@@ -43,8 +43,11 @@ static void check_mode_code(const sfa_kernel_spec *s, const char *name, const ch
   char plan_entry[SFA__NAME_MAX + 32];
   snprintf(plan_entry, sizeof plan_entry, "%s%s(const sfa_bwd_args a)", name, SFA__PLAN_SUFFIX);
   struct { int want; const char *ident; } marks[] = {
-    {s->mode == SFA_MODE_QK_DROP || s->mode == SFA_MODE_HASH, "const int *kix"},
-    {s->mode == SFA_MODE_HASH, bwd ? "hash_bwd_state" : "hash_tile_state"},
+    {(s->mode == SFA_MODE_QK_DROP || s->mode == SFA_MODE_HASH) && !dec, "const int *kix"},
+    {s->mode == SFA_MODE_HASH && !dec, bwd ? "hash_bwd_state" : "hash_tile_state"},
+    /* hash decode: each key matched against the tile's buckets before its rows load */
+    {dec && s->mode == SFA_MODE_HASH, "match = match || qb[r] == kh_"},
+    {dec && s->mode == SFA_MODE_HASH, "if (!((tile_seen >> buf) & 1u)) continue;"},
     {s->mode == SFA_MODE_WINDOW && !dec, bwd ? "window_bwd_state" : "window_tile_state"},
     {dec, "load_kv"},                          /* decode: the cache rows, paged or not */
     {dec && s->mode == SFA_MODE_WINDOW, "key_lo = off - wl"}, /* its window bounds */
@@ -71,10 +74,10 @@ START_TEST(source_for_every_preset_variant) {
     size_t n = 0;
     ck_assert_int_eq(sfa__preset(presets[p], arch, 2, &specs, &n, NULL, 0), SFA_OK);
     /* per arch: fwd, and for D <= 128 bwd, bwd + det, bwddq; all-modes on
-    ** sm_90 also fwd, bwd and bwd + det in the other mma kind; 20 decode
+    ** sm_90 also fwd, bwd and bwd + det in the other mma kind; 28 decode
     ** kernels and the 10 utility kernels per arch */
-    ck_assert_uint_eq(n, p == 0 ? 2 * (44 + 3 * 44 + 20 + 11)
-                                : 2 * 4 * 48 + 3 * 48 + 2 * (20 + 11));
+    ck_assert_uint_eq(n, p == 0 ? 2 * (44 + 3 * 44 + 28 + 11)
+                                : 2 * 4 * 48 + 3 * 48 + 2 * (28 + 11));
     for (size_t i = 0; i < n; i++) {
       sfa_kernel_spec s = specs[i];
       char name[SFA__NAME_MAX], err[1024] = "", *src = NULL, pat[SFA__NAME_MAX + 4];
@@ -131,15 +134,17 @@ START_TEST(preset_contents) {
   int count[4][16] = {{0}};
   int passes[3] = {0}, nwg = 0;
   ck_assert_int_eq(sfa__preset("default", arch, 1, &v, &n, err, sizeof err), SFA_OK);
-  ck_assert_uint_eq(n, 44 + 3 * 44 + 20 + 11);
+  ck_assert_uint_eq(n, 44 + 3 * 44 + 28 + 11);
   expect_utils(v, n, 11);
   int ndecode = 0;
   for (size_t i = 0; i < n; i++) {
     sfa_kernel_spec d = v[i];
     if (sfa__pass_is_util(v[i].pass)) continue;
-    if (v[i].pass == SFA_PASS_DECODE) { /* dense and window, causal and not, 2 dtypes x 2 dims */
-      ck_assert(v[i].mode == SFA_MODE_DENSE || v[i].mode == SFA_MODE_WINDOW);  /* {-, causal}, dense causal + gather */
-      ck_assert(v[i].flags == 0 || v[i].flags == SFA_FEAT_CAUSAL ||
+    if (v[i].pass == SFA_PASS_DECODE) { /* dense and window, causal and not, hash, strict and
+                                           not, 2 dtypes x 2 dims; dense causal + gather */
+      ck_assert(v[i].mode != SFA_MODE_QK_DROP);
+      const unsigned cf = v[i].mode == SFA_MODE_HASH ? SFA_FEAT_STRICT : SFA_FEAT_CAUSAL;
+      ck_assert(v[i].flags == 0 || v[i].flags == cf ||
                 (v[i].mode == SFA_MODE_DENSE && v[i].flags == (SFA_FEAT_CAUSAL | SFA_FEAT_GATHER)));
       ck_assert_int_eq(sfa_spec_default(&d, NULL, 0), SFA_OK);
       ck_assert(memcmp(&d, &v[i], sizeof d) == 0);
@@ -158,7 +163,7 @@ START_TEST(preset_contents) {
   }
   /* dtypes x D {64,128} x flag sets, for fwd, bwd and bwd + det */
   ck_assert_int_eq(nwg, 3 * 2 * 2 * (2 + 1 + 1 + 4));
-  ck_assert_int_eq(ndecode, 20);
+  ck_assert_int_eq(ndecode, 28);
   ck_assert_int_eq(passes[SFA_PASS_FWD], 44);
   ck_assert_int_eq(passes[SFA_PASS_BWD], 44 + 44 * 101); /* 44 plain, 44 det */
   ck_assert_int_eq(passes[SFA_PASS_BWD_DQ], 44);
@@ -176,7 +181,7 @@ START_TEST(preset_contents) {
   ck_assert_int_eq(sfa__preset("all-modes", arch, 1, &v, &n, err, sizeof err), SFA_OK);
   /* 48 classes x (fwd, bwd, bwd + det, bwddq), and on sm_90 fwd, bwd and
   ** bwd + det also in the other mma kind */
-  ck_assert_uint_eq(n, 4 * 48 + 3 * 48 + 20 + 11);
+  ck_assert_uint_eq(n, 4 * 48 + 3 * 48 + 28 + 11);
   expect_utils(v, n, 11);
   int kinds[3][2] = {{0}};
   for (size_t i = 0; i < n; i++) {
@@ -209,7 +214,8 @@ START_TEST(preset_contents) {
   /* small (setup.sh's): dense {-, causal} x fp16, bf16 x D 64, 128 and qk_drop,
   ** hash, window causal x bf16 x D 128, each fwd and bwd (no det, no bwddq) */
   ck_assert_int_eq(sfa__preset("small", arch, 1, &v, &n, err, sizeof err), SFA_OK);
-  ck_assert_uint_eq(n, 22 + 5 + 11); /* and dense, window {-, causal} + dense causal gather decode */
+  ck_assert_uint_eq(n, 22 + 7 + 11); /* and dense, window {-, causal}, hash {-, strict} + dense
+                                      ** causal gather decode */
   expect_utils(v, n, 11);
   int nbwd = 0, nsparse = 0, ndec = 0;
   for (size_t i = 0; i < n; i++) {
@@ -229,7 +235,7 @@ START_TEST(preset_contents) {
   }
   ck_assert_int_eq(nbwd, 11);
   ck_assert_int_eq(nsparse, 6);
-  ck_assert_int_eq(ndec, 5);
+  ck_assert_int_eq(ndec, 7);
   free(v);
 
   ck_assert_int_eq(sfa__preset("nope", arch, 1, &v, &n, err, sizeof err),
@@ -487,7 +493,7 @@ START_TEST(sfa_gen_tool) {
   int n = 0;
   while (f && fgets(line, sizeof line, f)) n++;
   if (f) fclose(f);
-  ck_assert_int_eq(n, 2 * (44 + 3 * 44 + 20 + 11));
+  ck_assert_int_eq(n, 2 * (44 + 3 * 44 + 28 + 11));
   snprintf(cmd, sizeof cmd, "%s --preset all-modes --arch sm_80,sm90 --list | wc -l > %s/n.txt",
            tool, dir);
   ck_assert_int_eq(run(cmd), 0);
@@ -495,7 +501,7 @@ START_TEST(sfa_gen_tool) {
   f = fopen(cmd, "r");
   ck_assert(f && fscanf(f, "%d", &n) == 1);
   fclose(f);
-  ck_assert_int_eq(n, 2 * 4 * 48 + 3 * 48 + 2 * (20 + 11));
+  ck_assert_int_eq(n, 2 * 4 * 48 + 3 * 48 + 2 * (28 + 11));
 
   /* Utility kernels: by --pass (its dtype, or the one it takes) and by name. */
   expect_first_listed(tool, dir, "--pass topk --dtype fp32 --arch 80,90", "sfa_topk_fp32_sm80\n");
@@ -544,7 +550,7 @@ START_TEST(sfa_gen_tool) {
     n++;
   }
   fclose(f);
-  ck_assert_int_eq(n, 44 + 3 * 44 + 20 + 11);
+  ck_assert_int_eq(n, 44 + 3 * 44 + 28 + 11);
 
   /* Usage errors exit 2, failures 1. */
   snprintf(cmd, sizeof cmd, "%s --preset nope 2>/dev/null", tool);

@@ -3,17 +3,23 @@
 ** reference: contiguous and paged caches (page sizes 16, 48 and 256, pages
 ** shuffled over a pool), uneven lengths per sequence (0, 1, fewer than the
 ** new tokens, the whole capacity), 1..16 new tokens, GQA groups that fill one
-** or several 16-row tiles, modes dense (causal and not) and window, fp16 and
-** bf16, head dims 64 and 128 (and 256), with one split and with many;
-** sfa_check_kv_cache on good and bad caches; and sfa_kv_append writing the
-** new rows where sfa_decode reads them and nowhere else.
+** or several 16-row tiles, modes dense (causal and not), window and hash
+** (strict and not; one bucket, where every key matches, and many, placed in
+** runs of positions so that whole key tiles match no row and are skipped),
+** fp16 and bf16, head dims 64 and 128 (and 256), with one split and with
+** many; sfa_check_kv_cache on good and bad caches; and sfa_kv_append (and
+** sfa_kv_append_hash, with the buckets) writing the new rows where
+** sfa_decode reads them and nowhere else.
 **
 ** The reference of sequence b is sfa_reference_forward over its used
 ** positions (Tq = Tn new tokens, Tk = seqused[b]: the same bottom-right
-** alignment). Cache rows that no query may read (past seqused, pages of other
+** alignment; mode hash with q_idx the tokens' positions, k_idx the keys'
+** and the buckets). Cache rows that no query may read (past seqused, pages of other
 ** sequences, unassigned pages) hold NaN, so a read of one shows up as NaN in
-** the output; outputs are poisoned before every run. Without a driver or a
-** device the suite prints "SKIP: <reason>" and exits 77.
+** the output (in mode hash also the rows of keys whose bucket no new token
+** of their kv head has: they are not read); outputs are poisoned before
+** every run. Without a driver or a device the suite prints "SKIP: <reason>"
+** and exits 77.
 */
 #include <math.h>
 #include <stdint.h>
@@ -37,33 +43,43 @@ typedef struct dcase {
   int full;                /* seqused NULL: every sequence uses the capacity */
   int gather;              /* > 0: kv_indices of this many positions per (b, kv head) */
   uint64_t seed;
+  int strict;              /* hash: params.strict_causal */
+  int buckets;             /* hash: distinct bucket ids (1: every key matches) */
+  int run;                 /* hash: > 0: one bucket per run of this many positions */
 } dcase;
 
 static void describe(const dcase *c, char *buf, size_t n) {
   snprintf(buf, n,
            "B=%d Hq=%d Hkv=%d Tn=%d D=%d %s mode=%s causal=%d window=(%d,%d) page=%d cap=%d "
-           "full=%d gather=%d seed=%llx",
+           "full=%d gather=%d strict=%d buckets=%d run=%d seed=%llx",
            c->B, c->Hq, c->Hkv, c->Tn, c->D, sfa_dtype_name(c->dt), sfa_mode_name(c->mode),
-           c->causal, c->left, c->right, c->page_size, c->capacity, c->full, c->gather,
-           (unsigned long long)c->seed);
+           c->causal, c->left, c->right, c->page_size, c->capacity, c->full, c->gather, c->strict,
+           c->buckets, c->run, (unsigned long long)c->seed);
 }
 
 static uint16_t nan_half(void) { return 0x7fff; }
 
-/* The float64 attention of one row (query qr at position pos) over the
-** listed positions of one kv head (kr, vr: [cap, D]) that it may see; o and
-** *lse as sfa_decode defines them. Used for the gather cases, whose key set
-** the fixed-length reference cannot express. */
+/* Bucket id i as an int32 spread over the whole range (negative ones too):
+** sfa_decode compares buckets for equality only. */
+static int32_t bucket_value(uint32_t i) { return (int32_t)(i * 2654435761u); }
+
+/* The float64 attention of one row (query qr at position pos, bucket qh in
+** mode hash) over the listed positions of one kv head (kr, vr: [cap, D],
+** khr: [cap] buckets) that it may see; o and *lse as sfa_decode defines
+** them. Used for the gather cases, whose key set the fixed-length reference
+** cannot express. */
 static void naive_row(const dcase *c, const float *qr, const float *kr, const float *vr,
-                      const int32_t *list, int K, int used, int pos, float *o, float *lse) {
+                      const int32_t *khr, int32_t qh, const int32_t *list, int K, int used,
+                      int pos, float *o, float *lse) {
   const int D = c->D, wl = c->left, wr = c->causal ? 0 : c->right;
   const double scale = 1.0 / sqrt((double)D);
   double m = -INFINITY, l = 0, *acc = calloc((size_t)D, sizeof *acc);
   for (int i = 0; i < K; i++) {
     const int j = list[i];
     if (j < 0 || j >= used) continue;
-    int ok = c->mode == SFA_MODE_DENSE ? (!c->causal || j <= pos)
-                                       : ((wr < 0 || j <= pos + wr) && (wl < 0 || j >= pos - wl));
+    int ok = c->mode == SFA_MODE_DENSE  ? (!c->causal || j <= pos)
+             : c->mode == SFA_MODE_HASH ? khr[j] == qh && (c->strict ? j < pos : j <= pos)
+                                        : ((wr < 0 || j <= pos + wr) && (wl < 0 || j >= pos - wl));
     if (!ok) continue;
     double sdot = 0;
     for (int d = 0; d < D; d++) sdot += (double)qr[d] * kr[(size_t)j * D + d];
@@ -105,10 +121,34 @@ static int run_case(const dcase *c) {
   for (size_t i = 0; i < nkv; i++)
     k[i] = tg_from_half(c->dt, tg_to_half(c->dt, k[i])), v[i] = tg_from_half(c->dt, tg_to_half(c->dt, v[i]));
 
-  /* The cache's storage: rows no query may read hold NaN. */
+  /* hash: the buckets of the keys (logical [B, Hkv, cap]: one per key, or
+     per run of positions) and of the new tokens (mostly a bucket of a key
+     of the sequence, so that rows see something). */
+  const int hash = c->mode == SFA_MODE_HASH, nb = c->buckets > 0 ? c->buckets : 1;
+  int32_t *kh = hash ? malloc((size_t)B * Hkv * cap * sizeof *kh) : NULL;
+  int32_t *qh = hash ? malloc((size_t)B * Hq * Tn * sizeof *qh) : NULL;
+  for (size_t i = 0; hash && i < (size_t)B * Hkv * cap; i++) {
+    const size_t j = i % (size_t)cap;
+    kh[i] = c->run > 0 && j % (size_t)c->run ? kh[i - 1]
+                                              : bucket_value((uint32_t)(tu_rand_u64(&rng) % (uint64_t)nb));
+  }
+  for (int b = 0; hash && b < B; b++)
+    for (int h = 0; h < Hq; h++)
+      for (int t = 0; t < Tn; t++) {
+        const int j = used[b] ? (int)(tu_rand_u64(&rng) % (uint64_t)used[b]) : 0;
+        qh[((size_t)b * Hq + h) * Tn + t] =
+            used[b] && tu_rand_u64(&rng) % 4 ? kh[((size_t)b * Hkv + h / (Hq / Hkv)) * cap + j]
+                                             : bucket_value((uint32_t)(tu_rand_u64(&rng) % (uint64_t)nb));
+      }
+
+  /* The cache's storage: rows no query may read hold NaN (and, in mode
+     hash, the bucket of token 0 of head 0, which some row has). */
   size_t nstore = ps ? (size_t)num_pages * ps * Hkv * D : nkv;
   uint16_t *hk = malloc(nstore * 2), *hv = malloc(nstore * 2);
   for (size_t i = 0; i < nstore; i++) hk[i] = hv[i] = nan_half();
+  const size_t nkh = nstore / (size_t)D; /* k_hash: the storage minus D */
+  int32_t *hkh = hash ? malloc(nkh * sizeof *hkh) : NULL;
+  for (size_t i = 0; hash && i < nkh; i++) hkh[i] = qh[0];
   int32_t *pt = ps ? malloc((size_t)B * max_pages * sizeof *pt) : NULL;
   if (ps) {
     /* pages 0 .. B * max_pages - 1 shuffled over the sequences */
@@ -131,6 +171,7 @@ static int run_case(const dcase *c) {
               const size_t dst = (((size_t)page * ps + r) * Hkv + h) * D + d;
               hk[dst] = tg_to_half(c->dt, k[src]);
               hv[dst] = tg_to_half(c->dt, v[src]);
+              if (hash && d == 0) hkh[dst / (size_t)D] = kh[src / (size_t)D];
             }
       }
     free(perm);
@@ -142,8 +183,25 @@ static int run_case(const dcase *c) {
             const size_t i = (((size_t)b * Hkv + h) * cap + j) * D + d;
             hk[i] = tg_to_half(c->dt, k[i]);
             hv[i] = tg_to_half(c->dt, v[i]);
+            if (hash && d == 0) hkh[i / (size_t)D] = kh[i / (size_t)D];
           }
   }
+
+  /* hash: the K and V rows of a key whose bucket no new token of its kv head
+     has are never read (the kernel matches the buckets first): NaN there
+     shows up in the output if one is. */
+  for (int b = 0; hash && b < B; b++)
+    for (int h = 0; h < Hkv; h++)
+      for (int j = 0; j < used[b]; j++) {
+        const int32_t kb_ = kh[((size_t)b * Hkv + h) * cap + j];
+        int seen = 0;
+        for (int r = 0; r < Hq / Hkv * Tn && !seen; r++)
+          seen = qh[((size_t)b * Hq + h * (Hq / Hkv)) * Tn + r] == kb_;
+        if (seen) continue;
+        const size_t at = ps ? (((size_t)pt[b * max_pages + j / ps] * ps + j % ps) * Hkv + h) * D
+                             : (((size_t)b * Hkv + h) * cap + j) * D;
+        for (int d = 0; d < D; d++) hk[at + d] = hv[at + d] = nan_half();
+      }
 
   /* gather: each (b, kv head) lists G positions, distinct, in random order,
      some of them past the length and some -1 (both skipped) */
@@ -164,6 +222,8 @@ static int run_case(const dcase *c) {
 
   CUdeviceptr dq = tg_upload(hq, nq * 2), dk = tg_upload(hk, nstore * 2), dv = tg_upload(hv, nstore * 2);
   CUdeviceptr didx = G ? tg_upload(hidx, (size_t)B * Hkv * G * 4) : 0;
+  CUdeviceptr dkh = hash ? tg_upload(hkh, nkh * 4) : 0;
+  CUdeviceptr dqh = hash ? tg_upload(qh, (size_t)B * Hq * Tn * 4) : 0;
   CUdeviceptr dpt = ps ? tg_upload(pt, (size_t)B * max_pages * 4) : 0;
   CUdeviceptr dused = tg_upload(used, (size_t)B * 4);
   CUdeviceptr dout, dlse;
@@ -192,11 +252,20 @@ static int run_case(const dcase *c) {
   sfa_tensor tidx;
   const int64_t si[3] = {B, Hkv, G};
   if (G) sfa_tensor_init(&tidx, (void *)(uintptr_t)didx, SFA_DTYPE_INT32, 3, si);
-  sfa_kv_cache cache = {&tk, &tv, ps ? &tpt : NULL, c->full ? NULL : &tused, G ? &tidx : NULL};
+  sfa_tensor tkh, tqh;
+  if (hash) {
+    const int64_t skhp[3] = {num_pages, ps, Hkv}, skhc[3] = {B, Hkv, cap}, sqh[3] = {B, Hq, Tn};
+    sfa_tensor_init(&tkh, (void *)(uintptr_t)dkh, SFA_DTYPE_INT32, 3, ps ? skhp : skhc);
+    sfa_tensor_init(&tqh, (void *)(uintptr_t)dqh, SFA_DTYPE_INT32, 3, sqh);
+  }
+  sfa_kv_cache cache = {.k = &tk, .v = &tv, .page_table = ps ? &tpt : NULL,
+                        .seqused = c->full ? NULL : &tused, .kv_indices = G ? &tidx : NULL,
+                        .k_hash = hash ? &tkh : NULL, .q_hash = hash ? &tqh : NULL};
   sfa_attention_params p;
   sfa_params_init(&p);
   p.mode = c->mode;
   p.causal = c->causal;
+  p.strict_causal = c->strict;
   if (c->mode == SFA_MODE_WINDOW) p.window_left = c->left, p.window_right = c->right;
 
   int fails = 0;
@@ -234,6 +303,8 @@ static int run_case(const dcase *c) {
         for (int t = 0; t < Tn; t++) {
           const size_t kvoff = ((size_t)b * Hkv + h / grp) * cap * D;
           naive_row(c, q + (((size_t)b * Hq + h) * Tn + t) * D, k + kvoff, v + kvoff,
+                    hash ? kh + kvoff / (size_t)D : NULL,
+                    hash ? qh[((size_t)b * Hq + h) * Tn + t] : 0,
                     hidx + ((size_t)b * Hkv + h / grp) * G, G, T, T - Tn + t,
                     ro + ((size_t)h * Tn + t) * D, rl + (size_t)h * Tn + t);
         }
@@ -247,9 +318,25 @@ static int run_case(const dcase *c) {
             kb[((size_t)h * T + j) * D + d] = k[(((size_t)b * Hkv + h) * cap + j) * D + d];
             vb[((size_t)h * T + j) * D + d] = v[(((size_t)b * Hkv + h) * cap + j) * D + d];
           }
+      /* hash: positions as qk_drop's indices (the tokens' may be negative
+         where T < Tn: they see nothing), the buckets of this sequence */
+      sfa_host_extras ex;
+      memset(&ex, 0, sizeof ex);
+      int32_t *qi = hash ? malloc((size_t)Hq * Tn * 4) : NULL, *ki = hash ? malloc((size_t)Hkv * T * 4) : NULL;
+      int32_t *khs = hash ? malloc((size_t)Hkv * T * 4) : NULL;
+      for (int i = 0; hash && i < Hq * Tn; i++) qi[i] = T - Tn + i % Tn;
+      for (int h = 0; hash && h < Hkv; h++)
+        for (int j = 0; j < T; j++) {
+          ki[(size_t)h * T + j] = j;
+          khs[(size_t)h * T + j] = kh[((size_t)b * Hkv + h) * cap + j];
+        }
+      ex.q_idx = qi, ex.k_idx = ki, ex.k_hash = khs;
+      ex.q_hash = hash ? qh + (size_t)b * Hq * Tn : NULL;
       char err[256];
-      if (sfa_reference_forward(&p, 1, Hq, Hkv, Tn, T, D, q + (size_t)b * qb, kb, vb, NULL, ro, rl,
-                                err, sizeof err) != SFA_OK) {
+      const sfa_status rs = sfa_reference_forward(&p, 1, Hq, Hkv, Tn, T, D, q + (size_t)b * qb, kb, vb,
+                                                  hash ? &ex : NULL, ro, rl, err, sizeof err);
+      free(qi), free(ki), free(khs);
+      if (rs != SFA_OK) {
         printf("FAIL %s: reference: %s\n", desc, err);
         fails++;
         break;
@@ -277,7 +364,9 @@ static int run_case(const dcase *c) {
   if (!fails) printf("ok   %s: worst o error %.3g\n", desc, worst);
 
   free(used), free(q), free(k), free(v), free(hq), free(hk), free(hv), free(pt), free(hidx);
+  free(kh), free(qh), free(hkh);
   if (didx) tg_drv->cuMemFree(didx);
+  if (dkh) tg_drv->cuMemFree(dkh), tg_drv->cuMemFree(dqh);
   free(ho), free(hl), free(ro), free(rl), free(kb), free(vb);
   tg_drv->cuMemFree(dq), tg_drv->cuMemFree(dk), tg_drv->cuMemFree(dv);
   if (dpt) tg_drv->cuMemFree(dpt);
@@ -359,6 +448,45 @@ START_TEST(splits_one_and_many) {
 }
 END_TEST
 
+/* Mode hash: one bucket (every key matches: causal dense decoding), many
+** buckets per key, and buckets in runs of positions (whole key tiles that no
+** row of a tile matches are skipped); contiguous and paged (16, 256),
+** strict and not, lengths 0, 1, Tn - 1, the capacity and random, GQA groups
+** of one or several row tiles, splits one and many, and with kv_indices. */
+START_TEST(hash_buckets) {
+  int fails = 0;
+  const struct { int page, cap, Tn, Hq, Hkv, buckets, run, strict, gather; } h[] = {
+    {0, 768, 1, 8, 2, 1, 0, 0, 0},      /* every key matches */
+    {16, 768, 2, 8, 2, 1, 0, 1, 0},     /* every key matches, strict */
+    {256, 1024, 1, 8, 2, 500, 100, 0, 0}, /* runs: most tiles match no row */
+    {0, 640, 4, 8, 2, 64, 0, 1, 0},     /* a bucket per key; 16 rows per tile */
+    {16, 512, 3, 12, 2, 8, 40, 0, 0},   /* two row tiles per kv head */
+    {16, 640, 2, 4, 1, 4, 0, 1, 200},   /* kv_indices */
+    {0, 480, 16, 2, 2, 3, 16, 0, 0},    /* 16 new tokens of one head per tile */
+  };
+  for (size_t i = 0; i < sizeof h / sizeof h[0]; i++) {
+    dcase c = base(h[i].page, h[i].cap);
+    c.mode = SFA_MODE_HASH, c.causal = 0;
+    c.Tn = h[i].Tn, c.Hq = h[i].Hq, c.Hkv = h[i].Hkv;
+    c.buckets = h[i].buckets, c.run = h[i].run, c.strict = h[i].strict, c.gather = h[i].gather;
+    c.seed += 80 + i;
+    if (i % 3 == 1) c.dt = SFA_DTYPE_FP16, c.D = 64;
+    fails += run_case(&c);
+  }
+  /* one sequence: many splits, most of whose tiles are skipped */
+  dcase c = base(256, 8192);
+  c.mode = SFA_MODE_HASH, c.B = 1, c.Hq = 4, c.Hkv = 1, c.full = 1;
+  c.buckets = 1000, c.run = 64, c.seed += 90;
+  fails += run_case(&c);
+  c.strict = 1, c.page_size = 0, c.full = 0, c.B = 5, c.Tn = 3, c.seed += 1;
+  fails += run_case(&c);
+  /* and a long index list */
+  c.gather = 3000, c.B = 1, c.full = 1, c.page_size = 256, c.Tn = 1, c.seed += 1;
+  fails += run_case(&c);
+  ck_assert_int_eq(fails, 0);
+}
+END_TEST
+
 START_TEST(check_kv_cache_reports_bad_pages) {
   /* a page index out of range inside the used positions is named */
   const int B = 2, ps = 16, P = 4, Hkv = 1, D = 64, pages = 8;
@@ -372,7 +500,7 @@ START_TEST(check_kv_cache_reports_bad_pages) {
   sfa_tensor_init(&tv, (void *)(uintptr_t)dv, SFA_DTYPE_BF16, 4, sk);
   sfa_tensor_init(&tpt, (void *)(uintptr_t)dpt, SFA_DTYPE_INT32, 2, spt);
   sfa_tensor_init(&tused, (void *)(uintptr_t)dused, SFA_DTYPE_INT32, 1, su);
-  sfa_kv_cache cache = {&tk, &tv, &tpt, &tused, NULL};
+  sfa_kv_cache cache = {.k = &tk, .v = &tv, .page_table = &tpt, .seqused = &tused};
   ck_assert_int_eq(sfa_check_kv_cache(tg_ctx, &cache, 1, NULL), SFA_ERR_INVALID_ARGUMENT);
   ck_assert_msg(strstr(sfa_last_error(tg_ctx), "cache->page_table[1, 2] = 9"), "%s",
                 sfa_last_error(tg_ctx));
@@ -395,12 +523,14 @@ END_TEST
 
 /* sfa_kv_append writes new token t of sequence b at position seqused[b] - Tn
 ** + t, contiguous or paged, and nothing else: every other byte of the cache
-** keeps its poison, and a row whose page index is out of range is skipped. */
+** keeps its poison, and a row whose page index is out of range is skipped.
+** sfa_kv_append_hash does the same and writes the new keys' buckets into
+** k_hash at the same positions, and nowhere else. */
 START_TEST(kv_append_writes_the_new_rows_only) {
   const int B = 3, Hkv = 2, Tn = 4, D = 64;
   const int pss[] = {0, 16};
-  for (int v = 0; v < 2; v++) {
-    const int ps = pss[v], P = 4, cap = ps ? P * ps : 40, pages = ps ? B * P : 0;
+  for (int v = 0; v < 4; v++) {
+    const int ps = pss[v % 2], hash = v >= 2, P = 4, cap = ps ? P * ps : 40, pages = ps ? B * P : 0;
     int32_t used[3] = {Tn, 37, 2}; /* the last: two of its rows fall before position 0 */
     int32_t pt[12];
     for (int i = 0; i < B * P; i++) pt[i] = (i * 5) % (B * P);
@@ -422,12 +552,26 @@ START_TEST(kv_append_writes_the_new_rows_only) {
     sfa_tensor_init(&tvn, (void *)(uintptr_t)dvn, SFA_DTYPE_BF16, 4, sn);
     sfa_tensor_init(&tpt, (void *)(uintptr_t)dpt, SFA_DTYPE_INT32, 2, spt);
     sfa_tensor_init(&tused, (void *)(uintptr_t)dused, SFA_DTYPE_INT32, 1, su);
-    sfa_kv_cache cache = {&tk, &tv, ps ? &tpt : NULL, &tused, NULL};
-    ck_assert_msg(sfa_kv_append(tg_ctx, &cache, &tkn, &tvn, NULL) == SFA_OK, "%s",
-                  sfa_last_error(tg_ctx));
+    /* the buckets: k_hash is the storage minus D, poisoned with -7 */
+    const size_t nkh = nstore / (size_t)D, nkhn = nnew / (size_t)D;
+    int32_t *hkh = malloc(nkh * 4), *khn = malloc(nkhn * 4), *gkh = malloc(nkh * 4);
+    for (size_t i = 0; i < nkh; i++) hkh[i] = -7;
+    for (size_t i = 0; i < nkhn; i++) khn[i] = 1000 + (int32_t)i;
+    CUdeviceptr dkh = tg_upload(hkh, nkh * 4), dkhn = tg_upload(khn, nkhn * 4);
+    sfa_tensor tkh, tkhn;
+    const int64_t skhp[3] = {pages, ps, Hkv}, skhc[3] = {B, Hkv, cap}, skhn[3] = {B, Hkv, Tn};
+    sfa_tensor_init(&tkh, (void *)(uintptr_t)dkh, SFA_DTYPE_INT32, 3, ps ? skhp : skhc);
+    sfa_tensor_init(&tkhn, (void *)(uintptr_t)dkhn, SFA_DTYPE_INT32, 3, skhn);
+    sfa_kv_cache cache = {.k = &tk, .v = &tv, .page_table = ps ? &tpt : NULL, .seqused = &tused,
+                          .k_hash = &tkh};
+    /* sfa_kv_append leaves k_hash alone even where the cache names it */
+    const sfa_status st = hash ? sfa_kv_append_hash(tg_ctx, &cache, &tkn, &tvn, &tkhn, NULL)
+                               : sfa_kv_append(tg_ctx, &cache, &tkn, &tvn, NULL);
+    ck_assert_msg(st == SFA_OK, "%s", sfa_last_error(tg_ctx));
     uint16_t *gk = malloc(nstore * 2), *gv = malloc(nstore * 2);
     CU(tg_drv->cuMemcpyDtoH(gk, dk, nstore * 2));
     CU(tg_drv->cuMemcpyDtoH(gv, dv, nstore * 2));
+    CU(tg_drv->cuMemcpyDtoH(gkh, dkh, nkh * 4));
     /* what should be there */
     for (size_t i = 0; i < nstore; i++) hk[i] = 0x7fff;
     uint16_t *hv = malloc(nstore * 2);
@@ -448,10 +592,13 @@ START_TEST(kv_append_writes_the_new_rows_only) {
           const size_t src = (((size_t)b * Hkv + h) * Tn + t) * D;
           memcpy(hk + at, kn + src, (size_t)D * 2);
           memcpy(hv + at, vn + src, (size_t)D * 2);
+          if (hash) hkh[at / (size_t)D] = khn[src / (size_t)D];
         }
     ck_assert_msg(memcmp(gk, hk, nstore * 2) == 0, "page size %d: k differs", ps);
     ck_assert_msg(memcmp(gv, hv, nstore * 2) == 0, "page size %d: v differs", ps);
-    free(hk), free(hv), free(kn), free(vn), free(gk), free(gv);
+    ck_assert_msg(memcmp(gkh, hkh, nkh * 4) == 0, "page size %d, hash %d: k_hash differs", ps, hash);
+    free(hk), free(hv), free(kn), free(vn), free(gk), free(gv), free(hkh), free(khn), free(gkh);
+    tg_drv->cuMemFree(dkh), tg_drv->cuMemFree(dkhn);
     tg_drv->cuMemFree(dk), tg_drv->cuMemFree(dv), tg_drv->cuMemFree(dkn);
     tg_drv->cuMemFree(dvn), tg_drv->cuMemFree(dpt), tg_drv->cuMemFree(dused);
   }
@@ -515,6 +662,7 @@ int main(void) {
   tcase_add_test(t, window_modes);
   tcase_add_test(t, splits_one_and_many);
   tcase_add_test(t, gather_index_lists);
+  tcase_add_test(t, hash_buckets);
   tcase_add_test(t, check_kv_cache_reports_bad_pages);
   tcase_add_test(t, kv_append_writes_the_new_rows_only);
   tcase_add_test(t, random_cases);

@@ -763,7 +763,7 @@ START_TEST(defaults_of_a_backward_no_tile_fits_are_unsupported) {
       ck_assert_int_eq(sfa_spec_validate(&v[i], err, sizeof err), SFA_OK);
     }
     ck_assert_int_eq(fwd256, 4);
-    ck_assert_uint_eq(n, 44 + 3 * 40 + 20 + 11); /* and 20 decode, 11 utility kernels */
+    ck_assert_uint_eq(n, 44 + 3 * 40 + 28 + 11); /* and 28 decode, 11 utility kernels */
     free(v);
   }
 }

@@ -590,6 +590,12 @@ def backward(q, k, v, o, lse, dout, *, mode="dense", causal=False, scale=None, w
 
 # ------------------------------------------------------------------ decoding with a KV cache
 
+def _check_int32(pairs):
+    for n, t in pairs:
+        if t is not None and (not isinstance(t, torch.Tensor) or t.dtype != torch.int32):
+            raise ValueError(f"sfa: {n} must be an int32 torch.Tensor")
+
+
 def _check_cache(k_cache, v_cache, page_table, seqused, dtype):
     for t, n in ((k_cache, "k_cache"), (v_cache, "v_cache")):
         if not isinstance(t, torch.Tensor):
@@ -599,13 +605,11 @@ def _check_cache(k_cache, v_cache, page_table, seqused, dtype):
         if t.dim() != 4:
             raise ValueError(f"sfa: {n} has shape {tuple(t.shape)}; must be 4-D ([B, Hkv, capacity, D], or "
                              "[num_pages, page_size, Hkv, D] with page_table)")
-    for t, n in ((page_table, "page_table"), (seqused, "seqused")):
-        if t is not None and (not isinstance(t, torch.Tensor) or t.dtype != torch.int32):
-            raise ValueError(f"sfa: {n} must be an int32 torch.Tensor")
+    _check_int32((("page_table", page_table), ("seqused", seqused)))
 
 
 def decode(q, k_cache, v_cache, *, page_table=None, seqused=None, kv_indices=None, mode="dense", causal=True,
-           scale=None, window=(-1, -1), return_lse=False):
+           scale=None, window=(-1, -1), return_lse=False, q_hash=None, k_hash=None, strict_causal=False):
     """One decode step: attention of q [B, Hq, Tn, D] (Tn new tokens per
     sequence, 1..16) against a KV cache, no autograd (sfa_decode).
 
@@ -614,38 +618,56 @@ def decode(q, k_cache, v_cache, *, page_table=None, seqused=None, kv_indices=Non
     row j % page_size of page page_table[b, j // page_size]). seqused (int32
     [B]): positions in use per sequence, the new tokens included (their keys
     and values already written, e.g. by kv_append); None: the whole capacity.
-    New token t sits at position seqused[b] - Tn + t; mode "dense" (causal:
-    keys up to that position) or "window" (window=(left, right) around it).
+    New token t sits at position p = seqused[b] - Tn + t; mode "dense"
+    (causal: keys up to that position), "window" (window=(left, right)
+    around it) or "hash" (SCFA's hash-sparse attention: token t of query head
+    h sees the cached keys j <= p, j < p with strict_causal, of its own
+    bucket, k_hash[.., j] == q_hash[b, h, t]; causal is ignored). Hash needs
+    q_hash (int32 [B, Hq, Tn]) and k_hash (int32, the cache's layout minus D:
+    [B, Hkv, capacity], or [num_pages, page_size, Hkv] when paged; kv_append
+    with k_hash and k_hash_new fills it); the other modes take neither.
+    Buckets are any int32 values, compared for equality only.
     kv_indices (int32 [B, Hkv, K]): each kv head reads only the listed
     positions (DSA/NSA-style selection; entries outside [0, seqused) are
     skipped, -1 pads).
     Returns o like q (and lse float32 [B, Hq, Tn] with return_lse). Nothing
     synchronizes: a step can be captured in a CUDA graph."""
-    check_choice("mode", mode, ("dense", "window"))
+    check_choice("mode", mode, ("dense", "window", "hash"))
     wl, wr = check_window(window)
     scale = check_scale(scale)
     _check_rows((("q", q),), 4, "[B, Hq, Tn, D]")
     _check_cache(k_cache, v_cache, page_table, seqused, q.dtype)
-    if kv_indices is not None and (not isinstance(kv_indices, torch.Tensor) or kv_indices.dtype != torch.int32):
-        raise ValueError("sfa: kv_indices must be an int32 torch.Tensor")
+    _check_int32((("kv_indices", kv_indices), ("q_hash", q_hash), ("k_hash", k_hash)))
+    if mode == "hash" and (q_hash is None or k_hash is None):
+        raise ValueError("sfa: mode 'hash' needs q_hash and k_hash (the buckets of the new tokens and of the "
+                         "cached keys)")
+    if mode != "hash" and (q_hash is not None or k_hash is not None):
+        raise ValueError(f"sfa: q_hash and k_hash are mode 'hash''s; mode {mode!r} takes neither")
     _check_tensors((("q", q), ("k_cache", k_cache), ("v_cache", v_cache), ("page_table", page_table),
-                    ("seqused", seqused), ("kv_indices", kv_indices)))
+                    ("seqused", seqused), ("kv_indices", kv_indices), ("q_hash", q_hash), ("k_hash", k_hash)))
     o, lse = _ops.decode_step(q, k_cache, v_cache, page_table, seqused, kv_indices, mode, bool(causal), scale, wl,
-                              wr, return_lse)
+                              wr, k_hash, q_hash, bool(strict_causal), return_lse)
     return (o, lse) if return_lse else o
 
 
-def kv_append(k_cache, v_cache, k_new, v_new, *, page_table=None, seqused=None):
+def kv_append(k_cache, v_cache, k_new, v_new, *, page_table=None, seqused=None, k_hash=None, k_hash_new=None):
     """Writes k_new, v_new [B, Hkv, Tn, D] into the cache in place, at the
     positions decode gives the new tokens: seqused[b] - Tn + t (seqused
     already counts them; None: the last Tn positions of the capacity). A row
     whose position is negative or whose page index is out of range is not
-    written (sfa_kv_append)."""
+    written (sfa_kv_append). For mode hash give k_hash (decode's) and
+    k_hash_new (int32 [B, Hkv, Tn], the new keys' buckets): they are written
+    to k_hash at the same positions, in the same kernel (sfa_kv_append_hash)."""
     _check_rows((("k_new", k_new), ("v_new", v_new)), 4, "[B, Hkv, Tn, D]")
     _check_cache(k_cache, v_cache, page_table, seqused, k_new.dtype)
+    _check_int32((("k_hash", k_hash), ("k_hash_new", k_hash_new)))
+    if (k_hash is None) != (k_hash_new is None):
+        raise ValueError("sfa: kv_append takes k_hash and k_hash_new together (the cache's buckets and the new "
+                         "keys'), or neither")
     _check_tensors((("k_cache", k_cache), ("v_cache", v_cache), ("k_new", k_new), ("v_new", v_new),
-                    ("page_table", page_table), ("seqused", seqused)))
-    _ops.kv_append_step(k_cache, v_cache, page_table, seqused, k_new, v_new)
+                    ("page_table", page_table), ("seqused", seqused), ("k_hash", k_hash),
+                    ("k_hash_new", k_hash_new)))
+    _ops.kv_append_step(k_cache, v_cache, page_table, seqused, k_new, v_new, k_hash, k_hash_new)
 
 
 def check_kv_cache(k_cache, v_cache, tn, *, page_table=None, seqused=None):

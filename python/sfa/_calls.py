@@ -334,32 +334,37 @@ def topk_mask_into(bias, w, causal, mask, cu_seqlens_q=None, cu_seqlens_k=None):
 
 # ------------------------------------------------------------------ decoding
 
-def _cache(k_cache, v_cache, page_table, seqused, kv_indices=None):
+def _cache(k_cache, v_cache, page_table, seqused, kv_indices=None, k_hash=None, q_hash=None):
     """(sfa_kv_cache, the sfa_tensors it points at, to keep alive). The cache is
     passed as it is (never copied: sfa_kv_append writes into it)."""
     d = [describe(t, n) for t, n in ((k_cache, "k_cache"), (v_cache, "v_cache"),
                                      (page_table, "page_table"), (seqused, "seqused"),
-                                     (kv_indices, "kv_indices"))]
+                                     (kv_indices, "kv_indices"), (k_hash, "k_hash"), (q_hash, "q_hash"))]
     c = _capi.KvCache(*(ctypes.pointer(x) if x is not None else None for x in d))
     return c, d
 
 
 def decode_into(q, k_cache, v_cache, page_table, seqused, kv_indices, o, lse, mode, causal, scale,
-                window_left, window_right):
-    """sfa_decode into o (and lse, may be None)."""
-    p = _params(mode, causal, scale, window_left, window_right, False)
+                window_left, window_right, k_hash=None, q_hash=None, strict_causal=False):
+    """sfa_decode into o (and lse, may be None); mode hash with the buckets
+    k_hash, q_hash."""
+    p = _params(mode, causal, scale, window_left, window_right, False, strict_causal)
     q = rows_aligned(q)
-    c, keep = _cache(k_cache, v_cache, page_table, seqused, kv_indices)
+    c, keep = _cache(k_cache, v_cache, page_table, seqused, kv_indices, k_hash, q_hash)
     tq, to, tl = describe(q, "q"), describe(o, "o"), describe(lse, "lse")
     launch(q, _capi.lib.sfa_decode, ctypes.byref(p), tq, ctypes.byref(c), to, _ref(tl))
 
 
-def kv_append_into(k_cache, v_cache, page_table, seqused, k_new, v_new):
-    """sfa_kv_append: k_new, v_new into the cache (in place)."""
+def kv_append_into(k_cache, v_cache, page_table, seqused, k_new, v_new, k_hash=None, k_hash_new=None):
+    """sfa_kv_append: k_new, v_new into the cache (in place); with k_hash_new
+    sfa_kv_append_hash, which also writes the buckets into k_hash."""
     k_new, v_new = rows_aligned(k_new), rows_aligned(v_new)
-    c, keep = _cache(k_cache, v_cache, page_table, seqused)
+    c, keep = _cache(k_cache, v_cache, page_table, seqused, k_hash=k_hash)
     tk, tv = describe(k_new, "k_new"), describe(v_new, "v_new")
-    launch(k_new, _capi.lib.sfa_kv_append, ctypes.byref(c), tk, tv)
+    if k_hash_new is None:
+        launch(k_new, _capi.lib.sfa_kv_append, ctypes.byref(c), tk, tv)
+    else:
+        launch(k_new, _capi.lib.sfa_kv_append_hash, ctypes.byref(c), tk, tv, describe(k_hash_new, "k_hash_new"))
 
 
 def check_kv_cache(k_cache, v_cache, page_table, seqused, tn):

@@ -175,7 +175,8 @@ class HostExtras(ctypes.Structure):
 
 
 class KvCache(ctypes.Structure):
-    _fields_ = [(n, ctypes.POINTER(Tensor)) for n in ("k", "v", "page_table", "seqused", "kv_indices")]
+    _fields_ = [(n, ctypes.POINTER(Tensor))
+                for n in ("k", "v", "page_table", "seqused", "kv_indices", "k_hash", "q_hash")]
 
 
 # (ctypes struct, sfa_abi_struct kind, C name); a ctypes field named "x_" is C's "x"
@@ -239,6 +240,7 @@ _SIGNATURES = {
     "sfa_merge_attention": ([_vp, _T, _T, _T, _T, _vp], _st),
     "sfa_decode": ([_vp, _P(Params), _T, _P(KvCache), _T, _T, _vp], _st),
     "sfa_kv_append": ([_vp, _P(KvCache), _T, _T, _vp], _st),
+    "sfa_kv_append_hash": ([_vp, _P(KvCache), _T, _T, _T, _vp], _st),
     "sfa_check_kv_cache": ([_vp, _P(KvCache), _int, _vp], _st),
     "sfa_reference_forward": ([_P(Params)] + [_int] * 6 + [_P(ctypes.c_float)] * 3 + [_P(HostExtras)]
                               + [_P(ctypes.c_float)] * 2 + [ctypes.c_char_p, ctypes.c_size_t], _st),

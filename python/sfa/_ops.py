@@ -23,9 +23,12 @@ torch.compile(fullgraph=True) sees them as single graph nodes, and autograd.
                       to 16 bytes); with the prefix sums (packed sequences) the _varlen C calls
   sfa::merge_attention (o_parts [N, B, H, T, D], lse_parts [N, B, H, T], out_dtype) -> (o, lse)
   sfa::decode         (q, k_cache, v_cache, page_table?, seqused?, kv_indices?, mode, causal, scale?,
-                       window_left, window_right) -> (o, lse)   no autograd (inference)
+                       window_left, window_right, k_hash?, q_hash?, strict_causal) -> (o, lse)
+                       no autograd (inference); k_hash, q_hash: mode hash's buckets
   sfa::kv_append      (k_cache!, v_cache!, page_table?, seqused?, k_new, v_new) -> None
                        writes the new rows into the cache (mutates k_cache, v_cache)
+  sfa::kv_append_hash (k_cache!, v_cache!, k_hash!, page_table?, seqused?, k_new, v_new, k_hash_new)
+                       -> None   kv_append, and k_hash_new's buckets into k_hash
 
 Each has a fake (meta) implementation giving the output shapes and strides;
 attention_fwd has its autograd formula (register_autograd): the backward is
@@ -292,16 +295,18 @@ merge_attention.register_autograd(_merge_backward, setup_context=_merge_setup_co
 @torch.library.custom_op("sfa::decode", mutates_args=())
 def decode(q: Tensor, k_cache: Tensor, v_cache: Tensor, page_table: Optional[Tensor],
            seqused: Optional[Tensor], kv_indices: Optional[Tensor], mode: str, causal: bool,
-           scale: Optional[float], window_left: int, window_right: int) -> Tuple[Tensor, Tensor]:
+           scale: Optional[float], window_left: int, window_right: int, k_hash: Optional[Tensor] = None,
+           q_hash: Optional[Tensor] = None, strict_causal: bool = False) -> Tuple[Tensor, Tensor]:
     o = _calls.out_like(q)
     lse = torch.empty(q.shape[:-1], device=q.device, dtype=torch.float32)
     _calls.decode_into(q, k_cache, v_cache, page_table, seqused, kv_indices, o, lse, mode, causal, scale,
-                       window_left, window_right)
+                       window_left, window_right, k_hash, q_hash, strict_causal)
     return o, lse
 
 
 @decode.register_fake
-def _(q, k_cache, v_cache, page_table, seqused, kv_indices, mode, causal, scale, window_left, window_right):
+def _(q, k_cache, v_cache, page_table, seqused, kv_indices, mode, causal, scale, window_left, window_right,
+      k_hash=None, q_hash=None, strict_causal=False):
     return _calls.out_like(q), q.new_empty(q.shape[:-1], dtype=torch.float32)
 
 
@@ -313,6 +318,17 @@ def kv_append(k_cache: Tensor, v_cache: Tensor, page_table: Optional[Tensor], se
 
 @kv_append.register_fake
 def _(k_cache, v_cache, page_table, seqused, k_new, v_new):
+    return None
+
+
+@torch.library.custom_op("sfa::kv_append_hash", mutates_args=("k_cache", "v_cache", "k_hash"))
+def kv_append_hash(k_cache: Tensor, v_cache: Tensor, k_hash: Tensor, page_table: Optional[Tensor],
+                   seqused: Optional[Tensor], k_new: Tensor, v_new: Tensor, k_hash_new: Tensor) -> None:
+    _calls.kv_append_into(k_cache, v_cache, page_table, seqused, k_new, v_new, k_hash, k_hash_new)
+
+
+@kv_append_hash.register_fake
+def _(k_cache, v_cache, k_hash, page_table, seqused, k_new, v_new, k_hash_new):
     return None
 
 
@@ -329,22 +345,25 @@ def _plain_eager(*tensors):
 
 
 def decode_step(q, k_cache, v_cache, page_table, seqused, kv_indices, mode, causal, scale, window_left,
-                window_right, return_lse):
+                window_right, k_hash, q_hash, strict_causal, return_lse):
     """sfa::decode, or its implementation directly in plain eager mode (which
     then makes no lse unless asked for): (o, lse or None)."""
-    if not _plain_eager(q, k_cache, v_cache, page_table, seqused, kv_indices):
+    if not _plain_eager(q, k_cache, v_cache, page_table, seqused, kv_indices, k_hash, q_hash):
         return decode(q, k_cache, v_cache, page_table, seqused, kv_indices, mode, causal, scale, window_left,
-                      window_right)
+                      window_right, k_hash, q_hash, strict_causal)
     o = _calls.out_like(q)
     lse = q.new_empty(q.shape[:-1], dtype=torch.float32) if return_lse else None
     _calls.decode_into(q, k_cache, v_cache, page_table, seqused, kv_indices, o, lse, mode, causal, scale,
-                       window_left, window_right)
+                       window_left, window_right, k_hash, q_hash, strict_causal)
     return o, lse
 
 
-def kv_append_step(k_cache, v_cache, page_table, seqused, k_new, v_new):
-    """sfa::kv_append, or its implementation directly in plain eager mode."""
-    if _plain_eager(k_cache, v_cache, page_table, seqused, k_new, v_new):
-        _calls.kv_append_into(k_cache, v_cache, page_table, seqused, k_new, v_new)
-    else:
+def kv_append_step(k_cache, v_cache, page_table, seqused, k_new, v_new, k_hash=None, k_hash_new=None):
+    """sfa::kv_append (sfa::kv_append_hash with k_hash), or their
+    implementation directly in plain eager mode."""
+    if _plain_eager(k_cache, v_cache, page_table, seqused, k_new, v_new, k_hash, k_hash_new):
+        _calls.kv_append_into(k_cache, v_cache, page_table, seqused, k_new, v_new, k_hash, k_hash_new)
+    elif k_hash is None:
         kv_append(k_cache, v_cache, page_table, seqused, k_new, v_new)
+    else:
+        kv_append_hash(k_cache, v_cache, k_hash, page_table, seqused, k_new, v_new, k_hash_new)

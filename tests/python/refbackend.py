@@ -1,15 +1,19 @@
 """refbackend.py -- a CPU stand-in for sfa's GPU calls, for the tests: the
 binding's calls (sfa._calls.forward_into, backward_into, hash_prepare_into,
-hash_unsort_into, topk_mask_into, merge_into) are replaced by the library's float64 CPU
-reference (sfa_reference_forward / sfa_reference_backward_dlse /
-sfa_reference_merge) and by torch ops, so that
+hash_unsort_into, topk_mask_into, merge_into, decode_into, kv_append_into) are
+replaced by the library's float64 CPU reference (sfa_reference_forward /
+sfa_reference_backward_dlse / sfa_reference_merge) and by torch ops, so that
 everything above them -- the custom ops, their fake and autograd
 registrations, torch.compile, the SDPA and top-left mappings, the mask and
 bias handling -- runs on a machine without a GPU, against the library's own
 semantics. Packed sequences (cu_seqlens in the extras, and the helpers'
 cu_seqlens arguments) run each sequence through the reference alone, with its
 rows and key columns of a window bias / mask [Hb, total_q|1, Kmax] (keys past
-Kmax masked), and dbias put back alike.
+Kmax masked), and dbias put back alike. A decode step runs each sequence's
+used cache positions through the forward reference (docs/semantics.md: the
+same bottom-right alignment; mode hash as qk_drop-style positions, q_idx the
+new tokens' and k_idx the keys', with the buckets); kv_indices are served in
+mode hash only (there a listed position is a k_idx).
 
     with refbackend.cpu(sfa):
         o = sfa.attention(q_cpu, k_cpu, v_cpu, causal=True)
@@ -108,6 +112,24 @@ def _seq_window(extras, qa, qb, tk):
         sm[..., :w] = rows(mm)[..., :w].to(torch.bool)
         out["mask"] = sm.unsqueeze(0)
     return out
+
+
+def _cache_rows(t, page_table, b, n):
+    """Positions 0 .. n - 1 of sequence b of a cache array, [Hkv, n, ...]: t is
+    [B, Hkv, capacity, ...], or paged [num_pages, page_size, Hkv, ...] with
+    page_table (every page index in range)."""
+    if page_table is None:
+        return t[b, :, :n]
+    pos = torch.arange(n)
+    return t[page_table[b, pos // t.shape[1]].long(), pos % t.shape[1]].transpose(0, 1)
+
+
+def _capacity(k_cache, page_table):
+    return page_table.shape[1] * k_cache.shape[1] if page_table is not None else k_cache.shape[2]
+
+
+def _used(seqused, B, cap):
+    return [max(0, min(int(u), cap)) for u in seqused.tolist()] if seqused is not None else [cap] * B
 
 
 def make(sfa):
@@ -293,9 +315,64 @@ def make(sfa):
         if lse is not None:
             lse.copy_(lf)
 
+    def decode_into(q, k_cache, v_cache, page_table, seqused, kv_indices, o, lse, mode, causal, scale,
+                    window_left, window_right, k_hash=None, q_hash=None, strict_causal=False):
+        B, Hq, Tn, D = q.shape
+        used = _used(seqused, B, _capacity(k_cache, page_table))
+        o.zero_()
+        if lse is not None:
+            lse.fill_(float("-inf"))
+        if kv_indices is not None and mode != "hash":
+            raise NotImplementedError("refbackend: decode with kv_indices in mode hash only")
+        for b, n in enumerate(used):
+            if n == 0:
+                continue
+            kb, vb = _cache_rows(k_cache, page_table, b, n), _cache_rows(v_cache, page_table, b, n)
+            ex = {}
+            if mode == "hash":
+                kh = _cache_rows(k_hash, page_table, b, n)
+                kpos = torch.arange(n).expand(kb.shape[0], n)
+                if kv_indices is not None:  # the listed positions; the others are never seen
+                    li = kv_indices[b].long()
+                    ok = (li >= 0) & (li < n)
+                    li = li.clamp(0, n - 1)
+                    kb = torch.stack([kb[h, li[h]] for h in range(kb.shape[0])])
+                    vb = torch.stack([vb[h, li[h]] for h in range(vb.shape[0])])
+                    kh = torch.gather(kh, 1, li)
+                    kpos = torch.where(ok, li, torch.full_like(li, 2**31 - 1))
+                ex = dict(q_idx=(n - Tn + torch.arange(Tn)).expand(Hq, Tn)[None], k_idx=kpos[None],
+                          q_hash=q_hash[b:b + 1], k_hash=kh[None])
+            ob = torch.empty(1, Hq, Tn, D, dtype=o.dtype)
+            lb = torch.empty(1, Hq, Tn, dtype=torch.float32)
+            forward_into(q[b:b + 1], kb[None], vb[None], ob, lb, mode, causal, scale, window_left, window_right, ex,
+                         strict_causal)
+            o[b].copy_(ob[0])
+            if lse is not None:
+                lse[b].copy_(lb[0])
+
+    def kv_append_into(k_cache, v_cache, page_table, seqused, k_new, v_new, k_hash=None, k_hash_new=None):
+        B, Hkv, Tn, D = k_new.shape
+        used = _used(seqused, B, _capacity(k_cache, page_table))
+        for b in range(B):
+            for t in range(Tn):
+                p = used[b] - Tn + t
+                if p < 0:
+                    continue
+                if page_table is None:
+                    at = (b, slice(None), p)
+                else:
+                    page = int(page_table[b, p // k_cache.shape[1]])
+                    if not 0 <= page < k_cache.shape[0]:
+                        continue
+                    at = (page, p % k_cache.shape[1])
+                k_cache[at] = k_new[b, :, t]
+                v_cache[at] = v_new[b, :, t]
+                if k_hash_new is not None:
+                    k_hash[at] = k_hash_new[b, :, t]
+
     return dict(DEVICE_TYPE="cpu", forward_into=forward_into, backward_into=backward_into,
                 hash_prepare_into=hash_prepare_into, hash_unsort_into=hash_unsort_into, topk_mask_into=topk_mask_into,
-                merge_into=merge_into)
+                merge_into=merge_into, decode_into=decode_into, kv_append_into=kv_append_into)
 
 
 @contextlib.contextmanager
@@ -303,7 +380,7 @@ def cpu(sfa):
     """sfa's calls run on CPU tensors through the reference while inside."""
     saved = {n: getattr(sfa._calls, n) for n in ("DEVICE_TYPE", "forward_into", "backward_into",
                                                   "hash_prepare_into", "hash_unsort_into", "topk_mask_into",
-                                                  "merge_into")}
+                                                  "merge_into", "decode_into", "kv_append_into")}
     for n, f in make(sfa).items():
         setattr(sfa._calls, n, f)
     try:

@@ -5,11 +5,16 @@ binding of sfa_decode / sfa_kv_append / sfa_check_kv_cache: argument errors
 step's keys and values and attends, against torch's SDPA in float64 on the
 same keys (contiguous and paged caches, GQA, several new tokens, window);
 an index list of positions per kv head (kv_indices);
+mode hash (buckets q_hash / k_hash, kept by kv_append's k_hash_new) against
+a float64 torch reference, on the CPU reference backend (refbackend.py) and
+on a GPU;
 the same step captured in a CUDA graph and replayed with new lengths;
-torch.compile(fullgraph=True) of a step; torch.library.opcheck of the ops;
-the plain eager path that skips the custom op's dispatch, and where it does not;
+torch.compile(fullgraph=True) of a step; torch.library.opcheck of the ops
+(the hash ones on the CPU reference backend too); the plain eager path that
+skips the custom op's dispatch, and where it does not;
 and check_kv_cache naming a bad page. Skips (77) without torch.
 """
+import contextlib
 import sys
 
 from harness import main, raises, test
@@ -21,9 +26,11 @@ except ImportError:
     sys.exit(77)
 import torch.nn.functional as F  # noqa: E402
 
+import refbackend  # noqa: E402
 import sfa  # noqa: E402
 
 CUDA = torch.cuda.is_available()
+BACKENDS = ["cpu-ref"] + (["cuda"] if CUDA else [])
 DT = torch.bfloat16
 TOL = 2e-2
 
@@ -75,7 +82,12 @@ def paged_of(k, page, perm=None):
 @test()
 def argument_errors_name_the_argument():
     q = torch.zeros(1, 4, 1, 64, dtype=DT)
-    raises(ValueError, lambda: sfa.decode(q, q, q, mode="hash"), "mode")
+    raises(ValueError, lambda: sfa.decode(q, q, q, mode="qk_drop"), "mode")
+    raises(ValueError, lambda: sfa.decode(q, q, q, mode="hash"), "q_hash", "k_hash")
+    h = torch.zeros(1, 4, 1, dtype=torch.int32)
+    raises(ValueError, lambda: sfa.decode(q, q, q, q_hash=h, k_hash=h), "mode 'dense' takes neither")
+    raises(ValueError, lambda: sfa.decode(q, q, q, mode="hash", q_hash=h.float(), k_hash=h), "q_hash", "int32")
+    raises(ValueError, lambda: sfa.kv_append(q, q, q, q, k_hash=h), "k_hash and k_hash_new together")
     raises(ValueError, lambda: sfa.decode(q, q.float(), q), "k_cache", "dtype")
     raises(ValueError, lambda: sfa.decode(q, q, q, seqused=torch.zeros(1)), "seqused", "int32")
     raises(ValueError, lambda: sfa.decode(q, q, q), "cuda")
@@ -160,6 +172,110 @@ def decode_loop_matches_sdpa():
                 break
             step += 1
         print(f"      page {page} Tn {Tn} Hq/Hkv {Hq}/{Hkv} {mode}: {step + 1} steps ok")
+
+
+def hash_reference(q, k, v, used, q_hash, k_hash, strict=False):
+    """float64 hash decode: token t of query head h (position p = used[b] -
+    Tn + t) sees the keys j <= p (j < p strict) of k, v [B, Hkv, cap, D] with
+    k_hash[b, h // G, j] == q_hash[b, h, t]; (o, lse), o = 0 and lse = -inf
+    for a row that sees nothing."""
+    B, Hq, Tn, D = q.shape
+    G = Hq // k.shape[1]
+    o = torch.zeros(q.shape, dtype=torch.float64)
+    lse = torch.full(q.shape[:-1], float("-inf"), dtype=torch.float64)
+    for b in range(B):
+        n = int(used[b])
+        for h in range(Hq):
+            kb, vb, kh = k[b, h // G, :n].double(), v[b, h // G, :n].double(), k_hash[b, h // G, :n]
+            for t in range(Tn):
+                p = n - Tn + t
+                pos = torch.arange(n)
+                ok = (kh == q_hash[b, h, t]) & ((pos < p) if strict else (pos <= p))
+                if not bool(ok.any()):
+                    continue
+                s = (kb[ok] @ q[b, h, t].double()) / D ** 0.5
+                lse[b, h, t] = torch.logsumexp(s, 0)
+                o[b, h, t] = torch.softmax(s, 0) @ vb[ok]
+    return o, lse
+
+
+@test()
+def hash_decode_matches_the_bucket_rule():
+    """Steps of kv_append(k_hash_new) + decode(mode="hash"), contiguous and
+    paged, GQA, several new tokens, strict and not, few and many buckets."""
+    for backend in BACKENDS:
+        dev = "cpu" if backend == "cpu-ref" else "cuda"
+        torch.manual_seed(7)
+        for page, Tn, (Hq, Hkv), nb, strict in ((0, 1, (4, 2), 3, False), (16, 3, (4, 1), 1, True),
+                                                (16, 2, (6, 2), 50, False), (0, 4, (8, 2), 7, True)):
+            B, D, cap = 3, 32 if backend == "cpu-ref" else 64, 96
+            k_all = torch.randn(B, Hkv, cap, D, dtype=DT)
+            v_all = torch.randn(B, Hkv, cap, D, dtype=DT)
+            kh_all = torch.randint(-nb // 2, nb - nb // 2, (B, Hkv, cap), dtype=torch.int32)
+            if page:
+                k_cache, table, perm = paged_of(torch.zeros_like(k_all), page)
+                v_cache = torch.zeros_like(k_cache)
+                k_hash = torch.full(k_cache.shape[:3], 2**31 - 1, dtype=torch.int32)
+            else:
+                k_cache, v_cache, table = torch.zeros_like(k_all), torch.zeros_like(v_all), None
+                k_hash = torch.full((B, Hkv, cap), 2**31 - 1, dtype=torch.int32)
+            to = dict(device=dev)
+            k_cache, v_cache, k_hash = k_cache.to(**to), v_cache.to(**to), k_hash.to(**to)
+            table = table.to(**to) if table is not None else None
+            final = [Tn, 40, cap]
+            with refbackend.cpu(sfa) if backend == "cpu-ref" else contextlib.nullcontext():
+                for step in range(cap // Tn):
+                    lens = torch.tensor([min(f, (step + 1) * Tn) for f in final], dtype=torch.int32)
+                    sl = [slice(max(int(n) - Tn, 0), int(n)) for n in lens]
+                    grow = [int(n) > step * Tn for n in lens]
+                    if not any(grow):
+                        break
+                    # every sequence appends Tn rows while it grows (the ones done stay put:
+                    # they write the same rows again)
+                    kn = torch.stack([k_all[b, :, sl[b]] for b in range(B)]).to(**to)
+                    vn = torch.stack([v_all[b, :, sl[b]] for b in range(B)]).to(**to)
+                    khn = torch.stack([kh_all[b, :, sl[b]] for b in range(B)]).to(**to)
+                    sfa.kv_append(k_cache, v_cache, kn, vn, page_table=table, seqused=lens.to(**to),
+                                  k_hash=k_hash, k_hash_new=khn)
+                    q = torch.randn(B, Hq, Tn, D, dtype=DT)
+                    q_hash = torch.randint(-nb // 2, nb - nb // 2, (B, Hq, Tn), dtype=torch.int32)
+                    if step % 5 and not all(int(n) == f for n, f in zip(lens, final)):
+                        continue
+                    o, lse = sfa.decode(q.to(**to), k_cache, v_cache, page_table=table, seqused=lens.to(**to),
+                                        mode="hash", q_hash=q_hash.to(**to), k_hash=k_hash, strict_causal=strict,
+                                        return_lse=True)
+                    ro, rl = hash_reference(q, k_all, v_all, lens.tolist(), q_hash, kh_all, strict)
+                    e = rel(o.cpu(), ro)
+                    assert e < TOL, f"{backend} page {page} Tn {Tn} nb {nb} step {step}: relative error {e:.3g}"
+                    fin = torch.isfinite(rl)
+                    assert bool((torch.isfinite(lse.cpu()) == fin).all()), "rows that see nothing differ"
+                    if bool(fin.any()):
+                        assert float((lse.cpu().double()[fin] - rl[fin]).abs().max()) < 1e-2
+            print(f"      {backend} page {page} Tn {Tn} Hq/Hkv {Hq}/{Hkv} buckets {nb} strict {strict}: ok")
+
+
+@test()
+def hash_ops_pass_opcheck():
+    """sfa::decode with the buckets and sfa::kv_append_hash (which mutates
+    k_hash too) pass torch.library.opcheck (schema, fake tensors, aliasing)."""
+    for backend in BACKENDS:
+        dev = "cpu" if backend == "cpu-ref" else "cuda"
+        with refbackend.cpu(sfa) if backend == "cpu-ref" else contextlib.nullcontext():
+            torch.manual_seed(9)
+            B, Hq, Hkv, Tn, D, cap = 2, 4, 2, 2, 32 if dev == "cpu" else 64, 48
+            k_cache = torch.randn(B, Hkv, cap, D, device=dev, dtype=DT)
+            v_cache = torch.randn(B, Hkv, cap, D, device=dev, dtype=DT)
+            k_hash = torch.randint(0, 3, (B, Hkv, cap), device=dev, dtype=torch.int32)
+            q = torch.randn(B, Hq, Tn, D, device=dev, dtype=DT)
+            q_hash = torch.randint(0, 3, (B, Hq, Tn), device=dev, dtype=torch.int32)
+            lens = torch.tensor([Tn, 30], device=dev, dtype=torch.int32)
+            torch.library.opcheck(torch.ops.sfa.decode.default,
+                                  (q, k_cache, v_cache, None, lens, None, "hash", False, None, -1, -1, k_hash,
+                                   q_hash, True))
+            kn, vn = torch.randn(B, Hkv, Tn, D, device=dev, dtype=DT), torch.randn(B, Hkv, Tn, D, device=dev, dtype=DT)
+            khn = torch.randint(0, 3, (B, Hkv, Tn), device=dev, dtype=torch.int32)
+            torch.library.opcheck(torch.ops.sfa.kv_append_hash.default,
+                                  (k_cache.clone(), v_cache.clone(), k_hash.clone(), None, lens, kn, vn, khn))
 
 
 @test(needs_cuda=True)
