@@ -37,14 +37,14 @@ extern "C" {
 /* The version this header belongs to. CMakeLists.txt reads these three lines:
 ** they are the one place the version is written. */
 #define SFA_VERSION_MAJOR 0
-#define SFA_VERSION_MINOR 3
+#define SFA_VERSION_MINOR 4
 #define SFA_VERSION_PATCH 0
-#define SFA_VERSION_STRING "0.3.0"
+#define SFA_VERSION_STRING "0.4.0"
 #define SFA_VERSION_NUMBER (SFA_VERSION_MAJOR * 10000 + SFA_VERSION_MINOR * 100 + SFA_VERSION_PATCH)
 
 /* ---------------------------------------------------------------- version and ABI */
 
-/* The library's own version, e.g. "0.3.0", and as MAJOR * 10000 + MINOR * 100 +
+/* The library's own version, e.g. "0.4.0", and as MAJOR * 10000 + MINOR * 100 +
 ** PATCH. A program compares them with SFA_VERSION_STRING / SFA_VERSION_NUMBER
 ** of the header it was built with; bindings that copy the structs below (the
 ** Python binding's ctypes) check them at load time with sfa_abi_size and
