@@ -6,7 +6,7 @@ with --kernels also the GPU time of each kernel of a call (torch.profiler:
 the decode kernel and the split-KV merge apart).
 
 Run on the GPU machine from the repository root:
-    python bench/decode_probe.py [--cases 1:4096,1:32768,8:4096,8:32768]
+    python bench/decode_probe.py [--cases 1:4096,1:32768,8:4096,8:32768,8:32768:16]
         [--hq 32] [--hkv 8] [--D 128] [--reps 100] [--kernels]
 """
 import argparse
@@ -33,6 +33,15 @@ def bench(fn, reps, warm=10):
     return a.elapsed_time(b) / reps
 
 
+def paged(x, page, perm):
+    """[B, Hkv, KV, D] as the pool [B * KV / page, page, Hkv, D], block i of the
+    sequence order at pool row perm[i]."""
+    B, H, kv, D = x.shape
+    pool = torch.empty(B * kv // page, page, H, D, device=x.device, dtype=x.dtype)
+    pool[perm] = x.view(B, H, kv // page, page, D).permute(0, 2, 3, 1, 4).reshape(-1, page, H, D)
+    return pool
+
+
 def kernel_times(fn, reps):
     """'name: median us' of every kernel fn launches, from torch.profiler."""
     from torch.profiler import ProfilerActivity, profile
@@ -51,7 +60,8 @@ def kernel_times(fn, reps):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--cases", default="1:4096,1:32768,8:4096,8:32768", help="B:KV pairs")
+    ap.add_argument("--cases", default="1:4096,1:32768,8:4096,8:32768",
+                    help="B:KV pairs, or B:KV:PAGE for a paged cache of that page size (pages shuffled)")
     ap.add_argument("--hq", type=int, default=32)
     ap.add_argument("--hkv", type=int, default=8)
     ap.add_argument("--D", type=int, default=128)
@@ -62,17 +72,22 @@ def main():
         raise SystemExit("decode_probe.py needs a CUDA GPU")
     print(f"# {torch.cuda.get_device_name()}")
     for case in a.cases.split(","):
-        B, kv = (int(x) for x in case.split(":"))
+        B, kv, page = (int(x) for x in (case + ":0").split(":")[:3])
         q = torch.randn(B, a.hq, 1, a.D, device="cuda", dtype=torch.bfloat16)
         k = torch.randn(B, a.hkv, kv, a.D, device="cuda", dtype=torch.bfloat16)
         v = torch.randn_like(k)
         seq = torch.full((B,), kv, device="cuda", dtype=torch.int32)
+        table = None
+        if page:  # [B * kv / page, page, Hkv, D] in shuffled order, as a serving engine's pool
+            perm = torch.randperm(B * kv // page, device="cuda")
+            table = perm.view(B, kv // page).int()
+            k, v = (paged(x, page, perm) for x in (k, v))
         out = torch.empty_like(q)
-        run = lambda: out.copy_(sfa.decode(q, k, v, seqused=seq))  # noqa: E731
+        run = lambda: out.copy_(sfa.decode(q, k, v, page_table=table, seqused=seq))  # noqa: E731
         eager = bench(run, a.reps)
         t0 = time.perf_counter()
         for _ in range(200):
-            sfa.decode(q, k, v, seqused=seq)
+            sfa.decode(q, k, v, page_table=table, seqused=seq)
         host = (time.perf_counter() - t0) / 200 * 1e3
         torch.cuda.synchronize()
         g, s = torch.cuda.CUDAGraph(), torch.cuda.Stream()
@@ -87,7 +102,7 @@ def main():
         gbs = B * a.hkv * kv * a.D * 2 * 2 / (graph * 1e-3) / 1e9
         if a.kernels:
             print("  " + kernel_times(run, 20), flush=True)
-        print(f"B={B} kv={kv}: eager {eager * 1e3:.1f} us/call, host {host * 1e3:.1f} us/call (Python), "
+        print(f"B={B} kv={kv} page={page}: eager {eager * 1e3:.1f} us/call, host {host * 1e3:.1f} us/call (Python), "
               f"graph {graph * 1e3:.1f} us ({gbs:.0f} GB/s)", flush=True)
 
 
