@@ -48,6 +48,26 @@ def bench(fn, warm=3, reps=20, sync_each=False):
     return ts[len(ts) // 2]
 
 
+def kernel_times(run, reps):
+    """[(mean us per call, name)] of each kernel (and memset, copy) that run
+    launches, slowest first, from torch.profiler (CUPTI) over reps calls."""
+    from torch.profiler import ProfilerActivity, profile
+    run()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(reps):
+            run()
+        torch.cuda.synchronize()
+    rows = []
+    for e in prof.key_averages():
+        t = getattr(e, "self_device_time_total", None)
+        if t is None:
+            t = getattr(e, "self_cuda_time_total", 0)
+        if t > 0:
+            rows.append((t / reps, e.key))
+    return sorted(rows, reverse=True)
+
+
 def finish(cut, failures):
     """The end of a benchmark run: exit 3 when a signal cut it short, else 1
     (listing them) when a check failed."""

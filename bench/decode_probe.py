@@ -18,6 +18,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
 import sfa  # noqa: E402
+from cases import kernel_times  # noqa: E402
 
 
 def bench(fn, reps, warm=10):
@@ -40,22 +41,6 @@ def paged(x, page, perm):
     pool = torch.empty(B * kv // page, page, H, D, device=x.device, dtype=x.dtype)
     pool[perm] = x.view(B, H, kv // page, page, D).permute(0, 2, 3, 1, 4).reshape(-1, page, H, D)
     return pool
-
-
-def kernel_times(fn, reps):
-    """'name: median us' of every kernel fn launches, from torch.profiler."""
-    from torch.profiler import ProfilerActivity, profile
-    fn()
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(reps):
-            fn()
-        torch.cuda.synchronize()
-    times = {}
-    for e in prof.events():
-        if e.device_type == torch.autograd.DeviceType.CUDA and e.device_time > 0:
-            times.setdefault(e.name, []).append(e.device_time)
-    return ", ".join(f"{n[:48]}: {sorted(v)[len(v) // 2]:.1f} us (x{len(v) / reps:g})" for n, v in times.items())
 
 
 def main():
@@ -101,7 +86,7 @@ def main():
         graph = bench(g.replay, a.reps)
         gbs = B * a.hkv * kv * a.D * 2 * 2 / (graph * 1e-3) / 1e9
         if a.kernels:
-            print("  " + kernel_times(run, 20), flush=True)
+            print("  " + ", ".join(f"{n[:48]}: {us:.1f} us" for us, n in kernel_times(run, 20)), flush=True)
         print(f"B={B} kv={kv} page={page}: eager {eager * 1e3:.1f} us/call, host {host * 1e3:.1f} us/call (Python), "
               f"graph {graph * 1e3:.1f} us ({gbs:.0f} GB/s)", flush=True)
 

@@ -13,7 +13,7 @@ import argparse
 
 import torch
 
-from cases import bench, hash_problem, qk_drop_problem, window_problem, dense_problem
+from cases import bench, kernel_times, hash_problem, qk_drop_problem, window_problem, dense_problem
 import sfa
 
 
@@ -56,27 +56,12 @@ def main():
     print(f"{p.name} T={a.T} D={a.D}: " + ", ".join(out) + " ms", flush=True)
     if a.kernels:
         for name, run in runs:
-            kernel_times(name, run, a.reps)
+            print_kernel_times(name, run, a.reps)
 
 
-def kernel_times(name, run, reps):
-    """Mean device time per call of each kernel (and memset) that run launches."""
-    from torch.profiler import ProfilerActivity, profile
-    run()
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(reps):
-            run()
-        torch.cuda.synchronize()
-    rows = []
-    for e in prof.key_averages():
-        t = getattr(e, "self_device_time_total", None)
-        if t is None:
-            t = getattr(e, "self_cuda_time_total", 0)
-        if t > 0:
-            rows.append((t / reps / 1000.0, e.key))
-    for ms, key in sorted(rows, reverse=True):
-        print(f"  {name} {ms:8.3f} ms  {key[:90]}", flush=True)
+def print_kernel_times(name, run, reps):
+    for us, key in kernel_times(run, reps):
+        print(f"  {name} {us / 1000.0:8.3f} ms  {key[:90]}", flush=True)
 
 
 if __name__ == "__main__":
