@@ -196,6 +196,7 @@ def out_like(t):
 # ------------------------------------------------------------------ calls
 
 _PARAMS = {}  # argument tuple -> sfa_attention_params, shared and never written after it is made
+_PLAIN = (str, bool, int, float, type(None))  # the argument types _PARAMS keys on
 
 
 def _params(mode, causal, scale, window_left, window_right, deterministic, strict_causal=False, softcap=0.0):
@@ -203,12 +204,12 @@ def _params(mode, causal, scale, window_left, window_right, deterministic, stric
     shared by every call with the same arguments, which saves a decode step the
     cost of building it)."""
     key = (mode, causal, scale, window_left, window_right, deterministic, strict_causal, softcap)
-    try:
+    if all(type(x) in _PLAIN for x in key):
         p = _PARAMS.get(key)
-    except TypeError:  # an unhashable argument: build it (and fail there, with a clear message)
-        key, p = None, None
-    if p is not None:
-        return p
+        if p is not None:
+            return p
+    else:  # e.g. a tensor, whose value may change while its hash does not: built each time
+        key = None
     if mode not in _capi.MODE:
         raise ValueError(f"sfa: mode must be one of {', '.join(_capi.MODE)}, not {mode!r}")
     p = _capi.Params()

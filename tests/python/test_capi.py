@@ -189,7 +189,8 @@ def scale_is_checked_as_the_library_will_see_it():
 
 @test()
 def params_struct_gets_checked_values():
-    """The ctypes Params of a call: no silent wrap of window values."""
+    """The ctypes Params of a call: no silent wrap of window values; one
+    struct shared per tuple of plain argument values, never for others."""
     try:
         from sfa import _calls
     except ImportError:  # _calls needs torch; the checks it uses are tested above
@@ -198,6 +199,14 @@ def params_struct_gets_checked_values():
     raises(ValueError, lambda: _calls._params("window", True, None, 2**32 + 5, 0, False), "window[0]")
     p = _calls._params("window", False, 0.5, 2**31 - 1, 3, True)
     assert (p.mode, p.window_left, p.window_right, p.deterministic) == (_capi.MODE["window"], 2**31 - 1, 3, 1)
+    # shared per argument tuple of plain values; built afresh for any other value type,
+    # whose value could change under an unchanged hash
+    assert _calls._params("window", False, 0.5, 2**31 - 1, 3, True) is p
+    import fractions
+    half = fractions.Fraction(1, 2)
+    a, b = _calls._params("dense", True, None, -1, -1, False, softcap=half), \
+        _calls._params("dense", True, None, -1, -1, False, softcap=half)
+    assert a is not b and a.softcap == b.softcap == 0.5
 
 
 if __name__ == "__main__":
