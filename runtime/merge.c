@@ -77,17 +77,9 @@ static int rows_aligned(const sfa_tensor *t) {
   return 1;
 }
 
-sfa_status sfa_merge_attention(sfa_context *ctx, const sfa_tensor *o_parts,
-                               const sfa_tensor *lse_parts, const sfa_tensor *o,
-                               const sfa_tensor *lse, void *stream) {
-  if (!ctx) return SFA_ERR_INVALID_ARGUMENT;
-  sfa_status st = validate(ctx, o_parts, lse_parts, o, lse);
-  return st != SFA_OK ? st : sfa__merge_launch(ctx, o_parts, lse_parts, o, lse, stream);
-}
-
-sfa_status sfa__merge_launch(sfa_context *ctx, const sfa_tensor *o_parts,
-                             const sfa_tensor *lse_parts, const sfa_tensor *o,
-                             const sfa_tensor *lse, void *stream) {
+/* The launch, once validate has passed. */
+static sfa_status launch(sfa_context *ctx, const sfa_tensor *o_parts, const sfa_tensor *lse_parts,
+                         const sfa_tensor *o, const sfa_tensor *lse, void *stream) {
   sfa_kernel *k;
   sfa_status st = sfa__util_begin(ctx, SFA_PASS_MERGE, SFA_DTYPE_FP32, &k);
   if (st != SFA_OK) return st;
@@ -124,4 +116,12 @@ sfa_status sfa__merge_launch(sfa_context *ctx, const sfa_tensor *o_parts,
   unsigned grid[3];
   sfa__grid_size(&k->var.grid, &dims, grid);
   return sfa__util_launch(ctx, k->fn, "merge", grid[0], (unsigned)k->var.threads, 0, stream, &a);
+}
+
+sfa_status sfa_merge_attention(sfa_context *ctx, const sfa_tensor *o_parts,
+                               const sfa_tensor *lse_parts, const sfa_tensor *o,
+                               const sfa_tensor *lse, void *stream) {
+  if (!ctx) return SFA_ERR_INVALID_ARGUMENT;
+  sfa_status st = validate(ctx, o_parts, lse_parts, o, lse);
+  return st != SFA_OK ? st : launch(ctx, o_parts, lse_parts, o, lse, stream);
 }

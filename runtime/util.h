@@ -47,12 +47,6 @@ sfa_status sfa__util_kernel(sfa_context *ctx, const sfa__device *dev, sfa_pass p
 ** (sfa__bind): what a call needs before it launches with sfa__util_launch. */
 sfa_status sfa__util_begin(sfa_context *ctx, sfa_pass pass, sfa_dtype dtype, sfa_kernel **kernel);
 
-/* sfa_merge_attention's launch without its checks (runtime/merge.c), for
-** callers whose tensors are valid by construction (sfa_decode's partials). */
-sfa_status sfa__merge_launch(sfa_context *ctx, const sfa_tensor *o_parts,
-                             const sfa_tensor *lse_parts, const sfa_tensor *o,
-                             const sfa_tensor *lse, void *stream);
-
 /* ------------------------------------------------------------ checks */
 
 #define SFA__DTYPES(x) (1u << (x))
