@@ -93,6 +93,22 @@ void tg_close(void) {
   tg_tmpdir = NULL;
 }
 
+sfa_context *tg_push_mma_sync(void) {
+  sfa_context *saved = tg_ctx, *sctx = NULL;
+  sfa_options o;
+  sfa_options_init(&o);
+  o.cache_dir = tg_tmpdir;
+  o.mma = SFA_MMA_SYNC;
+  ck_assert_msg(sfa_context_create(&sctx, &o) == SFA_OK, "%s", sctx ? sfa_last_error(sctx) : "");
+  tg_ctx = sctx;
+  return saved;
+}
+
+void tg_pop_context(sfa_context *saved) {
+  sfa_context_destroy(tg_ctx);
+  tg_ctx = saved;
+}
+
 /* ------------------------------------------------------------ cases */
 
 scase tg_case(sfa_mode mode, int Hkv, int Tq, int Tk, int D, sfa_dtype dt) {

@@ -37,6 +37,12 @@ extern char *tg_tmpdir;   /* the private kernel cache dir of tg_ctx (NULL: SFA_C
 int tg_open(const char *suite, uint64_t default_seed);
 void tg_close(void);
 
+/* tg_ctx becomes a context that forces the mma.sync kernels (SFA_MMA_SYNC,
+** the same kernel cache dir); the one it replaces is returned, for
+** tg_pop_context, which destroys the mma.sync context and puts it back. */
+sfa_context *tg_push_mma_sync(void);
+void tg_pop_context(sfa_context *saved);
+
 /* The bounds of the GPU suites: relative L2 error of a forward output (o) and
 ** of a gradient (dq, dk, dv, dbias) against the float64 reference, per dtype;
 ** lse within TG_LSE_TOL (absolute) where finite. */

@@ -334,13 +334,7 @@ END_TEST
 ** context that forces the mma kind (CK_RUN_CASE=sync; also small enough for
 ** the sanitizers). Before sm_90 this is a second pass over the default. */
 START_TEST(mma_sync_kernels) {
-  sfa_context *saved = tg_ctx, *sctx = NULL;
-  sfa_options o;
-  sfa_options_init(&o);
-  o.cache_dir = tg_tmpdir;
-  o.mma = SFA_MMA_SYNC;
-  ck_assert_msg(sfa_context_create(&sctx, &o) == SFA_OK, "%s", sctx ? sfa_last_error(sctx) : "");
-  tg_ctx = sctx;
+  sfa_context *saved = tg_push_mma_sync();
   scase c = tg_case(SFA_MODE_DENSE, 2, 300, 500, 128, SFA_DTYPE_BF16);
   c.causal = 1, c.seed = tg_seed + 1100;
   run_case(&c);
@@ -358,8 +352,7 @@ START_TEST(mma_sync_kernels) {
   scase q = tg_case(SFA_MODE_QK_DROP, 2, 400, 350, 128, SFA_DTYPE_FP16);
   q.T0 = 600, q.keep = 0.7, q.seed = tg_seed + 1130;
   run_case(&q);
-  tg_ctx = saved;
-  sfa_context_destroy(sctx);
+  tg_pop_context(saved);
 }
 END_TEST
 

@@ -366,20 +366,13 @@ END_TEST
 
 /* The mma.sync kernels where sm_90 would use wgmma (D 64 and 128). */
 START_TEST(mma_sync_kernels) {
-  sfa_context *saved = tg_ctx, *sctx = NULL;
-  sfa_options o;
-  sfa_options_init(&o);
-  o.cache_dir = tg_tmpdir;
-  o.mma = SFA_MMA_SYNC;
-  ck_assert_msg(sfa_context_create(&sctx, &o) == SFA_OK, "%s", sctx ? sfa_last_error(sctx) : "");
-  tg_ctx = sctx;
+  sfa_context *saved = tg_push_mma_sync();
   score_case s[] = {qk_drop(2, 400, 350, 128, 0, 0, 60), hash(1, 500, 400, 64, 1, 4, 61),
                     dense(2, 300, 500, 128, 1, 1, 62)};
   s[0].strict = 1, s[1].strict = 1, s[1].softcap = 2.0f;
   s[2].alibi = ALIBI_BATCH, s[2].softcap = 3.0f, s[2].scale = 0.3f;
   for (size_t i = 0; i < sizeof s / sizeof s[0]; i++) run_case(&s[i], 1);
-  tg_ctx = saved;
-  sfa_context_destroy(sctx);
+  tg_pop_context(saved);
 }
 END_TEST
 

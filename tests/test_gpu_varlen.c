@@ -509,13 +509,7 @@ END_TEST
 
 /* The mma.sync kernels on sm_90 too (a context that asks for them). */
 START_TEST(mma_sync_kernels) {
-  sfa_context *saved = tg_ctx, *sctx = NULL;
-  sfa_options o;
-  sfa_options_init(&o);
-  o.cache_dir = tg_tmpdir;
-  o.mma = SFA_MMA_SYNC;
-  ck_assert_msg(sfa_context_create(&sctx, &o) == SFA_OK, "%s", sctx ? sfa_last_error(sctx) : "");
-  tg_ctx = sctx;
+  sfa_context *saved = tg_push_mma_sync();
   vcase c = mk(SFA_MODE_DENSE, SFA_DTYPE_BF16, 4, 2, 128, L1, NULL, 50);
   c.causal = 1;
   run_case(&c);
@@ -524,8 +518,7 @@ START_TEST(mma_sync_kernels) {
   c = window_bm(SFA_DTYPE_BF16, 4, 2, 128, L1, NULL, 52);
   c.bias = c.mask = c.dbias = 1, c.mh = 2, c.kmax = 150, c.left = 20, c.causal = 1;
   run_case(&c);
-  tg_ctx = saved;
-  sfa_context_destroy(sctx);
+  tg_pop_context(saved);
 }
 END_TEST
 
