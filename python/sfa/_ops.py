@@ -290,18 +290,27 @@ def _merge_backward(ctx, do, dlse):
 
 
 merge_attention.register_autograd(_merge_backward, setup_context=_merge_setup_context)
+
+
 # ------------------------------------------------------------------ decoding
+
+def _decode(q, k_cache, v_cache, page_table, seqused, kv_indices, mode, causal, scale, window_left,
+            window_right, k_hash, q_hash, strict_causal, with_lse):
+    """sfa::decode's implementation: (o, lse), lse None unless with_lse."""
+    o = _calls.out_like(q)
+    lse = q.new_empty(q.shape[:-1], dtype=torch.float32) if with_lse else None
+    _calls.decode_into(q, k_cache, v_cache, page_table, seqused, kv_indices, o, lse, mode, causal, scale,
+                       window_left, window_right, k_hash, q_hash, strict_causal)
+    return o, lse
+
 
 @torch.library.custom_op("sfa::decode", mutates_args=())
 def decode(q: Tensor, k_cache: Tensor, v_cache: Tensor, page_table: Optional[Tensor],
            seqused: Optional[Tensor], kv_indices: Optional[Tensor], mode: str, causal: bool,
            scale: Optional[float], window_left: int, window_right: int, k_hash: Optional[Tensor] = None,
            q_hash: Optional[Tensor] = None, strict_causal: bool = False) -> Tuple[Tensor, Tensor]:
-    o = _calls.out_like(q)
-    lse = torch.empty(q.shape[:-1], device=q.device, dtype=torch.float32)
-    _calls.decode_into(q, k_cache, v_cache, page_table, seqused, kv_indices, o, lse, mode, causal, scale,
-                       window_left, window_right, k_hash, q_hash, strict_causal)
-    return o, lse
+    return _decode(q, k_cache, v_cache, page_table, seqused, kv_indices, mode, causal, scale, window_left,
+                   window_right, k_hash, q_hash, strict_causal, True)
 
 
 @decode.register_fake
@@ -348,14 +357,11 @@ def decode_step(q, k_cache, v_cache, page_table, seqused, kv_indices, mode, caus
                 window_right, k_hash, q_hash, strict_causal, return_lse):
     """sfa::decode, or its implementation directly in plain eager mode (which
     then makes no lse unless asked for): (o, lse or None)."""
+    args = (q, k_cache, v_cache, page_table, seqused, kv_indices, mode, causal, scale, window_left, window_right,
+            k_hash, q_hash, strict_causal)
     if not _plain_eager(q, k_cache, v_cache, page_table, seqused, kv_indices, k_hash, q_hash):
-        return decode(q, k_cache, v_cache, page_table, seqused, kv_indices, mode, causal, scale, window_left,
-                      window_right, k_hash, q_hash, strict_causal)
-    o = _calls.out_like(q)
-    lse = q.new_empty(q.shape[:-1], dtype=torch.float32) if return_lse else None
-    _calls.decode_into(q, k_cache, v_cache, page_table, seqused, kv_indices, o, lse, mode, causal, scale,
-                       window_left, window_right, k_hash, q_hash, strict_causal)
-    return o, lse
+        return decode(*args)
+    return _decode(*args, return_lse)
 
 
 def kv_append_step(k_cache, v_cache, page_table, seqused, k_new, v_new, k_hash=None, k_hash_new=None):
