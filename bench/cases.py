@@ -68,6 +68,29 @@ def kernel_times(run, reps):
     return sorted(rows, reverse=True)
 
 
+def decode_case(B, hq, hkv, kv, D, tn, page, dt):
+    """A decode step (decode.py, decode_probe.py): q [B, Hq, Tn, D], the
+    contiguous cache k, v [B, Hkv, KV, D], and what sfa.decode takes: (k, v,
+    None, seqused) or, with a page size, the same keys in shuffled pages
+    [B * KV / page, page, Hkv, D] with their table (every sequence full)."""
+    q = torch.randn(B, hq, tn, D, device="cuda", dtype=dt)
+    k = torch.randn(B, hkv, kv, D, device="cuda", dtype=dt)
+    v = torch.randn(B, hkv, kv, D, device="cuda", dtype=dt)
+    seq = torch.full((B,), kv, device="cuda", dtype=torch.int32)
+    if not page:
+        return q, k, v, (k, v, None, seq)
+    per = kv // page
+    perm = torch.randperm(B * per, device="cuda")
+    table = perm.view(B, per).int()
+    # [B, Hkv, per, page, D] -> pages [B * per, page, Hkv, D] placed at perm
+    def paged(x):
+        blocks = x.view(B, hkv, per, page, D).permute(0, 2, 3, 1, 4).reshape(B * per, page, hkv, D)
+        out = torch.empty_like(blocks)
+        out[perm] = blocks
+        return out
+    return q, k, v, (paged(k), paged(v), table, seq)
+
+
 def finish(cut, failures):
     """The end of a benchmark run: exit 3 when a signal cut it short, else 1
     (listing them) when a check failed."""

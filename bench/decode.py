@@ -39,7 +39,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.flex_attention import flex_attention
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cases import bench, rel_err  # noqa: E402
+from cases import bench, decode_case, rel_err  # noqa: E402
 import sfa  # noqa: E402  (cases puts python/ on the path)
 
 flex = torch.compile(flex_attention, dynamic=False)
@@ -57,27 +57,6 @@ def copy_ceiling(warm, reps):
     ms = bench(lambda: dst.copy_(src), warm, reps)
     del src, dst
     return 2 * 2 * n / (ms * 1e-3) / 1e9
-
-
-def make_case(B, hq, hkv, kv, D, tn, page, dt):
-    """q, the contiguous cache [B, Hkv, KV, D], and (paged) the same keys in
-    shuffled pages with their table."""
-    q = torch.randn(B, hq, tn, D, device="cuda", dtype=dt)
-    k = torch.randn(B, hkv, kv, D, device="cuda", dtype=dt)
-    v = torch.randn(B, hkv, kv, D, device="cuda", dtype=dt)
-    seq = torch.full((B,), kv, device="cuda", dtype=torch.int32)
-    if not page:
-        return q, k, v, (k, v, None, seq)
-    per = kv // page
-    perm = torch.randperm(B * per, device="cuda")
-    table = perm.view(B, per).int()
-    # [B, Hkv, per, page, D] -> pages [B * per, page, Hkv, D] placed at perm
-    def paged(x):
-        blocks = x.view(B, hkv, per, page, D).permute(0, 2, 3, 1, 4).reshape(B * per, page, hkv, D)
-        out = torch.empty_like(blocks)
-        out[perm] = blocks
-        return out
-    return q, k, v, (paged(k), paged(v), table, seq)
 
 
 def main():
@@ -107,7 +86,7 @@ def main():
     for B in ints(a.B):
         for kv in ints(a.kv):
             for page in ints(a.pages):
-                q, k, v, cache = make_case(B, a.hq, a.hkv, kv, a.D, a.tn, page, dt)
+                q, k, v, cache = decode_case(B, a.hq, a.hkv, kv, a.D, a.tn, page, dt)
                 kc, vc, table, seq = cache
                 run = lambda: sfa.decode(q, kc, vc, page_table=table, seqused=seq, causal=True)  # noqa: E731
                 o = run()

@@ -18,7 +18,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
 import sfa  # noqa: E402
-from cases import kernel_times  # noqa: E402
+from cases import decode_case, kernel_times  # noqa: E402
 
 
 def bench(fn, reps, warm=10):
@@ -32,15 +32,6 @@ def bench(fn, reps, warm=10):
     b.record()
     torch.cuda.synchronize()
     return a.elapsed_time(b) / reps
-
-
-def paged(x, page, perm):
-    """[B, Hkv, KV, D] as the pool [B * KV / page, page, Hkv, D], block i of the
-    sequence order at pool row perm[i]."""
-    B, H, kv, D = x.shape
-    pool = torch.empty(B * kv // page, page, H, D, device=x.device, dtype=x.dtype)
-    pool[perm] = x.view(B, H, kv // page, page, D).permute(0, 2, 3, 1, 4).reshape(-1, page, H, D)
-    return pool
 
 
 def main():
@@ -58,15 +49,7 @@ def main():
     print(f"# {torch.cuda.get_device_name()}")
     for case in a.cases.split(","):
         B, kv, page = (int(x) for x in (case + ":0").split(":")[:3])
-        q = torch.randn(B, a.hq, 1, a.D, device="cuda", dtype=torch.bfloat16)
-        k = torch.randn(B, a.hkv, kv, a.D, device="cuda", dtype=torch.bfloat16)
-        v = torch.randn_like(k)
-        seq = torch.full((B,), kv, device="cuda", dtype=torch.int32)
-        table = None
-        if page:  # [B * kv / page, page, Hkv, D] in shuffled order, as a serving engine's pool
-            perm = torch.randperm(B * kv // page, device="cuda")
-            table = perm.view(B, kv // page).int()
-            k, v = (paged(x, page, perm) for x in (k, v))
+        q, _, _, (k, v, table, seq) = decode_case(B, a.hq, a.hkv, kv, a.D, 1, page, torch.bfloat16)
         out = torch.empty_like(q)
         run = lambda: out.copy_(sfa.decode(q, k, v, page_table=table, seqused=seq))  # noqa: E731
         eager = bench(run, a.reps)
