@@ -487,7 +487,8 @@ static int parse_row(char *line, int version, const char *gpu, int cc, trow *out
   if (!v1) {
     if (strcmp(f[i = 12], sfa__mma_name(SFA_SPEC_MMA_SYNC)) == 0) r.cfg.mma = SFA_SPEC_MMA_SYNC;
     else if (strcmp(f[12], sfa__mma_name(SFA_SPEC_MMA_WGMMA)) == 0) r.cfg.mma = SFA_SPEC_MMA_WGMMA;
-    else BADF("mma", "sync or wgmma");
+    else if (strcmp(f[12], sfa__mma_name(SFA_SPEC_MMA_WS)) == 0) r.cfg.mma = SFA_SPEC_MMA_WS;
+    else BADF("mma", "sync, wgmma or ws");
   }
   if (!parse_time(f[i = 13 - v1], &r.time_us)) BADF("time_us", "a positive number");
   if (!parse_time(f[i = 14 - v1], &r.default_time_us)) BADF("default_time_us", "a positive number");

@@ -62,17 +62,22 @@ size_t sfa__arch_smem_limit(int arch);
 ** descriptor's, gen/variant.h; the spec's fields in their domains). */
 int sfa__spec_acc_registers(const sfa_kernel_spec *spec);
 
-/* 1 where the spec's kernel uses the wgmma backend (mma SFA_SPEC_MMA_WGMMA):
-** the one place outside validation and names that reads the mma kind. */
+/* 1 where the spec's kernel uses the wgmma backend (mma SFA_SPEC_MMA_WGMMA or
+** SFA_SPEC_MMA_WS); sfa__spec_is_ws: the warp-specialized forward (WS). */
 int sfa__spec_is_wgmma(const sfa_kernel_spec *spec);
+int sfa__spec_is_ws(const sfa_kernel_spec *spec);
 
 /* 1 where the pass (fwd, bwd), arch (one whose row has wgmma: 90) and head
 ** dim (64, 128) allow a wgmma kernel (mma SFA_SPEC_MMA_WGMMA). */
 int sfa__wgmma_allowed(const sfa_kernel_spec *spec);
+/* 1 where the warp-specialized forward (mma SFA_SPEC_MMA_WS) is allowed: a
+** wgmma forward without the varlen and mask flags. */
+int sfa__ws_allowed(const sfa_kernel_spec *spec);
 
-/* sfa_spec_default with the mma kind chosen: wg 1 wgmma, 0 mma.sync, -1 the
-** default's choice (wgmma for the forward and the backward where allowed). A
-** kind the spec does not allow falls back to mma.sync. */
+/* sfa_spec_default with the mma kind chosen: wg 2 ws, 1 wgmma, 0 mma.sync, -1
+** the default's choice (wgmma for the forward and the backward where
+** allowed). A kind the spec does not allow falls back to the next one (ws to
+** wgmma, wgmma to mma.sync). */
 sfa_status sfa__spec_default_mma(sfa_kernel_spec *spec, int wg, char *err, size_t errlen);
 #define SFA__MAX_ACC_REGISTERS 192
 #define SFA__BWD_MAX_HEAD_DIM 128 /* sfa_backward: every multiple of 16 up to here */

@@ -165,6 +165,7 @@ static void push_spec(lua_State *L, const sfa_kernel_spec *s) {
   const sfa__flag *ft = sfa__flag_table(&nf);
   for (size_t i = 0; i < nf; i++) set_bool(L, ft[i].lua, (s->flags & ft[i].bit) != 0);
   set_bool(L, "wgmma", sfa__spec_is_wgmma(s));
+  set_bool(L, "ws", sfa__spec_is_ws(s));
   if (sfa_spec_name(s, name, sizeof name) == SFA_OK) set_str(L, "name", name);
   set_int(L, "smem_bytes", (lua_Integer)sfa_spec_smem_bytes(s));
   set_int(L, "threads", 32 * s->num_warps);
@@ -202,6 +203,7 @@ static void push_variant(lua_State *L, const sfa_kernel_spec *s) {
   set_str(L, "pass", sfa__pass_name(s->pass));
   set_bool(L, "attention", v.attention);
   set_bool(L, "wgmma", v.wgmma);
+  set_bool(L, "ws", v.ws);
   set_int(L, "warps", v.warps);
   set_int(L, "threads", v.threads);
   set_int(L, "min_blocks", v.min_blocks);
@@ -217,6 +219,10 @@ static void push_variant(lua_State *L, const sfa_kernel_spec *s) {
   set_int(L, "dq_stage_warp", v.dq_stage_warp);
   set_int(L, "qmeta_ints", v.qmeta_ints);
   set_int(L, "acc_registers", v.acc_registers);
+  set_int(L, "consumers", v.consumers);
+  set_int(L, "producer_regs", v.producer_regs);
+  set_int(L, "consumer_regs", v.consumer_regs);
+  set_int(L, "box_cols", v.box_cols);
   set_int(L, "plan_ints", v.plan_ints);
   set_int(L, "keys_per_warp", v.keys_per_warp);
   set_size(L, "comb_offset", v.comb_offset);

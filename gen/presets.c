@@ -12,9 +12,10 @@
 **   all-modes   every mode of the mode table x every flag set it takes
 **               (window: all 8 of causal/bias/mask) x D {64,128}; on sm_90
 **               every fwd and bwd kernel in both mma kinds (mma.sync and
-**               wgmma)
+**               wgmma), and each fwd kernel without a mask also warp-
+**               specialized (mma ws)
 **   dense-tiles every valid tile config of dense bf16, causal and not, D {64,128},
-**               with mma.sync and (sm_90) wgmma
+**               with mma.sync and (sm_90) wgmma and ws
 ** All of them for fp16 and bf16 except small and dense-tiles. default and
 ** all-modes hold every pass: for each forward kernel also its backward
 ** kernels bwd, bwd + det and bwddq (their own default tiles; D 256 included
@@ -105,7 +106,8 @@ static int push(list *l, const sfa_kernel_spec *s) {
 }
 
 /* both_kinds: where wgmma is allowed (sm_90, fwd and bwd, D 64 and 128), the
-** kernel of the other mma kind too, with its default tiles. */
+** kernel of the other mma kind too, with its default tiles, and where the
+** warp-specialized forward is allowed (sfa__ws_allowed), its kernel. */
 static sfa_status add_groups(list *l, const group *g, size_t ng, int arch, int both_kinds,
                              char *err, size_t errlen) {
   for (size_t i = 0; i < ng; i++)
@@ -132,9 +134,14 @@ static sfa_status add_groups(list *l, const group *g, size_t ng, int arch, int b
             if (push(l, &s) != 0)
               return sfa__fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "preset: out of memory");
             if (!both_kinds || !sfa__wgmma_allowed(&s)) continue;
+            sfa_kernel_spec ws = other;
             st = sfa__spec_default_mma(&other, s.mma != SFA_SPEC_MMA_WGMMA, err, errlen);
             if (st != SFA_OK) return st;
             if (push(l, &other) != 0)
+              return sfa__fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "preset: out of memory");
+            if (!sfa__ws_allowed(&ws)) continue;
+            if ((st = sfa__spec_default_mma(&ws, 2, err, errlen)) != SFA_OK) return st;
+            if (push(l, &ws) != 0)
               return sfa__fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "preset: out of memory");
           }
         }
@@ -225,6 +232,18 @@ static sfa_status add_dense_tiles(list *l, int arch, char *err, size_t errlen) {
                 if (sfa_spec_validate(&s, NULL, 0) == SFA_OK && push(l, &s) != 0)
                   return sfa__fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "preset: out of memory");
               }
+  /* the warp-specialized forward (sm_90): 1 or 2 consumers, 64- or 128-key
+  ** tiles, 2..4 stages where they fit */
+  for (int d = 0; d < 2; d++)
+    for (int c = 0; c < 2; c++)
+      for (int w = 8; w <= 12; w += 4)
+        for (int n = 64; n <= 128; n += 64)
+          for (int st = 2; st <= 4; st++) {
+            sfa_kernel_spec s = {SFA_PASS_FWD, SFA_MODE_DENSE, SFA_DTYPE_BF16, dims[d],
+                                 16 * (w - 4), n, w, st, arch, c ? C : 0u, SFA_SPEC_MMA_WS};
+            if (sfa_spec_validate(&s, NULL, 0) == SFA_OK && push(l, &s) != 0)
+              return sfa__fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "preset: out of memory");
+          }
   return SFA_OK;
 }
 

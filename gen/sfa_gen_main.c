@@ -43,8 +43,10 @@ static const char usage_text[] =
   "  --dtype fp16|bf16|fp32     (default bf16; hash_sort, permute, merge, kv_append: their own)\n"
   "  --head-dim D               (required with spec flags of fwd, bwddq, bwd)\n"
   "%s"
-  "  --mma auto|sync|wgmma      tensor-core instructions (default auto: the\n"
-  "                             default's; wgmma: sm_90 fwd and bwd, D 64/128)\n"
+  "  --mma auto|sync|wgmma|ws   tensor-core instructions (default auto: the\n"
+  "                             default's; wgmma: sm_90 fwd and bwd, D 64/128;\n"
+  "                             ws: wgmma fed by a TMA producer warpgroup, sm_90\n"
+  "                             fwd, D 64/128, no varlen or mask)\n"
   "  --block-m M  --block-n N  --warps W  --stages S\n"
   "  --arch A[,A...]            (default 90; may be repeated; sm_A and smA too)\n"
   "                             %s\n"
@@ -64,9 +66,10 @@ static const char usage_text[] =
   "                             and bwddq (default and all-modes)\n"
   "  --preset all-modes         every mode x every flag set it allows x fp16,\n"
   "                             bf16 x head_dim 64 128, default tiles; on sm_90\n"
-  "                             fwd and bwd in both mma kinds (sync, wgmma)\n"
+  "                             fwd and bwd in both mma kinds (sync, wgmma),\n"
+  "                             fwd without a mask also as ws\n"
   "  --preset dense-tiles       every valid tile config of dense bf16 d64 and d128\n"
-  "                             (on sm_90 also every wgmma tile)\n"
+  "                             (on sm_90 also every wgmma and ws tile)\n"
   "  small, default and all-modes also hold the utility kernels their kernels\n"
   "  need at run time (bwd_pre, convert per dtype; hash_sort, permute; topk in\n"
   "  fp16, bf16, fp32; merge), so that their dir serves every call without NVRTC\n"
@@ -329,12 +332,16 @@ static void build_list(const opts *o, klist *l) {
       s.arch = archs[a];
       s.flags = o->flags;
       /* Defaults first (errors in the non-tile fields are reported there). */
-      static const char *const kinds[] = {"sync", "wgmma", "auto"};
-      int wg = o->mma ? pick("--mma", o->mma, kinds, 3) : 2;
+      static const char *const kinds[] = {"sync", "wgmma", "ws", "auto"};
+      int wg = o->mma ? pick("--mma", o->mma, kinds, 4) : 3;
       if (wg == 1 && !sfa__wgmma_allowed(&s))
         die_usage("--mma wgmma: sm_%d %s at head dim %d has no wgmma kernel (sm_90, fwd or "
                   "bwd, D 64 or 128)", s.arch, sfa__pass_name(s.pass), s.head_dim);
-      sfa_status st = sfa__spec_default_mma(&s, wg == 2 ? -1 : wg, err, sizeof err);
+      if (wg == 2 && !sfa__ws_allowed(&s))
+        die_usage("--mma ws: sm_%d %s at head dim %d has no warp-specialized kernel (sm_90, "
+                  "fwd, D 64 or 128, no varlen or mask)", s.arch, sfa__pass_name(s.pass),
+                  s.head_dim);
+      sfa_status st = sfa__spec_default_mma(&s, wg == 3 ? -1 : wg, err, sizeof err);
       if (st != SFA_OK && !tile_flags) die_usage("%s", err);
       if (o->block_m) s.block_m = o->block_m;
       if (o->block_n) s.block_n = o->block_n;

@@ -74,12 +74,14 @@ static int dtype_of_name(const char *tok) {
 }
 
 /* The feature flags are gen/flag.c's table, in name order; the token of mma
-** wgmma follows them. */
+** wgmma or ws follows them. */
 #define WG_TOKEN "wg"
+#define WS_TOKEN "ws"
 #define OLD_WGMMA_BIT (1u << 4) /* the mma kind was this flag before 0.2 */
 
 const char *sfa__mma_name(sfa_spec_mma m) {
-  return m == SFA_SPEC_MMA_SYNC ? "sync" : m == SFA_SPEC_MMA_WGMMA ? "wgmma" : NULL;
+  return m == SFA_SPEC_MMA_SYNC ? "sync" : m == SFA_SPEC_MMA_WGMMA ? "wgmma"
+         : m == SFA_SPEC_MMA_WS ? "ws" : NULL;
 }
 
 int sfa__spec_same_config(const sfa_kernel_spec *a, const sfa_kernel_spec *b) {
@@ -93,7 +95,10 @@ int sfa__spec_same_config(const sfa_kernel_spec *a, const sfa_kernel_spec *b) {
 ** descriptor's (gen/variant.c); here they are checked and used to shrink the
 ** defaults. */
 
-int sfa__spec_is_wgmma(const sfa_kernel_spec *s) { return s->mma == SFA_SPEC_MMA_WGMMA; }
+int sfa__spec_is_wgmma(const sfa_kernel_spec *s) {
+  return s->mma == SFA_SPEC_MMA_WGMMA || s->mma == SFA_SPEC_MMA_WS;
+}
+int sfa__spec_is_ws(const sfa_kernel_spec *s) { return s->mma == SFA_SPEC_MMA_WS; }
 
 int sfa__bwd_plan(const sfa_kernel_spec *s) {
   const sfa__mode *m = s ? sfa__mode_find(s->mode) : NULL;
@@ -156,8 +161,8 @@ sfa_status sfa__spec_check_domain(const sfa_kernel_spec *s, char *err, size_t er
     return sfa__fail(err, errlen, bad,
                      "head_dim: %d is not allowed; must be a multiple of 16 in 32..256",
                      s->head_dim);
-  if (!ONE_OF(s->num_warps, 4, 8))
-    return sfa__fail(err, errlen, bad, "num_warps: %d is not allowed; must be 4 or 8",
+  if (!ONE_OF(s->num_warps, 4, 8, 12))
+    return sfa__fail(err, errlen, bad, "num_warps: %d is not allowed; must be 4, 8 or 12",
                      s->num_warps);
   if (s->pass == SFA_PASS_DECODE ? s->block_m != 16 : !ONE_OF(s->block_m, 64, 128))
     return sfa__fail(err, errlen, bad, "block_m: %d is not allowed%s; must be %s", s->block_m,
@@ -166,8 +171,8 @@ sfa_status sfa__spec_check_domain(const sfa_kernel_spec *s, char *err, size_t er
   if (!ONE_OF(s->block_n, 32, 64, 128))
     return sfa__fail(err, errlen, bad, "block_n: %d is not allowed; must be 32, 64 or 128",
                      s->block_n);
-  if (!ONE_OF(s->num_stages, 1, 2))
-    return sfa__fail(err, errlen, bad, "num_stages: %d is not allowed; must be 1 or 2",
+  if (s->num_stages < 1 || s->num_stages > 4)
+    return sfa__fail(err, errlen, bad, "num_stages: %d is not allowed; must be 1..4",
                      s->num_stages);
   if (!sfa__arch_find(s->arch)) {
     char archs[128];
@@ -184,8 +189,8 @@ sfa_status sfa__spec_check_domain(const sfa_kernel_spec *s, char *err, size_t er
   }
   if (!sfa__mma_name(s->mma))
     return sfa__fail(err, errlen, bad,
-                     "mma: %d is not allowed; must be SFA_SPEC_MMA_SYNC (0) or "
-                     "SFA_SPEC_MMA_WGMMA (1)", (int)s->mma);
+                     "mma: %d is not allowed; must be SFA_SPEC_MMA_SYNC (0), "
+                     "SFA_SPEC_MMA_WGMMA (1) or SFA_SPEC_MMA_WS (2)", (int)s->mma);
   return SFA_OK;
 }
 
@@ -211,10 +216,57 @@ static sfa_status check_mode_flags(const sfa_kernel_spec *s, char *err, size_t e
                    f->token, n == 1 ? "mode " : "modes ", modes);
 }
 
+/* The warp-specialized forward (mma ws, templates/fwd_ws.lt): a producer
+** warpgroup that issues the tensor copies and 1 or 2 consumer warpgroups of
+** 64 query rows each. */
+static sfa_status check_ws(const sfa_kernel_spec *s, char *err, size_t errlen) {
+  const sfa_status bad = SFA_ERR_INVALID_ARGUMENT;
+  if (s->pass != SFA_PASS_FWD || !(sfa__arch_find(s->arch)->mma & SFA__MMA_WGMMA))
+    return sfa__fail(err, errlen, bad, "mma: ws (warp-specialized) applies to pass fwd on sm_90 only");
+  if (s->head_dim != 64 && s->head_dim != 128)
+    return sfa__fail(err, errlen, bad,
+                     "head_dim: %d is not allowed with mma ws; must be 64 or 128", s->head_dim);
+  if (s->num_warps == 4)
+    return sfa__fail(err, errlen, bad,
+                     "num_warps: 4 is not allowed with mma ws; must be 8 or 12 (a producer "
+                     "warpgroup and 1 or 2 consumer warpgroups)");
+  if (s->block_m != 64 * (s->num_warps / 4 - 1))
+    return sfa__fail(err, errlen, bad,
+                     "block_m: %d is not allowed with mma ws and num_warps %d; each consumer "
+                     "warpgroup owns 64 rows, so block_m must be %d",
+                     s->block_m, s->num_warps, 64 * (s->num_warps / 4 - 1));
+  if (s->block_n < 64)
+    return sfa__fail(err, errlen, bad,
+                     "block_n: %d is not allowed with mma ws; must be 64 or 128", s->block_n);
+  if (s->num_stages < 2)
+    return sfa__fail(err, errlen, bad,
+                     "num_stages: %d is not allowed with mma ws; must be 2..4", s->num_stages);
+  if (s->flags & (SFA_FEAT_VARLEN | SFA_FEAT_MASK))
+    return sfa__fail(err, errlen, bad,
+                     "flags: %s is not allowed with mma ws (%s); use mma wgmma",
+                     (s->flags & SFA_FEAT_VARLEN) ? "varlen" : "mask",
+                     (s->flags & SFA_FEAT_VARLEN) ? "its copies address fixed-length tensors"
+                                                  : "the mask's tile test is CTA-wide");
+  return SFA_OK;
+}
+
 /* Every rule of sfa_spec_validate except the arch's budgets (check_budget). */
 static sfa_status check_rules(const sfa_kernel_spec *s, char *err, size_t errlen) {
   sfa_status st = sfa__spec_check_domain(s, err, errlen);
   if (st != SFA_OK) return st;
+
+  if (s->mma == SFA_SPEC_MMA_WS) {
+    if ((st = check_ws(s, err, errlen)) != SFA_OK) return st;
+  } else {
+    if (s->num_warps == 12)
+      return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
+                       "num_warps: 12 is allowed with mma ws only; must be 4 or 8");
+    if (s->num_stages > 2 && s->pass != SFA_PASS_DECODE)
+      return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
+                       "num_stages: %d is not allowed in pass %s; must be 1 or 2 (2..4 with "
+                       "mma ws; 1..4 in pass decode)",
+                       s->num_stages, sfa__pass_name(s->pass));
+  }
 
   if (s->pass == SFA_PASS_DECODE) {
     /* One m16 tile of (query head, new token) rows shared by the warps, each
@@ -229,7 +281,7 @@ static sfa_status check_rules(const sfa_kernel_spec *s, char *err, size_t errlen
       return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
                        "mma: pass decode takes mma sync only (its 16-row tile is below "
                        "wgmma's 64)");
-  } else {
+  } else if (s->mma != SFA_SPEC_MMA_WS) {
     /* The rows that the warps split: queries (block_m), keys in bwd (block_n). */
     const char *f = s->pass == SFA_PASS_BWD ? "block_n" : "block_m";
     int rows = s->pass == SFA_PASS_BWD ? s->block_n : s->block_m;
@@ -359,6 +411,7 @@ sfa_status sfa_spec_name(const sfa_kernel_spec *s, char *buf, size_t n) {
       strcat(flags, ft[i].token);
     }
   if (s->mma == SFA_SPEC_MMA_WGMMA) strcat(flags, "_" WG_TOKEN);
+  if (s->mma == SFA_SPEC_MMA_WS) strcat(flags, "_" WS_TOKEN);
   int len = snprintf(buf, n, "sfa_%s_%s%s_%s_d%d_m%dn%d_w%ds%d_sm%d",
                      sfa__pass_name(s->pass), sfa__mode_token(s->mode), flags,
                      sfa__dtype_name(s->dtype), s->head_dim, s->block_m, s->block_n,
@@ -461,16 +514,17 @@ sfa_status sfa_spec_parse(const char *name, sfa_kernel_spec *spec, char *err, si
     size_t nf;
     const sfa__flag *ft = sfa__flag_table(&nf);
     const sfa__flag *hit = sfa__flag_named(tok, strlen(tok));
-    size_t f = hit ? (size_t)(hit - ft) : nf; /* the flag's place in name order; nf: wg */
-    if (!hit && strcmp(tok, WG_TOKEN) != 0) break;
+    /* the flag's place in name order; nf: the mma token (wg or ws) */
+    size_t f = hit ? (size_t)(hit - ft) : nf;
+    if (!hit && strcmp(tok, WG_TOKEN) != 0 && strcmp(tok, WS_TOKEN) != 0) break;
     if (f < next_flag) {
       char what[240], all[160];
       sfa__flag_list(all, sizeof all, sfa__flag_all(), 0, ", ");
-      snprintf(what, sizeof what, "flags once each in the order %s, " WG_TOKEN, all);
+      snprintf(what, sizeof what, "flags once each in the order %s, then " WG_TOKEN " or " WS_TOKEN, all);
       BAD(what);
     }
     if (hit) s.flags |= hit->bit;
-    else s.mma = SFA_SPEC_MMA_WGMMA;
+    else s.mma = strcmp(tok, WG_TOKEN) == 0 ? SFA_SPEC_MMA_WGMMA : SFA_SPEC_MMA_WS;
     next_flag = f + 1;
   }
   if (strcmp(tok, "fp16") == 0) s.dtype = SFA_DTYPE_FP16;
@@ -478,7 +532,7 @@ sfa_status sfa_spec_parse(const char *name, sfa_kernel_spec *spec, char *err, si
   else {
     char what[240], all[160];
     sfa__flag_list(all, sizeof all, sfa__flag_all(), 0, ", ");
-    snprintf(what, sizeof what, "a flag (%s, " WG_TOKEN ") or the dtype (fp16 or bf16)", all);
+    snprintf(what, sizeof what, "a flag (%s, " WG_TOKEN ", " WS_TOKEN ") or the dtype (fp16 or bf16)", all);
     BAD(what);
   }
 
@@ -516,6 +570,11 @@ int sfa__wgmma_allowed(const sfa_kernel_spec *s) {
          (s->head_dim == 64 || s->head_dim == 128);
 }
 
+int sfa__ws_allowed(const sfa_kernel_spec *s) {
+  return sfa__wgmma_allowed(s) && s->pass == SFA_PASS_FWD &&
+         !(s->flags & (SFA_FEAT_VARLEN | SFA_FEAT_MASK));
+}
+
 sfa_status sfa_spec_default(sfa_kernel_spec *spec, char *err, size_t errlen) {
   return sfa__spec_default_mma(spec, -1, err, errlen);
 }
@@ -535,8 +594,15 @@ sfa_status sfa__spec_default_mma(sfa_kernel_spec *spec, int wg, char *err, size_
 
   /* auto: wgmma wherever it is allowed (sm_90, D 64 and 128, fwd and bwd) */
   if (wg < 0) wg = 1;
+  if (wg == 2 && !sfa__ws_allowed(&s)) wg = 1;
   if (!sfa__wgmma_allowed(&s)) wg = 0;
-  if (wg && s.pass == SFA_PASS_BWD) {
+  if (wg == 2) {
+    /* The warp-specialized forward: two consumer warpgroups of 64 rows,
+    ** 128-key tiles, two stages (FlashAttention-3's tiles at D = 128). Not
+    ** the default until it is measured (bench/NOTES.md). */
+    s.mma = SFA_SPEC_MMA_WS;
+    s.block_m = 128, s.block_n = 128, s.num_warps = 12, s.num_stages = 2;
+  } else if (wg && s.pass == SFA_PASS_BWD) {
     /* two warpgroups of 64 keys, 64-query tiles, double buffered: the sweep's
     ** winner for dense causal D = 128 T = 16384 on an H100 (bench/NOTES.md,
     ** session 10: 28.4 ms against 45.8 ms for the mma.sync default) */

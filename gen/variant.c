@@ -14,7 +14,9 @@
 **          ds (the dS^T tile: block_n rows of block_m elements, padded alike),
 **          lse2 and delta (stages x block_m floats each), qmeta (stages x
 **          qmeta_ints x block_m int32: the mode's query metadata) and
-**          dq_stage (wgmma without det: 8 x 64 floats per warp).
+**          dq_stage (wgmma without det: 8 x 64 floats per warp);
+**   fwd ws q, k and v as fwd, then bar: the mbarriers (8 bytes each) of the
+**          stages' K and V arrivals and releases, and Q's arrival.
 ** Each region starts at a multiple of its alignment (a tile: 16 bytes, wgmma
 ** 1024, the swizzle's 8-row atom; the float and int arrays 16). wgmma rounds
 ** its base up to 1024, so 1024 bytes of slack follow the regions.
@@ -122,6 +124,21 @@ static void fill_attention(const sfa_kernel_spec *s, sfa__variant *v) {
     add_region(v, "q", m * rs, ta);
     add_region(v, "k", st * n * rs, ta);
     add_region(v, "v", st * n * rs, ta);
+    if (v->ws) {
+      /* full_k, full_v, empty per stage, then q_full */
+      add_region(v, "bar", (3 * st + 1) * 8, 8);
+      v->row_tiles = 1;
+      v->consumers = v->warpgroups - 1;
+      /* One consumer: two CTAs per SM by registers (the cap at entry is 128);
+      ** two: one CTA, cap 168. The producer keeps 24 or 40 registers, the
+      ** consumers share the rest in steps of 8. */
+      v->min_blocks = v->consumers == 1 ? 2 : 1;
+      const int cap = 65536 / (v->threads * v->min_blocks) / 8 * 8;
+      v->producer_regs = v->consumers == 1 ? 24 : 40;
+      v->consumer_regs = (cap * v->threads - 128 * v->producer_regs) / (128 * v->consumers) / 8 * 8;
+      if (v->consumer_regs > 256) v->consumer_regs = 256;
+      v->box_cols = 64;
+    }
     /* O and S of the MT row tiles */
     v->acc_registers = v->row_tiles * (s->head_dim / 8) * 4 + v->row_tiles * (s->block_n / 8) * 4;
     v->grid.rule = SFA__GRID_QUERY_TILES;
@@ -213,6 +230,7 @@ void sfa__variant_fill(const sfa_kernel_spec *spec, sfa__variant *v) {
   v->spec = *spec;
   v->attention = !sfa__pass_is_util(spec->pass);
   v->wgmma = sfa__spec_is_wgmma(spec);
+  v->ws = sfa__spec_is_ws(spec);
   v->warps = spec->num_warps;
   v->threads = 32 * spec->num_warps;
   if (v->attention)

@@ -138,6 +138,8 @@ typedef struct sfa__variant {
   sfa_kernel_spec spec;
   int attention;        /* 1 for fwd, bwddq, bwd; 0 for a utility pass */
   int wgmma;            /* the wgmma backend (templates/wgmma.lt), else mma_sync */
+  int ws;               /* the warp-specialized forward (templates/fwd_ws.lt, mma ws):
+                           warpgroup 0 issues the tensor copies, the others compute */
 
   /* The block: threads = 32 * warps = the kernel's __launch_bounds__. */
   int warps, threads;
@@ -158,6 +160,12 @@ typedef struct sfa__variant {
   int qmeta_ints;       /* bwd: int32 of the mode's query metadata per query row, staged
                            with each query tile (hash: q_hash, q_idx; qk_drop: q_idx) */
   int acc_registers;    /* float accumulators per thread */
+  int consumers;        /* ws: consumer warpgroups (64 query rows each) */
+  int producer_regs;    /* ws: registers per thread after setmaxnreg, the producer */
+  int consumer_regs;    /*     warpgroup's and each consumer's (their sum over the block
+                           fits the cap that __launch_bounds__ sets at entry) */
+  int box_cols;         /* ws: columns (elements) of a tensor copy's box, one 128-byte
+                           swizzle atom; its rows are block_m (q) or block_n (k, v) */
   int keys_per_warp;    /* decode: keys of each block_n tile that one warp takes */
   size_t comb_offset;   /* decode: the warps' partial results after the last tile (comb:
                            O [warps][16][head_dim], then maxima and sums [warps][16]

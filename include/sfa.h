@@ -170,12 +170,21 @@ SFA_API const char *sfa_dtype_name(int dtype);
 ** mma.sync kernel. (sfa_mma_kind below is the option that asks for one.) */
 typedef enum sfa_spec_mma {
   SFA_SPEC_MMA_SYNC = 0, /* mma.sync, on every arch */
-  SFA_SPEC_MMA_WGMMA     /* warpgroup MMA from swizzled shared memory: sm_90 (compiled for
+  SFA_SPEC_MMA_WGMMA,    /* warpgroup MMA from swizzled shared memory: sm_90 (compiled for
                             sm_90a), passes fwd and bwd, head_dim 64 or 128, block_n 64 or
                             128; fwd: block_m == 16 * num_warps (a warpgroup of 4 warps per
                             64 query rows); bwd: block_n == 16 * num_warps (64 keys per
                             warpgroup) and block_m 64. The name spells it "_wg" after the
                             flags */
+  SFA_SPEC_MMA_WS        /* warp-specialized wgmma forward: a producer warpgroup loads Q, K
+                            and V with the tensor copy engine (TMA) into num_stages (2..4)
+                            buffers, 1 or 2 consumer warpgroups of 64 query rows compute;
+                            sm_90 (sm_90a), pass fwd, head_dim 64 or 128, block_n 64 or
+                            128, block_m == 64 * (num_warps / 4 - 1) (num_warps 8 or 12),
+                            no varlen or mask flags. The runtime uses it only for tensors
+                            the copy engine can address (16-byte aligned base and strides,
+                            contiguous rows) and the wgmma default otherwise. The name
+                            spells it "_ws" after the flags */
 } sfa_spec_mma;
 
 /* One kernel variant: the problem it computes (pass, mode, dtype, head_dim,
@@ -191,8 +200,9 @@ typedef struct sfa_kernel_spec {
   int head_dim;       /* problem: multiple of 16, 32..256 (utility passes: 0) */
   int block_m;        /* configuration: query rows per CTA */
   int block_n;        /* configuration: key rows per inner tile */
-  int num_warps;      /* configuration */
-  int num_stages;     /* configuration: K/V shared-memory buffers: 1 (interleaved) or 2 */
+  int num_warps;      /* configuration: 4 or 8 (12: mma ws) */
+  int num_stages;     /* configuration: K/V shared-memory buffers: 1 (interleaved) or 2;
+                         decode 1..4; mma ws 2..4 */
   int arch;           /* problem: compute capability * 10 + minor, e.g. 80, 86, 89, 90 */
   unsigned flags;     /* problem: SFA_FEAT_* */
   sfa_spec_mma mma;   /* configuration: the tensor-core instructions (utility passes: sync) */
@@ -270,8 +280,10 @@ typedef enum sfa_tune_policy {
 typedef enum sfa_mma_kind {
   SFA_MMA_AUTO = 0, /* the default's choice per kernel (wgmma on sm_90 where allowed) */
   SFA_MMA_SYNC,     /* mma.sync everywhere, with its default tiles; no tuning */
-  SFA_MMA_WGMMA     /* wgmma where the pass, arch and head dim allow it (sm_90, fwd
+  SFA_MMA_WGMMA,    /* wgmma where the pass, arch and head dim allow it (sm_90, fwd
                        and bwd, D 64 and 128), with its default tiles; no tuning */
+  SFA_MMA_WS        /* as SFA_MMA_WGMMA, and the warp-specialized TMA forward
+                       (SFA_SPEC_MMA_WS) where it is allowed, with its default tiles */
 } sfa_mma_kind;
 
 typedef struct sfa_options {
@@ -285,7 +297,7 @@ typedef struct sfa_options {
 /* Fill *opts with the defaults: no cache_dir (the environment decides), device
 ** 0, quiet, tune from $SFA_TUNE ("off", "cached" or "on"; unset: off; any
 ** other value: off, with a warning on stderr) and mma from $SFA_MMA ("auto",
-** "sync" or "wgmma"; unset: auto; any other value: auto, with a warning). */
+** "sync", "wgmma" or "ws"; unset: auto; any other value: auto, with a warning). */
 SFA_API void sfa_options_init(sfa_options *opts);
 
 /* Create a context. Creation does not touch the GPU: the driver is loaded on the

@@ -32,8 +32,8 @@ sfa_status sfa__tune_candidates(const sfa_kernel_spec *base, sfa_kernel_spec **o
   if (!v) return sfa__fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "out of memory (tuning candidates)");
   int k = 0;
   v[k++] = def;
-  /* Every tile with mma.sync, and on sm_90 also with wgmma (validation drops
-  ** what a pass, head dim or arch does not allow). */
+  /* Every tile with mma.sync, and on sm_90 also with wgmma and ws (validation
+  ** drops what a pass, head dim or arch does not allow). */
   for (int wg = 0; wg < 2; wg++)
     for (int a = 0; a < 2; a++)
       for (int b = 0; b < 3; b++)
@@ -49,6 +49,17 @@ sfa_status sfa__tune_candidates(const sfa_kernel_spec *base, sfa_kernel_spec **o
               continue;
             v[k++] = c;
           }
+  /* The warp-specialized forward (sm_90): 1 or 2 consumer warpgroups, 64- or
+  ** 128-key tiles, 2..4 stages. */
+  for (int w = 8; w <= 12; w += 4)
+    for (int b = 64; b <= 128; b += 64)
+      for (int s = 2; s <= 4; s++) {
+        sfa_kernel_spec c = def;
+        c.block_m = 16 * (w - 4), c.block_n = b, c.num_warps = w, c.num_stages = s;
+        c.mma = SFA_SPEC_MMA_WS;
+        if (sfa__spec_same_config(&c, &def) || sfa_spec_validate(&c, NULL, 0) != SFA_OK) continue;
+        v[k++] = c;
+      }
   *out = v;
   *n = k;
   return SFA_OK;

@@ -31,7 +31,9 @@
 #include "cache/tunedb.h"
 
 #define SFA__TUNE_NOISE 0.02
-#define SFA__TUNE_MAX_CANDIDATES 49 /* 2 mma kinds x 2 block_m x 3 block_n x 2 warps x 2 stages, + 1 */
+/* 2 mma kinds x 2 block_m x 3 block_n x 2 warps x 2 stages, + ws: 2 consumer
+** counts x 2 block_n x 3 stages, + 1 */
+#define SFA__TUNE_MAX_CANDIDATES 61
 
 /* The candidate set of base's problem class: every (block_m in {64,128},
 ** block_n in {32,64,128}, num_warps in {4,8}, num_stages in {1,2}) that
@@ -138,6 +140,8 @@ typedef struct sfa__problem {
   int hash_buckets;        /* synthetic hash inputs; 0: SFA__TUNE_HASH_BUCKETS */
   double qk_keep;          /* synthetic qk_drop inputs, in (0, 1]; 0: SFA__TUNE_QK_KEEP */
   int64_t alibi_batches;   /* ALiBi slopes: 0 none, 1 [Hq], B [B, Hq] (synthetic slopes) */
+  int no_tma;              /* fwd: the copy engine cannot address q, k or v, so a
+                              warp-specialized spec (mma ws) gives way to wgmma */
 } sfa__problem;
 
 /* The kernel spec of a launch under the context's policy (sfa_options.tune).

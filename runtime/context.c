@@ -72,9 +72,9 @@ sfa_status sfa_context_create(sfa_context **out, const sfa_options *opts) {
     return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
                       "options.tune: %d is not a policy (SFA_TUNE_OFF, _CACHED or _ON)",
                       (int)ctx->opts.tune);
-  if ((unsigned)ctx->opts.mma > SFA_MMA_WGMMA)
+  if ((unsigned)ctx->opts.mma > SFA_MMA_WS)
     return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
-                      "options.mma: %d is not an mma kind (SFA_MMA_AUTO, _SYNC or _WGMMA)",
+                      "options.mma: %d is not an mma kind (SFA_MMA_AUTO, _SYNC, _WGMMA or _WS)",
                       (int)ctx->opts.mma);
   sfa_status st = sfa__select_create(&ctx->select);
   if (st != SFA_OK) return sfa__error(ctx, st, "cannot create the tuning state");
@@ -582,7 +582,7 @@ sfa_status sfa_compile(sfa_context *ctx, const sfa_kernel_spec *spec, sfa_kernel
   if ((st = sfa__bind(ctx, &dev)) != SFA_OK) return st;
   /* A cubin runs on its own arch and on later minor revisions of the same
   ** major; an sm_90a (wgmma) cubin on compute capability 9.0 only. */
-  const int wg = spec->mma == SFA_SPEC_MMA_WGMMA;
+  const int wg = sfa__spec_is_wgmma(spec);
   if (!sfa__arch_runs_on(spec->arch, wg, dev.cc))
     return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
                       "spec.arch: sm_%d%s code cannot run on the current device (compute "

@@ -61,6 +61,7 @@ static const sfa__dlsym syms[] = {
   ENTRY(cuEventElapsedTime, "cuEventElapsedTime_v2", "cuEventElapsedTime"),
   ENTRY(cuEventDestroy, "cuEventDestroy_v2", "cuEventDestroy"),
   ENTRY(cuPointerGetAttribute, "cuPointerGetAttribute"),
+  OPTIONAL(cuTensorMapEncodeTiled, "cuTensorMapEncodeTiled"),
 };
 
 static pthread_once_t once = PTHREAD_ONCE_INIT;

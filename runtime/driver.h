@@ -66,6 +66,12 @@ typedef struct sfa_driver {
   CUresult (*cuEventElapsedTime)(float *ms, CUevent hStart, CUevent hEnd);
   CUresult (*cuEventDestroy)(CUevent hEvent);
   CUresult (*cuPointerGetAttribute)(void *data, CUpointer_attribute attribute, CUdeviceptr ptr);
+  /* NULL before CUDA 12.0: the warp-specialized forward's tensor maps (runtime/tma.c) */
+  CUresult (*cuTensorMapEncodeTiled)(CUtensorMap *map, CUtensorMapDataType type, cuuint32_t rank,
+                                     void *addr, const cuuint64_t *dim, const cuuint64_t *strides,
+                                     const cuuint32_t *box, const cuuint32_t *elem_strides,
+                                     CUtensorMapInterleave interleave, CUtensorMapSwizzle swizzle,
+                                     CUtensorMapL2promotion l2, CUtensorMapFloatOOBfill oob);
 } sfa_driver;
 
 /* Load libcuda.so.1 and call cuInit(0), once per process (thread-safe). On

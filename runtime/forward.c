@@ -17,6 +17,7 @@
 #include "gen/mode.h"
 #include "runtime/fwd_launch.h"
 #include "runtime/mode_args.h"
+#include "runtime/tma.h"
 #include "runtime/validate.h"
 #include "runtime/varlen.h"
 
@@ -59,6 +60,24 @@ void sfa__fwd_args_fill(sfa_fwd_args *a, const sfa_attention_params *params,
   SFA__FILL_MODE_ARGS(a, params, extras);
 }
 
+void sfa__fwd_tma_tensors(const sfa_fwd_args *a, sfa_dtype dtype, int head_dim,
+                          sfa__tma_tensor t[3]) {
+  const uint64_t data[3] = {a->q, a->k, a->v};
+  const int64_t heads[3] = {a->hq, a->hkv, a->hkv}, lens[3] = {a->tq, a->tk, a->tk};
+  const int64_t sb[3] = {a->q_sb, a->k_sb, a->v_sb}, sh[3] = {a->q_sh, a->k_sh, a->v_sh};
+  const int64_t st[3] = {a->q_st, a->k_st, a->v_st};
+  for (int i = 0; i < 3; i++)
+    t[i] = (sfa__tma_tensor){.data = data[i], .dtype = dtype, .B = a->batch, .H = heads[i],
+                             .T = lens[i], .D = head_dim, .sb = sb[i], .sh = sh[i], .st = st[i]};
+}
+
+int sfa__fwd_tma_addressable(const sfa_fwd_args *a, sfa_dtype dtype, int head_dim) {
+  sfa__tma_tensor t[3];
+  sfa__fwd_tma_tensors(a, dtype, head_dim, t);
+  return sfa__tma_addressable(&t[0]) && sfa__tma_addressable(&t[1]) &&
+         sfa__tma_addressable(&t[2]);
+}
+
 sfa_status sfa__fwd_launch(sfa_context *ctx, const sfa_driver *d, const sfa_kernel *kern,
                            const sfa_fwd_args *a, CUstream stream) {
   const sfa__variant *v = &kern->var;
@@ -67,7 +86,19 @@ sfa_status sfa__fwd_launch(sfa_context *ctx, const sfa_driver *d, const sfa_kern
   unsigned g[3];
   sfa__grid_size(&v->grid, &dims, g);
   sfa_fwd_args copy = *a; /* cuLaunchKernel takes non-const pointers */
-  void *kp[1] = {&copy};
+  void *kp[4] = {&copy};
+  CUtensorMap maps[3]; /* ws: the tensor maps of q, k and v, after the block */
+  if (v->ws) {
+    sfa__tma_tensor t[3];
+    sfa__fwd_tma_tensors(a, v->spec.dtype, v->spec.head_dim, t);
+    const int rows[3] = {v->spec.block_m, v->spec.block_n, v->spec.block_n};
+    for (int i = 0; i < 3; i++) {
+      sfa_status st = sfa__tma_map(d, &t[i], v->box_cols, rows[i], &maps[i], ctx->err,
+                                   sizeof ctx->err);
+      if (st != SFA_OK) return st;
+      kp[1 + i] = &maps[i];
+    }
+  }
   CUresult r = d->cuLaunchKernel(kern->fn, g[0], g[1], g[2], (unsigned)v->threads, 1, 1,
                                  (unsigned)v->smem_bytes, stream, kp, NULL);
   if (r != CUDA_SUCCESS) {
@@ -117,15 +148,16 @@ sfa_status sfa_forward(sfa_context *ctx, const sfa_attention_params *params,
   const sfa_driver *d;
   if ((st = sfa__driver_load(&d, ctx->err, sizeof ctx->err)) != SFA_OK) return st;
 
+  sfa_fwd_args a;
+  sfa__fwd_args_fill(&a, params, q, k, v, extras, o, lse);
+  SFA__VARLEN_ARGS(&a, &vl);
+
   sfa__problem prob;
   sfa__fwd_problem(&prob, params, q, k, extras, lse);
+  prob.no_tma = !sfa__fwd_tma_addressable(&a, q->dtype, (int)q->shape[3]);
   sfa_kernel *kern;
   if ((st = sfa__select_kernel(ctx, &dev, SFA_PASS_FWD, q->dtype, (int)q->shape[3],
                                sfa__fwd_flags(params, extras), &prob, &kern)) != SFA_OK)
     return st;
-
-  sfa_fwd_args a;
-  sfa__fwd_args_fill(&a, params, q, k, v, extras, o, lse);
-  SFA__VARLEN_ARGS(&a, &vl);
   return sfa__fwd_launch(ctx, d, kern, &a, (CUstream)stream);
 }

@@ -20,7 +20,7 @@ void sfa__nvrtc_options_init(sfa__nvrtc_options *o, const sfa_kernel_spec *spec)
   memset(o, 0, sizeof *o);
   /* The arch table's target (wgmma: sm_90a, which runs on compute capability 9.0 only). */
   sfa__arch_gpu_option(o->arch, sizeof o->arch, spec ? spec->arch : 0,
-                       spec && spec->mma == SFA_SPEC_MMA_WGMMA);
+                       spec && sfa__spec_is_wgmma(spec));
   o->argv[o->count++] = o->arch;
   o->argv[o->count++] = "-std=c++17";
   o->argv[o->count++] = "--use_fast_math";

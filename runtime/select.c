@@ -329,16 +329,34 @@ static sfa_status no_default(sfa_context *ctx, sfa_status st, const sfa_kernel_s
                     spec->head_dim, spec->arch, why);
 }
 
+static sfa_status select_spec(sfa_context *ctx, const sfa__device *dev, sfa_kernel_spec *spec,
+                              const sfa__problem *prob);
+
 sfa_status sfa__select_spec(sfa_context *ctx, const sfa__device *dev, sfa_kernel_spec *spec,
                             const sfa__problem *prob) {
-  char why[1024];
   if (!ctx) return SFA_ERR_INVALID_ARGUMENT;
   if (!dev || !spec || !prob)
     return sfa__error(ctx, SFA_ERR_INTERNAL, "sfa__select_spec: NULL argument");
+  const sfa_kernel_spec asked = *spec;
+  sfa_status st = select_spec(ctx, dev, spec, prob);
+  /* The warp-specialized forward reads q, k and v through tensor maps: where
+  ** the copy engine cannot address them, the wgmma default serves instead. */
+  if (st == SFA_OK && spec->mma == SFA_SPEC_MMA_WS && prob->no_tma) {
+    char why[1024];
+    *spec = asked;
+    if ((st = sfa__spec_default_mma(spec, 1, why, sizeof why)) != SFA_OK)
+      return no_default(ctx, st, spec, why);
+  }
+  return st;
+}
+
+static sfa_status select_spec(sfa_context *ctx, const sfa__device *dev, sfa_kernel_spec *spec,
+                              const sfa__problem *prob) {
+  char why[1024];
   sfa_tune_policy policy = ctx->opts.tune;
   sfa__select *s = ctx->select;
   if (ctx->opts.mma != SFA_MMA_AUTO) { /* a forced kind: its default tiles, untuned */
-    int wg = ctx->opts.mma == SFA_MMA_WGMMA;
+    int wg = ctx->opts.mma == SFA_MMA_WS ? 2 : ctx->opts.mma == SFA_MMA_WGMMA;
     sfa_status st = sfa__spec_default_mma(spec, wg, why, sizeof why);
     return st == SFA_OK ? SFA_OK : no_default(ctx, st, spec, why);
   }

@@ -58,7 +58,7 @@ static void on_candidate(void *user, int i, int n, const sfa__tune_entry *e) {
 
 static void tiles_str(const sfa_kernel_spec *s, char *buf, size_t n) {
   snprintf(buf, n, "m%dn%d_w%ds%d%s", s->block_m, s->block_n, s->num_warps, s->num_stages,
-           s->mma == SFA_SPEC_MMA_WGMMA ? "_wg" : "");
+           s->mma == SFA_SPEC_MMA_WGMMA ? "_wg" : s->mma == SFA_SPEC_MMA_WS ? "_ws" : "");
 }
 
 /* The class and problem of one grid point: the grid's causal, window, bias

@@ -79,7 +79,8 @@ void sfa_options_init(sfa_options *opts) {
     if (strcmp(e, "auto") == 0) opts->mma = SFA_MMA_AUTO;
     else if (strcmp(e, "sync") == 0) opts->mma = SFA_MMA_SYNC;
     else if (strcmp(e, "wgmma") == 0) opts->mma = SFA_MMA_WGMMA;
-    else fprintf(stderr, "sfa: warning: SFA_MMA='%s' is not auto, sync or wgmma; using auto\n", e);
+    else if (strcmp(e, "ws") == 0) opts->mma = SFA_MMA_WS;
+    else fprintf(stderr, "sfa: warning: SFA_MMA='%s' is not auto, sync, wgmma or ws; using auto\n", e);
   }
 }
 

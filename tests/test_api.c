@@ -154,10 +154,10 @@ START_TEST(context_bad_options) {
   sfa_context_destroy(ctx);
 
   sfa_options_init(&o);
-  o.mma = (sfa_mma_kind)3;
+  o.mma = (sfa_mma_kind)4;
   ctx = NULL;
   ck_assert_int_eq(sfa_context_create(&ctx, &o), SFA_ERR_INVALID_ARGUMENT);
-  ck_assert_ptr_nonnull(strstr(sfa_last_error(ctx), "options.mma: 3 is not an mma kind"));
+  ck_assert_ptr_nonnull(strstr(sfa_last_error(ctx), "options.mma: 4 is not an mma kind"));
   sfa_context_destroy(ctx);
 }
 END_TEST

@@ -275,10 +275,11 @@ START_TEST(options_init_reads_sfa_mma) {
   ck_assert_int_eq(o.mma, SFA_MMA_AUTO);
   ck_assert_int_eq(options_with_env("SFA_MMA", "sync", text, sizeof text).mma, SFA_MMA_SYNC);
   ck_assert_int_eq(options_with_env("SFA_MMA", "wgmma", text, sizeof text).mma, SFA_MMA_WGMMA);
+  ck_assert_int_eq(options_with_env("SFA_MMA", "ws", text, sizeof text).mma, SFA_MMA_WS);
   ck_assert_int_eq(options_with_env("SFA_MMA", "auto", text, sizeof text).mma, SFA_MMA_AUTO);
   ck_assert_str_eq(text, "");
   ck_assert_int_eq(options_with_env("SFA_MMA", "tensor", text, sizeof text).mma, SFA_MMA_AUTO);
-  ck_assert_msg(strstr(text, "SFA_MMA='tensor' is not auto, sync or wgmma; using auto"), "%s", text);
+  ck_assert_msg(strstr(text, "SFA_MMA='tensor' is not auto, sync, wgmma or ws; using auto"), "%s", text);
 }
 END_TEST
 

@@ -22,10 +22,13 @@ static sfa_kernel_spec cls(sfa_mode mode, sfa_dtype dt, int d, int arch, unsigne
   return s;
 }
 
-#define NTILES 48 /* 2 mma kinds x 24 tiles */
+#define NTILES 60 /* 2 mma kinds x 24 tiles, 12 ws tiles */
 
-/* 0..47 for a tile in the enumeration grid: 0..23 with mma.sync, 24..47 with wgmma. */
+/* 0..59 for a tile in the enumeration grid: 0..23 with mma.sync, 24..47 with
+** wgmma, 48..59 with ws (consumers x block_n x stages). */
 static int tile_index(const sfa_kernel_spec *s) {
+  if (s->mma == SFA_SPEC_MMA_WS)
+    return 48 + ((s->num_warps == 12) * 2 + (s->block_n == 128)) * 3 + (s->num_stages - 2);
   int b = s->block_n == 32 ? 0 : s->block_n == 64 ? 1 : 2;
   return (((s->mma == SFA_SPEC_MMA_WGMMA) * 2 + (s->block_m == 128)) * 3 + b) * 2 * 2 +
          (s->num_warps == 8) * 2 + (s->num_stages - 1);
@@ -33,10 +36,12 @@ static int tile_index(const sfa_kernel_spec *s) {
 
 /* ---------------------------------------------------------------- candidates */
 
-/* Checks base's candidates; returns how many of them use wgmma. */
+static int last_nws; /* ws candidates of the last check_candidates */
+
+/* Checks base's candidates; returns how many of them use wgmma (last_nws: ws). */
 static int check_candidates(sfa_kernel_spec base) {
   sfa_kernel_spec *c = NULL, def = base;
-  int n = -1, nwg = 0;
+  int n = -1, nwg = 0, nws = 0;
   char err[512] = "", name[128];
   ck_assert_msg(sfa__tune_candidates(&base, &c, &n, err, sizeof err) == SFA_OK, "%s", err);
   ck_assert_int_eq(sfa_spec_default(&def, NULL, 0), SFA_OK);
@@ -53,6 +58,7 @@ static int check_candidates(sfa_kernel_spec base) {
     ck_assert_int_eq(sfa_spec_name(&c[i], name, sizeof name), SFA_OK);
     ck_assert_msg(seen[tile_index(&c[i])]++ == 0, "duplicate %s", name);
     nwg += c[i].mma == SFA_SPEC_MMA_WGMMA;
+    nws += c[i].mma == SFA_SPEC_MMA_WS;
   }
   /* complete: every valid tile of the grid, with either mma kind, is there */
   for (int wg = 0; wg < 2; wg++)
@@ -68,7 +74,19 @@ static int check_candidates(sfa_kernel_spec base) {
               ck_assert_msg(seen[tile_index(&t)], "missing a valid tile");
             }
           }
+  for (int w = 8; w <= 12; w += 4)
+    for (int b = 64; b <= 128; b += 64)
+      for (int s = 2; s <= 4; s++) {
+        sfa_kernel_spec t = def;
+        t.block_m = 16 * (w - 4), t.block_n = b, t.num_warps = w, t.num_stages = s;
+        t.mma = SFA_SPEC_MMA_WS;
+        if (sfa_spec_validate(&t, NULL, 0) == SFA_OK) {
+          valid++;
+          ck_assert_msg(seen[tile_index(&t)], "missing a valid ws tile");
+        }
+      }
   ck_assert_int_eq(n, valid);
+  last_nws = nws;
   free(c);
   return nwg;
 }
@@ -104,14 +122,17 @@ START_TEST(wgmma_candidates_for_sm90_fwd_and_bwd) {
   ck_assert_int_eq(sfa__tune_candidates(&b, &c, &n, NULL, 0), SFA_OK);
   ck_assert_int_gt(nwg, 0);
   ck_assert_int_lt(nwg, n); /* both kinds */
+  ck_assert_int_eq(last_nws, 10); /* 12 ws tiles; at D 128 four stages of 128 keys do not fit */
   free(c);
   ck_assert_int_gt(check_candidates(cls(SFA_MODE_HASH, SFA_DTYPE_FP16, 64, 90, 0)), 0);
   ck_assert_int_eq(check_candidates(cls(SFA_MODE_DENSE, SFA_DTYPE_BF16, 128, 80, SFA_FEAT_CAUSAL)),
                    0);
   ck_assert_int_eq(check_candidates(cls(SFA_MODE_DENSE, SFA_DTYPE_BF16, 96, 90, SFA_FEAT_CAUSAL)),
                    0);
-  /* bwd: m64 with n64 w4 or n128 w8, s1 or s2 */
+  ck_assert_int_eq(last_nws, 0);
+  /* bwd: m64 with n64 w4 or n128 w8, s1 or s2; no ws */
   ck_assert_int_eq(check_candidates(with_pass(b, SFA_PASS_BWD)), 4);
+  ck_assert_int_eq(last_nws, 0);
   ck_assert_int_eq(check_candidates(with_pass(b, SFA_PASS_BWD_DQ)), 0);
 }
 END_TEST

@@ -39,7 +39,8 @@ static void write_file(const char *dir, const char *name, const char *text) {
 static void check_mode_code(const sfa_kernel_spec *s, const char *name, const char *src) {
   const int bwd = s->pass == SFA_PASS_BWD, det = (s->flags & SFA_FEAT_DETERMINISTIC) != 0;
   const int dec = s->pass == SFA_PASS_DECODE;
-  const int wg = s->mma == SFA_SPEC_MMA_WGMMA;
+  const int wg = s->mma == SFA_SPEC_MMA_WGMMA || s->mma == SFA_SPEC_MMA_WS;
+  const int ws = s->mma == SFA_SPEC_MMA_WS;
   char plan_entry[SFA__NAME_MAX + 32];
   snprintf(plan_entry, sizeof plan_entry, "%s%s(const sfa_bwd_args a)", name, SFA__PLAN_SUFFIX);
   struct { int want; const char *ident; } marks[] = {
@@ -53,6 +54,11 @@ static void check_mode_code(const sfa_kernel_spec *s, const char *name, const ch
     {dec && s->mode == SFA_MODE_WINDOW, "key_lo = off - wl"}, /* its window bounds */
     {bwd && !det, wg ? "sfa_red_add4(dst" : "sfa_red_add2(p"}, /* dq by atomics */
     {wg, "wgmma.mma_async"},
+    /* ws: the copy engine's loads on mbarriers, the registers moved to the consumers */
+    {ws, "cp.async.bulk.tensor.4d"},
+    {ws, "mbarrier.try_wait.parity"},
+    {ws, "setmaxnreg.inc.sync.aligned.u32"},
+    {!ws, "sfa_cp_commit();"},              /* the others copy with cp.async */
     {wg && bwd && !det, "sfa_wg_ss64t(acc"},  /* dq as transposed-operand products */
     {s->pass == SFA_PASS_BWD_DQ, "dq = 0"},    /* its empty-tile path */
     {sfa__bwd_plan(s), plan_entry},              /* the plan kernel, hash bwd only */
@@ -74,10 +80,11 @@ START_TEST(source_for_every_preset_variant) {
     size_t n = 0;
     ck_assert_int_eq(sfa__preset(presets[p], arch, 2, &specs, &n, NULL, 0), SFA_OK);
     /* per arch: fwd, and for D <= 128 bwd, bwd + det, bwddq; all-modes on
-    ** sm_90 also fwd, bwd and bwd + det in the other mma kind; 28 decode
-    ** kernels and the 10 utility kernels per arch */
+    ** sm_90 also fwd, bwd and bwd + det in the other mma kind and the 32 fwd
+    ** kernels without a mask warp-specialized; 28 decode kernels and the 11
+    ** utility kernels per arch */
     ck_assert_uint_eq(n, p == 0 ? 2 * (44 + 3 * 44 + 28 + 11)
-                                : 2 * 4 * 48 + 3 * 48 + 2 * (28 + 11));
+                                : 2 * 4 * 48 + 3 * 48 + 32 + 2 * (28 + 11));
     for (size_t i = 0; i < n; i++) {
       sfa_kernel_spec s = specs[i];
       char name[SFA__NAME_MAX], err[1024] = "", *src = NULL, pat[SFA__NAME_MAX + 4];
@@ -180,20 +187,23 @@ START_TEST(preset_contents) {
   memset(count, 0, sizeof count);
   ck_assert_int_eq(sfa__preset("all-modes", arch, 1, &v, &n, err, sizeof err), SFA_OK);
   /* 48 classes x (fwd, bwd, bwd + det, bwddq), and on sm_90 fwd, bwd and
-  ** bwd + det also in the other mma kind */
-  ck_assert_uint_eq(n, 4 * 48 + 3 * 48 + 28 + 11);
+  ** bwd + det also in the other mma kind, and fwd warp-specialized where no
+  ** mask (32 classes) */
+  ck_assert_uint_eq(n, 4 * 48 + 3 * 48 + 32 + 28 + 11);
   expect_utils(v, n, 11);
-  int kinds[3][2] = {{0}};
+  int kinds[3][3] = {{0}};
   for (size_t i = 0; i < n; i++) {
-    const int wg = v[i].mma == SFA_SPEC_MMA_WGMMA;
+    const int wg = v[i].mma == SFA_SPEC_MMA_WGMMA ? 1 : v[i].mma == SFA_SPEC_MMA_WS ? 2 : 0;
     if (sfa__pass_is_util(v[i].pass) || v[i].pass == SFA_PASS_DECODE) continue;
     ck_assert(v[i].head_dim == 64 || v[i].head_dim == 128);
     ck_assert(!wg || v[i].pass != SFA_PASS_BWD_DQ);
+    ck_assert(wg != 2 || (v[i].pass == SFA_PASS_FWD && !(v[i].flags & SFA_FEAT_MASK)));
     kinds[v[i].pass][wg]++;
-    if (v[i].pass == SFA_PASS_FWD && wg) count[v[i].mode][v[i].flags]++;
+    if (v[i].pass == SFA_PASS_FWD && wg == 1) count[v[i].mode][v[i].flags]++;
   }
   ck_assert_int_eq(kinds[SFA_PASS_FWD][0], 48);
   ck_assert_int_eq(kinds[SFA_PASS_FWD][1], 48);
+  ck_assert_int_eq(kinds[SFA_PASS_FWD][2], 32);
   ck_assert_int_eq(kinds[SFA_PASS_BWD][0], 96);
   ck_assert_int_eq(kinds[SFA_PASS_BWD][1], 96);
   ck_assert_int_eq(kinds[SFA_PASS_BWD_DQ][0], 48);
@@ -501,7 +511,7 @@ START_TEST(sfa_gen_tool) {
   f = fopen(cmd, "r");
   ck_assert(f && fscanf(f, "%d", &n) == 1);
   fclose(f);
-  ck_assert_int_eq(n, 2 * 4 * 48 + 3 * 48 + 2 * (28 + 11));
+  ck_assert_int_eq(n, 2 * 4 * 48 + 3 * 48 + 32 + 2 * (28 + 11));
 
   /* Utility kernels: by --pass (its dtype, or the one it takes) and by name. */
   expect_first_listed(tool, dir, "--pass topk --dtype fp32 --arch 80,90", "sfa_topk_fp32_sm80\n");

@@ -337,6 +337,45 @@ START_TEST(cached_bwd_rows_of_either_mma_kind_are_used) {
 }
 END_TEST
 
+/* A warp-specialized forward (mma ws) reads q, k and v through tensor maps:
+** its db row is used where the copy engine can address them (no_tma 0) and
+** gives way to the wgmma default where it cannot; forcing the kind (SFA_MMA_WS)
+** likewise. */
+START_TEST(ws_gives_way_to_wgmma_where_the_copy_engine_cannot_address) {
+  sfa__device d = fake_dev(0, 90);
+  sfa__problem p = problem(2, 8, 4096);
+  sfa_kernel_spec c = cls(SFA_PASS_FWD, 128, 90, SFA_FEAT_CAUSAL);
+  put_row("Fake GPU 0", 90, &c, &p, (sfa_tune_config){128, 128, 12, 3, SFA_SPEC_MMA_WS});
+  sfa_context *ctx = make_ctx(SFA_TUNE_CACHED);
+  sfa_kernel_spec s = select_ok(ctx, &d, c, &p);
+  ck_assert(s.block_m == 128 && s.num_warps == 12 && s.num_stages == 3 &&
+            s.mma == SFA_SPEC_MMA_WS);
+  p.no_tma = 1;
+  s = select_ok(ctx, &d, c, &p);
+  sfa_kernel_spec want = c;
+  ck_assert_int_eq(sfa__spec_default_mma(&want, 1, NULL, 0), SFA_OK);
+  assert_tile(&s, &want);
+  sfa_context_destroy(ctx);
+
+  sfa_options o;
+  sfa_options_init(&o);
+  o.cache_dir = cache;
+  o.mma = SFA_MMA_WS;
+  ck_assert_int_eq(sfa_context_create(&ctx, &o), SFA_OK);
+  p.no_tma = 0;
+  s = select_ok(ctx, &d, c, &p);
+  ck_assert_int_eq(s.mma, SFA_SPEC_MMA_WS);
+  p.no_tma = 1;
+  s = select_ok(ctx, &d, c, &p);
+  assert_tile(&s, &want);
+  sfa_kernel_spec b = cls(SFA_PASS_BWD, 128, 90, SFA_FEAT_CAUSAL); /* no ws backward: wgmma */
+  p.no_tma = 0;
+  s = select_ok(ctx, &d, b, &p);
+  ck_assert_int_eq(s.mma, SFA_SPEC_MMA_WGMMA);
+  sfa_context_destroy(ctx);
+}
+END_TEST
+
 /* Each device (ordinal, cc) has its own db; memo entries do not leak across. */
 START_TEST(devices_have_their_own_db_and_memo) {
   sfa__device d0 = fake_dev(0, 90), d1 = fake_dev(1, 90);
@@ -369,7 +408,7 @@ START_TEST(on_tunes_a_miss_once_and_records_it) {
   sfa_kernel_spec want = target_of(c);
   sfa_kernel_spec def = dflt(c);
   ck_assert(!same_tile(&want, &def) && !db_file_exists("Fake GPU 0", 90));
-  ck_assert(want.mma == SFA_SPEC_MMA_WGMMA); /* so the db round trip carries mma wgmma */
+  ck_assert(want.mma == SFA_SPEC_MMA_WS); /* so the db round trip carries mma ws */
 
   sfa_context *ctx = make_ctx(SFA_TUNE_ON);
   sfa_kernel_spec s = select_ok(ctx, &d, c, &p);
@@ -556,6 +595,7 @@ static Suite *select_suite(void) {
   tcase_add_test(tc, cached_lookups_are_memoized);
   tcase_add_test(tc, cached_row_invalid_for_the_arch_gives_the_default);
   tcase_add_test(tc, cached_bwd_rows_of_either_mma_kind_are_used);
+  tcase_add_test(tc, ws_gives_way_to_wgmma_where_the_copy_engine_cannot_address);
   tcase_add_test(tc, devices_have_their_own_db_and_memo);
   tcase_add_test(tc, on_tunes_a_miss_once_and_records_it);
   tcase_add_test(tc, on_for_a_pass_it_cannot_launch_is_cached);

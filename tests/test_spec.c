@@ -119,8 +119,10 @@ START_TEST(warps_rule) {
   int bad[] = {0, 1, 2, 3, 5, 16, -4};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     s.num_warps = bad[i];
-    expect(&s, SFA_ERR_INVALID_ARGUMENT, "num_warps:", "must be 4 or 8");
+    expect(&s, SFA_ERR_INVALID_ARGUMENT, "num_warps:", "must be 4, 8 or 12");
   }
+  s.num_warps = 12; /* a producer and two consumer warpgroups: mma ws only */
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "num_warps: 12 is allowed with mma ws only", NULL);
   s.num_warps = 8;
   expect(&s, SFA_OK, NULL, NULL);
 }
@@ -160,10 +162,16 @@ END_TEST
 
 START_TEST(stages_rule) {
   sfa_kernel_spec s = good();
-  int bad[] = {0, 3, 4, -1};
+  int bad[] = {0, 5, -1};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     s.num_stages = bad[i];
-    expect(&s, SFA_ERR_INVALID_ARGUMENT, "num_stages:", "1 or 2");
+    expect(&s, SFA_ERR_INVALID_ARGUMENT, "num_stages:", "must be 1..4");
+  }
+  /* 3 and 4: pass decode and mma ws only */
+  for (int n = 3; n <= 4; n++) {
+    s.num_stages = n;
+    expect(&s, SFA_ERR_INVALID_ARGUMENT, "is not allowed in pass fwd; must be 1 or 2",
+           "2..4 with mma ws; 1..4 in pass decode");
   }
   s.num_stages = 2;
   expect(&s, SFA_OK, NULL, NULL);
@@ -205,9 +213,52 @@ START_TEST(flags_rule) {
   expect(&s, SFA_ERR_INVALID_ARGUMENT, "flags: 0x10 has unknown bits",
          "the mma kind is the field mma, SFA_SPEC_MMA_WGMMA");
   s.flags = 0;
-  s.mma = (sfa_spec_mma)2;
-  expect(&s, SFA_ERR_INVALID_ARGUMENT, "mma: 2 is not allowed",
-         "SFA_SPEC_MMA_SYNC (0) or SFA_SPEC_MMA_WGMMA (1)");
+  s.mma = (sfa_spec_mma)3;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "mma: 3 is not allowed",
+         "SFA_SPEC_MMA_SYNC (0), SFA_SPEC_MMA_WGMMA (1) or SFA_SPEC_MMA_WS (2)");
+}
+END_TEST
+
+/* mma ws (the warp-specialized forward): pass fwd on sm_90 only, head_dim 64
+** or 128, a producer warpgroup and 1 or 2 consumers of 64 rows (block_m == 64
+** * (num_warps / 4 - 1)), block_n 64 or 128, 2..4 stages, no varlen or mask.
+** Each error names its field. */
+START_TEST(ws_rule) {
+  sfa_kernel_spec s = good();
+  s.mma = SFA_SPEC_MMA_WS;
+  s.block_m = 128, s.block_n = 128, s.num_warps = 12, s.num_stages = 2;
+  expect(&s, SFA_OK, NULL, NULL);
+  s.num_stages = 3; /* 32 KB of Q, 3 x 64 KB of K and V: just fits sm_90's 227 KB */
+  expect(&s, SFA_OK, NULL, NULL);
+  s.num_stages = 4;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "needs", "sm_90 allows");
+  s.head_dim = 64; /* half the bytes: 4 stages fit */
+  expect(&s, SFA_OK, NULL, NULL);
+  s.head_dim = 128, s.num_stages = 2;
+  s.block_m = 64, s.num_warps = 8, s.block_n = 64; /* one consumer */
+  expect(&s, SFA_OK, NULL, NULL);
+  s.mode = SFA_MODE_WINDOW, s.flags = SFA_FEAT_CAUSAL | SFA_FEAT_BIAS;
+  expect(&s, SFA_OK, NULL, NULL);
+  s.flags |= SFA_FEAT_MASK;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "flags: mask is not allowed with mma ws", "use mma wgmma");
+  s.mode = SFA_MODE_DENSE, s.flags = SFA_FEAT_CAUSAL | SFA_FEAT_VARLEN;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "flags: varlen is not allowed with mma ws", NULL);
+  s.flags = SFA_FEAT_CAUSAL;
+  s.block_m = 128; /* 8 warps: one consumer of 64 rows */
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "block_m: 128 is not allowed with mma ws and num_warps 8",
+         "must be 64");
+  s.block_m = 64, s.num_warps = 4;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "num_warps: 4 is not allowed with mma ws", "8 or 12");
+  s.num_warps = 8, s.block_n = 32;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "block_n: 32 is not allowed with mma ws", NULL);
+  s.block_n = 64, s.num_stages = 1;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "num_stages: 1 is not allowed with mma ws", "2..4");
+  s.num_stages = 2, s.head_dim = 96;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "head_dim: 96 is not allowed with mma ws", NULL);
+  s.head_dim = 128, s.arch = 80;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "mma: ws", "pass fwd on sm_90 only");
+  s.arch = 90, s.pass = SFA_PASS_BWD;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "mma: ws", "pass fwd on sm_90 only");
 }
 END_TEST
 
@@ -452,6 +503,14 @@ START_TEST(name_of_a_wg_spec) {
   ck_assert_int_eq(back.mma, SFA_SPEC_MMA_WGMMA);
   ck_assert_int_eq(sfa_spec_name(&back, buf, sizeof buf), SFA_OK);
   ck_assert_str_eq(buf, all);
+  /* the warp-specialized forward spells "ws" in the same place */
+  const char *ws = "sfa_fwd_window_causal_bias_ws_bf16_d64_m128n128_w12s3_sm90";
+  ck_assert_msg(sfa_spec_parse(ws, &back, err, sizeof err) == SFA_OK, "%s", err);
+  ck_assert_int_eq(back.mma, SFA_SPEC_MMA_WS);
+  ck_assert(back.num_warps == 12 && back.num_stages == 3);
+  ck_assert_int_eq(sfa_spec_validate(&back, err, sizeof err), SFA_OK);
+  ck_assert_int_eq(sfa_spec_name(&back, buf, sizeof buf), SFA_OK);
+  ck_assert_str_eq(buf, ws);
 }
 END_TEST
 
@@ -533,12 +592,13 @@ START_TEST(parse_errors) {
   parse_fails("sfa_fwd_dense_causal_causal_bf16_d128_m128n64_w4s1_sm90", "bad token 'causal'");
   parse_fails("sfa_fwd_dense_bias_causal_bf16_d128_m128n64_w4s1_sm90", "order causal, bias");
   parse_fails("sfa_fwd_dense_wg_causal_bf16_d128_m64n128_w4s1_sm90",
-              "order causal, bias, mask, det, strict, softcap, alibi, varlen, gather, wg");
+              "order causal, bias, mask, det, strict, softcap, alibi, varlen, gather, then wg or ws");
   parse_fails("sfa_bwd_dense_wg_det_bf16_d128_m64n128_w8s2_sm90",
-              "order causal, bias, mask, det, strict, softcap, alibi, varlen, gather, wg");
+              "order causal, bias, mask, det, strict, softcap, alibi, varlen, gather, then wg or ws");
   parse_fails("sfa_fwd_dense_wg_wg_bf16_d128_m64n128_w4s1_sm90", "bad token 'wg'");
+  parse_fails("sfa_fwd_dense_wg_ws_bf16_d128_m128n128_w12s2_sm90", "bad token 'ws'");
   parse_fails("sfa_fwd_dense_wgmma_bf16_d128_m64n128_w4s1_sm90",
-              "a flag (causal, bias, mask, det, strict, softcap, alibi, varlen, gather, wg) or the dtype");
+              "a flag (causal, bias, mask, det, strict, softcap, alibi, varlen, gather, wg, ws) or the dtype");
   parse_fails("sfa_fwd_dense_bf16_128_m128n64_w4s1_sm90", "bad token '128'");
   parse_fails("sfa_fwd_dense_bf16_d0128_m128n64_w4s1_sm90", "bad token 'd0128'");
   parse_fails("sfa_fwd_dense_bf16_d128x_m128n64_w4s1_sm90", "bad token 'd128x'");
@@ -693,6 +753,21 @@ START_TEST(defaults_of_an_mma_kind) {
   ck_assert_int_eq(sfa__spec_default_mma(&f, -1, NULL, 0), SFA_OK);
   ck_assert_uint_eq(f.flags, 0);
   ck_assert_int_eq(f.mma, SFA_SPEC_MMA_WGMMA);
+  /* ws on request: two consumers, 128-key tiles, two stages; where it is
+  ** not allowed (the backward, a mask, sm_80) wgmma, then mma.sync */
+  ck_assert_int_eq(sfa__spec_default_mma(&f, 2, NULL, 0), SFA_OK);
+  ck_assert_int_eq(f.mma, SFA_SPEC_MMA_WS);
+  ck_assert(f.block_m == 128 && f.block_n == 128 && f.num_warps == 12 && f.num_stages == 2);
+  ck_assert_int_eq(sfa_spec_validate(&f, NULL, 0), SFA_OK);
+  sfa_kernel_spec w = s; /* the bwd above */
+  ck_assert_int_eq(sfa__spec_default_mma(&w, 2, NULL, 0), SFA_OK);
+  ck_assert_int_eq(w.mma, SFA_SPEC_MMA_WGMMA);
+  w.pass = SFA_PASS_FWD, w.mode = SFA_MODE_WINDOW, w.flags = SFA_FEAT_CAUSAL | SFA_FEAT_MASK;
+  ck_assert_int_eq(sfa__spec_default_mma(&w, 2, NULL, 0), SFA_OK);
+  ck_assert_int_eq(w.mma, SFA_SPEC_MMA_WGMMA);
+  w.arch = 80;
+  ck_assert_int_eq(sfa__spec_default_mma(&w, 2, NULL, 0), SFA_OK);
+  ck_assert_int_eq(w.mma, SFA_SPEC_MMA_SYNC);
   static const struct { sfa_pass pass; int d, arch; } never[] = {
     {SFA_PASS_BWD, 128, 80}, {SFA_PASS_BWD, 96, 90}, {SFA_PASS_BWD_DQ, 128, 90},
     {SFA_PASS_FWD, 256, 90}};
@@ -909,6 +984,7 @@ int main(void) {
   tcase_add_test(v, flags_rule);
   tcase_add_test(v, flags_per_mode);
   tcase_add_test(v, wgmma_rule);
+  tcase_add_test(v, ws_rule);
   tcase_add_test(v, smem_rule);
   tcase_add_test(v, register_rule);
   tcase_add_test(v, smem_bytes);

@@ -368,9 +368,9 @@ START_TEST(put_rejects_bad_rows) {
   ck_assert_int_eq(sfa_tunedb_put(db, &x, err, sizeof err), SFA_ERR_INVALID_ARGUMENT);
   ck_assert_msg(strstr(err, "flags: 0x10 has unknown bits") != NULL, "%s", err);
   x = r;
-  x.cfg.mma = (sfa_spec_mma)2;
+  x.cfg.mma = (sfa_spec_mma)3;
   ck_assert_int_eq(sfa_tunedb_put(db, &x, err, sizeof err), SFA_ERR_INVALID_ARGUMENT);
-  ck_assert_msg(strstr(err, "mma: 2 is not allowed") != NULL, "%s", err);
+  ck_assert_msg(strstr(err, "mma: 3 is not allowed") != NULL, "%s", err);
   ck_assert_uint_eq(sfa_tunedb_count(db), 0);
   sfa_tunedb_close(db);
 }

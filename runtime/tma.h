@@ -1,0 +1,36 @@
+/*
+** tma.h -- internal: tensor maps (CUtensorMap) for the warp-specialized
+** forward (templates/fwd_ws.lt), which loads q, k and v tiles with the tensor
+** copy engine. A map describes one [B, H, T, D] tensor (D innermost, strides
+** in elements) and a box of box_cols x box_rows elements, 128-byte swizzled,
+** rows past T read as zeros. Implemented in runtime/tma.c.
+*/
+#ifndef SFA_RUNTIME_TMA_H
+#define SFA_RUNTIME_TMA_H
+
+#include <stdint.h>
+
+#include "runtime/driver.h"
+
+/* One tensor as the kernel's parameter block has it. */
+typedef struct sfa__tma_tensor {
+  uint64_t data;                /* device address */
+  sfa_dtype dtype;              /* SFA_DTYPE_FP16 or SFA_DTYPE_BF16 */
+  int64_t B, H, T, D;
+  int64_t sb, sh, st;           /* strides of B, H, T in elements; D's is 1 */
+} sfa__tma_tensor;
+
+/* 1 where the copy engine can address t: a 16-byte aligned base, and every
+** stride of a dimension longer than 1 a positive multiple of 16 bytes below
+** 2^40 (D's stride is 1 by the caller's checks). */
+int sfa__tma_addressable(const sfa__tma_tensor *t);
+
+/* The map of t with a box of box_cols x box_rows into *map. Maps are kept in
+** a small per-thread cache keyed by the tensor and the box, so a training
+** loop that calls with the same tensors encodes each once. Errors: the
+** driver lacks cuTensorMapEncodeTiled (SFA_ERR_UNSUPPORTED), the driver
+** refuses (SFA_ERR_CUDA); the message goes to err. */
+sfa_status sfa__tma_map(const sfa_driver *d, const sfa__tma_tensor *t, int box_cols,
+                        int box_rows, CUtensorMap *map, char *err, size_t errlen);
+
+#endif
