@@ -93,12 +93,12 @@ void tg_close(void) {
   tg_tmpdir = NULL;
 }
 
-sfa_context *tg_push_mma_sync(void) {
+sfa_context *tg_push_mma(sfa_mma_kind kind) {
   sfa_context *saved = tg_ctx, *sctx = NULL;
   sfa_options o;
   sfa_options_init(&o);
   o.cache_dir = tg_tmpdir;
-  o.mma = SFA_MMA_SYNC;
+  o.mma = kind;
   ck_assert_msg(sfa_context_create(&sctx, &o) == SFA_OK, "%s", sctx ? sfa_last_error(sctx) : "");
   tg_ctx = sctx;
   return saved;
@@ -393,3 +393,85 @@ void tg_case_free(srun *R) {
   memset(R, 0, sizeof *R);
 }
 
+/* ------------------------------------------------------------ one forward case */
+
+/* Poison the outputs, launch, wait. */
+void tg_case_launch(srun *R) {
+  const scase *c = &R->c;
+  TG_CU(tg_drv->cuMemsetD8(R->dout, 0xFF, R->nq * 2)); /* NaN: an unwritten element fails */
+  TG_CU(tg_drv->cuMemsetD8(R->dl, 0xFF, R->nrows * 4));
+  if (c->mode == SFA_MODE_QK_DROP || c->mode == SFA_MODE_HASH) {
+    sfa_status st = sfa_check_indices(tg_ctx, &R->p, &R->ex, c->Tq, c->Tk, NULL);
+    ck_assert_msg(st == SFA_OK, "%s: sfa_check_indices: %s: %s", R->desc,
+                  sfa_status_string(st), sfa_last_error(tg_ctx));
+  }
+  sfa_status st = sfa_forward(tg_ctx, &R->p, &R->tq, &R->tk, &R->tv, R->has_ex ? &R->ex : NULL,
+                              &R->to, &R->tl, NULL);
+  ck_assert_msg(st == SFA_OK, "%s: sfa_forward: %s: %s", R->desc, sfa_status_string(st),
+                sfa_last_error(tg_ctx));
+  CUresult r = tg_drv->cuCtxSynchronize();
+  const char *name = "?";
+  if (r != CUDA_SUCCESS) tg_drv->cuGetErrorName(r, &name);
+  ck_assert_msg(r == CUDA_SUCCESS, "%s: after the launch: %s", R->desc, name);
+}
+
+void tg_case_verify(srun *R) {
+  const scase *c = &R->c;
+  TG_CU(tg_drv->cuMemcpyDtoH(R->ho, R->dout, R->nq * 2));
+  TG_CU(tg_drv->cuMemcpyDtoH(R->hl, R->dl, R->nrows * 4));
+  char why[512];
+  sfa_status st = sfa_reference_forward(&R->p, c->B, c->Hq, c->Hkv, c->Tq, c->Tk, c->D, R->rq,
+                                        R->rk, R->rv, R->has_ex ? &R->hx : NULL, R->ro, R->rl,
+                                        why, sizeof why);
+  ck_assert_msg(st == SFA_OK, "%s: reference: %s", R->desc, why);
+
+  double diff2 = 0, ref2 = 0, max_abs = 0, lse_err = 0;
+  long nan = 0, bad_empty = 0, empty_rows = 0;
+  size_t first_bad = (size_t)-1;
+  for (size_t row = 0; row < R->nrows; row++) {
+    const int empty = isinf(R->rl[row]) && R->rl[row] < 0;
+    const float g = R->hl[row];
+    int bad = 0;
+    empty_rows += empty;
+    if (empty) {
+      if (!(isinf(g) && g < 0)) bad_empty++, bad = 1;
+    } else if (!isfinite(g)) {
+      nan++, bad = 1;
+    } else if (fabs((double)g - R->rl[row]) > lse_err) {
+      lse_err = fabs((double)g - R->rl[row]);
+    }
+    for (size_t x = row * c->D; x < (row + 1) * c->D; x++) {
+      const float o = tg_from_half(c->dtype, R->ho[x]);
+      if (isnan(o)) {
+        nan++, bad = 1;
+        continue;
+      }
+      if (empty && o != 0.0f) bad_empty++, bad = 1;
+      const double d = fabs((double)o - R->ro[x]);
+      diff2 += d * d;
+      ref2 += (double)R->ro[x] * R->ro[x];
+      if (d > max_abs) max_abs = d;
+    }
+    if (bad && first_bad == (size_t)-1) first_bad = row;
+  }
+  const double rel = ref2 > 0 ? sqrt(diff2 / ref2) : sqrt(diff2);
+  const double tol = c->dtype == SFA_DTYPE_BF16 ? 1e-2 : 5e-3;
+  char where[96] = "";
+  if (first_bad != (size_t)-1)
+    snprintf(where, sizeof where, " first bad row (b,h,t)=(%zu,%zu,%zu)",
+             first_bad / ((size_t)c->Hq * c->Tq), first_bad / c->Tq % c->Hq, first_bad % c->Tq);
+  ck_assert_msg(nan == 0 && bad_empty == 0 && rel < tol && lse_err < 1e-2,
+                "%s: rel_err=%.3e (tol %.0e) max_abs=%.3e lse_err=%.3e nan/unwritten=%ld "
+                "bad_empty=%ld%s",
+                R->desc, rel, tol, max_abs, lse_err, nan, bad_empty, where);
+  printf("ok %s: rel_err=%.2e lse_err=%.2e empty_rows=%ld/%zu\n", R->desc, rel, lse_err,
+         empty_rows, R->nrows);
+}
+
+void tg_case_run(const scase *c) {
+  srun R;
+  tg_case_setup(&R, c);
+  tg_case_launch(&R);
+  tg_case_verify(&R);
+  tg_case_free(&R);
+}

@@ -37,10 +37,10 @@ extern char *tg_tmpdir;   /* the private kernel cache dir of tg_ctx (NULL: SFA_C
 int tg_open(const char *suite, uint64_t default_seed);
 void tg_close(void);
 
-/* tg_ctx becomes a context that forces the mma.sync kernels (SFA_MMA_SYNC,
-** the same kernel cache dir); the one it replaces is returned, for
-** tg_pop_context, which destroys the mma.sync context and puts it back. */
-sfa_context *tg_push_mma_sync(void);
+/* tg_ctx becomes a context that forces an mma kind (e.g. SFA_MMA_SYNC, the
+** same kernel cache dir); the one it replaces is returned, for
+** tg_pop_context, which destroys the forcing context and puts it back. */
+sfa_context *tg_push_mma(sfa_mma_kind kind);
 void tg_pop_context(sfa_context *saved);
 
 /* The bounds of the GPU suites: relative L2 error of a forward output (o) and
@@ -121,5 +121,15 @@ CUdeviceptr tg_upload_index(const int32_t *host, int B, int H, int T, int pad, s
 ** params, and device buffers for o and lse; tg_case_free releases it all. */
 void tg_case_setup(srun *R, const scase *c);
 void tg_case_free(srun *R);
+
+/* The case through sfa_forward on tg_ctx (outputs poisoned with NaN first;
+** qk_drop and hash indices checked) against the float64 reference: o within
+** the dtype's bound, lse within TG_LSE_TOL, rows that see nothing o = 0 and
+** lse = -inf; prints one "ok" line. tg_case_run is setup, launch, verify and
+** free; tg_case_launch (poison, sfa_forward, synchronize) and tg_case_verify
+** (against the reference of R's host copies) are its steps. */
+void tg_case_run(const scase *c);
+void tg_case_launch(srun *R);
+void tg_case_verify(srun *R);
 
 #endif

@@ -334,7 +334,7 @@ END_TEST
 ** context that forces the mma kind (CK_RUN_CASE=sync; also small enough for
 ** the sanitizers). Before sm_90 this is a second pass over the default. */
 START_TEST(mma_sync_kernels) {
-  sfa_context *saved = tg_push_mma_sync();
+  sfa_context *saved = tg_push_mma(SFA_MMA_SYNC);
   scase c = tg_case(SFA_MODE_DENSE, 2, 300, 500, 128, SFA_DTYPE_BF16);
   c.causal = 1, c.seed = tg_seed + 1100;
   run_case(&c);

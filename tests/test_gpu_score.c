@@ -366,7 +366,7 @@ END_TEST
 
 /* The mma.sync kernels where sm_90 would use wgmma (D 64 and 128). */
 START_TEST(mma_sync_kernels) {
-  sfa_context *saved = tg_push_mma_sync();
+  sfa_context *saved = tg_push_mma(SFA_MMA_SYNC);
   score_case s[] = {qk_drop(2, 400, 350, 128, 0, 0, 60), hash(1, 500, 400, 64, 1, 4, 61),
                     dense(2, 300, 500, 128, 1, 1, 62)};
   s[0].strict = 1, s[1].strict = 1, s[1].softcap = 2.0f;

@@ -509,7 +509,7 @@ END_TEST
 
 /* The mma.sync kernels on sm_90 too (a context that asks for them). */
 START_TEST(mma_sync_kernels) {
-  sfa_context *saved = tg_push_mma_sync();
+  sfa_context *saved = tg_push_mma(SFA_MMA_SYNC);
   vcase c = mk(SFA_MODE_DENSE, SFA_DTYPE_BF16, 4, 2, 128, L1, NULL, 50);
   c.causal = 1;
   run_case(&c);
