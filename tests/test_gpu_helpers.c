@@ -892,13 +892,15 @@ START_TEST(varlen_helpers_survive_wrong_cu_seqlens) {
   SFA_OK_OR_ABORT(sfa_hash_unsort_varlen(ctx, &cu.t, &xs.t, &idx.t, &o.t, NULL), "unsort");
   SFA_OK_OR_ABORT(sfa_topk_mask_varlen(ctx, &cu.t, &cu.t, &bias.t, 3, 1, &mask.t, NULL), "topk");
   CU(drv->cuCtxSynchronize());
-  /* the mask's padding columns [K, 48) keep their poison */
+  /* the mask's padding columns [K, 48) keep their poison (the storage ends
+  ** with the last row's column K - 1: that row has no padding) */
   dt_expect_begin(&mask);
   dt_download(&mask);
   for (int64_t h = 0; h < H; h++)
     for (int64_t r = 0; r < T; r++)
       for (int64_t j = K; j < 48; j++) {
         int64_t ix[3] = {h, r, j};
+        if (dt_index(&mask, ix) >= mask.nstore) break;
         ck_assert_int_eq(*(uint8_t *)dt_at(&mask, ix), 0xEE);
       }
   dt_free(&cu), dt_free(&bucket), dt_free(&idx), dt_free(&hash), dt_free(&x), dt_free(&xs);

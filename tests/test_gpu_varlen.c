@@ -160,7 +160,8 @@ static void run_case(const vcase *c) {
   /* window: bias [bh, BR, KM] (q's dtype) and mask [mh, MR, KM] (uint8, rows
   ** of KS bytes, a multiple of 16), dbias like the bias */
   int KM = c->kmax;
-  for (int b = 0; b < B && !KM; b++) KM = c->lk[b] > KM ? c->lk[b] : KM;
+  if (!KM) /* the longest sequence's keys */
+    for (int b = 0; b < B; b++) KM = c->lk[b] > KM ? c->lk[b] : KM;
   if (KM < 1) KM = 1;
   const int BR = c->brow ? 1 : TQ, MR = c->mrow ? 1 : TQ, KS = (KM + 15) / 16 * 16;
   const size_t nb = c->bias ? (size_t)c->bh * BR * KM : 0;
@@ -307,7 +308,7 @@ static void run_case(const vcase *c) {
                 rb[((size_t)h * BR + (c->brow ? 0 : cq[b] + t)) * KM + j];
       hx.bias = sb, hx.bias_heads = c->bh, hx.bias_rows = sbr;
     }
-    if (c->mask || tkb > KM) {
+    if (c->mask || (c->bias && tkb > KM)) { /* only window takes a bias or a mask */
       sm = calloc((size_t)smh * smr * tkb, 1);
       ck_assert_ptr_nonnull(sm);
       for (int h = 0; h < smh; h++)
