@@ -134,15 +134,15 @@ static sfa_status add_groups(list *l, const group *g, size_t ng, int arch, int b
             if (push(l, &s) != 0)
               return sfa__fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "preset: out of memory");
             if (!both_kinds || !sfa__wgmma_allowed(&s)) continue;
-            sfa_kernel_spec ws = other;
-            st = sfa__spec_default_mma(&other, s.mma != SFA_SPEC_MMA_WGMMA, err, errlen);
-            if (st != SFA_OK) return st;
-            if (push(l, &other) != 0)
-              return sfa__fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "preset: out of memory");
-            if (!sfa__ws_allowed(&ws)) continue;
-            if ((st = sfa__spec_default_mma(&ws, 2, err, errlen)) != SFA_OK) return st;
-            if (push(l, &ws) != 0)
-              return sfa__fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "preset: out of memory");
+            /* each other kind the class allows: mma.sync, wgmma, ws */
+            for (int kind = 0; kind < 3; kind++) {
+              sfa_kernel_spec t = other;
+              if (kind == 2 && !sfa__ws_allowed(&t)) continue;
+              if ((st = sfa__spec_default_mma(&t, kind, err, errlen)) != SFA_OK) return st;
+              if (t.mma == s.mma) continue;
+              if (push(l, &t) != 0)
+                return sfa__fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "preset: out of memory");
+            }
           }
         }
   return SFA_OK;

@@ -592,16 +592,19 @@ sfa_status sfa__spec_default_mma(sfa_kernel_spec *spec, int wg, char *err, size_
   sfa_status st = sfa__spec_check_domain(&s, err, errlen);
   if (st != SFA_OK) return st;
 
-  /* auto: wgmma wherever it is allowed (sm_90, D 64 and 128, fwd and bwd) */
-  if (wg < 0) wg = 1;
+  /* auto: wgmma wherever it is allowed (sm_90, D 64 and 128, fwd and bwd),
+  ** and the warp-specialized forward for dense (the mode it was measured on) */
+  if (wg < 0) wg = s.mode == SFA_MODE_DENSE && sfa__ws_allowed(&s) ? 2 : 1;
   if (wg == 2 && !sfa__ws_allowed(&s)) wg = 1;
   if (!sfa__wgmma_allowed(&s)) wg = 0;
   if (wg == 2) {
-    /* The warp-specialized forward: two consumer warpgroups of 64 rows,
-    ** 128-key tiles, two stages (FlashAttention-3's tiles at D = 128). Not
-    ** the default until it is measured (bench/NOTES.md). */
+    /* The warp-specialized forward: two consumer warpgroups of 64 rows and
+    ** 128-key tiles (bench/NOTES.md, session 17, H100, dense causal bf16:
+    ** D = 128 583 TF/s against wgmma's 442-463, and three stages the sweep's
+    ** winner at T = 16384, 7.25 ms against 7.51 with two; D = 64 408-431
+    ** TF/s against 389-391, two stages). */
     s.mma = SFA_SPEC_MMA_WS;
-    s.block_m = 128, s.block_n = 128, s.num_warps = 12, s.num_stages = 2;
+    s.block_m = 128, s.block_n = 128, s.num_warps = 12, s.num_stages = s.head_dim == 128 ? 3 : 2;
   } else if (wg && s.pass == SFA_PASS_BWD) {
     /* two warpgroups of 64 keys, 64-query tiles, double buffered: the sweep's
     ** winner for dense causal D = 128 T = 16384 on an H100 (bench/NOTES.md,

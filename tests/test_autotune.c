@@ -436,7 +436,7 @@ START_TEST(unusable_default_fails) {
   sfa__tune_result r;
   char err[512] = "";
   ck_assert_int_eq(sfa__tune_run(c, n, &o, &f, &r, err, sizeof err), SFA_ERR_COMPILE);
-  ck_assert_msg(strstr(err, "heuristic default") && strstr(err, "sfa_fwd_dense_wg_bf16_d128"), "%s",
+  ck_assert_msg(strstr(err, "heuristic default") && strstr(err, "sfa_fwd_dense_ws_bf16_d128"), "%s",
                 err);
   ck_assert_int_eq(r.entries[0].status, SFA__TUNE_SKIPPED);
   ck_assert_int_eq(r.entries[1].status, SFA__TUNE_NOT_RUN);
