@@ -475,3 +475,44 @@ void tg_case_run(const scase *c) {
   tg_case_verify(&R);
   tg_case_free(&R);
 }
+
+/* ------------------------------------------------------------ gradients */
+
+void tg_grads_setup(tg_grads *G, const srun *R, uint64_t *rng) {
+  const scase *c = &R->c;
+  memset(G, 0, sizeof *G);
+  uint16_t *h = malloc(R->nq * 2);
+  G->rdo = malloc(R->nq * 4);
+  ck_assert(h && G->rdo);
+  for (size_t i = 0; i < R->nq; i++) {
+    h[i] = tg_to_half(c->dtype, (float)tu_rand_normal(rng));
+    G->rdo[i] = tg_from_half(c->dtype, h[i]);
+  }
+  G->ddo = tg_upload(h, R->nq * 2);
+  free(h);
+  const int64_t qs[4] = {c->B, c->Hq, c->Tq, c->D}, ks[4] = {c->B, c->Hkv, c->Tk, c->D};
+  TG_CU(tg_drv->cuMemAlloc(&G->ddq, R->nq * 2));
+  TG_CU(tg_drv->cuMemAlloc(&G->ddk, R->nk * 2));
+  TG_CU(tg_drv->cuMemAlloc(&G->ddv, R->nk * 2));
+  sfa_tensor_init(&G->tdo, (void *)(uintptr_t)G->ddo, c->dtype, 4, qs);
+  sfa_tensor_init(&G->tdq, (void *)(uintptr_t)G->ddq, c->dtype, 4, qs);
+  sfa_tensor_init(&G->tdk, (void *)(uintptr_t)G->ddk, c->dtype, 4, ks);
+  sfa_tensor_init(&G->tdv, (void *)(uintptr_t)G->ddv, c->dtype, 4, ks);
+  if (R->ex.bias) { /* dbias: contiguous, the bias's shape */
+    const sfa_tensor *b = R->ex.bias;
+    G->nb = (size_t)(b->shape[0] * b->shape[1] * b->shape[2] * b->shape[3]);
+    TG_CU(tg_drv->cuMemAlloc(&G->ddb, G->nb * 2));
+    sfa_tensor_init(&G->tdb, (void *)(uintptr_t)G->ddb, c->dtype, 4, b->shape);
+  }
+  G->hdq = malloc(R->nq * 2), G->hdk = malloc(R->nk * 2), G->hdv = malloc(R->nk * 2);
+  G->hdb = malloc(G->nb ? G->nb * 2 : 1);
+  ck_assert(G->hdq && G->hdk && G->hdv && G->hdb);
+}
+
+void tg_grads_free(tg_grads *G) {
+  CUdeviceptr *d[] = {&G->ddo, &G->ddq, &G->ddk, &G->ddv, &G->ddb};
+  for (size_t i = 0; i < sizeof d / sizeof d[0]; i++)
+    if (*d[i]) tg_drv->cuMemFree(*d[i]);
+  free(G->rdo), free(G->hdq), free(G->hdk), free(G->hdv), free(G->hdb);
+  memset(G, 0, sizeof *G);
+}

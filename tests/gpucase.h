@@ -132,4 +132,21 @@ void tg_case_run(const scase *c);
 void tg_case_launch(srun *R);
 void tg_case_verify(srun *R);
 
+/* ------------------------------------------------------------ gradients */
+
+/* The gradients of one case: device buffers and host copies. */
+typedef struct tg_grads {
+  CUdeviceptr ddo, ddq, ddk, ddv, ddb;
+  sfa_tensor tdo, tdq, tdk, tdv, tdb;
+  float *rdo;                     /* dout as the reference sees it */
+  uint16_t *hdq, *hdk, *hdv, *hdb; /* downloaded results */
+  size_t nb;                      /* dbias elements (0: none) */
+} tg_grads;
+
+/* dout random (normal, rounded to the case's dtype; rdo its reference copy)
+** from rng, dq, dk, dv (and dbias where R has a bias: contiguous, its shape)
+** allocated, host buffers for their downloads; tg_grads_free releases all. */
+void tg_grads_setup(tg_grads *G, const srun *R, uint64_t *rng);
+void tg_grads_free(tg_grads *G);
+
 #endif

@@ -26,56 +26,8 @@
 
 #include "gpucase.h"
 
-/* The gradients of one case: device buffers and host copies. */
-typedef struct grads {
-  CUdeviceptr ddo, ddq, ddk, ddv, ddb;
-  sfa_tensor tdo, tdq, tdk, tdv, tdb;
-  float *rdo;                     /* dout as the reference sees it */
-  uint16_t *hdq, *hdk, *hdv, *hdb; /* downloaded results */
-  size_t nb;                      /* dbias elements (0: none) */
-} grads;
-
-static void grads_setup(grads *G, const srun *R, uint64_t *rng) {
-  const scase *c = &R->c;
-  memset(G, 0, sizeof *G);
-  uint16_t *h = malloc(R->nq * 2);
-  G->rdo = malloc(R->nq * 4);
-  ck_assert(h && G->rdo);
-  for (size_t i = 0; i < R->nq; i++) {
-    h[i] = tg_to_half(c->dtype, (float)tu_rand_normal(rng));
-    G->rdo[i] = tg_from_half(c->dtype, h[i]);
-  }
-  G->ddo = tg_upload(h, R->nq * 2);
-  free(h);
-  const int64_t qs[4] = {c->B, c->Hq, c->Tq, c->D}, ks[4] = {c->B, c->Hkv, c->Tk, c->D};
-  TG_CU(tg_drv->cuMemAlloc(&G->ddq, R->nq * 2));
-  TG_CU(tg_drv->cuMemAlloc(&G->ddk, R->nk * 2));
-  TG_CU(tg_drv->cuMemAlloc(&G->ddv, R->nk * 2));
-  sfa_tensor_init(&G->tdo, (void *)(uintptr_t)G->ddo, c->dtype, 4, qs);
-  sfa_tensor_init(&G->tdq, (void *)(uintptr_t)G->ddq, c->dtype, 4, qs);
-  sfa_tensor_init(&G->tdk, (void *)(uintptr_t)G->ddk, c->dtype, 4, ks);
-  sfa_tensor_init(&G->tdv, (void *)(uintptr_t)G->ddv, c->dtype, 4, ks);
-  if (R->ex.bias) { /* dbias: contiguous, the bias's shape */
-    const sfa_tensor *b = R->ex.bias;
-    G->nb = (size_t)(b->shape[0] * b->shape[1] * b->shape[2] * b->shape[3]);
-    TG_CU(tg_drv->cuMemAlloc(&G->ddb, G->nb * 2));
-    sfa_tensor_init(&G->tdb, (void *)(uintptr_t)G->ddb, c->dtype, 4, b->shape);
-  }
-  G->hdq = malloc(R->nq * 2), G->hdk = malloc(R->nk * 2), G->hdv = malloc(R->nk * 2);
-  G->hdb = malloc(G->nb ? G->nb * 2 : 1);
-  ck_assert(G->hdq && G->hdk && G->hdv && G->hdb);
-}
-
-static void grads_free(grads *G) {
-  CUdeviceptr *d[] = {&G->ddo, &G->ddq, &G->ddk, &G->ddv, &G->ddb};
-  for (size_t i = 0; i < sizeof d / sizeof d[0]; i++)
-    if (*d[i]) tg_drv->cuMemFree(*d[i]);
-  free(G->rdo), free(G->hdq), free(G->hdk), free(G->hdv), free(G->hdb);
-  memset(G, 0, sizeof *G);
-}
-
 /* Forward (o, lse), then backward into NaN-poisoned gradients; download. */
-static void run_backward(srun *R, grads *G, int det) {
+static void run_backward(srun *R, tg_grads *G, int det) {
   R->p.deterministic = det;
   sfa_status st = sfa_forward(tg_ctx, &R->p, &R->tq, &R->tk, &R->tv, R->has_ex ? &R->ex : NULL,
                               &R->to, &R->tl, NULL);
@@ -105,7 +57,7 @@ typedef struct refgrads {
   double ms; /* time the reference took */
 } refgrads;
 
-static void reference(const srun *R, const grads *G, refgrads *out) {
+static void reference(const srun *R, const tg_grads *G, refgrads *out) {
   const scase *c = &R->c;
   const size_t nbr = G->nb ? (size_t)c->B * R->hx.bias_heads * R->hx.bias_rows * c->Tk : 0;
   float *rb = malloc(nbr ? nbr * 4 : 4);
@@ -135,7 +87,7 @@ static void reference_free(refgrads *r) {
   memset(r, 0, sizeof *r);
 }
 
-static void verify(srun *R, grads *G, int det, const refgrads *ref) {
+static void verify(srun *R, tg_grads *G, int det, const refgrads *ref) {
   const scase *c = &R->c;
   long nan = 0;
   const double eq = tg_rel_err(c->dtype, G->hdq, ref->dq, R->nq, &nan);
@@ -151,12 +103,12 @@ static void verify(srun *R, grads *G, int det, const refgrads *ref) {
 
 static void run_case(const scase *c) {
   srun R;
-  grads G;
+  tg_grads G;
   refgrads ref;
   const double t0 = tu_now_ms();
   tg_case_setup(&R, c);
   uint64_t rng = c->seed * 7 + 3;
-  grads_setup(&G, &R, &rng);
+  tg_grads_setup(&G, &R, &rng);
   reference(&R, &G, &ref);
   run_backward(&R, &G, 0);
   verify(&R, &G, 0, &ref);
@@ -180,7 +132,7 @@ static void run_case(const scase *c) {
   }
   printf("   (%.0f ms, of which the CPU reference %.0f ms)\n", tu_now_ms() - t0, ref.ms);
   reference_free(&ref);
-  grads_free(&G);
+  tg_grads_free(&G);
   tg_case_free(&R);
 }
 
@@ -308,10 +260,10 @@ START_TEST(bad_arguments) {
   scase c = tg_case(SFA_MODE_DENSE, 2, 64, 64, 64, SFA_DTYPE_BF16);
   c.seed = tg_seed + 900;
   srun R;
-  grads G;
+  tg_grads G;
   tg_case_setup(&R, &c);
   uint64_t rng = 5;
-  grads_setup(&G, &R, &rng);
+  tg_grads_setup(&G, &R, &rng);
   sfa_status st = sfa_backward(tg_ctx, &R.p, &R.tq, &R.tk, &R.tv, NULL, &R.to, NULL, &G.tdo,
                                &G.tdq, &G.tdk, &G.tdv, NULL, NULL);
   ck_assert_int_eq(st, SFA_ERR_INVALID_ARGUMENT);
@@ -324,7 +276,7 @@ START_TEST(bad_arguments) {
                     &G.tdk, &G.tdv, NULL, NULL);
   ck_assert_int_eq(st, SFA_ERR_INVALID_ARGUMENT);
   ck_assert_ptr_nonnull(strstr(sfa_last_error(tg_ctx), "dq: its memory overlaps q"));
-  grads_free(&G);
+  tg_grads_free(&G);
   tg_case_free(&R);
 }
 END_TEST

@@ -44,11 +44,7 @@ typedef struct run {
   float *slopes;             /* host [B or 1, Hq] */
   CUdeviceptr dslopes;
   sfa_tensor tslopes;
-  float *rdo;                /* dout as the reference sees it */
-  CUdeviceptr ddo, ddq, ddk, ddv, ddb;
-  sfa_tensor tdo, tdq, tdk, tdv, tdb;
-  uint16_t *hdq, *hdk, *hdv, *hdb;
-  size_t nb;
+  tg_grads G;                /* dout and the gradients */
 } run;
 
 static void setup(run *X, const score_case *sc) {
@@ -85,39 +81,13 @@ static void setup(run *X, const score_case *sc) {
            sc->alibi == ALIBI_NONE ? "-" : sc->alibi == ALIBI_HEADS ? "[Hq]" : "[B,Hq]",
            (double)sc->scale);
   /* dout and the gradient buffers */
-  uint16_t *h = malloc(R->nq * 2);
-  X->rdo = malloc(R->nq * 4);
-  ck_assert(h && X->rdo);
-  for (size_t i = 0; i < R->nq; i++) {
-    h[i] = tg_to_half(c->dtype, (float)tu_rand_normal(&rng));
-    X->rdo[i] = tg_from_half(c->dtype, h[i]);
-  }
-  X->ddo = tg_upload(h, R->nq * 2);
-  free(h);
-  const int64_t qs[4] = {c->B, c->Hq, c->Tq, c->D}, ks[4] = {c->B, c->Hkv, c->Tk, c->D};
-  TG_CU(tg_drv->cuMemAlloc(&X->ddq, R->nq * 2));
-  TG_CU(tg_drv->cuMemAlloc(&X->ddk, R->nk * 2));
-  TG_CU(tg_drv->cuMemAlloc(&X->ddv, R->nk * 2));
-  sfa_tensor_init(&X->tdo, (void *)(uintptr_t)X->ddo, c->dtype, 4, qs);
-  sfa_tensor_init(&X->tdq, (void *)(uintptr_t)X->ddq, c->dtype, 4, qs);
-  sfa_tensor_init(&X->tdk, (void *)(uintptr_t)X->ddk, c->dtype, 4, ks);
-  sfa_tensor_init(&X->tdv, (void *)(uintptr_t)X->ddv, c->dtype, 4, ks);
-  if (R->ex.bias) { /* dbias: contiguous, the bias's shape (per query head: no broadcast) */
-    const sfa_tensor *b = R->ex.bias;
-    X->nb = (size_t)(b->shape[0] * b->shape[1] * b->shape[2] * b->shape[3]);
-    TG_CU(tg_drv->cuMemAlloc(&X->ddb, X->nb * 2));
-    sfa_tensor_init(&X->tdb, (void *)(uintptr_t)X->ddb, c->dtype, 4, b->shape);
-  }
-  X->hdq = malloc(R->nq * 2), X->hdk = malloc(R->nk * 2), X->hdv = malloc(R->nk * 2);
-  X->hdb = malloc(X->nb ? X->nb * 2 : 1);
-  ck_assert(X->hdq && X->hdk && X->hdv && X->hdb);
+  tg_grads_setup(&X->G, R, &rng);
 }
 
 static void teardown(run *X) {
-  CUdeviceptr *d[] = {&X->dslopes, &X->ddo, &X->ddq, &X->ddk, &X->ddv, &X->ddb};
-  for (size_t i = 0; i < sizeof d / sizeof d[0]; i++)
-    if (*d[i]) tg_drv->cuMemFree(*d[i]);
-  free(X->slopes), free(X->rdo), free(X->hdq), free(X->hdk), free(X->hdv), free(X->hdb);
+  if (X->dslopes) tg_drv->cuMemFree(X->dslopes);
+  free(X->slopes);
+  tg_grads_free(&X->G);
   tg_case_free(&X->R);
   memset(X, 0, sizeof *X);
 }
@@ -203,41 +173,41 @@ static void check_forward(run *X) {
 static void run_backward(run *X, int det) {
   srun *R = &X->R;
   R->p.deterministic = det;
-  TG_CU(tg_drv->cuMemsetD8(X->ddq, 0xFF, R->nq * 2));
-  TG_CU(tg_drv->cuMemsetD8(X->ddk, 0xFF, R->nk * 2));
-  TG_CU(tg_drv->cuMemsetD8(X->ddv, 0xFF, R->nk * 2));
-  if (X->nb) TG_CU(tg_drv->cuMemsetD8(X->ddb, 0xFF, X->nb * 2));
+  TG_CU(tg_drv->cuMemsetD8(X->G.ddq, 0xFF, R->nq * 2));
+  TG_CU(tg_drv->cuMemsetD8(X->G.ddk, 0xFF, R->nk * 2));
+  TG_CU(tg_drv->cuMemsetD8(X->G.ddv, 0xFF, R->nk * 2));
+  if (X->G.nb) TG_CU(tg_drv->cuMemsetD8(X->G.ddb, 0xFF, X->G.nb * 2));
   sfa_status st = sfa_backward(tg_ctx, &R->p, &R->tq, &R->tk, &R->tv, R->has_ex ? &R->ex : NULL,
-                               &R->to, &R->tl, &X->tdo, &X->tdq, &X->tdk, &X->tdv,
-                               X->nb ? &X->tdb : NULL, NULL);
+                               &R->to, &R->tl, &X->G.tdo, &X->G.tdq, &X->G.tdk, &X->G.tdv,
+                               X->G.nb ? &X->G.tdb : NULL, NULL);
   ck_assert_msg(st == SFA_OK, "%s det=%d: sfa_backward: %s", X->desc, det,
                 sfa_last_error(tg_ctx));
   TG_CU(tg_drv->cuCtxSynchronize());
-  TG_CU(tg_drv->cuMemcpyDtoH(X->hdq, X->ddq, R->nq * 2));
-  TG_CU(tg_drv->cuMemcpyDtoH(X->hdk, X->ddk, R->nk * 2));
-  TG_CU(tg_drv->cuMemcpyDtoH(X->hdv, X->ddv, R->nk * 2));
-  if (X->nb) TG_CU(tg_drv->cuMemcpyDtoH(X->hdb, X->ddb, X->nb * 2));
+  TG_CU(tg_drv->cuMemcpyDtoH(X->G.hdq, X->G.ddq, R->nq * 2));
+  TG_CU(tg_drv->cuMemcpyDtoH(X->G.hdk, X->G.ddk, R->nk * 2));
+  TG_CU(tg_drv->cuMemcpyDtoH(X->G.hdv, X->G.ddv, R->nk * 2));
+  if (X->G.nb) TG_CU(tg_drv->cuMemcpyDtoH(X->G.hdb, X->G.ddb, X->G.nb * 2));
 }
 
 static void check_backward(run *X) {
   srun *R = &X->R;
   const scase *c = &R->c;
   float *dq = malloc(R->nq * 4), *dk = malloc(R->nk * 4), *dv = malloc(R->nk * 4);
-  float *db = malloc(X->nb ? X->nb * 4 : 4);
+  float *db = malloc(X->G.nb ? X->G.nb * 4 : 4);
   ck_assert(dq && dk && dv && db);
   char why[512];
   sfa_status st = sfa_reference_backward(&R->p, c->B, c->Hq, c->Hkv, c->Tq, c->Tk, c->D, R->rq,
-                                         R->rk, R->rv, hx_of(R), X->rdo, dq, dk, dv,
-                                         X->nb ? db : NULL, why, sizeof why);
+                                         R->rk, R->rv, hx_of(R), X->G.rdo, dq, dk, dv,
+                                         X->G.nb ? db : NULL, why, sizeof why);
   ck_assert_msg(st == SFA_OK, "%s: reference backward: %s", X->desc, why);
   const double tol = tg_tol_bwd(c->dtype);
   for (int det = 0; det < 2; det++) {
     run_backward(X, det);
     long nan = 0;
-    const double eq = tg_rel_err(c->dtype, X->hdq, dq, R->nq, &nan);
-    const double ek = tg_rel_err(c->dtype, X->hdk, dk, R->nk, &nan);
-    const double ev = tg_rel_err(c->dtype, X->hdv, dv, R->nk, &nan);
-    const double eb = X->nb ? tg_rel_err(c->dtype, X->hdb, db, X->nb, &nan) : 0.0;
+    const double eq = tg_rel_err(c->dtype, X->G.hdq, dq, R->nq, &nan);
+    const double ek = tg_rel_err(c->dtype, X->G.hdk, dk, R->nk, &nan);
+    const double ev = tg_rel_err(c->dtype, X->G.hdv, dv, R->nk, &nan);
+    const double eb = X->G.nb ? tg_rel_err(c->dtype, X->G.hdb, db, X->G.nb, &nan) : 0.0;
     ck_assert_msg(nan == 0 && eq < tol && ek < tol && ev < tol && eb < tol,
                   "%s det=%d: rel_err dq=%.3e dk=%.3e dv=%.3e dbias=%.3e (tol %.0e) "
                   "nan/unwritten=%ld",
