@@ -241,12 +241,10 @@ static sfa_status check_ws(const sfa_kernel_spec *s, char *err, size_t errlen) {
   if (s->num_stages < 2)
     return sfa__fail(err, errlen, bad,
                      "num_stages: %d is not allowed with mma ws; must be 2..4", s->num_stages);
-  if (s->flags & (SFA_FEAT_VARLEN | SFA_FEAT_MASK))
+  if (s->flags & SFA_FEAT_MASK)
     return sfa__fail(err, errlen, bad,
-                     "flags: %s is not allowed with mma ws (%s); use mma wgmma",
-                     (s->flags & SFA_FEAT_VARLEN) ? "varlen" : "mask",
-                     (s->flags & SFA_FEAT_VARLEN) ? "its copies address fixed-length tensors"
-                                                  : "the mask's tile test is CTA-wide");
+                     "flags: mask is not allowed with mma ws (the mask's tile test is "
+                     "CTA-wide); use mma wgmma");
   return SFA_OK;
 }
 
@@ -571,8 +569,7 @@ int sfa__wgmma_allowed(const sfa_kernel_spec *s) {
 }
 
 int sfa__ws_allowed(const sfa_kernel_spec *s) {
-  return sfa__wgmma_allowed(s) && s->pass == SFA_PASS_FWD &&
-         !(s->flags & (SFA_FEAT_VARLEN | SFA_FEAT_MASK));
+  return sfa__wgmma_allowed(s) && s->pass == SFA_PASS_FWD && !(s->flags & SFA_FEAT_MASK);
 }
 
 sfa_status sfa_spec_default(sfa_kernel_spec *spec, char *err, size_t errlen) {
@@ -593,8 +590,10 @@ sfa_status sfa__spec_default_mma(sfa_kernel_spec *spec, int wg, char *err, size_
   if (st != SFA_OK) return st;
 
   /* auto: wgmma wherever it is allowed (sm_90, D 64 and 128, fwd and bwd),
-  ** and the warp-specialized forward for dense (the mode it was measured on) */
-  if (wg < 0) wg = s.mode == SFA_MODE_DENSE && sfa__ws_allowed(&s) ? 2 : 1;
+  ** and the warp-specialized forward for dense fixed-length batches (what it
+  ** was measured on) */
+  if (wg < 0)
+    wg = s.mode == SFA_MODE_DENSE && !(s.flags & SFA_FEAT_VARLEN) && sfa__ws_allowed(&s) ? 2 : 1;
   if (wg == 2 && !sfa__ws_allowed(&s)) wg = 1;
   if (!sfa__wgmma_allowed(&s)) wg = 0;
   if (wg == 2) {

@@ -66,8 +66,11 @@ void sfa__fwd_tma_tensors(const sfa_fwd_args *a, sfa_dtype dtype, int head_dim,
   const int64_t heads[3] = {a->hq, a->hkv, a->hkv}, lens[3] = {a->tq, a->tk, a->tk};
   const int64_t sb[3] = {a->q_sb, a->k_sb, a->v_sb}, sh[3] = {a->q_sh, a->k_sh, a->v_sh};
   const int64_t st[3] = {a->q_st, a->k_st, a->v_st};
+  /* packed sequences: one batch of the total rows (tq, tk are the totals;
+  ** batch counts the sequences, whose batch strides are 0) */
+  const int64_t B = a->cu_q ? 1 : a->batch;
   for (int i = 0; i < 3; i++)
-    t[i] = (sfa__tma_tensor){.data = data[i], .dtype = dtype, .B = a->batch, .H = heads[i],
+    t[i] = (sfa__tma_tensor){.data = data[i], .dtype = dtype, .B = B, .H = heads[i],
                              .T = lens[i], .D = head_dim, .sb = sb[i], .sh = sh[i], .st = st[i]};
 }
 

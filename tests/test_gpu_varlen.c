@@ -523,6 +523,29 @@ START_TEST(mma_sync_kernels) {
 }
 END_TEST
 
+/* The warp-specialized forward on packed sequences (forced: dense defaults
+** to it on fixed-length batches only): a key tile that runs past its
+** sequence copies the next one's rows, which the mask drops; window with a
+** bias and Kmax (no mask: the kind does not serve it). The backward is the
+** wgmma kernel's. */
+START_TEST(ws_kernels) {
+  sfa_context *saved = tg_push_mma(SFA_MMA_WS);
+  vcase c = mk(SFA_MODE_DENSE, SFA_DTYPE_BF16, 4, 2, 128, L1, NULL, 60);
+  c.causal = 1;
+  run_case(&c);
+  c = mk(SFA_MODE_DENSE, SFA_DTYPE_FP16, 2, 1, 64, L2q, L2k, 61);
+  run_case(&c);
+  c = mk(SFA_MODE_HASH, SFA_DTYPE_BF16, 2, 2, 64, L2q, L2k, 62);
+  run_case(&c);
+  c = mk(SFA_MODE_QK_DROP, SFA_DTYPE_BF16, 4, 2, 128, L1, NULL, 63);
+  run_case(&c);
+  c = window_bm(SFA_DTYPE_BF16, 4, 2, 128, L1, NULL, 64);
+  c.bias = c.dbias = 1, c.kmax = 150, c.left = 20, c.causal = 1;
+  run_case(&c);
+  tg_pop_context(saved);
+}
+END_TEST
+
 /* A short slice for compute-sanitizer: every mode once, small. */
 START_TEST(small_for_sanitizers) {
   static const int lq[] = {0, 1, 70, 3, -1}, lk[] = {2, 1, 65, 0, -1};
@@ -555,6 +578,7 @@ int main(void) {
   tcase_add_test(t, window_mask_ragged);
   tcase_add_test(t, window_bias_and_mask_ragged);
   tcase_add_test(t, mma_sync_kernels);
+  tcase_add_test(t, ws_kernels);
   suite_add_tcase(s, t);
   TCase *small = tcase_create("small");
   tcase_set_timeout(small, 0);

@@ -6,7 +6,7 @@
 ** 128-byte swizzle, zero fill), the stride a length-1 dimension gets, the
 ** per-thread cache (a repeated call does not encode again, any changed field
 ** does), a driver without the entry point, and the three maps of a forward's
-** parameter block (sfa__fwd_tma_tensors).
+** parameter block (sfa__fwd_tma_tensors; packed sequences as one batch).
 */
 #include <string.h>
 
@@ -195,6 +195,11 @@ START_TEST(forward_tensors_come_from_the_parameter_block) {
   ck_assert(sfa__fwd_tma_addressable(&a, SFA_DTYPE_BF16, 128));
   a.k_sb = 0; /* k broadcast over the batch */
   ck_assert(!sfa__fwd_tma_addressable(&a, SFA_DTYPE_BF16, 128));
+  /* packed sequences: one batch of the total rows, whatever batch counts */
+  a.cu_q = 0x90000, a.cu_k = 0x90100, a.batch = 5, a.q_sb = a.k_sb = a.v_sb = 0;
+  sfa__fwd_tma_tensors(&a, SFA_DTYPE_BF16, 128, t);
+  ck_assert(t[0].B == 1 && t[1].B == 1 && t[2].B == 1 && t[0].T == 100 && t[1].T == 300);
+  ck_assert(sfa__fwd_tma_addressable(&a, SFA_DTYPE_BF16, 128));
 }
 END_TEST
 

@@ -491,8 +491,9 @@ END_TEST
 /* ------------------------------------------------------------ compiles */
 
 /* NVRTC builds the varlen kernels of every mode, fwd and bwd (hash's with its
-** plan entry), for sm_90 with wgmma and for sm_80 with mma.sync; the last
-** loop index is window with a bias and a mask (the kmax tail), also bwddq. */
+** plan entry), for sm_90 with wgmma (fwd also warp-specialized) and for sm_80
+** with mma.sync; the last loop index is window with a bias and a mask (the
+** kmax tail), also bwddq. */
 START_TEST(varlen_kernels_compile) {
   static const sfa_mode modes[] = {SFA_MODE_DENSE, SFA_MODE_QK_DROP, SFA_MODE_HASH,
                                    SFA_MODE_WINDOW, SFA_MODE_WINDOW};
@@ -514,6 +515,17 @@ START_TEST(varlen_kernels_compile) {
       ck_assert_msg(st == SFA_OK, "%s: %s", name, err);
       ck_assert_msg(size > 4 && memcmp(bin, "\177ELF", 4) == 0, "%s: not an ELF file", name);
       sfa_free(bin);
+      /* sm_90 fwd without a mask: the warp-specialized kernel too */
+      if (a == 0 && passes[p] == SFA_PASS_FWD && _i != 4) {
+        ck_assert_int_eq(sfa__spec_default_mma(&s, 2, err, sizeof err), SFA_OK);
+        ck_assert_int_eq(s.mma, SFA_SPEC_MMA_WS);
+        ck_assert_int_eq(sfa_spec_name(&s, name, sizeof name), SFA_OK);
+        bin = NULL;
+        st = sfa_compile_cubin(&s, NULL, &bin, &size, NULL, err, sizeof err);
+        ck_assert_msg(st == SFA_OK, "%s: %s", name, err);
+        ck_assert_msg(size > 4 && memcmp(bin, "\177ELF", 4) == 0, "%s: not an ELF file", name);
+        sfa_free(bin);
+      }
     }
 }
 END_TEST
