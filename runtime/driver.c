@@ -62,6 +62,7 @@ static const sfa__dlsym syms[] = {
   ENTRY(cuEventDestroy, "cuEventDestroy_v2", "cuEventDestroy"),
   ENTRY(cuPointerGetAttribute, "cuPointerGetAttribute"),
   OPTIONAL(cuTensorMapEncodeTiled, "cuTensorMapEncodeTiled"),
+  OPTIONAL(cuTensorMapReplaceAddress, "cuTensorMapReplaceAddress"),
 };
 
 static pthread_once_t once = PTHREAD_ONCE_INIT;

@@ -72,6 +72,8 @@ typedef struct sfa_driver {
                                      const cuuint32_t *box, const cuuint32_t *elem_strides,
                                      CUtensorMapInterleave interleave, CUtensorMapSwizzle swizzle,
                                      CUtensorMapL2promotion l2, CUtensorMapFloatOOBfill oob);
+  /* NULL before CUDA 12.0: a map of another tensor of the same shape, strides and box */
+  CUresult (*cuTensorMapReplaceAddress)(CUtensorMap *map, void *addr);
 } sfa_driver;
 
 /* Load libcuda.so.1 and call cuInit(0), once per process (thread-safe). On

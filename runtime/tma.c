@@ -1,7 +1,8 @@
 /*
 ** tma.c -- tensor maps for the warp-specialized forward (runtime/tma.h):
 ** the addressability rule, the encoding through the driver's
-** cuTensorMapEncodeTiled, and a per-thread cache of recent maps.
+** cuTensorMapEncodeTiled, and a per-thread cache of recent maps by shape
+** (cuTensorMapReplaceAddress gives a cached shape another tensor's address).
 */
 #include <stdio.h>
 #include <string.h>
@@ -32,20 +33,39 @@ typedef struct tma_slot {
 static _Thread_local tma_slot cache[CACHE_SLOTS];
 static _Thread_local unsigned cache_next;
 
-static int same(const tma_slot *s, const sfa__tma_tensor *t, int box_cols, int box_rows) {
+/* Everything of the map but the address. */
+static int same_shape(const tma_slot *s, const sfa__tma_tensor *t, int box_cols, int box_rows) {
   return s->used && s->box_cols == box_cols && s->box_rows == box_rows &&
-         s->t.data == t->data && s->t.dtype == t->dtype && s->t.B == t->B && s->t.H == t->H &&
-         s->t.T == t->T && s->t.D == t->D && s->t.sb == t->sb && s->t.sh == t->sh &&
-         s->t.st == t->st;
+         s->t.dtype == t->dtype && s->t.B == t->B && s->t.H == t->H && s->t.T == t->T &&
+         s->t.D == t->D && s->t.sb == t->sb && s->t.sh == t->sh && s->t.st == t->st;
+}
+
+static void remember(const sfa__tma_tensor *t, int box_cols, int box_rows, const CUtensorMap *m) {
+  tma_slot *s = &cache[cache_next++ % CACHE_SLOTS];
+  s->t = *t;
+  s->box_cols = box_cols, s->box_rows = box_rows, s->used = 1;
+  s->map = *m;
 }
 
 sfa_status sfa__tma_map(const sfa_driver *d, const sfa__tma_tensor *t, int box_cols,
                         int box_rows, CUtensorMap *map, char *err, size_t errlen) {
+  int like = -1; /* a slot of the same shape at another address */
   for (int i = 0; i < CACHE_SLOTS; i++)
-    if (same(&cache[i], t, box_cols, box_rows)) {
-      *map = cache[i].map;
-      return SFA_OK;
+    if (same_shape(&cache[i], t, box_cols, box_rows)) {
+      if (cache[i].t.data == t->data) {
+        *map = cache[i].map;
+        return SFA_OK;
+      }
+      if (like < 0) like = i;
     }
+  if (like >= 0 && d->cuTensorMapReplaceAddress && sfa__tma_addressable(t)) {
+    CUtensorMap m = cache[like].map;
+    if (d->cuTensorMapReplaceAddress(&m, (void *)(uintptr_t)t->data) == CUDA_SUCCESS) {
+      remember(t, box_cols, box_rows, &m);
+      *map = m;
+      return SFA_OK;
+    } /* else encode it afresh, which reports the error if there is one */
+  }
   if (!d->cuTensorMapEncodeTiled) {
     if (err && errlen)
       snprintf(err, errlen, "the warp-specialized forward needs cuTensorMapEncodeTiled, which "
@@ -76,10 +96,7 @@ sfa_status sfa__tma_map(const sfa_driver *d, const sfa__tma_tensor *t, int box_c
       CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
       CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   if (r != CUDA_SUCCESS) return sfa__cuda_error(r, "cuTensorMapEncodeTiled", err, errlen);
-  tma_slot *s = &cache[cache_next++ % CACHE_SLOTS];
-  s->t = *t;
-  s->box_cols = box_cols, s->box_rows = box_rows, s->used = 1;
-  s->map = m;
+  remember(t, box_cols, box_rows, &m);
   *map = m;
   return SFA_OK;
 }

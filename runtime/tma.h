@@ -26,10 +26,13 @@ typedef struct sfa__tma_tensor {
 int sfa__tma_addressable(const sfa__tma_tensor *t);
 
 /* The map of t with a box of box_cols x box_rows into *map. Maps are kept in
-** a small per-thread cache keyed by the tensor and the box, so a training
-** loop that calls with the same tensors encodes each once. Errors: the
-** driver lacks cuTensorMapEncodeTiled (SFA_ERR_UNSUPPORTED), the driver
-** refuses (SFA_ERR_CUDA); the message goes to err. */
+** a small per-thread cache keyed by shape, strides, dtype and box: the same
+** tensor again is a copy of its map; another tensor of a cached shape (a
+** training loop's next activations) is that map with its address replaced
+** (cuTensorMapReplaceAddress, where the driver has it); anything else is
+** encoded. Errors: the driver lacks cuTensorMapEncodeTiled
+** (SFA_ERR_UNSUPPORTED), the driver refuses (SFA_ERR_CUDA); the message goes
+** to err. */
 sfa_status sfa__tma_map(const sfa_driver *d, const sfa__tma_tensor *t, int box_cols,
                         int box_rows, CUtensorMap *map, char *err, size_t errlen);
 

@@ -5,7 +5,8 @@
 ** table records them: dims innermost first, strides in bytes, the box, the
 ** 128-byte swizzle, zero fill), the stride a length-1 dimension gets, the
 ** per-thread cache (a repeated call does not encode again, any changed field
-** does), a driver without the entry point, and the three maps of a forward's
+** does; another address of a cached shape is replaced, not encoded), a
+** driver without the entry point, and the three maps of a forward's
 ** parameter block (sfa__fwd_tma_tensors; packed sequences as one batch).
 */
 #include <string.h>
@@ -47,6 +48,18 @@ static CUresult fake_encode(CUtensorMap *map, CUtensorMapDataType type, cuuint32
   return F.result;
 }
 
+
+/* cuTensorMapReplaceAddress: counts, and marks the map with the address */
+static struct {
+  int calls;
+  CUresult result;
+} R;
+static CUresult fake_replace(CUtensorMap *map, void *addr) {
+  R.calls++;
+  if (R.result != CUDA_SUCCESS) return R.result;
+  memcpy((char *)map + 8, &addr, sizeof addr);
+  return CUDA_SUCCESS;
+}
 
 static sfa_driver fake_driver(int with_encode) {
   sfa_driver d;
@@ -169,6 +182,42 @@ START_TEST(maps_are_cached_per_tensor_and_box) {
 }
 END_TEST
 
+/* Another tensor of a cached shape: the cached map with its address
+** replaced, not a new encode; the tensor before it is still held; a failing
+** replace falls back to the encode. */
+START_TEST(a_cached_shape_at_another_address_is_replaced) {
+  sfa_driver d = fake_driver(1);
+  d.cuTensorMapReplaceAddress = fake_replace;
+  char err[256] = "";
+  CUtensorMap m, m2;
+  memset(&F, 0, sizeof F), memset(&R, 0, sizeof R);
+  sfa__tma_tensor t = dense(0xA0000, 4, 16, 4096, 128), u = t;
+  ck_assert_int_eq(sfa__tma_map(&d, &t, 64, 128, &m, err, sizeof err), SFA_OK);
+  ck_assert(F.calls == 1 && R.calls == 0);
+  u.data = 0xB0000;
+  ck_assert_int_eq(sfa__tma_map(&d, &u, 64, 128, &m2, err, sizeof err), SFA_OK);
+  ck_assert(F.calls == 1 && R.calls == 1);
+  void *addr;
+  memcpy(&addr, (char *)&m2 + 8, sizeof addr);
+  ck_assert_ptr_eq(addr, (void *)0xB0000);
+  /* both are held now: no call for either */
+  ck_assert_int_eq(sfa__tma_map(&d, &t, 64, 128, &m2, err, sizeof err), SFA_OK);
+  ck_assert(memcmp(&m, &m2, sizeof m) == 0);
+  ck_assert_int_eq(sfa__tma_map(&d, &u, 64, 128, &m2, err, sizeof err), SFA_OK);
+  ck_assert(F.calls == 1 && R.calls == 1);
+  /* another shape: encoded */
+  u.T = 2048, u.sb = 16 * 2048 * 128;
+  ck_assert_int_eq(sfa__tma_map(&d, &u, 64, 128, &m2, err, sizeof err), SFA_OK);
+  ck_assert(F.calls == 2 && R.calls == 1);
+  /* a replace the driver refuses: encoded instead */
+  R.result = CUDA_ERROR_INVALID_VALUE;
+  u = t, u.data = 0xC0000;
+  ck_assert_int_eq(sfa__tma_map(&d, &u, 64, 128, &m2, err, sizeof err), SFA_OK);
+  ck_assert(F.calls == 3 && R.calls == 2);
+  ck_assert_ptr_eq(F.addr, (void *)0xC0000);
+}
+END_TEST
+
 START_TEST(a_driver_without_the_entry_point_is_unsupported) {
   sfa_driver d = fake_driver(0);
   char err[256] = "";
@@ -210,6 +259,7 @@ int main(void) {
   tcase_add_test(t, map_arguments_are_innermost_first_in_bytes);
   tcase_add_test(t, a_length_one_dimension_gets_a_dense_stride);
   tcase_add_test(t, maps_are_cached_per_tensor_and_box);
+  tcase_add_test(t, a_cached_shape_at_another_address_is_replaced);
   tcase_add_test(t, a_driver_without_the_entry_point_is_unsupported);
   tcase_add_test(t, forward_tensors_come_from_the_parameter_block);
   suite_add_tcase(s, t);
