@@ -3,10 +3,11 @@ identical random inputs, every mode x pass x sequence length x head dim.
 
 Run on the GPU machine from the repository root, after building libsfa.so:
     python bench/compare.py [--quick] [--only dense,hash,qk_drop,window] [--pass fwd,bwd]
-        [--T 4096,8192] [--D 64,128] [--peers flash,cudnn,flex] [--reps 10] [--warm 2]
-        [--csv out.csv] [--plot out.png]
+        [--T 4096,8192] [--D 64,128] [--d256 dense,window] [--peers flash,cudnn,flex]
+        [--reps 10] [--warm 2] [--csv out.csv] [--plot out.png]
 
-Modes (bf16, H=16, B*T=65536 so B = 65536 // T; T in 4096..32768, D in 64, 128):
+Modes (bf16, H=16, B*T=65536 so B = 65536 // T; T in 4096..32768, D in 64, 128, and
+D 256 for the modes of --d256, dense and window by default):
   dense    causal                        peers: SDPA flash, SDPA cuDNN, FlexAttention
   hash     16 buckets, sorted layout     peer:  FlexAttention
   qk_drop  30% of q and k rows dropped   peer:  FlexAttention
@@ -363,6 +364,8 @@ def main():
     ap.add_argument("--pass", dest="passes", default="fwd,bwd", help="passes: fwd, bwd")
     ap.add_argument("--T", default="4096,8192,16384,32768", help="sequence lengths (comma list)")
     ap.add_argument("--D", default="64,128", help="head dims (comma list)")
+    ap.add_argument("--d256", default="dense,window",
+                    help="modes that also get D=256 rows (comma list; '' for none)")
     ap.add_argument("--quick", action="store_true", help="T in 4096, 16384 (unless --T is given)")
     ap.add_argument("--peers", default="flash,cudnn,flex", help="peers to run: flash, cudnn, flex")
     ap.add_argument("--tokens", type=int, default=65536, help="B * T (B = tokens // T)")
@@ -380,15 +383,19 @@ def main():
     peers = names(a.peers, IMPLS[1:], "peers")
     Ts = ints(a.T) if (a.T != ap.get_default("T") or not a.quick) else [4096, 16384]
     Ds = ints(a.D)
+    d256 = names(a.d256, MODES, "d256") if a.d256 else []
+    Ds_of = lambda mode: Ds + ([256] if mode in d256 and 256 not in Ds else [])  # noqa: E731
     if not torch.cuda.is_available():
         raise SystemExit("compare.py needs a CUDA GPU")
     _raise_recompile_limit()
     dt = torch.bfloat16
     e2e_Ts = [T for T in ints(a.e2e_T) if T in Ts] if ("hash" in modes and "fwd" in passes and "flex" in peers) else []
-    total = len(modes) * len(passes) * len(Ts) * len(Ds) + len(e2e_Ts) * len(Ds)
+    total = sum(len(Ds_of(m)) for m in modes) * len(passes) * len(Ts) + len(e2e_Ts) * len(Ds)
     dev = torch.cuda.get_device_name()
     print(f"{dev}, torch {torch.__version__}; bf16, H={a.H}, B*T={a.tokens}; {total} cases "
-          f"({len(modes)} modes x {len(passes)} passes x T {Ts} x D {Ds}); median of {a.reps} after {a.warm} warm-ups",
+          f"({len(modes)} modes x {len(passes)} passes x T {Ts} x D {Ds}"
+          f"{' + 256 for ' + ','.join(m for m in modes if m in d256) if any(m in d256 for m in modes) and 256 not in Ds else ''}); "
+          f"median of {a.reps} after {a.warm} warm-ups",
           flush=True)
     run = Run(a)
     # a SIGTERM (e.g. from timeout) ends the run early but still prints the
@@ -405,7 +412,7 @@ def main():
         for T in Ts:
             masks.clear()
             for mode in modes:
-                for D in Ds:
+                for D in Ds_of(mode):
                     B = max(1, a.tokens // T)
                     torch.manual_seed(0)
                     p = MAKE[mode](B, a.H, T, D, dt)
