@@ -101,7 +101,10 @@ static int compile_and_load(const sfa__tune_opts *o, const sfa_kernel_spec *spec
 }
 
 /* Host microseconds per launch, over CALL_BATCHES batches of CALL_BATCH; how:
-** 0 sfa_forward, 1 bare cuLaunchKernel. -1 on failure. */
+** 0 sfa_forward, 1 bare cuLaunchKernel, 2 sfa_forward on q, k, v, out + i of
+** SETS sets (each call's tensors at other addresses than the last's: the
+** Hopper kernel's tensor maps are re-addressed, runtime/tma.c). -1 on failure. */
+enum { SETS = 4 };
 static double per_call(sfa_context *c, const sfa_driver *d, const sfa__device *dev,
                        const sfa_attention_params *p, const sfa_tensor *q, const sfa_tensor *k,
                        const sfa_tensor *v, const sfa_tensor *out, CUstream stream, int how) {
