@@ -181,8 +181,8 @@ typedef enum sfa_spec_mma {
                             buffers, 1 or 2 consumer warpgroups of 64 query rows compute;
                             sm_90 (sm_90a), pass fwd, head_dim 64 or 128, block_n 64 or
                             128, block_m == 64 * (num_warps / 4 - 1) (num_warps 8 or 12),
-                            no mask flag. The runtime uses it only for tensors
-                            the copy engine can address (16-byte aligned base and strides,
+                            no mask flag. The runtime uses it only for tensors the copy
+                            engine can address (16-byte aligned base and strides,
                             contiguous rows) and the wgmma default otherwise. The name
                             spells it "_ws" after the flags */
 } sfa_spec_mma;

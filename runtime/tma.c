@@ -58,7 +58,8 @@ sfa_status sfa__tma_map(const sfa_driver *d, const sfa__tma_tensor *t, int box_c
       }
       if (like < 0) like = i;
     }
-  if (like >= 0 && d->cuTensorMapReplaceAddress && sfa__tma_addressable(t)) {
+  const int addressable = sfa__tma_addressable(t);
+  if (like >= 0 && d->cuTensorMapReplaceAddress && addressable) {
     CUtensorMap m = cache[like].map;
     if (d->cuTensorMapReplaceAddress(&m, (void *)(uintptr_t)t->data) == CUDA_SUCCESS) {
       remember(t, box_cols, box_rows, &m);
@@ -72,7 +73,7 @@ sfa_status sfa__tma_map(const sfa_driver *d, const sfa__tma_tensor *t, int box_c
                             "this driver lacks (CUDA 12.0 or newer)");
     return SFA_ERR_UNSUPPORTED;
   }
-  if (!sfa__tma_addressable(t)) {
+  if (!addressable) {
     if (err && errlen)
       snprintf(err, errlen, "a tensor of the warp-specialized forward is not addressable by "
                             "the copy engine (16-byte aligned base and strides)");
