@@ -249,7 +249,8 @@ static sfa_status validate(sfa_context *ctx, const sfa_attention_params *p, cons
 int sfa__decode_splits(int64_t ctas, int64_t capacity, int sms, int block_n) {
   const int64_t tiles = (capacity + block_n - 1) / block_n;
   if (ctas < 1) ctas = 1;
-  int64_t s = ((int64_t)SFA__DECODE_WAVES * (sms > 0 ? sms : 1) + ctas - 1) / ctas;
+  /* rounded down: a last partial wave would cost as much as a full one */
+  int64_t s = (int64_t)SFA__DECODE_WAVES * (sms > 0 ? sms : 1) / ctas;
   if (s > tiles) s = tiles;
   if (s > SFA__DECODE_MAX_SPLITS) s = SFA__DECODE_MAX_SPLITS;
   return s < 1 ? 1 : (int)s;

@@ -12,8 +12,8 @@
 
 /* The splits of each row tile's keys for a grid of `ctas` row tiles (B * Hkv
 ** * tiles per kv head) over a cache of `capacity` positions on a GPU of `sms`
-** SMs, with key tiles of block_n: enough CTAs for SFA__DECODE_WAVES per SM,
-** no more than the cache has key tiles, at most SFA__DECODE_MAX_SPLITS, at
+** SMs, with key tiles of block_n: as many as fit SFA__DECODE_WAVES CTAs per
+** SM (rounded down: whole waves), no more than the cache has key tiles, at most SFA__DECODE_MAX_SPLITS, at
 ** least 1. Host facts only (never the lengths in use, which stay on the
 ** device), so the launch is the same for every step of a CUDA graph. */
 int sfa__decode_splits(int64_t ctas, int64_t capacity, int sms, int block_n);

@@ -122,6 +122,11 @@ END_TEST
 START_TEST(splits_fill_the_gpu_from_host_facts) {
   /* one sequence of 8 kv heads on 132 SMs: 264 CTAs' worth of splits */
   ck_assert_int_eq(sfa__decode_splits(8, 32768, 132, 64), 33);
+  /* 8 sequences of 8 kv heads: 4 splits, 256 CTAs in one wave of 264
+     (rounded down: 5 would leave a second wave of 56, measured 23% slower
+     at B 8 / 32k, bench/NOTES.md session 18) */
+  ck_assert_int_eq(sfa__decode_splits(64, 32768, 132, 64), 4);
+  ck_assert_int_eq(sfa__decode_splits(256, 32768, 132, 64), 1);
   /* a wide batch fills the GPU by itself */
   ck_assert_int_eq(sfa__decode_splits(512, 32768, 132, 64), 1);
   /* never more splits than key tiles, never more than the cap */
