@@ -572,6 +572,23 @@ int sfa__ws_allowed(const sfa_kernel_spec *s) {
   return sfa__wgmma_allowed(s) && s->pass == SFA_PASS_FWD && !(s->flags & SFA_FEAT_MASK);
 }
 
+/* Where the default forward is the warp-specialized one: what was measured
+** faster than the wgmma kernel (bench/NOTES.md, session 18, H100, T 16384):
+** dense, fixed-length and packed (packed batches at D 128: 5.56 ms against
+** 6.46, varlen/fixed 0.95-1.10); qk_drop (D 64: 2.93 ms against 5.01; D 128:
+** 3.72 against 5.11); window at D 128 (1.10 ms against 1.40; equal at D 64).
+** Not hash (1.12 ms against 0.78 at D 64: a bucket's rows see few keys) nor
+** a window bias (not measured; its ws kernel spills a few bytes at D 128). */
+static int ws_by_default(const sfa_kernel_spec *s) {
+  if (!sfa__ws_allowed(s)) return 0;
+  switch (s->mode) {
+  case SFA_MODE_DENSE:
+  case SFA_MODE_QK_DROP: return 1;
+  case SFA_MODE_WINDOW: return s->head_dim == 128 && !(s->flags & SFA_FEAT_BIAS);
+  default: return 0;
+  }
+}
+
 sfa_status sfa_spec_default(sfa_kernel_spec *spec, char *err, size_t errlen) {
   return sfa__spec_default_mma(spec, -1, err, errlen);
 }
@@ -590,10 +607,8 @@ sfa_status sfa__spec_default_mma(sfa_kernel_spec *spec, int wg, char *err, size_
   if (st != SFA_OK) return st;
 
   /* auto: wgmma wherever it is allowed (sm_90, D 64 and 128, fwd and bwd),
-  ** and the warp-specialized forward for dense fixed-length batches (what it
-  ** was measured on) */
-  if (wg < 0)
-    wg = s.mode == SFA_MODE_DENSE && !(s.flags & SFA_FEAT_VARLEN) && sfa__ws_allowed(&s) ? 2 : 1;
+  ** and the warp-specialized forward where it was measured faster */
+  if (wg < 0) wg = ws_by_default(&s) ? 2 : 1;
   if (wg == 2 && !sfa__ws_allowed(&s)) wg = 1;
   if (!sfa__wgmma_allowed(&s)) wg = 0;
   if (wg == 2) {

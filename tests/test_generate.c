@@ -161,12 +161,14 @@ START_TEST(preset_contents) {
     const int wg = v[i].mma == SFA_SPEC_MMA_WGMMA || v[i].mma == SFA_SPEC_MMA_WS;
     ck_assert_int_eq(sfa_spec_default(&d, NULL, 0), SFA_OK);
     ck_assert(memcmp(&d, &v[i], sizeof d) == 0); /* default tiles */
-    /* sm_90 fwd and bwd at D 64 and 128 default to wgmma (dense fwd: ws),
-    ** nothing else does */
+    /* sm_90 fwd and bwd at D 64 and 128 default to wgmma (the fwd of dense,
+    ** qk_drop and an unbiased window at D 128: ws), nothing else does */
     ck_assert_int_eq(wg, v[i].pass != SFA_PASS_BWD_DQ &&
                              (v[i].head_dim == 64 || v[i].head_dim == 128));
-    ck_assert_int_eq(v[i].mma == SFA_SPEC_MMA_WS,
-                     wg && v[i].pass == SFA_PASS_FWD && v[i].mode == SFA_MODE_DENSE);
+    const int ws_mode = v[i].mode == SFA_MODE_DENSE || v[i].mode == SFA_MODE_QK_DROP ||
+                        (v[i].mode == SFA_MODE_WINDOW && v[i].head_dim == 128 &&
+                         !(v[i].flags & (SFA_FEAT_BIAS | SFA_FEAT_MASK)));
+    ck_assert_int_eq(v[i].mma == SFA_SPEC_MMA_WS, wg && v[i].pass == SFA_PASS_FWD && ws_mode);
     nwg += wg;
     passes[v[i].pass] += 1 + ((v[i].flags & SFA_FEAT_DETERMINISTIC) ? 100 : 0);
     if (v[i].pass == SFA_PASS_FWD) count[v[i].mode][v[i].flags]++;

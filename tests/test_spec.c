@@ -667,8 +667,8 @@ static sfa_kernel_spec defaults_for(sfa_mode mode, unsigned flags, int d, int ar
 /* bench/NOTES.md (H100): D<=64 m128n64w4s2; D<=128 m128n64w4s1 (s1 beat s2 at
 ** D=128 on sm_90); D<=256 m64n64w4s1. Every mode and arch alike, except sm_90
 ** at D 64 and 128: wgmma, D64 m128n64w8s2 (hash and window: m64n64w4s2) and
-** D128 m64n128w4s1; and dense there: ws m128n128w12, 2 stages at D 64, 3 at
-** D 128. */
+** D128 m64n128w4s1; and where ws was measured faster (dense, qk_drop, window
+** without a bias at D 128): ws m128n128w12, 2 stages at D 64, 3 at D 128. */
 START_TEST(defaults_heuristic) {
   for (size_t mf = 0; mf < NMODE_FLAGS; mf++)
     for (int a = 0; a < NARCHS; a++)
@@ -680,7 +680,11 @@ START_TEST(defaults_heuristic) {
                                mode_flags[mf].mode == SFA_MODE_WINDOW;
         if (wg && d == 64) m = short_rows ? 64 : 128, n = 64, w = short_rows ? 4 : 8, st = 2;
         if (wg && d == 128) m = 64, n = 128, w = 4, st = 1;
-        const int ws = wg && mode_flags[mf].mode == SFA_MODE_DENSE;
+        const unsigned fl = mode_flags[mf].flags;
+        const sfa_mode md = mode_flags[mf].mode;
+        const int ws = wg && !(fl & SFA_FEAT_MASK) &&
+                       (md == SFA_MODE_DENSE || md == SFA_MODE_QK_DROP ||
+                        (md == SFA_MODE_WINDOW && d == 128 && !(fl & SFA_FEAT_BIAS)));
         if (ws) m = 128, n = 128, w = 12, st = d == 128 ? 3 : 2;
         ck_assert_msg(s.block_m == m && s.block_n == n && s.num_warps == w &&
                           s.num_stages == st && s.flags == mode_flags[mf].flags &&
@@ -690,10 +694,13 @@ START_TEST(defaults_heuristic) {
                       (int)s.mode, d, archs[a], s.block_m, s.block_n, s.num_warps, s.num_stages,
                       s.flags, (int)s.mma, m, n, w, st, wg ? " wgmma" : "");
       }
-  sfa_kernel_spec s = defaults_for(SFA_MODE_WINDOW, SFA_FEAT_CAUSAL, 128, 90);
+  sfa_kernel_spec s = defaults_for(SFA_MODE_WINDOW, SFA_FEAT_CAUSAL | SFA_FEAT_BIAS, 128, 90);
   ck_assert(s.block_m == 64 && s.block_n == 128 && s.num_warps == 4 && s.num_stages == 1);
-  ck_assert_uint_eq(s.flags, SFA_FEAT_CAUSAL);
+  ck_assert_uint_eq(s.flags, SFA_FEAT_CAUSAL | SFA_FEAT_BIAS);
   ck_assert_int_eq(s.mma, SFA_SPEC_MMA_WGMMA);
+  s = defaults_for(SFA_MODE_WINDOW, SFA_FEAT_CAUSAL, 128, 90);
+  ck_assert(s.block_m == 128 && s.block_n == 128 && s.num_warps == 12 && s.num_stages == 3);
+  ck_assert_int_eq(s.mma, SFA_SPEC_MMA_WS);
   s = defaults_for(SFA_MODE_DENSE, SFA_FEAT_CAUSAL, 128, 80);
   ck_assert(s.block_m == 128 && s.block_n == 64 && s.num_warps == 4 && s.num_stages == 1);
   ck_assert_uint_eq(s.flags, SFA_FEAT_CAUSAL);
@@ -754,9 +761,13 @@ START_TEST(defaults_of_an_mma_kind) {
   ck_assert_int_eq(sfa__spec_default_mma(&f, 0, NULL, 0), SFA_OK);
   ck_assert_int_eq(f.mma, SFA_SPEC_MMA_SYNC); /* on request: the pre-wgmma default tiles */
   ck_assert(f.block_m == 128 && f.block_n == 64 && f.num_warps == 4 && f.num_stages == 2);
-  ck_assert_int_eq(sfa__spec_default_mma(&f, -1, NULL, 0), SFA_OK);
+  ck_assert_int_eq(sfa__spec_default_mma(&f, 1, NULL, 0), SFA_OK);
   ck_assert_uint_eq(f.flags, 0);
   ck_assert_int_eq(f.mma, SFA_SPEC_MMA_WGMMA);
+  sfa_kernel_spec h = f;
+  h.mode = SFA_MODE_HASH;
+  ck_assert_int_eq(sfa__spec_default_mma(&h, -1, NULL, 0), SFA_OK);
+  ck_assert_int_eq(h.mma, SFA_SPEC_MMA_WGMMA); /* auto, hash: wgmma (measured faster) */
   /* ws on request: two consumers, 128-key tiles, two stages; where it is
   ** not allowed (the backward, a mask, sm_80) wgmma, then mma.sync */
   ck_assert_int_eq(sfa__spec_default_mma(&f, 2, NULL, 0), SFA_OK);
