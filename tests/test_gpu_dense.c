@@ -204,6 +204,10 @@ static void case_setup(run *R, const gcase *c) {
     CU(drv->cuMemAlloc(&R->dl, R->el * 4));
     CU(drv->cuMemsetD8(R->dl, 0xFF, R->el * 4));
   }
+  /* The memsets run on the legacy stream, which a CU_STREAM_NON_BLOCKING
+  ** stream does not wait for: finish them before a launch on one, or they
+  ** may overwrite the output after the kernel (seen on an H100 under load). */
+  CU(drv->cuCtxSynchronize());
 
   sfa_tensor_init(&R->tq, (void *)(uintptr_t)R->dq, c->dtype, 4, qshape);
   sfa_tensor_init(&R->tk, (void *)(uintptr_t)R->dk, c->dtype, 4, kshape);
