@@ -215,10 +215,24 @@ def dense_problem(B, H, T, D, dt, causal=True):
                    slice(None), slice(None), bh_free=True)
 
 
+_block_mask_fn = None
+
+
+def block_mask_fn():
+    """torch.compile(create_block_mask), made once. Its _compile=True flag is
+    deprecated in torch 2.11 and did not compile: session 18's runs of
+    compare.py sat in the first sparse case (hash, B 4, H 16, T 16384, whose
+    mask_mod differs per batch and head) for over 220 s."""
+    global _block_mask_fn
+    if _block_mask_fn is None:
+        from torch.nn.attention.flex_attention import create_block_mask
+        _block_mask_fn = torch.compile(create_block_mask)
+    return _block_mask_fn
+
+
 def flex_block_mask(p, B, H):
-    """FlexAttention's block mask of problem p (compiled create_block_mask);
-    broadcast over batch and heads (B = H = None) when p.extra["bh_free"]."""
-    from torch.nn.attention.flex_attention import create_block_mask
+    """FlexAttention's block mask of problem p (block_mask_fn); broadcast over
+    batch and heads (B = H = None) when p.extra["bh_free"]."""
     if p.extra.get("bh_free"):
         B = H = None
-    return create_block_mask(p.mask_mod, B, H, p.q.shape[2], p.k.shape[2], device="cuda", _compile=True)
+    return block_mask_fn()(p.mask_mod, B, H, p.q.shape[2], p.k.shape[2], device="cuda")

@@ -22,10 +22,11 @@ import sys
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+from torch.nn.attention.flex_attention import flex_attention
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cases import bench, dense_problem, hash_problem, qk_drop_problem, rel_err, window_problem  # noqa: E402
+from cases import (bench, dense_problem, flex_block_mask, hash_problem, qk_drop_problem,  # noqa: E402
+                   rel_err, window_problem)
 import sfa  # noqa: E402
 
 import torch._functorch.config  # noqa: E402
@@ -61,7 +62,7 @@ def compare(p, B, H, det, peers):
 
 
 def flex_peer(p, B, H):
-    bm = create_block_mask(p.mask_mod, B, H, p.q.shape[2], p.k.shape[2], device="cuda", _compile=True)
+    bm = flex_block_mask(p, B, H)
     return ("flex", lambda q, k, v: flex(q, k, v, block_mask=bm))
 
 

@@ -13,10 +13,11 @@ import os
 import sys
 
 import torch
-from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+from torch.nn.attention.flex_attention import flex_attention
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cases import bench, flex_hash_end_to_end, hash_problem, qk_drop_problem, rel_err, window_problem  # noqa: E402
+from cases import (bench, flex_block_mask, flex_hash_end_to_end, hash_problem, qk_drop_problem,  # noqa: E402
+                   rel_err, window_problem)
 import sfa  # noqa: E402  (cases puts python/ on the path)
 
 flex = torch.compile(flex_attention, dynamic=False)
@@ -24,7 +25,7 @@ flex = torch.compile(flex_attention, dynamic=False)
 
 def flex_case(p, B, H):
     """sfa's forward against FlexAttention's on the problem p."""
-    bm = create_block_mask(p.mask_mod, B, H, p.q.shape[2], p.k.shape[2], device="cuda", _compile=True)
+    bm = flex_block_mask(p, B, H)
     run_sfa = lambda: sfa.forward(p.q, p.k, p.v, **p.kw)
     run_flex = lambda: flex(p.q, p.k, p.v, block_mask=bm)
     err = rel_err(run_sfa(), run_flex(), p.qrows)

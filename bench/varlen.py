@@ -84,7 +84,7 @@ from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from cases import bench, finish, rel_err  # noqa: E402
+from cases import bench, block_mask_fn, finish, rel_err  # noqa: E402
 from compare import _raise_recompile_limit, flex as flex_compiled, ints, names, short  # noqa: E402
 import sfa  # noqa: E402  (cases puts python/ on the path)
 
@@ -284,7 +284,8 @@ class Run:
 
                 def document_causal(b, h, i, j):
                     return (doc[i] == doc[j]) & (i >= j)
-                bm = create_block_mask(document_causal, None, None, tot, tot, device=dev, _compile=dev == "cuda")
+                make_bm = block_mask_fn() if dev == "cuda" else create_block_mask
+                bm = make_bm(document_causal, None, None, tot, tot, device=dev)
                 if dev == "cuda":
                     fn = lambda q, k, v: self.flex(q, k, v, block_mask=bm)  # noqa: E731
                 elif ps == "fwd":  # eager FlexAttention on the CPU has no backward: no graph is recorded
