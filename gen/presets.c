@@ -232,11 +232,11 @@ static sfa_status add_dense_tiles(list *l, int arch, char *err, size_t errlen) {
                 if (sfa_spec_validate(&s, NULL, 0) == SFA_OK && push(l, &s) != 0)
                   return sfa__fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "preset: out of memory");
               }
-  /* the warp-specialized forward (sm_90): 1 or 2 consumers, 64- or 128-key
-  ** tiles, 2..4 stages where they fit */
+  /* the warp-specialized forward (sm_90): 1 to 3 consumers (3: D 64), 64-
+  ** or 128-key tiles, 2..4 stages where they fit */
   for (int d = 0; d < 2; d++)
     for (int c = 0; c < 2; c++)
-      for (int w = 8; w <= 12; w += 4)
+      for (int w = 8; w <= 16; w += 4)
         for (int n = 64; n <= 128; n += 64)
           for (int st = 2; st <= 4; st++) {
             sfa_kernel_spec s = {SFA_PASS_FWD, SFA_MODE_DENSE, SFA_DTYPE_BF16, dims[d],

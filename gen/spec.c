@@ -161,13 +161,13 @@ sfa_status sfa__spec_check_domain(const sfa_kernel_spec *s, char *err, size_t er
     return sfa__fail(err, errlen, bad,
                      "head_dim: %d is not allowed; must be a multiple of 16 in 32..256",
                      s->head_dim);
-  if (!ONE_OF(s->num_warps, 4, 8, 12))
-    return sfa__fail(err, errlen, bad, "num_warps: %d is not allowed; must be 4, 8 or 12",
+  if (!ONE_OF(s->num_warps, 4, 8, 12, 16))
+    return sfa__fail(err, errlen, bad, "num_warps: %d is not allowed; must be 4, 8, 12 or 16",
                      s->num_warps);
-  if (s->pass == SFA_PASS_DECODE ? s->block_m != 16 : !ONE_OF(s->block_m, 64, 128))
+  if (s->pass == SFA_PASS_DECODE ? s->block_m != 16 : !ONE_OF(s->block_m, 64, 128, 192))
     return sfa__fail(err, errlen, bad, "block_m: %d is not allowed%s; must be %s", s->block_m,
                      s->pass == SFA_PASS_DECODE ? " with pass decode" : "",
-                     s->pass == SFA_PASS_DECODE ? "16" : "64 or 128");
+                     s->pass == SFA_PASS_DECODE ? "16" : "64, 128 or 192");
   if (!ONE_OF(s->block_n, 32, 64, 128))
     return sfa__fail(err, errlen, bad, "block_n: %d is not allowed; must be 32, 64 or 128",
                      s->block_n);
@@ -228,8 +228,13 @@ static sfa_status check_ws(const sfa_kernel_spec *s, char *err, size_t errlen) {
                      "head_dim: %d is not allowed with mma ws; must be 64 or 128", s->head_dim);
   if (s->num_warps == 4)
     return sfa__fail(err, errlen, bad,
-                     "num_warps: 4 is not allowed with mma ws; must be 8 or 12 (a producer "
-                     "warpgroup and 1 or 2 consumer warpgroups)");
+                     "num_warps: 4 is not allowed with mma ws; must be 8, 12 or 16 (a "
+                     "producer warpgroup and 1 to 3 consumer warpgroups)");
+  if (s->num_warps == 16 && s->head_dim != 64)
+    return sfa__fail(err, errlen, bad,
+                     "num_warps: 16 is not allowed with mma ws at head_dim %d; must be 8 or 12 "
+                     "(three consumers have 160 registers a thread: head_dim 64 only)",
+                     s->head_dim);
   if (s->block_m != 64 * (s->num_warps / 4 - 1))
     return sfa__fail(err, errlen, bad,
                      "block_m: %d is not allowed with mma ws and num_warps %d; each consumer "
@@ -256,9 +261,14 @@ static sfa_status check_rules(const sfa_kernel_spec *s, char *err, size_t errlen
   if (s->mma == SFA_SPEC_MMA_WS) {
     if ((st = check_ws(s, err, errlen)) != SFA_OK) return st;
   } else {
-    if (s->num_warps == 12)
+    if (s->num_warps > 8)
       return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
-                       "num_warps: 12 is allowed with mma ws only; must be 4 or 8");
+                       "num_warps: %d is allowed with mma ws only; must be 4 or 8",
+                       s->num_warps);
+    if (s->block_m > 128)
+      return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
+                       "block_m: %d is allowed with mma ws only; must be 64 or 128",
+                       s->block_m);
     if (s->num_stages > 2 && s->pass != SFA_PASS_DECODE)
       return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
                        "num_stages: %d is not allowed in pass %s; must be 1 or 2 (2..4 with "

@@ -130,11 +130,12 @@ static void fill_attention(const sfa_kernel_spec *s, sfa__variant *v) {
       v->row_tiles = 1;
       v->consumers = v->warpgroups - 1;
       /* One consumer: two CTAs per SM by registers (the cap at entry is 128);
-      ** two: one CTA, cap 168. The producer keeps 24 or 40 registers, the
-      ** consumers share the rest in steps of 8. */
+      ** two: one CTA, cap 168; three: one CTA, cap 128. The producer keeps
+      ** 24, 40 or 32 registers (what the consumers' steps of 8 leave: 232
+      ** registers each with two consumers, 160 with three). */
       v->min_blocks = v->consumers == 1 ? 2 : 1;
       const int cap = 65536 / (v->threads * v->min_blocks) / 8 * 8;
-      v->producer_regs = v->consumers == 1 ? 24 : 40;
+      v->producer_regs = v->consumers == 1 ? 24 : v->consumers == 2 ? 40 : 32;
       v->consumer_regs = (cap * v->threads - 128 * v->producer_regs) / (128 * v->consumers) / 8 * 8;
       if (v->consumer_regs > 256) v->consumer_regs = 256;
       v->box_cols = 64;

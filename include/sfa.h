@@ -178,10 +178,11 @@ typedef enum sfa_spec_mma {
                             flags */
   SFA_SPEC_MMA_WS        /* warp-specialized wgmma forward: a producer warpgroup loads Q, K
                             and V with the tensor copy engine (TMA) into num_stages (2..4)
-                            buffers, 1 or 2 consumer warpgroups of 64 query rows compute;
-                            sm_90 (sm_90a), pass fwd, head_dim 64 or 128, block_n 64 or
-                            128, block_m == 64 * (num_warps / 4 - 1) (num_warps 8 or 12),
-                            no mask flag. The runtime uses it only for tensors the copy
+                            buffers, 1 to 3 consumer warpgroups of 64 query rows
+                            compute; sm_90 (sm_90a), pass fwd, head_dim 64 or 128,
+                            block_n 64 or 128, block_m == 64 * (num_warps / 4 - 1)
+                            (num_warps 8, 12 or 16; 16 at head_dim 64 only), no mask
+                            flag. The runtime uses it only for tensors the copy
                             engine can address (16-byte aligned base and strides,
                             contiguous rows) and the wgmma default otherwise. The name
                             spells it "_ws" after the flags */
@@ -198,9 +199,9 @@ typedef struct sfa_kernel_spec {
   sfa_mode mode;      /* problem */
   sfa_dtype dtype;    /* problem: SFA_DTYPE_FP16 or SFA_DTYPE_BF16 (utility passes: see sfa_pass) */
   int head_dim;       /* problem: multiple of 16, 32..256 (utility passes: 0) */
-  int block_m;        /* configuration: query rows per CTA */
+  int block_m;        /* configuration: query rows per CTA: 64 or 128 (192: mma ws) */
   int block_n;        /* configuration: key rows per inner tile */
-  int num_warps;      /* configuration: 4 or 8 (12: mma ws) */
+  int num_warps;      /* configuration: 4 or 8 (12, 16: mma ws) */
   int num_stages;     /* configuration: K/V shared-memory buffers: 1 (interleaved) or 2;
                          decode 1..4; mma ws 2..4 */
   int arch;           /* problem: compute capability * 10 + minor, e.g. 80, 86, 89, 90 */

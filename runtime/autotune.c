@@ -50,7 +50,8 @@ sfa_status sfa__tune_candidates(const sfa_kernel_spec *base, sfa_kernel_spec **o
             v[k++] = c;
           }
   /* The warp-specialized forward (sm_90): 1 or 2 consumer warpgroups, 64- or
-  ** 128-key tiles, 2..4 stages. */
+  ** 128-key tiles, 2..4 stages (three consumers, num_warps 16, not yet: they
+  ** have not run on a GPU). */
   for (int w = 8; w <= 12; w += 4)
     for (int b = 64; b <= 128; b += 64)
       for (int s = 2; s <= 4; s++) {

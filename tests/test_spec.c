@@ -116,13 +116,15 @@ END_TEST
 
 START_TEST(warps_rule) {
   sfa_kernel_spec s = good();
-  int bad[] = {0, 1, 2, 3, 5, 16, -4};
+  int bad[] = {0, 1, 2, 3, 5, 20, -4};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     s.num_warps = bad[i];
-    expect(&s, SFA_ERR_INVALID_ARGUMENT, "num_warps:", "must be 4, 8 or 12");
+    expect(&s, SFA_ERR_INVALID_ARGUMENT, "num_warps:", "must be 4, 8, 12 or 16");
   }
   s.num_warps = 12; /* a producer and two consumer warpgroups: mma ws only */
   expect(&s, SFA_ERR_INVALID_ARGUMENT, "num_warps: 12 is allowed with mma ws only", NULL);
+  s.num_warps = 16; /* and three */
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "num_warps: 16 is allowed with mma ws only", NULL);
   s.num_warps = 8;
   expect(&s, SFA_OK, NULL, NULL);
 }
@@ -133,8 +135,10 @@ START_TEST(block_m_rule) {
   int bad[] = {0, 16, 32, 48, 96, 256};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     s.block_m = bad[i];
-    expect(&s, SFA_ERR_INVALID_ARGUMENT, "block_m:", "64 or 128");
+    expect(&s, SFA_ERR_INVALID_ARGUMENT, "block_m:", "64, 128 or 192");
   }
+  s.block_m = 192; /* three consumer warpgroups of mma ws */
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "block_m: 192 is allowed with mma ws only", NULL);
   /* 64 rows over 8 warps is half an m16 tile per warp. */
   s.block_m = 64;
   s.num_warps = 8;
@@ -248,7 +252,13 @@ START_TEST(ws_rule) {
   expect(&s, SFA_ERR_INVALID_ARGUMENT, "block_m: 128 is not allowed with mma ws and num_warps 8",
          "must be 64");
   s.block_m = 64, s.num_warps = 4;
-  expect(&s, SFA_ERR_INVALID_ARGUMENT, "num_warps: 4 is not allowed with mma ws", "8 or 12");
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "num_warps: 4 is not allowed with mma ws", "8, 12 or 16");
+  s.block_m = 192, s.num_warps = 16; /* three consumers: head_dim 64 only */
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "num_warps: 16 is not allowed with mma ws at head_dim 128",
+         "head_dim 64 only");
+  s.head_dim = 64;
+  expect(&s, SFA_OK, NULL, NULL);
+  s.head_dim = 128, s.block_m = 64, s.num_warps = 4;
   s.num_warps = 8, s.block_n = 32;
   expect(&s, SFA_ERR_INVALID_ARGUMENT, "block_n: 32 is not allowed with mma ws", NULL);
   s.block_n = 64, s.num_stages = 1;
