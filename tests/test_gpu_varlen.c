@@ -523,11 +523,11 @@ START_TEST(mma_sync_kernels) {
 }
 END_TEST
 
-/* The warp-specialized forward on packed sequences (forced: dense defaults
-** to it on fixed-length batches only): a key tile that runs past its
-** sequence copies the next one's rows, which the mask drops; window with a
-** bias and Kmax (no mask: the kind does not serve it). The backward is the
-** wgmma kernel's. */
+/* The warp-specialized forward on packed sequences, forced for every mode
+** (by default only dense, qk_drop and an unbiased window at D 128 take it):
+** a key tile that runs past its sequence copies the next one's rows, which
+** the mask drops; window with a bias and Kmax (no mask: the kind does not
+** serve it). The backward is the wgmma kernel's. */
 START_TEST(ws_kernels) {
   sfa_context *saved = tg_push_mma(SFA_MMA_WS);
   vcase c = mk(SFA_MODE_DENSE, SFA_DTYPE_BF16, 4, 2, 128, L1, NULL, 60);
