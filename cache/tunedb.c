@@ -485,10 +485,12 @@ static int parse_row(char *line, int version, const char *gpu, int cc, trow *out
   if (!parse_int(f[i = 10], &r.cfg.num_warps)) BADF("num_warps", "a number");
   if (!parse_int(f[i = 11], &r.cfg.num_stages)) BADF("num_stages", "a number");
   if (!v1) {
-    if (strcmp(f[i = 12], sfa__mma_name(SFA_SPEC_MMA_SYNC)) == 0) r.cfg.mma = SFA_SPEC_MMA_SYNC;
-    else if (strcmp(f[12], sfa__mma_name(SFA_SPEC_MMA_WGMMA)) == 0) r.cfg.mma = SFA_SPEC_MMA_WGMMA;
-    else if (strcmp(f[12], sfa__mma_name(SFA_SPEC_MMA_WS)) == 0) r.cfg.mma = SFA_SPEC_MMA_WS;
-    else BADF("mma", "sync, wgmma or ws");
+    int m = SFA_SPEC_MMA_SYNC; /* the kinds in order, until one's name matches */
+    i = 12;
+    while (sfa__mma_name((sfa_spec_mma)m) && strcmp(f[12], sfa__mma_name((sfa_spec_mma)m)) != 0)
+      m++;
+    if (!sfa__mma_name((sfa_spec_mma)m)) BADF("mma", "sync, wgmma or ws");
+    r.cfg.mma = (sfa_spec_mma)m;
   }
   if (!parse_time(f[i = 13 - v1], &r.time_us)) BADF("time_us", "a positive number");
   if (!parse_time(f[i = 14 - v1], &r.default_time_us)) BADF("default_time_us", "a positive number");

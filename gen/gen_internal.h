@@ -37,7 +37,8 @@ const char *sfa__mode_name(sfa_mode m);   /* "dense", "qk_drop", "hash", "window
 const char *sfa__mode_token(sfa_mode m);  /* "dense", "qkdrop", "hash", "window" */
 const char *sfa__dtype_name(sfa_dtype d); /* "fp16", "bf16", "fp32", "int32", "uint8" */
 
-const char *sfa__mma_name(sfa_spec_mma m); /* "sync", "wgmma" (the tuning db's mma column) */
+const char *sfa__mma_name(sfa_spec_mma m);  /* "sync", "wgmma", "ws" (the tuning db's mma column) */
+const char *sfa__mma_token(sfa_spec_mma m); /* "", "wg", "ws" (the kernel name's flag token) */
 
 /* 1 where a and b have the same configuration (sfa.h: block_m, block_n,
 ** num_warps, num_stages, mma). */

@@ -57,9 +57,9 @@ static void spec_text(int col, const sfa_kernel_spec *s, char *buf, size_t n) {
   case COL_SMEM: snprintf(buf, n, "%zu", sfa_spec_smem_bytes(s)); break;
   case COL_FLAGS: /* the flags and the mma kind's token, as the name spells them */
     sfa__flag_list(buf, n, s->flags, 0, ",");
-    if (s->mma != SFA_SPEC_MMA_SYNC) {
+    if (*sfa__mma_token(s->mma)) {
       if (buf[0]) strncat(buf, ",", n - strlen(buf) - 1);
-      strncat(buf, s->mma == SFA_SPEC_MMA_WS ? "ws" : "wg", n - strlen(buf) - 1);
+      strncat(buf, sfa__mma_token(s->mma), n - strlen(buf) - 1);
     }
     if (!buf[0]) snprintf(buf, n, "-");
     break;

@@ -84,6 +84,11 @@ const char *sfa__mma_name(sfa_spec_mma m) {
          : m == SFA_SPEC_MMA_WS ? "ws" : NULL;
 }
 
+const char *sfa__mma_token(sfa_spec_mma m) {
+  return m == SFA_SPEC_MMA_SYNC ? "" : m == SFA_SPEC_MMA_WGMMA ? WG_TOKEN
+         : m == SFA_SPEC_MMA_WS ? WS_TOKEN : NULL;
+}
+
 int sfa__spec_same_config(const sfa_kernel_spec *a, const sfa_kernel_spec *b) {
   return a->block_m == b->block_m && a->block_n == b->block_n &&
          a->num_warps == b->num_warps && a->num_stages == b->num_stages && a->mma == b->mma;
@@ -217,7 +222,7 @@ static sfa_status check_mode_flags(const sfa_kernel_spec *s, char *err, size_t e
 }
 
 /* The warp-specialized forward (mma ws, templates/fwd_ws.lt): a producer
-** warpgroup that issues the tensor copies and 1 or 2 consumer warpgroups of
+** warpgroup that issues the tensor copies and 1 to 3 consumer warpgroups of
 ** 64 query rows each. */
 static sfa_status check_ws(const sfa_kernel_spec *s, char *err, size_t errlen) {
   const sfa_status bad = SFA_ERR_INVALID_ARGUMENT;
@@ -418,8 +423,10 @@ sfa_status sfa_spec_name(const sfa_kernel_spec *s, char *buf, size_t n) {
       strcat(flags, "_");
       strcat(flags, ft[i].token);
     }
-  if (s->mma == SFA_SPEC_MMA_WGMMA) strcat(flags, "_" WG_TOKEN);
-  if (s->mma == SFA_SPEC_MMA_WS) strcat(flags, "_" WS_TOKEN);
+  if (*sfa__mma_token(s->mma)) {
+    strcat(flags, "_");
+    strcat(flags, sfa__mma_token(s->mma));
+  }
   int len = snprintf(buf, n, "sfa_%s_%s%s_%s_d%d_m%dn%d_w%ds%d_sm%d",
                      sfa__pass_name(s->pass), sfa__mode_token(s->mode), flags,
                      sfa__dtype_name(s->dtype), s->head_dim, s->block_m, s->block_n,

@@ -296,9 +296,9 @@ static void print_rows(sfa_tunedb *db) {
     char fl[96];
     if (!sfa__flag_list(fl, sizeof fl, r.key.flags, 0, "+")) strcpy(fl, "-");
     char tiles[48];
-    snprintf(tiles, sizeof tiles, "m%dn%d_w%ds%d%s", r.cfg.block_m, r.cfg.block_n,
-             r.cfg.num_warps, r.cfg.num_stages,
-             r.cfg.mma == SFA_SPEC_MMA_WGMMA ? "_wg" : r.cfg.mma == SFA_SPEC_MMA_WS ? "_ws" : "");
+    const char *tok = sfa__mma_token(r.cfg.mma);
+    snprintf(tiles, sizeof tiles, "m%dn%d_w%ds%d%s%s", r.cfg.block_m, r.cfg.block_n,
+             r.cfg.num_warps, r.cfg.num_stages, tok && *tok ? "_" : "", tok ? tok : "");
     const char *pass = sfa__pass_name(r.key.pass), *mode = sfa__mode_name(r.key.mode);
     printf("%-6s %-7s %-5s %-4d %-12s %-24s %-18s %10.3f %10.3f %7.3fx\n", pass ? pass : "?",
            mode ? mode : "?", sfa__dtype_str(r.key.dtype), r.key.head_dim, fl, r.key.bucket,

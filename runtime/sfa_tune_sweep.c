@@ -57,8 +57,9 @@ static void on_candidate(void *user, int i, int n, const sfa__tune_entry *e) {
 }
 
 static void tiles_str(const sfa_kernel_spec *s, char *buf, size_t n) {
-  snprintf(buf, n, "m%dn%d_w%ds%d%s", s->block_m, s->block_n, s->num_warps, s->num_stages,
-           s->mma == SFA_SPEC_MMA_WGMMA ? "_wg" : s->mma == SFA_SPEC_MMA_WS ? "_ws" : "");
+  const char *tok = sfa__mma_token(s->mma);
+  snprintf(buf, n, "m%dn%d_w%ds%d%s%s", s->block_m, s->block_n, s->num_warps, s->num_stages,
+           tok && *tok ? "_" : "", tok ? tok : "");
 }
 
 /* The class and problem of one grid point: the grid's causal, window, bias
