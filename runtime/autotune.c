@@ -49,10 +49,9 @@ sfa_status sfa__tune_candidates(const sfa_kernel_spec *base, sfa_kernel_spec **o
               continue;
             v[k++] = c;
           }
-  /* The warp-specialized forward (sm_90): 1 or 2 consumer warpgroups, 64- or
-  ** 128-key tiles, 2..4 stages (three consumers, num_warps 16, not yet: they
-  ** have not run on a GPU). */
-  for (int w = 8; w <= 12; w += 4)
+  /* The warp-specialized forward (sm_90): 1, 2 or 3 consumer warpgroups (3:
+  ** head_dim 64 only), 64- or 128-key tiles, 2..4 stages. */
+  for (int w = 8; w <= 16; w += 4)
     for (int b = 64; b <= 128; b += 64)
       for (int s = 2; s <= 4; s++) {
         sfa_kernel_spec c = def;

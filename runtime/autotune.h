@@ -31,9 +31,9 @@
 #include "cache/tunedb.h"
 
 #define SFA__TUNE_NOISE 0.02
-/* 2 mma kinds x 2 block_m x 3 block_n x 2 warps x 2 stages, + ws: 2 consumer
+/* 2 mma kinds x 2 block_m x 3 block_n x 2 warps x 2 stages, + ws: 3 consumer
 ** counts x 2 block_n x 3 stages, + 1 */
-#define SFA__TUNE_MAX_CANDIDATES 61
+#define SFA__TUNE_MAX_CANDIDATES 67
 
 /* The candidate set of base's problem class: every (block_m in {64,128},
 ** block_n in {32,64,128}, num_warps in {4,8}, num_stages in {1,2}) that

@@ -22,13 +22,13 @@ static sfa_kernel_spec cls(sfa_mode mode, sfa_dtype dt, int d, int arch, unsigne
   return s;
 }
 
-#define NTILES 60 /* 2 mma kinds x 24 tiles, 12 ws tiles */
+#define NTILES 66 /* 2 mma kinds x 24 tiles, 18 ws tiles */
 
 /* 0..59 for a tile in the enumeration grid: 0..23 with mma.sync, 24..47 with
 ** wgmma, 48..59 with ws (consumers x block_n x stages). */
 static int tile_index(const sfa_kernel_spec *s) {
   if (s->mma == SFA_SPEC_MMA_WS)
-    return 48 + ((s->num_warps == 12) * 2 + (s->block_n == 128)) * 3 + (s->num_stages - 2);
+    return 48 + ((s->num_warps / 4 - 2) * 2 + (s->block_n == 128)) * 3 + (s->num_stages - 2);
   int b = s->block_n == 32 ? 0 : s->block_n == 64 ? 1 : 2;
   return (((s->mma == SFA_SPEC_MMA_WGMMA) * 2 + (s->block_m == 128)) * 3 + b) * 2 * 2 +
          (s->num_warps == 8) * 2 + (s->num_stages - 1);
@@ -74,7 +74,7 @@ static int check_candidates(sfa_kernel_spec base) {
               ck_assert_msg(seen[tile_index(&t)], "missing a valid tile");
             }
           }
-  for (int w = 8; w <= 12; w += 4)
+  for (int w = 8; w <= 16; w += 4)
     for (int b = 64; b <= 128; b += 64)
       for (int s = 2; s <= 4; s++) {
         sfa_kernel_spec t = def;
@@ -123,7 +123,22 @@ START_TEST(wgmma_candidates_for_sm90_fwd_and_bwd) {
   ck_assert_int_gt(nwg, 0);
   ck_assert_int_lt(nwg, n); /* both kinds */
   ck_assert_int_eq(last_nws, 10); /* 12 ws tiles; at D 128 four stages of 128 keys do not fit */
+  for (int i = 0; i < n; i++) ck_assert_int_le(c[i].num_warps, 12); /* 3 consumers: D 64 only */
   free(c);
+  /* at D 64 the three-consumer tiles (num_warps 16, block_m 192) are candidates too */
+  b.head_dim = 64;
+  check_candidates(b);
+  ck_assert_int_eq(sfa__tune_candidates(&b, &c, &n, NULL, 0), SFA_OK);
+  int n16 = 0;
+  for (int i = 0; i < n; i++)
+    if (c[i].num_warps == 16) {
+      ck_assert_int_eq(c[i].mma, SFA_SPEC_MMA_WS);
+      ck_assert_int_eq(c[i].block_m, 192);
+      n16++;
+    }
+  ck_assert_int_gt(n16, 0);
+  free(c);
+  b.head_dim = 128;
   ck_assert_int_gt(check_candidates(cls(SFA_MODE_HASH, SFA_DTYPE_FP16, 64, 90, 0)), 0);
   ck_assert_int_eq(check_candidates(cls(SFA_MODE_DENSE, SFA_DTYPE_BF16, 128, 80, SFA_FEAT_CAUSAL)),
                    0);
