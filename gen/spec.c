@@ -636,6 +636,13 @@ sfa_status sfa__spec_default_mma(sfa_kernel_spec *spec, int wg, char *err, size_
     ** TF/s against 389-391, two stages). */
     s.mma = SFA_SPEC_MMA_WS;
     s.block_m = 128, s.block_n = 128, s.num_warps = 12, s.num_stages = s.head_dim == 128 ? 3 : 2;
+    if (s.head_dim == 64 && (s.mode == SFA_MODE_DENSE || s.mode == SFA_MODE_QK_DROP) &&
+        !(s.flags & (SFA_FEAT_SOFTCAP | SFA_FEAT_ALIBI)))
+      /* three consumer warpgroups (192 rows), four stages: the sweep's winner
+      ** at T = 16384 (bench/NOTES.md, session 19, H100: dense causal 4.33 ms
+      ** against 5.24 for the tile above, 1.05x cuDNN; qk_drop 4.85 against
+      ** 5.65); softcap and ALiBi spill on its 160 registers */
+      s.block_m = 192, s.num_warps = 16, s.num_stages = 4;
   } else if (wg && s.pass == SFA_PASS_BWD) {
     /* two warpgroups of 64 keys, 64-query tiles, double buffered: the sweep's
     ** winner for dense causal D = 128 T = 16384 on an H100 (bench/NOTES.md,

@@ -678,7 +678,8 @@ static sfa_kernel_spec defaults_for(sfa_mode mode, unsigned flags, int d, int ar
 ** D=128 on sm_90); D<=256 m64n64w4s1. Every mode and arch alike, except sm_90
 ** at D 64 and 128: wgmma, D64 m128n64w8s2 (hash and window: m64n64w4s2) and
 ** D128 m64n128w4s1; and where ws was measured faster (dense, qk_drop, window
-** without a bias at D 128): ws m128n128w12, 2 stages at D 64, 3 at D 128. */
+** without a bias at D 128): ws m128n128w12, 2 stages at D 64, 3 at D 128,
+** except dense and qk_drop at D 64: three consumers, m192n128w16s4. */
 START_TEST(defaults_heuristic) {
   for (size_t mf = 0; mf < NMODE_FLAGS; mf++)
     for (int a = 0; a < NARCHS; a++)
@@ -696,6 +697,7 @@ START_TEST(defaults_heuristic) {
                        (md == SFA_MODE_DENSE || md == SFA_MODE_QK_DROP ||
                         (md == SFA_MODE_WINDOW && d == 128 && !(fl & SFA_FEAT_BIAS)));
         if (ws) m = 128, n = 128, w = 12, st = d == 128 ? 3 : 2;
+        if (ws && d == 64 && md != SFA_MODE_WINDOW) m = 192, w = 16, st = 4; /* 3 consumers */
         ck_assert_msg(s.block_m == m && s.block_n == n && s.num_warps == w &&
                           s.num_stages == st && s.flags == mode_flags[mf].flags &&
                           s.mma == (ws ? SFA_SPEC_MMA_WS : wg ? SFA_SPEC_MMA_WGMMA
@@ -719,6 +721,27 @@ START_TEST(defaults_heuristic) {
   ck_assert(s.block_m == 128 && s.block_n == 64 && s.num_warps == 4 && s.num_stages == 2);
   s = defaults_for(SFA_MODE_WINDOW, SFA_FEAT_BIAS, 256, 89);
   ck_assert(s.block_m == 64 && s.block_n == 64 && s.num_warps == 4 && s.num_stages == 1);
+}
+END_TEST
+
+/* The three-consumer tile is dense and qk_drop D 64's default on sm_90 where its 160
+** registers per thread hold the epilogue: softcap and ALiBi keep two consumers. */
+START_TEST(defaults_three_consumers_dense_d64_without_softcap_alibi) {
+  const unsigned fl[] = {0, SFA_FEAT_CAUSAL, SFA_FEAT_VARLEN | SFA_FEAT_CAUSAL,
+                         SFA_FEAT_SOFTCAP, SFA_FEAT_ALIBI | SFA_FEAT_CAUSAL};
+  for (size_t i = 0; i < sizeof fl / sizeof fl[0]; i++) {
+    sfa_kernel_spec s = defaults_for(SFA_MODE_DENSE, fl[i], 64, 90);
+    const int three = !(fl[i] & (SFA_FEAT_SOFTCAP | SFA_FEAT_ALIBI));
+    ck_assert_int_eq(s.mma, SFA_SPEC_MMA_WS);
+    ck_assert_int_eq(s.num_warps, three ? 16 : 12);
+    ck_assert_int_eq(s.block_m, three ? 192 : 128);
+    ck_assert_int_eq(s.num_stages, three ? 4 : 2);
+    ck_assert_int_eq(sfa_spec_validate(&s, NULL, 0), SFA_OK);
+  }
+  /* qk_drop too; at D 128 two consumers */
+  ck_assert_int_eq(defaults_for(SFA_MODE_QK_DROP, 0, 64, 90).num_warps, 16);
+  ck_assert_int_eq(defaults_for(SFA_MODE_QK_DROP, SFA_FEAT_SOFTCAP, 64, 90).num_warps, 12);
+  ck_assert_int_eq(defaults_for(SFA_MODE_DENSE, SFA_FEAT_CAUSAL, 128, 90).num_warps, 12);
 }
 END_TEST
 
@@ -778,11 +801,16 @@ START_TEST(defaults_of_an_mma_kind) {
   h.mode = SFA_MODE_HASH;
   ck_assert_int_eq(sfa__spec_default_mma(&h, -1, NULL, 0), SFA_OK);
   ck_assert_int_eq(h.mma, SFA_SPEC_MMA_WGMMA); /* auto, hash: wgmma (measured faster) */
-  /* ws on request: two consumers, 128-key tiles, two stages; where it is
-  ** not allowed (the backward, a mask, sm_80) wgmma, then mma.sync */
+  /* ws on request: two consumers, 128-key tiles, two stages (qk_drop at D 64:
+  ** three consumers, four stages); where it is not allowed (the backward, a
+  ** mask, sm_80) wgmma, then mma.sync */
+  ck_assert_int_eq(sfa__spec_default_mma(&h, 2, NULL, 0), SFA_OK);
+  ck_assert_int_eq(h.mma, SFA_SPEC_MMA_WS);
+  ck_assert(h.block_m == 128 && h.block_n == 128 && h.num_warps == 12 && h.num_stages == 2);
+  ck_assert_int_eq(sfa_spec_validate(&h, NULL, 0), SFA_OK);
   ck_assert_int_eq(sfa__spec_default_mma(&f, 2, NULL, 0), SFA_OK);
   ck_assert_int_eq(f.mma, SFA_SPEC_MMA_WS);
-  ck_assert(f.block_m == 128 && f.block_n == 128 && f.num_warps == 12 && f.num_stages == 2);
+  ck_assert(f.block_m == 192 && f.block_n == 128 && f.num_warps == 16 && f.num_stages == 4);
   ck_assert_int_eq(sfa_spec_validate(&f, NULL, 0), SFA_OK);
   sfa_kernel_spec w = s; /* the bwd above */
   ck_assert_int_eq(sfa__spec_default_mma(&w, 2, NULL, 0), SFA_OK);
@@ -1027,6 +1055,7 @@ int main(void) {
   TCase *d = tcase_create("defaults");
   tcase_add_test(d, defaults_valid_everywhere);
   tcase_add_test(d, defaults_heuristic);
+  tcase_add_test(d, defaults_three_consumers_dense_d64_without_softcap_alibi);
   tcase_add_test(d, defaults_set_or_clear_wg);
   tcase_add_test(d, defaults_of_an_mma_kind);
   tcase_add_test(d, defaults_errors);
