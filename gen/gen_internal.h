@@ -72,7 +72,8 @@ int sfa__spec_is_ws(const sfa_kernel_spec *spec);
 ** dim (64, 128) allow a wgmma kernel (mma SFA_SPEC_MMA_WGMMA). */
 int sfa__wgmma_allowed(const sfa_kernel_spec *spec);
 /* 1 where the warp-specialized forward (mma SFA_SPEC_MMA_WS) is allowed: a
-** wgmma forward without the mask flag. */
+** forward on an arch with wgmma, head dim 64, 128 or 256, without the mask
+** flag. */
 int sfa__ws_allowed(const sfa_kernel_spec *spec);
 
 /* sfa_spec_default with the mma kind chosen: wg 2 ws, 1 wgmma, 0 mma.sync, -1

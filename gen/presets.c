@@ -107,7 +107,7 @@ static int push(list *l, const sfa_kernel_spec *s) {
 
 /* both_kinds: where wgmma is allowed (sm_90, fwd and bwd, D 64 and 128), the
 ** kernel of the other mma kind too, with its default tiles, and where the
-** warp-specialized forward is allowed (sfa__ws_allowed), its kernel. */
+** warp-specialized forward is allowed (sfa__ws_allowed: D 256 too), its kernel. */
 static sfa_status add_groups(list *l, const group *g, size_t ng, int arch, int both_kinds,
                              char *err, size_t errlen) {
   for (size_t i = 0; i < ng; i++)
@@ -133,7 +133,7 @@ static sfa_status add_groups(list *l, const group *g, size_t ng, int arch, int b
             if (st != SFA_OK) return st;
             if (push(l, &s) != 0)
               return sfa__fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "preset: out of memory");
-            if (!both_kinds || !sfa__wgmma_allowed(&s)) continue;
+            if (!both_kinds || !(sfa__wgmma_allowed(&s) || sfa__ws_allowed(&s))) continue;
             /* each other kind the class allows: mma.sync, wgmma, ws */
             for (int kind = 0; kind < 3; kind++) {
               sfa_kernel_spec t = other;

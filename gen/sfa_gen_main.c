@@ -340,7 +340,7 @@ static void build_list(const opts *o, klist *l) {
                   "bwd, D 64 or 128)", s.arch, sfa__pass_name(s.pass), s.head_dim);
       if (wg == 2 && !sfa__ws_allowed(&s))
         die_usage("--mma ws: sm_%d %s at head dim %d has no warp-specialized kernel (sm_90, "
-                  "fwd, D 64 or 128, no window mask)", s.arch, sfa__pass_name(s.pass),
+                  "fwd, D 64, 128 or 256, no window mask)", s.arch, sfa__pass_name(s.pass),
                   s.head_dim);
       sfa_status st = sfa__spec_default_mma(&s, wg == 3 ? -1 : wg, err, sizeof err);
       if (st != SFA_OK && !tile_flags) die_usage("%s", err);

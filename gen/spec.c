@@ -228,9 +228,15 @@ static sfa_status check_ws(const sfa_kernel_spec *s, char *err, size_t errlen) {
   const sfa_status bad = SFA_ERR_INVALID_ARGUMENT;
   if (s->pass != SFA_PASS_FWD || !(sfa__arch_find(s->arch)->mma & SFA__MMA_WGMMA))
     return sfa__fail(err, errlen, bad, "mma: ws (warp-specialized) applies to pass fwd on sm_90 only");
-  if (s->head_dim != 64 && s->head_dim != 128)
+  if (s->head_dim != 64 && s->head_dim != 128 && s->head_dim != 256)
     return sfa__fail(err, errlen, bad,
-                     "head_dim: %d is not allowed with mma ws; must be 64 or 128", s->head_dim);
+                     "head_dim: %d is not allowed with mma ws; must be 64, 128 or 256",
+                     s->head_dim);
+  if (s->head_dim == 256 && s->num_warps != 12)
+    return sfa__fail(err, errlen, bad,
+                     "num_warps: %d is not allowed with mma ws at head_dim 256; must be 12 (two "
+                     "consumers, one CTA per SM: a 64 KB Q tile leaves no room for a second)",
+                     s->num_warps);
   if (s->num_warps == 4)
     return sfa__fail(err, errlen, bad,
                      "num_warps: 4 is not allowed with mma ws; must be 8, 12 or 16 (a "
@@ -586,7 +592,10 @@ int sfa__wgmma_allowed(const sfa_kernel_spec *s) {
 }
 
 int sfa__ws_allowed(const sfa_kernel_spec *s) {
-  return sfa__wgmma_allowed(s) && s->pass == SFA_PASS_FWD && !(s->flags & SFA_FEAT_MASK);
+  const sfa__arch *a = s ? sfa__arch_find(s->arch) : NULL;
+  return a && (a->mma & SFA__MMA_WGMMA) && s->pass == SFA_PASS_FWD &&
+         (s->head_dim == 64 || s->head_dim == 128 || s->head_dim == 256) &&
+         !(s->flags & SFA_FEAT_MASK);
 }
 
 /* Where the default forward is the warp-specialized one: what was measured
@@ -597,7 +606,7 @@ int sfa__ws_allowed(const sfa_kernel_spec *s) {
 ** Not hash (1.12 ms against 0.78 at D 64: a bucket's rows see few keys) nor
 ** a window bias (not measured; its ws kernel spills a few bytes at D 128). */
 static int ws_by_default(const sfa_kernel_spec *s) {
-  if (!sfa__ws_allowed(s)) return 0;
+  if (!sfa__ws_allowed(s) || s->head_dim == 256) return 0; /* D 256: not yet measured */
   switch (s->mode) {
   case SFA_MODE_DENSE:
   case SFA_MODE_QK_DROP: return 1;
@@ -627,7 +636,7 @@ sfa_status sfa__spec_default_mma(sfa_kernel_spec *spec, int wg, char *err, size_
   ** and the warp-specialized forward where it was measured faster */
   if (wg < 0) wg = ws_by_default(&s) ? 2 : 1;
   if (wg == 2 && !sfa__ws_allowed(&s)) wg = 1;
-  if (!sfa__wgmma_allowed(&s)) wg = 0;
+  if (wg == 1 && !sfa__wgmma_allowed(&s)) wg = 0;
   if (wg == 2) {
     /* The warp-specialized forward: two consumer warpgroups of 64 rows and
     ** 128-key tiles (bench/NOTES.md, session 17, H100, dense causal bf16:
@@ -636,6 +645,9 @@ sfa_status sfa__spec_default_mma(sfa_kernel_spec *spec, int wg, char *err, size_
     ** TF/s against 389-391, two stages). */
     s.mma = SFA_SPEC_MMA_WS;
     s.block_m = 128, s.block_n = 128, s.num_warps = 12, s.num_stages = s.head_dim == 128 ? 3 : 2;
+    if (s.head_dim == 256)
+      /* 64-key tiles: Q's 64 KB and two stages of K and V (2 x 64 KB) fit */
+      s.block_n = 64;
     if (s.head_dim == 64 && (s.mode == SFA_MODE_DENSE || s.mode == SFA_MODE_QK_DROP) &&
         !(s.flags & (SFA_FEAT_SOFTCAP | SFA_FEAT_ALIBI)))
       /* three consumer warpgroups (192 rows), four stages: the sweep's winner

@@ -3,7 +3,7 @@
 ** templates/fwd_ws.lt) on a real GPU against the float64 CPU reference,
 ** through sfa_forward on a context that forces the kind (SFA_MMA_WS): dense
 ** with and without causal (Tq != Tk both ways, tails that are not a multiple
-** of a tile, rows that see nothing), GQA, fp16 and bf16, D 64 and 128, every
+** of a tile, rows that see nothing), GQA, fp16 and bf16, D 64, 128 and 256, every
 ** tile config of the kind (1 to 3 consumer warpgroups, 64- or 128-key tiles,
 ** 2..4 stages, through the tuning db's cached rows), the sparse modes
 ** (qk_drop, hash, window with a bias), and a k broadcast over the batch,
@@ -53,6 +53,8 @@ START_TEST(dense_shapes) {
     {1, 333, 777, 128, 1, 1},   /* bottom-right causal, Tk > Tq */
     {2, 777, 333, 64, 0, 1},    /* Tq > Tk: the first rows see nothing */
     {4, 129, 65, 64, 1, 0},     {2, 1, 300, 128, 0, 1},  {4, 2048, 2048, 64, 1, 1},
+    {2, 1000, 1000, 256, 1, 1}, {1, 333, 777, 256, 0, 1}, /* D 256: two consumers, n64 */
+    {2, 129, 65, 256, 1, 0},
   };
   ws_on();
   for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
@@ -71,11 +73,20 @@ START_TEST(sparse_modes) {
   c.T0 = 1000, c.keep = 0.7, c.seed = tg_seed + 100;
   ck_assert_int_eq(picked_mma(&c), SFA_SPEC_MMA_WS);
   tg_case_run(&c);
+  c = tg_case(SFA_MODE_QK_DROP, 1, 600, 600, 256, SFA_DTYPE_FP16);
+  c.T0 = 900, c.keep = 0.6, c.seed = tg_seed + 102;
+  ck_assert_int_eq(picked_mma(&c), SFA_SPEC_MMA_WS);
+  tg_case_run(&c);
   c = tg_case(SFA_MODE_HASH, 1, 700, 1000, 64, SFA_DTYPE_FP16);
   c.buckets = 16, c.seed = tg_seed + 101;
   tg_case_run(&c);
+  c = tg_case(SFA_MODE_HASH, 1, 500, 500, 256, SFA_DTYPE_BF16);
+  c.buckets = 8, c.seed = tg_seed + 103;
+  tg_case_run(&c);
   const tg_wspec w[] = {
     {256, 0, 1, 900, 900, 128, 1, 2, BIAS_NONE, MASK_NONE, 0},
+    {200, 0, 1, 700, 700, 256, 1, 2, BIAS_NONE, MASK_NONE, 0},
+    {150, 30, 0, 500, 600, 256, 0, 1, BIAS_ROW, MASK_NONE, 0},
     {100, 50, 0, 500, 700, 64, 0, 4, BIAS_HEAD, MASK_NONE, 0},
     {300, 0, 1, 600, 600, 128, 1, 1, BIAS_ROW, MASK_NONE, 0},
   };
@@ -101,8 +112,8 @@ START_TEST(every_tile_config) {
   const char *only = getenv("SFA_TEST_WS_WARPS");
   const int only_w = only ? atoi(only) : 0;
   int n = 0;
-  for (int d = 64; d <= 128; d += 64)
-    for (int w = 8; w <= 16; w += 4) /* 16: three consumers, D 64 only */
+  for (int d = 64; d <= 256; d *= 2)
+    for (int w = 8; w <= 16; w += 4) /* 16: three consumers, D 64 only; D 256: 12 only */
       for (int bn = 64; bn <= 128; bn += 64)
         for (int st = 2; st <= 4; st++) {
           sfa_kernel_spec s = {SFA_PASS_FWD, SFA_MODE_DENSE, SFA_DTYPE_BF16, d, 16 * (w - 4), bn,

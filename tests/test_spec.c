@@ -223,8 +223,8 @@ START_TEST(flags_rule) {
 }
 END_TEST
 
-/* mma ws (the warp-specialized forward): pass fwd on sm_90 only, head_dim 64
-** or 128, a producer warpgroup and 1 or 2 consumers of 64 rows (block_m == 64
+/* mma ws (the warp-specialized forward): pass fwd on sm_90 only, head_dim 64,
+** 128 or 256 (two consumers), a producer warpgroup and 1 to 3 consumers of 64 rows (block_m == 64
 ** * (num_warps / 4 - 1)), block_n 64 or 128, 2..4 stages, no varlen or mask.
 ** Each error names its field. */
 START_TEST(ws_rule) {
@@ -264,7 +264,20 @@ START_TEST(ws_rule) {
   s.block_n = 64, s.num_stages = 1;
   expect(&s, SFA_ERR_INVALID_ARGUMENT, "num_stages: 1 is not allowed with mma ws", "2..4");
   s.num_stages = 2, s.head_dim = 96;
-  expect(&s, SFA_ERR_INVALID_ARGUMENT, "head_dim: 96 is not allowed with mma ws", NULL);
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "head_dim: 96 is not allowed with mma ws", "64, 128 or 256");
+  /* head_dim 256: two consumers, 64-key tiles, two stages (64 KB of Q, 2 x 64 KB of K and V) */
+  s.head_dim = 256, s.block_m = 128, s.num_warps = 12, s.block_n = 64;
+  expect(&s, SFA_OK, NULL, NULL);
+  s.num_stages = 3;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "needs", "sm_90 allows");
+  s.num_stages = 2, s.block_n = 128;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "needs", "sm_90 allows");
+  s.block_n = 64, s.block_m = 64, s.num_warps = 8;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "num_warps: 8 is not allowed with mma ws at head_dim 256",
+         "must be 12");
+  s.block_m = 128, s.num_warps = 8, s.mma = SFA_SPEC_MMA_WGMMA; /* no wgmma kernel at 256 */
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "head_dim", NULL);
+  s.mma = SFA_SPEC_MMA_WS, s.block_m = 64, s.num_warps = 8, s.head_dim = 96;
   s.head_dim = 128, s.arch = 80;
   expect(&s, SFA_ERR_INVALID_ARGUMENT, "mma: ws", "pass fwd on sm_90 only");
   s.arch = 90, s.pass = SFA_PASS_BWD;
