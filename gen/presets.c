@@ -15,7 +15,7 @@
 **               wgmma), and each fwd kernel without a mask also warp-
 **               specialized (mma ws)
 **   dense-tiles every valid tile config of dense bf16, causal and not, D {64,128},
-**               with mma.sync and (sm_90) wgmma and ws
+**               with mma.sync and (sm_90) wgmma and ws (ws: D 256 too)
 ** All of them for fp16 and bf16 except small and dense-tiles. default and
 ** all-modes hold every pass: for each forward kernel also its backward
 ** kernels bwd, bwd + det and bwddq (their own default tiles; D 256 included
@@ -233,13 +233,14 @@ static sfa_status add_dense_tiles(list *l, int arch, char *err, size_t errlen) {
                   return sfa__fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "preset: out of memory");
               }
   /* the warp-specialized forward (sm_90): 1 to 3 consumers (3: D 64), 64-
-  ** or 128-key tiles, 2..4 stages where they fit */
-  for (int d = 0; d < 2; d++)
+  ** or 128-key tiles, 2..4 stages where they fit; D 256 too (its one tile) */
+  static const int ws_dims[] = {64, 128, 256};
+  for (int d = 0; d < 3; d++)
     for (int c = 0; c < 2; c++)
       for (int w = 8; w <= 16; w += 4)
         for (int n = 64; n <= 128; n += 64)
           for (int st = 2; st <= 4; st++) {
-            sfa_kernel_spec s = {SFA_PASS_FWD, SFA_MODE_DENSE, SFA_DTYPE_BF16, dims[d],
+            sfa_kernel_spec s = {SFA_PASS_FWD, SFA_MODE_DENSE, SFA_DTYPE_BF16, ws_dims[d],
                                  16 * (w - 4), n, w, st, arch, c ? C : 0u, SFA_SPEC_MMA_WS};
             if (sfa_spec_validate(&s, NULL, 0) == SFA_OK && push(l, &s) != 0)
               return sfa__fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "preset: out of memory");

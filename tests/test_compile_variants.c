@@ -4,7 +4,7 @@
 ** four modes with their flag sets, fp16/bf16, default tiles, the 28 decode
 ** kernels and the 11 utility kernels; 279 distinct variants for sm_80, 423
 ** for sm_90 with the other mma kind) for sm_80 and sm_90 each, and every tile config of the
-** dense-tiles sweep (dense bf16 d64/d128, 100 variants) for sm_90. Each cubin
+** dense-tiles sweep (dense bf16 d64/d128, and ws d256) for sm_90. Each cubin
 ** must be an ELF file; and 24 variants of the score options (strict,
 ** softcap, alibi) in every pass. Also: a syntax error gives SFA_ERR_COMPILE with the
 ** log, and the option string is stable. Compiles run on as many threads as

@@ -224,6 +224,15 @@ START_TEST(preset_contents) {
   for (size_t i = 0; i < n; i++) nwg += v[i].mma == SFA_SPEC_MMA_WGMMA;
   /* D {64,128} x causal or not x (m64 w4, m128 w8) x n {64,128} x s {1,2} */
   ck_assert_int_eq(nwg, 32);
+  /* ws at D 256: its one tile (m128n64w12s2), causal or not */
+  int nws256 = 0;
+  for (size_t i = 0; i < n; i++)
+    if (v[i].mma == SFA_SPEC_MMA_WS && v[i].head_dim == 256) {
+      ck_assert(v[i].block_m == 128 && v[i].block_n == 64 && v[i].num_warps == 12 &&
+                v[i].num_stages == 2);
+      nws256++;
+    }
+  ck_assert_int_eq(nws256, 2);
   free(v);
 
   /* small (setup.sh's): dense {-, causal} x fp16, bf16 x D 64, 128 and qk_drop,
