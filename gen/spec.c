@@ -606,7 +606,14 @@ int sfa__ws_allowed(const sfa_kernel_spec *s) {
 ** Not hash (1.12 ms against 0.78 at D 64: a bucket's rows see few keys) nor
 ** a window bias (not measured; its ws kernel spills a few bytes at D 128). */
 static int ws_by_default(const sfa_kernel_spec *s) {
-  if (!sfa__ws_allowed(s) || s->head_dim == 256) return 0; /* D 256: not yet measured */
+  if (!sfa__ws_allowed(s)) return 0;
+  if (s->head_dim == 256)
+    /* session 19 (H100, T 16384, causal): dense 16.1 ms against 29.3 for the
+    ** mma.sync default, window W = 1024 2.36 against 4.01; the others, a
+    ** window bias and packed sequences at D 256 were not timed */
+    return (s->mode == SFA_MODE_DENSE ||
+            (s->mode == SFA_MODE_WINDOW && !(s->flags & SFA_FEAT_BIAS))) &&
+           !(s->flags & SFA_FEAT_VARLEN);
   switch (s->mode) {
   case SFA_MODE_DENSE:
   case SFA_MODE_QK_DROP: return 1;

@@ -711,10 +711,15 @@ START_TEST(defaults_heuristic) {
                         (md == SFA_MODE_WINDOW && d == 128 && !(fl & SFA_FEAT_BIAS)));
         if (ws) m = 128, n = 128, w = 12, st = d == 128 ? 3 : 2;
         if (ws && d == 64 && md != SFA_MODE_WINDOW) m = 192, w = 16, st = 4; /* 3 consumers */
+        /* D 256: ws (two consumers, 64-key tiles) for dense and an unbiased window */
+        const int ws256 = archs[a] == 90 && d == 256 && !(fl & (SFA_FEAT_MASK | SFA_FEAT_BIAS)) &&
+                          (md == SFA_MODE_DENSE || md == SFA_MODE_WINDOW);
+        if (ws256) m = 128, n = 64, w = 12, st = 2;
         ck_assert_msg(s.block_m == m && s.block_n == n && s.num_warps == w &&
                           s.num_stages == st && s.flags == mode_flags[mf].flags &&
-                          s.mma == (ws ? SFA_SPEC_MMA_WS : wg ? SFA_SPEC_MMA_WGMMA
-                                                            : SFA_SPEC_MMA_SYNC),
+                          s.mma == (ws || ws256 ? SFA_SPEC_MMA_WS
+                                    : wg        ? SFA_SPEC_MMA_WGMMA
+                                                : SFA_SPEC_MMA_SYNC),
                       "mode %d d%d sm%d: m%dn%dw%ds%d flags 0x%x mma %d, want m%dn%dw%ds%d%s",
                       (int)s.mode, d, archs[a], s.block_m, s.block_n, s.num_warps, s.num_stages,
                       s.flags, (int)s.mma, m, n, w, st, wg ? " wgmma" : "");
@@ -759,8 +764,9 @@ START_TEST(defaults_three_consumers_dense_d64_without_softcap_alibi) {
 END_TEST
 
 /* The default decides mma: wgmma for sm_90 fwd and bwd at D 64/128 whatever
-** the caller passed, mma.sync everywhere else (the dq pass, other archs and
-** dims); the flags stay as they are. */
+** the caller passed, ws for the sm_90 forward of dense and an unbiased window
+** at D 256, mma.sync everywhere else (the dq pass, other archs and dims); the
+** flags stay as they are. */
 START_TEST(defaults_set_or_clear_wg) {
   sfa_kernel_spec s = {SFA_PASS_FWD, SFA_MODE_HASH, SFA_DTYPE_FP16, 64, 0, 0, 0, 0, 90, 0,
                        SFA_SPEC_MMA_SYNC};
@@ -774,8 +780,7 @@ START_TEST(defaults_set_or_clear_wg) {
   ck_assert(s.block_m == 64 && s.block_n == 128 && s.num_warps == 8 && s.num_stages == 2);
   static const struct { sfa_pass pass; int d, arch; } off[] = {
     {SFA_PASS_FWD, 128, 80}, {SFA_PASS_FWD, 64, 89}, {SFA_PASS_FWD, 96, 90},
-    {SFA_PASS_FWD, 256, 90}, {SFA_PASS_BWD, 128, 80}, {SFA_PASS_BWD, 256, 90},
-    {SFA_PASS_BWD_DQ, 64, 90}};
+    {SFA_PASS_BWD, 128, 80}, {SFA_PASS_BWD, 256, 90}, {SFA_PASS_BWD_DQ, 64, 90}};
   for (size_t i = 0; i < sizeof off / sizeof off[0]; i++) {
     sfa_kernel_spec t = {off[i].pass, SFA_MODE_DENSE, SFA_DTYPE_BF16, off[i].d, 0, 0, 0, 0,
                          off[i].arch, SFA_FEAT_CAUSAL, SFA_SPEC_MMA_WGMMA};
@@ -783,6 +788,20 @@ START_TEST(defaults_set_or_clear_wg) {
     ck_assert_msg(sfa_spec_default(&t, err, sizeof err) == SFA_OK, "case %zu: %s", i, err);
     ck_assert_msg(t.flags == SFA_FEAT_CAUSAL, "case %zu: flags 0x%x", i, t.flags);
     ck_assert_msg(t.mma == SFA_SPEC_MMA_SYNC, "case %zu: mma %d", i, (int)t.mma);
+  }
+  /* the forward at D 256 on sm_90: ws for dense and an unbiased window, not
+  ** for packed sequences (not timed there), qk_drop or hash */
+  static const struct { sfa_mode mode; unsigned flags; int ws; } d256[] = {
+    {SFA_MODE_DENSE, SFA_FEAT_CAUSAL, 1}, {SFA_MODE_DENSE, 0, 1},
+    {SFA_MODE_WINDOW, SFA_FEAT_CAUSAL, 1}, {SFA_MODE_WINDOW, SFA_FEAT_CAUSAL | SFA_FEAT_BIAS, 0},
+    {SFA_MODE_DENSE, SFA_FEAT_CAUSAL | SFA_FEAT_VARLEN, 0}, {SFA_MODE_QK_DROP, 0, 0},
+    {SFA_MODE_HASH, 0, 0}};
+  for (size_t i = 0; i < sizeof d256 / sizeof d256[0]; i++) {
+    sfa_kernel_spec t = {SFA_PASS_FWD, d256[i].mode, SFA_DTYPE_BF16, 256, 0, 0, 0, 0, 90,
+                         d256[i].flags, SFA_SPEC_MMA_SYNC};
+    ck_assert_int_eq(sfa_spec_default(&t, NULL, 0), SFA_OK);
+    ck_assert_msg(t.mma == (d256[i].ws ? SFA_SPEC_MMA_WS : SFA_SPEC_MMA_SYNC), "d256 case %zu", i);
+    ck_assert_int_eq(sfa_spec_validate(&t, NULL, 0), SFA_OK);
   }
 }
 END_TEST
