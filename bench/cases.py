@@ -146,10 +146,10 @@ class Problem:
         self.extra = extra
 
 
-def hash_problem(B, H, T, D, nb, dt):
-    q, k, v = (torch.randn(B, H, T, D, device="cuda", dtype=dt) for _ in range(3))
-    qb = torch.randint(0, nb, (B, H, T), device="cuda", dtype=torch.int32)
-    kb = torch.randint(0, nb, (B, H, T), device="cuda", dtype=torch.int32)
+def hash_problem(B, H, T, D, nb, dt, device="cuda"):
+    q, k, v = (torch.randn(B, H, T, D, device=device, dtype=dt) for _ in range(3))
+    qb = torch.randint(0, nb, (B, H, T), device=device, dtype=torch.int32)
+    kb = torch.randint(0, nb, (B, H, T), device=device, dtype=torch.int32)
     qs, qi, qh, qord = sort_by_bucket(q, qb, T)
     ks, ki, kh, kord = sort_by_bucket(k, kb, T)
     vs = torch.gather(v, 2, kord.unsqueeze(-1).expand_as(v))
@@ -163,27 +163,27 @@ def hash_problem(B, H, T, D, nb, dt):
         return (qh[b, h, i] == kh[b, h, j]) & (qi[b, h, i] >= ki[b, h, j])
     kw = dict(mode="hash", q_idx=qi, k_idx=ki, q_hash=qh, k_hash=kh)
     return Problem(f"hash {nb} buckets", D, qs, ks, vs, kw, mask_mod, pairs, (hi - lo) > 0,
-                   slice(None), unsorted=(q, k, v, qb, kb, nb))
+                   slice(None), unsorted=(q, k, v, qb, kb, nb), ranges=(lo, hi))
 
 
-def qk_drop_problem(B, H, T, D, drop, dt):
-    keepq = torch.rand(B, H, T, device="cuda") >= drop
-    keepk = torch.rand(B, H, T, device="cuda") >= drop
+def qk_drop_problem(B, H, T, D, drop, dt, device="cuda"):
+    keepq = torch.rand(B, H, T, device=device) >= drop
+    keepk = torch.rand(B, H, T, device=device) >= drop
 
     def compact(keep, pad):
         n = keep.sum(-1)
         L = int(n.max().item())
-        pos = torch.arange(T, device="cuda").expand(B, H, T)
+        pos = torch.arange(T, device=device).expand(B, H, T)
         key = torch.where(keep, pos, pos + T)  # kept first, in order
         order = key.argsort(-1)[..., :L]
         idx = torch.gather(pos, 2, order)
-        valid = torch.arange(L, device="cuda").expand(B, H, L) < n.unsqueeze(-1)
+        valid = torch.arange(L, device=device).expand(B, H, L) < n.unsqueeze(-1)
         idx = torch.where(valid, idx, torch.full_like(idx, pad)).int().contiguous()
         return L, idx, valid
     Lq, qi, _ = compact(keepq, -1)
     Lk, ki, kvalid = compact(keepk, INT_MAX)
-    q = torch.randn(B, H, Lq, D, device="cuda", dtype=dt)
-    k, v = (torch.randn(B, H, Lk, D, device="cuda", dtype=dt) for _ in range(2))
+    q = torch.randn(B, H, Lq, D, device=device, dtype=dt)
+    k, v = (torch.randn(B, H, Lk, D, device=device, dtype=dt) for _ in range(2))
     cnt = torch.searchsorted(ki, qi.clamp_min(-1), right=True)  # keys with k_idx <= q_idx
     cnt = torch.where(qi >= 0, cnt, torch.zeros_like(cnt))
 
@@ -191,28 +191,32 @@ def qk_drop_problem(B, H, T, D, drop, dt):
         return qi[b, h, i] >= ki[b, h, j]
     kw = dict(mode="qk_drop", q_idx=qi, k_idx=ki)
     return Problem(f"qk_drop {int(drop * 100)}%", D, q, k, v, kw, mask_mod, cnt.sum().item(), cnt > 0,
-                   kvalid)
+                   kvalid, ranges=(torch.zeros_like(cnt), cnt))
 
 
-def window_problem(B, H, T, D, W, dt):
-    q, k, v = (torch.randn(B, H, T, D, device="cuda", dtype=dt) for _ in range(3))
+def window_problem(B, H, T, D, W, dt, device="cuda"):
+    q, k, v = (torch.randn(B, H, T, D, device=device, dtype=dt) for _ in range(3))
     pairs = B * H * sum(min(i + 1, W) for i in range(T))
 
     def mask_mod(b, h, i, j):
         return (i >= j) & (i - j < W)
     kw = dict(mode="window", causal=True, window=(W - 1, 0))
-    return Problem(f"window W={W}", D, q, k, v, kw, mask_mod, pairs, slice(None), slice(None), bh_free=True)
+    i = torch.arange(T, device=q.device).view(1, 1, T)
+    return Problem(f"window W={W}", D, q, k, v, kw, mask_mod, pairs, slice(None), slice(None), bh_free=True,
+                   ranges=((i - W + 1).clamp_min(0), i + 1))
 
 
-def dense_problem(B, H, T, D, dt, causal=True):
-    q, k, v = (torch.randn(B, H, T, D, device="cuda", dtype=dt) for _ in range(3))
+def dense_problem(B, H, T, D, dt, causal=True, device="cuda"):
+    q, k, v = (torch.randn(B, H, T, D, device=device, dtype=dt) for _ in range(3))
     pairs = B * H * (T * (T + 1) // 2 if causal else T * T)
 
     def mask_mod(b, h, i, j):
         return i >= j if causal else i >= 0
     kw = dict(mode="dense", causal=causal)
+    i = torch.arange(T, device=q.device).view(1, 1, T)
     return Problem("dense causal" if causal else "dense", D, q, k, v, kw, mask_mod, pairs,
-                   slice(None), slice(None), bh_free=True)
+                   slice(None), slice(None), bh_free=True,
+                   ranges=(torch.zeros_like(i), i + 1 if causal else torch.full_like(i, T)))
 
 
 _block_mask_fn = None
@@ -230,9 +234,63 @@ def block_mask_fn():
     return _block_mask_fn
 
 
+def block_mask_from_ranges(lo, hi, Tk, mask_mod, block=128):
+    """FlexAttention's BlockMask of a mask under which query row i of each
+    (batch, head) sees one contiguous range of keys [lo[b, h, i], hi[b, h, i])
+    (an empty one where hi <= lo): what create_block_mask(mask_mod, ...) makes
+    of that mask (same partial and full blocks, same order), from the ranges
+    with a few tensor ops instead of mask_mod over every (query, key) pair.
+    Every problem here has such ranges: hash in the sorted layout (a query's
+    bucket, up to its position), qk_drop (the kept keys up to its position),
+    the causal window and dense. lo, hi: integer tensors [B, H, Tq] (B = H = 1:
+    one mask for every batch and head). As in create_block_mask, rows and
+    columns past Tq and Tk pad the last blocks and see nothing, so those
+    blocks are never full.
+
+    A row touches key blocks lo // block .. (hi - 1) // block and covers
+    ceil(lo / block) .. hi // block - 1 whole; per (query block, key block)
+    the rows that touch it and those that cover it are counted with a
+    difference array along the key blocks (one scatter_add, one cumsum).
+    Blocks that every row of the query block covers are full (FlexAttention
+    skips mask_mod there), the other touched ones partial."""
+    from torch.nn.attention.flex_attention import BlockMask
+    Bm, Hm, Tq = lo.shape
+    nq, nk = -(-Tq // block), -(-Tk // block)
+    lo, hi = lo.long(), hi.clamp_max(Tk).long()
+    qblk = (torch.arange(Tq, device=lo.device) // block).view(1, 1, Tq).expand(Bm, Hm, Tq)
+
+    def count(first, last, valid):
+        """Rows per (query block, key block) whose block range first..last
+        (inclusive; only where valid) holds the key block."""
+        d = torch.zeros(Bm, Hm, nq * (nk + 1), dtype=torch.int32, device=lo.device)
+        one = valid.to(torch.int32)
+        d.scatter_add_(2, (qblk * (nk + 1) + first.clamp(0, nk)).reshape(Bm, Hm, Tq), one)
+        d.scatter_add_(2, (qblk * (nk + 1) + (last + 1).clamp(0, nk)).reshape(Bm, Hm, Tq), -one)
+        return d.view(Bm, Hm, nq, nk + 1).cumsum(-1)[..., :nk]
+
+    touched = count(lo // block, (hi - 1) // block, hi > lo) > 0
+    f0, f1 = (lo + block - 1) // block, hi // block - 1
+    full = count(f0, f1, f1 >= f0) == block
+    partial = touched & ~full
+
+    def ordered(m):
+        m = m.to(torch.int32)
+        idx = torch.argsort(m, dim=-1, descending=True, stable=True)
+        return m.sum(-1).to(torch.int32).contiguous(), idx.to(torch.int32).contiguous()
+    pn, pi = ordered(partial)
+    fn, fi = ordered(full)
+    return BlockMask.from_kv_blocks(pn, pi, fn, fi, BLOCK_SIZE=(block, block), mask_mod=mask_mod,
+                                    seq_lengths=(Tq, Tk))
+
+
 def flex_block_mask(p, B, H):
-    """FlexAttention's block mask of problem p (block_mask_fn); broadcast over
-    batch and heads (B = H = None) when p.extra["bh_free"]."""
+    """FlexAttention's block mask of problem p: from its key ranges
+    (block_mask_from_ranges) where it has them, else create_block_mask
+    (block_mask_fn); broadcast over batch and heads (B = H = None) when
+    p.extra["bh_free"]."""
+    if "ranges" in p.extra:
+        lo, hi = p.extra["ranges"]
+        return block_mask_from_ranges(lo, hi, p.k.shape[2], p.mask_mod)
     if p.extra.get("bh_free"):
         B = H = None
     return block_mask_fn()(p.mask_mod, B, H, p.q.shape[2], p.k.shape[2], device="cuda")
