@@ -224,7 +224,10 @@ static sfa_status check_mode_flags(const sfa_kernel_spec *s, char *err, size_t e
 /* The warp-specialized forward (mma ws, templates/fwd_ws.lt): a producer
 ** warpgroup that issues the tensor copies and 1 to 3 consumer warpgroups of
 ** 64 query rows each. */
-static sfa_status check_ws(const sfa_kernel_spec *s, char *err, size_t errlen) {
+/* The problems mma ws serves (sfa__ws_allowed says the same without a
+** message): pass fwd on an arch with wgmma, head dim 64, 128 or 256, no mask.
+** s->arch must be known. */
+static sfa_status check_ws_class(const sfa_kernel_spec *s, char *err, size_t errlen) {
   const sfa_status bad = SFA_ERR_INVALID_ARGUMENT;
   if (s->pass != SFA_PASS_FWD || !(sfa__arch_find(s->arch)->mma & SFA__MMA_WGMMA))
     return sfa__fail(err, errlen, bad, "mma: ws (warp-specialized) applies to pass fwd on sm_90 only");
@@ -232,6 +235,17 @@ static sfa_status check_ws(const sfa_kernel_spec *s, char *err, size_t errlen) {
     return sfa__fail(err, errlen, bad,
                      "head_dim: %d is not allowed with mma ws; must be 64, 128 or 256",
                      s->head_dim);
+  if (s->flags & SFA_FEAT_MASK)
+    return sfa__fail(err, errlen, bad,
+                     "flags: mask is not allowed with mma ws (the mask's tile test is "
+                     "CTA-wide); use mma wgmma");
+  return SFA_OK;
+}
+
+static sfa_status check_ws(const sfa_kernel_spec *s, char *err, size_t errlen) {
+  const sfa_status bad = SFA_ERR_INVALID_ARGUMENT;
+  sfa_status st = check_ws_class(s, err, errlen);
+  if (st != SFA_OK) return st;
   if (s->head_dim == 256 && s->num_warps != 12)
     return sfa__fail(err, errlen, bad,
                      "num_warps: %d is not allowed with mma ws at head_dim 256; must be 12 (two "
@@ -257,10 +271,6 @@ static sfa_status check_ws(const sfa_kernel_spec *s, char *err, size_t errlen) {
   if (s->num_stages < 2)
     return sfa__fail(err, errlen, bad,
                      "num_stages: %d is not allowed with mma ws; must be 2..4", s->num_stages);
-  if (s->flags & SFA_FEAT_MASK)
-    return sfa__fail(err, errlen, bad,
-                     "flags: mask is not allowed with mma ws (the mask's tile test is "
-                     "CTA-wide); use mma wgmma");
   return SFA_OK;
 }
 
@@ -592,10 +602,7 @@ int sfa__wgmma_allowed(const sfa_kernel_spec *s) {
 }
 
 int sfa__ws_allowed(const sfa_kernel_spec *s) {
-  const sfa__arch *a = s ? sfa__arch_find(s->arch) : NULL;
-  return a && (a->mma & SFA__MMA_WGMMA) && s->pass == SFA_PASS_FWD &&
-         (s->head_dim == 64 || s->head_dim == 128 || s->head_dim == 256) &&
-         !(s->flags & SFA_FEAT_MASK);
+  return s && sfa__arch_find(s->arch) && check_ws_class(s, NULL, 0) == SFA_OK;
 }
 
 /* Where the default forward is the warp-specialized one: what was measured
