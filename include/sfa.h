@@ -179,10 +179,10 @@ typedef enum sfa_spec_mma {
   SFA_SPEC_MMA_WS        /* warp-specialized wgmma forward: a producer warpgroup loads Q, K
                             and V with the tensor copy engine (TMA) into num_stages (2..4)
                             buffers, 1 to 3 consumer warpgroups of 64 query rows
-                            compute; sm_90 (sm_90a), pass fwd, head_dim 64 or 128,
-                            block_n 64 or 128, block_m == 64 * (num_warps / 4 - 1)
-                            (num_warps 8, 12 or 16; 16 at head_dim 64 only), no mask
-                            flag. The runtime uses it only for tensors the copy
+                            compute; sm_90 (sm_90a), pass fwd, head_dim 64, 128 or
+                            256, block_n 64 or 128, block_m == 64 * (num_warps / 4 - 1)
+                            (num_warps 8, 12 or 16; 16 at head_dim 64 only, 12 only at
+                            256), no mask flag. The runtime uses it only for tensors the copy
                             engine can address (16-byte aligned base and strides,
                             contiguous rows) and the wgmma default otherwise. The name
                             spells it "_ws" after the flags */
