@@ -3,12 +3,17 @@
 # every GPU suite, compute-sanitizer memcheck and racecheck on small cases, and
 # optionally the benchmark scripts. Logs go to $OUT (or /tmp) and a summary is
 # printed last. Usage:
-#   bash bench/gpu_check.sh [suites] [sync] [sanitize] [bench] [bwdtune] [bwdbench] [compare]
+#   bash bench/gpu_check.sh [suites] [sync] [sanitize] [wssan] [bench] [bwdtune] [bwdbench]
+#                           [fwdtune] [compare]
 # Session 9 took: suites 3.5 min (2.25 of it test_gpu_backward), sanitize 1.4
 # min, compare (the full grid) 5.5 min; session 8: bwdtune ~1 min, bwdbench
 # over 3 min (FlexAttention compiles). Split the steps across calls of 10 min.
 # sync: the forward suites again with SFA_MMA=sync (mma.sync where sm_90 would
 # use wgmma). sanitize covers test_gpu_backward's small (wgmma on sm_90), sync and wide cases.
+# wssan: memcheck and racecheck of test_gpu_ws (the warp-specialized forward: its shapes at D 64,
+# 128 and 256, and every ws tile config). fwdtune: the forward tile sweep of every mode at D 64,
+# 128 and 256 (T 4096 and 16384) into /tmp/sfa-f, exported to $OUT/tuned_fwd.tsv (a table to
+# ship under cache/tuned/ where its winners beat the defaults).
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp}
 export PYTHONUNBUFFERED=1 SFA_CACHE_DIR=/tmp/sfa-cache
@@ -40,6 +45,21 @@ if [[ $what == *" sanitize "* ]]; then
       summary+=("$tool $n ${c:-all} rc=$rc: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' $OUT/$tool-$n-$c.log | tail -1)")
     done
   done
+fi
+if [[ $what == *" wssan "* ]]; then
+  for tool in memcheck racecheck; do
+    for c in shapes tiles; do
+      CK_RUN_CASE=$c timeout ${SAN_TIMEOUT:-300} compute-sanitizer --tool $tool --error-exitcode 9 \
+        build/tests/test_gpu_ws > $OUT/$tool-ws-$c.log 2>&1; rc=$?
+      summary+=("$tool test_gpu_ws $c rc=$rc: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' $OUT/$tool-ws-$c.log | tail -1)")
+    done
+  done
+fi
+if [[ $what == *" fwdtune "* ]]; then
+  build/sfa-tune --cache-dir /tmp/sfa-f --modes dense,qk_drop,window,hash --head-dims 64,128,256 \
+    --seq-lens 4096,16384 > $OUT/tune_fwd.log 2> $OUT/tune_fwd.err
+  summary+=("fwdtune rc=$?: $(grep -c 'candidates' $OUT/tune_fwd.err) shapes tuned")
+  build/sfa-tune --cache-dir /tmp/sfa-f --list --export $OUT/tuned_fwd.tsv >> $OUT/tune_fwd.log 2>&1
 fi
 if [[ $what == *" bench "* ]]; then
   python3 bench/compare_sparse.py --csv $OUT/compare_sparse.csv 2>&1 | tee $OUT/compare_sparse.log | tail -12
