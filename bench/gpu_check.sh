@@ -14,6 +14,7 @@
 # 128 and 256, and every ws tile config). fwdtune: the forward tile sweep of every mode at D 64,
 # 128 and 256 (T 4096 and 16384) into /tmp/sfa-f, exported to $OUT/tuned_fwd.tsv (a table to
 # ship under cache/tuned/ where its winners beat the defaults).
+case "$1" in -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp}
 export PYTHONUNBUFFERED=1 SFA_CACHE_DIR=/tmp/sfa-cache
