@@ -542,6 +542,13 @@ START_TEST(ws_kernels) {
   c = window_bm(SFA_DTYPE_BF16, 4, 2, 128, L1, NULL, 64);
   c.bias = c.dbias = 1, c.kmax = 150, c.left = 20, c.causal = 1;
   run_case(&c);
+  /* head dim 256 (two consumers, 64-key tiles) */
+  c = mk(SFA_MODE_DENSE, SFA_DTYPE_BF16, 2, 1, 256, L1, NULL, 65);
+  c.causal = 1;
+  run_case(&c);
+  c = mk(SFA_MODE_WINDOW, SFA_DTYPE_FP16, 2, 2, 256, L2q, L2k, 66);
+  c.left = 40, c.causal = 1;
+  run_case(&c);
   tg_pop_context(saved);
 }
 END_TEST
