@@ -139,6 +139,7 @@ class Run:
         self.t0 = time.perf_counter()
         self.mask_s = 0.0  # seconds in create_block_mask
         self.first = {}  # peer -> seconds spent in first calls (compiles + the check), for the summary
+        self.stage = "setup"  # what the run is doing, for the message of a run cut short
 
     def fail(self, what):
         self.failures.append(what)
@@ -152,6 +153,7 @@ class Run:
         name = f"{LABEL[mode]} {ps} T={T} D={D}"
         t1 = time.perf_counter()
         self.case_first = {}
+        self.stage = "sfa: first call"
         try:
             with torch.enable_grad():
                 if ps == "fwd":
@@ -163,6 +165,7 @@ class Run:
                     run_sfa, ref = grads(impls["sfa"], p, dout)
                 torch.cuda.synchronize()
                 self.case_first["sfa"] = time.perf_counter() - t1
+                self.stage = "sfa: timing"
                 res["sfa"] = dict(ms=tm(run_sfa))
             del run_sfa
         except Exception as e:  # noqa: BLE001
@@ -173,6 +176,7 @@ class Run:
             fn = impls[peer]
             run = None
             t1 = time.perf_counter()
+            self.stage = f"{peer}: first call (compile) and check"
             try:
                 if ps == "fwd":
                     with torch.enable_grad():
@@ -196,6 +200,7 @@ class Run:
                 self.fail(f"{name}: sfa's {'output differs' if ps == 'fwd' else 'gradients differ'} from {peer}'s: "
                           f"rel err {err:.3e} (limit {TOL[ps]:g})")
                 continue
+            self.stage = f"{peer}: timing"
             with torch.enable_grad():
                 res[peer] = dict(ms=tm(run), err=err)
         run = None  # the last peer's graph
@@ -428,6 +433,7 @@ def main():
                             bm = masks.get(key) if key else None
                             if bm is None:
                                 t1 = time.perf_counter()
+                                run.stage = f"{mode} T={T} D={D}: block mask"
                                 try:
                                     bm = flex_block_mask(p, B, a.H)
                                     run.mask_s += time.perf_counter() - t1
@@ -454,7 +460,7 @@ def main():
                     torch.cuda.empty_cache()
     except KeyboardInterrupt:
         cut = True
-        print(f"\nstopped by a signal during case {n} of {total}", flush=True)
+        print(f"\nstopped by a signal during case {n} of {total} ({run.stage})", flush=True)
     elapsed = time.perf_counter() - run.t0
     print()
     how = "a synchronize after each" if a.sync_each else "queued back to back"
@@ -463,9 +469,9 @@ def main():
     print("SDPA (flash, cudnn) has no sparse masks: it is a peer of the dense causal rows only; hash runs "
           "on the sorted layout (kernel only); hash end to end adds the sort, gather and scatter (inference).")
     print(table(run.rows))
+    firsts = ", ".join(f"{k} {v:.0f} s" for k, v in run.first.items()) or "none finished"
     print(f"{'cut short: ' if cut else ''}total {elapsed:.0f} s, of which first calls (JIT compiles and the checks) "
-          + ", ".join(f"{k} {v:.0f} s" for k, v in run.first.items())
-          + f", block masks {run.mask_s:.0f} s")
+          f"{firsts}, block masks {run.mask_s:.0f} s")
     if a.csv:
         write_csv(a.csv, run.rows)
         print(f"wrote {a.csv}")
