@@ -16,7 +16,7 @@
 # ship under cache/tuned/ where its winners beat the defaults). persab: the dense causal forward
 # grid (D 64, 128) with the ws kernels' persistent entry (SFA_WS_PERSISTENT=1) and without,
 # A B A B, each against cuDNN in its own run.
-case "$1" in -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
+case "$1" in -h|--help) sed -n '2,/^[^#]/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp}
 export PYTHONUNBUFFERED=1 SFA_CACHE_DIR=/tmp/sfa-cache
