@@ -48,6 +48,24 @@ def bench(fn, warm=3, reps=20, sync_each=False):
     return ts[len(ts) // 2]
 
 
+def graph_bench(fn, warm=3, reps=20, per=10):
+    """Median ms per call of fn captured in a CUDA graph: per calls of fn in
+    one graph (captured on a side stream after one eager call there), each
+    replay timed between CUDA events after warm replays, divided by per. No
+    host time counts, as when a serving engine replays its decode step from a
+    graph; fn must be capturable (no synchronize, no host reads)."""
+    g, s = torch.cuda.CUDAGraph(), torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        fn()
+        with torch.cuda.graph(g, stream=s):
+            for _ in range(per):
+                fn()
+    torch.cuda.current_stream().wait_stream(s)
+    torch.cuda.synchronize()
+    return bench(g.replay, warm, reps) / per
+
+
 def kernel_times(run, reps):
     """[(mean us per call, name)] of each kernel (and memset, copy) that run
     launches, slowest first, from torch.profiler (CUPTI) over reps calls."""

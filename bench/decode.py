@@ -25,7 +25,12 @@ Every sfa output is compared with SDPA's math on the contiguous cache first
 (relative L2 error < 2e-2, else FAIL and exit status 1).
 Times queue the runs back to back and read them after one synchronize
 (cases.bench), so host time overlaps GPU work as in a serving loop;
---sync-each adds each call's host time. Inputs are random normal.
+--sync-each adds each call's host time. With --graph every implementation
+(sfa and the peers alike) is timed as replays of a CUDA graph of 10 calls
+(cases.graph_bench): no host time at all, as when a serving engine replays
+its decode step; at short caches (4k keys) an eager call's host time is
+longer than its GPU time, so only --graph shows the kernels' rate there.
+Inputs are random normal.
 """
 import argparse
 import csv
@@ -39,7 +44,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.flex_attention import flex_attention
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cases import bench, decode_case, rel_err  # noqa: E402
+from cases import bench, decode_case, graph_bench, rel_err  # noqa: E402
 import sfa  # noqa: E402  (cases puts python/ on the path)
 
 flex = torch.compile(flex_attention, dynamic=False)
@@ -72,6 +77,7 @@ def main():
     ap.add_argument("--reps", type=int, default=50)
     ap.add_argument("--warm", type=int, default=5)
     ap.add_argument("--sync-each", action="store_true")
+    ap.add_argument("--graph", action="store_true", help="time CUDA graph replays (no host time)")
     ap.add_argument("--csv", default=None)
     a = ap.parse_args()
     if not torch.cuda.is_available():
@@ -80,8 +86,13 @@ def main():
     peers = [p for p in a.peers.split(",") if p]
     gpu = torch.cuda.get_device_name()
     t0 = time.perf_counter()
+    if a.graph and a.sync_each:
+        raise SystemExit("decode.py: --graph and --sync-each exclude each other")
+    timed = (lambda fn: graph_bench(fn, a.warm, a.reps)) if a.graph else \
+        (lambda fn: bench(fn, a.warm, a.reps, a.sync_each))
     ceil = copy_ceiling(a.warm, a.reps)
-    print(f"# {gpu}; copy ceiling {ceil:.0f} GB/s (torch copy_, 1 GiB)", flush=True)
+    print(f"# {gpu}; copy ceiling {ceil:.0f} GB/s (torch copy_, 1 GiB); "
+          f"{'CUDA graph replays' if a.graph else 'eager calls'}", flush=True)
     rows, fails = [], 0
     for B in ints(a.B):
         for kv in ints(a.kv):
@@ -96,11 +107,11 @@ def main():
                                                      attn_mask=allowed)
                 err = rel_err(o, ref)
                 row = dict(gpu=gpu, B=B, kv=kv, page=page, hq=a.hq, hkv=a.hkv, D=a.D, tn=a.tn,
-                           err=err, ceiling_gbs=ceil)
+                           err=err, ceiling_gbs=ceil, timing="graph" if a.graph else "eager")
                 if not err < 2e-2:
                     print(f"FAIL B={B} kv={kv} page={page}: relative error {err:.3g}", flush=True)
                     fails += 1
-                ms = bench(run, a.warm, a.reps, a.sync_each)
+                ms = timed(run)
                 gbs = B * a.hkv * kv * a.D * 2 * 2 / (ms * 1e-3) / 1e9
                 row.update(sfa_ms=ms, sfa_gbs=gbs, of_copy=gbs / ceil)
                 line = (f"B={B:3d} kv={kv:6d} page={page:3d}  sfa {ms:8.4f} ms {gbs:7.0f} GB/s "
@@ -115,7 +126,7 @@ def main():
                                 with sdpa_kernel(be):
                                     return F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
                         fn()
-                        pm = bench(fn, a.warm, a.reps, a.sync_each)
+                        pm = timed(fn)
                         row[p + "_ms"] = pm
                         line += f" | {p} {pm:.4f} ({pm / ms:.2f}x)"
                     except Exception as e:  # noqa: BLE001  (a peer that cannot run the case)

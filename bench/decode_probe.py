@@ -18,7 +18,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
 import sfa  # noqa: E402
-from cases import decode_case, kernel_times  # noqa: E402
+from cases import decode_case, graph_bench, kernel_times  # noqa: E402
 
 
 def bench(fn, reps, warm=10):
@@ -58,15 +58,7 @@ def main():
             sfa.decode(q, k, v, page_table=table, seqused=seq)
         host = (time.perf_counter() - t0) / 200 * 1e3
         torch.cuda.synchronize()
-        g, s = torch.cuda.CUDAGraph(), torch.cuda.Stream()
-        s.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(s):
-            run()
-            with torch.cuda.graph(g, stream=s):
-                run()
-        torch.cuda.current_stream().wait_stream(s)
-        torch.cuda.synchronize()
-        graph = bench(g.replay, a.reps)
+        graph = graph_bench(run, 10, a.reps, per=1)
         gbs = B * a.hkv * kv * a.D * 2 * 2 / (graph * 1e-3) / 1e9
         if a.kernels:
             print("  " + ", ".join(f"{n[:48]}: {us:.1f} us" for us, n in kernel_times(run, 20)), flush=True)
