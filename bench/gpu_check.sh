@@ -4,7 +4,7 @@
 # optionally the benchmark scripts. Logs go to $OUT (or /tmp) and a summary is
 # printed last. Usage:
 #   bash bench/gpu_check.sh [suites] [sync] [sanitize] [wssan] [bench] [bwdtune] [bwdbench]
-#                           [fwdtune] [persab] [compare]
+#                           [fwdtune] [persab] [decode] [compare]
 # Session 9 took: suites 3.5 min (2.25 of it test_gpu_backward), sanitize 1.4
 # min, compare (the full grid) 5.5 min; session 8: bwdtune ~1 min, bwdbench
 # over 3 min (FlexAttention compiles). Split the steps across calls of 10 min.
@@ -15,7 +15,8 @@
 # 128 and 256 (T 4096 and 16384) into /tmp/sfa-f, exported to $OUT/tuned_fwd.tsv (a table to
 # ship under cache/tuned/ where its winners beat the defaults). persab: the dense causal forward
 # grid (D 64, 128) with the ws kernels' persistent entry (SFA_WS_PERSISTENT=1) and without,
-# A B A B, each against cuDNN in its own run.
+# A B A B, each against cuDNN in its own run. decode: bench/decode.py at B 8 and 32, 4k and 32k
+# keys, contiguous and 16-token pages, eager and as CUDA graph replays (--graph).
 case "$1" in -h|--help) sed -n '2,/^[^#]/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp}
@@ -71,6 +72,13 @@ if [[ $what == *" persab "* ]]; then
     echo "SFA_WS_PERSISTENT=$p"; grep -E "^ *dense" $OUT/persab-$p.log
   done | tee -a $OUT/persab.log
   summary+=("persab: $(grep -c '^ *dense' $OUT/persab.log) rows in $OUT/persab.log")
+fi
+if [[ $what == *" decode "* ]]; then
+  for t in "" --graph; do
+    python3 bench/decode.py --B 8,32 --kv 4096,32768 --pages 0,16 $t > $OUT/decode$t.log 2>&1
+    summary+=("decode ${t:-eager} rc=$?: $OUT/decode$t.log")
+    tail -9 $OUT/decode$t.log
+  done
 fi
 if [[ $what == *" bench "* ]]; then
   python3 bench/compare_sparse.py --csv $OUT/compare_sparse.csv 2>&1 | tee $OUT/compare_sparse.log | tail -12
