@@ -221,9 +221,6 @@ static sfa_status check_mode_flags(const sfa_kernel_spec *s, char *err, size_t e
                    f->token, n == 1 ? "mode " : "modes ", modes);
 }
 
-/* The warp-specialized forward (mma ws, templates/fwd_ws.lt): a producer
-** warpgroup that issues the tensor copies and 1 to 3 consumer warpgroups of
-** 64 query rows each. */
 /* The problems mma ws serves (sfa__ws_allowed says the same without a
 ** message): pass fwd on an arch with wgmma, head dim 64, 128 or 256, no mask.
 ** s->arch must be known. */
@@ -242,6 +239,9 @@ static sfa_status check_ws_class(const sfa_kernel_spec *s, char *err, size_t err
   return SFA_OK;
 }
 
+/* The warp-specialized forward (mma ws, templates/fwd_ws.lt): a producer
+** warpgroup that issues the tensor copies and 1 to 3 consumer warpgroups of
+** 64 query rows each. */
 static sfa_status check_ws(const sfa_kernel_spec *s, char *err, size_t errlen) {
   const sfa_status bad = SFA_ERR_INVALID_ARGUMENT;
   sfa_status st = check_ws_class(s, err, errlen);
