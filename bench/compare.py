@@ -4,7 +4,7 @@ identical random inputs, every mode x pass x sequence length x head dim.
 Run on the GPU machine from the repository root, after building libsfa.so:
     python bench/compare.py [--quick] [--only dense,hash,qk_drop,window] [--pass fwd,bwd]
         [--T 4096,8192] [--D 64,128] [--d256 dense,window] [--peers flash,cudnn,flex]
-        [--reps 10] [--warm 2] [--csv out.csv] [--plot out.png]
+        [--reps 10] [--warm 2] [--step-timeout 300] [--csv out.csv] [--plot out.png]
 
 Modes (bf16, H=16, B*T=65536 so B = 65536 // T; T in 4096..32768, D in 64, 128, and
 D 256 for the modes of --d256, dense and window by default):
@@ -29,7 +29,9 @@ kernels). Before a peer is timed, sfa's output (fwd) or dq, dk, dv (bwd) is
 compared with that peer's: relative L2 error over the rows that take part must
 be < 2e-2 (fwd) / 3e-2 (bwd); a mismatch or an sfa error is printed at once as
 FAIL, shown in the table, and makes the script exit 1 at the end. A peer that
-cannot run a case (an exception, e.g. out of memory) is shown as n/a.
+cannot run a case (an exception, e.g. out of memory) is shown as n/a, as is
+one whose first call (compile and check) or block mask takes longer than
+--step-timeout seconds (300), so that one stuck compile does not stop the grid.
 
 hash end to end (issue 3's shape, T = --e2e-T, default 16384; inference,
 under torch.no_grad()): from unsorted q, k, v and bucket ids to the output in
@@ -109,6 +111,36 @@ def sdpa(backend):
     return fn
 
 
+class StepTimeout(Exception):
+    """A peer's first call (compile and check) or a block mask ran past
+    --step-timeout: that peer is n/a for the case, and the grid goes on."""
+
+
+class step_limit:
+    """with step_limit(seconds): raises StepTimeout in the block after that
+    many seconds (SIGALRM; 0: no limit). Python code (Dynamo, Inductor and
+    Triton compiles) sees it at once; a call blocked inside a CUDA
+    synchronize sees it when that returns."""
+
+    def __init__(self, seconds):
+        self.seconds = int(seconds)
+
+    def _fire(self, signum, frame):
+        raise StepTimeout(f"ran past --step-timeout {self.seconds} s")
+
+    def __enter__(self):
+        if self.seconds > 0:
+            self.old = signal.signal(signal.SIGALRM, self._fire)
+            signal.alarm(self.seconds)
+        return self
+
+    def __exit__(self, *exc):
+        if self.seconds > 0:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, self.old)
+        return False
+
+
 def _raiser(e):
     """An implementation that cannot run: raises e (the case shows it as n/a)."""
     def fn(q, k, v):
@@ -178,18 +210,19 @@ class Run:
             t1 = time.perf_counter()
             self.stage = f"{peer}: first call (compile) and check"
             try:
-                if ps == "fwd":
-                    with torch.enable_grad():
-                        out = fn(*leaves).detach()
-                    err = rel_err(ref, out, p.qrows)
-                    del out
-                    run = lambda: fn(*leaves)  # noqa: E731
-                else:
-                    run, g = grads(fn, p, dout)
-                    err = max(rel_err(ref[0], g[0], p.qrows), rel_err(ref[1], g[1], p.krows),
-                              rel_err(ref[2], g[2], p.krows))
-                    del g
-                torch.cuda.synchronize()
+                with step_limit(a.step_timeout):
+                    if ps == "fwd":
+                        with torch.enable_grad():
+                            out = fn(*leaves).detach()
+                        err = rel_err(ref, out, p.qrows)
+                        del out
+                        run = lambda: fn(*leaves)  # noqa: E731
+                    else:
+                        run, g = grads(fn, p, dout)
+                        err = max(rel_err(ref[0], g[0], p.qrows), rel_err(ref[1], g[1], p.krows),
+                                  rel_err(ref[2], g[2], p.krows))
+                        del g
+                    torch.cuda.synchronize()
                 self.case_first[peer] = time.perf_counter() - t1
             except Exception as e:  # noqa: BLE001
                 res[peer] = dict(status="n/a")
@@ -376,6 +409,9 @@ def main():
     ap.add_argument("--tokens", type=int, default=65536, help="B * T (B = tokens // T)")
     ap.add_argument("--H", type=int, default=16)
     ap.add_argument("--e2e-T", default="16384", help="T of the hash end-to-end rows (comma list; '' for none)")
+    ap.add_argument("--step-timeout", type=int, default=300,
+                    help="seconds a peer's first call (compile + check) or a block mask may take "
+                         "before that peer is n/a for the case (0: no limit)")
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--warm", type=int, default=2)
     ap.add_argument("--sync-each", action="store_true",
@@ -435,10 +471,11 @@ def main():
                                 t1 = time.perf_counter()
                                 run.stage = f"{mode} T={T} D={D}: block mask"
                                 try:
-                                    bm = flex_block_mask(p, B, a.H)
+                                    with step_limit(a.step_timeout):
+                                        bm = flex_block_mask(p, B, a.H)
                                     run.mask_s += time.perf_counter() - t1
                                 except Exception as e:  # noqa: BLE001  (shown as n/a)
-                                    impls[peer] = _raiser(RuntimeError(f"create_block_mask: {short(e)}"))
+                                    impls[peer] = _raiser(RuntimeError(f"block mask: {short(e)}"))
                                     continue
                                 if key:
                                     masks[key] = bm
