@@ -12,7 +12,7 @@
 # use wgmma). sanitize covers test_gpu_backward's small (wgmma on sm_90), sync and wide cases.
 # wssan: memcheck and racecheck of test_gpu_ws (the warp-specialized forward: its shapes at D 64,
 # 128 and 256, and every ws tile config). fwdtune: the forward tile sweep of every mode at D 64,
-# 128 and 256 (T 4096 and 16384) into /tmp/sfa-f, exported to $OUT/tuned_fwd.tsv (a table to
+# 128 and 256 (T 4096 and 16384; wgmma and ws candidates) into /tmp/sfa-f, exported to $OUT/tuned_fwd.tsv (a table to
 # ship under cache/tuned/ where its winners beat the defaults). persab: the dense causal forward
 # grid (D 64, 128) with the ws kernels' persistent entry (SFA_WS_PERSISTENT=1) and without,
 # A B A B, each against cuDNN in its own run. decode: bench/decode.py at B 8 and 32, 4k and 32k
@@ -60,7 +60,7 @@ if [[ $what == *" wssan "* ]]; then
   done
 fi
 if [[ $what == *" fwdtune "* ]]; then
-  build/sfa-tune --cache-dir /tmp/sfa-f --modes dense,qk_drop,window,hash --head-dims 64,128,256 \
+  build/sfa-tune --cache-dir /tmp/sfa-f --kinds wgmma,ws --modes dense,qk_drop,window,hash --head-dims 64,128,256 \
     --seq-lens 4096,16384 > $OUT/tune_fwd.log 2> $OUT/tune_fwd.err
   summary+=("fwdtune rc=$?: $(grep -c 'candidates' $OUT/tune_fwd.err) shapes tuned")
   build/sfa-tune --cache-dir /tmp/sfa-f --list --export $OUT/tuned_fwd.tsv >> $OUT/tune_fwd.log 2>&1

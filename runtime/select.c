@@ -75,7 +75,7 @@ static void verbose_progress(void *user, int i, int n, const sfa__tune_entry *e)
 static sfa_status real_tune(void *user, sfa_context *ctx, const sfa__device *dev,
                             const sfa_kernel_spec *base, const sfa__problem *prob,
                             sfa__tune_result *res, char *err, size_t errlen) {
-  return sfa__tune_gpu(ctx, dev, base, prob, SFA__TUNE_WARMUP, SFA__TUNE_REPS,
+  return sfa__tune_gpu(ctx, dev, base, prob, SFA__TUNE_WARMUP, SFA__TUNE_REPS, 0,
                        ctx->opts.verbose ? verbose_progress : NULL, NULL, res, err, errlen);
 }
 

@@ -26,6 +26,7 @@ typedef struct sfa__tune_opts {
   int causal, window, bias, mask, buckets;
   double keep;
   int warmup, reps, force;
+  unsigned kinds;              /* mma kinds to time, 1 << sfa_spec_mma each; 0: all */
   const char *imports[SFA__TUNE_MAX_LIST];
   int nimports;
   const char *export_path;

@@ -51,6 +51,8 @@ static const char usage_text[] =
   "  --keep F            qk_drop mode: fraction of positions kept (default 0.7)\n"
   "  --warmup N          untimed runs per candidate (default 3)\n"
   "  --reps N            timed runs per candidate; the median counts (default 10)\n"
+  "  --kinds LIST        mma kinds whose candidates are timed: sync, wgmma, ws\n"
+  "                      (default: all; the default config is timed always)\n"
   "  --force             re-tune shapes whose key is already in the db\n"
   "Db:\n"
   "  --import FILE       merge a db file (same GPU model) into the cache's db;\n"
@@ -215,6 +217,12 @@ static void parse_args(sfa__tune_opts *o, int argc, char **argv) {
       o->warmup = (int)parse_num(a, VALUE(), 0, 1000);
     } else if (IS("--reps")) {
       o->reps = (int)parse_num(a, VALUE(), 1, 1000);
+    } else if (IS("--kinds")) {
+      static const char *const KINDS[3] = {"sync", "wgmma", "ws"}; /* sfa_spec_mma order */
+      int k[SFA__TUNE_MAX_LIST];
+      const int nk = parse_names(a, VALUE(), KINDS, 3, k, SFA__TUNE_MAX_LIST);
+      o->kinds = 0;
+      for (int j = 0; j < nk; j++) o->kinds |= 1u << k[j];
     } else if (IS("--force")) {
       NOVALUE();
       o->force = 1;

@@ -167,7 +167,8 @@ int sfa__tune_sweep(sfa_context *ctx, const sfa__device *dev, sfa_tunedb *db,
           prog pg = {o->verbose, 0, 0, 0};
           sfa__tune_result res;
           double t0 = now_s();
-          sfa_status st = sfa__tune_gpu(ctx, dev, &spec, &prob, o->warmup, o->reps, on_candidate,
+          sfa_status st = sfa__tune_gpu(ctx, dev, &spec, &prob, o->warmup, o->reps, o->kinds,
+                                        on_candidate,
                                         &pg, &res, err, sizeof err);
           if (st != SFA_OK) {
             if (o->verbose) fprintf(stderr, "    ");

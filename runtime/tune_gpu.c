@@ -520,7 +520,7 @@ static void op_progress(void *u, int i, int n, const sfa__tune_entry *e) {
 /* ------------------------------------------------------------ entry */
 
 sfa_status sfa__tune_gpu(sfa_context *ctx, const sfa__device *dev, const sfa_kernel_spec *base,
-                         const sfa__problem *prob, int warmup, int reps,
+                         const sfa__problem *prob, int warmup, int reps, unsigned kinds,
                          void (*progress)(void *user, int i, int n, const sfa__tune_entry *e),
                          void *user, sfa__tune_result *res, char *err, size_t errlen) {
   if (res) memset(res, 0, sizeof *res);
@@ -536,6 +536,12 @@ sfa_status sfa__tune_gpu(sfa_context *ctx, const sfa__device *dev, const sfa_ker
   int n = 0;
   sfa_status st = sfa__tune_candidates(base, &cands, &n, err, errlen);
   if (st != SFA_OK) return st;
+  if (kinds) { /* the default (first) stays */
+    int k = 1;
+    for (int i = 1; i < n; i++)
+      if (kinds & (1u << cands[i].mma)) cands[k++] = cands[i];
+    n = k;
+  }
 
   gt g;
   memset(&g, 0, sizeof g);

@@ -33,10 +33,13 @@
 /* Tune base's class (pass, mode, dtype, head_dim, arch, flags; tile fields
 ** ignored) on prob in the bound device dev (sfa__bind). Only passes for which
 ** sfa__tune_can_launch is 1 (SFA_ERR_UNSUPPORTED otherwise). progress may be
-** NULL (it is called with user). On SFA_OK *res holds the table and winner;
-** release with sfa__tune_result_free in every case. */
+** NULL (it is called with user). kinds: the mma kinds whose candidates are
+** timed, bit 1 << sfa_spec_mma each (0: every kind); the default config is
+** timed whatever its kind (the outputs are checked against it). On SFA_OK
+** *res holds the table and winner; release with sfa__tune_result_free in
+** every case. */
 sfa_status sfa__tune_gpu(sfa_context *ctx, const sfa__device *dev, const sfa_kernel_spec *base,
-                         const sfa__problem *prob, int warmup, int reps,
+                         const sfa__problem *prob, int warmup, int reps, unsigned kinds,
                          void (*progress)(void *user, int i, int n, const sfa__tune_entry *e),
                          void *user, sfa__tune_result *res, char *err, size_t errlen);
 

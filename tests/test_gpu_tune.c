@@ -189,7 +189,7 @@ static void tune_direct(sfa_mode mode, sfa_dtype dt, int D, int T, int bias_mask
   }
   sfa__tune_result res;
   char err[2048] = "";
-  sfa_status st = sfa__tune_gpu(ctx, &dev, &s, &pr, 1, 3, NULL, NULL, &res, err, sizeof err);
+  sfa_status st = sfa__tune_gpu(ctx, &dev, &s, &pr, 1, 3, 0, NULL, NULL, &res, err, sizeof err);
   ck_assert_msg(st == SFA_OK, "mode %d: %s", (int)mode, err);
   ck_assert_int_ge(res.n, 1);
   ck_assert_int_eq(res.entries[0].status, SFA__TUNE_OK);
@@ -210,6 +210,15 @@ static void tune_direct(sfa_mode mode, sfa_dtype dt, int D, int T, int bias_mask
   printf("tune_direct mode %d: %d of %d candidates accepted, winner %d (%.4f ms, default "
          "%.4f ms)\n", (int)mode, ok, res.n, res.winner, res.best_ms, res.default_ms);
   ck_assert_int_ge(ok, 2); /* the default and at least one other */
+  const int all = res.n;
+  sfa__tune_result_free(&res);
+  /* kinds: mma.sync candidates only (and the default, whatever its kind) */
+  st = sfa__tune_gpu(ctx, &dev, &s, &pr, 1, 3, 1u << SFA_SPEC_MMA_SYNC, NULL, NULL, &res, err,
+                     sizeof err);
+  ck_assert_msg(st == SFA_OK, "mode %d, kinds sync: %s", (int)mode, err);
+  ck_assert_int_ge(res.n, 2);
+  ck_assert_int_le(res.n, all);
+  for (int i = 1; i < res.n; i++) ck_assert_int_eq(res.entries[i].spec.mma, SFA_SPEC_MMA_SYNC);
   sfa__tune_result_free(&res);
   sfa_context_destroy(ctx);
   tu_rm_rf(cache);

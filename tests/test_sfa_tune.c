@@ -106,7 +106,11 @@ START_TEST(help_and_usage_errors) {
   ck_assert_int_eq(run_tool("--pass bwddq", out, sizeof out), 2);
   ck_assert_msg(strstr(out, "--pass: 'bwddq' is not fwd or bwd") != NULL, "%s", out);
   ck_assert_int_eq(run_tool("--help", out, sizeof out), 0);
-  ck_assert_msg(strstr(out, "--pass fwd|bwd") != NULL, "%s", out);
+  ck_assert_msg(strstr(out, "--pass fwd|bwd") != NULL && strstr(out, "--kinds LIST") != NULL,
+                "%s", out);
+  ck_assert_int_eq(run_tool("--kinds ws,mma", out, sizeof out), 2);
+  ck_assert_msg(strstr(out, "--kinds: unknown value 'mma'") != NULL, "%s", out);
+  ck_assert_int_eq(run_tool("--kinds", out, sizeof out), 2);
 }
 END_TEST
 
