@@ -40,6 +40,11 @@ typedef struct sfa__tune_opts {
 /* The batch of a shape: o->batch, or 65536 / T (at least 1). */
 long sfa__tune_batch(const sfa__tune_opts *o, long T);
 
+/* A tile config as sfa-tune's tables print it, "m128n64_w8s2" and the mma
+** kind's name token after "_" ("_wg", "_ws"; none for mma.sync), into buf. */
+void sfa__tune_tiles_str(int block_m, int block_n, int num_warps, int num_stages,
+                         sfa_spec_mma mma, char *buf, size_t n);
+
 /* Tune every shape of the grid on dev (bound in ctx), record each winner in
 ** db and save it after each shape; progress on stderr, the table on stdout.
 ** 0, or 1 when a shape failed (the others are still done). */

@@ -218,9 +218,11 @@ static void parse_args(sfa__tune_opts *o, int argc, char **argv) {
     } else if (IS("--reps")) {
       o->reps = (int)parse_num(a, VALUE(), 1, 1000);
     } else if (IS("--kinds")) {
-      static const char *const KINDS[3] = {"sync", "wgmma", "ws"}; /* sfa_spec_mma order */
-      int k[SFA__TUNE_MAX_LIST];
-      const int nk = parse_names(a, VALUE(), KINDS, 3, k, SFA__TUNE_MAX_LIST);
+      const char *kinds[8]; /* the mma kinds' names (the tuning db's), in sfa_spec_mma order */
+      int nkinds = 0, k[SFA__TUNE_MAX_LIST];
+      while (nkinds < 8 && sfa__mma_name((sfa_spec_mma)nkinds))
+        kinds[nkinds] = sfa__mma_name((sfa_spec_mma)nkinds), nkinds++;
+      const int nk = parse_names(a, VALUE(), kinds, nkinds, k, SFA__TUNE_MAX_LIST);
       o->kinds = 0;
       for (int j = 0; j < nk; j++) o->kinds |= 1u << k[j];
     } else if (IS("--force")) {
@@ -304,9 +306,8 @@ static void print_rows(sfa_tunedb *db) {
     char fl[96];
     if (!sfa__flag_list(fl, sizeof fl, r.key.flags, 0, "+")) strcpy(fl, "-");
     char tiles[48];
-    const char *tok = sfa__mma_token(r.cfg.mma);
-    snprintf(tiles, sizeof tiles, "m%dn%d_w%ds%d%s%s", r.cfg.block_m, r.cfg.block_n,
-             r.cfg.num_warps, r.cfg.num_stages, tok && *tok ? "_" : "", tok ? tok : "");
+    sfa__tune_tiles_str(r.cfg.block_m, r.cfg.block_n, r.cfg.num_warps, r.cfg.num_stages,
+                        r.cfg.mma, tiles, sizeof tiles);
     const char *pass = sfa__pass_name(r.key.pass), *mode = sfa__mode_name(r.key.mode);
     printf("%-6s %-7s %-5s %-4d %-12s %-24s %-18s %10.3f %10.3f %7.3fx\n", pass ? pass : "?",
            mode ? mode : "?", sfa__dtype_str(r.key.dtype), r.key.head_dim, fl, r.key.bucket,

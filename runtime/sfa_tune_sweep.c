@@ -56,9 +56,10 @@ static void on_candidate(void *user, int i, int n, const sfa__tune_entry *e) {
             e->reason);
 }
 
-static void tiles_str(const sfa_kernel_spec *s, char *buf, size_t n) {
-  const char *tok = sfa__mma_token(s->mma);
-  snprintf(buf, n, "m%dn%d_w%ds%d%s%s", s->block_m, s->block_n, s->num_warps, s->num_stages,
+void sfa__tune_tiles_str(int block_m, int block_n, int num_warps, int num_stages,
+                         sfa_spec_mma mma, char *buf, size_t n) {
+  const char *tok = sfa__mma_token(mma);
+  snprintf(buf, n, "m%dn%d_w%ds%d%s%s", block_m, block_n, num_warps, num_stages,
            tok && *tok ? "_" : "", tok ? tok : "");
 }
 
@@ -106,7 +107,8 @@ static void print_table(const shape_row *rows, int n) {
   for (int i = 0; i < n; i++) {
     const shape_row *r = &rows[i];
     char tiles[48], fl[8];
-    tiles_str(&r->spec, tiles, sizeof tiles);
+    sfa__tune_tiles_str(r->spec.block_m, r->spec.block_n, r->spec.num_warps, r->spec.num_stages,
+                        r->spec.mma, tiles, sizeof tiles);
     snprintf(fl, sizeof fl, "%s%s%s", r->spec.flags & SFA_FEAT_CAUSAL ? "c" : "",
              r->spec.flags & SFA_FEAT_BIAS ? "b" : "", r->spec.flags & SFA_FEAT_MASK ? "m" : "");
     if (!fl[0]) snprintf(fl, sizeof fl, "-");
