@@ -4,7 +4,7 @@
 # optionally the benchmark scripts. Logs go to $OUT (or /tmp) and a summary is
 # printed last. Usage:
 #   bash bench/gpu_check.sh [suites] [sync] [sanitize] [wssan] [bench] [bwdtune] [bwdbench]
-#                           [fwdtune] [persab] [decode] [compare]
+#                           [fwdtune] [decode] [compare]
 # Session 9 took: suites 3.5 min (2.25 of it test_gpu_backward), sanitize 1.4
 # min, compare (the full grid) 5.5 min; session 8: bwdtune ~1 min, bwdbench
 # over 3 min (FlexAttention compiles). Split the steps across calls of 10 min.
@@ -13,9 +13,7 @@
 # wssan: memcheck and racecheck of test_gpu_ws (the warp-specialized forward: its shapes at D 64,
 # 128 and 256, and every ws tile config). fwdtune: the forward tile sweep of every mode at D 64,
 # 128 and 256 (T 4096 and 16384; wgmma and ws candidates) into /tmp/sfa-f, exported to $OUT/tuned_fwd.tsv (a table to
-# ship under cache/tuned/ where its winners beat the defaults). persab: the dense causal forward
-# grid (D 64, 128) with the ws kernels' persistent entry (SFA_WS_PERSISTENT=1) and without,
-# A B A B, each against cuDNN in its own run. decode: bench/decode.py at B 8 and 32, 4k and 32k
+# ship under cache/tuned/ where its winners beat the defaults). decode: bench/decode.py at B 8 and 32, 4k and 32k
 # keys, contiguous and 16-token pages, eager and as CUDA graph replays (--graph).
 case "$1" in -h|--help) sed -n '2,/^[^#]/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 cd "$(dirname "$0")/.."
@@ -64,14 +62,6 @@ if [[ $what == *" fwdtune "* ]]; then
     --seq-lens 4096,16384 > $OUT/tune_fwd.log 2> $OUT/tune_fwd.err
   summary+=("fwdtune rc=$?: $(grep -c 'candidates' $OUT/tune_fwd.err) shapes tuned")
   build/sfa-tune --cache-dir /tmp/sfa-f --list --export $OUT/tuned_fwd.tsv >> $OUT/tune_fwd.log 2>&1
-fi
-if [[ $what == *" persab "* ]]; then
-  for p in 0 1 0 1; do
-    SFA_WS_PERSISTENT=$p python3 bench/compare.py --only dense --pass fwd --D 64,128 --d256 "" \
-      --peers cudnn > $OUT/persab-$p.log 2>&1
-    echo "SFA_WS_PERSISTENT=$p"; grep -E "^ *dense" $OUT/persab-$p.log
-  done | tee -a $OUT/persab.log
-  summary+=("persab: $(grep -c '^ *dense' $OUT/persab.log) rows in $OUT/persab.log")
 fi
 if [[ $what == *" decode "* ]]; then
   for t in "" --graph; do

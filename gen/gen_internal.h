@@ -97,7 +97,6 @@ sfa_status sfa__spec_default_mma(sfa_kernel_spec *spec, int wg, char *err, size_
 int sfa__bwd_plan(const sfa_kernel_spec *spec);
 /* SFA__BWD_PLAN_INTS: runtime/kernel_abi_fields.h. */
 #define SFA__PLAN_SUFFIX "_plan"
-#define SFA__PERS_SUFFIX "_pers"
 
 /* The kernel list of a preset (gen/presets.c) for each of narchs arches, with
 ** default tiles: *specs is malloc'ed (free), *n its length. Unknown names and

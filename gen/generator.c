@@ -262,10 +262,6 @@ static void push_variant(lua_State *L, const sfa_kernel_spec *s) {
     lua_setfield(L, -2, "plan");
   }
 
-  if (v.has_pers) {
-    set_str(L, "pers_suffix", v.pers_suffix);
-  }
-
   const sfa__util_geom *u = &v.util;
   lua_createtable(L, 0, 12);
   set_int(L, "row_threads", u->row_threads);

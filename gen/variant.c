@@ -16,8 +16,7 @@
 **          qmeta_ints x block_m int32: the mode's query metadata) and
 **          dq_stage (wgmma without det: 8 x 64 floats per warp);
 **   fwd ws q, k and v as fwd, then bar: the mbarriers (8 bytes each) of the
-**          stages' K and V arrivals and releases, Q's arrival, and the Q
-**          buffer's release (the persistent entry's, before the next tile's Q).
+**          stages' K and V arrivals and releases, and Q's arrival.
 ** Each region starts at a multiple of its alignment (a tile: 16 bytes, wgmma
 ** 1024, the swizzle's 8-row atom; the float and int arrays 16). wgmma rounds
 ** its base up to 1024, so 1024 bytes of slack follow the regions.
@@ -126,8 +125,8 @@ static void fill_attention(const sfa_kernel_spec *s, sfa__variant *v) {
     add_region(v, "k", st * n * rs, ta);
     add_region(v, "v", st * n * rs, ta);
     if (v->ws) {
-      /* full_k, full_v, empty per stage, then q_full, q_empty */
-      add_region(v, "bar", (3 * st + 2) * 8, 8);
+      /* full_k, full_v, empty per stage, then q_full */
+      add_region(v, "bar", (3 * st + 1) * 8, 8);
       v->row_tiles = 1;
       v->consumers = v->warpgroups - 1;
       /* One consumer: two CTAs per SM by registers (the cap at entry is 128);
@@ -140,7 +139,6 @@ static void fill_attention(const sfa_kernel_spec *s, sfa__variant *v) {
       v->consumer_regs = (cap * v->threads - 128 * v->producer_regs) / (128 * v->consumers) / 8 * 8;
       if (v->consumer_regs > 256) v->consumer_regs = 256;
       v->box_cols = 64;
-      if (!v->grid.varlen) v->has_pers = 1, v->pers_suffix = SFA__PERS_SUFFIX;
     }
     /* O and S of the MT row tiles */
     v->acc_registers = v->row_tiles * (s->head_dim / 8) * 4 + v->row_tiles * (s->block_n / 8) * 4;

@@ -190,13 +190,6 @@ typedef struct sfa__variant {
   sfa__entry plan;
   int plan_ints;
 
-  /* The persistent entry of the ws forward (fixed-length only): has_pers 1
-  ** and its symbol's suffix (SFA__PERS_SUFFIX); same block and shared memory
-  ** as the kernel, a grid of as many CTAs as the SMs hold (the runtime's
-  ** choice), each walking query tiles heavy first. */
-  int has_pers;
-  const char *pers_suffix;
-
   sfa__util_geom util;
 } sfa__variant;
 

@@ -60,8 +60,6 @@ sfa_status sfa_context_create(sfa_context **out, const sfa_options *opts) {
     return SFA_ERR_INTERNAL;
   }
   *out = ctx; /* from here on the caller can read the message and must destroy */
-  const char *pe = getenv("SFA_WS_PERSISTENT");
-  ctx->ws_persistent = pe && strcmp(pe, "1") == 0;
   if (ctx->opts.cache_dir) {
     ctx->cache_dir = strdup(ctx->opts.cache_dir);
     if (!ctx->cache_dir) return sfa__error(ctx, SFA_ERR_OUT_OF_MEMORY, "options.cache_dir: out of memory");
@@ -433,8 +431,6 @@ static sfa_status load_kernel(sfa_context *ctx, const sfa_driver *d, const sfa__
   char plan[SFA__KERNEL_NAME + 16] = "";
   if (v->has_plan) snprintf(plan, sizeof plan, "%s%s", k->name, v->plan.suffix);
   k->plan_fn = NULL;
-  k->pers_fn = NULL;
-  k->sms = dev->sms;
   if ((r = d->cuModuleGetFunction(&k->fn, k->module, k->name)) != CUDA_SUCCESS) {
     snprintf(what, sizeof what, "cuModuleGetFunction(%s)", k->name);
     st = sfa__cuda_error(r, what, ctx->err, sizeof ctx->err);
@@ -456,14 +452,6 @@ static sfa_status load_kernel(sfa_context *ctx, const sfa_driver *d, const sfa__
     st = sfa__error(ctx, SFA_ERR_UNSUPPORTED,
                     "%s: needs %d threads per block but its register use allows %d",
                     k->name, v->threads, max_threads);
-  } else if (v->has_pers) {
-    /* optional: a cubin made before the entry existed has none (no error) */
-    char pers[SFA__KERNEL_NAME + 16];
-    snprintf(pers, sizeof pers, "%s%s", k->name, v->pers_suffix);
-    if (d->cuModuleGetFunction(&k->pers_fn, k->module, pers) != CUDA_SUCCESS ||
-        d->cuFuncSetAttribute(k->pers_fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                              (int)v->smem_bytes) != CUDA_SUCCESS)
-      k->pers_fn = NULL;
   }
   if (st != SFA_OK) {
     d->cuModuleUnload(k->module);

@@ -102,22 +102,12 @@ sfa_status sfa__fwd_launch(sfa_context *ctx, const sfa_driver *d, const sfa_kern
       kp[1 + i] = &maps[i];
     }
   }
-  CUfunction fn = kern->fn;
-  if (kern->pers_fn && ctx->ws_persistent) {
-    /* the persistent entry: as many CTAs as the SMs hold (var.min_blocks
-    ** each), at most one per tile; each walks its share of the tiles */
-    const unsigned long long tiles = (unsigned long long)g[0] * g[1] * g[2];
-    const unsigned long long slots = (unsigned long long)(kern->sms > 0 ? kern->sms : 1) *
-                                     (unsigned long long)(v->min_blocks > 0 ? v->min_blocks : 1);
-    fn = kern->pers_fn;
-    g[0] = (unsigned)(tiles < slots ? tiles : slots), g[1] = g[2] = 1;
-  }
-  CUresult r = d->cuLaunchKernel(fn, g[0], g[1], g[2], (unsigned)v->threads, 1, 1,
+  CUresult r = d->cuLaunchKernel(kern->fn, g[0], g[1], g[2], (unsigned)v->threads, 1, 1,
                                  (unsigned)v->smem_bytes, stream, kp, NULL);
   if (r != CUDA_SUCCESS) {
     char what[SFA__KERNEL_NAME + 64];
-    snprintf(what, sizeof what, "cuLaunchKernel(%s%s, grid %ux%ux%u)", kern->name,
-             fn == kern->fn ? "" : v->pers_suffix, g[0], g[1], g[2]);
+    snprintf(what, sizeof what, "cuLaunchKernel(%s, grid %ux%ux%u)", kern->name, g[0], g[1],
+             g[2]);
     return sfa__cuda_error(r, what, ctx->err, sizeof ctx->err);
   }
   return SFA_OK;

@@ -31,9 +31,6 @@ struct sfa_kernel {
   CUmodule module;
   CUfunction fn;
   CUfunction plan_fn;       /* var.has_plan: the entry "<name><var.plan.suffix>", else NULL */
-  CUfunction pers_fn;       /* var.has_pers: the persistent entry "<name><var.pers_suffix>"
-                               where the cubin has it (one made before it may not), else NULL */
-  int sms;                  /* the device's SMs (the persistent entry's grid) */
 };
 
 /* What sfa needs to know about a CUDA context; cached per context. */
@@ -85,9 +82,6 @@ struct sfa_context {
                                   ** (runtime/kernel_dir.h; has its own mutex) */
   struct sfa__select *select;     /* the tuning policy's memo, tuning dbs and hooks
                                   ** (runtime/select.c; has its own mutexes) */
-
-  int ws_persistent;        /* SFA_WS_PERSISTENT=1 at creation: the ws forward launches its
-                            ** persistent entry (an A/B switch, runtime/forward.c) */
 
   char err[SFA__ERRBUF];    /* sfa_last_error; written without the lock, so failing calls
                             ** on several threads at once may mix their messages */

@@ -43,9 +43,6 @@ static void check_mode_code(const sfa_kernel_spec *s, const char *name, const ch
   const int ws = s->mma == SFA_SPEC_MMA_WS;
   char plan_entry[SFA__NAME_MAX + 32];
   snprintf(plan_entry, sizeof plan_entry, "%s%s(const sfa_bwd_args a)", name, SFA__PLAN_SUFFIX);
-  char pers_entry[SFA__NAME_MAX + 32];
-  snprintf(pers_entry, sizeof pers_entry, "%s%s(const sfa_fwd_args a,", name, SFA__PERS_SUFFIX);
-  const int varlen = (s->flags & SFA_FEAT_VARLEN) != 0;
   struct { int want; const char *ident; } marks[] = {
     {(s->mode == SFA_MODE_QK_DROP || s->mode == SFA_MODE_HASH) && !dec, "const int *kix"},
     {s->mode == SFA_MODE_HASH && !dec, bwd ? "hash_bwd_state" : "hash_tile_state"},
@@ -65,8 +62,6 @@ static void check_mode_code(const sfa_kernel_spec *s, const char *name, const ch
     {wg && bwd && !det, "sfa_wg_ss64t(acc"},  /* dq as transposed-operand products */
     {s->pass == SFA_PASS_BWD_DQ, "dq = 0"},    /* its empty-tile path */
     {sfa__bwd_plan(s), plan_entry},              /* the plan kernel, hash bwd only */
-    {ws && !varlen, pers_entry},                 /* the ws forward's persistent entry */
-    {ws && !varlen, "this thread is done with the Q buffer"}, /* its q_empty release */
     {sfa__bwd_plan(s), "const int4 pl0 = pl[0];"}, /* and the bwd CTA reading it */
     {s->mode == SFA_MODE_WINDOW && (s->flags & SFA_FEAT_BIAS), "biasp"},
     {s->mode == SFA_MODE_WINDOW && (s->flags & SFA_FEAT_MASK), "maskp"},

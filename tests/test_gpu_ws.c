@@ -7,9 +7,7 @@
 ** tile config of the kind (1 to 3 consumer warpgroups, 64- or 128-key tiles,
 ** 2..4 stages, through the tuning db's cached rows), the sparse modes
 ** (qk_drop, hash, window with a bias), and a k broadcast over the batch,
-** which the copy engine cannot address, so the wgmma kernel serves it; the
-** persistent entry (SFA_WS_PERSISTENT) on every tile config and on shapes
-** with more tiles than SMs.
+** which the copy engine cannot address, so the wgmma kernel serves it.
 **
 ** Needs compute capability 9.0 (sm_90a); elsewhere it prints "SKIP: <reason>"
 ** and exits 77 (CTest's skip code), as without a driver or a device. One
@@ -108,7 +106,7 @@ END_TEST
 
 /* Every valid ws tile config: compiled (sfa_compile) and launched on its
 ** own case through the forward's launch path. */
-static void tile_configs(int persistent) {
+START_TEST(every_tile_config) {
   /* SFA_TEST_WS_WARPS=N keeps the configs of num_warps N only (a sanitizer
   ** run of one consumer count); the count check then does not apply */
   const char *only = getenv("SFA_TEST_WS_WARPS");
@@ -124,14 +122,11 @@ static void tile_configs(int persistent) {
           sfa_kernel *k = NULL;
           sfa_status rc = sfa_compile(tg_ctx, &s, &k);
           ck_assert_msg(rc == SFA_OK, "sfa_compile: %s", sfa_last_error(tg_ctx));
-          tg_ctx->ws_persistent = persistent;
-          ck_assert_msg(!persistent || k->pers_fn, "%s: no persistent entry", k->name);
           scase c = dense_case(2, 600 + 37 * n, 600 + 37 * n, d, 1, 1, tg_seed + 400 + n);
           srun R;
           tg_case_setup(&R, &c);
-          snprintf(R.desc + strlen(R.desc), sizeof R.desc - strlen(R.desc), " m%dn%dw%ds%d%s",
-                   s.block_m, s.block_n, s.num_warps, s.num_stages,
-                   persistent ? " persistent" : "");
+          snprintf(R.desc + strlen(R.desc), sizeof R.desc - strlen(R.desc), " m%dn%dw%ds%d",
+                   s.block_m, s.block_n, s.num_warps, s.num_stages);
           TG_CU(tg_drv->cuMemsetD8(R.dout, 0xFF, R.nq * 2));
           TG_CU(tg_drv->cuMemsetD8(R.dl, 0xFF, R.nrows * 4));
           sfa_fwd_args a;
@@ -143,47 +138,7 @@ static void tile_configs(int persistent) {
           tg_case_free(&R);
           n++;
         }
-  tg_ctx->ws_persistent = 0;
   ck_assert_int_ge(n, only_w ? 1 : 20);
-}
-
-START_TEST(every_tile_config) { tile_configs(0); }
-END_TEST
-
-/* The persistent entry (SFA_WS_PERSISTENT=1) of every tile config: fewer
-** CTAs than tiles only where a case has more tiles than the SMs hold, which
-** persistent_entry_shapes makes sure of. */
-START_TEST(every_tile_config_persistent) { tile_configs(1); }
-END_TEST
-
-/* The persistent entry on shapes whose tiles outnumber the SMs (each CTA
-** walks several, its barriers' phases carrying over), with tiles that see
-** nothing (Tq > Tk, causal) between tiles that do, GQA, the three-consumer
-** default at D 64, D 256, and the sparse modes. */
-START_TEST(persistent_entry_shapes) {
-  static const struct { int Hkv, Tq, Tk, D, bf16, causal; } t[] = {
-    /* B 2, Hq 4: 8 (batch, head) pairs of >= 17 tiles each, more than the 132
-    ** SMs of an H100 hold */
-    {4, 3000, 3000, 128, 1, 1}, {2, 4000, 1100, 64, 0, 1}, /* Tq > Tk: empty tiles last */
-    {1, 2500, 2600, 128, 0, 0}, {2, 2400, 2400, 256, 1, 1}, {4, 333, 777, 64, 1, 1},
-  };
-  ws_on();
-  tg_ctx->ws_persistent = 1;
-  for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
-    scase c = dense_case(t[i].Hkv, t[i].Tq, t[i].Tk, t[i].D, t[i].bf16, t[i].causal,
-                         tg_seed + 600 + i);
-    tg_case_run(&c);
-  }
-  scase c = tg_case(SFA_MODE_QK_DROP, 2, 2400, 2300, 128, SFA_DTYPE_BF16);
-  c.T0 = 3200, c.keep = 0.7, c.seed = tg_seed + 610;
-  tg_case_run(&c);
-  c = tg_case(SFA_MODE_HASH, 1, 2400, 2400, 64, SFA_DTYPE_FP16);
-  c.buckets = 16, c.seed = tg_seed + 611;
-  tg_case_run(&c);
-  const tg_wspec w = {300, 0, 1, 2400, 2400, 128, 1, 2, BIAS_ROW, MASK_NONE, 0};
-  c = tg_window_case(&w, tg_seed + 612);
-  tg_case_run(&c);
-  ws_off();
 }
 END_TEST
 
@@ -227,12 +182,7 @@ int main(void) {
   TCase *u = tcase_create("tiles");
   tcase_set_timeout(u, 0);
   tcase_add_test(u, every_tile_config);
-  tcase_add_test(u, every_tile_config_persistent);
   suite_add_tcase(s, u);
-  TCase *pe = tcase_create("persistent");
-  tcase_set_timeout(pe, 0);
-  tcase_add_test(pe, persistent_entry_shapes);
-  suite_add_tcase(s, pe);
   rc = tu_run_suite(s);
   tg_close();
   return rc;

@@ -115,33 +115,6 @@ START_TEST(fwd_wgmma_unpadded_rows_aligned_tiles_and_slack) {
 }
 END_TEST
 
-/* The ws forward: Q, K and V stages, then the barriers (full_k, full_v and
-** empty per stage, q_full, q_empty); a persistent entry "_pers" for
-** fixed-length problems only. */
-START_TEST(fwd_ws_barriers_and_persistent_entry) {
-  sfa_kernel_spec s = attn(SFA_PASS_FWD, SFA_MODE_DENSE, 128, 128, 128, 12, 3, 90, SFA_FEAT_CAUSAL);
-  s.mma = SFA_SPEC_MMA_WS;
-  sfa__variant v = describe(&s);
-  ck_assert(v.ws);
-  ck_assert_int_eq(v.consumers, 2);
-  region_is(&v, "q", 0, 128 * 256);
-  region_is(&v, "k", 32768, 3 * 128 * 256);
-  region_is(&v, "v", 32768 + 3 * 32768, 3 * 128 * 256);
-  const sfa__smem_region *bar = sfa__variant_region(&v, "bar");
-  ck_assert_ptr_nonnull(bar);
-  ck_assert_uint_eq(bar->size, (3 * 3 + 2) * 8);
-  ck_assert_int_eq(v.has_pers, 1);
-  ck_assert_str_eq(v.pers_suffix, "_pers");
-  s.flags |= SFA_FEAT_VARLEN; /* packed sequences: no persistent entry */
-  v = describe(&s);
-  ck_assert_int_eq(v.has_pers, 0);
-  s.flags = SFA_FEAT_CAUSAL, s.mma = SFA_SPEC_MMA_WGMMA, s.block_m = 64, s.num_warps = 4;
-  s.num_stages = 1;
-  v = describe(&s);
-  ck_assert_int_eq(v.has_pers, 0);
-}
-END_TEST
-
 START_TEST(bwd_sync_regions_slice_and_key_tile_grid) {
   /* d128 m64n128 w8s2 on sm_80: K, V, Q, dO rows of 272 bytes; dS^T rows of
   ** (64 + 8) * 2 = 144 bytes; lse2 and delta 2 x 64 floats each; dense has no
@@ -520,7 +493,6 @@ int main(void) {
   TCase *a = tcase_create("attention");
   tcase_add_test(a, fwd_sync_layout_block_and_grid);
   tcase_add_test(a, fwd_wgmma_unpadded_rows_aligned_tiles_and_slack);
-  tcase_add_test(a, fwd_ws_barriers_and_persistent_entry);
   tcase_add_test(a, bwd_sync_regions_slice_and_key_tile_grid);
   tcase_add_test(a, bwd_wgmma_stages_dq_per_warp_unless_det);
   tcase_add_test(a, bwd_d256_splits_columns_over_two_ctas);
