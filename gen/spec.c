@@ -609,8 +609,9 @@ int sfa__ws_allowed(const sfa_kernel_spec *s) {
 ** faster than the wgmma kernel (bench/NOTES.md, session 18, H100, T 16384):
 ** dense, fixed-length and packed (packed batches at D 128: 5.56 ms against
 ** 6.46, varlen/fixed 0.95-1.10); qk_drop (D 64: 2.93 ms against 5.01; D 128:
-** 3.72 against 5.11); window at D 128 (1.10 ms against 1.40; equal at D 64).
-** Not hash (1.12 ms against 0.78 at D 64: a bucket's rows see few keys) nor
+** 3.72 against 5.11); window at D 128 (1.10 ms against 1.40) and at D 64 with
+** one consumer (session 20's sweep, W = 1024: 0.82 ms against 0.89 for the
+** wgmma default at T 16384, 0.76 against 0.84 at T 4096). Not hash (1.12 ms against 0.78 at D 64: a bucket's rows see few keys) nor
 ** a window bias (not measured; its ws kernel spills a few bytes at D 128). */
 static int ws_by_default(const sfa_kernel_spec *s) {
   if (!sfa__ws_allowed(s)) return 0;
@@ -624,7 +625,7 @@ static int ws_by_default(const sfa_kernel_spec *s) {
   switch (s->mode) {
   case SFA_MODE_DENSE:
   case SFA_MODE_QK_DROP: return 1;
-  case SFA_MODE_WINDOW: return s->head_dim == 128 && !(s->flags & SFA_FEAT_BIAS);
+  case SFA_MODE_WINDOW: return !(s->flags & SFA_FEAT_BIAS);
   default: return 0;
   }
 }
@@ -669,6 +670,11 @@ sfa_status sfa__spec_default_mma(sfa_kernel_spec *spec, int wg, char *err, size_
       ** against 5.24 for the tile above, 1.05x cuDNN; qk_drop 4.85 against
       ** 5.65); softcap and ALiBi spill on its 160 registers */
       s.block_m = 192, s.num_warps = 16, s.num_stages = 4;
+    if (s.head_dim == 64 && s.mode == SFA_MODE_WINDOW)
+      /* one consumer warpgroup of 64 rows: a window's query tile sees about
+      ** W + block_m keys, so smaller tiles waste less on the diagonals (the
+      ** session 20 sweep's winner at T 4096 and 16384, W = 1024) */
+      s.block_m = 64, s.num_warps = 8;
   } else if (wg && s.pass == SFA_PASS_BWD) {
     /* two warpgroups of 64 keys, 64-query tiles, double buffered: the sweep's
     ** winner for dense causal D = 128 T = 16384 on an H100 (bench/NOTES.md,

@@ -162,7 +162,7 @@ START_TEST(preset_contents) {
     ck_assert_int_eq(sfa_spec_default(&d, NULL, 0), SFA_OK);
     ck_assert(memcmp(&d, &v[i], sizeof d) == 0); /* default tiles */
     /* sm_90 fwd and bwd at D 64 and 128 default to wgmma (the fwd of dense,
-    ** qk_drop and an unbiased window at D 128: ws), and the fwd of dense and
+    ** qk_drop and an unbiased window: ws), and the fwd of dense and
     ** an unbiased window at D 256 to ws; nothing else does */
     const int ws256 = v[i].head_dim == 256 && v[i].pass == SFA_PASS_FWD &&
                       (v[i].mode == SFA_MODE_DENSE ||
@@ -171,7 +171,7 @@ START_TEST(preset_contents) {
     ck_assert_int_eq(wg, ws256 || (v[i].pass != SFA_PASS_BWD_DQ &&
                                    (v[i].head_dim == 64 || v[i].head_dim == 128)));
     const int ws_mode = v[i].mode == SFA_MODE_DENSE || v[i].mode == SFA_MODE_QK_DROP ||
-                        (v[i].mode == SFA_MODE_WINDOW && v[i].head_dim == 128 &&
+                        (v[i].mode == SFA_MODE_WINDOW &&
                          !(v[i].flags & (SFA_FEAT_BIAS | SFA_FEAT_MASK))) || ws256;
     ck_assert_int_eq(v[i].mma == SFA_SPEC_MMA_WS, wg && v[i].pass == SFA_PASS_FWD && ws_mode);
     nwg += wg;

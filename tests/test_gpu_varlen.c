@@ -524,7 +524,7 @@ START_TEST(mma_sync_kernels) {
 END_TEST
 
 /* The warp-specialized forward on packed sequences, forced for every mode
-** (by default only dense, qk_drop and an unbiased window at D 128 take it):
+** (by default only dense, qk_drop and an unbiased window at D 64 and 128 take it):
 ** a key tile that runs past its sequence copies the next one's rows, which
 ** the mask drops; window with a bias and Kmax (no mask: the kind does not
 ** serve it). The backward is the wgmma kernel's. */

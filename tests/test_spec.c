@@ -691,8 +691,8 @@ static sfa_kernel_spec defaults_for(sfa_mode mode, unsigned flags, int d, int ar
 ** D=128 on sm_90); D<=256 m64n64w4s1. Every mode and arch alike, except sm_90
 ** at D 64 and 128: wgmma, D64 m128n64w8s2 (hash and window: m64n64w4s2) and
 ** D128 m64n128w4s1; and where ws was measured faster (dense, qk_drop, window
-** without a bias at D 128): ws m128n128w12, 2 stages at D 64, 3 at D 128,
-** except dense and qk_drop at D 64: three consumers, m192n128w16s4. */
+** without a bias): ws m128n128w12, 2 stages at D 64, 3 at D 128, except at
+** D 64 dense and qk_drop: three consumers, m192n128w16s4, and window: one, m64n128w8s2. */
 START_TEST(defaults_heuristic) {
   for (size_t mf = 0; mf < NMODE_FLAGS; mf++)
     for (int a = 0; a < NARCHS; a++)
@@ -708,9 +708,10 @@ START_TEST(defaults_heuristic) {
         const sfa_mode md = mode_flags[mf].mode;
         const int ws = wg && !(fl & SFA_FEAT_MASK) &&
                        (md == SFA_MODE_DENSE || md == SFA_MODE_QK_DROP ||
-                        (md == SFA_MODE_WINDOW && d == 128 && !(fl & SFA_FEAT_BIAS)));
+                        (md == SFA_MODE_WINDOW && !(fl & SFA_FEAT_BIAS)));
         if (ws) m = 128, n = 128, w = 12, st = d == 128 ? 3 : 2;
         if (ws && d == 64 && md != SFA_MODE_WINDOW) m = 192, w = 16, st = 4; /* 3 consumers */
+        if (ws && d == 64 && md == SFA_MODE_WINDOW) m = 64, w = 8; /* 1 consumer */
         /* D 256: ws (two consumers, 64-key tiles) for dense and an unbiased window */
         const int ws256 = archs[a] == 90 && d == 256 && !(fl & (SFA_FEAT_MASK | SFA_FEAT_BIAS)) &&
                           (md == SFA_MODE_DENSE || md == SFA_MODE_WINDOW);
