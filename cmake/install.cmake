@@ -1,6 +1,6 @@
 # cmake/install.cmake -- what `cmake --install` puts under the prefix: sfa.h,
 # libsfa.so.MAJOR (+ the bundled liblua5.4.so.0 in <libdir>/sfa), libsfa.a,
-# the tools, the CMake package (find_package(sfa CONFIG): sfa::sfa, the shared
+# the tools, the shipped tuning tables (<datadir>/sfa/tuned), the CMake package (find_package(sfa CONFIG): sfa::sfa, the shared
 # library; sfa::sfa_static) and sfa.pc for pkg-config.
 include(CMakePackageConfigHelpers)
 
@@ -20,6 +20,9 @@ install(TARGETS ${_sfa_libs} EXPORT sfaTargets
 if(SFA_BUILD_TOOLS)
   install(TARGETS sfa-gen sfa-cache sfa-tune RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
 endif()
+# the tuning tables measured on GPUs we had (sfa-tune --import them)
+install(DIRECTORY ${PROJECT_SOURCE_DIR}/cache/tuned/ DESTINATION ${CMAKE_INSTALL_DATADIR}/sfa/tuned
+        FILES_MATCHING PATTERN "*.tsv")
 
 set(SFA_CMAKE_DIR ${CMAKE_INSTALL_LIBDIR}/cmake/sfa)
 install(EXPORT sfaTargets NAMESPACE sfa:: DESTINATION ${SFA_CMAKE_DIR})

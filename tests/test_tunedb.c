@@ -6,7 +6,8 @@
 ** without leftovers, saves that keep another writer's rows, exports, and
 ** unwritable directories; times that read back exactly as written (tiny,
 ** huge and ordinary); FIFOs, devices, oversized files and symbolic links
-** where the db should be are refused without blocking or reading them.
+** where the db should be are refused without blocking or reading them; the
+** tables shipped under cache/tuned/ read cleanly and hold valid winners.
 */
 #include "cache/tunedb.h"
 #include "testutil.h"
@@ -746,6 +747,52 @@ START_TEST(export_and_open_path) {
 }
 END_TEST
 
+/* Every table shipped under cache/tuned/ (exported by sfa-tune on that GPU)
+** reads without a warning under the file name of its header's gpu and cc, and
+** each row names a valid spec for that arch whose time beats the default's:
+** a row that does not is no reason to ship it. */
+START_TEST(shipped_tables_hold_valid_winners) {
+  const char *dir = tu_source_path("cache/tuned");
+  DIR *d = opendir(dir);
+  ck_assert_msg(d != NULL, "%s: cannot open", dir);
+  int files = 0;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL) {
+    if (e->d_name[0] == '.') continue;
+    char path[1024], gpu[SFA_TUNEDB_GPU_MAX] = "", want[256], err[512] = "";
+    snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+    char *text = read_text(path);
+    const char *g = strstr(text, " gpu="), *c = strstr(text, " cc=");
+    ck_assert_msg(g && c && c > g && strchr(text, '\n') > c, "%s: no header", path);
+    snprintf(gpu, sizeof gpu, "%.*s", (int)(c - g - 5), g + 5);
+    const int cc = atoi(c + 4);
+    free(text);
+    ck_assert_int_eq(sfa_tunedb_file_name(gpu, cc, want, sizeof want, err, sizeof err), SFA_OK);
+    ck_assert_str_eq(e->d_name, want);
+    sfa_tunedb *db = NULL;
+    ck_assert_int_eq(sfa_tunedb_open_path(&db, path, gpu, cc, 0, err, sizeof err), SFA_OK);
+    ck_assert_msg(strcmp(sfa_tunedb_warning(db), "") == 0, "%s: %s", path,
+                  sfa_tunedb_warning(db));
+    ck_assert_uint_gt(sfa_tunedb_count(db), 0);
+    for (size_t i = 0; i < sfa_tunedb_count(db); i++) {
+      sfa_tune_row r;
+      ck_assert_int_eq(sfa_tunedb_row(db, i, &r), SFA_OK);
+      sfa_kernel_spec spec = {r.key.pass, r.key.mode, r.key.dtype, r.key.head_dim, 0, 0, 0, 0,
+                              cc, r.key.flags, SFA_SPEC_MMA_SYNC};
+      sfa_tunedb_config_apply(&r.cfg, &spec);
+      ck_assert_msg(sfa_spec_validate(&spec, err, sizeof err) == SFA_OK, "%s row %zu: %s", path,
+                    i, err);
+      ck_assert_msg(r.time_us < r.default_time_us, "%s row %zu: %g us does not beat %g", path, i,
+                    r.time_us, r.default_time_us);
+    }
+    sfa_tunedb_close(db);
+    files++;
+  }
+  closedir(d);
+  ck_assert_int_gt(files, 0);
+}
+END_TEST
+
 /* The parent of the cache directory is a regular file: as root, chmod would
 ** not stop writes, this does. */
 START_TEST(unwritable_dir_is_an_error) {
@@ -1015,6 +1062,7 @@ static Suite *tunedb_suite(void) {
   tcase_add_test(tc, the_tuning_dir_is_created_with_mode_0700);
   tcase_add_test(tc, a_symlinked_db_in_the_cache_is_not_followed);
   tcase_add_test(tc, export_refuses_to_replace_a_special_file);
+  tcase_add_test(tc, shipped_tables_hold_valid_winners);
   suite_add_tcase(s, tc);
   /* readers that might block or read without bound: a short timeout */
   tc = tcase_create("special_files");

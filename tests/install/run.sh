@@ -5,6 +5,7 @@
 #   2. a plain `cc $(pkg-config --cflags --libs sfa)` program,
 #   3. a parent project that takes the source tree with FetchContent;
 # each runs consumer.c (version check + a bad argument rejected, no GPU).
+# The shipped tuning tables are installed and import with sfa-tune.
 # Also checks that libsfa.so exports only sfa.h's names and has the versioned
 # SONAME, and that no binary needs libcuda or libnvrtc at link time.
 # Exit 77 (CTest's skip) where cc or pkg-config is missing.
@@ -26,6 +27,13 @@ libdir=$prefix/lib
 [ -f "$prefix/include/sfa.h" ] && [ -f "$libdir/libsfa.a" ] && [ -x "$prefix/bin/sfa-gen" ] \
   && [ -x "$prefix/bin/sfa-cache" ] && [ -x "$prefix/bin/sfa-tune" ] \
   && [ -f "$libdir/cmake/sfa/sfaConfig.cmake" ] && [ -f "$libdir/pkgconfig/sfa.pc" ]
+echo "== the shipped tuning tables, and sfa-tune imports them"
+for t in "$src"/cache/tuned/*.tsv; do
+  cmp "$t" "$prefix/share/sfa/tuned/$(basename "$t")"
+  gpu=$(sed -n '1s/.* gpu=\(.*\) cc=[0-9]*$/\1/p' "$t"); cc=$(sed -n '1s/.* cc=//p' "$t")
+  "$prefix/bin/sfa-tune" --cache-dir "$work/tunecache" --gpu "$gpu" --cc "$cc" \
+    --import "$prefix/share/sfa/tuned/$(basename "$t")" 2>&1 | grep -q "rows added"
+done
 soname=$(readelf -d "$libdir/libsfa.so" | sed -n 's/.*Library soname: \[\(.*\)\]/\1/p')
 major=$(sed -n 's/^#define SFA_VERSION_MAJOR \([0-9]*\)$/\1/p' "$src/include/sfa.h")
 [ "$soname" = "libsfa.so.$major" ] || { echo "FAIL: SONAME is '$soname', not libsfa.so.$major"; exit 1; }
