@@ -48,6 +48,25 @@ def bench(fn, warm=3, reps=20, sync_each=False):
     return ts[len(ts) // 2]
 
 
+def rounds_bench(runs, rounds=3, warm=3, reps=20, sync_each=False):
+    """Interleaved timing of several implementations of one case: each of
+    rounds rounds times every (name, fn) of runs in turn with bench (warm-ups
+    in the first round only), so that a drift of the GPU's clock over the
+    case falls on every implementation alike instead of on whichever ran in
+    the slow stretch. Returns {name: [the medians of the rounds, in order]}."""
+    out = {name: [] for name, _ in runs}
+    for r in range(rounds):
+        for name, fn in runs:
+            out[name].append(bench(fn, warm=warm if r == 0 else 1, reps=reps, sync_each=sync_each))
+    return out
+
+
+def median(xs):
+    """The median of a non-empty list (the lower middle of an even count)."""
+    ys = sorted(xs)
+    return ys[(len(ys) - 1) // 2]
+
+
 def graph_bench(fn, warm=3, reps=20, per=10):
     """Median ms per call of fn captured in a CUDA graph: per calls of fn in
     one graph (captured on a side stream after one eager call there), each

@@ -4,7 +4,7 @@ ragged batches, in one run.
 
 Run on the GPU machine from the repository root, after building libsfa.so:
     python bench/varlen.py [--D 64,128] [--pass fwd,bwd] [--parts equal,ragged]
-        [--peers flex,njt] [--H 16] [--tokens 65536] [--seed 0] [--reps 10] [--warm 3]
+        [--peers flex,njt] [--H 16] [--tokens 65536] [--seed 0] [--reps 10] [--warm 3] [--rounds 3]
         [--sync-each] [--csv out.csv] [--smoke] [--dry-run]
 
 Dense causal attention, bf16, H query = key heads (16), D in 64, 128.
@@ -57,11 +57,18 @@ its own layout (a copy made outside the timing).
 Times are medians of --reps (10) runs between CUDA events after --warm (3)
 warm-ups, queued back to back and read after one synchronize (cases.bench;
 --sync-each: a synchronize after every run, adding each call's host time).
+The implementations of a case are timed in --rounds (3) interleaved rounds
+(cases.rounds_bench: fixed, fixed/p, varlen, fixed, ...): a figure is the
+median of its rounds, and a ratio (varlen/fixed, peer/sfa) the median of the
+rounds' ratios, so that a drift of the clock during a case (the same call
+measured 25.2 and 29.5 ms minutes apart on an H100) does not land on one
+implementation alone. The progress lines give each figure's range over the
+rounds.
 The device name is printed first, a progress line per case, the tables at
 the end (also after a SIGTERM, for the cases done so far).
 
 --smoke: tiny sizes (H 2, equal 2x64 and 1x128, ragged 384 tokens of 16..128,
-uneven 128 + 15x16, 3 reps) on whatever device there is: on a machine without
+uneven 128 + 15x16, 3 reps, 2 rounds) on whatever device there is: on a machine without
 CUDA, sfa runs on its float64 CPU reference (tests/python/refbackend.py),
 FlexAttention eagerly (forward only: it has no CPU backward) and the jagged
 SDPA reports that it cannot run; the times are host wall times, only a check
@@ -84,7 +91,7 @@ from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from cases import bench, block_mask_fn, finish, rel_err  # noqa: E402
+from cases import bench, block_mask_fn, finish, median, rel_err, rounds_bench  # noqa: E402
 from compare import _raise_recompile_limit, flex as flex_compiled, ints, names, short  # noqa: E402
 import sfa  # noqa: E402  (cases puts python/ on the path)
 
@@ -93,7 +100,8 @@ PARTS = ("equal", "ragged")
 PEERS = ("flex", "njt")
 TOL = {"fwd": 2e-2, "bwd": 3e-2}
 FLOPS_PER_PAIR = {"fwd": 4, "bwd": 10}
-SMOKE = dict(H=2, equal="2x64,1x128", tokens=384, mix_range="16,128", uneven="128,15x16", reps=3, warm=1)
+SMOKE = dict(H=2, equal="2x64,1x128", tokens=384, mix_range="16,128", uneven="128,15x16", reps=3, warm=1,
+             rounds=2)
 
 
 class Layout:
@@ -200,8 +208,7 @@ class Run:
 
     def measure(self, impl, ps, dout):
         """(the packed output (fwd) or packed (dq, dk, dv) (bwd) of a first
-        untimed call, ms, seconds of that first call)."""
-        a = self.a
+        untimed call, the call to time, seconds of that first call)."""
         t1 = time.perf_counter()
         with torch.enable_grad():
             if ps == "fwd":
@@ -214,8 +221,28 @@ class Run:
                 res = tuple(impl.leaf_layout.to_packed(g) for g in run())
             self.sync()
             first = time.perf_counter() - t1
-            ms = bench(run, warm=a.warm, reps=a.reps, sync_each=a.sync_each)
-        return res, ms, first
+        return res, run, first
+
+    def time_rounds(self, runs, row, base):
+        """Times runs [(name, call)] in interleaved rounds into row: the
+        median ms of each name, its rounds (name_rounds), and for every other
+        name the median of its per-round ratio to base (name_x). Returns
+        progress cells."""
+        a = self.a
+        with torch.enable_grad():
+            got = rounds_bench(runs, rounds=a.rounds, warm=a.warm, reps=a.reps, sync_each=a.sync_each)
+        for name, ts in got.items():
+            row[name], row[f"{name}_rounds"] = median(ts), ts
+        if base in got:
+            for name, ts in got.items():
+                if name != base:
+                    row[f"{name}_x"] = median([t / b for t, b in zip(ts, got[base])])
+
+        def cell(name):
+            ts = got[name]
+            spread = f" ({min(ts):.3f}-{max(ts):.3f})" if len(ts) > 1 else ""
+            return f"{row[name]:.3f} ms{spread}"
+        return {name: cell(name) for name in got}
 
     def progress(self, total, what, cells, firsts):
         self.n += 1
@@ -241,20 +268,26 @@ class Run:
                  leaves_of(packed, PACKED), PACKED, PACKED),
         ]
         row = dict(B=B, T=T, D=D, ps=ps, pairs=pairs_of([T] * B, H))
-        res, firsts = {}, {}
+        res, firsts, runs = {}, {}, []
         for impl in impls:
             try:
-                res[impl.name], row[impl.name], firsts[impl.name] = self.measure(impl, ps, dout)
+                res[impl.name], run, firsts[impl.name] = self.measure(impl, ps, dout)
+                runs.append((impl.name, run))
             except Exception as e:  # noqa: BLE001
                 self.fail(f"equal B={B} T={T} D={D} {ps}: sfa {impl.name} failed: {short(e)}")
                 row[impl.name] = None
         if "fixed" in res and "varlen" in res:
             row["maxabs"] = max((x.float() - y.float()).abs().max().item()
                                 for x, y in zip(_tuple(res["varlen"]), _tuple(res["fixed"])))
+        del res
+        got = self.time_rounds(runs, row, "fixed")
+        del runs
         self.equal_rows.append(row)
-        cells = [f"{n} {row[n]:.3f} ms" if row.get(n) else f"{n} error" for n in ("fixed", "fixed/p", "varlen")]
-        if row.get("varlen") and row.get("fixed"):
-            cells.append(f"varlen/fixed {row['varlen'] / row['fixed']:.3f}, max abs diff {row['maxabs']:.2e}")
+        cells = [f"{n} {got[n]}" if row.get(n) else f"{n} error" for n in ("fixed", "fixed/p", "varlen")]
+        if row.get("varlen_x"):
+            rs = [v / f for v, f in zip(row["varlen_rounds"], row["fixed_rounds"])]
+            spread = f" ({min(rs):.3f}-{max(rs):.3f})" if len(rs) > 1 else ""
+            cells.append(f"varlen/fixed {row['varlen_x']:.3f}{spread}, max abs diff {row['maxabs']:.2e}")
         self.progress(total, f"equal B={B} T={T} D={D} {ps}", cells, firsts)
 
     # -------------------------------------------------------------- 2. ragged batches
@@ -304,12 +337,12 @@ class Run:
                 return o.transpose(1, 2).values()
             impls.append(Impl("njt", njt_sdpa, leaves_of(packed, PACKED), PACKED, PACKED))
         row = dict(batch=batch, D=D, ps=ps, seqs=len(lengths), tokens=tot, pairs=pairs_of(lengths, H), why=why)
-        firsts, ref = {}, None
+        firsts, ref, runs = {}, None, []
         name = f"{batch} D={D} {ps}"
         for impl in impls:
             try:
-                got, ms, firsts[impl.name] = self.measure(impl, ps, dout) if impl.name == "sfa" else \
-                    self.check_then_time(impl, ps, dout, ref, row, name)
+                got, run, firsts[impl.name] = self.measure(impl, ps, dout) if impl.name == "sfa" else \
+                    self.check_then_prepare(impl, ps, dout, ref, row, name)
             except _Mismatch:
                 continue
             except Exception as e:  # noqa: BLE001
@@ -321,11 +354,14 @@ class Run:
                     why[impl.name] = short(e)
                     print(f"  {impl.name} cannot run {name}: {short(e)}", flush=True)
                 continue
-            row[impl.name] = ms
+            runs.append((impl.name, run))
             if impl.name == "sfa":
                 ref = got
             del got
             gc.collect()
+        del ref
+        got = self.time_rounds(runs, row, "sfa") if runs else {}
+        del runs
         if batch == "uneven" and row.get("sfa"):
             try:
                 self.fixed_sums(lengths, D, ps, row)
@@ -335,17 +371,18 @@ class Run:
         cells = []
         for impl in ("sfa", "sfa njt", "flex", "njt"):
             if row.get(impl):
-                x = f" ({row[impl] / row['sfa']:.2f}x)" if impl != "sfa" and row.get("sfa") else ""
-                cells.append(f"{impl} {row[impl]:.3f} ms{x}")
+                x = f" ({row[f'{impl}_x']:.2f}x)" if row.get(f"{impl}_x") else ""
+                cells.append(f"{impl} {got[impl]}{x}")
             elif impl in why or f"{impl}_err" in row:
                 cells.append(f"{impl} {'MISMATCH' if f'{impl}_err' in row else 'n/a'}")
         if row.get("grouped"):
             cells.append(f"fixed grouped {row['grouped']:.3f} ms, one by one {row['one_by_one']:.3f} ms")
         self.progress(total, name, cells, firsts)
 
-    def check_then_time(self, impl, ps, dout, ref, row, name):
+    def check_then_prepare(self, impl, ps, dout, ref, row, name):
         """A peer's first call checked against sfa's (max abs and relative
-        error printed), then timed; _Mismatch when it differs."""
+        error printed); (None, the call to time, seconds of the first call),
+        _Mismatch when it differs."""
         t1 = time.perf_counter()
         with torch.enable_grad():
             if ps == "fwd":
@@ -367,8 +404,8 @@ class Run:
             self.fail(f"{name}: {impl.name} differs from sfa: rel err {err:.3e} (limit {TOL[ps]:g})")
             raise _Mismatch
         del got
-        _, ms, _ = self.measure(impl, ps, dout)
-        return None, ms, first
+        _, run, _ = self.measure(impl, ps, dout)
+        return None, run, first
 
     def fixed_sums(self, lengths, D, ps, row):
         """sfa.attention on fixed-length batches of the same sequences: each
@@ -383,7 +420,9 @@ class Run:
             lay = Layout(B, L)
             impl = Impl("fixed", lambda q, k, v: sfa.attention(q, k, v, causal=True),
                         leaves_of([self.rand(B * L, H, D) for _ in range(3)], lay), lay, lay)
-            return self.measure(impl, ps, self.rand(B * L, H, D))[1]
+            run = self.measure(impl, ps, self.rand(B * L, H, D))[1]
+            with torch.enable_grad():
+                return bench(run, warm=self.a.warm, reps=self.a.reps, sync_each=self.a.sync_each)
         grouped = one = 0.0
         for L, c in sorted(counts.items()):
             ms = fixed_ms(c, L)
@@ -414,7 +453,7 @@ def equal_table(rows):
         line += f" |{c('fixed/p', 11)} |{c('varlen', 10)}"
         line += f"{FLOPS_PER_PAIR[r['ps']] * D * r['pairs'] / r['varlen'] / 1e9:>6.0f}" if r.get("varlen") else " " * 6
         ok = r.get("fixed") and r.get("varlen")
-        line += f" |{r['varlen'] / r['fixed']:>13.3f}" if ok else f" |{'-':>13}"
+        line += f" |{r['varlen_x']:>13.3f}" if ok else f" |{'-':>13}"
         line += f" |{r['maxabs']:>13.2e}" if "maxabs" in r else f" |{'-':>13}"
         lines.append(line)
     return "\n".join(lines)
@@ -431,7 +470,7 @@ def ragged_table(rows):
         line += f"{r['sfa njt']:>11.3f} |" if r.get("sfa njt") else f"{'error':>11} |"
         for p, end in (("flex", " |"), ("njt", "")):
             if r.get(p):
-                x = f"{r[p] / r['sfa']:.2f}x" if r.get("sfa") else "-"
+                x = f"{r[f'{p}_x']:.2f}x" if r.get(f"{p}_x") else "-"
                 line += f"{r[p]:>9.3f}{f / r[p] / 1e9:>6.0f}{x:>7}{end}"
             else:
                 line += f"{'MISMATCH' if f'{p}_err' in r else ('n/a' if p in r['why'] else '-'):>22}{end}"
@@ -480,6 +519,7 @@ def main():
     ap.add_argument("--seed", type=int, default=0, help="seed of the lengths and the inputs")
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--warm", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds per case (median of them)")
     ap.add_argument("--sync-each", action="store_true", help="synchronize after every timed run")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes on whatever device there is (see above)")
     ap.add_argument("--dry-run", action="store_true", help="print the case list and exit")
@@ -509,7 +549,8 @@ def main():
     else:
         raise SystemExit("varlen.py needs a CUDA GPU (--smoke runs tiny sizes on the CPU reference backend)")
     print(f"{dev_name}, torch {torch.__version__}, sfa {sfa.__version__}; dense causal bf16, H={a.H}, D {Ds}, "
-          f"{'/'.join(passes)}; {total} cases; median of {a.reps} after {a.warm} warm-ups", flush=True)
+          f"{'/'.join(passes)}; {total} cases; median of {a.reps} after {a.warm} warm-ups, "
+          f"{a.rounds} interleaved rounds", flush=True)
     for name, ls in batches:
         print(f"  {name} batch: {len(ls)} sequences, {sum(ls)} tokens: {ls if len(ls) <= 16 else ls[:8] + ['...']}")
     if a.dry_run:
@@ -549,7 +590,7 @@ def main():
         cut = True
         print(f"\nstopped by a signal after {run.n} of {total} cases", flush=True)
     how = "a synchronize after each" if a.sync_each else "queued back to back"
-    print(f"\n{dev_name}: dense causal, bf16, H={a.H}; ms = median of {a.reps} ({how}); TF/s on the causal pairs "
+    print(f"\n{dev_name}: dense causal, bf16, H={a.H}; ms = median of {a.rounds} rounds of medians of {a.reps} ({how}); ratios the medians of the rounds' ratios; TF/s on the causal pairs "
           "of each sequence (fwd 4*D*pairs, bwd 10*D*pairs)")
     if run.equal_rows:
         print("\n1. equal work: B sequences of T as one fixed-length call ([B, H, T, D]; fixed/p: the same call on "
