@@ -9,7 +9,8 @@
 # min, compare (the full grid) 5.5 min; session 8: bwdtune ~1 min, bwdbench
 # over 3 min (FlexAttention compiles). Split the steps across calls of 10 min.
 # sync: the forward suites again with SFA_MMA=sync (mma.sync where sm_90 would
-# use wgmma). sanitize covers test_gpu_backward's small (wgmma on sm_90), sync and wide cases.
+# use wgmma). sanitize covers test_gpu_backward's small (wgmma on sm_90), sync, wide and wgmma256
+# (the wgmma backward at D 256) cases.
 # wssan: memcheck and racecheck of test_gpu_ws (the warp-specialized forward: its shapes at D 64,
 # 128 and 256, and every ws tile config). fwdtune: the forward tile sweep of every mode at D 64,
 # 128 and 256 (T 4096 and 16384; wgmma and ws candidates) into /tmp/sfa-f, exported to $OUT/tuned_fwd.tsv (a table to
@@ -39,7 +40,7 @@ fi
 if [[ $what == *" sanitize "* ]]; then
   for tool in memcheck racecheck; do
     for run in test_gpu_sparse: test_gpu_helpers:helpers test_gpu_backward:small \
-               test_gpu_backward:sync test_gpu_backward:wide; do
+               test_gpu_backward:sync test_gpu_backward:wide test_gpu_backward:wgmma256; do
       n=${run%%:*}; c=${run#*:}
       case_env=""; [ -n "$c" ] && case_env="CK_RUN_CASE=$c"
       env $case_env timeout ${SAN_TIMEOUT:-90} compute-sanitizer --tool $tool \

@@ -325,10 +325,18 @@ static sfa_status check_rules(const sfa_kernel_spec *s, char *err, size_t errlen
     if (s->pass == SFA_PASS_BWD_DQ || !(sfa__arch_find(s->arch)->mma & SFA__MMA_WGMMA))
       return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
                        "mma: wgmma (wg) applies to passes fwd and bwd on sm_90 only");
-    if (s->head_dim != 64 && s->head_dim != 128)
+    if (s->head_dim != 64 && s->head_dim != 128 &&
+        !(s->head_dim == 256 && s->pass == SFA_PASS_BWD))
       return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
-                       "head_dim: %d is not allowed with mma wgmma; must be 64 or 128",
+                       "head_dim: %d is not allowed with mma wgmma; must be 64 or 128 (256 in "
+                       "pass bwd)",
                        s->head_dim);
+    if (s->head_dim == 256 && s->num_warps != 8)
+      /* two CTAs per key tile, each making 128 columns of dK, dV and dQ; a
+      ** tile copy of 512-byte rows needs 8-row steps: 256 threads */
+      return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
+                       "num_warps: %d is not allowed with mma wgmma at head_dim 256; must be 8",
+                       s->num_warps);
     if (s->pass == SFA_PASS_BWD) { /* warpgroups of 64 keys; dQ as m64 products */
       if (s->block_n != 16 * s->num_warps)
         return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
@@ -598,7 +606,12 @@ int sfa__wgmma_allowed(const sfa_kernel_spec *s) {
   const sfa__arch *a = s ? sfa__arch_find(s->arch) : NULL;
   return a && (a->mma & SFA__MMA_WGMMA) &&
          (s->pass == SFA_PASS_FWD || s->pass == SFA_PASS_BWD) &&
-         (s->head_dim == 64 || s->head_dim == 128);
+         (s->head_dim == 64 || s->head_dim == 128 ||
+          (s->head_dim == 256 && s->pass == SFA_PASS_BWD));
+}
+
+int sfa__wgmma_proven(const sfa_kernel_spec *s) {
+  return sfa__wgmma_allowed(s) && s->head_dim <= 128;
 }
 
 int sfa__ws_allowed(const sfa_kernel_spec *s) {
@@ -647,9 +660,10 @@ sfa_status sfa__spec_default_mma(sfa_kernel_spec *spec, int wg, char *err, size_
   sfa_status st = sfa__spec_check_domain(&s, err, errlen);
   if (st != SFA_OK) return st;
 
-  /* auto: wgmma wherever it is allowed (sm_90, D 64 and 128, fwd and bwd),
-  ** and the warp-specialized forward where it was measured faster */
-  if (wg < 0) wg = ws_by_default(&s) ? 2 : 1;
+  /* auto: wgmma wherever it is proven (sm_90, D 64 and 128, fwd and bwd),
+  ** and the warp-specialized forward where it was measured faster; the
+  ** backward at D 256 on wgmma (column halves) only when asked for */
+  if (wg < 0) wg = ws_by_default(&s) ? 2 : sfa__wgmma_proven(&s) ? 1 : 0;
   if (wg == 2 && !sfa__ws_allowed(&s)) wg = 1;
   if (wg == 1 && !sfa__wgmma_allowed(&s)) wg = 0;
   if (wg == 2) {
@@ -681,6 +695,10 @@ sfa_status sfa__spec_default_mma(sfa_kernel_spec *spec, int wg, char *err, size_
     ** session 10: 28.4 ms against 45.8 ms for the mma.sync default) */
     s.mma = SFA_SPEC_MMA_WGMMA;
     s.block_m = 64, s.block_n = 128, s.num_warps = 8, s.num_stages = 2;
+    if (s.head_dim == 256)
+      /* K and V (2 x 64 KB), one stage of Q and dO (2 x 32 KB), dS^T and the
+      ** dQ staging fit 227 KB once; two CTAs per key tile, a column half each */
+      s.num_stages = 1;
   } else if (wg) {
     /* Hopper: warpgroup MMA (bench/NOTES.md, session 9: the sweep's winners
     ** for dense causal T = 16384 on an H100, 467 and 390 TF/s). D = 128: one

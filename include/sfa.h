@@ -171,11 +171,11 @@ SFA_API const char *sfa_dtype_name(int dtype);
 typedef enum sfa_spec_mma {
   SFA_SPEC_MMA_SYNC = 0, /* mma.sync, on every arch */
   SFA_SPEC_MMA_WGMMA,    /* warpgroup MMA from swizzled shared memory: sm_90 (compiled for
-                            sm_90a), passes fwd and bwd, head_dim 64 or 128, block_n 64 or
-                            128; fwd: block_m == 16 * num_warps (a warpgroup of 4 warps per
-                            64 query rows); bwd: block_n == 16 * num_warps (64 keys per
-                            warpgroup) and block_m 64. The name spells it "_wg" after the
-                            flags */
+                            sm_90a), passes fwd and bwd, head_dim 64 or 128 (bwd also 256,
+                            num_warps 8), block_n 64 or 128; fwd: block_m == 16 * num_warps
+                            (a warpgroup of 4 warps per 64 query rows); bwd: block_n == 16 *
+                            num_warps (64 keys per warpgroup) and block_m 64. The name
+                            spells it "_wg" after the flags */
   SFA_SPEC_MMA_WS        /* warp-specialized wgmma forward: a producer warpgroup loads Q, K
                             and V with the tensor copy engine (TMA) into num_stages (2..4)
                             buffers, 1 to 3 consumer warpgroups of 64 query rows
@@ -282,7 +282,8 @@ typedef enum sfa_mma_kind {
   SFA_MMA_AUTO = 0, /* the default's choice per kernel (wgmma on sm_90 where allowed) */
   SFA_MMA_SYNC,     /* mma.sync everywhere, with its default tiles; no tuning */
   SFA_MMA_WGMMA,    /* wgmma where the pass, arch and head dim allow it (sm_90, fwd
-                       and bwd, D 64 and 128), with its default tiles; no tuning */
+                       and bwd, D 64 and 128, bwd also D 256), with its default tiles;
+                       no tuning */
   SFA_MMA_WS        /* as SFA_MMA_WGMMA, and the warp-specialized TMA forward
                        (SFA_SPEC_MMA_WS) where it is allowed, with its default tiles */
 } sfa_mma_kind;

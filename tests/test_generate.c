@@ -227,9 +227,18 @@ START_TEST(preset_contents) {
   ck_assert_uint_ge(n, 30);
   expect_utils(v, n, 0); /* a forward tile sweep: no utility kernels */
   nwg = 0;
-  for (size_t i = 0; i < n; i++) nwg += v[i].mma == SFA_SPEC_MMA_WGMMA;
+  int nbwd256 = 0;
+  for (size_t i = 0; i < n; i++) {
+    nwg += v[i].mma == SFA_SPEC_MMA_WGMMA && v[i].pass == SFA_PASS_FWD;
+    if (v[i].pass == SFA_PASS_BWD) { /* the wgmma backward at D 256, causal or not */
+      ck_assert(v[i].mma == SFA_SPEC_MMA_WGMMA && v[i].head_dim == 256 && v[i].block_m == 64 &&
+                v[i].block_n == 128 && v[i].num_warps == 8 && v[i].num_stages == 1);
+      nbwd256++;
+    }
+  }
   /* D {64,128} x causal or not x (m64 w4, m128 w8) x n {64,128} x s {1,2} */
   ck_assert_int_eq(nwg, 32);
+  ck_assert_int_eq(nbwd256, 2);
   /* ws at D 256: its one tile (m128n64w12s2), causal or not */
   int nws256 = 0;
   for (size_t i = 0; i < n; i++)

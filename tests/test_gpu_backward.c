@@ -9,7 +9,9 @@
 ** give bitwise identical dq, dk, dv and dbias in two runs. Case "wide": head
 ** dims 160..256 (two CTAs per key tile). On sm_90 the default
 ** backward at D 64 and 128 runs on wgmma; case "sync" runs the same kinds of
-** problem through mma.sync (SFA_MMA_SYNC) so that both kernels stay tested.
+** problem through mma.sync (SFA_MMA_SYNC) so that both kernels stay tested;
+** case "wgmma256" the wgmma backward at D 256 (SFA_MMA_WGMMA; column halves),
+** which no default picks yet.
 **
 ** Inputs come from tests/gpucase.c (the sparse forward suite's cases) plus a
 ** random dout. Every output is poisoned with NaN before the call: an element
@@ -25,6 +27,7 @@
 #include <string.h>
 
 #include "gpucase.h"
+#include "runtime/internal.h"
 
 /* Forward (o, lse), then backward into NaN-poisoned gradients; download. */
 static void run_backward(srun *R, tg_grads *G, int det) {
@@ -308,6 +311,55 @@ START_TEST(mma_sync_kernels) {
 }
 END_TEST
 
+/* The wgmma backward at head dim 256 (sm_90, asked for with SFA_MMA_WGMMA:
+** two CTAs per key tile, each making 128 columns of dK, dV and dQ from the
+** swizzled tiles' atom columns; CK_RUN_CASE=wgmma256, small enough for the
+** sanitizers): every mode, Tq != Tk, GQA, padding, dbias, fp16 and bf16,
+** both dq paths; each case checks that the call takes the wgmma kernel. */
+static void run_wgmma_case(const scase *c) {
+  srun R;
+  tg_case_setup(&R, c);
+  sfa_kernel_spec specs[SFA__CALL_MAX_KERNELS];
+  int n = 0;
+  sfa_status st = sfa__call_kernels(tg_ctx, SFA_PASS_BWD, &R.p, R.has_ex ? &R.ex : NULL,
+                                    c->dtype, c->D, 90, specs, SFA__CALL_MAX_KERNELS, &n);
+  tg_case_free(&R);
+  ck_assert_msg(st == SFA_OK && n >= 1, "sfa__call_kernels: %s", sfa_last_error(tg_ctx));
+  ck_assert_int_eq(specs[0].mma, SFA_SPEC_MMA_WGMMA);
+  ck_assert_int_eq(specs[0].head_dim, 256);
+  run_case(c);
+}
+
+START_TEST(wgmma_head_dim_256) {
+  if (tg_cc != 90) {
+    printf("wgmma256: skipped, the wgmma backward needs sm_90 (this GPU: %d.%d)\n", tg_cc / 10,
+           tg_cc % 10);
+    return;
+  }
+  sfa_context *saved = tg_push_mma(SFA_MMA_WGMMA);
+  scase c = tg_case(SFA_MODE_DENSE, 2, 300, 500, 256, SFA_DTYPE_BF16);
+  c.causal = 1, c.seed = tg_seed + 1200;
+  run_wgmma_case(&c);
+  c = tg_case(SFA_MODE_DENSE, 1, 257, 190, 256, SFA_DTYPE_FP16);
+  c.seed = tg_seed + 1201;
+  run_wgmma_case(&c);
+  const tg_wspec w[] = {
+    {100, 0, 1, 400, 600, 256, 1, 2, BIAS_KV, MASK_HEAD, 0.3},
+  };
+  for (size_t i = 0; i < sizeof w / sizeof w[0]; i++) {
+    scase wc = tg_window_case(&w[i], tg_seed + 1210 + i);
+    run_wgmma_case(&wc);
+  }
+  scase h = tg_case(SFA_MODE_HASH, 1, 500, 400, 256, SFA_DTYPE_BF16);
+  h.buckets = 4, h.idx_pad = 3, h.seed = tg_seed + 1220;
+  run_wgmma_case(&h);
+  scase q = tg_case(SFA_MODE_QK_DROP, 2, 400, 350, 256, SFA_DTYPE_FP16);
+  q.T0 = 600, q.keep = 0.7, q.seed = tg_seed + 1230;
+  run_wgmma_case(&q);
+  tg_pop_context(saved);
+}
+END_TEST
+
 /* ------------------------------------------------------------ main */
 
 int main(void) {
@@ -331,6 +383,10 @@ int main(void) {
   tcase_set_timeout(sc, 0);
   tcase_add_test(sc, mma_sync_kernels);
   suite_add_tcase(s, sc);
+  TCase *w256 = tcase_create("wgmma256");
+  tcase_set_timeout(w256, 0);
+  tcase_add_test(w256, wgmma_head_dim_256);
+  suite_add_tcase(s, w256);
   TCase *small = tcase_create("small");
   tcase_set_timeout(small, 0);
   tcase_add_test(small, small_for_sanitizers);

@@ -331,13 +331,27 @@ START_TEST(wgmma_rule) {
   }
   s.arch = 90;
   expect(&s, SFA_OK, NULL, NULL);
-  /* head dims 64 and 128 */
+  /* head dims 64 and 128; 256 in pass bwd only, with 8 warps (two CTAs per
+  ** key tile, a column half each) */
   for (int d = 32; d <= 256; d += 16) {
     s.head_dim = d;
     if (d == 64 || d == 128) continue;
     char msg[64];
     snprintf(msg, sizeof msg, "head_dim: %d is not allowed with mma wgmma", d);
-    expect(&s, SFA_ERR_INVALID_ARGUMENT, msg, "64 or 128");
+    expect(&s, SFA_ERR_INVALID_ARGUMENT, msg, "64 or 128 (256 in pass bwd)");
+  }
+  {
+    sfa_kernel_spec b = good();
+    b.mma = SFA_SPEC_MMA_WGMMA, b.pass = SFA_PASS_BWD, b.head_dim = 256;
+    b.block_m = 64, b.block_n = 128, b.num_warps = 8, b.num_stages = 1;
+    expect(&b, SFA_OK, NULL, NULL);
+    b.flags |= SFA_FEAT_DETERMINISTIC;
+    expect(&b, SFA_OK, NULL, NULL);
+    b.block_n = 64, b.num_warps = 4;
+    expect(&b, SFA_ERR_INVALID_ARGUMENT,
+           "num_warps: 4 is not allowed with mma wgmma at head_dim 256", "must be 8");
+    b.block_n = 128, b.num_warps = 8, b.num_stages = 2; /* Q and dO twice: 256 KB */
+    expect(&b, SFA_ERR_INVALID_ARGUMENT, "shared memory", NULL);
   }
   s.head_dim = 96;
   expect(&s, SFA_ERR_INVALID_ARGUMENT, "head_dim: 96 is not allowed with mma wgmma", NULL);
@@ -854,9 +868,18 @@ START_TEST(defaults_of_an_mma_kind) {
   w.arch = 80;
   ck_assert_int_eq(sfa__spec_default_mma(&w, 2, NULL, 0), SFA_OK);
   ck_assert_int_eq(w.mma, SFA_SPEC_MMA_SYNC);
+  /* the backward at D 256: wgmma on request (one stage), mma.sync by default */
+  sfa_kernel_spec b = {SFA_PASS_BWD, SFA_MODE_DENSE, SFA_DTYPE_BF16, 256, 0, 0, 0, 0, 90,
+                       SFA_FEAT_CAUSAL, SFA_SPEC_MMA_SYNC};
+  ck_assert_int_eq(sfa__spec_default_mma(&b, 1, NULL, 0), SFA_OK);
+  ck_assert_int_eq(b.mma, SFA_SPEC_MMA_WGMMA);
+  ck_assert(b.block_m == 64 && b.block_n == 128 && b.num_warps == 8 && b.num_stages == 1);
+  ck_assert_int_eq(sfa_spec_validate(&b, NULL, 0), SFA_OK);
+  ck_assert_int_eq(sfa_spec_default(&b, NULL, 0), SFA_OK);
+  ck_assert_int_eq(b.mma, SFA_SPEC_MMA_SYNC);
   static const struct { sfa_pass pass; int d, arch; } never[] = {
     {SFA_PASS_BWD, 128, 80}, {SFA_PASS_BWD, 96, 90}, {SFA_PASS_BWD_DQ, 128, 90},
-    {SFA_PASS_FWD, 256, 90}};
+    {SFA_PASS_FWD, 256, 90}, {SFA_PASS_BWD, 256, 80}};
   for (size_t i = 0; i < sizeof never / sizeof never[0]; i++) {
     sfa_kernel_spec t = {never[i].pass, SFA_MODE_DENSE, SFA_DTYPE_BF16, never[i].d, 0, 0, 0, 0,
                          never[i].arch, 0, SFA_SPEC_MMA_SYNC};
