@@ -284,29 +284,40 @@ START_TEST(bad_arguments) {
 }
 END_TEST
 
+/* One problem of every mode (dense causal bf16 with GQA, dense fp16 with
+** Tk < Tq, two windows with a bias and its gradient, hash with index padding,
+** qk_drop fp16), at head dims d[0..5] in that order, each through run; seeds
+** from seed0. */
+static void every_mode(const int d[6], uint64_t seed0, void (*run)(const scase *)) {
+  scase c = tg_case(SFA_MODE_DENSE, 2, 300, 500, d[0], SFA_DTYPE_BF16);
+  c.causal = 1, c.seed = tg_seed + seed0;
+  run(&c);
+  c = tg_case(SFA_MODE_DENSE, 1, 257, 190, d[1], SFA_DTYPE_FP16);
+  c.seed = tg_seed + seed0 + 1;
+  run(&c);
+  const tg_wspec w[] = {
+    {100, 0, 1, 400, 600, d[2], 1, 2, BIAS_KV, MASK_HEAD, 0.3},
+    {-1, 37, 0, 300, 333, d[3], 0, 1, BIAS_ROW, MASK_NONE, 0},
+  };
+  for (size_t i = 0; i < sizeof w / sizeof w[0]; i++) {
+    scase wc = tg_window_case(&w[i], tg_seed + seed0 + 10 + i);
+    run(&wc);
+  }
+  scase h = tg_case(SFA_MODE_HASH, 1, 500, 400, d[4], SFA_DTYPE_BF16);
+  h.buckets = 4, h.idx_pad = 3, h.seed = tg_seed + seed0 + 20;
+  run(&h);
+  scase q = tg_case(SFA_MODE_QK_DROP, 2, 400, 350, d[5], SFA_DTYPE_FP16);
+  q.T0 = 600, q.keep = 0.7, q.seed = tg_seed + seed0 + 30;
+  run(&q);
+}
+
 /* The mma.sync backward where sm_90 would use wgmma (SFA_MMA_SYNC; D 64 and
 ** 128): every mode, GQA and MQA, padding, dbias, both dq paths, through a
 ** context that forces the mma kind (CK_RUN_CASE=sync; also small enough for
 ** the sanitizers). Before sm_90 this is a second pass over the default. */
 START_TEST(mma_sync_kernels) {
   sfa_context *saved = tg_push_mma(SFA_MMA_SYNC);
-  scase c = tg_case(SFA_MODE_DENSE, 2, 300, 500, 128, SFA_DTYPE_BF16);
-  c.causal = 1, c.seed = tg_seed + 1100;
-  run_case(&c);
-  c = tg_case(SFA_MODE_DENSE, 1, 257, 190, 64, SFA_DTYPE_FP16);
-  c.seed = tg_seed + 1101;
-  run_case(&c);
-  const tg_wspec w[] = {
-    {100, 0, 1, 400, 600, 128, 1, 2, BIAS_KV, MASK_HEAD, 0.3},
-    {-1, 37, 0, 300, 333, 64, 0, 1, BIAS_ROW, MASK_NONE, 0},
-  };
-  run_windows(w, sizeof w / sizeof w[0], 1110);
-  scase h = tg_case(SFA_MODE_HASH, 1, 500, 400, 64, SFA_DTYPE_BF16);
-  h.buckets = 4, h.idx_pad = 3, h.seed = tg_seed + 1120;
-  run_case(&h);
-  scase q = tg_case(SFA_MODE_QK_DROP, 2, 400, 350, 128, SFA_DTYPE_FP16);
-  q.T0 = 600, q.keep = 0.7, q.seed = tg_seed + 1130;
-  run_case(&q);
+  every_mode((const int[6]){128, 64, 128, 64, 64, 128}, 1100, run_case);
   tg_pop_context(saved);
 }
 END_TEST
@@ -314,8 +325,8 @@ END_TEST
 /* The wgmma backward at head dim 256 (sm_90, asked for with SFA_MMA_WGMMA:
 ** two CTAs per key tile, each making 128 columns of dK, dV and dQ from the
 ** swizzled tiles' atom columns; CK_RUN_CASE=wgmma256, small enough for the
-** sanitizers): every mode, Tq != Tk, GQA, padding, dbias, fp16 and bf16,
-** both dq paths; each case checks that the call takes the wgmma kernel. */
+** sanitizers): every mode as above, each case first checking that the call
+** takes the wgmma kernel. */
 static void run_wgmma_case(const scase *c) {
   srun R;
   tg_case_setup(&R, c);
@@ -337,25 +348,7 @@ START_TEST(wgmma_head_dim_256) {
     return;
   }
   sfa_context *saved = tg_push_mma(SFA_MMA_WGMMA);
-  scase c = tg_case(SFA_MODE_DENSE, 2, 300, 500, 256, SFA_DTYPE_BF16);
-  c.causal = 1, c.seed = tg_seed + 1200;
-  run_wgmma_case(&c);
-  c = tg_case(SFA_MODE_DENSE, 1, 257, 190, 256, SFA_DTYPE_FP16);
-  c.seed = tg_seed + 1201;
-  run_wgmma_case(&c);
-  const tg_wspec w[] = {
-    {100, 0, 1, 400, 600, 256, 1, 2, BIAS_KV, MASK_HEAD, 0.3},
-  };
-  for (size_t i = 0; i < sizeof w / sizeof w[0]; i++) {
-    scase wc = tg_window_case(&w[i], tg_seed + 1210 + i);
-    run_wgmma_case(&wc);
-  }
-  scase h = tg_case(SFA_MODE_HASH, 1, 500, 400, 256, SFA_DTYPE_BF16);
-  h.buckets = 4, h.idx_pad = 3, h.seed = tg_seed + 1220;
-  run_wgmma_case(&h);
-  scase q = tg_case(SFA_MODE_QK_DROP, 2, 400, 350, 256, SFA_DTYPE_FP16);
-  q.T0 = 600, q.keep = 0.7, q.seed = tg_seed + 1230;
-  run_wgmma_case(&q);
+  every_mode((const int[6]){256, 256, 256, 256, 256, 256}, 1200, run_wgmma_case);
   tg_pop_context(saved);
 }
 END_TEST
