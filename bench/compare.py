@@ -4,7 +4,7 @@ identical random inputs, every mode x pass x sequence length x head dim.
 Run on the GPU machine from the repository root, after building libsfa.so:
     python bench/compare.py [--quick] [--only dense,hash,qk_drop,window] [--pass fwd,bwd]
         [--T 4096,8192] [--D 64,128] [--d256 dense,window] [--peers flash,cudnn,flex]
-        [--reps 10] [--warm 2] [--step-timeout 300] [--csv out.csv] [--plot out.png]
+        [--reps 10] [--warm 2] [--rounds 3] [--step-timeout 300] [--csv out.csv] [--plot out.png]
 
 Modes (bf16, H=16, B*T=65536 so B = 65536 // T; T in 4096..32768, D in 64, 128, and
 D 256 for the modes of --d256, dense and window by default):
@@ -43,7 +43,12 @@ Times are medians of --reps (10) runs between CUDA events after --warm (2)
 warm-ups; the runs are queued back to back and read after one synchronize,
 so that host time (Python, autograd, launches) overlaps the previous run's
 GPU work as in a training loop (--sync-each: a synchronize after every run,
-which counts each call's host time too; sessions 6-9 timed that way). Effective TF/s count only the allowed (query, key) pairs:
+which counts each call's host time too; sessions 6-9 timed that way). sfa and
+the peers of a case are timed in --rounds (3) interleaved rounds (sfa, peer,
+sfa, peer, ...; cases.rounds_bench): a time is the median of its rounds and
+"sfa x" the median of the rounds' ratios, so that a drift of the GPU clock
+during a case lands on every implementation alike (session 20 saw one call
+take 25.2 and 29.5 ms minutes apart). Effective TF/s count only the allowed (query, key) pairs:
 fwd 4 * D * pairs, bwd 10 * D * pairs, over the time. "sfa x" in the table is
 peer ms / sfa ms (> 1: sfa is faster). A progress line per case shows the
 elapsed time and how long each implementation's first (untimed) call took
@@ -64,8 +69,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.flex_attention import flex_attention
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cases import (bench, dense_problem, finish, flex_block_mask, flex_hash_end_to_end,  # noqa: E402
-                   hash_problem, qk_drop_problem, rel_err, window_problem)
+from cases import (dense_problem, finish, flex_block_mask, flex_hash_end_to_end,  # noqa: E402
+                   hash_problem, median, qk_drop_problem, rel_err, rounds_bench, window_problem)
 import sfa  # noqa: E402  (cases puts python/ on the path)
 
 MODES = ("dense", "hash", "qk_drop", "window")
@@ -180,8 +185,7 @@ class Run:
     def case(self, mode, ps, T, D, B, p, impls):
         """Time sfa and check + time each peer on one (mode, pass, T, D)."""
         a = self.a
-        res = {}
-        tm = lambda fn: bench(fn, warm=a.warm, reps=a.reps, sync_each=a.sync_each)  # noqa: E731
+        res, runs = {}, []
         name = f"{LABEL[mode]} {ps} T={T} D={D}"
         t1 = time.perf_counter()
         self.case_first = {}
@@ -197,8 +201,8 @@ class Run:
                     run_sfa, ref = grads(impls["sfa"], p, dout)
                 torch.cuda.synchronize()
                 self.case_first["sfa"] = time.perf_counter() - t1
-                self.stage = "sfa: timing"
-                res["sfa"] = dict(ms=tm(run_sfa))
+                res["sfa"] = {}
+                runs.append(("sfa", run_sfa))
             del run_sfa
         except Exception as e:  # noqa: BLE001
             self.fail(f"{name}: sfa failed: {short(e)}")
@@ -233,13 +237,28 @@ class Run:
                 self.fail(f"{name}: sfa's {'output differs' if ps == 'fwd' else 'gradients differ'} from {peer}'s: "
                           f"rel err {err:.3e} (limit {TOL[ps]:g})")
                 continue
-            self.stage = f"{peer}: timing"
-            with torch.enable_grad():
-                res[peer] = dict(ms=tm(run), err=err)
-        run = None  # the last peer's graph
+            res[peer] = dict(err=err)
+            runs.append((peer, run))
+        run = None
+        self.stage = "timing (" + ", ".join(n for n, _ in runs) + ")"
+        with torch.enable_grad():
+            self.time_rounds(runs, res)
+        del runs  # the graphs
         for k, v in self.case_first.items():
             self.first[k] = self.first.get(k, 0.0) + v
         return res
+
+    def time_rounds(self, runs, res):
+        """Times runs [(impl, call)] in --rounds interleaved rounds
+        (cases.rounds_bench) into res[impl]: ms the median of the rounds, x the
+        median of the rounds' ratios to sfa's (a drift of the clock during the
+        case falls on every implementation alike)."""
+        a = self.a
+        got = rounds_bench(runs, rounds=a.rounds, warm=a.warm, reps=a.reps, sync_each=a.sync_each)
+        for impl, ts in got.items():
+            res[impl]["ms"] = median(ts)
+            if impl != "sfa" and "sfa" in got:
+                res[impl]["x"] = median([t / s for t, s in zip(ts, got["sfa"])])
 
     def case_e2e(self, T, D, p, bm):
         """hash end to end from unsorted tensors (inference), sfa against
@@ -247,10 +266,10 @@ class Run:
         q, k, v, qb, kb, nb = p.extra["unsorted"]
         flex_e2e = flex_hash_end_to_end(flex, p, bm)
         run_sfa = lambda: sfa.hash_attention(q, k, v, qb, kb, nb)  # noqa: E731
-        res, self.case_first = {}, {}
+        res, self.case_first, runs = {}, {}, []
         with torch.no_grad():
             for impl, fn in (("sfa", run_sfa), ("flex", flex_e2e)):
-                if impl != "sfa" and "ms" not in res["sfa"]:
+                if impl != "sfa" and "status" in res["sfa"]:
                     break  # nothing to check the peer against
                 t1 = time.perf_counter()
                 try:
@@ -270,9 +289,10 @@ class Run:
                         self.fail(f"hash end to end T={T} D={D}: sfa's output differs from flex's: rel err {err:.3e}")
                         continue
                 del out
-                res[impl] = dict(ms=bench(fn, warm=self.a.warm, reps=self.a.reps, sync_each=self.a.sync_each))
-                if impl != "sfa":
-                    res[impl]["err"] = err
+                res[impl] = {} if impl == "sfa" else dict(err=err)
+                runs.append((impl, fn))
+            self.stage = "timing (hash end to end)"
+            self.time_rounds(runs, res)
         return res
 
     def record(self, mode, ps, T, D, B, pairs, res):
@@ -282,7 +302,7 @@ class Run:
             ms = r.get("ms")
             self.rows.append(dict(mode=mode, pass_=ps, T=T, D=D, B=B, H=self.a.H, impl=impl, pairs=pairs,
                                   ms=ms, tflops=flops / ms / 1e9 if ms else None,
-                                  sfa_x=(ms / sfa_ms if ms and sfa_ms and impl != "sfa" else None),
+                                  sfa_x=(r.get("x") if ms and sfa_ms and impl != "sfa" else None),
                                   err=r.get("err"), status=r.get("status", "ok")))
 
     def progress(self, n, total, mode, ps, T, D, B):
@@ -414,6 +434,7 @@ def main():
                          "before that peer is n/a for the case (0: no limit)")
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--warm", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds per case (median of them)")
     ap.add_argument("--sync-each", action="store_true",
                     help="synchronize after every timed run (counts host time; the old method)")
     ap.add_argument("--csv", default="", help="write the results as CSV")
@@ -436,7 +457,7 @@ def main():
     print(f"{dev}, torch {torch.__version__}; bf16, H={a.H}, B*T={a.tokens}; {total} cases "
           f"({len(modes)} modes x {len(passes)} passes x T {Ts} x D {Ds}"
           f"{' + 256 for ' + ','.join(m for m in modes if m in d256) if any(m in d256 for m in modes) and 256 not in Ds else ''}); "
-          f"median of {a.reps} after {a.warm} warm-ups",
+          f"median of {a.reps} after {a.warm} warm-ups, {a.rounds} interleaved rounds",
           flush=True)
     run = Run(a)
     # a SIGTERM (e.g. from timeout) ends the run early but still prints the
@@ -501,8 +522,9 @@ def main():
     elapsed = time.perf_counter() - run.t0
     print()
     how = "a synchronize after each" if a.sync_each else "queued back to back"
-    print(f"{dev}: bf16, H={a.H}, B*T={a.tokens}; ms = median of {a.reps} ({how}); TF/s on allowed pairs only "
-          f"(fwd 4*D*pairs, bwd 10*D*pairs); sfa x = peer ms / sfa ms (> 1: sfa faster).")
+    print(f"{dev}: bf16, H={a.H}, B*T={a.tokens}; ms = median of {a.rounds} interleaved rounds of medians of {a.reps} ({how}); "
+          f"TF/s on allowed pairs only (fwd 4*D*pairs, bwd 10*D*pairs); sfa x = peer ms / sfa ms, the median "
+          f"of the rounds' ratios (> 1: sfa faster).")
     print("SDPA (flash, cudnn) has no sparse masks: it is a peer of the dense causal rows only; hash runs "
           "on the sorted layout (kernel only); hash end to end adds the sort, gather and scatter (inference).")
     print(table(run.rows))
