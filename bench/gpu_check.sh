@@ -4,7 +4,7 @@
 # optionally the benchmark scripts. Logs go to $OUT (or /tmp) and a summary is
 # printed last. Usage:
 #   bash bench/gpu_check.sh [suites] [sync] [sanitize] [wssan] [bench] [bwdtune] [bwdbench]
-#                           [fwdtune] [decode] [compare]
+#                           [fwdtune] [decode] [bwd256] [compare]
 # Session 9 took: suites 3.5 min (2.25 of it test_gpu_backward), sanitize 1.4
 # min, compare (the full grid) 5.5 min; session 8: bwdtune ~1 min, bwdbench
 # over 3 min (FlexAttention compiles). Split the steps across calls of 10 min.
@@ -15,7 +15,10 @@
 # 128 and 256, and every ws tile config). fwdtune: the forward tile sweep of every mode at D 64,
 # 128 and 256 (T 4096 and 16384; wgmma and ws candidates) into /tmp/sfa-f, exported to $OUT/tuned_fwd.tsv (a table to
 # ship under cache/tuned/ where its winners beat the defaults). decode: bench/decode.py at B 8 and 32, 4k and 32k
-# keys, contiguous and 16-token pages, eager and as CUDA graph replays (--graph).
+# keys, contiguous and 16-token pages, eager and as CUDA graph replays (--graph). bwd256: the wgmma
+# backward at D 256 (asked for with SFA_MMA=wgmma): test_gpu_backward's wgmma256 case, memcheck
+# and racecheck of it, then compare.py's D 256 backward rows (dense causal and window, T 8k and
+# 16k, against cuDNN and Flex) under SFA_MMA=wgmma and under the default (mma.sync), A B A B.
 case "$1" in -h|--help) sed -n '2,/^[^#]/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp}
@@ -70,6 +73,21 @@ if [[ $what == *" decode "* ]]; then
     summary+=("decode ${t:-eager} rc=$?: $OUT/decode$t.log")
     tail -9 $OUT/decode$t.log
   done
+fi
+if [[ $what == *" bwd256 "* ]]; then
+  CK_RUN_CASE=wgmma256 build/tests/test_gpu_backward > $OUT/bwd256.log 2>&1
+  summary+=("test_gpu_backward wgmma256 rc=$?: $(grep -E '^[0-9]+%' $OUT/bwd256.log | tail -1)")
+  for tool in memcheck racecheck; do
+    CK_RUN_CASE=wgmma256 timeout ${SAN_TIMEOUT:-300} compute-sanitizer --tool $tool --error-exitcode 9 \
+      build/tests/test_gpu_backward > $OUT/$tool-bwd256.log 2>&1; rc=$?
+    summary+=("$tool wgmma256 rc=$rc: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' $OUT/$tool-bwd256.log | tail -1)")
+  done
+  for m in wgmma auto wgmma auto; do
+    SFA_MMA=$m python3 bench/compare.py --only dense,window --pass bwd --T 8192,16384 --D 256 \
+      --d256 "" --e2e-T "" --peers cudnn,flex > $OUT/bwd256-$m.log 2>&1
+    echo "SFA_MMA=$m"; grep -E "^ *(dense|window)|FAIL" $OUT/bwd256-$m.log
+  done | tee $OUT/bwd256-ab.log
+  summary+=("bwd256 A/B: $OUT/bwd256-ab.log")
 fi
 if [[ $what == *" bench "* ]]; then
   python3 bench/compare_sparse.py --csv $OUT/compare_sparse.csv 2>&1 | tee $OUT/compare_sparse.log | tail -12
