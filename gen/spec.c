@@ -624,8 +624,9 @@ int sfa__ws_allowed(const sfa_kernel_spec *s) {
 ** 6.46, varlen/fixed 0.95-1.10); qk_drop (D 64: 2.93 ms against 5.01; D 128:
 ** 3.72 against 5.11); window at D 128 (1.10 ms against 1.40) and at D 64 with
 ** one consumer (session 20's sweep, W = 1024: 0.82 ms against 0.89 for the
-** wgmma default at T 16384, 0.76 against 0.84 at T 4096). Not hash (1.12 ms against 0.78 at D 64: a bucket's rows see few keys) nor
-** a window bias (not measured; its ws kernel spills a few bytes at D 128). */
+** wgmma default at T 16384, 0.76 against 0.84 at T 4096). Not hash (1.12 ms
+** against 0.78 at D 64: a bucket's rows see few keys) nor a window bias (not
+** measured; its ws kernel spills a few bytes at D 128). */
 static int ws_by_default(const sfa_kernel_spec *s) {
   if (!sfa__ws_allowed(s)) return 0;
   if (s->head_dim == 256)
