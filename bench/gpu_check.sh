@@ -4,7 +4,7 @@
 # optionally the benchmark scripts. Logs go to $OUT (or /tmp) and a summary is
 # printed last. Usage:
 #   bash bench/gpu_check.sh [suites] [sync] [sanitize] [wssan] [bench] [bwdtune] [bwdbench]
-#                           [fwdtune] [decode] [bwd256] [compare]
+#                           [fwdtune] [decode] [bwd256] [ws256] [compare]
 # Session 9 took: suites 3.5 min (2.25 of it test_gpu_backward), sanitize 1.4
 # min, compare (the full grid) 5.5 min; session 8: bwdtune ~1 min, bwdbench
 # over 3 min (FlexAttention compiles). Split the steps across calls of 10 min.
@@ -19,6 +19,8 @@
 # backward at D 256 (asked for with SFA_MMA=wgmma): test_gpu_backward's wgmma256 case, memcheck
 # and racecheck of it, then compare.py's D 256 backward rows (dense causal and window, T 8k and
 # 16k, against cuDNN and Flex) under SFA_MMA=wgmma and under the default (mma.sync), A B A B.
+# ws256: the D 256 forwards that keep mma.sync by default (qk_drop, hash; T 16384) under
+# SFA_MMA=ws and the default, A B A B (bench/prof_case.py), for the choice of their default.
 case "$1" in -h|--help) sed -n '2,/^[^#]/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp}
@@ -88,6 +90,15 @@ if [[ $what == *" bwd256 "* ]]; then
     echo "SFA_MMA=$m"; grep -E "^ *(dense|window)|FAIL" $OUT/bwd256-$m.log
   done | tee $OUT/bwd256-ab.log
   summary+=("bwd256 A/B: $OUT/bwd256-ab.log")
+fi
+if [[ $what == *" ws256 "* ]]; then
+  for mode in qk_drop hash; do
+    for m in ws auto ws auto; do
+      echo "$mode D 256 fwd SFA_MMA=$m: $(SFA_MMA=$m python3 bench/prof_case.py --mode $mode --D 256 \
+        --pass fwd --T 16384 2>&1 | tail -1)"
+    done
+  done | tee $OUT/ws256.log
+  summary+=("ws256: $OUT/ws256.log")
 fi
 if [[ $what == *" bench "* ]]; then
   python3 bench/compare_sparse.py --csv $OUT/compare_sparse.csv 2>&1 | tee $OUT/compare_sparse.log | tail -12
