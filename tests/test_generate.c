@@ -291,6 +291,32 @@ START_TEST(preset_contents) {
 }
 END_TEST
 
+/* The wgmma backward at D 256 makes a column half per CTA (col0): its dV and dK
+** products read the half's atom columns of dO and Q (64 rows: 8192 bytes per
+** atom column), dQ's the half of K (128 rows: 16384) and adds at column
+** col0 of the 256-float dq rows; at D 128 (one CTA per key tile) no slice. */
+START_TEST(wgmma_backward_slices_columns_at_d256) {
+  sfa_kernel_spec s = {SFA_PASS_BWD, SFA_MODE_DENSE, SFA_DTYPE_BF16, 256, 64, 128, 8, 1, 90,
+                       SFA_FEAT_CAUSAL, SFA_SPEC_MMA_WGMMA};
+  char *src = NULL, err[512] = "";
+  ck_assert_msg(sfa_generate(&s, &src, err, sizeof err) == SFA_OK, "%s", err);
+  static const char *const want[] = {
+    "sfa_wg_desc(dobuf + ((col0) >> 6) * 8192 + ks * 2048, 8192, 1024)",
+    "sfa_wg_desc(qbuf + ((col0) >> 6) * 8192 + ks * 2048, 8192, 1024)",
+    "sfa_wg_desc(sK + ((col0) >> 6) * 16384 + ch * 16384 + ks * 2048, 16384, 1024)",
+    "* 256 + col0 + ch * 64 + c4 * 4",
+    "const int split = blockIdx.y % 2, col0 = split * 128;"};
+  for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+    ck_assert_msg(strstr(src, want[i]), "D 256 source lacks: %s", want[i]);
+  sfa_free(src);
+  s.head_dim = 128, s.num_stages = 2;
+  ck_assert_msg(sfa_generate(&s, &src, err, sizeof err) == SFA_OK, "%s", err);
+  ck_assert_ptr_null(strstr(src, "col0) >> 6"));
+  ck_assert_ptr_nonnull(strstr(src, "* 128 + ch * 64 + c4 * 4"));
+  sfa_free(src);
+}
+END_TEST
+
 START_TEST(deterministic_output) {
   sfa_kernel_spec s = spec_of(SFA_DTYPE_FP16, 64, 1, 90);
   char *a = NULL, *b = NULL;
@@ -611,6 +637,7 @@ int main(void) {
   TCase *tc = tcase_create("generate");
   tcase_add_test(tc, source_for_every_preset_variant);
   tcase_add_test(tc, preset_contents);
+  tcase_add_test(tc, wgmma_backward_slices_columns_at_d256);
   tcase_add_test(tc, deterministic_output);
   tcase_add_test(tc, header_names_the_sfa_version);
   tcase_add_test(tc, invalid_spec_rejected);
