@@ -639,7 +639,9 @@ static int ws_by_default(const sfa_kernel_spec *s) {
   switch (s->mode) {
   case SFA_MODE_DENSE:
   case SFA_MODE_QK_DROP: return 1;
-  case SFA_MODE_WINDOW: return !(s->flags & SFA_FEAT_BIAS);
+  case SFA_MODE_WINDOW: /* at D 64 not yet with softcap or ALiBi: not run on a GPU there */
+    return !(s->flags & SFA_FEAT_BIAS) &&
+           (s->head_dim == 128 || !(s->flags & (SFA_FEAT_SOFTCAP | SFA_FEAT_ALIBI)));
   default: return 0;
   }
 }

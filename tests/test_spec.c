@@ -759,6 +759,23 @@ END_TEST
 
 /* The three-consumer tile is dense and qk_drop D 64's default on sm_90 where its 160
 ** registers per thread hold the epilogue: softcap and ALiBi keep two consumers. */
+/* Window at D 64 takes the one-consumer ws tile by default, without a bias,
+** softcap or ALiBi (those keep the wgmma kernel: not yet run on a GPU on ws at
+** D 64); at D 128 softcap and ALiBi stay on ws. */
+START_TEST(defaults_window_d64_one_consumer) {
+  const unsigned fl[] = {0, SFA_FEAT_CAUSAL, SFA_FEAT_VARLEN | SFA_FEAT_CAUSAL, SFA_FEAT_SOFTCAP,
+                         SFA_FEAT_ALIBI | SFA_FEAT_CAUSAL, SFA_FEAT_BIAS};
+  for (size_t i = 0; i < sizeof fl / sizeof fl[0]; i++) {
+    sfa_kernel_spec s = defaults_for(SFA_MODE_WINDOW, fl[i], 64, 90);
+    const int ws = !(fl[i] & (SFA_FEAT_SOFTCAP | SFA_FEAT_ALIBI | SFA_FEAT_BIAS));
+    ck_assert_msg(s.mma == (ws ? SFA_SPEC_MMA_WS : SFA_SPEC_MMA_WGMMA), "flags 0x%x", fl[i]);
+    if (ws) ck_assert(s.block_m == 64 && s.block_n == 128 && s.num_warps == 8 && s.num_stages == 2);
+    ck_assert_int_eq(sfa_spec_validate(&s, NULL, 0), SFA_OK);
+  }
+  ck_assert_int_eq(defaults_for(SFA_MODE_WINDOW, SFA_FEAT_SOFTCAP, 128, 90).mma, SFA_SPEC_MMA_WS);
+}
+END_TEST
+
 START_TEST(defaults_three_consumers_dense_d64_without_softcap_alibi) {
   const unsigned fl[] = {0, SFA_FEAT_CAUSAL, SFA_FEAT_VARLEN | SFA_FEAT_CAUSAL,
                          SFA_FEAT_SOFTCAP, SFA_FEAT_ALIBI | SFA_FEAT_CAUSAL};
@@ -1112,6 +1129,7 @@ int main(void) {
   tcase_add_test(d, defaults_valid_everywhere);
   tcase_add_test(d, defaults_heuristic);
   tcase_add_test(d, defaults_three_consumers_dense_d64_without_softcap_alibi);
+  tcase_add_test(d, defaults_window_d64_one_consumer);
   tcase_add_test(d, defaults_set_or_clear_wg);
   tcase_add_test(d, defaults_of_an_mma_kind);
   tcase_add_test(d, defaults_errors);
