@@ -239,6 +239,23 @@ static sfa_status check_ws_class(const sfa_kernel_spec *s, char *err, size_t err
   return SFA_OK;
 }
 
+/* The problems mma wgmma serves (sfa__wgmma_allowed says the same without a
+** message): passes fwd and bwd on an arch with wgmma, head dim 64 or 128, and
+** 256 in pass bwd. s->arch must be known. */
+static sfa_status check_wgmma_class(const sfa_kernel_spec *s, char *err, size_t errlen) {
+  if ((s->pass != SFA_PASS_FWD && s->pass != SFA_PASS_BWD) ||
+      !(sfa__arch_find(s->arch)->mma & SFA__MMA_WGMMA))
+    return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
+                     "mma: wgmma (wg) applies to passes fwd and bwd on sm_90 only");
+  if (s->head_dim != 64 && s->head_dim != 128 &&
+      !(s->head_dim == 256 && s->pass == SFA_PASS_BWD))
+    return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
+                     "head_dim: %d is not allowed with mma wgmma; must be 64 or 128 (256 in "
+                     "pass bwd)",
+                     s->head_dim);
+  return SFA_OK;
+}
+
 /* The warp-specialized forward (mma ws, templates/fwd_ws.lt): a producer
 ** warpgroup that issues the tensor copies and 1 to 3 consumer warpgroups of
 ** 64 query rows each. */
@@ -322,15 +339,7 @@ static sfa_status check_rules(const sfa_kernel_spec *s, char *err, size_t errlen
                        32 * s->num_warps);
   }
   if (s->mma == SFA_SPEC_MMA_WGMMA) {
-    if (s->pass == SFA_PASS_BWD_DQ || !(sfa__arch_find(s->arch)->mma & SFA__MMA_WGMMA))
-      return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
-                       "mma: wgmma (wg) applies to passes fwd and bwd on sm_90 only");
-    if (s->head_dim != 64 && s->head_dim != 128 &&
-        !(s->head_dim == 256 && s->pass == SFA_PASS_BWD))
-      return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
-                       "head_dim: %d is not allowed with mma wgmma; must be 64 or 128 (256 in "
-                       "pass bwd)",
-                       s->head_dim);
+    if ((st = check_wgmma_class(s, err, errlen)) != SFA_OK) return st;
     if (s->head_dim == 256 && s->num_warps != 8)
       /* two CTAs per key tile, each making 128 columns of dK, dV and dQ; a
       ** tile copy of 512-byte rows needs 8-row steps: 256 threads */
@@ -603,11 +612,7 @@ sfa_status sfa_spec_parse(const char *name, sfa_kernel_spec *spec, char *err, si
 /* ------------------------------------------------------------ defaults */
 
 int sfa__wgmma_allowed(const sfa_kernel_spec *s) {
-  const sfa__arch *a = s ? sfa__arch_find(s->arch) : NULL;
-  return a && (a->mma & SFA__MMA_WGMMA) &&
-         (s->pass == SFA_PASS_FWD || s->pass == SFA_PASS_BWD) &&
-         (s->head_dim == 64 || s->head_dim == 128 ||
-          (s->head_dim == 256 && s->pass == SFA_PASS_BWD));
+  return s && sfa__arch_find(s->arch) && check_wgmma_class(s, NULL, 0) == SFA_OK;
 }
 
 int sfa__wgmma_proven(const sfa_kernel_spec *s) {
