@@ -67,6 +67,12 @@ def median(xs):
     return ys[(len(ys) - 1) // 2]
 
 
+def round_ratios(ts, base):
+    """Per-round ratios of one implementation's rounds_bench times to
+    another's (base); a case's ratio is their median."""
+    return [t / b for t, b in zip(ts, base)]
+
+
 def graph_bench(fn, warm=3, reps=20, per=10):
     """Median ms per call of fn captured in a CUDA graph: per calls of fn in
     one graph (captured on a side stream after one eager call there), each

@@ -70,7 +70,8 @@ from torch.nn.attention.flex_attention import flex_attention
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cases import (dense_problem, finish, flex_block_mask, flex_hash_end_to_end,  # noqa: E402
-                   hash_problem, median, qk_drop_problem, rel_err, rounds_bench, window_problem)
+                   hash_problem, median, qk_drop_problem, rel_err, round_ratios, rounds_bench,
+                   window_problem)
 import sfa  # noqa: E402  (cases puts python/ on the path)
 
 MODES = ("dense", "hash", "qk_drop", "window")
@@ -258,7 +259,7 @@ class Run:
         for impl, ts in got.items():
             res[impl]["ms"] = median(ts)
             if impl != "sfa" and "sfa" in got:
-                res[impl]["x"] = median([t / s for t, s in zip(ts, got["sfa"])])
+                res[impl]["x"] = median(round_ratios(ts, got["sfa"]))
 
     def case_e2e(self, T, D, p, bm):
         """hash end to end from unsorted tensors (inference), sfa against

@@ -91,7 +91,7 @@ from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from cases import bench, block_mask_fn, finish, median, rel_err, rounds_bench  # noqa: E402
+from cases import bench, block_mask_fn, finish, median, rel_err, round_ratios, rounds_bench  # noqa: E402
 from compare import _raise_recompile_limit, flex as flex_compiled, ints, names, short  # noqa: E402
 import sfa  # noqa: E402  (cases puts python/ on the path)
 
@@ -236,7 +236,7 @@ class Run:
         if base in got:
             for name, ts in got.items():
                 if name != base:
-                    row[f"{name}_x"] = median([t / b for t, b in zip(ts, got[base])])
+                    row[f"{name}_x"] = median(round_ratios(ts, got[base]))
 
         def cell(name):
             ts = got[name]
@@ -285,7 +285,7 @@ class Run:
         self.equal_rows.append(row)
         cells = [f"{n} {got[n]}" if row.get(n) else f"{n} error" for n in ("fixed", "fixed/p", "varlen")]
         if row.get("varlen_x"):
-            rs = [v / f for v, f in zip(row["varlen_rounds"], row["fixed_rounds"])]
+            rs = round_ratios(row["varlen_rounds"], row["fixed_rounds"])
             spread = f" ({min(rs):.3f}-{max(rs):.3f})" if len(rs) > 1 else ""
             cells.append(f"varlen/fixed {row['varlen_x']:.3f}{spread}, max abs diff {row['maxabs']:.2e}")
         self.progress(total, f"equal B={B} T={T} D={D} {ps}", cells, firsts)
