@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "gpucase.h"
+#include "runtime/internal.h"
 
 const sfa_driver *tg_drv;
 CUdevice tg_device;
@@ -466,6 +467,18 @@ void tg_case_verify(srun *R) {
                 R->desc, rel, tol, max_abs, lse_err, nan, bad_empty, where);
   printf("ok %s: rel_err=%.2e lse_err=%.2e empty_rows=%ld/%zu\n", R->desc, rel, lse_err,
          empty_rows, R->nrows);
+}
+
+sfa_kernel_spec tg_case_kernel(sfa_pass pass, const scase *c) {
+  srun R;
+  tg_case_setup(&R, c);
+  sfa_kernel_spec specs[SFA__CALL_MAX_KERNELS];
+  int n = 0;
+  sfa_status st = sfa__call_kernels(tg_ctx, pass, &R.p, R.has_ex ? &R.ex : NULL, c->dtype, c->D,
+                                    90, specs, SFA__CALL_MAX_KERNELS, &n);
+  tg_case_free(&R);
+  ck_assert_msg(st == SFA_OK && n >= 1, "sfa__call_kernels: %s", sfa_last_error(tg_ctx));
+  return specs[0];
 }
 
 void tg_case_run(const scase *c) {

@@ -132,6 +132,11 @@ void tg_case_run(const scase *c);
 void tg_case_launch(srun *R);
 void tg_case_verify(srun *R);
 
+/* The kernel that sfa_forward (pass SFA_PASS_FWD) or sfa_backward
+** (SFA_PASS_BWD) on tg_ctx takes for the case on sm_90 (sfa__call_kernels'
+** first spec), so that a suite can check which kind serves it. */
+sfa_kernel_spec tg_case_kernel(sfa_pass pass, const scase *c);
+
 /* ------------------------------------------------------------ gradients */
 
 /* The gradients of one case: device buffers and host copies. */

@@ -27,7 +27,6 @@
 #include <string.h>
 
 #include "gpucase.h"
-#include "runtime/internal.h"
 
 /* Forward (o, lse), then backward into NaN-poisoned gradients; download. */
 static void run_backward(srun *R, tg_grads *G, int det) {
@@ -328,16 +327,9 @@ END_TEST
 ** sanitizers): every mode as above, each case first checking that the call
 ** takes the wgmma kernel. */
 static void run_wgmma_case(const scase *c) {
-  srun R;
-  tg_case_setup(&R, c);
-  sfa_kernel_spec specs[SFA__CALL_MAX_KERNELS];
-  int n = 0;
-  sfa_status st = sfa__call_kernels(tg_ctx, SFA_PASS_BWD, &R.p, R.has_ex ? &R.ex : NULL,
-                                    c->dtype, c->D, 90, specs, SFA__CALL_MAX_KERNELS, &n);
-  tg_case_free(&R);
-  ck_assert_msg(st == SFA_OK && n >= 1, "sfa__call_kernels: %s", sfa_last_error(tg_ctx));
-  ck_assert_int_eq(specs[0].mma, SFA_SPEC_MMA_WGMMA);
-  ck_assert_int_eq(specs[0].head_dim, 256);
+  const sfa_kernel_spec k = tg_case_kernel(SFA_PASS_BWD, c);
+  ck_assert_int_eq(k.mma, SFA_SPEC_MMA_WGMMA);
+  ck_assert_int_eq(k.head_dim, 256);
   run_case(c);
 }
 

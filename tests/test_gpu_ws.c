@@ -35,17 +35,7 @@ static scase dense_case(int Hkv, int Tq, int Tk, int D, int bf16, int causal, ui
 
 /* Which kernel sfa picks for the case under the current context (as for
 ** tensors the copy engine can address). */
-static sfa_spec_mma picked_mma(const scase *c) {
-  srun R;
-  tg_case_setup(&R, c);
-  sfa_kernel_spec specs[8];
-  int n = 0;
-  sfa_status st = sfa__call_kernels(tg_ctx, SFA_PASS_FWD, &R.p, R.has_ex ? &R.ex : NULL,
-                                    c->dtype, c->D, 90, specs, 8, &n);
-  tg_case_free(&R);
-  ck_assert_msg(st == SFA_OK && n >= 1, "sfa__call_kernels: %s", sfa_last_error(tg_ctx));
-  return specs[0].mma;
-}
+static sfa_spec_mma picked_mma(const scase *c) { return tg_case_kernel(SFA_PASS_FWD, c).mma; }
 
 START_TEST(dense_shapes) {
   static const struct { int Hkv, Tq, Tk, D, bf16, causal; } t[] = {
