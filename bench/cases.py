@@ -33,7 +33,7 @@ def bench(fn, warm=3, reps=20, sync_each=False):
             t0 = time.perf_counter()
             fn()
             ts.append((time.perf_counter() - t0) * 1e3)
-        return sorted(ts)[len(ts) // 2]
+        return median(ts)
     ev = []
     for _ in range(reps):
         a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -44,8 +44,7 @@ def bench(fn, warm=3, reps=20, sync_each=False):
             b.synchronize()
         ev.append((a, b))
     torch.cuda.synchronize()
-    ts = sorted(a.elapsed_time(b) for a, b in ev)
-    return ts[len(ts) // 2]
+    return median([a.elapsed_time(b) for a, b in ev])
 
 
 def rounds_bench(runs, rounds=3, warm=3, reps=20, sync_each=False):
@@ -62,9 +61,10 @@ def rounds_bench(runs, rounds=3, warm=3, reps=20, sync_each=False):
 
 
 def median(xs):
-    """The median of a non-empty list (the lower middle of an even count)."""
+    """The median of a non-empty list (the upper middle of an even count, as
+    bench has always taken it)."""
     ys = sorted(xs)
-    return ys[(len(ys) - 1) // 2]
+    return ys[len(ys) // 2]
 
 
 def round_ratios(ts, base):
