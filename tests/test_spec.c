@@ -277,7 +277,7 @@ START_TEST(ws_rule) {
          "must be 12");
   s.block_m = 128, s.num_warps = 8, s.mma = SFA_SPEC_MMA_WGMMA; /* no wgmma kernel at 256 */
   expect(&s, SFA_ERR_INVALID_ARGUMENT, "head_dim", NULL);
-  s.mma = SFA_SPEC_MMA_WS, s.block_m = 64, s.num_warps = 8, s.head_dim = 96;
+  s.mma = SFA_SPEC_MMA_WS, s.block_m = 64, s.num_warps = 8;
   s.head_dim = 128, s.arch = 80;
   expect(&s, SFA_ERR_INVALID_ARGUMENT, "mma: ws", "pass fwd on sm_90 only");
   s.arch = 90, s.pass = SFA_PASS_BWD;
@@ -757,8 +757,6 @@ START_TEST(defaults_heuristic) {
 }
 END_TEST
 
-/* The three-consumer tile is dense and qk_drop D 64's default on sm_90 where its 160
-** registers per thread hold the epilogue: softcap and ALiBi keep two consumers. */
 /* Window at D 64 takes the one-consumer ws tile by default, without a bias,
 ** softcap or ALiBi (those keep the wgmma kernel: not yet run on a GPU on ws at
 ** D 64); at D 128 softcap and ALiBi stay on ws. */
@@ -776,6 +774,8 @@ START_TEST(defaults_window_d64_one_consumer) {
 }
 END_TEST
 
+/* The three-consumer tile is dense and qk_drop D 64's default on sm_90 where its 160
+** registers per thread hold the epilogue: softcap and ALiBi keep two consumers. */
 START_TEST(defaults_three_consumers_dense_d64_without_softcap_alibi) {
   const unsigned fl[] = {0, SFA_FEAT_CAUSAL, SFA_FEAT_VARLEN | SFA_FEAT_CAUSAL,
                          SFA_FEAT_SOFTCAP, SFA_FEAT_ALIBI | SFA_FEAT_CAUSAL};
