@@ -3,10 +3,11 @@ timing of two builds (run it once per build with SFA_LIBRARY=...) and for
 profilers (ncu --kernel-name ...): no peers, so no FlexAttention compile.
 
     python3 bench/prof_case.py [--mode hash] [--pass bwd] [--T 16384] [--D 128]
-        [--det] [--reps 20] [--warm 3] [--kernels]
+        [--det] [--softcap C] [--alibi] [--reps 20] [--warm 3] [--kernels]
 
 Prints the median ms of --reps queued calls (bench/cases.py's bench) for each
-pass asked for (fwd, bwd: the sfa.backward call with its workspace). With
+pass asked for (fwd, bwd: the sfa.backward call with its workspace); --softcap
+and --alibi add those options to the calls (ALiBi: dense and window). With
 --kernels, also each GPU kernel's mean time per call, from torch.profiler
 (CUPTI) over --reps more calls."""
 import argparse
@@ -36,12 +37,21 @@ def main():
     ap.add_argument("--D", type=int, default=128)
     ap.add_argument("--H", type=int, default=16)
     ap.add_argument("--det", action="store_true", help="the deterministic backward")
+    ap.add_argument("--softcap", type=float, default=0.0, help="softcap the scores at C (0: off)")
+    ap.add_argument("--alibi", action="store_true", help="ALiBi slopes 2^(-8 h / H) (dense, window)")
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--warm", type=int, default=3)
     ap.add_argument("--kernels", action="store_true", help="per-kernel times (torch.profiler)")
     a = ap.parse_args()
     torch.manual_seed(0)
     p = problem(a.mode, 65536 // a.T, a.H, a.T, a.D)
+    if a.softcap:
+        p.kw["softcap"] = a.softcap
+    if a.alibi:
+        if a.mode not in ("dense", "window"):
+            raise SystemExit("prof_case.py: --alibi applies to modes dense and window")
+        h = torch.arange(1, a.H + 1, device="cuda", dtype=torch.float32)
+        p.kw["alibi_slopes"] = torch.pow(2.0, -8.0 * h / a.H)
     o, lse = sfa.forward(p.q, p.k, p.v, return_lse=True, **p.kw)
     out, runs = [], []
     if "fwd" in a.passes:
@@ -53,7 +63,8 @@ def main():
         run = lambda: sfa.backward(p.q, p.k, p.v, o, lse, dout, deterministic=a.det, **p.kw)
         out.append("bwd%s %.3f" % (" det" if a.det else "", bench(run, a.warm, a.reps)))
         runs.append(("bwd", run))
-    print(f"{p.name} T={a.T} D={a.D}: " + ", ".join(out) + " ms", flush=True)
+    opts = (f" softcap {a.softcap:g}" if a.softcap else "") + (" alibi" if a.alibi else "")
+    print(f"{p.name}{opts} T={a.T} D={a.D}: " + ", ".join(out) + " ms", flush=True)
     if a.kernels:
         for name, run in runs:
             print_kernel_times(name, run, a.reps)

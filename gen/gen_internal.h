@@ -69,11 +69,8 @@ int sfa__spec_is_wgmma(const sfa_kernel_spec *spec);
 int sfa__spec_is_ws(const sfa_kernel_spec *spec);
 
 /* 1 where the pass (fwd, bwd), arch (one whose row has wgmma: 90) and head
-** dim (64, 128; 256 in pass bwd) allow a wgmma kernel (mma SFA_SPEC_MMA_WGMMA).
-** sfa__wgmma_proven: those of them that the default and the tuner may pick,
-** i.e. that have run on a GPU (not yet the backward at head dim 256). */
+** dim (64, 128; 256 in pass bwd) allow a wgmma kernel (mma SFA_SPEC_MMA_WGMMA). */
 int sfa__wgmma_allowed(const sfa_kernel_spec *spec);
-int sfa__wgmma_proven(const sfa_kernel_spec *spec);
 /* 1 where the warp-specialized forward (mma SFA_SPEC_MMA_WS) is allowed: a
 ** forward on an arch with wgmma, head dim 64, 128 or 256, without the mask
 ** flag. */

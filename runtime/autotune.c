@@ -33,8 +33,7 @@ sfa_status sfa__tune_candidates(const sfa_kernel_spec *base, sfa_kernel_spec **o
   int k = 0;
   v[k++] = def;
   /* Every tile with mma.sync, and on sm_90 also with wgmma and ws (validation
-  ** drops what a pass, head dim or arch does not allow; wgmma kernels that
-  ** have not run on a GPU, sfa__wgmma_proven, are not candidates). */
+  ** drops what a pass, head dim or arch does not allow). */
   for (int wg = 0; wg < 2; wg++)
     for (int a = 0; a < 2; a++)
       for (int b = 0; b < 3; b++)
@@ -46,8 +45,7 @@ sfa_status sfa__tune_candidates(const sfa_kernel_spec *base, sfa_kernel_spec **o
             c.num_warps = W[w];
             c.num_stages = S[s];
             c.mma = wg ? SFA_SPEC_MMA_WGMMA : SFA_SPEC_MMA_SYNC;
-            if (sfa__spec_same_config(&c, &def) || sfa_spec_validate(&c, NULL, 0) != SFA_OK ||
-                (wg && !sfa__wgmma_proven(&c)))
+            if (sfa__spec_same_config(&c, &def) || sfa_spec_validate(&c, NULL, 0) != SFA_OK)
               continue;
             v[k++] = c;
           }

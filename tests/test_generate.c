@@ -162,14 +162,17 @@ START_TEST(preset_contents) {
     ck_assert_int_eq(sfa_spec_default(&d, NULL, 0), SFA_OK);
     ck_assert(memcmp(&d, &v[i], sizeof d) == 0); /* default tiles */
     /* sm_90 fwd and bwd at D 64 and 128 default to wgmma (the fwd of dense,
-    ** qk_drop and an unbiased window: ws), and the fwd of dense and
-    ** an unbiased window at D 256 to ws; nothing else does */
+    ** qk_drop and an unbiased window: ws), the bwd at D 256 to wgmma, and the
+    ** fwd of dense and an unbiased window at D 256 to ws (qk_drop too, not in
+    ** this preset at D 256); nothing else does */
     const int ws256 = v[i].head_dim == 256 && v[i].pass == SFA_PASS_FWD &&
                       (v[i].mode == SFA_MODE_DENSE ||
                        (v[i].mode == SFA_MODE_WINDOW &&
                         !(v[i].flags & (SFA_FEAT_BIAS | SFA_FEAT_MASK))));
-    ck_assert_int_eq(wg, ws256 || (v[i].pass != SFA_PASS_BWD_DQ &&
-                                   (v[i].head_dim == 64 || v[i].head_dim == 128)));
+    const int wg256 = v[i].head_dim == 256 && v[i].pass == SFA_PASS_BWD;
+    ck_assert_int_eq(wg, ws256 || wg256 ||
+                             (v[i].pass != SFA_PASS_BWD_DQ &&
+                              (v[i].head_dim == 64 || v[i].head_dim == 128)));
     const int ws_mode = v[i].mode == SFA_MODE_DENSE || v[i].mode == SFA_MODE_QK_DROP ||
                         (v[i].mode == SFA_MODE_WINDOW &&
                          !(v[i].flags & (SFA_FEAT_BIAS | SFA_FEAT_MASK))) || ws256;
@@ -178,9 +181,10 @@ START_TEST(preset_contents) {
     passes[v[i].pass] += 1 + ((v[i].flags & SFA_FEAT_DETERMINISTIC) ? 100 : 0);
     if (v[i].pass == SFA_PASS_FWD) count[v[i].mode][v[i].flags]++;
   }
-  /* dtypes x D {64,128} x flag sets, for fwd, bwd and bwd + det; and the ws
-  ** forward of dense (causal and not) at D 256 in both dtypes */
-  ck_assert_int_eq(nwg, 3 * 2 * 2 * (2 + 1 + 1 + 4) + 2 * 2);
+  /* dtypes x D {64,128} x flag sets, for fwd, bwd and bwd + det; and dense
+  ** (causal and not) at D 256 in both dtypes: the ws forward, the wgmma bwd
+  ** and bwd + det */
+  ck_assert_int_eq(nwg, 3 * 2 * 2 * (2 + 1 + 1 + 4) + 3 * 2 * 2);
   ck_assert_int_eq(ndecode, 28);
   ck_assert_int_eq(passes[SFA_PASS_FWD], 44);
   ck_assert_int_eq(passes[SFA_PASS_BWD], 44 + 44 * 101); /* 44 plain, 44 det */

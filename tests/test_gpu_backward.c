@@ -8,10 +8,10 @@
 ** bf16, with dq by atomics and deterministic; the deterministic path must
 ** give bitwise identical dq, dk, dv and dbias in two runs. Case "wide": head
 ** dims 160..256 (two CTAs per key tile). On sm_90 the default
-** backward at D 64 and 128 runs on wgmma; case "sync" runs the same kinds of
-** problem through mma.sync (SFA_MMA_SYNC) so that both kernels stay tested;
-** case "wgmma256" the wgmma backward at D 256 (SFA_MMA_WGMMA; column halves),
-** which no default picks yet.
+** backward at D 64, 128 and 256 runs on wgmma; case "sync" runs the same kinds
+** of problem through mma.sync (SFA_MMA_SYNC, D 64, 128 and 256) so that both
+** kernels stay tested; case "wgmma256" the wgmma backward at D 256 (column
+** halves) in every mode, small enough for the sanitizers.
 **
 ** Inputs come from tests/gpucase.c (the sparse forward suite's cases) plus a
 ** random dout. Every output is poisoned with NaN before the call: an element
@@ -310,22 +310,21 @@ static void every_mode(const int d[6], uint64_t seed0, void (*run)(const scase *
   run(&q);
 }
 
-/* The mma.sync backward where sm_90 would use wgmma (SFA_MMA_SYNC; D 64 and
-** 128): every mode, GQA and MQA, padding, dbias, both dq paths, through a
+/* The mma.sync backward where sm_90 would use wgmma (SFA_MMA_SYNC; D 64, 128
+** and 256): every mode, GQA and MQA, padding, dbias, both dq paths, through a
 ** context that forces the mma kind (CK_RUN_CASE=sync; also small enough for
 ** the sanitizers). Before sm_90 this is a second pass over the default. */
 START_TEST(mma_sync_kernels) {
   sfa_context *saved = tg_push_mma(SFA_MMA_SYNC);
-  every_mode((const int[6]){128, 64, 128, 64, 64, 128}, 1100, run_case);
+  every_mode((const int[6]){128, 64, 256, 64, 64, 128}, 1100, run_case);
   tg_pop_context(saved);
 }
 END_TEST
 
-/* The wgmma backward at head dim 256 (sm_90, asked for with SFA_MMA_WGMMA:
-** two CTAs per key tile, each making 128 columns of dK, dV and dQ from the
-** swizzled tiles' atom columns; CK_RUN_CASE=wgmma256, small enough for the
-** sanitizers): every mode as above, each case first checking that the call
-** takes the wgmma kernel. */
+/* The wgmma backward at head dim 256 (sm_90's default: two CTAs per key tile,
+** each making 128 columns of dK, dV and dQ from the swizzled tiles' atom
+** columns; CK_RUN_CASE=wgmma256, small enough for the sanitizers): every mode
+** as above, each case first checking that the call takes the wgmma kernel. */
 static void run_wgmma_case(const scase *c) {
   const sfa_kernel_spec k = tg_case_kernel(SFA_PASS_BWD, c);
   ck_assert_int_eq(k.mma, SFA_SPEC_MMA_WGMMA);
@@ -339,9 +338,7 @@ START_TEST(wgmma_head_dim_256) {
            tg_cc % 10);
     return;
   }
-  sfa_context *saved = tg_push_mma(SFA_MMA_WGMMA);
   every_mode((const int[6]){256, 256, 256, 256, 256, 256}, 1200, run_wgmma_case);
-  tg_pop_context(saved);
 }
 END_TEST
 

@@ -11,8 +11,10 @@
 ** TG_LSE_TOL). Each case also checks that its option matters: the reference
 ** without the option must differ from the one with it by more than 10x the
 ** bound, so that a kernel that ignored the option would fail.
-** On sm_90 D 64 and 128 run the wgmma kernels; D 32 and 96 (and the "sync"
-** case, SFA_MMA_SYNC) mma.sync. Case "small" (CK_RUN_CASE=small) is a few
+** On sm_90 D 64 and 128 run the wgmma kernels (and ws forwards where the
+** default takes them), D 256 the ws forwards and the wgmma backward; D 32 and
+** 96 (and the "sync" case, SFA_MMA_SYNC) mma.sync. Case "d256": the options at
+** D 256 and on an unbiased window at D 64. Case "small" (CK_RUN_CASE=small) is a few
 ** short problems for compute-sanitizer.
 **
 ** Without a driver or a device the suite prints "SKIP: <reason>" and exits 77.
@@ -334,6 +336,30 @@ START_TEST(together) {
 }
 END_TEST
 
+/* The options on the kernels the default picks at D 256 (sm_90: the ws
+** forward of dense, qk_drop and an unbiased window, mma.sync's of hash and a
+** biased window; the wgmma backward, two CTAs per key tile), and an unbiased
+** window at D 64 with softcap and ALiBi (the wgmma forward; ws under
+** SFA_MMA=ws). */
+START_TEST(options_at_head_dim_256_and_window_64) {
+  const tg_wspec w[] = {
+    {100, 0, 1, 300, 400, 256, 0, 2, BIAS_NONE, MASK_NONE, 0},
+    {-1, 30, 0, 257, 300, 256, 1, 1, BIAS_KV, MASK_NONE, 0},
+    {64, 0, 1, 400, 500, 64, 1, 2, BIAS_NONE, MASK_NONE, 0},
+  };
+  score_case s[] = {qk_drop(2, 400, 350, 256, 1, 1, 80), hash(1, 300, 300, 256, 0, 4, 81),
+                    dense(2, 300, 400, 256, 1, 1, 82),   window(&w[0], 83),
+                    window(&w[1], 84),                   window(&w[2], 85)};
+  s[0].strict = 1, s[0].softcap = 2.0f, s[0].scale = 0.15f;
+  s[1].strict = 1;
+  s[2].alibi = ALIBI_BATCH, s[2].softcap = 3.0f;
+  s[3].alibi = ALIBI_HEADS, s[3].softcap = 2.0f, s[3].scale = 0.15f;
+  s[4].softcap = 1.5f;
+  s[5].alibi = ALIBI_BATCH, s[5].softcap = 2.0f, s[5].scale = 0.3f;
+  for (size_t i = 0; i < sizeof s / sizeof s[0]; i++) run_case(&s[i], 1);
+}
+END_TEST
+
 /* The mma.sync kernels where sm_90 would use wgmma (D 64 and 128). */
 START_TEST(mma_sync_kernels) {
   sfa_context *saved = tg_push_mma(SFA_MMA_SYNC);
@@ -370,6 +396,10 @@ int main(void) {
   tcase_add_test(t, alibi);
   tcase_add_test(t, together);
   suite_add_tcase(s, t);
+  TCase *wide = tcase_create("d256");
+  tcase_set_timeout(wide, 0);
+  tcase_add_test(wide, options_at_head_dim_256_and_window_64);
+  suite_add_tcase(s, wide);
   TCase *sc = tcase_create("sync");
   tcase_set_timeout(sc, 0);
   tcase_add_test(sc, mma_sync_kernels);

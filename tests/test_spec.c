@@ -726,9 +726,10 @@ START_TEST(defaults_heuristic) {
         if (ws) m = 128, n = 128, w = 12, st = d == 128 ? 3 : 2;
         if (ws && d == 64 && md != SFA_MODE_WINDOW) m = 192, w = 16, st = 4; /* 3 consumers */
         if (ws && d == 64 && md == SFA_MODE_WINDOW) m = 64, w = 8; /* 1 consumer */
-        /* D 256: ws (two consumers, 64-key tiles) for dense and an unbiased window */
+        /* D 256: ws (two consumers, 64-key tiles) for dense, qk_drop and an unbiased
+        ** window */
         const int ws256 = archs[a] == 90 && d == 256 && !(fl & (SFA_FEAT_MASK | SFA_FEAT_BIAS)) &&
-                          (md == SFA_MODE_DENSE || md == SFA_MODE_WINDOW);
+                          md != SFA_MODE_HASH;
         if (ws256) m = 128, n = 64, w = 12, st = 2;
         ck_assert_msg(s.block_m == m && s.block_n == n && s.num_warps == w &&
                           s.num_stages == st && s.flags == mode_flags[mf].flags &&
@@ -758,11 +759,16 @@ START_TEST(defaults_heuristic) {
 END_TEST
 
 /* Window at D 64 takes the one-consumer ws tile by default, without a bias,
-** softcap or ALiBi (those keep the wgmma kernel: not yet run on a GPU on ws at
-** D 64); at D 128 softcap and ALiBi stay on ws. */
+** softcap or ALiBi (those keep the wgmma kernel: measured faster with softcap
+** and ALiBi); at D 128 softcap and ALiBi are on ws. */
 START_TEST(defaults_window_d64_one_consumer) {
-  const unsigned fl[] = {0, SFA_FEAT_CAUSAL, SFA_FEAT_VARLEN | SFA_FEAT_CAUSAL, SFA_FEAT_SOFTCAP,
-                         SFA_FEAT_ALIBI | SFA_FEAT_CAUSAL, SFA_FEAT_BIAS};
+  const unsigned fl[] = {0,
+                         SFA_FEAT_CAUSAL,
+                         SFA_FEAT_VARLEN | SFA_FEAT_CAUSAL,
+                         SFA_FEAT_SOFTCAP,
+                         SFA_FEAT_ALIBI | SFA_FEAT_CAUSAL,
+                         SFA_FEAT_BIAS,
+                         SFA_FEAT_BIAS | SFA_FEAT_SOFTCAP};
   for (size_t i = 0; i < sizeof fl / sizeof fl[0]; i++) {
     sfa_kernel_spec s = defaults_for(SFA_MODE_WINDOW, fl[i], 64, 90);
     const int ws = !(fl[i] & (SFA_FEAT_SOFTCAP | SFA_FEAT_ALIBI | SFA_FEAT_BIAS));
@@ -795,10 +801,10 @@ START_TEST(defaults_three_consumers_dense_d64_without_softcap_alibi) {
 }
 END_TEST
 
-/* The default decides mma: wgmma for sm_90 fwd and bwd at D 64/128 whatever
-** the caller passed, ws for the sm_90 forward of dense and an unbiased window
-** at D 256, mma.sync everywhere else (the dq pass, other archs and dims); the
-** flags stay as they are. */
+/* The default decides mma: wgmma for sm_90 fwd and bwd at D 64/128 and bwd
+** at D 256 whatever the caller passed, ws for the sm_90 forward of dense,
+** qk_drop and an unbiased window at D 256, mma.sync everywhere else (the dq
+** pass, other archs and dims); the flags stay as they are. */
 START_TEST(defaults_set_or_clear_wg) {
   sfa_kernel_spec s = {SFA_PASS_FWD, SFA_MODE_HASH, SFA_DTYPE_FP16, 64, 0, 0, 0, 0, 90, 0,
                        SFA_SPEC_MMA_SYNC};
@@ -812,7 +818,7 @@ START_TEST(defaults_set_or_clear_wg) {
   ck_assert(s.block_m == 64 && s.block_n == 128 && s.num_warps == 8 && s.num_stages == 2);
   static const struct { sfa_pass pass; int d, arch; } off[] = {
     {SFA_PASS_FWD, 128, 80}, {SFA_PASS_FWD, 64, 89}, {SFA_PASS_FWD, 96, 90},
-    {SFA_PASS_BWD, 128, 80}, {SFA_PASS_BWD, 256, 90}, {SFA_PASS_BWD_DQ, 64, 90}};
+    {SFA_PASS_BWD, 128, 80}, {SFA_PASS_BWD, 192, 90}, {SFA_PASS_BWD_DQ, 64, 90}};
   for (size_t i = 0; i < sizeof off / sizeof off[0]; i++) {
     sfa_kernel_spec t = {off[i].pass, SFA_MODE_DENSE, SFA_DTYPE_BF16, off[i].d, 0, 0, 0, 0,
                          off[i].arch, SFA_FEAT_CAUSAL, SFA_SPEC_MMA_WGMMA};
@@ -821,18 +827,31 @@ START_TEST(defaults_set_or_clear_wg) {
     ck_assert_msg(t.flags == SFA_FEAT_CAUSAL, "case %zu: flags 0x%x", i, t.flags);
     ck_assert_msg(t.mma == SFA_SPEC_MMA_SYNC, "case %zu: mma %d", i, (int)t.mma);
   }
-  /* the forward at D 256 on sm_90: ws for dense and an unbiased window, not
-  ** for packed sequences (not timed there), qk_drop or hash */
+  /* the forward at D 256 on sm_90: ws for dense, qk_drop and an unbiased
+  ** window, not for packed sequences (not timed there) or hash */
   static const struct { sfa_mode mode; unsigned flags; int ws; } d256[] = {
     {SFA_MODE_DENSE, SFA_FEAT_CAUSAL, 1}, {SFA_MODE_DENSE, 0, 1},
     {SFA_MODE_WINDOW, SFA_FEAT_CAUSAL, 1}, {SFA_MODE_WINDOW, SFA_FEAT_CAUSAL | SFA_FEAT_BIAS, 0},
-    {SFA_MODE_DENSE, SFA_FEAT_CAUSAL | SFA_FEAT_VARLEN, 0}, {SFA_MODE_QK_DROP, 0, 0},
+    {SFA_MODE_DENSE, SFA_FEAT_CAUSAL | SFA_FEAT_VARLEN, 0}, {SFA_MODE_QK_DROP, 0, 1},
     {SFA_MODE_HASH, 0, 0}};
   for (size_t i = 0; i < sizeof d256 / sizeof d256[0]; i++) {
     sfa_kernel_spec t = {SFA_PASS_FWD, d256[i].mode, SFA_DTYPE_BF16, 256, 0, 0, 0, 0, 90,
                          d256[i].flags, SFA_SPEC_MMA_SYNC};
     ck_assert_int_eq(sfa_spec_default(&t, NULL, 0), SFA_OK);
     ck_assert_msg(t.mma == (d256[i].ws ? SFA_SPEC_MMA_WS : SFA_SPEC_MMA_SYNC), "d256 case %zu", i);
+    ck_assert_int_eq(sfa_spec_validate(&t, NULL, 0), SFA_OK);
+  }
+  /* the backward at D 256 on sm_90: wgmma, m64n128w8s1 (two CTAs per key
+  ** tile), every mode */
+  for (int m = 0; m < 4; m++) {
+    static const sfa_mode modes[] = {SFA_MODE_DENSE, SFA_MODE_QK_DROP, SFA_MODE_HASH,
+                                     SFA_MODE_WINDOW};
+    sfa_kernel_spec t = {SFA_PASS_BWD, modes[m], SFA_DTYPE_FP16, 256, 0, 0, 0, 0, 90, 0,
+                         SFA_SPEC_MMA_SYNC};
+    ck_assert_int_eq(sfa_spec_default(&t, NULL, 0), SFA_OK);
+    ck_assert_msg(t.mma == SFA_SPEC_MMA_WGMMA, "bwd d256 mode %d: mma %d", (int)modes[m],
+                  (int)t.mma);
+    ck_assert(t.block_m == 64 && t.block_n == 128 && t.num_warps == 8 && t.num_stages == 1);
     ck_assert_int_eq(sfa_spec_validate(&t, NULL, 0), SFA_OK);
   }
 }
@@ -885,15 +904,20 @@ START_TEST(defaults_of_an_mma_kind) {
   w.arch = 80;
   ck_assert_int_eq(sfa__spec_default_mma(&w, 2, NULL, 0), SFA_OK);
   ck_assert_int_eq(w.mma, SFA_SPEC_MMA_SYNC);
-  /* the backward at D 256: wgmma on request (one stage), mma.sync by default */
+  /* the backward at D 256: wgmma (one stage) on request and by default,
+  ** mma.sync's m64n64w4s1 when mma.sync is asked for */
   sfa_kernel_spec b = {SFA_PASS_BWD, SFA_MODE_DENSE, SFA_DTYPE_BF16, 256, 0, 0, 0, 0, 90,
                        SFA_FEAT_CAUSAL, SFA_SPEC_MMA_SYNC};
   ck_assert_int_eq(sfa__spec_default_mma(&b, 1, NULL, 0), SFA_OK);
   ck_assert_int_eq(b.mma, SFA_SPEC_MMA_WGMMA);
   ck_assert(b.block_m == 64 && b.block_n == 128 && b.num_warps == 8 && b.num_stages == 1);
   ck_assert_int_eq(sfa_spec_validate(&b, NULL, 0), SFA_OK);
-  ck_assert_int_eq(sfa_spec_default(&b, NULL, 0), SFA_OK);
+  sfa_kernel_spec bd = b;
+  ck_assert_int_eq(sfa_spec_default(&bd, NULL, 0), SFA_OK);
+  ck_assert(memcmp(&bd, &b, sizeof b) == 0);
+  ck_assert_int_eq(sfa__spec_default_mma(&b, 0, NULL, 0), SFA_OK);
   ck_assert_int_eq(b.mma, SFA_SPEC_MMA_SYNC);
+  ck_assert(b.block_m == 64 && b.block_n == 64 && b.num_warps == 4 && b.num_stages == 1);
   static const struct { sfa_pass pass; int d, arch; } never[] = {
     {SFA_PASS_BWD, 128, 80}, {SFA_PASS_BWD, 96, 90}, {SFA_PASS_BWD_DQ, 128, 90},
     {SFA_PASS_FWD, 256, 90}, {SFA_PASS_BWD, 256, 80}};
