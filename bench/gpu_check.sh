@@ -16,11 +16,12 @@
 # 128 and 256 (T 4096 and 16384; wgmma and ws candidates) into /tmp/sfa-f, exported to $OUT/tuned_fwd.tsv (a table to
 # ship under cache/tuned/ where its winners beat the defaults). decode: bench/decode.py at B 8 and 32, 4k and 32k
 # keys, contiguous and 16-token pages, eager and as CUDA graph replays (--graph). bwd256: the wgmma
-# backward at D 256 (asked for with SFA_MMA=wgmma): test_gpu_backward's wgmma256 case, memcheck
+# backward at D 256 (the default on sm_90): test_gpu_backward's wgmma256 case, memcheck
 # and racecheck of it, then compare.py's D 256 backward rows (dense causal and window, T 8k and
-# 16k, against cuDNN and Flex) under SFA_MMA=wgmma and under the default (mma.sync), A B A B.
-# ws256: the D 256 forwards that keep mma.sync by default (qk_drop, hash; T 16384) under
-# SFA_MMA=ws and the default, A B A B (bench/prof_case.py), for the choice of their default.
+# 16k, against cuDNN and Flex) under the default and under SFA_MMA=sync (mma.sync), A B A B.
+# ws256: the D 256 forwards of qk_drop (ws by default since session 21) and hash (mma.sync by
+# default; T 16384) under SFA_MMA=ws and SFA_MMA=sync, A B A B (bench/prof_case.py), for the
+# choice of their default.
 case "$1" in -h|--help) sed -n '2,/^[^#]/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp}
@@ -84,7 +85,7 @@ if [[ $what == *" bwd256 "* ]]; then
       build/tests/test_gpu_backward > $OUT/$tool-bwd256.log 2>&1; rc=$?
     summary+=("$tool wgmma256 rc=$rc: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' $OUT/$tool-bwd256.log | tail -1)")
   done
-  for m in wgmma auto wgmma auto; do
+  for m in auto sync auto sync; do
     SFA_MMA=$m python3 bench/compare.py --only dense,window --pass bwd --T 8192,16384 --D 256 \
       --d256 "" --e2e-T "" --peers cudnn,flex > $OUT/bwd256-$m.log 2>&1
     echo "SFA_MMA=$m"; grep -E "^ *(dense|window)|FAIL" $OUT/bwd256-$m.log
@@ -93,7 +94,7 @@ if [[ $what == *" bwd256 "* ]]; then
 fi
 if [[ $what == *" ws256 "* ]]; then
   for mode in qk_drop hash; do
-    for m in ws auto ws auto; do
+    for m in ws sync ws sync; do
       echo "$mode D 256 fwd SFA_MMA=$m: $(SFA_MMA=$m python3 bench/prof_case.py --mode $mode --D 256 \
         --pass fwd --T 16384 2>&1 | tail -1)"
     done
