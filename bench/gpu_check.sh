@@ -4,7 +4,7 @@
 # optionally the benchmark scripts. Logs go to $OUT (or /tmp) and a summary is
 # printed last. Usage:
 #   bash bench/gpu_check.sh [suites] [sync] [sanitize] [wssan] [bench] [bwdtune] [bwdbench]
-#                           [fwdtune] [decode] [bwd256] [ws256] [compare]
+#                           [fwdtune] [decode] [bwd256] [ws256] [short] [compare]
 # Session 9 took: suites 3.5 min (2.25 of it test_gpu_backward), sanitize 1.4
 # min, compare (the full grid) 5.5 min; session 8: bwdtune ~1 min, bwdbench
 # over 3 min (FlexAttention compiles). Split the steps across calls of 10 min.
@@ -21,7 +21,10 @@
 # 16k, against cuDNN and Flex) under the default and under SFA_MMA=sync (mma.sync), A B A B.
 # ws256: the D 256 forwards of qk_drop (ws by default since session 21) and hash (mma.sync by
 # default; T 16384) under SFA_MMA=ws and SFA_MMA=sync, A B A B (bench/prof_case.py), for the
-# choice of their default.
+# choice of their default. short: the size rule of the D 64 forward (sfa__spec_for_keys: one ws
+# consumer up to 4096 keys, three above) for dense and qk_drop: the default against SFA_MMA=ws
+# (three consumers at every length) at T 1024, 2048 and 4096, A B A B, and the ws tile sweep at
+# T 8192 (is 4096 the right threshold?) into /tmp/sfa-s.
 case "$1" in -h|--help) sed -n '2,/^[^#]/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp}
@@ -100,6 +103,19 @@ if [[ $what == *" ws256 "* ]]; then
     done
   done | tee $OUT/ws256.log
   summary+=("ws256: $OUT/ws256.log")
+fi
+if [[ $what == *" short "* ]]; then
+  for T in 1024 2048 4096; do
+    for mode in dense qk_drop; do
+      for m in auto ws auto ws; do
+        echo "$mode D 64 fwd T $T SFA_MMA=$m: $(SFA_MMA=$m python3 bench/prof_case.py --mode $mode \
+          --D 64 --pass fwd --T $T 2>&1 | tail -1)"
+      done
+    done
+  done | tee $OUT/short.log
+  build/sfa-tune --cache-dir /tmp/sfa-s --modes dense,qk_drop --head-dims 64 --seq-lens 8192 \
+    --kinds ws --sweep > $OUT/short_sweep.log 2>&1
+  summary+=("short: $OUT/short.log; sweep at T 8192: $(grep -c candidates $OUT/short_sweep.log) shapes")
 fi
 if [[ $what == *" bench "* ]]; then
   python3 bench/compare_sparse.py --csv $OUT/compare_sparse.csv 2>&1 | tee $OUT/compare_sparse.log | tail -12

@@ -81,6 +81,13 @@ int sfa__ws_allowed(const sfa_kernel_spec *spec);
 ** allowed). A kind the spec does not allow falls back to the next one (ws to
 ** wgmma, wgmma to mma.sync). */
 sfa_status sfa__spec_default_mma(sfa_kernel_spec *spec, int wg, char *err, size_t errlen);
+/* The default of a problem whose query rows see at most tk keys (the key
+** length), from the spec's sfa_spec_default tiles: where short rows were
+** measured faster on other tiles (tk <= SFA__SHORT_KEYS: the D 64 ws forward
+** of dense and qk_drop on one consumer instead of three), those; returns 1
+** where it changed the spec. A spec with other tiles is left alone. */
+#define SFA__SHORT_KEYS 4096
+int sfa__spec_for_keys(sfa_kernel_spec *spec, int64_t tk);
 #define SFA__MAX_ACC_REGISTERS 192
 #define SFA__BWD_MAX_HEAD_DIM 128 /* sfa_backward: every multiple of 16 up to here */
 /* Above 128 the backward takes multiples of 32 up to 256: the columns of dK,

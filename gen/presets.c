@@ -1,7 +1,9 @@
 /*
 ** presets.c -- the named kernel lists that sfa-gen ships and the compile tests
 ** check: each is a set of (mode, flags) classes times dtypes times head dims,
-** with the default tiles of sfa_spec_default, for each requested arch.
+** with the default tiles of sfa_spec_default, for each requested arch (and
+** where a short key length has other default tiles, sfa__spec_for_keys, those
+** too: each call the preset covers finds its kernel whatever its length).
 **
 **   small       dense {-, causal} x fp16, bf16 x D {64,128}; qk_drop, hash,
 **               window {causal} x bf16 x D 128; passes fwd and bwd only
@@ -133,6 +135,10 @@ static sfa_status add_groups(list *l, const group *g, size_t ng, int arch, int b
             if (st == SFA_ERR_UNSUPPORTED && p > 0) break;
             if (st != SFA_OK) return st;
             if (push(l, &s) != 0)
+              return sfa__fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "preset: out of memory");
+            /* the short rows' default too, where it has other tiles */
+            sfa_kernel_spec sk = s;
+            if (sfa__spec_for_keys(&sk, 1) && push(l, &sk) != 0)
               return sfa__fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "preset: out of memory");
             if (!both_kinds || !(sfa__wgmma_allowed(&s) || sfa__ws_allowed(&s))) continue;
             /* each other kind the class allows: mma.sync, wgmma, ws */

@@ -242,6 +242,16 @@ void sfa__tune_make_row(const sfa_tune_key *key, const sfa__tune_result *res, sf
   /* date stays "": sfa_tunedb_put stamps the current UTC time */
 }
 
+void sfa__tune_lead_for_keys(sfa_kernel_spec *cands, int *n, int64_t tk) {
+  if (!cands || !n || *n < 1) return;
+  const sfa_kernel_spec d0 = cands[0];
+  if (!sfa__spec_for_keys(&cands[0], tk)) return;
+  int i = 1;
+  while (i < *n && !sfa__spec_same_config(&cands[i], &cands[0])) i++;
+  if (i < *n) cands[i] = d0;
+  else if (*n < SFA__TUNE_MAX_CANDIDATES) cands[(*n)++] = d0;
+}
+
 sfa_status sfa__tune_pick(sfa_tunedb *db, const sfa_tune_key *key, sfa_kernel_spec *spec,
                           int *from_db, char *err, size_t errlen) {
   sfa_tune_row row;

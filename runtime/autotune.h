@@ -44,6 +44,12 @@
 ** and message when the problem class itself is invalid (no default). */
 sfa_status sfa__tune_candidates(const sfa_kernel_spec *base, sfa_kernel_spec **out, int *n,
                                 char *err, size_t errlen);
+/* Puts the default of a key length tk first in cands[0..*n) (room for
+** SFA__TUNE_MAX_CANDIDATES), as sfa__tune_candidates made them: where
+** sfa__spec_for_keys gives other tiles than cands[0], those lead, so that a
+** winner is recorded only where it beats what an untuned call runs, and the
+** length-free default takes their place among the others. */
+void sfa__tune_lead_for_keys(sfa_kernel_spec *cands, int *n, int64_t tk);
 
 typedef enum sfa__tune_status {
   SFA__TUNE_OK = 0,    /* timed and accepted */

@@ -3,7 +3,9 @@
 ** that sfa_forward and sfa_backward get for their arguments on a device of a
 ** given arch (the attention kernels through the tuning policy's
 ** sfa__select_spec, as sfa__select_kernel does, then the backward's utility
-** kernels). With sfa__kernel_cubin this says, on any machine, whether a set
+** kernels). The tiles may depend on the key length (sfa__spec_for_keys): a
+** call's list holds the kernel of short rows and the one of long rows where
+** they differ. With sfa__kernel_cubin this says, on any machine, whether a set
 ** of ahead-of-time kernel dirs serves a call without NVRTC.
 */
 #include <string.h>
@@ -16,15 +18,24 @@
 #include "runtime/util.h"
 
 /* Appends the spec of (pass, dtype, head_dim, flags) with the tiles the
-** policy picks: sfa__select_launch_spec, which sfa__select_kernel uses too. */
+** policy picks: sfa__select_launch_spec, which sfa__select_kernel uses too,
+** for a key length of 1 and for one above SFA__SHORT_KEYS (the second only
+** where it differs). */
 static sfa_status attention(sfa_context *ctx, const sfa__device *dev, const sfa__problem *prob,
                             sfa_pass pass, sfa_dtype dtype, int head_dim, unsigned flags,
                             sfa_kernel_spec *specs, int max, int *n) {
-  if (*n >= max) return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "specs: room for %d", max);
-  sfa_kernel_spec s;
-  sfa_status st = sfa__select_launch_spec(ctx, dev, pass, dtype, head_dim, flags, prob, &s);
-  if (st == SFA_OK) specs[(*n)++] = s;
-  return st;
+  sfa__problem p = *prob;
+  const int64_t tks[2] = {1, SFA__SHORT_KEYS + 1};
+  for (int i = 0; i < 2; i++) {
+    sfa_kernel_spec s;
+    p.Tq = p.Tk = tks[i];
+    sfa_status st = sfa__select_launch_spec(ctx, dev, pass, dtype, head_dim, flags, &p, &s);
+    if (st != SFA_OK) return st;
+    if (i == 1 && sfa__spec_same_config(&s, &specs[*n - 1])) break;
+    if (*n >= max) return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "specs: room for %d", max);
+    specs[(*n)++] = s;
+  }
+  return SFA_OK;
 }
 
 /* Appends the utility kernel of (pass, dtype), as sfa__util_kernel gets it. */

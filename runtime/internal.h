@@ -131,8 +131,10 @@ void sfa__kernel_get_stats(sfa_context *ctx, sfa__kernel_stats *out);
 ** SFA_PASS_FWD) or sfa_backward (SFA_PASS_BWD) loads for params, extras (as
 ** the call gets them: the flags follow extras->bias and ->mask), q's dtype
 ** and head_dim on a device of arch, in the order the call gets them:
-** forward its fwd kernel; backward its bwd kernel, its bwddq kernel when
-** deterministic, then the utility kernels bwd_pre and convert. Only where
+** forward its fwd kernel (where the tiles depend on the key length,
+** sfa__spec_for_keys, the short rows' kernel, then the long rows'); backward
+** its bwd kernel, its bwddq kernel when deterministic, then the utility
+** kernels bwd_pre and convert. Only where
 ** the choice does not depend on the device: ctx's tuning policy off, or a
 ** forced mma kind (else SFA_ERR_UNSUPPORTED). An unservable class is the
 ** call's own error (e.g. SFA_ERR_UNSUPPORTED for a head dim). The arguments

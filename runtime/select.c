@@ -362,7 +362,9 @@ static sfa_status select_spec(sfa_context *ctx, const sfa__device *dev, sfa_kern
   }
   if (policy == SFA_TUNE_OFF || !s) {
     sfa_status st = sfa_spec_default(spec, why, sizeof why);
-    return st == SFA_OK ? SFA_OK : no_default(ctx, st, spec, why);
+    if (st != SFA_OK) return no_default(ctx, st, spec, why);
+    sfa__spec_for_keys(spec, prob->Tk);
+    return SFA_OK;
   }
 
   mkey mk;
@@ -391,6 +393,7 @@ static sfa_status select_spec(sfa_context *ctx, const sfa__device *dev, sfa_kern
   if ((st = sfa__tune_pick(have_key ? t.db : NULL, have_key ? &key : NULL, &pick, &from_db,
                            why, sizeof why)) != SFA_OK)
     return no_default(ctx, st, spec, why);
+  if (!from_db) sfa__spec_for_keys(&pick, prob->Tk); /* as under policy off */
 
   int locked = 0;
   /* The tuner's synthetic calls are fixed-length: packed sequences take the

@@ -114,6 +114,45 @@ START_TEST(candidates_valid_default_first_unique) {
 }
 END_TEST
 
+/* The tuner's first candidate is the default of the problem's key length
+** (sfa__spec_for_keys): up to 4096 keys the one-consumer tile of dense D 64 on
+** sm_90 leads and the three-consumer default takes its place, same set; above,
+** and for a class without a length rule, the order stays. */
+START_TEST(the_key_lengths_default_leads_the_candidates) {
+  sfa_kernel_spec b = cls(SFA_MODE_DENSE, SFA_DTYPE_BF16, 64, 90, SFA_FEAT_CAUSAL), *c, *o;
+  int n, no;
+  ck_assert_int_eq(sfa__tune_candidates(&b, &o, &no, NULL, 0), SFA_OK);
+  ck_assert_int_eq(o[0].num_warps, 16);
+  for (int t = 0; t < 2; t++) {
+    ck_assert_int_eq(sfa__tune_candidates(&b, &c, &n, NULL, 0), SFA_OK);
+    sfa__tune_lead_for_keys(c, &n, t ? 4097 : 4096);
+    ck_assert_int_eq(n, no);
+    if (t) {
+      ck_assert(memcmp(c, o, (size_t)n * sizeof *c) == 0);
+    } else {
+      ck_assert(c[0].block_m == 64 && c[0].num_warps == 8 && c[0].num_stages == 2 &&
+                c[0].mma == SFA_SPEC_MMA_WS);
+      int swapped = 0;
+      for (int i = 1; i < n; i++) {
+        if (memcmp(&c[i], &o[i], sizeof *c) == 0) continue;
+        ck_assert(memcmp(&c[i], &o[0], sizeof *c) == 0 && memcmp(&o[i], &c[0], sizeof *c) == 0);
+        swapped++;
+      }
+      ck_assert_int_eq(swapped, 1);
+    }
+    free(c);
+  }
+  free(o);
+  b.head_dim = 128;
+  ck_assert_int_eq(sfa__tune_candidates(&b, &o, &no, NULL, 0), SFA_OK);
+  ck_assert_int_eq(sfa__tune_candidates(&b, &c, &n, NULL, 0), SFA_OK);
+  sfa__tune_lead_for_keys(c, &n, 1024);
+  ck_assert(n == no && memcmp(c, o, (size_t)n * sizeof *c) == 0);
+  free(c);
+  free(o);
+}
+END_TEST
+
 /* wgmma candidates come next to the mma.sync ones for fwd and bwd on sm_90
 ** (D 64, 128), and nowhere else. */
 START_TEST(wgmma_candidates_for_sm90_fwd_and_bwd) {
@@ -586,6 +625,7 @@ static Suite *autotune_suite(void) {
   TCase *tc = tcase_create("autotune");
   tcase_add_test(tc, candidates_valid_default_first_unique);
   tcase_add_test(tc, wgmma_candidates_for_sm90_fwd_and_bwd);
+  tcase_add_test(tc, the_key_lengths_default_leads_the_candidates);
   tcase_add_test(tc, candidates_of_an_invalid_class_fail);
   tcase_add_test(tc, fastest_is_picked);
   tcase_add_test(tc, output_beyond_tolerance_is_rejected);

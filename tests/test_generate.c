@@ -82,9 +82,10 @@ START_TEST(source_for_every_preset_variant) {
     /* per arch: fwd, and for D <= 128 bwd, bwd + det, bwddq; all-modes on
     ** sm_90 also fwd, bwd and bwd + det in the other mma kind and the 32 fwd
     ** kernels without a mask warp-specialized; 28 decode kernels and the 11
-    ** utility kernels per arch */
-    ck_assert_uint_eq(n, p == 0 ? 2 * (44 + 3 * 44 + 28 + 11)
-                                : 2 * 4 * 48 + 3 * 48 + 32 + 2 * (28 + 11));
+    ** utility kernels per arch; on sm_90 the short rows' forwards (dense and
+    ** qk_drop at D 64 in fp16 and bf16: 6) */
+    ck_assert_uint_eq(n, p == 0 ? 2 * (44 + 3 * 44 + 28 + 11) + 6
+                                : 2 * 4 * 48 + 3 * 48 + 32 + 2 * (28 + 11) + 6);
     for (size_t i = 0; i < n; i++) {
       sfa_kernel_spec s = specs[i];
       char name[SFA__NAME_MAX], err[1024] = "", *src = NULL, pat[SFA__NAME_MAX + 4];
@@ -141,9 +142,9 @@ START_TEST(preset_contents) {
   int count[4][16] = {{0}};
   int passes[3] = {0}, nwg = 0;
   ck_assert_int_eq(sfa__preset("default", arch, 1, &v, &n, err, sizeof err), SFA_OK);
-  ck_assert_uint_eq(n, 44 + 3 * 44 + 28 + 11);
+  ck_assert_uint_eq(n, 44 + 3 * 44 + 28 + 11 + 6);
   expect_utils(v, n, 11);
-  int ndecode = 0;
+  int ndecode = 0, nshort = 0;
   for (size_t i = 0; i < n; i++) {
     sfa_kernel_spec d = v[i];
     if (sfa__pass_is_util(v[i].pass)) continue;
@@ -160,7 +161,12 @@ START_TEST(preset_contents) {
     }
     const int wg = v[i].mma == SFA_SPEC_MMA_WGMMA || v[i].mma == SFA_SPEC_MMA_WS;
     ck_assert_int_eq(sfa_spec_default(&d, NULL, 0), SFA_OK);
-    ck_assert(memcmp(&d, &v[i], sizeof d) == 0); /* default tiles */
+    if (memcmp(&d, &v[i], sizeof d) != 0) { /* not the default: the short rows' default */
+      ck_assert(sfa__spec_for_keys(&d, 1) && memcmp(&d, &v[i], sizeof d) == 0);
+      ck_assert(v[i].head_dim == 64 && v[i].num_warps == 8 && v[i].block_m == 64);
+      nshort++;
+      continue;
+    }
     /* sm_90 fwd and bwd at D 64 and 128 default to wgmma (the fwd of dense,
     ** qk_drop and an unbiased window: ws), the bwd at D 256 to wgmma, and the
     ** fwd of dense and an unbiased window at D 256 to ws (qk_drop too, not in
@@ -186,6 +192,9 @@ START_TEST(preset_contents) {
   ** and bwd + det */
   ck_assert_int_eq(nwg, 3 * 2 * 2 * (2 + 1 + 1 + 4) + 3 * 2 * 2);
   ck_assert_int_eq(ndecode, 28);
+  /* the short rows' one-consumer forward of dense {-, causal} and qk_drop at D 64, fp16 and
+  ** bf16 (sfa__spec_for_keys) */
+  ck_assert_int_eq(nshort, 6);
   ck_assert_int_eq(passes[SFA_PASS_FWD], 44);
   ck_assert_int_eq(passes[SFA_PASS_BWD], 44 + 44 * 101); /* 44 plain, 44 det */
   ck_assert_int_eq(passes[SFA_PASS_BWD_DQ], 44);
@@ -204,7 +213,7 @@ START_TEST(preset_contents) {
   /* 48 classes x (fwd, bwd, bwd + det, bwddq), and on sm_90 fwd, bwd and
   ** bwd + det also in the other mma kind, and fwd warp-specialized where no
   ** mask (32 classes) */
-  ck_assert_uint_eq(n, 4 * 48 + 3 * 48 + 32 + 28 + 11);
+  ck_assert_uint_eq(n, 4 * 48 + 3 * 48 + 32 + 28 + 11 + 6); /* 6: the short rows' forwards */
   expect_utils(v, n, 11);
   int kinds[3][3] = {{0}};
   for (size_t i = 0; i < n; i++) {
@@ -218,7 +227,7 @@ START_TEST(preset_contents) {
   }
   ck_assert_int_eq(kinds[SFA_PASS_FWD][0], 48);
   ck_assert_int_eq(kinds[SFA_PASS_FWD][1], 48);
-  ck_assert_int_eq(kinds[SFA_PASS_FWD][2], 32);
+  ck_assert_int_eq(kinds[SFA_PASS_FWD][2], 32 + 6); /* and the short rows' */
   ck_assert_int_eq(kinds[SFA_PASS_BWD][0], 96);
   ck_assert_int_eq(kinds[SFA_PASS_BWD][1], 96);
   ck_assert_int_eq(kinds[SFA_PASS_BWD_DQ][0], 48);
@@ -255,10 +264,11 @@ START_TEST(preset_contents) {
   free(v);
 
   /* small (setup.sh's): dense {-, causal} x fp16, bf16 x D 64, 128 and qk_drop,
-  ** hash, window causal x bf16 x D 128, each fwd and bwd (no det, no bwddq) */
+  ** hash, window causal x bf16 x D 128, each fwd and bwd (no det, no bwddq), and
+  ** dense's short rows' forward at D 64 (4) */
   ck_assert_int_eq(sfa__preset("small", arch, 1, &v, &n, err, sizeof err), SFA_OK);
-  ck_assert_uint_eq(n, 22 + 7 + 11); /* and dense, window {-, causal}, hash {-, strict} + dense
-                                      ** causal gather decode */
+  ck_assert_uint_eq(n, 22 + 4 + 7 + 11); /* and dense, window {-, causal}, hash {-, strict} +
+                                          ** dense causal gather decode */
   expect_utils(v, n, 11);
   int nbwd = 0, nsparse = 0, ndec = 0;
   for (size_t i = 0; i < n; i++) {
@@ -562,7 +572,7 @@ START_TEST(sfa_gen_tool) {
   int n = 0;
   while (f && fgets(line, sizeof line, f)) n++;
   if (f) fclose(f);
-  ck_assert_int_eq(n, 2 * (44 + 3 * 44 + 28 + 11));
+  ck_assert_int_eq(n, 2 * (44 + 3 * 44 + 28 + 11) + 6);
   snprintf(cmd, sizeof cmd, "%s --preset all-modes --arch sm_80,sm90 --list | wc -l > %s/n.txt",
            tool, dir);
   ck_assert_int_eq(run(cmd), 0);
@@ -570,7 +580,7 @@ START_TEST(sfa_gen_tool) {
   f = fopen(cmd, "r");
   ck_assert(f && fscanf(f, "%d", &n) == 1);
   fclose(f);
-  ck_assert_int_eq(n, 2 * 4 * 48 + 3 * 48 + 32 + 2 * (28 + 11));
+  ck_assert_int_eq(n, 2 * 4 * 48 + 3 * 48 + 32 + 2 * (28 + 11) + 6);
 
   /* Utility kernels: by --pass (its dtype, or the one it takes) and by name. */
   expect_first_listed(tool, dir, "--pass topk --dtype fp32 --arch 80,90", "sfa_topk_fp32_sm80\n");

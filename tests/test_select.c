@@ -144,6 +144,13 @@ static sfa_kernel_spec dflt(sfa_kernel_spec s) {
   return s;
 }
 
+/* The default of problem p: for its key length (sfa__spec_for_keys). */
+static sfa_kernel_spec dflt_for(sfa_kernel_spec s, const sfa__problem *p) {
+  s = dflt(s);
+  sfa__spec_for_keys(&s, p->Tk);
+  return s;
+}
+
 /* The last of the tuning candidates: what the fake tuner makes win. */
 static sfa_kernel_spec target_of(sfa_kernel_spec s) {
   sfa_kernel_spec *c = NULL, t;
@@ -256,7 +263,7 @@ START_TEST(cached_uses_the_db_and_the_default_on_a_miss) {
   assert_tile(&s, &want);
   sfa_kernel_spec c2 = cls(SFA_PASS_FWD, 64, 90, 0);
   s = select_ok(ctx, &d, c2, &p);
-  want = dflt(c2);
+  want = dflt_for(c2, &p);
   assert_tile(&s, &want);
 
   sfa__select_stats st;
@@ -385,7 +392,7 @@ START_TEST(devices_have_their_own_db_and_memo) {
   put_row("Fake GPU 1", 90, &c, &p, cfg);
   sfa_context *ctx = make_ctx(SFA_TUNE_CACHED);
   sfa_kernel_spec s0 = select_ok(ctx, &d0, c, &p), s1 = select_ok(ctx, &d1, c, &p);
-  sfa_kernel_spec want1 = c, want0 = dflt(c);
+  sfa_kernel_spec want1 = c, want0 = dflt_for(c, &p);
   sfa_tunedb_config_apply(&cfg, &want1);
   assert_tile(&s0, &want0);
   assert_tile(&s1, &want1);
@@ -396,6 +403,54 @@ START_TEST(devices_have_their_own_db_and_memo) {
   ck_assert_uint_eq(st.db_opens, 2);
   ck_assert_uint_eq(st.memo_hits, 1);
   sfa_context_destroy(ctx);
+}
+END_TEST
+
+/* The default depends on the key length where short rows were measured
+** faster on other tiles (sfa__spec_for_keys): the D 64 ws forward of dense
+** and qk_drop on sm_90 takes one consumer (m64n128w8s2) up to 4096 keys and
+** three (m192n128w16s4) above; under policy off and on a db miss alike, not
+** with softcap (two consumers at every length), packed sequences, D 128 or
+** sm_80. */
+START_TEST(short_rows_take_one_consumer_up_to_4096_keys) {
+  sfa__device d = fake_dev(0, 90), d80 = fake_dev(1, 80);
+  sfa__problem p4k = problem(16, 16, 4096), p4k1 = problem(16, 16, 4097),
+               p1k = problem(4, 16, 1024);
+  p4k1.Tq = 100; /* the key length decides */
+  for (int policy = 0; policy < 2; policy++) {
+    sfa_context *ctx = make_ctx(policy ? SFA_TUNE_CACHED : SFA_TUNE_OFF);
+    for (int mode = 0; mode < 2; mode++) {
+      sfa_kernel_spec c = cls(SFA_PASS_FWD, 64, 90, mode ? 0 : SFA_FEAT_CAUSAL);
+      c.mode = mode ? SFA_MODE_QK_DROP : SFA_MODE_DENSE;
+      const sfa__problem *ps[] = {&p1k, &p4k, &p4k1};
+      for (int i = 0; i < 3; i++) {
+        sfa_kernel_spec s = select_ok(ctx, &d, c, ps[i]);
+        const int one = ps[i]->Tk <= 4096;
+        ck_assert_int_eq(s.mma, SFA_SPEC_MMA_WS);
+        ck_assert_msg(s.block_m == (one ? 64 : 192) && s.block_n == 128 &&
+                          s.num_warps == (one ? 8 : 16) && s.num_stages == (one ? 2 : 4),
+                      "policy %d mode %d Tk %lld: m%dn%dw%ds%d", policy, mode,
+                      (long long)ps[i]->Tk, s.block_m, s.block_n, s.num_warps, s.num_stages);
+      }
+      /* softcap, packed sequences, D 128, sm_80: the default at 1024 keys too */
+      const unsigned fl[] = {SFA_FEAT_SOFTCAP, SFA_FEAT_VARLEN | c.flags};
+      for (size_t f = 0; f < 2; f++) {
+        sfa_kernel_spec o = c;
+        o.flags = fl[f];
+        sfa_kernel_spec s = select_ok(ctx, &d, o, &p1k), want = dflt(o);
+        assert_tile(&s, &want);
+      }
+      sfa_kernel_spec o = c;
+      o.head_dim = 128;
+      sfa_kernel_spec s = select_ok(ctx, &d, o, &p1k), want = dflt(o);
+      assert_tile(&s, &want);
+      o = c;
+      o.arch = 80;
+      s = select_ok(ctx, &d80, o, &p1k), want = dflt(o);
+      assert_tile(&s, &want);
+    }
+    sfa_context_destroy(ctx);
+  }
 }
 END_TEST
 
@@ -497,7 +552,7 @@ START_TEST(a_failing_tuner_warns_once_and_gives_the_default) {
   F.fail = 1;
   sfa__device d = fake_dev(0, 90);
   sfa__problem p = problem(1, 8, 4096);
-  sfa_kernel_spec c = cls(SFA_PASS_FWD, 64, 90, 0), want = dflt(c), s;
+  sfa_kernel_spec c = cls(SFA_PASS_FWD, 64, 90, 0), want = dflt_for(c, &p), s;
   sfa_context *ctx = make_ctx(SFA_TUNE_ON);
   int saved = tu_capture_stderr(log);
   for (int i = 0; i < 5; i++) {
@@ -572,7 +627,7 @@ START_TEST(real_hooks_without_a_driver) {
   sfa__select_set_hooks(ctx, NULL);
   sfa__device d = fake_dev(0, 90);
   sfa__problem p = problem(1, 8, 4096);
-  sfa_kernel_spec c = cls(SFA_PASS_FWD, 64, 90, 0), want = dflt(c);
+  sfa_kernel_spec c = cls(SFA_PASS_FWD, 64, 90, 0), want = dflt_for(c, &p);
   int saved = tu_capture_stderr(log);
   sfa_kernel_spec s = select_ok(ctx, &d, c, &p);
   tu_restore_stderr(saved);
@@ -597,6 +652,7 @@ static Suite *select_suite(void) {
   tcase_add_test(tc, cached_bwd_rows_of_either_mma_kind_are_used);
   tcase_add_test(tc, ws_gives_way_to_wgmma_where_the_copy_engine_cannot_address);
   tcase_add_test(tc, devices_have_their_own_db_and_memo);
+  tcase_add_test(tc, short_rows_take_one_consumer_up_to_4096_keys);
   tcase_add_test(tc, on_tunes_a_miss_once_and_records_it);
   tcase_add_test(tc, on_for_a_pass_it_cannot_launch_is_cached);
   tcase_add_test(tc, a_failing_tuner_warns_once_and_gives_the_default);

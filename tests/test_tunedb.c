@@ -10,6 +10,7 @@
 ** tables shipped under cache/tuned/ read cleanly and hold valid winners.
 */
 #include "cache/tunedb.h"
+#include "gen/gen_internal.h"
 #include "testutil.h"
 
 #include <dirent.h>
@@ -784,6 +785,14 @@ START_TEST(shipped_tables_hold_valid_winners) {
                     i, err);
       ck_assert_msg(r.time_us < r.default_time_us, "%s row %zu: %g us does not beat %g", path, i,
                     r.time_us, r.default_time_us);
+      /* nor names what the default already picks for its size (sfa__spec_for_keys) */
+      int64_t tq, tk, bh;
+      ck_assert_int_eq(sfa_tunedb_bucket_parse(r.key.bucket, &tq, &tk, &bh), 0);
+      sfa_kernel_spec def = spec;
+      ck_assert_int_eq(sfa_spec_default(&def, NULL, 0), SFA_OK);
+      sfa__spec_for_keys(&def, tk);
+      ck_assert_msg(!sfa__spec_same_config(&def, &spec), "%s row %zu: the default's own tiles",
+                    path, i);
     }
     sfa_tunedb_close(db);
     files++;
