@@ -31,8 +31,9 @@ echo "== the shipped tuning tables, and sfa-tune imports them"
 for t in "$src"/cache/tuned/*.tsv; do
   cmp "$t" "$prefix/share/sfa/tuned/$(basename "$t")"
   gpu=$(sed -n '1s/.* gpu=\(.*\) cc=[0-9]*$/\1/p' "$t"); cc=$(sed -n '1s/.* cc=//p' "$t")
+  rows=$(grep -vc $'^#\\|^gpu\t' "$t") # its rows: not the comment or the header
   "$prefix/bin/sfa-tune" --cache-dir "$work/tunecache" --gpu "$gpu" --cc "$cc" \
-    --import "$prefix/share/sfa/tuned/$(basename "$t")" 2>&1 | grep -q "rows added"
+    --import "$prefix/share/sfa/tuned/$(basename "$t")" 2>&1 | grep -Eq ": $rows rows? added"
 done
 soname=$(readelf -d "$libdir/libsfa.so" | sed -n 's/.*Library soname: \[\(.*\)\]/\1/p')
 major=$(sed -n 's/^#define SFA_VERSION_MAJOR \([0-9]*\)$/\1/p' "$src/include/sfa.h")
