@@ -670,7 +670,7 @@ sfa_status sfa__spec_default_mma(sfa_kernel_spec *spec, int wg, char *err, size_
   /* auto: wgmma wherever it is allowed (sm_90: fwd and bwd at D 64 and 128,
   ** bwd at D 256), and the warp-specialized forward where it was measured
   ** faster */
-  if (wg < 0) wg = ws_by_default(&s) ? 2 : sfa__wgmma_allowed(&s) ? 1 : 0;
+  if (wg < 0) wg = ws_by_default(&s) ? 2 : 1;
   if (wg == 2 && !sfa__ws_allowed(&s)) wg = 1;
   if (wg == 1 && !sfa__wgmma_allowed(&s)) wg = 0;
   if (wg == 2) {

@@ -181,10 +181,11 @@ START_TEST(hash_buckets) {
 }
 END_TEST
 
-static void run_windows(const tg_wspec *w, size_t n, uint64_t seed0) {
+/* Each window case of w through run (run_case, or a check before it), seeds from seed0. */
+static void run_windows(const tg_wspec *w, size_t n, uint64_t seed0, void (*run)(const scase *)) {
   for (size_t i = 0; i < n; i++) {
     scase c = tg_window_case(&w[i], tg_seed + seed0 + i);
-    run_case(&c);
+    run(&c);
   }
 }
 
@@ -197,7 +198,7 @@ START_TEST(window_plain_and_mask) {
     {63, 63, 0, 1000, 900, 64, 0, 2, BIAS_NONE, MASK_HEAD, 0.1},
     {100, 0, 1, 600, 1000, 128, 1, 1, BIAS_NONE, MASK_ROW, 0.9},
   };
-  run_windows(w, sizeof w / sizeof w[0], 300);
+  run_windows(w, sizeof w / sizeof w[0], 300, run_case);
 }
 END_TEST
 
@@ -212,7 +213,7 @@ START_TEST(window_bias_gradients) {
     {100, 0, 1, 600, 1000, 64, 1, 2, BIAS_HEAD, MASK_HEAD, 0.9},
     {-1, 37, 0, 513, 1000, 64, 0, 1, BIAS_BATCH, MASK_KV, 0.9},
   };
-  run_windows(w, sizeof w / sizeof w[0], 400);
+  run_windows(w, sizeof w / sizeof w[0], 400, run_case);
 }
 END_TEST
 
@@ -227,7 +228,7 @@ START_TEST(small_for_sanitizers) {
     {40, 0, 1, 200, 170, 128, 0, 1, BIAS_KV, MASK_HEAD, 0.5},
     {-1, -1, 0, 130, 200, 64, 1, 2, BIAS_ROW, MASK_NONE, 0},
   };
-  run_windows(w, sizeof w / sizeof w[0], 810);
+  run_windows(w, sizeof w / sizeof w[0], 810, run_case);
   scase h = tg_case(SFA_MODE_HASH, 1, 200, 260, 64, SFA_DTYPE_FP16);
   h.buckets = 4, h.seed = tg_seed + 820;
   run_case(&h);
@@ -247,7 +248,7 @@ START_TEST(wide_head_dims) {
     {100, 0, 1, 400, 600, 192, 1, 2, BIAS_KV, MASK_NONE, 0},
     {-1, 37, 0, 300, 333, 224, 0, 1, BIAS_HEAD, MASK_HEAD, 0.5},
   };
-  run_windows(w, sizeof w / sizeof w[0], 1010);
+  run_windows(w, sizeof w / sizeof w[0], 1010, run_case);
   scase h = tg_case(SFA_MODE_HASH, 1, 500, 400, 256, SFA_DTYPE_BF16);
   h.buckets = 4, h.seed = tg_seed + 1020;
   run_case(&h);
@@ -298,10 +299,7 @@ static void every_mode(const int d[6], uint64_t seed0, void (*run)(const scase *
     {100, 0, 1, 400, 600, d[2], 1, 2, BIAS_KV, MASK_HEAD, 0.3},
     {-1, 37, 0, 300, 333, d[3], 0, 1, BIAS_ROW, MASK_NONE, 0},
   };
-  for (size_t i = 0; i < sizeof w / sizeof w[0]; i++) {
-    scase wc = tg_window_case(&w[i], tg_seed + seed0 + 10 + i);
-    run(&wc);
-  }
+  run_windows(w, sizeof w / sizeof w[0], seed0 + 10, run);
   scase h = tg_case(SFA_MODE_HASH, 1, 500, 400, d[4], SFA_DTYPE_BF16);
   h.buckets = 4, h.idx_pad = 3, h.seed = tg_seed + seed0 + 20;
   run(&h);
