@@ -15,10 +15,13 @@
 **               (window: all 8 of causal/bias/mask) x D {64,128}; on sm_90
 **               every fwd and bwd kernel in both mma kinds (mma.sync and
 **               wgmma), and each fwd kernel without a mask also warp-
-**               specialized (mma ws)
+**               specialized (mma ws), and each bwd kernel that the warp-
+**               specialized backward serves (dense and window, D 64 and
+**               128, no bias, mask, det or varlen) also as ws
 **   dense-tiles every valid tile config of dense bf16, causal and not, D {64,128},
 **               with mma.sync and (sm_90) wgmma and ws (ws: D 256 too); and
-**               (sm_90) the wgmma backward at D 256
+**               (sm_90) the ws backward (2..4 stages) and the wgmma backward
+**               at D 256
 ** All of them for fp16 and bf16 except small and dense-tiles. default and
 ** all-modes hold every pass: for each forward kernel also its backward
 ** kernels bwd, bwd + det and bwddq (their own default tiles; D 256 included
@@ -110,7 +113,8 @@ static int push(list *l, const sfa_kernel_spec *s) {
 
 /* both_kinds: where wgmma is allowed (sm_90, fwd and bwd, D 64 and 128), the
 ** kernel of the other mma kind too, with its default tiles, and where the
-** warp-specialized forward is allowed (sfa__ws_allowed: D 256 too), its kernel. */
+** warp-specialized kernel is allowed (sfa__ws_allowed: fwd at D 256 too;
+** bwd of dense and window), its kernel. */
 static sfa_status add_groups(list *l, const group *g, size_t ng, int arch, int both_kinds,
                              char *err, size_t errlen) {
   for (size_t i = 0; i < ng; i++)
@@ -252,6 +256,15 @@ static sfa_status add_dense_tiles(list *l, int arch, char *err, size_t errlen) {
             if (sfa_spec_validate(&s, NULL, 0) == SFA_OK && push(l, &s) != 0)
               return sfa__fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "preset: out of memory");
           }
+  /* the warp-specialized backward (sm_90): D 64 and 128, 2..4 stages where they fit */
+  for (int d = 0; d < 2; d++)
+    for (int c = 0; c < 2; c++)
+      for (int st = 2; st <= 4; st++) {
+        sfa_kernel_spec s = {SFA_PASS_BWD, SFA_MODE_DENSE, SFA_DTYPE_BF16, dims[d], 64, 128, 12,
+                             st, arch, c ? C : 0u, SFA_SPEC_MMA_WS};
+        if (sfa_spec_validate(&s, NULL, 0) == SFA_OK && push(l, &s) != 0)
+          return sfa__fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "preset: out of memory");
+      }
   /* the wgmma backward at D 256 (sm_90; column halves, one stage), causal and not */
   for (int c = 0; c < 2; c++) {
     sfa_kernel_spec s = {SFA_PASS_BWD, SFA_MODE_DENSE, SFA_DTYPE_BF16, 256, 64, 128, 8, 1,

@@ -222,12 +222,34 @@ static sfa_status check_mode_flags(const sfa_kernel_spec *s, char *err, size_t e
 }
 
 /* The problems mma ws serves (sfa__ws_allowed says the same without a
-** message): pass fwd on an arch with wgmma, head dim 64, 128 or 256, no mask.
-** s->arch must be known. */
+** message): pass fwd on an arch with wgmma, head dim 64, 128 or 256, no mask;
+** pass bwd (templates/bwd_ws.lt) for modes dense and window at head dim 64 or
+** 128, without a bias, a mask, det or packed sequences. s->arch must be known. */
 static sfa_status check_ws_class(const sfa_kernel_spec *s, char *err, size_t errlen) {
   const sfa_status bad = SFA_ERR_INVALID_ARGUMENT;
-  if (s->pass != SFA_PASS_FWD || !(sfa__arch_find(s->arch)->mma & SFA__MMA_WGMMA))
-    return sfa__fail(err, errlen, bad, "mma: ws (warp-specialized) applies to pass fwd on sm_90 only");
+  if ((s->pass != SFA_PASS_FWD && s->pass != SFA_PASS_BWD) ||
+      !(sfa__arch_find(s->arch)->mma & SFA__MMA_WGMMA))
+    return sfa__fail(err, errlen, bad,
+                     "mma: ws (warp-specialized) applies to passes fwd and bwd on sm_90 only");
+  if (s->pass == SFA_PASS_BWD) {
+    const unsigned not_bwd = SFA_FEAT_BIAS | SFA_FEAT_MASK | SFA_FEAT_DETERMINISTIC | SFA_FEAT_VARLEN;
+    if (s->mode != SFA_MODE_DENSE && s->mode != SFA_MODE_WINDOW)
+      return sfa__fail(err, errlen, bad,
+                       "mma: ws in pass bwd serves modes dense and window (not %s); use mma "
+                       "wgmma", sfa__mode_find(s->mode)->name);
+    if (s->head_dim != 64 && s->head_dim != 128)
+      return sfa__fail(err, errlen, bad,
+                       "head_dim: %d is not allowed with mma ws in pass bwd; must be 64 or 128",
+                       s->head_dim);
+    if (s->flags & not_bwd) {
+      char fl[96];
+      sfa__flag_list(fl, sizeof fl, s->flags & not_bwd, 0, ", ");
+      return sfa__fail(err, errlen, bad,
+                       "flags: %s not allowed with mma ws in pass bwd (bias, mask, det and "
+                       "varlen take mma wgmma)", fl);
+    }
+    return SFA_OK;
+  }
   if (s->head_dim != 64 && s->head_dim != 128 && s->head_dim != 256)
     return sfa__fail(err, errlen, bad,
                      "head_dim: %d is not allowed with mma ws; must be 64, 128 or 256",
@@ -263,6 +285,19 @@ static sfa_status check_ws(const sfa_kernel_spec *s, char *err, size_t errlen) {
   const sfa_status bad = SFA_ERR_INVALID_ARGUMENT;
   sfa_status st = check_ws_class(s, err, errlen);
   if (st != SFA_OK) return st;
+  if (s->pass == SFA_PASS_BWD) {
+    /* a producer warpgroup and two consumers of 64 keys each, 64-query tiles */
+    if (s->num_warps != 12 || s->block_n != 128 || s->block_m != 64)
+      return sfa__fail(err, errlen, bad,
+                       "num_warps/block_n/block_m: %d/%d/%d is not allowed with mma ws in pass "
+                       "bwd; must be 12/128/64 (a producer warpgroup and two consumers of 64 "
+                       "keys, 64-query tiles)",
+                       s->num_warps, s->block_n, s->block_m);
+    if (s->num_stages < 2)
+      return sfa__fail(err, errlen, bad,
+                       "num_stages: %d is not allowed with mma ws; must be 2..4", s->num_stages);
+    return SFA_OK;
+  }
   if (s->head_dim == 256 && s->num_warps != 12)
     return sfa__fail(err, errlen, bad,
                      "num_warps: %d is not allowed with mma ws at head_dim 256; must be 12 (two "
@@ -378,11 +413,12 @@ static sfa_status check_rules(const sfa_kernel_spec *s, char *err, size_t errlen
   if (s->pass == SFA_PASS_BWD) { /* the dQ product splits into m16 x n16 blocks per warp */
     sfa__variant v;
     sfa__variant_fill(s, &v);
-    if (v.dq_units % s->num_warps)
+    const int mma_warps = v.ws ? s->num_warps - 4 : s->num_warps; /* ws: the consumers' */
+    if (v.dq_units % mma_warps)
       return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
                        "block_m/num_warps: the %d m16 x n16 blocks of the dQ tile (block_m %d, "
                        "%d columns) do not split over %d warps",
-                       v.dq_units, s->block_m, v.cols, s->num_warps);
+                       v.dq_units, s->block_m, v.cols, mma_warps);
   }
 
   if (s->pass == SFA_PASS_DECODE) {
@@ -630,6 +666,7 @@ int sfa__ws_allowed(const sfa_kernel_spec *s) {
 ** measured; its ws kernel spills a few bytes at D 128). */
 static int ws_by_default(const sfa_kernel_spec *s) {
   if (!sfa__ws_allowed(s)) return 0;
+  if (s->pass == SFA_PASS_BWD) return 0; /* not measured yet: SFA_MMA=ws asks for it */
   if (s->head_dim == 256)
     /* session 19 (H100, T 16384, causal): dense 16.1 ms against 29.3 for the
     ** mma.sync default, window W = 1024 2.36 against 4.01; session 21:
@@ -673,7 +710,12 @@ sfa_status sfa__spec_default_mma(sfa_kernel_spec *spec, int wg, char *err, size_
   if (wg < 0) wg = ws_by_default(&s) ? 2 : 1;
   if (wg == 2 && !sfa__ws_allowed(&s)) wg = 1;
   if (wg == 1 && !sfa__wgmma_allowed(&s)) wg = 0;
-  if (wg == 2) {
+  if (wg == 2 && s.pass == SFA_PASS_BWD) {
+    /* The warp-specialized backward: a producer warpgroup of tensor copies
+    ** and two consumers of 64 keys (templates/bwd_ws.lt), double buffered */
+    s.mma = SFA_SPEC_MMA_WS;
+    s.block_m = 64, s.block_n = 128, s.num_warps = 12, s.num_stages = 2;
+  } else if (wg == 2) {
     /* The warp-specialized forward: two consumer warpgroups of 64 rows and
     ** 128-key tiles (bench/NOTES.md, session 17, H100, dense causal bf16:
     ** D = 128 583 TF/s against wgmma's 442-463, and three stages the sweep's

@@ -16,7 +16,10 @@
 **          qmeta_ints x block_m int32: the mode's query metadata) and
 **          dq_stage (wgmma without det: 8 x 64 floats per warp);
 **   fwd ws q, k and v as fwd, then bar: the mbarriers (8 bytes each) of the
-**          stages' K and V arrivals and releases, and Q's arrival.
+**          stages' K and V arrivals and releases, and Q's arrival;
+**   bwd ws as bwd with two ds tiles and dq_stage for the consumer warps,
+**          then bar: K and V's arrival, then per stage the arrivals of Q
+**          (with lse2) and dO (with delta) and the release.
 ** Each region starts at a multiple of its alignment (a tile: 16 bytes, wgmma
 ** 1024, the swizzle's 8-row atom; the float and int arrays 16). wgmma rounds
 ** its base up to 1024, so 1024 bytes of slack follow the regions.
@@ -177,11 +180,13 @@ static void fill_attention(const sfa_kernel_spec *s, sfa__variant *v) {
     v->grid.rule = SFA__GRID_QUERY_TILES;
     v->grid.tile = s->block_m;
     break;
-  default: /* SFA_PASS_BWD */
+  default: { /* SFA_PASS_BWD */
+    /* ws: a producer warpgroup and consumer warpgroups of 64 keys each */
+    const int mma_warps = v->ws ? s->num_warps - 4 : s->num_warps;
     v->cols = s->head_dim > 128 ? s->head_dim / 2 : s->head_dim;
     v->nsplit = s->head_dim / v->cols;
     v->dq_units = (s->block_m / 16) * (v->cols / 16);
-    v->dq_units_per_warp = v->dq_units / s->num_warps;
+    v->dq_units_per_warp = v->dq_units / mma_warps;
     v->ds_row_bytes = 2 * s->block_m + be->row_pad;
     /* int32 of query metadata per query row that the kernel stages with each
     ** query tile for the mode's mask (the mode table; bwd_query_meta of
@@ -194,11 +199,26 @@ static void fill_attention(const sfa_kernel_spec *s, sfa__variant *v) {
     add_region(v, "v", n * rs, ta);
     add_region(v, "q", st * m * rs, ta);
     add_region(v, "do", st * m * rs, ta);
-    add_region(v, "ds", n * (size_t)v->ds_row_bytes, ta);
+    /* ws: two dS^T tiles, so that one consumer barrier per tile suffices */
+    add_region(v, "ds", (v->ws ? 2 : 1) * n * (size_t)v->ds_row_bytes, ta);
     add_region(v, "lse2", st * m * 4, 16);
     add_region(v, "delta", st * m * 4, 16);
     add_region(v, "qmeta", st * (size_t)v->qmeta_ints * m * 4, 16);
-    add_region(v, "dq_stage", (size_t)s->num_warps * (size_t)v->dq_stage_warp, 16);
+    add_region(v, "dq_stage", (size_t)mma_warps * (size_t)v->dq_stage_warp, 16);
+    if (v->ws) {
+      /* kv_full, then q_full, do_full and empty per stage */
+      add_region(v, "bar", (3 * st + 1) * 8, 8);
+      v->row_tiles = 1;
+      v->consumers = v->warpgroups - 1;
+      /* one CTA per SM: the cap at entry is 168 registers; the producer
+      ** keeps 24 and the two consumers get 240 each (FlashAttention 3's
+      ** backward split) */
+      v->min_blocks = 1;
+      v->producer_regs = 24;
+      v->consumer_regs = (65536 / v->threads / 8 * 8 * v->threads - 128 * v->producer_regs) /
+                         (128 * v->consumers) / 8 * 8;
+      v->box_cols = 64;
+    }
     /* dK and dV of the column slice, S^T and dP^T */
     v->acc_registers = v->row_tiles * (v->cols + s->block_m);
     v->grid.rule = SFA__GRID_KEY_TILES;
@@ -217,6 +237,7 @@ static void fill_attention(const sfa_kernel_spec *s, sfa__variant *v) {
       v->plan.grid.per_block = v->plan.warps;
     }
     break;
+  }
   }
   const sfa__smem_region *last = &v->regions[v->nregions - 1];
   v->smem_base_align = be->base_align;

@@ -26,6 +26,10 @@
 ** that no query sees are never visited); otherwise it adds into the float
 ** accumulator, and the CTAs are grouped so that one CTA owns every (batch, kv
 ** head) that shares a bias slice (no atomics: the result is deterministic).
+** The warp-specialized backward (mma ws, templates/bwd_ws.lt) reads q, k, v
+** and dout through tensor maps (runtime/tma.c) that follow the parameter
+** block; where the copy engine cannot address them the selection takes the
+** wgmma kernel (sfa__problem.no_tma).
 ** Packed sequences: dbias [Hb, total_q|1, Kmax] is viewed as [1, Hb,
 ** total_q|1, Kmax] (runtime/varlen.c); its columns Kmax stand for Tk; a row
 ** broadcast over the queries is shared by every sequence, whose key tiles
@@ -43,6 +47,7 @@
 #include "runtime/fwd_launch.h"
 #include "runtime/kernel_abi.h"
 #include "runtime/mode_args.h"
+#include "runtime/tma.h"
 #include "runtime/util.h"
 #include "runtime/validate.h"
 
@@ -61,6 +66,60 @@ static sfa_status launch(sfa_context *ctx, const sfa_driver *d, const sfa_kernel
   char what[SFA__KERNEL_NAME + 64];
   snprintf(what, sizeof what, "cuLaunchKernel(%s, grid %ux%ux%u)", k->name, g[0], g[1], g[2]);
   return sfa__cuda_error(r, what, ctx->err, sizeof ctx->err);
+}
+
+/* q, k, v and dout of a backward call as the copy engine sees them. */
+static void bwd_tma_tensors(const sfa_bwd_args *a, sfa_dtype dtype, int head_dim,
+                            sfa__tma_tensor t[4]) {
+  const uint64_t data[4] = {a->q, a->k, a->v, a->dout};
+  const int64_t heads[4] = {a->hq, a->hkv, a->hkv, a->hq}, lens[4] = {a->tq, a->tk, a->tk, a->tq};
+  const int64_t sb[4] = {a->q_sb, a->k_sb, a->v_sb, a->do_sb};
+  const int64_t sh[4] = {a->q_sh, a->k_sh, a->v_sh, a->do_sh};
+  const int64_t st[4] = {a->q_st, a->k_st, a->v_st, a->do_st};
+  for (int i = 0; i < 4; i++)
+    t[i] = (sfa__tma_tensor){.data = data[i], .dtype = dtype, .B = a->batch, .H = heads[i],
+                             .T = lens[i], .D = head_dim, .sb = sb[i], .sh = sh[i], .st = st[i]};
+}
+
+/* The bwd kernel's launch; the ws kernel takes the tensor maps of q, k, v
+** and dout (boxes of block_m, block_n, block_n and block_m rows) after the
+** parameter block. */
+static sfa_status launch_bwd(sfa_context *ctx, const sfa_driver *d, const sfa_kernel *k,
+                             const sfa__grid_dims *dims, CUstream stream, sfa_bwd_args *a) {
+  const sfa__variant *v = &k->var;
+  if (!v->ws) return launch(ctx, d, k, dims, stream, a);
+  sfa__tma_tensor t[4];
+  CUtensorMap maps[4];
+  void *kp[5] = {a};
+  bwd_tma_tensors(a, v->spec.dtype, v->spec.head_dim, t);
+  const int rows[4] = {v->spec.block_m, v->spec.block_n, v->spec.block_n, v->spec.block_m};
+  for (int i = 0; i < 4; i++) {
+    sfa_status st = sfa__tma_map(d, &t[i], v->box_cols, rows[i], &maps[i], ctx->err,
+                                 sizeof ctx->err);
+    if (st != SFA_OK) return st;
+    kp[1 + i] = &maps[i];
+  }
+  unsigned g[3];
+  sfa__grid_size(&v->grid, dims, g);
+  CUresult r = d->cuLaunchKernel(k->fn, g[0], g[1], g[2], (unsigned)v->threads, 1, 1,
+                                 (unsigned)v->smem_bytes, stream, kp, NULL);
+  if (r == CUDA_SUCCESS) return SFA_OK;
+  char what[SFA__KERNEL_NAME + 64];
+  snprintf(what, sizeof what, "cuLaunchKernel(%s, grid %ux%ux%u)", k->name, g[0], g[1], g[2]);
+  return sfa__cuda_error(r, what, ctx->err, sizeof ctx->err);
+}
+
+int sfa__bwd_tma_addressable(const sfa_tensor *q, const sfa_tensor *k, const sfa_tensor *v,
+                             const sfa_tensor *dout) {
+  const sfa_tensor *x[4] = {q, k, v, dout};
+  for (int i = 0; i < 4; i++) {
+    const sfa__tma_tensor t = {.data = (uint64_t)(uintptr_t)x[i]->data, .dtype = x[i]->dtype,
+                               .B = x[i]->shape[0], .H = x[i]->shape[1], .T = x[i]->shape[2],
+                               .D = x[i]->shape[3], .sb = x[i]->strides[0],
+                               .sh = x[i]->strides[1], .st = x[i]->strides[2]};
+    if (!sfa__tma_addressable(&t)) return 0;
+  }
+  return 1;
 }
 
 /* A utility kernel's launch over items (its grid rule), its block. */
@@ -216,7 +275,7 @@ sfa_status sfa__bwd_exec(sfa_context *ctx, const sfa__device *dev, const sfa_dri
     st = sfa__util_launch(ctx, kb->plan_fn, what, g[0], (unsigned)vb->plan.threads,
                           (unsigned)vb->plan.smem_bytes, stream, &a);
   }
-  if (st == SFA_OK) st = launch(ctx, d, kb, &dims, stream, &a);
+  if (st == SFA_OK) st = launch_bwd(ctx, d, kb, &dims, stream, &a);
 
   /* 4. dq */
   if (st == SFA_OK && det) {
@@ -303,6 +362,7 @@ sfa_status sfa_backward_dlse(sfa_context *ctx, const sfa_attention_params *param
   sfa_kernel *kb, *kdq = NULL;
   sfa__problem prob;
   sfa__fwd_problem(&prob, params, q, k, extras, lse);
+  prob.no_tma = !sfa__bwd_tma_addressable(q, k, v, dout);
   if ((st = sfa__select_kernel(ctx, &dev, SFA_PASS_BWD, q->dtype, D,
                                flags | (det ? SFA_FEAT_DETERMINISTIC : 0u), &prob, &kb)) !=
           SFA_OK ||

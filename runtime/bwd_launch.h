@@ -30,4 +30,9 @@ sfa_status sfa__bwd_exec(sfa_context *ctx, const sfa__device *dev, const sfa_dri
                         const sfa_kernel *kb, const sfa_kernel *kdq, const sfa__bwd_call *c,
                         CUstream stream);
 
+/* 1 where the copy engine can address q, k, v and dout (runtime/tma.c's
+** rule), which the warp-specialized backward reads through tensor maps. */
+int sfa__bwd_tma_addressable(const sfa_tensor *q, const sfa_tensor *k, const sfa_tensor *v,
+                             const sfa_tensor *dout);
+
 #endif

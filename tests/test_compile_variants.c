@@ -127,14 +127,16 @@ static void compile_presets_for(int arch) {
   ** dims x 4 passes), and on sm_90 the other mma kind of each of its 48 fwd,
   ** 48 bwd and 48 bwd + det kernels, and the warp-specialized forward of the
   ** 32 fwd kernels without a mask (16 have one: window's 4 mask flag sets x 2
-  ** dtypes x 2 dims). On sm_90 both hold the short rows' forward of dense
-  ** {-, causal} and qk_drop at D 64 in 2 dtypes (sfa__spec_for_keys): 6. */
+  ** dtypes x 2 dims), and the warp-specialized backward of dense and window
+  ** {-, causal} (x 2 dtypes x 2 dims: 16). On sm_90 both hold the short
+  ** rows' forward of dense {-, causal} and qk_drop at D 64 in 2 dtypes
+  ** (sfa__spec_for_keys): 6. */
   const int nshort = arch == 90 ? 6 : 0;
   add_preset("default", &arch, 1);
   ck_assert_int_eq(nvariants, 44 + 3 * 44 + 28 + 11 + nshort);
   add_preset("all-modes", &arch, 1);
   ck_assert_int_eq(nvariants, 44 + 3 * 44 + 28 + 11 + nshort + 4 * 16 +
-                                  (arch == 90 ? 3 * 48 + 32 : 0));
+                                  (arch == 90 ? 3 * 48 + 32 + 16 : 0));
   snprintf(what, sizeof what, "default + all-modes presets, sm_%d", arch);
   compile_all(what);
 }
@@ -178,8 +180,15 @@ START_TEST(score_options) {
         char err[256] = "";
         ck_assert_msg(sfa_spec_default(&s, err, sizeof err) == SFA_OK, "%s", err);
         add(&s);
+        /* the warp-specialized backward where it serves the set (dense) */
+        sfa_kernel_spec w = s;
+        if (arch == 90 && passes[p].pass == SFA_PASS_BWD && sfa__ws_allowed(&w)) {
+          ck_assert_msg(sfa__spec_default_mma(&w, 2, err, sizeof err) == SFA_OK, "%s", err);
+          ck_assert_int_eq(w.mma, SFA_SPEC_MMA_WS);
+          add(&w);
+        }
       }
-  ck_assert_int_eq(nvariants, 4 * (4 + 2));
+  ck_assert_int_eq(nvariants, 4 * (4 + 2) + 1);
   compile_all("score options (strict, softcap, alibi)");
 }
 END_TEST

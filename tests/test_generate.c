@@ -81,11 +81,11 @@ START_TEST(source_for_every_preset_variant) {
     ck_assert_int_eq(sfa__preset(presets[p], arch, 2, &specs, &n, NULL, 0), SFA_OK);
     /* per arch: fwd, and for D <= 128 bwd, bwd + det, bwddq; all-modes on
     ** sm_90 also fwd, bwd and bwd + det in the other mma kind and the 32 fwd
-    ** kernels without a mask warp-specialized; 28 decode kernels and the 11
+    ** kernels without a mask warp-specialized, 16 ws backwards; 28 decode kernels and the 11
     ** utility kernels per arch; on sm_90 the short rows' forwards (dense and
     ** qk_drop at D 64 in fp16 and bf16: 6) */
     ck_assert_uint_eq(n, p == 0 ? 2 * (44 + 3 * 44 + 28 + 11) + 6
-                                : 2 * 4 * 48 + 3 * 48 + 32 + 2 * (28 + 11) + 6);
+                                : 2 * 4 * 48 + 3 * 48 + 32 + 16 + 2 * (28 + 11) + 6);
     for (size_t i = 0; i < n; i++) {
       sfa_kernel_spec s = specs[i];
       char name[SFA__NAME_MAX], err[1024] = "", *src = NULL, pat[SFA__NAME_MAX + 4];
@@ -211,9 +211,10 @@ START_TEST(preset_contents) {
   memset(count, 0, sizeof count);
   ck_assert_int_eq(sfa__preset("all-modes", arch, 1, &v, &n, err, sizeof err), SFA_OK);
   /* 48 classes x (fwd, bwd, bwd + det, bwddq), and on sm_90 fwd, bwd and
-  ** bwd + det also in the other mma kind, and fwd warp-specialized where no
-  ** mask (32 classes) */
-  ck_assert_uint_eq(n, 4 * 48 + 3 * 48 + 32 + 28 + 11 + 6); /* 6: the short rows' forwards */
+  ** bwd + det also in the other mma kind, fwd warp-specialized where no mask
+  ** (32 classes) and bwd warp-specialized for dense and window without a
+  ** bias, mask, det or varlen (16); 6: the short rows' forwards */
+  ck_assert_uint_eq(n, 4 * 48 + 3 * 48 + 32 + 16 + 28 + 11 + 6);
   expect_utils(v, n, 11);
   int kinds[3][3] = {{0}};
   for (size_t i = 0; i < n; i++) {
@@ -221,7 +222,9 @@ START_TEST(preset_contents) {
     if (sfa__pass_is_util(v[i].pass) || v[i].pass == SFA_PASS_DECODE) continue;
     ck_assert(v[i].head_dim == 64 || v[i].head_dim == 128);
     ck_assert(!wg || v[i].pass != SFA_PASS_BWD_DQ);
-    ck_assert(wg != 2 || (v[i].pass == SFA_PASS_FWD && !(v[i].flags & SFA_FEAT_MASK)));
+    ck_assert(wg != 2 || (v[i].pass == SFA_PASS_FWD && !(v[i].flags & SFA_FEAT_MASK)) ||
+              (v[i].pass == SFA_PASS_BWD && (v[i].mode == SFA_MODE_DENSE || v[i].mode == SFA_MODE_WINDOW) &&
+               !(v[i].flags & (SFA_FEAT_BIAS | SFA_FEAT_MASK | SFA_FEAT_DETERMINISTIC | SFA_FEAT_VARLEN))));
     kinds[v[i].pass][wg]++;
     if (v[i].pass == SFA_PASS_FWD && wg == 1) count[v[i].mode][v[i].flags]++;
   }
@@ -230,6 +233,7 @@ START_TEST(preset_contents) {
   ck_assert_int_eq(kinds[SFA_PASS_FWD][2], 32 + 6); /* and the short rows' */
   ck_assert_int_eq(kinds[SFA_PASS_BWD][0], 96);
   ck_assert_int_eq(kinds[SFA_PASS_BWD][1], 96);
+  ck_assert_int_eq(kinds[SFA_PASS_BWD][2], 16);
   ck_assert_int_eq(kinds[SFA_PASS_BWD_DQ][0], 48);
   for (unsigned f = 0; f < 8; f++) ck_assert_int_eq(count[SFA_MODE_WINDOW][f], 4);
   ck_assert_int_eq(count[SFA_MODE_DENSE][0] + count[SFA_MODE_DENSE][SFA_FEAT_CAUSAL], 8);
@@ -240,10 +244,15 @@ START_TEST(preset_contents) {
   ck_assert_uint_ge(n, 30);
   expect_utils(v, n, 0); /* a forward tile sweep: no utility kernels */
   nwg = 0;
-  int nbwd256 = 0;
+  int nbwd256 = 0, nbwdws = 0;
   for (size_t i = 0; i < n; i++) {
     nwg += v[i].mma == SFA_SPEC_MMA_WGMMA && v[i].pass == SFA_PASS_FWD;
-    if (v[i].pass == SFA_PASS_BWD) { /* the wgmma backward at D 256, causal or not */
+    if (v[i].pass == SFA_PASS_BWD && v[i].mma == SFA_SPEC_MMA_WS) {
+      /* the ws backward: m64n128w12, D 64 (2..4 stages) and 128 (2, 3), causal or not */
+      ck_assert(v[i].block_m == 64 && v[i].block_n == 128 && v[i].num_warps == 12 &&
+                v[i].num_stages >= 2 && v[i].num_stages <= (v[i].head_dim == 64 ? 4 : 3));
+      nbwdws++;
+    } else if (v[i].pass == SFA_PASS_BWD) { /* the wgmma backward at D 256, causal or not */
       ck_assert(v[i].mma == SFA_SPEC_MMA_WGMMA && v[i].head_dim == 256 && v[i].block_m == 64 &&
                 v[i].block_n == 128 && v[i].num_warps == 8 && v[i].num_stages == 1);
       nbwd256++;
@@ -252,6 +261,7 @@ START_TEST(preset_contents) {
   /* D {64,128} x causal or not x (m64 w4, m128 w8) x n {64,128} x s {1,2} */
   ck_assert_int_eq(nwg, 32);
   ck_assert_int_eq(nbwd256, 2);
+  ck_assert_int_eq(nbwdws, 2 * (3 + 2));
   /* ws at D 256: its one tile (m128n64w12s2), causal or not */
   int nws256 = 0;
   for (size_t i = 0; i < n; i++)
@@ -580,7 +590,7 @@ START_TEST(sfa_gen_tool) {
   f = fopen(cmd, "r");
   ck_assert(f && fscanf(f, "%d", &n) == 1);
   fclose(f);
-  ck_assert_int_eq(n, 2 * 4 * 48 + 3 * 48 + 32 + 2 * (28 + 11) + 6);
+  ck_assert_int_eq(n, 2 * 4 * 48 + 3 * 48 + 32 + 16 + 2 * (28 + 11) + 6);
 
   /* Utility kernels: by --pass (its dtype, or the one it takes) and by name. */
   expect_first_listed(tool, dir, "--pass topk --dtype fp32 --arch 80,90", "sfa_topk_fp32_sm80\n");

@@ -11,7 +11,8 @@
 ** backward at D 64, 128 and 256 runs on wgmma; case "sync" runs the same kinds
 ** of problem through mma.sync (SFA_MMA_SYNC, D 64, 128 and 256) so that both
 ** kernels stay tested; case "wgmma256" the wgmma backward at D 256 (column
-** halves) in every mode, small enough for the sanitizers.
+** halves) in every mode, small enough for the sanitizers; case "ws" the
+** warp-specialized backward (dense and window, D 64 and 128).
 **
 ** Inputs come from tests/gpucase.c (the sparse forward suite's cases) plus a
 ** random dout. Every output is poisoned with NaN before the call: an element
@@ -340,6 +341,48 @@ START_TEST(wgmma_head_dim_256) {
 }
 END_TEST
 
+/* The warp-specialized backward (SFA_MMA_WS; sm_90, dense and window at D
+** 64 and 128 without a bias or a mask; CK_RUN_CASE=ws, small enough for the
+** sanitizers): dense causal and not, Tq != Tk both ways and ragged lengths
+** (the tensor copies' rows past T read as zeros), GQA and MQA, windows
+** causal, one-sided and two-sided, fp16 and bf16. Each case first checks that
+** its call takes the ws kernel; the det pass of run_case takes wgmma. */
+static void run_ws_case(const scase *c) {
+  const sfa_kernel_spec k = tg_case_kernel(SFA_PASS_BWD, c);
+  ck_assert_msg(k.mma == SFA_SPEC_MMA_WS, "mode %d D %d: the call takes mma %d, not ws",
+                (int)c->mode, c->D, (int)k.mma);
+  run_case(c);
+}
+
+START_TEST(ws_kernels) {
+  if (tg_cc != 90) {
+    printf("ws: skipped, the warp-specialized backward needs sm_90 (this GPU: %d.%d)\n",
+           tg_cc / 10, tg_cc % 10);
+    return;
+  }
+  sfa_context *saved = tg_push_mma(SFA_MMA_WS);
+  const struct { int Hkv, Tq, Tk, D, causal, bf16; } d[] = {
+    {4, 256, 256, 64, 1, 1},  {2, 300, 500, 128, 1, 1}, {1, 500, 300, 64, 1, 0},
+    {2, 257, 257, 128, 0, 0}, {4, 129, 77, 64, 0, 1},   {1, 700, 700, 128, 1, 0},
+  };
+  for (size_t i = 0; i < sizeof d / sizeof d[0]; i++) {
+    scase c = tg_case(SFA_MODE_DENSE, d[i].Hkv, d[i].Tq, d[i].Tk, d[i].D,
+                      d[i].bf16 ? SFA_DTYPE_BF16 : SFA_DTYPE_FP16);
+    c.causal = d[i].causal;
+    c.seed = tg_seed + 1300 + i;
+    run_ws_case(&c);
+  }
+  const tg_wspec w[] = {
+    {0, 0, 0, 300, 500, 64, 0, 2, BIAS_NONE, MASK_NONE, 0},
+    {15, -1, 0, 700, 400, 128, 1, 1, BIAS_NONE, MASK_NONE, 0},
+    {100, 0, 1, 800, 1000, 64, 0, 2, BIAS_NONE, MASK_NONE, 0},
+    {63, 63, 0, 1000, 900, 128, 1, 1, BIAS_NONE, MASK_NONE, 0},
+  };
+  run_windows(w, sizeof w / sizeof w[0], 1310, run_ws_case);
+  tg_pop_context(saved);
+}
+END_TEST
+
 /* ------------------------------------------------------------ main */
 
 int main(void) {
@@ -367,6 +410,10 @@ int main(void) {
   tcase_set_timeout(w256, 0);
   tcase_add_test(w256, wgmma_head_dim_256);
   suite_add_tcase(s, w256);
+  TCase *ws = tcase_create("ws");
+  tcase_set_timeout(ws, 0);
+  tcase_add_test(ws, ws_kernels);
+  suite_add_tcase(s, ws);
   TCase *small = tcase_create("small");
   tcase_set_timeout(small, 0);
   tcase_add_test(small, small_for_sanitizers);

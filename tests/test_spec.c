@@ -279,9 +279,65 @@ START_TEST(ws_rule) {
   expect(&s, SFA_ERR_INVALID_ARGUMENT, "head_dim", NULL);
   s.mma = SFA_SPEC_MMA_WS, s.block_m = 64, s.num_warps = 8;
   s.head_dim = 128, s.arch = 80;
-  expect(&s, SFA_ERR_INVALID_ARGUMENT, "mma: ws", "pass fwd on sm_90 only");
-  s.arch = 90, s.pass = SFA_PASS_BWD;
-  expect(&s, SFA_ERR_INVALID_ARGUMENT, "mma: ws", "pass fwd on sm_90 only");
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "mma: ws", "passes fwd and bwd on sm_90 only");
+  s.arch = 90, s.pass = SFA_PASS_BWD_DQ;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "mma: ws", "passes fwd and bwd on sm_90 only");
+}
+END_TEST
+
+/* mma ws in pass bwd (templates/bwd_ws.lt): a producer warpgroup and two
+** consumers of 64 keys (num_warps 12, block_n 128), 64-query tiles, 2..4
+** stages where they fit; modes dense and window at head_dim 64 or 128,
+** without bias, mask, det or varlen. Each error names its field. */
+START_TEST(ws_backward_rule) {
+  sfa_kernel_spec s = good();
+  s.pass = SFA_PASS_BWD, s.mma = SFA_SPEC_MMA_WS;
+  s.block_m = 64, s.block_n = 128, s.num_warps = 12, s.num_stages = 2;
+  expect(&s, SFA_OK, NULL, NULL);
+  s.num_stages = 3; /* K, V, 3 x (Q, dO), two dS^T tiles, the dQ staging: 209 KB */
+  expect(&s, SFA_OK, NULL, NULL);
+  s.num_stages = 4;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "needs", "sm_90 allows");
+  s.head_dim = 64; /* half the row bytes: 4 stages fit */
+  expect(&s, SFA_OK, NULL, NULL);
+  s.num_stages = 1;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "num_stages: 1 is not allowed with mma ws", "2..4");
+  s.num_stages = 2, s.num_warps = 8;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "num_warps/block_n/block_m: 8/128/64", "12/128/64");
+  s.num_warps = 12, s.block_m = 128;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "num_warps/block_n/block_m: 12/128/128", NULL);
+  s.block_m = 64, s.head_dim = 256;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "head_dim: 256 is not allowed with mma ws in pass bwd",
+         "64 or 128");
+  s.head_dim = 128, s.mode = SFA_MODE_HASH, s.flags = 0;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "mma: ws in pass bwd serves modes dense and window",
+         "not hash");
+  s.mode = SFA_MODE_WINDOW, s.flags = SFA_FEAT_CAUSAL | SFA_FEAT_SOFTCAP | SFA_FEAT_ALIBI;
+  expect(&s, SFA_OK, NULL, NULL);
+  s.flags = SFA_FEAT_CAUSAL | SFA_FEAT_BIAS;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "flags: bias not allowed with mma ws in pass bwd", NULL);
+  s.mode = SFA_MODE_DENSE, s.flags = SFA_FEAT_DETERMINISTIC;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "flags: det not allowed with mma ws in pass bwd", NULL);
+  s.flags = SFA_FEAT_VARLEN;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "flags: varlen not allowed with mma ws in pass bwd", NULL);
+  /* its name round-trips, and the default of mma ws in pass bwd is this tile */
+  s.flags = SFA_FEAT_CAUSAL;
+  char name[SFA__NAME_MAX], err[256] = "";
+  ck_assert_int_eq(sfa_spec_name(&s, name, sizeof name), SFA_OK);
+  ck_assert_str_eq(name, "sfa_bwd_dense_causal_ws_bf16_d128_m64n128_w12s2_sm90");
+  sfa_kernel_spec back, d = s;
+  ck_assert_int_eq(sfa_spec_parse(name, &back, err, sizeof err), SFA_OK);
+  ck_assert(sfa__spec_same_config(&back, &s));
+  d.block_m = d.block_n = d.num_warps = d.num_stages = 0, d.mma = SFA_SPEC_MMA_SYNC;
+  ck_assert_int_eq(sfa__spec_default_mma(&d, 2, err, sizeof err), SFA_OK);
+  ck_assert(sfa__spec_same_config(&d, &s));
+  /* not the default without the ask (not measured yet), nor for hash */
+  d.block_m = d.block_n = d.num_warps = d.num_stages = 0;
+  ck_assert_int_eq(sfa_spec_default(&d, err, sizeof err), SFA_OK);
+  ck_assert_int_eq(d.mma, SFA_SPEC_MMA_WGMMA);
+  d.mode = SFA_MODE_HASH, d.flags = 0;
+  ck_assert_int_eq(sfa__spec_default_mma(&d, 2, err, sizeof err), SFA_OK);
+  ck_assert_int_eq(d.mma, SFA_SPEC_MMA_WGMMA);
 }
 END_TEST
 
@@ -885,8 +941,8 @@ START_TEST(defaults_of_an_mma_kind) {
   ck_assert_int_eq(sfa__spec_default_mma(&h, -1, NULL, 0), SFA_OK);
   ck_assert_int_eq(h.mma, SFA_SPEC_MMA_WGMMA); /* auto, hash: wgmma (measured faster) */
   /* ws on request: two consumers, 128-key tiles, two stages (qk_drop at D 64:
-  ** three consumers, four stages); where it is not allowed (the backward, a
-  ** mask, sm_80) wgmma, then mma.sync */
+  ** three consumers, four stages); where it is not allowed (a backward that
+  ** bwd_ws.lt does not serve, a mask, sm_80) wgmma, then mma.sync */
   ck_assert_int_eq(sfa__spec_default_mma(&h, 2, NULL, 0), SFA_OK);
   ck_assert_int_eq(h.mma, SFA_SPEC_MMA_WS);
   ck_assert(h.block_m == 128 && h.block_n == 128 && h.num_warps == 12 && h.num_stages == 2);
@@ -895,7 +951,10 @@ START_TEST(defaults_of_an_mma_kind) {
   ck_assert_int_eq(f.mma, SFA_SPEC_MMA_WS);
   ck_assert(f.block_m == 192 && f.block_n == 128 && f.num_warps == 16 && f.num_stages == 4);
   ck_assert_int_eq(sfa_spec_validate(&f, NULL, 0), SFA_OK);
-  sfa_kernel_spec w = s; /* the bwd above */
+  sfa_kernel_spec w = s; /* the bwd above: ws serves it, not with det */
+  ck_assert_int_eq(sfa__spec_default_mma(&w, 2, NULL, 0), SFA_OK);
+  ck_assert_int_eq(w.mma, SFA_SPEC_MMA_WS);
+  w = s, w.flags |= SFA_FEAT_DETERMINISTIC;
   ck_assert_int_eq(sfa__spec_default_mma(&w, 2, NULL, 0), SFA_OK);
   ck_assert_int_eq(w.mma, SFA_SPEC_MMA_WGMMA);
   w.pass = SFA_PASS_FWD, w.mode = SFA_MODE_WINDOW, w.flags = SFA_FEAT_CAUSAL | SFA_FEAT_MASK;
@@ -1135,6 +1194,7 @@ int main(void) {
   tcase_add_test(v, flags_per_mode);
   tcase_add_test(v, wgmma_rule);
   tcase_add_test(v, ws_rule);
+  tcase_add_test(v, ws_backward_rule);
   tcase_add_test(v, smem_rule);
   tcase_add_test(v, register_rule);
   tcase_add_test(v, smem_bytes);
