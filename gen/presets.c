@@ -256,7 +256,8 @@ static sfa_status add_dense_tiles(list *l, int arch, char *err, size_t errlen) {
             if (sfa_spec_validate(&s, NULL, 0) == SFA_OK && push(l, &s) != 0)
               return sfa__fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "preset: out of memory");
           }
-  /* the warp-specialized backward (sm_90): D 64 and 128, 2..4 stages where they fit */
+  /* the warp-specialized backward (sm_90): D 64 and 128, 2..4 stages where they fit
+  ** (D 128: two) */
   for (int d = 0; d < 2; d++)
     for (int c = 0; c < 2; c++)
       for (int st = 2; st <= 4; st++) {

@@ -391,6 +391,8 @@ START_TEST(every_preset_variant_fits_its_arch) {
       ck_assert_int_eq(v.threads, 32 * specs[i].num_warps);
       ck_assert_msg(sfa__grid_rule_name(v.grid.rule) != NULL, "%s: no grid rule", name);
       ck_assert_int_eq(v.has_plan, sfa__bwd_plan(&specs[i]));
+      ck_assert_msg(v.nregions < SFA__VARIANT_MAX_REGIONS, "%s: %d regions leave no room", name,
+                    v.nregions);
       check_layout(&v, name);
       if (v.attention) {
         ck_assert_msg(v.row_tiles >= 1 && v.row_tiles <= 2, "%s: %d m16 tiles per warp", name,
