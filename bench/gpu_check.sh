@@ -4,13 +4,13 @@
 # optionally the benchmark scripts. Logs go to $OUT (or /tmp) and a summary is
 # printed last. Usage:
 #   bash bench/gpu_check.sh [suites] [sync] [sanitize] [wssan] [bench] [bwdtune] [bwdbench]
-#                           [fwdtune] [decode] [bwd256] [ws256] [short] [compare]
+#                           [fwdtune] [decode] [bwd256] [ws256] [short] [wsbwd] [compare]
 # Session 9 took: suites 3.5 min (2.25 of it test_gpu_backward), sanitize 1.4
 # min, compare (the full grid) 5.5 min; session 8: bwdtune ~1 min, bwdbench
 # over 3 min (FlexAttention compiles). Split the steps across calls of 10 min.
 # sync: the forward suites again with SFA_MMA=sync (mma.sync where sm_90 would
-# use wgmma). sanitize covers test_gpu_backward's small (wgmma on sm_90), sync, wide and wgmma256
-# (the wgmma backward at D 256) cases.
+# use wgmma). sanitize covers test_gpu_backward's small (wgmma on sm_90), sync, wide, wgmma256
+# (the wgmma backward at D 256) and ws (the warp-specialized backward) cases.
 # wssan: memcheck and racecheck of test_gpu_ws (the warp-specialized forward: its shapes at D 64,
 # 128 and 256, and every ws tile config). fwdtune: the forward tile sweep of every mode at D 64,
 # 128 and 256 (T 4096 and 16384; wgmma and ws candidates) into /tmp/sfa-f, exported to $OUT/tuned_fwd.tsv (a table to
@@ -24,7 +24,10 @@
 # choice of their default. short: the size rule of the D 64 forward (sfa__spec_for_keys: one ws
 # consumer up to 4096 keys, three above) for dense and qk_drop: the default against SFA_MMA=ws
 # (three consumers at every length) at T 1024, 2048 and 4096, A B A B, and the ws tile sweep at
-# T 8192 (is 4096 the right threshold?) into /tmp/sfa-s.
+# T 8192 (is 4096 the right threshold?) into /tmp/sfa-s. wsbwd: the warp-specialized backward
+# (opt-in, SFA_MMA=ws): test_gpu_backward's ws case, memcheck and racecheck of it, then
+# prof_case.py's bwd at T 16384 for dense causal and window (W 1024) at D 64 and 128 under
+# SFA_MMA=ws against the default (wgmma), A B A B.
 case "$1" in -h|--help) sed -n '2,/^[^#]/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp}
@@ -49,7 +52,8 @@ fi
 if [[ $what == *" sanitize "* ]]; then
   for tool in memcheck racecheck; do
     for run in test_gpu_sparse: test_gpu_helpers:helpers test_gpu_backward:small \
-               test_gpu_backward:sync test_gpu_backward:wide test_gpu_backward:wgmma256; do
+               test_gpu_backward:sync test_gpu_backward:wide test_gpu_backward:wgmma256 \
+               test_gpu_backward:ws; do
       n=${run%%:*}; c=${run#*:}
       case_env=""; [ -n "$c" ] && case_env="CK_RUN_CASE=$c"
       env $case_env timeout ${SAN_TIMEOUT:-90} compute-sanitizer --tool $tool \
@@ -116,6 +120,24 @@ if [[ $what == *" short "* ]]; then
   build/sfa-tune --cache-dir /tmp/sfa-s --modes dense,qk_drop --head-dims 64 --seq-lens 8192 \
     --kinds ws --sweep > $OUT/short_sweep.log 2>&1
   summary+=("short: $OUT/short.log; sweep at T 8192: $(grep -c candidates $OUT/short_sweep.log) shapes")
+fi
+if [[ $what == *" wsbwd "* ]]; then
+  CK_RUN_CASE=ws build/tests/test_gpu_backward > $OUT/wsbwd-test.log 2>&1; rc=$?
+  summary+=("test_gpu_backward ws rc=$rc: $(grep -E '^[0-9]+%' $OUT/wsbwd-test.log | tail -1)")
+  for tool in memcheck racecheck; do
+    CK_RUN_CASE=ws timeout ${SAN_TIMEOUT:-300} compute-sanitizer --tool $tool --error-exitcode 9 \
+      build/tests/test_gpu_backward > $OUT/$tool-wsbwd.log 2>&1; rc=$?
+    summary+=("$tool test_gpu_backward ws rc=$rc: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' $OUT/$tool-wsbwd.log | tail -1)")
+  done
+  for mode in dense window; do
+    for D in 128 64; do
+      for m in ws auto ws auto; do
+        echo "$mode D $D bwd SFA_MMA=$m: $(SFA_MMA=$m python3 bench/prof_case.py --mode $mode --D $D \
+          --pass bwd --T 16384 2>&1 | tail -1)"
+      done
+    done
+  done | tee $OUT/wsbwd.log
+  summary+=("wsbwd: $OUT/wsbwd.log")
 fi
 if [[ $what == *" bench "* ]]; then
   python3 bench/compare_sparse.py --csv $OUT/compare_sparse.csv 2>&1 | tee $OUT/compare_sparse.log | tail -12
