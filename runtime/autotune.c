@@ -50,12 +50,14 @@ sfa_status sfa__tune_candidates(const sfa_kernel_spec *base, sfa_kernel_spec **o
             v[k++] = c;
           }
   /* The warp-specialized forward (sm_90): 1, 2 or 3 consumer warpgroups (3:
-  ** head_dim 64 only), 64- or 128-key tiles, 2..4 stages. */
+  ** head_dim 64 only), 64- or 128-key tiles, 2..4 stages; the warp-
+  ** specialized backward: two consumers of 64 keys (m64n128w12), 2..4 stages. */
   for (int w = 8; w <= 16; w += 4)
     for (int b = 64; b <= 128; b += 64)
       for (int s = 2; s <= 4; s++) {
         sfa_kernel_spec c = def;
-        c.block_m = 16 * (w - 4), c.block_n = b, c.num_warps = w, c.num_stages = s;
+        c.block_m = def.pass == SFA_PASS_BWD ? 64 : 16 * (w - 4);
+        c.block_n = b, c.num_warps = w, c.num_stages = s;
         c.mma = SFA_SPEC_MMA_WS;
         if (sfa__spec_same_config(&c, &def) || sfa_spec_validate(&c, NULL, 0) != SFA_OK) continue;
         v[k++] = c;

@@ -77,8 +77,9 @@ static int check_candidates(sfa_kernel_spec base) {
   for (int w = 8; w <= 16; w += 4)
     for (int b = 64; b <= 128; b += 64)
       for (int s = 2; s <= 4; s++) {
-        sfa_kernel_spec t = def;
-        t.block_m = 16 * (w - 4), t.block_n = b, t.num_warps = w, t.num_stages = s;
+        sfa_kernel_spec t = def; /* the backward's ws tiles are m64n128w12 */
+        t.block_m = def.pass == SFA_PASS_BWD ? 64 : 16 * (w - 4);
+        t.block_n = b, t.num_warps = w, t.num_stages = s;
         t.mma = SFA_SPEC_MMA_WS;
         if (sfa_spec_validate(&t, NULL, 0) == SFA_OK) {
           valid++;
@@ -184,8 +185,15 @@ START_TEST(wgmma_candidates_for_sm90_fwd_and_bwd) {
   ck_assert_int_eq(check_candidates(cls(SFA_MODE_DENSE, SFA_DTYPE_BF16, 96, 90, SFA_FEAT_CAUSAL)),
                    0);
   ck_assert_int_eq(last_nws, 0);
-  /* bwd: m64 with n64 w4 or n128 w8, s1 or s2; no ws */
+  /* bwd: m64 with n64 w4 or n128 w8, s1 or s2; ws m64n128w12 with two stages
+  ** (D 128: three do not fit), 2..4 at D 64; none for hash */
   ck_assert_int_eq(check_candidates(with_pass(b, SFA_PASS_BWD)), 4);
+  ck_assert_int_eq(last_nws, 1);
+  b.head_dim = 64;
+  check_candidates(with_pass(b, SFA_PASS_BWD));
+  ck_assert_int_eq(last_nws, 3);
+  b.head_dim = 128;
+  check_candidates(with_pass(cls(SFA_MODE_HASH, SFA_DTYPE_FP16, 128, 90, 0), SFA_PASS_BWD));
   ck_assert_int_eq(last_nws, 0);
   ck_assert_int_eq(check_candidates(with_pass(b, SFA_PASS_BWD_DQ)), 0);
 }
