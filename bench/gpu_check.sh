@@ -34,6 +34,16 @@ OUT=${OUT:-/tmp}
 export PYTHONUNBUFFERED=1 SFA_CACHE_DIR=/tmp/sfa-cache
 what=" $* "
 summary=()
+# test_gpu_backward's case $1, then memcheck and racecheck of it; logs $OUT/[tool-]$2.log
+backward_case_sanitized() {
+  CK_RUN_CASE=$1 build/tests/test_gpu_backward > $OUT/$2.log 2>&1
+  summary+=("test_gpu_backward $1 rc=$?: $(grep -E '^[0-9]+%' $OUT/$2.log | tail -1)")
+  for tool in memcheck racecheck; do
+    CK_RUN_CASE=$1 timeout ${SAN_TIMEOUT:-300} compute-sanitizer --tool $tool --error-exitcode 9 \
+      build/tests/test_gpu_backward > $OUT/$tool-$2.log 2>&1
+    summary+=("$tool $1 rc=$?: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' $OUT/$tool-$2.log | tail -1)")
+  done
+}
 if [[ $what == *" suites "* ]]; then
   for t in build/tests/test_gpu_*; do
     n=$(basename $t)
@@ -85,13 +95,7 @@ if [[ $what == *" decode "* ]]; then
   done
 fi
 if [[ $what == *" bwd256 "* ]]; then
-  CK_RUN_CASE=wgmma256 build/tests/test_gpu_backward > $OUT/bwd256.log 2>&1
-  summary+=("test_gpu_backward wgmma256 rc=$?: $(grep -E '^[0-9]+%' $OUT/bwd256.log | tail -1)")
-  for tool in memcheck racecheck; do
-    CK_RUN_CASE=wgmma256 timeout ${SAN_TIMEOUT:-300} compute-sanitizer --tool $tool --error-exitcode 9 \
-      build/tests/test_gpu_backward > $OUT/$tool-bwd256.log 2>&1; rc=$?
-    summary+=("$tool wgmma256 rc=$rc: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' $OUT/$tool-bwd256.log | tail -1)")
-  done
+  backward_case_sanitized wgmma256 bwd256
   for m in auto sync auto sync; do
     SFA_MMA=$m python3 bench/compare.py --only dense,window --pass bwd --T 8192,16384 --D 256 \
       --d256 "" --e2e-T "" --peers cudnn,flex > $OUT/bwd256-$m.log 2>&1
@@ -122,13 +126,7 @@ if [[ $what == *" short "* ]]; then
   summary+=("short: $OUT/short.log; sweep at T 8192: $(grep -c candidates $OUT/short_sweep.log) shapes")
 fi
 if [[ $what == *" wsbwd "* ]]; then
-  CK_RUN_CASE=ws build/tests/test_gpu_backward > $OUT/wsbwd-test.log 2>&1; rc=$?
-  summary+=("test_gpu_backward ws rc=$rc: $(grep -E '^[0-9]+%' $OUT/wsbwd-test.log | tail -1)")
-  for tool in memcheck racecheck; do
-    CK_RUN_CASE=ws timeout ${SAN_TIMEOUT:-300} compute-sanitizer --tool $tool --error-exitcode 9 \
-      build/tests/test_gpu_backward > $OUT/$tool-wsbwd.log 2>&1; rc=$?
-    summary+=("$tool test_gpu_backward ws rc=$rc: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' $OUT/$tool-wsbwd.log | tail -1)")
-  done
+  backward_case_sanitized ws wsbwd
   for mode in dense window; do
     for D in 128 64; do
       for m in ws auto ws auto; do

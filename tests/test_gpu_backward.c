@@ -141,18 +141,26 @@ static void run_case(const scase *c) {
 
 /* ------------------------------------------------------------ tests */
 
-START_TEST(dense_causal_and_not) {
-  const struct { int Hkv, Tq, Tk, D, causal, bf16; } d[] = {
-    {4, 256, 256, 64, 1, 1},  {2, 300, 500, 128, 1, 1}, {1, 500, 300, 64, 1, 0},
-    {2, 257, 257, 128, 0, 0}, {4, 129, 77, 32, 0, 1},   {1, 1000, 1000, 128, 1, 0},
-  };
-  for (size_t i = 0; i < sizeof d / sizeof d[0]; i++) {
+/* A dense case in one line of a table: kv heads, sizes, causal, dtype. */
+typedef struct dense_row { int Hkv, Tq, Tk, D, causal, bf16; } dense_row;
+
+/* Each dense case of d through run, seeds from seed0. */
+static void run_dense(const dense_row *d, size_t n, uint64_t seed0, void (*run)(const scase *)) {
+  for (size_t i = 0; i < n; i++) {
     scase c = tg_case(SFA_MODE_DENSE, d[i].Hkv, d[i].Tq, d[i].Tk, d[i].D,
                       d[i].bf16 ? SFA_DTYPE_BF16 : SFA_DTYPE_FP16);
     c.causal = d[i].causal;
-    c.seed = tg_seed + 10 + i;
-    run_case(&c);
+    c.seed = tg_seed + seed0 + i;
+    run(&c);
   }
+}
+
+START_TEST(dense_causal_and_not) {
+  const dense_row d[] = {
+    {4, 256, 256, 64, 1, 1},  {2, 300, 500, 128, 1, 1}, {1, 500, 300, 64, 1, 0},
+    {2, 257, 257, 128, 0, 0}, {4, 129, 77, 32, 0, 1},   {1, 1000, 1000, 128, 1, 0},
+  };
+  run_dense(d, sizeof d / sizeof d[0], 10, run_case);
 }
 END_TEST
 
@@ -361,17 +369,11 @@ START_TEST(ws_kernels) {
     return;
   }
   sfa_context *saved = tg_push_mma(SFA_MMA_WS);
-  const struct { int Hkv, Tq, Tk, D, causal, bf16; } d[] = {
+  const dense_row d[] = {
     {4, 256, 256, 64, 1, 1},  {2, 300, 500, 128, 1, 1}, {1, 500, 300, 64, 1, 0},
     {2, 257, 257, 128, 0, 0}, {4, 129, 77, 64, 0, 1},   {1, 700, 700, 128, 1, 0},
   };
-  for (size_t i = 0; i < sizeof d / sizeof d[0]; i++) {
-    scase c = tg_case(SFA_MODE_DENSE, d[i].Hkv, d[i].Tq, d[i].Tk, d[i].D,
-                      d[i].bf16 ? SFA_DTYPE_BF16 : SFA_DTYPE_FP16);
-    c.causal = d[i].causal;
-    c.seed = tg_seed + 1300 + i;
-    run_ws_case(&c);
-  }
+  run_dense(d, sizeof d / sizeof d[0], 1300, run_ws_case);
   const tg_wspec w[] = {
     {0, 0, 0, 300, 500, 64, 0, 2, BIAS_NONE, MASK_NONE, 0},
     {15, -1, 0, 700, 400, 128, 1, 1, BIAS_NONE, MASK_NONE, 0},
