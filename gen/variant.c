@@ -17,10 +17,9 @@
 **          dq_stage (wgmma without det: 8 x 64 floats per warp);
 **   fwd ws q, k and v as fwd, then bar: the mbarriers (8 bytes each) of the
 **          stages' K and V arrivals and releases, and Q's arrival;
-**   bwd ws as bwd with two ds tiles and no dq_stage, then dq (the dQ tile:
-**          block_m rows of head_dim floats, padded by 8) and bar: K and V's
-**          arrival, per stage the arrivals of Q (with lse2) and dO (with
-**          delta) and the release, then the dQ tile's fill and drain.
+**   bwd ws as bwd with two ds tiles and dq_stage for the consumer warps,
+**          then bar: K and V's arrival, then per stage the arrivals of Q
+**          (with lse2) and dO (with delta) and the release.
 ** Each region starts at a multiple of its alignment (a tile: 16 bytes, wgmma
 ** 1024, the swizzle's 8-row atom; the float and int arrays 16). wgmma rounds
 ** its base up to 1024, so 1024 bytes of slack follow the regions.
@@ -196,10 +195,7 @@ static void fill_attention(const sfa_kernel_spec *s, sfa__variant *v) {
     v->qmeta_ints = sfa__mode_find(s->mode)->qmeta_ints;
     /* wgmma's dQ product leaves the accumulators in its own fragments: each
     ** warp stages 8 x 64 floats of a chunk at a time */
-    v->dq_stage_warp = v->wgmma && !det && !v->ws ? 8 * 64 * 4 : 0;
-    /* ws: the dQ tile in float rows padded by 8 (conflict-free fragment
-    ** stores), which the producer adds to the workspace with bulk reductions */
-    v->dq_row_bytes = v->ws ? (s->head_dim + 8) * 4 : 0;
+    v->dq_stage_warp = v->wgmma && !det ? 8 * 64 * 4 : 0;
     add_region(v, "k", n * rs, ta);
     add_region(v, "v", n * rs, ta);
     add_region(v, "q", st * m * rs, ta);
@@ -211,17 +207,15 @@ static void fill_attention(const sfa_kernel_spec *s, sfa__variant *v) {
     add_region(v, "qmeta", st * (size_t)v->qmeta_ints * m * 4, 16);
     add_region(v, "dq_stage", (size_t)mma_warps * (size_t)v->dq_stage_warp, 16);
     if (v->ws) {
-      add_region(v, "dq", m * (size_t)v->dq_row_bytes, 16);
-      /* kv_full, then q_full, do_full and empty per stage, then dq_full and dq_empty */
-      add_region(v, "bar", (3 * st + 3) * 8, 8);
+      /* kv_full, then q_full, do_full and empty per stage */
+      add_region(v, "bar", (3 * st + 1) * 8, 8);
       v->row_tiles = 1;
       v->consumers = v->warpgroups - 1;
       /* one CTA per SM: the cap at entry is 168 registers; the producer
-      ** keeps 32 and the two consumers get 232 each (ptxas, dense causal
-      ** D 128: at 24 the producer's dQ warp spills 12 bytes; the consumers
-      ** spill nothing down to 224) */
+      ** keeps 24 and the two consumers get 240 each (FlashAttention 3's
+      ** backward split; ptxas: no spills, the consumers none down to 232) */
       v->min_blocks = 1;
-      v->producer_regs = 32;
+      v->producer_regs = 24;
       v->consumer_regs = (65536 / v->threads / 8 * 8 * v->threads - 128 * v->producer_regs) /
                          (128 * v->consumers) / 8 * 8;
       v->box_cols = 64;

@@ -33,7 +33,7 @@ typedef struct sfa__smem_region {
   size_t align;     /* offset is a multiple of this */
 } sfa__smem_region;
 
-#define SFA__VARIANT_MAX_REGIONS 12 /* the bwd ws kernel has 11; a variant that reaches 12 may have
+#define SFA__VARIANT_MAX_REGIONS 12 /* the bwd ws kernel has 10; a variant that reaches 12 may have
                                        lost one (add_region drops any past it: test_variant) */
 
 /* ------------------------------------------------------------ grids */
@@ -158,7 +158,6 @@ typedef struct sfa__variant {
   int dq_units;         /* bwd: m16 x n16 blocks of the CTA's dQ tile (block_m x cols) */
   int dq_units_per_warp;
   int dq_stage_warp;    /* bwd, wgmma, not det: bytes per warp that stage a dQ chunk */
-  int dq_row_bytes;     /* bwd ws: a row of the dQ tile (head_dim floats, padded) */
   int qmeta_ints;       /* bwd: int32 of the mode's query metadata per query row, staged
                            with each query tile (hash: q_hash, q_idx; qk_drop: q_idx) */
   int acc_registers;    /* float accumulators per thread */

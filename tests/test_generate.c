@@ -52,8 +52,7 @@ static void check_mode_code(const sfa_kernel_spec *s, const char *name, const ch
     {s->mode == SFA_MODE_WINDOW && !dec, bwd ? "window_bwd_state" : "window_tile_state"},
     {dec, "load_kv"},                          /* decode: the cache rows, paged or not */
     {dec && s->mode == SFA_MODE_WINDOW, "key_lo = off - wl"}, /* its window bounds */
-    {bwd && !det && !ws, wg ? "sfa_red_add4(dst" : "sfa_red_add2(p"}, /* dq by atomics */
-    {bwd && ws, "cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32"}, /* or bulk sums */
+    {bwd && !det, wg ? "sfa_red_add4(dst" : "sfa_red_add2(p"}, /* dq by atomics */
     {wg, "wgmma.mma_async"},
     /* ws: the copy engine's loads on mbarriers, the registers moved to the consumers */
     {ws, "cp.async.bulk.tensor.4d"},
@@ -169,7 +168,8 @@ START_TEST(preset_contents) {
       continue;
     }
     /* sm_90 fwd and bwd at D 64 and 128 default to wgmma (the fwd of dense,
-    ** qk_drop and an unbiased window: ws), the bwd at D 256 to wgmma, and the
+    ** qk_drop and an unbiased window: ws; the bwd of dense and an unmasked,
+    ** unbiased window: ws, not with det), the bwd at D 256 to wgmma, and the
     ** fwd of dense and an unbiased window at D 256 to ws (qk_drop too, not in
     ** this preset at D 256); nothing else does */
     const int ws256 = v[i].head_dim == 256 && v[i].pass == SFA_PASS_FWD &&
@@ -183,7 +183,11 @@ START_TEST(preset_contents) {
     const int ws_mode = v[i].mode == SFA_MODE_DENSE || v[i].mode == SFA_MODE_QK_DROP ||
                         (v[i].mode == SFA_MODE_WINDOW &&
                          !(v[i].flags & (SFA_FEAT_BIAS | SFA_FEAT_MASK))) || ws256;
-    ck_assert_int_eq(v[i].mma == SFA_SPEC_MMA_WS, wg && v[i].pass == SFA_PASS_FWD && ws_mode);
+    const int ws_bwd = v[i].pass == SFA_PASS_BWD && v[i].head_dim <= 128 &&
+                       (v[i].mode == SFA_MODE_DENSE || v[i].mode == SFA_MODE_WINDOW) &&
+                       !(v[i].flags & (SFA_FEAT_BIAS | SFA_FEAT_MASK | SFA_FEAT_DETERMINISTIC));
+    ck_assert_int_eq(v[i].mma == SFA_SPEC_MMA_WS,
+                     wg && ((v[i].pass == SFA_PASS_FWD && ws_mode) || ws_bwd));
     nwg += wg;
     passes[v[i].pass] += 1 + ((v[i].flags & SFA_FEAT_DETERMINISTIC) ? 100 : 0);
     if (v[i].pass == SFA_PASS_FWD) count[v[i].mode][v[i].flags]++;
@@ -249,9 +253,9 @@ START_TEST(preset_contents) {
   for (size_t i = 0; i < n; i++) {
     nwg += v[i].mma == SFA_SPEC_MMA_WGMMA && v[i].pass == SFA_PASS_FWD;
     if (v[i].pass == SFA_PASS_BWD && v[i].mma == SFA_SPEC_MMA_WS) {
-      /* the ws backward: m64n128w12, D 64 (2..4 stages) and 128 (2), causal or not */
+      /* the ws backward: m64n128w12, D 64 (2..4 stages) and 128 (2, 3), causal or not */
       ck_assert(v[i].block_m == 64 && v[i].block_n == 128 && v[i].num_warps == 12 &&
-                v[i].num_stages >= 2 && v[i].num_stages <= (v[i].head_dim == 64 ? 4 : 2));
+                v[i].num_stages >= 2 && v[i].num_stages <= (v[i].head_dim == 64 ? 4 : 3));
       nbwdws++;
     } else if (v[i].pass == SFA_PASS_BWD) { /* the wgmma backward at D 256, causal or not */
       ck_assert(v[i].mma == SFA_SPEC_MMA_WGMMA && v[i].head_dim == 256 && v[i].block_m == 64 &&
@@ -262,7 +266,7 @@ START_TEST(preset_contents) {
   /* D {64,128} x causal or not x (m64 w4, m128 w8) x n {64,128} x s {1,2} */
   ck_assert_int_eq(nwg, 32);
   ck_assert_int_eq(nbwd256, 2);
-  ck_assert_int_eq(nbwdws, 2 * (3 + 1));
+  ck_assert_int_eq(nbwdws, 2 * (3 + 2));
   /* ws at D 256: its one tile (m128n64w12s2), causal or not */
   int nws256 = 0;
   for (size_t i = 0; i < n; i++)
