@@ -257,7 +257,7 @@ static sfa_status add_dense_tiles(list *l, int arch, char *err, size_t errlen) {
               return sfa__fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "preset: out of memory");
           }
   /* the warp-specialized backward (sm_90): D 64 and 128, 2..4 stages where they fit
-  ** (D 128: two) */
+  ** (D 128: two or three) */
   for (int d = 0; d < 2; d++)
     for (int c = 0; c < 2; c++)
       for (int st = 2; st <= 4; st++) {

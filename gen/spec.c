@@ -655,7 +655,7 @@ int sfa__ws_allowed(const sfa_kernel_spec *s) {
   return s && sfa__arch_find(s->arch) && check_ws_class(s, NULL, 0) == SFA_OK;
 }
 
-/* Where the default forward is the warp-specialized one: what was measured
+/* Where the default forward (and backward: below) is the warp-specialized one: what was measured
 ** faster than the wgmma kernel (bench/NOTES.md, session 18, H100, T 16384):
 ** dense, fixed-length and packed (packed batches at D 128: 5.56 ms against
 ** 6.46, varlen/fixed 0.95-1.10); qk_drop (D 64: 2.93 ms against 5.01; D 128:
@@ -666,7 +666,12 @@ int sfa__ws_allowed(const sfa_kernel_spec *s) {
 ** measured; its ws kernel spills a few bytes at D 128). */
 static int ws_by_default(const sfa_kernel_spec *s) {
   if (!sfa__ws_allowed(s)) return 0;
-  if (s->pass == SFA_PASS_BWD) return 0; /* not measured yet: SFA_MMA=ws asks for it */
+  if (s->pass == SFA_PASS_BWD)
+    /* session 22 (H100, T 16384, prof_case bwd against the wgmma kernel):
+    ** dense causal D 128 23.5 ms against 25.2, D 64 13.2 against 14.5;
+    ** window W = 1024 D 128 3.98 against 4.30-4.36, D 64 2.28-2.31 against
+    ** 2.51-2.53. Softcap and ALiBi were not timed on it. */
+    return !(s->flags & (SFA_FEAT_SOFTCAP | SFA_FEAT_ALIBI));
   if (s->head_dim == 256)
     /* session 19 (H100, T 16384, causal): dense 16.1 ms against 29.3 for the
     ** mma.sync default, window W = 1024 2.36 against 4.01; session 21:
@@ -705,14 +710,15 @@ sfa_status sfa__spec_default_mma(sfa_kernel_spec *spec, int wg, char *err, size_
   if (st != SFA_OK) return st;
 
   /* auto: wgmma wherever it is allowed (sm_90: fwd and bwd at D 64 and 128,
-  ** bwd at D 256), and the warp-specialized forward where it was measured
+  ** bwd at D 256), and the warp-specialized kernels where they were measured
   ** faster */
   if (wg < 0) wg = ws_by_default(&s) ? 2 : 1;
   if (wg == 2 && !sfa__ws_allowed(&s)) wg = 1;
   if (wg == 1 && !sfa__wgmma_allowed(&s)) wg = 0;
   if (wg == 2 && s.pass == SFA_PASS_BWD) {
     /* The warp-specialized backward: a producer warpgroup of tensor copies
-    ** and two consumers of 64 keys (templates/bwd_ws.lt), double buffered */
+    ** and two consumers of 64 keys (templates/bwd_ws.lt), double buffered
+    ** (the measured tile; three stages fit at D 128 and four at D 64) */
     s.mma = SFA_SPEC_MMA_WS;
     s.block_m = 64, s.block_n = 128, s.num_warps = 12, s.num_stages = 2;
   } else if (wg == 2) {

@@ -271,7 +271,7 @@ START_TEST(call_kernels_lists_what_a_call_loads) {
   ck_assert_int_eq(list(ctx, SFA_PASS_FWD, &a, NULL, SFA_DTYPE_BF16, 128, 90, names), 1);
   ck_assert_str_eq(names[0], "sfa_fwd_dense_causal_ws_bf16_d128_m128n128_w12s3_sm90");
   ck_assert_int_eq(list(ctx, SFA_PASS_BWD, &a, NULL, SFA_DTYPE_BF16, 128, 90, names), 3);
-  ck_assert_str_eq(names[0], "sfa_bwd_dense_causal_wg_bf16_d128_m64n128_w8s2_sm90");
+  ck_assert_str_eq(names[0], "sfa_bwd_dense_causal_ws_bf16_d128_m64n128_w12s2_sm90");
   ck_assert_str_eq(names[1], "sfa_bwdpre_bf16_sm90");
   ck_assert_str_eq(names[2], "sfa_convert_bf16_sm90");
   a.deterministic = 1;

@@ -294,8 +294,10 @@ START_TEST(ws_backward_rule) {
   s.pass = SFA_PASS_BWD, s.mma = SFA_SPEC_MMA_WS;
   s.block_m = 64, s.block_n = 128, s.num_warps = 12, s.num_stages = 2;
   expect(&s, SFA_OK, NULL, NULL);
-  s.num_stages = 3; /* K, V, 3 x (Q, dO), two dS^T tiles, the dQ tile: 229 KB */
-  expect(&s, SFA_ERR_INVALID_ARGUMENT, "needs 234080 bytes", "sm_90 allows");
+  s.num_stages = 3; /* K, V, 3 x (Q, dO), two dS^T tiles, the dQ staging: 209 KB */
+  expect(&s, SFA_OK, NULL, NULL);
+  s.num_stages = 4;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "needs", "sm_90 allows");
   s.head_dim = 64; /* half the row bytes: 4 stages fit */
   expect(&s, SFA_OK, NULL, NULL);
   s.num_stages = 1;
@@ -329,8 +331,12 @@ START_TEST(ws_backward_rule) {
   d.block_m = d.block_n = d.num_warps = d.num_stages = 0, d.mma = SFA_SPEC_MMA_SYNC;
   ck_assert_int_eq(sfa__spec_default_mma(&d, 2, err, sizeof err), SFA_OK);
   ck_assert(sfa__spec_same_config(&d, &s));
-  /* not the default without the ask (not measured yet), nor for hash */
+  /* the default too (measured faster), not with softcap or ALiBi (not timed)
+  ** nor for hash */
   d.block_m = d.block_n = d.num_warps = d.num_stages = 0;
+  ck_assert_int_eq(sfa_spec_default(&d, err, sizeof err), SFA_OK);
+  ck_assert(sfa__spec_same_config(&d, &s));
+  d.flags |= SFA_FEAT_SOFTCAP;
   ck_assert_int_eq(sfa_spec_default(&d, err, sizeof err), SFA_OK);
   ck_assert_int_eq(d.mma, SFA_SPEC_MMA_WGMMA);
   d.mode = SFA_MODE_HASH, d.flags = 0;
@@ -921,7 +927,11 @@ START_TEST(defaults_of_an_mma_kind) {
   ck_assert_int_eq(s.mma, SFA_SPEC_MMA_WGMMA);
   ck_assert(s.block_m == 64 && s.block_n == 128 && s.num_warps == 8 && s.num_stages == 2);
   sfa_kernel_spec d = s;
-  ck_assert_int_eq(sfa_spec_default(&d, NULL, 0), SFA_OK); /* auto: wgmma, the same tiles */
+  ck_assert_int_eq(sfa_spec_default(&d, NULL, 0), SFA_OK); /* auto: ws (measured faster) */
+  ck_assert_int_eq(d.mma, SFA_SPEC_MMA_WS);
+  d.flags |= SFA_FEAT_DETERMINISTIC; /* det: wgmma, the same tiles */
+  ck_assert_int_eq(sfa_spec_default(&d, NULL, 0), SFA_OK);
+  d.flags &= ~SFA_FEAT_DETERMINISTIC;
   ck_assert(memcmp(&d, &s, sizeof d) == 0);
   ck_assert_int_eq(sfa__spec_default_mma(&d, 0, NULL, 0), SFA_OK); /* mma.sync on request */
   ck_assert_uint_eq(d.flags, SFA_FEAT_CAUSAL);
