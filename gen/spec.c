@@ -655,8 +655,8 @@ int sfa__ws_allowed(const sfa_kernel_spec *s) {
   return s && sfa__arch_find(s->arch) && check_ws_class(s, NULL, 0) == SFA_OK;
 }
 
-/* Where the default forward (and backward: below) is the warp-specialized one: what was measured
-** faster than the wgmma kernel (bench/NOTES.md, session 18, H100, T 16384):
+/* Where the default forward (and backward: below) is the warp-specialized
+** one: what was measured faster than the wgmma kernel (bench/NOTES.md, session 18, H100, T 16384):
 ** dense, fixed-length and packed (packed batches at D 128: 5.56 ms against
 ** 6.46, varlen/fixed 0.95-1.10); qk_drop (D 64: 2.93 ms against 5.01; D 128:
 ** 3.72 against 5.11); window at D 128 (1.10 ms against 1.40) and at D 64 with

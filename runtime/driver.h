@@ -66,7 +66,7 @@ typedef struct sfa_driver {
   CUresult (*cuEventElapsedTime)(float *ms, CUevent hStart, CUevent hEnd);
   CUresult (*cuEventDestroy)(CUevent hEvent);
   CUresult (*cuPointerGetAttribute)(void *data, CUpointer_attribute attribute, CUdeviceptr ptr);
-  /* NULL before CUDA 12.0: the warp-specialized forward's tensor maps (runtime/tma.c) */
+  /* NULL before CUDA 12.0: the warp-specialized kernels' tensor maps (runtime/tma.c) */
   CUresult (*cuTensorMapEncodeTiled)(CUtensorMap *map, CUtensorMapDataType type, cuuint32_t rank,
                                      void *addr, const cuuint64_t *dim, const cuuint64_t *strides,
                                      const cuuint32_t *box, const cuuint32_t *elem_strides,

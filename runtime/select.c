@@ -339,8 +339,9 @@ sfa_status sfa__select_spec(sfa_context *ctx, const sfa__device *dev, sfa_kernel
     return sfa__error(ctx, SFA_ERR_INTERNAL, "sfa__select_spec: NULL argument");
   const sfa_kernel_spec asked = *spec;
   sfa_status st = select_spec(ctx, dev, spec, prob);
-  /* The warp-specialized forward reads q, k and v through tensor maps: where
-  ** the copy engine cannot address them, the wgmma default serves instead. */
+  /* The warp-specialized kernels read q, k and v (and dout) through tensor
+  ** maps: where the copy engine cannot address them, the wgmma default serves
+  ** instead. */
   if (st == SFA_OK && spec->mma == SFA_SPEC_MMA_WS && prob->no_tma) {
     char why[1024];
     *spec = asked;

@@ -1,5 +1,5 @@
 /*
-** tma.c -- tensor maps for the warp-specialized forward (runtime/tma.h):
+** tma.c -- tensor maps for the warp-specialized kernels (runtime/tma.h):
 ** the addressability rule, the encoding through the driver's
 ** cuTensorMapEncodeTiled, and a per-thread cache of recent maps by shape
 ** (cuTensorMapReplaceAddress gives a cached shape another tensor's address).
@@ -69,13 +69,13 @@ sfa_status sfa__tma_map(const sfa_driver *d, const sfa__tma_tensor *t, int box_c
   }
   if (!d->cuTensorMapEncodeTiled) {
     if (err && errlen)
-      snprintf(err, errlen, "the warp-specialized forward needs cuTensorMapEncodeTiled, which "
+      snprintf(err, errlen, "the warp-specialized kernels need cuTensorMapEncodeTiled, which "
                             "this driver lacks (CUDA 12.0 or newer)");
     return SFA_ERR_UNSUPPORTED;
   }
   if (!addressable) {
     if (err && errlen)
-      snprintf(err, errlen, "a tensor of the warp-specialized forward is not addressable by "
+      snprintf(err, errlen, "a tensor of a warp-specialized kernel is not addressable by "
                             "the copy engine (16-byte aligned base and strides)");
     return SFA_ERR_INTERNAL; /* the selection checks this first */
   }

@@ -1,9 +1,10 @@
 /*
 ** tma.h -- internal: tensor maps (CUtensorMap) for the warp-specialized
-** forward (templates/fwd_ws.lt), which loads q, k and v tiles with the tensor
-** copy engine. A map describes one [B, H, T, D] tensor (D innermost, strides
-** in elements) and a box of box_cols x box_rows elements, 128-byte swizzled,
-** rows past T read as zeros. Implemented in runtime/tma.c.
+** forward and backward (templates/fwd_ws.lt, bwd_ws.lt), which load q, k, v
+** (and dout) tiles with the tensor copy engine. A map describes one
+** [B, H, T, D] tensor (D innermost, strides in elements) and a box of
+** box_cols x box_rows elements, 128-byte swizzled, rows past T read as
+** zeros. Implemented in runtime/tma.c.
 */
 #ifndef SFA_RUNTIME_TMA_H
 #define SFA_RUNTIME_TMA_H
