@@ -176,13 +176,18 @@ typedef enum sfa_spec_mma {
                             (a warpgroup of 4 warps per 64 query rows); bwd: block_n == 16 *
                             num_warps (64 keys per warpgroup) and block_m 64. The name
                             spells it "_wg" after the flags */
-  SFA_SPEC_MMA_WS        /* warp-specialized wgmma forward: a producer warpgroup loads Q, K
+  SFA_SPEC_MMA_WS        /* warp-specialized wgmma: forward, a producer warpgroup loads Q, K
                             and V with the tensor copy engine (TMA) into num_stages (2..4)
                             buffers, 1 to 3 consumer warpgroups of 64 query rows
                             compute; sm_90 (sm_90a), pass fwd, head_dim 64, 128 or
                             256, block_n 64 or 128, block_m == 64 * (num_warps / 4 - 1)
                             (num_warps 8, 12 or 16; 16 at head_dim 64 only, 12 only at
-                            256), no mask flag. The runtime uses it only for tensors the copy
+                            256), no mask flag. Pass bwd: the producer loads K and V
+                            once and Q and dO per query tile, two consumer warpgroups
+                            of 64 keys compute; modes dense and window, head_dim 64 or
+                            128, block_m 64, block_n 128, num_warps 12, num_stages 2..4
+                            (as shared memory allows), without bias, mask, det or
+                            varlen. The runtime uses it only for tensors the copy
                             engine can address (16-byte aligned base and strides,
                             contiguous rows) and the wgmma default otherwise. The name
                             spells it "_ws" after the flags */
@@ -279,13 +284,15 @@ typedef enum sfa_tune_policy {
 
 /* Which tensor-core instructions the kernels use (sfa_options.mma). */
 typedef enum sfa_mma_kind {
-  SFA_MMA_AUTO = 0, /* the default's choice per kernel (wgmma on sm_90 where allowed) */
+  SFA_MMA_AUTO = 0, /* the default's choice per kernel (on sm_90 wgmma where allowed, the
+                       warp-specialized kernels where they were measured faster) */
   SFA_MMA_SYNC,     /* mma.sync everywhere, with its default tiles; no tuning */
   SFA_MMA_WGMMA,    /* wgmma where the pass, arch and head dim allow it (sm_90, fwd
                        and bwd, D 64 and 128, bwd also D 256), with its default tiles;
                        no tuning */
-  SFA_MMA_WS        /* as SFA_MMA_WGMMA, and the warp-specialized TMA forward
-                       (SFA_SPEC_MMA_WS) where it is allowed, with its default tiles */
+  SFA_MMA_WS        /* as SFA_MMA_WGMMA, and the warp-specialized TMA forward and
+                       backward (SFA_SPEC_MMA_WS) where they are allowed, with their
+                       default tiles */
 } sfa_mma_kind;
 
 typedef struct sfa_options {
