@@ -54,72 +54,55 @@
 #define TQ_PAD 128 /* query rows of the workspaces are padded to a multiple of this */
 
 /* An attention kernel's launch: its grid rule for dims, its block and shared
-** memory (k->var). */
+** memory (k->var); params: the parameter block, then any tensor maps. */
 static sfa_status launch(sfa_context *ctx, const sfa_driver *d, const sfa_kernel *k,
-                         const sfa__grid_dims *dims, CUstream stream, void *args) {
+                         const sfa__grid_dims *dims, CUstream stream, void **params) {
   unsigned g[3];
   sfa__grid_size(&k->var.grid, dims, g);
-  void *kp[1] = {args};
   CUresult r = d->cuLaunchKernel(k->fn, g[0], g[1], g[2], (unsigned)k->var.threads, 1, 1,
-                                 (unsigned)k->var.smem_bytes, stream, kp, NULL);
+                                 (unsigned)k->var.smem_bytes, stream, params, NULL);
   if (r == CUDA_SUCCESS) return SFA_OK;
   char what[SFA__KERNEL_NAME + 64];
   snprintf(what, sizeof what, "cuLaunchKernel(%s, grid %ux%ux%u)", k->name, g[0], g[1], g[2]);
   return sfa__cuda_error(r, what, ctx->err, sizeof ctx->err);
 }
 
-/* q, k, v and dout of a backward call as the copy engine sees them. */
-static void bwd_tma_tensors(const sfa_bwd_args *a, sfa_dtype dtype, int head_dim,
-                            sfa__tma_tensor t[4]) {
-  const uint64_t data[4] = {a->q, a->k, a->v, a->dout};
-  const int64_t heads[4] = {a->hq, a->hkv, a->hkv, a->hq}, lens[4] = {a->tq, a->tk, a->tk, a->tq};
-  const int64_t sb[4] = {a->q_sb, a->k_sb, a->v_sb, a->do_sb};
-  const int64_t sh[4] = {a->q_sh, a->k_sh, a->v_sh, a->do_sh};
-  const int64_t st[4] = {a->q_st, a->k_st, a->v_st, a->do_st};
+/* q, k, v and dout as the copy engine sees them. */
+static void bwd_tma_tensors(const sfa_tensor *const x[4], sfa__tma_tensor t[4]) {
   for (int i = 0; i < 4; i++)
-    t[i] = (sfa__tma_tensor){.data = data[i], .dtype = dtype, .B = a->batch, .H = heads[i],
-                             .T = lens[i], .D = head_dim, .sb = sb[i], .sh = sh[i], .st = st[i]};
-}
-
-/* The bwd kernel's launch; the ws kernel takes the tensor maps of q, k, v
-** and dout (boxes of block_m, block_n, block_n and block_m rows) after the
-** parameter block. */
-static sfa_status launch_bwd(sfa_context *ctx, const sfa_driver *d, const sfa_kernel *k,
-                             const sfa__grid_dims *dims, CUstream stream, sfa_bwd_args *a) {
-  const sfa__variant *v = &k->var;
-  if (!v->ws) return launch(ctx, d, k, dims, stream, a);
-  sfa__tma_tensor t[4];
-  CUtensorMap maps[4];
-  void *kp[5] = {a};
-  bwd_tma_tensors(a, v->spec.dtype, v->spec.head_dim, t);
-  const int rows[4] = {v->spec.block_m, v->spec.block_n, v->spec.block_n, v->spec.block_m};
-  for (int i = 0; i < 4; i++) {
-    sfa_status st = sfa__tma_map(d, &t[i], v->box_cols, rows[i], &maps[i], ctx->err,
-                                 sizeof ctx->err);
-    if (st != SFA_OK) return st;
-    kp[1 + i] = &maps[i];
-  }
-  unsigned g[3];
-  sfa__grid_size(&v->grid, dims, g);
-  CUresult r = d->cuLaunchKernel(k->fn, g[0], g[1], g[2], (unsigned)v->threads, 1, 1,
-                                 (unsigned)v->smem_bytes, stream, kp, NULL);
-  if (r == CUDA_SUCCESS) return SFA_OK;
-  char what[SFA__KERNEL_NAME + 64];
-  snprintf(what, sizeof what, "cuLaunchKernel(%s, grid %ux%ux%u)", k->name, g[0], g[1], g[2]);
-  return sfa__cuda_error(r, what, ctx->err, sizeof ctx->err);
+    t[i] = (sfa__tma_tensor){.data = (uint64_t)(uintptr_t)x[i]->data, .dtype = x[i]->dtype,
+                             .B = x[i]->shape[0], .H = x[i]->shape[1], .T = x[i]->shape[2],
+                             .D = x[i]->shape[3], .sb = x[i]->strides[0],
+                             .sh = x[i]->strides[1], .st = x[i]->strides[2]};
 }
 
 int sfa__bwd_tma_addressable(const sfa_tensor *q, const sfa_tensor *k, const sfa_tensor *v,
                              const sfa_tensor *dout) {
-  const sfa_tensor *x[4] = {q, k, v, dout};
-  for (int i = 0; i < 4; i++) {
-    const sfa__tma_tensor t = {.data = (uint64_t)(uintptr_t)x[i]->data, .dtype = x[i]->dtype,
-                               .B = x[i]->shape[0], .H = x[i]->shape[1], .T = x[i]->shape[2],
-                               .D = x[i]->shape[3], .sb = x[i]->strides[0],
-                               .sh = x[i]->strides[1], .st = x[i]->strides[2]};
-    if (!sfa__tma_addressable(&t)) return 0;
+  const sfa_tensor *const x[4] = {q, k, v, dout};
+  sfa__tma_tensor t[4];
+  bwd_tma_tensors(x, t);
+  return sfa__tma_all_addressable(t, 4);
+}
+
+/* The bwd kernel's launch; the ws kernel takes the tensor maps of c's q, k,
+** v and dout (boxes of block_m, block_n, block_n and block_m rows) after the
+** parameter block. */
+static sfa_status launch_bwd(sfa_context *ctx, const sfa_driver *d, const sfa_kernel *k,
+                             const sfa__grid_dims *dims, CUstream stream, sfa_bwd_args *a,
+                             const sfa__bwd_call *c) {
+  const sfa__variant *v = &k->var;
+  void *kp[5] = {a};
+  CUtensorMap maps[4];
+  if (v->ws) {
+    const sfa_tensor *const x[4] = {c->q, c->k, c->v, c->dout};
+    sfa__tma_tensor t[4];
+    bwd_tma_tensors(x, t);
+    const int rows[4] = {v->spec.block_m, v->spec.block_n, v->spec.block_n, v->spec.block_m};
+    sfa_status st = sfa__tma_params(d, t, rows, 4, v->box_cols, maps, kp + 1, ctx->err,
+                                    sizeof ctx->err);
+    if (st != SFA_OK) return st;
   }
-  return 1;
+  return launch(ctx, d, k, dims, stream, kp);
 }
 
 /* A utility kernel's launch over items (its grid rule), its block. */
@@ -275,13 +258,13 @@ sfa_status sfa__bwd_exec(sfa_context *ctx, const sfa__device *dev, const sfa_dri
     st = sfa__util_launch(ctx, kb->plan_fn, what, g[0], (unsigned)vb->plan.threads,
                           (unsigned)vb->plan.smem_bytes, stream, &a);
   }
-  if (st == SFA_OK) st = launch_bwd(ctx, d, kb, &dims, stream, &a);
+  if (st == SFA_OK) st = launch_bwd(ctx, d, kb, &dims, stream, &a, c);
 
   /* 4. dq */
   if (st == SFA_OK && det) {
     a.dq = (uint64_t)(uintptr_t)dq->data;
     a.dq_sb = dq->strides[0], a.dq_sh = dq->strides[1], a.dq_st = dq->strides[2];
-    st = launch(ctx, d, kdq, &dims, stream, &a);
+    st = launch(ctx, d, kdq, &dims, stream, (void *[]){&a});
   } else if (st == SFA_OK) {
     st = convert(ctx, conv, dqacc, Hq * tqp * D, tqp * D, D, dq, scale, stream);
   }

@@ -77,8 +77,7 @@ void sfa__fwd_tma_tensors(const sfa_fwd_args *a, sfa_dtype dtype, int head_dim,
 int sfa__fwd_tma_addressable(const sfa_fwd_args *a, sfa_dtype dtype, int head_dim) {
   sfa__tma_tensor t[3];
   sfa__fwd_tma_tensors(a, dtype, head_dim, t);
-  return sfa__tma_addressable(&t[0]) && sfa__tma_addressable(&t[1]) &&
-         sfa__tma_addressable(&t[2]);
+  return sfa__tma_all_addressable(t, 3);
 }
 
 sfa_status sfa__fwd_launch(sfa_context *ctx, const sfa_driver *d, const sfa_kernel *kern,
@@ -95,12 +94,9 @@ sfa_status sfa__fwd_launch(sfa_context *ctx, const sfa_driver *d, const sfa_kern
     sfa__tma_tensor t[3];
     sfa__fwd_tma_tensors(a, v->spec.dtype, v->spec.head_dim, t);
     const int rows[3] = {v->spec.block_m, v->spec.block_n, v->spec.block_n};
-    for (int i = 0; i < 3; i++) {
-      sfa_status st = sfa__tma_map(d, &t[i], v->box_cols, rows[i], &maps[i], ctx->err,
-                                   sizeof ctx->err);
-      if (st != SFA_OK) return st;
-      kp[1 + i] = &maps[i];
-    }
+    sfa_status st = sfa__tma_params(d, t, rows, 3, v->box_cols, maps, kp + 1, ctx->err,
+                                    sizeof ctx->err);
+    if (st != SFA_OK) return st;
   }
   CUresult r = d->cuLaunchKernel(kern->fn, g[0], g[1], g[2], (unsigned)v->threads, 1, 1,
                                  (unsigned)v->smem_bytes, stream, kp, NULL);

@@ -101,3 +101,20 @@ sfa_status sfa__tma_map(const sfa_driver *d, const sfa__tma_tensor *t, int box_c
   *map = m;
   return SFA_OK;
 }
+
+int sfa__tma_all_addressable(const sfa__tma_tensor *t, int n) {
+  for (int i = 0; i < n; i++)
+    if (!sfa__tma_addressable(&t[i])) return 0;
+  return 1;
+}
+
+sfa_status sfa__tma_params(const sfa_driver *d, const sfa__tma_tensor *t, const int *rows, int n,
+                           int box_cols, CUtensorMap *maps, void **params, char *err,
+                           size_t errlen) {
+  for (int i = 0; i < n; i++) {
+    sfa_status st = sfa__tma_map(d, &t[i], box_cols, rows[i], &maps[i], err, errlen);
+    if (st != SFA_OK) return st;
+    params[i] = &maps[i];
+  }
+  return SFA_OK;
+}

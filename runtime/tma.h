@@ -37,4 +37,14 @@ int sfa__tma_addressable(const sfa__tma_tensor *t);
 sfa_status sfa__tma_map(const sfa_driver *d, const sfa__tma_tensor *t, int box_cols,
                         int box_rows, CUtensorMap *map, char *err, size_t errlen);
 
+/* 1 where the copy engine can address every one of t[0..n). */
+int sfa__tma_all_addressable(const sfa__tma_tensor *t, int n);
+
+/* The maps of t[0..n) (boxes of box_cols x rows[i]) into maps[0..n), and
+** their addresses into params[0..n): a warp-specialized kernel's parameters
+** after its block. Errors as sfa__tma_map's. */
+sfa_status sfa__tma_params(const sfa_driver *d, const sfa__tma_tensor *t, const int *rows, int n,
+                           int box_cols, CUtensorMap *maps, void **params, char *err,
+                           size_t errlen);
+
 #endif
