@@ -413,12 +413,11 @@ static sfa_status check_rules(const sfa_kernel_spec *s, char *err, size_t errlen
   if (s->pass == SFA_PASS_BWD) { /* the dQ product splits into m16 x n16 blocks per warp */
     sfa__variant v;
     sfa__variant_fill(s, &v);
-    const int mma_warps = v.ws ? s->num_warps - 4 : s->num_warps; /* ws: the consumers' */
-    if (v.dq_units % mma_warps)
+    if (v.dq_units % v.mma_warps)
       return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT,
                        "block_m/num_warps: the %d m16 x n16 blocks of the dQ tile (block_m %d, "
                        "%d columns) do not split over %d warps",
-                       v.dq_units, s->block_m, v.cols, mma_warps);
+                       v.dq_units, s->block_m, v.cols, v.mma_warps);
   }
 
   if (s->pass == SFA_PASS_DECODE) {
@@ -656,7 +655,8 @@ int sfa__ws_allowed(const sfa_kernel_spec *s) {
 }
 
 /* Where the default forward (and backward: below) is the warp-specialized
-** one: what was measured faster than the wgmma kernel (bench/NOTES.md, session 18, H100, T 16384):
+** one: what was measured faster than the wgmma kernel (bench/NOTES.md,
+** session 18, H100, T 16384):
 ** dense, fixed-length and packed (packed batches at D 128: 5.56 ms against
 ** 6.46, varlen/fixed 0.95-1.10); qk_drop (D 64: 2.93 ms against 5.01; D 128:
 ** 3.72 against 5.11); window at D 128 (1.10 ms against 1.40) and at D 64 with

@@ -107,6 +107,21 @@ static void add_region(sfa__variant *v, const char *name, size_t size, size_t al
   r->align = align;
 }
 
+/* A warp-specialized kernel (v->ws, min_blocks set): one m16 tile per
+** consumer warp, the warpgroups after the producer's the consumers, and
+** setmaxnreg's split: the producer keeps producer_regs, the consumers share
+** what the cap at entry (65536 registers over the CTAs' threads, in steps of
+** 8) leaves, at most 256 each; tensor copies of 64-column boxes. */
+static void fill_ws(sfa__variant *v, int producer_regs) {
+  v->row_tiles = 1;
+  v->consumers = v->warpgroups - 1;
+  const int cap = 65536 / (v->threads * v->min_blocks) / 8 * 8;
+  v->producer_regs = producer_regs;
+  v->consumer_regs = (cap * v->threads - 128 * producer_regs) / (128 * v->consumers) / 8 * 8;
+  if (v->consumer_regs > 256) v->consumer_regs = 256;
+  v->box_cols = 64;
+}
+
 static void fill_attention(const sfa_kernel_spec *s, sfa__variant *v) {
   const backend_layout *be = v->wgmma ? &backend_wgmma : &backend_sync;
   const size_t m = (size_t)s->block_m, n = (size_t)s->block_n;
@@ -118,6 +133,7 @@ static void fill_attention(const sfa_kernel_spec *s, sfa__variant *v) {
   /* The rows the warps split: queries, keys in bwd. */
   v->row_tiles = (bwd ? s->block_n : s->block_m) / (16 * s->num_warps);
   v->warpgroups = s->num_warps / 4;
+  v->mma_warps = v->ws ? s->num_warps - 4 : s->num_warps; /* ws: not the producer's */
   v->row_bytes = 2 * s->head_dim + be->row_pad;
   v->row_chunks = s->head_dim / 8;
   v->min_blocks = (s->pass == SFA_PASS_FWD || s->pass == SFA_PASS_DECODE) && v->threads <= 128 ? 2 : 1;
@@ -131,18 +147,13 @@ static void fill_attention(const sfa_kernel_spec *s, sfa__variant *v) {
     if (v->ws) {
       /* full_k, full_v, empty per stage, then q_full */
       add_region(v, "bar", (3 * st + 1) * 8, 8);
-      v->row_tiles = 1;
-      v->consumers = v->warpgroups - 1;
       /* One consumer: two CTAs per SM by registers (the cap at entry is 128);
       ** two: one CTA, cap 168; three: one CTA, cap 128. The producer keeps
       ** 24, 40 or 32 registers (what the consumers' steps of 8 leave: 232
       ** registers each with two consumers, 160 with three). */
-      v->min_blocks = v->consumers == 1 ? 2 : 1;
-      const int cap = 65536 / (v->threads * v->min_blocks) / 8 * 8;
-      v->producer_regs = v->consumers == 1 ? 24 : v->consumers == 2 ? 40 : 32;
-      v->consumer_regs = (cap * v->threads - 128 * v->producer_regs) / (128 * v->consumers) / 8 * 8;
-      if (v->consumer_regs > 256) v->consumer_regs = 256;
-      v->box_cols = 64;
+      const int consumers = v->warpgroups - 1;
+      v->min_blocks = consumers == 1 ? 2 : 1;
+      fill_ws(v, consumers == 1 ? 24 : consumers == 2 ? 40 : 32);
     }
     /* O and S of the MT row tiles */
     v->acc_registers = v->row_tiles * (s->head_dim / 8) * 4 + v->row_tiles * (s->block_n / 8) * 4;
@@ -181,13 +192,11 @@ static void fill_attention(const sfa_kernel_spec *s, sfa__variant *v) {
     v->grid.rule = SFA__GRID_QUERY_TILES;
     v->grid.tile = s->block_m;
     break;
-  default: { /* SFA_PASS_BWD */
-    /* ws: a producer warpgroup and consumer warpgroups of 64 keys each */
-    const int mma_warps = v->ws ? s->num_warps - 4 : s->num_warps;
+  default: /* SFA_PASS_BWD */
     v->cols = s->head_dim > 128 ? s->head_dim / 2 : s->head_dim;
     v->nsplit = s->head_dim / v->cols;
     v->dq_units = (s->block_m / 16) * (v->cols / 16);
-    v->dq_units_per_warp = v->dq_units / mma_warps;
+    v->dq_units_per_warp = v->dq_units / v->mma_warps;
     v->ds_row_bytes = 2 * s->block_m + be->row_pad;
     /* int32 of query metadata per query row that the kernel stages with each
     ** query tile for the mode's mask (the mode table; bwd_query_meta of
@@ -205,20 +214,15 @@ static void fill_attention(const sfa_kernel_spec *s, sfa__variant *v) {
     add_region(v, "lse2", st * m * 4, 16);
     add_region(v, "delta", st * m * 4, 16);
     add_region(v, "qmeta", st * (size_t)v->qmeta_ints * m * 4, 16);
-    add_region(v, "dq_stage", (size_t)mma_warps * (size_t)v->dq_stage_warp, 16);
+    add_region(v, "dq_stage", (size_t)v->mma_warps * (size_t)v->dq_stage_warp, 16);
     if (v->ws) {
       /* kv_full, then q_full, do_full and empty per stage */
       add_region(v, "bar", (3 * st + 1) * 8, 8);
-      v->row_tiles = 1;
-      v->consumers = v->warpgroups - 1;
       /* one CTA per SM: the cap at entry is 168 registers; the producer
       ** keeps 24 and the two consumers get 240 each (FlashAttention 3's
       ** backward split; ptxas: no spills, the consumers none down to 232) */
       v->min_blocks = 1;
-      v->producer_regs = 24;
-      v->consumer_regs = (65536 / v->threads / 8 * 8 * v->threads - 128 * v->producer_regs) /
-                         (128 * v->consumers) / 8 * 8;
-      v->box_cols = 64;
+      fill_ws(v, 24);
     }
     /* dK and dV of the column slice, S^T and dP^T */
     v->acc_registers = v->row_tiles * (v->cols + s->block_m);
@@ -238,7 +242,6 @@ static void fill_attention(const sfa_kernel_spec *s, sfa__variant *v) {
       v->plan.grid.per_block = v->plan.warps;
     }
     break;
-  }
   }
   const sfa__smem_region *last = &v->regions[v->nregions - 1];
   v->smem_base_align = be->base_align;

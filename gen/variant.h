@@ -149,6 +149,7 @@ typedef struct sfa__variant {
   /* Tile geometry of an attention pass (0 for a utility pass). */
   int row_tiles;        /* m16 tiles per warp: of block_m (fwd, bwddq), of block_n (bwd) */
   int warpgroups;       /* warps / 4 */
+  int mma_warps;        /* the warps that run the products: all, ws the consumers' */
   int row_bytes;        /* a shared row of head_dim elements in the backend's layout */
   int row_chunks;       /* 16-byte chunks per row of head_dim elements */
   int ds_row_bytes;     /* bwd: a row of the dS^T tile (block_m elements) */

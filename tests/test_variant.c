@@ -398,7 +398,8 @@ START_TEST(every_preset_variant_fits_its_arch) {
         ck_assert_msg(v.row_tiles >= 1 && v.row_tiles <= 2, "%s: %d m16 tiles per warp", name,
                       v.row_tiles);
         if (specs[i].pass == SFA_PASS_BWD) /* over the warps of the products (ws: consumers) */
-          ck_assert_int_eq(v.dq_units_per_warp * (v.ws ? v.warps - 4 : v.warps), v.dq_units);
+          ck_assert_int_eq(v.dq_units_per_warp * v.mma_warps, v.dq_units);
+        ck_assert_int_eq(v.mma_warps, v.ws ? v.warps - 4 : v.warps);
       }
       plans += (size_t)v.has_plan;
       total++;
