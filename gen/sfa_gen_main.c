@@ -49,7 +49,7 @@ static const char usage_text[] =
   "                             ws: wgmma fed by a TMA producer warpgroup, sm_90\n"
   "                             fwd, D 64/128/256, no window mask; --warps 8,\n"
   "                             12 or 16: 1 to 3 consumer warpgroups of 64 rows;\n"
-  "                             bwd of dense and window, D 64/128, no bias, mask,\n"
+  "                             bwd of every mode, D 64/128, no bias, mask,\n"
   "                             det or varlen: --warps 12, two consumers of 64 keys)\n"
   "  --block-m M  --block-n N  --warps W  --stages S\n"
   "  --arch A[,A...]            (default 90; may be repeated; sm_A and smA too)\n"

@@ -223,8 +223,8 @@ static sfa_status check_mode_flags(const sfa_kernel_spec *s, char *err, size_t e
 
 /* The problems mma ws serves (sfa__ws_allowed says the same without a
 ** message): pass fwd on an arch with wgmma, head dim 64, 128 or 256, no mask;
-** pass bwd (templates/bwd_ws.lt) for modes dense and window at head dim 64 or
-** 128, without a bias, a mask, det or packed sequences. s->arch must be known. */
+** pass bwd (templates/bwd_ws.lt) for every mode at head dim 64 or 128,
+** without a bias, a mask, det or packed sequences. s->arch must be known. */
 static sfa_status check_ws_class(const sfa_kernel_spec *s, char *err, size_t errlen) {
   const sfa_status bad = SFA_ERR_INVALID_ARGUMENT;
   if ((s->pass != SFA_PASS_FWD && s->pass != SFA_PASS_BWD) ||
@@ -233,10 +233,6 @@ static sfa_status check_ws_class(const sfa_kernel_spec *s, char *err, size_t err
                      "mma: ws (warp-specialized) applies to passes fwd and bwd on sm_90 only");
   if (s->pass == SFA_PASS_BWD) {
     const unsigned not_bwd = SFA_FEAT_BIAS | SFA_FEAT_MASK | SFA_FEAT_DETERMINISTIC | SFA_FEAT_VARLEN;
-    if (s->mode != SFA_MODE_DENSE && s->mode != SFA_MODE_WINDOW)
-      return sfa__fail(err, errlen, bad,
-                       "mma: ws in pass bwd serves modes dense and window (not %s); use mma "
-                       "wgmma", sfa__mode_find(s->mode)->name);
     if (s->head_dim != 64 && s->head_dim != 128)
       return sfa__fail(err, errlen, bad,
                        "head_dim: %d is not allowed with mma ws in pass bwd; must be 64 or 128",
@@ -670,8 +666,9 @@ static int ws_by_default(const sfa_kernel_spec *s) {
     /* session 22 (H100, T 16384, prof_case bwd against the wgmma kernel):
     ** dense causal D 128 23.5 ms against 25.2, D 64 13.2 against 14.5;
     ** window W = 1024 D 128 3.98 against 4.30-4.36, D 64 2.28-2.31 against
-    ** 2.51-2.53. Softcap and ALiBi were not timed on it. */
-    return !(s->flags & (SFA_FEAT_SOFTCAP | SFA_FEAT_ALIBI));
+    ** 2.51-2.53. Softcap and ALiBi, hash and qk_drop were not timed on it. */
+    return (s->mode == SFA_MODE_DENSE || s->mode == SFA_MODE_WINDOW) &&
+           !(s->flags & (SFA_FEAT_SOFTCAP | SFA_FEAT_ALIBI));
   if (s->head_dim == 256)
     /* session 19 (H100, T 16384, causal): dense 16.1 ms against 29.3 for the
     ** mma.sync default, window W = 1024 2.36 against 4.01; session 21:

@@ -216,13 +216,16 @@ static void fill_attention(const sfa_kernel_spec *s, sfa__variant *v) {
     add_region(v, "qmeta", st * (size_t)v->qmeta_ints * m * 4, 16);
     add_region(v, "dq_stage", (size_t)v->mma_warps * (size_t)v->dq_stage_warp, 16);
     if (v->ws) {
-      /* kv_full, then q_full, do_full and empty per stage */
+      /* kv_full, then q_full, do_full and empty per stage; per stage the
+      ** descriptor of its query tile (two int32: index, head * 4 + state) */
       add_region(v, "bar", (3 * st + 1) * 8, 8);
+      add_region(v, "desc", st * 8, 8);
       /* one CTA per SM: the cap at entry is 168 registers; the producer
-      ** keeps 24 and the two consumers get 240 each (FlashAttention 3's
-      ** backward split; ptxas: no spills, the consumers none down to 232) */
+      ** keeps 40 and the two consumers get 232 each (ptxas, D 64 and 128:
+      ** no spills; with FlashAttention 3's 24 the producer's walk of the
+      ** window, qk_drop and hash tiles spills) */
       v->min_blocks = 1;
-      fill_ws(v, 24);
+      fill_ws(v, 40);
     }
     /* dK and dV of the column slice, S^T and dP^T */
     v->acc_registers = v->row_tiles * (v->cols + s->block_m);

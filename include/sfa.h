@@ -184,7 +184,7 @@ typedef enum sfa_spec_mma {
                             (num_warps 8, 12 or 16; 16 at head_dim 64 only, 12 only at
                             256), no mask flag. Pass bwd: the producer loads K and V
                             once and Q and dO per query tile, two consumer warpgroups
-                            of 64 keys compute; modes dense and window, head_dim 64 or
+                            of 64 keys compute; every mode, head_dim 64 or
                             128, block_m 64, block_n 128, num_warps 12, num_stages 2..4
                             (as shared memory allows), without bias, mask, det or
                             varlen. The runtime uses it only for tensors the copy

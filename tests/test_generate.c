@@ -81,11 +81,11 @@ START_TEST(source_for_every_preset_variant) {
     ck_assert_int_eq(sfa__preset(presets[p], arch, 2, &specs, &n, NULL, 0), SFA_OK);
     /* per arch: fwd, and for D <= 128 bwd, bwd + det, bwddq; all-modes on
     ** sm_90 also fwd, bwd and bwd + det in the other mma kind and the 32 fwd
-    ** kernels without a mask warp-specialized, 16 ws backwards; 28 decode kernels and the 11
+    ** kernels without a mask warp-specialized, 24 ws backwards; 28 decode kernels and the 11
     ** utility kernels per arch; on sm_90 the short rows' forwards (dense and
     ** qk_drop at D 64 in fp16 and bf16: 6) */
     ck_assert_uint_eq(n, p == 0 ? 2 * (44 + 3 * 44 + 28 + 11) + 6
-                                : 2 * 4 * 48 + 3 * 48 + 32 + 16 + 2 * (28 + 11) + 6);
+                                : 2 * 4 * 48 + 3 * 48 + 32 + 24 + 2 * (28 + 11) + 6);
     for (size_t i = 0; i < n; i++) {
       sfa_kernel_spec s = specs[i];
       char name[SFA__NAME_MAX], err[1024] = "", *src = NULL, pat[SFA__NAME_MAX + 4];
@@ -217,9 +217,10 @@ START_TEST(preset_contents) {
   ck_assert_int_eq(sfa__preset("all-modes", arch, 1, &v, &n, err, sizeof err), SFA_OK);
   /* 48 classes x (fwd, bwd, bwd + det, bwddq), and on sm_90 fwd, bwd and
   ** bwd + det also in the other mma kind, fwd warp-specialized where no mask
-  ** (32 classes) and bwd warp-specialized for dense and window without a
-  ** bias, mask, det or varlen (16); 6: the short rows' forwards */
-  ck_assert_uint_eq(n, 4 * 48 + 3 * 48 + 32 + 16 + 28 + 11 + 6);
+  ** (32 classes) and bwd warp-specialized without a bias, mask, det or
+  ** varlen (dense and window {-, causal}, qk_drop, hash: 24); 6: the short
+  ** rows' forwards */
+  ck_assert_uint_eq(n, 4 * 48 + 3 * 48 + 32 + 24 + 28 + 11 + 6);
   expect_utils(v, n, 11);
   int kinds[3][3] = {{0}};
   for (size_t i = 0; i < n; i++) {
@@ -228,7 +229,7 @@ START_TEST(preset_contents) {
     ck_assert(v[i].head_dim == 64 || v[i].head_dim == 128);
     ck_assert(!wg || v[i].pass != SFA_PASS_BWD_DQ);
     ck_assert(wg != 2 || (v[i].pass == SFA_PASS_FWD && !(v[i].flags & SFA_FEAT_MASK)) ||
-              (v[i].pass == SFA_PASS_BWD && (v[i].mode == SFA_MODE_DENSE || v[i].mode == SFA_MODE_WINDOW) &&
+              (v[i].pass == SFA_PASS_BWD &&
                !(v[i].flags & (SFA_FEAT_BIAS | SFA_FEAT_MASK | SFA_FEAT_DETERMINISTIC | SFA_FEAT_VARLEN))));
     kinds[v[i].pass][wg]++;
     if (v[i].pass == SFA_PASS_FWD && wg == 1) count[v[i].mode][v[i].flags]++;
@@ -238,7 +239,7 @@ START_TEST(preset_contents) {
   ck_assert_int_eq(kinds[SFA_PASS_FWD][2], 32 + 6); /* and the short rows' */
   ck_assert_int_eq(kinds[SFA_PASS_BWD][0], 96);
   ck_assert_int_eq(kinds[SFA_PASS_BWD][1], 96);
-  ck_assert_int_eq(kinds[SFA_PASS_BWD][2], 16);
+  ck_assert_int_eq(kinds[SFA_PASS_BWD][2], 24);
   ck_assert_int_eq(kinds[SFA_PASS_BWD_DQ][0], 48);
   for (unsigned f = 0; f < 8; f++) ck_assert_int_eq(count[SFA_MODE_WINDOW][f], 4);
   ck_assert_int_eq(count[SFA_MODE_DENSE][0] + count[SFA_MODE_DENSE][SFA_FEAT_CAUSAL], 8);
@@ -595,7 +596,7 @@ START_TEST(sfa_gen_tool) {
   f = fopen(cmd, "r");
   ck_assert(f && fscanf(f, "%d", &n) == 1);
   fclose(f);
-  ck_assert_int_eq(n, 2 * 4 * 48 + 3 * 48 + 32 + 16 + 2 * (28 + 11) + 6);
+  ck_assert_int_eq(n, 2 * 4 * 48 + 3 * 48 + 32 + 24 + 2 * (28 + 11) + 6);
 
   /* Utility kernels: by --pass (its dtype, or the one it takes) and by name. */
   expect_first_listed(tool, dir, "--pass topk --dtype fp32 --arch 80,90", "sfa_topk_fp32_sm80\n");

@@ -12,7 +12,7 @@
 ** of problem through mma.sync (SFA_MMA_SYNC, D 64, 128 and 256) so that both
 ** kernels stay tested; case "wgmma256" the wgmma backward at D 256 (column
 ** halves) in every mode, small enough for the sanitizers; case "ws" the
-** warp-specialized backward (dense and window, D 64 and 128).
+** warp-specialized backward (every mode, D 64 and 128).
 **
 ** Inputs come from tests/gpucase.c (the sparse forward suite's cases) plus a
 ** random dout. Every output is poisoned with NaN before the call: an element
@@ -164,30 +164,38 @@ START_TEST(dense_causal_and_not) {
 }
 END_TEST
 
-START_TEST(qk_drop_with_padding) {
+/* qk_drop: 30% of 900 positions dropped, index padding, D 64 and 128, GQA
+** and MQA, fp16 and bf16; through run, seeds from seed0. */
+static void run_qk_drop(uint64_t seed0, void (*run)(const scase *)) {
   for (int n = 0; n < 4; n++) {
     const int T0 = 900, Tq = 650, Tk = 600;
     scase c = tg_case(SFA_MODE_QK_DROP, n % 2 ? 1 : 2, Tq, Tk, n < 2 ? 64 : 128,
                       n % 2 ? SFA_DTYPE_BF16 : SFA_DTYPE_FP16);
     c.T0 = T0, c.keep = 0.7;
     c.idx_pad = n == 1 ? 5 : 0;
-    c.seed = tg_seed + 100 + (uint64_t)n;
-    run_case(&c);
+    c.seed = tg_seed + seed0 + (uint64_t)n;
+    run(&c);
   }
 }
-END_TEST
 
-START_TEST(hash_buckets) {
-  const int nbs[4] = {1, 4, 16, 64}; /* 64: a tile of rows spans several buckets */
+/* hash: 1, 4, 16 and 64 buckets (64: a tile of rows spans several), index
+** padding, Tq != Tk, D 64 and 128; through run, seeds from seed0. */
+static void run_hash(uint64_t seed0, void (*run)(const scase *)) {
+  const int nbs[4] = {1, 4, 16, 64};
   for (int n = 0; n < 4; n++) {
     scase c = tg_case(SFA_MODE_HASH, n % 2 ? 1 : 2, n ? 700 : 900, n ? 1000 : 611,
                       n % 2 ? 64 : 128, n % 2 ? SFA_DTYPE_BF16 : SFA_DTYPE_FP16);
     c.buckets = nbs[n];
     c.idx_pad = n >= 2 ? 3 : 0;
-    c.seed = tg_seed + 200 + (uint64_t)n;
-    run_case(&c);
+    c.seed = tg_seed + seed0 + (uint64_t)n;
+    run(&c);
   }
 }
+
+START_TEST(qk_drop_with_padding) { run_qk_drop(100, run_case); }
+END_TEST
+
+START_TEST(hash_buckets) { run_hash(200, run_case); }
 END_TEST
 
 /* Each window case of w through run (run_case, or a check before it), seeds from seed0. */
@@ -349,11 +357,12 @@ START_TEST(wgmma_head_dim_256) {
 }
 END_TEST
 
-/* The warp-specialized backward (SFA_MMA_WS; sm_90, dense and window at D
-** 64 and 128 without a bias or a mask; CK_RUN_CASE=ws, small enough for the
+/* The warp-specialized backward (SFA_MMA_WS; sm_90, every mode at D 64 and
+** 128 without a bias or a mask; CK_RUN_CASE=ws, small enough for the
 ** sanitizers): dense causal and not, Tq != Tk both ways and ragged lengths
 ** (the tensor copies' rows past T read as zeros), GQA and MQA, windows
-** causal, one-sided and two-sided, fp16 and bf16. Each case first checks that
+** causal, one-sided and two-sided, qk_drop and hash (query metadata staged
+** by the producer; hash's plan) with index padding, fp16 and bf16. Each case first checks that
 ** its call takes the ws kernel; the det pass of run_case takes wgmma. */
 static void run_ws_case(const scase *c) {
   const sfa_kernel_spec k = tg_case_kernel(SFA_PASS_BWD, c);
@@ -381,6 +390,8 @@ START_TEST(ws_kernels) {
     {63, 63, 0, 1000, 900, 128, 1, 1, BIAS_NONE, MASK_NONE, 0},
   };
   run_windows(w, sizeof w / sizeof w[0], 1310, run_ws_case);
+  run_qk_drop(1320, run_ws_case);
+  run_hash(1330, run_ws_case);
   tg_pop_context(saved);
 }
 END_TEST

@@ -375,7 +375,8 @@ START_TEST(ws_gives_way_to_wgmma_where_the_copy_engine_cannot_address) {
   p.no_tma = 1;
   s = select_ok(ctx, &d, c, &p);
   assert_tile(&s, &want);
-  /* the ws backward likewise; and where it serves no class (hash), wgmma */
+  /* the ws backward likewise (hash too); and where it serves no class (a
+  ** window bias), wgmma */
   sfa_kernel_spec b = cls(SFA_PASS_BWD, 128, 90, SFA_FEAT_CAUSAL);
   p.no_tma = 0;
   s = select_ok(ctx, &d, b, &p);
@@ -384,6 +385,9 @@ START_TEST(ws_gives_way_to_wgmma_where_the_copy_engine_cannot_address) {
   s = select_ok(ctx, &d, b, &p);
   ck_assert_int_eq(s.mma, SFA_SPEC_MMA_WGMMA);
   b.mode = SFA_MODE_HASH, b.flags = 0, p.no_tma = 0;
+  s = select_ok(ctx, &d, b, &p);
+  ck_assert_int_eq(s.mma, SFA_SPEC_MMA_WS);
+  b.mode = SFA_MODE_WINDOW, b.flags = SFA_FEAT_CAUSAL | SFA_FEAT_BIAS;
   s = select_ok(ctx, &d, b, &p);
   ck_assert_int_eq(s.mma, SFA_SPEC_MMA_WGMMA);
   sfa_context_destroy(ctx);

@@ -287,8 +287,8 @@ END_TEST
 
 /* mma ws in pass bwd (templates/bwd_ws.lt): a producer warpgroup and two
 ** consumers of 64 keys (num_warps 12, block_n 128), 64-query tiles, 2..4
-** stages where they fit; modes dense and window at head_dim 64 or 128,
-** without bias, mask, det or varlen. Each error names its field. */
+** stages where they fit; every mode at head_dim 64 or 128, without bias,
+** mask, det or varlen. Each error names its field. */
 START_TEST(ws_backward_rule) {
   sfa_kernel_spec s = good();
   s.pass = SFA_PASS_BWD, s.mma = SFA_SPEC_MMA_WS;
@@ -309,9 +309,10 @@ START_TEST(ws_backward_rule) {
   s.block_m = 64, s.head_dim = 256;
   expect(&s, SFA_ERR_INVALID_ARGUMENT, "head_dim: 256 is not allowed with mma ws in pass bwd",
          "64 or 128");
-  s.head_dim = 128, s.mode = SFA_MODE_HASH, s.flags = 0;
-  expect(&s, SFA_ERR_INVALID_ARGUMENT, "mma: ws in pass bwd serves modes dense and window",
-         "not hash");
+  s.head_dim = 128, s.mode = SFA_MODE_HASH, s.flags = 0; /* the producer stages q_hash, q_idx */
+  expect(&s, SFA_OK, NULL, NULL);
+  s.mode = SFA_MODE_QK_DROP, s.flags = SFA_FEAT_STRICT;
+  expect(&s, SFA_OK, NULL, NULL);
   s.mode = SFA_MODE_WINDOW, s.flags = SFA_FEAT_CAUSAL | SFA_FEAT_SOFTCAP | SFA_FEAT_ALIBI;
   expect(&s, SFA_OK, NULL, NULL);
   s.flags = SFA_FEAT_CAUSAL | SFA_FEAT_BIAS;
@@ -339,8 +340,11 @@ START_TEST(ws_backward_rule) {
   d.flags |= SFA_FEAT_SOFTCAP;
   ck_assert_int_eq(sfa_spec_default(&d, err, sizeof err), SFA_OK);
   ck_assert_int_eq(d.mma, SFA_SPEC_MMA_WGMMA);
-  d.mode = SFA_MODE_HASH, d.flags = 0;
+  d.mode = SFA_MODE_HASH, d.flags = 0; /* served when asked for */
   ck_assert_int_eq(sfa__spec_default_mma(&d, 2, err, sizeof err), SFA_OK);
+  ck_assert_int_eq(d.mma, SFA_SPEC_MMA_WS);
+  d.block_m = d.block_n = d.num_warps = d.num_stages = 0;
+  ck_assert_int_eq(sfa_spec_default(&d, err, sizeof err), SFA_OK);
   ck_assert_int_eq(d.mma, SFA_SPEC_MMA_WGMMA);
 }
 END_TEST
