@@ -666,9 +666,11 @@ static int ws_by_default(const sfa_kernel_spec *s) {
     /* session 22 (H100, T 16384, prof_case bwd against the wgmma kernel):
     ** dense causal D 128 23.5 ms against 25.2, D 64 13.2 against 14.5;
     ** window W = 1024 D 128 3.98 against 4.30-4.36, D 64 2.28-2.31 against
-    ** 2.51-2.53. Softcap and ALiBi, hash and qk_drop were not timed on it. */
-    return (s->mode == SFA_MODE_DENSE || s->mode == SFA_MODE_WINDOW) &&
-           !(s->flags & (SFA_FEAT_SOFTCAP | SFA_FEAT_ALIBI));
+    ** 2.51-2.53; session 23: hash (16 buckets) D 128 3.02-3.04 against
+    ** 3.27, D 64 1.80 against 1.89; qk_drop (30% dropped) D 128 12.41-12.46
+    ** against 13.33, D 64 7.19-7.25 against 8.11. Softcap and ALiBi were not
+    ** timed on it. */
+    return !(s->flags & (SFA_FEAT_SOFTCAP | SFA_FEAT_ALIBI));
   if (s->head_dim == 256)
     /* session 19 (H100, T 16384, causal): dense 16.1 ms against 29.3 for the
     ** mma.sync default, window W = 1024 2.36 against 4.01; session 21:

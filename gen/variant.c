@@ -219,13 +219,16 @@ static void fill_attention(const sfa_kernel_spec *s, sfa__variant *v) {
       /* kv_full, then q_full, do_full and empty per stage; per stage the
       ** descriptor of its query tile (two int32: index, head * 4 + state) */
       add_region(v, "bar", (3 * st + 1) * 8, 8);
-      add_region(v, "desc", st * 8, 8);
+      /* modes with query metadata or a plan: the producer alone walks the
+      ** tiles and names each stage's in a descriptor (templates/bwd_ws.lt) */
+      const int desc = v->qmeta_ints > 0 || sfa__bwd_plan(s);
+      add_region(v, "desc", desc ? st * 8 : 0, 8);
       /* one CTA per SM: the cap at entry is 168 registers; the producer
-      ** keeps 40 and the two consumers get 232 each (ptxas, D 64 and 128:
-      ** no spills; with FlashAttention 3's 24 the producer's walk of the
-      ** window, qk_drop and hash tiles spills) */
+      ** keeps 24 and the two consumers get 240 each (FlashAttention 3's
+      ** split), or with descriptors 40 and 232 (ptxas, D 64 and 128: no
+      ** spills; with 24 the producer's walk spills) */
       v->min_blocks = 1;
-      fill_ws(v, 40);
+      fill_ws(v, desc ? 40 : 24);
     }
     /* dK and dV of the column slice, S^T and dP^T */
     v->acc_registers = v->row_tiles * (v->cols + s->block_m);

@@ -332,17 +332,22 @@ START_TEST(ws_backward_rule) {
   d.block_m = d.block_n = d.num_warps = d.num_stages = 0, d.mma = SFA_SPEC_MMA_SYNC;
   ck_assert_int_eq(sfa__spec_default_mma(&d, 2, err, sizeof err), SFA_OK);
   ck_assert(sfa__spec_same_config(&d, &s));
-  /* the default too (measured faster), not with softcap or ALiBi (not timed)
-  ** nor for hash */
+  /* the default too (measured faster), not with softcap or ALiBi (not timed) */
   d.block_m = d.block_n = d.num_warps = d.num_stages = 0;
   ck_assert_int_eq(sfa_spec_default(&d, err, sizeof err), SFA_OK);
   ck_assert(sfa__spec_same_config(&d, &s));
   d.flags |= SFA_FEAT_SOFTCAP;
   ck_assert_int_eq(sfa_spec_default(&d, err, sizeof err), SFA_OK);
   ck_assert_int_eq(d.mma, SFA_SPEC_MMA_WGMMA);
-  d.mode = SFA_MODE_HASH, d.flags = 0; /* served when asked for */
-  ck_assert_int_eq(sfa__spec_default_mma(&d, 2, err, sizeof err), SFA_OK);
+  d.mode = SFA_MODE_HASH, d.flags = 0; /* hash and qk_drop too (session 23) */
+  d.block_m = d.block_n = d.num_warps = d.num_stages = 0;
+  ck_assert_int_eq(sfa_spec_default(&d, err, sizeof err), SFA_OK);
   ck_assert_int_eq(d.mma, SFA_SPEC_MMA_WS);
+  d.mode = SFA_MODE_QK_DROP, d.flags = SFA_FEAT_STRICT;
+  d.block_m = d.block_n = d.num_warps = d.num_stages = 0;
+  ck_assert_int_eq(sfa_spec_default(&d, err, sizeof err), SFA_OK);
+  ck_assert_int_eq(d.mma, SFA_SPEC_MMA_WS);
+  d.flags |= SFA_FEAT_SOFTCAP;
   d.block_m = d.block_n = d.num_warps = d.num_stages = 0;
   ck_assert_int_eq(sfa_spec_default(&d, err, sizeof err), SFA_OK);
   ck_assert_int_eq(d.mma, SFA_SPEC_MMA_WGMMA);
@@ -866,9 +871,10 @@ START_TEST(defaults_three_consumers_dense_d64_without_softcap_alibi) {
 END_TEST
 
 /* The default decides mma: wgmma for sm_90 fwd and bwd at D 64/128 and bwd
-** at D 256 whatever the caller passed, ws for the sm_90 forward of dense,
-** qk_drop and an unbiased window at D 256, mma.sync everywhere else (the dq
-** pass, other archs and dims); the flags stay as they are. */
+** at D 256 whatever the caller passed, ws for the sm_90 backward at D 64/128
+** without softcap or ALiBi and the forward of dense, qk_drop and an unbiased
+** window at D 256, mma.sync everywhere else (the dq pass, other archs and
+** dims); the flags stay as they are. */
 START_TEST(defaults_set_or_clear_wg) {
   sfa_kernel_spec s = {SFA_PASS_FWD, SFA_MODE_HASH, SFA_DTYPE_FP16, 64, 0, 0, 0, 0, 90, 0,
                        SFA_SPEC_MMA_SYNC};
@@ -876,10 +882,15 @@ START_TEST(defaults_set_or_clear_wg) {
   ck_assert_uint_eq(s.flags, 0);
   ck_assert_int_eq(s.mma, SFA_SPEC_MMA_WGMMA);
   ck_assert(s.block_m == 64 && s.block_n == 64 && s.num_warps == 4 && s.num_stages == 2);
-  s.pass = SFA_PASS_BWD;
+  s.pass = SFA_PASS_BWD; /* the warp-specialized backward */
+  ck_assert_int_eq(sfa_spec_default(&s, NULL, 0), SFA_OK);
+  ck_assert_int_eq(s.mma, SFA_SPEC_MMA_WS);
+  ck_assert(s.block_m == 64 && s.block_n == 128 && s.num_warps == 12 && s.num_stages == 2);
+  s.flags = SFA_FEAT_SOFTCAP; /* not timed there: wgmma */
   ck_assert_int_eq(sfa_spec_default(&s, NULL, 0), SFA_OK);
   ck_assert_int_eq(s.mma, SFA_SPEC_MMA_WGMMA);
   ck_assert(s.block_m == 64 && s.block_n == 128 && s.num_warps == 8 && s.num_stages == 2);
+  s.flags = 0;
   static const struct { sfa_pass pass; int d, arch; } off[] = {
     {SFA_PASS_FWD, 128, 80}, {SFA_PASS_FWD, 64, 89}, {SFA_PASS_FWD, 96, 90},
     {SFA_PASS_BWD, 128, 80}, {SFA_PASS_BWD, 192, 90}, {SFA_PASS_BWD_DQ, 64, 90}};
