@@ -168,8 +168,8 @@ START_TEST(preset_contents) {
       continue;
     }
     /* sm_90 fwd and bwd at D 64 and 128 default to wgmma (the fwd of dense,
-    ** qk_drop and an unbiased window: ws; the bwd of dense and an unmasked,
-    ** unbiased window: ws, not with det), the bwd at D 256 to wgmma, and the
+    ** qk_drop and an unbiased window: ws; the bwd of every mode without a
+    ** bias or a mask: ws, not with det), the bwd at D 256 to wgmma, and the
     ** fwd of dense and an unbiased window at D 256 to ws (qk_drop too, not in
     ** this preset at D 256); nothing else does */
     const int ws256 = v[i].head_dim == 256 && v[i].pass == SFA_PASS_FWD &&
@@ -184,7 +184,6 @@ START_TEST(preset_contents) {
                         (v[i].mode == SFA_MODE_WINDOW &&
                          !(v[i].flags & (SFA_FEAT_BIAS | SFA_FEAT_MASK))) || ws256;
     const int ws_bwd = v[i].pass == SFA_PASS_BWD && v[i].head_dim <= 128 &&
-                       (v[i].mode == SFA_MODE_DENSE || v[i].mode == SFA_MODE_WINDOW) &&
                        !(v[i].flags & (SFA_FEAT_BIAS | SFA_FEAT_MASK | SFA_FEAT_DETERMINISTIC));
     ck_assert_int_eq(v[i].mma == SFA_SPEC_MMA_WS,
                      wg && ((v[i].pass == SFA_PASS_FWD && ws_mode) || ws_bwd));
