@@ -25,9 +25,10 @@
 # consumer up to 4096 keys, three above) for dense and qk_drop: the default against SFA_MMA=ws
 # (three consumers at every length) at T 1024, 2048 and 4096, A B A B, and the ws tile sweep at
 # T 8192 (is 4096 the right threshold?) into /tmp/sfa-s. wsbwd: the warp-specialized backward
-# (the default of dense and window at D 64 and 128 since session 22): test_gpu_backward's ws
-# case, memcheck and racecheck of it, then prof_case.py's bwd at T 16384 for dense causal and
-# window (W 1024) at D 64 and 128 under SFA_MMA=ws against SFA_MMA=wgmma, A B A B.
+# (the default at D 64 and 128 without softcap or ALiBi: dense and window since session 22,
+# hash and qk_drop since 23): test_gpu_backward's ws case, memcheck and racecheck of it, then
+# prof_case.py's bwd at T 16384 for dense causal, window (W 1024), hash (16 buckets) and
+# qk_drop (30%) at D 64 and 128 under SFA_MMA=ws against SFA_MMA=wgmma, A B A B.
 case "$1" in -h|--help) sed -n '2,/^[^#]/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp}
@@ -127,7 +128,7 @@ if [[ $what == *" short "* ]]; then
 fi
 if [[ $what == *" wsbwd "* ]]; then
   backward_case_sanitized ws wsbwd
-  for mode in dense window; do
+  for mode in dense window hash qk_drop; do
     for D in 128 64; do
       for m in ws wgmma ws wgmma; do
         echo "$mode D $D bwd SFA_MMA=$m: $(SFA_MMA=$m python3 bench/prof_case.py --mode $mode --D $D \
