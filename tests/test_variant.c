@@ -225,6 +225,39 @@ START_TEST(bwddq_layout_and_query_tile_grid) {
 }
 END_TEST
 
+/* The ws backward (d128 m64n128 w12s2 on sm_90): dense and window keep
+** FlashAttention 3's register split (producer 24, consumers 240) and no
+** descriptors; qk_drop and hash, whose producer alone walks the tiles, a
+** descriptor slot per stage (two int32) after the barriers, their query
+** metadata per stage, and 40/232 (the producer's walk spills at 24). */
+START_TEST(ws_bwd_descriptors_only_for_query_metadata_modes) {
+  static const struct { sfa_mode mode; unsigned flags; int meta, desc, preg, creg; } rows[] = {
+    {SFA_MODE_DENSE, SFA_FEAT_CAUSAL, 0, 0, 24, 240},
+    {SFA_MODE_WINDOW, SFA_FEAT_CAUSAL, 0, 0, 24, 240},
+    {SFA_MODE_QK_DROP, 0, 1, 16, 40, 232},
+    {SFA_MODE_HASH, 0, 2, 16, 40, 232},
+  };
+  for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+    sfa_kernel_spec s = attn(SFA_PASS_BWD, rows[i].mode, 128, 64, 128, 12, 2, 90, rows[i].flags);
+    s.mma = SFA_SPEC_MMA_WS;
+    sfa__variant v = describe(&s);
+    ck_assert(v.ws);
+    ck_assert_int_eq(v.producer_regs, rows[i].preg);
+    ck_assert_int_eq(v.consumer_regs, rows[i].creg);
+    /* the cap at entry (168 registers a thread over 384 threads) holds both */
+    ck_assert_int_le(128 * v.producer_regs + 256 * v.consumer_regs, 168 * 384);
+    const sfa__smem_region *q = sfa__variant_region(&v, "qmeta");
+    const sfa__smem_region *b = sfa__variant_region(&v, "bar");
+    ck_assert(q && b);
+    ck_assert_uint_eq(q->size, (size_t)rows[i].meta * 2 * 64 * 4);
+    ck_assert_uint_eq(b->size, (3 * 2 + 1) * 8);
+    region_is(&v, "desc", b->offset + b->size, (size_t)rows[i].desc);
+    ck_assert_int_eq(v.has_plan, rows[i].mode == SFA_MODE_HASH);
+    ck_assert_uint_eq(v.smem_bytes, sfa_spec_smem_bytes(&s));
+  }
+}
+END_TEST
+
 START_TEST(hash_bwd_stages_query_metadata_and_has_a_plan_entry) {
   /* hash: q_hash and q_idx per query row, 2 stages x 2 x 64 int32 */
   sfa_kernel_spec s = attn(SFA_PASS_BWD, SFA_MODE_HASH, 128, 64, 128, 8, 2, 80, 0);
@@ -501,6 +534,7 @@ int main(void) {
   tcase_add_test(a, bwd_d256_splits_columns_over_two_ctas);
   tcase_add_test(a, bwddq_layout_and_query_tile_grid);
   tcase_add_test(a, hash_bwd_stages_query_metadata_and_has_a_plan_entry);
+  tcase_add_test(a, ws_bwd_descriptors_only_for_query_metadata_modes);
   tcase_add_test(a, describe_refuses_what_validation_refuses);
   suite_add_tcase(su, a);
   TCase *u = tcase_create("utility");
