@@ -229,10 +229,13 @@ SFA_API sfa_status sfa_spec_parse(const char *name, sfa_kernel_spec *spec, char 
 /* The heuristic default configuration for a problem class: fills block_m,
 ** block_n, num_warps, num_stages and mma of *spec from its problem fields.
 ** The defaults are the configurations measured fastest on an H100
-** (bench/NOTES.md): wgmma on sm_90 at head dims 64 and 128 (fwd and bwd),
-** the same tiles for every mode except the sm_90 forward at D 64, where hash
-** and window (short rows) take one warpgroup per CTA. A utility pass gets its
-** fixed num_warps and no tiles (0). */
+** (bench/NOTES.md): on sm_90 wgmma at head dims 64 and 128 (fwd and bwd)
+** and 256 (bwd), except where the warp-specialized kernels (mma ws) were
+** measured faster: the forward of dense, qk_drop and a window without a
+** bias (D 64, 128 and 256; not the window at D 64 with softcap or ALiBi),
+** and the backward of every mode at D 64 and 128 without softcap or ALiBi
+** (and without a bias, mask, det or packed sequences, which ws does not
+** serve). A utility pass gets its fixed num_warps and no tiles (0). */
 SFA_API sfa_status sfa_spec_default(sfa_kernel_spec *spec, char *err, size_t errlen);
 
 /* Dynamic shared memory, in bytes, that the variant needs at launch (0 for
