@@ -4,7 +4,8 @@
 # optionally the benchmark scripts. Logs go to $OUT (or /tmp) and a summary is
 # printed last. Usage:
 #   bash bench/gpu_check.sh [suites] [sync] [sanitize] [wssan] [bench] [bwdtune] [bwdbench]
-#                           [fwdtune] [decode] [bwd256] [ws256] [short] [wsbwd] [compare]
+#                           [fwdtune] [decode] [bwd256] [ws256] [short] [wsbwd] [wsbwd256]
+#                           [compare]
 # Session 9 took: suites 3.5 min (2.25 of it test_gpu_backward), sanitize 1.4
 # min, compare (the full grid) 5.5 min; session 8: bwdtune ~1 min, bwdbench
 # over 3 min (FlexAttention compiles). Split the steps across calls of 10 min.
@@ -28,7 +29,10 @@
 # (the default at D 64 and 128 without softcap or ALiBi: dense and window since session 22,
 # hash and qk_drop since 23): test_gpu_backward's ws case, memcheck and racecheck of it, then
 # prof_case.py's bwd at T 16384 for dense causal, window (W 1024), hash (16 buckets) and
-# qk_drop (30%) at D 64 and 128 under SFA_MMA=ws against SFA_MMA=wgmma, A B A B.
+# qk_drop (30%) at D 64 and 128 under SFA_MMA=ws against SFA_MMA=wgmma, A B A B. wsbwd256: the
+# warp-specialized backward at D 256 (templates/bwd_ws256.lt, dense and window; compiled on CI,
+# first to run on a GPU): test_gpu_backward's ws256 case, memcheck and racecheck of it, then
+# prof_case.py's bwd at T 16384 under SFA_MMA=ws against SFA_MMA=wgmma (today's default), A B A B.
 case "$1" in -h|--help) sed -n '2,/^[^#]/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp}
@@ -103,6 +107,16 @@ if [[ $what == *" bwd256 "* ]]; then
     echo "SFA_MMA=$m"; grep -E "^ *(dense|window)|FAIL" $OUT/bwd256-$m.log
   done | tee $OUT/bwd256-ab.log
   summary+=("bwd256 A/B: $OUT/bwd256-ab.log")
+fi
+if [[ $what == *" wsbwd256 "* ]]; then
+  backward_case_sanitized ws256 wsbwd256
+  for mode in dense window; do
+    for m in ws wgmma ws wgmma; do
+      echo "$mode D 256 bwd SFA_MMA=$m: $(SFA_MMA=$m python3 bench/prof_case.py --mode $mode --D 256 \
+        --pass bwd --T 16384 2>&1 | tail -1)"
+    done
+  done | tee $OUT/wsbwd256.log
+  summary+=("wsbwd256: $OUT/wsbwd256.log")
 fi
 if [[ $what == *" ws256 "* ]]; then
   for mode in qk_drop hash; do

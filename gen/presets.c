@@ -20,8 +20,8 @@
 **               no bias, mask, det or varlen) also as ws
 **   dense-tiles every valid tile config of dense bf16, causal and not, D {64,128},
 **               with mma.sync and (sm_90) wgmma and ws (ws: D 256 too); and
-**               (sm_90) the ws backward (2..4 stages) and the wgmma backward
-**               at D 256
+**               (sm_90) the ws backward (2..4 stages), and at D 256 the
+**               wgmma and the ws backward
 ** All of them for fp16 and bf16 except small and dense-tiles. default and
 ** all-modes hold every pass: for each forward kernel also its backward
 ** kernels bwd, bwd + det and bwddq (their own default tiles; D 256 included
@@ -266,13 +266,16 @@ static sfa_status add_dense_tiles(list *l, int arch, char *err, size_t errlen) {
         if (sfa_spec_validate(&s, NULL, 0) == SFA_OK && push(l, &s) != 0)
           return sfa__fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "preset: out of memory");
       }
-  /* the wgmma backward at D 256 (sm_90; column halves, one stage), causal and not */
-  for (int c = 0; c < 2; c++) {
-    sfa_kernel_spec s = {SFA_PASS_BWD, SFA_MODE_DENSE, SFA_DTYPE_BF16, 256, 64, 128, 8, 1,
-                         arch, c ? C : 0u, SFA_SPEC_MMA_WGMMA};
-    if (sfa_spec_validate(&s, NULL, 0) == SFA_OK && push(l, &s) != 0)
-      return sfa__fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "preset: out of memory");
-  }
+  /* the wgmma backward at D 256 (sm_90; column halves, one stage), and the
+  ** ws backward at D 256 (consumers sharing 64 keys, two stages), causal and not */
+  for (int k = 0; k < 2; k++)
+    for (int c = 0; c < 2; c++) {
+      sfa_kernel_spec s = {SFA_PASS_BWD, SFA_MODE_DENSE, SFA_DTYPE_BF16, 256, 64, k ? 64 : 128,
+                           k ? 12 : 8, k ? 2 : 1, arch, c ? C : 0u,
+                           k ? SFA_SPEC_MMA_WS : SFA_SPEC_MMA_WGMMA};
+      if (sfa_spec_validate(&s, NULL, 0) == SFA_OK && push(l, &s) != 0)
+        return sfa__fail(err, errlen, SFA_ERR_OUT_OF_MEMORY, "preset: out of memory");
+    }
   return SFA_OK;
 }
 

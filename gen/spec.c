@@ -223,8 +223,9 @@ static sfa_status check_mode_flags(const sfa_kernel_spec *s, char *err, size_t e
 
 /* The problems mma ws serves (sfa__ws_allowed says the same without a
 ** message): pass fwd on an arch with wgmma, head dim 64, 128 or 256, no mask;
-** pass bwd (templates/bwd_ws.lt) for every mode at head dim 64 or 128,
-** without a bias, a mask, det or packed sequences. s->arch must be known. */
+** pass bwd (templates/bwd_ws.lt) for every mode at head dim 64 or 128, and
+** (templates/bwd_ws256.lt) dense and window at 256, without a bias, a mask,
+** det or packed sequences. s->arch must be known. */
 static sfa_status check_ws_class(const sfa_kernel_spec *s, char *err, size_t errlen) {
   const sfa_status bad = SFA_ERR_INVALID_ARGUMENT;
   if ((s->pass != SFA_PASS_FWD && s->pass != SFA_PASS_BWD) ||
@@ -233,10 +234,16 @@ static sfa_status check_ws_class(const sfa_kernel_spec *s, char *err, size_t err
                      "mma: ws (warp-specialized) applies to passes fwd and bwd on sm_90 only");
   if (s->pass == SFA_PASS_BWD) {
     const unsigned not_bwd = SFA_FEAT_BIAS | SFA_FEAT_MASK | SFA_FEAT_DETERMINISTIC | SFA_FEAT_VARLEN;
-    if (s->head_dim != 64 && s->head_dim != 128)
+    if (s->head_dim != 64 && s->head_dim != 128 && s->head_dim != 256)
       return sfa__fail(err, errlen, bad,
-                       "head_dim: %d is not allowed with mma ws in pass bwd; must be 64 or 128",
+                       "head_dim: %d is not allowed with mma ws in pass bwd; must be 64, 128 "
+                       "or 256",
                        s->head_dim);
+    if (s->head_dim == 256 && s->mode != SFA_MODE_DENSE && s->mode != SFA_MODE_WINDOW)
+      return sfa__fail(err, errlen, bad,
+                       "mma: ws in pass bwd at head_dim 256 serves modes dense and window (not "
+                       "%s); use mma wgmma",
+                       sfa__mode_find(s->mode)->name);
     if (s->flags & not_bwd) {
       char fl[96];
       sfa__flag_list(fl, sizeof fl, s->flags & not_bwd, 0, ", ");
@@ -282,7 +289,16 @@ static sfa_status check_ws(const sfa_kernel_spec *s, char *err, size_t errlen) {
   sfa_status st = check_ws_class(s, err, errlen);
   if (st != SFA_OK) return st;
   if (s->pass == SFA_PASS_BWD) {
-    /* a producer warpgroup and two consumers of 64 keys each, 64-query tiles */
+    /* a producer warpgroup and two consumers of 64 keys each, 64-query tiles;
+    ** at head dim 256 the two consumers share 64 keys (a column half each) */
+    if (s->head_dim == 256 && (s->num_warps != 12 || s->block_n != 64 || s->block_m != 64 ||
+                               s->num_stages != 2))
+      return sfa__fail(err, errlen, bad,
+                       "num_warps/block_n/block_m/num_stages: %d/%d/%d/%d is not allowed with "
+                       "mma ws in pass bwd at head_dim 256; must be 12/64/64/2 (two consumers "
+                       "sharing 64 keys, two stages: 226 KB of shared memory)",
+                       s->num_warps, s->block_n, s->block_m, s->num_stages);
+    if (s->head_dim == 256) return SFA_OK;
     if (s->num_warps != 12 || s->block_n != 128 || s->block_m != 64)
       return sfa__fail(err, errlen, bad,
                        "num_warps/block_n/block_m: %d/%d/%d is not allowed with mma ws in pass "
@@ -662,6 +678,8 @@ int sfa__ws_allowed(const sfa_kernel_spec *s) {
 ** measured; its ws kernel spills a few bytes at D 128). */
 static int ws_by_default(const sfa_kernel_spec *s) {
   if (!sfa__ws_allowed(s)) return 0;
+  if (s->pass == SFA_PASS_BWD && s->head_dim == 256)
+    return 0; /* bwd_ws256.lt: compiled, not yet run on a GPU (session 23) */
   if (s->pass == SFA_PASS_BWD)
     /* session 22 (H100, T 16384, prof_case bwd against the wgmma kernel):
     ** dense causal D 128 23.5 ms against 25.2, D 64 13.2 against 14.5;
@@ -719,7 +737,7 @@ sfa_status sfa__spec_default_mma(sfa_kernel_spec *spec, int wg, char *err, size_
     ** and two consumers of 64 keys (templates/bwd_ws.lt), double buffered
     ** (the measured tile; three stages fit at D 128 and four at D 64) */
     s.mma = SFA_SPEC_MMA_WS;
-    s.block_m = 64, s.block_n = 128, s.num_warps = 12, s.num_stages = 2;
+    s.block_m = 64, s.block_n = s.head_dim == 256 ? 64 : 128, s.num_warps = 12, s.num_stages = 2;
   } else if (wg == 2) {
     /* The warp-specialized forward: two consumer warpgroups of 64 rows and
     ** 128-key tiles (bench/NOTES.md, session 17, H100, dense causal bf16:

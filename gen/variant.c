@@ -193,7 +193,9 @@ static void fill_attention(const sfa_kernel_spec *s, sfa__variant *v) {
     v->grid.tile = s->block_m;
     break;
   default: /* SFA_PASS_BWD */
-    v->cols = s->head_dim > 128 ? s->head_dim / 2 : s->head_dim;
+    /* above 128 columns two CTAs share a key tile, a column half each,
+    ** except in the ws kernel, whose consumers split the columns (one CTA) */
+    v->cols = s->head_dim > 128 && !v->ws ? s->head_dim / 2 : s->head_dim;
     v->nsplit = s->head_dim / v->cols;
     v->dq_units = (s->block_m / 16) * (v->cols / 16);
     v->dq_units_per_warp = v->dq_units / v->mma_warps;
@@ -209,8 +211,12 @@ static void fill_attention(const sfa_kernel_spec *s, sfa__variant *v) {
     add_region(v, "v", n * rs, ta);
     add_region(v, "q", st * m * rs, ta);
     add_region(v, "do", st * m * rs, ta);
-    /* ws: two dS^T tiles, so that one consumer barrier per tile suffices */
-    add_region(v, "ds", (v->ws ? 2 : 1) * n * (size_t)v->ds_row_bytes, ta);
+    /* ws: two dS^T tiles, so that one consumer barrier per tile suffices;
+    ** ws at D 256 (templates/bwd_ws256.lt): one, and one of P^T, which the
+    ** consumers share */
+    const int ws256 = v->ws && s->head_dim == 256;
+    add_region(v, "ds", (v->ws && !ws256 ? 2 : 1) * n * (size_t)v->ds_row_bytes, ta);
+    if (ws256) add_region(v, "pt", n * (size_t)v->ds_row_bytes, ta);
     add_region(v, "lse2", st * m * 4, 16);
     add_region(v, "delta", st * m * 4, 16);
     add_region(v, "qmeta", st * (size_t)v->qmeta_ints * m * 4, 16);
@@ -230,8 +236,10 @@ static void fill_attention(const sfa_kernel_spec *s, sfa__variant *v) {
       v->min_blocks = 1;
       fill_ws(v, desc ? 40 : 24);
     }
-    /* dK and dV of the column slice, S^T and dP^T */
-    v->acc_registers = v->row_tiles * (v->cols + s->block_m);
+    /* dK and dV of the column slice, S^T and dP^T (ws at D 256: a consumer's
+    ** half of the columns and of the queries) */
+    v->acc_registers = ws256 ? v->row_tiles * (v->cols + s->block_m) / v->consumers
+                             : v->row_tiles * (v->cols + s->block_m);
     v->grid.rule = SFA__GRID_KEY_TILES;
     v->grid.tile = s->block_n;
     v->grid.split = v->nsplit;

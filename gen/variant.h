@@ -33,8 +33,9 @@ typedef struct sfa__smem_region {
   size_t align;     /* offset is a multiple of this */
 } sfa__smem_region;
 
-#define SFA__VARIANT_MAX_REGIONS 12 /* the bwd ws kernel has 10; a variant that reaches 12 may have
-                                       lost one (add_region drops any past it: test_variant) */
+#define SFA__VARIANT_MAX_REGIONS 14 /* the bwd ws kernel at D 256 has 12; a variant that reaches
+                                       14 may have lost one (add_region drops any past it:
+                                       test_variant) */
 
 /* ------------------------------------------------------------ grids */
 

@@ -186,7 +186,10 @@ typedef enum sfa_spec_mma {
                             once and Q and dO per query tile, two consumer warpgroups
                             of 64 keys compute; every mode, head_dim 64 or
                             128, block_m 64, block_n 128, num_warps 12, num_stages 2..4
-                            (as shared memory allows), without bias, mask, det or
+                            (as shared memory allows); dense and window also at
+                            head_dim 256 with block_n 64 and num_stages 2 (the two
+                            consumers share the 64 keys, a column half of dK and dV
+                            each); without bias, mask, det or
                             varlen. The runtime uses it only for tensors the copy
                             engine can address (16-byte aligned base and strides,
                             contiguous rows) and the wgmma default otherwise. The name

@@ -59,6 +59,9 @@ sfa_status sfa__tune_candidates(const sfa_kernel_spec *base, sfa_kernel_spec **o
         c.block_m = def.pass == SFA_PASS_BWD ? 64 : 16 * (w - 4);
         c.block_n = b, c.num_warps = w, c.num_stages = s;
         c.mma = SFA_SPEC_MMA_WS;
+        /* the ws backward at D 256 (templates/bwd_ws256.lt) is compiled on CI
+        ** but has not yet run on a GPU: no candidate until it has */
+        if (def.pass == SFA_PASS_BWD && def.head_dim == 256) continue;
         if (sfa__spec_same_config(&c, &def) || sfa_spec_validate(&c, NULL, 0) != SFA_OK) continue;
         v[k++] = c;
       }

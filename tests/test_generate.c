@@ -249,10 +249,15 @@ START_TEST(preset_contents) {
   ck_assert_uint_ge(n, 30);
   expect_utils(v, n, 0); /* a forward tile sweep: no utility kernels */
   nwg = 0;
-  int nbwd256 = 0, nbwdws = 0;
+  int nbwd256 = 0, nbwdws = 0, nbwdws256 = 0;
   for (size_t i = 0; i < n; i++) {
     nwg += v[i].mma == SFA_SPEC_MMA_WGMMA && v[i].pass == SFA_PASS_FWD;
-    if (v[i].pass == SFA_PASS_BWD && v[i].mma == SFA_SPEC_MMA_WS) {
+    if (v[i].pass == SFA_PASS_BWD && v[i].mma == SFA_SPEC_MMA_WS && v[i].head_dim == 256) {
+      /* the ws backward at D 256: consumers sharing 64 keys, two stages */
+      ck_assert(v[i].block_m == 64 && v[i].block_n == 64 && v[i].num_warps == 12 &&
+                v[i].num_stages == 2);
+      nbwdws256++;
+    } else if (v[i].pass == SFA_PASS_BWD && v[i].mma == SFA_SPEC_MMA_WS) {
       /* the ws backward: m64n128w12, D 64 (2..4 stages) and 128 (2, 3), causal or not */
       ck_assert(v[i].block_m == 64 && v[i].block_n == 128 && v[i].num_warps == 12 &&
                 v[i].num_stages >= 2 && v[i].num_stages <= (v[i].head_dim == 64 ? 4 : 3));
@@ -267,10 +272,11 @@ START_TEST(preset_contents) {
   ck_assert_int_eq(nwg, 32);
   ck_assert_int_eq(nbwd256, 2);
   ck_assert_int_eq(nbwdws, 2 * (3 + 2));
+  ck_assert_int_eq(nbwdws256, 2);
   /* ws at D 256: its one tile (m128n64w12s2), causal or not */
   int nws256 = 0;
   for (size_t i = 0; i < n; i++)
-    if (v[i].mma == SFA_SPEC_MMA_WS && v[i].head_dim == 256) {
+    if (v[i].mma == SFA_SPEC_MMA_WS && v[i].head_dim == 256 && v[i].pass == SFA_PASS_FWD) {
       ck_assert(v[i].block_m == 128 && v[i].block_n == 64 && v[i].num_warps == 12 &&
                 v[i].num_stages == 2);
       nws256++;

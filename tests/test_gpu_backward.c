@@ -12,7 +12,8 @@
 ** of problem through mma.sync (SFA_MMA_SYNC, D 64, 128 and 256) so that both
 ** kernels stay tested; case "wgmma256" the wgmma backward at D 256 (column
 ** halves) in every mode, small enough for the sanitizers; case "ws" the
-** warp-specialized backward (every mode, D 64 and 128).
+** warp-specialized backward (every mode, D 64 and 128); case "ws256" the
+** warp-specialized backward at D 256 (dense and window).
 **
 ** Inputs come from tests/gpucase.c (the sparse forward suite's cases) plus a
 ** random dout. Every output is poisoned with NaN before the call: an element
@@ -396,6 +397,34 @@ START_TEST(ws_kernels) {
 }
 END_TEST
 
+/* The warp-specialized backward at D 256 (SFA_MMA_WS; templates/bwd_ws256.lt:
+** two consumers sharing 64 keys, a column half of dK and dV and a query half
+** of S^T and dP^T each; dense and window without a bias or a mask;
+** CK_RUN_CASE=ws256, small enough for the sanitizers): dense causal and not,
+** Tq != Tk both ways, GQA and MQA, windows causal, one-sided and two-sided,
+** fp16 and bf16. Each case first checks that its call takes the ws kernel. */
+START_TEST(ws_head_dim_256) {
+  if (tg_cc != 90) {
+    printf("ws256: skipped, the warp-specialized backward needs sm_90 (this GPU: %d.%d)\n",
+           tg_cc / 10, tg_cc % 10);
+    return;
+  }
+  sfa_context *saved = tg_push_mma(SFA_MMA_WS);
+  const dense_row d[] = {
+    {2, 300, 500, 256, 1, 1}, {1, 500, 300, 256, 1, 0}, {4, 257, 257, 256, 0, 1},
+    {2, 129, 77, 256, 0, 0},
+  };
+  run_dense(d, sizeof d / sizeof d[0], 1400, run_ws_case);
+  const tg_wspec w[] = {
+    {0, 0, 0, 300, 500, 256, 0, 2, BIAS_NONE, MASK_NONE, 0},
+    {15, -1, 0, 400, 300, 256, 1, 1, BIAS_NONE, MASK_NONE, 0},
+    {63, 63, 0, 500, 450, 256, 1, 1, BIAS_NONE, MASK_NONE, 0},
+  };
+  run_windows(w, sizeof w / sizeof w[0], 1410, run_ws_case);
+  tg_pop_context(saved);
+}
+END_TEST
+
 /* ------------------------------------------------------------ main */
 
 int main(void) {
@@ -427,6 +456,10 @@ int main(void) {
   tcase_set_timeout(ws, 0);
   tcase_add_test(ws, ws_kernels);
   suite_add_tcase(s, ws);
+  TCase *ws256 = tcase_create("ws256");
+  tcase_set_timeout(ws256, 0);
+  tcase_add_test(ws256, ws_head_dim_256);
+  suite_add_tcase(s, ws256);
   TCase *small = tcase_create("small");
   tcase_set_timeout(small, 0);
   tcase_add_test(small, small_for_sanitizers);

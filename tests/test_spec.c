@@ -306,9 +306,27 @@ START_TEST(ws_backward_rule) {
   expect(&s, SFA_ERR_INVALID_ARGUMENT, "num_warps/block_n/block_m: 8/128/64", "12/128/64");
   s.num_warps = 12, s.block_m = 128;
   expect(&s, SFA_ERR_INVALID_ARGUMENT, "num_warps/block_n/block_m: 12/128/128", NULL);
-  s.block_m = 64, s.head_dim = 256;
-  expect(&s, SFA_ERR_INVALID_ARGUMENT, "head_dim: 256 is not allowed with mma ws in pass bwd",
-         "64 or 128");
+  s.block_m = 64, s.head_dim = 256; /* bwd_ws256.lt: two consumers sharing 64 keys */
+  expect(&s, SFA_ERR_INVALID_ARGUMENT,
+         "num_warps/block_n/block_m/num_stages: 12/128/64/2 is not allowed with mma ws in pass "
+         "bwd at head_dim 256",
+         "12/64/64/2");
+  s.block_n = 64;
+  expect(&s, SFA_OK, NULL, NULL);
+  {  /* the default at D 256 stays the wgmma backward (bwd_ws256.lt has not run on a GPU) */
+    sfa_kernel_spec d256 = s;
+    char e256[256] = "";
+    d256.block_m = d256.block_n = d256.num_warps = d256.num_stages = 0;
+    ck_assert_msg(sfa_spec_default(&d256, e256, sizeof e256) == SFA_OK, "%s", e256);
+    ck_assert_int_eq(d256.mma, SFA_SPEC_MMA_WGMMA);
+  }
+  s.mode = SFA_MODE_HASH;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "mma: ws in pass bwd at head_dim 256 serves modes dense and window",
+         "not hash");
+  s.mode = SFA_MODE_DENSE, s.head_dim = 192;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT, "head_dim: 192 is not allowed with mma ws in pass bwd",
+         "64, 128 or 256");
+  s.block_n = 128;
   s.head_dim = 128, s.mode = SFA_MODE_HASH, s.flags = 0; /* the producer stages q_hash, q_idx */
   expect(&s, SFA_OK, NULL, NULL);
   s.mode = SFA_MODE_QK_DROP, s.flags = SFA_FEAT_STRICT;
