@@ -49,6 +49,16 @@ backward_case_sanitized() {
     summary+=("$tool $1 rc=$?: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' $OUT/$tool-$2.log | tail -1)")
   done
 }
+# prof_case.py's time of pass $1 at D $2, T 16384, for each mode of $3 under each SFA_MMA of
+# $4 in turn (A B A B): a line each.
+ab_prof() {
+  for mode in $3; do
+    for m in $4; do
+      echo "$mode D $2 $1 SFA_MMA=$m: $(SFA_MMA=$m python3 bench/prof_case.py --mode $mode --D $2 \
+        --pass $1 --T 16384 2>&1 | tail -1)"
+    done
+  done
+}
 if [[ $what == *" suites "* ]]; then
   for t in build/tests/test_gpu_*; do
     n=$(basename $t)
@@ -110,21 +120,11 @@ if [[ $what == *" bwd256 "* ]]; then
 fi
 if [[ $what == *" wsbwd256 "* ]]; then
   backward_case_sanitized ws256 wsbwd256
-  for mode in dense window; do
-    for m in ws wgmma ws wgmma; do
-      echo "$mode D 256 bwd SFA_MMA=$m: $(SFA_MMA=$m python3 bench/prof_case.py --mode $mode --D 256 \
-        --pass bwd --T 16384 2>&1 | tail -1)"
-    done
-  done | tee $OUT/wsbwd256.log
+  ab_prof bwd 256 "dense window" "ws wgmma ws wgmma" | tee $OUT/wsbwd256.log
   summary+=("wsbwd256: $OUT/wsbwd256.log")
 fi
 if [[ $what == *" ws256 "* ]]; then
-  for mode in qk_drop hash; do
-    for m in ws sync ws sync; do
-      echo "$mode D 256 fwd SFA_MMA=$m: $(SFA_MMA=$m python3 bench/prof_case.py --mode $mode --D 256 \
-        --pass fwd --T 16384 2>&1 | tail -1)"
-    done
-  done | tee $OUT/ws256.log
+  ab_prof fwd 256 "qk_drop hash" "ws sync ws sync" | tee $OUT/ws256.log
   summary+=("ws256: $OUT/ws256.log")
 fi
 if [[ $what == *" short "* ]]; then
@@ -142,13 +142,8 @@ if [[ $what == *" short "* ]]; then
 fi
 if [[ $what == *" wsbwd "* ]]; then
   backward_case_sanitized ws wsbwd
-  for mode in dense window hash qk_drop; do
-    for D in 128 64; do
-      for m in ws wgmma ws wgmma; do
-        echo "$mode D $D bwd SFA_MMA=$m: $(SFA_MMA=$m python3 bench/prof_case.py --mode $mode --D $D \
-          --pass bwd --T 16384 2>&1 | tail -1)"
-      done
-    done
+  for D in 128 64; do
+    ab_prof bwd $D "dense window hash qk_drop" "ws wgmma ws wgmma"
   done | tee $OUT/wsbwd.log
   summary+=("wsbwd: $OUT/wsbwd.log")
 fi

@@ -348,12 +348,16 @@ static void run_wgmma_case(const scase *c) {
   run_case(c);
 }
 
+/* 1 on sm_90; else 0 after saying that case `name` (kernel `what`) is skipped. */
+static int on_sm90(const char *name, const char *what) {
+  if (tg_cc == 90) return 1;
+  printf("%s: skipped, the %s needs sm_90 (this GPU: %d.%d)\n", name, what, tg_cc / 10,
+         tg_cc % 10);
+  return 0;
+}
+
 START_TEST(wgmma_head_dim_256) {
-  if (tg_cc != 90) {
-    printf("wgmma256: skipped, the wgmma backward needs sm_90 (this GPU: %d.%d)\n", tg_cc / 10,
-           tg_cc % 10);
-    return;
-  }
+  if (!on_sm90("wgmma256", "wgmma backward")) return;
   every_mode((const int[6]){256, 256, 256, 256, 256, 256}, 1200, run_wgmma_case);
 }
 END_TEST
@@ -373,11 +377,7 @@ static void run_ws_case(const scase *c) {
 }
 
 START_TEST(ws_kernels) {
-  if (tg_cc != 90) {
-    printf("ws: skipped, the warp-specialized backward needs sm_90 (this GPU: %d.%d)\n",
-           tg_cc / 10, tg_cc % 10);
-    return;
-  }
+  if (!on_sm90("ws", "warp-specialized backward")) return;
   sfa_context *saved = tg_push_mma(SFA_MMA_WS);
   const dense_row d[] = {
     {4, 256, 256, 64, 1, 1},  {2, 300, 500, 128, 1, 1}, {1, 500, 300, 64, 1, 0},
@@ -404,11 +404,7 @@ END_TEST
 ** Tq != Tk both ways, GQA and MQA, windows causal, one-sided and two-sided,
 ** fp16 and bf16. Each case first checks that its call takes the ws kernel. */
 START_TEST(ws_head_dim_256) {
-  if (tg_cc != 90) {
-    printf("ws256: skipped, the warp-specialized backward needs sm_90 (this GPU: %d.%d)\n",
-           tg_cc / 10, tg_cc % 10);
-    return;
-  }
+  if (!on_sm90("ws256", "warp-specialized backward")) return;
   sfa_context *saved = tg_push_mma(SFA_MMA_WS);
   const dense_row d[] = {
     {2, 300, 500, 256, 1, 1}, {1, 500, 300, 256, 1, 0}, {4, 257, 257, 256, 0, 1},
