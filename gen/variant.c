@@ -19,7 +19,9 @@
 **          stages' K and V arrivals and releases, and Q's arrival;
 **   bwd ws as bwd with two ds tiles and dq_stage for the consumer warps,
 **          then bar: K and V's arrival, then per stage the arrivals of Q
-**          (with lse2) and dO (with delta) and the release.
+**          (with lse2) and dO (with delta) and the release; then desc (per
+**          stage its query tile's descriptor, with query metadata or a plan;
+**          else empty). At head dim 256 one ds tile and pt (P^T) after it.
 ** Each region starts at a multiple of its alignment (a tile: 16 bytes, wgmma
 ** 1024, the swizzle's 8-row atom; the float and int arrays 16). wgmma rounds
 ** its base up to 1024, so 1024 bytes of slack follow the regions.
