@@ -63,6 +63,14 @@ void tu_limit_memory(void) {
 #endif
 }
 
+TCase *tu_untimed_case(Suite *s, const char *name, const TTest *t) {
+  TCase *c = tcase_create(name);
+  tcase_set_timeout(c, 0);
+  tcase_add_test(c, t);
+  suite_add_tcase(s, c);
+  return c;
+}
+
 int tu_run_suite(Suite *s) {
   /* Failure messages may carry an NVRTC log (up to 4000 bytes) after their
   ** own text; Check's default limit (4096) would abort the run instead. */

@@ -8,6 +8,11 @@
 #include <check.h>
 #include <stdint.h>
 
+/* A case `name` of suite s without a time limit (the GPU suites' cases
+** compile kernels on a cold cache), holding test t; more tests may be added
+** to the case returned. */
+TCase *tu_untimed_case(Suite *s, const char *name, const TTest *t);
+
 /* Create a fresh temporary directory (under $TMPDIR or /tmp); returns a static
 ** copy of its path, valid until the next call. */
 const char *tu_mkdtemp(void);
