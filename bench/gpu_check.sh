@@ -30,9 +30,9 @@
 # hash and qk_drop since 23): test_gpu_backward's ws case, memcheck and racecheck of it, then
 # prof_case.py's bwd at T 16384 for dense causal, window (W 1024), hash (16 buckets) and
 # qk_drop (30%) at D 64 and 128 under SFA_MMA=ws against SFA_MMA=wgmma, A B A B. wsbwd256: the
-# warp-specialized backward at D 256 (templates/bwd_ws256.lt, dense and window; compiled on CI,
-# first to run on a GPU): test_gpu_backward's ws256 case, memcheck and racecheck of it, then
-# prof_case.py's bwd at T 16384 under SFA_MMA=ws against SFA_MMA=wgmma (today's default), A B A B.
+# warp-specialized backward at D 256 (templates/bwd_ws256.lt, dense and window; the default since
+# session 24): test_gpu_backward's ws256 case, memcheck and racecheck of it, then prof_case.py's
+# bwd at T 16384 under SFA_MMA=ws against SFA_MMA=wgmma, A B A B.
 case "$1" in -h|--help) sed -n '2,/^[^#]/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp}

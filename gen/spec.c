@@ -678,16 +678,16 @@ int sfa__ws_allowed(const sfa_kernel_spec *s) {
 ** measured; its ws kernel spills a few bytes at D 128). */
 static int ws_by_default(const sfa_kernel_spec *s) {
   if (!sfa__ws_allowed(s)) return 0;
-  if (s->pass == SFA_PASS_BWD && s->head_dim == 256)
-    return 0; /* bwd_ws256.lt: compiled, not yet run on a GPU (session 23) */
   if (s->pass == SFA_PASS_BWD)
     /* session 22 (H100, T 16384, prof_case bwd against the wgmma kernel):
     ** dense causal D 128 23.5 ms against 25.2, D 64 13.2 against 14.5;
     ** window W = 1024 D 128 3.98 against 4.30-4.36, D 64 2.28-2.31 against
     ** 2.51-2.53; session 23: hash (16 buckets) D 128 3.02-3.04 against
     ** 3.27, D 64 1.80 against 1.89; qk_drop (30% dropped) D 128 12.41-12.46
-    ** against 13.33, D 64 7.19-7.25 against 8.11. Softcap and ALiBi were not
-    ** timed on it. */
+    ** against 13.33, D 64 7.19-7.25 against 8.11; session 24, D 256
+    ** (bwd_ws256.lt, dense and window): dense causal 61.7 ms against 99.5,
+    ** window 9.33-9.39 against 16.95. Softcap and ALiBi were not timed on
+    ** it. */
     return !(s->flags & (SFA_FEAT_SOFTCAP | SFA_FEAT_ALIBI));
   if (s->head_dim == 256)
     /* session 19 (H100, T 16384, causal): dense 16.1 ms against 29.3 for the

@@ -51,7 +51,8 @@ sfa_status sfa__tune_candidates(const sfa_kernel_spec *base, sfa_kernel_spec **o
           }
   /* The warp-specialized forward (sm_90): 1, 2 or 3 consumer warpgroups (3:
   ** head_dim 64 only), 64- or 128-key tiles, 2..4 stages; the warp-
-  ** specialized backward: two consumers of 64 keys (m64n128w12), 2..4 stages. */
+  ** specialized backward: two consumers of 64 keys (m64n128w12; at D 256 two
+  ** consumers sharing 64 keys, m64n64w12), 2..4 stages where they fit. */
   for (int w = 8; w <= 16; w += 4)
     for (int b = 64; b <= 128; b += 64)
       for (int s = 2; s <= 4; s++) {
@@ -59,9 +60,6 @@ sfa_status sfa__tune_candidates(const sfa_kernel_spec *base, sfa_kernel_spec **o
         c.block_m = def.pass == SFA_PASS_BWD ? 64 : 16 * (w - 4);
         c.block_n = b, c.num_warps = w, c.num_stages = s;
         c.mma = SFA_SPEC_MMA_WS;
-        /* the ws backward at D 256 (templates/bwd_ws256.lt) is compiled on CI
-        ** but has not yet run on a GPU: no candidate until it has */
-        if (def.pass == SFA_PASS_BWD && def.head_dim == 256) continue;
         if (sfa__spec_same_config(&c, &def) || sfa_spec_validate(&c, NULL, 0) != SFA_OK) continue;
         v[k++] = c;
       }

@@ -170,8 +170,9 @@ START_TEST(preset_contents) {
     /* sm_90 fwd and bwd at D 64 and 128 default to wgmma (the fwd of dense,
     ** qk_drop and an unbiased window: ws; the bwd of every mode without a
     ** bias or a mask: ws, not with det), the bwd at D 256 to wgmma, and the
-    ** fwd of dense and an unbiased window at D 256 to ws (qk_drop too, not in
-    ** this preset at D 256); nothing else does */
+    ** fwd and bwd of dense and the fwd of an unbiased window at D 256 to ws
+    ** (qk_drop's fwd and the window's bwd too, not in this preset at D 256);
+    ** nothing else does */
     const int ws256 = v[i].head_dim == 256 && v[i].pass == SFA_PASS_FWD &&
                       (v[i].mode == SFA_MODE_DENSE ||
                        (v[i].mode == SFA_MODE_WINDOW &&
@@ -183,7 +184,9 @@ START_TEST(preset_contents) {
     const int ws_mode = v[i].mode == SFA_MODE_DENSE || v[i].mode == SFA_MODE_QK_DROP ||
                         (v[i].mode == SFA_MODE_WINDOW &&
                          !(v[i].flags & (SFA_FEAT_BIAS | SFA_FEAT_MASK))) || ws256;
-    const int ws_bwd = v[i].pass == SFA_PASS_BWD && v[i].head_dim <= 128 &&
+    const int ws_bwd = v[i].pass == SFA_PASS_BWD &&
+                       (v[i].head_dim <= 128 ||
+                        v[i].mode == SFA_MODE_DENSE || v[i].mode == SFA_MODE_WINDOW) &&
                        !(v[i].flags & (SFA_FEAT_BIAS | SFA_FEAT_MASK | SFA_FEAT_DETERMINISTIC));
     ck_assert_int_eq(v[i].mma == SFA_SPEC_MMA_WS,
                      wg && ((v[i].pass == SFA_PASS_FWD && ws_mode) || ws_bwd));
@@ -192,8 +195,8 @@ START_TEST(preset_contents) {
     if (v[i].pass == SFA_PASS_FWD) count[v[i].mode][v[i].flags]++;
   }
   /* dtypes x D {64,128} x flag sets, for fwd, bwd and bwd + det; and dense
-  ** (causal and not) at D 256 in both dtypes: the ws forward, the wgmma bwd
-  ** and bwd + det */
+  ** (causal and not) at D 256 in both dtypes: the ws forward and bwd, the
+  ** wgmma bwd + det */
   ck_assert_int_eq(nwg, 3 * 2 * 2 * (2 + 1 + 1 + 4) + 3 * 2 * 2);
   ck_assert_int_eq(ndecode, 28);
   /* the short rows' one-consumer forward of dense {-, causal} and qk_drop at D 64, fp16 and

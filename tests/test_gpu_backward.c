@@ -8,10 +8,12 @@
 ** bf16, with dq by atomics and deterministic; the deterministic path must
 ** give bitwise identical dq, dk, dv and dbias in two runs. Case "wide": head
 ** dims 160..256 (two CTAs per key tile). On sm_90 the default
-** backward at D 64, 128 and 256 runs on wgmma; case "sync" runs the same kinds
-** of problem through mma.sync (SFA_MMA_SYNC, D 64, 128 and 256) so that both
-** kernels stay tested; case "wgmma256" the wgmma backward at D 256 (column
-** halves) in every mode, small enough for the sanitizers; case "ws" the
+** backward is the warp-specialized one where it serves (D 64 and 128 without
+** a bias, mask or det; dense and window at D 256) and wgmma elsewhere; case
+** "sync" runs the same kinds of problem through mma.sync (SFA_MMA_SYNC, D 64,
+** 128 and 256) so that the kernels stay tested; case "wgmma256" the wgmma
+** backward at D 256 (column halves, SFA_MMA_WGMMA) in every mode, small
+** enough for the sanitizers; case "ws" the
 ** warp-specialized backward (every mode, D 64 and 128); case "ws256" the
 ** warp-specialized backward at D 256 (dense and window).
 **
@@ -358,7 +360,9 @@ static int on_sm90(const char *name, const char *what) {
 
 START_TEST(wgmma_head_dim_256) {
   if (!on_sm90("wgmma256", "wgmma backward")) return;
+  sfa_context *saved = tg_push_mma(SFA_MMA_WGMMA); /* dense and window default to ws256 */
   every_mode((const int[6]){256, 256, 256, 256, 256, 256}, 1200, run_wgmma_case);
+  tg_pop_context(saved);
 }
 END_TEST
 

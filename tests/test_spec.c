@@ -313,10 +313,16 @@ START_TEST(ws_backward_rule) {
          "12/64/64/2");
   s.block_n = 64;
   expect(&s, SFA_OK, NULL, NULL);
-  {  /* the default at D 256 stays the wgmma backward (bwd_ws256.lt has not run on a GPU) */
+  {  /* the default at D 256 (session 24: 1.6x the wgmma backward), not with softcap */
     sfa_kernel_spec d256 = s;
     char e256[256] = "";
     d256.block_m = d256.block_n = d256.num_warps = d256.num_stages = 0;
+    ck_assert_msg(sfa_spec_default(&d256, e256, sizeof e256) == SFA_OK, "%s", e256);
+    ck_assert_int_eq(d256.mma, SFA_SPEC_MMA_WS);
+    ck_assert(d256.block_m == 64 && d256.block_n == 64 && d256.num_warps == 12 &&
+              d256.num_stages == 2);
+    d256.block_m = d256.block_n = d256.num_warps = d256.num_stages = 0;
+    d256.flags |= SFA_FEAT_SOFTCAP;
     ck_assert_msg(sfa_spec_default(&d256, e256, sizeof e256) == SFA_OK, "%s", e256);
     ck_assert_int_eq(d256.mma, SFA_SPEC_MMA_WGMMA);
   }
@@ -934,17 +940,21 @@ START_TEST(defaults_set_or_clear_wg) {
     ck_assert_msg(t.mma == (d256[i].ws ? SFA_SPEC_MMA_WS : SFA_SPEC_MMA_SYNC), "d256 case %zu", i);
     ck_assert_int_eq(sfa_spec_validate(&t, NULL, 0), SFA_OK);
   }
-  /* the backward at D 256 on sm_90: wgmma, m64n128w8s1 (two CTAs per key
-  ** tile), every mode */
+  /* the backward at D 256 on sm_90: dense and window the ws kernel, m64n64w12s2
+  ** (bwd_ws256.lt); qk_drop and hash wgmma, m64n128w8s1 (two CTAs per key tile) */
   for (int m = 0; m < 4; m++) {
     static const sfa_mode modes[] = {SFA_MODE_DENSE, SFA_MODE_QK_DROP, SFA_MODE_HASH,
                                      SFA_MODE_WINDOW};
     sfa_kernel_spec t = {SFA_PASS_BWD, modes[m], SFA_DTYPE_FP16, 256, 0, 0, 0, 0, 90, 0,
                          SFA_SPEC_MMA_SYNC};
     ck_assert_int_eq(sfa_spec_default(&t, NULL, 0), SFA_OK);
-    ck_assert_msg(t.mma == SFA_SPEC_MMA_WGMMA, "bwd d256 mode %d: mma %d", (int)modes[m],
-                  (int)t.mma);
-    ck_assert(t.block_m == 64 && t.block_n == 128 && t.num_warps == 8 && t.num_stages == 1);
+    const int ws = modes[m] == SFA_MODE_DENSE || modes[m] == SFA_MODE_WINDOW;
+    ck_assert_msg(t.mma == (ws ? SFA_SPEC_MMA_WS : SFA_SPEC_MMA_WGMMA), "bwd d256 mode %d: mma %d",
+                  (int)modes[m], (int)t.mma);
+    if (ws)
+      ck_assert(t.block_m == 64 && t.block_n == 64 && t.num_warps == 12 && t.num_stages == 2);
+    else
+      ck_assert(t.block_m == 64 && t.block_n == 128 && t.num_warps == 8 && t.num_stages == 1);
     ck_assert_int_eq(sfa_spec_validate(&t, NULL, 0), SFA_OK);
   }
 }
@@ -1004,8 +1014,8 @@ START_TEST(defaults_of_an_mma_kind) {
   w.arch = 80;
   ck_assert_int_eq(sfa__spec_default_mma(&w, 2, NULL, 0), SFA_OK);
   ck_assert_int_eq(w.mma, SFA_SPEC_MMA_SYNC);
-  /* the backward at D 256: wgmma (one stage) on request and by default,
-  ** mma.sync's m64n64w4s1 when mma.sync is asked for */
+  /* the backward at D 256: wgmma (one stage) on request, ws (bwd_ws256.lt)
+  ** by default, mma.sync's m64n64w4s1 when mma.sync is asked for */
   sfa_kernel_spec b = {SFA_PASS_BWD, SFA_MODE_DENSE, SFA_DTYPE_BF16, 256, 0, 0, 0, 0, 90,
                        SFA_FEAT_CAUSAL, SFA_SPEC_MMA_SYNC};
   ck_assert_int_eq(sfa__spec_default_mma(&b, 1, NULL, 0), SFA_OK);
@@ -1013,8 +1023,10 @@ START_TEST(defaults_of_an_mma_kind) {
   ck_assert(b.block_m == 64 && b.block_n == 128 && b.num_warps == 8 && b.num_stages == 1);
   ck_assert_int_eq(sfa_spec_validate(&b, NULL, 0), SFA_OK);
   sfa_kernel_spec bd = b;
+  bd.block_m = bd.block_n = bd.num_warps = bd.num_stages = 0;
   ck_assert_int_eq(sfa_spec_default(&bd, NULL, 0), SFA_OK);
-  ck_assert(memcmp(&bd, &b, sizeof b) == 0);
+  ck_assert_int_eq(bd.mma, SFA_SPEC_MMA_WS);
+  ck_assert(bd.block_m == 64 && bd.block_n == 64 && bd.num_warps == 12 && bd.num_stages == 2);
   ck_assert_int_eq(sfa__spec_default_mma(&b, 0, NULL, 0), SFA_OK);
   ck_assert_int_eq(b.mma, SFA_SPEC_MMA_SYNC);
   ck_assert(b.block_m == 64 && b.block_n == 64 && b.num_warps == 4 && b.num_stages == 1);
