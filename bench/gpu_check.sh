@@ -5,7 +5,7 @@
 # printed last. Usage:
 #   bash bench/gpu_check.sh [suites] [sync] [sanitize] [wssan] [bench] [bwdtune] [bwdbench]
 #                           [fwdtune] [decode] [bwd256] [ws256] [short] [wsbwd] [wsbwd256]
-#                           [compare]
+#                           [compare] [bwdprof]
 # Session 9 took: suites 3.5 min (2.25 of it test_gpu_backward), sanitize 1.4
 # min, compare (the full grid) 5.5 min; session 8: bwdtune ~1 min, bwdbench
 # over 3 min (FlexAttention compiles). Split the steps across calls of 10 min.
@@ -32,7 +32,11 @@
 # qk_drop (30%) at D 64 and 128 under SFA_MMA=ws against SFA_MMA=wgmma, A B A B. wsbwd256: the
 # warp-specialized backward at D 256 (templates/bwd_ws256.lt, dense and window; the default since
 # session 24): test_gpu_backward's ws256 case, memcheck and racecheck of it, then prof_case.py's
-# bwd at T 16384 under SFA_MMA=ws against SFA_MMA=wgmma, A B A B.
+# bwd at T 16384 under SFA_MMA=ws against SFA_MMA=wgmma, A B A B. bwdprof: where the dense
+# backward's per-CTA fixed cost goes (bench/NOTES.md, session 24): prof_case.py --kernels of dense
+# causal D 128 bwd at T 4096 and 16384 (the main kernel apart from bwd_pre and convert), then ncu
+# (--clock-control none) of one main-kernel launch at each length: speed of light, warp states
+# and launch statistics into $OUT/ncu-T*.txt.
 case "$1" in -h|--help) sed -n '2,/^[^#]/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp}
@@ -163,6 +167,21 @@ if [[ $what == *" bwdbench "* ]]; then
   # with the db of bwdtune when there is one (SFA_TUNE=cached reads it)
   [ -d /tmp/sfa-t/tuning ] && export SFA_CACHE_DIR=/tmp/sfa-t SFA_TUNE=cached
   python3 bench/compare_backward.py --csv $OUT/compare_backward.csv 2>&1 | tee $OUT/compare_backward.log | tail -12
+fi
+if [[ $what == *" bwdprof "* ]]; then
+  for T in 4096 16384; do
+    echo "dense causal D 128 bwd T $T:"
+    python3 bench/prof_case.py --mode dense --D 128 --pass bwd --T $T --kernels 2>&1 | tail -6
+    timeout ${NCU_TIMEOUT:-240} ncu --clock-control none --kernel-name regex:sfa_bwd_dense_causal \
+      --launch-skip 2 --launch-count 1 --section SpeedOfLight --section WarpStateStats \
+      --section LaunchStats --section Occupancy \
+      python3 bench/prof_case.py --mode dense --D 128 --pass bwd --T $T --reps 2 --warm 1 \
+      > $OUT/ncu-T$T.txt 2>&1
+    echo "ncu T $T rc=$?: $(grep -cE '^ +[A-Z]' $OUT/ncu-T$T.txt) metric lines"
+    grep -E "Duration|Compute \(SM\) Throughput|Memory Throughput|Stall|Achieved Occupancy" \
+      $OUT/ncu-T$T.txt | head -14
+  done | tee $OUT/bwdprof.log
+  summary+=("bwdprof: $OUT/bwdprof.log")
 fi
 if [[ $what == *" compare "* ]]; then
   python3 bench/compare.py --csv $OUT/compare.csv --plot $OUT/compare.png 2>&1 | tee $OUT/compare.log | tail -75
