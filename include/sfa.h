@@ -236,9 +236,10 @@ SFA_API sfa_status sfa_spec_parse(const char *name, sfa_kernel_spec *spec, char 
 ** and 256 (bwd), except where the warp-specialized kernels (mma ws) were
 ** measured faster: the forward of dense, qk_drop and a window without a
 ** bias (D 64, 128 and 256; not the window at D 64 with softcap or ALiBi),
-** and the backward of every mode at D 64 and 128 without softcap or ALiBi
-** (and without a bias, mask, det or packed sequences, which ws does not
-** serve). A utility pass gets its fixed num_warps and no tiles (0). */
+** and the backward of every mode at D 64 and 128 and of dense and window at
+** D 256, without softcap or ALiBi (and without a bias, mask, det or packed
+** sequences, which ws does not serve). A utility pass gets its fixed
+** num_warps and no tiles (0). */
 SFA_API sfa_status sfa_spec_default(sfa_kernel_spec *spec, char *err, size_t errlen);
 
 /* Dynamic shared memory, in bytes, that the variant needs at launch (0 for
@@ -458,7 +459,9 @@ SFA_API sfa_status sfa_forward(sfa_context *ctx, const sfa_attention_params *par
 ** keeps that memory between calls (so that a step does not map it again) and
 ** gives it back at sfa_context_destroy. Asynchronous on stream.
 ** Head dims: multiples of 16 up to 128, and 160, 192, 224, 256 (two CTAs per
-** key tile, each making half the columns); SFA_ERR_UNSUPPORTED otherwise.
+** key tile, each making half the columns; on sm_90 dense and window at 256
+** take one CTA whose two consumer warpgroups split the work);
+** SFA_ERR_UNSUPPORTED otherwise.
 ** Packed sequences (extras->cu_seqlens_q / _k): dq like q [total_q, Hq, D], dk
 ** and dv like k and v [total_k, Hkv, D], dbias like the bias [Hb, total_q|1,
 ** Kmax] (see sfa_extras); the workspace counts total_q + 128 query rows per
