@@ -224,11 +224,11 @@ static void fill_attention(const sfa_kernel_spec *s, sfa__variant *v) {
     add_region(v, "qmeta", st * (size_t)v->qmeta_ints * m * 4, 16);
     add_region(v, "dq_stage", (size_t)v->mma_warps * (size_t)v->dq_stage_warp, 16);
     if (v->ws) {
-      /* kv_full, then q_full, do_full and empty per stage; per stage the
-      ** descriptor of its query tile (two int32: index, head * 4 + state) */
+      /* kv_full, then q_full, do_full and empty per stage */
       add_region(v, "bar", (3 * st + 1) * 8, 8);
       /* modes with query metadata or a plan: the producer alone walks the
-      ** tiles and names each stage's in a descriptor (templates/bwd_ws.lt) */
+      ** tiles and names each stage's in a descriptor (templates/bwd_ws.lt;
+      ** two int32: index, head * 4 + state) */
       const int desc = v->qmeta_ints > 0 || sfa__bwd_plan(s);
       add_region(v, "desc", desc ? st * 8 : 0, 8);
       /* one CTA per SM: the cap at entry is 168 registers; the producer
