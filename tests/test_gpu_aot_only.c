@@ -448,12 +448,9 @@ int main(void) {
     return 1;
   }
   Suite *s = suite_create("gpu_aot_only");
-  TCase *t = tcase_create("aot_only");
-  tcase_set_timeout(t, 0);
-  tcase_add_test(t, every_mode_forward_and_backward_from_the_dir);
+  TCase *t = tu_untimed_case(s, "aot_only", every_mode_forward_and_backward_from_the_dir);
   tcase_add_test(t, sparse_helpers_from_the_dir);
   tcase_add_test(t, a_kernel_outside_the_dir_cannot_compile);
-  suite_add_tcase(s, t);
   rc = tu_run_suite(s);
   sfa_context_destroy(ctx);
   tg_close();

@@ -655,9 +655,7 @@ int main(void) {
   int rc = tg_open("gpu_decode", 0x5FADEC0);
   if (rc != 0) return rc;
   Suite *s = suite_create("gpu_decode");
-  TCase *t = tcase_create("decode");
-  tcase_set_timeout(t, 0);
-  tcase_add_test(t, dense_contiguous_and_paged_lengths);
+  TCase *t = tu_untimed_case(s, "decode", dense_contiguous_and_paged_lengths);
   tcase_add_test(t, new_tokens_and_gqa_groups);
   tcase_add_test(t, window_modes);
   tcase_add_test(t, splits_one_and_many);
@@ -666,7 +664,6 @@ int main(void) {
   tcase_add_test(t, check_kv_cache_reports_bad_pages);
   tcase_add_test(t, kv_append_writes_the_new_rows_only);
   tcase_add_test(t, random_cases);
-  suite_add_tcase(s, t);
   rc = tu_run_suite(s);
   tg_close();
   return rc;

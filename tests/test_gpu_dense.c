@@ -571,9 +571,7 @@ int main(void) {
   ctx = tg_ctx, base_seed = tg_seed;
   device_cc = tg_cc, device_arch = tg_cc > 90 ? 90 : tg_cc;
   Suite *s = suite_create("gpu_dense");
-  TCase *t = tcase_create("gpu_dense");
-  tcase_set_timeout(t, 0);
-  tcase_add_test(t, half_conversions);
+  TCase *t = tu_untimed_case(s, "gpu_dense", half_conversions);
   tcase_add_test(t, every_head_dim_and_dtype);
   tcase_add_test(t, ragged_and_unequal_lengths);
   tcase_add_test(t, gqa_and_mqa);
@@ -583,7 +581,6 @@ int main(void) {
   tcase_add_test(t, thread_without_context);
   tcase_add_test(t, compile_public_api);
   tcase_add_test(t, launch_overhead);
-  suite_add_tcase(s, t);
   rc = tu_run_suite(s);
   tg_close();
   return rc;

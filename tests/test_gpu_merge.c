@@ -533,14 +533,11 @@ int main(void) {
   int rc = tg_open("gpu_merge", 0x3E76E);
   if (rc != 0) return rc;
   Suite *s = suite_create("gpu_merge");
-  TCase *t = tcase_create("merge");
-  tcase_set_timeout(t, 0);
-  tcase_add_test(t, merge_of_a_key_split_is_the_whole_attention);
+  TCase *t = tu_untimed_case(s, "merge", merge_of_a_key_split_is_the_whole_attention);
   tcase_add_test(t, random_partials_every_dtype_pair);
   tcase_add_test(t, parts_sizes_and_layouts);
   tcase_add_test(t, backward_with_an_lse_gradient);
   tcase_add_test(t, perf);
-  suite_add_tcase(s, t);
   rc = tu_run_suite(s);
   tg_close();
   return rc;

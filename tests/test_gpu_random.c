@@ -958,10 +958,7 @@ int main(void) {
          max_T);
   print_classes();
   Suite *s = suite_create("gpu_random");
-  TCase *t = tcase_create("gpu_random");
-  tcase_set_timeout(t, 0);
-  tcase_add_test(t, random_cases_match_the_float64_reference);
-  suite_add_tcase(s, t);
+  tu_untimed_case(s, "gpu_random", random_cases_match_the_float64_reference);
   rc = tu_run_suite(s);
   tg_close();
   return rc;

@@ -185,16 +185,13 @@ int main(void) {
   int rc = tg_open("gpu_sparse", 0x5FA5001);
   if (rc != 0) return rc;
   Suite *s = suite_create("gpu_sparse");
-  TCase *t = tcase_create("gpu_sparse");
-  tcase_set_timeout(t, 0);
-  tcase_add_test(t, qk_drop_random);
+  TCase *t = tu_untimed_case(s, "gpu_sparse", qk_drop_random);
   tcase_add_test(t, hash_buckets);
   tcase_add_test(t, window_plain);
   tcase_add_test(t, window_bias);
   tcase_add_test(t, window_mask);
   tcase_add_test(t, window_bias_and_mask);
   tcase_add_test(t, check_indices_device);
-  suite_add_tcase(s, t);
   rc = tu_run_suite(s);
   tg_close();
   return rc;

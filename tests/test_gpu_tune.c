@@ -295,12 +295,9 @@ int main(void) {
   drv = tg_drv, device = tg_device, cuctx = tg_cuctx;
   device_arch = tg_cc > 90 ? 90 : tg_cc;
   Suite *s = suite_create("gpu_tune");
-  TCase *t = tcase_create("gpu_tune");
-  tcase_set_timeout(t, 0);
-  tcase_add_test(t, forward_under_policy_on);
+  TCase *t = tu_untimed_case(s, "gpu_tune", forward_under_policy_on);
   tcase_add_test(t, tune_gpu_every_mode);
   tcase_add_test(t, kernel_dir_serves_forward_without_compiling);
-  suite_add_tcase(s, t);
   rc = tu_run_suite(s);
   tg_close();
   return rc;

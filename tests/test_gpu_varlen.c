@@ -574,9 +574,7 @@ int main(void) {
   int rc = tg_open("gpu_varlen", 0x5FA7A81);
   if (rc != 0) return rc;
   Suite *s = suite_create("gpu_varlen");
-  TCase *t = tcase_create("full");
-  tcase_set_timeout(t, 0);
-  tcase_add_test(t, dense_ragged);
+  TCase *t = tu_untimed_case(s, "full", dense_ragged);
   tcase_add_test(t, dense_uneven);
   tcase_add_test(t, window_ragged);
   tcase_add_test(t, qk_drop_ragged);
@@ -586,11 +584,7 @@ int main(void) {
   tcase_add_test(t, window_bias_and_mask_ragged);
   tcase_add_test(t, mma_sync_kernels);
   tcase_add_test(t, ws_kernels);
-  suite_add_tcase(s, t);
-  TCase *small = tcase_create("small");
-  tcase_set_timeout(small, 0);
-  tcase_add_test(small, small_for_sanitizers);
-  suite_add_tcase(s, small);
+  tu_untimed_case(s, "small", small_for_sanitizers);
   rc = tu_run_suite(s);
   tg_close();
   return rc;

@@ -163,16 +163,10 @@ int main(void) {
   /* two cases, so that a sanitizer run can take the shapes alone
   ** (CK_RUN_CASE=shapes) */
   Suite *s = suite_create("gpu_ws");
-  TCase *t = tcase_create("shapes");
-  tcase_set_timeout(t, 0);
-  tcase_add_test(t, dense_shapes);
+  TCase *t = tu_untimed_case(s, "shapes", dense_shapes);
   tcase_add_test(t, sparse_modes);
   tcase_add_test(t, broadcast_kv_is_served_by_wgmma);
-  suite_add_tcase(s, t);
-  TCase *u = tcase_create("tiles");
-  tcase_set_timeout(u, 0);
-  tcase_add_test(u, every_tile_config);
-  suite_add_tcase(s, u);
+  tu_untimed_case(s, "tiles", every_tile_config);
   rc = tu_run_suite(s);
   tg_close();
   return rc;
