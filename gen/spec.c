@@ -223,9 +223,9 @@ static sfa_status check_mode_flags(const sfa_kernel_spec *s, char *err, size_t e
 
 /* The problems mma ws serves (sfa__ws_allowed says the same without a
 ** message): pass fwd on an arch with wgmma, head dim 64, 128 or 256, no mask;
-** pass bwd (templates/bwd_ws.lt) for every mode at head dim 64 or 128, and
-** (templates/bwd_ws256.lt) dense and window at 256, without a bias, a mask,
-** det or packed sequences. s->arch must be known. */
+** pass bwd (templates/bwd_ws.lt) for every mode at head dim 64 or 128, also
+** on packed sequences, and (templates/bwd_ws256.lt) dense and window at 256,
+** not packed; neither with a bias, a mask or det. s->arch must be known. */
 static sfa_status check_ws_class(const sfa_kernel_spec *s, char *err, size_t errlen) {
   const sfa_status bad = SFA_ERR_INVALID_ARGUMENT;
   if ((s->pass != SFA_PASS_FWD && s->pass != SFA_PASS_BWD) ||
@@ -233,7 +233,7 @@ static sfa_status check_ws_class(const sfa_kernel_spec *s, char *err, size_t err
     return sfa__fail(err, errlen, bad,
                      "mma: ws (warp-specialized) applies to passes fwd and bwd on sm_90 only");
   if (s->pass == SFA_PASS_BWD) {
-    const unsigned not_bwd = SFA_FEAT_BIAS | SFA_FEAT_MASK | SFA_FEAT_DETERMINISTIC | SFA_FEAT_VARLEN;
+    const unsigned not_bwd = SFA_FEAT_BIAS | SFA_FEAT_MASK | SFA_FEAT_DETERMINISTIC;
     if (s->head_dim != 64 && s->head_dim != 128 && s->head_dim != 256)
       return sfa__fail(err, errlen, bad,
                        "head_dim: %d is not allowed with mma ws in pass bwd; must be 64, 128 "
@@ -244,12 +244,16 @@ static sfa_status check_ws_class(const sfa_kernel_spec *s, char *err, size_t err
                        "mma: ws in pass bwd at head_dim 256 serves modes dense and window (not "
                        "%s); use mma wgmma",
                        sfa__mode_find(s->mode)->name);
+    if (s->head_dim == 256 && (s->flags & SFA_FEAT_VARLEN))
+      return sfa__fail(err, errlen, bad,
+                       "flags: varlen not allowed with mma ws in pass bwd at head_dim 256; use "
+                       "mma wgmma");
     if (s->flags & not_bwd) {
       char fl[96];
       sfa__flag_list(fl, sizeof fl, s->flags & not_bwd, 0, ", ");
       return sfa__fail(err, errlen, bad,
-                       "flags: %s not allowed with mma ws in pass bwd (bias, mask, det and "
-                       "varlen take mma wgmma)", fl);
+                       "flags: %s not allowed with mma ws in pass bwd (bias, mask and det "
+                       "take mma wgmma)", fl);
     }
     return SFA_OK;
   }
@@ -686,9 +690,16 @@ static int ws_by_default(const sfa_kernel_spec *s) {
     ** 3.27, D 64 1.80 against 1.89; qk_drop (30% dropped) D 128 12.41-12.46
     ** against 13.33, D 64 7.19-7.25 against 8.11; session 24, D 256
     ** (bwd_ws256.lt, dense and window): dense causal 61.7 ms against 99.5,
-    ** window 9.33-9.39 against 16.95. Softcap and ALiBi were not timed on
-    ** it. */
-    return !(s->flags & (SFA_FEAT_SOFTCAP | SFA_FEAT_ALIBI));
+    ** window 9.33-9.39 against 16.95; session 25 (H200, T 16384), softcap
+    ** 30 and ALiBi: dense causal D 128 softcap 28.6-28.7 against 35.2-35.5,
+    ** ALiBi 24.4 against 29.0, D 64 softcap 18.7-18.8 against 20.5-20.6,
+    ** window D 128 softcap 5.07-5.11 against 5.62-5.63, D 64 ALiBi 3.32
+    ** against 3.44, hash D 128 softcap 3.90 against 4.11-4.13, qk_drop D 64
+    ** softcap 10.18 against 11.38-11.40, D 256 dense causal softcap 66.1
+    ** against 124.2-124.8, window ALiBi 9.97-10.05 against 19.07; packed
+    ** sequences (varlen.py, mix of 8 sequences): D 128 16.94 against 17.76,
+    ** D 64 9.74 against 10.66. Everything it serves. */
+    return 1;
   if (s->head_dim == 256)
     /* session 19 (H100, T 16384, causal): dense 16.1 ms against 29.3 for the
     ** mma.sync default, window W = 1024 2.36 against 4.01; session 21:

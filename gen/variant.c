@@ -12,7 +12,7 @@
 **   bwddq  q and do (block_m rows each), k and v (stages x block_n rows each);
 **   bwd    k and v (block_n rows each), q and do (stages x block_m rows each),
 **          ds (the dS^T tile: block_n rows of block_m elements, padded alike),
-**          lse2 and delta (stages x block_m floats each), qmeta (stages x
+**          lse2 and delta (stages x lse_rows floats each), qmeta (stages x
 **          qmeta_ints x block_m int32: the mode's query metadata) and
 **          dq_stage (wgmma without det: 8 x 64 floats per warp);
 **   fwd ws q, k and v as fwd, then bar: the mbarriers (8 bytes each) of the
@@ -219,8 +219,11 @@ static void fill_attention(const sfa_kernel_spec *s, sfa__variant *v) {
     const int ws256 = v->ws && s->head_dim == 256;
     add_region(v, "ds", (v->ws && !ws256 ? 2 : 1) * n * (size_t)v->ds_row_bytes, ta);
     if (ws256) add_region(v, "pt", n * (size_t)v->ds_row_bytes, ta);
-    add_region(v, "lse2", st * m * 4, 16);
-    add_region(v, "delta", st * m * 4, 16);
+    /* ws on packed sequences: a sequence's rows start at any row, and the
+    ** 1-d bulk copies need 16-byte aligned sources */
+    v->lse_rows = m + (v->ws && v->grid.varlen ? 4 : 0);
+    add_region(v, "lse2", st * (size_t)v->lse_rows * 4, 16);
+    add_region(v, "delta", st * (size_t)v->lse_rows * 4, 16);
     add_region(v, "qmeta", st * (size_t)v->qmeta_ints * m * 4, 16);
     add_region(v, "dq_stage", (size_t)v->mma_warps * (size_t)v->dq_stage_warp, 16);
     if (v->ws) {

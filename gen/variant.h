@@ -160,6 +160,9 @@ typedef struct sfa__variant {
   int dq_units;         /* bwd: m16 x n16 blocks of the CTA's dQ tile (block_m x cols) */
   int dq_units_per_warp;
   int dq_stage_warp;    /* bwd, wgmma, not det: bytes per warp that stage a dQ chunk */
+  int lse_rows;         /* bwd: the floats of lse2 (and of delta) per stage: block_m, and 4
+                           more in the ws kernel on packed sequences, whose 1-d bulk copies
+                           start at the 16-byte aligned row at or below the tile's first */
   int qmeta_ints;       /* bwd: int32 of the mode's query metadata per query row, staged
                            with each query tile (hash: q_hash, q_idx; qk_drop: q_idx) */
   int acc_registers;    /* float accumulators per thread */

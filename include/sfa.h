@@ -189,8 +189,8 @@ typedef enum sfa_spec_mma {
                             (as shared memory allows); dense and window also at
                             head_dim 256 with block_n 64 and num_stages 2 (the two
                             consumers share the 64 keys, a column half of dK and dV
-                            each); without bias, mask, det or
-                            varlen. The runtime uses it only for tensors the copy
+                            each); without bias, mask or det, and at head_dim 256
+                            not varlen. The runtime uses it only for tensors the copy
                             engine can address (16-byte aligned base and strides,
                             contiguous rows) and the wgmma default otherwise. The name
                             spells it "_ws" after the flags */
@@ -236,9 +236,9 @@ SFA_API sfa_status sfa_spec_parse(const char *name, sfa_kernel_spec *spec, char 
 ** and 256 (bwd), except where the warp-specialized kernels (mma ws) were
 ** measured faster: the forward of dense, qk_drop and a window without a
 ** bias (D 64, 128 and 256; not the window at D 64 with softcap or ALiBi),
-** and the backward of every mode at D 64 and 128 and of dense and window at
-** D 256, without softcap or ALiBi (and without a bias, mask, det or packed
-** sequences, which ws does not serve). A utility pass gets its fixed
+** and the backward of every mode at D 64 and 128 (packed sequences too) and
+** of dense and window at D 256 (not packed), without a bias, mask or det
+** (which ws does not serve). A utility pass gets its fixed
 ** num_warps and no tiles (0). */
 SFA_API sfa_status sfa_spec_default(sfa_kernel_spec *spec, char *err, size_t errlen);
 

@@ -338,9 +338,9 @@ END_TEST
 
 /* The options on the kernels the default picks at D 256 (sm_90: the ws
 ** forward of dense, qk_drop and an unbiased window, mma.sync's of hash and a
-** biased window; the wgmma backward, two CTAs per key tile), and an unbiased
-** window at D 64 with softcap and ALiBi (the wgmma forward; ws under
-** SFA_MMA=ws). */
+** biased window; the ws backward of dense and an unbiased window, the wgmma
+** backward of the others, two CTAs per key tile), and an unbiased window at
+** D 64 with softcap and ALiBi (the wgmma forward; ws under SFA_MMA=ws). */
 START_TEST(options_at_head_dim_256_and_window_64) {
   const tg_wspec w[] = {
     {100, 0, 1, 300, 400, 256, 0, 2, BIAS_NONE, MASK_NONE, 0},
@@ -372,6 +372,24 @@ START_TEST(mma_sync_kernels) {
 }
 END_TEST
 
+/* The wgmma kernels (forward and backward), which the default no longer
+** takes with these options at D 64 and 128 on sm_90 (the ws backward since
+** session 25), and at D 256 the wgmma backward of dense. */
+START_TEST(wgmma_kernels) {
+  sfa_context *saved = tg_push_mma(SFA_MMA_WGMMA);
+  const tg_wspec w = {64, 0, 1, 400, 500, 128, 1, 2, BIAS_NONE, MASK_NONE, 0};
+  score_case s[] = {qk_drop(2, 400, 350, 64, 0, 1, 90), hash(1, 500, 400, 128, 1, 4, 91),
+                    dense(2, 300, 500, 128, 1, 1, 92), window(&w, 93),
+                    dense(1, 300, 300, 256, 0, 1, 94)};
+  s[0].strict = 1, s[0].softcap = 2.0f, s[1].softcap = 2.0f, s[1].scale = 0.3f;
+  s[2].alibi = ALIBI_BATCH, s[2].softcap = 3.0f, s[2].scale = 0.3f;
+  s[3].alibi = ALIBI_HEADS, s[3].softcap = 2.0f;
+  s[4].alibi = ALIBI_HEADS, s[4].softcap = 2.0f, s[4].scale = 0.15f;
+  for (size_t i = 0; i < sizeof s / sizeof s[0]; i++) run_case(&s[i], 1);
+  tg_pop_context(saved);
+}
+END_TEST
+
 /* A few short problems of every option, for compute-sanitizer. */
 START_TEST(small_for_sanitizers) {
   const tg_wspec w = {20, 0, 1, 70, 90, 64, 1, 2, BIAS_HEAD, MASK_HEAD, 0.6};
@@ -395,6 +413,7 @@ int main(void) {
   tcase_add_test(t, together);
   tu_untimed_case(s, "d256", options_at_head_dim_256_and_window_64);
   tu_untimed_case(s, "sync", mma_sync_kernels);
+  tu_untimed_case(s, "wgmma", wgmma_kernels);
   tu_untimed_case(s, "small", small_for_sanitizers);
   rc = tu_run_suite(s);
   tg_close();

@@ -523,11 +523,14 @@ START_TEST(mma_sync_kernels) {
 }
 END_TEST
 
-/* The warp-specialized forward on packed sequences, forced for every mode
-** (by default only dense, qk_drop and an unbiased window at D 64 and 128 take it):
-** a key tile that runs past its sequence copies the next one's rows, which
-** the mask drops; window with a bias and Kmax (no mask: the kind does not
-** serve it). The backward is the wgmma kernel's. */
+/* The warp-specialized kernels on packed sequences, forced for every mode
+** (by default the forward only for dense, qk_drop and an unbiased window at
+** D 64 and 128; the backward for every mode at D 64 and 128 without a bias
+** or det, which the full case's other tests take): a key tile that runs
+** past its sequence copies the next one's rows, which the mask drops, and a
+** backward's query tile the next one's rows, whose lse2 reads as +inf;
+** window with a bias and Kmax (no mask: the kind does not serve it; its
+** backward is the wgmma kernel's, as at D 256). */
 START_TEST(ws_kernels) {
   sfa_context *saved = tg_push_mma(SFA_MMA_WS);
   vcase c = mk(SFA_MODE_DENSE, SFA_DTYPE_BF16, 4, 2, 128, L1, NULL, 60);
@@ -548,6 +551,24 @@ START_TEST(ws_kernels) {
   run_case(&c);
   c = mk(SFA_MODE_WINDOW, SFA_DTYPE_FP16, 2, 2, 256, L2q, L2k, 66);
   c.left = 40, c.causal = 1;
+  run_case(&c);
+  tg_pop_context(saved);
+}
+END_TEST
+
+/* The wgmma backward on packed sequences where the default is now the
+** warp-specialized one (every mode at D 64 and 128 without a bias or det). */
+START_TEST(wgmma_backward) {
+  sfa_context *saved = tg_push_mma(SFA_MMA_WGMMA);
+  vcase c = mk(SFA_MODE_DENSE, SFA_DTYPE_BF16, 4, 2, 128, L1, NULL, 100);
+  c.causal = 1;
+  run_case(&c);
+  c = mk(SFA_MODE_HASH, SFA_DTYPE_FP16, 2, 2, 64, L2q, L2k, 101);
+  run_case(&c);
+  c = mk(SFA_MODE_QK_DROP, SFA_DTYPE_BF16, 4, 1, 64, L1, NULL, 102);
+  run_case(&c);
+  c = mk(SFA_MODE_WINDOW, SFA_DTYPE_BF16, 2, 1, 128, L2q, L2k, 103);
+  c.left = 24, c.right = 4;
   run_case(&c);
   tg_pop_context(saved);
 }
@@ -584,6 +605,7 @@ int main(void) {
   tcase_add_test(t, window_bias_and_mask_ragged);
   tcase_add_test(t, mma_sync_kernels);
   tcase_add_test(t, ws_kernels);
+  tcase_add_test(t, wgmma_backward);
   tu_untimed_case(s, "small", small_for_sanitizers);
   rc = tu_run_suite(s);
   tg_close();

@@ -287,8 +287,9 @@ END_TEST
 
 /* mma ws in pass bwd (templates/bwd_ws.lt): a producer warpgroup and two
 ** consumers of 64 keys (num_warps 12, block_n 128), 64-query tiles, 2..4
-** stages where they fit; every mode at head_dim 64 or 128, without bias,
-** mask, det or varlen. Each error names its field. */
+** stages where they fit; every mode at head_dim 64 or 128 (also packed),
+** dense and window at 256 (not packed), without bias, mask or det. Each error
+** names its field. */
 START_TEST(ws_backward_rule) {
   sfa_kernel_spec s = good();
   s.pass = SFA_PASS_BWD, s.mma = SFA_SPEC_MMA_WS;
@@ -322,10 +323,19 @@ START_TEST(ws_backward_rule) {
     ck_assert(d256.block_m == 64 && d256.block_n == 64 && d256.num_warps == 12 &&
               d256.num_stages == 2);
     d256.block_m = d256.block_n = d256.num_warps = d256.num_stages = 0;
-    d256.flags |= SFA_FEAT_SOFTCAP;
+    d256.flags |= SFA_FEAT_SOFTCAP | SFA_FEAT_ALIBI; /* session 25: 1.9x wgmma with them */
+    ck_assert_msg(sfa_spec_default(&d256, e256, sizeof e256) == SFA_OK, "%s", e256);
+    ck_assert_int_eq(d256.mma, SFA_SPEC_MMA_WS);
+    /* packed sequences at D 256 take the wgmma backward */
+    d256.block_m = d256.block_n = d256.num_warps = d256.num_stages = 0;
+    d256.flags = SFA_FEAT_CAUSAL | SFA_FEAT_VARLEN;
     ck_assert_msg(sfa_spec_default(&d256, e256, sizeof e256) == SFA_OK, "%s", e256);
     ck_assert_int_eq(d256.mma, SFA_SPEC_MMA_WGMMA);
   }
+  s.flags |= SFA_FEAT_VARLEN;
+  expect(&s, SFA_ERR_INVALID_ARGUMENT,
+         "flags: varlen not allowed with mma ws in pass bwd at head_dim 256", "mma wgmma");
+  s.flags &= ~SFA_FEAT_VARLEN;
   s.mode = SFA_MODE_HASH;
   expect(&s, SFA_ERR_INVALID_ARGUMENT, "mma: ws in pass bwd at head_dim 256 serves modes dense and window",
          "not hash");
@@ -343,8 +353,8 @@ START_TEST(ws_backward_rule) {
   expect(&s, SFA_ERR_INVALID_ARGUMENT, "flags: bias not allowed with mma ws in pass bwd", NULL);
   s.mode = SFA_MODE_DENSE, s.flags = SFA_FEAT_DETERMINISTIC;
   expect(&s, SFA_ERR_INVALID_ARGUMENT, "flags: det not allowed with mma ws in pass bwd", NULL);
-  s.flags = SFA_FEAT_VARLEN;
-  expect(&s, SFA_ERR_INVALID_ARGUMENT, "flags: varlen not allowed with mma ws in pass bwd", NULL);
+  s.flags = SFA_FEAT_VARLEN; /* packed sequences: at D 64 and 128 */
+  expect(&s, SFA_OK, NULL, NULL);
   /* its name round-trips, and the default of mma ws in pass bwd is this tile */
   s.flags = SFA_FEAT_CAUSAL;
   char name[SFA__NAME_MAX], err[256] = "";
@@ -356,13 +366,18 @@ START_TEST(ws_backward_rule) {
   d.block_m = d.block_n = d.num_warps = d.num_stages = 0, d.mma = SFA_SPEC_MMA_SYNC;
   ck_assert_int_eq(sfa__spec_default_mma(&d, 2, err, sizeof err), SFA_OK);
   ck_assert(sfa__spec_same_config(&d, &s));
-  /* the default too (measured faster), not with softcap or ALiBi (not timed) */
+  /* the default too (measured faster), also with softcap and ALiBi (session 25) */
   d.block_m = d.block_n = d.num_warps = d.num_stages = 0;
   ck_assert_int_eq(sfa_spec_default(&d, err, sizeof err), SFA_OK);
   ck_assert(sfa__spec_same_config(&d, &s));
-  d.flags |= SFA_FEAT_SOFTCAP;
+  d.flags |= SFA_FEAT_SOFTCAP | SFA_FEAT_ALIBI;
+  d.block_m = d.block_n = d.num_warps = d.num_stages = 0;
   ck_assert_int_eq(sfa_spec_default(&d, err, sizeof err), SFA_OK);
-  ck_assert_int_eq(d.mma, SFA_SPEC_MMA_WGMMA);
+  ck_assert(sfa__spec_same_config(&d, &s));
+  d.flags = SFA_FEAT_CAUSAL | SFA_FEAT_VARLEN; /* packed sequences too */
+  d.block_m = d.block_n = d.num_warps = d.num_stages = 0;
+  ck_assert_int_eq(sfa_spec_default(&d, err, sizeof err), SFA_OK);
+  ck_assert(sfa__spec_same_config(&d, &s));
   d.mode = SFA_MODE_HASH, d.flags = 0; /* hash and qk_drop too (session 23) */
   d.block_m = d.block_n = d.num_warps = d.num_stages = 0;
   ck_assert_int_eq(sfa_spec_default(&d, err, sizeof err), SFA_OK);
@@ -372,6 +387,10 @@ START_TEST(ws_backward_rule) {
   ck_assert_int_eq(sfa_spec_default(&d, err, sizeof err), SFA_OK);
   ck_assert_int_eq(d.mma, SFA_SPEC_MMA_WS);
   d.flags |= SFA_FEAT_SOFTCAP;
+  d.block_m = d.block_n = d.num_warps = d.num_stages = 0;
+  ck_assert_int_eq(sfa_spec_default(&d, err, sizeof err), SFA_OK);
+  ck_assert_int_eq(d.mma, SFA_SPEC_MMA_WS);
+  d.mode = SFA_MODE_WINDOW, d.flags = SFA_FEAT_CAUSAL | SFA_FEAT_BIAS; /* not with a bias */
   d.block_m = d.block_n = d.num_warps = d.num_stages = 0;
   ck_assert_int_eq(sfa_spec_default(&d, err, sizeof err), SFA_OK);
   ck_assert_int_eq(d.mma, SFA_SPEC_MMA_WGMMA);
@@ -896,7 +915,7 @@ END_TEST
 
 /* The default decides mma: wgmma for sm_90 fwd and bwd at D 64/128 and bwd
 ** at D 256 whatever the caller passed, ws for the sm_90 backward at D 64/128
-** without softcap or ALiBi and the forward of dense, qk_drop and an unbiased
+** without a bias, mask or det and the forward of dense, qk_drop and an unbiased
 ** window at D 256, mma.sync everywhere else (the dq pass, other archs and
 ** dims); the flags stay as they are. */
 START_TEST(defaults_set_or_clear_wg) {
@@ -910,7 +929,7 @@ START_TEST(defaults_set_or_clear_wg) {
   ck_assert_int_eq(sfa_spec_default(&s, NULL, 0), SFA_OK);
   ck_assert_int_eq(s.mma, SFA_SPEC_MMA_WS);
   ck_assert(s.block_m == 64 && s.block_n == 128 && s.num_warps == 12 && s.num_stages == 2);
-  s.flags = SFA_FEAT_SOFTCAP; /* not timed there: wgmma */
+  s.flags = SFA_FEAT_DETERMINISTIC; /* not served there: wgmma */
   ck_assert_int_eq(sfa_spec_default(&s, NULL, 0), SFA_OK);
   ck_assert_int_eq(s.mma, SFA_SPEC_MMA_WGMMA);
   ck_assert(s.block_m == 64 && s.block_n == 128 && s.num_warps == 8 && s.num_stages == 2);
