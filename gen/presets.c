@@ -17,7 +17,7 @@
 **               wgmma), and each fwd kernel without a mask also warp-
 **               specialized (mma ws), and each bwd kernel that the warp-
 **               specialized backward serves (every mode, D 64 and 128,
-**               no bias, mask, det or varlen) also as ws
+**               no bias, mask or det; the preset has no varlen) also as ws
 **   dense-tiles every valid tile config of dense bf16, causal and not, D {64,128},
 **               with mma.sync and (sm_90) wgmma and ws (ws: D 256 too); and
 **               (sm_90) the ws backward (2..4 stages), and at D 256 the
@@ -114,7 +114,7 @@ static int push(list *l, const sfa_kernel_spec *s) {
 /* both_kinds: where wgmma is allowed (sm_90, fwd and bwd, D 64 and 128), the
 ** kernel of the other mma kind too, with its default tiles, and where the
 ** warp-specialized kernel is allowed (sfa__ws_allowed: fwd at D 256 too;
-** bwd without a bias, mask, det or varlen), its kernel. */
+** bwd without a bias, mask or det, and at D 256 not varlen), its kernel. */
 static sfa_status add_groups(list *l, const group *g, size_t ng, int arch, int both_kinds,
                              char *err, size_t errlen) {
   for (size_t i = 0; i < ng; i++)

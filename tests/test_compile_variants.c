@@ -180,19 +180,46 @@ START_TEST(score_options) {
         char err[256] = "";
         ck_assert_msg(sfa_spec_default(&s, err, sizeof err) == SFA_OK, "%s", err);
         add(&s);
-        /* the warp-specialized backward where it serves the set and is not
-        ** its default already (dense's and qk_drop's, which have a softcap:
-        ** 2; hash's default is ws, window's set has a bias and a mask) */
+        /* the wgmma backward where the warp-specialized one is the default
+        ** (qk_drop's, hash's and dense's sets: 3; window's has a bias and a
+        ** mask, which ws does not serve) */
         sfa_kernel_spec w = s;
-        if (arch == 90 && passes[p].pass == SFA_PASS_BWD && sfa__ws_allowed(&w) &&
-            s.mma != SFA_SPEC_MMA_WS) {
-          ck_assert_msg(sfa__spec_default_mma(&w, 2, err, sizeof err) == SFA_OK, "%s", err);
-          ck_assert_int_eq(w.mma, SFA_SPEC_MMA_WS);
+        if (arch == 90 && passes[p].pass == SFA_PASS_BWD && s.mma == SFA_SPEC_MMA_WS) {
+          ck_assert_msg(sfa__spec_default_mma(&w, 1, err, sizeof err) == SFA_OK, "%s", err);
+          ck_assert_int_eq(w.mma, SFA_SPEC_MMA_WGMMA);
           add(&w);
         }
       }
-  ck_assert_int_eq(nvariants, 4 * (4 + 2) + 2);
+  ck_assert_int_eq(nvariants, 4 * (4 + 2) + 3);
   compile_all("score options (strict, softcap, alibi)");
+}
+END_TEST
+
+/* Packed sequences (varlen), which no preset ships, in the backward on sm_90:
+** the warp-specialized kernel (the default at D 64 and 128) of every mode,
+** and the wgmma kernel of dense. */
+START_TEST(varlen_backward_sm90) {
+  static const struct { sfa_mode mode; unsigned flags; } sets[] = {
+    {SFA_MODE_DENSE, SFA_FEAT_CAUSAL}, {SFA_MODE_WINDOW, 0}, {SFA_MODE_QK_DROP, SFA_FEAT_STRICT},
+    {SFA_MODE_HASH, SFA_FEAT_SOFTCAP}};
+  nvariants = 0;
+  for (size_t i = 0; i < sizeof sets / sizeof sets[0]; i++)
+    for (int d = 64; d <= 128; d += 64) {
+      sfa_kernel_spec s = {SFA_PASS_BWD, sets[i].mode, d == 64 ? SFA_DTYPE_FP16 : SFA_DTYPE_BF16,
+                           d, 0, 0, 0, 0, 90, sets[i].flags | SFA_FEAT_VARLEN,
+                           SFA_SPEC_MMA_SYNC};
+      char err[256] = "";
+      ck_assert_msg(sfa_spec_default(&s, err, sizeof err) == SFA_OK, "%s", err);
+      ck_assert_int_eq(s.mma, SFA_SPEC_MMA_WS);
+      add(&s);
+      if (i == 0) {
+        ck_assert_msg(sfa__spec_default_mma(&s, 1, err, sizeof err) == SFA_OK, "%s", err);
+        ck_assert_int_eq(s.mma, SFA_SPEC_MMA_WGMMA);
+        add(&s);
+      }
+    }
+  ck_assert_int_eq(nvariants, 4 * 2 + 2);
+  compile_all("varlen backward, sm_90");
 }
 END_TEST
 
@@ -275,6 +302,7 @@ int main(void) {
   tcase_add_test(tc, syntax_error_gives_log);
   tcase_add_test(tc, log_on_success_and_bad_args);
   tcase_add_test(tc, score_options);
+  tcase_add_test(tc, varlen_backward_sm90);
   tcase_add_test(tc, presets_sm80);
   tcase_add_test(tc, presets_sm90);
   tcase_add_test(tc, dense_tiles_sm90);
