@@ -508,6 +508,24 @@ START_TEST(window_bias_and_mask_ragged) {
 }
 END_TEST
 
+/* A case of the lengths L1 (ragged 0) or L2q / L2k (ragged 1), without a
+** bias or mask; left / right: the window's, -1 none. */
+typedef struct mcase {
+  sfa_mode mode;
+  sfa_dtype dtype;
+  int Hq, Hkv, D, ragged, causal, left, right;
+} mcase;
+
+/* Each case of m in turn, the n-th with seed + n. */
+static void run_each(const mcase *m, size_t n, uint64_t seed) {
+  for (size_t i = 0; i < n; i++) {
+    vcase c = mk(m[i].mode, m[i].dtype, m[i].Hq, m[i].Hkv, m[i].D, m[i].ragged ? L2q : L1,
+                 m[i].ragged ? L2k : NULL, seed + i);
+    c.causal = m[i].causal, c.left = m[i].left, c.right = m[i].right;
+    run_case(&c);
+  }
+}
+
 /* The mma.sync kernels on sm_90 too (a context that asks for them). */
 START_TEST(mma_sync_kernels) {
   sfa_context *saved = tg_push_mma(SFA_MMA_SYNC);
@@ -533,16 +551,12 @@ END_TEST
 ** backward is the wgmma kernel's, as at D 256). */
 START_TEST(ws_kernels) {
   sfa_context *saved = tg_push_mma(SFA_MMA_WS);
-  vcase c = mk(SFA_MODE_DENSE, SFA_DTYPE_BF16, 4, 2, 128, L1, NULL, 60);
-  c.causal = 1;
-  run_case(&c);
-  c = mk(SFA_MODE_DENSE, SFA_DTYPE_FP16, 2, 1, 64, L2q, L2k, 61);
-  run_case(&c);
-  c = mk(SFA_MODE_HASH, SFA_DTYPE_BF16, 2, 2, 64, L2q, L2k, 62);
-  run_case(&c);
-  c = mk(SFA_MODE_QK_DROP, SFA_DTYPE_BF16, 4, 2, 128, L1, NULL, 63);
-  run_case(&c);
-  c = window_bm(SFA_DTYPE_BF16, 4, 2, 128, L1, NULL, 64);
+  static const mcase m[] = {{SFA_MODE_DENSE, SFA_DTYPE_BF16, 4, 2, 128, 0, 1, -1, -1},
+                            {SFA_MODE_DENSE, SFA_DTYPE_FP16, 2, 1, 64, 1, 0, -1, -1},
+                            {SFA_MODE_HASH, SFA_DTYPE_BF16, 2, 2, 64, 1, 0, -1, -1},
+                            {SFA_MODE_QK_DROP, SFA_DTYPE_BF16, 4, 2, 128, 0, 0, -1, -1}};
+  run_each(m, sizeof m / sizeof m[0], 60);
+  vcase c = window_bm(SFA_DTYPE_BF16, 4, 2, 128, L1, NULL, 64);
   c.bias = c.dbias = 1, c.kmax = 150, c.left = 20, c.causal = 1;
   run_case(&c);
   /* head dim 256 (two consumers, 64-key tiles) */
@@ -560,16 +574,11 @@ END_TEST
 ** warp-specialized one (every mode at D 64 and 128 without a bias or det). */
 START_TEST(wgmma_backward) {
   sfa_context *saved = tg_push_mma(SFA_MMA_WGMMA);
-  vcase c = mk(SFA_MODE_DENSE, SFA_DTYPE_BF16, 4, 2, 128, L1, NULL, 100);
-  c.causal = 1;
-  run_case(&c);
-  c = mk(SFA_MODE_HASH, SFA_DTYPE_FP16, 2, 2, 64, L2q, L2k, 101);
-  run_case(&c);
-  c = mk(SFA_MODE_QK_DROP, SFA_DTYPE_BF16, 4, 1, 64, L1, NULL, 102);
-  run_case(&c);
-  c = mk(SFA_MODE_WINDOW, SFA_DTYPE_BF16, 2, 1, 128, L2q, L2k, 103);
-  c.left = 24, c.right = 4;
-  run_case(&c);
+  static const mcase m[] = {{SFA_MODE_DENSE, SFA_DTYPE_BF16, 4, 2, 128, 0, 1, -1, -1},
+                            {SFA_MODE_HASH, SFA_DTYPE_FP16, 2, 2, 64, 1, 0, -1, -1},
+                            {SFA_MODE_QK_DROP, SFA_DTYPE_BF16, 4, 1, 64, 0, 0, -1, -1},
+                            {SFA_MODE_WINDOW, SFA_DTYPE_BF16, 2, 1, 128, 1, 0, 24, 4}};
+  run_each(m, sizeof m / sizeof m[0], 100);
   tg_pop_context(saved);
 }
 END_TEST
