@@ -5,7 +5,7 @@ ragged batches, in one run.
 Run on the GPU machine from the repository root, after building libsfa.so:
     python bench/varlen.py [--D 64,128] [--pass fwd,bwd] [--parts equal,ragged]
         [--peers flex,njt] [--H 16] [--tokens 65536] [--seed 0] [--reps 10] [--warm 3] [--rounds 3]
-        [--sync-each] [--csv out.csv] [--smoke] [--dry-run]
+        [--sync-each] [--no-max-seqlen] [--csv out.csv] [--smoke] [--dry-run]
 
 Dense causal attention, bf16, H query = key heads (16), D in 64, 128.
 Passes as in compare.py: fwd times the forward of a training step (q, k, v
@@ -21,7 +21,9 @@ its own layout (a copy made outside the timing).
      fixed/p  sfa.attention on the [B, H, T, D] view of the packed
               [B*T, H, D] tensors (same call, the packed memory layout)
      varlen   sfa.attention_varlen on the packed [B*T, H, D] tensors with
-              cu_seqlens = 0, T, 2T, ..., BT
+              cu_seqlens = 0, T, 2T, ..., BT and max_seqlen_k = T (the
+              longest sequence; --no-max-seqlen: not given, as for unknown
+              lengths)
    "varlen/fixed" = varlen ms / fixed ms (issue 19's target: <= 1.05). The
    outputs (fwd) or gradients (bwd) of varlen and fixed are compared first:
    max abs difference printed.
@@ -32,6 +34,7 @@ its own layout (a copy made outside the timing).
      uneven   one sequence of 32768 and 63 of 512 (--uneven)
    run by
      sfa      sfa.attention_varlen on the packed [total, H, D] tensors
+              (max_seqlen_k as above)
      sfa njt  sfa.attention on the same values as torch.jagged nested
               tensors [B, H, j, D] (the SDPA-style entry, its wrapping included)
      flex     FlexAttention (torch.compile(flex_attention, dynamic=False),
@@ -206,6 +209,12 @@ class Run:
     def rand(self, *shape):
         return torch.randn(*shape, device=self.device, dtype=torch.bfloat16)
 
+    def hint(self, lengths):
+        """attention_varlen's max_seqlen_k: the longest sequence, as a caller that
+        knows its batch passes it (flash-attn's varlen calls require it), unless
+        --no-max-seqlen."""
+        return {} if self.a.no_max_seqlen else dict(max_seqlen_k=max(lengths))
+
     def measure(self, impl, ps, dout):
         """(the packed output (fwd) or packed (dq, dk, dv) (bwd) of a first
         untimed call, the call to time, seconds of that first call)."""
@@ -264,7 +273,7 @@ class Run:
         impls = [
             Impl("fixed", lambda q, k, v: sfa.attention(q, k, v, causal=True), leaves_of(packed, bhtd), bhtd, bhtd),
             Impl("fixed/p", fixed_view, leaves_of(packed, PACKED), PACKED, bhtd),
-            Impl("varlen", lambda q, k, v: sfa.attention_varlen(q, k, v, cu, cu, causal=True),
+            Impl("varlen", lambda q, k, v: sfa.attention_varlen(q, k, v, cu, cu, causal=True, **self.hint([T] * B)),
                  leaves_of(packed, PACKED), PACKED, PACKED),
         ]
         row = dict(B=B, T=T, D=D, ps=ps, pairs=pairs_of([T] * B, H))
@@ -302,7 +311,7 @@ class Run:
         off = cu.long()
         flat = Layout(1, tot)
         impls = [
-            Impl("sfa", lambda q, k, v: sfa.attention_varlen(q, k, v, cu, cu, causal=True),
+            Impl("sfa", lambda q, k, v: sfa.attention_varlen(q, k, v, cu, cu, causal=True, **self.hint(lengths)),
                  leaves_of(packed, PACKED), PACKED, PACKED),
             Impl("sfa njt", lambda q, k, v: sfa.attention(*(jagged(x, off, lengths) for x in (q, k, v)),
                                                           causal=True).transpose(1, 2).values(),
@@ -521,6 +530,8 @@ def main():
     ap.add_argument("--warm", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds per case (median of them)")
     ap.add_argument("--sync-each", action="store_true", help="synchronize after every timed run")
+    ap.add_argument("--no-max-seqlen", action="store_true",
+                    help="call attention_varlen without max_seqlen_k (the tile for unknown lengths)")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes on whatever device there is (see above)")
     ap.add_argument("--dry-run", action="store_true", help="print the case list and exit")
     ap.add_argument("--csv", default="", help="write every row (both sections) as CSV")

@@ -873,10 +873,10 @@ int sfa__spec_for_keys(sfa_kernel_spec *s, int64_t tk) {
   ** H100, T 4096, B * H 256: dense causal 1.255 ms against 1.340, qk_drop
   ** 1.418 against 1.663; at T 16384 the three consumers won). A query tile
   ** that sees few key tiles leaves the big tile's prologue and epilogue
-  ** exposed; small tiles overlap them across CTAs. Packed sequences keep the
-  ** default: their key length is not one number. */
+  ** exposed; small tiles overlap them across CTAs. Packed sequences: tk is
+  ** the longest sequence's (sfa_extras.max_seqlen_k), where the caller gives it. */
   if (!s || tk > SFA__SHORT_KEYS || s->pass != SFA_PASS_FWD || s->mma != SFA_SPEC_MMA_WS ||
-      s->head_dim != 64 || s->num_warps != 16 || (s->flags & SFA_FEAT_VARLEN))
+      s->head_dim != 64 || s->num_warps != 16)
     return 0;
   s->block_m = 64, s->num_warps = 8, s->num_stages = 2;
   return 1;

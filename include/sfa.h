@@ -398,7 +398,8 @@ SFA_API void sfa_params_init(sfa_attention_params *p);
 ** lengths costs its real work. The values of cu_seqlens are not checked by
 ** sfa_forward / sfa_backward (they are read on the device only; wrong values
 ** give wrong output, never an access out of bounds): sfa_check_indices checks
-** them.
+** them. max_seqlen_k, where given, lets the forward pick the tile of short keys
+** (a hint, never read on the device).
 ** Window mode's bias and mask with packed sequences: bias [Hb, total_q|1,
 ** Kmax] in q's dtype, mask uint8 [Hb, total_q|1, Kmax] (Hb = Hq, Hkv or 1;
 ** a row count of 1 broadcasts one row to every query of every sequence; any
@@ -425,6 +426,11 @@ typedef struct sfa_extras {
                                      - slope[b, h] * |i + Tk - Tq - j| (no gradient) */
   const sfa_tensor *cu_seqlens_q; /* int32 [B + 1]: packed sequences (any mode), with */
   const sfa_tensor *cu_seqlens_k; /* int32 [B + 1]   both or neither */
+  int64_t max_seqlen_k;     /* packed sequences: the longest key length of the batch, where
+                               the caller knows it (flash-attn's max_seqlen_k), else 0. Only
+                               the forward's tile choice reads it (sequences of at most 4096
+                               keys take smaller tiles); any value gives the same output.
+                               Must be 0 without cu_seqlens, >= 0 */
 } sfa_extras;
 
 /* o = attention(q, k, v). q [B, Hq, Tq, D], k and v [B, Hkv, Tk, D] (fp16 or

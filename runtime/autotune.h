@@ -140,6 +140,8 @@ typedef struct sfa__problem {
   const sfa_attention_params *params; /* mode, causal, window, scale, deterministic */
   int64_t B, Hq, Hkv;
   int64_t Tq, Tk;          /* the lengths the kernel sees (compacted for qk_drop) */
+  int64_t keys_max;        /* the longest sequence's keys where below Tk (packed
+                              sequences: sfa_extras.max_seqlen_k); 0: Tk (sfa__problem_keys) */
   int has_lse;             /* the call writes lse (so do its tuning launches) */
   int64_t bias_shape[4];   /* window: shape of the bias [B|1, Hb, Tq|1, Tk]; all 0 without */
   int64_t mask_shape[4];   /* window: shape of the mask, the same rules; all 0 without */
@@ -149,6 +151,11 @@ typedef struct sfa__problem {
   int no_tma;              /* fwd: the copy engine cannot address q, k or v, so a
                               warp-specialized spec (mma ws) gives way to wgmma */
 } sfa__problem;
+
+/* The key length that the tile choice reads (sfa__spec_for_keys). */
+static inline int64_t sfa__problem_keys(const sfa__problem *p) {
+  return p->keys_max > 0 ? p->keys_max : p->Tk;
+}
 
 /* The kernel spec of a launch under the context's policy (sfa_options.tune).
 ** *spec has pass, mode, dtype, head_dim, arch and flags set; the tile fields

@@ -126,6 +126,7 @@ void sfa__fwd_problem(sfa__problem *prob, const sfa_attention_params *params,
       if (extras->mask) prob->mask_shape[i] = extras->mask->shape[i];
     }
     if (extras->alibi_slopes) prob->alibi_batches = extras->alibi_slopes->rank == 2 ? prob->B : 1;
+    if (extras->max_seqlen_k > 0 && extras->max_seqlen_k < prob->Tk) prob->keys_max = extras->max_seqlen_k;
   }
 }
 

@@ -22,6 +22,7 @@ typedef struct mkey {
   int pass, mode, dtype, head_dim;
   unsigned flags;
   int lq, lk, lbh; /* log2 of the size bucket's powers of two */
+  int lkmax;       /* log2 of the longest sequence's keys (sfa__problem.keys_max) */
 } mkey;
 
 typedef struct mslot {
@@ -149,6 +150,7 @@ static void make_mkey(mkey *k, const sfa__device *dev, const sfa_kernel_spec *s,
   k->flags = s->flags; /* the problem; the configuration (tiles, mma) is what the memo holds */
   k->lq = lg2ceil(p->Tq);
   k->lk = lg2ceil(p->Tk);
+  k->lkmax = lg2ceil(sfa__problem_keys(p)); /* packed: the hint that sfa__spec_for_keys reads */
   k->lbh = lg2ceil(p->B * p->Hq);
 }
 
@@ -364,7 +366,7 @@ static sfa_status select_spec(sfa_context *ctx, const sfa__device *dev, sfa_kern
   if (policy == SFA_TUNE_OFF || !s) {
     sfa_status st = sfa_spec_default(spec, why, sizeof why);
     if (st != SFA_OK) return no_default(ctx, st, spec, why);
-    sfa__spec_for_keys(spec, prob->Tk);
+    sfa__spec_for_keys(spec, sfa__problem_keys(prob));
     return SFA_OK;
   }
 
@@ -394,7 +396,7 @@ static sfa_status select_spec(sfa_context *ctx, const sfa__device *dev, sfa_kern
   if ((st = sfa__tune_pick(have_key ? t.db : NULL, have_key ? &key : NULL, &pick, &from_db,
                            why, sizeof why)) != SFA_OK)
     return no_default(ctx, st, spec, why);
-  if (!from_db) sfa__spec_for_keys(&pick, prob->Tk); /* as under policy off */
+  if (!from_db) sfa__spec_for_keys(&pick, sfa__problem_keys(prob)); /* as under policy off */
 
   int locked = 0;
   /* The tuner's synthetic calls are fixed-length: packed sequences take the

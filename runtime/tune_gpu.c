@@ -536,7 +536,7 @@ sfa_status sfa__tune_gpu(sfa_context *ctx, const sfa__device *dev, const sfa_ker
   int n = 0;
   sfa_status st = sfa__tune_candidates(base, &cands, &n, err, errlen);
   if (st != SFA_OK) return st;
-  sfa__tune_lead_for_keys(cands, &n, prob->Tk);
+  sfa__tune_lead_for_keys(cands, &n, sfa__problem_keys(prob));
   if (kinds) { /* the default (first) stays */
     int k = 1;
     for (int i = 1; i < n; i++)

@@ -362,6 +362,11 @@ sfa_status sfa__validate_extras(sfa_context *ctx, const sfa_attention_params *p,
                         why, m->name);
     }
   }
+  if (ex->max_seqlen_k < 0 || (ex->max_seqlen_k != 0 && !ex->cu_seqlens_q))
+    return sfa__error(ctx, bad,
+                      "extras->max_seqlen_k: %lld; must be >= 0, and 0 without cu_seqlens_q "
+                      "and cu_seqlens_k (it is the longest packed sequence's key length)",
+                      (long long)ex->max_seqlen_k);
   /* Each member's layout (mode.h), then the strides a member shares. */
   sfa_status st;
   for (size_t i = 0; i < ne; i++) {

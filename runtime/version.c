@@ -30,7 +30,8 @@ static const field params_fields[] = {
 static const field extras_fields[] = {
   F(sfa_extras, q_idx), F(sfa_extras, k_idx), F(sfa_extras, q_hash), F(sfa_extras, k_hash),
   F(sfa_extras, bias), F(sfa_extras, mask), F(sfa_extras, alibi_slopes),
-  F(sfa_extras, cu_seqlens_q), F(sfa_extras, cu_seqlens_k), {NULL, 0}};
+  F(sfa_extras, cu_seqlens_q), F(sfa_extras, cu_seqlens_k),
+  F(sfa_extras, max_seqlen_k), {NULL, 0}};
 static const field options_fields[] = {
   F(sfa_options, cache_dir), F(sfa_options, device), F(sfa_options, verbose),
   F(sfa_options, tune), F(sfa_options, mma), {NULL, 0}};

@@ -588,6 +588,10 @@ START_TEST(fwd_extras_unexpected) {
          "must be NULL in mode dense");
   P.ex.q_idx = NULL, P.ex.bias = &P.bias;
   EXPECT(SFA_ERR_INVALID_ARGUMENT, "extras->bias: only window mode reads a bias", "mode dense");
+  P.ex.bias = NULL, P.ex.max_seqlen_k = 4096; /* a packed call's hint, without cu_seqlens */
+  EXPECT(SFA_ERR_INVALID_ARGUMENT, "extras->max_seqlen_k: 4096",
+         "0 without cu_seqlens_q and cu_seqlens_k");
+  P.ex.max_seqlen_k = 0;
   set_mode(SFA_MODE_QK_DROP);
   P.ex.bias = &P.bias;
   EXPECT(SFA_ERR_INVALID_ARGUMENT, "extras->bias: only window mode reads a bias",

@@ -39,6 +39,7 @@ typedef struct vcase {
   int bh, mh;     /* their heads: Hq, Hkv or 1 */
   int brow, mrow; /* 1: one row broadcast over every query of every sequence */
   int kmax;       /* their columns; 0: the longest key length (keys past it are masked) */
+  int64_t max_seqlen_k; /* sfa_extras' hint (0: none) */
 } vcase;
 
 /* ------------------------------------------------------------ host data */
@@ -196,6 +197,7 @@ static void run_case(const vcase *c) {
   sfa_tensor_init(&tck, (void *)(uintptr_t)dck, SFA_DTYPE_INT32, 1, cs);
   sfa_extras ex = {0};
   ex.cu_seqlens_q = &tcq, ex.cu_seqlens_k = &tck;
+  ex.max_seqlen_k = c->max_seqlen_k;
   if (sparse) {
     dqi = tg_upload(qi, nl * 4 + 4), dki = tg_upload(ki, (size_t)Hkv * TK * 4 + 4);
     sfa_tensor_init(&tqi, (void *)(uintptr_t)dqi, SFA_DTYPE_INT32, 2, qis);
@@ -416,14 +418,20 @@ START_TEST(dense_ragged) {
 }
 END_TEST
 
-/* One long sequence among many short ones. */
+/* One long sequence among many short ones (4162 keys in all: the D 64
+** forward's tile for long keys on sm_90), then with max_seqlen_k: the true
+** longest (2048) and one below it (a wrong hint picks the tile of short keys
+** but changes no output: every tile serves every length). */
 START_TEST(dense_uneven) {
   int l[34];
   for (int i = 0; i < 33; i++) l[i] = i == 7 ? 2048 : 64 + (i % 3);
   l[33] = -1;
-  vcase c = mk(SFA_MODE_DENSE, SFA_DTYPE_BF16, 2, 1, 64, l, NULL, 10);
-  c.causal = 1;
-  run_case(&c);
+  const int64_t hint[] = {0, 2048, 100};
+  for (int h = 0; h < 3; h++) {
+    vcase c = mk(SFA_MODE_DENSE, SFA_DTYPE_BF16, 2, 1, 64, l, NULL, 10 + h);
+    c.causal = 1, c.max_seqlen_k = hint[h];
+    run_case(&c);
+  }
 }
 END_TEST
 

@@ -184,7 +184,7 @@ START_TEST(extras_members_in_struct_order) {
   static const char *const names[] = {"q_idx", "k_idx", "q_hash", "k_hash", "bias", "mask",
                                        "alibi_slopes", "cu_seqlens_q", "cu_seqlens_k"};
   sfa_tensor t[9];
-  sfa_extras ex = {&t[0], &t[1], &t[2], &t[3], &t[4], &t[5], &t[6], &t[7], &t[8]};
+  sfa_extras ex = {&t[0], &t[1], &t[2], &t[3], &t[4], &t[5], &t[6], &t[7], &t[8], 0};
   const int32_t a[4] = {0};
   const float f[2] = {0};
   const uint8_t u[1] = {0};

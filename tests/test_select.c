@@ -421,8 +421,10 @@ END_TEST
 ** faster on other tiles (sfa__spec_for_keys): the D 64 ws forward of dense
 ** and qk_drop on sm_90 takes one consumer (m64n128w8s2) up to 4096 keys and
 ** three (m192n128w16s4) above; under policy off and on a db miss alike, not
-** with softcap (two consumers at every length), packed sequences, D 128 or
-** sm_80. */
+** with softcap (two consumers at every length), D 128 or sm_80. Packed
+** sequences: the longest one's keys decide, sfa_extras.max_seqlen_k
+** (sfa__problem.keys_max) where given, else the total; the memo keeps the two
+** apart. */
 START_TEST(short_rows_take_one_consumer_up_to_4096_keys) {
   sfa__device d = fake_dev(0, 90), d80 = fake_dev(1, 80);
   sfa__problem p4k = problem(16, 16, 4096), p4k1 = problem(16, 16, 4097),
@@ -443,17 +445,29 @@ START_TEST(short_rows_take_one_consumer_up_to_4096_keys) {
                       "policy %d mode %d Tk %lld: m%dn%dw%ds%d", policy, mode,
                       (long long)ps[i]->Tk, s.block_m, s.block_n, s.num_warps, s.num_stages);
       }
-      /* softcap, packed sequences, D 128, sm_80: the default at 1024 keys too */
-      const unsigned fl[] = {SFA_FEAT_SOFTCAP, SFA_FEAT_VARLEN | c.flags};
-      for (size_t f = 0; f < 2; f++) {
-        sfa_kernel_spec o = c;
-        o.flags = fl[f];
-        sfa_kernel_spec s = select_ok(ctx, &d, o, &p1k), want = dflt(o);
-        assert_tile(&s, &want);
-      }
+      /* softcap, D 128, sm_80: the default at 1024 keys too */
       sfa_kernel_spec o = c;
-      o.head_dim = 128;
+      o.flags = SFA_FEAT_SOFTCAP;
       sfa_kernel_spec s = select_ok(ctx, &d, o, &p1k), want = dflt(o);
+      assert_tile(&s, &want);
+      /* packed: 65536 keys in all, sequences of at most 4096 (given), of
+         at most 8192 (given), of unknown lengths */
+      o = c;
+      o.flags |= SFA_FEAT_VARLEN;
+      const int64_t hint[] = {4096, 0, 8192, 4096};
+      for (int h = 0; h < 4; h++) {
+        sfa__problem pv = problem(1, 16, 65536);
+        pv.keys_max = hint[h];
+        s = select_ok(ctx, &d, o, &pv);
+        const int one = hint[h] == 4096;
+        ck_assert_msg(s.block_m == (one ? 64 : 192) && s.num_warps == (one ? 8 : 16),
+                      "policy %d mode %d packed, max_seqlen_k %lld: m%dn%dw%ds%d", policy,
+                      mode, (long long)hint[h], s.block_m, s.block_n, s.num_warps,
+                      s.num_stages);
+      }
+      o = c;
+      o.head_dim = 128;
+      s = select_ok(ctx, &d, o, &p1k), want = dflt(o);
       assert_tile(&s, &want);
       o = c;
       o.arch = 80;

@@ -126,6 +126,9 @@ START_TEST(the_pair_of_prefix_sums) {
     reset();
     P.ck.data = (char *)P.ck.data + 2;
     EXPECT(bwd, SFA_ERR_INVALID_ARGUMENT, "extras->cu_seqlens_k: data", "4-byte aligned");
+    reset();
+    P.ex.max_seqlen_k = -1;
+    EXPECT(bwd, SFA_ERR_INVALID_ARGUMENT, "extras->max_seqlen_k: -1", "must be >= 0");
   }
 }
 END_TEST

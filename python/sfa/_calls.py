@@ -239,6 +239,7 @@ def _extras(ex):
         if d is not None:
             keep.append(d)
             setattr(e, name, ctypes.pointer(d))
+    e.max_seqlen_k = int(ex.get("max_seqlen_k") or 0)
     return e, keep
 
 

@@ -149,7 +149,7 @@ class Params(ctypes.Structure):
 class Extras(ctypes.Structure):
     _fields_ = [(n, ctypes.POINTER(Tensor)) for n in
                 ("q_idx", "k_idx", "q_hash", "k_hash", "bias", "mask", "alibi_slopes",
-                 "cu_seqlens_q", "cu_seqlens_k")]
+                 "cu_seqlens_q", "cu_seqlens_k")] + [("max_seqlen_k", ctypes.c_int64)]
 
 
 class Options(ctypes.Structure):

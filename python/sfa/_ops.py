@@ -127,9 +127,10 @@ attention_fwd.register_autograd(_fwd_backward, setup_context=_fwd_setup_context)
 
 # ------------------------------------------------------------------ packed sequences
 
-def _varlen_extras(cu_seqlens_q, cu_seqlens_k, q_idx, k_idx, q_hash, k_hash, bias=None, mask=None):
+def _varlen_extras(cu_seqlens_q, cu_seqlens_k, q_idx, k_idx, q_hash, k_hash, bias=None, mask=None,
+                   max_seqlen_k=0):
     return dict(q_idx=q_idx, k_idx=k_idx, q_hash=q_hash, k_hash=k_hash, cu_seqlens_q=cu_seqlens_q,
-                cu_seqlens_k=cu_seqlens_k, bias=bias, mask=mask)
+                cu_seqlens_k=cu_seqlens_k, bias=bias, mask=mask, max_seqlen_k=max_seqlen_k)
 
 
 @torch.library.custom_op("sfa::attention_varlen_fwd", mutates_args=())
@@ -137,17 +138,18 @@ def attention_varlen_fwd(q: Tensor, k: Tensor, v: Tensor, cu_seqlens_q: Tensor, 
                          q_idx: Optional[Tensor], k_idx: Optional[Tensor], q_hash: Optional[Tensor],
                          k_hash: Optional[Tensor], mode: str, causal: bool, scale: Optional[float],
                          window_left: int, window_right: int, deterministic: bool, bias: Optional[Tensor] = None,
-                         mask: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+                         mask: Optional[Tensor] = None, max_seqlen_k: int = 0) -> Tuple[Tensor, Tensor]:
     o = _calls.out_like(q)
     lse = torch.empty((q.shape[1], q.shape[0]), device=q.device, dtype=torch.float32)
     _calls.forward_into(q, k, v, o, lse, mode, causal, scale, window_left, window_right,
-                        _varlen_extras(cu_seqlens_q, cu_seqlens_k, q_idx, k_idx, q_hash, k_hash, bias, mask))
+                        _varlen_extras(cu_seqlens_q, cu_seqlens_k, q_idx, k_idx, q_hash, k_hash, bias, mask,
+                                       max_seqlen_k))
     return o, lse
 
 
 @attention_varlen_fwd.register_fake
 def _(q, k, v, cu_seqlens_q, cu_seqlens_k, q_idx, k_idx, q_hash, k_hash, mode, causal, scale, window_left,
-      window_right, deterministic, bias=None, mask=None):
+      window_right, deterministic, bias=None, mask=None, max_seqlen_k=0):
     return _calls.out_like(q), q.new_empty((q.shape[1], q.shape[0]), dtype=torch.float32)
 
 
@@ -176,7 +178,7 @@ def _(dout, q, k, v, o, lse, cu_seqlens_q, cu_seqlens_k, q_idx, k_idx, q_hash, k
 
 def _varlen_setup_context(ctx, inputs, output):
     (q, k, v, cu_q, cu_k, q_idx, k_idx, q_hash, k_hash, mode, causal, scale, window_left, window_right,
-     deterministic, bias, mask) = inputs
+     deterministic, bias, mask, _max_seqlen_k) = inputs
     o, lse = output
     ctx.save_for_backward(q, k, v, o, lse, cu_q, cu_k, q_idx, k_idx, q_hash, k_hash, bias, mask)
     ctx.options = (mode, causal, scale, window_left, window_right, deterministic)
@@ -188,7 +190,7 @@ def _varlen_backward(ctx, dout, dlse):
     bias_grad = bias is not None and ctx.needs_input_grad[15]
     dq, dk, dv, db = attention_varlen_bwd(dout, q, k, v, o, lse, cu_q, cu_k, q_idx, k_idx, q_hash, k_hash,
                                           *ctx.options, bias, mask, bias_grad)
-    return (dq, dk, dv) + (None,) * 12 + (db if bias_grad else None, None)
+    return (dq, dk, dv) + (None,) * 12 + (db if bias_grad else None, None, None)
 
 
 attention_varlen_fwd.register_autograd(_varlen_backward, setup_context=_varlen_setup_context)

@@ -533,6 +533,7 @@ def _varlen(backend):
         (hqi, hqh), (hki, hkh) = _packed_indices("hash", (lq, lk), (Hq, Hkv), device)
         cases = [
             ("dense causal", "dense", dict(causal=True), {}),
+            ("dense causal, max_seqlen_k given", "dense", dict(causal=True, max_seqlen_k=max(lk)), {}),
             ("dense", "dense", {}, {}),
             ("window 8/2", "window", dict(window=(8, 2)), {}),
             ("qk_drop deterministic", "qk_drop", dict(deterministic=True), dict(q_idx=qi, k_idx=ki)),
@@ -577,6 +578,13 @@ def _varlen(backend):
             dout = torch.randn_like(o)
             torch.library.opcheck(torch.ops.sfa.attention_varlen_bwd.default,
                                   (dout, *args[:3], o, lse) + args[3:])
+        for bad in (-1, True, 2.5):  # the hint: an int >= 0 or None
+            try:
+                sfa.attention_varlen(q, k, v, cu[0], cu[1], causal=True, max_seqlen_k=bad)
+            except ValueError as e:
+                assert "max_seqlen_k" in str(e), e
+            else:
+                raise AssertionError(f"max_seqlen_k={bad!r} was accepted")
 
 
 @test()
