@@ -247,14 +247,11 @@ def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, *, mode="dense", causa
     if mask is not None and mask.dtype not in (torch.bool, torch.uint8):
         raise ValueError(f"sfa: mask: dtype {mask.dtype}; must be torch.bool or torch.uint8 (True/1 = attend)")
     _check_cu((("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k)))
-    if max_seqlen_k is None:
-        max_seqlen_k = 0
-    elif isinstance(max_seqlen_k, bool) or not isinstance(max_seqlen_k, int) or max_seqlen_k < 0:
-        raise ValueError(f"sfa: max_seqlen_k: {max_seqlen_k!r}; must be an int >= 0 (the longest "
-                         "sequence's key length) or None")
+    max_seqlen_k = 0 if max_seqlen_k is None else check_int(
+        "max_seqlen_k", max_seqlen_k, 0, 2**63 - 1, " (the longest sequence's key length; or None)")
     o, lse = _ops.attention_varlen_fwd(q, k, v, cu_seqlens_q, cu_seqlens_k, q_idx, k_idx, q_hash, k_hash, mode,
                                        bool(causal), scale, wl, wr, bool(deterministic), bias, mask,
-                                       int(max_seqlen_k))
+                                       max_seqlen_k)
     return (o, lse) if return_lse else o
 
 
