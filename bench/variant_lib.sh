@@ -11,6 +11,8 @@
 #   bash bench/variant_lib.sh p40 HEAD gen/variant.c 's/fill_ws(v, desc ? 40 : 24)/fill_ws(v, 40)/'
 # Each expression must change its file (else the script stops: a silent no-op A/B is worse than
 # none). Keep build/ under the device tool's 64 MiB carry limit: each variant adds about 1 MB.
+# VAR_TESTS="test_gpu_backward ..." also builds those test targets of that version (libsfa linked
+# in statically) into build/var/NAME/tests/, so that its GPU suites run there too (about 1 MB each).
 set -euo pipefail
 case "${1:-}" in -h|--help|"") sed -n '2,/^set /p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 cd "$(dirname "$0")/.."
@@ -42,6 +44,12 @@ mkdir -p build/var
 rm -rf "build/var/$name"
 mkdir "build/var/$name"
 cp -a "$src"/b/libsfa.so* "build/var/$name/"
+for t in ${VAR_TESTS:-}; do
+  cmake --build "$src/b" -j"$(nproc)" --target "$t" >> "$src/build.log" 2>&1 ||
+    { tail -20 "$src/build.log" >&2; exit 1; }
+  mkdir -p "build/var/$name/tests"
+  cp "$src/b/tests/$t" "build/var/$name/tests/"
+done
 lua=$(ldd "$src/b/libsfa.so" | awk '/liblua5.4/ {print $3}')
 [[ -n $lua ]] && cp -L "$lua" "build/var/$name/liblua5.4.so.0"
 echo "variant_lib.sh: build/var/$name ($(du -sh "build/var/$name" | cut -f1)); build/ is $(du -sh build | cut -f1)"

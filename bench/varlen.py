@@ -5,7 +5,7 @@ ragged batches, in one run.
 Run on the GPU machine from the repository root, after building libsfa.so:
     python bench/varlen.py [--D 64,128] [--pass fwd,bwd] [--parts equal,ragged]
         [--peers flex,njt] [--H 16] [--tokens 65536] [--seed 0] [--reps 10] [--warm 3] [--rounds 3]
-        [--sync-each] [--no-max-seqlen] [--csv out.csv] [--smoke] [--dry-run]
+        [--sync-each] [--no-max-seqlen] [--kernels] [--csv out.csv] [--smoke] [--dry-run]
 
 Dense causal attention, bf16, H query = key heads (16), D in 64, 128.
 Passes as in compare.py: fwd times the forward of a training step (q, k, v
@@ -26,7 +26,9 @@ its own layout (a copy made outside the timing).
               lengths)
    "varlen/fixed" = varlen ms / fixed ms (issue 19's target: <= 1.05). The
    outputs (fwd) or gradients (bwd) of varlen and fixed are compared first:
-   max abs difference printed.
+   max abs difference printed. --kernels: also each GPU kernel's mean time
+   per call of fixed and varlen (torch.profiler, --reps calls), to see which
+   kernel a difference is in.
 2. ragged batches of --tokens (65536) tokens in total:
      mix      a seeded random mix (--seed) of lengths in --mix-range
               (512..16384), the last one filling the batch to --tokens
@@ -94,7 +96,7 @@ from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from cases import bench, block_mask_fn, finish, median, rel_err, round_ratios, rounds_bench  # noqa: E402
+from cases import bench, block_mask_fn, kernel_times, finish, median, rel_err, round_ratios, rounds_bench  # noqa: E402
 from compare import _raise_recompile_limit, flex as flex_compiled, ints, names, short  # noqa: E402
 import sfa  # noqa: E402  (cases puts python/ on the path)
 
@@ -290,6 +292,12 @@ class Run:
                                 for x, y in zip(_tuple(res["varlen"]), _tuple(res["fixed"])))
         del res
         got = self.time_rounds(runs, row, "fixed")
+        if a.kernels and self.device == "cuda":
+            with torch.enable_grad():
+                for name, run in runs:
+                    if name != "fixed/p":
+                        for us, key in kernel_times(run, a.reps):
+                            print(f"  {name:6s} {us / 1000.0:8.3f} ms  {key[:100]}", flush=True)
         del runs
         self.equal_rows.append(row)
         cells = [f"{n} {got[n]}" if row.get(n) else f"{n} error" for n in ("fixed", "fixed/p", "varlen")]
@@ -530,6 +538,8 @@ def main():
     ap.add_argument("--warm", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds per case (median of them)")
     ap.add_argument("--sync-each", action="store_true", help="synchronize after every timed run")
+    ap.add_argument("--kernels", action="store_true",
+                    help="equal work: each GPU kernel's mean time per call (torch.profiler)")
     ap.add_argument("--no-max-seqlen", action="store_true",
                     help="call attention_varlen without max_seqlen_k (the tile for unknown lengths)")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes on whatever device there is (see above)")
