@@ -17,11 +17,15 @@
 **          dq_stage (wgmma without det: 8 x 64 floats per warp);
 **   fwd ws q, k and v as fwd, then bar: the mbarriers (8 bytes each) of the
 **          stages' K and V arrivals and releases, and Q's arrival;
-**   bwd ws as bwd with two ds tiles and dq_stage for the consumer warps,
-**          then bar: K and V's arrival, then per stage the arrivals of Q
-**          (with lse2) and dO (with delta) and the release; then desc (per
-**          stage its query tile's descriptor, with query metadata or a plan;
-**          else empty). At head dim 256 one ds tile and pt (P^T) after it.
+**   bwd ws as bwd with two ds tiles and dq_stage (dq_tma, head dim 128:
+**          the tile's dQ rows, block_m x head_dim floats, 1024-aligned,
+**          right after do; else the consumer warps' staging), then bar: K
+**          and V's arrival, then per stage the arrivals of Q (with lse2) and
+**          dO (with delta) and the release, then (dq_tma) dQ's arrival and
+**          release; then desc (per stage its query tile's descriptor, with
+**          query metadata or a plan; else empty) and dq_desc (dq_tma: the
+**          row and head of the staged dQ rows, two int32). At head dim 256
+**          one ds tile and pt (P^T) after it.
 ** Each region starts at a multiple of its alignment (a tile: 16 bytes, wgmma
 ** 1024, the swizzle's 8-row atom; the float and int arrays 16). wgmma rounds
 ** its base up to 1024, so 1024 bytes of slack follow the regions.
@@ -207,12 +211,21 @@ static void fill_attention(const sfa_kernel_spec *s, sfa__variant *v) {
     ** mode_<mode>.lt) */
     v->qmeta_ints = sfa__mode_find(s->mode)->qmeta_ints;
     /* wgmma's dQ product leaves the accumulators in its own fragments: each
-    ** warp stages 8 x 64 floats of a chunk at a time */
-    v->dq_stage_warp = v->wgmma && !det ? 8 * 64 * 4 : 0;
+    ** warp stages 8 x 64 floats of a chunk at a time and adds them with
+    ** float atomics; the ws kernel at head dim 128 stages the whole tile
+    ** for the copy engine's reduce-add instead (dq_tma: measured 5-7%
+    ** faster in dense, window and hash, bench/NOTES.md session 28; at 64,
+    ** where one consumer warpgroup makes dQ, not yet measured on its own) */
+    v->dq_tma = v->ws && !det && s->head_dim == 128;
+    v->dq_stage_warp = v->wgmma && !det && !v->dq_tma ? 8 * 64 * 4 : 0;
     add_region(v, "k", n * rs, ta);
     add_region(v, "v", n * rs, ta);
     add_region(v, "q", st * m * rs, ta);
     add_region(v, "do", st * m * rs, ta);
+    /* dq_tma: the tile's dQ rows, 1024-aligned for the swizzle; here, after
+    ** the 1024-aligned tiles, they need no padding (D 128: three stages fit
+    ** in 227 KB only so) */
+    if (v->dq_tma) add_region(v, "dq_stage", m * (size_t)s->head_dim * 4, 1024);
     /* ws: two dS^T tiles, so that one consumer barrier per tile suffices;
     ** ws at D 256 (templates/bwd_ws256.lt): one, and one of P^T, which the
     ** consumers share */
@@ -225,21 +238,26 @@ static void fill_attention(const sfa_kernel_spec *s, sfa__variant *v) {
     add_region(v, "lse2", st * (size_t)v->lse_rows * 4, 16);
     add_region(v, "delta", st * (size_t)v->lse_rows * 4, 16);
     add_region(v, "qmeta", st * (size_t)v->qmeta_ints * m * 4, 16);
-    add_region(v, "dq_stage", (size_t)v->mma_warps * (size_t)v->dq_stage_warp, 16);
+    if (!v->dq_tma)
+      add_region(v, "dq_stage", (size_t)v->mma_warps * (size_t)v->dq_stage_warp, 16);
     if (v->ws) {
-      /* kv_full, then q_full, do_full and empty per stage */
-      add_region(v, "bar", (3 * st + 1) * 8, 8);
+      /* kv_full, then q_full, do_full and empty per stage, then dq_full
+      ** and dq_empty (dq_tma) */
+      add_region(v, "bar", (3 * st + 1 + (v->dq_tma ? 2 : 0)) * 8, 8);
       /* modes with query metadata or a plan: the producer alone walks the
       ** tiles and names each stage's in a descriptor (templates/bwd_ws.lt;
       ** two int32: index, head * 4 + state) */
       const int desc = v->qmeta_ints > 0 || sfa__bwd_plan(s);
       add_region(v, "desc", desc ? st * 8 : 0, 8);
+      add_region(v, "dq_desc", v->dq_tma ? 8 : 0, 8);
       /* one CTA per SM: the cap at entry is 168 registers; the producer
       ** keeps 24 and the two consumers get 240 each (FlashAttention 3's
       ** split), or with descriptors 40 and 232 (ptxas, D 64 and 128: no
-      ** spills; with 24 the producer's walk spills) */
+      ** spills; with 24 the producer's walk spills); the dQ writer's
+      ** branch (dq_tma) costs the producer 8 more (ptxas: 16-36 bytes of
+      ** spills without them) */
       v->min_blocks = 1;
-      fill_ws(v, desc ? 40 : 24);
+      fill_ws(v, (desc ? 40 : 24) + (v->dq_tma ? 8 : 0));
     }
     /* dK and dV of the column slice, S^T and dP^T (ws at D 256: a consumer's
     ** half of the columns and of the queries) */

@@ -9,18 +9,24 @@
 
 #include "runtime/tma.h"
 
+/* Bytes of an element the maps take: 2 (fp16, bf16), 4 (fp32), else 0. */
+static int64_t elem_bytes(sfa_dtype dt) {
+  return dt == SFA_DTYPE_FP16 || dt == SFA_DTYPE_BF16 ? 2 : dt == SFA_DTYPE_FP32 ? 4 : 0;
+}
+
 /* A rank-4 tensor [B, H, T, D] in the copy engine's order: D, T, H, B. */
 int sfa__tma_addressable(const sfa__tma_tensor *t) {
   if (!t || !t->data || (t->data & 15u)) return 0;
-  if (t->dtype != SFA_DTYPE_FP16 && t->dtype != SFA_DTYPE_BF16) return 0;
+  const int64_t es = elem_bytes(t->dtype);
+  if (!es) return 0;
   const int64_t dims[3] = {t->T, t->H, t->B}, strides[3] = {t->st, t->sh, t->sb};
   for (int i = 0; i < 3; i++) {
     if (dims[i] < 1 || dims[i] > ((int64_t)1 << 32)) return 0;
     if (dims[i] == 1) continue; /* never stepped over: its stride is replaced */
-    const int64_t bytes = strides[i] * 2;
+    const int64_t bytes = strides[i] * es;
     if (bytes <= 0 || bytes % 16 || bytes >= ((int64_t)1 << 40)) return 0;
   }
-  return t->D >= 1 && t->D * 2 % 16 == 0;
+  return t->D >= 1 && t->D * es % 16 == 0;
 }
 
 /* The cache: the last few maps this thread made, replaced round robin. */
@@ -81,18 +87,20 @@ sfa_status sfa__tma_map(const sfa_driver *d, const sfa__tma_tensor *t, int box_c
   }
   /* A dimension of length 1 is never stepped over; give it the stride of a
   ** dense layout so the map is valid whatever its stride says. */
+  const int64_t es = elem_bytes(t->dtype);
   const int64_t dims[4] = {t->D, t->T, t->H, t->B};
-  int64_t strides[3] = {t->st * 2, t->sh * 2, t->sb * 2};
+  int64_t strides[3] = {t->st * es, t->sh * es, t->sb * es};
   for (int i = 0; i < 3; i++)
-    if (dims[i + 1] == 1) strides[i] = (i ? strides[i - 1] * dims[i] : dims[0] * 2 + 15) / 16 * 16;
+    if (dims[i + 1] == 1) strides[i] = (i ? strides[i - 1] * dims[i] : dims[0] * es + 15) / 16 * 16;
   cuuint64_t gdim[4], gstride[3];
   cuuint32_t box[4] = {(cuuint32_t)box_cols, (cuuint32_t)box_rows, 1, 1}, estride[4] = {1, 1, 1, 1};
   for (int i = 0; i < 4; i++) gdim[i] = (cuuint64_t)dims[i];
   for (int i = 0; i < 3; i++) gstride[i] = (cuuint64_t)strides[i];
   CUtensorMap m;
   CUresult r = d->cuTensorMapEncodeTiled(
-      &m, t->dtype == SFA_DTYPE_BF16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
-                                     : CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
+      &m, t->dtype == SFA_DTYPE_BF16   ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
+          : t->dtype == SFA_DTYPE_FP32 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT32
+                                       : CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
       4, (void *)(uintptr_t)t->data, gdim, gstride, box, estride, CU_TENSOR_MAP_INTERLEAVE_NONE,
       CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
       CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);

@@ -1,10 +1,11 @@
 /*
 ** tma.h -- internal: tensor maps (CUtensorMap) for the warp-specialized
 ** forward and backward (templates/fwd_ws.lt, bwd_ws.lt), which load q, k, v
-** (and dout) tiles with the tensor copy engine. A map describes one
-** [B, H, T, D] tensor (D innermost, strides in elements) and a box of
-** box_cols x box_rows elements, 128-byte swizzled, rows past T read as
-** zeros. Implemented in runtime/tma.c.
+** (and dout) tiles with the tensor copy engine, and with which the backward
+** adds its dQ rows to the float workspace. A map describes one [B, H, T, D]
+** tensor (D innermost, strides in elements) and a box of box_cols x box_rows
+** elements (box_cols x the element size: 128 bytes), 128-byte swizzled, rows
+** past T read as zeros and not written. Implemented in runtime/tma.c.
 */
 #ifndef SFA_RUNTIME_TMA_H
 #define SFA_RUNTIME_TMA_H
@@ -16,14 +17,14 @@
 /* One tensor as the kernel's parameter block has it. */
 typedef struct sfa__tma_tensor {
   uint64_t data;                /* device address */
-  sfa_dtype dtype;              /* SFA_DTYPE_FP16 or SFA_DTYPE_BF16 */
+  sfa_dtype dtype;              /* SFA_DTYPE_FP16, SFA_DTYPE_BF16 or SFA_DTYPE_FP32 */
   int64_t B, H, T, D;
   int64_t sb, sh, st;           /* strides of B, H, T in elements; D's is 1 */
 } sfa__tma_tensor;
 
-/* 1 where the copy engine can address t: a 16-byte aligned base, and every
-** stride of a dimension longer than 1 a positive multiple of 16 bytes below
-** 2^40 (D's stride is 1 by the caller's checks). */
+/* 1 where the copy engine can address t: a dtype of the maps, a 16-byte
+** aligned base, and every stride of a dimension longer than 1 a positive
+** multiple of 16 bytes below 2^40 (D's stride is 1 by the caller's checks). */
 int sfa__tma_addressable(const sfa__tma_tensor *t);
 
 /* The map of t with a box of box_cols x box_rows into *map. Maps are kept in

@@ -52,7 +52,9 @@ static void check_mode_code(const sfa_kernel_spec *s, const char *name, const ch
     {s->mode == SFA_MODE_WINDOW && !dec, bwd ? "window_bwd_state" : "window_tile_state"},
     {dec, "load_kv"},                          /* decode: the cache rows, paged or not */
     {dec && s->mode == SFA_MODE_WINDOW, "key_lo = off - wl"}, /* its window bounds */
-    {bwd && !det, wg ? "sfa_red_add4(dst" : "sfa_red_add2(p"}, /* dq by atomics */
+    /* dq by atomics; the ws backward at D 128 by the copy engine's reduce-add */
+    {bwd && !det && !(ws && s->head_dim == 128), wg ? "sfa_red_add4(dst" : "sfa_red_add2(p"},
+    {bwd && ws && s->head_dim == 128, "sfa_tma_reduce_add(tm_dq"},
     {wg, "wgmma.mma_async"},
     /* ws: the copy engine's loads on mbarriers, the registers moved to the consumers */
     {ws, "cp.async.bulk.tensor.4d"},

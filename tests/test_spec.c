@@ -295,7 +295,7 @@ START_TEST(ws_backward_rule) {
   s.pass = SFA_PASS_BWD, s.mma = SFA_SPEC_MMA_WS;
   s.block_m = 64, s.block_n = 128, s.num_warps = 12, s.num_stages = 2;
   expect(&s, SFA_OK, NULL, NULL);
-  s.num_stages = 3; /* K, V, 3 x (Q, dO), two dS^T tiles, the dQ staging: 209 KB */
+  s.num_stages = 3; /* K, V, 3 x (Q, dO), the dQ tile, two dS^T tiles: 226 KB */
   expect(&s, SFA_OK, NULL, NULL);
   s.num_stages = 4;
   expect(&s, SFA_ERR_INVALID_ARGUMENT, "needs", "sm_90 allows");

@@ -95,10 +95,15 @@ START_TEST(addressable_needs_aligned_base_and_16_byte_strides) {
   t.sh = (int64_t)1 << 39; /* 2^40 bytes */
   ck_assert(!sfa__tma_addressable(&t));
   t = dense(0x10000, 2, 4, 1000, 128);
-  t.dtype = SFA_DTYPE_FP32;
+  t.dtype = SFA_DTYPE_INT32; /* the maps take fp16, bf16 and fp32 */
   ck_assert(!sfa__tma_addressable(&t));
   t.dtype = SFA_DTYPE_FP16;
   ck_assert(sfa__tma_addressable(&t));
+  t.dtype = SFA_DTYPE_FP32; /* the backward's dQ workspace: 512-byte rows */
+  ck_assert(sfa__tma_addressable(&t));
+  t.D = 2; /* 8-byte rows: not a multiple of 16 */
+  t.st = 2, t.sh = 2000, t.sb = 8000;
+  ck_assert(!sfa__tma_addressable(&t));
   ck_assert(!sfa__tma_addressable(NULL));
 }
 END_TEST

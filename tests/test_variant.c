@@ -226,16 +226,19 @@ START_TEST(bwddq_layout_and_query_tile_grid) {
 END_TEST
 
 /* The ws backward (d128 m64n128 w12s2 on sm_90): dense and window keep
-** FlashAttention 3's register split (producer 24, consumers 240) and no
-** descriptors; qk_drop and hash, whose producer alone walks the tiles, a
-** descriptor slot per stage (two int32) after the barriers, their query
-** metadata per stage, and 40/232 (the producer's walk spills at 24). */
+** FlashAttention 3's register split (producer 24, consumers 240) plus the
+** dQ writer's 8 (32/232) and no descriptors; qk_drop and hash, whose
+** producer alone walks the tiles, a descriptor slot per stage (two int32)
+** after the barriers, their query metadata per stage, and 48/224 (the
+** producer's walk spills at 24). dQ goes through the copy engine: its tile
+** of 64 x 128 floats right after do, dq_full and dq_empty after the
+** stages' barriers, and its row and head (two int32) after desc. */
 START_TEST(ws_bwd_descriptors_only_for_query_metadata_modes) {
   static const struct { sfa_mode mode; unsigned flags; int meta, desc, preg, creg; } rows[] = {
-    {SFA_MODE_DENSE, SFA_FEAT_CAUSAL, 0, 0, 24, 240},
-    {SFA_MODE_WINDOW, SFA_FEAT_CAUSAL, 0, 0, 24, 240},
-    {SFA_MODE_QK_DROP, 0, 1, 16, 40, 232},
-    {SFA_MODE_HASH, 0, 2, 16, 40, 232},
+    {SFA_MODE_DENSE, SFA_FEAT_CAUSAL, 0, 0, 32, 232},
+    {SFA_MODE_WINDOW, SFA_FEAT_CAUSAL, 0, 0, 32, 232},
+    {SFA_MODE_QK_DROP, 0, 1, 16, 48, 224},
+    {SFA_MODE_HASH, 0, 2, 16, 48, 224},
   };
   for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
     sfa_kernel_spec s = attn(SFA_PASS_BWD, rows[i].mode, 128, 64, 128, 12, 2, 90, rows[i].flags);
@@ -250,8 +253,15 @@ START_TEST(ws_bwd_descriptors_only_for_query_metadata_modes) {
     const sfa__smem_region *b = sfa__variant_region(&v, "bar");
     ck_assert(q && b);
     ck_assert_uint_eq(q->size, (size_t)rows[i].meta * 2 * 64 * 4);
-    ck_assert_uint_eq(b->size, (3 * 2 + 1) * 8);
+    ck_assert_uint_eq(b->size, (3 * 2 + 1 + 2) * 8);
     region_is(&v, "desc", b->offset + b->size, (size_t)rows[i].desc);
+    region_is(&v, "dq_desc", b->offset + b->size + (size_t)rows[i].desc, 8);
+    const sfa__smem_region *dq = sfa__variant_region(&v, "dq_stage");
+    const sfa__smem_region *dO = sfa__variant_region(&v, "do");
+    ck_assert(dq && dO && v.dq_tma);
+    ck_assert_uint_eq(dq->offset, dO->offset + dO->size);
+    ck_assert_uint_eq(dq->size, 64 * 128 * 4);
+    ck_assert_uint_eq(dq->offset % 1024, 0);
     ck_assert_int_eq(v.has_plan, rows[i].mode == SFA_MODE_HASH);
     ck_assert_uint_eq(v.smem_bytes, sfa_spec_smem_bytes(&s));
   }
