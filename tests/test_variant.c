@@ -268,6 +268,35 @@ START_TEST(ws_bwd_descriptors_only_for_query_metadata_modes) {
 }
 END_TEST
 
+/* The ws backward at D 64 keeps the dQ atomics (session 28: the copy
+** engine's reduce-add measured within 1% there but for qk_drop's 3%, one
+** consumer warpgroup making dQ): no dQ tile, no dq_full or dq_empty, no dq_desc, the 8 warps' staging
+** of 8 x 64 floats each, and the producer's 24 (dense) or 40 (qk_drop). */
+START_TEST(ws_bwd_at_d64_keeps_the_dq_atomics) {
+  static const struct { sfa_mode mode; unsigned flags; int preg, creg; } rows[] = {
+    {SFA_MODE_DENSE, SFA_FEAT_CAUSAL, 24, 240},
+    {SFA_MODE_QK_DROP, 0, 40, 232},
+  };
+  for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+    sfa_kernel_spec s = attn(SFA_PASS_BWD, rows[i].mode, 64, 64, 128, 12, 2, 90, rows[i].flags);
+    s.mma = SFA_SPEC_MMA_WS;
+    sfa__variant v = describe(&s);
+    ck_assert(v.ws && !v.dq_tma);
+    ck_assert_int_eq(v.producer_regs, rows[i].preg);
+    ck_assert_int_eq(v.consumer_regs, rows[i].creg);
+    ck_assert_int_eq(v.dq_stage_warp, 8 * 64 * 4);
+    const sfa__smem_region *dq = sfa__variant_region(&v, "dq_stage");
+    const sfa__smem_region *b = sfa__variant_region(&v, "bar");
+    ck_assert(dq && b);
+    ck_assert_uint_eq(dq->size, (size_t)v.mma_warps * 8 * 64 * 4);
+    ck_assert_uint_eq(b->size, (3 * 2 + 1) * 8);
+    region_is(&v, "dq_desc", sfa__variant_region(&v, "desc")->offset +
+                                 sfa__variant_region(&v, "desc")->size, 0);
+    ck_assert_uint_eq(v.smem_bytes, sfa_spec_smem_bytes(&s));
+  }
+}
+END_TEST
+
 START_TEST(hash_bwd_stages_query_metadata_and_has_a_plan_entry) {
   /* hash: q_hash and q_idx per query row, 2 stages x 2 x 64 int32 */
   sfa_kernel_spec s = attn(SFA_PASS_BWD, SFA_MODE_HASH, 128, 64, 128, 8, 2, 80, 0);
@@ -545,6 +574,7 @@ int main(void) {
   tcase_add_test(a, bwddq_layout_and_query_tile_grid);
   tcase_add_test(a, hash_bwd_stages_query_metadata_and_has_a_plan_entry);
   tcase_add_test(a, ws_bwd_descriptors_only_for_query_metadata_modes);
+  tcase_add_test(a, ws_bwd_at_d64_keeps_the_dq_atomics);
   tcase_add_test(a, describe_refuses_what_validation_refuses);
   suite_add_tcase(su, a);
   TCase *u = tcase_create("utility");
