@@ -215,7 +215,8 @@ static void fill_attention(const sfa_kernel_spec *s, sfa__variant *v) {
     ** float atomics; the ws kernel at head dim 128 stages the whole tile
     ** for the copy engine's reduce-add instead (dq_tma: measured 5-7%
     ** faster in dense, window and hash, bench/NOTES.md session 28; at 64,
-    ** where one consumer warpgroup makes dQ, not yet measured on its own) */
+    ** where one consumer warpgroup makes dQ, within 1% but for qk_drop's 3%,
+    ** so the atomics stay there) */
     v->dq_tma = v->ws && !det && s->head_dim == 128;
     v->dq_stage_warp = v->wgmma && !det && !v->dq_tma ? 8 * 64 * 4 : 0;
     add_region(v, "k", n * rs, ta);
