@@ -99,7 +99,8 @@ typedef enum sfa_pass {
   SFA_PASS_FWD = 0,
   SFA_PASS_BWD_DQ,    /* backward, deterministic dq: one CTA per query tile */
   SFA_PASS_BWD,       /* backward: dk, dv (and dbias) per key tile; dq by float
-                         atomics unless SFA_FEAT_DETERMINISTIC */
+                         atomic adds (instructions, or the copy engine's
+                         reduce-add) unless SFA_FEAT_DETERMINISTIC */
   /* The utility kernels, variants like the attention passes (one name, cache,
   ** manifest and AOT path). Their specs: mode SFA_MODE_DENSE, flags 0,
   ** head_dim, block_m, block_n and num_stages 0, num_warps the fixed block
@@ -456,8 +457,9 @@ SFA_API sfa_status sfa_forward(sfa_context *ctx, const sfa_attention_params *par
 ** broadcasts). Every output is overwritten; none may overlap an input or
 ** another output. Rows with no allowed key contribute nothing.
 ** params->deterministic = 1: dq comes from a second pass over the key tiles
-** instead of float atomics, so two calls give bitwise identical results (dk,
-** dv and dbias are always deterministic).
+** instead of float atomic adds (atomic instructions, or on sm_90 at head dim
+** 128 the copy engine's reduce-add), so two calls give bitwise identical
+** results (dk, dv and dbias are always deterministic).
 ** Workspace: float32 buffers from a stream-ordered memory pool of the
 ** context (one per device; allocated and freed on stream): 8 bytes per query
 ** row, plus 4 * D per query row without deterministic, plus 4 bytes per dbias
