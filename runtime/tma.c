@@ -8,10 +8,12 @@
 #include <string.h>
 
 #include "runtime/tma.h"
+#include "runtime/util.h"
 
-/* Bytes of an element the maps take: 2 (fp16, bf16), 4 (fp32), else 0. */
+/* Bytes of an element of a dtype the maps take (fp16, bf16, fp32), else 0. */
 static int64_t elem_bytes(sfa_dtype dt) {
-  return dt == SFA_DTYPE_FP16 || dt == SFA_DTYPE_BF16 ? 2 : dt == SFA_DTYPE_FP32 ? 4 : 0;
+  const int mapped = dt == SFA_DTYPE_FP16 || dt == SFA_DTYPE_BF16 || dt == SFA_DTYPE_FP32;
+  return mapped ? (int64_t)sfa__dtype_size(dt) : 0;
 }
 
 /* A rank-4 tensor [B, H, T, D] in the copy engine's order: D, T, H, B. */
