@@ -86,11 +86,11 @@ int sfa__bwd_tma_addressable(const sfa_tensor *q, const sfa_tensor *k, const sfa
 
 /* The bwd kernel's launch; the ws kernel takes the tensor maps of c's q, k,
 ** v and dout (boxes of block_m, block_n, block_n and block_m rows) after the
-** parameter block, and with dq_tma the map of the float dQ workspace dqacc
-** ([B, Hq, tqp, D], boxes of 32 columns x block_m rows) after them. */
+** parameter block, and with dq_tma the map of the float dQ workspace a->dq
+** ([B, Hq, a->tqp, D], boxes of 32 columns x block_m rows) after them. */
 static sfa_status launch_bwd(sfa_context *ctx, const sfa_driver *d, const sfa_kernel *k,
                              const sfa__grid_dims *dims, CUstream stream, sfa_bwd_args *a,
-                             const sfa__bwd_call *c, CUdeviceptr dqacc, int64_t tqp) {
+                             const sfa__bwd_call *c) {
   const sfa__variant *v = &k->var;
   void *kp[6] = {a};
   CUtensorMap maps[5];
@@ -103,8 +103,8 @@ static sfa_status launch_bwd(sfa_context *ctx, const sfa_driver *d, const sfa_ke
                                     sizeof ctx->err);
     if (st != SFA_OK) return st;
     if (v->dq_tma) {
-      const int64_t B = c->q->shape[0], Hq = c->q->shape[1], D = c->q->shape[3];
-      const sfa__tma_tensor w = {.data = (uint64_t)dqacc, .dtype = SFA_DTYPE_FP32, .B = B,
+      const int64_t B = c->q->shape[0], Hq = c->q->shape[1], D = c->q->shape[3], tqp = a->tqp;
+      const sfa__tma_tensor w = {.data = a->dq, .dtype = SFA_DTYPE_FP32, .B = B,
                                  .H = Hq, .T = tqp, .D = D, .sb = Hq * tqp * D,
                                  .sh = tqp * D, .st = D};
       st = sfa__tma_map(d, &w, 32, v->spec.block_m, &maps[4], ctx->err, sizeof ctx->err);
@@ -268,7 +268,7 @@ sfa_status sfa__bwd_exec(sfa_context *ctx, const sfa__device *dev, const sfa_dri
     st = sfa__util_launch(ctx, kb->plan_fn, what, g[0], (unsigned)vb->plan.threads,
                           (unsigned)vb->plan.smem_bytes, stream, &a);
   }
-  if (st == SFA_OK) st = launch_bwd(ctx, d, kb, &dims, stream, &a, c, dqacc, tqp);
+  if (st == SFA_OK) st = launch_bwd(ctx, d, kb, &dims, stream, &a, c);
 
   /* 4. dq */
   if (st == SFA_OK && det) {

@@ -199,8 +199,8 @@
   F(X, u64, dout, "")                                                           \
   F(X, u64, lse2, "float workspaces [B * Hq][tqp]")                             \
   F(X, u64, delta, "")                                                          \
-  F(X, u64, dq, "bwd: float [B * Hq][tqp][D] accumulated by atomics (0 with "   \
-                "det); bwddq: the dq output (q's dtype, strides dq_*)")         \
+  F(X, u64, dq, "bwd: float [B * Hq][tqp][D] accumulated by atomic adds (0 "    \
+                "with det); bwddq: the dq output (q's dtype, strides dq_*)")    \
   F(X, u64, dk, "bwd only")                                                     \
   F(X, u64, dv, "")                                                             \
   F(X, u64, q_idx, "int32 mode arrays, 0 if unused")                            \

@@ -287,11 +287,11 @@ START_TEST(ws_bwd_at_d64_keeps_the_dq_atomics) {
     ck_assert_int_eq(v.dq_stage_warp, 8 * 64 * 4);
     const sfa__smem_region *dq = sfa__variant_region(&v, "dq_stage");
     const sfa__smem_region *b = sfa__variant_region(&v, "bar");
-    ck_assert(dq && b);
+    const sfa__smem_region *desc = sfa__variant_region(&v, "desc");
+    ck_assert(dq && b && desc);
     ck_assert_uint_eq(dq->size, (size_t)v.mma_warps * 8 * 64 * 4);
     ck_assert_uint_eq(b->size, (3 * 2 + 1) * 8);
-    region_is(&v, "dq_desc", sfa__variant_region(&v, "desc")->offset +
-                                 sfa__variant_region(&v, "desc")->size, 0);
+    region_is(&v, "dq_desc", desc->offset + desc->size, 0);
     ck_assert_uint_eq(v.smem_bytes, sfa_spec_smem_bytes(&s));
   }
 }
