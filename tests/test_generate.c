@@ -62,6 +62,11 @@ static void check_mode_code(const sfa_kernel_spec *s, const char *name, const ch
     {ws, "setmaxnreg.inc.sync.aligned.u32"},
     {!ws, "sfa_cp_commit();"},              /* the others copy with cp.async */
     {wg && bwd && !det, "sfa_wg_ss64t(acc"},  /* dq as transposed-operand products */
+    /* the ws backward's dP^T issued behind S^T, whose wait leaves it in flight (D 128; at
+    ** D 64 the modes with query metadata or a plan) */
+    {bwd && ws && (s->head_dim == 128 || (s->head_dim == 64 && (s->mode == SFA_MODE_QK_DROP ||
+                                                               s->mode == SFA_MODE_HASH))),
+     "sfa_wg_wait1();\n    sfa_wg_pin(s[0]);"},
     {s->pass == SFA_PASS_BWD_DQ, "dq = 0"},    /* its empty-tile path */
     {sfa__bwd_plan(s), plan_entry},              /* the plan kernel, hash bwd only */
     {sfa__bwd_plan(s), "const int4 pl0 = pl[0];"}, /* and the bwd CTA reading it */
