@@ -5,7 +5,7 @@
 # printed last. Usage:
 #   bash bench/gpu_check.sh [suites] [sync] [sanitize] [wssan] [bench] [bwdtune] [bwdbench]
 #                           [fwdtune] [decode] [bwd256] [ws256] [short] [wsbwd] [wsbwd256]
-#                           [compare] [bwdprof]
+#                           [compare] [bwdprof] [bwdsass]
 # Session 9 took: suites 3.5 min (2.25 of it test_gpu_backward), sanitize 1.4
 # min, compare (the full grid) 5.5 min; session 8: bwdtune ~1 min, bwdbench
 # over 3 min (FlexAttention compiles). Split the steps across calls of 10 min.
@@ -36,7 +36,10 @@
 # backward's per-CTA fixed cost goes (bench/NOTES.md, session 24): prof_case.py --kernels of dense
 # causal D 128 bwd at T 4096 and 16384 (the main kernel apart from bwd_pre and convert), then ncu
 # (--clock-control none) of one main-kernel launch at each length: speed of light, warp states
-# and launch statistics into $OUT/ncu-T*.txt.
+# and launch statistics into $OUT/ncu-T*.txt. bwdsass: which instructions sfa's dense causal D 128
+# backward executes beyond cuDNN's (bench/NOTES.md, session 30: 20% more warp instructions at
+# T 4096): ncu's SourceCounters of one launch of each (bench/prof_case.py, bench/peer_bwd_once.py),
+# their SASS pages as CSV into $OUT/sass-{sfa,cudnn}.csv, and bench/sass_hist.py's opcode counts.
 case "$1" in -h|--help) sed -n '2,/^[^#]/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp}
@@ -182,6 +185,22 @@ if [[ $what == *" bwdprof "* ]]; then
       $OUT/ncu-T$T.txt | head -14
   done | tee $OUT/bwdprof.log
   summary+=("bwdprof: $OUT/bwdprof.log")
+fi
+if [[ $what == *" bwdsass "* ]]; then
+  for who in sfa cudnn; do
+    if [ $who = sfa ]; then
+      kn=regex:sfa_bwd_dense_causal cmd="python3 bench/prof_case.py --mode dense --D 128 --pass bwd --T 4096 --reps 2 --warm 1"
+    else
+      kn=regex:flash_bprop cmd="python3 bench/peer_bwd_once.py 16 16 4096 128 cudnn"
+    fi
+    rm -f $OUT/sass-$who.ncu-rep
+    timeout ${NCU_TIMEOUT:-240} ncu --clock-control none --kernel-name $kn --launch-skip 1 --launch-count 1 \
+      --section SourceCounters --section WarpStateStats -o $OUT/sass-$who $cmd > $OUT/sass-$who.log 2>&1
+    echo "ncu $who rc=$?"
+    ncu --import $OUT/sass-$who.ncu-rep --page source --csv --print-source sass > $OUT/sass-$who.csv 2>&1
+    python3 bench/sass_hist.py $OUT/sass-$who.csv --top 25 2>&1
+  done | tee $OUT/bwdsass.log
+  summary+=("bwdsass: $OUT/bwdsass.log, $OUT/sass-*.csv")
 fi
 if [[ $what == *" compare "* ]]; then
   python3 bench/compare.py --csv $OUT/compare.csv --plot $OUT/compare.png 2>&1 | tee $OUT/compare.log | tail -75
