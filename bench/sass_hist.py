@@ -27,17 +27,13 @@ def histogram(path):
     of the CSV at path; SystemExit with a message when it is not such a page."""
     with open(path, newline="") as f:
         rows = [r for r in csv.reader(f) if r]
-    head = None
-    for i, r in enumerate(rows):  # ncu may print lines before the header
-        if any(re.search(r"instructions executed|inst_executed", c, re.I) for c in r) and \
-           any(c.strip().lower() == "source" for c in r):
-            head = i
+    for head, cols in enumerate(rows):  # ncu may print lines before the header
+        src = next((j for j, c in enumerate(cols) if c.strip().lower() == "source"), None)
+        cnt = next((j for j, c in enumerate(cols) if re.search(r"instructions executed|inst_executed", c, re.I)), None)
+        if src is not None and cnt is not None:
             break
-    if head is None:
+    else:
         raise SystemExit(f"sass_hist.py: {path}: no header with Source and an instructions-executed column")
-    cols = rows[head]
-    src = next(j for j, c in enumerate(cols) if c.strip().lower() == "source")
-    cnt = next(j for j, c in enumerate(cols) if re.search(r"instructions executed|inst_executed", c, re.I))
     hist, total, lines = {}, 0, 0
     for r in rows[head + 1:]:
         if len(r) <= max(src, cnt):
