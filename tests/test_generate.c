@@ -62,6 +62,7 @@ static void check_mode_code(const sfa_kernel_spec *s, const char *name, const ch
     {ws, "setmaxnreg.inc.sync.aligned.u32"},
     {!ws, "sfa_cp_commit();"},              /* the others copy with cp.async */
     {wg && bwd && !det, "sfa_wg_ss64t(acc"},  /* dq as transposed-operand products */
+    {bwd && ws && s->head_dim <= 128, "sfa_stsm_x4(dsbuf"}, /* dS^T stored by stmatrix */
     /* the ws backward's dP^T issued behind S^T, whose wait leaves it in flight (D 128; at
     ** D 64 the modes with query metadata or a plan) */
     {bwd && ws && (s->head_dim == 128 || (s->head_dim == 64 && (s->mode == SFA_MODE_QK_DROP ||
