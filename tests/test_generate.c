@@ -347,9 +347,9 @@ START_TEST(wgmma_backward_slices_columns_at_d256) {
   char *src = NULL, err[512] = "";
   ck_assert_msg(sfa_generate(&s, &src, err, sizeof err) == SFA_OK, "%s", err);
   static const char *const want[] = {
-    "sfa_wg_desc(dobuf + ((col0) >> 6) * 8192 + ks * 2048, 8192, 1024)",
-    "sfa_wg_desc(qbuf + ((col0) >> 6) * 8192 + ks * 2048, 8192, 1024)",
-    "sfa_wg_desc(sK + ((col0) >> 6) * 16384 + ch * 16384 + ks * 2048, 16384, 1024)",
+    "sfa_wg_desc_at(sfa_wg_desc(dobuf + ((col0) >> 6) * 8192, 8192, 1024), ks * 2048)",
+    "sfa_wg_desc_at(sfa_wg_desc(qbuf + ((col0) >> 6) * 8192, 8192, 1024), ks * 2048)",
+    "sfa_wg_desc_at(sfa_wg_desc(sK + ((col0) >> 6) * 16384 + ch * 16384, 16384, 1024), ks * 2048)",
     "* 256 + col0 + ch * 64 + c4 * 4",
     "const int split = blockIdx.y % 2, col0 = split * 128;"};
   for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
