@@ -1,8 +1,8 @@
 #!/bin/bash
 # gpu_check.sh -- on the GPU machine, with build/ carried from a Debian build:
 # every GPU suite, compute-sanitizer memcheck and racecheck on small cases, and
-# optionally the benchmark scripts. Logs go to $OUT (or /tmp) and a summary is
-# printed last. Usage:
+# optionally the benchmark scripts. Logs go to $OUT (or /tmp); each step's summary line is
+# printed when it ends and all of them again last. Usage:
 #   bash bench/gpu_check.sh [suites] [sync] [sanitize] [wssan] [bench] [bwdtune] [bwdbench]
 #                           [fwdtune] [decode] [bwd256] [ws256] [short] [wsbwd] [wsbwd256]
 #                           [compare] [bwdprof] [bwdsass]
@@ -46,14 +46,17 @@ OUT=${OUT:-/tmp}
 export PYTHONUNBUFFERED=1 SFA_CACHE_DIR=/tmp/sfa-cache
 what=" $* "
 summary=()
+# a step's summary line: printed now (a call cut short by its time limit still shows the steps
+# that finished) and again at the end
+say() { summary+=("$1"); echo "== $1"; }
 # test_gpu_backward's case $1, then memcheck and racecheck of it; logs $OUT/[tool-]$2.log
 backward_case_sanitized() {
   CK_RUN_CASE=$1 build/tests/test_gpu_backward > $OUT/$2.log 2>&1
-  summary+=("test_gpu_backward $1 rc=$?: $(grep -E '^[0-9]+%' $OUT/$2.log | tail -1)")
+  say "test_gpu_backward $1 rc=$?: $(grep -E '^[0-9]+%' $OUT/$2.log | tail -1)"
   for tool in memcheck racecheck; do
     CK_RUN_CASE=$1 timeout ${SAN_TIMEOUT:-300} compute-sanitizer --tool $tool --error-exitcode 9 \
       build/tests/test_gpu_backward > $OUT/$tool-$2.log 2>&1
-    summary+=("$tool $1 rc=$?: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' $OUT/$tool-$2.log | tail -1)")
+    say "$tool $1 rc=$?: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' $OUT/$tool-$2.log | tail -1)"
   done
 }
 # prof_case.py's time of pass $1 at D $2, T 16384, for each mode of $3 under each SFA_MMA of
@@ -71,14 +74,14 @@ if [[ $what == *" suites "* ]]; then
     n=$(basename $t)
     start=$(date +%s)
     $t > $OUT/$n.log 2>&1; rc=$?
-    summary+=("$n rc=$rc $(( $(date +%s) - start ))s: $(grep -E '^[0-9]+%' $OUT/$n.log | tail -1)")
+    say "$n rc=$rc $(( $(date +%s) - start ))s: $(grep -E '^[0-9]+%' $OUT/$n.log | tail -1)"
   done
 fi
 if [[ $what == *" sync "* ]]; then
   for t in build/tests/test_gpu_dense build/tests/test_gpu_sparse; do
     n=$(basename $t)
     SFA_MMA=sync $t > $OUT/sync-$n.log 2>&1; rc=$?
-    summary+=("SFA_MMA=sync $n rc=$rc: $(grep -E '^[0-9]+%' $OUT/sync-$n.log | tail -1)")
+    say "SFA_MMA=sync $n rc=$rc: $(grep -E '^[0-9]+%' $OUT/sync-$n.log | tail -1)"
   done
 fi
 if [[ $what == *" sanitize "* ]]; then
@@ -90,7 +93,7 @@ if [[ $what == *" sanitize "* ]]; then
       case_env=""; [ -n "$c" ] && case_env="CK_RUN_CASE=$c"
       env $case_env timeout ${SAN_TIMEOUT:-90} compute-sanitizer --tool $tool \
         --error-exitcode 9 build/tests/$n > $OUT/$tool-$n-$c.log 2>&1; rc=$?
-      summary+=("$tool $n ${c:-all} rc=$rc: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' $OUT/$tool-$n-$c.log | tail -1)")
+      say "$tool $n ${c:-all} rc=$rc: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' $OUT/$tool-$n-$c.log | tail -1)"
     done
   done
 fi
@@ -99,20 +102,20 @@ if [[ $what == *" wssan "* ]]; then
     for c in shapes tiles; do
       CK_RUN_CASE=$c timeout ${SAN_TIMEOUT:-300} compute-sanitizer --tool $tool --error-exitcode 9 \
         build/tests/test_gpu_ws > $OUT/$tool-ws-$c.log 2>&1; rc=$?
-      summary+=("$tool test_gpu_ws $c rc=$rc: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' $OUT/$tool-ws-$c.log | tail -1)")
+      say "$tool test_gpu_ws $c rc=$rc: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' $OUT/$tool-ws-$c.log | tail -1)"
     done
   done
 fi
 if [[ $what == *" fwdtune "* ]]; then
   build/sfa-tune --cache-dir /tmp/sfa-f --kinds wgmma,ws --modes dense,qk_drop,window,hash --head-dims 64,128,256 \
     --seq-lens 4096,16384 > $OUT/tune_fwd.log 2> $OUT/tune_fwd.err
-  summary+=("fwdtune rc=$?: $(grep -c 'candidates' $OUT/tune_fwd.err) shapes tuned")
+  say "fwdtune rc=$?: $(grep -c 'candidates' $OUT/tune_fwd.err) shapes tuned"
   build/sfa-tune --cache-dir /tmp/sfa-f --list --export $OUT/tuned_fwd.tsv >> $OUT/tune_fwd.log 2>&1
 fi
 if [[ $what == *" decode "* ]]; then
   for t in "" --graph; do
     python3 bench/decode.py --B 8,32 --kv 4096,32768 --pages 0,16 $t > $OUT/decode$t.log 2>&1
-    summary+=("decode ${t:-eager} rc=$?: $OUT/decode$t.log")
+    say "decode ${t:-eager} rc=$?: $OUT/decode$t.log"
     tail -9 $OUT/decode$t.log
   done
 fi
@@ -123,16 +126,16 @@ if [[ $what == *" bwd256 "* ]]; then
       --d256 "" --e2e-T "" --peers cudnn,flex > $OUT/bwd256-$m.log 2>&1
     echo "SFA_MMA=$m"; grep -E "^ *(dense|window)|FAIL" $OUT/bwd256-$m.log
   done | tee $OUT/bwd256-ab.log
-  summary+=("bwd256 A/B: $OUT/bwd256-ab.log")
+  say "bwd256 A/B: $OUT/bwd256-ab.log"
 fi
 if [[ $what == *" wsbwd256 "* ]]; then
   backward_case_sanitized ws256 wsbwd256
   ab_prof bwd 256 "dense window" "ws wgmma ws wgmma" | tee $OUT/wsbwd256.log
-  summary+=("wsbwd256: $OUT/wsbwd256.log")
+  say "wsbwd256: $OUT/wsbwd256.log"
 fi
 if [[ $what == *" ws256 "* ]]; then
   ab_prof fwd 256 "qk_drop hash" "ws sync ws sync" | tee $OUT/ws256.log
-  summary+=("ws256: $OUT/ws256.log")
+  say "ws256: $OUT/ws256.log"
 fi
 if [[ $what == *" short "* ]]; then
   for T in 1024 2048 4096; do
@@ -145,14 +148,14 @@ if [[ $what == *" short "* ]]; then
   done | tee $OUT/short.log
   build/sfa-tune --cache-dir /tmp/sfa-s --modes dense,qk_drop --head-dims 64 --seq-lens 8192 \
     --kinds ws --sweep > $OUT/short_sweep.log 2>&1
-  summary+=("short: $OUT/short.log; sweep at T 8192: $(grep -c candidates $OUT/short_sweep.log) shapes")
+  say "short: $OUT/short.log; sweep at T 8192: $(grep -c candidates $OUT/short_sweep.log) shapes"
 fi
 if [[ $what == *" wsbwd "* ]]; then
   backward_case_sanitized ws wsbwd
   for D in 128 64; do
     ab_prof bwd $D "dense window hash qk_drop" "ws wgmma ws wgmma"
   done | tee $OUT/wsbwd.log
-  summary+=("wsbwd: $OUT/wsbwd.log")
+  say "wsbwd: $OUT/wsbwd.log"
 fi
 if [[ $what == *" bench "* ]]; then
   python3 bench/compare_sparse.py --csv $OUT/compare_sparse.csv 2>&1 | tee $OUT/compare_sparse.log | tail -12
@@ -164,7 +167,7 @@ if [[ $what == *" bwdtune "* ]]; then
       >> $OUT/tune_bwd.log 2>&1
   done
   build/sfa-tune --cache-dir /tmp/sfa-t --list --export $OUT/tuned.tsv >> $OUT/tune_bwd.log 2>&1
-  summary+=("bwdtune: $(grep -c 'candidates' $OUT/tune_bwd.log) shapes tuned, $(grep -c 'failed' $OUT/tune_bwd.log) failed")
+  say "bwdtune: $(grep -c 'candidates' $OUT/tune_bwd.log) shapes tuned, $(grep -c 'failed' $OUT/tune_bwd.log) failed"
 fi
 if [[ $what == *" bwdbench "* ]]; then
   # with the db of bwdtune when there is one (SFA_TUNE=cached reads it)
@@ -184,7 +187,7 @@ if [[ $what == *" bwdprof "* ]]; then
     grep -E "Duration|Compute \(SM\) Throughput|Memory Throughput|Stall|Achieved Occupancy" \
       $OUT/ncu-T$T.txt | head -14
   done | tee $OUT/bwdprof.log
-  summary+=("bwdprof: $OUT/bwdprof.log")
+  say "bwdprof: $OUT/bwdprof.log"
 fi
 if [[ $what == *" bwdsass "* ]]; then
   for who in sfa cudnn; do
@@ -200,7 +203,7 @@ if [[ $what == *" bwdsass "* ]]; then
     ncu --import $OUT/sass-$who.ncu-rep --page source --csv --print-source sass > $OUT/sass-$who.csv 2>&1
     python3 bench/sass_hist.py $OUT/sass-$who.csv --top 25 2>&1
   done | tee $OUT/bwdsass.log
-  summary+=("bwdsass: $OUT/bwdsass.log, $OUT/sass-*.csv")
+  say "bwdsass: $OUT/bwdsass.log, $OUT/sass-*.csv"
 fi
 if [[ $what == *" compare "* ]]; then
   python3 bench/compare.py --csv $OUT/compare.csv --plot $OUT/compare.png 2>&1 | tee $OUT/compare.log | tail -75
