@@ -39,7 +39,8 @@
 # and launch statistics into $OUT/ncu-T*.txt. bwdsass: which instructions sfa's dense causal D 128
 # backward executes beyond cuDNN's (bench/NOTES.md, session 30: 20% more warp instructions at
 # T 4096): ncu's SourceCounters of one launch of each (bench/prof_case.py, bench/peer_bwd_once.py),
-# their SASS pages as CSV into $OUT/sass-{sfa,cudnn}.csv, and bench/sass_hist.py's opcode counts.
+# their SASS pages as CSV into $OUT/sass-{sfa,cudnn}.csv, and bench/sass_hist.py's opcode counts
+# (SASS_D=64 for head dim 64).
 case "$1" in -h|--help) sed -n '2,/^[^#]/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp}
@@ -190,11 +191,12 @@ if [[ $what == *" bwdprof "* ]]; then
   say "bwdprof: $OUT/bwdprof.log"
 fi
 if [[ $what == *" bwdsass "* ]]; then
+  sd=${SASS_D:-128}  # the head dim (SASS_D=64: the D 64 rows, 0.91-0.97x cuDNN in session 31)
   for who in sfa cudnn; do
     if [ $who = sfa ]; then
-      kn=regex:sfa_bwd_dense_causal cmd="python3 bench/prof_case.py --mode dense --D 128 --pass bwd --T 4096 --reps 2 --warm 1"
+      kn=regex:sfa_bwd_dense_causal cmd="python3 bench/prof_case.py --mode dense --D $sd --pass bwd --T 4096 --reps 2 --warm 1"
     else
-      kn=regex:flash_bprop cmd="python3 bench/peer_bwd_once.py 16 16 4096 128 cudnn"
+      kn=regex:flash_bprop cmd="python3 bench/peer_bwd_once.py 16 16 4096 $sd cudnn"
     fi
     rm -f $OUT/sass-$who.ncu-rep
     timeout ${NCU_TIMEOUT:-240} ncu --clock-control none --kernel-name $kn --launch-skip 1 --launch-count 1 \
