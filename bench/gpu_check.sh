@@ -5,7 +5,7 @@
 # printed when it ends and all of them again last. Usage:
 #   bash bench/gpu_check.sh [suites] [sync] [sanitize] [wssan] [bench] [bwdtune] [bwdbench]
 #                           [fwdtune] [decode] [bwd256] [ws256] [short] [wsbwd] [wsbwd256]
-#                           [compare] [bwdprof] [bwdsass]
+#                           [compare] [bwdprof] [bwdsass] [fwdsass]
 # Session 9 took: suites 3.5 min (2.25 of it test_gpu_backward), sanitize 1.4
 # min, compare (the full grid) 5.5 min; session 8: bwdtune ~1 min, bwdbench
 # over 3 min (FlexAttention compiles). Split the steps across calls of 10 min.
@@ -38,9 +38,9 @@
 # (--clock-control none) of one main-kernel launch at each length: speed of light, warp states
 # and launch statistics into $OUT/ncu-T*.txt. bwdsass: which instructions sfa's dense causal D 128
 # backward executes beyond cuDNN's (bench/NOTES.md, session 30: 20% more warp instructions at
-# T 4096): ncu's SourceCounters of one launch of each (bench/prof_case.py, bench/peer_bwd_once.py),
-# their SASS pages as CSV into $OUT/sass-{sfa,cudnn}.csv, and bench/sass_hist.py's opcode counts
-# (SASS_D=64 for head dim 64).
+# T 4096): ncu's SourceCounters of one launch of each (bench/prof_case.py, bench/peer_once.py),
+# their SASS pages as CSV into $OUT/sass-bwd-{sfa,cudnn}.csv, and bench/sass_hist.py's opcode
+# counts (SASS_D=64 for head dim 64). fwdsass: the same for the forward.
 case "$1" in -h|--help) sed -n '2,/^[^#]/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp}
@@ -190,22 +190,32 @@ if [[ $what == *" bwdprof "* ]]; then
   done | tee $OUT/bwdprof.log
   say "bwdprof: $OUT/bwdprof.log"
 fi
-if [[ $what == *" bwdsass "* ]]; then
-  sd=${SASS_D:-128}  # the head dim (SASS_D=64: the D 64 rows, 0.91-0.97x cuDNN in session 31)
+# sass_page PASS: ncu's SourceCounters of one launch of sfa's dense causal PASS kernel and of
+# cuDNN's (SDPA), their SASS pages as CSV and the opcode counts; D SASS_D (default 128), T 4096
+sass_page() {
+  local pass=$1 sd=${SASS_D:-128}
   for who in sfa cudnn; do
     if [ $who = sfa ]; then
-      kn=regex:sfa_bwd_dense_causal cmd="python3 bench/prof_case.py --mode dense --D $sd --pass bwd --T 4096 --reps 2 --warm 1"
+      kn=regex:sfa_${pass}_dense_causal cmd="python3 bench/prof_case.py --mode dense --D $sd --pass $pass --T 4096 --reps 2 --warm 1"
+    elif [ $pass = bwd ]; then
+      kn=regex:flash_bprop cmd="python3 bench/peer_once.py 16 16 4096 $sd cudnn bwd"
     else
-      kn=regex:flash_bprop cmd="python3 bench/peer_bwd_once.py 16 16 4096 $sd cudnn"
+      kn="regex:fprop|sdpa" cmd="python3 bench/peer_once.py 16 16 4096 $sd cudnn fwd"
     fi
-    rm -f $OUT/sass-$who.ncu-rep
+    rm -f $OUT/sass-$pass-$who.ncu-rep
     timeout ${NCU_TIMEOUT:-240} ncu --clock-control none --kernel-name $kn --launch-skip 1 --launch-count 1 \
-      --section SourceCounters --section WarpStateStats -o $OUT/sass-$who $cmd > $OUT/sass-$who.log 2>&1
-    echo "ncu $who rc=$?"
-    ncu --import $OUT/sass-$who.ncu-rep --page source --csv --print-source sass > $OUT/sass-$who.csv 2>&1
-    python3 bench/sass_hist.py $OUT/sass-$who.csv --top 25 2>&1
-  done | tee $OUT/bwdsass.log
-  say "bwdsass: $OUT/bwdsass.log, $OUT/sass-*.csv"
+      --section SourceCounters --section WarpStateStats -o $OUT/sass-$pass-$who $cmd > $OUT/sass-$pass-$who.log 2>&1
+    echo "ncu $pass $who rc=$?"
+    ncu --import $OUT/sass-$pass-$who.ncu-rep --page source --csv --print-source sass > $OUT/sass-$pass-$who.csv 2>&1
+    python3 bench/sass_hist.py $OUT/sass-$pass-$who.csv --top 25 2>&1
+  done | tee $OUT/${pass}sass.log
+  say "${pass}sass: $OUT/${pass}sass.log, $OUT/sass-$pass-*.csv"
+}
+if [[ $what == *" bwdsass "* ]]; then
+  sass_page bwd
+fi
+if [[ $what == *" fwdsass "* ]]; then
+  sass_page fwd
 fi
 if [[ $what == *" compare "* ]]; then
   python3 bench/compare.py --csv $OUT/compare.csv --plot $OUT/compare.png 2>&1 | tee $OUT/compare.log | tail -75
