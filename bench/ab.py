@@ -17,6 +17,7 @@ libsfa.so (bench/variant_lib.sh makes them)."""
 import argparse
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -95,11 +96,13 @@ class Child:
         self.p.stdin.write(cmd + "\n")
         self.p.stdin.flush()
 
-    def close(self):
+    def close(self, timeout=10):
+        """Asks it to quit; kills it if it has not within timeout seconds (a
+        child stuck in a kernel does not read its stdin)."""
         if self.p.poll() is None:
             try:
                 self.ask("quit")
-                self.p.wait(timeout=30)
+                self.p.wait(timeout=timeout)
             except (BrokenPipeError, subprocess.TimeoutExpired):
                 self.p.kill()
                 self.p.wait()
@@ -161,6 +164,9 @@ def main():
     if a.rounds < 1 or a.reps < 1:
         raise SystemExit("ab.py: --rounds and --reps must be at least 1")
     libs = parse_libs(a.libs)
+    # a SIGTERM (timeout(1) around this script) unwinds through the finally below, so that
+    # no child is left holding the GPU
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     argv = [sys.executable, os.path.abspath(__file__), "--child", "--pass", a.pass_, "--mode", a.mode,
             "--T", str(a.T), "--D", str(a.D), "--H", str(a.H), "--reps", str(a.reps), "--warm", str(a.warm)]
     children = []

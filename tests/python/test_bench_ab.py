@@ -3,11 +3,13 @@
 builds of libsfa.so: its NAME=LIB parsing and refusals, the rotating order of
 the rounds, the table's medians and ratios, and the parent's protocol with
 child processes (stand-ins that answer as the real children do, so no torch
-and no GPU: a child that stops early is reported with its stderr).
+and no GPU: a child that stops early is reported with its stderr, one that
+stops answering is killed when the parent closes it).
 """
 import os
 import sys
 import tempfile
+import time
 
 from harness import SOURCE_DIR, main, raises, test
 
@@ -90,6 +92,16 @@ def a_child_that_stops_is_reported_with_its_stderr():
         raises(SystemExit, lambda: kid.expect("ready"), "x stopped", "exit 3", "out of memory")
     finally:
         kid.close()
+
+
+@test()
+def a_child_that_does_not_answer_is_killed_on_close():
+    kid = ab.Child("hung", fake("import time; print('ready', flush=True); time.sleep(600)"), dict(os.environ))
+    kid.expect("ready")
+    t0 = time.time()
+    kid.close(timeout=1)
+    assert kid.p.returncode is not None and kid.p.returncode < 0, kid.p.returncode
+    assert time.time() - t0 < 30, time.time() - t0
 
 
 if __name__ == "__main__":
