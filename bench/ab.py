@@ -23,8 +23,6 @@ import sys
 import tempfile
 from statistics import median
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-
 
 def parse_libs(specs):
     """[(name, path)] from NAME=LIB arguments; SystemExit saying what is wrong."""
@@ -128,18 +126,10 @@ def run_rounds(children, rounds, progress=None):
 def child_main(a):
     """The child: the problem through the library of SFA_LIBRARY, then the protocol."""
     import torch
-    sys.path.insert(0, HERE)
     from cases import bench
-    from prof_case import problem
-    import sfa
+    from prof_case import pass_runs, problem
     torch.manual_seed(0)
-    p = problem(a.mode, 65536 // a.T, a.H, a.T, a.D)
-    if a.pass_ == "fwd":
-        run = lambda: sfa.forward(p.q, p.k, p.v, **p.kw)
-    else:
-        o, lse = sfa.forward(p.q, p.k, p.v, return_lse=True, **p.kw)
-        dout = torch.randn_like(p.q)
-        run = lambda: sfa.backward(p.q, p.k, p.v, o, lse, dout, **p.kw)
+    run = pass_runs(problem(a.mode, 65536 // a.T, a.H, a.T, a.D))[a.pass_]
     bench(run, a.warm, 1)
     print("ready", flush=True)
     while sys.stdin.readline().strip() == "run":

@@ -29,6 +29,15 @@ def problem(mode, B, H, T, D):
     return dense_problem(B, H, T, D, dt)
 
 
+def pass_runs(p, det=False):
+    """{"fwd": fn, "bwd": fn}: one call of each pass on problem p, the backward
+    from a forward's o and lse and a random dout (det: the deterministic one)."""
+    o, lse = sfa.forward(p.q, p.k, p.v, return_lse=True, **p.kw)
+    dout = torch.randn_like(p.q)
+    return {"fwd": lambda: sfa.forward(p.q, p.k, p.v, **p.kw),
+            "bwd": lambda: sfa.backward(p.q, p.k, p.v, o, lse, dout, deterministic=det, **p.kw)}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mode", default="hash", choices=["dense", "hash", "qk_drop", "window"])
@@ -52,17 +61,14 @@ def main():
             raise SystemExit("prof_case.py: --alibi applies to modes dense and window")
         h = torch.arange(1, a.H + 1, device="cuda", dtype=torch.float32)
         p.kw["alibi_slopes"] = torch.pow(2.0, -8.0 * h / a.H)
-    o, lse = sfa.forward(p.q, p.k, p.v, return_lse=True, **p.kw)
+    fns = pass_runs(p, a.det)
     out, runs = [], []
     if "fwd" in a.passes:
-        run = lambda: sfa.forward(p.q, p.k, p.v, **p.kw)
-        out.append("fwd %.3f" % bench(run, a.warm, a.reps))
-        runs.append(("fwd", run))
+        out.append("fwd %.3f" % bench(fns["fwd"], a.warm, a.reps))
+        runs.append(("fwd", fns["fwd"]))
     if "bwd" in a.passes:
-        dout = torch.randn_like(p.q)
-        run = lambda: sfa.backward(p.q, p.k, p.v, o, lse, dout, deterministic=a.det, **p.kw)
-        out.append("bwd%s %.3f" % (" det" if a.det else "", bench(run, a.warm, a.reps)))
-        runs.append(("bwd", run))
+        out.append("bwd%s %.3f" % (" det" if a.det else "", bench(fns["bwd"], a.warm, a.reps)))
+        runs.append(("bwd", fns["bwd"]))
     opts = (f" softcap {a.softcap:g}" if a.softcap else "") + (" alibi" if a.alibi else "")
     print(f"{p.name}{opts} T={a.T} D={a.D}: " + ", ".join(out) + " ms", flush=True)
     if a.kernels:
