@@ -1,7 +1,7 @@
 """peer_once.py -- one backward (or forward) of PyTorch SDPA (cuDNN or flash
 backend) on random bf16 inputs, dense causal, for a profiler to catch its
 kernels (gpu_check.sh bwdsass and fwdsass: ncu --kernel-name regex:flash_bprop
-or regex:fprop). Runs a warm-up call first, so a profiler that skips one launch
+or "regex:fprop|sdpa"). Runs a warm-up call first, so a profiler that skips one launch
 sees a steady one.
 
     python3 bench/peer_once.py B H T D [cudnn|flash] [bwd|fwd]"""
