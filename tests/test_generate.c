@@ -52,16 +52,19 @@ static void check_mode_code(const sfa_kernel_spec *s, const char *name, const ch
     {s->mode == SFA_MODE_WINDOW && !dec, bwd ? "window_bwd_state" : "window_tile_state"},
     {dec, "load_kv"},                          /* decode: the cache rows, paged or not */
     {dec && s->mode == SFA_MODE_WINDOW, "key_lo = off - wl"}, /* its window bounds */
-    /* dq by atomics; the ws backward at D 128 by the copy engine's reduce-add */
-    {bwd && !det && !(ws && s->head_dim == 128), wg ? "sfa_red_add4(dst" : "sfa_red_add2(p"},
-    {bwd && ws && s->head_dim == 128, "sfa_tma_reduce_add(tm_dq"},
+    /* dq by atomics; the ws backward (D 64 and 128) by the copy engine's reduce-add */
+    {bwd && !det && !(ws && s->head_dim <= 128), wg ? "sfa_red_add4(dst" : "sfa_red_add2(p"},
+    {bwd && ws && s->head_dim <= 128, "sfa_tma_reduce_add(tm_dq"},
     {wg, "wgmma.mma_async"},
     /* ws: the copy engine's loads on mbarriers, the registers moved to the consumers */
     {ws, "cp.async.bulk.tensor.4d"},
     {ws, "mbarrier.try_wait.parity"},
     {ws, "setmaxnreg.inc.sync.aligned.u32"},
     {!ws, "sfa_cp_commit();"},              /* the others copy with cp.async */
-    {wg && bwd && !det, "sfa_wg_ss64t(acc"},  /* dq as transposed-operand products */
+    /* dq as transposed-operand products; the ws backward at D 64 makes the whole tile's in
+    ** one warpgroup, the consumers in turn */
+    {wg && bwd && !det, "sfa_wg_ss64t(acc"},
+    {bwd && ws && s->head_dim == 64, "if ((warp >> 2) == (vis & 1))"},
     {bwd && ws && s->head_dim <= 128, "sfa_stsm_x4(dsbuf"}, /* dS^T stored by stmatrix */
     /* the ws backward's dP^T issued behind S^T, whose wait leaves it in flight (D 128; at
     ** D 64 the modes with query metadata or a plan) */

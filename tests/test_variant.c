@@ -258,7 +258,7 @@ START_TEST(ws_bwd_descriptors_only_for_query_metadata_modes) {
     region_is(&v, "dq_desc", b->offset + b->size + (size_t)rows[i].desc, 8);
     const sfa__smem_region *dq = sfa__variant_region(&v, "dq_stage");
     const sfa__smem_region *dO = sfa__variant_region(&v, "do");
-    ck_assert(dq && dO && v.dq_tma);
+    ck_assert(dq && dO && v.dq_tma && !v.dq_whole);  /* each consumer makes half of dQ */
     ck_assert_uint_eq(dq->offset, dO->offset + dO->size);
     ck_assert_uint_eq(dq->size, 64 * 128 * 4);
     ck_assert_uint_eq(dq->offset % 1024, 0);
@@ -268,30 +268,32 @@ START_TEST(ws_bwd_descriptors_only_for_query_metadata_modes) {
 }
 END_TEST
 
-/* The ws backward at D 64 keeps the dQ atomics (session 28: the copy
-** engine's reduce-add measured within 1% there but for qk_drop's 3%, one
-** consumer warpgroup making dQ): no dQ tile, no dq_full or dq_empty, no dq_desc, the 8 warps' staging
-** of 8 x 64 floats each, and the producer's 24 (dense) or 40 (qk_drop). */
-START_TEST(ws_bwd_at_d64_keeps_the_dq_atomics) {
+/* The ws backward at D 64 leaves its dQ tile for the copy engine as at D 128, but one
+** consumer warpgroup per tile makes it, in turn (dq_whole): a 64 x 64 float tile after dO,
+** dq_full and dq_empty, dq_desc, no per-warp staging, and the producer's 8 more registers. */
+START_TEST(ws_bwd_at_d64_leaves_a_dq_tile) {
   static const struct { sfa_mode mode; unsigned flags; int preg, creg; } rows[] = {
-    {SFA_MODE_DENSE, SFA_FEAT_CAUSAL, 24, 240},
-    {SFA_MODE_QK_DROP, 0, 40, 232},
+    {SFA_MODE_DENSE, SFA_FEAT_CAUSAL, 32, 232},
+    {SFA_MODE_QK_DROP, 0, 48, 224},
   };
   for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
     sfa_kernel_spec s = attn(SFA_PASS_BWD, rows[i].mode, 64, 64, 128, 12, 2, 90, rows[i].flags);
     s.mma = SFA_SPEC_MMA_WS;
     sfa__variant v = describe(&s);
-    ck_assert(v.ws && !v.dq_tma);
+    ck_assert(v.ws && v.dq_tma && v.dq_whole);
     ck_assert_int_eq(v.producer_regs, rows[i].preg);
     ck_assert_int_eq(v.consumer_regs, rows[i].creg);
-    ck_assert_int_eq(v.dq_stage_warp, 8 * 64 * 4);
+    ck_assert_int_eq(v.dq_stage_warp, 0);
     const sfa__smem_region *dq = sfa__variant_region(&v, "dq_stage");
+    const sfa__smem_region *dO = sfa__variant_region(&v, "do");
     const sfa__smem_region *b = sfa__variant_region(&v, "bar");
     const sfa__smem_region *desc = sfa__variant_region(&v, "desc");
-    ck_assert(dq && b && desc);
-    ck_assert_uint_eq(dq->size, (size_t)v.mma_warps * 8 * 64 * 4);
-    ck_assert_uint_eq(b->size, (3 * 2 + 1) * 8);
-    region_is(&v, "dq_desc", desc->offset + desc->size, 0);
+    ck_assert(dq && dO && b && desc);
+    ck_assert_uint_eq(dq->offset, dO->offset + dO->size);
+    ck_assert_uint_eq(dq->size, 64 * 64 * 4);
+    ck_assert_uint_eq(dq->offset % 1024, 0);
+    ck_assert_uint_eq(b->size, (3 * 2 + 1 + 2) * 8);
+    region_is(&v, "dq_desc", desc->offset + desc->size, 8);
     ck_assert_uint_eq(v.smem_bytes, sfa_spec_smem_bytes(&s));
   }
 }
@@ -574,7 +576,7 @@ int main(void) {
   tcase_add_test(a, bwddq_layout_and_query_tile_grid);
   tcase_add_test(a, hash_bwd_stages_query_metadata_and_has_a_plan_entry);
   tcase_add_test(a, ws_bwd_descriptors_only_for_query_metadata_modes);
-  tcase_add_test(a, ws_bwd_at_d64_keeps_the_dq_atomics);
+  tcase_add_test(a, ws_bwd_at_d64_leaves_a_dq_tile);
   tcase_add_test(a, describe_refuses_what_validation_refuses);
   suite_add_tcase(su, a);
   TCase *u = tcase_create("utility");
