@@ -17,7 +17,7 @@
 **          dq_stage (wgmma without det: 8 x 64 floats per warp);
 **   fwd ws q, k and v as fwd, then bar: the mbarriers (8 bytes each) of the
 **          stages' K and V arrivals and releases, and Q's arrival;
-**   bwd ws as bwd with two ds tiles and dq_stage (dq_tma, head dim 128:
+**   bwd ws as bwd with two ds tiles and dq_stage (dq_tma, head dims 64, 128:
 **          the tile's dQ rows, block_m x head_dim floats, 1024-aligned,
 **          right after do; else the consumer warps' staging), then bar: K
 **          and V's arrival, then per stage the arrivals of Q (with lse2) and
