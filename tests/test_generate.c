@@ -66,11 +66,9 @@ static void check_mode_code(const sfa_kernel_spec *s, const char *name, const ch
     {wg && bwd && !det, "sfa_wg_ss64t(acc"},
     {bwd && ws && s->head_dim == 64, "if ((warp >> 2) == (vis & 1))"},
     {bwd && ws && s->head_dim <= 128, "sfa_stsm_x4(dsbuf"}, /* dS^T stored by stmatrix */
-    /* the ws backward's dP^T issued behind S^T, whose wait leaves it in flight (D 128; at
-    ** D 64 the modes with query metadata or a plan) */
-    {bwd && ws && (s->head_dim == 128 || (s->head_dim == 64 && (s->mode == SFA_MODE_QK_DROP ||
-                                                               s->mode == SFA_MODE_HASH))),
-     "sfa_wg_wait1();\n    sfa_wg_pin(s[0]);"},
+    /* the ws backward's dP^T issued behind S^T, whose wait leaves it in flight (D 64 and
+    ** 128, every mode) */
+    {bwd && ws && s->head_dim <= 128, "sfa_wg_wait1();\n    sfa_wg_pin(s[0]);"},
     {s->pass == SFA_PASS_BWD_DQ, "dq = 0"},    /* its empty-tile path */
     {sfa__bwd_plan(s), plan_entry},              /* the plan kernel, hash bwd only */
     {sfa__bwd_plan(s), "const int4 pl0 = pl[0];"}, /* and the bwd CTA reading it */
