@@ -8,7 +8,7 @@ library (bench/NOTES.md, session 31); here each round's builds run seconds
 apart, and the ratio of each round is read before the rounds are combined.
 
     python3 bench/ab.py NAME=LIB [NAME=LIB ...] [--pass bwd] [--mode dense]
-        [--T 16384] [--D 128] [--H 16] [--rounds 8] [--reps 10] [--warm 3]
+        [--T 16384] [--D 128] [--H 16] [--softcap C] [--alibi] [--rounds 8] [--reps 10] [--warm 3]
 
 Prints, per build, the median over the rounds of its ms, and against the first
 build the median of the rounds' ratios (its ms over the first's: below 1 is
@@ -127,9 +127,10 @@ def child_main(a):
     """The child: the problem through the library of SFA_LIBRARY, then the protocol."""
     import torch
     from cases import bench
-    from prof_case import pass_runs, problem
+    from prof_case import pass_runs, problem, with_score_options
     torch.manual_seed(0)
-    run = pass_runs(problem(a.mode, 65536 // a.T, a.H, a.T, a.D))[a.pass_]
+    run = pass_runs(with_score_options(problem(a.mode, 65536 // a.T, a.H, a.T, a.D), a.softcap,
+                                       a.alibi))[a.pass_]
     bench(run, a.warm, 1)
     print("ready", flush=True)
     while sys.stdin.readline().strip() == "run":
@@ -144,6 +145,8 @@ def main():
     ap.add_argument("--T", type=int, default=16384)
     ap.add_argument("--D", type=int, default=128)
     ap.add_argument("--H", type=int, default=16)
+    ap.add_argument("--softcap", type=float, default=0.0, help="softcap the scores at C (0: off)")
+    ap.add_argument("--alibi", action="store_true", help="ALiBi slopes 2^(-8 h / H) (dense, window)")
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--warm", type=int, default=3)
@@ -158,14 +161,16 @@ def main():
     # no child is left holding the GPU
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     argv = [sys.executable, os.path.abspath(__file__), "--child", "--pass", a.pass_, "--mode", a.mode,
-            "--T", str(a.T), "--D", str(a.D), "--H", str(a.H), "--reps", str(a.reps), "--warm", str(a.warm)]
+            "--T", str(a.T), "--D", str(a.D), "--H", str(a.H), "--reps", str(a.reps), "--warm", str(a.warm),
+            "--softcap", str(a.softcap)] + (["--alibi"] if a.alibi else [])
     children = []
     try:
         for name, path in libs:
             children.append(Child(name, argv, dict(os.environ, SFA_LIBRARY=path)))
         for c in children:
             c.expect("ready")  # in turn: their compiles overlap
-        print(f"ab.py: {a.mode} {a.pass_} T={a.T} D={a.D} H={a.H}: {a.rounds} rounds of {a.reps} calls, "
+        opts = (f" softcap {a.softcap:g}" if a.softcap else "") + (" alibi" if a.alibi else "")
+        print(f"ab.py: {a.mode}{opts} {a.pass_} T={a.T} D={a.D} H={a.H}: {a.rounds} rounds of {a.reps} calls, "
               f"builds {', '.join(n for n, _ in libs)}", flush=True)
         rounds = run_rounds(children, a.rounds, lambda r, got: print(
             f"  round {r + 1}: " + ", ".join(f"{n} {ms:.3f}" for n, ms in got.items()), flush=True))

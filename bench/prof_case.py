@@ -18,6 +18,19 @@ from cases import bench, kernel_times, hash_problem, qk_drop_problem, window_pro
 import sfa
 
 
+def with_score_options(p, softcap, alibi):
+    """p with the calls' softcap (C, 0: off) and ALiBi slopes 2^(-8 h / H) (dense, window)."""
+    if softcap:
+        p.kw["softcap"] = softcap
+    if alibi:
+        if p.kw["mode"] not in ("dense", "window"):
+            raise SystemExit(f"--alibi applies to modes dense and window, not {p.kw['mode']}")
+        H = p.q.shape[1]
+        h = torch.arange(1, H + 1, device="cuda", dtype=torch.float32)
+        p.kw["alibi_slopes"] = torch.pow(2.0, -8.0 * h / H)
+    return p
+
+
 def problem(mode, B, H, T, D):
     dt = torch.bfloat16
     if mode == "hash":
@@ -53,14 +66,7 @@ def main():
     ap.add_argument("--kernels", action="store_true", help="per-kernel times (torch.profiler)")
     a = ap.parse_args()
     torch.manual_seed(0)
-    p = problem(a.mode, 65536 // a.T, a.H, a.T, a.D)
-    if a.softcap:
-        p.kw["softcap"] = a.softcap
-    if a.alibi:
-        if a.mode not in ("dense", "window"):
-            raise SystemExit("prof_case.py: --alibi applies to modes dense and window")
-        h = torch.arange(1, a.H + 1, device="cuda", dtype=torch.float32)
-        p.kw["alibi_slopes"] = torch.pow(2.0, -8.0 * h / a.H)
+    p = with_score_options(problem(a.mode, 65536 // a.T, a.H, a.T, a.D), a.softcap, a.alibi)
     fns = pass_runs(p, a.det)
     out, runs = [], []
     if "fwd" in a.passes:
