@@ -257,8 +257,12 @@ static void fill_attention(const sfa_kernel_spec *s, sfa__variant *v) {
       ** make P^T (bwd_ws.lt): measured 1-5% faster at head dim 128 in every
       ** mode and at 64 in qk_drop and hash (session 30); at 64 in dense and
       ** window 2-3% slower then, 1-3% faster since one consumer per tile
-      ** makes the whole dQ (dq_whole; bench/NOTES.md, session 33) */
-      v->dp_early = !ws256;
+      ** makes the whole dQ (dq_whole; bench/NOTES.md, session 33). Not at
+      ** 128 with softcap or ALiBi: their per-score registers beside dP^T's
+      ** made ptxas serialize every wgmma of the kernel (C7512, which
+      ** tests/test_compile_variants.c now fails) */
+      v->dp_early = !ws256 &&
+                    !(s->head_dim == 128 && (s->flags & (SFA_FEAT_SOFTCAP | SFA_FEAT_ALIBI)));
       add_region(v, "dq_desc", v->dq_tma ? 8 : 0, 8);
       /* one CTA per SM: the cap at entry is 168 registers; the producer
       ** keeps 24 and the two consumers get 240 each (FlashAttention 3's

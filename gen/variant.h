@@ -168,8 +168,9 @@ typedef struct sfa__variant {
   int dq_whole;         /* bwd ws at head dim 64 (dq_tma): one consumer warpgroup per tile,
                            the two in turn, makes the tile's whole dQ; at 128 each makes
                            half of every tile's dQ */
-  int dp_early;         /* bwd ws at head dim 64 and 128: dP^T = V dO^T is issued right
-                           behind S^T, before P^T is made (else behind dV += P^T dO) */
+  int dp_early;         /* bwd ws at head dim 64, and at 128 without softcap or ALiBi:
+                           dP^T = V dO^T is issued right behind S^T, before P^T is made
+                           (else behind dV += P^T dO) */
   int lse_rows;         /* bwd: the floats of lse2 (and of delta) per stage: block_m, and 4
                            more in the ws kernel on packed sequences, whose 1-d bulk copies
                            start at the 16-byte aligned row at or below the tile's first */
