@@ -57,9 +57,10 @@ static char *program_log(const sfa__nvrtc_api *nv, nvrtcProgram prog) {
   return log;
 }
 
-sfa_status sfa__nvrtc_compile(const char *name, const char *source,
-                              const sfa_kernel_spec *target, void **cubin,
-                             size_t *cubin_size, char **log, char *err, size_t errlen) {
+/* sfa__nvrtc_compile, with one more option after the list (NULL: none). */
+static sfa_status compile_with(const char *name, const char *source, const sfa_kernel_spec *target,
+                               const char *extra, void **cubin, size_t *cubin_size, char **log,
+                               char *err, size_t errlen) {
   if (log) *log = NULL;
   if (!cubin || !cubin_size)
     return sfa__fail(err, errlen, SFA_ERR_INVALID_ARGUMENT, "cubin: NULL");
@@ -73,6 +74,7 @@ sfa_status sfa__nvrtc_compile(const char *name, const char *source,
   if (ls != SFA_OK) return ls;
   sfa__nvrtc_options opts;
   sfa__nvrtc_options_init(&opts, target);
+  if (extra) opts.argv[opts.count++] = extra;
   char file[SFA__NAME_MAX + 8];
   snprintf(file, sizeof file, "%s.cu", name);
 
@@ -119,6 +121,20 @@ done:
   else
     free(text);
   return st;
+}
+
+sfa_status sfa__nvrtc_compile(const char *name, const char *source,
+                              const sfa_kernel_spec *target, void **cubin,
+                              size_t *cubin_size, char **log, char *err, size_t errlen) {
+  return compile_with(name, source, target, NULL, cubin, cubin_size, log, err, errlen);
+}
+
+sfa_status sfa__nvrtc_compile_ptxas_info(const char *name, const char *source,
+                                         const sfa_kernel_spec *target, void **cubin,
+                                         size_t *cubin_size, char **log, char *err,
+                                         size_t errlen) {
+  return compile_with(name, source, target, "--ptxas-options=-v", cubin, cubin_size, log, err,
+                      errlen);
 }
 
 

@@ -33,6 +33,14 @@ sfa_status sfa__nvrtc_compile(const char *name, const char *source,
                               const sfa_kernel_spec *target, void **cubin,
                               size_t *cubin_size, char **log, char *err, size_t errlen);
 
+/* The same compile with ptxas's report in *log (--ptxas-options=-v: registers,
+** spills, and advisories such as C7512, wgmma instructions serialized for want
+** of registers), for tests; the cubin is the same. */
+sfa_status sfa__nvrtc_compile_ptxas_info(const char *name, const char *source,
+                                         const sfa_kernel_spec *target, void **cubin,
+                                         size_t *cubin_size, char **log, char *err,
+                                         size_t errlen);
+
 /* NVRTC's version (nvrtcVersion); 0.0 if it cannot tell. */
 void sfa__nvrtc_version(int *major, int *minor);
 

@@ -3,12 +3,15 @@
 ** GPU: every kernel of the default and all-modes presets (gen/presets.c: all
 ** four modes with their flag sets, fp16/bf16, default tiles, the 28 decode
 ** kernels and the 11 utility kernels; 279 distinct variants for sm_80, 423
-** for sm_90 with the other mma kind) for sm_80 and sm_90 each, and every tile config of the
-** dense-tiles sweep (dense bf16 d64/d128, and ws d256) for sm_90. Each cubin
-** must be an ELF file; and 24 variants of the score options (strict,
-** softcap, alibi) in every pass. Also: a syntax error gives SFA_ERR_COMPILE with the
-** log, and the option string is stable. Compiles run on as many threads as
-** there are CPUs (16 at most); on 2 busy shared cores the whole suite took
+** for sm_90 with the other mma kind) for sm_80 and sm_90 each, and every tile
+** config of the dense-tiles sweep (dense bf16 d64/d128, and ws d256) for
+** sm_90; 27 variants of the score options (strict, softcap, alibi) in every
+** pass, and 18 at D 128 on sm_90 (case wgmma_registers). Each cubin must be an
+** ELF file, and no sm_90a kernel (wgmma, ws) may have its wgmma instructions
+** serialized by ptxas (C7512; the wgmma backward at D 256 is reported, not
+** failed: known_serialized). Also: a syntax error gives SFA_ERR_COMPILE with
+** the log, and the option string is stable. Compiles run on as many threads
+** as there are CPUs (16 at most); on 2 busy shared cores the whole suite took
 ** about 10 minutes (1.6 to 1.8 s per variant).
 */
 #include <pthread.h>
@@ -55,6 +58,36 @@ static double now_s(void) {
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* A wgmma kernel (sm_90a: the wgmma and ws mma kinds), compiled with ptxas's
+** report: ptxas's C7512 says it serialized every wgmma.mma_async of the kernel
+** (each waits for the one before) for want of registers, which the kernel
+** survives correct but slow (session 33: the ws backward at D 128 with softcap
+** or ALiBi, and a 64 x 128 dQ accumulator beside dK and dV). */
+/* The one kind known to get C7512, reported but not failed: the wgmma
+** backward at D 256 (two CTAs per key tile, each with half of dK's and dV's
+** columns and dQ's; bench/NOTES.md, session 33). */
+static int known_serialized(const sfa_kernel_spec *s) {
+  return s->pass == SFA_PASS_BWD && s->head_dim == 256 && s->mma == SFA_SPEC_MMA_WGMMA;
+}
+
+static sfa_status compile_wgmma(variant *v, void **bin) {
+  char *src = NULL, *log = NULL;
+  sfa_status st = sfa_generate(&v->spec, &src, v->err, sizeof v->err);
+  if (st != SFA_OK) return st;
+  st = sfa__nvrtc_compile_ptxas_info(v->name, src, &v->spec, bin, &v->size, &log, v->err,
+                                     sizeof v->err);
+  if (st == SFA_OK && log && strstr(log, "C7512") && known_serialized(&v->spec)) {
+    fprintf(stderr, "C7512 (known, not failed): %s\n", v->name);
+  } else if (st == SFA_OK && log && strstr(log, "C7512")) {
+    st = SFA_ERR_INTERNAL;
+    snprintf(v->err, sizeof v->err, "ptxas serialized its wgmma instructions (C7512): %.1500s",
+             strstr(log, "C7512"));
+  }
+  sfa_free(src);
+  free(log);
+  return st;
+}
+
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static int next_variant;
 
@@ -68,7 +101,10 @@ static void *compile_worker(void *arg) {
     variant *v = &variants[i];
     void *bin = NULL;
     double t0 = now_s();
-    v->st = sfa_compile_cubin(&v->spec, NULL, &bin, &v->size, NULL, v->err, sizeof v->err);
+    if (sfa__spec_is_wgmma(&v->spec))
+      v->st = compile_wgmma(v, &bin);
+    else
+      v->st = sfa_compile_cubin(&v->spec, NULL, &bin, &v->size, NULL, v->err, sizeof v->err);
     v->seconds = now_s() - t0;
     if (v->st == SFA_OK) {
       static const unsigned char elf[4] = {0x7f, 'E', 'L', 'F'};
@@ -195,6 +231,38 @@ START_TEST(score_options) {
 }
 END_TEST
 
+/* The score options at head dim 128 on sm_90, where the wgmma kernels hold
+** the most accumulators: softcap in every mode, ALiBi in dense and window,
+** forward and backward in the default mma kind, and the backward also in the
+** other one (wgmma where the default is ws). compile_wgmma fails any whose
+** wgmma instructions ptxas serialized. */
+START_TEST(score_options_d128_sm90) {
+  static const struct { sfa_mode mode; unsigned flags; } sets[] = {
+    {SFA_MODE_DENSE, SFA_FEAT_CAUSAL | SFA_FEAT_SOFTCAP}, {SFA_MODE_DENSE, SFA_FEAT_CAUSAL | SFA_FEAT_ALIBI},
+    {SFA_MODE_WINDOW, SFA_FEAT_CAUSAL | SFA_FEAT_SOFTCAP}, {SFA_MODE_WINDOW, SFA_FEAT_CAUSAL | SFA_FEAT_ALIBI},
+    {SFA_MODE_QK_DROP, SFA_FEAT_SOFTCAP}, {SFA_MODE_HASH, SFA_FEAT_SOFTCAP}};
+  nvariants = 0;
+  int wgmma = 0;
+  for (size_t i = 0; i < sizeof sets / sizeof sets[0]; i++)
+    for (int p = 0; p < 2; p++) {
+      sfa_kernel_spec s = {p ? SFA_PASS_BWD : SFA_PASS_FWD, sets[i].mode, SFA_DTYPE_BF16, 128, 0, 0,
+                           0, 0, 90, sets[i].flags, SFA_SPEC_MMA_SYNC};
+      char err[256] = "";
+      ck_assert_msg(sfa_spec_default(&s, err, sizeof err) == SFA_OK, "%s", err);
+      add(&s);
+      wgmma += sfa__spec_is_wgmma(&s);
+      if (p && s.mma == SFA_SPEC_MMA_WS) {
+        ck_assert_msg(sfa__spec_default_mma(&s, 1, err, sizeof err) == SFA_OK, "%s", err);
+        add(&s);
+        wgmma += sfa__spec_is_wgmma(&s);
+      }
+    }
+  fprintf(stderr, "score options at D 128: %d variants, %d of them wgmma kernels\n", nvariants, wgmma);
+  ck_assert_int_ge(wgmma, 12);  /* at least every backward in both kinds */
+  compile_all("score options at D 128, sm_90");
+}
+END_TEST
+
 /* Packed sequences (varlen), which no preset ships, in the backward on sm_90:
 ** the warp-specialized kernel (the default at D 64 and 128) of every mode,
 ** and the wgmma kernel of dense. */
@@ -307,5 +375,10 @@ int main(void) {
   tcase_add_test(tc, presets_sm90);
   tcase_add_test(tc, dense_tiles_sm90);
   suite_add_tcase(s, tc);
+  /* its own case, so that CK_RUN_CASE=wgmma_registers runs it alone (a minute) */
+  TCase *tw = tcase_create("wgmma_registers");
+  tcase_set_timeout(tw, 1200);
+  tcase_add_test(tw, score_options_d128_sm90);
+  suite_add_tcase(s, tw);
   return tu_run_suite(s);
 }
