@@ -215,12 +215,12 @@ static void fill_attention(const sfa_kernel_spec *s, sfa__variant *v) {
     ** float atomics; the ws kernel at head dim 128 stages the whole tile
     ** for the copy engine's reduce-add instead (dq_tma: measured 5-7%
     ** faster in dense, window and hash, bench/NOTES.md session 28); at 64
-    ** too, where one consumer warpgroup per tile makes the whole dQ tile,
-    ** the two in turn (dq_whole: 5% faster in dense, 2% in qk_drop, session
-    ** 32; at 128 the same split was 10-18% slower, so there each consumer
-    ** makes half of every tile's dQ) */
+    ** too. One consumer warpgroup per tile makes the whole dQ tile, the two
+    ** in turn (dq_whole: at 64 5% faster in dense, 2% in qk_drop, session
+    ** 32), 64 columns at a time (at 128 one 64 x 128 product made ptxas
+    ** serialize every wgmma, 10-18% slower) */
     v->dq_tma = v->ws && !det && s->head_dim <= 128;
-    v->dq_whole = v->dq_tma && s->head_dim == 64;
+    v->dq_whole = v->dq_tma;
     v->dq_stage_warp = v->wgmma && !det && !v->dq_tma ? 8 * 64 * 4 : 0;
     add_region(v, "k", n * rs, ta);
     add_region(v, "v", n * rs, ta);

@@ -165,9 +165,9 @@ typedef struct sfa__variant {
                            128-byte swizzled, and a writer warp of the producer adds them to
                            the float workspace with the copy engine (the tensor map tm_dq
                            after the other four, boxes of 32 x block_m) */
-  int dq_whole;         /* bwd ws at head dim 64 (dq_tma): one consumer warpgroup per tile,
-                           the two in turn, makes the tile's whole dQ; at 128 each makes
-                           half of every tile's dQ */
+  int dq_whole;         /* bwd ws at head dim 64 and 128 (dq_tma): one consumer warpgroup
+                           per tile, the two in turn, makes the tile's whole dQ, 64
+                           columns at a time */
   int dp_early;         /* bwd ws at head dim 64, and at 128 without softcap or ALiBi:
                            dP^T = V dO^T is issued right behind S^T, before P^T is made
                            (else behind dV += P^T dO) */

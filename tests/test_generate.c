@@ -61,10 +61,10 @@ static void check_mode_code(const sfa_kernel_spec *s, const char *name, const ch
     {ws, "mbarrier.try_wait.parity"},
     {ws, "setmaxnreg.inc.sync.aligned.u32"},
     {!ws, "sfa_cp_commit();"},              /* the others copy with cp.async */
-    /* dq as transposed-operand products; the ws backward at D 64 makes the whole tile's in
-    ** one warpgroup, the consumers in turn */
+    /* dq as transposed-operand products; the ws backward makes the whole tile's in one
+    ** warpgroup, the consumers in turn */
     {wg && bwd && !det, "sfa_wg_ss64t(acc"},
-    {bwd && ws && s->head_dim == 64, "if ((warp >> 2) == (vis & 1))"},
+    {bwd && ws && s->head_dim <= 128, "if ((warp >> 2) == (vis & 1))"},
     {bwd && ws && s->head_dim <= 128, "sfa_stsm_x4(dsbuf"}, /* dS^T stored by stmatrix */
     /* the ws backward's dP^T issued behind S^T, whose wait leaves it in flight (D 64 and
     ** 128, every mode; not at 128 with softcap or ALiBi) */

@@ -258,7 +258,7 @@ START_TEST(ws_bwd_descriptors_only_for_query_metadata_modes) {
     region_is(&v, "dq_desc", b->offset + b->size + (size_t)rows[i].desc, 8);
     const sfa__smem_region *dq = sfa__variant_region(&v, "dq_stage");
     const sfa__smem_region *dO = sfa__variant_region(&v, "do");
-    ck_assert(dq && dO && v.dq_tma && !v.dq_whole);  /* each consumer makes half of dQ */
+    ck_assert(dq && dO && v.dq_tma && v.dq_whole);  /* one consumer per tile makes its dQ */
     ck_assert_uint_eq(dq->offset, dO->offset + dO->size);
     ck_assert_uint_eq(dq->size, 64 * 128 * 4);
     ck_assert_uint_eq(dq->offset % 1024, 0);
