@@ -218,7 +218,6 @@ static void push_variant(lua_State *L, const sfa_kernel_spec *s) {
   set_int(L, "dq_units_per_warp", v.dq_units_per_warp);
   set_int(L, "dq_stage_warp", v.dq_stage_warp);
   set_bool(L, "dq_tma", v.dq_tma);
-  set_bool(L, "dq_whole", v.dq_whole);
   set_bool(L, "dp_early", v.dp_early);
   set_int(L, "lse_rows", v.lse_rows);
   set_int(L, "qmeta_ints", v.qmeta_ints);

@@ -216,11 +216,11 @@ static void fill_attention(const sfa_kernel_spec *s, sfa__variant *v) {
     ** for the copy engine's reduce-add instead (dq_tma: measured 5-7%
     ** faster in dense, window and hash, bench/NOTES.md session 28); at 64
     ** too. One consumer warpgroup per tile makes the whole dQ tile, the two
-    ** in turn (dq_whole: at 64 5% faster in dense, 2% in qk_drop, session
-    ** 32), 64 columns at a time (at 128 one 64 x 128 product made ptxas
-    ** serialize every wgmma, 10-18% slower) */
+    ** in turn (at 64 5% faster in dense, 2% in qk_drop, session 32; at 128
+    ** 9% in dense T 16k, 4-5% in hash and qk_drop, session 34), 64 columns
+    ** at a time (at 128 one 64 x 128 product made ptxas serialize every
+    ** wgmma, 10-18% slower, session 33) */
     v->dq_tma = v->ws && !det && s->head_dim <= 128;
-    v->dq_whole = v->dq_tma;
     v->dq_stage_warp = v->wgmma && !det && !v->dq_tma ? 8 * 64 * 4 : 0;
     add_region(v, "k", n * rs, ta);
     add_region(v, "v", n * rs, ta);
@@ -257,7 +257,7 @@ static void fill_attention(const sfa_kernel_spec *s, sfa__variant *v) {
       ** make P^T (bwd_ws.lt): measured 1-5% faster at head dim 128 in every
       ** mode and at 64 in qk_drop and hash (session 30); at 64 in dense and
       ** window 2-3% slower then, 1-3% faster since one consumer per tile
-      ** makes the whole dQ (dq_whole; bench/NOTES.md, session 33). Not at
+      ** makes the whole dQ (dq_tma; bench/NOTES.md, session 33). Not at
       ** 128 with softcap or ALiBi: their per-score registers beside dP^T's
       ** made ptxas serialize every wgmma of the kernel (C7512, which
       ** tests/test_compile_variants.c now fails) */

@@ -160,14 +160,12 @@ typedef struct sfa__variant {
   int dq_units;         /* bwd: m16 x n16 blocks of the CTA's dQ tile (block_m x cols) */
   int dq_units_per_warp;
   int dq_stage_warp;    /* bwd, wgmma, not det: bytes per warp that stage a dQ chunk */
-  int dq_tma;           /* bwd ws at head dim 64 and 128: a consumer leaves the tile's dQ rows
-                           (block_m x head_dim floats) in dq_stage as boxes of 32 columns,
-                           128-byte swizzled, and a writer warp of the producer adds them to
-                           the float workspace with the copy engine (the tensor map tm_dq
-                           after the other four, boxes of 32 x block_m) */
-  int dq_whole;         /* bwd ws at head dim 64 and 128 (dq_tma): one consumer warpgroup
-                           per tile, the two in turn, makes the tile's whole dQ, 64
-                           columns at a time */
+  int dq_tma;           /* bwd ws at head dim 64 and 128: one consumer warpgroup per tile,
+                           the two in turn, leaves the tile's dQ rows (block_m x head_dim
+                           floats, made 64 columns at a time) in dq_stage as boxes of 32
+                           columns, 128-byte swizzled, and a writer warp of the producer
+                           adds them to the float workspace with the copy engine (the
+                           tensor map tm_dq after the other four, boxes of 32 x block_m) */
   int dp_early;         /* bwd ws at head dim 64, and at 128 without softcap or ALiBi:
                            dP^T = V dO^T is issued right behind S^T, before P^T is made
                            (else behind dV += P^T dO) */

@@ -258,7 +258,7 @@ START_TEST(ws_bwd_descriptors_only_for_query_metadata_modes) {
     region_is(&v, "dq_desc", b->offset + b->size + (size_t)rows[i].desc, 8);
     const sfa__smem_region *dq = sfa__variant_region(&v, "dq_stage");
     const sfa__smem_region *dO = sfa__variant_region(&v, "do");
-    ck_assert(dq && dO && v.dq_tma && v.dq_whole);  /* one consumer per tile makes its dQ */
+    ck_assert(dq && dO && v.dq_tma);
     ck_assert_uint_eq(dq->offset, dO->offset + dO->size);
     ck_assert_uint_eq(dq->size, 64 * 128 * 4);
     ck_assert_uint_eq(dq->offset % 1024, 0);
@@ -268,8 +268,8 @@ START_TEST(ws_bwd_descriptors_only_for_query_metadata_modes) {
 }
 END_TEST
 
-/* The ws backward at D 64 leaves its dQ tile for the copy engine as at D 128, but one
-** consumer warpgroup per tile makes it, in turn (dq_whole): a 64 x 64 float tile after dO,
+/* The ws backward at D 64 leaves its dQ tile for the copy engine as at D 128, and one
+** consumer warpgroup per tile makes it, in turn: a 64 x 64 float tile after dO,
 ** dq_full and dq_empty, dq_desc, no per-warp staging, and the producer's 8 more registers. */
 START_TEST(ws_bwd_at_d64_leaves_a_dq_tile) {
   static const struct { sfa_mode mode; unsigned flags; int preg, creg; } rows[] = {
@@ -280,7 +280,7 @@ START_TEST(ws_bwd_at_d64_leaves_a_dq_tile) {
     sfa_kernel_spec s = attn(SFA_PASS_BWD, rows[i].mode, 64, 64, 128, 12, 2, 90, rows[i].flags);
     s.mma = SFA_SPEC_MMA_WS;
     sfa__variant v = describe(&s);
-    ck_assert(v.ws && v.dq_tma && v.dq_whole);
+    ck_assert(v.ws && v.dq_tma);
     ck_assert_int_eq(v.producer_regs, rows[i].preg);
     ck_assert_int_eq(v.consumer_regs, rows[i].creg);
     ck_assert_int_eq(v.dq_stage_warp, 0);
