@@ -15,7 +15,7 @@
 ** default takes them), D 256 the ws forwards and the wgmma backward; D 32 and
 ** 96 (and the "sync" case, SFA_MMA_SYNC) mma.sync. Case "d256": the options at
 ** D 256 and on an unbiased window at D 64. Case "small" (CK_RUN_CASE=small) is a few
-** short problems for compute-sanitizer.
+** short problems for compute-sanitizer (D 64, and D 128 with softcap and with ALiBi).
 **
 ** Without a driver or a device the suite prints "SKIP: <reason>" and exits 77.
 */
@@ -394,9 +394,12 @@ END_TEST
 START_TEST(small_for_sanitizers) {
   const tg_wspec w = {20, 0, 1, 70, 90, 64, 1, 2, BIAS_HEAD, MASK_HEAD, 0.6};
   score_case s[] = {qk_drop(2, 70, 90, 64, 0, 3, 70), hash(1, 90, 70, 64, 1, 2, 71),
-                    dense(2, 70, 90, 64, 0, 1, 72), window(&w, 73)};
+                    dense(2, 70, 90, 64, 0, 1, 72), window(&w, 73),
+                    dense(1, 70, 90, 128, 1, 1, 74), hash(1, 90, 70, 128, 0, 2, 75)};
   s[0].strict = 1, s[1].strict = 1, s[1].softcap = 2.0f, s[1].scale = 0.4f;
   s[2].alibi = ALIBI_BATCH, s[3].alibi = ALIBI_HEADS, s[3].softcap = 2.0f, s[3].scale = 0.4f;
+  /* D 128: the ws backward that issues dP^T behind P^T (softcap, ALiBi) */
+  s[4].alibi = ALIBI_HEADS, s[5].softcap = 2.0f, s[5].scale = 0.4f;
   for (size_t i = 0; i < sizeof s / sizeof s[0]; i++) run_case(&s[i], 1);
 }
 END_TEST
