@@ -74,7 +74,11 @@ static sfa_status compile_with(const char *name, const char *source, const sfa_k
   if (ls != SFA_OK) return ls;
   sfa__nvrtc_options opts;
   sfa__nvrtc_options_init(&opts, target);
-  if (extra) opts.argv[opts.count++] = extra;
+  if (extra) {
+    if (opts.count >= SFA__NVRTC_MAX_OPTIONS)
+      return sfa__fail(err, errlen, SFA_ERR_INTERNAL, "NVRTC options: no room for %s", extra);
+    opts.argv[opts.count++] = extra;
+  }
   char file[SFA__NAME_MAX + 8];
   snprintf(file, sizeof file, "%s.cu", name);
 

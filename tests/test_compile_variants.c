@@ -78,7 +78,10 @@ static sfa_status compile_wgmma(variant *v, void **bin) {
     while (d > log && d[-1] >= '0' && d[-1] <= '9') d--;
     v->spills += atoi(d);
   }
-  if (st == SFA_OK && log && strstr(log, "C7512")) {
+  if (st == SFA_OK && !(log && strstr(log, " registers"))) {
+    st = SFA_ERR_INTERNAL; /* no report: the C7512 and spill checks would pass unseen */
+    snprintf(v->err, sizeof v->err, "NVRTC's log has no ptxas report (registers, spills)");
+  } else if (st == SFA_OK && strstr(log, "C7512")) {
     st = SFA_ERR_INTERNAL;
     snprintf(v->err, sizeof v->err, "ptxas serialized its wgmma instructions (C7512): %.1500s",
              strstr(log, "C7512"));
