@@ -153,12 +153,15 @@ static void fill_attention(const sfa_kernel_spec *s, sfa__variant *v) {
     if (v->ws) {
       /* full_k, full_v, empty per stage, then q_full */
       add_region(v, "bar", (3 * st + 1) * 8, 8);
-      /* One consumer: two CTAs per SM by registers (the cap at entry is 128);
+      /* One consumer: two CTAs per SM by registers (the cap at entry is 128),
+      ** three at head dim 64 with 64-key tiles (cap 80: ptxas holds the whole
+      ** kernel to the cap, setmaxnreg or not, and S and O of 64 x 64 fit it
+      ** without spills, where 128-key tiles need 90 for the S product);
       ** two: one CTA, cap 168; three: one CTA, cap 128. The producer keeps
       ** 24, 40 or 32 registers (what the consumers' steps of 8 leave: 232
       ** registers each with two consumers, 160 with three). */
       const int consumers = v->warpgroups - 1;
-      v->min_blocks = consumers == 1 ? 2 : 1;
+      v->min_blocks = consumers == 1 ? (s->head_dim <= 64 && s->block_n <= 64 ? 3 : 2) : 1;
       fill_ws(v, consumers == 1 ? 24 : consumers == 2 ? 40 : 32);
     }
     /* O and S of the MT row tiles */
