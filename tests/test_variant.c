@@ -268,6 +268,29 @@ START_TEST(ws_bwd_descriptors_only_for_query_metadata_modes) {
 }
 END_TEST
 
+/* The ws forward with one consumer: two CTAs per SM (entry cap 128, the consumer 232
+** registers), three at head dim 64 with 64-key tiles (cap 80: the consumer's setmaxnreg
+** 136), whose shared memory fits three times with up to four stages; 128-key tiles and
+** head dim 128 stay at two. */
+START_TEST(ws_fwd_one_consumer_three_ctas_only_at_d64_n64) {
+  static const struct { int d, bn, st, blocks, creg; } rows[] = {
+    {64, 64, 2, 3, 136}, {64, 64, 4, 3, 136}, {64, 128, 2, 2, 232}, {128, 64, 2, 2, 232},
+  };
+  for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+    sfa_kernel_spec s = attn(SFA_PASS_FWD, SFA_MODE_WINDOW, rows[i].d, 64, rows[i].bn, 8,
+                             rows[i].st, 90, SFA_FEAT_CAUSAL);
+    s.mma = SFA_SPEC_MMA_WS;
+    sfa__variant v = describe(&s);
+    ck_assert(v.ws && v.consumers == 1);
+    ck_assert_int_eq(v.min_blocks, rows[i].blocks);
+    ck_assert_int_eq(v.producer_regs, 24);
+    ck_assert_int_eq(v.consumer_regs, rows[i].creg);
+    ck_assert_int_le(128 * (v.producer_regs + v.consumer_regs), 65536 / v.min_blocks);
+    ck_assert_uint_le((size_t)v.min_blocks * (v.smem_bytes + 1024), 228 * 1024);
+  }
+}
+END_TEST
+
 /* The ws backward at D 64 leaves its dQ tile for the copy engine as at D 128, and one
 ** consumer warpgroup per tile makes it, in turn: a 64 x 64 float tile after dO,
 ** dq_full and dq_empty, dq_desc, no per-warp staging, and the producer's 8 more registers. */
@@ -573,6 +596,7 @@ int main(void) {
   tcase_add_test(a, bwd_sync_regions_slice_and_key_tile_grid);
   tcase_add_test(a, bwd_wgmma_stages_dq_per_warp_unless_det);
   tcase_add_test(a, bwd_d256_splits_columns_over_two_ctas);
+  tcase_add_test(a, ws_fwd_one_consumer_three_ctas_only_at_d64_n64);
   tcase_add_test(a, bwddq_layout_and_query_tile_grid);
   tcase_add_test(a, hash_bwd_stages_query_metadata_and_has_a_plan_entry);
   tcase_add_test(a, ws_bwd_descriptors_only_for_query_metadata_modes);
