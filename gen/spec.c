@@ -770,8 +770,10 @@ sfa_status sfa__spec_default_mma(sfa_kernel_spec *spec, int wg, char *err, size_
     if (s.head_dim == 64 && s.mode == SFA_MODE_WINDOW)
       /* one consumer warpgroup of 64 rows: a window's query tile sees about
       ** W + block_m keys, so smaller tiles waste less on the diagonals (the
-      ** session 20 sweep's winner at T 4096 and 16384, W = 1024) */
-      s.block_m = 64, s.num_warps = 8;
+      ** session 20 sweep's winner at T 4096 and 16384, W = 1024); 64-key
+      ** tiles, which fit three CTAs per SM (gen/variant.c): session 35, H100,
+      ** W = 1024, 0.88x the time of 128-key tiles at T 4096 and 16384 */
+      s.block_m = 64, s.block_n = 64, s.num_warps = 8;
   } else if (wg && s.pass == SFA_PASS_BWD) {
     /* two warpgroups of 64 keys, 64-query tiles, double buffered: the sweep's
     ** winner for dense causal D = 128 T = 16384 on an H100 (bench/NOTES.md,

@@ -263,9 +263,12 @@ static void fill_attention(const sfa_kernel_spec *s, sfa__variant *v) {
       ** makes the whole dQ (dq_tma; bench/NOTES.md, session 33). Not at
       ** 128 with softcap or ALiBi: their per-score registers beside dP^T's
       ** made ptxas serialize every wgmma of the kernel (C7512, which
-      ** tests/test_compile_variants.c now fails) */
+      ** tests/test_compile_variants.c now fails). Nor in the window mode at
+      ** 128, where dP^T early spilled 44-56 bytes and late measured 1.5-2%
+      ** faster (session 35, H100, T 4096 and 16384) */
       v->dp_early = !ws256 &&
-                    !(s->head_dim == 128 && (s->flags & (SFA_FEAT_SOFTCAP | SFA_FEAT_ALIBI)));
+                    !(s->head_dim == 128 && ((s->flags & (SFA_FEAT_SOFTCAP | SFA_FEAT_ALIBI)) ||
+                                             s->mode == SFA_MODE_WINDOW));
       add_region(v, "dq_desc", v->dq_tma ? 8 : 0, 8);
       /* one CTA per SM: the cap at entry is 168 registers; the producer
       ** keeps 24 and the two consumers get 240 each (FlashAttention 3's
