@@ -67,9 +67,10 @@ static void check_mode_code(const sfa_kernel_spec *s, const char *name, const ch
     {bwd && ws && s->head_dim <= 128, "if ((warp >> 2) == (vis & 1))"},
     {bwd && ws && s->head_dim <= 128, "sfa_stsm_x4(dsbuf"}, /* dS^T stored by stmatrix */
     /* the ws backward's dP^T issued behind S^T, whose wait leaves it in flight (D 64 and
-    ** 128, every mode; not at 128 with softcap or ALiBi) */
+    ** 128, every mode; not at 128 with softcap or ALiBi, nor in the window mode) */
     {bwd && ws && s->head_dim <= 128 &&
-         !(s->head_dim == 128 && (s->flags & (SFA_FEAT_SOFTCAP | SFA_FEAT_ALIBI))),
+         !(s->head_dim == 128 && ((s->flags & (SFA_FEAT_SOFTCAP | SFA_FEAT_ALIBI)) ||
+                                  s->mode == SFA_MODE_WINDOW)),
      "sfa_wg_wait1();\n    sfa_wg_pin(s[0]);"},
     {s->pass == SFA_PASS_BWD_DQ, "dq = 0"},    /* its empty-tile path */
     {sfa__bwd_plan(s), plan_entry},              /* the plan kernel, hash bwd only */

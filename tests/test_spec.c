@@ -818,7 +818,8 @@ static sfa_kernel_spec defaults_for(sfa_mode mode, unsigned flags, int d, int ar
 ** at D 64 and 128: wgmma, D64 m128n64w8s2 (hash and window: m64n64w4s2) and
 ** D128 m64n128w4s1; and where ws was measured faster (dense, qk_drop, window
 ** without a bias): ws m128n128w12, 2 stages at D 64, 3 at D 128, except at
-** D 64 dense and qk_drop: three consumers, m192n128w16s4, and window: one, m64n128w8s2. */
+** D 64 dense and qk_drop: three consumers, m192n128w16s4, and window: one, m64n64w8s2
+** (three CTAs per SM). */
 START_TEST(defaults_heuristic) {
   for (size_t mf = 0; mf < NMODE_FLAGS; mf++)
     for (int a = 0; a < NARCHS; a++)
@@ -837,7 +838,7 @@ START_TEST(defaults_heuristic) {
                         (md == SFA_MODE_WINDOW && !(fl & SFA_FEAT_BIAS)));
         if (ws) m = 128, n = 128, w = 12, st = d == 128 ? 3 : 2;
         if (ws && d == 64 && md != SFA_MODE_WINDOW) m = 192, w = 16, st = 4; /* 3 consumers */
-        if (ws && d == 64 && md == SFA_MODE_WINDOW) m = 64, w = 8; /* 1 consumer */
+        if (ws && d == 64 && md == SFA_MODE_WINDOW) m = 64, n = 64, w = 8; /* 1 consumer */
         /* D 256: ws (two consumers, 64-key tiles) for dense, qk_drop and an unbiased
         ** window */
         const int ws256 = archs[a] == 90 && d == 256 && !(fl & (SFA_FEAT_MASK | SFA_FEAT_BIAS)) &&
@@ -870,9 +871,9 @@ START_TEST(defaults_heuristic) {
 }
 END_TEST
 
-/* Window at D 64 takes the one-consumer ws tile by default, without a bias,
-** softcap or ALiBi (those keep the wgmma kernel: measured faster with softcap
-** and ALiBi); at D 128 softcap and ALiBi are on ws. */
+/* Window at D 64 takes the one-consumer ws tile with 64-key tiles by default,
+** without a bias, softcap or ALiBi (those keep the wgmma kernel: measured
+** faster with softcap and ALiBi); at D 128 softcap and ALiBi are on ws. */
 START_TEST(defaults_window_d64_one_consumer) {
   const unsigned fl[] = {0,
                          SFA_FEAT_CAUSAL,
@@ -885,7 +886,7 @@ START_TEST(defaults_window_d64_one_consumer) {
     sfa_kernel_spec s = defaults_for(SFA_MODE_WINDOW, fl[i], 64, 90);
     const int ws = !(fl[i] & (SFA_FEAT_SOFTCAP | SFA_FEAT_ALIBI | SFA_FEAT_BIAS));
     ck_assert_msg(s.mma == (ws ? SFA_SPEC_MMA_WS : SFA_SPEC_MMA_WGMMA), "flags 0x%x", fl[i]);
-    if (ws) ck_assert(s.block_m == 64 && s.block_n == 128 && s.num_warps == 8 && s.num_stages == 2);
+    if (ws) ck_assert(s.block_m == 64 && s.block_n == 64 && s.num_warps == 8 && s.num_stages == 2);
     ck_assert_int_eq(sfa_spec_validate(&s, NULL, 0), SFA_OK);
   }
   ck_assert_int_eq(defaults_for(SFA_MODE_WINDOW, SFA_FEAT_SOFTCAP, 128, 90).mma, SFA_SPEC_MMA_WS);
