@@ -93,17 +93,18 @@ static sfa_status compile_wgmma(variant *v, void **bin) {
 
 /* The warp-specialized kernels that ptxas compiled without spills when this
 ** check came (session 34's sweep): every ws forward, and the ws backward of
-** dense and qk_drop at head dims 64 and 128 without softcap, ALiBi or packed
-** sequences (hash spills 8-32 bytes, window at D 128 40-56 with dP^T issued
-** early, qk_drop with softcap 4, packed dense and qk_drop 4-8; the D 256
-** backwards are ws256's and the wgmma kernel's). A spill there is a
-** regression of the hot loops. */
+** dense, qk_drop and window at head dims 64 and 128 without softcap, ALiBi or
+** packed sequences (hash spills 8-32 bytes, qk_drop with softcap 4, packed
+** dense and qk_drop 4-8; the D 256 backwards are ws256's and the wgmma
+** kernel's; window at D 128 since session 35, when dP^T went behind P^T
+** there: issued early it spilled 40-56). A spill there is a regression of
+** the hot loops. */
 static int spill_free(const sfa_kernel_spec *s) {
   if (s->mma != SFA_SPEC_MMA_WS) return 0;
   if (s->pass == SFA_PASS_FWD) return 1;
   return s->pass == SFA_PASS_BWD && s->head_dim <= 128 &&
          !(s->flags & (SFA_FEAT_SOFTCAP | SFA_FEAT_ALIBI | SFA_FEAT_VARLEN)) &&
-         (s->mode == SFA_MODE_DENSE || s->mode == SFA_MODE_QK_DROP);
+         (s->mode == SFA_MODE_DENSE || s->mode == SFA_MODE_QK_DROP || s->mode == SFA_MODE_WINDOW);
 }
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
