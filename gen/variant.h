@@ -166,9 +166,9 @@ typedef struct sfa__variant {
                            columns, 128-byte swizzled, and a writer warp of the producer
                            adds them to the float workspace with the copy engine (the
                            tensor map tm_dq after the other four, boxes of 32 x block_m) */
-  int dp_early;         /* bwd ws at head dim 64, and at 128 without softcap or ALiBi:
-                           dP^T = V dO^T is issued right behind S^T, before P^T is made
-                           (else behind dV += P^T dO) */
+  int dp_early;         /* bwd ws at head dim 64, and at 128 without softcap, ALiBi or the
+                           window mode: dP^T = V dO^T is issued right behind S^T, before
+                           P^T is made (else behind dV += P^T dO) */
   int lse_rows;         /* bwd: the floats of lse2 (and of delta) per stage: block_m, and 4
                            more in the ws kernel on packed sequences, whose 1-d bulk copies
                            start at the 16-byte aligned row at or below the tile's first */

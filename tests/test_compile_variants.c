@@ -9,7 +9,7 @@
 ** pass, and 18 at D 128 and 4 wgmma backwards at D 256 on sm_90 (case
 ** wgmma_registers). Each cubin must be an ELF file, and no sm_90a kernel
 ** (wgmma, ws) may have its wgmma instructions serialized by ptxas (C7512);
-** the ws kernels that compiled without spills in session 34 (spill_free) must
+** the ws kernels that compiled without spills in sessions 34 and 35 (spill_free) must
 ** still, and the others' spills are listed.
 ** Also: a syntax error gives SFA_ERR_COMPILE with the log, and the option
 ** string is stable. Compiles run on as many threads
@@ -153,7 +153,7 @@ static void compile_all(const char *what) {
     if (v->st == SFA_OK && v->spills > 0 && spill_free(&v->spec)) {
       v->st = SFA_ERR_INTERNAL;
       snprintf(v->err, sizeof v->err, "ptxas spills %d bytes (this kernel compiled without spills "
-               "since session 34)", v->spills);
+               "when spill_free's set was drawn)", v->spills);
     }
     if (v->st != SFA_OK) {
       failed++;
