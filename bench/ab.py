@@ -8,11 +8,13 @@ library (bench/NOTES.md, session 31); here each round's builds run seconds
 apart, and the ratio of each round is read before the rounds are combined.
 
     python3 bench/ab.py NAME=LIB [NAME=LIB ...] [--pass bwd] [--mode dense]
-        [--T 16384] [--D 128] [--H 16] [--softcap C] [--alibi] [--rounds 8] [--reps 10] [--warm 3]
+        [--T 16384] [--D 128] [--H 16] [--softcap C] [--alibi] [--packed] [--rounds 8] [--reps 10]
+        [--warm 3]
 
 Prints, per build, the median over the rounds of its ms, and against the first
 build the median of the rounds' ratios (its ms over the first's: below 1 is
-faster) with their min and max. NAME: letters, digits, _ . -; LIB: a built
+faster) with their min and max. --packed: prof_case.py's packed problem (dense
+causal forward of 65536 / T sequences of T through sfa.attention_varlen). NAME: letters, digits, _ . -; LIB: a built
 libsfa.so (bench/variant_lib.sh makes them)."""
 import argparse
 import os
@@ -127,10 +129,9 @@ def child_main(a):
     """The child: the problem through the library of SFA_LIBRARY, then the protocol."""
     import torch
     from cases import bench
-    from prof_case import pass_runs, problem, with_score_options
+    from prof_case import runs_of
     torch.manual_seed(0)
-    run = pass_runs(with_score_options(problem(a.mode, 65536 // a.T, a.H, a.T, a.D), a.softcap,
-                                       a.alibi))[a.pass_]
+    run = runs_of(a)[1][a.pass_]
     bench(run, a.warm, 1)
     print("ready", flush=True)
     while sys.stdin.readline().strip() == "run":
@@ -147,6 +148,8 @@ def main():
     ap.add_argument("--H", type=int, default=16)
     ap.add_argument("--softcap", type=float, default=0.0, help="softcap the scores at C (0: off)")
     ap.add_argument("--alibi", action="store_true", help="ALiBi slopes 2^(-8 h / H) (dense, window)")
+    ap.add_argument("--packed", action="store_true",
+                    help="dense causal fwd on packed sequences (sfa.attention_varlen)")
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--warm", type=int, default=3)
@@ -156,13 +159,15 @@ def main():
         return child_main(a)
     if a.rounds < 1 or a.reps < 1:
         raise SystemExit("ab.py: --rounds and --reps must be at least 1")
+    if a.packed and (a.pass_ != "fwd" or a.mode != "dense" or a.softcap or a.alibi):
+        raise SystemExit("ab.py: --packed: dense causal --pass fwd without --softcap or --alibi only")
     libs = parse_libs(a.libs)
     # a SIGTERM (timeout(1) around this script) unwinds through the finally below, so that
     # no child is left holding the GPU
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     argv = [sys.executable, os.path.abspath(__file__), "--child", "--pass", a.pass_, "--mode", a.mode,
             "--T", str(a.T), "--D", str(a.D), "--H", str(a.H), "--reps", str(a.reps), "--warm", str(a.warm),
-            "--softcap", str(a.softcap)] + (["--alibi"] if a.alibi else [])
+            "--softcap", str(a.softcap)] + (["--alibi"] if a.alibi else []) + (["--packed"] if a.packed else [])
     children = []
     try:
         for name, path in libs:
@@ -170,6 +175,7 @@ def main():
         for c in children:
             c.expect("ready")  # in turn: their compiles overlap
         opts = (f" softcap {a.softcap:g}" if a.softcap else "") + (" alibi" if a.alibi else "")
+        opts += " packed" if a.packed else ""
         print(f"ab.py: {a.mode}{opts} {a.pass_} T={a.T} D={a.D} H={a.H}: {a.rounds} rounds of {a.reps} calls, "
               f"builds {', '.join(n for n, _ in libs)}", flush=True)
         rounds = run_rounds(children, a.rounds, lambda r, got: print(

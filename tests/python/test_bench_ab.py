@@ -7,6 +7,7 @@ and no GPU: a child that stops early is reported with its stderr, one that
 stops answering is killed when the parent closes it).
 """
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -102,6 +103,19 @@ def a_child_that_does_not_answer_is_killed_on_close():
     kid.close(timeout=1)
     assert kid.p.returncode is not None and kid.p.returncode < 0, kid.p.returncode
     assert time.time() - t0 < 30, time.time() - t0
+
+
+@test()
+def packed_takes_the_dense_forward_only():
+    a, b = lib_file(), lib_file()
+    try:
+        for extra in (["--pass", "bwd"], ["--pass", "fwd", "--mode", "hash"], ["--pass", "fwd", "--alibi"]):
+            r = subprocess.run([sys.executable, os.path.join(SOURCE_DIR, "bench", "ab.py"), f"m={a}", f"x={b}",
+                                "--packed"] + extra, capture_output=True, text=True, timeout=60)
+            assert r.returncode != 0 and "--packed: dense causal --pass fwd" in r.stderr, (extra, r.stderr)
+    finally:
+        os.unlink(a)
+        os.unlink(b)
 
 
 if __name__ == "__main__":
