@@ -14,8 +14,9 @@ apart, and the ratio of each round is read before the rounds are combined.
 Prints, per build, the median over the rounds of its ms, and against the first
 build the median of the rounds' ratios (its ms over the first's: below 1 is
 faster) with their min and max. --packed: prof_case.py's packed problem (dense
-causal forward of 65536 / T sequences of T through sfa.attention_varlen). NAME: letters, digits, _ . -; LIB: a built
-libsfa.so (bench/variant_lib.sh makes them)."""
+causal forward of 65536 / T sequences of T through sfa.attention_varlen).
+NAME: letters, digits, _ . -; LIB: a built libsfa.so (bench/variant_lib.sh
+makes them)."""
 import argparse
 import os
 import re

@@ -93,7 +93,7 @@ def main():
     if a.packed and a.passes != "fwd":
         raise SystemExit("--packed times the forward only: give --pass fwd")
     torch.manual_seed(0)
-    name, fns = runs_of(a)
+    title, fns = runs_of(a)
     out, runs = [], []
     if "fwd" in a.passes:
         out.append("fwd %.3f" % bench(fns["fwd"], a.warm, a.reps))
@@ -102,7 +102,7 @@ def main():
         out.append("bwd%s %.3f" % (" det" if a.det else "", bench(fns["bwd"], a.warm, a.reps)))
         runs.append(("bwd", fns["bwd"]))
     opts = (f" softcap {a.softcap:g}" if a.softcap else "") + (" alibi" if a.alibi else "")
-    print(f"{name}{opts} T={a.T} D={a.D}: " + ", ".join(out) + " ms", flush=True)
+    print(f"{title}{opts} T={a.T} D={a.D}: " + ", ".join(out) + " ms", flush=True)
     if a.kernels:
         for name, run in runs:
             print_kernel_times(name, run, a.reps)
