@@ -677,9 +677,11 @@ int sfa__ws_allowed(const sfa_kernel_spec *s) {
 ** 6.46, varlen/fixed 0.95-1.10); qk_drop (D 64: 2.93 ms against 5.01; D 128:
 ** 3.72 against 5.11); window at D 128 (1.10 ms against 1.40) and at D 64 with
 ** one consumer (session 20's sweep, W = 1024: 0.82 ms against 0.89 for the
-** wgmma default at T 16384, 0.76 against 0.84 at T 4096). Not hash (1.12 ms
-** against 0.78 at D 64: a bucket's rows see few keys) nor a window bias (not
-** measured; its ws kernel spills a few bytes at D 128). */
+** wgmma default at T 16384, 0.76 against 0.84 at T 4096); hash at D 128 with
+** one consumer (session 35, H100, 16 buckets: 0.956-0.989x the wgmma
+** default's time at T 4096..32768). Not hash at D 64 (1.12 ms against 0.78:
+** a bucket's rows see few keys) nor a window bias (not measured; its ws
+** kernel spills a few bytes at D 128). */
 static int ws_by_default(const sfa_kernel_spec *s) {
   if (!sfa__ws_allowed(s)) return 0;
   if (s->pass == SFA_PASS_BWD)
@@ -711,6 +713,7 @@ static int ws_by_default(const sfa_kernel_spec *s) {
   switch (s->mode) {
   case SFA_MODE_DENSE:
   case SFA_MODE_QK_DROP: return 1;
+  case SFA_MODE_HASH: return s->head_dim == 128;
   case SFA_MODE_WINDOW: /* at D 64 not with softcap or ALiBi: session 21 (H100, T 16384,
                            W = 1024) ws 1.95 ms against wgmma's 1.37 with softcap, 1.84
                            against 1.54 with ALiBi; one consumer pays for their state */
@@ -774,6 +777,11 @@ sfa_status sfa__spec_default_mma(sfa_kernel_spec *spec, int wg, char *err, size_
       ** tiles, which fit three CTAs per SM (gen/variant.c): session 35, H100,
       ** W = 1024, 0.88x the time of 128-key tiles at T 4096 and 16384 */
       s.block_m = 64, s.block_n = 64, s.num_warps = 8;
+    if (s.mode == SFA_MODE_HASH)
+      /* one consumer of 64 rows, 64-key tiles, two stages: a bucket's rows
+      ** see few keys (the sweep's winner at T 4096, session 26, and 16384,
+      ** session 35, H100, D 128: 1.036x the wgmma default's speed there) */
+      s.block_m = 64, s.block_n = 64, s.num_warps = 8, s.num_stages = 2;
   } else if (wg && s.pass == SFA_PASS_BWD) {
     /* two warpgroups of 64 keys, 64-query tiles, double buffered: the sweep's
     ** winner for dense causal D = 128 T = 16384 on an H100 (bench/NOTES.md,

@@ -159,10 +159,14 @@ static void fill_attention(const sfa_kernel_spec *s, sfa__variant *v) {
       ** without spills, where 128-key tiles need 90 for the S product);
       ** two: one CTA, cap 168; three: one CTA, cap 128. The producer keeps
       ** 24, 40 or 32 registers (what the consumers' steps of 8 leave: 232
-      ** registers each with two consumers, 160 with three). */
+      ** registers each with two consumers, 160 with three); hash's producer,
+      ** whose mode_setup searches the bucket ranges, keeps 32 with one
+      ** consumer (at 24 it spilled 12-24 bytes at D 128; the consumer's 224
+      ** are still above the 128 that ptxas holds the kernel to; session 36) */
       const int consumers = v->warpgroups - 1;
       v->min_blocks = consumers == 1 ? (s->head_dim <= 64 && s->block_n <= 64 ? 3 : 2) : 1;
-      fill_ws(v, consumers == 1 ? 24 : consumers == 2 ? 40 : 32);
+      fill_ws(v, consumers == 1 ? (s->mode == SFA_MODE_HASH ? 32 : 24)
+                 : consumers == 2 ? 40 : 32);
     }
     /* O and S of the MT row tiles */
     v->acc_registers = v->row_tiles * (s->head_dim / 8) * 4 + v->row_tiles * (s->block_n / 8) * 4;

@@ -180,7 +180,7 @@ START_TEST(preset_contents) {
       continue;
     }
     /* sm_90 fwd and bwd at D 64 and 128 default to wgmma (the fwd of dense,
-    ** qk_drop and an unbiased window: ws; the bwd of every mode without a
+    ** qk_drop, an unbiased window and hash at D 128: ws; the bwd of every mode without a
     ** bias or a mask: ws, not with det), the bwd at D 256 to wgmma, and the
     ** fwd and bwd of dense and the fwd of an unbiased window at D 256 to ws
     ** (qk_drop's fwd and the window's bwd too, not in this preset at D 256);
@@ -195,7 +195,8 @@ START_TEST(preset_contents) {
                               (v[i].head_dim == 64 || v[i].head_dim == 128)));
     const int ws_mode = v[i].mode == SFA_MODE_DENSE || v[i].mode == SFA_MODE_QK_DROP ||
                         (v[i].mode == SFA_MODE_WINDOW &&
-                         !(v[i].flags & (SFA_FEAT_BIAS | SFA_FEAT_MASK))) || ws256;
+                         !(v[i].flags & (SFA_FEAT_BIAS | SFA_FEAT_MASK))) ||
+                        (v[i].mode == SFA_MODE_HASH && v[i].head_dim == 128) || ws256;
     const int ws_bwd = v[i].pass == SFA_PASS_BWD &&
                        (v[i].head_dim <= 128 ||
                         v[i].mode == SFA_MODE_DENSE || v[i].mode == SFA_MODE_WINDOW) &&

@@ -817,9 +817,9 @@ static sfa_kernel_spec defaults_for(sfa_mode mode, unsigned flags, int d, int ar
 ** D=128 on sm_90); D<=256 m64n64w4s1. Every mode and arch alike, except sm_90
 ** at D 64 and 128: wgmma, D64 m128n64w8s2 (hash and window: m64n64w4s2) and
 ** D128 m64n128w4s1; and where ws was measured faster (dense, qk_drop, window
-** without a bias): ws m128n128w12, 2 stages at D 64, 3 at D 128, except at
+** without a bias; hash at D 128): ws m128n128w12, 2 stages at D 64, 3 at D 128, except at
 ** D 64 dense and qk_drop: three consumers, m192n128w16s4, and window: one, m64n64w8s2
-** (three CTAs per SM). */
+** (three CTAs per SM), and hash: one, m64n64w8s2. */
 START_TEST(defaults_heuristic) {
   for (size_t mf = 0; mf < NMODE_FLAGS; mf++)
     for (int a = 0; a < NARCHS; a++)
@@ -835,10 +835,12 @@ START_TEST(defaults_heuristic) {
         const sfa_mode md = mode_flags[mf].mode;
         const int ws = wg && !(fl & SFA_FEAT_MASK) &&
                        (md == SFA_MODE_DENSE || md == SFA_MODE_QK_DROP ||
-                        (md == SFA_MODE_WINDOW && !(fl & SFA_FEAT_BIAS)));
+                        (md == SFA_MODE_WINDOW && !(fl & SFA_FEAT_BIAS)) ||
+                        (md == SFA_MODE_HASH && d == 128));
         if (ws) m = 128, n = 128, w = 12, st = d == 128 ? 3 : 2;
         if (ws && d == 64 && md != SFA_MODE_WINDOW) m = 192, w = 16, st = 4; /* 3 consumers */
         if (ws && d == 64 && md == SFA_MODE_WINDOW) m = 64, n = 64, w = 8; /* 1 consumer */
+        if (ws && md == SFA_MODE_HASH) m = 64, n = 64, w = 8, st = 2;       /* 1 consumer */
         /* D 256: ws (two consumers, 64-key tiles) for dense, qk_drop and an unbiased
         ** window */
         const int ws256 = archs[a] == 90 && d == 256 && !(fl & (SFA_FEAT_MASK | SFA_FEAT_BIAS)) &&
@@ -1010,14 +1012,20 @@ START_TEST(defaults_of_an_mma_kind) {
   sfa_kernel_spec h = f;
   h.mode = SFA_MODE_HASH;
   ck_assert_int_eq(sfa__spec_default_mma(&h, -1, NULL, 0), SFA_OK);
-  ck_assert_int_eq(h.mma, SFA_SPEC_MMA_WGMMA); /* auto, hash: wgmma (measured faster) */
-  /* ws on request: two consumers, 128-key tiles, two stages (qk_drop at D 64:
-  ** three consumers, four stages); where it is not allowed (a backward that
-  ** bwd_ws.lt does not serve, a mask, sm_80) wgmma, then mma.sync */
+  ck_assert_int_eq(h.mma, SFA_SPEC_MMA_WGMMA); /* auto, hash at D 64: wgmma (measured faster) */
+  /* ws on request: hash's one consumer of 64 rows and 64-key tiles, two stages
+  ** (qk_drop at D 64: three consumers, four stages); where it is not allowed (a
+  ** backward that bwd_ws.lt does not serve, a mask, sm_80) wgmma, then mma.sync */
   ck_assert_int_eq(sfa__spec_default_mma(&h, 2, NULL, 0), SFA_OK);
   ck_assert_int_eq(h.mma, SFA_SPEC_MMA_WS);
-  ck_assert(h.block_m == 128 && h.block_n == 128 && h.num_warps == 12 && h.num_stages == 2);
+  ck_assert(h.block_m == 64 && h.block_n == 64 && h.num_warps == 8 && h.num_stages == 2);
   ck_assert_int_eq(sfa_spec_validate(&h, NULL, 0), SFA_OK);
+  sfa_kernel_spec h128 = h;
+  h128.head_dim = 128; /* at D 128 hash's ws is the default (session 35) */
+  ck_assert_int_eq(sfa__spec_default_mma(&h128, -1, NULL, 0), SFA_OK);
+  ck_assert_int_eq(h128.mma, SFA_SPEC_MMA_WS);
+  ck_assert(h128.block_m == 64 && h128.block_n == 64 && h128.num_warps == 8 &&
+            h128.num_stages == 2);
   ck_assert_int_eq(sfa__spec_default_mma(&f, 2, NULL, 0), SFA_OK);
   ck_assert_int_eq(f.mma, SFA_SPEC_MMA_WS);
   ck_assert(f.block_m == 192 && f.block_n == 128 && f.num_warps == 16 && f.num_stages == 4);

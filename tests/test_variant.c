@@ -291,6 +291,27 @@ START_TEST(ws_fwd_one_consumer_three_ctas_only_at_d64_n64) {
 }
 END_TEST
 
+/* Hash's one-consumer ws forward: its producer, which searches the bucket ranges
+** (mode_setup), keeps 32 registers (at 24 ptxas spilled 12-24 bytes at D 128) and
+** the consumer gets the rest of the cap at entry, 224 at two CTAs per SM and 128 at
+** three (D 64, 64-key tiles). */
+START_TEST(ws_fwd_hash_producer_keeps_32) {
+  static const struct { int d, blocks, creg; } rows[] = {{128, 2, 224}, {64, 3, 128}};
+  for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+    sfa_kernel_spec s = attn(SFA_PASS_FWD, SFA_MODE_HASH, rows[i].d, 64, 64, 8, 2, 90, 0);
+    s.mma = SFA_SPEC_MMA_WS;
+    sfa__variant v = describe(&s);
+    ck_assert(v.ws && v.consumers == 1);
+    ck_assert_int_eq(v.min_blocks, rows[i].blocks);
+    ck_assert_int_eq(v.producer_regs, 32);
+    ck_assert_int_eq(v.consumer_regs, rows[i].creg);
+    /* the whole cap at entry, no more */
+    ck_assert_int_eq(128 * (v.producer_regs + v.consumer_regs),
+                     65536 / (256 * v.min_blocks) / 8 * 8 * 256);
+  }
+}
+END_TEST
+
 /* The ws backward at D 64 leaves its dQ tile for the copy engine as at D 128, and one
 ** consumer warpgroup per tile makes it, in turn: a 64 x 64 float tile after dO,
 ** dq_full and dq_empty, dq_desc, no per-warp staging, and the producer's 8 more registers. */
@@ -597,6 +618,7 @@ int main(void) {
   tcase_add_test(a, bwd_wgmma_stages_dq_per_warp_unless_det);
   tcase_add_test(a, bwd_d256_splits_columns_over_two_ctas);
   tcase_add_test(a, ws_fwd_one_consumer_three_ctas_only_at_d64_n64);
+  tcase_add_test(a, ws_fwd_hash_producer_keeps_32);
   tcase_add_test(a, bwddq_layout_and_query_tile_grid);
   tcase_add_test(a, hash_bwd_stages_query_metadata_and_has_a_plan_entry);
   tcase_add_test(a, ws_bwd_descriptors_only_for_query_metadata_modes);

@@ -27,7 +27,9 @@ libdir=$prefix/lib
 [ -f "$prefix/include/sfa.h" ] && [ -f "$libdir/libsfa.a" ] && [ -x "$prefix/bin/sfa-gen" ] \
   && [ -x "$prefix/bin/sfa-cache" ] && [ -x "$prefix/bin/sfa-tune" ] \
   && [ -f "$libdir/cmake/sfa/sfaConfig.cmake" ] && [ -f "$libdir/pkgconfig/sfa.pc" ]
-echo "== the shipped tuning tables, and sfa-tune imports them"
+echo "== the shipped tuning tables (there may be none), and sfa-tune imports them"
+[ -d "$prefix/share/sfa/tuned" ] || { echo "FAIL: $prefix/share/sfa/tuned not installed"; exit 1; }
+shopt -s nullglob
 for t in "$src"/cache/tuned/*.tsv; do
   cmp "$t" "$prefix/share/sfa/tuned/$(basename "$t")"
   gpu=$(sed -n '1s/.* gpu=\(.*\) cc=[0-9]*$/\1/p' "$t"); cc=$(sed -n '1s/.* cc=//p' "$t")
@@ -35,6 +37,7 @@ for t in "$src"/cache/tuned/*.tsv; do
   "$prefix/bin/sfa-tune" --cache-dir "$work/tunecache" --gpu "$gpu" --cc "$cc" \
     --import "$prefix/share/sfa/tuned/$(basename "$t")" 2>&1 | grep -Eq ": $rows rows? added"
 done
+shopt -u nullglob
 soname=$(readelf -d "$libdir/libsfa.so" | sed -n 's/.*Library soname: \[\(.*\)\]/\1/p')
 major=$(sed -n 's/^#define SFA_VERSION_MAJOR \([0-9]*\)$/\1/p' "$src/include/sfa.h")
 [ "$soname" = "libsfa.so.$major" ] || { echo "FAIL: SONAME is '$soname', not libsfa.so.$major"; exit 1; }
