@@ -115,16 +115,21 @@ static void add_region(sfa__variant *v, const char *name, size_t size, size_t al
 
 /* A warp-specialized kernel (v->ws, min_blocks set): one m16 tile per
 ** consumer warp, the warpgroups after the producer's the consumers, and
-** setmaxnreg's split: the producer keeps producer_regs, the consumers share
-** what the cap at entry (65536 registers over the CTAs' threads, in steps of
-** 8) leaves, at most 256 each; tensor copies of 64-column boxes. */
+** setmaxnreg's split: the producer asks for producer_regs, the consumers
+** share what the cap at entry (65536 registers over the CTAs' threads, in
+** steps of 8) leaves, at most 256 each, in steps of 8, and the producer gets
+** what their steps leave over (before, up to 8 registers a producer thread
+** went to no one, and 19 of the 33 ws backwards at D 64 and 128 spilled,
+** most in the producer; session 36); tensor copies of 64-column boxes. */
 static void fill_ws(sfa__variant *v, int producer_regs) {
   v->row_tiles = 1;
   v->consumers = v->warpgroups - 1;
   const int cap = 65536 / (v->threads * v->min_blocks) / 8 * 8;
-  v->producer_regs = producer_regs;
   v->consumer_regs = (cap * v->threads - 128 * producer_regs) / (128 * v->consumers) / 8 * 8;
   if (v->consumer_regs > 256) v->consumer_regs = 256;
+  /* cap * warpgroups is a multiple of 8, and so is what the consumers leave */
+  v->producer_regs = cap * v->warpgroups - v->consumers * v->consumer_regs;
+  if (v->producer_regs > 256) v->producer_regs = 256;
   v->box_cols = 64;
 }
 
@@ -275,11 +280,11 @@ static void fill_attention(const sfa_kernel_spec *s, sfa__variant *v) {
                                              s->mode == SFA_MODE_WINDOW));
       add_region(v, "dq_desc", v->dq_tma ? 8 : 0, 8);
       /* one CTA per SM: the cap at entry is 168 registers; the producer
-      ** keeps 24 and the two consumers get 240 each (FlashAttention 3's
-      ** split), or with descriptors 40 and 232 (ptxas, D 64 and 128: no
-      ** spills; with 24 the producer's walk spills); the dQ writer's
-      ** branch (dq_tma) costs the producer 8 more (ptxas: 16-36 bytes of
-      ** spills without them) */
+      ** asks for 24 and the two consumers get 240 each (FlashAttention 3's
+      ** split), or with descriptors 40 and 232 (with 24 the producer's walk
+      ** spills); the dQ writer's branch (dq_tma) asks 8 more (ptxas: 16-36
+      ** bytes of spills without them); the consumers' steps of 8 then leave
+      ** the producer 40 (dense, window) or 56 (descriptors) */
       v->min_blocks = 1;
       fill_ws(v, (desc ? 40 : 24) + (v->dq_tma ? 8 : 0));
     }
