@@ -271,43 +271,30 @@ END_TEST
 /* The ws forward with one consumer: two CTAs per SM (entry cap 128, the consumer 232
 ** registers), three at head dim 64 with 64-key tiles (cap 80: the consumer's setmaxnreg
 ** 136), whose shared memory fits three times with up to four stages; 128-key tiles and
-** head dim 128 stay at two. */
+** head dim 128 stay at two. Hash's producer, which searches the bucket ranges
+** (mode_setup), keeps 32 (at 24 ptxas spilled 12-24 bytes at D 128), so its consumer
+** gets 224 or 128. Producer and consumer share the whole cap at entry. */
 START_TEST(ws_fwd_one_consumer_three_ctas_only_at_d64_n64) {
-  static const struct { int d, bn, st, blocks, creg; } rows[] = {
-    {64, 64, 2, 3, 136}, {64, 64, 4, 3, 136}, {64, 128, 2, 2, 232}, {128, 64, 2, 2, 232},
+  static const struct { sfa_mode mode; unsigned flags; int d, bn, st, blocks, preg, creg; } rows[] = {
+    {SFA_MODE_WINDOW, SFA_FEAT_CAUSAL, 64, 64, 2, 3, 24, 136},
+    {SFA_MODE_WINDOW, SFA_FEAT_CAUSAL, 64, 64, 4, 3, 24, 136},
+    {SFA_MODE_WINDOW, SFA_FEAT_CAUSAL, 64, 128, 2, 2, 24, 232},
+    {SFA_MODE_WINDOW, SFA_FEAT_CAUSAL, 128, 64, 2, 2, 24, 232},
+    {SFA_MODE_HASH, 0, 128, 64, 2, 2, 32, 224},
+    {SFA_MODE_HASH, 0, 64, 64, 2, 3, 32, 128},
   };
   for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
-    sfa_kernel_spec s = attn(SFA_PASS_FWD, SFA_MODE_WINDOW, rows[i].d, 64, rows[i].bn, 8,
-                             rows[i].st, 90, SFA_FEAT_CAUSAL);
+    sfa_kernel_spec s = attn(SFA_PASS_FWD, rows[i].mode, rows[i].d, 64, rows[i].bn, 8,
+                             rows[i].st, 90, rows[i].flags);
     s.mma = SFA_SPEC_MMA_WS;
     sfa__variant v = describe(&s);
     ck_assert(v.ws && v.consumers == 1);
     ck_assert_int_eq(v.min_blocks, rows[i].blocks);
-    ck_assert_int_eq(v.producer_regs, 24);
+    ck_assert_int_eq(v.producer_regs, rows[i].preg);
     ck_assert_int_eq(v.consumer_regs, rows[i].creg);
-    ck_assert_int_le(128 * (v.producer_regs + v.consumer_regs), 65536 / v.min_blocks);
-    ck_assert_uint_le((size_t)v.min_blocks * (v.smem_bytes + 1024), 228 * 1024);
-  }
-}
-END_TEST
-
-/* Hash's one-consumer ws forward: its producer, which searches the bucket ranges
-** (mode_setup), keeps 32 registers (at 24 ptxas spilled 12-24 bytes at D 128) and
-** the consumer gets the rest of the cap at entry, 224 at two CTAs per SM and 128 at
-** three (D 64, 64-key tiles). */
-START_TEST(ws_fwd_hash_producer_keeps_32) {
-  static const struct { int d, blocks, creg; } rows[] = {{128, 2, 224}, {64, 3, 128}};
-  for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
-    sfa_kernel_spec s = attn(SFA_PASS_FWD, SFA_MODE_HASH, rows[i].d, 64, 64, 8, 2, 90, 0);
-    s.mma = SFA_SPEC_MMA_WS;
-    sfa__variant v = describe(&s);
-    ck_assert(v.ws && v.consumers == 1);
-    ck_assert_int_eq(v.min_blocks, rows[i].blocks);
-    ck_assert_int_eq(v.producer_regs, 32);
-    ck_assert_int_eq(v.consumer_regs, rows[i].creg);
-    /* the whole cap at entry, no more */
     ck_assert_int_eq(128 * (v.producer_regs + v.consumer_regs),
                      65536 / (256 * v.min_blocks) / 8 * 8 * 256);
+    ck_assert_uint_le((size_t)v.min_blocks * (v.smem_bytes + 1024), 228 * 1024);
   }
 }
 END_TEST
@@ -619,7 +606,6 @@ int main(void) {
   tcase_add_test(a, bwd_wgmma_stages_dq_per_warp_unless_det);
   tcase_add_test(a, bwd_d256_splits_columns_over_two_ctas);
   tcase_add_test(a, ws_fwd_one_consumer_three_ctas_only_at_d64_n64);
-  tcase_add_test(a, ws_fwd_hash_producer_keeps_32);
   tcase_add_test(a, bwddq_layout_and_query_tile_grid);
   tcase_add_test(a, hash_bwd_stages_query_metadata_and_has_a_plan_entry);
   tcase_add_test(a, ws_bwd_descriptors_only_for_query_metadata_modes);
