@@ -777,7 +777,7 @@ sfa_status sfa__spec_default_mma(sfa_kernel_spec *spec, int wg, char *err, size_
       ** tiles, which fit three CTAs per SM (gen/variant.c): session 35, H100,
       ** W = 1024, 0.88x the time of 128-key tiles at T 4096 and 16384 */
       s.block_m = 64, s.block_n = 64, s.num_warps = 8;
-    if (s.mode == SFA_MODE_HASH)
+    if (s.mode == SFA_MODE_HASH && s.head_dim <= 128)
       /* one consumer of 64 rows, 64-key tiles, two stages: a bucket's rows
       ** see few keys (the sweep's winner at T 4096, session 26, and 16384,
       ** session 35, H100, D 128: 1.036x the wgmma default's speed there) */

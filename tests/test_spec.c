@@ -1026,6 +1026,13 @@ START_TEST(defaults_of_an_mma_kind) {
   ck_assert_int_eq(h128.mma, SFA_SPEC_MMA_WS);
   ck_assert(h128.block_m == 64 && h128.block_n == 64 && h128.num_warps == 8 &&
             h128.num_stages == 2);
+  /* at D 256 ws on request keeps two consumers (one would not fit its rule) */
+  sfa_kernel_spec h256 = h;
+  h256.head_dim = 256;
+  ck_assert_int_eq(sfa__spec_default_mma(&h256, 2, NULL, 0), SFA_OK);
+  ck_assert_int_eq(h256.mma, SFA_SPEC_MMA_WS);
+  ck_assert(h256.block_m == 128 && h256.block_n == 64 && h256.num_warps == 12);
+  ck_assert_int_eq(sfa_spec_validate(&h256, NULL, 0), SFA_OK);
   ck_assert_int_eq(sfa__spec_default_mma(&f, 2, NULL, 0), SFA_OK);
   ck_assert_int_eq(f.mma, SFA_SPEC_MMA_WS);
   ck_assert(f.block_m == 192 && f.block_n == 128 && f.num_warps == 16 && f.num_stages == 4);
