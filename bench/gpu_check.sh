@@ -5,10 +5,15 @@
 # printed when it ends and all of them again last. Usage:
 #   bash bench/gpu_check.sh [suites] [sync] [sanitize] [wssan] [bench] [bwdtune] [bwdbench]
 #                           [fwdtune] [decode] [bwd256] [ws256] [short] [wsbwd] [wsbwd256]
-#                           [compare] [bwdprof] [bwdsass] [fwdsass]
+#                           [compare] [bwdprof] [bwdsass] [fwdsass] [cacheout]
 # Session 9 took: suites 3.5 min (2.25 of it test_gpu_backward), sanitize 1.4
 # min, compare (the full grid) 5.5 min; session 8: bwdtune ~1 min, bwdbench
 # over 3 min (FlexAttention compiles). Split the steps across calls of 10 min.
+# suites runs the suites side by side (test_gpu_tune, which times kernels, alone after them):
+# on a fresh machine most of their time is NVRTC filling the shared kernel cache on the CPUs
+# (session 37: seven suites side by side in 213 s on a cold cache; SUITE_TIMEOUT caps each,
+# default 600 s). cacheout: the kernel cache (/tmp/sfa-cache) into $OUT/sfa-cache.tgz.* (15 MB
+# parts); copy them into build/ and a later call's first step unpacks them (no cold compiles).
 # sync: the forward suites again with SFA_MMA=sync (mma.sync where sm_90 would
 # use wgmma). sanitize covers test_gpu_backward's small (wgmma on sm_90), sync, wide, wgmma256
 # (the wgmma backward at D 256) and ws (the warp-specialized backward) cases.
@@ -47,6 +52,10 @@ OUT=${OUT:-/tmp}
 export PYTHONUNBUFFERED=1 SFA_CACHE_DIR=/tmp/sfa-cache
 what=" $* "
 summary=()
+# a kernel cache an earlier call brought back (cacheout)
+if ls build/sfa-cache.tgz.* >/dev/null 2>&1; then
+  mkdir -p /tmp/sfa-cache && cat build/sfa-cache.tgz.* | tar -xz -C /tmp
+fi
 # a step's summary line: printed now (a call cut short by its time limit still shows the steps
 # that finished) and again at the end
 say() { summary+=("$1"); echo "== $1"; }
@@ -70,13 +79,21 @@ ab_prof() {
     done
   done
 }
+# suite $1 under SUITE_TIMEOUT, its line into $OUT/$n.sum
+run_suite() {
+  local n=$(basename $1) start=$(date +%s)
+  timeout ${SUITE_TIMEOUT:-600} $1 > $OUT/$n.log 2>&1; local rc=$?
+  echo "$n rc=$rc $(( $(date +%s) - start ))s: $(grep -E '^[0-9]+%' $OUT/$n.log | tail -1)" > $OUT/$n.sum
+}
 if [[ $what == *" suites "* ]]; then
+  pids=()  # waited for by pid: a bare wait would also wait for a caller's process substitution
   for t in build/tests/test_gpu_*; do
-    n=$(basename $t)
-    start=$(date +%s)
-    $t > $OUT/$n.log 2>&1; rc=$?
-    say "$n rc=$rc $(( $(date +%s) - start ))s: $(grep -E '^[0-9]+%' $OUT/$n.log | tail -1)"
+    [ "$(basename $t)" = test_gpu_tune ] && continue
+    run_suite $t & pids+=($!)
   done
+  wait "${pids[@]}"
+  [ -x build/tests/test_gpu_tune ] && run_suite build/tests/test_gpu_tune
+  for t in build/tests/test_gpu_*; do say "$(cat $OUT/$(basename $t).sum)"; done
 fi
 if [[ $what == *" sync "* ]]; then
   for t in build/tests/test_gpu_dense build/tests/test_gpu_sparse; do
@@ -219,5 +236,9 @@ if [[ $what == *" fwdsass "* ]]; then
 fi
 if [[ $what == *" compare "* ]]; then
   python3 bench/compare.py --csv $OUT/compare.csv --plot $OUT/compare.png 2>&1 | tee $OUT/compare.log | tail -75
+fi
+if [[ $what == *" cacheout "* ]]; then
+  tar -cz -C /tmp sfa-cache | split -b 15M - $OUT/sfa-cache.tgz.
+  say "cacheout: $(ls $OUT/sfa-cache.tgz.* | wc -l) parts in $OUT (copy them into build/)"
 fi
 printf '%s\n' "${summary[@]}"
