@@ -679,7 +679,8 @@ int sfa__ws_allowed(const sfa_kernel_spec *s) {
 ** one consumer (session 20's sweep, W = 1024: 0.82 ms against 0.89 for the
 ** wgmma default at T 16384, 0.76 against 0.84 at T 4096); hash at D 128 with
 ** one consumer (session 35, H100, 16 buckets: 0.956-0.989x the wgmma
-** default's time at T 4096..32768). Not hash at D 64 (1.12 ms against 0.78:
+** default's time at T 4096..32768; session 37, its producer at 32 registers:
+** 0.964x at T 16384). Not hash at D 64 (1.12 ms against 0.78:
 ** a bucket's rows see few keys) nor a window bias (not measured; its ws
 ** kernel spills a few bytes at D 128). */
 static int ws_by_default(const sfa_kernel_spec *s) {
