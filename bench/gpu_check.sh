@@ -5,7 +5,7 @@
 # printed when it ends and all of them again last. Usage:
 #   bash bench/gpu_check.sh [suites] [sync] [sanitize] [wssan] [bench] [bwdtune] [bwdbench]
 #                           [fwdtune] [decode] [bwd256] [ws256] [short] [wsbwd] [wsbwd256]
-#                           [compare] [bwdprof] [bwdsass] [fwdsass] [cacheout]
+#                           [compare] [bwdprof] [bwdsass] [fwdsass] [packedprof] [cacheout]
 # Session 9 took: suites 3.5 min (2.25 of it test_gpu_backward), sanitize 1.4
 # min, compare (the full grid) 5.5 min; session 8: bwdtune ~1 min, bwdbench
 # over 3 min (FlexAttention compiles). Split the steps across calls of 10 min.
@@ -206,6 +206,26 @@ if [[ $what == *" bwdprof "* ]]; then
       $OUT/ncu-T$T.txt | head -14
   done | tee $OUT/bwdprof.log
   say "bwdprof: $OUT/bwdprof.log"
+fi
+# packedprof: issue 19's packed D 64 forward (1.06-1.09x the fixed-length time on equal work;
+# session 37: not DRAM locality across heads): the dense causal forward at D 64, T 32768, fixed
+# and packed (prof_case.py --packed), per-kernel times, then ncu of one launch of each: speed of
+# light, memory workload, warp states, launch statistics into $OUT/ncu-{fixed,packed}.txt.
+if [[ $what == *" packedprof "* ]]; then
+  for how in fixed packed; do
+    pk=""; [ $how = packed ] && pk=--packed
+    echo "dense causal D 64 fwd T 32768 $how:"
+    python3 bench/prof_case.py --mode dense --D 64 --pass fwd --T 32768 $pk --kernels 2>&1 | tail -4
+    timeout ${NCU_TIMEOUT:-240} ncu --clock-control none --kernel-name regex:sfa_fwd_dense_causal \
+      --launch-skip 2 --launch-count 1 --section SpeedOfLight --section MemoryWorkloadAnalysis \
+      --section WarpStateStats --section LaunchStats --section Occupancy \
+      python3 bench/prof_case.py --mode dense --D 64 --pass fwd --T 32768 $pk --reps 2 --warm 1 \
+      > $OUT/ncu-$how.txt 2>&1
+    echo "ncu $how rc=$?: $(grep -cE '^ +[A-Z]' $OUT/ncu-$how.txt) metric lines"
+    grep -E "Duration|Throughput|Hit Rate|Stall|Achieved Occupancy|Grid Size|Registers" \
+      $OUT/ncu-$how.txt | head -20
+  done | tee $OUT/packedprof.log
+  say "packedprof: $OUT/packedprof.log"
 fi
 # sass_page PASS: ncu's SourceCounters of one launch of sfa's dense causal PASS kernel and of
 # cuDNN's (SDPA), their SASS pages as CSV and the opcode counts; D SASS_D (default 128), T 4096
