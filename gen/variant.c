@@ -127,9 +127,10 @@ static void fill_ws(sfa__variant *v, int producer_regs) {
   const int cap = 65536 / (v->threads * v->min_blocks) / 8 * 8;
   v->consumer_regs = (cap * v->threads - 128 * producer_regs) / (128 * v->consumers) / 8 * 8;
   if (v->consumer_regs > 256) v->consumer_regs = 256;
-  /* cap * warpgroups is a multiple of 8, and so is what the consumers leave */
+  /* cap * warpgroups is a multiple of 8, and so is what the consumers leave;
+  ** never above 256: unclamped, the consumers leave the ask plus less than 8
+  ** per consumer; clamped (one consumer, cap * 2 <= 512), at most 512 - 256 */
   v->producer_regs = cap * v->warpgroups - v->consumers * v->consumer_regs;
-  if (v->producer_regs > 256) v->producer_regs = 256;
   v->box_cols = 64;
 }
 
