@@ -52,9 +52,9 @@ OUT=${OUT:-/tmp}
 export PYTHONUNBUFFERED=1 SFA_CACHE_DIR=/tmp/sfa-cache
 what=" $* "
 summary=()
-# a kernel cache an earlier call brought back (cacheout)
-if ls build/sfa-cache.tgz.* >/dev/null 2>&1; then
-  mkdir -p /tmp/sfa-cache && cat build/sfa-cache.tgz.* | tar -xz -C /tmp
+# a kernel cache an earlier call brought back (cacheout), unpacked once per machine
+if [ ! -d /tmp/sfa-cache ] && ls build/sfa-cache.tgz.* >/dev/null 2>&1; then
+  cat build/sfa-cache.tgz.* | tar -xz -C /tmp
 fi
 # a step's summary line: printed now (a call cut short by its time limit still shows the steps
 # that finished) and again at the end
