@@ -752,17 +752,48 @@ typedef struct sfa_kv_cache {
 ** several where Hq / Hkv * Tn > 16), so each key and value row is read once
 ** per kv head and tile. The keys are split over CTAs (split-KV) as the grid
 ** of (B * Hkv * tiles) CTAs needs to fill the GPU; the splits' partial
-** outputs (float32, from the context's workspace pool, 4 * (D + 1) bytes per
-** (split, query head, token), and a 4-byte counter per row tile that a memset
-** on stream zeroes) are merged as by sfa_merge_attention, in the same kernel,
-** by the CTA that finishes a row tile's last split: a step is one launch. The split
-** count depends only on B, Hkv, Hq / Hkv * Tn, the capacity (K with kv_indices) and the GPU
-** (never on seqused, which stays on the device): the call does not
+** outputs (float32, 4 * (D + 1) bytes per (split, query head, token), after
+** 4096 bytes of counters) are merged as by sfa_merge_attention, in the same
+** kernel, by the CTA that finishes a row tile's last split: a step is one
+** launch. sfa_decode takes that workspace from the context's stream-ordered
+** pool and zeroes its counters with a memset on stream (an allocation, a
+** memset and a free node where a graph captures the call);
+** sfa_decode_with_workspace takes the caller's instead. The split count
+** depends only on B, Hkv, Hq / Hkv * Tn, the capacity (K with kv_indices) and
+** the GPU (never on seqused, which stays on the device): the call does not
 ** synchronize, allocates only from the stream-ordered pool, and may be
 ** captured in a CUDA graph. Asynchronous on stream. */
 SFA_API sfa_status sfa_decode(sfa_context *ctx, const sfa_attention_params *params,
                               const sfa_tensor *q, const sfa_kv_cache *cache,
                               const sfa_tensor *o, const sfa_tensor *lse, void *stream);
+
+/* The bytes of workspace that sfa_decode_with_workspace needs for a call
+** with these arguments (o and lse do not matter) on the context's current
+** device, into *bytes: 0 where the call does not split its keys. It
+** validates the arguments as sfa_decode does and selects (so may compile)
+** the kernel; no device memory is touched. */
+SFA_API sfa_status sfa_decode_workspace_size(sfa_context *ctx,
+                                             const sfa_attention_params *params,
+                                             const sfa_tensor *q, const sfa_kv_cache *cache,
+                                             size_t *bytes);
+
+/* sfa_decode in the caller's workspace: device memory of workspace_size
+** bytes at workspace (16-byte aligned), at least what
+** sfa_decode_workspace_size says (where that is 0, workspace may be NULL),
+** on the context's current device. Its first
+** 4096 bytes must be zero before the first call (e.g. one cuMemsetD8 when
+** it is allocated), and every call leaves them zero again once its kernel
+** has finished, so one workspace serves every later call whose size it
+** covers, any shape, with no memset: the step is one kernel node in a CUDA
+** graph. Calls that share a workspace must be ordered (one stream, or
+** events); calls that may run at the same time need a workspace each. A
+** call whose kernel did not complete (a device fault) leaves the workspace
+** undefined. The caller owns and frees it. */
+SFA_API sfa_status sfa_decode_with_workspace(sfa_context *ctx, const sfa_attention_params *params,
+                                             const sfa_tensor *q, const sfa_kv_cache *cache,
+                                             const sfa_tensor *o, const sfa_tensor *lse,
+                                             void *workspace, size_t workspace_size,
+                                             void *stream);
 
 /* Writes the keys and values of the Tn new tokens of a step into the cache,
 ** at the positions sfa_decode gives them: k_new[b, h, t] and v_new[b, h, t]

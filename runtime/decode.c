@@ -8,10 +8,12 @@
 ** token) pairs of a kv head per CTA and one split of its keys; the split
 ** count is chosen here from what the host knows (batch, heads, the cache's
 ** capacity and the SM count: never seqused, which stays on the device), and
-** with more than one split the partial outputs go to a float workspace from
-** the context's stream-ordered pool, with a counter per row tile (zeroed by
-** a memset before the launch): the CTA that finishes a tile's last split
-** merges the partials, so a step is one kernel. Nothing synchronizes, so a
+** with more than one split the partial outputs go to a float workspace, with
+** a counter per row tile: the CTA that finishes a tile's last split merges
+** the partials and sets the counter back to zero, so a step is one kernel.
+** The workspace is the caller's (sfa_decode_with_workspace: zeroed once,
+** then reused as it is) or else comes from the context's stream-ordered pool
+** with a memset of the counters on the stream. Nothing synchronizes, so a
 ** decode step can be captured in a CUDA graph.
 */
 #include <math.h>
@@ -143,13 +145,15 @@ static sfa_status check_cache(sfa_context *ctx, const sfa_kv_cache *c, int64_t B
   return SFA_OK;
 }
 
+/* The call's arguments; with outputs 0 (sfa_decode_workspace_size) the
+** inputs only, o and lse unread. */
 static sfa_status validate(sfa_context *ctx, const sfa_attention_params *p, const sfa_tensor *q,
                            const sfa_kv_cache *c, const sfa_tensor *o, const sfa_tensor *lse,
-                           decode_shape *sh) {
+                           int outputs, decode_shape *sh) {
   sfa_status st;
   if (!p) return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "params: is NULL");
   if (!q) return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "q: is NULL");
-  if (!o) return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "o: is NULL");
+  if (outputs && !o) return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "o: is NULL");
   if ((st = sfa__validate_params(ctx, p)) != SFA_OK) return st;
   const sfa__mode *m = sfa__mode_find(p->mode);
   if (!m->decode) {
@@ -220,6 +224,7 @@ static sfa_status validate(sfa_context *ctx, const sfa_attention_params *p, cons
                       "q: %s %lld exceeds the launch grid limit (%d)",
                       B > GRID_YZ_MAX ? "batch" : "kv heads x row tiles",
                       (long long)(B > GRID_YZ_MAX ? B : sh->Hkv * sh->row_tiles), GRID_YZ_MAX);
+  if (!outputs) return SFA_OK;
 
   if (o->dtype != q->dtype)
     return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "o: dtype %s does not match q (%s)",
@@ -250,6 +255,7 @@ int sfa__decode_splits(int64_t ctas, int64_t capacity, int sms, int block_n) {
   const int64_t tiles = (capacity + block_n - 1) / block_n;
   if (ctas < 1) ctas = 1;
   /* rounded down: a last partial wave would cost as much as a full one */
+  if (ctas > SFA__DECODE_COUNTERS) return 1; /* the workspace counts that many tiles */
   int64_t s = (int64_t)SFA__DECODE_WAVES * (sms > 0 ? sms : 1) / ctas;
   if (s > tiles) s = tiles;
   if (s > SFA__DECODE_MAX_SPLITS) s = SFA__DECODE_MAX_SPLITS;
@@ -326,57 +332,115 @@ static void fill_args(sfa_dec_args *a, const sfa_attention_params *p, const sfa_
   a->scale_log2 = (float)((double)scale * 1.4426950408889634);
 }
 
-sfa_status sfa_decode(sfa_context *ctx, const sfa_attention_params *params, const sfa_tensor *q,
-                      const sfa_kv_cache *cache, const sfa_tensor *o, const sfa_tensor *lse,
-                      void *stream) {
-  if (!ctx) return SFA_ERR_INVALID_ARGUMENT;
+/* What a decode call launches: its shape, kernel and split count. */
+typedef struct decode_plan {
   decode_shape sh;
-  sfa_status st = validate(ctx, params, q, cache, o, lse, &sh);
-  if (st != SFA_OK) return st;
-
   sfa__device dev;
-  if ((st = sfa__bind(ctx, &dev)) != SFA_OK) return st;
   const sfa_driver *d;
-  if ((st = sfa__driver_load(&d, ctx->err, sizeof ctx->err)) != SFA_OK) return st;
+  sfa_kernel *kern;
+  int splits;
+} decode_plan;
+
+/* Validates the call (o and lse too where outputs), binds the device and
+** selects the kernel (compiling it on first use). */
+static sfa_status make_plan(sfa_context *ctx, const sfa_attention_params *params,
+                            const sfa_tensor *q, const sfa_kv_cache *cache, const sfa_tensor *o,
+                            const sfa_tensor *lse, int outputs, decode_plan *pl) {
+  sfa_status st = validate(ctx, params, q, cache, o, lse, outputs, &pl->sh);
+  if (st != SFA_OK) return st;
+  const decode_shape *sh = &pl->sh;
+  if ((st = sfa__bind(ctx, &pl->dev)) != SFA_OK) return st;
+  if ((st = sfa__driver_load(&pl->d, ctx->err, sizeof ctx->err)) != SFA_OK) return st;
 
   sfa__problem prob;
   memset(&prob, 0, sizeof prob);
   prob.params = params;
-  prob.B = sh.B, prob.Hq = sh.Hq, prob.Hkv = sh.Hkv, prob.Tq = sh.Tn, prob.Tk = sh.capacity;
+  prob.B = sh->B, prob.Hq = sh->Hq, prob.Hkv = sh->Hkv, prob.Tq = sh->Tn, prob.Tk = sh->capacity;
   prob.has_lse = lse != NULL;
   /* causal where the mode takes it (dense, window), strict in mode hash */
   const unsigned flags = (sfa__mode_call_flags(sfa__mode_find(params->mode), params, NULL) &
                           (SFA_FEAT_CAUSAL | SFA_FEAT_STRICT)) |
                          (cache->kv_indices ? SFA_FEAT_GATHER : 0u);
-  sfa_kernel *kern;
-  if ((st = sfa__select_kernel(ctx, &dev, SFA_PASS_DECODE, q->dtype, (int)sh.D, flags, &prob,
-                               &kern)) != SFA_OK)
+  if ((st = sfa__select_kernel(ctx, &pl->dev, SFA_PASS_DECODE, q->dtype, (int)sh->D, flags, &prob,
+                               &pl->kern)) != SFA_OK)
     return st;
-
   /* the keys a row tile walks: the capacity, or the index list */
-  const int splits = sfa__decode_splits(sh.B * sh.Hkv * sh.row_tiles,
-                                        cache->kv_indices ? sh.kv_k : sh.capacity, dev.sms,
-                                        kern->spec.block_n);
+  pl->splits = sfa__decode_splits(sh->B * sh->Hkv * sh->row_tiles,
+                                  cache->kv_indices ? sh->kv_k : sh->capacity, pl->dev.sms,
+                                  pl->kern->spec.block_n);
+  return SFA_OK;
+}
+
+/* The split-KV workspace: the counters first, SFA__DECODE_COUNTERS of them
+** at the same place for every call (the kernel leaves each one it used at
+** zero, so a caller's workspace stays ready across shapes), then the
+** partial outputs and their lse. 0 bytes with one split. */
+#define COUNTER_BYTES ((size_t)SFA__DECODE_COUNTERS * 4)
+static size_t workspace_bytes(const decode_plan *pl) {
+  if (pl->splits <= 1) return 0;
+  const size_t rows = (size_t)pl->splits * (size_t)(pl->sh.B * pl->sh.Hq * pl->sh.Tn);
+  return COUNTER_BYTES + rows * (size_t)(pl->sh.D + 1) * 4;
+}
+
+sfa_status sfa_decode_workspace_size(sfa_context *ctx, const sfa_attention_params *params,
+                                     const sfa_tensor *q, const sfa_kv_cache *cache,
+                                     size_t *bytes) {
+  if (!ctx) return SFA_ERR_INVALID_ARGUMENT;
+  if (!bytes) return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT, "bytes: is NULL");
+  *bytes = 0;
+  decode_plan pl;
+  sfa_status st = make_plan(ctx, params, q, cache, NULL, NULL, 0, &pl);
+  if (st == SFA_OK) *bytes = workspace_bytes(&pl);
+  return st;
+}
+
+/* sfa_decode (caller 0: the pool's workspace) and sfa_decode_with_workspace
+** (caller 1). */
+static sfa_status decode(sfa_context *ctx, const sfa_attention_params *params, const sfa_tensor *q,
+                         const sfa_kv_cache *cache, const sfa_tensor *o, const sfa_tensor *lse,
+                         int caller, void *workspace, size_t workspace_size, void *stream) {
+  if (!ctx) return SFA_ERR_INVALID_ARGUMENT;
+  if (workspace && (uintptr_t)workspace % 16 != 0)
+    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
+                      "workspace: address %p is not 16-byte aligned", workspace);
+  decode_plan pl;
+  sfa_status st = make_plan(ctx, params, q, cache, o, lse, 1, &pl);
+  if (st != SFA_OK) return st;
+  const decode_shape *sh = &pl.sh;
+  const sfa_driver *d = pl.d;
+  const size_t need = workspace_bytes(&pl);
+  if (caller && need && !workspace)
+    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
+                      "workspace: is NULL; this call needs %zu bytes (sfa_decode_workspace_size)",
+                      need);
+  if (caller && workspace_size < need)
+    return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
+                      "workspace: %zu bytes; this call needs %zu (sfa_decode_workspace_size)",
+                      workspace_size, need);
+
   sfa_dec_args a;
-  fill_args(&a, params, q, cache, o, lse, &sh, splits);
+  fill_args(&a, params, q, cache, o, lse, sh, pl.splits);
   const CUstream s = (CUstream)stream;
-  CUdeviceptr ws = 0;
-  const int64_t rows = (int64_t)splits * sh.B * sh.Hq * sh.Tn; /* partial rows */
-  const int64_t tiles = sh.B * sh.Hkv * sh.row_tiles;          /* their counters */
+  CUdeviceptr ws = 0; /* the pool's, freed after the launch */
   CUresult r = CUDA_SUCCESS;
-  if (splits > 1) {
-    const size_t sem_at = (size_t)rows * (size_t)(sh.D + 1) * 4;
-    if ((st = sfa__workspace_alloc(ctx, d, &dev, sem_at + (size_t)tiles * 4, s, &ws)) != SFA_OK)
-      return st;
-    a.o_part = ws;
-    a.lse_part = ws + (size_t)rows * (size_t)sh.D * 4;
-    a.sem = ws + sem_at;
-    if ((r = d->cuMemsetD32Async(a.sem, 0, (size_t)tiles, s)) != CUDA_SUCCESS)
-      st = sfa__cuda_error(r, "cuMemsetD32Async(decode split counters)", ctx->err, sizeof ctx->err);
+  if (need) {
+    CUdeviceptr base = (CUdeviceptr)(uintptr_t)workspace;
+    if (!caller) {
+      if ((st = sfa__workspace_alloc(ctx, d, &pl.dev, need, s, &ws)) != SFA_OK) return st;
+      base = ws;
+      if ((r = d->cuMemsetD32Async(base, 0, SFA__DECODE_COUNTERS, s)) != CUDA_SUCCESS)
+        st = sfa__cuda_error(r, "cuMemsetD32Async(decode split counters)", ctx->err,
+                             sizeof ctx->err);
+    }
+    const size_t rows = (size_t)pl.splits * (size_t)(sh->B * sh->Hq * sh->Tn);
+    a.sem = base;
+    a.o_part = base + COUNTER_BYTES;
+    a.lse_part = a.o_part + rows * (size_t)sh->D * 4;
   }
+  const sfa_kernel *kern = pl.kern;
   const sfa__variant *v = &kern->var;
-  const sfa__grid_dims dims = {.batch = sh.B, .hq = sh.Hq, .hkv = sh.Hkv, .tq = sh.Tn,
-                               .tk = sh.capacity, .splits = splits};
+  const sfa__grid_dims dims = {.batch = sh->B, .hq = sh->Hq, .hkv = sh->Hkv, .tq = sh->Tn,
+                               .tk = sh->capacity, .splits = pl.splits};
   unsigned g[3];
   sfa__grid_size(&v->grid, &dims, g);
   void *kp[1] = {&a};
@@ -393,6 +457,19 @@ sfa_status sfa_decode(sfa_context *ctx, const sfa_attention_params *params, cons
       st = sfa__cuda_error(r, "cuMemFreeAsync(decode workspace)", ctx->err, sizeof ctx->err);
   }
   return st;
+}
+
+sfa_status sfa_decode(sfa_context *ctx, const sfa_attention_params *params, const sfa_tensor *q,
+                      const sfa_kv_cache *cache, const sfa_tensor *o, const sfa_tensor *lse,
+                      void *stream) {
+  return decode(ctx, params, q, cache, o, lse, 0, NULL, 0, stream);
+}
+
+sfa_status sfa_decode_with_workspace(sfa_context *ctx, const sfa_attention_params *params,
+                                     const sfa_tensor *q, const sfa_kv_cache *cache,
+                                     const sfa_tensor *o, const sfa_tensor *lse, void *workspace,
+                                     size_t workspace_size, void *stream) {
+  return decode(ctx, params, q, cache, o, lse, 1, workspace, workspace_size, stream);
 }
 
 /* ------------------------------------------------------------ sfa_kv_append */

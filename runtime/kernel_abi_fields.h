@@ -154,8 +154,8 @@
 /* Pass decode (sfa_decode). o_part / lse_part: float workspaces [splits * B]
 ** [Hq][tn][D] and [splits * B][Hq][tn] when splits > 1, and sem: int32
 ** [B][Hkv * row_tiles] counters of the splits done, zero at the launch (the
-** CTA of a tile's last split merges the partials into o and lse); else all 0
-** and every CTA writes its o and lse. */
+** CTA of a tile's last split merges the partials into o and lse and sets the
+** counter back to zero); else all 0 and every CTA writes its o and lse. */
 #define SFA_ABI_DEC_ARGS(F, X)                                                  \
   SFA_ABI_KV_CACHE_ARGS(F, X)                                                   \
   F(X, u64, q, "device pointers; lse may be 0")                                 \

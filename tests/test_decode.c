@@ -1,7 +1,8 @@
 /*
 ** test_decode.c -- pass decode without a GPU: its specs (names, rules,
 ** defaults), NVRTC compiles of decode variants for sm_80, sm_86 and sm_90,
-** the split-KV rule, and sfa_decode / sfa_kv_append(_hash) / sfa_check_kv_cache
+** the split-KV rule, and sfa_decode / sfa_decode_with_workspace /
+** sfa_decode_workspace_size / sfa_kv_append(_hash) / sfa_check_kv_cache
 ** rejecting bad input (mode hash's buckets included)
 ** with messages that name the argument (validation runs before the driver,
 ** so fake device pointers do).
@@ -134,6 +135,10 @@ START_TEST(splits_fill_the_gpu_from_host_facts) {
   ck_assert_int_eq(sfa__decode_splits(1, 1 << 20, 132, 64), SFA__DECODE_MAX_SPLITS);
   ck_assert_int_eq(sfa__decode_splits(1, 0, 132, 64), 1);
   ck_assert_int_eq(sfa__decode_splits(3, 4096, 0, 64), 1);
+  /* a grid of more row tiles than a workspace counts is not split, however
+     many SMs would take more */
+  ck_assert_int_eq(sfa__decode_splits(SFA__DECODE_COUNTERS, 32768, 4096, 64), 8);
+  ck_assert_int_eq(sfa__decode_splits(SFA__DECODE_COUNTERS + 1, 32768, 4096, 64), 1);
 }
 END_TEST
 
@@ -267,6 +272,50 @@ START_TEST(decode_rejects_bad_arguments_by_name) {
 }
 END_TEST
 
+/* sfa_decode_with_workspace and sfa_decode_workspace_size check what
+** sfa_decode checks, and their own arguments, before the driver. */
+START_TEST(caller_workspace_arguments_are_checked_first) {
+  ck_assert_int_eq(sfa_context_create(&ctx, NULL), SFA_OK);
+  call c;
+  good(&c);
+  /* misaligned: refused before anything else */
+  ck_assert_int_eq(sfa_decode_with_workspace(ctx, &c.p, &c.q, &c.cache, &c.o, &c.lse,
+                                             (char *)FAKE(11) + 8, 1 << 20, NULL),
+                   SFA_ERR_INVALID_ARGUMENT);
+  ck_assert_msg(strstr(sfa_last_error(ctx), "workspace: address") &&
+                    strstr(sfa_last_error(ctx), "is not 16-byte aligned"),
+                "%s", sfa_last_error(ctx));
+  /* the call's own arguments, by the same messages as sfa_decode */
+  c.q.shape[2] = c.o.shape[2] = c.lse.shape[2] = 17;
+  ck_assert_int_eq(sfa_decode_with_workspace(ctx, &c.p, &c.q, &c.cache, &c.o, &c.lse, FAKE(11),
+                                             1 << 20, NULL),
+                   SFA_ERR_INVALID_ARGUMENT);
+  ck_assert_msg(strstr(sfa_last_error(ctx), "q: 17 new tokens (shape[2])"), "%s",
+                sfa_last_error(ctx));
+  size_t n = 99;
+  ck_assert_int_eq(sfa_decode_workspace_size(ctx, &c.p, &c.q, &c.cache, &n),
+                   SFA_ERR_INVALID_ARGUMENT);
+  ck_assert_msg(strstr(sfa_last_error(ctx), "q: 17 new tokens (shape[2])"), "%s",
+                sfa_last_error(ctx));
+  ck_assert_uint_eq(n, 0); /* cleared on failure */
+  good(&c);
+  ck_assert_int_eq(sfa_decode_workspace_size(ctx, &c.p, &c.q, &c.cache, NULL),
+                   SFA_ERR_INVALID_ARGUMENT);
+  ck_assert_msg(strstr(sfa_last_error(ctx), "bytes: is NULL"), "%s", sfa_last_error(ctx));
+  /* the size query reads neither o nor lse */
+  c.cache.k = NULL;
+  ck_assert_int_eq(sfa_decode_workspace_size(ctx, &c.p, &c.q, &c.cache, &n),
+                   SFA_ERR_INVALID_ARGUMENT);
+  ck_assert_msg(strstr(sfa_last_error(ctx), "cache->k: is NULL"), "%s", sfa_last_error(ctx));
+  ck_assert_int_eq(sfa_decode_workspace_size(NULL, &c.p, &c.q, &c.cache, &n),
+                   SFA_ERR_INVALID_ARGUMENT);
+  ck_assert_int_eq(sfa_decode_with_workspace(NULL, &c.p, &c.q, &c.cache, &c.o, &c.lse, FAKE(11),
+                                             1 << 20, NULL),
+                   SFA_ERR_INVALID_ARGUMENT);
+  sfa_context_destroy(ctx);
+}
+END_TEST
+
 /* Mode hash: the buckets k_hash (the cache's layout minus D) and q_hash
 ** [B, Hq, Tn] are required there, rejected elsewhere, and checked by name. */
 START_TEST(decode_hash_buckets_are_checked_by_name) {
@@ -394,6 +443,7 @@ int main(void) {
   tcase_add_test(t, splits_fill_the_gpu_from_host_facts);
   tcase_add_test(t, decode_rejects_bad_arguments_by_name);
   tcase_add_test(t, decode_hash_buckets_are_checked_by_name);
+  tcase_add_test(t, caller_workspace_arguments_are_checked_first);
   suite_add_tcase(s, t);
   return tu_run_suite(s);
 }

@@ -9,7 +9,8 @@
 ** fp16 and bf16, head dims 64 and 128 (and 256), with one split and with
 ** many; sfa_check_kv_cache on good and bad caches; and sfa_kv_append (and
 ** sfa_kv_append_hash, with the buckets) writing the new rows where
-** sfa_decode reads them and nowhere else.
+** sfa_decode reads them and nowhere else; sfa_decode_with_workspace with one
+** workspace of the caller's across shapes.
 **
 ** The reference of sequence b is sfa_reference_forward over its used
 ** positions (Tq = Tn new tokens, Tk = seqused[b]: the same bottom-right
@@ -94,6 +95,13 @@ static void naive_row(const dcase *c, const float *qr, const float *kr, const fl
 }
 
 /* Runs one case; returns the number of failures (messages printed). */
+/* Set (caller_workspace_serves_every_shape): run_case decodes in this
+** workspace of the caller's (sfa_decode_with_workspace) instead of the pool's,
+** and counts the cases that needed one. */
+static CUdeviceptr ws_dev;
+static size_t ws_size;
+static int ws_needed, ws_short; /* ws_short: first offer 16 bytes less than needed */
+
 static int run_case(const dcase *c) {
   char desc[256];
   describe(c, desc, sizeof desc);
@@ -269,7 +277,30 @@ static int run_case(const dcase *c) {
   if (c->mode == SFA_MODE_WINDOW) p.window_left = c->left, p.window_right = c->right;
 
   int fails = 0;
-  sfa_status st = sfa_decode(tg_ctx, &p, &tq, &cache, &to, &tl, NULL);
+  sfa_status st;
+  if (ws_dev) {
+    size_t need = 0;
+    st = sfa_decode_workspace_size(tg_ctx, &p, &tq, &cache, &need);
+    if (st == SFA_OK && need > ws_size) {
+      printf("FAIL %s: needs %zu bytes of workspace, the test has %zu\n", desc, need, ws_size);
+      fails++;
+    }
+    ws_needed += need > 0;
+    if (st == SFA_OK && ws_short && need > 0) {
+      const sfa_status sst = sfa_decode_with_workspace(tg_ctx, &p, &tq, &cache, &to, &tl,
+                                                       (void *)(uintptr_t)ws_dev, need - 16, NULL);
+      if (sst != SFA_ERR_INVALID_ARGUMENT || !strstr(sfa_last_error(tg_ctx), "this call needs")) {
+        printf("FAIL %s: %zu bytes of workspace gave %d (%s)\n", desc, need - 16, (int)sst,
+               sfa_last_error(tg_ctx));
+        fails++;
+      }
+    }
+    if (st == SFA_OK)
+      st = sfa_decode_with_workspace(tg_ctx, &p, &tq, &cache, &to, &tl, (void *)(uintptr_t)ws_dev,
+                                     ws_size, NULL);
+  } else {
+    st = sfa_decode(tg_ctx, &p, &tq, &cache, &to, &tl, NULL);
+  }
   if (st != SFA_OK) {
     printf("FAIL %s: sfa_decode: %s\n", desc, sfa_last_error(tg_ctx));
     fails++;
@@ -445,6 +476,46 @@ START_TEST(splits_one_and_many) {
   d.D = 32, d.dt = SFA_DTYPE_FP16, d.seed += 1;
   fails += run_case(&d);
   ck_assert_int_eq(fails, 0);
+}
+END_TEST
+
+/* sfa_decode_with_workspace: one workspace of the caller's, zeroed once,
+** serves cases of every shape in turn (many splits and one, contiguous and
+** paged, GQA tiles, hash, gather; a shape with fewer row tiles after one
+** with more), each against the reference, and its counters are zero after
+** them all; a workspace below the size query's answer is refused. */
+START_TEST(caller_workspace_serves_every_shape) {
+  ws_size = (size_t)64 << 20;
+  CU(tg_drv->cuMemAlloc(&ws_dev, ws_size));
+  CU(tg_drv->cuMemsetD8(ws_dev, 0, ws_size));
+  int fails = 0;
+  dcase one = base(256, 8192); /* B 1, one kv head: the most splits */
+  one.B = 1, one.Hq = 4, one.Hkv = 1, one.full = 1, one.seed += 130;
+  dcase many = base(0, 4096); /* 8 x 8 kv heads: a few splits */
+  many.B = 8, many.Hq = 32, many.Hkv = 8, many.full = 1, many.seed += 131;
+  dcase wide = base(16, 256); /* one split each */
+  wide.B = 48, wide.Hq = 32, wide.Hkv = 8, wide.Tn = 2, wide.seed += 132;
+  dcase gqa = base(48, 960); /* uneven lengths, two row tiles per kv head */
+  gqa.Hq = 16, gqa.Hkv = 1, gqa.Tn = 3, gqa.seed += 133;
+  dcase hash = base(16, 1024);
+  hash.mode = SFA_MODE_HASH, hash.causal = 0, hash.buckets = 4, hash.run = 64, hash.seed += 134;
+  dcase gather = base(256, 8192); /* many splits of a long list */
+  gather.B = 1, gather.Hq = 4, gather.Hkv = 1, gather.gather = 3000, gather.full = 1;
+  gather.seed += 135;
+  const dcase *order[] = {&many, &one, &gqa, &wide, &hash, &one, &gather, &many, &gqa};
+  for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) {
+    ws_short = i == 1;
+    fails += run_case(order[i]);
+  }
+  ws_short = 0;
+  ck_assert_int_eq(fails, 0);
+  ck_assert_msg(ws_needed >= 6, "only %d cases split their keys", ws_needed);
+  uint32_t counters[1024];
+  CU(tg_drv->cuCtxSynchronize());
+  CU(tg_drv->cuMemcpyDtoH(counters, ws_dev, sizeof counters));
+  for (int i = 0; i < 1024; i++) ck_assert_msg(counters[i] == 0, "counter %d is %u", i, counters[i]);
+  CU(tg_drv->cuMemFree(ws_dev));
+  ws_dev = 0, ws_size = 0;
 }
 END_TEST
 
@@ -664,6 +735,7 @@ int main(void) {
   tcase_add_test(t, check_kv_cache_reports_bad_pages);
   tcase_add_test(t, kv_append_writes_the_new_rows_only);
   tcase_add_test(t, random_cases);
+  tcase_add_test(t, caller_workspace_serves_every_shape);
   rc = tu_run_suite(s);
   tg_close();
   return rc;

@@ -36,7 +36,7 @@ library_path = _capi.LIBRARY_PATH
 
 __all__ = ["attention", "scaled_dot_product_attention", "forward", "backward", "hash_prepare", "hash_unsort",
            "hash_attention", "topk_mask", "merge_attention", "attention_varlen", "decode", "kv_append",
-           "check_kv_cache", "SfaError", "SfaUnsupportedError", "__version__", "library_path"]
+           "check_kv_cache", "decode_workspace", "SfaError", "SfaUnsupportedError", "__version__", "library_path"]
 
 try:
     import torch  # noqa: F401
@@ -50,9 +50,9 @@ except ImportError as _e:
         f.__name__ = name
         return f
 
-    for _n in __all__[:13]:
+    for _n in __all__[:14]:
         globals()[_n] = _needs_torch(_n)
 else:
-    from ._api import (attention, attention_varlen, backward, check_kv_cache, decode, forward,  # noqa: F401
-                       hash_attention, hash_prepare, hash_unsort, kv_append, merge_attention,
+    from ._api import (attention, attention_varlen, backward, check_kv_cache, decode,  # noqa: F401
+                       decode_workspace, forward, hash_attention, hash_prepare, hash_unsort, kv_append, merge_attention,
                        scaled_dot_product_attention, topk_mask)

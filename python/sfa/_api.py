@@ -615,8 +615,43 @@ def _check_cache(k_cache, v_cache, page_table, seqused, dtype):
     _check_int32((("page_table", page_table), ("seqused", seqused)))
 
 
+def _decode_checks(q, k_cache, v_cache, page_table, seqused, kv_indices, mode, window, scale, q_hash, k_hash):
+    """decode's and decode_workspace's argument checks: (window left, right, scale)."""
+    check_choice("mode", mode, ("dense", "window", "hash"))
+    wl, wr = check_window(window)
+    scale = check_scale(scale)
+    _check_rows((("q", q),), 4, "[B, Hq, Tn, D]")
+    _check_cache(k_cache, v_cache, page_table, seqused, q.dtype)
+    _check_int32((("kv_indices", kv_indices), ("q_hash", q_hash), ("k_hash", k_hash)))
+    if mode == "hash" and (q_hash is None or k_hash is None):
+        raise ValueError("sfa: mode 'hash' needs q_hash and k_hash (the buckets of the new tokens and of the "
+                         "cached keys)")
+    if mode != "hash" and (q_hash is not None or k_hash is not None):
+        raise ValueError(f"sfa: q_hash and k_hash are mode 'hash''s; mode {mode!r} takes neither")
+    _check_tensors((("q", q), ("k_cache", k_cache), ("v_cache", v_cache), ("page_table", page_table),
+                    ("seqused", seqused), ("kv_indices", kv_indices), ("q_hash", q_hash), ("k_hash", k_hash)))
+    return wl, wr, scale
+
+
+def decode_workspace(q, k_cache, v_cache, *, page_table=None, seqused=None, kv_indices=None, mode="dense",
+                     causal=True, scale=None, window=(-1, -1), q_hash=None, k_hash=None, strict_causal=False):
+    """A workspace for decode(..., workspace=) calls like this one: a zeroed
+    uint8 tensor on q's GPU of the bytes sfa_decode_workspace_size gives for
+    these arguments (their shapes and options; the values do not matter),
+    empty where the call does not split its keys. Keep it and pass it to every
+    decode step whose shape it covers: each call leaves it ready for the next
+    (no memset, no allocation: the step is one kernel in a CUDA graph). Steps
+    that may run at the same time (other streams) need a workspace each."""
+    wl, wr, scale = _decode_checks(q, k_cache, v_cache, page_table, seqused, kv_indices, mode, window, scale,
+                                   q_hash, k_hash)
+    n = _calls.decode_workspace_bytes(q, k_cache, v_cache, page_table, seqused, kv_indices, mode, bool(causal),
+                                      scale, wl, wr, k_hash, q_hash, bool(strict_causal))
+    return torch.zeros(n, dtype=torch.uint8, device=q.device)
+
+
 def decode(q, k_cache, v_cache, *, page_table=None, seqused=None, kv_indices=None, mode="dense", causal=True,
-           scale=None, window=(-1, -1), return_lse=False, q_hash=None, k_hash=None, strict_causal=False):
+           scale=None, window=(-1, -1), return_lse=False, q_hash=None, k_hash=None, strict_causal=False,
+           workspace=None):
     """One decode step: attention of q [B, Hq, Tn, D] (Tn new tokens per
     sequence, 1..16) against a KV cache, no autograd (sfa_decode).
 
@@ -637,23 +672,20 @@ def decode(q, k_cache, v_cache, *, page_table=None, seqused=None, kv_indices=Non
     kv_indices (int32 [B, Hkv, K]): each kv head reads only the listed
     positions (DSA/NSA-style selection; entries outside [0, seqused) are
     skipped, -1 pads).
+    workspace: None (the split keys' partial results go to a buffer of the
+    library's, zeroed by a memset each call), or decode_workspace(...)'s
+    tensor, reused from step to step (no allocation or memset: one kernel
+    per step).
     Returns o like q (and lse float32 [B, Hq, Tn] with return_lse). Nothing
     synchronizes: a step can be captured in a CUDA graph."""
-    check_choice("mode", mode, ("dense", "window", "hash"))
-    wl, wr = check_window(window)
-    scale = check_scale(scale)
-    _check_rows((("q", q),), 4, "[B, Hq, Tn, D]")
-    _check_cache(k_cache, v_cache, page_table, seqused, q.dtype)
-    _check_int32((("kv_indices", kv_indices), ("q_hash", q_hash), ("k_hash", k_hash)))
-    if mode == "hash" and (q_hash is None or k_hash is None):
-        raise ValueError("sfa: mode 'hash' needs q_hash and k_hash (the buckets of the new tokens and of the "
-                         "cached keys)")
-    if mode != "hash" and (q_hash is not None or k_hash is not None):
-        raise ValueError(f"sfa: q_hash and k_hash are mode 'hash''s; mode {mode!r} takes neither")
-    _check_tensors((("q", q), ("k_cache", k_cache), ("v_cache", v_cache), ("page_table", page_table),
-                    ("seqused", seqused), ("kv_indices", kv_indices), ("q_hash", q_hash), ("k_hash", k_hash)))
+    if workspace is not None and (not isinstance(workspace, torch.Tensor) or workspace.dtype != torch.uint8
+                                  or workspace.dim() != 1 or not workspace.is_contiguous()):
+        raise ValueError("sfa: workspace must be a contiguous 1-D uint8 torch.Tensor (sfa.decode_workspace)")
+    wl, wr, scale = _decode_checks(q, k_cache, v_cache, page_table, seqused, kv_indices, mode, window, scale,
+                                   q_hash, k_hash)
+    _check_tensors((("q", q), ("workspace", workspace)))
     o, lse = _ops.decode_step(q, k_cache, v_cache, page_table, seqused, kv_indices, mode, bool(causal), scale, wl,
-                              wr, k_hash, q_hash, bool(strict_causal), return_lse)
+                              wr, k_hash, q_hash, bool(strict_causal), return_lse, workspace)
     return (o, lse) if return_lse else o
 
 

@@ -347,14 +347,32 @@ def _cache(k_cache, v_cache, page_table, seqused, kv_indices=None, k_hash=None, 
 
 
 def decode_into(q, k_cache, v_cache, page_table, seqused, kv_indices, o, lse, mode, causal, scale,
-                window_left, window_right, k_hash=None, q_hash=None, strict_causal=False):
+                window_left, window_right, k_hash=None, q_hash=None, strict_causal=False, workspace=None):
     """sfa_decode into o (and lse, may be None); mode hash with the buckets
-    k_hash, q_hash."""
+    k_hash, q_hash; with workspace (a tensor of decode_workspace_bytes bytes
+    or more) sfa_decode_with_workspace."""
     p = _params(mode, causal, scale, window_left, window_right, False, strict_causal)
     q = rows_aligned(q)
     c, keep = _cache(k_cache, v_cache, page_table, seqused, kv_indices, k_hash, q_hash)
     tq, to, tl = describe(q, "q"), describe(o, "o"), describe(lse, "lse")
-    launch(q, _capi.lib.sfa_decode, ctypes.byref(p), tq, ctypes.byref(c), to, _ref(tl))
+    if workspace is None:
+        launch(q, _capi.lib.sfa_decode, ctypes.byref(p), tq, ctypes.byref(c), to, _ref(tl))
+    else:
+        launch(q, _capi.lib.sfa_decode_with_workspace, ctypes.byref(p), tq, ctypes.byref(c), to, _ref(tl),
+               ctypes.c_void_p(workspace.data_ptr()), workspace.numel() * workspace.element_size())
+
+
+def decode_workspace_bytes(q, k_cache, v_cache, page_table, seqused, kv_indices, mode, causal, scale,
+                           window_left, window_right, k_hash=None, q_hash=None, strict_causal=False):
+    """sfa_decode_workspace_size: the bytes of workspace a decode call with
+    these arguments needs on q's GPU (0: it does not split its keys)."""
+    p = _params(mode, causal, scale, window_left, window_right, False, strict_causal)
+    q = rows_aligned(q)
+    c, keep = _cache(k_cache, v_cache, page_table, seqused, kv_indices, k_hash, q_hash)
+    n = ctypes.c_size_t(0)
+    launch(q, lambda ctx, *a: _capi.lib.sfa_decode_workspace_size(ctx, *a[:-1]), ctypes.byref(p),
+           describe(q, "q"), ctypes.byref(c), ctypes.byref(n))
+    return n.value
 
 
 def kv_append_into(k_cache, v_cache, page_table, seqused, k_new, v_new, k_hash=None, k_hash_new=None):

@@ -239,6 +239,8 @@ _SIGNATURES = {
     "sfa_backward_dlse": ([_vp, _P(Params), _T, _T, _T, _P(Extras)] + [_T] * 8 + [_vp], _st),
     "sfa_merge_attention": ([_vp, _T, _T, _T, _T, _vp], _st),
     "sfa_decode": ([_vp, _P(Params), _T, _P(KvCache), _T, _T, _vp], _st),
+    "sfa_decode_workspace_size": ([_vp, _P(Params), _T, _P(KvCache), _P(ctypes.c_size_t)], _st),
+    "sfa_decode_with_workspace": ([_vp, _P(Params), _T, _P(KvCache), _T, _T, _vp, ctypes.c_size_t, _vp], _st),
     "sfa_kv_append": ([_vp, _P(KvCache), _T, _T, _vp], _st),
     "sfa_kv_append_hash": ([_vp, _P(KvCache), _T, _T, _T, _vp], _st),
     "sfa_check_kv_cache": ([_vp, _P(KvCache), _int, _vp], _st),

@@ -297,27 +297,28 @@ merge_attention.register_autograd(_merge_backward, setup_context=_merge_setup_co
 # ------------------------------------------------------------------ decoding
 
 def _decode(q, k_cache, v_cache, page_table, seqused, kv_indices, mode, causal, scale, window_left,
-            window_right, k_hash, q_hash, strict_causal, with_lse):
+            window_right, k_hash, q_hash, strict_causal, with_lse, workspace=None):
     """sfa::decode's implementation: (o, lse), lse None unless with_lse."""
     o = _calls.out_like(q)
     lse = q.new_empty(q.shape[:-1], dtype=torch.float32) if with_lse else None
     _calls.decode_into(q, k_cache, v_cache, page_table, seqused, kv_indices, o, lse, mode, causal, scale,
-                       window_left, window_right, k_hash, q_hash, strict_causal)
+                       window_left, window_right, k_hash, q_hash, strict_causal, workspace=workspace)
     return o, lse
 
 
-@torch.library.custom_op("sfa::decode", mutates_args=())
+@torch.library.custom_op("sfa::decode", mutates_args=("workspace",))
 def decode(q: Tensor, k_cache: Tensor, v_cache: Tensor, page_table: Optional[Tensor],
            seqused: Optional[Tensor], kv_indices: Optional[Tensor], mode: str, causal: bool,
            scale: Optional[float], window_left: int, window_right: int, k_hash: Optional[Tensor] = None,
-           q_hash: Optional[Tensor] = None, strict_causal: bool = False) -> Tuple[Tensor, Tensor]:
+           q_hash: Optional[Tensor] = None, strict_causal: bool = False,
+           workspace: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
     return _decode(q, k_cache, v_cache, page_table, seqused, kv_indices, mode, causal, scale, window_left,
-                   window_right, k_hash, q_hash, strict_causal, True)
+                   window_right, k_hash, q_hash, strict_causal, True, workspace)
 
 
 @decode.register_fake
 def _(q, k_cache, v_cache, page_table, seqused, kv_indices, mode, causal, scale, window_left, window_right,
-      k_hash=None, q_hash=None, strict_causal=False):
+      k_hash=None, q_hash=None, strict_causal=False, workspace=None):
     return _calls.out_like(q), q.new_empty(q.shape[:-1], dtype=torch.float32)
 
 
@@ -356,14 +357,14 @@ def _plain_eager(*tensors):
 
 
 def decode_step(q, k_cache, v_cache, page_table, seqused, kv_indices, mode, causal, scale, window_left,
-                window_right, k_hash, q_hash, strict_causal, return_lse):
+                window_right, k_hash, q_hash, strict_causal, return_lse, workspace=None):
     """sfa::decode, or its implementation directly in plain eager mode (which
     then makes no lse unless asked for): (o, lse or None)."""
     args = (q, k_cache, v_cache, page_table, seqused, kv_indices, mode, causal, scale, window_left, window_right,
             k_hash, q_hash, strict_causal)
-    if not _plain_eager(q, k_cache, v_cache, page_table, seqused, kv_indices, k_hash, q_hash):
-        return decode(*args)
-    return _decode(*args, return_lse)
+    if not _plain_eager(q, k_cache, v_cache, page_table, seqused, kv_indices, k_hash, q_hash, workspace):
+        return decode(*args, workspace=workspace)
+    return _decode(*args, return_lse, workspace)
 
 
 def kv_append_step(k_cache, v_cache, page_table, seqused, k_new, v_new, k_hash=None, k_hash_new=None):

@@ -316,7 +316,7 @@ def make(sfa):
             lse.copy_(lf)
 
     def decode_into(q, k_cache, v_cache, page_table, seqused, kv_indices, o, lse, mode, causal, scale,
-                    window_left, window_right, k_hash=None, q_hash=None, strict_causal=False):
+                    window_left, window_right, k_hash=None, q_hash=None, strict_causal=False, workspace=None):
         B, Hq, Tn, D = q.shape
         used = _used(seqused, B, _capacity(k_cache, page_table))
         o.zero_()

@@ -9,6 +9,8 @@ mode hash (buckets q_hash / k_hash, kept by kv_append's k_hash_new) against
 a float64 torch reference, on the CPU reference backend (refbackend.py) and
 on a GPU;
 the same step captured in a CUDA graph and replayed with new lengths;
+a workspace of the caller's (decode_workspace) reused across steps, graphs
+and a compiled step;
 torch.compile(fullgraph=True) of a step; torch.library.opcheck of the ops
 (the hash ones on the CPU reference backend too); the plain eager path that
 skips the custom op's dispatch, and where it does not;
@@ -94,6 +96,8 @@ def argument_errors_name_the_argument():
     raises(ValueError, lambda: sfa.kv_append(q, q, q.float(), q.float()), "k_new", "dtype")
     raises(ValueError, lambda: sfa.kv_append(q.half(), q.half(), q, q), "k_cache", "dtype")
     raises(ValueError, lambda: sfa.check_kv_cache(q, q, 0), "tn")
+    raises(ValueError, lambda: sfa.decode(q, q, q, workspace=torch.zeros(64)), "workspace", "uint8")
+    raises(ValueError, lambda: sfa.decode(q, q, q, workspace=torch.zeros(4, 16, dtype=torch.uint8)), "1-D")
 
 
 @test()
@@ -361,6 +365,63 @@ def compiled_step_and_opcheck():
     torch.library.opcheck(torch.ops.sfa.decode.default,
                           (q, k_cache, v_cache, None, lens, None, "dense", True, None, -1, -1))
     torch.library.opcheck(torch.ops.sfa.kv_append.default, (k_cache.clone(), v_cache.clone(), None, lens, kn, vn))
+
+
+@test(needs_cuda=True)
+def a_workspace_serves_steps_graphs_and_compiled_steps():
+    """decode(workspace=decode_workspace(...)): the same output as the
+    library's own workspace, eager, in a CUDA graph replayed with new lengths
+    (one kernel node: no memset) and compiled; the workspace's counters (its
+    first 4096 bytes) are zero after each; a workspace of another shape's
+    size that is too small is refused by name."""
+    torch.manual_seed(4)
+    B, Hq, Hkv, D, cap = 8, 32, 8, 128, 4096
+    k_all = torch.randn(B, Hkv, cap, D, device="cuda", dtype=DT)
+    v_all = torch.randn(B, Hkv, cap, D, device="cuda", dtype=DT)
+    lens = torch.randint(1, cap + 1, (B,), device="cuda", dtype=torch.int32)
+    q = torch.randn(B, Hq, 1, D, device="cuda", dtype=DT)
+    ws = sfa.decode_workspace(q, k_all, v_all, seqused=lens)
+    assert ws.numel() > 4096 and ws.dtype == torch.uint8, ws.shape
+    own = sfa.decode(q, k_all, v_all, seqused=lens)
+    got = sfa.decode(q, k_all, v_all, seqused=lens, workspace=ws)
+    assert torch.equal(got, own), rel(got, own)
+    assert rel(got, reference(q, k_all, v_all, lens.tolist())) < TOL
+    assert int(ws[:4096].count_nonzero()) == 0, "counters left set"
+    # a CUDA graph of the step: kernels only, no memset node
+    out = torch.empty_like(q)
+    g, s = torch.cuda.CUDAGraph(), torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        with torch.cuda.graph(g, stream=s):
+            out.copy_(sfa.decode(q, k_all, v_all, seqused=lens, workspace=ws))
+    torch.cuda.current_stream().wait_stream(s)
+    for _ in range(2):
+        new = torch.randint(1, cap + 1, (B,)).tolist()
+        lens.copy_(torch.tensor(new, device="cuda", dtype=torch.int32))
+        q.copy_(torch.randn_like(q))
+        g.replay()
+        torch.cuda.synchronize()
+        e = rel(out, reference(q, k_all, v_all, new))
+        assert e < TOL, f"graph replay with a workspace, lengths {new}: relative error {e:.3g}"
+        assert int(ws[:4096].count_nonzero()) == 0, "counters left set after a replay"
+    # compiled, and the op's schema with the workspace
+    torch._dynamo.reset()
+    step = torch.compile(lambda q, ws: sfa.decode(q, k_all, v_all, seqused=lens, workspace=ws) * 2,
+                         fullgraph=True)
+    got = step(q, ws)
+    assert rel(got, 2 * sfa.decode(q, k_all, v_all, seqused=lens)) < 1e-3
+    torch.library.opcheck(torch.ops.sfa.decode.default,
+                          (q, k_all, v_all, None, lens, None, "dense", True, None, -1, -1),
+                          {"workspace": ws})
+    # the size depends on the shape: one sequence needs more splits than B 8
+    q1 = q[:1]
+    ws1 = sfa.decode_workspace(q1, k_all[:1], v_all[:1], seqused=lens[:1])
+    if ws1.numel() > ws.numel():
+        raises(ValueError, lambda: sfa.decode(q1, k_all[:1], v_all[:1], seqused=lens[:1], workspace=ws),
+               "workspace", "this call needs")
+    o1 = sfa.decode(q1, k_all[:1], v_all[:1], seqused=lens[:1], workspace=ws1)
+    assert rel(o1, reference(q1, k_all[:1], v_all[:1], lens[:1].tolist())) < TOL
+    assert int(ws1[:4096].count_nonzero()) == 0
 
 
 @test(needs_cuda=True)
