@@ -735,7 +735,8 @@ int main(void) {
   tcase_add_test(t, check_kv_cache_reports_bad_pages);
   tcase_add_test(t, kv_append_writes_the_new_rows_only);
   tcase_add_test(t, random_cases);
-  tcase_add_test(t, caller_workspace_serves_every_shape);
+  /* its own case, for the sanitizers (CK_RUN_CASE=workspace) */
+  tu_untimed_case(s, "workspace", caller_workspace_serves_every_shape);
   rc = tu_run_suite(s);
   tg_close();
   return rc;
