@@ -786,7 +786,8 @@ SFA_API sfa_status sfa_decode_workspace_size(sfa_context *ctx,
 ** has finished, so one workspace serves every later call whose size it
 ** covers, any shape, with no memset: the step is one kernel node in a CUDA
 ** graph. Calls that share a workspace must be ordered (one stream, or
-** events); calls that may run at the same time need a workspace each. A
+** events); calls that may run at the same time need a workspace each. The
+** bytes a call uses must not overlap any of its tensors. A
 ** call whose kernel did not complete (a device fault) leaves the workspace
 ** undefined. The caller owns and frees it. */
 SFA_API sfa_status sfa_decode_with_workspace(sfa_context *ctx, const sfa_attention_params *params,

@@ -417,6 +417,23 @@ static sfa_status decode(sfa_context *ctx, const sfa_attention_params *params, c
     return sfa__error(ctx, SFA_ERR_INVALID_ARGUMENT,
                       "workspace: %zu bytes; this call needs %zu (sfa_decode_workspace_size)",
                       workspace_size, need);
+  if (caller && need) { /* the bytes the kernel writes share no tensor's */
+    sfa_tensor wt;
+    const int64_t words = (int64_t)(need / 4);
+    sfa_tensor_init(&wt, workspace, SFA_DTYPE_FP32, 1, &words);
+    const sfa__named_tensor ws_out[] = {{"workspace", &wt}};
+    const sfa__named_tensor all[] = {{"q", q},
+                                     {"o", o},
+                                     {"lse", lse},
+                                     {"cache->k", cache->k},
+                                     {"cache->v", cache->v},
+                                     {"cache->page_table", cache->page_table},
+                                     {"cache->seqused", cache->seqused},
+                                     {"cache->kv_indices", cache->kv_indices},
+                                     {"cache->k_hash", cache->k_hash},
+                                     {"cache->q_hash", cache->q_hash}};
+    if ((st = sfa__check_disjoint(ctx, ws_out, 1, all, 10)) != SFA_OK) return st;
+  }
 
   sfa_dec_args a;
   fill_args(&a, params, q, cache, o, lse, sh, pl.splits);

@@ -294,6 +294,13 @@ static int run_case(const dcase *c) {
                sfa_last_error(tg_ctx));
         fails++;
       }
+      /* a workspace over the output */
+      const sfa_status ost = sfa_decode_with_workspace(tg_ctx, &p, &tq, &cache, &to, &tl,
+                                                       (void *)(uintptr_t)dout, need, NULL);
+      if (ost != SFA_ERR_INVALID_ARGUMENT || !strstr(sfa_last_error(tg_ctx), "workspace: its memory overlaps")) {
+        printf("FAIL %s: a workspace over o gave %d (%s)\n", desc, (int)ost, sfa_last_error(tg_ctx));
+        fails++;
+      }
     }
     if (st == SFA_OK)
       st = sfa_decode_with_workspace(tg_ctx, &p, &tq, &cache, &to, &tl, (void *)(uintptr_t)ws_dev,
@@ -483,7 +490,8 @@ END_TEST
 ** serves cases of every shape in turn (many splits and one, contiguous and
 ** paged, GQA tiles, hash, gather; a shape with fewer row tiles after one
 ** with more), each against the reference, and its counters are zero after
-** them all; a workspace below the size query's answer is refused. */
+** them all; a workspace below the size query's answer, or over the output, is
+** refused. */
 START_TEST(caller_workspace_serves_every_shape) {
   ws_size = (size_t)64 << 20;
   CU(tg_drv->cuMemAlloc(&ws_dev, ws_size));
