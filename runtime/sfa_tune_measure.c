@@ -12,7 +12,9 @@
 **          stream drained between batches, so the queue never fills;
 **          and host time per sfa_decode (one new token, B 1, Hq 8, Hkv 2,
 **          a paged cache of 4096 positions: split-KV, so the call includes
-**          the workspace from the pool, the merge and the free), the same way.
+**          the workspace from the pool, the merge and the free), the same way,
+**          and per sfa_decode_with_workspace (a workspace of the caller's,
+**          allocated once: no pool allocation, memset or free per call).
 */
 #include <stdio.h>
 #include <stdlib.h>
@@ -138,8 +140,10 @@ static double per_call(sfa_context *c, const sfa_driver *d, const sfa__device *d
   return total * 1e3 / (CALL_BATCHES * CALL_BATCH);
 }
 
-/* Host microseconds per sfa_decode (see the top of the file); -1 on failure. */
-static double per_decode(sfa_context *c, const sfa_driver *d, sfa_dtype dt, int D, CUstream stream) {
+/* Host microseconds per sfa_decode, or with own per sfa_decode_with_workspace
+** (see the top of the file); -1 on failure. */
+static double per_decode(sfa_context *c, const sfa_driver *d, sfa_dtype dt, int D, CUstream stream,
+                         int own) {
   enum { HQ = 8, HKV = 2, PAGE = 16, PAGES = 256 };
   const size_t row = (size_t)D * 2, cache = (size_t)PAGES * PAGE * HKV * row;
   CUdeviceptr buf = 0;
@@ -165,19 +169,33 @@ static double per_decode(sfa_context *c, const sfa_driver *d, sfa_dtype dt, int 
     sfa_attention_params p;
     sfa_params_init(&p);
     p.causal = 1;
-    if (sfa_decode(c, &p, &q, &kv, &o, NULL, stream) == SFA_OK) { /* compile + warm */
+    CUdeviceptr ws = 0;
+    size_t wsn = 0;
+    int ready = 1;
+    if (own) {
+      ready = sfa_decode_workspace_size(c, &p, &q, &kv, &wsn) == SFA_OK &&
+              (!wsn || (d->cuMemAlloc(&ws, wsn) == CUDA_SUCCESS &&
+                        d->cuMemsetD8(ws, 0, wsn) == CUDA_SUCCESS));
+    }
+#define DECODE_CALL()                                                                       \
+  (own ? sfa_decode_with_workspace(c, &p, &q, &kv, &o, NULL, (void *)(uintptr_t)ws, wsn, stream) \
+       : sfa_decode(c, &p, &q, &kv, &o, NULL, stream))
+    if (ready && DECODE_CALL() == SFA_OK) { /* compile + warm */
       double total = 0;
       int ok = 1;
       for (int b = 0; ok && b < CALL_BATCHES; b++) {
         ok = d->cuStreamSynchronize(stream) == CUDA_SUCCESS;
         double t0 = now_ms();
-        for (int i = 0; ok && i < CALL_BATCH; i++) ok = sfa_decode(c, &p, &q, &kv, &o, NULL, stream) == SFA_OK;
+        for (int i = 0; ok && i < CALL_BATCH; i++) ok = DECODE_CALL() == SFA_OK;
         total += now_ms() - t0;
       }
       if (ok && d->cuStreamSynchronize(stream) == CUDA_SUCCESS)
         us = total * 1e3 / (CALL_BATCHES * CALL_BATCH);
     }
+#undef DECODE_CALL
     if (us < 0) fprintf(stderr, "sfa-tune: %s\n", sfa_last_error(c));
+    d->cuStreamSynchronize(stream);
+    if (ws) d->cuMemFree(ws);
   }
   d->cuStreamSynchronize(stream);
   d->cuMemFree(buf);
@@ -203,7 +221,7 @@ static int measure_calls(const sfa__tune_opts *o, const sfa__device *dev, sfa_dt
   p.causal = 1;
   int rc = 1;
   if (d->cuStreamCreate(&stream, 0) == CUDA_SUCCESS) {
-    double us[4] = {-1, -1, -1, -1};
+    double us[5] = {-1, -1, -1, -1, -1};
     const sfa_tune_policy pol[2] = {SFA_TUNE_OFF, SFA_TUNE_CACHED};
     for (int i = 0; i < 2; i++) {
       sfa_context *c = new_ctx(o, pol[i]);
@@ -211,18 +229,20 @@ static int measure_calls(const sfa__tune_opts *o, const sfa__device *dev, sfa_dt
       us[i] = per_call(c, d, dev, &p, &q, &k, &v, &out, stream, 0);
       if (i == 0) {
         us[2] = per_call(c, d, dev, &p, &q, &k, &v, &out, stream, 1);
-        us[3] = per_decode(c, d, dt, D, stream);
+        us[3] = per_decode(c, d, dt, D, stream, 0);
+        us[4] = per_decode(c, d, dt, D, stream, 1);
       }
       sfa_context_destroy(c);
     }
-    if (us[0] >= 0 && us[1] >= 0 && us[2] >= 0 && us[3] >= 0) {
+    if (us[0] >= 0 && us[1] >= 0 && us[2] >= 0 && us[3] >= 0 && us[4] >= 0) {
       printf("call   dense causal %s d%d, B=1 H=1 T=128: sfa_forward %.2f us (tune off), "
              "%.2f us (tune cached); bare cuLaunchKernel %.2f us; host time per call, "
              "%d batches of %d\n", sfa__dtype_str(dt), D, us[0], us[1], us[2], CALL_BATCHES,
              CALL_BATCH);
       printf("call   decode dense causal %s d%d, B=1 Hq=8 Hkv=2, paged 4096: sfa_decode %.2f us "
-             "host time per call (split-KV: workspace, counters' memset, decode with its merge, free)\n",
-             sfa__dtype_str(dt), D, us[3]);
+             "host time per call (split-KV: workspace, counters' memset, decode with its merge, free); "
+             "sfa_decode_with_workspace %.2f us (the caller's workspace)\n",
+             sfa__dtype_str(dt), D, us[3], us[4]);
       rc = 0;
     } else {
       fprintf(stderr, "sfa-tune: the per-call measurement failed\n");
