@@ -306,19 +306,38 @@ def _decode(q, k_cache, v_cache, page_table, seqused, kv_indices, mode, causal, 
     return o, lse
 
 
-@torch.library.custom_op("sfa::decode", mutates_args=("workspace",))
+@torch.library.custom_op("sfa::decode", mutates_args=())
 def decode(q: Tensor, k_cache: Tensor, v_cache: Tensor, page_table: Optional[Tensor],
            seqused: Optional[Tensor], kv_indices: Optional[Tensor], mode: str, causal: bool,
            scale: Optional[float], window_left: int, window_right: int, k_hash: Optional[Tensor] = None,
-           q_hash: Optional[Tensor] = None, strict_causal: bool = False,
-           workspace: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+           q_hash: Optional[Tensor] = None, strict_causal: bool = False) -> Tuple[Tensor, Tensor]:
     return _decode(q, k_cache, v_cache, page_table, seqused, kv_indices, mode, causal, scale, window_left,
-                   window_right, k_hash, q_hash, strict_causal, True, workspace)
+                   window_right, k_hash, q_hash, strict_causal, True)
 
 
 @decode.register_fake
 def _(q, k_cache, v_cache, page_table, seqused, kv_indices, mode, causal, scale, window_left, window_right,
-      k_hash=None, q_hash=None, strict_causal=False, workspace=None):
+      k_hash=None, q_hash=None, strict_causal=False):
+    return _calls.out_like(q), q.new_empty(q.shape[:-1], dtype=torch.float32)
+
+
+# sfa::decode in a workspace of the caller's (sfa_decode_with_workspace), which
+# the call mutates: an op of its own, with the workspace required (a mutable
+# argument that defaults to None is not one torch's ADInplaceOrView handles
+# when it is left out), and attn_mode for sfa::decode's mode (torch.compile's
+# auto_functionalized_v2, which wraps ops that mutate, has a `mode` of its own).
+@torch.library.custom_op("sfa::decode_ws", mutates_args=("workspace",))
+def decode_ws(q: Tensor, k_cache: Tensor, v_cache: Tensor, page_table: Optional[Tensor],
+              seqused: Optional[Tensor], kv_indices: Optional[Tensor], attn_mode: str, causal: bool,
+              scale: Optional[float], window_left: int, window_right: int, k_hash: Optional[Tensor],
+              q_hash: Optional[Tensor], strict_causal: bool, workspace: Tensor) -> Tuple[Tensor, Tensor]:
+    return _decode(q, k_cache, v_cache, page_table, seqused, kv_indices, attn_mode, causal, scale, window_left,
+                   window_right, k_hash, q_hash, strict_causal, True, workspace)
+
+
+@decode_ws.register_fake
+def _(q, k_cache, v_cache, page_table, seqused, kv_indices, attn_mode, causal, scale, window_left, window_right,
+      k_hash, q_hash, strict_causal, workspace):
     return _calls.out_like(q), q.new_empty(q.shape[:-1], dtype=torch.float32)
 
 
@@ -363,7 +382,7 @@ def decode_step(q, k_cache, v_cache, page_table, seqused, kv_indices, mode, caus
     args = (q, k_cache, v_cache, page_table, seqused, kv_indices, mode, causal, scale, window_left, window_right,
             k_hash, q_hash, strict_causal)
     if not _plain_eager(q, k_cache, v_cache, page_table, seqused, kv_indices, k_hash, q_hash, workspace):
-        return decode(*args, workspace=workspace)
+        return decode(*args) if workspace is None else decode_ws(*args, workspace)
     return _decode(*args, return_lse, workspace)
 
 

@@ -115,8 +115,8 @@ def plain_eager_steps_skip_the_op_dispatch_and_traced_steps_keep_it():
             ops.append(str(func))
             return func(*args, **(kwargs or {}))
 
-    def fake_decode(q, kc, vc, pt, su, ki, o, lse, *rest):
-        seen.append(("decode", lse is None))
+    def fake_decode(q, kc, vc, pt, su, ki, o, lse, *rest, workspace=None):
+        seen.append(("decode", lse is None) if workspace is None else ("decode_ws", lse is None))
         o.fill_(1.0)
 
     saved = (_calls.DEVICE_TYPE, _calls.decode_into, _calls.kv_append_into)
@@ -135,6 +135,13 @@ def plain_eager_steps_skip_the_op_dispatch_and_traced_steps_keep_it():
             sfa.decode(q, k, k)
             sfa.kv_append(k.clone(), k.clone(), q[:, :2], q[:, :2])
         assert "sfa.decode.default" in ops and "sfa.kv_append.default" in ops, ops
+        ws = torch.zeros(64, dtype=torch.uint8)
+        seen.clear()
+        assert sfa.decode(q, k, k, workspace=ws).eq(1).all()
+        with Record():
+            sfa.decode(q, k, k, workspace=ws)
+        assert "sfa.decode_ws.default" in ops, ops
+        assert seen == [("decode_ws", True), ("decode_ws", False)], seen
         seen.clear()
         assert _ops._plain_eager(q, None, k) and not _ops._plain_eager(q.requires_grad_(), k)
         sfa.decode(q, k, k)  # q needs a gradient: the op (which has no autograd formula) decides
@@ -260,8 +267,10 @@ def hash_decode_matches_the_bucket_rule():
 
 @test()
 def hash_ops_pass_opcheck():
-    """sfa::decode with the buckets and sfa::kv_append_hash (which mutates
-    k_hash too) pass torch.library.opcheck (schema, fake tensors, aliasing)."""
+    """sfa::decode with the buckets, sfa::decode_ws (which mutates its
+    workspace) and sfa::kv_append_hash (which mutates k_hash too) pass
+    torch.library.opcheck (schema, fake tensors, aliasing); a step with a
+    workspace compiles with fullgraph."""
     for backend in BACKENDS:
         dev = "cpu" if backend == "cpu-ref" else "cuda"
         with refbackend.cpu(sfa) if backend == "cpu-ref" else contextlib.nullcontext():
@@ -276,6 +285,17 @@ def hash_ops_pass_opcheck():
             torch.library.opcheck(torch.ops.sfa.decode.default,
                                   (q, k_cache, v_cache, None, lens, None, "hash", False, None, -1, -1, k_hash,
                                    q_hash, True))
+            ws = sfa.decode_workspace(q, k_cache, v_cache, seqused=lens, mode="hash", causal=False,
+                                      q_hash=q_hash, k_hash=k_hash) if dev == "cuda" else \
+                torch.zeros(4096, dtype=torch.uint8)
+            torch.library.opcheck(torch.ops.sfa.decode_ws.default,
+                                  (q, k_cache, v_cache, None, lens, None, "hash", False, None, -1, -1, k_hash,
+                                   q_hash, True, ws))
+            torch._dynamo.reset()
+            step = torch.compile(lambda q, ws: sfa.decode(q, k_cache, v_cache, seqused=lens, mode="hash", q_hash=q_hash,
+                                                          k_hash=k_hash, workspace=ws) + 1, fullgraph=True)
+            want = sfa.decode(q, k_cache, v_cache, seqused=lens, mode="hash", q_hash=q_hash, k_hash=k_hash) + 1
+            assert rel(step(q, ws), want) < 1e-3
             kn, vn = torch.randn(B, Hkv, Tn, D, device=dev, dtype=DT), torch.randn(B, Hkv, Tn, D, device=dev, dtype=DT)
             khn = torch.randint(0, 3, (B, Hkv, Tn), device=dev, dtype=torch.int32)
             torch.library.opcheck(torch.ops.sfa.kv_append_hash.default,
@@ -410,9 +430,8 @@ def a_workspace_serves_steps_graphs_and_compiled_steps():
                          fullgraph=True)
     got = step(q, ws)
     assert rel(got, 2 * sfa.decode(q, k_all, v_all, seqused=lens)) < 1e-3
-    torch.library.opcheck(torch.ops.sfa.decode.default,
-                          (q, k_all, v_all, None, lens, None, "dense", True, None, -1, -1),
-                          {"workspace": ws})
+    torch.library.opcheck(torch.ops.sfa.decode_ws.default,
+                          (q, k_all, v_all, None, lens, None, "dense", True, None, -1, -1, None, None, False, ws))
     # the size depends on the shape: one sequence needs more splits than B 8
     q1 = q[:1]
     ws1 = sfa.decode_workspace(q1, k_all[:1], v_all[:1], seqused=lens[:1])
