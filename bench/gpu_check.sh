@@ -16,7 +16,8 @@
 # parts); copy them into build/ and a later call's first step unpacks them (no cold compiles).
 # sync: the forward suites again with SFA_MMA=sync (mma.sync where sm_90 would
 # use wgmma). sanitize covers test_gpu_backward's small (wgmma on sm_90), sync, wide, wgmma256
-# (the wgmma backward at D 256) and ws (the warp-specialized backward) cases.
+# (the wgmma backward at D 256) and ws (the warp-specialized backward) cases, and
+# test_gpu_decode's workspace case (a caller's split-KV workspace across shapes).
 # wssan: memcheck and racecheck of test_gpu_ws (the warp-specialized forward: its shapes at D 64,
 # 128 and 256, and every ws tile config). fwdtune: the forward tile sweep of every mode at D 64,
 # 128 and 256 (T 4096 and 16384; wgmma and ws candidates) into /tmp/sfa-f, exported to $OUT/tuned_fwd.tsv (a table to
@@ -106,7 +107,7 @@ if [[ $what == *" sanitize "* ]]; then
   for tool in memcheck racecheck; do
     for run in test_gpu_sparse: test_gpu_helpers:helpers test_gpu_backward:small \
                test_gpu_backward:sync test_gpu_backward:wide test_gpu_backward:wgmma256 \
-               test_gpu_backward:ws; do
+               test_gpu_backward:ws test_gpu_decode:workspace; do
       n=${run%%:*}; c=${run#*:}
       case_env=""; [ -n "$c" ] && case_env="CK_RUN_CASE=$c"
       env $case_env timeout ${SAN_TIMEOUT:-90} compute-sanitizer --tool $tool \
