@@ -145,6 +145,23 @@ static sfa_status check_cache(sfa_context *ctx, const sfa_kv_cache *c, int64_t B
   return SFA_OK;
 }
 
+/* The tensors of a call, named: the outputs o and lse first, then the inputs. */
+#define CALL_TENSORS 10
+static void call_tensors(const sfa_tensor *q, const sfa_kv_cache *c, const sfa_tensor *o,
+                         const sfa_tensor *lse, sfa__named_tensor all[CALL_TENSORS]) {
+  const sfa__named_tensor t[CALL_TENSORS] = {{"o", o},
+                                             {"lse", lse},
+                                             {"q", q},
+                                             {"cache->k", c->k},
+                                             {"cache->v", c->v},
+                                             {"cache->page_table", c->page_table},
+                                             {"cache->seqused", c->seqused},
+                                             {"cache->kv_indices", c->kv_indices},
+                                             {"cache->k_hash", c->k_hash},
+                                             {"cache->q_hash", c->q_hash}};
+  memcpy(all, t, sizeof t);
+}
+
 /* The call's arguments; with outputs 0 (sfa_decode_workspace_size) the
 ** inputs only, o and lse unread. */
 static sfa_status validate(sfa_context *ctx, const sfa_attention_params *p, const sfa_tensor *q,
@@ -239,16 +256,9 @@ static sfa_status validate(sfa_context *ctx, const sfa_attention_params *p, cons
       return st;
     if ((st = sfa__util_same_dims(ctx, "lse", lse, "q", q, 3, "B, Hq and Tn"))) return st;
   }
-  const sfa__named_tensor out[] = {{"o", o}, {"lse", lse}};
-  const sfa__named_tensor in[] = {{"q", q},
-                                  {"cache->k", c->k},
-                                  {"cache->v", c->v},
-                                  {"cache->page_table", c->page_table},
-                                  {"cache->seqused", c->seqused},
-                                  {"cache->kv_indices", c->kv_indices},
-                                  {"cache->k_hash", c->k_hash},
-                                  {"cache->q_hash", c->q_hash}};
-  return sfa__check_disjoint(ctx, out, 2, in, 8);
+  sfa__named_tensor all[CALL_TENSORS];
+  call_tensors(q, c, o, lse, all);
+  return sfa__check_disjoint(ctx, all, 2, all + 2, CALL_TENSORS - 2);
 }
 
 int sfa__decode_splits(int64_t ctas, int64_t capacity, int sms, int block_n) {
@@ -422,17 +432,9 @@ static sfa_status decode(sfa_context *ctx, const sfa_attention_params *params, c
     const int64_t words = (int64_t)(need / 4);
     sfa_tensor_init(&wt, workspace, SFA_DTYPE_FP32, 1, &words);
     const sfa__named_tensor ws_out[] = {{"workspace", &wt}};
-    const sfa__named_tensor all[] = {{"q", q},
-                                     {"o", o},
-                                     {"lse", lse},
-                                     {"cache->k", cache->k},
-                                     {"cache->v", cache->v},
-                                     {"cache->page_table", cache->page_table},
-                                     {"cache->seqused", cache->seqused},
-                                     {"cache->kv_indices", cache->kv_indices},
-                                     {"cache->k_hash", cache->k_hash},
-                                     {"cache->q_hash", cache->q_hash}};
-    if ((st = sfa__check_disjoint(ctx, ws_out, 1, all, 10)) != SFA_OK) return st;
+    sfa__named_tensor all[CALL_TENSORS];
+    call_tensors(q, cache, o, lse, all);
+    if ((st = sfa__check_disjoint(ctx, ws_out, 1, all, CALL_TENSORS)) != SFA_OK) return st;
   }
 
   sfa_dec_args a;

@@ -331,6 +331,29 @@ def kv_indices_select_positions():
     assert e < TOL, f"kv_indices: relative error {e:.3g}"
 
 
+def graph_of(step, out):
+    """A CUDA graph of out.copy_(step()), captured on a side stream."""
+    g, s = torch.cuda.CUDAGraph(), torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        with torch.cuda.graph(g, stream=s):
+            out.copy_(step())
+    torch.cuda.current_stream().wait_stream(s)
+    return g
+
+
+def replay_with_lengths(g, out, q, lens, k_all, v_all, lengths, what):
+    """Replays g once for each list of lengths (written into lens, with a
+    fresh q), each output against the float64 reference on k_all, v_all."""
+    for new in lengths:
+        lens.copy_(torch.tensor(new, device="cuda", dtype=torch.int32))
+        q.copy_(torch.randn_like(q))
+        g.replay()
+        torch.cuda.synchronize()
+        e = rel(out, reference(q, k_all, v_all, new))
+        assert e < TOL, f"{what} with lengths {new}: relative error {e:.3g}"
+
+
 @test(needs_cuda=True)
 def cuda_graph_replays_with_new_lengths():
     torch.manual_seed(2)
@@ -344,20 +367,8 @@ def cuda_graph_replays_with_new_lengths():
     out = torch.empty_like(q)
     sfa.decode(q, k_cache, v_cache, page_table=table, seqused=lens)  # warm: kernels loaded
     torch.cuda.synchronize()
-    g = torch.cuda.CUDAGraph()
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        with torch.cuda.graph(g, stream=s):
-            out.copy_(sfa.decode(q, k_cache, v_cache, page_table=table, seqused=lens))
-    torch.cuda.current_stream().wait_stream(s)
-    for new in ([1, 64, 200, 512], [7, 300, 9, 33]):
-        lens.copy_(torch.tensor(new, device="cuda", dtype=torch.int32))
-        q.copy_(torch.randn_like(q))
-        g.replay()
-        torch.cuda.synchronize()
-        e = rel(out, reference(q, k_all, v_all, new))
-        assert e < TOL, f"graph replay with lengths {new}: relative error {e:.3g}"
+    g = graph_of(lambda: sfa.decode(q, k_cache, v_cache, page_table=table, seqused=lens), out)
+    replay_with_lengths(g, out, q, lens, k_all, v_all, ([1, 64, 200, 512], [7, 300, 9, 33]), "graph replay")
 
 
 @test(needs_cuda=True)
@@ -409,21 +420,10 @@ def a_workspace_serves_steps_graphs_and_compiled_steps():
     assert int(ws[:4096].count_nonzero()) == 0, "counters left set"
     # a CUDA graph of the step: kernels only, no memset node
     out = torch.empty_like(q)
-    g, s = torch.cuda.CUDAGraph(), torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        with torch.cuda.graph(g, stream=s):
-            out.copy_(sfa.decode(q, k_all, v_all, seqused=lens, workspace=ws))
-    torch.cuda.current_stream().wait_stream(s)
-    for _ in range(2):
-        new = torch.randint(1, cap + 1, (B,)).tolist()
-        lens.copy_(torch.tensor(new, device="cuda", dtype=torch.int32))
-        q.copy_(torch.randn_like(q))
-        g.replay()
-        torch.cuda.synchronize()
-        e = rel(out, reference(q, k_all, v_all, new))
-        assert e < TOL, f"graph replay with a workspace, lengths {new}: relative error {e:.3g}"
-        assert int(ws[:4096].count_nonzero()) == 0, "counters left set after a replay"
+    g = graph_of(lambda: sfa.decode(q, k_all, v_all, seqused=lens, workspace=ws), out)
+    replay_with_lengths(g, out, q, lens, k_all, v_all, [torch.randint(1, cap + 1, (B,)).tolist() for _ in range(2)],
+                        "graph replay with a workspace")
+    assert int(ws[:4096].count_nonzero()) == 0, "counters left set after the replays"
     # compiled, and the op's schema with the workspace
     torch._dynamo.reset()
     step = torch.compile(lambda q, ws: sfa.decode(q, k_all, v_all, seqused=lens, workspace=ws) * 2,
