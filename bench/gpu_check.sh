@@ -5,7 +5,8 @@
 # printed when it ends and all of them again last. Usage:
 #   bash bench/gpu_check.sh [suites] [sync] [sanitize] [wssan] [bench] [bwdtune] [bwdbench]
 #                           [fwdtune] [decode] [bwd256] [ws256] [short] [wsbwd] [wsbwd256]
-#                           [compare] [bwdprof] [bwdsass] [fwdsass] [packedprof] [cacheout]
+#                           [compare] [bwdprof] [bwdsass] [fwdsass] [packedprof] [decodeprof]
+#                           [cacheout]
 # Session 9 took: suites 3.5 min (2.25 of it test_gpu_backward), sanitize 1.4
 # min, compare (the full grid) 5.5 min; session 8: bwdtune ~1 min, bwdbench
 # over 3 min (FlexAttention compiles). Split the steps across calls of 10 min.
@@ -227,6 +228,27 @@ if [[ $what == *" packedprof "* ]]; then
       $OUT/ncu-$how.txt | head -20
   done | tee $OUT/packedprof.log
   say "packedprof: $OUT/packedprof.log"
+fi
+# decodeprof: issue 19's decode at B 8 (76-80% of copy at 4k keys against flash's 85%, and flash
+# faster at 32k too): decode_probe.py's graph times and per-kernel times of sfa (pool and caller
+# workspace) and of SDPA flash, then ncu of one sfa decode kernel and of flash's split-KV kernel
+# at 4k and 32k keys: speed of light, memory workload, warp states, occupancy into
+# $OUT/ncu-decode-{sfa,flash}-{4096,32768}.txt.
+if [[ $what == *" decodeprof "* ]]; then
+  for how in "" --workspace "--peer flash"; do
+    python3 bench/decode_probe.py --cases 8:4096,8:32768,8:4096:16 --kernels $how 2>&1 | grep -v "^#"
+  done | tee $OUT/decodeprof.log
+  for kv in 4096 32768; do
+    for who in sfa flash; do
+      if [ $who = sfa ]; then kn=regex:sfa_decode how=--workspace; else kn=regex:flash_fwd_splitkv_kernel how="--peer flash"; fi
+      timeout ${NCU_TIMEOUT:-240} ncu --clock-control none --kernel-name $kn --launch-skip 20 --launch-count 1 \
+        --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats \
+        --section Occupancy --section LaunchStats --section SchedulerStats \
+        python3 bench/decode_probe.py --cases 8:$kv --reps 5 $how > $OUT/ncu-decode-$who-$kv.txt 2>&1
+      say "ncu decode $who $kv rc=$?: $(grep -E 'Duration|DRAM Throughput|Achieved Occupancy' \
+        $OUT/ncu-decode-$who-$kv.txt | tr -s ' ' | tr '\n' ';')"
+    done
+  done
 fi
 # sass_page PASS: ncu's SourceCounters of one launch of sfa's dense causal PASS kernel and of
 # cuDNN's (SDPA), their SASS pages as CSV and the opcode counts; D SASS_D (default 128), T 4096
