@@ -154,6 +154,7 @@ static double per_decode(sfa_context *c, const sfa_driver *d, sfa_dtype dt, int 
   int32_t table[PAGES], n = PAGES * PAGE;
   for (int i = 0; i < PAGES; i++) table[i] = i;
   double us = -1;
+  CUdeviceptr ws = 0; /* own: the caller's workspace */
   if (d->cuMemcpyHtoD(pt, table, sizeof table) == CUDA_SUCCESS &&
       d->cuMemcpyHtoD(used, &n, sizeof n) == CUDA_SUCCESS) {
     const int64_t sq[4] = {1, HQ, 1, D}, sk[4] = {PAGES, PAGE, HKV, D}, st[2] = {1, PAGES},
@@ -169,7 +170,6 @@ static double per_decode(sfa_context *c, const sfa_driver *d, sfa_dtype dt, int 
     sfa_attention_params p;
     sfa_params_init(&p);
     p.causal = 1;
-    CUdeviceptr ws = 0;
     size_t wsn = 0;
     int ready = 1;
     if (own) {
@@ -194,10 +194,9 @@ static double per_decode(sfa_context *c, const sfa_driver *d, sfa_dtype dt, int 
     }
 #undef DECODE_CALL
     if (us < 0) fprintf(stderr, "sfa-tune: %s\n", sfa_last_error(c));
-    d->cuStreamSynchronize(stream);
-    if (ws) d->cuMemFree(ws);
   }
   d->cuStreamSynchronize(stream);
+  if (ws) d->cuMemFree(ws);
   d->cuMemFree(buf);
   return us;
 }

@@ -94,7 +94,6 @@ static void naive_row(const dcase *c, const float *qr, const float *kr, const fl
   free(acc);
 }
 
-/* Runs one case; returns the number of failures (messages printed). */
 /* Set (caller_workspace_serves_every_shape): run_case decodes in this
 ** workspace of the caller's (sfa_decode_with_workspace) instead of the pool's,
 ** and counts the cases that needed one. */
@@ -102,6 +101,7 @@ static CUdeviceptr ws_dev;
 static size_t ws_size;
 static int ws_needed, ws_short; /* ws_short: first offer 16 bytes less than needed */
 
+/* Runs one case; returns the number of failures (messages printed). */
 static int run_case(const dcase *c) {
   char desc[256];
   describe(c, desc, sizeof desc);

@@ -683,7 +683,8 @@ def decode(q, k_cache, v_cache, *, page_table=None, seqused=None, kv_indices=Non
         raise ValueError("sfa: workspace must be a contiguous 1-D uint8 torch.Tensor (sfa.decode_workspace)")
     wl, wr, scale = _decode_checks(q, k_cache, v_cache, page_table, seqused, kv_indices, mode, window, scale,
                                    q_hash, k_hash)
-    _check_tensors((("q", q), ("workspace", workspace)))
+    if workspace is not None:  # on q's device
+        _check_tensors((("q", q), ("workspace", workspace)))
     o, lse = _ops.decode_step(q, k_cache, v_cache, page_table, seqused, kv_indices, mode, bool(causal), scale, wl,
                               wr, k_hash, q_hash, bool(strict_causal), return_lse, workspace)
     return (o, lse) if return_lse else o
