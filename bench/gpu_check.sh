@@ -81,6 +81,15 @@ ab_prof() {
     done
   done
 }
+# ncu_one KERNEL-REGEX SKIP "SECTIONS" FILE COMMAND...: ncu of one launch of the kernel after
+# SKIP launches of it, those sections, into FILE; returns ncu's status (NCU_TIMEOUT caps it)
+ncu_one() {
+  local kn=$1 skip=$2 sections=() out=$4
+  for s in $3; do sections+=(--section "$s"); done
+  shift 4
+  timeout ${NCU_TIMEOUT:-240} ncu --clock-control none --kernel-name "regex:$kn" \
+    --launch-skip "$skip" --launch-count 1 "${sections[@]}" "$@" > "$out" 2>&1
+}
 # suite $1 under SUITE_TIMEOUT, its line into $OUT/$n.sum
 run_suite() {
   local n=$(basename $1) start=$(date +%s)
@@ -198,11 +207,8 @@ if [[ $what == *" bwdprof "* ]]; then
   for T in 4096 16384; do
     echo "dense causal D 128 bwd T $T:"
     python3 bench/prof_case.py --mode dense --D 128 --pass bwd --T $T --kernels 2>&1 | tail -6
-    timeout ${NCU_TIMEOUT:-240} ncu --clock-control none --kernel-name regex:sfa_bwd_dense_causal \
-      --launch-skip 2 --launch-count 1 --section SpeedOfLight --section WarpStateStats \
-      --section LaunchStats --section Occupancy \
-      python3 bench/prof_case.py --mode dense --D 128 --pass bwd --T $T --reps 2 --warm 1 \
-      > $OUT/ncu-T$T.txt 2>&1
+    ncu_one sfa_bwd_dense_causal 2 "SpeedOfLight WarpStateStats LaunchStats Occupancy" \
+      $OUT/ncu-T$T.txt python3 bench/prof_case.py --mode dense --D 128 --pass bwd --T $T --reps 2 --warm 1
     echo "ncu T $T rc=$?: $(grep -cE '^ +[A-Z]' $OUT/ncu-T$T.txt) metric lines"
     grep -E "Duration|Compute \(SM\) Throughput|Memory Throughput|Stall|Achieved Occupancy" \
       $OUT/ncu-T$T.txt | head -14
@@ -218,11 +224,8 @@ if [[ $what == *" packedprof "* ]]; then
     pk=""; [ $how = packed ] && pk=--packed
     echo "dense causal D 64 fwd T 32768 $how:"
     python3 bench/prof_case.py --mode dense --D 64 --pass fwd --T 32768 $pk --kernels 2>&1 | tail -4
-    timeout ${NCU_TIMEOUT:-240} ncu --clock-control none --kernel-name regex:sfa_fwd_dense_causal \
-      --launch-skip 2 --launch-count 1 --section SpeedOfLight --section MemoryWorkloadAnalysis \
-      --section WarpStateStats --section LaunchStats --section Occupancy \
-      python3 bench/prof_case.py --mode dense --D 64 --pass fwd --T 32768 $pk --reps 2 --warm 1 \
-      > $OUT/ncu-$how.txt 2>&1
+    ncu_one sfa_fwd_dense_causal 2 "SpeedOfLight MemoryWorkloadAnalysis WarpStateStats LaunchStats Occupancy" \
+      $OUT/ncu-$how.txt python3 bench/prof_case.py --mode dense --D 64 --pass fwd --T 32768 $pk --reps 2 --warm 1
     echo "ncu $how rc=$?: $(grep -cE '^ +[A-Z]' $OUT/ncu-$how.txt) metric lines"
     grep -E "Duration|Throughput|Hit Rate|Stall|Achieved Occupancy|Grid Size|Registers" \
       $OUT/ncu-$how.txt | head -20
@@ -240,11 +243,9 @@ if [[ $what == *" decodeprof "* ]]; then
   done | tee $OUT/decodeprof.log
   for kv in 4096 32768; do
     for who in sfa flash; do
-      if [ $who = sfa ]; then kn=regex:sfa_decode how=--workspace; else kn=regex:flash_fwd_splitkv_kernel how="--peer flash"; fi
-      timeout ${NCU_TIMEOUT:-240} ncu --clock-control none --kernel-name $kn --launch-skip 20 --launch-count 1 \
-        --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats \
-        --section Occupancy --section LaunchStats --section SchedulerStats \
-        python3 bench/decode_probe.py --cases 8:$kv --reps 5 $how > $OUT/ncu-decode-$who-$kv.txt 2>&1
+      if [ $who = sfa ]; then kn=sfa_decode how=--workspace; else kn=flash_fwd_splitkv_kernel how="--peer flash"; fi
+      ncu_one $kn 20 "SpeedOfLight MemoryWorkloadAnalysis WarpStateStats Occupancy LaunchStats SchedulerStats" \
+        $OUT/ncu-decode-$who-$kv.txt python3 bench/decode_probe.py --cases 8:$kv --reps 5 $how
       say "ncu decode $who $kv rc=$?: $(grep -E 'Duration|DRAM Throughput|Achieved Occupancy' \
         $OUT/ncu-decode-$who-$kv.txt | tr -s ' ' | tr '\n' ';')"
     done
